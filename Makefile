@@ -1,0 +1,67 @@
+# Two commands for a fresh machine:
+#   make start   create .venv, install Bastion and start an all-in-one cluster (SQLite)
+#   make test    install everything the tests need (system packages too, as root), then
+#                ruff, mypy and pytest
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= ./bastion-data
+SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux
+
+.PHONY: start test install install-dev system-deps lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+start: $(VENV)/.installed
+	$(BIN)/bastion start --data-dir $(DATA)
+
+# Installs the real peers the tests drive (OpenSSH, PostgreSQL, openssl, tmux) when run as
+# root and one is missing; as a normal user it only reports what is missing.
+system-deps:
+	@missing=""; \
+	for bin in ssh sshd ssh-keygen openssl tmux; do \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing system packages (missing:$$missing)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing:$$missing (run make test as root, or install: $(SYSTEM_PACKAGES))"; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+test: system-deps $(VENV)/.installed-dev lint typecheck
+	$(BIN)/python tests/check_layout.py
+	$(BIN)/pytest -n 2 -q -p no:cacheprovider
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest -q tests/unit
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/issuance.py
+	$(BIN)/python bench/rbac.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,199 @@
+"""GuardedAuth: the AuthServer surface with every call authorized by the RBAC engine.
+
+Each method first asks :class:`bastion.rbac.checker.RoleSet` (``require(kind, verb)``), audits a
+refusal with who, what and why, and then delegates. List endpoints filter per item (a node the
+caller may not see is absent, not an error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bastion.audit.log import AuditQuery
+from bastion.auth.issuer import HostCerts
+from bastion.auth.server import AuthServer, NewToken
+from bastion.auth.users import Invite, UserService
+from bastion.errors import AccessDenied, BadParameter, NotFound
+from bastion.rbac.checker import RoleSet
+from bastion.types.access import User
+from bastion.types.audit import AuditEvent
+from bastion.types.authority import CA_TYPES, CAType, CertAuthority
+from bastion.types.identity import Identity
+from bastion.types.inventory import Node
+from bastion.types.meta import Resource
+
+__all__ = ["AuthContext", "GuardedAuth"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    identity: Identity
+    role_set: RoleSet
+    remote_addr: str
+
+    @property
+    def actor(self) -> str:
+        return self.identity.user
+
+
+class GuardedAuth:
+    def __init__(self, auth: AuthServer, users: UserService, ctx: AuthContext) -> None:
+        self._auth = auth
+        self._users = users
+        self.ctx = ctx
+
+    @classmethod
+    async def for_identity(
+        cls, auth: AuthServer, users: UserService, identity: Identity, remote_addr: str
+    ) -> GuardedAuth:
+        """Build the context from the certificate's identity and the roles as stored *now*."""
+        roles = []
+        for name in identity.roles:
+            try:
+                roles.append(await auth.roles.get(name))
+            except NotFound:
+                continue  # a deleted role grants nothing
+        traits = {k: list(v) for k, v in identity.traits.items()}
+        role_set = RoleSet.from_roles(roles, traits)
+        return cls(auth, users, AuthContext(identity, role_set, remote_addr))
+
+    async def require(self, kind: str, verb: str) -> None:
+        decision = self.ctx.role_set.check_rule(kind, verb)
+        if not decision.allowed:
+            await self._auth.audit.emit(
+                "access.denied",
+                outcome="failure",
+                user=self.ctx.actor,
+                remote_addr=self.ctx.remote_addr,
+                target=kind,
+                verb=verb,
+                reason=decision.reason,
+            )
+            raise AccessDenied(f"access denied: you may not {verb} {kind}")
+
+    # ---- generic resources ---------------------------------------------------------------------
+
+    async def list_resources(self, kind: str) -> list[Resource]:
+        await self.require(kind, "list")
+        items: list[Resource] = await self._auth.store(kind).list()
+        if kind == "node":
+            items = [n for n in items if isinstance(n, Node) and self._node_visible(n)]
+        if kind == "cert_authority":
+            items = [ca.without_secrets() for ca in items if isinstance(ca, CertAuthority)]
+        return items
+
+    async def get_resource(self, kind: str, name: str) -> Resource:
+        await self.require(kind, "read")
+        item: Resource = await self._auth.store(kind).get(name)
+        if isinstance(item, Node) and not self._node_visible(item):
+            raise NotFound(f'node "{name}" not found')
+        if isinstance(item, CertAuthority):
+            item = item.without_secrets()
+        return item
+
+    def _node_visible(self, node: Node) -> bool:
+        return self.ctx.role_set.check_node_visible(node.name, node.all_labels()).allowed
+
+    async def create_resource(self, resource: Resource, force: bool) -> Resource:
+        await self.require(resource.kind, "create")
+        if force:
+            await self.require(resource.kind, "update")
+        return await self._auth.create_resource(resource, self.ctx.actor, force=force)
+
+    async def update_resource(self, resource: Resource) -> Resource:
+        await self.require(resource.kind, "update")
+        return await self._auth.update_resource(resource, self.ctx.actor)
+
+    async def delete_resource(self, kind: str, name: str) -> None:
+        await self.require(kind, "delete")
+        await self._auth.delete_resource(kind, name, self.ctx.actor)
+
+    # ---- users and tokens ----------------------------------------------------------------------
+
+    async def add_user(
+        self, name: str, roles: list[str], logins: list[str], traits: dict[str, list[str]]
+    ) -> Invite:
+        await self.require("user", "create")
+        return await self._users.add_user(name, roles, logins, traits, self.ctx.actor)
+
+    async def reset_user(self, name: str) -> Invite:
+        await self.require("user", "update")
+        return await self._users.reset_user(name, self.ctx.actor)
+
+    async def update_user(
+        self,
+        name: str,
+        roles: list[str] | None,
+        logins: list[str] | None,
+        traits: dict[str, list[str]] | None,
+    ) -> User:
+        await self.require("user", "update")
+        user = await self._auth.users.get(name)
+        if roles is not None:
+            user.spec.roles = roles
+        if traits is not None:
+            user.spec.traits = {**user.spec.traits, **traits}
+        if logins is not None:
+            user.spec.traits["logins"] = logins
+        result = await self._auth.update_resource(user, self.ctx.actor)
+        assert isinstance(result, User)
+        return result
+
+    async def add_token(self, roles: list[str], ttl: timedelta, labels: dict[str, str]) -> NewToken:
+        await self.require("token", "create")
+        return await self._auth.add_token(roles, ttl, labels, self.ctx.actor)
+
+    # ---- certificate authorities ---------------------------------------------------------------
+
+    @staticmethod
+    def _ca_type(value: str) -> CAType:
+        aliases = {
+            "user": "ssh_user",
+            "host": "ssh_host",
+            "tls-user": "tls_user",
+            "tls-host": "tls_host",
+            "tls_user": "tls_user",
+            "tls_host": "tls_host",
+        }
+        wanted = aliases.get(value, value)
+        for ca_type in CA_TYPES:
+            if ca_type == wanted:
+                return ca_type
+        raise BadParameter(
+            f"unknown CA type {value!r}: use user, host, tls-user, tls-host, db or jwt"
+        )
+
+    async def export_ca(self, ca_type: str, fmt: str) -> str:
+        await self.require("cert_authority", "read")
+        return await self._auth.export_ca(self._ca_type(ca_type), fmt)
+
+    async def rotate_ca(self, ca_type: str, phase: str) -> CertAuthority:
+        await self.require("cert_authority", "update")
+        return (
+            await self._auth.rotate_ca(self._ca_type(ca_type), phase, self.ctx.actor)
+        ).without_secrets()
+
+    async def sign_host(
+        self, host: str, public_key: str, principals: list[str], ttl: timedelta
+    ) -> HostCerts:
+        await self.require("cert_authority", "update")
+        return await self._auth.sign_host(host, public_key, principals, ttl, self.ctx.actor)
+
+    # ---- audit ---------------------------------------------------------------------------------
+
+    async def search_events(self, query: AuditQuery) -> list[AuditEvent]:
+        await self.require("event", "list")
+        return await self._auth.audit.search(query)
+
+    def whoami(self) -> dict[str, Any]:
+        ident = self.ctx.identity
+        return {
+            "user": ident.user,
+            "kind": ident.kind,
+            "roles": list(ident.roles),
+            "logins": list(ident.logins),
+            "expires": ident.expires.isoformat(),
+            "cluster": ident.cluster,
+        }

@@ -1,0 +1,247 @@
+"""Certificate issuance: turn an authenticated principal into SSH + X.509 certificates.
+
+The issuer trusts its caller (login, join and renewal have already authenticated). It computes the
+identity document once and writes it into both certificates, audits every certificate it signs
+(serial, principals, roles, TTL), and never widens: TTL = min(requested, roles' max_session_ttl).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from bastion.audit.log import AuditLog
+from bastion.ca import authority as ca_authority
+from bastion.ca import sshcert
+from bastion.ca import x509 as ca_x509
+from bastion.ca.keys import PublicKey
+from bastion.clock import Clock
+from bastion.errors import BadParameter
+from bastion.rbac.checker import RoleSet
+from bastion.services.store import ResourceStore
+from bastion.types.authority import CAType, CertAuthority
+from bastion.types.identity import Identity
+
+__all__ = ["HostCerts", "Issuer", "UserCerts", "parse_public_key"]
+
+MIN_TTL = timedelta(minutes=1)
+
+
+def parse_public_key(text: str) -> PublicKey:
+    """Accept an OpenSSH public key line or a PEM SubjectPublicKeyInfo from a client.
+
+    Raises:
+        BadParameter: not a supported public key.
+    """
+    data = text.strip().encode()
+    key: PublicKeyTypes
+    try:
+        if data.startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_ssh_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise BadParameter(
+            f"invalid public key: {exc}; send an OpenSSH line (ssh-ed25519 AAAA...) or PEM"
+        ) from None
+    if not isinstance(key, Ed25519PublicKey | EllipticCurvePublicKey | RSAPublicKey):
+        raise BadParameter("unsupported public key type: use Ed25519, ECDSA P-256 or RSA")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class UserCerts:
+    identity: Identity
+    ssh_cert: str
+    """OpenSSH certificate line (``ssh-ed25519-cert-v01@openssh.com AAAA... user``); empty when
+    the identity has no logins."""
+    tls_cert: str
+    """PEM X.509 certificate."""
+    ssh_host_ca: list[str]
+    """Host CA public keys (known_hosts ``@cert-authority`` material)."""
+    tls_host_ca: str
+    """PEM of the host TLS CAs (to verify auth and proxy)."""
+    tls_user_ca: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostCerts:
+    identity: Identity
+    ssh_cert: str
+    tls_cert: str
+    ssh_user_ca: list[str]
+    ssh_host_ca: list[str]
+    tls_host_ca: str
+    tls_user_ca: str
+
+
+class Issuer:
+    def __init__(
+        self,
+        cas: ResourceStore[CertAuthority],
+        kek: bytes,
+        clock: Clock,
+        audit: AuditLog,
+        cluster: str,
+    ) -> None:
+        self._cas = cas
+        self._cluster = cluster
+        self._kek = kek
+        self._clock = clock
+        self._audit = audit
+
+    async def ca(self, ca_type: CAType) -> CertAuthority:
+        return await self._cas.get(ca_authority.ca_name(ca_type, self._cluster))
+
+    async def _trust(self) -> tuple[list[str], list[str], str, str]:
+        ssh_user = await self.ca("ssh_user")
+        ssh_host = await self.ca("ssh_host")
+        tls_host = await self.ca("tls_host")
+        tls_user = await self.ca("tls_user")
+        return (
+            [k.public_key for k in ssh_user.spec.trusted_keys()],
+            [k.public_key for k in ssh_host.spec.trusted_keys()],
+            "".join(k.cert_pem for k in tls_host.spec.trusted_keys()),
+            "".join(k.cert_pem for k in tls_user.spec.trusted_keys()),
+        )
+
+    def user_identity(
+        self,
+        *,
+        cluster: str,
+        user: str,
+        roles: list[str],
+        traits: dict[str, list[str]],
+        role_set: RoleSet,
+        requested_ttl: timedelta,
+        kind: Literal["user", "admin", "host", "bot"] = "user",
+        pinned_ip: str = "",
+    ) -> Identity:
+        ttl = max(MIN_TTL, min(requested_ttl, role_set.max_session_ttl()))
+        return Identity(
+            cluster=cluster,
+            user=user,
+            kind=kind,
+            roles=tuple(roles),
+            traits={k: tuple(v) for k, v in traits.items()},
+            logins=tuple(role_set.allowed_logins()),
+            expires=self._clock.now() + ttl,
+            pinned_ip=pinned_ip if role_set.options().pin_source_ip else "",
+        )
+
+    async def issue_user(self, identity: Identity, public_key: str, remote_addr: str) -> UserCerts:
+        """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``."""
+        subject = parse_public_key(public_key)
+        now = self._clock.now()
+        ssh_ca = await self.ca("ssh_user")
+        tls_ca = await self.ca("tls_user")
+        serial = secrets.randbits(63)
+        ssh_line = ""
+        if identity.logins:  # no logins (e.g. editor only, the local admin): no SSH certificate;
+            # an empty principal list would mean "any login" to OpenSSH.
+            ssh_blob = sshcert.ssh_user_certificate(
+                ca_authority.signing_key(ssh_ca, self._kek),
+                subject,
+                identity,
+                serial=serial,
+                valid_after=now - timedelta(minutes=1),
+            )
+            ssh_line = sshcert.to_openssh_line(ssh_blob, identity.user)
+        tls_cert = ca_x509.issue_user_certificate(
+            x509.load_pem_x509_certificate(tls_ca.spec.active_keys[0].cert_pem.encode()),
+            ca_authority.signing_key(tls_ca, self._kek),
+            subject,
+            identity,
+            serial=serial,
+            not_before=now - timedelta(minutes=1),
+        )
+        await self._audit_cert("user", identity, serial, remote_addr)
+        user_ca, host_ca, tls_host, tls_user = await self._trust()
+        return UserCerts(
+            identity=identity,
+            ssh_cert=ssh_line,
+            tls_cert=tls_cert.public_bytes(serialization.Encoding.PEM).decode(),
+            ssh_host_ca=host_ca,
+            tls_host_ca=tls_host,
+            tls_user_ca=tls_user,
+        )
+
+    async def issue_host(
+        self,
+        identity: Identity,
+        public_key: str,
+        principals: list[str],
+        dns_names: list[str],
+        ip_addresses: list[str],
+        ttl: timedelta,
+        remote_addr: str,
+    ) -> HostCerts:
+        """Sign an SSH host certificate and an X.509 host certificate for an agent or server."""
+        subject = parse_public_key(public_key)
+        now = self._clock.now()
+        ssh_ca = await self.ca("ssh_host")
+        tls_ca = await self.ca("tls_host")
+        serial = secrets.randbits(63)
+        ssh_blob = sshcert.ssh_host_certificate(
+            ca_authority.signing_key(ssh_ca, self._kek),
+            subject,
+            identity.host_id or identity.user,
+            principals,
+            serial=serial,
+            valid_after=now - timedelta(minutes=1),
+            valid_before=now + ttl,
+        )
+        tls_cert = ca_x509.issue_host_certificate(
+            x509.load_pem_x509_certificate(tls_ca.spec.active_keys[0].cert_pem.encode()),
+            ca_authority.signing_key(tls_ca, self._kek),
+            subject,
+            identity.host_id or identity.user,
+            dns_names,
+            ip_addresses,
+            not_before=now - timedelta(minutes=1),
+            not_after=now + ttl,
+            identity=identity,
+        )
+        await self._audit_cert("host", identity, serial, remote_addr, principals=principals)
+        user_ca, host_ca, tls_host, tls_user = await self._trust()
+        return HostCerts(
+            identity=identity,
+            ssh_cert=sshcert.to_openssh_line(ssh_blob, identity.host_id or identity.user),
+            tls_cert=tls_cert.public_bytes(serialization.Encoding.PEM).decode(),
+            ssh_user_ca=user_ca,
+            ssh_host_ca=host_ca,
+            tls_host_ca=tls_host,
+            tls_user_ca=tls_user,
+        )
+
+    async def _audit_cert(
+        self,
+        kind: str,
+        identity: Identity,
+        serial: int,
+        remote_addr: str,
+        principals: list[str] | None = None,
+    ) -> None:
+        await self._audit.emit(
+            "cert.issued",
+            user=identity.user,
+            remote_addr=remote_addr,
+            cert_type=kind,
+            serial=str(serial),
+            principals=principals if principals is not None else list(identity.logins),
+            roles=list(identity.roles),
+            expires=identity.expires.isoformat(),
+            ttl_seconds=int((identity.expires - self._clock.now()).total_seconds()),
+            device_id=identity.device_id,
+            mfa_verified=identity.mfa_verified,
+        )

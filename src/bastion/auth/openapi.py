@@ -1,0 +1,187 @@
+"""The OpenAPI 3.1 description of the auth API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion import __version__
+
+__all__ = ["OPENAPI"]
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+}
+_OBJ = {"type": "object"}
+
+# (method, path, summary, public, request schema or None)
+_ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
+    ("get", "/v1/ping", "Cluster name, version, host CA (for pinning), second factor", True, None),
+    (
+        "post",
+        "/v1/login",
+        "Password (+TOTP) login: returns SSH and X.509 certificates for the client's public key",
+        True,
+        {
+            "type": "object",
+            "required": ["user", "password", "public_key"],
+            "properties": {
+                "user": {"type": "string"},
+                "password": {"type": "string"},
+                "otp": {"type": "string"},
+                "public_key": {"type": "string"},
+                "ttl": {"type": "string", "example": "8h"},
+            },
+        },
+    ),
+    (
+        "post",
+        "/v1/invites/start",
+        "Look up an invite; returns the TOTP secret to enroll",
+        True,
+        {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    ),
+    (
+        "post",
+        "/v1/invites/complete",
+        "Set password (+TOTP) with an invite; returns certificates",
+        True,
+        {
+            "type": "object",
+            "required": ["token", "password", "public_key"],
+            "properties": {
+                "token": {"type": "string"},
+                "password": {"type": "string"},
+                "otp": {"type": "string"},
+                "public_key": {"type": "string"},
+            },
+        },
+    ),
+    (
+        "post",
+        "/v1/join",
+        "Exchange a join token for a host identity",
+        True,
+        {
+            "type": "object",
+            "required": ["token", "host_name", "public_key"],
+            "properties": {
+                "token": {"type": "string"},
+                "host_name": {"type": "string"},
+                "role": {"type": "string"},
+                "public_key": {"type": "string"},
+                "dns_names": {"type": "array", "items": {"type": "string"}},
+                "ip_addresses": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    ),
+    ("get", "/v1/whoami", "The caller's identity", False, None),
+    (
+        "post",
+        "/v1/users",
+        "Create a user and return a one-time invite",
+        False,
+        {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "roles": {"type": "array", "items": {"type": "string"}},
+                "logins": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    ),
+    ("patch", "/v1/users/{name}", "Change a user's roles, logins or traits", False, _OBJ),
+    (
+        "post",
+        "/v1/users/{name}/reset",
+        "Forget credentials, unlock, return a new invite",
+        False,
+        None,
+    ),
+    (
+        "post",
+        "/v1/tokens",
+        "Create a join token (returned once)",
+        False,
+        {
+            "type": "object",
+            "required": ["roles"],
+            "properties": {
+                "roles": {"type": "array", "items": {"type": "string"}},
+                "ttl": {"type": "string"},
+                "labels": _OBJ,
+            },
+        },
+    ),
+    (
+        "get",
+        "/v1/ca/export",
+        "Trust material: ?type=user|host|tls-user|tls-host|db|jwt",
+        False,
+        None,
+    ),
+    (
+        "post",
+        "/v1/ca/rotate",
+        "Move a CA to the next rotation phase",
+        False,
+        {
+            "type": "object",
+            "required": ["type", "phase"],
+            "properties": {
+                "type": {"type": "string"},
+                "phase": {"enum": ["init", "update", "standby", "rollback"]},
+            },
+        },
+    ),
+    ("post", "/v1/ca/sign-host", "Host certificate for an agentless OpenSSH server", False, _OBJ),
+    ("get", "/v1/events", "Search audit events: ?type=&user=&since=&until=&limit=", False, None),
+    ("get", "/v1/resources/{kind}", "List resources of a kind (filtered per item)", False, None),
+    ("post", "/v1/resources/{kind}", "Create a resource (?force=true overwrites)", False, _OBJ),
+    ("get", "/v1/resources/{kind}/{name}", "Read one resource", False, None),
+    ("put", "/v1/resources/{kind}/{name}", "Update; conditional on metadata.revision", False, _OBJ),
+    ("delete", "/v1/resources/{kind}/{name}", "Delete a resource", False, None),
+]
+
+
+def _build() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for method, path, summary, public, schema in _ROUTES:
+        op: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _OBJ}}},
+                "default": {
+                    "description": "Error",
+                    "content": {"application/json": {"schema": _ERROR}},
+                },
+            },
+        }
+        if public:
+            op["security"] = []
+        params = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
+        if params:
+            op["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if schema is not None:
+            op["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bastion auth API", "version": __version__},
+        "components": {"securitySchemes": {"mtls": {"type": "mutualTLS"}}},
+        "security": [{"mtls": []}],
+        "paths": paths,
+    }
+
+
+OPENAPI = _build()

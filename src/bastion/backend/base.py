@@ -1,0 +1,129 @@
+"""The backend contract: a small key-value store with revisions, TTL and a watch stream.
+
+Keys are ``/``-separated text (``roles/dev``); values are bytes. Every write gets a revision from
+one cluster-wide, strictly increasing counter, and produces exactly one :class:`Event` with that
+revision; ``watch(start_revision=r)`` replays events with revision > r and then streams live ones,
+so a watcher that reconnects misses nothing (unless the events were trimmed: then CompareFailed).
+
+Implementations: :mod:`.memory` (reference, tests), :mod:`.sqlite` (embedded default),
+:mod:`.postgres` (HA). All must pass :mod:`.compliance`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "Backend",
+    "Event",
+    "EventType",
+    "Item",
+    "Watcher",
+    "key",
+    "prefix_end",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    key: str
+    value: bytes
+    expires: datetime | None = None
+    """Timezone-aware UTC; the item disappears (and a DELETE event is emitted) at this time."""
+    revision: int = 0
+    """Set by the backend on every write; ignored on input."""
+
+
+class EventType(enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: EventType
+    item: Item
+    """For DELETE, ``item.value`` is empty and ``item.revision`` is the delete's revision."""
+
+
+def key(*parts: str) -> str:
+    """Join key parts with ``/``; parts must be non-empty and contain no ``/``."""
+    for part in parts:
+        if not part or "/" in part:
+            raise ValueError(f"invalid key part {part!r}")
+    return "/".join(parts)
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string that starts with ``prefix``."""
+    return prefix + "\U0010ffff"
+
+
+class Watcher(Protocol):
+    """An open watch. Iterate for events; closing stops the stream.
+
+    Delivery is at-least-once in revision order. If the watcher falls too far behind (its bounded
+    queue overflows) the iteration raises ConnectionProblem and the caller re-watches from the
+    last revision it processed.
+    """
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    async def get(self, key: str) -> Item:
+        """Raises NotFound (also for expired items)."""
+        ...
+
+    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
+        """Live items whose key starts with ``prefix``, in key order."""
+        ...
+
+    async def create(self, item: Item) -> Item:
+        """Write only if absent (or expired). Raises AlreadyExists."""
+        ...
+
+    async def put(self, item: Item) -> Item:
+        """Write unconditionally."""
+        ...
+
+    async def update(self, item: Item, expected_revision: int | None = None) -> Item:
+        """Write only if present (NotFound), and at ``expected_revision`` when given
+        (CompareFailed otherwise)."""
+        ...
+
+    async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
+        """Replace only if the stored value equals ``expected.value``. Raises CompareFailed
+        (also when the key is absent)."""
+        ...
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> None:
+        """Raises NotFound, or CompareFailed when ``expected_revision`` does not match."""
+        ...
+
+    async def delete_range(self, prefix: str) -> int:
+        """Delete every key under ``prefix``; returns how many were deleted."""
+        ...
+
+    async def current_revision(self) -> int:
+        """The revision of the latest write (0 for an empty store)."""
+        ...
+
+    async def watch(
+        self, prefixes: Sequence[str] = ("",), start_revision: int | None = None
+    ) -> Watcher:
+        """Stream events for keys under any of ``prefixes``.
+
+        ``start_revision=None`` streams only events after the call; ``r`` replays events with
+        revision > r first. Raises CompareFailed when events after ``r`` were already trimmed.
+        """
+        ...
+
+    async def close(self) -> None: ...

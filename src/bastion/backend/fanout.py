@@ -1,0 +1,234 @@
+"""Watcher fan-out and the small pieces every backend implementation shares.
+
+Layer: backend. This module knows events, prefixes and asyncio queues; it knows nothing about
+storage. An implementation appends each committed event (in revision order) with
+:meth:`Fanout.publish`; every subscribed :class:`FanoutWatcher` whose prefixes match gets it in
+its own bounded buffer (cf. Teleport ``lib/backend/buffer.go``).
+
+Rules:
+
+* A watcher never blocks the publisher. When its buffer is full it is marked *overflowed*: it
+  still yields what it buffered, then its iteration raises
+  ``ConnectionProblem("watcher fell behind; re-watch from last revision")``.
+* A watcher delivers revisions in strictly increasing order and drops any revision it already
+  delivered, so a replay (``watch(start_revision=r)``) may overlap the live stream safely.
+* ``close()`` on the watcher ends its iteration; closing the fan-out (backend shut down) makes
+  iteration raise ConnectionProblem, so consumers re-watch rather than believe the stream ended.
+
+Also here, because every implementation needs them and ``base.py`` is the frozen contract:
+:func:`check_item` / :func:`check_key` (input validation -> BadParameter), :func:`to_micros` /
+:func:`from_micros` (TTL encoding) and :class:`BackgroundTasks` (named, referenced tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bastion.backend.base import Event, Item
+from bastion.errors import BadParameter, ConnectionProblem
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "BackgroundTasks",
+    "Fanout",
+    "FanoutWatcher",
+    "check_item",
+    "check_key",
+    "from_micros",
+    "to_micros",
+]
+
+DEFAULT_QUEUE_SIZE = 1024
+"""Events a watcher may have buffered before it is considered to have fallen behind."""
+
+FELL_BEHIND = "watcher fell behind; re-watch from last revision"
+BACKEND_CLOSED = "backend closed; re-watch after reconnecting"
+
+
+class FanoutWatcher:
+    """One subscriber: prefix filter + bounded buffer + revision de-duplication."""
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        prefixes: Sequence[str],
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        after_revision: int = 0,
+    ) -> None:
+        if queue_size < 1:
+            raise BadParameter("watcher queue_size must be at least 1")
+        self._fanout = fanout
+        self.prefixes: tuple[str, ...] = tuple(prefixes)
+        self._queue_size = queue_size
+        self._buffer: collections.deque[Event] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._last_revision = after_revision
+        self._overflowed = False
+        self._closed = False
+        self._error: str | None = None
+
+    @property
+    def last_revision(self) -> int:
+        """Revision of the last event delivered (or skipped as already seen)."""
+        return self._last_revision
+
+    def matches(self, key: str) -> bool:
+        return any(key.startswith(prefix) for prefix in self.prefixes)
+
+    def set_floor(self, revision: int) -> None:
+        """Drop every event at or below ``revision`` (it happened before the watch started)."""
+        self._last_revision = max(self._last_revision, revision)
+
+    def offer(self, event: Event) -> None:
+        """Buffer ``event`` if it matches; never blocks. Called by the fan-out only."""
+        if self._closed or self._overflowed or not self.matches(event.item.key):
+            return
+        if len(self._buffer) >= self._queue_size:
+            self._overflowed = True
+        else:
+            self._buffer.append(event)
+        self._wakeup.set()
+
+    def prime(self, events: Iterable[Event]) -> None:
+        """Put replayed events (revision order) ahead of anything buffered live."""
+        replay = [e for e in events if self.matches(e.item.key)]
+        self._buffer.extendleft(reversed(replay))
+        self._wakeup.set()
+
+    def fail(self, message: str) -> None:
+        """Make the iteration raise ConnectionProblem(message) once the buffer is drained."""
+        self._error = self._error or message
+        self._wakeup.set()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            while self._buffer:
+                event = self._buffer.popleft()
+                if event.item.revision > self._last_revision:
+                    self._last_revision = event.item.revision
+                    return event
+            if self._overflowed:
+                self._detach()
+                raise ConnectionProblem(FELL_BEHIND)
+            if self._error is not None:
+                self._detach()
+                raise ConnectionProblem(self._error)
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _detach(self) -> None:
+        self._fanout.unsubscribe(self)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._buffer.clear()
+        self._wakeup.set()
+        self._detach()
+
+
+class Fanout:
+    """Distributes committed events to the watchers whose prefixes match."""
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._queue_size = queue_size
+        self._watchers: set[FanoutWatcher] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    def subscribe(self, prefixes: Sequence[str] = ("",), after_revision: int = 0) -> FanoutWatcher:
+        """A new watcher that receives events published from now on."""
+        if self._closed:
+            raise ConnectionProblem(BACKEND_CLOSED)
+        if isinstance(prefixes, str):
+            raise BadParameter("prefixes must be a sequence of strings, not one string")
+        watcher = FanoutWatcher(
+            self,
+            prefixes or ("",),
+            queue_size=self._queue_size,
+            after_revision=after_revision,
+        )
+        self._watchers.add(watcher)
+        return watcher
+
+    def unsubscribe(self, watcher: FanoutWatcher) -> None:
+        self._watchers.discard(watcher)
+
+    def publish(self, event: Event) -> None:
+        for watcher in list(self._watchers):
+            watcher.offer(event)
+
+    def publish_many(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.publish(event)
+
+    def fail_all(self, message: str) -> None:
+        """Every current watcher raises ConnectionProblem(message) after its buffer drains."""
+        for watcher in list(self._watchers):
+            watcher.fail(message)
+        self._watchers.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.fail_all(BACKEND_CLOSED)
+
+
+class BackgroundTasks:
+    """Named background tasks with strong references; ``cancel_all`` stops and awaits them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # If close() itself is cancelled, asyncio.wait raises CancelledError: propagated.
+            await asyncio.wait(tasks)
+
+
+def check_key(key: str) -> None:
+    """Keys are non-empty text without NUL (NUL is not storable in PostgreSQL text)."""
+    if not isinstance(key, str) or not key:
+        raise BadParameter("backend key must be a non-empty string")
+    if "\x00" in key:
+        raise BadParameter(f"backend key {key!r} must not contain NUL")
+
+
+def check_item(item: Item) -> None:
+    check_key(item.key)
+    if not isinstance(item.value, bytes | bytearray | memoryview):
+        raise BadParameter(f"value of {item.key!r} must be bytes")
+    if item.expires is not None and item.expires.utcoffset() is None:
+        raise BadParameter(f"expires of {item.key!r} must be timezone-aware (UTC)")
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch: exact, unlike a float timestamp."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,495 @@
+"""PostgreSQL implementation of the backend contract: the engine for high availability.
+
+Layer: backend (IO shell). Several auth/proxy processes share one database. Design:
+
+* ``kv(key, value, expires, revision)`` + ``events(id bigserial, type, key, value, expires)``,
+  keys in the ``"C"`` collation so range order equals Python string order. The schema is created
+  and migrated on start (``schema_version`` table + :data:`_MIGRATIONS`, under an advisory lock so
+  concurrent starts do not race).
+* Every write transaction first takes ``pg_advisory_xact_lock(_EVENTS_LOCK)``. Sequence ids are
+  visible in *commit* order, not id order (STYLE "Design constraints" 6); holding one lock from
+  before ``nextval`` until commit makes both orders equal, so a reader of ``id > last_seen`` can
+  never skip a row. The event id is the revision. ``pg_notify`` inside the transaction is
+  delivered at commit.
+* A dedicated LISTEN connection wakes the poller; a slow fallback poll covers a lost
+  notification or a dropped LISTEN connection (which the maintenance loop reconnects).
+* A maintenance loop deletes expired keys (DELETE events, compared with the injected clock) and
+  trims old events (``meta.trimmed_through`` remembers the horizon for ``watch``).
+
+asyncpg, OSError and timeout exceptions become :mod:`bastion.errors` in :func:`_map_pg_errors`
+only. Every database await is bounded by ``op_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+
+from bastion.backend.base import Event, EventType, Item, Watcher, prefix_end
+from bastion.backend.fanout import BackgroundTasks, Fanout, check_item, check_key
+from bastion.clock import Clock, SystemClock
+from bastion.errors import (
+    AlreadyExists,
+    BadParameter,
+    BastionError,
+    CompareFailed,
+    ConnectionProblem,
+    NotFound,
+)
+
+__all__ = ["PostgresBackend"]
+
+_T = TypeVar("_T")
+_log = structlog.stdlib.get_logger(__name__)
+
+_CHANNEL = "bastion_backend_events"
+_EVENTS_LOCK = 0x62617374_696F6E01  # "bastion" + 1: serialises writers (event order)
+_MIGRATE_LOCK = 0x62617374_696F6E02  # serialises schema migrations of concurrent starts
+_POLL_BATCH = 1000
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: initial schema
+        'CREATE TABLE kv (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL,'
+        " expires timestamptz, revision bigint NOT NULL)",
+        "CREATE INDEX kv_expires ON kv (expires) WHERE expires IS NOT NULL",
+        'CREATE TABLE events (id bigserial PRIMARY KEY, type text NOT NULL, key text COLLATE "C"'
+        " NOT NULL, value bytea NOT NULL, expires timestamptz)",
+        "CREATE TABLE meta (name text PRIMARY KEY, value bigint NOT NULL)",
+        "INSERT INTO meta (name, value) VALUES ('trimmed_through', 0)",
+    ),
+)
+
+
+@contextlib.contextmanager
+def _map_pg_errors() -> Iterator[None]:
+    """The one place where asyncpg / OS / timeout exceptions become Bastion errors."""
+    try:
+        yield
+    except BastionError:
+        raise
+    except TimeoutError as exc:
+        raise ConnectionProblem("postgres did not answer in time") from exc
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.InsufficientResourcesError,
+        asyncpg.exceptions.TransactionRollbackError,
+        OSError,
+    ) as exc:
+        raise ConnectionProblem(f"postgres unavailable: {exc}") from exc
+    except asyncpg.exceptions.UniqueViolationError as exc:
+        raise AlreadyExists(f"postgres unique violation: {exc}") from exc
+    except asyncpg.DataError as exc:
+        raise BadParameter(f"postgres refused the data: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise BastionError(f"postgres error: {exc}") from exc
+
+
+def _row_item(row: Any) -> Item:
+    return Item(row["key"], bytes(row["value"]), row["expires"], row["revision"])
+
+
+def _row_event(row: Any) -> Event:
+    item = Item(row["key"], bytes(row["value"]), row["expires"], row["id"])
+    return Event(EventType(row["type"]), item)
+
+
+async def _live(conn: Any, key: str, now: datetime, lock: bool = False) -> Item | None:
+    query = (
+        "SELECT key, value, expires, revision FROM kv"
+        " WHERE key = $1 AND (expires IS NULL OR expires > $2)"
+    )
+    row = await conn.fetchrow(query + " FOR UPDATE" if lock else query, key, now)
+    return None if row is None else _row_item(row)
+
+
+async def _event(conn: Any, type_: EventType, key: str, value: bytes, expires: Any) -> int:
+    revision: int = await conn.fetchval(
+        "INSERT INTO events (type, key, value, expires) VALUES ($1, $2, $3, $4) RETURNING id",
+        type_.value,
+        key,
+        value,
+        expires,
+    )
+    return revision
+
+
+async def _store(conn: Any, item: Item) -> Item:
+    value = bytes(item.value)
+    revision = await _event(conn, EventType.PUT, item.key, value, item.expires)
+    await conn.execute(
+        "INSERT INTO kv (key, value, expires, revision) VALUES ($1, $2, $3, $4) ON CONFLICT (key)"
+        " DO UPDATE SET value = excluded.value, expires = excluded.expires,"
+        " revision = excluded.revision",
+        item.key,
+        value,
+        item.expires,
+        revision,
+    )
+    return Item(item.key, value, item.expires, revision)
+
+
+async def _remove(conn: Any, key: str) -> int:
+    await conn.execute("DELETE FROM kv WHERE key = $1", key)
+    return await _event(conn, EventType.DELETE, key, b"", None)
+
+
+def _check_revision(key: str, current: Item, expected_revision: int | None) -> None:
+    if expected_revision is not None and current.revision != expected_revision:
+        raise CompareFailed(
+            f"key {key!r} is at revision {current.revision}, not {expected_revision}"
+        )
+
+
+class PostgresBackend:
+    """A :class:`~bastion.backend.base.Backend` in one PostgreSQL database, shared by processes.
+
+    Create with :meth:`open`; ``close()`` stops the loops and closes every connection.
+    """
+
+    def __init__(self, pool: Any, dsn: str, clock: Clock, **options: Any) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._clock = clock
+        self._op_timeout: float = options["op_timeout"]
+        self._fallback_poll: float = options["fallback_poll_interval"]
+        self._expiry_interval: float = options["expiry_interval"]
+        self._trim_interval: float = options["trim_interval"]
+        self._event_retention: int = options["event_retention"]
+        self._fanout = Fanout(options["queue_size"])
+        self._tasks = BackgroundTasks()
+        self._wake = asyncio.Event()
+        self._listener: Any = None
+        self._last_seen = 0
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        clock: Clock = SystemClock(),
+        *,
+        op_timeout: float = 10.0,
+        pool_size: int = 10,
+        fallback_poll_interval: float = 1.0,
+        expiry_interval: float = 1.0,
+        trim_interval: float = 10.0,
+        event_retention: int = 10_000,
+        queue_size: int = 1024,
+    ) -> PostgresBackend:
+        """Connect, migrate the schema, start LISTEN and the loops.
+
+        Raises:
+            BadParameter: nonsensical intervals or retention.
+            ConnectionProblem: the server is unreachable or refused us.
+        """
+        intervals = (op_timeout, fallback_poll_interval, expiry_interval, trim_interval)
+        if min(intervals) <= 0 or event_retention < 1 or pool_size < 1:
+            raise BadParameter(
+                "timeouts, intervals, pool_size and event_retention must be positive"
+            )
+        with _map_pg_errors():
+            pool = await asyncio.wait_for(
+                asyncpg.create_pool(
+                    dsn,
+                    min_size=1,
+                    max_size=pool_size,
+                    timeout=op_timeout,
+                    command_timeout=op_timeout,
+                ),
+                op_timeout,
+            )
+        backend = cls(
+            pool,
+            dsn,
+            clock,
+            op_timeout=op_timeout,
+            fallback_poll_interval=fallback_poll_interval,
+            expiry_interval=expiry_interval,
+            trim_interval=trim_interval,
+            event_retention=event_retention,
+            queue_size=queue_size,
+        )
+        try:
+            await backend._migrate()
+            await backend._listen()
+            backend._last_seen = await backend.current_revision()
+        except BaseException:
+            await backend.close()
+            raise
+        backend._tasks.spawn(backend._poll_loop(), "postgres-poll")
+        backend._tasks.spawn(backend._maintenance_loop(), "postgres-maintenance")
+        return backend
+
+    # -- connections -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        """A pooled connection; the whole block is bounded by ``op_timeout``."""
+        if self._closed:
+            raise ConnectionProblem("backend is closed")
+        with _map_pg_errors():
+            async with asyncio.timeout(self._op_timeout), self._pool.acquire() as conn:
+                yield conn
+
+    async def _write(self, op: Callable[[Any, datetime], Awaitable[_T]]) -> _T:
+        """Run ``op`` in a transaction that holds the events lock, then notify watchers."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _EVENTS_LOCK)
+            result = await op(conn, self._clock.now())
+            await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
+        self._wake.set()
+        return result
+
+    async def _migrate(self) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)")
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            for version, steps in enumerate(_MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for statement in steps:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+                _log.info("postgres_schema_migrated", version=version)
+
+    async def _listen(self) -> None:
+        with _map_pg_errors():
+            conn = await asyncpg.connect(self._dsn, timeout=self._op_timeout)
+            try:
+                await conn.add_listener(_CHANNEL, self._notified)
+            except BaseException:
+                await conn.close(timeout=self._op_timeout)
+                raise
+        self._listener = conn
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._poll()
+            except ConnectionProblem as exc:
+                _log.warning("postgres_poll_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._fallback_poll)
+
+    async def _poll(self) -> None:
+        while True:
+            trimmed, events = await self._events_after(self._last_seen, _POLL_BATCH)
+            if self._last_seen < trimmed:
+                _log.warning("postgres_watchers_reset", last_seen=self._last_seen, trimmed=trimmed)
+                self._fanout.fail_all("events were trimmed before delivery; reload and re-watch")
+                self._last_seen = trimmed
+                continue
+            if not events:
+                return
+            self._fanout.publish_many(events)
+            self._last_seen = events[-1].item.revision
+            if len(events) < _POLL_BATCH:
+                return
+
+    async def _maintenance_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + self._trim_interval
+        while True:
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    self._listener = None
+                    await self._listen()
+                    self._wake.set()
+                await self._expire()
+                if loop.time() >= next_trim:
+                    next_trim = loop.time() + self._trim_interval
+                    await self._trim()
+            except ConnectionProblem as exc:
+                _log.warning("postgres_maintenance_failed", error=str(exc))
+            await asyncio.sleep(self._expiry_interval)
+
+    async def _expire(self) -> int:
+        now = self._clock.now()
+        async with self._conn() as conn:
+            probe = "SELECT EXISTS (SELECT 1 FROM kv WHERE expires <= $1)"
+            if not await conn.fetchval(probe, now):
+                return 0
+
+        async def op(conn: Any, now: datetime) -> int:
+            rows = await conn.fetch(
+                "SELECT key FROM kv WHERE expires <= $1 ORDER BY key FOR UPDATE", now
+            )
+            for row in rows:
+                await _remove(conn, row["key"])
+            return len(rows)
+
+        return await self._write(op)
+
+    async def _trim(self) -> None:
+        async with self._conn() as conn, conn.transaction():
+            high = await conn.fetchval("SELECT max(id) FROM events")
+            if high is None or high - self._event_retention <= 0:
+                return
+            horizon = high - self._event_retention
+            await conn.execute("DELETE FROM events WHERE id <= $1", horizon)
+            await conn.execute(
+                "UPDATE meta SET value = greatest(value, $1) WHERE name = 'trimmed_through'",
+                horizon,
+            )
+
+    async def _events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
+            trimmed = await conn.fetchval("SELECT value FROM meta WHERE name = 'trimmed_through'")
+            rows = await conn.fetch(
+                "SELECT id, type, key, value, expires FROM events WHERE id > $1 ORDER BY id"
+                " LIMIT $2",
+                revision,
+                limit,
+            )
+        return int(trimmed), [_row_event(r) for r in rows]
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Item:
+        check_key(key)
+        async with self._conn() as conn:
+            item = await _live(conn, key, self._clock.now())
+        if item is None:
+            raise NotFound(f"key {key!r} not found")
+        return item
+
+    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
+        if limit is not None and limit < 1:
+            raise BadParameter("limit must be a positive integer")
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT key, value, expires, revision FROM kv WHERE key >= $1 AND key < $3"
+                " AND (expires IS NULL OR expires > $2) ORDER BY key LIMIT $4",
+                prefix,
+                self._clock.now(),
+                prefix_end(prefix),
+                limit,
+            )
+        return [_row_item(r) for r in rows]
+
+    async def create(self, item: Item) -> Item:
+        check_item(item)
+
+        async def op(conn: Any, now: datetime) -> Item:
+            if await _live(conn, item.key, now, lock=True) is not None:
+                raise AlreadyExists(f"key {item.key!r} already exists")
+            return await _store(conn, item)
+
+        return await self._write(op)
+
+    async def put(self, item: Item) -> Item:
+        check_item(item)
+        return await self._write(lambda conn, _now: _store(conn, item))
+
+    async def update(self, item: Item, expected_revision: int | None = None) -> Item:
+        check_item(item)
+
+        async def op(conn: Any, now: datetime) -> Item:
+            current = await _live(conn, item.key, now, lock=True)
+            if current is None:
+                raise NotFound(f"key {item.key!r} not found")
+            _check_revision(item.key, current, expected_revision)
+            return await _store(conn, item)
+
+        return await self._write(op)
+
+    async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
+        check_item(replace)
+        if expected.key != replace.key:
+            raise BadParameter("compare_and_swap needs the same key in expected and replace")
+
+        async def op(conn: Any, now: datetime) -> Item:
+            current = await _live(conn, expected.key, now, lock=True)
+            if current is None or current.value != bytes(expected.value):
+                raise CompareFailed(f"key {expected.key!r} does not hold the expected value")
+            return await _store(conn, replace)
+
+        return await self._write(op)
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> None:
+        check_key(key)
+
+        async def op(conn: Any, now: datetime) -> None:
+            current = await _live(conn, key, now, lock=True)
+            if current is None:
+                raise NotFound(f"key {key!r} not found")
+            _check_revision(key, current, expected_revision)
+            await _remove(conn, key)
+
+        await self._write(op)
+
+    async def delete_range(self, prefix: str) -> int:
+        async def op(conn: Any, now: datetime) -> int:
+            rows = await conn.fetch(
+                "SELECT key FROM kv WHERE key >= $1 AND key < $3"
+                " AND (expires IS NULL OR expires > $2) ORDER BY key FOR UPDATE",
+                prefix,
+                now,
+                prefix_end(prefix),
+            )
+            for row in rows:
+                await _remove(conn, row["key"])
+            return len(rows)
+
+        return await self._write(op)
+
+    async def current_revision(self) -> int:
+        async with self._conn() as conn:
+            revision: int = await conn.fetchval(
+                "SELECT greatest(coalesce((SELECT max(id) FROM events), 0),"
+                " (SELECT value FROM meta WHERE name = 'trimmed_through'))"
+            )
+        return revision
+
+    async def watch(
+        self, prefixes: Sequence[str] = ("",), start_revision: int | None = None
+    ) -> Watcher:
+        watcher = self._fanout.subscribe(prefixes)
+        try:
+            if start_revision is None:
+                watcher.set_floor(await self.current_revision())
+                return watcher
+            trimmed, events = await self._events_after(start_revision, None)
+            if start_revision < trimmed:
+                raise CompareFailed(
+                    f"events after revision {start_revision} were trimmed (history starts after"
+                    f" {trimmed}); reload and watch again"
+                )
+            watcher.set_floor(start_revision)
+            watcher.prime(events)
+            return watcher
+        except BaseException:
+            await watcher.close()
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._tasks.cancel_all()
+        self._fanout.close()
+        listener, self._listener = self._listener, None
+        with _map_pg_errors():
+            try:
+                if listener is not None:
+                    await listener.close(timeout=self._op_timeout)
+            finally:
+                try:
+                    await asyncio.wait_for(self._pool.close(), self._op_timeout)
+                except TimeoutError:
+                    self._pool.terminate()

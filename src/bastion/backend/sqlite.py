@@ -1,0 +1,460 @@
+"""SQLite implementation of the backend contract: the embedded default.
+
+Layer: backend (IO shell). Design (cf. Teleport ``lib/backend/lite``):
+
+* stdlib :mod:`sqlite3`, one connection, driven from one dedicated worker thread, so the event
+  loop never blocks and the connection is never shared between threads. WAL journal,
+  ``busy_timeout``, and ``BEGIN IMMEDIATE`` for every write so that writers (also in other OS
+  processes sharing the file) serialise instead of failing on lock upgrades.
+* ``kv(key, value, expires, revision)`` holds the items; ``events(id AUTOINCREMENT, type, key,
+  value, expires)`` is the change feed. Each write inserts its event in the same transaction and
+  the event id *is* the revision, so revisions are cluster-wide (file-wide) and strictly
+  increasing. ``meta`` holds the schema version and ``trimmed_through`` (the highest trimmed id).
+* A periodic loop deletes expired keys (emitting DELETE events), trims old events (keeps the last
+  ``event_retention``) and polls ``events`` by ``id > last_seen`` into the :class:`Fanout`: that
+  is how watchers see writes made by other processes. Local writes wake the loop at once.
+* Times are stored as integer microseconds since the epoch, compared with the injected clock.
+
+sqlite3 exceptions are translated to :mod:`bastion.errors` in :func:`_map_sqlite_errors` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import structlog
+
+from bastion.backend.base import Event, EventType, Item, Watcher, prefix_end
+from bastion.backend.fanout import (
+    BackgroundTasks,
+    Fanout,
+    check_item,
+    check_key,
+    from_micros,
+    to_micros,
+)
+from bastion.clock import Clock, SystemClock
+from bastion.errors import (
+    AlreadyExists,
+    BadParameter,
+    BastionError,
+    CompareFailed,
+    ConnectionProblem,
+    NotFound,
+)
+
+__all__ = ["SQLiteBackend"]
+
+_T = TypeVar("_T")
+_log = structlog.stdlib.get_logger(__name__)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY, value BLOB NOT NULL, expires INTEGER, revision INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, key TEXT NOT NULL,
+        value BLOB NOT NULL, expires INTEGER)""",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta (name, value) VALUES ('trimmed_through', 0)",
+    "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1)",
+)
+_POLL_BATCH = 1000
+
+
+@contextlib.contextmanager
+def _map_sqlite_errors() -> Iterator[None]:
+    """The one place where sqlite3 (and OS) exceptions become Bastion errors."""
+    try:
+        yield
+    except BastionError:
+        raise
+    except sqlite3.IntegrityError as exc:
+        raise CompareFailed(f"sqlite constraint violated: {exc}") from exc
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            raise ConnectionProblem(f"sqlite database is busy, try again: {exc}") from exc
+        raise ConnectionProblem(f"sqlite operational error: {exc}") from exc
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise ConnectionProblem(f"sqlite database unusable: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise BastionError(f"sqlite misuse (bug): {exc}") from exc
+
+
+def _row_item(row: tuple[Any, ...]) -> Item:
+    key, value, expires, revision = row
+    return Item(key, bytes(value), None if expires is None else from_micros(expires), revision)
+
+
+def _row_event(row: tuple[Any, ...]) -> Event:
+    id_, type_, key, value, expires = row
+    exp = None if expires is None else from_micros(expires)
+    return Event(EventType(type_), Item(key, bytes(value), exp, id_))
+
+
+class _Store:
+    """Synchronous SQL over one connection. Runs on the worker thread only."""
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        with self.tx():
+            for statement in _SCHEMA:
+                self.db.execute(statement)
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _live(self, key: str, now: int) -> Item | None:
+        row = self.db.execute(
+            "SELECT key, value, expires, revision FROM kv"
+            " WHERE key = ? AND (expires IS NULL OR expires > ?)",
+            (key, now),
+        ).fetchone()
+        return None if row is None else _row_item(row)
+
+    def _event(self, type_: EventType, key: str, value: bytes, expires: int | None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO events (type, key, value, expires) VALUES (?, ?, ?, ?)",
+            (type_.value, key, value, expires),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def _store(self, item: Item) -> Item:
+        expires = None if item.expires is None else to_micros(item.expires)
+        value = bytes(item.value)
+        revision = self._event(EventType.PUT, item.key, value, expires)
+        self.db.execute(
+            "INSERT INTO kv (key, value, expires, revision) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET value = excluded.value, expires = excluded.expires,"
+            " revision = excluded.revision",
+            (item.key, value, expires, revision),
+        )
+        return Item(item.key, value, item.expires, revision)
+
+    def _remove(self, key: str) -> int:
+        self.db.execute("DELETE FROM kv WHERE key = ?", (key,))
+        return self._event(EventType.DELETE, key, b"", None)
+
+    def get(self, key: str, now: int) -> Item:
+        item = self._live(key, now)
+        if item is None:
+            raise NotFound(f"key {key!r} not found")
+        return item
+
+    def get_range(self, prefix: str, limit: int | None, now: int) -> list[Item]:
+        rows = self.db.execute(
+            "SELECT key, value, expires, revision FROM kv WHERE key >= ? AND key < ?"
+            " AND (expires IS NULL OR expires > ?) ORDER BY key LIMIT ?",
+            (prefix, prefix_end(prefix), now, -1 if limit is None else limit),
+        ).fetchall()
+        return [_row_item(r) for r in rows]
+
+    def create(self, item: Item, now: int) -> Item:
+        with self.tx():
+            if self._live(item.key, now) is not None:
+                raise AlreadyExists(f"key {item.key!r} already exists")
+            return self._store(item)
+
+    def put(self, item: Item, now: int) -> Item:
+        with self.tx():
+            return self._store(item)
+
+    def update(self, item: Item, expected_revision: int | None, now: int) -> Item:
+        with self.tx():
+            current = self._live(item.key, now)
+            if current is None:
+                raise NotFound(f"key {item.key!r} not found")
+            if expected_revision is not None and current.revision != expected_revision:
+                raise CompareFailed(
+                    f"key {item.key!r} is at revision {current.revision}, not {expected_revision}"
+                )
+            return self._store(item)
+
+    def compare_and_swap(self, expected: Item, replace: Item, now: int) -> Item:
+        with self.tx():
+            current = self._live(expected.key, now)
+            if current is None or current.value != bytes(expected.value):
+                raise CompareFailed(f"key {expected.key!r} does not hold the expected value")
+            return self._store(replace)
+
+    def delete(self, key: str, expected_revision: int | None, now: int) -> int:
+        with self.tx():
+            current = self._live(key, now)
+            if current is None:
+                raise NotFound(f"key {key!r} not found")
+            if expected_revision is not None and current.revision != expected_revision:
+                raise CompareFailed(
+                    f"key {key!r} is at revision {current.revision}, not {expected_revision}"
+                )
+            return self._remove(key)
+
+    def delete_range(self, prefix: str, now: int) -> int:
+        with self.tx():
+            keys = [
+                row[0]
+                for row in self.db.execute(
+                    "SELECT key FROM kv WHERE key >= ? AND key < ?"
+                    " AND (expires IS NULL OR expires > ?) ORDER BY key",
+                    (prefix, prefix_end(prefix), now),
+                )
+            ]
+            for k in keys:
+                self._remove(k)
+            return len(keys)
+
+    def current_revision(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def expire(self, now: int) -> int:
+        """Delete expired keys, one DELETE event each; returns how many."""
+        probe = "SELECT key FROM kv WHERE expires IS NOT NULL AND expires <= ? ORDER BY key"
+        if self.db.execute(probe + " LIMIT 1", (now,)).fetchone() is None:
+            return 0
+        with self.tx():
+            keys = [row[0] for row in self.db.execute(probe, (now,))]
+            for k in keys:
+                self._remove(k)
+            return len(keys)
+
+    def trim(self, retention: int) -> int:
+        """Drop events older than the newest ``retention``; returns the new trim horizon."""
+        low, high = self.db.execute("SELECT min(id), max(id) FROM events").fetchone()
+        if high is None or low > high - retention:
+            return 0
+        with self.tx():
+            horizon: int = high - retention
+            self.db.execute("DELETE FROM events WHERE id <= ?", (horizon,))
+            self.db.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE name = 'trimmed_through'", (horizon,)
+            )
+            return horizon
+
+    def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
+        """(trimmed_through, events with id > revision) read from one snapshot."""
+        self.db.execute("BEGIN")
+        try:
+            (trimmed,) = self.db.execute(
+                "SELECT value FROM meta WHERE name = 'trimmed_through'"
+            ).fetchone()
+            rows = self.db.execute(
+                "SELECT id, type, key, value, expires FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (revision, -1 if limit is None else limit),
+            ).fetchall()
+        finally:
+            self.db.execute("COMMIT")
+        return int(trimmed), [_row_event(r) for r in rows]
+
+
+class SQLiteBackend:
+    """A :class:`~bastion.backend.base.Backend` in one SQLite file, shareable between processes.
+
+    Create with :meth:`open`; ``close()`` stops the loop and the worker thread.
+    """
+
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        store: _Store,
+        clock: Clock,
+        *,
+        poll_interval: float,
+        event_retention: int,
+        trim_interval: float,
+        queue_size: int,
+    ) -> None:
+        self._executor = executor
+        self._store = store
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._event_retention = event_retention
+        self._trim_interval = trim_interval
+        self._fanout = Fanout(queue_size)
+        self._tasks = BackgroundTasks()
+        self._wake = asyncio.Event()
+        self._last_seen = 0
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str,
+        clock: Clock = SystemClock(),
+        poll_interval: float = 0.05,
+        *,
+        event_retention: int = 10_000,
+        trim_interval: float = 10.0,
+        busy_timeout: float = 10.0,
+        queue_size: int = 1024,
+    ) -> SQLiteBackend:
+        """Open (creating if needed) the database file at ``path`` and start the periodic loop.
+
+        Raises:
+            BadParameter: a nonsensical interval or retention.
+            ConnectionProblem: the file cannot be opened or is not a database.
+        """
+        if poll_interval <= 0 or trim_interval <= 0 or event_retention < 1:
+            raise BadParameter("poll_interval, trim_interval and event_retention must be positive")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            with _map_sqlite_errors():
+                store = await loop.run_in_executor(executor, _Store, path, busy_timeout)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        backend = cls(
+            executor,
+            store,
+            clock,
+            poll_interval=poll_interval,
+            event_retention=event_retention,
+            trim_interval=trim_interval,
+            queue_size=queue_size,
+        )
+        backend._last_seen = await backend._call(store.current_revision)
+        backend._tasks.spawn(backend._periodic(), f"sqlite-periodic:{path}")
+        return backend
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise ConnectionProblem("backend is closed")
+        loop = asyncio.get_running_loop()
+        with _map_sqlite_errors():
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _now(self) -> int:
+        return to_micros(self._clock.now())
+
+    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self._call(fn, *args, self._now())
+        finally:
+            self._wake.set()
+
+    # -- periodic loop -----------------------------------------------------------------------
+
+    async def _periodic(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + self._trim_interval
+        while True:
+            self._wake.clear()
+            try:
+                await self._call(self._store.expire, self._now())
+                if loop.time() >= next_trim:
+                    next_trim = loop.time() + self._trim_interval
+                    await self._call(self._store.trim, self._event_retention)
+                await self._poll()
+            except ConnectionProblem as exc:
+                _log.warning("sqlite_periodic_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _poll(self) -> None:
+        while True:
+            trimmed, events = await self._call(
+                self._store.events_after, self._last_seen, _POLL_BATCH
+            )
+            if self._last_seen < trimmed:
+                # We slept through a trim: watchers cannot be told what they missed.
+                _log.warning("sqlite_watchers_reset", last_seen=self._last_seen, trimmed=trimmed)
+                self._fanout.fail_all("events were trimmed before delivery; reload and re-watch")
+                self._last_seen = trimmed
+                continue
+            if not events:
+                return
+            self._fanout.publish_many(events)
+            self._last_seen = events[-1].item.revision
+            if len(events) < _POLL_BATCH:
+                return
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Item:
+        check_key(key)
+        return await self._call(self._store.get, key, self._now())
+
+    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
+        if limit is not None and limit < 1:
+            raise BadParameter("limit must be a positive integer")
+        return await self._call(self._store.get_range, prefix, limit, self._now())
+
+    async def create(self, item: Item) -> Item:
+        check_item(item)
+        return await self._write(self._store.create, item)
+
+    async def put(self, item: Item) -> Item:
+        check_item(item)
+        return await self._write(self._store.put, item)
+
+    async def update(self, item: Item, expected_revision: int | None = None) -> Item:
+        check_item(item)
+        return await self._write(self._store.update, item, expected_revision)
+
+    async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
+        check_item(replace)
+        if expected.key != replace.key:
+            raise BadParameter("compare_and_swap needs the same key in expected and replace")
+        return await self._write(self._store.compare_and_swap, expected, replace)
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> None:
+        check_key(key)
+        await self._write(self._store.delete, key, expected_revision)
+
+    async def delete_range(self, prefix: str) -> int:
+        return await self._write(self._store.delete_range, prefix)
+
+    async def current_revision(self) -> int:
+        return await self._call(self._store.current_revision)
+
+    async def watch(
+        self, prefixes: Sequence[str] = ("",), start_revision: int | None = None
+    ) -> Watcher:
+        watcher = self._fanout.subscribe(prefixes)
+        try:
+            if start_revision is None:
+                watcher.set_floor(await self._call(self._store.current_revision))
+                return watcher
+            trimmed, events = await self._call(self._store.events_after, start_revision, None)
+            if start_revision < trimmed:
+                raise CompareFailed(
+                    f"events after revision {start_revision} were trimmed (history starts after"
+                    f" {trimmed}); reload and watch again"
+                )
+            watcher.set_floor(start_revision)
+            watcher.prime(events)
+            return watcher
+        except BaseException:
+            await watcher.close()
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self._tasks.cancel_all()
+        self._fanout.close()
+        try:
+            await self._call(self._store.db.close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=False)

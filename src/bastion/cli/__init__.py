@@ -1,0 +1,3 @@
+"""Command-line tools: ``bastion`` (daemon), ``bctl`` (admin), ``bsh`` (user), ``bbot`` (bots)."""
+
+__all__: list[str] = []

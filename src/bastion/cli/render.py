@@ -1,0 +1,101 @@
+"""Output of the CLIs: resources as YAML/JSON round-trip text or as rich tables.
+
+Layer: client edge (presentation only). Text tables are for people; ``--format json`` is the
+scripting interface and is always a single parseable JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_json", "print_resources", "print_table", "resource_row"]
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str = "") -> None:
+    if not rows and empty:
+        click.echo(empty)
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200 if not click.get_text_stream("stdout").isatty() else None).print(table)
+
+
+def _join(values: Any) -> str:
+    if isinstance(values, dict):
+        return ",".join(f"{k}={_join(v)}" for k, v in values.items())
+    if isinstance(values, list | tuple):
+        return ",".join(str(v) for v in values)
+    return "" if values is None else str(values)
+
+
+def _rules(rules: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{_join(r.get('resources'))}:{_join(r.get('verbs'))}" for r in rules)
+
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "user": ("Name", "Roles", "Logins", "Status"),
+    "role": ("Name", "Logins", "Node labels", "Rules", "Description"),
+    "token": ("Name", "Roles", "Labels", "Expires"),
+    "cert_authority": ("Name", "Type", "Phase", "Active key", "Trusted keys"),
+    "node": ("Name", "Hostname", "Address", "Labels"),
+    "lock": ("Name", "Target", "Message", "Expires"),
+}
+DEFAULT_COLUMNS = ("Name", "Labels", "Description")
+
+
+def resource_row(item: dict[str, Any]) -> list[str]:
+    """One table row for a resource dict (as the API returns it)."""
+    kind = item.get("kind", "")
+    meta: dict[str, Any] = item.get("metadata") or {}
+    spec: dict[str, Any] = item.get("spec") or {}
+    name = str(meta.get("name", ""))
+    if kind == "user":
+        status = spec.get("status") or {}
+        locked = status.get("locked_until")
+        return [name, _join(spec.get("roles")), _join((spec.get("traits") or {}).get("logins")),
+                f"locked until {locked}" if locked else "active"]
+    if kind == "role":
+        allow = spec.get("allow") or {}
+        return [name, _join(allow.get("logins")), _join(allow.get("node_labels")),
+                _rules(allow.get("rules") or []), str(meta.get("description", ""))]
+    if kind == "token":
+        return [name, _join(spec.get("roles")), _join(spec.get("labels")),
+                str(meta.get("expires", "never"))]
+    if kind == "cert_authority":
+        active = spec.get("active_keys") or []
+        trusted = len(active) + len(spec.get("additional_trusted_keys") or [])
+        return [name, str(spec.get("type", "")), str((spec.get("rotation") or {}).get("phase")),
+                _join([k.get("id") for k in active]), str(trusted)]
+    if kind == "node":
+        return [name, str(spec.get("hostname", "")), str(spec.get("addr", "")),
+                _join(meta.get("labels"))]
+    if kind == "lock":
+        target = {k: v for k, v in (spec.get("target") or {}).items() if v}
+        return [name, _join(target), str(spec.get("message", "")),
+                str(meta.get("expires", "never"))]
+    return [name, _join(meta.get("labels")), str(meta.get("description", ""))]
+
+
+def print_resources(kind: str, items: list[dict[str, Any]], fmt: str, single: bool) -> None:
+    """Print resources in ``text`` (table), ``yaml`` (``---`` separated) or ``json``."""
+    if fmt == "json":
+        print_json(items[0] if single else items)
+    elif fmt == "yaml":
+        click.echo("---\n".join(yaml.safe_dump(i, sort_keys=False) for i in items), nl=False)
+    else:
+        print_table(COLUMNS.get(kind, DEFAULT_COLUMNS), [resource_row(i) for i in items],
+                    empty=f"no {kind} resources")

@@ -1,0 +1,117 @@
+"""Typed async client of the auth API (used by bsh, bctl, bbot and, later, agents).
+
+Errors come back as the same BastionError classes the server raised (``error_from_code``);
+network failures become ConnectionProblem with the address and what to check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bastion.errors import BadParameter, BastionError, ConnectionProblem, error_from_code
+
+__all__ = ["AuthClient", "fetch_cluster_ca", "spki_pin_of_pem"]
+
+TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+
+
+def spki_pin_of_pem(cert_pem: str) -> list[str]:
+    """``sha256:<hex>`` of the SubjectPublicKeyInfo of every certificate in ``cert_pem``."""
+    pins = []
+    for cert in x509.load_pem_x509_certificates(cert_pem.encode()):
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        pins.append("sha256:" + hashlib.sha256(spki).hexdigest())
+    return pins
+
+
+class AuthClient:
+    """``async with AuthClient(addr, ctx) as client: await client.call("GET", "/v1/whoami")``."""
+
+    def __init__(self, addr: str, ssl_context: ssl.SSLContext | bool) -> None:
+        self.addr = addr
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AuthClient:
+        self._session = aiohttp.ClientSession(timeout=TIMEOUT)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
+        """One request; returns the decoded JSON or raises the server's error class."""
+        assert self._session is not None, "use AuthClient as an async context manager"
+        url = f"https://{self.addr}{path}"
+        try:
+            async with self._session.request(
+                method, url, json=body, params=params, ssl=self._ssl
+            ) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = None
+                if resp.status >= 400:
+                    err = (data or {}).get("error") if isinstance(data, dict) else None
+                    if isinstance(err, dict):
+                        raise error_from_code(str(err.get("code")), str(err.get("message")))
+                    raise BastionError(f"{method} {path}: HTTP {resp.status}")
+                return data
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ConnectionProblem(
+                f"cannot verify the server at {self.addr}: {exc.certificate_error}; check "
+                "--ca-pin / your profile (bsh login again if the cluster was re-created)"
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            raise ConnectionProblem(
+                f"TLS handshake with {self.addr} failed ({exc}); your certificate may be "
+                "expired or from another cluster: run bsh login again"
+            ) from None
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise ConnectionProblem(
+                f"cannot reach the auth server at {self.addr}: {exc or 'timeout'}; is "
+                "bastion running and is the address right?"
+            ) from None
+
+
+async def fetch_cluster_ca(addr: str, ca_pin: str | None, insecure: bool) -> dict[str, Any]:
+    """Ping the server without trusting it yet, then check its host CA against ``ca_pin``.
+
+    Returns:
+        The ping document (cluster name, second factor, ``tls_host_ca`` PEM).
+
+    Raises:
+        AccessDenied-like BadParameter when the pin does not match; ConnectionProblem.
+    """
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    async with AuthClient(addr, unverified) as client:
+        ping: dict[str, Any] = await client.call("GET", "/v1/ping")
+    pins = spki_pin_of_pem(ping["tls_host_ca"])
+    if ca_pin:
+        if ca_pin.strip().lower() not in pins:
+            raise BadParameter(
+                f"the server at {addr} does not match --ca-pin (it presents {pins[0]}); "
+                "this may be an attack, or the wrong address or cluster"
+            )
+    elif not insecure:
+        raise BadParameter(
+            f"pass --ca-pin={pins[0]} after checking it is the pin bastion start printed "
+            "(or --insecure for development only)"
+        )
+    return ping

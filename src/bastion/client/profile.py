@@ -1,0 +1,137 @@
+"""On-disk profiles of bsh (``~/.bsh``, or ``$BSH_HOME``): one directory per cluster.
+
+::
+
+    ~/.bsh/current                       name of the active profile
+    ~/.bsh/profiles/<cluster>/profile.json   proxy address, user, cluster, expiry
+                               key            private key (OpenSSH format, 0600; never leaves)
+                               key.pub        public key
+                               key-cert.pub   SSH user certificate
+                               tls.key        the same private key as PKCS#8 PEM (for TLS)
+                               tls.crt        X.509 user certificate
+                               ca.pem         host TLS CA (verifies auth and proxy)
+                               known_hosts    @cert-authority lines of the host SSH CA
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bastion.auth.service import write_private_file
+from bastion.errors import BadParameter, NotFound
+
+__all__ = ["Profile", "ProfileStore", "new_client_key"]
+
+
+def new_client_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+@dataclass(slots=True)
+class Profile:
+    name: str
+    proxy: str
+    user: str
+    cluster: str
+    expires: str = ""
+    roles: list[str] | None = None
+    logins: list[str] | None = None
+    dir: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
+
+    def expired(self) -> bool:
+        if not self.expires:
+            return True
+        return datetime.fromisoformat(self.expires) <= datetime.now(UTC)
+
+
+class ProfileStore:
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or Path(os.environ.get("BSH_HOME") or Path.home() / ".bsh")
+
+    def _dir(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise BadParameter(f"invalid profile name {name!r}")
+        return self.home / "profiles" / name
+
+    def save(
+        self, profile: Profile, key: ed25519.Ed25519PrivateKey, certs: dict[str, object]
+    ) -> Profile:
+        d = self._dir(profile.name)
+        profile.dir = str(d)
+        write_private_file(
+            d / "key",
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            ),
+        )
+        write_private_file(
+            d / "tls.key",
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        pub = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+        write_private_file(d / "key.pub", pub + "\n")
+        if certs.get("ssh_cert"):  # absent when the user has no logins
+            write_private_file(d / "key-cert.pub", str(certs["ssh_cert"]) + "\n")
+        else:
+            (d / "key-cert.pub").unlink(missing_ok=True)
+        write_private_file(d / "tls.crt", str(certs["tls_cert"]))
+        write_private_file(d / "ca.pem", str(certs["tls_host_ca"]))
+        host_ca = certs.get("ssh_host_ca") or []
+        assert isinstance(host_ca, list)
+        lines = [f"@cert-authority *.{profile.cluster},{profile.cluster} {k}" for k in host_ca]
+        write_private_file(d / "known_hosts", "\n".join(lines) + "\n")
+        write_private_file(
+            d / "profile.json",
+            json.dumps({k: v for k, v in asdict(profile).items() if k != "dir"}, indent=2),
+        )
+        write_private_file(self.home / "current", profile.name)
+        return profile
+
+    def load(self, name: str | None = None) -> Profile:
+        name = name or self.current_name()
+        d = self._dir(name)
+        try:
+            data = json.loads((d / "profile.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"no profile {name!r}: run bsh login --proxy=HOST:PORT") from None
+        return Profile(**data, dir=str(d))
+
+    def current_name(self) -> str:
+        try:
+            return (self.home / "current").read_text().strip()
+        except FileNotFoundError:
+            raise NotFound("not logged in: run bsh login --proxy=HOST:PORT --user=NAME") from None
+
+    def names(self) -> list[str]:
+        root = self.home / "profiles"
+        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+    def remove(self, name: str) -> None:
+        shutil.rmtree(self._dir(name), ignore_errors=True)
+        try:
+            if self.current_name() == name:
+                (self.home / "current").unlink()
+        except NotFound:
+            pass

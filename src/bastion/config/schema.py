@@ -1,0 +1,189 @@
+"""The YAML configuration file of ``bastion start``: every knob, its default and what it does.
+
+``bastion configure`` prints :func:`sample_config`; ``load_config`` turns a file into a validated
+:class:`FileConfig` or raises BadParameter naming the file, the field and the problem.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from bastion.errors import BadParameter
+from bastion.types.codec import _format_error
+from bastion.types.meta import StrictModel
+
+__all__ = [
+    "AuthServiceConfig",
+    "FileConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_addr",
+    "sample_config",
+]
+
+
+def parse_addr(value: str, default_port: int) -> tuple[str, int]:
+    """``host:port``, ``host`` or ``[v6]:port`` -> (host, port)."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ValueError(f"invalid address {value!r}: port must be a number") from None
+    if not 0 <= port <= 65535 or not host:
+        raise ValueError(f"invalid address {value!r}: expected host:port")
+    return host, port
+
+
+class StorageConfig(StrictModel):
+    type: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = ""
+    """SQLite file; default ``<data_dir>/backend.sqlite``."""
+    dsn: str = ""
+    """PostgreSQL connection string, e.g. ``postgresql://bastion@db.example.com/bastion``."""
+
+
+class RateLimitConfig(StrictModel):
+    average: float = 5.0
+    """Requests per second per source IP on the unauthenticated endpoints (login, invite, join)."""
+    burst: int = 20
+
+
+class AuthServiceConfig(StrictModel):
+    enabled: bool = True
+    listen_addr: str = "127.0.0.1:3025"
+    public_addr: list[str] = Field(default_factory=list)
+    """Names clients use to reach auth; added to its TLS certificate."""
+    key_algorithm: Literal["ed25519", "ecdsa-p256", "rsa-3072"] = "ed25519"
+    kek_file: str = ""
+    """Key-encryption key for CA private keys at rest; default ``<data_dir>/keys/kek``. With a
+    shared PostgreSQL backend every auth server needs the same file."""
+    second_factor: Literal["off", "otp", "webauthn", "on", "optional"] | None = None
+    """Overrides the stored cluster auth preference at start when set."""
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    max_request_bytes: int = 1 << 20
+
+    @field_validator("listen_addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        parse_addr(value, 3025)
+        return value
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class FileConfig(StrictModel):
+    version: Literal["v1"] = "v1"
+    cluster_name: str = ""
+    """Default: this host's name."""
+    data_dir: str = "./bastion-data"
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    auth_service: AuthServiceConfig = Field(default_factory=AuthServiceConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    def resolved_cluster_name(self) -> str:
+        return self.cluster_name or socket.gethostname() or "bastion"
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    def auth_public_names(self) -> tuple[list[str], list[str]]:
+        """DNS names and IPs for the auth TLS certificate."""
+        names = {"localhost", socket.gethostname()}
+        ips = {"127.0.0.1", "::1"}
+        host, _ = parse_addr(self.auth_service.listen_addr, 3025)
+        for entry in [host, *self.auth_service.public_addr]:
+            h = parse_addr(entry, 3025)[0]
+            try:
+                ipaddress.ip_address(h)
+                if h not in ("0.0.0.0", "::"):
+                    ips.add(h)
+            except ValueError:
+                names.add(h)
+        return sorted(names), sorted(ips)
+
+
+def load_config(path: str | Path | None, **overrides: str) -> FileConfig:
+    """Load and validate a config file (or the defaults when ``path`` is None).
+
+    Raises:
+        BadParameter: unreadable file, malformed YAML or an invalid field.
+    """
+    data: object = {}
+    source = str(path) if path else "defaults"
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise BadParameter(f"cannot read config {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise BadParameter(f"config {path}: invalid YAML{where}: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadParameter(f"config {path}: expected a mapping at the top level")
+    assert isinstance(data, dict)
+    data = {**data, **{k: v for k, v in overrides.items() if v}}
+    try:
+        return FileConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_format_error(e) for e in exc.errors())
+        raise BadParameter(f"config {source}: {problems}") from None
+
+
+def sample_config() -> str:
+    """A commented sample configuration (what ``bastion configure`` prints)."""
+    return """\
+# Bastion configuration. Every key is optional; the values shown are the defaults.
+version: v1
+# Name of this cluster; appears in certificates. Default: the host name.
+cluster_name: ""
+# Where keys, the embedded database and the local admin identity live.
+data_dir: ./bastion-data
+
+storage:
+  # sqlite (embedded, one auth server) or postgres (several auth servers share state).
+  type: sqlite
+  # path: ./bastion-data/backend.sqlite
+  # dsn: postgresql://bastion@127.0.0.1/bastion
+
+auth_service:
+  enabled: true
+  # mTLS JSON API for bctl, bsh and agents.
+  listen_addr: 127.0.0.1:3025
+  # Extra host names or IPs clients use to reach auth (added to its certificate).
+  public_addr: []
+  # CA key algorithm for newly created CAs: ed25519, ecdsa-p256 or rsa-3072.
+  key_algorithm: ed25519
+  # Key-encryption key for CA private keys at rest (default <data_dir>/keys/kek).
+  # kek_file: /etc/bastion/kek
+  # Override the cluster's second factor at start: off | otp | webauthn | on | optional.
+  # second_factor: otp
+  rate_limit:
+    # Requests per second per source IP on login, invite and join endpoints.
+    average: 5
+    burst: 20
+  # Largest accepted request body.
+  max_request_bytes: 1048576
+
+log:
+  level: info   # debug | info | warning | error
+  format: text  # text | json
+"""

@@ -1,0 +1,418 @@
+"""The access checker: a user's roles, expanded with their traits, answering "may they?".
+
+Layer: policy (pure). Inputs are role models, traits and resource labels; outputs are
+:class:`Decision` values that carry the reason. No I/O, no clock, no backend: the caller
+(``auth/authz``, the proxy routes, the guarded API) loads roles and acts on the decision.
+
+Semantics follow Teleport:
+
+* **Deny always wins.** A deny section whose labels match a resource denies it outright, for every
+  login/user; a deny ``logins`` (``db_users``, ``db_names``) entry denies that value everywhere.
+* **Allow needs one role that grants everything at once**: its labels match *and* the login (or
+  database user and name) is among its values; grants are not combined across roles.
+* **Options are aggregated strictly**: the most restrictive value of any role wins.
+* No roles, or an empty selector, grants nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bastion.rbac.labels import WILDCARD, LabelSelector, ValueMatcher
+from bastion.rbac.templates import expand_values
+from bastion.types.access import ADMIN_KINDS, VERBS, Role, RoleConditions, RoleOptions
+
+__all__ = ["CompiledRole", "Decision", "RoleSet"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to an access question, with why (for audit and ``--debug`` output)."""
+
+    allowed: bool
+    reason: str
+    """Which role allowed, which role denied and why, or why no role allows."""
+    role: str | None = None
+    """The deciding role; ``None`` when no role allows (or there are no roles)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    kinds: frozenset[str]
+    verbs: frozenset[str]
+
+    def matches(self, kind: str, verb: str) -> bool:
+        return (WILDCARD in self.kinds or kind in self.kinds) and (
+            WILDCARD in self.verbs or verb in self.verbs
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One side (allow or deny) of a role, templates expanded and selectors compiled."""
+
+    logins: tuple[str, ...]
+    login_set: frozenset[str]
+    node: LabelSelector
+    db: LabelSelector
+    app: LabelSelector
+    db_users: ValueMatcher
+    db_names: ValueMatcher
+    rules: tuple[_Rule, ...]
+
+    @classmethod
+    def build(cls, cond: RoleConditions, traits: Mapping[str, Sequence[str]]) -> _Side:
+        logins = tuple(expand_values(cond.logins, traits))
+        return cls(
+            logins=logins,
+            login_set=frozenset(logins),
+            node=_selector(cond.node_labels, traits),
+            db=_selector(cond.db_labels, traits),
+            app=_selector(cond.app_labels, traits),
+            db_users=ValueMatcher.compile(expand_values(cond.db_users, traits)),
+            db_names=ValueMatcher.compile(expand_values(cond.db_names, traits)),
+            rules=tuple(_Rule(frozenset(r.resources), frozenset(r.verbs)) for r in cond.rules),
+        )
+
+
+def _selector(
+    selector: Mapping[str, Sequence[str]], traits: Mapping[str, Sequence[str]]
+) -> LabelSelector:
+    # Keys are literal; a key whose values all expand to nothing is kept with no values, so it
+    # matches nothing (dropping it would widen an allow).
+    return LabelSelector.compile({k: expand_values(v, traits) for k, v in selector.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRole:
+    """A role with the user's traits applied."""
+
+    name: str
+    allow: _Side
+    deny: _Side
+    options: RoleOptions
+
+
+def _describe(selector: LabelSelector) -> str:
+    parts = [f"{WILDCARD}={WILDCARD}"] if selector.match_all else []
+    parts += [f"{key}=[{', '.join(m.values)}]" for key, m in selector.entries]
+    return ", ".join(parts)
+
+
+def _quoted(values: Iterable[str]) -> str:
+    return "[" + ", ".join(values) + "]"
+
+
+class RoleSet:
+    """The roles of one user, ready to answer access questions; immutable.
+
+    Build with :meth:`from_roles`. Every ``check_*`` method returns a :class:`Decision`.
+    """
+
+    __slots__ = ("_allow_node", "_deny_logins", "_deny_node", "_options", "_roles")
+
+    def __init__(self, roles: Iterable[CompiledRole]) -> None:
+        self._roles = tuple(roles)
+        deny_logins: dict[str, str] = {}
+        for role in self._roles:
+            for login in role.deny.logins:
+                deny_logins.setdefault(login, role.name)
+        self._deny_logins = deny_logins
+        self._deny_node = tuple(
+            (r.name, r.deny.node) for r in self._roles if not r.deny.node.is_empty
+        )
+        self._allow_node = tuple(
+            (r.name, r.allow.login_set, r.allow.node)
+            for r in self._roles
+            if r.allow.login_set and not r.allow.node.is_empty
+        )
+        self._options = _aggregate_options(r.options for r in self._roles)
+
+    @classmethod
+    def from_roles(cls, roles: Sequence[Role], traits: Mapping[str, Sequence[str]]) -> RoleSet:
+        """Expand templates in logins, label values, db users and db names, once.
+
+        Args:
+            roles: the user's roles (validated models).
+            traits: the user's traits (``User.spec.traits`` or ``Identity.traits``).
+
+        Returns:
+            The role set.
+
+        Raises:
+            ValueError: a role holds a malformed template or regexp (only possible for models
+                built without validation).
+        """
+        return cls(
+            CompiledRole(
+                name=role.metadata.name,
+                allow=_Side.build(role.spec.allow, traits),
+                deny=_Side.build(role.spec.deny, traits),
+                options=role.spec.options,
+            )
+            for role in roles
+        )
+
+    @property
+    def roles(self) -> tuple[CompiledRole, ...]:
+        """The compiled roles, in the order given."""
+        return self._roles
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        """Names of the roles, in the order given."""
+        return tuple(r.name for r in self._roles)
+
+    # -- SSH nodes -------------------------------------------------------------------------
+
+    def check_node_access(
+        self, node_name: str, node_labels: Mapping[str, str], login: str
+    ) -> Decision:
+        """May the user log in as ``login`` on this node?
+
+        Args:
+            node_name: for the explanation only.
+            node_labels: the node's labels (static and dynamic).
+            login: the OS login requested.
+
+        Returns:
+            Denied if a deny role lists the login or its node_labels match the node; allowed if
+            one role's node_labels match and it allows the login; otherwise denied with, per
+            role, the label or login that did not match.
+        """
+        denied_by = self._deny_logins.get(login)
+        if denied_by is not None:
+            return Decision(
+                False, f'role "{denied_by}" denies login "{login}" on every node', denied_by
+            )
+        denied = self._denied_by_labels(self._deny_node, "node", node_name, node_labels)
+        if denied is not None:
+            return denied
+        for name, logins, selector in self._allow_node:
+            if login in logins and selector.matches(node_labels):
+                return Decision(
+                    True, f'role "{name}" allows login "{login}" on node "{node_name}"', name
+                )
+        return Decision(False, self._explain_node(node_name, node_labels, login))
+
+    def check_node_visible(self, node_name: str, node_labels: Mapping[str, str]) -> Decision:
+        """May the user see this node (in ``ls``)? Logins are not considered.
+
+        Args:
+            node_name: for the explanation only.
+            node_labels: the node's labels.
+
+        Returns:
+            Allowed when some role's allow node_labels match and no deny node_labels match.
+            Implied by an allowed :meth:`check_node_access` for any login.
+        """
+        denied = self._denied_by_labels(self._deny_node, "node", node_name, node_labels)
+        if denied is not None:
+            return denied
+        for role in self._roles:
+            if role.allow.node.matches(node_labels):
+                return Decision(True, f'role "{role.name}" shows node "{node_name}"', role.name)
+        return Decision(False, self._explain_labels("node", node_name, node_labels, "see"))
+
+    def allowed_logins(self) -> list[str]:
+        """Logins for certificate principals: the union of allowed logins minus denied ones.
+
+        Returns:
+            The logins, deduplicated, in role order.
+        """
+        out: dict[str, None] = {}
+        for role in self._roles:
+            out.update(dict.fromkeys(role.allow.logins))
+        return [login for login in out if login not in self._deny_logins]
+
+    # -- databases and apps ------------------------------------------------------------------
+
+    def check_db_access(
+        self,
+        db_labels: Mapping[str, str],
+        db_user: str,
+        db_name: str | None = None,
+        *,
+        db_service: str = "",
+    ) -> Decision:
+        """May the user connect to this database as ``db_user`` (to ``db_name``)?
+
+        Args:
+            db_labels: the database's labels.
+            db_user: the database account requested.
+            db_name: the database requested; ``None`` when the protocol does not select one at
+                connect time (MySQL), and then db_names are not checked.
+            db_service: the database's name, for the explanation only.
+
+        Returns:
+            Deny wins (labels, db_users or db_names of a deny section); allowed when one role's
+            db_labels, db_users and db_names all match.
+        """
+        what = f'database "{db_service}"' if db_service else "database"
+        for role in self._roles:
+            deny = role.deny
+            if deny.db_users.matches(db_user):
+                return Decision(False, f'role "{role.name}" denies db user "{db_user}"', role.name)
+            if db_name is not None and deny.db_names.matches(db_name):
+                return Decision(False, f'role "{role.name}" denies db name "{db_name}"', role.name)
+        denied = self._denied_by_labels(
+            tuple((r.name, r.deny.db) for r in self._roles), "db", what, db_labels
+        )
+        if denied is not None:
+            return denied
+        request = f'db user "{db_user}"' + (f' db name "{db_name}"' if db_name is not None else "")
+        reasons: list[str] = []
+        for role in self._roles:
+            allow = role.allow
+            match = allow.db.match(db_labels)
+            if not match.matched:
+                reasons.append(f'role "{role.name}": {_label_reason(match.reason, allow.db, "db")}')
+            elif not allow.db_users.matches(db_user):
+                wanted = _quoted(allow.db_users.values)
+                reasons.append(f'role "{role.name}": db user "{db_user}" not in {wanted}')
+            elif db_name is not None and not allow.db_names.matches(db_name):
+                wanted = _quoted(allow.db_names.values)
+                reasons.append(f'role "{role.name}": db name "{db_name}" not in {wanted}')
+            else:
+                return Decision(True, f'role "{role.name}" allows {request} on {what}', role.name)
+        return Decision(False, _no_role(f"{request} on {what}", reasons))
+
+    def check_app_access(self, app_labels: Mapping[str, str], *, app_name: str = "") -> Decision:
+        """May the user reach this application?
+
+        Args:
+            app_labels: the application's labels.
+            app_name: for the explanation only.
+
+        Returns:
+            Denied if a deny app_labels selector matches; allowed if an allow one does.
+        """
+        what = f'app "{app_name}"' if app_name else "app"
+        denied = self._denied_by_labels(
+            tuple((r.name, r.deny.app) for r in self._roles), "app", what, app_labels
+        )
+        if denied is not None:
+            return denied
+        for role in self._roles:
+            if role.allow.app.matches(app_labels):
+                return Decision(True, f'role "{role.name}" allows access to {what}', role.name)
+        return Decision(False, self._explain_labels("app", what, app_labels, "access"))
+
+    # -- admin rules -----------------------------------------------------------------------
+
+    def check_rule(self, kind: str, verb: str) -> Decision:
+        """May the user perform ``verb`` on resources of ``kind`` (admin API)?
+
+        Args:
+            kind: one of ``ADMIN_KINDS``.
+            verb: one of ``VERBS``.
+
+        Returns:
+            Denied if any deny rule matches (``*`` included); allowed if an allow rule does.
+
+        Raises:
+            ValueError: unknown kind or verb (a caller bug; ``*`` is not a valid question).
+        """
+        if kind not in ADMIN_KINDS:
+            raise ValueError(f"unknown resource kind {kind!r}: use one of {', '.join(ADMIN_KINDS)}")
+        if verb not in VERBS:
+            raise ValueError(f"unknown verb {verb!r}: use one of {', '.join(VERBS)}")
+        for role in self._roles:
+            if any(rule.matches(kind, verb) for rule in role.deny.rules):
+                return Decision(False, f'role "{role.name}" denies {verb} on {kind}', role.name)
+        for role in self._roles:
+            if any(rule.matches(kind, verb) for rule in role.allow.rules):
+                return Decision(True, f'role "{role.name}" allows {verb} on {kind}', role.name)
+        roles = ", ".join(f'"{r.name}"' for r in self._roles) or "none"
+        return Decision(False, f"no role allows {verb} on {kind} (roles: {roles})")
+
+    # -- options -----------------------------------------------------------------------------
+
+    def max_session_ttl(self) -> timedelta:
+        """The shortest ``max_session_ttl`` of all roles; zero when there are no roles."""
+        return self._options.max_session_ttl
+
+    def options(self) -> RoleOptions:
+        """Options aggregated across roles, the most restrictive value winning.
+
+        Returns:
+            A fresh :class:`RoleOptions` (callers may not mutate the role set through it).
+        """
+        return self._options.model_copy()
+
+    # -- explanations ----------------------------------------------------------------------
+
+    @staticmethod
+    def _denied_by_labels(
+        deny: Sequence[tuple[str, LabelSelector]],
+        kind: str,
+        what: str,
+        labels: Mapping[str, str],
+    ) -> Decision | None:
+        for name, selector in deny:
+            if selector.matches(labels):
+                target = f'node "{what}"' if kind == "node" else what
+                matched = _describe(selector)
+                reason = f'role "{name}" denies {target}: deny {kind}_labels match ({matched})'
+                return Decision(False, reason, name)
+        return None
+
+    def _explain_node(self, node_name: str, labels: Mapping[str, str], login: str) -> str:
+        reasons: list[str] = []
+        for role in self._roles:
+            allow = role.allow
+            match = allow.node.match(labels)
+            if not match.matched:
+                reasons.append(
+                    f'role "{role.name}": {_label_reason(match.reason, allow.node, "node")}'
+                )
+            elif not allow.logins:
+                reasons.append(f'role "{role.name}": grants no logins')
+            else:
+                reasons.append(
+                    f'role "{role.name}": login "{login}" not in {_quoted(allow.logins)}'
+                )
+        return _no_role(f'login "{login}" on node "{node_name}"', reasons)
+
+    def _explain_labels(self, kind: str, what: str, labels: Mapping[str, str], verb: str) -> str:
+        reasons = []
+        for role in self._roles:
+            selector: LabelSelector = getattr(role.allow, kind)
+            why = _label_reason(selector.match(labels).reason, selector, kind)
+            reasons.append(f'role "{role.name}": {why}')
+        target = f'node "{what}"' if kind == "node" else what
+        return _no_role(f"to {verb} {target}", reasons)
+
+
+def _label_reason(reason: str, selector: LabelSelector, kind: str) -> str:
+    return f"no {kind}_labels" if selector.is_empty else reason
+
+
+def _no_role(request: str, reasons: Sequence[str]) -> str:
+    if not reasons:
+        return f"no role allows {request}: the user has no roles"
+    return f"no role allows {request}: " + "; ".join(reasons)
+
+
+_STRICTEST_DEFAULTS = RoleOptions(max_session_ttl=timedelta(0))
+
+
+def _aggregate_options(options: Iterable[RoleOptions]) -> RoleOptions:
+    listed = list(options)
+    if not listed:
+        return _STRICTEST_DEFAULTS
+    idle = [o.client_idle_timeout for o in listed if o.client_idle_timeout is not None]
+    return RoleOptions(
+        max_session_ttl=min(o.max_session_ttl for o in listed),
+        require_session_mfa=any(o.require_session_mfa for o in listed),
+        permit_pty=all(o.permit_pty for o in listed),
+        port_forwarding=all(o.port_forwarding for o in listed),
+        forward_agent=all(o.forward_agent for o in listed),
+        record_session=any(o.record_session for o in listed),
+        lock_mode="strict" if any(o.lock_mode == "strict" for o in listed) else "best_effort",
+        client_idle_timeout=min(idle) if idle else None,
+        disconnect_expired_cert=any(o.disconnect_expired_cert for o in listed),
+        pin_source_ip=any(o.pin_source_ip for o in listed),
+    )

@@ -1,0 +1,219 @@
+"""Access-control resources: users, roles, join tokens, locks and the cluster auth preference."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from bastion.types.duration import Duration
+from bastion.types.meta import Resource, StrictModel
+from bastion.types.selectors import LabelSelector, validate_string_value
+
+__all__ = [
+    "ADMIN_KINDS",
+    "VERBS",
+    "AuthPreference",
+    "AuthPreferenceSpec",
+    "Lock",
+    "LockSpec",
+    "LockTarget",
+    "ProvisionToken",
+    "ProvisionTokenSpec",
+    "Role",
+    "RoleConditions",
+    "RoleOptions",
+    "RoleSpec",
+    "Rule",
+    "User",
+    "UserSpec",
+    "UserStatus",
+]
+
+VERBS = ("list", "read", "create", "update", "delete")
+"""Verbs of admin rules; ``*`` means all of them."""
+
+ADMIN_KINDS = (
+    "user",
+    "role",
+    "token",
+    "cert_authority",
+    "node",
+    "cluster_auth_preference",
+    "lock",
+    "event",
+    "session",
+)
+"""Resource kinds that admin rules can name; ``*`` means all of them."""
+
+
+class UserStatus(StrictModel):
+    locked_until: datetime | None = None
+    """Set after too many failed logins; login is refused until then."""
+    lock_reason: str = ""
+
+
+class UserSpec(StrictModel):
+    roles: list[str] = Field(default_factory=list)
+    traits: dict[str, list[str]] = Field(default_factory=dict)
+    """``logins``, ``db_users``, ``db_names`` and any custom trait used by role templates."""
+    status: UserStatus = Field(default_factory=UserStatus)
+    created_by: str = ""
+    created: datetime | None = None
+
+
+class User(Resource):
+    KIND: ClassVar[str] = "user"
+    kind: str = "user"
+    spec: UserSpec = Field(default_factory=UserSpec)
+
+
+class Rule(StrictModel):
+    resources: list[str]
+    verbs: list[str]
+
+    @field_validator("resources")
+    @classmethod
+    def _check_resources(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind != "*" and kind not in ADMIN_KINDS:
+                raise ValueError(
+                    f"unknown resource kind {kind!r}: use one of {', '.join(ADMIN_KINDS)} or *"
+                )
+        return value
+
+    @field_validator("verbs")
+    @classmethod
+    def _check_verbs(cls, value: list[str]) -> list[str]:
+        for verb in value:
+            if verb != "*" and verb not in VERBS:
+                raise ValueError(f"unknown verb {verb!r}: use one of {', '.join(VERBS)} or *")
+        return value
+
+
+class RoleConditions(StrictModel):
+    """One side (allow or deny) of a role."""
+
+    logins: list[str] = Field(default_factory=list)
+    node_labels: LabelSelector = Field(default_factory=dict)
+    db_labels: LabelSelector = Field(default_factory=dict)
+    app_labels: LabelSelector = Field(default_factory=dict)
+    db_names: list[str] = Field(default_factory=list)
+    db_users: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("logins", "db_names", "db_users")
+    @classmethod
+    def _check_values(cls, value: list[str]) -> list[str]:
+        for item in value:
+            validate_string_value(item)
+        return value
+
+
+class RoleOptions(StrictModel):
+    max_session_ttl: Duration = timedelta(hours=12)
+    require_session_mfa: bool = False
+    permit_pty: bool = True
+    port_forwarding: bool = True
+    forward_agent: bool = False
+    record_session: bool = True
+    lock_mode: Literal["best_effort", "strict"] = "best_effort"
+    client_idle_timeout: Duration | None = None
+    disconnect_expired_cert: bool = False
+    pin_source_ip: bool = False
+
+
+class RoleSpec(StrictModel):
+    options: RoleOptions = Field(default_factory=RoleOptions)
+    allow: RoleConditions = Field(default_factory=RoleConditions)
+    deny: RoleConditions = Field(default_factory=RoleConditions)
+
+
+class Role(Resource):
+    KIND: ClassVar[str] = "role"
+    kind: str = "role"
+    spec: RoleSpec = Field(default_factory=RoleSpec)
+
+
+JOIN_ROLES = ("node", "db", "app", "bot", "proxy")
+
+
+class ProvisionTokenSpec(StrictModel):
+    roles: list[str]
+    """What the joining agent may become: node, db, app, bot, proxy."""
+    secret_hash: str = ""
+    """SHA-256 (hex) of the secret part of the token; the secret itself is never stored."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels given to the host that joins with this token."""
+    single_use: bool = True
+    created_by: str = ""
+
+    @field_validator("roles")
+    @classmethod
+    def _check_roles(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"at least one role is required: {', '.join(JOIN_ROLES)}")
+        for role in value:
+            if role not in JOIN_ROLES:
+                raise ValueError(f"unknown join role {role!r}: use {', '.join(JOIN_ROLES)}")
+        return value
+
+
+class ProvisionToken(Resource):
+    KIND: ClassVar[str] = "token"
+    kind: str = "token"
+    spec: ProvisionTokenSpec
+
+
+class LockTarget(StrictModel):
+    user: str = ""
+    role: str = ""
+    login: str = ""
+    node: str = ""
+    device: str = ""
+    mfa_device: str = ""
+    access_request: str = ""
+    bot: str = ""
+    session: str = ""
+
+    def is_empty(self) -> bool:
+        return not any(self.model_dump().values())
+
+
+class LockSpec(StrictModel):
+    target: LockTarget
+    message: str = ""
+    created_by: str = ""
+    created: datetime | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, value: LockTarget) -> LockTarget:
+        if value.is_empty():
+            raise ValueError("a lock needs at least one target (user, role, login, node, ...)")
+        return value
+
+
+class Lock(Resource):
+    KIND: ClassVar[str] = "lock"
+    kind: str = "lock"
+    spec: LockSpec
+
+
+class AuthPreferenceSpec(StrictModel):
+    type: Literal["local"] = "local"
+    second_factor: Literal["off", "otp", "webauthn", "on", "optional"] = "otp"
+    """``otp``: password + TOTP for every local user (the default); ``off`` is insecure."""
+    max_failed_logins: int = Field(default=5, ge=1)
+    lockout_window: Duration = timedelta(minutes=30)
+    lockout_duration: Duration = timedelta(minutes=30)
+    invite_ttl: Duration = timedelta(hours=24)
+    default_session_ttl: Duration = timedelta(hours=12)
+
+
+class AuthPreference(Resource):
+    KIND: ClassVar[str] = "cluster_auth_preference"
+    NAME: ClassVar[str] = "cluster-auth-preference"
+    kind: str = "cluster_auth_preference"
+    spec: AuthPreferenceSpec = Field(default_factory=AuthPreferenceSpec)

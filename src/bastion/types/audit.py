@@ -1,0 +1,68 @@
+"""Audit events: one typed, structured record per security-relevant action.
+
+The catalogue (type -> code) lives in :data:`EVENT_CODES`; docs/audit.md lists it for operators.
+Codes end in ``I`` (info/success) or ``W`` (warning/failure), as Teleport's do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["EVENT_CODES", "AuditEvent", "event_code"]
+
+EVENT_CODES: dict[str, str] = {
+    "user.login": "T1000",
+    "user.create": "T1002",
+    "user.update": "T1003",
+    "user.delete": "T1004",
+    "user.invite": "T1005",
+    "user.password_set": "T1006",
+    "user.reset": "T1007",
+    "user.locked_out": "T1008",
+    "role.create": "T9000",
+    "role.update": "T9001",
+    "role.delete": "T9002",
+    "token.create": "T9010",
+    "token.delete": "T9011",
+    "lock.create": "T9020",
+    "lock.delete": "T9021",
+    "resource.create": "T9030",
+    "resource.update": "T9031",
+    "resource.delete": "T9032",
+    "join": "T2000",
+    "cert.issued": "T2100",
+    "ca.rotate": "T2200",
+    "access.denied": "T3000",
+}
+
+
+def event_code(event_type: str, outcome: str) -> str:
+    base = EVENT_CODES.get(event_type, "T0000")
+    return base + ("I" if outcome == "success" else "W")
+
+
+class AuditEvent(BaseModel):
+    """One audit record. ``fields`` holds type-specific data (never secrets)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    code: str = ""
+    time: datetime
+    cluster: str = ""
+    user: str = ""
+    """The principal acting (or attempting to act)."""
+    login: str = ""
+    target: str = ""
+    """What was acted on: ``role/dev``, a node, a user name."""
+    remote_addr: str = ""
+    session_id: str = ""
+    device_id: str = ""
+    outcome: Literal["success", "failure"] = "success"
+    reason: str = ""
+    fields: dict[str, Any] = Field(default_factory=dict)
+    id: str = ""
+    """Assigned by the audit log when stored."""

@@ -1,0 +1,41 @@
+"""Inventory resources that agents heartbeat (with a TTL): SSH nodes for now."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from bastion.types.meta import Resource, StrictModel
+
+__all__ = ["CommandLabel", "Node", "NodeSpec"]
+
+
+class CommandLabel(StrictModel):
+    command: list[str]
+    period: str = "1m"
+    result: str = ""
+
+
+class NodeSpec(StrictModel):
+    hostname: str = ""
+    addr: str = ""
+    """``host:port`` when the node listens directly; empty when it is reached by reverse tunnel."""
+    tunnel: bool = False
+    cmd_labels: dict[str, CommandLabel] = Field(default_factory=dict)
+    version: str = ""
+    agentless: bool = False
+    """A stock OpenSSH sshd trusting the exported user CA."""
+
+
+class Node(Resource):
+    KIND: ClassVar[str] = "node"
+    kind: str = "node"
+    spec: NodeSpec = Field(default_factory=NodeSpec)
+
+    def all_labels(self) -> dict[str, str]:
+        """Static labels plus the latest results of dynamic command labels."""
+        merged = dict(self.metadata.labels)
+        for key, label in self.spec.cmd_labels.items():
+            merged[key] = label.result
+        return merged

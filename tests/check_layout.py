@@ -1,0 +1,53 @@
+"""Fail when a module under src/bastion has no unit or integration test file naming it.
+
+Mirrors mitmproxy's filename_matching: tests/unit mirrors the source tree; IO shells
+(cli, process, auth service/api, client) may instead be covered by tests/integration.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src" / "bastion"
+# IO shells covered end to end by tests/integration and tests/contract (STYLE.md test layout).
+COVERED_ELSEWHERE = {
+    "cli/bastion.py",
+    "cli/bctl.py",
+    "cli/bsh.py",
+    "cli/bbot.py",
+    "cli/common.py",
+    "process.py",
+    "logging.py",
+    "auth/service.py",
+    "auth/api.py",
+    "auth/tls.py",
+    "client/api.py",
+    "client/profile.py",
+    "backend/sqlite.py",
+    "backend/postgres.py",
+    "backend/compliance.py",
+    "testing_pg.py",
+    "auth/openapi.py",
+}
+
+
+def main() -> int:
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if path.name == "__init__.py" or rel in COVERED_ELSEWHERE:
+            continue
+        expected = ROOT / "tests" / "unit" / Path(rel).parent / f"test_{path.name}"
+        if not expected.exists():
+            missing.append(f"{rel} -> {expected.relative_to(ROOT)}")
+    if missing:
+        print("modules without a unit test file:\n  " + "\n  ".join(missing))
+        return 1
+    print("layout ok: every module under src/bastion has its test file")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

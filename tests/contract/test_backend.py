@@ -1,0 +1,186 @@
+"""The backend compliance suite over every implementation, plus multi-process behaviour of the
+shared-storage backends (SQLite file, PostgreSQL database)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.backend import Backend, EventType, Item, MemoryBackend
+from bastion.backend.compliance import CASES, BackendFactory, ComplianceCase, SuiteOptions
+from bastion.backend.compliance import next_events
+from bastion.backend.postgres import PostgresBackend
+from bastion.backend.sqlite import SQLiteBackend
+from bastion.clock import FakeClock
+from bastion.testing_pg import PgServer, create_database
+
+_counter = itertools.count()
+
+
+def _memory_factory() -> BackendFactory:
+    async def make(options: SuiteOptions) -> Backend:
+        return MemoryBackend(
+            options.clock, max_events=options.event_retention, sweep_interval=0.02
+        )
+
+    return make
+
+
+def _sqlite_factory(tmp_path: Path) -> BackendFactory:
+    async def make(options: SuiteOptions) -> Backend:
+        path = tmp_path / f"backend-{next(_counter)}.sqlite"
+        return await SQLiteBackend.open(
+            str(path),
+            options.clock,
+            poll_interval=0.02,
+            event_retention=options.event_retention,
+            trim_interval=0.05,
+        )
+
+    return make
+
+
+def _postgres_factory(server: PgServer) -> BackendFactory:
+    async def make(options: SuiteOptions) -> Backend:
+        dsn = await create_database(server)
+        return await PostgresBackend.open(
+            dsn,
+            options.clock,
+            expiry_interval=0.02,
+            trim_interval=0.05,
+            fallback_poll_interval=0.5,
+            event_retention=options.event_retention,
+            pool_size=4,
+        )
+
+    return make
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.needs_postgres)]
+)
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
+    if request.param == "memory":
+        return _memory_factory()
+    if request.param == "sqlite":
+        return _sqlite_factory(tmp_path)
+    return _postgres_factory(request.getfixturevalue("postgres_server"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+async def test_compliance(case: ComplianceCase, factory: BackendFactory) -> None:
+    await case(factory)
+
+
+# -- several OS processes on one store -------------------------------------------------------
+
+_CAS_SCRIPT = """
+import asyncio, sys
+from bastion.backend import Item, open_backend
+from bastion.errors import CompareFailed
+
+async def main(kind, target, count):
+    b = await open_backend(kind, **({"path": target} if kind == "sqlite" else {"dsn": target}))
+    try:
+        done = conflicts = 0
+        while done < count:
+            current = await b.get("counter")
+            try:
+                new = str(int(current.value) + 1).encode()
+                await b.compare_and_swap(current, Item("counter", new))
+                done += 1
+            except CompareFailed:
+                conflicts += 1
+        print(conflicts)
+    finally:
+        await b.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+_PUT_SCRIPT = """
+import asyncio, sys
+from bastion.backend import Item, open_backend
+
+async def main(kind, target):
+    b = await open_backend(kind, **({"path": target} if kind == "sqlite" else {"dsn": target}))
+    try:
+        await b.put(Item("cross/from-child", b"hello"))
+    finally:
+        await b.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def _run_python(script: str, *args: str, timeout: float = 120) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.needs_postgres)])
+async def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(kind, target) of an empty store reachable from other processes."""
+    if request.param == "sqlite":
+        return "sqlite", str(tmp_path / "shared.sqlite")
+    server: PgServer = request.getfixturevalue("postgres_server")
+    return "postgres", await create_database(server)
+
+
+async def _open(kind: str, target: str) -> Backend:
+    if kind == "sqlite":
+        return await SQLiteBackend.open(target, FakeClock(), poll_interval=0.02)
+    return await PostgresBackend.open(target, FakeClock(), fallback_poll_interval=0.5)
+
+
+async def test_two_processes_cas_increments_are_exact(shared_store: tuple[str, str]) -> None:
+    kind, target = shared_store
+    backend = await _open(kind, target)
+    try:
+        await backend.put(Item("counter", b"0"))
+        per_process = 1000
+        outputs = await asyncio.gather(
+            _run_python(_CAS_SCRIPT, kind, target, str(per_process)),
+            _run_python(_CAS_SCRIPT, kind, target, str(per_process)),
+        )
+        final = await backend.get("counter")
+        assert int(final.value) == 2 * per_process, outputs
+        assert final.revision == await backend.current_revision()
+    finally:
+        await backend.close()
+
+
+async def test_watcher_sees_write_from_another_process(shared_store: tuple[str, str]) -> None:
+    kind, target = shared_store
+    backend = await _open(kind, target)
+    try:
+        watcher = await backend.watch(["cross/"])
+        await _run_python(_PUT_SCRIPT, kind, target)
+        (event,) = await next_events(watcher, 1)
+        assert (event.type, event.item.key, event.item.value) == (
+            EventType.PUT,
+            "cross/from-child",
+            b"hello",
+        )
+        assert event.item.revision == (await backend.get("cross/from-child")).revision
+        await watcher.close()
+    finally:
+        await backend.close()

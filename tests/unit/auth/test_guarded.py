@@ -1,0 +1,87 @@
+from datetime import timedelta
+
+import pytest
+
+from bastion.audit.log import AuditQuery
+from bastion.auth.guarded import GuardedAuth
+from bastion.errors import AccessDenied, BadParameter, NotFound
+from bastion.testing import make_auth
+from bastion.types import Identity, Metadata, Node
+from bastion.types.inventory import NodeSpec
+
+
+def identity(fx, user, roles, logins=()):
+    return Identity(
+        cluster="test.local",
+        user=user,
+        roles=tuple(roles),
+        logins=tuple(logins),
+        traits={"logins": tuple(logins)},
+        expires=fx.clock.now() + timedelta(hours=1),
+    )
+
+
+async def guard(fx, user, roles, logins=()):
+    return await GuardedAuth.for_identity(
+        fx.auth, fx.users, identity(fx, user, roles, logins), "10.1.1.1"
+    )
+
+
+async def test_editor_may_manage_users_access_may_not_and_refusal_is_audited():
+    fx = await make_auth()
+    editor = await guard(fx, "ed", ["editor"])
+    invite = await editor.add_user("carol", ["access"], ["carol"], {})
+    assert invite.user == "carol"
+    plain = await guard(fx, "bob", ["access"], ["bob"])
+    with pytest.raises(AccessDenied, match="may not create user"):
+        await plain.add_user("mallory", ["editor"], [], {})
+    denied = await fx.auth.audit.search(AuditQuery(types=("access.denied",)))
+    assert denied[-1].user == "bob" and denied[-1].remote_addr == "10.1.1.1"
+    assert denied[-1].reason and denied[-1].fields["verb"] == "create"
+
+
+async def test_node_list_is_filtered_per_item():
+    fx = await make_auth()
+    for name, env in (("web1", "prod"), ("dev1", "dev")):
+        await fx.auth.nodes.create(
+            Node(metadata=Metadata(name=name, labels={"env": env}), spec=NodeSpec(hostname=name))
+        )
+    role_yaml = __import__("bastion.types", fromlist=["x"]).load_resources(
+        "kind: role\nmetadata: {name: devs}\nspec:\n  allow:\n    logins: [dev]\n"
+        "    node_labels: {env: dev}\n    rules: [{resources: [node], verbs: [list, read]}]\n"
+    )[0]
+    await fx.auth.create_resource(role_yaml, "admin", force=False)
+    dev = await guard(fx, "dana", ["devs"], ["dev"])
+    assert [n.name for n in await dev.list_resources("node")] == ["dev1"]
+    with pytest.raises(NotFound):
+        await dev.get_resource("node", "web1")  # invisible, same as absent
+
+
+async def test_ca_secrets_never_leave_through_the_guard():
+    fx = await make_auth()
+    editor = await guard(fx, "ed", ["editor"])
+    for ca in await editor.list_resources("cert_authority"):
+        assert all(not k.private_key_encrypted for k in ca.spec.trusted_keys())
+
+
+async def test_deleted_role_grants_nothing():
+    fx = await make_auth()
+    g = await guard(fx, "ghost", ["removed-role"])
+    with pytest.raises(AccessDenied):
+        await g.list_resources("role")
+
+
+async def test_unknown_ca_type():
+    fx = await make_auth()
+    editor = await guard(fx, "ed", ["editor"])
+    with pytest.raises(BadParameter, match="unknown CA type"):
+        await editor.export_ca("bogus", "")
+    assert (await editor.export_ca("host", "")).startswith("@cert-authority")
+
+
+async def test_auditor_reads_events_but_cannot_change_roles():
+    fx = await make_auth()
+    auditor = await guard(fx, "audrey", ["auditor"])
+    assert isinstance(await auditor.search_events(AuditQuery()), list)
+    with pytest.raises(AccessDenied):
+        await auditor.delete_resource("role", "access")

@@ -1,0 +1,165 @@
+from datetime import timedelta
+
+import pyotp
+import pytest
+
+from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter
+from bastion.testing import make_auth, new_public_key
+
+PASSWORD = "correct horse battery staple"
+
+
+async def invited(fx, name="alice", roles=("access",), logins=("alice", "root")):
+    invite = await fx.users.add_user(name, list(roles), list(logins), {}, "admin")
+    info = await fx.users.start_invite(invite.token)
+    return invite, info
+
+
+async def enrol(fx, name="alice", **kw):
+    invite, info = await invited(fx, name, **kw)
+    code = pyotp.TOTP(info.otp_secret).at(fx.clock.now())
+    _, pub = new_public_key()
+    certs = await fx.users.complete_invite(
+        invite.token, PASSWORD, code, pub, timedelta(hours=1), "10.0.0.1"
+    )
+    fx.clock.advance(60)  # next TOTP step
+    return info.otp_secret, certs
+
+
+async def test_invite_sets_password_and_totp_and_issues_certs():
+    fx = await make_auth()
+    secret, certs = await enrol(fx)
+    assert certs.identity.user == "alice"
+    assert set(certs.identity.logins) == {"alice", "root"}
+    assert certs.ssh_cert.startswith("ssh-ed25519-cert-v01@openssh.com ")
+    assert "BEGIN CERTIFICATE" in certs.tls_cert
+    assert certs.identity.expires == fx.clock.now() - timedelta(seconds=60) + timedelta(hours=1)
+
+
+async def test_invite_is_single_use():
+    fx = await make_auth()
+    invite, info = await invited(fx)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(info.otp_secret).at(fx.clock.now())
+    await fx.users.complete_invite(invite.token, PASSWORD, code, pub, timedelta(hours=1), "ip")
+    with pytest.raises(AccessDenied, match="invalid, expired or already used"):
+        await fx.users.start_invite(invite.token)
+
+
+async def test_invite_expires():
+    fx = await make_auth()
+    invite, _ = await invited(fx)
+    fx.clock.advance(timedelta(hours=25))
+    with pytest.raises(AccessDenied):
+        await fx.users.start_invite(invite.token)
+
+
+async def test_invite_wrong_totp_changes_nothing():
+    fx = await make_auth()
+    invite, info = await invited(fx)
+    _, pub = new_public_key()
+    with pytest.raises(AuthenticationFailed, match="TOTP"):
+        await fx.users.complete_invite(invite.token, PASSWORD, "000000", pub, timedelta(1), "ip")
+    assert (await fx.auth.credentials.get("alice")).password_hash == ""
+    assert (await fx.users.start_invite(invite.token)).user == "alice"  # still usable
+
+
+async def test_short_password_refused():
+    fx = await make_auth()
+    invite, info = await invited(fx)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(info.otp_secret).at(fx.clock.now())
+    with pytest.raises(BadParameter, match="password too short"):
+        await fx.users.complete_invite(invite.token, "short", code, pub, timedelta(1), "ip")
+
+
+async def test_login_with_password_and_totp():
+    fx = await make_auth()
+    secret, _ = await enrol(fx)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    certs = await fx.users.login("alice", PASSWORD, code, pub, timedelta(hours=2), "10.0.0.2")
+    assert certs.identity.roles == ("access",)
+    # the same code again is a replay
+    with pytest.raises(AuthenticationFailed):
+        await fx.users.login("alice", PASSWORD, code, pub, timedelta(hours=2), "10.0.0.2")
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "otp"),
+    [
+        ("alice", "wrong password!!", None),
+        ("alice", PASSWORD, "123456"),
+        ("nobody", PASSWORD, None),
+    ],
+)
+async def test_login_failures_are_generic_and_audited(user, password, otp):
+    fx = await make_auth()
+    secret, _ = await enrol(fx)
+    _, pub = new_public_key()
+    code = otp or pyotp.TOTP(secret).at(fx.clock.now())
+    with pytest.raises(AuthenticationFailed, match="invalid username, password or second factor"):
+        await fx.users.login(user, password, code, pub, timedelta(hours=1), "10.9.9.9")
+    events = await fx.auth.audit.search(
+        __import__("bastion.audit.log", fromlist=["AuditQuery"]).AuditQuery(types=("user.login",))
+    )
+    failure = events[-1]
+    assert failure.outcome == "failure" and failure.user == user
+    assert failure.remote_addr == "10.9.9.9" and failure.reason
+
+
+async def test_lockout_after_five_failures_then_reset_unlocks():
+    fx = await make_auth()
+    secret, _ = await enrol(fx)
+    _, pub = new_public_key()
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            await fx.users.login("alice", "wrong password!!", "", pub, timedelta(1), "ip")
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    with pytest.raises(AccessDenied, match="locked until"):
+        await fx.users.login("alice", PASSWORD, code, pub, timedelta(1), "ip")
+    fx.clock.advance(timedelta(minutes=31))
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    certs = await fx.users.login("alice", PASSWORD, code, pub, timedelta(1), "ip")
+    assert certs.identity.user == "alice"
+
+
+async def test_failures_outside_window_do_not_lock():
+    fx = await make_auth()
+    secret, _ = await enrol(fx)
+    _, pub = new_public_key()
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed):
+            await fx.users.login("alice", "wrong password!!", "", pub, timedelta(1), "ip")
+    fx.clock.advance(timedelta(minutes=31))
+    with pytest.raises(AuthenticationFailed):
+        await fx.users.login("alice", "wrong password!!", "", pub, timedelta(1), "ip")
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    assert (await fx.users.login("alice", PASSWORD, code, pub, timedelta(1), "ip")).identity
+
+
+async def test_reset_forgets_credentials():
+    fx = await make_auth()
+    await enrol(fx)
+    invite = await fx.users.reset_user("alice", "admin")
+    assert (await fx.auth.credentials.get("alice")).password_hash == ""
+    assert (await fx.users.start_invite(invite.token)).user == "alice"
+
+
+async def test_add_user_with_unknown_role_is_refused_and_creates_nothing():
+    fx = await make_auth()
+    with pytest.raises(BadParameter, match="unknown role"):
+        await fx.users.add_user("bob", ["nope"], [], {}, "admin")
+    assert [u.name for u in await fx.auth.users.list()] == []
+
+
+async def test_ttl_is_capped_by_role():
+    fx = await make_auth()
+    role = await fx.auth.roles.get("access")
+    role.spec.options.max_session_ttl = timedelta(hours=1)
+    await fx.auth.roles.update(role)
+    secret, _ = await enrol(fx)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    certs = await fx.users.login("alice", PASSWORD, code, pub, timedelta(hours=30), "ip")
+    assert certs.identity.expires - fx.clock.now() == timedelta(hours=1)

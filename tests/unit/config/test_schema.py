@@ -1,0 +1,51 @@
+import pytest
+import yaml
+
+from bastion.config.schema import FileConfig, load_config, parse_addr, sample_config
+from bastion.errors import BadParameter
+
+
+def test_sample_config_is_valid_and_matches_defaults(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(sample_config())
+    loaded = load_config(path)
+    assert loaded == FileConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("storage: {type: mongo}\n", "storage.type"),
+        ("auth_service: {listen_addr: 'x:notaport'}\n", "port must be a number"),
+        ("bogus: 1\n", "bogus: unknown field"),
+        ("storage: [\n", "invalid YAML at line"),
+        ("- a\n", "expected a mapping"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "b.yaml"
+    path.write_text(text)
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(BadParameter, match="cannot read config"):
+        load_config("/nonexistent/bastion.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "addr"),
+    [("1.2.3.4:99", ("1.2.3.4", 99)), ("host", ("host", 3025)), ("[::1]:5", ("::1", 5))],
+)
+def test_parse_addr(text, addr):
+    assert parse_addr(text, 3025) == addr
+
+
+def test_overrides_and_public_names():
+    cfg = load_config(None, data_dir="/tmp/x", cluster_name="c")
+    assert cfg.data_dir == "/tmp/x" and cfg.resolved_cluster_name() == "c"
+    names, ips = cfg.auth_public_names()
+    assert "localhost" in names and "127.0.0.1" in ips
+    assert yaml.safe_load(sample_config())["auth_service"]["listen_addr"] == "127.0.0.1:3025"
