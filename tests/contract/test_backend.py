@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import sqlite3
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bastion.backend import Backend, EventType, Item, MemoryBackend
-from bastion.backend.compliance import CASES, BackendFactory, ComplianceCase, SuiteOptions
-from bastion.backend.compliance import next_events
+from bastion.backend.compliance import (
+    CASES,
+    BackendFactory,
+    ComplianceCase,
+    SuiteOptions,
+    next_events,
+)
 from bastion.backend.postgres import PostgresBackend
 from bastion.backend.sqlite import SQLiteBackend
 from bastion.clock import FakeClock
+from bastion.errors import ConnectionProblem
 from bastion.testing_pg import PgServer, create_database
 
 _counter = itertools.count()
@@ -23,9 +32,7 @@ _counter = itertools.count()
 
 def _memory_factory() -> BackendFactory:
     async def make(options: SuiteOptions) -> Backend:
-        return MemoryBackend(
-            options.clock, max_events=options.event_retention, sweep_interval=0.02
-        )
+        return MemoryBackend(options.clock, max_events=options.event_retention, sweep_interval=0.02)
 
     return make
 
@@ -182,5 +189,38 @@ async def test_watcher_sees_write_from_another_process(shared_store: tuple[str, 
         )
         assert event.item.revision == (await backend.get("cross/from-child")).revision
         await watcher.close()
+    finally:
+        await backend.close()
+
+
+# -- foreign errors are mapped at the boundary -----------------------------------------------
+
+
+async def test_sqlite_garbage_file_is_a_connection_problem(tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-db.sqlite"
+    garbage.write_bytes(b"this is not a database file, just text" * 200)
+    with pytest.raises(ConnectionProblem) as info:
+        await SQLiteBackend.open(str(garbage))
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+async def test_postgres_unreachable_is_a_connection_problem() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConnectionProblem):
+        await PostgresBackend.open(f"postgresql://nobody@127.0.0.1:{port}/x", op_timeout=5)
+
+
+async def test_sqlite_loop_picks_up_expiry_from_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    backend = await SQLiteBackend.open(str(tmp_path / "ttl.sqlite"), clock, poll_interval=0.01)
+    try:
+        await backend.put(Item("hb/1", b"x", expires=clock.now() + timedelta(seconds=1)))
+        watcher = await backend.watch(["hb/"])
+        clock.advance(1)
+        (event,) = await next_events(watcher, 1)
+        assert event.type is EventType.DELETE
+        assert await backend.current_revision() == event.item.revision
     finally:
         await backend.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -73,6 +73,13 @@ def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
     if not isinstance(value, str):
         raise BadParameter(f"field {name!r} is required and must be a string")
     return value
+
+
+def _duration(body: dict[str, Any], name: str, default: str) -> timedelta:
+    try:
+        return parse_duration(_str(body, name, default))
+    except ValueError as exc:
+        raise BadParameter(f"field {name!r}: {exc}") from None
 
 
 def _list(body: dict[str, Any], name: str) -> list[str]:
@@ -190,13 +197,14 @@ class AuthAPI:
             _str(body, "password"),
             _str(body, "otp", ""),
             _str(body, "public_key"),
-            parse_duration(_str(body, "ttl", "12h")),
+            _duration(body, "ttl", "12h"),
             _remote(request),
         )
         return web.json_response(_user_certs(certs))
 
     async def invite_start(self, request: web.Request) -> web.Response:
-        info = await self.users.start_invite(_str(await _json(request), "token"))
+        info = await self.users.start_invite(_str(await _json(request), "token"),
+                                             _remote(request))
         return web.json_response(
             {
                 "user": info.user,
@@ -213,7 +221,7 @@ class AuthAPI:
             _str(body, "password"),
             _str(body, "otp", ""),
             _str(body, "public_key"),
-            parse_duration(_str(body, "ttl", "12h")),
+            _duration(body, "ttl", "12h"),
             _remote(request),
         )
         return web.json_response(_user_certs(certs))
@@ -294,7 +302,7 @@ class AuthAPI:
         if not isinstance(labels, dict):
             raise BadParameter("field 'labels' must be an object")
         new = await request["guard"].add_token(
-            _list(body, "roles"), parse_duration(_str(body, "ttl", "30m")), labels
+            _list(body, "roles"), _duration(body, "ttl", "30m"), labels
         )
         return web.json_response(
             {
@@ -325,7 +333,7 @@ class AuthAPI:
             _str(body, "host"),
             _str(body, "public_key"),
             _list(body, "principals"),
-            parse_duration(_str(body, "ttl", "720h")),
+            _duration(body, "ttl", "720h"),
         )
         return web.json_response(_host_certs(certs))
 
@@ -336,9 +344,10 @@ class AuthAPI:
             if not q.get(name):
                 return None
             try:
-                return datetime.fromisoformat(q[name])
+                value = datetime.fromisoformat(q[name])
             except ValueError:
                 raise BadParameter(f"{name}: expected an ISO 8601 time") from None
+            return value if value.tzinfo else value.replace(tzinfo=UTC)  # naive means UTC
 
         query = AuditQuery(
             types=tuple(t for t in q.get("type", "").split(",") if t),

@@ -105,19 +105,23 @@ class UserService:
     def _otp_required(second_factor: str) -> bool:
         return second_factor in ("otp", "on")
 
-    async def _invite_record(self, token: str) -> tuple[Item, dict[str, str]]:
+    async def _invite_record(self, token: str, remote_addr: str) -> tuple[Item, dict[str, str]]:
         try:
             item = await self._backend.get(INVITE_PREFIX + hash_secret(token))
         except NotFound:
+            await self.auth.audit.emit(
+                "user.password_set", outcome="failure", remote_addr=remote_addr,
+                reason="unknown, expired or used invite", method="invite",
+            )
             raise AccessDenied(
                 "invite is invalid, expired or already used; ask an admin for a new one "
                 "(bctl users reset NAME)"
             ) from None
         return item, json.loads(item.value)
 
-    async def start_invite(self, token: str) -> InviteInfo:
+    async def start_invite(self, token: str, remote_addr: str = "") -> InviteInfo:
         """What the client needs to show before asking for a password (and the TOTP secret)."""
-        _, record = await self._invite_record(token)
+        _, record = await self._invite_record(token, remote_addr)
         secret = record["otp_secret"]
         uri = ""
         if secret:
@@ -137,7 +141,7 @@ class UserService:
         ttl: timedelta,
         remote_addr: str,
     ) -> UserCerts:
-        item, record = await self._invite_record(token)
+        item, record = await self._invite_record(token, remote_addr)
         name = record["user"]
         check_password_strength(password)
         parse_public_key(public_key)

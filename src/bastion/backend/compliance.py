@@ -71,22 +71,22 @@ async def _opened(
         await backend.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT) -> None:
-    """Poll ``check`` until it is true; AssertionError naming ``what`` after ``timeout``."""
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = WAIT) -> None:
+    """Poll ``check`` until it is true; AssertionError naming ``what`` after ``within`` s."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not await check():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.01)
 
 
-async def next_events(watcher: Watcher, count: int, timeout: float = WAIT) -> list[Event]:
-    """The next ``count`` events of ``watcher``, or AssertionError after ``timeout``."""
+async def next_events(watcher: Watcher, count: int, within: float = WAIT) -> list[Event]:
+    """The next ``count`` events of ``watcher``, or AssertionError after ``within`` seconds."""
     iterator = aiter(watcher)
     events: list[Event] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(events) < count:
                 events.append(await anext(iterator))
     except TimeoutError:
@@ -345,6 +345,24 @@ async def concurrent_cas_increments_are_exact(factory: BackendFactory) -> None:
         assert int((await b.get("counter")).value) == tasks * per_task
 
 
+async def watch_sees_concurrent_writes_once_in_order(factory: BackendFactory) -> None:
+    """Concurrent writers (several connections/transactions) must not make a watcher skip a
+    revision: ids assigned out of commit order are the classic PostgreSQL trap (STYLE item 6)."""
+    async with _opened(factory) as (b, _):
+        watcher = await b.watch(["c/"])
+        writers, per_writer = 6, 10
+
+        async def write(n: int) -> list[int]:
+            return [(await b.put(Item(f"c/{n}/{i}", b"x"))).revision for i in range(per_writer)]
+
+        async with asyncio.TaskGroup() as group:
+            jobs = [group.create_task(write(n)) for n in range(writers)]
+        written = sorted(r for job in jobs for r in job.result())
+        events = await next_events(watcher, len(written))
+        assert [e.item.revision for e in events] == written
+        await watcher.close()
+
+
 async def watcher_sees_expiry_made_by_the_clock_only(factory: BackendFactory) -> None:
     """A DELETE for an expired key arrives even when nobody touches the store."""
     async with _opened(factory) as (b, clock):
@@ -372,5 +390,6 @@ CASES: tuple[ComplianceCase, ...] = (
     watch_filters_by_prefix,
     watch_of_trimmed_revision_fails,
     concurrent_cas_increments_are_exact,
+    watch_sees_concurrent_writes_once_in_order,
     watcher_sees_expiry_made_by_the_clock_only,
 )

@@ -17,7 +17,8 @@ Rules:
 
 Also here, because every implementation needs them and ``base.py`` is the frozen contract:
 :func:`check_item` / :func:`check_key` (input validation -> BadParameter), :func:`to_micros` /
-:func:`from_micros` (TTL encoding) and :class:`BackgroundTasks` (named, referenced tasks).
+:func:`from_micros` (TTL encoding), :class:`BackgroundTasks` (named, referenced tasks) and
+:func:`wait_event`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "check_key",
     "from_micros",
     "to_micros",
+    "wait_event",
 ]
 
 DEFAULT_QUEUE_SIZE = 1024
@@ -203,6 +205,21 @@ class BackgroundTasks:
         if tasks:
             # If close() itself is cancelled, asyncio.wait raises CancelledError: propagated.
             await asyncio.wait(tasks)
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; True when it was set.
+
+    Uses :func:`asyncio.timeout`, not ``asyncio.wait_for``: on Python 3.11 ``wait_for`` can swallow
+    a cancellation that races with the inner future completing, and a periodic loop that loses
+    its cancellation never stops.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def check_key(key: str) -> None:

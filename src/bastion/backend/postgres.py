@@ -32,7 +32,7 @@ import asyncpg
 import structlog
 
 from bastion.backend.base import Event, EventType, Item, Watcher, prefix_end
-from bastion.backend.fanout import BackgroundTasks, Fanout, check_item, check_key
+from bastion.backend.fanout import BackgroundTasks, Fanout, check_item, check_key, wait_event
 from bastion.clock import Clock, SystemClock
 from bastion.errors import (
     AlreadyExists,
@@ -196,16 +196,14 @@ class PostgresBackend:
                 "timeouts, intervals, pool_size and event_retention must be positive"
             )
         with _map_pg_errors():
-            pool = await asyncio.wait_for(
-                asyncpg.create_pool(
+            async with asyncio.timeout(op_timeout):
+                pool = await asyncpg.create_pool(
                     dsn,
                     min_size=1,
                     max_size=pool_size,
                     timeout=op_timeout,
                     command_timeout=op_timeout,
-                ),
-                op_timeout,
-            )
+                )
         backend = cls(
             pool,
             dsn,
@@ -265,9 +263,10 @@ class PostgresBackend:
         with _map_pg_errors():
             conn = await asyncpg.connect(self._dsn, timeout=self._op_timeout)
             try:
-                await conn.add_listener(_CHANNEL, self._notified)
+                async with asyncio.timeout(self._op_timeout):
+                    await conn.add_listener(_CHANNEL, self._notified)
             except BaseException:
-                await conn.close(timeout=self._op_timeout)
+                conn.terminate()
                 raise
         self._listener = conn
 
@@ -281,10 +280,9 @@ class PostgresBackend:
             self._wake.clear()
             try:
                 await self._poll()
-            except ConnectionProblem as exc:
+            except BastionError as exc:  # keep the loop alive; CancelledError still stops it
                 _log.warning("postgres_poll_failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._fallback_poll)
+            await wait_event(self._wake, self._fallback_poll)
 
     async def _poll(self) -> None:
         while True:
@@ -314,7 +312,7 @@ class PostgresBackend:
                 if loop.time() >= next_trim:
                     next_trim = loop.time() + self._trim_interval
                     await self._trim()
-            except ConnectionProblem as exc:
+            except BastionError as exc:  # keep the loop alive; CancelledError still stops it
                 _log.warning("postgres_maintenance_failed", error=str(exc))
             await asyncio.sleep(self._expiry_interval)
 
@@ -490,6 +488,7 @@ class PostgresBackend:
                     await listener.close(timeout=self._op_timeout)
             finally:
                 try:
-                    await asyncio.wait_for(self._pool.close(), self._op_timeout)
+                    async with asyncio.timeout(self._op_timeout):
+                        await self._pool.close()
                 except TimeoutError:
                     self._pool.terminate()

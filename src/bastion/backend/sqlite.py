@@ -38,6 +38,7 @@ from bastion.backend.fanout import (
     check_key,
     from_micros,
     to_micros,
+    wait_event,
 )
 from bastion.clock import Clock, SystemClock
 from bastion.errors import (
@@ -106,12 +107,16 @@ class _Store:
         self.db = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        with self.tx():
-            for statement in _SCHEMA:
-                self.db.execute(statement)
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            with self.tx():
+                for statement in _SCHEMA:
+                    self.db.execute(statement)
+        except BaseException:
+            self.db.close()
+            raise
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -365,10 +370,9 @@ class SQLiteBackend:
                     next_trim = loop.time() + self._trim_interval
                     await self._call(self._store.trim, self._event_retention)
                 await self._poll()
-            except ConnectionProblem as exc:
+            except BastionError as exc:  # keep the loop alive; CancelledError still stops it
                 _log.warning("sqlite_periodic_failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            await wait_event(self._wake, self._poll_interval)
 
     async def _poll(self) -> None:
         while True:

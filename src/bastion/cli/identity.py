@@ -30,8 +30,9 @@ T = TypeVar("T")
 DEFAULT_DATA_DIR = Path("bastion-data")
 
 
-def verified_context(ca_pem: str, cert: Path | None = None, key: Path | None = None
-                     ) -> ssl.SSLContext:
+def verified_context(
+    ca_pem: str, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
     """A client context that trusts only ``ca_pem`` (hostname checked) and presents ``cert``.
 
     Raises:
@@ -64,8 +65,9 @@ class ClientIdentity:
     def ssl_context(self) -> ssl.SSLContext:
         return verified_context(self.ca_pem, self.cert, self.key)
 
-    def call(self, method: str, path: str, body: Any = None,
-             params: dict[str, str] | None = None) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
         """One API request, synchronously (the CLIs are one-shot)."""
 
         async def go(client: AuthClient) -> Any:
@@ -108,8 +110,11 @@ def _admin_identity(data_dir: Path) -> ClientIdentity:
     except (ValueError, KeyError):
         raise BadParameter(f"{profile_file} is corrupt; restart bastion to rewrite it") from None
     return ClientIdentity(
-        addr=addr, cert=admin / "identity.crt", key=admin / "identity.key",
-        ca_pem=_read(admin / "ca.pem", "CA file"), source=f"local admin identity in {admin}",
+        addr=addr,
+        cert=admin / "identity.crt",
+        key=admin / "identity.key",
+        ca_pem=_read(admin / "ca.pem", "CA file"),
+        source=f"local admin identity in {admin}",
         cluster=str(profile.get("cluster", "")),
     )
 
@@ -125,14 +130,18 @@ def _profile_identity(store: ProfileStore) -> ClientIdentity | None:
             f"{profile.expires}: run bsh login --proxy={profile.proxy} --user={profile.user}"
         )
     return ClientIdentity(
-        addr=profile.proxy, cert=profile.path / "tls.crt", key=profile.path / "tls.key",
+        addr=profile.proxy,
+        cert=profile.path / "tls.crt",
+        key=profile.path / "tls.key",
         ca_pem=_read(profile.path / "ca.pem", "CA file"),
-        source=f"bsh profile {profile.name} (user {profile.user})", cluster=profile.cluster,
+        source=f"bsh profile {profile.name} (user {profile.user})",
+        cluster=profile.cluster,
     )
 
 
-def resolve_identity(data_dir: str | None, config: str | None,
-                     store: ProfileStore | None = None) -> ClientIdentity:
+def resolve_identity(
+    data_dir: str | None, config: str | None, store: ProfileStore | None = None
+) -> ClientIdentity:
     """Pick the identity as the module docstring says.
 
     Raises:

@@ -66,27 +66,53 @@ def resource_row(item: dict[str, Any]) -> list[str]:
     if kind == "user":
         status = spec.get("status") or {}
         locked = status.get("locked_until")
-        return [name, _join(spec.get("roles")), _join((spec.get("traits") or {}).get("logins")),
-                f"locked until {locked}" if locked else "active"]
+        return [
+            name,
+            _join(spec.get("roles")),
+            _join((spec.get("traits") or {}).get("logins")),
+            f"locked until {locked}" if locked else "active",
+        ]
     if kind == "role":
         allow = spec.get("allow") or {}
-        return [name, _join(allow.get("logins")), _join(allow.get("node_labels")),
-                _rules(allow.get("rules") or []), str(meta.get("description", ""))]
+        return [
+            name,
+            _join(allow.get("logins")),
+            _join(allow.get("node_labels")),
+            _rules(allow.get("rules") or []),
+            str(meta.get("description", "")),
+        ]
     if kind == "token":
-        return [name, _join(spec.get("roles")), _join(spec.get("labels")),
-                str(meta.get("expires", "never"))]
+        return [
+            name,
+            _join(spec.get("roles")),
+            _join(spec.get("labels")),
+            str(meta.get("expires", "never")),
+        ]
     if kind == "cert_authority":
         active = spec.get("active_keys") or []
         trusted = len(active) + len(spec.get("additional_trusted_keys") or [])
-        return [name, str(spec.get("type", "")), str((spec.get("rotation") or {}).get("phase")),
-                _join([k.get("id") for k in active]), str(trusted)]
+        return [
+            name,
+            str(spec.get("type", "")),
+            str((spec.get("rotation") or {}).get("phase")),
+            _join([k.get("id") for k in active]),
+            str(trusted),
+        ]
     if kind == "node":
-        return [name, str(spec.get("hostname", "")), str(spec.get("addr", "")),
-                _join(meta.get("labels"))]
+        return [
+            name,
+            str(spec.get("hostname", "")),
+            str(spec.get("addr", "")),
+            _join(meta.get("labels")),
+        ]
     if kind == "lock":
         target = {k: v for k, v in (spec.get("target") or {}).items() if v}
-        return [name, _join(target), str(spec.get("message", "")),
-                str(meta.get("expires", "never"))]
+        return [
+            name,
+            _join(target),
+            str(spec.get("message", "")),
+            str(meta.get("expires", "never")),
+        ]
     return [name, _join(meta.get("labels")), str(meta.get("description", ""))]
 
 
@@ -97,5 +123,8 @@ def print_resources(kind: str, items: list[dict[str, Any]], fmt: str, single: bo
     elif fmt == "yaml":
         click.echo("---\n".join(yaml.safe_dump(i, sort_keys=False) for i in items), nl=False)
     else:
-        print_table(COLUMNS.get(kind, DEFAULT_COLUMNS), [resource_row(i) for i in items],
-                    empty=f"no {kind} resources")
+        print_table(
+            COLUMNS.get(kind, DEFAULT_COLUMNS),
+            [resource_row(i) for i in items],
+            empty=f"no {kind} resources",
+        )

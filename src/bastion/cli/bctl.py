@@ -1,0 +1,388 @@
+"""``bctl``: the admin CLI (resources, users, join tokens, CAs, audit).
+
+Layer: client edge. Every command talks to the auth API through :mod:`bastion.cli.identity`;
+validation happens locally first (so a bad file changes nothing and the error names the line or
+field) and again on the server. Errors become ``error: <message>`` and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bastion.cli import bctl_auth
+from bastion.cli.common import handle_errors
+from bastion.cli.identity import ClientIdentity, resolve_identity
+from bastion.cli.render import print_json, print_resources, print_table
+from bastion.client.api import AuthClient, spki_pin_of_pem
+from bastion.errors import BadParameter, NotFound
+from bastion.types.codec import canonical_kind, dump_resource, load_resources, parse_resource
+from bastion.types.meta import Resource
+
+__all__ = ["main"]
+
+FORMATS = click.Choice(["text", "yaml", "json"])
+TEXT_OR_JSON = click.Choice(["text", "json"])
+
+
+class Ctx:
+    """What the group options chose; the identity is resolved on first use."""
+
+    def __init__(self, data_dir: str | None, config: str | None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self._identity: ClientIdentity | None = None
+
+    @property
+    def identity(self) -> ClientIdentity:
+        if self._identity is None:
+            self._identity = resolve_identity(self.data_dir, self.config)
+        return self._identity
+
+
+def ident() -> ClientIdentity:
+    return click.get_current_context().find_object(Ctx).identity  # type: ignore[union-attr]
+
+
+@click.group()
+@click.version_option(package_name="bastion")
+@click.option("--data-dir", default=None, help="Use the local admin identity of this data dir.")
+@click.option(
+    "-c",
+    "--config",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Use the local admin identity of the data dir in this bastion config.",
+)
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None, config: str | None) -> None:
+    """Administer a Bastion cluster.
+
+    On the auth host pass --data-dir (or -c CONFIG); elsewhere bctl uses your bsh login.
+    """
+    ctx.obj = Ctx(data_dir, config)
+
+
+def split_ref(ref: str, need_name: bool) -> tuple[str, str]:
+    kind, _, name = ref.partition("/")
+    kind = canonical_kind(kind.strip())
+    if need_name and not name:
+        raise BadParameter(f"expected KIND/NAME (e.g. role/dev), got {ref!r}")
+    return kind, name
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+# ---- resources -----------------------------------------------------------------------------------
+
+
+def _read_source(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "stdin"
+    try:
+        return Path(path).read_text(), path
+    except OSError as exc:
+        raise BadParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
+@main.command()
+@click.option("-f", "--file", "path", required=True, help="YAML or JSON file; - for stdin.")
+@click.option("--force", is_flag=True, help="Overwrite resources that already exist.")
+@handle_errors
+def create(path: str, force: bool) -> None:
+    """Create resources from a file (several YAML documents separated by ---)."""
+    text, source = _read_source(path)
+    resources = load_resources(text, source)  # all validated before anything is sent
+
+    async def work(client: AuthClient) -> None:
+        for res in resources:
+            existed = False
+            if force:
+                try:
+                    await client.call("GET", f"/v1/resources/{res.kind}/{res.name}")
+                    existed = True
+                except NotFound:
+                    pass
+            body = _body(res)
+            await client.call(
+                "POST", f"/v1/resources/{res.kind}", body, {"force": "true"} if force else None
+            )
+            click.echo(f'{res.kind} "{res.name}" has been {"updated" if existed else "created"}')
+
+    ident().session(work)
+
+
+def _body(res: Resource) -> dict[str, Any]:
+    import json
+
+    data: dict[str, Any] = json.loads(dump_resource(res, "json"))
+    return data
+
+
+@main.command()
+@click.argument("ref", metavar="KIND[/NAME]")
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS,
+    default=None,
+    help="text (table; default for lists), yaml (default for one item) or json.",
+)
+@handle_errors
+def get(ref: str, fmt: str | None) -> None:
+    """Show resources: bctl get roles, bctl get role/dev --format json."""
+    kind, name = split_ref(ref, need_name=False)
+    if name:
+        items = [ident().call("GET", f"/v1/resources/{kind}/{name}")]
+    else:
+        items = ident().call("GET", f"/v1/resources/{kind}")["items"]
+    print_resources(kind, items, fmt or ("yaml" if name else "text"), single=bool(name))
+
+
+@main.command()
+@click.argument("ref", metavar="KIND/NAME")
+@handle_errors
+def rm(ref: str) -> None:
+    """Delete a resource: bctl rm role/dev."""
+    kind, name = split_ref(ref, need_name=True)
+    ident().call("DELETE", f"/v1/resources/{kind}/{name}")
+    click.echo(f'{kind} "{name}" has been deleted')
+
+
+def _run_editor(path: Path) -> None:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    try:
+        result = subprocess.run([*shlex.split(editor), str(path)], check=False)
+    except OSError as exc:
+        raise BadParameter(
+            f"cannot run the editor {editor!r}: {exc.strerror}; set $EDITOR"
+        ) from None
+    if result.returncode != 0:
+        raise BadParameter(
+            f"the editor {editor!r} exited with {result.returncode}; nothing changed"
+        )
+
+
+@main.command()
+@click.argument("ref", metavar="KIND/NAME")
+@handle_errors
+def edit(ref: str) -> None:
+    """Edit a resource in $VISUAL/$EDITOR; the update fails if someone changed it meanwhile."""
+    kind, name = split_ref(ref, need_name=True)
+    identity = ident()
+    current = parse_resource(identity.call("GET", f"/v1/resources/{kind}/{name}"))
+    original = dump_resource(current, "yaml")
+    with tempfile.TemporaryDirectory(prefix="bctl-edit-") as tmp:
+        path = Path(tmp) / f"{kind}-{name}.yaml"
+        path.write_text(original)
+        _run_editor(path)
+        edited = path.read_text()
+    if edited == original:
+        click.echo("no changes")
+        return
+    resources = load_resources(edited, f"{kind}/{name}")
+    if len(resources) != 1:
+        raise BadParameter("the edited file must hold exactly one resource; nothing changed")
+    new = resources[0]
+    if (new.kind, new.name) != (kind, name):
+        raise BadParameter(
+            f"kind and name cannot be changed by edit (got {new.kind}/{new.name}); use "
+            "bctl create for a new resource; nothing changed"
+        )
+    if not new.metadata.revision:
+        new.metadata.revision = current.metadata.revision  # keep the update conditional
+    identity.call("PUT", f"/v1/resources/{kind}/{name}", _body(new))
+    click.echo(f'{kind} "{name}" has been updated')
+
+
+@main.command()
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
+@handle_errors
+def status(fmt: str) -> None:
+    """Who am I, which cluster, which server."""
+    identity = ident()
+    who: dict[str, Any] = identity.call("GET", "/v1/whoami")
+    info = {
+        **who,
+        "server": identity.addr,
+        "identity": identity.source,
+        "ca_pin": spki_pin_of_pem(identity.ca_pem)[0],
+    }
+    if fmt == "json":
+        print_json(info)
+        return
+    rows = [
+        ["Cluster", str(who.get("cluster"))],
+        ["User", str(who.get("user"))],
+        ["Kind", str(who.get("kind"))],
+        ["Roles", ", ".join(who.get("roles") or [])],
+        ["Logins", ", ".join(who.get("logins") or []) or "-"],
+        ["Valid until", str(who.get("expires"))],
+        ["Auth server", identity.addr],
+        ["Identity", identity.source],
+        ["CA pin", info["ca_pin"]],
+    ]
+    print_table(["", ""], rows)
+
+
+# ---- users ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage local users and their invites."""
+
+
+def _traits(values: tuple[str, ...]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise BadParameter(f"--traits {item!r}: expected key=value1,value2")
+        out.setdefault(key.strip(), []).extend(_csv(val))
+    return out
+
+
+def _print_invite(invite: dict[str, Any], fmt: str, verb: str) -> None:
+    if fmt == "json":
+        print_json(invite)
+        return
+    pin = spki_pin_of_pem(ident().ca_pem)[0]
+    click.echo(
+        f'User "{invite["user"]}" has been {verb}. Share this one-time invite '
+        f"(expires {invite['expires']}):\n  {invite['url']}\n\n"
+        f"They accept it with:\n  bsh login --proxy={ident().addr} --invite={invite['token']} "
+        f"--ca-pin={pin}"
+    )
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--roles", required=True, help="Comma-separated roles, e.g. access,editor.")
+@click.option("--logins", default="", help="Comma-separated OS logins (the logins trait).")
+@click.option("--traits", "traits", multiple=True, metavar="KEY=V1,V2", help="Extra traits.")
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
+@handle_errors
+def users_add(name: str, roles: str, logins: str, traits: tuple[str, ...], fmt: str) -> None:
+    """Create a user and print a one-time invite."""
+    body = {"name": name, "roles": _csv(roles), "logins": _csv(logins), "traits": _traits(traits)}
+    _print_invite(ident().call("POST", "/v1/users", body), fmt, "created")
+
+
+@users.command("ls")
+@click.option("--format", "fmt", type=FORMATS, default="text")
+@handle_errors
+def users_ls(fmt: str) -> None:
+    """List users."""
+    print_resources("user", ident().call("GET", "/v1/resources/user")["items"], fmt, False)
+
+
+@users.command("rm")
+@click.argument("name")
+@handle_errors
+def users_rm(name: str) -> None:
+    """Delete a user (and their credentials)."""
+    ident().call("DELETE", f"/v1/resources/user/{name}")
+    click.echo(f'user "{name}" has been deleted')
+
+
+@users.command("update")
+@click.argument("name")
+@click.option("--set-roles", default=None, help="Replace the roles (comma-separated).")
+@click.option("--set-logins", default=None, help="Replace the logins (comma-separated).")
+@click.option(
+    "--set-traits", "traits", multiple=True, metavar="KEY=V1,V2", help="Replace one trait."
+)
+@handle_errors
+def users_update(
+    name: str, set_roles: str | None, set_logins: str | None, traits: tuple[str, ...]
+) -> None:
+    """Change a user's roles, logins or traits (takes effect at their next login)."""
+    body: dict[str, Any] = {}
+    if set_roles is not None:
+        body["roles"] = _csv(set_roles)
+    if set_logins is not None:
+        body["logins"] = _csv(set_logins)
+    if traits:
+        body["traits"] = _traits(traits)
+    if not body:
+        raise BadParameter("nothing to update: pass --set-roles, --set-logins or --set-traits")
+    ident().call("PATCH", f"/v1/users/{name}", body)
+    click.echo(f'user "{name}" has been updated')
+
+
+@users.command("reset")
+@click.argument("name")
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
+@handle_errors
+def users_reset(name: str, fmt: str) -> None:
+    """Forget a user's password and second factor, unlock them and issue a new invite."""
+    _print_invite(ident().call("POST", f"/v1/users/{name}/reset"), fmt, "reset")
+
+
+# ---- join tokens ---------------------------------------------------------------------------------
+
+
+@main.group()
+def tokens() -> None:
+    """Manage join tokens for agents and bots."""
+
+
+def _labels(value: str) -> dict[str, str]:
+    out = {}
+    for item in _csv(value):
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise BadParameter(f"--labels {item!r}: expected key=value")
+        out[key] = val
+    return out
+
+
+@tokens.command("add")
+@click.option("--type", "types", required=True, help="node, db, app, bot (comma-separated).")
+@click.option("--ttl", default="30m", show_default=True, help="How long the token is valid.")
+@click.option("--labels", default="", help="Labels of the joining host: k=v,k2=v2.")
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
+@handle_errors
+def tokens_add(types: str, ttl: str, labels: str, fmt: str) -> None:
+    """Create a single-use join token."""
+    body = {"roles": _csv(types), "ttl": ttl, "labels": _labels(labels)}
+    new: dict[str, Any] = ident().call("POST", "/v1/tokens", body)
+    if fmt == "json":
+        print_json(new)
+        return
+    pin = spki_pin_of_pem(ident().ca_pem)[0]
+    click.echo(
+        f"The join token {new['token']} expires at {new['expires']} and can be used once.\n\n"
+        f"Join with:\n  bbot join --auth={ident().addr} --token={new['token']} --ca-pin={pin} "
+        f"--name=HOSTNAME --dest=DIR --role={_csv(types)[0]}"
+    )
+
+
+@tokens.command("ls")
+@click.option("--format", "fmt", type=FORMATS, default="text")
+@handle_errors
+def tokens_ls(fmt: str) -> None:
+    """List join tokens (names only; the secrets are never stored)."""
+    print_resources("token", ident().call("GET", "/v1/resources/token")["items"], fmt, False)
+
+
+@tokens.command("rm")
+@click.argument("name")
+@handle_errors
+def tokens_rm(name: str) -> None:
+    """Delete a join token."""
+    ident().call("DELETE", f"/v1/resources/token/{name}")
+    click.echo(f'token "{name}" has been deleted')
+
+
+bctl_auth.register(main, ident)

@@ -1,0 +1,297 @@
+"""``bsh``: the user CLI. This issue's part: ``login`` (password + TOTP, or an invite), ``status``,
+``logout`` and ``switch``.
+
+Layer: client edge. The private key is generated here and never leaves the machine; the server is
+verified against the cluster CA, which is itself checked against ``--ca-pin`` (or the CA saved by
+an earlier login) before any secret is sent. Profiles live in ``$BSH_HOME`` (default ``~/.bsh``).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import click
+from cryptography.hazmat.primitives import serialization
+
+from bastion.auth.service import write_private_file
+from bastion.cli.common import handle_errors
+from bastion.cli.identity import run_async, verified_context
+from bastion.cli.render import print_json
+from bastion.client.api import AuthClient, fetch_cluster_ca, spki_pin_of_pem
+from bastion.client.profile import Profile, ProfileStore, new_client_key
+from bastion.errors import AccessDenied, BadParameter, NotFound
+
+__all__ = ["main"]
+
+INSECURE_WARNING = (
+    "WARNING: --insecure: the server's identity is NOT verified. Anyone on the network path can "
+    "impersonate the cluster and capture your password. Use --ca-pin outside development."
+)
+
+
+@click.group()
+@click.version_option(package_name="bastion")
+def main() -> None:
+    """Log in to a Bastion cluster and use it."""
+
+
+class Secrets:
+    """Where the password and the TOTP code come from: --otp, stdin lines, or the terminal."""
+
+    def __init__(self, password_stdin: bool, otp: str | None, stdin: TextIO) -> None:
+        self.password_stdin = password_stdin
+        self.otp = otp
+        self._stdin = stdin
+
+    def _line(self, what: str) -> str:
+        line = self._stdin.readline()
+        if not line:
+            raise BadParameter(f"--password-stdin: expected the {what} on stdin, got end of input")
+        return line.rstrip("\r\n")
+
+    def _need_tty(self, what: str) -> None:
+        if not self._stdin.isatty():
+            raise BadParameter(
+                f"no terminal to ask for the {what}: use --password-stdin"
+                + (" (and --otp)" if what == "TOTP code" else "")
+            )
+
+    def password(self, confirm: bool) -> str:
+        if self.password_stdin:
+            return self._line("password (first line)")
+        self._need_tty("password")
+        value: str = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=confirm, err=True
+        )
+        return value
+
+    def otp_code(self) -> str:
+        if self.otp:
+            return self.otp
+        if self.password_stdin:
+            return self._line("TOTP code (second line)").strip()
+        self._need_tty("TOTP code")
+        value: str = click.prompt("Enter the 6-digit code from your authenticator app", err=True)
+        return value.strip()
+
+
+def _ping(proxy: str, ca_pin: str | None, insecure: bool, store: ProfileStore) -> dict[str, Any]:
+    """The cluster's ping document, its CA checked against the pin or a previous login."""
+    if ca_pin or insecure:
+        if insecure and not ca_pin:
+            click.secho(INSECURE_WARNING, err=True, fg="red", bold=True)
+        return run_async(fetch_cluster_ca(proxy, ca_pin, insecure and not ca_pin))
+    known = [p for p in (store.load(n) for n in store.names()) if p.proxy == proxy]
+    if not known:
+        return run_async(fetch_cluster_ca(proxy, None, False))  # raises: says to pass --ca-pin
+    trusted = set(spki_pin_of_pem((known[0].path / "ca.pem").read_text()))
+    ping = run_async(fetch_cluster_ca(proxy, None, True))
+    if not trusted & set(spki_pin_of_pem(ping["tls_host_ca"])):
+        raise AccessDenied(
+            f"the server at {proxy} is not the cluster you logged in to before (its CA changed); "
+            "if the cluster was re-created, log in with --ca-pin from bastion start"
+        )
+    return ping
+
+
+def _login_flow(
+    client: AuthClient,
+    invite: str | None,
+    user: str | None,
+    secrets: Secrets,
+    second_factor: str,
+    public_key: str,
+    ttl: str,
+) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with client:
+            if invite:
+                info = await client.call("POST", "/v1/invites/start", {"token": invite})
+                if info["otp_required"]:
+                    click.echo(
+                        f"Add this to your authenticator app (scan or paste):\n  {info['otp_uri']}"
+                        f"\n  secret: {info['otp_secret']}",
+                        err=True,
+                    )
+                    sys.stderr.flush()
+                click.echo(f"Setting the password of {info['user']}.", err=True)
+                password = secrets.password(confirm=True)
+                otp = secrets.otp_code() if info["otp_required"] else ""
+                body = {
+                    "token": invite,
+                    "password": password,
+                    "otp": otp,
+                    "public_key": public_key,
+                    "ttl": ttl,
+                }
+                certs: dict[str, Any] = await client.call("POST", "/v1/invites/complete", body)
+                return certs
+            assert user is not None
+            password = secrets.password(confirm=False)
+            otp = secrets.otp_code() if second_factor in ("otp", "on") else ""
+            body = {
+                "user": user,
+                "password": password,
+                "otp": otp,
+                "public_key": public_key,
+                "ttl": ttl,
+            }
+            certs = await client.call("POST", "/v1/login", body)
+            return certs
+
+    return run_async(run())
+
+
+@main.command()
+@click.option("--proxy", required=True, help="HOST:PORT of the cluster's login endpoint.")
+@click.option("--user", default=None, help="Your user name (not needed with --invite).")
+@click.option("--invite", default=None, help="One-time invite token from your admin.")
+@click.option("--ca-pin", default=None, help="sha256:... as printed by bastion start.")
+@click.option("--insecure", is_flag=True, help="Do not verify the server (development only!).")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin (the TOTP code from the next).",
+)
+@click.option("--otp", default=None, help="The current TOTP code.")
+@click.option("--ttl", default="12h", show_default=True, help="Requested certificate lifetime.")
+@handle_errors
+def login(
+    proxy: str,
+    user: str | None,
+    invite: str | None,
+    ca_pin: str | None,
+    insecure: bool,
+    password_stdin: bool,
+    otp: str | None,
+    ttl: str,
+) -> None:
+    """Log in (or accept an invite) and save short-lived certificates in a profile."""
+    if not invite and not user:
+        raise BadParameter("pass --user=NAME (or --invite=TOKEN to accept an invite)")
+    store = ProfileStore()
+    ping = _ping(proxy, ca_pin, insecure, store)
+    ctx = verified_context(ping["tls_host_ca"])
+    key = new_client_key()
+    public_key = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    secrets = Secrets(password_stdin, otp, sys.stdin)
+    certs = _login_flow(
+        AuthClient(proxy, ctx),
+        invite,
+        user,
+        secrets,
+        str(ping.get("second_factor", "")),
+        public_key,
+        ttl,
+    )
+    cluster = str(certs.get("cluster") or ping["cluster"])
+    profile = Profile(
+        name=cluster,
+        proxy=proxy,
+        user=str(certs["user"]),
+        cluster=cluster,
+        expires=str(certs["expires"]),
+        roles=list(certs.get("roles") or []),
+        logins=list(certs.get("logins") or []),
+    )
+    store.save(profile, key, certs)
+    _print_profile(profile, current=True)
+
+
+def _valid(profile: Profile) -> str:
+    if profile.expired():
+        return f"{profile.expires} [EXPIRED]"
+    left = datetime.fromisoformat(profile.expires) - datetime.now(UTC)
+    hours, rest = divmod(int(left.total_seconds()), 3600)
+    return f"{profile.expires} [valid for {hours}h{rest // 60}m]"
+
+
+def _print_profile(profile: Profile, current: bool) -> None:
+    click.echo(
+        f"{'>' if current else ' '} Profile URL:  https://{profile.proxy}\n"
+        f"  Logged in as: {profile.user}\n"
+        f"  Cluster:      {profile.cluster}\n"
+        f"  Roles:        {', '.join(profile.roles or []) or '-'}\n"
+        f"  Logins:       {', '.join(profile.logins or []) or '-'}\n"
+        f"  Valid until:  {_valid(profile)}\n"
+        f"  Profile dir:  {profile.dir}"
+    )
+
+
+def _current(store: ProfileStore) -> str | None:
+    try:
+        return store.current_name()
+    except NotFound:
+        return None
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def status(fmt: str) -> None:
+    """Show every profile; the current one is marked with >."""
+    store = ProfileStore()
+    current = _current(store)
+    profiles = [store.load(n) for n in store.names()]
+    if fmt == "json":
+        print_json(
+            {
+                "current": current,
+                "profiles": [
+                    {
+                        "name": p.name,
+                        "proxy": p.proxy,
+                        "user": p.user,
+                        "cluster": p.cluster,
+                        "roles": p.roles or [],
+                        "logins": p.logins or [],
+                        "valid_until": p.expires,
+                        "expired": p.expired(),
+                        "current": p.name == current,
+                        "dir": p.dir,
+                    }
+                    for p in profiles
+                ],
+            }
+        )
+        return
+    if not profiles:
+        click.echo("Not logged in. Run bsh login --proxy=HOST:PORT --user=NAME")
+        return
+    for i, profile in enumerate(profiles):
+        if i:
+            click.echo()
+        _print_profile(profile, current=profile.name == current)
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True, help="Remove every profile.")
+@handle_errors
+def logout(everything: bool) -> None:
+    """Delete the current profile's keys and certificates (or all of them)."""
+    store = ProfileStore()
+    names = store.names() if everything else [n for n in [_current(store)] if n]
+    if not names:
+        click.echo("Not logged in.")
+        return
+    for name in names:
+        store.remove(name)
+        click.echo(f"Logged out of {name}.")
+
+
+@main.command()
+@click.argument("name")
+@handle_errors
+def switch(name: str) -> None:
+    """Make the profile NAME the current one."""
+    store = ProfileStore()
+    if name not in store.names():
+        raise NotFound(f"no profile {name!r}; bsh status lists them")
+    write_private_file(store.home / "current", name)
+    click.echo(f"Switched to {name}.")

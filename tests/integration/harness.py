@@ -1,0 +1,279 @@
+"""Integration harness: the real ``bastion`` daemon as a subprocess, and the CLIs as
+subprocesses.
+
+One cluster per xdist worker (session scope); tests use unique user and resource names so they
+never interfere. Helpers here never sleep where they can poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 30.0
+CMD_TIMEOUT = 60.0
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unverified_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    addr: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    pin: str = ""
+    cluster: str = ""
+
+    @property
+    def port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def ping(addr: str, timeout: float = 2.0) -> dict[str, Any]:
+    with urllib.request.urlopen(  # noqa: S310 - https to our own test daemon
+        f"https://{addr}/v1/ping", context=unverified_context(), timeout=timeout
+    ) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def start_cluster(work: Path, *extra: str, name: str = "test.local") -> Cluster:
+    """Start ``bastion start`` and wait until the admin identity exists and /v1/ping answers."""
+    data_dir = work / "data"
+    port = free_port()
+    log = work / "daemon.log"
+    args = [
+        str(BIN / "bastion"),
+        "start",
+        "--data-dir",
+        str(data_dir),
+        "--auth-addr",
+        f"127.0.0.1:{port}",
+        "--cluster-name",
+        name,
+        *extra,
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=work)
+    cluster = Cluster(data_dir=data_dir, addr=f"127.0.0.1:{port}", proc=proc, log=log)
+    deadline = time.monotonic() + START_TIMEOUT
+    last_error = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bastion exited with {proc.returncode}:\n{cluster.output()}")
+        if (data_dir / "admin" / "profile.json").exists():
+            try:
+                info = ping(cluster.addr)
+                cluster.cluster = info["cluster"]
+                match = re.search(r"CA pin:\s+(sha256:[0-9a-f]+)", cluster.output())
+                if match:
+                    cluster.pin = match.group(1)
+                    return cluster
+            except OSError as exc:
+                last_error = str(exc)
+        time.sleep(0.05)
+    cluster.stop()
+    pytest.fail(
+        f"bastion did not become ready in {START_TIMEOUT}s ({last_error}):\n{cluster.output()}"
+    )
+
+
+def run(
+    tool: str,
+    *args: str,
+    home: Path,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a console script of the venv; never raises on a non-zero exit."""
+    full_env = {**os.environ, "BSH_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
+    full_env.pop("VISUAL", None)
+    full_env.update(env or {})
+    home.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [str(BIN / tool), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or home,
+        timeout=CMD_TIMEOUT,
+        check=False,
+    )
+
+
+def totp(secret: str, steps_ahead: int = 0) -> str:
+    """The code for ``steps_ahead`` 30-second steps from now (the server accepts +-1 step and
+    refuses a step it has already seen, so the next login after an invite uses ``1``)."""
+    return str(pyotp.TOTP(secret).at(time.time() + 30 * steps_ahead))
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class User:
+    name: str
+    home: Path
+    secret: str = ""
+    password: str = PASSWORD
+    logins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Env:
+    """A cluster plus helpers; each test gets its own BSH_HOME root."""
+
+    cluster: Cluster
+    root: Path
+
+    def admin(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            "bctl",
+            "--data-dir",
+            str(self.cluster.data_dir),
+            *args,
+            home=self.root / "admin-home",
+            input=input,
+            env=env,
+        )
+
+    def admin_ok(self, *args: str, input: str | None = None) -> str:
+        result = self.admin(*args, input=input)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def bctl(
+        self, user: User, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run("bctl", *args, home=user.home, env=env)
+
+    def bsh(
+        self, user: User | Path, *args: str, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        home = user.home if isinstance(user, User) else user
+        return run("bsh", *args, home=home, input=input)
+
+    def add_user(self, roles: str, logins: str = "") -> tuple[User, dict[str, Any]]:
+        name = unique()
+        invite = json.loads(
+            self.admin_ok(
+                "users", "add", name, f"--roles={roles}", f"--logins={logins}", "--format", "json"
+            )
+        )
+        return User(name=name, home=self.root / name, logins=logins.split(",")), invite
+
+    def accept_invite(
+        self, user: User, token: str, otp_ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``bsh login --invite --password-stdin``: the password first, then (after bsh printed
+        the TOTP secret) the code on the next line."""
+        user.home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
+        proc = subprocess.Popen(
+            [
+                str(BIN / "bsh"),
+                "login",
+                f"--proxy={self.cluster.addr}",
+                f"--invite={token}",
+                f"--ca-pin={self.cluster.pin}",
+                "--password-stdin",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=user.home,
+        )
+        assert proc.stdin and proc.stderr and proc.stdout
+        proc.stdin.write(user.password + "\n")
+        proc.stdin.flush()
+        err_lines = []
+        for line in proc.stderr:
+            err_lines.append(line)
+            match = re.search(r"secret: ([A-Z2-7]+)", line)
+            if match:
+                user.secret = match.group(1)
+                break
+        if user.secret:
+            code = totp(user.secret) if otp_ok else "000000"
+            try:
+                proc.stdin.write(code + "\n")
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        out, err = proc.communicate(timeout=CMD_TIMEOUT)
+        return subprocess.CompletedProcess(
+            proc.args, proc.returncode, out, "".join(err_lines) + err
+        )
+
+    def new_user(self, roles: str, logins: str = "") -> User:
+        user, invite = self.add_user(roles, logins)
+        result = self.accept_invite(user, invite["token"])
+        assert result.returncode == 0, result.stderr
+        return user
+
+    def login(
+        self, user: User, password: str | None = None, code: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        code = totp(user.secret, 1) if code is None else code
+        return self.bsh(
+            user,
+            "login",
+            f"--proxy={self.cluster.addr}",
+            f"--user={user.name}",
+            "--password-stdin",
+            input=f"{password or user.password}\n{code}\n",
+        )
+
+    def events(self, *args: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = json.loads(
+            self.admin_ok("audit", "search", "--format", "json", *args)
+        )
+        return events
