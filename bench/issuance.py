@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncssh
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
 
 from bastion.ca.sshcert import ssh_user_certificate
 from bastion.ca.x509 import issue_user_certificate, self_signed_ca

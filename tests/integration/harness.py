@@ -214,6 +214,7 @@ class Env:
         """``bsh login --invite --password-stdin``: the password first, then (after bsh printed
         the TOTP secret) the code on the next line."""
         user.home.mkdir(parents=True, exist_ok=True)
+        user.secret = ""
         env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
         proc = subprocess.Popen(
             [
@@ -241,14 +242,11 @@ class Env:
             if match:
                 user.secret = match.group(1)
                 break
-        if user.secret:
-            code = totp(user.secret) if otp_ok else "000000"
-            try:
-                proc.stdin.write(code + "\n")
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        out, err = proc.communicate(timeout=CMD_TIMEOUT)
+        code = (totp(user.secret) if otp_ok else "000000") if user.secret else ""
+        try:
+            out, err = proc.communicate(code + "\n" if code else "", timeout=CMD_TIMEOUT)
+        except BrokenPipeError:  # bsh failed before reading the code
+            out, err = proc.communicate(timeout=CMD_TIMEOUT)
         return subprocess.CompletedProcess(
             proc.args, proc.returncode, out, "".join(err_lines) + err
         )

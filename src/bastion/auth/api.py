@@ -203,8 +203,7 @@ class AuthAPI:
         return web.json_response(_user_certs(certs))
 
     async def invite_start(self, request: web.Request) -> web.Response:
-        info = await self.users.start_invite(_str(await _json(request), "token"),
-                                             _remote(request))
+        info = await self.users.start_invite(_str(await _json(request), "token"), _remote(request))
         return web.json_response(
             {
                 "user": info.user,

@@ -26,7 +26,7 @@ from bastion.ca import sshcert
 from bastion.ca import x509 as ca_x509
 from bastion.ca.keys import PublicKey
 from bastion.clock import Clock
-from bastion.errors import BadParameter
+from bastion.errors import AccessDenied, BadParameter
 from bastion.rbac.checker import RoleSet
 from bastion.services.store import ResourceStore
 from bastion.types.authority import CAType, CertAuthority
@@ -127,6 +127,11 @@ class Issuer:
         kind: Literal["user", "admin", "host", "bot"] = "user",
         pinned_ip: str = "",
     ) -> Identity:
+        if not roles:
+            raise AccessDenied(
+                f"user {user!r} has no roles, so there is nothing to certify; an admin can "
+                "assign one with bctl users update --set-roles"
+            )
         ttl = max(MIN_TTL, min(requested_ttl, role_set.max_session_ttl()))
         return Identity(
             cluster=cluster,

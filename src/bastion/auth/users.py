@@ -110,8 +110,11 @@ class UserService:
             item = await self._backend.get(INVITE_PREFIX + hash_secret(token))
         except NotFound:
             await self.auth.audit.emit(
-                "user.password_set", outcome="failure", remote_addr=remote_addr,
-                reason="unknown, expired or used invite", method="invite",
+                "user.password_set",
+                outcome="failure",
+                remote_addr=remote_addr,
+                reason="unknown, expired or used invite",
+                method="invite",
             )
             raise AccessDenied(
                 "invite is invalid, expired or already used; ask an admin for a new one "

@@ -7,6 +7,7 @@ scripting interface and is always a single parseable JSON document on stdout.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,8 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: st
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console(width=200 if not click.get_text_stream("stdout").isatty() else None).print(table)
+    interactive = sys.stdout.isatty()
+    Console(width=None if interactive else 200).print(table)
 
 
 def _join(values: Any) -> str:

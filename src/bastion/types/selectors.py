@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 __all__ = [
     "LabelSelector",
@@ -29,11 +29,17 @@ def validate_string_value(value: str) -> str:
         parse_template(value)  # raises ValueError with a message naming the problem
         return value
     if value.startswith("^") or value.endswith("$"):
-        # A selector value is a regular expression when anchored (Teleport's convention).
+        # A selector value is a regular expression when anchored at both ends (Teleport's
+        # convention); half-anchored text would silently be matched literally, so refuse it.
         try:
             re.compile(value)
         except re.error as exc:
             raise ValueError(f'invalid regular expression "{value}": {exc.msg}') from None
+        if not (value.startswith("^") and value.endswith("$")):
+            raise ValueError(
+                f'invalid regular expression "{value}": anchor it at both ends (^...$) '
+                "or remove the anchor to match the text exactly"
+            )
     return value
 
 
@@ -51,6 +57,13 @@ def validate_label_selector(selector: dict[str, LabelValues]) -> dict[str, list[
     return out
 
 
+def check_selector_keys(selector: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The wildcard key ``*`` only makes sense as ``'*': '*'`` (match every resource)."""
+    if "*" in selector and selector["*"] != ["*"]:
+        raise ValueError("the wildcard label key '*' only accepts the value '*'")
+    return selector
+
+
 def _selector_values(raw: object) -> list[str]:
     values = [raw] if isinstance(raw, str) else raw
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -61,5 +74,5 @@ def _selector_values(raw: object) -> list[str]:
 
 
 SelectorValue = Annotated[list[str], BeforeValidator(_selector_values)]
-LabelSelector = dict[str, SelectorValue]
+LabelSelector = Annotated[dict[str, SelectorValue], AfterValidator(check_selector_keys)]
 """``{label: value | [values]}``; errors are reported at ``...labels.<key>``."""

@@ -1,0 +1,57 @@
+"""Table rows and output formats of the CLIs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from bastion.cli.render import print_resources, resource_row
+from bastion.rbac.builtin import builtin_role
+from bastion.types.codec import resource_to_dict
+
+ROLE = resource_to_dict(builtin_role("access"))
+USER = {
+    "kind": "user",
+    "metadata": {"name": "alice"},
+    "spec": {
+        "roles": ["access"],
+        "traits": {"logins": ["alice", "root"]},
+        "status": {"locked_until": "2030-01-01T00:00:00+00:00"},
+    },
+}
+
+
+def test_rows_per_kind() -> None:
+    assert resource_row(USER) == [
+        "alice",
+        "access",
+        "alice,root",
+        "locked until 2030-01-01T00:00:00+00:00",
+    ]
+    row = resource_row(ROLE)
+    assert row[:4] == ["access", "{{internal.logins}}", "*=*", "node:list,read"]
+    assert resource_row({"kind": "widget", "metadata": {"name": "w", "labels": {"a": "b"}}}) == [
+        "w",
+        "a=b",
+        "",
+    ]
+
+
+@pytest.mark.parametrize("single", [True, False])
+def test_json_and_yaml_round_trip(capsys: pytest.CaptureFixture[str], single: bool) -> None:
+    items = [ROLE] if single else [ROLE, USER]
+    print_resources("role", items, "json", single)
+    out = json.loads(capsys.readouterr().out)
+    assert out == (ROLE if single else items)
+    print_resources("role", items, "yaml", single)
+    assert list(yaml.safe_load_all(capsys.readouterr().out)) == items
+
+
+def test_text_table_and_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    print_resources("user", [USER], "text", False)
+    out = capsys.readouterr().out
+    assert "Name" in out and "alice,root" in out
+    print_resources("user", [], "text", False)
+    assert capsys.readouterr().out.strip() == "no user resources"
