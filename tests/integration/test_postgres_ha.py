@@ -1,0 +1,86 @@
+"""Two auth servers on one PostgreSQL backend share one cluster state (the HA set-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import Cluster, run, start_cluster
+
+from bastion.testing_pg import PgServer, PostgresUnavailable, create_database, start_postgres
+
+pytestmark = pytest.mark.needs_postgres
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    try:
+        server = start_postgres(tmp_path_factory.mktemp("pg"))
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but PostgreSQL is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL server binaries not installed: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_two_auth_servers_share_state(pg: PgServer, tmp_path: Path) -> None:
+    dsn = asyncio.run(create_database(pg))
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        f"storage:\n  type: postgres\n  dsn: {dsn}\nauth_service:\n  kek_file: {tmp_path / 'kek'}\n"
+    )
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    clusters: list[Cluster] = []
+    try:
+        a = start_cluster(a_dir, "-c", str(config), name="ha.local")
+        clusters.append(a)
+        b = start_cluster(b_dir, "-c", str(config), name="ha.local")
+        clusters.append(b)
+        assert a.pin == b.pin  # one cluster, one host CA
+        home = tmp_path / "home"
+        added = run(
+            "bctl",
+            "--data-dir",
+            str(a.data_dir),
+            "users",
+            "add",
+            "hauser",
+            "--roles=access",
+            "--logins=hauser",
+            "--format",
+            "json",
+            home=home,
+        )
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout)["user"] == "hauser"
+        listed = run(
+            "bctl", "--data-dir", str(b.data_dir), "get", "users", "--format", "json", home=home
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "hauser" in {u["metadata"]["name"] for u in json.loads(listed.stdout)}
+        # a user's write on B is visible on A
+        created = run(
+            "bctl",
+            "--data-dir",
+            str(b.data_dir),
+            "create",
+            "-f",
+            "-",
+            home=home,
+            input="kind: role\nmetadata: {name: ha-role}\nspec: {allow: {logins: [x]}}\n",
+        )
+        assert created.returncode == 0, created.stderr
+        got = run("bctl", "--data-dir", str(a.data_dir), "get", "role/ha-role", home=home)
+        assert got.returncode == 0 and "ha-role" in got.stdout
+    finally:
+        for c in clusters:
+            c.stop()
