@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bastion import __version__
 from bastion.audit.log import AuditQuery
+from bastion.auth.api_agents import add_agent_routes
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.openapi import OPENAPI
@@ -384,4 +385,5 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     r.add_get("/v1/resources/{kind}/{name}", api.get_resource)
     r.add_put("/v1/resources/{kind}/{name}", api.update_resource)
     r.add_delete("/v1/resources/{kind}/{name}", api.delete_resource)
+    add_agent_routes(app, auth)
     return app

@@ -14,11 +14,12 @@ from typing import Any
 from bastion.audit.log import AuditQuery
 from bastion.auth.issuer import HostCerts
 from bastion.auth.server import AuthServer, NewToken
+from bastion.auth.system_roles import system_roles_for
 from bastion.auth.users import Invite, UserService
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.checker import RoleSet
 from bastion.types.access import User
-from bastion.types.audit import AuditEvent
+from bastion.types.audit import AGENT_EVENT_TYPES, AuditEvent
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
@@ -49,6 +50,9 @@ class GuardedAuth:
         cls, auth: AuthServer, users: UserService, identity: Identity, remote_addr: str
     ) -> GuardedAuth:
         """Build the context from the certificate's identity and the roles as stored *now*."""
+        if identity.kind == "host":
+            role_set = RoleSet.from_roles(system_roles_for(identity.roles), {})
+            return cls(auth, users, AuthContext(identity, role_set, remote_addr))
         roles = []
         for name in identity.roles:
             try:
@@ -180,6 +184,45 @@ class GuardedAuth:
     ) -> HostCerts:
         await self.require("cert_authority", "update")
         return await self._auth.sign_host(host, public_key, principals, ttl, self.ctx.actor)
+
+    # ---- agents --------------------------------------------------------------------------------
+
+    async def heartbeat_node(self, node: Node) -> Node:
+        """A node agent reports itself; the name must be the one its certificate was issued for."""
+        await self.require("node", "update")
+        ident = self.ctx.identity
+        bound = (ident.traits.get("hostname") or ("",))[0]
+        if ident.kind != "host" or not bound or node.name != bound:
+            await self._auth.audit.emit(
+                "node.rejected",
+                outcome="failure",
+                user=ident.user,
+                target=f"node/{node.name}",
+                remote_addr=self.ctx.remote_addr,
+                reason=f"host certificate is for node {bound!r}",
+            )
+            raise AccessDenied(
+                f"this host certificate was issued for node {bound!r}, not {node.name!r}"
+            )
+        return await self._auth.heartbeat_node(node, ident.host_id, self.ctx.remote_addr)
+
+    async def submit_event(self, event: dict[str, Any]) -> None:
+        """Record an event from an agent or proxy in another process."""
+        await self.require("event", "create")
+        event_type = str(event.get("type", ""))
+        if event_type not in AGENT_EVENT_TYPES:
+            raise BadParameter(f"agents may not submit events of type {event_type!r}")
+        fields = {
+            k: v
+            for k, v in event.items()
+            if k not in ("type", "code", "time", "id", "cluster", "fields", "outcome")
+        }
+        raw_extra = event.get("fields")
+        extra: dict[str, Any] = raw_extra if isinstance(raw_extra, dict) else {}
+        outcome = "failure" if event.get("outcome") == "failure" else "success"
+        await self._auth.audit.emit(
+            event_type, outcome=outcome, emitted_by=self.ctx.identity.user, **{**extra, **fields}
+        )
 
     # ---- audit ---------------------------------------------------------------------------------
 

@@ -148,6 +148,27 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
     ("get", "/v1/resources/{kind}/{name}", "Read one resource", False, None),
     ("put", "/v1/resources/{kind}/{name}", "Update; conditional on metadata.revision", False, _OBJ),
     ("delete", "/v1/resources/{kind}/{name}", "Delete a resource", False, None),
+    (
+        "post",
+        "/v1/nodes/heartbeat",
+        "A node agent reports itself (name bound to its certificate)",
+        False,
+        _OBJ,
+    ),
+    (
+        "post",
+        "/v1/events/submit",
+        "Agents and proxies submit session and access events",
+        False,
+        _OBJ,
+    ),
+    (
+        "get",
+        "/v1/watch",
+        "Stream ?kinds=role,lock,... as NDJSON: snapshot, init, then changes",
+        False,
+        None,
+    ),
 ]
 
 

@@ -39,6 +39,7 @@ from bastion.types.meta import Metadata, Resource
 __all__ = ["AuthDeps", "AuthServer", "NewToken"]
 
 HOST_CERT_TTL = timedelta(days=30)
+NODE_HEARTBEAT_MAX_TTL = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,11 @@ class AuthServer:
         if role not in stored.spec.roles:
             await self._join_refused(host_name, remote_addr, f"token does not allow role {role}")
             raise AccessDenied(f"this join token does not allow joining as {role!r}")
+        if role == "node" and await self.node_name_taken(host_name):
+            await self._join_refused(host_name, remote_addr, "node name already in use")
+            raise AccessDenied(
+                f"node name {host_name!r} is already in use by another host; pick another name"
+            )
         if stored.spec.single_use:
             try:
                 await self.deps.backend.delete(
@@ -317,6 +323,41 @@ class AuthServer:
         )
         names = sorted({host_name, f"{host_name}.{self.cluster}", *principals})
         return await self.issuer.issue_host(identity, public_key, names, names, [], ttl, actor)
+
+    # ---- inventory -----------------------------------------------------------------------------
+
+    async def heartbeat_node(self, node: Node, host_id: str, remote_addr: str) -> Node:
+        """Upsert a node's heartbeat; a name is bound to the first live host that holds it."""
+        try:
+            existing: Node | None = await self.nodes.get(node.name)
+        except NotFound:
+            existing = None
+        if existing is not None and existing.spec.host_id and existing.spec.host_id != host_id:
+            await self.audit.emit(
+                "node.rejected",
+                outcome="failure",
+                user=host_id,
+                target=f"node/{node.name}",
+                remote_addr=remote_addr,
+                reason=f"name already held by host {existing.spec.host_id}",
+            )
+            raise AccessDenied(f"node name {node.name!r} is already in use by another host")
+        now = self.clock.now()
+        latest = now + NODE_HEARTBEAT_MAX_TTL
+        expires = node.metadata.expires
+        node = node.model_copy(deep=True)
+        node.spec.host_id = host_id
+        node.metadata.expires = min(expires, latest) if expires else latest
+        node.metadata.revision = ""
+        stored: Node = await self.nodes.upsert(node)
+        return stored
+
+    async def node_name_taken(self, name: str, host_id: str = "") -> bool:
+        try:
+            existing = await self.nodes.get(name)
+        except NotFound:
+            return False
+        return bool(existing.spec.host_id) and existing.spec.host_id != host_id
 
     # ---- certificate authorities ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from datetime import timedelta
 from typing import Literal
 
 import yaml
@@ -16,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from bastion.errors import BadParameter
 from bastion.types.codec import _format_error
+from bastion.types.duration import Duration
 from bastion.types.meta import StrictModel
 
 __all__ = [
@@ -82,6 +84,63 @@ class AuthServiceConfig(StrictModel):
         return value
 
 
+class ProxyServiceConfig(StrictModel):
+    enabled: bool = True
+    listen_addr: str = "127.0.0.1:3080"
+    """The one public port: web/API, SSH for clients, reverse tunnels for agents."""
+    public_addr: list[str] = Field(default_factory=list)
+    """Names users and agents use to reach the proxy (added to its certificate)."""
+    trusted_proxy_sources: list[str] = Field(default_factory=list)
+    """CIDRs of load balancers allowed to send PROXY protocol v1/v2 headers."""
+    handshake_timeout: Duration = timedelta(seconds=10)
+    max_unauthenticated_per_ip: int = Field(default=64, ge=1)
+
+    @field_validator("listen_addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        parse_addr(value, 3080)
+        return value
+
+    @field_validator("trusted_proxy_sources")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"invalid network {cidr!r}: expected e.g. 10.0.0.0/8") from None
+        return value
+
+
+class CommandLabelConfig(StrictModel):
+    name: str
+    command: list[str] = Field(min_length=1)
+    period: Duration = timedelta(minutes=1)
+
+
+class SSHServiceConfig(StrictModel):
+    enabled: bool = True
+    node_name: str = ""
+    """Default: this host's name."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    commands: list[CommandLabelConfig] = Field(default_factory=list)
+    """Dynamic labels: the first line of a command's output, refreshed every period."""
+    listen_addr: str = ""
+    """Also accept SSH directly (e.g. 0.0.0.0:3022); default: reverse tunnel only."""
+    proxy_server: str = ""
+    """Proxy to join and tunnel to (remote nodes); empty = the proxy of this process."""
+    join_token: str = ""
+    ca_pin: str = ""
+    """sha256:... pin of the cluster's host CA, checked before the join token is sent."""
+
+    @field_validator("listen_addr", "proxy_server")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        if value:
+            parse_addr(value, 3022)
+        return value
+
+
 class LogConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -94,6 +153,8 @@ class FileConfig(StrictModel):
     data_dir: str = "./bastion-data"
     storage: StorageConfig = Field(default_factory=StorageConfig)
     auth_service: AuthServiceConfig = Field(default_factory=AuthServiceConfig)
+    proxy_service: ProxyServiceConfig = Field(default_factory=ProxyServiceConfig)
+    ssh_service: SSHServiceConfig = Field(default_factory=SSHServiceConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     def resolved_cluster_name(self) -> str:
@@ -182,6 +243,37 @@ auth_service:
     burst: 20
   # Largest accepted request body.
   max_request_bytes: 1048576
+
+proxy_service:
+  enabled: true
+  # The one public port: web and API, SSH for users, reverse tunnels for agents.
+  listen_addr: 127.0.0.1:3080
+  # Names users and agents use to reach the proxy (added to its certificate).
+  public_addr: []
+  # Load balancers allowed to send PROXY protocol headers (CIDRs).
+  trusted_proxy_sources: []
+  # Deadline for protocol detection plus the TLS handshake.
+  handshake_timeout: 10s
+  # Concurrent not-yet-authenticated connections per source IP.
+  max_unauthenticated_per_ip: 64
+
+ssh_service:
+  enabled: true
+  # Node name in the cluster (default: the host name).
+  node_name: ""
+  # Static labels that roles select on.
+  labels: {}
+  # Dynamic labels: the first line of a command's output, refreshed every period.
+  commands: []
+  #  - name: kernel
+  #    command: [uname, -r]
+  #    period: 1m
+  # Also accept SSH directly, e.g. 0.0.0.0:3022 (default: reverse tunnel only).
+  listen_addr: ""
+  # A node on another host: the proxy to join through, a join token and the CA pin.
+  proxy_server: ""
+  join_token: ""
+  ca_pin: ""
 
 log:
   level: info   # debug | info | warning | error

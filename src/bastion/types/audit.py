@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EVENT_CODES", "AuditEvent", "event_code"]
+__all__ = ["AGENT_EVENT_TYPES", "EVENT_CODES", "AuditEvent", "event_code"]
 
 EVENT_CODES: dict[str, str] = {
     "user.login": "T1000",
@@ -36,7 +36,32 @@ EVENT_CODES: dict[str, str] = {
     "cert.issued": "T2100",
     "ca.rotate": "T2200",
     "access.denied": "T3000",
+    "node.rejected": "T4000",
+    "proxy.ssh": "T4001",
+    "proxy.rejected": "T4002",
+    "session.start": "T5000",
+    "session.end": "T5001",
+    "exec": "T5002",
+    "port_forward": "T5003",
+    "sftp": "T5004",
+    "session.rejected": "T5005",
+    "session.terminated": "T5006",
 }
+
+AGENT_EVENT_TYPES = frozenset(
+    {
+        "session.start",
+        "session.end",
+        "exec",
+        "port_forward",
+        "sftp",
+        "session.rejected",
+        "session.terminated",
+        "proxy.ssh",
+        "proxy.rejected",
+    }
+)
+"""Event types agents and proxies in other processes may submit through the API."""
 
 
 def event_code(event_type: str, outcome: str) -> str:

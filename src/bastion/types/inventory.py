@@ -22,6 +22,9 @@ class NodeSpec(StrictModel):
     addr: str = ""
     """``host:port`` when the node listens directly; empty when it is reached by reverse tunnel."""
     tunnel: bool = False
+    host_id: str = ""
+    """Host id of the agent serving this node (from its host certificate); the proxy dials the
+    node through that agent's reverse tunnel."""
     cmd_labels: dict[str, CommandLabel] = Field(default_factory=dict)
     version: str = ""
     agentless: bool = False

@@ -1,0 +1,100 @@
+"""API routes for agents and proxies in other processes: heartbeats, events and watches.
+
+``GET /v1/watch?kinds=role,lock`` streams newline-delimited JSON: first the current state
+(``put`` lines), then ``{"type": "init"}``, then every change as it happens, with a ``ping`` line
+every 15 s so both ends notice a dead connection. Consumers treat ``put`` as replace, so the
+overlap between snapshot and live stream is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from bastion.auth.server import AuthServer
+from bastion.backend.base import EventType
+from bastion.errors import AccessDenied, BadParameter, NotFound
+from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
+from bastion.types.inventory import Node
+
+__all__ = ["add_agent_routes"]
+
+PING_SECONDS = 15.0
+WATCHABLE = ("role", "lock", "node", "user", "token", "cluster_auth_preference")
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadParameter("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadParameter("request body must be a JSON object")
+    return body
+
+
+def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
+    async def heartbeat(request: web.Request) -> web.Response:
+        node = parse_resource(await _json(request))
+        if not isinstance(node, Node):
+            raise BadParameter("a heartbeat carries a node resource")
+        stored = await request["guard"].heartbeat_node(node)
+        return web.json_response(resource_to_dict(stored))
+
+    async def submit_events(request: web.Request) -> web.Response:
+        body = await _json(request)
+        events = body.get("events")
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise BadParameter("expected {'events': [ {...}, ... ]}")
+        for event in events:
+            await request["guard"].submit_event(event)
+        return web.json_response({"accepted": len(events)})
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        guard = request["guard"]
+        kinds = [canonical_kind(k) for k in request.query.get("kinds", "").split(",") if k]
+        if not kinds or any(k not in WATCHABLE for k in kinds):
+            raise BadParameter(f"kinds: choose from {', '.join(WATCHABLE)}")
+        for kind in kinds:
+            await guard.require(kind, "list")
+        prefix_kind = {auth.store(kind).key(""): kind for kind in kinds}
+        watcher = await auth.deps.backend.watch(tuple(prefix_kind))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+
+        async def send(line: dict[str, Any]) -> None:
+            await response.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+
+        try:
+            for kind in kinds:
+                for resource in await guard.list_resources(kind):
+                    await send(
+                        {"type": "put", "kind": kind, "resource": resource_to_dict(resource)}
+                    )
+            await send({"type": "init"})
+            events = aiter(watcher)
+            while True:
+                try:
+                    event = await asyncio.wait_for(anext(events), PING_SECONDS)
+                except TimeoutError:
+                    await send({"type": "ping"})
+                    continue
+                prefix = next(p for p in prefix_kind if event.item.key.startswith(p))
+                kind, name = prefix_kind[prefix], event.item.key[len(prefix) :]
+                if event.type is EventType.DELETE:
+                    await send({"type": "delete", "kind": kind, "name": name})
+                    continue
+                try:
+                    resource = await guard.get_resource(kind, name)
+                except (NotFound, AccessDenied):
+                    continue  # deleted meanwhile, or not visible to this caller
+                await send({"type": "put", "kind": kind, "resource": resource_to_dict(resource)})
+        finally:
+            await watcher.close()
+
+    app.router.add_post("/v1/nodes/heartbeat", heartbeat)
+    app.router.add_post("/v1/events/submit", submit_events)
+    app.router.add_get("/v1/watch", watch)

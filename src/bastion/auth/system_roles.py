@@ -1,0 +1,61 @@
+"""Permissions of host identities (agents and proxies), fixed in code.
+
+A host certificate names its join role (``node``, ``proxy``, ...). Those names are never looked up
+among user roles, so no user-defined role can widen what a host may do.
+"""
+
+from __future__ import annotations
+
+from bastion.types.access import Role, RoleConditions, RoleSpec, Rule
+from bastion.types.meta import Metadata
+
+__all__ = ["SYSTEM_ROLES", "system_roles_for"]
+
+
+def _role(name: str, rules: list[Rule]) -> Role:
+    return Role(
+        metadata=Metadata(name=f"system:{name}", description=f"permissions of {name} hosts"),
+        spec=RoleSpec(allow=RoleConditions(rules=rules)),
+    )
+
+
+_READ = ["list", "read"]
+SYSTEM_ROLES: dict[str, Role] = {
+    # Nodes read roles and locks (cached through a watch), heartbeat themselves, send events.
+    "node": _role(
+        "node",
+        [
+            Rule(resources=["role", "lock"], verbs=_READ),
+            Rule(resources=["node"], verbs=["read", "update"]),
+            Rule(resources=["event"], verbs=["create"]),
+        ],
+    ),
+    # Proxies (in a separate process) route by nodes and roles and send events.
+    "proxy": _role(
+        "proxy",
+        [
+            Rule(resources=["role", "lock", "node"], verbs=_READ),
+            Rule(resources=["event"], verbs=["create"]),
+        ],
+    ),
+    "auth": _role("auth", []),
+    "db": _role(
+        "db",
+        [
+            Rule(resources=["role", "lock"], verbs=_READ),
+            Rule(resources=["event"], verbs=["create"]),
+        ],
+    ),
+    "app": _role(
+        "app",
+        [
+            Rule(resources=["role", "lock"], verbs=_READ),
+            Rule(resources=["event"], verbs=["create"]),
+        ],
+    ),
+    "bot": _role("bot", []),
+}
+
+
+def system_roles_for(names: tuple[str, ...]) -> list[Role]:
+    return [SYSTEM_ROLES[n] for n in names if n in SYSTEM_ROLES]
