@@ -35,8 +35,21 @@ from bastion.agent.session import LoginUser, SessionStream
 __all__ = ["SIGNALS", "ExitStatus", "PtySize", "SessionProcess"]
 
 SIGNALS: frozenset[str] = frozenset(
-    {"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM", "USR1",
-     "USR2"}  # fmt: skip
+    {
+        "ABRT",
+        "ALRM",
+        "FPE",
+        "HUP",
+        "ILL",
+        "INT",
+        "KILL",
+        "PIPE",
+        "QUIT",
+        "SEGV",
+        "TERM",
+        "USR1",
+        "USR2",
+    }  # fmt: skip
 )
 """Signal names a client may send (RFC 4254 section 6.10)."""
 OUTPUT_GRACE = 2.0

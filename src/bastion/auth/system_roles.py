@@ -14,7 +14,7 @@ __all__ = ["SYSTEM_ROLES", "system_roles_for"]
 
 def _role(name: str, rules: list[Rule]) -> Role:
     return Role(
-        metadata=Metadata(name=f"system:{name}", description=f"permissions of {name} hosts"),
+        metadata=Metadata(name=f"system-{name}", description=f"permissions of {name} hosts"),
         spec=RoleSpec(allow=RoleConditions(rules=rules)),
     )
 

@@ -11,19 +11,14 @@ Layer: client edge. Output directory (every file mode 0600)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import click
-from cryptography.hazmat.primitives import serialization
 
-from bastion.auth.service import write_private_file
+from bastion.agent.join import join_cluster
 from bastion.cli.common import handle_errors
-from bastion.cli.identity import run_async, verified_context
+from bastion.cli.identity import run_async
 from bastion.cli.render import print_json
-from bastion.client.api import AuthClient, fetch_cluster_ca
-from bastion.client.profile import new_client_key
 from bastion.errors import BadParameter
 
 __all__ = ["main"]
@@ -73,56 +68,20 @@ def join(
             fg="red",
             bold=True,
         )
-    ping = run_async(fetch_cluster_ca(auth_addr, ca_pin, insecure))
-    key = new_client_key()
-    public_key = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    body = {"token": token, "host_name": host_name, "role": role, "public_key": public_key}
-
-    async def call() -> dict[str, Any]:
-        async with AuthClient(auth_addr, verified_context(ping["tls_host_ca"])) as client:
-            certs: dict[str, Any] = await client.call("POST", "/v1/join", body)
-            return certs
-
-    certs = run_async(call())
-    out = Path(dest)
-    write_private_file(
-        out / "key",
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        ),
-    )
-    write_private_file(
-        out / "tls.key",
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    write_private_file(out / "cert.pub", certs["ssh_cert"] + "\n")
-    write_private_file(out / "tls.crt", certs["tls_cert"])
-    write_private_file(out / "ca.pem", certs["tls_host_ca"])
-    write_private_file(out / "user_ca.pub", "".join(f"{k}\n" for k in certs["ssh_user_ca"]))
+    ident = run_async(join_cluster(auth_addr, token, ca_pin, insecure, host_name, role, Path(dest)))
     info = {
-        "host_id": certs["host_id"],
-        "host_name": host_name,
-        "role": role,
-        "cluster": ping["cluster"],
+        "host_id": ident.host_id,
+        "host_name": ident.host_name,
+        "role": ident.role,
+        "cluster": ident.cluster,
         "auth": auth_addr,
-        "expires": certs["expires"],
-        "dest": str(out.resolve()),
+        "expires": ident.expires,
+        "dest": str(ident.dir.resolve()),
     }
-    write_private_file(out / "identity.json", json.dumps(info, indent=2))
     if fmt == "json":
         print_json(info)
     else:
         click.echo(
-            f"Joined {ping['cluster']} as {role} {host_name} (host id {info['host_id']}); "
+            f"Joined {info['cluster']} as {role} {host_name} (host id {info['host_id']}); "
             f"identity in {info['dest']}, valid until {info['expires']}."
         )

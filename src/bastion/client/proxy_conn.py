@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -38,6 +39,7 @@ __all__ = [
     "check_profile",
     "open_ssh_route",
     "parse_route_reply",
+    "pipe_stdio",
     "proxy_ssl_context",
     "route_request",
     "split_host_port",
@@ -212,7 +214,9 @@ def proxy_ssl_context(profile: Profile) -> ssl.SSLContext:
             f"profile {profile.name} is incomplete ({exc.filename} is missing): run bsh login"
         ) from None
     except (ssl.SSLError, ValueError) as exc:
-        raise BadParameter(f"cannot load the certificates of profile {profile.name}: {exc}") from None
+        raise BadParameter(
+            f"cannot load the certificates of profile {profile.name}: {exc}"
+        ) from None
     ctx.set_alpn_protocols([ALPN_SSH])
     return ctx
 
@@ -223,7 +227,7 @@ async def open_ssh_route(
     login: str,
     port: int,
     protocol_factory: Callable[[], P],
-    timeout: float = DIAL_TIMEOUT,
+    dial_timeout: float = DIAL_TIMEOUT,
 ) -> tuple[asyncio.Transport, P]:
     """Open a route to ``login@node:port`` through the profile's proxy.
 
@@ -241,14 +245,14 @@ async def open_ssh_route(
     host, proxy_port = split_host_port(profile.proxy)
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(dial_timeout):
             transport, reply_proto = await loop.create_connection(
                 RouteReplyProtocol,
                 host,
                 proxy_port,
                 ssl=ctx,
                 server_hostname=host,
-                ssl_handshake_timeout=timeout,
+                ssl_handshake_timeout=dial_timeout,
             )
             assert isinstance(transport, asyncio.Transport)
             try:
@@ -267,7 +271,7 @@ async def open_ssh_route(
         raise _lost_error(exc) from None
     except TimeoutError:
         raise ConnectionProblem(
-            f"timed out after {timeout:g}s opening a route to {node} through {profile.proxy}"
+            f"timed out after {dial_timeout:g}s opening a route to {node} through {profile.proxy}"
         ) from None
     except OSError as exc:
         raise ConnectionProblem(
@@ -286,10 +290,10 @@ class ProxyTunnel:
     ``.CLUSTER`` suffix is stripped for the proxy, which resolves names itself.
     """
 
-    def __init__(self, profile: Profile, login: str, timeout: float = DIAL_TIMEOUT) -> None:
+    def __init__(self, profile: Profile, login: str, dial_timeout: float = DIAL_TIMEOUT) -> None:
         self.profile = profile
         self.login = login
-        self.timeout = timeout
+        self.timeout = dial_timeout
 
     def __repr__(self) -> str:
         return f"proxy {self.profile.proxy}"
@@ -309,3 +313,101 @@ def strip_cluster(host: str, cluster: str) -> str:
     if cluster and host.lower().endswith(suffix.lower()) and len(host) > len(suffix):
         return host[: -len(suffix)]
     return host
+
+
+# ---- ProxyCommand: stdio <-> route ------------------------------------------------------------
+
+
+class _FlowTarget(asyncio.BaseProtocol):
+    """Write side of a pipe: its buffer filling up pauses the reading of ``source``."""
+
+    def __init__(self) -> None:
+        self.source: asyncio.ReadTransport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def pause_writing(self) -> None:
+        if self.source is not None and not self.source.is_closing():
+            self.source.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.source is not None and not self.source.is_closing():
+            self.source.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Copy(_FlowTarget, asyncio.Protocol):
+    """Reads one side and writes to ``sink``; ``ended`` resolves at EOF or loss."""
+
+    def __init__(self, sink: asyncio.WriteTransport | None) -> None:
+        super().__init__()
+        self.sink = sink
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is not None and not self.sink.is_closing():
+            self.sink.write(data)
+
+    def eof_received(self) -> bool | None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+        return True  # keep our write side: the other direction may still be flowing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
+async def pipe_stdio(
+    profile: Profile, node: str, login: str, port: int, stdin_fd: int = 0, stdout_fd: int = 1
+) -> None:
+    """``bsh proxy ssh``: carry an SSH connection between stdio and a proxy route.
+
+    Stdin EOF is *not* forwarded: TLS 1.3 has no half-close (close_notify ends both directions),
+    and OpenSSH's ProxyCommand expects the stream to stay open until the server ends it. So the
+    copy runs until the node (the TLS side) closes; then stdout is flushed and closed.
+
+    Both directions are flow-controlled: a full stdout pipe pauses reading from TLS, a full TLS
+    buffer pauses reading stdin. Large reads (asyncio's 256 KiB pipe reads, TLS records).
+
+    Raises:
+        BadParameter: stdin/stdout are not pipes, sockets or terminals.
+        the errors of :func:`open_ssh_route`.
+    """
+    loop = asyncio.get_running_loop()
+    blocking = {fd: os.get_blocking(fd) for fd in (stdin_fd, stdout_fd)}
+    try:
+        out_pipe = os.fdopen(stdout_fd, "wb", buffering=0, closefd=False)
+        in_pipe = os.fdopen(stdin_fd, "rb", buffering=0, closefd=False)
+        try:
+            stdout, stdout_flow = await loop.connect_write_pipe(_FlowTarget, out_pipe)
+        except ValueError:
+            raise BadParameter(
+                "bsh proxy ssh talks SSH on stdin/stdout: run it as an OpenSSH ProxyCommand "
+                "(see bsh config), not with a file as stdout"
+            ) from None
+        from_node = _Copy(stdout)
+        tls, _ = await open_ssh_route(profile, node, login, port, lambda: from_node)
+        stdout_flow.source = tls
+        try:
+            stdin, to_node = await loop.connect_read_pipe(lambda: _Copy(tls), in_pipe)
+        except ValueError:
+            tls.abort()
+            raise BadParameter(
+                "bsh proxy ssh reads SSH from stdin: run it as an OpenSSH ProxyCommand"
+            ) from None
+        from_node.source = stdin
+        try:
+            await from_node.ended
+        finally:
+            stdin.close()
+            tls.close()
+            stdout.close()
+            async with asyncio.timeout(10):
+                await stdout_flow.closed
+    finally:
+        for fd, mode in blocking.items():
+            os.set_blocking(fd, mode)

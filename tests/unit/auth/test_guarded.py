@@ -85,3 +85,65 @@ async def test_auditor_reads_events_but_cannot_change_roles():
     assert isinstance(await auditor.search_events(AuditQuery()), list)
     with pytest.raises(AccessDenied):
         await auditor.delete_resource("role", "access")
+
+
+async def host_guard(fx, name, role="node"):
+    from bastion.testing import new_public_key
+
+    token = await fx.auth.add_token([role], timedelta(minutes=5), {}, "admin")
+    _, pub = new_public_key()
+    certs = await fx.auth.join(token.token, name, role, pub, [], [], "10.0.0.9")
+    return await GuardedAuth.for_identity(fx.auth, fx.users, certs.identity, "10.0.0.9")
+
+
+def node(name):
+    return Node(metadata=Metadata(name=name, labels={"env": "dev"}), spec=NodeSpec(hostname=name))
+
+
+async def test_node_heartbeat_is_bound_to_its_certificate():
+    fx = await make_auth()
+    web = await host_guard(fx, "web1")
+    stored = await web.heartbeat_node(node("web1"))
+    assert stored.spec.host_id == web.ctx.identity.host_id
+    assert stored.metadata.expires is not None
+    with pytest.raises(AccessDenied, match="issued for node 'web1', not 'db1'"):
+        await web.heartbeat_node(node("db1"))
+    refused = await fx.auth.audit.search(AuditQuery(types=("node.rejected",)))
+    assert refused and refused[-1].remote_addr == "10.0.0.9"
+
+
+async def test_a_second_host_cannot_take_a_live_node_name():
+    fx = await make_auth()
+    first = await host_guard(fx, "web1")
+    await first.heartbeat_node(node("web1"))
+    from bastion.testing import new_public_key
+
+    token = await fx.auth.add_token(["node"], timedelta(minutes=5), {}, "admin")
+    with pytest.raises(AccessDenied, match="already in use"):
+        await fx.auth.join(token.token, "web1", "node", new_public_key()[1], [], [], "6.6.6.6")
+
+
+async def test_hosts_get_system_permissions_only():
+    fx = await make_auth()
+    # a user-defined role named like a join role must not widen what hosts may do
+    evil = __import__("bastion.types", fromlist=["x"]).load_resources(
+        "kind: role\nmetadata: {name: node}\nspec:\n  allow:\n"
+        "    rules: [{resources: ['*'], verbs: ['*']}]\n"
+    )[0]
+    await fx.auth.create_resource(evil, "admin", force=False)
+    web = await host_guard(fx, "web1")
+    assert [r.name for r in await web.list_resources("role")]
+    with pytest.raises(AccessDenied):
+        await web.add_user("mallory", ["editor"], [], {})
+
+
+async def test_agents_submit_only_agent_events():
+    fx = await make_auth()
+    web = await host_guard(fx, "web1")
+    await web.submit_event(
+        {"type": "session.start", "user": "alice", "login": "root", "fields": {"pty": True}}
+    )
+    events = await fx.auth.audit.search(AuditQuery(types=("session.start",)))
+    assert events[-1].user == "alice" and events[-1].fields["emitted_by"] == web.ctx.identity.user
+    with pytest.raises(BadParameter, match="may not submit"):
+        await web.submit_event({"type": "user.login", "user": "alice"})

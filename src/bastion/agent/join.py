@@ -1,0 +1,123 @@
+"""Joining the cluster: exchange a join token for a host identity and keep it on disk.
+
+The identity directory (every file 0600)::
+
+    key, tls.key        the host's private key (OpenSSH and PKCS#8 PEM); generated here, never sent
+    cert.pub, tls.crt   SSH host certificate and X.509 host certificate
+    ca.pem              host TLS CA (verifies the proxy and auth)
+    user_ca.pub         SSH user CA keys (what the node trusts)
+    identity.json       host id, node name, role, cluster, server address, expiry
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from bastion.auth.service import write_private_file
+from bastion.client.api import AuthClient, fetch_cluster_ca
+from bastion.client.profile import new_client_key
+from bastion.errors import NotFound
+
+__all__ = ["HostIdentity", "join_cluster", "load_host_identity"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostIdentity:
+    dir: Path
+    host_id: str
+    host_name: str
+    role: str
+    cluster: str
+    server: str
+    expires: str
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.dir / "tls.crt"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.dir / "tls.key"
+
+    def read(self, name: str) -> str:
+        return (self.dir / name).read_text()
+
+
+def load_host_identity(directory: Path) -> HostIdentity:
+    """Raises NotFound when the directory holds no identity yet."""
+    try:
+        info = json.loads((directory / "identity.json").read_text())
+    except FileNotFoundError:
+        raise NotFound(f"no host identity in {directory}") from None
+    return HostIdentity(
+        dir=directory,
+        host_id=info["host_id"],
+        host_name=info["host_name"],
+        role=info["role"],
+        cluster=info["cluster"],
+        server=info.get("server") or info.get("auth", ""),
+        expires=info["expires"],
+    )
+
+
+async def join_cluster(
+    server: str,
+    token: str,
+    ca_pin: str | None,
+    insecure: bool,
+    host_name: str,
+    role: str,
+    dest: Path,
+) -> HostIdentity:
+    """Verify the cluster by its CA pin, then join with ``token`` and write the identity.
+
+    Raises:
+        BadParameter: pin mismatch; AccessDenied: bad token; ConnectionProblem.
+    """
+    from bastion.cli.identity import verified_context
+
+    ping = await fetch_cluster_ca(server, ca_pin, insecure)
+    key = new_client_key()
+    public_key = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    body = {"token": token, "host_name": host_name, "role": role, "public_key": public_key}
+    async with AuthClient(server, verified_context(ping["tls_host_ca"])) as client:
+        certs: dict[str, Any] = await client.call("POST", "/v1/join", body)
+    write_private_file(
+        dest / "key",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    write_private_file(
+        dest / "tls.key",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    write_private_file(dest / "cert.pub", certs["ssh_cert"] + "\n")
+    write_private_file(dest / "tls.crt", certs["tls_cert"])
+    write_private_file(dest / "ca.pem", certs["tls_host_ca"])
+    write_private_file(dest / "user_ca.pub", "".join(f"{k}\n" for k in certs["ssh_user_ca"]))
+    info = {
+        "host_id": certs["host_id"],
+        "host_name": host_name,
+        "role": role,
+        "cluster": ping["cluster"],
+        "server": server,
+        "expires": certs["expires"],
+    }
+    write_private_file(dest / "identity.json", json.dumps(info, indent=2))
+    return load_host_identity(dest)

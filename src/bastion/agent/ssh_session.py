@@ -1,0 +1,391 @@
+"""One SSH session channel on the node: shell, exec or the sftp subsystem.
+
+Layer: agent IO shell. asyncssh calls :class:`NodeSession` for channel requests (pty, env,
+shell/exec/subsystem, window changes, signals, data); it checks the role options, resolves the OS
+login, then runs the process through :mod:`.spawn` with the session's
+:class:`~bastion.agent.session.SessionStream` between the process and the channel. Each session
+is audited (``session.start``, ``exec``/``sftp``, ``session.end``, ``session.rejected``) and
+registered in the live registry with a terminator that tells the user why and closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+import structlog
+
+from bastion.agent.deps import NodeDeps
+from bastion.agent.session import (
+    LoginUser,
+    SessionMeta,
+    SessionObserver,
+    SessionStream,
+    lookup_login,
+    session_env,
+)
+from bastion.agent.spawn import ExitStatus, PtySize, SessionProcess
+from bastion.agent.ssh_auth import Authorized
+from bastion.backend.fanout import BackgroundTasks
+from bastion.errors import AccessDenied
+from bastion.live.registry import LiveConnection
+
+__all__ = ["SFTP_SERVER_PATHS", "NodeSession", "ObserverFactory", "SessionContext"]
+
+log = structlog.get_logger(__name__)
+
+SFTP_SERVER_PATHS: tuple[str, ...] = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
+"""Where distributions install OpenSSH's sftp-server; the first that exists is used."""
+_MAX_EARLY_INPUT = 256 * 1024
+TERMINATE_GRACE = 0.5
+"""Seconds a terminated session's processes get after SIGHUP before SIGKILL."""
+
+ObserverFactory = Callable[[SessionMeta], SessionObserver | None]
+"""Builds an observer for a new session (None: not for this one, e.g. exec without PTY)."""
+
+
+@dataclass(slots=True)
+class SessionContext:
+    """What every session on one SSH connection shares."""
+
+    deps: NodeDeps
+    conn: asyncssh.SSHServerConnection
+    authorized: Authorized
+    remote_addr: str
+    tasks: BackgroundTasks
+    observer_factories: Sequence[ObserverFactory] = ()
+    sessions: set[NodeSession] = field(default_factory=set)
+
+    async def audit(self, event_type: str, outcome: str = "success", **fields: object) -> None:
+        identity = self.authorized.identity
+        await self.deps.audit.emit(
+            event_type,
+            outcome=outcome,
+            user=identity.user,
+            login=self.authorized.login,
+            target=self.deps.config.name,
+            remote_addr=self.remote_addr,
+            device_id=identity.device_id,
+            **fields,
+        )
+
+
+def find_sftp_server() -> str | None:
+    """The system ``sftp-server`` binary, or None when OpenSSH's is not installed."""
+    for path in SFTP_SERVER_PATHS:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+class NodeSession(asyncssh.SSHServerSession[bytes]):
+    """The node side of one ``session`` channel."""
+
+    def __init__(self, ctx: SessionContext) -> None:
+        self._ctx = ctx
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._pty: PtySize | None = None
+        self._term = ""
+        self._kind = ""
+        self._command = ""
+        self._early: list[bytes] = []
+        self._early_eof = False
+        self._proc: SessionProcess | None = None
+        self._closing = False
+        self.session_id = str(uuid.uuid4())
+
+    # -- requests before the session starts --------------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+        self._chan = chan
+        self._ctx.sessions.add(self)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
+    ) -> bool:
+        if not self._ctx.authorized.roles.options().permit_pty:
+            self._ctx.tasks.spawn(
+                self._ctx.audit(
+                    "session.rejected",
+                    outcome="failure",
+                    session_id=self.session_id,
+                    reason="PTY not permitted by the user's roles",
+                ),
+                name="audit-pty-rejected",
+            )
+            return False
+        self._term = term_type
+        self._pty = PtySize(*term_size)
+        return True
+
+    def shell_requested(self) -> bool:
+        self._kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._kind, self._command = "exec", command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            return False
+        self._kind, self._command = "subsystem", subsystem
+        return True
+
+    def session_started(self) -> None:
+        self._ctx.tasks.spawn(self._run(), name=f"ssh-session-{self.session_id}")
+
+    # -- data and events while running -------------------------------------------------------
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._proc is not None:
+            self._proc.write(data)
+            return
+        self._early.append(data)
+        if sum(map(len, self._early)) > _MAX_EARLY_INPUT and self._chan is not None:
+            self._chan.pause_reading()  # resumed once the process runs
+
+    def eof_received(self) -> bool:
+        if self._proc is not None:
+            self._proc.write_eof()
+        else:
+            self._early_eof = True
+        return True  # keep the channel open: output and exit status still have to go out
+
+    def signal_received(self, signal: str) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal)
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._pty = PtySize(width, height, pixwidth, pixheight)
+        if self._proc is not None:
+            self._proc.resize(self._pty)
+
+    def pause_writing(self) -> None:
+        if self._proc is not None:
+            self._proc.pause_output()
+
+    def resume_writing(self) -> None:
+        if self._proc is not None:
+            self._proc.resume_output()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._ctx.sessions.discard(self)
+        if self._proc is not None:
+            self._ctx.tasks.spawn(self._proc.kill(TERMINATE_GRACE), name="ssh-session-kill")
+
+    # -- the session's life --------------------------------------------------------------------
+
+    def _sink(self, data: bytes, stderr: bool) -> None:
+        if self._chan is None or self._closing:
+            return
+        with contextlib.suppress(BrokenPipeError):
+            if stderr:
+                self._chan.write_stderr(data)
+            else:
+                self._chan.write(data)
+
+    def _flow(self, paused: bool) -> None:
+        if self._chan is not None and not self._closing:
+            (self._chan.pause_reading if paused else self._chan.resume_reading)()
+
+    async def _refuse(self, message: str, reason: str, status: int = 1) -> None:
+        self._sink(f"bastion: {message}\r\n".encode(), True)
+        await self._ctx.audit(
+            "session.rejected", outcome="failure", session_id=self.session_id, reason=reason
+        )
+        self._exit(ExitStatus(status))
+
+    def _exit(self, status: ExitStatus) -> None:
+        chan = self._chan
+        if chan is None or self._closing:
+            return
+        with contextlib.suppress(OSError, asyncssh.Error):
+            if status.code is None:
+                chan.exit_with_signal(status.signal)
+            else:
+                chan.exit(status.code)
+
+    def _argv(self, user: LoginUser) -> tuple[list[str], str | None] | None:
+        if self._kind == "subsystem":
+            path = find_sftp_server()
+            return None if path is None else ([path], None)
+        if self._kind == "exec":
+            return [user.shell, "-c", self._command], None
+        return ["-" + os.path.basename(user.shell)], user.shell  # a login shell, as sshd does
+
+    def _extra_env(self, user: LoginUser) -> dict[str, str]:
+        assert self._chan is not None
+        extra = {"BASTION_SESSION_ID": self.session_id}
+        peer = self._chan.get_extra_info("peername")
+        local = self._chan.get_extra_info("sockname")
+        if peer and local:
+            extra["SSH_CLIENT"] = f"{peer[0]} {peer[1]} {local[1]}"
+            extra["SSH_CONNECTION"] = f"{peer[0]} {peer[1]} {local[0]} {local[1]}"
+        agent_path = self._chan.get_agent_path()
+        if agent_path:
+            if user.needs_switch:  # asyncssh made it 0700 for us; hand it to the login user
+                for path in (os.path.dirname(agent_path), agent_path):
+                    os.chown(path, user.uid, user.gid, follow_symlinks=False)
+            extra["SSH_AUTH_SOCK"] = agent_path
+        return extra
+
+    async def _run(self) -> None:
+        ctx, chan = self._ctx, self._chan
+        assert chan is not None
+        try:
+            user = lookup_login(ctx.authorized.login, default_shell=ctx.deps.config.shell)
+        except AccessDenied as exc:
+            await self._refuse(str(exc), str(exc))
+            return
+        argv = self._argv(user)
+        if argv is None:
+            await self._refuse(
+                "SFTP is not available: OpenSSH's sftp-server is not installed on this node "
+                "(looked in " + ", ".join(SFTP_SERVER_PATHS) + ")",
+                "sftp-server binary missing",
+            )
+            return
+        meta = self._meta()
+        stream = SessionStream(meta, self._sink)
+        for factory in ctx.observer_factories:
+            observer = factory(meta)
+            if observer is not None:
+                stream.observers.append(observer)
+        entry = ctx.deps.registry.add(
+            LiveConnection(
+                kind="ssh_session",
+                identity=ctx.authorized.identity,
+                target=ctx.deps.config.name,
+                login=user.name,
+                remote_addr=ctx.remote_addr,
+                session_id=self.session_id,
+                cert_serial=ctx.authorized.cert_serial,
+                started=meta.started,
+                terminate=self.terminate,
+                extra={"kind": meta.kind},
+            )
+        )
+        status = ExitStatus(None, "KILL")
+        try:
+            await self._start_events(meta)
+            await stream.start()
+            env = session_env(user, chan.get_environment(), term=self._term or None)
+            env.update(self._extra_env(user))
+            try:
+                self._proc = await SessionProcess.start(
+                    argv[0],
+                    user=user,
+                    env=env,
+                    stream=stream,
+                    pty_size=self._pty,
+                    executable=argv[1],
+                    flow=self._flow,
+                )
+            except OSError as exc:
+                stream.output(
+                    f"bastion: cannot start {argv[0][0]}: {exc}\r\n".encode(), stderr=True
+                )
+                status = ExitStatus(127)
+                return
+            for chunk in self._early:
+                self._proc.write(chunk)
+            self._early.clear()
+            chan.resume_reading()
+            if self._early_eof:
+                self._proc.write_eof()
+            status = await self._proc.wait()
+        finally:
+            ctx.deps.registry.remove(entry)
+            meta.exit_code, meta.exit_signal = status.code, status.signal
+            meta.bytes_in, meta.bytes_out = stream.meta.bytes_in, stream.meta.bytes_out
+            self._exit(status)
+            await self._end_events(meta, stream)
+
+    def _meta(self) -> SessionMeta:
+        pty = self._pty or PtySize()
+        return SessionMeta(
+            session_id=self.session_id,
+            user=self._ctx.authorized.identity.user,
+            login=self._ctx.authorized.login,
+            node=self._ctx.deps.config.name,
+            remote_addr=self._ctx.remote_addr,
+            kind=self._kind,
+            command=self._command,
+            pty=self._pty is not None,
+            term=self._term,
+            cols=pty.cols,
+            rows=pty.rows,
+            started=self._ctx.deps.clock.now(),
+            participants=[self._ctx.authorized.identity.user],
+        )
+
+    async def _start_events(self, meta: SessionMeta) -> None:
+        await self._ctx.audit(
+            "session.start",
+            session_id=meta.session_id,
+            session_type=meta.kind,
+            pty=meta.pty,
+            command=meta.command,
+            cert_serial=self._ctx.authorized.cert_serial,
+        )
+        if meta.kind == "subsystem":
+            await self._ctx.audit("sftp", session_id=meta.session_id, subsystem=meta.command)
+
+    async def _end_events(self, meta: SessionMeta, stream: SessionStream) -> None:
+        meta.ended = self._ctx.deps.clock.now()
+        extra = await stream.end()
+        if meta.kind == "exec":
+            await self._ctx.audit(
+                "exec",
+                session_id=meta.session_id,
+                command=meta.command,
+                exit_code=meta.exit_code,
+                exit_signal=meta.exit_signal,
+            )
+        assert meta.started is not None
+        await self._ctx.audit(
+            "session.end",
+            session_id=meta.session_id,
+            session_type=meta.kind,
+            duration_seconds=round((meta.ended - meta.started).total_seconds(), 3),
+            bytes_in=meta.bytes_in,
+            bytes_out=meta.bytes_out,
+            participants=meta.participants,
+            exit_code=meta.exit_code,
+            exit_signal=meta.exit_signal,
+            **extra,
+        )
+
+    async def terminate(self, reason: str) -> None:
+        """End this session now: tell the user why, close the channel, kill the processes.
+
+        Completes within about :data:`TERMINATE_GRACE` seconds (the registry's terminator).
+        """
+        if self._closing:
+            return
+        message = f"\r\nbastion: session terminated: {reason}\r\n".encode()
+        if self._proc is not None:
+            self._proc.stream.output(message, stderr=True)
+        else:
+            self._sink(message, True)
+        await self._ctx.audit(
+            "session.terminated", outcome="failure", session_id=self.session_id, reason=reason
+        )
+        chan = self._chan
+        self._closing = True
+        if chan is not None:
+            chan.close()  # flushes what is queued (the message), then closes
+        if self._proc is not None:
+            await self._proc.kill(TERMINATE_GRACE)

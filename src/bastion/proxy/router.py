@@ -1,0 +1,97 @@
+"""Route a TLS connection on the shared proxy port by the ALPN protocols its ClientHello offers.
+
+Layer: ``proxy`` (pure). Called by ``proxy/listener.py`` *before* the TLS handshake (from
+:func:`bastion.protocols.clienthello.parse_client_hello`) so that the listener can pick the server
+``SSLContext`` of the route: mTLS with the user CA for ``bastion-ssh/1``, mTLS with the host CA for
+``bastion-tunnel/1``, optional client certificates for the web. stdlib ``ssl`` offers no
+per-connection ALPN callback (STYLE.md design constraint 3), hence this decision up front.
+
+Rules:
+
+* No ALPN at all: the web (browsers and curl always offer ``http/1.1``; plain TLS clients too).
+* Otherwise the first offered protocol (client preference order) that :data:`ROUTES` knows wins.
+* Only unknown protocols offered: refuse (never guess; an unknown client must not reach the web
+  context by accident and we must not speak a protocol it did not ask for).
+
+:data:`ROUTES` is the one table to extend when database (``postgresql``, ``bastion-mysql/1``) and
+app routes arrive.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+__all__ = ["ALPN_HTTP", "ALPN_SSH", "ALPN_TUNNEL", "ROUTES", "Route", "RouteKind", "route"]
+
+ALPN_SSH: Final = "bastion-ssh/1"
+"""bsh (and ``bsh proxy ssh`` as OpenSSH ProxyCommand): one JSON line, then raw SSH."""
+ALPN_TUNNEL: Final = "bastion-tunnel/1"
+"""Agents' reverse tunnels (multiplexed, see ``protocols/muxframe.py``)."""
+ALPN_HTTP: Final = "http/1.1"
+"""Web UI and the auth API."""
+
+
+class RouteKind(enum.Enum):
+    SSH = "ssh"
+    TUNNEL = "tunnel"
+    WEB = "web"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a connection goes, and the ALPN protocol the server context negotiates for it."""
+
+    kind: RouteKind
+    alpn: str | None
+    """The protocol to negotiate; ``None`` for REFUSE."""
+    reason: str = ""
+    """Why (for logs and the audit of refusals)."""
+
+    SSH: ClassVar[Route]
+    TUNNEL: ClassVar[Route]
+    WEB: ClassVar[Route]
+
+    @staticmethod
+    def REFUSE(reason: str) -> Route:  # noqa: N802 -- reads like the other Route constants
+        """A refusal with its reason."""
+        return Route(RouteKind.REFUSE, None, reason)
+
+
+Route.SSH = Route(RouteKind.SSH, ALPN_SSH)
+Route.TUNNEL = Route(RouteKind.TUNNEL, ALPN_TUNNEL)
+Route.WEB = Route(RouteKind.WEB, ALPN_HTTP)
+
+ROUTES: Final[tuple[tuple[str, Route], ...]] = (
+    (ALPN_SSH, Route.SSH),
+    (ALPN_TUNNEL, Route.TUNNEL),
+    (ALPN_HTTP, Route.WEB),
+    # h2-capable clients also offer http/1.1 in practice; the web context negotiates http/1.1.
+    ("h2", Route.WEB),
+)
+"""Offered ALPN id -> route. Add database and app protocols here."""
+
+_BY_ALPN: Final = dict(ROUTES)
+
+
+def route(alpn_offers: tuple[str, ...], sni: str | None) -> Route:
+    """Choose the route for a ClientHello.
+
+    Args:
+        alpn_offers: offered ALPN ids in client preference order (empty: no ALPN extension).
+        sni: the requested server name (reserved for app subdomains; unused so far).
+
+    Returns:
+        The route; ``RouteKind.REFUSE`` with a reason when only unknown protocols are offered.
+    """
+    del sni  # app routes by subdomain will use it
+    if not alpn_offers:
+        return Route.WEB
+    for offer in alpn_offers:
+        chosen = _BY_ALPN.get(offer)
+        if chosen is not None:
+            return chosen
+    shown = ", ".join(repr(a[:40]) for a in alpn_offers[:5])
+    return Route.REFUSE(f"no supported ALPN protocol offered ({shown})")

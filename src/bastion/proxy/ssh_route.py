@@ -1,0 +1,345 @@
+"""The ``bastion-ssh/1`` route: authorize one SSH target, then relay raw SSH bytes to it.
+
+Layer: ``proxy`` (IO shell around pure decisions). The listener has terminated TLS and verified
+the user's certificate (user TLS CA); this module then speaks the tiny route protocol::
+
+    client -> proxy   {"node": "web1", "login": "root", "port": 22}\\n     (one line, <= 4 KiB)
+    proxy  -> client  {"ok": true}\\n  |  {"ok": false, "error": "..."}\\n
+    then raw bytes both ways (the SSH connection is end to end between the user and the node)
+
+The node may be named by its name, ``name.CLUSTER`` or its host id. Authorization is RBAC over the
+node's labels (static and dynamic) *and* the login must be among the certificate's logins (a
+certificate narrows what the roles allow; ARCHITECTURE.md 6.2). A node the user may not see gets
+exactly the answer of a node that does not exist. The reason of every refusal goes to audit
+(``proxy.ssh``, outcome failure), never to the client.
+
+Targets: through the agent's reverse tunnel when the node has one (``TunnelServer.dial``), else a
+direct TCP connection to ``node.spec.addr`` (an agentless OpenSSH ``sshd``). Each relayed
+connection is registered in the LiveRegistry (kind ``ssh``) so a lock can end it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bastion.audit.emitter import Emitter
+from bastion.clock import Clock
+from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionProblem, NotFound
+from bastion.live.registry import LiveConnection, LiveRegistry
+from bastion.proxy.relay import Relay
+from bastion.rbac.checker import RoleSet
+from bastion.tunnel.server import TunnelServer
+from bastion.types.access import Role
+from bastion.types.identity import Identity
+from bastion.types.inventory import Node
+
+__all__ = [
+    "MAX_REQUEST_LINE",
+    "NodeDirectory",
+    "RoleSource",
+    "SSHRequest",
+    "SSHRoute",
+    "SSHRouteDeps",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_LINE = 4096
+"""Longest request line (newline included) a client may send."""
+
+
+class NodeDirectory(Protocol):
+    async def list_nodes(self) -> list[Node]:
+        """Every registered node (the caller filters by RBAC)."""
+        ...
+
+
+class RoleSource(Protocol):
+    async def get_roles(self, names: Sequence[str]) -> list[Role]:
+        """Current definitions of the named roles; unknown names are skipped."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SSHRequest:
+    node: str
+    login: str
+    port: int = 22
+
+
+@dataclass(frozen=True, slots=True)
+class SSHRouteDeps:
+    nodes: NodeDirectory
+    roles: RoleSource
+    tunnel: TunnelServer
+    audit: Emitter
+    registry: LiveRegistry
+    clock: Clock
+    cluster: str
+    request_timeout: float = 10.0
+    """Seconds for the client to send its request line."""
+    connect_timeout: float = 10.0
+    """Seconds to look up the node and connect to it."""
+    idle_timeout: float | None = None
+    """Close relays idle this long (None: never; roles' client_idle_timeout comes later)."""
+
+
+def parse_request(line: bytes) -> SSHRequest:
+    """Parse the request line (pure).
+
+    Raises:
+        BadParameter: not a JSON object with string ``node`` and ``login`` and int ``port``.
+    """
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise BadParameter("the request line is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadParameter("the request must be a JSON object")
+    node, login, port = data.get("node"), data.get("login"), data.get("port", 22)
+    if not isinstance(node, str) or not node or len(node) > 253:
+        raise BadParameter('"node" must be a non-empty string')
+    if not isinstance(login, str) or not login or len(login) > 64:
+        raise BadParameter('"login" must be a non-empty string')
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BadParameter('"port" must be an integer 1..65535')
+    return SSHRequest(node, login, port)
+
+
+def find_node(nodes: Sequence[Node], target: str, cluster: str) -> Node | None:
+    """The node named ``target``: by name, ``name.CLUSTER`` or host id (pure, case-insensitive)."""
+    wanted = target.lower()
+    suffix = "." + cluster.lower()
+    short = wanted[: -len(suffix)] if cluster and wanted.endswith(suffix) else wanted
+    for node in nodes:
+        if node.metadata.name.lower() in (wanted, short):
+            return node
+    for node in nodes:
+        if node.spec.host_id and node.spec.host_id.lower() == wanted:
+            return node
+    return None
+
+
+class _RequestReader(asyncio.Protocol):
+    """Collects the request line; bytes after the newline belong to the SSH stream."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.done: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.buffer += data  # read after the line (pipelined SSH banner): kept
+            return
+        self.buffer += data
+        end = self.buffer.find(b"\n", 0, MAX_REQUEST_LINE)
+        if end >= 0:
+            self.done.set_result((bytes(self.buffer[:end]), bytes(self.buffer[end + 1 :])))
+            self.buffer.clear()
+            if self.transport is not None:
+                self.transport.pause_reading()  # the rest waits for the relay (bounded)
+        elif len(self.buffer) >= MAX_REQUEST_LINE:
+            self.done.set_exception(BadParameter("request line longer than 4 KiB"))
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(BadParameter("connection closed before the request line"))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionResetError("client went away"))
+
+
+class SSHRoute:
+    """Serves ``bastion-ssh/1`` connections handed over by the listener."""
+
+    def __init__(self, deps: SSHRouteDeps) -> None:
+        self._deps = deps
+
+    async def handle(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        client_addr: tuple[str, int],
+        early: bytes = b"",
+    ) -> None:
+        """Serve one authenticated client connection until its relay ends.
+
+        Args:
+            transport: the client's TLS transport (after the handshake).
+            identity: the verified user identity from the client certificate.
+            client_addr: the real client address (from a trusted PROXY header when present).
+            early: application bytes already read after the handshake.
+        """
+        deps = self._deps
+        remote = f"{client_addr[0]}:{client_addr[1]}"
+        reader = _RequestReader()
+        transport.set_protocol(reader)
+        reader.connection_made(transport)
+        if early:
+            reader.data_received(early)
+        transport.resume_reading()
+        request: SSHRequest | None = None
+        try:
+            async with asyncio.timeout(deps.request_timeout):
+                line, rest = await reader.done
+            request = parse_request(line)
+            async with asyncio.timeout(deps.connect_timeout):
+                node = await self._authorize(identity, request)
+                relay = Relay(idle_timeout=deps.idle_timeout, name=f"ssh {remote}")
+                await self._connect(relay, node, request, identity, remote)
+        except (BastionError, OSError, TimeoutError) as exc:
+            message, reason = _refusal(exc, request)
+            log.info("proxy.ssh refused %s from %s: %s", identity.user, remote, reason)
+            await deps.audit.emit(
+                "proxy.ssh",
+                outcome="failure",
+                user=identity.user,
+                login=request.login if request else "",
+                target=request.node if request else "",
+                remote_addr=remote,
+                reason=reason,
+            )
+            _reply(transport, {"ok": False, "error": message})
+            transport.close()
+            return
+        # The reply goes out before any byte of the node's (the relay holds them until start).
+        _reply(transport, {"ok": True})
+        relay.attach_a(transport, bytes(reader.buffer) + rest if reader.buffer else rest)
+        relay.start()
+        await self._run(relay, identity, node, request, remote)
+
+    async def _authorize(self, identity: Identity, request: SSHRequest) -> Node:
+        deps = self._deps
+        node = find_node(await deps.nodes.list_nodes(), request.node, deps.cluster)
+        not_found = f"node {request.node} not found"
+        if node is None:
+            raise NotFound(not_found)
+        roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
+        name, labels = node.metadata.name, node.all_labels()
+        visible = roles.check_node_visible(name, labels)
+        if not visible.allowed:
+            # Same answer as a node that does not exist; the real reason goes to audit.
+            raise _Hidden(not_found, visible.reason)
+        if request.login not in identity.logins:
+            raise AccessDenied(f'login "{request.login}" is not in the certificate\'s logins')
+        decision = roles.check_node_access(name, labels, request.login)
+        if not decision.allowed:
+            raise AccessDenied(decision.reason)
+        return node
+
+    async def _connect(
+        self, relay: Relay, node: Node, request: SSHRequest, identity: Identity, remote: str
+    ) -> None:
+        deps = self._deps
+        host_id = node.spec.host_id
+        if host_id and deps.tunnel.is_online(host_id):
+            header: dict[str, Any] = {
+                "type": "ssh",
+                "client_addr": remote,
+                "user": identity.user,
+                "login": request.login,
+            }
+            await deps.tunnel.dial(host_id, header, lambda: relay.b)
+            return
+        if not node.spec.addr:
+            raise ConnectionProblem(f"node {node.metadata.name} is offline")
+        host, port = _split_addr(node.spec.addr, request.port)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: relay.b, host, port)
+        except OSError as exc:
+            raise ConnectionProblem(
+                f"cannot connect to node {node.metadata.name} at {host}:{port}: {exc.strerror}"
+            ) from exc
+
+    async def _run(
+        self, relay: Relay, identity: Identity, node: Node, request: SSHRequest, remote: str
+    ) -> None:
+        deps = self._deps
+
+        async def terminate(reason: str) -> None:
+            relay.terminate(reason)
+
+        live = deps.registry.add(
+            LiveConnection(
+                kind="ssh",
+                identity=identity,
+                target=node.metadata.name,
+                login=request.login,
+                remote_addr=remote,
+                started=deps.clock.now(),
+                terminate=terminate,
+                extra={"host_id": node.spec.host_id},
+            )
+        )
+        try:
+            await deps.audit.emit(
+                "proxy.ssh",
+                user=identity.user,
+                login=request.login,
+                target=node.metadata.name,
+                remote_addr=remote,
+                reason="",
+            )
+            await relay.wait_closed()
+        finally:
+            deps.registry.remove(live)
+            log.info(
+                "proxy.ssh ended %s@%s for %s: up %d, down %d bytes %s",
+                request.login,
+                node.metadata.name,
+                identity.user,
+                relay.bytes_a_to_b,
+                relay.bytes_b_to_a,
+                relay.reason,
+            )
+            relay.terminate(relay.reason or "route finished")
+
+
+class _Hidden(NotFound):
+    """A node that exists but is invisible to the user: the client sees NotFound."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _refusal(exc: BaseException, request: SSHRequest | None) -> tuple[str, str]:
+    """(message for the client, reason for audit)."""
+    if isinstance(exc, _Hidden):
+        return exc.message, f"node not visible: {exc.reason}"
+    if isinstance(exc, AccessDenied):
+        target = f"{request.login}@{request.node}" if request else "the node"
+        return f"access denied to {target}", exc.message
+    if isinstance(exc, TimeoutError):
+        return "timed out", "timed out waiting for the request or the node"
+    if isinstance(exc, BastionError):
+        return exc.message, exc.message
+    return "connection failed", f"{type(exc).__name__}: {exc}"
+
+
+def _reply(transport: asyncio.Transport, message: dict[str, Any]) -> None:
+    if not transport.is_closing():
+        transport.write(json.dumps(message).encode() + b"\n")
+
+
+def _split_addr(addr: str, default_port: int) -> tuple[str, int]:
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = addr.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return addr, default_port
