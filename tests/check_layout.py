@@ -30,6 +30,9 @@ COVERED_ELSEWHERE = {
     "backend/compliance.py",
     "testing_pg.py",
     "auth/openapi.py",
+    "auth/api_agents.py",
+    "agent/join.py",
+    "agent/remote.py",
 }
 
 
