@@ -1,37 +1,100 @@
-"""The daemon's supervisor: start the enabled services, wait for a signal, shut down cleanly."""
+"""The daemon's supervisor: start the enabled services, wait for a signal, shut down cleanly.
+
+All-in-one (the default): auth, then the proxy (which serves the auth API on its port too), then
+an SSH node for this host that dials the proxy through a reverse tunnel. With
+``auth_service.enabled: false`` and ``proxy_service.enabled: false`` the process is a remote
+node that joins through ``ssh_service.proxy_server``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
+from bastion.agent.service import NodeService
 from bastion.auth.service import AuthService
+from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig
+from bastion.errors import BadParameter
+from bastion.live.registry import LiveRegistry
+from bastion.proxy.service import ProxyService
 
-__all__ = ["run"]
+__all__ = ["Ready", "run"]
 
 log = structlog.get_logger("bastion.process")
 
 
-async def run(config: FileConfig, on_ready: Callable[[AuthService, list[str]], None]) -> None:
-    """Run until SIGINT/SIGTERM. ``on_ready`` is called once the API is listening."""
+@dataclass(slots=True)
+class Ready:
+    """What is running, for the start-up message."""
+
+    cluster: str
+    data_dir: Path
+    ca_pin: str = ""
+    auth_addr: tuple[str, int] | None = None
+    proxy_addr: tuple[str, int] | None = None
+    node_name: str = ""
+    created: list[str] = field(default_factory=list)
+    second_factor: str = ""
+
+
+async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
+    """Run until SIGINT/SIGTERM. ``on_ready`` is called once every service is listening."""
+    if not (config.auth_service.enabled or config.ssh_service.enabled):
+        raise BadParameter("nothing to run: enable auth_service or ssh_service")
+    if config.proxy_service.enabled and not config.auth_service.enabled:
+        raise BadParameter(
+            "proxy_service needs auth_service in the same process in this release; "
+            "disable the proxy on remote nodes (proxy_service.enabled: false)"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    service = await AuthService.open(config)
-    try:
-        created = await service.start()
-        on_ready(service, created)
+    clock = SystemClock()
+    registry = LiveRegistry()
+    ready = Ready(cluster=config.resolved_cluster_name(), data_dir=config.data_path())
+    async with contextlib.AsyncExitStack() as stack:
+        auth: AuthService | None = None
+        proxy: ProxyService | None = None
+        if config.auth_service.enabled:
+            auth = await AuthService.open(config, clock)
+            stack.push_async_callback(auth.close)
+            ready.created = await auth.start()
+            ready.auth_addr, ready.ca_pin = auth.addr, auth.ca_pin
+            ready.cluster = auth.server.cluster
+            ready.second_factor = (await auth.server.auth_preference()).spec.second_factor
+        if auth is not None and config.proxy_service.enabled:
+            proxy = ProxyService(config, auth, registry, clock)
+            stack.push_async_callback(proxy.close)
+            ready.proxy_addr = await proxy.start()
+        node: NodeService | None = None
+        if config.ssh_service.enabled:
+            if auth is not None and proxy is not None:
+                node = await NodeService.local(config, auth, proxy, registry, clock)
+            else:
+                node = await NodeService.remote(config, registry, clock)
+            stack.push_async_callback(node.close)
+            ready.node_name = node.name
+            ready.cluster = ready.cluster if auth is not None else node.cluster
+        on_ready(ready)
         async with asyncio.TaskGroup() as group:
-            refresher = group.create_task(
-                service.refresh_admin_identity_forever(), name="admin-identity-refresh"
-            )
+            tasks = []
+            if auth is not None:
+                tasks.append(
+                    group.create_task(
+                        auth.refresh_admin_identity_forever(), name="admin-identity-refresh"
+                    )
+                )
+            if node is not None:
+                tasks.append(group.create_task(node.run(), name="ssh-node"))
             await stop.wait()
-            refresher.cancel()
-    finally:
-        log.info("shutting down")
-        await service.close()
+            log.info("shutting down")
+            for task in tasks:
+                task.cancel()

@@ -88,6 +88,10 @@ FlowControl = Callable[[bool], None]
 again: the channel pauses and resumes reading from the client."""
 
 
+def _workdir(user: LoginUser) -> str:
+    return user.home if os.path.isdir(user.home) else "/"
+
+
 def _make_controlling_tty() -> None:  # pragma: no cover - runs in the child
     # start_new_session already called setsid(); fd 0 is the PTY slave.
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -198,7 +202,7 @@ class SessionProcess:
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {
             "env": env,
-            "cwd": user.home if os.path.isdir(user.home) else "/",
+            "cwd": _workdir(user),
             "start_new_session": True,
             "executable": executable,
         }

@@ -81,7 +81,7 @@ class ForwardSession(asyncssh.SSHTCPSession[bytes]):
 
     # -- channel side (asyncssh callbacks) -----------------------------------------------------
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
         self._upstream.attach(self)
 

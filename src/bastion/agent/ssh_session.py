@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 import structlog
@@ -106,7 +106,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     # -- requests before the session starts --------------------------------------------------
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
         self._ctx.sessions.add(self)
 
@@ -365,7 +365,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             participants=meta.participants,
             exit_code=meta.exit_code,
             exit_signal=meta.exit_signal,
-            **extra,
+            **cast(dict[str, Any], extra),
         )
 
     async def terminate(self, reason: str) -> None:

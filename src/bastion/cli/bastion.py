@@ -8,12 +8,11 @@ import sys
 
 import click
 
-from bastion.auth.service import AuthService
 from bastion.cli.common import handle_errors
 from bastion.config.schema import load_config, sample_config
 from bastion.errors import BadParameter
 from bastion.logging import configure_logging
-from bastion.process import run
+from bastion.process import Ready, run
 
 __all__ = ["main"]
 
@@ -35,45 +34,69 @@ def main() -> None:
 @click.option("--data-dir", default="", help="Data directory (default ./bastion-data).")
 @click.option("--cluster-name", default="", help="Cluster name (default: host name).")
 @click.option("--auth-addr", default="", help="Auth API listen address (default 127.0.0.1:3025).")
+@click.option("--proxy-addr", default="", help="Proxy listen address (default 127.0.0.1:3080).")
+@click.option("--node-name", default="", help="Name of this host's SSH node (default: host name).")
 @handle_errors
-def start(config_path: str | None, data_dir: str, cluster_name: str, auth_addr: str) -> None:
+def start(
+    config_path: str | None,
+    data_dir: str,
+    cluster_name: str,
+    auth_addr: str,
+    proxy_addr: str,
+    node_name: str,
+) -> None:
     """Start the cluster (all-in-one on embedded SQLite when there is no config)."""
     config = load_config(config_path, data_dir=data_dir, cluster_name=cluster_name)
-    if auth_addr:
-        try:
-            config.auth_service.listen_addr = auth_addr  # validated on assignment
-        except ValueError as exc:
-            raise BadParameter(f"--auth-addr: {exc}") from None
+    try:  # assignments are validated
+        if auth_addr:
+            config.auth_service.listen_addr = auth_addr
+        if proxy_addr:
+            config.proxy_service.listen_addr = proxy_addr
+        if node_name:
+            config.ssh_service.node_name = node_name
+    except ValueError as exc:
+        raise BadParameter(f"invalid option: {exc}") from None
     configure_logging(config.log.level, config.log.format)
     asyncio.run(run(config, _print_next_steps))
 
 
-def _print_next_steps(service: AuthService, created: list[str]) -> None:
-    host, port = service.addr
-    data_dir = service.config.data_path()
-    pref_note = ""
-    if service.config.auth_service.second_factor == "off":
-        pref_note = (
+def _print_next_steps(ready: Ready) -> None:
+    if ready.auth_addr is None:
+        click.echo(f"Bastion SSH node {ready.node_name!r} joined cluster {ready.cluster}.")
+        sys.stdout.flush()
+        return
+    auth_host, auth_port = ready.auth_addr
+    login = f"{auth_host}:{auth_port}"
+    lines = [
+        "",
+        f"Bastion is running. Cluster: {ready.cluster}",
+        f"  auth API:  https://{auth_host}:{auth_port}   (mTLS for bctl and agents)",
+    ]
+    if ready.proxy_addr is not None:
+        login = f"{ready.proxy_addr[0]}:{ready.proxy_addr[1]}"
+        lines.append(f"  proxy:     https://{login}   (web, API, SSH and agent tunnels)")
+    if ready.node_name:
+        lines.append(f"  SSH node:  {ready.node_name} (this host)")
+    lines += [f"  data dir:  {ready.data_dir}", f"  CA pin:    {ready.ca_pin}"]
+    if ready.created:
+        lines.append("  first start: created " + ", ".join(ready.created))
+    if ready.second_factor == "off":
+        lines.append(
             "\nWARNING: second_factor is off: passwords alone protect this cluster. "
-            "This is INSECURE; use it for development only.\n"
+            "This is INSECURE; use it for development only."
         )
-    click.echo(
+    lines.append(
         f"""
-Bastion is running. Cluster: {service.server.cluster}
-  auth API:  https://{host}:{port}   (mTLS; login, invite and join are public)
-  data dir:  {data_dir}
-  CA pin:    {service.ca_pin}
-{"  first start: created " + ", ".join(created) if created else ""}{pref_note}
 Next steps (in another terminal):
   1. Create the first admin and get a one-time invite:
-       bctl --data-dir {data_dir} users add admin --roles=editor,access --logins=root,$USER
+       bctl --data-dir {ready.data_dir} users add admin --roles=editor,access --logins=root,$USER
   2. Accept the invite: set a password and enrol TOTP (any authenticator app):
-       bsh login --proxy={host}:{port} --invite=TOKEN --ca-pin={service.ca_pin}
-  3. Look around:
-       bctl get roles        bctl audit search --since 1h
-""",
-        err=False,
+       bsh login --proxy={login} --invite=TOKEN --ca-pin={ready.ca_pin}
+  3. Look around and connect:
+       bsh ls        bsh ssh root@{ready.node_name or "NODE"}        bctl audit search --since 1h
+"""
     )
+    click.echo("\n".join(lines))
     sys.stdout.flush()
 
 

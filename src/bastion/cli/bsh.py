@@ -295,3 +295,9 @@ def switch(name: str) -> None:
         raise NotFound(f"no profile {name!r}; bsh status lists them")
     write_private_file(store.home / "current", name)
     click.echo(f"Switched to {name}.")
+
+
+# The SSH commands (ls, ssh, scp, config, proxy ssh) live in their own module.
+from bastion.cli.bsh_ssh import register as _register_ssh  # noqa: E402
+
+_register_ssh(main)

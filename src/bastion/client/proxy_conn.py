@@ -179,9 +179,10 @@ class RouteReplyProtocol(asyncio.Protocol):
 
 def _lost_error(exc: BaseException | None) -> BastionError:
     if isinstance(exc, ssl.SSLError):
+        why = getattr(exc, "reason", None) or exc
         return AuthenticationFailed(
-            f"the proxy refused the TLS connection ({exc.reason or exc}): your certificate may "
-            "be expired or from another cluster; run bsh login"
+            f"the proxy refused the TLS connection ({why}): your certificate may be expired or "
+            "from another cluster; run bsh login"
         )
     return ConnectionProblem(
         f"the proxy closed the connection before answering ({exc or 'no reason given'}); "

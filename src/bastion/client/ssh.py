@@ -172,8 +172,7 @@ class LinePrefixer:
     def feed(self, data: bytes) -> bytes:
         data = self._partial + data
         head, sep, self._partial = data.rpartition(b"\n")
-        if not sep:
-            self._partial = head
+        if not sep:  # no complete line yet: everything stays in _partial
             return b""
         return b"".join(self.prefix + line + b"\n" for line in head.split(b"\n"))
 
@@ -236,6 +235,12 @@ def ssh_errors(node: str, login: str) -> Iterator[None]:
         yield
     except BastionError:
         raise
+    except ExceptionGroup as group:  # a TaskGroup of session pumps: report the first cause
+        first: BaseException = group
+        while isinstance(first, ExceptionGroup):
+            first = first.exceptions[0]
+        with ssh_errors(node, login):
+            raise first from None
     except asyncssh.HostKeyNotVerifiable as exc:
         raise AccessDenied(
             f"refusing to connect to {node}: its host certificate is not signed by the cluster's "

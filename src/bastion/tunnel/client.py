@@ -110,19 +110,14 @@ class TunnelClient:
         ceiling = min(self._cap, self._base * 2 ** min(attempt - 1, 30))
         return random.uniform(0, ceiling)
 
-    async def wait_connected(self, timeout: float = 10.0) -> MuxSession:
-        """Wait until a tunnel is up and return it.
-
-        Raises:
-            TimeoutError: not connected within ``timeout`` seconds.
-        """
-        async with asyncio.timeout(timeout):
-            while True:
-                await self._connected.wait()
-                session = self.session
-                if session is not None and not session.is_closed:
-                    return session
-                await asyncio.sleep(0.01)
+    async def wait_connected(self) -> MuxSession:
+        """Wait until a tunnel is up and return it (wrap in ``asyncio.timeout``)."""
+        while True:
+            await self._connected.wait()
+            session = self.session
+            if session is not None and not session.is_closed:
+                return session
+            await asyncio.sleep(0.01)
 
     async def run(self) -> None:
         """Connect, serve, reconnect -- until :meth:`close`."""

@@ -141,9 +141,9 @@ class MuxStream(asyncio.Transport):
         if isinstance(protocol, asyncio.BufferedProtocol):
             view = memoryview(data)
             while view:
-                buf = protocol.get_buffer(len(view))
+                buf = memoryview(protocol.get_buffer(len(view))).cast("B")
                 n = min(len(buf), len(view))
-                memoryview(buf)[:n] = view[:n]
+                buf[:n] = view[:n]
                 protocol.buffer_updated(n)
                 view = view[n:]
         elif isinstance(protocol, asyncio.Protocol):
@@ -508,6 +508,7 @@ class MuxSession(asyncio.Protocol):
             self._write(self.mux.pong(event.opaque))
         elif isinstance(event, muxframe.GoAway):
             log.info("tunnel %s: peer sent GOAWAY: %s", self.name, event.reason)
+            self.close_reason = self.close_reason or f"peer going away: {event.reason}"
             self._draining = True
             self._close_if_idle()
 

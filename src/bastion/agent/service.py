@@ -1,0 +1,264 @@
+"""Run the SSH node service: identity, reverse tunnel, heartbeats, command labels.
+
+Two ways to get there:
+
+* :meth:`NodeService.local` — the all-in-one process: auth issues the node's host identity
+  directly, the node reads roles from the backend and audits through the auth log.
+* :meth:`NodeService.remote` — a node on another host: joins once with a token through the
+  proxy (identity kept in ``<data_dir>/node``), then heartbeats, audits and watches roles over
+  the API with its host certificate.
+
+Either way the node dials the proxy (outbound only) and serves the SSH connections the proxy
+opens through that tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bastion.agent.deps import NodeConfig, NodeDeps, RoleSource
+from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_resource
+from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
+from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
+from bastion.agent.ssh_node import SSHNode
+from bastion.audit.emitter import Emitter
+from bastion.auth.service import AuthService, _new_key_pem, write_private_file
+from bastion.clock import Clock
+from bastion.config.schema import FileConfig, parse_addr
+from bastion.errors import BadParameter, NotFound
+from bastion.live.registry import LiveRegistry
+from bastion.services.cache import ResourceCache, StoreRoleSource
+from bastion.tunnel.client import TunnelClient, client_tls_context
+from bastion.tunnel.session import MuxStream
+from bastion.types.identity import Identity
+from bastion.types.inventory import CommandLabel, Node
+
+__all__ = ["NodeService"]
+
+log = structlog.get_logger("bastion.node")
+HEARTBEAT_INTERVAL = timedelta(seconds=30)
+HOST_CERT_TTL = timedelta(days=30)
+
+
+def _cmd_labels(config: FileConfig) -> dict[str, CommandLabel]:
+    return {
+        c.name: CommandLabel(command=c.command, period=f"{int(c.period.total_seconds())}s")
+        for c in config.ssh_service.commands
+    }
+
+
+def _node_name(config: FileConfig) -> str:
+    return config.ssh_service.node_name or socket.gethostname() or "node"
+
+
+class NodeService:
+    def __init__(
+        self,
+        *,
+        config: FileConfig,
+        node_config: NodeConfig,
+        roles: RoleSource,
+        audit: Emitter,
+        registry: LiveRegistry,
+        clock: Clock,
+        proxy: tuple[str, int],
+        tls: tuple[str, str, str],
+        send_heartbeat: Callable[[Node], Awaitable[None]],
+        background: list[Callable[[], Coroutine[Any, Any, None]]],
+    ) -> None:
+        self.config = config
+        self.name = node_config.name
+        self.cluster = node_config.cluster
+        self.labels = CommandLabelRunner(node_config.cmd_labels, clock=clock)
+        self.node = SSHNode(
+            NodeDeps(config=node_config, roles=roles, audit=audit, registry=registry, clock=clock),
+            dynamic_labels=self.labels.results,
+        )
+        self._node_config = node_config
+        self._send = send_heartbeat
+        self._background = background
+        cert_pem, key_pem, ca_pem = tls
+        self.tunnel = TunnelClient(
+            proxy[0], proxy[1], client_tls_context(cert_pem, key_pem, ca_pem), self._on_stream
+        )
+        self._direct_addr = ""
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    async def local(
+        cls,
+        config: FileConfig,
+        auth: AuthService,
+        proxy: Any,
+        registry: LiveRegistry,
+        clock: Clock,
+    ) -> NodeService:
+        """The node of the all-in-one process (``proxy`` is the running ProxyService)."""
+        server = auth.server
+        name = _node_name(config)
+        node_dir = config.data_path() / "node"
+        host_id = _stored_host_id(node_dir, name) or str(uuid.uuid4())
+        if await server.node_name_taken(name, host_id):
+            raise BadParameter(
+                f"node name {name!r} is already in use by another host; set "
+                "ssh_service.node_name (or --node-name) to another name"
+            )
+        key_pem, pub = _new_key_pem()
+        identity = Identity(
+            cluster=server.cluster,
+            user=host_id,
+            kind="host",
+            roles=("node",),
+            host_id=host_id,
+            traits={"hostname": (name,)},
+            expires=clock.now() + HOST_CERT_TTL,
+        )
+        principals = [host_id, name, f"{name}.{server.cluster}"]
+        certs = await server.issuer.issue_host(
+            identity, pub, principals, [name], [], HOST_CERT_TTL, "local"
+        )
+        write_private_file(
+            node_dir / "identity.json",
+            json.dumps(
+                {
+                    "host_id": host_id,
+                    "host_name": name,
+                    "role": "node",
+                    "cluster": server.cluster,
+                    "server": "local",
+                    "expires": identity.expires.isoformat(),
+                }
+            ),
+        )
+        node_config = NodeConfig(
+            name=name,
+            cluster=server.cluster,
+            host_id=host_id,
+            host_key_pem=key_pem.decode(),
+            host_cert=certs.ssh_cert,
+            user_ca_keys=tuple(certs.ssh_user_ca),
+            labels=dict(config.ssh_service.labels),
+            cmd_labels=_cmd_labels(config),
+        )
+        assert proxy.listener is not None
+        proxy_host, _ = parse_addr(config.proxy_service.listen_addr, 3080)
+        if proxy_host in ("0.0.0.0", "::", ""):
+            proxy_host = "127.0.0.1"
+
+        async def send(node: Node) -> None:
+            await server.heartbeat_node(node, host_id, "local")
+
+        return cls(
+            config=config,
+            node_config=node_config,
+            roles=StoreRoleSource(server.roles),
+            audit=server.audit,
+            registry=registry,
+            clock=clock,
+            proxy=(proxy_host, proxy.listener.port),
+            tls=(certs.tls_cert, key_pem.decode(), certs.tls_host_ca),
+            send_heartbeat=send,
+            background=[],
+        )
+
+    @classmethod
+    async def remote(cls, config: FileConfig, registry: LiveRegistry, clock: Clock) -> NodeService:
+        """A node on another host: join once, then talk to auth through the proxy."""
+        svc = config.ssh_service
+        name = _node_name(config)
+        node_dir = config.data_path() / "node"
+        try:
+            ident = load_host_identity(node_dir)
+        except NotFound:
+            if not (svc.proxy_server and svc.join_token):
+                raise BadParameter(
+                    "this node has not joined yet: set ssh_service.proxy_server, "
+                    "ssh_service.join_token (bctl tokens add --type=node) and ssh_service.ca_pin"
+                ) from None
+            if not svc.ca_pin:
+                raise BadParameter(
+                    "ssh_service.ca_pin is required to join: the sha256:... pin that bastion "
+                    "start printed (it proves you reach the right cluster)"
+                ) from None
+            ident = await join_cluster(
+                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "node", node_dir
+            )
+        server = svc.proxy_server or ident.server
+        remote = RemoteAuth(ident, server)
+        cache = ResourceCache()
+        emitter = APIEmitter(remote)
+        node_config = NodeConfig(
+            name=ident.host_name,
+            cluster=ident.cluster,
+            host_id=ident.host_id,
+            host_key_pem=ident.read("key"),
+            host_cert=ident.read("cert.pub").strip(),
+            user_ca_keys=tuple(k for k in ident.read("user_ca.pub").splitlines() if k.strip()),
+            labels=dict(svc.labels),
+            cmd_labels=_cmd_labels(config),
+        )
+        return cls(
+            config=config,
+            node_config=node_config,
+            roles=cache,
+            audit=emitter,
+            registry=registry,
+            clock=clock,
+            proxy=parse_addr(server, 3080),
+            tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
+            send_heartbeat=remote.heartbeat,
+            background=[lambda: watch_forever(remote, ["role", "lock"], cache), emitter.run],
+        )
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def _on_stream(self, stream: MuxStream, header: dict[str, Any]) -> None:
+        if header.get("type") != "ssh":
+            log.warning("unknown stream type from proxy", header_type=header.get("type"))
+            stream.close()
+            return
+        host, _, port = str(header.get("client_addr", "")).rpartition(":")
+        await self.node.accept(stream, (host.strip("[]"), int(port) if port.isdigit() else 0))
+
+    def _build_node(self) -> Node:
+        return node_resource(self._node_config, self.labels.labels(), self._direct_addr, True)
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        await self.node.start()
+        listen = self.config.ssh_service.listen_addr
+        if listen:
+            host, port = parse_addr(listen, 3022)
+            bound = await self.node.listen(host, port)
+            self._direct_addr = f"{host}:{bound}"
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.tunnel.run(), name="node-tunnel")
+            group.create_task(self.labels.run(), name="node-command-labels")
+            group.create_task(
+                heartbeat_loop(self._send, self._build_node, HEARTBEAT_INTERVAL),
+                name="node-heartbeat",
+            )
+            for factory in self._background:
+                group.create_task(factory(), name="node-background")
+
+    async def close(self) -> None:
+        await self.tunnel.close()
+        await self.node.close()
+
+
+def _stored_host_id(node_dir: Path, name: str) -> str:
+    try:
+        ident: HostIdentity | None = load_host_identity(node_dir)
+    except (NotFound, KeyError, ValueError):
+        ident = None
+    return ident.host_id if ident is not None and ident.host_name == name else ""

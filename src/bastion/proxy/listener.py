@@ -1,0 +1,531 @@
+"""ProxyListener: the one public TCP port (default 3080) of the proxy.
+
+Layer: ``proxy`` (IO shell). Per accepted socket, under one handshake deadline (peek + TLS):
+
+1. **Peek** (``recv(MSG_PEEK)``; nothing is consumed) until :func:`~bastion.protocols.detect.detect`
+   decides. Why peek: stdlib ``ssl`` must see the ClientHello itself, and we must read it first
+   to pick the ``SSLContext`` (STYLE.md design constraint 3). ``SO_RCVLOWAT`` makes the socket
+   readable only once more bytes than already peeked are there, so a slowloris client costs one
+   wake-up per byte and never a busy loop.
+2. **PROXY v1/v2** only from ``trusted_proxy_sources``: the header is *consumed* (exactly its
+   length), the real client address taken from it, and detection starts again (a second header is
+   refused). From anyone else a PROXY header is refused and logged.
+3. **Plain HTTP**: a ``308`` to ``https://<Host><path>`` (request head read up to 8 KiB), close.
+   SSH banners, Postgres and unknown bytes: close.
+4. **TLS**: parse the ClientHello, :func:`~bastion.proxy.router.route` by ALPN, hand the socket to
+   ``loop.connect_accepted_socket`` with the route's context: ``bastion-ssh/1`` requires a client
+   certificate from the user TLS CA, ``bastion-tunnel/1`` from the host TLS CA; the web accepts an
+   optional user certificate (bsh/bctl mTLS to the auth API). After the handshake the certificate
+   is verified again with :func:`bastion.ca.x509.verify_certificate_chain` against the raw CA of
+   the purpose (ARCHITECTURE.md 6.4), then handed to the SSH route, the tunnel server or the web
+   (an aiohttp ``web.Server`` protocol factory, in-process: design constraint 8).
+
+Bounds (ARCHITECTURE.md 6.5): at most ``max_unauthenticated_per_ip`` / ``_total`` connections that
+have not finished authenticating; each such connection is its own task with a deadline, so junk
+never delays a real login. Refusals after TLS are audited as ``proxy.rejected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from bastion.audit.emitter import Emitter
+from bastion.ca.x509 import verify_certificate_chain
+from bastion.clock import Clock
+from bastion.errors import AccessDenied, RemoteProtocolError
+from bastion.protocols.clienthello import MAX_CLIENT_HELLO, ClientHello, parse_client_hello
+from bastion.protocols.detect import Kind, NeedMore, detect, parse_proxy_header
+from bastion.proxy.limits import UnauthenticatedLimiter
+from bastion.proxy.router import Route, RouteKind, route
+from bastion.proxy.ssh_route import SSHRoute
+from bastion.tunnel.server import TunnelServer
+from bastion.types.identity import Identity
+
+__all__ = ["ListenerConfig", "ListenerDeps", "ProxyListener", "ProxyTLS"]
+
+log = logging.getLogger(__name__)
+
+_MAX_PEEK = MAX_CLIENT_HELLO + 5 * 16  # the largest ClientHello plus its record headers
+_MAX_HTTP_HEAD = 8 * 1024
+_HOST_RE = re.compile(
+    r"^[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$"
+)
+_PATH_RE = re.compile(r"^/[\x21-\x7e]{0,2047}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTLS:
+    """The proxy's certificate and the trust anchors per purpose (PEM)."""
+
+    cert_pem: str
+    """The proxy's server certificate (host TLS CA), chain included if any."""
+    key_pem: str
+    user_ca_pem: str
+    """User TLS CA certificates (all trusted keys): clients on ssh and web."""
+    host_ca_pem: str
+    """Host TLS CA certificates: agents on the tunnel route."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    host: str = "127.0.0.1"
+    port: int = 3080
+    """0 picks a free port (read it back from :attr:`ProxyListener.port`)."""
+    handshake_timeout: float = 10.0
+    """Seconds from accept to a verified peer (detection, PROXY header, TLS handshake)."""
+    trusted_proxy_sources: tuple[str, ...] = ()
+    """CIDRs of load balancers allowed to send a PROXY protocol header."""
+    max_unauthenticated_per_ip: int = 64
+    max_unauthenticated_total: int = 4096
+    backlog: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerDeps:
+    tls: ProxyTLS
+    clock: Clock
+    audit: Emitter
+    tunnel: TunnelServer | None = None
+    ssh: SSHRoute | None = None
+    web: Callable[[], asyncio.BaseProtocol] | None = None
+    """Protocol factory of the web/API server (e.g. an aiohttp ``AppRunner.server``)."""
+
+
+class _Refused(Exception):
+    """Close the connection; the message says why (logged)."""
+
+
+class _Handshake(asyncio.Protocol):
+    """Holds a TLS connection between the handshake and the hand-off (reading paused)."""
+
+    def __init__(self) -> None:
+        self.early = bytearray()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.early += data
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+def _server_context(tls: ProxyTLS, ca_pem: str, mode: ssl.VerifyMode, alpn: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="bastion-tls-") as tmp:
+        cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert_file.write_text(tls.cert_pem)
+        key_file.touch(mode=0o600)
+        key_file.write_text(tls.key_pem)
+        ctx.load_cert_chain(cert_file, key_file)
+    ctx.verify_mode = mode
+    ctx.load_verify_locations(cadata=ca_pem)
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
+class ProxyListener:
+    """Serves the shared proxy port. Use ``async with`` or :meth:`start` / :meth:`close`."""
+
+    def __init__(self, config: ListenerConfig, deps: ListenerDeps) -> None:
+        self.config = config
+        self._deps = deps
+        self._limiter = UnauthenticatedLimiter(
+            config.max_unauthenticated_per_ip, config.max_unauthenticated_total
+        )
+        self._trusted = [
+            ipaddress.ip_network(c, strict=False) for c in config.trusted_proxy_sources
+        ]
+        tls = deps.tls
+        self._contexts = {
+            RouteKind.SSH: _server_context(
+                tls, tls.user_ca_pem, ssl.CERT_REQUIRED, Route.SSH.alpn or ""
+            ),
+            RouteKind.TUNNEL: _server_context(
+                tls, tls.host_ca_pem, ssl.CERT_REQUIRED, Route.TUNNEL.alpn or ""
+            ),
+            RouteKind.WEB: _server_context(
+                tls, tls.user_ca_pem, ssl.CERT_OPTIONAL, Route.WEB.alpn or ""
+            ),
+        }
+        self._anchors = {
+            "user": x509.load_pem_x509_certificates(tls.user_ca_pem.encode()),
+            "host": x509.load_pem_x509_certificates(tls.host_ca_pem.encode()),
+        }
+        self._sock: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = config.port
+
+    @property
+    def limiter(self) -> UnauthenticatedLimiter:
+        return self._limiter
+
+    async def start(self) -> None:
+        """Bind and start accepting."""
+        sock = socket.create_server(
+            (self.config.host, self.config.port), backlog=self.config.backlog
+        )
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._accept_task = loop.create_task(self._accept_loop(sock), name="proxy-accept")
+        log.info("proxy listening on %s:%d", self.config.host, self.port)
+
+    async def close(self) -> None:
+        """Stop accepting and end every connection task this listener runs."""
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+        tasks = [*self._tasks, *([self._accept_task] if self._accept_task else [])]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        self._accept_task = None
+
+    async def __aenter__(self) -> ProxyListener:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(lsock)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.error("proxy accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._handle(sock, (str(addr[0]), int(addr[1]))))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ per connection
+
+    async def _handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        key = peer[0]
+        if not self._limiter.acquire(key):
+            log.warning("proxy: too many unauthenticated connections from %s", key)
+            sock.close()
+            return
+        deadline = loop.time() + self.config.handshake_timeout
+        owned = True  # the socket is ours to close until a transport owns it
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    client, hello, key = await self._classify(sock, peer, key)
+            except (_Refused, RemoteProtocolError, OSError, TimeoutError) as exc:
+                log.info("proxy: closed %s:%d before TLS: %s", peer[0], peer[1], _why(exc))
+                return
+            chosen = route(hello.alpn, hello.sni)
+            if chosen.kind is RouteKind.REFUSE:
+                log.warning("proxy: refused %s:%d: %s", client[0], client[1], chosen.reason)
+                return
+            _set_lowat(sock, 1)
+            try:
+                async with asyncio.timeout_at(deadline + 1):
+                    transport, holder = await loop.connect_accepted_socket(
+                        _Handshake,
+                        sock,
+                        ssl=self._contexts[chosen.kind],
+                        ssl_handshake_timeout=max(0.05, deadline - loop.time()),
+                    )
+                owned = False
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                await self._handshake_failed(client, chosen, exc)
+                return
+            accepted, identity = await self._verify(transport, chosen, client)
+            if not accepted:
+                return
+        finally:
+            self._limiter.release(key)
+            if owned:
+                sock.close()
+        await self._dispatch(chosen, transport, holder, identity, client)
+
+    async def _classify(
+        self, sock: socket.socket, peer: tuple[str, int], key: str
+    ) -> tuple[tuple[str, int], ClientHello, str]:
+        client = peer
+        proxied = False
+        data = await _peek(sock, 1)
+        while True:
+            found = detect(data)
+            if isinstance(found, NeedMore):
+                data = await _peek(sock, found.at_least)
+                continue
+            if found.kind in (Kind.PROXY_V1, Kind.PROXY_V2):
+                if proxied or not self._is_trusted(peer[0]):
+                    log.warning("proxy: PROXY header from untrusted source %s refused", peer[0])
+                    raise _Refused("PROXY protocol header from an untrusted source")
+                header = parse_proxy_header(data)
+                while isinstance(header, NeedMore):
+                    data = await _peek(sock, header.at_least)
+                    header = parse_proxy_header(data)
+                await _consume(sock, header.length)
+                proxied = True
+                if header.source is not None:
+                    client = (header.source.host, header.source.port)
+                    # Count the real client, not the load balancer, against the per-IP limit.
+                    self._limiter.release(key)
+                    key = client[0]
+                    if not self._limiter.acquire(key):
+                        self._limiter.acquire(peer[0])  # keep the caller's release balanced
+                        raise _Refused(f"too many unauthenticated connections from {key}")
+                data = await _peek(sock, 1)
+                continue
+            if found.kind is Kind.HTTP:
+                await _redirect(sock)
+                raise _Refused("plain HTTP redirected to HTTPS")
+            if found.kind is not Kind.TLS:
+                raise _Refused(f"unsupported protocol: {found.reason}")
+            hello = parse_client_hello(data)
+            while hello is None:
+                data = await _peek(sock, len(data) + 1)
+                hello = parse_client_hello(data)
+            return client, hello, key
+
+    def _is_trusted(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self._trusted)
+
+    async def _handshake_failed(
+        self, client: tuple[str, int], chosen: Route, exc: BaseException
+    ) -> None:
+        reason = _why(exc)
+        log.warning("proxy: TLS handshake with %s:%d failed: %s", client[0], client[1], reason)
+        if isinstance(exc, ssl.SSLError) and "CERTIFICATE" in reason.upper():
+            await self._deps.audit.emit(
+                "proxy.rejected",
+                outcome="failure",
+                remote_addr=f"{client[0]}:{client[1]}",
+                reason=f"TLS handshake on {chosen.kind.value} route failed: {reason}",
+                route=chosen.kind.value,
+            )
+
+    async def _verify(
+        self, transport: asyncio.Transport, chosen: Route, client: tuple[str, int]
+    ) -> tuple[bool, Identity | None]:
+        """Verify the peer certificate again against the raw CA of the route's purpose.
+
+        Returns:
+            ``(accepted, identity)``; the identity is None only for the web without a
+            client certificate. A refused connection is already aborted and audited.
+        """
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        who = ""
+        try:
+            if chosen.kind is not RouteKind.WEB and alpn != chosen.alpn:
+                raise AccessDenied(f"ALPN {chosen.alpn} was not negotiated (got {alpn!r})")
+            if der is None:
+                if chosen.kind is RouteKind.WEB:
+                    return True, None
+                raise AccessDenied("no client certificate")
+            cert = x509.load_der_x509_certificate(der)
+            who = _subject(cert)
+            purpose = "host" if chosen.kind is RouteKind.TUNNEL else "user"
+            identity = verify_certificate_chain(
+                cert,
+                self._anchors[purpose],
+                self._deps.clock.now(),
+                usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            )
+            allowed = ("host",) if purpose == "host" else ("user", "admin", "bot")
+            if identity.kind not in allowed:
+                raise AccessDenied(
+                    f"a {identity.kind} identity may not use the {chosen.alpn} route"
+                )
+            return True, identity
+        except (AccessDenied, ValueError) as exc:
+            reason = str(exc)
+            log.warning("proxy: refused %s from %s:%d: %s", who, client[0], client[1], reason)
+            await self._deps.audit.emit(
+                "proxy.rejected",
+                outcome="failure",
+                user=who,
+                remote_addr=f"{client[0]}:{client[1]}",
+                reason=reason,
+                route=chosen.kind.value,
+            )
+            transport.abort()
+            return False, None
+
+    async def _dispatch(
+        self,
+        chosen: Route,
+        transport: asyncio.Transport,
+        holder: _Handshake,
+        identity: Identity | None,
+        client: tuple[str, int],
+    ) -> None:
+        early = bytes(holder.early)
+        if holder.lost:
+            return
+        try:
+            await self._hand_off(chosen, transport, identity, client, early)
+        except Exception:
+            log.exception("proxy: %s route failed for %s:%d", chosen.kind.value, *client)
+            transport.abort()
+
+    async def _hand_off(
+        self,
+        chosen: Route,
+        transport: asyncio.Transport,
+        identity: Identity | None,
+        client: tuple[str, int],
+        early: bytes,
+    ) -> None:
+        if chosen.kind is RouteKind.SSH and identity is not None and self._deps.ssh is not None:
+            await self._deps.ssh.handle(transport, identity, client, early)
+        elif chosen.kind is RouteKind.TUNNEL and identity is not None and self._deps.tunnel:
+            tunnel = self._deps.tunnel.accept(transport, identity, early)
+            transport.resume_reading()
+            await tunnel.session.wait_closed()
+        elif chosen.kind is RouteKind.WEB and self._deps.web is not None:
+            protocol = self._deps.web()
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            if early and isinstance(protocol, asyncio.Protocol):
+                protocol.data_received(early)
+            transport.resume_reading()
+        else:
+            log.warning("proxy: no handler for route %s", chosen.kind.value)
+            transport.abort()
+
+
+def _subject(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "handshake deadline passed"
+    return str(exc) or type(exc).__name__
+
+
+def _set_lowat(sock: socket.socket, n: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, n))
+    except OSError:
+        pass  # not supported: _peek falls back to short sleeps
+
+
+async def _wait_readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _peek(sock: socket.socket, at_least: int) -> bytes:
+    """Peek until at least ``at_least`` bytes are buffered (the caller holds the deadline).
+
+    Raises:
+        ConnectionResetError: the client closed the connection first.
+    """
+    at_least = min(at_least, _MAX_PEEK)
+    seen = -1
+    while True:
+        try:
+            data = sock.recv(_MAX_PEEK, socket.MSG_PEEK)
+        except BlockingIOError:
+            data = None
+        if data == b"":
+            raise ConnectionResetError("client closed the connection")
+        if data is not None:
+            if len(data) >= at_least:
+                return data
+            if len(data) == seen:
+                await asyncio.sleep(0.01)  # readable without progress: never spin
+            seen = len(data)
+            _set_lowat(sock, len(data) + 1)
+        await _wait_readable(sock)
+
+
+async def _consume(sock: socket.socket, n: int) -> None:
+    """Read and drop exactly ``n`` bytes that a peek already showed."""
+    while n > 0:
+        try:
+            chunk = sock.recv(n)
+        except BlockingIOError:
+            _set_lowat(sock, 1)
+            await _wait_readable(sock)
+            continue
+        if not chunk:
+            raise ConnectionResetError("client closed the connection")
+        n -= len(chunk)
+
+
+async def _redirect(sock: socket.socket) -> None:
+    """Answer a plain HTTP request with a 308 to HTTPS on the same Host and path."""
+    loop = asyncio.get_running_loop()
+    _set_lowat(sock, 1)
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < _MAX_HTTP_HEAD:
+        chunk = await loop.sock_recv(sock, _MAX_HTTP_HEAD - len(head))
+        if not chunk:
+            break
+        head += chunk
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    host = next(
+        (line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("host:")),
+        "",
+    )
+    path = parts[1] if len(parts) == 3 else ""
+    if _HOST_RE.match(host) and _PATH_RE.match(path):
+        response = (
+            "HTTP/1.1 308 Permanent Redirect\r\n"
+            f"Location: https://{host}{path}\r\n"
+            "Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    else:
+        response = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    await loop.sock_sendall(sock, response.encode("latin-1"))

@@ -1,0 +1,147 @@
+"""authorize_certificate (our second, identity-aware check) and the asyncssh hook it relies on."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nodeharness import DEFAULT_ROLES, DictRoles  # noqa: E402
+
+from bastion.agent.ssh_auth import authorize_certificate, install_certificate_hook
+from bastion.ca.keys import generate_private_key
+from bastion.ca.sshcert import sign_ssh_certificate, ssh_user_certificate
+from bastion.errors import AccessDenied, ConnectionProblem
+from bastion.types.access import Role
+from bastion.types.identity import Identity
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+CA = generate_private_key()
+USER_KEY = generate_private_key()
+
+
+def _cert(**overrides: object) -> bytes:
+    fields: dict[str, object] = {
+        "cluster": "c1",
+        "user": "alice",
+        "roles": ("dev",),
+        "logins": ("bob",),
+        "expires": NOW + timedelta(hours=1),
+    }
+    fields.update(overrides)
+    return ssh_user_certificate(
+        CA, USER_KEY.public_key(), Identity(**fields), 7, NOW - timedelta(minutes=1)  # type: ignore[arg-type]
+    )
+
+
+async def _check(blob: bytes, login: str = "bob", roles: object = None, labels: dict[str, str] | None = None,
+                 now: datetime = NOW) -> object:  # fmt: skip
+    return await authorize_certificate(
+        blob,
+        login,
+        cluster="c1",
+        node_name="node1",
+        node_labels=labels if labels is not None else {"env": "dev"},
+        user_ca_keys=[CA.public_key()],
+        roles=roles or DictRoles(_roles_with_bob()),  # type: ignore[arg-type]
+        now=now,
+        client_address="127.0.0.1",
+    )
+
+
+def _roles_with_bob() -> list[Role]:
+    from nodeharness import role
+
+    return [role("dev", {"logins": ["bob"], "node_labels": {"env": "dev"}}), *DEFAULT_ROLES[4:]]
+
+
+async def test_allowed_keeps_identity_and_roles() -> None:
+    result = await _check(_cert())
+    assert result.identity.user == "alice"  # type: ignore[attr-defined]
+    assert result.roles.role_names == ("dev",)  # type: ignore[attr-defined]
+    assert result.cert_serial == "7"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("blob_args", "kwargs", "reason"),
+    [
+        ({}, {"now": NOW + timedelta(hours=2)}, "expired"),
+        ({}, {"login": "root"}, "not listed"),
+        ({"cluster": "other"}, {}, 'cluster "other"'),
+        ({}, {"labels": {"env": "prod"}}, "node1"),
+        ({"roles": ("dev", "no-dev")}, {}, "no-dev"),
+        ({"kind": "host"}, {}, "host identity"),
+    ],
+)
+async def test_refusals(blob_args: dict[str, object], kwargs: dict[str, object], reason: str) -> None:
+    with pytest.raises(AccessDenied, match=reason):
+        await _check(_cert(**blob_args), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_foreign_ca_and_garbage_and_missing_identity() -> None:
+    foreign = ssh_user_certificate(
+        generate_private_key(),
+        USER_KEY.public_key(),
+        Identity(cluster="c1", user="alice", logins=("bob",), expires=NOW + timedelta(hours=1)),
+        1,
+        NOW - timedelta(minutes=1),
+    )
+    with pytest.raises(AccessDenied, match="unknown CA"):
+        await _check(foreign)
+    with pytest.raises(AccessDenied, match="unreadable certificate"):
+        await _check(b"\x00\x00\x00\x03abc")
+    plain = sign_ssh_certificate(
+        CA, USER_KEY.public_key(), cert_type="user", serial=1, key_id="alice",
+        principals=["bob"], valid_after=NOW - timedelta(minutes=1),
+        valid_before=NOW + timedelta(hours=1),
+    )  # fmt: skip
+    with pytest.raises(AccessDenied, match="no identity extension"):
+        await _check(plain)
+
+
+async def test_roles_unavailable_fails_closed() -> None:
+    class Down:
+        async def get_roles(self, names: Sequence[str]) -> list[Role]:
+            raise ConnectionProblem("auth unreachable")
+
+    with pytest.raises(AccessDenied, match="unavailable"):
+        await _check(_cert(), roles=Down())
+
+
+def test_asyncssh_private_hook_is_still_there() -> None:
+    """Pins what install_certificate_hook relies on; if this fails, re-read asyncssh."""
+    method = asyncssh.SSHServerConnection._validate_openssh_certificate
+    assert inspect.iscoroutinefunction(method)
+    assert list(inspect.signature(method).parameters) == ["self", "username", "cert"]
+    source = inspect.getsource(asyncssh.SSHServerConnection._validate_client_certificate)
+    assert "self._validate_openssh_certificate(" in source  # looked up on the instance
+
+
+async def test_install_hook_shadows_per_instance_and_fails_closed() -> None:
+    class Conn:
+        async def _validate_openssh_certificate(self, username: str, cert: object) -> str:
+            return "key"
+
+    class Cert:
+        public_data = b"blob"
+        options: dict[str, object] = {"permit-agent-forwarding": True}
+
+    seen: list[tuple[str, bytes]] = []
+
+    async def refuse(login: str, blob: bytes) -> None:
+        seen.append((login, blob))
+        return None
+
+    conn, other = Conn(), Conn()
+    install_certificate_hook(conn, refuse)
+    assert await conn._validate_openssh_certificate("bob", Cert()) is None
+    assert seen == [("bob", b"blob")]
+    assert await other._validate_openssh_certificate("bob", Cert()) == "key"
+    with pytest.raises(RuntimeError):
+        install_certificate_hook(object(), refuse)
