@@ -33,6 +33,13 @@ COVERED_ELSEWHERE = {
     "auth/api_agents.py",
     "agent/join.py",
     "agent/remote.py",
+    "agent/service.py",
+    "proxy/listener.py",
+    "proxy/relay.py",
+    "proxy/service.py",
+    "tunnel/server.py",
+    "tunnel/client.py",
+    "testing_sshd.py",
 }
 
 

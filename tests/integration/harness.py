@@ -52,6 +52,8 @@ class Cluster:
     log: Path
     pin: str = ""
     cluster: str = ""
+    proxy: str = ""
+    """``host:port`` of the proxy (web/API, SSH, tunnels)."""
 
     @property
     def port(self) -> int:
@@ -82,6 +84,7 @@ def start_cluster(work: Path, *extra: str, name: str = "test.local") -> Cluster:
     """Start ``bastion start`` and wait until the admin identity exists and /v1/ping answers."""
     data_dir = work / "data"
     port = free_port()
+    proxy_port = free_port()
     log = work / "daemon.log"
     args = [
         str(BIN / "bastion"),
@@ -90,13 +93,21 @@ def start_cluster(work: Path, *extra: str, name: str = "test.local") -> Cluster:
         str(data_dir),
         "--auth-addr",
         f"127.0.0.1:{port}",
+        "--proxy-addr",
+        f"127.0.0.1:{proxy_port}",
         "--cluster-name",
         name,
         *extra,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=work)
-    cluster = Cluster(data_dir=data_dir, addr=f"127.0.0.1:{port}", proc=proc, log=log)
+    cluster = Cluster(
+        data_dir=data_dir,
+        addr=f"127.0.0.1:{port}",
+        proc=proc,
+        log=log,
+        proxy=f"127.0.0.1:{proxy_port}",
+    )
     deadline = time.monotonic() + START_TIMEOUT
     last_error = ""
     while time.monotonic() < deadline:

@@ -35,6 +35,7 @@ def test_two_auth_servers_share_state(pg: PgServer, tmp_path: Path) -> None:
     config = tmp_path / "bastion.yaml"
     config.write_text(
         f"storage:\n  type: postgres\n  dsn: {dsn}\nauth_service:\n  kek_file: {tmp_path / 'kek'}\n"
+        "ssh_service:\n  enabled: false\n"  # two nodes named after this host would collide
     )
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir()

@@ -63,11 +63,11 @@ def label_value(output: str) -> str:
     return lines[0].strip()[:MAX_LABEL_LENGTH] if lines else ""
 
 
-async def run_command(argv: Sequence[str], timeout: float) -> str:
+async def run_command(argv: Sequence[str], time_limit: float) -> str:
     """Run a command label's program (no shell) and return its output.
 
     Raises:
-        TimeoutError: it ran longer than ``timeout`` (it is killed).
+        TimeoutError: it ran longer than ``time_limit`` seconds (it is killed).
         RuntimeError: it exited with a non-zero status.
         OSError: it could not be started.
     """
@@ -79,7 +79,7 @@ async def run_command(argv: Sequence[str], timeout: float) -> str:
         start_new_session=True,
     )
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(time_limit):
             stdout, _ = await proc.communicate()
     except BaseException:  # timeout or cancellation: do not leave it running
         with contextlib.suppress(ProcessLookupError):

@@ -34,6 +34,7 @@ from bastion.agent.ssh_forward import ForwardSession, open_direct_tcpip
 from bastion.agent.ssh_session import NodeSession, ObserverFactory, SessionContext
 from bastion.backend.fanout import BackgroundTasks
 from bastion.ca.keys import load_public_key
+from bastion.ca.sshcert import parse_ssh_certificate
 from bastion.errors import AccessDenied
 from bastion.live.registry import LiveConnection
 
@@ -276,9 +277,7 @@ class _NodeServer(asyncssh.SSHServer):
 
 
 def _user_of(blob: bytes) -> str:
-    """Best-effort user name (key id) for auditing a refused certificate."""
-    from bastion.ca.sshcert import parse_ssh_certificate
-
+    """The user a refused certificate claims (its key id; unverified), for the audit event."""
     with contextlib.suppress(Exception):
         return parse_ssh_certificate(blob).key_id
     return ""
@@ -366,9 +365,9 @@ class SSHNode:
             client_addr: the real client address, used when the transport has no
                 ``peername``.
 
-        A caller that cannot attach at once should ``pause_reading()`` the transport until
-        then (bytes that arrive before :meth:`accept` would reach the wrong protocol);
-        :meth:`accept` resumes reading.
+        A caller that cannot attach at once should ``pause_reading()`` the transport (or
+        queue, as the tunnel's streams do) until then; :meth:`accept` resumes reading, which
+        delivers what was held back.
         """
         await self.start()
         listener = self._tunnel.listener
@@ -384,8 +383,12 @@ class SSHNode:
             conn.connection_made(transport)
         finally:
             self._fallback_addr = ""
-        if not transport.is_reading():
-            transport.resume_reading()  # callers pause it until the protocol is attached
+        # Bytes that arrived before the protocol was attached are held by the transport (a
+        # paused socket, the tunnel stream's queue); resuming delivers them. Pause first so
+        # that resume_reading is never a no-op.
+        if transport.is_reading():
+            transport.pause_reading()
+        transport.resume_reading()
 
     async def listen(self, host: str = "", port: int = DEFAULT_PORT) -> int:
         """Also listen for direct TCP connections; returns the bound port (useful with 0)."""

@@ -98,6 +98,14 @@ class GuardedAuth:
         return item
 
     def _node_visible(self, node: Node) -> bool:
+        # The local admin identity (bctl on the auth host) and proxies manage the inventory;
+        # everyone else sees only the nodes their roles' node_labels select.
+        if (
+            self.ctx.identity.kind == "admin"
+            or "proxy" in self.ctx.identity.roles
+            and (self.ctx.identity.kind == "host")
+        ):
+            return True
         return self.ctx.role_set.check_node_visible(node.name, node.all_labels()).allowed
 
     async def create_resource(self, resource: Resource, force: bool) -> Resource:

@@ -80,12 +80,13 @@ def _error_for(message: str, code: str) -> BastionError:
         return error_from_code(code, message)
     low = message.lower()
     if "not found" in low or "no such" in low or "unknown node" in low:
-        return NotFound(message)
+        return NotFound(f"{message} (bsh ls lists the nodes you can reach)")
     if "denied" in low or "not allowed" in low or "forbidden" in low:
         return AccessDenied(message)
     if "expired" in low or "certificate" in low:
         return AuthenticationFailed(message)
-    if "offline" in low or "unreachable" in low or "timeout" in low or "tunnel" in low:
+    offline = ("offline", "unreachable", "timeout", "timed out", "tunnel", "connect")
+    if any(word in low for word in offline):
         return ConnectionProblem(message)
     return BastionError(message)
 
@@ -354,7 +355,7 @@ class _Copy(_FlowTarget, asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if not self.ended.done():
             self.ended.set_result(None)
-        return True  # keep our write side: the other direction may still be flowing
+        return None  # close: after the node's EOF the SSH connection is over
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import getpass
 import os
+import selectors
 import signal
 import stat
 import sys
@@ -356,15 +357,28 @@ def _raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _pollable(fd: int) -> bool:
+    """Can the event loop watch ``fd``? Regular files and /dev/null (epoll says EPERM) cannot;
+    reading them never blocks for long, so a worker thread reads those."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return False
+    with selectors.DefaultSelector() as probe:
+        try:
+            probe.register(fd, selectors.EVENT_READ)
+        except (PermissionError, ValueError, OSError):
+            return False
+    return True
+
+
 @contextlib.asynccontextmanager
 async def _stdin_reader(fd: int) -> AsyncIterator[asyncio.StreamReader | None]:
-    """A StreamReader on ``fd`` (pipes, sockets, ttys), or None for regular files.
+    """A StreamReader on ``fd`` (pipes, sockets, ttys), or None when it is not pollable.
 
     connect_read_pipe makes the fd non-blocking, a flag it shares with the parent shell;
     it is put back as it was.
     """
-    mode = os.fstat(fd).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+    if not _pollable(fd):
         yield None
         return
     blocking = os.get_blocking(fd)

@@ -164,8 +164,10 @@ class ProxyListener:
             RouteKind.TUNNEL: _server_context(
                 tls, tls.host_ca_pem, ssl.CERT_REQUIRED, Route.TUNNEL.alpn or ""
             ),
+            # The API behind the web route takes users (bsh, bctl) and agents (heartbeats,
+            # watches) alike; it checks each certificate against the CA of its purpose.
             RouteKind.WEB: _server_context(
-                tls, tls.user_ca_pem, ssl.CERT_OPTIONAL, Route.WEB.alpn or ""
+                tls, tls.user_ca_pem + tls.host_ca_pem, ssl.CERT_OPTIONAL, Route.WEB.alpn or ""
             ),
         }
         self._anchors = {
@@ -235,9 +237,9 @@ class ProxyListener:
 
     async def _handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
-        key = peer[0]
-        if not self._limiter.acquire(key):
-            log.warning("proxy: too many unauthenticated connections from %s", key)
+        counted = [peer[0]]  # the IP counted against the limits (changes with a PROXY header)
+        if not self._limiter.acquire(peer[0]):
+            log.warning("proxy: too many unauthenticated connections from %s", peer[0])
             sock.close()
             return
         deadline = loop.time() + self.config.handshake_timeout
@@ -245,7 +247,7 @@ class ProxyListener:
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    client, hello, key = await self._classify(sock, peer, key)
+                    client, hello = await self._classify(sock, peer, counted)
             except (_Refused, RemoteProtocolError, OSError, TimeoutError) as exc:
                 log.info("proxy: closed %s:%d before TLS: %s", peer[0], peer[1], _why(exc))
                 return
@@ -270,14 +272,14 @@ class ProxyListener:
             if not accepted:
                 return
         finally:
-            self._limiter.release(key)
+            self._limiter.release(counted[0])
             if owned:
                 sock.close()
         await self._dispatch(chosen, transport, holder, identity, client)
 
     async def _classify(
-        self, sock: socket.socket, peer: tuple[str, int], key: str
-    ) -> tuple[tuple[str, int], ClientHello, str]:
+        self, sock: socket.socket, peer: tuple[str, int], counted: list[str]
+    ) -> tuple[tuple[str, int], ClientHello]:
         client = peer
         proxied = False
         data = await _peek(sock, 1)
@@ -299,11 +301,10 @@ class ProxyListener:
                 if header.source is not None:
                     client = (header.source.host, header.source.port)
                     # Count the real client, not the load balancer, against the per-IP limit.
-                    self._limiter.release(key)
-                    key = client[0]
-                    if not self._limiter.acquire(key):
-                        self._limiter.acquire(peer[0])  # keep the caller's release balanced
-                        raise _Refused(f"too many unauthenticated connections from {key}")
+                    if not self._limiter.acquire(client[0]):
+                        raise _Refused(f"too many unauthenticated connections from {client[0]}")
+                    self._limiter.release(counted[0])
+                    counted[0] = client[0]
                 data = await _peek(sock, 1)
                 continue
             if found.kind is Kind.HTTP:
@@ -315,7 +316,7 @@ class ProxyListener:
             while hello is None:
                 data = await _peek(sock, len(data) + 1)
                 hello = parse_client_hello(data)
-            return client, hello, key
+            return client, hello
 
     def _is_trusted(self, ip: str) -> bool:
         try:
@@ -361,6 +362,8 @@ class ProxyListener:
             cert = x509.load_der_x509_certificate(der)
             who = _subject(cert)
             purpose = "host" if chosen.kind is RouteKind.TUNNEL else "user"
+            if chosen.kind is RouteKind.WEB and _issued_by(cert, self._anchors["host"]):
+                purpose = "host"  # agents call the API too (heartbeats, watches, events)
             identity = verify_certificate_chain(
                 cert,
                 self._anchors[purpose],
@@ -485,7 +488,7 @@ async def _peek(sock: socket.socket, at_least: int) -> bytes:
             if len(data) == seen:
                 await asyncio.sleep(0.01)  # readable without progress: never spin
             seen = len(data)
-            _set_lowat(sock, len(data) + 1)
+            _set_lowat(sock, max(at_least, len(data) + 1))
         await _wait_readable(sock)
 
 
@@ -529,3 +532,8 @@ async def _redirect(sock: socket.socket) -> None:
     else:
         response = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     await loop.sock_sendall(sock, response.encode("latin-1"))
+
+
+def _issued_by(cert: x509.Certificate, anchors: list[x509.Certificate]) -> bool:
+    """Whether ``cert`` names one of ``anchors`` as issuer (a hint; the chain is verified)."""
+    return any(cert.issuer == anchor.subject for anchor in anchors)

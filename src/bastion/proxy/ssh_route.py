@@ -45,6 +45,8 @@ __all__ = [
     "SSHRequest",
     "SSHRoute",
     "SSHRouteDeps",
+    "find_node",
+    "parse_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,9 +216,12 @@ class SSHRoute:
             _reply(transport, {"ok": False, "error": message})
             transport.close()
             return
+        except asyncio.CancelledError:
+            transport.abort()  # the proxy is shutting down: do not leave the client hanging
+            raise
         # The reply goes out before any byte of the node's (the relay holds them until start).
         _reply(transport, {"ok": True})
-        relay.attach_a(transport, bytes(reader.buffer) + rest if reader.buffer else rest)
+        relay.attach_a(transport, rest + bytes(reader.buffer))
         relay.start()
         await self._run(relay, identity, node, request, remote)
 

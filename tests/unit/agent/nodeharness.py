@@ -53,7 +53,9 @@ class FakeEmitter:
     def of(self, event_type: str) -> list[AuditEvent]:
         return [e for e in self.events if e.type == event_type]
 
-    async def wait_for(self, event_type: str, count: int = 1, timeout: float = 5) -> list[AuditEvent]:
+    async def wait_for(
+        self, event_type: str, count: int = 1, timeout: float = 5
+    ) -> list[AuditEvent]:
         async with asyncio.timeout(timeout):
             while len(self.of(event_type)) < count:
                 await asyncio.sleep(0.01)
@@ -81,8 +83,11 @@ def role(name: str, allow: dict[str, Any] | None = None, deny: dict[str, Any] | 
 
 
 DEFAULT_ROLES = [
-    role("dev", {"logins": [LOGIN, "root", "nosuchuser-bastion"], "node_labels": {"*": "*"}},
-         forward_agent=True),  # fmt: skip
+    role(
+        "dev",
+        {"logins": [LOGIN, "root", "nosuchuser-bastion"], "node_labels": {"*": "*"}},
+        forward_agent=True,
+    ),  # fmt: skip
     role("noforward", {"logins": [LOGIN], "node_labels": {"*": "*"}}, port_forwarding=False),
     role("nopty", {"logins": [LOGIN], "node_labels": {"*": "*"}}, permit_pty=False),
     role("dev-allow", {"logins": [LOGIN], "node_labels": {"*": "*"}}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -131,7 +131,7 @@ def test_node_resource() -> None:
 async def test_heartbeat_sets_ttl_and_retries_with_backoff() -> None:
     clock = FakeClock()
     sent: list[Node] = []
-    sent_at: list[object] = []
+    sent_at: list[datetime] = []
     failures = 2
     sleeps: list[float] = []
 

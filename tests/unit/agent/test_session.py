@@ -8,7 +8,6 @@ from collections.abc import Mapping
 
 import pytest
 
-from bastion.agent import session as session_mod
 from bastion.agent.session import (
     LoginUser,
     SessionMeta,
@@ -74,10 +73,8 @@ def test_lookup_unknown_login() -> None:
 
 def test_non_root_node_only_runs_its_own_user(monkeypatch: pytest.MonkeyPatch) -> None:
     other = next(e for e in pwd.getpwall() if e.pw_uid != os.geteuid())
-    monkeypatch.setattr(session_mod.os, "geteuid", lambda: 12345)
-    monkeypatch.setattr(
-        session_mod.pwd, "getpwuid", lambda uid: pwd.struct_passwd(("svc",) + ("x",) * 6)
-    )
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: pwd.struct_passwd(("svc",) + ("x",) * 6))
     with pytest.raises(AccessDenied, match='can only start sessions as "svc"'):
         lookup_login(other.pw_name)
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -14,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from nodeharness import DEFAULT_ROLES, DictRoles  # noqa: E402
 
-from bastion.agent.ssh_auth import authorize_certificate, install_certificate_hook
+from bastion.agent.ssh_auth import Authorized, authorize_certificate, install_certificate_hook
 from bastion.ca.keys import generate_private_key
 from bastion.ca.sshcert import sign_ssh_certificate, ssh_user_certificate
 from bastion.errors import AccessDenied, ConnectionProblem
@@ -36,12 +37,21 @@ def _cert(**overrides: object) -> bytes:
     }
     fields.update(overrides)
     return ssh_user_certificate(
-        CA, USER_KEY.public_key(), Identity(**fields), 7, NOW - timedelta(minutes=1)  # type: ignore[arg-type]
+        CA,
+        USER_KEY.public_key(),
+        Identity.model_validate(fields),
+        7,
+        NOW - timedelta(minutes=1),
     )
 
 
-async def _check(blob: bytes, login: str = "bob", roles: object = None, labels: dict[str, str] | None = None,
-                 now: datetime = NOW) -> object:  # fmt: skip
+async def _check(
+    blob: bytes,
+    login: str = "bob",
+    roles: Any = None,
+    labels: dict[str, str] | None = None,
+    now: datetime = NOW,
+) -> Authorized:
     return await authorize_certificate(
         blob,
         login,
@@ -49,7 +59,7 @@ async def _check(blob: bytes, login: str = "bob", roles: object = None, labels: 
         node_name="node1",
         node_labels=labels if labels is not None else {"env": "dev"},
         user_ca_keys=[CA.public_key()],
-        roles=roles or DictRoles(_roles_with_bob()),  # type: ignore[arg-type]
+        roles=roles or DictRoles(_roles_with_bob()),
         now=now,
         client_address="127.0.0.1",
     )
@@ -63,9 +73,9 @@ def _roles_with_bob() -> list[Role]:
 
 async def test_allowed_keeps_identity_and_roles() -> None:
     result = await _check(_cert())
-    assert result.identity.user == "alice"  # type: ignore[attr-defined]
-    assert result.roles.role_names == ("dev",)  # type: ignore[attr-defined]
-    assert result.cert_serial == "7"  # type: ignore[attr-defined]
+    assert result.identity.user == "alice"
+    assert result.roles.role_names == ("dev",)
+    assert result.cert_serial == "7"
 
 
 @pytest.mark.parametrize(
@@ -79,9 +89,9 @@ async def test_allowed_keeps_identity_and_roles() -> None:
         ({"kind": "host"}, {}, "host identity"),
     ],
 )
-async def test_refusals(blob_args: dict[str, object], kwargs: dict[str, object], reason: str) -> None:
+async def test_refusals(blob_args: dict[str, Any], kwargs: dict[str, Any], reason: str) -> None:
     with pytest.raises(AccessDenied, match=reason):
-        await _check(_cert(**blob_args), **kwargs)  # type: ignore[arg-type]
+        await _check(_cert(**blob_args), **kwargs)
 
 
 async def test_foreign_ca_and_garbage_and_missing_identity() -> None:

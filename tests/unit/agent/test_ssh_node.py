@@ -67,9 +67,7 @@ async def test_environment_is_allow_listed(harness: NodeHarness) -> None:
 async def test_pty_shell_window_change(harness: NodeHarness) -> None:
     client = await harness.client()
     async with await harness.connect(client) as conn:
-        proc = await conn.create_process(
-            term_type="xterm", term_size=(100, 30), env={"PS1": "$ "}
-        )
+        proc = await conn.create_process(term_type="xterm", term_size=(100, 30), env={"PS1": "$ "})
         proc.stdin.write("stty size; tty\n")
         out = ""
         async with asyncio.timeout(10):

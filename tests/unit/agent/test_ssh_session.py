@@ -33,6 +33,7 @@ async def test_sftp_refused_with_clear_message_when_missing(
     async with await harness.connect(client) as conn:
         proc = await conn.create_process(subsystem="sftp", encoding=None)
         result = await proc.wait(timeout=10)
+        assert isinstance(result.stderr, bytes)
         assert b"sftp-server is not installed" in result.stderr
         assert proc.exit_status == 1
     rejected = await harness.audit.wait_for("session.rejected")
