@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 import yaml
