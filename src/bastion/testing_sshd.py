@@ -142,7 +142,9 @@ class SshdServer:
     def stop(self) -> None:
         """Stop sshd and the per-connection processes it forked (they call setsid(), so a
         process group signal would miss them). Safe to call twice."""
-        children = _descendants(self.proc.pid)
+        # Only sshd's own per-connection processes: signalling the users' shells could kill a
+        # command halfway (e.g. a rehash holding a lock file).
+        children = [p for p in _descendants(self.proc.pid) if _comm(p) == "sshd"]
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         for pid in children:
@@ -230,6 +232,9 @@ def _config_text(
         "MaxStartups": "100:30:400",
         "MaxSessions": "50",
         "LoginGraceTime": "30",
+        # A login shell of root may run `pyenv rehash` from ~/.bashrc; killing it at teardown
+        # leaves pyenv's lock behind and every later shell waits 60 s for it. Bound that wait.
+        "SetEnv": "PYENV_REHASH_TIMEOUT=1",
     }
     if host_cert is not None:
         options["HostCertificate"] = str(host_cert)
@@ -323,3 +328,10 @@ def _wait_ready(server: SshdServer) -> bool:
             pass
         time.sleep(0.05)
     return False
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
