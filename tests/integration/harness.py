@@ -286,3 +286,59 @@ class Env:
             self.admin_ok("audit", "search", "--format", "json", *args)
         )
         return events
+
+
+# ---- remote nodes (another bastion process joining with a token) ---------------------------
+
+
+def start_node(env: Env, tmp: Path, name: str, token: str) -> subprocess.Popen[bytes]:
+    config = tmp / f"{name}.yaml"
+    config.write_text(
+        f"data_dir: {tmp / name}\n"
+        "auth_service: {enabled: false}\n"
+        "proxy_service: {enabled: false}\n"
+        "ssh_service:\n"
+        f"  node_name: {name}\n"
+        "  labels: {env: staging}\n"
+        "  commands: [{name: kernel, command: [uname, -r], period: 1m}]\n"
+        f"  proxy_server: {env.cluster.proxy}\n"
+        f"  join_token: {token}\n"
+        f"  ca_pin: {env.cluster.pin}\n"
+    )
+    log = (tmp / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [str(BIN / "bastion"), "start", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def login_via_proxy(env: Env, user: User) -> None:
+    result = env.bsh(
+        user,
+        "login",
+        f"--proxy={env.cluster.proxy}",
+        f"--user={user.name}",
+        f"--ca-pin={env.cluster.pin}",
+        "--password-stdin",
+        input=f"{user.password}\n{totp(user.secret, 1)}\n",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -5,64 +5,9 @@ from __future__ import annotations
 
 import getpass
 import json
-import subprocess
-import time
 from pathlib import Path
 
-from harness import BIN, Env, User, totp, unique
-
-
-def start_node(env: Env, tmp: Path, name: str, token: str) -> subprocess.Popen[bytes]:
-    config = tmp / f"{name}.yaml"
-    config.write_text(
-        f"data_dir: {tmp / name}\n"
-        "auth_service: {enabled: false}\n"
-        "proxy_service: {enabled: false}\n"
-        "ssh_service:\n"
-        f"  node_name: {name}\n"
-        "  labels: {env: staging}\n"
-        "  commands: [{name: kernel, command: [uname, -r], period: 1m}]\n"
-        f"  proxy_server: {env.cluster.proxy}\n"
-        f"  join_token: {token}\n"
-        f"  ca_pin: {env.cluster.pin}\n"
-    )
-    log = (tmp / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [str(BIN / "bastion"), "start", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def login_via_proxy(env: Env, user: User) -> None:
-    result = env.bsh(
-        user,
-        "login",
-        f"--proxy={env.cluster.proxy}",
-        f"--user={user.name}",
-        f"--ca-pin={env.cluster.pin}",
-        "--password-stdin",
-        input=f"{user.password}\n{totp(user.secret, 1)}\n",
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+from harness import Env, login_via_proxy, start_node, stop, unique, wait_for
 
 
 def test_remote_node_joins_and_serves(env: Env, tmp_path: Path) -> None:

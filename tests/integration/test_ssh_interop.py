@@ -566,13 +566,7 @@ def test_unknown_alpn_refused(ssh_cluster: SshCluster) -> None:
     assert _unknown_alpn("127.0.0.4", _proxy_host_port(ssh_cluster))
 
 
-# The proxy refuses these before TLS completes and only logs them (proxy/listener.py audits
-# refusals after the handshake only). Principle 10 / issue 4 want them audited too.
-@pytest.mark.xfail(
-    strict=True,
-    reason="MISSING in src/bastion/proxy/listener.py: refusals before/during TLS (garbage, "
-    "unknown ALPN, PROXY header from untrusted source, per-IP limit) are logged, not audited",
-)
+# Refusals before TLS completes are audited too (rate-limited per source IP).
 @pytest.mark.parametrize("junk", ["garbage", "unknown-alpn"])
 def test_pre_tls_refusals_are_audited(ssh_cluster: SshCluster, junk: str) -> None:
     addr, since = _proxy_host_port(ssh_cluster), _now()

@@ -43,6 +43,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bastion.audit.emitter import Emitter
+from bastion.auth.ratelimit import RateLimiter
 from bastion.ca.x509 import verify_certificate_chain
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, RemoteProtocolError
@@ -174,6 +175,10 @@ class ProxyListener:
             "user": x509.load_pem_x509_certificates(tls.user_ca_pem.encode()),
             "host": x509.load_pem_x509_certificates(tls.host_ca_pem.encode()),
         }
+        # Refusals before authentication are audited, but bounded (see _audit_refusal).
+        self._audit_per_ip = RateLimiter(rate=0.2, burst=5)
+        self._audit_global = RateLimiter(rate=20.0, burst=100)
+        self._suppressed: dict[str, int] = {}
         self._sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,6 +246,7 @@ class ProxyListener:
         if not self._limiter.acquire(peer[0]):
             log.warning("proxy: too many unauthenticated connections from %s", peer[0])
             sock.close()
+            await self._audit_refusal(peer, "too many unauthenticated connections", "limit")
             return
         deadline = loop.time() + self.config.handshake_timeout
         owned = True  # the socket is ours to close until a transport owns it
@@ -250,10 +256,17 @@ class ProxyListener:
                     client, hello = await self._classify(sock, peer, counted)
             except (_Refused, RemoteProtocolError, OSError, TimeoutError) as exc:
                 log.info("proxy: closed %s:%d before TLS: %s", peer[0], peer[1], _why(exc))
+                if isinstance(exc, TimeoutError):
+                    await self._audit_refusal(peer, "handshake deadline exceeded", "detect")
+                elif isinstance(exc, RemoteProtocolError) or (
+                    isinstance(exc, _Refused) and "redirected" not in str(exc)
+                ):
+                    await self._audit_refusal(peer, _why(exc), "detect")
                 return
             chosen = route(hello.alpn, hello.sni)
             if chosen.kind is RouteKind.REFUSE:
                 log.warning("proxy: refused %s:%d: %s", client[0], client[1], chosen.reason)
+                await self._audit_refusal(client, chosen.reason or "refused", "alpn")
                 return
             _set_lowat(sock, 1)
             try:
@@ -317,6 +330,25 @@ class ProxyListener:
                 data = await _peek(sock, len(data) + 1)
                 hello = parse_client_hello(data)
             return client, hello
+
+    async def _audit_refusal(self, client: tuple[str, int], reason: str, stage: str) -> None:
+        """Audit a refusal before authentication, rate-limited per source IP and globally so
+        that junk traffic cannot flood the audit log; suppressed refusals are counted in the
+        next event from that address."""
+        ip = client[0]
+        now = self._deps.clock.monotonic()
+        if not (self._audit_global.allow("*", now) and self._audit_per_ip.allow(ip, now)):
+            self._suppressed[ip] = self._suppressed.get(ip, 0) + 1
+            return
+        suppressed = self._suppressed.pop(ip, 0)
+        await self._deps.audit.emit(
+            "proxy.rejected",
+            outcome="failure",
+            remote_addr=f"{ip}:{client[1]}",
+            reason=reason,
+            route=stage,
+            suppressed=suppressed,
+        )
 
     def _is_trusted(self, ip: str) -> bool:
         try:
