@@ -13,7 +13,7 @@ from bastion.config.schema import load_config, sample_config
 from bastion.errors import BadParameter
 from bastion.logging import configure_logging
 from bastion.process import Ready, run
-from bastion.runtime import tune_allocator
+from bastion.runtime import tune_asyncio
 
 __all__ = ["main"]
 
@@ -58,7 +58,7 @@ def start(
     except ValueError as exc:
         raise BadParameter(f"invalid option: {exc}") from None
     configure_logging(config.log.level, config.log.format)
-    tune_allocator()
+    tune_asyncio()
     asyncio.run(run(config, _print_next_steps))
 
 
