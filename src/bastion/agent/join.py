@@ -18,10 +18,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from bastion.auth.service import write_private_file
 from bastion.client.api import AuthClient, fetch_cluster_ca
 from bastion.client.profile import new_client_key
 from bastion.errors import NotFound
+from bastion.files import write_private_file
 
 __all__ = ["HostIdentity", "join_cluster", "load_host_identity"]
 

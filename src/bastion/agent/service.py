@@ -31,10 +31,11 @@ from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
 from bastion.agent.ssh_node import SSHNode
 from bastion.audit.emitter import Emitter
-from bastion.auth.service import AuthService, _new_key_pem, write_private_file
+from bastion.auth.service import AuthService, _new_key_pem
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig, parse_addr
 from bastion.errors import BadParameter, NotFound
+from bastion.files import write_private_file
 from bastion.live.registry import LiveRegistry
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.tunnel.client import TunnelClient, client_tls_context

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +26,7 @@ from bastion.backend.base import Backend
 from bastion.ca.keys import load_or_create_kek, spki_pin
 from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig, parse_addr
+from bastion.files import write_private_file
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.rbac.checker import RoleSet
 from bastion.types.identity import Identity
@@ -37,16 +37,6 @@ log = structlog.get_logger("bastion.auth")
 ADMIN_USER = "bastion-admin"
 ADMIN_TTL = timedelta(days=7)
 ADMIN_REFRESH = timedelta(hours=12)
-
-
-def write_private_file(path: Path, data: bytes | str) -> None:
-    """Write atomically with mode 0600 (keys, certificates, secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def _new_key_pem() -> tuple[bytes, str]:

@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from bastion.auth.service import write_private_file
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity
 from bastion.cli.render import print_json, print_table
 from bastion.errors import BadParameter
+from bastion.files import write_private_file
 from bastion.types.duration import parse_duration
 
 __all__ = ["register", "parse_time"]

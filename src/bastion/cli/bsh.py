@@ -15,13 +15,13 @@ from typing import Any, TextIO
 import click
 from cryptography.hazmat.primitives import serialization
 
-from bastion.auth.service import write_private_file
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async, verified_context
 from bastion.cli.render import print_json
 from bastion.client.api import AuthClient, fetch_cluster_ca, spki_pin_of_pem
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.errors import AccessDenied, BadParameter, NotFound
+from bastion.files import write_private_file
 
 __all__ = ["main"]
 

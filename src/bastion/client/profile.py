@@ -25,8 +25,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from bastion.auth.service import write_private_file
 from bastion.errors import BadParameter, NotFound
+from bastion.files import write_private_file
 
 __all__ = ["Profile", "ProfileStore", "new_client_key"]
 
