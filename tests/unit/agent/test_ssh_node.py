@@ -90,7 +90,7 @@ async def test_signal_forwarded_to_process_group(harness: NodeHarness) -> None:
     client = await harness.client()
     async with await harness.connect(client) as conn:
         proc = await conn.create_process("trap 'echo got-int; exit 7' INT; echo ready; sleep 20")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             assert (await proc.stdout.readline()).strip() == "ready"
             proc.send_signal("INT")
             result = await proc.wait()
