@@ -23,7 +23,9 @@ from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig
 from bastion.errors import BadParameter
 from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
 from bastion.proxy.service import ProxyService
+from bastion.services.cache import StoreRoleSource
 
 __all__ = ["Ready", "run"]
 
@@ -70,14 +72,24 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             ready.auth_addr, ready.ca_pin = auth.addr, auth.ca_pin
             ready.cluster = auth.server.cluster
             ready.second_factor = (await auth.server.auth_preference()).spec.second_factor
+        locks: LockWatcher | None = None
+        if auth is not None:
+            locks = LockWatcher(
+                clock=clock,
+                audit=auth.server.audit,
+                registry=registry,
+                roles=StoreRoleSource(auth.server.roles).get_roles,
+            )
+            stack.push_async_callback(locks.close)
+            await locks.load(auth.server.deps.backend)
         if auth is not None and config.proxy_service.enabled:
-            proxy = ProxyService(config, auth, registry, clock)
+            proxy = ProxyService(config, auth, registry, clock, locks)
             stack.push_async_callback(proxy.close)
             ready.proxy_addr = await proxy.start()
         node: NodeService | None = None
         if config.ssh_service.enabled:
             if auth is not None and proxy is not None:
-                node = await NodeService.local(config, auth, proxy, registry, clock)
+                node = await NodeService.local(config, auth, proxy, registry, clock, locks)
             else:
                 node = await NodeService.remote(config, registry, clock)
             stack.push_async_callback(node.close)
@@ -92,6 +104,10 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                         auth.refresh_admin_identity_forever(), name="admin-identity-refresh"
                     )
                 )
+            if auth is not None and locks is not None:
+                backend = auth.server.deps.backend
+                tasks.append(group.create_task(locks.run_backend(backend), name="lock-watch"))
+                tasks.append(group.create_task(locks.watch_staleness(), name="lock-staleness"))
             if node is not None:
                 tasks.append(group.create_task(node.run(), name="ssh-node"))
             await stop.wait()

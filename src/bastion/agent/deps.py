@@ -9,6 +9,7 @@ from typing import Protocol
 from bastion.audit.emitter import Emitter
 from bastion.clock import Clock
 from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
 from bastion.types.access import Role
 from bastion.types.inventory import CommandLabel
 
@@ -50,3 +51,5 @@ class NodeDeps:
     audit: Emitter
     registry: LiveRegistry
     clock: Clock
+    locks: LockWatcher | None = None
+    """Lock state checked on each new connection (None: not checked, tests only)."""

@@ -37,9 +37,11 @@ from bastion.config.schema import FileConfig, parse_addr
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
 from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
 from bastion.services.cache import ResourceCache, StoreRoleSource
-from bastion.tunnel.client import TunnelClient, client_tls_context
-from bastion.tunnel.session import MuxStream
+from bastion.tunnel.client import Connector, TunnelClient, client_tls_context
+from bastion.tunnel.memory import memory_pair
+from bastion.tunnel.session import MuxSession, MuxStream
 from bastion.types.identity import Identity
 from bastion.types.inventory import CommandLabel, Node
 
@@ -48,6 +50,8 @@ __all__ = ["NodeService"]
 log = structlog.get_logger("bastion.node")
 HEARTBEAT_INTERVAL = timedelta(seconds=30)
 HOST_CERT_TTL = timedelta(days=30)
+WATCHED_KINDS = ("role", "lock", "cluster_auth_preference")
+"""What a remote node mirrors: roles (RBAC), locks and the cluster's lock mode."""
 
 
 def _cmd_labels(config: FileConfig) -> dict[str, CommandLabel]:
@@ -75,13 +79,22 @@ class NodeService:
         tls: tuple[str, str, str],
         send_heartbeat: Callable[[Node], Awaitable[None]],
         background: list[Callable[[], Coroutine[Any, Any, None]]],
+        locks: LockWatcher | None = None,
+        connector: Connector | None = None,
     ) -> None:
         self.config = config
         self.name = node_config.name
         self.cluster = node_config.cluster
         self.labels = CommandLabelRunner(node_config.cmd_labels, clock=clock)
         self.node = SSHNode(
-            NodeDeps(config=node_config, roles=roles, audit=audit, registry=registry, clock=clock),
+            NodeDeps(
+                config=node_config,
+                roles=roles,
+                audit=audit,
+                registry=registry,
+                clock=clock,
+                locks=locks,
+            ),
             dynamic_labels=self.labels.results,
         )
         self._node_config = node_config
@@ -89,7 +102,11 @@ class NodeService:
         self._background = background
         cert_pem, key_pem, ca_pem = tls
         self.tunnel = TunnelClient(
-            proxy[0], proxy[1], client_tls_context(cert_pem, key_pem, ca_pem), self._on_stream
+            proxy[0],
+            proxy[1],
+            client_tls_context(cert_pem, key_pem, ca_pem),
+            self._on_stream,
+            connector=connector,
         )
         self._direct_addr = ""
 
@@ -103,8 +120,11 @@ class NodeService:
         proxy: Any,
         registry: LiveRegistry,
         clock: Clock,
+        locks: LockWatcher | None = None,
     ) -> NodeService:
-        """The node of the all-in-one process (``proxy`` is the running ProxyService)."""
+        """The node of the all-in-one process (``proxy`` is the running ProxyService).
+
+        ``locks`` is the auth process's lock watcher (shared with the proxy)."""
         server = auth.server
         name = _node_name(config)
         node_dir = config.data_path() / "node"
@@ -159,6 +179,15 @@ class NodeService:
         async def send(node: Node) -> None:
             await server.heartbeat_node(node, host_id, "local")
 
+        async def in_process(new_session: Callable[[], MuxSession]) -> MuxSession:
+            # Same process as the proxy: skip loopback TLS, hand the tunnel over in memory.
+            node_end, proxy_end = memory_pair(f"node {name}")
+            session = new_session()
+            node_end.set_protocol(session)
+            session.connection_made(node_end)
+            proxy.tunnel.accept(proxy_end, certs.identity)
+            return session
+
         return cls(
             config=config,
             node_config=node_config,
@@ -169,7 +198,9 @@ class NodeService:
             proxy=(proxy_host, proxy.listener.port),
             tls=(certs.tls_cert, key_pem.decode(), certs.tls_host_ca),
             send_heartbeat=send,
+            connector=in_process,
             background=[],
+            locks=locks,
         )
 
     @classmethod
@@ -208,6 +239,8 @@ class NodeService:
             labels=dict(svc.labels),
             cmd_labels=_cmd_labels(config),
         )
+        locks = LockWatcher(clock=clock, audit=emitter, registry=registry, roles=cache.get_roles)
+        locks.follow_cache(cache)
         return cls(
             config=config,
             node_config=node_config,
@@ -218,7 +251,12 @@ class NodeService:
             proxy=parse_addr(server, 3080),
             tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
             send_heartbeat=remote.heartbeat,
-            background=[lambda: watch_forever(remote, ["role", "lock"], cache), emitter.run],
+            background=[
+                lambda: watch_forever(remote, WATCHED_KINDS, cache),
+                emitter.run,
+                locks.watch_staleness,
+            ],
+            locks=locks,
         )
 
     # ---- running -----------------------------------------------------------------------------

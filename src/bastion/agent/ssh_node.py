@@ -37,6 +37,7 @@ from bastion.ca.keys import load_public_key
 from bastion.ca.sshcert import parse_ssh_certificate
 from bastion.errors import AccessDenied
 from bastion.live.registry import LiveConnection
+from bastion.locks.matcher import Locked, effective_mode, identity_targets
 
 __all__ = ["DEFAULT_PORT", "LOGIN_TIMEOUT", "SSHNode"]
 
@@ -154,7 +155,10 @@ class _NodeServer(asyncssh.SSHServer):
                 now=self._deps.clock.now(),
                 client_address=self.remote_ip,
             )
+            self._check_locks(authorized)
         except AccessDenied as exc:
+            if isinstance(exc, Locked) and self._conn is not None:
+                self._conn.send_auth_banner(f"bastion: {exc.message}\r\n")
             await self._deps.audit.emit(
                 "session.rejected",
                 outcome="failure",
@@ -162,11 +166,22 @@ class _NodeServer(asyncssh.SSHServer):
                 login=login,
                 target=config.name,
                 remote_addr=self.remote_addr,
-                reason=str(exc),
+                reason=exc.reason if isinstance(exc, Locked) else str(exc),
             )
             return None
         self._authorized = authorized
         return authorized
+
+    def _check_locks(self, authorized: Authorized) -> None:
+        """Raises: Locked when a lock covers this access (or strict mode and unknown state)."""
+        locks, config = self._deps.locks, self._deps.config
+        if locks is None:
+            return
+        targets = identity_targets(
+            authorized.identity, login=authorized.login, nodes=(config.name, config.host_id)
+        )
+        mode = effective_mode(authorized.roles.options().lock_mode, locks.cluster_mode)
+        locks.check(targets, mode).raise_if_denied()
 
     def auth_completed(self) -> None:
         assert self._conn is not None and self._authorized is not None

@@ -6,10 +6,13 @@ login, then runs the process through :mod:`.spawn` with the session's
 :class:`~bastion.agent.session.SessionStream` between the process and the channel. Each session
 is audited (``session.start``, ``exec``/``sftp``, ``session.end``, ``session.rejected``) and
 registered in the live registry with a terminator that tells the user why and closes it.
+The continuous checks of its roles (``client_idle_timeout``, ``disconnect_expired_cert``; see
+:mod:`.continuous`) run as one timer task per session that terminates it the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -20,6 +23,7 @@ from typing import Any, cast
 import asyncssh
 import structlog
 
+from bastion.agent.continuous import ActivityTracker, ContinuousPolicy, watch_session
 from bastion.agent.deps import NodeDeps
 from bastion.agent.session import (
     LoginUser,
@@ -102,6 +106,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._early_eof = False
         self._proc: SessionProcess | None = None
         self._closing = False
+        self._watch_fired = False
         self.session_id = str(uuid.uuid4())
 
     # -- requests before the session starts --------------------------------------------------
@@ -277,6 +282,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 extra={"kind": meta.kind},
             )
         )
+        watchdog = self._start_watchdog(stream)
         status = ExitStatus(None, "KILL")
         try:
             await self._start_events(meta)
@@ -308,10 +314,35 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             status = await self._proc.wait()
         finally:
             ctx.deps.registry.remove(entry)
+            if watchdog is not None and not self._watch_fired:
+                watchdog.cancel()  # a fired one is terminating the session: let it finish
             meta.exit_code, meta.exit_signal = status.code, status.signal
             meta.bytes_in, meta.bytes_out = stream.meta.bytes_in, stream.meta.bytes_out
             self._exit(status)
             await self._end_events(meta, stream)
+
+    def _start_watchdog(self, stream: SessionStream) -> asyncio.Task[None] | None:
+        """Start the session's continuous-check timer, or None when its roles set none."""
+        ctx = self._ctx
+        policy = ContinuousPolicy.for_session(
+            ctx.authorized.identity, ctx.authorized.roles.options()
+        )
+        if not policy.active:
+            return None
+        tracker = ActivityTracker(ctx.deps.clock)
+        stream.observers.append(tracker)
+        return ctx.tasks.spawn(
+            self._watch(policy, tracker), name=f"ssh-session-watch-{self.session_id}"
+        )
+
+    async def _watch(self, policy: ContinuousPolicy, tracker: ActivityTracker) -> None:
+        check = await watch_session(self._ctx.deps.clock, policy, tracker)
+        if check is None or check.reason is None:
+            return
+        self._watch_fired = True
+        log.info("session ended by continuous check", session_id=self.session_id,
+                 reason=check.reason)  # fmt: skip
+        await self.terminate(check.reason, message=check.message)
 
     def _meta(self) -> SessionMeta:
         pty = self._pty or PtySize()
@@ -368,18 +399,23 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             **cast(dict[str, Any], extra),
         )
 
-    async def terminate(self, reason: str) -> None:
+    async def terminate(self, reason: str, *, message: str | None = None) -> None:
         """End this session now: tell the user why, close the channel, kill the processes.
 
         Completes within about :data:`TERMINATE_GRACE` seconds (the registry's terminator).
+
+        Args:
+            reason: why, for the audit event (and the user when ``message`` is None).
+            message: what to tell the user instead of ``session terminated: <reason>``.
         """
         if self._closing:
             return
-        message = f"\r\nbastion: session terminated: {reason}\r\n".encode()
+        text = message if message is not None else f"session terminated: {reason}"
+        notice = f"\r\nbastion: {text}\r\n".encode()
         if self._proc is not None:
-            self._proc.stream.output(message, stderr=True)
+            self._proc.stream.output(notice, stderr=True)
         else:
-            self._sink(message, True)
+            self._sink(notice, True)
         await self._ctx.audit(
             "session.terminated", outcome="failure", session_id=self.session_id, reason=reason
         )

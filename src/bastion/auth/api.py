@@ -7,6 +7,7 @@ Errors are ``{"error": {"code": ..., "message": ...}}`` with the status of the e
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -322,6 +323,20 @@ class AuthAPI:
         )
         return web.json_response({"export": text})
 
+    async def krl(self, request: web.Request) -> web.Response:
+        published = await request["guard"].krl()
+        return web.json_response(
+            {
+                "krl": base64.b64encode(published.data).decode(),
+                "signature": published.signature,
+                "version": published.version,
+                "generated": published.generated.isoformat(),
+                "key_ids": list(published.key_ids),
+                "serials": [str(s) for s in published.serials],
+                "unenforced_locks": list(published.unenforced),
+            }
+        )
+
     async def rotate_ca(self, request: web.Request) -> web.Response:
         body = await _json(request)
         ca = await request["guard"].rotate_ca(_str(body, "type"), _str(body, "phase"))
@@ -377,6 +392,7 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     r.add_post("/v1/users/{name}/reset", api.reset_user)
     r.add_post("/v1/tokens", api.add_token)
     r.add_get("/v1/ca/export", api.export_ca)
+    r.add_get("/v1/ca/krl", api.krl)
     r.add_post("/v1/ca/rotate", api.rotate_ca)
     r.add_post("/v1/ca/sign-host", api.sign_host)
     r.add_get("/v1/events", api.search_events)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bastion.audit.log import AuditQuery
 from bastion.auth.issuer import HostCerts
+from bastion.auth.krl import PublishedKRL, krl_for
 from bastion.auth.server import AuthServer, NewToken
 from bastion.auth.system_roles import system_roles_for
 from bastion.auth.users import Invite, UserService
@@ -180,6 +181,16 @@ class GuardedAuth:
     async def export_ca(self, ca_type: str, fmt: str) -> str:
         await self.require("cert_authority", "read")
         return await self._auth.export_ca(self._ca_type(ca_type), fmt)
+
+    async def krl(self) -> PublishedKRL:
+        """The OpenSSH KRL of the current locks (:mod:`bastion.auth.krl`).
+
+        It needs ``read`` on ``lock``, not on ``cert_authority``: the KRL is derived from the
+        locks and names locked users, and every host role that enforces locks (node, proxy, db,
+        app) can already read them.
+        """
+        await self.require("lock", "read")
+        return await krl_for(self._auth)
 
     async def rotate_ca(self, ca_type: str, phase: str) -> CertAuthority:
         await self.require("cert_authority", "update")

@@ -128,6 +128,13 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
         None,
     ),
     (
+        "get",
+        "/v1/ca/krl",
+        "OpenSSH KRL of the current locks (base64) + SSHSIG signature; needs lock read",
+        False,
+        None,
+    ),
+    (
         "post",
         "/v1/ca/rotate",
         "Move a CA to the next rotation phase",

@@ -21,6 +21,7 @@ from bastion.ca import authority as ca_authority
 from bastion.ca import rotation
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound
+from bastion.locks.matcher import LockDecision, LockTargets, LockView, decide
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.services.store import ResourceStore
 from bastion.types.access import (
@@ -265,6 +266,10 @@ class AuthServer:
             raise AccessDenied(
                 f"node name {host_name!r} is already in use by another host; pick another name"
             )
+        locked = await self.lock_decision(LockTargets(nodes=(host_name,)))
+        if not locked.allowed:
+            await self._join_refused(host_name, remote_addr, locked.reason)
+            locked.raise_if_denied()
         if stored.spec.single_use:
             try:
                 await self.deps.backend.delete(
@@ -327,7 +332,13 @@ class AuthServer:
     # ---- inventory -----------------------------------------------------------------------------
 
     async def heartbeat_node(self, node: Node, host_id: str, remote_addr: str) -> Node:
-        """Upsert a node's heartbeat; a name is bound to the first live host that holds it."""
+        """Upsert a node's heartbeat; a name is bound to the first live host that holds it.
+
+        Raises:
+            AccessDenied: the name belongs to another host.
+            Locked: a lock covers the node (its name or host id).
+        """
+        await self._refuse_locked_node((node.name, host_id), remote_addr)
         try:
             existing: Node | None = await self.nodes.get(node.name)
         except NotFound:
@@ -351,6 +362,27 @@ class AuthServer:
         node.metadata.revision = ""
         stored: Node = await self.nodes.upsert(node)
         return stored
+
+    async def lock_decision(self, targets: LockTargets) -> LockDecision:
+        """Locks read straight from the backend (always current here, so never "unknown")."""
+        now = self.clock.now()
+        view = LockView(tuple(await self.locks.list()), healthy=True, synced_at=now)
+        return decide(view, targets, "best_effort", now)
+
+    async def _refuse_locked_node(self, names: tuple[str, ...], remote_addr: str) -> None:
+        """Raises: Locked (audited as node.rejected) when a lock covers the node."""
+        decision = await self.lock_decision(LockTargets(nodes=names))
+        if decision.allowed:
+            return
+        await self.audit.emit(
+            "node.rejected",
+            outcome="failure",
+            user=names[-1],
+            target=f"node/{names[0]}",
+            remote_addr=remote_addr,
+            reason=decision.reason,
+        )
+        decision.raise_if_denied()
 
     async def node_name_taken(self, name: str, host_id: str = "") -> bool:
         try:

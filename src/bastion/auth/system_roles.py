@@ -25,7 +25,7 @@ SYSTEM_ROLES: dict[str, Role] = {
     "node": _role(
         "node",
         [
-            Rule(resources=["role", "lock"], verbs=_READ),
+            Rule(resources=["role", "lock", "cluster_auth_preference"], verbs=_READ),
             Rule(resources=["node"], verbs=["read", "update"]),
             Rule(resources=["event"], verbs=["create"]),
         ],

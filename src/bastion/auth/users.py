@@ -23,6 +23,7 @@ from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Item
 from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter, NotFound
+from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.rbac.checker import RoleSet
 from bastion.types.access import User, UserSpec
 from bastion.types.meta import Metadata
@@ -207,6 +208,10 @@ class UserService:
         if not creds.check_password(password):
             await self._failed(name, remote_addr, "wrong password")
             raise AuthenticationFailed(BAD_CREDENTIALS)
+        # Locked users learn it after the password, before a one-time code is spent.
+        await self._refuse_locked(
+            user, LockTargets(user=name, roles=tuple(user.spec.roles)), remote_addr
+        )
         if self._otp_required(pref.spec.second_factor) or creds.totp_secret:
             if not creds.totp_secret:
                 await self._failed(name, remote_addr, "no TOTP device registered", count=False)
@@ -242,11 +247,19 @@ class UserService:
             requested_ttl=ttl,
             pinned_ip=remote_addr,
         )
+        await self._refuse_locked(user, identity_targets(identity), remote_addr)
         certs = await self.auth.issuer.issue_user(identity, public_key, remote_addr)
         await self.auth.audit.emit(
             "user.login", user=user.name, remote_addr=remote_addr, method=method
         )
         return certs
+
+    async def _refuse_locked(self, user: User, targets: LockTargets, remote_addr: str) -> None:
+        """Raises: Locked (audited as a failed user.login) when a lock covers ``targets``."""
+        locked = await self.auth.lock_decision(targets)
+        if not locked.allowed:
+            await self._failed(user.name, remote_addr, locked.reason, count=False)
+            locked.raise_if_denied()
 
     async def _failed(self, name: str, remote_addr: str, reason: str, count: bool = True) -> None:
         await self.auth.audit.emit(

@@ -7,6 +7,7 @@ and returns new values; storage, the API and the clock live in the auth service.
 * :mod:`.sshcert` encodes, signs, parses and verifies OpenSSH certificates.
 * :mod:`.x509` issues and verifies X.509 CA, user and host certificates.
 * :mod:`.rotation` is the CA rotation transition table.
+* :mod:`.krl` encodes and parses OpenSSH key revocation lists and signs them (SSHSIG).
 * :mod:`.authority` builds CertAuthority resources and exports trust anchors.
 
 Certificates of one purpose never verify under another purpose's CA, and a certificate is never
@@ -36,6 +37,7 @@ from bastion.ca.keys import (
     spki_pin,
     unseal_private_key,
 )
+from bastion.ca.krl import KRL, build_krl, parse_krl, sign_krl, verify_krl_signature
 from bastion.ca.rotation import next_phase
 from bastion.ca.sshcert import (
     SSHCertificate,
@@ -56,10 +58,12 @@ from bastion.ca.x509 import (
 )
 
 __all__ = [
+    "KRL",
     "PrivateKey",
     "PublicKey",
     "SSHCertificate",
     "algorithm_of",
+    "build_krl",
     "export_known_hosts",
     "export_trust",
     "generate_private_key",
@@ -73,12 +77,14 @@ __all__ = [
     "new_cert_authority",
     "new_keypair",
     "next_phase",
+    "parse_krl",
     "parse_ssh_certificate",
     "public_key_to_openssh",
     "public_key_to_pem",
     "seal_private_key",
     "self_signed_ca",
     "sign_ssh_certificate",
+    "sign_krl",
     "signing_key",
     "spki_pin",
     "ssh_host_certificate",
@@ -88,5 +94,6 @@ __all__ = [
     "trusted_public_keys",
     "unseal_private_key",
     "verify_certificate_chain",
+    "verify_krl_signature",
     "verify_ssh_certificate",
 ]

@@ -7,10 +7,14 @@ Layer: client edge. Output directory (every file mode 0600)::
     DIR/cert.pub     SSH host certificate              DIR/tls.crt   X.509 host certificate
     DIR/ca.pem       host TLS CA (verifies auth)       DIR/user_ca.pub  SSH user CA (sshd trust)
     DIR/identity.json  host id, cluster, auth address, expiry
+
+``bbot krl-sync --identity DIR --out /etc/ssh/bastion_krl`` keeps an agentless OpenSSH node's
+``RevokedKeys`` file current (:mod:`bastion.agent.krl_sync`).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -85,3 +89,68 @@ def join(
             f"Joined {info['cluster']} as {role} {host_name} (host id {info['host_id']}); "
             f"identity in {info['dest']}, valid until {info['expires']}."
         )
+
+
+@main.command("krl-sync")
+@click.option(
+    "--identity",
+    "identity_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Host identity directory written by bbot join (role node).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The KRL file sshd reads (sshd_config RevokedKeys), e.g. /etc/ssh/bastion_krl.",
+)
+@click.option(
+    "--trusted-ca",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Verify the KRL signature with these user CA keys (default: IDENTITY/user_ca.pub; "
+    "pass sshd's TrustedUserCAKeys file).",
+)
+@click.option("--status", "status_file", default=None, type=click.Path(dir_okay=False))
+@click.option("--period", default=30.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--once", is_flag=True, help="One round, then exit (non-zero on failure): cron.")
+@handle_errors
+def krl_sync(
+    identity_dir: str,
+    out: str,
+    trusted_ca: str | None,
+    status_file: str | None,
+    period: float,
+    once: bool,
+) -> None:
+    """Keep sshd's RevokedKeys KRL current: locks reach agentless OpenSSH nodes.
+
+    A failed round keeps the last KRL; the --status JSON file shows its version and age, and
+    the log says STALE once it is older than 3 periods.
+    """
+    from bastion.agent.join import load_host_identity
+    from bastion.agent.krl_sync import KrlSync, load_trusted_keys
+    from bastion.agent.remote import RemoteAuth
+    from bastion.logging import configure_logging
+
+    configure_logging("info", "text")
+    ident = load_host_identity(Path(identity_dir))
+    remote = RemoteAuth(ident, ident.server)
+    ca_file = Path(trusted_ca) if trusted_ca else ident.dir / "user_ca.pub"
+    sync = KrlSync(
+        lambda: remote.call("GET", "/v1/ca/krl"),
+        load_trusted_keys(ca_file.read_text()),
+        Path(out),
+        Path(status_file) if status_file else None,
+        period,
+    )
+    if once:
+        status = run_async(sync.sync_once())
+        print_json(
+            {k: v for k, v in asdict(status).items() if k not in ("key_ids", "unenforced_locks")}
+        )
+        if not status.ok:
+            raise SystemExit(1)
+        return
+    run_async(sync.run_forever())

@@ -1,10 +1,11 @@
-"""``bctl auth`` (export, rotate, sign) and ``bctl audit search``.
+"""``bctl auth`` (export, krl, rotate, sign) and ``bctl audit search``.
 
 Layer: client edge. Registered onto the ``bctl`` group by :func:`register`.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,33 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         """Print trust material: sshd TrustedUserCAKeys (user), known_hosts (host), PEM (tls-*)."""
         params = {"type": ca_type, **({"format": fmt} if fmt else {})}
         click.echo(ident().call("GET", "/v1/ca/export", params=params)["export"], nl=False)
+
+    @auth.command("krl")
+    @click.option(
+        "--out",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Write the binary KRL here (and its SSHSIG signature to OUT.sig).",
+    )
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+    @handle_errors
+    def krl(out: str | None, fmt: str) -> None:
+        """The cluster's OpenSSH KRL (locks for agentless sshd's RevokedKeys)."""
+        doc: dict[str, Any] = ident().call("GET", "/v1/ca/krl")
+        if out:
+            write_private_file(Path(out), base64.b64decode(doc["krl"]))
+            write_private_file(Path(f"{out}.sig"), doc["signature"])
+        if fmt == "json":
+            print_json(doc)
+            return
+        unenforced = ", ".join(doc["unenforced_locks"]) or "none"
+        revoked = ", ".join(doc["key_ids"]) or "none"
+        where = f"wrote {out} (+ {out}.sig)\n" if out else f"{doc['krl']}\n"
+        click.echo(
+            f"{where}KRL version {doc['version']}, generated {doc['generated']}; revoked key "
+            f"ids: {revoked}; serials: {len(doc['serials'])}; locks a KRL cannot express: "
+            f"{unenforced}"
+        )
 
     @auth.command("rotate")
     @click.option("--type", "ca_type", type=CA_TYPES, required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,9 +61,12 @@ class LiveRegistry:
     async def terminate_matching(
         self, predicate: Callable[[LiveConnection], bool], reason: str
     ) -> list[LiveConnection]:
-        """End every matching connection (each terminator is awaited); returns them."""
+        """End every matching connection (terminators run concurrently); returns them."""
         matched = self.find(predicate)
-        for conn in matched:
-            if conn.terminate is not None:
-                await conn.terminate(reason)
+        # Concurrently: one slow session (a process that takes time to die) must not delay
+        # the others; a lock has to cut every match within a second.
+        await asyncio.gather(
+            *(c.terminate(reason) for c in matched if c.terminate is not None),
+            return_exceptions=True,
+        )
         return matched

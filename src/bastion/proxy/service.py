@@ -17,6 +17,7 @@ from bastion.auth.service import AuthService, _new_key_pem
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig, parse_addr
 from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.proxy.ssh_route import SSHRoute, SSHRouteDeps
 from bastion.services.cache import StoreRoleSource
@@ -41,8 +42,14 @@ class StoreNodeDirectory:
 
 class ProxyService:
     def __init__(
-        self, config: FileConfig, auth: AuthService, registry: LiveRegistry, clock: Clock
+        self,
+        config: FileConfig,
+        auth: AuthService,
+        registry: LiveRegistry,
+        clock: Clock,
+        locks: LockWatcher | None = None,
     ) -> None:
+        self.locks = locks
         self.config = config
         self.auth = auth
         self.registry = registry
@@ -99,6 +106,7 @@ class ProxyService:
                 registry=self.registry,
                 clock=self.clock,
                 cluster=server.cluster,
+                locks=self.locks,
             )
         )
         cfg = self.config.proxy_service

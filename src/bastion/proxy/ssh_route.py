@@ -31,6 +31,8 @@ from bastion.audit.emitter import Emitter
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionProblem, NotFound
 from bastion.live.registry import LiveConnection, LiveRegistry
+from bastion.locks.matcher import Locked, effective_mode, identity_targets
+from bastion.locks.watcher import LockWatcher
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
 from bastion.tunnel.server import TunnelServer
@@ -89,6 +91,8 @@ class SSHRouteDeps:
     """Seconds to look up the node and connect to it."""
     idle_timeout: float | None = None
     """Close relays idle this long (None: never; roles' client_idle_timeout comes later)."""
+    locks: LockWatcher | None = None
+    """Lock state checked before dialing (None: locks are not checked, tests only)."""
 
 
 def parse_request(line: bytes) -> SSHRequest:
@@ -242,6 +246,12 @@ class SSHRoute:
         decision = roles.check_node_access(name, labels, request.login)
         if not decision.allowed:
             raise AccessDenied(decision.reason)
+        if deps.locks is not None:
+            targets = identity_targets(
+                identity, login=request.login, nodes=(name, node.spec.host_id)
+            )
+            mode = effective_mode(roles.options().lock_mode, deps.locks.cluster_mode)
+            deps.locks.check(targets, mode).raise_if_denied()
         return node
 
     async def _connect(
@@ -325,6 +335,8 @@ def _refusal(exc: BaseException, request: SSHRequest | None) -> tuple[str, str]:
     """(message for the client, reason for audit)."""
     if isinstance(exc, _Hidden):
         return exc.message, f"node not visible: {exc.reason}"
+    if isinstance(exc, Locked):
+        return exc.message, exc.reason  # the lock message is meant for the user
     if isinstance(exc, AccessDenied):
         target = f"{request.login}@{request.node}" if request else "the node"
         return f"access denied to {target}", exc.message

@@ -7,7 +7,7 @@ the stream breaks, so strict lock mode can refuse while the state is unknown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +57,22 @@ class ResourceCache:
 
     def __init__(self) -> None:
         self.state = CacheState()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Called after every change with the line applied (``{"type": "reset"}`` when the
+        stream breaks); they must not block (the lock watcher spawns its work)."""
+
+    def _notify(self, line: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(line)
 
     def apply(self, line: dict[str, Any]) -> None:
         self.state = apply(self.state, line)
+        self._notify(line)
 
     def reset(self) -> None:
         """The stream broke: keep the data but mark it unsynced until the next snapshot."""
         self.state = CacheState(self.state.resources, synced=False)
+        self._notify({"type": "reset"})
 
     def begin_snapshot(self) -> None:
         self.state = CacheState()

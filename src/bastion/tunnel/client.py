@@ -17,6 +17,7 @@ import logging
 import random
 import ssl
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -49,6 +50,11 @@ def client_tls_context(cert_pem: str, key_pem: str, host_ca_pem: str) -> ssl.SSL
         ctx.load_cert_chain(cert_file, key_file)
     ctx.set_alpn_protocols([ALPN_TUNNEL])
     return ctx
+
+
+Connector = Callable[[Callable[[], MuxSession]], Awaitable[MuxSession]]
+"""Opens a tunnel another way than TLS to the proxy: given a factory of the client MuxSession,
+returns that session connected (the in-process node uses :mod:`bastion.tunnel.memory`)."""
 
 
 class TunnelClient:
@@ -85,7 +91,9 @@ class TunnelClient:
         healthy_after: float = 30.0,
         keepalive_interval: float = 5.0,
         keepalive_timeout: float = 15.0,
+        connector: Connector | None = None,
     ) -> None:
+        self._connector = connector
         self.host = host
         self.port = port
         self._ctx = ssl_context
@@ -144,7 +152,18 @@ class TunnelClient:
             except TimeoutError:
                 pass
 
+    def _new_session(self) -> MuxSession:
+        return MuxSession(
+            "client",
+            on_stream=self._on_stream,
+            keepalive_interval=self._interval,
+            keepalive_timeout=self._timeout,
+            name=f"proxy {self.host}:{self.port}",
+        )
+
     async def _connect(self) -> MuxSession:
+        if self._connector is not None:
+            return await self._connector(self._new_session)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             transport, session = await loop.create_connection(

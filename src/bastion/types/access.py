@@ -210,6 +210,9 @@ class AuthPreferenceSpec(StrictModel):
     lockout_duration: Duration = timedelta(minutes=30)
     invite_ttl: Duration = timedelta(hours=24)
     default_session_ttl: Duration = timedelta(hours=12)
+    lock_mode: Literal["best_effort", "strict"] = "best_effort"
+    """Cluster-wide lock mode; a role's ``lock_mode: strict`` tightens it per identity.
+    ``strict`` refuses access (and ends it after 30 s) while the lock state is unknown."""
 
 
 class AuthPreference(Resource):
