@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -279,6 +280,22 @@ async def run_round(
     return result
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def settle(pid: int, window: float = 0.5, busy: float = 0.05, limit: float = 30.0) -> None:
+    """Wait until the daemon uses less than ``busy`` of a core over ``window`` (at most
+    ``limit`` seconds)."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        before = _cpu_seconds(pid)
+        await asyncio.sleep(window)
+        if _cpu_seconds(pid) - before < busy * window:
+            return
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -300,6 +317,9 @@ async def measure(cluster: BastionCluster, args: argparse.Namespace, report: Rep
         report.sessions, report.users = len(live.live), len(users)
         for index in range(args.rounds):
             user = users[index % len(users)]
+            # Measure a steady cluster holding the sessions, not one still busy with the login
+            # storm of opening (or re-opening) them: wait until the daemon's CPU goes quiet.
+            await settle(cluster.pid)
             result = await run_round(cluster, live, user, index, use_cli, args.round_timeout)
             report.rounds.append(result)
             shown = "miss" if result.total is None else f"{result.total * 1000:7.0f} ms"
