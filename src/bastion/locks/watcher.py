@@ -226,7 +226,9 @@ class LockWatcher:
         now = self._clock.now()
         if self._synced_at is not None and now - self._synced_at <= self.max_staleness:
             return []  # a short watch hiccup refuses new access only
-        reason = decide(LockView(), LockTargets(), "strict", now, self.max_staleness).reason
+        # The view's real health picks the reason: "not connected" vs "not refreshed for ...".
+        view = LockView(healthy=self._healthy, synced_at=self._synced_at)
+        reason = decide(view, LockTargets(), "strict", now, self.max_staleness).reason
         ended = []
         for conn in self._registry:
             if conn.kind == "tunnel" or await self.mode_for(conn.identity) != "strict":

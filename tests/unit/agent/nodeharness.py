@@ -21,6 +21,7 @@ from bastion.agent.deps import NodeConfig, NodeDeps
 from bastion.agent.ssh_node import SSHNode
 from bastion.ca.keys import private_key_to_pem
 from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
 from bastion.testing import FakeClock, make_auth, new_public_key
 from bastion.types.access import Role, RoleConditions, RoleOptions, RoleSpec
 from bastion.types.audit import AuditEvent
@@ -114,6 +115,8 @@ class NodeHarness:
     host_ca_known_hosts: str
     port: int = 0
     tmp: Path = field(default_factory=Path)
+    locks: LockWatcher | None = None
+    """The node's lock watcher (``make_node(with_locks=True)``); fed by the test."""
 
     async def client(
         self,
@@ -124,6 +127,7 @@ class NodeHarness:
         user: str = "alice",
         fx: Any = None,
         write_files: bool = False,
+        device_id: str = "",
     ) -> Client:
         fx = fx or self.fx
         key, pub = new_public_key()
@@ -133,6 +137,7 @@ class NodeHarness:
             roles=tuple(roles),
             logins=tuple(logins),
             expires=fx.clock.now() + ttl,
+            device_id=device_id,
         )
         certs = await fx.auth.issuer.issue_user(identity, pub, "127.0.0.1")
         pem = key.private_bytes(
@@ -172,7 +177,10 @@ class NodeHarness:
 
 
 async def make_node(tmp: Path, roles: Sequence[Role] = DEFAULT_ROLES,
-                    labels: dict[str, str] | None = None) -> NodeHarness:  # fmt: skip
+                    labels: dict[str, str] | None = None,
+                    with_locks: bool = False) -> NodeHarness:  # fmt: skip
+    """``with_locks``: a LockWatcher over the node's registry, wired as agent/service.py does
+    (the node checks it on each new connection; its roles come from the node's role source)."""
     clock = FakeClock(datetime.now(UTC))  # real time: asyncssh checks validity against it
     fx = await make_auth(clock, cluster=CLUSTER)
     host_key, host_pub = new_public_key()
@@ -188,8 +196,19 @@ async def make_node(tmp: Path, roles: Sequence[Role] = DEFAULT_ROLES,
         user_ca_keys=tuple(host.ssh_user_ca),
         labels=labels if labels is not None else {"env": "dev"},
     )
+    role_source = DictRoles(roles)
+    locks = None
+    if with_locks:
+        locks = LockWatcher(
+            clock=clock, audit=audit, registry=registry, roles=role_source.get_roles, grace=0
+        )
     deps = NodeDeps(
-        config=config, roles=DictRoles(roles), audit=audit, registry=registry, clock=clock
+        config=config,
+        roles=role_source,
+        audit=audit,
+        registry=registry,
+        clock=clock,
+        locks=locks,
     )
     node = SSHNode(deps)
     return NodeHarness(
@@ -200,6 +219,7 @@ async def make_node(tmp: Path, roles: Sequence[Role] = DEFAULT_ROLES,
         fx=fx,
         host_ca_known_hosts=await fx.auth.export_ca("ssh_host"),
         tmp=tmp,
+        locks=locks,
     )
 
 
