@@ -380,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     cluster: BastionCluster | None = None
     try:
-        cluster = start_cluster(work)
+        # Sessions run /bin/sh: a login shell reading ~/.bashrc (e.g. pyenv's rehash, which
+        # takes a lock file) would measure 500 shells contending, not the lock path.
+        cluster = start_cluster(work, extra_config="ssh_service:\n  shell: /bin/sh\n")
         asyncio.run(measure(cluster, args, report))
         status = 1 if report.misses else 0
     except Exception as exc:  # the set-up failed: say why, exit 2

@@ -188,7 +188,7 @@ class BastionCluster:
         raise RuntimeError(f"node {name} did not appear in bsh ls within {timeout}s")
 
 
-def start_cluster(work: Path, name: str = "bench.local") -> BastionCluster:
+def start_cluster(work: Path, name: str = "bench.local", extra_config: str = "") -> BastionCluster:
     """``bastion start`` with auth, proxy and the built-in node; second factor off (a bench)."""
     work.mkdir(parents=True, exist_ok=True)
     auth_port, proxy_port = free_port(), free_port()
@@ -198,7 +198,7 @@ def start_cluster(work: Path, name: str = "bench.local") -> BastionCluster:
         "auth_service:\n  second_factor: 'off'\n"
         "  rate_limit: {average: 100, burst: 1000}\n"
         "proxy_service:\n  max_unauthenticated_per_ip: 1024\n"
-        "log: {level: warning}\n"
+        "log: {level: warning}\n" + extra_config
     )
     node_name = "builtin"
     log = work / "daemon.log"

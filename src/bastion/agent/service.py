@@ -170,6 +170,7 @@ class NodeService:
             user_ca_keys=tuple(certs.ssh_user_ca),
             labels=dict(config.ssh_service.labels),
             cmd_labels=_cmd_labels(config),
+            shell=config.ssh_service.shell,
         )
         assert proxy.listener is not None
         proxy_host, _ = parse_addr(config.proxy_service.listen_addr, 3080)
@@ -238,6 +239,7 @@ class NodeService:
             user_ca_keys=tuple(k for k in ident.read("user_ca.pub").splitlines() if k.strip()),
             labels=dict(svc.labels),
             cmd_labels=_cmd_labels(config),
+            shell=config.ssh_service.shell,
         )
         locks = LockWatcher(clock=clock, audit=emitter, registry=registry, roles=cache.get_roles)
         locks.follow_cache(cache)

@@ -127,6 +127,8 @@ class SSHServiceConfig(StrictModel):
     """Dynamic labels: the first line of a command's output, refreshed every period."""
     listen_addr: str = ""
     """Also accept SSH directly (e.g. 0.0.0.0:3022); default: reverse tunnel only."""
+    shell: str = ""
+    """Shell for every session (absolute path); default: each login's shell from passwd."""
     proxy_server: str = ""
     """Proxy to join and tunnel to (remote nodes); empty = the proxy of this process."""
     join_token: str = ""
@@ -138,6 +140,13 @@ class SSHServiceConfig(StrictModel):
     def _addr(cls, value: str) -> str:
         if value:
             parse_addr(value, 3022)
+        return value
+
+    @field_validator("shell")
+    @classmethod
+    def _shell(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"shell {value!r} must be an absolute path, e.g. /bin/bash")
         return value
 
 
@@ -270,6 +279,8 @@ ssh_service:
   #    period: 1m
   # Also accept SSH directly, e.g. 0.0.0.0:3022 (default: reverse tunnel only).
   listen_addr: ""
+  # Shell for every session (default: each login's shell from /etc/passwd).
+  shell: ""
   # A node on another host: the proxy to join through, a join token and the CA pin.
   proxy_server: ""
   join_token: ""
