@@ -54,10 +54,12 @@ from dataclasses import dataclass, field
 from bastion.ca.keys import PrivateKey, PublicKey
 from bastion.ca.sshcert import (
     SSHCertificate,
-    _check_signature,  # same package: the one SSH signature implementation
-    _parse_key_blob,
-    _sign,
+    WireReader,
+    check_signature,
+    parse_key_blob,
+    sign_data,
     ssh_public_key_blob,
+    wire_string,
 )
 from bastion.errors import AccessDenied, BadParameter, RemoteProtocolError
 
@@ -96,52 +98,6 @@ _SSHSIG_MAGIC = b"SSHSIG"
 _SSHSIG_HASH = "sha512"
 _ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 _ARMOR_END = "-----END SSH SIGNATURE-----"
-
-
-def _string(data: bytes | str) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    return struct.pack(">I", len(raw)) + raw
-
-
-class _Reader:
-    """Cursor over KRL data; every short read is a RemoteProtocolError."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self._what = what
-
-    def _take(self, size: int) -> bytes:
-        end = self.pos + size
-        if end > len(self.data):
-            raise RemoteProtocolError(f"truncated {self._what}")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def byte(self) -> int:
-        return self._take(1)[0]
-
-    def uint32(self) -> int:
-        value: int = struct.unpack(">I", self._take(4))[0]
-        return value
-
-    def uint64(self) -> int:
-        value: int = struct.unpack(">Q", self._take(8))[0]
-        return value
-
-    def string(self) -> bytes:
-        return self._take(self.uint32())
-
-    def text(self) -> str:
-        try:
-            return self.string().decode("utf-8")
-        except UnicodeDecodeError:
-            raise RemoteProtocolError(f"{self._what}: text is not UTF-8") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,14 +155,14 @@ class KRL:
 
 
 def _cert_section(ca_blob: bytes, key_ids: Sequence[str], serials: Sequence[int]) -> bytes:
-    body = _string(ca_blob) + _string(b"")
+    body = wire_string(ca_blob) + wire_string(b"")
     if serials:
-        body += bytes([_CERT_SERIAL_LIST]) + _string(
+        body += bytes([_CERT_SERIAL_LIST]) + wire_string(
             b"".join(struct.pack(">Q", s) for s in serials)
         )
     if key_ids:
-        body += bytes([_CERT_KEY_ID]) + _string(b"".join(_string(k) for k in key_ids))
-    return bytes([_SECTION_CERTIFICATES]) + _string(body)
+        body += bytes([_CERT_KEY_ID]) + wire_string(b"".join(wire_string(k) for k in key_ids))
+    return bytes([_SECTION_CERTIFICATES]) + wire_string(body)
 
 
 def build_krl(
@@ -254,17 +210,19 @@ def build_krl(
         raise BadParameter("revoking certificates needs the CA key they were signed with")
     out = bytearray(KRL_MAGIC)
     out += struct.pack(">IQQQ", KRL_FORMAT_VERSION, version, generated, 0)
-    out += _string(b"") + _string(comment)
+    out += wire_string(b"") + wire_string(comment)
     if ids or serial_list:
         for blob in sorted({ssh_public_key_blob(k) for k in ca_public_keys}):
             out += _cert_section(blob, ids, serial_list)
     explicit = sorted({ssh_public_key_blob(k) for k in explicit_keys})
     if explicit:
-        out += bytes([_SECTION_EXPLICIT_KEY]) + _string(b"".join(_string(b) for b in explicit))
+        out += bytes([_SECTION_EXPLICIT_KEY]) + wire_string(
+            b"".join(wire_string(b) for b in explicit)
+        )
     if embed_signature_key is not None:
         out += bytes([_SECTION_SIGNATURE])
-        out += _string(ssh_public_key_blob(embed_signature_key.public_key()))
-        out += _string(_sign(embed_signature_key, bytes(out)))
+        out += wire_string(ssh_public_key_blob(embed_signature_key.public_key()))
+        out += wire_string(sign_data(embed_signature_key, bytes(out)))
     return bytes(out)
 
 
@@ -272,7 +230,7 @@ def build_krl(
 
 
 def _parse_extension(data: bytes, what: str) -> None:
-    reader = _Reader(data, what)
+    reader = WireReader(data, what)
     name = reader.text()
     critical = reader.byte()
     reader.string()
@@ -282,7 +240,7 @@ def _parse_extension(data: bytes, what: str) -> None:
         raise RemoteProtocolError(f"unsupported critical KRL extension {name[:64]!r}")
 
 
-def _parse_bitmap(reader: _Reader, serials: set[int]) -> None:
+def _parse_bitmap(reader: WireReader, serials: set[int]) -> None:
     offset = reader.uint64()
     raw = reader.string()
     if raw and raw[0] & 0x80:
@@ -300,16 +258,16 @@ def _parse_bitmap(reader: _Reader, serials: set[int]) -> None:
 
 
 def _parse_cert_section(data: bytes) -> RevokedCertificates:
-    reader = _Reader(data, "KRL certificate section")
+    reader = WireReader(data, "KRL certificate section")
     ca_key = reader.string()
     if ca_key:
-        _parse_key_blob(ca_key)  # RemoteProtocolError for garbage or unsupported CA types
+        parse_key_blob(ca_key)  # RemoteProtocolError for garbage or unsupported CA types
     reader.string()  # reserved
     serials: set[int] = set()
     ranges: list[tuple[int, int]] = []
     key_ids: set[str] = set()
     while reader.remaining:
-        kind, sub = reader.byte(), _Reader(reader.string(), "KRL certificate sub-section")
+        kind, sub = reader.byte(), WireReader(reader.string(), "KRL certificate sub-section")
         if kind == _CERT_SERIAL_LIST:
             while sub.remaining:
                 serial = sub.uint64()
@@ -337,7 +295,7 @@ def _parse_cert_section(data: bytes) -> RevokedCertificates:
 
 
 def _parse_blobs(data: bytes, size: int | None, what: str) -> set[bytes]:
-    reader = _Reader(data, what)
+    reader = WireReader(data, what)
     out: set[bytes] = set()
     while reader.remaining:
         blob = reader.string()
@@ -363,7 +321,7 @@ def parse_krl(data: bytes) -> KRL:
     """
     if len(data) > MAX_KRL_SIZE:
         raise RemoteProtocolError(f"KRL larger than {MAX_KRL_SIZE} bytes")
-    reader = _Reader(data, "KRL")
+    reader = WireReader(data, "KRL")
     if reader._take(len(KRL_MAGIC)) != KRL_MAGIC:
         raise RemoteProtocolError("not a binary KRL (bad magic)")
     if reader.uint32() != KRL_FORMAT_VERSION:
@@ -407,12 +365,12 @@ def parse_krl(data: bytes) -> KRL:
     )
 
 
-def _check_embedded_signature(reader: _Reader) -> bytes:
+def _check_embedded_signature(reader: WireReader) -> bytes:
     key_blob = reader.string()
     signed = reader.data[: reader.pos]
     signature = reader.string()
-    key = _parse_key_blob(key_blob)
-    if not _check_signature(key, signature, signed):
+    key = parse_key_blob(key_blob)
+    if not check_signature(key, signature, signed):
         raise RemoteProtocolError("KRL signature does not verify")
     return key_blob
 
@@ -423,7 +381,11 @@ def _check_embedded_signature(reader: _Reader) -> bytes:
 def _sshsig_signed_data(message: bytes, namespace: str) -> bytes:
     digest = hashlib.sha512(message).digest()
     return (
-        _SSHSIG_MAGIC + _string(namespace) + _string(b"") + _string(_SSHSIG_HASH) + _string(digest)
+        _SSHSIG_MAGIC
+        + wire_string(namespace)
+        + wire_string(b"")
+        + wire_string(_SSHSIG_HASH)
+        + wire_string(digest)
     )
 
 
@@ -441,11 +403,11 @@ def sign_krl(krl: bytes, key: PrivateKey, namespace: str = KRL_SIGNATURE_NAMESPA
     blob = (
         _SSHSIG_MAGIC
         + struct.pack(">I", 1)
-        + _string(ssh_public_key_blob(key.public_key()))
-        + _string(namespace)
-        + _string(b"")
-        + _string(_SSHSIG_HASH)
-        + _string(_sign(key, _sshsig_signed_data(krl, namespace)))
+        + wire_string(ssh_public_key_blob(key.public_key()))
+        + wire_string(namespace)
+        + wire_string(b"")
+        + wire_string(_SSHSIG_HASH)
+        + wire_string(sign_data(key, _sshsig_signed_data(krl, namespace)))
     )
     body = "\n".join(textwrap.wrap(base64.b64encode(blob).decode(), 70))
     return f"{_ARMOR_BEGIN}\n{body}\n{_ARMOR_END}\n"
@@ -470,7 +432,7 @@ def verify_krl_signature(
         raise AccessDenied("KRL signature: not an SSH signature")
     try:
         blob = base64.b64decode("".join(text[len(_ARMOR_BEGIN) : -len(_ARMOR_END)].split()))
-        reader = _Reader(blob, "SSH signature")
+        reader = WireReader(blob, "SSH signature")
         if reader._take(6) != _SSHSIG_MAGIC or reader.uint32() != 1:
             raise RemoteProtocolError("not SSHSIG version 1")
         key_blob, sig_namespace = reader.string(), reader.text()
@@ -484,7 +446,7 @@ def verify_krl_signature(
         raise AccessDenied(f"KRL signature is for namespace {sig_namespace!r}, not {namespace!r}")
     for key in trusted_keys:
         if ssh_public_key_blob(key) == key_blob:
-            if _check_signature(key, sig, _sshsig_signed_data(krl, namespace)):
+            if check_signature(key, sig, _sshsig_signed_data(krl, namespace)):
                 return key
             raise AccessDenied("KRL signature does not verify: the KRL was altered")
     raise AccessDenied("KRL is signed by a key that is not a trusted user CA key")

@@ -45,14 +45,19 @@ __all__ = [
     "FOREVER",
     "SSHCertType",
     "SSHCertificate",
+    "WireReader",
+    "check_signature",
     "identity_from_ssh_certificate",
+    "parse_key_blob",
     "parse_ssh_certificate",
+    "sign_data",
     "sign_ssh_certificate",
     "ssh_host_certificate",
     "ssh_public_key_blob",
     "ssh_user_certificate",
     "to_openssh_line",
     "verify_ssh_certificate",
+    "wire_string",
 ]
 
 SSHCertType = Literal["user", "host"]
@@ -79,37 +84,45 @@ _KNOWN_USER_CRITICAL = frozenset({"force-command", "source-address", "verify-req
 # --- wire primitives -------------------------------------------------------------------------
 
 
-def _string(data: bytes | str) -> bytes:
+def wire_string(data: bytes | str) -> bytes:
+    """An SSH ``string``: uint32 length, then the bytes."""
     raw = data.encode() if isinstance(data, str) else data
     return struct.pack(">I", len(raw)) + raw
 
 
 def _mpint(value: int) -> bytes:
     if value == 0:
-        return _string(b"")
+        return wire_string(b"")
     length = (value.bit_length() + 8) // 8  # +8 keeps a zero high bit for positive numbers
-    return _string(value.to_bytes(length, "big", signed=True))
+    return wire_string(value.to_bytes(length, "big", signed=True))
 
 
-class _Reader:
+class WireReader:
     """Cursor over SSH wire data; every short read is a RemoteProtocolError."""
 
     def __init__(self, data: bytes, what: str) -> None:
-        self._data = data
-        self._pos = 0
+        self.data = data
+        self.pos = 0
         self._what = what
 
     def _take(self, size: int) -> bytes:
-        end = self._pos + size
-        if end > len(self._data):
+        end = self.pos + size
+        if end > len(self.data):
             raise RemoteProtocolError(f"truncated {self._what}")
-        chunk = self._data[self._pos : end]
-        self._pos = end
+        chunk = self.data[self.pos : end]
+        self.pos = end
         return chunk
 
     @property
     def position(self) -> int:
-        return self._pos
+        return self.pos
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def byte(self) -> int:
+        return self._take(1)[0]
 
     def uint32(self) -> int:
         value: int = struct.unpack(">I", self._take(4))[0]
@@ -135,8 +148,8 @@ class _Reader:
         return int.from_bytes(raw, "big", signed=True)
 
     def done(self) -> None:
-        if self._pos != len(self._data):
-            raise RemoteProtocolError(f"{self._what}: {len(self._data) - self._pos} trailing bytes")
+        if self.pos != len(self.data):
+            raise RemoteProtocolError(f"{self._what}: {len(self.data) - self.pos} trailing bytes")
 
 
 # --- public keys -----------------------------------------------------------------------------
@@ -155,12 +168,14 @@ def _key_type(key: PublicKey) -> str:
 def _key_fields(key: PublicKey) -> bytes:
     """The type-specific public fields, as they appear in both key and certificate blobs."""
     if isinstance(key, ed25519.Ed25519PublicKey):
-        return _string(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+        return wire_string(
+            key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
     if isinstance(key, ec.EllipticCurvePublicKey):
         point = key.public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        return _string("nistp256") + _string(point)
+        return wire_string("nistp256") + wire_string(point)
     numbers = key.public_numbers()
     return _mpint(numbers.e) + _mpint(numbers.n)
 
@@ -177,10 +192,10 @@ def ssh_public_key_blob(key: PublicKey) -> bytes:
     Raises:
         BadParameter: unsupported key type.
     """
-    return _string(_key_type(key)) + _key_fields(key)
+    return wire_string(_key_type(key)) + _key_fields(key)
 
 
-def _read_key_fields(reader: _Reader, key_type: str) -> PublicKey:
+def _read_key_fields(reader: WireReader, key_type: str) -> PublicKey:
     if key_type == _ED25519:
         raw = reader.string()
         if len(raw) != 32:
@@ -198,8 +213,8 @@ def _read_key_fields(reader: _Reader, key_type: str) -> PublicKey:
     raise RemoteProtocolError(f"unsupported key type {key_type[:64]!r}")
 
 
-def _parse_key_blob(blob: bytes) -> PublicKey:
-    reader = _Reader(blob, "public key")
+def parse_key_blob(blob: bytes) -> PublicKey:
+    reader = WireReader(blob, "public key")
     key = _read_key_fields(reader, reader.text())
     reader.done()
     return key
@@ -208,27 +223,29 @@ def _parse_key_blob(blob: bytes) -> PublicKey:
 # --- signatures ------------------------------------------------------------------------------
 
 
-def _sign(ca_key: PrivateKey, data: bytes) -> bytes:
+def sign_data(ca_key: PrivateKey, data: bytes) -> bytes:
     if isinstance(ca_key, ed25519.Ed25519PrivateKey):
-        return _string(_ED25519) + _string(ca_key.sign(data))
+        return wire_string(_ED25519) + wire_string(ca_key.sign(data))
     if isinstance(ca_key, ec.EllipticCurvePrivateKey):
         _key_type(ca_key.public_key())  # refuses curves other than P-256
         r, s = decode_dss_signature(ca_key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return _string(_ECDSA) + _string(_mpint(r) + _mpint(s))
-    return _string("rsa-sha2-512") + _string(ca_key.sign(data, padding.PKCS1v15(), hashes.SHA512()))
+        return wire_string(_ECDSA) + wire_string(_mpint(r) + _mpint(s))
+    return wire_string("rsa-sha2-512") + wire_string(
+        ca_key.sign(data, padding.PKCS1v15(), hashes.SHA512())
+    )
 
 
-def _check_signature(ca_key: PublicKey, signature: bytes, data: bytes) -> bool:
+def check_signature(ca_key: PublicKey, signature: bytes, data: bytes) -> bool:
     """True when ``signature`` (an SSH signature blob) is valid for ``data`` under ``ca_key``."""
     try:
-        reader = _Reader(signature, "signature")
+        reader = WireReader(signature, "signature")
         sig_type, raw = reader.text(), reader.string()
         reader.done()
         if isinstance(ca_key, ed25519.Ed25519PublicKey) and sig_type == _ED25519:
             ca_key.verify(raw, data)
             return True
         if isinstance(ca_key, ec.EllipticCurvePublicKey) and sig_type == _ECDSA:
-            inner = _Reader(raw, "ecdsa signature")
+            inner = WireReader(raw, "ecdsa signature")
             r, s = inner.mpint(), inner.mpint()
             inner.done()
             ca_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
@@ -307,7 +324,7 @@ def _encode_options(options: Mapping[str, str]) -> bytes:
     out = bytearray()
     for name in sorted(options, key=lambda n: n.encode()):
         value = options[name]
-        out += _string(name) + _string(_string(value) if value else b"")
+        out += wire_string(name) + wire_string(wire_string(value) if value else b"")
     return bytes(out)
 
 
@@ -357,19 +374,19 @@ def sign_ssh_certificate(
     if extensions is None:
         extensions = DEFAULT_USER_EXTENSIONS if cert_type == "user" else {}
     body = (
-        _string(_key_type(subject_public_key) + _CERT_SUFFIX)
-        + _string(os.urandom(32) if nonce is None else nonce)
+        wire_string(_key_type(subject_public_key) + _CERT_SUFFIX)
+        + wire_string(os.urandom(32) if nonce is None else nonce)
         + _key_fields(subject_public_key)
         + struct.pack(">QI", serial, _CERT_TYPE_CODE[cert_type])
-        + _string(key_id)
-        + _string(b"".join(_string(p) for p in principals))
+        + wire_string(key_id)
+        + wire_string(b"".join(wire_string(p) for p in principals))
         + struct.pack(">QQ", after, before)
-        + _string(_encode_options(critical_options or {}))
-        + _string(_encode_options(extensions))
-        + _string(b"")
-        + _string(ssh_public_key_blob(ca_private_key.public_key()))
+        + wire_string(_encode_options(critical_options or {}))
+        + wire_string(_encode_options(extensions))
+        + wire_string(b"")
+        + wire_string(ssh_public_key_blob(ca_private_key.public_key()))
     )
-    return body + _string(_sign(ca_private_key, body))
+    return body + wire_string(sign_data(ca_private_key, body))
 
 
 def to_openssh_line(blob: bytes, comment: str = "") -> str:
@@ -385,7 +402,7 @@ def to_openssh_line(blob: bytes, comment: str = "") -> str:
     Raises:
         RemoteProtocolError: the blob does not start with a certificate type name.
     """
-    type_name = _Reader(blob, "certificate").text()
+    type_name = WireReader(blob, "certificate").text()
     if not type_name.endswith(_CERT_SUFFIX):
         raise RemoteProtocolError(f"not a certificate type: {type_name[:64]!r}")
     line = f"{type_name} {base64.b64encode(blob).decode()}"
@@ -401,13 +418,13 @@ def _decode_line(line: str) -> bytes:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
         raise RemoteProtocolError("certificate line is not valid base64") from None
-    if _Reader(blob, "certificate").text() != parts[0]:
+    if WireReader(blob, "certificate").text() != parts[0]:
         raise RemoteProtocolError("certificate line type does not match its blob")
     return blob
 
 
 def _parse_options(raw: bytes, what: str) -> dict[str, str]:
-    reader = _Reader(raw, what)
+    reader = WireReader(raw, what)
     options: dict[str, str] = {}
     while reader.position < len(raw):
         name, data = reader.text(), reader.string()
@@ -415,7 +432,7 @@ def _parse_options(raw: bytes, what: str) -> dict[str, str]:
             raise RemoteProtocolError(f"{what}: duplicate {name[:64]!r}")
         value = ""
         if data:
-            inner = _Reader(data, what)
+            inner = WireReader(data, what)
             value = inner.text()
             inner.done()
         options[name] = value
@@ -423,7 +440,7 @@ def _parse_options(raw: bytes, what: str) -> dict[str, str]:
 
 
 def _parse_principals(raw: bytes) -> tuple[str, ...]:
-    reader = _Reader(raw, "principals")
+    reader = WireReader(raw, "principals")
     principals: list[str] = []
     while reader.position < len(raw):
         principals.append(reader.text())
@@ -460,7 +477,7 @@ def parse_ssh_certificate(blob_or_line: bytes | str) -> SSHCertificate:
 
 
 def _parse_blob(blob: bytes) -> SSHCertificate:
-    reader = _Reader(blob, "certificate")
+    reader = WireReader(blob, "certificate")
     type_name = reader.text()
     if not type_name.endswith(_CERT_SUFFIX):
         raise RemoteProtocolError(f"not a certificate type: {type_name[:64]!r}")
@@ -476,7 +493,7 @@ def _parse_blob(blob: bytes) -> SSHCertificate:
     critical_options = _parse_options(reader.string(), "critical options")
     extensions = _parse_options(reader.string(), "extensions")
     reserved = reader.string()
-    signature_key = _parse_key_blob(reader.string())
+    signature_key = parse_key_blob(reader.string())
     signed_end = reader.position
     signature = reader.string()
     reader.done()
@@ -544,7 +561,7 @@ def verify_ssh_certificate(
     ca_blob = ssh_public_key_blob(cert.signature_key)
     if not any(ssh_public_key_blob(k) == ca_blob for k in trusted_ca_public_keys):
         raise AccessDenied("certificate is signed by an unknown CA")
-    if not cert.signed_data or not _check_signature(
+    if not cert.signed_data or not check_signature(
         cert.signature_key, cert.signature, cert.signed_data
     ):
         raise AccessDenied("certificate has a bad signature")
