@@ -3,7 +3,10 @@ unit tests, integration tests and benchmarks share."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
+from typing import NoReturn
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -13,7 +16,14 @@ from bastion.auth.users import UserService
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import Clock, FakeClock
 
-__all__ = ["AuthFixture", "FakeClock", "make_auth", "new_public_key"]
+__all__ = [
+    "AuthFixture",
+    "FakeClock",
+    "make_auth",
+    "missing_peer",
+    "new_public_key",
+    "require_binary",
+]
 
 
 def new_public_key() -> tuple[ed25519.Ed25519PrivateKey, str]:
@@ -40,3 +50,21 @@ async def make_auth(clock: Clock | None = None, cluster: str = "test.local") -> 
     auth = AuthServer(AuthDeps(backend=backend, clock=clock, cluster=cluster, kek=b"\x01" * 32))
     await auth.init()
     return AuthFixture(clock=clock, backend=backend, auth=auth, users=UserService(auth))
+
+
+def missing_peer(reason: str) -> NoReturn:
+    """A real peer (binary, server) the test needs is absent: skip on a developer's machine,
+    fail under CI (``CI=true``), where the test command installs every peer."""
+    import pytest  # test-time dependency only
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the test command must install it)")
+    pytest.skip(reason)
+
+
+def require_binary(name: str) -> str:
+    """Path of ``name`` on PATH, or :func:`missing_peer`."""
+    path = shutil.which(name)
+    if path is None:
+        missing_peer(f"{name} is not installed")
+    return path

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.clock import SystemClock
-from bastion.testing import make_auth
+from bastion.testing import make_auth, require_binary
 from bastion.types.identity import Identity
 
 pytestmark = pytest.mark.integration
@@ -488,11 +488,7 @@ def test_expired_profile_says_run_bsh_login(fake: FakeCluster, tmp_path: Path) -
 
 
 def test_openssh_through_bsh_config_and_proxy_ssh(fake: FakeCluster, tmp_path: Path) -> None:
-    ssh = shutil.which("ssh")
-    if ssh is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the OpenSSH client (ssh) is required under CI")
-        pytest.skip("OpenSSH client not installed")
+    ssh = require_binary("ssh")
     res = bsh(fake, "config")
     assert res.returncode == 0, res.stderr
     config = tmp_path / "ssh_config"

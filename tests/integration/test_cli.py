@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
 import socket
 import ssl
 import stat
@@ -31,15 +29,14 @@ from harness import (
     unverified_context,
 )
 
+from bastion.testing import require_binary
+
 pytestmark = pytest.mark.integration
 BAD_CREDENTIALS = "invalid username, password or second factor"
 
 
 def ssh_keygen_list(path: Path) -> str:
-    if shutil.which("ssh-keygen") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("ssh-keygen is required under CI")
-        pytest.skip("ssh-keygen not installed")
+    require_binary("ssh-keygen")
     return subprocess.run(
         ["ssh-keygen", "-L", "-f", str(path)], capture_output=True, text=True, check=True
     ).stdout
@@ -369,8 +366,7 @@ def test_auth_export_sign_rotate(env: Env, tmp_path: Path) -> None:
     assert user_ca.startswith("ssh-ed25519 ")
     assert env.admin_ok("auth", "export", "--type=host").startswith("@cert-authority ")
     assert "BEGIN CERTIFICATE" in env.admin_ok("auth", "export", "--type=tls-host")
-    if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen not installed")
+    require_binary("ssh-keygen")
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host")], check=True
     )

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import Cluster, run, start_cluster
 
-from bastion.testing_pg import PgServer, PostgresUnavailable, create_database, start_postgres
+from bastion.testing_pg import PgServer, create_database
 
 pytestmark = pytest.mark.needs_postgres
 
 
-@pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    try:
-        server = start_postgres(tmp_path_factory.mktemp("pg"))
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but PostgreSQL is unavailable: {exc}")
-        pytest.skip(f"PostgreSQL server binaries not installed: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_two_auth_servers_share_state(pg: PgServer, tmp_path: Path) -> None:
-    dsn = asyncio.run(create_database(pg))
+def test_two_auth_servers_share_state(postgres_server: PgServer, tmp_path: Path) -> None:
+    dsn = asyncio.run(create_database(postgres_server))
     config = tmp_path / "bastion.yaml"
     config.write_text(
         f"storage:\n  type: postgres\n  dsn: {dsn}\nauth_service:\n  kek_file: {tmp_path / 'kek'}\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,18 +19,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "agent"))
 from nodeharness import CLUSTER, LOGIN, NODE, Client, NodeHarness, make_node  # noqa: E402
 
-from bastion.testing import make_auth
+from bastion.testing import make_auth, require_binary
 
 pytestmark = pytest.mark.integration
 
 
 def _need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{binary} is required under CI")
-        pytest.skip(f"{binary} not installed")
-    return path
+    return require_binary(binary)
 
 
 @pytest.fixture

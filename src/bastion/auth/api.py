@@ -8,7 +8,6 @@ Errors are ``{"error": {"code": ..., "message": ...}}`` with the status of the e
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from aiohttp import web
 
 from bastion import __version__
 from bastion.audit.log import AuditQuery
-from bastion.auth.api_agents import add_agent_routes
+from bastion.auth.api_agents import add_agent_routes, read_json
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.openapi import OPENAPI
@@ -58,16 +57,6 @@ def _error(exc: BastionError) -> web.Response:
 
 def _remote(request: web.Request) -> str:
     return request.remote or ""
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadParameter("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadParameter("request body must be a JSON object")
-    return body
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -193,7 +182,7 @@ class AuthAPI:
         return web.json_response(OPENAPI)
 
     async def login(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         certs = await self.users.login(
             _str(body, "user"),
             _str(body, "password"),
@@ -205,7 +194,9 @@ class AuthAPI:
         return web.json_response(_user_certs(certs))
 
     async def invite_start(self, request: web.Request) -> web.Response:
-        info = await self.users.start_invite(_str(await _json(request), "token"), _remote(request))
+        info = await self.users.start_invite(
+            _str(await read_json(request), "token"), _remote(request)
+        )
         return web.json_response(
             {
                 "user": info.user,
@@ -216,7 +207,7 @@ class AuthAPI:
         )
 
     async def invite_complete(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         certs = await self.users.complete_invite(
             _str(body, "token"),
             _str(body, "password"),
@@ -228,7 +219,7 @@ class AuthAPI:
         return web.json_response(_user_certs(certs))
 
     async def join(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         certs = await self.auth.join(
             _str(body, "token"),
             _str(body, "host_name"),
@@ -256,13 +247,13 @@ class AuthAPI:
         return web.json_response(resource_to_dict(item))
 
     async def create_resource(self, request: web.Request) -> web.Response:
-        resource = parse_resource(await _json(request))
+        resource = parse_resource(await read_json(request))
         force = request.query.get("force") == "true"
         created = await request["guard"].create_resource(resource, force)
         return web.json_response(resource_to_dict(created), status=201)
 
     async def update_resource(self, request: web.Request) -> web.Response:
-        resource = parse_resource(await _json(request))
+        resource = parse_resource(await read_json(request))
         if resource.name != request.match_info["name"]:
             raise BadParameter("metadata.name does not match the name in the URL")
         updated = await request["guard"].update_resource(resource)
@@ -274,7 +265,7 @@ class AuthAPI:
         return web.json_response({"deleted": f"{kind}/{request.match_info['name']}"})
 
     async def add_user(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         traits = body.get("traits") or {}
         if not isinstance(traits, dict):
             raise BadParameter("field 'traits' must be an object of lists")
@@ -284,7 +275,7 @@ class AuthAPI:
         return web.json_response(_invite(invite), status=201)
 
     async def update_user(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         user = await request["guard"].update_user(
             request.match_info["name"],
             _list(body, "roles") if "roles" in body else None,
@@ -298,7 +289,7 @@ class AuthAPI:
         return web.json_response(_invite(invite))
 
     async def add_token(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         labels = body.get("labels") or {}
         if not isinstance(labels, dict):
             raise BadParameter("field 'labels' must be an object")
@@ -338,12 +329,12 @@ class AuthAPI:
         )
 
     async def rotate_ca(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         ca = await request["guard"].rotate_ca(_str(body, "type"), _str(body, "phase"))
         return web.json_response(resource_to_dict(ca))
 
     async def sign_host(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         certs = await request["guard"].sign_host(
             _str(body, "host"),
             _str(body, "public_key"),

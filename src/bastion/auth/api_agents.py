@@ -20,13 +20,18 @@ from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
 from bastion.types.inventory import Node
 
-__all__ = ["add_agent_routes"]
+__all__ = ["add_agent_routes", "read_json"]
 
 PING_SECONDS = 15.0
 WATCHABLE = ("role", "lock", "node", "user", "token", "cluster_auth_preference")
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (shared by every API route module).
+
+    Raises:
+        BadParameter: not JSON, or not an object.
+    """
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -38,14 +43,14 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
     async def heartbeat(request: web.Request) -> web.Response:
-        node = parse_resource(await _json(request))
+        node = parse_resource(await read_json(request))
         if not isinstance(node, Node):
             raise BadParameter("a heartbeat carries a node resource")
         stored = await request["guard"].heartbeat_node(node)
         return web.json_response(resource_to_dict(stored))
 
     async def submit_events(request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         events = body.get("events")
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise BadParameter("expected {'events': [ {...}, ... ]}")

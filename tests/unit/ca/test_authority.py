@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,21 +30,13 @@ from bastion.ca.sshcert import parse_ssh_certificate, ssh_host_certificate
 from bastion.ca.x509 import issue_user_certificate, verify_certificate_chain
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter
+from bastion.testing import require_binary
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
 from bastion.types.identity import Identity
 
 KEK = b"\x01" * 32
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ALGORITHMS: tuple[KeyAlgorithm, ...] = ("ed25519", "ecdsa-p256", "rsa-3072")
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not on PATH")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def make(ca_type: CAType, algorithm: KeyAlgorithm = "ed25519") -> CertAuthority:

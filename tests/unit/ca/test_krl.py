@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import shutil
 import struct
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -31,6 +29,7 @@ from bastion.ca.sshcert import (
     to_openssh_line,
 )
 from bastion.errors import AccessDenied, BadParameter, RemoteProtocolError
+from bastion.testing import require_binary
 from bastion.types.authority import KeyAlgorithm
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -40,15 +39,6 @@ ALGORITHMS: tuple[KeyAlgorithm, ...] = ("ed25519", "ecdsa-p256", "rsa-3072")
 @functools.cache
 def key(algorithm: KeyAlgorithm, name: str) -> PrivateKey:
     return generate_private_key(algorithm)
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not on PATH")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def cert(ca: PrivateKey, key_id: str, serial: int, subject: PrivateKey | None = None) -> bytes:

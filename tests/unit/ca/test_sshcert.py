@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import struct
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from bastion.ca.sshcert import (
 )
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter, RemoteProtocolError
+from bastion.testing import require_binary
 from bastion.types.authority import KeyAlgorithm
 from bastion.types.identity import SSH_IDENTITY_EXTENSION, Identity
 
@@ -43,15 +43,6 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 def key(algorithm: KeyAlgorithm, name: str) -> PrivateKey:
     """Keys are expensive (RSA): one per (algorithm, role) per test session."""
     return generate_private_key(algorithm)
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not on PATH")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def make_identity(**overrides: object) -> Identity:

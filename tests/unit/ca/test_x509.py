@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +23,7 @@ from bastion.ca.x509 import (
 )
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter
+from bastion.testing import require_binary
 from bastion.types.authority import KeyAlgorithm
 from bastion.types.identity import IDENTITY_OID, Identity, RouteToTarget
 
@@ -46,15 +45,6 @@ def ca(algorithm: KeyAlgorithm, purpose: str, cluster: str = "example") -> x509.
         timedelta(days=365),
         now=START,
     )
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not on PATH")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def make_identity(**overrides: object) -> Identity:
