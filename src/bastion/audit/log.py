@@ -1,29 +1,74 @@
-"""The append-only audit log, stored through the backend.
+"""The append-only audit log, stored through the backend, one gapless index per event.
 
-Events are written with ``create`` under ``audit/events/<time-ordered id>`` and never updated or
-deleted through this API, so the tamper-evident log (Merkle tree over the same sequence) can sit on
-top of it. Emitting never raises into the caller's control flow silently: a failure to record an
-event is an error of the action itself (no dropped audit event).
+Layer: audit (above backend, below auth). Every event gets a leaf ``index``: 0, 1, 2, ... with no
+gap and no duplicate, also when several auth servers share one backend (PostgreSQL HA) or several
+processes share one SQLite file. The index is the key: the event is stored by a *conditional
+create* of ``audit/events/<index, 20 digits>``. A writer only tries ``n + 1`` after it has seen
+``n`` exist (it wrote it, or its create failed with AlreadyExists), so by induction the stored
+indexes are a prefix of the naturals; the backend's atomic create makes the winner of each index
+unique. The stored value is the event's canonical JSON (:func:`bastion.audit.canonical.encode`),
+which is exactly what the Merkle tree hashes as the leaf (:mod:`bastion.audit.merkle`).
+
+Events are never updated or deleted through this API. Emitting never fails silently: a failure to
+record an event is an error of the action itself (no dropped audit event).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
+from bastion.audit.canonical import decode, encode
 from bastion.backend.base import Backend, Item
 from bastion.clock import Clock
-from bastion.errors import AlreadyExists
+from bastion.errors import AlreadyExists, BadParameter, NotFound
 from bastion.types.audit import AuditEvent, event_code
 
-__all__ = ["AuditLog", "AuditQuery"]
+__all__ = ["PREFIX", "AuditLog", "AuditQuery", "event_key", "index_of_key", "range_prefixes"]
 
 PREFIX = "audit/events/"
+"""Events live under this prefix, keyed by their zero-padded index."""
+WIDTH = 20
 log = structlog.get_logger("bastion.audit")
+
+
+def event_key(index: int) -> str:
+    """The backend key of the event at ``index``."""
+    return f"{PREFIX}{index:0{WIDTH}d}"
+
+
+def index_of_key(key: str) -> int | None:
+    """The index a well-formed event key names, or None for anything else under the prefix."""
+    tail = key[len(PREFIX) :]
+    if not key.startswith(PREFIX) or len(tail) != WIDTH or not tail.isdigit():
+        return None
+    return int(tail)
+
+
+def range_prefixes(lo: int, hi: int) -> list[str]:
+    """Key prefixes whose union covers the indexes ``[lo, hi)`` (and at most 3x as many).
+
+    Keys are zero-padded decimals, so an aligned block of 10^k indexes shares one prefix. The
+    block size is the largest power of ten not above the span, so a range needs at most ~12
+    ``get_range`` calls; callers filter the overshoot.
+    """
+    if hi <= lo:
+        return []
+    block = 1
+    while block * 10 <= hi - lo and block * 10 <= 10**WIDTH:
+        block *= 10
+    digits = len(str(block)) - 1
+    out = []
+    start = lo - lo % block
+    while start < hi:
+        out.append(f"{PREFIX}{start:0{WIDTH}d}"[: len(PREFIX) + WIDTH - digits])
+        start += block
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,47 +100,136 @@ def _type_matches(pattern: str, event_type: str) -> bool:
 
 
 class AuditLog:
+    """Append events with gapless indexes; read them back in index order."""
+
     def __init__(self, backend: Backend, clock: Clock, cluster: str) -> None:
         self._backend = backend
         self._clock = clock
         self._cluster = cluster
+        self._lock = asyncio.Lock()
+        self._next: int | None = None
+        """The next index to try; None until the head was looked up."""
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def _build(self, event_type: str, outcome: str, fields: dict[str, object]) -> AuditEvent:
+        top = {k: v for k, v in fields.items() if k in AuditEvent.model_fields and v is not None}
+        top.pop("index", None)
+        extra = {k: v for k, v in fields.items() if k not in AuditEvent.model_fields}
+        return AuditEvent(
+            type=event_type,
+            code=event_code(event_type, outcome),
+            time=self._clock.now(),
+            cluster=self._cluster,
+            outcome=outcome,
+            fields=extra,
+            id=f"{int(self._clock.now().timestamp() * 1e9):020d}-{secrets.token_hex(4)}",
+            **top,
+        )
 
     async def emit(
         self, event_type: str, *, outcome: str = "success", **fields: object
     ) -> AuditEvent:
-        """Record one event. Known attributes go to the top level, the rest to ``fields``."""
-        top = {k: v for k, v in fields.items() if k in AuditEvent.model_fields and v is not None}
-        extra = {k: v for k, v in fields.items() if k not in AuditEvent.model_fields}
-        now = self._clock.now()
-        for _ in range(5):
-            event_id = f"{int(now.timestamp() * 1e9):020d}-{secrets.token_hex(4)}"
-            event = AuditEvent(
-                type=event_type,
-                code=event_code(event_type, outcome),
-                time=now,
-                cluster=self._cluster,
-                outcome=outcome,
-                fields=extra,
-                id=event_id,
-                **top,
-            )
-            try:
-                await self._backend.create(
-                    Item(key=PREFIX + event_id, value=event.model_dump_json().encode())
-                )
-            except AlreadyExists:
-                continue
-            log.info("audit", type=event_type, outcome=outcome, user=event.user, code=event.code)
-            return event
-        raise AlreadyExists("could not allocate a unique audit event id")
+        """Record one event. Known attributes go to the top level, the rest to ``fields``.
+
+        Returns the stored event (with its ``index`` and ``id``).
+        """
+        draft = self._build(event_type, outcome, fields)
+        async with self._lock:
+            index = await self._head() if self._next is None else self._next
+            while True:
+                event = draft.model_copy(update={"index": index})
+                try:
+                    await self._backend.create(Item(key=event_key(index), value=encode(event)))
+                except AlreadyExists:
+                    index += 1  # another writer holds it: it exists, so index + 1 is gapless
+                    continue
+                except BaseException:
+                    self._next = None  # unknown outcome: look the head up again next time
+                    raise
+                self._next = index + 1
+                break
+        log.info("audit", type=event_type, outcome=outcome, user=event.user, code=event.code)
+        return event
+
+    async def size(self) -> int:
+        """How many events are stored (the next free index), looked up in the backend."""
+        return await self._head()
+
+    async def _exists(self, index: int) -> bool:
+        try:
+            await self._backend.get(event_key(index))
+        except NotFound:
+            return False
+        return True
+
+    async def _head(self, lower: int = 0) -> int:
+        """The first free index at or above ``lower``: exponential then binary search over
+        ``get``, O(log n) reads (indexes are a prefix of the naturals, so presence is monotone)."""
+        if not await self._exists(lower):
+            return lower
+        lo, step = lower, 1  # lo exists
+        while await self._exists(lo + step):
+            lo, step = lo + step, step * 2
+        hi = lo + step  # hi is free
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if await self._exists(mid):
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    async def read_from(self, index: int, limit: int) -> list[AuditEvent]:
+        """Up to ``limit`` events with index >= ``index``, in index order.
+
+        Raises:
+            BadParameter: a negative index or a limit below 1.
+        """
+        return [decode(item.value) for item in await self.read_items(index, limit)]
+
+    async def read_items(self, index: int, limit: int) -> list[Item]:
+        """The stored items (canonical bytes) of up to ``limit`` events from ``index`` on, in
+        index order; well-formed keys only. Verification hashes these bytes as they are."""
+        if index < 0 or limit < 1:
+            raise BadParameter("read_from needs index >= 0 and limit >= 1")
+        out: list[Item] = []
+        lo = index
+        while len(out) < limit:
+            want = limit - len(out)
+            got = await self._read_range(lo, lo + want)
+            out.extend(got)
+            if not got:
+                break  # past the head
+            lo += want  # a short range (a deleted event) does not stop the read
+        return out
+
+    async def _read_range(self, lo: int, hi: int) -> list[Item]:
+        out: list[Item] = []
+        for prefix in range_prefixes(lo, hi):
+            for item in await self._backend.get_range(prefix):
+                i = index_of_key(item.key)
+                if i is not None and lo <= i < hi:
+                    out.append(item)
+        return out
 
     async def search(self, query: AuditQuery) -> list[AuditEvent]:
-        """Events matching ``query``, oldest first, at most ``query.limit``."""
-        out: list[AuditEvent] = []
-        # Revision order is append order (the key's time part may tie under a frozen clock).
-        items = sorted(await self._backend.get_range(PREFIX), key=lambda i: i.revision)
-        for item in items:
-            event = AuditEvent.model_validate(json.loads(item.value))
-            if query.matches(event):
-                out.append(event)
+        """Events matching ``query``, oldest (lowest index) first, at most ``query.limit`` (the
+        newest ones when more match)."""
+        items = await self._backend.get_range(PREFIX)
+        out = [e for e in _decode_all(items) if query.matches(e)]
         return out[-query.limit :] if query.limit else out
+
+
+def _decode_all(items: Iterable[Item]) -> list[AuditEvent]:
+    out = []
+    for item in items:
+        if index_of_key(item.key) is None:
+            continue
+        try:
+            out.append(decode(item.value))
+        except BadParameter as exc:  # tampered or corrupt: verify names it; search goes on
+            log.warning("audit_event_unreadable", key=item.key, error=exc.message)
+    return out

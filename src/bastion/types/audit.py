@@ -90,4 +90,7 @@ class AuditEvent(BaseModel):
     reason: str = ""
     fields: dict[str, Any] = Field(default_factory=dict)
     id: str = ""
-    """Assigned by the audit log when stored."""
+    """Assigned by the audit log when stored (random, unique)."""
+    index: int | None = None
+    """The event's position in the verifiable log (0, 1, 2, ... without gaps), assigned when
+    stored; it is the Merkle tree leaf index."""

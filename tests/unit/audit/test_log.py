@@ -1,8 +1,14 @@
 from datetime import timedelta
 
-from bastion.audit.log import AuditLog, AuditQuery
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.audit.log import PREFIX, AuditLog, AuditQuery, event_key, index_of_key, range_prefixes
+from bastion.backend.base import Item
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
+from bastion.errors import BadParameter
 
 
 async def test_emit_and_search_filters():
@@ -31,3 +37,67 @@ async def test_ids_are_unique_and_ordered():
     ids = [(await log.emit("x")).id for _ in range(50)]
     assert len(set(ids)) == 50
     assert [e.id for e in await log.search(AuditQuery())] == ids  # append order
+
+
+async def test_indexes_are_gapless_and_read_from_pages_in_order():
+    clock = FakeClock()
+    log = AuditLog(MemoryBackend(clock), clock, "c1")
+    emitted = [await log.emit("user.login", user=f"u{i}") for i in range(37)]
+    assert [e.index for e in emitted] == list(range(37))
+    assert [e.index for e in await log.read_from(0, 1000)] == list(range(37))
+    assert [e.index for e in await log.read_from(5, 10)] == list(range(5, 15))
+    assert [e.user for e in await log.read_from(30, 3)] == ["u30", "u31", "u32"]
+    assert await log.read_from(37, 10) == []
+    assert await log.size() == 37
+
+
+async def test_a_second_writer_on_the_same_backend_continues_the_sequence():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    a, b = AuditLog(backend, clock, "c1"), AuditLog(backend, clock, "c1")
+    await a.emit("x")
+    await b.emit("x")  # b looks the head up: 1
+    await a.emit("x")  # a's cached next (1) is taken: it moves on to 2
+    await b.emit("x")
+    assert [e.index for e in await a.read_from(0, 10)] == [0, 1, 2, 3]
+
+
+async def test_read_from_skips_a_hole_and_rejects_bad_arguments():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    for _ in range(5):
+        await log.emit("x")
+    await backend.delete(event_key(2))
+    assert [e.index for e in await log.read_from(0, 3)] == [0, 1, 3]
+    with pytest.raises(BadParameter):
+        await log.read_from(-1, 3)
+    with pytest.raises(BadParameter):
+        await log.read_from(0, 0)
+
+
+async def test_search_skips_an_unreadable_event():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    await log.emit("x")
+    await backend.put(Item(event_key(1), b"{not json"))
+    assert len(await log.search(AuditQuery())) == 1
+
+
+@given(st.integers(0, 10**7), st.integers(1, 30_000))
+def test_range_prefixes_cover_the_range_with_few_queries(lo, span):
+    prefixes = range_prefixes(lo, lo + span)
+    assert len(prefixes) <= 12
+    for i in {lo, lo + span - 1, lo + span // 2}:
+        assert sum(event_key(i).startswith(p) for p in prefixes) == 1
+    covered = 0
+    for p in prefixes:
+        covered += 10 ** (len(PREFIX) + 20 - len(p))
+    assert covered <= 3 * span
+
+
+def test_index_of_key():
+    assert index_of_key(event_key(42)) == 42
+    assert index_of_key(PREFIX + "42") is None
+    assert index_of_key(PREFIX + "0000000000000000004x") is None
