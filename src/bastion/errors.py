@@ -9,6 +9,7 @@
     ├── BadParameter           400  invalid input; the message says what and how to fix it
     ├── AccessDenied           403  opaque to the client; the reason goes to audit and debug log
     ├── AuthenticationFailed   401  wrong credentials / missing client certificate
+    │   └── MFARequired        401  a fresh WebAuthn assertion is needed (carries the challenge)
     ├── ConnectionProblem      503  dial, tunnel or backend unreachable
     ├── LimitExceeded          429  rate and connection limits
     └── ProtocolError               never raised directly
@@ -34,6 +35,7 @@ __all__ = [
     "ConnectionProblem",
     "LimitExceeded",
     "LocalProtocolError",
+    "MFARequired",
     "NotFound",
     "ProtocolError",
     "RemoteProtocolError",
@@ -92,6 +94,22 @@ class AuthenticationFailed(BastionError):
     exit_code = 3
 
 
+class MFARequired(AuthenticationFailed):
+    """The request needs a WebAuthn assertion bound to it: answer ``challenge`` and retry.
+
+    The API sends ``challenge`` (WebAuthn request options) and ``scope`` beside code and message.
+    """
+
+    code = "mfa_required"
+
+    def __init__(
+        self, message: str, challenge: dict[str, object] | None = None, scope: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.challenge = challenge or {}
+        self.scope = scope
+
+
 class ConnectionProblem(BastionError):
     code = "connection_problem"
     http_status = 503
@@ -128,6 +146,7 @@ _BY_CODE: dict[str, type[BastionError]] = {
         BadParameter,
         AccessDenied,
         AuthenticationFailed,
+        MFARequired,
         ConnectionProblem,
         LimitExceeded,
         RemoteProtocolError,

@@ -31,6 +31,7 @@ from bastion.ca.sshcert import (
 )
 from bastion.errors import AccessDenied, BastionError
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.session_mfa import check_session_mfa
 from bastion.types.identity import Identity
 
 __all__ = [
@@ -68,6 +69,8 @@ async def authorize_certificate(
     roles: RoleSource,
     now: datetime,
     client_address: str | None,
+    host_id: str = "",
+    cluster_session_mfa: bool = False,
 ) -> Authorized:
     """Check a user certificate presented for ``login`` on this node.
 
@@ -81,13 +84,18 @@ async def authorize_certificate(
         roles: current role definitions.
         now: the time to check validity at.
         client_address: the client's IP (``source-address`` critical option).
+        host_id: this node's host id (a per-session certificate may name the node by it).
+        cluster_session_mfa: the cluster auth preference's ``require_session_mfa``.
 
     Returns:
         The identity and role set.
 
     Raises:
         AccessDenied: with the reason (unknown CA, expired, login not a principal, foreign
-            cluster, missing identity, a role denying the node, roles unavailable).
+            cluster, missing identity, a role denying the node, roles unavailable);
+            :class:`~bastion.rbac.session_mfa.SessionMFARefused` (a subclass, with a message
+            for the user) when per-session MFA is required and this is an ordinary certificate,
+            or when a per-session certificate is for another node or login.
     """
     try:
         cert = parse_ssh_certificate(cert_blob)
@@ -115,9 +123,16 @@ async def authorize_certificate(
     except BastionError as exc:
         raise AccessDenied(f"roles of {identity.user!r} are unavailable: {exc}") from None
     role_set = RoleSet.from_roles(role_list, identity.traits)
-    decision = role_set.check_node_access(node_name, node_labels, login)
+    decision = role_set.check_node_access(
+        node_name, node_labels, login, cluster_requires_mfa=cluster_session_mfa
+    )
     if not decision.allowed:
         raise AccessDenied(decision.reason)
+    refused = check_session_mfa(
+        identity, node_names=(node_name, host_id), login=login, required=decision.mfa_required
+    )
+    if refused is not None:
+        raise refused
     return Authorized(identity, role_set, cert, login, decision.reason)
 
 

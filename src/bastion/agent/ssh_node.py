@@ -38,6 +38,7 @@ from bastion.ca.sshcert import parse_ssh_certificate
 from bastion.errors import AccessDenied
 from bastion.live.registry import LiveConnection
 from bastion.locks.matcher import Locked, effective_mode, identity_targets
+from bastion.rbac.session_mfa import SessionMFARefused
 
 __all__ = ["DEFAULT_PORT", "LOGIN_TIMEOUT", "SSHNode"]
 
@@ -142,7 +143,7 @@ class _NodeServer(asyncssh.SSHServer):
         return False  # reached only for CAs not in authorized_client_keys
 
     async def _check_certificate(self, login: str, blob: bytes) -> Authorized | None:
-        config = self._deps.config
+        config, locks = self._deps.config, self._deps.locks
         try:
             authorized = await authorize_certificate(
                 blob,
@@ -154,10 +155,12 @@ class _NodeServer(asyncssh.SSHServer):
                 roles=self._deps.roles,
                 now=self._deps.clock.now(),
                 client_address=self.remote_ip,
+                host_id=config.host_id,
+                cluster_session_mfa=locks.cluster_session_mfa if locks is not None else False,
             )
             self._check_locks(authorized)
         except AccessDenied as exc:
-            if isinstance(exc, Locked) and self._conn is not None:
+            if isinstance(exc, Locked | SessionMFARefused) and self._conn is not None:
                 self._conn.send_auth_banner(f"bastion: {exc.message}\r\n")
             await self._deps.audit.emit(
                 "session.rejected",
@@ -166,7 +169,7 @@ class _NodeServer(asyncssh.SSHServer):
                 login=login,
                 target=config.name,
                 remote_addr=self.remote_addr,
-                reason=exc.reason if isinstance(exc, Locked) else str(exc),
+                reason=exc.reason if isinstance(exc, Locked | SessionMFARefused) else str(exc),
             )
             return None
         self._authorized = authorized

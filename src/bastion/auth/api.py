@@ -31,6 +31,7 @@ from bastion.errors import (
     BadParameter,
     BastionError,
     LimitExceeded,
+    MFARequired,
 )
 from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
 from bastion.types.duration import parse_duration
@@ -51,7 +52,9 @@ RATE_LIMITED = PUBLIC - {"/v1/ping", "/openapi.json"}
 
 
 def _error(exc: BastionError) -> web.Response:
-    body = {"error": {"code": exc.code, "message": exc.message}}
+    body: dict[str, dict[str, Any]] = {"error": {"code": exc.code, "message": exc.message}}
+    if isinstance(exc, MFARequired):  # machine-readable: the client answers and retries
+        body["error"].update(challenge=exc.challenge, scope=exc.scope)
     return web.json_response(body, status=exc.http_status)
 
 

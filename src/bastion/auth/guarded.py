@@ -19,6 +19,7 @@ from bastion.auth.system_roles import system_roles_for
 from bastion.auth.users import Invite, UserService
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.session_mfa import is_session_identity
 from bastion.types.access import User
 from bastion.types.audit import AGENT_EVENT_TYPES, AuditEvent
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority
@@ -50,7 +51,16 @@ class GuardedAuth:
     async def for_identity(
         cls, auth: AuthServer, users: UserService, identity: Identity, remote_addr: str
     ) -> GuardedAuth:
-        """Build the context from the certificate's identity and the roles as stored *now*."""
+        """Build the context from the certificate's identity and the roles as stored *now*.
+
+        Raises:
+            AccessDenied: a per-session MFA certificate (good for its one SSH target only).
+        """
+        if is_session_identity(identity):
+            raise AccessDenied(
+                "a per-session MFA certificate is valid only for its node and login, not for "
+                "the API; use your login certificate"
+            )
         if identity.kind == "host":
             role_set = RoleSet.from_roles(system_roles_for(identity.roles), {})
             return cls(auth, users, AuthContext(identity, role_set, remote_addr))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -15,9 +16,19 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from bastion.errors import BadParameter, BastionError, ConnectionProblem, error_from_code
+from bastion.auth.mfa_header import ADMIN_MFA_HEADER, encode_assertion
+from bastion.errors import (
+    BadParameter,
+    BastionError,
+    ConnectionProblem,
+    MFARequired,
+    error_from_code,
+)
 
-__all__ = ["AuthClient", "fetch_cluster_ca", "spki_pin_of_pem"]
+__all__ = ["AuthClient", "MFASolver", "fetch_cluster_ca", "spki_pin_of_pem"]
+
+MFASolver = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Answers WebAuthn request options with an assertion (asks the security key)."""
 
 TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
 
@@ -34,11 +45,19 @@ def spki_pin_of_pem(cert_pem: str) -> list[str]:
 
 
 class AuthClient:
-    """``async with AuthClient(addr, ctx) as client: await client.call("GET", "/v1/whoami")``."""
+    """``async with AuthClient(addr, ctx) as client: await client.call("GET", "/v1/whoami")``.
 
-    def __init__(self, addr: str, ssl_context: ssl.SSLContext | bool) -> None:
+    With ``mfa``, a request the server answers with ``mfa_required`` (MFA for admin actions) is
+    retried once, the same bytes plus the assertion ``mfa`` produced for the server's challenge
+    in the ``Bastion-MFA`` header.
+    """
+
+    def __init__(
+        self, addr: str, ssl_context: ssl.SSLContext | bool, mfa: MFASolver | None = None
+    ) -> None:
         self.addr = addr
         self._ssl = ssl_context
+        self._mfa = mfa
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AuthClient:
@@ -54,12 +73,34 @@ class AuthClient:
     async def call(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
     ) -> Any:
-        """One request; returns the decoded JSON or raises the server's error class."""
+        """One request; returns the decoded JSON or raises the server's error class.
+
+        Raises:
+            MFARequired: the server wants an assertion and there is no solver (or the retry
+                was answered the same way).
+        """
+        try:
+            return await self._request(method, path, body, params, None)
+        except MFARequired as exc:
+            if self._mfa is None:
+                raise
+            assertion = await self._mfa(exc.challenge)
+            headers = {ADMIN_MFA_HEADER: encode_assertion(assertion)}
+            return await self._request(method, path, body, params, headers)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None,
+    ) -> Any:
         assert self._session is not None, "use AuthClient as an async context manager"
         url = f"https://{self.addr}{path}"
         try:
             async with self._session.request(
-                method, url, json=body, params=params, ssl=self._ssl
+                method, url, json=body, params=params, ssl=self._ssl, headers=headers
             ) as resp:
                 try:
                     data = await resp.json(content_type=None)
@@ -68,7 +109,7 @@ class AuthClient:
                 if resp.status >= 400:
                     err = (data or {}).get("error") if isinstance(data, dict) else None
                     if isinstance(err, dict):
-                        raise error_from_code(str(err.get("code")), str(err.get("message")))
+                        raise _api_error(err)
                     raise BastionError(f"{method} {path}: HTTP {resp.status}")
                 return data
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -86,6 +127,15 @@ class AuthClient:
                 f"cannot reach the auth server at {self.addr}: {exc or 'timeout'}; is "
                 "bastion running and is the address right?"
             ) from None
+
+
+def _api_error(err: dict[str, Any]) -> BastionError:
+    exc = error_from_code(str(err.get("code")), str(err.get("message")))
+    if isinstance(exc, MFARequired):
+        challenge, scope = err.get("challenge"), err.get("scope")
+        exc.challenge = challenge if isinstance(challenge, dict) else {}
+        exc.scope = scope if isinstance(scope, str) else ""
+    return exc
 
 
 async def fetch_cluster_ca(addr: str, ca_pin: str | None, insecure: bool) -> dict[str, Any]:

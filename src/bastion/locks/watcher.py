@@ -119,6 +119,8 @@ class LockWatcher:
         self._healthy = False
         self._synced_at: datetime | None = None
         self.cluster_mode: LockMode = "best_effort"
+        self.cluster_session_mfa = False
+        """The auth preference's ``require_session_mfa`` (the watch carries the preference)."""
         self._tasks = BackgroundTasks()
 
     # ---- the view ------------------------------------------------------------------------------
@@ -295,7 +297,8 @@ class LockWatcher:
 
     def _take_prefs(self, item: Item) -> None:
         try:
-            self.cluster_mode = AuthPreference.model_validate_json(item.value).spec.lock_mode
+            spec = AuthPreference.model_validate_json(item.value).spec
+            self.cluster_mode, self.cluster_session_mfa = spec.lock_mode, spec.require_session_mfa
         except ValidationError:
             log.error("stored cluster auth preference is corrupt", key=item.key)
 
@@ -309,6 +312,7 @@ class LockWatcher:
             prefs = [r for r in cache.items("cluster_auth_preference")]
             if prefs and isinstance(prefs[0], AuthPreference):
                 self.cluster_mode = prefs[0].spec.lock_mode
+                self.cluster_session_mfa = prefs[0].spec.require_session_mfa
             self.mark(synced)
             if line.get("type") == "put" and line.get("kind") == "lock" and synced:
                 name = str((line.get("resource") or {}).get("metadata", {}).get("name", ""))

@@ -11,7 +11,10 @@ The node may be named by its name, ``name.CLUSTER`` or its host id. Authorizatio
 node's labels (static and dynamic) *and* the login must be among the certificate's logins (a
 certificate narrows what the roles allow; ARCHITECTURE.md 6.2). A node the user may not see gets
 exactly the answer of a node that does not exist. The reason of every refusal goes to audit
-(``proxy.ssh``, outcome failure), never to the client.
+(``proxy.ssh``, outcome failure), never to the client, except a lock's message and the per-session
+MFA refusal, which tell the user what to do (:mod:`bastion.rbac.session_mfa`: where the roles or
+the cluster require per-session MFA only a 1-minute certificate scoped to this node and login is
+accepted, and such a certificate is refused for any other target).
 
 Targets: through the agent's reverse tunnel when the node has one (``TunnelServer.dial``), else a
 direct TCP connection to ``node.spec.addr`` (an agentless OpenSSH ``sshd``). Each relayed
@@ -35,6 +38,7 @@ from bastion.locks.matcher import Locked, effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.session_mfa import SessionMFARefused, check_session_mfa
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
 from bastion.types.identity import Identity
@@ -243,9 +247,20 @@ class SSHRoute:
             raise _Hidden(not_found, visible.reason)
         if request.login not in identity.logins:
             raise AccessDenied(f'login "{request.login}" is not in the certificate\'s logins')
-        decision = roles.check_node_access(name, labels, request.login)
+        cluster_mfa = deps.locks.cluster_session_mfa if deps.locks is not None else False
+        decision = roles.check_node_access(
+            name, labels, request.login, cluster_requires_mfa=cluster_mfa
+        )
         if not decision.allowed:
             raise AccessDenied(decision.reason)
+        refused = check_session_mfa(
+            identity,
+            node_names=(name, node.spec.host_id),
+            login=request.login,
+            required=decision.mfa_required,
+        )
+        if refused is not None:
+            raise refused
         if deps.locks is not None:
             targets = identity_targets(
                 identity, login=request.login, nodes=(name, node.spec.host_id)
@@ -335,8 +350,8 @@ def _refusal(exc: BaseException, request: SSHRequest | None) -> tuple[str, str]:
     """(message for the client, reason for audit)."""
     if isinstance(exc, _Hidden):
         return exc.message, f"node not visible: {exc.reason}"
-    if isinstance(exc, Locked):
-        return exc.message, exc.reason  # the lock message is meant for the user
+    if isinstance(exc, Locked | SessionMFARefused):
+        return exc.message, exc.reason  # the lock message (and the MFA fix) is meant for the user
     if isinstance(exc, AccessDenied):
         target = f"{request.login}@{request.node}" if request else "the node"
         return f"access denied to {target}", exc.message

@@ -36,6 +36,9 @@ class Decision:
     """Which role allowed, which role denied and why, or why no role allows."""
     role: str | None = None
     """The deciding role; ``None`` when no role allows (or there are no roles)."""
+    mfa_required: bool = False
+    """Allowed only with a per-session MFA certificate (``require_session_mfa``, see
+    :meth:`RoleSet.check_node_access`); always False when not allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ class RoleSet:
             (r.name, r.deny.node) for r in self._roles if not r.deny.node.is_empty
         )
         self._allow_node = tuple(
-            (r.name, r.allow.login_set, r.allow.node)
+            (r.name, r.allow.login_set, r.allow.node, r.options.require_session_mfa)
             for r in self._roles
             if r.allow.login_set and not r.allow.node.is_empty
         )
@@ -168,19 +171,28 @@ class RoleSet:
     # -- SSH nodes -------------------------------------------------------------------------
 
     def check_node_access(
-        self, node_name: str, node_labels: Mapping[str, str], login: str
+        self,
+        node_name: str,
+        node_labels: Mapping[str, str],
+        login: str,
+        *,
+        cluster_requires_mfa: bool = False,
     ) -> Decision:
-        """May the user log in as ``login`` on this node?
+        """May the user log in as ``login`` on this node, and does it take per-session MFA?
 
         Args:
             node_name: for the explanation only.
             node_labels: the node's labels (static and dynamic).
             login: the OS login requested.
+            cluster_requires_mfa: the cluster auth preference's ``require_session_mfa``.
 
         Returns:
             Denied if a deny role lists the login or its node_labels match the node; allowed if
             one role's node_labels match and it allows the login; otherwise denied with, per
-            role, the label or login that did not match.
+            role, the label or login that did not match. An allowed decision has
+            ``mfa_required`` when the cluster requires per-session MFA or *every* role that
+            grants this access has ``require_session_mfa`` (Teleport's per-role rule: a role
+            that grants the access without MFA is enough to go without it).
         """
         denied_by = self._deny_logins.get(login)
         if denied_by is not None:
@@ -190,11 +202,24 @@ class RoleSet:
         denied = self._denied_by_labels(self._deny_node, "node", node_name, node_labels)
         if denied is not None:
             return denied
-        for name, logins, selector in self._allow_node:
+        granted_with_mfa: str | None = None
+        for name, logins, selector, role_mfa in self._allow_node:
             if login in logins and selector.matches(node_labels):
-                return Decision(
-                    True, f'role "{name}" allows login "{login}" on node "{node_name}"', name
-                )
+                if not (role_mfa or cluster_requires_mfa):
+                    return Decision(
+                        True, f'role "{name}" allows login "{login}" on node "{node_name}"', name
+                    )
+                if granted_with_mfa is None:
+                    granted_with_mfa = name
+        if granted_with_mfa is not None:
+            why = "the cluster" if cluster_requires_mfa else f'role "{granted_with_mfa}"'
+            return Decision(
+                True,
+                f'role "{granted_with_mfa}" allows login "{login}" on node "{node_name}" '
+                f"with per-session MFA (required by {why})",
+                granted_with_mfa,
+                mfa_required=True,
+            )
         return Decision(False, self._explain_node(node_name, node_labels, login))
 
     def check_node_visible(self, node_name: str, node_labels: Mapping[str, str]) -> Decision:

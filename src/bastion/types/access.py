@@ -213,6 +213,14 @@ class AuthPreferenceSpec(StrictModel):
     lock_mode: Literal["best_effort", "strict"] = "best_effort"
     """Cluster-wide lock mode; a role's ``lock_mode: strict`` tightens it per identity.
     ``strict`` refuses access (and ends it after 30 s) while the lock state is unknown."""
+    require_session_mfa: bool = False
+    """Every SSH session needs a fresh WebAuthn ceremony and a 1-minute certificate scoped to
+    that node and login (as if every role had ``require_session_mfa``)."""
+    require_mfa_for_admin: bool | None = None
+    """Changes to roles, users, connectors, tokens, CAs, locks and this preference need a WebAuthn
+    assertion bound to the request. Unset (the default): required from every user who has a
+    WebAuthn device; ``true``: required from everyone (no device: no admin changes);
+    ``false``: off. The local admin identity of the auth host is exempt (docs/mfa.md)."""
 
 
 class AuthPreference(Resource):

@@ -22,6 +22,8 @@ EVENT_CODES: dict[str, str] = {
     "user.password_set": "T1006",
     "user.reset": "T1007",
     "user.locked_out": "T1008",
+    "mfa.session": "T1050",
+    "mfa.admin": "T1051",
     "role.create": "T9000",
     "role.update": "T9001",
     "role.delete": "T9002",

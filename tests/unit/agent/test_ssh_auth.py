@@ -155,3 +155,70 @@ async def test_install_hook_shadows_per_instance_and_fails_closed() -> None:
     assert await other._validate_openssh_certificate("bob", Cert()) == "key"
     with pytest.raises(RuntimeError):
         install_certificate_hook(object(), refuse)
+
+
+# ---- per-session MFA ---------------------------------------------------------------------------
+
+
+def _mfa_roles() -> DictRoles:
+    from nodeharness import role
+
+    return DictRoles(
+        [
+            role(
+                "dev",
+                {"logins": ["bob"], "node_labels": {"env": "dev"}},
+                require_session_mfa=True,
+            ),
+            *DEFAULT_ROLES[4:],
+        ]
+    )
+
+
+def _session_cert(node: str = "node1", login: str = "bob") -> bytes:
+    from bastion.rbac.session_mfa import session_scope
+    from bastion.types.identity import RouteToTarget
+
+    return _cert(
+        logins=(login,),
+        mfa_verified=True,
+        mfa_scope=session_scope(node, login),
+        route=RouteToTarget(cluster="c1", node=node, login=login),
+        expires=NOW + timedelta(minutes=1),
+    )
+
+
+async def test_ordinary_certificate_refused_where_session_mfa_is_required() -> None:
+    from bastion.rbac.session_mfa import MFA_REQUIRED_MESSAGE, SessionMFARefused
+
+    with pytest.raises(SessionMFARefused) as info:
+        await _check(_cert(), roles=_mfa_roles())
+    assert info.value.message == MFA_REQUIRED_MESSAGE
+
+
+async def test_cluster_wide_session_mfa() -> None:
+    from bastion.rbac.session_mfa import SessionMFARefused
+
+    with pytest.raises(SessionMFARefused):
+        await authorize_certificate(
+            _cert(),
+            "bob",
+            cluster="c1",
+            node_name="node1",
+            node_labels={"env": "dev"},
+            user_ca_keys=[CA.public_key()],
+            roles=DictRoles(_roles_with_bob()),
+            now=NOW,
+            client_address="127.0.0.1",
+            cluster_session_mfa=True,
+        )
+
+
+async def test_session_certificate_accepted_for_its_node_only() -> None:
+    result = await _check(_session_cert(), roles=_mfa_roles())
+    assert result.identity.mfa_verified
+    with pytest.raises(AccessDenied, match="is for bob@node2, not bob@node1"):
+        await _check(_session_cert(node="node2"), roles=_mfa_roles())
+    # also where MFA is not required: the certificate is scoped to one target
+    with pytest.raises(AccessDenied, match="is for bob@node2"):
+        await _check(_session_cert(node="node2"))

@@ -699,3 +699,84 @@ def test_rules_deny_wins(roles: list[Role], kind: str, verb: str) -> None:
     denied = any(hits(r.spec.deny.rules) for r in roles)
     allowed = any(hits(r.spec.allow.rules) for r in roles)
     assert RoleSet.from_roles(roles, {}).check_rule(kind, verb).allowed is (allowed and not denied)
+
+
+# ---- per-session MFA in node decisions ---------------------------------------------------------
+
+PROD_MFA = role(
+    "prod-mfa", {"logins": ["root"], "node_labels": {"env": "prod"}}, require_session_mfa=True
+)
+ANY_NO_MFA = role("any", {"logins": ["root"], "node_labels": {"*": "*"}})
+
+
+@pytest.mark.parametrize(
+    ("roles", "labels", "cluster", "allowed", "mfa", "by"),
+    [
+        ([PROD_MFA], {"env": "prod"}, False, True, True, "prod-mfa"),
+        ([PROD_MFA], {"env": "dev"}, False, False, False, None),
+        ([DEV], {"env": "dev"}, False, True, False, "dev"),
+        ([DEV], {"env": "dev"}, True, True, True, "dev"),
+        # a role that grants the same access without MFA is enough (Teleport's per-role rule)
+        ([PROD_MFA, ANY_NO_MFA], {"env": "prod"}, False, True, False, "any"),
+        ([ANY_NO_MFA, PROD_MFA], {"env": "prod"}, False, True, False, "any"),
+        # ... unless the cluster requires it for everyone
+        ([PROD_MFA, ANY_NO_MFA], {"env": "prod"}, True, True, True, "prod-mfa"),
+        # a role with require_session_mfa that does not grant this access does not require it
+        ([PROD_MFA, DEV], {"env": "dev"}, False, False, False, None),
+    ],
+)
+def test_node_access_mfa_required(
+    roles: list[Role],
+    labels: dict[str, str],
+    cluster: bool,
+    allowed: bool,
+    mfa: bool,
+    by: str | None,
+) -> None:
+    login = "root" if roles[0] is not DEV else "alice"
+    decision = RoleSet.from_roles(roles, TRAITS).check_node_access(
+        "n1", labels, login, cluster_requires_mfa=cluster
+    )
+    assert (decision.allowed, decision.mfa_required, decision.role) == (allowed, mfa, by)
+    if mfa:
+        assert "per-session MFA" in decision.reason
+
+
+def test_mfa_role_for_other_login_does_not_require_mfa() -> None:
+    dev_logins = role("dev2", {"logins": ["alice"], "node_labels": {"env": "prod"}})
+    decision = RoleSet.from_roles([PROD_MFA, dev_logins], TRAITS).check_node_access(
+        "n1", {"env": "prod"}, "alice"
+    )
+    assert decision.allowed and not decision.mfa_required
+
+
+_mfa_specs = st.builds(
+    lambda allow, mfa: RoleSpec(allow=allow, options=RoleOptions(require_session_mfa=mfa)),
+    _conditions,
+    st.booleans(),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_mfa_specs, max_size=4).map(_named), _traits, _node_labels, _login, st.booleans())
+def test_mfa_required_matches_reference_model(
+    roles: list[Role],
+    traits: dict[str, list[str]],
+    labels: dict[str, str],
+    login: str,
+    cluster: bool,
+) -> None:
+    decision = RoleSet.from_roles(roles, traits).check_node_access(
+        "n", labels, login, cluster_requires_mfa=cluster
+    )
+    granting = [
+        r
+        for r in roles
+        if login in naive_expand(r.spec.allow.logins, traits)
+        and naive_labels(r.spec.allow.node_labels, labels)
+    ]
+    assert decision.allowed is bool(granting)
+    expected = bool(granting) and (
+        cluster or all(r.spec.options.require_session_mfa for r in granting)
+    )
+    assert decision.mfa_required is expected

@@ -1,0 +1,88 @@
+"""MFA for admin actions: which requests, who, and the scope binding (pure parts).
+
+The ceremony itself (challenge, assertion, replay) runs through the real daemon in
+tests/integration/test_sessionmfa.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bastion.auth.admin_mfa import admin_mfa_required, admin_scope, is_admin_change
+from bastion.types.identity import Identity
+
+EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "admin"),
+    [
+        ("POST", "/v1/resources/role", True),
+        ("PUT", "/v1/resources/role/dev", True),
+        ("DELETE", "/v1/resources/lock/l1", True),
+        ("PUT", "/v1/resources/cluster_auth_preference/cluster-auth-preference", True),
+        ("POST", "/v1/resources/oidc", True),
+        ("POST", "/v1/users", True),
+        ("PATCH", "/v1/users/alice", True),
+        ("POST", "/v1/users/alice/reset", True),
+        ("POST", "/v1/tokens", True),
+        ("POST", "/v1/ca/rotate", True),
+        ("POST", "/v1/ca/sign-host", True),
+        ("post", "/v1/connectors/github", True),
+        ("GET", "/v1/resources/role", False),
+        ("GET", "/v1/ca/export", False),
+        ("HEAD", "/v1/users", False),
+        ("POST", "/v1/login", False),
+        ("POST", "/v1/certs/session", False),
+        ("POST", "/v1/usersX", False),
+        ("POST", "/v1/resourcesX/role", False),
+        ("POST", "/v1/agents/heartbeat", False),
+    ],
+)
+def test_is_admin_change(method: str, path: str, admin: bool) -> None:
+    assert is_admin_change(method, path) is admin
+
+
+def ident(kind: Any = "user") -> Identity:
+    return Identity(cluster="c", user="alice", kind=kind, expires=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("setting", "kind", "has_device", "required"),
+    [
+        (None, "user", True, True),  # the default: whoever has a security key
+        (None, "user", False, False),
+        (None, "bot", False, False),
+        (True, "user", False, True),  # strict: everyone (no key: no admin changes)
+        (True, "bot", False, True),
+        (False, "user", True, False),
+        (True, "admin", True, False),  # local admin identity of the auth host: exempt
+        (None, "admin", True, False),
+        (True, "host", False, False),  # agents
+    ],
+)
+def test_admin_mfa_required(
+    setting: bool | None, kind: str, has_device: bool, required: bool
+) -> None:
+    assert admin_mfa_required(setting, ident(kind), has_device) is required
+
+
+def test_scope_binds_method_path_query_and_body() -> None:
+    base = admin_scope("put", "/v1/resources/role/dev", [], b"")
+    assert base == f"admin:PUT /v1/resources/role/dev {EMPTY_SHA}"
+    others = {
+        admin_scope("POST", "/v1/resources/role/dev", [], b""),
+        admin_scope("PUT", "/v1/resources/role/ops", [], b""),
+        admin_scope("PUT", "/v1/resources/role/dev", [("force", "true")], b""),
+        admin_scope("PUT", "/v1/resources/role/dev", [], b"{}"),
+    }
+    assert base not in others and len(others) == 4
+
+
+def test_scope_query_order_does_not_matter() -> None:
+    a = admin_scope("POST", "/v1/x", [("a", "1"), ("b", "2")], b"")
+    assert a == admin_scope("POST", "/v1/x", [("b", "2"), ("a", "1")], b"")
+    assert a.startswith("admin:POST /v1/x?a=1&b=2 ")
