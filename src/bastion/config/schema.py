@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from bastion.errors import BadParameter
+from bastion.export.config import AuditExportConfig
 from bastion.types.codec import _format_error
 from bastion.types.duration import Duration
 from bastion.types.meta import StrictModel
@@ -165,6 +166,9 @@ class FileConfig(StrictModel):
     proxy_service: ProxyServiceConfig = Field(default_factory=ProxyServiceConfig)
     ssh_service: SSHServiceConfig = Field(default_factory=SSHServiceConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    audit_export: AuditExportConfig | None = None
+    """Forward the audit log to SIEMs (JSON-lines file, syslog, Splunk HEC, Elasticsearch);
+    the auth service runs the forwarders. See docs/export.md."""
 
     def resolved_cluster_name(self) -> str:
         return self.cluster_name or socket.gethostname() or "bastion"
@@ -289,4 +293,14 @@ ssh_service:
 log:
   level: info   # debug | info | warning | error
   format: text  # text | json
+
+# Forward the audit log to SIEMs, at least once, in order (docs/export.md). Off when absent.
+# audit_export:
+#   outputs:
+#     - type: file
+#       path: /var/log/bastion/audit.jsonl
+#     - type: syslog
+#       addr: siem.example.com:6514
+#       tls: true
+#       ca_file: /etc/bastion/siem-ca.pem
 """

@@ -1,0 +1,78 @@
+"""The forwarder's persisted cursor: the index of the next audit event to deliver.
+
+Layer: IO edge (one small state file). Written only after an output acknowledged a batch, and
+atomically: a temporary file is written and ``fsync``-ed, renamed over the old one, and the
+directory is ``fsync``-ed, so after a crash the file holds either the old or the new cursor,
+never a torn one. The old cursor means the last batch is delivered again (at-least-once).
+
+Why a state file and not a backend key: the cursor belongs to one forwarder and one receiver,
+not to the cluster. Each exporter (the one inside ``bastion start``, a ``bctl audit export`` run
+for another SIEM) keeps its own file next to its own output, and moving it costs one backend
+write per batch on the auth server's single SQLite writer that also appends the log being read.
+A forwarder that must move between hosts can point ``cursor_file`` at shared storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.errors import BadParameter
+
+__all__ = ["FileCursor"]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class FileCursor:
+    path: Path
+
+    async def load(self) -> int:
+        """The saved next index; 0 when the file does not exist yet (deliver from the start).
+
+        Raises:
+            BadParameter: the file exists but is not a cursor written by us.
+        """
+        try:
+            text = await asyncio.to_thread(self.path.read_text)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise BadParameter(f"cannot read export cursor {self.path}: {exc.strerror}") from None
+        try:
+            value = json.loads(text)["next_index"]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BadParameter(
+                f"export cursor {self.path} is corrupt; fix it or delete it to re-export everything"
+            )
+        return value
+
+    async def save(self, next_index: int) -> None:
+        """Persist ``next_index`` atomically and durably."""
+        if next_index < 0:
+            raise ValueError("cursor must not be negative")
+        await asyncio.to_thread(self._write, json.dumps({"next_index": next_index}) + "\n")
+
+    def _write(self, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
