@@ -22,6 +22,8 @@ from bastion.auth.service import AuthService
 from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig
 from bastion.errors import BadParameter
+from bastion.export.build import build_forwarders, run_forwarders
+from bastion.export.forwarder import Forwarder
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.service import ProxyService
@@ -95,6 +97,9 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             stack.push_async_callback(node.close)
             ready.node_name = node.name
             ready.cluster = ready.cluster if auth is not None else node.cluster
+        exporters: list[Forwarder] = []
+        if auth is not None and config.audit_export is not None:
+            exporters = build_forwarders(config.audit_export, auth.server.audit, config.data_path())
         on_ready(ready)
         async with asyncio.TaskGroup() as group:
             tasks = []
@@ -110,6 +115,8 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 tasks.append(group.create_task(locks.watch_staleness(), name="lock-staleness"))
             if node is not None:
                 tasks.append(group.create_task(node.run(), name="ssh-node"))
+            if exporters:
+                tasks.append(group.create_task(run_forwarders(exporters), name="audit-export"))
             await stop.wait()
             log.info("shutting down")
             for task in tasks:

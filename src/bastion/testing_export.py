@@ -250,7 +250,9 @@ class HttpReceiver:
             except ValueError:
                 return web.json_response({"text": "Invalid data format", "code": 6}, status=400)
             if not isinstance(obj, dict) or "event" not in obj:
-                return web.json_response({"text": "Event field is required", "code": 12}, 400)
+                return web.json_response(
+                    {"text": "Event field is required", "code": 12}, status=400
+                )
             batch.append(obj["event"])
         self.documents.extend(batch)
         return web.json_response({"text": "Success", "code": 0})

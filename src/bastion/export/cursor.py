@@ -10,11 +10,15 @@ not to the cluster. Each exporter (the one inside ``bastion start``, a ``bctl au
 for another SIEM) keeps its own file next to its own output, and moving it costs one backend
 write per batch on the auth server's single SQLite writer that also appends the log being read.
 A forwarder that must move between hosts can point ``cursor_file`` at shared storage.
+
+Two forwarders on one cursor would race and interleave their output, so ``load`` takes an
+exclusive ``flock`` on ``<cursor>.lock`` held until ``close`` (or process exit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -36,13 +40,35 @@ def _fsync_dir(directory: Path) -> None:
 @dataclass(slots=True)
 class FileCursor:
     path: Path
+    _lock_fd: int | None = None
+
+    def _lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise BadParameter(
+                f"export cursor {self.path} is in use by another exporter "
+                "(the daemon's audit_export or another bctl audit export)"
+            ) from None
+        self._lock_fd = fd
 
     async def load(self) -> int:
-        """The saved next index; 0 when the file does not exist yet (deliver from the start).
+        """Lock the cursor for this process, then read the saved next index; 0 when the file
+        does not exist yet (deliver from the start).
 
         Raises:
-            BadParameter: the file exists but is not a cursor written by us.
+            BadParameter: another exporter holds the cursor, or the file is not a cursor.
         """
+        try:
+            self._lock()
+        except OSError as exc:
+            raise BadParameter(f"cannot lock export cursor {self.path}: {exc.strerror}") from None
         try:
             text = await asyncio.to_thread(self.path.read_text)
         except FileNotFoundError:
@@ -64,6 +90,12 @@ class FileCursor:
         if next_index < 0:
             raise ValueError("cursor must not be negative")
         await asyncio.to_thread(self._write, json.dumps({"next_index": next_index}) + "\n")
+
+    async def close(self) -> None:
+        """Release the lock (the saved cursor stays)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _write(self, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

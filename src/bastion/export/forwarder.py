@@ -59,6 +59,8 @@ class CursorStore(Protocol):
 
     async def save(self, next_index: int) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based): base, 2*base, 4*base ... cap."""
@@ -85,21 +87,17 @@ Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
 
-def _index_of(event: AuditEvent) -> int | None:
-    index = getattr(event, "index", None)
-    return index if isinstance(index, int) else None
-
-
 def check_contiguous(events: Sequence[AuditEvent], start: int) -> None:
-    """Raise unless ``events`` carry indexes ``start, start+1, ...`` (when they carry any).
+    """Raise unless ``events`` carry exactly the indexes ``start, start+1, ...``.
 
     Raises:
-        LocalProtocolError: a hole or reordering in what the source returned; exporting past it
-            would skip events, so the forwarder stops instead.
+        LocalProtocolError: a hole (a deleted event), a reordering or an event without index in
+            what the log returned; exporting past it would skip events, so the forwarder stops
+            there instead (``bctl audit verify`` names the damage).
     """
     for offset, event in enumerate(events):
-        index = _index_of(event)
-        if index is not None and index != start + offset:
+        index = event.index
+        if index != start + offset:
             raise LocalProtocolError(
                 f"audit export: expected event index {start + offset}, the log returned {index}"
             )
@@ -123,15 +121,29 @@ class Forwarder:
             raise ValueError("batch_size must be at least 1")
 
     async def run(self) -> None:
-        """Deliver forever (until cancelled); retries every failure."""
-        self.status.next_index = await self.cursor.load()
-        log.info("audit export started", output=self.output.name, next_index=self.status.next_index)
+        """Deliver forever (until cancelled). Never raises: receiver and backend failures are
+        retried with backoff; anything else (a hole in the log, a corrupt cursor file) is logged
+        as an error and retried at the longest backoff, so the auth service keeps running and
+        the export resumes by itself once the cause is fixed."""
         try:
             while True:
-                if not await self._step(max_attempts=None):
-                    await self.sleep(self.poll_interval)
+                try:
+                    self.status.next_index = await self.cursor.load()
+                    log.info(
+                        "audit export started",
+                        output=self.output.name,
+                        next_index=self.status.next_index,
+                    )
+                    while True:
+                        if not await self._step(max_attempts=None):
+                            await self.sleep(self.poll_interval)
+                except Exception as exc:  # logged; the daemon must not die of it
+                    self._failed(exc, "export", self.status.attempts + 1, error=True)
+                    await self.output.close()
+                    await self.sleep(self.backoff_cap)
         finally:
             await self.output.close()
+            await self.cursor.close()
 
     async def run_once(self, max_attempts: int | None = 8) -> int:
         """Deliver everything there is now, then return how many events were delivered.
@@ -147,6 +159,7 @@ class Forwarder:
                 pass
         finally:
             await self.output.close()
+            await self.cursor.close()
         return self.status.delivered - before
 
     async def _step(self, max_attempts: int | None) -> bool:
@@ -197,15 +210,15 @@ class Forwarder:
             self.status.failing_since, self.status.last_error, self.status.attempts = None, "", 0
             return result
 
-    def _failed(self, exc: BaseException, what: str, attempt: int) -> None:
+    def _failed(self, exc: BaseException, what: str, attempt: int, error: bool = False) -> None:
         if self.status.failing_since is None:
             self.status.failing_since = time.monotonic()
-        self.status.last_error, self.status.attempts = str(exc), attempt
-        log.warning(
+        self.status.last_error, self.status.attempts = str(exc) or type(exc).__name__, attempt
+        (log.error if error else log.warning)(
             "audit export failed, will retry",
             output=self.output.name,
             action=what,
             attempt=attempt,
             next_index=self.status.next_index,
-            error=str(exc),
+            error=self.status.last_error,
         )

@@ -81,11 +81,6 @@ def _timestamp(event: AuditEvent) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _index_of(event: AuditEvent) -> int | None:
-    index = getattr(event, "index", None)
-    return index if isinstance(index, int) else None
-
-
 def format_message(
     event: AuditEvent, hostname: str, facility: int = FACILITIES["authpriv"]
 ) -> bytes:
@@ -103,9 +98,8 @@ def format_message(
         raise ValueError(f"syslog facility must be 0..23, got {facility}")
     pri = facility * 8 + severity_of(event)
     params = [(name, str(getattr(event, name))) for name in _SD_FIELDS if getattr(event, name)]
-    index = _index_of(event)
-    if index is not None:
-        params.append(("index", str(index)))
+    if event.index is not None:
+        params.append(("index", str(event.index)))
     sd = "[" + SD_ID + "".join(f' {k}="{escape_sd_value(v)}"' for k, v in params) + "]"
     header = " ".join(
         (

@@ -32,7 +32,9 @@ async def test_save_replaces_atomically(tmp_path: Path) -> None:
     assert await cursor.load() == 2
 
 
-@pytest.mark.parametrize("text", ["", "{", '{"next_index": -1}', '{"next_index": "3"}', "[]", '{"next_index": true}'])
+@pytest.mark.parametrize(
+    "text", ["", "{", '{"next_index": -1}', '{"next_index": "3"}', "[]", '{"next_index": true}']
+)
 async def test_corrupt_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c"
     path.write_text(text)
@@ -43,3 +45,16 @@ async def test_corrupt_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
 async def test_negative_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         await FileCursor(tmp_path / "c").save(-1)
+
+
+async def test_one_exporter_per_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    first = FileCursor(path)
+    await first.save(5)
+    assert await first.load() == 5
+    with pytest.raises(BadParameter, match="in use by another exporter"):
+        await FileCursor(path).load()
+    await first.close()
+    second = FileCursor(path)
+    assert await second.load() == 5
+    await second.close()

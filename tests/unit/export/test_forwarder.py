@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,12 @@ class Sleeps:
 def test_backoff_doubles_and_caps() -> None:
     assert [backoff_delay(n, 0.5, 5) for n in range(0, 7)] == [0, 0.5, 1, 2, 4, 5, 5]
     assert backoff_delay(10_000, 1, 60) == 60
+
+
+def saved(tmp_path: Path) -> int:
+    """The cursor on disk (read without taking the exporter lock)."""
+    path = tmp_path / "cursor"
+    return int(json.loads(path.read_text())["next_index"]) if path.exists() else 0
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -55,7 +62,7 @@ async def test_once_delivers_everything_in_batches_and_saves_cursor(tmp_path: Pa
     assert await fwd.run_once() == 7
     assert [len(b) for b in output.batches] == [3, 3, 1]
     assert [e for b in output.batches for e in b] == events
-    assert await FileCursor(tmp_path / "cursor").load() == 7
+    assert saved(tmp_path) == 7
     assert output.closed
     # Nothing new: a second run delivers nothing and keeps the cursor.
     output2 = FlakyOutput()
@@ -66,7 +73,7 @@ async def test_once_delivers_everything_in_batches_and_saves_cursor(tmp_path: Pa
 
 async def test_resumes_from_the_persisted_cursor(tmp_path: Path) -> None:
     events = [make_event(n) for n in range(5)]
-    await FileCursor(tmp_path / "cursor").save(3)
+    await FileCursor(tmp_path / "cursor").save(3)  # save does not lock
     output = FlakyOutput()
     fwd, _ = _forwarder(tmp_path, ListSource(events), output)
     assert await fwd.run_once() == 2
@@ -89,18 +96,17 @@ async def test_once_gives_up_without_moving_cursor(tmp_path: Path) -> None:
     fwd, _ = _forwarder(tmp_path, ListSource(events), output)
     with pytest.raises(ConnectionProblem, match="failed 3 times, cursor stays at 0"):
         await fwd.run_once(max_attempts=3)
-    assert await FileCursor(tmp_path / "cursor").load() == 0
+    assert saved(tmp_path) == 0
     assert fwd.status.last_error == "receiver down"
 
 
 async def test_cursor_is_saved_only_after_ack(tmp_path: Path) -> None:
     events = [make_event(n) for n in range(6)]
-    cursor = FileCursor(tmp_path / "cursor")
     seen: list[int] = []
 
     class Checking(FlakyOutput):
         async def send(self, batch):  # type: ignore[no-untyped-def]
-            seen.append(await cursor.load())
+            seen.append(saved(tmp_path))
             await super().send(batch)
 
     fwd, _ = _forwarder(tmp_path, ListSource(events), Checking())
@@ -134,16 +140,40 @@ async def test_run_polls_until_cancelled(tmp_path: Path) -> None:
     assert sleeps.delays and set(sleeps.delays) == {fwd.poll_interval}
 
 
-def test_contiguity_is_checked_when_events_carry_an_index() -> None:
-    class Indexed:
-        def __init__(self, index: int) -> None:
-            self.index = index
-
-    check_contiguous([Indexed(4), Indexed(5)], 4)  # type: ignore[list-item]
+def test_contiguity_is_checked() -> None:
+    check_contiguous([make_event(4), make_event(5)], 4)
     with pytest.raises(LocalProtocolError, match="expected event index 5"):
-        check_contiguous([Indexed(4), Indexed(6)], 4)  # type: ignore[list-item]
+        check_contiguous([make_event(4), make_event(6)], 4)
     with pytest.raises(LocalProtocolError, match="expected event index 0"):
-        check_contiguous([Indexed(1)], 0)  # type: ignore[list-item]
+        check_contiguous([make_event(1)], 0)
+    with pytest.raises(LocalProtocolError, match="returned None"):
+        check_contiguous([make_event(0, index=None)], 0)
+
+
+async def test_once_stops_at_a_hole_without_skipping(tmp_path: Path) -> None:
+    events = [make_event(n) for n in (0, 1, 3, 4)]
+    output = FlakyOutput()
+    fwd, _ = _forwarder(tmp_path, ListSource(events), output, batch=2)
+    with pytest.raises(LocalProtocolError, match="expected event index 2, the log returned 3"):
+        await fwd.run_once()
+    assert output.batches == [events[:2]]
+    assert saved(tmp_path) == 2
+
+
+async def test_run_survives_a_hole_and_resumes_when_it_is_repaired(tmp_path: Path) -> None:
+    source = ListSource([make_event(n) for n in (0, 2)])
+    output = FlakyOutput()
+    fwd, sleeps = _forwarder(tmp_path, source, output, batch=5)
+    task = asyncio.ensure_future(fwd.run())
+    await _until(lambda: "expected event index 1" in fwd.status.last_error)
+    assert output.batches == []
+    assert fwd.backoff_cap in sleeps.delays
+    source.events = [make_event(n) for n in range(3)]
+    await _until(lambda: fwd.status.next_index == 3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [e.index for b in output.batches for e in b] == [0, 1, 2]
 
 
 def test_batch_size_must_be_positive(tmp_path: Path) -> None:

@@ -114,7 +114,9 @@ async def test_https_verifies_receiver(tmp_path) -> None:  # type: ignore[no-unt
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"https://localhost:{port}/services/collector/event"
     headers = auth_headers("splunk_hec", token="t")
-    good = HttpOutput(url, "splunk_hec", headers=headers, tls=ssl.create_default_context(cafile=pki.ca))
+    good = HttpOutput(
+        url, "splunk_hec", headers=headers, tls=ssl.create_default_context(cafile=pki.ca)
+    )
     await good.send([make_event(0)])
     await good.close()
     bad = HttpOutput(

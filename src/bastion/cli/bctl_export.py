@@ -1,0 +1,129 @@
+"""``bctl audit export``: run the SIEM forwarders of a config file's ``audit_export:`` section.
+
+Layer: client edge, but local: like the daemon it opens the backend named in the config and
+reads the audit log directly (no API call), so it runs on a host that can reach the backend.
+``--once`` delivers what is there and exits (cron-friendly); without it, it follows the log
+until Ctrl-C. Each output keeps its own cursor file and lock, so it cannot run at the same time
+as the daemon's own ``audit_export`` on the same outputs. See docs/export.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from bastion.audit.log import AuditLog
+from bastion.backend import open_backend
+from bastion.cli.common import handle_errors
+from bastion.clock import SystemClock
+from bastion.config.schema import FileConfig, load_config
+from bastion.errors import BadParameter
+from bastion.export.build import build_forwarders, output_name, run_forwarders
+from bastion.export.config import AuditExportConfig
+
+__all__ = ["export_once", "register", "select_outputs"]
+
+
+def select_outputs(config: AuditExportConfig, names: tuple[str, ...]) -> AuditExportConfig:
+    """The section restricted to the named outputs (all when ``names`` is empty).
+
+    Raises:
+        BadParameter: a name that is not in the section.
+    """
+    if not names:
+        return config
+    known = {output_name(o): o for o in config.outputs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadParameter(
+            f"no audit_export output named {', '.join(unknown)} (have: {', '.join(known)})"
+        )
+    return config.model_copy(update={"outputs": [known[n] for n in names]})
+
+
+async def export_once(config: FileConfig, section: AuditExportConfig, retries: int) -> list[Any]:
+    """Deliver everything not yet delivered to each output; returns (name, count) pairs."""
+    backend = await _open(config)
+    try:
+        source = AuditLog(backend, SystemClock(), config.resolved_cluster_name())
+        results = []
+        for forwarder in build_forwarders(section, source, config.data_path()):
+            count = await forwarder.run_once(max_attempts=retries)
+            results.append((forwarder.output.name, count, forwarder.status.next_index))
+        return results
+    finally:
+        await backend.close()
+
+
+async def _follow(config: FileConfig, section: AuditExportConfig) -> None:
+    backend = await _open(config)
+    try:
+        source = AuditLog(backend, SystemClock(), config.resolved_cluster_name())
+        await run_forwarders(build_forwarders(section, source, config.data_path()))
+    finally:
+        await backend.close()
+
+
+async def _open(config: FileConfig) -> Any:
+    storage = config.storage
+    return await open_backend(
+        storage.type,
+        path=storage.path or str(config.data_path() / "backend.sqlite"),
+        dsn=storage.dsn,
+    )
+
+
+def register(main: click.Group) -> None:
+    """Add ``export`` to the ``audit`` group of ``bctl`` (creating the group if needed)."""
+    audit = main.commands.get("audit")
+    if not isinstance(audit, click.Group):
+
+        @main.group("audit")
+        def audit_group() -> None:
+            """The audit log: verify, search, export."""
+
+        audit = audit_group
+
+    @audit.command("export")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Bastion config with storage and audit_export (default: bctl's -c).",
+    )
+    @click.option("--once", is_flag=True, help="Deliver what is there now, then exit.")
+    @click.option("--output", "outputs", multiple=True, help="Only this output (repeatable).")
+    @click.option(
+        "--retries",
+        default=8,
+        show_default=True,
+        help="With --once: attempts per batch before giving up (the cursor stays).",
+    )
+    @click.pass_context
+    @handle_errors
+    def export(
+        ctx: click.Context,
+        config_path: str | None,
+        once: bool,
+        outputs: tuple[str, ...],
+        retries: int,
+    ) -> None:
+        """Forward audit events to the SIEM outputs in the config's audit_export section."""
+        path = config_path or getattr(ctx.find_root().obj, "config", None)
+        if not path:
+            raise BadParameter("bctl audit export needs --config FILE (with audit_export:)")
+        config = load_config(path)
+        if config.audit_export is None:
+            raise BadParameter(f"config {path} has no audit_export: section")
+        section = select_outputs(config.audit_export, outputs)
+        if once:
+            for name, count, next_index in asyncio.run(export_once(config, section, retries)):
+                click.echo(f"{name}: delivered {count} events (next index {next_index})")
+            return
+        try:
+            asyncio.run(_follow(config, section))
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
