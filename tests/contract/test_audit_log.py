@@ -80,3 +80,34 @@ async def test_two_processes_append_gaplessly_to_one_postgres_db(
         await _check_concurrent("postgres", dsn, backend)
     finally:
         await backend.close()
+
+
+async def _check_create_batch(backend: Backend) -> None:
+    from bastion.backend import Item
+    from bastion.errors import AlreadyExists
+
+    created = await backend.create_batch([Item("b/1", b"1"), Item("b/2", b"2")])  # type: ignore[attr-defined]
+    assert [i.revision for i in created] == sorted(i.revision for i in created)
+    with pytest.raises(AlreadyExists):
+        await backend.create_batch([Item("b/3", b"3"), Item("b/2", b"x")])  # type: ignore[attr-defined]
+    assert [i.key for i in await backend.get_range("b/")] == ["b/1", "b/2"]  # all or none
+    log = AuditLog(backend, SystemClock(), "c1")
+    many = await log.emit_many([("exec", "success", {"n": i}) for i in range(700)])
+    assert [e.index for e in many] == list(range(700))
+
+
+async def test_create_batch_is_all_or_nothing_on_sqlite(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.open(str(tmp_path / "b.sqlite"))
+    try:
+        await _check_create_batch(backend)
+    finally:
+        await backend.close()
+
+
+@pytest.mark.needs_postgres
+async def test_create_batch_is_all_or_nothing_on_postgres(postgres_server: PgServer) -> None:
+    backend = await PostgresBackend.open(await create_database(postgres_server))
+    try:
+        await _check_create_batch(backend)
+    finally:
+        await backend.close()

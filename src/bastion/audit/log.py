@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import structlog
 
 from bastion.audit.canonical import decode, encode
 from bastion.backend.base import Backend, Item
 from bastion.clock import Clock
-from bastion.errors import AlreadyExists, BadParameter, NotFound
+from bastion.errors import AlreadyExists, BadParameter, ConnectionProblem, NotFound
 from bastion.types.audit import AuditEvent, event_code
 
 __all__ = ["PREFIX", "AuditLog", "AuditQuery", "event_key", "index_of_key", "range_prefixes"]
@@ -34,7 +35,16 @@ __all__ = ["PREFIX", "AuditLog", "AuditQuery", "event_key", "index_of_key", "ran
 PREFIX = "audit/events/"
 """Events live under this prefix, keyed by their zero-padded index."""
 WIDTH = 20
+MAX_BATCH = 500
+"""Events per backend transaction in a group commit."""
 log = structlog.get_logger("bastion.audit")
+
+
+@runtime_checkable
+class BatchCreator(Protocol):
+    """Backends that can create many keys in one transaction (all or none)."""
+
+    async def create_batch(self, items: Sequence[Item]) -> list[Item]: ...
 
 
 def event_key(index: int) -> str:
@@ -109,6 +119,7 @@ class AuditLog:
         self._lock = asyncio.Lock()
         self._next: int | None = None
         """The next index to try; None until the head was looked up."""
+        self._pending: list[tuple[list[AuditEvent], asyncio.Future[list[AuditEvent]]]] = []
 
     @property
     def backend(self) -> Backend:
@@ -134,25 +145,73 @@ class AuditLog:
     ) -> AuditEvent:
         """Record one event. Known attributes go to the top level, the rest to ``fields``.
 
-        Returns the stored event (with its ``index`` and ``id``).
+        Returns the stored event (with its ``index`` and ``id``). Concurrent callers are group
+        committed: whoever holds the writer lock stores every pending event in one batch.
         """
-        draft = self._build(event_type, outcome, fields)
-        async with self._lock:
-            index = await self._head() if self._next is None else self._next
-            while True:
-                event = draft.model_copy(update={"index": index})
-                try:
-                    await self._backend.create(Item(key=event_key(index), value=encode(event)))
-                except AlreadyExists:
-                    index += 1  # another writer holds it: it exists, so index + 1 is gapless
-                    continue
-                except BaseException:
-                    self._next = None  # unknown outcome: look the head up again next time
-                    raise
-                self._next = index + 1
-                break
-        log.info("audit", type=event_type, outcome=outcome, user=event.user, code=event.code)
+        (event,) = await self.emit_many([(event_type, outcome, fields)])
         return event
+
+    async def emit_many(
+        self, specs: Sequence[tuple[str, str, Mapping[str, object]]]
+    ) -> list[AuditEvent]:
+        """Record several events ``(type, outcome, fields)`` with consecutive indexes, in one
+        backend transaction where the backend supports batches."""
+        drafts = [self._build(t, o, dict(f)) for t, o, f in specs]
+        future: asyncio.Future[list[AuditEvent]] = asyncio.get_running_loop().create_future()
+        self._pending.append((drafts, future))
+        async with self._lock:
+            if not future.done():
+                pending, self._pending = self._pending, []
+                try:
+                    stored = await self._store([d for ds, _ in pending for d in ds])
+                except BaseException as exc:
+                    err = (
+                        exc
+                        if isinstance(exc, Exception)
+                        else ConnectionProblem(
+                            "the audit writer was interrupted; the event may not be stored"
+                        )
+                    )
+                    for _, f in pending:
+                        if f is not future and not f.done():
+                            f.set_exception(err)
+                    raise
+                else:
+                    pos = 0
+                    for ds, f in pending:
+                        f.set_result(stored[pos : pos + len(ds)])
+                        pos += len(ds)
+        events = future.result()
+        for event in events:
+            log.info("audit", type=event.type, outcome=event.outcome, user=event.user)
+        return events
+
+    async def _store(self, drafts: list[AuditEvent]) -> list[AuditEvent]:
+        """Store ``drafts`` at the next free indexes; the caller holds the writer lock."""
+        index = await self._head() if self._next is None else self._next
+        out: list[AuditEvent] = []
+        batch = self._backend if isinstance(self._backend, BatchCreator) else None
+        try:
+            while len(out) < len(drafts):
+                chunk = drafts[len(out) : len(out) + MAX_BATCH] if batch else [drafts[len(out)]]
+                events = [d.model_copy(update={"index": index + i}) for i, d in enumerate(chunk)]
+                items = [Item(key=event_key(e.index or 0), value=encode(e)) for e in events]
+                try:
+                    if batch is not None and len(items) > 1:
+                        await batch.create_batch(items)
+                    else:
+                        await self._backend.create(items[0])
+                except AlreadyExists:
+                    # Another writer holds (some of) these: find the first free index above.
+                    index = index + 1 if len(items) == 1 else await self._head(index)
+                    continue
+                out.extend(events)
+                index += len(events)
+        except BaseException:
+            self._next = None  # unknown outcome: look the head up again next time
+            raise
+        self._next = index
+        return out
 
     async def size(self) -> int:
         """How many events are stored (the next free index), looked up in the backend."""

@@ -128,6 +128,16 @@ class MemoryBackend:
         self._enter()
         return self._store(item)
 
+    async def create_batch(self, items: Sequence[Item]) -> list[Item]:
+        """Create every item or none (AlreadyExists when any exists); see SQLiteBackend."""
+        for item in items:
+            check_item(item)
+        self._enter()
+        keys = [item.key for item in items]
+        if any(k in self._items for k in keys) or len(set(keys)) != len(keys):
+            raise AlreadyExists("a key of the batch already exists")
+        return [self._store(item) for item in items]
+
     async def update(self, item: Item, expected_revision: int | None = None) -> Item:
         check_item(item)
         self._enter()

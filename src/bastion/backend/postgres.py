@@ -394,6 +394,19 @@ class PostgresBackend:
         check_item(item)
         return await self._write(lambda conn, _now: _store(conn, item))
 
+    async def create_batch(self, items: Sequence[Item]) -> list[Item]:
+        """Create every item in one transaction, or none (AlreadyExists when any exists)."""
+        for item in items:
+            check_item(item)
+
+        async def op(conn: Any, now: datetime) -> list[Item]:
+            for item in items:
+                if await _live(conn, item.key, now, lock=True) is not None:
+                    raise AlreadyExists(f"key {item.key!r} already exists")
+            return [await _store(conn, item) for item in items]
+
+        return await self._write(op)
+
     async def update(self, item: Item, expected_revision: int | None = None) -> Item:
         check_item(item)
 

@@ -1,3 +1,4 @@
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -8,7 +9,7 @@ from bastion.audit.log import PREFIX, AuditLog, AuditQuery, event_key, index_of_
 from bastion.backend.base import Item
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
-from bastion.errors import BadParameter
+from bastion.errors import BadParameter, ConnectionProblem
 
 
 async def test_emit_and_search_filters():
@@ -101,3 +102,26 @@ def test_index_of_key():
     assert index_of_key(event_key(42)) == 42
     assert index_of_key(PREFIX + "42") is None
     assert index_of_key(PREFIX + "0000000000000000004x") is None
+
+
+async def test_concurrent_emitters_are_group_committed_gaplessly():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    events = await asyncio.gather(*(log.emit("exec", user=f"u{i}") for i in range(60)))
+    assert sorted(e.index for e in events) == list(range(60))
+    stored = await log.read_from(0, 100)
+    assert {e.id for e in stored} == {e.id for e in events}
+    many = await log.emit_many([("exec", "success", {"n": i}) for i in range(1200)])
+    assert [e.index for e in many] == list(range(60, 1260))
+    assert (await log.read_from(1259, 5))[0].fields == {"n": 1199}
+
+
+async def test_a_failed_write_fails_every_waiting_emitter_and_recovers():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    await log.emit("x")
+    await backend.close()
+    with pytest.raises(ConnectionProblem):
+        await log.emit("x")

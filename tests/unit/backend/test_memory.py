@@ -70,3 +70,14 @@ async def test_open_backend_memory_and_missing_parameters() -> None:
         await open_backend("postgres", path="/ignored")
     with pytest.raises(BadParameter, match="unknown backend kind"):
         await open_backend("etcd")  # type: ignore[arg-type]
+
+
+async def test_create_batch_is_all_or_nothing(backend: MemoryBackend) -> None:
+    from bastion.errors import AlreadyExists
+
+    await backend.create_batch([Item("b/1", b"1"), Item("b/2", b"2")])
+    with pytest.raises(AlreadyExists):
+        await backend.create_batch([Item("b/3", b"3"), Item("b/2", b"x")])
+    with pytest.raises(AlreadyExists):
+        await backend.create_batch([Item("b/4", b"4"), Item("b/4", b"x")])
+    assert [i.key for i in await backend.get_range("b/")] == ["b/1", "b/2"]
