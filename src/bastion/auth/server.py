@@ -22,6 +22,8 @@ from bastion.ca import rotation
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound
 from bastion.locks.matcher import LockDecision, LockTargets, LockView, decide
+from bastion.mfa.policy import default_relying_party
+from bastion.mfa.service import MFADeps, MFAService
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.services.store import ResourceStore
 from bastion.types.access import (
@@ -52,6 +54,9 @@ class AuthDeps:
     key_algorithm: KeyAlgorithm = "ed25519"
     public_url: str = "https://127.0.0.1:3025"
     """Where users reach the login endpoint; used in invite URLs."""
+    webauthn_origins: tuple[str, ...] = ()
+    """Default WebAuthn origins (proxy, then auth public addresses); the first one's host is
+    the default RP id. Empty: derived from ``public_url``. The auth preference overrides both."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,18 @@ class AuthServer:
         self.credentials = CredentialStore(backend)
         self.audit = AuditLog(backend, deps.clock, deps.cluster)
         self.issuer = Issuer(self.cas, deps.kek, deps.clock, self.audit, deps.cluster)
+        rp_id, origins = default_relying_party(deps.webauthn_origins or (deps.public_url,))
+        self.mfa = MFAService(
+            MFADeps(
+                backend=backend,
+                clock=deps.clock,
+                audit=self.audit,
+                cluster=deps.cluster,
+                preference=self.auth_preference,
+                default_rp_id=rp_id,
+                default_origins=origins,
+            )
+        )
         self._stores: dict[str, ResourceStore[Any]] = {
             "user": self.users,
             "role": self.roles,
@@ -180,6 +197,7 @@ class AuthServer:
         await self.store(kind).delete(name)
         if kind == "user":
             await self.credentials.delete(name)
+            await self.mfa.forget_user(name)
         await self._audit_change(kind, "delete", name, actor)
 
     async def _check_references(self, resource: Resource) -> None:

@@ -88,6 +88,7 @@ class AuthService:
             kek=kek,
             key_algorithm=config.auth_service.key_algorithm,
             public_url=f"https://{url_host}:{public_host[1]}",
+            webauthn_origins=_webauthn_origins(config, f"{url_host}:{public_host[1]}"),
         )
         server = AuthServer(deps)
         return cls(config=config, clock=clock, backend=backend, server=server, addr=(host, port))
@@ -203,3 +204,17 @@ def client_ssl_context(
     if cert and key:
         ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _webauthn_origins(config: FileConfig, auth_addr: str) -> tuple[str, ...]:
+    """Where users reach the login endpoints: the proxy's public addresses (or its listen
+    address), then auth's. The first one's host becomes the default WebAuthn RP id."""
+    addrs: list[str] = []
+    proxy = config.proxy_service
+    if proxy.enabled:
+        for addr in proxy.public_addr or [proxy.listen_addr]:
+            host, port = parse_addr(addr, 3080)
+            host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            addrs.append(f"{host}:{port}")
+    addrs.append(auth_addr)
+    return tuple(f"https://{a}" for a in addrs)

@@ -121,7 +121,7 @@ def identity_targets(
         login=login,
         nodes=node_names,
         device=identity.device_id,
-        mfa_device=mfa_device,
+        mfa_device=mfa_device or identity.mfa_device,
         access_requests=tuple(identity.access_requests),
         bot=identity.user if identity.kind == "bot" else "",
         session=session,

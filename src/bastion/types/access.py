@@ -29,6 +29,7 @@ __all__ = [
     "User",
     "UserSpec",
     "UserStatus",
+    "WebAuthnPreference",
 ]
 
 VERBS = ("list", "read", "create", "update", "delete")
@@ -201,10 +202,67 @@ class Lock(Resource):
     spec: LockSpec
 
 
+class WebAuthnPreference(StrictModel):
+    """The WebAuthn relying party (docs/mfa.md)."""
+
+    rp_id: str = ""
+    """Relying party id (a domain). Empty: the host of the proxy's public address."""
+    origins: list[str] = Field(default_factory=list)
+    """Allowed origins (``https://host:port``). Empty: the proxy's and auth's public addresses."""
+    user_verification: Literal["discouraged", "preferred", "required"] = "preferred"
+    """``required``: every assertion must carry the UV flag (PIN or biometrics). Passwordless
+    login always requires it."""
+    attestation: Literal["none", "direct"] = "none"
+    """``direct``: registrations must carry an attestation statement; with ``attestation_roots``
+    it must chain to one of them, with ``allowed_aaguids`` the model must be listed."""
+    allowed_aaguids: list[str] = Field(default_factory=list)
+    attestation_roots: list[str] = Field(default_factory=list)
+    """PEM certificates of the attestation CAs whose keys may register."""
+
+    @field_validator("allowed_aaguids")
+    @classmethod
+    def _check_aaguids(cls, value: list[str]) -> list[str]:
+        import uuid
+
+        try:
+            return [str(uuid.UUID(v)) for v in value]
+        except ValueError:
+            raise ValueError("allowed_aaguids: each entry must be a UUID") from None
+
+    @field_validator("attestation_roots")
+    @classmethod
+    def _check_roots(cls, value: list[str]) -> list[str]:
+        from cryptography import x509
+
+        for pem in value:
+            try:
+                x509.load_pem_x509_certificate(pem.encode())
+            except ValueError:
+                raise ValueError(
+                    "attestation_roots: each entry must be a PEM certificate"
+                ) from None
+        return value
+
+    @field_validator("origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith("https://") or origin.rstrip("/") != origin:
+                raise ValueError(f"origin {origin!r}: use https://HOST[:PORT] without a path")
+        return value
+
+
 class AuthPreferenceSpec(StrictModel):
     type: Literal["local"] = "local"
-    second_factor: Literal["off", "otp", "webauthn", "on", "optional"] = "otp"
-    """``otp``: password + TOTP for every local user (the default); ``off`` is insecure."""
+    second_factor: Literal["off", "otp", "webauthn", "on", "optional"] = "on"
+    """``on`` (the default): every local user needs a second factor, WebAuthn or TOTP;
+    ``otp`` / ``webauthn``: only that kind; ``optional``: users who registered a device must use
+    it; ``off``: passwords alone (insecure; ``bastion start`` warns)."""
+    webauthn: WebAuthnPreference = Field(default_factory=WebAuthnPreference)
+    allow_software_authenticator: bool = False
+    """Accept registrations from Bastion's software authenticator (tests, headless machines)."""
+    allow_passwordless: bool = True
+    """Allow passkey login (``bsh login --auth=passwordless``) when WebAuthn is enabled."""
     max_failed_logins: int = Field(default=5, ge=1)
     lockout_window: Duration = timedelta(minutes=30)
     lockout_duration: Duration = timedelta(minutes=30)

@@ -56,6 +56,9 @@ class Identity(BaseModel):
     device_attestation: str = ""
     mfa_verified: bool = False
     mfa_scope: str = ""
+    mfa_device: str = ""
+    """Id of the MFA device (WebAuthn credential or TOTP) used to obtain this certificate; the
+    lock target ``mfa_device`` matches it."""
     pinned_ip: str = ""
     access_requests: tuple[str, ...] = ()
     host_id: str = ""

@@ -1,0 +1,666 @@
+"""MFAService: WebAuthn registration and assertion ceremonies (relying party), TOTP enrolment and
+device management, for the auth server.
+
+Layer: services. The cryptographic checks are the ``webauthn`` library's
+(``verify_registration_response`` / ``verify_authentication_response``); this module adds what a
+relying party must do around them:
+
+* challenges are stored server-side, single use, expire after :data:`CHALLENGE_TTL`, and are bound
+  to a user (or none, for passwordless) and a *scope*. Scopes in use: ``login``,
+  ``session:<node>:<login>`` (per-session MFA), ``admin:<METHOD> <path> <sha256-hex of body>``
+  (admin actions), ``register`` (internal);
+* a credential is looked up by its id and must belong to the expected user (passwordless: the
+  user handle must name the credential's owner);
+* the signature counter must grow: a regression marks the device **cloned**, audits
+  ``mfa.cloned`` and refuses the device from then on (only after the signature verified, so a
+  forged response cannot get a good device disabled);
+* user verification follows the cluster policy, and is always required for passwordless;
+* attestation policy (:func:`bastion.mfa.policy.attestation_refusal`) and the software
+  authenticator flag at registration.
+
+Every refusal raises :class:`AccessDenied` whose message says what was wrong (callers audit it
+with the user and scope: login, session and admin MFA each have their own event).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import base64url_to_bytes, parse_attestation_object
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.exceptions import (
+    InvalidAuthenticationResponse,
+    InvalidJSONStructure,
+    InvalidRegistrationResponse,
+)
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AttestationFormat,
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from bastion.audit.log import AuditLog
+from bastion.auth.credentials import CredentialStore, verify_totp
+from bastion.backend.base import Backend
+from bastion.clock import Clock
+from bastion.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from bastion.mfa import policy
+from bastion.mfa.softkey import SOFTWARE_AAGUID
+from bastion.mfa.store import Challenge, ChallengeStore, DeviceStore
+from bastion.types.access import AuthPreference
+from bastion.types.mfa import MFADevice, validate_device_name
+
+__all__ = [
+    "CHALLENGE_TTL",
+    "MFADeps",
+    "MFAService",
+    "MFAVerified",
+    "TOTPEnrolment",
+    "usable_webauthn",
+]
+
+CHALLENGE_TTL = timedelta(minutes=2)
+TIMEOUT_MS = 60_000
+SUPPORTED_ALGS = [
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,
+    COSEAlgorithmIdentifier.EDDSA,
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
+]
+ALL_FORMATS = tuple(AttestationFormat)
+
+
+@dataclass(frozen=True, slots=True)
+class MFAVerified:
+    """A verified WebAuthn assertion."""
+
+    user: str
+    device_id: str
+    device_name: str
+    aaguid: str
+    user_verified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TOTPEnrolment:
+    enrolment: str
+    """Id of the pending enrolment (pass it back to :meth:`MFAService.finish_totp`)."""
+    secret: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class MFADeps:
+    backend: Backend
+    clock: Clock
+    audit: AuditLog
+    cluster: str
+    preference: Callable[[], Awaitable[AuthPreference]]
+    default_rp_id: str = "localhost"
+    default_origins: tuple[str, ...] = ()
+
+
+def _json_options(options: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(options_to_json(options))
+    return data
+
+
+def _challenge_of(response: Any) -> tuple[str, dict[str, Any]]:
+    """The challenge (base64url) claimed by a response's clientDataJSON, before any verification.
+
+    Raises:
+        AccessDenied: the response is not a WebAuthn credential JSON object.
+    """
+    if not isinstance(response, dict) or not isinstance(response.get("response"), dict):
+        raise AccessDenied("malformed WebAuthn response: expected PublicKeyCredential JSON")
+    raw = response["response"].get("clientDataJSON")
+    try:
+        client_data = json.loads(base64url_to_bytes(str(raw)))
+        challenge = client_data["challenge"]
+        if not isinstance(challenge, str) or not challenge:
+            raise ValueError("challenge")
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise AccessDenied("malformed WebAuthn response: unreadable clientDataJSON") from None
+    return challenge, client_data
+
+
+def _explain(exc: Exception) -> str:
+    """Turn the webauthn library's message into a reason an operator understands."""
+    text = str(exc)
+    if "origin" in text:
+        return f"wrong origin: {text}"
+    if "RP ID hash" in text:
+        return "wrong relying party id (rp_id): the authenticator signed for another site"
+    if "User verification" in text or "user verification" in text:
+        return (
+            "user verification (PIN or biometrics) is required but the authenticator did not do it"
+        )
+    if "signature" in text.lower():
+        return "the WebAuthn signature does not verify"
+    return text
+
+
+class MFAService:
+    """See the module docstring. One instance per auth server (``AuthServer.mfa``)."""
+
+    def __init__(self, deps: MFADeps) -> None:
+        self.deps = deps
+        self.devices = DeviceStore(deps.backend)
+        self.challenges = ChallengeStore(deps.backend)
+        self.credentials = CredentialStore(deps.backend)
+        self._clock = deps.clock
+
+    async def _pref(self) -> AuthPreference:
+        return await self.deps.preference()
+
+    async def relying_party(self) -> policy.RelyingParty:
+        pref = await self._pref()
+        return policy.relying_party(
+            pref.spec.webauthn, self.deps.default_rp_id, self.deps.default_origins
+        )
+
+    async def _require_webauthn(self) -> AuthPreference:
+        pref = await self._pref()
+        if not policy.webauthn_enabled(pref.spec.second_factor):
+            raise BadParameter(
+                f"WebAuthn is not enabled on this cluster (second_factor: "
+                f"{pref.spec.second_factor}); an admin can set second_factor: on"
+            )
+        return pref
+
+    # ---- devices -------------------------------------------------------------------------------
+
+    async def list_devices(self, user: str) -> list[MFADevice]:
+        """WebAuthn and TOTP devices of ``user`` (a TOTP secret set before devices were recorded
+        shows as ``otp``)."""
+        devices = await self.devices.list(user)
+        if not any(d.type == "totp" for d in devices):
+            creds = await self.credentials.get(user)
+            if creds.totp_secret:
+                devices.append(
+                    MFADevice(
+                        id="totp",
+                        user=user,
+                        name="otp",
+                        type="totp",
+                        added=self._clock.now().replace(year=1970, month=1, day=1),
+                    )
+                )
+        return devices
+
+    async def totp_device(self, user: str) -> MFADevice | None:
+        return next((d for d in await self.list_devices(user) if d.type == "totp"), None)
+
+    async def remove_device(self, user: str, name: str, actor: str, remote_addr: str = "") -> None:
+        """Remove one device by name (or id).
+
+        Raises:
+            NotFound: no such device. AccessDenied: it is the last one of a required kind.
+        """
+        devices = await self.list_devices(user)
+        device = next((d for d in devices if name in (d.name, d.id)), None)
+        if device is None:
+            raise NotFound(f"no MFA device named {name!r}; bsh mfa ls lists yours")
+        refusal = policy.removal_refusal(devices, device, (await self._pref()).spec)
+        if refusal:
+            await self.deps.audit.emit(
+                "mfa.remove",
+                outcome="failure",
+                user=actor,
+                target=f"user/{user}",
+                remote_addr=remote_addr,
+                reason=refusal,
+                mfa_device=device.id,
+                device_name=device.name,
+            )
+            raise AccessDenied(refusal)
+        if device.type == "totp":
+            creds = await self.credentials.get(user)
+            creds.totp_secret = ""
+            creds.totp_last_step = 0
+            await self.credentials.put(user, creds)
+        if device.id != "totp":
+            await self.devices.remove(device)
+        await self.deps.audit.emit(
+            "mfa.remove",
+            user=actor,
+            target=f"user/{user}",
+            remote_addr=remote_addr,
+            mfa_device=device.id,
+            device_name=device.name,
+            device_type=device.type,
+        )
+
+    async def forget_user(self, user: str) -> None:
+        await self.devices.forget_user(user)
+
+    # ---- WebAuthn registration -----------------------------------------------------------------
+
+    async def begin_registration(self, user: str, *, passwordless: bool = False) -> dict[str, Any]:
+        """Options for ``navigator.credentials.create()`` (options_to_json form).
+
+        Args:
+            passwordless: require a discoverable credential (a passkey); otherwise one is
+                preferred so the same key can later log in without a password.
+        """
+        pref = await self._require_webauthn()
+        rp = await self.relying_party()
+        existing = [d for d in await self.devices.list(user) if d.type == "webauthn"]
+        handle = await self.devices.user_handle(user)
+        challenge = secrets.token_bytes(32)
+        options = generate_registration_options(
+            rp_id=rp.rp_id,
+            rp_name=f"Bastion {self.deps.cluster}",
+            user_name=user,
+            user_id=base64url_to_bytes(handle),
+            user_display_name=user,
+            challenge=challenge,
+            timeout=TIMEOUT_MS,
+            attestation=AttestationConveyancePreference.DIRECT
+            if pref.spec.webauthn.attestation == "direct"
+            else AttestationConveyancePreference.NONE,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED
+                if passwordless
+                else ResidentKeyRequirement.PREFERRED,
+                require_resident_key=passwordless,
+                user_verification=UserVerificationRequirement(
+                    "required" if passwordless else rp.user_verification
+                ),
+            ),
+            exclude_credentials=[
+                PublicKeyCredentialDescriptor(id=base64url_to_bytes(d.credential_id))
+                for d in existing
+            ],
+            supported_pub_key_algs=SUPPORTED_ALGS,
+        )
+        await self.challenges.put(
+            Challenge(
+                challenge=base64.urlsafe_b64encode(challenge).rstrip(b"=").decode(),
+                user=user,
+                scope="register",
+                kind="register",
+                expires=self._clock.now() + CHALLENGE_TTL,
+                user_verification="required" if passwordless else rp.user_verification,
+            )
+        )
+        return _json_options(options)
+
+    async def finish_registration(
+        self, user: str, device_name: str, response: dict[str, Any], remote_addr: str = ""
+    ) -> MFADevice:
+        """Verify the authenticator's attestation and store the new device (audited ``mfa.add``).
+
+        Raises:
+            BadParameter: invalid device name. AlreadyExists: name or credential taken.
+            AccessDenied: the response, its attestation or the authenticator is refused.
+        """
+        try:
+            validate_device_name(device_name)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        try:
+            device = await self._register(user, device_name, response)
+        except (AccessDenied, AlreadyExists) as exc:
+            await self.deps.audit.emit(
+                "mfa.add",
+                outcome="failure",
+                user=user,
+                target=f"user/{user}",
+                remote_addr=remote_addr,
+                reason=exc.message,
+                device_name=device_name,
+                device_type="webauthn",
+            )
+            raise
+        await self.deps.audit.emit(
+            "mfa.add",
+            user=user,
+            target=f"user/{user}",
+            remote_addr=remote_addr,
+            mfa_device=device.id,
+            device_name=device.name,
+            device_type="webauthn",
+            aaguid=device.aaguid,
+            software=device.software,
+            passkey=device.resident,
+            attestation_format=device.attestation_format,
+        )
+        return device
+
+    async def _register(self, user: str, name: str, response: dict[str, Any]) -> MFADevice:
+        pref = await self._require_webauthn()
+        rp = await self.relying_party()
+        challenge_text, _ = _challenge_of(response)
+        pending = await self._take(challenge_text, "register", user, "register")
+        wa = pref.spec.webauthn
+        roots = [r.encode() for r in wa.attestation_roots] if wa.attestation == "direct" else []
+        try:
+            verified = verify_registration_response(
+                credential=response,
+                expected_challenge=base64url_to_bytes(challenge_text),
+                expected_rp_id=rp.rp_id,
+                expected_origin=list(rp.origins),
+                require_user_verification=pending.user_verification == "required",
+                supported_pub_key_algs=SUPPORTED_ALGS,
+                pem_root_certs_bytes_by_fmt={fmt: roots for fmt in ALL_FORMATS} if roots else None,
+            )
+        except (InvalidRegistrationResponse, InvalidJSONStructure) as exc:
+            raise AccessDenied(f"registration refused: {_explain(exc)}") from None
+        statement = parse_attestation_object(verified.attestation_object).att_stmt
+        fmt = str(getattr(verified.fmt, "value", verified.fmt))
+        refusal = policy.attestation_refusal(wa, fmt, bool(statement.x5c), verified.aaguid)
+        if refusal:
+            raise AccessDenied(f"registration refused: {refusal}")
+        software = verified.aaguid == str(SOFTWARE_AAGUID)
+        if software and not pref.spec.allow_software_authenticator:
+            raise AccessDenied(
+                "registration refused: software authenticators are not allowed on this cluster "
+                "(an admin can set allow_software_authenticator: true); use a security key"
+            )
+        credential_id = base64.urlsafe_b64encode(verified.credential_id).rstrip(b"=").decode()
+        try:
+            await self.devices.by_credential(credential_id)
+            raise AlreadyExists("this credential is already registered")
+        except NotFound:
+            pass
+        rk = (response.get("clientExtensionResults") or {}).get("credProps", {}).get("rk")
+        device = MFADevice(
+            id=str(uuid.uuid4()),
+            user=user,
+            name=name,
+            type="webauthn",
+            added=self._clock.now(),
+            credential_id=credential_id,
+            public_key=base64.urlsafe_b64encode(verified.credential_public_key)
+            .rstrip(b"=")
+            .decode(),
+            sign_count=verified.sign_count,
+            aaguid=verified.aaguid,
+            attestation_format=fmt,
+            resident=bool(rk) or pending.user_verification == "required" and rk is None,
+            software=software,
+            user_verified=verified.user_verified,
+        )
+        return await self.devices.add(device)
+
+    # ---- WebAuthn assertions -------------------------------------------------------------------
+
+    async def begin_challenge(self, user: str | None, scope: str) -> dict[str, Any]:
+        """Options for ``navigator.credentials.get()`` bound to ``user`` and ``scope``.
+
+        Args:
+            user: whose devices may answer; None for passwordless (any discoverable credential,
+                user verification required).
+            scope: what the assertion will authorize (see the module docstring).
+
+        Raises:
+            BadParameter: WebAuthn disabled, or empty scope. NotFound: the user has no usable
+            WebAuthn device. AccessDenied: passwordless is disabled.
+        """
+        pref = await self._require_webauthn()
+        if not scope or len(scope) > 1024:
+            raise BadParameter("an MFA challenge needs a scope of 1 to 1024 characters")
+        rp = await self.relying_party()
+        allow: list[PublicKeyCredentialDescriptor] = []
+        uv = rp.user_verification
+        if user is None:
+            if not pref.spec.allow_passwordless:
+                raise AccessDenied("passwordless login is disabled on this cluster")
+            uv = "required"
+        else:
+            usable = [d for d in await self.devices.list(user) if d.type == "webauthn"]
+            usable = [d for d in usable if not d.cloned]
+            if not usable:
+                raise NotFound(
+                    f"{user} has no WebAuthn device: register a security key with bsh mfa add"
+                )
+            allow = [
+                PublicKeyCredentialDescriptor(id=base64url_to_bytes(d.credential_id))
+                for d in usable
+            ]
+        challenge = secrets.token_bytes(32)
+        options = generate_authentication_options(
+            rp_id=rp.rp_id,
+            challenge=challenge,
+            timeout=TIMEOUT_MS,
+            allow_credentials=allow,
+            user_verification=UserVerificationRequirement(uv),
+        )
+        await self.challenges.put(
+            Challenge(
+                challenge=base64.urlsafe_b64encode(challenge).rstrip(b"=").decode(),
+                user=user or "",
+                scope=scope,
+                kind="assert",
+                expires=self._clock.now() + CHALLENGE_TTL,
+                user_verification=uv,
+            )
+        )
+        return _json_options(options)
+
+    async def _take(self, challenge: str, kind: str, user: str, scope: str) -> Challenge:
+        try:
+            pending = await self.challenges.take(challenge)
+        except NotFound:
+            raise AccessDenied(
+                "the WebAuthn challenge is unknown, expired or already used (a replayed "
+                "response?); start again"
+            ) from None
+        if pending.expires <= self._clock.now():
+            raise AccessDenied("the WebAuthn challenge expired; start again")
+        if pending.kind != kind:
+            raise AccessDenied(f"the challenge was issued for {pending.kind}, not {kind}")
+        if pending.scope != scope:
+            raise AccessDenied(
+                f"scope mismatch: the challenge was issued for {pending.scope!r}, not {scope!r}"
+            )
+        if pending.user != user:
+            raise AccessDenied("the challenge was issued for another user")
+        return pending
+
+    async def verify_challenge(
+        self, user: str | None, scope: str, response: dict[str, Any]
+    ) -> MFAVerified:
+        """Verify an assertion for ``scope`` (single use) and return who and which device.
+
+        Raises:
+            AccessDenied: with the reason (unknown/used/expired challenge, scope or user
+            mismatch, unknown credential, cloned or disallowed device, wrong origin or RP id,
+            missing user verification, bad signature, counter regression).
+        """
+        pref = await self._pref()
+        rp = await self.relying_party()
+        challenge_text, _ = _challenge_of(response)
+        pending = await self._take(challenge_text, "assert", user or "", scope)
+        device = await self._device_for(user, response)
+        if device.cloned:
+            raise AccessDenied(
+                f"MFA device {device.name!r} is marked as cloned (its signature counter went "
+                "backwards) and is refused; remove it and register the key again"
+            )
+        if device.software and not pref.spec.allow_software_authenticator:
+            raise AccessDenied(
+                f"MFA device {device.name!r} is a software authenticator, which this cluster "
+                "no longer allows"
+            )
+        try:
+            verified = verify_authentication_response(
+                credential=response,
+                expected_challenge=base64url_to_bytes(challenge_text),
+                expected_rp_id=rp.rp_id,
+                expected_origin=list(rp.origins),
+                credential_public_key=base64url_to_bytes(device.public_key),
+                credential_current_sign_count=0,  # compared below, to mark clones
+                require_user_verification=pending.user_verification == "required",
+            )
+        except (InvalidAuthenticationResponse, InvalidJSONStructure) as exc:
+            raise AccessDenied(f"WebAuthn assertion refused: {_explain(exc)}") from None
+        new_count = verified.new_sign_count
+        if (new_count > 0 or device.sign_count > 0) and new_count <= device.sign_count:
+            await self._mark_cloned(device, new_count)
+            raise AccessDenied(
+                f"signature counter regression on MFA device {device.name!r} (stored "
+                f"{device.sign_count}, got {new_count}): the authenticator may be cloned; the "
+                "device is refused from now on"
+            )
+        device.sign_count = new_count
+        device.last_used = self._clock.now()
+        await self.devices.put(device)
+        return MFAVerified(
+            user=device.user,
+            device_id=device.id,
+            device_name=device.name,
+            aaguid=device.aaguid,
+            user_verified=verified.user_verified,
+        )
+
+    async def _device_for(self, user: str | None, response: dict[str, Any]) -> MFADevice:
+        credential_id = str(response.get("rawId") or response.get("id") or "")
+        try:
+            device = await self.devices.by_credential(credential_id)
+        except NotFound:
+            raise AccessDenied("unknown credential: this key is not registered") from None
+        if user is not None and device.user != user:
+            raise AccessDenied("unknown credential: this key is not registered for this user")
+        if user is None:
+            handle = (response.get("response") or {}).get("userHandle")
+            if not device.resident or not isinstance(handle, str) or not handle:
+                raise AccessDenied(
+                    "passwordless login needs a passkey (a discoverable credential) with a user "
+                    "handle; register one with bsh mfa add --passwordless"
+                )
+            try:
+                owner = await self.devices.user_of_handle(handle)
+            except NotFound:
+                owner = ""
+            if owner != device.user:
+                raise AccessDenied("the user handle does not match the credential's owner")
+        return device
+
+    async def _mark_cloned(self, device: MFADevice, new_count: int) -> None:
+        device.cloned = True
+        await self.devices.put(device)
+        await self.deps.audit.emit(
+            "mfa.cloned",
+            outcome="failure",
+            user=device.user,
+            target=f"user/{device.user}",
+            mfa_device=device.id,
+            device_name=device.name,
+            aaguid=device.aaguid,
+            reason=f"signature counter went from {device.sign_count} to {new_count}",
+        )
+
+    # ---- TOTP ----------------------------------------------------------------------------------
+
+    async def begin_totp(self, user: str) -> TOTPEnrolment:
+        """A new TOTP secret to show the user; it takes effect in :meth:`finish_totp`."""
+        pref = await self._pref()
+        if not policy.totp_enabled(pref.spec.second_factor):
+            raise BadParameter(
+                f"TOTP is not enabled on this cluster (second_factor: {pref.spec.second_factor})"
+            )
+        if await self.totp_device(user) is not None:
+            raise AlreadyExists("you already have a TOTP device; remove it first (bsh mfa rm)")
+        secret = pyotp.random_base32()
+        enrolment = secrets.token_urlsafe(24)
+        await self.challenges.put(
+            Challenge(
+                challenge=enrolment,
+                user=user,
+                scope="register",
+                kind="totp",
+                expires=self._clock.now() + timedelta(minutes=10),
+                data={"secret": secret},
+            )
+        )
+        uri = pyotp.TOTP(secret).provisioning_uri(
+            name=user, issuer_name=f"Bastion {self.deps.cluster}"
+        )
+        return TOTPEnrolment(enrolment=enrolment, secret=secret, uri=uri)
+
+    async def finish_totp(
+        self, user: str, name: str, enrolment: str, code: str, remote_addr: str = ""
+    ) -> MFADevice:
+        try:
+            validate_device_name(name)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        try:
+            pending = await self.challenges.take(enrolment)
+        except NotFound:
+            raise AccessDenied("the TOTP enrolment is unknown or expired; start again") from None
+        if pending.kind != "totp" or pending.user != user:
+            raise AccessDenied("the TOTP enrolment belongs to another user")
+        secret = str(pending.data["secret"])
+        step = verify_totp(secret, code, self._clock.now(), 0)
+        if step is None:
+            await self.deps.audit.emit(
+                "mfa.add",
+                outcome="failure",
+                user=user,
+                target=f"user/{user}",
+                remote_addr=remote_addr,
+                reason="wrong TOTP code during enrolment",
+                device_name=name,
+                device_type="totp",
+            )
+            raise AccessDenied("the TOTP code is wrong: check your app's clock and start again")
+        return await self.record_totp(user, name, secret, step, remote_addr)
+
+    async def record_totp(
+        self, user: str, name: str, secret: str, step: int, remote_addr: str = ""
+    ) -> MFADevice:
+        """Store a verified TOTP secret and its device record (audited ``mfa.add``)."""
+        creds = await self.credentials.get(user)
+        creds.totp_secret = secret
+        creds.totp_last_step = step
+        await self.credentials.put(user, creds)
+        for old in await self.devices.list(user):
+            if old.type == "totp":
+                await self.devices.remove(old)
+        device = MFADevice(
+            id=str(uuid.uuid4()), user=user, name=name, type="totp", added=self._clock.now()
+        )
+        await self.devices.add(device)
+        await self.deps.audit.emit(
+            "mfa.add",
+            user=user,
+            target=f"user/{user}",
+            remote_addr=remote_addr,
+            mfa_device=device.id,
+            device_name=name,
+            device_type="totp",
+        )
+        return device
+
+    async def touch(self, device: MFADevice) -> None:
+        """Record a successful use (TOTP logins)."""
+        if device.id == "totp":
+            return
+        device.last_used = self._clock.now()
+        await self.devices.put(device)
+
+
+def usable_webauthn(devices: Sequence[MFADevice]) -> list[MFADevice]:
+    """WebAuthn devices that may answer a challenge (not marked cloned)."""
+    return [d for d in devices if d.type == "webauthn" and not d.cloned]

@@ -1,0 +1,54 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bastion.backend.memory import MemoryBackend
+from bastion.clock import FakeClock
+from bastion.errors import AlreadyExists, NotFound
+from bastion.mfa.store import Challenge, ChallengeStore, DeviceStore
+from bastion.types.mfa import MFADevice
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def device(name="k", cred="Y3JlZA"):
+    return MFADevice(
+        id=f"id-{name}", user="alice", name=name, type="webauthn", added=NOW, credential_id=cred
+    )
+
+
+async def test_devices_by_name_and_credential():
+    store = DeviceStore(MemoryBackend(FakeClock()))
+    await store.add(device())
+    assert (await store.by_credential("Y3JlZA")).name == "k"
+    assert (await store.by_name("alice", "k")).id == "id-k"
+    with pytest.raises(AlreadyExists):
+        await store.add(device(cred="b3RoZXI"))
+    await store.remove(device())
+    with pytest.raises(NotFound):
+        await store.by_credential("Y3JlZA")
+
+
+async def test_user_handle_is_stable_random_and_reversible():
+    store = DeviceStore(MemoryBackend(FakeClock()))
+    handle = await store.user_handle("alice")
+    assert handle == await store.user_handle("alice") != await store.user_handle("bob")
+    assert await store.user_of_handle(handle) == "alice"
+    await store.forget_user("alice")
+    with pytest.raises(NotFound):
+        await store.user_of_handle(handle)
+
+
+async def test_challenges_are_single_use_and_expire():
+    clock = FakeClock()
+    store = ChallengeStore(MemoryBackend(clock))
+    expires = clock.now() + timedelta(minutes=2)
+    await store.put(Challenge("abc", "alice", "login", "assert", expires))
+    taken = await store.take("abc")
+    assert (taken.user, taken.scope, taken.kind) == ("alice", "login", "assert")
+    with pytest.raises(NotFound):
+        await store.take("abc")
+    await store.put(Challenge("def", "", "login", "assert", expires))
+    clock.advance(timedelta(minutes=3))
+    with pytest.raises(NotFound):
+        await store.take("def")
