@@ -37,11 +37,15 @@ from aiohttp import web
 
 from bastion.audit.emitter import Emitter
 from bastion.auth.mfa_header import ADMIN_MFA_HEADER, decode_assertion
+from bastion.auth.server import AuthServer
 from bastion.errors import AccessDenied, BadParameter, BastionError, MFARequired
+from bastion.mfa.policy import webauthn_enabled
+from bastion.mfa.service import usable_webauthn
 from bastion.types.identity import Identity
 
 __all__ = [
     "AdminMFA",
+    "admin_mfa_for",
     "AssertionVerifier",
     "admin_mfa_required",
     "admin_scope",
@@ -169,3 +173,18 @@ class AdminMFA:
             mfa_device=str(getattr(device, "device_id", "")),
             aaguid=str(getattr(device, "aaguid", "")),
         )
+
+
+def admin_mfa_for(auth: AuthServer) -> AdminMFA:
+    """The admin-MFA check of an auth server (its MFA service, audit log and preference)."""
+
+    async def setting() -> bool | None:
+        return (await auth.auth_preference()).spec.require_mfa_for_admin
+
+    async def has_device(user: str) -> bool:
+        pref = await auth.auth_preference()
+        if not webauthn_enabled(pref.spec.second_factor):
+            return False  # no WebAuthn on this cluster: nobody can answer a challenge
+        return bool(usable_webauthn(await auth.mfa.list_devices(user)))
+
+    return AdminMFA(auth.mfa, auth.audit, setting, has_device)

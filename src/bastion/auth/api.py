@@ -17,12 +17,15 @@ from aiohttp import web
 
 from bastion import __version__
 from bastion.audit.log import AuditQuery
+from bastion.auth.admin_mfa import admin_mfa_for
 from bastion.auth.api_agents import add_agent_routes, read_json
+from bastion.auth.api_session import add_session_routes
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.openapi import OPENAPI
 from bastion.auth.ratelimit import RateLimiter
 from bastion.auth.server import AuthServer
+from bastion.auth.session_certs import SessionCerts
 from bastion.auth.tls import identity_from_peer
 from bastion.auth.users import Invite, UserService
 from bastion.errors import (
@@ -125,6 +128,7 @@ class AuthAPI:
         self.auth = auth
         self.users = UserService(auth)
         self.limiter = limiter
+        self.admin_mfa = admin_mfa_for(auth)
 
     # ---- middleware ----------------------------------------------------------------------------
 
@@ -136,7 +140,8 @@ class AuthAPI:
             ):
                 raise LimitExceeded("too many requests from your address; wait and retry")
             if request.path not in PUBLIC:
-                request["guard"] = await self._guard(request)
+                request["guard"] = guard = await self._guard(request)
+                await self.admin_mfa.check(request, guard.ctx.identity)
             return await handler(request)
         except BastionError as exc:
             if isinstance(exc, AccessDenied | AuthenticationFailed):
@@ -396,4 +401,5 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     r.add_put("/v1/resources/{kind}/{name}", api.update_resource)
     r.add_delete("/v1/resources/{kind}/{name}", api.delete_resource)
     add_agent_routes(app, auth)
+    add_session_routes(app, SessionCerts(auth, auth.mfa))
     return app

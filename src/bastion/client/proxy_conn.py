@@ -230,8 +230,12 @@ async def open_ssh_route(
     port: int,
     protocol_factory: Callable[[], P],
     dial_timeout: float = DIAL_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.Transport, P]:
     """Open a route to ``login@node:port`` through the profile's proxy.
+
+    ``ssl_context`` replaces the profile's login certificate (a per-session MFA certificate,
+    :func:`bastion.client.session_mfa.session_ssl_context`).
 
     Returns:
         The TLS transport, now driving ``protocol_factory()`` (already ``connection_made``), with
@@ -243,7 +247,7 @@ async def open_ssh_route(
             also when the proxy cannot be reached or verified, or does not answer in time.
     """
     check_profile(profile)
-    ctx = proxy_ssl_context(profile)
+    ctx = ssl_context or proxy_ssl_context(profile)
     host, proxy_port = split_host_port(profile.proxy)
     loop = asyncio.get_running_loop()
     try:
@@ -292,10 +296,17 @@ class ProxyTunnel:
     ``.CLUSTER`` suffix is stripped for the proxy, which resolves names itself.
     """
 
-    def __init__(self, profile: Profile, login: str, dial_timeout: float = DIAL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        login: str,
+        dial_timeout: float = DIAL_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.profile = profile
         self.login = login
         self.timeout = dial_timeout
+        self.ssl_context = ssl_context
 
     def __repr__(self) -> str:
         return f"proxy {self.profile.proxy}"
@@ -305,7 +316,7 @@ class ProxyTunnel:
     ) -> tuple[asyncio.Transport, Any]:
         node = strip_cluster(host, self.profile.cluster)
         return await open_ssh_route(
-            self.profile, node, self.login, port, session_factory, self.timeout
+            self.profile, node, self.login, port, session_factory, self.timeout, self.ssl_context
         )
 
 

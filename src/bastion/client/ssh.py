@@ -17,6 +17,7 @@ import getpass
 import os
 import selectors
 import signal
+import ssl
 import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ import asyncssh
 
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import DIAL_TIMEOUT, ProxyTunnel, check_profile, strip_cluster
+from bastion.client.session_mfa import session_credentials, session_ssl_context
 from bastion.errors import (
     AccessDenied,
     BadParameter,
@@ -277,8 +279,13 @@ async def connect(
     *,
     agent_forwarding: bool = False,
     dial_timeout: float = DIAL_TIMEOUT,
+    session_mfa: bool = True,
 ) -> asyncssh.SSHClientConnection:
     """An authenticated SSH connection to ``login@node`` through the profile's proxy.
+
+    With ``session_mfa`` (the default) the auth server is asked first whether the target needs
+    per-session MFA; if so the security key answers a challenge and the connection uses the
+    1-minute certificates for this node and login (:mod:`bastion.client.session_mfa`).
 
     Raises:
         AuthenticationFailed: expired profile (run bsh login).
@@ -294,11 +301,20 @@ async def connect(
         if not agent_path:
             raise BadParameter("-A: there is no agent to forward (SSH_AUTH_SOCK is not set)")
     host = strip_cluster(node, profile.cluster)
+    tls: ssl.SSLContext | None = None
+    if session_mfa:
+        creds = await session_credentials(profile, host, login)
+        if creds is not None:
+            try:
+                cert = asyncssh.import_certificate(creds.ssh_cert)
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise BadParameter(f"the session SSH certificate does not load: {exc}") from None
+            tls = session_ssl_context(profile, creds)
     with ssh_errors(node, login):
         conn: asyncssh.SSHClientConnection = await asyncssh.connect(
             host,
             port,
-            tunnel=ProxyTunnel(profile, login, dial_timeout),
+            tunnel=ProxyTunnel(profile, login, dial_timeout, tls),
             config=[],
             username=login,
             client_keys=[(key, cert)],

@@ -1,0 +1,232 @@
+"""Per-session MFA certificates: a fresh WebAuthn ceremony, then 1 minute for one node and login.
+
+Layer: auth (trusted core behind the guarded API; the decisions are the pure
+:mod:`bastion.rbac.checker` and :mod:`bastion.rbac.session_mfa`). Two steps:
+
+1. :meth:`SessionCerts.challenge` (``POST /v1/certs/session/challenge``): resolves the node as the
+   proxy does, asks RBAC (with the cluster's ``require_session_mfa``) and, when the access needs
+   MFA, returns WebAuthn request options whose challenge the MFA service binds to the scope
+   ``session:<node>:<login>``. When it does not, it says so and creates no challenge (``bsh ssh``
+   then connects with the login certificate).
+2. :meth:`SessionCerts.issue` (``POST /v1/certs/session``): verifies the assertion against that
+   scope (single use), then signs SSH + X.509 certificates derived from the *caller's certificate
+   identity*, narrowed: one login, a route to the node, ``mfa_verified`` + scope, the device used,
+   and ``min(1 minute, the login certificate's expiry)``. Nothing is ever derived from a session
+   certificate itself (ARCHITECTURE.md 6.2: renewal and derivation never widen).
+
+Every ceremony outcome is audited as ``mfa.session`` (node, login, device; the reason on failure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bastion.auth.issuer import UserCerts
+from bastion.auth.server import AuthServer
+from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
+from bastion.locks.matcher import Locked, LockView, decide, identity_targets
+from bastion.proxy.ssh_route import find_node
+from bastion.rbac.checker import Decision, RoleSet
+from bastion.rbac.session_mfa import SESSION_CERT_TTL, is_session_identity, session_scope
+from bastion.types.identity import Identity, RouteToTarget
+from bastion.types.inventory import Node
+
+__all__ = ["ChallengeService", "SessionCerts", "SessionTarget", "VerifiedDevice", "locked"]
+
+
+class VerifiedDevice(Protocol):
+    """What a successful WebAuthn verification tells (``bastion.mfa.service.MFAVerified``)."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def device_name(self) -> str: ...
+    @property
+    def aaguid(self) -> str: ...
+
+
+class ChallengeService(Protocol):
+    """The part of ``bastion.mfa.service.MFAService`` used here."""
+
+    async def begin_challenge(self, user: str | None, scope: str) -> dict[str, Any]:
+        """WebAuthn request options; the challenge is stored server-side, bound to ``scope``."""
+        ...
+
+    async def verify_challenge(
+        self, user: str | None, scope: str, response: dict[str, Any]
+    ) -> VerifiedDevice:
+        """Check one assertion for ``scope`` (single use). Raises: AccessDenied with a reason."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTarget:
+    """A resolved target and what RBAC says about it."""
+
+    node: Node
+    login: str
+    decision: Decision
+
+    @property
+    def scope(self) -> str:
+        return session_scope(self.node.metadata.name, self.login)
+
+
+class SessionCerts:
+    def __init__(self, auth: AuthServer, mfa: ChallengeService) -> None:
+        self._auth = auth
+        self._mfa = mfa
+
+    async def resolve(
+        self, identity: Identity, role_set: RoleSet, node: str, login: str
+    ) -> SessionTarget:
+        """The node and the RBAC decision for ``login`` on it, as the proxy will decide.
+
+        Raises:
+            AccessDenied: a session certificate asking (nothing derives from one), a login not in
+                the certificate, or RBAC refusing.
+            NotFound: no such node, or one the caller may not see (the same answer).
+        """
+        if is_session_identity(identity):
+            raise AccessDenied(
+                "a per-session MFA certificate cannot be used to get another certificate; use "
+                "your login certificate (bsh login)"
+            )
+        if not node or not login:
+            raise BadParameter("fields 'node' and 'login' are required")
+        found = find_node(await self._auth.nodes.list(), node, self._auth.cluster)
+        if found is None or not role_set.check_node_visible(found.name, found.all_labels()).allowed:
+            raise NotFound(f"node {node} not found")
+        if login not in identity.logins:
+            raise AccessDenied(f'login "{login}" is not in your certificate\'s logins')
+        pref = await self._auth.auth_preference()
+        decision = role_set.check_node_access(
+            found.name,
+            found.all_labels(),
+            login,
+            cluster_requires_mfa=pref.spec.require_session_mfa,
+        )
+        if not decision.allowed:
+            raise AccessDenied(decision.reason)
+        return SessionTarget(found, login, decision)
+
+    async def challenge(
+        self, identity: Identity, role_set: RoleSet, node: str, login: str, remote_addr: str
+    ) -> dict[str, Any]:
+        """``{"mfa_required": bool, "node": canonical name, "scope", "challenge"}``."""
+        try:
+            target = await self.resolve(identity, role_set, node, login)
+        except BastionError as exc:
+            await self._audit_failure(identity, node, login, remote_addr, exc.message)
+            raise
+        answer: dict[str, Any] = {
+            "mfa_required": target.decision.mfa_required,
+            "node": target.node.name,
+            "login": login,
+        }
+        if target.decision.mfa_required:
+            answer["scope"] = target.scope
+            answer["challenge"] = await self._mfa.begin_challenge(identity.user, target.scope)
+        return answer
+
+    async def issue(
+        self,
+        identity: Identity,
+        role_set: RoleSet,
+        node: str,
+        login: str,
+        public_key: str,
+        response: dict[str, Any],
+        remote_addr: str,
+    ) -> UserCerts:
+        """Verify the assertion for ``session:<node>:<login>`` and sign the 1-minute certificates.
+
+        Raises:
+            AccessDenied: the ceremony failed (wrong scope, replayed, unknown device, ...), a lock
+                covers the device, or the resolution refused (see :meth:`resolve`).
+        """
+        device: VerifiedDevice | None = None
+        try:
+            target = await self.resolve(identity, role_set, node, login)
+            device = await self._mfa.verify_challenge(identity.user, target.scope, response)
+            if device.user != identity.user:
+                raise AccessDenied("the security key belongs to another user")
+            session = self.session_identity(identity, target, device.device_id)
+            # The proxy and the node check locks again on connect; refusing here keeps a locked
+            # user or security key from even getting a certificate.
+            lock_reason = await locked(self._auth, session, target.node, login)
+            if lock_reason:
+                raise Locked(lock_reason)
+        except BastionError as exc:
+            await self._audit_failure(identity, node, login, remote_addr, exc.message, device)
+            raise
+        certs = await self._auth.issuer.issue_user(session, public_key, remote_addr)
+        await self._auth.audit.emit(
+            "mfa.session",
+            user=identity.user,
+            login=login,
+            target=target.node.name,
+            remote_addr=remote_addr,
+            device_id=identity.device_id,
+            mfa_device=device.device_id,
+            device_name=device.device_name,
+            aaguid=device.aaguid,
+            scope=target.scope,
+            expires=session.expires.isoformat(),
+        )
+        return certs
+
+    def session_identity(
+        self, identity: Identity, target: SessionTarget, mfa_device: str
+    ) -> Identity:
+        """The caller's identity narrowed to one target for at most a minute (never wider)."""
+        now = self._auth.clock.now()
+        update: dict[str, Any] = {
+            "logins": (target.login,),
+            "expires": min(identity.expires, now + SESSION_CERT_TTL),
+            "route": RouteToTarget(
+                cluster=identity.cluster, node=target.node.name, login=target.login
+            ),
+            "mfa_verified": True,
+            "mfa_scope": target.scope,
+        }
+        if "mfa_device" in Identity.model_fields:
+            update["mfa_device"] = mfa_device
+        return identity.model_copy(update=update)
+
+    async def _audit_failure(
+        self,
+        identity: Identity,
+        node: str,
+        login: str,
+        remote_addr: str,
+        reason: str,
+        device: VerifiedDevice | None = None,
+    ) -> None:
+        await self._auth.audit.emit(
+            "mfa.session",
+            outcome="failure",
+            user=identity.user,
+            login=login,
+            target=node,
+            remote_addr=remote_addr,
+            mfa_device=device.device_id if device else "",
+            reason=reason,
+        )
+
+
+async def locked(auth: AuthServer, session: Identity, node: Node, login: str) -> str:
+    """The lock message when a lock covers this session identity (its MFA device included)."""
+    now = auth.clock.now()
+    view = LockView(tuple(await auth.locks.list()), healthy=True, synced_at=now)
+    targets = identity_targets(
+        session,
+        login=login,
+        nodes=(node.name, node.spec.host_id),
+        mfa_device=getattr(session, "mfa_device", ""),
+    )
+    decision = decide(view, targets, "best_effort", now)
+    return "" if decision.allowed else decision.reason

@@ -1,0 +1,142 @@
+"""bsh's side of per-session MFA: ask whether a target needs it, then get a 1-minute certificate.
+
+Layer: client edge (IO). :func:`session_credentials` asks the auth API (through the proxy, with the
+login certificate) ``POST /v1/certs/session/challenge``; when the answer is ``mfa_required`` it
+lets the security key answer the challenge (:func:`bastion.client.mfa.solve`) and exchanges the
+assertion for SSH + X.509 certificates scoped to that node and login (``POST /v1/certs/session``).
+
+The certificates stay in memory: the SSH one is handed to asyncssh as an object, and the X.509 one
+(for the proxy's mTLS) is loaded into an ``SSLContext`` through a private temporary file that is
+removed at once (``ssl`` loads certificates only from files). The private key is the profile's,
+which never leaves the machine. A certificate lives one minute and is good for one connection
+attempt's node and login only; nothing is cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bastion.client.api import AuthClient
+from bastion.client.mfa import origin_for, solve
+from bastion.client.profile import Profile
+from bastion.client.proxy_conn import ALPN_SSH
+from bastion.errors import BadParameter, NotFound, RemoteProtocolError
+
+__all__ = [
+    "SessionCredentials",
+    "Solver",
+    "parse_issued",
+    "profile_api_context",
+    "session_credentials",
+    "session_ssl_context",
+]
+
+Solver = Callable[[dict[str, Any]], dict[str, Any]]
+"""Answers WebAuthn request options (blocking: a USB key waits for a touch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCredentials:
+    """Per-session MFA certificates for one node and login (public parts only)."""
+
+    node: str
+    login: str
+    ssh_cert: str
+    tls_cert: str
+    expires: str
+
+
+def parse_issued(data: Any) -> SessionCredentials:
+    """Check the ``POST /v1/certs/session`` answer (pure).
+
+    Raises:
+        RemoteProtocolError: a field is missing or not a string.
+    """
+    if not isinstance(data, dict):
+        raise RemoteProtocolError("the server's session certificate answer is not an object")
+    values = {}
+    for name in ("node", "login", "ssh_cert", "tls_cert", "expires"):
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            raise RemoteProtocolError(f"the server's session certificate answer lacks {name!r}")
+        values[name] = value
+    return SessionCredentials(**values)
+
+
+def profile_api_context(profile: Profile) -> ssl.SSLContext:
+    """mTLS to the proxy's API (ALPN http/1.1) with the profile's login certificate."""
+    try:
+        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
+        ctx.load_cert_chain(profile.path / "tls.crt", profile.path / "tls.key")
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _default_solver(profile: Profile) -> Solver:
+    origin = origin_for(profile.proxy)
+
+    def run(options: dict[str, Any]) -> dict[str, Any]:
+        sys.stderr.write("per-session MFA: touch your security key\n")
+        sys.stderr.flush()
+        return solve(options, origin, profile_dir=profile.path)
+
+    return run
+
+
+async def session_credentials(
+    profile: Profile, node: str, login: str, solver: Solver | None = None
+) -> SessionCredentials | None:
+    """Per-session certificates for ``login@node`` when the target requires MFA, else None.
+
+    Raises:
+        NotFound / AccessDenied: as the server decided (no such node, not allowed); the MFA
+            ceremony's errors (no security key, a refused assertion).
+    """
+    public_key = (profile.path / "key.pub").read_text().strip()
+    async with AuthClient(profile.proxy, profile_api_context(profile)) as client:
+        answer = await client.call(
+            "POST", "/v1/certs/session/challenge", {"node": node, "login": login}
+        )
+        if not isinstance(answer, dict) or not answer.get("mfa_required"):
+            return None
+        challenge = answer.get("challenge")
+        if not isinstance(challenge, dict):
+            raise RemoteProtocolError("the server asked for MFA but sent no challenge")
+        response = await asyncio.to_thread(solver or _default_solver(profile), challenge)
+        issued = await client.call(
+            "POST",
+            "/v1/certs/session",
+            {"node": node, "login": login, "public_key": public_key, "mfa_response": response},
+        )
+    return parse_issued(issued)
+
+
+def session_ssl_context(profile: Profile, creds: SessionCredentials) -> ssl.SSLContext:
+    """The proxy's mTLS context presenting the session X.509 certificate (ALPN bastion-ssh/1).
+
+    Raises:
+        BadParameter: the certificate does not load with the profile's key.
+    """
+    try:
+        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols([ALPN_SSH])
+    with tempfile.TemporaryDirectory(prefix="bsh-session-") as tmp:  # mode 0700
+        cert_file = Path(tmp) / "session.crt"
+        cert_file.write_text(creds.tls_cert)
+        try:
+            ctx.load_cert_chain(cert_file, profile.path / "tls.key")
+        except (ssl.SSLError, OSError) as exc:
+            raise BadParameter(f"the session certificate does not load: {exc}") from None
+    return ctx
