@@ -31,6 +31,7 @@ COVERED_ELSEWHERE = {
     "testing_pg.py",
     "auth/openapi.py",
     "auth/api_agents.py",
+    "auth/api_session.py",
     "agent/join.py",
     "agent/remote.py",
     "agent/service.py",

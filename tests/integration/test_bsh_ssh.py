@@ -295,8 +295,14 @@ class FakeCluster:
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"GET /v1/resources/node "), head
-        body = json.dumps({"items": self._resources()}).encode()
+        if head.startswith(b"POST /v1/certs/session/challenge "):  # bsh asks before each ssh
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            request = json.loads(await reader.readexactly(length))
+            answer = {"mfa_required": False, "node": request["node"], "login": request["login"]}
+            body = json.dumps(answer).encode()
+        else:
+            assert head.startswith(b"GET /v1/resources/node "), head
+            body = json.dumps({"items": self._resources()}).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()

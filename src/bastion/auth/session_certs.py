@@ -192,9 +192,8 @@ class SessionCerts:
             ),
             "mfa_verified": True,
             "mfa_scope": target.scope,
+            "mfa_device": mfa_device,
         }
-        if "mfa_device" in Identity.model_fields:
-            update["mfa_device"] = mfa_device
         return identity.model_copy(update=update)
 
     async def _audit_failure(
@@ -222,11 +221,6 @@ async def locked(auth: AuthServer, session: Identity, node: Node, login: str) ->
     """The lock message when a lock covers this session identity (its MFA device included)."""
     now = auth.clock.now()
     view = LockView(tuple(await auth.locks.list()), healthy=True, synced_at=now)
-    targets = identity_targets(
-        session,
-        login=login,
-        nodes=(node.name, node.spec.host_id),
-        mfa_device=getattr(session, "mfa_device", ""),
-    )
+    targets = identity_targets(session, login=login, nodes=(node.name, node.spec.host_id))
     decision = decide(view, targets, "best_effort", now)
     return "" if decision.allowed else decision.reason
