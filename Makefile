@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
-SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux
+SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls
 
 .PHONY: start test install install-dev system-deps lint typecheck unit bench clean
 
@@ -35,6 +35,8 @@ system-deps:
 	for bin in ssh sshd ssh-keygen openssl tmux; do \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
+	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \
+	ls /usr/lib/*/rsyslog/lmnsd_ossl.so /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing="$$missing rsyslog-tls-drivers"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing system packages (missing:$$missing)"; \

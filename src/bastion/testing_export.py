@@ -202,6 +202,8 @@ class HttpReceiver:
     token: str = "test-token"
     documents: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
+    refused: int = 0
+    """Requests answered with an error (``fail_status`` or a rejected ``_bulk`` item)."""
     fail_status: int = 0
     reject_ids: set[str] = field(default_factory=set)
     port: int = 0
@@ -235,6 +237,7 @@ class HttpReceiver:
     async def _hec(self, request: web.Request) -> web.Response:
         self.requests += 1
         if self.fail_status:
+            self.refused += 1
             return web.json_response({"text": "unavailable", "code": 9}, status=self.fail_status)
         if request.headers.get("Authorization") != f"Splunk {self.token}":
             return web.json_response({"text": "Invalid token", "code": 4}, status=403)
@@ -260,6 +263,7 @@ class HttpReceiver:
     async def _bulk(self, request: web.Request) -> web.Response:
         self.requests += 1
         if self.fail_status:
+            self.refused += 1
             return web.Response(status=self.fail_status, text="unavailable")
         lines = (await request.read()).decode().splitlines()
         items, stored = [], []
@@ -273,4 +277,5 @@ class HttpReceiver:
             stored.append(doc)
             items.append({"index": {"_id": meta["_id"], "status": 201}})
         self.documents.extend(stored)
+        self.refused += len(stored) != len(items)
         return web.json_response({"errors": len(stored) != len(items), "items": items})

@@ -10,6 +10,7 @@ as the daemon's own ``audit_export`` on the same outputs. See docs/export.md.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import click
@@ -68,11 +69,12 @@ async def _follow(config: FileConfig, section: AuditExportConfig) -> None:
 
 async def _open(config: FileConfig) -> Any:
     storage = config.storage
-    return await open_backend(
-        storage.type,
-        path=storage.path or str(config.data_path() / "backend.sqlite"),
-        dsn=storage.dsn,
-    )
+    path = storage.path or str(config.data_path() / "backend.sqlite")
+    if storage.type == "sqlite" and not Path(path).is_file():
+        raise BadParameter(
+            f"no Bastion database at {path}: point data_dir (or storage.path) at the cluster's data"
+        )
+    return await open_backend(storage.type, path=path, dsn=storage.dsn)
 
 
 def register(main: click.Group) -> None:

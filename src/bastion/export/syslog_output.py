@@ -50,6 +50,8 @@ class SyslogOutput:
     """HOSTNAME field of every message."""
     facility: str = "authpriv"
     timeout: float = 10.0
+    accept_wait: float = 0.3
+    """Seconds to watch a new TLS connection for a refusal before sending (see _check_accepted)."""
     name: str = "syslog"
     _writer: asyncio.StreamWriter | None = None
     _reader: asyncio.StreamReader | None = None
@@ -64,9 +66,9 @@ class SyslogOutput:
     async def _connect(self) -> asyncio.StreamWriter:
         # A receiver that closed its side (restart, idle timeout) would silently swallow the
         # next write: reconnect first when we have seen its EOF.
-        reader = self._reader
+        old = self._reader
         if self._writer is not None and not self._writer.is_closing():
-            if reader is not None and not reader.at_eof():
+            if old is not None and not old.at_eof():
                 return self._writer
         await self.close()
         where = f"{self.host}:{self.port}"
@@ -86,7 +88,25 @@ class SyslogOutput:
             reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
             raise ConnectionProblem(f"cannot reach syslog receiver {where}: {reason}") from exc
         self._reader, self._writer = reader, writer
+        if self.tls is not None:
+            await self._check_accepted(reader, where)
         return writer
+
+    async def _check_accepted(self, reader: asyncio.StreamReader, where: str) -> None:
+        """With TLS 1.3 the client finishes its handshake before the server has checked the
+        client certificate; a refusal arrives as an alert just after. Without this wait, the
+        first batch would be written into a connection the receiver is closing, "acknowledged"
+        by drain() and lost. The receiver never sends data, so a quiet connection is accepted."""
+        try:
+            data = await asyncio.wait_for(reader.read(1), self.accept_wait)
+        except TimeoutError:
+            return
+        except (OSError, ssl.SSLError) as exc:
+            await self.close()
+            raise ConnectionProblem(f"syslog receiver {where} refused us: {exc}") from exc
+        await self.close()
+        reason = "closed the connection" if not data else "sent unexpected data"
+        raise ConnectionProblem(f"syslog receiver {where} {reason} after the TLS handshake")
 
     async def send(self, events: Sequence[AuditEvent]) -> None:
         data = b"".join(

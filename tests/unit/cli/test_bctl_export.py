@@ -64,4 +64,6 @@ def test_errors_are_clear(tmp_path: Path) -> None:
         main, ["audit", "export", "--config", str(cfg), "--once", "--output", "splunk"]
     )
     assert "no audit_export output named splunk (have: jsonl)" in result.output
+    result = runner.invoke(main, ["audit", "export", "--config", str(cfg), "--once"])
+    assert "no Bastion database at" in result.output
     assert "Traceback" not in result.output
