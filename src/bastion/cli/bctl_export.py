@@ -24,7 +24,7 @@ from bastion.errors import BadParameter
 from bastion.export.build import build_forwarders, output_name, run_forwarders
 from bastion.export.config import AuditExportConfig
 
-__all__ = ["export_once", "register", "select_outputs"]
+__all__ = ["check_backend", "export_once", "register", "select_outputs"]
 
 
 def select_outputs(config: AuditExportConfig, names: tuple[str, ...]) -> AuditExportConfig:
@@ -67,14 +67,23 @@ async def _follow(config: FileConfig, section: AuditExportConfig) -> None:
         await backend.close()
 
 
-async def _open(config: FileConfig) -> Any:
-    storage = config.storage
-    path = storage.path or str(config.data_path() / "backend.sqlite")
-    if storage.type == "sqlite" and not Path(path).is_file():
+def _sqlite_path(config: FileConfig) -> str:
+    return config.storage.path or str(config.data_path() / "backend.sqlite")
+
+
+def check_backend(config: FileConfig) -> None:
+    """Refuse a SQLite path with no database (opening it would create an empty one)."""
+    path = _sqlite_path(config)
+    if config.storage.type == "sqlite" and not Path(path).is_file():
         raise BadParameter(
             f"no Bastion database at {path}: point data_dir (or storage.path) at the cluster's data"
         )
-    return await open_backend(storage.type, path=path, dsn=storage.dsn)
+
+
+async def _open(config: FileConfig) -> Any:
+    return await open_backend(
+        config.storage.type, path=_sqlite_path(config), dsn=config.storage.dsn
+    )
 
 
 def register(main: click.Group) -> None:
@@ -121,6 +130,7 @@ def register(main: click.Group) -> None:
         if config.audit_export is None:
             raise BadParameter(f"config {path} has no audit_export: section")
         section = select_outputs(config.audit_export, outputs)
+        check_backend(config)
         if once:
             for name, count, next_index in asyncio.run(export_once(config, section, retries)):
                 click.echo(f"{name}: delivered {count} events (next index {next_index})")
