@@ -109,6 +109,12 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                         auth.refresh_admin_identity_forever(), name="admin-identity-refresh"
                     )
                 )
+            if auth is not None:
+                checkpointer = await auth.server.audit_checkpointer()
+                interval = config.auth_service.audit.checkpoint_interval
+                tasks.append(
+                    group.create_task(checkpointer.run_forever(interval), name="audit-checkpoints")
+                )
             if auth is not None and locks is not None:
                 backend = auth.server.deps.backend
                 tasks.append(group.create_task(locks.run_backend(backend), name="lock-watch"))

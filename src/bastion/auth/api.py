@@ -375,6 +375,19 @@ class AuthAPI:
         return web.json_response({"events": [e.model_dump(mode="json") for e in events]})
 
 
+async def _audit_checkpoint(request: web.Request) -> web.Response:
+    return web.json_response(await request["guard"].audit_checkpoint())
+
+
+async def _audit_proof(request: web.Request) -> web.Response:
+    q = request.query
+    index_text = q.get("index", "")
+    if not q.get("id") and not index_text.isdigit():
+        raise BadParameter("pass ?id=EVENT_ID or ?index=N")
+    index = int(index_text) if index_text.isdigit() else None
+    return web.json_response(await request["guard"].audit_proof(index, q.get("id", "")))
+
+
 def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> web.Application:
     api = AuthAPI(auth, RateLimiter(rate=rate, burst=burst))
     app = web.Application(middlewares=[api.middleware], client_max_size=max_body)
@@ -395,6 +408,8 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     r.add_post("/v1/ca/rotate", api.rotate_ca)
     r.add_post("/v1/ca/sign-host", api.sign_host)
     r.add_get("/v1/events", api.search_events)
+    r.add_post("/v1/audit/checkpoint", _audit_checkpoint)
+    r.add_get("/v1/audit/proof", _audit_proof)
     r.add_get("/v1/resources/{kind}", api.list_resources)
     r.add_post("/v1/resources/{kind}", api.create_resource)
     r.add_get("/v1/resources/{kind}/{name}", api.get_resource)

@@ -259,6 +259,20 @@ class GuardedAuth:
         await self.require("event", "list")
         return await self._auth.audit.search(query)
 
+    async def audit_checkpoint(self) -> dict[str, str]:
+        """Sign a checkpoint of the audit log now (if it grew) and return the latest one."""
+        await self.require("event", "list")
+        checkpointer = await self._auth.audit_checkpointer()
+        note = await checkpointer.checkpoint()
+        return {"checkpoint": note, "verifier_key": checkpointer.signer.verifier_key}
+
+    async def audit_proof(self, index: int | None, event_id: str) -> dict[str, Any]:
+        """An inclusion proof for one event (by index or id) against a fresh checkpoint."""
+        await self.require("event", "list")
+        checkpointer = await self._auth.audit_checkpointer()
+        proof = await checkpointer.inclusion(index=index, event_id=event_id)
+        return {**proof, "verifier_key": checkpointer.signer.verifier_key}
+
     def whoami(self) -> dict[str, Any]:
         ident = self.ctx.identity
         return {

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.log import AuditLog
+from bastion.audit.signer import load_or_create_signer
+from bastion.audit.witness import open_witness
 from bastion.auth.credentials import CredentialStore, hash_secret, new_secret, secrets_equal
 from bastion.auth.issuer import HostCerts, Issuer
 from bastion.backend.base import Backend
@@ -54,6 +57,8 @@ class AuthDeps:
     key_algorithm: KeyAlgorithm = "ed25519"
     public_url: str = "https://127.0.0.1:3025"
     """Where users reach the login endpoint; used in invite URLs."""
+    audit_witness: str = ""
+    """Where audit checkpoints are also published (file path or URL); empty: nowhere."""
     webauthn_origins: tuple[str, ...] = ()
     """Default WebAuthn origins (proxy, then auth public addresses); the first one's host is
     the default RP id. Empty: derived from ``public_url``. The auth preference overrides both."""
@@ -88,6 +93,7 @@ class AuthServer:
         self.credentials = CredentialStore(backend)
         self.audit = AuditLog(backend, deps.clock, deps.cluster)
         self.issuer = Issuer(self.cas, deps.kek, deps.clock, self.audit, deps.cluster)
+        self._checkpointer: Checkpointer | None = None
         rp_id, origins = default_relying_party(deps.webauthn_origins or (deps.public_url,))
         self.mfa = MFAService(
             MFADeps(
@@ -153,7 +159,18 @@ class AuthServer:
         if second_factor and pref.spec.second_factor != second_factor:
             pref.spec.second_factor = second_factor  # type: ignore[assignment]
             await self.prefs.update(pref)
+        await self.audit_checkpointer()  # creates the checkpoint key on first start
         return created
+
+    async def audit_checkpointer(self) -> Checkpointer:
+        """The signer of audit checkpoints (its key is created on first use)."""
+        if self._checkpointer is None:
+            signer = await load_or_create_signer(
+                self.deps.backend, self.deps.kek, self.cluster, self.clock
+            )
+            witness = open_witness(self.deps.audit_witness)
+            self._checkpointer = Checkpointer(self.audit, signer, self.clock, witness)
+        return self._checkpointer
 
     async def auth_preference(self) -> AuthPreference:
         return await self.prefs.get(AuthPreference.NAME)

@@ -89,6 +89,7 @@ class AuthService:
             key_algorithm=config.auth_service.key_algorithm,
             public_url=f"https://{url_host}:{public_host[1]}",
             webauthn_origins=_webauthn_origins(config, f"{url_host}:{public_host[1]}"),
+            audit_witness=config.auth_service.audit.witness,
         )
         server = AuthServer(deps)
         return cls(config=config, clock=clock, backend=backend, server=server, addr=(host, port))

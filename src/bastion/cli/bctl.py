@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from bastion.cli import bctl_auth, bctl_export, bctl_locks
+from bastion.cli import bctl_audit, bctl_auth, bctl_export, bctl_locks
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity, resolve_identity
 from bastion.cli.render import print_json, print_resources, print_table
@@ -388,3 +388,4 @@ def tokens_rm(name: str) -> None:
 bctl_auth.register(main, ident)
 bctl_locks.register(main, ident)
 bctl_export.register(main)
+bctl_audit.register(main, ident)

@@ -64,6 +64,14 @@ class RateLimitConfig(StrictModel):
     burst: int = 20
 
 
+class AuditLogConfig(StrictModel):
+    checkpoint_interval: float = Field(default=10.0, gt=0)
+    """Seconds between signed checkpoints of the audit log (only signed when it grew)."""
+    witness: str = ""
+    """Where every checkpoint is also written: a file path (atomically replaced, never
+    rolled back) or an http(s):// URL (POSTed; GET returns the latest). Empty: none."""
+
+
 class AuthServiceConfig(StrictModel):
     enabled: bool = True
     listen_addr: str = "127.0.0.1:3025"
@@ -77,6 +85,8 @@ class AuthServiceConfig(StrictModel):
     """Overrides the stored cluster auth preference at start when set."""
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     max_request_bytes: int = 1 << 20
+    audit: AuditLogConfig = Field(default_factory=AuditLogConfig)
+    """The verifiable audit log: checkpoint interval and external witness."""
 
     @field_validator("listen_addr")
     @classmethod
@@ -256,6 +266,11 @@ auth_service:
     burst: 20
   # Largest accepted request body.
   max_request_bytes: 1048576
+  # The tamper-evident audit log: signed checkpoints and their external witness copy.
+  audit:
+    checkpoint_interval: 10
+    # A file path (e.g. on another machine's mount) or an http(s):// URL; empty: none.
+    witness: ""
 
 proxy_service:
   enabled: true
