@@ -7,9 +7,10 @@ identity document once and writes it into both certificates, audits every certif
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
@@ -170,7 +171,15 @@ class Issuer:
             serial=serial,
             not_before=now - timedelta(minutes=1),
         )
-        await self._audit_cert("user", identity, serial, remote_addr)
+        await self._audit_cert(
+            "user",
+            identity,
+            serial,
+            remote_addr,
+            subject=subject,
+            ssh=bool(ssh_line),
+            valid_after=now - timedelta(minutes=1),
+        )
         user_ca, host_ca, tls_host, tls_user = await self._trust()
         return UserCerts(
             identity=identity,
@@ -217,7 +226,16 @@ class Issuer:
             not_after=now + ttl,
             identity=identity,
         )
-        await self._audit_cert("host", identity, serial, remote_addr, principals=principals)
+        await self._audit_cert(
+            "host",
+            identity,
+            serial,
+            remote_addr,
+            principals=principals,
+            subject=subject,
+            ssh=True,
+            valid_after=now - timedelta(minutes=1),
+        )
         user_ca, host_ca, tls_host, tls_user = await self._trust()
         return HostCerts(
             identity=identity,
@@ -236,17 +254,40 @@ class Issuer:
         serial: int,
         remote_addr: str,
         principals: list[str] | None = None,
+        *,
+        subject: PublicKey,
+        ssh: bool,
+        valid_after: datetime,
     ) -> None:
+        """One ``cert.issued`` event per issuance (SSH and X.509 share the serial), with what a
+        certificate transparency monitor needs: serial, key id, principals, roles, validity,
+        the subject key's fingerprint, device and MFA data."""
+        der = subject.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        route = identity.route
         await self._audit.emit(
             "cert.issued",
             user=identity.user,
             remote_addr=remote_addr,
+            device_id=identity.device_id,
             cert_type=kind,
+            identity_kind=identity.kind,
             serial=str(serial),
+            key_id=identity.host_id or identity.user if kind == "host" else identity.user,
+            ssh=ssh,
+            tls=True,
             principals=principals if principals is not None else list(identity.logins),
             roles=list(identity.roles),
+            valid_after=valid_after.isoformat(),
             expires=identity.expires.isoformat(),
             ttl_seconds=int((identity.expires - self._clock.now()).total_seconds()),
-            device_id=identity.device_id,
+            public_key_sha256=hashlib.sha256(der).hexdigest(),
+            device_attestation=identity.device_attestation,
             mfa_verified=identity.mfa_verified,
+            mfa_scope=identity.mfa_scope,
+            mfa_device=identity.mfa_device,
+            pinned_ip=identity.pinned_ip,
+            access_requests=list(identity.access_requests),
+            route=route.model_dump(exclude_defaults=True) if route is not None else {},
         )

@@ -1,0 +1,57 @@
+"""Checkpointer: signs only when the log grew, two checkpointers share one state, proofs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from bastion.audit.canonical import encode
+from bastion.audit.checkpointer import Checkpointer, load_state
+from bastion.audit.log import AuditLog
+from bastion.audit.merkle import leaf_hash, verify_inclusion
+from bastion.audit.note import open_note, parse_checkpoint
+from bastion.audit.signer import load_or_create_signer
+from bastion.backend.memory import MemoryBackend
+from bastion.clock import FakeClock
+from bastion.types.audit import AuditEvent
+
+KEK = bytes(32)
+
+
+async def setup():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    signer = await load_or_create_signer(backend, KEK, "c1", clock)
+    return clock, backend, log, signer
+
+
+async def test_two_checkpointers_on_one_backend_agree():
+    clock, backend, log, signer = await setup()
+    a = Checkpointer(log, signer, clock)
+    b = Checkpointer(AuditLog(backend, clock, "c1"), signer, clock)
+    await log.emit_many([("exec", "success", {"n": i}) for i in range(1500)])
+    notes = await asyncio.gather(a.checkpoint(), b.checkpoint(), a.checkpoint())
+    sizes = {parse_checkpoint(open_note(n, signer.verifier())).size for n in notes}
+    assert sizes == {1500}
+    _, state = await load_state(log)
+    assert state.size == 1500
+    await log.emit("exec")
+    cp = parse_checkpoint(open_note(await b.checkpoint(), signer.verifier()))
+    assert cp.size == 1501
+    assert state.frontier.root() != cp.root
+
+
+async def test_inclusion_proof_verifies_against_the_signed_root():
+    clock, backend, log, signer = await setup()
+    cp = Checkpointer(log, signer, clock)
+    events = [await log.emit("user.login", user=f"u{i}") for i in range(20)]
+    proof = await cp.inclusion(event_id=events[13].id)
+    assert proof["index"] == 13 and proof["tree_size"] == 20
+    checkpoint = parse_checkpoint(open_note(proof["checkpoint"], signer.verifier()))
+    leaf = leaf_hash(encode(AuditEvent.model_validate(proof["event"])))
+    path = [base64.b64decode(h) for h in proof["proof"]]
+    assert verify_inclusion(13, checkpoint.size, leaf, path, checkpoint.root)
+    assert not verify_inclusion(12, checkpoint.size, leaf, path, checkpoint.root)
+    by_index = await cp.inclusion(index=3)
+    assert by_index["id"] == events[3].id
