@@ -20,6 +20,8 @@ from bastion.audit.log import AuditQuery
 from bastion.auth.admin_mfa import admin_mfa_for
 from bastion.auth.api_agents import add_agent_routes, read_json
 from bastion.auth.api_session import add_session_routes
+from bastion.auth.api_sso import PUBLIC_PREFIX as SSO_PREFIX
+from bastion.auth.api_sso import add_sso_routes
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.openapi import OPENAPI
@@ -36,8 +38,10 @@ from bastion.errors import (
     LimitExceeded,
     MFARequired,
 )
+from bastion.sso.service import SSOService
 from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
 from bastion.types.duration import parse_duration
+from bastion.web.app import add_web_routes
 
 __all__ = ["build_app"]
 
@@ -52,6 +56,8 @@ PUBLIC = {
     "/v1/join",
 }
 RATE_LIMITED = PUBLIC - {"/v1/ping", "/openapi.json"}
+PUBLIC_PREFIXES = (SSO_PREFIX, "/web/")
+"""SSO logins (the one-time secret is the credential) and the login pages (cookies)."""
 
 
 def _error(exc: BastionError) -> web.Response:
@@ -135,11 +141,15 @@ class AuthAPI:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.path in RATE_LIMITED and not self.limiter.allow(
-                _remote(request), self.auth.clock.monotonic()
+            public_prefix = request.path.startswith(PUBLIC_PREFIXES)
+            limited = request.path in RATE_LIMITED or public_prefix
+            if (
+                limited
+                and not request.path.startswith("/web/static/")
+                and not self.limiter.allow(_remote(request), self.auth.clock.monotonic())
             ):
                 raise LimitExceeded("too many requests from your address; wait and retry")
-            if request.path not in PUBLIC:
+            if request.path not in PUBLIC and not public_prefix:
                 request["guard"] = guard = await self._guard(request)
                 await self.admin_mfa.check(request, guard.ctx.identity)
             return await handler(request)
@@ -417,4 +427,7 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     r.add_delete("/v1/resources/{kind}/{name}", api.delete_resource)
     add_agent_routes(app, auth)
     add_session_routes(app, SessionCerts(auth, auth.mfa))
+    sso = SSOService(auth, _user_certs)
+    add_sso_routes(app, sso)
+    add_web_routes(app, sso, api.users)
     return app

@@ -23,6 +23,7 @@ from bastion.rbac.session_mfa import is_session_identity
 from bastion.types.access import User
 from bastion.types.audit import AGENT_EVENT_TYPES, AuditEvent
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority
+from bastion.types.connectors import redact
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 from bastion.types.meta import Resource
@@ -97,7 +98,7 @@ class GuardedAuth:
             items = [n for n in items if isinstance(n, Node) and self._node_visible(n)]
         if kind == "cert_authority":
             items = [ca.without_secrets() for ca in items if isinstance(ca, CertAuthority)]
-        return items
+        return [redact(item) for item in items]
 
     async def get_resource(self, kind: str, name: str) -> Resource:
         await self.require(kind, "read")
@@ -106,7 +107,7 @@ class GuardedAuth:
             raise NotFound(f'node "{name}" not found')
         if isinstance(item, CertAuthority):
             item = item.without_secrets()
-        return item
+        return redact(item)
 
     def _node_visible(self, node: Node) -> bool:
         # The local admin identity (bctl on the auth host) and proxies manage the inventory;
@@ -123,11 +124,11 @@ class GuardedAuth:
         await self.require(resource.kind, "create")
         if force:
             await self.require(resource.kind, "update")
-        return await self._auth.create_resource(resource, self.ctx.actor, force=force)
+        return redact(await self._auth.create_resource(resource, self.ctx.actor, force=force))
 
     async def update_resource(self, resource: Resource) -> Resource:
         await self.require(resource.kind, "update")
-        return await self._auth.update_resource(resource, self.ctx.actor)
+        return redact(await self._auth.update_resource(resource, self.ctx.actor))
 
     async def delete_resource(self, kind: str, name: str) -> None:
         await self.require(kind, "delete")

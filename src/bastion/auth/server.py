@@ -38,6 +38,7 @@ from bastion.types.access import (
     User,
 )
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
+from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 from bastion.types.meta import Metadata, Resource
@@ -115,6 +116,8 @@ class AuthServer:
             "lock": self.locks,
             "cluster_auth_preference": self.prefs,
         }
+        for kind, model in CONNECTOR_KINDS.items():  # SSO connectors (see bastion.sso)
+            self._stores[kind] = ResourceStore(backend, model, f"connectors/{kind}")
 
     # ---- first start -------------------------------------------------------------------------
 
@@ -190,12 +193,16 @@ class AuthServer:
             resource = self._user_defaults(resource, actor)
         if resource.kind == "lock":
             resource = self._lock_defaults(resource, actor)
+        if resource.kind in CONNECTOR_KINDS:
+            resource = await self._connector_secrets(resource)
         result: Resource = await (store.upsert(resource) if force else store.create(resource))
         await self._audit_change(resource.kind, "create", resource.name, actor)
         return result
 
     async def update_resource(self, resource: Resource, actor: str) -> Resource:
         await self._check_references(resource)
+        if resource.kind in CONNECTOR_KINDS:
+            resource = await self._connector_secrets(resource)
         result: Resource = await self.store(resource.kind).update(resource)
         await self._audit_change(resource.kind, "update", resource.name, actor)
         return result
@@ -231,6 +238,17 @@ class AuthServer:
                 "certificate authorities are managed by the cluster: use bctl auth rotate"
             )
 
+    async def _connector_secrets(self, resource: Resource) -> Resource:
+        """Keep stored secrets where the client sent back the redacted placeholder."""
+        try:
+            stored: Resource | None = await self.store(resource.kind).get(resource.name)
+        except NotFound:
+            stored = None
+        try:
+            return keep_secrets(resource, stored)
+        except ValueError as exc:
+            raise BadParameter(f'{resource.kind} "{resource.name}": {exc}') from None
+
     def _user_defaults(self, resource: Resource, actor: str) -> Resource:
         assert isinstance(resource, User)
         user = resource.model_copy(deep=True)
@@ -247,6 +265,8 @@ class AuthServer:
 
     async def _audit_change(self, kind: str, verb: str, name: str, actor: str) -> None:
         event_type = f"{kind}.{verb}" if kind in ("user", "role", "token", "lock") else None
+        if kind in CONNECTOR_KINDS:
+            event_type = f"connector.{verb}"
         await self.audit.emit(
             event_type or f"resource.{verb}", user=actor, target=f"{kind}/{name}", kind=kind
         )

@@ -20,6 +20,7 @@ from bastion.cli.identity import run_async, verified_context
 from bastion.cli.render import print_json
 from bastion.client.api import AuthClient, fetch_cluster_ca, spki_pin_of_pem
 from bastion.client.profile import Profile, ProfileStore, new_client_key
+from bastion.client.sso import sso_login
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.files import write_private_file
 
@@ -144,6 +145,24 @@ def _login_flow(
     return run_async(run())
 
 
+def _sso_flow(
+    client: AuthClient, proxy: str, connector: str, public_key: str, ttl: str, headless: bool
+) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with client:
+            return await sso_login(
+                client,
+                proxy,
+                connector,
+                public_key,
+                ttl,
+                headless=headless,
+                say=lambda text: click.echo(text, err=True),
+            )
+
+    return run_async(run())
+
+
 @main.command()
 @click.option("--proxy", required=True, help="HOST:PORT of the cluster's login endpoint.")
 @click.option("--user", default=None, help="Your user name (not needed with --invite).")
@@ -157,6 +176,17 @@ def _login_flow(
 )
 @click.option("--otp", default=None, help="The current TOTP code.")
 @click.option("--ttl", default="12h", show_default=True, help="Requested certificate lifetime.")
+@click.option(
+    "--auth",
+    "auth_name",
+    default=None,
+    help="Log in with the SSO connector NAME (OIDC, SAML or GitHub) in the browser.",
+)
+@click.option(
+    "--headless",
+    is_flag=True,
+    help="With --auth: print a URL to open on another machine instead of opening a browser.",
+)
 @handle_errors
 def login(
     proxy: str,
@@ -167,9 +197,14 @@ def login(
     password_stdin: bool,
     otp: str | None,
     ttl: str,
+    auth_name: str | None,
+    headless: bool,
 ) -> None:
     """Log in (or accept an invite) and save short-lived certificates in a profile."""
-    if not invite and not user:
+    sso = bool(auth_name) and auth_name not in ("local", "passwordless")
+    if headless and not sso:
+        raise BadParameter("--headless works with --auth=CONNECTOR (an SSO login)")
+    if not invite and not user and not sso:
         raise BadParameter("pass --user=NAME (or --invite=TOKEN to accept an invite)")
     store = ProfileStore()
     ping = _ping(proxy, ca_pin, insecure, store)
@@ -180,16 +215,19 @@ def login(
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    secrets = Secrets(password_stdin, otp, sys.stdin)
-    certs = _login_flow(
-        AuthClient(proxy, ctx),
-        invite,
-        user,
-        secrets,
-        str(ping.get("second_factor", "")),
-        public_key,
-        ttl,
-    )
+    if sso:
+        certs = _sso_flow(AuthClient(proxy, ctx), proxy, str(auth_name), public_key, ttl, headless)
+    else:
+        secrets = Secrets(password_stdin, otp, sys.stdin)
+        certs = _login_flow(
+            AuthClient(proxy, ctx),
+            invite,
+            user,
+            secrets,
+            str(ping.get("second_factor", "")),
+            public_key,
+            ttl,
+        )
     cluster = str(certs.get("cluster") or ping["cluster"])
     profile = Profile(
         name=cluster,

@@ -21,6 +21,9 @@ _EDITABLE_KINDS = [
     "node",
     "cluster_auth_preference",
     "lock",
+    "oidc",
+    "saml",
+    "github",
 ]
 
 

@@ -43,6 +43,9 @@ ADMIN_KINDS = (
     "node",
     "cluster_auth_preference",
     "lock",
+    "oidc",
+    "saml",
+    "github",
     "event",
     "session",
 )

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from bastion.errors import BadParameter
 from bastion.types.access import AuthPreference, Lock, ProvisionToken, Role, User
 from bastion.types.authority import CertAuthority
+from bastion.types.connectors import CONNECTOR_KINDS
 from bastion.types.duration import format_duration
 from bastion.types.inventory import Node
 from bastion.types.meta import Resource
@@ -37,6 +38,7 @@ RESOURCE_KINDS: dict[str, type[Resource]] = {
     "node": Node,
     "cluster_auth_preference": AuthPreference,
     "lock": Lock,
+    **CONNECTOR_KINDS,
 }
 _ALIASES = {
     "users": "user",
@@ -47,6 +49,9 @@ _ALIASES = {
     "nodes": "node",
     "cap": "cluster_auth_preference",
     "locks": "lock",
+    "oidc_connector": "oidc",
+    "saml_connector": "saml",
+    "github_connector": "github",
 }
 
 

@@ -1,0 +1,320 @@
+"""Routes of the login pages (``/web/...``) on the proxy's (and auth's) aiohttp app.
+
+Layer: web (IO shell). Pages:
+
+* ``GET /web/login``, ``POST /web/login``: password (+ TOTP) sign-in; SSO buttons.
+* ``GET /web/``: who is signed in; ``POST /web/logout``.
+* ``GET|POST /web/sso/NAME/start?request=ID``: a ``bsh login --auth=NAME`` continues here; the
+  browser gets the binding cookie and goes to the IdP (headless logins first show a confirmation
+  page with the request code).
+* ``GET /web/sso/NAME/login``: SSO sign-in for the browser itself (a web session).
+* ``GET /web/sso/NAME/callback`` (OIDC, GitHub) and ``POST /web/sso/NAME/acs`` (SAML): the IdP
+  sends the browser back; on success the browser goes on to bsh's localhost callback (or sees
+  "return to your terminal"); on failure it sees the reason, which is also audited.
+* ``GET /web/static/NAME``: the CSS and JS shipped in the package.
+
+Errors are HTML pages here (the JSON error shape is for ``/v1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bastion.auth.credentials import new_secret
+from bastion.auth.users import UserService
+from bastion.errors import AccessDenied, BastionError
+from bastion.sso.requests import REQUEST_TTL, display_code
+from bastion.sso.service import SSOService
+from bastion.web.pages import Raw, page, static_file
+from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
+from bastion.web.sessions import SESSION_COOKIE, WebSessions
+
+__all__ = ["WebApp", "add_web_routes"]
+
+log = structlog.get_logger("bastion.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BINDING_COOKIE = "bastion_sso"
+WEB_SESSION_TTL = timedelta(hours=12)
+MAX_FORM = 256 * 1024
+"""Largest login form or SAML POST accepted."""
+
+
+def _base_url(request: web.Request) -> str:
+    return f"https://{request.host}"
+
+
+def _ephemeral_public_key() -> str:
+    """A throwaway key for browser-session logins (the certificate is never used as such)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class WebApp:
+    def __init__(self, sso: SSOService, users: UserService) -> None:
+        self.sso = sso
+        self.users = users
+        self.auth = sso.auth
+        self.sessions = WebSessions(sso.auth.deps.backend, sso.auth.clock)
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _message(
+        self, title: str, message: str, status: int = 200, ok: bool = False, details: str = ""
+    ) -> web.Response:
+        return page(
+            title,
+            "message.html",
+            status=status,
+            message=message,
+            css="ok" if ok else "error",
+            details=Raw(details),
+        )
+
+    async def _form(self, request: web.Request) -> dict[str, str]:
+        if request.content_length is not None and request.content_length > MAX_FORM:
+            raise AccessDenied("form too large")
+        data = await request.post()
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def _error_page(self, exc: BastionError) -> web.Response:
+        return self._message("Sign-in failed", exc.message, status=exc.http_status)
+
+    async def _session_response(
+        self, location: str, user: str, roles: list[str], expires: datetime, method: str
+    ) -> web.Response:
+        expires = min(expires, self.auth.clock.now() + WEB_SESSION_TTL)
+        token = await self.sessions.create(user, roles, expires, method)
+        response = web.HTTPSeeOther(location)
+        security_headers(response)
+        max_age = int((expires - self.auth.clock.now()).total_seconds())
+        set_cookie(response, SESSION_COOKIE, token, max_age=max_age, samesite="Lax")
+        raise response
+
+    # ---- pages ---------------------------------------------------------------------------------
+
+    async def static(self, request: web.Request) -> web.Response:
+        return static_file(request.match_info["name"])
+
+    async def login_page(self, request: web.Request, error: str = "") -> web.Response:
+        cookies: dict[str, str] = {}
+        csrf = csrf_token(request, cookies)
+        buttons = "".join(
+            f'<a class="button" href="/web/sso/{_esc(c["name"])}/login">'
+            f"Sign in with {_esc(c['display'])}</a>"
+            for c in await self.sso.public_connectors()
+        )
+        return page(
+            "Sign in",
+            "login.html",
+            status=401 if error else 200,
+            cookies=cookies,
+            error=error,
+            csrf=csrf,
+            connectors=Raw(buttons),
+        )
+
+    async def login_submit(self, request: web.Request) -> web.Response:
+        form = await self._form(request)
+        try:
+            check_csrf(request, form.get(CSRF_FIELD, ""))
+            certs = await self.users.login(
+                form.get("user", ""),
+                form.get("password", ""),
+                form.get("otp", ""),
+                _ephemeral_public_key(),
+                WEB_SESSION_TTL,
+                request.remote or "",
+            )
+        except BastionError as exc:
+            return await self.login_page(request, error=exc.message)
+        identity = certs.identity
+        return await self._session_response(
+            "/web/", identity.user, list(identity.roles), identity.expires, "password"
+        )
+
+    async def home(self, request: web.Request) -> web.Response:
+        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        if session is None:
+            raise web.HTTPSeeOther("/web/login")
+        cookies: dict[str, str] = {}
+        return page(
+            "Bastion",
+            "home.html",
+            cookies=cookies,
+            user=session.user,
+            roles=", ".join(session.roles) or "-",
+            expires=f"{session.expires:%Y-%m-%d %H:%M} UTC",
+            csrf=csrf_token(request, cookies),
+        )
+
+    async def logout(self, request: web.Request) -> web.Response:
+        form = await self._form(request)
+        try:
+            check_csrf(request, form.get(CSRF_FIELD, ""))
+        except BastionError as exc:
+            return self._error_page(exc)
+        await self.sessions.delete(request.cookies.get(SESSION_COOKIE, ""))
+        response = web.HTTPSeeOther("/web/login")
+        response.del_cookie(SESSION_COOKIE, path="/web/")
+        raise response
+
+    # ---- SSO -----------------------------------------------------------------------------------
+
+    async def sso_start(self, request: web.Request) -> web.Response:
+        connector = request.match_info["connector"]
+        if request.method == "POST":
+            form = await self._form(request)
+            request_id = form.get("request", "")
+        else:
+            form, request_id = {}, request.query.get("request", "")
+        try:
+            pending = await self.sso.requests.get(request_id)
+            if pending.headless and not pending.web and request.method == "GET":
+                return await self._confirm_page(request, connector, request_id)
+            if request.method == "POST":
+                check_csrf(request, form.get(CSRF_FIELD, ""))
+            return await self._to_idp(request, connector, request_id)
+        except BastionError as exc:
+            await self.sso.fail_request(connector, exc.message, request.remote or "")
+            return self._error_page(exc)
+
+    async def _confirm_page(
+        self, request: web.Request, connector: str, request_id: str
+    ) -> web.Response:
+        pending = await self.sso.requests.get(request_id)
+        cookies: dict[str, str] = {}
+        return page(
+            "Confirm the login",
+            "sso_confirm.html",
+            cookies=cookies,
+            cluster=self.auth.cluster,
+            connector=connector,
+            connector_url=connector,
+            remote=pending.remote_addr or "unknown",
+            code=display_code(request_id),
+            csrf=csrf_token(request, cookies),
+            request=request_id,
+        )
+
+    async def _to_idp(self, request: web.Request, connector: str, request_id: str) -> web.Response:
+        url, binding = await self.sso.begin(
+            connector, request_id, _base_url(request), request.remote or ""
+        )
+        response = web.HTTPSeeOther(url)
+        security_headers(response, form_targets=(_origin(url),))
+        # SameSite=None: a SAML IdP comes back with a cross-site POST, which Lax cookies miss.
+        set_cookie(
+            response,
+            BINDING_COOKIE,
+            binding,
+            max_age=int(REQUEST_TTL.total_seconds()),
+            path="/web/sso/",
+            samesite="None",
+        )
+        raise response
+
+    async def sso_web_login(self, request: web.Request) -> web.Response:
+        """The login page's SSO button: the same flow, ending in a browser session."""
+        connector = request.match_info["connector"]
+        try:
+            pending = await self.sso.create_request(
+                connector,
+                _ephemeral_public_key(),
+                WEB_SESSION_TTL,
+                new_secret(32),
+                "",
+                request.remote or "",
+                web=True,
+            )
+            return await self._to_idp(request, connector, pending.id)
+        except BastionError as exc:
+            await self.sso.fail_request(connector, exc.message, request.remote or "")
+            return self._error_page(exc)
+
+    async def sso_callback(self, request: web.Request) -> web.Response:
+        connector = request.match_info["connector"]
+        params = {k: v for k, v in request.query.items() if isinstance(v, str)}
+        try:
+            done = await self.sso.finish_oauth(
+                connector, params, request.cookies.get(BINDING_COOKIE, ""), request.remote or ""
+            )
+        except BastionError as exc:
+            return self._error_page(exc)
+        return await self._after_login(done)
+
+    async def sso_acs(self, request: web.Request) -> web.Response:
+        connector = request.match_info["connector"]
+        form = await self._form(request)
+        try:
+            done = await self.sso.finish_saml(
+                connector,
+                form.get("SAMLResponse", ""),
+                form.get("RelayState", ""),
+                request.cookies.get(BINDING_COOKIE, ""),
+                _base_url(request),
+                request.remote or "",
+            )
+        except BastionError as exc:
+            return self._error_page(exc)
+        return await self._after_login(done)
+
+    async def _after_login(self, done: Any) -> web.Response:
+        result = done.result or {}
+        if done.web:
+            await self.sso.requests.delete(done)
+            return await self._session_response(
+                "/web/",
+                done.user,
+                list(result.get("roles") or []),
+                datetime.fromisoformat(str(result["expires"])),
+                f"sso:{done.connector}",
+            )
+        if done.client_redirect:
+            response = web.HTTPSeeOther(self.sso.client_redirect_url(done))
+            security_headers(response)
+            raise response
+        return self._message(
+            "Signed in",
+            f"You are signed in as {done.user}. Return to your terminal: bsh has your "
+            "certificates. You can close this window.",
+            ok=True,
+        )
+
+
+def _esc(value: str) -> str:
+    import html
+
+    return html.escape(value, quote=True)
+
+
+def add_web_routes(app: web.Application, sso: SSOService, users: UserService) -> WebApp:
+    webapp = WebApp(sso, users)
+    r = app.router
+    r.add_get("/web/static/{name}", webapp.static)
+    r.add_get("/web/login", webapp.login_page)
+    r.add_post("/web/login", webapp.login_submit)
+    r.add_get("/web/", webapp.home)
+    r.add_post("/web/logout", webapp.logout)
+    r.add_get("/web/sso/{connector}/start", webapp.sso_start)
+    r.add_post("/web/sso/{connector}/start", webapp.sso_start)
+    r.add_get("/web/sso/{connector}/login", webapp.sso_web_login)
+    r.add_get("/web/sso/{connector}/callback", webapp.sso_callback)
+    r.add_post("/web/sso/{connector}/acs", webapp.sso_acs)
+    return webapp

@@ -1,0 +1,65 @@
+"""Browser sessions of the login pages: an opaque cookie token -> who signed in, until when.
+
+Layer: web (storage). The backend holds only the SHA-256 of the token, with the session's
+expiry as TTL, so a stolen database row cannot be replayed as a cookie.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from bastion.auth.credentials import hash_secret, new_secret
+from bastion.backend.base import Backend, Item
+from bastion.clock import Clock
+from bastion.errors import NotFound
+
+__all__ = ["SESSION_COOKIE", "WebSession", "WebSessions"]
+
+SESSION_COOKIE = "bastion_session"
+PREFIX = "web/sessions/"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    user: str
+    roles: list[str]
+    expires: datetime
+    method: str
+
+
+class WebSessions:
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self._backend = backend
+        self._clock = clock
+
+    async def create(self, user: str, roles: list[str], expires: datetime, method: str) -> str:
+        """Returns the cookie token (shown once, stored as a hash)."""
+        token = new_secret(32)
+        record = {"user": user, "roles": roles, "expires": expires.isoformat(), "method": method}
+        await self._backend.create(
+            Item(
+                key=PREFIX + hash_secret(token), value=json.dumps(record).encode(), expires=expires
+            )
+        )
+        return token
+
+    async def get(self, token: str) -> WebSession | None:
+        if not token or len(token) > 128:
+            return None
+        try:
+            item = await self._backend.get(PREFIX + hash_secret(token))
+        except NotFound:
+            return None
+        data = json.loads(item.value)
+        expires = datetime.fromisoformat(data["expires"])
+        if expires <= self._clock.now():
+            return None
+        return WebSession(data["user"], list(data["roles"]), expires, data["method"])
+
+    async def delete(self, token: str) -> None:
+        try:
+            await self._backend.delete(PREFIX + hash_secret(token))
+        except NotFound:
+            pass

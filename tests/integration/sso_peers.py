@@ -1,0 +1,195 @@
+"""Real SSO peers for the tests: npm's oidc-provider, a pysaml2 IdP, a fake GitHub API, and a
+scripted browser (HTTP with cookies) that clicks through them.
+
+oidc-provider is installed with ``npm ci`` from tests/peers/oidc/package-lock.json into a cache
+directory ($BASTION_TEST_CACHE, default ~/.cache/bastion-tests) the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import aiohttp
+
+from bastion.testing import missing_peer, require_binary
+
+PEER_DIR = Path(__file__).resolve().parent.parent / "peers" / "oidc"
+CACHE = Path(os.environ.get("BASTION_TEST_CACHE", Path.home() / ".cache" / "bastion-tests"))
+
+
+def oidc_provider_dir() -> Path:
+    """A directory with provider.mjs and node_modules (``npm ci`` run once per lockfile)."""
+    require_binary("node")
+    npm = require_binary("npm")
+    lock = (PEER_DIR / "package-lock.json").read_bytes()
+    target = CACHE / f"oidc-{hashlib.sha256(lock).hexdigest()[:12]}"
+    if not (target / "node_modules" / "oidc-provider").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(PEER_DIR / name, target / name)
+        result = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=target,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            missing_peer(f"npm ci of oidc-provider failed: {result.stderr[-500:]}")
+    shutil.copy(PEER_DIR / "provider.mjs", target / "provider.mjs")
+    return target
+
+
+@dataclass
+class OIDCPeer:
+    issuer: str
+    client_id: str
+    client_secret: str
+    proc: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_oidc_provider(
+    work: Path, port: int, redirect_uris: list[str], accounts: dict[str, dict[str, Any]]
+) -> OIDCPeer:
+    directory = oidc_provider_dir()
+    client = {
+        "client_id": "bastion",
+        "client_secret": "bastion-test-client-secret-0123456789",
+        "redirect_uris": redirect_uris,
+        "response_types": ["code"],
+        "grant_types": ["authorization_code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    config = work / "oidc-provider.json"
+    config.write_text(json.dumps({"port": port, "clients": [client], "accounts": accounts}))
+    log = (work / "oidc-provider.log").open("w")
+    proc = subprocess.Popen(
+        ["node", str(directory / "provider.mjs"), str(config)],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("READY "):
+            return OIDCPeer(line.split()[1], client["client_id"], client["client_secret"], proc)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"oidc-provider did not start: {(work / 'oidc-provider.log').read_text()}")
+
+
+# ---- a scripted browser --------------------------------------------------------------------
+
+
+@dataclass
+class Visit:
+    url: str
+    status: int
+    text: str
+
+
+_FORM = re.compile(r"<form[^>]*action=\"([^\"]+)\"[^>]*>(.*?)</form>", re.S | re.I)
+_INPUT = re.compile(r"<input[^>]*>", re.I)
+_ATTR = re.compile(r"(\w+)=\"([^\"]*)\"")
+
+
+def forms(html: str) -> list[tuple[str, dict[str, str]]]:
+    """``(action, {name: value})`` of each form (hidden and valued inputs)."""
+    out = []
+    for action, body in _FORM.findall(html):
+        fields: dict[str, str] = {}
+        for tag in _INPUT.findall(body):
+            attrs = dict(_ATTR.findall(tag))
+            if "name" in attrs:
+                fields[attrs["name"]] = unescape(attrs.get("value", ""))
+        out.append((unescape(action), fields))
+    return out
+
+
+class Browser:
+    """Follows redirects and submits the IdP's forms like a user would (no JavaScript)."""
+
+    def __init__(self, login: str = "alice", password: str = "any-password") -> None:
+        self.login = login
+        self.password = password
+        self.session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=False),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        self.history: list[str] = []
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def request(self, method: str, url: str, data: dict[str, str] | None = None) -> Visit:
+        """One request, then redirects (GET) until a page that is not a redirect."""
+        for _ in range(20):
+            self.history.append(url)
+            async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
+                text = await resp.text(errors="replace")
+                if resp.status in (301, 302, 303, 307, 308):
+                    url = urljoin(url, resp.headers["Location"])
+                    method, data = "GET", None
+                    continue
+                return Visit(str(resp.url), resp.status, text)
+        raise AssertionError(f"redirect loop: {self.history[-5:]}")
+
+    async def sign_in(self, start_url: str) -> Visit:
+        """Open ``start_url`` and click through: oidc-provider's login and consent pages, a
+        headless confirmation page, and a SAML IdP's auto-submitting form."""
+        visit = await self.request("GET", start_url)
+        for _ in range(6):
+            found = forms(visit.text)
+            if not found:
+                return visit
+            action, fields = found[0]
+            if "/interaction/" in visit.url and fields.get("prompt") == "login":
+                fields.update(login=self.login, password=self.password)
+            elif not (
+                "/interaction/" in visit.url
+                or "SAMLResponse" in fields
+                or "/web/sso/" in action
+                and "request" in fields
+            ):
+                return visit
+            visit = await self.request("POST", urljoin(visit.url, action), fields)
+        return visit
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+BROWSER_SCRIPT = Path(__file__).with_name("sso_browser.py")
+
+
+def browser_command(login: str) -> str:
+    """A ``$BROWSER`` value that runs the scripted browser (for ``bsh login --auth``)."""
+    return f"{sys.executable} {BROWSER_SCRIPT} --login {login} %s"

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bastion.backend.memory import MemoryBackend
+from bastion.clock import FakeClock
+from bastion.web.sessions import WebSessions
+
+
+async def test_sessions_round_trip_expire_and_delete() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    sessions = WebSessions(backend, clock)
+    token = await sessions.create("alice", ["access"], clock.now() + timedelta(hours=1), "sso")
+    got = await sessions.get(token)
+    assert got is not None and got.user == "alice" and got.roles == ["access"]
+    assert token not in str([i.key for i in await backend.get_range("web/")])  # hash only
+    assert await sessions.get("wrong") is None and await sessions.get("") is None
+    await sessions.delete(token)
+    assert await sessions.get(token) is None
+    token = await sessions.create("bob", [], clock.now() + timedelta(minutes=1), "password")
+    clock.advance(61)
+    assert await sessions.get(token) is None
