@@ -59,6 +59,9 @@ def test_editor_role() -> None:
         "node",
         "cluster_auth_preference",
         "lock",
+        "oidc",
+        "saml",
+        "github",
     }
     expected = {(k, v) for k in editable for v in VERBS} | {
         (k, v) for k in ("event", "session") for v in ("list", "read")

@@ -70,9 +70,7 @@ def test_unsigned_assertion_is_refused(idp: SAMLTestIdP) -> None:
     sp = provider(idp)
     request_id, _ = login(idp, sp)
     response = idp.respond(request_id, ACS, SP, sign_assertion=False)
-    with pytest.raises(
-        AccessDenied, match="Signature missing for assertion"
-    ):
+    with pytest.raises(AccessDenied, match="Signature missing for assertion"):
         sp.identity(response, request_id, ACS)
 
 
@@ -80,9 +78,7 @@ def test_signed_response_around_unsigned_assertion_is_refused(idp: SAMLTestIdP) 
     sp = provider(idp)
     request_id, _ = login(idp, sp)
     response = idp.respond(request_id, ACS, SP, sign_assertion=False, sign_response=True)
-    with pytest.raises(
-        AccessDenied, match="Signature missing for assertion"
-    ):
+    with pytest.raises(AccessDenied, match="Signature missing for assertion"):
         sp.identity(response, request_id, ACS)
 
 
