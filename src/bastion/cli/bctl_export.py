@@ -18,13 +18,15 @@ import click
 from bastion.audit.log import AuditLog
 from bastion.backend import open_backend
 from bastion.cli.common import handle_errors
+from bastion.cli.render import print_json, print_table
 from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig, load_config
 from bastion.errors import BadParameter
-from bastion.export.build import build_forwarders, output_name, run_forwarders
+from bastion.export.build import build_forwarders, cursor_path, output_name, run_forwarders
 from bastion.export.config import AuditExportConfig
+from bastion.export.cursor import FileCursor
 
-__all__ = ["check_backend", "export_once", "register", "select_outputs"]
+__all__ = ["check_backend", "export_once", "export_status", "register", "select_outputs"]
 
 
 def select_outputs(config: AuditExportConfig, names: tuple[str, ...]) -> AuditExportConfig:
@@ -56,6 +58,31 @@ async def export_once(config: FileConfig, section: AuditExportConfig, retries: i
         return results
     finally:
         await backend.close()
+
+
+async def export_status(config: FileConfig, section: AuditExportConfig) -> list[dict[str, Any]]:
+    """Per output: the saved cursor, the log size, the lag and whether an exporter runs now."""
+    backend = await _open(config)
+    try:
+        size = await AuditLog(backend, SystemClock(), config.resolved_cluster_name()).size()
+    finally:
+        await backend.close()
+    rows = []
+    for entry in section.outputs:
+        cursor = FileCursor(cursor_path(entry, config.data_path()))
+        next_index = await cursor.peek()
+        rows.append(
+            {
+                "output": output_name(entry),
+                "type": entry.type,
+                "next_index": next_index,
+                "log_size": size,
+                "lag": max(size - next_index, 0),
+                "running": cursor.in_use(),
+                "cursor_file": str(cursor.path),
+            }
+        )
+    return rows
 
 
 async def _follow(config: FileConfig, section: AuditExportConfig) -> None:
@@ -106,6 +133,10 @@ def register(main: click.Group) -> None:
         help="Bastion config with storage and audit_export (default: bctl's -c).",
     )
     @click.option("--once", is_flag=True, help="Deliver what is there now, then exit.")
+    @click.option(
+        "--status", is_flag=True, help="Show each output's cursor and lag; deliver nothing."
+    )
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @click.option("--output", "outputs", multiple=True, help="Only this output (repeatable).")
     @click.option(
         "--retries",
@@ -119,6 +150,8 @@ def register(main: click.Group) -> None:
         ctx: click.Context,
         config_path: str | None,
         once: bool,
+        status: bool,
+        fmt: str,
         outputs: tuple[str, ...],
         retries: int,
     ) -> None:
@@ -131,6 +164,14 @@ def register(main: click.Group) -> None:
             raise BadParameter(f"config {path} has no audit_export: section")
         section = select_outputs(config.audit_export, outputs)
         check_backend(config)
+        if status:
+            rows = asyncio.run(export_status(config, section))
+            if fmt == "json":
+                print_json(rows)
+                return
+            columns = ["output", "type", "next_index", "log_size", "lag", "running"]
+            print_table(columns, [[str(r[c]) for c in columns] for r in rows])
+            return
         if once:
             for name, count, next_index in asyncio.run(export_once(config, section, retries)):
                 click.echo(f"{name}: delivered {count} events (next index {next_index})")

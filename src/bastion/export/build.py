@@ -30,7 +30,7 @@ from bastion.export.forwarder import EventSource, Forwarder, Output
 from bastion.export.http_output import HttpOutput, auth_headers
 from bastion.export.syslog_output import SyslogOutput, tls_client_context
 
-__all__ = ["build_forwarders", "build_output", "output_name", "run_forwarders"]
+__all__ = ["build_forwarders", "build_output", "cursor_path", "output_name", "run_forwarders"]
 
 log = structlog.get_logger("bastion.export")
 
@@ -103,19 +103,23 @@ def build_output(config: OutputConfig) -> Output:
     )
 
 
+def cursor_path(config: OutputConfig, data_dir: Path) -> Path:
+    """An output's cursor: ``cursor_file`` or ``<data_dir>/audit-export/<name>.cursor``."""
+    default = data_dir / "audit-export" / f"{output_name(config)}.cursor"
+    return Path(config.cursor_file or default).expanduser()
+
+
 def build_forwarders(
     config: AuditExportConfig, source: EventSource, data_dir: Path
 ) -> list[Forwarder]:
     """One forwarder per output, each with its own cursor file."""
     forwarders = []
     for entry in config.outputs:
-        name = output_name(entry)
-        cursor = Path(entry.cursor_file or data_dir / "audit-export" / f"{name}.cursor")
         forwarders.append(
             Forwarder(
                 source=source,
                 output=build_output(entry),
-                cursor=FileCursor(cursor.expanduser()),
+                cursor=FileCursor(cursor_path(entry, data_dir)),
                 batch_size=entry.batch_size,
                 poll_interval=config.poll_interval.total_seconds(),
                 backoff_cap=max(config.retry_max.total_seconds(), 0.001),

@@ -69,6 +69,14 @@ class FileCursor:
             self._lock()
         except OSError as exc:
             raise BadParameter(f"cannot lock export cursor {self.path}: {exc.strerror}") from None
+        return await self.peek()
+
+    async def peek(self) -> int:
+        """The saved next index without taking the lock (for status output).
+
+        Raises:
+            BadParameter: the file is unreadable or not a cursor.
+        """
         try:
             text = await asyncio.to_thread(self.path.read_text)
         except FileNotFoundError:
@@ -90,6 +98,22 @@ class FileCursor:
         if next_index < 0:
             raise ValueError("cursor must not be negative")
         await asyncio.to_thread(self._write, json.dumps({"next_index": next_index}) + "\n")
+
+    def in_use(self) -> bool:
+        """Whether an exporter (in any process) holds this cursor right now."""
+        if self._lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock we may just have taken
+        return False
 
     async def close(self) -> None:
         """Release the lock (the saved cursor stays)."""

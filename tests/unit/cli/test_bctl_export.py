@@ -49,6 +49,16 @@ def test_once_exports_new_events_only(tmp_path: Path) -> None:
     lines = (tmp_path / "out" / "audit.jsonl").read_text().splitlines()
     assert [json.loads(x)["index"] for x in lines] == [0, 1, 2, 3, 4]
     assert (tmp_path / "data" / "audit-export" / "jsonl.cursor").exists()
+    _emit(db, 4)
+    result = runner.invoke(
+        main, ["audit", "export", "--config", str(cfg), "--status", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert (row["output"], row["next_index"], row["log_size"], row["lag"]) == ("jsonl", 5, 9, 4)
+    assert row["running"] is False
+    text = runner.invoke(main, ["audit", "export", "--config", str(cfg), "--status"]).output
+    assert "jsonl" in text and "4" in text
 
 
 def test_errors_are_clear(tmp_path: Path) -> None:

@@ -58,3 +58,19 @@ async def test_one_exporter_per_cursor(tmp_path: Path) -> None:
     second = FileCursor(path)
     assert await second.load() == 5
     await second.close()
+
+
+async def test_peek_and_in_use_do_not_take_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    observer = FileCursor(path)
+    assert not observer.in_use()
+    assert await observer.peek() == 0
+    running = FileCursor(path)
+    await running.save(9)
+    await running.load()
+    assert observer.in_use()
+    assert await observer.peek() == 9
+    await running.close()
+    assert not observer.in_use()
+    assert await running.load() == 9  # the observer did not leave a lock behind
+    await running.close()
