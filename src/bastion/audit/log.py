@@ -16,6 +16,7 @@ record an event is an error of the action itself (no dropped audit event).
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,9 @@ class AuditLog:
         self._lock = asyncio.Lock()
         self._next: int | None = None
         """The next index to try; None until the head was looked up."""
+        self._batch = backend if isinstance(backend, BatchCreator) else None
+        self._rand = random.Random(secrets.randbits(64))
+        """Id suffixes (unique per process stream; os.urandom per event costs ~0.1 ms)."""
         self._pending: list[tuple[list[AuditEvent], asyncio.Future[list[AuditEvent]]]] = []
 
     @property
@@ -129,14 +133,15 @@ class AuditLog:
         top = {k: v for k, v in fields.items() if k in AuditEvent.model_fields and v is not None}
         top.pop("index", None)
         extra = {k: v for k, v in fields.items() if k not in AuditEvent.model_fields}
+        now = self._clock.now()
         return AuditEvent(
             type=event_type,
             code=event_code(event_type, outcome),
-            time=self._clock.now(),
+            time=now,
             cluster=self._cluster,
             outcome=outcome,
             fields=extra,
-            id=f"{int(self._clock.now().timestamp() * 1e9):020d}-{secrets.token_hex(4)}",
+            id=f"{int(now.timestamp() * 1e9):020d}-{self._rand.getrandbits(32):08x}",
             **top,
         )
 
@@ -190,7 +195,7 @@ class AuditLog:
         """Store ``drafts`` at the next free indexes; the caller holds the writer lock."""
         index = await self._head() if self._next is None else self._next
         out: list[AuditEvent] = []
-        batch = self._backend if isinstance(self._backend, BatchCreator) else None
+        batch = self._batch
         try:
             while len(out) < len(drafts):
                 chunk = drafts[len(out) : len(out) + MAX_BATCH] if batch else [drafts[len(out)]]

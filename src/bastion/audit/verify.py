@@ -19,6 +19,7 @@ Layer: audit (reads the backend and the witness; the judgement is :mod:`.finding
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,12 +128,41 @@ def _check_tree(
     return None
 
 
-async def _stored_events(
-    log: AuditLog, upper: int, report: VerifyReport
-) -> tuple[dict[int, bytes], list[tuple[str, bytes]]]:
-    """Every stored event by index (read block by block) and records under malformed keys."""
-    events: dict[int, bytes] = {}
-    malformed: list[tuple[str, bytes]] = []
+@dataclass(slots=True)
+class _Scan:
+    """One streaming pass over the stored events: only what does not match is kept."""
+
+    newest: int
+    trusted: Sequence[bytes] | None
+    """Trusted leaf hashes (None when the leaf records failed their check)."""
+    seen: bytearray
+    mismatched: dict[int, bytes | None] = field(default_factory=dict)
+    tail: dict[int, bytes] = field(default_factory=dict)
+    malformed: list[tuple[str, bytes]] = field(default_factory=list)
+    ordered: list[bytes] = field(default_factory=list)
+    """Leaf hashes of the stored events in key order (only without trusted leaves)."""
+    count: int = 0
+
+    def feed(self, index: int, value: bytes) -> None:
+        self.count += 1
+        if index >= self.newest:
+            self.tail[index] = value
+        else:
+            self.seen[index] = 1
+        if self.trusted is None:
+            self.ordered.append(leaf_hash(value))
+        elif index < self.newest and leaf_hash(value) != self.trusted[index]:
+            self.mismatched[index] = value
+
+    def finish(self) -> None:
+        if self.trusted is not None:
+            for i in range(self.newest):
+                if not self.seen[i]:
+                    self.mismatched[i] = None
+
+
+async def _scan(log: AuditLog, scan: _Scan, upper: int) -> None:
+    """Read every stored event block by block (10^4 per key prefix) into ``scan``."""
     block = 10**BLOCK_DIGITS
     b = 0
     while True:
@@ -141,14 +171,13 @@ async def _stored_events(
         for item in items:
             i = index_of_key(item.key)
             if i is None:
-                malformed.append((item.key, item.value))
+                scan.malformed.append((item.key, item.value))
             else:
-                events[i] = item.value
+                scan.feed(i, item.value)
         b += 1
         if not items and b * block >= upper:
             break
-    report.events = len(events)
-    return events, malformed
+    scan.finish()
 
 
 async def verify_log(
@@ -170,13 +199,13 @@ async def verify_log(
     loaded = await load_leaves(log.backend)
     trusted = TrustedLeaves(loaded.hashes, loaded.ids, loaded.types)
     newest = max((c.size for c in report.checkpoints), default=0)
-    bad = _check_tree(list(trusted.hashes), report.checkpoints)
+    bad = _check_tree(loaded.hashes, report.checkpoints)
     leaves_ok = bad is None
-    if not leaves_ok:
-        trusted = TrustedLeaves([], [], [])
-    events, malformed = await _stored_events(log, max(newest, len(trusted.hashes)), report)
+    scan = _Scan(newest, loaded.hashes if leaves_ok else None, bytearray(newest))
+    await _scan(log, scan, max(newest, len(loaded.hashes)))
+    report.events = scan.count
     report.verified = newest
-    for key, value in malformed:
+    for key, value in scan.malformed:
         body = _peek(value)
         report.findings.append(
             Finding(
@@ -188,12 +217,16 @@ async def verify_log(
             )
         )
     if leaves_ok:
-        _compare(trusted, events, newest, report)
+        if scan.mismatched:
+            head = TrustedLeaves(
+                trusted.hashes[:newest], trusted.ids[:newest], trusted.types[:newest]
+            )
+            report.findings.extend(classify(head, scan.mismatched, scan.tail))
     else:
-        _fallback(events, report, bad)
-    _check_tail(events, newest, report)
+        _fallback(scan.ordered, report, bad)
+    _check_tail(scan.tail, newest, report)
     if leaves_ok:
-        _consistency(list(trusted.hashes), report)
+        _consistency(loaded.hashes, report)
     return report
 
 
@@ -207,27 +240,9 @@ def _peek(value: bytes) -> tuple[str, str]:
     )
 
 
-def _compare(
-    trusted: TrustedLeaves, events: dict[int, bytes], newest: int, report: VerifyReport
-) -> None:
-    mismatched: dict[int, bytes | None] = {}
-    hashes = trusted.hashes
-    for i in range(newest):
-        value = events.get(i)
-        if value is None or leaf_hash(value) != hashes[i]:
-            mismatched[i] = value
-    if not mismatched:
-        return
-    head = TrustedLeaves(hashes[:newest], trusted.ids[:newest], trusted.types[:newest])
-    tail = {i: v for i, v in events.items() if i >= newest}
-    report.findings.extend(classify(head, mismatched, tail))
-
-
-def _fallback(events: dict[int, bytes], report: VerifyReport, bad: SignedCheckpoint | None) -> None:
+def _fallback(leaves: list[bytes], report: VerifyReport, bad: SignedCheckpoint | None) -> None:
     """The leaf records themselves do not match the signatures: check the events against the
     checkpoints directly and narrow the damage down to a range."""
-    ordered = [events[i] for i in sorted(events)]
-    leaves = [leaf_hash(v) for v in ordered]
     wrong = _check_tree(leaves, report.checkpoints)
     if wrong is None:
         report.findings.append(
@@ -256,7 +271,7 @@ def _check_tail(events: dict[int, bytes], newest: int, report: VerifyReport) -> 
     if not events:
         return
     top = max(events)
-    unsigned = [i for i in events if i >= newest]
+    unsigned = list(events)
     for i in range(newest, top + 1):
         value = events.get(i)
         if value is None:
