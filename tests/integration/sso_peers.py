@@ -193,3 +193,165 @@ BROWSER_SCRIPT = Path(__file__).with_name("sso_browser.py")
 def browser_command(login: str) -> str:
     """A ``$BROWSER`` value that runs the scripted browser (for ``bsh login --auth``)."""
     return f"{sys.executable} {BROWSER_SCRIPT} --login {login} %s"
+
+
+# ---- in-test HTTP peers (the fake GitHub API, the pysaml2 IdP) on a background loop ---------
+
+
+class ThreadServer:
+    """Serve an aiohttp app on 127.0.0.1 from a background thread (the daemon under test is
+    another process, so the peer must keep answering while the test blocks on subprocesses)."""
+
+    def __init__(self, app: Any) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def start() -> None:
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            self._loop.run_until_complete(start())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class FakeGitHub:
+    """GitHub's OAuth endpoints and the two REST calls Bastion makes, with real checks of the
+    client secret, the redirect URI and the PKCE verifier. ``users`` maps a login to
+    ``(numeric id, ["org/team", ...])``; ``current`` is who is signed in at "github"."""
+
+    def __init__(self, client_id: str, client_secret: str) -> None:
+        import base64 as b64
+
+        from aiohttp import web
+
+        self.client_id, self.client_secret = client_id, client_secret
+        self.users: dict[str, tuple[int, list[str]]] = {}
+        self.current = ""
+        self._codes: dict[str, tuple[str, str, str]] = {}  # code -> (login, redirect, challenge)
+        self._tokens: dict[str, str] = {}
+
+        async def authorize(request: web.Request) -> web.Response:
+            q = request.query
+            if q.get("client_id") != self.client_id or q.get("code_challenge_method") != "S256":
+                return web.Response(status=400, text="bad client or no PKCE")
+            code = f"code-{len(self._codes)}-{self.current}"
+            self._codes[code] = (self.current, q["redirect_uri"], q["code_challenge"])
+            raise web.HTTPFound(f"{q['redirect_uri']}?code={code}&state={q['state']}")
+
+        async def token(request: web.Request) -> web.Response:
+            form = await request.post()
+            entry = self._codes.pop(str(form.get("code")), None)
+            if (
+                entry is None
+                or form.get("client_secret") != self.client_secret
+                or form.get("redirect_uri") != entry[1]
+            ):
+                return web.json_response({"error": "bad_verification_code"})
+            digest = hashlib.sha256(str(form.get("code_verifier")).encode()).digest()
+            if b64.urlsafe_b64encode(digest).rstrip(b"=").decode() != entry[2]:
+                return web.json_response({"error": "invalid_grant (PKCE)"})
+            access = f"gho_{len(self._tokens)}x"
+            self._tokens[access] = entry[0]
+            return web.json_response({"access_token": access, "token_type": "bearer"})
+
+        def who(request: web.Request) -> str:
+            auth = request.headers.get("Authorization", "")
+            login = self._tokens.get(auth.removeprefix("Bearer "))
+            if login is None:
+                raise web.HTTPUnauthorized()
+            return login
+
+        async def user(request: web.Request) -> web.Response:
+            login = who(request)
+            return web.json_response({"login": login, "id": self.users[login][0]})
+
+        async def teams(request: web.Request) -> web.Response:
+            login = who(request)
+            page = int(request.query.get("page", "1"))
+            slugs = self.users[login][1][(page - 1) * 100 : page * 100]
+            return web.json_response(
+                [
+                    {"slug": s.split("/")[1], "organization": {"login": s.split("/")[0]}}
+                    for s in slugs
+                ]
+            )
+
+        app = web.Application()
+        app.router.add_get("/login/oauth/authorize", authorize)
+        app.router.add_post("/login/oauth/access_token", token)
+        app.router.add_get("/api/v3/user", user)
+        app.router.add_get("/api/v3/user/teams", teams)
+        self.server = ThreadServer(app)
+
+
+class SAMLIdPServer:
+    """The pysaml2 test IdP over HTTP: ``GET /sso`` (HTTP-Redirect AuthnRequest) answers with
+    the auto-submitting form a real IdP sends (HTTP-POST binding to the ACS)."""
+
+    def __init__(self, work: Path, sp_entity_id: str, acs_url: str) -> None:
+        from html import escape
+
+        from aiohttp import web
+
+        from bastion.testing_saml import SAMLTestIdP
+
+        self.attributes: dict[str, dict[str, list[str]]] = {}
+        self.current = "alice"
+        self.sign_assertion = True
+        self.audience = sp_entity_id
+        port_holder: dict[str, int] = {}
+
+        async def sso(request: web.Request) -> web.Response:
+            request_id, acs, relay = self.idp.parse_request(str(request.url))
+            response = self.idp.respond(
+                request_id,
+                acs,
+                self.audience,
+                self.current,
+                self.attributes.get(self.current, {}),
+                sign_assertion=self.sign_assertion,
+            )
+            body = (
+                f'<form method="post" action="{escape(acs)}">'
+                f'<input type="hidden" name="SAMLResponse" value="{escape(response)}">'
+                f'<input type="hidden" name="RelayState" value="{escape(relay)}">'
+                "<noscript><button>Continue</button></noscript></form>"
+            )
+            return web.Response(text=body, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/sso", sso)
+        self.server = ThreadServer(app)
+        port_holder["port"] = self.server.port
+        self.idp = SAMLTestIdP.create(
+            work,
+            sps=[(sp_entity_id, acs_url), ("https://other-sp.test", "https://other-sp.test/acs")],
+            entity_id=f"{self.server.url}/metadata",
+            sso_url=f"{self.server.url}/sso",
+        )

@@ -13,11 +13,15 @@ import pytest
 from harness import BIN, Cluster, Env, free_port
 from sso_peers import (
     Browser,
+    FakeGitHub,
     OIDCPeer,
+    SAMLIdPServer,
     browser_command,
     query_of,
     start_oidc_provider,
 )
+
+from bastion.testing import require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +306,142 @@ def test_browser_sso_sign_in_creates_a_web_session(oidc_env: Env, cluster: Clust
 
     page = asyncio.run(scenario())
     assert f"Signed in as <strong>{CONNECTOR}:alice</strong>" in page
+
+
+# ---- GitHub (fake API: GitHub cannot run here) and SAML (pysaml2 IdP over HTTP) -------------
+
+GITHUB = "github-test"
+SAML = "saml-test"
+SAML_SP = "https://bastion.test/saml"
+
+
+def bsh_sso_login(
+    env: Env, cluster: Cluster, connector: str, name: str
+) -> subprocess.CompletedProcess[str]:
+    home = env.root / name
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [
+            str(BIN / "bsh"),
+            "login",
+            f"--proxy={cluster.proxy}",
+            f"--ca-pin={cluster.pin}",
+            f"--auth={connector}",
+        ],
+        env={**os.environ, "BSH_HOME": str(home), "BROWSER": browser_command(name)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def profile_of(env: Env, name: str) -> dict[str, object]:
+    status = json.loads(env.bsh(env.root / name, "status", "--format", "json").stdout)
+    profile: dict[str, object] = status["profiles"][0]
+    return profile
+
+
+@pytest.fixture(scope="module")
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub("gh-client", "gh-secret-0123456789")
+    fake.users = {"octo": (4242, ["acme/admins", "acme/web"]), "nobody": (7, ["other/x"])}
+    try:
+        yield fake
+    finally:
+        fake.server.stop()
+
+
+@pytest.fixture
+def github_env(env: Env, github: FakeGitHub, tmp_path: Path) -> Env:
+    spec = tmp_path / "github.yaml"
+    url = github.server.url
+    spec.write_text(
+        "kind: role\nmetadata: {name: sso-dev}\nspec:\n  allow:\n"
+        "    logins: ['{{external.login}}']\n---\n"
+        f"kind: github\nmetadata: {{name: {GITHUB}}}\nspec:\n"
+        f"  client_id: {github.client_id}\n  client_secret: {github.client_secret}\n"
+        f"  endpoint_url: {url}\n  api_endpoint_url: {url}/api/v3\n"
+        "  teams_to_roles:\n    - {organization: acme, team: admins, roles: [sso-dev]}\n"
+    )
+    env.admin_ok("create", "-f", str(spec), "--force")
+    return env
+
+
+def test_bsh_login_with_github(github_env: Env, cluster: Cluster, github: FakeGitHub) -> None:
+    github.current = "octo"
+    result = bsh_sso_login(github_env, cluster, GITHUB, "octo")
+    assert result.returncode == 0, result.stderr
+    profile = profile_of(github_env, "octo")
+    assert profile["user"] == f"{GITHUB}:octo" and profile["roles"] == ["sso-dev"]
+    assert profile["logins"] == ["octo"]
+    ok = [e for e in sso_events(github_env, "success") if e["user"] == f"{GITHUB}:octo"]
+    assert ok[-1]["fields"]["subject"] == "4242" and ok[-1]["fields"]["method"] == "github"
+
+
+def test_github_user_in_no_mapped_team_is_refused(
+    github_env: Env, cluster: Cluster, github: FakeGitHub
+) -> None:
+    github.current = "nobody"
+    result = bsh_sso_login(github_env, cluster, GITHUB, "nobody")
+    assert result.returncode != 0
+    assert f'connector "{GITHUB}"' in result.stderr and "other/x" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def saml_idp(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SAMLIdPServer]:
+    require_binary("xmlsec1")
+    acs = f"https://{cluster.proxy}/web/sso/{SAML}/acs"
+    server = SAMLIdPServer(tmp_path_factory.mktemp("saml"), SAML_SP, acs)
+    server.attributes = {"alice": {"groups": ["dev"], "uid": ["alice"]}, "eve": {"groups": ["x"]}}
+    try:
+        yield server
+    finally:
+        server.server.stop()
+
+
+@pytest.fixture
+def saml_env(env: Env, saml_idp: SAMLIdPServer, tmp_path: Path) -> Env:
+    saml_idp.sign_assertion, saml_idp.audience = True, SAML_SP
+    descriptor = "\n".join("    " + line for line in saml_idp.idp.metadata.splitlines())
+    spec = tmp_path / "saml.yaml"
+    spec.write_text(
+        "kind: role\nmetadata: {name: sso-dev}\nspec:\n  allow:\n"
+        "    logins: ['{{external.uid}}']\n---\n"
+        f"kind: saml\nmetadata: {{name: {SAML}}}\nspec:\n"
+        f"  service_provider_issuer: {SAML_SP}\n"
+        "  attributes_to_roles:\n    - {name: groups, value: dev, roles: [sso-dev]}\n"
+        f"  entity_descriptor: |\n{descriptor}\n"
+    )
+    env.admin_ok("create", "-f", str(spec), "--force")
+    return env
+
+
+def test_bsh_login_with_saml(saml_env: Env, cluster: Cluster, saml_idp: SAMLIdPServer) -> None:
+    saml_idp.current = "alice"
+    result = bsh_sso_login(saml_env, cluster, SAML, "alice-saml")
+    assert result.returncode == 0, result.stderr
+    profile = profile_of(saml_env, "alice-saml")
+    assert profile["user"] == f"{SAML}:alice" and profile["logins"] == ["alice"]
+    ok = [e for e in sso_events(saml_env, "success") if e["user"] == f"{SAML}:alice"]
+    assert ok[-1]["fields"]["issuer"] == saml_idp.idp.entity_id
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ({"sign_assertion": False}, "Signature missing for assertion"),
+        ({"audience": "https://other-sp.test"}, "AudienceRestrictions"),
+        ({"current": "eve"}, f'connector "{SAML}"'),
+    ],
+)
+def test_bad_saml_responses_are_refused_and_audited(
+    saml_env: Env, cluster: Cluster, saml_idp: SAMLIdPServer, setup: dict[str, object], reason: str
+) -> None:
+    saml_idp.current = "alice"
+    for key, value in setup.items():
+        setattr(saml_idp, key, value)
+    result = bsh_sso_login(saml_env, cluster, SAML, f"bad-{len(reason)}")
+    assert result.returncode != 0
+    assert reason in result.stderr and "Traceback" not in result.stderr
+    assert any(reason in str(e["reason"]) for e in sso_events(saml_env, "failure"))
