@@ -15,6 +15,7 @@ from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.users import UserService
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import Clock, FakeClock
+from bastion.recording.store import RecordingStore
 
 __all__ = [
     "AuthFixture",
@@ -43,11 +44,20 @@ class AuthFixture:
     users: UserService
 
 
-async def make_auth(clock: Clock | None = None, cluster: str = "test.local") -> AuthFixture:
-    """An initialised AuthServer over a MemoryBackend (CAs, built-in roles, preferences)."""
+async def make_auth(
+    clock: Clock | None = None,
+    cluster: str = "test.local",
+    recordings: RecordingStore | None = None,
+) -> AuthFixture:
+    """An initialised AuthServer over a MemoryBackend (CAs, built-in roles, preferences), with
+    ``recordings`` as its session recording store when given."""
     clock = clock or FakeClock()
     backend = MemoryBackend(clock)
-    auth = AuthServer(AuthDeps(backend=backend, clock=clock, cluster=cluster, kek=b"\x01" * 32))
+    auth = AuthServer(
+        AuthDeps(
+            backend=backend, clock=clock, cluster=cluster, kek=b"\x01" * 32, recordings=recordings
+        )
+    )
     await auth.init()
     return AuthFixture(clock=clock, backend=backend, auth=auth, users=UserService(auth))
 

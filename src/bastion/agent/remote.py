@@ -15,15 +15,18 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 
 from bastion.agent.join import HostIdentity
+from bastion.auth.api_recordings import META_HEADER, encode_meta_header
 from bastion.cli.identity import verified_context
 from bastion.client.api import AuthClient
-from bastion.errors import BastionError, ConnectionProblem
+from bastion.errors import BastionError, ConnectionProblem, error_from_code
+from bastion.recording.store import RecordingMeta
 from bastion.services.cache import ResourceCache
 from bastion.types.audit import AuditEvent
 from bastion.types.codec import resource_to_dict
@@ -49,6 +52,36 @@ class RemoteAuth:
 
     async def heartbeat(self, node: Node) -> None:
         await self.call("POST", "/v1/nodes/heartbeat", resource_to_dict(node))
+
+    async def upload(self, meta: RecordingMeta, path: Path) -> None:
+        """Upload a spooled recording (an :class:`~bastion.recording.uploader.UploadTarget`).
+
+        Raises:
+            ConnectionProblem: auth unreachable or unavailable (retry).
+            BastionError: refused (the server's error class).
+        """
+        url = f"https://{self.server}/v1/recordings/{meta.session_id}"
+        headers = {
+            META_HEADER: encode_meta_header(meta),
+            "Content-Type": "application/x-asciicast",
+        }
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                with path.open("rb") as body:
+                    async with session.post(url, data=body, headers=headers, ssl=self.ssl) as resp:
+                        try:
+                            data = await resp.json(content_type=None)
+                        except ValueError:
+                            data = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectionProblem(f"cannot reach auth at {self.server}: {exc}") from None
+        if resp.status < 400:
+            return
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            raise error_from_code(str(err.get("code")), str(err.get("message")))
+        raise ConnectionProblem(f"recording upload: HTTP {resp.status}")
 
 
 class APIEmitter:

@@ -28,9 +28,12 @@ import structlog
 from bastion.agent.deps import NodeConfig, NodeDeps, RoleSource
 from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_resource
 from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
+from bastion.agent.recorder import recorder_factory
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
 from bastion.agent.ssh_node import SSHNode
+from bastion.agent.ssh_session import ObserverFactory
 from bastion.audit.emitter import Emitter
+from bastion.auth.recordings import InProcessTarget, RecordingService
 from bastion.auth.service import AuthService, _new_key_pem
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig, parse_addr
@@ -38,6 +41,8 @@ from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
+from bastion.recording.spool import Spool
+from bastion.recording.uploader import Uploader, UploadTarget
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.tunnel.client import Connector, TunnelClient, client_tls_context
 from bastion.tunnel.memory import memory_pair
@@ -81,8 +86,17 @@ class NodeService:
         background: list[Callable[[], Coroutine[Any, Any, None]]],
         locks: LockWatcher | None = None,
         connector: Connector | None = None,
+        recordings: UploadTarget | None = None,
     ) -> None:
         self.config = config
+        self.uploader: Uploader | None = None
+        observers: list[ObserverFactory] = []
+        if recordings is not None:
+            spool = Spool(config.data_path() / "node" / "recording-spool")
+            self.uploader = Uploader(spool, recordings)
+            observers.append(
+                recorder_factory(spool, clock, node_config.cluster, self.uploader.notify)
+            )
         self.name = node_config.name
         self.cluster = node_config.cluster
         self.labels = CommandLabelRunner(node_config.cmd_labels, clock=clock)
@@ -96,6 +110,7 @@ class NodeService:
                 locks=locks,
             ),
             dynamic_labels=self.labels.results,
+            observers=observers,
         )
         self._node_config = node_config
         self._send = send_heartbeat
@@ -202,6 +217,11 @@ class NodeService:
             connector=in_process,
             background=[],
             locks=locks,
+            recordings=(
+                InProcessTarget(RecordingService(server))
+                if server.deps.recordings is not None
+                else None
+            ),
         )
 
     @classmethod
@@ -259,6 +279,7 @@ class NodeService:
                 locks.watch_staleness,
             ],
             locks=locks,
+            recordings=remote,
         )
 
     # ---- running -----------------------------------------------------------------------------
@@ -291,6 +312,8 @@ class NodeService:
             )
             for factory in self._background:
                 group.create_task(factory(), name="node-background")
+            if self.uploader is not None:
+                group.create_task(self.uploader.run(), name="node-recording-upload")
 
     async def close(self) -> None:
         await self.tunnel.close()

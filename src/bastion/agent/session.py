@@ -203,6 +203,10 @@ class SessionMeta:
     bytes_out: int = 0
     """Bytes sent to the client (stdout and stderr of the process)."""
     participants: list[str] = field(default_factory=list)
+    record: bool = False
+    """The roles ask for a recording (``record_session``); recorders decide what is interactive."""
+    record_input: bool = False
+    """The roles ask for input to be recorded too (``record_input``)."""
 
 
 class SessionObserver(Protocol):

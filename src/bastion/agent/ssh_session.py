@@ -346,6 +346,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def _meta(self) -> SessionMeta:
         pty = self._pty or PtySize()
+        options = self._ctx.authorized.roles.options()
         return SessionMeta(
             session_id=self.session_id,
             user=self._ctx.authorized.identity.user,
@@ -360,6 +361,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             rows=pty.rows,
             started=self._ctx.deps.clock.now(),
             participants=[self._ctx.authorized.identity.user],
+            record=options.record_session,
+            record_input=options.record_input,
         )
 
     async def _start_events(self, meta: SessionMeta) -> None:

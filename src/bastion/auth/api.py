@@ -19,6 +19,7 @@ from bastion import __version__
 from bastion.audit.log import AuditQuery
 from bastion.auth.admin_mfa import admin_mfa_for
 from bastion.auth.api_agents import add_agent_routes, read_json
+from bastion.auth.api_recordings import add_recording_routes
 from bastion.auth.api_session import add_session_routes
 from bastion.auth.api_sso import PUBLIC_PREFIX as SSO_PREFIX
 from bastion.auth.api_sso import add_sso_routes
@@ -430,4 +431,5 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     sso = SSOService(auth, _user_certs)
     add_sso_routes(app, sso)
     add_web_routes(app, sso, api.users)
+    add_recording_routes(app, auth)
     return app

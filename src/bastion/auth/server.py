@@ -28,6 +28,7 @@ from bastion.locks.matcher import LockDecision, LockTargets, LockView, decide
 from bastion.mfa.policy import default_relying_party
 from bastion.mfa.service import MFADeps, MFAService
 from bastion.rbac.builtin import BUILTIN_ROLES
+from bastion.recording.store import RecordingStore
 from bastion.services.store import ResourceStore
 from bastion.types.access import (
     AuthPreference,
@@ -63,6 +64,10 @@ class AuthDeps:
     webauthn_origins: tuple[str, ...] = ()
     """Default WebAuthn origins (proxy, then auth public addresses); the first one's host is
     the default RP id. Empty: derived from ``public_url``. The auth preference overrides both."""
+    recordings: RecordingStore | None = None
+    """Session recording storage (None: the recording API is not served)."""
+    recording_max_bytes: int = 1 << 30
+    """Largest recording accepted from a node."""
 
 
 @dataclass(frozen=True, slots=True)

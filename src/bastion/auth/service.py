@@ -29,6 +29,7 @@ from bastion.config.schema import FileConfig, parse_addr
 from bastion.files import write_private_file
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.rbac.checker import RoleSet
+from bastion.recording.store import open_store
 from bastion.types.identity import Identity
 
 __all__ = ["ADMIN_USER", "AuthService", "write_private_file"]
@@ -90,6 +91,8 @@ class AuthService:
             public_url=f"https://{url_host}:{public_host[1]}",
             webauthn_origins=_webauthn_origins(config, f"{url_host}:{public_host[1]}"),
             audit_witness=config.auth_service.audit.witness,
+            recordings=open_store(config.auth_service.recordings, data),
+            recording_max_bytes=config.auth_service.recordings.max_bytes,
         )
         server = AuthServer(deps)
         return cls(config=config, clock=clock, backend=backend, server=server, addr=(host, port))

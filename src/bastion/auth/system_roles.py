@@ -28,6 +28,9 @@ SYSTEM_ROLES: dict[str, Role] = {
             Rule(resources=["role", "lock", "cluster_auth_preference"], verbs=_READ),
             Rule(resources=["node"], verbs=["read", "update"]),
             Rule(resources=["event"], verbs=["create"]),
+            # Nodes upload the recordings of their sessions (only their own: see
+            # bastion.auth.recordings).
+            Rule(resources=["session"], verbs=["create"]),
         ],
     ),
     # Proxies (in a separate process) route by nodes and roles and send events.

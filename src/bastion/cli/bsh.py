@@ -339,3 +339,8 @@ def switch(name: str) -> None:
 from bastion.cli.bsh_ssh import register as _register_ssh  # noqa: E402
 
 _register_ssh(main)
+
+# Session recordings (recordings ls/download, play) live in their own module.
+from bastion.cli.bsh_recordings import register as _register_recordings  # noqa: E402
+
+_register_recordings(main)

@@ -88,6 +88,11 @@ class AuthClient:
             headers = {ADMIN_MFA_HEADER: encode_assertion(assertion)}
             return await self._request(method, path, body, params, headers)
 
+    async def fetch(self, path: str, params: dict[str, str] | None = None) -> bytes:
+        """``GET`` a non-JSON body (a session recording); errors as in :meth:`call`."""
+        data: bytes = await self._request("GET", path, None, params, None, raw=True)
+        return data
+
     async def _request(
         self,
         method: str,
@@ -95,6 +100,8 @@ class AuthClient:
         body: Any,
         params: dict[str, str] | None,
         headers: dict[str, str] | None,
+        *,
+        raw: bool = False,
     ) -> Any:
         assert self._session is not None, "use AuthClient as an async context manager"
         url = f"https://{self.addr}{path}"
@@ -102,6 +109,8 @@ class AuthClient:
             async with self._session.request(
                 method, url, json=body, params=params, ssl=self._ssl, headers=headers
             ) as resp:
+                if raw and resp.status < 400:
+                    return await resp.read()
                 try:
                     data = await resp.json(content_type=None)
                 except ValueError:

@@ -24,6 +24,7 @@ from bastion.types.meta import StrictModel
 __all__ = [
     "AuthServiceConfig",
     "FileConfig",
+    "RecordingStorageConfig",
     "StorageConfig",
     "load_config",
     "parse_addr",
@@ -72,6 +73,26 @@ class AuditLogConfig(StrictModel):
     rolled back) or an http(s):// URL (POSTed; GET returns the latest). Empty: none."""
 
 
+class RecordingStorageConfig(StrictModel):
+    """Where auth keeps session recordings (docs/recordings.md)."""
+
+    type: Literal["local", "s3"] = "local"
+    path: str = ""
+    """``local``: the directory; default ``<data_dir>/recordings``."""
+    bucket: str = ""
+    """``s3``: the bucket (it must exist)."""
+    prefix: str = "recordings/"
+    """``s3``: key prefix of every object."""
+    endpoint_url: str = ""
+    """``s3``: an S3-compatible endpoint (MinIO, Ceph, ...); empty means AWS."""
+    region: str = ""
+    access_key_id: str = ""
+    """``s3``: empty means the standard AWS sources (``AWS_ACCESS_KEY_ID``, profiles, roles)."""
+    secret_access_key: str = ""
+    max_bytes: int = Field(default=1 << 30, ge=1024)
+    """Largest recording auth accepts from a node."""
+
+
 class AuthServiceConfig(StrictModel):
     enabled: bool = True
     listen_addr: str = "127.0.0.1:3025"
@@ -87,6 +108,8 @@ class AuthServiceConfig(StrictModel):
     max_request_bytes: int = 1 << 20
     audit: AuditLogConfig = Field(default_factory=AuditLogConfig)
     """The verifiable audit log: checkpoint interval and external witness."""
+    recordings: RecordingStorageConfig = Field(default_factory=RecordingStorageConfig)
+    """Session recording storage: a local directory (default) or S3-compatible storage."""
 
     @field_validator("listen_addr")
     @classmethod
@@ -271,6 +294,17 @@ auth_service:
     checkpoint_interval: 10
     # A file path (e.g. on another machine's mount) or an http(s):// URL; empty: none.
     witness: ""
+  # Session recordings: local directory (default <data_dir>/recordings) or S3-compatible.
+  recordings:
+    type: local
+    # path: /var/lib/bastion/recordings
+    # type: s3
+    # bucket: bastion-recordings
+    # prefix: recordings/
+    # endpoint_url: https://minio.example.com:9000
+    # region: us-east-1
+    # (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or access_key_id /
+    #  secret_access_key here)
 
 proxy_service:
   enabled: true

@@ -436,6 +436,7 @@ def _aggregate_options(options: Iterable[RoleOptions]) -> RoleOptions:
         port_forwarding=all(o.port_forwarding for o in listed),
         forward_agent=all(o.forward_agent for o in listed),
         record_session=any(o.record_session for o in listed),
+        record_input=any(o.record_input for o in listed),
         lock_mode="strict" if any(o.lock_mode == "strict" for o in listed) else "best_effort",
         client_idle_timeout=min(idle) if idle else None,
         disconnect_expired_cert=any(o.disconnect_expired_cert for o in listed),

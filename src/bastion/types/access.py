@@ -122,6 +122,10 @@ class RoleOptions(StrictModel):
     port_forwarding: bool = True
     forward_agent: bool = False
     record_session: bool = True
+    """Record interactive sessions (output, as asciicast v2); on unless every role turns it off."""
+    record_input: bool = False
+    """Also record what the user types (may include secrets typed at prompts); any role turns it
+    on."""
     lock_mode: Literal["best_effort", "strict"] = "best_effort"
     client_idle_timeout: Duration | None = None
     disconnect_expired_cert: bool = False

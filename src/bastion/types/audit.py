@@ -55,6 +55,10 @@ EVENT_CODES: dict[str, str] = {
     "sftp": "T5004",
     "session.rejected": "T5005",
     "session.terminated": "T5006",
+    "recording.upload": "T5010",
+    "recording.view": "T5011",
+    "recording.download": "T5012",
+    "recording.rejected": "T5013",
 }
 
 AGENT_EVENT_TYPES = frozenset(

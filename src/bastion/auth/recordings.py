@@ -1,0 +1,216 @@
+"""Session recordings on auth: accepting uploads from nodes, and who may list and read them.
+
+Layer: auth service (RBAC + audit around a :class:`~bastion.recording.store.RecordingStore`).
+
+* Upload: only a host identity whose system role may ``create`` ``session`` (nodes), and only
+  for its own node name (the one bound to its certificate). The bytes are hashed while they
+  stream to a temporary file; the digest must equal the SHA-256 the node declared, which is the
+  one it wrote into ``session.end`` (``recording_sha256``), and the first line must be an
+  asciicast v2 header. A repeated upload of identical bytes (a retry after a lost reply)
+  succeeds; different bytes for a stored session are refused.
+* List: with ``list`` on ``session`` (auditors, editors) every recording; otherwise the caller's
+  own sessions only (filtered per item).
+* Read: the owner, or ``read`` on ``session``; every view and download is audited
+  (``recording.view`` / ``recording.download``), and a refusal is audited as ``access.denied``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bastion.auth.guarded import GuardedAuth
+from bastion.auth.server import AuthServer
+from bastion.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded
+from bastion.recording.asciicast import MAX_LINE, parse_header
+from bastion.recording.store import RecordingMeta, RecordingStore
+
+__all__ = ["GuardedRecordings", "InProcessTarget", "RecordingService", "StoredRecording"]
+
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecording:
+    meta: RecordingMeta
+    data: bytes
+
+
+class RecordingService:
+    """Verification and storage of uploads (no RBAC here; see :class:`GuardedRecordings`).
+
+    Raises:
+        BadParameter: auth has no recording store configured.
+    """
+
+    def __init__(self, auth: AuthServer) -> None:
+        if auth.deps.recordings is None:
+            raise BadParameter("session recordings are not configured on this auth server")
+        self.auth = auth
+        self.store: RecordingStore = auth.deps.recordings
+        self.max_bytes = auth.deps.recording_max_bytes
+
+    async def receive(self, meta: RecordingMeta, chunks: AsyncIterable[bytes]) -> RecordingMeta:
+        """Stream ``chunks`` to a temporary file, verify them against ``meta``, store them.
+
+        Returns:
+            The stored metadata (with ``size``, ``cluster`` and ``uploaded`` set by auth).
+
+        Raises:
+            BadParameter: the bytes do not match the declared SHA-256, or are not asciicast v2.
+            LimitExceeded: larger than the configured maximum.
+            AlreadyExists: other bytes are stored for this session already.
+        """
+        meta.check()
+        if not meta.sha256:
+            raise BadParameter("the upload must declare the recording's sha256")
+        fd, name = tempfile.mkstemp(prefix="bastion-recording-", suffix=".cast")
+        path = Path(name)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            head = b""
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise LimitExceeded(
+                            f"recording larger than {self.max_bytes} bytes "
+                            "(auth_service.recordings.max_bytes)"
+                        )
+                    if len(head) <= MAX_LINE and b"\n" not in head:
+                        head += chunk[:MAX_LINE]
+                    digest.update(chunk)
+                    out.write(chunk)
+            return await self._verify_and_store(meta, path, digest.hexdigest(), size, head)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+    async def _verify_and_store(
+        self, meta: RecordingMeta, path: Path, sha256: str, size: int, head: bytes
+    ) -> RecordingMeta:
+        if not hmac.compare_digest(sha256, meta.sha256):
+            await self.auth.audit.emit(
+                "recording.rejected",
+                outcome="failure",
+                user=meta.user,
+                session_id=meta.session_id,
+                target=meta.node,
+                reason="recording bytes do not match the declared sha256",
+                declared_sha256=meta.sha256,
+                received_sha256=sha256,
+            )
+            raise BadParameter(
+                f"recording {meta.session_id}: the bytes do not match the sha256 of session.end"
+            )
+        parse_header(head.partition(b"\n")[0])
+        stored = meta.model_copy(
+            update={"size": size, "cluster": self.auth.cluster, "uploaded": self.auth.clock.now()}
+        )
+        try:
+            await self.store.put(stored, path)
+        except AlreadyExists:
+            existing = await self.store.meta(meta.session_id)
+            if hmac.compare_digest(existing.sha256, meta.sha256):
+                return existing  # a retry of an upload whose reply was lost
+            raise
+        await self.auth.audit.emit(
+            "recording.upload",
+            user=meta.user,
+            login=meta.login,
+            session_id=meta.session_id,
+            target=meta.node,
+            sha256=meta.sha256,
+            size=size,
+            complete=meta.complete,
+            input_recorded=meta.input_recorded,
+        )
+        return stored
+
+
+Purpose = Literal["view", "download"]
+
+
+class GuardedRecordings:
+    """The recording API for one caller (from :class:`GuardedAuth`)."""
+
+    def __init__(self, guard: GuardedAuth, service: RecordingService) -> None:
+        self._guard = guard
+        self._service = service
+        self._auth = service.auth
+
+    def _may(self, verb: str) -> bool:
+        return self._guard.ctx.role_set.check_rule("session", verb).allowed
+
+    async def upload(self, meta: RecordingMeta, chunks: AsyncIterable[bytes]) -> RecordingMeta:
+        """A node delivers a recording of one of its sessions."""
+        ident = self._guard.ctx.identity
+        await self._guard.require("session", "create")
+        bound = (ident.traits.get("hostname") or ("",))[0]
+        if ident.kind != "host" or not bound or meta.node != bound:
+            await self._auth.audit.emit(
+                "recording.rejected",
+                outcome="failure",
+                user=ident.user,
+                session_id=meta.session_id,
+                target=meta.node,
+                remote_addr=self._guard.ctx.remote_addr,
+                reason=f"uploader is node {bound!r}, the recording is from {meta.node!r}",
+            )
+            raise AccessDenied("a node may only upload recordings of its own sessions")
+        return await self._service.receive(meta, chunks)
+
+    async def list(self) -> list[RecordingMeta]:
+        items = await self._service.store.list()
+        if self._may("list"):
+            return items
+        me = self._guard.ctx.identity.user
+        return [m for m in items if m.user == me]
+
+    async def get(self, session_id: str, purpose: Purpose) -> StoredRecording:
+        """The recording's bytes for ``bsh play`` (view) or ``bsh recordings download``.
+
+        Raises:
+            NotFound: no such recording (bastion.errors.NotFound).
+            AccessDenied: another user's recording without ``read`` on ``session``.
+        """
+        ctx = self._guard.ctx
+        meta = await self._service.store.meta(session_id)
+        if meta.user != ctx.identity.user and not self._may("read"):
+            await self._guard.require("session", "read")  # audits access.denied, raises
+        data = await self._service.store.read(session_id)
+        await self._auth.audit.emit(
+            f"recording.{purpose}",
+            user=ctx.actor,
+            session_id=session_id,
+            target=meta.node,
+            remote_addr=ctx.remote_addr,
+            login=meta.login,
+            owner=meta.user,
+            sha256=meta.sha256,
+        )
+        return StoredRecording(meta, data)
+
+
+class InProcessTarget:
+    """The all-in-one node's :class:`~bastion.recording.uploader.UploadTarget`: the recording
+    service in the same process (the node is trusted; the bytes are verified all the same)."""
+
+    def __init__(self, service: RecordingService) -> None:
+        self._service = service
+
+    async def upload(self, meta: RecordingMeta, path: Path) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+
+        await self._service.receive(meta, chunks())

@@ -1,0 +1,213 @@
+"""``bsh`` recording commands: ``recordings ls``, ``recordings download`` and ``play``.
+
+Layer: client edge (CLI). The auth API decides what the caller may see (their own sessions, or
+every session with ``list``/``read`` on ``session``) and audits every view and download; this
+module renders, resolves a session id prefix, and paces playback with
+:func:`bastion.recording.player.schedule`. Registered on the ``bsh`` group by :func:`register`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+
+from bastion.cli.common import handle_errors
+from bastion.cli.identity import run_async
+from bastion.cli.render import print_json, print_table
+from bastion.client.api import AuthClient
+from bastion.client.profile import Profile, ProfileStore
+from bastion.client.proxy_conn import check_profile
+from bastion.errors import BadParameter, NotFound
+from bastion.recording.asciicast import parse_cast
+from bastion.recording.player import DEFAULT_IDLE_CAP, PlayStep, schedule
+
+__all__ = ["human_size", "play_steps", "recording_rows", "register", "resolve_session"]
+
+
+# ---- pure parts --------------------------------------------------------------------------------
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover - the loop always returns
+
+
+def _duration(item: dict[str, Any]) -> str:
+    try:
+        seconds = (
+            datetime.fromisoformat(item["ended"]) - datetime.fromisoformat(item["started"])
+        ).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def recording_rows(items: Iterable[dict[str, Any]]) -> list[list[str]]:
+    """Table rows: session, user, login@node, started, duration, size (+ flags)."""
+    rows = []
+    for item in items:
+        flags = [f for f, on in (("partial", not item.get("complete", True)),
+                                 ("input", item.get("input_recorded"))) if on]  # fmt: skip
+        started = str(item.get("started") or "-").replace("T", " ")[:19]
+        rows.append(
+            [
+                str(item.get("session_id", "")),
+                str(item.get("user", "")),
+                f"{item.get('login', '')}@{item.get('node', '')}",
+                started,
+                _duration(item),
+                human_size(int(item.get("size") or 0)),
+                ",".join(flags),
+            ]
+        )
+    return rows
+
+
+def resolve_session(prefix: str, items: Iterable[dict[str, Any]]) -> str:
+    """The one session id starting with ``prefix``.
+
+    Raises:
+        NotFound: none matches. BadParameter: several match.
+    """
+    prefix = prefix.strip().lower()
+    if not prefix:
+        raise BadParameter("give a session id (bsh recordings ls lists them)")
+    ids = sorted({str(i.get("session_id", "")) for i in items})
+    if prefix in ids:
+        return prefix
+    found = [i for i in ids if i.startswith(prefix)]
+    if not found:
+        raise NotFound(f"no recording of session {prefix!r} that you may see (bsh recordings ls)")
+    if len(found) > 1:
+        raise BadParameter(f"{prefix!r} matches {len(found)} sessions; give more of the id")
+    return found[0]
+
+
+def play_steps(
+    steps: Iterable[PlayStep], out: BinaryIO, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Write each output event after its delay (resizes are not replayed to the terminal)."""
+    for step in steps:
+        if step.delay > 0:
+            sleep(step.delay)
+        if step.event.code == "o":
+            out.write(step.event.data.encode())
+            out.flush()
+
+
+# ---- IO --------------------------------------------------------------------------------------
+
+
+def _profile() -> Profile:
+    profile = ProfileStore().load(None)
+    check_profile(profile)
+    return profile
+
+
+def _client(profile: Profile) -> AuthClient:
+    try:
+        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
+        ctx.load_cert_chain(profile.path / "tls.crt", profile.path / "tls.key")
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
+    ctx.set_alpn_protocols(["http/1.1"])
+    return AuthClient(profile.proxy, ctx)
+
+
+async def _list(profile: Profile) -> list[dict[str, Any]]:
+    async with _client(profile) as client:
+        data = await client.call("GET", "/v1/recordings")
+    items = data.get("items") if isinstance(data, dict) else None
+    return [i for i in (items or []) if isinstance(i, dict)]
+
+
+async def _fetch(profile: Profile, session: str, purpose: str) -> tuple[str, bytes]:
+    if len(session) != 36:  # not a full id: resolve the prefix among what the caller may see
+        session = resolve_session(session, await _list(profile))
+    async with _client(profile) as client:
+        data = await client.fetch(f"/v1/recordings/{session}", {"purpose": purpose})
+    return session, data
+
+
+@click.group("recordings")
+def recordings_group() -> None:
+    """List and download session recordings (asciicast v2)."""
+
+
+@recordings_group.command("ls")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def ls_command(fmt: str) -> None:
+    """List the recordings you may see: your own sessions, or all with read on sessions."""
+    items = run_async(_list(_profile()))
+    if fmt == "json":
+        print_json(items)
+        return
+    print_table(
+        ("SESSION", "USER", "LOGIN@NODE", "STARTED (UTC)", "DURATION", "SIZE", "FLAGS"),
+        recording_rows(items),
+        empty="No recordings.",
+    )
+
+
+@recordings_group.command("download")
+@click.argument("session")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default=None,
+    help="File to write (default SESSION.cast; - for stdout).",
+)
+@handle_errors
+def download_command(session: str, output: str | None) -> None:
+    """Save a recording as an asciicast v2 file (asciinema play FILE plays it)."""
+    session_id, data = run_async(_fetch(_profile(), session, "download"))
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(output or f"{session_id}.cast")
+    path.write_bytes(data)
+    click.echo(
+        f"Saved {session_id} to {path} ({human_size(len(data))}, "
+        f"sha256 {hashlib.sha256(data).hexdigest()})",
+        err=True,
+    )
+
+
+@click.command("play")
+@click.argument("session")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Playback speed.")
+@click.option(
+    "--skip-idle",
+    is_flag=True,
+    help=f"Shorten pauses to at most --idle-limit seconds (default {DEFAULT_IDLE_CAP}).",
+)
+@click.option("--idle-limit", type=float, default=DEFAULT_IDLE_CAP, show_default=True)
+@handle_errors
+def play_command(session: str, speed: float, skip_idle: bool, idle_limit: float) -> None:
+    """Play a session recording in this terminal with its real timing."""
+    _, data = run_async(_fetch(_profile(), session, "view"))
+    cast = parse_cast(data)
+    steps = list(schedule(cast.events, speed=speed, idle_cap=idle_limit if skip_idle else None))
+    play_steps(steps, sys.stdout.buffer)
+
+
+def register(group: click.Group) -> None:
+    """Add ``recordings`` and ``play`` to the ``bsh`` group."""
+    group.add_command(recordings_group)
+    group.add_command(play_command)

@@ -1,0 +1,206 @@
+"""Where auth keeps session recordings: the :class:`RecordingStore` interface, its metadata
+model, and the local-directory implementation (the default, under the auth data dir).
+
+Layer: storage adapter. A recording is two objects named by the session id: ``<id>.cast`` (the
+asciicast bytes) and ``<id>.json`` (:class:`RecordingMeta`). The metadata is written last, so a
+recording is listed only once its bytes are complete. Recordings are immutable: a second
+``put`` of the same id is refused (the caller decides whether identical bytes mean success).
+
+:mod:`bastion.recording.s3` implements the same interface on S3-compatible object storage;
+:func:`open_store` picks one from the configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import Field, ValidationError
+
+from bastion.errors import AlreadyExists, BadParameter, NotFound
+from bastion.types.meta import StrictModel
+
+if TYPE_CHECKING:
+    from bastion.config.schema import RecordingStorageConfig
+
+__all__ = [
+    "LocalRecordingStore",
+    "RecordingMeta",
+    "RecordingStore",
+    "check_session_id",
+    "open_store",
+]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_session_id(value: str) -> str:
+    """The session id in canonical form; it names files and objects, so nothing else passes.
+
+    Raises:
+        BadParameter: not a canonical (lower-case, hyphenated) UUID.
+    """
+    try:
+        canonical = str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        canonical = ""
+    if canonical != value:
+        raise BadParameter(f"invalid session id {value!r}: expected a UUID")
+    return value
+
+
+class RecordingMeta(StrictModel):
+    """What is known about one recording (listed by ``bsh recordings ls``)."""
+
+    session_id: str
+    user: str
+    """The Bastion user whose session it is."""
+    login: str = ""
+    node: str = ""
+    cluster: str = ""
+    kind: str = "shell"
+    command: str = ""
+    started: datetime | None = None
+    ended: datetime | None = None
+    size: int = Field(default=0, ge=0)
+    sha256: str = ""
+    """Hex SHA-256 of the recording bytes, as in the ``session.end`` event."""
+    input_recorded: bool = False
+    complete: bool = True
+    """False when the node restarted mid-session and uploaded what it had spooled."""
+    uploaded: datetime | None = None
+
+    def check(self) -> RecordingMeta:
+        """Validate the fields that name things.
+
+        Raises:
+            BadParameter: a bad session id or SHA-256.
+        """
+        check_session_id(self.session_id)
+        if self.sha256 and not _SHA256.match(self.sha256):
+            raise BadParameter("sha256 must be 64 lower-case hex digits")
+        return self
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> RecordingMeta:
+        """Parse stored or uploaded metadata.
+
+        Raises:
+            BadParameter: not valid metadata.
+        """
+        try:
+            return cls.model_validate(json.loads(data)).check()
+        except (ValueError, ValidationError) as exc:
+            raise BadParameter(f"invalid recording metadata: {exc}") from None
+
+
+class RecordingStore(Protocol):
+    """Storage of finished recordings."""
+
+    async def put(self, meta: RecordingMeta, source: Path) -> None:
+        """Store the bytes of ``source`` and then ``meta``.
+
+        Raises:
+            AlreadyExists: a recording with this session id is stored already.
+        """
+        ...
+
+    async def meta(self, session_id: str) -> RecordingMeta:
+        """Raises: NotFound."""
+        ...
+
+    async def read(self, session_id: str) -> bytes:
+        """The recording's bytes. Raises: NotFound."""
+        ...
+
+    async def list(self) -> list[RecordingMeta]:
+        """Every stored recording, oldest first."""
+        ...
+
+
+def _sort(items: list[RecordingMeta]) -> list[RecordingMeta]:
+    return sorted(items, key=lambda m: (m.started.timestamp() if m.started else 0, m.session_id))
+
+
+class LocalRecordingStore:
+    """Recordings in one directory (mode 0700, files 0600), written atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, session_id: str, suffix: str) -> Path:
+        return self.directory / f"{check_session_id(session_id)}{suffix}"
+
+    def _put(self, meta: RecordingMeta, source: Path) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        final = self._path(meta.session_id, ".json")
+        if final.exists():
+            raise AlreadyExists(f"recording {meta.session_id} is stored already")
+        for suffix, content in ((".cast", source), (".json", meta.model_dump_json().encode())):
+            tmp = self._path(meta.session_id, suffix + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(content, Path):
+                    with content.open("rb") as src:
+                        shutil.copyfileobj(src, out)
+                else:
+                    out.write(content)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self._path(meta.session_id, suffix))
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def put(self, meta: RecordingMeta, source: Path) -> None:
+        await asyncio.to_thread(self._put, meta.check(), source)
+
+    async def meta(self, session_id: str) -> RecordingMeta:
+        path = self._path(session_id, ".json")
+        try:
+            return RecordingMeta.parse(await asyncio.to_thread(path.read_bytes))
+        except FileNotFoundError:
+            raise NotFound(f"no recording of session {session_id}") from None
+
+    async def read(self, session_id: str) -> bytes:
+        await self.meta(session_id)  # only complete recordings are readable
+        try:
+            return await asyncio.to_thread(self._path(session_id, ".cast").read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"no recording of session {session_id}") from None
+
+    def _list(self) -> list[RecordingMeta]:
+        out = []
+        for path in self.directory.glob("*.json"):
+            try:
+                out.append(RecordingMeta.parse(path.read_bytes()))
+            except (OSError, BadParameter):
+                continue  # a foreign or damaged file is not a recording
+        return _sort(out)
+
+    async def list(self) -> list[RecordingMeta]:
+        if not self.directory.is_dir():
+            return []
+        return await asyncio.to_thread(self._list)
+
+
+def open_store(config: RecordingStorageConfig, data_dir: Path) -> RecordingStore:
+    """The store the configuration names (``local`` under ``data_dir`` by default, or ``s3``).
+
+    Raises:
+        BadParameter: ``s3`` without a bucket.
+    """
+    if config.type == "s3":
+        from bastion.recording.s3 import S3RecordingStore
+
+        return S3RecordingStore.from_config(config)
+    return LocalRecordingStore(Path(config.path) if config.path else data_dir / "recordings")

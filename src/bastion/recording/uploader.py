@@ -1,0 +1,124 @@
+"""Moves finished recordings from the node's spool to auth, with retry and backoff.
+
+Layer: node-side IO loop. Where the bytes go is an :class:`UploadTarget`: the auth API for a
+node on another host (:class:`bastion.agent.remote.RemoteAuth`), or the recording service in
+the same process for the all-in-one node. Outcomes:
+
+* success (or "identical bytes stored already"): the spool files are removed;
+* :class:`~bastion.errors.ConnectionProblem` (auth down, network): retried with jittered
+  exponential backoff, 0.5 s doubling to 30 s, for as long as it takes; a newly finished
+  recording wakes the loop at once;
+* any other refusal (bad hash, not our session, too large): moved to ``failed/`` and logged, never
+  retried (it would fail the same way forever).
+
+At start the loop first recovers what a stopped node left (:meth:`Spool.recover`) and uploads
+everything already spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from bastion.errors import BastionError, ConnectionProblem
+from bastion.recording.spool import Spool
+from bastion.recording.store import RecordingMeta
+
+__all__ = ["UploadTarget", "Uploader"]
+
+log = structlog.get_logger("bastion.recording.uploader")
+MIN_DELAY = 0.5
+MAX_DELAY = 30.0
+
+
+class UploadTarget(Protocol):
+    async def upload(self, meta: RecordingMeta, path: Path) -> None:
+        """Deliver one recording.
+
+        Raises:
+            ConnectionProblem: try again later.
+            BastionError: refused for good.
+        """
+        ...
+
+
+async def _sleep_or_wake(wake: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    except TimeoutError:
+        pass
+
+
+class Uploader:
+    """Args:
+    spool: the node's spool.
+    target: where recordings go.
+    sleep: waits between retries (``(wake_event, seconds)``); tests pass a fake.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        target: UploadTarget,
+        *,
+        sleep: Callable[[asyncio.Event, float], Awaitable[None]] = _sleep_or_wake,
+    ) -> None:
+        self.spool = spool
+        self._target = target
+        self._sleep = sleep
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self.uploaded: list[str] = []
+        self.failed: list[str] = []
+        self.attempts = 0
+
+    def notify(self) -> None:
+        """A recording finished: upload it now."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def upload_ready(self) -> bool:
+        """One pass over the spool. Returns False when auth was unreachable (retry later)."""
+        for meta, path in self.spool.ready():
+            self.attempts += 1
+            try:
+                await self._target.upload(meta, path)
+            except ConnectionProblem as exc:
+                log.warning("cannot upload recording yet; will retry",
+                            session_id=meta.session_id, error=str(exc))  # fmt: skip
+                return False
+            except BastionError as exc:
+                log.error("auth refused a recording; moved to the spool's failed/ directory",
+                          session_id=meta.session_id, error=str(exc))  # fmt: skip
+                self.spool.quarantine(meta.session_id)
+                self.failed.append(meta.session_id)
+                continue
+            self.spool.remove(meta.session_id)
+            self.uploaded.append(meta.session_id)
+            log.info("recording uploaded", session_id=meta.session_id, size=meta.size)
+        return True
+
+    async def run(self) -> None:
+        """Recover, then upload until cancelled."""
+        self.spool.recover()
+        delay = MIN_DELAY
+        while True:
+            self._wake.clear()
+            if await self.upload_ready():
+                delay = MIN_DELAY
+                if not self.spool.ready():
+                    self._idle.set()
+                    await self._wake.wait()
+                continue
+            await self._sleep(self._wake, delay * (0.5 + random.random()))  # noqa: S311
+            delay = min(delay * 2, MAX_DELAY)
+
+    async def wait_idle(self) -> None:
+        """Until the spool is empty (wrap in ``asyncio.timeout``)."""
+        await self._idle.wait()

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bastion.audit.log import AuditQuery
+from bastion.auth.guarded import GuardedAuth
+from bastion.auth.recordings import GuardedRecordings, InProcessTarget, RecordingService
+from bastion.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded, NotFound
+from bastion.recording.store import LocalRecordingStore, RecordingMeta
+from bastion.testing import AuthFixture, make_auth
+from bastion.types import Identity
+
+CAST = b'{"version": 2, "width": 80, "height": 24}\n[0.5, "o", "hello"]\n'
+
+
+async def _chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def _meta(user: str = "alice", node: str = "web1", data: bytes = CAST) -> RecordingMeta:
+    return RecordingMeta(
+        session_id=str(uuid.uuid4()),
+        user=user,
+        login="root",
+        node=node,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+@pytest.fixture
+async def fx(tmp_path: Path) -> AuthFixture:
+    return await make_auth(recordings=LocalRecordingStore(tmp_path / "recs"))
+
+
+async def _guard(fx: AuthFixture, user: str, roles: list[str], **kw: object) -> GuardedRecordings:
+    ident = Identity(
+        cluster="test.local",
+        user=user,
+        roles=tuple(roles),
+        expires=fx.clock.now() + timedelta(hours=1),
+        **kw,  # type: ignore[arg-type]
+    )
+    guard = await GuardedAuth.for_identity(fx.auth, fx.users, ident, "10.0.0.9")
+    return GuardedRecordings(guard, RecordingService(fx.auth))
+
+
+async def _node(fx: AuthFixture, name: str = "web1") -> GuardedRecordings:
+    return await _guard(
+        fx, "host-1", ["node"], kind="host", host_id="host-1", traits={"hostname": (name,)}
+    )
+
+
+async def test_upload_verifies_the_hash_and_is_idempotent(fx: AuthFixture) -> None:
+    node = await _node(fx)
+    meta = _meta()
+    stored = await node.upload(meta, _chunks(CAST))
+    assert stored.size == len(CAST) and stored.cluster == "test.local" and stored.uploaded
+    again = await node.upload(meta, _chunks(CAST))  # a retry after a lost reply
+    assert again.sha256 == meta.sha256
+    other = CAST + b'[1.0, "o", "x"]\n'
+    with pytest.raises(BadParameter, match="do not match"):
+        await node.upload(meta, _chunks(other))  # bytes differ from the declared hash
+    with pytest.raises(AlreadyExists):
+        changed = meta.model_copy(update={"sha256": hashlib.sha256(other).hexdigest()})
+        await node.upload(changed, _chunks(other))
+    rejected = await fx.auth.audit.search(AuditQuery(types=("recording.rejected",)))
+    assert rejected[-1].session_id == meta.session_id and rejected[-1].outcome == "failure"
+    uploads = await fx.auth.audit.search(AuditQuery(types=("recording.upload",)))
+    assert [e.session_id for e in uploads] == [meta.session_id]
+
+
+async def test_upload_refuses_non_casts_oversize_and_missing_hash(fx: AuthFixture) -> None:
+    node = await _node(fx)
+    junk = b"not a recording\n"
+    with pytest.raises(BadParameter, match="asciicast"):
+        await node.upload(_meta(data=junk), _chunks(junk))
+    with pytest.raises(BadParameter, match="sha256"):
+        await node.upload(_meta().model_copy(update={"sha256": ""}), _chunks(CAST))
+    fx.auth.deps = type(fx.auth.deps)(**{**_fields(fx), "recording_max_bytes": 10})
+    small = await _node(fx)
+    with pytest.raises(LimitExceeded):
+        await small.upload(_meta(), _chunks(CAST))
+
+
+def _fields(fx: AuthFixture) -> dict[str, object]:
+    deps = fx.auth.deps
+    return {name: getattr(deps, name) for name in deps.__dataclass_fields__}
+
+
+async def test_only_nodes_upload_and_only_their_own_sessions(fx: AuthFixture) -> None:
+    other = await _node(fx, "db1")
+    with pytest.raises(AccessDenied, match="own sessions"):
+        await other.upload(_meta(node="web1"), _chunks(CAST))
+    user = await _guard(fx, "alice", ["access"])
+    with pytest.raises(AccessDenied):
+        await user.upload(_meta(), _chunks(CAST))
+
+
+async def test_list_and_read_follow_rbac_and_are_audited(fx: AuthFixture) -> None:
+    node = await _node(fx)
+    mine, theirs = _meta("alice"), _meta("bob")
+    for m in (mine, theirs):
+        await node.upload(m, _chunks(CAST))
+    alice = await _guard(fx, "alice", ["access"])
+    assert [m.session_id for m in await alice.list()] == [mine.session_id]
+    got = await alice.get(mine.session_id, "view")
+    assert got.data == CAST
+    with pytest.raises(AccessDenied):
+        await alice.get(theirs.session_id, "download")
+    denied = await fx.auth.audit.search(AuditQuery(types=("access.denied",)))
+    assert denied[-1].user == "alice" and denied[-1].target == "session"
+    auditor = await _guard(fx, "audrey", ["auditor"])
+    assert {m.session_id for m in await auditor.list()} == {mine.session_id, theirs.session_id}
+    assert (await auditor.get(theirs.session_id, "download")).meta.user == "bob"
+    with pytest.raises(NotFound):
+        await auditor.get(str(uuid.uuid4()), "view")
+    views = await fx.auth.audit.search(AuditQuery(types=("recording.*",)))
+    kinds = [(e.type, e.user, e.fields.get("owner")) for e in views if e.type != "recording.upload"]
+    assert kinds == [("recording.view", "alice", "alice"), ("recording.download", "audrey", "bob")]
+
+
+async def test_in_process_target(fx: AuthFixture, tmp_path: Path) -> None:
+    path = tmp_path / "x.cast"
+    path.write_bytes(CAST)
+    meta = _meta()
+    await InProcessTarget(RecordingService(fx.auth)).upload(meta, path)
+    assert await RecordingService(fx.auth).store.read(meta.session_id) == CAST
+
+
+async def test_service_needs_a_store() -> None:
+    fx = await make_auth()
+    with pytest.raises(BadParameter, match="not configured"):
+        RecordingService(fx.auth)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bastion.cli.bsh_recordings import human_size, play_steps, recording_rows, resolve_session
+from bastion.errors import BadParameter, NotFound
+from bastion.recording.asciicast import CastEvent
+from bastion.recording.player import schedule
+
+ITEMS = [
+    {"session_id": "aaaa1111-0000-4000-8000-000000000000", "user": "alice", "login": "root",
+     "node": "web1", "started": "2026-11-24T10:00:00+00:00", "ended": "2026-11-24T10:01:05+00:00",
+     "size": 2048, "complete": True, "input_recorded": True},
+    {"session_id": "aaaa2222-0000-4000-8000-000000000000", "user": "bob", "login": "bob",
+     "node": "db1", "started": None, "size": 10, "complete": False},
+]  # fmt: skip
+
+
+def test_rows() -> None:
+    assert recording_rows(ITEMS) == [
+        [ITEMS[0]["session_id"], "alice", "root@web1", "2026-11-24 10:00:00", "1m05s",
+         "2.0 KiB", "input"],
+        [ITEMS[1]["session_id"], "bob", "bob@db1", "-", "-", "10 B", "partial"],
+    ]  # fmt: skip
+    assert human_size(3 * 1024**3) == "3.0 GiB"
+
+
+def test_resolve_session_prefix() -> None:
+    assert resolve_session("AAAA1", ITEMS) == ITEMS[0]["session_id"]
+    assert resolve_session(str(ITEMS[1]["session_id"]), ITEMS) == ITEMS[1]["session_id"]
+    with pytest.raises(BadParameter, match="matches 2"):
+        resolve_session("aaaa", ITEMS)
+    with pytest.raises(NotFound):
+        resolve_session("ffff", ITEMS)
+    with pytest.raises(BadParameter):
+        resolve_session(" ", ITEMS)
+
+
+def test_play_writes_output_after_each_delay() -> None:
+    events = [CastEvent(0.5, "o", "a"), CastEvent(0.6, "i", "x"), CastEvent(3.0, "r", "90x20"),
+              CastEvent(3.0, "o", "é")]  # fmt: skip
+    out = io.BytesIO()
+    slept: list[float] = []
+    play_steps(schedule(events, speed=2), out, slept.append)
+    assert out.getvalue() == "aé".encode()
+    assert slept == [0.25, 1.25]
