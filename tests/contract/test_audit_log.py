@@ -111,3 +111,38 @@ async def test_create_batch_is_all_or_nothing_on_postgres(postgres_server: PgSer
         await _check_create_batch(backend)
     finally:
         await backend.close()
+
+
+async def _check_verify(backend: Backend) -> None:
+    from bastion.audit.checkpointer import Checkpointer
+    from bastion.audit.log import event_key
+    from bastion.audit.signer import load_or_create_signer
+    from bastion.audit.verify import verify_log
+
+    clock = SystemClock()
+    log = AuditLog(backend, clock, "c1")
+    signer = await load_or_create_signer(backend, bytes(32), "c1", clock)
+    events = await log.emit_many([("exec", "success", {"n": i}) for i in range(1200)])
+    await Checkpointer(log, signer, clock).checkpoint()
+    assert (await verify_log(log, signer.verifier())).ok
+    await backend.delete(event_key(1100))
+    report = await verify_log(log, signer.verifier())
+    (finding,) = report.findings
+    assert (finding.kind, finding.index, finding.event_id) == ("deleted", 1100, events[1100].id)
+
+
+async def test_verify_on_sqlite(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.open(str(tmp_path / "v.sqlite"))
+    try:
+        await _check_verify(backend)
+    finally:
+        await backend.close()
+
+
+@pytest.mark.needs_postgres
+async def test_verify_on_postgres(postgres_server: PgServer) -> None:
+    backend = await PostgresBackend.open(await create_database(postgres_server))
+    try:
+        await _check_verify(backend)
+    finally:
+        await backend.close()

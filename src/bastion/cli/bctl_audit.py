@@ -219,9 +219,9 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         if user:
             params["user"] = user
         events = ident().call("GET", "/v1/events", params=params)["events"]
-        if cert_type:
-            events = [e for e in events if e.get("fields", {}).get("cert_type") == cert_type]
         rows = [_cert_row(e) for e in events]
+        if cert_type:
+            rows = [r for r in rows if cert_type in (r["cert_type"], r["identity_kind"])]
         if fmt == "json":
             print_json(rows)
             return
@@ -240,7 +240,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
             [
                 [
                     r["time"][:19],
-                    r["cert_type"],
+                    r["identity_kind"],
                     r["user"],
                     r["serial"],
                     ",".join(r["principals"]),
@@ -262,6 +262,7 @@ def _cert_row(event: dict[str, Any]) -> dict[str, Any]:
         "index": event.get("index"),
         "id": event.get("id", ""),
         "cert_type": f.get("cert_type", ""),
+        "identity_kind": f.get("identity_kind", "") or f.get("cert_type", ""),
         "user": event.get("user", ""),
         "serial": str(f.get("serial", "")),
         "key_id": f.get("key_id", ""),

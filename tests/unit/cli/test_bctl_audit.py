@@ -60,3 +60,10 @@ def test_cert_row():
     row = _cert_row(event)
     assert row["serial"] == "42" and row["principals"] == ["alice"] and row["mfa_verified"]
     assert row["device_id"] == "d1" and row["valid_before"].startswith("2026-11-24T22")
+
+
+def test_cert_row_kind_falls_back_to_the_cert_type():
+    bot = _cert_row({"fields": {"cert_type": "user", "identity_kind": "bot", "serial": 1}})
+    old = _cert_row({"fields": {"cert_type": "host"}})
+    assert (bot["cert_type"], bot["identity_kind"], bot["serial"]) == ("user", "bot", "1")
+    assert old["identity_kind"] == "host" and old["principals"] == []
