@@ -21,7 +21,7 @@ from bastion.agent.service import NodeService
 from bastion.auth.service import AuthService
 from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig
-from bastion.errors import BadParameter
+from bastion.errors import BadParameter, BastionError
 from bastion.export.build import build_forwarders, run_forwarders
 from bastion.export.forwarder import Forwarder
 from bastion.live.registry import LiveRegistry
@@ -125,5 +125,9 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 tasks.append(group.create_task(run_forwarders(exporters), name="audit-export"))
             await stop.wait()
             log.info("shutting down")
+            if auth is not None:  # sign (and witness) the events of the last interval too
+                with contextlib.suppress(BastionError, TimeoutError):
+                    cp = await auth.server.audit_checkpointer()
+                    await asyncio.wait_for(cp.checkpoint(), 5)
             for task in tasks:
                 task.cancel()

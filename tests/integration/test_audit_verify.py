@@ -224,3 +224,24 @@ def test_http_witness_round_trip() -> None:
             await runner.cleanup()
 
     asyncio.run(go())
+
+
+def test_shutdown_signs_the_last_events(tmp_path: Path) -> None:
+    witness = tmp_path / "witness"
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"auth_service:\n  audit:\n    checkpoint_interval: 3600\n    witness: {witness}\n"
+    )
+    cluster = start_cluster(tmp_path, "-c", str(config))
+    try:
+        env = Env(cluster, tmp_path)
+        env.admin_ok("users", "add", "late-user", "--roles=access")
+    finally:
+        cluster.stop()
+    assert cluster.proc.returncode == 0, cluster.output()
+    rows = Store(cluster.data_dir / "backend.sqlite").rows()
+    size = int(witness.read_text().split("\n")[1])
+    assert size == len(rows)  # every event, including the last ones, is signed and witnessed
+    code, out, err = bctl(config, tmp_path, "audit", "verify")
+    assert code == 0 and "OK" in out, err
