@@ -45,6 +45,7 @@ COVERED_ELSEWHERE = {
     "client/sso.py",
     "sso/http.py",
     "web/app.py",
+    "web/webauthn.py",
     "testing_saml.py",
 }
 

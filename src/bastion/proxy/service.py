@@ -11,9 +11,11 @@ from datetime import timedelta
 
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.auth.api import build_app
-from bastion.auth.service import AuthService, _new_key_pem
+from bastion.auth.service import AuthService
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig, parse_addr
 from bastion.live.registry import LiveRegistry
@@ -60,7 +62,7 @@ class ProxyService:
 
     async def _tls(self) -> ProxyTLS:
         server = self.auth.server
-        key_pem, pub = _new_key_pem()
+        key_pem, pub = _new_web_key_pem()
         names, ips = self.config.auth_public_names()
         host, _ = parse_addr(self.config.proxy_service.listen_addr, 3080)
         extra = [parse_addr(a, 3080)[0] for a in self.config.proxy_service.public_addr]
@@ -138,6 +140,21 @@ class ProxyService:
         await self.tunnel.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _new_web_key_pem() -> tuple[bytes, str]:
+    """The proxy's TLS key: ECDSA P-256, because browsers (Chromium, Firefox) offer no Ed25519
+    TLS signature scheme and fail the handshake with an Ed25519 server key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, pub.decode()
 
 
 def _is_ip(value: str) -> bool:

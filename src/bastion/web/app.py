@@ -36,6 +36,7 @@ from bastion.sso.service import SSOService
 from bastion.web.pages import Raw, page, static_file
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions
+from bastion.web.webauthn import add_webauthn_routes
 
 __all__ = ["WebApp", "add_web_routes"]
 
@@ -124,6 +125,7 @@ class WebApp:
             "Sign in",
             "login.html",
             status=401 if error else 200,
+            scripts=("webauthn.js",),
             cookies=cookies,
             error=error,
             csrf=csrf,
@@ -317,4 +319,5 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/sso/{connector}/login", webapp.sso_web_login)
     r.add_get("/web/sso/{connector}/callback", webapp.sso_callback)
     r.add_post("/web/sso/{connector}/acs", webapp.sso_acs)
+    add_webauthn_routes(app, sso.auth, webapp.sessions)
     return webapp

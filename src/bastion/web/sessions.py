@@ -27,6 +27,8 @@ class WebSession:
     roles: list[str]
     expires: datetime
     method: str
+    mfa_device: str = ""
+    """Set once the user verified with a security key in this session (step-up)."""
 
 
 class WebSessions:
@@ -56,7 +58,22 @@ class WebSessions:
         expires = datetime.fromisoformat(data["expires"])
         if expires <= self._clock.now():
             return None
-        return WebSession(data["user"], list(data["roles"]), expires, data["method"])
+        return WebSession(
+            data["user"],
+            list(data["roles"]),
+            expires,
+            data["method"],
+            str(data.get("mfa_device", "")),
+        )
+
+    async def mark_mfa(self, token: str, device: str) -> None:
+        """Record a WebAuthn step-up in the session ``token`` (which must exist)."""
+        item = await self._backend.get(PREFIX + hash_secret(token))
+        data = json.loads(item.value)
+        data["mfa_device"] = device
+        await self._backend.put(
+            Item(key=item.key, value=json.dumps(data).encode(), expires=item.expires)
+        )
 
     async def delete(self, token: str) -> None:
         try:

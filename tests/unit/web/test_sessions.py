@@ -16,6 +16,9 @@ async def test_sessions_round_trip_expire_and_delete() -> None:
     assert got is not None and got.user == "alice" and got.roles == ["access"]
     assert token not in str([i.key for i in await backend.get_range("web/")])  # hash only
     assert await sessions.get("wrong") is None and await sessions.get("") is None
+    await sessions.mark_mfa(token, "yubikey")
+    marked = await sessions.get(token)
+    assert marked is not None and marked.mfa_device == "yubikey" and marked.user == "alice"
     await sessions.delete(token)
     assert await sessions.get(token) is None
     token = await sessions.create("bob", [], clock.now() + timedelta(minutes=1), "password")
