@@ -32,6 +32,7 @@ COVERED_ELSEWHERE = {
     "auth/openapi.py",
     "auth/api_agents.py",
     "auth/api_session.py",
+    "auth/api_mfa.py",
     "agent/join.py",
     "agent/remote.py",
     "agent/service.py",

@@ -19,6 +19,7 @@ from bastion import __version__
 from bastion.audit.log import AuditQuery
 from bastion.auth.admin_mfa import admin_mfa_for
 from bastion.auth.api_agents import add_agent_routes, read_json
+from bastion.auth.api_mfa import PUBLIC_MFA_PATHS, add_mfa_routes
 from bastion.auth.api_recordings import add_recording_routes
 from bastion.auth.api_session import add_session_routes
 from bastion.auth.api_sso import PUBLIC_PREFIX as SSO_PREFIX
@@ -55,6 +56,7 @@ PUBLIC = {
     "/v1/invites/start",
     "/v1/invites/complete",
     "/v1/join",
+    *PUBLIC_MFA_PATHS,
 }
 RATE_LIMITED = PUBLIC - {"/v1/ping", "/openapi.json"}
 PUBLIC_PREFIXES = (SSO_PREFIX, "/web/")
@@ -93,6 +95,13 @@ def _list(body: dict[str, Any], name: str) -> list[str]:
     return value
 
 
+def _credential(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise BadParameter(f"field {name!r} must be a WebAuthn credential (JSON object)")
+    return value
+
+
 def _user_certs(certs: UserCerts) -> dict[str, Any]:
     return {
         "user": certs.identity.user,
@@ -105,6 +114,7 @@ def _user_certs(certs: UserCerts) -> dict[str, Any]:
         "roles": list(certs.identity.roles),
         "logins": list(certs.identity.logins),
         "cluster": certs.identity.cluster,
+        "mfa_device": certs.identity.mfa_device,
     }
 
 
@@ -209,6 +219,7 @@ class AuthAPI:
             _str(body, "public_key"),
             _duration(body, "ttl", "12h"),
             _remote(request),
+            webauthn=_credential(body, "webauthn"),
         )
         return web.json_response(_user_certs(certs))
 
@@ -222,6 +233,8 @@ class AuthAPI:
                 "otp_required": info.otp_required,
                 "otp_secret": info.otp_secret,
                 "otp_uri": info.otp_uri,
+                "second_factor": info.second_factor,
+                "webauthn_allowed": info.webauthn_allowed,
             }
         )
 
@@ -234,6 +247,8 @@ class AuthAPI:
             _str(body, "public_key"),
             _duration(body, "ttl", "12h"),
             _remote(request),
+            webauthn=_credential(body, "webauthn"),
+            device_name=_str(body, "device_name", ""),
         )
         return web.json_response(_user_certs(certs))
 
@@ -432,4 +447,5 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     add_sso_routes(app, sso)
     add_web_routes(app, sso, api.users)
     add_recording_routes(app, auth)
+    add_mfa_routes(app, auth, api.users, _user_certs)
     return app

@@ -24,11 +24,14 @@ from bastion.auth.server import AuthServer
 from bastion.backend.base import Item
 from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter, NotFound
 from bastion.locks.matcher import LockTargets, identity_targets
+from bastion.mfa import policy as mfa_policy
+from bastion.mfa.service import MFAVerified, usable_webauthn
 from bastion.rbac.checker import RoleSet
-from bastion.types.access import User, UserSpec
+from bastion.types.access import AuthPreference, User, UserSpec
 from bastion.types.meta import Metadata
+from bastion.types.mfa import MFADevice
 
-__all__ = ["Invite", "InviteInfo", "UserService"]
+__all__ = ["Invite", "InviteInfo", "LoginChallenge", "UserService"]
 
 INVITE_PREFIX = "invites/"
 ATTEMPT_PREFIX = "login_attempts/"
@@ -49,6 +52,18 @@ class InviteInfo:
     otp_required: bool
     otp_secret: str
     otp_uri: str
+    second_factor: str = ""
+    """The cluster's mode: ``on`` lets the user pick TOTP or a WebAuthn key at the invite."""
+    webauthn_allowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoginChallenge:
+    """What the second step of a password login needs (after the password was checked)."""
+
+    totp: bool
+    webauthn: dict[str, object] | None
+    """WebAuthn request options (scope ``login``) when the user has a usable key."""
 
 
 class UserService:
@@ -79,6 +94,7 @@ class UserService:
         """Forget password and TOTP; the user sets new ones with a fresh invite."""
         await self.auth.users.get(name)
         await self.auth.credentials.delete(name)
+        await self.auth.mfa.forget_user(name)
         await self.unlock(name)
         await self.auth.audit.emit("user.reset", user=actor, target=f"user/{name}")
         return await self._new_invite(name, actor)
@@ -132,9 +148,20 @@ class UserService:
             uri = pyotp.TOTP(secret).provisioning_uri(
                 name=record["user"], issuer_name=f"Bastion {self.auth.cluster}"
             )
+        pref = await self.auth.auth_preference()
         return InviteInfo(
-            user=record["user"], otp_required=bool(secret), otp_secret=secret, otp_uri=uri
+            user=record["user"],
+            otp_required=bool(secret),
+            otp_secret=secret,
+            otp_uri=uri,
+            second_factor=pref.spec.second_factor,
+            webauthn_allowed=mfa_policy.webauthn_enabled(pref.spec.second_factor),
         )
+
+    async def invite_webauthn_options(self, token: str, remote_addr: str = "") -> dict[str, object]:
+        """Registration options for the invited user's security key (``--mfa=webauthn``)."""
+        _, record = await self._invite_record(token, remote_addr)
+        return await self.auth.mfa.begin_registration(record["user"])
 
     async def complete_invite(
         self,
@@ -144,14 +171,30 @@ class UserService:
         public_key: str,
         ttl: timedelta,
         remote_addr: str,
+        webauthn: dict[str, object] | None = None,
+        device_name: str = "",
     ) -> UserCerts:
+        """Set the password and register the second factor: the TOTP secret of the invite
+        (``otp_code``), or a WebAuthn key (``webauthn``: the registration response)."""
         item, record = await self._invite_record(token, remote_addr)
         name = record["user"]
         check_password_strength(password)
         parse_public_key(public_key)
         creds = await self.auth.credentials.get(name)
         creds.set_password(password)
-        if record["otp_secret"]:
+        device: MFADevice | None = None
+        totp_step = 0
+        pref = await self.auth.auth_preference()
+        if webauthn is not None:
+            device = await self.auth.mfa.finish_registration(
+                name, device_name or "key", webauthn, remote_addr
+            )
+        elif pref.spec.second_factor == "webauthn":
+            raise BadParameter(
+                "this cluster requires a security key: accept the invite with bsh login "
+                "--invite=TOKEN --mfa=webauthn"
+            )
+        elif record["otp_secret"]:
             step = verify_totp(record["otp_secret"], otp_code, self._clock.now(), 0)
             if step is None:
                 await self.auth.audit.emit(
@@ -164,20 +207,76 @@ class UserService:
                 raise AuthenticationFailed(
                     "the TOTP code is wrong: check your authenticator app's clock and try again"
                 )
-            creds.totp_secret = record["otp_secret"]
-            creds.totp_last_step = step
+            totp_step = step
         try:  # the invite is single-use: whoever deletes it first wins
             await self._backend.delete(item.key, expected_revision=item.revision)
         except NotFound:
             raise AccessDenied("invite was already used") from None
         await self.auth.credentials.put(name, creds)
+        if totp_step:
+            device = await self.auth.mfa.record_totp(
+                name, device_name or "otp", record["otp_secret"], totp_step, remote_addr
+            )
         await self.auth.audit.emit(
             "user.password_set", user=name, remote_addr=remote_addr, method="invite"
         )
         user = await self.auth.users.get(name)
-        return await self._issue(user, public_key, ttl, remote_addr, method="invite")
+        return await self._issue(
+            user, public_key, ttl, remote_addr, method="invite", mfa_device=device
+        )
 
     # ---- login ---------------------------------------------------------------------------------
+
+    async def _check_password(
+        self, name: str, password: str, remote_addr: str
+    ) -> tuple[User, AuthPreference]:
+        """The first factor, with lockout and locks. Every failure is audited.
+
+        Raises:
+            AuthenticationFailed (unknown user or wrong password, indistinguishable),
+            AccessDenied (locked out), Locked (a lock covers the user).
+        """
+        pref = await self.auth.auth_preference()
+        try:
+            user = await self.auth.users.get(name)
+        except NotFound:
+            burn_time_for_unknown_user(password)
+            await self._failed(name, remote_addr, "unknown user", count=False)
+            raise AuthenticationFailed(BAD_CREDENTIALS) from None
+        await self._refuse_locked_out(user, remote_addr, "password")
+        creds = await self.auth.credentials.get(name)
+        if not creds.check_password(password):
+            await self._failed(name, remote_addr, "wrong password")
+            raise AuthenticationFailed(BAD_CREDENTIALS)
+        # Locked users learn it after the password, before a one-time code is spent.
+        await self._refuse_locked(
+            user, LockTargets(user=name, roles=tuple(user.spec.roles)), remote_addr
+        )
+        return user, pref
+
+    async def _refuse_locked_out(self, user: User, remote_addr: str, method: str) -> None:
+        locked_until = user.spec.status.locked_until
+        if locked_until and locked_until > self._clock.now():
+            await self._failed(
+                user.name, remote_addr, "user is locked out", count=False, method=method
+            )
+            raise AccessDenied(
+                f"too many failed logins: {user.name} is locked until "
+                f"{locked_until:%Y-%m-%d %H:%M} UTC; an admin can unlock with bctl users reset"
+            )
+
+    async def begin_login(self, name: str, password: str, remote_addr: str) -> LoginChallenge:
+        """Check the password and say which second factor to send (with WebAuthn options)."""
+        _, pref = await self._check_password(name, password, remote_addr)
+        sf = pref.spec.second_factor
+        devices = await self.auth.mfa.list_devices(name)
+        has_totp = any(d.type == "totp" for d in devices)
+        options = None
+        if mfa_policy.webauthn_enabled(sf) and usable_webauthn(devices):
+            options = await self.auth.mfa.begin_challenge(name, "login")
+        return LoginChallenge(
+            totp=has_totp and (mfa_policy.totp_enabled(sf) or sf == "off"), webauthn=options
+        )
 
     async def login(
         self,
@@ -187,54 +286,100 @@ class UserService:
         public_key: str,
         ttl: timedelta,
         remote_addr: str,
+        webauthn: dict[str, object] | None = None,
     ) -> UserCerts:
+        """Password plus the second factor the cluster and the user's devices call for: a
+        WebAuthn assertion for scope ``login`` (from :meth:`begin_login`) or a TOTP code."""
         parse_public_key(public_key)
-        pref = await self.auth.auth_preference()
-        try:
-            user = await self.auth.users.get(name)
-        except NotFound:
-            burn_time_for_unknown_user(password)
-            await self._failed(name, remote_addr, "unknown user", count=False)
-            raise AuthenticationFailed(BAD_CREDENTIALS) from None
-        now = self._clock.now()
-        locked_until = user.spec.status.locked_until
-        if locked_until and locked_until > now:
-            await self._failed(name, remote_addr, "user is locked out", count=False)
-            raise AccessDenied(
-                f"too many failed logins: {name} is locked until {locked_until:%Y-%m-%d %H:%M} "
-                "UTC; an admin can unlock with bctl users reset"
+        user, pref = await self._check_password(name, password, remote_addr)
+        sf = pref.spec.second_factor
+        devices = await self.auth.mfa.list_devices(name)
+        totp = next((d for d in devices if d.type == "totp"), None)
+        if webauthn is not None:
+            verified = await self._verify_webauthn(name, sf, webauthn, remote_addr)
+            return await self._issue(
+                user, public_key, ttl, remote_addr, method="password+webauthn", mfa=verified
             )
-        creds = await self.auth.credentials.get(name)
-        if not creds.check_password(password):
-            await self._failed(name, remote_addr, "wrong password")
-            raise AuthenticationFailed(BAD_CREDENTIALS)
-        # Locked users learn it after the password, before a one-time code is spent.
-        await self._refuse_locked(
-            user, LockTargets(user=name, roles=tuple(user.spec.roles)), remote_addr
-        )
-        if self._otp_required(pref.spec.second_factor) or creds.totp_secret:
-            if not creds.totp_secret:
-                await self._failed(name, remote_addr, "no TOTP device registered", count=False)
-                raise AccessDenied(
-                    "the cluster requires a second factor and none is registered for this user; "
-                    "ask an admin for bctl users reset"
-                )
-            step = verify_totp(creds.totp_secret, otp_code, now, creds.totp_last_step)
+        keys = usable_webauthn(devices) if sf != "off" else []
+        if not (mfa_policy.required_kinds(sf) or totp or keys):
+            return await self._issue(user, public_key, ttl, remote_addr, method="password")
+        if totp is not None and (mfa_policy.totp_enabled(sf) or sf == "off"):
+            creds = await self.auth.credentials.get(name)
+            step = verify_totp(creds.totp_secret, otp_code, self._clock.now(), creds.totp_last_step)
             if step is None:
                 await self._failed(name, remote_addr, "wrong or reused TOTP code")
                 raise AuthenticationFailed(BAD_CREDENTIALS)
             creds.totp_last_step = step
             await self.auth.credentials.put(name, creds)
+            await self.auth.mfa.touch(totp)
+            return await self._issue(
+                user, public_key, ttl, remote_addr, method="password+otp", mfa_device=totp
+            )
+        if keys and mfa_policy.webauthn_enabled(sf):
+            await self._failed(name, remote_addr, "no WebAuthn assertion sent", count=False)
+            raise AuthenticationFailed(
+                "this account signs in with a security key: use bsh login (it asks the key), "
+                "or add a TOTP device if the cluster allows it"
+            )
+        await self._failed(name, remote_addr, "no usable MFA device registered", count=False)
+        raise AccessDenied(
+            f"the cluster requires a second factor (second_factor: {sf}) and none usable is "
+            "registered for this user; ask an admin for bctl users reset"
+        )
+
+    async def _verify_webauthn(
+        self, name: str, sf: str, response: dict[str, object], remote_addr: str
+    ) -> MFAVerified:
+        if not mfa_policy.webauthn_enabled(sf):
+            await self._failed(
+                name, remote_addr, "WebAuthn not enabled", count=False, method="password+webauthn"
+            )
+            raise BadParameter(f"WebAuthn is not enabled on this cluster (second_factor: {sf})")
+        try:
+            return await self.auth.mfa.verify_challenge(name, "login", response)
+        except AccessDenied as exc:
+            await self._failed(name, remote_addr, exc.message, method="password+webauthn")
+            raise
+
+    async def login_passwordless(
+        self, response: dict[str, object], public_key: str, ttl: timedelta, remote_addr: str
+    ) -> UserCerts:
+        """A passkey alone: the assertion (scope ``login``, user verification required) names
+        the user through its user handle."""
+        parse_public_key(public_key)
+        pref = await self.auth.auth_preference()
+        sf = pref.spec.second_factor
+        if not mfa_policy.webauthn_enabled(sf) or not pref.spec.allow_passwordless:
+            await self._failed("", remote_addr, "passwordless disabled", False, "passwordless")
+            raise AccessDenied("passwordless login is not enabled on this cluster")
+        try:
+            verified = await self.auth.mfa.verify_challenge(None, "login", response)
+        except AccessDenied as exc:
+            await self._failed("", remote_addr, exc.message, count=False, method="passwordless")
+            raise
+        try:
+            user = await self.auth.users.get(verified.user)
+        except NotFound:
+            await self._failed(verified.user, remote_addr, "user deleted", False, "passwordless")
+            raise AuthenticationFailed(BAD_CREDENTIALS) from None
+        await self._refuse_locked_out(user, remote_addr, "passwordless")
+        await self._refuse_locked(
+            user, LockTargets(user=user.name, roles=tuple(user.spec.roles)), remote_addr
+        )
         return await self._issue(
-            user,
-            public_key,
-            ttl,
-            remote_addr,
-            method="password+otp" if creds.totp_secret else "password",
+            user, public_key, ttl, remote_addr, method="passwordless", mfa=verified
         )
 
     async def _issue(
-        self, user: User, public_key: str, ttl: timedelta, remote_addr: str, method: str
+        self,
+        user: User,
+        public_key: str,
+        ttl: timedelta,
+        remote_addr: str,
+        method: str,
+        *,
+        mfa: MFAVerified | None = None,
+        mfa_device: MFADevice | None = None,
     ) -> UserCerts:
         roles = [await self.auth.roles.get(r) for r in user.spec.roles]
         role_set = RoleSet.from_roles(roles, user.spec.traits)
@@ -247,10 +392,15 @@ class UserService:
             requested_ttl=ttl,
             pinned_ip=remote_addr,
         )
+        device_id = mfa.device_id if mfa else mfa_device.id if mfa_device else ""
+        aaguid = mfa.aaguid if mfa else mfa_device.aaguid if mfa_device else ""
+        if device_id:
+            identity = identity.model_copy(update={"mfa_device": device_id})
         await self._refuse_locked(user, identity_targets(identity), remote_addr)
         certs = await self.auth.issuer.issue_user(identity, public_key, remote_addr)
+        extra = {"mfa_device": device_id, "aaguid": aaguid} if device_id else {}
         await self.auth.audit.emit(
-            "user.login", user=user.name, remote_addr=remote_addr, method=method
+            "user.login", user=user.name, remote_addr=remote_addr, method=method, **extra
         )
         return certs
 
@@ -261,15 +411,24 @@ class UserService:
             await self._failed(user.name, remote_addr, locked.reason, count=False)
             locked.raise_if_denied()
 
-    async def _failed(self, name: str, remote_addr: str, reason: str, count: bool = True) -> None:
+    async def _failed(
+        self,
+        name: str,
+        remote_addr: str,
+        reason: str,
+        count: bool = True,
+        method: str = "password",
+    ) -> None:
         await self.auth.audit.emit(
             "user.login",
             outcome="failure",
             user=name,
             remote_addr=remote_addr,
             reason=reason,
-            method="password",
+            method=method,
         )
+        if not name:
+            return
         if not count:
             return
         pref = (await self.auth.auth_preference()).spec

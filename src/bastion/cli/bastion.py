@@ -62,6 +62,21 @@ def start(
     asyncio.run(run(config, _print_next_steps))
 
 
+PASSWORD_ONLY_WARNING = {
+    "off": "WARNING: INSECURE: second_factor is off: a password alone logs in to this cluster. "
+    "Anyone who phishes or guesses one password gets certificates. Use it for development "
+    "only; set second_factor: on (auth_service.second_factor, or the cluster_auth_preference).",
+    "optional": "WARNING: second_factor is optional: users without an MFA device log in with a "
+    "password alone. Set second_factor: on once everyone has registered a device.",
+}
+
+
+def _warn_password_only(mode: str) -> None:
+    """Loud (red, bold, on stderr as well as in the summary): password-only logins allowed."""
+    bar = "!" * 78
+    click.secho(f"{bar}\n{PASSWORD_ONLY_WARNING[mode]}\n{bar}", err=True, fg="red", bold=True)
+
+
 def _print_next_steps(ready: Ready) -> None:
     if ready.auth_addr is None:
         click.echo(f"Bastion SSH node {ready.node_name!r} joined cluster {ready.cluster}.")
@@ -82,17 +97,16 @@ def _print_next_steps(ready: Ready) -> None:
     lines += [f"  data dir:  {ready.data_dir}", f"  CA pin:    {ready.ca_pin}"]
     if ready.created:
         lines.append("  first start: created " + ", ".join(ready.created))
-    if ready.second_factor == "off":
-        lines.append(
-            "\nWARNING: second_factor is off: passwords alone protect this cluster. "
-            "This is INSECURE; use it for development only."
-        )
+    if ready.second_factor in ("off", "optional"):
+        _warn_password_only(ready.second_factor)
+        lines.append(f"\n{PASSWORD_ONLY_WARNING[ready.second_factor]}")
     lines.append(
         f"""
 Next steps (in another terminal):
   1. Create the first admin and get a one-time invite:
        bctl --data-dir {ready.data_dir} users add admin --roles=editor,access --logins=root,$USER
-  2. Accept the invite: set a password and enrol TOTP (any authenticator app):
+  2. Accept the invite: set a password and register the second factor, a TOTP app
+     (scan the otpauth:// URI bsh prints) or, with --mfa=webauthn, a security key:
        bsh login --proxy={login} --invite=TOKEN --ca-pin={ready.ca_pin}
   3. Look around and connect:
        bsh ls        bsh ssh root@{ready.node_name or "NODE"}        bctl audit search --since 1h

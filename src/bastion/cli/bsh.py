@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
 from cryptography.hazmat.primitives import serialization
 
+from bastion.cli import bsh_mfa
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async, verified_context
 from bastion.cli.render import print_json
@@ -105,11 +107,33 @@ def _login_flow(
     second_factor: str,
     public_key: str,
     ttl: str,
+    *,
+    auth: str = "local",
+    mfa: str = "auto",
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
+    profile_dir = profile_dir or Path(".")
+
     async def run() -> dict[str, Any]:
         async with client:
+            if auth == "passwordless":
+                return await bsh_mfa.passwordless_login(client, public_key, ttl, profile_dir)
             if invite:
                 info = await client.call("POST", "/v1/invites/start", {"token": invite})
+                use_key = mfa == "webauthn" or info.get("second_factor") == "webauthn"
+                if use_key:
+                    click.echo(f"Setting the password of {info['user']}.", err=True)
+                    password = secrets.password(confirm=True)
+                    registration = await bsh_mfa.invite_webauthn(client, invite, profile_dir)
+                    body = {
+                        "token": invite,
+                        "password": password,
+                        "webauthn": registration,
+                        "public_key": public_key,
+                        "ttl": ttl,
+                    }
+                    certs: dict[str, Any] = await client.call("POST", "/v1/invites/complete", body)
+                    return certs
                 if info["otp_required"]:
                     click.echo(
                         f"Add this to your authenticator app (scan or paste):\n  {info['otp_uri']}"
@@ -127,20 +151,17 @@ def _login_flow(
                     "public_key": public_key,
                     "ttl": ttl,
                 }
-                certs: dict[str, Any] = await client.call("POST", "/v1/invites/complete", body)
+                certs = await client.call("POST", "/v1/invites/complete", body)
                 return certs
             assert user is not None
             password = secrets.password(confirm=False)
-            otp = secrets.otp_code() if second_factor in ("otp", "on") else ""
-            body = {
-                "user": user,
-                "password": password,
-                "otp": otp,
-                "public_key": public_key,
-                "ttl": ttl,
-            }
-            certs = await client.call("POST", "/v1/login", body)
-            return certs
+            body = {"user": user, "password": password, "public_key": public_key, "ttl": ttl}
+            if second_factor == "off" and not secrets.otp:
+                certs = await client.call("POST", "/v1/login", body)
+                return certs
+            return await bsh_mfa.login_second_factor(
+                client, body, mfa, secrets.otp_code, profile_dir
+            )
 
     return run_async(run())
 
@@ -180,12 +201,29 @@ def _sso_flow(
     "--auth",
     "auth_name",
     default=None,
-    help="Log in with the SSO connector NAME (OIDC, SAML or GitHub) in the browser.",
+    help="local (password + second factor, the default), passwordless (a passkey, no "
+    "password), or the SSO connector NAME (OIDC, SAML or GitHub) in the browser.",
 )
 @click.option(
     "--headless",
     is_flag=True,
     help="With --auth: print a URL to open on another machine instead of opening a browser.",
+)
+@click.option(
+    "--mfa",
+    type=click.Choice(["auto", "webauthn", "otp"]),
+    default="auto",
+    show_default=True,
+    help="Second factor: a security key (webauthn) or a TOTP app; auto picks the key when "
+    "the account has one and a key is present. With --invite: what to register (TOTP unless "
+    "webauthn).",
+)
+@click.option(
+    "--software-authenticator",
+    "software",
+    default=None,
+    help="Use (and remember) Bastion's software authenticator with this credential file "
+    "(tests and headless machines; the cluster must allow it).",
 )
 @handle_errors
 def login(
@@ -199,15 +237,21 @@ def login(
     ttl: str,
     auth_name: str | None,
     headless: bool,
+    mfa: str,
+    software: str | None,
 ) -> None:
     """Log in (or accept an invite) and save short-lived certificates in a profile."""
     sso = bool(auth_name) and auth_name not in ("local", "passwordless")
     if headless and not sso:
         raise BadParameter("--headless works with --auth=CONNECTOR (an SSO login)")
-    if not invite and not user and not sso:
-        raise BadParameter("pass --user=NAME (or --invite=TOKEN to accept an invite)")
+    if not invite and not user and not sso and auth_name != "passwordless":
+        raise BadParameter(
+            "pass --user=NAME (or --invite=TOKEN to accept an invite, or --auth=passwordless)"
+        )
     store = ProfileStore()
     ping = _ping(proxy, ca_pin, insecure, store)
+    profile_dir = store.home / "profiles" / str(ping["cluster"])
+    bsh_mfa.enable_software_authenticator(software, profile_dir)
     ctx = verified_context(ping["tls_host_ca"])
     key = new_client_key()
     public_key = (
@@ -227,6 +271,9 @@ def login(
             str(ping.get("second_factor", "")),
             public_key,
             ttl,
+            auth=auth_name or "local",
+            mfa=mfa,
+            profile_dir=profile_dir,
         )
     cluster = str(certs.get("cluster") or ping["cluster"])
     profile = Profile(
@@ -344,3 +391,4 @@ _register_ssh(main)
 from bastion.cli.bsh_recordings import register as _register_recordings  # noqa: E402
 
 _register_recordings(main)
+bsh_mfa.register(main)

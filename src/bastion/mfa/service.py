@@ -653,6 +653,43 @@ class MFAService:
         )
         return device
 
+    async def confirm_with_existing(
+        self, user: str, scope: str, webauthn: dict[str, Any] | None, otp: str
+    ) -> MFADevice | None:
+        """Proof that the caller holds one of the user's devices, before a device change.
+
+        A stolen certificate alone must not be able to add a key of the thief's (or remove the
+        owner's). Users without any device pass (their first one).
+
+        Args:
+            scope: ``mfa:add`` or ``mfa:remove:<name>`` (a WebAuthn proof is bound to it).
+
+        Returns:
+            The device that confirmed, or None when the user had none.
+
+        Raises:
+            AccessDenied: devices exist and no valid proof was given.
+        """
+        devices = await self.list_devices(user)
+        if not devices:
+            return None
+        if webauthn:
+            verified = await self.verify_challenge(user, scope, webauthn)
+            return next(d for d in await self.devices.list(user) if d.id == verified.device_id)
+        totp = next((d for d in devices if d.type == "totp"), None)
+        if otp and totp is not None:
+            creds = await self.credentials.get(user)
+            step = verify_totp(creds.totp_secret, otp, self._clock.now(), creds.totp_last_step)
+            if step is None:
+                raise AccessDenied("the TOTP code is wrong or was already used")
+            creds.totp_last_step = step
+            await self.credentials.put(user, creds)
+            return totp
+        raise AccessDenied(
+            "you already have MFA devices: confirm this change with one of them (touch your "
+            "security key, or enter a TOTP code)"
+        )
+
     async def touch(self, device: MFADevice) -> None:
         """Record a successful use (TOTP logins)."""
         if device.id == "totp":

@@ -163,3 +163,118 @@ async def test_ttl_is_capped_by_role():
     code = pyotp.TOTP(secret).at(fx.clock.now())
     certs = await fx.users.login("alice", PASSWORD, code, pub, timedelta(hours=30), "ip")
     assert certs.identity.expires - fx.clock.now() == timedelta(hours=1)
+
+
+# ---- WebAuthn -----------------------------------------------------------------------------------
+
+WA_ORIGIN = "https://127.0.0.1:3025"
+
+
+async def _allow_software(fx):
+    pref = await fx.auth.auth_preference()
+    pref.spec.allow_software_authenticator = True
+    await fx.auth.prefs.update(pref)
+
+
+async def enrol_key(fx, name="alice"):
+    from bastion.mfa.softkey import SoftwareAuthenticator
+
+    await _allow_software(fx)
+    invite, _ = await invited(fx, name)
+    key = SoftwareAuthenticator()
+    options = await fx.users.invite_webauthn_options(invite.token)
+    _, pub = new_public_key()
+    certs = await fx.users.complete_invite(
+        invite.token,
+        PASSWORD,
+        "",
+        pub,
+        timedelta(hours=1),
+        "ip",
+        webauthn=key.create(options, WA_ORIGIN),
+        device_name="yubi",
+    )
+    return key, certs
+
+
+async def test_invite_with_a_key_then_password_plus_key():
+    fx = await make_auth()
+    key, certs = await enrol_key(fx)
+    [device] = await fx.auth.mfa.list_devices("alice")
+    assert certs.identity.mfa_device == device.id and device.name == "yubi"
+    assert (await fx.auth.credentials.get("alice")).totp_secret == ""  # the key, not TOTP
+    challenge = await fx.users.begin_login("alice", PASSWORD, "ip")
+    assert challenge.webauthn is not None and challenge.totp is False
+    _, pub = new_public_key()
+    certs = await fx.users.login(
+        "alice",
+        PASSWORD,
+        "",
+        pub,
+        timedelta(hours=1),
+        "ip",
+        webauthn=key.get(challenge.webauthn, WA_ORIGIN),
+    )
+    assert certs.identity.mfa_device == device.id
+    from bastion.audit.log import AuditQuery
+
+    logins = await fx.auth.audit.search(AuditQuery(types=("user.login",)))
+    assert logins[-1].fields["method"] == "password+webauthn"
+    assert logins[-1].fields["aaguid"] == device.aaguid
+
+
+async def test_key_user_without_assertion_is_told_to_use_the_key():
+    fx = await make_auth()
+    await enrol_key(fx)
+    _, pub = new_public_key()
+    with pytest.raises(AuthenticationFailed, match="security key"):
+        await fx.users.login("alice", PASSWORD, "123456", pub, timedelta(hours=1), "ip")
+
+
+async def test_wrong_password_gets_no_challenge():
+    fx = await make_auth()
+    await enrol_key(fx)
+    with pytest.raises(AuthenticationFailed):
+        await fx.users.begin_login("alice", "wrong password!!", "ip")
+
+
+async def test_failed_assertion_is_audited_with_reason_and_counts():
+    fx = await make_auth()
+    key, _ = await enrol_key(fx)
+    challenge = await fx.users.begin_login("alice", PASSWORD, "ip")
+    response = key.get(challenge.webauthn, "https://evil.test")
+    _, pub = new_public_key()
+    with pytest.raises(AccessDenied, match="wrong origin"):
+        await fx.users.login(
+            "alice", PASSWORD, "", pub, timedelta(hours=1), "ip", webauthn=response
+        )
+    from bastion.audit.log import AuditQuery
+
+    [failed] = await fx.auth.audit.search(AuditQuery(types=("user.login",), outcome="failure"))
+    assert failed.fields["method"] == "password+webauthn" and "origin" in failed.reason
+
+
+async def test_passwordless_login_and_lockout_still_applies():
+    fx = await make_auth()
+    key, _ = await enrol_key(fx)
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    _, pub = new_public_key()
+    certs = await fx.users.login_passwordless(
+        key.get(options, WA_ORIGIN), pub, timedelta(hours=1), "ip"
+    )
+    assert certs.identity.user == "alice" and certs.identity.mfa_device
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            await fx.users.login("alice", "wrong password!!", "", pub, timedelta(hours=1), "ip")
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    with pytest.raises(AccessDenied, match="locked"):
+        await fx.users.login_passwordless(
+            key.get(options, WA_ORIGIN), pub, timedelta(hours=1), "ip"
+        )
+
+
+async def test_reset_forgets_keys():
+    fx = await make_auth()
+    await enrol_key(fx)
+    await fx.users.reset_user("alice", "admin")
+    assert await fx.auth.mfa.list_devices("alice") == []

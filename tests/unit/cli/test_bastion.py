@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.bastion import _print_next_steps
+from bastion.process import Ready
+
+
+def ready(second_factor: str) -> Ready:
+    return Ready(
+        cluster="c",
+        data_dir=Path("/tmp/d"),
+        ca_pin="sha256:00",
+        auth_addr=("127.0.0.1", 3025),
+        proxy_addr=("127.0.0.1", 3080),
+        second_factor=second_factor,
+    )
+
+
+@pytest.mark.parametrize("mode", ["off", "optional"])
+def test_password_only_clusters_get_a_loud_warning(capsys, mode):
+    _print_next_steps(ready(mode))
+    out, err = capsys.readouterr()
+    assert "WARNING" in err and f"second_factor is {mode}" in err
+    assert f"second_factor is {mode}" in out
+
+
+def test_default_cluster_has_no_warning_and_explains_the_second_factor(capsys):
+    _print_next_steps(ready("on"))
+    out, err = capsys.readouterr()
+    assert "WARNING" not in out + err
+    assert "--mfa=webauthn" in out
