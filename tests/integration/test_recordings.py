@@ -125,6 +125,17 @@ def test_pty_session_is_recorded_listed_played_and_audited(rec_env: Env, tmp_pat
     assert end["session_id"] == item["session_id"]
     assert end["fields"]["recording_sha256"] == hashlib.sha256(data).hexdigest() == item["sha256"]
 
+    # the file plays in asciinema itself (it wants a terminal: pexpect gives it one)
+    import pexpect
+
+    asciinema = require_binary("asciinema")
+    shown, status = pexpect.run(
+        f"{asciinema} play --speed 20 --idle-time-limit 0.1 {cast_file}",
+        withexitstatus=True,
+        timeout=TIMEOUT,
+    )
+    assert status == 0 and b"rec-42" in shown, shown
+
     played = env.bsh(alice, "play", item["session_id"], "--speed", "50", "--skip-idle")
     assert played.returncode == 0, played.stderr
     assert "rec-42" in played.stdout

@@ -183,6 +183,21 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
         False,
         _OBJ,
     ),
+    ("get", "/v1/recordings", "Session recordings the caller may see (metadata)", False, None),
+    (
+        "get",
+        "/v1/recordings/{session_id}",
+        "One recording as asciicast v2 (?purpose=view|download; audited)",
+        False,
+        None,
+    ),
+    (
+        "post",
+        "/v1/recordings/{session_id}",
+        "A node uploads a recording: raw asciicast body, X-Bastion-Recording metadata header",
+        False,
+        None,
+    ),
     (
         "get",
         "/v1/watch",
