@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.log import AuditLog, event_key
@@ -133,3 +136,38 @@ async def test_checkpointer_fails_closed_on_a_tampered_event(tmp_path):
     with pytest.raises(Exception, match="tampered"):
         await cp.checkpoint()
     assert os.path.exists(witness.location)
+
+
+@settings(max_examples=25)
+@given(
+    op=st.sampled_from(["modify", "delete", "swap", "insert", "truncate"]),
+    at=st.integers(0, 18),
+)
+def test_any_single_tampering_is_found_at_its_index(op, at):
+    async def go() -> None:
+        clock = FakeClock()
+        backend = MemoryBackend(clock)
+        log = AuditLog(backend, clock, "c1")
+        signer = await load_or_create_signer(backend, KEK, "c1", clock)
+        events = [await log.emit("exec", n=i) for i in range(20)]
+        await Checkpointer(log, signer, clock).checkpoint()
+        values = [(await backend.get(event_key(i))).value for i in range(20)]
+        if op == "modify":
+            await backend.put(Item(event_key(at), values[at].replace(b'"n":', b'"n":1')))
+        elif op == "delete":
+            await backend.delete(event_key(at))
+        elif op == "swap":
+            await backend.put(Item(event_key(at), values[at + 1]))
+            await backend.put(Item(event_key(at + 1), values[at]))
+        elif op == "insert":
+            forged = values[at].replace(events[at].id.encode(), b"forged")
+            for i, v in enumerate([forged, *values[at:]]):
+                await backend.put(Item(event_key(at + i), v))
+        else:
+            for i in range(at, 20):
+                await backend.delete(event_key(i))
+        report = await verify_log(log, signer.verifier())
+        assert not report.ok
+        assert any(f.index == at for f in report.findings), report.findings
+
+    asyncio.run(go())
