@@ -81,6 +81,43 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
             },
         },
     ),
+    (
+        "post",
+        "/v1/sso/requests",
+        "Start an SSO login (bsh login --auth=NAME): returns the request id, the browser path "
+        "on the proxy and the short request code",
+        True,
+        {
+            "type": "object",
+            "required": ["connector", "public_key", "secret"],
+            "properties": {
+                "connector": {"type": "string"},
+                "public_key": {"type": "string"},
+                "ttl": {"type": "string", "example": "8h"},
+                "secret": {"type": "string", "description": "one-time secret, 32+ characters"},
+                "client_redirect": {
+                    "type": "string",
+                    "description": "http://127.0.0.1:PORT/... (empty: headless)",
+                },
+            },
+        },
+    ),
+    (
+        "post",
+        "/v1/sso/requests/{id}/result",
+        "The certificates of a finished SSO login, once (long-poll up to wait seconds); "
+        '{"status": ...} while pending',
+        True,
+        {
+            "type": "object",
+            "required": ["secret"],
+            "properties": {
+                "secret": {"type": "string"},
+                "code": {"type": "string", "description": "from the browser (not headless)"},
+                "wait": {"type": "number", "maximum": 55},
+            },
+        },
+    ),
     ("get", "/v1/whoami", "The caller's identity", False, None),
     (
         "post",

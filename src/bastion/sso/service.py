@@ -208,6 +208,12 @@ class SSOService:
             if not code:
                 raise AccessDenied("the identity provider sent no authorization code")
             if isinstance(connector, OIDCConnector):
+                # RFC 9207: a provider that names itself must be the connector's (mix-up attack).
+                if "iss" in params and params["iss"] != connector.spec.issuer_url:
+                    raise AccessDenied(
+                        f"the callback comes from issuer {params['iss'][:200]!r}, not "
+                        f"{connector.spec.issuer_url!r} (mix-up)"
+                    )
                 provider = self._oidc_provider(connector)
                 token = await provider.exchange(code, request.code_verifier, request.redirect_uri)
                 return await provider.identity(token, request.nonce, self.auth.clock.now())

@@ -160,6 +160,7 @@ async def test_replayed_callback_is_refused() -> None:
         (lambda p, b: (p, "other-browser"), "another browser"),
         (lambda p, b: (p, ""), "another browser"),
         (lambda p, b: ({"error": "access_denied", "state": p["state"]}, b), "refused the login"),
+        (lambda p, b: ({**p, "iss": "https://evil.example.com"}, b), "mix-up"),
     ],
 )
 async def test_callback_tampering_is_refused_and_audited(tamper: Any, reason: str) -> None:
