@@ -16,6 +16,7 @@ record an event is an error of the action itself (no dropped audit event).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,8 @@ from bastion.types.audit import AuditEvent, event_code
 __all__ = ["PREFIX", "AuditLog", "AuditQuery", "event_key", "index_of_key", "range_prefixes"]
 
 PREFIX = "audit/events/"
+STATE_KEY = "audit/tree/state"
+"""The checkpointed tree state (see :mod:`bastion.audit.tree`)."""
 """Events live under this prefix, keyed by their zero-padded index."""
 WIDTH = 20
 MAX_BATCH = 500
@@ -193,7 +196,7 @@ class AuditLog:
 
     async def _store(self, drafts: list[AuditEvent]) -> list[AuditEvent]:
         """Store ``drafts`` at the next free indexes; the caller holds the writer lock."""
-        index = await self._head() if self._next is None else self._next
+        index = await self._head(await self._signed_size()) if self._next is None else self._next
         out: list[AuditEvent] = []
         batch = self._batch
         try:
@@ -217,6 +220,15 @@ class AuditLog:
             raise
         self._next = index
         return out
+
+    async def _signed_size(self) -> int:
+        """The size of the newest checkpointed tree (0 when none or unreadable): the head search
+        starts there, so a hole someone cut into signed history is never refilled."""
+        try:
+            state = json.loads((await self._backend.get(STATE_KEY)).value)
+            return max(0, int(state["size"]))
+        except (NotFound, ValueError, KeyError, TypeError):
+            return 0
 
     async def size(self) -> int:
         """How many events are stored (the next free index), looked up in the backend."""

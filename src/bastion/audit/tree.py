@@ -21,6 +21,7 @@ import binascii
 import json
 from dataclasses import dataclass, field
 
+from bastion.audit.log import STATE_KEY as LOG_STATE_KEY
 from bastion.audit.merkle import HASH_SIZE, CompactRange
 from bastion.backend.base import Backend
 from bastion.errors import BadParameter
@@ -38,7 +39,7 @@ __all__ = [
     "load_leaves",
 ]
 
-STATE_KEY = "audit/tree/state"
+STATE_KEY = LOG_STATE_KEY
 LEAVES_PREFIX = "audit/tree/leaves/"
 CHECKPOINTS_PREFIX = "audit/checkpoints/"
 CHUNK = 1000

@@ -171,3 +171,12 @@ def test_any_single_tampering_is_found_at_its_index(op, at):
         assert any(f.index == at for f in report.findings), report.findings
 
     asyncio.run(go())
+
+
+async def test_a_restarted_writer_never_refills_a_hole_in_signed_history(tmp_path):
+    backend, log, signer, cp, events, note, witness = await make(tmp_path, 10)
+    await backend.delete(event_key(3))
+    fresh = AuditLog(backend, FakeClock(), "c1")  # a restarted auth server
+    assert (await fresh.emit("exec")).index == 10
+    f = (await run_verify(log, signer, witness)).findings[0]
+    assert (f.kind, f.index, f.event_id) == ("deleted", 3, events[3].id)
