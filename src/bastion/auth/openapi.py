@@ -242,6 +242,70 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
         False,
         None,
     ),
+    # MFA (docs/mfa.md): WebAuthn options and responses are the browser's JSON forms.
+    (
+        "post",
+        "/v1/login/begin",
+        "Check the password; returns {totp, webauthn: request options} for the second step",
+        True,
+        {
+            "type": "object",
+            "required": ["user", "password"],
+            "properties": {"user": {"type": "string"}, "password": {"type": "string"}},
+        },
+    ),
+    ("post", "/v1/login/passwordless/begin", "Request options for a passkey login", True, None),
+    (
+        "post",
+        "/v1/login/passwordless",
+        "Passkey login (user verification required): returns certificates",
+        True,
+        {
+            "type": "object",
+            "required": ["webauthn", "public_key"],
+            "properties": {
+                "webauthn": _OBJ,
+                "public_key": {"type": "string"},
+                "ttl": {"type": "string"},
+            },
+        },
+    ),
+    (
+        "post",
+        "/v1/invites/webauthn",
+        "Registration options for the invited user's security key",
+        True,
+        {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    ),
+    ("get", "/v1/mfa/devices", "The caller's MFA devices", False, None),
+    (
+        "post",
+        "/v1/mfa/devices/begin",
+        "Start registering a device: {type: webauthn|totp, passwordless}",
+        False,
+        _OBJ,
+    ),
+    (
+        "post",
+        "/v1/mfa/devices/finish",
+        "Finish registering: {type, name, webauthn | enrolment+code, proof}",
+        False,
+        _OBJ,
+    ),
+    (
+        "post",
+        "/v1/mfa/devices/{name}/remove",
+        "Remove a device (confirmed by proof; never the last required one)",
+        False,
+        _OBJ,
+    ),
+    (
+        "post",
+        "/v1/mfa/challenge",
+        "WebAuthn request options bound to {scope} for the caller",
+        False,
+        {"type": "object", "required": ["scope"], "properties": {"scope": {"type": "string"}}},
+    ),
 ]
 
 

@@ -104,6 +104,14 @@ class AuthServiceConfig(StrictModel):
     shared PostgreSQL backend every auth server needs the same file."""
     second_factor: Literal["off", "otp", "webauthn", "on", "optional"] | None = None
     """Overrides the stored cluster auth preference at start when set."""
+
+    @field_validator("second_factor", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        from bastion.types.access import second_factor_from_yaml
+
+        return second_factor_from_yaml(value)
+
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     max_request_bytes: int = 1 << 20
     audit: AuditLogConfig = Field(default_factory=AuditLogConfig)
@@ -282,7 +290,7 @@ auth_service:
   # Key-encryption key for CA private keys at rest (default <data_dir>/keys/kek).
   # kek_file: /etc/bastion/kek
   # Override the cluster's second factor at start: off | otp | webauthn | on | optional.
-  # second_factor: otp
+  # second_factor: "on"   (quoted: YAML reads a bare on as true)
   rate_limit:
     # Requests per second per source IP on login, invite and join endpoints.
     average: 5

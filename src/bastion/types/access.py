@@ -30,6 +30,7 @@ __all__ = [
     "UserSpec",
     "UserStatus",
     "WebAuthnPreference",
+    "second_factor_from_yaml",
 ]
 
 VERBS = ("list", "read", "create", "update", "delete")
@@ -209,6 +210,15 @@ class Lock(Resource):
     spec: LockSpec
 
 
+def second_factor_from_yaml(value: object) -> object:
+    """``True``/``False`` (a bare YAML ``on``/``off``) to ``"on"``/``"off"``; others unchanged."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
 class WebAuthnPreference(StrictModel):
     """The WebAuthn relying party (docs/mfa.md)."""
 
@@ -270,6 +280,13 @@ class AuthPreferenceSpec(StrictModel):
     """Accept registrations from Bastion's software authenticator (tests, headless machines)."""
     allow_passwordless: bool = True
     """Allow passkey login (``bsh login --auth=passwordless``) when WebAuthn is enabled."""
+
+    @field_validator("second_factor", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``on``/``off`` as a boolean: take it to mean the mode."""
+        return second_factor_from_yaml(value)
+
     max_failed_logins: int = Field(default=5, ge=1)
     lockout_window: Duration = timedelta(minutes=30)
     lockout_duration: Duration = timedelta(minutes=30)

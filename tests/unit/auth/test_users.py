@@ -278,3 +278,29 @@ async def test_reset_forgets_keys():
     await enrol_key(fx)
     await fx.users.reset_user("alice", "admin")
     assert await fx.auth.mfa.list_devices("alice") == []
+
+
+async def test_lock_on_the_mfa_device_refuses_logins_with_it():
+    from bastion.errors import BastionError
+    from bastion.types.access import Lock, LockSpec, LockTarget
+    from bastion.types.meta import Metadata
+
+    fx = await make_auth()
+    key, certs = await enrol_key(fx)
+    lock = Lock(
+        metadata=Metadata(name="lost-key"),
+        spec=LockSpec(target=LockTarget(mfa_device=certs.identity.mfa_device), message="lost"),
+    )
+    await fx.auth.create_resource(lock, "admin", force=False)
+    challenge = await fx.users.begin_login("alice", PASSWORD, "ip")
+    _, pub = new_public_key()
+    with pytest.raises(BastionError, match="lost"):
+        await fx.users.login(
+            "alice",
+            PASSWORD,
+            "",
+            pub,
+            timedelta(hours=1),
+            "ip",
+            webauthn=key.get(challenge.webauthn, WA_ORIGIN),
+        )

@@ -28,3 +28,35 @@ def test_lock_target_required():
     with pytest.raises(ValidationError):
         LockSpec(target=LockTarget())
     assert LockSpec(target=LockTarget(user="alice")).target.user == "alice"
+
+
+def test_second_factor_default_and_yaml_booleans():
+    import yaml
+
+    from bastion.types.access import AuthPreferenceSpec
+
+    assert AuthPreferenceSpec().second_factor == "on"
+    assert (
+        AuthPreferenceSpec.model_validate(yaml.safe_load("second_factor: on")).second_factor == "on"
+    )
+    assert (
+        AuthPreferenceSpec.model_validate(yaml.safe_load("second_factor: off")).second_factor
+        == "off"
+    )
+
+
+def test_webauthn_preference_validation():
+    import pytest
+    from pydantic import ValidationError
+
+    from bastion.types.access import WebAuthnPreference
+
+    assert WebAuthnPreference(
+        allowed_aaguids=["B7A5710E-5E1F-4B0A-9C1D-B457100F7E5A"]
+    ).allowed_aaguids == ["b7a5710e-5e1f-4b0a-9c1d-b457100f7e5a"]
+    with pytest.raises(ValidationError, match="UUID"):
+        WebAuthnPreference(allowed_aaguids=["nope"])
+    with pytest.raises(ValidationError, match="PEM"):
+        WebAuthnPreference(attestation_roots=["not a cert"])
+    with pytest.raises(ValidationError, match="https"):
+        WebAuthnPreference(origins=["http://x"])
