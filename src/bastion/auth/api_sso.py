@@ -14,7 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from bastion.auth.api_agents import read_json
-from bastion.errors import BadParameter
+from bastion.errors import BadParameter, BastionError
 from bastion.sso.requests import display_code
 from bastion.sso.service import SSOService
 from bastion.types.duration import parse_duration
@@ -39,14 +39,18 @@ def add_sso_routes(app: web.Application, sso: SSOService) -> None:
         except ValueError as exc:
             raise BadParameter(f"field 'ttl': {exc}") from None
         connector = _text(body, "connector")
-        pending = await sso.create_request(
-            connector,
-            _text(body, "public_key"),
-            ttl,
-            _text(body, "secret"),
-            _text(body, "client_redirect", ""),
-            request.remote or "",
-        )
+        try:
+            pending = await sso.create_request(
+                connector,
+                _text(body, "public_key"),
+                ttl,
+                _text(body, "secret"),
+                _text(body, "client_redirect", ""),
+                request.remote or "",
+            )
+        except BastionError as exc:
+            await sso.fail_request(connector, exc.message, request.remote or "")
+            raise
         return web.json_response(
             {
                 "request_id": pending.id,
@@ -62,7 +66,11 @@ def add_sso_routes(app: web.Application, sso: SSOService) -> None:
         if not isinstance(wait, int | float):
             raise BadParameter("field 'wait' must be a number of seconds")
         data = await sso.take_result(
-            request.match_info["id"], _text(body, "secret"), _text(body, "code", ""), float(wait)
+            request.match_info["id"],
+            _text(body, "secret"),
+            _text(body, "code", ""),
+            float(wait),
+            request.remote or "",
         )
         return web.json_response(data)
 

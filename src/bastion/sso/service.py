@@ -364,18 +364,25 @@ class SSOService:
     # ---- 4. bsh fetches the result -------------------------------------------------------------
 
     async def take_result(
-        self, request_id: str, secret: str, code: str, wait: float
+        self, request_id: str, secret: str, code: str, wait: float, remote_addr: str = ""
     ) -> dict[str, Any]:
         """The certificates, once; waits up to ``wait`` seconds for the browser to finish.
 
+        Returns:
+            The certificate document, or ``{"status": ...}`` while the login is not finished
+            (``done`` without a code: waiting for the browser to reach bsh's callback).
+
         Raises:
-            AccessDenied: wrong secret or code, failed login (with its reason), already taken.
-            LimitExceeded-free TimeoutError is mapped to a ``pending`` answer by the caller.
+            AccessDenied: wrong secret or code (audited: someone else is fetching), failed login
+            (with its reason), already taken.
         """
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
         while True:
             request = await self.requests.get(request_id)
             if not secrets_equal(request.secret_hash, hash_secret(secret)):
+                await self._audit_failure(
+                    request.connector, "result fetched with a wrong secret", remote_addr, None
+                )
                 raise AccessDenied("wrong secret for this login request")
             if request.status == "failed":
                 raise AccessDenied(f"SSO login failed: {request.error}")
@@ -385,6 +392,9 @@ class SSOService:
                 if not request.headless and not secrets_equal(
                     request.result_code_hash, hash_secret(code)
                 ):
+                    await self._audit_failure(
+                        request.connector, "result fetched with a wrong code", remote_addr, None
+                    )
                     raise AccessDenied("wrong one-time code from the browser")
                 await self.requests.delete(request)
                 result = dict(request.result)

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
@@ -186,3 +188,23 @@ def test_authorization_url_has_pkce_state_and_nonce() -> None:
     assert query["response_type"] == "code" and query["client_id"] == CLIENT
     assert query["scope"].split() == ["openid", "email", "profile"]
     assert verifier not in url
+
+
+@given(
+    st.text(max_size=300)
+    | st.builds(lambda a, b, c: f"{a}.{b}.{c}", st.text(), st.text(), st.text())
+)
+def test_only_id_token_errors_escape_on_garbage(token: str) -> None:
+    with pytest.raises(IDTokenError):
+        verify(token)
+
+
+@given(st.binary(max_size=200))
+def test_truncated_or_corrupted_valid_tokens_are_refused(noise: bytes) -> None:
+    good = sign(claims())
+    cut = len(noise) % len(good)
+    corrupted = good[:cut] + noise.hex()[: len(good) - cut]
+    if corrupted == good:
+        return
+    with pytest.raises(IDTokenError):
+        verify(corrupted)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.errors import AccessDenied
 from bastion.sso.saml import SAMLProvider
@@ -129,3 +132,17 @@ def test_junk_is_refused(idp: SAMLTestIdP, junk: str) -> None:
     request_id, _ = login(idp, sp)
     with pytest.raises(AccessDenied):
         sp.identity(junk, request_id, ACS)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.binary(max_size=300).map(lambda b: base64.b64encode(b).decode())
+    | st.text(max_size=200)
+    | st.sampled_from(["<samlp:Response/>", "<?xml version='1.0'?><a>&lt;</a>"]).map(
+        lambda x: base64.b64encode(x.encode()).decode()
+    )
+)
+def test_only_access_denied_escapes_on_garbage(idp: SAMLTestIdP, junk: str) -> None:
+    sp = provider(idp)
+    with pytest.raises(AccessDenied):
+        sp.identity(junk, "id-1", ACS)

@@ -136,6 +136,9 @@ async def test_login_issues_certs_once_against_secret_and_code() -> None:
         await sso.take_result(request_id, SECRET, "nope", 0)
     result = await sso.take_result(request_id, SECRET, code, 0)
     assert result == {"user": "okta:sub-1"}
+    reasons = [e.reason for e in await audit(fx, "failure")]
+    assert "result fetched with a wrong secret" in reasons
+    assert "result fetched with a wrong code" in reasons
     with pytest.raises(AccessDenied):
         await sso.take_result(request_id, SECRET, code, 0)
     ok = await audit(fx, "success")
