@@ -297,6 +297,8 @@ class NodeService:
 
     async def run(self) -> None:
         """Serve until cancelled."""
+        if self.uploader is not None:
+            self.uploader.recover()  # before the node accepts sessions
         await self.node.start()
         listen = self.config.ssh_service.listen_addr
         if listen:

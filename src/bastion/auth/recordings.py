@@ -4,10 +4,14 @@ Layer: auth service (RBAC + audit around a :class:`~bastion.recording.store.Reco
 
 * Upload: only a host identity whose system role may ``create`` ``session`` (nodes), and only
   for its own node name (the one bound to its certificate). The bytes are hashed while they
-  stream to a temporary file; the digest must equal the SHA-256 the node declared, which is the
-  one it wrote into ``session.end`` (``recording_sha256``), and the first line must be an
-  asciicast v2 header. A repeated upload of identical bytes (a retry after a lost reply)
-  succeeds; different bytes for a stored session are refused.
+  stream to a temporary file; the digest must equal the SHA-256 the node declared, and the first
+  line must be an asciicast v2 header. A complete recording is accepted only once the
+  ``session.end`` event of that session (from that node) is in the audit log with the same
+  ``recording_sha256``: the hash in the tamper-evident log and the stored bytes agree. Until the
+  event has arrived (the node's event queue and its uploader are independent) the upload is
+  answered "unavailable" and the node retries. A recording the node recovered after a crash
+  (``complete: false``) has no ``session.end``; it is stored on its own hash. A repeated upload
+  of identical bytes (a retry after a lost reply) succeeds; different bytes are refused.
 * List: with ``list`` on ``session`` (auditors, editors) every recording; otherwise the caller's
   own sessions only (filtered per item).
 * Read: the owner, or ``read`` on ``session``; every view and download is audited
@@ -23,16 +27,31 @@ import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from bastion.audit.log import AuditLog
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.server import AuthServer
-from bastion.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded
+from bastion.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    ConnectionProblem,
+    LimitExceeded,
+)
 from bastion.recording.asciicast import MAX_LINE, parse_header
 from bastion.recording.store import RecordingMeta, RecordingStore
+from bastion.types.audit import AuditEvent
 
-__all__ = ["GuardedRecordings", "InProcessTarget", "RecordingService", "StoredRecording"]
+__all__ = [
+    "GuardedRecordings",
+    "InProcessTarget",
+    "RecordingService",
+    "StoredRecording",
+    "find_session_end",
+]
 
 CHUNK = 64 * 1024
 
@@ -112,6 +131,8 @@ class RecordingService:
                 f"recording {meta.session_id}: the bytes do not match the sha256 of session.end"
             )
         parse_header(head.partition(b"\n")[0])
+        if meta.complete:
+            await self._check_session_end(meta)
         stored = meta.model_copy(
             update={"size": size, "cluster": self.auth.cluster, "uploaded": self.auth.clock.now()}
         )
@@ -134,6 +155,59 @@ class RecordingService:
             input_recorded=meta.input_recorded,
         )
         return stored
+
+    async def _check_session_end(self, meta: RecordingMeta) -> None:
+        end = await find_session_end(
+            self.auth.audit, meta.session_id, meta.node, self.auth.clock.now() - LOOKBACK
+        )
+        if end is None:
+            raise ConnectionProblem(
+                f"recording {meta.session_id}: its session.end event is not in the audit log "
+                "yet; retry after the node's events are delivered"
+            )
+        recorded = str(end.fields.get("recording_sha256", ""))
+        if not hmac.compare_digest(recorded, meta.sha256):
+            await self.auth.audit.emit(
+                "recording.rejected",
+                outcome="failure",
+                user=meta.user,
+                session_id=meta.session_id,
+                target=meta.node,
+                reason="recording sha256 differs from the session.end event",
+                declared_sha256=meta.sha256,
+                session_end_sha256=recorded,
+            )
+            raise BadParameter(
+                f"recording {meta.session_id}: sha256 differs from the one in session.end"
+            )
+
+
+LOOKBACK = timedelta(days=7)
+"""How far back (by event time) auth looks for a recording's ``session.end``."""
+SCAN_WINDOW = 512
+MAX_SCAN = 200_000
+"""Events scanned at most per upload (newest first), whatever their time."""
+
+
+async def find_session_end(
+    audit: AuditLog, session_id: str, node: str, not_before: datetime
+) -> AuditEvent | None:
+    """The ``session.end`` event of ``session_id`` emitted for ``node``, scanning the log from
+    the newest event back to ``not_before`` (or :data:`MAX_SCAN` events); None when absent."""
+    hi = await audit.size()
+    scanned = 0
+    while hi > 0 and scanned < MAX_SCAN:
+        lo = max(0, hi - SCAN_WINDOW)
+        events = await audit.read_from(lo, hi - lo)
+        for event in reversed(events):
+            if event.type == "session.end" and event.session_id == session_id:
+                if event.target == node:
+                    return event
+            if event.time < not_before:
+                return None
+        scanned += hi - lo
+        hi = lo
+    return None
 
 
 Purpose = Literal["view", "download"]

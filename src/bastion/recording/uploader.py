@@ -77,6 +77,7 @@ class Uploader:
         self.uploaded: list[str] = []
         self.failed: list[str] = []
         self.attempts = 0
+        self._recovered = False
 
     def notify(self) -> None:
         """A recording finished: upload it now."""
@@ -104,9 +105,17 @@ class Uploader:
             log.info("recording uploaded", session_id=meta.session_id, size=meta.size)
         return True
 
+    def recover(self) -> list[str]:
+        """Finish what a stopped node left in the spool (once; before sessions can start, so
+        no running recording is mistaken for a leftover)."""
+        if self._recovered:
+            return []
+        self._recovered = True
+        return self.spool.recover()
+
     async def run(self) -> None:
-        """Recover, then upload until cancelled."""
-        self.spool.recover()
+        """Recover (unless :meth:`recover` ran already), then upload until cancelled."""
+        self.recover()
         delay = MIN_DELAY
         while True:
             self._wake.clear()

@@ -10,8 +10,20 @@ import pytest
 
 from bastion.audit.log import AuditQuery
 from bastion.auth.guarded import GuardedAuth
-from bastion.auth.recordings import GuardedRecordings, InProcessTarget, RecordingService
-from bastion.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded, NotFound
+from bastion.auth.recordings import (
+    GuardedRecordings,
+    InProcessTarget,
+    RecordingService,
+    find_session_end,
+)
+from bastion.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    ConnectionProblem,
+    LimitExceeded,
+    NotFound,
+)
 from bastion.recording.store import LocalRecordingStore, RecordingMeta
 from bastion.testing import AuthFixture, make_auth
 from bastion.types import Identity
@@ -32,6 +44,18 @@ def _meta(user: str = "alice", node: str = "web1", data: bytes = CAST) -> Record
         node=node,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+async def _ended(fx: AuthFixture, meta: RecordingMeta, sha: str | None = None) -> RecordingMeta:
+    """The node's session.end event for ``meta`` (with its recording hash)."""
+    await fx.auth.audit.emit(
+        "session.end",
+        user=meta.user,
+        session_id=meta.session_id,
+        target=meta.node,
+        recording_sha256=meta.sha256 if sha is None else sha,
+    )
+    return meta
 
 
 @pytest.fixture
@@ -59,7 +83,7 @@ async def _node(fx: AuthFixture, name: str = "web1") -> GuardedRecordings:
 
 async def test_upload_verifies_the_hash_and_is_idempotent(fx: AuthFixture) -> None:
     node = await _node(fx)
-    meta = _meta()
+    meta = await _ended(fx, _meta())
     stored = await node.upload(meta, _chunks(CAST))
     assert stored.size == len(CAST) and stored.cluster == "test.local" and stored.uploaded
     again = await node.upload(meta, _chunks(CAST))  # a retry after a lost reply
@@ -67,9 +91,11 @@ async def test_upload_verifies_the_hash_and_is_idempotent(fx: AuthFixture) -> No
     other = CAST + b'[1.0, "o", "x"]\n'
     with pytest.raises(BadParameter, match="do not match"):
         await node.upload(meta, _chunks(other))  # bytes differ from the declared hash
-    with pytest.raises(AlreadyExists):
-        changed = meta.model_copy(update={"sha256": hashlib.sha256(other).hexdigest()})
-        await node.upload(changed, _chunks(other))
+    changed = meta.model_copy(update={"sha256": hashlib.sha256(other).hexdigest()})
+    with pytest.raises(BadParameter, match="session.end"):
+        await node.upload(changed, _chunks(other))  # not what session.end says
+    with pytest.raises(AlreadyExists):  # and even without session.end: stored is immutable
+        await node.upload(changed.model_copy(update={"complete": False}), _chunks(other))
     rejected = await fx.auth.audit.search(AuditQuery(types=("recording.rejected",)))
     assert rejected[-1].session_id == meta.session_id and rejected[-1].outcome == "failure"
     uploads = await fx.auth.audit.search(AuditQuery(types=("recording.upload",)))
@@ -86,7 +112,7 @@ async def test_upload_refuses_non_casts_oversize_and_missing_hash(fx: AuthFixtur
     fx.auth.deps = type(fx.auth.deps)(**{**_fields(fx), "recording_max_bytes": 10})
     small = await _node(fx)
     with pytest.raises(LimitExceeded):
-        await small.upload(_meta(), _chunks(CAST))
+        await small.upload(await _ended(fx, _meta()), _chunks(CAST))
 
 
 def _fields(fx: AuthFixture) -> dict[str, object]:
@@ -105,7 +131,7 @@ async def test_only_nodes_upload_and_only_their_own_sessions(fx: AuthFixture) ->
 
 async def test_list_and_read_follow_rbac_and_are_audited(fx: AuthFixture) -> None:
     node = await _node(fx)
-    mine, theirs = _meta("alice"), _meta("bob")
+    mine, theirs = await _ended(fx, _meta("alice")), await _ended(fx, _meta("bob"))
     for m in (mine, theirs):
         await node.upload(m, _chunks(CAST))
     alice = await _guard(fx, "alice", ["access"])
@@ -129,7 +155,7 @@ async def test_list_and_read_follow_rbac_and_are_audited(fx: AuthFixture) -> Non
 async def test_in_process_target(fx: AuthFixture, tmp_path: Path) -> None:
     path = tmp_path / "x.cast"
     path.write_bytes(CAST)
-    meta = _meta()
+    meta = await _ended(fx, _meta())
     await InProcessTarget(RecordingService(fx.auth)).upload(meta, path)
     assert await RecordingService(fx.auth).store.read(meta.session_id) == CAST
 
@@ -138,3 +164,33 @@ async def test_service_needs_a_store() -> None:
     fx = await make_auth()
     with pytest.raises(BadParameter, match="not configured"):
         RecordingService(fx.auth)
+
+
+async def test_a_complete_recording_must_match_its_session_end(fx: AuthFixture) -> None:
+    node = await _node(fx)
+    early = _meta()
+    with pytest.raises(ConnectionProblem, match="not in the audit log yet"):
+        await node.upload(early, _chunks(CAST))  # the node retries later
+    await _ended(fx, early.model_copy(update={"node": "db1"}))  # another node's: not it
+    with pytest.raises(ConnectionProblem):
+        await node.upload(early, _chunks(CAST))
+    await _ended(fx, early, sha="0" * 64)
+    with pytest.raises(BadParameter, match="differs from the one in session.end"):
+        await node.upload(early, _chunks(CAST))
+    rejected = await fx.auth.audit.search(AuditQuery(types=("recording.rejected",)))
+    assert rejected[-1].fields["session_end_sha256"] == "0" * 64
+    # a recording recovered after a node crash has no session.end: stored on its own hash
+    partial = _meta().model_copy(update={"complete": False})
+    assert (await node.upload(partial, _chunks(CAST))).complete is False
+
+
+async def test_session_end_is_found_behind_many_newer_events(fx: AuthFixture) -> None:
+    meta = await _ended(fx, _meta())
+    await fx.auth.audit.emit_many(
+        [("user.login", "success", {"user": f"u{i}"}) for i in range(1200)]
+    )
+    end = await find_session_end(
+        fx.auth.audit, meta.session_id, "web1", fx.clock.now() - timedelta(hours=1)
+    )
+    assert end is not None and end.fields["recording_sha256"] == meta.sha256
+    assert await find_session_end(fx.auth.audit, meta.session_id, "db1", fx.clock.now()) is None

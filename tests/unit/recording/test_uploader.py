@@ -86,3 +86,15 @@ async def test_leftovers_are_recovered_and_uploaded_at_start(tmp_path: Path) -> 
             await uploader.wait_idle()
         task.cancel()
     assert target.received == {f.meta.session_id: b"until the crash"}
+
+
+async def test_recover_runs_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    f = spool.open(RecordingMeta(session_id=str(uuid.uuid4()), user="u", node="n"))
+    f.write(b"left over")
+    f.abort()
+    uploader = Uploader(spool, FlakyTarget(failures=0))
+    assert uploader.recover() == [f.meta.session_id]
+    running = spool.open(RecordingMeta(session_id=str(uuid.uuid4()), user="u", node="n"))
+    assert uploader.recover() == []  # a session started since is not a leftover
+    assert running.path.exists()
