@@ -111,18 +111,36 @@ def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chrom
     page.click("button[data-ceremony=verify]")
     status.filter(has_text="Verified with chromium-key").wait_for()
 
-    # 3. Sign out; sign in again with the passkey alone.
-    page.goto(f"{base}/web/")
-    page.click("form[action='/web/logout'] button")
-    page.wait_for_url(f"{base}/web/login")
+    # 3. Sign out; sign in with the password and the key as second factor (no TOTP code).
+    def sign_out() -> None:
+        page.goto(f"{base}/web/")
+        page.click("form[action='/web/logout'] button")
+        page.wait_for_url(f"{base}/web/login")
+
+    sign_out()
+    page.fill("input[name=user]", user.name)
+    page.fill("input[name=password]", "wrong password!")
+    page.click("button[data-ceremony=password-key]")
+    page.locator("#webauthn-status.error").wait_for()
+    assert "invalid username, password" in page.inner_text("#webauthn-status")
+    page.fill("input[name=password]", user.password)
+    page.click("button[data-ceremony=password-key]")
+    page.wait_for_url(f"{base}/web/")
+    page.goto(f"{base}/web/mfa")
+    assert "Verified with chromium-key in this session" in page.inner_text("main")
+
+    # 4. Sign out; sign in with the passkey alone.
+    sign_out()
     page.click("button[data-ceremony=passkey]")
     page.wait_for_url(f"{base}/web/")
     assert f"Signed in as {user.name}" in page.inner_text("main")
     context.close()
 
     logins = browser_env.events("--type", "user.login", "--user", user.name)
-    passkey = [e for e in logins if e["fields"].get("method") == "passkey"]
-    assert passkey and passkey[-1]["outcome"] == "success" and passkey[-1]["fields"]["aaguid"]
+    methods = [e["fields"].get("method") for e in logins if e["outcome"] == "success"]
+    assert "password+webauthn" in methods and "passwordless" in methods
+    passkey = [e for e in logins if e["fields"].get("method") == "passwordless"]
+    assert passkey[-1]["fields"]["aaguid"]
     added = browser_env.events("--type", "mfa.add", "--user", user.name)
     assert added and added[-1]["fields"]["device_name"] == "chromium-key"
 

@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bastion.auth.credentials import new_secret
 from bastion.auth.users import UserService
@@ -36,7 +34,7 @@ from bastion.sso.service import SSOService
 from bastion.web.pages import Raw, page, static_file
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions
-from bastion.web.webauthn import add_webauthn_routes
+from bastion.web.webauthn import add_webauthn_routes, ephemeral_public_key
 
 __all__ = ["WebApp", "add_web_routes"]
 
@@ -50,16 +48,6 @@ MAX_FORM = 256 * 1024
 
 def _base_url(request: web.Request) -> str:
     return f"https://{request.host}"
-
-
-def _ephemeral_public_key() -> str:
-    """A throwaway key for browser-session logins (the certificate is never used as such)."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
 
 
 def _origin(url: str) -> str:
@@ -140,7 +128,7 @@ class WebApp:
                 form.get("user", ""),
                 form.get("password", ""),
                 form.get("otp", ""),
-                _ephemeral_public_key(),
+                ephemeral_public_key(),
                 WEB_SESSION_TTL,
                 request.remote or "",
             )
@@ -238,7 +226,7 @@ class WebApp:
         try:
             pending = await self.sso.create_request(
                 connector,
-                _ephemeral_public_key(),
+                ephemeral_public_key(),
                 WEB_SESSION_TTL,
                 new_secret(32),
                 "",
@@ -319,5 +307,5 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/sso/{connector}/login", webapp.sso_web_login)
     r.add_get("/web/sso/{connector}/callback", webapp.sso_callback)
     r.add_post("/web/sso/{connector}/acs", webapp.sso_acs)
-    add_webauthn_routes(app, sso.auth, webapp.sessions)
+    add_webauthn_routes(app, sso.auth, users, webapp.sessions)
     return webapp

@@ -11,20 +11,28 @@ this module only carries JSON between ``static/webauthn.js`` and that service:
   (scope ``web:session``); the session records the device (step-up).
 * ``POST /web/passkey/begin|finish``: passwordless sign-in from the login page (scope
   ``login``, no user named: the authenticator picks the discoverable credential).
+* ``POST /web/login/key/begin|finish``: password plus a security key as second factor.
+
+Sign-ins go through :class:`~bastion.auth.users.UserService` (``begin_login``, ``login`` with
+the assertion, ``login_passwordless``), exactly like ``bsh login``: same lockout, locks, audit.
 
 Every POST needs the CSRF token in ``X-CSRF-Token``; errors are the API's JSON error shape.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bastion.auth.api_agents import read_json
+from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
-from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter, NotFound
-from bastion.locks.matcher import LockTargets
+from bastion.auth.users import UserService
+from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter
 from bastion.web.pages import page
 from bastion.web.security import check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions
@@ -33,11 +41,25 @@ __all__ = ["SESSION_SCOPE", "add_webauthn_routes"]
 
 SESSION_SCOPE = "web:session"
 LOGIN_SCOPE = "login"
+WEB_TTL = timedelta(hours=12)
+"""Longest browser session (the roles' max_session_ttl may cut it shorter)."""
+
+
+def ephemeral_public_key() -> str:
+    """A throwaway key: browser sign-ins go through the same login as bsh, which certifies a key;
+    the certificate only tells the session who signed in, until when, with which device."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 class WebAuthnPages:
-    def __init__(self, auth: AuthServer, sessions: WebSessions) -> None:
+    def __init__(self, auth: AuthServer, users: UserService, sessions: WebSessions) -> None:
         self.auth = auth
+        self.users = users
         self.sessions = sessions
 
     async def _session(self, request: web.Request) -> WebSession:
@@ -124,62 +146,62 @@ class WebAuthnPages:
 
     async def passkey_finish(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        remote = request.remote or ""
-        try:
-            verified = await self.auth.mfa.verify_challenge(
-                None, LOGIN_SCOPE, self._credential(body)
-            )
-            user = await self.auth.users.get(verified.user)
-        except (AccessDenied, NotFound) as exc:
-            await self.auth.audit.emit(
-                "user.login",
-                outcome="failure",
-                remote_addr=remote,
-                method="passkey",
-                reason=exc.message,
-            )
-            raise AccessDenied(f"passkey sign-in refused: {exc.message}") from None
-        now = self.auth.clock.now()
-        locked_until = user.spec.status.locked_until
-        decision = await self.auth.lock_decision(
-            LockTargets(user=user.name, roles=tuple(user.spec.roles))
+        certs = await self.users.login_passwordless(
+            self._credential(body), ephemeral_public_key(), WEB_TTL, request.remote or ""
         )
-        if (locked_until and locked_until > now) or not decision.allowed:
-            reason = decision.reason or "user is locked out"
-            await self.auth.audit.emit(
-                "user.login",
-                outcome="failure",
-                user=user.name,
-                remote_addr=remote,
-                method="passkey",
-                reason=reason,
-            )
-            raise AccessDenied(f"sign-in refused: {reason}")
-        pref = await self.auth.auth_preference()
-        expires = now + pref.spec.default_session_ttl
-        token = await self.sessions.create(user.name, list(user.spec.roles), expires, "passkey")
-        await self.sessions.mark_mfa(token, verified.device_name)
-        await self.auth.audit.emit(
-            "user.login",
-            user=user.name,
-            remote_addr=remote,
-            method="passkey",
-            aaguid=verified.aaguid,
-            mfa_device=verified.device_id,
+        return await self._signed_in(certs, "passkey")
+
+    async def key_begin(self, request: web.Request) -> web.Response:
+        """Password first; the answer is the WebAuthn options for the user's keys."""
+        body = await self._body(request)
+        challenge = await self.users.begin_login(
+            _text(body, "user"), _text(body, "password"), request.remote or ""
         )
+        if challenge.webauthn is None:
+            raise AccessDenied(
+                "no security key is registered for this account: use the authenticator code"
+            )
+        return self._json(challenge.webauthn)
+
+    async def key_finish(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        certs = await self.users.login(
+            _text(body, "user"),
+            _text(body, "password"),
+            "",
+            ephemeral_public_key(),
+            WEB_TTL,
+            request.remote or "",
+            webauthn=self._credential(body),
+        )
+        return await self._signed_in(certs, "password+webauthn")
+
+    async def _signed_in(self, certs: UserCerts, method: str) -> web.Response:
+        identity = certs.identity
+        token = await self.sessions.create(
+            identity.user, list(identity.roles), identity.expires, method
+        )
+        if identity.mfa_device:
+            devices = await self.auth.mfa.list_devices(identity.user)
+            names = [d.name for d in devices if d.id == identity.mfa_device]
+            await self.sessions.mark_mfa(token, names[0] if names else identity.mfa_device)
         response = self._json({"redirect": "/web/"})
-        set_cookie(
-            response,
-            SESSION_COOKIE,
-            token,
-            max_age=int(pref.spec.default_session_ttl.total_seconds()),
-            samesite="Lax",
-        )
+        max_age = int((identity.expires - self.auth.clock.now()).total_seconds())
+        set_cookie(response, SESSION_COOKIE, token, max_age=max_age, samesite="Lax")
         return response
 
 
-def add_webauthn_routes(app: web.Application, auth: AuthServer, sessions: WebSessions) -> None:
-    pages = WebAuthnPages(auth, sessions)
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadParameter(f"field {name!r} is required")
+    return value
+
+
+def add_webauthn_routes(
+    app: web.Application, auth: AuthServer, users: UserService, sessions: WebSessions
+) -> None:
+    pages = WebAuthnPages(auth, users, sessions)
     r = app.router
     r.add_get("/web/mfa", pages.page)
     r.add_post("/web/mfa/register/begin", pages.register_begin)
@@ -188,3 +210,5 @@ def add_webauthn_routes(app: web.Application, auth: AuthServer, sessions: WebSes
     r.add_post("/web/mfa/verify/finish", pages.verify_finish)
     r.add_post("/web/passkey/begin", pages.passkey_begin)
     r.add_post("/web/passkey/finish", pages.passkey_finish)
+    r.add_post("/web/login/key/begin", pages.key_begin)
+    r.add_post("/web/login/key/finish", pages.key_finish)

@@ -1,5 +1,5 @@
 // The WebAuthn ceremonies of the login pages (no framework, no inline script: the CSP forbids it).
-// Buttons carry data-ceremony="register|verify|passkey"; the server answers JSON:
+// Buttons carry data-ceremony="register|verify|passkey|password-key"; the server answers JSON:
 //   POST <begin>  -> WebAuthn options (base64url fields), POST <finish> {credential, ...} -> {redirect|message}
 // The CSRF token travels in the X-CSRF-Token header (double submit with the HttpOnly cookie).
 "use strict";
@@ -80,6 +80,12 @@ async function run(button) {
       const options = await post(`${base}/begin`, { passkey });
       const cred = await navigator.credentials.create({ publicKey: creationOptions(options) });
       result = await post(`${base}/finish`, { name, passkey, credential: credentialJSON(cred) });
+    } else if (kind === "password-key") {
+      const form = button.closest("form");
+      const creds = { user: form.elements.user.value, password: form.elements.password.value };
+      const options = await post(`${base}/begin`, creds);
+      const cred = await navigator.credentials.get({ publicKey: requestOptions(options) });
+      result = await post(`${base}/finish`, { ...creds, credential: credentialJSON(cred) });
     } else {
       const options = await post(`${base}/begin`, {});
       const cred = await navigator.credentials.get({ publicKey: requestOptions(options) });
