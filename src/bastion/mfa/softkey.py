@@ -228,50 +228,30 @@ class SoftwareAuthenticator:
             raise BadParameter("WebAuthn options: rp and user must be objects")
         rp_id = str(rp.get("id") or urlsplit(origin).hostname or "")
         challenge = _b64(opts.get("challenge"), "challenge")
-        user_handle = _b64(user.get("id"), "user.id")
         selection = opts.get("authenticatorSelection") or {}
         self._check_uv(str(selection.get("userVerification", "preferred")))
-        ours = {c.id for c in self._credentials if c.rp_id == rp_id}
-        for excluded in opts.get("excludeCredentials") or []:
-            if isinstance(excluded, dict) and excluded.get("id") in ours:
-                raise BadParameter(
-                    "this software authenticator is already registered for this account"
-                )
-        alg = self._pick_alg(opts.get("pubKeyCredParams") or [])
-        private: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
-            ec.generate_private_key(ec.SECP256R1())
-            if alg == ES256
-            else ed25519.Ed25519PrivateKey.generate()
-        )
-        cred_id = secrets.token_bytes(32)
         resident = bool(selection.get("requireResidentKey")) or selection.get("residentKey") in (
             "required",
             "preferred",
         )
-        attested = (
-            self.aaguid.bytes + struct.pack(">H", len(cred_id)) + cred_id + _cose_key(private)
-        )
-        auth_data = self._auth_data(rp_id, 0, attested)
         client_data = _client_data("webauthn.create", challenge, origin)
-        fmt, stmt = self._attest(str(opts.get("attestation") or "none"), auth_data, client_data)
-        attestation_object = cbor2.dumps({"fmt": fmt, "attStmt": stmt, "authData": auth_data})
-        self._credentials.append(
-            StoredCredential(
-                id=bytes_to_base64url(cred_id),
-                rp_id=rp_id,
-                user_handle=bytes_to_base64url(user_handle),
-                user_name=str(user.get("name", "")),
-                alg=alg,
-                private_key=private.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ).decode(),
-                resident=resident,
-                created=datetime.now(UTC).isoformat(),
-            )
+        cred_id, auth_data, fmt, stmt = self.make_credential(
+            rp_id=rp_id,
+            client_data_hash=hashlib.sha256(client_data).digest(),
+            user_handle=_b64(user.get("id"), "user.id"),
+            user_name=str(user.get("name", "")),
+            algorithms=[
+                p.get("alg") for p in opts.get("pubKeyCredParams") or [] if isinstance(p, dict)
+            ],
+            exclude=[
+                _b64(c.get("id"), "excludeCredentials.id")
+                for c in opts.get("excludeCredentials") or []
+                if isinstance(c, dict)
+            ],
+            resident=resident,
+            attestation=str(opts.get("attestation") or "none"),
         )
-        self._save()
+        attestation_object = cbor2.dumps({"fmt": fmt, "attStmt": stmt, "authData": auth_data})
         return {
             "id": bytes_to_base64url(cred_id),
             "rawId": bytes_to_base64url(cred_id),
@@ -285,6 +265,57 @@ class SoftwareAuthenticator:
             },
         }
 
+    def make_credential(
+        self,
+        *,
+        rp_id: str,
+        client_data_hash: bytes,
+        user_handle: bytes,
+        user_name: str,
+        algorithms: list[Any],
+        exclude: list[bytes],
+        resident: bool,
+        attestation: str,
+    ) -> tuple[bytes, bytes, str, dict[str, Any]]:
+        """The authenticator half of registration (CTAP2 ``authenticatorMakeCredential``).
+
+        Returns:
+            (credential id, authenticator data, attestation format, attestation statement).
+        """
+        ours = {c.id for c in self._credentials if c.rp_id == rp_id}
+        if any(bytes_to_base64url(e) in ours for e in exclude):
+            raise BadParameter("this software authenticator is already registered for this account")
+        alg = self._pick_alg(algorithms)
+        private: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
+            ec.generate_private_key(ec.SECP256R1())
+            if alg == ES256
+            else ed25519.Ed25519PrivateKey.generate()
+        )
+        cred_id = secrets.token_bytes(32)
+        attested = (
+            self.aaguid.bytes + struct.pack(">H", len(cred_id)) + cred_id + _cose_key(private)
+        )
+        auth_data = self._auth_data(rp_id, 0, attested)
+        fmt, stmt = self._attest(attestation, auth_data, client_data_hash)
+        self._credentials.append(
+            StoredCredential(
+                id=bytes_to_base64url(cred_id),
+                rp_id=rp_id,
+                user_handle=bytes_to_base64url(user_handle),
+                user_name=user_name,
+                alg=alg,
+                private_key=private.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ).decode(),
+                resident=resident,
+                created=datetime.now(UTC).isoformat(),
+            )
+        )
+        self._save()
+        return cred_id, auth_data, fmt, stmt
+
     def _check_uv(self, requirement: str) -> None:
         if requirement == "required" and not self.user_verification:
             raise BadParameter(
@@ -292,8 +323,8 @@ class SoftwareAuthenticator:
                 "authenticator was configured without it"
             )
 
-    def _pick_alg(self, params: list[Any]) -> int:
-        offered = [p.get("alg") for p in params if isinstance(p, dict)] or [ES256]
+    def _pick_alg(self, algorithms: list[Any]) -> int:
+        offered = algorithms or [ES256]
         wanted = [_ALG_IDS[self.algorithm]] if self.algorithm else offered
         for alg in wanted:
             if alg in SUPPORTED_ALGS and alg in offered:
@@ -313,16 +344,45 @@ class SoftwareAuthenticator:
         )
 
     def _attest(
-        self, conveyance: str, auth_data: bytes, client_data: bytes
+        self, conveyance: str, auth_data: bytes, client_data_hash: bytes
     ) -> tuple[str, dict[str, Any]]:
         if conveyance not in ("direct", "enterprise") or self.attestation is None:
             return "none", {}
-        signed = auth_data + hashlib.sha256(client_data).digest()
+        signed = auth_data + client_data_hash
         sig = self.attestation.key.sign(signed, ec.ECDSA(hashes.SHA256()))
         x5c = [c.public_bytes(serialization.Encoding.DER) for c in self.attestation.chain]
         return "packed", {"alg": ES256, "sig": sig, "x5c": x5c}
 
     # ---- assertion -----------------------------------------------------------------------------
+
+    def get_assertion(
+        self, *, rp_id: str, client_data_hash: bytes, allow: list[bytes]
+    ) -> tuple[StoredCredential, bytes, bytes]:
+        """The authenticator half of an assertion (CTAP2 ``authenticatorGetAssertion``).
+
+        Returns:
+            (the credential used, authenticator data, signature).
+
+        Raises:
+            NotFound: no credential of this authenticator fits.
+        """
+        allowed = {bytes_to_base64url(a) for a in allow}
+        if allowed:
+            matches = [c for c in self._credentials if c.rp_id == rp_id and c.id in allowed]
+        else:
+            matches = [c for c in reversed(self._credentials) if c.rp_id == rp_id and c.resident]
+        if not matches:
+            kind = "registered" if allowed else "discoverable (passkey)"
+            raise NotFound(
+                f"the software authenticator has no {kind} credential for {rp_id!r}"
+                + ("" if self.path is None else f" in {self.path}")
+            )
+        cred = matches[0]
+        cred.sign_count += 1
+        auth_data = self._auth_data(rp_id, cred.sign_count)
+        signature = _sign(_load_key(cred.private_key), auth_data + client_data_hash)
+        self._save()
+        return cred, auth_data, signature
 
     def get(self, options: dict[str, Any], origin: str) -> dict[str, Any]:
         """``navigator.credentials.get()``: sign the RP's challenge with a matching credential.
@@ -338,25 +398,15 @@ class SoftwareAuthenticator:
         rp_id = str(opts.get("rpId") or urlsplit(origin).hostname or "")
         challenge = _b64(opts.get("challenge"), "challenge")
         self._check_uv(str(opts.get("userVerification", "preferred")))
-        allowed = [c.get("id") for c in opts.get("allowCredentials") or [] if isinstance(c, dict)]
-        if allowed:
-            matches = [c for c in self._credentials if c.rp_id == rp_id and c.id in allowed]
-        else:
-            matches = [c for c in reversed(self._credentials) if c.rp_id == rp_id and c.resident]
-        if not matches:
-            kind = "registered" if allowed else "discoverable (passkey)"
-            raise NotFound(
-                f"the software authenticator has no {kind} credential for {rp_id!r}"
-                + ("" if self.path is None else f" in {self.path}")
-            )
-        cred = matches[0]
-        cred.sign_count += 1
-        auth_data = self._auth_data(rp_id, cred.sign_count)
+        allowed = [
+            _b64(c.get("id"), "allowCredentials.id")
+            for c in opts.get("allowCredentials") or []
+            if isinstance(c, dict)
+        ]
         client_data = _client_data("webauthn.get", challenge, origin)
-        signature = _sign(
-            _load_key(cred.private_key), auth_data + hashlib.sha256(client_data).digest()
+        cred, auth_data, signature = self.get_assertion(
+            rp_id=rp_id, client_data_hash=hashlib.sha256(client_data).digest(), allow=allowed
         )
-        self._save()
         return {
             "id": cred.id,
             "rawId": cred.id,
