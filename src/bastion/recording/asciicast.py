@@ -99,6 +99,10 @@ class Cast:
         return self.events[-1].time if self.events else 0.0
 
 
+_float = float.__repr__
+_string = json.encoder.encode_basestring
+
+
 def _line(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")).encode() + b"\n"
 
@@ -125,13 +129,15 @@ class CastEncoder:
     def _time(self, seconds: float) -> float:
         if not math.isfinite(seconds):
             seconds = self._last
-        self._last = max(self._last, round(max(seconds, 0.0), 6))
+        self._last = max(self._last, float(round(max(seconds, 0.0), 6)))
         return self._last
 
     def _event(self, seconds: float, code: str, text: str) -> bytes:
         if not text:
             return b""
-        return _line([self._time(seconds), code, text])
+        # The same bytes as json.dumps([t, code, text], ensure_ascii=False), built directly:
+        # this runs for every chunk a session prints (json's own float and string encoders).
+        return f'[{_float(self._time(seconds))}, "{code}", {_string(text)}]\n'.encode()
 
     def output(self, seconds: float, data: bytes) -> bytes:
         """An ``"o"`` line (empty while ``data`` ends inside a character)."""

@@ -122,3 +122,13 @@ def test_resize_of_a_non_resize_event_is_refused() -> None:
     with pytest.raises(BadParameter):
         CastEvent(1.0, "o", "80x24").resize()
     assert parse_header(b'{"version": 2, "width": 3, "height": 4}').env == {}
+
+
+@given(st.floats(0, 1e7, allow_nan=False), st.sampled_from(["o", "i"]), st.text(min_size=1))
+def test_event_lines_are_what_json_dumps_writes(t: float, code: str, text: str) -> None:
+    enc = CastEncoder(CastHeader(80, 24))
+    line = enc.output(t, text.encode()) if code == "o" else enc.input(t, text.encode())
+    expected = [float(round(t, 6)), code, text]
+    assert (
+        line == json.dumps(expected, ensure_ascii=False, separators=(", ", ": ")).encode() + b"\n"
+    )
