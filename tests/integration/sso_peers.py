@@ -7,6 +7,7 @@ directory ($BASTION_TEST_CACHE, default ~/.cache/bastion-tests) the first time.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +36,15 @@ def oidc_provider_dir() -> Path:
     npm = require_binary("npm")
     lock = (PEER_DIR / "package-lock.json").read_bytes()
     target = CACHE / f"oidc-{hashlib.sha256(lock).hexdigest()[:12]}"
+    target.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f"{target.name}.lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # xdist workers: one npm ci at a time
+        _install(npm, target)
+        shutil.copy(PEER_DIR / "provider.mjs", target / "provider.mjs")
+    return target
+
+
+def _install(npm: str, target: Path) -> None:
     if not (target / "node_modules" / "oidc-provider").is_dir():
         target.mkdir(parents=True, exist_ok=True)
         for name in ("package.json", "package-lock.json"):
@@ -49,8 +59,6 @@ def oidc_provider_dir() -> Path:
         )
         if result.returncode != 0:
             missing_peer(f"npm ci of oidc-provider failed: {result.stderr[-500:]}")
-    shutil.copy(PEER_DIR / "provider.mjs", target / "provider.mjs")
-    return target
 
 
 @dataclass

@@ -94,6 +94,16 @@ def test_bad_connector_names_the_field(env: Env, tmp_path: Path) -> None:
     assert "spec.allowed_algorithms" in result.stderr
 
 
+def test_unknown_connector_is_a_clear_error(env: Env, cluster: Cluster) -> None:
+    result = env.bsh(
+        env.root, "login", f"--proxy={cluster.proxy}", f"--ca-pin={cluster.pin}", "--auth=nope"
+    )
+    assert result.returncode != 0 and 'no SSO connector "nope"' in result.stderr
+    assert "Traceback" not in result.stderr
+    headless = env.bsh(env.root, "login", f"--proxy={cluster.proxy}", "--headless", "--user=x")
+    assert headless.returncode != 0 and "--headless works with --auth" in headless.stderr
+
+
 def test_bsh_login_with_oidc_in_the_browser(oidc_env: Env, cluster: Cluster) -> None:
     home = oidc_env.root / "alice"
     home.mkdir()
@@ -357,12 +367,12 @@ def github_env(env: Env, github: FakeGitHub, tmp_path: Path) -> Env:
     spec = tmp_path / "github.yaml"
     url = github.server.url
     spec.write_text(
-        "kind: role\nmetadata: {name: sso-dev}\nspec:\n  allow:\n"
+        "kind: role\nmetadata: {name: gh-dev}\nspec:\n  allow:\n"
         "    logins: ['{{external.login}}']\n---\n"
         f"kind: github\nmetadata: {{name: {GITHUB}}}\nspec:\n"
         f"  client_id: {github.client_id}\n  client_secret: {github.client_secret}\n"
         f"  endpoint_url: {url}\n  api_endpoint_url: {url}/api/v3\n"
-        "  teams_to_roles:\n    - {organization: acme, team: admins, roles: [sso-dev]}\n"
+        "  teams_to_roles:\n    - {organization: acme, team: admins, roles: [gh-dev]}\n"
     )
     env.admin_ok("create", "-f", str(spec), "--force")
     return env
@@ -373,7 +383,7 @@ def test_bsh_login_with_github(github_env: Env, cluster: Cluster, github: FakeGi
     result = bsh_sso_login(github_env, cluster, GITHUB, "octo")
     assert result.returncode == 0, result.stderr
     profile = profile_of(github_env, "octo")
-    assert profile["user"] == f"{GITHUB}:octo" and profile["roles"] == ["sso-dev"]
+    assert profile["user"] == f"{GITHUB}:octo" and profile["roles"] == ["gh-dev"]
     assert profile["logins"] == ["octo"]
     ok = [e for e in sso_events(github_env, "success") if e["user"] == f"{GITHUB}:octo"]
     assert ok[-1]["fields"]["subject"] == "4242" and ok[-1]["fields"]["method"] == "github"
@@ -406,11 +416,11 @@ def saml_env(env: Env, saml_idp: SAMLIdPServer, tmp_path: Path) -> Env:
     descriptor = "\n".join("    " + line for line in saml_idp.idp.metadata.splitlines())
     spec = tmp_path / "saml.yaml"
     spec.write_text(
-        "kind: role\nmetadata: {name: sso-dev}\nspec:\n  allow:\n"
+        "kind: role\nmetadata: {name: saml-dev}\nspec:\n  allow:\n"
         "    logins: ['{{external.uid}}']\n---\n"
         f"kind: saml\nmetadata: {{name: {SAML}}}\nspec:\n"
         f"  service_provider_issuer: {SAML_SP}\n"
-        "  attributes_to_roles:\n    - {name: groups, value: dev, roles: [sso-dev]}\n"
+        "  attributes_to_roles:\n    - {name: groups, value: dev, roles: [saml-dev]}\n"
         f"  entity_descriptor: |\n{descriptor}\n"
     )
     env.admin_ok("create", "-f", str(spec), "--force")
@@ -445,3 +455,34 @@ def test_bad_saml_responses_are_refused_and_audited(
     assert result.returncode != 0
     assert reason in result.stderr and "Traceback" not in result.stderr
     assert any(reason in str(e["reason"]) for e in sso_events(saml_env, "failure"))
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "reason"),
+    [
+        ("nonce", "an-injected-nonce", "nonce does not match"),
+        ("code_challenge", "A" * 43, "refused POST"),  # PKCE: the verifier no longer matches
+    ],
+)
+def test_tampered_authorization_request_is_refused_by_the_real_provider(
+    oidc_env: Env, cluster: Cluster, param: str, value: str, reason: str
+) -> None:
+    """The IdP URL is changed on its way through the browser; oidc-provider issues what it was
+    asked for, and the proxy refuses the result."""
+    import asyncio
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    async def scenario() -> tuple[int, str]:
+        browser, _, idp_url = await _start_request(cluster)
+        try:
+            parts = urlsplit(idp_url)
+            query = {**query_of(idp_url), param: value}
+            tampered = urlunsplit(parts._replace(query=urlencode(query)))
+            final = await browser.sign_in(tampered)
+            return final.status, final.text
+        finally:
+            await browser.close()
+
+    status, text = asyncio.run(scenario())
+    assert status == 403 and reason in text
+    assert any(reason in str(e["reason"]) for e in sso_events(oidc_env, "failure"))
