@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
-SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema
+SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs
 
 .PHONY: start test install install-dev system-deps lint typecheck unit bench clean
 
@@ -28,11 +28,12 @@ install-dev: $(VENV)/.installed-dev
 start: $(VENV)/.installed
 	$(BIN)/bastion start --data-dir $(DATA)
 
-# Installs the real peers the tests drive (OpenSSH, PostgreSQL, openssl, tmux) when run as
+# Installs the real peers the tests drive (OpenSSH, PostgreSQL, openssl, tmux, xmlsec1 and
+# Chromium for SSO/WebAuthn, Node.js for the OpenID provider) when run as
 # root and one is missing; as a normal user it only reports what is missing.
 system-deps:
 	@missing=""; \
-	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema; do \
+	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm; do \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
 	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \

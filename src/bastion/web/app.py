@@ -18,9 +18,9 @@ Errors are HTML pages here (the JSON error shape is for ``/v1``).
 
 from __future__ import annotations
 
+import html
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -29,7 +29,7 @@ from aiohttp import web
 from bastion.auth.credentials import new_secret
 from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, BastionError
-from bastion.sso.requests import REQUEST_TTL, display_code
+from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
 from bastion.web.pages import Raw, page, static_file
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
@@ -265,7 +265,7 @@ class WebApp:
             return self._error_page(exc)
         return await self._after_login(done)
 
-    async def _after_login(self, done: Any) -> web.Response:
+    async def _after_login(self, done: SSORequest) -> web.Response:
         result = done.result or {}
         if done.web:
             await self.sso.requests.delete(done)
@@ -289,8 +289,6 @@ class WebApp:
 
 
 def _esc(value: str) -> str:
-    import html
-
     return html.escape(value, quote=True)
 
 
