@@ -302,7 +302,9 @@ class MFAService:
                 user_verification="required" if passwordless else rp.user_verification,
             )
         )
-        return _json_options(options)
+        data = _json_options(options)
+        data["extensions"] = {"credProps": True}  # browsers then report whether it is a passkey
+        return data
 
     async def finish_registration(
         self, user: str, device_name: str, response: dict[str, Any], remote_addr: str = ""
@@ -524,6 +526,7 @@ class MFAService:
             )
         device.sign_count = new_count
         device.last_used = self._clock.now()
+        device.resident = device.resident or user is None  # it answered a passwordless request
         await self.devices.put(device)
         return MFAVerified(
             user=device.user,
@@ -542,8 +545,10 @@ class MFAService:
         if user is not None and device.user != user:
             raise AccessDenied("unknown credential: this key is not registered for this user")
         if user is None:
+            # An empty allowCredentials list can only be answered by a discoverable credential,
+            # which returns the user handle it was created with.
             handle = (response.get("response") or {}).get("userHandle")
-            if not device.resident or not isinstance(handle, str) or not handle:
+            if not isinstance(handle, str) or not handle:
                 raise AccessDenied(
                     "passwordless login needs a passkey (a discoverable credential) with a user "
                     "handle; register one with bsh mfa add --passwordless"

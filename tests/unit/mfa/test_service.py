@@ -205,16 +205,27 @@ async def test_passwordless_with_a_passkey():
         await fx.auth.mfa.verify_challenge("alice", "login", key.get(options, ORIGIN))
 
 
-async def test_passwordless_refuses_non_discoverable_credentials_and_can_be_disabled():
+async def test_passwordless_needs_the_user_handle_and_can_be_disabled():
     fx = await cluster()
     key = SoftwareAuthenticator()
     device = await enrol(fx, key)
     stored = await fx.auth.mfa.devices.get("alice", device.id)
-    stored.resident = False
+    stored.resident = False  # e.g. a browser that did not report credProps
     await fx.auth.mfa.devices.put(stored)
     options = await fx.auth.mfa.begin_challenge(None, "login")
-    with pytest.raises(AccessDenied, match="passkey"):
-        await fx.auth.mfa.verify_challenge(None, "login", key.get(options, ORIGIN))
+    response = key.get(options, ORIGIN)
+    stripped = {**response, "response": {**response["response"], "userHandle": None}}
+    with pytest.raises(AccessDenied, match="user handle"):
+        await fx.auth.mfa.verify_challenge(None, "login", stripped)
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    await fx.auth.mfa.verify_challenge(None, "login", key.get(options, ORIGIN))
+    assert (await fx.auth.mfa.devices.get("alice", device.id)).resident  # learnt
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    response = key.get(options, ORIGIN)
+    other = await fx.auth.mfa.devices.user_handle("bob")
+    forged = {**response, "response": {**response["response"], "userHandle": other}}
+    with pytest.raises(AccessDenied, match="does not match"):
+        await fx.auth.mfa.verify_challenge(None, "login", forged)
     fx2 = await cluster(allow_passwordless=False)
     with pytest.raises(AccessDenied, match="disabled"):
         await fx2.auth.mfa.begin_challenge(None, "login")
