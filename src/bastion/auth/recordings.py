@@ -16,6 +16,8 @@ Layer: auth service (RBAC + audit around a :class:`~bastion.recording.store.Reco
   own sessions only (filtered per item).
 * Read: the owner, or ``read`` on ``session``; every view and download is audited
   (``recording.view`` / ``recording.download``), and a refusal is audited as ``access.denied``.
+  The bytes are hashed again before they are served: a recording modified in the store is
+  refused (``recording.rejected``), never shown as if it were the session.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bastion.errors import (
     AccessDenied,
     AlreadyExists,
     BadParameter,
+    BastionError,
     ConnectionProblem,
     LimitExceeded,
 )
@@ -261,6 +264,22 @@ class GuardedRecordings:
         if meta.user != ctx.identity.user and not self._may("read"):
             await self._guard.require("session", "read")  # audits access.denied, raises
         data = await self._service.store.read(session_id)
+        actual = hashlib.sha256(data).hexdigest()
+        if meta.sha256 and not hmac.compare_digest(actual, meta.sha256):
+            await self._auth.audit.emit(
+                "recording.rejected",
+                outcome="failure",
+                user=ctx.actor,
+                session_id=session_id,
+                target=meta.node,
+                reason="the stored recording does not match its sha256 (modified in the store?)",
+                declared_sha256=meta.sha256,
+                received_sha256=actual,
+            )
+            raise BastionError(
+                f"recording {session_id} does not match its sha256 (the one in session.end): "
+                "it was modified or damaged in the recording store; not served"
+            )
         await self._auth.audit.emit(
             f"recording.{purpose}",
             user=ctx.actor,

@@ -20,6 +20,7 @@ from bastion.errors import (
     AccessDenied,
     AlreadyExists,
     BadParameter,
+    BastionError,
     ConnectionProblem,
     LimitExceeded,
     NotFound,
@@ -194,3 +195,17 @@ async def test_session_end_is_found_behind_many_newer_events(fx: AuthFixture) ->
     )
     assert end is not None and end.fields["recording_sha256"] == meta.sha256
     assert await find_session_end(fx.auth.audit, meta.session_id, "db1", fx.clock.now()) is None
+
+
+async def test_a_recording_modified_in_the_store_is_not_served(
+    fx: AuthFixture, tmp_path: Path
+) -> None:
+    node = await _node(fx)
+    meta = await _ended(fx, _meta())
+    await node.upload(meta, _chunks(CAST))
+    (tmp_path / "recs" / f"{meta.session_id}.cast").write_bytes(CAST.replace(b"hello", b"HELLO"))
+    auditor = await _guard(fx, "audrey", ["auditor"])
+    with pytest.raises(BastionError, match="modified or damaged"):
+        await auditor.get(meta.session_id, "view")
+    rejected = await fx.auth.audit.search(AuditQuery(types=("recording.rejected",)))
+    assert rejected[-1].user == "audrey" and "modified" in rejected[-1].reason
