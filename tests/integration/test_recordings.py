@@ -291,3 +291,51 @@ def test_a_node_killed_mid_session_uploads_what_it_spooled(rec_env: Env, tmp_pat
     finally:
         stop(node)
         time.sleep(0)
+
+
+def test_recordings_in_s3_compatible_storage(tmp_path: Path) -> None:
+    """The daemon configured with ``auth_service.recordings.type: s3`` (moto's standalone S3
+    server on loopback) stores and serves recordings from the bucket."""
+    require_binary("ssh")
+    pexpect = pytest.importorskip("pexpect")
+    server_mod = pytest.importorskip("moto.server")
+    import boto3
+
+    s3_server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3_server.start()
+    host, s3_port = s3_server.get_host_and_port()
+    endpoint = f"http://{host}:{s3_port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="k", aws_secret_access_key="s")  # fmt: skip
+    s3.create_bucket(Bucket="recs")
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        "version: v1\n"
+        "auth_service:\n"
+        "  rate_limit: {average: 50, burst: 200}\n"
+        "  recordings: {type: s3, bucket: recs, prefix: cluster-a/, region: us-east-1,\n"
+        f"               endpoint_url: '{endpoint}', access_key_id: k, secret_access_key: s}}\n"
+    )
+    cluster = start_cluster(tmp_path, "-c", str(config), "--node-name", BUILTIN, name=CLUSTER)
+    try:
+        env = Env(cluster, tmp_path / "homes")
+        alice, cfg = _user(env)
+        child = pexpect.spawn("ssh", ["-F", str(cfg), "-tt", f"{LOGIN}@{BUILTIN}.{CLUSTER}"],
+                              timeout=TIMEOUT)  # fmt: skip
+        try:
+            child.sendline("echo s3-$((3*3))-ok; exit")
+            child.expect("s3-9-ok")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        [item] = wait_for(lambda: _recordings(env, alice), "the recording in S3", TIMEOUT)
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="recs")["Contents"]}
+        sid = item["session_id"]
+        assert keys == {f"cluster-a/{sid}.cast", f"cluster-a/{sid}.json"}
+        stored = s3.get_object(Bucket="recs", Key=f"cluster-a/{sid}.cast")["Body"].read()
+        assert hashlib.sha256(stored).hexdigest() == item["sha256"]
+        assert "s3-9-ok" in parse_cast(stored).output()
+        assert not (cluster.data_dir / "recordings").exists()  # nothing kept locally
+    finally:
+        cluster.stop()
+        s3_server.stop()
