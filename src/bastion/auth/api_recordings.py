@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator
@@ -67,20 +68,31 @@ def add_recording_routes(app: web.Application, auth: AuthServer) -> None:
         items = await guarded(request).list()
         return web.json_response({"items": [m.model_dump(mode="json") for m in items]})
 
-    async def get_recording(request: web.Request) -> web.Response:
+    async def get_recording(request: web.Request) -> web.StreamResponse:
         session_id = check_session_id(request.match_info["session_id"])
         purpose = request.query.get("purpose", "download")
         if purpose not in ("view", "download"):
             raise BadParameter("purpose: view or download")
-        got = await guarded(request).get(session_id, "view" if purpose == "view" else "download")
-        return web.Response(
-            body=got.data,
-            content_type="application/x-asciicast",
-            headers={
-                "X-Bastion-Recording-SHA256": got.meta.sha256,
-                "Content-Disposition": f'attachment; filename="{session_id}.cast"',
-            },
+        meta, path = await guarded(request).fetch(
+            session_id, "view" if purpose == "view" else "download"
         )
+        try:
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/x-asciicast",
+                    "X-Bastion-Recording-SHA256": meta.sha256,
+                    "Content-Disposition": f'attachment; filename="{session_id}.cast"',
+                }
+            )
+            response.content_length = meta.size or path.stat().st_size
+            await response.prepare(request)
+            with path.open("rb") as body:
+                while chunk := await asyncio.to_thread(body.read, _CHUNK):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            path.unlink(missing_ok=True)
 
     app.router.add_post("/v1/recordings/{session_id}", upload)
     app.router.add_get("/v1/recordings", list_recordings)

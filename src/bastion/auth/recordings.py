@@ -31,7 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from bastion.audit.log import AuditLog
 from bastion.auth.guarded import GuardedAuth
@@ -252,45 +252,77 @@ class GuardedRecordings:
         me = self._guard.ctx.identity.user
         return [m for m in items if m.user == me]
 
-    async def get(self, session_id: str, purpose: Purpose) -> StoredRecording:
-        """The recording's bytes for ``bsh play`` (view) or ``bsh recordings download``.
+    async def fetch(self, session_id: str, purpose: Purpose) -> tuple[RecordingMeta, Path]:
+        """The recording, verified, in a temporary file (the caller streams and deletes it),
+        for ``bsh play`` (view) or ``bsh recordings download``. Audited.
 
         Raises:
             NotFound: no such recording (bastion.errors.NotFound).
             AccessDenied: another user's recording without ``read`` on ``session``.
+            BastionError: the stored bytes no longer match their SHA-256.
         """
         ctx = self._guard.ctx
         meta = await self._service.store.meta(session_id)
         if meta.user != ctx.identity.user and not self._may("read"):
             await self._guard.require("session", "read")  # audits access.denied, raises
-        data = await self._service.store.read(session_id)
-        actual = hashlib.sha256(data).hexdigest()
-        if meta.sha256 and not hmac.compare_digest(actual, meta.sha256):
+        fd, name = tempfile.mkstemp(prefix="bastion-recording-", suffix=".cast")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sink = _HashingSink(out)
+                await self._service.store.copy_to(session_id, sink)
+            await self._check_stored(meta, sink.digest.hexdigest())
             await self._auth.audit.emit(
-                "recording.rejected",
-                outcome="failure",
+                f"recording.{purpose}",
                 user=ctx.actor,
                 session_id=session_id,
                 target=meta.node,
-                reason="the stored recording does not match its sha256 (modified in the store?)",
-                declared_sha256=meta.sha256,
-                received_sha256=actual,
+                remote_addr=ctx.remote_addr,
+                login=meta.login,
+                owner=meta.user,
+                sha256=meta.sha256,
             )
-            raise BastionError(
-                f"recording {session_id} does not match its sha256 (the one in session.end): "
-                "it was modified or damaged in the recording store; not served"
-            )
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            raise
+        return meta, path
+
+    async def _check_stored(self, meta: RecordingMeta, actual: str) -> None:
+        if not meta.sha256 or hmac.compare_digest(actual, meta.sha256):
+            return
         await self._auth.audit.emit(
-            f"recording.{purpose}",
-            user=ctx.actor,
-            session_id=session_id,
+            "recording.rejected",
+            outcome="failure",
+            user=self._guard.ctx.actor,
+            session_id=meta.session_id,
             target=meta.node,
-            remote_addr=ctx.remote_addr,
-            login=meta.login,
-            owner=meta.user,
-            sha256=meta.sha256,
+            reason="the stored recording does not match its sha256 (modified in the store?)",
+            declared_sha256=meta.sha256,
+            received_sha256=actual,
         )
-        return StoredRecording(meta, data)
+        raise BastionError(
+            f"recording {meta.session_id} does not match its sha256 (the one in session.end): "
+            "it was modified or damaged in the recording store; not served"
+        )
+
+    async def get(self, session_id: str, purpose: Purpose) -> StoredRecording:
+        """Like :meth:`fetch`, with the bytes in memory (small recordings, tests)."""
+        meta, path = await self.fetch(session_id, purpose)
+        try:
+            return StoredRecording(meta, path.read_bytes())
+        finally:
+            path.unlink(missing_ok=True)
+
+
+class _HashingSink:
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes, /) -> int:
+        self.digest.update(data)
+        return self._out.write(data)
 
 
 class InProcessTarget:

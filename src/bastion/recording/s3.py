@@ -18,7 +18,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bastion.errors import AlreadyExists, BadParameter, ConnectionProblem, NotFound
-from bastion.recording.store import RecordingMeta, check_session_id
+from bastion.recording.store import CHUNK, RecordingMeta, Sink, check_session_id
 
 if TYPE_CHECKING:
     from bastion.config.schema import RecordingStorageConfig
@@ -119,6 +119,23 @@ class S3RecordingStore:
     async def read(self, session_id: str) -> bytes:
         await self.meta(session_id)
         return await asyncio.to_thread(self._get, self._key(session_id, ".cast"), session_id)
+
+    def _copy(self, session_id: str, sink: Sink) -> None:
+        try:
+            obj = self._call(
+                "read recording", self._s3.get_object, Key=self._key(session_id, ".cast")
+            )
+        except NotFound:
+            raise NotFound(f"no recording of session {session_id}") from None
+        try:
+            for chunk in obj["Body"].iter_chunks(CHUNK):
+                sink.write(chunk)
+        except BotoCoreError as exc:
+            raise ConnectionProblem(f"read recording: S3 connection broke: {exc}") from exc
+
+    async def copy_to(self, session_id: str, sink: Sink) -> None:
+        await self.meta(session_id)
+        await asyncio.to_thread(self._copy, session_id, sink)
 
     def _list(self) -> list[RecordingMeta]:
         out = []

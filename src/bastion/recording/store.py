@@ -34,11 +34,13 @@ __all__ = [
     "LocalRecordingStore",
     "RecordingMeta",
     "RecordingStore",
+    "Sink",
     "check_session_id",
     "open_store",
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+CHUNK = 1 << 20
 
 
 def check_session_id(value: str) -> str:
@@ -101,6 +103,12 @@ class RecordingMeta(StrictModel):
             raise BadParameter(f"invalid recording metadata: {exc}") from None
 
 
+class Sink(Protocol):
+    """Where :meth:`RecordingStore.copy_to` writes (a binary file, a hashing wrapper)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class RecordingStore(Protocol):
     """Storage of finished recordings."""
 
@@ -118,6 +126,11 @@ class RecordingStore(Protocol):
 
     async def read(self, session_id: str) -> bytes:
         """The recording's bytes. Raises: NotFound."""
+        ...
+
+    async def copy_to(self, session_id: str, sink: Sink) -> None:
+        """Write the recording's bytes to ``sink`` in chunks (bounded memory; runs in a worker
+        thread). Raises: NotFound."""
         ...
 
     async def list(self) -> list[RecordingMeta]:
@@ -175,6 +188,18 @@ class LocalRecordingStore:
         await self.meta(session_id)  # only complete recordings are readable
         try:
             return await asyncio.to_thread(self._path(session_id, ".cast").read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"no recording of session {session_id}") from None
+
+    async def copy_to(self, session_id: str, sink: Sink) -> None:
+        await self.meta(session_id)
+
+        def copy() -> None:
+            with self._path(session_id, ".cast").open("rb") as src:
+                shutil.copyfileobj(src, sink, CHUNK)
+
+        try:
+            await asyncio.to_thread(copy)
         except FileNotFoundError:
             raise NotFound(f"no recording of session {session_id}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,9 @@ async def check_store(store: RecordingStore, tmp: Path) -> None:
     assert [m.session_id for m in await store.list()] == [early.session_id, late.session_id]
     assert await store.meta(late.session_id) == late
     assert await store.read(late.session_id) == body
+    sink = io.BytesIO()
+    await store.copy_to(late.session_id, sink)
+    assert sink.getvalue() == body
     with pytest.raises(AlreadyExists):
         await store.put(late, src)
     missing = str(uuid.uuid4())
@@ -46,6 +50,8 @@ async def check_store(store: RecordingStore, tmp: Path) -> None:
         await store.meta(missing)
     with pytest.raises(NotFound):
         await store.read(missing)
+    with pytest.raises(NotFound):
+        await store.copy_to(missing, io.BytesIO())
     for bad in ("../../etc/passwd", "A" * 36, str(uuid.uuid4()).upper()):
         with pytest.raises(BadParameter):
             await store.read(bad)
