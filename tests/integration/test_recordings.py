@@ -339,3 +339,27 @@ def test_recordings_in_s3_compatible_storage(tmp_path: Path) -> None:
     finally:
         cluster.stop()
         s3_server.stop()
+
+
+def test_a_role_with_record_input_records_keystrokes(rec_env: Env, tmp_path: Path) -> None:
+    env = rec_env
+    role = unique("typing")
+    spec = tmp_path / "role.yaml"
+    spec.write_text(f"kind: role\nmetadata: {{name: {role}}}\nspec:\n  options:\n"
+                    "    record_input: true\n")  # fmt: skip
+    env.admin_ok("create", "-f", str(spec))
+    carol = env.new_user(f"access,{role}", LOGIN)
+    login_via_proxy(env, carol)
+    done = env.bsh(carol, "config")
+    assert done.returncode == 0, done.stderr
+    cfg = carol.home / "ssh_config"
+    cfg.write_text(done.stdout + "    BatchMode yes\n")
+    _shell(["ssh", "-F", str(cfg), "-tt", f"{LOGIN}@{BUILTIN}.{CLUSTER}"],
+           "echo typed-$((2+3))", "typed-5")  # fmt: skip
+    [item] = wait_for(lambda: _recordings(env, carol), "carol's recording", TIMEOUT)
+    assert item["input_recorded"] is True
+    got = env.bsh(carol, "recordings", "download", item["session_id"], "-o", "-")
+    assert got.returncode == 0, got.stderr
+    cast = parse_cast(got.stdout.encode())
+    assert "echo typed-$((2+3))" in cast.input()  # the keystrokes, as typed
+    assert "typed-5" in cast.output()

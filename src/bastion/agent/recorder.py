@@ -7,7 +7,8 @@ recording's SHA-256 goes into ``session.end`` as ``recording_sha256``.
 
 What is recorded: sessions with a PTY, or a shell, when the user's roles say ``record_session``
 (the default). Output always; input (keystrokes, which may include passwords typed at prompts)
-only when a role sets ``record_input``.
+only when a role sets ``record_input``. If the spool cannot be written (disk full), the session
+goes on and ``session.end`` carries ``recording_error`` instead of the hash.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SessionRecorder:
         self._encoder: CastEncoder | None = None
         self._t0 = 0.0
         self._record_input = False
+        self._error = ""
 
     def _now(self) -> float:
         return self._clock.monotonic() - self._t0
@@ -78,25 +80,41 @@ class SessionRecorder:
         )
         self._file.write(self._encoder.start())
 
+    def _write(self, line: bytes) -> None:
+        if self._file is None or self._error:
+            return
+        try:
+            self._file.write(line)
+        except OSError as exc:  # disk full, I/O error: the session goes on, the gap is audited
+            self._error = f"recording stopped: {exc.strerror or exc}"
+            log.error("session recording failed", session_id=self._file.meta.session_id,
+                      error=self._error)  # fmt: skip
+            self._file.abort()  # what was written is uploaded as partial after a restart
+
     def on_output(self, data: bytes) -> None:
-        if self._file is not None and self._encoder is not None:
-            self._file.write(self._encoder.output(self._now(), data))
+        if self._encoder is not None:
+            self._write(self._encoder.output(self._now(), data))
 
     def on_input(self, data: bytes) -> None:
-        if self._record_input and self._file is not None and self._encoder is not None:
-            self._file.write(self._encoder.input(self._now(), data))
+        if self._record_input and self._encoder is not None:
+            self._write(self._encoder.input(self._now(), data))
 
     def on_resize(self, cols: int, rows: int) -> None:
-        if self._file is not None and self._encoder is not None:
-            self._file.write(self._encoder.resize(self._now(), cols, rows))
+        if self._encoder is not None:
+            self._write(self._encoder.resize(self._now(), cols, rows))
 
     async def on_end(self, meta: SessionMeta) -> Mapping[str, object] | None:
         if self._file is None or self._encoder is None:
             return None
-        self._file.write(self._encoder.finish(self._now()))
-        final = self._file.finish(
-            self._file.meta.model_copy(update={"ended": meta.ended or self._clock.now()})
-        )
+        self._write(self._encoder.finish(self._now()))
+        if self._error:
+            return {"recording_error": self._error}
+        try:
+            final = self._file.finish(
+                self._file.meta.model_copy(update={"ended": meta.ended or self._clock.now()})
+            )
+        except OSError as exc:
+            return {"recording_error": f"recording not finished: {exc.strerror or exc}"}
         self._on_finished()
         return {"recording_sha256": final.sha256, "recording_bytes": final.size}
 

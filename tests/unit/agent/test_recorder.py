@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -95,3 +96,26 @@ async def test_a_recorder_that_never_started_adds_nothing(tmp_path: Path) -> Non
     recorder = SessionRecorder(Spool(tmp_path), FakeClock(), "c", lambda: None)
     recorder.on_output(b"x")
     assert await recorder.on_end(_meta()) is None
+
+
+async def test_a_failing_spool_stops_the_recording_not_the_session(tmp_path: Path) -> None:
+    clock = FakeClock()
+    meta = _meta(started=clock.now())
+    spool = Spool(tmp_path)
+    sent: list[bytes] = []
+    stream = SessionStream(meta, lambda data, _err: sent.append(data))
+    recorder = SessionRecorder(spool, clock, "c", lambda: None)
+    stream.observers.append(recorder)
+    await stream.start()
+    stream.output(b"before\n")
+    assert recorder._file is not None
+    os.close(recorder._file._fd)  # the disk goes away under the recorder
+    recorder._file._fd = os.open("/dev/full", os.O_WRONLY)
+    stream.output(b"after\n")
+    stream.output(b"more\n")
+    assert sent == [b"before\n", b"after\n", b"more\n"]  # the user saw everything
+    fields = await stream.end()
+    assert fields["recording_error"].startswith("recording stopped: ")
+    assert "recording_sha256" not in fields
+    assert spool.ready() == []  # left as .part: recovered (partial) when the node restarts
+    assert spool.recover() == [meta.session_id]
