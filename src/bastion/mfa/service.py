@@ -24,8 +24,6 @@ with the user and scope: login, session and admin MFA each have their own event)
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import secrets
 import uuid
@@ -34,38 +32,27 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import pyotp
 from webauthn import (
     generate_authentication_options,
-    generate_registration_options,
     options_to_json,
     verify_authentication_response,
-    verify_registration_response,
 )
-from webauthn.helpers import base64url_to_bytes, parse_attestation_object
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 from webauthn.helpers.exceptions import (
     InvalidAuthenticationResponse,
     InvalidJSONStructure,
-    InvalidRegistrationResponse,
 )
-from webauthn.helpers.structs import (
-    AttestationConveyancePreference,
-    AttestationFormat,
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
+from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
 
 from bastion.audit.log import AuditLog
-from bastion.auth.credentials import CredentialStore, verify_totp
+from bastion.auth.credentials import CredentialStore
 from bastion.backend.base import Backend
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
-from bastion.mfa import policy
-from bastion.mfa.softkey import SOFTWARE_AAGUID
+from bastion.mfa import policy, registration
+from bastion.mfa.responses import challenge_of, explain
 from bastion.mfa.store import Challenge, ChallengeStore, DeviceStore
+from bastion.mfa.totp import TOTPEnrolment, TOTPFactor
 from bastion.types.access import AuthPreference
 from bastion.types.mfa import MFADevice, validate_device_name
 
@@ -79,13 +66,6 @@ __all__ = [
 ]
 
 CHALLENGE_TTL = timedelta(minutes=2)
-TIMEOUT_MS = 60_000
-SUPPORTED_ALGS = [
-    COSEAlgorithmIdentifier.ECDSA_SHA_256,
-    COSEAlgorithmIdentifier.EDDSA,
-    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
-]
-ALL_FORMATS = tuple(AttestationFormat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +77,6 @@ class MFAVerified:
     device_name: str
     aaguid: str
     user_verified: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TOTPEnrolment:
-    enrolment: str
-    """Id of the pending enrolment (pass it back to :meth:`MFAService.finish_totp`)."""
-    secret: str
-    uri: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,41 +95,6 @@ def _json_options(options: Any) -> dict[str, Any]:
     return data
 
 
-def _challenge_of(response: Any) -> tuple[str, dict[str, Any]]:
-    """The challenge (base64url) claimed by a response's clientDataJSON, before any verification.
-
-    Raises:
-        AccessDenied: the response is not a WebAuthn credential JSON object.
-    """
-    if not isinstance(response, dict) or not isinstance(response.get("response"), dict):
-        raise AccessDenied("malformed WebAuthn response: expected PublicKeyCredential JSON")
-    raw = response["response"].get("clientDataJSON")
-    try:
-        client_data = json.loads(base64url_to_bytes(str(raw)))
-        challenge = client_data["challenge"]
-        if not isinstance(challenge, str) or not challenge:
-            raise ValueError("challenge")
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise AccessDenied("malformed WebAuthn response: unreadable clientDataJSON") from None
-    return challenge, client_data
-
-
-def _explain(exc: Exception) -> str:
-    """Turn the webauthn library's message into a reason an operator understands."""
-    text = str(exc)
-    if "origin" in text:
-        return f"wrong origin: {text}"
-    if "RP ID hash" in text:
-        return "wrong relying party id (rp_id): the authenticator signed for another site"
-    if "User verification" in text or "user verification" in text:
-        return (
-            "user verification (PIN or biometrics) is required but the authenticator did not do it"
-        )
-    if "signature" in text.lower():
-        return "the WebAuthn signature does not verify"
-    return text
-
-
 class MFAService:
     """See the module docstring. One instance per auth server (``AuthServer.mfa``)."""
 
@@ -167,6 +104,9 @@ class MFAService:
         self.challenges = ChallengeStore(deps.backend)
         self.credentials = CredentialStore(deps.backend)
         self._clock = deps.clock
+        self.totp = TOTPFactor(
+            self.devices, self.challenges, self.credentials, deps.clock, deps.audit, deps.cluster
+        )
 
     async def _pref(self) -> AuthPreference:
         return await self.deps.preference()
@@ -263,38 +203,20 @@ class MFAService:
         """
         pref = await self._require_webauthn()
         rp = await self.relying_party()
-        existing = [d for d in await self.devices.list(user) if d.type == "webauthn"]
-        handle = await self.devices.user_handle(user)
         challenge = secrets.token_bytes(32)
-        options = generate_registration_options(
-            rp_id=rp.rp_id,
-            rp_name=f"Bastion {self.deps.cluster}",
-            user_name=user,
-            user_id=base64url_to_bytes(handle),
-            user_display_name=user,
+        options = registration.creation_options(
+            rp=rp,
+            cluster=self.deps.cluster,
+            user=user,
+            user_handle=await self.devices.user_handle(user),
             challenge=challenge,
-            timeout=TIMEOUT_MS,
-            attestation=AttestationConveyancePreference.DIRECT
-            if pref.spec.webauthn.attestation == "direct"
-            else AttestationConveyancePreference.NONE,
-            authenticator_selection=AuthenticatorSelectionCriteria(
-                resident_key=ResidentKeyRequirement.REQUIRED
-                if passwordless
-                else ResidentKeyRequirement.PREFERRED,
-                require_resident_key=passwordless,
-                user_verification=UserVerificationRequirement(
-                    "required" if passwordless else rp.user_verification
-                ),
-            ),
-            exclude_credentials=[
-                PublicKeyCredentialDescriptor(id=base64url_to_bytes(d.credential_id))
-                for d in existing
-            ],
-            supported_pub_key_algs=SUPPORTED_ALGS,
+            passwordless=passwordless,
+            attestation=pref.spec.webauthn.attestation,
+            existing=await self.devices.list(user),
         )
         await self.challenges.put(
             Challenge(
-                challenge=base64.urlsafe_b64encode(challenge).rstrip(b"=").decode(),
+                challenge=bytes_to_base64url(challenge),
                 user=user,
                 scope="register",
                 kind="register",
@@ -302,9 +224,7 @@ class MFAService:
                 user_verification="required" if passwordless else rp.user_verification,
             )
         )
-        data = _json_options(options)
-        data["extensions"] = {"credProps": True}  # browsers then report whether it is a passkey
-        return data
+        return options
 
     async def finish_registration(
         self, user: str, device_name: str, response: dict[str, Any], remote_addr: str = ""
@@ -350,58 +270,23 @@ class MFAService:
 
     async def _register(self, user: str, name: str, response: dict[str, Any]) -> MFADevice:
         pref = await self._require_webauthn()
-        rp = await self.relying_party()
-        challenge_text, _ = _challenge_of(response)
+        challenge_text, _ = challenge_of(response)
         pending = await self._take(challenge_text, "register", user, "register")
-        wa = pref.spec.webauthn
-        roots = [r.encode() for r in wa.attestation_roots] if wa.attestation == "direct" else []
+        device = registration.verified_device(
+            response=response,
+            ceremony=registration.Ceremony(challenge_text, pending.user_verification),
+            rp=await self.relying_party(),
+            spec=pref.spec,
+            user=user,
+            name=name,
+            device_id=str(uuid.uuid4()),
+            now=self._clock.now(),
+        )
         try:
-            verified = verify_registration_response(
-                credential=response,
-                expected_challenge=base64url_to_bytes(challenge_text),
-                expected_rp_id=rp.rp_id,
-                expected_origin=list(rp.origins),
-                require_user_verification=pending.user_verification == "required",
-                supported_pub_key_algs=SUPPORTED_ALGS,
-                pem_root_certs_bytes_by_fmt={fmt: roots for fmt in ALL_FORMATS} if roots else None,
-            )
-        except (InvalidRegistrationResponse, InvalidJSONStructure) as exc:
-            raise AccessDenied(f"registration refused: {_explain(exc)}") from None
-        statement = parse_attestation_object(verified.attestation_object).att_stmt
-        fmt = str(getattr(verified.fmt, "value", verified.fmt))
-        refusal = policy.attestation_refusal(wa, fmt, bool(statement.x5c), verified.aaguid)
-        if refusal:
-            raise AccessDenied(f"registration refused: {refusal}")
-        software = verified.aaguid == str(SOFTWARE_AAGUID)
-        if software and not pref.spec.allow_software_authenticator:
-            raise AccessDenied(
-                "registration refused: software authenticators are not allowed on this cluster "
-                "(an admin can set allow_software_authenticator: true); use a security key"
-            )
-        credential_id = base64.urlsafe_b64encode(verified.credential_id).rstrip(b"=").decode()
-        try:
-            await self.devices.by_credential(credential_id)
+            await self.devices.by_credential(device.credential_id)
             raise AlreadyExists("this credential is already registered")
         except NotFound:
             pass
-        rk = (response.get("clientExtensionResults") or {}).get("credProps", {}).get("rk")
-        device = MFADevice(
-            id=str(uuid.uuid4()),
-            user=user,
-            name=name,
-            type="webauthn",
-            added=self._clock.now(),
-            credential_id=credential_id,
-            public_key=base64.urlsafe_b64encode(verified.credential_public_key)
-            .rstrip(b"=")
-            .decode(),
-            sign_count=verified.sign_count,
-            aaguid=verified.aaguid,
-            attestation_format=fmt,
-            resident=bool(rk) or pending.user_verification == "required" and rk is None,
-            software=software,
-            user_verified=verified.user_verified,
-        )
         return await self.devices.add(device)
 
     # ---- WebAuthn assertions -------------------------------------------------------------------
@@ -443,13 +328,13 @@ class MFAService:
         options = generate_authentication_options(
             rp_id=rp.rp_id,
             challenge=challenge,
-            timeout=TIMEOUT_MS,
+            timeout=registration.TIMEOUT_MS,
             allow_credentials=allow,
             user_verification=UserVerificationRequirement(uv),
         )
         await self.challenges.put(
             Challenge(
-                challenge=base64.urlsafe_b64encode(challenge).rstrip(b"=").decode(),
+                challenge=bytes_to_base64url(challenge),
                 user=user or "",
                 scope=scope,
                 kind="assert",
@@ -491,7 +376,7 @@ class MFAService:
         """
         pref = await self._pref()
         rp = await self.relying_party()
-        challenge_text, _ = _challenge_of(response)
+        challenge_text, _ = challenge_of(response)
         pending = await self._take(challenge_text, "assert", user or "", scope)
         device = await self._device_for(user, response)
         if device.cloned:
@@ -515,7 +400,7 @@ class MFAService:
                 require_user_verification=pending.user_verification == "required",
             )
         except (InvalidAuthenticationResponse, InvalidJSONStructure) as exc:
-            raise AccessDenied(f"WebAuthn assertion refused: {_explain(exc)}") from None
+            raise AccessDenied(f"WebAuthn assertion refused: {explain(exc)}") from None
         new_count = verified.new_sign_count
         if (new_count > 0 or device.sign_count > 0) and new_count <= device.sign_count:
             await self._mark_cloned(device, new_count)
@@ -575,88 +460,23 @@ class MFAService:
             reason=f"signature counter went from {device.sign_count} to {new_count}",
         )
 
-    # ---- TOTP ----------------------------------------------------------------------------------
+    # ---- TOTP (mfa/totp.py) ----------------------------------------------------------------------
 
     async def begin_totp(self, user: str) -> TOTPEnrolment:
         """A new TOTP secret to show the user; it takes effect in :meth:`finish_totp`."""
-        pref = await self._pref()
-        if not policy.totp_enabled(pref.spec.second_factor):
-            raise BadParameter(
-                f"TOTP is not enabled on this cluster (second_factor: {pref.spec.second_factor})"
-            )
         if await self.totp_device(user) is not None:
             raise AlreadyExists("you already have a TOTP device; remove it first (bsh mfa rm)")
-        secret = pyotp.random_base32()
-        enrolment = secrets.token_urlsafe(24)
-        await self.challenges.put(
-            Challenge(
-                challenge=enrolment,
-                user=user,
-                scope="register",
-                kind="totp",
-                expires=self._clock.now() + timedelta(minutes=10),
-                data={"secret": secret},
-            )
-        )
-        uri = pyotp.TOTP(secret).provisioning_uri(
-            name=user, issuer_name=f"Bastion {self.deps.cluster}"
-        )
-        return TOTPEnrolment(enrolment=enrolment, secret=secret, uri=uri)
+        return await self.totp.begin(user)
 
     async def finish_totp(
         self, user: str, name: str, enrolment: str, code: str, remote_addr: str = ""
     ) -> MFADevice:
-        try:
-            validate_device_name(name)
-        except ValueError as exc:
-            raise BadParameter(str(exc)) from None
-        try:
-            pending = await self.challenges.take(enrolment)
-        except NotFound:
-            raise AccessDenied("the TOTP enrolment is unknown or expired; start again") from None
-        if pending.kind != "totp" or pending.user != user:
-            raise AccessDenied("the TOTP enrolment belongs to another user")
-        secret = str(pending.data["secret"])
-        step = verify_totp(secret, code, self._clock.now(), 0)
-        if step is None:
-            await self.deps.audit.emit(
-                "mfa.add",
-                outcome="failure",
-                user=user,
-                target=f"user/{user}",
-                remote_addr=remote_addr,
-                reason="wrong TOTP code during enrolment",
-                device_name=name,
-                device_type="totp",
-            )
-            raise AccessDenied("the TOTP code is wrong: check your app's clock and start again")
-        return await self.record_totp(user, name, secret, step, remote_addr)
+        return await self.totp.finish(user, name, enrolment, code, remote_addr)
 
     async def record_totp(
         self, user: str, name: str, secret: str, step: int, remote_addr: str = ""
     ) -> MFADevice:
-        """Store a verified TOTP secret and its device record (audited ``mfa.add``)."""
-        creds = await self.credentials.get(user)
-        creds.totp_secret = secret
-        creds.totp_last_step = step
-        await self.credentials.put(user, creds)
-        for old in await self.devices.list(user):
-            if old.type == "totp":
-                await self.devices.remove(old)
-        device = MFADevice(
-            id=str(uuid.uuid4()), user=user, name=name, type="totp", added=self._clock.now()
-        )
-        await self.devices.add(device)
-        await self.deps.audit.emit(
-            "mfa.add",
-            user=user,
-            target=f"user/{user}",
-            remote_addr=remote_addr,
-            mfa_device=device.id,
-            device_name=name,
-            device_type="totp",
-        )
-        return device
+        return await self.totp.record(user, name, secret, step, remote_addr)
 
     async def confirm_with_existing(
         self, user: str, scope: str, webauthn: dict[str, Any] | None, otp: str
@@ -683,12 +503,8 @@ class MFAService:
             return next(d for d in await self.devices.list(user) if d.id == verified.device_id)
         totp = next((d for d in devices if d.type == "totp"), None)
         if otp and totp is not None:
-            creds = await self.credentials.get(user)
-            step = verify_totp(creds.totp_secret, otp, self._clock.now(), creds.totp_last_step)
-            if step is None:
+            if not await self.totp.check(user, otp):
                 raise AccessDenied("the TOTP code is wrong or was already used")
-            creds.totp_last_step = step
-            await self.credentials.put(user, creds)
             return totp
         raise AccessDenied(
             "you already have MFA devices: confirm this change with one of them (touch your "

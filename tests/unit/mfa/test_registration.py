@@ -1,0 +1,76 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from bastion.errors import AccessDenied
+from bastion.mfa import policy
+from bastion.mfa.registration import Ceremony, creation_options, verified_device
+from bastion.mfa.softkey import SOFTWARE_AAGUID, SoftwareAuthenticator
+from bastion.types.access import AuthPreferenceSpec
+from bastion.types.mfa import MFADevice
+
+RP = policy.RelyingParty("example.test", ("https://example.test",), "preferred")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def options(passwordless=False, existing=()):
+    return creation_options(
+        rp=RP,
+        cluster="c",
+        user="alice",
+        user_handle="aGFuZGxl",
+        challenge=b"c" * 32,
+        passwordless=passwordless,
+        attestation="none",
+        existing=list(existing),
+    )
+
+
+def test_creation_options():
+    key = MFADevice(
+        id="1", user="alice", name="k", type="webauthn", added=NOW, credential_id="Y3JlZA"
+    )
+    totp = MFADevice(id="2", user="alice", name="o", type="totp", added=NOW)
+    data = options(existing=[key, totp])
+    assert data["rp"] == {"id": "example.test", "name": "Bastion c"}
+    assert [c["id"] for c in data["excludeCredentials"]] == ["Y3JlZA"]
+    assert data["extensions"] == {"credProps": True}
+    assert data["authenticatorSelection"]["residentKey"] == "preferred"
+    strict = options(passwordless=True)["authenticatorSelection"]
+    assert strict["residentKey"] == "required" and strict["userVerification"] == "required"
+
+
+def verify(response, spec, uv="preferred"):
+    return verified_device(
+        response=response,
+        ceremony=Ceremony(options()["challenge"], uv),
+        rp=RP,
+        spec=spec,
+        user="alice",
+        name="k",
+        device_id="id1",
+        now=NOW,
+    )
+
+
+def test_verified_device_and_software_policy():
+    response = SoftwareAuthenticator().create(options(), "https://example.test")
+    with pytest.raises(AccessDenied, match="software authenticators are not allowed"):
+        verify(response, AuthPreferenceSpec())
+    device = verify(response, AuthPreferenceSpec(allow_software_authenticator=True))
+    assert (device.aaguid, device.software, device.resident) == (str(SOFTWARE_AAGUID), True, True)
+    assert device.credential_id == response["id"]
+
+
+def test_unreported_resident_key_is_a_passkey_only_when_required():
+    response = SoftwareAuthenticator().create(options(), "https://example.test")
+    response.pop("clientExtensionResults")
+    spec = AuthPreferenceSpec(allow_software_authenticator=True)
+    assert verify(response, spec).resident is False
+    assert verify(response, spec, uv="required").resident is True
+
+
+def test_wrong_origin_is_refused():
+    response = SoftwareAuthenticator().create(options(), "https://evil.test")
+    with pytest.raises(AccessDenied, match="registration refused: wrong origin"):
+        verify(response, AuthPreferenceSpec(allow_software_authenticator=True))
