@@ -78,6 +78,7 @@ class Uploader:
         self.failed: list[str] = []
         self.attempts = 0
         self._recovered = False
+        self._failures = 0
 
     def notify(self) -> None:
         """A recording finished: upload it now."""
@@ -91,8 +92,11 @@ class Uploader:
             try:
                 await self._target.upload(meta, path)
             except ConnectionProblem as exc:
-                log.warning("cannot upload recording yet; will retry",
-                            session_id=meta.session_id, error=str(exc))  # fmt: skip
+                self._failures += 1
+                # The first miss is usual (session.end still on its way to auth): info level.
+                report = log.warning if self._failures > 1 else log.info
+                report("cannot upload recording yet; will retry",
+                       session_id=meta.session_id, error=str(exc))  # fmt: skip
                 return False
             except BastionError as exc:
                 log.error("auth refused a recording; moved to the spool's failed/ directory",
@@ -100,6 +104,7 @@ class Uploader:
                 self.spool.quarantine(meta.session_id)
                 self.failed.append(meta.session_id)
                 continue
+            self._failures = 0
             self.spool.remove(meta.session_id)
             self.uploaded.append(meta.session_id)
             log.info("recording uploaded", session_id=meta.session_id, size=meta.size)
