@@ -48,10 +48,10 @@ from bastion.audit.log import AuditLog
 from bastion.auth.credentials import CredentialStore
 from bastion.backend.base import Backend
 from bastion.clock import Clock
-from bastion.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from bastion.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded, NotFound
 from bastion.mfa import policy, registration
 from bastion.mfa.responses import challenge_of, explain
-from bastion.mfa.store import Challenge, ChallengeStore, DeviceStore
+from bastion.mfa.store import MAX_DEVICES, Challenge, ChallengeStore, DeviceStore
 from bastion.mfa.totp import TOTPEnrolment, TOTPFactor
 from bastion.types.access import AuthPreference
 from bastion.types.mfa import MFADevice, validate_device_name
@@ -203,6 +203,9 @@ class MFAService:
         """
         pref = await self._require_webauthn()
         rp = await self.relying_party()
+        existing = await self.devices.list(user)
+        if len(existing) >= MAX_DEVICES:  # say so before the user touches a key
+            raise LimitExceeded(f"you have {len(existing)} MFA devices; remove one first")
         challenge = secrets.token_bytes(32)
         options = registration.creation_options(
             rp=rp,
@@ -212,7 +215,7 @@ class MFAService:
             challenge=challenge,
             passwordless=passwordless,
             attestation=pref.spec.webauthn.attestation,
-            existing=await self.devices.list(user),
+            existing=existing,
         )
         await self.challenges.put(
             Challenge(
@@ -241,7 +244,7 @@ class MFAService:
             raise BadParameter(str(exc)) from None
         try:
             device = await self._register(user, device_name, response)
-        except (AccessDenied, AlreadyExists) as exc:
+        except (AccessDenied, AlreadyExists, LimitExceeded) as exc:
             await self.deps.audit.emit(
                 "mfa.add",
                 outcome="failure",

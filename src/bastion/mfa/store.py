@@ -24,10 +24,13 @@ from typing import Any
 from webauthn.helpers import bytes_to_base64url
 
 from bastion.backend.base import Backend, Item
-from bastion.errors import AlreadyExists, CompareFailed, NotFound
+from bastion.errors import AlreadyExists, CompareFailed, LimitExceeded, NotFound
 from bastion.types.mfa import MFADevice
 
-__all__ = ["Challenge", "ChallengeStore", "DeviceStore"]
+__all__ = ["MAX_DEVICES", "Challenge", "ChallengeStore", "DeviceStore"]
+
+MAX_DEVICES = 20
+"""Per user: enough for keys, backups and passkeys; bounds what one account can store."""
 
 
 def _digest(value: str) -> str:
@@ -57,8 +60,13 @@ class DeviceStore:
         raise NotFound(f"no MFA device named {name!r}; bsh mfa ls lists yours")
 
     async def add(self, device: MFADevice) -> MFADevice:
-        """Raises: AlreadyExists when the user has a device of that name."""
-        if any(d.name == device.name for d in await self.list(device.user)):
+        """Raises: AlreadyExists (a device of that name), LimitExceeded (:data:`MAX_DEVICES`)."""
+        existing = await self.list(device.user)
+        if len(existing) >= MAX_DEVICES:
+            raise LimitExceeded(
+                f"you have {len(existing)} MFA devices, the most allowed; remove one first"
+            )
+        if any(d.name == device.name for d in existing):
             raise AlreadyExists(
                 f"you already have an MFA device named {device.name!r}; pick another --name"
             )

@@ -52,3 +52,14 @@ async def test_challenges_are_single_use_and_expire():
     clock.advance(timedelta(minutes=3))
     with pytest.raises(NotFound):
         await store.take("def")
+
+
+async def test_device_count_is_bounded():
+    from bastion.errors import LimitExceeded
+    from bastion.mfa.store import MAX_DEVICES
+
+    store = DeviceStore(MemoryBackend(FakeClock()))
+    for i in range(MAX_DEVICES):
+        await store.add(device(name=f"k{i}", cred=f"Y3{i}"))
+    with pytest.raises(LimitExceeded, match="remove one"):
+        await store.add(device(name="one-more", cred="bW9yZQ"))
