@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from harness import Cluster, Env, start_cluster, totp
+from playwright.sync_api import expect
 
 from bastion.testing import missing_peer
 
@@ -121,8 +122,9 @@ def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chrom
     page.fill("input[name=user]", user.name)
     page.fill("input[name=password]", "wrong password!")
     page.click("button[data-ceremony=password-key]")
-    page.locator("#webauthn-status.error").wait_for()
-    assert "invalid username, password" in page.inner_text("#webauthn-status")
+    # expect() waits for the text (the class may flip before the message is written) and
+    # reports the actual text when it never comes.
+    expect(page.locator("#webauthn-status.error")).to_contain_text("invalid username, password")
     page.fill("input[name=password]", user.password)
     page.click("button[data-ceremony=password-key]")
     page.wait_for_url(f"{base}/web/")
@@ -154,9 +156,7 @@ def test_page_on_another_origin_cannot_use_the_rp_id(browser_env: Env, chromium:
     virtual_authenticator(context, page)
     page.goto(f"https://{browser_env.cluster.proxy}/web/login")
     page.click("button[data-ceremony=passkey]")
-    page.locator("#webauthn-status.error").wait_for()
-    message = page.inner_text("#webauthn-status")
-    assert "invalid domain" in message
+    expect(page.locator("#webauthn-status.error")).to_contain_text("invalid domain")
     base = f"https://{browser_env.cluster.proxy}"
     no_csrf = page.request.post(f"{base}/web/passkey/begin", data="{}")
     assert no_csrf.status == 403 and "CSRF" in no_csrf.text()
