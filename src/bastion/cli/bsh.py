@@ -186,7 +186,9 @@ def _sso_flow(
 
 @main.command()
 @click.option("--proxy", required=True, help="HOST:PORT of the cluster's login endpoint.")
-@click.option("--user", default=None, help="Your user name (not needed with --invite).")
+@click.option(
+    "--user", default=None, help="Your user name (not with --invite or --auth=passwordless)."
+)
 @click.option("--invite", default=None, help="One-time invite token from your admin.")
 @click.option("--ca-pin", default=None, help="sha256:... as printed by bastion start.")
 @click.option("--insecure", is_flag=True, help="Do not verify the server (development only!).")
