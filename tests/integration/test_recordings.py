@@ -155,6 +155,10 @@ def test_pty_session_is_recorded_listed_played_and_audited(rec_env: Env, tmp_pat
     audrey = env.new_user("auditor")
     login_via_proxy(env, audrey)
     assert item["session_id"] in {i["session_id"] for i in _recordings(env, audrey)}
+    only = env.bsh(audrey, "recordings", "ls", f"--user={alice.name}", "--since=1h",
+                   "--format", "json")  # fmt: skip
+    assert only.returncode == 0, only.stderr
+    assert [i["session_id"] for i in json.loads(only.stdout)] == [item["session_id"]]
     got = env.bsh(audrey, "play", item["session_id"], "--speed", "50", "--skip-idle")
     assert got.returncode == 0 and "rec-42" in got.stdout
 

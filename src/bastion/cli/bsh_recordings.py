@@ -13,7 +13,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,8 +28,17 @@ from bastion.client.proxy_conn import check_profile
 from bastion.errors import BadParameter, NotFound
 from bastion.recording.asciicast import parse_cast
 from bastion.recording.player import DEFAULT_IDLE_CAP, PlayStep, schedule
+from bastion.types.duration import parse_duration
 
-__all__ = ["human_size", "play_steps", "recording_rows", "register", "resolve_session"]
+__all__ = [
+    "filter_recordings",
+    "human_size",
+    "parse_since",
+    "play_steps",
+    "recording_rows",
+    "register",
+    "resolve_session",
+]
 
 
 # ---- pure parts --------------------------------------------------------------------------------
@@ -74,6 +83,50 @@ def recording_rows(items: Iterable[dict[str, Any]]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def filter_recordings(
+    items: Iterable[dict[str, Any]],
+    *,
+    user: str = "",
+    node: str = "",
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Recordings of ``user`` on ``node`` started at or after ``since`` (empty: any)."""
+    out = []
+    for item in items:
+        if user and item.get("user") != user:
+            continue
+        if node and item.get("node") != node:
+            continue
+        if since is not None:
+            try:
+                started = datetime.fromisoformat(str(item.get("started")))
+            except ValueError:
+                continue
+            if started < since:
+                continue
+        out.append(item)
+    return out
+
+
+def parse_since(text: str, now: datetime) -> datetime | None:
+    """``--since``: a duration back from ``now`` (``24h``) or an ISO 8601 time (naive = UTC).
+
+    Raises:
+        BadParameter: neither.
+    """
+    if not text:
+        return None
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadParameter(f"--since {text!r}: use a duration (24h, 30m) or an ISO time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def resolve_session(prefix: str, items: Iterable[dict[str, Any]]) -> str:
@@ -148,11 +201,15 @@ def recordings_group() -> None:
 
 
 @recordings_group.command("ls")
+@click.option("--user", default="", help="Only sessions of this user.")
+@click.option("--node", default="", help="Only sessions on this node.")
+@click.option("--since", default="", help="Only sessions started since (24h, or an ISO time).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
-def ls_command(fmt: str) -> None:
-    """List the recordings you may see: your own sessions, or all with read on sessions."""
-    items = run_async(_list(_profile()))
+def ls_command(user: str, node: str, since: str, fmt: str) -> None:
+    """List the recordings you may see: your own sessions, or all with list on sessions."""
+    after = parse_since(since, datetime.now(UTC))
+    items = filter_recordings(run_async(_list(_profile())), user=user, node=node, since=after)
     if fmt == "json":
         print_json(items)
         return

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import pytest
 
-from bastion.cli.bsh_recordings import human_size, play_steps, recording_rows, resolve_session
+from bastion.cli.bsh_recordings import (
+    filter_recordings,
+    human_size,
+    parse_since,
+    play_steps,
+    recording_rows,
+    resolve_session,
+)
 from bastion.errors import BadParameter, NotFound
 from bastion.recording.asciicast import CastEvent
 from bastion.recording.player import schedule
@@ -46,3 +54,21 @@ def test_play_writes_output_after_each_delay() -> None:
     play_steps(schedule(events, speed=2), out, slept.append)
     assert out.getvalue() == "aé".encode()
     assert slept == [0.25, 1.25]
+
+
+def test_filters() -> None:
+    assert [i["user"] for i in filter_recordings(ITEMS, user="bob")] == ["bob"]
+    assert [i["node"] for i in filter_recordings(ITEMS, node="web1")] == ["web1"]
+    since = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    assert [i["user"] for i in filter_recordings(ITEMS, since=since)] == ["alice"]  # bob: no start
+    later = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    assert filter_recordings(ITEMS, since=later) == []
+
+
+def test_parse_since() -> None:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert parse_since("", now) is None
+    assert parse_since("2h", now) == datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    assert parse_since("2026-11-24T08:00:00", now) == datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    with pytest.raises(BadParameter, match="--since"):
+        parse_since("yesterday", now)
