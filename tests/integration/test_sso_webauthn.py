@@ -109,8 +109,20 @@ def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chrom
         len(credentials["credentials"]) == 1
         and credentials["credentials"][0]["isResidentCredential"]
     )
+    # The sign-in proof was used up by that registration: a second key (e.g. a thief's, with a
+    # stolen session cookie) needs a fresh confirmation with an existing device first.
+    page.fill("#device-name", "second-key")
+    page.click("button[data-ceremony=register]")
+    expect(page.locator("#webauthn-status.error")).to_contain_text(
+        "confirm with one of your existing devices first"
+    )
     page.click("button[data-ceremony=verify]")
     status.filter(has_text="Verified with chromium-key").wait_for()
+    page.fill("#device-name", "second-key")
+    page.click("button[data-ceremony=register]")
+    # Now the server hands out the options; the browser itself refuses to register the same
+    # authenticator twice (excludeCredentials).
+    expect(status).to_contain_text("already registered")
 
     # 3. Sign out; sign in with the password and the key as second factor (no TOTP code).
     def sign_out() -> None:

@@ -86,10 +86,16 @@ class WebApp:
         return self._message("Sign-in failed", exc.message, status=exc.http_status)
 
     async def _session_response(
-        self, location: str, user: str, roles: list[str], expires: datetime, method: str
+        self,
+        location: str,
+        user: str,
+        roles: list[str],
+        expires: datetime,
+        method: str,
+        mfa_device: str = "",
     ) -> web.Response:
         expires = min(expires, self.auth.clock.now() + WEB_SESSION_TTL)
-        token = await self.sessions.create(user, roles, expires, method)
+        token = await self.sessions.create(user, roles, expires, method, mfa_device)
         response = web.HTTPSeeOther(location)
         security_headers(response)
         max_age = int((expires - self.auth.clock.now()).total_seconds())
@@ -136,7 +142,12 @@ class WebApp:
             return await self.login_page(request, error=exc.message)
         identity = certs.identity
         return await self._session_response(
-            "/web/", identity.user, list(identity.roles), identity.expires, "password"
+            "/web/",
+            identity.user,
+            list(identity.roles),
+            identity.expires,
+            "password",
+            identity.mfa_device,
         )
 
     async def home(self, request: web.Request) -> web.Response:

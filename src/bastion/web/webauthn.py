@@ -42,6 +42,12 @@ __all__ = ["SESSION_SCOPE", "add_webauthn_routes"]
 SESSION_SCOPE = "web:session"
 LOGIN_SCOPE = "login"
 WEB_TTL = timedelta(hours=12)
+FRESH_MFA = timedelta(minutes=5)
+"""How recent a second-factor proof must be to add a device in the browser (used up by it)."""
+_CONFIRM_FIRST = (
+    "confirm with one of your existing devices first: press Verify (or sign in again), then "
+    "register within 5 minutes; each confirmation is good for one new device"
+)
 """Longest browser session (the roles' max_session_ttl may cut it shorter)."""
 
 
@@ -107,9 +113,18 @@ class WebAuthnPages:
             verified=verified,
         )
 
+    async def _require_fresh_mfa(self, session: WebSession) -> None:
+        """Users with a device prove it again (sign-in or Verify) just before adding another."""
+        if not await self.auth.mfa.list_devices(session.user):
+            return  # the first device
+        at = session.mfa_at
+        if at is None or self.auth.clock.now() - at > FRESH_MFA:
+            raise AccessDenied(_CONFIRM_FIRST)
+
     async def register_begin(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         session = await self._session(request)
+        await self._require_fresh_mfa(session)
         options = await self.auth.mfa.begin_registration(
             session.user, passwordless=bool(body.get("passkey"))
         )
@@ -121,6 +136,10 @@ class WebAuthnPages:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise BadParameter("field 'name' (the key's name) is required")
+        if await self.auth.mfa.list_devices(session.user) and not (
+            await self.sessions.consume_fresh_mfa(request.cookies[SESSION_COOKIE], FRESH_MFA)
+        ):
+            raise AccessDenied(_CONFIRM_FIRST)
         await self.auth.mfa.finish_registration(
             session.user, name, self._credential(body), request.remote or ""
         )
@@ -178,13 +197,14 @@ class WebAuthnPages:
 
     async def _signed_in(self, certs: UserCerts, method: str) -> web.Response:
         identity = certs.identity
-        token = await self.sessions.create(
-            identity.user, list(identity.roles), identity.expires, method
-        )
+        device = ""
         if identity.mfa_device:
             devices = await self.auth.mfa.list_devices(identity.user)
             names = [d.name for d in devices if d.id == identity.mfa_device]
-            await self.sessions.mark_mfa(token, names[0] if names else identity.mfa_device)
+            device = names[0] if names else identity.mfa_device
+        token = await self.sessions.create(
+            identity.user, list(identity.roles), identity.expires, method, device
+        )
         response = self._json({"redirect": "/web/"})
         max_age = int((identity.expires - self.auth.clock.now()).total_seconds())
         set_cookie(response, SESSION_COOKIE, token, max_age=max_age, samesite="Lax")

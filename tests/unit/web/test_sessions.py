@@ -24,3 +24,20 @@ async def test_sessions_round_trip_expire_and_delete() -> None:
     token = await sessions.create("bob", [], clock.now() + timedelta(minutes=1), "password")
     clock.advance(61)
     assert await sessions.get(token) is None
+
+
+async def test_fresh_mfa_proof_is_young_and_good_for_one_change() -> None:
+    clock = FakeClock()
+    sessions = WebSessions(MemoryBackend(clock), clock)
+    window = timedelta(minutes=5)
+    plain = await sessions.create("alice", [], clock.now() + timedelta(hours=1), "password")
+    assert not await sessions.consume_fresh_mfa(plain, window)  # never proven
+    token = await sessions.create(
+        "alice", [], clock.now() + timedelta(hours=1), "password+otp", "totp"
+    )
+    assert await sessions.consume_fresh_mfa(token, window)
+    assert not await sessions.consume_fresh_mfa(token, window)  # used up
+    await sessions.mark_mfa(token, "yubikey")  # a step-up renews it
+    clock.advance(301)
+    assert not await sessions.consume_fresh_mfa(token, window)  # too old
+    assert not await sessions.consume_fresh_mfa("missing", window)
