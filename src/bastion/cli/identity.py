@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bastion.client.api import AuthClient
+from bastion.client.api import AuthClient, MFASolver
+from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import ProfileStore
 from bastion.config.schema import load_config
 from bastion.errors import AuthenticationFailed, BadParameter, NotFound
@@ -61,9 +63,24 @@ class ClientIdentity:
     source: str
     """Human description: ``local admin identity in /x/admin`` or ``bsh profile test.local``."""
     cluster: str = ""
+    profile_dir: Path | None = None
+    """The bsh profile's directory (None for the local admin identity, which needs no MFA)."""
 
     def ssl_context(self) -> ssl.SSLContext:
         return verified_context(self.ca_pem, self.cert, self.key)
+
+    def mfa_solver(self) -> MFASolver | None:
+        """Answers an ``mfa_required`` challenge (MFA for admin actions) with the security key."""
+        if self.profile_dir is None:
+            return None
+        origin, profile_dir = origin_for(self.addr), self.profile_dir
+
+        async def answer(challenge: dict[str, Any]) -> dict[str, Any]:
+            sys.stderr.write("MFA for admin actions: touch your security key\n")
+            sys.stderr.flush()
+            return await asyncio.to_thread(solve, challenge, origin, profile_dir=profile_dir)
+
+        return answer
 
     def call(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
@@ -79,7 +96,7 @@ class ClientIdentity:
         """Run ``work`` with one connected client (several requests, one connection pool)."""
 
         async def go() -> T:
-            async with AuthClient(self.addr, self.ssl_context()) as client:
+            async with AuthClient(self.addr, self.ssl_context(), self.mfa_solver()) as client:
                 return await work(client)
 
         return run_async(go())
@@ -136,6 +153,7 @@ def _profile_identity(store: ProfileStore) -> ClientIdentity | None:
         ca_pem=_read(profile.path / "ca.pem", "CA file"),
         source=f"bsh profile {profile.name} (user {profile.user})",
         cluster=profile.cluster,
+        profile_dir=profile.path,
     )
 
 

@@ -244,3 +244,44 @@ def test_a_lock_matching_refuses_in_every_mode(
     view = LockView((the_lock,), True, NOW)
     for mode in ("strict", "best_effort"):
         assert decide(view, targets, mode, NOW).allowed is not lock_matches(the_lock, targets, NOW)
+
+
+# ---- mfa_device: the security key a certificate was obtained with ------------------------------
+
+
+def test_mfa_device_lock_matches_the_certificates_device() -> None:
+    session_cert = alice(mfa_device="key-7", mfa_verified=True, mfa_scope="session:web1:root")
+    targets = identity_targets(session_cert, login="root", nodes=("web1",))
+    assert targets.mfa_device == "key-7"
+    assert lock_matches(lock(mfa_device="key-7"), targets, NOW)
+    assert not lock_matches(lock(mfa_device="key-8"), targets, NOW)
+    # with another field, both must match
+    assert lock_matches(lock(mfa_device="key-7", user="alice"), targets, NOW)
+    assert not lock_matches(lock(mfa_device="key-7", user="bob"), targets, NOW)
+    decision = decide(VIEW_OK, targets, "best_effort", NOW)
+    assert decision.allowed
+    locked = decide(
+        LockView((lock(mfa_device="key-7", message="key lost"),), True, NOW),
+        targets,
+        "best_effort",
+        NOW,
+    )
+    assert not locked.allowed and locked.reason == "locked: key lost"
+
+
+def test_certificate_without_mfa_device_is_not_matched_by_a_device_lock() -> None:
+    targets = identity_targets(alice(), login="root", nodes=("web1",))
+    assert targets.mfa_device == ""
+    assert not lock_matches(lock(mfa_device="key-7"), targets, NOW)
+
+
+def test_live_connection_carries_the_mfa_device() -> None:
+    conn = LiveConnection(
+        kind="ssh",
+        identity=alice(mfa_device="key-7"),
+        target="web1",
+        login="root",
+        remote_addr="1.2.3.4:5",
+        started=NOW,
+    )
+    assert lock_matches(lock(mfa_device="key-7"), connection_targets(conn), NOW)
