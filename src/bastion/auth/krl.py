@@ -10,13 +10,14 @@ What a lock becomes (a lock target matches when *all* its fields match)::
     user                   KEY_ID <user>  (Bastion's key id = user name)  exact, also future certs
     role                   KEY_ID of every user holding the role now,     exact for live certs
                            + SERIAL of every live certificate with it
-    login / device,        SERIAL of every live user certificate whose    exact for live certs;
-    or any mix of          issuance (``cert.issued`` audit event) matches  a KRL cannot revoke one
-    user/role/login/device all the fields                                 principal, so the whole
-                                                                          certificate goes
+    login / device /       SERIAL of every live user certificate whose    exact for live certs;
+    mfa_device, or any     issuance (``cert.issued`` audit event) matches  a KRL cannot revoke one
+    mix of user/role/      all the fields                                 principal, so the whole
+    login/device/                                                         certificate goes
+    mfa_device
     node, session,         nothing: a KRL is cluster-wide and a           reported in ``unenforced``
-    mfa_device, bot,       certificate does not carry these; the proxy
-    access_request         and agents still enforce them on their paths
+    bot, access_request    certificate does not carry these; the proxy
+                           and agents still enforce them on their paths
 
 "Live" means not yet expired per the audit event. Expired locks are left out, so removing or
 expiring a lock restores access at the next sync. Serial look-ups read the audit log, which is
@@ -41,8 +42,8 @@ from bastion.types.audit import AuditEvent
 
 __all__ = ["LiveCert", "PublishedKRL", "krl_for", "lock_entries"]
 
-_CERT_FIELDS = ("user", "role", "login", "device")
-_UNEXPRESSIBLE = ("node", "session", "mfa_device", "bot", "access_request")
+_CERT_FIELDS = ("user", "role", "login", "device", "mfa_device")
+_UNEXPRESSIBLE = ("node", "session", "bot", "access_request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class LiveCert:
     roles: frozenset[str]
     logins: frozenset[str]
     device: str
+    mfa_device: str = ""
+    """The security key the certificate was obtained with (login or per-session MFA)."""
 
 
 def _in_force(lock: Lock, now: datetime) -> bool:
@@ -79,6 +82,7 @@ def _matches(target: LockTarget, cert: LiveCert) -> bool:
         and (not target.role or target.role in cert.roles)
         and (not target.login or target.login in cert.logins)
         and (not target.device or target.device == cert.device)
+        and (not target.mfa_device or target.mfa_device == cert.mfa_device)
     )
 
 
@@ -99,6 +103,7 @@ def _live_cert(event: AuditEvent, now: datetime) -> LiveCert | None:
         roles=frozenset(str(r) for r in fields.get("roles") or ()),
         logins=frozenset(str(p) for p in fields.get("principals") or ()),
         device=event.device_id,
+        mfa_device=str(fields.get("mfa_device") or ""),
     )
 
 
@@ -137,7 +142,9 @@ def lock_entries(
 def _needs_serials(locks: list[Lock], now: datetime) -> bool:
     for lock in locks:
         target = lock.spec.target
-        if _in_force(lock, now) and any(getattr(target, n) for n in ("role", "login", "device")):
+        if _in_force(lock, now) and any(
+            getattr(target, n) for n in ("role", "login", "device", "mfa_device")
+        ):
             return True
     return False
 

@@ -15,7 +15,9 @@ from bastion.types.access import Lock, LockSpec, LockTarget, User, UserSpec
 from bastion.types.meta import Metadata
 
 
-async def _issue(fx: AuthFixture, user: str, logins: list[str], device: str = "") -> SSHCertificate:
+async def _issue(
+    fx: AuthFixture, user: str, logins: list[str], device: str = "", mfa_device: str = ""
+) -> SSHCertificate:
     roles = [await fx.auth.roles.get("access")]
     traits = {"logins": logins}
     ident = fx.auth.issuer.user_identity(
@@ -28,6 +30,8 @@ async def _issue(fx: AuthFixture, user: str, logins: list[str], device: str = ""
     )
     if device:
         ident = ident.model_copy(update={"device_id": device})
+    if mfa_device:
+        ident = ident.model_copy(update={"mfa_device": mfa_device})
     _, pub = new_public_key()
     certs = await fx.auth.issuer.issue_user(ident, pub, "1.2.3.4")
     return parse_ssh_certificate(certs.ssh_cert)
@@ -102,3 +106,15 @@ async def test_expired_certs_and_locks_are_left_out_and_unexpressible_reported()
     published = await krl_for(fx.auth)
     assert published.key_ids == () and published.serials == ()
     assert published.unenforced == ("l-node", "l-session")
+
+
+async def test_mfa_device_lock_revokes_live_certs_obtained_with_that_key() -> None:
+    fx = await make_auth()
+    with_key = await _issue(fx, "alice", ["alice"], mfa_device="key-7")
+    other_key = await _issue(fx, "alice", ["alice"], mfa_device="key-8")
+    await _lock(fx, "l-key", mfa_device="key-7")
+    await _lock(fx, "l-key-bob", mfa_device="key-8", user="bob")  # all fields must match
+    published = await krl_for(fx.auth)
+    krl = parse_krl(published.data)
+    assert published.serials == (with_key.serial,) and published.unenforced == ()
+    assert krl.is_revoked(with_key) and not krl.is_revoked(other_key)
