@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bastion import __version__
+from bastion.auth.admin_mfa import is_admin_change
+from bastion.auth.mfa_header import ADMIN_MFA_HEADER
 
 __all__ = ["OPENAPI"]
 
@@ -13,12 +15,28 @@ _ERROR = {
     "properties": {
         "error": {
             "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "challenge": {
+                    "type": "object",
+                    "description": "code mfa_required: WebAuthn request options to answer",
+                },
+                "scope": {"type": "string", "description": "code mfa_required: what it binds"},
+            },
             "required": ["code", "message"],
         }
     },
 }
 _OBJ = {"type": "object"}
+_MFA_HEADER = {
+    "name": ADMIN_MFA_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "MFA for admin actions: base64url of the WebAuthn assertion answering the "
+    "challenge of a 401 mfa_required reply to this same request (docs/session-mfa.md)",
+    "schema": {"type": "string"},
+}
 
 # (method, path, summary, public, request schema or None)
 _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
@@ -236,6 +254,34 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
         None,
     ),
     (
+        "post",
+        "/v1/certs/session/challenge",
+        "Per-session MFA: does login@node need it? If so, a WebAuthn challenge for its scope",
+        False,
+        {
+            "type": "object",
+            "required": ["node", "login"],
+            "properties": {"node": {"type": "string"}, "login": {"type": "string"}},
+        },
+    ),
+    (
+        "post",
+        "/v1/certs/session",
+        "Per-session MFA: the assertion for the challenge buys 1-minute certificates for "
+        "that node and login only",
+        False,
+        {
+            "type": "object",
+            "required": ["node", "login", "public_key", "mfa_response"],
+            "properties": {
+                "node": {"type": "string"},
+                "login": {"type": "string"},
+                "public_key": {"type": "string"},
+                "mfa_response": {"type": "object"},
+            },
+        },
+    ),
+    (
         "get",
         "/v1/watch",
         "Stream ?kinds=role,lock,... as NDJSON: snapshot, init, then changes",
@@ -330,6 +376,8 @@ def _build() -> dict[str, Any]:
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                 for p in params
             ]
+        if is_admin_change(method, path):
+            op.setdefault("parameters", []).append(_MFA_HEADER)
         if schema is not None:
             op["requestBody"] = {"content": {"application/json": {"schema": schema}}}
         paths.setdefault(path, {})[method] = op
