@@ -28,7 +28,12 @@ from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import Locked, LockView, decide, identity_targets
 from bastion.proxy.ssh_route import find_node
 from bastion.rbac.checker import Decision, RoleSet
-from bastion.rbac.session_mfa import SESSION_CERT_TTL, is_session_identity, session_scope
+from bastion.rbac.session_mfa import (
+    SESSION_CERT_TTL,
+    SessionMFARefused,
+    is_session_identity,
+    session_scope,
+)
 from bastion.types.identity import Identity, RouteToTarget
 from bastion.types.inventory import Node
 
@@ -109,8 +114,8 @@ class SessionCerts:
             login,
             cluster_requires_mfa=pref.spec.require_session_mfa,
         )
-        if not decision.allowed:
-            raise AccessDenied(decision.reason)
+        if not decision.allowed:  # opaque to the client, like the proxy; the reason to audit
+            raise SessionMFARefused(f"access denied to {login}@{node}", decision.reason)
         return SessionTarget(found, login, decision)
 
     async def challenge(
@@ -119,17 +124,17 @@ class SessionCerts:
         """``{"mfa_required": bool, "node": canonical name, "scope", "challenge"}``."""
         try:
             target = await self.resolve(identity, role_set, node, login)
+            answer: dict[str, Any] = {
+                "mfa_required": target.decision.mfa_required,
+                "node": target.node.name,
+                "login": login,
+            }
+            if target.decision.mfa_required:
+                answer["scope"] = target.scope
+                answer["challenge"] = await self._mfa.begin_challenge(identity.user, target.scope)
         except BastionError as exc:
-            await self._audit_failure(identity, node, login, remote_addr, exc.message)
+            await self._audit_failure(identity, node, login, remote_addr, _reason(exc))
             raise
-        answer: dict[str, Any] = {
-            "mfa_required": target.decision.mfa_required,
-            "node": target.node.name,
-            "login": login,
-        }
-        if target.decision.mfa_required:
-            answer["scope"] = target.scope
-            answer["challenge"] = await self._mfa.begin_challenge(identity.user, target.scope)
         return answer
 
     async def issue(
@@ -161,7 +166,7 @@ class SessionCerts:
             if lock_reason:
                 raise Locked(lock_reason)
         except BastionError as exc:
-            await self._audit_failure(identity, node, login, remote_addr, exc.message, device)
+            await self._audit_failure(identity, node, login, remote_addr, _reason(exc), device)
             raise
         certs = await self._auth.issuer.issue_user(session, public_key, remote_addr)
         await self._auth.audit.emit(
@@ -215,6 +220,12 @@ class SessionCerts:
             mfa_device=device.device_id if device else "",
             reason=reason,
         )
+
+
+def _reason(exc: BastionError) -> str:
+    """The detailed reason for audit (a lock's or RBAC's), not the client's message."""
+    reason = getattr(exc, "reason", "")
+    return reason if isinstance(reason, str) and reason else exc.message
 
 
 async def locked(auth: AuthServer, session: Identity, node: Node, login: str) -> str:

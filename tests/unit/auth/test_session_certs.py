@@ -216,3 +216,19 @@ async def test_locked_mfa_device_gets_no_certificate(c: Cluster) -> None:
     # the login device differs: a lock on the session's device does not touch the login cert
     other = await c.challenge(c.identity(), "dev1")
     assert other["mfa_required"] is False
+
+
+async def test_rbac_refusal_is_opaque_to_the_client_and_detailed_in_audit(c: Cluster) -> None:
+    with pytest.raises(AccessDenied) as info:
+        await c.challenge(c.identity(), "web1", login="alice")
+    assert info.value.message == "access denied to alice@web1"
+    event = (await c.events())[-1]
+    assert event.outcome == "failure" and 'login "alice"' in event.reason and "prod" in event.reason
+
+
+async def test_user_without_a_security_key_is_told_how_to_get_one(c: Cluster) -> None:
+    keyless = c.identity(user="bob")
+    with pytest.raises(NotFound, match="bsh mfa add"):
+        await c.challenge(keyless, "web1")
+    event = (await c.events())[-1]
+    assert event.outcome == "failure" and event.user == "bob"
