@@ -147,3 +147,18 @@ async def test_agents_submit_only_agent_events():
     assert events[-1].user == "alice" and events[-1].fields["emitted_by"] == web.ctx.identity.user
     with pytest.raises(BadParameter, match="may not submit"):
         await web.submit_event({"type": "user.login", "user": "alice"})
+
+
+async def test_per_session_mfa_certificate_is_refused_by_the_api():
+    from bastion.types.identity import RouteToTarget
+
+    fx = await make_auth()
+    session = identity(fx, "ed", ["editor"], ["root"]).model_copy(
+        update={
+            "mfa_verified": True,
+            "mfa_scope": "session:web1:root",
+            "route": RouteToTarget(node="web1", login="root"),
+        }
+    )
+    with pytest.raises(AccessDenied, match="valid only for its node and login"):
+        await GuardedAuth.for_identity(fx.auth, fx.users, session, "10.1.1.1")
