@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bastion.errors import BadParameter, ConnectionProblem
 from bastion.export.formats import json_lines
+from bastion.files import fsync_dir
 from bastion.types.audit import AuditEvent
 
 __all__ = ["FileOutput", "rotated_names"]
@@ -24,14 +25,6 @@ __all__ = ["FileOutput", "rotated_names"]
 def rotated_names(path: Path, keep: int) -> list[Path]:
     """``[path.1, ..., path.keep]``: where rotated files go, newest first."""
     return [path.with_name(f"{path.name}.{n}") for n in range(1, keep + 1)]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -90,7 +83,7 @@ class FileOutput:
             os.replace(self.path, names[0])
         else:
             self.path.unlink()
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _close_fd(self) -> None:
         if self._fd is not None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from bastion.errors import BadParameter
+from bastion.files import fsync_dir, write_durable_file
 from bastion.recording.store import RecordingMeta, check_session_id
 
 __all__ = ["FSYNC_INTERVAL", "Spool", "SpoolFile"]
@@ -35,25 +36,6 @@ __all__ = ["FSYNC_INTERVAL", "Spool", "SpoolFile"]
 log = structlog.get_logger("bastion.recording.spool")
 FSYNC_INTERVAL = 1.0
 """Seconds between fsyncs of a running recording."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class SpoolFile:
@@ -130,15 +112,15 @@ class Spool:
     ) -> SpoolFile:
         """Start a recording: metadata first (durable), then the ``.part`` file."""
         meta.check()
-        _write_atomic(self._meta_path(meta.session_id), meta.model_dump_json().encode())
+        write_durable_file(self._meta_path(meta.session_id), meta.model_dump_json().encode())
         spooled = SpoolFile(self, meta, monotonic)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return spooled
 
     def mark_ready(self, meta: RecordingMeta, part: Path) -> None:
-        _write_atomic(self._meta_path(meta.session_id), meta.model_dump_json().encode())
+        write_durable_file(self._meta_path(meta.session_id), meta.model_dump_json().encode())
         os.replace(part, self.directory / f"{meta.session_id}.cast")
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def recover(self) -> list[str]:
         """Finish recordings a stopped node left behind (``complete: false``).

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import Field, ValidationError
 
 from bastion.errors import AlreadyExists, BadParameter, NotFound
+from bastion.files import fsync_dir
 from bastion.types.meta import StrictModel
 
 if TYPE_CHECKING:
@@ -168,11 +169,7 @@ class LocalRecordingStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self._path(meta.session_id, suffix))
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.directory)
 
     async def put(self, meta: RecordingMeta, source: Path) -> None:
         await asyncio.to_thread(self._put, meta.check(), source)
