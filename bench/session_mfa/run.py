@@ -16,6 +16,9 @@ three ways, interleaved so that drift hits all three alike:
   authenticator, 1-minute certificates, then the connection with them. A USB security key adds
   the time the user takes to touch it.
 
+Each round also times the added requests alone: ``ask`` (the question of ``checked``) and
+``ceremony`` (challenge + assertion + certificates, without the connection).
+
 Reported: p50/p90/max per way and the ratios of the medians to ``plain``. Exit status 0, or 2
 when the set-up failed. Every process started is stopped by PID.
 """
@@ -31,13 +34,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "ssh"))
 
 from cluster import BIN, CMD_TIMEOUT, PASSWORD, BastionCluster, start_cluster  # noqa: E402
 
+from bastion.client.mfa import origin_for, solve  # noqa: E402
 from bastion.client.profile import ProfileStore  # noqa: E402
+from bastion.client.session_mfa import session_credentials  # noqa: E402
 from bastion.client.ssh import connect  # noqa: E402
 
 PREF = """\
@@ -84,25 +91,46 @@ async def _once(cluster: BastionCluster, session_mfa: bool) -> float:
     return time.perf_counter() - start
 
 
+async def _ask(cluster: BastionCluster) -> float:
+    profile = ProfileStore(cluster.home).load()
+    start = time.perf_counter()
+    await session_credentials(
+        profile, cluster.node_name, cluster.login, solver=_quiet_solver(cluster.proxy_addr)
+    )
+    return time.perf_counter() - start
+
+
+def _quiet_solver(proxy: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    origin = origin_for(proxy)
+
+    def run(options: dict[str, Any]) -> dict[str, Any]:
+        return solve(options, origin, profile_dir=None)  # BSH_SOFTWARE_AUTHENTICATOR
+
+    return run
+
+
 def _summary(name: str, values: list[float], base: float) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
     p50 = statistics.median(ordered)
     return (
-        f"{name:8} p50 {p50 * 1000:7.1f} ms  p90 {p90 * 1000:7.1f} ms  "
+        f"{name:9} p50 {p50 * 1000:7.1f} ms  p90 {p90 * 1000:7.1f} ms  "
         f"max {ordered[-1] * 1000:7.1f} ms  x{p50 / base:.2f} vs plain"
     )
 
 
 def measure(cluster: BastionCluster, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"plain": [], "checked": [], "mfa": []}
+    names = ("plain", "checked", "mfa", "ask", "ceremony")
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         _set_pref(cluster, mfa=False)
         times["plain"].append(asyncio.run(_once(cluster, session_mfa=False)))
         times["checked"].append(asyncio.run(_once(cluster, session_mfa=True)))
+        times["ask"].append(asyncio.run(_ask(cluster)))
         _set_pref(cluster, mfa=True)
         time.sleep(0.3)  # the node's watch learns the preference
         times["mfa"].append(asyncio.run(_once(cluster, session_mfa=True)))
+        times["ceremony"].append(asyncio.run(_ask(cluster)))
     _set_pref(cluster, mfa=False)
     return times
 
