@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bastion.auth.admin_mfa import admin_mfa_required, admin_scope, is_admin_change
 from bastion.types.identity import Identity
@@ -86,3 +88,21 @@ def test_scope_query_order_does_not_matter() -> None:
     a = admin_scope("POST", "/v1/x", [("a", "1"), ("b", "2")], b"")
     assert a == admin_scope("POST", "/v1/x", [("b", "2"), ("a", "1")], b"")
     assert a.startswith("admin:POST /v1/x?a=1&b=2 ")
+
+
+_request = st.tuples(
+    st.sampled_from(["POST", "PUT", "DELETE"]),
+    st.sampled_from(["/v1/resources/role", "/v1/resources/role/dev", "/v1/users"]),
+    st.lists(
+        st.tuples(st.sampled_from(["force", "x"]), st.sampled_from(["true", "1"])), max_size=1
+    ),
+    st.binary(max_size=8),
+)
+
+
+@given(_request, _request)
+def test_scope_differs_whenever_the_request_differs(
+    a: tuple[str, str, list[tuple[str, str]], bytes],
+    b: tuple[str, str, list[tuple[str, str]], bytes],
+) -> None:
+    assert (admin_scope(*a) == admin_scope(*b)) is (a == b)

@@ -129,3 +129,28 @@ def test_inconsistent_session_certificates_fail_closed(overrides: dict[str, Any]
     cert = session_ident(**overrides)
     refused = check_session_mfa(cert, node_names=("web1",), login="root", required=False)
     assert refused is not None and why in refused.reason
+
+
+_names = st.sampled_from(["web1", "web2", "db1", "h-1"])
+_logins = st.sampled_from(["root", "alice", "ubuntu"])
+
+
+@given(_names, _logins, st.lists(_names, min_size=1, max_size=3), _logins, st.booleans())
+def test_session_certificate_accepted_exactly_for_its_target(
+    cert_node: str, cert_login: str, names: list[str], login: str, required: bool
+) -> None:
+    refused = check_session_mfa(
+        session_ident(node=cert_node, login=cert_login),
+        node_names=names,
+        login=login,
+        required=required,
+    )
+    assert (refused is None) is (cert_node in names and cert_login == login)
+
+
+@given(_names, _logins, st.booleans())
+def test_ordinary_certificate_refused_exactly_when_required(
+    node: str, login: str, required: bool
+) -> None:
+    refused = check_session_mfa(ident(), node_names=(node,), login=login, required=required)
+    assert (refused is not None) is required
