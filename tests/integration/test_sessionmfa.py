@@ -354,3 +354,31 @@ def test_stolen_admin_certificate_cannot_change_policy(
     asyncio.run(_stolen_cert(_profile(user)))
     refused = menv.events("--type", "mfa.admin", "--user", user.name, "--outcome", "failure")
     assert len(refused) >= 3 and all(e["reason"] for e in refused)
+
+
+def test_require_mfa_for_admin_true_and_false(menv: Env) -> None:
+    def strict(value: str) -> str:
+        return PREF.format(session="false") + f"  require_mfa_for_admin: {value}\n"
+
+    keyless = _user(menv, "editor")  # password + TOTP, no security key
+    user, key = _key_user(menv, "editor")
+    source = menv.root / "role.yaml"
+    try:
+        menv.admin_ok("create", "--force", "-f", "-", input=strict("true"))
+        source.write_text(ROLE_YAML.format(name=unique("strict"), login="a"))
+        refused = _with_key(keyless, None, "bctl", "create", "-f", str(source))
+        assert refused.returncode != 0, refused.stdout
+        assert "no security key" in refused.stderr, refused.stderr
+        menv.admin_ok("create", "--force", "-f", "-", input=strict("false"))
+        source.write_text(ROLE_YAML.format(name=unique("off"), login="a"))
+        done = _with_key(user, None, "bctl", "create", "-f", str(source))  # key not at hand
+        assert done.returncode == 0, done.stderr
+    finally:
+        menv.admin_ok("create", "--force", "-f", "-", input=PREF.format(session="false"))
+    # unset again: the keyless editor needs no MFA, the editor with a key does
+    source.write_text(ROLE_YAML.format(name=unique("default"), login="a"))
+    assert _with_key(keyless, None, "bctl", "create", "-f", str(source)).returncode == 0
+    source.write_text(ROLE_YAML.format(name=unique("default"), login="a"))
+    assert _with_key(user, None, "bctl", "create", "-f", str(source)).returncode != 0
+    refusals = menv.events("--type", "mfa.admin", "--user", keyless.name, "--outcome", "failure")
+    assert refusals and "no WebAuthn device" in refusals[-1]["reason"]

@@ -126,7 +126,7 @@ class AdminMFA:
             return
         setting = await self._setting()
         if setting is False or identity.kind in ("host", "admin"):
-            return
+            return  # exempt before the device look-up (admin_mfa_required agrees)
         has_device = await self._has_device(identity.user)
         if not admin_mfa_required(setting, identity, has_device):
             return
@@ -136,6 +136,15 @@ class AdminMFA:
         remote = request.remote or ""
         if not header:
             if not has_device:
+                await self._audit.emit(
+                    "mfa.admin",
+                    outcome="failure",
+                    user=identity.user,
+                    target=f"{request.method} {request.path}",
+                    remote_addr=remote,
+                    scope=scope,
+                    reason="require_mfa_for_admin is true and the user has no WebAuthn device",
+                )
                 raise AccessDenied(
                     "this cluster requires MFA for admin actions and you have no security key: "
                     "register one with bsh mfa add, then retry"
