@@ -206,3 +206,36 @@ def test_replace_reports_new_and_changed(setup: Any) -> None:
     assert watcher.replace([a, b]) == [b]
     assert watcher.replace([a, make_lock("b", "new", user="y")])[0].spec.message == "new"
     assert not watcher.check(LockTargets(user="x"), "best_effort").allowed
+
+
+async def test_watcher_tracks_the_cluster_require_session_mfa(setup: Any) -> None:
+    from bastion.locks.watcher import PREFS_KEY
+    from bastion.types.access import AuthPreference, AuthPreferenceSpec
+
+    watcher = setup[0]
+    pref = AuthPreference(
+        metadata=Metadata(name=AuthPreference.NAME),
+        spec=AuthPreferenceSpec(require_session_mfa=True),
+    )
+    backend = MemoryBackend(sweep_interval=None)
+    await backend.put(Item(key=PREFS_KEY, value=pref.model_dump_json().encode()))
+    assert watcher.cluster_session_mfa is False
+    await watcher.load(backend)
+    assert watcher.cluster_session_mfa is True
+    # a remote node's watch-fed cache carries it too
+    remote = LockWatcher(clock=FakeClock(), audit=setup[3], registry=LiveRegistry())
+    cache = ResourceCache()
+    remote.follow_cache(cache)
+    cache.begin_snapshot()
+    cache.apply(
+        {"type": "put", "kind": "cluster_auth_preference", "resource": resource_to_dict(pref)}
+    )
+    cache.apply({"type": "init"})
+    assert remote.cluster_session_mfa is True
+    pref.spec.require_session_mfa = False
+    cache.apply(
+        {"type": "put", "kind": "cluster_auth_preference", "resource": resource_to_dict(pref)}
+    )
+    assert remote.cluster_session_mfa is False
+    await watcher.close()
+    await remote.close()
