@@ -1,8 +1,9 @@
 """An agent's link to auth when it runs in another process: heartbeats, events and the role
 watch, all over the HTTPS API (through the proxy's port) with the host certificate.
 
-* :class:`APIEmitter` queues events and delivers them in order with retry: an auth outage delays
-  events but drops none (a bounded queue; an overflow is logged loudly).
+* :class:`APIEmitter` spools events on disk (:mod:`bastion.agent.event_spool`, fsynced before
+  ``emit`` returns) and delivers them in order with retry: an auth outage or a node restart
+  delays events but drops none; auth dedupes resent events by their ``event_id``.
 * :func:`watch_forever` keeps a :class:`ResourceCache` current from ``GET /v1/watch``,
   reconnecting with backoff; the cache is marked unsynced while the stream is down.
 """
@@ -13,19 +14,20 @@ import asyncio
 import json
 import random
 import ssl
-from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 
+from bastion.agent.event_spool import EventSpool, SpooledEvent
 from bastion.agent.join import HostIdentity
 from bastion.auth.api_recordings import META_HEADER, encode_meta_header
 from bastion.cli.identity import verified_context
 from bastion.client.api import AuthClient
-from bastion.errors import BastionError, ConnectionProblem, error_from_code
+from bastion.errors import BadParameter, BastionError, ConnectionProblem, error_from_code
 from bastion.recording.store import RecordingMeta
 from bastion.services.cache import ResourceCache
 from bastion.types.audit import AuditEvent
@@ -35,7 +37,8 @@ from bastion.types.inventory import Node
 __all__ = ["APIEmitter", "RemoteAuth", "watch_forever"]
 
 log = structlog.get_logger("bastion.agent.remote")
-MAX_QUEUED_EVENTS = 100_000
+MAX_BATCH = 100
+"""Events per ``POST /v1/events/submit``."""
 
 
 class RemoteAuth:
@@ -85,51 +88,93 @@ class RemoteAuth:
 
 
 class APIEmitter:
-    """Emitter for agents: events go to auth in order, with retry; nothing is dropped."""
+    """Emitter for agents: each event is fsynced to an :class:`EventSpool` before ``emit``
+    returns, then delivered to auth in order, with retry, and acknowledged (issue 7)."""
 
-    def __init__(self, remote: RemoteAuth) -> None:
+    def __init__(self, remote: RemoteAuth, spool: EventSpool) -> None:
         self._remote = remote
-        self._queue: deque[dict[str, Any]] = deque()
+        self._spool = spool
         self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._progress = asyncio.Event()
+        """Set after every acknowledgement (for :meth:`flush`)."""
+        self._one_by_one = False
 
     async def emit(
         self, event_type: str, *, outcome: str = "success", **fields: object
     ) -> AuditEvent | None:
-        if len(self._queue) >= MAX_QUEUED_EVENTS:
-            log.error("audit queue full; auth unreachable for too long", dropped=event_type)
-            return None
-        self._queue.append({"type": event_type, "outcome": outcome, **fields})
-        self._drained.clear()
+        """Spool the event durably (raises LimitExceeded when the spool is full)."""
+        event = {"type": event_type, "outcome": outcome, **fields}
+        event.setdefault("agent_time", datetime.now(UTC).isoformat())
+        await self._spool.append(event)
         self._wakeup.set()
         return None
 
     async def run(self) -> None:
+        """Deliver spooled events (those of earlier runs first) until cancelled."""
         delay = 0.5
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            batch = [self._queue[i] for i in range(min(100, len(self._queue)))]
+            self._wakeup.clear()
+            batch = await self._spool.read()
+            if not batch:
+                await self._wakeup.wait()  # emit sets it once its event is on disk
+                continue
+            if self._one_by_one:
+                batch = batch[:1]
             try:
-                await self._remote.call("POST", "/v1/events/submit", {"events": batch})
+                await self._deliver(batch[:MAX_BATCH])
             except ConnectionProblem as exc:
                 log.warning("cannot deliver audit events; retrying", error=str(exc))
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
-                delay = min(delay * 2, 30.0)
-                continue
             except BastionError as exc:
-                log.error("auth refused audit events", error=str(exc), events=len(batch))
-            for _ in batch:
-                self._queue.popleft()
-            if not self._queue:
-                self._drained.set()
-            delay = 0.5
+                log.error(
+                    "auth refused the audit event batch; retrying", error=str(exc),
+                    code=exc.code,
+                )  # fmt: skip
+            else:
+                delay = 0.5
+                continue
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
+            delay = min(delay * 2, 30.0)
+
+    async def _deliver(self, batch: list[SpooledEvent]) -> None:
+        """Submit ``batch``, keep what auth refused in ``rejected.jsonl``, then acknowledge.
+
+        Raises:
+            ConnectionProblem: auth unreachable (retry).
+            BastionError: the whole batch refused (retry; a malformed single event is kept
+                aside instead).
+        """
+        events = [e.event for e in batch if e.event is not None]
+        results: list[Any] = []
+        if events:
+            try:
+                answer = await self._remote.call("POST", "/v1/events/submit", {"events": events})
+            except BadParameter as exc:
+                if len(batch) > 1:
+                    self._one_by_one = True  # find the bad one
+                    raise
+                await self._spool.reject(batch[0], exc.message)
+                await self._spool.ack(batch[0].end)
+                self._progress.set()
+                return
+            raw = answer.get("results") if isinstance(answer, dict) else None
+            results = raw if isinstance(raw, list) else []
+        by_id = {r.get("event_id"): r for r in results if isinstance(r, dict)}
+        for item in batch:
+            if item.event is None:
+                await self._spool.reject(item, "unreadable line in the spool")
+                continue
+            result = by_id.get(item.event["event_id"], {})
+            if result.get("status") == "rejected":
+                await self._spool.reject(item, str(result.get("reason", "refused by auth")))
+        await self._spool.ack(batch[-1].end)
+        self._progress.set()
+        self._one_by_one = False
 
     async def flush(self) -> None:
-        """Wait until every queued event is delivered (wrap in asyncio.timeout)."""
-        await self._drained.wait()
+        """Wait until every spooled event is delivered (wrap in asyncio.timeout)."""
+        while not self._spool.empty:
+            self._progress.clear()
+            await self._progress.wait()
 
 
 async def watch_forever(remote: RemoteAuth, kinds: Sequence[str], cache: ResourceCache) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from bastion.agent.deps import NodeConfig, NodeDeps, RoleSource
+from bastion.agent.event_spool import EventSpool
 from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_resource
 from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.recorder import recorder_factory
@@ -249,7 +250,7 @@ class NodeService:
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
         cache = ResourceCache()
-        emitter = APIEmitter(remote)
+        emitter = APIEmitter(remote, EventSpool(node_dir / "event-spool"))
         node_config = NodeConfig(
             name=ident.host_name,
             cluster=ident.cluster,

@@ -11,6 +11,13 @@ which is exactly what the Merkle tree hashes as the leaf (:mod:`bastion.audit.me
 
 Events are never updated or deleted through this API. Emitting never fails silently: a failure to
 record an event is an error of the action itself (no dropped audit event).
+
+:meth:`AuditLog.emit_once` makes at-least-once delivery idempotent (agents resend their spool
+after an outage): each event names a *dedupe key* (``audit/agent-ids/<node>/<id>``) that is
+created in the same backend transaction as the event, with a TTL. An event whose key is already
+stored is not stored again. The key is never an event key, so the gapless-index argument above is
+unchanged: a batch that fails because a dedupe key appeared meanwhile is retried at the same index
+after the duplicate is dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import random
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -32,7 +39,15 @@ from bastion.clock import Clock
 from bastion.errors import AlreadyExists, BadParameter, ConnectionProblem, NotFound
 from bastion.types.audit import AuditEvent, event_code
 
-__all__ = ["PREFIX", "AuditLog", "AuditQuery", "event_key", "index_of_key", "range_prefixes"]
+__all__ = [
+    "DEDUPE_PREFIX",
+    "PREFIX",
+    "AuditLog",
+    "AuditQuery",
+    "event_key",
+    "index_of_key",
+    "range_prefixes",
+]
 
 PREFIX = "audit/events/"
 STATE_KEY = "audit/tree/state"
@@ -41,6 +56,8 @@ STATE_KEY = "audit/tree/state"
 WIDTH = 20
 MAX_BATCH = 500
 """Events per backend transaction in a group commit."""
+DEDUPE_PREFIX = "audit/agent-ids/"
+"""Dedupe keys of :meth:`AuditLog.emit_once` live under this prefix (never under ``PREFIX``)."""
 log = structlog.get_logger("bastion.audit")
 
 
@@ -113,6 +130,14 @@ def _type_matches(pattern: str, event_type: str) -> bool:
     return pattern == event_type
 
 
+@dataclass(slots=True)
+class _Draft:
+    event: AuditEvent
+    once: str | None = None
+    """A dedupe key created with the event (:meth:`AuditLog.emit_once`), or None."""
+    ttl: timedelta | None = None
+
+
 class AuditLog:
     """Append events with gapless indexes; read them back in index order."""
 
@@ -126,7 +151,7 @@ class AuditLog:
         self._batch = backend if isinstance(backend, BatchCreator) else None
         self._rand = random.Random(secrets.randbits(64))
         """Id suffixes (unique per process stream; os.urandom per event costs ~0.1 ms)."""
-        self._pending: list[tuple[list[AuditEvent], asyncio.Future[list[AuditEvent]]]] = []
+        self._pending: list[tuple[list[_Draft], asyncio.Future[list[AuditEvent | None]]]] = []
 
     @property
     def backend(self) -> Backend:
@@ -148,6 +173,14 @@ class AuditLog:
             **top,
         )
 
+    def check(self, event_type: str, outcome: str, fields: Mapping[str, object]) -> None:
+        """Raise BadParameter when an event with these attributes could not be stored (a
+        top-level attribute of the wrong type, a value canonical JSON cannot encode)."""
+        try:
+            encode(self._build(event_type, outcome, dict(fields)))
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise BadParameter(f"not a storable audit event: {_first_line(exc)}") from None
+
     async def emit(
         self, event_type: str, *, outcome: str = "success", **fields: object
     ) -> AuditEvent:
@@ -164,8 +197,35 @@ class AuditLog:
     ) -> list[AuditEvent]:
         """Record several events ``(type, outcome, fields)`` with consecutive indexes, in one
         backend transaction where the backend supports batches."""
-        drafts = [self._build(t, o, dict(f)) for t, o, f in specs]
-        future: asyncio.Future[list[AuditEvent]] = asyncio.get_running_loop().create_future()
+        drafts = [_Draft(self._build(t, o, dict(f))) for t, o, f in specs]
+        stored = await self._commit(drafts)
+        return [e for e in stored if e is not None]  # no dedupe key: every event is stored
+
+    async def emit_once(
+        self,
+        specs: Sequence[tuple[str, str, Mapping[str, object], str | None]],
+        ttl: timedelta,
+    ) -> list[AuditEvent | None]:
+        """Like :meth:`emit_many`, but each spec ends with a dedupe key (under
+        :data:`DEDUPE_PREFIX`, or None for none): an event whose key is stored already (or
+        repeats an earlier spec) is skipped and its slot is None. The key is created with the
+        event, in one transaction on backends with batches (elsewhere right after it), and
+        expires after ``ttl``.
+
+        Raises:
+            BadParameter: a dedupe key outside :data:`DEDUPE_PREFIX`.
+        """
+        drafts = []
+        for t, o, f, key in specs:
+            if key is not None and (
+                not key.startswith(DEDUPE_PREFIX) or len(key) == len(DEDUPE_PREFIX)
+            ):
+                raise BadParameter(f"dedupe keys live under {DEDUPE_PREFIX}")
+            drafts.append(_Draft(self._build(t, o, dict(f)), key, ttl))
+        return await self._commit(drafts)
+
+    async def _commit(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
+        future: asyncio.Future[list[AuditEvent | None]] = asyncio.get_running_loop().create_future()
         self._pending.append((drafts, future))
         async with self._lock:
             if not future.done():
@@ -191,35 +251,74 @@ class AuditLog:
                         pos += len(ds)
         events = future.result()
         for event in events:
-            log.info("audit", type=event.type, outcome=event.outcome, user=event.user)
+            if event is not None:
+                log.info("audit", type=event.type, outcome=event.outcome, user=event.user)
         return events
 
-    async def _store(self, drafts: list[AuditEvent]) -> list[AuditEvent]:
-        """Store ``drafts`` at the next free indexes; the caller holds the writer lock."""
+    async def _store(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
+        """Store ``drafts`` at the next free indexes (None for a duplicate dedupe key); the
+        caller holds the writer lock."""
         index = await self._head(await self._signed_size()) if self._next is None else self._next
-        out: list[AuditEvent] = []
+        out: list[AuditEvent | None] = []
         batch = self._batch
+        seen: set[str] = set()
         try:
             while len(out) < len(drafts):
                 chunk = drafts[len(out) : len(out) + MAX_BATCH] if batch else [drafts[len(out)]]
-                events = [d.model_copy(update={"index": index + i}) for i, d in enumerate(chunk)]
-                items = [Item(key=event_key(e.index or 0), value=encode(e)) for e in events]
+                live = await self._not_duplicates(chunk, seen)
+                events = {
+                    i: chunk[i].event.model_copy(update={"index": index + n})
+                    for n, i in enumerate(live)
+                }
+                items = [
+                    Item(key=event_key(e.index or 0), value=encode(e)) for e in events.values()
+                ]
+                guards = [self._guard(chunk[i], e) for i, e in events.items() if chunk[i].once]
+                in_batch = batch is not None and len(items) + len(guards) > 1
                 try:
-                    if batch is not None and len(items) > 1:
-                        await batch.create_batch(items)
-                    else:
+                    if batch is not None and in_batch:
+                        await batch.create_batch(items + guards)
+                    elif items:
                         await self._backend.create(items[0])
+                        for guard in guards:  # no transactions: right after the event
+                            await self._backend.put(guard)
                 except AlreadyExists:
-                    # Another writer holds (some of) these: find the first free index above.
-                    index = index + 1 if len(items) == 1 else await self._head(index)
+                    # Another writer holds (some of) these indexes, or stored one of the dedupe
+                    # keys meanwhile: find the first free index and check the keys again.
+                    index = await self._head(index) if in_batch else index + 1
                     continue
-                out.extend(events)
+                seen.update(g.key for g in guards)
+                out.extend(events.get(i) for i in range(len(chunk)))
                 index += len(events)
         except BaseException:
             self._next = None  # unknown outcome: look the head up again next time
             raise
         self._next = index
         return out
+
+    async def _not_duplicates(self, chunk: Sequence[_Draft], seen: set[str]) -> list[int]:
+        """Positions in ``chunk`` whose dedupe key (if any) is new: not stored, not in ``seen``
+        (stored earlier in this commit) and not repeated earlier in the chunk."""
+        live, keys = [], set(seen)
+        for i, draft in enumerate(chunk):
+            if draft.once is not None:
+                if draft.once in keys or await self._present(draft.once):
+                    continue
+                keys.add(draft.once)
+            live.append(i)
+        return live
+
+    def _guard(self, draft: _Draft, event: AuditEvent) -> Item:
+        assert draft.once is not None and draft.ttl is not None
+        value = json.dumps({"index": event.index, "id": event.id}).encode()
+        return Item(key=draft.once, value=value, expires=self._clock.now() + draft.ttl)
+
+    async def _present(self, key: str) -> bool:
+        try:
+            await self._backend.get(key)
+        except NotFound:
+            return False
+        return True
 
     async def _signed_size(self) -> int:
         """The size of the newest checkpointed tree (0 when none or unreadable): the head search
@@ -235,11 +334,7 @@ class AuditLog:
         return await self._head()
 
     async def _exists(self, index: int) -> bool:
-        try:
-            await self._backend.get(event_key(index))
-        except NotFound:
-            return False
-        return True
+        return await self._present(event_key(index))
 
     async def _head(self, lower: int = 0) -> int:
         """The first free index at or above ``lower``: exponential then binary search over
@@ -297,6 +392,11 @@ class AuditLog:
         items = await self._backend.get_range(PREFIX)
         out = [e for e in _decode_all(items) if query.matches(e)]
         return out[-query.limit :] if query.limit else out
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _decode_all(items: Iterable[Item]) -> list[AuditEvent]:

@@ -4,6 +4,10 @@
 (``put`` lines), then ``{"type": "init"}``, then every change as it happens, with a ``ping`` line
 every 15 s so both ends notice a dead connection. Consumers treat ``put`` as replace, so the
 overlap between snapshot and live stream is harmless.
+
+``POST /v1/events/submit`` takes ``{"events": [...]}`` and answers one result per event
+(``stored``, ``duplicate`` or ``rejected`` with a reason, see
+:meth:`bastion.auth.guarded.GuardedAuth.submit_events`): a bad event never fails the batch.
 """
 
 from __future__ import annotations
@@ -54,9 +58,8 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
         events = body.get("events")
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise BadParameter("expected {'events': [ {...}, ... ]}")
-        for event in events:
-            await request["guard"].submit_event(event)
-        return web.json_response({"accepted": len(events)})
+        results = await request["guard"].submit_events(events)
+        return web.json_response({"accepted": len(events), "results": results})
 
     async def watch(request: web.Request) -> web.StreamResponse:
         guard = request["guard"]

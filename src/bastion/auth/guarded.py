@@ -7,11 +7,12 @@ caller may not see is absent, not an error).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from bastion.audit.log import AuditQuery
+from bastion.audit.log import DEDUPE_PREFIX, AuditQuery
 from bastion.auth.issuer import HostCerts
 from bastion.auth.krl import PublishedKRL, krl_for
 from bastion.auth.server import AuthServer, NewToken
@@ -29,6 +30,37 @@ from bastion.types.inventory import Node
 from bastion.types.meta import Resource
 
 __all__ = ["AuthContext", "GuardedAuth"]
+
+
+AGENT_EVENT_ID = re.compile(r"[0-9a-f]{32}")
+AGENT_EVENT_ID_TTL = timedelta(days=3)
+"""How long auth remembers an agent's event id (an agent resending later than this after its
+first attempt could store the event twice)."""
+
+
+def _agent_event(event: dict[str, Any], submitter: str) -> tuple[str, str, dict[str, Any]]:
+    """``(type, outcome, fields)`` of an event an agent submitted.
+
+    Raises:
+        BadParameter: a type agents may not submit, or a malformed event id.
+    """
+    event_type = str(event.get("type", ""))
+    if event_type not in AGENT_EVENT_TYPES:
+        raise BadParameter(f"agents may not submit events of type {event_type[:100]!r}")
+    event_id = event.get("event_id")
+    if event_id is not None and not (
+        isinstance(event_id, str) and AGENT_EVENT_ID.fullmatch(event_id)
+    ):
+        raise BadParameter("event_id must be 32 lowercase hex digits")
+    fields = {
+        k: v
+        for k, v in event.items()
+        if k not in ("type", "code", "time", "id", "cluster", "fields", "outcome", "event_id")
+    }
+    raw_extra = event.get("fields")
+    extra: dict[str, Any] = raw_extra if isinstance(raw_extra, dict) else {}
+    outcome = "failure" if event.get("outcome") == "failure" else "success"
+    return event_type, outcome, {**extra, **fields, "emitted_by": submitter}
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,20 +271,55 @@ class GuardedAuth:
     async def submit_event(self, event: dict[str, Any]) -> None:
         """Record an event from an agent or proxy in another process."""
         await self.require("event", "create")
-        event_type = str(event.get("type", ""))
-        if event_type not in AGENT_EVENT_TYPES:
-            raise BadParameter(f"agents may not submit events of type {event_type!r}")
-        fields = {
-            k: v
-            for k, v in event.items()
-            if k not in ("type", "code", "time", "id", "cluster", "fields", "outcome")
-        }
-        raw_extra = event.get("fields")
-        extra: dict[str, Any] = raw_extra if isinstance(raw_extra, dict) else {}
-        outcome = "failure" if event.get("outcome") == "failure" else "success"
-        await self._auth.audit.emit(
-            event_type, outcome=outcome, emitted_by=self.ctx.identity.user, **{**extra, **fields}
-        )
+        event_type, outcome, fields = _agent_event(event, self.ctx.identity.user)
+        await self._auth.audit.emit(event_type, outcome=outcome, **fields)
+
+    async def submit_events(self, events: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Record a batch of events from an agent or proxy in another process, in order.
+
+        Each event may carry ``event_id`` (32 hex digits, made by the agent): an id this caller
+        already submitted within :data:`AGENT_EVENT_ID_TTL` is not stored again, so agents can
+        resend after a timeout (at-least-once delivery, exactly-once in the log). Returns one
+        result per event: ``{"event_id", "status": "stored" | "duplicate" | "rejected",
+        "reason"}``; a rejected event (wrong type, malformed) is audited as ``event.rejected``
+        and does not stop the others.
+        """
+        await self.require("event", "create")
+        submitter = self.ctx.identity.user
+        audit = self._auth.audit
+        results: list[dict[str, str]] = []
+        specs: list[tuple[str, str, dict[str, Any], str | None]] = []
+        slots: list[int] = []
+        for event in events:
+            event_id = event.get("event_id")
+            result = {"event_id": event_id if isinstance(event_id, str) else "", "status": ""}
+            results.append(result)
+            try:
+                event_type, outcome, fields = _agent_event(event, submitter)
+                audit.check(event_type, outcome, fields)
+            except BadParameter as exc:
+                result.update(status="rejected", reason=exc.message)
+                fields = {
+                    "user": submitter,
+                    "reason": exc.message,
+                    "rejected_type": str(event.get("type", ""))[:100],
+                    "event_id": result["event_id"][:64],
+                }
+                valid_id = AGENT_EVENT_ID.fullmatch(result["event_id"])
+                once = f"{DEDUPE_PREFIX}{submitter}/{event_id}" if valid_id else None
+                # a resent refused event is refused again, but audited once
+                await audit.emit_once(
+                    [("event.rejected", "failure", fields, once)], AGENT_EVENT_ID_TTL
+                )
+                continue
+            key = f"{DEDUPE_PREFIX}{submitter}/{event_id}" if event_id else None
+            specs.append((event_type, outcome, fields, key))
+            slots.append(len(results) - 1)
+        if specs:
+            stored = await audit.emit_once(specs, AGENT_EVENT_ID_TTL)
+            for slot, done in zip(slots, stored, strict=True):
+                results[slot]["status"] = "stored" if done is not None else "duplicate"
+        return results
 
     # ---- audit ---------------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ EVENT_CODES: dict[str, str] = {
     "recording.view": "T5011",
     "recording.download": "T5012",
     "recording.rejected": "T5013",
+    "event.rejected": "T4010",
 }
 
 AGENT_EVENT_TYPES = frozenset(

@@ -125,3 +125,72 @@ async def test_a_failed_write_fails_every_waiting_emitter_and_recovers():
     await backend.close()
     with pytest.raises(ConnectionProblem):
         await log.emit("x")
+
+
+async def test_emit_once_skips_a_known_dedupe_key_and_keeps_indexes_gapless():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    ttl = timedelta(days=3)
+    k = "audit/agent-ids/web1/"
+    first = await log.emit_once([("x", "success", {}, k + "a"), ("x", "success", {}, k + "b")], ttl)
+    assert [e.index for e in first if e] == [0, 1]
+    again = await log.emit_once(
+        [
+            ("x", "success", {"n": 1}, k + "a"),  # resent: skipped
+            ("x", "success", {"n": 2}, k + "c"),
+            ("x", "success", {"n": 3}, k + "c"),  # repeated within one call: skipped
+            ("x", "success", {"n": 4}, None),  # no key: always stored
+        ],
+        ttl,
+    )
+    assert [e.index if e else None for e in again] == [None, 2, None, 3]
+    assert [e.index for e in await log.read_from(0, 10)] == [0, 1, 2, 3]
+    assert (await backend.get(k + "c")).expires == clock.now() + ttl
+    clock.advance(ttl + timedelta(seconds=1))  # forgotten after the TTL
+    [late] = await log.emit_once([("x", "success", {}, k + "a")], ttl)
+    assert late is not None and late.index == 4
+    with pytest.raises(BadParameter):
+        await log.emit_once([("x", "success", {}, "audit/events/00000000000000000009")], ttl)
+
+
+async def test_emit_once_from_two_writers_racing_stores_one_copy():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    a, b = AuditLog(backend, clock, "c1"), AuditLog(backend, clock, "c1")
+    ttl = timedelta(days=1)
+    await a.emit("x")
+    await b.emit("x")  # both know the head
+    keys = [f"audit/agent-ids/n/{i}" for i in range(20)]
+    specs = [("x", "success", {"i": i}, key) for i, key in enumerate(keys)]
+    got_a, got_b = await asyncio.gather(a.emit_once(specs, ttl), b.emit_once(specs, ttl))
+    stored = [e for e in got_a + got_b if e is not None]
+    assert sorted(e.fields["i"] for e in stored) == list(range(20))
+    events = await a.read_from(0, 100)
+    assert [e.index for e in events] == list(range(22))  # gapless, no duplicate
+
+
+async def test_emit_once_on_a_backend_without_batches():
+    clock = FakeClock()
+
+    class NoBatch:  # only the Backend protocol: single creates, no transactions
+        def __init__(self) -> None:
+            self.inner = MemoryBackend(clock)
+
+        def __getattr__(self, name: str) -> object:
+            if name == "create_batch":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    log = AuditLog(NoBatch(), clock, "c1")  # type: ignore[arg-type]
+    specs = [("x", "success", {}, "audit/agent-ids/n/1")] * 2
+    got = await log.emit_once(specs, timedelta(days=1))
+    assert [e.index if e else None for e in got] == [0, None]
+
+
+async def test_check_refuses_an_event_that_cannot_be_stored():
+    clock = FakeClock()
+    log = AuditLog(MemoryBackend(clock), clock, "c1")
+    log.check("x", "success", {"user": "alice", "anything": [1, {"a": None}]})
+    with pytest.raises(BadParameter, match="not a storable audit event"):
+        log.check("x", "success", {"user": {"not": "a string"}})

@@ -162,3 +162,35 @@ async def test_per_session_mfa_certificate_is_refused_by_the_api():
     )
     with pytest.raises(AccessDenied, match="valid only for its node and login"):
         await GuardedAuth.for_identity(fx.auth, fx.users, session, "10.1.1.1")
+
+
+async def test_agent_event_batches_are_deduped_by_event_id_and_refused_per_event():
+    fx = await make_auth()
+    web = await host_guard(fx, "web1")
+    db = await host_guard(fx, "db1")
+    ids = [f"{i:032x}" for i in range(3)]
+    batch = [
+        {"type": "session.start", "user": "alice", "session_id": "s1", "event_id": ids[0]},
+        {"type": "user.login", "user": "alice", "event_id": ids[1]},  # not an agent event
+        {"type": "session.end", "user": "alice", "session_id": "s1", "event_id": ids[2]},
+        {"type": "session.end", "user": {"bad": 1}, "event_id": "f" * 32},  # not storable
+        {"type": "exec", "event_id": "NOT-HEX"},
+    ]
+    first = await web.submit_events(batch)
+    assert [r["status"] for r in first] == ["stored", "rejected", "stored", "rejected", "rejected"]
+    assert "may not submit" in first[1]["reason"] and "storable" in first[3]["reason"]
+    assert "32 lowercase hex" in first[4]["reason"]
+    again = await web.submit_events([batch[0], batch[2]])  # resent after a lost answer
+    assert [r["status"] for r in again] == ["duplicate", "duplicate"]
+    assert [r["event_id"] for r in again] == [ids[0], ids[2]]
+    other = await db.submit_events([batch[0]])  # ids are per node
+    assert [r["status"] for r in other] == ["stored"]
+    starts = await fx.auth.audit.search(AuditQuery(types=("session.*",)))
+    assert [(e.type, e.fields["emitted_by"]) for e in starts] == [
+        ("session.start", web.ctx.identity.user),
+        ("session.end", web.ctx.identity.user),
+        ("session.start", db.ctx.identity.user),
+    ]
+    refused = await fx.auth.audit.search(AuditQuery(types=("event.rejected",)))
+    assert [e.fields["rejected_type"] for e in refused] == ["user.login", "session.end", "exec"]
+    assert refused[0].outcome == "failure" and refused[0].user == web.ctx.identity.user

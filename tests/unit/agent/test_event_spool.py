@@ -1,0 +1,252 @@
+"""The agent's durable event spool, and APIEmitter delivering it to a real (in-process) auth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.agent import event_spool
+from bastion.agent.event_spool import EventSpool, new_event_id, parse_lines
+from bastion.agent.remote import APIEmitter
+from bastion.audit.log import AuditQuery
+from bastion.auth.guarded import GuardedAuth
+from bastion.errors import AccessDenied, BadParameter, ConnectionProblem, LimitExceeded
+from bastion.testing import make_auth, new_public_key
+
+
+@pytest.fixture
+def spools() -> Iterator[list[EventSpool]]:
+    opened: list[EventSpool] = []
+    yield opened
+    for spool in opened:
+        spool.close()
+
+
+def opener(spools: list[EventSpool], directory: Path, **kw: Any) -> EventSpool:
+    spool = EventSpool(directory, **kw)
+    spools.append(spool)
+    return spool
+
+
+async def drain(spool: EventSpool) -> list[dict[str, Any]]:
+    out = []
+    while batch := await spool.read():
+        out.extend(e.event for e in batch if e.event is not None)
+        await spool.ack(batch[-1].end)
+    return out
+
+
+async def test_appended_events_come_back_in_order_and_ack_persists(
+    tmp_path: Path, spools: list[EventSpool]
+) -> None:
+    spool = opener(spools, tmp_path / "s")
+    ids = [await spool.append({"type": "exec", "n": i}) for i in range(5)]
+    assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
+    batch = await spool.read()
+    assert [e.event["n"] for e in batch if e.event] == [0, 1, 2, 3, 4]
+    await spool.ack(batch[1].end)  # two delivered
+    spool.close()
+    again = opener(spools, tmp_path / "s")  # the node restarts: the rest is replayed
+    rest = await drain(again)
+    assert [e["n"] for e in rest] == [2, 3, 4] and [e["event_id"] for e in rest] == ids[2:]
+    assert again.empty and (tmp_path / "s" / "events.jsonl").stat().st_size == 0  # compacted
+    assert oct((tmp_path / "s").stat().st_mode & 0o777) == "0o700"
+
+
+async def test_a_torn_last_line_is_cut_off_at_open(
+    tmp_path: Path, spools: list[EventSpool]
+) -> None:
+    spool = opener(spools, tmp_path)
+    await spool.append({"type": "session.start", "n": 1})
+    spool.close()
+    with (tmp_path / "events.jsonl").open("ab") as f:
+        f.write(b'{"type":"session.end","event_id":"ab')  # died inside the write
+    again = opener(spools, tmp_path)
+    await again.append({"type": "session.end", "n": 2})
+    assert [e["n"] for e in await drain(again)] == [1, 2]
+
+
+async def test_an_acked_offset_beyond_the_file_resends_everything(
+    tmp_path: Path, spools: list[EventSpool]
+) -> None:
+    spool = opener(spools, tmp_path)
+    await spool.append({"type": "exec", "n": 1})
+    spool.close()
+    (tmp_path / "acked").write_text("999999\n")  # crashed between acked=0 and the truncate
+    assert [e["n"] for e in await drain(opener(spools, tmp_path))] == [1]
+
+
+async def test_unreadable_lines_are_returned_for_rejection_not_lost(
+    tmp_path: Path, spools: list[EventSpool]
+) -> None:
+    (tmp_path / "events.jsonl").write_bytes(b'not json\n{"no":"id"}\n')
+    spool = opener(spools, tmp_path)
+    await spool.append({"type": "exec"})
+    batch = await spool.read()
+    assert [e.event is None for e in batch] == [True, True, False]
+    await spool.reject(batch[0], "unreadable")
+    rejected = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert rejected == [{"reason": "unreadable", "line": "not json"}]
+
+
+async def test_concurrent_appends_share_fsyncs(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opener(spools, tmp_path)
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(event_spool.os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    await asyncio.gather(*(spool.append({"type": "exec", "n": i}) for i in range(200)))
+    assert len(calls) < 50  # group commit: one fsync per write of many lines
+    assert [e["n"] for e in await drain(spool)] == list(range(200))  # in call order
+
+
+async def test_a_full_spool_refuses_new_events_but_keeps_room_for_closing_ones(
+    tmp_path: Path, spools: list[EventSpool]
+) -> None:
+    spool = opener(spools, tmp_path, max_bytes=2000)
+    pad = "x" * 150
+    while spool.unacked_bytes < 1800 - 250:
+        await spool.append({"type": "session.start", "pad": pad})
+    with pytest.raises(LimitExceeded, match="new sessions are refused"):
+        for _ in range(3):
+            await spool.append({"type": "session.start", "pad": pad})
+    await spool.append({"type": "session.end", "pad": pad})  # the reserve
+    with pytest.raises(LimitExceeded):
+        for _ in range(3):
+            await spool.append({"type": "session.end", "pad": pad})
+    events = await drain(spool)
+    assert events[-1]["type"] == "session.end"  # nothing in between was dropped
+    await spool.append({"type": "session.start"})  # room again once delivered
+    with pytest.raises(BadParameter):
+        EventSpool(tmp_path / "tiny", max_bytes=10)
+
+
+async def test_a_long_acked_prefix_is_compacted_while_events_wait(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_spool, "COMPACT_BYTES", 200)
+    spool = opener(spools, tmp_path)
+    for i in range(10):
+        await spool.append({"type": "exec", "n": i})
+    batch = await spool.read()
+    await spool.ack(batch[6].end)
+    assert (tmp_path / "events.jsonl").stat().st_size == batch[-1].end - batch[6].end
+    spool.close()
+    assert [e["n"] for e in await drain(opener(spools, tmp_path))] == [7, 8, 9]
+
+
+@given(st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=8), st.binary())
+def test_parse_lines_splits_complete_lines_and_keeps_a_partial_tail(
+    lines: list[bytes], tail: bytes
+) -> None:
+    tail = tail.replace(b"\n", b"")
+    data = b"".join(line + b"\n" for line in lines) + tail
+    events, end = parse_lines(data, 100)
+    assert end == 100 + len(data) - len(tail)
+    assert [e.raw for e in events] == [line for line in lines if line.strip()]
+    assert all(e.event is None or isinstance(e.event.get("event_id"), str) for e in events)
+
+
+def test_event_ids_are_32_hex_digits() -> None:
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in (new_event_id() for _ in range(10)))
+
+
+class InProcessAuth:
+    """The agent's RemoteAuth surface in front of a real GuardedAuth; ``down`` simulates an
+    unreachable auth, ``lose_answers`` one whose answers get lost after storing."""
+
+    def __init__(self, guard: GuardedAuth) -> None:
+        self.guard = guard
+        self.down = False
+        self.lose_answers = 0
+        self.refuse: Exception | None = None
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        assert (method, path) == ("POST", "/v1/events/submit")
+        if self.down:
+            raise ConnectionProblem("auth is down")
+        if self.refuse is not None:
+            raise self.refuse
+        results = await self.guard.submit_events(body["events"])
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise ConnectionProblem("connection reset")
+        return {"accepted": len(results), "results": results}
+
+
+async def node_guard() -> tuple[Any, GuardedAuth]:
+    fx = await make_auth()
+    token = await fx.auth.add_token(["node"], timedelta(minutes=5), {}, "admin")
+    _, pub = new_public_key()
+    certs = await fx.auth.join(token.token, "web1", "node", pub, [], [], "10.0.0.9")
+    return fx, await GuardedAuth.for_identity(fx.auth, fx.users, certs.identity, "10.0.0.9")
+
+
+async def test_emitter_delivers_exactly_once_across_outage_lost_answers_and_restart(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bastion.agent.remote.random.random", lambda: 0.0)  # short backoff
+    fx, guard = await node_guard()
+    auth = InProcessAuth(guard)
+    auth.down = True
+    spool = opener(spools, tmp_path)
+    emitter = APIEmitter(auth, spool)  # type: ignore[arg-type]
+    runner = asyncio.get_running_loop().create_task(emitter.run())
+    await emitter.emit("session.start", user="alice", session_id="s1")
+    await emitter.emit("user.login", user="alice")  # auth refuses this one
+    await emitter.emit("session.end", user="alice", session_id="s1")
+    await asyncio.sleep(0.1)
+    runner.cancel()  # the node dies while auth is down
+    spool.close()
+    spool = opener(spools, tmp_path)
+    emitter = APIEmitter(auth, spool)  # type: ignore[arg-type]
+    runner = asyncio.get_running_loop().create_task(emitter.run())
+    try:
+        auth.down = False
+        auth.lose_answers = 1  # stored, but the node never hears it: it resends
+        await asyncio.wait_for(emitter.flush(), 10)
+        await emitter.emit("exec", user="alice", session_id="s2")
+        await asyncio.wait_for(emitter.flush(), 10)
+    finally:
+        runner.cancel()
+    events = await fx.auth.audit.search(AuditQuery(types=("session.*", "exec")))
+    assert [(e.type, e.session_id) for e in events] == [
+        ("session.start", "s1"),
+        ("session.end", "s1"),
+        ("exec", "s2"),
+    ]
+    assert events[0].fields["agent_time"] and "event_id" not in events[0].fields
+    [rejected] = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert "may not submit" in rejected["reason"] and "user.login" in rejected["line"]
+    assert len(await fx.auth.audit.search(AuditQuery(types=("event.rejected",)))) == 1
+
+
+async def test_emitter_keeps_events_while_auth_refuses_the_whole_batch(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bastion.agent.remote.random.random", lambda: 0.0)
+    fx, guard = await node_guard()
+    auth = InProcessAuth(guard)
+    auth.refuse = AccessDenied("this node may not submit events")
+    spool = opener(spools, tmp_path)
+    emitter = APIEmitter(auth, spool)  # type: ignore[arg-type]
+    runner = asyncio.get_running_loop().create_task(emitter.run())
+    try:
+        await emitter.emit("session.start", user="alice", session_id="s1")
+        await asyncio.sleep(0.3)
+        assert not spool.empty  # kept, not dropped
+        auth.refuse = BadParameter("malformed batch")  # one event: kept aside, queue moves on
+        await asyncio.wait_for(emitter.flush(), 10)
+    finally:
+        runner.cancel()
+    assert "malformed batch" in (tmp_path / "rejected.jsonl").read_text()
