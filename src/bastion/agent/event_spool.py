@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -43,7 +44,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bastion.errors import BadParameter, LimitExceeded
+from bastion.errors import BadParameter, BastionError, LimitExceeded
 
 __all__ = [
     "CLOSING_TYPES",
@@ -60,11 +61,21 @@ T = TypeVar("T")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 CLOSING_TYPES = frozenset({"session.end", "exec", "session.terminated"})
 """Events that may use the reserve (the last 10% of ``max_bytes``): they close what runs."""
-READ_BYTES = 1024 * 1024
-"""At most this much is read per batch (whole lines; one longer line is read alone)."""
+READ_BYTES = 512 * 1024
+"""At most this much is read per batch (whole lines; one longer line is read alone), below
+auth's default request limit (1 MiB)."""
 COMPACT_BYTES = 8 * 1024 * 1024
 """An acknowledged prefix at least this long is cut off even when events are still queued."""
 EVENTS, ACKED, REJECTED = "events.jsonl", "acked", "rejected.jsonl"
+
+
+def _write_error(exc: BaseException, directory: Path) -> BastionError:
+    """The error an ``append`` whose write failed raises (never a bare OSError)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        log.error("audit event spool: the disk is full", spool=str(directory))
+        return LimitExceeded(f"no space left for the audit event spool {directory}")
+    log.error("audit event spool: write failed", spool=str(directory), error=str(exc))
+    return BastionError(f"cannot write the audit event spool {directory}: {exc}")
 
 
 def new_event_id() -> str:
@@ -140,8 +151,9 @@ class EventSpool:
         """Store ``event`` durably (fsynced) and return its ``event_id`` (made when absent).
 
         Raises:
-            LimitExceeded: the spool is full (see the module doc for the reserve).
+            LimitExceeded: the spool is full (see the module doc for the reserve), or the disk.
             BadParameter: the event cannot be encoded as JSON.
+            BastionError: the write failed (nothing of it stays in the spool).
         """
         record = dict(event)
         record.setdefault("event_id", new_event_id())
@@ -181,7 +193,7 @@ class EventSpool:
             try:
                 await self._run(self._write, data)
             except BaseException as exc:
-                err = exc if isinstance(exc, Exception) else OSError("spool writer interrupted")
+                err = _write_error(exc, self.directory)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(err)

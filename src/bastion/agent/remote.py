@@ -27,7 +27,13 @@ from bastion.agent.join import HostIdentity
 from bastion.auth.api_recordings import META_HEADER, encode_meta_header
 from bastion.cli.identity import verified_context
 from bastion.client.api import AuthClient
-from bastion.errors import BadParameter, BastionError, ConnectionProblem, error_from_code
+from bastion.errors import (
+    BadParameter,
+    BastionError,
+    ConnectionProblem,
+    LimitExceeded,
+    error_from_code,
+)
 from bastion.recording.store import RecordingMeta
 from bastion.services.cache import ResourceCache
 from bastion.types.audit import AuditEvent
@@ -39,6 +45,8 @@ __all__ = ["APIEmitter", "RemoteAuth", "watch_forever"]
 log = structlog.get_logger("bastion.agent.remote")
 MAX_BATCH = 100
 """Events per ``POST /v1/events/submit``."""
+TOO_LARGE = "request body too large"
+"""How auth's LimitExceeded for a body above ``limits.max_request_bytes`` starts."""
 
 
 class RemoteAuth:
@@ -140,15 +148,17 @@ class APIEmitter:
 
         Raises:
             ConnectionProblem: auth unreachable (retry).
-            BastionError: the whole batch refused (retry; a malformed single event is kept
-                aside instead).
+            BastionError: the whole batch refused (retry; a single event that is malformed or
+                larger than auth's request limit is kept aside instead).
         """
         events = [e.event for e in batch if e.event is not None]
         results: list[Any] = []
         if events:
             try:
                 answer = await self._remote.call("POST", "/v1/events/submit", {"events": events})
-            except BadParameter as exc:
+            except (BadParameter, LimitExceeded) as exc:
+                if isinstance(exc, LimitExceeded) and not exc.message.startswith(TOO_LARGE):
+                    raise  # rate limited: retry later
                 if len(batch) > 1:
                     self._one_by_one = True  # find the bad one
                     raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -245,8 +246,35 @@ async def test_emitter_keeps_events_while_auth_refuses_the_whole_batch(
         await emitter.emit("session.start", user="alice", session_id="s1")
         await asyncio.sleep(0.3)
         assert not spool.empty  # kept, not dropped
+        auth.refuse = LimitExceeded("too many requests from your address; wait and retry")
+        await asyncio.sleep(0.3)
+        assert not spool.empty  # rate limited: kept too
         auth.refuse = BadParameter("malformed batch")  # one event: kept aside, queue moves on
+        await asyncio.wait_for(emitter.flush(), 10)
+        auth.refuse = LimitExceeded("request body too large: 2000000 bytes")
+        await emitter.emit("exec", user="alice", session_id="s2", command="x" * 1000)
         await asyncio.wait_for(emitter.flush(), 10)
     finally:
         runner.cancel()
-    assert "malformed batch" in (tmp_path / "rejected.jsonl").read_text()
+    reasons = [
+        json.loads(x)["reason"] for x in (tmp_path / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert reasons == ["malformed batch", "request body too large: 2000000 bytes"]
+
+
+async def test_a_failed_write_raises_a_clear_error_and_leaves_no_torn_line(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opener(spools, tmp_path)
+    await spool.append({"type": "exec", "n": 1})
+    real = os.fsync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(event_spool.os, "fsync", disk_full)
+    with pytest.raises(LimitExceeded, match="no space left"):
+        await spool.append({"type": "exec", "n": 2})
+    monkeypatch.setattr(event_spool.os, "fsync", real)
+    await spool.append({"type": "exec", "n": 3})
+    assert [e["n"] for e in await drain(spool)] == [1, 3]
