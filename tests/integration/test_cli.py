@@ -56,6 +56,28 @@ def role_yaml(name: str, **allow: object) -> str:
 # ---- users, invites, login ----------------------------------------------------------------------
 
 
+def test_invite_url_leads_to_the_proxy_page_that_says_how_to_accept_it(
+    env: Env, cluster: Cluster
+) -> None:
+    text = env.admin_ok("users", "add", unique(), "--roles=access", "--logins=root")
+    url = next(w for w in text.split() if "/web/invite/" in w)
+    token = url.rsplit("/", 1)[1]
+    assert url == f"https://{cluster.proxy}/web/invite/{token}"
+    assert f"bsh login --proxy={cluster.proxy} --invite={token} --ca-pin=sha256:" in text
+    host, port = cluster.proxy.rsplit(":", 1)
+    pages = {}
+    for path in (f"/web/invite/{token}", "/web/invite/%3Cscript%3E"):
+        conn = http.client.HTTPSConnection(host, int(port), context=unverified_context())
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        pages[path] = (resp.status, resp.read().decode())
+        conn.close()
+    status, page = pages[f"/web/invite/{token}"]
+    assert status == 200 and f"bsh login --proxy={cluster.proxy} --invite={token}" in page
+    status, page = pages["/web/invite/%3Cscript%3E"]
+    assert status == 404 and "<script" not in page
+
+
 def test_invite_then_password_login(env: Env) -> None:
     user, invite = env.add_user("access", "alice,root")
     assert set(invite) >= {"token", "url", "expires", "user"}

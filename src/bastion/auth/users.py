@@ -115,7 +115,10 @@ class UserService:
         await self.auth.audit.emit(
             "user.invite", user=actor, target=f"user/{name}", expires=expires.isoformat()
         )
-        url = f"{self.auth.deps.public_url}/web/invite/{token}"
+        # The proxy's address (the first login origin) when there is one: users reach the
+        # cluster there, and its /web/invite page says how to accept the invite.
+        base = (self.auth.deps.webauthn_origins or (self.auth.deps.public_url,))[0]
+        url = f"{base}/web/invite/{token}"
         return Invite(user=name, token=token, url=url, expires=expires)
 
     @staticmethod

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -257,10 +258,12 @@ def _print_invite(invite: dict[str, Any], fmt: str, verb: str) -> None:
         print_json(invite)
         return
     pin = spki_pin_of_pem(ident().ca_pem)[0]
+    # the URL names the proxy (where users log in); older servers named auth
+    proxy = urlsplit(str(invite["url"])).netloc or ident().addr
     click.echo(
         f'User "{invite["user"]}" has been {verb}. Share this one-time invite '
         f"(expires {invite['expires']}):\n  {invite['url']}\n\n"
-        f"They accept it with:\n  bsh login --proxy={ident().addr} --invite={invite['token']} "
+        f"They accept it with:\n  bsh login --proxy={proxy} --invite={invite['token']} "
         f"--ca-pin={pin}"
     )
 

@@ -35,7 +35,7 @@ from bastion.config.schema import FileConfig, load_config
 from bastion.errors import BadParameter, NotFound
 from bastion.types.audit import AuditEvent
 
-__all__ = ["register"]
+__all__ = ["mfa_column", "register"]
 
 MAX_LISTED = 50
 
@@ -209,7 +209,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @audit.command("certs")
     @click.option("--since", default="24h", show_default=True, help="1h, 7d (ago) or ISO 8601.")
     @click.option("--user", default="", help="Only certificates of this principal.")
-    @click.option("--type", "cert_type", default="", help="user, host or bot.")
+    @click.option("--type", "cert_type", default="", help="user, host, bot or admin.")
     @click.option("--limit", default=10_000, show_default=True, type=click.IntRange(1, 100_000))
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
@@ -247,7 +247,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
                     ",".join(r["roles"]),
                     r["valid_before"][:19],
                     r["device_id"] or "-",
-                    "yes" if r["mfa_verified"] else "-",
+                    mfa_column(r),
                 ]
                 for r in rows
             ],
@@ -272,8 +272,19 @@ def _cert_row(event: dict[str, Any]) -> dict[str, Any]:
         "valid_before": str(f.get("expires", "")),
         "device_id": event.get("device_id", "") or f.get("device_id", ""),
         "mfa_verified": bool(f.get("mfa_verified")),
+        "mfa_device": f.get("mfa_device", ""),
+        "mfa_scope": f.get("mfa_scope", ""),
+        "public_key_sha256": f.get("public_key_sha256", ""),
         "remote_addr": event.get("remote_addr", ""),
     }
+
+
+def mfa_column(row: dict[str, Any]) -> str:
+    """``session`` (a per-session MFA certificate), ``login`` (issued after a second factor:
+    the login used an MFA device), or ``-`` (no second factor: hosts, bots, password-only)."""
+    if row["mfa_verified"]:
+        return "session"
+    return "login" if row["mfa_device"] else "-"
 
 
 def _check_proof(result: dict[str, Any], key: str) -> None:

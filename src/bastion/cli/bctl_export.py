@@ -25,6 +25,7 @@ from bastion.errors import BadParameter
 from bastion.export.build import build_forwarders, cursor_path, output_name, run_forwarders
 from bastion.export.config import AuditExportConfig
 from bastion.export.cursor import FileCursor
+from bastion.logging import configure_logging
 
 __all__ = ["check_backend", "export_once", "export_status", "register", "select_outputs"]
 
@@ -164,6 +165,8 @@ def register(main: click.Group) -> None:
             raise BadParameter(f"config {path} has no audit_export: section")
         section = select_outputs(config.audit_export, outputs)
         check_backend(config)
+        # the config's log settings (info by default), as the daemon: no debug lines
+        configure_logging(config.log.level, config.log.format)
         if status:
             rows = asyncio.run(export_status(config, section))
             if fmt == "json":

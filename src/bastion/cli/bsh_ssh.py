@@ -139,8 +139,9 @@ def parse_proxy_target(text: str, cluster: str) -> tuple[str, str, int]:
         port = int(port_text)
     except ValueError:
         raise BadParameter(f"invalid port {port_text!r} in {text!r}") from None
-    node = strip_cluster(host.strip("[]"), cluster)
-    if not node or node.lower() == cluster.lower():
+    bare = host.strip("[]")
+    node = strip_cluster(bare, cluster)  # NODE.CLUSTER: NODE may equal CLUSTER (the host name)
+    if not node or bare.lower() == cluster.lower():
         raise BadParameter(f"name a node: ssh NODE.{cluster}, not {host!r}")
     return login, node, port
 

@@ -90,9 +90,11 @@ def _split(target: str, cluster: str) -> tuple[str, str, int]:
         raise ProxyError(f"invalid port {port_text!r} in {target!r}", 2)
     host = host.strip("[]")
     suffix = "." + cluster
-    if cluster and host.lower().endswith(suffix.lower()):
-        host = host[: -len(suffix)]
-    if not host or host.lower() == cluster.lower():
+    if cluster and host.lower().endswith(suffix.lower()) and len(host) > len(suffix):
+        host = host[: -len(suffix)]  # NODE.CLUSTER: NODE may equal CLUSTER (both the host name)
+    elif host.lower() == cluster.lower():
+        host = ""
+    if not host:
         raise ProxyError(f"name a node: ssh NODE.{cluster}, not {host_port!r}", 2)
     return login, host, int(port_text)
 

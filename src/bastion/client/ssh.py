@@ -367,7 +367,7 @@ def _raw_terminal(fd: int) -> Iterator[None]:
 
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSADRAIN)  # not TCSAFLUSH: keep what was typed ahead (as ssh)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -4,6 +4,7 @@ Layer: web (IO shell). Pages:
 
 * ``GET /web/login``, ``POST /web/login``: password (+ TOTP) sign-in; SSO buttons.
 * ``GET /web/``: who is signed in; ``POST /web/logout``.
+* ``GET /web/invite/TOKEN``: where ``bctl users add``'s invite URL leads: how to accept it.
 * ``GET|POST /web/sso/NAME/start?request=ID``: a ``bsh login --auth=NAME`` continues here; the
   browser gets the binding cookie and goes to the IdP (headless logins first show a confirmation
   page with the request code).
@@ -19,6 +20,7 @@ Errors are HTML pages here (the JSON error shape is for ``/v1``).
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -36,7 +38,7 @@ from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_he
 from bastion.web.sessions import SESSION_COOKIE, WebSessions
 from bastion.web.webauthn import add_webauthn_routes, ephemeral_public_key
 
-__all__ = ["WebApp", "add_web_routes"]
+__all__ = ["WebApp", "add_web_routes", "invite_command"]
 
 log = structlog.get_logger("bastion.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,6 +105,19 @@ class WebApp:
         raise response
 
     # ---- pages ---------------------------------------------------------------------------------
+
+    async def invite_page(self, request: web.Request) -> web.Response:
+        """Where the invite URL leads: how to accept it with bsh (the password and the second
+        factor are set there). Says nothing about whether the token is valid."""
+        token = request.match_info["token"]
+        if not INVITE_TOKEN.fullmatch(token):
+            return self._message("Invite", "This is not an invite link.", status=404)
+        return page(
+            "Accept your invite",
+            "invite.html",
+            command=invite_command(request.host, token),
+            cluster=self.auth.deps.cluster,
+        )
 
     async def static(self, request: web.Request) -> web.Response:
         return static_file(request.match_info["name"])
@@ -299,6 +314,14 @@ class WebApp:
         )
 
 
+INVITE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def invite_command(host: str, token: str) -> str:
+    """The command that accepts an invite through ``host`` (the address the browser used)."""
+    return f"bsh login --proxy={host} --invite={token} --ca-pin=sha256:..."
+
+
 def _esc(value: str) -> str:
     return html.escape(value, quote=True)
 
@@ -310,6 +333,7 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/login", webapp.login_page)
     r.add_post("/web/login", webapp.login_submit)
     r.add_get("/web/", webapp.home)
+    r.add_get("/web/invite/{token}", webapp.invite_page)
     r.add_post("/web/logout", webapp.logout)
     r.add_get("/web/sso/{connector}/start", webapp.sso_start)
     r.add_post("/web/sso/{connector}/start", webapp.sso_start)

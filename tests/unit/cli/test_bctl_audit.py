@@ -10,7 +10,7 @@ from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.log import AuditLog
 from bastion.audit.signer import load_or_create_signer
 from bastion.backend.memory import MemoryBackend
-from bastion.cli.bctl_audit import _cert_row, _check_proof
+from bastion.cli.bctl_audit import _cert_row, _check_proof, mfa_column
 from bastion.clock import FakeClock
 from bastion.errors import BadParameter
 
@@ -67,3 +67,14 @@ def test_cert_row_kind_falls_back_to_the_cert_type():
     old = _cert_row({"fields": {"cert_type": "host"}})
     assert (bot["cert_type"], bot["identity_kind"], bot["serial"]) == ("user", "bot", "1")
     assert old["identity_kind"] == "host" and old["principals"] == []
+
+
+def test_mfa_column_tells_login_and_session_certificates_apart():
+    login = _cert_row({"fields": {"cert_type": "user", "mfa_device": "dev-1", "serial": 1}})
+    session = _cert_row(
+        {"fields": {"mfa_verified": True, "mfa_device": "dev-1", "mfa_scope": "session:n:root"}}
+    )
+    plain = _cert_row({"fields": {"cert_type": "host", "public_key_sha256": "ab"}})
+    assert (mfa_column(login), mfa_column(session), mfa_column(plain)) == ("login", "session", "-")
+    assert login["mfa_device"] == "dev-1" and session["mfa_scope"] == "session:n:root"
+    assert plain["public_key_sha256"] == "ab"

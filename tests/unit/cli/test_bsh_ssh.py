@@ -51,6 +51,13 @@ def test_parse_proxy_target(text: str, expected: tuple[str, str, int]) -> None:
     assert parse_proxy_target(text, "c.example") == expected
 
 
+def test_parse_proxy_target_node_named_like_the_cluster() -> None:
+    # all-in-one default: the node and the cluster are both named after the host
+    assert parse_proxy_target("root@vm.vm:22", "vm") == ("root", "vm", 22)
+    with pytest.raises(BadParameter):
+        parse_proxy_target("root@vm:22", "vm")
+
+
 @pytest.mark.parametrize("text", ["node1:22", "root@c.example:22", "root@node:x", "@n:22"])
 def test_parse_proxy_target_rejects(text: str) -> None:
     with pytest.raises(BadParameter):

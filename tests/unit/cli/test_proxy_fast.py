@@ -22,6 +22,8 @@ def test_parse_args(argv, parsed):
 def test_split_strips_cluster():
     assert _split("root@web1.c.local:2222", "c.local") == ("root", "web1", 2222)
     assert _split("root@web1", "c.local") == ("root", "web1", 22)
+    # all-in-one default: the node and the cluster are both named after the host
+    assert _split("root@vm.vm:22", "vm") == ("root", "vm", 22)
 
 
 @pytest.mark.parametrize("target", ["web1:22", "@web1:22", "root@c.local:22", "root@web1:x"])

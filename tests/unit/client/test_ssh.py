@@ -121,3 +121,26 @@ def test_host_ca_keys_from_known_hosts(tmp_path: Path) -> None:
     (tmp_path / "known_hosts").write_text(f"node {pub}\n")  # no CA line: nothing to trust
     with pytest.raises(NotFound, match="no host CA"):
         host_ca_keys(_profile(tmp_path))
+
+
+def test_raw_terminal_keeps_type_ahead() -> None:
+    """What the user typed before the session opened reaches the session (as with ssh)."""
+    import os
+    import pty
+    import select
+    import termios
+
+    from bastion.client.ssh import _raw_terminal
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"echo typed-ahead\n")
+        before = termios.tcgetattr(slave)
+        with _raw_terminal(slave):
+            assert not termios.tcgetattr(slave)[3] & termios.ICANON
+            assert select.select([slave], [], [], 2)[0], "type-ahead was discarded"
+            assert os.read(slave, 100) == b"echo typed-ahead\n"
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
