@@ -250,7 +250,8 @@ class NodeService:
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
         cache = ResourceCache()
-        emitter = APIEmitter(remote, EventSpool(node_dir / "event-spool"))
+        spool = EventSpool(node_dir / "event-spool", svc.event_spool_max_bytes)
+        emitter = APIEmitter(remote, spool)
         node_config = NodeConfig(
             name=ident.host_name,
             cluster=ident.cluster,

@@ -176,6 +176,9 @@ class SSHServiceConfig(StrictModel):
     join_token: str = ""
     ca_pin: str = ""
     """sha256:... pin of the cluster's host CA, checked before the join token is sent."""
+    event_spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    """A joined node's on-disk audit event spool: undelivered bytes kept while auth is down
+    (above 90% new sessions are refused; see docs/audit.md)."""
 
     @field_validator("listen_addr", "proxy_server")
     @classmethod
@@ -346,6 +349,9 @@ ssh_service:
   proxy_server: ""
   join_token: ""
   ca_pin: ""
+  # Audit events wait on disk while auth is unreachable; above 90% of this, new sessions are
+  # refused (nothing is dropped). Only for a node on another host.
+  event_spool_max_bytes: 268435456
 
 log:
   level: info   # debug | info | warning | error

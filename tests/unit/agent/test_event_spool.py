@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.agent import event_spool
@@ -278,3 +278,34 @@ async def test_a_failed_write_raises_a_clear_error_and_leaves_no_torn_line(
     monkeypatch.setattr(event_spool.os, "fsync", real)
     await spool.append({"type": "exec", "n": 3})
     assert [e["n"] for e in await drain(spool)] == [1, 3]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(min_value=1, max_value=12), st.floats(min_value=0, max_value=1))
+def test_a_crash_anywhere_in_a_write_keeps_exactly_the_complete_events(
+    tmp_path_factory: pytest.TempPathFactory, count: int, cut: float
+) -> None:
+    directory = tmp_path_factory.mktemp("crash")
+
+    async def scenario() -> None:
+        spool = EventSpool(directory)
+        try:
+            for i in range(count):
+                await spool.append({"type": "exec", "n": i, "pad": "y" * i})
+        finally:
+            spool.close()
+        path = directory / "events.jsonl"
+        data = path.read_bytes()
+        keep = int(len(data) * cut)
+        path.write_bytes(data[:keep])  # the node died with only this much on disk
+        complete = data[:keep].count(b"\n")
+        again = EventSpool(directory)
+        try:
+            await again.append({"type": "exec", "n": -1})
+            assert [e["n"] for e in await drain(again)] == [*range(complete), -1]
+        finally:
+            again.close()
+
+    asyncio.run(scenario())

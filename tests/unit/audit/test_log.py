@@ -194,3 +194,23 @@ async def test_check_refuses_an_event_that_cannot_be_stored():
     log.check("x", "success", {"user": "alice", "anything": [1, {"a": None}]})
     with pytest.raises(BadParameter, match="not a storable audit event"):
         log.check("x", "success", {"user": {"not": "a string"}})
+
+
+async def test_emit_once_on_sqlite_two_logs_one_file(tmp_path):
+    from bastion.backend.sqlite import SQLiteBackend
+
+    clock = FakeClock()
+    one = await SQLiteBackend.open(str(tmp_path / "b.db"), clock)
+    two = await SQLiteBackend.open(str(tmp_path / "b.db"), clock)
+    try:
+        a, b = AuditLog(one, clock, "c1"), AuditLog(two, clock, "c1")
+        ttl = timedelta(days=3)
+        specs = [("x", "success", {"i": i}, f"audit/agent-ids/n/{i % 7}") for i in range(30)]
+        got = await asyncio.gather(a.emit_once(specs, ttl), b.emit_once(specs, ttl))
+        assert sum(e is not None for run in got for e in run) == 7
+        events = await a.read_from(0, 100)
+        assert [e.index for e in events] == list(range(7))
+        assert sorted(e.fields["i"] for e in events) == list(range(7))
+    finally:
+        await one.close()
+        await two.close()
