@@ -105,7 +105,8 @@ class APIEmitter:
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         """Set after every acknowledgement (for :meth:`flush`)."""
-        self._one_by_one = False
+        self._single_until = 0
+        """Send one event per request up to this spool offset (a batch auth refused whole)."""
 
     async def emit(
         self, event_type: str, *, outcome: str = "success", **fields: object
@@ -126,7 +127,7 @@ class APIEmitter:
             if not batch:
                 await self._wakeup.wait()  # emit sets it once its event is on disk
                 continue
-            if self._one_by_one:
+            if batch[0].end <= self._single_until:
                 batch = batch[:1]
             try:
                 await self._deliver(batch[:MAX_BATCH])
@@ -159,9 +160,11 @@ class APIEmitter:
             except (BadParameter, LimitExceeded) as exc:
                 if isinstance(exc, LimitExceeded) and not exc.message.startswith(TOO_LARGE):
                     raise  # rate limited: retry later
-                if len(batch) > 1:
-                    self._one_by_one = True  # find the bad one
-                    raise
+                if len(batch) > 1:  # find the bad one: resend these one at a time, at once
+                    log.warning("auth refused an event batch; resending it event by event",
+                                error=exc.message)  # fmt: skip
+                    self._single_until = batch[-1].end
+                    return
                 await self._spool.reject(batch[0], exc.message)
                 await self._spool.ack(batch[0].end)
                 self._progress.set()
@@ -178,7 +181,6 @@ class APIEmitter:
                 await self._spool.reject(item, str(result.get("reason", "refused by auth")))
         await self._spool.ack(batch[-1].end)
         self._progress.set()
-        self._one_by_one = False
 
     async def flush(self) -> None:
         """Wait until every spooled event is delivered (wrap in asyncio.timeout)."""

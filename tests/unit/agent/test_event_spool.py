@@ -171,6 +171,7 @@ class InProcessAuth:
         self.down = False
         self.lose_answers = 0
         self.refuse: Exception | None = None
+        self.calls: list[int] = []
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         assert (method, path) == ("POST", "/v1/events/submit")
@@ -178,6 +179,9 @@ class InProcessAuth:
             raise ConnectionProblem("auth is down")
         if self.refuse is not None:
             raise self.refuse
+        self.calls.append(len(body["events"]))
+        if any("huge" in e for e in body["events"]):
+            raise LimitExceeded("request body too large: 2000000 bytes")
         results = await self.guard.submit_events(body["events"])
         if self.lose_answers:
             self.lose_answers -= 1
@@ -309,3 +313,24 @@ def test_a_crash_anywhere_in_a_write_keeps_exactly_the_complete_events(
             again.close()
 
     asyncio.run(scenario())
+
+
+async def test_a_batch_refused_as_too_large_is_resent_event_by_event_once(
+    tmp_path: Path, spools: list[EventSpool]
+) -> None:
+    fx, guard = await node_guard()
+    auth = InProcessAuth(guard)
+    spool = opener(spools, tmp_path)
+    emitter = APIEmitter(auth, spool)  # type: ignore[arg-type]
+    for i in range(5):
+        extra = {"huge": "z" * 100} if i == 2 else {}
+        await emitter.emit("exec", user="alice", session_id=f"s{i}", **extra)
+    runner = asyncio.get_running_loop().create_task(emitter.run())
+    try:
+        await asyncio.wait_for(emitter.flush(), 10)
+    finally:
+        runner.cancel()
+    assert auth.calls == [5, 1, 1, 1, 1, 1]  # one refused batch, then each event once
+    events = await fx.auth.audit.search(AuditQuery(types=("exec",)))
+    assert [e.session_id for e in events] == ["s0", "s1", "s3", "s4"]
+    assert "too large" in (tmp_path / "rejected.jsonl").read_text()
