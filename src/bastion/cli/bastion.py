@@ -4,13 +4,15 @@ prints a commented sample configuration."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import re
 import sys
 
 import click
 
 from bastion.cli.common import handle_errors
 from bastion.config.schema import load_config, sample_config
-from bastion.errors import BadParameter
+from bastion.errors import BadParameter, ConnectionProblem
 from bastion.logging import configure_logging
 from bastion.process import Ready, run
 from bastion.runtime import tune_asyncio
@@ -59,7 +61,23 @@ def start(
         raise BadParameter(f"invalid option: {exc}") from None
     configure_logging(config.log.level, config.log.format)
     tune_asyncio()
-    asyncio.run(run(config, _print_next_steps))
+    try:
+        asyncio.run(run(config, _print_next_steps))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConnectionProblem(address_in_use(exc)) from None
+
+
+def address_in_use(exc: OSError) -> str:
+    """What to do when a listen address is taken (often: another bastion already runs)."""
+    found = re.search(r"\('([^']*)', (\d+)", str(exc))
+    where = f" {found.group(1)}:{found.group(2)}" if found else ""
+    return (
+        f"cannot listen on{where}: the address is already in use. Is another bastion running? "
+        "Stop it, or choose free ports with --auth-addr and --proxy-addr "
+        "(auth_service.listen_addr and proxy_service.listen_addr in the config)"
+    )
 
 
 PASSWORD_ONLY_WARNING = {

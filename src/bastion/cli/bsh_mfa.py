@@ -128,13 +128,16 @@ def _profile_client(profile: Profile) -> AuthClient:
     return AuthClient(profile.proxy, ctx)
 
 
-def _read_code(otp: str | None, prompt: str) -> str:
+def _read_code(otp: str | None, prompt: str, otp_flag: bool = True) -> str:
+    """``--otp``, else a line of stdin (scripts), else a prompt. ``otp_flag``: whether --otp can
+    carry this code (not for a new TOTP secret, which nobody knows before bsh prints it)."""
     if otp:
         return otp
     if not sys.stdin.isatty():
         line = sys.stdin.readline()
         if not line:
-            raise BadParameter(f"expected the {prompt} on stdin (or pass --otp)")
+            how = "or pass --otp" if otp_flag else "write it after bsh printed the secret"
+            raise BadParameter(f"expected the {prompt[:1].lower()}{prompt[1:]} on stdin ({how})")
         return line.strip()
     value: str = click.prompt(prompt, err=True)
     return value.strip()
@@ -248,7 +251,9 @@ def add_command(name: str, kind: str, passwordless: bool, otp: str | None, softw
                 sys.stderr.flush()
                 body.update(
                     enrolment=totp["enrolment"],
-                    code=_read_code(None, "Code shown by the app for the new secret"),
+                    code=_read_code(
+                        None, "Code shown by the app for the new secret", otp_flag=False
+                    ),
                 )
             else:
                 click.echo("Touch the new security key to register it...", err=True)

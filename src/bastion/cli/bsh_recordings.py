@@ -38,6 +38,7 @@ __all__ = [
     "recording_rows",
     "register",
     "resolve_session",
+    "write_recording",
 ]
 
 
@@ -220,6 +221,14 @@ def ls_command(user: str, node: str, since: str, fmt: str) -> None:
     )
 
 
+def write_recording(path: Path, data: bytes) -> None:
+    """Save downloaded bytes; a path that cannot be written is a clear error naming it."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise BadParameter(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 @recordings_group.command("download")
 @click.argument("session")
 @click.option(
@@ -238,7 +247,7 @@ def download_command(session: str, output: str | None) -> None:
         sys.stdout.buffer.flush()
         return
     path = Path(output or f"{session_id}.cast")
-    path.write_bytes(data)
+    write_recording(path, data)
     click.echo(
         f"Saved {session_id} to {path} ({human_size(len(data))}, "
         f"sha256 {hashlib.sha256(data).hexdigest()})",

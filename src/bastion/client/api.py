@@ -7,6 +7,7 @@ network failures become ConnectionProblem with the address and what to check.
 from __future__ import annotations
 
 import hashlib
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -25,7 +26,13 @@ from bastion.errors import (
     error_from_code,
 )
 
-__all__ = ["AuthClient", "MFASolver", "fetch_cluster_ca", "spki_pin_of_pem"]
+__all__ = [
+    "AuthClient",
+    "MFASolver",
+    "connection_error_text",
+    "fetch_cluster_ca",
+    "spki_pin_of_pem",
+]
 
 MFASolver = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """Answers WebAuthn request options with an assertion (asks the security key)."""
@@ -133,9 +140,17 @@ class AuthClient:
             ) from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise ConnectionProblem(
-                f"cannot reach the auth server at {self.addr}: {exc or 'timeout'}; is "
+                f"cannot reach the server at {self.addr}: {connection_error_text(exc)}; is "
                 "bastion running and is the address right?"
             ) from None
+
+
+def connection_error_text(exc: BaseException) -> str:
+    """A short reason (``Connection refused``), not aiohttp's repr of our SSL context."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        return os.strerror(err.errno) if err.errno else str(err) or type(err).__name__
+    return str(exc) or ("timeout" if isinstance(exc, TimeoutError) else type(exc).__name__)
 
 
 def _api_error(err: dict[str, Any]) -> BastionError:

@@ -43,7 +43,7 @@ def schedule(
     if not speed > 0 or speed == float("inf"):
         raise BadParameter(f"--speed must be a positive number, not {speed}")
     if idle_cap is not None and not idle_cap > 0:
-        raise BadParameter(f"the idle cap must be positive, not {idle_cap}")
+        raise BadParameter(f"--idle-limit must be a positive number, not {idle_cap}")
     last = 0.0
     for event in events:
         if event.code not in ("o", "r"):

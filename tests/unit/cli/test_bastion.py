@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.cli.bastion import _print_next_steps
+from bastion.cli.bastion import _print_next_steps, address_in_use
 from bastion.process import Ready
 
 
@@ -30,3 +30,13 @@ def test_default_cluster_has_no_warning_and_explains_the_second_factor(capsys):
     out, err = capsys.readouterr()
     assert "WARNING" not in out + err
     assert "--mfa=webauthn" in out
+
+
+def test_address_in_use_names_the_address_and_the_way_out() -> None:
+    exc = OSError(
+        98, "error while attempting to bind on address ('127.0.0.1', 3080): address already in use"
+    )
+    message = address_in_use(exc)
+    assert "127.0.0.1:3080" in message and "--proxy-addr" in message and "--auth-addr" in message
+    assert "cannot listen on:" not in message
+    assert address_in_use(OSError(98, "in use")).startswith("cannot listen on: the address")

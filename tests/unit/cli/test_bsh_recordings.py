@@ -12,6 +12,7 @@ from bastion.cli.bsh_recordings import (
     play_steps,
     recording_rows,
     resolve_session,
+    write_recording,
 )
 from bastion.errors import BadParameter, NotFound
 from bastion.recording.asciicast import CastEvent
@@ -72,3 +73,16 @@ def test_parse_since() -> None:
     assert parse_since("2026-11-24T08:00:00", now) == datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
     with pytest.raises(BadParameter, match="--since"):
         parse_since("yesterday", now)
+
+
+def test_write_recording_names_the_path_it_cannot_write(tmp_path) -> None:
+    write_recording(tmp_path / "s.cast", b"{}\n")
+    assert (tmp_path / "s.cast").read_bytes() == b"{}\n"
+    missing = tmp_path / "no-such-dir" / "s.cast"
+    with pytest.raises(BadParameter, match=f"cannot write {missing}: No such file or directory"):
+        write_recording(missing, b"{}\n")
+
+
+def test_bad_idle_limit_names_the_option() -> None:
+    with pytest.raises(BadParameter, match="--idle-limit must be a positive number"):
+        list(schedule([CastEvent(0.5, "o", "x")], speed=1.0, idle_cap=-1.0))
