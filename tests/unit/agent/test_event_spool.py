@@ -334,3 +334,27 @@ async def test_a_batch_refused_as_too_large_is_resent_event_by_event_once(
     events = await fx.auth.audit.search(AuditQuery(types=("exec",)))
     assert [e.session_id for e in events] == ["s0", "s1", "s3", "s4"]
     assert "too large" in (tmp_path / "rejected.jsonl").read_text()
+
+
+async def test_a_node_whose_spool_is_full_refuses_new_sessions(
+    harness: Any, tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opener(spools, tmp_path / "spool", max_bytes=1024)
+    while True:  # auth is long gone: the spool fills up to its 90% mark
+        try:
+            await spool.append({"type": "session.start", "pad": "p" * 100})
+        except LimitExceeded:
+            break
+    recorded = harness.audit.emit
+
+    async def emit(event_type: str, **fields: Any) -> Any:
+        await spool.append({"type": event_type, **fields})  # what APIEmitter.emit does
+        return await recorded(event_type, **fields)
+
+    monkeypatch.setattr(harness.audit, "emit", emit)
+    client = await harness.client()
+    async with await harness.connect(client) as conn:
+        result = await conn.run("echo should-not-run", timeout=10)
+    assert "should-not-run" not in str(result.stdout)
+    assert result.exit_status != 0
+    assert not harness.audit.of("session.start")
