@@ -36,7 +36,7 @@ from bastion.agent.session import (
 from bastion.agent.spawn import ExitStatus, PtySize, SessionProcess
 from bastion.agent.ssh_auth import Authorized
 from bastion.backend.fanout import BackgroundTasks
-from bastion.errors import AccessDenied
+from bastion.errors import AccessDenied, LimitExceeded
 from bastion.live.registry import LiveConnection
 
 __all__ = ["SFTP_SERVER_PATHS", "NodeSession", "ObserverFactory", "SessionContext"]
@@ -285,7 +285,12 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         watchdog = self._start_watchdog(stream)
         status = ExitStatus(None, "KILL")
         try:
-            await self._start_events(meta)
+            try:
+                await self._start_events(meta)
+            except LimitExceeded as exc:  # the node's event spool is full: no unaudited session
+                self._sink(f"bastion: session refused: {exc.message}\r\n".encode(), True)
+                status = ExitStatus(1)
+                return
             await stream.start()
             env = session_env(user, chan.get_environment(), term=self._term or None)
             env.update(self._extra_env(user))

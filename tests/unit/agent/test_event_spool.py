@@ -356,5 +356,6 @@ async def test_a_node_whose_spool_is_full_refuses_new_sessions(
     async with await harness.connect(client) as conn:
         result = await conn.run("echo should-not-run", timeout=10)
     assert "should-not-run" not in str(result.stdout)
-    assert result.exit_status != 0
+    assert result.exit_status == 1
+    assert "session refused: the audit event spool" in str(result.stderr)
     assert not harness.audit.of("session.start")
