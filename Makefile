@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
+# e.g. make start START_ARGS="--auth-addr 127.0.0.1:13025 --proxy-addr 127.0.0.1:13080"
+START_ARGS ?=
 SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs
 
 .PHONY: start test install install-dev system-deps lint typecheck unit bench clean
@@ -26,7 +28,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 start: $(VENV)/.installed
-	$(BIN)/bastion start --data-dir $(DATA)
+	$(BIN)/bastion start --data-dir $(DATA) $(START_ARGS)
 
 # Installs the real peers the tests drive (OpenSSH, PostgreSQL, openssl, tmux, xmlsec1 and
 # Chromium for SSO/WebAuthn, Node.js for the OpenID provider) when run as

@@ -89,6 +89,17 @@ PASSWORD_ONLY_WARNING = {
 }
 
 
+INVITE_STEP = {
+    "on": "set a password and register the second factor, a TOTP app\n"
+    "     (scan the otpauth:// URI bsh prints) or, with --mfa=webauthn, a security key:",
+    "webauthn": "set a password and register your security key (the cluster requires one):",
+    "otp": "set a password and register a TOTP app (scan the otpauth:// URI bsh prints):",
+    "optional": "set a password (a second factor can be added later with bsh mfa add):",
+    "off": "set a password:",
+}
+"""Step 2 of the next steps: what accepting an invite registers under each second_factor."""
+
+
 def _warn_password_only(mode: str) -> None:
     """Loud (red, bold, on stderr as well as in the summary): password-only logins allowed."""
     bar = "!" * 78
@@ -123,9 +134,10 @@ def _print_next_steps(ready: Ready) -> None:
 Next steps (in another terminal):
   1. Create the first admin and get a one-time invite:
        bctl --data-dir {ready.data_dir} users add admin --roles=editor,access --logins=root,$USER
-  2. Accept the invite: set a password and register the second factor, a TOTP app
-     (scan the otpauth:// URI bsh prints) or, with --mfa=webauthn, a security key:
-       bsh login --proxy={login} --invite=TOKEN --ca-pin={ready.ca_pin}
+  2. Accept the invite: {INVITE_STEP.get(ready.second_factor, INVITE_STEP["on"])}
+       bsh login --proxy={login} --invite=TOKEN --ca-pin={ready.ca_pin}{
+            " --mfa=webauthn" if ready.second_factor == "webauthn" else ""
+        }
   3. Look around and connect:
        bsh ls        bsh ssh root@{ready.node_name or "NODE"}        bctl audit search --since 1h
 """

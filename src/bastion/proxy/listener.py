@@ -198,7 +198,7 @@ class ProxyListener:
         self.port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         self._accept_task = loop.create_task(self._accept_loop(sock), name="proxy-accept")
-        log.info("proxy listening on %s:%d", self.config.host, self.port)
+        log.debug("proxy listening on %s:%d", self.config.host, self.port)
 
     async def close(self) -> None:
         """Stop accepting and end every connection task this listener runs."""

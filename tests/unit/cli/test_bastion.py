@@ -32,6 +32,22 @@ def test_default_cluster_has_no_warning_and_explains_the_second_factor(capsys):
     assert "--mfa=webauthn" in out
 
 
+@pytest.mark.parametrize(
+    ("mode", "says", "never"),
+    [
+        ("webauthn", "register your security key", "TOTP"),
+        ("otp", "register a TOTP app", "--mfa=webauthn"),
+        ("off", "set a password:", "second factor,"),
+    ],
+)
+def test_invite_step_says_what_this_cluster_registers(capsys, mode, says, never):
+    _print_next_steps(ready(mode))
+    out = capsys.readouterr().out
+    step = out.split("2. Accept the invite:")[1].split("\n  3. ")[0]
+    assert says in step and never not in step and "--invite=TOKEN" in step
+    assert ("--mfa=webauthn" in step) == (mode == "webauthn")
+
+
 def test_address_in_use_names_the_address_and_the_way_out() -> None:
     exc = OSError(
         98, "error while attempting to bind on address ('127.0.0.1', 3080): address already in use"
