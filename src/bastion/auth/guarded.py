@@ -38,11 +38,16 @@ AGENT_EVENT_ID_TTL = timedelta(days=3)
 first attempt could store the event twice)."""
 
 
-def _agent_event(event: dict[str, Any], submitter: str) -> tuple[str, str, dict[str, Any]]:
+def _agent_event(event: dict[str, Any], submitter: Identity) -> tuple[str, str, dict[str, Any]]:
     """``(type, outcome, fields)`` of an event an agent submitted.
 
+    A host speaks only for itself: ``proxy.*`` events come from proxies only, and a host that is
+    not a proxy reports only events about itself (``target`` is its certificate's node name,
+    filled in when absent), so a compromised node cannot plant session records of another node.
+
     Raises:
-        BadParameter: a type agents may not submit, or a malformed event id.
+        BadParameter: a type agents may not submit, a malformed event id, or an event about
+            another host.
     """
     event_type = str(event.get("type", ""))
     if event_type not in AGENT_EVENT_TYPES:
@@ -60,7 +65,26 @@ def _agent_event(event: dict[str, Any], submitter: str) -> tuple[str, str, dict[
     raw_extra = event.get("fields")
     extra: dict[str, Any] = raw_extra if isinstance(raw_extra, dict) else {}
     outcome = "failure" if event.get("outcome") == "failure" else "success"
-    return event_type, outcome, {**extra, **fields, "emitted_by": submitter}
+    merged = {**extra, **fields, "emitted_by": submitter.user}
+    if submitter.kind == "host":
+        _check_host_event(event_type, merged, submitter)
+    return event_type, outcome, merged
+
+
+def _check_host_event(event_type: str, fields: dict[str, Any], host: Identity) -> None:
+    """Raises: BadParameter for an event this host may not report (see :func:`_agent_event`)."""
+    if "proxy" in host.roles:
+        if not event_type.startswith("proxy.") and "node" not in host.roles:
+            raise BadParameter(f"proxies may not submit {event_type!r} events of nodes")
+        return
+    if event_type.startswith("proxy."):
+        raise BadParameter(f"only proxies may submit {event_type!r} events")
+    bound = (host.traits.get("hostname") or ("",))[0]
+    target = fields.setdefault("target", bound)
+    if not bound or target != bound:
+        raise BadParameter(
+            f"a host may only submit events about itself ({bound!r}), not {str(target)[:100]!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +295,7 @@ class GuardedAuth:
     async def submit_event(self, event: dict[str, Any]) -> None:
         """Record an event from an agent or proxy in another process."""
         await self.require("event", "create")
-        event_type, outcome, fields = _agent_event(event, self.ctx.identity.user)
+        event_type, outcome, fields = _agent_event(event, self.ctx.identity)
         await self._auth.audit.emit(event_type, outcome=outcome, **fields)
 
     async def submit_events(self, events: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -295,7 +319,7 @@ class GuardedAuth:
             result = {"event_id": event_id if isinstance(event_id, str) else "", "status": ""}
             results.append(result)
             try:
-                event_type, outcome, fields = _agent_event(event, submitter)
+                event_type, outcome, fields = _agent_event(event, self.ctx.identity)
                 audit.check(event_type, outcome, fields)
             except BadParameter as exc:
                 result.update(status="rejected", reason=exc.message)

@@ -194,3 +194,34 @@ async def test_agent_event_batches_are_deduped_by_event_id_and_refused_per_event
     refused = await fx.auth.audit.search(AuditQuery(types=("event.rejected",)))
     assert [e.fields["rejected_type"] for e in refused] == ["user.login", "session.end", "exec"]
     assert refused[0].outcome == "failure" and refused[0].user == web.ctx.identity.user
+
+
+async def test_a_node_cannot_submit_events_about_another_node_or_as_a_proxy():
+    """Security review: a (compromised) node forging session events for another node would
+    plant records in the tamper-evident log and could satisfy another node's recording check."""
+    fx = await make_auth()
+    web = await host_guard(fx, "web1")
+    proxy = await host_guard(fx, "proxy1", role="proxy")
+    forged = [
+        {"type": "session.end", "user": "alice", "session_id": "s1", "target": "db1"},
+        {"type": "session.end", "user": "alice", "fields": {"target": "db1"}},
+        {"type": "proxy.ssh", "user": "alice", "target": "db1"},
+    ]
+    results = await web.submit_events(forged)
+    assert [r["status"] for r in results] == ["rejected"] * 3
+    assert "about itself" in results[0]["reason"] and "about itself" in results[1]["reason"]
+    assert "proxies" in results[2]["reason"]
+    with pytest.raises(BadParameter, match="about itself"):
+        await web.submit_event({"type": "exec", "user": "alice", "target": "db1"})
+    ok = await web.submit_events(
+        [
+            {"type": "session.end", "user": "alice", "session_id": "s2", "target": "web1"},
+            {"type": "exec", "user": "alice"},  # no target: it is the submitting node
+        ]
+    )
+    assert [r["status"] for r in ok] == ["stored", "stored"]
+    # a proxy reports routes to any node, but no node's own session events
+    assert [r["status"] for r in await proxy.submit_events(forged[2:])] == ["stored"]
+    assert [r["status"] for r in await proxy.submit_events(forged[:1])] == ["rejected"]
+    stored = await fx.auth.audit.search(AuditQuery(types=("session.end", "exec")))
+    assert [(e.type, e.target) for e in stored] == [("session.end", "web1"), ("exec", "web1")]
