@@ -84,8 +84,12 @@ def admin_mfa_required(setting: bool | None, identity: Identity, has_device: boo
 
 
 def admin_scope(method: str, path: str, query: list[tuple[str, str]], body: bytes) -> str:
-    """``admin:<METHOD> <path>[?<sorted query>] <sha256 hex of the body>``."""
-    target = path + ("?" + urlencode(sorted(query)) if query else "")
+    """``admin:<METHOD> <path>[?<query sorted by key>] <sha256 hex of the body>``.
+
+    The sort is by key only and stable: values of a repeated key keep their order, because the
+    handlers act on the first one.
+    """
+    target = path + ("?" + urlencode(sorted(query, key=lambda kv: kv[0])) if query else "")
     return f"admin:{method.upper()} {target} {hashlib.sha256(body).hexdigest()}"
 
 

@@ -90,6 +90,14 @@ def test_scope_query_order_does_not_matter() -> None:
     assert a.startswith("admin:POST /v1/x?a=1&b=2 ")
 
 
+def test_scope_keeps_the_order_of_repeated_query_keys() -> None:
+    """Security review: handlers read the first value of a repeated key (``?force=``), so two
+    orders of the same values are two different requests and must get two scopes."""
+    a = admin_scope("POST", "/v1/resources/role", [("force", "false"), ("force", "true")], b"")
+    b = admin_scope("POST", "/v1/resources/role", [("force", "true"), ("force", "false")], b"")
+    assert a != b
+
+
 _request = st.tuples(
     st.sampled_from(["POST", "PUT", "DELETE"]),
     st.sampled_from(["/v1/resources/role", "/v1/resources/role/dev", "/v1/users"]),
