@@ -59,11 +59,16 @@ def check_client_redirect(url: str) -> str:
     Raises:
         BadParameter: any other URL.
     """
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1") or not parts.port:
-        raise BadParameter(
-            "client_redirect must be http://127.0.0.1:PORT/... (the local bsh callback)"
-        )
+    message = "client_redirect must be http://127.0.0.1:PORT/... (the local bsh callback)"
+    if len(url) > 2048 or any(c.isspace() or not c.isprintable() for c in url):
+        raise BadParameter(message)  # urlsplit drops tabs and line breaks; the URL would keep them
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # an unparsable port or IPv6 address
+        raise BadParameter(message) from None
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1") or not port:
+        raise BadParameter(message)
     if parts.username or parts.password or parts.fragment:
         raise BadParameter("client_redirect must not carry credentials or a fragment")
     return url

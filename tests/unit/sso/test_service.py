@@ -260,6 +260,13 @@ def test_client_redirect_accepts_loopback(url: str) -> None:
         "http://evil.com:8000/cb",
         "http://user:pw@127.0.0.1:8000/cb",
         "javascript:alert(1)",
+        # security review: unparsable ports were a ValueError (500 and a traceback), and line
+        # breaks passed the check (urlsplit drops them) but stayed in the stored redirect
+        "http://127.0.0.1:8080\\evil.com/cb",
+        "http://127.0.0.1:99999/cb",
+        "http://[::1:80/cb",
+        "http://127.0.0.1:8080/cb\r\nSet-Cookie: x=y",
+        "http://127.0.0.1:80\t80/cb",
     ],
 )
 def test_client_redirect_refuses_anything_else(url: str) -> None:
