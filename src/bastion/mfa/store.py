@@ -44,6 +44,8 @@ class DeviceStore:
     async def list(self, user: str) -> list[MFADevice]:
         items = await self._backend.get_range(f"mfa_devices/{user}/")
         devices = [MFADevice.model_validate_json(i.value) for i in items]
+        # the prefix also covers user names that extend this one with "/" (SSO names may)
+        devices = [d for d in devices if d.user == user]
         return sorted(devices, key=lambda d: (d.added, d.name))
 
     async def get(self, user: str, device_id: str) -> MFADevice:

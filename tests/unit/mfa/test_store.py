@@ -63,3 +63,21 @@ async def test_device_count_is_bounded():
         await store.add(device(name=f"k{i}", cred=f"Y3{i}"))
     with pytest.raises(LimitExceeded, match="remove one"):
         await store.add(device(name="one-more", cred="bW9yZQ"))
+
+
+async def test_a_user_name_that_extends_another_does_not_share_its_devices():
+    """Security review: SSO user names come from IdP claims and may contain ``/`` (a SAML
+    persistent NameID, say), so ``oidc:bob/x``'s devices sat under ``mfa_devices/oidc:bob/``:
+    they counted as bob's (admin MFA asked bob for a key he does not have) and bob could
+    remove them."""
+    store = DeviceStore(MemoryBackend(FakeClock()))
+    bob = device(name="bobkey", cred="Ym9i").model_copy(update={"user": "oidc:bob"})
+    other = MFADevice(
+        id="x", user="oidc:bob/x", name="evil", type="webauthn", added=NOW, credential_id="ZXZpbA"
+    )
+    await store.add(bob)
+    await store.add(other)
+    assert [d.name for d in await store.list("oidc:bob")] == ["bobkey"]
+    assert [d.name for d in await store.list("oidc:bob/x")] == ["evil"]
+    with pytest.raises(NotFound):
+        await store.by_name("oidc:bob", "evil")
