@@ -78,6 +78,17 @@ def test_invite_url_leads_to_the_proxy_page_that_says_how_to_accept_it(
     assert status == 404 and "<script" not in page
 
 
+def test_a_browser_at_the_proxy_address_lands_on_the_login_pages(cluster: Cluster) -> None:
+    host, port = cluster.proxy.rsplit(":", 1)
+    for path in ("/", "/web"):
+        conn = http.client.HTTPSConnection(host, int(port), context=unverified_context())
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert (resp.status, resp.getheader("Location")) == (302, "/web/"), path
+
+
 def test_invite_then_password_login(env: Env) -> None:
     user, invite = env.add_user("access", "alice,root")
     assert set(invite) >= {"token", "url", "expires", "user"}

@@ -57,8 +57,10 @@ PUBLIC = {
     "/v1/invites/complete",
     "/v1/join",
     *PUBLIC_MFA_PATHS,
+    "/",  # a browser at the proxy's address: redirected to the login pages
+    "/web",
 }
-RATE_LIMITED = PUBLIC - {"/v1/ping", "/openapi.json"}
+RATE_LIMITED = PUBLIC - {"/v1/ping", "/openapi.json", "/", "/web"}
 PUBLIC_PREFIXES = (SSO_PREFIX, "/web/")
 """SSO logins (the one-time secret is the credential) and the login pages (cookies)."""
 

@@ -3,7 +3,7 @@
 Layer: web (IO shell). Pages:
 
 * ``GET /web/login``, ``POST /web/login``: password (+ TOTP) sign-in; SSO buttons.
-* ``GET /web/``: who is signed in; ``POST /web/logout``.
+* ``GET /web/``: who is signed in; ``POST /web/logout``. ``GET /`` and ``GET /web`` lead there.
 * ``GET /web/invite/TOKEN``: where ``bctl users add``'s invite URL leads: how to accept it.
 * ``GET|POST /web/sso/NAME/start?request=ID``: a ``bsh login --auth=NAME`` continues here; the
   browser gets the binding cookie and goes to the IdP (headless logins first show a confirmation
@@ -314,6 +314,13 @@ class WebApp:
         )
 
 
+async def to_web_pages(request: web.Request) -> web.Response:
+    """A browser pointed at the proxy's address lands on the pages, not on an API error."""
+    response = web.HTTPFound("/web/")
+    security_headers(response)
+    raise response
+
+
 INVITE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -333,6 +340,8 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/login", webapp.login_page)
     r.add_post("/web/login", webapp.login_submit)
     r.add_get("/web/", webapp.home)
+    r.add_get("/", to_web_pages)
+    r.add_get("/web", to_web_pages)
     r.add_get("/web/invite/{token}", webapp.invite_page)
     r.add_post("/web/logout", webapp.logout)
     r.add_get("/web/sso/{connector}/start", webapp.sso_start)
