@@ -31,10 +31,18 @@ def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | N
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # JSON needs the traceback as text (log.exception); the console renderer formats it itself
+    tracebacks: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info] if fmt == "json" else []
+    )
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processor=renderer,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tracebacks,
+                renderer,
+            ],
             foreign_pre_chain=[structlog.stdlib.add_log_level, stamp],
         )
     )
@@ -53,6 +61,7 @@ def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | N
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             stamp,
+            *tracebacks,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

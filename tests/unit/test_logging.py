@@ -64,3 +64,20 @@ def test_configuring_twice_does_not_duplicate_lines() -> None:
     configure_logging("info", "text", stream=out)
     logging.getLogger("bastion.x").info("once")
     assert out.getvalue().count("once") == 1
+
+
+def test_json_log_of_an_exception_carries_the_traceback() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    for logger in (structlog.get_logger("bastion.auth.api"), logging.getLogger("bastion.x")):
+        try:
+            raise ValueError("boom in handler")
+        except ValueError:
+            logger.exception("internal error")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert line["event"] == "internal error" and line["level"] == "error"
+        assert (
+            "Traceback" in line["exception"] and "ValueError: boom in handler" in line["exception"]
+        )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.log import AuditLog
 from bastion.audit.signer import load_or_create_signer
@@ -39,6 +41,7 @@ from bastion.types.access import (
     User,
 )
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
+from bastion.types.codec import validation_problems
 from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
@@ -283,11 +286,14 @@ class AuthServer:
     ) -> NewToken:
         secret = new_secret(24)
         digest = hash_secret(secret)
-        token = ProvisionToken(
-            metadata=Metadata(name=digest[:32], expires=self.clock.now() + ttl),
-            spec=ProvisionTokenSpec(
+        try:  # bad roles or labels from the request: a clear error, not an internal one
+            spec = ProvisionTokenSpec(
                 roles=roles, secret_hash=digest, labels=labels, created_by=actor
-            ),
+            )
+        except ValidationError as exc:
+            raise BadParameter(f"token: {validation_problems(exc)}") from None
+        token = ProvisionToken(
+            metadata=Metadata(name=digest[:32], expires=self.clock.now() + ttl), spec=spec
         )
         stored = await self.tokens.create(token)
         await self.audit.emit(

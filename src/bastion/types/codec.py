@@ -28,6 +28,7 @@ __all__ = [
     "load_resources",
     "parse_resource",
     "resource_to_dict",
+    "validation_problems",
 ]
 
 RESOURCE_KINDS: dict[str, type[Resource]] = {
@@ -82,6 +83,11 @@ def _format_error(err: Any) -> str:
     elif err["type"] == "missing":
         msg = "field required"
     return f"{_format_loc(loc)}: {msg}" if loc else msg
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``field: problem; field: problem``."""
+    return "; ".join(_format_error(e) for e in exc.errors())
 
 
 def parse_resource(data: object) -> Resource:

@@ -91,6 +91,20 @@ async def test_join_token_single_use_and_role_checked():
         await fx.auth.join(new.token, "n2", "node", pub, [], [], "1.1.1.1")
 
 
+@pytest.mark.parametrize(
+    ("roles", "labels", "message"),
+    [
+        (["bogus"], {}, "token: roles: unknown join role 'bogus': use node"),
+        ([], {}, "token: roles: at least one role is required"),
+        (["node"], {"env": 1}, "token: labels.env: Input should be a valid string"),
+    ],
+)
+async def test_bad_token_request_is_a_clear_error_not_an_internal_one(roles, labels, message):
+    fx = await make_auth()
+    with pytest.raises(BadParameter, match=message):
+        await fx.auth.add_token(roles, timedelta(minutes=30), labels, "admin")
+
+
 @pytest.mark.parametrize("token", ["", "forged-token", "x" * 200])
 async def test_forged_tokens_are_refused_and_audited(token):
     fx = await make_auth()
