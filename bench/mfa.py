@@ -21,7 +21,7 @@ counted in neither column: each operation is split with ``perf_counter`` around 
 Contenders run interleaved in rounds, so machine load drifts over all of them alike. A
 :class:`~bastion.clock.FakeClock` moves 30 s before every login (a fresh TOTP step each time).
 
-Run: ``python bench/mfa.py`` (about 30 s), ``--quick`` (a few seconds, smoke test),
+Run: ``python bench/mfa.py`` (about 35 s), ``--quick`` (a few seconds, smoke test),
 ``--json PATH`` to keep the numbers (and the audit counts the smoke test checks).
 """
 
