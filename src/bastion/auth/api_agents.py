@@ -33,11 +33,14 @@ WATCHABLE = ("role", "lock", "node", "user", "token", "cluster_auth_preference")
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (shared by every API route module).
 
+    Always UTF-8 (RFC 8259), whatever charset the Content-Type names: the admin-MFA scope hashes
+    these bytes, so they must have exactly one meaning.
+
     Raises:
-        BadParameter: not JSON, or not an object.
+        BadParameter: not UTF-8 JSON, or not an object.
     """
     try:
-        body = await request.json()
+        body = json.loads((await request.read()).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadParameter("request body is not valid JSON") from None
     if not isinstance(body, dict):
