@@ -15,6 +15,7 @@ import click
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["print_json", "print_resources", "print_table", "resource_row"]
 
@@ -31,7 +32,8 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: st
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        # Text, not markup: cells hold strings others chose (user names, reasons, claims)
+        table.add_row(*(Text(str(cell)) for cell in row))
     interactive = sys.stdout.isatty()
     Console(width=None if interactive else 200).print(table)
 

@@ -55,3 +55,14 @@ def test_text_table_and_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Name" in out and "alice,root" in out
     print_resources("user", [], "text", False)
     assert capsys.readouterr().out.strip() == "no user resources"
+
+
+def test_table_cells_are_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """Security review: audit rows carry attacker-chosen strings (the user name of a failed
+    login, an IdP's claims). Read as rich markup, ``[/x]`` made ``bctl audit search`` crash for
+    everyone and ``[conceal]`` hid a row's name on a terminal."""
+    from bastion.cli.render import print_table
+
+    print_table(["user", "reason"], [["[/x]", "unknown user"], ["[conceal]mallory[/conceal]", "y"]])
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[conceal]mallory[/conceal]" in out
