@@ -73,6 +73,19 @@ def _caller(request: web.Request) -> str:
     return str(identity.user)
 
 
+def _registrant(request: web.Request) -> str:
+    """:func:`_caller`, for adding a device: SSO users own none (their IdP does the strong
+    authentication, docs/sso.md). A first device needs no proof, so a stolen SSO certificate
+    could otherwise register the thief's key and pass per-session and admin MFA with it."""
+    user = _caller(request)
+    if "sso_connector" in request["guard"].ctx.identity.traits:
+        raise BadParameter(
+            "SSO users have no Bastion MFA devices: your identity provider does the strong "
+            "authentication"
+        )
+    return user
+
+
 def add_mfa_routes(
     app: web.Application,
     auth: AuthServer,
@@ -116,7 +129,7 @@ def add_mfa_routes(
         return web.json_response({"devices": [d.summary() for d in devices]})
 
     async def begin_add(request: web.Request) -> web.Response:
-        user = _caller(request)
+        user = _registrant(request)
         body = await read_json(request)
         kind = _text(body, "type", "webauthn")
         if kind == "totp":
@@ -155,7 +168,7 @@ def add_mfa_routes(
             raise
 
     async def finish_add(request: web.Request) -> web.Response:
-        user = _caller(request)
+        user = _registrant(request)
         body = await read_json(request)
         await _confirm(request, user, body, "mfa:add")
         name = _text(body, "name")
