@@ -86,6 +86,18 @@ def _registrant(request: web.Request) -> str:
     return user
 
 
+def _device_change_scope(body: dict[str, Any]) -> str:
+    """The scope a user may ask a challenge for here: a device-change proof only.
+
+    Session and admin challenges come from their own endpoints, which first check that the
+    caller may ask for them.
+    """
+    scope = _text(body, "scope")
+    if scope != "mfa:add" and not scope.startswith("mfa:remove:"):
+        raise BadParameter("scope must be mfa:add or mfa:remove:<device name>")
+    return scope
+
+
 def add_mfa_routes(
     app: web.Application,
     auth: AuthServer,
@@ -192,9 +204,8 @@ def add_mfa_routes(
     async def challenge(request: web.Request) -> web.Response:
         user = _caller(request)
         body = await read_json(request)
-        return web.json_response(
-            {"webauthn": await mfa.begin_challenge(user, _text(body, "scope"))}
-        )
+        scope = _device_change_scope(body)
+        return web.json_response({"webauthn": await mfa.begin_challenge(user, scope)})
 
     r = app.router
     r.add_post("/v1/login/begin", login_begin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bastion.types.duration import Duration
 from bastion.types.meta import Resource, StrictModel
@@ -267,6 +267,19 @@ class WebAuthnPreference(StrictModel):
             if not origin.startswith("https://") or origin.rstrip("/") != origin:
                 raise ValueError(f"origin {origin!r}: use https://HOST[:PORT] without a path")
         return value
+
+    @model_validator(mode="after")
+    def _aaguids_need_roots(self) -> WebAuthnPreference:
+        # Without roots a self-signed ("packed" self) attestation can claim any AAGUID, so an
+        # AAGUID allow list alone would look like a policy and enforce nothing.
+        if self.allowed_aaguids and not self.attestation_roots:
+            raise ValueError(
+                "allowed_aaguids needs attestation_roots (the vendors' attestation CAs): "
+                "without them any key can claim an allowed AAGUID"
+            )
+        if self.attestation_roots and self.attestation != "direct":
+            raise ValueError("attestation_roots needs attestation: direct")
+        return self
 
 
 class AuthPreferenceSpec(StrictModel):

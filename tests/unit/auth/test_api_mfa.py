@@ -46,3 +46,13 @@ def test_an_sso_user_cannot_register_a_device() -> None:
 def test_hosts_admins_and_bots_own_no_devices(kind: str) -> None:
     with pytest.raises(BadParameter, match="belong to users"):
         _caller(_request(kind=kind))
+
+
+def test_the_challenge_endpoint_hands_out_device_change_scopes_only() -> None:
+    from bastion.auth.api_mfa import _device_change_scope
+
+    assert _device_change_scope({"scope": "mfa:add"}) == "mfa:add"
+    assert _device_change_scope({"scope": "mfa:remove:yubi"}) == "mfa:remove:yubi"
+    for scope in ("session:web1:root", "admin:PUT /v1/resources/role/x abc", "login", ""):
+        with pytest.raises(BadParameter, match="mfa:add"):
+            _device_change_scope({"scope": scope})

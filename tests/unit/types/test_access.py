@@ -51,12 +51,35 @@ def test_webauthn_preference_validation():
 
     from bastion.types.access import WebAuthnPreference
 
+    root = _self_signed_pem()
     assert WebAuthnPreference(
-        allowed_aaguids=["B7A5710E-5E1F-4B0A-9C1D-B457100F7E5A"]
+        attestation="direct",
+        attestation_roots=[root],
+        allowed_aaguids=["B7A5710E-5E1F-4B0A-9C1D-B457100F7E5A"],
     ).allowed_aaguids == ["b7a5710e-5e1f-4b0a-9c1d-b457100f7e5a"]
+    # Without roots a self-attested key could claim any AAGUID: refused, saying what to add.
+    with pytest.raises(ValidationError, match="allowed_aaguids needs attestation_roots"):
+        WebAuthnPreference(
+            attestation="direct", allowed_aaguids=["b7a5710e-5e1f-4b0a-9c1d-b457100f7e5a"]
+        )
+    with pytest.raises(ValidationError, match="needs attestation: direct"):
+        WebAuthnPreference(attestation_roots=[root])
     with pytest.raises(ValidationError, match="UUID"):
         WebAuthnPreference(allowed_aaguids=["nope"])
     with pytest.raises(ValidationError, match="PEM"):
         WebAuthnPreference(attestation_roots=["not a cert"])
     with pytest.raises(ValidationError, match="https"):
         WebAuthnPreference(origins=["http://x"])
+
+
+def _self_signed_pem() -> str:
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    from bastion.ca.keys import generate_private_key
+    from bastion.ca.x509 import self_signed_ca
+
+    key = generate_private_key("ecdsa-p256")
+    cert = self_signed_ca(key, "attestation CA", "t", timedelta(days=1), now=datetime.now(UTC))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
