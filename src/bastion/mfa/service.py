@@ -405,17 +405,17 @@ class MFAService:
         except (InvalidAuthenticationResponse, InvalidJSONStructure) as exc:
             raise AccessDenied(f"WebAuthn assertion refused: {explain(exc)}") from None
         new_count = verified.new_sign_count
-        if (new_count > 0 or device.sign_count > 0) and new_count <= device.sign_count:
+        # resident: it answered a passwordless request
+        updated = await self.devices.advance_counter(
+            device, new_count, self._clock.now(), resident=user is None
+        )
+        if updated is None:
             await self._mark_cloned(device, new_count)
             raise AccessDenied(
-                f"signature counter regression on MFA device {device.name!r} (stored "
-                f"{device.sign_count}, got {new_count}): the authenticator may be cloned; the "
+                f"signature counter regression on MFA device {device.name!r} (got {new_count}, "
+                "not above the last one seen): the authenticator may be cloned; the "
                 "device is refused from now on"
             )
-        device.sign_count = new_count
-        device.last_used = self._clock.now()
-        device.resident = device.resident or user is None  # it answered a passwordless request
-        await self.devices.put(device)
         return MFAVerified(
             user=device.user,
             device_id=device.id,
@@ -450,6 +450,10 @@ class MFAService:
         return device
 
     async def _mark_cloned(self, device: MFADevice, new_count: int) -> None:
+        try:
+            device = await self.devices.get(device.user, device.id)  # keep the newest counter
+        except NotFound:
+            return  # removed meanwhile: nothing left to refuse
         device.cloned = True
         await self.devices.put(device)
         await self.deps.audit.emit(

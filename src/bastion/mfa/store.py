@@ -90,6 +90,35 @@ class DeviceStore:
             )
         )
 
+    async def advance_counter(
+        self, device: MFADevice, new_count: int, used_at: datetime, resident: bool
+    ) -> MFADevice | None:
+        """Raise the stored signature counter to ``new_count`` atomically (compare-and-swap).
+
+        Returns None when the stored counter is already ``>= new_count`` (non-zero): a
+        regression, even when a concurrent assertion got there first, so two racing assertions
+        from a cloned key cannot both pass.
+        """
+        key = f"mfa_devices/{device.user}/{device.id}"
+        while True:
+            try:
+                item = await self._backend.get(key)
+            except NotFound:
+                raise NotFound(f"MFA device {device.name!r} was removed") from None
+            current = MFADevice.model_validate_json(item.value)
+            if (new_count > 0 or current.sign_count > 0) and new_count <= current.sign_count:
+                return None
+            current.sign_count = new_count
+            current.last_used = used_at
+            current.resident = current.resident or resident
+            try:
+                await self._backend.compare_and_swap(
+                    item, Item(key=key, value=current.model_dump_json().encode())
+                )
+            except CompareFailed:
+                continue  # another use of this device changed it: decide again on fresh data
+            return current
+
     async def remove(self, device: MFADevice) -> None:
         if device.credential_id:
             try:

@@ -81,3 +81,30 @@ async def test_a_user_name_that_extends_another_does_not_share_its_devices():
     assert [d.name for d in await store.list("oidc:bob/x")] == ["evil"]
     with pytest.raises(NotFound):
         await store.by_name("oidc:bob", "evil")
+
+
+async def test_counter_advances_atomically_and_a_repeat_is_a_regression(tmp_path):
+    """Two assertions with the same counter (a cloned key used twice at once): exactly one
+    wins, on a backend where the two really interleave (SQLite's writer thread)."""
+    import asyncio
+
+    from bastion.backend.sqlite import SQLiteBackend
+
+    backend = await SQLiteBackend.open(str(tmp_path / "b.db"), FakeClock())
+    try:
+        store = DeviceStore(backend)
+        key = await store.add(device())
+        assert (await store.advance_counter(key, 5, NOW, resident=False)).sign_count == 5
+        results = await asyncio.gather(
+            *(store.advance_counter(key, 6, NOW, resident=True) for _ in range(4))
+        )
+        assert sum(r is not None for r in results) == 1
+        assert await store.advance_counter(key, 6, NOW, resident=False) is None  # not above 6
+        assert await store.advance_counter(key, 3, NOW, resident=False) is None  # went back
+        stored = await store.get("alice", key.id)
+        assert stored.sign_count == 6 and stored.resident
+        counterless = await store.add(device("c", cred="Yw"))  # keys without a counter: 0 always
+        assert await store.advance_counter(counterless, 0, NOW, resident=False) is not None
+        assert await store.advance_counter(counterless, 0, NOW, resident=False) is not None
+    finally:
+        await backend.close()
