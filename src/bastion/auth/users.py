@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyotp
+from pydantic import ValidationError
 
 from bastion.auth.credentials import (
     burn_time_for_unknown_user,
@@ -28,6 +29,7 @@ from bastion.mfa import policy as mfa_policy
 from bastion.mfa.service import MFAVerified, usable_webauthn
 from bastion.rbac.checker import RoleSet
 from bastion.types.access import AuthPreference, User, UserSpec
+from bastion.types.codec import validation_problems
 from bastion.types.meta import Metadata
 from bastion.types.mfa import MFADevice
 
@@ -82,11 +84,13 @@ class UserService:
         traits: dict[str, list[str]],
         actor: str,
     ) -> Invite:
-        spec = UserSpec(roles=roles, traits={**traits, **({"logins": logins} if logins else {})})
         try:
+            spec = UserSpec(
+                roles=roles, traits={**traits, **({"logins": logins} if logins else {})}
+            )
             user = User(metadata=Metadata(name=name), spec=spec)
-        except ValueError as exc:
-            raise BadParameter(f'user "{name}": {exc}') from None
+        except ValidationError as exc:
+            raise BadParameter(f'user "{name}": {validation_problems(exc)}') from None
         await self.auth.create_resource(user, actor, force=False)
         return await self._new_invite(name, actor)
 

@@ -9,6 +9,7 @@ import re
 import sys
 
 import click
+from pydantic import ValidationError
 
 from bastion.cli.common import handle_errors
 from bastion.config.schema import load_config, sample_config
@@ -50,15 +51,19 @@ def start(
 ) -> None:
     """Start the cluster (all-in-one on embedded SQLite when there is no config)."""
     config = load_config(config_path, data_dir=data_dir, cluster_name=cluster_name)
-    try:  # assignments are validated
-        if auth_addr:
-            config.auth_service.listen_addr = auth_addr
-        if proxy_addr:
-            config.proxy_service.listen_addr = proxy_addr
-        if node_name:
-            config.ssh_service.node_name = node_name
-    except ValueError as exc:
-        raise BadParameter(f"invalid option: {exc}") from None
+    overrides = (
+        ("--auth-addr", config.auth_service, "listen_addr", auth_addr),
+        ("--proxy-addr", config.proxy_service, "listen_addr", proxy_addr),
+        ("--node-name", config.ssh_service, "node_name", node_name),
+    )
+    for flag, section, field, value in overrides:
+        if not value:
+            continue
+        try:  # assignments are validated
+            setattr(section, field, value)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise BadParameter(f"{flag}: {problems}") from None
     configure_logging(config.log.level, config.log.format)
     tune_asyncio()
     try:

@@ -19,7 +19,7 @@ from bastion.errors import BadParameter
 from bastion.export.config import AuditExportConfig
 from bastion.types.codec import _format_error
 from bastion.types.duration import Duration
-from bastion.types.meta import StrictModel
+from bastion.types.meta import NAME_PATTERN, StrictModel
 
 __all__ = [
     "AuthServiceConfig",
@@ -185,6 +185,16 @@ class SSHServiceConfig(StrictModel):
     def _addr(cls, value: str) -> str:
         if value:
             parse_addr(value, 3022)
+        return value
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        if value and not NAME_PATTERN.match(value):
+            raise ValueError(
+                f"invalid node name {value!r}: use letters, digits and ._@+- (at most 253 "
+                "characters)"
+            )
         return value
 
     @field_validator("shell")

@@ -153,6 +153,15 @@ async def test_add_user_with_unknown_role_is_refused_and_creates_nothing():
     assert [u.name for u in await fx.auth.users.list()] == []
 
 
+async def test_add_user_with_a_bad_name_is_one_clear_line():
+    fx = await make_auth()
+    with pytest.raises(BadParameter) as info:
+        await fx.users.add_user("bad name", ["access"], [], {}, "admin")
+    message = info.value.message
+    assert message.startswith('user "bad name": name: invalid name')
+    assert "\n" not in message and "pydantic" not in message and "validation error" not in message
+
+
 async def test_ttl_is_capped_by_role():
     fx = await make_auth()
     role = await fx.auth.roles.get("access")

@@ -56,3 +56,23 @@ def test_address_in_use_names_the_address_and_the_way_out() -> None:
     assert "127.0.0.1:3080" in message and "--proxy-addr" in message and "--auth-addr" in message
     assert "cannot listen on:" not in message
     assert address_in_use(OSError(98, "in use")).startswith("cannot listen on: the address")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--auth-addr", "bogus:port"], "error: --auth-addr: invalid address 'bogus:port'"),
+        (["--proxy-addr", "h:99999"], "error: --proxy-addr: invalid address 'h:99999'"),
+        (["--node-name", "bad name"], "error: --node-name: invalid node name 'bad name'"),
+    ],
+)
+def test_bad_start_flags_name_the_flag_and_start_nothing(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from bastion.cli.bastion import main
+
+    data = tmp_path / "data"
+    result = CliRunner().invoke(main, ["start", "--data-dir", str(data), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "validation error" not in result.output
+    assert not data.exists()

@@ -20,6 +20,7 @@ def test_sample_config_is_valid_and_matches_defaults(tmp_path):
         ("bogus: 1\n", "bogus: unknown field"),
         ("storage: [\n", "invalid YAML at line"),
         ("- a\n", "expected a mapping"),
+        ("ssh_service: {node_name: 'a b'}\n", "ssh_service.node_name: invalid node name 'a b'"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, text, message):
