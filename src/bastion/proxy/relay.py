@@ -67,7 +67,10 @@ class RelaySide(asyncio.Protocol):
             else:
                 peer.transport.close()
         self.relay.check_done()
-        return True  # keep our writing half open: the other direction may still flow
+        # keep our writing half open: the other direction may still flow. TLS has no half-close:
+        # asyncio closes a TLS transport after EOF whatever we answer (and logs a warning on
+        # every connection when asked to keep it open), so ask only for plain TCP.
+        return self.transport is None or self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
