@@ -26,7 +26,7 @@ from bastion.client.sso import sso_login
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.files import write_private_file
 
-__all__ = ["main"]
+__all__ = ["check_user_flag", "main"]
 
 INSECURE_WARNING = (
     "WARNING: --insecure: the server's identity is NOT verified. Anyone on the network path can "
@@ -184,6 +184,21 @@ def _sso_flow(
     return run_async(run())
 
 
+def check_user_flag(user: str | None, invite: str | None, auth_name: str | None) -> None:
+    """``--user`` names a local account for a password login; elsewhere it would be ignored
+    silently (the invite, the passkey or the IdP says who you are), so it is refused."""
+    if not user:
+        return
+    if invite:
+        raise BadParameter("--user is not used with --invite: the invite names the account")
+    if auth_name == "passwordless":
+        raise BadParameter(
+            "--user is not used with --auth=passwordless: the passkey names the account"
+        )
+    if auth_name and auth_name != "local":
+        raise BadParameter(f"--user is not used with --auth={auth_name}: the IdP names you")
+
+
 @main.command()
 @click.option("--proxy", required=True, help="HOST:PORT of the cluster's login endpoint.")
 @click.option(
@@ -246,6 +261,7 @@ def login(
     sso = bool(auth_name) and auth_name not in ("local", "passwordless")
     if headless and not sso:
         raise BadParameter("--headless works with --auth=CONNECTOR (an SSO login)")
+    check_user_flag(user, invite, auth_name)
     if not invite and not user and not sso and auth_name != "passwordless":
         raise BadParameter(
             "pass --user=NAME (or --invite=TOKEN to accept an invite, or --auth=passwordless)"
