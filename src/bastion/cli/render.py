@@ -28,7 +28,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: st
     if not rows and empty:
         click.echo(empty)
         return
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table = Table(show_header=any(columns), header_style="bold", box=None, pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from bastion.cli.render import print_resources, resource_row
+from bastion.cli.render import print_resources, print_table, resource_row
 from bastion.rbac.builtin import builtin_role
 from bastion.types.codec import resource_to_dict
 
@@ -66,3 +66,9 @@ def test_table_cells_are_text_not_markup(capsys: pytest.CaptureFixture[str]) -> 
     print_table(["user", "reason"], [["[/x]", "unknown user"], ["[conceal]mallory[/conceal]", "y"]])
     out = capsys.readouterr().out
     assert "[/x]" in out and "[conceal]mallory[/conceal]" in out
+
+
+def test_key_value_table_has_no_blank_header_line(capsys: pytest.CaptureFixture[str]) -> None:
+    print_table(["", ""], [["Cluster", "vm"], ["User", "admin"]])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["Cluster", "vm"] and len(lines) == 2
