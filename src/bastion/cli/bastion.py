@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import os
 import re
 import sys
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
@@ -64,6 +67,7 @@ def start(
         except ValidationError as exc:
             problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
             raise BadParameter(f"{flag}: {problems}") from None
+    lock = lock_data_dir(config.data_path())  # held until the process exits
     configure_logging(config.log.level, config.log.format)
     tune_asyncio()
     try:
@@ -72,6 +76,24 @@ def start(
         if exc.errno != errno.EADDRINUSE:
             raise
         raise ConnectionProblem(address_in_use(exc)) from None
+    finally:
+        os.close(lock)
+
+
+def lock_data_dir(path: Path) -> int:
+    """One daemon per data dir: a second ``bastion start`` on it would rewrite the running
+    one's TLS and admin identities before failing on the ports. Returns the locked fd."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BadParameter(
+            f"another bastion is running with the data dir {path} (it holds "
+            f"{path / LOCK_FILE}): stop it first, or give this one another --data-dir"
+        ) from None
+    return fd
 
 
 def address_in_use(exc: OSError) -> str:
@@ -84,6 +106,8 @@ def address_in_use(exc: OSError) -> str:
         "(auth_service.listen_addr and proxy_service.listen_addr in the config)"
     )
 
+
+LOCK_FILE = "bastion.lock"
 
 PASSWORD_ONLY_WARNING = {
     "off": "WARNING: INSECURE: second_factor is off: a password alone logs in to this cluster. "

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.cli.bastion import _print_next_steps, address_in_use
+from bastion.cli.bastion import _print_next_steps, address_in_use, lock_data_dir
 from bastion.process import Ready
 
 
@@ -76,3 +76,19 @@ def test_bad_start_flags_name_the_flag_and_start_nothing(tmp_path, args, message
     assert result.exit_code == 2
     assert message in result.output and "validation error" not in result.output
     assert not data.exists()
+
+
+def test_one_daemon_per_data_dir(tmp_path):
+    import os
+
+    from bastion.errors import BadParameter
+
+    first = lock_data_dir(tmp_path / "data")
+    try:
+        with pytest.raises(BadParameter, match="another bastion is running with the data dir"):
+            lock_data_dir(tmp_path / "data")
+        other = lock_data_dir(tmp_path / "other")  # another data dir is fine
+        os.close(other)
+    finally:
+        os.close(first)
+    os.close(lock_data_dir(tmp_path / "data"))  # free again once the first one is gone
