@@ -41,6 +41,8 @@ from bastion.auth.server import AuthServer
 from bastion.errors import AccessDenied, BadParameter, BastionError, MFARequired
 from bastion.mfa.policy import webauthn_enabled
 from bastion.mfa.service import usable_webauthn
+from bastion.rbac.checker import RoleSet
+from bastion.types.access import ADMIN_KINDS
 from bastion.types.identity import Identity
 
 __all__ = [
@@ -83,6 +85,21 @@ def admin_mfa_required(setting: bool | None, identity: Identity, has_device: boo
     return setting
 
 
+def may_change_anything(role_set: RoleSet) -> bool:
+    """Does any role grant create, update or delete on any admin kind?
+
+    A caller who may change nothing is refused by the handler anyway; asking them to touch a
+    key first would only add a step before "access denied". Deliberately coarse (no mapping
+    of routes to kinds that could drift from the handlers): anyone with any write right is
+    asked for MFA on every admin change.
+    """
+    return any(
+        role_set.check_rule(kind, verb).allowed
+        for kind in ADMIN_KINDS
+        for verb in ("create", "update", "delete")
+    )
+
+
 def admin_scope(method: str, path: str, query: list[tuple[str, str]], body: bytes) -> str:
     """``admin:<METHOD> <path>[?<query sorted by key>] <sha256 hex of the body>``.
 
@@ -118,8 +135,8 @@ class AdminMFA:
         self._setting = setting
         self._has_device = has_device
 
-    async def check(self, request: web.Request, identity: Identity) -> None:
-        """Return when the request may proceed.
+    async def check(self, request: web.Request, identity: Identity, role_set: RoleSet) -> None:
+        """Return when the request may proceed (to the handler, which checks permissions).
 
         Raises:
             MFARequired: no assertion where one is needed (carries a fresh challenge).
@@ -134,6 +151,8 @@ class AdminMFA:
         has_device = await self._has_device(identity.user)
         if not admin_mfa_required(setting, identity, has_device):
             return
+        if not may_change_anything(role_set):
+            return  # the handler refuses with "access denied" (and audits it): no key touch
         body = await request.read()  # cached by aiohttp: the handler reads it again
         scope = admin_scope(request.method, request.path, list(request.query.items()), body)
         header = request.headers.get(ADMIN_MFA_HEADER)

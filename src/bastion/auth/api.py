@@ -164,7 +164,7 @@ class AuthAPI:
                 raise LimitExceeded("too many requests from your address; wait and retry")
             if request.path not in PUBLIC and not public_prefix:
                 request["guard"] = guard = await self._guard(request)
-                await self.admin_mfa.check(request, guard.ctx.identity)
+                await self.admin_mfa.check(request, guard.ctx.identity, guard.ctx.role_set)
             return await handler(request)
         except BastionError as exc:
             if isinstance(exc, AccessDenied | AuthenticationFailed):

@@ -114,3 +114,25 @@ def test_scope_differs_whenever_the_request_differs(
     b: tuple[str, str, list[tuple[str, str]], bytes],
 ) -> None:
     assert (admin_scope(*a) == admin_scope(*b)) is (a == b)
+
+
+def test_only_callers_who_may_change_something_are_asked_for_the_key() -> None:
+    """A user with read-only rights gets "access denied" from the handler straight away, not
+    a key touch first; anyone with any write right is asked on every admin change."""
+    from bastion.auth.admin_mfa import may_change_anything
+    from bastion.rbac.builtin import BUILTIN_ROLES
+    from bastion.rbac.checker import RoleSet
+    from bastion.types.access import Role
+
+    roles = BUILTIN_ROLES
+    assert not may_change_anything(RoleSet.from_roles([roles["access"]], {}))
+    assert not may_change_anything(RoleSet.from_roles([roles["auditor"]], {}))
+    assert may_change_anything(RoleSet.from_roles([roles["editor"]], {}))
+    lock_only = Role.model_validate(
+        {
+            "kind": "role",
+            "metadata": {"name": "locker"},
+            "spec": {"allow": {"rules": [{"resources": ["lock"], "verbs": ["create"]}]}},
+        }
+    )
+    assert may_change_anything(RoleSet.from_roles([lock_only], {}))
