@@ -20,6 +20,7 @@ failure is audited as ``sso.login`` with outcome ``failure`` and the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -152,13 +153,21 @@ class SSOService:
             raise AccessDenied("this login request belongs to another connector")
         if request.status != "pending":
             raise AccessDenied("this login request was already started; run bsh login again")
-        connector = await self.connector(request.connector, request.kind)
         state = f"{request.id}.{new_secret(24)}"
         binding = new_secret(24)
+        try:
+            connector = await self.connector(request.connector, request.kind)
+            url = await self._idp_url(connector, request, state, base_url)
+        except BastionError as exc:
+            # The provider is unreachable or the connector broken: the waiting bsh (often
+            # --headless, on another machine) learns it now instead of at its timeout.
+            request.status, request.error = "failed", exc.message
+            with contextlib.suppress(BastionError):
+                await self.requests.save(request)
+            raise
         request.state_hash = hash_secret(state)
         request.binding_hash = hash_secret(binding)
         request.status = "started"
-        url = await self._idp_url(connector, request, state, base_url)
         await self.requests.save(request)
         return url, binding
 

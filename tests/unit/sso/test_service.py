@@ -226,6 +226,25 @@ async def test_headless_result_needs_only_the_secret() -> None:
     assert (await sso.take_result(request_id, SECRET, "", 0))["user"] == "okta:sub-1"
 
 
+async def test_an_unreachable_provider_fails_the_waiting_login_at_once() -> None:
+    """bsh --headless waits on another machine: when the proxy cannot reach the provider,
+    the result says so now (not after bsh's timeout)."""
+    from bastion.errors import ConnectionProblem
+
+    fx, sso, idp = await setup()
+
+    async def down(url: str, headers: dict[str, str] | None = None) -> Any:
+        raise ConnectionProblem("cannot reach the identity provider")
+
+    idp.get_json = down  # type: ignore[method-assign]
+    _, pub = new_public_key()
+    request = await sso.create_request("okta", pub, timedelta(hours=1), SECRET, "", "10.0.0.5")
+    with pytest.raises(ConnectionProblem):
+        await sso.begin("okta", request.id, "https://proxy:3080", "10.0.0.6")
+    with pytest.raises(AccessDenied, match="SSO login failed: cannot reach"):
+        await sso.take_result(request.id, SECRET, "", 0)
+
+
 async def test_request_validation() -> None:
     fx, sso, _ = await setup()
     _, pub = new_public_key()
