@@ -67,6 +67,11 @@ unit: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/rbac.py
+	$(BIN)/python bench/mfa.py
+	$(BIN)/python bench/audit/run.py
+	$(BIN)/python bench/recording.py
+	$(BIN)/python bench/export/run.py
+	$(BIN)/python bench/agent_events.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
