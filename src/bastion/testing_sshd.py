@@ -12,7 +12,7 @@ cannot switch users, so only the current user can log in; :attr:`SshdServer.logi
 account that works either way.
 
 Missing binaries raise :class:`SshdUnavailable`: tests skip on it, except under ``CI=true``
-where :func:`sshd_unavailable_is_fatal` says they must fail (STYLE.md: CI installs its peers).
+where :func:`bastion.testing.missing_peer` says they must fail (STYLE.md: CI installs its peers).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ __all__ = [
     "find_sshd",
     "generate_key",
     "local_login",
-    "sshd_unavailable_is_fatal",
     "start_sshd",
 ]
 
@@ -47,11 +46,6 @@ _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin", "/usr/local/bin")
 
 class SshdUnavailable(RuntimeError):
     """The OpenSSH server or a client tool is not installed (tests skip, or fail under CI)."""
-
-
-def sshd_unavailable_is_fatal() -> bool:
-    """True under CI (``CI=true``), where a missing OpenSSH binary must fail the test run."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def find_sshd() -> str:
