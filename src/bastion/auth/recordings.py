@@ -31,7 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NoReturn
 
 from bastion.audit.log import AuditLog
 from bastion.auth.guarded import GuardedAuth
@@ -120,18 +120,11 @@ class RecordingService:
         self, meta: RecordingMeta, path: Path, sha256: str, size: int, head: bytes
     ) -> RecordingMeta:
         if not hmac.compare_digest(sha256, meta.sha256):
-            await self.auth.audit.emit(
-                "recording.rejected",
-                outcome="failure",
-                user=meta.user,
-                session_id=meta.session_id,
-                target=meta.node,
-                reason="recording bytes do not match the declared sha256",
-                declared_sha256=meta.sha256,
+            await self._reject(
+                meta,
+                "recording bytes do not match the declared sha256",
+                "the bytes do not match the sha256 of session.end",
                 received_sha256=sha256,
-            )
-            raise BadParameter(
-                f"recording {meta.session_id}: the bytes do not match the sha256 of session.end"
             )
         parse_header(head.partition(b"\n")[0])
         if meta.complete:
@@ -170,19 +163,28 @@ class RecordingService:
             )
         recorded = str(end.fields.get("recording_sha256", ""))
         if not hmac.compare_digest(recorded, meta.sha256):
-            await self.auth.audit.emit(
-                "recording.rejected",
-                outcome="failure",
-                user=meta.user,
-                session_id=meta.session_id,
-                target=meta.node,
-                reason="recording sha256 differs from the session.end event",
-                declared_sha256=meta.sha256,
+            await self._reject(
+                meta,
+                "recording sha256 differs from the session.end event",
+                "sha256 differs from the one in session.end",
                 session_end_sha256=recorded,
             )
-            raise BadParameter(
-                f"recording {meta.session_id}: sha256 differs from the one in session.end"
-            )
+
+    async def _reject(
+        self, meta: RecordingMeta, reason: str, message: str, **hashes: str
+    ) -> NoReturn:
+        """Audit ``recording.rejected`` and refuse the upload."""
+        await self.auth.audit.emit(
+            "recording.rejected",
+            outcome="failure",
+            user=meta.user,
+            session_id=meta.session_id,
+            target=meta.node,
+            reason=reason,
+            declared_sha256=meta.sha256,
+            **hashes,
+        )
+        raise BadParameter(f"recording {meta.session_id}: {message}")
 
 
 LOOKBACK = timedelta(days=7)
