@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
 # e.g. make start START_ARGS="--auth-addr 127.0.0.1:13025 --proxy-addr 127.0.0.1:13080"
 START_ARGS ?=
-SYSTEM_PACKAGES := openssh-client openssh-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs
+SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs
 
 .PHONY: start test install install-dev system-deps lint typecheck unit bench clean
 
@@ -39,6 +39,7 @@ system-deps:
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
 	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \
+	[ -x /usr/lib/openssh/sftp-server ] || missing="$$missing sftp-server"; \
 	ls /usr/lib/*/rsyslog/lmnsd_ossl.so /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing="$$missing rsyslog-tls-drivers"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \

@@ -240,6 +240,9 @@ async def bench_assertions(servers: dict[str, Server], sizes: Sizes) -> dict[str
 class LoginUsers:
     otp_secret: str
     key: SoftwareAuthenticator
+    """kate's second factor (registered at her invite)."""
+    passkey: SoftwareAuthenticator
+    """kate's passkey (registered for passwordless login: a second factor never logs in alone)."""
     public_key: str
 
 
@@ -249,7 +252,7 @@ async def invite(server: Server, name: str) -> str:
 
 
 async def enrol_users(server: Server) -> LoginUsers:
-    """``tom`` accepts his invite with TOTP, ``kate`` with a security key (a passkey)."""
+    """``tom`` accepts his invite with TOTP, ``kate`` with a security key, then adds a passkey."""
     _, public_key = new_public_key()
     token = await invite(server, "tom")
     info = await server.users.start_invite(token)
@@ -262,7 +265,12 @@ async def enrol_users(server: Server) -> LoginUsers:
     await server.users.complete_invite(
         token, PASSWORD, "", public_key, TTL, ADDR, webauthn=registration, device_name="key"
     )
-    return LoginUsers(info.otp_secret, key, public_key)
+    passkey = SoftwareAuthenticator()
+    options = await server.auth.mfa.begin_registration("kate", passwordless=True)
+    await server.auth.mfa.finish_registration(
+        "kate", "passkey", passkey.create(options, server.origin)
+    )
+    return LoginUsers(info.otp_secret, key, passkey, public_key)
 
 
 async def login_otp(server: Server, who: LoginUsers, tally: Tally) -> None:
@@ -302,7 +310,7 @@ async def login_passwordless(server: Server, who: LoginUsers, tally: Tally) -> N
     split = Split()
     options = await server.auth.mfa.begin_challenge(None, "login")
     split.to_client()
-    response = who.key.get(options, server.origin)
+    response = who.passkey.get(options, server.origin)
     split.to_server()
     certs = await server.users.login_passwordless(response, who.public_key, TTL, ADDR)
     split.to_client()

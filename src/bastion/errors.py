@@ -50,9 +50,13 @@ class BastionError(Exception):
     http_status: ClassVar[int] = 500
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.key = key
+        """The backend key a storage condition failed on (AlreadyExists, NotFound,
+        CompareFailed from the backend), so a caller of a multi-key transaction knows which
+        of its keys was the problem; None otherwise."""
 
     def __str__(self) -> str:
         return self.message

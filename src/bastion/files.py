@@ -2,12 +2,15 @@
 
 Secrets, cursors, spool metadata and checkpoints all need the same steps (temporary file,
 rename over the old one); state that must survive a power cut also fsyncs the file and the
-directory that names it.
+directory that names it. Every client write of a file that may hold a secret (profile keys and
+certificates, identity files, software authenticator credentials, downloaded recordings) goes
+through :func:`write_private_file`.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["fsync_dir", "write_durable_file", "write_private_file"]
@@ -22,20 +25,41 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_private_file(path: Path, data: bytes | str, *, durable: bool = False) -> None:
-    """Write atomically with mode 0600 (keys, certificates, secrets).
+def write_private_file(
+    path: Path, data: bytes | str, *, durable: bool = False, parents: bool = True
+) -> None:
+    """Write atomically with mode 0600: keys, certificates, secrets, and anything a user may
+    not want others on the machine to read (recordings hold what was typed and shown).
 
-    With ``durable`` the bytes and the rename are fsynced before returning.
+    The bytes go to a new temporary file beside ``path`` (created exclusively, mode 0600 from
+    the start, so no other user can open it, whatever was there before), which then replaces
+    ``path`` by rename: readers see the old file or the new one, never a partial one, and the
+    result is 0600 even when ``path`` existed with a wider mode. A symlink at ``path`` is
+    replaced, not followed.
+
+    Args:
+        durable: fsync the bytes and the rename before returning.
+        parents: create a missing directory (0700); False leaves that an error (a path the
+            user typed, where a typo should not create directories).
+
+    Raises:
+        OSError: the directory or the file cannot be written (the temporary file is removed).
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # mkstemp's mode already; say it, whatever the OS
+            fh.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if durable:
         fsync_dir(path.parent)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bastion.backend import Backend, EventType, Item, MemoryBackend
+from bastion.backend.base import Put
 from bastion.backend.compliance import (
     CASES,
     BackendFactory,
@@ -222,5 +223,26 @@ async def test_sqlite_loop_picks_up_expiry_from_clock(tmp_path: Path) -> None:
         (event,) = await next_events(watcher, 1)
         assert event.type is EventType.DELETE
         assert await backend.current_revision() == event.item.revision
+    finally:
+        await backend.close()
+
+
+async def test_sqlite_full_disk_is_a_clear_message_and_changes_nothing(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.open(str(tmp_path / "full.sqlite"), FakeClock())
+    try:
+        await backend.put(Item("roles/a", b"1"))
+        before = await backend.current_revision()
+        store = backend._store  # cap the file at its current size: SQLITE_FULL on growth
+        (pages,) = store.db.execute("PRAGMA page_count").fetchone()
+        store.db.execute(f"PRAGMA max_page_count = {pages}")
+        big = Item("roles/b", b"x" * 200_000)
+        with pytest.raises(ConnectionProblem) as info:
+            await backend.commit([Put(big), Put(Item("roles/c", b"y"))])
+        message = str(info.value)
+        assert message.startswith("the data directory is full (") and "bytes free" in message
+        assert "the change was not made" in message and "sqlite" not in message.split(".")[0]
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        assert await backend.current_revision() == before
+        assert [i.key for i in await backend.get_range("roles/")] == ["roles/a"]
     finally:
         await backend.close()

@@ -205,9 +205,23 @@ def test_wrong_ca_pin_is_refused_before_the_password_is_sent(env: Env) -> None:
         "--password-stdin",
         input="x\n",
     )
-    assert nopin.returncode == 2 and f"--ca-pin={env.cluster.pin}" in nopin.stderr
+    assert nopin.returncode == 2 and "not known on this machine" in nopin.stderr
+    # the server's own pin is never offered to copy (an attacker in the middle shows its own)
+    assert env.cluster.pin not in nopin.stderr and env.cluster.pin not in result.stderr
     attempts = env.events("--type", "user.login", "--user", user.name)
     assert [e["fields"]["method"] for e in attempts] == ["invite"]  # nothing else reached auth
+
+
+def test_relogin_after_logout_keeps_the_ca_pin(env: Env) -> None:
+    user = env.new_user("access", "x")  # the invite was accepted with --ca-pin
+    assert env.bsh(user, "logout").returncode == 0
+    assert "Not logged in" in env.bsh(user, "status").stdout
+    known = user.home / "known_clusters.json"
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    assert env.cluster.pin in json.loads(known.read_text())[env.cluster.addr]["ca_pins"]
+    again = env.login(user)  # no --ca-pin
+    assert again.returncode == 0, again.stderr
+    assert f"Logged in as: {user.name}" in again.stdout
 
 
 def test_insecure_warns_loudly(env: Env) -> None:
@@ -341,6 +355,27 @@ def test_users_ls_update_reset_rm(env: Env) -> None:
     assert unknown_role.returncode == 2 and "unknown role(s) nope" in unknown_role.stderr
     assert env.admin_ok("users", "rm", user.name).strip() == f'user "{user.name}" has been deleted'
     assert env.admin("users", "rm", user.name).returncode == 4
+
+
+def test_removing_the_last_editor_needs_yes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # a cluster of its own: on the shared one other tests' editors come and go
+    cluster = start_cluster(tmp_path_factory.mktemp("last-editor"), name="editor.local")
+    try:
+        env = Env(cluster, tmp_path_factory.mktemp("last-editor-homes"))
+        first, _ = env.add_user("editor", "")
+        second, _ = env.add_user("editor,access", "")
+        # another editor remains: no question
+        assert env.admin_ok("users", "rm", second.name).strip().endswith("has been deleted")
+        refused = env.admin("users", "rm", first.name)  # stdin is no terminal
+        assert refused.returncode == 2, refused.stderr
+        assert "last user with the editor role" in refused.stderr
+        assert "--yes" in refused.stderr and "Traceback" not in refused.stderr
+        assert first.name in env.admin_ok("users", "ls")  # nothing was deleted
+        done = env.admin("users", "rm", first.name, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert first.name not in env.admin_ok("users", "ls")
+    finally:
+        cluster.stop()
 
 
 # ---- join tokens --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from bastion.backend.memory import MemoryBackend
 from bastion.ca import authority as ca_authority
 from bastion.ca import x509 as ca_x509
 from bastion.clock import SystemClock
@@ -38,6 +39,7 @@ from bastion.proxy import (
     SSHRoute,
     SSHRouteDeps,
 )
+from bastion.services.node_pins import NodePins
 from bastion.testing import make_auth, new_public_key
 from bastion.tunnel import MuxStream, TunnelClient, TunnelServer, client_tls_context
 from bastion.types.access import Role, RoleConditions, RoleSpec
@@ -209,6 +211,7 @@ class Env:
     agent: TunnelClient
     headers: list[dict[str, Any]]
     echo_port: int
+    pins: NodePins
 
     @property
     def port(self) -> int:
@@ -259,6 +262,7 @@ async def env(certs: Certs, request: pytest.FixtureRequest) -> AsyncIterator[Env
             spec=NodeSpec(addr=f"127.0.0.1:{echo_port}"),
         ),
     ]
+    pins = NodePins(MemoryBackend(clock))
     ssh = SSHRoute(
         SSHRouteDeps(
             nodes=Directory(nodes),
@@ -268,6 +272,7 @@ async def env(certs: Certs, request: pytest.FixtureRequest) -> AsyncIterator[Env
             registry=registry,
             clock=clock,
             cluster=CLUSTER,
+            pins=pins,
         )
     )
 
@@ -309,7 +314,7 @@ async def env(certs: Certs, request: pytest.FixtureRequest) -> AsyncIterator[Env
                 await agent.wait_connected()
                 while not tunnel.is_online("host-1"):
                     await asyncio.sleep(0.01)
-            yield Env(certs, listener, audit, registry, tunnel, agent, headers, echo_port)
+            yield Env(certs, listener, audit, registry, tunnel, agent, headers, echo_port, pins)
         echo_server.close()
         await tunnel.close()
 
@@ -391,6 +396,24 @@ async def test_denied_node_is_not_found(env: Env) -> None:
     assert denied["ok"] is False and "access denied" in denied["error"]
     for w in (writer, writer2, writer3):
         w.close()
+
+
+async def test_a_node_served_by_another_host_is_refused_until_confirmed(env: Env) -> None:
+    """A name re-joined by another host (its old record expired) is a different node, as a
+    changed host key is to OpenSSH: refused, with the fix, until an admin confirms."""
+    _, writer, reply = await env.ssh("web1")  # first sight pins host-1
+    assert reply == {"ok": True}
+    writer.close()
+    await env.pins.confirm("web1", "host-0")  # as if web1 had been served by another host
+    _, writer, refused = await env.ssh("web1")
+    assert refused["ok"] is False and "bctl nodes confirm web1" in refused["error"]
+    failures = [f for o, f in env.audit.of("proxy.ssh") if o == "failure"]
+    assert "changed from 'host-0' to 'host-1'" in str(failures[-1]["reason"])
+    writer.close()
+    await env.pins.confirm("web1", "host-1")  # what bctl nodes confirm does
+    _, writer, reply = await env.ssh("web1")
+    assert reply == {"ok": True}
+    writer.close()
 
 
 async def test_tunnel_drop_mid_relay_closes_client_and_reconnects(env: Env) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -118,6 +119,7 @@ def test_pty_session_is_recorded_listed_played_and_audited(rec_env: Env, tmp_pat
     cast_file = tmp_path / "s.cast"
     done = env.bsh(alice, "recordings", "download", item["session_id"][:8], "-o", str(cast_file))
     assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(cast_file.stat().st_mode) == 0o600  # it may hold what was typed
     data = cast_file.read_bytes()
     cast = parse_cast(data)
     assert "rec-42" in cast.output() and cast.header.width == 100 and cast.header.height == 30

@@ -1,8 +1,8 @@
 """WebAuthn end to end: the real daemon, the bsh CLI and Bastion's software authenticator.
 
 Register a key at the invite, log in with password + key, add a passkey and log in without a
-password, remove devices (never the last one), refuse a cloned key, and refuse software
-authenticators on a cluster that does not allow them.
+password (a key registered as a second factor never does), remove devices (never the last one),
+refuse a cloned key, and refuse software authenticators on a cluster that does not allow them.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def cert_identity(user: User):
     return identity_from_certificate(cert)
 
 
-def test_key_at_invite_then_password_plus_key_then_passkey_then_remove(wa: Env, tmp_path: Path):
+def test_key_at_invite_is_a_second_factor_never_alone_then_remove(wa: Env, tmp_path: Path):
     key = tmp_path / "key.json"
     user = invite_with_key(wa, key)
     [device] = devices(wa, user, key)
@@ -114,24 +114,13 @@ def test_key_at_invite_then_password_plus_key_then_passkey_then_remove(wa: Env, 
     assert login["fields"]["aaguid"] == str(SOFTWARE_AAGUID)
     assert login["fields"]["mfa_device"] == device["id"]
 
-    # the key made a discoverable credential (a passkey): log in with it alone
-    assert device["passkey"] is True
+    # registered as a second factor: not a passkey, so it cannot log in alone (the key was not
+    # asked for a discoverable credential; the server refusal is the next test)
+    assert (device["passkey"], device["discoverable"]) == (False, False)
     assert wa.bsh(user, "logout").returncode == 0
-    result = bsh_key(
-        wa,
-        user,
-        key,
-        "login",
-        f"--proxy={wa.cluster.proxy}",
-        "--auth=passwordless",
-        f"--ca-pin={wa.cluster.pin}",
-    )
-    assert result.returncode == 0, result.stderr
-    assert f"Logged in as: {user.name}" in result.stdout
-    methods = [
-        e["fields"].get("method") for e in wa.events("--type", "user.login", "--user", user.name)
-    ]
-    assert "passwordless" in methods
+    result = passwordless_login(wa, user, key)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert login_with_key(wa, user, key).returncode == 0
 
     # the same authenticator cannot register twice (excludeCredentials)
     result = bsh_key(wa, user, key, "mfa", "add", "--passwordless", "--name", "again")
@@ -141,6 +130,77 @@ def test_key_at_invite_then_password_plus_key_then_passkey_then_remove(wa: Env, 
     assert "last" in result.stderr and "Traceback" not in result.stderr
     failed = wa.events("--type", "mfa.remove", "--user", user.name)
     assert failed and failed[0]["outcome"] == "failure"
+
+
+def test_passkey_added_with_passwordless_logs_in_alone(wa: Env, tmp_path: Path):
+    user = wa.new_user("access", "root")  # TOTP at the invite: confirms the new device
+    passkey = tmp_path / "passkey.json"
+    add = bsh_key(
+        wa,
+        user,
+        passkey,
+        "mfa",
+        "add",
+        "--passwordless",
+        "--name",
+        "passkey",
+        "--otp",
+        totp(user.secret, 1),
+    )
+    assert add.returncode == 0, add.stderr
+    assert "passkey" in add.stdout
+    [device] = [d for d in devices(wa, user, passkey) if d["type"] == "webauthn"]
+    assert (device["name"], device["passkey"], device["discoverable"]) == ("passkey", True, True)
+    assert wa.bsh(user, "logout").returncode == 0
+    result = passwordless_login(wa, user, passkey)
+    assert result.returncode == 0, result.stderr
+    assert f"Logged in as: {user.name}" in result.stdout
+    assert cert_identity(user).mfa_device == device["id"]
+    [login] = [
+        e
+        for e in wa.events("--type", "user.login", "--user", user.name)
+        if e["fields"].get("method") == "passwordless"
+    ]
+    assert login["outcome"] == "success" and login["fields"]["mfa_device"] == device["id"]
+
+
+def passwordless_login(env: Env, user: User, key: Path):
+    return bsh_key(
+        env,
+        user,
+        key,
+        "login",
+        f"--proxy={env.cluster.proxy}",
+        "--auth=passwordless",
+        f"--ca-pin={env.cluster.pin}",
+    )
+
+
+def test_discoverable_second_factor_is_refused_alone_and_audited(wa: Env, tmp_path: Path):
+    # An authenticator may keep a discoverable credential although the cluster discouraged one
+    # (platform authenticators do): it answers a passwordless request with the user handle,
+    # and the server must still refuse it because it was registered as a second factor.
+    key = tmp_path / "key.json"
+    user = invite_with_key(wa, key)
+    [device] = devices(wa, user, key)
+    stored = json.loads(key.read_text())
+    for credential in stored["credentials"]:
+        credential["resident"] = True
+    key.write_text(json.dumps(stored))
+    assert wa.bsh(user, "logout").returncode == 0
+    result = passwordless_login(wa, user, key)
+    assert result.returncode != 0
+    assert "registered as a second factor" in result.stderr
+    assert "Traceback" not in result.stderr
+    [refused] = [
+        e
+        for e in wa.events("--type", "user.login", "--user", user.name)
+        if e["outcome"] == "failure" and e["fields"].get("method") == "passwordless"
+    ]
+    assert refused["fields"]["mfa_device"] == device["id"]
+    assert "second-factor" in refused["reason"]
+    # with the password it is still the user's second factor
+    assert login_with_key(wa, user, key).returncode == 0
 
 
 def test_cloned_key_is_refused_for_good(wa: Env, tmp_path: Path):

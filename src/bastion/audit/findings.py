@@ -26,7 +26,15 @@ from bastion.audit.merkle import leaf_hash
 __all__ = ["Finding", "Kind", "TrustedLeaves", "classify"]
 
 Kind = Literal[
-    "modified", "deleted", "reordered", "inserted", "unreadable", "checkpoint", "witness", "gap"
+    "modified",
+    "deleted",
+    "reordered",
+    "inserted",
+    "unreadable",
+    "checkpoint",
+    "witness",
+    "gap",
+    "unaudited",
 ]
 _PRIORITY = {"deleted": 0, "inserted": 0, "modified": 0, "unreadable": 0, "reordered": 1}
 
@@ -38,6 +46,8 @@ class Finding:
     index: int | None = None
     event_id: str = ""
     event_type: str = ""
+    key: str = ""
+    """The backend key of a stored resource (``unaudited``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,25 +18,44 @@ created in the same backend transaction as the event, with a TTL. An event whose
 stored is not stored again. The key is never an event key, so the gapless-index argument above is
 unchanged: a batch that fails because a dedupe key appeared meanwhile is retried at the same index
 after the duplicate is dropped.
+
+:meth:`AuditLog.commit_change` stores an event *together with* the resource writes it records
+(backend ops): the event's conditional create and the ops are one :meth:`Backend.commit`
+transaction, so a change and its event are stored together or not at all. Changes are group
+committed with plain events; a transaction never names a key twice (a change whose keys overlap an
+earlier change of the batch waits for the next transaction, so changes apply in order). The
+gapless argument is unchanged, because the transaction is all or nothing: when it fails on an
+event key (another writer took the index) the batch is retried at the next free index; when it
+fails on a change's own key (its condition does not hold: the resource changed) that change alone
+fails, with the backend's error, and the rest of the batch is retried at the same index. The event
+records what it wrote (``fields.changes``: key, op and the SHA-256 of the stored value) so
+``bctl audit verify`` can match every stored resource to the event of its latest write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
 
 import structlog
 
 from bastion.audit.canonical import decode, encode
-from bastion.backend.base import Backend, Item
+from bastion.backend.base import Backend, Create, Delete, Item, Op, check_ops
 from bastion.clock import Clock
-from bastion.errors import AlreadyExists, BadParameter, ConnectionProblem, NotFound
+from bastion.errors import (
+    AlreadyExists,
+    BadParameter,
+    BastionError,
+    CompareFailed,
+    ConnectionProblem,
+    NotFound,
+)
 from bastion.types.audit import AuditEvent, event_code
 
 __all__ = [
@@ -44,6 +63,8 @@ __all__ = [
     "PREFIX",
     "AuditLog",
     "AuditQuery",
+    "Change",
+    "changes_field",
     "event_key",
     "index_of_key",
     "range_prefixes",
@@ -61,11 +82,34 @@ DEDUPE_PREFIX = "audit/agent-ids/"
 log = structlog.get_logger("bastion.audit")
 
 
-@runtime_checkable
-class BatchCreator(Protocol):
-    """Backends that can create many keys in one transaction (all or none)."""
+AUDIT_KEYS = "audit/"
+"""Nothing under this prefix may be written by a change: the log's own keys."""
 
-    async def create_batch(self, items: Sequence[Item]) -> list[Item]: ...
+
+def state_sha256(value: bytes) -> str:
+    """The hash an event records for a stored value (hex SHA-256 of the bytes as stored)."""
+    return hashlib.sha256(value).hexdigest()
+
+
+def changes_field(ops: Sequence[Op]) -> list[dict[str, str]]:
+    """What an event records about its writes: ``{"key", "op", "state_sha256"}`` per op
+    (``state_sha256`` is empty for a delete)."""
+    out = []
+    for op in ops:
+        if isinstance(op, Delete):
+            out.append({"key": op.key, "op": "delete", "state_sha256": ""})
+        else:
+            name = type(op).__name__.lower()
+            out.append({"key": op.key, "op": name, "state_sha256": state_sha256(op.item.value)})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A stored change: its event and the backend's answer to each op (None for a delete)."""
+
+    event: AuditEvent
+    items: list[Item | None]
 
 
 def event_key(index: int) -> str:
@@ -136,6 +180,12 @@ class _Draft:
     once: str | None = None
     """A dedupe key created with the event (:meth:`AuditLog.emit_once`), or None."""
     ttl: timedelta | None = None
+    ops: tuple[Op, ...] = ()
+    """Resource writes committed with the event (:meth:`AuditLog.commit_change`)."""
+    error: BastionError | None = None
+    """Why the ops could not be applied (then the event is not stored either)."""
+    items: list[Item | None] = field(default_factory=list)
+    """The backend's answer to ``ops`` once stored."""
 
 
 class AuditLog:
@@ -148,7 +198,6 @@ class AuditLog:
         self._lock = asyncio.Lock()
         self._next: int | None = None
         """The next index to try; None until the head was looked up."""
-        self._batch = backend if isinstance(backend, BatchCreator) else None
         self._rand = random.Random(secrets.randbits(64))
         """Id suffixes (unique per process stream; os.urandom per event costs ~0.1 ms)."""
         self._pending: list[tuple[list[_Draft], asyncio.Future[list[AuditEvent | None]]]] = []
@@ -224,6 +273,36 @@ class AuditLog:
             drafts.append(_Draft(self._build(t, o, dict(f)), key, ttl))
         return await self._commit(drafts)
 
+    async def commit_change(
+        self, event_type: str, ops: Sequence[Op], *, outcome: str = "success", **fields: object
+    ) -> Change:
+        """Record one event and apply ``ops`` in the same backend transaction, or neither.
+
+        The event gets the next gapless index and a ``changes`` field naming each op's key and
+        the SHA-256 of the value it stores (see :func:`changes_field`). Concurrent changes and
+        events are group committed.
+
+        Returns:
+            The stored event and the stored item of each op (None for a delete).
+
+        Raises:
+            AlreadyExists, NotFound, CompareFailed: an op's condition failed (``exc.key`` is the
+                op's key); nothing was written, the event neither.
+            BadParameter: an op under ``audit/``, or a key named twice.
+            ConnectionProblem: the backend failed; the change and event were not written (or,
+                when the backend lost its connection during the commit, the outcome is unknown).
+        """
+        ops = tuple(ops)
+        check_ops(ops)
+        for op in ops:
+            if op.key.startswith(AUDIT_KEYS):
+                raise BadParameter(f"a change may not write the audit log's key {op.key!r}")
+        fields = {**fields, "changes": changes_field(ops)}
+        draft = _Draft(self._build(event_type, outcome, dict(fields)), ops=ops)
+        (event,) = await self._commit([draft])
+        assert event is not None
+        return Change(event, draft.items)
+
     async def _commit(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
         future: asyncio.Future[list[AuditEvent | None]] = asyncio.get_running_loop().create_future()
         self._pending.append((drafts, future))
@@ -247,7 +326,11 @@ class AuditLog:
                 else:
                     pos = 0
                     for ds, f in pending:
-                        f.set_result(stored[pos : pos + len(ds)])
+                        failed = next((d.error for d in ds if d.error is not None), None)
+                        if failed is not None:
+                            f.set_exception(failed)
+                        else:
+                            f.set_result(stored[pos : pos + len(ds)])
                         pos += len(ds)
         events = future.result()
         for event in events:
@@ -256,38 +339,49 @@ class AuditLog:
         return events
 
     async def _store(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
-        """Store ``drafts`` at the next free indexes (None for a duplicate dedupe key); the
-        caller holds the writer lock."""
+        """Store ``drafts`` at the next free indexes (None for a duplicate dedupe key or a
+        change whose condition failed: its ``error`` is set); the caller holds the writer
+        lock."""
         index = await self._head(await self._signed_size()) if self._next is None else self._next
         out: list[AuditEvent | None] = []
-        batch = self._batch
         seen: set[str] = set()
         try:
             while len(out) < len(drafts):
-                chunk = drafts[len(out) : len(out) + MAX_BATCH] if batch else [drafts[len(out)]]
-                live = await self._not_duplicates(chunk, seen)
+                chunk = _chunk(drafts, len(out))
+                live = [i for i in await self._not_duplicates(chunk, seen) if not chunk[i].error]
                 events = {
                     i: chunk[i].event.model_copy(update={"index": index + n})
                     for n, i in enumerate(live)
                 }
-                items = [
-                    Item(key=event_key(e.index or 0), value=encode(e)) for e in events.values()
-                ]
-                guards = [self._guard(chunk[i], e) for i, e in events.items() if chunk[i].once]
-                in_batch = batch is not None and len(items) + len(guards) > 1
+                ops: list[Op] = []
+                owners: dict[str, int] = {}
+                for i, event in events.items():
+                    ops.append(Create(Item(key=event_key(event.index or 0), value=encode(event))))
+                    if chunk[i].once:
+                        ops.append(Create(self._guard(chunk[i], event)))
+                    for op in chunk[i].ops:
+                        ops.append(op)
+                        owners[op.key] = i
                 try:
-                    if batch is not None and in_batch:
-                        await batch.create_batch(items + guards)
-                    elif items:
-                        await self._backend.create(items[0])
-                        for guard in guards:  # no transactions: right after the event
-                            await self._backend.put(guard)
-                except AlreadyExists:
+                    results = await self._backend.commit(ops) if ops else []
+                except (AlreadyExists, NotFound, CompareFailed) as exc:
+                    owner = owners.get(exc.key) if exc.key is not None else None
+                    if owner is not None:  # the change's own condition: it fails alone
+                        chunk[owner].error = exc
+                        continue
+                    if not isinstance(exc, AlreadyExists):
+                        raise
                     # Another writer holds (some of) these indexes, or stored one of the dedupe
                     # keys meanwhile: find the first free index and check the keys again.
-                    index = await self._head(index) if in_batch else index + 1
+                    index = await self._head(index)
                     continue
-                seen.update(g.key for g in guards)
+                answers = iter(results)
+                for i in events:
+                    next(answers)  # the event
+                    if chunk[i].once:
+                        seen.add(chunk[i].once or "")
+                        next(answers)
+                    chunk[i].items = [next(answers) for _ in chunk[i].ops]
                 out.extend(events.get(i) for i in range(len(chunk)))
                 index += len(events)
         except BaseException:
@@ -392,6 +486,21 @@ class AuditLog:
         items = await self._backend.get_range(PREFIX)
         out = [e for e in _decode_all(items) if query.matches(e)]
         return out[-query.limit :] if query.limit else out
+
+
+def _chunk(drafts: Sequence[_Draft], start: int) -> Sequence[_Draft]:
+    """The drafts from ``start`` that fit one transaction: at most :data:`MAX_BATCH` events,
+    and no key written by two changes (the later one goes to the next transaction, so it
+    sees the earlier one's result)."""
+    keys: set[str] = set()
+    end = start
+    while end < len(drafts) and end - start < MAX_BATCH:
+        own = {op.key for op in drafts[end].ops}
+        if own & keys:
+            break
+        keys |= own
+        end += 1
+    return drafts[start:end]
 
 
 def _first_line(exc: Exception) -> str:

@@ -14,6 +14,9 @@ Layer: audit (reads the backend and the witness; the judgement is :mod:`.finding
    checkpoint directly. Mismatches are attributed by :func:`~bastion.audit.findings.classify`.
 4. Events after the newest checkpoint are not covered by a signature yet: they are counted and
    checked for holes and for index fields that disagree with their key.
+5. Every stored resource (users, roles, tokens, locks, connectors, CAs, the auth preference,
+   admin-created nodes) must hold exactly what the newest event naming its key wrote
+   (:mod:`.state`); anything else was changed behind the log's back (``unaudited``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bastion.audit.findings import Finding, Kind, TrustedLeaves, classify
 from bastion.audit.log import PREFIX, WIDTH, AuditLog, index_of_key
 from bastion.audit.merkle import CompactRange, consistency_proof, leaf_hash, verify_consistency
 from bastion.audit.note import NoteVerifier, open_note, parse_checkpoint
+from bastion.audit.state import LatestWrites, unaudited_state
 from bastion.audit.tree import CHECKPOINTS_PREFIX, STATE_KEY, TreeState, load_leaves
 from bastion.errors import BadParameter, NotFound
 
@@ -49,6 +53,8 @@ class VerifyReport:
     """Events stored (well-formed keys)."""
     verified: int = 0
     """Events covered by the newest valid checkpoint."""
+    resources: int = 0
+    """Stored resources checked against the event of their latest write."""
     checkpoints: list[SignedCheckpoint] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -63,6 +69,7 @@ class VerifyReport:
             "ok": self.ok,
             "events": self.events,
             "verified": self.verified,
+            "resources": self.resources,
             "checkpoints": [
                 {"source": c.source, "size": c.size, "root": c.root.hex()} for c in self.checkpoints
             ],
@@ -141,10 +148,13 @@ class _Scan:
     malformed: list[tuple[str, bytes]] = field(default_factory=list)
     ordered: list[bytes] = field(default_factory=list)
     """Leaf hashes of the stored events in key order (only without trusted leaves)."""
+    writes: LatestWrites = field(default_factory=LatestWrites)
+    """Per resource key, the newest event that wrote it."""
     count: int = 0
 
     def feed(self, index: int, value: bytes) -> None:
         self.count += 1
+        self.writes.feed(index, value)
         if index >= self.newest:
             self.tail[index] = value
         else:
@@ -227,6 +237,8 @@ async def verify_log(
     _check_tail(scan.tail, newest, report)
     if leaves_ok:
         _consistency(loaded.hashes, report)
+    report.resources, unaudited = await unaudited_state(log.backend, scan.writes)
+    report.findings.extend(unaudited)
     return report
 
 

@@ -19,11 +19,12 @@ from bastion import __version__
 from bastion.audit.log import AuditQuery
 from bastion.auth.admin_mfa import admin_mfa_for
 from bastion.auth.api_agents import add_agent_routes, read_json
-from bastion.auth.api_mfa import PUBLIC_MFA_PATHS, add_mfa_routes
+from bastion.auth.api_mfa import add_mfa_routes
 from bastion.auth.api_recordings import add_recording_routes
 from bastion.auth.api_session import add_session_routes
-from bastion.auth.api_sso import PUBLIC_PREFIX as SSO_PREFIX
 from bastion.auth.api_sso import add_sso_routes
+from bastion.auth.audiences import audience_of
+from bastion.auth.gate import Audience, Gate
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.openapi import OPENAPI
@@ -40,29 +41,20 @@ from bastion.errors import (
     LimitExceeded,
     MFARequired,
 )
+from bastion.locks.matcher import Locked
 from bastion.sso.service import SSOService
 from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
 from bastion.types.duration import parse_duration
 from bastion.web.app import add_web_routes
+from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions
 
 __all__ = ["build_app"]
 
 log = structlog.get_logger("bastion.auth.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = {
-    "/v1/ping",
-    "/openapi.json",
-    "/v1/login",
-    "/v1/invites/start",
-    "/v1/invites/complete",
-    "/v1/join",
-    *PUBLIC_MFA_PATHS,
-    "/",  # a browser at the proxy's address: redirected to the login pages
-    "/web",
-}
-RATE_LIMITED = PUBLIC - {"/v1/ping", "/openapi.json", "/", "/web"}
-PUBLIC_PREFIXES = (SSO_PREFIX, "/web/")
-"""SSO logins (the one-time secret is the credential) and the login pages (cookies)."""
+UNLIMITED = frozenset({"/v1/ping", "/openapi.json", "/", "/web"})
+"""Public routes that are not rate-limited (discovery and redirects); every other public and
+web route is, per source address, before any authentication work."""
 
 
 def _error(exc: BastionError) -> web.Response:
@@ -148,22 +140,32 @@ class AuthAPI:
         self.users = UserService(auth)
         self.limiter = limiter
         self.admin_mfa = admin_mfa_for(auth)
+        self.gate = Gate(auth)
+        self.sessions = WebSessions(auth.deps.backend, auth.clock)
 
     # ---- middleware ----------------------------------------------------------------------------
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The one entry point: rate limits before authentication, then the gate for every
+        route by its declared audience (:mod:`bastion.auth.audiences`)."""
         try:
-            public_prefix = request.path.startswith(PUBLIC_PREFIXES)
-            limited = request.path in RATE_LIMITED or public_prefix
-            if (
-                limited
-                and not request.path.startswith("/web/static/")
-                and not self.limiter.allow(_remote(request), self.auth.clock.monotonic())
-            ):
+            resource = request.match_info.route.resource
+            template = resource.canonical if resource is not None else None
+            audience = audience_of(request.method, template)
+            if audience is None:
+                log.error("route without a declared audience", route=template)
+                raise AccessDenied("access denied: this endpoint is not available")
+            limited = (audience == "public" and request.path not in UNLIMITED) or (
+                audience == "web" and not request.path.startswith("/web/static/")
+            )
+            if limited and not self.limiter.allow(_remote(request), self.auth.clock.monotonic()):
                 raise LimitExceeded("too many requests from your address; wait and retry")
-            if request.path not in PUBLIC and not public_prefix:
-                request["guard"] = guard = await self._guard(request)
+            route = f"{request.method} {template or request.path}"
+            if audience == "web":
+                request["web_session"] = await self._web_session(request, route)
+            elif audience != "public":
+                request["guard"] = guard = await self._guard(request, audience, route)
                 await self.admin_mfa.check(request, guard.ctx.identity, guard.ctx.role_set)
             return await handler(request)
         except BastionError as exc:
@@ -178,7 +180,7 @@ class AuthAPI:
             log.exception("internal error", path=request.path)
             return _error(BastionError("internal error; the auth server log has details"))
 
-    async def _guard(self, request: web.Request) -> GuardedAuth:
+    async def _guard(self, request: web.Request, audience: Audience, route: str) -> GuardedAuth:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         if not der:
@@ -192,7 +194,25 @@ class AuthAPI:
             await self.auth.issuer.ca("tls_host"),
             self.auth.clock,
         )
+        await self.gate.admit(identity, audience, route, _remote(request))
         return await GuardedAuth.for_identity(self.auth, self.users, identity, _remote(request))
+
+    async def _web_session(self, request: web.Request, route: str) -> WebSession | None:
+        """The browser's session when it passes the gate; a refused one is as good as none
+        (the pages send the browser to sign in again), and is forgotten unless a lock (which
+        may be lifted) refused it."""
+        token = request.cookies.get(SESSION_COOKIE, "")
+        session = await self.sessions.get(token) if token else None
+        if session is None:
+            return None
+        try:
+            await self.gate.admit(session.identity, "web", route, _remote(request))
+        except Locked:
+            return None
+        except BastionError:
+            await self.sessions.delete(token)
+            return None
+        return session
 
     # ---- public --------------------------------------------------------------------------------
 
@@ -292,7 +312,8 @@ class AuthAPI:
         resource = parse_resource(await read_json(request))
         if resource.name != request.match_info["name"]:
             raise BadParameter("metadata.name does not match the name in the URL")
-        updated = await request["guard"].update_resource(resource)
+        force = request.query.get("force") == "true"
+        updated = await request["guard"].update_resource(resource, force)
         return web.json_response(resource_to_dict(updated))
 
     async def delete_resource(self, request: web.Request) -> web.Response:
@@ -403,6 +424,10 @@ class AuthAPI:
         return web.json_response({"events": [e.model_dump(mode="json") for e in events]})
 
 
+async def _confirm_node(request: web.Request) -> web.Response:
+    return web.json_response(await request["guard"].confirm_node(request.match_info["name"]))
+
+
 async def _audit_checkpoint(request: web.Request) -> web.Response:
     return web.json_response(await request["guard"].audit_checkpoint())
 
@@ -436,6 +461,7 @@ def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> we
     r.add_post("/v1/ca/rotate", api.rotate_ca)
     r.add_post("/v1/ca/sign-host", api.sign_host)
     r.add_get("/v1/events", api.search_events)
+    r.add_post("/v1/nodes/{name}/confirm", _confirm_node)
     r.add_post("/v1/audit/checkpoint", _audit_checkpoint)
     r.add_get("/v1/audit/proof", _audit_proof)
     r.add_get("/v1/resources/{kind}", api.list_resources)

@@ -79,9 +79,13 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
         async def send(line: dict[str, Any]) -> None:
             await response.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
 
+        # What this caller has been shown, per kind: a delete (or a change that hides an item
+        # from it) is sent only for these, so the stream never names an invisible item.
+        shown: dict[str, set[str]] = {kind: set() for kind in kinds}
         try:
             for kind in kinds:
                 for resource in await guard.list_resources(kind):
+                    shown[kind].add(resource.name)
                     await send(
                         {"type": "put", "kind": kind, "resource": resource_to_dict(resource)}
                     )
@@ -95,14 +99,19 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
                     continue
                 prefix = next(p for p in prefix_kind if event.item.key.startswith(p))
                 kind, name = prefix_kind[prefix], event.item.key[len(prefix) :]
-                if event.type is EventType.DELETE:
+                resource = None
+                if event.type is EventType.PUT:
+                    try:
+                        resource = await guard.get_resource(kind, name)
+                    except (NotFound, AccessDenied):
+                        pass  # deleted meanwhile, or not visible to this caller
+                if resource is not None:
+                    shown[kind].add(name)
+                    line = {"type": "put", "kind": kind, "resource": resource_to_dict(resource)}
+                    await send(line)
+                elif name in shown[kind]:
+                    shown[kind].discard(name)
                     await send({"type": "delete", "kind": kind, "name": name})
-                    continue
-                try:
-                    resource = await guard.get_resource(kind, name)
-                except (NotFound, AccessDenied):
-                    continue  # deleted meanwhile, or not visible to this caller
-                await send({"type": "put", "kind": kind, "resource": resource_to_dict(resource)})
         finally:
             await watcher.close()
 

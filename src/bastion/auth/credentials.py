@@ -17,7 +17,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from bastion.backend.base import Backend, Item
+from bastion.backend.base import Backend, Delete, Item, Put
 from bastion.errors import BadParameter, NotFound
 
 __all__ = [
@@ -118,12 +118,26 @@ class CredentialStore:
         return Credentials(**json.loads(item.value))
 
     async def put(self, user: str, creds: Credentials) -> None:
+        await self._backend.put(self.put_op(user, creds).item)
+
+    def put_op(self, user: str, creds: Credentials) -> Put:
+        """The write of ``creds``, for a transaction with its audit event."""
         data = {
             "password_hash": creds.password_hash,
             "totp_secret": creds.totp_secret,
             "totp_last_step": creds.totp_last_step,
         }
-        await self._backend.put(Item(key=self.PREFIX + user, value=json.dumps(data).encode()))
+        return Put(Item(key=self.PREFIX + user, value=json.dumps(data).encode()))
+
+    async def delete_op(self, user: str) -> Delete | None:
+        """The delete of ``user``'s credentials at their current revision (None when there are
+        none), for a transaction with its audit event; a concurrent change makes the
+        transaction fail with CompareFailed or NotFound on this key."""
+        try:
+            item = await self._backend.get(self.PREFIX + user)
+        except NotFound:
+            return None
+        return Delete(item.key, item.revision)
 
     async def delete(self, user: str) -> None:
         try:

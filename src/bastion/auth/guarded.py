@@ -20,7 +20,7 @@ from bastion.auth.system_roles import system_roles_for
 from bastion.auth.users import Invite, UserService
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.checker import RoleSet
-from bastion.rbac.session_mfa import is_session_identity
+from bastion.services.node_pins import NodePins
 from bastion.types.access import User
 from bastion.types.audit import AGENT_EVENT_TYPES, AuditEvent
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority
@@ -110,14 +110,8 @@ class GuardedAuth:
     ) -> GuardedAuth:
         """Build the context from the certificate's identity and the roles as stored *now*.
 
-        Raises:
-            AccessDenied: a per-session MFA certificate (good for its one SSH target only).
+        The identity has passed the authentication gate (:mod:`bastion.auth.gate`).
         """
-        if is_session_identity(identity):
-            raise AccessDenied(
-                "a per-session MFA certificate is valid only for its node and login, not for "
-                "the API; use your login certificate"
-            )
         if identity.kind == "host":
             role_set = RoleSet.from_roles(system_roles_for(identity.roles), {})
             return cls(auth, users, AuthContext(identity, role_set, remote_addr))
@@ -180,15 +174,75 @@ class GuardedAuth:
         await self.require(resource.kind, "create")
         if force:
             await self.require(resource.kind, "update")
+        resource = await self._confine_host(resource)
         return redact(await self._auth.create_resource(resource, self.ctx.actor, force=force))
 
-    async def update_resource(self, resource: Resource) -> Resource:
+    async def update_resource(self, resource: Resource, force: bool = False) -> Resource:
+        """Updates are conditional on ``metadata.revision`` (the API documents them so); an
+        unconditional one (last writer wins) must say so with ``force``."""
         await self.require(resource.kind, "update")
+        if not resource.metadata.revision and not force:
+            raise BadParameter(
+                f'{resource.kind} "{resource.name}": metadata.revision is required for an '
+                "update (read the resource and send back its revision), or pass ?force=true "
+                "to overwrite whatever is stored"
+            )
+        resource = await self._confine_host(resource)
+        if force:
+            resource = resource.model_copy(deep=True)
+            resource.metadata.revision = ""
         return redact(await self._auth.update_resource(resource, self.ctx.actor))
 
     async def delete_resource(self, kind: str, name: str) -> None:
         await self.require(kind, "delete")
+        await self._check_host_write(kind, name)
         await self._auth.delete_resource(kind, name, self.ctx.actor)
+        if kind == "node":  # an admin removed it: the next host under this name starts afresh
+            await NodePins(self._auth.deps.backend).forget(name)
+
+    async def _confine_host(self, resource: Resource) -> Resource:
+        """:meth:`_check_host_write`, and a host's node record always names its own host id."""
+        await self._check_host_write(resource.kind, resource.name)
+        if self.ctx.identity.kind == "host" and isinstance(resource, Node):
+            resource = resource.model_copy(deep=True)
+            resource.spec.host_id = self.ctx.identity.host_id
+        return resource
+
+    async def _check_host_write(self, kind: str, name: str) -> None:
+        """A host identity writes only its own node record, bound to its host id, on every
+        route (ARCHITECTURE.md 6.1); people are not affected.
+
+        Raises:
+            AccessDenied: (audited as ``node.rejected``) another kind, another node's name, or a
+                record held by another host.
+        """
+        ident = self.ctx.identity
+        if ident.kind != "host":
+            return
+        bound = (ident.traits.get("hostname") or ("",))[0]
+        reason = ""
+        if kind != "node":
+            reason = f"hosts may not write {kind} resources"
+        elif not bound or name != bound:
+            reason = f"host certificate is for node {bound!r}, not {name!r}"
+        else:
+            try:
+                stored: Node | None = await self._auth.nodes.get(name)
+            except NotFound:
+                stored = None
+            if stored is not None and stored.spec.host_id not in ("", ident.host_id):
+                reason = f"node {name!r} is held by host {stored.spec.host_id}"
+        if not reason:
+            return
+        await self._auth.audit.emit(
+            "node.rejected",
+            outcome="failure",
+            user=ident.user,
+            target=f"{kind}/{name}",
+            remote_addr=self.ctx.remote_addr,
+            reason=reason,
+        )
+        raise AccessDenied(f"access denied: {reason}")
 
     # ---- users and tokens ----------------------------------------------------------------------
 
@@ -277,20 +331,30 @@ class GuardedAuth:
         """A node agent reports itself; the name must be the one its certificate was issued for."""
         await self.require("node", "update")
         ident = self.ctx.identity
-        bound = (ident.traits.get("hostname") or ("",))[0]
-        if ident.kind != "host" or not bound or node.name != bound:
-            await self._auth.audit.emit(
-                "node.rejected",
-                outcome="failure",
-                user=ident.user,
-                target=f"node/{node.name}",
-                remote_addr=self.ctx.remote_addr,
-                reason=f"host certificate is for node {bound!r}",
-            )
-            raise AccessDenied(
-                f"this host certificate was issued for node {bound!r}, not {node.name!r}"
-            )
-        return await self._auth.heartbeat_node(node, ident.host_id, self.ctx.remote_addr)
+        if ident.kind != "host":
+            raise AccessDenied("access denied: heartbeats come from node agents")
+        await self._check_host_write("node", node.name)
+        stored = await self._auth.heartbeat_node(node, ident.host_id, self.ctx.remote_addr)
+        await NodePins(self._auth.deps.backend).pin(node.name, ident.host_id)  # first sight
+        return stored
+
+    async def confirm_node(self, name: str) -> dict[str, str]:
+        """Accept the host now serving node ``name`` (after a re-join under the same name),
+        which the proxy refuses until then. Returns the previous and the new host id."""
+        await self.require("node", "update")
+        node = await self._auth.nodes.get(name)
+        pins = NodePins(self._auth.deps.backend)
+        previous = await pins.get(name) or ""
+        await pins.confirm(name, node.spec.host_id)
+        await self._auth.audit.emit(
+            "node.confirm",
+            user=self.ctx.actor,
+            target=f"node/{name}",
+            remote_addr=self.ctx.remote_addr,
+            previous_host_id=previous,
+            host_id=node.spec.host_id,
+        )
+        return {"node": name, "previous_host_id": previous, "host_id": node.spec.host_id}
 
     async def submit_event(self, event: dict[str, Any]) -> None:
         """Record an event from an agent or proxy in another process."""

@@ -2,7 +2,8 @@
 
 The issuer trusts its caller (login, join and renewal have already authenticated). It computes the
 identity document once and writes it into both certificates, audits every certificate it signs
-(serial, principals, roles, TTL), and never widens: TTL = min(requested, roles' max_session_ttl).
+(serial, principals, roles, TTL), and never widens: TTL = min(requested, roles' max_session_ttl),
+where a request under one minute counts as one minute (the cap always wins).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from bastion.clock import Clock
 from bastion.errors import AccessDenied, BadParameter
 from bastion.rbac.checker import RoleSet
 from bastion.services.store import ResourceStore
+from bastion.types.access import MIN_SESSION_TTL
 from bastion.types.authority import CAType, CertAuthority
 from bastion.types.identity import Identity
 
 __all__ = ["HostCerts", "Issuer", "UserCerts", "parse_public_key"]
 
-MIN_TTL = timedelta(minutes=1)
+MIN_TTL = MIN_SESSION_TTL
+"""A requested TTL below this is raised to it, but never above the roles' cap (roles are
+refused below it when written; one stored before that rule keeps its shorter cap)."""
 
 
 def parse_public_key(text: str) -> PublicKey:
@@ -127,13 +131,14 @@ class Issuer:
         requested_ttl: timedelta,
         kind: Literal["user", "admin", "host", "bot"] = "user",
         pinned_ip: str = "",
+        user_epoch: str = "",
     ) -> Identity:
         if not roles:
             raise AccessDenied(
                 f"user {user!r} has no roles, so there is nothing to certify; an admin can "
                 "assign one with bctl users update --set-roles"
             )
-        ttl = max(MIN_TTL, min(requested_ttl, role_set.max_session_ttl()))
+        ttl = min(max(requested_ttl, MIN_TTL), role_set.max_session_ttl())
         return Identity(
             cluster=cluster,
             user=user,
@@ -143,6 +148,7 @@ class Issuer:
             logins=tuple(role_set.allowed_logins()),
             expires=self._clock.now() + ttl,
             pinned_ip=pinned_ip if role_set.options().pin_source_ip else "",
+            user_epoch=user_epoch,
         )
 
     async def issue_user(self, identity: Identity, public_key: str, remote_addr: str) -> UserCerts:
@@ -287,6 +293,7 @@ class Issuer:
             mfa_verified=identity.mfa_verified,
             mfa_scope=identity.mfa_scope,
             mfa_device=identity.mfa_device,
+            user_epoch=identity.user_epoch,
             pinned_ip=identity.pinned_ip,
             access_requests=list(identity.access_requests),
             route=route.model_dump(exclude_defaults=True) if route is not None else {},

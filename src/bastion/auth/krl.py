@@ -11,10 +11,10 @@ What a lock becomes (a lock target matches when *all* its fields match)::
     role                   KEY_ID of every user holding the role now,     exact for live certs
                            + SERIAL of every live certificate with it
     login / device /       SERIAL of every live user certificate whose    exact for live certs;
-    mfa_device, or any     issuance (``cert.issued`` audit event) matches  a KRL cannot revoke one
-    mix of user/role/      all the fields                                 principal, so the whole
-    login/device/                                                         certificate goes
-    mfa_device
+    mfa_device /           issuance (``cert.issued`` audit event) matches  a KRL cannot revoke one
+    user_epoch, or any     all the fields                                 principal, so the whole
+    mix of user/role/                                                     certificate goes
+    login/device/...
     node, session,         nothing: a KRL is cluster-wide and a           reported in ``unenforced``
     bot, access_request    certificate does not carry these; the proxy
                            and agents still enforce them on their paths
@@ -42,7 +42,7 @@ from bastion.types.audit import AuditEvent
 
 __all__ = ["LiveCert", "PublishedKRL", "krl_for", "lock_entries"]
 
-_CERT_FIELDS = ("user", "role", "login", "device", "mfa_device")
+_CERT_FIELDS = ("user", "role", "login", "device", "mfa_device", "user_epoch")
 _UNEXPRESSIBLE = ("node", "session", "bot", "access_request")
 
 
@@ -69,6 +69,8 @@ class LiveCert:
     device: str
     mfa_device: str = ""
     """The security key the certificate was obtained with (login or per-session MFA)."""
+    user_epoch: str = ""
+    """The user's epoch at issuance: a reset or deletion locks the certificates of the old one."""
 
 
 def _in_force(lock: Lock, now: datetime) -> bool:
@@ -83,6 +85,7 @@ def _matches(target: LockTarget, cert: LiveCert) -> bool:
         and (not target.login or target.login in cert.logins)
         and (not target.device or target.device == cert.device)
         and (not target.mfa_device or target.mfa_device == cert.mfa_device)
+        and (not target.user_epoch or target.user_epoch == cert.user_epoch)
     )
 
 
@@ -104,6 +107,7 @@ def _live_cert(event: AuditEvent, now: datetime) -> LiveCert | None:
         logins=frozenset(str(p) for p in fields.get("principals") or ()),
         device=event.device_id,
         mfa_device=str(fields.get("mfa_device") or ""),
+        user_epoch=str(fields.get("user_epoch") or ""),
     )
 
 
@@ -143,7 +147,7 @@ def _needs_serials(locks: list[Lock], now: datetime) -> bool:
     for lock in locks:
         target = lock.spec.target
         if _in_force(lock, now) and any(
-            getattr(target, n) for n in ("role", "login", "device", "mfa_device")
+            getattr(target, n) for n in ("role", "login", "device", "mfa_device", "user_epoch")
         ):
             return True
     return False

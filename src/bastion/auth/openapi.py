@@ -226,6 +226,13 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
     ("delete", "/v1/resources/{kind}/{name}", "Delete a resource", False, None),
     (
         "post",
+        "/v1/nodes/{name}/confirm",
+        "Accept the host now serving a node name (the proxy refuses a changed host until then)",
+        False,
+        None,
+    ),
+    (
+        "post",
         "/v1/nodes/heartbeat",
         "A node agent reports itself (name bound to its certificate)",
         False,

@@ -3,35 +3,52 @@
 It owns the stores, creates the certificate authorities and built-in resources at first start,
 and implements resource changes, join tokens and CA operations, auditing each one. User
 credentials and login live in :mod:`.users`; certificate signing in :mod:`.issuer`.
+
+Every change of stored state that has an audit event goes through :meth:`AuthServer.audited`
+(and :meth:`AuthServer.audited_modify` for read-modify-write): the store's ops and the event are
+one backend transaction, so a change is never stored without its event, nor an event without its
+change. Where a step cannot share the transaction (MFA data owned by :mod:`bastion.mfa`), an
+intent event is written first and a completion event after (:meth:`AuthServer.external_step`);
+docs/audit.md lists those paths. Node heartbeats are not audited changes.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from bastion.audit.checkpointer import Checkpointer
-from bastion.audit.log import AuditLog
+from bastion.audit.log import AuditLog, Change
 from bastion.audit.signer import load_or_create_signer
 from bastion.audit.witness import open_witness
 from bastion.auth.credentials import CredentialStore, hash_secret, new_secret, secrets_equal
 from bastion.auth.issuer import HostCerts, Issuer
-from bastion.backend.base import Backend
+from bastion.auth.revocation import longest_certificate_ttl, narrows, new_epoch, revocation_lock
+from bastion.backend.base import Backend, Delete, Op
 from bastion.ca import authority as ca_authority
 from bastion.ca import rotation
 from bastion.clock import Clock
-from bastion.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound
+from bastion.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    BastionError,
+    CompareFailed,
+    NotFound,
+)
 from bastion.locks.matcher import LockDecision, LockTargets, LockView, decide
 from bastion.mfa.policy import default_relying_party
 from bastion.mfa.service import MFADeps, MFAService
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.recording.store import RecordingStore
-from bastion.services.store import ResourceStore
+from bastion.services.store import CONNECTORS_PREFIX, RESOURCE_PREFIXES, ResourceStore
 from bastion.types.access import (
     AuthPreference,
     Lock,
@@ -47,10 +64,17 @@ from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 from bastion.types.meta import Metadata, Resource
 
-__all__ = ["AuthDeps", "AuthServer", "NewToken"]
+__all__ = ["INVITE_PREFIX", "AuthDeps", "AuthServer", "NewToken"]
+
+INVITE_PREFIX = "invites/"
+"""Pending invites: ``invites/<sha256(token)>`` -> the user and the TOTP secret to enrol."""
 
 HOST_CERT_TTL = timedelta(days=30)
 NODE_HEARTBEAT_MAX_TTL = timedelta(minutes=10)
+SYSTEM_ACTOR = "bastion"
+"""The actor of changes the cluster makes itself (first start, lockouts)."""
+MODIFY_ATTEMPTS = 20
+_R = TypeVar("_R", bound=Resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +110,19 @@ class AuthServer:
         self.clock = deps.clock
         self.cluster = deps.cluster
         backend = deps.backend
-        self.users: ResourceStore[User] = ResourceStore(backend, User, "users")
-        self.roles: ResourceStore[Role] = ResourceStore(backend, Role, "roles")
+        prefix = RESOURCE_PREFIXES
+        self.users: ResourceStore[User] = ResourceStore(backend, User, prefix["user"])
+        self.roles: ResourceStore[Role] = ResourceStore(backend, Role, prefix["role"])
         self.tokens: ResourceStore[ProvisionToken] = ResourceStore(
-            backend, ProvisionToken, "tokens"
+            backend, ProvisionToken, prefix["token"]
         )
         self.cas: ResourceStore[CertAuthority] = ResourceStore(
-            backend, CertAuthority, "authorities"
+            backend, CertAuthority, prefix["cert_authority"]
         )
-        self.nodes: ResourceStore[Node] = ResourceStore(backend, Node, "nodes")
-        self.locks: ResourceStore[Lock] = ResourceStore(backend, Lock, "locks")
+        self.nodes: ResourceStore[Node] = ResourceStore(backend, Node, prefix["node"])
+        self.locks: ResourceStore[Lock] = ResourceStore(backend, Lock, prefix["lock"])
         self.prefs: ResourceStore[AuthPreference] = ResourceStore(
-            backend, AuthPreference, "cluster_config"
+            backend, AuthPreference, prefix["cluster_auth_preference"]
         )
         self.credentials = CredentialStore(backend)
         self.audit = AuditLog(backend, deps.clock, deps.cluster)
@@ -125,7 +150,100 @@ class AuthServer:
             "cluster_auth_preference": self.prefs,
         }
         for kind, model in CONNECTOR_KINDS.items():  # SSO connectors (see bastion.sso)
-            self._stores[kind] = ResourceStore(backend, model, f"connectors/{kind}")
+            self._stores[kind] = ResourceStore(backend, model, f"{CONNECTORS_PREFIX}/{kind}")
+
+    # ---- audited changes -----------------------------------------------------------------------
+
+    async def audited(
+        self,
+        event_type: str,
+        ops: Sequence[Op],
+        actor: str,
+        target: str,
+        *,
+        outcome: str = "success",
+        **fields: object,
+    ) -> Change:
+        """Store ``ops`` and their audit event in one backend transaction, or neither.
+
+        The one helper every mutating path shares. A failed condition comes back with the
+        owning store's message (``exc.key`` still names the key).
+
+        Raises:
+            AlreadyExists, NotFound, CompareFailed: an op's condition failed; nothing stored.
+            ConnectionProblem: the backend failed; nothing stored.
+        """
+        try:
+            return await self.audit.commit_change(
+                event_type, ops, outcome=outcome, user=actor, target=target, **fields
+            )
+        except (AlreadyExists, NotFound, CompareFailed) as exc:
+            raise self._explain(exc) from None
+
+    async def audited_modify(
+        self,
+        store: ResourceStore[_R],
+        name: str,
+        change: Callable[[_R], Awaitable[tuple[_R, list[Op]]]],
+        event_type: str,
+        actor: str,
+        target: str,
+        **fields: Any,
+    ) -> tuple[_R, Change]:
+        """Read-modify-write of one resource with its event, retried on concurrent changes.
+
+        ``change`` gets the current resource and returns the new one plus any further ops of the
+        same transaction (built from fresh reads: a CompareFailed on any key retries all).
+        """
+        for _ in range(MODIFY_ATTEMPTS):
+            current = await store.get(name)
+            updated, extra = await change(current)
+            try:
+                done = await self.audited(
+                    event_type, [store.update_op(updated), *extra], actor, target, **fields
+                )
+            except CompareFailed:
+                continue
+            except NotFound as exc:
+                if exc.key == store.key(name):
+                    raise
+                continue  # an extra record vanished meanwhile (expired): read again
+            return store.written(updated, done.items[0]), done
+        raise CompareFailed(f'{store.kind} "{name}" is changing too fast; try again')
+
+    async def external_step(
+        self,
+        event_type: str,
+        step: Callable[[], Awaitable[None]],
+        actor: str,
+        target: str,
+        **fields: Any,
+    ) -> None:
+        """A change that cannot share a transaction with its event: an intent event is stored
+        first, then the step runs, then a completion event (outcome failure when the step
+        failed). A crash in between leaves the intent without a completion in the log."""
+        await self.audit.emit(event_type, user=actor, target=target, phase="intent", **fields)
+        try:
+            await step()
+        except BaseException as exc:
+            reason = exc.message if isinstance(exc, BastionError) else type(exc).__name__
+            await self.audit.emit(
+                event_type,
+                outcome="failure",
+                user=actor,
+                target=target,
+                phase="complete",
+                reason=reason,
+                **fields,
+            )
+            raise
+        await self.audit.emit(event_type, user=actor, target=target, phase="complete", **fields)
+
+    def _explain(self, exc: BastionError) -> BastionError:
+        for store in self._stores.values():
+            if exc.key is not None and store.owns(exc.key):
+                return store.explain(exc)
+        return exc
 
     # ---- first start -------------------------------------------------------------------------
 
@@ -136,6 +254,7 @@ class AuthServer:
             What was created, for the start-up message.
         """
         created: list[str] = []
+        actor = SYSTEM_ACTOR
         for ca_type in CA_TYPES:
             try:
                 await self.issuer.ca(ca_type)
@@ -144,7 +263,8 @@ class AuthServer:
                     ca_type, self.cluster, self.deps.key_algorithm, self.deps.kek, self.clock
                 )
                 try:
-                    await self.cas.create(ca)
+                    target = f"cert_authority/{ca_type}"
+                    await self.audited("ca.create", [self.cas.create_op(ca)], actor, target)
                     created.append(f"cert_authority/{ca_type}")
                 except AlreadyExists:
                     pass  # another auth server won the race; use its CA
@@ -156,20 +276,40 @@ class AuthServer:
                 )
         for role in BUILTIN_ROLES.values():
             try:
-                await self.roles.create(role)
+                await self.roles.get(role.name)
+                continue
+            except NotFound:
+                pass
+            try:
+                await self.audited(
+                    "role.create", [self.roles.create_op(role)], actor, f"role/{role.name}"
+                )
                 created.append(f"role/{role.name}")
             except AlreadyExists:
                 pass
+        kind = "cluster_auth_preference"
         try:
             pref = await self.prefs.get(AuthPreference.NAME)
         except NotFound:
-            pref = await self.prefs.create(
-                AuthPreference(metadata=Metadata(name=AuthPreference.NAME))
-            )
-            created.append("cluster_auth_preference")
+            pref = AuthPreference(metadata=Metadata(name=AuthPreference.NAME))
+            try:
+                done = await self.audited(
+                    "resource.create", [self.prefs.create_op(pref)], actor, kind, kind=kind
+                )
+                pref = self.prefs.written(pref, done.items[0])
+                created.append(kind)
+            except AlreadyExists:
+                pref = await self.prefs.get(AuthPreference.NAME)
         if second_factor and pref.spec.second_factor != second_factor:
             pref.spec.second_factor = second_factor  # type: ignore[assignment]
-            await self.prefs.update(pref)
+            await self.audited(
+                "resource.update",
+                [self.prefs.update_op(pref)],
+                actor,
+                kind,
+                kind=kind,
+                second_factor=second_factor,
+            )
         await self.audit_checkpointer()  # creates the checkpoint key on first start
         return created
 
@@ -203,17 +343,59 @@ class AuthServer:
             resource = self._lock_defaults(resource, actor)
         if resource.kind in CONNECTOR_KINDS:
             resource = await self._connector_secrets(resource)
-        result: Resource = await (store.upsert(resource) if force else store.create(resource))
-        await self._audit_change(resource.kind, "create", resource.name, actor)
+        ops: list[Op] = [store.put_op(resource) if force else store.create_op(resource)]
+        if isinstance(resource, User) and force:  # an overwrite revokes the old epoch
+            ops += await self.revocation_ops(resource.name, "re-creation", actor)
+        done = await self._audit_change(resource.kind, "create", resource.name, actor, ops)
+        result: Resource = store.written(resource, done.items[0])
         return result
 
     async def update_resource(self, resource: Resource, actor: str) -> Resource:
         await self._check_references(resource)
         if resource.kind in CONNECTOR_KINDS:
             resource = await self._connector_secrets(resource)
-        result: Resource = await self.store(resource.kind).update(resource)
-        await self._audit_change(resource.kind, "update", resource.name, actor)
+        store = self.store(resource.kind)
+        ops: list[Op] = []
+        if isinstance(resource, User):
+            resource, ops = await self._user_epoch_on_update(resource, actor)
+        done = await self._audit_change(
+            resource.kind, "update", resource.name, actor, [store.update_op(resource), *ops]
+        )
+        result: Resource = store.written(resource, done.items[0])
         return result
+
+    async def _user_epoch_on_update(self, user: User, actor: str) -> tuple[User, list[Op]]:
+        """The epoch is the server's: kept as stored, or replaced (with the old one locked) when
+        the change narrows the user's roles or traits (:mod:`bastion.auth.revocation`)."""
+        stored = await self.users.get(user.name)
+        user = user.model_copy(deep=True)
+        user.spec.epoch = stored.spec.epoch
+        if not narrows(stored.spec, user.spec):
+            return user, []
+        user.spec.epoch = new_epoch()
+        return user, await self.revocation_ops(user.name, "access change", actor, stored)
+
+    async def revocation_ops(
+        self, name: str, why: str, actor: str, user: User | None = None
+    ) -> list[Op]:
+        """Ops that revoke everything issued in the user's current epoch: the revocation lock
+        and the deletes of the user's outstanding invites. Empty for a user that does not
+        exist (or has no epoch yet: the gate alone refuses its old certificates)."""
+        if user is None:
+            try:
+                user = await self.users.get(name)
+            except NotFound:
+                return []
+        ops: list[Op] = [
+            Delete(item.key, item.revision)
+            for item in await self.deps.backend.get_range(INVITE_PREFIX)
+            if _invite_user(item.value) == name
+        ]
+        ttl = longest_certificate_ttl(await self.roles.list())
+        lock = revocation_lock(user, why, actor, self.clock.now(), ttl)
+        if lock is not None:
+            ops.append(self.locks.put_op(lock))
+        return ops
 
     async def delete_resource(self, kind: str, name: str, actor: str) -> None:
         if kind == "cert_authority":
@@ -226,11 +408,31 @@ class AuthServer:
                 raise BadParameter(
                     f'role "{name}" is assigned to {", ".join(users)}; remove it from them first'
                 )
-        await self.store(kind).delete(name)
-        if kind == "user":
-            await self.credentials.delete(name)
-            await self.mfa.forget_user(name)
-        await self._audit_change(kind, "delete", name, actor)
+        store = self.store(kind)
+        if kind != "user":
+            await self._audit_change(kind, "delete", name, actor, [store.delete_op(name)])
+            return
+        user = await self.users.get(name)  # NotFound before any MFA data is touched
+        # MFA data belongs to bastion.mfa (no ops to share a transaction): removed first, with
+        # intent + completion events, so a crash never leaves a deleted user's keys behind
+        # for a new user of the same name.
+        await self.external_step(
+            "mfa.forget", lambda: self.mfa.forget_user(name), actor, f"user/{name}"
+        )
+        for _ in range(MODIFY_ATTEMPTS):
+            ops: list[Op] = [store.delete_op(name, user.metadata.revision)]
+            creds = await self.credentials.delete_op(name)
+            ops += [creds] if creds is not None else []
+            ops += await self.revocation_ops(name, "deletion", actor, user)
+            try:
+                await self._audit_change(kind, "delete", name, actor, ops)
+                await self.mfa.challenges.forget_user(name)
+                return
+            except (CompareFailed, NotFound) as exc:
+                if exc.key == store.key(name) and isinstance(exc, NotFound):
+                    raise
+                user = await self.users.get(name)
+        raise CompareFailed(f'user "{name}" is changing too fast; try again')
 
     async def _check_references(self, resource: Resource) -> None:
         if isinstance(resource, User):
@@ -262,6 +464,7 @@ class AuthServer:
         user = resource.model_copy(deep=True)
         user.spec.created_by = user.spec.created_by or actor
         user.spec.created = user.spec.created or self.clock.now()
+        user.spec.epoch = new_epoch()  # a new user (or an overwrite) starts a new epoch
         return user
 
     def _lock_defaults(self, resource: Resource, actor: str) -> Resource:
@@ -271,12 +474,14 @@ class AuthServer:
         lock.spec.created = lock.spec.created or self.clock.now()
         return lock
 
-    async def _audit_change(self, kind: str, verb: str, name: str, actor: str) -> None:
+    async def _audit_change(
+        self, kind: str, verb: str, name: str, actor: str, ops: Sequence[Op]
+    ) -> Change:
         event_type = f"{kind}.{verb}" if kind in ("user", "role", "token", "lock") else None
         if kind in CONNECTOR_KINDS:
             event_type = f"connector.{verb}"
-        await self.audit.emit(
-            event_type or f"resource.{verb}", user=actor, target=f"{kind}/{name}", kind=kind
+        return await self.audited(
+            event_type or f"resource.{verb}", ops, actor, f"{kind}/{name}", kind=kind
         )
 
     # ---- join tokens ---------------------------------------------------------------------------
@@ -295,15 +500,15 @@ class AuthServer:
         token = ProvisionToken(
             metadata=Metadata(name=digest[:32], expires=self.clock.now() + ttl), spec=spec
         )
-        stored = await self.tokens.create(token)
-        await self.audit.emit(
+        done = await self.audited(
             "token.create",
-            user=actor,
-            target=f"token/{token.name}",
+            [self.tokens.create_op(token)],
+            actor,
+            f"token/{token.name}",
             roles=roles,
             ttl_seconds=int(ttl.total_seconds()),
         )
-        return NewToken(token=secret, resource=stored)
+        return NewToken(token=secret, resource=self.tokens.written(token, done.items[0]))
 
     async def join(
         self,
@@ -336,15 +541,23 @@ class AuthServer:
         if not locked.allowed:
             await self._join_refused(host_name, remote_addr, locked.reason)
             locked.raise_if_denied()
+        host_id = str(uuid.uuid4())
+        joined = {
+            "user": host_id,
+            "target": f"{role}/{host_name}",
+            "remote_addr": remote_addr,
+            "host_id": host_id,
+            "role": role,
+            "token": stored.name,
+        }
         if stored.spec.single_use:
+            # The token is spent together with the join event: one transaction.
+            spend = self.tokens.delete_op(stored.name, stored.metadata.revision)
             try:
-                await self.deps.backend.delete(
-                    self.tokens.key(stored.name), expected_revision=int(stored.metadata.revision)
-                )
+                await self.audit.commit_change("join", [spend], **joined)
             except (NotFound, CompareFailed):
                 await self._join_refused(host_name, remote_addr, "join token used concurrently")
                 raise AccessDenied("join token is invalid, expired or already used") from None
-        host_id = str(uuid.uuid4())
         identity = Identity(
             cluster=self.cluster,
             user=host_id,
@@ -355,24 +568,22 @@ class AuthServer:
             expires=self.clock.now() + HOST_CERT_TTL,
         )
         principals = [host_id, host_name, f"{host_name}.{self.cluster}", *ip_addresses]
-        certs = await self.issuer.issue_host(
-            identity,
-            public_key,
-            principals,
-            [host_name, *dns_names],
-            ip_addresses,
-            HOST_CERT_TTL,
-            remote_addr,
-        )
-        await self.audit.emit(
-            "join",
-            user=host_id,
-            target=f"{role}/{host_name}",
-            remote_addr=remote_addr,
-            host_id=host_id,
-            role=role,
-            token=stored.name,
-        )
+        try:
+            certs = await self.issuer.issue_host(
+                identity,
+                public_key,
+                principals,
+                [host_name, *dns_names],
+                ip_addresses,
+                HOST_CERT_TTL,
+                remote_addr,
+            )
+        except BastionError as exc:
+            if stored.spec.single_use:  # the join event is stored: say it did not complete
+                await self._join_refused(host_name, remote_addr, f"no certificate: {exc.message}")
+            raise
+        if not stored.spec.single_use:  # nothing stored: the event follows the issuance
+            await self.audit.emit("join", **joined)
         return certs
 
     async def _join_refused(self, host_name: str, remote_addr: str, reason: str) -> None:
@@ -468,14 +679,27 @@ class AuthServer:
                 )
             return rotation.next_phase(ca, phase, new_key, self.clock.now())  # type: ignore[arg-type]
 
-        result = await self.cas.modify(ca_authority.ca_name(ca_type, self.cluster), change)
-        await self.audit.emit(
-            "ca.rotate", user=actor, target=f"cert_authority/{ca_type}", phase=phase
+        async def with_ops(ca: CertAuthority) -> tuple[CertAuthority, list[Op]]:
+            return await change(ca), []
+
+        name = ca_authority.ca_name(ca_type, self.cluster)
+        target = f"cert_authority/{ca_type}"
+        result, _ = await self.audited_modify(
+            self.cas, name, with_ops, "ca.rotate", actor, target, phase=phase
         )
         return result
 
     async def export_ca(self, ca_type: CAType, fmt: str = "") -> str:
         return ca_authority.export_trust(await self.issuer.ca(ca_type), fmt or None)  # type: ignore[arg-type]
+
+
+def _invite_user(value: bytes) -> str:
+    """The user an invite record is for ("" when unreadable)."""
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return ""
+    return str(record.get("user", "")) if isinstance(record, dict) else ""
 
 
 def default_cluster_name() -> str:

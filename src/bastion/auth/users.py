@@ -21,9 +21,16 @@ from bastion.auth.credentials import (
     verify_totp,
 )
 from bastion.auth.issuer import UserCerts, parse_public_key
-from bastion.auth.server import AuthServer
-from bastion.backend.base import Item
-from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter, NotFound
+from bastion.auth.revocation import new_epoch
+from bastion.auth.server import INVITE_PREFIX, SYSTEM_ACTOR, AuthServer
+from bastion.backend.base import Create, Delete, Item, Op
+from bastion.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BadParameter,
+    CompareFailed,
+    NotFound,
+)
 from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.mfa import policy as mfa_policy
 from bastion.mfa.service import MFAVerified, usable_webauthn
@@ -35,7 +42,6 @@ from bastion.types.mfa import MFADevice
 
 __all__ = ["Invite", "InviteInfo", "LoginChallenge", "UserService"]
 
-INVITE_PREFIX = "invites/"
 ATTEMPT_PREFIX = "login_attempts/"
 BAD_CREDENTIALS = "invalid username, password or second factor"
 
@@ -95,13 +101,35 @@ class UserService:
         return await self._new_invite(name, actor)
 
     async def reset_user(self, name: str, actor: str) -> Invite:
-        """Forget password and TOTP; the user sets new ones with a fresh invite."""
+        """Forget password and TOTP; the user sets new ones with a fresh invite.
+
+        MFA devices are forgotten first (intent + completion events: they belong to
+        bastion.mfa); then the credentials delete, the unlock and ``user.reset`` are one
+        transaction, and the invite with ``user.invite`` another."""
         await self.auth.users.get(name)
-        await self.auth.credentials.delete(name)
-        await self.auth.mfa.forget_user(name)
-        await self.unlock(name)
-        await self.auth.audit.emit("user.reset", user=actor, target=f"user/{name}")
+        target = f"user/{name}"
+        await self.auth.external_step(
+            "mfa.forget", lambda: self.auth.mfa.forget_user(name), actor, target
+        )
+
+        async def reset(user: User) -> tuple[User, list[Op]]:
+            creds = await self.auth.credentials.delete_op(name)
+            # Everything issued before the reset is revoked: a new epoch, the old one locked,
+            # outstanding invites dropped (bastion.auth.revocation).
+            revoke = await self.auth.revocation_ops(name, "reset", actor, user)
+            reset_user = _unlocked(user)
+            reset_user.spec.epoch = new_epoch()
+            ops = [*([creds] if creds else []), *await self._attempt_ops(name), *revoke]
+            return reset_user, ops
+
+        await self.auth.audited_modify(self.auth.users, name, reset, "user.reset", actor, target)
+        await self.auth.mfa.challenges.forget_user(name)
         return await self._new_invite(name, actor)
+
+    async def _attempt_ops(self, name: str) -> list[Op]:
+        """Deletes of the user's failed-login counters (for the transaction that resets them)."""
+        items = await self._backend.get_range(f"{ATTEMPT_PREFIX}{name}/")
+        return [Delete(item.key, item.revision) for item in items]
 
     async def _new_invite(self, name: str, actor: str) -> Invite:
         pref = await self.auth.auth_preference()
@@ -109,15 +137,13 @@ class UserService:
         expires = self._clock.now() + pref.spec.invite_ttl
         otp_secret = pyotp.random_base32() if self._otp_required(pref.spec.second_factor) else ""
         record = {"user": name, "otp_secret": otp_secret}
-        await self._backend.create(
-            Item(
-                key=INVITE_PREFIX + hash_secret(token),
-                value=json.dumps(record).encode(),
-                expires=expires,
-            )
+        invite = Item(
+            key=INVITE_PREFIX + hash_secret(token),
+            value=json.dumps(record).encode(),
+            expires=expires,
         )
-        await self.auth.audit.emit(
-            "user.invite", user=actor, target=f"user/{name}", expires=expires.isoformat()
+        await self.auth.audited(
+            "user.invite", [Create(invite)], actor, f"user/{name}", expires=expires.isoformat()
         )
         # The proxy's address (the first login origin) when there is one: users reach the
         # cluster there, and its /web/invite page says how to accept the invite.
@@ -215,18 +241,31 @@ class UserService:
                     "the TOTP code is wrong: check your authenticator app's clock and try again"
                 )
             totp_step = step
-        try:  # the invite is single-use: whoever deletes it first wins
-            await self._backend.delete(item.key, expected_revision=item.revision)
-        except NotFound:
+        # The invite is single-use (whoever deletes it first wins); spending it, the new
+        # password and the event are one transaction. The TOTP device (bastion.mfa) follows,
+        # with its own mfa.add event: the completion of ``totp_device: pending``.
+        if totp_step:  # what mfa.record_totp writes too, so both writes store the same bytes
+            creds.totp_secret, creds.totp_last_step = record["otp_secret"], totp_step
+        spend = Delete(item.key, expected_revision=item.revision)
+        pending = {"totp_device": "pending"} if totp_step else {}
+        try:
+            await self.auth.audited(
+                "user.password_set",
+                [spend, self.auth.credentials.put_op(name, creds)],
+                name,
+                "",
+                remote_addr=remote_addr,
+                method="invite",
+                **pending,
+            )
+        except (NotFound, CompareFailed) as exc:
+            if exc.key != item.key:
+                raise
             raise AccessDenied("invite was already used") from None
-        await self.auth.credentials.put(name, creds)
         if totp_step:
             device = await self.auth.mfa.record_totp(
                 name, device_name or "otp", record["otp_secret"], totp_step, remote_addr
             )
-        await self.auth.audit.emit(
-            "user.password_set", user=name, remote_addr=remote_addr, method="invite"
-        )
         user = await self.auth.users.get(name)
         return await self._issue(
             user, public_key, ttl, remote_addr, method="invite", mfa_device=device
@@ -352,7 +391,11 @@ class UserService:
         self, response: dict[str, object], public_key: str, ttl: timedelta, remote_addr: str
     ) -> UserCerts:
         """A passkey alone: the assertion (scope ``login``, user verification required) names
-        the user through its user handle."""
+        the user through its user handle. Only a device registered for passwordless login may
+        do this; a key registered as a second factor is refused (audited with its owner and
+        device: its signature verified, so it is the owner's key used the wrong way)."""
+        from bastion.mfa.service import SecondFactorOnly
+
         parse_public_key(public_key)
         pref = await self.auth.auth_preference()
         sf = pref.spec.second_factor
@@ -361,6 +404,17 @@ class UserService:
             raise AccessDenied("passwordless login is not enabled on this cluster")
         try:
             verified = await self.auth.mfa.verify_challenge(None, "login", response)
+        except SecondFactorOnly as exc:
+            await self.auth.audit.emit(
+                "user.login",
+                outcome="failure",
+                user=exc.user,
+                remote_addr=remote_addr,
+                reason="second-factor device used for passwordless login",
+                method="passwordless",
+                mfa_device=exc.device_id,
+            )
+            raise
         except AccessDenied as exc:
             await self._failed("", remote_addr, exc.message, count=False, method="passwordless")
             raise
@@ -398,6 +452,7 @@ class UserService:
             role_set=role_set,
             requested_ttl=ttl,
             pinned_ip=remote_addr,
+            user_epoch=user.spec.epoch,
         )
         device_id = mfa.device_id if mfa else mfa_device.id if mfa_device else ""
         aaguid = mfa.aaguid if mfa else mfa_device.aaguid if mfa_device else ""
@@ -451,31 +506,41 @@ class UserService:
         if len(attempts) < pref.max_failed_logins:
             return
         until = now + pref.lockout_duration
+        reason = f"{len(attempts)} failed logins"
 
-        def lock(user: User) -> User:
+        async def lock(user: User) -> tuple[User, list[Op]]:
             user.spec.status.locked_until = until
-            user.spec.status.lock_reason = f"{len(attempts)} failed logins"
-            return user
+            user.spec.status.lock_reason = reason
+            return user, await self._attempt_ops(name)
 
-        try:
-            await self.auth.users.modify(name, lock)
+        try:  # the lock, the reset counters and the event: one transaction
+            await self.auth.audited_modify(
+                self.auth.users,
+                name,
+                lock,
+                "user.locked_out",
+                name,
+                "",
+                outcome="failure",
+                remote_addr=remote_addr,
+                until=until.isoformat(),
+                reason=reason,
+            )
         except NotFound:
             return
-        await self._backend.delete_range(f"{ATTEMPT_PREFIX}{name}/")
-        await self.auth.audit.emit(
-            "user.locked_out",
-            outcome="failure",
-            user=name,
-            remote_addr=remote_addr,
-            until=until.isoformat(),
-            reason=f"{len(attempts)} failed logins",
+
+    async def unlock(self, name: str, actor: str = SYSTEM_ACTOR) -> None:
+        """Lift a lockout and reset the failed-login counters (event ``user.unlocked``)."""
+
+        async def clear(user: User) -> tuple[User, list[Op]]:
+            return _unlocked(user), await self._attempt_ops(name)
+
+        await self.auth.audited_modify(
+            self.auth.users, name, clear, "user.unlocked", actor, f"user/{name}"
         )
 
-    async def unlock(self, name: str) -> None:
-        def clear(user: User) -> User:
-            user.spec.status.locked_until = None
-            user.spec.status.lock_reason = ""
-            return user
 
-        await self.auth.users.modify(name, clear)
-        await self._backend.delete_range(f"{ATTEMPT_PREFIX}{name}/")
+def _unlocked(user: User) -> User:
+    user.spec.status.locked_until = None
+    user.spec.status.lock_reason = ""
+    return user

@@ -5,6 +5,10 @@ one cluster-wide, strictly increasing counter, and produces exactly one :class:`
 revision; ``watch(start_revision=r)`` replays events with revision > r and then streams live ones,
 so a watcher that reconnects misses nothing (unless the events were trimmed: then CompareFailed).
 
+:meth:`Backend.commit` applies several conditional writes (:data:`Op`) in one transaction, all
+or none; a failed condition names its key (``exc.key``), so a caller that mixes its own keys
+with someone else's can tell which condition failed.
+
 Implementations: :mod:`.memory` (reference, tests), :mod:`.sqlite` (embedded default),
 :mod:`.postgres` (HA). All must pass :mod:`.compliance`.
 """
@@ -15,14 +19,23 @@ import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+from bastion.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
 
 __all__ = [
     "Backend",
+    "Create",
+    "Delete",
     "Event",
     "EventType",
     "Item",
+    "Op",
+    "Put",
+    "Update",
     "Watcher",
+    "check_condition",
+    "check_ops",
     "key",
     "prefix_end",
 ]
@@ -36,6 +49,81 @@ class Item:
     """Timezone-aware UTC; the item disappears (and a DELETE event is emitted) at this time."""
     revision: int = 0
     """Set by the backend on every write; ignored on input."""
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Write ``item`` only if its key is absent (or expired): AlreadyExists otherwise."""
+
+    item: Item
+
+    @property
+    def key(self) -> str:
+        return self.item.key
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``item`` unconditionally."""
+
+    item: Item
+
+    @property
+    def key(self) -> str:
+        return self.item.key
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Write ``item`` only if its key is present (NotFound), and at ``expected_revision`` when
+    given (CompareFailed)."""
+
+    item: Item
+    expected_revision: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.item.key
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete ``key`` only if present (NotFound), and at ``expected_revision`` when given
+    (CompareFailed)."""
+
+    key: str
+    expected_revision: int | None = None
+
+
+Op: TypeAlias = Create | Put | Update | Delete
+"""One write of a :meth:`Backend.commit` transaction."""
+
+
+def check_ops(ops: Sequence[Op]) -> None:
+    """Refuse a transaction that names one key twice (its outcome would depend on the order)."""
+    seen: set[str] = set()
+    for op in ops:
+        if op.key in seen:
+            raise BadParameter(f"a transaction names key {op.key!r} twice; merge the writes")
+        seen.add(op.key)
+
+
+def check_condition(op: Op, current: Item | None) -> None:
+    """Raise the error ``op``'s condition calls for, given the live item at its key (None when
+    absent or expired). The error carries ``key``. Pure: every engine uses it."""
+    if isinstance(op, Create):
+        if current is not None:
+            raise AlreadyExists(f"key {op.key!r} already exists", key=op.key)
+        return
+    if isinstance(op, Put):
+        return
+    if current is None:
+        raise NotFound(f"key {op.key!r} not found", key=op.key)
+    if op.expected_revision is not None and current.revision != op.expected_revision:
+        raise CompareFailed(
+            f"key {op.key!r} is at revision {current.revision}, not {op.expected_revision}",
+            key=op.key,
+        )
 
 
 class EventType(enum.Enum):
@@ -97,6 +185,23 @@ class Backend(Protocol):
     async def update(self, item: Item, expected_revision: int | None = None) -> Item:
         """Write only if present (NotFound), and at ``expected_revision`` when given
         (CompareFailed otherwise)."""
+        ...
+
+    async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
+        """Apply every op in one transaction, or none.
+
+        Conditions are checked against the state before the transaction (a key appears at most
+        once). Each write gets its own revision, in ``ops`` order, and yields exactly one watch
+        event, as if the ops had been applied one by one with nobody in between.
+
+        Returns:
+            The stored item of each Create/Put/Update, None for each Delete, in ``ops`` order.
+
+        Raises:
+            AlreadyExists, NotFound, CompareFailed: the first failed condition (``exc.key`` names
+                its key); nothing was written.
+            BadParameter: a key named twice, an invalid key or item.
+        """
         ...
 
     async def compare_and_swap(self, expected: Item, replace: Item) -> Item:

@@ -23,7 +23,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bastion.backend.base import Backend, Event, EventType, Item, Watcher
+from bastion.backend.base import (
+    Backend,
+    Create,
+    Delete,
+    Event,
+    EventType,
+    Item,
+    Put,
+    Update,
+    Watcher,
+)
 from bastion.clock import FakeClock
 from bastion.errors import (
     AlreadyExists,
@@ -94,10 +104,13 @@ async def next_events(watcher: Watcher, count: int, within: float = WAIT) -> lis
     return events
 
 
-async def _raises(exc: type[BastionError], call: Awaitable[object]) -> None:
+async def _raises(exc: type[BastionError], call: Awaitable[object], key: str | None = None) -> None:
+    """``call`` raises ``exc``; when ``key`` is given, the error names that key (``exc.key``)."""
     try:
         await call
-    except exc:
+    except exc as err:
+        if key is not None and err.key != key:
+            raise AssertionError(f"{exc.__name__} names key {err.key!r}, not {key!r}") from None
         return
     raise AssertionError(f"expected {exc.__name__}")
 
@@ -193,6 +206,88 @@ async def bad_parameters(factory: BackendFactory) -> None:
         naive = datetime(2030, 1, 1)  # deliberately without tzinfo
         await _raises(BadParameter, b.put(Item("k", b"x", expires=naive)))
         await _raises(BadParameter, b.get_range("", limit=0))
+
+
+# -- transactions ----------------------------------------------------------------------------
+
+
+async def commit_applies_every_op_in_order(factory: BackendFactory) -> None:
+    async with _opened(factory) as (b, _):
+        a = await b.put(Item("tx/a", b"a1"))
+        gone = await b.put(Item("tx/b", b"b1"))
+        assert await b.commit([]) == []
+        watcher = await b.watch(["tx/"])
+        out = await b.commit(
+            [
+                Create(Item("tx/c", b"c1")),
+                Update(Item("tx/a", b"a2"), a.revision),
+                Delete("tx/b", gone.revision),
+                Put(Item("tx/d", b"d1")),
+            ]
+        )
+        assert out[2] is None and all(item is not None for i, item in enumerate(out) if i != 2)
+        revisions = [item.revision for item in out if item is not None]
+        assert revisions == sorted(set(revisions)) and revisions[0] > gone.revision, revisions
+        assert [i.key for i in await b.get_range("tx/")] == ["tx/a", "tx/c", "tx/d"]
+        assert (await b.get("tx/a")).value == b"a2"
+        assert (await b.get("tx/c")).revision == revisions[0]
+        events = await next_events(watcher, 4)
+        assert _summary(events) == [
+            (EventType.PUT, "tx/c", b"c1"),
+            (EventType.PUT, "tx/a", b"a2"),
+            (EventType.DELETE, "tx/b", b""),
+            (EventType.PUT, "tx/d", b"d1"),
+        ]
+        assert events[0].item.revision == revisions[0]
+        assert events[3].item.revision == revisions[-1] == await b.current_revision()
+        await watcher.close()
+
+
+async def commit_is_all_or_nothing_and_names_the_key(factory: BackendFactory) -> None:
+    async with _opened(factory) as (b, clock):
+        first = await b.put(Item("tx/a", b"1"))
+        await b.put(Item("tx/a", b"2"))
+        before = await b.current_revision()
+        failing: list[tuple[type[BastionError], str, list[object]]] = [
+            (AlreadyExists, "tx/a", [Put(Item("tx/new", b"n")), Create(Item("tx/a", b"x"))]),
+            (CompareFailed, "tx/a", [Create(Item("tx/new", b"n")), Update(Item("tx/a", b"x"), 1)]),
+            (NotFound, "tx/none", [Put(Item("tx/new", b"n")), Delete("tx/none")]),
+            (CompareFailed, "tx/a", [Delete("tx/a", first.revision), Put(Item("tx/new", b"n"))]),
+        ]
+        for exc, key, ops in failing:
+            await _raises(exc, b.commit(ops), key)  # type: ignore[arg-type]
+        await _raises(BadParameter, b.commit([Put(Item("tx/x", b"1")), Delete("tx/x")]))
+        await _raises(BadParameter, b.commit([Put(Item("", b"1"))]))
+        assert await b.current_revision() == before, "a failed commit wrote something"
+        assert [i.key for i in await b.get_range("tx/")] == ["tx/a"]
+        assert (await b.get("tx/a")).value == b"2"
+        await b.put(Item("tx/exp", b"x", expires=clock.now() + timedelta(seconds=1)))
+        clock.advance(2)
+        await _raises(NotFound, b.commit([Update(Item("tx/exp", b"y"))]), "tx/exp")
+        await b.commit([Create(Item("tx/exp", b"again"))])  # an expired key counts as absent
+        await _raises(AlreadyExists, b.create(Item("tx/a", b"x")), "tx/a")
+        await _raises(NotFound, b.update(Item("tx/none", b"x")), "tx/none")
+        await _raises(CompareFailed, b.delete("tx/a", first.revision), "tx/a")
+
+
+async def concurrent_commits_are_atomic(factory: BackendFactory) -> None:
+    """Writers race for one key, each also writing its own: exactly one writer's whole
+    transaction is stored, and every loser stored nothing."""
+    async with _opened(factory) as (b, _):
+        writers = 8
+
+        async def attempt(n: int) -> bool:
+            try:
+                await b.commit([Put(Item(f"race/mine/{n}", b"x")), Create(Item("race/slot", b"n"))])
+            except AlreadyExists as exc:
+                assert exc.key == "race/slot", exc.key
+                return False
+            return True
+
+        results = await asyncio.gather(*(attempt(n) for n in range(writers)))
+        assert sum(results) == 1, results
+        winner = results.index(True)
+        assert [i.key for i in await b.get_range("race/mine/")] == [f"race/mine/{winner}"]
 
 
 # -- TTL -------------------------------------------------------------------------------------
@@ -380,6 +475,9 @@ CASES: tuple[ComplianceCase, ...] = (
     compare_and_swap_semantics,
     delete_and_conditional_delete,
     delete_range_respects_prefix,
+    commit_applies_every_op_in_order,
+    commit_is_all_or_nothing_and_names_the_key,
+    concurrent_commits_are_atomic,
     get_range_prefix_boundaries_and_limit,
     bad_parameters,
     ttl_expiry_removes_and_emits_delete,

@@ -29,10 +29,11 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bastion.backend.base import Event, Item
+from bastion.backend.base import Delete, Event, Item, Op, check_ops
 from bastion.errors import BadParameter, ConnectionProblem
 
 __all__ = [
+    "check_transaction",
     "DEFAULT_QUEUE_SIZE",
     "BackgroundTasks",
     "Fanout",
@@ -236,6 +237,18 @@ def check_item(item: Item) -> None:
         raise BadParameter(f"value of {item.key!r} must be bytes")
     if item.expires is not None and item.expires.utcoffset() is None:
         raise BadParameter(f"expires of {item.key!r} must be timezone-aware (UTC)")
+
+
+def check_transaction(ops: Sequence[Op]) -> list[Op]:
+    """Validate the ops of a ``commit`` (keys, items, no key twice); returns them as a list."""
+    out = list(ops)
+    for op in out:
+        if isinstance(op, Delete):
+            check_key(op.key)
+        else:
+            check_item(op.item)
+    check_ops(out)
+    return out
 
 
 def to_micros(moment: datetime) -> int:

@@ -14,8 +14,25 @@ import bisect
 import collections
 from collections.abc import Sequence
 
-from bastion.backend.base import Event, EventType, Item, Watcher, prefix_end
-from bastion.backend.fanout import BackgroundTasks, Fanout, check_item, check_key
+from bastion.backend.base import (
+    Create,
+    Delete,
+    Event,
+    EventType,
+    Item,
+    Op,
+    Update,
+    Watcher,
+    check_condition,
+    prefix_end,
+)
+from bastion.backend.fanout import (
+    BackgroundTasks,
+    Fanout,
+    check_item,
+    check_key,
+    check_transaction,
+)
 from bastion.clock import Clock, SystemClock
 from bastion.errors import AlreadyExists, BadParameter, CompareFailed, ConnectionProblem, NotFound
 
@@ -105,7 +122,7 @@ class MemoryBackend:
         try:
             return self._items[key]
         except KeyError:
-            raise NotFound(f"key {key!r} not found") from None
+            raise NotFound(f"key {key!r} not found", key=key) from None
 
     async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
         if limit is not None and limit < 1:
@@ -119,8 +136,7 @@ class MemoryBackend:
     async def create(self, item: Item) -> Item:
         check_item(item)
         self._enter()
-        if item.key in self._items:
-            raise AlreadyExists(f"key {item.key!r} already exists")
+        check_condition(Create(item), self._items.get(item.key))
         return self._store(item)
 
     async def put(self, item: Item) -> Item:
@@ -129,25 +145,31 @@ class MemoryBackend:
         return self._store(item)
 
     async def create_batch(self, items: Sequence[Item]) -> list[Item]:
-        """Create every item or none (AlreadyExists when any exists); see SQLiteBackend."""
-        for item in items:
-            check_item(item)
-        self._enter()
+        """Create every item or none (AlreadyExists when any exists or a key repeats)."""
         keys = [item.key for item in items]
-        if any(k in self._items for k in keys) or len(set(keys)) != len(keys):
-            raise AlreadyExists("a key of the batch already exists")
-        return [self._store(item) for item in items]
+        if len(set(keys)) != len(keys):
+            raise AlreadyExists("a key of the batch repeats")
+        stored = await self.commit([Create(item) for item in items])
+        return [item for item in stored if item is not None]
+
+    async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
+        checked = check_transaction(ops)
+        self._enter()
+        for op in checked:  # no await below: nobody writes in between
+            check_condition(op, self._items.get(op.key))
+        out: list[Item | None] = []
+        for op in checked:
+            if isinstance(op, Delete):
+                self._remove(op.key)
+                out.append(None)
+            else:
+                out.append(self._store(op.item))
+        return out
 
     async def update(self, item: Item, expected_revision: int | None = None) -> Item:
         check_item(item)
         self._enter()
-        current = self._items.get(item.key)
-        if current is None:
-            raise NotFound(f"key {item.key!r} not found")
-        if expected_revision is not None and current.revision != expected_revision:
-            raise CompareFailed(
-                f"key {item.key!r} is at revision {current.revision}, not {expected_revision}"
-            )
+        check_condition(Update(item, expected_revision), self._items.get(item.key))
         return self._store(item)
 
     async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
@@ -157,19 +179,15 @@ class MemoryBackend:
         self._enter()
         current = self._items.get(expected.key)
         if current is None or current.value != bytes(expected.value):
-            raise CompareFailed(f"key {expected.key!r} does not hold the expected value")
+            raise CompareFailed(
+                f"key {expected.key!r} does not hold the expected value", key=expected.key
+            )
         return self._store(replace)
 
     async def delete(self, key: str, expected_revision: int | None = None) -> None:
         check_key(key)
         self._enter()
-        current = self._items.get(key)
-        if current is None:
-            raise NotFound(f"key {key!r} not found")
-        if expected_revision is not None and current.revision != expected_revision:
-            raise CompareFailed(
-                f"key {key!r} is at revision {current.revision}, not {expected_revision}"
-            )
+        check_condition(Delete(key, expected_revision), self._items.get(key))
         self._remove(key)
 
     async def delete_range(self, prefix: str) -> int:

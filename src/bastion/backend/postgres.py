@@ -31,8 +31,26 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
-from bastion.backend.base import Event, EventType, Item, Watcher, prefix_end
-from bastion.backend.fanout import BackgroundTasks, Fanout, check_item, check_key, wait_event
+from bastion.backend.base import (
+    Create,
+    Delete,
+    Event,
+    EventType,
+    Item,
+    Op,
+    Update,
+    Watcher,
+    check_condition,
+    prefix_end,
+)
+from bastion.backend.fanout import (
+    BackgroundTasks,
+    Fanout,
+    check_item,
+    check_key,
+    check_transaction,
+    wait_event,
+)
 from bastion.clock import Clock, SystemClock
 from bastion.errors import (
     AlreadyExists,
@@ -74,7 +92,19 @@ def _map_pg_errors() -> Iterator[None]:
     except BastionError:
         raise
     except TimeoutError as exc:
-        raise ConnectionProblem("postgres did not answer in time") from exc
+        raise ConnectionProblem(
+            "the database (postgres) did not answer in time; the change may not have been made"
+        ) from exc
+    except asyncpg.exceptions.DiskFullError as exc:
+        raise ConnectionProblem(
+            "the database server's disk is full; the change was not made. Free space on the "
+            "PostgreSQL server"
+        ) from exc
+    except asyncpg.exceptions.ReadOnlySQLTransactionError as exc:
+        raise ConnectionProblem(
+            "the database is read-only (a standby, or in recovery); the change was not made. "
+            "Point storage.dsn at the primary"
+        ) from exc
     except (
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
@@ -83,7 +113,9 @@ def _map_pg_errors() -> Iterator[None]:
         asyncpg.exceptions.TransactionRollbackError,
         OSError,
     ) as exc:
-        raise ConnectionProblem(f"postgres unavailable: {exc}") from exc
+        raise ConnectionProblem(
+            f"the database (postgres) is unavailable: {exc}; the change was not made"
+        ) from exc
     except asyncpg.exceptions.UniqueViolationError as exc:
         raise AlreadyExists(f"postgres unique violation: {exc}") from exc
     except asyncpg.DataError as exc:
@@ -139,13 +171,6 @@ async def _store(conn: Any, item: Item) -> Item:
 async def _remove(conn: Any, key: str) -> int:
     await conn.execute("DELETE FROM kv WHERE key = $1", key)
     return await _event(conn, EventType.DELETE, key, b"", None)
-
-
-def _check_revision(key: str, current: Item, expected_revision: int | None) -> None:
-    if expected_revision is not None and current.revision != expected_revision:
-        raise CompareFailed(
-            f"key {key!r} is at revision {current.revision}, not {expected_revision}"
-        )
 
 
 class PostgresBackend:
@@ -363,7 +388,7 @@ class PostgresBackend:
         async with self._conn() as conn:
             item = await _live(conn, key, self._clock.now())
         if item is None:
-            raise NotFound(f"key {key!r} not found")
+            raise NotFound(f"key {key!r} not found", key=key)
         return item
 
     async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
@@ -384,8 +409,7 @@ class PostgresBackend:
         check_item(item)
 
         async def op(conn: Any, now: datetime) -> Item:
-            if await _live(conn, item.key, now, lock=True) is not None:
-                raise AlreadyExists(f"key {item.key!r} already exists")
+            check_condition(Create(item), await _live(conn, item.key, now, lock=True))
             return await _store(conn, item)
 
         return await self._write(op)
@@ -395,15 +419,30 @@ class PostgresBackend:
         return await self._write(lambda conn, _now: _store(conn, item))
 
     async def create_batch(self, items: Sequence[Item]) -> list[Item]:
-        """Create every item in one transaction, or none (AlreadyExists when any exists)."""
-        for item in items:
-            check_item(item)
+        """Create every item in one transaction, or none (AlreadyExists when any exists or a
+        key repeats): :meth:`commit` of Create ops."""
+        keys = [item.key for item in items]
+        if len(set(keys)) != len(keys):
+            raise AlreadyExists("a key of the batch repeats")
+        stored = await self.commit([Create(item) for item in items])
+        return [item for item in stored if item is not None]
 
-        async def op(conn: Any, now: datetime) -> list[Item]:
-            for item in items:
-                if await _live(conn, item.key, now, lock=True) is not None:
-                    raise AlreadyExists(f"key {item.key!r} already exists")
-            return [await _store(conn, item) for item in items]
+    async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
+        checked = check_transaction(ops)
+        if not checked:
+            return []
+
+        async def op(conn: Any, now: datetime) -> list[Item | None]:
+            for each in checked:
+                check_condition(each, await _live(conn, each.key, now, lock=True))
+            out: list[Item | None] = []
+            for each in checked:
+                if isinstance(each, Delete):
+                    await _remove(conn, each.key)
+                    out.append(None)
+                else:
+                    out.append(await _store(conn, each.item))
+            return out
 
         return await self._write(op)
 
@@ -412,9 +451,7 @@ class PostgresBackend:
 
         async def op(conn: Any, now: datetime) -> Item:
             current = await _live(conn, item.key, now, lock=True)
-            if current is None:
-                raise NotFound(f"key {item.key!r} not found")
-            _check_revision(item.key, current, expected_revision)
+            check_condition(Update(item, expected_revision), current)
             return await _store(conn, item)
 
         return await self._write(op)
@@ -427,7 +464,9 @@ class PostgresBackend:
         async def op(conn: Any, now: datetime) -> Item:
             current = await _live(conn, expected.key, now, lock=True)
             if current is None or current.value != bytes(expected.value):
-                raise CompareFailed(f"key {expected.key!r} does not hold the expected value")
+                raise CompareFailed(
+                    f"key {expected.key!r} does not hold the expected value", key=expected.key
+                )
             return await _store(conn, replace)
 
         return await self._write(op)
@@ -436,10 +475,7 @@ class PostgresBackend:
         check_key(key)
 
         async def op(conn: Any, now: datetime) -> None:
-            current = await _live(conn, key, now, lock=True)
-            if current is None:
-                raise NotFound(f"key {key!r} not found")
-            _check_revision(key, current, expected_revision)
+            check_condition(Delete(key, expected_revision), await _live(conn, key, now, lock=True))
             await _remove(conn, key)
 
         await self._write(op)

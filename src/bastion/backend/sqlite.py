@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +32,24 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bastion.backend.base import Event, EventType, Item, Watcher, prefix_end
+from bastion.backend.base import (
+    Create,
+    Delete,
+    Event,
+    EventType,
+    Item,
+    Op,
+    Update,
+    Watcher,
+    check_condition,
+    prefix_end,
+)
 from bastion.backend.fanout import (
     BackgroundTasks,
     Fanout,
     check_item,
     check_key,
+    check_transaction,
     from_micros,
     to_micros,
     wait_event,
@@ -69,9 +83,23 @@ _SCHEMA = (
 _POLL_BATCH = 1000
 
 
+def _free_bytes(path: str) -> str:
+    try:
+        return f"{shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free} bytes free"
+    except OSError:
+        return "free space unknown"
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc).lower()
+
+
 @contextlib.contextmanager
-def _map_sqlite_errors() -> Iterator[None]:
-    """The one place where sqlite3 (and OS) exceptions become Bastion errors."""
+def _map_sqlite_errors(path: str = "") -> Iterator[None]:
+    """The one place where sqlite3 (and OS) exceptions become Bastion errors. The messages are
+    for operators: they say what is wrong with the storage and that the change was not made
+    (a failed write transaction is rolled back)."""
     try:
         yield
     except BastionError:
@@ -80,9 +108,23 @@ def _map_sqlite_errors() -> Iterator[None]:
         raise CompareFailed(f"sqlite constraint violated: {exc}") from exc
     except sqlite3.OperationalError as exc:
         text = str(exc).lower()
+        if _is_full(exc):
+            raise ConnectionProblem(
+                f"the data directory is full ({_free_bytes(path)}); the change was not made. "
+                "Free some space on the disk that holds the database file"
+                + (f" ({path})" if path else "")
+            ) from exc
         if "locked" in text or "busy" in text:
-            raise ConnectionProblem(f"sqlite database is busy, try again: {exc}") from exc
-        raise ConnectionProblem(f"sqlite operational error: {exc}") from exc
+            raise ConnectionProblem(
+                "the database is busy (another process holds the write lock); the change was "
+                "not made, try again"
+            ) from exc
+        if "readonly" in text or "read-only" in text:
+            raise ConnectionProblem(
+                "the database file is read-only for this process; the change was not made. "
+                "Check the permissions of the data directory"
+            ) from exc
+        raise ConnectionProblem(f"the database failed ({exc}); the change was not made") from exc
     except (sqlite3.DatabaseError, OSError) as exc:
         raise ConnectionProblem(f"sqlite database unusable: {exc}") from exc
     except sqlite3.Error as exc:
@@ -123,10 +165,13 @@ class _Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk); keep the original error.
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     def _live(self, key: str, now: int) -> Item | None:
         row = self.db.execute(
@@ -163,7 +208,7 @@ class _Store:
     def get(self, key: str, now: int) -> Item:
         item = self._live(key, now)
         if item is None:
-            raise NotFound(f"key {key!r} not found")
+            raise NotFound(f"key {key!r} not found", key=key)
         return item
 
     def get_range(self, prefix: str, limit: int | None, now: int) -> list[Item]:
@@ -176,48 +221,43 @@ class _Store:
 
     def create(self, item: Item, now: int) -> Item:
         with self.tx():
-            if self._live(item.key, now) is not None:
-                raise AlreadyExists(f"key {item.key!r} already exists")
+            check_condition(Create(item), self._live(item.key, now))
             return self._store(item)
 
     def put(self, item: Item, now: int) -> Item:
         with self.tx():
             return self._store(item)
 
-    def create_batch(self, items: Sequence[Item], now: int) -> list[Item]:
+    def commit(self, ops: Sequence[Op], now: int) -> list[Item | None]:
         with self.tx():
-            for item in items:
-                if self._live(item.key, now) is not None:
-                    raise AlreadyExists(f"key {item.key!r} already exists")
-            return [self._store(item) for item in items]
+            for op in ops:
+                check_condition(op, self._live(op.key, now))
+            out: list[Item | None] = []
+            for op in ops:
+                if isinstance(op, Delete):
+                    self._remove(op.key)
+                    out.append(None)
+                else:
+                    out.append(self._store(op.item))
+            return out
 
     def update(self, item: Item, expected_revision: int | None, now: int) -> Item:
         with self.tx():
-            current = self._live(item.key, now)
-            if current is None:
-                raise NotFound(f"key {item.key!r} not found")
-            if expected_revision is not None and current.revision != expected_revision:
-                raise CompareFailed(
-                    f"key {item.key!r} is at revision {current.revision}, not {expected_revision}"
-                )
+            check_condition(Update(item, expected_revision), self._live(item.key, now))
             return self._store(item)
 
     def compare_and_swap(self, expected: Item, replace: Item, now: int) -> Item:
         with self.tx():
             current = self._live(expected.key, now)
             if current is None or current.value != bytes(expected.value):
-                raise CompareFailed(f"key {expected.key!r} does not hold the expected value")
+                raise CompareFailed(
+                    f"key {expected.key!r} does not hold the expected value", key=expected.key
+                )
             return self._store(replace)
 
     def delete(self, key: str, expected_revision: int | None, now: int) -> int:
         with self.tx():
-            current = self._live(key, now)
-            if current is None:
-                raise NotFound(f"key {key!r} not found")
-            if expected_revision is not None and current.revision != expected_revision:
-                raise CompareFailed(
-                    f"key {key!r} is at revision {current.revision}, not {expected_revision}"
-                )
+            check_condition(Delete(key, expected_revision), self._live(key, now))
             return self._remove(key)
 
     def delete_range(self, prefix: str, now: int) -> int:
@@ -294,7 +334,9 @@ class SQLiteBackend:
         event_retention: int,
         trim_interval: float,
         queue_size: int,
+        path: str = "",
     ) -> None:
+        self._path = path
         self._executor = executor
         self._store = store
         self._clock = clock
@@ -330,7 +372,7 @@ class SQLiteBackend:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
         loop = asyncio.get_running_loop()
         try:
-            with _map_sqlite_errors():
+            with _map_sqlite_errors(path):
                 store = await loop.run_in_executor(executor, _Store, path, busy_timeout)
         except BaseException:
             executor.shutdown(wait=False)
@@ -343,6 +385,7 @@ class SQLiteBackend:
             event_retention=event_retention,
             trim_interval=trim_interval,
             queue_size=queue_size,
+            path=path,
         )
         backend._last_seen = await backend._call(store.current_revision)
         backend._tasks.spawn(backend._periodic(), f"sqlite-periodic:{path}")
@@ -352,7 +395,7 @@ class SQLiteBackend:
         if self._closed:
             raise ConnectionProblem("backend is closed")
         loop = asyncio.get_running_loop()
-        with _map_sqlite_errors():
+        with _map_sqlite_errors(self._path):
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     def _now(self) -> int:
@@ -419,14 +462,19 @@ class SQLiteBackend:
         return await self._write(self._store.put, item)
 
     async def create_batch(self, items: Sequence[Item]) -> list[Item]:
-        """Create every item in one transaction, or none (AlreadyExists when any exists).
+        """Create every item in one transaction, or none (AlreadyExists when any exists or a
+        key repeats): :meth:`commit` of Create ops."""
+        keys = [item.key for item in items]
+        if len(set(keys)) != len(keys):
+            raise AlreadyExists("a key of the batch repeats")
+        stored = await self.commit([Create(item) for item in items])
+        return [item for item in stored if item is not None]
 
-        Not part of the Backend contract: a batched path for append-heavy callers (the audit
-        log's group commit), one commit for many rows.
-        """
-        for item in items:
-            check_item(item)
-        return await self._write(self._store.create_batch, list(items))
+    async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
+        checked = check_transaction(ops)
+        if not checked:
+            return []
+        return await self._write(self._store.commit, checked)
 
     async def update(self, item: Item, expected_revision: int | None = None) -> Item:
         check_item(item)

@@ -24,6 +24,7 @@ from bastion.cli.identity import ClientIdentity, resolve_identity
 from bastion.cli.render import print_json, print_resources, print_table
 from bastion.client.api import AuthClient, spki_pin_of_pem
 from bastion.errors import BadParameter, NotFound
+from bastion.files import write_private_file
 from bastion.types.codec import canonical_kind, dump_resource, load_resources, parse_resource
 from bastion.types.meta import Resource
 
@@ -184,7 +185,7 @@ def edit(ref: str) -> None:
     original = dump_resource(current, "yaml")
     with tempfile.TemporaryDirectory(prefix="bctl-edit-") as tmp:
         path = Path(tmp) / f"{kind}-{name}.yaml"
-        path.write_text(original)
+        write_private_file(path, original)
         _run_editor(path)
         edited = path.read_text()
     if edited == original:
@@ -289,12 +290,54 @@ def users_ls(fmt: str) -> None:
     print_resources("user", ident().call("GET", "/v1/resources/user")["items"], fmt, False)
 
 
+ADMIN_ROLE = "editor"
+"""The built-in role that administers the cluster (users, roles, tokens, CAs)."""
+
+
+def last_holder_of(role: str, name: str, users: list[dict[str, Any]]) -> bool:
+    """Whether ``name`` is the only user in ``users`` (the API's user resources) holding
+    ``role``."""
+    holders = {
+        str((u.get("metadata") or {}).get("name"))
+        for u in users
+        if role in ((u.get("spec") or {}).get("roles") or [])
+    }
+    return holders == {name}
+
+
+def confirm_removal(name: str, yes: bool, interactive: bool) -> None:
+    """Ask before deleting the last user holding :data:`ADMIN_ROLE`; ``--yes`` skips the
+    question, and without a terminal it is required.
+
+    Raises:
+        BadParameter: not confirmed (nothing was deleted).
+    """
+    if yes:
+        return
+    warning = (
+        f'user "{name}" is the last user with the {ADMIN_ROLE} role: after this, only the '
+        "local admin identity on the auth host (bctl --data-dir) can administer the cluster"
+    )
+    if not interactive:
+        raise BadParameter(f"{warning}; pass --yes to delete anyway (nothing was deleted)")
+    if not click.confirm(f"{warning}. Delete?", default=False, err=True):
+        raise BadParameter("not confirmed; nothing was deleted")
+
+
 @users.command("rm")
 @click.argument("name")
+@click.option(
+    "--yes", is_flag=True, help=f"Do not ask before deleting the last {ADMIN_ROLE} (scripts)."
+)
 @handle_errors
-def users_rm(name: str) -> None:
+def users_rm(name: str, yes: bool) -> None:
     """Delete a user (and their credentials)."""
-    ident().call("DELETE", f"/v1/resources/user/{name}")
+    identity = ident()
+    if not yes:
+        users = identity.call("GET", "/v1/resources/user")["items"]
+        if last_holder_of(ADMIN_ROLE, name, users):
+            confirm_removal(name, yes, sys.stdin.isatty())
+    identity.call("DELETE", f"/v1/resources/user/{name}")
     click.echo(f'user "{name}" has been deleted')
 
 

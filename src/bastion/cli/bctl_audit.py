@@ -126,16 +126,26 @@ def _print_report(report: VerifyReport, fmt: str) -> None:
             f"audit log: {report.events} events; {report.verified} covered by signed checkpoints "
             f"({len(report.checkpoints)} checked: {', '.join(sources) or 'none'})"
         )
+        click.echo(f"stored resources: {report.resources} checked against their latest event")
         for note in report.notes:
             click.echo(f"  note: {note}")
         if report.ok:
-            click.echo("OK: every event matches the signed checkpoints")
+            click.echo(
+                "OK: every event matches the signed checkpoints, and every stored resource "
+                "matches the event of its latest change"
+            )
     if not report.ok:
         lines = [f"  - {f.message}" for f in report.findings[:MAX_LISTED]]
         if len(report.findings) > MAX_LISTED:
             lines.append(f"  ... and {len(report.findings) - MAX_LISTED} more")
+        unaudited = sum(f.kind == "unaudited" for f in report.findings)
+        also = (
+            f" ({unaudited} stored resource(s) changed without a matching audit event)"
+            if unaudited
+            else ""
+        )
         fail(
-            f"audit log verification FAILED: {len(report.findings)} problem(s)\n"
+            f"audit log verification FAILED: {len(report.findings)} problem(s){also}\n"
             + "\n".join(lines),
             1,
         )
@@ -161,7 +171,9 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         """Recompute the Merkle tree over every stored event and check the signed checkpoints.
 
         Run on the auth host with -c CONFIG (or --data-dir DIR): it reads the storage directly.
-        Exits 1 and names each modified, deleted, reordered or inserted event.
+        Exits 1 and names each modified, deleted, reordered or inserted event, and each stored
+        resource (user, role, token, lock, connector, CA, auth preference, admin-created node)
+        whose current state has no matching event.
         """
         config = _config()
         loc = config.auth_service.audit.witness if witness is None else witness

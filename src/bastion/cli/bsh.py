@@ -81,20 +81,21 @@ class Secrets:
 
 
 def _ping(proxy: str, ca_pin: str | None, insecure: bool, store: ProfileStore) -> dict[str, Any]:
-    """The cluster's ping document, its CA checked against the pin or a previous login."""
+    """The cluster's ping document, its CA checked against ``--ca-pin`` or the pins an earlier
+    verified login to this address recorded (kept by logout)."""
     if ca_pin or insecure:
         if insecure and not ca_pin:
             click.secho(INSECURE_WARNING, err=True, fg="red", bold=True)
         return run_async(fetch_cluster_ca(proxy, ca_pin, insecure and not ca_pin))
-    known = [p for p in (store.load(n) for n in store.names()) if p.proxy == proxy]
-    if not known:
+    trusted = store.trusted_pins(proxy)
+    if not trusted:
         return run_async(fetch_cluster_ca(proxy, None, False))  # raises: says to pass --ca-pin
-    trusted = set(spki_pin_of_pem((known[0].path / "ca.pem").read_text()))
     ping = run_async(fetch_cluster_ca(proxy, None, True))
     if not trusted & set(spki_pin_of_pem(ping["tls_host_ca"])):
         raise AccessDenied(
-            f"the server at {proxy} is not the cluster you logged in to before (its CA changed); "
-            "if the cluster was re-created, log in with --ca-pin from bastion start"
+            f"the server at {proxy} is not the cluster you logged in to before (its CA changed): "
+            "this may be an attack; if the cluster was re-created, log in with the new --ca-pin "
+            "from your admin (bastion start and bctl status print it)"
         )
     return ping
 
@@ -304,6 +305,11 @@ def login(
         logins=list(certs.get("logins") or []),
     )
     store.save(profile, key, certs)
+    # Remember the CA for the next login to this address, unless nothing verified it; the
+    # bundle came over the verified connection (it carries new CAs during a rotation).
+    verified = bool(ca_pin) or not insecure
+    pins = spki_pin_of_pem(str(certs["tls_host_ca"])) if verified else None
+    store.remember_cluster(proxy, cluster, pins)
     _print_profile(profile, current=True)
 
 
@@ -377,7 +383,11 @@ def status(fmt: str) -> None:
 @click.option("--all", "everything", is_flag=True, help="Remove every profile.")
 @handle_errors
 def logout(everything: bool) -> None:
-    """Delete the current profile's keys and certificates (or all of them)."""
+    """Delete the current profile's keys and certificates (or all of them).
+
+    The CA pins of the clusters stay (~/.bsh/known_clusters.json): logging in again to the
+    same address needs no --ca-pin.
+    """
     store = ProfileStore()
     names = store.names() if everything else [n for n in [_current(store)] if n]
     if not names:

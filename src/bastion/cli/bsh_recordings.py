@@ -26,6 +26,7 @@ from bastion.client.api import AuthClient
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.proxy_conn import check_profile
 from bastion.errors import BadParameter, NotFound
+from bastion.files import write_private_file
 from bastion.recording.asciicast import parse_cast
 from bastion.recording.player import DEFAULT_IDLE_CAP, PlayStep, schedule
 from bastion.types.duration import parse_duration
@@ -222,9 +223,11 @@ def ls_command(user: str, node: str, since: str, fmt: str) -> None:
 
 
 def write_recording(path: Path, data: bytes) -> None:
-    """Save downloaded bytes; a path that cannot be written is a clear error naming it."""
+    """Save downloaded bytes, mode 0600 and atomically (a recording holds what the session
+    showed, and typed input when recorded: passwords at prompts, keys pasted); a path that
+    cannot be written is a clear error naming it."""
     try:
-        path.write_bytes(data)
+        write_private_file(path, data, parents=False)
     except OSError as exc:
         raise BadParameter(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -177,15 +177,19 @@ async def fetch_cluster_ca(addr: str, ca_pin: str | None, insecure: bool) -> dic
     async with AuthClient(addr, unverified) as client:
         ping: dict[str, Any] = await client.call("GET", "/v1/ping")
     pins = spki_pin_of_pem(ping["tls_host_ca"])
+    # Never show the pins this (still unverified) server presents: a user would copy them,
+    # and an attacker in the middle presents its own.
     if ca_pin:
         if ca_pin.strip().lower() not in pins:
             raise BadParameter(
-                f"the server at {addr} does not match --ca-pin (it presents {pins[0]}); "
-                "this may be an attack, or the wrong address or cluster"
+                f"the server at {addr} does not match --ca-pin: this may be an attack, or the "
+                "wrong address or cluster; check the pin with your admin (bastion start and "
+                "bctl status print it)"
             )
     elif not insecure:
         raise BadParameter(
-            f"pass --ca-pin={pins[0]} after checking it is the pin bastion start printed "
-            "(or --insecure for development only)"
+            f"the server at {addr} is not known on this machine: pass --ca-pin=sha256:... as "
+            "your admin gave it (bastion start, bctl status and bctl users add print it), or "
+            "--insecure for development only"
         )
     return ping

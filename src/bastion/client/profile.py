@@ -3,6 +3,8 @@
 ::
 
     ~/.bsh/current                       name of the active profile
+    ~/.bsh/known_clusters.json           CA pins verified at login, per proxy address (kept
+                                         by logout, so a later login needs no --ca-pin)
     ~/.bsh/profiles/<cluster>/profile.json   proxy address, user, cluster, expiry
                                key            private key (OpenSSH format, 0600; never leaves)
                                key.pub        public key
@@ -25,10 +27,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from bastion.client.api import spki_pin_of_pem
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
 
-__all__ = ["Profile", "ProfileStore", "new_client_key"]
+__all__ = ["KNOWN_CLUSTERS", "Profile", "ProfileStore", "new_client_key"]
+
+KNOWN_CLUSTERS = "known_clusters.json"
 
 
 def new_client_key() -> ed25519.Ed25519PrivateKey:
@@ -127,6 +132,44 @@ class ProfileStore:
     def names(self) -> list[str]:
         root = self.home / "profiles"
         return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+    def trusted_pins(self, proxy: str) -> set[str]:
+        """The CA pins a verified login to ``proxy`` recorded (empty: unknown address).
+
+        A home written before pins were recorded (no :data:`KNOWN_CLUSTERS` file) trusts the
+        ``ca.pem`` of its profiles for that address, as those versions did.
+        """
+        known = self._known_clusters()
+        if known is not None:
+            entry = known.get(proxy)
+            pins = entry.get("ca_pins") if isinstance(entry, dict) else None
+            return {str(p) for p in pins} if isinstance(pins, list) else set()
+        trusted: set[str] = set()
+        for name in self.names():
+            try:
+                profile = self.load(name)
+                if profile.proxy == proxy:
+                    trusted |= set(spki_pin_of_pem((profile.path / "ca.pem").read_text()))
+            except (NotFound, OSError, ValueError, TypeError):
+                continue  # a broken profile trusts nothing
+        return trusted
+
+    def remember_cluster(self, proxy: str, cluster: str, pins: list[str] | None) -> None:
+        """Record the CA pins of ``proxy`` after a verified login (``pins``), or only start the
+        record (None: an ``--insecure`` login, whose CA is remembered for nothing)."""
+        known = self._known_clusters() or {}
+        if pins is not None:
+            known[proxy] = {"cluster": cluster, "ca_pins": sorted(set(pins))}
+        write_private_file(self.home / KNOWN_CLUSTERS, json.dumps(known, indent=2) + "\n")
+
+    def _known_clusters(self) -> dict[str, object] | None:
+        try:
+            data = json.loads((self.home / KNOWN_CLUSTERS).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # unreadable: trust nothing, and let the next verified login rewrite it
+        return data if isinstance(data, dict) else {}
 
     def remove(self, name: str) -> None:
         shutil.rmtree(self._dir(name), ignore_errors=True)

@@ -28,6 +28,7 @@ from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import ALPN_SSH
 from bastion.errors import BadParameter, NotFound, RemoteProtocolError
+from bastion.files import write_private_file
 
 __all__ = [
     "SessionCredentials",
@@ -134,7 +135,7 @@ def session_ssl_context(profile: Profile, creds: SessionCredentials) -> ssl.SSLC
     ctx.set_alpn_protocols([ALPN_SSH])
     with tempfile.TemporaryDirectory(prefix="bsh-session-") as tmp:  # mode 0700
         cert_file = Path(tmp) / "session.crt"
-        cert_file.write_text(creds.tls_cert)
+        write_private_file(cert_file, creds.tls_cert)
         try:
             ctx.load_cert_chain(cert_file, profile.path / "tls.key")
         except (ssl.SSLError, OSError) as exc:

@@ -73,6 +73,7 @@ class LockTargets:
     access_requests: tuple[str, ...] = ()
     bot: str = ""
     session: str = ""
+    user_epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ def identity_targets(
         access_requests=tuple(identity.access_requests),
         bot=identity.user if identity.kind == "bot" else "",
         session=session,
+        user_epoch=identity.user_epoch,
     )
 
 
@@ -154,6 +156,7 @@ def lock_matches(lock: Lock, targets: LockTargets, now: datetime) -> bool:
         (t.access_request, t.access_request in targets.access_requests),
         (t.bot, t.bot == targets.bot),
         (t.session, t.session == targets.session),
+        (t.user_epoch, t.user_epoch == targets.user_epoch),
     ]
     present = [ok for value, ok in checks if value]
     return bool(present) and all(present)

@@ -52,6 +52,8 @@ class Ceremony:
     challenge: str
     """base64url"""
     user_verification: str
+    passwordless: bool = False
+    """The user asked for a passkey (a device that may log in alone)."""
 
 
 def creation_options(
@@ -66,7 +68,11 @@ def creation_options(
     existing: Sequence[MFADevice],
 ) -> dict[str, Any]:
     """``PublicKeyCredentialCreationOptions`` JSON; the user's keys are excluded (a key is
-    registered once) and ``credProps`` asks browsers to say whether the key made a passkey."""
+    registered once) and ``credProps`` asks browsers to say whether the key made a passkey.
+
+    A passwordless registration requires a discoverable credential and user verification; a
+    second factor discourages a discoverable one (it would only fill the key's limited slots:
+    it can never log in alone, see :attr:`MFADevice.passwordless`)."""
     options = generate_registration_options(
         rp_id=rp.rp_id,
         rp_name=f"Bastion {cluster}",
@@ -81,7 +87,7 @@ def creation_options(
         authenticator_selection=AuthenticatorSelectionCriteria(
             resident_key=ResidentKeyRequirement.REQUIRED
             if passwordless
-            else ResidentKeyRequirement.PREFERRED,
+            else ResidentKeyRequirement.DISCOURAGED,
             require_resident_key=passwordless,
             user_verification=UserVerificationRequirement(
                 "required" if passwordless else rp.user_verification
@@ -143,6 +149,12 @@ def verified_device(
         )
     props = (response.get("clientExtensionResults") or {}).get("credProps") or {}
     rk = props.get("rk") if isinstance(props, dict) else None
+    if ceremony.passwordless and rk is False:
+        raise AccessDenied(
+            "registration refused: the authenticator did not make a passkey (a discoverable "
+            "credential), so it could not log in alone; use a key that supports passkeys, or "
+            "register it as a second factor (without --passwordless)"
+        )
     return MFADevice(
         id=device_id,
         user=user,
@@ -154,8 +166,9 @@ def verified_device(
         sign_count=verified.sign_count,
         aaguid=verified.aaguid,
         attestation_format=fmt,
-        # unreported (no credProps): a passkey only if one was required; learnt at first use
-        resident=bool(rk) or (rk is None and ceremony.user_verification == "required"),
+        # unreported (no credProps): discoverable only if it was required
+        resident=bool(rk) or (rk is None and ceremony.passwordless),
+        passwordless=ceremony.passwordless,
         software=software,
         user_verified=verified.user_verified,
     )

@@ -15,6 +15,10 @@ relying party must do around them:
   ``mfa.cloned`` and refuses the device from then on (only after the signature verified, so a
   forged response cannot get a good device disabled);
 * user verification follows the cluster policy, and is always required for passwordless;
+* only a device registered for passwordless login (``passwordless=True`` at registration, see
+  :attr:`MFADevice.passwordless_allowed`) answers a passwordless challenge: a key registered as a
+  second factor is refused with :class:`SecondFactorOnly` (after its signature verified), so it
+  never logs in without the password;
 * attestation policy (:func:`bastion.mfa.policy.attestation_refusal`) and the software
   authenticator flag at registration.
 
@@ -61,6 +65,7 @@ __all__ = [
     "MFADeps",
     "MFAService",
     "MFAVerified",
+    "SecondFactorOnly",
     "TOTPEnrolment",
     "usable_webauthn",
 ]
@@ -77,6 +82,23 @@ class MFAVerified:
     device_name: str
     aaguid: str
     user_verified: bool = False
+
+
+class SecondFactorOnly(AccessDenied):
+    """A passwordless assertion from a device registered as a second factor.
+
+    Raised only after the assertion verified, so :attr:`user` and :attr:`device_id` are the
+    real owner and device (the login audits them).
+    """
+
+    def __init__(self, device: MFADevice) -> None:
+        super().__init__(
+            f"MFA device {device.name!r} was registered as a second factor, not for passwordless "
+            "login: log in with your password and this key, or register a passkey with bsh mfa "
+            "add --passwordless"
+        )
+        self.user = device.user
+        self.device_id = device.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +220,9 @@ class MFAService:
         """Options for ``navigator.credentials.create()`` (options_to_json form).
 
         Args:
-            passwordless: require a discoverable credential (a passkey); otherwise one is
-                preferred so the same key can later log in without a password.
+            passwordless: register a passkey: a discoverable credential with user verification,
+                recorded as allowed to log in alone. Otherwise a second factor (a discoverable
+                credential is discouraged, and the device never logs in alone).
         """
         pref = await self._require_webauthn()
         rp = await self.relying_party()
@@ -225,6 +248,7 @@ class MFAService:
                 kind="register",
                 expires=self._clock.now() + CHALLENGE_TTL,
                 user_verification="required" if passwordless else rp.user_verification,
+                data={"passwordless": passwordless},
             )
         )
         return options
@@ -266,7 +290,8 @@ class MFAService:
             device_type="webauthn",
             aaguid=device.aaguid,
             software=device.software,
-            passkey=device.resident,
+            passkey=device.passwordless_allowed,
+            discoverable=device.resident,
             attestation_format=device.attestation_format,
         )
         return device
@@ -277,7 +302,12 @@ class MFAService:
         pending = await self._take(challenge_text, "register", user, "register")
         device = registration.verified_device(
             response=response,
-            ceremony=registration.Ceremony(challenge_text, pending.user_verification),
+            ceremony=registration.Ceremony(
+                challenge_text,
+                pending.user_verification,
+                # a challenge stored before this was recorded registers a second factor
+                passwordless=pending.data.get("passwordless") is True,
+            ),
             rp=await self.relying_party(),
             spec=pref.spec,
             user=user,
@@ -376,6 +406,8 @@ class MFAService:
             AccessDenied: with the reason (unknown/used/expired challenge, scope or user
             mismatch, unknown credential, cloned or disallowed device, wrong origin or RP id,
             missing user verification, bad signature, counter regression).
+            SecondFactorOnly: (an AccessDenied) a passwordless assertion (``user`` None) from a
+            device registered as a second factor.
         """
         pref = await self._pref()
         rp = await self.relying_party()
@@ -404,6 +436,8 @@ class MFAService:
             )
         except (InvalidAuthenticationResponse, InvalidJSONStructure) as exc:
             raise AccessDenied(f"WebAuthn assertion refused: {explain(exc)}") from None
+        if user is None and not device.passwordless_allowed:
+            raise SecondFactorOnly(device)
         new_count = verified.new_sign_count
         # resident: it answered a passwordless request
         updated = await self.devices.advance_counter(

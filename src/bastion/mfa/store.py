@@ -204,6 +204,19 @@ class ChallengeStore:
             )
         )
 
+    async def forget_user(self, user: str) -> int:
+        """Drop the user's pending challenges (a reset or deletion: a ceremony started before
+        it must not finish after it). Returns how many were dropped."""
+        dropped = 0
+        for item in await self._backend.get_range("mfa_challenges/"):
+            if user and json.loads(item.value).get("user") == user:
+                try:
+                    await self._backend.delete(item.key, expected_revision=item.revision)
+                    dropped += 1
+                except (NotFound, CompareFailed):
+                    pass  # taken or expired meanwhile
+        return dropped
+
     async def take(self, challenge: str) -> Challenge:
         """Fetch and delete (single use).
 

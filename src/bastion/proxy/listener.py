@@ -43,10 +43,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bastion.audit.emitter import Emitter
+from bastion.auth.gate import IdentityGate
 from bastion.auth.ratelimit import RateLimiter
 from bastion.ca.x509 import verify_certificate_chain
 from bastion.clock import Clock
-from bastion.errors import AccessDenied, RemoteProtocolError
+from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
 from bastion.protocols.clienthello import MAX_CLIENT_HELLO, ClientHello, parse_client_hello
 from bastion.protocols.detect import Kind, NeedMore, detect, parse_proxy_header
 from bastion.proxy.limits import UnauthenticatedLimiter
@@ -103,6 +104,9 @@ class ListenerDeps:
     ssh: SSHRoute | None = None
     web: Callable[[], asyncio.BaseProtocol] | None = None
     """Protocol factory of the web/API server (e.g. an aiohttp ``AppRunner.server``)."""
+    gate: IdentityGate | None = None
+    """The authentication gate agents' tunnels pass (the SSH route and the web app call it
+    themselves, where they can tell the client why); None in tests of the listener alone."""
 
 
 class _Refused(Exception):
@@ -450,6 +454,15 @@ class ProxyListener:
         if chosen.kind is RouteKind.SSH and identity is not None and self._deps.ssh is not None:
             await self._deps.ssh.handle(transport, identity, client, early)
         elif chosen.kind is RouteKind.TUNNEL and identity is not None and self._deps.tunnel:
+            if self._deps.gate is not None:
+                try:
+                    await self._deps.gate.admit(
+                        identity, "host", "tunnel", f"{client[0]}:{client[1]}"
+                    )
+                except BastionError as exc:
+                    log.info("proxy: tunnel of %s refused: %s", identity.user, exc.message)
+                    transport.abort()
+                    return
             tunnel = self._deps.tunnel.accept(transport, identity, early)
             transport.resume_reading()
             await tunnel.session.wait_closed()

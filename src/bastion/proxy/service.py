@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.auth.api import build_app
+from bastion.auth.gate import Gate
 from bastion.auth.service import AuthService
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig, parse_addr
@@ -23,6 +24,7 @@ from bastion.locks.watcher import LockWatcher
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.proxy.ssh_route import SSHRoute, SSHRouteDeps
 from bastion.services.cache import StoreRoleSource
+from bastion.services.node_pins import NodePins
 from bastion.services.store import ResourceStore
 from bastion.tunnel.server import TunnelServer
 from bastion.types.identity import Identity
@@ -99,6 +101,7 @@ class ProxyService:
         )
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
+        gate = Gate(server)
         ssh = SSHRoute(
             SSHRouteDeps(
                 nodes=StoreNodeDirectory(server.nodes),
@@ -109,6 +112,8 @@ class ProxyService:
                 clock=self.clock,
                 cluster=server.cluster,
                 locks=self.locks,
+                gate=gate,
+                pins=NodePins(server.deps.backend),
             )
         )
         cfg = self.config.proxy_service
@@ -128,6 +133,7 @@ class ProxyService:
                 tunnel=self.tunnel,
                 ssh=ssh,
                 web=self._runner.server,
+                gate=gate,
             ),
         )
         await self.listener.start()

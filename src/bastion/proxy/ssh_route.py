@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.audit.emitter import Emitter
+from bastion.auth.gate import IdentityGate, Refusal
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionProblem, NotFound
 from bastion.live.registry import LiveConnection, LiveRegistry
@@ -39,6 +40,7 @@ from bastion.locks.watcher import LockWatcher
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import SessionMFARefused, check_session_mfa
+from bastion.services.node_pins import NodePins
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
 from bastion.types.identity import Identity
@@ -97,6 +99,12 @@ class SSHRouteDeps:
     """Close relays idle this long (None: never; roles' client_idle_timeout comes later)."""
     locks: LockWatcher | None = None
     """Lock state checked before dialing (None: locks are not checked, tests only)."""
+    pins: NodePins | None = None
+    """Which host serves each node name (:mod:`bastion.services.node_pins`): a node whose host
+    id changed is refused until an admin confirms it; None in tests of the route alone."""
+    gate: IdentityGate | None = None
+    """The authentication gate (user still exists, current epoch, locks on the identity, the
+    login and the node); None in tests of the route alone."""
 
 
 def parse_request(line: bytes) -> SSHRequest:
@@ -235,6 +243,10 @@ class SSHRoute:
 
     async def _authorize(self, identity: Identity, request: SSHRequest) -> Node:
         deps = self._deps
+        if deps.gate is not None:  # before anything about the node is looked at
+            gate_says = await deps.gate.refusal(identity, "ssh", login=request.login)
+            if gate_says is not None:
+                raise _GateRefused(gate_says)
         node = find_node(await deps.nodes.list_nodes(), request.node, deps.cluster)
         not_found = f"node {request.node} not found"
         if node is None:
@@ -245,6 +257,10 @@ class SSHRoute:
         if not visible.allowed:
             # Same answer as a node that does not exist; the real reason goes to audit.
             raise _Hidden(not_found, visible.reason)
+        if deps.pins is not None:
+            pinned = await deps.pins.pin(name, node.spec.host_id)
+            if pinned != node.spec.host_id:
+                raise _HostChanged(name, pinned, node.spec.host_id)
         if request.login not in identity.logins:
             raise AccessDenied(f'login "{request.login}" is not in the certificate\'s logins')
         cluster_mfa = deps.locks.cluster_session_mfa if deps.locks is not None else False
@@ -346,8 +362,33 @@ class _Hidden(NotFound):
         self.reason = reason
 
 
+class _HostChanged(AccessDenied):
+    """The node's name is now served by another host than the one pinned: told to the user
+    (like OpenSSH's changed host key warning), with the fix."""
+
+    def __init__(self, name: str, pinned: str, current: str) -> None:
+        super().__init__(
+            f"node {name} is now served by another host than before; it is refused until an "
+            f"admin confirms the new host (bctl nodes confirm {name})"
+        )
+        self.reason = f"host id of node {name} changed from {pinned!r} to {current!r}"
+
+
+class _GateRefused(AccessDenied):
+    """The authentication gate refused the identity: its error for the client, its reason for
+    audit."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.error.message)
+        self.refusal = refusal
+
+
 def _refusal(exc: BaseException, request: SSHRequest | None) -> tuple[str, str]:
     """(message for the client, reason for audit)."""
+    if isinstance(exc, _GateRefused):
+        return exc.refusal.error.message, exc.refusal.reason
+    if isinstance(exc, _HostChanged):
+        return exc.message, exc.reason
     if isinstance(exc, _Hidden):
         return exc.message, f"node not visible: {exc.reason}"
     if isinstance(exc, Locked | SessionMFARefused):

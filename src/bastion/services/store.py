@@ -2,6 +2,13 @@
 
 The backend revision becomes ``metadata.revision``; an update that carries a revision is
 conditional on it, which is how ``bctl edit`` and concurrent admins avoid lost updates.
+
+Changes that are audited are not written here directly: the op builders (:meth:`create_op`,
+:meth:`put_op`, :meth:`update_op`, :meth:`delete_op`) return backend ops that the caller commits
+together with the audit event (:meth:`bastion.audit.log.AuditLog.commit_change`); then
+:meth:`written` turns the stored item back into the resource and :meth:`explain` turns a failed
+condition into the same message the direct methods give. The key prefixes of every resource kind
+whose state must have an event live here too (:data:`RESOURCE_PREFIXES`).
 """
 
 from __future__ import annotations
@@ -12,11 +19,39 @@ from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
-from bastion.backend.base import Backend, Item
+from bastion.backend.base import Backend, Create, Delete, Item, Put, Update
 from bastion.errors import AlreadyExists, BastionError, CompareFailed, NotFound
 from bastion.types.meta import Resource
 
-__all__ = ["ResourceStore"]
+__all__ = [
+    "CONNECTORS_PREFIX",
+    "HEARTBEAT_PREFIXES",
+    "RESOURCE_PREFIXES",
+    "ResourceStore",
+    "audited_prefixes",
+]
+
+RESOURCE_PREFIXES: dict[str, str] = {
+    "user": "users",
+    "role": "roles",
+    "token": "tokens",
+    "cert_authority": "authorities",
+    "node": "nodes",
+    "lock": "locks",
+    "cluster_auth_preference": "cluster_config",
+}
+"""Backend key prefix of each stored resource kind (SSO connectors: :data:`CONNECTORS_PREFIX`)."""
+CONNECTORS_PREFIX = "connectors"
+"""SSO connectors live under ``connectors/<kind>/<name>``."""
+HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/",)
+"""Under these prefixes an item with an expiry is a heartbeat record written by an agent, not an
+audited change (an admin-created node has no expiry and is audited)."""
+
+
+def audited_prefixes() -> tuple[str, ...]:
+    """Every prefix whose stored items must each match the event of their latest write."""
+    return (*(p + "/" for p in RESOURCE_PREFIXES.values()), CONNECTORS_PREFIX + "/")
+
 
 R = TypeVar("R", bound=Resource)
 
@@ -32,6 +67,57 @@ class ResourceStore(Generic[R]):
 
     def key(self, name: str) -> str:
         return self._prefix + name
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix (with the trailing ``/``)."""
+        return self._prefix
+
+    # -- ops for a transaction (committed by the caller with its audit event) -----------------
+
+    def create_op(self, resource: R) -> Create:
+        """Create ``resource`` (AlreadyExists when its name is taken)."""
+        return Create(self._encode(resource))
+
+    def put_op(self, resource: R) -> Put:
+        """Create or overwrite ``resource``."""
+        return Put(self._encode(resource))
+
+    def update_op(self, resource: R) -> Update:
+        """Replace an existing resource; conditional on ``metadata.revision`` when it is set."""
+        revision = int(resource.metadata.revision) if resource.metadata.revision else None
+        return Update(self._encode(resource), expected_revision=revision)
+
+    def delete_op(self, name: str, revision: str | int | None = None) -> Delete:
+        """Delete the resource ``name`` (at ``revision`` when given)."""
+        return Delete(self.key(name), int(revision) if revision else None)
+
+    def written(self, resource: R, item: Item | None) -> R:
+        """``resource`` as stored by a committed op (with the new revision)."""
+        if item is None:
+            raise BastionError(f"no stored item for {self._label(resource.name)} (bug)")
+        return self._decode_written(resource, item)
+
+    def owns(self, key: str) -> bool:
+        return key.startswith(self._prefix)
+
+    def explain(self, exc: BastionError) -> BastionError:
+        """The message this store gives for a failed condition on one of its keys (``exc``
+        unchanged when the key is not this store's)."""
+        if exc.key is None or not self.owns(exc.key):
+            return exc
+        label = self._label(exc.key[len(self._prefix) :])
+        if isinstance(exc, AlreadyExists):
+            return AlreadyExists(f"{label} already exists (use --force to overwrite)", key=exc.key)
+        if isinstance(exc, NotFound):
+            return NotFound(f"{label} not found", key=exc.key)
+        if isinstance(exc, CompareFailed):
+            return CompareFailed(
+                f"{label} was changed by someone else since you read it; read it again and "
+                "re-apply your change",
+                key=exc.key,
+            )
+        return exc
 
     def _label(self, name: str) -> str:
         return f'{self.kind} "{name}"'

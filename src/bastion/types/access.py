@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from bastion.types.duration import Duration
+from bastion.types.duration import Duration, format_duration
 from bastion.types.meta import Resource, StrictModel
 from bastion.types.selectors import LabelSelector, validate_string_value
 
 __all__ = [
     "ADMIN_KINDS",
+    "MIN_SESSION_TTL",
     "VERBS",
     "AuthPreference",
     "AuthPreferenceSpec",
@@ -66,6 +67,11 @@ class UserSpec(StrictModel):
     status: UserStatus = Field(default_factory=UserStatus)
     created_by: str = ""
     created: datetime | None = None
+    epoch: str = ""
+    """Random, replaced by a reset, a deletion and re-creation, or a change that narrows the
+    user's roles or traits. Certificates and web sessions carry the epoch they were issued in;
+    the authentication gate refuses any other (``bastion.auth.gate``). Empty: a user stored
+    before epochs existed (matches certificates without one)."""
 
 
 class User(Resource):
@@ -116,8 +122,15 @@ class RoleConditions(StrictModel):
         return value
 
 
+MIN_SESSION_TTL = timedelta(minutes=1)
+"""The shortest certificate the issuer signs (a requested TTL below it is raised to it, never
+above the roles' cap); a role's ``max_session_ttl`` may not be shorter."""
+
+
 class RoleOptions(StrictModel):
     max_session_ttl: Duration = timedelta(hours=12)
+    """The longest certificate a holder gets: min(requested, the shortest cap of their roles).
+    At least :data:`MIN_SESSION_TTL`."""
     require_session_mfa: bool = False
     permit_pty: bool = True
     port_forwarding: bool = True
@@ -143,6 +156,20 @@ class Role(Resource):
     KIND: ClassVar[str] = "role"
     kind: str = "role"
     spec: RoleSpec = Field(default_factory=RoleSpec)
+
+    @model_validator(mode="after")
+    def _check_max_session_ttl(self, info: ValidationInfo) -> Role:
+        # A role written by a person (python mode: the API, bctl, config files, Role(...)) is
+        # refused; a stored role is read back as it is (JSON mode: ResourceStore), so one saved
+        # before this rule still loads, and the issuer honours its shorter cap.
+        ttl = self.spec.options.max_session_ttl
+        if ttl < MIN_SESSION_TTL and info.mode == "python":
+            raise ValueError(
+                f"role {self.metadata.name!r}: spec.options.max_session_ttl must be at least "
+                f"{format_duration(MIN_SESSION_TTL)} (no certificate is shorter), got "
+                f"{format_duration(ttl)}"
+            )
+        return self
 
 
 JOIN_ROLES = ("node", "db", "app", "bot", "proxy")
@@ -185,6 +212,9 @@ class LockTarget(StrictModel):
     access_request: str = ""
     bot: str = ""
     session: str = ""
+    user_epoch: str = ""
+    """Certificates of one user epoch (with ``user``): how a reset or deletion revokes the
+    certificates issued before it everywhere locks are enforced (``UserSpec.epoch``)."""
 
     def is_empty(self) -> bool:
         return not any(self.model_dump().values())

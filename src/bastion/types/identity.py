@@ -63,6 +63,9 @@ class Identity(BaseModel):
     access_requests: tuple[str, ...] = ()
     host_id: str = ""
     """For host identities: the node/agent id the certificate was issued to."""
+    user_epoch: str = ""
+    """The user's epoch at issuance (``UserSpec.epoch``): a reset, deletion or narrowing change
+    replaces it, which revokes this certificate at the authentication gate."""
 
     def encode(self) -> bytes:
         """Canonical compact JSON: sorted keys, no whitespace, defaults left out."""

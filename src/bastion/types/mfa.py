@@ -45,13 +45,36 @@ class MFADevice(StrictModel):
     """Authenticator model (UUID); the all-zero AAGUID means "not disclosed"."""
     attestation_format: str = ""
     resident: bool = False
-    """A discoverable credential (passkey): usable for passwordless login."""
+    """A discoverable credential (the authenticator keeps the user handle). Not enough on its
+    own for passwordless login: see :attr:`passwordless`."""
+    passwordless: bool | None = None
+    """Registered for passwordless login (``bsh mfa add --passwordless``, "passkey" on the web
+    page): only such a device may log in alone. A key registered as a second factor (``False``)
+    needs the password too, even when the authenticator made it discoverable. ``None``: stored
+    before registrations recorded this; :attr:`passwordless_allowed` decides."""
     software: bool = False
     """Registered by Bastion's software authenticator (its AAGUID)."""
     cloned: bool = False
     """The signature counter went backwards once: refused from then on."""
     user_verified: bool = False
     """The authenticator verified the user (PIN/biometrics) at registration."""
+
+    @property
+    def passwordless_allowed(self) -> bool:
+        """May this device log in alone (``bsh login --auth=passwordless``, the web passkey)?
+
+        Devices stored before :attr:`passwordless` was recorded count as passwordless only when
+        what is stored says a passwordless registration made them: a discoverable credential
+        whose registration verified the user (a passwordless registration always required both).
+        Every other old device is a second factor. A second-factor key that happened to satisfy
+        both cannot be told apart; re-registering it (``bsh mfa rm`` then ``bsh mfa add``)
+        records its purpose.
+        """
+        if self.type != "webauthn":
+            return False
+        if self.passwordless is not None:
+            return self.passwordless
+        return self.resident and self.user_verified
 
     @field_validator("name")
     @classmethod
@@ -67,7 +90,8 @@ class MFADevice(StrictModel):
             "added": self.added.isoformat(),
             "last_used": self.last_used.isoformat() if self.last_used else None,
             "aaguid": self.aaguid,
-            "passkey": self.resident,
+            "passkey": self.passwordless_allowed,
+            "discoverable": self.resident,
             "software": self.software,
             "cloned": self.cloned,
         }

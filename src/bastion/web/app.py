@@ -33,9 +33,10 @@ from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, BastionError
 from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
+from bastion.types.identity import Identity
 from bastion.web.pages import Raw, page, static_file
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
-from bastion.web.sessions import SESSION_COOKIE, WebSessions
+from bastion.web.sessions import SESSION_COOKIE, WebSessions, current_session
 from bastion.web.webauthn import add_webauthn_routes, ephemeral_public_key
 
 __all__ = ["WebApp", "add_web_routes", "invite_command"]
@@ -88,16 +89,11 @@ class WebApp:
         return self._message("Sign-in failed", exc.message, status=exc.http_status)
 
     async def _session_response(
-        self,
-        location: str,
-        user: str,
-        roles: list[str],
-        expires: datetime,
-        method: str,
-        mfa_device: str = "",
+        self, location: str, identity: Identity, method: str, mfa_device: str = ""
     ) -> web.Response:
-        expires = min(expires, self.auth.clock.now() + WEB_SESSION_TTL)
-        token = await self.sessions.create(user, roles, expires, method, mfa_device)
+        expires = min(identity.expires, self.auth.clock.now() + WEB_SESSION_TTL)
+        identity = identity.model_copy(update={"expires": expires})
+        token = await self.sessions.create(identity, method, mfa_device)
         response = web.HTTPSeeOther(location)
         security_headers(response)
         max_age = int((expires - self.auth.clock.now()).total_seconds())
@@ -156,17 +152,10 @@ class WebApp:
         except BastionError as exc:
             return await self.login_page(request, error=exc.message)
         identity = certs.identity
-        return await self._session_response(
-            "/web/",
-            identity.user,
-            list(identity.roles),
-            identity.expires,
-            "password",
-            identity.mfa_device,
-        )
+        return await self._session_response("/web/", identity, "password", identity.mfa_device)
 
     async def home(self, request: web.Request) -> web.Response:
-        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        session = current_session(request)
         if session is None:
             raise web.HTTPSeeOther("/web/login")
         cookies: dict[str, str] = {}
@@ -295,13 +284,14 @@ class WebApp:
         result = done.result or {}
         if done.web:
             await self.sso.requests.delete(done)
-            return await self._session_response(
-                "/web/",
-                done.user,
-                list(result.get("roles") or []),
-                datetime.fromisoformat(str(result["expires"])),
-                f"sso:{done.connector}",
+            identity = Identity(
+                cluster=str(result.get("cluster") or self.auth.cluster),
+                user=done.user,
+                roles=tuple(str(r) for r in result.get("roles") or ()),
+                traits={"sso_connector": (done.connector,)},
+                expires=datetime.fromisoformat(str(result["expires"])),
             )
+            return await self._session_response("/web/", identity, f"sso:{done.connector}")
         if done.client_redirect:
             response = web.HTTPSeeOther(self.sso.client_redirect_url(done))
             security_headers(response)

@@ -10,27 +10,50 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from aiohttp import web
+
 from bastion.auth.credentials import hash_secret, new_secret
 from bastion.backend.base import Backend, Item
 from bastion.clock import Clock
 from bastion.errors import CompareFailed, NotFound
+from bastion.types.identity import Identity
 
-__all__ = ["SESSION_COOKIE", "WebSession", "WebSessions"]
+__all__ = ["SESSION_COOKIE", "WebSession", "WebSessions", "current_session"]
 
 SESSION_COOKIE = "bastion_session"
 PREFIX = "web/sessions/"
 
 
+def current_session(request: web.Request) -> WebSession | None:
+    """The browser session of this request, as admitted by the authentication gate (the API
+    middleware resolves the cookie once and refuses locked, deleted and reset users' sessions;
+    :mod:`bastion.auth.gate`). Handlers never read the cookie themselves."""
+    session = request.get("web_session")
+    return session if isinstance(session, WebSession) else None
+
+
 @dataclass(frozen=True, slots=True)
 class WebSession:
-    user: str
-    roles: list[str]
-    expires: datetime
+    identity: Identity
+    """Who signed in: the identity of the certificate the sign-in issued (its epoch, roles and
+    MFA device are what the gate checks on every request)."""
     method: str
     mfa_device: str = ""
     """Set once the user verified with a security key in this session (step-up)."""
     mfa_at: datetime | None = None
     """When that second factor was last proven (sign-in or step-up); None once consumed."""
+
+    @property
+    def user(self) -> str:
+        return self.identity.user
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.identity.roles)
+
+    @property
+    def expires(self) -> datetime:
+        return self.identity.expires
 
 
 class WebSessions:
@@ -38,15 +61,19 @@ class WebSessions:
         self._backend = backend
         self._clock = clock
 
-    async def create(
-        self, user: str, roles: list[str], expires: datetime, method: str, mfa_device: str = ""
-    ) -> str:
+    async def create(self, identity: Identity, method: str, mfa_device: str = "") -> str:
         """Returns the cookie token (shown once, stored as a hash).
 
-        ``mfa_device`` names the second factor proven at sign-in, if any (a fresh proof).
+        The session lasts until ``identity.expires``. ``mfa_device`` names the second factor
+        proven at sign-in, if any (a fresh proof).
         """
         token = new_secret(32)
-        record = {"user": user, "roles": roles, "expires": expires.isoformat(), "method": method}
+        expires = identity.expires
+        record = {
+            "identity": identity.encode().decode(),
+            "expires": expires.isoformat(),
+            "method": method,
+        }
         if mfa_device:
             record |= {"mfa_device": mfa_device, "mfa_at": self._clock.now().isoformat()}
         await self._backend.create(
@@ -65,12 +92,14 @@ class WebSessions:
             return None
         data = json.loads(item.value)
         expires = datetime.fromisoformat(data["expires"])
-        if expires <= self._clock.now():
+        if expires <= self._clock.now() or "identity" not in data:
+            return None  # expired, or stored by an older release: sign in again
+        try:
+            identity = Identity.decode(data["identity"])
+        except ValueError:
             return None
         return WebSession(
-            data["user"],
-            list(data["roles"]),
-            expires,
+            identity,
             data["method"],
             str(data.get("mfa_device", "")),
             datetime.fromisoformat(data["mfa_at"]) if data.get("mfa_at") else None,

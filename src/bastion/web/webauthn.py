@@ -35,7 +35,7 @@ from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter
 from bastion.web.pages import page
 from bastion.web.security import check_csrf, csrf_token, security_headers, set_cookie
-from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions
+from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions, current_session
 
 __all__ = ["SESSION_SCOPE", "add_webauthn_routes"]
 
@@ -69,7 +69,7 @@ class WebAuthnPages:
         self.sessions = sessions
 
     async def _session(self, request: web.Request) -> WebSession:
-        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        session = current_session(request)
         if session is None:
             raise AuthenticationFailed("sign in first (/web/login)")
         if session.method.startswith("sso:"):
@@ -96,7 +96,7 @@ class WebAuthnPages:
         return response
 
     async def page(self, request: web.Request) -> web.Response:
-        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        session = current_session(request)
         if session is None:
             raise web.HTTPSeeOther("/web/login")
         cookies: dict[str, str] = {}
@@ -202,9 +202,7 @@ class WebAuthnPages:
             devices = await self.auth.mfa.list_devices(identity.user)
             names = [d.name for d in devices if d.id == identity.mfa_device]
             device = names[0] if names else identity.mfa_device
-        token = await self.sessions.create(
-            identity.user, list(identity.roles), identity.expires, method, device
-        )
+        token = await self.sessions.create(identity, method, device)
         response = self._json({"redirect": "/web/"})
         max_age = int((identity.expires - self.auth.clock.now()).total_seconds())
         set_cookie(response, SESSION_COOKIE, token, max_age=max_age, samesite="Lax")

@@ -1,4 +1,5 @@
 import asyncio
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from bastion.audit.log import PREFIX, AuditLog, AuditQuery, event_key, index_of_
 from bastion.backend.base import Item
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
-from bastion.errors import BadParameter, ConnectionProblem
+from bastion.errors import BadParameter, BastionError, ConnectionProblem
 
 
 async def test_emit_and_search_filters():
@@ -214,3 +215,76 @@ async def test_emit_once_on_sqlite_two_logs_one_file(tmp_path):
     finally:
         await one.close()
         await two.close()
+
+
+# -- changes committed with their event (issue 21) ---------------------------------------------
+
+
+async def test_commit_change_stores_the_change_and_its_event_together():
+    from bastion.backend.base import Create, Delete, Item, Update
+    from bastion.errors import AlreadyExists, CompareFailed
+
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    done = await log.commit_change(
+        "role.create", [Create(Item("roles/dev", b"v1"))], user="alice", target="role/dev"
+    )
+    assert done.event.index == 0 and done.items[0] is not None
+    assert done.event.fields["changes"] == [
+        {
+            "key": "roles/dev",
+            "op": "create",
+            "state_sha256": hashlib.sha256(b"v1").hexdigest(),
+        }
+    ]
+    with pytest.raises(AlreadyExists) as info:
+        await log.commit_change("role.create", [Create(Item("roles/dev", b"v2"))], user="bob")
+    assert info.value.key == "roles/dev"
+    with pytest.raises(CompareFailed):
+        await log.commit_change("role.update", [Update(Item("roles/dev", b"v3"), 999)])
+    assert [e.index for e in await log.read_from(0, 10)] == [0]  # no event for a failed change
+    assert (await backend.get("roles/dev")).value == b"v1"
+    gone = await log.commit_change("role.delete", [Delete("roles/dev")], user="alice")
+    assert gone.items == [None] and gone.event.index == 1
+    with pytest.raises(BadParameter, match="audit log's key"):
+        await log.commit_change("x", [Create(Item("audit/events/x", b""))])
+
+
+async def test_concurrent_changes_and_events_group_commit_gaplessly():
+    """Changes on one key apply in order (one transaction each); failed conditions fail alone;
+    plain events are never lost; indexes stay gapless with a second writer on the backend."""
+    from bastion.backend.base import Create, Item
+
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    a, b = AuditLog(backend, clock, "c1"), AuditLog(backend, clock, "c1")
+
+    async def create(log: AuditLog, n: int) -> bool:
+        try:
+            await log.commit_change("x.create", [Create(Item(f"k/{n % 10}", str(n).encode()))])
+        except BastionError:
+            return False
+        return True
+
+    jobs = [create(a if n % 2 else b, n) for n in range(60)]
+    jobs += [a.emit("exec", n=n) for n in range(30)] + [b.emit("exec", n=n) for n in range(30)]
+    results = await asyncio.gather(*jobs)
+    assert sum(r is True for r in results[:60]) == 10  # one winner per key
+    events = await a.read_from(0, 1000)
+    assert [e.index for e in events] == list(range(70))
+    created = {c["key"] for e in events for c in e.fields.get("changes", [])}
+    assert created == {f"k/{i}" for i in range(10)}
+
+
+async def test_a_change_retries_at_the_next_index_when_another_writer_took_it():
+    from bastion.backend.base import Create, Item
+
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    a, b = AuditLog(backend, clock, "c1"), AuditLog(backend, clock, "c1")
+    await a.emit("x")
+    await b.emit("x")  # a's cached head (1) is now taken
+    done = await a.commit_change("role.create", [Create(Item("roles/r", b"1"))])
+    assert done.event.index == 2
+    assert (await backend.get("roles/r")).value == b"1"

@@ -68,3 +68,33 @@ async def test_every_issuance_is_logged_with_what_a_monitor_needs():
     )
     assert f["public_key_sha256"] == hashlib.sha256(der).hexdigest()
     assert key is not None
+
+
+async def test_ttl_floor_never_goes_above_the_roles_cap():
+    import json
+
+    from bastion.types.access import Role
+
+    fx = await make_auth()
+    access = await fx.auth.roles.get("access")
+    traits = {"logins": ["alice"]}
+
+    def ttl(role: Role, requested: timedelta) -> timedelta:
+        ident = fx.auth.issuer.user_identity(
+            cluster="test.local",
+            user="alice",
+            roles=[role.metadata.name],
+            traits=traits,
+            role_set=RoleSet.from_roles([role], traits),
+            requested_ttl=requested,
+        )
+        return ident.expires - fx.clock.now()
+
+    assert ttl(access, timedelta(hours=2)) == timedelta(hours=2)  # min(requested, cap)
+    assert ttl(access, timedelta(seconds=5)) == timedelta(minutes=1)  # the floor of a request
+    # a role stored before caps under a minute were refused: its cap wins over the floor
+    stored = access.model_dump(mode="json")
+    stored["spec"]["options"]["max_session_ttl"] = "30s"
+    legacy = Role.model_validate_json(json.dumps(stored))
+    assert ttl(legacy, timedelta(hours=1)) == timedelta(seconds=30)
+    assert ttl(legacy, timedelta(seconds=5)) == timedelta(seconds=30)

@@ -185,13 +185,16 @@ async def _allow_software(fx):
     await fx.auth.prefs.update(pref)
 
 
-async def enrol_key(fx, name="alice"):
+async def enrol_key(fx, name="alice", discoverable=False):
     from bastion.mfa.softkey import SoftwareAuthenticator
 
     await _allow_software(fx)
     invite, _ = await invited(fx, name)
     key = SoftwareAuthenticator()
     options = await fx.users.invite_webauthn_options(invite.token)
+    assert options["authenticatorSelection"]["residentKey"] == "discouraged"
+    if discoverable:  # an authenticator that makes a discoverable credential anyway
+        options["authenticatorSelection"]["residentKey"] = "required"
     _, pub = new_public_key()
     certs = await fx.users.complete_invite(
         invite.token,
@@ -263,15 +266,60 @@ async def test_failed_assertion_is_audited_with_reason_and_counts():
     assert failed.fields["method"] == "password+webauthn" and "origin" in failed.reason
 
 
+async def add_passkey(fx, name="alice"):
+    from bastion.mfa.softkey import SoftwareAuthenticator
+
+    passkey = SoftwareAuthenticator()
+    options = await fx.auth.mfa.begin_registration(name, passwordless=True)
+    device = await fx.auth.mfa.finish_registration(
+        name, "passkey", passkey.create(options, WA_ORIGIN)
+    )
+    return passkey, device
+
+
+async def test_second_factor_key_cannot_log_in_alone():
+    from bastion.audit.log import AuditQuery
+
+    fx = await make_auth()
+    key, _ = await enrol_key(fx, discoverable=True)  # registered at the invite: a 2nd factor
+    [device] = await fx.auth.mfa.list_devices("alice")
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    _, pub = new_public_key()
+    with pytest.raises(AccessDenied, match="registered as a second factor"):
+        await fx.users.login_passwordless(
+            key.get(options, WA_ORIGIN), pub, timedelta(hours=1), "10.0.0.9"
+        )
+    [failed] = await fx.auth.audit.search(AuditQuery(types=("user.login",), outcome="failure"))
+    assert (failed.user, failed.remote_addr) == ("alice", "10.0.0.9")
+    assert failed.fields["method"] == "passwordless"
+    assert failed.fields["mfa_device"] == device.id
+    assert "second-factor" in failed.reason
+    # not a guessing attempt: it does not count towards the lockout
+    assert (await fx.auth.users.get("alice")).spec.status.locked_until is None
+    # the same key with the password still works
+    challenge = await fx.users.begin_login("alice", PASSWORD, "ip")
+    certs = await fx.users.login(
+        "alice",
+        PASSWORD,
+        "",
+        pub,
+        timedelta(hours=1),
+        "ip",
+        webauthn=key.get(challenge.webauthn, WA_ORIGIN),
+    )
+    assert certs.identity.mfa_device == device.id
+
+
 async def test_passwordless_login_and_lockout_still_applies():
     fx = await make_auth()
-    key, _ = await enrol_key(fx)
+    await enrol_key(fx)
+    key, passkey = await add_passkey(fx)
     options = await fx.auth.mfa.begin_challenge(None, "login")
     _, pub = new_public_key()
     certs = await fx.users.login_passwordless(
         key.get(options, WA_ORIGIN), pub, timedelta(hours=1), "ip"
     )
-    assert certs.identity.user == "alice" and certs.identity.mfa_device
+    assert certs.identity.user == "alice" and certs.identity.mfa_device == passkey.id
     for _ in range(5):
         with pytest.raises(AuthenticationFailed):
             await fx.users.login("alice", "wrong password!!", "", pub, timedelta(hours=1), "ip")

@@ -33,3 +33,62 @@ def test_login_refuses_before_contacting_anyone(tmp_path, monkeypatch):
     args = ["login", "--proxy=127.0.0.1:1", "--auth=passwordless", "--user=alice"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "the passkey names the account" in result.output
+
+
+def _fake_server(monkeypatch, ca: str):
+    """bsh login's ping: the real pin check of fetch_cluster_ca over a fake /v1/ping."""
+    import bastion.client.api as api
+
+    async def call(self, method, path, body=None):
+        assert (method, path) == ("GET", "/v1/ping")
+        return {"cluster": "c1", "second_factor": "off", "tls_host_ca": ca}
+
+    async def enter(self):
+        return self
+
+    async def leave(self, *exc):
+        return None
+
+    monkeypatch.setattr(api.AuthClient, "call", call)
+    monkeypatch.setattr(api.AuthClient, "__aenter__", enter)
+    monkeypatch.setattr(api.AuthClient, "__aexit__", leave)
+
+
+def test_unknown_server_is_not_offered_its_own_pin(tmp_path, monkeypatch):
+    from tests.unit.client.test_profile import ca_pem
+
+    from bastion.cli.bsh import _ping
+    from bastion.client.api import spki_pin_of_pem
+    from bastion.client.profile import ProfileStore
+    from bastion.errors import BadParameter
+
+    ca = ca_pem()
+    _fake_server(monkeypatch, ca)
+    store = ProfileStore(tmp_path)
+    [pin] = spki_pin_of_pem(ca)
+    with pytest.raises(BadParameter, match="not known on this machine") as unknown:
+        _ping("proxy:3080", None, False, store)
+    assert pin not in unknown.value.message and "--ca-pin=sha256:..." in unknown.value.message
+    with pytest.raises(BadParameter, match="does not match --ca-pin") as wrong:
+        _ping("proxy:3080", "sha256:" + "0" * 64, False, store)
+    assert pin not in wrong.value.message
+    assert _ping("proxy:3080", pin, False, store)["cluster"] == "c1"
+
+
+def test_relogin_after_logout_uses_the_recorded_pin(tmp_path, monkeypatch):
+    from tests.unit.client.test_profile import ca_pem
+
+    from bastion.cli.bsh import _ping
+    from bastion.client.api import spki_pin_of_pem
+    from bastion.client.profile import ProfileStore
+    from bastion.errors import AccessDenied
+
+    ca = ca_pem()
+    _fake_server(monkeypatch, ca)
+    store = ProfileStore(tmp_path)
+    store.remember_cluster("proxy:3080", "c1", spki_pin_of_pem(ca))
+    assert _ping("proxy:3080", None, False, store)["cluster"] == "c1"  # no --ca-pin needed
+    _fake_server(monkeypatch, ca_pem("impostor"))
+    with pytest.raises(AccessDenied, match="its CA changed") as changed:
+        _ping("proxy:3080", None, False, store)
+    assert "sha256:" not in changed.value.message.replace("sha256:...", "")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from datetime import UTC, datetime
 
 import pytest
@@ -78,6 +79,16 @@ def test_parse_since() -> None:
 def test_write_recording_names_the_path_it_cannot_write(tmp_path) -> None:
     write_recording(tmp_path / "s.cast", b"{}\n")
     assert (tmp_path / "s.cast").read_bytes() == b"{}\n"
+    assert stat.S_IMODE((tmp_path / "s.cast").stat().st_mode) == 0o600
+
+
+def test_downloaded_recording_is_private_even_over_a_wider_file(tmp_path) -> None:
+    # recordings hold what the session showed (and typed input when recorded)
+    old = tmp_path / "s.cast"
+    old.write_bytes(b"old")
+    old.chmod(0o644)
+    write_recording(old, b"{}\n")
+    assert old.read_bytes() == b"{}\n" and stat.S_IMODE(old.stat().st_mode) == 0o600
     missing = tmp_path / "no-such-dir" / "s.cast"
     with pytest.raises(BadParameter, match=f"cannot write {missing}: No such file or directory"):
         write_recording(missing, b"{}\n")

@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from bastion.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from bastion.mfa.service import SecondFactorOnly
 from bastion.mfa.softkey import SOFTWARE_AAGUID, SoftwareAuthenticator
 from bastion.testing import make_auth
 
@@ -49,7 +50,8 @@ async def test_register_then_verify():
     fx = await cluster()
     key = SoftwareAuthenticator()
     device = await enrol(fx, key)
-    assert device.software and device.aaguid == str(SOFTWARE_AAGUID) and device.resident
+    assert device.software and device.aaguid == str(SOFTWARE_AAGUID)
+    assert not device.resident and device.passwordless is False  # a second factor
     verified = await fx.auth.mfa.verify_challenge("alice", "login", await assertion(fx, key))
     assert (verified.user, verified.device_id, verified.device_name) == ("alice", device.id, "key1")
     stored = await fx.auth.mfa.devices.get("alice", device.id)
@@ -208,7 +210,7 @@ async def test_passwordless_with_a_passkey():
 async def test_passwordless_needs_the_user_handle_and_can_be_disabled():
     fx = await cluster()
     key = SoftwareAuthenticator()
-    device = await enrol(fx, key)
+    device = await enrol(fx, key, passwordless=True)
     stored = await fx.auth.mfa.devices.get("alice", device.id)
     stored.resident = False  # e.g. a browser that did not report credProps
     await fx.auth.mfa.devices.put(stored)
@@ -229,6 +231,46 @@ async def test_passwordless_needs_the_user_handle_and_can_be_disabled():
     fx2 = await cluster(allow_passwordless=False)
     with pytest.raises(AccessDenied, match="disabled"):
         await fx2.auth.mfa.begin_challenge(None, "login")
+
+
+async def test_second_factor_key_never_answers_a_passwordless_challenge():
+    fx = await cluster()
+    key = SoftwareAuthenticator()
+    options = await fx.auth.mfa.begin_registration("alice")
+    assert options["authenticatorSelection"]["residentKey"] == "discouraged"
+    # the strongest case: the authenticator made a discoverable credential anyway
+    options["authenticatorSelection"]["residentKey"] = "required"
+    device = await fx.auth.mfa.finish_registration("alice", "key1", key.create(options, ORIGIN))
+    assert device.resident and device.passwordless is False
+    [added] = await events(fx, "mfa.add")
+    assert added.fields["passkey"] is False and added.fields["discoverable"] is True
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    with pytest.raises(SecondFactorOnly, match="registered as a second factor") as refused:
+        await fx.auth.mfa.verify_challenge(None, "login", key.get(options, ORIGIN))
+    assert (refused.value.user, refused.value.device_id) == ("alice", device.id)
+    stored = await fx.auth.mfa.devices.get("alice", device.id)
+    assert stored.sign_count == 0 and stored.last_used is None  # the refused use left no mark
+    # still a good second factor
+    verified = await fx.auth.mfa.verify_challenge("alice", "login", await assertion(fx, key))
+    assert verified.device_id == device.id
+
+
+async def test_a_device_stored_before_the_purpose_was_recorded():
+    fx = await cluster()
+    key = SoftwareAuthenticator()
+    device = await enrol(fx, key, passwordless=True)
+    stored = await fx.auth.mfa.devices.get("alice", device.id)
+    stored.passwordless = None  # as stored by an older version
+    await fx.auth.mfa.devices.put(stored)
+    # resident and user-verified at registration: what a passwordless registration made
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    await fx.auth.mfa.verify_challenge(None, "login", key.get(options, ORIGIN))
+    stored = await fx.auth.mfa.devices.get("alice", device.id)
+    stored.user_verified = False  # not what a passwordless registration made: a second factor
+    await fx.auth.mfa.devices.put(stored)
+    options = await fx.auth.mfa.begin_challenge(None, "login")
+    with pytest.raises(SecondFactorOnly):
+        await fx.auth.mfa.verify_challenge(None, "login", key.get(options, ORIGIN))
 
 
 async def test_webauthn_disabled_by_second_factor():

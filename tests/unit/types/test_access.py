@@ -83,3 +83,27 @@ def _self_signed_pem() -> str:
     key = generate_private_key("ecdsa-p256")
     cert = self_signed_ca(key, "attestation CA", "t", timedelta(days=1), now=datetime.now(UTC))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_role_with_a_cap_under_the_minimum_ttl_is_refused_when_written():
+    import json
+
+    import pytest
+
+    from bastion.errors import BadParameter
+    from bastion.types.access import MIN_SESSION_TTL, Role
+    from bastion.types.codec import load_resources
+
+    text = "kind: role\nmetadata: {name: brief}\nspec:\n  options: {max_session_ttl: 30s}\n"
+    with pytest.raises(BadParameter) as refused:
+        load_resources(text)
+    message = refused.value.message
+    assert "'brief'" in message and "spec.options.max_session_ttl" in message
+    assert "at least 1m" in message and "got 30s" in message
+    [ok] = load_resources(text.replace("30s", "1m"))
+    assert isinstance(ok, Role) and ok.spec.options.max_session_ttl == MIN_SESSION_TTL
+    # a role stored before the rule still loads (the issuer then honours its cap)
+    stored = ok.model_dump(mode="json")
+    stored["spec"]["options"]["max_session_ttl"] = "30s"
+    legacy = Role.model_validate_json(json.dumps(stored))
+    assert legacy.spec.options.max_session_ttl.total_seconds() == 30

@@ -1,0 +1,192 @@
+"""The one authentication gate: every authenticated request and connection passes here.
+
+Layer: auth. The API middleware (certificates and web session cookies on the auth and proxy
+ports) and the proxy's SSH route call :meth:`Gate.admit` before anything else, so a control
+that must hold "everywhere" lives in exactly one place (ARCHITECTURE.md 6.1):
+
+* the certificate kind fits the route's audience (:data:`AUDIENCE_KINDS`): host certificates only
+  on agent routes, user certificates only on user routes; a per-session MFA certificate is for its
+  one SSH target, never for the API;
+* the user still exists (local users and bots; SSO users have no stored record, their identity
+  provider and locks govern them);
+* the certificate or web session was issued in the user's current epoch (``UserSpec.epoch``): a
+  reset, a deletion and re-creation, or a change that narrows the user's access replaces the
+  epoch and so revokes everything issued before it;
+* no lock matches (user, role, login, device, MFA device, access request, bot, node, user epoch);
+  the auth process reads the locks from the backend itself, so its view is never stale and
+  strict mode holds trivially (a backend error refuses: fail closed).
+
+:func:`refusal` is the pure decision; :class:`Gate` reads the user and the locks, and audits each
+refusal once (``access.denied`` with the route and the reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bastion.auth.server import AuthServer
+from bastion.errors import AccessDenied, AuthenticationFailed, BastionError, NotFound
+from bastion.locks.matcher import LockDecision, Locked, identity_targets
+from bastion.rbac.session_mfa import is_session_identity
+from bastion.types.access import User
+from bastion.types.identity import Identity
+
+__all__ = [
+    "AUDIENCE_KINDS",
+    "Audience",
+    "Gate",
+    "IdentityGate",
+    "Refusal",
+    "has_user_record",
+    "refusal",
+]
+
+Audience = Literal["public", "web", "user", "host", "any", "ssh"]
+"""Who a route is for. ``public``: no identity (login, join, ping); ``web``: the browser pages
+(a session cookie when there is one); ``user``: people, bots and the local admin; ``host``:
+agents and proxies; ``any``: both (reads that agents and users share); ``ssh``: the proxy's SSH
+route, the one place a per-session MFA certificate is for (its target is checked there)."""
+
+PEOPLE = frozenset({"user", "bot", "admin"})
+AUDIENCE_KINDS: dict[Audience, frozenset[str]] = {
+    "user": PEOPLE,
+    "web": PEOPLE,
+    "host": frozenset({"host"}),
+    "any": PEOPLE | {"host"},
+    "ssh": PEOPLE,
+}
+"""Identity kinds each authenticated audience admits."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    """For the audit log and the operator: the whole truth."""
+    error: BastionError
+    """What the caller is told."""
+
+
+def has_user_record(identity: Identity) -> bool:
+    """Is this identity backed by a stored user (whose existence and epoch the gate checks)?
+
+    Local users and bots are; SSO users (their identity provider is the record), hosts and the
+    local admin identity (bctl on the auth host) are not.
+    """
+    return identity.kind in ("user", "bot") and "sso_connector" not in identity.traits
+
+
+def refusal(
+    identity: Identity, audience: Audience, user: User | None, locks: LockDecision
+) -> Refusal | None:
+    """Should this identity be refused on a route for ``audience``?
+
+    Args:
+        identity: from the verified certificate or web session.
+        audience: the route's declared audience (never ``public``: nothing to admit there).
+        user: the stored user when :func:`has_user_record`, None when it does not exist (or the
+            identity has no record; then it is not consulted).
+        locks: the lock decision for the identity's targets.
+    """
+    if is_session_identity(identity) and audience != "ssh":
+        return Refusal(
+            "per-session MFA certificate used outside its SSH target",
+            AccessDenied(
+                "a per-session MFA certificate is valid only for its node and login, not for "
+                "the API; use your login certificate"
+            ),
+        )
+    allowed = AUDIENCE_KINDS.get(audience, frozenset())
+    if identity.kind not in allowed:
+        wanted = "agents (host certificates)" if audience == "host" else "users"
+        return Refusal(
+            f"a {identity.kind} identity on a route for {audience}",
+            AccessDenied(f"access denied: this endpoint is for {wanted}"),
+        )
+    if has_user_record(identity):
+        again = AuthenticationFailed(
+            "your certificate is no longer valid (your account was reset, removed or its access "
+            "narrowed); log in again with bsh login"
+        )
+        if user is None:
+            return Refusal(f"user {identity.user!r} no longer exists", again)
+        if user.spec.epoch != identity.user_epoch:
+            return Refusal(
+                f"certificate of user {identity.user!r} predates a reset, re-creation or "
+                "narrowing change (stale user epoch)",
+                again,
+            )
+    if not locks.allowed:
+        return Refusal(
+            locks.reason, Locked(locks.reason, locks.locks[0].name if locks.locks else "")
+        )
+    return None
+
+
+class IdentityGate(Protocol):
+    """What routes outside the API (the proxy's SSH route and tunnels) need of the gate."""
+
+    async def admit(
+        self,
+        identity: Identity,
+        audience: Audience,
+        route: str,
+        remote_addr: str,
+        *,
+        login: str = "",
+        nodes: Sequence[str] = (),
+    ) -> None: ...
+
+    async def refusal(
+        self, identity: Identity, audience: Audience, *, login: str = "", nodes: Sequence[str] = ()
+    ) -> Refusal | None: ...
+
+
+class Gate:
+    """Admit or refuse identities for the auth API, the web pages and the proxy's routes."""
+
+    def __init__(self, auth: AuthServer) -> None:
+        self._auth = auth
+
+    async def admit(
+        self,
+        identity: Identity,
+        audience: Audience,
+        route: str,
+        remote_addr: str,
+        *,
+        login: str = "",
+        nodes: Sequence[str] = (),
+    ) -> None:
+        """Raises: the refusal's error (audited once as ``access.denied``)."""
+        found = await self.refusal(identity, audience, login=login, nodes=nodes)
+        if found is None:
+            return
+        await self._auth.audit.emit(
+            "access.denied",
+            outcome="failure",
+            user=identity.user,
+            login=login,
+            remote_addr=remote_addr,
+            target=route,
+            reason=found.reason,
+            identity_kind=identity.kind,
+        )
+        raise found.error
+
+    async def refusal(
+        self, identity: Identity, audience: Audience, *, login: str = "", nodes: Sequence[str] = ()
+    ) -> Refusal | None:
+        """The decision without auditing it (for callers that audit in their own words).
+
+        ``login`` and ``nodes`` add what a connection knows to the lock targets."""
+        user: User | None = None
+        if has_user_record(identity):
+            try:
+                user = await self._auth.users.get(identity.user)
+            except NotFound:
+                user = None
+        targets = identity_targets(identity, login=login, nodes=nodes)
+        locks = await self._auth.lock_decision(targets)
+        return refusal(identity, audience, user, locks)

@@ -1,0 +1,301 @@
+"""A change and its audit event commit together, or neither does (issue 21).
+
+Every public coroutine of AuthServer and UserService is classified below: either it changes
+audited state (then a scenario drives it) or it does not (and says why). For every scenario and
+every backend write it makes, a failure is injected before that write, and (separately) right
+after it (the write is stored, then the process "dies"). After each run: no stored resource
+without the event of its latest write, and no event whose write is not what is stored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+import pytest
+
+from bastion.audit.log import PREFIX, index_of_key
+from bastion.audit.state import LatestWrites, events_without_state, unaudited_state
+from bastion.auth.server import AuthDeps, AuthServer
+from bastion.auth.users import UserService
+from bastion.backend.memory import MemoryBackend
+from bastion.clock import FakeClock
+from bastion.errors import AuthenticationFailed, BastionError, ConnectionProblem
+from bastion.types.access import Lock, LockSpec, LockTarget, Role
+from bastion.types.inventory import Node, NodeSpec
+from bastion.types.meta import Metadata
+
+PASSWORD = "correct horse battery staple"
+
+
+class FaultyBackend(MemoryBackend):
+    """Counts writes; the ``fail_at``-th raises ConnectionProblem before (or after) it is made."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, sweep_interval=None)
+        self.writes = 0
+        self.fail_at: int | None = None
+        self.after = False
+
+    async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        self.writes += 1
+        hit = self.writes == self.fail_at
+        if hit and not self.after:
+            raise ConnectionProblem("injected failure before the write")
+        result = await call()
+        if hit:
+            raise ConnectionProblem("injected failure after the write")
+        return result
+
+    async def create(self, item: Any) -> Any:
+        return await self._write(lambda: super(FaultyBackend, self).create(item))
+
+    async def put(self, item: Any) -> Any:
+        return await self._write(lambda: super(FaultyBackend, self).put(item))
+
+    async def update(self, item: Any, expected_revision: int | None = None) -> Any:
+        return await self._write(lambda: super(FaultyBackend, self).update(item, expected_revision))
+
+    async def compare_and_swap(self, expected: Any, replace: Any) -> Any:
+        return await self._write(
+            lambda: super(FaultyBackend, self).compare_and_swap(expected, replace)
+        )
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> None:
+        await self._write(lambda: super(FaultyBackend, self).delete(key, expected_revision))
+
+    async def delete_range(self, prefix: str) -> int:
+        return int(await self._write(lambda: super(FaultyBackend, self).delete_range(prefix)))
+
+    async def commit(self, ops: Any) -> Any:
+        return await self._write(lambda: super(FaultyBackend, self).commit(ops))
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    backend: FaultyBackend
+    auth: AuthServer
+    users: UserService
+    state: dict[str, Any]
+
+
+async def _world(init: bool = True) -> World:
+    clock = FakeClock()
+    backend = FaultyBackend(clock)
+    auth = AuthServer(AuthDeps(backend=backend, clock=clock, cluster="t.local", kek=b"\x01" * 32))
+    if init:
+        await auth.init()
+    return World(clock, backend, auth, UserService(auth), {})
+
+
+def _role(name: str = "dev") -> Role:
+    return Role.model_validate({"metadata": {"name": name}, "spec": {"allow": {"logins": ["x"]}}})
+
+
+async def _enrolled(w: World, name: str = "alice") -> None:
+    invite = await w.users.add_user(name, ["access"], [name], {}, "admin")
+    info = await w.users.start_invite(invite.token)
+    code = pyotp.TOTP(info.otp_secret).at(w.clock.now())
+    from bastion.testing import new_public_key
+
+    _, pub = new_public_key()
+    await w.users.complete_invite(invite.token, PASSWORD, code, pub, timedelta(hours=1), "ip")
+    w.clock.advance(60)
+
+
+async def _nothing(w: World) -> None:
+    return None
+
+
+async def _invited(w: World) -> None:
+    invite = await w.users.add_user("bob", ["access"], ["bob"], {}, "admin")
+    w.state["invite"] = invite
+    w.state["info"] = await w.users.start_invite(invite.token)
+
+
+async def _complete_invite(w: World) -> None:
+    from bastion.testing import new_public_key
+
+    code = pyotp.TOTP(w.state["info"].otp_secret).at(w.clock.now())
+    _, pub = new_public_key()
+    await w.users.complete_invite(
+        w.state["invite"].token, PASSWORD, code, pub, timedelta(hours=1), "ip"
+    )
+
+
+async def _fail_logins(w: World) -> None:
+    from bastion.testing import new_public_key
+
+    _, pub = new_public_key()
+    for _ in range(5):  # the default max_failed_logins
+        try:
+            await w.users.login("alice", "wrong password!!", "", pub, timedelta(hours=1), "ip")
+        except AuthenticationFailed:
+            pass
+
+
+async def _locked_out(w: World) -> None:
+    await _enrolled(w)
+    await _fail_logins(w)
+
+
+async def _token(w: World) -> None:
+    w.state["token"] = await w.auth.add_token(["node"], timedelta(hours=1), {}, "admin")
+
+
+async def _join(w: World) -> None:
+    from bastion.testing import new_public_key
+
+    _, pub = new_public_key()
+    await w.auth.join(w.state["token"].token, "host1", "node", pub, [], [], "10.0.0.2")
+
+
+async def _update_role(w: World) -> None:
+    role = await w.auth.roles.get("dev")
+    role.spec.allow.logins = ["y"]
+    await w.auth.update_resource(role, "admin")
+
+
+async def _role_created(w: World) -> None:
+    await w.auth.create_resource(_role(), "admin", force=False)
+
+
+Step = Callable[[World], Awaitable[None]]
+# name -> (initialise the cluster first, prepare without faults, the change under test)
+SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
+    "AuthServer.init": (False, _nothing, lambda w: w.auth.init("otp")),
+    "AuthServer.create_resource/role": (True, _nothing, _role_created),
+    "AuthServer.create_resource/role --force": (
+        True,
+        _role_created,
+        lambda w: w.auth.create_resource(_role(), "admin", force=True),
+    ),
+    "AuthServer.create_resource/lock": (
+        True,
+        _nothing,
+        lambda w: w.auth.create_resource(
+            Lock(metadata=Metadata(name="l1"), spec=LockSpec(target=LockTarget(user="eve"))),
+            "admin",
+            force=False,
+        ),
+    ),
+    "AuthServer.create_resource/node": (
+        True,
+        _nothing,
+        lambda w: w.auth.create_resource(
+            Node(metadata=Metadata(name="n1"), spec=NodeSpec(addr="10.0.0.9:22")),
+            "admin",
+            force=False,
+        ),
+    ),
+    "AuthServer.update_resource": (True, _role_created, _update_role),
+    "AuthServer.delete_resource/role": (
+        True,
+        _role_created,
+        lambda w: w.auth.delete_resource("role", "dev", "admin"),
+    ),
+    "AuthServer.delete_resource/user": (
+        True,
+        _enrolled,
+        lambda w: w.auth.delete_resource("user", "alice", "admin"),
+    ),
+    "AuthServer.add_token": (True, _nothing, _token),
+    "AuthServer.join": (True, _token, _join),
+    "AuthServer.rotate_ca": (True, _nothing, lambda w: w.auth.rotate_ca("ssh_user", "init", "a")),
+    "UserService.add_user": (True, _nothing, lambda w: _invited(w)),
+    "UserService.reset_user": (True, _enrolled, lambda w: w.users.reset_user("alice", "admin")),
+    "UserService.complete_invite": (True, _invited, _complete_invite),
+    "UserService.login": (True, _enrolled, _fail_logins),
+    "UserService.unlock": (True, _locked_out, lambda w: w.users.unlock("alice", "admin")),
+}
+
+NOT_AUDITED_STATE = {
+    "AuthServer.audit_checkpointer": "writes only the log's own keys (audit/)",
+    "AuthServer.auth_preference": "read only",
+    "AuthServer.heartbeat_node": "heartbeats are not audited changes (they expire)",
+    "AuthServer.sign_host": "issues a certificate (cert.issued), stores nothing",
+    "AuthServer.lock_decision": "read only",
+    "AuthServer.node_name_taken": "read only",
+    "AuthServer.export_ca": "read only",
+    "AuthServer.audited": "the shared helper itself",
+    "AuthServer.audited_modify": "the shared helper itself",
+    "AuthServer.external_step": "the shared helper itself",
+    "AuthServer.revocation_ops": "builds ops for its callers' transactions, writes nothing",
+    "UserService.start_invite": "read only",
+    "UserService.invite_webauthn_options": "a WebAuthn challenge (bastion.mfa), no audited state",
+    "UserService.begin_login": "failed logins: see UserService.login; else a challenge",
+    "UserService.login_passwordless": "failures are events only (no lockout counting)",
+}
+
+
+def _public_coroutines() -> set[str]:
+    out = set()
+    for cls in (AuthServer, UserService):
+        for name, _fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
+            if not name.startswith("_"):
+                out.add(f"{cls.__name__}.{name}")
+    return out
+
+
+def test_every_public_coroutine_is_classified() -> None:
+    covered = {name.split("/")[0] for name in SCENARIOS} | set(NOT_AUDITED_STATE)
+    missing = _public_coroutines() - covered
+    assert not missing, (
+        f"classify {sorted(missing)}: add a scenario to SCENARIOS when it changes stored "
+        "state, or say in NOT_AUDITED_STATE why it does not"
+    )
+    assert not covered - _public_coroutines(), "a classified method no longer exists"
+
+
+async def _check(w: World) -> None:
+    latest = LatestWrites()
+    for item in await w.backend.get_range(PREFIX):
+        index = index_of_key(item.key)
+        assert index is not None
+        latest.feed(index, item.value)
+    _, findings = await unaudited_state(w.backend, latest)
+    assert not findings, [f.message for f in findings]
+    assert await events_without_state(w.backend, latest) == []
+
+
+async def _run(name: str, fail_at: int | None, after: bool) -> int:
+    init, prepare, act = SCENARIOS[name]
+    w = await _world(init)
+    await prepare(w)
+    w.backend.writes, w.backend.fail_at, w.backend.after = 0, fail_at, after
+    try:
+        await act(w)
+    except BastionError as exc:
+        assert fail_at is not None, f"{name} failed without an injected fault: {exc}"
+    w.backend.fail_at = None
+    await _check(w)
+    return w.backend.writes
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_a_failure_at_any_write_leaves_no_change_without_its_event(name: str) -> None:
+    writes = await _run(name, None, False)
+    assert writes > 0, f"{name} wrote nothing"
+    for fail_at in range(1, writes + 1):
+        for after in (False, True):
+            try:
+                await _run(name, fail_at, after)
+            except AssertionError as exc:
+                where = "after" if after else "before"
+                raise AssertionError(f"{name}, failure {where} write {fail_at}: {exc}") from exc
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_each_path_commits_its_change_with_an_event(name: str) -> None:
+    init, prepare, act = SCENARIOS[name]
+    w = await _world(init)
+    await prepare(w)
+    before = len(await w.backend.get_range(PREFIX))
+    await act(w)
+    events = await w.auth.audit.read_from(before, 1000)
+    assert any(e.fields.get("changes") for e in events), f"{name}: no event carries its change"

@@ -1,0 +1,87 @@
+"""ProfileStore: files 0600, and the CA pins a verified login records for the next one."""
+
+import json
+import stat
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bastion.client.api import spki_pin_of_pem
+from bastion.client.profile import KNOWN_CLUSTERS, Profile, ProfileStore, new_client_key
+
+
+def ca_pem(name: str = "ca") -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def save(store: ProfileStore, ca: str, proxy: str = "proxy:3080") -> Profile:
+    profile = Profile(name="c1", proxy=proxy, user="alice", cluster="c1")
+    certs = {
+        "ssh_cert": "ssh-ed25519-cert-v01@openssh.com AAAA",
+        "tls_cert": "x",
+        "tls_host_ca": ca,
+    }
+    return store.save(profile, new_client_key(), certs)
+
+
+def test_every_profile_file_is_private(tmp_path):
+    store = ProfileStore(tmp_path)
+    profile = save(store, ca_pem())
+    store.remember_cluster("proxy:3080", "c1", [])
+    files = [*profile.path.iterdir(), tmp_path / "current", tmp_path / KNOWN_CLUSTERS]
+    assert {f.name for f in files} >= {"key", "tls.key", "tls.crt", "ca.pem", "profile.json"}
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_pins_survive_logout(tmp_path):
+    store = ProfileStore(tmp_path)
+    ca = ca_pem()
+    save(store, ca)
+    store.remember_cluster("proxy:3080", "c1", spki_pin_of_pem(ca))
+    store.remove("c1")
+    assert store.names() == []
+    assert store.trusted_pins("proxy:3080") == set(spki_pin_of_pem(ca))
+    assert store.trusted_pins("other:3080") == set()
+    record = json.loads((tmp_path / KNOWN_CLUSTERS).read_text())
+    assert record["proxy:3080"]["cluster"] == "c1"
+
+
+def test_an_insecure_login_records_nothing_and_ends_the_old_fallback(tmp_path):
+    store = ProfileStore(tmp_path)
+    save(store, ca_pem())
+    # a home from before pins were recorded: its profiles' ca.pem is trusted, as it was
+    assert store.trusted_pins("proxy:3080")
+    store.remember_cluster("proxy:3080", "c1", None)  # --insecure
+    assert store.trusted_pins("proxy:3080") == set()
+
+
+def test_a_later_verified_login_replaces_the_pins(tmp_path):
+    store = ProfileStore(tmp_path)
+    old, new = ca_pem("old"), ca_pem("new")
+    store.remember_cluster("proxy:3080", "c1", spki_pin_of_pem(old))
+    store.remember_cluster("proxy:3080", "c1", spki_pin_of_pem(old + new))  # a rotation
+    assert store.trusted_pins("proxy:3080") == set(spki_pin_of_pem(old + new))
+
+
+def test_an_unreadable_record_trusts_nothing(tmp_path):
+    store = ProfileStore(tmp_path)
+    save(store, ca_pem())
+    (tmp_path / KNOWN_CLUSTERS).write_text("{not json")
+    assert store.trusted_pins("proxy:3080") == set()
