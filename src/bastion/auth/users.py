@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyotp
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from bastion.auth.credentials import (
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.revocation import new_epoch
 from bastion.auth.server import INVITE_PREFIX, SYSTEM_ACTOR, AuthServer
-from bastion.backend.base import Create, Delete, Item, Op
+from bastion.backend.base import Create, Delete, Item, Op, Put
 from bastion.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -43,6 +44,10 @@ from bastion.types.mfa import MFADevice
 __all__ = ["Invite", "InviteInfo", "LoginChallenge", "UserService"]
 
 ATTEMPT_PREFIX = "login_attempts/"
+LOCKOUT_PREFIX = "login_lockouts/"
+"""``login_lockouts/<name>`` -> why, expiring when the lockout ends. Keyed by the *name* tried,
+whether or not such a user exists, so that responses never tell real accounts from unknown ones
+(the audit log records the truth)."""
 BAD_CREDENTIALS = "invalid username, password or second factor"
 
 
@@ -127,8 +132,13 @@ class UserService:
         return await self._new_invite(name, actor)
 
     async def _attempt_ops(self, name: str) -> list[Op]:
-        """Deletes of the user's failed-login counters (for the transaction that resets them)."""
+        """Deletes of the name's failed-login counters and lockout (for the transaction that
+        resets them)."""
         items = await self._backend.get_range(f"{ATTEMPT_PREFIX}{name}/")
+        try:
+            items.append(await self._backend.get(LOCKOUT_PREFIX + name))
+        except NotFound:
+            pass
         return [Delete(item.key, item.revision) for item in items]
 
     async def _new_invite(self, name: str, actor: str) -> Invite:
@@ -283,13 +293,13 @@ class UserService:
             AccessDenied (locked out), Locked (a lock covers the user).
         """
         pref = await self.auth.auth_preference()
+        await self._refuse_locked_out(name, remote_addr, "password")
         try:
             user = await self.auth.users.get(name)
         except NotFound:
-            burn_time_for_unknown_user(password)
-            await self._failed(name, remote_addr, "unknown user", count=False)
+            burn_time_for_unknown_user(password)  # as long as a real check
+            await self._failed(name, remote_addr, "unknown user")
             raise AuthenticationFailed(BAD_CREDENTIALS) from None
-        await self._refuse_locked_out(user, remote_addr, "password")
         creds = await self.auth.credentials.get(name)
         if not creds.check_password(password):
             await self._failed(name, remote_addr, "wrong password")
@@ -300,16 +310,19 @@ class UserService:
         )
         return user, pref
 
-    async def _refuse_locked_out(self, user: User, remote_addr: str, method: str) -> None:
-        locked_until = user.spec.status.locked_until
-        if locked_until and locked_until > self._clock.now():
-            await self._failed(
-                user.name, remote_addr, "user is locked out", count=False, method=method
-            )
-            raise AccessDenied(
-                f"too many failed logins: {user.name} is locked until "
-                f"{locked_until:%Y-%m-%d %H:%M} UTC; an admin can unlock with bctl users reset"
-            )
+    async def _refuse_locked_out(self, name: str, remote_addr: str, method: str) -> None:
+        """Raises: AccessDenied while the name is locked out after failed logins, with the same
+        words for real and unknown names."""
+        try:
+            item = await self._backend.get(LOCKOUT_PREFIX + name)
+        except NotFound:
+            return
+        await self._failed(name, remote_addr, "locked out", count=False, method=method)
+        until = item.expires or self._clock.now()
+        raise AccessDenied(
+            f"too many failed logins: this account is locked until {until:%Y-%m-%d %H:%M} UTC; "
+            "try again then, or ask an admin (bctl users reset)"
+        )
 
     async def begin_login(self, name: str, password: str, remote_addr: str) -> LoginChallenge:
         """Check the password and say which second factor to send (with WebAuthn options)."""
@@ -423,7 +436,7 @@ class UserService:
         except NotFound:
             await self._failed(verified.user, remote_addr, "user deleted", False, "passwordless")
             raise AuthenticationFailed(BAD_CREDENTIALS) from None
-        await self._refuse_locked_out(user, remote_addr, "passwordless")
+        await self._refuse_locked_out(user.name, remote_addr, "passwordless")
         await self._refuse_locked(
             user, LockTargets(user=user.name, roles=tuple(user.spec.roles)), remote_addr
         )
@@ -507,27 +520,26 @@ class UserService:
             return
         until = now + pref.lockout_duration
         reason = f"{len(attempts)} failed logins"
+        lockout = Put(Item(key=LOCKOUT_PREFIX + name, value=reason.encode(), expires=until))
 
         async def lock(user: User) -> tuple[User, list[Op]]:
             user.spec.status.locked_until = until
             user.spec.status.lock_reason = reason
-            return user, await self._attempt_ops(name)
+            return user, [lockout, *await self._attempt_ops(name)]
 
-        try:  # the lock, the reset counters and the event: one transaction
+        fields: dict[str, Any] = {
+            "outcome": "failure",
+            "remote_addr": remote_addr,
+            "until": until.isoformat(),
+            "reason": reason,
+        }
+        try:  # the lockout, the reset counters and the event: one transaction
             await self.auth.audited_modify(
-                self.auth.users,
-                name,
-                lock,
-                "user.locked_out",
-                name,
-                "",
-                outcome="failure",
-                remote_addr=remote_addr,
-                until=until.isoformat(),
-                reason=reason,
+                self.auth.users, name, lock, "user.locked_out", name, "", **fields
             )
-        except NotFound:
-            return
+        except NotFound:  # no such user: the name is locked all the same
+            ops = [lockout, *await self._attempt_ops(name)]
+            await self.auth.audited("user.locked_out", ops, name, "", known_user=False, **fields)
 
     async def unlock(self, name: str, actor: str = SYSTEM_ACTOR) -> None:
         """Lift a lockout and reset the failed-login counters (event ``user.unlocked``)."""

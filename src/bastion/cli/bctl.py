@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import click
 
@@ -429,6 +429,27 @@ def tokens_rm(name: str) -> None:
     """Delete a join token."""
     ident().call("DELETE", f"/v1/resources/token/{name}")
     click.echo(f'token "{name}" has been deleted')
+
+
+@main.group()
+def nodes() -> None:
+    """Nodes: confirm the host now serving a node name."""
+
+
+@nodes.command("confirm")
+@click.argument("name")
+@handle_errors
+def nodes_confirm(name: str) -> None:
+    """Accept the host now serving node NAME (after it re-joined under the same name).
+
+    Until then the proxy refuses the node, as OpenSSH refuses a changed host key: the name
+    could have been taken over by another host once its old record expired.
+    """
+    answer = ident().call("POST", f"/v1/nodes/{quote(name, safe='')}/confirm")
+    click.echo(
+        f"node {name} is now served by host {answer['host_id']} "
+        f"(was {answer['previous_host_id'] or 'not pinned'})"
+    )
 
 
 bctl_auth.register(main, ident)

@@ -90,14 +90,14 @@ def _ping(proxy: str, ca_pin: str | None, insecure: bool, store: ProfileStore) -
     trusted = store.trusted_pins(proxy)
     if not trusted:
         return run_async(fetch_cluster_ca(proxy, None, False))  # raises: says to pass --ca-pin
-    ping = run_async(fetch_cluster_ca(proxy, None, True))
-    if not trusted & set(spki_pin_of_pem(ping["tls_host_ca"])):
+    try:
+        return run_async(fetch_cluster_ca(proxy, trusted, False))
+    except BadParameter:
         raise AccessDenied(
             f"the server at {proxy} is not the cluster you logged in to before (its CA changed): "
             "this may be an attack; if the cluster was re-created, log in with the new --ca-pin "
             "from your admin (bastion start and bctl status print it)"
-        )
-    return ping
+        ) from None
 
 
 def _login_flow(

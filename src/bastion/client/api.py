@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "MFASolver",
     "connection_error_text",
     "fetch_cluster_ca",
+    "pinned_certs",
     "spki_pin_of_pem",
 ]
 
@@ -162,30 +163,50 @@ def _api_error(err: dict[str, Any]) -> BastionError:
     return exc
 
 
-async def fetch_cluster_ca(addr: str, ca_pin: str | None, insecure: bool) -> dict[str, Any]:
-    """Ping the server without trusting it yet, then check its host CA against ``ca_pin``.
+def pinned_certs(cert_pem: str, accepted: Collection[str]) -> str:
+    """Only the certificates of ``cert_pem`` whose SPKI pin is in ``accepted`` (PEM, in order).
+
+    An unverified server's bundle is trusted no further than the pins: a server in the middle
+    that adds its own CA next to the real one gets nothing trusted for it."""
+    wanted = {pin.strip().lower() for pin in accepted}
+    certs = x509.load_pem_x509_certificates(cert_pem.encode())
+    return "".join(
+        cert.public_bytes(serialization.Encoding.PEM).decode()
+        for cert, pin in zip(certs, spki_pin_of_pem(cert_pem), strict=True)
+        if pin in wanted
+    )
+
+
+async def fetch_cluster_ca(
+    addr: str, ca_pin: str | Collection[str] | None, insecure: bool
+) -> dict[str, Any]:
+    """Ping the server without trusting it yet, then check its host CA against ``ca_pin`` (one
+    pin, or the pins an earlier verified login recorded).
 
     Returns:
-        The ping document (cluster name, second factor, ``tls_host_ca`` PEM).
+        The ping document (cluster name, second factor, ``tls_host_ca`` PEM). With pins,
+        ``tls_host_ca`` holds only the pinned certificates of the server's bundle.
 
     Raises:
-        AccessDenied-like BadParameter when the pin does not match; ConnectionProblem.
+        AccessDenied-like BadParameter when no pin matches; ConnectionProblem.
     """
     unverified = ssl.create_default_context()
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE
     async with AuthClient(addr, unverified) as client:
         ping: dict[str, Any] = await client.call("GET", "/v1/ping")
-    pins = spki_pin_of_pem(ping["tls_host_ca"])
+    accepted = [ca_pin] if isinstance(ca_pin, str) else list(ca_pin or ())
     # Never show the pins this (still unverified) server presents: a user would copy them,
     # and an attacker in the middle presents its own.
-    if ca_pin:
-        if ca_pin.strip().lower() not in pins:
+    if accepted:
+        trusted = pinned_certs(ping["tls_host_ca"], accepted)
+        if not trusted:
             raise BadParameter(
                 f"the server at {addr} does not match --ca-pin: this may be an attack, or the "
                 "wrong address or cluster; check the pin with your admin (bastion start and "
                 "bctl status print it)"
             )
+        ping["tls_host_ca"] = trusted
     elif not insecure:
         raise BadParameter(
             f"the server at {addr} is not known on this machine: pass --ca-pin=sha256:... as "

@@ -210,3 +210,26 @@ async def test_a_node_cannot_submit_events_about_another_node_or_as_a_proxy():
     assert [r["status"] for r in await proxy.submit_events(forged[:1])] == ["rejected"]
     stored = await fx.auth.audit.search(AuditQuery(types=("session.end", "exec")))
     assert [(e.type, e.target) for e in stored] == [("session.end", "web1"), ("exec", "web1")]
+
+
+async def test_a_name_taken_over_after_expiry_stays_pinned_until_an_admin_confirms():
+    from bastion.services.node_pins import NodePins
+
+    fx = await make_auth()
+    first = await host_guard(fx, "web1")
+    await first.heartbeat_node(node("web1"))
+    pins = NodePins(fx.backend)
+    assert await pins.get("web1") == first.ctx.identity.host_id
+    await fx.backend.delete(fx.auth.nodes.key("web1"))  # the record expired
+    second = await host_guard(fx, "web1")  # another host joins under the name
+    await second.heartbeat_node(node("web1"))
+    assert await pins.get("web1") == first.ctx.identity.host_id  # the proxy refuses it
+    editor = await guard(fx, "ed", ["editor"])
+    answer = await editor.confirm_node("web1")
+    assert answer["previous_host_id"] == first.ctx.identity.host_id
+    assert await pins.get("web1") == answer["host_id"] == second.ctx.identity.host_id
+    confirmed = await fx.auth.audit.search(AuditQuery(types=("node.confirm",)))
+    assert confirmed[-1].user == "ed" and confirmed[-1].target == "node/web1"
+    plain = await guard(fx, "bob", ["access"], ["bob"])
+    with pytest.raises(AccessDenied):
+        await plain.confirm_node("web1")

@@ -361,3 +361,82 @@ async def test_lock_on_the_mfa_device_refuses_logins_with_it():
             "ip",
             webauthn=key.get(challenge.webauthn, WA_ORIGIN),
         )
+
+
+async def test_real_and_unknown_names_get_byte_identical_answers_through_ten_failures():
+    """Issue 11: the lockout used to be checked (for real users only) before the password, so
+    after 5 failures a real name got '403 ... locked until' and an unknown one kept '401'."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bastion.audit.log import AuditQuery
+    from bastion.auth.api import build_app
+
+    fx = await make_auth()
+    await enrol(fx)
+    _, pub = new_public_key()
+    app = build_app(fx.auth, rate=1000.0, burst=1000, max_body=1 << 20)
+    answers: dict[str, list[tuple[int, bytes]]] = {"alice": [], "nobody": []}
+    async with TestClient(TestServer(app)) as client:
+        for _ in range(10):
+            for name in answers:
+                body = {"user": name, "password": "wrong password!!", "public_key": pub}
+                resp = await client.post("/v1/login", json=body)
+                answers[name].append((resp.status, await resp.read()))
+    assert answers["alice"] == answers["nobody"]
+    statuses = [status for status, _ in answers["alice"]]
+    assert statuses == [401] * 5 + [403] * 5  # both names are locked out after five
+    outs = await fx.auth.audit.search(AuditQuery(types=("user.locked_out",)))
+    assert {(e.user, e.fields.get("known_user", True)) for e in outs} == {
+        ("alice", True),
+        ("nobody", False),
+    }  # the log tells the truth
+    fx.clock.advance(timedelta(minutes=31))
+    secret = (await fx.auth.credentials.get("alice")).totp_secret
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    certs = await fx.users.login("alice", PASSWORD, code, pub, timedelta(1), "ip")
+    assert certs.identity.user == "alice"  # the lockout ends on its own
+
+
+async def test_reset_deletion_and_narrowing_replace_the_epoch_and_lock_the_old_one():
+    from bastion.errors import NotFound
+
+    fx = await make_auth()
+    auth = fx.auth
+
+    async def epoch(name):
+        return (await auth.users.get(name)).spec.epoch
+
+    async def revocations():
+        return {
+            (lk.spec.target.user, lk.spec.target.user_epoch)
+            for lk in await auth.locks.list()
+            if lk.name.startswith("revoked-")
+        }
+
+    await enrol(fx)
+    first = await epoch("alice")
+    assert len(first) == 32
+    await fx.users.reset_user("alice", "admin")
+    second = await epoch("alice")
+    assert second != first and ("alice", first) in await revocations()
+
+    user = await auth.users.get("alice")  # widening keeps the epoch
+    user.spec.roles = [*user.spec.roles, "editor"]
+    await auth.update_resource(user, "admin")
+    assert await epoch("alice") == second
+    user = await auth.users.get("alice")  # narrowing replaces it
+    user.spec.roles = ["access"]
+    user.spec.epoch = "chosen-by-the-client"  # never taken from the request
+    await auth.update_resource(user, "admin")
+    third = await epoch("alice")
+    assert third not in (second, "chosen-by-the-client")
+    assert ("alice", second) in await revocations()
+
+    invite = await fx.users.add_user("bob", ["access"], ["bob"], {}, "admin")
+    bob_epoch = await epoch("bob")
+    await auth.delete_resource("user", "bob", "admin")
+    assert ("bob", bob_epoch) in await revocations()
+    await fx.users.add_user("bob", ["access"], ["bob"], {}, "admin")  # someone else
+    assert await epoch("bob") != bob_epoch
+    with pytest.raises((NotFound, AccessDenied, AuthenticationFailed)):
+        await fx.users.start_invite(invite.token)  # the old person's invite died with it
