@@ -1,7 +1,7 @@
 # Two commands for a fresh machine:
 #   make start   create .venv, install Bastion and start an all-in-one cluster (SQLite)
 #   make test    install everything the tests need (system packages too, as root), then
-#                ruff, mypy and pytest
+#                ruff, mypy, the layer contract (import-linter), the cycle check and pytest
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -60,6 +60,8 @@ typecheck: $(VENV)/.installed-dev
 
 test: system-deps $(VENV)/.installed-dev lint typecheck
 	$(BIN)/python tests/check_layout.py
+	$(BIN)/lint-imports
+	$(BIN)/python tests/check_cycles.py
 	$(BIN)/pytest -n 2 -q -p no:cacheprovider
 
 unit: $(VENV)/.installed-dev
@@ -73,6 +75,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/recording.py
 	$(BIN)/python bench/export/run.py
 	$(BIN)/python bench/agent_events.py
+	$(BIN)/python bench/cli.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

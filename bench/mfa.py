@@ -363,7 +363,7 @@ async def bench_logins(
 
 
 def argon2_rate(count: int) -> float:
-    hasher = PasswordHasher()  # the parameters bastion.auth.credentials uses
+    hasher = PasswordHasher()  # the parameters bastion.services.credentials uses
     digest = hasher.hash(PASSWORD)
     hasher.verify(digest, PASSWORD)
     start = time.perf_counter()

@@ -1,14 +1,19 @@
 """Bastion: a zero-trust access plane (identity-aware proxy + certificate authority).
 
-Layers, bottom to top (a layer never imports one above it):
+Layers, top to bottom (a layer never imports one above it; docs/architecture.md, checked by
+import-linter and tests/check_cycles.py in ``make test``):
 
-    errors, clock            vocabulary shared by everything
-    types                    resource models (pydantic) and the identity document
-    backend                  key-value store: revisions, TTL, watches (memory, sqlite, postgres)
-    rbac, ca                 pure decisions: authorization and certificate contents
-    services                 typed resource stores over a backend
-    auth                     control plane: AuthServer (trusted) -> GuardedAuth (RBAC) -> API
-    config, process, cli     the daemon, its configuration and the command-line tools
+    cli, testing*            the command-line tools; test launchers
+    process                  the all-in-one supervisor
+    proxy, agent             processes (tunnel and auth_service beneath them)
+    client                   API client, profiles, every client TLS context
+    api, web                 the HTTP edge and the web pages it mounts
+    sso > auth > mfa, locks, recording, export > audit, live     the domain
+    services                 typed stores over a backend (every key prefix)
+    config                   the configuration schema
+    protocols, ca, rbac, backend    pure codecs, certificates, policy; key-value engines
+    types                    resource models and the identity document
+    errors, clock, files, logging, runtime, tasks    shared vocabulary
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from bastion.agent.service import NodeService
-from bastion.auth.service import AuthService
+from bastion.auth_service import AuthService
 from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig
 from bastion.errors import BadParameter, BastionError
@@ -84,6 +84,7 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             )
             stack.push_async_callback(locks.close)
             await locks.load(auth.server.deps.backend)
+            auth.server.use_lock_view(locks)  # the gate and logins decide from it
         if auth is not None and config.proxy_service.enabled:
             proxy = ProxyService(config, auth, registry, clock, locks)
             stack.push_async_callback(proxy.close)

@@ -348,10 +348,19 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
 
 
 def bsh(
-    fake: FakeCluster, *args: str, stdin: bytes | None = None, timeout: float = TIMEOUT
+    fake: FakeCluster,
+    *args: str,
+    stdin: bytes | None = None,
+    timeout: float = TIMEOUT,
+    client: str = "",
 ) -> subprocess.CompletedProcess[bytes]:
+    """``client="builtin"`` forces the asyncssh client (BSH_SSH_CLIENT); by default ``bsh ssh``
+    hands the connection to OpenSSH when it is installed."""
     env = {**os.environ, "BSH_HOME": str(fake.home), "HOME": str(fake.root)}
     env.pop("SSH_AUTH_SOCK", None)
+    env.pop("BSH_SSH_CLIENT", None)
+    if client:
+        env["BSH_SSH_CLIENT"] = client
     return subprocess.run(
         [BSH, *args],
         input=stdin if stdin is not None else b"",
@@ -467,17 +476,28 @@ def test_local_port_forwarding(fake: FakeCluster) -> None:
 
 
 def test_host_cert_from_a_foreign_ca_is_refused(fake: FakeCluster) -> None:
-    res = bsh(fake, "ssh", "evil", "true")
+    if shutil.which("ssh"):  # handed to OpenSSH: its strict host checking refuses
+        res = bsh(fake, "ssh", "evil", "true")
+        assert res.returncode == 255 and b"Host key verification failed" in res.stderr
+    res = bsh(fake, "ssh", "evil", "true", client="builtin")
     assert res.returncode == 3, res.stderr
     assert b"refusing to connect to evil" in res.stderr and b"host CA" in res.stderr
     assert b"Traceback" not in res.stderr
 
 
 def test_proxy_refusals_are_clean_errors(fake: FakeCluster) -> None:
-    res = bsh(fake, "ssh", "offline", "true")
+    if shutil.which("ssh"):  # through OpenSSH: the proxy's reason is printed by bsh proxy ssh
+        res = bsh(fake, "ssh", "offline", "true")
+        assert res.returncode == 255
+        assert b"error: node offline is offline (tunnel down)\n" in res.stderr
+    res = bsh(fake, "ssh", "offline", "true", client="builtin")
     assert res.returncode == 7
     assert res.stderr == b"error: node offline is offline (tunnel down)\n"
+    # (this fake's challenge endpoint accepts any node; the real one answers not found first,
+    # see test_cli.py::test_forward_refusal_says_why_and_refusals_have_their_own_audit_type)
     res = bsh(fake, "ssh", "nosuch", "true")
+    assert res.returncode in (4, 255) and res.stderr.startswith(b"error: node 'nosuch' not found")
+    res = bsh(fake, "ssh", "nosuch", "true", client="builtin")
     assert res.returncode == 4 and res.stderr.startswith(b"error: node 'nosuch' not found")
 
 
@@ -553,3 +573,49 @@ def test_interactive_shell_with_pty_and_window_changes(fake: FakeCluster) -> Non
     finally:
         child.close()
     assert child.exitstatus == 7
+
+
+def test_builtin_client_parses_arguments_like_openssh(fake: FakeCluster) -> None:
+    """Issue 12 item 5: -l, -o, --, unknown flags, on the built-in (asyncssh) client."""
+    res = bsh(fake, "ssh", "-l", "root", "node1", "whoami", client="builtin")
+    assert (res.returncode, res.stdout) == (0, b"root\n"), res.stderr
+    res = bsh(fake, "ssh", "-o", "User=root", "-o", "ServerAliveInterval=5", "node1", "whoami",
+              client="builtin")  # fmt: skip
+    assert (res.returncode, res.stdout) == (0, b"root\n"), res.stderr
+    res = bsh(fake, "ssh", "-tl", "alice", "--", "node1", "echo", "-l", "x", client="builtin")
+    assert res.returncode == 0 and res.stdout.replace(b"\r", b"") == b"ran echo -l x\n"
+    res = bsh(fake, "ssh", "-x", "node1", "true", client="builtin")
+    assert res.returncode == 2 and b"unknown option -x" in res.stderr, res.stderr
+    assert b"-l" not in res.stdout  # never a node called "-l"
+    res = bsh(fake, "ssh", "-o", "StrictHostKeyChecking=no", "node1", "true", client="builtin")
+    assert res.returncode != 0 and b"not supported" in res.stderr
+    assert b"host CA" in res.stderr
+    res = bsh(fake, "ssh", "-o", "Ciphers=aes128-ctr", "node1", "true", client="builtin")
+    assert res.returncode != 0 and b"not supported by bsh's built-in SSH client" in res.stderr
+
+
+def test_builtin_client_escape_sequences(fake: FakeCluster) -> None:
+    """``~?`` lists the escapes and ``~.`` disconnects (status 255), at the start of a line."""
+    pexpect = pytest.importorskip("pexpect")
+    env = {
+        **os.environ,
+        "BSH_HOME": str(fake.home),
+        "HOME": str(fake.root),
+        "TERM": "vt100",
+        "BSH_SSH_CLIENT": "builtin",
+    }
+    child = pexpect.spawn(BSH, ["ssh", "node1"], env=env, dimensions=(30, 100), timeout=TIMEOUT)
+    try:
+        child.expect(r"\$ ")
+        child.send("\r")
+        child.expect(r"\$ ")
+        child.send("~?")
+        child.expect("Supported escape sequences")
+        child.expect(r"~\.\s+- terminate connection")
+        child.send("echo a~.b\r")  # not at the start of a line: sent as typed
+        child.expect(r"\$ ")
+        child.send("~.")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 255

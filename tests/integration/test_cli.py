@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 import stat
@@ -25,6 +26,7 @@ from harness import (
     ping,
     run,
     start_cluster,
+    totp,
     unique,
     unverified_context,
 )
@@ -633,3 +635,144 @@ def test_configure_output_is_a_valid_config(tmp_path: Path) -> None:
     finally:
         started.stop()
     assert started.proc.returncode == 0
+
+
+# ---- issue 12: bsh ls, node visibility, refusals, invites ---------------------------------------
+
+
+def _node_yaml(name: str, hostname: str, team: str) -> str:
+    return json.dumps(
+        {
+            "kind": "node",
+            "metadata": {"name": name, "labels": {"team": team}},
+            "spec": {"hostname": hostname, "addr": "127.0.0.1:1", "agentless": True},
+        }
+    )
+
+
+def _contractor(env: Env, team: str, **options: object) -> str:
+    name = unique("contractor")
+    spec: dict[str, object] = {"allow": {"logins": ["ubuntu"], "node_labels": {"team": [team]}}}
+    if options:
+        spec["options"] = options
+    role = {"kind": "role", "version": "v1", "metadata": {"name": name}, "spec": spec}
+    env.admin_ok("create", "-f", "-", input=yaml.safe_dump(role))
+    return name
+
+
+def test_ls_shows_node_names_and_follows_node_labels_not_admin_rules(env: Env) -> None:
+    team = unique("team")
+    twins = [unique("web"), unique("web")]
+    for name in twins:  # two nodes on one host: the same OS hostname, different node names
+        env.admin_ok("create", "-f", "-", input=_node_yaml(name, "vm", team))
+    other = unique("db")
+    env.admin_ok("create", "-f", "-", input=_node_yaml(other, "vm", unique("team")))
+    user = env.new_user(_contractor(env, team), "ubuntu")  # no admin rule for nodes at all
+    listed = env.bsh(user, "ls")
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert names == sorted(twins)  # the names bsh ssh takes; the other team's node is hidden
+    data = json.loads(env.bsh(user, "ls", "--format", "json").stdout)
+    assert sorted(n["metadata"]["name"] for n in data) == sorted(twins)
+    hidden = env.bctl(user, "get", f"node/{other}")
+    assert hidden.returncode == 4, hidden.stderr  # the same answer as a node that is not there
+    roles = env.bctl(user, "get", "roles")
+    assert roles.returncode == 3 and "you may not list role" in roles.stderr  # others: rules
+
+
+def test_forward_refusal_says_why_and_refusals_have_their_own_audit_type(env: Env) -> None:
+    team = unique("team")
+    node = unique("web")
+    env.admin_ok("create", "-f", "-", input=_node_yaml(node, "vm", team))
+    user = env.new_user(_contractor(env, team, port_forwarding=False), "ubuntu")
+    for flag, spec in (("-L", "0:127.0.0.1:22"), ("-R", "0:127.0.0.1:22")):
+        refused = env.bsh(user, "ssh", flag, spec, f"ubuntu@{node}", "true")
+        assert refused.returncode == 3, refused.stderr
+        assert "port forwarding (-L/-R) is not allowed by your roles" in refused.stderr
+        assert "port_forwarding: false" in refused.stderr
+    missing = env.bsh(user, "ssh", f"ubuntu@{unique('nosuch')}", "true")
+    assert missing.returncode == 4, missing.stderr
+    wrong_login = env.bsh(user, "ssh", f"root@{node}", "true")
+    assert wrong_login.returncode == 3, wrong_login.stderr
+    denied = env.events("--type", "access.denied", "--user", user.name)
+    assert {e["fields"].get("verb") for e in denied} == {"ssh"}
+    assert any("not in your certificate" in e["reason"] for e in denied)
+    assert any("not found" in e["reason"] for e in denied)
+    assert env.events("--type", "mfa.session", "--user", user.name) == []
+
+
+def test_users_ls_shows_pending_invites(env: Env) -> None:
+    user, invite = env.add_user("access", "x")
+    rows = [line for line in env.admin_ok("users", "ls").splitlines() if user.name in line]
+    assert len(rows) == 1 and "invite pending (expires " in rows[0] and "active" not in rows[0]
+    assert env.accept_invite(user, invite["token"]).returncode == 0
+    rows = [line for line in env.admin_ok("users", "ls").splitlines() if user.name in line]
+    assert rows[0].rstrip().endswith("active")
+    data = json.loads(env.admin_ok("get", f"user/{user.name}", "--format", "json"))
+    assert "sign_up" not in json.dumps(data) or data["spec"]["status"]["sign_up"] == ""
+
+
+# ---- issue 12: true hints, a forgiving invite flow ------------------------------------------------
+
+
+def test_an_existing_user_gets_hints_that_are_real_commands(env: Env) -> None:
+    user, _ = env.add_user("access", "x")
+    again = env.admin("users", "add", user.name, "--roles=access")
+    assert again.returncode == 5 and "already exists" in again.stderr
+    assert "--force" not in again.stderr  # bctl users add has no --force
+    assert f"bctl users reset {user.name}" in again.stderr
+    # the commands it names work as written
+    assert env.admin("users", "update", user.name, "--set-roles=access").returncode == 0
+    assert env.admin("users", "reset", user.name).returncode == 0
+    role = unique("r")
+    (env.root / "r.yaml").write_text(role_yaml(role))
+    env.admin_ok("create", "-f", str(env.root / "r.yaml"))
+    dup = env.admin("create", "-f", str(env.root / "r.yaml"))
+    assert dup.returncode == 5 and "bctl create --force -f" in dup.stderr
+    assert env.admin("create", "--force", "-f", str(env.root / "r.yaml")).returncode == 0
+
+
+def test_invite_checks_the_password_first_shows_a_qr_and_asks_again_for_a_wrong_code(
+    env: Env,
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    user, invite = env.add_user("access", "x")
+    user.home.mkdir(parents=True, exist_ok=True)
+    child = pexpect.spawn(
+        str(BIN / "bsh"),
+        [
+            "login",
+            f"--proxy={env.cluster.addr}",
+            f"--invite={invite['token']}",
+            f"--ca-pin={env.cluster.pin}",
+        ],
+        env={**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"},
+        cwd=str(user.home),
+        timeout=60,
+        encoding="utf-8",
+    )
+    try:
+        child.expect("Scan this QR code")
+        child.expect("\u2580|\u2584|\u2588")  # the QR code's half blocks
+        child.expect(r"secret: ([A-Z2-7]+)")
+        secret = child.match.group(1)
+        child.expect("Password:")
+        child.sendline("short")
+        child.expect("Repeat for confirmation:")
+        child.sendline("short")
+        index = child.expect(["password too short", "6-digit code"])
+        assert index == 0, "the TOTP code was asked for before the password was checked"
+        child.expect("Password:")
+        child.sendline(user.password)
+        child.expect("Repeat for confirmation:")
+        child.sendline(user.password)
+        child.expect("6-digit code")
+        child.sendline("000000")
+        child.expect("TOTP code is wrong")
+        child.expect("6-digit code")  # asked again, the flow goes on
+        child.sendline(totp(secret))
+        child.expect("Logged in as:")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before

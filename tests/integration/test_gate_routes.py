@@ -20,10 +20,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bastion.api.app import build_app
+from bastion.api.audiences import audience_of
+from bastion.api.tls import server_context
 from bastion.audit.log import AuditQuery
-from bastion.auth.api import build_app
-from bastion.auth.audiences import audience_of
-from bastion.auth.tls import server_context
 from bastion.clock import SystemClock
 from bastion.rbac.checker import RoleSet
 from bastion.recording.store import LocalRecordingStore

@@ -33,7 +33,7 @@ from harness import (
     wait_for,
 )
 
-from bastion.auth.mfa_header import ADMIN_MFA_HEADER, encode_assertion
+from bastion.api.mfa_header import ADMIN_MFA_HEADER, encode_assertion
 from bastion.client.api import AuthClient
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile, ProfileStore

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bastion.errors import BadParameter, BastionError, LimitExceeded
+from bastion.tasks import spawn
 
 __all__ = [
     "CLOSING_TYPES",
@@ -180,8 +181,7 @@ class EventSpool:
         self._pending_bytes += len(line)
         if self._flusher is None or self._flusher.done():
             # a task of its own (referenced here): a cancelled caller never interrupts a write
-            loop = asyncio.get_running_loop()
-            self._flusher = loop.create_task(self._flush(), name="event-spool-flush")
+            self._flusher = spawn(self._flush(), "event-spool-flush")
         await future
         return str(record["event_id"])
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bastion.client.api import AuthClient, fetch_cluster_ca
 from bastion.client.profile import new_client_key
+from bastion.client.tls import verified_context
 from bastion.errors import NotFound
 from bastion.files import write_private_file
 
@@ -79,8 +80,6 @@ async def join_cluster(
     Raises:
         BadParameter: pin mismatch; AccessDenied: bad token; ConnectionProblem.
     """
-    from bastion.cli.identity import verified_context
-
     ping = await fetch_cluster_ca(server, ca_pin, insecure)
     key = new_client_key()
     public_key = (

@@ -24,9 +24,9 @@ import structlog
 
 from bastion.agent.event_spool import EventSpool, SpooledEvent
 from bastion.agent.join import HostIdentity
-from bastion.auth.api_recordings import META_HEADER, encode_meta_header
-from bastion.cli.identity import verified_context
+from bastion.api.recordings import META_HEADER, encode_meta_header
 from bastion.client.api import AuthClient
+from bastion.client.tls import verified_context
 from bastion.errors import (
     BadParameter,
     BastionError,

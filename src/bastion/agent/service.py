@@ -35,13 +35,14 @@ from bastion.agent.ssh_node import SSHNode
 from bastion.agent.ssh_session import ObserverFactory
 from bastion.audit.emitter import Emitter
 from bastion.auth.recordings import InProcessTarget, RecordingService
-from bastion.auth.service import AuthService, _new_key_pem
+from bastion.auth_service import AuthService, _new_key_pem
 from bastion.clock import Clock
-from bastion.config.schema import FileConfig, parse_addr
+from bastion.config.schema import FileConfig
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
+from bastion.protocols.addr import parse_addr
 from bastion.recording.spool import Spool
 from bastion.recording.uploader import Uploader, UploadTarget
 from bastion.services.cache import ResourceCache, StoreRoleSource

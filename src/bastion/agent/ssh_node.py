@@ -32,13 +32,13 @@ from bastion.agent.deps import NodeDeps
 from bastion.agent.ssh_auth import Authorized, authorize_certificate, install_certificate_hook
 from bastion.agent.ssh_forward import ForwardSession, open_direct_tcpip
 from bastion.agent.ssh_session import NodeSession, ObserverFactory, SessionContext
-from bastion.backend.fanout import BackgroundTasks
 from bastion.ca.keys import load_public_key
 from bastion.ca.sshcert import parse_ssh_certificate
 from bastion.errors import AccessDenied
 from bastion.live.registry import LiveConnection
 from bastion.locks.matcher import Locked, effective_mode, identity_targets
 from bastion.rbac.session_mfa import SessionMFARefused
+from bastion.tasks import TaskSet
 
 __all__ = ["DEFAULT_PORT", "LOGIN_TIMEOUT", "SSHNode"]
 
@@ -325,7 +325,7 @@ class SSHNode:
     ) -> None:
         self.deps = deps
         self.observer_factories = tuple(observers)
-        self.tasks = BackgroundTasks()
+        self.tasks = TaskSet()
         self._dynamic_labels = dynamic_labels
         config = deps.config
         self.user_ca_keys = [load_public_key(line) for line in config.user_ca_keys]

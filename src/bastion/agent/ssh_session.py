@@ -35,9 +35,9 @@ from bastion.agent.session import (
 )
 from bastion.agent.spawn import ExitStatus, PtySize, SessionProcess
 from bastion.agent.ssh_auth import Authorized
-from bastion.backend.fanout import BackgroundTasks
 from bastion.errors import AccessDenied, LimitExceeded
 from bastion.live.registry import LiveConnection
+from bastion.tasks import TaskSet
 
 __all__ = ["SFTP_SERVER_PATHS", "NodeSession", "ObserverFactory", "SessionContext"]
 
@@ -49,6 +49,7 @@ SFTP_SERVER_PATHS: tuple[str, ...] = (
     "/usr/lib/ssh/sftp-server",
     "/usr/libexec/sftp-server",
 )
+
 """Where distributions install OpenSSH's sftp-server; the first that exists is used."""
 _MAX_EARLY_INPUT = 256 * 1024
 TERMINATE_GRACE = 0.5
@@ -66,7 +67,7 @@ class SessionContext:
     conn: asyncssh.SSHServerConnection
     authorized: Authorized
     remote_addr: str
-    tasks: BackgroundTasks
+    tasks: TaskSet
     observer_factories: Sequence[ObserverFactory] = ()
     sessions: set[NodeSession] = field(default_factory=set)
 

@@ -12,9 +12,10 @@ that must hold "everywhere" lives in exactly one place (ARCHITECTURE.md 6.1):
 * the certificate or web session was issued in the user's current epoch (``UserSpec.epoch``): a
   reset, a deletion and re-creation, or a change that narrows the user's access replaces the
   epoch and so revokes everything issued before it;
-* no lock matches (user, role, login, device, MFA device, access request, bot, node, user epoch);
-  the auth process reads the locks from the backend itself, so its view is never stale and
-  strict mode holds trivially (a backend error refuses: fail closed).
+* no lock matches (user, role, login, device, MFA device, access request, bot, node, user epoch),
+  decided from the process's lock watcher (in memory, current through a backend watch; in strict
+  mode a stale view refuses), or read from the backend where no watcher runs (a backend error
+  refuses: fail closed).
 
 :func:`refusal` is the pure decision; :class:`Gate` reads the user and the locks, and audits each
 refusal once (``access.denied`` with the route and the reason).
@@ -188,5 +189,5 @@ class Gate:
             except NotFound:
                 user = None
         targets = identity_targets(identity, login=login, nodes=nodes)
-        locks = await self._auth.lock_decision(targets)
+        locks = await self._auth.lock_access(identity, targets)
         return refusal(identity, audience, user, locks)

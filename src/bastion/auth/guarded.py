@@ -142,22 +142,39 @@ class GuardedAuth:
     # ---- generic resources ---------------------------------------------------------------------
 
     async def list_resources(self, kind: str) -> list[Resource]:
-        await self.require(kind, "list")
+        # Nodes: listing follows the rule of reaching them (node_labels, per item), not an
+        # admin rule, so a role that may ssh to a node may also see it in bsh ls (as Teleport).
+        if kind != "node":
+            await self.require(kind, "list")
         items: list[Resource] = await self._auth.store(kind).list()
         if kind == "node":
             items = [n for n in items if isinstance(n, Node) and self._node_visible(n)]
+        if kind == "user":
+            items = await self._with_sign_up([u for u in items if isinstance(u, User)])
         if kind == "cert_authority":
             items = [ca.without_secrets() for ca in items if isinstance(ca, CertAuthority)]
         return [redact(item) for item in items]
 
     async def get_resource(self, kind: str, name: str) -> Resource:
-        await self.require(kind, "read")
+        if kind != "node":  # nodes: visible by node_labels, as in list_resources
+            await self.require(kind, "read")
         item: Resource = await self._auth.store(kind).get(name)
         if isinstance(item, Node) and not self._node_visible(item):
             raise NotFound(f'node "{name}" not found')
         if isinstance(item, CertAuthority):
             item = item.without_secrets()
         return redact(item)
+
+    async def _with_sign_up(self, users: list[User]) -> list[Resource]:
+        """Users with ``status.sign_up`` (and the invite's expiry) filled in for listing."""
+        states = await self._users.sign_up_states([u.name for u in users])
+        out: list[Resource] = []
+        for user in users:
+            if user.name in states:
+                user = user.model_copy(deep=True)
+                user.spec.status.sign_up, user.spec.status.invite_expires = states[user.name]
+            out.append(user)
+        return out
 
     def _node_visible(self, node: Node) -> bool:
         # The local admin identity (bctl on the auth host) and proxies manage the inventory;

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -28,7 +28,6 @@ from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.log import AuditLog, Change
 from bastion.audit.signer import load_or_create_signer
 from bastion.audit.witness import open_witness
-from bastion.auth.credentials import CredentialStore, hash_secret, new_secret, secrets_equal
 from bastion.auth.issuer import HostCerts, Issuer
 from bastion.auth.revocation import longest_certificate_ttl, narrows, new_epoch, revocation_lock
 from bastion.backend.base import Backend, Delete, Op
@@ -48,6 +47,7 @@ from bastion.mfa.policy import default_relying_party
 from bastion.mfa.service import MFADeps, MFAService
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.recording.store import RecordingStore
+from bastion.services.credentials import CredentialStore, hash_secret, new_secret, secrets_equal
 from bastion.services.store import CONNECTORS_PREFIX, RESOURCE_PREFIXES, ResourceStore
 from bastion.types.access import (
     AuthPreference,
@@ -97,6 +97,12 @@ class AuthDeps:
     """Largest recording accepted from a node."""
 
 
+class LockAccess(Protocol):
+    """A process's view of the locks (:class:`bastion.locks.watcher.LockWatcher`)."""
+
+    async def check_access(self, identity: Identity, targets: LockTargets) -> LockDecision: ...
+
+
 @dataclass(frozen=True, slots=True)
 class NewToken:
     token: str
@@ -128,6 +134,7 @@ class AuthServer:
         self.audit = AuditLog(backend, deps.clock, deps.cluster)
         self.issuer = Issuer(self.cas, deps.kek, deps.clock, self.audit, deps.cluster)
         self._checkpointer: Checkpointer | None = None
+        self._lock_view: LockAccess | None = None
         rp_id, origins = default_relying_party(deps.webauthn_origins or (deps.public_url,))
         self.mfa = MFAService(
             MFADeps(
@@ -370,6 +377,7 @@ class AuthServer:
         stored = await self.users.get(user.name)
         user = user.model_copy(deep=True)
         user.spec.epoch = stored.spec.epoch
+        user.spec.status.sign_up, user.spec.status.invite_expires = "", None  # computed only
         if not narrows(stored.spec, user.spec):
             return user, []
         user.spec.epoch = new_epoch()
@@ -465,6 +473,7 @@ class AuthServer:
         user.spec.created_by = user.spec.created_by or actor
         user.spec.created = user.spec.created or self.clock.now()
         user.spec.epoch = new_epoch()  # a new user (or an overwrite) starts a new epoch
+        user.spec.status.sign_up, user.spec.status.invite_expires = "", None  # computed only
         return user
 
     def _lock_defaults(self, resource: Resource, actor: str) -> Resource:
@@ -639,6 +648,19 @@ class AuthServer:
         node.metadata.revision = ""
         stored: Node = await self.nodes.upsert(node)
         return stored
+
+    def use_lock_view(self, view: LockAccess) -> None:
+        """Decide identities' locks from ``view`` (the process's lock watcher: in memory, kept
+        current by a backend watch, strict mode refusing when it is stale) instead of reading
+        every lock from the backend per request."""
+        self._lock_view = view
+
+    async def lock_access(self, identity: Identity, targets: LockTargets) -> LockDecision:
+        """The lock decision for an access by ``identity`` (its lock mode applied when a lock
+        view is in use; otherwise read straight from the backend: always current)."""
+        if self._lock_view is not None:
+            return await self._lock_view.check_access(identity, targets)
+        return await self.lock_decision(targets)
 
     async def lock_decision(self, targets: LockTargets) -> LockDecision:
         """Locks read straight from the backend (always current here, so never "unknown")."""

@@ -14,7 +14,9 @@ Layer: auth (trusted core behind the guarded API; the decisions are the pure
    and ``min(1 minute, the login certificate's expiry)``. Nothing is ever derived from a session
    certificate itself (ARCHITECTURE.md 6.2: renewal and derivation never widen).
 
-Every ceremony outcome is audited as ``mfa.session`` (node, login, device; the reason on failure).
+Every ceremony outcome is audited as ``mfa.session`` (node, login, device; the reason on failure);
+a refusal before any ceremony (no such node, a login not in the certificate, RBAC) is an
+``access.denied`` event (``verb: ssh``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import Locked, LockView, decide, identity_targets
-from bastion.proxy.ssh_route import find_node
+from bastion.protocols.sshroute import find_node
 from bastion.rbac.checker import Decision, RoleSet
 from bastion.rbac.session_mfa import (
     SESSION_CERT_TTL,
@@ -121,13 +123,23 @@ class SessionCerts:
     async def challenge(
         self, identity: Identity, role_set: RoleSet, node: str, login: str, remote_addr: str
     ) -> dict[str, Any]:
-        """``{"mfa_required": bool, "node": canonical name, "scope", "challenge"}``."""
+        """``{"mfa_required": bool, "node": canonical name, "port_forwarding": bool, "scope",
+        "challenge"}``. ``port_forwarding`` lets the client refuse ``-L``/``-R`` with the reason
+        before connecting (the SSH protocol's refusal carries none).
+
+        A refused resolution (no such node, a login not in the certificate, RBAC) is audited as
+        ``access.denied``; only the MFA ceremony's own outcomes are ``mfa.session`` events."""
         try:
             target = await self.resolve(identity, role_set, node, login)
+        except BastionError as exc:
+            await self._audit_refusal(identity, node, login, remote_addr, _reason(exc))
+            raise
+        try:
             answer: dict[str, Any] = {
                 "mfa_required": target.decision.mfa_required,
                 "node": target.node.name,
                 "login": login,
+                "port_forwarding": role_set.options().port_forwarding,
             }
             if target.decision.mfa_required:
                 answer["scope"] = target.scope
@@ -156,6 +168,10 @@ class SessionCerts:
         device: VerifiedDevice | None = None
         try:
             target = await self.resolve(identity, role_set, node, login)
+        except BastionError as exc:
+            await self._audit_refusal(identity, node, login, remote_addr, _reason(exc))
+            raise
+        try:
             device = await self._mfa.verify_challenge(identity.user, target.scope, response)
             if device.user != identity.user:
                 raise AccessDenied("the security key belongs to another user")
@@ -200,6 +216,20 @@ class SessionCerts:
             "mfa_device": mfa_device,
         }
         return identity.model_copy(update=update)
+
+    async def _audit_refusal(
+        self, identity: Identity, node: str, login: str, remote_addr: str, reason: str
+    ) -> None:
+        await self._auth.audit.emit(
+            "access.denied",
+            outcome="failure",
+            user=identity.user,
+            login=login,
+            target=node,
+            remote_addr=remote_addr,
+            verb="ssh",
+            reason=reason,
+        )
 
     async def _audit_failure(
         self,

@@ -14,13 +14,6 @@ from typing import Any
 import pyotp
 from pydantic import ValidationError
 
-from bastion.auth.credentials import (
-    burn_time_for_unknown_user,
-    check_password_strength,
-    hash_secret,
-    new_secret,
-    verify_totp,
-)
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.revocation import new_epoch
 from bastion.auth.server import INVITE_PREFIX, SYSTEM_ACTOR, AuthServer
@@ -36,6 +29,14 @@ from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.mfa import policy as mfa_policy
 from bastion.mfa.service import MFAVerified, usable_webauthn
 from bastion.rbac.checker import RoleSet
+from bastion.services.credentials import (
+    CredentialStore,
+    burn_time_for_unknown_user,
+    check_password_strength,
+    hash_secret,
+    new_secret,
+    verify_totp,
+)
 from bastion.types.access import AuthPreference, User, UserSpec
 from bastion.types.codec import validation_problems
 from bastion.types.meta import Metadata
@@ -130,6 +131,28 @@ class UserService:
         await self.auth.audited_modify(self.auth.users, name, reset, "user.reset", actor, target)
         await self.auth.mfa.challenges.forget_user(name)
         return await self._new_invite(name, actor)
+
+    async def sign_up_states(self, names: list[str]) -> dict[str, tuple[str, datetime | None]]:
+        """``name -> (state, invite expiry)`` for the users among ``names`` who have not signed
+        up: ``pending`` (a live invite) or ``expired`` (no credentials and no live invite)."""
+        signed_up = {
+            item.key.removeprefix(CredentialStore.PREFIX)
+            for item in await self._backend.get_range(CredentialStore.PREFIX)
+        }
+        invites: dict[str, datetime | None] = {}
+        for item in await self._backend.get_range(INVITE_PREFIX):
+            try:
+                user = str(json.loads(item.value).get("user", ""))
+            except ValueError:
+                continue
+            if item.expires is None or (invites.get(user) or item.expires) <= item.expires:
+                invites[user] = item.expires
+        states: dict[str, tuple[str, datetime | None]] = {}
+        for name in names:
+            if name in signed_up:
+                continue
+            states[name] = ("pending", invites[name]) if name in invites else ("expired", None)
+        return states
 
     async def _attempt_ops(self, name: str) -> list[Op]:
         """Deletes of the name's failed-login counters and lockout (for the transaction that
@@ -317,7 +340,7 @@ class UserService:
             item = await self._backend.get(LOCKOUT_PREFIX + name)
         except NotFound:
             return
-        await self._failed(name, remote_addr, "locked out", count=False, method=method)
+        await self._failed(name, remote_addr, "user is locked out", count=False, method=method)
         until = item.expires or self._clock.now()
         raise AccessDenied(
             f"too many failed logins: this account is locked until {until:%Y-%m-%d %H:%M} UTC; "

@@ -17,17 +17,16 @@ Rules:
 
 Also here, because every implementation needs them and ``base.py`` is the frozen contract:
 :func:`check_item` / :func:`check_key` (input validation -> BadParameter), :func:`to_micros` /
-:func:`from_micros` (TTL encoding), :class:`BackgroundTasks` (named, referenced tasks) and
-:func:`wait_event`.
+:func:`from_micros` (TTL encoding) and :func:`wait_event`. The engines' background loops run in a
+:class:`bastion.tasks.TaskSet`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from bastion.backend.base import Delete, Event, Item, Op, check_ops
 from bastion.errors import BadParameter, ConnectionProblem
@@ -35,7 +34,6 @@ from bastion.errors import BadParameter, ConnectionProblem
 __all__ = [
     "check_transaction",
     "DEFAULT_QUEUE_SIZE",
-    "BackgroundTasks",
     "Fanout",
     "FanoutWatcher",
     "check_item",
@@ -185,27 +183,6 @@ class Fanout:
     def close(self) -> None:
         self._closed = True
         self.fail_all(BACKEND_CLOSED)
-
-
-class BackgroundTasks:
-    """Named background tasks with strong references; ``cancel_all`` stops and awaits them."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # If close() itself is cancelled, asyncio.wait raises CancelledError: propagated.
-            await asyncio.wait(tasks)
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:

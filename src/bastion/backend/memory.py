@@ -27,7 +27,6 @@ from bastion.backend.base import (
     prefix_end,
 )
 from bastion.backend.fanout import (
-    BackgroundTasks,
     Fanout,
     check_item,
     check_key,
@@ -35,6 +34,7 @@ from bastion.backend.fanout import (
 )
 from bastion.clock import Clock, SystemClock
 from bastion.errors import AlreadyExists, BadParameter, CompareFailed, ConnectionProblem, NotFound
+from bastion.tasks import TaskSet
 
 __all__ = ["MemoryBackend"]
 
@@ -59,7 +59,7 @@ class MemoryBackend:
         self._trimmed_through = 0
         self._revision = 0
         self._fanout = Fanout(queue_size)
-        self._tasks = BackgroundTasks()
+        self._tasks = TaskSet()
         self._sweep_interval = sweep_interval
         self._sweeper_started = False
         self._closed = False

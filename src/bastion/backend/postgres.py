@@ -44,7 +44,6 @@ from bastion.backend.base import (
     prefix_end,
 )
 from bastion.backend.fanout import (
-    BackgroundTasks,
     Fanout,
     check_item,
     check_key,
@@ -60,6 +59,7 @@ from bastion.errors import (
     ConnectionProblem,
     NotFound,
 )
+from bastion.tasks import TaskSet
 
 __all__ = ["PostgresBackend"]
 
@@ -189,7 +189,7 @@ class PostgresBackend:
         self._trim_interval: float = options["trim_interval"]
         self._event_retention: int = options["event_retention"]
         self._fanout = Fanout(options["queue_size"])
-        self._tasks = BackgroundTasks()
+        self._tasks = TaskSet()
         self._wake = asyncio.Event()
         self._listener: Any = None
         self._last_seen = 0

@@ -45,7 +45,6 @@ from bastion.backend.base import (
     prefix_end,
 )
 from bastion.backend.fanout import (
-    BackgroundTasks,
     Fanout,
     check_item,
     check_key,
@@ -63,6 +62,7 @@ from bastion.errors import (
     ConnectionProblem,
     NotFound,
 )
+from bastion.tasks import TaskSet
 
 __all__ = ["SQLiteBackend"]
 
@@ -80,6 +80,7 @@ _SCHEMA = (
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('trimmed_through', 0)",
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1)",
 )
+
 _POLL_BATCH = 1000
 
 
@@ -344,7 +345,7 @@ class SQLiteBackend:
         self._event_retention = event_retention
         self._trim_interval = trim_interval
         self._fanout = Fanout(queue_size)
-        self._tasks = BackgroundTasks()
+        self._tasks = TaskSet()
         self._wake = asyncio.Event()
         self._last_seen = 0
         self._closed = False

@@ -23,7 +23,7 @@ from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity, resolve_identity
 from bastion.cli.render import print_json, print_resources, print_table
 from bastion.client.api import AuthClient, spki_pin_of_pem
-from bastion.errors import BadParameter, NotFound
+from bastion.errors import AlreadyExists, BadParameter, NotFound
 from bastion.files import write_private_file
 from bastion.types.codec import canonical_kind, dump_resource, load_resources, parse_resource
 from bastion.types.meta import Resource
@@ -115,9 +115,14 @@ def create(path: str, force: bool) -> None:
                 except NotFound:
                     pass
             body = _body(res)
-            await client.call(
-                "POST", f"/v1/resources/{res.kind}", body, {"force": "true"} if force else None
-            )
+            try:
+                await client.call(
+                    "POST", f"/v1/resources/{res.kind}", body, {"force": "true"} if force else None
+                )
+            except AlreadyExists as exc:
+                raise AlreadyExists(
+                    f"{exc.message}; bctl create --force -f {path} overwrites it"
+                ) from None
             click.echo(f'{res.kind} "{res.name}" has been {"updated" if existed else "created"}')
 
     ident().session(work)
@@ -279,7 +284,14 @@ def _print_invite(invite: dict[str, Any], fmt: str, verb: str) -> None:
 def users_add(name: str, roles: str, logins: str, traits: tuple[str, ...], fmt: str) -> None:
     """Create a user and print a one-time invite."""
     body = {"name": name, "roles": _csv(roles), "logins": _csv(logins), "traits": _traits(traits)}
-    _print_invite(ident().call("POST", "/v1/users", body), fmt, "created")
+    try:
+        invite = ident().call("POST", "/v1/users", body)
+    except AlreadyExists as exc:
+        raise AlreadyExists(
+            f"{exc.message}: bctl users update {name} --set-roles={roles} changes its roles, "
+            f"bctl users reset {name} issues a new invite"
+        ) from None
+    _print_invite(invite, fmt, "created")
 
 
 @users.command("ls")

@@ -20,10 +20,10 @@ from bastion.backend import open_backend
 from bastion.cli.common import handle_errors
 from bastion.cli.render import print_json, print_table
 from bastion.clock import SystemClock
+from bastion.config.export import AuditExportConfig
 from bastion.config.schema import FileConfig, load_config
 from bastion.errors import BadParameter
 from bastion.export.build import build_forwarders, cursor_path, output_name, run_forwarders
-from bastion.export.config import AuditExportConfig
 from bastion.export.cursor import FileCursor
 from bastion.logging import configure_logging
 

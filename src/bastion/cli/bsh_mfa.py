@@ -21,11 +21,12 @@ from urllib.parse import quote
 import click
 
 from bastion.cli.common import handle_errors
-from bastion.cli.identity import run_async, verified_context
+from bastion.cli.identity import run_async
 from bastion.cli.render import print_json
 from bastion.client.api import AuthClient
 from bastion.client.mfa import ENV_SOFTWARE, SETTINGS_FILE, origin_for, solve
 from bastion.client.profile import Profile, ProfileStore
+from bastion.client.tls import verified_context
 from bastion.errors import AuthenticationFailed, BadParameter, NotFound
 from bastion.files import write_private_file
 
@@ -34,7 +35,6 @@ __all__ = [
     "invite_webauthn",
     "login_second_factor",
     "passwordless_login",
-    "register",
 ]
 
 
@@ -297,7 +297,3 @@ def rm_command(name: str, otp: str | None) -> None:
 
     run_async(go())
     click.echo(f"MFA device {name!r} removed.")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(mfa_group)

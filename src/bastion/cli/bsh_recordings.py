@@ -9,7 +9,6 @@ module renders, resolves a session id prefix, and paces playback with
 from __future__ import annotations
 
 import hashlib
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -25,8 +24,10 @@ from bastion.cli.render import print_json, print_table
 from bastion.client.api import AuthClient
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.proxy_conn import check_profile
+from bastion.client.tls import profile_context
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
+from bastion.protocols.alpn import ALPN_HTTP
 from bastion.recording.asciicast import parse_cast
 from bastion.recording.player import DEFAULT_IDLE_CAP, PlayStep, schedule
 from bastion.types.duration import parse_duration
@@ -37,7 +38,6 @@ __all__ = [
     "parse_since",
     "play_steps",
     "recording_rows",
-    "register",
     "resolve_session",
     "write_recording",
 ]
@@ -173,12 +173,7 @@ def _profile() -> Profile:
 
 
 def _client(profile: Profile) -> AuthClient:
-    try:
-        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
-        ctx.load_cert_chain(profile.path / "tls.crt", profile.path / "tls.key")
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
     return AuthClient(profile.proxy, ctx)
 
 
@@ -274,9 +269,3 @@ def play_command(session: str, speed: float, skip_idle: bool, idle_limit: float)
     cast = parse_cast(data)
     steps = list(schedule(cast.events, speed=speed, idle_cap=idle_limit if skip_idle else None))
     play_steps(steps, sys.stdout.buffer)
-
-
-def register(group: click.Group) -> None:
-    """Add ``recordings`` and ``play`` to the ``bsh`` group."""
-    group.add_command(recordings_group)
-    group.add_command(play_command)

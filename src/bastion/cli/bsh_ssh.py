@@ -2,7 +2,8 @@
 
 Layer: client edge (CLI). Parsing and rendering are pure functions here or in
 :mod:`bastion.client.ssh`; connections come from :mod:`bastion.client.ssh` and
-:mod:`bastion.client.proxy_conn`. Registered on the ``bsh`` group by :func:`register`.
+:mod:`bastion.client.proxy_conn`. The ``bsh`` group imports this module when one of its commands
+runs (:data:`bastion.cli.bsh.LAZY`).
 
 The node catalog (``GET /v1/resources/node``) is the only directory: it answers after
 authentication and lists only the nodes the user may reach, so "not found" and "not allowed"
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import click
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.cli.render import print_json, print_table
+from bastion.cli.ssh_handoff import BuiltinOptions, SSHUsageError, builtin_options, read_ssh_args
 from bastion.client.api import AuthClient
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.proxy_conn import check_profile, pipe_stdio, strip_cluster
@@ -41,13 +42,14 @@ from bastion.client.ssh import (
     ssh_errors,
     start_forwards,
 )
+from bastion.client.tls import profile_context
 from bastion.errors import BadParameter, BastionError, NotFound
+from bastion.protocols.alpn import ALPN_HTTP
 
 __all__ = [
     "filter_nodes",
     "node_rows",
     "parse_proxy_target",
-    "register",
     "render_ssh_config",
 ]
 
@@ -64,8 +66,9 @@ TUNNEL_ADDRESS = "⟵ tunnel"
 
 
 def node_name(node: dict[str, Any]) -> str:
-    """What people type: the hostname, else the resource name."""
-    return str(node.get("spec", {}).get("hostname") or node.get("metadata", {}).get("name", ""))
+    """What people type (``bsh ssh NAME``, ``ssh NAME.CLUSTER``): the node's resource name
+    (``node_name`` in its config), never its OS hostname, which two nodes may share."""
+    return str(node.get("metadata", {}).get("name", ""))
 
 
 def filter_nodes(
@@ -80,8 +83,8 @@ def filter_nodes(
             continue
         haystack = " ".join(
             [
-                str(node.get("metadata", {}).get("name", "")),
                 node_name(node),
+                str(node.get("spec", {}).get("hostname", "")),
                 *(f"{k}={v}" for k, v in node_labels(node).items()),
             ]
         ).lower()
@@ -156,12 +159,7 @@ def _profile(cluster: str | None = None) -> Profile:
 
 
 async def _list_nodes(profile: Profile) -> list[dict[str, Any]]:
-    try:
-        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
-        ctx.load_cert_chain(profile.path / "tls.crt", profile.path / "tls.key")
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
     async with AuthClient(profile.proxy, ctx) as client:
         data = await client.call("GET", "/v1/resources/node")
     items = data.get("items") if isinstance(data, dict) else data
@@ -231,7 +229,16 @@ async def _ssh_one(
     command: str | None,
     opts: dict[str, Any],
 ) -> int:
-    conn = await connect(profile, node, login, port, agent_forwarding=opts["agent"])
+    extra: BuiltinOptions = opts["options"]
+    conn = await connect(
+        profile,
+        node,
+        login,
+        port,
+        agent_forwarding=opts["agent"],
+        forwards=bool(opts["local"] or opts["remote"]),
+        **_connect_tuning(extra),
+    )
     try:
         listeners = await start_forwards(conn, opts["local"], opts["remote"])
         try:
@@ -239,8 +246,11 @@ async def _ssh_one(
                 if opts["no_command"]:
                     await conn.wait_closed()
                     return 0
-                pty = bool(opts["tty"]) or (command is None and os.isatty(0))
-                return await run_session(conn, command, pty=pty)
+                if extra.tty is not None and not opts["tty"]:
+                    pty = extra.tty
+                else:
+                    pty = bool(opts["tty"]) or (command is None and os.isatty(0))
+                return await run_session(conn, command, pty=pty, env=extra.env)
         finally:
             for listener in listeners:
                 listener.close()
@@ -249,13 +259,70 @@ async def _ssh_one(
         await conn.wait_closed()
 
 
-@click.command(
-    "ssh",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
-@click.option("-p", "--port", default=22, show_default=True, help="Port of sshd on the node.")
+def _connect_tuning(extra: BuiltinOptions) -> dict[str, Any]:
+    tuning: dict[str, Any] = {}
+    if extra.connect_timeout is not None:
+        tuning["dial_timeout"] = extra.connect_timeout
+    if extra.keepalive_interval is not None:
+        tuning["keepalive_interval"] = extra.keepalive_interval
+    if extra.keepalive_count_max is not None:
+        tuning["keepalive_count_max"] = extra.keepalive_count_max
+    return tuning
+
+
+class OpenSSHCommand(click.Command):
+    """A click command whose arguments are parsed as OpenSSH parses them
+    (:func:`bastion.cli.ssh_handoff.read_ssh_args`, the parser the OpenSSH hand-off uses):
+    ``-l LOGIN``, ``-o Option=value``, bundled flags, ``--``; options end at the destination
+    and everything after it is the remote command. The click options declared on the command
+    document the flags in ``--help``; an unknown flag is a usage error (exit 2)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args[:1] == ["--help"] or not args:
+            return super().parse_args(ctx, args)
+        try:
+            parsed = read_ssh_args(args)
+        except SSHUsageError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        ctx.params.update(
+            port=parsed.port,
+            login=parsed.login,
+            local=tuple(parsed.local),
+            remote=tuple(parsed.remote),
+            options=tuple(parsed.options),
+            agent=parsed.agent,
+            tty=parsed.tty,
+            no_command=parsed.no_command,
+            destination=parsed.destination,
+            command=tuple(parsed.command),
+        )
+        return []
+
+
+SSH_HELP = """Open a shell or run COMMAND on [LOGIN@]NODE; NODE may be labels k=v[,k=v] (all
+matches run COMMAND).
+
+Arguments are parsed as OpenSSH parses them: flags may be bundled (-tA) or glued to their
+value (-p2222), options end at NODE or at --, and everything after NODE is the command.
+-o takes Port, User, ForwardAgent, RequestTTY, ConnectTimeout, ServerAliveInterval,
+ServerAliveCountMax, LocalForward, RemoteForward and SetEnv; the trust settings are fixed.
+In an interactive session ~. (at the start of a line) disconnects and ~? lists the escapes.
+
+\b
+Examples:
+  bsh ssh web1
+  bsh ssh -l root web1 uptime
+  bsh ssh -o ServerAliveInterval=15 -L 8080:localhost:80 web1
+  bsh ssh env=prod -- ls -la /etc
+"""
+
+
+@click.command("ssh", cls=OpenSSHCommand, help=SSH_HELP)
+@click.option("-p", "port", default=22, show_default=True, help="Port of sshd on the node.")
+@click.option("-l", "login", default=None, help="Log in as LOGIN (as LOGIN@NODE).")
 @click.option("-L", "local", multiple=True, help="Local forward [bind:]port:host:hostport.")
 @click.option("-R", "remote", multiple=True, help="Remote forward [bind:]port:host:hostport.")
+@click.option("-o", "options", multiple=True, help="OpenSSH option as Option=value.")
 @click.option("-A", "agent", is_flag=True, help="Forward your SSH agent (SSH_AUTH_SOCK).")
 @click.option("-t", "tty", is_flag=True, help="Request a terminal for COMMAND too.")
 @click.option("-N", "no_command", is_flag=True, help="No shell or command: only forward ports.")
@@ -264,25 +331,33 @@ async def _ssh_one(
 @handle_errors
 def ssh_command(
     port: int,
+    login: str | None,
     local: tuple[str, ...],
     remote: tuple[str, ...],
+    options: tuple[str, ...],
     agent: bool,
     tty: bool,
     no_command: bool,
     destination: str,
     command: tuple[str, ...],
 ) -> None:
-    """Open a shell or run COMMAND on [LOGIN@]NODE; NODE may be labels k=v[,k=v] (all matches)."""
-    login_opt, node = parse_destination(destination)
+    try:
+        extra = builtin_options(list(options))
+    except SSHUsageError as exc:
+        raise BadParameter(str(exc)) from None
+    login_at, node = parse_destination(destination)
     opts: dict[str, Any] = {
-        "local": [parse_forward(s) for s in local],
-        "remote": [parse_forward(s) for s in remote],
-        "agent": agent,
+        "local": [parse_forward(s) for s in [*local, *extra.local]],
+        "remote": [parse_forward(s) for s in [*remote, *extra.remote]],
+        "agent": agent or bool(extra.agent),
         "tty": tty,
         "no_command": no_command,
+        "options": extra,
     }
+    if port == 22 and extra.port is not None:
+        port = extra.port
     profile = _profile()
-    login = login_opt or default_login(profile)
+    login = login or login_at or extra.login or default_login(profile)
     cmd = " ".join(command) if command else None
     selector = parse_selector(node)
     if selector is None:
@@ -349,24 +424,3 @@ def proxy_ssh_command(cluster: str | None, target: str) -> None:
     profile = _profile(cluster)
     login, node, port = parse_proxy_target(target, profile.cluster)
     run_async(pipe_stdio(profile, node, login, port))
-
-
-def _home_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value:
-        os.environ["BSH_HOME"] = value
-
-
-def register(group: click.Group) -> None:
-    """Add the SSH commands to the ``bsh`` group (and ``--home`` to set BSH_HOME)."""
-    for command in (ls_command, ssh_command, scp_command, config_command, proxy_group):
-        group.add_command(command)
-    group.params.append(
-        click.Option(
-            ["--home"],
-            default=None,
-            expose_value=False,
-            is_eager=True,
-            callback=_home_option,
-            help="Profile directory (default: $BSH_HOME or ~/.bsh).",
-        )
-    )

@@ -23,34 +23,14 @@ from typing import Any, TypeVar
 from bastion.client.api import AuthClient, MFASolver
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import ProfileStore
+from bastion.client.tls import verified_context
 from bastion.config.schema import load_config
 from bastion.errors import AuthenticationFailed, BadParameter, NotFound
 
-__all__ = ["ClientIdentity", "resolve_identity", "run_async", "verified_context"]
+__all__ = ["ClientIdentity", "resolve_identity", "run_async"]
 
 T = TypeVar("T")
 DEFAULT_DATA_DIR = Path("bastion-data")
-
-
-def verified_context(
-    ca_pem: str, cert: Path | None = None, key: Path | None = None
-) -> ssl.SSLContext:
-    """A client context that trusts only ``ca_pem`` (hostname checked) and presents ``cert``.
-
-    Raises:
-        BadParameter: the CA bundle or the key pair cannot be loaded.
-    """
-    try:
-        ctx = ssl.create_default_context(cadata=ca_pem)
-    except (ssl.SSLError, ValueError) as exc:
-        raise BadParameter(f"cannot load the cluster CA certificate: {exc}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert is not None and key is not None:
-        try:
-            ctx.load_cert_chain(cert, key)
-        except (ssl.SSLError, OSError) as exc:
-            raise BadParameter(f"cannot load the client certificate {cert}: {exc}") from None
-    return ctx
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,12 @@ import ssl
 import sys
 from pathlib import Path
 
+from bastion.client.tls import ClientTLSError, profile_context
+from bastion.protocols.alpn import ALPN_SSH
+from bastion.protocols.sshroute import encode_request
+
 __all__ = ["main", "parse_args", "run"]
 
-ALPN_SSH = "bastion-ssh/1"
 CHUNK = 256 * 1024
 MAX_PENDING = 4 * 1024 * 1024
 MAX_REPLY = 4096
@@ -102,13 +105,14 @@ def _split(target: str, cluster: str) -> tuple[str, str, int]:
 def _connect(pdir: Path, node: str, login: str, port: int) -> tuple[ssl.SSLSocket, bytes]:
     try:
         profile = json.loads((pdir / "profile.json").read_text())
-        ctx = ssl.create_default_context(cadata=(pdir / "ca.pem").read_text())
-        ctx.load_cert_chain(pdir / "tls.crt", pdir / "tls.key")
     except FileNotFoundError:
         raise ProxyError(f"no profile in {pdir}: run bsh login", 4) from None
-    except (ssl.SSLError, ValueError) as exc:
+    except ValueError as exc:
         raise ProxyError(f"cannot load the profile in {pdir}: {exc}", 4) from None
-    ctx.set_alpn_protocols([ALPN_SSH])
+    try:
+        ctx = profile_context(pdir, pdir.name, [ALPN_SSH])
+    except ClientTLSError as exc:
+        raise ProxyError(exc.message, 4) from None
     host, _, proxy_port = str(profile["proxy"]).rpartition(":")
     host = host.strip("[]")
     try:
@@ -124,8 +128,7 @@ def _connect(pdir: Path, node: str, login: str, port: int) -> tuple[ssl.SSLSocke
         ) from None
     except OSError as exc:
         raise ProxyError(f"cannot reach the proxy at {profile['proxy']}: {exc}", 7) from None
-    request = json.dumps({"node": node, "login": login, "port": port}) + "\n"
-    sock.sendall(request.encode())
+    sock.sendall(encode_request(node, login, port))
     buffer = b""
     while b"\n" not in buffer:
         data = sock.recv(MAX_REPLY)

@@ -7,6 +7,7 @@ scripting interface and is always a single parseable JSON document on stdout.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,25 +18,54 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["print_json", "print_resources", "print_table", "resource_row"]
+__all__ = [
+    "print_json",
+    "print_resources",
+    "print_table",
+    "resource_row",
+    "short_time",
+    "user_status",
+    "word_widths",
+]
 
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str = "") -> None:
+def word_widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    """Per column, the longest word (a run without spaces) in its header or cells (pure): the
+    narrowest the column may get without breaking a word (``gi/thub``)."""
+    widths = []
+    for index, col in enumerate(columns):
+        cells = [col, *(str(row[index]) for row in rows if index < len(row))]
+        widths.append(max((len(word) for cell in cells for word in cell.split()), default=0))
+    return widths
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    empty: str = "",
+    width: int | None = None,
+) -> None:
+    """A table for people: cells wrap at spaces, never inside a word. When even the longest
+    words do not fit the terminal, the table is wider than the terminal (which then wraps whole
+    lines, as ``kubectl get`` output does) rather than cut names and labels in two."""
     if not rows and empty:
         click.echo(empty)
         return
+    minimums = word_widths(columns, rows)
     table = Table(show_header=any(columns), header_style="bold", box=None, pad_edge=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
+    for col, minimum in zip(columns, minimums, strict=True):
+        table.add_column(col, overflow="fold", min_width=minimum)
     for row in rows:
         # Text, not markup: cells hold strings others chose (user names, reasons, claims)
         table.add_row(*(Text(str(cell)) for cell in row))
-    interactive = sys.stdout.isatty()
-    Console(width=None if interactive else 200).print(table)
+    if width is None:
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 200
+    needed = sum(minimums) + 2 * max(len(columns) - 1, 0)  # rich's padding: 1 each side
+    Console(width=max(width, needed)).print(table)
 
 
 def _join(values: Any) -> str:
@@ -61,6 +91,33 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 DEFAULT_COLUMNS = ("Name", "Labels", "Description")
 
 
+def user_status(status: dict[str, Any]) -> str:
+    """``active``, ``invite pending (expires ...)``, ``invite expired`` or ``locked until ...``."""
+    locked = status.get("locked_until")
+    if locked:
+        return f"locked until {short_time(locked)}"
+    if status.get("sign_up") == "pending":
+        expires = status.get("invite_expires")
+        return f"invite pending (expires {short_time(expires)})" if expires else "invite pending"
+    if status.get("sign_up") == "expired":
+        return "invite expired (bctl users reset NAME)"
+    return "active"
+
+
+def short_time(value: Any) -> str:
+    """An ISO time as ``2024-05-01 12:34:56 UTC`` (no microseconds); other text unchanged."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+        return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def resource_row(item: dict[str, Any]) -> list[str]:
     """One table row for a resource dict (as the API returns it)."""
     kind = item.get("kind", "")
@@ -68,13 +125,11 @@ def resource_row(item: dict[str, Any]) -> list[str]:
     spec: dict[str, Any] = item.get("spec") or {}
     name = str(meta.get("name", ""))
     if kind == "user":
-        status = spec.get("status") or {}
-        locked = status.get("locked_until")
         return [
             name,
             _join(spec.get("roles")),
             _join((spec.get("traits") or {}).get("logins")),
-            f"locked until {locked}" if locked else "active",
+            user_status(spec.get("status") or {}),
         ]
     if kind == "role":
         allow = spec.get("allow") or {}

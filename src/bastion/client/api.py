@@ -17,7 +17,8 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from bastion.auth.mfa_header import ADMIN_MFA_HEADER, encode_assertion
+from bastion.api.mfa_header import ADMIN_MFA_HEADER, encode_assertion
+from bastion.client.tls import unverified_context
 from bastion.errors import (
     BadParameter,
     BastionError,
@@ -190,10 +191,7 @@ async def fetch_cluster_ca(
     Raises:
         AccessDenied-like BadParameter when no pin matches; ConnectionProblem.
     """
-    unverified = ssl.create_default_context()
-    unverified.check_hostname = False
-    unverified.verify_mode = ssl.CERT_NONE
-    async with AuthClient(addr, unverified) as client:
+    async with AuthClient(addr, unverified_context()) as client:
         ping: dict[str, Any] = await client.call("GET", "/v1/ping")
     accepted = [ca_pin] if isinstance(ca_pin, str) else list(ca_pin or ())
     # Never show the pins this (still unverified) server presents: a user would copy them,

@@ -23,13 +23,13 @@ import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from bastion.client.api import spki_pin_of_pem
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
+
+if TYPE_CHECKING:  # cryptography loads only to save a profile: bsh status stays light
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
 __all__ = ["KNOWN_CLUSTERS", "Profile", "ProfileStore", "new_client_key"]
 
@@ -37,6 +37,8 @@ KNOWN_CLUSTERS = "known_clusters.json"
 
 
 def new_client_key() -> ed25519.Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     return ed25519.Ed25519PrivateKey.generate()
 
 
@@ -73,6 +75,8 @@ class ProfileStore:
     def save(
         self, profile: Profile, key: ed25519.Ed25519PrivateKey, certs: dict[str, object]
     ) -> Profile:
+        from cryptography.hazmat.primitives import serialization
+
         d = self._dir(profile.name)
         profile.dir = str(d)
         write_private_file(
@@ -144,6 +148,8 @@ class ProfileStore:
             entry = known.get(proxy)
             pins = entry.get("ca_pins") if isinstance(entry, dict) else None
             return {str(p) for p in pins} if isinstance(pins, list) else set()
+        from bastion.client.api import spki_pin_of_pem
+
         trusted: set[str] = set()
         for name in self.names():
             try:

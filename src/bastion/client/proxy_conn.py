@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from bastion.client.profile import Profile
+from bastion.client.tls import profile_context
 from bastion.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -31,6 +32,8 @@ from bastion.errors import (
     RemoteProtocolError,
     error_from_code,
 )
+from bastion.protocols.alpn import ALPN_SSH
+from bastion.protocols.sshroute import encode_request
 
 __all__ = [
     "ALPN_SSH",
@@ -46,7 +49,6 @@ __all__ = [
     "strip_cluster",
 ]
 
-ALPN_SSH: Final = "bastion-ssh/1"
 REPLY_LIMIT: Final = 16 * 1024
 """The proxy's reply is one short JSON line; anything longer is a protocol error."""
 DIAL_TIMEOUT: Final = 20.0
@@ -71,8 +73,8 @@ def split_host_port(addr: str, default_port: int = 3080) -> tuple[str, int]:
 
 
 def route_request(node: str, login: str, port: int) -> bytes:
-    """The one request line sent after the TLS handshake."""
-    return json.dumps({"node": node, "login": login, "port": port}).encode() + b"\n"
+    """The one request line sent after the TLS handshake (:mod:`bastion.protocols.sshroute`)."""
+    return encode_request(node, login, port)
 
 
 def _error_for(message: str, code: str) -> BastionError:
@@ -205,22 +207,12 @@ def check_profile(profile: Profile) -> None:
 
 
 def proxy_ssl_context(profile: Profile) -> ssl.SSLContext:
-    """mTLS context: trusts only the profile's host CA, presents the user certificate."""
-    try:
-        ca_pem = (profile.path / "ca.pem").read_text()
-        ctx = ssl.create_default_context(cadata=ca_pem)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(profile.path / "tls.crt", profile.path / "tls.key")
-    except FileNotFoundError as exc:
-        raise NotFound(
-            f"profile {profile.name} is incomplete ({exc.filename} is missing): run bsh login"
-        ) from None
-    except (ssl.SSLError, ValueError) as exc:
-        raise BadParameter(
-            f"cannot load the certificates of profile {profile.name}: {exc}"
-        ) from None
-    ctx.set_alpn_protocols([ALPN_SSH])
-    return ctx
+    """mTLS context: trusts only the profile's host CA, presents the user certificate.
+
+    Raises:
+        ClientTLSError: the profile's files are missing or unusable (:mod:`bastion.client.tls`).
+    """
+    return profile_context(profile.path, profile.name, [ALPN_SSH])
 
 
 async def open_ssh_route(

@@ -17,21 +17,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bastion.client.api import AuthClient
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
-from bastion.client.proxy_conn import ALPN_SSH
-from bastion.errors import BadParameter, NotFound, RemoteProtocolError
-from bastion.files import write_private_file
+from bastion.client.tls import profile_context
+from bastion.errors import AccessDenied, RemoteProtocolError
+from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH
 
 __all__ = [
     "SessionCredentials",
+    "check_forwarding",
     "Solver",
     "parse_issued",
     "profile_api_context",
@@ -73,13 +72,7 @@ def parse_issued(data: Any) -> SessionCredentials:
 
 def profile_api_context(profile: Profile) -> ssl.SSLContext:
     """mTLS to the proxy's API (ALPN http/1.1) with the profile's login certificate."""
-    try:
-        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
-        ctx.load_cert_chain(profile.path / "tls.crt", profile.path / "tls.key")
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
+    return profile_context(profile.path, profile.name, [ALPN_HTTP])
 
 
 def _default_solver(profile: Profile) -> Solver:
@@ -93,20 +86,43 @@ def _default_solver(profile: Profile) -> Solver:
     return run
 
 
+def check_forwarding(answer: Any, forwards: bool) -> None:
+    """Refuse ``-L``/``-R`` with the reason when the roles forbid port forwarding (pure): the
+    SSH protocol's own refusal carries no reason (OpenSSH prints nothing for ``-L``).
+
+    Raises:
+        AccessDenied: ``forwards`` and the challenge answer says ``port_forwarding: false``.
+    """
+    if forwards and isinstance(answer, dict) and answer.get("port_forwarding") is False:
+        raise AccessDenied(
+            "port forwarding (-L/-R) is not allowed by your roles (role option "
+            "port_forwarding: false); ask an admin, or connect without -L/-R"
+        )
+
+
 async def session_credentials(
-    profile: Profile, node: str, login: str, solver: Solver | None = None
+    profile: Profile,
+    node: str,
+    login: str,
+    solver: Solver | None = None,
+    *,
+    forwards: bool = False,
 ) -> SessionCredentials | None:
     """Per-session certificates for ``login@node`` when the target requires MFA, else None.
 
+    With ``forwards`` (``-L``/``-R`` asked for), roles that forbid port forwarding are refused
+    here, with the reason, before any connection or MFA ceremony.
+
     Raises:
-        NotFound / AccessDenied: as the server decided (no such node, not allowed); the MFA
-            ceremony's errors (no security key, a refused assertion).
+        NotFound / AccessDenied: as the server decided (no such node, not allowed, no port
+            forwarding); the MFA ceremony's errors (no security key, a refused assertion).
     """
     public_key = (profile.path / "key.pub").read_text().strip()
     async with AuthClient(profile.proxy, profile_api_context(profile)) as client:
         answer = await client.call(
             "POST", "/v1/certs/session/challenge", {"node": node, "login": login}
         )
+        check_forwarding(answer, forwards)
         if not isinstance(answer, dict) or not answer.get("mfa_required"):
             return None
         challenge = answer.get("challenge")
@@ -125,19 +141,7 @@ def session_ssl_context(profile: Profile, creds: SessionCredentials) -> ssl.SSLC
     """The proxy's mTLS context presenting the session X.509 certificate (ALPN bastion-ssh/1).
 
     Raises:
-        BadParameter: the certificate does not load with the profile's key.
+        ClientTLSError: the profile's files are missing, or the certificate does not load with
+            the profile's key.
     """
-    try:
-        ctx = ssl.create_default_context(cadata=(profile.path / "ca.pem").read_text())
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise NotFound(f"profile {profile.name} is unusable ({exc}): run bsh login") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols([ALPN_SSH])
-    with tempfile.TemporaryDirectory(prefix="bsh-session-") as tmp:  # mode 0700
-        cert_file = Path(tmp) / "session.crt"
-        write_private_file(cert_file, creds.tls_cert)
-        try:
-            ctx.load_cert_chain(cert_file, profile.path / "tls.key")
-        except (ssl.SSLError, OSError) as exc:
-            raise BadParameter(f"the session certificate does not load: {exc}") from None
-    return ctx
+    return profile_context(profile.path, profile.name, [ALPN_SSH], cert_pem=creds.tls_cert)

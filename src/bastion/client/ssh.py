@@ -26,6 +26,7 @@ from typing import IO, Any, Final
 
 import asyncssh
 
+from bastion.client.escape import ESCAPE_HELP, Escape, EscapeScanner
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import DIAL_TIMEOUT, ProxyTunnel, check_profile, strip_cluster
 from bastion.client.session_mfa import session_credentials, session_ssl_context
@@ -280,12 +281,16 @@ async def connect(
     agent_forwarding: bool = False,
     dial_timeout: float = DIAL_TIMEOUT,
     session_mfa: bool = True,
+    forwards: bool = False,
+    keepalive_interval: float = 30,
+    keepalive_count_max: int = 3,
 ) -> asyncssh.SSHClientConnection:
     """An authenticated SSH connection to ``login@node`` through the profile's proxy.
 
     With ``session_mfa`` (the default) the auth server is asked first whether the target needs
     per-session MFA; if so the security key answers a challenge and the connection uses the
-    1-minute certificates for this node and login (:mod:`bastion.client.session_mfa`).
+    1-minute certificates for this node and login (:mod:`bastion.client.session_mfa`). With
+    ``forwards`` (``-L``/``-R`` asked for) roles without port forwarding are refused there first.
 
     Raises:
         AuthenticationFailed: expired profile (run bsh login).
@@ -303,7 +308,7 @@ async def connect(
     host = strip_cluster(node, profile.cluster)
     tls: ssl.SSLContext | None = None
     if session_mfa:
-        creds = await session_credentials(profile, host, login)
+        creds = await session_credentials(profile, host, login, forwards=forwards)
         if creds is not None:
             try:
                 cert = asyncssh.import_certificate(creds.ssh_cert)
@@ -322,7 +327,8 @@ async def connect(
             agent_path=agent_path,
             agent_forwarding=agent_forwarding,
             login_timeout=SSH_LOGIN_TIMEOUT,
-            keepalive_interval=30,
+            keepalive_interval=keepalive_interval,
+            keepalive_count_max=keepalive_count_max,
         )
     return conn
 
@@ -351,8 +357,11 @@ async def start_forwards(
                 listeners.append(
                     await conn.forward_remote_port(fwd.bind, fwd.port, fwd.host, fwd.host_port)
                 )
-            except asyncssh.ChannelListenError as exc:
-                raise AccessDenied(f"-R {fwd.port}: the node refused: {exc}") from None
+            except asyncssh.ChannelListenError:
+                raise AccessDenied(
+                    f"-R {fwd.port}: the node refused to listen on port {fwd.port} (is it in "
+                    "use there? remote forwards listen on the node's loopback only)"
+                ) from None
     return listeners
 
 
@@ -409,12 +418,36 @@ async def _stdin_reader(fd: int) -> AsyncIterator[asyncio.StreamReader | None]:
         os.set_blocking(fd, blocking)
 
 
-async def _pump_stdin(fd: int, writer: asyncssh.SSHWriter[bytes]) -> None:
-    """Copy ``fd`` to the session's stdin, then send EOF.
+def _escaped(
+    scanner: EscapeScanner, data: bytes, process: asyncssh.SSHClientProcess[bytes]
+) -> bytes | None:
+    """What of ``data`` goes to the node; ``~?`` prints the escapes, ``~.`` closes the
+    connection (None: the session is over)."""
+    out = b""
+    for item in scanner.feed(data):
+        if item is Escape.HELP:
+            sys.stderr.buffer.write(("~?\r\n" + ESCAPE_HELP).encode())
+            sys.stderr.flush()
+        elif item is Escape.DISCONNECT:
+            process.channel.get_connection().close()  # even a hung node: do not wait for it
+            return None
+        elif isinstance(item, bytes):
+            out += item
+    return out
+
+
+async def _pump_stdin(
+    fd: int,
+    writer: asyncssh.SSHWriter[bytes],
+    escapes: asyncssh.SSHClientProcess[bytes] | None = None,
+) -> None:
+    """Copy ``fd`` to the session's stdin, then send EOF. With ``escapes`` (the session's
+    process; interactive terminals only), OpenSSH's ``~.`` and ``~?`` are acted on here.
 
     A session that ends while input is still flowing closes the channel under us: that
     BrokenPipeError only means "nobody reads any more", so the pump stops quietly.
     """
+    scanner = EscapeScanner() if escapes is not None else None
     async with _stdin_reader(fd) as reader:
         try:
             while True:
@@ -424,6 +457,13 @@ async def _pump_stdin(fd: int, writer: asyncssh.SSHWriter[bytes]) -> None:
                     data = await reader.read(CHUNK)
                 if not data:
                     break
+                if scanner is not None and escapes is not None:
+                    sent = _escaped(scanner, data, escapes)
+                    if sent is None:
+                        return
+                    if not sent:
+                        continue
+                    data = sent
                 writer.write(data)
                 await writer.drain()
             if not writer.is_closing():
@@ -450,11 +490,14 @@ async def run_session(
     *,
     pty: bool,
     stdin_fd: int = 0,
+    env: dict[str, str] | None = None,
 ) -> int:
     """An interactive shell (command None) or one command, wired to this process's stdio.
 
     With ``pty`` the remote side gets a terminal of the local size and type, the local terminal
-    is raw for the session (restored on exit), and SIGWINCH resizes the remote one.
+    is raw for the session (restored on exit), SIGWINCH resizes the remote one, and OpenSSH's
+    escape sequences work (``~.`` disconnects with status 255, ``~?`` lists them).
+    ``env``: variables to set on the node (``-o SetEnv``; the node may refuse them).
 
     Returns:
         The remote exit status (255 when the node sent none).
@@ -468,6 +511,7 @@ async def run_session(
         term_type=term_type,
         term_size=term_size,
         request_pty="force" if pty else False,
+        env=env or (),
     )
     loop = asyncio.get_running_loop()
     if pty and tty_in:
@@ -481,7 +525,8 @@ async def run_session(
     try:
         with raw:
             async with asyncio.TaskGroup() as tg:
-                stdin_task = tg.create_task(_pump_stdin(stdin_fd, process.stdin))
+                escapes = process if pty and tty_in else None
+                stdin_task = tg.create_task(_pump_stdin(stdin_fd, process.stdin, escapes))
                 tg.create_task(_pump_out(process.stdout, sys.stdout.buffer))
                 tg.create_task(_pump_out(process.stderr, sys.stderr.buffer))
                 await process.wait_closed()

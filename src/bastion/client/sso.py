@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion.auth.credentials import secrets_equal
 from bastion.client.api import AuthClient
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem
+from bastion.services.credentials import secrets_equal
 
 __all__ = ["CALLBACK_TIMEOUT", "CallbackServer", "sso_login"]
 

@@ -15,8 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from bastion.config.export import AuditExportConfig
 from bastion.errors import BadParameter
-from bastion.export.config import AuditExportConfig
+from bastion.protocols.addr import parse_addr
 from bastion.types.codec import _format_error
 from bastion.types.duration import Duration
 from bastion.types.meta import NAME_PATTERN, StrictModel
@@ -27,28 +28,8 @@ __all__ = [
     "RecordingStorageConfig",
     "StorageConfig",
     "load_config",
-    "parse_addr",
     "sample_config",
 ]
-
-
-def parse_addr(value: str, default_port: int) -> tuple[str, int]:
-    """``host:port``, ``host`` or ``[v6]:port`` -> (host, port)."""
-    text = value.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise ValueError(f"invalid address {value!r}: port must be a number") from None
-    if not 0 <= port <= 65535 or not host:
-        raise ValueError(f"invalid address {value!r}: expected host:port")
-    return host, port
 
 
 class StorageConfig(StrictModel):

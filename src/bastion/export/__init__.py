@@ -13,7 +13,7 @@ orders read -> send -> persist cursor, which is what makes delivery at-least-onc
 ``bastion.export.build``; it needs the config package, which imports ``config``).
 """
 
-from bastion.export.config import AuditExportConfig
+from bastion.config.export import AuditExportConfig
 from bastion.export.cursor import FileCursor
 from bastion.export.file_output import FileOutput
 from bastion.export.forwarder import EventSource, Forwarder, ForwarderStatus, Output

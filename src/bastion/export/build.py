@@ -14,9 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from bastion.config.schema import parse_addr
-from bastion.errors import BadParameter
-from bastion.export.config import (
+from bastion.config.export import (
     AuditExportConfig,
     ElasticsearchOutputConfig,
     FileOutputConfig,
@@ -24,11 +22,13 @@ from bastion.export.config import (
     SplunkHecOutputConfig,
     SyslogOutputConfig,
 )
+from bastion.errors import BadParameter
 from bastion.export.cursor import FileCursor
 from bastion.export.file_output import FileOutput
 from bastion.export.forwarder import EventSource, Forwarder, Output
 from bastion.export.http_output import HttpOutput, auth_headers
 from bastion.export.syslog_output import SyslogOutput, tls_client_context
+from bastion.protocols.addr import parse_addr
 
 __all__ = ["build_forwarders", "build_output", "cursor_path", "output_name", "run_forwarders"]
 

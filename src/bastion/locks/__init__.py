@@ -18,7 +18,6 @@ from bastion.locks.matcher import (
     LockMode,
     LockTargets,
     LockView,
-    connection_targets,
     decide,
     describe_target,
     effective_mode,
@@ -26,7 +25,7 @@ from bastion.locks.matcher import (
     lock_matches,
     matching_locks,
 )
-from bastion.locks.watcher import LockWatcher
+from bastion.locks.watcher import LockWatcher, connection_targets
 
 __all__ = [
     "DEFAULT_MAX_STALENESS",

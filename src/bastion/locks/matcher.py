@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from bastion.errors import AccessDenied
-from bastion.live.registry import LiveConnection
 from bastion.types.access import Lock
 from bastion.types.identity import Identity
 
@@ -31,7 +30,6 @@ __all__ = [
     "LockTargets",
     "LockView",
     "Locked",
-    "connection_targets",
     "decide",
     "describe_target",
     "effective_mode",
@@ -128,12 +126,6 @@ def identity_targets(
         session=session,
         user_epoch=identity.user_epoch,
     )
-
-
-def connection_targets(conn: LiveConnection) -> LockTargets:
-    """Lock targets of one live connection (its identity, login, node and session)."""
-    nodes = (conn.target, conn.extra.get("host_id", ""), conn.extra.get("node", ""))
-    return identity_targets(conn.identity, login=conn.login, nodes=nodes, session=conn.session_id)
 
 
 def _expired(lock: Lock, now: datetime) -> bool:

@@ -29,7 +29,6 @@ from pydantic import ValidationError
 
 from bastion.audit.emitter import Emitter
 from bastion.backend.base import Backend, EventType, Item
-from bastion.backend.fanout import BackgroundTasks
 from bastion.clock import Clock
 from bastion.errors import BastionError
 from bastion.live.registry import LiveConnection, LiveRegistry
@@ -39,21 +38,31 @@ from bastion.locks.matcher import (
     LockMode,
     LockTargets,
     LockView,
-    connection_targets,
     decide,
     effective_mode,
+    identity_targets,
     matching_locks,
 )
 from bastion.rbac.checker import RoleSet
 from bastion.services.cache import ResourceCache
+from bastion.services.store import RESOURCE_PREFIXES
+from bastion.tasks import TaskSet
 from bastion.types.access import AuthPreference, Lock, Role
 from bastion.types.identity import Identity
 
-__all__ = ["AGENT_FIRST_GRACE", "LOCK_PREFIX", "LockWatcher", "RoleLookup", "split_by_side"]
+__all__ = [
+    "AGENT_FIRST_GRACE",
+    "LOCK_PREFIX",
+    "LockWatcher",
+    "RoleLookup",
+    "connection_targets",
+    "split_by_side",
+]
 
 log = structlog.get_logger("bastion.locks")
 
-LOCK_PREFIX = "locks/"
+LOCK_PREFIX = RESOURCE_PREFIXES["lock"] + "/"
+"""Where locks are stored (:data:`bastion.services.store.RESOURCE_PREFIXES`, the one home)."""
 PREFS_KEY = "cluster_config/" + AuthPreference.NAME
 """Where the cluster auth preference (its ``lock_mode``) is stored."""
 PROXY_KINDS = frozenset({"ssh", "tunnel"})
@@ -63,6 +72,12 @@ AGENT_FIRST_GRACE = 0.5
 (a remote node gets the lock through its own watch, typically within 100 ms)."""
 
 RoleLookup = Callable[[Sequence[str]], Awaitable[list[Role]]]
+
+
+def connection_targets(conn: LiveConnection) -> LockTargets:
+    """Lock targets of one live connection (its identity, login, node and session)."""
+    nodes = (conn.target, conn.extra.get("host_id", ""), conn.extra.get("node", ""))
+    return identity_targets(conn.identity, login=conn.login, nodes=nodes, session=conn.session_id)
 
 
 def split_by_side(
@@ -121,7 +136,7 @@ class LockWatcher:
         self.cluster_mode: LockMode = "best_effort"
         self.cluster_session_mfa = False
         """The auth preference's ``require_session_mfa`` (the watch carries the preference)."""
-        self._tasks = BackgroundTasks()
+        self._tasks = TaskSet()
 
     # ---- the view ------------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+import bastion.mfa.policy as policy
 from bastion.errors import AccessDenied
-from bastion.mfa import policy
 from bastion.mfa.responses import explain
 from bastion.mfa.softkey import SOFTWARE_AAGUID
 from bastion.types.access import AuthPreferenceSpec

@@ -48,15 +48,16 @@ from webauthn.helpers.exceptions import (
 )
 from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
 
+import bastion.mfa.policy as policy
+import bastion.mfa.registration as registration
 from bastion.audit.log import AuditLog
-from bastion.auth.credentials import CredentialStore
 from bastion.backend.base import Backend
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded, NotFound
-from bastion.mfa import policy, registration
 from bastion.mfa.responses import challenge_of, explain
 from bastion.mfa.store import MAX_DEVICES, Challenge, ChallengeStore, DeviceStore
 from bastion.mfa.totp import TOTPEnrolment, TOTPFactor
+from bastion.services.credentials import CredentialStore
 from bastion.types.access import AuthPreference
 from bastion.types.mfa import MFADevice, validate_device_name
 

@@ -15,10 +15,10 @@ from datetime import timedelta
 import pyotp
 
 from bastion.audit.log import AuditLog
-from bastion.auth.credentials import CredentialStore, verify_totp
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.mfa.store import Challenge, ChallengeStore, DeviceStore
+from bastion.services.credentials import CredentialStore, verify_totp
 from bastion.types.mfa import MFADevice, validate_device_name
 
 __all__ = ["ENROLMENT_TTL", "TOTPEnrolment", "TOTPFactor"]

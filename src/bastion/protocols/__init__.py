@@ -8,6 +8,9 @@ layer has exactly one exception to map to "close the connection".
 * :mod:`.detect` -- what protocol a connection on the shared port speaks; PROXY protocol headers.
 * :mod:`.clienthello` -- SNI and ALPN from a TLS ClientHello, before the handshake.
 * :mod:`.muxframe` -- the reverse-tunnel multiplexing protocol between proxy and agents.
+* :mod:`.alpn` -- the ALPN names of the shared port (one home); :mod:`.sshroute` -- the
+  ``bastion-ssh/1`` request and reply lines, and which node a request names; :mod:`.addr` --
+  ``host:port`` as configurations write it.
 """
 
 from bastion.protocols.clienthello import MAX_CLIENT_HELLO, ClientHello, parse_client_hello

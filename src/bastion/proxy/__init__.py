@@ -10,10 +10,11 @@ Layering (STYLE.md "How a connection should flow")::
 Reverse tunnels from agents are served by :mod:`bastion.tunnel`.
 """
 
+from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 from bastion.proxy.limits import UnauthenticatedLimiter
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.proxy.relay import Relay, RelaySide
-from bastion.proxy.router import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL, Route, RouteKind, route
+from bastion.proxy.router import Route, RouteKind, route
 from bastion.proxy.ssh_route import NodeDirectory, RoleSource, SSHRoute, SSHRouteDeps
 
 __all__ = [

@@ -42,9 +42,9 @@ from types import TracebackType
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
-from bastion.auth.ratelimit import RateLimiter
 from bastion.ca.x509 import verify_certificate_chain
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
@@ -53,6 +53,7 @@ from bastion.protocols.detect import Kind, NeedMore, detect, parse_proxy_header
 from bastion.proxy.limits import UnauthenticatedLimiter
 from bastion.proxy.router import Route, RouteKind, route
 from bastion.proxy.ssh_route import SSHRoute
+from bastion.tasks import TaskSet
 from bastion.tunnel.server import TunnelServer
 from bastion.types.identity import Identity
 
@@ -185,7 +186,7 @@ class ProxyListener:
         self._suppressed: dict[str, int] = {}
         self._sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self.port = config.port
 
     @property
@@ -200,8 +201,7 @@ class ProxyListener:
         sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
-        loop = asyncio.get_running_loop()
-        self._accept_task = loop.create_task(self._accept_loop(sock), name="proxy-accept")
+        self._accept_task = self._tasks.spawn(self._accept_loop(sock), "proxy-accept")
         log.debug("proxy listening on %s:%d", self.config.host, self.port)
 
     async def close(self) -> None:
@@ -210,11 +210,7 @@ class ProxyListener:
             self._accept_task.cancel()
         if self._sock is not None:
             self._sock.close()
-        tasks = [*self._tasks, *([self._accept_task] if self._accept_task else [])]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        await self._tasks.cancel_all(timeout=5)
         self._accept_task = None
 
     async def __aenter__(self) -> ProxyListener:
@@ -238,9 +234,8 @@ class ProxyListener:
                 log.error("proxy accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = loop.create_task(self._handle(sock, (str(addr[0]), int(addr[1]))))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            peer = (str(addr[0]), int(addr[1]))
+            self._tasks.spawn(self._handle(sock, peer), f"proxy-conn-{peer[0]}:{peer[1]}")
 
     # ------------------------------------------------------------------ per connection
 

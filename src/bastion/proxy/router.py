@@ -23,14 +23,9 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-__all__ = ["ALPN_HTTP", "ALPN_SSH", "ALPN_TUNNEL", "ROUTES", "Route", "RouteKind", "route"]
+from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 
-ALPN_SSH: Final = "bastion-ssh/1"
-"""bsh (and ``bsh proxy ssh`` as OpenSSH ProxyCommand): one JSON line, then raw SSH."""
-ALPN_TUNNEL: Final = "bastion-tunnel/1"
-"""Agents' reverse tunnels (multiplexed, see ``protocols/muxframe.py``)."""
-ALPN_HTTP: Final = "http/1.1"
-"""Web UI and the auth API."""
+__all__ = ["ROUTES", "Route", "RouteKind", "route"]
 
 
 class RouteKind(enum.Enum):

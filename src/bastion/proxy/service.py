@@ -14,13 +14,14 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bastion.auth.api import build_app
+from bastion.api.app import build_app
 from bastion.auth.gate import Gate
-from bastion.auth.service import AuthService
+from bastion.auth_service import AuthService
 from bastion.clock import Clock
-from bastion.config.schema import FileConfig, parse_addr
+from bastion.config.schema import FileConfig
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
+from bastion.protocols.addr import parse_addr
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.proxy.ssh_route import SSHRoute, SSHRouteDeps
 from bastion.services.cache import StoreRoleSource

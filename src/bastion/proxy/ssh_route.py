@@ -1,11 +1,8 @@
 """The ``bastion-ssh/1`` route: authorize one SSH target, then relay raw SSH bytes to it.
 
 Layer: ``proxy`` (IO shell around pure decisions). The listener has terminated TLS and verified
-the user's certificate (user TLS CA); this module then speaks the tiny route protocol::
-
-    client -> proxy   {"node": "web1", "login": "root", "port": 22}\\n     (one line, <= 4 KiB)
-    proxy  -> client  {"ok": true}\\n  |  {"ok": false, "error": "..."}\\n
-    then raw bytes both ways (the SSH connection is end to end between the user and the node)
+the user's certificate (user TLS CA); this module then speaks the tiny route protocol of
+:mod:`bastion.protocols.sshroute` (one JSON request line, one JSON reply line, then raw SSH).
 
 The node may be named by its name, ``name.CLUSTER`` or its host id. Authorization is RBAC over the
 node's labels (static and dynamic) *and* the login must be among the certificate's logins (a
@@ -24,7 +21,6 @@ connection is registered in the LiveRegistry (kind ``ssh``) so a lock can end it
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +33,13 @@ from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionP
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import Locked, effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
+from bastion.protocols.sshroute import (
+    MAX_REQUEST_LINE,
+    SSHRequest,
+    encode_reply,
+    find_node,
+    parse_request,
+)
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import SessionMFARefused, check_session_mfa
@@ -46,21 +49,9 @@ from bastion.types.access import Role
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 
-__all__ = [
-    "MAX_REQUEST_LINE",
-    "NodeDirectory",
-    "RoleSource",
-    "SSHRequest",
-    "SSHRoute",
-    "SSHRouteDeps",
-    "find_node",
-    "parse_request",
-]
+__all__ = ["NodeDirectory", "RoleSource", "SSHRoute", "SSHRouteDeps"]
 
 log = logging.getLogger(__name__)
-
-MAX_REQUEST_LINE = 4096
-"""Longest request line (newline included) a client may send."""
 
 
 class NodeDirectory(Protocol):
@@ -73,13 +64,6 @@ class RoleSource(Protocol):
     async def get_roles(self, names: Sequence[str]) -> list[Role]:
         """Current definitions of the named roles; unknown names are skipped."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class SSHRequest:
-    node: str
-    login: str
-    port: int = 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,42 +89,6 @@ class SSHRouteDeps:
     gate: IdentityGate | None = None
     """The authentication gate (user still exists, current epoch, locks on the identity, the
     login and the node); None in tests of the route alone."""
-
-
-def parse_request(line: bytes) -> SSHRequest:
-    """Parse the request line (pure).
-
-    Raises:
-        BadParameter: not a JSON object with string ``node`` and ``login`` and int ``port``.
-    """
-    try:
-        data = json.loads(line)
-    except ValueError:
-        raise BadParameter("the request line is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadParameter("the request must be a JSON object")
-    node, login, port = data.get("node"), data.get("login"), data.get("port", 22)
-    if not isinstance(node, str) or not node or len(node) > 253:
-        raise BadParameter('"node" must be a non-empty string')
-    if not isinstance(login, str) or not login or len(login) > 64:
-        raise BadParameter('"login" must be a non-empty string')
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise BadParameter('"port" must be an integer 1..65535')
-    return SSHRequest(node, login, port)
-
-
-def find_node(nodes: Sequence[Node], target: str, cluster: str) -> Node | None:
-    """The node named ``target``: by name, ``name.CLUSTER`` or host id (pure, case-insensitive)."""
-    wanted = target.lower()
-    suffix = "." + cluster.lower()
-    short = wanted[: -len(suffix)] if cluster and wanted.endswith(suffix) else wanted
-    for node in nodes:
-        if node.metadata.name.lower() in (wanted, short):
-            return node
-    for node in nodes:
-        if node.spec.host_id and node.spec.host_id.lower() == wanted:
-            return node
-    return None
 
 
 class _RequestReader(asyncio.Protocol):
@@ -229,14 +177,14 @@ class SSHRoute:
                 remote_addr=remote,
                 reason=reason,
             )
-            _reply(transport, {"ok": False, "error": message})
+            _reply(transport, message)
             transport.close()
             return
         except asyncio.CancelledError:
             transport.abort()  # the proxy is shutting down: do not leave the client hanging
             raise
         # The reply goes out before any byte of the node's (the relay holds them until start).
-        _reply(transport, {"ok": True})
+        _reply(transport)
         relay.attach_a(transport, rest + bytes(reader.buffer))
         relay.start()
         await self._run(relay, identity, node, request, remote)
@@ -403,9 +351,9 @@ def _refusal(exc: BaseException, request: SSHRequest | None) -> tuple[str, str]:
     return "connection failed", f"{type(exc).__name__}: {exc}"
 
 
-def _reply(transport: asyncio.Transport, message: dict[str, Any]) -> None:
+def _reply(transport: asyncio.Transport, error: str | None = None) -> None:
     if not transport.is_closing():
-        transport.write(json.dumps(message).encode() + b"\n")
+        transport.write(encode_reply(error))
 
 
 def _split_addr(addr: str, default_port: int) -> tuple[str, int]:

@@ -6,25 +6,16 @@ time; the auth server seeds them and refuses to delete them (not this module's c
 
 from __future__ import annotations
 
-from bastion.types.access import Role, RoleConditions, RoleSpec, Rule
+from bastion.types.access import ADMIN_KINDS, Role, RoleConditions, RoleSpec, Rule
 from bastion.types.meta import Metadata
 
 __all__ = ["ACCESS_ROLE", "AUDITOR_ROLE", "BUILTIN_ROLES", "EDITOR_ROLE", "builtin_role"]
 
 _EVERYTHING = {"*": ["*"]}
 _AUDIT_KINDS = ["event", "session"]
-_EDITABLE_KINDS = [
-    "user",
-    "role",
-    "token",
-    "cert_authority",
-    "node",
-    "cluster_auth_preference",
-    "lock",
-    "oidc",
-    "saml",
-    "github",
-]
+_EDITABLE_KINDS = [kind for kind in ADMIN_KINDS if kind not in _AUDIT_KINDS]
+"""Every kind an admin rule can name (:data:`bastion.types.access.ADMIN_KINDS`, the one list)
+except the audit records, which are read-only."""
 
 
 def _role(name: str, description: str, allow: RoleConditions) -> Role:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bastion.rbac.labels import WILDCARD, LabelSelector, ValueMatcher
-from bastion.rbac.templates import expand_values
 from bastion.types.access import ADMIN_KINDS, VERBS, Role, RoleConditions, RoleOptions
+from bastion.types.templates import expand_values
 
 __all__ = ["CompiledRole", "Decision", "RoleSet"]
 

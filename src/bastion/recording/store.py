@@ -7,7 +7,7 @@ recording is listed only once its bytes are complete. Recordings are immutable: 
 ``put`` of the same id is refused (the caller decides whether identical bytes mean success).
 
 :mod:`bastion.recording.s3` implements the same interface on S3-compatible object storage;
-:func:`open_store` picks one from the configuration.
+:func:`bastion.recording.factory.open_store` picks one from the configuration.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bastion.files import fsync_dir
 from bastion.types.meta import StrictModel
 
 if TYPE_CHECKING:
-    from bastion.config.schema import RecordingStorageConfig
+    pass
 
 __all__ = [
     "LocalRecordingStore",
@@ -37,7 +37,6 @@ __all__ = [
     "RecordingStore",
     "Sink",
     "check_session_id",
-    "open_store",
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -213,16 +212,3 @@ class LocalRecordingStore:
         if not self.directory.is_dir():
             return []
         return await asyncio.to_thread(self._list)
-
-
-def open_store(config: RecordingStorageConfig, data_dir: Path) -> RecordingStore:
-    """The store the configuration names (``local`` under ``data_dir`` by default, or ``s3``).
-
-    Raises:
-        BadParameter: ``s3`` without a bucket.
-    """
-    if config.type == "s3":
-        from bastion.recording.s3 import S3RecordingStore
-
-        return S3RecordingStore.from_config(config)
-    return LocalRecordingStore(Path(config.path) if config.path else data_dir / "recordings")

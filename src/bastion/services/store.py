@@ -108,7 +108,7 @@ class ResourceStore(Generic[R]):
             return exc
         label = self._label(exc.key[len(self._prefix) :])
         if isinstance(exc, AlreadyExists):
-            return AlreadyExists(f"{label} already exists (use --force to overwrite)", key=exc.key)
+            return AlreadyExists(f"{label} already exists", key=exc.key)
         if isinstance(exc, NotFound):
             return NotFound(f"{label} not found", key=exc.key)
         if isinstance(exc, CompareFailed):
@@ -152,9 +152,7 @@ class ResourceStore(Generic[R]):
         try:
             item = await self._backend.create(self._encode(resource))
         except AlreadyExists:
-            raise AlreadyExists(
-                f"{self._label(resource.name)} already exists (use --force to overwrite)"
-            ) from None
+            raise AlreadyExists(f"{self._label(resource.name)} already exists") from None
         return self._decode_written(resource, item)
 
     async def upsert(self, resource: R) -> R:

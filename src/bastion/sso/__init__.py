@@ -4,7 +4,7 @@ Layer: between the IdPs and the auth server. ``mapping`` (pure) turns claims int
 traits; ``oidc``, ``saml`` and ``github`` verify what each kind of IdP sends; ``requests`` keeps
 pending logins in the backend; ``service`` runs a login from ``bsh login --auth=NAME`` to the
 certificates. The browser side lives in :mod:`bastion.web`, the JSON API in
-:mod:`bastion.auth.api_sso`.
+:mod:`bastion.api.sso`.
 """
 
 __all__: list[str] = []

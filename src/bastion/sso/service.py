@@ -27,12 +27,12 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from bastion.auth.credentials import hash_secret, new_secret, secrets_equal
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.server import AuthServer
 from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.rbac.checker import RoleSet
+from bastion.services.credentials import hash_secret, new_secret, secrets_equal
 from bastion.sso import github as gh
 from bastion.sso.http import HTTP
 from bastion.sso.mapping import Rule, SSOIdentity, claims_to_traits, require_roles
@@ -93,7 +93,10 @@ class SSOService:
                 return found
             except NotFound:
                 continue
-        raise NotFound(f'no SSO connector "{name}" (bctl get oidc,saml,github lists them)')
+        raise NotFound(
+            f'no SSO connector "{name}" (bctl get oidc, bctl get saml and bctl get github list '
+            "them)"
+        )
 
     async def public_connectors(self) -> list[dict[str, str]]:
         """Name, kind and button label of every connector (for the login page)."""

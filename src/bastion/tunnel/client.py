@@ -16,13 +16,13 @@ import asyncio
 import logging
 import random
 import ssl
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from types import TracebackType
 
+from bastion.client.tls import pem_context
 from bastion.errors import ConnectionProblem
-from bastion.proxy.router import ALPN_TUNNEL
+from bastion.protocols.alpn import ALPN_TUNNEL
+from bastion.tasks import spawn
 from bastion.tunnel.session import MuxSession, StreamHandler
 
 __all__ = ["TunnelClient", "client_tls_context"]
@@ -37,19 +37,11 @@ def client_tls_context(cert_pem: str, key_pem: str, host_ca_pem: str) -> ssl.SSL
         cert_pem: the agent's X.509 host certificate (PEM).
         key_pem: its private key (PEM).
         host_ca_pem: the host TLS CA certificates (PEM, all trusted keys).
+
+    Raises:
+        ClientTLSError: the CA bundle or the key pair does not load (:mod:`bastion.client.tls`).
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cadata=host_ca_pem)
-    # load_cert_chain only reads files; the key file lives for the duration of the call.
-    with tempfile.TemporaryDirectory(prefix="bastion-tls-") as tmp:
-        cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        cert_file.write_text(cert_pem)
-        key_file.touch(mode=0o600)
-        key_file.write_text(key_pem)
-        ctx.load_cert_chain(cert_file, key_file)
-    ctx.set_alpn_protocols([ALPN_TUNNEL])
-    return ctx
+    return pem_context(host_ca_pem, cert_pem, key_pem, [ALPN_TUNNEL])
 
 
 Connector = Callable[[Callable[[], MuxSession]], Awaitable[MuxSession]]
@@ -222,7 +214,7 @@ class TunnelClient:
                 task.cancel()
 
     async def __aenter__(self) -> TunnelClient:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="tunnel-client")
+        self._task = spawn(self.run(), "tunnel-client")
         return self
 
     async def __aexit__(

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from bastion.errors import LocalProtocolError, RemoteProtocolError
 from bastion.protocols import muxframe
 from bastion.protocols.muxframe import MuxConnection
+from bastion.tasks import TaskSet
 
 __all__ = ["TUNNEL_WINDOW", "MuxSession", "MuxStream", "StreamHandler"]
 
@@ -344,7 +345,7 @@ class MuxSession(asyncio.Protocol):
         self._timeout = keepalive_timeout
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, MuxStream] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._paused = False
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
@@ -385,8 +386,7 @@ class MuxSession(asyncio.Protocol):
         for stream in list(self._streams.values()):
             stream._lose(error)
         self._streams.clear()
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
         if not self._closed.done():
             self._closed.set_result(None)
             if self.closed_callback is not None:
@@ -540,9 +540,7 @@ class MuxSession(asyncio.Protocol):
         self._streams[stream_id] = stream
         result = self._on_stream(stream, header)
         if result is not None:
-            task = self.loop.create_task(self._run_handler(stream, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._run_handler(stream, result), f"tunnel-stream-{stream_id}")
 
     async def _run_handler(self, stream: MuxStream, handler: Awaitable[None]) -> None:
         try:

@@ -58,6 +58,12 @@ class UserStatus(StrictModel):
     locked_until: datetime | None = None
     """Set after too many failed logins; login is refused until then."""
     lock_reason: str = ""
+    sign_up: str = ""
+    """Computed when users are listed, never stored: ``pending`` while an invite is outstanding
+    and no password is set yet, ``expired`` when the invite ran out unused (reset the user for a
+    new one); empty once the user has signed up."""
+    invite_expires: datetime | None = None
+    """With ``sign_up: pending``: when the invite runs out (computed, never stored)."""
 
 
 class UserSpec(StrictModel):

@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
 
+from bastion.types.templates import parse_template
+
 __all__ = [
     "LabelSelector",
     "LabelValues",
@@ -24,8 +26,6 @@ LabelValues = str | list[str]
 def validate_string_value(value: str) -> str:
     """Check one selector value: plain text, ``*``, ``^regex$`` or a ``{{template}}``."""
     if "{{" in value or "}}" in value:
-        from bastion.rbac.templates import parse_template  # lazy: rbac imports types
-
         parse_template(value)  # raises ValueError with a message naming the problem
         return value
     if value.startswith("^") or value.endswith("$"):

@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
-from bastion.auth.credentials import new_secret
 from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, BastionError
+from bastion.services.credentials import new_secret
 from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
 from bastion.types.identity import Identity

@@ -17,8 +17,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from bastion.auth.credentials import new_secret, secrets_equal
 from bastion.errors import AccessDenied
+from bastion.services.credentials import new_secret, secrets_equal
 
 __all__ = [
     "CSRF_COOKIE",

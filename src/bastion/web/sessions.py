@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from bastion.auth.credentials import hash_secret, new_secret
 from bastion.backend.base import Backend, Item
 from bastion.clock import Clock
 from bastion.errors import CompareFailed, NotFound
+from bastion.services.credentials import hash_secret, new_secret
 from bastion.types.identity import Identity
 
 __all__ = ["SESSION_COOKIE", "WebSession", "WebSessions", "current_session"]

@@ -28,11 +28,11 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from bastion.auth.api_agents import read_json
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter
+from bastion.web.body import read_json
 from bastion.web.pages import page
 from bastion.web.security import check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions, current_session

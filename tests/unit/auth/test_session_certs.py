@@ -79,6 +79,10 @@ class Cluster:
     async def events(self) -> list[Any]:
         return await self.fx.auth.audit.search(AuditQuery(types=("mfa.session",)))
 
+    async def refusals(self) -> list[Any]:
+        """Refusals before any ceremony: ``access.denied`` (not ``mfa.session``) events."""
+        return await self.fx.auth.audit.search(AuditQuery(types=("access.denied",)))
+
 
 @pytest.fixture
 async def c() -> Cluster:
@@ -103,7 +107,12 @@ async def c() -> Cluster:
 
 async def test_no_challenge_where_mfa_is_not_required(c: Cluster) -> None:
     answer = await c.challenge(c.identity(), "dev1.test.local")
-    assert answer == {"mfa_required": False, "node": "dev1", "login": "root"}
+    assert answer == {
+        "mfa_required": False,
+        "node": "dev1",
+        "login": "root",
+        "port_forwarding": True,
+    }
 
 
 async def test_ceremony_issues_one_minute_certificates_for_one_target(c: Cluster) -> None:
@@ -172,8 +181,8 @@ async def test_nothing_derives_from_a_session_certificate(c: Cluster) -> None:
     session = (await c.ceremony(c.identity(), "web1")).identity
     with pytest.raises(AccessDenied, match="cannot be used to get another certificate"):
         await c.challenge(session, "web1")
-    events = await c.events()
-    assert events[-1].outcome == "failure"
+    refusals = await c.refusals()
+    assert refusals[-1].outcome == "failure" and refusals[-1].fields["verb"] == "ssh"
 
 
 @pytest.mark.parametrize(
@@ -189,7 +198,9 @@ async def test_refusals_before_any_challenge(
 ) -> None:
     with pytest.raises(error):
         await c.challenge(c.identity(), node, login)
-    assert (await c.events())[-1].outcome == "failure"
+    [event] = await c.refusals()  # its own type: no MFA ceremony took place
+    assert event.outcome == "failure" and event.target == node and event.login == login
+    assert event.reason and await c.events() == []
 
 
 async def test_cluster_wide_require_session_mfa(c: Cluster) -> None:
@@ -222,7 +233,7 @@ async def test_rbac_refusal_is_opaque_to_the_client_and_detailed_in_audit(c: Clu
     with pytest.raises(AccessDenied) as info:
         await c.challenge(c.identity(), "web1", login="alice")
     assert info.value.message == "access denied to alice@web1"
-    event = (await c.events())[-1]
+    event = (await c.refusals())[-1]
     assert event.outcome == "failure" and 'login "alice"' in event.reason and "prod" in event.reason
 
 

@@ -368,8 +368,8 @@ async def test_real_and_unknown_names_get_byte_identical_answers_through_ten_fai
     after 5 failures a real name got '403 ... locked until' and an unknown one kept '401'."""
     from aiohttp.test_utils import TestClient, TestServer
 
+    from bastion.api.app import build_app
     from bastion.audit.log import AuditQuery
-    from bastion.auth.api import build_app
 
     fx = await make_auth()
     await enrol(fx)
@@ -440,3 +440,18 @@ async def test_reset_deletion_and_narrowing_replace_the_epoch_and_lock_the_old_o
     assert await epoch("bob") != bob_epoch
     with pytest.raises((NotFound, AccessDenied, AuthenticationFailed)):
         await fx.users.start_invite(invite.token)  # the old person's invite died with it
+
+
+async def test_sign_up_states_pending_then_active_or_expired():
+    fx = await make_auth()
+    invite, _ = await invited(fx, "pend")
+    await enrol(fx, "done")
+    await invited(fx, "late")
+    states = await fx.users.sign_up_states(["pend", "done", "late"])
+    assert states["pend"] == ("pending", invite.expires)
+    assert "done" not in states  # signed up: active
+    fx.clock.advance(timedelta(hours=25))
+    states = await fx.users.sign_up_states(["pend", "done", "late"])
+    assert states == {"pend": ("expired", None), "late": ("expired", None)}
+    again = await fx.users.reset_user("late", "admin")  # a fresh invite: pending again
+    assert (await fx.users.sign_up_states(["late"]))["late"] == ("pending", again.expires)

@@ -9,7 +9,6 @@ import pytest
 
 from bastion.backend.base import Event, EventType, Item
 from bastion.backend.fanout import (
-    BackgroundTasks,
     Fanout,
     FanoutWatcher,
     check_item,
@@ -150,17 +149,3 @@ async def test_wait_event() -> None:
     assert await wait_event(event, 0) is False
     event.set()
     assert await wait_event(event, 0) is True
-
-
-async def test_background_tasks_cancel_all() -> None:
-    tasks = BackgroundTasks()
-    started = asyncio.Event()
-
-    async def forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = tasks.spawn(forever(), "forever")
-    await started.wait()
-    await tasks.cancel_all()
-    assert task.cancelled() and task.get_name() == "forever"

@@ -1,94 +1,78 @@
-"""bsh login's flag checks (the flows themselves run end to end in tests/integration)."""
+"""The bsh group and its light commands: lazy loading, status exit codes, durations, completion."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from bastion.cli.bsh import check_user_flag, main
-from bastion.errors import BadParameter
+from bastion.cli.bsh import LAZY, format_duration, main
+
+HEAVY = ("aiohttp", "asyncssh", "pydantic", "cryptography")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["status"]])
+def test_help_and_status_load_no_heavy_library(args: list[str], tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom bastion.cli.bsh import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"BSH_HOME": str(tmp_path), "PATH": ""},
+        check=False,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_help_lists_every_command_with_its_help_and_an_example() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name, spec in LAZY.items():
+        assert f"{name} " in result.output and spec.short_help[:30] in result.output
+    assert "Examples:" in result.output and "bsh ssh root@web1 uptime" in result.output
+
+
+def test_lazy_commands_resolve_to_real_commands() -> None:
+    ctx = main.make_context("bsh", ["status"])
+    for name in LAZY:
+        command = main.get_command(ctx, name)
+        assert command is not None and command.name == name
+
+
+def test_status_exits_non_zero_when_logged_out(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"BSH_HOME": str(tmp_path)}
+    result = runner.invoke(main, ["status"], env=env)
+    assert result.exit_code == 4 and "Not logged in" in result.output
+    result = runner.invoke(main, ["status", "--format", "json"], env=env)
+    assert result.exit_code == 4 and json.loads(result.output)["profiles"] == []
 
 
 @pytest.mark.parametrize(
-    ("invite", "auth", "message"),
+    ("seconds", "text"),
     [
-        ("TOKEN", None, "--user is not used with --invite: the invite names the account"),
-        (None, "passwordless", "--user is not used with --auth=passwordless"),
-        (None, "okta", "--user is not used with --auth=okta"),
+        (60, "1m"),
+        (59, "59s"),
+        (61, "1m1s"),
+        (3600, "1h"),
+        (7500, "2h5m"),
+        (90000, "1d1h"),
+        (-5, "0s"),
     ],
 )
-def test_user_is_refused_where_it_would_be_ignored(invite, auth, message):
-    with pytest.raises(BadParameter, match=message):
-        check_user_flag("alice", invite, auth)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
 
 
-def test_user_is_fine_for_a_password_login():
-    check_user_flag("alice", None, None)
-    check_user_flag("alice", None, "local")
-    check_user_flag(None, "TOKEN", "passwordless")
-
-
-def test_login_refuses_before_contacting_anyone(tmp_path, monkeypatch):
-    monkeypatch.setenv("BSH_HOME", str(tmp_path))
-    args = ["login", "--proxy=127.0.0.1:1", "--auth=passwordless", "--user=alice"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "the passkey names the account" in result.output
-
-
-def _fake_server(monkeypatch, ca: str):
-    """bsh login's ping: the real pin check of fetch_cluster_ca over a fake /v1/ping."""
-    import bastion.client.api as api
-
-    async def call(self, method, path, body=None):
-        assert (method, path) == ("GET", "/v1/ping")
-        return {"cluster": "c1", "second_factor": "off", "tls_host_ca": ca}
-
-    async def enter(self):
-        return self
-
-    async def leave(self, *exc):
-        return None
-
-    monkeypatch.setattr(api.AuthClient, "call", call)
-    monkeypatch.setattr(api.AuthClient, "__aenter__", enter)
-    monkeypatch.setattr(api.AuthClient, "__aexit__", leave)
-
-
-def test_unknown_server_is_not_offered_its_own_pin(tmp_path, monkeypatch):
-    from tests.unit.client.test_profile import ca_pem
-
-    from bastion.cli.bsh import _ping
-    from bastion.client.api import spki_pin_of_pem
-    from bastion.client.profile import ProfileStore
-    from bastion.errors import BadParameter
-
-    ca = ca_pem()
-    _fake_server(monkeypatch, ca)
-    store = ProfileStore(tmp_path)
-    [pin] = spki_pin_of_pem(ca)
-    with pytest.raises(BadParameter, match="not known on this machine") as unknown:
-        _ping("proxy:3080", None, False, store)
-    assert pin not in unknown.value.message and "--ca-pin=sha256:..." in unknown.value.message
-    with pytest.raises(BadParameter, match="does not match --ca-pin") as wrong:
-        _ping("proxy:3080", "sha256:" + "0" * 64, False, store)
-    assert pin not in wrong.value.message
-    assert _ping("proxy:3080", pin, False, store)["cluster"] == "c1"
-
-
-def test_relogin_after_logout_uses_the_recorded_pin(tmp_path, monkeypatch):
-    from tests.unit.client.test_profile import ca_pem
-
-    from bastion.cli.bsh import _ping
-    from bastion.client.api import spki_pin_of_pem
-    from bastion.client.profile import ProfileStore
-    from bastion.errors import AccessDenied
-
-    ca = ca_pem()
-    _fake_server(monkeypatch, ca)
-    store = ProfileStore(tmp_path)
-    store.remember_cluster("proxy:3080", "c1", spki_pin_of_pem(ca))
-    assert _ping("proxy:3080", None, False, store)["cluster"] == "c1"  # no --ca-pin needed
-    _fake_server(monkeypatch, ca_pem("impostor"))
-    with pytest.raises(AccessDenied, match="its CA changed") as changed:
-        _ping("proxy:3080", None, False, store)
-    assert "sha256:" not in changed.value.message.replace("sha256:...", "")
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(shell: str) -> None:
+    result = CliRunner().invoke(main, ["completion", shell])
+    assert result.exit_code == 0 and "_BSH_COMPLETE" in result.output

@@ -9,7 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from bastion.cli.bsh import main
-from bastion.cli.bsh_ssh import filter_nodes, node_rows, parse_proxy_target, render_ssh_config
+from bastion.cli.bsh_ssh import (
+    filter_nodes,
+    node_rows,
+    parse_proxy_target,
+    render_ssh_config,
+    ssh_command,
+)
 from bastion.errors import BadParameter
 
 
@@ -66,7 +72,7 @@ def test_parse_proxy_target_rejects(text: str) -> None:
 
 def test_filter_nodes_by_labels_and_words() -> None:
     names = [n["metadata"]["name"] for n in filter_nodes(NODES, {}, [])]
-    assert names == ["id-1", "id-2", "web3"]  # sorted by hostname: db1, web2, web3
+    assert names == ["id-1", "id-2", "web3"]  # sorted by node name, not OS hostname
     assert [n["metadata"]["name"] for n in filter_nodes(NODES, {"env": "staging"}, [])] == [
         "id-1",
         "web3",
@@ -76,11 +82,15 @@ def test_filter_nodes_by_labels_and_words() -> None:
     assert filter_nodes(NODES, {"env": "staging"}, ["prod"]) == []
 
 
-def test_node_rows_show_tunnels() -> None:
-    rows = node_rows(filter_nodes(NODES, {}, []))
-    assert rows[0] == ["db1", "⟵ tunnel", "env=staging,team=db"]
-    assert rows[1] == ["web2", "10.0.0.2:3022", "env=prod"]
-    assert rows[2] == ["web3", "", "arch=arm64,env=staging"]
+def test_node_rows_show_node_names_and_tunnels() -> None:
+    # the name bsh ssh and ssh NODE.CLUSTER take, never the OS hostname (two nodes may share it)
+    twins = [*NODES, _node("web2b", {}, hostname="web2", addr="10.0.0.3:3022")]
+    rows = node_rows(filter_nodes(twins, {}, []))
+    assert rows[0] == ["id-1", "⟵ tunnel", "env=staging,team=db"]
+    assert rows[1] == ["id-2", "10.0.0.2:3022", "env=prod"]
+    assert rows[2] == ["web2b", "10.0.0.3:3022", ""]
+    assert rows[3] == ["web3", "", "arch=arm64,env=staging"]
+    assert [n["metadata"]["name"] for n in filter_nodes(twins, {}, ["web2"])] == ["id-2", "web2b"]
 
 
 def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
@@ -97,7 +107,7 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_ssh_passes_command_options_through() -> None:
-    cmd = main.commands["ssh"]
+    cmd = ssh_command
     ctx = cmd.make_context("ssh", ["-p", "2222", "root@n", "ls", "-la", "/tmp"])
     assert ctx.params["command"] == ("ls", "-la", "/tmp")
     assert ctx.params["port"] == 2222 and ctx.params["destination"] == "root@n"

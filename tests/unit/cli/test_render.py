@@ -7,7 +7,13 @@ import json
 import pytest
 import yaml
 
-from bastion.cli.render import print_resources, print_table, resource_row
+from bastion.cli.render import (
+    print_resources,
+    print_table,
+    resource_row,
+    short_time,
+    user_status,
+)
 from bastion.rbac.builtin import builtin_role
 from bastion.types.codec import resource_to_dict
 
@@ -28,7 +34,7 @@ def test_rows_per_kind() -> None:
         "alice",
         "access",
         "alice,root",
-        "locked until 2030-01-01T00:00:00+00:00",
+        "locked until 2030-01-01 00:00:00 UTC",
     ]
     row = resource_row(ROLE)
     assert row[:4] == ["access", "{{internal.logins}}", "*=*", "node:list,read"]
@@ -37,6 +43,14 @@ def test_rows_per_kind() -> None:
         "a=b",
         "",
     ]
+
+
+def test_user_status_shows_pending_and_expired_invites() -> None:
+    assert user_status({}) == "active"
+    pending = {"sign_up": "pending", "invite_expires": "2030-01-02T03:04:05.678901+00:00"}
+    assert user_status(pending) == "invite pending (expires 2030-01-02 03:04:05 UTC)"
+    assert user_status({"sign_up": "expired"}) == "invite expired (bctl users reset NAME)"
+    assert short_time("not a time") == "not a time"
 
 
 @pytest.mark.parametrize("single", [True, False])
@@ -72,3 +86,20 @@ def test_key_value_table_has_no_blank_header_line(capsys: pytest.CaptureFixture[
     print_table(["", ""], [["Cluster", "vm"], ["User", "admin"]])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["Cluster", "vm"] and len(lines) == 2
+
+
+def test_narrow_tables_wrap_between_words_never_inside_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    labels = "connector=github-enterprise-cloud,team=platform-infrastructure"
+    print_table(
+        ["Name", "Labels", "Description"],
+        [["github", labels, "the company single sign on for every engineer"]],
+        width=40,
+    )
+    out = capsys.readouterr().out
+    assert labels in out  # one word: kept whole even though the terminal is narrower
+    assert "github" in out.split()
+    words = out.split()
+    for word in "the company single sign on for every engineer".split():
+        assert word in words  # wrapped at spaces, each word whole

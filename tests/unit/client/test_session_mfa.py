@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives import serialization
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.client.session_mfa import (
     SessionCredentials,
+    check_forwarding,
     parse_issued,
     session_ssl_context,
 )
-from bastion.errors import BadParameter, RemoteProtocolError
+from bastion.errors import AccessDenied, BadParameter, RemoteProtocolError
 from bastion.testing import make_auth
 from bastion.types import Identity
 
@@ -93,3 +94,11 @@ async def test_session_context_refuses_a_certificate_for_another_key(tmp_path: P
     del other
     with pytest.raises(BadParameter, match="does not load"):
         session_ssl_context(profile, SessionCredentials("web1", "root", "x", foreign, "x"))
+
+
+def test_forwards_refused_with_the_reason_when_roles_forbid_them() -> None:
+    with pytest.raises(AccessDenied, match="port_forwarding: false"):
+        check_forwarding({"mfa_required": False, "port_forwarding": False}, forwards=True)
+    check_forwarding({"port_forwarding": False}, forwards=False)  # no -L/-R: nothing to refuse
+    check_forwarding({"port_forwarding": True}, forwards=True)
+    check_forwarding({}, forwards=True)  # an older server: the node still decides

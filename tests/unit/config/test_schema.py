@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from bastion.config.schema import FileConfig, load_config, parse_addr, sample_config
+from bastion.config.schema import FileConfig, load_config, sample_config
 from bastion.errors import BadParameter
 
 
@@ -34,14 +34,6 @@ def test_bad_config_is_a_clear_error(tmp_path, text, message):
 def test_missing_file():
     with pytest.raises(BadParameter, match="cannot read config"):
         load_config("/nonexistent/bastion.yaml")
-
-
-@pytest.mark.parametrize(
-    ("text", "addr"),
-    [("1.2.3.4:99", ("1.2.3.4", 99)), ("host", ("host", 3025)), ("[::1]:5", ("::1", 5))],
-)
-def test_parse_addr(text, addr):
-    assert parse_addr(text, 3025) == addr
 
 
 def test_overrides_and_public_names():

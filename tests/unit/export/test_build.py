@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from exportkit import ListSource, make_event
 
+from bastion.config.export import AuditExportConfig
 from bastion.errors import BadParameter
 from bastion.export.build import build_forwarders, build_output, run_forwarders
-from bastion.export.config import AuditExportConfig
 from bastion.export.file_output import FileOutput
 from bastion.export.http_output import HttpOutput
 from bastion.export.syslog_output import SyslogOutput

@@ -13,7 +13,6 @@ from bastion.locks.matcher import (
     Locked,
     LockTargets,
     LockView,
-    connection_targets,
     decide,
     describe_target,
     effective_mode,
@@ -21,6 +20,7 @@ from bastion.locks.matcher import (
     lock_matches,
     matching_locks,
 )
+from bastion.locks.watcher import connection_targets
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata

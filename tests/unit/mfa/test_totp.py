@@ -4,12 +4,12 @@ import pyotp
 import pytest
 
 from bastion.audit.log import AuditLog
-from bastion.auth.credentials import CredentialStore
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied
 from bastion.mfa.store import ChallengeStore, DeviceStore
 from bastion.mfa.totp import TOTPFactor
+from bastion.services.credentials import CredentialStore
 
 
 def factor():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.proxy.router import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL, ROUTES, Route, RouteKind, route
+from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
+from bastion.proxy.router import ROUTES, Route, RouteKind, route
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 
 from bastion.config.schema import RecordingStorageConfig
 from bastion.errors import ConnectionProblem
+from bastion.recording.factory import open_store
 from bastion.recording.s3 import S3RecordingStore
-from bastion.recording.store import open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from storecases import check_store, meta  # noqa: E402

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bastion.config.schema import RecordingStorageConfig
 from bastion.errors import BadParameter
-from bastion.recording.store import LocalRecordingStore, RecordingMeta, open_store
+from bastion.recording.store import LocalRecordingStore, RecordingMeta
 
 sys.path.insert(0, str(Path(__file__).parent))
 from storecases import check_store, meta  # noqa: E402
@@ -41,11 +40,3 @@ def test_metadata_validation() -> None:
         RecordingMeta.parse(b'{"session_id": "x", "user": "a"}')
     with pytest.raises(BadParameter):
         RecordingMeta.parse(b"[]")
-
-
-def test_open_store_picks_local_by_default(tmp_path: Path) -> None:
-    store = open_store(RecordingStorageConfig(), tmp_path)
-    assert isinstance(store, LocalRecordingStore)
-    assert store.directory == tmp_path / "recordings"
-    with pytest.raises(BadParameter, match="bucket"):
-        open_store(RecordingStorageConfig(type="s3"), tmp_path)

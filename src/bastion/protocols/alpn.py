@@ -1,0 +1,19 @@
+"""The ALPN protocol names Bastion speaks on the shared proxy port, in one place.
+
+Layer: ``protocols`` (pure constants, stdlib only: ``bsh proxy ssh``'s fast path imports this).
+The proxy routes by them (:mod:`bastion.proxy.router`); clients and agents offer them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ALPN_HTTP", "ALPN_SSH", "ALPN_TUNNEL"]
+
+ALPN_SSH: Final = "bastion-ssh/1"
+"""bsh (and ``bsh proxy ssh`` as OpenSSH ProxyCommand): one JSON line, then raw SSH
+(:mod:`bastion.protocols.sshroute`)."""
+ALPN_TUNNEL: Final = "bastion-tunnel/1"
+"""Agents' reverse tunnels (multiplexed, see :mod:`bastion.protocols.muxframe`)."""
+ALPN_HTTP: Final = "http/1.1"
+"""Web UI and the auth API."""

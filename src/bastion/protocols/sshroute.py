@@ -1,0 +1,93 @@
+"""The ``bastion-ssh/1`` route line: the one request line a client sends after the TLS handshake,
+the proxy's one-line reply, and which node a request names.
+
+Layer: ``protocols`` (pure; stdlib only at run time, because ``bsh proxy ssh``'s fast path
+imports it). The proxy's IO shell is :mod:`bastion.proxy.ssh_route`; the clients are
+:mod:`bastion.client.proxy_conn` and :mod:`bastion.cli.proxy_fast`::
+
+    client -> proxy   {"node": "web1", "login": "root", "port": 22}\\n     (one line, <= 4 KiB)
+    proxy  -> client  {"ok": true}\\n  |  {"ok": false, "error": "..."}\\n
+    then raw bytes both ways (the SSH connection is end to end between the user and the node)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bastion.errors import BadParameter
+
+if TYPE_CHECKING:
+    from bastion.types.inventory import Node
+
+__all__ = [
+    "MAX_REQUEST_LINE",
+    "SSHRequest",
+    "encode_reply",
+    "encode_request",
+    "find_node",
+    "parse_request",
+]
+
+MAX_REQUEST_LINE = 4096
+"""Longest request line (newline included) a client may send."""
+
+
+@dataclass(frozen=True, slots=True)
+class SSHRequest:
+    node: str
+    login: str
+    port: int = 22
+
+
+def encode_request(node: str, login: str, port: int) -> bytes:
+    """The request line, newline included."""
+    return json.dumps({"node": node, "login": login, "port": port}).encode() + b"\n"
+
+
+def parse_request(line: bytes) -> SSHRequest:
+    """Parse the request line (without its newline).
+
+    Raises:
+        BadParameter: not a JSON object with string ``node`` and ``login`` and int ``port``.
+    """
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise BadParameter("the request line is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadParameter("the request must be a JSON object")
+    node, login, port = data.get("node"), data.get("login"), data.get("port", 22)
+    if not isinstance(node, str) or not node or len(node) > 253:
+        raise BadParameter('"node" must be a non-empty string')
+    if not isinstance(login, str) or not login or len(login) > 64:
+        raise BadParameter('"login" must be a non-empty string')
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BadParameter('"port" must be an integer 1..65535')
+    return SSHRequest(node, login, port)
+
+
+def encode_reply(error: str | None = None) -> bytes:
+    """The proxy's reply line: ``{"ok": true}`` when ``error`` is None, else the refusal."""
+    message: dict[str, object] = {"ok": True} if error is None else {"ok": False, "error": error}
+    return json.dumps(message).encode() + b"\n"
+
+
+def find_node(nodes: Sequence[Node], target: str, cluster: str) -> Node | None:
+    """The node named ``target``: by name, ``name.CLUSTER`` or host id (case-insensitive).
+
+    Returns:
+        The first node whose name matches, else the first whose host id does, else None.
+    """
+    wanted = target.lower()
+    suffix = "." + cluster.lower()
+    short = wanted[: -len(suffix)] if cluster and wanted.endswith(suffix) else wanted
+    for node in nodes:
+        if node.metadata.name.lower() in (wanted, short):
+            return node
+    for node in nodes:
+        if node.spec.host_id and node.spec.host_id.lower() == wanted:
+            return node
+    return None
