@@ -134,24 +134,30 @@ def _expired(lock: Lock, now: datetime) -> bool:
 
 
 def lock_matches(lock: Lock, targets: LockTargets, now: datetime) -> bool:
-    """Every non-empty field of the lock's target equals the connection's; never when expired."""
+    """Every non-empty field of the lock's target equals the connection's; never when expired.
+
+    Written as early exits: it runs for every lock on every request (the gate), and most locks
+    differ in their first field."""
     if _expired(lock, now):
         return False
     t = lock.spec.target
-    checks: list[tuple[str, bool]] = [
-        (t.user, t.user == targets.user),
-        (t.role, t.role in targets.roles),
-        (t.login, t.login == targets.login),
-        (t.node, t.node in targets.nodes),
-        (t.device, t.device == targets.device),
-        (t.mfa_device, t.mfa_device == targets.mfa_device),
-        (t.access_request, t.access_request in targets.access_requests),
-        (t.bot, t.bot == targets.bot),
-        (t.session, t.session == targets.session),
-        (t.user_epoch, t.user_epoch == targets.user_epoch),
-    ]
-    present = [ok for value, ok in checks if value]
-    return bool(present) and all(present)
+    if (
+        (t.user and t.user != targets.user)
+        or (t.role and t.role not in targets.roles)
+        or (t.login and t.login != targets.login)
+        or (t.node and t.node not in targets.nodes)
+        or (t.device and t.device != targets.device)
+        or (t.mfa_device and t.mfa_device != targets.mfa_device)
+        or (t.access_request and t.access_request not in targets.access_requests)
+        or (t.bot and t.bot != targets.bot)
+        or (t.session and t.session != targets.session)
+        or (t.user_epoch and t.user_epoch != targets.user_epoch)
+    ):
+        return False
+    return any(
+        (t.user, t.role, t.login, t.node, t.device, t.mfa_device, t.access_request, t.bot)
+        + (t.session, t.user_epoch)
+    )
 
 
 def matching_locks(locks: Iterable[Lock], targets: LockTargets, now: datetime) -> list[Lock]:

@@ -285,3 +285,25 @@ def test_live_connection_carries_the_mfa_device() -> None:
         started=NOW,
     )
     assert lock_matches(lock(mfa_device="key-7"), connection_targets(conn), NOW)
+
+
+def test_every_lock_target_field_is_matched() -> None:
+    """A field added to LockTarget tomorrow is matched, or this fails (the matcher is written
+    field by field for speed)."""
+    from dataclasses import fields as dc_fields
+    from datetime import UTC, datetime
+
+    from bastion.locks.matcher import LockTargets, lock_matches
+    from bastion.types.access import Lock, LockSpec, LockTarget
+    from bastion.types.meta import Metadata
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    plural = {"role": "roles", "node": "nodes", "access_request": "access_requests"}
+    target_fields = {f.name for f in dc_fields(LockTargets)}
+    for name in LockTarget.model_fields:
+        lock = Lock(metadata=Metadata(name="l"), spec=LockSpec(target=LockTarget(**{name: "x"})))
+        key = plural.get(name, name)
+        assert key in target_fields, f"LockTargets has no field for lock target {name!r}"
+        value: object = ("x",) if key in plural.values() else "x"
+        assert lock_matches(lock, LockTargets(**{key: value}), now), name
+        assert not lock_matches(lock, LockTargets(), now), name
