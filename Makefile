@@ -75,6 +75,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/recording.py
 	$(BIN)/python bench/export/run.py
 	$(BIN)/python bench/agent_events.py
+	$(BIN)/python bench/gate.py
+	$(BIN)/python bench/changes.py
 	$(BIN)/python bench/cli.py
 
 clean:
