@@ -162,3 +162,31 @@ def test_bctl_lock_needs_a_target(env: Env) -> None:
     assert result.returncode != 0
     assert "at least one target" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("action", ["reset", "rm"])
+def test_reset_and_deletion_end_live_sessions_and_refuse_old_certificates(
+    env: Env, tmp_path: Path, action: str
+) -> None:
+    """Issue 11: a reset (an admin's answer to a suspected compromise) or a deletion revokes the
+    user's outstanding certificates everywhere: the live session on a remote node ends (the
+    revocation lock reaches the node through its own watch) and the old certificate is refused."""
+    name, node = _remote_node(env, tmp_path)
+    try:
+        user = env.new_user("access", LOGIN)
+        login_via_proxy(env, user)
+        session = _session(user, name)
+        t0 = time.monotonic()
+        extra = ("--yes",) if action == "rm" else ()
+        env.admin_ok("users", action, user.name, *extra)
+        out, err, elapsed = _ended(session, t0)
+        print(f"bctl users {action} -> session end: {elapsed:.2f} s")  # noqa: T201
+        assert "done" not in out and "Traceback" not in err
+        refused = env.bsh(user, "ssh", f"{LOGIN}@{name}", "echo no")
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        locks = env.admin_ok("locks", "ls")
+        assert f"revoked-{user.name}-" in locks
+        terminated = env.events("--type", "session.terminated", "--user", user.name)
+        assert terminated, "the session's end is audited"
+    finally:
+        stop(node)
