@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
 # e.g. make start START_ARGS="--auth-addr 127.0.0.1:13025 --proxy-addr 127.0.0.1:13080"
 START_ARGS ?=
-SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs
+SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy
 
 .PHONY: start test install install-dev system-deps lint typecheck unit bench clean
 
@@ -35,7 +35,7 @@ start: $(VENV)/.installed
 # root and one is missing; as a normal user it only reports what is missing.
 system-deps:
 	@missing=""; \
-	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm; do \
+	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm haproxy; do \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
 	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \
@@ -78,6 +78,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/changes.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/ha.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -146,7 +146,7 @@ async def run(seconds: float) -> dict[str, float]:
 
             results[label] = await _rate(get, seconds)
         await runner.cleanup()
-    gate = Gate(auth)
+    gate = Gate.for_auth(auth)
 
     async def admit() -> None:
         assert await gate.refusal(identity, "user") is None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bastion.api.app import build_app
+from bastion.api.proxy_header import (
+    ClientAddresses,
+    TrustedSources,
+    read_proxy_header,
+    set_lowat,
+)
 from bastion.api.tls import server_context
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.backend import open_backend
@@ -26,11 +33,13 @@ from bastion.backend.base import Backend
 from bastion.ca.keys import load_or_create_kek, spki_pin
 from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
+from bastion.errors import BastionError
 from bastion.files import write_private_file
 from bastion.protocols.addr import parse_addr
 from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.rbac.checker import RoleSet
 from bastion.recording.factory import open_store
+from bastion.tasks import TaskSet
 from bastion.types.identity import Identity
 
 __all__ = ["ADMIN_USER", "AuthService", "write_private_file"]
@@ -39,6 +48,8 @@ log = structlog.get_logger("bastion.auth")
 ADMIN_USER = "bastion-admin"
 ADMIN_TTL = timedelta(days=7)
 ADMIN_REFRESH = timedelta(hours=12)
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds from accept to a finished TLS handshake (PROXY header included)."""
 
 
 def _new_key_pem() -> tuple[bytes, str]:
@@ -65,6 +76,8 @@ class AuthService:
     ca_pin: str = ""
     addr: tuple[str, int] = ("127.0.0.1", 3025)
     _runner: web.AppRunner | None = None
+    _sock: socket.socket | None = None
+    _tasks: TaskSet = field(default_factory=TaskSet)
 
     @classmethod
     async def open(cls, config: FileConfig, clock: Clock | None = None) -> AuthService:
@@ -112,24 +125,86 @@ class AuthService:
         ctx = server_context(host_dir / "auth.crt", host_dir / "auth.key", client_cas)
         self.ca_pin = self._pin(tls_host.spec.active_keys[0].cert_pem)
         limits = self.config.auth_service
+        trusted = TrustedSources(limits.trusted_proxy_sources)
+        clients = ClientAddresses() if trusted else None
         app = build_app(
             self.server,
             rate=limits.rate_limit.average,
             burst=limits.rate_limit.burst,
             max_body=limits.max_request_bytes,
+            clients=clients,
         )
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.addr[0], self.addr[1], ssl_context=ctx, reuse_address=True
-        )
-        await site.start()
-        server = getattr(site, "_server", None)
-        if self.addr[1] == 0 and server is not None and server.sockets:
-            self.addr = (self.addr[0], server.sockets[0].getsockname()[1])
+        if clients is not None:
+            port = await self._serve_proxied(ctx, trusted, clients)
+        else:
+            site = web.TCPSite(
+                self._runner, self.addr[0], self.addr[1], ssl_context=ctx, reuse_address=True
+            )
+            await site.start()
+            server = getattr(site, "_server", None)
+            port = server.sockets[0].getsockname()[1] if server and server.sockets else 0
+        if self.addr[1] == 0 and port:
+            self.addr = (self.addr[0], port)
             self._write_admin_profile()
         log.info("auth service listening", addr=f"{self.addr[0]}:{self.addr[1]}")
         return created
+
+    async def _serve_proxied(
+        self, ctx: ssl.SSLContext, trusted: TrustedSources, clients: ClientAddresses
+    ) -> int:
+        """Serve the API on our own accept loop: a connection from ``trusted`` may start with a
+        PROXY protocol header (a proxy passing a client's TLS through, or a load balancer),
+        whose client address the app then sees. Returns the bound port."""
+        sock = socket.create_server(self.addr, backlog=1024)
+        sock.setblocking(False)
+        self._sock = sock
+        self._tasks.spawn(self._accept_loop(sock, ctx, trusted, clients), "auth-accept")
+        return int(sock.getsockname()[1])
+
+    async def _accept_loop(
+        self,
+        lsock: socket.socket,
+        ctx: ssl.SSLContext,
+        trusted: TrustedSources,
+        clients: ClientAddresses,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(lsock)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.error("auth accept failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            self._tasks.spawn(
+                self._accept_one(sock, str(addr[0]), ctx, trusted, clients), "auth-conn"
+            )
+
+    async def _accept_one(
+        self,
+        sock: socket.socket,
+        peer_ip: str,
+        ctx: ssl.SSLContext,
+        trusted: TrustedSources,
+        clients: ClientAddresses,
+    ) -> None:
+        assert self._runner is not None and self._runner.server is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                got = await read_proxy_header(sock, peer_ip, trusted)
+                set_lowat(sock, 1)
+                transport, _ = await loop.connect_accepted_socket(
+                    self._runner.server, sock, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                )
+        except (BastionError, OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("auth: connection refused", peer=peer_ip, reason=str(exc) or repr(exc))
+            sock.close()
+            return
+        if got.source is not None:
+            clients.set(transport, got.source.host)
 
     @staticmethod
     def _pin(cert_pem: str) -> str:
@@ -197,6 +272,9 @@ class AuthService:
             await self.write_admin_identity()
 
     async def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        await self._tasks.cancel_all(timeout=5)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.backend.close()

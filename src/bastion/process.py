@@ -3,7 +3,10 @@
 All-in-one (the default): auth, then the proxy (which serves the auth API on its port too), then
 an SSH node for this host that dials the proxy through a reverse tunnel. With
 ``auth_service.enabled: false`` and ``proxy_service.enabled: false`` the process is a remote
-node that joins through ``ssh_service.proxy_server``.
+node that joins through ``ssh_service.proxy_server``. With only ``proxy_service`` enabled (and
+``proxy_service.auth_server``) it is a proxy in its own process (:func:`standalone_proxy`):
+several of them behind a load balancer, and several auth servers on one PostgreSQL, are the
+high-availability deployment (docs/ha.md).
 """
 
 from __future__ import annotations
@@ -11,25 +14,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from bastion import __version__
+from bastion.agent.event_spool import EventSpool
+from bastion.agent.join import join_cluster, load_host_identity
+from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
 from bastion.agent.service import NodeService
+from bastion.auth.gate import Gate
 from bastion.auth_service import AuthService
-from bastion.clock import SystemClock
+from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
-from bastion.errors import BadParameter, BastionError
+from bastion.errors import BadParameter, BastionError, ConnectionProblem, NotFound
 from bastion.export.build import build_forwarders, run_forwarders
 from bastion.export.forwarder import Forwarder
 from bastion.live.registry import LiveRegistry
+from bastion.locks.matcher import LockDecision, LockTargets
 from bastion.locks.watcher import LockWatcher
-from bastion.proxy.service import ProxyService
-from bastion.services.cache import StoreRoleSource
+from bastion.protocols.addr import parse_addr
+from bastion.proxy.listener import ProxyTLS, WebUpstream
+from bastion.proxy.service import ProxyLink, ProxyService, public_names
+from bastion.services.cache import ResourceCache, StoreRoleSource
+from bastion.types.access import User
+from bastion.types.codec import resource_to_dict
+from bastion.types.identity import Identity
+from bastion.types.inventory import Node, ProxyServer, ProxyServerSpec
+from bastion.types.meta import Metadata
 
-__all__ = ["Ready", "run"]
+__all__ = ["Ready", "advertise_proxy", "run", "standalone_proxy"]
 
 log = structlog.get_logger("bastion.process")
 
@@ -50,13 +70,10 @@ class Ready:
 
 async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
     """Run until SIGINT/SIGTERM. ``on_ready`` is called once every service is listening."""
-    if not (config.auth_service.enabled or config.ssh_service.enabled):
-        raise BadParameter("nothing to run: enable auth_service or ssh_service")
-    if config.proxy_service.enabled and not config.auth_service.enabled:
-        raise BadParameter(
-            "proxy_service needs auth_service in the same process in this release; "
-            "disable the proxy on remote nodes (proxy_service.enabled: false)"
-        )
+    if not (
+        config.auth_service.enabled or config.ssh_service.enabled or config.proxy_service.enabled
+    ):
+        raise BadParameter("nothing to run: enable auth_service, proxy_service or ssh_service")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,10 +102,18 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             stack.push_async_callback(locks.close)
             await locks.load(auth.server.deps.backend)
             auth.server.use_lock_view(locks)  # the gate and logins decide from it
-        if auth is not None and config.proxy_service.enabled:
-            proxy = ProxyService(config, auth, registry, clock, locks)
+        background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        if config.proxy_service.enabled:
+            if auth is not None:
+                link = await ProxyLink.in_process(config, auth, clock, locks)
+            else:
+                link, background, remote = await standalone_proxy(config, registry, clock)
+                ready.cluster = link.cluster
+            proxy = ProxyService(config, link, registry, clock)
             stack.push_async_callback(proxy.close)
             ready.proxy_addr = await proxy.start()
+            if auth is None:
+                background.append(partial(advertise_proxy, config, remote, proxy, clock))
         node: NodeService | None = None
         if config.ssh_service.enabled:
             if auth is not None and proxy is not None:
@@ -122,6 +147,8 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 tasks.append(group.create_task(locks.watch_staleness(), name="lock-staleness"))
             if node is not None:
                 tasks.append(group.create_task(node.run(), name="ssh-node"))
+            for factory in background:
+                tasks.append(group.create_task(factory(), name="proxy-background"))
             if exporters:
                 tasks.append(group.create_task(run_forwarders(exporters), name="audit-export"))
             await stop.wait()
@@ -132,3 +159,153 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                     await asyncio.wait_for(cp.checkpoint(), 5)
             for task in tasks:
                 task.cancel()
+
+
+PROXY_WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "node", "user")
+"""What a proxy in its own process mirrors: RBAC and locks, the node directory, and the users
+the authentication gate checks (existence and epoch)."""
+PROXY_HEARTBEAT = timedelta(seconds=10)
+
+
+class _CacheUsers:
+    """The gate's user lookup from the watch-fed cache (fails closed before the first sync)."""
+
+    def __init__(self, cache: ResourceCache) -> None:
+        self._cache = cache
+
+    async def get(self, name: str) -> User:
+        if not self._cache.state.synced and not self._cache.state.resources:
+            raise ConnectionProblem("users are not known yet: the proxy has not synced with auth")
+        for user in self._cache.items("user"):
+            if isinstance(user, User) and user.name == name:
+                return user
+        raise NotFound(f"user {name!r} not found")
+
+
+class _CacheNodes:
+    def __init__(self, cache: ResourceCache) -> None:
+        self._cache = cache
+
+    async def list_nodes(self) -> list[Node]:
+        if not self._cache.state.synced and not self._cache.state.resources:
+            raise ConnectionProblem("nodes are not known yet: the proxy has not synced with auth")
+        return [n for n in self._cache.items("node") if isinstance(n, Node)]
+
+
+class _WatcherLocks:
+    def __init__(self, locks: LockWatcher) -> None:
+        self._locks = locks
+
+    async def lock_access(self, identity: Identity, targets: LockTargets) -> LockDecision:
+        return await self._locks.check_access(identity, targets)
+
+
+class _APIPins:
+    def __init__(self, remote: RemoteAuth) -> None:
+        self._remote = remote
+
+    async def pin(self, name: str, host_id: str) -> str:
+        answer = await self._remote.call(
+            "POST", "/v1/nodes/pin", {"name": name, "host_id": host_id}
+        )
+        return str(answer.get("host_id", "")) if isinstance(answer, dict) else ""
+
+
+async def standalone_proxy(
+    config: FileConfig, registry: LiveRegistry, clock: Clock
+) -> tuple[ProxyLink, list[Callable[[], Coroutine[Any, Any, None]]], RemoteAuth]:
+    """A proxy in its own process: join once with a ``proxy`` token (identity kept in
+    ``<data_dir>/proxy``), then talk to auth only through its API.
+
+    Returns:
+        The link, the background tasks to run (watch, event delivery, lock staleness) and
+        the API client (for the heartbeats).
+    """
+    cfg = config.proxy_service
+    auths = [f"{h}:{p}" for h, p in cfg.auth_servers()]
+    if not auths:
+        raise BadParameter(
+            "a proxy without auth_service in its process needs the auth server: "
+            "proxy_service.auth_server (or --auth=HOST:3025)"
+        )
+    proxy_dir = config.data_path() / "proxy"
+    try:
+        ident = load_host_identity(proxy_dir)
+    except NotFound:
+        if not (cfg.join_token and cfg.ca_pin):
+            raise BadParameter(
+                "this proxy has not joined yet: set proxy_service.join_token (bctl tokens add "
+                "--type=proxy) and proxy_service.ca_pin (the sha256:... pin bastion start "
+                "printed)"
+            ) from None
+        names, ips = public_names(config)
+        ident = await join_cluster(
+            auths[0],
+            cfg.join_token,
+            cfg.ca_pin,
+            False,
+            socket.gethostname() or "proxy",
+            "proxy",
+            proxy_dir,
+            dns_names=names,
+            ip_addresses=ips,
+        )
+    if ident.role != "proxy":
+        raise BadParameter(f"{proxy_dir} holds a {ident.role} identity, not a proxy's")
+    remote = RemoteAuth(ident, auths[0], auths[1:])
+    cache = ResourceCache()
+    spool = EventSpool(proxy_dir / "event-spool", config.ssh_service.event_spool_max_bytes)
+    emitter = APIEmitter(remote, spool)
+    locks = LockWatcher(clock=clock, audit=emitter, registry=registry, roles=cache.get_roles)
+    locks.follow_cache(cache)
+    link = ProxyLink(
+        cluster=ident.cluster,
+        tls=ProxyTLS(
+            cert_pem=ident.read("tls.crt"),
+            key_pem=ident.read("tls.key"),
+            user_ca_pem=ident.read("user_ca.pem"),
+            host_ca_pem=ident.read("ca.pem"),
+        ),
+        nodes=_CacheNodes(cache),
+        roles=cache,
+        audit=emitter,
+        gate=Gate(_CacheUsers(cache), _WatcherLocks(locks), emitter),
+        pins=_APIPins(remote),
+        locks=locks,
+        web_upstream=WebUpstream(tuple(cfg.auth_servers())),
+        on_close=[locks.close],
+    )
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [
+        partial(watch_forever, remote, PROXY_WATCHED_KINDS, cache),
+        emitter.run,
+        locks.watch_staleness,
+    ]
+    return link, background, remote
+
+
+async def advertise_proxy(
+    config: FileConfig, remote: RemoteAuth, proxy: ProxyService, clock: Clock
+) -> None:
+    """Heartbeat this proxy's public address (agents keep a tunnel to each proxy); never
+    returns."""
+    assert proxy.listener is not None
+    cfg = config.proxy_service
+    if cfg.public_addr:
+        host, port = parse_addr(cfg.public_addr[0], proxy.listener.port)
+    else:
+        host, port = parse_addr(cfg.listen_addr, 3080)
+        port = proxy.listener.port
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    host_id = remote.identity.host_id
+    while True:
+        record = ProxyServer(
+            metadata=Metadata(name=host_id, expires=clock.now() + 3 * PROXY_HEARTBEAT),
+            spec=ProxyServerSpec(public_addr=addr, host_id=host_id, version=__version__),
+        )
+        try:
+            await remote.call("POST", "/v1/proxies/heartbeat", resource_to_dict(record))
+        except BastionError as exc:
+            log.warning("proxy heartbeat failed; retrying", error=exc.message)
+        await asyncio.sleep(PROXY_HEARTBEAT.total_seconds())

@@ -47,6 +47,15 @@ class PgServer:
     def dsn_for(self, database: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
+    def restart(self) -> None:
+        """Restart the server on the same port and data (``pg_ctl restart`` reuses the start
+        options): every client connection is cut, as in a database fail-over."""
+        _run(
+            [*self._prefix, self._pg_ctl, "-D", str(self.root / "data"), "-m", "fast", "-w"]
+            + ["-t", "60", "-l", str(self.root / "log"), "restart"],
+            "pg_ctl restart",
+        )
+
     def stop(self) -> None:
         """Stop the server (immediate mode: the data is thrown away) and remove its files."""
         subprocess.run(

@@ -712,7 +712,7 @@ def test_users_ls_shows_pending_invites(env: Env) -> None:
     assert "sign_up" not in json.dumps(data) or data["spec"]["status"]["sign_up"] == ""
 
 
-# ---- issue 12: true hints, a forgiving invite flow ------------------------------------------------
+# ---- issue 12: true hints, a forgiving invite flow ----------------------------------------------
 
 
 def test_an_existing_user_gets_hints_that_are_real_commands(env: Env) -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -48,15 +47,18 @@ def _session(user: User, target: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _lock(env: Env, *args: str) -> tuple[str, float]:
-    """``bctl lock ... --format json``: (lock name, monotonic time the command returned)."""
+def _lock(env: Env, *args: str) -> str:
+    """``bctl lock ... --format json``: the lock's name."""
     out = env.admin_ok("lock", *args, "--format", "json")
-    return json.loads(out)["metadata"]["name"], time.monotonic()
+    name: str = json.loads(out)["metadata"]["name"]
+    return name
 
 
-def _ended(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
+def _ended(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """(stdout, stderr) of a session that must end long before its ``sleep 120``: the timeout
+    is a hang guard, not a measurement (bench/locks measures lock-to-cut latency)."""
     out, err = proc.communicate(timeout=20)
-    return out, err, time.monotonic() - since
+    return out, err
 
 
 def _ssh_ok(env: Env, user: User, target: str) -> bool:
@@ -73,12 +75,8 @@ def test_user_lock_ends_live_session_refuses_access_and_login(env: Env, tmp_path
         login_via_proxy(env, bystander)
         session = _session(user, name)
         other = _session(bystander, name)
-        t0 = time.monotonic()
-        lock_name, returned = _lock(env, f"--user={user.name}", "--message=laptop stolen")
-        out, err, elapsed = _ended(session, t0)
-        after = elapsed - (returned - t0)
-        print(f"bctl lock -> session end: {elapsed:.2f} s ({after:.2f} s after bctl returned)")  # noqa: T201
-        assert elapsed < 5, elapsed  # bctl start-up included; the cut itself is sub-second
+        lock_name = _lock(env, f"--user={user.name}", "--message=laptop stolen")
+        out, err = _ended(session)
         assert "done" not in out
         assert "laptop stolen" in out + err, (out, err)
         assert "Traceback" not in err
@@ -127,11 +125,9 @@ def test_node_lock_ends_every_session_on_it(env: Env, tmp_path: Path) -> None:
         for user in users:
             login_via_proxy(env, user)
         sessions = [_session(user, name) for user in users]
-        t0 = time.monotonic()
-        lock_name, _ = _lock(env, f"--node={name}", "--message=compromised host")
+        lock_name = _lock(env, f"--node={name}", "--message=compromised host")
         for session in sessions:
-            out, err, elapsed = _ended(session, t0)
-            assert elapsed < 5, elapsed
+            out, err = _ended(session)
             assert "done" not in out
             assert "compromised host" in out + err, (out, err)
         refused = env.bsh(users[0], "ssh", f"{LOGIN}@{name}", "echo no")
@@ -176,11 +172,9 @@ def test_reset_and_deletion_end_live_sessions_and_refuse_old_certificates(
         user = env.new_user("access", LOGIN)
         login_via_proxy(env, user)
         session = _session(user, name)
-        t0 = time.monotonic()
         extra = ("--yes",) if action == "rm" else ()
         env.admin_ok("users", action, user.name, *extra)
-        out, err, elapsed = _ended(session, t0)
-        print(f"bctl users {action} -> session end: {elapsed:.2f} s")  # noqa: T201
+        out, err = _ended(session)
         assert "done" not in out and "Traceback" not in err
         refused = env.bsh(user, "ssh", f"{LOGIN}@{name}", "echo no")
         assert refused.returncode != 0 and "Traceback" not in refused.stderr

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from harness import BIN, Env, login_via_proxy, start_node, stop, unique, wait_for
@@ -36,9 +35,8 @@ def test_tunnel_dropped_mid_session_then_recovers(env: Env, tmp_path: Path) -> N
         # Freeze the agent: its tunnel goes silent; the proxy's keepalive declares it dead.
         os.kill(node.pid, signal.SIGSTOP)
         try:
-            started = time.monotonic()
-            out, err = session.communicate(timeout=60)
-            assert time.monotonic() - started < 45
+            # A hang guard, not a measurement: the session's command would run 120 s.
+            out, err = session.communicate(timeout=45)
             assert session.returncode != 0
             assert "done" not in out
             assert "Traceback" not in err and "error" in err.lower(), err

@@ -5,6 +5,7 @@ The identity directory (every file 0600)::
     key, tls.key        the host's private key (OpenSSH and PKCS#8 PEM); generated here, never sent
     cert.pub, tls.crt   SSH host certificate and X.509 host certificate
     ca.pem              host TLS CA (verifies the proxy and auth)
+    user_ca.pem         user TLS CA (a proxy verifies users' client certificates with it)
     user_ca.pub         SSH user CA keys (what the node trusts)
     identity.json       host id, node name, role, cluster, server address, expiry
 """
@@ -74,8 +75,13 @@ async def join_cluster(
     host_name: str,
     role: str,
     dest: Path,
+    dns_names: list[str] | None = None,
+    ip_addresses: list[str] | None = None,
 ) -> HostIdentity:
     """Verify the cluster by its CA pin, then join with ``token`` and write the identity.
+
+    ``dns_names`` and ``ip_addresses`` are added to the X.509 host certificate (a proxy's
+    public names, which clients and agents verify).
 
     Raises:
         BadParameter: pin mismatch; AccessDenied: bad token; ConnectionProblem.
@@ -87,7 +93,14 @@ async def join_cluster(
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    body = {"token": token, "host_name": host_name, "role": role, "public_key": public_key}
+    body = {
+        "token": token,
+        "host_name": host_name,
+        "role": role,
+        "public_key": public_key,
+        "dns_names": dns_names or [],
+        "ip_addresses": ip_addresses or [],
+    }
     async with AuthClient(server, verified_context(ping["tls_host_ca"])) as client:
         certs: dict[str, Any] = await client.call("POST", "/v1/join", body)
     write_private_file(
@@ -109,6 +122,7 @@ async def join_cluster(
     write_private_file(dest / "cert.pub", certs["ssh_cert"] + "\n")
     write_private_file(dest / "tls.crt", certs["tls_cert"])
     write_private_file(dest / "ca.pem", certs["tls_host_ca"])
+    write_private_file(dest / "user_ca.pem", certs.get("tls_user_ca", ""))
     write_private_file(dest / "user_ca.pub", "".join(f"{k}\n" for k in certs["ssh_user_ca"]))
     info = {
         "host_id": certs["host_id"],

@@ -50,16 +50,34 @@ TOO_LARGE = "request body too large"
 
 
 class RemoteAuth:
-    def __init__(self, identity: HostIdentity, server: str) -> None:
+    """Calls auth with the host certificate. ``fallbacks``: more auth addresses (several auth
+    servers on one backend); an unreachable one moves the next to the front."""
+
+    def __init__(self, identity: HostIdentity, server: str, fallbacks: Sequence[str] = ()) -> None:
         self.identity = identity
-        self.server = server
+        self.servers = [server, *(f for f in fallbacks if f != server)]
         self.ssl: ssl.SSLContext = verified_context(
             identity.read("ca.pem"), identity.tls_cert, identity.tls_key
         )
 
+    @property
+    def server(self) -> str:
+        """The auth address in use."""
+        return self.servers[0]
+
+    def fail_over(self) -> None:
+        """The current address is unreachable: try the next one from now on."""
+        if len(self.servers) > 1:
+            self.servers.append(self.servers.pop(0))
+            log.info("auth unreachable; trying the next address", server=self.servers[0])
+
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with AuthClient(self.server, self.ssl) as client:
-            return await client.call(method, path, body)
+        try:
+            async with AuthClient(self.server, self.ssl) as client:
+                return await client.call(method, path, body)
+        except ConnectionProblem:
+            self.fail_over()
+            raise
 
     async def heartbeat(self, node: Node) -> None:
         await self.call("POST", "/v1/nodes/heartbeat", resource_to_dict(node))
@@ -192,9 +210,9 @@ class APIEmitter:
 async def watch_forever(remote: RemoteAuth, kinds: Sequence[str], cache: ResourceCache) -> None:
     """Keep ``cache`` current; never returns (cancel it)."""
     delay = 0.5
-    url = f"https://{remote.server}/v1/watch"
     timeout = aiohttp.ClientTimeout(total=None, sock_read=45, connect=10)
     while True:
+        url = f"https://{remote.server}/v1/watch"
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
@@ -211,6 +229,7 @@ async def watch_forever(remote: RemoteAuth, kinds: Sequence[str], cache: Resourc
             log.warning(
                 "role watch interrupted; reconnecting", error=str(exc) or type(exc).__name__
             )
+            remote.fail_over()
         cache.reset()
         await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
         delay = min(delay * 2, 30.0)

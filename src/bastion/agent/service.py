@@ -46,19 +46,21 @@ from bastion.protocols.addr import parse_addr
 from bastion.recording.spool import Spool
 from bastion.recording.uploader import Uploader, UploadTarget
 from bastion.services.cache import ResourceCache, StoreRoleSource
-from bastion.tunnel.client import Connector, TunnelClient, client_tls_context
+from bastion.tunnel.client import Connector, client_tls_context
 from bastion.tunnel.memory import memory_pair
+from bastion.tunnel.pool import TunnelPool
 from bastion.tunnel.session import MuxSession, MuxStream
 from bastion.types.identity import Identity
-from bastion.types.inventory import CommandLabel, Node
+from bastion.types.inventory import CommandLabel, Node, ProxyServer
 
 __all__ = ["NodeService"]
 
 log = structlog.get_logger("bastion.node")
 HEARTBEAT_INTERVAL = timedelta(seconds=30)
 HOST_CERT_TTL = timedelta(days=30)
-WATCHED_KINDS = ("role", "lock", "cluster_auth_preference")
-"""What a remote node mirrors: roles (RBAC), locks and the cluster's lock mode."""
+WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "proxy")
+"""What a remote node mirrors: roles (RBAC), locks, the cluster's lock mode, and the proxies it
+keeps a tunnel to."""
 
 
 def _cmd_labels(config: FileConfig) -> dict[str, CommandLabel]:
@@ -118,13 +120,13 @@ class NodeService:
         self._send = send_heartbeat
         self._background = background
         cert_pem, key_pem, ca_pem = tls
-        self.tunnel = TunnelClient(
-            proxy[0],
-            proxy[1],
+        self.tunnels = TunnelPool(
+            proxy,
             client_tls_context(cert_pem, key_pem, ca_pem),
             self._on_stream,
             connector=connector,
         )
+        """A tunnel to each advertised proxy (or to ``proxy`` while none is advertised)."""
         self._direct_addr = ""
 
     # ---- construction ------------------------------------------------------------------------
@@ -266,7 +268,7 @@ class NodeService:
         )
         locks = LockWatcher(clock=clock, audit=emitter, registry=registry, roles=cache.get_roles)
         locks.follow_cache(cache)
-        return cls(
+        node = cls(
             config=config,
             node_config=node_config,
             roles=cache,
@@ -284,6 +286,26 @@ class NodeService:
             locks=locks,
             recordings=remote,
         )
+        node.follow_proxies(cache)
+        return node
+
+    def follow_proxies(self, cache: ResourceCache) -> None:
+        """Keep a tunnel to each proxy that ``cache`` (fed by the watch) advertises."""
+
+        def on_line(line: dict[str, Any]) -> None:
+            if not cache.state.synced or not (
+                line.get("type") == "init" or line.get("kind") == "proxy"
+            ):
+                return
+            self.tunnels.update(
+                {
+                    parse_addr(p.spec.public_addr, 3080)
+                    for p in cache.items("proxy")
+                    if isinstance(p, ProxyServer) and p.spec.public_addr
+                }
+            )
+
+        cache.listeners.append(on_line)
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -309,7 +331,7 @@ class NodeService:
             bound = await self.node.listen(host, port)
             self._direct_addr = f"{host}:{bound}"
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.tunnel.run(), name="node-tunnel")
+            group.create_task(self.tunnels.run(), name="node-tunnels")
             group.create_task(self.labels.run(), name="node-command-labels")
             group.create_task(
                 heartbeat_loop(self._send, self._build_node, HEARTBEAT_INTERVAL),
@@ -321,7 +343,7 @@ class NodeService:
                 group.create_task(self.uploader.run(), name="node-recording-upload")
 
     async def close(self) -> None:
-        await self.tunnel.close()
+        await self.tunnels.close()
         await self.node.close()
 
 

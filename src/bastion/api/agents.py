@@ -5,6 +5,10 @@
 every 15 s so both ends notice a dead connection. Consumers treat ``put`` as replace, so the
 overlap between snapshot and live stream is harmless.
 
+``POST /v1/proxies/heartbeat`` advertises a proxy in its own process (agents watch ``proxy`` to
+keep a tunnel to each one); ``POST /v1/nodes/pin`` is how such a proxy pins a node name to its
+host at first sight (:class:`~bastion.services.node_pins.NodePins`).
+
 ``POST /v1/events/submit`` takes ``{"events": [...]}`` and answers one result per event
 (``stored``, ``duplicate`` or ``rejected`` with a reason, see
 :meth:`bastion.auth.guarded.GuardedAuth.submit_events`): a bad event never fails the batch.
@@ -22,13 +26,13 @@ from bastion.auth.server import AuthServer
 from bastion.backend.base import EventType
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
-from bastion.types.inventory import Node
+from bastion.types.inventory import Node, ProxyServer
 from bastion.web.body import read_json
 
 __all__ = ["add_agent_routes"]
 
 PING_SECONDS = 15.0
-WATCHABLE = ("role", "lock", "node", "user", "token", "cluster_auth_preference")
+WATCHABLE = ("role", "lock", "node", "proxy", "user", "token", "cluster_auth_preference")
 
 
 def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
@@ -38,6 +42,21 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
             raise BadParameter("a heartbeat carries a node resource")
         stored = await request["guard"].heartbeat_node(node)
         return web.json_response(resource_to_dict(stored))
+
+    async def heartbeat_proxy(request: web.Request) -> web.Response:
+        proxy = parse_resource(await read_json(request))
+        if not isinstance(proxy, ProxyServer):
+            raise BadParameter("a proxy heartbeat carries a proxy resource")
+        stored = await request["guard"].heartbeat_proxy(proxy)
+        return web.json_response(resource_to_dict(stored))
+
+    async def pin_node(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        name, host_id = body.get("name"), body.get("host_id")
+        if not isinstance(name, str) or not isinstance(host_id, str) or not name:
+            raise BadParameter("expected {'name': NODE, 'host_id': HOST_ID}")
+        pinned = await request["guard"].pin_node(name, host_id)
+        return web.json_response({"name": name, "host_id": pinned})
 
     async def submit_events(request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -99,5 +118,7 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
             await watcher.close()
 
     app.router.add_post("/v1/nodes/heartbeat", heartbeat)
+    app.router.add_post("/v1/proxies/heartbeat", heartbeat_proxy)
+    app.router.add_post("/v1/nodes/pin", pin_node)
     app.router.add_post("/v1/events/submit", submit_events)
     app.router.add_get("/v1/watch", watch)

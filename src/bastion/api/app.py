@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from bastion import __version__
 from bastion.api.admin_mfa import admin_mfa_for
@@ -21,6 +22,7 @@ from bastion.api.agents import add_agent_routes
 from bastion.api.audiences import audience_of
 from bastion.api.mfa import add_mfa_routes
 from bastion.api.openapi import OPENAPI
+from bastion.api.proxy_header import ClientAddresses
 from bastion.api.ratelimit import RateLimiter
 from bastion.api.recordings import add_recording_routes
 from bastion.api.session import add_session_routes
@@ -67,6 +69,17 @@ def _error(exc: BastionError) -> web.Response:
 
 def _remote(request: web.Request) -> str:
     return request.remote or ""
+
+
+def _real_client(clients: ClientAddresses) -> Middleware:
+    @web.middleware
+    async def real_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ip = clients.get(request.transport)
+        if ip is not None:
+            request = request.clone(remote=ip)
+        return await handler(request)
+
+    return real_client
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -141,7 +154,7 @@ class AuthAPI:
         self.users = UserService(auth)
         self.limiter = limiter
         self.admin_mfa = admin_mfa_for(auth)
-        self.gate = Gate(auth)
+        self.gate = Gate.for_auth(auth)
         self.sessions = WebSessions(auth.deps.backend, auth.clock)
 
     # ---- middleware ----------------------------------------------------------------------------
@@ -442,9 +455,23 @@ async def _audit_proof(request: web.Request) -> web.Response:
     return web.json_response(await request["guard"].audit_proof(index, q.get("id", "")))
 
 
-def build_app(auth: AuthServer, *, rate: float, burst: int, max_body: int) -> web.Application:
+def build_app(
+    auth: AuthServer,
+    *,
+    rate: float,
+    burst: int,
+    max_body: int,
+    clients: ClientAddresses | None = None,
+) -> web.Application:
+    """The auth API app. ``clients``: real client addresses of connections that came with a
+    trusted PROXY protocol header (``request.remote`` is then the client, not the balancer)."""
     api = AuthAPI(auth, RateLimiter(rate=rate, burst=burst))
-    app = web.Application(middlewares=[api.middleware], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[_real_client(clients), api.middleware]
+        if clients is not None
+        else [api.middleware],
+        client_max_size=max_body,
+    )
     r = app.router
     r.add_get("/v1/ping", api.ping)
     r.add_get("/openapi.json", api.openapi)

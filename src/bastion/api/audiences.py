@@ -72,6 +72,8 @@ ROUTE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("GET", "/v1/recordings/{session_id}"): "user",
     # ---- agents and proxies ---------------------------------------------------------------------
     ("POST", "/v1/nodes/heartbeat"): "host",
+    ("POST", "/v1/proxies/heartbeat"): "host",
+    ("POST", "/v1/nodes/pin"): "host",
     ("POST", "/v1/events/submit"): "host",
     ("POST", "/v1/recordings/{session_id}"): "host",
     # ---- both: reads agents share with users; writes are confined per identity in GuardedAuth ---

@@ -240,6 +240,20 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
     ),
     (
         "post",
+        "/v1/proxies/heartbeat",
+        "A proxy in its own process advertises its public address (agents tunnel to each)",
+        False,
+        _OBJ,
+    ),
+    (
+        "post",
+        "/v1/nodes/pin",
+        "A proxy pins a node name to its host at first sight; answers the pinned host id",
+        False,
+        _OBJ,
+    ),
+    (
+        "post",
         "/v1/events/submit",
         "Agents and proxies submit session and access events",
         False,

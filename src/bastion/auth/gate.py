@@ -18,7 +18,10 @@ that must hold "everywhere" lives in exactly one place (ARCHITECTURE.md 6.1):
   refuses: fail closed).
 
 :func:`refusal` is the pure decision; :class:`Gate` reads the user and the locks, and audits each
-refusal once (``access.denied`` with the route and the reason).
+refusal once (``access.denied`` with the route and the reason). The gate depends on three small
+protocols, so that it runs wherever identities arrive: the auth process passes its stores
+(:meth:`Gate.for_auth`: users and locks from the backend, events into the audit log), a proxy in
+its own process passes its watch-fed caches and its durable event spool.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from bastion.audit.emitter import Emitter
 from bastion.auth.server import AuthServer
 from bastion.errors import AccessDenied, AuthenticationFailed, BastionError, NotFound
-from bastion.locks.matcher import LockDecision, Locked, identity_targets
+from bastion.locks.matcher import LockDecision, Locked, LockTargets, identity_targets
 from bastion.rbac.session_mfa import is_session_identity
 from bastion.types.access import User
 from bastion.types.identity import Identity
@@ -38,8 +42,10 @@ __all__ = [
     "AUDIENCE_KINDS",
     "Audience",
     "Gate",
+    "GateLocks",
     "IdentityGate",
     "Refusal",
+    "UserLookup",
     "has_user_record",
     "refusal",
 ]
@@ -144,11 +150,38 @@ class IdentityGate(Protocol):
     ) -> Refusal | None: ...
 
 
-class Gate:
-    """Admit or refuse identities for the auth API, the web pages and the proxy's routes."""
+class UserLookup(Protocol):
+    """Where the gate reads a stored user (existence and epoch)."""
 
-    def __init__(self, auth: AuthServer) -> None:
-        self._auth = auth
+    async def get(self, name: str) -> User:
+        """Raises: NotFound when there is no such user; any other error refuses (fail closed)."""
+        ...
+
+
+class GateLocks(Protocol):
+    """Where the gate reads the lock decision for an access."""
+
+    async def lock_access(self, identity: Identity, targets: LockTargets) -> LockDecision: ...
+
+
+class Gate:
+    """Admit or refuse identities for the auth API, the web pages and the proxy's routes.
+
+    Args:
+        users: stored users (the auth process's store, or a proxy's watch-fed cache).
+        locks: lock decisions (the auth server, or a proxy's lock watcher).
+        audit: where refusals are recorded (the audit log, or a proxy's event spool).
+    """
+
+    def __init__(self, users: UserLookup, locks: GateLocks, audit: Emitter) -> None:
+        self._users = users
+        self._locks = locks
+        self._audit = audit
+
+    @classmethod
+    def for_auth(cls, auth: AuthServer) -> Gate:
+        """The gate of the auth process: its user store, its lock view, its audit log."""
+        return cls(auth.users, auth, auth.audit)
 
     async def admit(
         self,
@@ -164,7 +197,7 @@ class Gate:
         found = await self.refusal(identity, audience, login=login, nodes=nodes)
         if found is None:
             return
-        await self._auth.audit.emit(
+        await self._audit.emit(
             "access.denied",
             outcome="failure",
             user=identity.user,
@@ -185,9 +218,9 @@ class Gate:
         user: User | None = None
         if has_user_record(identity):
             try:
-                user = await self._auth.users.get(identity.user)
+                user = await self._users.get(identity.user)
             except NotFound:
                 user = None
         targets = identity_targets(identity, login=login, nodes=nodes)
-        locks = await self._auth.lock_access(identity, targets)
+        locks = await self._locks.lock_access(identity, targets)
         return refusal(identity, audience, user, locks)

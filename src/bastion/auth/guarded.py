@@ -26,12 +26,14 @@ from bastion.types.audit import AGENT_EVENT_TYPES, AuditEvent
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority
 from bastion.types.connectors import redact
 from bastion.types.identity import Identity
-from bastion.types.inventory import Node
+from bastion.types.inventory import Node, ProxyServer
 from bastion.types.meta import Resource
 
 __all__ = ["AuthContext", "GuardedAuth"]
 
 
+PROXY_EVENT_TYPES = frozenset({"access.denied", "session.terminated"})
+"""Besides ``proxy.*``: what a proxy in its own process reports (its gate, its lock watcher)."""
 AGENT_EVENT_ID = re.compile(r"[0-9a-f]{32}")
 AGENT_EVENT_ID_TTL = timedelta(days=3)
 """How long auth remembers an agent's event id (an agent resending later than this after its
@@ -74,10 +76,12 @@ def _agent_event(event: dict[str, Any], submitter: Identity) -> tuple[str, str, 
 def _check_host_event(event_type: str, fields: dict[str, Any], host: Identity) -> None:
     """Raises: BadParameter for an event this host may not report (see :func:`_agent_event`)."""
     if "proxy" in host.roles:
-        if not event_type.startswith("proxy.") and "node" not in host.roles:
+        # Proxies report their routes, the gate's refusals and the connections a lock ended.
+        proxy_own = event_type.startswith("proxy.") or event_type in PROXY_EVENT_TYPES
+        if not proxy_own and "node" not in host.roles:
             raise BadParameter(f"proxies may not submit {event_type!r} events of nodes")
         return
-    if event_type.startswith("proxy."):
+    if event_type.startswith("proxy.") or event_type == "access.denied":
         raise BadParameter(f"only proxies may submit {event_type!r} events")
     bound = (host.traits.get("hostname") or ("",))[0]
     target = fields.setdefault("target", bound)
@@ -354,6 +358,26 @@ class GuardedAuth:
         stored = await self._auth.heartbeat_node(node, ident.host_id, self.ctx.remote_addr)
         await NodePins(self._auth.deps.backend).pin(node.name, ident.host_id)  # first sight
         return stored
+
+    async def heartbeat_proxy(self, proxy: ProxyServer) -> ProxyServer:
+        """A proxy in its own process advertises itself, named by its host id (unique even
+        for several proxies on one host)."""
+        ident = self.ctx.identity
+        if ident.kind != "host" or "proxy" not in ident.roles:
+            raise AccessDenied("access denied: proxy heartbeats come from proxies")
+        if not ident.host_id or proxy.name != ident.host_id:
+            raise AccessDenied(
+                f"host certificate is for proxy {ident.host_id!r}, not {proxy.name[:100]!r}"
+            )
+        return await self._auth.heartbeat_proxy(proxy, ident.host_id)
+
+    async def pin_node(self, name: str, host_id: str) -> str:
+        """A proxy pins node ``name`` to ``host_id`` at first sight (see
+        :class:`~bastion.services.node_pins.NodePins`); returns the pinned host id."""
+        ident = self.ctx.identity
+        if ident.kind != "host" or "proxy" not in ident.roles:
+            raise AccessDenied("access denied: node pins are kept by proxies")
+        return await NodePins(self._auth.deps.backend).pin(name, host_id)
 
     async def confirm_node(self, name: str) -> dict[str, str]:
         """Accept the host now serving node ``name`` (after a re-join under the same name),

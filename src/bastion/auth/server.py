@@ -61,7 +61,7 @@ from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorith
 from bastion.types.codec import validation_problems
 from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
 from bastion.types.identity import Identity
-from bastion.types.inventory import Node
+from bastion.types.inventory import Node, ProxyServer
 from bastion.types.meta import Metadata, Resource
 
 __all__ = ["INVITE_PREFIX", "AuthDeps", "AuthServer", "NewToken"]
@@ -126,6 +126,9 @@ class AuthServer:
             backend, CertAuthority, prefix["cert_authority"]
         )
         self.nodes: ResourceStore[Node] = ResourceStore(backend, Node, prefix["node"])
+        self.proxies: ResourceStore[ProxyServer] = ResourceStore(
+            backend, ProxyServer, prefix["proxy"]
+        )
         self.locks: ResourceStore[Lock] = ResourceStore(backend, Lock, prefix["lock"])
         self.prefs: ResourceStore[AuthPreference] = ResourceStore(
             backend, AuthPreference, prefix["cluster_auth_preference"]
@@ -153,6 +156,7 @@ class AuthServer:
             "token": self.tokens,
             "cert_authority": self.cas,
             "node": self.nodes,
+            "proxy": self.proxies,
             "lock": self.locks,
             "cluster_auth_preference": self.prefs,
         }
@@ -647,6 +651,27 @@ class AuthServer:
         node.metadata.expires = min(expires, latest) if expires else latest
         node.metadata.revision = ""
         stored: Node = await self.nodes.upsert(node)
+        return stored
+
+    async def heartbeat_proxy(self, proxy: ProxyServer, host_id: str) -> ProxyServer:
+        """Upsert a proxy's heartbeat (agents read the list to keep a tunnel to each proxy).
+
+        Raises:
+            AccessDenied: the name belongs to another live proxy host.
+        """
+        try:
+            existing: ProxyServer | None = await self.proxies.get(proxy.name)
+        except NotFound:
+            existing = None
+        if existing is not None and existing.spec.host_id not in ("", host_id):
+            raise AccessDenied(f"proxy name {proxy.name!r} is already in use by another host")
+        latest = self.clock.now() + NODE_HEARTBEAT_MAX_TTL
+        expires = proxy.metadata.expires
+        proxy = proxy.model_copy(deep=True)
+        proxy.spec.host_id = host_id
+        proxy.metadata.expires = min(expires, latest) if expires else latest
+        proxy.metadata.revision = ""
+        stored: ProxyServer = await self.proxies.upsert(proxy)
         return stored
 
     def use_lock_view(self, view: LockAccess) -> None:

@@ -27,17 +27,23 @@ SYSTEM_ROLES: dict[str, Role] = {
         [
             Rule(resources=["role", "lock", "cluster_auth_preference"], verbs=_READ),
             Rule(resources=["node"], verbs=["read", "update"]),
+            # Nodes keep a reverse tunnel to every proxy: they read the proxies' heartbeats.
+            Rule(resources=["proxy"], verbs=_READ),
             Rule(resources=["event"], verbs=["create"]),
             # Nodes upload the recordings of their sessions (only their own: see
             # bastion.auth.recordings).
             Rule(resources=["session"], verbs=["create"]),
         ],
     ),
-    # Proxies (in a separate process) route by nodes and roles and send events.
+    # Proxies (in a separate process) route by nodes and roles, run the authentication gate
+    # (users: existence and epoch; locks), and send events.
     "proxy": _role(
         "proxy",
         [
-            Rule(resources=["role", "lock", "node"], verbs=_READ),
+            Rule(
+                resources=["role", "lock", "node", "user", "cluster_auth_preference"],
+                verbs=_READ,
+            ),
             Rule(resources=["event"], verbs=["create"]),
         ],
     ),

@@ -43,6 +43,18 @@ def main() -> None:
 @click.option("--auth-addr", default="", help="Auth API listen address (default 127.0.0.1:3025).")
 @click.option("--proxy-addr", default="", help="Proxy listen address (default 127.0.0.1:3080).")
 @click.option("--node-name", default="", help="Name of this host's SSH node (default: host name).")
+@click.option(
+    "--roles",
+    default="",
+    help="Services to run, comma-separated: auth, proxy, node (default: the config's; "
+    "e.g. --roles=proxy --auth=HOST:3025 for a proxy in its own process).",
+)
+@click.option(
+    "--auth",
+    "auth_server",
+    default="",
+    help="A proxy in its own process: the auth server(s), HOST:3025[,HOST:3025].",
+)
 @handle_errors
 def start(
     config_path: str | None,
@@ -51,13 +63,24 @@ def start(
     auth_addr: str,
     proxy_addr: str,
     node_name: str,
+    roles: str,
+    auth_server: str,
 ) -> None:
     """Start the cluster (all-in-one on embedded SQLite when there is no config)."""
     config = load_config(config_path, data_dir=data_dir, cluster_name=cluster_name)
+    if roles:
+        chosen = {r.strip() for r in roles.split(",") if r.strip()}
+        unknown = chosen - {"auth", "proxy", "node"}
+        if unknown or not chosen:
+            raise BadParameter(f"--roles: choose from auth, proxy, node (got {roles!r})")
+        config.auth_service.enabled = "auth" in chosen
+        config.proxy_service.enabled = "proxy" in chosen
+        config.ssh_service.enabled = "node" in chosen
     overrides = (
         ("--auth-addr", config.auth_service, "listen_addr", auth_addr),
         ("--proxy-addr", config.proxy_service, "listen_addr", proxy_addr),
         ("--node-name", config.ssh_service, "node_name", node_name),
+        ("--auth", config.proxy_service, "auth_server", auth_server),
     )
     for flag, section, field, value in overrides:
         if not value:
@@ -136,6 +159,11 @@ def _warn_password_only(mode: str) -> None:
 
 
 def _print_next_steps(ready: Ready) -> None:
+    if ready.auth_addr is None and ready.proxy_addr is not None:
+        host, port = ready.proxy_addr
+        click.echo(f"Bastion proxy listening on {host}:{port} for cluster {ready.cluster}.")
+        sys.stdout.flush()
+        return
     if ready.auth_addr is None:
         click.echo(f"Bastion SSH node {ready.node_name!r} joined cluster {ready.cluster}.")
         sys.stdout.flush()

@@ -31,7 +31,12 @@ __all__ = ["main"]
 @click.group()
 @click.version_option(package_name="bastion")
 def main() -> None:
-    """Machine identity for agents and bots."""
+    """Machine identity for agents and bots.
+
+    \b
+    Example:
+      bbot join --auth=auth.example.com:3025 --token=TOKEN --ca-pin=sha256:... --name=web1
+    """
 
 
 @main.command()
@@ -58,7 +63,12 @@ def join(
     role: str,
     fmt: str,
 ) -> None:
-    """Join the cluster with a token and write the host identity to --dest."""
+    """Join the cluster with a token and write the host identity to --dest.
+
+    \b
+    Example:
+      bbot join --auth=auth.example.com:3025 --token=TOKEN --ca-pin=sha256:... --name=web1
+    """
     if not ca_pin and not insecure:
         raise BadParameter(
             "pass --ca-pin=sha256:... (printed by bastion start and bctl tokens "
@@ -128,6 +138,10 @@ def krl_sync(
 
     A failed round keeps the last KRL; the --status JSON file shows its version and age, and
     the log says STALE once it is older than 3 periods.
+
+    \b
+    Example:
+      bbot krl-sync --identity /var/lib/bbot --out /etc/ssh/bastion_krl
     """
     from bastion.agent.join import load_host_identity
     from bastion.agent.krl_sync import KrlSync, load_trusted_keys

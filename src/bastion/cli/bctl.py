@@ -68,6 +68,12 @@ def main(ctx: click.Context, data_dir: str | None, config: str | None) -> None:
     """Administer a Bastion cluster.
 
     On the auth host pass --data-dir (or -c CONFIG); elsewhere bctl uses your bsh login.
+
+    \b
+    Examples:
+      bctl users add alice --roles=access --logins=ubuntu
+      bctl get roles
+      bctl --data-dir /var/lib/bastion status
     """
     ctx.obj = Ctx(data_dir, config)
 
@@ -101,7 +107,13 @@ def _read_source(path: str) -> tuple[str, str]:
 @click.option("--force", is_flag=True, help="Overwrite resources that already exist.")
 @handle_errors
 def create(path: str, force: bool) -> None:
-    """Create resources from a file (several YAML documents separated by ---)."""
+    """Create resources from a file (several YAML documents separated by ---).
+
+    \b
+    Examples:
+      bctl create -f role.yaml
+      bctl create --force -f role.yaml
+    """
     text, source = _read_source(path)
     resources = load_resources(text, source)  # all validated before anything is sent
 
@@ -146,7 +158,13 @@ def _body(res: Resource) -> dict[str, Any]:
 )
 @handle_errors
 def get(ref: str, fmt: str | None) -> None:
-    """Show resources: bctl get roles, bctl get role/dev --format json."""
+    """Show resources: bctl get roles, bctl get role/dev --format json.
+
+    \b
+    Examples:
+      bctl get roles
+      bctl get role/dev --format json
+    """
     kind, name = split_ref(ref, need_name=False)
     if name:
         items = [ident().call("GET", f"/v1/resources/{kind}/{name}")]
@@ -159,7 +177,12 @@ def get(ref: str, fmt: str | None) -> None:
 @click.argument("ref", metavar="KIND/NAME")
 @handle_errors
 def rm(ref: str) -> None:
-    """Delete a resource: bctl rm role/dev."""
+    """Delete a resource: bctl rm role/dev.
+
+    \b
+    Example:
+      bctl rm role/dev
+    """
     kind, name = split_ref(ref, need_name=True)
     ident().call("DELETE", f"/v1/resources/{kind}/{name}")
     click.echo(f'{kind} "{name}" has been deleted')
@@ -183,7 +206,13 @@ def _run_editor(path: Path) -> None:
 @click.argument("ref", metavar="KIND/NAME")
 @handle_errors
 def edit(ref: str) -> None:
-    """Edit a resource in $VISUAL/$EDITOR; the update fails if someone changed it meanwhile."""
+    """Edit a resource in $VISUAL/$EDITOR; the update fails if someone changed it meanwhile.
+
+    \b
+    Examples:
+      bctl edit role/dev
+      EDITOR=nano bctl edit user/alice
+    """
     kind, name = split_ref(ref, need_name=True)
     identity = ident()
     current = parse_resource(identity.call("GET", f"/v1/resources/{kind}/{name}"))
@@ -215,7 +244,13 @@ def edit(ref: str) -> None:
 @click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
 @handle_errors
 def status(fmt: str) -> None:
-    """Who am I, which cluster, which server."""
+    """Who am I, which cluster, which server.
+
+    \b
+    Examples:
+      bctl status
+      bctl status --format json
+    """
     identity = ident()
     who: dict[str, Any] = identity.call("GET", "/v1/whoami")
     info = {
@@ -246,7 +281,13 @@ def status(fmt: str) -> None:
 
 @main.group()
 def users() -> None:
-    """Manage local users and their invites."""
+    """Manage local users and their invites.
+
+    \b
+    Examples:
+      bctl users add alice --roles=access --logins=ubuntu
+      bctl users ls
+    """
 
 
 def _traits(values: tuple[str, ...]) -> dict[str, list[str]]:
@@ -282,7 +323,13 @@ def _print_invite(invite: dict[str, Any], fmt: str, verb: str) -> None:
 @click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
 @handle_errors
 def users_add(name: str, roles: str, logins: str, traits: tuple[str, ...], fmt: str) -> None:
-    """Create a user and print a one-time invite."""
+    """Create a user and print a one-time invite.
+
+    \b
+    Examples:
+      bctl users add alice --roles=access --logins=ubuntu,root
+      bctl users add bob --roles=editor,access --traits=teams=web,db
+    """
     body = {"name": name, "roles": _csv(roles), "logins": _csv(logins), "traits": _traits(traits)}
     try:
         invite = ident().call("POST", "/v1/users", body)
@@ -298,7 +345,13 @@ def users_add(name: str, roles: str, logins: str, traits: tuple[str, ...], fmt: 
 @click.option("--format", "fmt", type=FORMATS, default="text")
 @handle_errors
 def users_ls(fmt: str) -> None:
-    """List users."""
+    """List users.
+
+    \b
+    Examples:
+      bctl users ls
+      bctl users ls --format json
+    """
     print_resources("user", ident().call("GET", "/v1/resources/user")["items"], fmt, False)
 
 
@@ -343,7 +396,13 @@ def confirm_removal(name: str, yes: bool, interactive: bool) -> None:
 )
 @handle_errors
 def users_rm(name: str, yes: bool) -> None:
-    """Delete a user (and their credentials)."""
+    """Delete a user (and their credentials).
+
+    \b
+    Examples:
+      bctl users rm alice
+      bctl users rm alice --yes
+    """
     identity = ident()
     if not yes:
         users = identity.call("GET", "/v1/resources/user")["items"]
@@ -364,7 +423,13 @@ def users_rm(name: str, yes: bool) -> None:
 def users_update(
     name: str, set_roles: str | None, set_logins: str | None, traits: tuple[str, ...]
 ) -> None:
-    """Change a user's roles, logins or traits (takes effect at their next login)."""
+    """Change a user's roles, logins or traits (takes effect at their next login).
+
+    \b
+    Examples:
+      bctl users update alice --set-roles=access,auditor
+      bctl users update alice --set-logins=ubuntu
+    """
     body: dict[str, Any] = {}
     if set_roles is not None:
         body["roles"] = _csv(set_roles)
@@ -383,7 +448,12 @@ def users_update(
 @click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
 @handle_errors
 def users_reset(name: str, fmt: str) -> None:
-    """Forget a user's password and second factor, unlock them and issue a new invite."""
+    """Forget a user's password and second factor, unlock them and issue a new invite.
+
+    \b
+    Example:
+      bctl users reset alice
+    """
     _print_invite(ident().call("POST", f"/v1/users/{name}/reset"), fmt, "reset")
 
 
@@ -392,7 +462,13 @@ def users_reset(name: str, fmt: str) -> None:
 
 @main.group()
 def tokens() -> None:
-    """Manage join tokens for agents and bots."""
+    """Manage join tokens for agents and bots.
+
+    \b
+    Examples:
+      bctl tokens add --type=node --ttl=1h
+      bctl tokens ls
+    """
 
 
 def _labels(value: str) -> dict[str, str]:
@@ -412,7 +488,12 @@ def _labels(value: str) -> dict[str, str]:
 @click.option("--format", "fmt", type=TEXT_OR_JSON, default="text")
 @handle_errors
 def tokens_add(types: str, ttl: str, labels: str, fmt: str) -> None:
-    """Create a single-use join token."""
+    """Create a single-use join token.
+
+    \b
+    Example:
+      bctl tokens add --type=node --ttl=1h --labels=env=prod
+    """
     body = {"roles": _csv(types), "ttl": ttl, "labels": _labels(labels)}
     new: dict[str, Any] = ident().call("POST", "/v1/tokens", body)
     if fmt == "json":
@@ -430,7 +511,12 @@ def tokens_add(types: str, ttl: str, labels: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text")
 @handle_errors
 def tokens_ls(fmt: str) -> None:
-    """List join tokens (names only; the secrets are never stored)."""
+    """List join tokens (names only; the secrets are never stored).
+
+    \b
+    Example:
+      bctl tokens ls
+    """
     print_resources("token", ident().call("GET", "/v1/resources/token")["items"], fmt, False)
 
 
@@ -438,14 +524,24 @@ def tokens_ls(fmt: str) -> None:
 @click.argument("name")
 @handle_errors
 def tokens_rm(name: str) -> None:
-    """Delete a join token."""
+    """Delete a join token.
+
+    \b
+    Example:
+      bctl tokens rm TOKEN
+    """
     ident().call("DELETE", f"/v1/resources/token/{name}")
     click.echo(f'token "{name}" has been deleted')
 
 
 @main.group()
 def nodes() -> None:
-    """Nodes: confirm the host now serving a node name."""
+    """Nodes: confirm the host now serving a node name.
+
+    \b
+    Example:
+      bctl nodes confirm web1
+    """
 
 
 @nodes.command("confirm")
@@ -456,6 +552,10 @@ def nodes_confirm(name: str) -> None:
 
     Until then the proxy refuses the node, as OpenSSH refuses a changed host key: the name
     could have been taken over by another host once its old record expired.
+
+    \b
+    Example:
+      bctl nodes confirm web1
     """
     answer = ident().call("POST", f"/v1/nodes/{quote(name, safe='')}/confirm")
     click.echo(

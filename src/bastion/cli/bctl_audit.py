@@ -174,6 +174,11 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Exits 1 and names each modified, deleted, reordered or inserted event, and each stored
         resource (user, role, token, lock, connector, CA, auth preference, admin-created node)
         whose current state has no matching event.
+
+        \b
+        Examples:
+          bctl audit verify
+          bctl audit verify --checkpoint checkpoint.json
         """
         config = _config()
         loc = config.auth_service.audit.witness if witness is None else witness
@@ -186,7 +191,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def checkpoint(out: str | None, fmt: str) -> None:
-        """Sign a checkpoint now; print it and the log's verifier key."""
+        """Sign a checkpoint now; print it and the log's verifier key.
+
+        \b
+        Example:
+          bctl audit checkpoint --out checkpoint.json
+        """
         result: dict[str, str] = ident().call("POST", "/v1/audit/checkpoint")
         if out:
             Path(out).write_text(result["checkpoint"])
@@ -203,7 +213,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def proof(event_id: str, index: int | None, key: str, fmt: str) -> None:
-        """Prove one event (by id or --index) is in the signed log, and check the proof here."""
+        """Prove one event (by id or --index) is in the signed log, and check the proof here.
+
+        \b
+        Example:
+          bctl audit proof EVENT_ID --format json
+        """
         if not event_id and index is None:
             raise BadParameter("pass an EVENT_ID or --index N")
         params = {"id": event_id} if event_id else {"index": str(index)}
@@ -226,7 +241,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def certs(since: str, user: str, cert_type: str, limit: int, fmt: str) -> None:
-        """Every certificate the CAs issued (like a certificate transparency monitor)."""
+        """Every certificate the CAs issued (like a certificate transparency monitor).
+
+        \b
+        Examples:
+          bctl audit certs --since 24h
+          bctl audit certs --user alice --format json
+        """
         params = {"type": "cert.issued", "since": parse_time(since), "limit": str(limit)}
         if user:
             params["user"] = user

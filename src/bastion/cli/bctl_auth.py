@@ -60,7 +60,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
 
     @main.group()
     def auth() -> None:
-        """Certificate authorities: export trust, rotate keys, sign host certificates."""
+        """Certificate authorities: export trust, rotate keys, sign host certificates.
+
+        \b
+        Examples:
+          bctl auth export --type=user
+          bctl auth rotate --type=host --phase=init
+        """
 
     @auth.command("export")
     @click.option("--type", "ca_type", type=CA_TYPES, default="user", show_default=True)
@@ -72,7 +78,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     )
     @handle_errors
     def export(ca_type: str, fmt: str) -> None:
-        """Print trust material: sshd TrustedUserCAKeys (user), known_hosts (host), PEM (tls-*)."""
+        """Print trust material: sshd TrustedUserCAKeys (user), known_hosts (host), PEM (tls-*).
+
+        \b
+        Examples:
+          bctl auth export --type=user > /etc/ssh/bastion_user_ca.pub
+          bctl auth export --type=host
+        """
         params = {"type": ca_type, **({"format": fmt} if fmt else {})}
         click.echo(ident().call("GET", "/v1/ca/export", params=params)["export"], nl=False)
 
@@ -86,7 +98,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def krl(out: str | None, fmt: str) -> None:
-        """The cluster's OpenSSH KRL (locks for agentless sshd's RevokedKeys)."""
+        """The cluster's OpenSSH KRL (locks for agentless sshd's RevokedKeys).
+
+        \b
+        Example:
+          bctl auth krl --out /etc/ssh/bastion_krl
+        """
         doc: dict[str, Any] = ident().call("GET", "/v1/ca/krl")
         if out:
             write_private_file(Path(out), base64.b64decode(doc["krl"]))
@@ -108,7 +125,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--phase", type=PHASES, required=True)
     @handle_errors
     def rotate(ca_type: str, phase: str) -> None:
-        """Move a CA one step through rotation: init -> update -> standby (or rollback)."""
+        """Move a CA one step through rotation: init -> update -> standby (or rollback).
+
+        \b
+        Examples:
+          bctl auth rotate --type=host --phase=init
+          bctl auth rotate --type=host --phase=update
+        """
         ca: dict[str, Any] = ident().call(
             "POST", "/v1/ca/rotate", {"type": ca_type, "phase": phase}
         )
@@ -129,7 +152,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--ttl", default="720h", show_default=True)
     @handle_errors
     def sign(host: str, public_key: str, out: str, principals: str, ttl: str) -> None:
-        """Sign a host certificate for an agentless OpenSSH server."""
+        """Sign a host certificate for an agentless OpenSSH server.
+
+        \b
+        Example:
+          bctl auth sign --host=web1 --public-key=/etc/ssh/ssh_host_ed25519_key.pub --out=web1
+        """
         body = {
             "host": host,
             "public_key": Path(public_key).read_text(),
@@ -149,7 +177,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
 
     @main.group()
     def audit() -> None:
-        """Search the audit log."""
+        """Search the audit log.
+
+        \b
+        Examples:
+          bctl audit search --since 1h
+          bctl audit verify
+        """
 
     @audit.command("search")
     @click.option("--type", "types", default="", help="Event types, e.g. user.login,role.* .")
@@ -163,7 +197,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     def search(
         types: str, user: str, outcome: str, since: str, until: str, limit: int, fmt: str
     ) -> None:
-        """Search events, oldest first."""
+        """Search events, oldest first.
+
+        \b
+        Examples:
+          bctl audit search --since 1h
+          bctl audit search --type user.login --outcome failure --format json
+        """
         params = {"type": types, "user": user, "outcome": outcome, "limit": str(limit)}
         if since:
             params["since"] = parse_time(since)

@@ -156,7 +156,13 @@ def register(main: click.Group) -> None:
         outputs: tuple[str, ...],
         retries: int,
     ) -> None:
-        """Forward audit events to the SIEM outputs in the config's audit_export section."""
+        """Forward audit events to the SIEM outputs in the config's audit_export section.
+
+        \b
+        Examples:
+          bctl audit export --config bastion.yaml --once
+          bctl audit export --config bastion.yaml --status
+        """
         path = config_path or getattr(ctx.find_root().obj, "config", None)
         if not path:
             raise BadParameter("bctl audit export needs --config FILE (with audit_export:)")

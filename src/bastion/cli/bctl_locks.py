@@ -112,6 +112,11 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
 
         Several targets narrow the lock (all must match): --user=alice --node=web1 locks alice
         on web1 only. Lift a lock early with bctl rm lock/NAME.
+
+        \b
+        Examples:
+          bctl lock --user=mallory --message='investigating' --ttl=1h
+          bctl lock --node=web1
         """
         resource = build_lock(targets, message, ttl, datetime.now(UTC))
         body = resource.model_dump(mode="json", exclude_none=True)
@@ -129,13 +134,25 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
 
     @main.group("locks")
     def locks() -> None:
-        """List locks (bctl lock creates one, bctl rm lock/NAME lifts it)."""
+        """List locks (bctl lock creates one, bctl rm lock/NAME lifts it).
+
+        \b
+        Examples:
+          bctl locks ls
+          bctl rm lock/NAME
+        """
 
     @locks.command("ls")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def locks_ls(fmt: str) -> None:
-        """List the locks in force."""
+        """List the locks in force.
+
+        \b
+        Examples:
+          bctl locks ls
+          bctl locks ls --format json
+        """
         items = ident().call("GET", "/v1/resources/lock")["items"]
         if fmt == "json":
             print_json(items)

@@ -307,7 +307,14 @@ def login(
     mfa: str,
     software: str | None,
 ) -> None:
-    """Log in (or accept an invite) and save short-lived certificates in a profile."""
+    """Log in (or accept an invite) and save short-lived certificates in a profile.
+
+    \b
+    Examples:
+      bsh login --proxy=bastion.example.com:3080 --user=alice
+      bsh login --proxy=bastion.example.com:3080 --invite=TOKEN --ca-pin=sha256:...
+      bsh login --proxy=bastion.example.com:3080 --auth=okta --headless
+    """
     sso = bool(auth_name) and auth_name not in ("local", "passwordless")
     if headless and not sso:
         raise BadParameter("--headless works with --auth=CONNECTOR (an SSO login)")

@@ -180,14 +180,26 @@ def _next_name(devices: list[dict[str, Any]], kind: str) -> str:
 
 @click.group("mfa")
 def mfa_group() -> None:
-    """Your second factors: security keys and passkeys (WebAuthn) and TOTP apps."""
+    """Your second factors: security keys and passkeys (WebAuthn) and TOTP apps.
+
+    \b
+    Examples:
+      bsh mfa ls
+      bsh mfa add --name=yubikey
+    """
 
 
 @mfa_group.command("ls")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
 def ls_command(fmt: str) -> None:
-    """List your MFA devices."""
+    """List your MFA devices.
+
+    \b
+    Examples:
+      bsh mfa ls
+      bsh mfa ls --format json
+    """
     profile = ProfileStore().load()
 
     async def go() -> list[dict[str, Any]]:
@@ -228,7 +240,14 @@ def ls_command(fmt: str) -> None:
 )
 @handle_errors
 def add_command(name: str, kind: str, passwordless: bool, otp: str | None, software: str) -> None:
-    """Register a security key / passkey (default) or a TOTP app."""
+    """Register a security key / passkey (default) or a TOTP app.
+
+    \b
+    Examples:
+      bsh mfa add --name=yubikey
+      bsh mfa add --name=laptop --passwordless
+      bsh mfa add --type=totp --name=phone
+    """
     profile = ProfileStore().load()
     enable_software_authenticator(software, profile.path)
 
@@ -282,7 +301,12 @@ def add_command(name: str, kind: str, passwordless: bool, otp: str | None, softw
 @click.option("--otp", default=None, help="A TOTP code to confirm with your TOTP device.")
 @handle_errors
 def rm_command(name: str, otp: str | None) -> None:
-    """Remove the MFA device NAME (not your last one when the cluster requires a second factor)."""
+    """Remove the MFA device NAME (not your last one when the cluster requires a second factor).
+
+    \b
+    Example:
+      bsh mfa rm yubikey
+    """
     profile = ProfileStore().load()
 
     async def go() -> None:

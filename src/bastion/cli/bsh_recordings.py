@@ -194,7 +194,13 @@ async def _fetch(profile: Profile, session: str, purpose: str) -> tuple[str, byt
 
 @click.group("recordings")
 def recordings_group() -> None:
-    """List and download session recordings (asciicast v2)."""
+    """List and download session recordings (asciicast v2).
+
+    \b
+    Examples:
+      bsh recordings ls --since 24h
+      bsh recordings download 3f2a -o session.cast
+    """
 
 
 @recordings_group.command("ls")
@@ -204,7 +210,13 @@ def recordings_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
 def ls_command(user: str, node: str, since: str, fmt: str) -> None:
-    """List the recordings you may see: your own sessions, or all with list on sessions."""
+    """List the recordings you may see: your own sessions, or all with list on sessions.
+
+    \b
+    Examples:
+      bsh recordings ls
+      bsh recordings ls --user alice --node web1 --since 24h
+    """
     after = parse_since(since, datetime.now(UTC))
     items = filter_recordings(run_async(_list(_profile())), user=user, node=node, since=after)
     if fmt == "json":
@@ -238,7 +250,13 @@ def write_recording(path: Path, data: bytes) -> None:
 )
 @handle_errors
 def download_command(session: str, output: str | None) -> None:
-    """Save a recording as an asciicast v2 file (asciinema play FILE plays it)."""
+    """Save a recording as an asciicast v2 file (asciinema play FILE plays it).
+
+    \b
+    Examples:
+      bsh recordings download 3f2a
+      bsh recordings download 3f2a -o - | asciinema play -
+    """
     session_id, data = run_async(_fetch(_profile(), session, "download"))
     if output == "-":
         sys.stdout.buffer.write(data)
@@ -264,7 +282,13 @@ def download_command(session: str, output: str | None) -> None:
 @click.option("--idle-limit", type=float, default=DEFAULT_IDLE_CAP, show_default=True)
 @handle_errors
 def play_command(session: str, speed: float, skip_idle: bool, idle_limit: float) -> None:
-    """Play a session recording in this terminal with its real timing."""
+    """Play a session recording in this terminal with its real timing.
+
+    \b
+    Examples:
+      bsh play 3f2a
+      bsh play 3f2a --speed 2 --skip-idle
+    """
     _, data = run_async(_fetch(_profile(), session, "view"))
     cast = parse_cast(data)
     steps = list(schedule(cast.events, speed=speed, idle_cap=idle_limit if skip_idle else None))

@@ -175,7 +175,14 @@ async def _list_nodes(profile: Profile) -> list[dict[str, Any]]:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
 def ls_command(labels: tuple[str, ...], search: str, fmt: str) -> None:
-    """List the nodes you may reach, filtered by labels (k=v) and words."""
+    """List the nodes you may reach, filtered by labels (k=v) and words.
+
+    \b
+    Examples:
+      bsh ls
+      bsh ls env=prod --search web
+      bsh ls --format json
+    """
     selector: dict[str, str] = {}
     for item in labels:
         selector.update(parse_selector(item) or {})
@@ -383,7 +390,13 @@ def ssh_command(
 @click.argument("paths", nargs=-1, required=True)
 @handle_errors
 def scp_command(recurse: bool, port: int, paths: tuple[str, ...]) -> None:
-    """Copy files: SRC... DST, where remote paths are [LOGIN@]NODE:PATH."""
+    """Copy files: SRC... DST, where remote paths are [LOGIN@]NODE:PATH.
+
+    \b
+    Examples:
+      bsh scp app.tar.gz root@web1:/tmp/
+      bsh scp -r root@web1:/var/log/app ./logs
+    """
     if len(paths) < 2:
         raise BadParameter("scp needs SRC... DST (at least two paths)")
     profile = _profile()
@@ -404,7 +417,13 @@ def _bsh_path() -> str:
 @click.option("--cluster", default=None, help="Profile/cluster (default: the current one).")
 @handle_errors
 def config_command(cluster: str | None) -> None:
-    """Print an OpenSSH config block: append it to ~/.ssh/config to ssh NODE.CLUSTER directly."""
+    """Print an OpenSSH config block: append it to ~/.ssh/config to ssh NODE.CLUSTER directly.
+
+    \b
+    Examples:
+      bsh config >> ~/.ssh/config
+      ssh root@web1.example.com
+    """
     profile = ProfileStore().load(cluster)
     home = os.environ.get("BSH_HOME")
     click.echo(render_ssh_config(profile.cluster, profile.path, _bsh_path(), home), nl=False)
@@ -412,7 +431,12 @@ def config_command(cluster: str | None) -> None:
 
 @click.group("proxy")
 def proxy_group() -> None:
-    """Carry protocols through the proxy for other clients (OpenSSH's ProxyCommand)."""
+    """Carry protocols through the proxy for other clients (OpenSSH's ProxyCommand).
+
+    \b
+    Example:
+      bsh proxy ssh --cluster=example.com root@web1.example.com:22
+    """
 
 
 @proxy_group.command("ssh")
@@ -420,7 +444,13 @@ def proxy_group() -> None:
 @click.argument("target")
 @handle_errors
 def proxy_ssh_command(cluster: str | None, target: str) -> None:
-    """ProxyCommand for OpenSSH: LOGIN@HOST:PORT (%r@%h:%p), SSH bytes on stdin/stdout."""
+    """ProxyCommand for OpenSSH: LOGIN@HOST:PORT (%r@%h:%p), SSH bytes on stdin/stdout.
+
+    \b
+    Examples:
+      ProxyCommand bsh proxy ssh --cluster=example.com %r@%h:%p
+      bsh proxy ssh root@web1:22
+    """
     profile = _profile(cluster)
     login, node, port = parse_proxy_target(target, profile.cluster)
     run_async(pipe_stdio(profile, node, login, port))

@@ -52,13 +52,12 @@ class LazyGroup(click.Group):
         rows: list[tuple[str, str]] = []
         width = formatter.width - 6 - max((len(n) for n in self.list_commands(ctx)), default=0)
         for name in self.list_commands(ctx):
-            command = self.commands.get(name)
-            if command is not None:
-                if command.hidden:
-                    continue
-                rows.append((name, command.get_short_help_str(width)))
-            else:
+            if name in self.lazy:  # the same line whether or not the module was imported
                 rows.append((name, self.lazy[name].short_help))
+                continue
+            command = self.commands.get(name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(width)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

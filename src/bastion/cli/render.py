@@ -19,13 +19,13 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
+    "column_widths",
     "print_json",
     "print_resources",
     "print_table",
     "resource_row",
     "short_time",
     "user_status",
-    "word_widths",
 ]
 
 
@@ -33,14 +33,27 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def word_widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
-    """Per column, the longest word (a run without spaces) in its header or cells (pure): the
-    narrowest the column may get without breaking a word (``gi/thub``)."""
-    widths = []
+def column_widths(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], available: int
+) -> list[int]:
+    """Column widths for ``available`` characters (pure). A column is never narrower than its
+    longest word (a run without spaces), so wrapping happens between words, never inside one
+    (``gi/thub``); the space left is shared in proportion to what each column would need to
+    show its cells on one line. When even the longest words do not fit, the table is wider
+    than ``available`` (the terminal then wraps whole lines, as with ``kubectl get``) rather
+    than cut names and labels in two."""
+    minimum, natural = [], []
     for index, col in enumerate(columns):
         cells = [col, *(str(row[index]) for row in rows if index < len(row))]
-        widths.append(max((len(word) for cell in cells for word in cell.split()), default=0))
-    return widths
+        minimum.append(max((len(w) for cell in cells for w in cell.split()), default=0))
+        natural.append(max((len(line) for cell in cells for line in cell.splitlines()), default=0))
+    room = available - 2 * max(len(columns) - 1, 0)  # two spaces between columns
+    if sum(natural) <= room:
+        return natural
+    spare = max(room - sum(minimum), 0)
+    wants = [n - m for n, m in zip(natural, minimum, strict=True)]
+    total = sum(wants) or 1
+    return [m + spare * w // total for m, w in zip(minimum, wants, strict=True)]
 
 
 def print_table(
@@ -49,23 +62,21 @@ def print_table(
     empty: str = "",
     width: int | None = None,
 ) -> None:
-    """A table for people: cells wrap at spaces, never inside a word. When even the longest
-    words do not fit the terminal, the table is wider than the terminal (which then wraps whole
-    lines, as ``kubectl get`` output does) rather than cut names and labels in two."""
+    """A table for people (``width``: the terminal's, 200 when not a terminal); see
+    :func:`column_widths` for how cells wrap."""
     if not rows and empty:
         click.echo(empty)
         return
-    minimums = word_widths(columns, rows)
+    if width is None:
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 200
+    widths = column_widths(columns, rows, width)
     table = Table(show_header=any(columns), header_style="bold", box=None, pad_edge=False)
-    for col, minimum in zip(columns, minimums, strict=True):
-        table.add_column(col, overflow="fold", min_width=minimum)
+    for col, col_width in zip(columns, widths, strict=True):
+        table.add_column(col, overflow="fold", width=max(col_width, 1))
     for row in rows:
         # Text, not markup: cells hold strings others chose (user names, reasons, claims)
         table.add_row(*(Text(str(cell)) for cell in row))
-    if width is None:
-        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 200
-    needed = sum(minimums) + 2 * max(len(columns) - 1, 0)  # rich's padding: 1 each side
-    Console(width=max(width, needed)).print(table)
+    Console(width=max(width, sum(widths) + 2 * max(len(columns) - 1, 0))).print(table)
 
 
 def _join(values: Any) -> str:

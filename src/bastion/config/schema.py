@@ -99,12 +99,20 @@ class AuthServiceConfig(StrictModel):
     """The verifiable audit log: checkpoint interval and external witness."""
     recordings: RecordingStorageConfig = Field(default_factory=RecordingStorageConfig)
     """Session recording storage: a local directory (default) or S3-compatible storage."""
+    trusted_proxy_sources: list[str] = Field(default_factory=list)
+    """CIDRs of proxies (or load balancers) allowed to send a PROXY protocol header on the auth
+    port, so auth sees the real client address of the web and API traffic they pass through."""
 
     @field_validator("listen_addr")
     @classmethod
     def _addr(cls, value: str) -> str:
         parse_addr(value, 3025)
         return value
+
+    @field_validator("trusted_proxy_sources")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
 
 
 class ProxyServiceConfig(StrictModel):
@@ -117,6 +125,15 @@ class ProxyServiceConfig(StrictModel):
     """CIDRs of load balancers allowed to send PROXY protocol v1/v2 headers."""
     handshake_timeout: Duration = timedelta(seconds=10)
     max_unauthenticated_per_ip: int = Field(default=64, ge=1)
+    auth_server: str = ""
+    """A proxy in its own process (``auth_service`` disabled): the auth server(s) to join and to
+    talk to, ``host:port`` (comma-separated for several); the web and API route is passed
+    through to them with TLS intact and a PROXY protocol header."""
+    join_token: str = ""
+    """A ``proxy`` join token (``bctl tokens add --type=proxy``), used once; the host identity is
+    then kept in ``<data_dir>/proxy``."""
+    ca_pin: str = ""
+    """sha256:... pin of the cluster's host CA, checked before the join token is sent."""
 
     @field_validator("listen_addr")
     @classmethod
@@ -124,15 +141,31 @@ class ProxyServiceConfig(StrictModel):
         parse_addr(value, 3080)
         return value
 
+    @field_validator("auth_server")
+    @classmethod
+    def _auth_addrs(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                parse_addr(part.strip(), 3025)
+        return value
+
     @field_validator("trusted_proxy_sources")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"invalid network {cidr!r}: expected e.g. 10.0.0.0/8") from None
-        return value
+        return _check_cidrs(value)
+
+    def auth_servers(self) -> list[tuple[str, int]]:
+        """The ``auth_server`` addresses, parsed."""
+        return [parse_addr(a.strip(), 3025) for a in self.auth_server.split(",") if a.strip()]
+
+
+def _check_cidrs(value: list[str]) -> list[str]:
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"invalid network {cidr!r}: expected e.g. 10.0.0.0/8") from None
+    return value
 
 
 class CommandLabelConfig(StrictModel):
@@ -307,6 +340,8 @@ auth_service:
     # region: us-east-1
     # (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or access_key_id /
     #  secret_access_key here)
+  # Proxies in their own processes allowed to send a PROXY protocol header (CIDRs).
+  trusted_proxy_sources: []
 
 proxy_service:
   enabled: true
@@ -320,6 +355,11 @@ proxy_service:
   handshake_timeout: 10s
   # Concurrent not-yet-authenticated connections per source IP.
   max_unauthenticated_per_ip: 64
+  # A proxy in its own process (auth_service.enabled: false): auth server(s) to talk to,
+  # a proxy join token (used once) and the CA pin that bastion start printed.
+  auth_server: ""
+  join_token: ""
+  ca_pin: ""
 
 ssh_service:
   enabled: true

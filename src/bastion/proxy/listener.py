@@ -28,7 +28,6 @@ never delays a real login. Refusals after TLS are audited as ``proxy.rejected``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import socket
@@ -42,26 +41,27 @@ from types import TracebackType
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from bastion.api.proxy_header import TrustedSources, peek, read_proxy_header, set_lowat
 from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
 from bastion.ca.x509 import verify_certificate_chain
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
-from bastion.protocols.clienthello import MAX_CLIENT_HELLO, ClientHello, parse_client_hello
-from bastion.protocols.detect import Kind, NeedMore, detect, parse_proxy_header
+from bastion.protocols.clienthello import ClientHello, parse_client_hello
+from bastion.protocols.detect import Kind, NeedMore, build_proxy_header_v2, detect
 from bastion.proxy.limits import UnauthenticatedLimiter
+from bastion.proxy.relay import Relay
 from bastion.proxy.router import Route, RouteKind, route
 from bastion.proxy.ssh_route import SSHRoute
 from bastion.tasks import TaskSet
 from bastion.tunnel.server import TunnelServer
 from bastion.types.identity import Identity
 
-__all__ = ["ListenerConfig", "ListenerDeps", "ProxyListener", "ProxyTLS"]
+__all__ = ["ListenerConfig", "ListenerDeps", "ProxyListener", "ProxyTLS", "WebUpstream"]
 
 log = logging.getLogger(__name__)
 
-_MAX_PEEK = MAX_CLIENT_HELLO + 5 * 16  # the largest ClientHello plus its record headers
 _MAX_HTTP_HEAD = 8 * 1024
 _HOST_RE = re.compile(
     r"^[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$"
@@ -97,6 +97,19 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebUpstream:
+    """Auth servers that the web/API route is passed through to (a proxy in its own process).
+
+    The proxy does not terminate TLS on that route: auth sees the client's own handshake (its
+    client certificate included), preceded by a PROXY protocol v2 header with the client's
+    address (auth accepts it only from its ``trusted_proxy_sources``)."""
+
+    addrs: tuple[tuple[str, int], ...]
+    connect_timeout: float = 5.0
+    """Seconds per auth address; an unreachable one is skipped for the next."""
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerDeps:
     tls: ProxyTLS
     clock: Clock
@@ -108,6 +121,8 @@ class ListenerDeps:
     gate: IdentityGate | None = None
     """The authentication gate agents' tunnels pass (the SSH route and the web app call it
     themselves, where they can tell the client why); None in tests of the listener alone."""
+    web_upstream: WebUpstream | None = None
+    """Pass the web route through to auth instead of serving it here (``web`` is then unused)."""
 
 
 class _Refused(Exception):
@@ -159,9 +174,7 @@ class ProxyListener:
         self._limiter = UnauthenticatedLimiter(
             config.max_unauthenticated_per_ip, config.max_unauthenticated_total
         )
-        self._trusted = [
-            ipaddress.ip_network(c, strict=False) for c in config.trusted_proxy_sources
-        ]
+        self._trusted = TrustedSources(config.trusted_proxy_sources)
         tls = deps.tls
         self._contexts = {
             RouteKind.SSH: _server_context(
@@ -187,6 +200,7 @@ class ProxyListener:
         self._sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet()
+        self._next_upstream = 0
         self.port = config.port
 
     @property
@@ -249,6 +263,7 @@ class ProxyListener:
             return
         deadline = loop.time() + self.config.handshake_timeout
         owned = True  # the socket is ours to close until a transport owns it
+        passthrough = False
         try:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -267,7 +282,11 @@ class ProxyListener:
                 log.warning("proxy: refused %s:%d: %s", client[0], client[1], chosen.reason)
                 await self._audit_refusal(client, chosen.reason or "refused", "alpn")
                 return
-            _set_lowat(sock, 1)
+            if chosen.kind is RouteKind.WEB and self._deps.web_upstream is not None:
+                owned = False  # the pass-through owns it now
+                passthrough = True
+                return
+            set_lowat(sock, 1)
             try:
                 async with asyncio.timeout_at(deadline + 1):
                     transport, holder = await loop.connect_accepted_socket(
@@ -287,37 +306,62 @@ class ProxyListener:
             self._limiter.release(counted[0])
             if owned:
                 sock.close()
+            if passthrough:  # after the limiter's release: auth bounds its own handshakes
+                await self._pass_through(sock, client)
         await self._dispatch(chosen, transport, holder, identity, client)
+
+    async def _pass_through(self, sock: socket.socket, client: tuple[str, int]) -> None:
+        """Relay the connection, TLS untouched, to the first auth server that answers, after
+        a PROXY v2 header naming the client (and the address it reached us on)."""
+        upstream = self._deps.web_upstream
+        assert upstream is not None
+        loop = asyncio.get_running_loop()
+        relay = Relay(name=f"web {client[0]}:{client[1]}")
+        start = self._next_upstream
+        self._next_upstream += 1
+        addrs = upstream.addrs[start % len(upstream.addrs) :] + upstream.addrs[
+            : start % len(upstream.addrs)
+        ]
+        local = sock.getsockname()
+        header = build_proxy_header_v2(client, (str(local[0]), int(local[1])))
+        try:
+            for host, port in addrs:
+                try:
+                    async with asyncio.timeout(upstream.connect_timeout):
+                        auth, _ = await loop.create_connection(lambda: relay.b, host, port)
+                except (OSError, TimeoutError) as exc:
+                    log.warning("proxy: auth %s:%d unreachable: %s", host, port, _why(exc))
+                    continue
+                auth.write(header)
+                set_lowat(sock, 1)
+                await loop.connect_accepted_socket(lambda: relay.a, sock)
+                relay.start()
+                await relay.wait_closed()
+                return
+            log.error("proxy: no auth server reachable for the web route of %s", client[0])
+            sock.close()
+        except asyncio.CancelledError:
+            relay.terminate("proxy shutting down")
+            sock.close()
+            raise
 
     async def _classify(
         self, sock: socket.socket, peer: tuple[str, int], counted: list[str]
     ) -> tuple[tuple[str, int], ClientHello]:
         client = peer
-        proxied = False
-        data = await _peek(sock, 1)
+        got = await read_proxy_header(sock, peer[0], self._trusted)
+        if got.had_header and got.source is not None:
+            client = (got.source.host, got.source.port)
+            # Count the real client, not the load balancer, against the per-IP limit.
+            if not self._limiter.acquire(client[0]):
+                raise _Refused(f"too many unauthenticated connections from {client[0]}")
+            self._limiter.release(counted[0])
+            counted[0] = client[0]
+        data = got.data
         while True:
             found = detect(data)
             if isinstance(found, NeedMore):
-                data = await _peek(sock, found.at_least)
-                continue
-            if found.kind in (Kind.PROXY_V1, Kind.PROXY_V2):
-                if proxied or not self._is_trusted(peer[0]):
-                    log.warning("proxy: PROXY header from untrusted source %s refused", peer[0])
-                    raise _Refused("PROXY protocol header from an untrusted source")
-                header = parse_proxy_header(data)
-                while isinstance(header, NeedMore):
-                    data = await _peek(sock, header.at_least)
-                    header = parse_proxy_header(data)
-                await _consume(sock, header.length)
-                proxied = True
-                if header.source is not None:
-                    client = (header.source.host, header.source.port)
-                    # Count the real client, not the load balancer, against the per-IP limit.
-                    if not self._limiter.acquire(client[0]):
-                        raise _Refused(f"too many unauthenticated connections from {client[0]}")
-                    self._limiter.release(counted[0])
-                    counted[0] = client[0]
-                data = await _peek(sock, 1)
+                data = await peek(sock, found.at_least)
                 continue
             if found.kind is Kind.HTTP:
                 await _redirect(sock)
@@ -326,7 +370,7 @@ class ProxyListener:
                 raise _Refused(f"unsupported protocol: {found.reason}")
             hello = parse_client_hello(data)
             while hello is None:
-                data = await _peek(sock, len(data) + 1)
+                data = await peek(sock, len(data) + 1)
                 hello = parse_client_hello(data)
             return client, hello
 
@@ -348,13 +392,6 @@ class ProxyListener:
             route=stage,
             suppressed=suppressed,
         )
-
-    def _is_trusted(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in net for net in self._trusted)
 
     async def _handshake_failed(
         self, client: tuple[str, int], chosen: Route, exc: BaseException
@@ -484,72 +521,10 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _set_lowat(sock: socket.socket, n: int) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, n))
-    except OSError:
-        pass  # not supported: _peek falls back to short sleeps
-
-
-async def _wait_readable(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
-async def _peek(sock: socket.socket, at_least: int) -> bytes:
-    """Peek until at least ``at_least`` bytes are buffered (the caller holds the deadline).
-
-    Raises:
-        ConnectionResetError: the client closed the connection first.
-    """
-    at_least = min(at_least, _MAX_PEEK)
-    seen = -1
-    while True:
-        try:
-            data = sock.recv(_MAX_PEEK, socket.MSG_PEEK)
-        except BlockingIOError:
-            data = None
-        if data == b"":
-            raise ConnectionResetError("client closed the connection")
-        if data is not None:
-            if len(data) >= at_least:
-                return data
-            if len(data) == seen:
-                await asyncio.sleep(0.01)  # readable without progress: never spin
-            seen = len(data)
-            _set_lowat(sock, max(at_least, len(data) + 1))
-        await _wait_readable(sock)
-
-
-async def _consume(sock: socket.socket, n: int) -> None:
-    """Read and drop exactly ``n`` bytes that a peek already showed."""
-    while n > 0:
-        try:
-            chunk = sock.recv(n)
-        except BlockingIOError:
-            _set_lowat(sock, 1)
-            await _wait_readable(sock)
-            continue
-        if not chunk:
-            raise ConnectionResetError("client closed the connection")
-        n -= len(chunk)
-
-
 async def _redirect(sock: socket.socket) -> None:
     """Answer a plain HTTP request with a 308 to HTTPS on the same Host and path."""
     loop = asyncio.get_running_loop()
-    _set_lowat(sock, 1)
+    set_lowat(sock, 1)
     head = b""
     while b"\r\n\r\n" not in head and len(head) < _MAX_HTTP_HEAD:
         chunk = await loop.sock_recv(sock, _MAX_HTTP_HEAD - len(head))

@@ -1,12 +1,24 @@
 """The proxy service: one TLS port serving the web/API, SSH routes and agent tunnels.
 
-In this release the proxy runs in the auth process: it serves the auth API app in-process on its
-port (so ``bsh login --proxy=HOST:3080`` and ``bctl`` work through it), reads nodes and roles from
-the backend, and audits through the auth server's log.
+What the proxy needs of auth is one :class:`ProxyLink`, so the same proxy runs two ways:
+
+* **in the auth process** (the all-in-one, :meth:`ProxyLink.in_process`): the auth API app is
+  served in-process on the proxy's port (so ``bsh login --proxy=HOST:3080`` and ``bctl`` work
+  through it), nodes, roles, users and locks are read from the backend, and events go straight
+  into the audit log;
+* **in its own process** (``bastion start --roles=proxy --auth=HOST:3025``, built by
+  :mod:`bastion.process`): it joined with a ``proxy`` token and holds a host identity; nodes,
+  roles, users and locks come from ``GET /v1/watch`` caches, events go through the durable spool
+  the agents use, and the web/API route is passed through to auth with TLS intact behind a PROXY
+  protocol header (:class:`~bastion.proxy.listener.WebUpstream`). It advertises itself with
+  heartbeats, so agents keep a reverse tunnel to each proxy.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
@@ -15,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.api.app import build_app
+from bastion.audit.emitter import Emitter
 from bastion.auth.gate import Gate
 from bastion.auth_service import AuthService
 from bastion.clock import Clock
@@ -22,8 +35,20 @@ from bastion.config.schema import FileConfig
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
-from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
-from bastion.proxy.ssh_route import SSHRoute, SSHRouteDeps
+from bastion.proxy.listener import (
+    ListenerConfig,
+    ListenerDeps,
+    ProxyListener,
+    ProxyTLS,
+    WebUpstream,
+)
+from bastion.proxy.ssh_route import (
+    NodeDirectory,
+    NodePinner,
+    RoleSource,
+    SSHRoute,
+    SSHRouteDeps,
+)
 from bastion.services.cache import StoreRoleSource
 from bastion.services.node_pins import NodePins
 from bastion.services.store import ResourceStore
@@ -31,7 +56,7 @@ from bastion.tunnel.server import TunnelServer
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 
-__all__ = ["ProxyService"]
+__all__ = ["ProxyLink", "ProxyService", "public_names"]
 
 log = structlog.get_logger("bastion.proxy")
 PROXY_CERT_TTL = timedelta(days=365)
@@ -45,76 +70,111 @@ class StoreNodeDirectory:
         return await self._nodes.list()
 
 
-class ProxyService:
-    def __init__(
-        self,
-        config: FileConfig,
-        auth: AuthService,
-        registry: LiveRegistry,
-        clock: Clock,
-        locks: LockWatcher | None = None,
-    ) -> None:
-        self.locks = locks
-        self.config = config
-        self.auth = auth
-        self.registry = registry
-        self.clock = clock
-        self.tunnel = TunnelServer(registry, clock)
-        self.listener: ProxyListener | None = None
-        self._runner: web.AppRunner | None = None
+@dataclass(slots=True)
+class ProxyLink:
+    """Everything the proxy needs of auth, in its process or over the API."""
 
-    async def _tls(self) -> ProxyTLS:
-        server = self.auth.server
-        key_pem, pub = _new_web_key_pem()
-        names, ips = self.config.auth_public_names()
-        host, _ = parse_addr(self.config.proxy_service.listen_addr, 3080)
-        extra = [parse_addr(a, 3080)[0] for a in self.config.proxy_service.public_addr]
-        for name in [host, *extra]:
-            (ips if _is_ip(name) else names).append(name)
-        names, ips = sorted(set(names)), sorted({i for i in ips if i not in ("0.0.0.0", "::")})
-        identity = Identity(
-            cluster=server.cluster,
-            user="proxy",
-            kind="host",
-            roles=("proxy",),
-            host_id="proxy",
-            expires=self.clock.now() + PROXY_CERT_TTL,
-        )
-        certs = await server.issuer.issue_host(
-            identity, pub, ["proxy", *names], names, ips, PROXY_CERT_TTL, "local"
-        )
-        return ProxyTLS(
-            cert_pem=certs.tls_cert,
-            key_pem=key_pem.decode(),
-            user_ca_pem=certs.tls_user_ca,
-            host_ca_pem=certs.tls_host_ca,
-        )
+    cluster: str
+    tls: ProxyTLS
+    nodes: NodeDirectory
+    roles: RoleSource
+    audit: Emitter
+    gate: Gate
+    pins: NodePinner | None
+    locks: LockWatcher | None
+    web: Callable[[], asyncio.BaseProtocol] | None = None
+    """The in-process web/API app (a protocol factory)."""
+    web_upstream: WebUpstream | None = None
+    """Or: the auth servers the web/API route is passed through to."""
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def start(self) -> tuple[str, int]:
-        """Start serving; returns the bound address (useful with port 0)."""
-        server = self.auth.server
-        limits = self.config.auth_service
+    @classmethod
+    async def in_process(
+        cls, config: FileConfig, auth: AuthService, clock: Clock, locks: LockWatcher | None
+    ) -> ProxyLink:
+        """The all-in-one: the auth server of this process."""
+        server = auth.server
+        limits = config.auth_service
         app = build_app(
             server,
             rate=limits.rate_limit.average,
             burst=limits.rate_limit.burst,
             max_body=limits.max_request_bytes,
         )
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        gate = Gate(server)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        key_pem, pub = _new_web_key_pem()
+        names, ips = public_names(config)
+        identity = Identity(
+            cluster=server.cluster,
+            user="proxy",
+            kind="host",
+            roles=("proxy",),
+            host_id="proxy",
+            expires=clock.now() + PROXY_CERT_TTL,
+        )
+        certs = await server.issuer.issue_host(
+            identity, pub, ["proxy", *names], names, ips, PROXY_CERT_TTL, "local"
+        )
+        tls = ProxyTLS(
+            cert_pem=certs.tls_cert,
+            key_pem=key_pem.decode(),
+            user_ca_pem=certs.tls_user_ca,
+            host_ca_pem=certs.tls_host_ca,
+        )
+        assert runner.server is not None
+        return cls(
+            cluster=server.cluster,
+            tls=tls,
+            nodes=StoreNodeDirectory(server.nodes),
+            roles=StoreRoleSource(server.roles),
+            audit=server.audit,
+            gate=Gate.for_auth(server),
+            pins=NodePins(server.deps.backend),
+            locks=locks,
+            web=runner.server,
+            on_close=[runner.cleanup],
+        )
+
+
+def public_names(config: FileConfig) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) for the proxy's certificate: auth's names, the listen host and
+    ``proxy_service.public_addr``."""
+    names, ips = config.auth_public_names()
+    host, _ = parse_addr(config.proxy_service.listen_addr, 3080)
+    extra = [parse_addr(a, 3080)[0] for a in config.proxy_service.public_addr]
+    for name in [host, *extra]:
+        (ips if _is_ip(name) else names).append(name)
+    return sorted(set(names)), sorted({i for i in ips if i not in ("0.0.0.0", "::")})
+
+
+class ProxyService:
+    def __init__(
+        self, config: FileConfig, link: ProxyLink, registry: LiveRegistry, clock: Clock
+    ) -> None:
+        self.config = config
+        self.link = link
+        self.locks = link.locks
+        self.registry = registry
+        self.clock = clock
+        self.tunnel = TunnelServer(registry, clock)
+        self.listener: ProxyListener | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Start serving; returns the bound address (useful with port 0)."""
+        link = self.link
         ssh = SSHRoute(
             SSHRouteDeps(
-                nodes=StoreNodeDirectory(server.nodes),
-                roles=StoreRoleSource(server.roles),
+                nodes=link.nodes,
+                roles=link.roles,
                 tunnel=self.tunnel,
-                audit=server.audit,
+                audit=link.audit,
                 registry=self.registry,
                 clock=self.clock,
-                cluster=server.cluster,
-                locks=self.locks,
-                gate=gate,
-                pins=NodePins(server.deps.backend),
+                cluster=link.cluster,
+                locks=link.locks,
+                gate=link.gate,
+                pins=link.pins,
             )
         )
         cfg = self.config.proxy_service
@@ -128,13 +188,14 @@ class ProxyService:
                 max_unauthenticated_per_ip=cfg.max_unauthenticated_per_ip,
             ),
             ListenerDeps(
-                tls=await self._tls(),
+                tls=link.tls,
                 clock=self.clock,
-                audit=server.audit,
+                audit=link.audit,
                 tunnel=self.tunnel,
                 ssh=ssh,
-                web=self._runner.server,
-                gate=gate,
+                web=link.web,
+                gate=link.gate,
+                web_upstream=link.web_upstream,
             ),
         )
         await self.listener.start()
@@ -145,8 +206,8 @@ class ProxyService:
         if self.listener is not None:
             await self.listener.close()
         await self.tunnel.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for close in self.link.on_close:
+            await close()
 
 
 def _new_web_key_pem() -> tuple[bytes, str]:

@@ -43,13 +43,12 @@ from bastion.protocols.sshroute import (
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import SessionMFARefused, check_session_mfa
-from bastion.services.node_pins import NodePins
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 
-__all__ = ["NodeDirectory", "RoleSource", "SSHRoute", "SSHRouteDeps"]
+__all__ = ["NodeDirectory", "NodePinner", "RoleSource", "SSHRoute", "SSHRouteDeps"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,13 @@ class NodeDirectory(Protocol):
 class RoleSource(Protocol):
     async def get_roles(self, names: Sequence[str]) -> list[Role]:
         """Current definitions of the named roles; unknown names are skipped."""
+        ...
+
+
+class NodePinner(Protocol):
+    async def pin(self, name: str, host_id: str) -> str:
+        """Pin ``name`` to ``host_id`` unless pinned already; returns the pinned host id
+        (:class:`bastion.services.node_pins.NodePins`, or its API in a standalone proxy)."""
         ...
 
 
@@ -83,7 +89,7 @@ class SSHRouteDeps:
     """Close relays idle this long (None: never; roles' client_idle_timeout comes later)."""
     locks: LockWatcher | None = None
     """Lock state checked before dialing (None: locks are not checked, tests only)."""
-    pins: NodePins | None = None
+    pins: NodePinner | None = None
     """Which host serves each node name (:mod:`bastion.services.node_pins`): a node whose host
     id changed is refused until an admin confirms it; None in tests of the route alone."""
     gate: IdentityGate | None = None

@@ -28,6 +28,11 @@ __all__ = ["S3RecordingStore"]
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
+def _check_bucket(bucket: str) -> None:
+    if not bucket:
+        raise BadParameter("auth_service.recordings.bucket is required for type s3")
+
+
 class S3RecordingStore:
     """Args:
     client: a boto3 S3 client.
@@ -36,8 +41,7 @@ class S3RecordingStore:
     """
 
     def __init__(self, client: Any, bucket: str, prefix: str = "recordings/") -> None:
-        if not bucket:
-            raise BadParameter("auth_service.recordings.bucket is required for type s3")
+        _check_bucket(bucket)
         self._s3 = client
         self.bucket = bucket
         self.prefix = prefix
@@ -45,7 +49,12 @@ class S3RecordingStore:
     @classmethod
     def from_config(cls, config: RecordingStorageConfig) -> S3RecordingStore:
         """A store from ``auth_service.recordings`` (credentials from the config when set, else
-        from the standard AWS sources: environment, profile, instance role)."""
+        from the standard AWS sources: environment, profile, instance role).
+
+        Raises:
+            BadParameter: no bucket (checked before boto3 looks for credentials or a region).
+        """
+        _check_bucket(config.bucket)
         kwargs: dict[str, Any] = {
             "config": BotoConfig(
                 retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60

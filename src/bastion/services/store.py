@@ -37,13 +37,14 @@ RESOURCE_PREFIXES: dict[str, str] = {
     "token": "tokens",
     "cert_authority": "authorities",
     "node": "nodes",
+    "proxy": "proxies",
     "lock": "locks",
     "cluster_auth_preference": "cluster_config",
 }
 """Backend key prefix of each stored resource kind (SSO connectors: :data:`CONNECTORS_PREFIX`)."""
 CONNECTORS_PREFIX = "connectors"
 """SSO connectors live under ``connectors/<kind>/<name>``."""
-HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/",)
+HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/", "proxies/")
 """Under these prefixes an item with an expiry is a heartbeat record written by an agent, not an
 audited change (an admin-created node has no expiry and is audited)."""
 

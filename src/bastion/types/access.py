@@ -43,6 +43,7 @@ ADMIN_KINDS = (
     "token",
     "cert_authority",
     "node",
+    "proxy",
     "cluster_auth_preference",
     "lock",
     "oidc",

@@ -77,6 +77,7 @@ AGENT_EVENT_TYPES = frozenset(
         "session.terminated",
         "proxy.ssh",
         "proxy.rejected",
+        "access.denied",
     }
 )
 """Event types agents and proxies in other processes may submit through the API."""

@@ -19,7 +19,7 @@ from bastion.types.access import AuthPreference, Lock, ProvisionToken, Role, Use
 from bastion.types.authority import CertAuthority
 from bastion.types.connectors import CONNECTOR_KINDS
 from bastion.types.duration import format_duration
-from bastion.types.inventory import Node
+from bastion.types.inventory import Node, ProxyServer
 from bastion.types.meta import Resource
 
 __all__ = [
@@ -37,6 +37,7 @@ RESOURCE_KINDS: dict[str, type[Resource]] = {
     "token": ProvisionToken,
     "cert_authority": CertAuthority,
     "node": Node,
+    "proxy": ProxyServer,
     "cluster_auth_preference": AuthPreference,
     "lock": Lock,
     **CONNECTOR_KINDS,
@@ -48,6 +49,7 @@ _ALIASES = {
     "ca": "cert_authority",
     "cas": "cert_authority",
     "nodes": "node",
+    "proxies": "proxy",
     "cap": "cluster_auth_preference",
     "locks": "lock",
     "oidc_connector": "oidc",

@@ -1,4 +1,4 @@
-"""Inventory resources that agents heartbeat (with a TTL): SSH nodes for now."""
+"""Inventory resources that agents and proxies heartbeat (with a TTL): SSH nodes and proxies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import Field
 
 from bastion.types.meta import Resource, StrictModel
 
-__all__ = ["CommandLabel", "Node", "NodeSpec"]
+__all__ = ["CommandLabel", "Node", "NodeSpec", "ProxyServer", "ProxyServerSpec"]
 
 
 class CommandLabel(StrictModel):
@@ -42,3 +42,20 @@ class Node(Resource):
         for key, label in self.spec.cmd_labels.items():
             merged[key] = label.result
         return merged
+
+
+class ProxyServerSpec(StrictModel):
+    public_addr: str = ""
+    """``host:port`` where agents reach this proxy directly to hold a reverse tunnel to it."""
+    host_id: str = ""
+    """Host id of the proxy (from its host certificate)."""
+    version: str = ""
+
+
+class ProxyServer(Resource):
+    """A proxy running in its own process, advertised by its heartbeats (named by its host
+    name): agents keep a reverse tunnel to each one, so any proxy reaches any node."""
+
+    KIND: ClassVar[str] = "proxy"
+    kind: str = "proxy"
+    spec: ProxyServerSpec = Field(default_factory=ProxyServerSpec)

@@ -218,6 +218,7 @@ NOT_AUDITED_STATE = {
     "AuthServer.audit_checkpointer": "writes only the log's own keys (audit/)",
     "AuthServer.auth_preference": "read only",
     "AuthServer.heartbeat_node": "heartbeats are not audited changes (they expire)",
+    "AuthServer.heartbeat_proxy": "heartbeats are not audited changes (they expire)",
     "AuthServer.sign_host": "issues a certificate (cert.issued), stores nothing",
     "AuthServer.lock_decision": "read only",
     "AuthServer.lock_access": "read only",

@@ -165,7 +165,7 @@ async def test_the_gate_reads_the_user_and_the_locks_and_audits_each_refusal_onc
     fx = await make_auth()
     await fx.users.add_user("alice", ["access"], ["alice"], {}, "admin")
     stored = await fx.auth.users.get("alice")
-    gate = Gate(fx.auth)
+    gate = Gate.for_auth(fx.auth)
     good = ident(user_epoch=stored.spec.epoch, expires=fx.clock.now() + timedelta(hours=1))
     await gate.admit(good, "user", "GET /v1/whoami", "10.0.0.1")
     with pytest.raises(AuthenticationFailed):

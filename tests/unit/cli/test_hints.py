@@ -149,7 +149,17 @@ def check_hint(words: tuple[str, ...]) -> str | None:
     path = [program]
     args: list[str] = []
     skip_value = False
+    ended = False  # after "--" every word is an argument
+    value_next = False  # the word after a leaf command's option that takes a value
     for word in rest:
+        if value_next:
+            value_next = False
+            args.append(word)
+            continue
+        if ended or word == "--":
+            ended = True
+            args.append(word)
+            continue
         if word.startswith("-") and not word.startswith("--") and len(word) > 2:
             flag = word  # a bundle like -tA is checked letter by letter below
             unknown = [f"-{c}" for c in flag[1:] if f"-{c}" not in _option_names(command)]
@@ -167,6 +177,7 @@ def check_hint(words: tuple[str, ...]) -> str | None:
                 skip_value = takes_value
                 continue
             args.append(word)
+            value_next = takes_value
             continue
         if skip_value:
             skip_value = False
@@ -240,3 +251,48 @@ def test_no_message_suggests_a_flag_without_its_command() -> None:
         if bare.search(text) and not PROGRAM.search(text)
     ]
     assert offenders == []
+
+
+# ---- every --help has an example (item 8), and its examples are real commands too -----------
+
+
+def _walk(name: str, command: click.Command) -> list[tuple[str, click.Command]]:
+    found = [(name, command)]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command, info_name=name)
+        for sub in command.list_commands(ctx):
+            child = command.get_command(ctx, sub)
+            assert child is not None, f"{name} {sub} does not load"
+            found += _walk(f"{name} {sub}", child)
+    return found
+
+
+COMMANDS = [*_walk("bsh", bsh_main), *_walk("bctl", bctl_main), *_walk("bbot", bbot_main)]
+
+
+def _examples(help_text: str) -> list[tuple[str, ...]]:
+    """The command lines of the Example(s) section of a help text."""
+    section = help_text.split("Example", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in section.splitlines()[1:]]
+    found = []
+    for line in lines:
+        match = PROGRAM.search(line + " ")
+        if match and match.start() == line.find(match.group(1)):
+            found.append((match.group(1), *_words(line[match.end() + 1 :] + " ")))
+    return found
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[p for p, _ in COMMANDS])
+def test_every_command_help_has_an_example_that_parses(path: str, command: click.Command) -> None:
+    text = command.get_help(click.Context(command, info_name=path))
+    assert "Example" in text, f"{path} --help shows no example:\n{text}"
+    examples = _examples(text)
+    assert examples, f"{path}: the example section shows no command"
+    for words in examples:
+        problem = check_hint(words)
+        assert problem is None, f"{path} --help example {' '.join(words)}: {problem}"
+
+
+def test_the_command_trees_are_complete() -> None:
+    names = {p for p, _ in COMMANDS}
+    assert {"bsh ssh", "bsh play", "bctl users add", "bctl edit", "bbot join"} <= names

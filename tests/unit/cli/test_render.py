@@ -103,3 +103,12 @@ def test_narrow_tables_wrap_between_words_never_inside_one(
     words = out.split()
     for word in "the company single sign on for every engineer".split():
         assert word in words  # wrapped at spaces, each word whole
+
+
+def test_column_widths_keep_words_whole() -> None:
+    from bastion.cli.render import column_widths
+
+    cols = ["Name", "Description"]
+    rows = [["github", "single sign on"]]
+    assert column_widths(cols, rows, 80) == [6, 14]  # fits: one line per cell
+    assert column_widths(cols, rows, 12) == [6, 11]  # too narrow: the longest words

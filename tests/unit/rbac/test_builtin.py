@@ -57,6 +57,7 @@ def test_editor_role() -> None:
         "token",
         "cert_authority",
         "node",
+        "proxy",
         "cluster_auth_preference",
         "lock",
         "oidc",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from unittest import mock
+
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import streams, web
+from aiohttp.test_utils import make_mocked_request
 
 from bastion.errors import BadParameter
 from bastion.web.body import read_json
@@ -18,11 +22,15 @@ async def _handler(request: web.Request) -> web.Response:
 
 
 async def _post(body: bytes, content_type: str) -> tuple[int, dict[str, object]]:
-    app = web.Application()
-    app.router.add_post("/x", _handler)
-    async with TestClient(TestServer(app)) as client:
-        resp = await client.post("/x", data=body, headers={"Content-Type": content_type})
-        return resp.status, await resp.json()
+    """The handler's answer to a POST of ``body``, built in memory (no server, no socket)."""
+    payload = streams.StreamReader(mock.Mock(), 2**16, loop=asyncio.get_running_loop())
+    payload.feed_data(body)
+    payload.feed_eof()
+    headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    request = make_mocked_request("POST", "/x", headers=headers, payload=payload)
+    resp = await _handler(request)
+    assert isinstance(resp.body, bytes)
+    return resp.status, json.loads(resp.body)
 
 
 async def test_the_body_is_utf8_json_whatever_charset_the_header_names() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "agent"))
 from nodeharness import NodeHarness, RawAccept, make_node  # noqa: E402
 
 

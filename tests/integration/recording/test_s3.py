@@ -13,7 +13,7 @@ from bastion.errors import ConnectionProblem
 from bastion.recording.factory import open_store
 from bastion.recording.s3 import S3RecordingStore
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "recording"))
 from storecases import check_store, meta  # noqa: E402
 
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "agent"))
 from nodeharness import DEFAULT_ROLES, LOGIN, Client, NodeHarness, RawAccept, make_node, role  # noqa: E402
 
 from bastion.agent.remote import RemoteAuth, watch_forever

@@ -1,0 +1,113 @@
+"""An agent's reverse tunnels to every proxy: one :class:`TunnelClient` per advertised proxy.
+
+Layer: ``tunnel`` (IO shell). Proxies that run in their own processes advertise their public
+address through heartbeats (``proxy`` resources, watched by the agent); the pool keeps one
+tunnel to each, so any proxy (behind a load balancer, which picks one for each client) reaches
+any node. Until a proxy is advertised (the all-in-one, whose proxy does not heartbeat, or before
+the first watch snapshot) the pool holds one tunnel to the configured ``bootstrap`` address.
+Never both: two tunnels of one agent to the same proxy would replace each other in turn.
+
+Each tunnel reconnects on its own with full-jitter backoff (:mod:`bastion.tunnel.client`), so a
+killed proxy costs its tunnels only, and a restarted one is met by agents spread over time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from bastion.tasks import TaskSet
+from bastion.tunnel.client import Connector, TunnelClient
+from bastion.tunnel.session import StreamHandler
+
+__all__ = ["TunnelPool"]
+
+log = logging.getLogger(__name__)
+Addr = tuple[str, int]
+
+
+class TunnelPool:
+    """Keeps a tunnel to each proxy address given to :meth:`update`.
+
+    Args:
+        bootstrap: the configured proxy address (used while no proxy is advertised).
+        ssl_context: the agent's client context (host certificate, host CA, tunnel ALPN).
+        on_stream: handler for each stream a proxy opens.
+        connector: opens the bootstrap tunnel another way (the in-process node).
+    """
+
+    def __init__(
+        self,
+        bootstrap: Addr,
+        ssl_context: ssl.SSLContext,
+        on_stream: StreamHandler,
+        *,
+        connector: Connector | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._ctx = ssl_context
+        self._on_stream = on_stream
+        self._connector = connector
+        self._clients: dict[Addr | None, TunnelClient] = {}
+        """Address -> tunnel; the key None is the bootstrap tunnel."""
+        self._tasks: dict[Addr | None, asyncio.Task[None]] = {}
+        self._running = TaskSet()
+        self._started = False
+        self._wanted: set[Addr] = set()
+        self._changed = asyncio.Event()
+
+    @property
+    def clients(self) -> dict[Addr | None, TunnelClient]:
+        """The current tunnels by proxy address (None: the bootstrap tunnel)."""
+        return dict(self._clients)
+
+    def update(self, proxies: set[Addr]) -> None:
+        """The advertised proxies changed (empty: fall back to the bootstrap address)."""
+        if proxies != self._wanted:
+            log.info("tunnel pool: proxies %s", sorted(proxies) or "none advertised")
+        self._wanted = set(proxies)
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Keep the tunnels matching the advertised proxies until cancelled."""
+        self._started = True
+        try:
+            while True:
+                self._changed.clear()
+                await self._reconcile()
+                await self._changed.wait()
+        finally:
+            await self.close()
+
+    async def _reconcile(self) -> None:
+        wanted: set[Addr | None] = set(self._wanted) or {None}
+        for key in [k for k in self._clients if k not in wanted]:
+            await self._stop(key)
+        for key in wanted - set(self._clients):
+            self._start(key)
+
+    def _start(self, key: Addr | None) -> None:
+        host, port = key if key is not None else self._bootstrap
+        client = TunnelClient(
+            host,
+            port,
+            self._ctx,
+            self._on_stream,
+            connector=self._connector if key is None else None,
+        )
+        self._clients[key] = client
+        self._tasks[key] = self._running.spawn(client.run(), f"tunnel-{host}:{port}")
+
+    async def _stop(self, key: Addr | None) -> None:
+        client = self._clients.pop(key)
+        task = self._tasks.pop(key, None)
+        await client.close()
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def close(self) -> None:
+        """Close every tunnel (GOAWAY first)."""
+        for key in list(self._clients):
+            await self._stop(key)
+        await self._running.cancel_all(timeout=5)

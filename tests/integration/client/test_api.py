@@ -1,0 +1,32 @@
+"""The API client against a closed loopback port: connection errors read as a reason, not as
+object reprs (the pure parts: tests/unit/client/test_api.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from bastion.client.api import AuthClient
+from bastion.errors import ConnectionProblem
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server_is_a_short_reason() -> None:
+    port = _closed_port()
+
+    async def go() -> str:
+        async with AuthClient(f"127.0.0.1:{port}", False) as client:
+            try:
+                await client.call("GET", "/v1/ping")
+            except ConnectionProblem as exc:
+                return exc.message
+        raise AssertionError("no error")
+
+    message = asyncio.run(go())
+    assert f"cannot reach the server at 127.0.0.1:{port}: Connection refused;" in message
+    assert "SSLContext object" not in message and "0x" not in message
