@@ -41,7 +41,7 @@ from cluster import BIN, BastionCluster, start_cluster  # noqa: E402
 from measure import Skipped, command_time, throughput  # noqa: E402
 from openssh import OpenSSHPeers, start_peers  # noqa: E402
 
-from bastion.testing_sshd import SshdUnavailable, find_ssh_binary  # noqa: E402
+from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary  # noqa: E402
 
 TARGET_STARTUP = 6.0
 TARGET_CONNECT = 1.0

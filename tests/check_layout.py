@@ -29,7 +29,8 @@ COVERED_ELSEWHERE = {
     "backend/sqlite.py",
     "backend/postgres.py",
     "backend/compliance.py",
-    "testing_pg.py",
+    "testing/peers/postgres.py",
+    "testing_ha.py",
     "api/openapi.py",
     "api/agents.py",
     "api/session.py",
@@ -44,14 +45,17 @@ COVERED_ELSEWHERE = {
     "tunnel/server.py",
     "tunnel/client.py",
     "tunnel/pool.py",
-    "testing_sshd.py",
+    "testing/peers/sshd.py",
     "api/sso.py",
     "client/sso.py",
     "sso/http.py",
     "web/app.py",
     "web/webauthn.py",
-    "testing_saml.py",
+    "testing/peers/saml.py",
 }
+# Deprecated shims re-exporting bastion.testing.peers (no code of their own); they go once no
+# caller imports the old paths.
+COVERED_ELSEWHERE |= {"testing_pg.py", "testing_sshd.py", "testing_saml.py", "testing_export.py"}
 
 
 def main() -> int:

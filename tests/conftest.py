@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from bastion.testing import missing_peer
-from bastion.testing_pg import PgServer, PostgresUnavailable, start_postgres
+from bastion.testing.peers.postgres import PgServer, PostgresUnavailable, start_postgres
 
 settings.register_profile(
     "fast", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -4,7 +4,7 @@ Run with ``python bench/export/run.py [--events N] [--quick] [--json]``. One SQL
 N events is exported, each time from index 0 with a fresh cursor, by:
 
 * ``forwarder -> HEC (HTTP)``: Splunk HEC bodies to an HTTP receiver in another process
-  (``bastion.testing_export.HttpReceiver``, which parses every event);
+  (``bastion.testing.peers.export.HttpReceiver``, which parses every event);
 * ``forwarder -> _bulk (HTTP)``: the Elasticsearch dialect to the same receiver;
 * ``forwarder -> JSON-lines file``: our file output (write + fsync per batch, cursor per batch);
 
@@ -35,7 +35,7 @@ from bastion.export.formats import json_lines
 from bastion.export.forwarder import Forwarder, Output
 from bastion.export.http_output import HttpOutput, auth_headers
 from bastion.logging import configure_logging
-from bastion.testing_export import HttpReceiver
+from bastion.testing.peers.export import HttpReceiver
 
 BATCH = 500
 

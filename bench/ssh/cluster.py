@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,18 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion.testing_sshd import SshdServer, generate_key, local_login, start_sshd
+from bastion.testing.peers.ports import free_port
+from bastion.testing.peers.sshd import SshdServer, generate_key, local_login, start_sshd
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 60.0
 CMD_TIMEOUT = 120.0
 PASSWORD = "bench password, not secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ping(addr: str) -> dict[str, Any]:

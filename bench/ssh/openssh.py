@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bastion.testing_sshd import SshdServer, generate_key, local_login, start_sshd
+from bastion.testing.peers.sshd import SshdServer, generate_key, local_login, start_sshd
 
 SSHD_EXTRA = {"MaxStartups": "1000:30:1000", "MaxSessions": "100"}
 

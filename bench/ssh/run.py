@@ -43,7 +43,7 @@ from cluster import BIN, BastionCluster, start_cluster  # noqa: E402
 from measure import Skipped, command_time, idle_sessions, median_ms, throughput  # noqa: E402
 from openssh import SSHD_EXTRA, OpenSSHPeers, start_peers  # noqa: E402
 
-from bastion.testing_sshd import SshdUnavailable, find_ssh_binary  # noqa: E402
+from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary  # noqa: E402
 
 TARGET_THROUGHPUT = 0.5
 TARGET_CONNECT = 2.0

@@ -6,7 +6,25 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "in_zone"]
+
+
+def in_zone(moment: datetime, zone: str) -> datetime:
+    """``moment`` in the IANA time zone ``zone`` (the cluster's, for role conditions).
+
+    Raises:
+        ValueError: an unknown zone name.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if zone in ("", "UTC"):
+        return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {zone!r} (use an IANA name such as Europe/Paris)"
+        ) from None
 
 
 class Clock(Protocol):

@@ -21,6 +21,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -44,7 +45,7 @@ from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ProxyLink, ProxyService, public_names
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.types.access import User
-from bastion.types.codec import resource_to_dict
+from bastion.types.codec import parse_resource, resource_to_dict
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, ProxyServerSpec
 from bastion.types.meta import Metadata
@@ -110,6 +111,8 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 link, background, remote = await standalone_proxy(config, registry, clock)
                 ready.cluster = link.cluster
             proxy = ProxyService(config, link, registry, clock)
+            if auth is not None:  # one process: node liveness from the tunnels too
+                auth.server.use_tunnel_presence(proxy.tunnel.is_online)
             stack.push_async_callback(proxy.close)
             ready.proxy_addr = await proxy.start()
             if auth is None:
@@ -182,6 +185,20 @@ class _CacheUsers:
         raise NotFound(f"user {name!r} not found")
 
 
+class _APIUsers:
+    """The authoritative user lookup (auth's API) the gate asks before refusing on the cache's
+    word: a user created or reset a moment ago may not be in the cache yet."""
+
+    def __init__(self, remote: RemoteAuth) -> None:
+        self._remote = remote
+
+    async def get(self, name: str) -> User:
+        found = parse_resource(await self._remote.call("GET", f"/v1/resources/user/{quote(name)}"))
+        if not isinstance(found, User):
+            raise NotFound(f"user {name!r} not found")
+        return found
+
+
 class _CacheNodes:
     def __init__(self, cache: ResourceCache) -> None:
         self._cache = cache
@@ -201,14 +218,28 @@ class _WatcherLocks:
 
 
 class _APIPins:
+    """Node pins through auth's API; a confirmed (name, host id) is remembered for a minute, so
+    a busy proxy does not ask auth on every connection (a changed host id always asks)."""
+
+    TTL = 60.0
+
     def __init__(self, remote: RemoteAuth) -> None:
         self._remote = remote
+        self._confirmed: dict[tuple[str, str], float] = {}
 
     async def pin(self, name: str, host_id: str) -> str:
+        now = asyncio.get_running_loop().time()
+        if self._confirmed.get((name, host_id), 0.0) > now:
+            return host_id
         answer = await self._remote.call(
             "POST", "/v1/nodes/pin", {"name": name, "host_id": host_id}
         )
-        return str(answer.get("host_id", "")) if isinstance(answer, dict) else ""
+        pinned = str(answer.get("host_id", "")) if isinstance(answer, dict) else ""
+        if pinned == host_id:
+            if len(self._confirmed) > 10_000:
+                self._confirmed.clear()
+            self._confirmed[(name, host_id)] = now + self.TTL
+        return pinned
 
 
 async def standalone_proxy(
@@ -269,7 +300,7 @@ async def standalone_proxy(
         nodes=_CacheNodes(cache),
         roles=cache,
         audit=emitter,
-        gate=Gate(_CacheUsers(cache), _WatcherLocks(locks), emitter),
+        gate=Gate(_CacheUsers(cache), _WatcherLocks(locks), emitter, recheck=_APIUsers(remote)),
         pins=_APIPins(remote),
         locks=locks,
         web_upstream=WebUpstream(tuple(cfg.auth_servers())),

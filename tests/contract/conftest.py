@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.testing_pg import PgServer, create_database
+from bastion.testing.peers.postgres import PgServer, create_database
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from bastion.backend import Backend
 from bastion.backend.postgres import PostgresBackend
 from bastion.backend.sqlite import SQLiteBackend
 from bastion.clock import SystemClock
-from bastion.testing_pg import PgServer, create_database
+from bastion.testing.peers.postgres import PgServer, create_database
 
 WRITER = """
 import asyncio, sys

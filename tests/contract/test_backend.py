@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import sqlite3
 import sys
 from datetime import timedelta
@@ -26,7 +25,8 @@ from bastion.backend.postgres import PostgresBackend
 from bastion.backend.sqlite import SQLiteBackend
 from bastion.clock import FakeClock
 from bastion.errors import ConnectionProblem
-from bastion.testing_pg import PgServer, create_database
+from bastion.testing.peers.ports import free_port
+from bastion.testing.peers.postgres import PgServer, create_database
 
 _counter = itertools.count()
 
@@ -206,9 +206,7 @@ async def test_sqlite_garbage_file_is_a_connection_problem(tmp_path: Path) -> No
 
 
 async def test_postgres_unreachable_is_a_connection_problem() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with pytest.raises(ConnectionProblem):
         await PostgresBackend.open(f"postgresql://nobody@127.0.0.1:{port}/x", op_timeout=5)
 

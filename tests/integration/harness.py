@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,16 +24,12 @@ from typing import Any
 import pyotp
 import pytest
 
+from bastion.testing.peers.ports import free_port
+
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 30.0
 CMD_TIMEOUT = 60.0
 PASSWORD = "correct horse battery staple"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unverified_context() -> ssl.SSLContext:

@@ -327,7 +327,7 @@ class SAMLIdPServer:
 
         from aiohttp import web
 
-        from bastion.testing_saml import SAMLTestIdP
+        from bastion.testing.peers.saml import SAMLTestIdP
 
         self.attributes: dict[str, dict[str, list[str]]] = {}
         self.current = "alice"

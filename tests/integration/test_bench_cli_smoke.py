@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.testing import missing_peer
-from bastion.testing_sshd import SshdUnavailable, find_ssh_binary, find_sshd
+from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary, find_sshd
 
 pytestmark = pytest.mark.integration
 

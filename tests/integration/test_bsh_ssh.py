@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.clock import SystemClock
 from bastion.testing import make_auth, require_binary
+from bastion.testing.peers.ports import free_port
 from bastion.types.identity import Identity
 
 pytestmark = pytest.mark.integration
@@ -442,14 +443,8 @@ def test_scp_upload_and_download_with_checksum(fake: FakeCluster, tmp_path: Path
     assert res.returncode != 0 and b"error:" in res.stderr and b"Traceback" not in res.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_local_port_forwarding(fake: FakeCluster) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BSH_HOME": str(fake.home), "HOME": str(fake.root)}
     proc = subprocess.Popen(
         [BSH, "ssh", "-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{fake.echo_port}", "node1"],
@@ -554,7 +549,8 @@ def test_openssh_through_bsh_config_and_proxy_ssh(fake: FakeCluster, tmp_path: P
 
 
 def test_interactive_shell_with_pty_and_window_changes(fake: FakeCluster) -> None:
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
+
     env = {**os.environ, "BSH_HOME": str(fake.home), "HOME": str(fake.root), "TERM": "vt100"}
     child = pexpect.spawn(BSH, ["ssh", "node1"], env=env, dimensions=(30, 100), timeout=TIMEOUT)
     try:
@@ -596,7 +592,8 @@ def test_builtin_client_parses_arguments_like_openssh(fake: FakeCluster) -> None
 
 def test_builtin_client_escape_sequences(fake: FakeCluster) -> None:
     """``~?`` lists the escapes and ``~.`` disconnects (status 255), at the start of a line."""
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
+
     env = {
         **os.environ,
         "BSH_HOME": str(fake.home),

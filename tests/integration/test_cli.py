@@ -288,6 +288,7 @@ def test_role_create_get_edit_rm(env: Env, tmp_path: Path) -> None:
     breaker.chmod(0o755)
     broken = env.admin("edit", f"role/{name}", env={"EDITOR": str(breaker)})
     assert broken.returncode == 2 and "invalid regular expression" in broken.stderr
+    assert "edit cancelled, nothing changed" in broken.stderr  # reopened, saved unchanged
     assert json.loads(env.admin_ok("get", f"role/{name}", "--format", "json")) == after
 
     racer = tmp_path / "race.sh"  # someone else updates the role while we edit it
@@ -308,6 +309,36 @@ def test_role_create_get_edit_rm(env: Env, tmp_path: Path) -> None:
     assert {"role.create", "role.update", "role.delete"} <= {
         e["type"] for e in events if e["target"] == f"role/{name}"
     }
+
+
+def test_an_invalid_edit_reopens_the_editor_with_the_error_and_keeps_the_edits(
+    env: Env, tmp_path: Path
+) -> None:
+    name = unique("role")
+    env.admin_ok("create", "-f", "-", input=role_yaml(name, node_labels={"env": ["dev"]}))
+    seen = tmp_path / "reopened.yaml"
+    editor = tmp_path / "editor.sh"  # 1st opening: a good edit plus a bad regex; 2nd: fix it
+    editor.write_text(
+        "#!/bin/sh\n"
+        "if grep -q '^# error: ' \"$1\"; then\n"
+        f'  cp "$1" {seen}\n'
+        '  sed -i \'s/- "^(prod"/- prod/\' "$1"\n'
+        "else\n"
+        '  sed -i \'s/description: initial/description: kept/; s/- dev/- "^(prod"/\' "$1"\n'
+        "fi\n"
+    )
+    editor.chmod(0o755)
+    result = env.admin("edit", f"role/{name}", env={"EDITOR": str(editor)})
+    assert result.returncode == 0, result.stderr
+    assert "invalid regular expression" in result.stderr and "reopening" in result.stderr
+    assert result.stdout.strip() == f'role "{name}" has been updated'
+    reopened = seen.read_text().splitlines()
+    top = reopened[: next(i for i, line in enumerate(reopened) if not line.startswith("#"))]
+    assert any("invalid regular expression" in line for line in top)
+    assert "description: kept" in seen.read_text()  # the first round's edits were not lost
+    role = json.loads(env.admin_ok("get", f"role/{name}", "--format", "json"))
+    assert role["metadata"]["description"] == "kept"
+    assert role["spec"]["allow"]["node_labels"]["env"] == ["prod"]
 
 
 BAD_INPUTS = {
@@ -735,7 +766,8 @@ def test_an_existing_user_gets_hints_that_are_real_commands(env: Env) -> None:
 def test_invite_checks_the_password_first_shows_a_qr_and_asks_again_for_a_wrong_code(
     env: Env,
 ) -> None:
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
+
     user, invite = env.add_user("access", "x")
     user.home.mkdir(parents=True, exist_ok=True)
     child = pexpect.spawn(

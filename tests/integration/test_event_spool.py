@@ -36,7 +36,7 @@ from harness import (
 
 from bastion.recording.asciicast import parse_cast
 from bastion.testing import require_binary
-from bastion.testing_sshd import local_login
+from bastion.testing.peers.sshd import local_login
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,6 @@ TIMEOUT = 30
 @pytest.fixture(scope="module")
 def spool_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     require_binary("ssh")
-    pytest.importorskip("pexpect")
     work = tmp_path_factory.mktemp("spool-cluster")
     config = work / "bastion.yaml"
     config.write_text("version: v1\nauth_service:\n  rate_limit: {average: 50, burst: 200}\n")

@@ -30,7 +30,7 @@ from bastion.export.forwarder import Forwarder
 from bastion.export.http_output import HttpOutput, auth_headers
 from bastion.export.syslog_output import SyslogOutput, tls_client_context
 from bastion.testing import missing_peer, require_binary
-from bastion.testing_export import HttpReceiver, Pki, make_pki
+from bastion.testing.peers.export import HttpReceiver, Pki, make_pki
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from bastion.agent.krl_sync import load_trusted_keys
 from bastion.ca.krl import parse_krl, verify_krl_signature
 from bastion.ca.sshcert import parse_ssh_certificate
 from bastion.testing import missing_peer
-from bastion.testing_sshd import (
+from bastion.testing.peers.sshd import (
     SshdServer,
     SshdUnavailable,
     find_ssh_binary,

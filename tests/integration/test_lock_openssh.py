@@ -34,7 +34,7 @@ from harness import (
 )
 
 from bastion.testing import missing_peer
-from bastion.testing_sshd import SshdUnavailable, find_ssh_binary
+from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from harness import (
 
 from bastion.recording.asciicast import parse_cast
 from bastion.testing import require_binary
-from bastion.testing_sshd import local_login
+from bastion.testing.peers.sshd import local_login
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,6 @@ TIMEOUT = 30
 @pytest.fixture(scope="module")
 def rec_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     require_binary("ssh")
-    pytest.importorskip("pexpect")
     work = tmp_path_factory.mktemp("rec-cluster")
     config = work / "bastion.yaml"
     config.write_text("version: v1\nauth_service:\n  rate_limit: {average: 50, burst: 200}\n")
@@ -303,9 +302,9 @@ def test_recordings_in_s3_compatible_storage(tmp_path: Path) -> None:
     """The daemon configured with ``auth_service.recordings.type: s3`` (moto's standalone S3
     server on loopback) stores and serves recordings from the bucket."""
     require_binary("ssh")
-    pexpect = pytest.importorskip("pexpect")
-    server_mod = pytest.importorskip("moto.server")
     import boto3
+    import pexpect
+    from moto import server as server_mod
 
     s3_server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3_server.start()
@@ -369,3 +368,38 @@ def test_a_role_with_record_input_records_keystrokes(rec_env: Env, tmp_path: Pat
     cast = parse_cast(got.stdout.encode())
     assert "echo typed-$((2+3))" in cast.input()  # the keystrokes, as typed
     assert "typed-5" in cast.output()
+
+
+def test_play_in_a_terminal_pauses_and_seeks(rec_env: Env) -> None:
+    import pexpect
+
+    env = rec_env
+    bob, cfg = _user(env)
+    _shell(["ssh", "-F", str(cfg), "-tt", f"{LOGIN}@{BUILTIN}.{CLUSTER}"],
+           "echo first-$((1+1)); sleep 6; echo second-$((40+2))", "second-42")  # fmt: skip
+    [item] = wait_for(lambda: _recordings(env, bob), "the recording to be listed", TIMEOUT)
+    child = pexpect.spawn(
+        str(BIN / "bsh"),
+        ["play", item["session_id"]],
+        env={**os.environ, "BSH_HOME": str(bob.home), "NO_COLOR": "1"},
+        dimensions=(30, 100),
+        timeout=TIMEOUT,
+    )
+    try:
+        child.expect("first-2")
+        child.send(" ")  # pause: the second line, 6 s later in the recording, does not come
+        assert child.expect([b"second-42", pexpect.TIMEOUT], timeout=8) == 1
+        child.send("\x1b[C\x1b[C")  # forward 10 s, still paused: the skipped output at once
+        child.expect("second-42", timeout=3)
+        child.send("\x1b[D")  # back 5 s: the terminal is reset and redrawn up to there
+        child.expect(b"\x1bc", timeout=3)
+        child.expect("first-2", timeout=3)
+        assert child.expect([b"second-42", pexpect.TIMEOUT], timeout=1) == 1
+        child.send(" ")  # resume: the second line comes again, then playback ends
+        child.expect("second-42", timeout=10)
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    piped = env.bsh(bob, "play", item["session_id"], "--speed", "50")  # no TTY: as before
+    assert piped.returncode == 0 and "second-42" in piped.stdout and "\x1bc" not in piped.stdout

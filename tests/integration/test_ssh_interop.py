@@ -3,9 +3,9 @@
 One ``bastion start`` daemon per module (auth + proxy on one port + the built-in SSH node
 ``builtin`` behind its reverse tunnel), real OpenSSH ``ssh``/``scp`` through ``bsh config``
 (``ProxyCommand bsh proxy ssh``), ``bsh`` and ``bbot`` as subprocesses, and stock ``sshd``
-processes as agentless nodes (:mod:`bastion.testing_sshd`). Every refusal is checked twice: the
-user sees a clear error (no traceback), and ``bctl audit search`` holds who, what, why and from
-where.
+processes as agentless nodes (:mod:`bastion.testing.peers.sshd`). Every refusal is checked
+twice: the user sees a clear error (no traceback), and ``bctl audit search`` holds who, what, why
+and from where.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 from harness import BIN, Cluster, Env, User, free_port, start_cluster, unique
 
 from bastion.testing import missing_peer
-from bastion.testing_sshd import (
+from bastion.testing.peers.sshd import (
     SshdServer,
     SshdUnavailable,
     find_ssh_binary,

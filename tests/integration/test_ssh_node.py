@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "agent"))
 from nodeharness import CLUSTER, LOGIN, NODE, Client, NodeHarness, make_node  # noqa: E402
 
 from bastion.testing import make_auth, require_binary
+from bastion.testing.peers.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,8 @@ async def test_openssh_exec_exit_code_and_env(node: NodeHarness) -> None:
 
 
 async def test_openssh_interactive_pty_with_window_change(node: NodeHarness) -> None:
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
+
     client = await node.client(write_files=True)
     argv = [*_ssh_opts(node, client), "-tt", "-p", str(node.port), f"{LOGIN}@127.0.0.1"]
 
@@ -144,11 +146,7 @@ async def test_openssh_local_port_forward(node: NodeHarness) -> None:
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     target = server.sockets[0].getsockname()[1]
     client = await node.client(write_files=True)
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        local = s.getsockname()[1]
+    local = free_port()
     proc = await asyncio.create_subprocess_exec(
         "ssh", *_ssh_opts(node, client), "-N", "-o", "ExitOnForwardFailure=yes",
         "-L", f"127.0.0.1:{local}:127.0.0.1:{target}", "-p", str(node.port),

@@ -117,7 +117,7 @@ def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chrom
         "confirm with one of your existing devices first"
     )
     page.click("button[data-ceremony=verify]")
-    status.filter(has_text="Verified with chromium-key").wait_for()
+    status.filter(has_text='Verified with your passkey "chromium-key"').wait_for()
     page.fill("#device-name", "second-key")
     page.click("button[data-ceremony=register]")
     # Now the server hands out the options; the browser itself refuses to register the same
@@ -141,7 +141,8 @@ def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chrom
     page.click("button[data-ceremony=password-key]")
     page.wait_for_url(f"{base}/web/")
     page.goto(f"{base}/web/mfa")
-    assert "Verified with chromium-key in this session" in page.inner_text("main")
+    main_text = page.inner_text("main")  # the kind and the name, never the device's id
+    assert 'Verified with your passkey "chromium-key" in this session' in main_text
 
     # 4. Sign out; sign in with the passkey alone.
     sign_out()

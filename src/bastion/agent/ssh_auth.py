@@ -29,8 +29,10 @@ from bastion.ca.sshcert import (
     parse_ssh_certificate,
     verify_ssh_certificate,
 )
+from bastion.clock import in_zone
 from bastion.errors import AccessDenied, BastionError
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.conditions import AccessContext, source_ip_of
 from bastion.rbac.session_mfa import check_session_mfa
 from bastion.types.identity import Identity
 
@@ -71,6 +73,7 @@ async def authorize_certificate(
     client_address: str | None,
     host_id: str = "",
     cluster_session_mfa: bool = False,
+    time_zone: str = "UTC",
 ) -> Authorized:
     """Check a user certificate presented for ``login`` on this node.
 
@@ -86,6 +89,7 @@ async def authorize_certificate(
         client_address: the client's IP (``source-address`` critical option).
         host_id: this node's host id (a per-session certificate may name the node by it).
         cluster_session_mfa: the cluster auth preference's ``require_session_mfa``.
+        time_zone: the cluster's time zone (``request.time`` of role conditions).
 
     Returns:
         The identity and role set.
@@ -123,8 +127,15 @@ async def authorize_certificate(
     except BastionError as exc:
         raise AccessDenied(f"roles of {identity.user!r} are unavailable: {exc}") from None
     role_set = RoleSet.from_roles(role_list, identity.traits)
+    try:
+        local: datetime | None = in_zone(now, time_zone)
+    except ValueError:
+        local = None  # time conditions then fail closed
+    context = AccessContext.for_identity(
+        identity, source_ip=source_ip_of(client_address or ""), time=local
+    )
     decision = role_set.check_node_access(
-        node_name, node_labels, login, cluster_requires_mfa=cluster_session_mfa
+        node_name, node_labels, login, cluster_requires_mfa=cluster_session_mfa, context=context
     )
     if not decision.allowed:
         raise AccessDenied(decision.reason)

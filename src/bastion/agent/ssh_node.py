@@ -157,6 +157,7 @@ class _NodeServer(asyncssh.SSHServer):
                 client_address=self.remote_ip,
                 host_id=config.host_id,
                 cluster_session_mfa=locks.cluster_session_mfa if locks is not None else False,
+                time_zone=locks.cluster_time_zone if locks is not None else "UTC",
             )
             self._check_locks(authorized)
         except AccessDenied as exc:

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from bastion import __version__
+from bastion.api.access import add_access_routes
 from bastion.api.admin_mfa import admin_mfa_for
 from bastion.api.agents import add_agent_routes
 from bastion.api.audiences import audience_of
@@ -47,8 +48,10 @@ from bastion.locks.matcher import Locked
 from bastion.sso.service import SSOService
 from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
 from bastion.types.duration import parse_duration
+from bastion.types.inventory import Node
 from bastion.web.app import add_web_routes
 from bastion.web.body import read_json
+from bastion.web.pages import not_found
 from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions
 
 __all__ = ["build_app"]
@@ -166,6 +169,8 @@ class AuthAPI:
         try:
             resource = request.match_info.route.resource
             template = resource.canonical if resource is not None else None
+            if template is None and request.path.startswith("/web/"):
+                return self._web_not_found(request)  # the pages' 404, not the API's gate
             audience = audience_of(request.method, template)
             if audience is None:
                 log.error("route without a declared audience", route=template)
@@ -193,6 +198,13 @@ class AuthAPI:
         except Exception:
             log.exception("internal error", path=request.path)
             return _error(BastionError("internal error; the auth server log has details"))
+
+    def _web_not_found(self, request: web.Request) -> web.Response:
+        """An unknown page under ``/web/`` (no route: public, rate-limited like the pages).
+        ``/v1`` and every other unmatched path still go through the gate."""
+        if not self.limiter.allow(_remote(request), self.auth.clock.monotonic()):
+            raise LimitExceeded("too many requests from your address; wait and retry")
+        return not_found(request.path)
 
     async def _guard(self, request: web.Request, audience: Audience, route: str) -> GuardedAuth:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
@@ -309,7 +321,11 @@ class AuthAPI:
     async def list_resources(self, request: web.Request) -> web.Response:
         kind = canonical_kind(request.match_info["kind"])
         items = await request["guard"].list_resources(kind)
-        return web.json_response({"items": [resource_to_dict(r) for r in items]})
+        body: dict[str, Any] = {"items": [resource_to_dict(r) for r in items]}
+        if kind == "node":  # bsh ls: STATUS, beside the resources (which stay as stored)
+            nodes = [n for n in items if isinstance(n, Node)]
+            body["online"] = {n.name: self.auth.node_online(n) for n in nodes}
+        return web.json_response(body)
 
     async def get_resource(self, request: web.Request) -> web.Response:
         kind = canonical_kind(request.match_info["kind"])
@@ -503,5 +519,6 @@ def build_app(
     add_sso_routes(app, sso)
     add_web_routes(app, sso, api.users)
     add_recording_routes(app, auth)
+    add_access_routes(app, auth)
     add_mfa_routes(app, auth, api.users, _user_certs)
     return app

@@ -70,6 +70,9 @@ ROUTE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/v1/mfa/challenge"): "user",
     ("GET", "/v1/recordings"): "user",
     ("GET", "/v1/recordings/{session_id}"): "user",
+    ("GET", "/v1/access/check"): "user",
+    ("GET", "/v1/access/ls"): "user",
+    ("GET", "/v1/access/who"): "user",
     # ---- agents and proxies ---------------------------------------------------------------------
     ("POST", "/v1/nodes/heartbeat"): "host",
     ("POST", "/v1/proxies/heartbeat"): "host",

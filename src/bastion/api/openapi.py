@@ -262,6 +262,21 @@ _ROUTES: list[tuple[str, str, str, bool, dict[str, Any] | None]] = [
     ("get", "/v1/recordings", "Session recordings the caller may see (metadata)", False, None),
     (
         "get",
+        "/v1/access/check",
+        "Explain a decision: ?user=&node=&login=[&at=&source_ip=&mfa=true] (read role+user)",
+        False,
+        None,
+    ),
+    ("get", "/v1/access/ls", "What a user can reach: ?user=[&at=] (read role+user)", False, None),
+    (
+        "get",
+        "/v1/access/who",
+        "Who can reach a node as a login: ?node=&login=[&at=] (read role+user)",
+        False,
+        None,
+    ),
+    (
+        "get",
         "/v1/recordings/{session_id}",
         "One recording as asciicast v2 (?purpose=view|download; audited)",
         False,

@@ -171,12 +171,23 @@ class Gate:
         users: stored users (the auth process's store, or a proxy's watch-fed cache).
         locks: lock decisions (the auth server, or a proxy's lock watcher).
         audit: where refusals are recorded (the audit log, or a proxy's event spool).
+        recheck: the authoritative lookup to ask before refusing when ``users`` (a cache, which
+            may lag behind auth by a moment) has no such user or an older epoch than the
+            certificate: a user created or reset a moment ago is not refused by a stale cache.
     """
 
-    def __init__(self, users: UserLookup, locks: GateLocks, audit: Emitter) -> None:
+    def __init__(
+        self,
+        users: UserLookup,
+        locks: GateLocks,
+        audit: Emitter,
+        *,
+        recheck: UserLookup | None = None,
+    ) -> None:
         self._users = users
         self._locks = locks
         self._audit = audit
+        self._recheck = recheck
 
     @classmethod
     def for_auth(cls, auth: AuthServer) -> Gate:
@@ -217,10 +228,17 @@ class Gate:
         ``login`` and ``nodes`` add what a connection knows to the lock targets."""
         user: User | None = None
         if has_user_record(identity):
-            try:
-                user = await self._users.get(identity.user)
-            except NotFound:
-                user = None
+            user = await _lookup(self._users, identity.user)
+            stale = user is None or user.spec.epoch != identity.user_epoch
+            if stale and self._recheck is not None:
+                user = await _lookup(self._recheck, identity.user)
         targets = identity_targets(identity, login=login, nodes=nodes)
         locks = await self._locks.lock_access(identity, targets)
         return refusal(identity, audience, user, locks)
+
+
+async def _lookup(users: UserLookup, name: str) -> User | None:
+    try:
+        return await users.get(name)
+    except NotFound:
+        return None

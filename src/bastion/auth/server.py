@@ -61,13 +61,25 @@ from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorith
 from bastion.types.codec import validation_problems
 from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
 from bastion.types.identity import Identity
-from bastion.types.inventory import Node, ProxyServer
+from bastion.types.inventory import Node, ProxyServer, node_online
 from bastion.types.meta import Metadata, Resource
 
-__all__ = ["INVITE_PREFIX", "AuthDeps", "AuthServer", "NewToken"]
+__all__ = [
+    "INVITE_FATE_PREFIX",
+    "INVITE_MEMORY",
+    "INVITE_PREFIX",
+    "AuthDeps",
+    "AuthServer",
+    "NewToken",
+]
 
 INVITE_PREFIX = "invites/"
 """Pending invites: ``invites/<sha256(token)>`` -> the user and the TOTP secret to enrol."""
+INVITE_FATE_PREFIX = "invite_fates/"
+"""What became of an invite, kept :data:`INVITE_MEMORY` past its expiry:
+``invite_fates/<sha256(token)>`` -> the user, the invite's expiry and, once spent, when it was
+used. The invite page tells an expired or used invite from a link that never was one."""
+INVITE_MEMORY = timedelta(days=30)
 
 HOST_CERT_TTL = timedelta(days=30)
 NODE_HEARTBEAT_MAX_TTL = timedelta(minutes=10)
@@ -138,6 +150,7 @@ class AuthServer:
         self.issuer = Issuer(self.cas, deps.kek, deps.clock, self.audit, deps.cluster)
         self._checkpointer: Checkpointer | None = None
         self._lock_view: LockAccess | None = None
+        self._tunnel_connected: Callable[[str], bool] | None = None
         rp_id, origins = default_relying_party(deps.webauthn_origins or (deps.public_url,))
         self.mfa = MFAService(
             MFADeps(
@@ -673,6 +686,20 @@ class AuthServer:
         proxy.metadata.revision = ""
         stored: ProxyServer = await self.proxies.upsert(proxy)
         return stored
+
+    def use_tunnel_presence(self, connected: Callable[[str], bool]) -> None:
+        """Tell node liveness from the reverse tunnels of the proxy in this process (the
+        all-in-one ``bastion start``): ``connected(host_id)`` is whether that agent's tunnel is
+        up. Without it, liveness is the heartbeat's freshness alone."""
+        self._tunnel_connected = connected
+
+    def node_online(self, node: Node) -> bool | None:
+        """Whether ``node`` is reachable as far as this process knows (see
+        :func:`bastion.types.inventory.node_online`); None for an agentless node."""
+        tunnel = None
+        if self._tunnel_connected is not None and node.spec.host_id:
+            tunnel = self._tunnel_connected(node.spec.host_id)
+        return node_online(node, self.clock.now(), tunnel)
 
     def use_lock_view(self, view: LockAccess) -> None:
         """Decide identities' locks from ``view`` (the process's lock watcher: in memory, kept

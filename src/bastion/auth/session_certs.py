@@ -16,7 +16,10 @@ Layer: auth (trusted core behind the guarded API; the decisions are the pure
 
 Every ceremony outcome is audited as ``mfa.session`` (node, login, device; the reason on failure);
 a refusal before any ceremony (no such node, a login not in the certificate, RBAC) is an
-``access.denied`` event (``verb: ssh``).
+``access.denied`` event (``verb: ssh``). A node the cluster knows to be offline (a stale
+heartbeat, or a reverse tunnel this process knows is down: :meth:`AuthServer.node_online`) is
+refused with :class:`~bastion.errors.ConnectionProblem` before any ceremony: a security-key
+touch for a node that cannot answer would be wasted.
 """
 
 from __future__ import annotations
@@ -26,10 +29,18 @@ from typing import Any, Protocol
 
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
-from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
+from bastion.clock import in_zone
+from bastion.errors import (
+    AccessDenied,
+    BadParameter,
+    BastionError,
+    ConnectionProblem,
+    NotFound,
+)
 from bastion.locks.matcher import Locked, LockView, decide, identity_targets
 from bastion.protocols.sshroute import find_node
 from bastion.rbac.checker import Decision, RoleSet
+from bastion.rbac.conditions import AccessContext, source_ip_of
 from bastion.rbac.session_mfa import (
     SESSION_CERT_TTL,
     SessionMFARefused,
@@ -39,7 +50,14 @@ from bastion.rbac.session_mfa import (
 from bastion.types.identity import Identity, RouteToTarget
 from bastion.types.inventory import Node
 
-__all__ = ["ChallengeService", "SessionCerts", "SessionTarget", "VerifiedDevice", "locked"]
+__all__ = [
+    "ChallengeService",
+    "SessionCerts",
+    "SessionTarget",
+    "VerifiedDevice",
+    "locked",
+    "offline_message",
+]
 
 
 class VerifiedDevice(Protocol):
@@ -88,7 +106,7 @@ class SessionCerts:
         self._mfa = mfa
 
     async def resolve(
-        self, identity: Identity, role_set: RoleSet, node: str, login: str
+        self, identity: Identity, role_set: RoleSet, node: str, login: str, remote_addr: str = ""
     ) -> SessionTarget:
         """The node and the RBAC decision for ``login`` on it, as the proxy will decide.
 
@@ -110,11 +128,17 @@ class SessionCerts:
         if login not in identity.logins:
             raise AccessDenied(f'login "{login}" is not in your certificate\'s logins')
         pref = await self._auth.auth_preference()
+        context = AccessContext.for_identity(
+            identity,
+            source_ip=source_ip_of(remote_addr),
+            time=in_zone(self._auth.clock.now(), pref.spec.time_zone),
+        )
         decision = role_set.check_node_access(
             found.name,
             found.all_labels(),
             login,
             cluster_requires_mfa=pref.spec.require_session_mfa,
+            context=context,
         )
         if not decision.allowed:  # opaque to the client, like the proxy; the reason to audit
             raise SessionMFARefused(f"access denied to {login}@{node}", decision.reason)
@@ -130,10 +154,12 @@ class SessionCerts:
         A refused resolution (no such node, a login not in the certificate, RBAC) is audited as
         ``access.denied``; only the MFA ceremony's own outcomes are ``mfa.session`` events."""
         try:
-            target = await self.resolve(identity, role_set, node, login)
+            target = await self.resolve(identity, role_set, node, login, remote_addr)
         except BastionError as exc:
             await self._audit_refusal(identity, node, login, remote_addr, _reason(exc))
             raise
+        if self._auth.node_online(target.node) is False:  # before any ceremony: it cannot work
+            raise ConnectionProblem(offline_message(target.node.name))
         try:
             answer: dict[str, Any] = {
                 "mfa_required": target.decision.mfa_required,
@@ -167,7 +193,7 @@ class SessionCerts:
         """
         device: VerifiedDevice | None = None
         try:
-            target = await self.resolve(identity, role_set, node, login)
+            target = await self.resolve(identity, role_set, node, login, remote_addr)
         except BastionError as exc:
             await self._audit_refusal(identity, node, login, remote_addr, _reason(exc))
             raise
@@ -250,6 +276,14 @@ class SessionCerts:
             mfa_device=device.device_id if device else "",
             reason=reason,
         )
+
+
+def offline_message(node: str) -> str:
+    """What ``bsh ssh`` says for a node the cluster knows to be offline."""
+    return (
+        f"node {node} is offline: its agent is not connected (no fresh heartbeat or reverse "
+        "tunnel); check that its agent runs and can reach the proxy (bsh ls shows STATUS)"
+    )
 
 
 def _reason(exc: BastionError) -> str:

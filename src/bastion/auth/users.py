@@ -16,7 +16,13 @@ from pydantic import ValidationError
 
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.revocation import new_epoch
-from bastion.auth.server import INVITE_PREFIX, SYSTEM_ACTOR, AuthServer
+from bastion.auth.server import (
+    INVITE_FATE_PREFIX,
+    INVITE_MEMORY,
+    INVITE_PREFIX,
+    SYSTEM_ACTOR,
+    AuthServer,
+)
 from bastion.backend.base import Create, Delete, Item, Op, Put
 from bastion.errors import (
     AccessDenied,
@@ -175,8 +181,13 @@ class UserService:
             value=json.dumps(record).encode(),
             expires=expires,
         )
+        fate = _fate_item(token, name, expires)
         await self.auth.audited(
-            "user.invite", [Create(invite)], actor, f"user/{name}", expires=expires.isoformat()
+            "user.invite",
+            [Create(invite), Put(fate)],
+            actor,
+            f"user/{name}",
+            expires=expires.isoformat(),
         )
         # The proxy's address (the first login origin) when there is one: users reach the
         # cluster there, and its /web/invite page says how to accept the invite.
@@ -204,6 +215,28 @@ class UserService:
                 "(bctl users reset NAME)"
             ) from None
         return item, json.loads(item.value)
+
+    async def invite_state(self, token: str) -> str:
+        """What the invite page says of ``token``: ``valid``, ``used``, ``expired``, ``revoked``
+        (a reset or deletion of the user withdrew it) or ``unknown`` (never an invite, or
+        forgotten :data:`~bastion.auth.server.INVITE_MEMORY` after its expiry). Only the
+        holder of the token can ask; it names no user."""
+        key = hash_secret(token)
+        try:
+            await self._backend.get(INVITE_PREFIX + key)
+            return "valid"
+        except NotFound:
+            pass
+        try:
+            fate = json.loads((await self._backend.get(INVITE_FATE_PREFIX + key)).value)
+        except (NotFound, ValueError):
+            return "unknown"
+        if fate.get("used"):
+            return "used"
+        expires = fate.get("expires")
+        if isinstance(expires, str) and datetime.fromisoformat(expires) <= self._clock.now():
+            return "expired"
+        return "revoked"
 
     async def start_invite(self, token: str, remote_addr: str = "") -> InviteInfo:
         """What the client needs to show before asking for a password (and the TOTP secret)."""
@@ -280,11 +313,12 @@ class UserService:
         if totp_step:  # what mfa.record_totp writes too, so both writes store the same bytes
             creds.totp_secret, creds.totp_last_step = record["otp_secret"], totp_step
         spend = Delete(item.key, expected_revision=item.revision)
+        used = Put(_fate_item(token, name, item.expires, used=self._clock.now()))
         pending = {"totp_device": "pending"} if totp_step else {}
         try:
             await self.auth.audited(
                 "user.password_set",
-                [spend, self.auth.credentials.put_op(name, creds)],
+                [spend, used, self.auth.credentials.put_op(name, creds)],
                 name,
                 "",
                 remote_addr=remote_addr,
@@ -579,3 +613,17 @@ def _unlocked(user: User) -> User:
     user.spec.status.locked_until = None
     user.spec.status.lock_reason = ""
     return user
+
+
+def _fate_item(
+    token: str, user: str, expires: datetime | None, used: datetime | None = None
+) -> Item:
+    """The invite's fate record (:data:`~bastion.auth.server.INVITE_FATE_PREFIX`)."""
+    record: dict[str, str] = {"user": user, "expires": expires.isoformat() if expires else ""}
+    if used is not None:
+        record["used"] = used.isoformat()
+    return Item(
+        key=INVITE_FATE_PREFIX + hash_secret(token),
+        value=json.dumps(record).encode(),
+        expires=(expires + INVITE_MEMORY) if expires else None,
+    )

@@ -15,6 +15,8 @@ Layer: backend (IO shell). Several auth/proxy processes share one database. Desi
   notification or a dropped LISTEN connection (which the maintenance loop reconnects).
 * A maintenance loop deletes expired keys (DELETE events, compared with the injected clock) and
   trims old events (``meta.trimmed_through`` remembers the horizon for ``watch``).
+* The poll, the replay of ``watch`` and the trim rule are :mod:`bastion.backend.eventlog`'s,
+  shared with SQLite; this module supplies their SQL (:data:`_EVENTS`).
 
 asyncpg, OSError and timeout exceptions become :mod:`bastion.errors` in :func:`_map_pg_errors`
 only. Every database await is bounded by ``op_timeout``.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -43,8 +46,8 @@ from bastion.backend.base import (
     check_condition,
     prefix_end,
 )
+from bastion.backend.eventlog import EventLog, EventLogSQL, row_event, trim_horizon
 from bastion.backend.fanout import (
-    Fanout,
     check_item,
     check_key,
     check_transaction,
@@ -69,7 +72,19 @@ _log = structlog.stdlib.get_logger(__name__)
 _CHANNEL = "bastion_backend_events"
 _EVENTS_LOCK = 0x62617374_696F6E01  # "bastion" + 1: serialises writers (event order)
 _MIGRATE_LOCK = 0x62617374_696F6E02  # serialises schema migrations of concurrent starts
-_POLL_BATCH = 1000
+_EVENTS = EventLogSQL(
+    insert="INSERT INTO events (type, key, value, expires) VALUES ($1, $2, $3, $4) RETURNING id",
+    after="SELECT id, type, key, value, expires FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+    trimmed="SELECT value FROM meta WHERE name = 'trimmed_through'",
+    bounds="SELECT min(id), max(id) FROM events",
+    delete_through="DELETE FROM events WHERE id <= $1",
+    raise_trimmed="UPDATE meta SET value = greatest(value, $1) WHERE name = 'trimmed_through'",
+    head=(
+        "SELECT greatest(coalesce((SELECT max(id) FROM events), 0),"
+        " (SELECT value FROM meta WHERE name = 'trimmed_through'))"
+    ),
+)
+"""The event log's statements in PostgreSQL's dialect (``LIMIT NULL`` is "no limit")."""
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: initial schema
@@ -129,8 +144,7 @@ def _row_item(row: Any) -> Item:
 
 
 def _row_event(row: Any) -> Event:
-    item = Item(row["key"], bytes(row["value"]), row["expires"], row["id"])
-    return Event(EventType(row["type"]), item)
+    return row_event(row["id"], row["type"], row["key"], row["value"], row["expires"])
 
 
 async def _live(conn: Any, key: str, now: datetime, lock: bool = False) -> Item | None:
@@ -143,13 +157,7 @@ async def _live(conn: Any, key: str, now: datetime, lock: bool = False) -> Item 
 
 
 async def _event(conn: Any, type_: EventType, key: str, value: bytes, expires: Any) -> int:
-    revision: int = await conn.fetchval(
-        "INSERT INTO events (type, key, value, expires) VALUES ($1, $2, $3, $4) RETURNING id",
-        type_.value,
-        key,
-        value,
-        expires,
-    )
+    revision: int = await conn.fetchval(_EVENTS.insert, type_.value, key, value, expires)
     return revision
 
 
@@ -173,6 +181,36 @@ async def _remove(conn: Any, key: str) -> int:
     return await _event(conn, EventType.DELETE, key, b"", None)
 
 
+class _PoolEvents:
+    """The event log's source (:class:`~bastion.backend.eventlog.EventSource`): the statements
+    of :data:`_EVENTS` on pooled connections (``conn`` bounds each by ``op_timeout`` and maps
+    errors)."""
+
+    def __init__(self, conn: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self._conn = conn
+
+    async def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
+            trimmed = await conn.fetchval(_EVENTS.trimmed)
+            rows = await conn.fetch(_EVENTS.after, revision, limit)
+        return int(trimmed), [_row_event(r) for r in rows]
+
+    async def head(self) -> int:
+        async with self._conn() as conn:
+            revision: int = await conn.fetchval(_EVENTS.head)
+        return revision
+
+    async def trim(self, retention: int) -> int:
+        async with self._conn() as conn, conn.transaction():
+            low, high = await conn.fetchrow(_EVENTS.bounds)
+            horizon = trim_horizon(low, high, retention)
+            if horizon is None:
+                return 0
+            await conn.execute(_EVENTS.delete_through, horizon)
+            await conn.execute(_EVENTS.raise_trimmed, horizon)
+        return horizon
+
+
 class PostgresBackend:
     """A :class:`~bastion.backend.base.Backend` in one PostgreSQL database, shared by processes.
 
@@ -186,13 +224,16 @@ class PostgresBackend:
         self._op_timeout: float = options["op_timeout"]
         self._fallback_poll: float = options["fallback_poll_interval"]
         self._expiry_interval: float = options["expiry_interval"]
-        self._trim_interval: float = options["trim_interval"]
-        self._event_retention: int = options["event_retention"]
-        self._fanout = Fanout(options["queue_size"])
+        self._events = EventLog(
+            _PoolEvents(self._conn),
+            engine="postgres",
+            queue_size=options["queue_size"],
+            retention=options["event_retention"],
+            trim_interval=options["trim_interval"],
+        )
         self._tasks = TaskSet()
         self._wake = asyncio.Event()
         self._listener: Any = None
-        self._last_seen = 0
         self._closed = False
 
     @classmethod
@@ -243,7 +284,7 @@ class PostgresBackend:
         try:
             await backend._migrate()
             await backend._listen()
-            backend._last_seen = await backend.current_revision()
+            await backend._events.start()
         except BaseException:
             await backend.close()
             raise
@@ -304,29 +345,12 @@ class PostgresBackend:
         while True:
             self._wake.clear()
             try:
-                await self._poll()
+                await self._events.poll()
             except BastionError as exc:  # keep the loop alive; CancelledError still stops it
                 _log.warning("postgres_poll_failed", error=str(exc))
             await wait_event(self._wake, self._fallback_poll)
 
-    async def _poll(self) -> None:
-        while True:
-            trimmed, events = await self._events_after(self._last_seen, _POLL_BATCH)
-            if self._last_seen < trimmed:
-                _log.warning("postgres_watchers_reset", last_seen=self._last_seen, trimmed=trimmed)
-                self._fanout.fail_all("events were trimmed before delivery; reload and re-watch")
-                self._last_seen = trimmed
-                continue
-            if not events:
-                return
-            self._fanout.publish_many(events)
-            self._last_seen = events[-1].item.revision
-            if len(events) < _POLL_BATCH:
-                return
-
     async def _maintenance_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_trim = loop.time() + self._trim_interval
         while True:
             try:
                 if self._listener is None or self._listener.is_closed():
@@ -334,9 +358,7 @@ class PostgresBackend:
                     await self._listen()
                     self._wake.set()
                 await self._expire()
-                if loop.time() >= next_trim:
-                    next_trim = loop.time() + self._trim_interval
-                    await self._trim()
+                await self._events.trim_if_due()
             except BastionError as exc:  # keep the loop alive; CancelledError still stops it
                 _log.warning("postgres_maintenance_failed", error=str(exc))
             await asyncio.sleep(self._expiry_interval)
@@ -357,29 +379,6 @@ class PostgresBackend:
             return len(rows)
 
         return await self._write(op)
-
-    async def _trim(self) -> None:
-        async with self._conn() as conn, conn.transaction():
-            high = await conn.fetchval("SELECT max(id) FROM events")
-            if high is None or high - self._event_retention <= 0:
-                return
-            horizon = high - self._event_retention
-            await conn.execute("DELETE FROM events WHERE id <= $1", horizon)
-            await conn.execute(
-                "UPDATE meta SET value = greatest(value, $1) WHERE name = 'trimmed_through'",
-                horizon,
-            )
-
-    async def _events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
-        async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
-            trimmed = await conn.fetchval("SELECT value FROM meta WHERE name = 'trimmed_through'")
-            rows = await conn.fetch(
-                "SELECT id, type, key, value, expires FROM events WHERE id > $1 ORDER BY id"
-                " LIMIT $2",
-                revision,
-                limit,
-            )
-        return int(trimmed), [_row_event(r) for r in rows]
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -496,40 +495,19 @@ class PostgresBackend:
         return await self._write(op)
 
     async def current_revision(self) -> int:
-        async with self._conn() as conn:
-            revision: int = await conn.fetchval(
-                "SELECT greatest(coalesce((SELECT max(id) FROM events), 0),"
-                " (SELECT value FROM meta WHERE name = 'trimmed_through'))"
-            )
-        return revision
+        return await self._events.head()
 
     async def watch(
         self, prefixes: Sequence[str] = ("",), start_revision: int | None = None
     ) -> Watcher:
-        watcher = self._fanout.subscribe(prefixes)
-        try:
-            if start_revision is None:
-                watcher.set_floor(await self.current_revision())
-                return watcher
-            trimmed, events = await self._events_after(start_revision, None)
-            if start_revision < trimmed:
-                raise CompareFailed(
-                    f"events after revision {start_revision} were trimmed (history starts after"
-                    f" {trimmed}); reload and watch again"
-                )
-            watcher.set_floor(start_revision)
-            watcher.prime(events)
-            return watcher
-        except BaseException:
-            await watcher.close()
-            raise
+        return await self._events.watch(prefixes, start_revision)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         await self._tasks.cancel_all()
-        self._fanout.close()
+        self._events.close()
         listener, self._listener = self._listener, None
         with _map_pg_errors():
             try:

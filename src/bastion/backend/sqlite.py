@@ -11,8 +11,10 @@ Layer: backend (IO shell). Design (cf. Teleport ``lib/backend/lite``):
   the event id *is* the revision, so revisions are cluster-wide (file-wide) and strictly
   increasing. ``meta`` holds the schema version and ``trimmed_through`` (the highest trimmed id).
 * A periodic loop deletes expired keys (emitting DELETE events), trims old events (keeps the last
-  ``event_retention``) and polls ``events`` by ``id > last_seen`` into the :class:`Fanout`: that
-  is how watchers see writes made by other processes. Local writes wake the loop at once.
+  ``event_retention``) and polls ``events`` by ``id > last_seen`` into the watchers: that is how
+  watchers see writes made by other processes. Local writes wake the loop at once. The poll,
+  the replay of ``watch`` and the trim rule are :mod:`bastion.backend.eventlog`'s, shared with
+  PostgreSQL; this module supplies their SQL (:data:`_EVENTS`).
 * Times are stored as integer microseconds since the epoch, compared with the injected clock.
 
 sqlite3 exceptions are translated to :mod:`bastion.errors` in :func:`_map_sqlite_errors` only.
@@ -26,8 +28,9 @@ import functools
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
@@ -44,8 +47,8 @@ from bastion.backend.base import (
     check_condition,
     prefix_end,
 )
+from bastion.backend.eventlog import EventLog, EventLogSQL, row_event, trim_horizon
 from bastion.backend.fanout import (
-    Fanout,
     check_item,
     check_key,
     check_transaction,
@@ -81,7 +84,16 @@ _SCHEMA = (
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1)",
 )
 
-_POLL_BATCH = 1000
+_EVENTS = EventLogSQL(
+    insert="INSERT INTO events (type, key, value, expires) VALUES (?, ?, ?, ?)",
+    after="SELECT id, type, key, value, expires FROM events WHERE id > ? ORDER BY id LIMIT ?",
+    trimmed="SELECT value FROM meta WHERE name = 'trimmed_through'",
+    bounds="SELECT min(id), max(id) FROM events",
+    delete_through="DELETE FROM events WHERE id <= ?",
+    raise_trimmed="UPDATE meta SET value = max(value, ?) WHERE name = 'trimmed_through'",
+    head="SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+)
+"""The event log's statements in SQLite's dialect (``LIMIT -1`` is "no limit")."""
 
 
 def _free_bytes(path: str) -> str:
@@ -139,8 +151,7 @@ def _row_item(row: tuple[Any, ...]) -> Item:
 
 def _row_event(row: tuple[Any, ...]) -> Event:
     id_, type_, key, value, expires = row
-    exp = None if expires is None else from_micros(expires)
-    return Event(EventType(type_), Item(key, bytes(value), exp, id_))
+    return row_event(id_, type_, key, value, None if expires is None else from_micros(expires))
 
 
 class _Store:
@@ -183,10 +194,7 @@ class _Store:
         return None if row is None else _row_item(row)
 
     def _event(self, type_: EventType, key: str, value: bytes, expires: int | None) -> int:
-        cur = self.db.execute(
-            "INSERT INTO events (type, key, value, expires) VALUES (?, ?, ?, ?)",
-            (type_.value, key, value, expires),
-        )
+        cur = self.db.execute(_EVENTS.insert, (type_.value, key, value, expires))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -276,7 +284,7 @@ class _Store:
             return len(keys)
 
     def current_revision(self) -> int:
-        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        row = self.db.execute(_EVENTS.head).fetchone()
         return 0 if row is None else int(row[0])
 
     def expire(self, now: int) -> int:
@@ -292,31 +300,47 @@ class _Store:
 
     def trim(self, retention: int) -> int:
         """Drop events older than the newest ``retention``; returns the new trim horizon."""
-        low, high = self.db.execute("SELECT min(id), max(id) FROM events").fetchone()
-        if high is None or low > high - retention:
+        low, high = self.db.execute(_EVENTS.bounds).fetchone()
+        horizon = trim_horizon(low, high, retention)
+        if horizon is None:
             return 0
         with self.tx():
-            horizon: int = high - retention
-            self.db.execute("DELETE FROM events WHERE id <= ?", (horizon,))
-            self.db.execute(
-                "UPDATE meta SET value = max(value, ?) WHERE name = 'trimmed_through'", (horizon,)
-            )
+            self.db.execute(_EVENTS.delete_through, (horizon,))
+            self.db.execute(_EVENTS.raise_trimmed, (horizon,))
             return horizon
 
     def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
         """(trimmed_through, events with id > revision) read from one snapshot."""
         self.db.execute("BEGIN")
         try:
-            (trimmed,) = self.db.execute(
-                "SELECT value FROM meta WHERE name = 'trimmed_through'"
-            ).fetchone()
+            (trimmed,) = self.db.execute(_EVENTS.trimmed).fetchone()
             rows = self.db.execute(
-                "SELECT id, type, key, value, expires FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (revision, -1 if limit is None else limit),
+                _EVENTS.after, (revision, -1 if limit is None else limit)
             ).fetchall()
         finally:
             self.db.execute("COMMIT")
         return int(trimmed), [_row_event(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreEvents:
+    """The event log's source (:class:`~bastion.backend.eventlog.EventSource`): the statements
+    of :data:`_EVENTS`, run on the worker thread through the backend's ``call``."""
+
+    call: Callable[..., Awaitable[Any]]
+    store: _Store
+
+    async def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
+        found: tuple[int, list[Event]] = await self.call(self.store.events_after, revision, limit)
+        return found
+
+    async def head(self) -> int:
+        revision: int = await self.call(self.store.current_revision)
+        return revision
+
+    async def trim(self, retention: int) -> int:
+        horizon: int = await self.call(self.store.trim, retention)
+        return horizon
 
 
 class SQLiteBackend:
@@ -342,12 +366,15 @@ class SQLiteBackend:
         self._store = store
         self._clock = clock
         self._poll_interval = poll_interval
-        self._event_retention = event_retention
-        self._trim_interval = trim_interval
-        self._fanout = Fanout(queue_size)
+        self._events = EventLog(
+            _StoreEvents(self._call, store),
+            engine="sqlite",
+            queue_size=queue_size,
+            retention=event_retention,
+            trim_interval=trim_interval,
+        )
         self._tasks = TaskSet()
         self._wake = asyncio.Event()
-        self._last_seen = 0
         self._closed = False
 
     @classmethod
@@ -388,7 +415,7 @@ class SQLiteBackend:
             queue_size=queue_size,
             path=path,
         )
-        backend._last_seen = await backend._call(store.current_revision)
+        await backend._events.start()
         backend._tasks.spawn(backend._periodic(), f"sqlite-periodic:{path}")
         return backend
 
@@ -411,37 +438,15 @@ class SQLiteBackend:
     # -- periodic loop -----------------------------------------------------------------------
 
     async def _periodic(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_trim = loop.time() + self._trim_interval
         while True:
             self._wake.clear()
             try:
                 await self._call(self._store.expire, self._now())
-                if loop.time() >= next_trim:
-                    next_trim = loop.time() + self._trim_interval
-                    await self._call(self._store.trim, self._event_retention)
-                await self._poll()
+                await self._events.trim_if_due()
+                await self._events.poll()
             except BastionError as exc:  # keep the loop alive; CancelledError still stops it
                 _log.warning("sqlite_periodic_failed", error=str(exc))
             await wait_event(self._wake, self._poll_interval)
-
-    async def _poll(self) -> None:
-        while True:
-            trimmed, events = await self._call(
-                self._store.events_after, self._last_seen, _POLL_BATCH
-            )
-            if self._last_seen < trimmed:
-                # We slept through a trim: watchers cannot be told what they missed.
-                _log.warning("sqlite_watchers_reset", last_seen=self._last_seen, trimmed=trimmed)
-                self._fanout.fail_all("events were trimmed before delivery; reload and re-watch")
-                self._last_seen = trimmed
-                continue
-            if not events:
-                return
-            self._fanout.publish_many(events)
-            self._last_seen = events[-1].item.revision
-            if len(events) < _POLL_BATCH:
-                return
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -500,29 +505,13 @@ class SQLiteBackend:
     async def watch(
         self, prefixes: Sequence[str] = ("",), start_revision: int | None = None
     ) -> Watcher:
-        watcher = self._fanout.subscribe(prefixes)
-        try:
-            if start_revision is None:
-                watcher.set_floor(await self._call(self._store.current_revision))
-                return watcher
-            trimmed, events = await self._call(self._store.events_after, start_revision, None)
-            if start_revision < trimmed:
-                raise CompareFailed(
-                    f"events after revision {start_revision} were trimmed (history starts after"
-                    f" {trimmed}); reload and watch again"
-                )
-            watcher.set_floor(start_revision)
-            watcher.prime(events)
-            return watcher
-        except BaseException:
-            await watcher.close()
-            raise
+        return await self._events.watch(prefixes, start_revision)
 
     async def close(self) -> None:
         if self._closed:
             return
         await self._tasks.cancel_all()
-        self._fanout.close()
+        self._events.close()
         try:
             await self._call(self._store.db.close)
         finally:

@@ -7,25 +7,28 @@ field) and again on the server. Errors become ``error: <message>`` and a non-zer
 
 from __future__ import annotations
 
-import os
-import shlex
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import click
 
-from bastion.cli import bctl_audit, bctl_auth, bctl_export, bctl_locks
+from bastion.cli import (
+    bctl_access,
+    bctl_apply,
+    bctl_audit,
+    bctl_auth,
+    bctl_edit,
+    bctl_export,
+    bctl_locks,
+)
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity, resolve_identity
 from bastion.cli.render import print_json, print_resources, print_table
 from bastion.client.api import AuthClient, spki_pin_of_pem
 from bastion.errors import AlreadyExists, BadParameter, NotFound
-from bastion.files import write_private_file
-from bastion.types.codec import canonical_kind, dump_resource, load_resources, parse_resource
+from bastion.types.codec import canonical_kind, dump_resource, load_resources
 from bastion.types.meta import Resource
 
 __all__ = ["main"]
@@ -186,58 +189,6 @@ def rm(ref: str) -> None:
     kind, name = split_ref(ref, need_name=True)
     ident().call("DELETE", f"/v1/resources/{kind}/{name}")
     click.echo(f'{kind} "{name}" has been deleted')
-
-
-def _run_editor(path: Path) -> None:
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    try:
-        result = subprocess.run([*shlex.split(editor), str(path)], check=False)
-    except OSError as exc:
-        raise BadParameter(
-            f"cannot run the editor {editor!r}: {exc.strerror}; set $EDITOR"
-        ) from None
-    if result.returncode != 0:
-        raise BadParameter(
-            f"the editor {editor!r} exited with {result.returncode}; nothing changed"
-        )
-
-
-@main.command()
-@click.argument("ref", metavar="KIND/NAME")
-@handle_errors
-def edit(ref: str) -> None:
-    """Edit a resource in $VISUAL/$EDITOR; the update fails if someone changed it meanwhile.
-
-    \b
-    Examples:
-      bctl edit role/dev
-      EDITOR=nano bctl edit user/alice
-    """
-    kind, name = split_ref(ref, need_name=True)
-    identity = ident()
-    current = parse_resource(identity.call("GET", f"/v1/resources/{kind}/{name}"))
-    original = dump_resource(current, "yaml")
-    with tempfile.TemporaryDirectory(prefix="bctl-edit-") as tmp:
-        path = Path(tmp) / f"{kind}-{name}.yaml"
-        write_private_file(path, original)
-        _run_editor(path)
-        edited = path.read_text()
-    if edited == original:
-        click.echo("no changes")
-        return
-    resources = load_resources(edited, f"{kind}/{name}")
-    if len(resources) != 1:
-        raise BadParameter("the edited file must hold exactly one resource; nothing changed")
-    new = resources[0]
-    if (new.kind, new.name) != (kind, name):
-        raise BadParameter(
-            f"kind and name cannot be changed by edit (got {new.kind}/{new.name}); use "
-            "bctl create for a new resource; nothing changed"
-        )
-    if not new.metadata.revision:
-        new.metadata.revision = current.metadata.revision  # keep the update conditional
-    identity.call("PUT", f"/v1/resources/{kind}/{name}", _body(new))
-    click.echo(f'{kind} "{name}" has been updated')
 
 
 @main.command()
@@ -565,6 +516,9 @@ def nodes_confirm(name: str) -> None:
 
 
 bctl_auth.register(main, ident)
+bctl_edit.register(main, ident)
 bctl_locks.register(main, ident)
 bctl_export.register(main)
 bctl_audit.register(main, ident)
+bctl_access.register(main, ident)
+bctl_apply.register(main, ident)

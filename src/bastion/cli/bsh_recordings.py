@@ -9,6 +9,7 @@ module renders, resolves a session id prefix, and paces playback with
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,13 +30,15 @@ from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
 from bastion.protocols.alpn import ALPN_HTTP
 from bastion.recording.asciicast import parse_cast
-from bastion.recording.player import DEFAULT_IDLE_CAP, PlayStep, schedule
+from bastion.recording.player import DEFAULT_IDLE_CAP, SEEK_STEP, Playback, PlayStep, schedule
 from bastion.types.duration import parse_duration
 
 __all__ = [
     "filter_recordings",
     "human_size",
     "parse_since",
+    "key_actions",
+    "play_interactive",
     "play_steps",
     "recording_rows",
     "resolve_session",
@@ -163,7 +166,73 @@ def play_steps(
             out.flush()
 
 
+_KEYS = {
+    b"\x1b[D": "back",
+    b"\x1bOD": "back",
+    b"\x1b[C": "forward",
+    b"\x1bOC": "forward",
+    b" ": "pause",
+    b"q": "quit",
+    b"Q": "quit",
+    b"\x03": "quit",
+}
+
+
+def key_actions(data: bytes) -> list[str]:
+    """What the keys in one read ask of the player, in order: ``pause``, ``back``,
+    ``forward`` or ``quit`` (a fast typist's two arrows arrive in one read); others are ignored."""
+    actions: list[str] = []
+    while data:
+        for key, action in _KEYS.items():
+            if data.startswith(key):
+                actions.append(action)
+                data = data[len(key) :]
+                break
+        else:
+            data = data[3:] if data.startswith(b"\x1b[") else data[1:]
+    return actions
+
+
 # ---- IO --------------------------------------------------------------------------------------
+
+
+def play_interactive(steps: list[PlayStep], fd_in: int, out: BinaryIO) -> None:
+    """Play in a terminal: space pauses and resumes, left/right arrows seek 5 s, q quits.
+
+    The terminal is in cbreak mode (keys arrive at once, unechoed) until playback ends."""
+    import select
+    import termios
+    import tty
+
+    player = Playback(steps)
+    saved = termios.tcgetattr(fd_in)
+    try:
+        tty.setcbreak(fd_in)
+        last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            chunk = player.elapse(now - last)
+            last = now
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            if player.done and not player.paused:
+                return
+            ready, _, _ = select.select([fd_in], [], [], player.wait())
+            if not ready:
+                continue
+            for action in key_actions(os.read(fd_in, 64)):
+                if action == "quit":
+                    return
+                if action == "pause":
+                    player.toggle_pause()
+                    continue
+                chunk = player.seek(-SEEK_STEP if action == "back" else SEEK_STEP)
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+    finally:
+        termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
 
 
 def _profile() -> Profile:
@@ -284,6 +353,9 @@ def download_command(session: str, output: str | None) -> None:
 def play_command(session: str, speed: float, skip_idle: bool, idle_limit: float) -> None:
     """Play a session recording in this terminal with its real timing.
 
+    In a terminal: space pauses and resumes, the left and right arrows seek 5 seconds back and
+    forward, q quits. Piped, it replays the output with its timing.
+
     \b
     Examples:
       bsh play 3f2a
@@ -292,4 +364,7 @@ def play_command(session: str, speed: float, skip_idle: bool, idle_limit: float)
     _, data = run_async(_fetch(_profile(), session, "view"))
     cast = parse_cast(data)
     steps = list(schedule(cast.events, speed=speed, idle_cap=idle_limit if skip_idle else None))
-    play_steps(steps, sys.stdout.buffer)
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        play_interactive(steps, sys.stdin.fileno(), sys.stdout.buffer)
+    else:  # a pipe or a file: the plain timed replay
+        play_steps(steps, sys.stdout.buffer)

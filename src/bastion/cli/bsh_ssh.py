@@ -49,6 +49,7 @@ from bastion.protocols.alpn import ALPN_HTTP
 __all__ = [
     "filter_nodes",
     "node_rows",
+    "node_status",
     "parse_proxy_target",
     "render_ssh_config",
 ]
@@ -93,14 +94,24 @@ def filter_nodes(
     return sorted(found, key=node_name)
 
 
+NODE_COLUMNS = ("NAME", "STATUS", "ADDRESS", "LABELS")
+
+
+def node_status(node: dict[str, Any]) -> str:
+    """``online``, ``offline``, or ``-`` when the cluster cannot tell (an agentless node)."""
+    online = node.get("online")
+    return "-" if online is None else ("online" if online else "offline")
+
+
 def node_rows(nodes: list[dict[str, Any]]) -> list[list[str]]:
-    """Table rows NAME, ADDRESS (``⟵ tunnel`` for nodes behind a reverse tunnel), LABELS."""
+    """Table rows NAME, STATUS (:func:`node_status`), ADDRESS (``⟵ tunnel`` for nodes behind a
+    reverse tunnel), LABELS."""
     rows = []
     for node in nodes:
         spec = node.get("spec", {})
         addr = TUNNEL_ADDRESS if spec.get("tunnel") else str(spec.get("addr") or "")
         labels = ",".join(f"{k}={v}" for k, v in sorted(node_labels(node).items()))
-        rows.append([node_name(node), addr, labels])
+        rows.append([node_name(node), node_status(node), addr, labels])
     return rows
 
 
@@ -163,7 +174,11 @@ async def _list_nodes(profile: Profile) -> list[dict[str, Any]]:
     async with AuthClient(profile.proxy, ctx) as client:
         data = await client.call("GET", "/v1/resources/node")
     items = data.get("items") if isinstance(data, dict) else data
-    return [n for n in (items or []) if isinstance(n, dict)]
+    online = data.get("online") if isinstance(data, dict) else None
+    nodes = [n for n in (items or []) if isinstance(n, dict)]
+    for node in nodes:  # the server's liveness verdict (None: it cannot tell)
+        node["online"] = online.get(node_name(node)) if isinstance(online, dict) else None
+    return nodes
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -192,7 +207,7 @@ def ls_command(labels: tuple[str, ...], search: str, fmt: str) -> None:
     if fmt == "json":
         print_json(nodes)
         return
-    print_table(("NAME", "ADDRESS", "LABELS"), node_rows(nodes), empty="No nodes found.")
+    print_table(NODE_COLUMNS, node_rows(nodes), empty="No nodes found.")
 
 
 async def _fan_out(

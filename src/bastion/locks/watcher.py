@@ -136,6 +136,8 @@ class LockWatcher:
         self.cluster_mode: LockMode = "best_effort"
         self.cluster_session_mfa = False
         """The auth preference's ``require_session_mfa`` (the watch carries the preference)."""
+        self.cluster_time_zone = "UTC"
+        """The auth preference's ``time_zone`` (role conditions read ``request.time`` in it)."""
         self._tasks = TaskSet()
 
     # ---- the view ------------------------------------------------------------------------------
@@ -314,6 +316,7 @@ class LockWatcher:
         try:
             spec = AuthPreference.model_validate_json(item.value).spec
             self.cluster_mode, self.cluster_session_mfa = spec.lock_mode, spec.require_session_mfa
+            self.cluster_time_zone = spec.time_zone
         except ValidationError:
             log.error("stored cluster auth preference is corrupt", key=item.key)
 
@@ -328,6 +331,7 @@ class LockWatcher:
             if prefs and isinstance(prefs[0], AuthPreference):
                 self.cluster_mode = prefs[0].spec.lock_mode
                 self.cluster_session_mfa = prefs[0].spec.require_session_mfa
+                self.cluster_time_zone = prefs[0].spec.time_zone
             self.mark(synced)
             if line.get("type") == "put" and line.get("kind") == "lock" and synced:
                 name = str((line.get("resource") or {}).get("metadata", {}).get("name", ""))

@@ -19,6 +19,11 @@ Layer: ``proxy`` (IO shell). Per accepted socket, under one handshake deadline (
    is verified again with :func:`bastion.ca.x509.verify_certificate_chain` against the raw CA of
    the purpose (ARCHITECTURE.md 6.4), then handed to the SSH route, the tunnel server or the web
    (an aiohttp ``web.Server`` protocol factory, in-process: design constraint 8).
+5. **Web pass-through** (a proxy in its own process, :class:`WebUpstream`): the web route is
+   decided from the ClientHello and then *not* terminated: the bytes go to an auth server after
+   a PROXY v2 header naming the client, so auth does the handshake and sees the client
+   certificate and address. Peeking and the PROXY header code live in
+   :mod:`bastion.api.proxy_header`, shared with the auth port.
 
 Bounds (ARCHITECTURE.md 6.5): at most ``max_unauthenticated_per_ip`` / ``_total`` connections that
 have not finished authenticating; each such connection is its own task with a deadline, so junk
@@ -269,7 +274,11 @@ class ProxyListener:
                 async with asyncio.timeout_at(deadline):
                     client, hello = await self._classify(sock, peer, counted)
             except (_Refused, RemoteProtocolError, OSError, TimeoutError) as exc:
-                log.info("proxy: closed %s:%d before TLS: %s", peer[0], peer[1], _why(exc))
+                # A bare connect-and-close is a load balancer's health check: not worth a line.
+                quiet = isinstance(exc, ConnectionResetError)
+                (log.debug if quiet else log.info)(
+                    "proxy: closed %s:%d before TLS: %s", peer[0], peer[1], _why(exc)
+                )
                 if isinstance(exc, TimeoutError):
                     await self._audit_refusal(peer, "handshake deadline exceeded", "detect")
                 elif isinstance(exc, RemoteProtocolError) or (
@@ -319,9 +328,8 @@ class ProxyListener:
         relay = Relay(name=f"web {client[0]}:{client[1]}")
         start = self._next_upstream
         self._next_upstream += 1
-        addrs = upstream.addrs[start % len(upstream.addrs) :] + upstream.addrs[
-            : start % len(upstream.addrs)
-        ]
+        first = start % len(upstream.addrs)  # round robin, the others as fallbacks
+        addrs = upstream.addrs[first:] + upstream.addrs[:first]
         local = sock.getsockname()
         header = build_proxy_header_v2(client, (str(local[0]), int(local[1])))
         try:

@@ -24,11 +24,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate, Refusal
-from bastion.clock import Clock
+from bastion.clock import Clock, in_zone
 from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionProblem, NotFound
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import Locked, effective_mode, identity_targets
@@ -42,6 +43,7 @@ from bastion.protocols.sshroute import (
 )
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.conditions import AccessContext
 from bastion.rbac.session_mfa import SessionMFARefused, check_session_mfa
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
@@ -168,7 +170,7 @@ class SSHRoute:
                 line, rest = await reader.done
             request = parse_request(line)
             async with asyncio.timeout(deps.connect_timeout):
-                node = await self._authorize(identity, request)
+                node = await self._authorize(identity, request, client_addr)
                 relay = Relay(idle_timeout=deps.idle_timeout, name=f"ssh {remote}")
                 await self._connect(relay, node, request, identity, remote)
         except (BastionError, OSError, TimeoutError) as exc:
@@ -195,7 +197,20 @@ class SSHRoute:
         relay.start()
         await self._run(relay, identity, node, request, remote)
 
-    async def _authorize(self, identity: Identity, request: SSHRequest) -> Node:
+    def _access_context(self, identity: Identity, client_addr: tuple[str, int]) -> AccessContext:
+        """The request as role conditions see it: source IP, time in the cluster's zone, MFA."""
+        locks = self._deps.locks
+        zone = locks.cluster_time_zone if locks is not None else "UTC"
+        now: datetime | None
+        try:
+            now = in_zone(self._deps.clock.now(), zone)
+        except ValueError:
+            now = None  # time conditions then fail closed
+        return AccessContext.for_identity(identity, source_ip=client_addr[0], time=now)
+
+    async def _authorize(
+        self, identity: Identity, request: SSHRequest, client_addr: tuple[str, int]
+    ) -> Node:
         deps = self._deps
         if deps.gate is not None:  # before anything about the node is looked at
             gate_says = await deps.gate.refusal(identity, "ssh", login=request.login)
@@ -207,7 +222,8 @@ class SSHRoute:
             raise NotFound(not_found)
         roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
         name, labels = node.metadata.name, node.all_labels()
-        visible = roles.check_node_visible(name, labels)
+        context = self._access_context(identity, client_addr)
+        visible = roles.check_node_visible(name, labels, context=context)
         if not visible.allowed:
             # Same answer as a node that does not exist; the real reason goes to audit.
             raise _Hidden(not_found, visible.reason)
@@ -219,7 +235,7 @@ class SSHRoute:
             raise AccessDenied(f'login "{request.login}" is not in the certificate\'s logins')
         cluster_mfa = deps.locks.cluster_session_mfa if deps.locks is not None else False
         decision = roles.check_node_access(
-            name, labels, request.login, cluster_requires_mfa=cluster_mfa
+            name, labels, request.login, cluster_requires_mfa=cluster_mfa, context=context
         )
         if not decision.allowed:
             raise AccessDenied(decision.reason)

@@ -12,6 +12,10 @@ Semantics follow Teleport:
   database user and name) is among its values; grants are not combined across roles.
 * **Options are aggregated strictly**: the most restrictive value of any role wins.
 * No roles, or an empty selector, grants nothing.
+* **Conditions** (``where:``, CEL, :mod:`bastion.rbac.conditions`) narrow a side: an allow side
+  grants only while its condition holds, a deny side denies only while its condition holds. A
+  condition that cannot be evaluated (an error, a missing trait, no request context) fails
+  closed: the allow side grants nothing and the deny side denies.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bastion.rbac.conditions import AccessContext, Outcome
 from bastion.rbac.labels import WILDCARD, LabelSelector, ValueMatcher
 from bastion.types.access import ADMIN_KINDS, VERBS, Role, RoleConditions, RoleOptions
 from bastion.types.templates import expand_values
@@ -64,6 +69,8 @@ class _Side:
     db_users: ValueMatcher
     db_names: ValueMatcher
     rules: tuple[_Rule, ...]
+    where: str = ""
+    """The side's CEL condition; empty: none."""
 
     @classmethod
     def build(cls, cond: RoleConditions, traits: Mapping[str, Sequence[str]]) -> _Side:
@@ -77,6 +84,7 @@ class _Side:
             db_users=ValueMatcher.compile(expand_values(cond.db_users, traits)),
             db_names=ValueMatcher.compile(expand_values(cond.db_names, traits)),
             rules=tuple(_Rule(frozenset(r.resources), frozenset(r.verbs)) for r in cond.rules),
+            where=cond.where,
         )
 
 
@@ -108,26 +116,62 @@ def _quoted(values: Iterable[str]) -> str:
     return "[" + ", ".join(values) + "]"
 
 
+_UNCONDITIONAL = Outcome(True, "")
+
+
+def _condition(
+    where: str, context: AccessContext | None, kind: str, name: str, labels: Mapping[str, str]
+) -> Outcome:
+    """The outcome of a side's condition; sides without one always hold."""
+    if not where:
+        return _UNCONDITIONAL
+    if context is None:
+        return Outcome(None, "no request context to evaluate the condition")
+    return context.evaluate(where, kind, name, labels)
+
+
+def _deny_applies(outcome: Outcome) -> bool:
+    return outcome.holds is not False  # None (could not evaluate) denies: fail closed
+
+
+def _cond_note(where: str, outcome: Outcome) -> str:
+    return f" (where {where!r}: {outcome.reason})" if where else ""
+
+
 class RoleSet:
     """The roles of one user, ready to answer access questions; immutable.
 
     Build with :meth:`from_roles`. Every ``check_*`` method returns a :class:`Decision`.
     """
 
-    __slots__ = ("_allow_node", "_deny_logins", "_deny_node", "_options", "_roles")
+    __slots__ = (
+        "_allow_node",
+        "_deny_logins",
+        "_deny_logins_where",
+        "_deny_node",
+        "_options",
+        "_roles",
+    )
 
     def __init__(self, roles: Iterable[CompiledRole]) -> None:
         self._roles = tuple(roles)
         deny_logins: dict[str, str] = {}
         for role in self._roles:
+            if role.deny.where:
+                continue  # conditional: checked per request (_deny_logins_where)
             for login in role.deny.logins:
                 deny_logins.setdefault(login, role.name)
         self._deny_logins = deny_logins
+        self._deny_logins_where = tuple(
+            (r.name, r.deny.login_set, r.deny.where)
+            for r in self._roles
+            if r.deny.where and r.deny.login_set
+        )
         self._deny_node = tuple(
-            (r.name, r.deny.node) for r in self._roles if not r.deny.node.is_empty
+            (r.name, r.deny.node, r.deny.where) for r in self._roles if not r.deny.node.is_empty
         )
         self._allow_node = tuple(
-            (r.name, r.allow.login_set, r.allow.node, r.options.require_session_mfa)
+            (r.name, r.allow.login_set, r.allow.node, r.options.require_session_mfa, r.allow.where)
             for r in self._roles
             if r.allow.login_set and not r.allow.node.is_empty
         )
@@ -177,14 +221,18 @@ class RoleSet:
         login: str,
         *,
         cluster_requires_mfa: bool = False,
+        context: AccessContext | None = None,
     ) -> Decision:
         """May the user log in as ``login`` on this node, and does it take per-session MFA?
 
         Args:
-            node_name: for the explanation only.
+            node_name: ``resource.name`` for conditions, and the explanation.
             node_labels: the node's labels (static and dynamic).
             login: the OS login requested.
             cluster_requires_mfa: the cluster auth preference's ``require_session_mfa``.
+            context: the request (user, source IP, time, MFA) for ``where`` conditions;
+                ``None``: conditions fail closed (conditional allows grant nothing,
+                conditional denies deny).
 
         Returns:
             Denied if a deny role lists the login or its node_labels match the node; allowed if
@@ -199,12 +247,23 @@ class RoleSet:
             return Decision(
                 False, f'role "{denied_by}" denies login "{login}" on every node', denied_by
             )
-        denied = self._denied_by_labels(self._deny_node, "node", node_name, node_labels)
+        for name, logins, where in self._deny_logins_where:
+            if login in logins:
+                outcome = _condition(where, context, "node", node_name, node_labels)
+                if _deny_applies(outcome):
+                    why = f'role "{name}" denies login "{login}"' + _cond_note(where, outcome)
+                    return Decision(False, why, name)
+        denied = self._denied_by_labels(self._deny_node, "node", node_name, node_labels, context)
         if denied is not None:
             return denied
         granted_with_mfa: str | None = None
-        for name, logins, selector, role_mfa in self._allow_node:
+        unmet: dict[str, str] = {}
+        for name, logins, selector, role_mfa, where in self._allow_node:
             if login in logins and selector.matches(node_labels):
+                outcome = _condition(where, context, "node", node_name, node_labels)
+                if outcome.holds is not True:
+                    unmet[name] = f"condition not met{_cond_note(where, outcome)}"
+                    continue
                 if not (role_mfa or cluster_requires_mfa):
                     return Decision(
                         True, f'role "{name}" allows login "{login}" on node "{node_name}"', name
@@ -220,24 +279,44 @@ class RoleSet:
                 granted_with_mfa,
                 mfa_required=True,
             )
-        return Decision(False, self._explain_node(node_name, node_labels, login))
+        return Decision(False, self._explain_node(node_name, node_labels, login, unmet))
 
-    def check_node_visible(self, node_name: str, node_labels: Mapping[str, str]) -> Decision:
+    def check_node_visible(
+        self,
+        node_name: str,
+        node_labels: Mapping[str, str],
+        *,
+        context: AccessContext | None = None,
+    ) -> Decision:
         """May the user see this node (in ``ls``)? Logins are not considered.
 
         Args:
-            node_name: for the explanation only.
+            node_name: for the explanation (and ``resource.name``).
             node_labels: the node's labels.
+            context: the request, for ``where`` conditions. ``None`` (a listing): a conditional
+                allow side shows its nodes and a conditional deny side hides none; access is
+                decided, with the request, when connecting.
 
         Returns:
-            Allowed when some role's allow node_labels match and no deny node_labels match.
-            Implied by an allowed :meth:`check_node_access` for any login.
+            Allowed when some role's allow node_labels match (and its condition holds) and no
+            deny node_labels match (with a condition that holds). Implied by an allowed
+            :meth:`check_node_access` for any login given the same context.
         """
-        denied = self._denied_by_labels(self._deny_node, "node", node_name, node_labels)
+        if context is not None:
+            denied = self._denied_by_labels(
+                self._deny_node, "node", node_name, node_labels, context
+            )
+        else:
+            unconditional = tuple(d for d in self._deny_node if not d[2])
+            denied = self._denied_by_labels(unconditional, "node", node_name, node_labels, None)
         if denied is not None:
             return denied
         for role in self._roles:
             if role.allow.node.matches(node_labels):
+                if context is not None:
+                    outcome = _condition(role.allow.where, context, "node", node_name, node_labels)
+                    if outcome.holds is not True:
+                        continue
                 return Decision(True, f'role "{role.name}" shows node "{node_name}"', role.name)
         return Decision(False, self._explain_labels("node", node_name, node_labels, "see"))
 
@@ -261,6 +340,7 @@ class RoleSet:
         db_name: str | None = None,
         *,
         db_service: str = "",
+        context: AccessContext | None = None,
     ) -> Decision:
         """May the user connect to this database as ``db_user`` (to ``db_name``)?
 
@@ -269,7 +349,8 @@ class RoleSet:
             db_user: the database account requested.
             db_name: the database requested; ``None`` when the protocol does not select one at
                 connect time (MySQL), and then db_names are not checked.
-            db_service: the database's name, for the explanation only.
+            db_service: the database's name (``resource.name``, and the explanation).
+            context: the request, for ``where`` conditions (``None``: they fail closed).
 
         Returns:
             Deny wins (labels, db_users or db_names of a deny section); allowed when one role's
@@ -278,12 +359,22 @@ class RoleSet:
         what = f'database "{db_service}"' if db_service else "database"
         for role in self._roles:
             deny = role.deny
+            hit = ""
             if deny.db_users.matches(db_user):
-                return Decision(False, f'role "{role.name}" denies db user "{db_user}"', role.name)
-            if db_name is not None and deny.db_names.matches(db_name):
-                return Decision(False, f'role "{role.name}" denies db name "{db_name}"', role.name)
+                hit = f'db user "{db_user}"'
+            elif db_name is not None and deny.db_names.matches(db_name):
+                hit = f'db name "{db_name}"'
+            if hit:
+                outcome = _condition(deny.where, context, "db", db_service, db_labels)
+                if _deny_applies(outcome):
+                    note = _cond_note(deny.where, outcome)
+                    return Decision(False, f'role "{role.name}" denies {hit}{note}', role.name)
         denied = self._denied_by_labels(
-            tuple((r.name, r.deny.db) for r in self._roles), "db", what, db_labels
+            tuple((r.name, r.deny.db, r.deny.where) for r in self._roles),
+            "db",
+            what,
+            db_labels,
+            context,
         )
         if denied is not None:
             return denied
@@ -300,28 +391,46 @@ class RoleSet:
             elif db_name is not None and not allow.db_names.matches(db_name):
                 wanted = _quoted(allow.db_names.values)
                 reasons.append(f'role "{role.name}": db name "{db_name}" not in {wanted}')
+            elif (
+                outcome := _condition(allow.where, context, "db", db_service, db_labels)
+            ).holds is not True:
+                note = _cond_note(allow.where, outcome)
+                reasons.append(f'role "{role.name}": condition not met{note}')
             else:
                 return Decision(True, f'role "{role.name}" allows {request} on {what}', role.name)
         return Decision(False, _no_role(f"{request} on {what}", reasons))
 
-    def check_app_access(self, app_labels: Mapping[str, str], *, app_name: str = "") -> Decision:
+    def check_app_access(
+        self,
+        app_labels: Mapping[str, str],
+        *,
+        app_name: str = "",
+        context: AccessContext | None = None,
+    ) -> Decision:
         """May the user reach this application?
 
         Args:
             app_labels: the application's labels.
-            app_name: for the explanation only.
+            app_name: ``resource.name`` and the explanation.
+            context: the request, for ``where`` conditions (``None``: they fail closed).
 
         Returns:
             Denied if a deny app_labels selector matches; allowed if an allow one does.
         """
         what = f'app "{app_name}"' if app_name else "app"
         denied = self._denied_by_labels(
-            tuple((r.name, r.deny.app) for r in self._roles), "app", what, app_labels
+            tuple((r.name, r.deny.app, r.deny.where) for r in self._roles),
+            "app",
+            what,
+            app_labels,
+            context,
         )
         if denied is not None:
             return denied
         for role in self._roles:
-            if role.allow.app.matches(app_labels):
+            if role.allow.app.matches(app_labels) and (
+                _condition(role.allow.where, context, "app", app_name, app_labels).holds is True
+            ):
                 return Decision(True, f'role "{role.name}" allows access to {what}', role.name)
         return Decision(False, self._explain_labels("app", what, app_labels, "access"))
 
@@ -371,25 +480,33 @@ class RoleSet:
 
     @staticmethod
     def _denied_by_labels(
-        deny: Sequence[tuple[str, LabelSelector]],
+        deny: Sequence[tuple[str, LabelSelector, str]],
         kind: str,
         what: str,
         labels: Mapping[str, str],
+        context: AccessContext | None,
     ) -> Decision | None:
-        for name, selector in deny:
+        for name, selector, where in deny:
             if selector.matches(labels):
+                outcome = _condition(where, context, kind, what, labels)
+                if not _deny_applies(outcome):
+                    continue
                 target = f'node "{what}"' if kind == "node" else what
                 matched = _describe(selector)
                 reason = f'role "{name}" denies {target}: deny {kind}_labels match ({matched})'
-                return Decision(False, reason, name)
+                return Decision(False, reason + _cond_note(where, outcome), name)
         return None
 
-    def _explain_node(self, node_name: str, labels: Mapping[str, str], login: str) -> str:
+    def _explain_node(
+        self, node_name: str, labels: Mapping[str, str], login: str, unmet: Mapping[str, str]
+    ) -> str:
         reasons: list[str] = []
         for role in self._roles:
             allow = role.allow
             match = allow.node.match(labels)
-            if not match.matched:
+            if role.name in unmet:
+                reasons.append(f'role "{role.name}": {unmet[role.name]}')
+            elif not match.matched:
                 reasons.append(
                     f'role "{role.name}": {_label_reason(match.reason, allow.node, "node")}'
                 )

@@ -192,7 +192,12 @@ class TunnelClient:
                 self.session = None
             if not session.is_closed:  # cancelled: do not leave the connection behind
                 session.abort("agent shutting down")
-        log.info("tunnel: disconnected from proxy: %s", session.close_reason or "closed")
+        log.info(
+            "tunnel: disconnected from proxy %s:%d: %s",
+            self.host,
+            self.port,
+            session.close_reason or "closed",
+        )
 
     async def close(self) -> None:
         """Stop reconnecting and close the tunnel (GOAWAY first)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from bastion.types.conditions import check_condition
 from bastion.types.duration import Duration, format_duration
 from bastion.types.meta import Resource, StrictModel
 from bastion.types.selectors import LabelSelector, validate_string_value
@@ -120,6 +121,14 @@ class RoleConditions(StrictModel):
     db_names: list[str] = Field(default_factory=list)
     db_users: list[str] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+    where: str = ""
+    """A CEL condition over ``user``, ``resource``, ``device`` and ``request``
+    (:mod:`bastion.types.conditions`): the side applies only while it holds. Empty: always."""
+
+    @field_validator("where")
+    @classmethod
+    def _check_where(cls, value: str) -> str:
+        return check_condition(value) if value else value
 
     @field_validator("logins", "db_names", "db_users")
     @classmethod
@@ -348,6 +357,16 @@ class AuthPreferenceSpec(StrictModel):
     require_session_mfa: bool = False
     """Every SSH session needs a fresh WebAuthn ceremony and a 1-minute certificate scoped to
     that node and login (as if every role had ``require_session_mfa``)."""
+    time_zone: str = "UTC"
+    """The cluster's IANA time zone: ``request.time`` in role conditions reads in it."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _check_time_zone(cls, value: str) -> str:
+        from bastion.clock import in_zone
+
+        in_zone(datetime(2026, 1, 1, tzinfo=UTC), value)  # raises ValueError naming the zone
+        return value
     require_mfa_for_admin: bool | None = None
     """Changes to roles, users, connectors, tokens, CAs, locks and this preference need a WebAuthn
     assertion bound to the request. Unset (the default): required from every user who has a

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic import Field
 
 from bastion.types.meta import Resource, StrictModel
 
-__all__ = ["CommandLabel", "Node", "NodeSpec", "ProxyServer", "ProxyServerSpec"]
+__all__ = ["CommandLabel", "Node", "NodeSpec", "ProxyServer", "ProxyServerSpec", "node_online"]
 
 
 class CommandLabel(StrictModel):
@@ -42,6 +43,22 @@ class Node(Resource):
         for key, label in self.spec.cmd_labels.items():
             merged[key] = label.result
         return merged
+
+
+def node_online(node: Node, now: datetime, tunnel_connected: bool | None = None) -> bool | None:
+    """Whether the cluster knows ``node`` to be reachable now (pure).
+
+    An agent's node record carries the expiry of its last heartbeat (three heartbeat intervals
+    ahead, capped by the auth server): a record past it is stale, the agent stopped. A node
+    reached by reverse tunnel is offline as soon as its tunnel is known to be down
+    (``tunnel_connected`` is False; ``None`` when this process holds no tunnels). A record
+    without a heartbeat (an agentless OpenSSH node an admin created) is ``None``: unknown.
+    """
+    if node.spec.tunnel and node.spec.host_id and tunnel_connected is False:
+        return False
+    if node.metadata.expires is None:
+        return None
+    return node.metadata.expires > now
 
 
 class ProxyServerSpec(StrictModel):

@@ -81,6 +81,18 @@ class MFADevice(StrictModel):
     def _check_name(cls, value: str) -> str:
         return validate_device_name(value)
 
+    @property
+    def kind(self) -> str:
+        """What people call it: ``authenticator app`` (TOTP), ``passkey`` (a WebAuthn key that
+        may log in alone) or ``security key``."""
+        if self.type == "totp":
+            return "authenticator app"
+        return "passkey" if self.passwordless_allowed else "security key"
+
+    def describe(self) -> str:
+        """The kind and the name, as pages and messages show a device (never its id)."""
+        return f'{self.kind} "{self.name}"'
+
     def summary(self) -> dict[str, Any]:
         """What ``bsh mfa ls`` and the API show (no key material)."""
         return {

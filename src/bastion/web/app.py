@@ -104,10 +104,15 @@ class WebApp:
 
     async def invite_page(self, request: web.Request) -> web.Response:
         """Where the invite URL leads: how to accept it with bsh (the password and the second
-        factor are set there). Says nothing about whether the token is valid."""
+        factor are set there), or why it no longer works (used, expired, withdrawn). Only the
+        holder of the token learns its state; the page names no user."""
         token = request.match_info["token"]
         if not INVITE_TOKEN.fullmatch(token):
             return self._message("Invite", "This is not an invite link.", status=404)
+        state = await self.users.invite_state(token)
+        if state != "valid":
+            title, message = INVITE_STATES.get(state, INVITE_STATES["unknown"])
+            return self._message(title, message, status=404 if state == "unknown" else 410)
         return page(
             "Accept your invite",
             "invite.html",
@@ -126,6 +131,8 @@ class WebApp:
             f"Sign in with {_esc(c['display'])}</a>"
             for c in await self.sso.public_connectors()
         )
+        if buttons:  # no connector: no (empty) card at all
+            buttons = f'<section class="card" aria-label="Single sign-on">{buttons}</section>'
         return page(
             "Sign in",
             "login.html",
@@ -312,6 +319,17 @@ async def to_web_pages(request: web.Request) -> web.Response:
 
 
 INVITE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_ASK = " Ask your admin for a new invite (bctl users reset NAME)."
+INVITE_STATES: dict[str, tuple[str, str]] = {
+    "used": ("Invite already used", "This invite has already been used." + _ASK),
+    "expired": ("Invite expired", "This invite has expired." + _ASK),
+    "revoked": (
+        "Invite withdrawn",
+        "This invite was withdrawn (the account was reset or removed)." + _ASK,
+    ),
+    "unknown": ("Invite not valid", "This invite link is not valid." + _ASK),
+}
+"""The invite page's title and message for an invite that no longer works."""
 
 
 def invite_command(host: str, token: str) -> str:

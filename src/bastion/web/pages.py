@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bastion.web.security import CSRF_COOKIE, security_headers, set_cookie
 
-__all__ = ["Raw", "page", "render", "static_file"]
+__all__ = ["Raw", "not_found", "page", "render", "static_file"]
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 
@@ -74,3 +74,8 @@ def static_file(name: str) -> web.Response:
     security_headers(response)
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+def not_found(path: str) -> web.Response:
+    """The styled 404 page for a path under ``/web/`` that no page serves."""
+    return page("Page not found", "not_found.html", status=404, path=path[:200])

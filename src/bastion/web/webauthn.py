@@ -100,9 +100,10 @@ class WebAuthnPages:
         if session is None:
             raise web.HTTPSeeOther("/web/login")
         cookies: dict[str, str] = {}
-        verified = (
-            f"Verified with {session.mfa_device} in this session." if session.mfa_device else ""
-        )
+        verified = ""
+        if session.mfa_device:
+            device = await self._describe_device(session.user, session.mfa_device)
+            verified = f"Verified with your {device} in this session."
         return page(
             "Security keys",
             "mfa.html",
@@ -112,6 +113,13 @@ class WebAuthnPages:
             user=session.user,
             verified=verified,
         )
+
+    async def _describe_device(self, user: str, ref: str) -> str:
+        """The kind and name of the device ``ref`` (the session holds its id or its name)."""
+        for device in await self.auth.mfa.list_devices(user):
+            if ref in (device.id, device.name):
+                return device.describe()
+        return "second factor"  # removed since: never show a raw id
 
     async def _require_fresh_mfa(self, session: WebSession) -> None:
         """Users with a device prove it again (sign-in or Verify) just before adding another."""
@@ -157,7 +165,8 @@ class WebAuthnPages:
             session.user, SESSION_SCOPE, self._credential(body)
         )
         await self.sessions.mark_mfa(request.cookies[SESSION_COOKIE], verified.device_name)
-        return self._json({"message": f"Verified with {verified.device_name}."})
+        device = await self._describe_device(session.user, verified.device_id)
+        return self._json({"message": f"Verified with your {device}."})
 
     async def passkey_begin(self, request: web.Request) -> web.Response:
         await self._body(request)

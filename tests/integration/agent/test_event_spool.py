@@ -1,5 +1,5 @@
-"""APIEmitter delivering the agent's durable event spool to an in-process auth through outages, and a
-node with a full spool refusing sessions over loopback (the spool itself: tests/unit/agent)."""
+"""APIEmitter delivering the agent's durable event spool to an in-process auth through outages,
+and a node with a full spool refusing sessions over loopback (the spool: tests/unit/agent)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 
 import asyncssh
@@ -10,13 +9,12 @@ import pytest
 
 from bastion.agent.ssh_forward import open_direct_tcpip
 from bastion.live.registry import LiveConnection
+from bastion.testing.peers.ports import free_port
 from bastion.types.identity import Identity
 
 
 async def test_unreachable_destination_is_connect_failed() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     entry = LiveConnection(
         kind="port_forward",
         identity=Identity(cluster="c", user="u", expires=datetime.now(UTC)),

@@ -149,7 +149,10 @@ async def feed(tmp_path: Path) -> AsyncIterator[tuple[NodeHarness, WatchServer, 
     assert h.locks is not None
     cache = ResourceCache()
     h.locks.follow_cache(cache)
-    remote = cast(RemoteAuth, SimpleNamespace(server=f"127.0.0.1:{port}", ssl=client_ctx))
+    remote = cast(
+        RemoteAuth,
+        SimpleNamespace(server=f"127.0.0.1:{port}", ssl=client_ctx, fail_over=lambda: None),
+    )
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
     server = await loop.create_server(lambda: RawAccept(h.node, tasks), "127.0.0.1", 0)

@@ -4,20 +4,14 @@ object reprs (the pure parts: tests/unit/client/test_api.py)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from bastion.client.api import AuthClient
 from bastion.errors import ConnectionProblem
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bastion.testing.peers.ports import free_port
 
 
 def test_unreachable_server_is_a_short_reason() -> None:
-    port = _closed_port()
+    port = free_port()  # closed again: nothing listens there
 
     async def go() -> str:
         async with AuthClient(f"127.0.0.1:{port}", False) as client:

@@ -12,7 +12,7 @@ from exportkit import make_event
 
 from bastion.errors import ConnectionProblem, RemoteProtocolError
 from bastion.export.http_output import HttpOutput, auth_headers
-from bastion.testing_export import HttpReceiver, make_pki
+from bastion.testing.peers.export import HttpReceiver, make_pki
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from exportkit import make_event
 
 from bastion.errors import ConnectionProblem
 from bastion.export.syslog_output import SyslogOutput, tls_client_context
-from bastion.testing_export import Pki, SyslogCollector, make_pki
+from bastion.testing.peers.export import Pki, SyslogCollector, make_pki
 
 
 @pytest.fixture(scope="module")

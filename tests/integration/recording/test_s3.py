@@ -19,7 +19,8 @@ from storecases import check_store, meta  # noqa: E402
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    server_mod = pytest.importorskip("moto.server")
+    from moto import server as server_mod
+
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

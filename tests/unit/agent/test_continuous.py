@@ -1,19 +1,9 @@
-"""Continuous checks: the pure decision (FakeClock), the timer loop, and a real node."""
+"""Continuous checks: the pure decision (FakeClock) and the timer loop (a fake sleep); a real node
+ends sessions in tests/integration/agent/test_continuous.py."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sys
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from nodeharness import DEFAULT_ROLES, LOGIN, NodeHarness, RawAccept, make_node, role  # noqa: E402
 
 from bastion.agent.continuous import (
     CERT_EXPIRED,
@@ -166,40 +156,3 @@ async def test_watch_caps_long_sleeps() -> None:
 
 
 # -- a real node (asyncssh client) -------------------------------------------------------------
-
-ROLES = [
-    *DEFAULT_ROLES,
-    role("idle1s", {"logins": [LOGIN], "node_labels": {"*": "*"}}, client_idle_timeout="1s"),
-    role("expcert", {"logins": [LOGIN], "node_labels": {"*": "*"}},
-         disconnect_expired_cert=True),
-]  # fmt: skip
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeHarness]:
-    """A node whose FakeClock follows real time (the timer sleeps for real)."""
-    h = await make_node(tmp_path, roles=ROLES)
-    tasks: set[asyncio.Task[None]] = set()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: RawAccept(h.node, tasks), "127.0.0.1", 0
-    )
-    h.port = server.sockets[0].getsockname()[1]
-
-    async def follow_real_time() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.02)
-            now = time.monotonic()
-            h.clock.advance(now - last)
-            last = now
-
-    pump = asyncio.get_running_loop().create_task(follow_real_time())
-    try:
-        yield h
-    finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-        server.close()
-        await h.node.close()
-        await server.wait_closed()

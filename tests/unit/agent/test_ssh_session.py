@@ -1,13 +1,11 @@
-"""Session channel details not covered by test_ssh_node: missing sftp-server, agent forwarding."""
+"""find_sftp_server: where the node looks for sftp-server (the session channel over a real SSH
+connection: tests/integration/agent/test_ssh_session.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from bastion.agent import ssh_session
 from bastion.agent.ssh_session import find_sftp_server

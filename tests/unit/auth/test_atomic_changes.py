@@ -229,6 +229,7 @@ NOT_AUDITED_STATE = {
     "AuthServer.external_step": "the shared helper itself",
     "AuthServer.revocation_ops": "builds ops for its callers' transactions, writes nothing",
     "UserService.start_invite": "read only",
+    "UserService.invite_state": "read only",
     "UserService.sign_up_states": "read only",
     "UserService.invite_webauthn_options": "a WebAuthn challenge (bastion.mfa), no audited state",
     "UserService.begin_login": "failed logins: see UserService.login; else a challenge",

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bastion.audit.log import AuditQuery
 from bastion.auth.gate import AUDIENCE_KINDS, Gate, has_user_record, refusal
-from bastion.errors import AccessDenied, AuthenticationFailed
+from bastion.errors import AccessDenied, AuthenticationFailed, NotFound
 from bastion.locks.matcher import LockDecision, Locked, LockView, decide, identity_targets
 from bastion.testing import make_auth
 from bastion.types.access import Lock, LockSpec, LockTarget, User, UserSpec
@@ -173,3 +173,60 @@ async def test_the_gate_reads_the_user_and_the_locks_and_audits_each_refusal_onc
     denied = await fx.auth.audit.search(AuditQuery(types=("access.denied",)))
     assert len(denied) == 1 and denied[0].target == "GET /x"
     assert denied[0].remote_addr == "1.2.3.4" and "stale user epoch" in (denied[0].reason or "")
+
+
+# ---- the gate on small protocols (a proxy in its own process passes its caches) ----------------
+
+
+class _Users:
+    def __init__(self, *users: User) -> None:
+        self.users = {u.name: u for u in users}
+        self.asked = 0
+
+    async def get(self, name: str) -> User:
+        self.asked += 1
+        if name not in self.users:
+            raise NotFound(f"user {name!r} not found")
+        return self.users[name]
+
+
+class _NoLocks:
+    async def lock_access(self, identity: Identity, targets: object) -> LockDecision:
+        return LockDecision(True)
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, dict[str, object]]] = []
+
+    async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> None:
+        self.emitted.append((event_type, {"outcome": outcome, **fields}))
+
+
+def _stored(name: str, epoch: str) -> User:
+    return User(metadata=Metadata(name=name), spec=UserSpec(roles=["access"], epoch=epoch))
+
+
+async def test_a_lagging_cache_is_rechecked_before_refusing() -> None:
+    who = ident(user="new", user_epoch="e2")
+    cache, auth = _Users(_stored("new", "e1")), _Users(_stored("new", "e2"))
+    events = _Events()
+    gate = Gate(cache, _NoLocks(), events, recheck=auth)
+    assert await gate.refusal(who, "ssh") is None  # the cache had the old epoch: auth decides
+    assert auth.asked == 1
+    assert await Gate(_Users(), _NoLocks(), events, recheck=auth).refusal(who, "ssh") is None
+    # without a recheck the cache's word is final; a user auth does not know is refused
+    with pytest.raises(AuthenticationFailed):
+        await Gate(cache, _NoLocks(), events).admit(who, "ssh", "ssh", "192.0.2.1:5")
+    with pytest.raises(AuthenticationFailed):
+        await Gate(_Users(), _NoLocks(), events, recheck=_Users()).admit(
+            who, "ssh", "ssh", "192.0.2.1:5"
+        )
+    assert [e for e, _ in events.emitted] == ["access.denied", "access.denied"]
+
+
+async def test_a_current_cache_is_not_rechecked() -> None:
+    auth = _Users()
+    gate = Gate(_Users(_stored("u", "e1")), _NoLocks(), _Events(), recheck=auth)
+    assert await gate.refusal(ident(user="u", user_epoch="e1"), "user") is None
+    assert auth.asked == 0

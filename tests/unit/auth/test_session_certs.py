@@ -12,7 +12,7 @@ from bastion.audit.log import AuditQuery
 from bastion.auth.session_certs import SessionCerts
 from bastion.ca.sshcert import identity_from_ssh_certificate, parse_ssh_certificate
 from bastion.ca.x509 import identity_from_certificate
-from bastion.errors import AccessDenied, NotFound
+from bastion.errors import AccessDenied, ConnectionProblem, NotFound
 from bastion.locks.matcher import Locked
 from bastion.mfa.softkey import SoftwareAuthenticator
 from bastion.rbac.checker import RoleSet
@@ -243,3 +243,24 @@ async def test_user_without_a_security_key_is_told_how_to_get_one(c: Cluster) ->
         await c.challenge(keyless, "web1")
     event = (await c.events())[-1]
     assert event.outcome == "failure" and event.user == "bob"
+
+
+async def test_an_offline_node_is_refused_before_any_ceremony(c: Cluster) -> None:
+    now = c.fx.clock.now()
+    await c.fx.auth.nodes.create(
+        Node(
+            metadata=Metadata(
+                name="web9", labels={"env": "prod"}, expires=now + timedelta(minutes=1)
+            ),
+            spec=NodeSpec(hostname="web9", host_id="h-web9", tunnel=True),
+        )
+    )
+    tunnels = {"h-web9": True}
+    c.fx.auth.use_tunnel_presence(lambda host_id: tunnels.get(host_id, False))
+    answer = await c.challenge(c.identity(), "web9")  # its tunnel is up: a ceremony starts
+    assert answer["mfa_required"] and answer["challenge"]
+    tunnels["h-web9"] = False  # the agent went away: no ceremony, a clear reason
+    with pytest.raises(ConnectionProblem, match="node web9 is offline"):
+        await c.challenge(c.identity(), "web9")
+    assert await c.events() == [] and await c.refusals() == []
+    assert c.fx.auth.node_online(await c.fx.auth.nodes.get("web1")) is None  # no heartbeat

@@ -421,3 +421,25 @@ async def test_sign_up_states_pending_then_active_or_expired():
     assert states == {"pend": ("expired", None), "late": ("expired", None)}
     again = await fx.users.reset_user("late", "admin")  # a fresh invite: pending again
     assert (await fx.users.sign_up_states(["late"]))["late"] == ("pending", again.expires)
+
+
+async def test_invite_state_tells_valid_used_expired_withdrawn_and_unknown():
+    fx = await make_auth()
+    invite, _ = await invited(fx, "ann")
+    assert await fx.users.invite_state(invite.token) == "valid"
+    assert await fx.users.invite_state("never-an-invite") == "unknown"
+    used, _ = await invited(fx, "bob")
+    secret = (await fx.users.start_invite(used.token)).otp_secret
+    _, pub = new_public_key()
+    await fx.users.complete_invite(
+        used.token, PASSWORD, pyotp.TOTP(secret).at(fx.clock.now()), pub, timedelta(hours=1), ""
+    )
+    assert await fx.users.invite_state(used.token) == "used"
+    withdrawn, _ = await invited(fx, "cy")
+    await fx.users.reset_user("cy", "admin")  # a new invite replaces the old one
+    assert await fx.users.invite_state(withdrawn.token) == "revoked"
+    pref = await fx.auth.auth_preference()
+    fx.clock.advance(pref.spec.invite_ttl.total_seconds() + 1)
+    assert await fx.users.invite_state(invite.token) == "expired"
+    with pytest.raises(AccessDenied):  # and it still cannot be used
+        await fx.users.start_invite(invite.token)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -16,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 import bastion.ca
 from bastion.ca.authority import (
     ca_name,
-    export_known_hosts,
     export_trust,
     new_cert_authority,
     new_keypair,
@@ -26,11 +23,9 @@ from bastion.ca.authority import (
 )
 from bastion.ca.keys import key_id, public_key_to_openssh
 from bastion.ca.rotation import next_phase
-from bastion.ca.sshcert import parse_ssh_certificate, ssh_host_certificate
 from bastion.ca.x509 import issue_user_certificate, verify_certificate_chain
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter
-from bastion.testing import require_binary
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
 from bastion.types.identity import Identity
 
@@ -137,48 +132,6 @@ def test_export_ssh_user_for_sshd() -> None:
     assert export_trust(ca, "authorized_keys").startswith("cert-authority ssh-ed25519 ")
     with pytest.raises(BadParameter, match="use openssh, authorized_keys"):
         export_trust(ca, "pem")
-
-
-def test_export_ssh_user_is_readable_by_ssh_keygen(tmp_path: Path) -> None:
-    ssh_keygen = require_binary("ssh-keygen")
-    path = tmp_path / "trusted_user_ca_keys"
-    path.write_text(export_trust(make("ssh_user", "ecdsa-p256")))
-    out = subprocess.run(
-        [ssh_keygen, "-l", "-f", str(path)], capture_output=True, text=True, check=True
-    ).stdout
-    assert "(ECDSA)" in out
-
-
-def test_export_known_hosts_trusts_host_certificates(tmp_path: Path) -> None:
-    ssh_keygen = require_binary("ssh-keygen")
-    ca = make("ssh_host")
-    text = export_trust(ca)
-    assert text.startswith("@cert-authority *.example,example ssh-ed25519 ")
-    assert export_known_hosts(ca, "*.corp").startswith("@cert-authority *.corp ssh-ed25519 ")
-    with pytest.raises(BadParameter, match="whitespace"):
-        export_known_hosts(ca, "a b")
-    with pytest.raises(BadParameter, match="ssh_host CA"):
-        export_known_hosts(make("ssh_user"))
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(text)
-    found = subprocess.run(
-        [ssh_keygen, "-F", "node-1.example", "-f", str(known_hosts)],
-        capture_output=True,
-        text=True,
-    )
-    assert found.returncode == 0 and "@cert-authority" in found.stdout
-    missing = subprocess.run(
-        [ssh_keygen, "-F", "node-1.elsewhere", "-f", str(known_hosts)], capture_output=True
-    )
-    assert missing.returncode != 0
-    # the exported anchor is the key that signs host certificates
-    host_key = ed25519.Ed25519PrivateKey.generate().public_key()
-    cert = parse_ssh_certificate(
-        ssh_host_certificate(
-            signing_key(ca, KEK), host_key, "node-1", [], 1, START, START + timedelta(days=1)
-        )
-    )
-    assert public_key_to_openssh(cert.signature_key) in text
 
 
 def test_export_pem_includes_additional_trusted_during_rotation() -> None:

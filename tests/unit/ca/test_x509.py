@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import functools
-import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bastion.ca.keys import PrivateKey, generate_private_key
@@ -23,7 +20,6 @@ from bastion.ca.x509 import (
 )
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter
-from bastion.testing import require_binary
 from bastion.types.authority import KeyAlgorithm
 from bastion.types.identity import IDENTITY_OID, Identity, RouteToTarget
 
@@ -262,37 +258,3 @@ def test_host_certificate_sans() -> None:
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5", "::1"]
     eku = host.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
-
-
-@pytest.mark.parametrize("alg", ALGORITHMS)
-def test_openssl_reads_and_verifies(alg: KeyAlgorithm, tmp_path: Path) -> None:
-    openssl = require_binary("openssl")
-    cert, root = user_cert(alg), ca(alg, "tls_user")
-    (tmp_path / "leaf.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "ca.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    text = subprocess.run(
-        [openssl, "x509", "-text", "-noout", "-in", str(tmp_path / "leaf.pem")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "CN=alice" in text.replace(" = ", "=")
-    assert "CA:FALSE" in text
-    assert "TLS Web Client Authentication" in text
-    assert IDENTITY_OID in text
-    verified = subprocess.run(
-        [
-            openssl,
-            "verify",
-            "-purpose",
-            "sslclient",
-            "-attime",
-            str(int(START.timestamp()) + 60),
-            "-CAfile",
-            str(tmp_path / "ca.pem"),
-            str(tmp_path / "leaf.pem"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -97,3 +97,13 @@ def test_downloaded_recording_is_private_even_over_a_wider_file(tmp_path) -> Non
 def test_bad_idle_limit_names_the_option() -> None:
     with pytest.raises(BadParameter, match="--idle-limit must be a positive number"):
         list(schedule([CastEvent(0.5, "o", "x")], speed=1.0, idle_cap=-1.0))
+
+
+def test_keys_of_the_interactive_player() -> None:
+    from bastion.cli.bsh_recordings import key_actions
+
+    assert key_actions(b" ") == ["pause"]
+    assert key_actions(b"\x1b[D\x1bOD") == ["back", "back"]
+    assert key_actions(b"\x1b[C\x1b[C") == ["forward", "forward"]  # two presses, one read
+    assert key_actions(b"q") == key_actions(b"\x03") == ["quit"]
+    assert key_actions(b"x\x1b[A ") == ["pause"]  # others (up arrow) are ignored

@@ -85,11 +85,13 @@ def test_filter_nodes_by_labels_and_words() -> None:
 def test_node_rows_show_node_names_and_tunnels() -> None:
     # the name bsh ssh and ssh NODE.CLUSTER take, never the OS hostname (two nodes may share it)
     twins = [*NODES, _node("web2b", {}, hostname="web2", addr="10.0.0.3:3022")]
+    verdicts = {"id-1": True, "id-2": False}  # the server's; the others: it cannot tell
+    twins = [{**n, "online": verdicts.get(n["metadata"]["name"])} for n in twins]
     rows = node_rows(filter_nodes(twins, {}, []))
-    assert rows[0] == ["id-1", "⟵ tunnel", "env=staging,team=db"]
-    assert rows[1] == ["id-2", "10.0.0.2:3022", "env=prod"]
-    assert rows[2] == ["web2b", "10.0.0.3:3022", ""]
-    assert rows[3] == ["web3", "", "arch=arm64,env=staging"]
+    assert rows[0] == ["id-1", "online", "⟵ tunnel", "env=staging,team=db"]
+    assert rows[1] == ["id-2", "offline", "10.0.0.2:3022", "env=prod"]
+    assert rows[2] == ["web2b", "-", "10.0.0.3:3022", ""]  # the cluster cannot tell
+    assert rows[3] == ["web3", "-", "", "arch=arm64,env=staging"]
     assert [n["metadata"]["name"] for n in filter_nodes(twins, {}, ["web2"])] == ["id-2", "web2b"]
 
 

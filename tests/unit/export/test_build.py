@@ -13,7 +13,7 @@ from bastion.export.build import build_forwarders, build_output, run_forwarders
 from bastion.export.file_output import FileOutput
 from bastion.export.http_output import HttpOutput
 from bastion.export.syslog_output import SyslogOutput
-from bastion.testing_export import make_pki
+from bastion.testing.peers.export import make_pki
 
 
 def parse(*outputs: dict[str, Any]) -> AuditExportConfig:

@@ -95,7 +95,15 @@ def test_builtin_role_is_a_copy() -> None:
 
 def test_package_exports_match_all() -> None:
     public = {n for n in vars(bastion.rbac) if not n.startswith("_")}
-    submodules = {"builtin", "checker", "labels", "session_mfa", "templates"}
+    submodules = {
+        "builtin",
+        "checker",
+        "conditions",
+        "explain",
+        "labels",
+        "session_mfa",
+        "templates",
+    }
     assert public - submodules == set(bastion.rbac.__all__)
     for name in bastion.rbac.__all__:
         assert getattr(bastion.rbac, name) is not None

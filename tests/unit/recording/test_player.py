@@ -46,3 +46,33 @@ def test_total_time_is_bounded(times: list[float], speed: float, cap: float) -> 
     assert all(0 <= s.delay <= cap / speed + 1e-9 for s in steps)
     real = sum(s.delay for s in schedule(events, speed=speed))
     assert real == pytest.approx((times[-1] if times else 0) / speed)
+
+
+def _timeline() -> list:
+    events = [CastEvent(t, "o", text) for t, text in ((0.0, "a"), (2.0, "b"), (8.0, "c"))]
+    return list(schedule([*events, CastEvent(9.0, "r", "80x24"), CastEvent(12.0, "o", "d")]))
+
+
+def test_playback_runs_pauses_and_resumes() -> None:
+    from bastion.recording.player import Playback
+
+    player = Playback(_timeline())
+    assert player.elapse(0) == b"a" and player.wait() == 2.0
+    player.toggle_pause()
+    assert player.wait() is None and player.elapse(5.0) == b""  # time passes, nothing plays
+    player.toggle_pause()
+    assert player.wait() == 2.0 and player.elapse(2.0) == b"b"
+    assert player.elapse(100) == b"cd" and player.done and player.position == 12.0
+
+
+def test_playback_seeks_forward_and_back() -> None:
+    from bastion.recording.player import RESET, SEEK_STEP, Playback
+
+    player = Playback(_timeline())
+    player.elapse(0)
+    assert player.seek(SEEK_STEP) == b"b" and player.position == 5.0  # skipped output at once
+    assert player.seek(SEEK_STEP) == b"c" and player.position == 10.0
+    assert player.seek(-SEEK_STEP) == RESET + b"ab"  # redrawn from the start up to 5 s
+    assert player.position == 5.0 and player.wait() == 3.0
+    assert player.seek(-60) == RESET + b"a" and player.position == 0.0  # clamped to the start
+    assert player.seek(60) == b"bcd" and player.done  # clamped to the end

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bastion.errors import AccessDenied
 from bastion.sso.saml import SAMLProvider
 from bastion.testing import require_binary
-from bastion.testing_saml import SAMLTestIdP
+from bastion.testing.peers.saml import SAMLTestIdP
 from bastion.types.connectors import SAMLConnector
 
 SP = "https://bastion.test/saml"

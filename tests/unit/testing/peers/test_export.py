@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from bastion.testing_export import make_pki
+from bastion.testing.peers.export import make_pki
 
 
 def test_pki_chain_verifies_with_stdlib_ssl(tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
 """Shipped test helpers (like mitmproxy.test and structlog.testing): fakes and builders that the
-unit tests, integration tests and benchmarks share."""
+unit tests, integration tests and benchmarks share.
+
+Layer: testing (the top, with the CLI; nothing in ``src`` imports it). The real peers the
+integration tests and benchmarks start (sshd, PostgreSQL, a SAML IdP, export receivers) and the
+one :func:`~bastion.testing.peers.ports.free_port` live in :mod:`bastion.testing.peers`.
+"""
 
 from __future__ import annotations
 
