@@ -278,8 +278,11 @@ def test_mfa_device_lock(menv: Env, nodes: list[str]) -> None:
     menv.admin_ok("lock", f"--mfa-device={device}", "--message=key reported lost", "--ttl=5m")
     ran = _with_key(user, key, "bsh", "ssh", f"{LOGIN}@{nodes[0]}", "echo reached")
     assert ran.returncode != 0 and "key reported lost" in ran.stderr, ran.stderr
-    failed = menv.events("--type", "mfa.session", "--user", user.name, "--outcome", "failure")
+    # The login certificate names the locked key, so the authentication gate refuses it before
+    # any ceremony (docs/authentication-gate.md), audited with the device.
+    failed = menv.events("--type", "access.denied", "--user", user.name, "--outcome", "failure")
     assert failed and failed[-1]["fields"]["mfa_device"] == device
+    assert "key reported lost" in failed[-1]["reason"]
 
 
 # ---- MFA for admin actions -------------------------------------------------------------------

@@ -217,6 +217,7 @@ class Gate:
             target=route,
             reason=found.reason,
             identity_kind=identity.kind,
+            mfa_device=identity.mfa_device,
         )
         raise found.error
 
