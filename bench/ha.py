@@ -14,7 +14,7 @@ numbers are the cluster's, not Python start-up's.
   at once and every 50 ms: the time from the kill to the first successful session through the
   other proxy; p50 and p99. The killed proxy is restarted (same identity) before the next round.
 
-Run: ``python bench/ha.py`` (about 2 minutes) or ``--quick`` (smoke test: 3 rounds, 2 s each).
+Run: ``python bench/ha.py`` (about 3 minutes) or ``--quick`` (smoke test: 2 rounds, 2 s runs).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import asyncssh
 from bastion.client.profile import ProfileStore
 from bastion.client.ssh import connect
 from bastion.errors import BastionError
+from bastion.testing.peers.postgres import create_database, start_postgres
 from bastion.testing_ha import PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
-from bastion.testing_pg import create_database, start_postgres
 
 NODE = "bench-node"
 
@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 20)
+    rounds = args.rounds or (2 if args.quick else 20)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     login = getpass.getuser()
     results: dict[str, float] = {}

@@ -25,17 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from bastion.testing.peers.ports import free_port
+
 __all__ = ["HACluster", "Proc", "free_port", "start_ha", "wait_for"]
 
 BIN = Path(sys.executable).parent
 PASSWORD = "correct horse battery staple"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:

@@ -26,7 +26,7 @@ def test_ha_bench_quick(tmp_path: Path) -> None:
         [sys.executable, str(BENCH / "ha.py"), "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from bastion.testing import missing_peer
+from bastion.testing.peers.postgres import PgServer, create_database
 from bastion.testing_ha import PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
-from bastion.testing_pg import PgServer, create_database
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.integration]
 NODE = "ha-node"

@@ -57,7 +57,7 @@ def test_an_invalid_edit_reopens_with_the_error_on_top_and_keeps_the_edits(monke
     first, reopened = seen
     assert first.startswith("# Edit role/access below")
     header = reopened.split("\nkind:")[0]
-    assert "# error: role \"access\": metadata.bogus_field: unknown field" in header
+    assert '# error: role "access": metadata.bogus_field: unknown field' in header
     assert all(line.startswith("#") for line in header.splitlines())
     assert "description: mine" in reopened  # the edits survived the reopening
     [put] = fake.puts
