@@ -367,6 +367,7 @@ class AuthPreferenceSpec(StrictModel):
 
         in_zone(datetime(2026, 1, 1, tzinfo=UTC), value)  # raises ValueError naming the zone
         return value
+
     require_mfa_for_admin: bool | None = None
     """Changes to roles, users, connectors, tokens, CAs, locks and this preference need a WebAuthn
     assertion bound to the request. Unset (the default): required from every user who has a
