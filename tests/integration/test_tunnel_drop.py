@@ -39,7 +39,10 @@ def test_tunnel_dropped_mid_session_then_recovers(env: Env, tmp_path: Path) -> N
             out, err = session.communicate(timeout=45)
             assert session.returncode != 0
             assert "done" not in out
-            assert "Traceback" not in err and "error" in err.lower(), err
+            # bsh ssh hands plain sessions to OpenSSH ("Connection to ... closed by remote
+            # host."); the built-in client says "error: ...". Either is a clean refusal.
+            assert "Traceback" not in err, err
+            assert "error" in err.lower() or "closed" in err.lower(), err
         finally:
             os.kill(node.pid, signal.SIGCONT)
 

@@ -155,6 +155,11 @@ class SessionCerts:
         ``access.denied``; only the MFA ceremony's own outcomes are ``mfa.session`` events."""
         try:
             target = await self.resolve(identity, role_set, node, login, remote_addr)
+            # A lock on the node (or this login) says why, rather than "offline": a locked
+            # node's agent may have dropped its tunnel because of that very lock.
+            nodes = (target.node.name, target.node.spec.host_id)
+            targets = identity_targets(identity, login=login, nodes=nodes)
+            (await self._auth.lock_access(identity, targets)).raise_if_denied()
         except BastionError as exc:
             await self._audit_refusal(identity, node, login, remote_addr, _reason(exc))
             raise
