@@ -334,9 +334,14 @@ def test_recordings_in_s3_compatible_storage(tmp_path: Path) -> None:
         finally:
             child.close()
         [item] = wait_for(lambda: _recordings(env, alice), "the recording in S3", TIMEOUT)
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="recs")["Contents"]}
         sid = item["session_id"]
-        assert keys == {f"cluster-a/{sid}.cast", f"cluster-a/{sid}.json"}
+
+        def keys() -> set[str]:
+            return {o["Key"] for o in s3.list_objects_v2(Bucket="recs").get("Contents", [])}
+
+        wanted = {f"cluster-a/{sid}.cast", f"cluster-a/{sid}.json"}
+        wait_for(lambda: wanted <= keys(), "both objects in the bucket", TIMEOUT)
+        assert all(key.startswith("cluster-a/") for key in keys()), keys()
         stored = s3.get_object(Bucket="recs", Key=f"cluster-a/{sid}.cast")["Body"].read()
         assert hashlib.sha256(stored).hexdigest() == item["sha256"]
         assert "s3-9-ok" in parse_cast(stored).output()
