@@ -337,11 +337,12 @@ def test_recordings_in_s3_compatible_storage(tmp_path: Path) -> None:
         sid = item["session_id"]
 
         def keys() -> set[str]:
-            return {o["Key"] for o in s3.list_objects_v2(Bucket="recs").get("Contents", [])}
+            # moto keeps buckets per process: other tests' objects may share "recs"
+            listed = s3.list_objects_v2(Bucket="recs", Prefix="cluster-a/").get("Contents", [])
+            return {o["Key"] for o in listed}
 
         wanted = {f"cluster-a/{sid}.cast", f"cluster-a/{sid}.json"}
-        wait_for(lambda: wanted <= keys(), "both objects in the bucket", TIMEOUT)
-        assert all(key.startswith("cluster-a/") for key in keys()), keys()
+        wait_for(lambda: keys() == wanted, "both objects under the prefix", TIMEOUT)
         stored = s3.get_object(Bucket="recs", Key=f"cluster-a/{sid}.cast")["Body"].read()
         assert hashlib.sha256(stored).hexdigest() == item["sha256"]
         assert "s3-9-ok" in parse_cast(stored).output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +44,12 @@ def _config(endpoint: str, bucket: str) -> RecordingStorageConfig:
 
 
 async def test_s3_store(moto_endpoint: str, tmp_path: Path) -> None:
-    store = open_store(_config(moto_endpoint, "recs"), tmp_path)
+    bucket = f"unit-{uuid.uuid4().hex[:12]}"  # moto keeps buckets per process: our own one
+    store = open_store(_config(moto_endpoint, bucket), tmp_path)
     assert isinstance(store, S3RecordingStore)
-    store._s3.create_bucket(Bucket="recs")
+    store._s3.create_bucket(Bucket=bucket)
     await check_store(store, tmp_path)
-    keys = [o["Key"] for o in store._s3.list_objects_v2(Bucket="recs")["Contents"]]
+    keys = [o["Key"] for o in store._s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert len(keys) == 4 and all(k.startswith("rec/") for k in keys)
 
 
