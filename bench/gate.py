@@ -30,8 +30,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.api.app import build_app
 from bastion.api.tls import server_context
@@ -44,20 +42,10 @@ from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.rbac.checker import RoleSet
 from bastion.services.cache import StoreRoleSource
+from bastion.testing import new_tls_key
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
-
-
-def _key() -> tuple[bytes, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return pem, pub.decode()
 
 
 async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> float:
@@ -98,9 +86,9 @@ async def run(seconds: float) -> dict[str, float]:
         requested_ttl=timedelta(hours=1),
         user_epoch=user.spec.epoch,
     )
-    client_key, client_pub = _key()
+    client_key, client_pub = new_tls_key()
     certs = await auth.issuer.issue_user(identity, client_pub, "bench")
-    server_key, server_pub = _key()
+    server_key, server_pub = new_tls_key()
     host = Identity(
         cluster="bench",
         user="auth",

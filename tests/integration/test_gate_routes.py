@@ -17,8 +17,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.api.app import build_app
 from bastion.api.audiences import audience_of
@@ -27,7 +25,7 @@ from bastion.audit.log import AuditQuery
 from bastion.clock import SystemClock
 from bastion.rbac.checker import RoleSet
 from bastion.recording.store import LocalRecordingStore
-from bastion.testing import AuthFixture, make_auth
+from bastion.testing import AuthFixture, make_auth, new_tls_key
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.codec import resource_to_dict
 from bastion.types.identity import Identity
@@ -35,19 +33,6 @@ from bastion.types.meta import Metadata
 from bastion.web.sessions import SESSION_COOKIE, WebSessions
 
 PARAMS = {"kind": "role", "name": "x", "session_id": "s1", "id": "x", "connector": "x"}
-
-
-def _key() -> tuple[bytes, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return pem, pub.decode()
 
 
 @dataclass
@@ -78,13 +63,13 @@ class Cluster:
             requested_ttl=timedelta(hours=1),
             user_epoch=user.spec.epoch,
         )
-        key, pub = _key()
+        key, pub = new_tls_key()
         certs = await self.fx.auth.issuer.issue_user(identity, pub, "test")
         return self.client_ctx(name, certs.tls_cert, key), identity
 
     async def host_ctx(self, name: str) -> ssl.SSLContext:
         token = await self.fx.auth.add_token(["node"], timedelta(minutes=5), {}, "admin")
-        key, pub = _key()
+        key, pub = new_tls_key()
         certs = await self.fx.auth.join(token.token, name, "node", pub, [], [], "test")
         return self.client_ctx(f"host-{name}", certs.tls_cert, key)
 
@@ -107,7 +92,7 @@ class Cluster:
 async def c(tmp_path: Path) -> AsyncIterator[Cluster]:
     fx = await make_auth(SystemClock(), recordings=LocalRecordingStore(tmp_path / "recs"))
     auth = fx.auth
-    key, pub = _key()
+    key, pub = new_tls_key()
     server_id = Identity(
         cluster=auth.cluster,
         user="auth",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.users import UserService
@@ -28,6 +28,7 @@ __all__ = [
     "make_auth",
     "missing_peer",
     "new_public_key",
+    "new_tls_key",
     "require_binary",
 ]
 
@@ -39,6 +40,19 @@ def new_public_key() -> tuple[ed25519.Ed25519PrivateKey, str]:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
     return key, pub.decode()
+
+
+def new_tls_key() -> tuple[bytes, str]:
+    """A fresh ECDSA P-256 key for a TLS client or server: (PKCS#8 PEM, OpenSSH public line),
+    what ``load_cert_chain`` and the issuer each take."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return pem, pub.decode()
 
 
 @dataclass(slots=True)
