@@ -7,7 +7,6 @@ import errno
 import json
 import os
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,8 @@ from bastion.agent import event_spool
 from bastion.agent.event_spool import EventSpool, new_event_id, parse_lines
 from bastion.agent.remote import APIEmitter
 from bastion.audit.log import AuditQuery
-from bastion.auth.guarded import GuardedAuth
-from bastion.errors import BadParameter, ConnectionProblem, LimitExceeded
-from bastion.testing import make_auth, new_public_key
+from bastion.errors import BadParameter, LimitExceeded
+from bastion.testing.agent_auth import InProcessAuth, node_guard
 
 
 @pytest.fixture
@@ -160,41 +158,6 @@ def test_parse_lines_splits_complete_lines_and_keeps_a_partial_tail(
 
 def test_event_ids_are_32_hex_digits() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in (new_event_id() for _ in range(10)))
-
-
-class InProcessAuth:
-    """The agent's RemoteAuth surface in front of a real GuardedAuth; ``down`` simulates an
-    unreachable auth, ``lose_answers`` one whose answers get lost after storing."""
-
-    def __init__(self, guard: GuardedAuth) -> None:
-        self.guard = guard
-        self.down = False
-        self.lose_answers = 0
-        self.refuse: Exception | None = None
-        self.calls: list[int] = []
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        assert (method, path) == ("POST", "/v1/events/submit")
-        if self.down:
-            raise ConnectionProblem("auth is down")
-        if self.refuse is not None:
-            raise self.refuse
-        self.calls.append(len(body["events"]))
-        if any("huge" in e for e in body["events"]):
-            raise LimitExceeded("request body too large: 2000000 bytes")
-        results = await self.guard.submit_events(body["events"])
-        if self.lose_answers:
-            self.lose_answers -= 1
-            raise ConnectionProblem("connection reset")
-        return {"accepted": len(results), "results": results}
-
-
-async def node_guard() -> tuple[Any, GuardedAuth]:
-    fx = await make_auth()
-    token = await fx.auth.add_token(["node"], timedelta(minutes=5), {}, "admin")
-    _, pub = new_public_key()
-    certs = await fx.auth.join(token.token, "web1", "node", pub, [], [], "10.0.0.9")
-    return fx, await GuardedAuth.for_identity(fx.auth, fx.users, certs.identity, "10.0.0.9")
 
 
 async def test_a_failed_write_raises_a_clear_error_and_leaves_no_torn_line(
