@@ -21,7 +21,6 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import structlog
 
@@ -34,6 +33,9 @@ from bastion.auth.gate import Gate
 from bastion.auth_service import AuthService
 from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
+from bastion.contract.agents import HEARTBEAT_PROXY, PIN_NODE, Pin
+from bastion.contract.base import ResourceDoc
+from bastion.contract.resources import GET_RESOURCE
 from bastion.errors import BadParameter, BastionError, ConnectionProblem, NotFound
 from bastion.export.build import build_forwarders, run_forwarders
 from bastion.export.forwarder import Forwarder
@@ -45,7 +47,6 @@ from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ProxyLink, ProxyService, public_names
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.types.access import User
-from bastion.types.codec import parse_resource, resource_to_dict
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, ProxyServerSpec
 from bastion.types.meta import Metadata
@@ -193,7 +194,7 @@ class _APIUsers:
         self._remote = remote
 
     async def get(self, name: str) -> User:
-        found = parse_resource(await self._remote.call("GET", f"/v1/resources/user/{quote(name)}"))
+        found = (await self._remote.send(GET_RESOURCE, path={"kind": "user", "name": name})).root
         if not isinstance(found, User):
             raise NotFound(f"user {name!r} not found")
         return found
@@ -231,10 +232,8 @@ class _APIPins:
         now = asyncio.get_running_loop().time()
         if self._confirmed.get((name, host_id), 0.0) > now:
             return host_id
-        answer = await self._remote.call(
-            "POST", "/v1/nodes/pin", {"name": name, "host_id": host_id}
-        )
-        pinned = str(answer.get("host_id", "")) if isinstance(answer, dict) else ""
+        answer = await self._remote.send(PIN_NODE, Pin(name=name, host_id=host_id))
+        pinned = answer.host_id
         if pinned == host_id:
             if len(self._confirmed) > 10_000:
                 self._confirmed.clear()
@@ -336,7 +335,7 @@ async def advertise_proxy(
             spec=ProxyServerSpec(public_addr=addr, host_id=host_id, version=__version__),
         )
         try:
-            await remote.call("POST", "/v1/proxies/heartbeat", resource_to_dict(record))
+            await remote.send(HEARTBEAT_PROXY, ResourceDoc(record))
         except BastionError as exc:
             log.warning("proxy heartbeat failed; retrying", error=exc.message)
         await asyncio.sleep(PROXY_HEARTBEAT.total_seconds())

@@ -27,10 +27,17 @@ from bastion.backend.sqlite import SQLiteBackend
 from bastion.cli.identity import _admin_identity
 from bastion.client.api import AuthClient
 from bastion.clock import SystemClock
+from bastion.contract.base import ResourceDoc
+from bastion.contract.core import CREATE_TOKEN, NewToken
+from bastion.contract.resources import CREATE_RESOURCE, DELETE_RESOURCE, UPDATE_RESOURCE
 from bastion.errors import BastionError
 
 ROUNDS = int(os.environ.get("BASTION_CRASH_ROUNDS", "12"))
 WORKERS = 12
+
+
+def _doc(data: dict[str, Any]) -> ResourceDoc:
+    return ResourceDoc.model_validate(data)
 
 
 def _role(name: str, login: str) -> dict[str, Any]:
@@ -64,25 +71,28 @@ async def _load(cluster: Cluster, round_no: int, acked: list[tuple[str, str]], r
             choice = rng.random()
             try:
                 if choice < 0.4 or not roles:
-                    await client.call("POST", "/v1/resources/role", _role(name, "a"))
+                    await client.send(
+                        CREATE_RESOURCE, _doc(_role(name, "a")), path={"kind": "role"}
+                    )
                     roles.append(name)
                     acked.append(("role.create", f"role/{name}"))
                 elif choice < 0.6:
                     target = rng.choice(roles)
                     body = _role(target, f"l{n}")
-                    await client.call("PUT", f"/v1/resources/role/{target}", body)
+                    path = {"kind": "role", "name": target}
+                    await client.send(UPDATE_RESOURCE, _doc(body), path=path)
                     acked.append(("role.update", f"role/{target}"))
                 elif choice < 0.75:
                     target = roles.pop(rng.randrange(len(roles)))
-                    await client.call("DELETE", f"/v1/resources/role/{target}")
+                    await client.send(DELETE_RESOURCE, path={"kind": "role", "name": target})
                     acked.append(("role.delete", f"role/{target}"))
                 elif choice < 0.9:
-                    await client.call("POST", "/v1/resources/lock", _lock(name))
+                    await client.send(CREATE_RESOURCE, _doc(_lock(name)), path={"kind": "lock"})
                     acked.append(("lock.create", f"lock/{name}"))
                 else:
-                    body = {"roles": ["node"], "ttl": "1h"}
-                    new = await client.call("POST", "/v1/tokens", body)
-                    acked.append(("token.create", f"token/{new['name']}"))
+                    token = NewToken.model_validate({"roles": ["node"], "ttl": "1h"})
+                    new = await client.send(CREATE_TOKEN, token)
+                    acked.append(("token.create", f"token/{new.name}"))
             except BastionError:
                 pass  # a conflict between workers, or the daemon is gone
 

@@ -44,6 +44,8 @@ from bastion.client.session_mfa import (
     session_ssl_context,
 )
 from bastion.client.ssh import host_ca_keys
+from bastion.contract.base import ResourceDoc
+from bastion.contract.resources import CREATE_RESOURCE
 from bastion.errors import AccessDenied, MFARequired
 from bastion.rbac.session_mfa import MFA_REQUIRED_MESSAGE
 from bastion.testing import require_binary
@@ -318,7 +320,9 @@ async def _stolen_cert(profile: Profile) -> None:
     ctx = profile_api_context(profile)
     async with AuthClient(profile.proxy, ctx) as client:
         with pytest.raises(MFARequired) as info:  # the admin's certificate alone
-            await client.call("POST", "/v1/resources/role", body)
+            await client.send(
+                CREATE_RESOURCE, ResourceDoc.model_validate(body), path={"kind": "role"}
+            )
         first = info.value
     assert first.challenge and first.scope.startswith("admin:POST /v1/resources/role ")
 

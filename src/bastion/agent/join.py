@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from bastion.client.api import AuthClient, fetch_cluster_ca
 from bastion.client.profile import new_client_key
 from bastion.client.tls import verified_context
+from bastion.contract.core import JOIN, Join
 from bastion.errors import NotFound
 from bastion.files import write_private_file
 
@@ -93,16 +93,16 @@ async def join_cluster(
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    body = {
-        "token": token,
-        "host_name": host_name,
-        "role": role,
-        "public_key": public_key,
-        "dns_names": dns_names or [],
-        "ip_addresses": ip_addresses or [],
-    }
+    body = Join(
+        token=token,
+        host_name=host_name,
+        role=role,
+        public_key=public_key,
+        dns_names=dns_names or [],
+        ip_addresses=ip_addresses or [],
+    )
     async with AuthClient(server, verified_context(ping["tls_host_ca"])) as client:
-        certs: dict[str, Any] = await client.call("POST", "/v1/join", body)
+        certs = (await client.send(JOIN, body)).model_dump()
     write_private_file(
         dest / "key",
         key.private_bytes(

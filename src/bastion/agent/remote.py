@@ -17,16 +17,27 @@ import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import aiohttp
 import structlog
+from pydantic import BaseModel
 
 from bastion.agent.event_spool import EventSpool, SpooledEvent
 from bastion.agent.join import HostIdentity
 from bastion.api.recordings import META_HEADER, encode_meta_header
 from bastion.client.api import AuthClient
 from bastion.client.tls import verified_context
+from bastion.contract.agents import (
+    HEARTBEAT_NODE,
+    SUBMIT_EVENTS,
+    WATCH,
+    EventBatch,
+    EventResult,
+    WatchQuery,
+)
+from bastion.contract.base import Body, Endpoint, ResourceDoc, query_dict
+from bastion.contract.recordings import UPLOAD_RECORDING
 from bastion.errors import (
     BadParameter,
     BastionError,
@@ -37,12 +48,13 @@ from bastion.errors import (
 from bastion.recording.store import RecordingMeta
 from bastion.services.cache import ResourceCache
 from bastion.types.audit import AuditEvent
-from bastion.types.codec import resource_to_dict
 from bastion.types.inventory import Node
 
 __all__ = ["APIEmitter", "RemoteAuth", "watch_forever"]
 
 log = structlog.get_logger("bastion.agent.remote")
+B = TypeVar("B", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
 MAX_BATCH = 100
 """Events per ``POST /v1/events/submit``."""
 TOO_LARGE = "request body too large"
@@ -71,16 +83,24 @@ class RemoteAuth:
             self.servers.append(self.servers.pop(0))
             log.info("auth unreachable; trying the next address", server=self.servers[0])
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
+    async def send(
+        self,
+        endpoint: Endpoint[B, R],
+        body: B | None = None,
+        *,
+        path: dict[str, str] | None = None,
+        query: Body | None = None,
+    ) -> R:
+        """One API call (:meth:`AuthClient.send`); an unreachable auth fails over."""
         try:
             async with AuthClient(self.server, self.ssl) as client:
-                return await client.call(method, path, body)
+                return await client.send(endpoint, body, path=path, query=query)
         except ConnectionProblem:
             self.fail_over()
             raise
 
     async def heartbeat(self, node: Node) -> None:
-        await self.call("POST", "/v1/nodes/heartbeat", resource_to_dict(node))
+        await self.send(HEARTBEAT_NODE, ResourceDoc(node))
 
     async def upload(self, meta: RecordingMeta, path: Path) -> None:
         """Upload a spooled recording (an :class:`~bastion.recording.uploader.UploadTarget`).
@@ -89,7 +109,7 @@ class RemoteAuth:
             ConnectionProblem: auth unreachable or unavailable (retry).
             BastionError: refused (the server's error class).
         """
-        url = f"https://{self.server}/v1/recordings/{meta.session_id}"
+        url = f"https://{self.server}{UPLOAD_RECORDING.url(session_id=meta.session_id)}"
         headers = {
             META_HEADER: encode_meta_header(meta),
             "Content-Type": "application/x-asciicast",
@@ -171,10 +191,10 @@ class APIEmitter:
                 larger than auth's request limit is kept aside instead).
         """
         events = [e.event for e in batch if e.event is not None]
-        results: list[Any] = []
+        results: list[EventResult] = []
         if events:
             try:
-                answer = await self._remote.call("POST", "/v1/events/submit", {"events": events})
+                answer = await self._remote.send(SUBMIT_EVENTS, EventBatch(events=events))
             except (BadParameter, LimitExceeded) as exc:
                 if isinstance(exc, LimitExceeded) and not exc.message.startswith(TOO_LARGE):
                     raise  # rate limited: retry later
@@ -187,16 +207,15 @@ class APIEmitter:
                 await self._spool.ack(batch[0].end)
                 self._progress.set()
                 return
-            raw = answer.get("results") if isinstance(answer, dict) else None
-            results = raw if isinstance(raw, list) else []
-        by_id = {r.get("event_id"): r for r in results if isinstance(r, dict)}
+            results = answer.results
+        by_id = {r.event_id: r for r in results}
         for item in batch:
             if item.event is None:
                 await self._spool.reject(item, "unreadable line in the spool")
                 continue
-            result = by_id.get(item.event["event_id"], {})
-            if result.get("status") == "rejected":
-                await self._spool.reject(item, str(result.get("reason", "refused by auth")))
+            result = by_id.get(item.event["event_id"])
+            if result is not None and result.status == "rejected":
+                await self._spool.reject(item, result.reason or "refused by auth")
         await self._spool.ack(batch[-1].end)
         self._progress.set()
 
@@ -212,11 +231,13 @@ async def watch_forever(remote: RemoteAuth, kinds: Sequence[str], cache: Resourc
     delay = 0.5
     timeout = aiohttp.ClientTimeout(total=None, sock_read=45, connect=10)
     while True:
-        url = f"https://{remote.server}/v1/watch"
+        url = f"https://{remote.server}{WATCH.path}"
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(url, params={"kinds": ",".join(kinds)}, ssl=remote.ssl) as resp,
+                session.get(
+                    url, params=query_dict(WatchQuery(kinds=list(kinds))), ssl=remote.ssl
+                ) as resp,
             ):
                 if resp.status != 200:
                     raise ConnectionProblem(f"watch refused: HTTP {resp.status}")

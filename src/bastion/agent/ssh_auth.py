@@ -126,7 +126,7 @@ async def authorize_certificate(
         role_list = await roles.get_roles(identity.roles)
     except BastionError as exc:
         raise AccessDenied(f"roles of {identity.user!r} are unavailable: {exc}") from None
-    role_set = RoleSet.from_roles(role_list, identity.traits)
+    role_set = RoleSet.from_roles(role_list, identity.traits, identity.allowed_resources)
     try:
         local: datetime | None = in_zone(now, time_zone)
     except ValueError:

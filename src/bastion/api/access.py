@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from bastion.api.binding import Call, bind
 from bastion.auth.access_explain import AccessExplainer
 from bastion.auth.server import AuthServer
+from bastion.contract import access as x
+from bastion.contract.base import Empty
 from bastion.errors import BadParameter
 
-__all__ = ["ACCESS_ROUTES", "add_access_routes", "parse_at"]
-
-ACCESS_ROUTES = ("/v1/access/check", "/v1/access/ls", "/v1/access/who")
+__all__ = ["add_access_routes", "parse_at"]
 
 
 def parse_at(value: str) -> datetime | None:
@@ -41,48 +42,32 @@ def parse_at(value: str) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _required(request: web.Request, *names: str) -> list[str]:
-    values = [request.query.get(n, "") for n in names]
-    missing = [n for n, v in zip(names, values, strict=True) if not v]
-    if missing:
-        raise BadParameter(f"query parameter(s) required: {', '.join(missing)}")
-    return values
-
-
 def add_access_routes(app: web.Application, auth: AuthServer) -> None:
     """Register the three ``/v1/access/*`` routes."""
     explainer = AccessExplainer(auth)
 
-    async def admin(request: web.Request) -> None:
-        guard = request["guard"]
-        await guard.require("role", "read")
-        await guard.require("user", "read")
+    async def admin(call: Call[Empty]) -> None:
+        await call.guard.require("role", "read")
+        await call.guard.require("user", "read")
 
-    async def check(request: web.Request) -> web.Response:
-        await admin(request)
-        user, node, login = _required(request, "user", "node", "login")
+    async def check(call: Call[Empty]) -> x.Decision:
+        await admin(call)
+        q = call.query(x.CheckQuery)
         answer = await explainer.check(
-            user,
-            node,
-            login,
-            at=parse_at(request.query.get("at", "")),
-            source_ip=request.query.get("source_ip", ""),
-            mfa_verified=request.query.get("mfa") == "true",
+            q.user, q.node, q.login, at=parse_at(q.at), source_ip=q.source_ip, mfa_verified=q.mfa
         )
-        return web.json_response(answer)
+        return x.Decision.model_validate(answer)
 
-    async def ls(request: web.Request) -> web.Response:
-        await admin(request)
-        (user,) = _required(request, "user")
-        items = await explainer.ls(user, at=parse_at(request.query.get("at", "")))
-        return web.json_response({"items": items})
+    async def ls(call: Call[Empty]) -> x.Items:
+        await admin(call)
+        q = call.query(x.UserQuery)
+        return x.Items(items=await explainer.ls(q.user, at=parse_at(q.at)))
 
-    async def who(request: web.Request) -> web.Response:
-        await admin(request)
-        node, login = _required(request, "node", "login")
-        items = await explainer.who(node, login, at=parse_at(request.query.get("at", "")))
-        return web.json_response({"items": items})
+    async def who(call: Call[Empty]) -> x.Items:
+        await admin(call)
+        q = call.query(x.TargetQuery)
+        return x.Items(items=await explainer.who(q.node, q.login, at=parse_at(q.at)))
 
-    app.router.add_get("/v1/access/check", check)
-    app.router.add_get("/v1/access/ls", ls)
-    app.router.add_get("/v1/access/who", who)
+    bind(app, x.ACCESS_CHECK, check)
+    bind(app, x.ACCESS_LS, ls)
+    bind(app, x.ACCESS_WHO, who)

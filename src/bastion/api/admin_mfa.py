@@ -55,7 +55,9 @@ __all__ = [
 ]
 
 _MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_ADMIN_ROOTS: Final = ("/v1/resources", "/v1/users", "/v1/tokens", "/v1/ca", "/v1/connectors")
+_ADMIN_ROOTS: Final = (
+    "/v1/resources", "/v1/users", "/v1/tokens", "/v1/ca", "/v1/connectors", "/v1/bots"
+)
 
 
 def is_admin_change(method: str, path: str) -> bool:

@@ -22,12 +22,15 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.api.binding import Call, bind
 from bastion.auth.server import AuthServer
 from bastion.backend.base import EventType
+from bastion.contract import agents as a
+from bastion.contract.base import Empty, ResourceDoc
 from bastion.errors import AccessDenied, BadParameter, NotFound
-from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
+from bastion.types.codec import canonical_kind, resource_to_dict
 from bastion.types.inventory import Node, ProxyServer
-from bastion.web.body import read_json
+from bastion.types.meta import Resource
 
 __all__ = ["add_agent_routes"]
 
@@ -36,39 +39,30 @@ WATCHABLE = ("role", "lock", "node", "proxy", "user", "token", "cluster_auth_pre
 
 
 def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
-    async def heartbeat(request: web.Request) -> web.Response:
-        node = parse_resource(await read_json(request))
+    async def heartbeat(call: Call[ResourceDoc]) -> ResourceDoc:
+        node = call.body.root
         if not isinstance(node, Node):
             raise BadParameter("a heartbeat carries a node resource")
-        stored = await request["guard"].heartbeat_node(node)
-        return web.json_response(resource_to_dict(stored))
+        return ResourceDoc(await call.guard.heartbeat_node(node))
 
-    async def heartbeat_proxy(request: web.Request) -> web.Response:
-        proxy = parse_resource(await read_json(request))
+    async def heartbeat_proxy(call: Call[ResourceDoc]) -> ResourceDoc:
+        proxy = call.body.root
         if not isinstance(proxy, ProxyServer):
             raise BadParameter("a proxy heartbeat carries a proxy resource")
-        stored = await request["guard"].heartbeat_proxy(proxy)
-        return web.json_response(resource_to_dict(stored))
+        return ResourceDoc(await call.guard.heartbeat_proxy(proxy))
 
-    async def pin_node(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        name, host_id = body.get("name"), body.get("host_id")
-        if not isinstance(name, str) or not isinstance(host_id, str) or not name:
-            raise BadParameter("expected {'name': NODE, 'host_id': HOST_ID}")
-        pinned = await request["guard"].pin_node(name, host_id)
-        return web.json_response({"name": name, "host_id": pinned})
+    async def pin_node(call: Call[a.Pin]) -> a.Pinned:
+        pinned = await call.guard.pin_node(call.body.name, call.body.host_id)
+        return a.Pinned(name=call.body.name, host_id=pinned)
 
-    async def submit_events(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        events = body.get("events")
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            raise BadParameter("expected {'events': [ {...}, ... ]}")
-        results = await request["guard"].submit_events(events)
-        return web.json_response({"accepted": len(events), "results": results})
+    async def submit_events(call: Call[a.EventBatch]) -> a.Submitted:
+        events = call.body.events
+        results = await call.guard.submit_events(events)
+        return a.Submitted.model_validate({"accepted": len(events), "results": results})
 
-    async def watch(request: web.Request) -> web.StreamResponse:
-        guard = request["guard"]
-        kinds = [canonical_kind(k) for k in request.query.get("kinds", "").split(",") if k]
+    async def watch(call: Call[Empty]) -> web.StreamResponse:
+        request, guard = call.request, call.guard
+        kinds = [canonical_kind(k) for k in call.query(a.WatchQuery).kinds]
         if not kinds or any(k not in WATCHABLE for k in kinds):
             raise BadParameter(f"kinds: choose from {', '.join(WATCHABLE)}")
         for kind in kinds:
@@ -101,15 +95,15 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
                     continue
                 prefix = next(p for p in prefix_kind if event.item.key.startswith(p))
                 kind, name = prefix_kind[prefix], event.item.key[len(prefix) :]
-                resource = None
+                current: Resource | None = None
                 if event.type is EventType.PUT:
                     try:
-                        resource = await guard.get_resource(kind, name)
+                        current = await guard.get_resource(kind, name)
                     except (NotFound, AccessDenied):
                         pass  # deleted meanwhile, or not visible to this caller
-                if resource is not None:
+                if current is not None:
                     shown[kind].add(name)
-                    line = {"type": "put", "kind": kind, "resource": resource_to_dict(resource)}
+                    line = {"type": "put", "kind": kind, "resource": resource_to_dict(current)}
                     await send(line)
                 elif name in shown[kind]:
                     shown[kind].discard(name)
@@ -117,8 +111,8 @@ def add_agent_routes(app: web.Application, auth: AuthServer) -> None:
         finally:
             await watcher.close()
 
-    app.router.add_post("/v1/nodes/heartbeat", heartbeat)
-    app.router.add_post("/v1/proxies/heartbeat", heartbeat_proxy)
-    app.router.add_post("/v1/nodes/pin", pin_node)
-    app.router.add_post("/v1/events/submit", submit_events)
-    app.router.add_get("/v1/watch", watch)
+    bind(app, a.HEARTBEAT_NODE, heartbeat)
+    bind(app, a.HEARTBEAT_PROXY, heartbeat_proxy)
+    bind(app, a.PIN_NODE, pin_node)
+    bind(app, a.SUBMIT_EVENTS, submit_events)
+    bind(app, a.WATCH, watch)

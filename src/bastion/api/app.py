@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -21,11 +21,16 @@ from bastion.api.access import add_access_routes
 from bastion.api.admin_mfa import admin_mfa_for
 from bastion.api.agents import add_agent_routes
 from bastion.api.audiences import audience_of
+from bastion.api.binding import Call, bind
+from bastion.api.bots import add_bot_routes
+from bastion.api.db import add_db_routes
+from bastion.api.devices import add_device_routes
 from bastion.api.mfa import add_mfa_routes
-from bastion.api.openapi import OPENAPI
+from bastion.api.openapi import openapi_document
 from bastion.api.proxy_header import ClientAddresses
 from bastion.api.ratelimit import RateLimiter
 from bastion.api.recordings import add_recording_routes
+from bastion.api.requests import add_request_routes
 from bastion.api.session import add_session_routes
 from bastion.api.sso import add_sso_routes
 from bastion.api.tls import identity_from_peer
@@ -36,6 +41,9 @@ from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.server import AuthServer
 from bastion.auth.session_certs import SessionCerts
 from bastion.auth.users import Invite, UserService
+from bastion.contract import core as c
+from bastion.contract import resources as r
+from bastion.contract.base import Empty, ResourceDoc
 from bastion.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -46,11 +54,9 @@ from bastion.errors import (
 )
 from bastion.locks.matcher import Locked
 from bastion.sso.service import SSOService
-from bastion.types.codec import canonical_kind, parse_resource, resource_to_dict
-from bastion.types.duration import parse_duration
+from bastion.types.codec import canonical_kind
 from bastion.types.inventory import Node
 from bastion.web.app import add_web_routes
-from bastion.web.body import read_json
 from bastion.web.pages import not_found
 from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions
 
@@ -85,70 +91,49 @@ def _real_client(clients: ClientAddresses) -> Middleware:
     return real_client
 
 
-def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        raise BadParameter(f"field {name!r} is required and must be a string")
-    return value
+def user_certs(certs: UserCerts) -> c.UserCerts:
+    return c.UserCerts(
+        user=certs.identity.user,
+        ssh_cert=certs.ssh_cert,
+        tls_cert=certs.tls_cert,
+        ssh_host_ca=certs.ssh_host_ca,
+        tls_host_ca=certs.tls_host_ca,
+        tls_user_ca=certs.tls_user_ca,
+        expires=certs.identity.expires.isoformat(),
+        roles=list(certs.identity.roles),
+        logins=list(certs.identity.logins),
+        cluster=certs.identity.cluster,
+        mfa_device=certs.identity.mfa_device,
+    )
 
 
-def _duration(body: dict[str, Any], name: str, default: str) -> timedelta:
+def _host_certs(certs: HostCerts) -> c.HostCerts:
+    return c.HostCerts(
+        host_id=certs.identity.host_id,
+        ssh_cert=certs.ssh_cert,
+        tls_cert=certs.tls_cert,
+        ssh_user_ca=certs.ssh_user_ca,
+        ssh_host_ca=certs.ssh_host_ca,
+        tls_host_ca=certs.tls_host_ca,
+        tls_user_ca=certs.tls_user_ca,
+        expires=certs.identity.expires.isoformat(),
+    )
+
+
+def _invite(invite: Invite) -> c.Invite:
+    return c.Invite(
+        user=invite.user, token=invite.token, url=invite.url, expires=invite.expires.isoformat()
+    )
+
+
+def _when(name: str, value: str) -> datetime | None:
+    if not value:
+        return None
     try:
-        return parse_duration(_str(body, name, default))
-    except ValueError as exc:
-        raise BadParameter(f"field {name!r}: {exc}") from None
-
-
-def _list(body: dict[str, Any], name: str) -> list[str]:
-    value = body.get(name) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadParameter(f"field {name!r} must be a list of strings")
-    return value
-
-
-def _credential(body: dict[str, Any], name: str) -> dict[str, Any] | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise BadParameter(f"field {name!r} must be a WebAuthn credential (JSON object)")
-    return value
-
-
-def _user_certs(certs: UserCerts) -> dict[str, Any]:
-    return {
-        "user": certs.identity.user,
-        "ssh_cert": certs.ssh_cert,
-        "tls_cert": certs.tls_cert,
-        "ssh_host_ca": certs.ssh_host_ca,
-        "tls_host_ca": certs.tls_host_ca,
-        "tls_user_ca": certs.tls_user_ca,
-        "expires": certs.identity.expires.isoformat(),
-        "roles": list(certs.identity.roles),
-        "logins": list(certs.identity.logins),
-        "cluster": certs.identity.cluster,
-        "mfa_device": certs.identity.mfa_device,
-    }
-
-
-def _host_certs(certs: HostCerts) -> dict[str, Any]:
-    return {
-        "host_id": certs.identity.host_id,
-        "ssh_cert": certs.ssh_cert,
-        "tls_cert": certs.tls_cert,
-        "ssh_user_ca": certs.ssh_user_ca,
-        "ssh_host_ca": certs.ssh_host_ca,
-        "tls_host_ca": certs.tls_host_ca,
-        "tls_user_ca": certs.tls_user_ca,
-        "expires": certs.identity.expires.isoformat(),
-    }
-
-
-def _invite(invite: Invite) -> dict[str, Any]:
-    return {
-        "user": invite.user,
-        "token": invite.token,
-        "url": invite.url,
-        "expires": invite.expires.isoformat(),
-    }
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(f"{name}: expected an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive means UTC
 
 
 class AuthAPI:
@@ -242,233 +227,164 @@ class AuthAPI:
 
     # ---- public --------------------------------------------------------------------------------
 
-    async def ping(self, request: web.Request) -> web.Response:
+    async def ping(self, call: Call[Empty]) -> c.Ping:
         pref = await self.auth.auth_preference()
         tls_host = await self.auth.issuer.ca("tls_host")
-        return web.json_response(
-            {
-                "cluster": self.auth.cluster,
-                "version": __version__,
-                "second_factor": pref.spec.second_factor,
-                "tls_host_ca": "".join(k.cert_pem for k in tls_host.spec.trusted_keys()),
-                "server_time": self.auth.clock.now().isoformat(),
-            }
+        return c.Ping(
+            cluster=self.auth.cluster,
+            version=__version__,
+            second_factor=pref.spec.second_factor,
+            tls_host_ca="".join(k.cert_pem for k in tls_host.spec.trusted_keys()),
+            server_time=self.auth.clock.now().isoformat(),
         )
 
-    async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(OPENAPI)
+    async def openapi(self, call: Call[Empty]) -> c.OpenAPIDocument:
+        return c.OpenAPIDocument.model_validate(openapi_document())
 
-    async def login(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+    async def login(self, call: Call[c.Login]) -> c.UserCerts:
+        b = call.body
         certs = await self.users.login(
-            _str(body, "user"),
-            _str(body, "password"),
-            _str(body, "otp", ""),
-            _str(body, "public_key"),
-            _duration(body, "ttl", "12h"),
-            _remote(request),
-            webauthn=_credential(body, "webauthn"),
+            b.user, b.password, b.otp, b.public_key, b.ttl, call.remote, webauthn=b.webauthn
         )
-        return web.json_response(_user_certs(certs))
+        return user_certs(certs)
 
-    async def invite_start(self, request: web.Request) -> web.Response:
-        info = await self.users.start_invite(
-            _str(await read_json(request), "token"), _remote(request)
-        )
-        return web.json_response(
-            {
-                "user": info.user,
-                "otp_required": info.otp_required,
-                "otp_secret": info.otp_secret,
-                "otp_uri": info.otp_uri,
-                "second_factor": info.second_factor,
-                "webauthn_allowed": info.webauthn_allowed,
-            }
+    async def invite_start(self, call: Call[c.InviteToken]) -> c.InviteInfo:
+        info = await self.users.start_invite(call.body.token, call.remote)
+        return c.InviteInfo(
+            user=info.user,
+            otp_required=info.otp_required,
+            otp_secret=info.otp_secret,
+            otp_uri=info.otp_uri,
+            second_factor=info.second_factor,
+            webauthn_allowed=info.webauthn_allowed,
         )
 
-    async def invite_complete(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+    async def invite_complete(self, call: Call[c.InviteComplete]) -> c.UserCerts:
+        b = call.body
         certs = await self.users.complete_invite(
-            _str(body, "token"),
-            _str(body, "password"),
-            _str(body, "otp", ""),
-            _str(body, "public_key"),
-            _duration(body, "ttl", "12h"),
-            _remote(request),
-            webauthn=_credential(body, "webauthn"),
-            device_name=_str(body, "device_name", ""),
+            b.token,
+            b.password,
+            b.otp,
+            b.public_key,
+            b.ttl,
+            call.remote,
+            webauthn=b.webauthn,
+            device_name=b.device_name,
         )
-        return web.json_response(_user_certs(certs))
+        return user_certs(certs)
 
-    async def join(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+    async def join(self, call: Call[c.Join]) -> c.HostCerts:
+        b = call.body
         certs = await self.auth.join(
-            _str(body, "token"),
-            _str(body, "host_name"),
-            _str(body, "role", "node"),
-            _str(body, "public_key"),
-            _list(body, "dns_names"),
-            _list(body, "ip_addresses"),
-            _remote(request),
+            b.token, b.host_name, b.role, b.public_key, b.dns_names, b.ip_addresses, call.remote
         )
-        return web.json_response(_host_certs(certs))
+        return _host_certs(certs)
 
     # ---- authenticated -------------------------------------------------------------------------
 
-    async def whoami(self, request: web.Request) -> web.Response:
-        return web.json_response(request["guard"].whoami())
+    async def whoami(self, call: Call[Empty]) -> c.WhoAmI:
+        return c.WhoAmI.model_validate(call.guard.whoami())
 
-    async def list_resources(self, request: web.Request) -> web.Response:
-        kind = canonical_kind(request.match_info["kind"])
-        items = await request["guard"].list_resources(kind)
-        body: dict[str, Any] = {"items": [resource_to_dict(r) for r in items]}
+    async def list_resources(self, call: Call[Empty]) -> r.ResourceList:
+        kind = canonical_kind(call.path("kind"))
+        items = await call.guard.list_resources(kind)
+        online = None
         if kind == "node":  # bsh ls: STATUS, beside the resources (which stay as stored)
-            nodes = [n for n in items if isinstance(n, Node)]
-            body["online"] = {n.name: self.auth.node_online(n) for n in nodes}
-        return web.json_response(body)
+            online = {n.name: self.auth.node_online(n) for n in items if isinstance(n, Node)}
+        return r.ResourceList(items=list(items), online=online)
 
-    async def get_resource(self, request: web.Request) -> web.Response:
-        kind = canonical_kind(request.match_info["kind"])
-        item = await request["guard"].get_resource(kind, request.match_info["name"])
-        return web.json_response(resource_to_dict(item))
+    async def get_resource(self, call: Call[Empty]) -> ResourceDoc:
+        kind = canonical_kind(call.path("kind"))
+        return ResourceDoc(await call.guard.get_resource(kind, call.path("name")))
 
-    async def create_resource(self, request: web.Request) -> web.Response:
-        resource = parse_resource(await read_json(request))
-        force = request.query.get("force") == "true"
-        created = await request["guard"].create_resource(resource, force)
-        return web.json_response(resource_to_dict(created), status=201)
+    async def create_resource(self, call: Call[ResourceDoc]) -> ResourceDoc:
+        force = call.query(r.WriteQuery).force
+        return ResourceDoc(await call.guard.create_resource(call.body.root, force))
 
-    async def update_resource(self, request: web.Request) -> web.Response:
-        resource = parse_resource(await read_json(request))
-        if resource.name != request.match_info["name"]:
+    async def update_resource(self, call: Call[ResourceDoc]) -> ResourceDoc:
+        resource = call.body.root
+        if resource.name != call.path("name"):
             raise BadParameter("metadata.name does not match the name in the URL")
-        force = request.query.get("force") == "true"
-        updated = await request["guard"].update_resource(resource, force)
-        return web.json_response(resource_to_dict(updated))
+        force = call.query(r.WriteQuery).force
+        return ResourceDoc(await call.guard.update_resource(resource, force))
 
-    async def delete_resource(self, request: web.Request) -> web.Response:
-        kind = canonical_kind(request.match_info["kind"])
-        await request["guard"].delete_resource(kind, request.match_info["name"])
-        return web.json_response({"deleted": f"{kind}/{request.match_info['name']}"})
+    async def delete_resource(self, call: Call[Empty]) -> r.Deleted:
+        kind = canonical_kind(call.path("kind"))
+        await call.guard.delete_resource(kind, call.path("name"))
+        return r.Deleted(deleted=f"{kind}/{call.path('name')}")
 
-    async def add_user(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        traits = body.get("traits") or {}
-        if not isinstance(traits, dict):
-            raise BadParameter("field 'traits' must be an object of lists")
-        invite = await request["guard"].add_user(
-            _str(body, "name"), _list(body, "roles"), _list(body, "logins"), traits
-        )
-        return web.json_response(_invite(invite), status=201)
+    async def add_user(self, call: Call[c.NewUser]) -> c.Invite:
+        b = call.body
+        invite = await call.guard.add_user(b.name, b.roles, b.logins, b.traits)
+        return _invite(invite)
 
-    async def update_user(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        user = await request["guard"].update_user(
-            request.match_info["name"],
-            _list(body, "roles") if "roles" in body else None,
-            _list(body, "logins") if "logins" in body else None,
-            body.get("traits") if isinstance(body.get("traits"), dict) else None,
-        )
-        return web.json_response(resource_to_dict(user))
+    async def update_user(self, call: Call[c.UserChange]) -> ResourceDoc:
+        b = call.body
+        user = await call.guard.update_user(call.path("name"), b.roles, b.logins, b.traits)
+        return ResourceDoc(user)
 
-    async def reset_user(self, request: web.Request) -> web.Response:
-        invite = await request["guard"].reset_user(request.match_info["name"])
-        return web.json_response(_invite(invite))
+    async def reset_user(self, call: Call[Empty]) -> c.Invite:
+        return _invite(await call.guard.reset_user(call.path("name")))
 
-    async def add_token(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        labels = body.get("labels") or {}
-        if not isinstance(labels, dict):
-            raise BadParameter("field 'labels' must be an object")
-        new = await request["guard"].add_token(
-            _list(body, "roles"), _duration(body, "ttl", "30m"), labels
-        )
-        return web.json_response(
-            {
-                "token": new.token,
-                "name": new.resource.name,
-                "roles": new.resource.spec.roles,
-                "expires": new.resource.metadata.expires.isoformat()
-                if new.resource.metadata.expires
-                else None,
-            },
-            status=201,
+    async def add_token(self, call: Call[c.NewToken]) -> c.Token:
+        b = call.body
+        new = await call.guard.add_token(b.roles, b.ttl, b.labels)
+        expires = new.resource.metadata.expires
+        return c.Token(
+            token=new.token,
+            name=new.resource.name,
+            roles=new.resource.spec.roles,
+            expires=expires.isoformat() if expires else None,
         )
 
-    async def export_ca(self, request: web.Request) -> web.Response:
-        text = await request["guard"].export_ca(
-            request.query.get("type", "user"), request.query.get("format", "")
-        )
-        return web.json_response({"export": text})
+    async def export_ca(self, call: Call[Empty]) -> c.Exported:
+        q = call.query(c.ExportQuery)
+        return c.Exported(export=await call.guard.export_ca(q.type, q.format))
 
-    async def krl(self, request: web.Request) -> web.Response:
-        published = await request["guard"].krl()
-        return web.json_response(
-            {
-                "krl": base64.b64encode(published.data).decode(),
-                "signature": published.signature,
-                "version": published.version,
-                "generated": published.generated.isoformat(),
-                "key_ids": list(published.key_ids),
-                "serials": [str(s) for s in published.serials],
-                "unenforced_locks": list(published.unenforced),
-            }
+    async def krl(self, call: Call[Empty]) -> c.PublishedKRL:
+        published = await call.guard.krl()
+        return c.PublishedKRL(
+            krl=base64.b64encode(published.data).decode(),
+            signature=published.signature,
+            version=published.version,
+            generated=published.generated.isoformat(),
+            key_ids=list(published.key_ids),
+            serials=[str(s) for s in published.serials],
+            unenforced_locks=list(published.unenforced),
         )
 
-    async def rotate_ca(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        ca = await request["guard"].rotate_ca(_str(body, "type"), _str(body, "phase"))
-        return web.json_response(resource_to_dict(ca))
+    async def rotate_ca(self, call: Call[c.Rotate]) -> ResourceDoc:
+        return ResourceDoc(await call.guard.rotate_ca(call.body.type, call.body.phase))
 
-    async def sign_host(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        certs = await request["guard"].sign_host(
-            _str(body, "host"),
-            _str(body, "public_key"),
-            _list(body, "principals"),
-            _duration(body, "ttl", "720h"),
-        )
-        return web.json_response(_host_certs(certs))
+    async def sign_host(self, call: Call[c.SignHost]) -> c.HostCerts:
+        b = call.body
+        certs = await call.guard.sign_host(b.host, b.public_key, b.principals, b.ttl)
+        return _host_certs(certs)
 
-    async def search_events(self, request: web.Request) -> web.Response:
-        q = request.query
-
-        def when(name: str) -> datetime | None:
-            if not q.get(name):
-                return None
-            try:
-                value = datetime.fromisoformat(q[name])
-            except ValueError:
-                raise BadParameter(f"{name}: expected an ISO 8601 time") from None
-            return value if value.tzinfo else value.replace(tzinfo=UTC)  # naive means UTC
-
+    async def search_events(self, call: Call[Empty]) -> c.Events:
+        q = call.query(c.EventQuery)
         query = AuditQuery(
-            types=tuple(t for t in q.get("type", "").split(",") if t),
-            user=q.get("user", ""),
-            since=when("since"),
-            until=when("until"),
-            outcome=q.get("outcome", ""),
-            limit=int(q.get("limit", "1000")) if q.get("limit", "1000").isdigit() else 1000,
+            types=tuple(q.type),
+            user=q.user,
+            since=_when("since", q.since),
+            until=_when("until", q.until),
+            outcome=q.outcome,
+            limit=q.limit,
         )
-        events = await request["guard"].search_events(query)
-        return web.json_response({"events": [e.model_dump(mode="json") for e in events]})
+        events = await call.guard.search_events(query)
+        return c.Events(events=[e.model_dump(mode="json") for e in events])
 
+    async def confirm_node(self, call: Call[Empty]) -> c.NodeConfirmed:
+        return c.NodeConfirmed.model_validate(await call.guard.confirm_node(call.path("name")))
 
-async def _confirm_node(request: web.Request) -> web.Response:
-    return web.json_response(await request["guard"].confirm_node(request.match_info["name"]))
+    async def audit_checkpoint(self, call: Call[Empty]) -> c.Checkpoint:
+        return c.Checkpoint.model_validate(await call.guard.audit_checkpoint())
 
-
-async def _audit_checkpoint(request: web.Request) -> web.Response:
-    return web.json_response(await request["guard"].audit_checkpoint())
-
-
-async def _audit_proof(request: web.Request) -> web.Response:
-    q = request.query
-    index_text = q.get("index", "")
-    if not q.get("id") and not index_text.isdigit():
-        raise BadParameter("pass ?id=EVENT_ID or ?index=N")
-    index = int(index_text) if index_text.isdigit() else None
-    return web.json_response(await request["guard"].audit_proof(index, q.get("id", "")))
+    async def audit_proof(self, call: Call[Empty]) -> c.Proof:
+        q = call.query(c.ProofQuery)
+        if not q.id and q.index is None:
+            raise BadParameter("pass ?id=EVENT_ID or ?index=N")
+        return c.Proof.model_validate(await call.guard.audit_proof(q.index, q.id))
 
 
 def build_app(
@@ -488,37 +404,40 @@ def build_app(
         else [api.middleware],
         client_max_size=max_body,
     )
-    r = app.router
-    r.add_get("/v1/ping", api.ping)
-    r.add_get("/openapi.json", api.openapi)
-    r.add_post("/v1/login", api.login)
-    r.add_post("/v1/invites/start", api.invite_start)
-    r.add_post("/v1/invites/complete", api.invite_complete)
-    r.add_post("/v1/join", api.join)
-    r.add_get("/v1/whoami", api.whoami)
-    r.add_post("/v1/users", api.add_user)
-    r.add_patch("/v1/users/{name}", api.update_user)
-    r.add_post("/v1/users/{name}/reset", api.reset_user)
-    r.add_post("/v1/tokens", api.add_token)
-    r.add_get("/v1/ca/export", api.export_ca)
-    r.add_get("/v1/ca/krl", api.krl)
-    r.add_post("/v1/ca/rotate", api.rotate_ca)
-    r.add_post("/v1/ca/sign-host", api.sign_host)
-    r.add_get("/v1/events", api.search_events)
-    r.add_post("/v1/nodes/{name}/confirm", _confirm_node)
-    r.add_post("/v1/audit/checkpoint", _audit_checkpoint)
-    r.add_get("/v1/audit/proof", _audit_proof)
-    r.add_get("/v1/resources/{kind}", api.list_resources)
-    r.add_post("/v1/resources/{kind}", api.create_resource)
-    r.add_get("/v1/resources/{kind}/{name}", api.get_resource)
-    r.add_put("/v1/resources/{kind}/{name}", api.update_resource)
-    r.add_delete("/v1/resources/{kind}/{name}", api.delete_resource)
+    bind(app, c.PING, api.ping)
+    bind(app, c.OPENAPI, api.openapi)
+    bind(app, c.LOGIN, api.login)
+    bind(app, c.INVITE_START, api.invite_start)
+    bind(app, c.INVITE_COMPLETE, api.invite_complete)
+    bind(app, c.JOIN, api.join)
+    bind(app, c.WHOAMI, api.whoami)
+    bind(app, c.CREATE_USER, api.add_user)
+    bind(app, c.UPDATE_USER, api.update_user)
+    bind(app, c.RESET_USER, api.reset_user)
+    bind(app, c.CREATE_TOKEN, api.add_token)
+    bind(app, c.EXPORT_CA, api.export_ca)
+    bind(app, c.KRL, api.krl)
+    bind(app, c.ROTATE_CA, api.rotate_ca)
+    bind(app, c.SIGN_HOST, api.sign_host)
+    bind(app, c.SEARCH_EVENTS, api.search_events)
+    bind(app, c.CONFIRM_NODE, api.confirm_node)
+    bind(app, c.AUDIT_CHECKPOINT, api.audit_checkpoint)
+    bind(app, c.AUDIT_PROOF, api.audit_proof)
+    bind(app, r.LIST_RESOURCES, api.list_resources)
+    bind(app, r.GET_RESOURCE, api.get_resource)
+    bind(app, r.CREATE_RESOURCE, api.create_resource)
+    bind(app, r.UPDATE_RESOURCE, api.update_resource)
+    bind(app, r.DELETE_RESOURCE, api.delete_resource)
     add_agent_routes(app, auth)
     add_session_routes(app, SessionCerts(auth, auth.mfa))
-    sso = SSOService(auth, _user_certs)
+    sso = SSOService(auth, lambda certs: user_certs(certs).model_dump())
     add_sso_routes(app, sso)
     add_web_routes(app, sso, api.users)
     add_recording_routes(app, auth)
     add_access_routes(app, auth)
-    add_mfa_routes(app, auth, api.users, _user_certs)
+    add_bot_routes(app, auth)
+    add_device_routes(app, auth)
+    add_mfa_routes(app, auth, api.users, user_certs)
+    add_db_routes(app, auth)
+    add_request_routes(app, auth, user_certs)
     return app

@@ -1,31 +1,21 @@
 """Who each HTTP route is for: the route table the authentication gate enforces.
 
-Layer: auth (data only). Every route the auth/proxy web app registers must be listed here; the
-middleware refuses a route that is not (fail closed), and ``tests/unit/auth/test_audiences.py``
-enumerates the app's router so that a route added without an entry fails the build instead of
-going out unguarded. ``HEAD`` is answered like ``GET``.
+Layer: api (data only). API endpoints declare their audience in the contract
+(:mod:`bastion.contract`); the browser pages are listed here. The middleware refuses a route
+that has no audience (fail closed), and ``tests/unit/auth/test_audiences.py`` enumerates the
+app's router so that a route added without one fails the build instead of going out
+unguarded. ``HEAD`` is answered like ``GET``.
 """
 
 from __future__ import annotations
 
-from bastion.auth.gate import Audience
+from bastion.contract import ENDPOINTS
+from bastion.contract.base import Audience
 
-__all__ = ["ROUTE_AUDIENCES", "audience_of"]
+__all__ = ["PAGE_AUDIENCES", "ROUTE_AUDIENCES", "audience_of"]
 
-ROUTE_AUDIENCES: dict[tuple[str, str], Audience] = {
-    # ---- no identity: logins, invites, joins, discovery ----------------------------------------
-    ("GET", "/v1/ping"): "public",
-    ("GET", "/openapi.json"): "public",
-    ("POST", "/v1/login"): "public",
-    ("POST", "/v1/login/begin"): "public",
-    ("POST", "/v1/login/passwordless/begin"): "public",
-    ("POST", "/v1/login/passwordless"): "public",
-    ("POST", "/v1/invites/start"): "public",
-    ("POST", "/v1/invites/complete"): "public",
-    ("POST", "/v1/invites/webauthn"): "public",
-    ("POST", "/v1/join"): "public",
-    ("POST", "/v1/sso/requests"): "public",
-    ("POST", "/v1/sso/requests/{id}/result"): "public",
+PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
+    # ---- redirects to the pages ----------------------------------------------------------------
     ("GET", "/"): "public",
     ("GET", "/web"): "public",
     # ---- browser pages: the session cookie (when present) passes the gate ----------------------
@@ -49,46 +39,14 @@ ROUTE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/web/passkey/finish"): "web",
     ("POST", "/web/login/key/begin"): "web",
     ("POST", "/web/login/key/finish"): "web",
-    # ---- people (users, bots, the local admin) --------------------------------------------------
-    ("POST", "/v1/users"): "user",
-    ("PATCH", "/v1/users/{name}"): "user",
-    ("POST", "/v1/users/{name}/reset"): "user",
-    ("POST", "/v1/tokens"): "user",
-    ("GET", "/v1/ca/export"): "user",
-    ("POST", "/v1/ca/rotate"): "user",
-    ("POST", "/v1/ca/sign-host"): "user",
-    ("POST", "/v1/nodes/{name}/confirm"): "user",
-    ("GET", "/v1/events"): "user",
-    ("POST", "/v1/audit/checkpoint"): "user",
-    ("GET", "/v1/audit/proof"): "user",
-    ("POST", "/v1/certs/session/challenge"): "user",
-    ("POST", "/v1/certs/session"): "user",
-    ("GET", "/v1/mfa/devices"): "user",
-    ("POST", "/v1/mfa/devices/begin"): "user",
-    ("POST", "/v1/mfa/devices/finish"): "user",
-    ("POST", "/v1/mfa/devices/{name}/remove"): "user",
-    ("POST", "/v1/mfa/challenge"): "user",
-    ("GET", "/v1/recordings"): "user",
-    ("GET", "/v1/recordings/{session_id}"): "user",
-    ("GET", "/v1/access/check"): "user",
-    ("GET", "/v1/access/ls"): "user",
-    ("GET", "/v1/access/who"): "user",
-    # ---- agents and proxies ---------------------------------------------------------------------
-    ("POST", "/v1/nodes/heartbeat"): "host",
-    ("POST", "/v1/proxies/heartbeat"): "host",
-    ("POST", "/v1/nodes/pin"): "host",
-    ("POST", "/v1/events/submit"): "host",
-    ("POST", "/v1/recordings/{session_id}"): "host",
-    # ---- both: reads agents share with users; writes are confined per identity in GuardedAuth ---
-    ("GET", "/v1/whoami"): "any",
-    ("GET", "/v1/ca/krl"): "any",
-    ("GET", "/v1/watch"): "any",
-    ("GET", "/v1/resources/{kind}"): "any",
-    ("GET", "/v1/resources/{kind}/{name}"): "any",
-    ("POST", "/v1/resources/{kind}"): "any",
-    ("PUT", "/v1/resources/{kind}/{name}"): "any",
-    ("DELETE", "/v1/resources/{kind}/{name}"): "any",
 }
+"""The browser pages (HTML forms and their ceremonies, not JSON API endpoints)."""
+
+ROUTE_AUDIENCES: dict[tuple[str, str], Audience] = {
+    **PAGE_AUDIENCES,
+    **{endpoint.key: endpoint.audience for endpoint in ENDPOINTS},
+}
+"""Every route: the pages above and each API endpoint's declared audience (the contract)."""
 
 
 def audience_of(method: str, path_template: str | None) -> Audience | None:

@@ -28,43 +28,20 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.api.binding import Call, bind
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.auth.users import UserService
+from bastion.contract import mfa as m
+from bastion.contract.base import Empty
+from bastion.contract.core import UserCerts as CertsReply
 from bastion.errors import BadParameter
-from bastion.types.duration import parse_duration
-from bastion.web.body import read_json
 
-__all__ = ["PUBLIC_MFA_PATHS", "add_mfa_routes"]
-
-PUBLIC_MFA_PATHS = frozenset(
-    {
-        "/v1/login/begin",
-        "/v1/login/passwordless/begin",
-        "/v1/login/passwordless",
-        "/v1/invites/webauthn",
-    }
-)
+__all__ = ["add_mfa_routes"]
 
 
-def _obj(body: dict[str, Any], name: str, required: bool = True) -> dict[str, Any] | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, dict):
-        raise BadParameter(f"field {name!r} must be a WebAuthn credential (JSON object)")
-    return value
-
-
-def _text(body: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        raise BadParameter(f"field {name!r} is required and must be a string")
-    return value
-
-
-def _caller(request: web.Request) -> str:
-    identity = request["guard"].ctx.identity
+def _caller(call: Call[Any]) -> str:
+    identity = call.guard.ctx.identity
     if identity.kind != "user" or identity.mfa_scope:
         raise BadParameter(
             "MFA devices belong to users: log in with bsh login (not a host, admin or "
@@ -73,12 +50,12 @@ def _caller(request: web.Request) -> str:
     return str(identity.user)
 
 
-def _registrant(request: web.Request) -> str:
+def _registrant(call: Call[Any]) -> str:
     """:func:`_caller`, for adding a device: SSO users own none (their IdP does the strong
     authentication, docs/sso.md). A first device needs no proof, so a stolen SSO certificate
     could otherwise register the thief's key and pass per-session and admin MFA with it."""
-    user = _caller(request)
-    if "sso_connector" in request["guard"].ctx.identity.traits:
+    user = _caller(call)
+    if "sso_connector" in call.guard.ctx.identity.traits:
         raise BadParameter(
             "SSO users have no Bastion MFA devices: your identity provider does the strong "
             "authentication"
@@ -86,13 +63,12 @@ def _registrant(request: web.Request) -> str:
     return user
 
 
-def _device_change_scope(body: dict[str, Any]) -> str:
+def _device_change_scope(scope: str) -> str:
     """The scope a user may ask a challenge for here: a device-change proof only.
 
     Session and admin challenges come from their own endpoints, which first check that the
     caller may ask for them.
     """
-    scope = _text(body, "scope")
     if scope != "mfa:add" and not scope.startswith("mfa:remove:"):
         raise BadParameter("scope must be mfa:add or mfa:remove:<device name>")
     return scope
@@ -102,118 +78,85 @@ def add_mfa_routes(
     app: web.Application,
     auth: AuthServer,
     users: UserService,
-    certs_json: Callable[[UserCerts], dict[str, Any]],
+    certs_reply: Callable[[UserCerts], CertsReply],
 ) -> None:
-    """Register the routes above; ``certs_json`` renders certificates like ``/v1/login``."""
+    """Register the routes above; ``certs_reply`` renders certificates like ``/v1/login``."""
     mfa = auth.mfa
 
-    async def login_begin(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        challenge = await users.begin_login(
-            _text(body, "user"), _text(body, "password"), request.remote or ""
-        )
-        return web.json_response({"totp": challenge.totp, "webauthn": challenge.webauthn})
+    async def login_begin(call: Call[m.LoginBegin]) -> m.LoginChallenge:
+        challenge = await users.begin_login(call.body.user, call.body.password, call.remote)
+        return m.LoginChallenge(totp=challenge.totp, webauthn=challenge.webauthn)
 
-    async def passwordless_begin(request: web.Request) -> web.Response:
-        return web.json_response({"webauthn": await mfa.begin_challenge(None, "login")})
+    async def passwordless_begin(call: Call[Empty]) -> m.WebAuthnOptions:
+        return m.WebAuthnOptions(webauthn=await mfa.begin_challenge(None, "login"))
 
-    async def passwordless(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        try:
-            ttl = parse_duration(_text(body, "ttl", "12h"))
-        except ValueError as exc:
-            raise BadParameter(f"field 'ttl': {exc}") from None
-        certs = await users.login_passwordless(
-            _obj(body, "webauthn") or {},
-            _text(body, "public_key"),
-            ttl,
-            request.remote or "",
-        )
-        return web.json_response(certs_json(certs))
+    async def passwordless(call: Call[m.Passwordless]) -> CertsReply:
+        b = call.body
+        certs = await users.login_passwordless(b.webauthn, b.public_key, b.ttl, call.remote)
+        return certs_reply(certs)
 
-    async def invite_webauthn(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        options = await users.invite_webauthn_options(_text(body, "token"), request.remote or "")
-        return web.json_response({"webauthn": options})
+    async def invite_webauthn(call: Call[m.InviteWebAuthn]) -> m.WebAuthnOptions:
+        options = await users.invite_webauthn_options(call.body.token, call.remote)
+        return m.WebAuthnOptions(webauthn=options)
 
-    async def list_devices(request: web.Request) -> web.Response:
-        devices = await mfa.list_devices(_caller(request))
-        return web.json_response({"devices": [d.summary() for d in devices]})
+    async def list_devices(call: Call[Empty]) -> m.Devices:
+        devices = await mfa.list_devices(_caller(call))
+        return m.Devices.model_validate({"devices": [d.summary() for d in devices]})
 
-    async def begin_add(request: web.Request) -> web.Response:
-        user = _registrant(request)
-        body = await read_json(request)
-        kind = _text(body, "type", "webauthn")
-        if kind == "totp":
+    async def begin_add(call: Call[m.AddBegin]) -> m.AddOptions:
+        user = _registrant(call)
+        if call.body.type == "totp":
             enrolment = await mfa.begin_totp(user)
-            return web.json_response(
-                {
-                    "totp": {
-                        "enrolment": enrolment.enrolment,
-                        "secret": enrolment.secret,
-                        "uri": enrolment.uri,
-                    }
-                }
+            return m.AddOptions(
+                totp=m.TOTPEnrolment(
+                    enrolment=enrolment.enrolment, secret=enrolment.secret, uri=enrolment.uri
+                )
             )
-        if kind != "webauthn":
-            raise BadParameter("type must be webauthn or totp")
-        options = await mfa.begin_registration(user, passwordless=bool(body.get("passwordless")))
-        return web.json_response({"webauthn": options})
+        options = await mfa.begin_registration(user, passwordless=call.body.passwordless)
+        return m.AddOptions(webauthn=options)
 
-    async def _confirm(request: web.Request, user: str, body: dict[str, Any], scope: str) -> None:
-        proof = body.get("proof") or {}
-        if not isinstance(proof, dict):
-            raise BadParameter("field 'proof' must be an object")
+    async def _confirm(call: Call[Any], user: str, proof: m.Proof, scope: str) -> None:
         try:
-            await mfa.confirm_with_existing(
-                user, scope, _obj(proof, "webauthn", required=False), str(proof.get("otp") or "")
-            )
+            await mfa.confirm_with_existing(user, scope, proof.webauthn, proof.otp)
         except Exception as exc:
             await auth.audit.emit(
                 "mfa.add" if scope == "mfa:add" else "mfa.remove",
                 outcome="failure",
                 user=user,
                 target=f"user/{user}",
-                remote_addr=request.remote or "",
+                remote_addr=call.remote,
                 reason=f"no valid confirmation with an existing device: {exc}",
             )
             raise
 
-    async def finish_add(request: web.Request) -> web.Response:
-        user = _registrant(request)
-        body = await read_json(request)
-        await _confirm(request, user, body, "mfa:add")
-        name = _text(body, "name")
-        remote = request.remote or ""
-        if _text(body, "type", "webauthn") == "totp":
-            device = await mfa.finish_totp(
-                user, name, _text(body, "enrolment"), _text(body, "code"), remote
-            )
+    async def finish_add(call: Call[m.AddFinish]) -> m.Device:
+        user = _registrant(call)
+        b = call.body
+        await _confirm(call, user, b.proof, "mfa:add")
+        if b.type == "totp":
+            device = await mfa.finish_totp(user, b.name, b.enrolment, b.code, call.remote)
         else:
-            device = await mfa.finish_registration(user, name, _obj(body, "webauthn") or {}, remote)
-        return web.json_response(device.summary(), status=201)
+            device = await mfa.finish_registration(user, b.name, b.webauthn or {}, call.remote)
+        return m.Device.model_validate(device.summary())
 
-    async def remove(request: web.Request) -> web.Response:
-        user = _caller(request)
-        name = request.match_info["name"]
-        body = await read_json(request)
-        await _confirm(request, user, body, f"mfa:remove:{name}")
-        await mfa.remove_device(user, name, user, request.remote or "")
-        return web.json_response({"removed": name})
+    async def remove(call: Call[m.Remove]) -> m.Removed:
+        user = _caller(call)
+        name = call.path("name")
+        await _confirm(call, user, call.body.proof, f"mfa:remove:{name}")
+        await mfa.remove_device(user, name, user, call.remote)
+        return m.Removed(removed=name)
 
-    async def challenge(request: web.Request) -> web.Response:
-        user = _caller(request)
-        body = await read_json(request)
-        scope = _device_change_scope(body)
-        return web.json_response({"webauthn": await mfa.begin_challenge(user, scope)})
+    async def challenge(call: Call[m.ChallengeScope]) -> m.WebAuthnOptions:
+        user = _caller(call)
+        scope = _device_change_scope(call.body.scope)
+        return m.WebAuthnOptions(webauthn=await mfa.begin_challenge(user, scope))
 
-    r = app.router
-    r.add_post("/v1/login/begin", login_begin)
-    r.add_post("/v1/login/passwordless/begin", passwordless_begin)
-    r.add_post("/v1/login/passwordless", passwordless)
-    r.add_post("/v1/invites/webauthn", invite_webauthn)
-    r.add_get("/v1/mfa/devices", list_devices)
-    r.add_post("/v1/mfa/devices/begin", begin_add)
-    r.add_post("/v1/mfa/devices/finish", finish_add)
-    r.add_post("/v1/mfa/devices/{name}/remove", remove)
-    r.add_post("/v1/mfa/challenge", challenge)
+    bind(app, m.LOGIN_BEGIN, login_begin)
+    bind(app, m.PASSWORDLESS_BEGIN, passwordless_begin)
+    bind(app, m.PASSWORDLESS, passwordless)
+    bind(app, m.INVITE_WEBAUTHN, invite_webauthn)
+    bind(app, m.LIST_DEVICES, list_devices)
+    bind(app, m.ADD_DEVICE_BEGIN, begin_add)
+    bind(app, m.ADD_DEVICE_FINISH, finish_add)
+    bind(app, m.REMOVE_DEVICE, remove)
+    bind(app, m.DEVICE_CHALLENGE, challenge)

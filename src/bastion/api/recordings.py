@@ -18,8 +18,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from bastion.api.binding import Call, bind
 from bastion.auth.recordings import GuardedRecordings, RecordingService
 from bastion.auth.server import AuthServer
+from bastion.contract import recordings as rec
+from bastion.contract.base import Empty
 from bastion.errors import BadParameter
 from bastion.recording.store import RecordingMeta, check_session_id
 
@@ -48,11 +51,12 @@ def add_recording_routes(app: web.Application, auth: AuthServer) -> None:
         return
     service = RecordingService(auth)
 
-    def guarded(request: web.Request) -> GuardedRecordings:
-        return GuardedRecordings(request["guard"], service)
+    def guarded(call: Call[Empty]) -> GuardedRecordings:
+        return GuardedRecordings(call.guard, service)
 
-    async def upload(request: web.Request) -> web.Response:
-        session_id = check_session_id(request.match_info["session_id"])
+    async def upload(call: Call[Empty]) -> rec.RecordingInfo:
+        request = call.request
+        session_id = check_session_id(call.path("session_id"))
         meta = decode_meta_header(request.headers.get(META_HEADER, ""))
         if meta.session_id != session_id:
             raise BadParameter("the metadata's session_id does not match the URL")
@@ -61,21 +65,18 @@ def add_recording_routes(app: web.Application, auth: AuthServer) -> None:
             async for chunk in request.content.iter_chunked(_CHUNK):
                 yield chunk
 
-        stored = await guarded(request).upload(meta, body())
-        return web.json_response(stored.model_dump(mode="json"), status=201)
+        stored = await guarded(call).upload(meta, body())
+        return rec.RecordingInfo.model_validate(stored.model_dump(mode="json"))
 
-    async def list_recordings(request: web.Request) -> web.Response:
-        items = await guarded(request).list()
-        return web.json_response({"items": [m.model_dump(mode="json") for m in items]})
+    async def list_recordings(call: Call[Empty]) -> rec.Recordings:
+        items = await guarded(call).list()
+        return rec.Recordings.model_validate({"items": [m.model_dump(mode="json") for m in items]})
 
-    async def get_recording(request: web.Request) -> web.StreamResponse:
-        session_id = check_session_id(request.match_info["session_id"])
-        purpose = request.query.get("purpose", "download")
-        if purpose not in ("view", "download"):
-            raise BadParameter("purpose: view or download")
-        meta, path = await guarded(request).fetch(
-            session_id, "view" if purpose == "view" else "download"
-        )
+    async def get_recording(call: Call[Empty]) -> web.StreamResponse:
+        request = call.request
+        session_id = check_session_id(call.path("session_id"))
+        purpose = call.query(rec.FetchQuery).purpose
+        meta, path = await guarded(call).fetch(session_id, purpose)
         try:
             response = web.StreamResponse(
                 headers={
@@ -94,6 +95,6 @@ def add_recording_routes(app: web.Application, auth: AuthServer) -> None:
         finally:
             path.unlink(missing_ok=True)
 
-    app.router.add_post("/v1/recordings/{session_id}", upload)
-    app.router.add_get("/v1/recordings", list_recordings)
-    app.router.add_get("/v1/recordings/{session_id}", get_recording)
+    bind(app, rec.UPLOAD_RECORDING, upload)
+    bind(app, rec.LIST_RECORDINGS, list_recordings)
+    bind(app, rec.GET_RECORDING, get_recording)

@@ -13,66 +13,35 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bastion.errors import BadParameter, BastionError
+from bastion.api.binding import Call, bind
+from bastion.contract import sso as s
+from bastion.errors import BastionError
 from bastion.sso.requests import display_code
 from bastion.sso.service import SSOService
-from bastion.types.duration import parse_duration
-from bastion.web.body import read_json
 
-__all__ = ["PUBLIC_PREFIX", "add_sso_routes"]
-
-PUBLIC_PREFIX = "/v1/sso/"
-
-
-def _text(body: dict[str, object], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        raise BadParameter(f"field {name!r} is required and must be a string")
-    return value
+__all__ = ["add_sso_routes"]
 
 
 def add_sso_routes(app: web.Application, sso: SSOService) -> None:
-    async def create(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        try:
-            ttl = parse_duration(_text(body, "ttl", "12h"))
-        except ValueError as exc:
-            raise BadParameter(f"field 'ttl': {exc}") from None
-        connector = _text(body, "connector")
+    async def create(call: Call[s.SSORequest]) -> s.SSOPending:
+        b = call.body
         try:
             pending = await sso.create_request(
-                connector,
-                _text(body, "public_key"),
-                ttl,
-                _text(body, "secret"),
-                _text(body, "client_redirect", ""),
-                request.remote or "",
+                b.connector, b.public_key, b.ttl, b.secret, b.client_redirect, call.remote
             )
         except BastionError as exc:
-            await sso.fail_request(connector, exc.message, request.remote or "")
+            await sso.fail_request(b.connector, exc.message, call.remote)
             raise
-        return web.json_response(
-            {
-                "request_id": pending.id,
-                "login_path": f"/web/sso/{quote(pending.connector)}/start?request={pending.id}",
-                "code": display_code(pending.id),
-            },
-            status=201,
+        return s.SSOPending(
+            request_id=pending.id,
+            login_path=f"/web/sso/{quote(pending.connector)}/start?request={pending.id}",
+            code=display_code(pending.id),
         )
 
-    async def result(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        wait = body.get("wait", 0)
-        if not isinstance(wait, int | float):
-            raise BadParameter("field 'wait' must be a number of seconds")
-        data = await sso.take_result(
-            request.match_info["id"],
-            _text(body, "secret"),
-            _text(body, "code", ""),
-            float(wait),
-            request.remote or "",
-        )
-        return web.json_response(data)
+    async def result(call: Call[s.ResultQuery]) -> s.SSOResult:
+        b = call.body
+        data = await sso.take_result(call.path("id"), b.secret, b.code, b.wait, call.remote)
+        return s.SSOResult.model_validate(data)
 
-    app.router.add_post("/v1/sso/requests", create)
-    app.router.add_post("/v1/sso/requests/{id}/result", result)
+    bind(app, s.SSO_REQUEST, create)
+    bind(app, s.SSO_RESULT, result)

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from bastion.audit.emitter import Emitter
+from bastion.auth.devices import AuthDeviceTrust
 from bastion.auth.server import AuthServer
+from bastion.contract.base import Audience
 from bastion.errors import AccessDenied, AuthenticationFailed, BastionError, NotFound
 from bastion.locks.matcher import LockDecision, Locked, LockTargets, identity_targets
+from bastion.rbac.device_trust import DeviceRefusal
 from bastion.rbac.session_mfa import is_session_identity
 from bastion.types.access import User
 from bastion.types.identity import Identity
@@ -49,12 +52,6 @@ __all__ = [
     "has_user_record",
     "refusal",
 ]
-
-Audience = Literal["public", "web", "user", "host", "any", "ssh"]
-"""Who a route is for. ``public``: no identity (login, join, ping); ``web``: the browser pages
-(a session cookie when there is one); ``user``: people, bots and the local admin; ``host``:
-agents and proxies; ``any``: both (reads that agents and users share); ``ssh``: the proxy's SSH
-route, the one place a per-session MFA certificate is for (its target is checked there)."""
 
 PEOPLE = frozenset({"user", "bot", "admin"})
 AUDIENCE_KINDS: dict[Audience, frozenset[str]] = {
@@ -158,6 +155,13 @@ class UserLookup(Protocol):
         ...
 
 
+class DeviceTrust(Protocol):
+    """Where the gate learns whether an identity lacks the trusted device its policy requires
+    (:class:`bastion.auth.devices.AuthDeviceTrust`)."""
+
+    async def refusal(self, identity: Identity) -> DeviceRefusal | None: ...
+
+
 class GateLocks(Protocol):
     """Where the gate reads the lock decision for an access."""
 
@@ -183,7 +187,9 @@ class Gate:
         audit: Emitter,
         *,
         recheck: UserLookup | None = None,
+        devices: DeviceTrust | None = None,
     ) -> None:
+        self._devices = devices
         self._users = users
         self._locks = locks
         self._audit = audit
@@ -192,7 +198,7 @@ class Gate:
     @classmethod
     def for_auth(cls, auth: AuthServer) -> Gate:
         """The gate of the auth process: its user store, its lock view, its audit log."""
-        return cls(auth.users, auth, auth.audit)
+        return cls(auth.users, auth, auth.audit, devices=AuthDeviceTrust(auth))
 
     async def admit(
         self,
@@ -235,7 +241,14 @@ class Gate:
                 user = await _lookup(self._recheck, identity.user)
         targets = identity_targets(identity, login=login, nodes=nodes)
         locks = await self._locks.lock_access(identity, targets)
-        return refusal(identity, audience, user, locks)
+        found = refusal(identity, audience, user, locks)
+        if found is None and audience == "ssh" and self._devices is not None:
+            # Device trust governs access to resources (the SSH route), not the API: a user
+            # without a trusted device can still reach auth to enroll one.
+            device = await self._devices.refusal(identity)
+            if device is not None:
+                return Refusal(device.reason, AccessDenied(device.message))
+        return found
 
 
 async def _lookup(users: UserLookup, name: str) -> User | None:

@@ -126,7 +126,7 @@ class GuardedAuth:
             except NotFound:
                 continue  # a deleted role grants nothing
         traits = {k: list(v) for k, v in identity.traits.items()}
-        role_set = RoleSet.from_roles(roles, traits)
+        role_set = RoleSet.from_roles(roles, traits, identity.allowed_resources)
         return cls(auth, users, AuthContext(identity, role_set, remote_addr))
 
     async def require(self, kind: str, verb: str) -> None:

@@ -34,6 +34,7 @@ from bastion.backend.base import Backend, Delete, Op
 from bastion.ca import authority as ca_authority
 from bastion.ca import rotation
 from bastion.clock import Clock
+from bastion.config.notifications import NotificationsConfig
 from bastion.errors import (
     AccessDenied,
     AlreadyExists,
@@ -107,6 +108,8 @@ class AuthDeps:
     """Session recording storage (None: the recording API is not served)."""
     recording_max_bytes: int = 1 << 30
     """Largest recording accepted from a node."""
+    notifications: NotificationsConfig | None = None
+    """Access request notices (webhooks, Slack, email); None: none are sent."""
 
 
 class LockAccess(Protocol):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +25,9 @@ from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.cli.render import print_json
 from bastion.errors import BadParameter
+
+if TYPE_CHECKING:
+    from bastion.agent.remote import RemoteAuth
 
 __all__ = ["main"]
 
@@ -101,6 +105,12 @@ def join(
         )
 
 
+async def _published_krl(remote: RemoteAuth) -> dict[str, object]:
+    from bastion.contract.core import KRL
+
+    return (await remote.send(KRL)).model_dump()
+
+
 @main.command("krl-sync")
 @click.option(
     "--identity",
@@ -153,7 +163,7 @@ def krl_sync(
     remote = RemoteAuth(ident, ident.server)
     ca_file = Path(trusted_ca) if trusted_ca else ident.dir / "user_ca.pub"
     sync = KrlSync(
-        lambda: remote.call("GET", "/v1/ca/krl"),
+        lambda: _published_krl(remote),
         load_trusted_keys(ca_file.read_text()),
         Path(out),
         Path(status_file) if status_file else None,
@@ -168,3 +178,40 @@ def krl_sync(
             raise SystemExit(1)
         return
     run_async(sync.run_forever())
+
+
+@main.command("start")
+@click.option("-c", "--config", "config_file", default=None, help="bbot.yaml (flags override).")
+@click.option("--proxy", "--auth", "proxy", default=None, help="HOST:PORT of the proxy (or auth).")
+@click.option("--ca-pin", default=None, help="sha256:... of the cluster CA.")
+@click.option(
+    "--insecure", is_flag=True, default=None, help="Do not verify the server (dev only!)."
+)
+@click.option("--token", default=None, help="Single-use join token (bctl bots add).")
+@click.option("--join-method", type=click.Choice(["token", "oidc"]), default=None)
+@click.option("--bot", default=None, help="With --join-method=oidc: the bot's name.")
+@click.option("--id-token-file", default=None, help="With oidc: a file holding the JWT.")
+@click.option("--audience", default=None, help="With oidc in GitHub Actions: the audience.")
+@click.option("--dest", default=None, help="Output directory (identity, ssh, x509, state).")
+@click.option("--ttl", default=None, help="Certificate lifetime (default 1h).")
+@click.option("--oneshot", is_flag=True, default=None, help="Join or renew once, then exit (CI).")
+@handle_errors
+def start(config_file: str | None, **flags: object) -> None:
+    """Join as a bot, then keep its certificates renewed in --dest (docs/machine-id.md).
+
+    \b
+    Examples:
+      bbot start --proxy=proxy.example.com:3080 --ca-pin=sha256:... --token=T --dest=/var/lib/bbot
+      ssh -F /var/lib/bbot/ssh/ssh_config deploy@web1.example.com
+      bbot start -c bbot.yaml --oneshot
+    """
+    from bastion.cli.bbot_start import load_config, run_bot
+    from bastion.logging import configure_logging
+
+    configure_logging("info", "text")
+    cfg = load_config(config_file, flags)
+    if cfg.insecure and not cfg.ca_pin:
+        click.secho("WARNING: --insecure: the server is NOT verified.", err=True, fg="red")
+    run_async(run_bot(cfg))
+    if cfg.oneshot:
+        click.echo(f"bot identity written to {cfg.dest}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 
@@ -19,17 +19,38 @@ from bastion.cli import (
     bctl_apply,
     bctl_audit,
     bctl_auth,
+    bctl_devices,
+    bctl_bots,
     bctl_edit,
     bctl_export,
     bctl_locks,
+    bctl_requests,
 )
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity, resolve_identity
 from bastion.cli.render import print_json, print_resources, print_table
 from bastion.client.api import AuthClient, spki_pin_of_pem
+from bastion.contract.base import ResourceDoc
+from bastion.contract.core import (
+    CONFIRM_NODE,
+    CREATE_TOKEN,
+    CREATE_USER,
+    RESET_USER,
+    UPDATE_USER,
+    WHOAMI,
+    NewToken,
+    NewUser,
+    UserChange,
+)
+from bastion.contract.resources import (
+    CREATE_RESOURCE,
+    DELETE_RESOURCE,
+    GET_RESOURCE,
+    LIST_RESOURCES,
+    WriteQuery,
+)
 from bastion.errors import AlreadyExists, BadParameter, NotFound
-from bastion.types.codec import canonical_kind, dump_resource, load_resources
-from bastion.types.meta import Resource
+from bastion.types.codec import canonical_kind, load_resources, resource_to_dict
 
 __all__ = ["main"]
 
@@ -125,14 +146,16 @@ def create(path: str, force: bool) -> None:
             existed = False
             if force:
                 try:
-                    await client.call("GET", f"/v1/resources/{res.kind}/{res.name}")
+                    await client.send(GET_RESOURCE, path={"kind": res.kind, "name": res.name})
                     existed = True
                 except NotFound:
                     pass
-            body = _body(res)
             try:
-                await client.call(
-                    "POST", f"/v1/resources/{res.kind}", body, {"force": "true"} if force else None
+                await client.send(
+                    CREATE_RESOURCE,
+                    ResourceDoc(res),
+                    path={"kind": res.kind},
+                    query=WriteQuery(force=force),
                 )
             except AlreadyExists as exc:
                 raise AlreadyExists(
@@ -143,11 +166,9 @@ def create(path: str, force: bool) -> None:
     ident().session(work)
 
 
-def _body(res: Resource) -> dict[str, Any]:
-    import json
-
-    data: dict[str, Any] = json.loads(dump_resource(res, "json"))
-    return data
+def _list(kind: str) -> list[dict[str, Any]]:
+    """Every resource of ``kind`` the caller may list, as documents to print."""
+    return [resource_to_dict(r) for r in ident().send(LIST_RESOURCES, path={"kind": kind}).items]
 
 
 @main.command()
@@ -170,10 +191,12 @@ def get(ref: str, fmt: str | None) -> None:
     """
     kind, name = split_ref(ref, need_name=False)
     if name:
-        items = [ident().call("GET", f"/v1/resources/{kind}/{name}")]
+        items = [ident().send(GET_RESOURCE, path={"kind": kind, "name": name}).root]
     else:
-        items = ident().call("GET", f"/v1/resources/{kind}")["items"]
-    print_resources(kind, items, fmt or ("yaml" if name else "text"), single=bool(name))
+        items = ident().send(LIST_RESOURCES, path={"kind": kind}).items
+    print_resources(
+        kind, [resource_to_dict(i) for i in items], fmt or ("yaml" if name else "text"), bool(name)
+    )
 
 
 @main.command()
@@ -187,7 +210,7 @@ def rm(ref: str) -> None:
       bctl rm role/dev
     """
     kind, name = split_ref(ref, need_name=True)
-    ident().call("DELETE", f"/v1/resources/{kind}/{name}")
+    ident().send(DELETE_RESOURCE, path={"kind": kind, "name": name})
     click.echo(f'{kind} "{name}" has been deleted')
 
 
@@ -203,7 +226,7 @@ def status(fmt: str) -> None:
       bctl status --format json
     """
     identity = ident()
-    who: dict[str, Any] = identity.call("GET", "/v1/whoami")
+    who = identity.send(WHOAMI).model_dump()
     info = {
         **who,
         "server": identity.addr,
@@ -283,7 +306,7 @@ def users_add(name: str, roles: str, logins: str, traits: tuple[str, ...], fmt: 
     """
     body = {"name": name, "roles": _csv(roles), "logins": _csv(logins), "traits": _traits(traits)}
     try:
-        invite = ident().call("POST", "/v1/users", body)
+        invite = ident().send(CREATE_USER, NewUser.model_validate(body)).model_dump()
     except AlreadyExists as exc:
         raise AlreadyExists(
             f"{exc.message}: bctl users update {name} --set-roles={roles} changes its roles, "
@@ -303,7 +326,7 @@ def users_ls(fmt: str) -> None:
       bctl users ls
       bctl users ls --format json
     """
-    print_resources("user", ident().call("GET", "/v1/resources/user")["items"], fmt, False)
+    print_resources("user", _list("user"), fmt, False)
 
 
 ADMIN_ROLE = "editor"
@@ -356,10 +379,12 @@ def users_rm(name: str, yes: bool) -> None:
     """
     identity = ident()
     if not yes:
-        users = identity.call("GET", "/v1/resources/user")["items"]
+        users = [
+            resource_to_dict(u) for u in identity.send(LIST_RESOURCES, path={"kind": "user"}).items
+        ]
         if last_holder_of(ADMIN_ROLE, name, users):
             confirm_removal(name, yes, sys.stdin.isatty())
-    identity.call("DELETE", f"/v1/resources/user/{name}")
+    identity.send(DELETE_RESOURCE, path={"kind": "user", "name": name})
     click.echo(f'user "{name}" has been deleted')
 
 
@@ -390,7 +415,7 @@ def users_update(
         body["traits"] = _traits(traits)
     if not body:
         raise BadParameter("nothing to update: pass --set-roles, --set-logins or --set-traits")
-    ident().call("PATCH", f"/v1/users/{name}", body)
+    ident().send(UPDATE_USER, UserChange.model_validate(body), path={"name": name})
     click.echo(f'user "{name}" has been updated')
 
 
@@ -405,7 +430,7 @@ def users_reset(name: str, fmt: str) -> None:
     Example:
       bctl users reset alice
     """
-    _print_invite(ident().call("POST", f"/v1/users/{name}/reset"), fmt, "reset")
+    _print_invite(ident().send(RESET_USER, path={"name": name}).model_dump(), fmt, "reset")
 
 
 # ---- join tokens ---------------------------------------------------------------------------------
@@ -446,7 +471,7 @@ def tokens_add(types: str, ttl: str, labels: str, fmt: str) -> None:
       bctl tokens add --type=node --ttl=1h --labels=env=prod
     """
     body = {"roles": _csv(types), "ttl": ttl, "labels": _labels(labels)}
-    new: dict[str, Any] = ident().call("POST", "/v1/tokens", body)
+    new = ident().send(CREATE_TOKEN, NewToken.model_validate(body)).model_dump()
     if fmt == "json":
         print_json(new)
         return
@@ -468,7 +493,7 @@ def tokens_ls(fmt: str) -> None:
     Example:
       bctl tokens ls
     """
-    print_resources("token", ident().call("GET", "/v1/resources/token")["items"], fmt, False)
+    print_resources("token", _list("token"), fmt, False)
 
 
 @tokens.command("rm")
@@ -481,7 +506,7 @@ def tokens_rm(name: str) -> None:
     Example:
       bctl tokens rm TOKEN
     """
-    ident().call("DELETE", f"/v1/resources/token/{name}")
+    ident().send(DELETE_RESOURCE, path={"kind": "token", "name": name})
     click.echo(f'token "{name}" has been deleted')
 
 
@@ -508,17 +533,20 @@ def nodes_confirm(name: str) -> None:
     Example:
       bctl nodes confirm web1
     """
-    answer = ident().call("POST", f"/v1/nodes/{quote(name, safe='')}/confirm")
+    answer = ident().send(CONFIRM_NODE, path={"name": name})
     click.echo(
-        f"node {name} is now served by host {answer['host_id']} "
-        f"(was {answer['previous_host_id'] or 'not pinned'})"
+        f"node {name} is now served by host {answer.host_id} "
+        f"(was {answer.previous_host_id or 'not pinned'})"
     )
 
 
 bctl_auth.register(main, ident)
 bctl_edit.register(main, ident)
 bctl_locks.register(main, ident)
+bctl_bots.register(main, ident)
 bctl_export.register(main)
 bctl_audit.register(main, ident)
 bctl_access.register(main, ident)
 bctl_apply.register(main, ident)
+bctl_devices.register(main, ident)
+bctl_requests.register(main, ident)

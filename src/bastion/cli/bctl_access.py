@@ -15,6 +15,14 @@ import click
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity
 from bastion.cli.render import print_json, print_table
+from bastion.contract.access import (
+    ACCESS_CHECK,
+    ACCESS_LS,
+    ACCESS_WHO,
+    CheckQuery,
+    TargetQuery,
+    UserQuery,
+)
 
 __all__ = ["format_check", "grant_rows", "register"]
 
@@ -90,11 +98,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Example:
           bctl access check --user=alice --node=db7 --login=root --at=2026-12-07T22:00:00Z
         """
-        params = {"user": user, "node": node, "login": login}
-        params.update({k: v for k, v in (("at", at), ("source_ip", source_ip)) if v})
-        if mfa:
-            params["mfa"] = "true"
-        answer = ident().call("GET", "/v1/access/check", params=params)
+        query = CheckQuery(user=user, node=node, login=login, at=at, source_ip=source_ip, mfa=mfa)
+        answer = ident().send(ACCESS_CHECK, query=query).model_dump()
         if fmt == "json":
             print_json(answer)
             return
@@ -112,8 +117,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Example:
           bctl access ls --user=alice
         """
-        params = {"user": user, **({"at": at} if at else {})}
-        items = ident().call("GET", "/v1/access/ls", params=params)["items"]
+        items = ident().send(ACCESS_LS, query=UserQuery(user=user, at=at)).items
         if fmt == "json":
             print_json(items)
             return
@@ -132,8 +136,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Example:
           bctl access who --node=db7 --login=root
         """
-        params = {"node": node, "login": login, **({"at": at} if at else {})}
-        items = ident().call("GET", "/v1/access/who", params=params)["items"]
+        query = TargetQuery(node=node, login=login, at=at)
+        items = ident().send(ACCESS_WHO, query=query).items
         if fmt == "json":
             print_json(items)
             return

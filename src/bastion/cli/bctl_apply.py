@@ -29,6 +29,13 @@ import click
 import yaml
 
 from bastion.cli.identity import ClientIdentity
+from bastion.contract.base import ResourceDoc
+from bastion.contract.resources import (
+    CREATE_RESOURCE,
+    DELETE_RESOURCE,
+    LIST_RESOURCES,
+    UPDATE_RESOURCE,
+)
 from bastion.errors import BadParameter, BastionError
 from bastion.types.codec import load_resources, parse_resource, resource_to_dict
 from bastion.types.meta import Resource
@@ -225,18 +232,10 @@ def render_plan(result: Plan) -> str:
     return "\n".join(lines)
 
 
-def _body(resource: Resource) -> dict[str, Any]:
-    data = resource_to_dict(resource)
-    if not resource.metadata.revision:
-        data.get("metadata", {}).pop("revision", None)
-    return data
-
-
 def _current(identity: ClientIdentity, kinds: Iterable[str]) -> dict[str, list[Resource]]:
     out: dict[str, list[Resource]] = {}
     for kind in kinds:
-        items = identity.call("GET", f"/v1/resources/{kind}")["items"]
-        out[kind] = [parse_resource(item) for item in items]
+        out[kind] = identity.send(LIST_RESOURCES, path={"kind": kind}).items
     return out
 
 
@@ -244,11 +243,13 @@ def _execute(identity: ClientIdentity, result: Plan) -> None:
     for change in result.changes:
         ref = f"{change.kind}/{change.name}"
         if change.action == "create" and change.resource is not None:
-            identity.call("POST", f"/v1/resources/{change.kind}", _body(change.resource))
+            doc = ResourceDoc(change.resource)
+            identity.send(CREATE_RESOURCE, doc, path={"kind": change.kind})
         elif change.action == "update" and change.resource is not None:
-            identity.call("PUT", f"/v1/resources/{ref}", _body(change.resource))
+            doc = ResourceDoc(change.resource)
+            identity.send(UPDATE_RESOURCE, doc, path={"kind": change.kind, "name": change.name})
         elif change.action == "delete":
-            identity.call("DELETE", f"/v1/resources/{ref}")
+            identity.send(DELETE_RESOURCE, path={"kind": change.kind, "name": change.name})
         click.echo(f"{change.action}d {ref}" if change.action != "delete" else f"deleted {ref}")
 
 

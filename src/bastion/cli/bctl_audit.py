@@ -32,6 +32,13 @@ from bastion.cli.identity import ClientIdentity
 from bastion.cli.render import print_json, print_table
 from bastion.clock import SystemClock
 from bastion.config.schema import FileConfig, load_config
+from bastion.contract.core import (
+    AUDIT_CHECKPOINT,
+    AUDIT_PROOF,
+    SEARCH_EVENTS,
+    EventQuery,
+    ProofQuery,
+)
 from bastion.errors import BadParameter, NotFound
 from bastion.types.audit import AuditEvent
 
@@ -197,7 +204,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Example:
           bctl audit checkpoint --out checkpoint.json
         """
-        result: dict[str, str] = ident().call("POST", "/v1/audit/checkpoint")
+        result = ident().send(AUDIT_CHECKPOINT).model_dump()
         if out:
             Path(out).write_text(result["checkpoint"])
         if fmt == "json":
@@ -221,8 +228,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         """
         if not event_id and index is None:
             raise BadParameter("pass an EVENT_ID or --index N")
-        params = {"id": event_id} if event_id else {"index": str(index)}
-        result: dict[str, Any] = ident().call("GET", "/v1/audit/proof", params=params)
+        query = ProofQuery(id=event_id) if event_id else ProofQuery(index=index)
+        result: dict[str, Any] = ident().send(AUDIT_PROOF, query=query).model_dump()
         _check_proof(result, key)
         if fmt == "json":
             print_json(result)
@@ -248,10 +255,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
           bctl audit certs --since 24h
           bctl audit certs --user alice --format json
         """
-        params = {"type": "cert.issued", "since": parse_time(since), "limit": str(limit)}
-        if user:
-            params["user"] = user
-        events = ident().call("GET", "/v1/events", params=params)["events"]
+        query = EventQuery(type=["cert.issued"], since=parse_time(since), limit=limit, user=user)
+        events = ident().send(SEARCH_EVENTS, query=query).events
         rows = [_cert_row(e) for e in events]
         if cert_type:
             rows = [r for r in rows if cert_type in (r["cert_type"], r["identity_kind"])]

@@ -16,8 +16,20 @@ import click
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity
 from bastion.cli.render import print_json, print_table
+from bastion.contract.core import (
+    EXPORT_CA,
+    KRL,
+    ROTATE_CA,
+    SEARCH_EVENTS,
+    SIGN_HOST,
+    EventQuery,
+    ExportQuery,
+    Rotate,
+    SignHost,
+)
 from bastion.errors import BadParameter
 from bastion.files import write_private_file
+from bastion.types.codec import resource_to_dict
 from bastion.types.duration import parse_duration
 
 __all__ = ["register", "parse_time"]
@@ -85,8 +97,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
           bctl auth export --type=user > /etc/ssh/bastion_user_ca.pub
           bctl auth export --type=host
         """
-        params = {"type": ca_type, **({"format": fmt} if fmt else {})}
-        click.echo(ident().call("GET", "/v1/ca/export", params=params)["export"], nl=False)
+        exported = ident().send(EXPORT_CA, query=ExportQuery(type=ca_type, format=fmt))
+        click.echo(exported.export, nl=False)
 
     @auth.command("krl")
     @click.option(
@@ -104,7 +116,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Example:
           bctl auth krl --out /etc/ssh/bastion_krl
         """
-        doc: dict[str, Any] = ident().call("GET", "/v1/ca/krl")
+        doc: dict[str, Any] = ident().send(KRL).model_dump()
         if out:
             write_private_file(Path(out), base64.b64decode(doc["krl"]))
             write_private_file(Path(f"{out}.sig"), doc["signature"])
@@ -132,9 +144,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
           bctl auth rotate --type=host --phase=init
           bctl auth rotate --type=host --phase=update
         """
-        ca: dict[str, Any] = ident().call(
-            "POST", "/v1/ca/rotate", {"type": ca_type, "phase": phase}
-        )
+        rotated = ident().send(ROTATE_CA, Rotate(type=ca_type, phase=phase))
+        ca = resource_to_dict(rotated.root)
         now = ((ca.get("spec") or {}).get("rotation") or {}).get("phase", phase)
         click.echo(f"{ca_type} CA: rotation phase is now {now}: {NEXT_STEP[phase]}")
 
@@ -143,28 +154,46 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option(
         "--public-key",
         "public_key",
-        required=True,
+        default=None,
         type=click.Path(dir_okay=False, exists=True),
-        help="The host's public key.",
+        help="The host's public key (openssh format; required there).",
     )
     @click.option("--out", required=True, help="Writes OUT-cert.pub and OUT.crt.")
     @click.option("--principals", default="", help="Extra principals (comma-separated).")
     @click.option("--ttl", default="720h", show_default=True)
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["openssh", "db"]),
+        default="openssh",
+        show_default=True,
+        help="db: a database server's certificate, key and CA bundle (OUT.crt/.key/.cas).",
+    )
     @handle_errors
-    def sign(host: str, public_key: str, out: str, principals: str, ttl: str) -> None:
-        """Sign a host certificate for an agentless OpenSSH server.
+    def sign(
+        host: str, public_key: str | None, out: str, principals: str, ttl: str, fmt: str
+    ) -> None:
+        """Sign a host certificate for an agentless OpenSSH server (or a database server).
 
         \b
-        Example:
+        Examples:
           bctl auth sign --host=web1 --public-key=/etc/ssh/ssh_host_ed25519_key.pub --out=web1
+          bctl auth sign --format=db --host=db.internal --out=server
         """
+        if fmt == "db":
+            from bastion.cli.bctl_db import sign_db_server
+
+            sign_db_server(ident(), host, principals, out, ttl)
+            return
+        if public_key is None:
+            raise click.UsageError("--public-key is required (or --format=db)")
         body = {
             "host": host,
             "public_key": Path(public_key).read_text(),
             "ttl": ttl,
             "principals": [p.strip() for p in principals.split(",") if p.strip()],
         }
-        certs: dict[str, Any] = ident().call("POST", "/v1/ca/sign-host", body)
+        certs = ident().send(SIGN_HOST, SignHost.model_validate(body)).model_dump()
         ssh_path, tls_path = Path(f"{out}-cert.pub"), Path(f"{out}.crt")
         write_private_file(ssh_path, certs["ssh_cert"] + "\n")
         write_private_file(tls_path, certs["tls_cert"])
@@ -209,9 +238,10 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
             params["since"] = parse_time(since)
         if until:
             params["until"] = parse_time(until)
-        events: list[dict[str, Any]] = ident().call(
-            "GET", "/v1/events", params={k: v for k, v in params.items() if v}
-        )["events"]
+        query = EventQuery.model_validate(
+            {k: v.split(",") if k == "type" else v for k, v in params.items() if v}
+        )
+        events = ident().send(SEARCH_EVENTS, query=query).events
         if fmt == "json":
             print_json(events)
             return

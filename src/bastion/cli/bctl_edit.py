@@ -13,22 +13,22 @@ The text helpers (:func:`opening_text`, :func:`reopen_text`, :func:`content_of`)
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity
+from bastion.contract.base import ResourceDoc
+from bastion.contract.resources import GET_RESOURCE, UPDATE_RESOURCE
 from bastion.errors import BadParameter
 from bastion.files import write_private_file
-from bastion.types.codec import canonical_kind, dump_resource, load_resources, parse_resource
+from bastion.types.codec import canonical_kind, dump_resource, load_resources
 from bastion.types.meta import Resource
 
 __all__ = ["MAX_ROUNDS", "content_of", "opening_text", "register", "reopen_text", "validate"]
@@ -138,13 +138,8 @@ def _cancel(edited: str, error: str, kind: str, name: str) -> BadParameter:
     return BadParameter(f"{CANCELLED} (the last error: {error}); your edits are in {copy}")
 
 
-def _as_body(res: Resource) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(dump_resource(res, "json"))
-    return data
-
-
 def _edit(identity: ClientIdentity, kind: str, name: str) -> None:
-    current = parse_resource(identity.call("GET", f"/v1/resources/{kind}/{name}"))
+    current = identity.send(GET_RESOURCE, path={"kind": kind, "name": name}).root
     manager = current.metadata.labels.get("managed-by")
     if manager:  # bctl apply owns it: the next apply reverts a hand edit
         click.echo(
@@ -171,7 +166,8 @@ def _edit(identity: ClientIdentity, kind: str, name: str) -> None:
                 new = validate(edited, kind, name)
                 if not new.metadata.revision:
                     new.metadata.revision = current.metadata.revision  # stay conditional
-                identity.call("PUT", f"/v1/resources/{kind}/{name}", _as_body(new))
+                ref = {"kind": kind, "name": name}
+                identity.send(UPDATE_RESOURCE, ResourceDoc(new), path=ref)
             except BadParameter as exc:  # local or the server's validation: reopen
                 error = exc.message
                 click.echo(f"error: {error}; reopening the editor", err=True)

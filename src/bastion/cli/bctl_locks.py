@@ -17,8 +17,11 @@ import click
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity
 from bastion.cli.render import print_json, print_table
+from bastion.contract.base import ResourceDoc
+from bastion.contract.resources import CREATE_RESOURCE, LIST_RESOURCES
 from bastion.errors import BadParameter
 from bastion.types.access import Lock, LockSpec, LockTarget
+from bastion.types.codec import resource_to_dict
 from bastion.types.duration import parse_duration
 from bastion.types.meta import Metadata
 
@@ -119,11 +122,9 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
           bctl lock --node=web1
         """
         resource = build_lock(targets, message, ttl, datetime.now(UTC))
-        body = resource.model_dump(mode="json", exclude_none=True)
-        body["metadata"].pop("revision", None)
-        created = ident().call("POST", "/v1/resources/lock", body)
+        created = ident().send(CREATE_RESOURCE, ResourceDoc(resource), path={"kind": "lock"})
         if fmt == "json":
-            print_json(created)
+            print_json(created.model_dump(mode="json"))
             return
         click.echo(
             f'lock "{resource.name}" created: {_target_text(resource.spec.target.model_dump())}'
@@ -153,7 +154,8 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
           bctl locks ls
           bctl locks ls --format json
         """
-        items = ident().call("GET", "/v1/resources/lock")["items"]
+        listed = ident().send(LIST_RESOURCES, path={"kind": "lock"}).items
+        items = [resource_to_dict(lock) for lock in listed]
         if fmt == "json":
             print_json(items)
             return

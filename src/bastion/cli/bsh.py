@@ -41,7 +41,16 @@ LAZY = {
     "play": LazyCommand(
         "bastion.cli.bsh_recordings", "play_command", "Play a session recording in this terminal."
     ),
+    "db": LazyCommand(
+        "bastion.cli.bsh_db", "db_group", "Database certificates for psql (bsh db login NAME)."
+    ),
     "mfa": LazyCommand("bastion.cli.bsh_mfa", "mfa_group", "Manage your MFA devices."),
+    "request": LazyCommand(
+        "bastion.cli.bsh_request", "request_group", "Ask for, review and assume access requests."
+    ),
+    "device": LazyCommand(
+        "bastion.cli.bsh_device", "device_group", "Enroll this machine as a trusted device."
+    ),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import click
 from cryptography.hazmat.primitives import serialization
 
-from bastion.cli import bsh_mfa
+from bastion.cli import bsh_device, bsh_mfa
 from bastion.cli.bsh import print_profile
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
@@ -23,7 +23,15 @@ from bastion.client.api import AuthClient, fetch_cluster_ca, spki_pin_of_pem
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.client.sso import sso_login
 from bastion.client.tls import verified_context
-from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter
+from bastion.contract.core import (
+    INVITE_COMPLETE,
+    INVITE_START,
+    LOGIN,
+    InviteComplete,
+    InviteToken,
+    Login,
+)
+from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter, BastionError
 from bastion.services.credentials import check_password_strength
 
 __all__ = ["INSECURE_WARNING", "Secrets", "check_user_flag", "login", "totp_enrollment"]
@@ -35,6 +43,11 @@ INSECURE_WARNING = (
     "WARNING: --insecure: the server's identity is NOT verified. Anyone on the network path can "
     "impersonate the cluster and capture your password. Use --ca-pin outside development."
 )
+
+
+async def _complete(client: AuthClient, body: dict[str, Any]) -> dict[str, Any]:
+    certs = await client.send(INVITE_COMPLETE, InviteComplete.model_validate(body))
+    return certs.model_dump()
 
 
 class Secrets:
@@ -156,7 +169,7 @@ def _login_flow(
             if auth == "passwordless":
                 return await bsh_mfa.passwordless_login(client, public_key, ttl, profile_dir)
             if invite:
-                info = await client.call("POST", "/v1/invites/start", {"token": invite})
+                info = (await client.send(INVITE_START, InviteToken(token=invite))).model_dump()
                 use_key = mfa == "webauthn" or info.get("second_factor") == "webauthn"
                 if use_key:
                     click.echo(f"Setting the password of {info['user']}.", err=True)
@@ -169,8 +182,7 @@ def _login_flow(
                         "public_key": public_key,
                         "ttl": ttl,
                     }
-                    certs: dict[str, Any] = await client.call("POST", "/v1/invites/complete", body)
-                    return certs
+                    return await _complete(client, body)
                 if info["otp_required"]:
                     click.echo(
                         totp_enrollment(
@@ -191,8 +203,7 @@ def _login_flow(
                 }
                 for attempt in range(OTP_TRIES):
                     try:
-                        certs = await client.call("POST", "/v1/invites/complete", body)
-                        return certs
+                        return await _complete(client, body)
                     except AuthenticationFailed as exc:  # a wrong code: the invite still holds
                         if not info["otp_required"] or attempt == OTP_TRIES - 1:
                             raise
@@ -207,8 +218,7 @@ def _login_flow(
             password = secrets.password(confirm=False)
             body = {"user": user, "password": password, "public_key": public_key, "ttl": ttl}
             if second_factor == "off" and not secrets.otp:
-                certs = await client.call("POST", "/v1/login", body)
-                return certs
+                return (await client.send(LOGIN, Login.model_validate(body))).model_dump()
             return await bsh_mfa.login_second_factor(
                 client, body, mfa, secrets.otp_code, profile_dir
             )
@@ -265,6 +275,11 @@ def check_user_flag(user: str | None, invite: str | None, auth_name: str | None)
 @click.option("--otp", default=None, help="The current TOTP code.")
 @click.option("--ttl", default="12h", show_default=True, help="Requested certificate lifetime.")
 @click.option(
+    "--request-id",
+    default=None,
+    help="Assume this approved access request with the current login (bsh request assume).",
+)
+@click.option(
     "--auth",
     "auth_name",
     default=None,
@@ -306,6 +321,7 @@ def login(
     headless: bool,
     mfa: str,
     software: str | None,
+    request_id: str | None = None,
 ) -> None:
     """Log in (or accept an invite) and save short-lived certificates in a profile.
 
@@ -315,6 +331,11 @@ def login(
       bsh login --proxy=bastion.example.com:3080 --invite=TOKEN --ca-pin=sha256:...
       bsh login --proxy=bastion.example.com:3080 --auth=okta --headless
     """
+    if request_id:  # re-issue from the current login: no password, no second factor
+        from bastion.cli.bsh_request import assume_request
+
+        assume_request(request_id, ttl)
+        return
     sso = bool(auth_name) and auth_name not in ("local", "passwordless")
     if headless and not sso:
         raise BadParameter("--headless works with --auth=CONNECTOR (an SSO login)")
@@ -361,6 +382,13 @@ def login(
         logins=list(certs.get("logins") or []),
     )
     store.save(profile, key, certs)
+    try:
+        device_certs = bsh_device.device_ceremony(store, profile)
+    except BastionError as exc:  # the login stands; resources that require a device refuse
+        click.echo(f"warning: device authentication failed: {exc.message}", err=True)
+        device_certs = None
+    if device_certs is not None:  # this machine is enrolled: certificates that carry it
+        store.save(profile, key, device_certs)
     # Remember the CA for the next login to this address, unless nothing verified it; the
     # bundle came over the verified connection (it carries new CAs during a rotation).
     verified = bool(ca_pin) or not insecure

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 
@@ -27,7 +26,26 @@ from bastion.client.api import AuthClient
 from bastion.client.mfa import ENV_SOFTWARE, SETTINGS_FILE, origin_for, solve
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.tls import verified_context
-from bastion.errors import AuthenticationFailed, BadParameter, NotFound
+from bastion.contract.core import LOGIN, Login
+from bastion.contract.mfa import (
+    ADD_DEVICE_BEGIN,
+    ADD_DEVICE_FINISH,
+    DEVICE_CHALLENGE,
+    INVITE_WEBAUTHN,
+    LIST_DEVICES,
+    LOGIN_BEGIN,
+    PASSWORDLESS,
+    PASSWORDLESS_BEGIN,
+    REMOVE_DEVICE,
+    AddBegin,
+    AddFinish,
+    ChallengeScope,
+    InviteWebAuthn,
+    LoginBegin,
+    Passwordless,
+    Remove,
+)
+from bastion.errors import AuthenticationFailed, BadParameter, NotFound, RemoteProtocolError
 from bastion.files import write_private_file
 
 __all__ = [
@@ -69,48 +87,40 @@ async def login_second_factor(
             TOTP), ``webauthn`` or ``otp``.
         otp_code: asks for the TOTP code (only called when TOTP is used).
     """
-    begin = await client.call(
-        "POST", "/v1/login/begin", {"user": body["user"], "password": body["password"]}
-    )
-    options = begin.get("webauthn")
+    begin = await client.send(LOGIN_BEGIN, LoginBegin(user=body["user"], password=body["password"]))
+    options = begin.webauthn
     if options and mfa != "otp":
         try:
             response = solve(options, origin_for(client.addr), profile_dir=profile_dir)
         except NotFound as exc:
-            if mfa == "webauthn" or not begin.get("totp"):
+            if mfa == "webauthn" or not begin.totp:
                 raise
             click.echo(f"{exc}; using TOTP instead.", err=True)
         else:
-            certs: dict[str, Any] = await client.call(
-                "POST", "/v1/login", {**body, "webauthn": response}
-            )
-            return certs
+            return (
+                await client.send(LOGIN, Login.model_validate({**body, "webauthn": response}))
+            ).model_dump()
     elif mfa == "webauthn":
         raise NotFound("this account has no security key registered: bsh mfa add")
-    otp = otp_code() if begin.get("totp") else ""
-    certs = await client.call("POST", "/v1/login", {**body, "otp": otp})
-    return certs
+    otp = otp_code() if begin.totp else ""
+    return (await client.send(LOGIN, Login.model_validate({**body, "otp": otp}))).model_dump()
 
 
 async def passwordless_login(
     client: AuthClient, public_key: str, ttl: str, profile_dir: Path
 ) -> dict[str, Any]:
     """``--auth=passwordless``: a passkey names the user; no password."""
-    begin = await client.call("POST", "/v1/login/passwordless/begin", {})
-    response = solve(begin["webauthn"], origin_for(client.addr), profile_dir=profile_dir)
-    certs: dict[str, Any] = await client.call(
-        "POST",
-        "/v1/login/passwordless",
-        {"webauthn": response, "public_key": public_key, "ttl": ttl},
-    )
-    return certs
+    begin = await client.send(PASSWORDLESS_BEGIN)
+    response = solve(begin.webauthn, origin_for(client.addr), profile_dir=profile_dir)
+    body = Passwordless.model_validate({"webauthn": response, "public_key": public_key, "ttl": ttl})
+    return (await client.send(PASSWORDLESS, body)).model_dump()
 
 
 async def invite_webauthn(client: AuthClient, token: str, profile_dir: Path) -> dict[str, Any]:
     """Register a security key for an invite; returns the registration response."""
-    begin = await client.call("POST", "/v1/invites/webauthn", {"token": token})
+    begin = await client.send(INVITE_WEBAUTHN, InviteWebAuthn(token=token))
     click.echo("Registering your security key (touch it when it blinks)...", err=True)
-    return solve(begin["webauthn"], origin_for(client.addr), profile_dir=profile_dir, create=True)
+    return solve(begin.webauthn, origin_for(client.addr), profile_dir=profile_dir, create=True)
 
 
 # ---- bsh mfa ------------------------------------------------------------------------------------
@@ -152,11 +162,11 @@ async def _proof(
     keys = [d for d in devices if d["type"] == "webauthn" and not d["cloned"]]
     has_totp = any(d["type"] == "totp" for d in devices)
     if keys and not otp:
-        challenge = await client.call("POST", "/v1/mfa/challenge", {"scope": scope})
+        challenge = await client.send(DEVICE_CHALLENGE, ChallengeScope(scope=scope))
         click.echo("Confirm with one of your registered security keys...", err=True)
         try:
             response = solve(
-                challenge["webauthn"], origin_for(profile.proxy), profile_dir=profile.path
+                challenge.webauthn, origin_for(profile.proxy), profile_dir=profile.path
             )
             return {"webauthn": response}
         except NotFound:
@@ -204,8 +214,8 @@ def ls_command(fmt: str) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with _profile_client(profile) as client:
-            data = await client.call("GET", "/v1/mfa/devices")
-        return list(data["devices"])
+            data = await client.send(LIST_DEVICES)
+        return [d.model_dump() for d in data.devices]
 
     devices = run_async(go())
     if fmt == "json":
@@ -253,23 +263,26 @@ def add_command(name: str, kind: str, passwordless: bool, otp: str | None, softw
 
     async def go() -> dict[str, Any]:
         async with _profile_client(profile) as client:
-            devices = list((await client.call("GET", "/v1/mfa/devices"))["devices"])
+            devices = [d.model_dump() for d in (await client.send(LIST_DEVICES)).devices]
             device_name = name or _next_name(devices, kind)
             proof = await _proof(client, profile, devices, "mfa:add", otp)
-            begin = await client.call(
-                "POST", "/v1/mfa/devices/begin", {"type": kind, "passwordless": passwordless}
+            begin = await client.send(
+                ADD_DEVICE_BEGIN,
+                AddBegin.model_validate({"type": kind, "passwordless": passwordless}),
             )
             body: dict[str, Any] = {"type": kind, "name": device_name, "proof": proof}
             if kind == "totp":
-                totp = begin["totp"]
+                totp = begin.totp
+                if totp is None:
+                    raise RemoteProtocolError("the server sent no TOTP secret")
                 click.echo(
-                    f"Add this to your authenticator app (scan or paste):\n  {totp['uri']}\n"
-                    f"  secret: {totp['secret']}",
+                    f"Add this to your authenticator app (scan or paste):\n  {totp.uri}\n"
+                    f"  secret: {totp.secret}",
                     err=True,
                 )
                 sys.stderr.flush()
                 body.update(
-                    enrolment=totp["enrolment"],
+                    enrolment=totp.enrolment,
                     code=_read_code(
                         None, "Code shown by the app for the new secret", otp_flag=False
                     ),
@@ -277,13 +290,13 @@ def add_command(name: str, kind: str, passwordless: bool, otp: str | None, softw
             else:
                 click.echo("Touch the new security key to register it...", err=True)
                 body["webauthn"] = solve(
-                    begin["webauthn"],
+                    begin.webauthn or {},
                     origin_for(profile.proxy),
                     profile_dir=profile.path,
                     create=True,
                 )
-            added: dict[str, Any] = await client.call("POST", "/v1/mfa/devices/finish", body)
-            return added
+            added = await client.send(ADD_DEVICE_FINISH, AddFinish.model_validate(body))
+            return added.model_dump()
 
     device = run_async(go())
     extra = [
@@ -311,13 +324,14 @@ def rm_command(name: str, otp: str | None) -> None:
 
     async def go() -> None:
         async with _profile_client(profile) as client:
-            devices = list((await client.call("GET", "/v1/mfa/devices"))["devices"])
+            devices = [d.model_dump() for d in (await client.send(LIST_DEVICES)).devices]
             if not any(d["name"] == name for d in devices):
                 raise NotFound(f"no MFA device named {name!r}; bsh mfa ls lists yours")
             others = [d for d in devices if d["name"] != name] or devices
             proof = await _proof(client, profile, others, f"mfa:remove:{name}", otp)
-            path = f"/v1/mfa/devices/{quote(name, safe='')}/remove"
-            await client.call("POST", path, {"proof": proof})
+            await client.send(
+                REMOVE_DEVICE, Remove.model_validate({"proof": proof}), path={"name": name}
+            )
 
     run_async(go())
     click.echo(f"MFA device {name!r} removed.")

@@ -26,6 +26,7 @@ from bastion.client.api import AuthClient
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.proxy_conn import check_profile
 from bastion.client.tls import profile_context
+from bastion.contract.recordings import GET_RECORDING, LIST_RECORDINGS, FetchQuery
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
 from bastion.protocols.alpn import ALPN_HTTP
@@ -248,16 +249,19 @@ def _client(profile: Profile) -> AuthClient:
 
 async def _list(profile: Profile) -> list[dict[str, Any]]:
     async with _client(profile) as client:
-        data = await client.call("GET", "/v1/recordings")
-    items = data.get("items") if isinstance(data, dict) else None
-    return [i for i in (items or []) if isinstance(i, dict)]
+        data = await client.send(LIST_RECORDINGS)
+    return [i.model_dump() for i in data.items]
 
 
 async def _fetch(profile: Profile, session: str, purpose: str) -> tuple[str, bytes]:
     if len(session) != 36:  # not a full id: resolve the prefix among what the caller may see
         session = resolve_session(session, await _list(profile))
     async with _client(profile) as client:
-        data = await client.fetch(f"/v1/recordings/{session}", {"purpose": purpose})
+        data = await client.fetch(
+            GET_RECORDING,
+            path={"session_id": session},
+            query=FetchQuery.model_validate({"purpose": purpose}),
+        )
     return session, data
 
 

@@ -43,8 +43,10 @@ from bastion.client.ssh import (
     start_forwards,
 )
 from bastion.client.tls import profile_context
+from bastion.contract.resources import LIST_RESOURCES
 from bastion.errors import BadParameter, BastionError, NotFound
 from bastion.protocols.alpn import ALPN_HTTP
+from bastion.types.codec import resource_to_dict
 
 __all__ = [
     "filter_nodes",
@@ -172,12 +174,10 @@ def _profile(cluster: str | None = None) -> Profile:
 async def _list_nodes(profile: Profile) -> list[dict[str, Any]]:
     ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
     async with AuthClient(profile.proxy, ctx) as client:
-        data = await client.call("GET", "/v1/resources/node")
-    items = data.get("items") if isinstance(data, dict) else data
-    online = data.get("online") if isinstance(data, dict) else None
-    nodes = [n for n in (items or []) if isinstance(n, dict)]
+        data = await client.send(LIST_RESOURCES, path={"kind": "node"})
+    nodes = [resource_to_dict(n) for n in data.items]
     for node in nodes:  # the server's liveness verdict (None: it cannot tell)
-        node["online"] = online.get(node_name(node)) if isinstance(online, dict) else None
+        node["online"] = data.online.get(node_name(node)) if data.online is not None else None
     return nodes
 
 
@@ -452,6 +452,18 @@ def proxy_group() -> None:
     Example:
       bsh proxy ssh --cluster=example.com root@web1.example.com:22
     """
+
+
+@proxy_group.command("db")
+@click.argument("name")
+@click.option("--port", default=0, show_default=True, help="Local port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Local address.")
+@handle_errors
+def proxy_db_command(name: str, port: int, host: str) -> None:
+    """A local PostgreSQL listener for database NAME (after bsh db login NAME)."""
+    from bastion.cli.bsh_db import proxy_db
+
+    proxy_db(name, port, host)
 
 
 @proxy_group.command("ssh")

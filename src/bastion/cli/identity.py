@@ -20,16 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from bastion.client.api import AuthClient, MFASolver
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import ProfileStore
 from bastion.client.tls import verified_context
 from bastion.config.schema import load_config
+from bastion.contract.base import Body, Endpoint
 from bastion.errors import AuthenticationFailed, BadParameter, NotFound
 
 __all__ = ["ClientIdentity", "resolve_identity", "run_async"]
 
 T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
 DEFAULT_DATA_DIR = Path("bastion-data")
 
 
@@ -62,13 +67,18 @@ class ClientIdentity:
 
         return answer
 
-    def call(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-    ) -> Any:
-        """One API request, synchronously (the CLIs are one-shot)."""
+    def send(
+        self,
+        endpoint: Endpoint[B, R],
+        body: B | None = None,
+        *,
+        path: dict[str, str] | None = None,
+        query: Body | None = None,
+    ) -> R:
+        """One API call, synchronously (the CLIs are one-shot)."""
 
-        async def go(client: AuthClient) -> Any:
-            return await client.call(method, path, body, params)
+        async def go(client: AuthClient) -> R:
+            return await client.send(endpoint, body, path=path, query=query)
 
         return self.session(go)
 

@@ -11,14 +11,17 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Collection
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, ValidationError
 
 from bastion.api.mfa_header import ADMIN_MFA_HEADER, encode_assertion
 from bastion.client.tls import unverified_context
+from bastion.contract.base import Body, Endpoint, query_dict
+from bastion.contract.core import PING
 from bastion.errors import (
     BadParameter,
     BastionError,
@@ -26,6 +29,7 @@ from bastion.errors import (
     MFARequired,
     error_from_code,
 )
+from bastion.types.codec import validation_problems
 
 __all__ = [
     "AuthClient",
@@ -40,6 +44,9 @@ MFASolver = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """Answers WebAuthn request options with an assertion (asks the security key)."""
 
 TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+B = TypeVar("B", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
 def spki_pin_of_pem(cert_pem: str) -> list[str]:
@@ -54,7 +61,7 @@ def spki_pin_of_pem(cert_pem: str) -> list[str]:
 
 
 class AuthClient:
-    """``async with AuthClient(addr, ctx) as client: await client.call("GET", "/v1/whoami")``.
+    """``async with AuthClient(addr, ctx) as client: await client.send(WHOAMI)``.
 
     With ``mfa``, a request the server answers with ``mfa_required`` (MFA for admin actions) is
     retried once, the same bytes plus the assertion ``mfa`` produced for the server's challenge
@@ -79,27 +86,53 @@ class AuthClient:
         if self._session is not None:
             await self._session.close()
 
-    async def call(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-    ) -> Any:
-        """One request; returns the decoded JSON or raises the server's error class.
+    async def send(
+        self,
+        endpoint: Endpoint[B, R],
+        body: B | None = None,
+        *,
+        path: dict[str, str] | None = None,
+        query: Body | None = None,
+    ) -> R:
+        """Call one declared endpoint; returns its typed reply or raises the server's error
+        class.
 
         Raises:
             MFARequired: the server wants an assertion and there is no solver (or the retry
                 was answered the same way).
+            BadParameter: the reply does not fit the endpoint's model (a server of another
+                version).
         """
+        url = endpoint.url(**(path or {}))
+        payload = None
+        if endpoint.method in _WITH_BODY:
+            payload = (body or endpoint.body.model_validate({})).model_dump(
+                mode="json", exclude_none=True
+            )
+        params = query_dict(query)
         try:
-            return await self._request(method, path, body, params, None)
+            data = await self._request(endpoint.method, url, payload, params, None)
         except MFARequired as exc:
             if self._mfa is None:
                 raise
             assertion = await self._mfa(exc.challenge)
             headers = {ADMIN_MFA_HEADER: encode_assertion(assertion)}
-            return await self._request(method, path, body, params, headers)
+            data = await self._request(endpoint.method, url, payload, params, headers)
+        try:
+            return endpoint.response.model_validate(data)
+        except ValidationError as exc:
+            raise BadParameter(
+                f"{endpoint.method} {endpoint.path}: unexpected reply from {self.addr} "
+                f"({validation_problems(exc)}); is the server the same version as this client?"
+            ) from None
 
-    async def fetch(self, path: str, params: dict[str, str] | None = None) -> bytes:
-        """``GET`` a non-JSON body (a session recording); errors as in :meth:`call`."""
-        data: bytes = await self._request("GET", path, None, params, None, raw=True)
+    async def fetch(
+        self, endpoint: Endpoint[Any, Any], *, path: dict[str, str], query: Body | None = None
+    ) -> bytes:
+        """A streamed (non-JSON) reply's bytes, such as a recording; errors as in :meth:`send`."""
+        data: bytes = await self._request(
+            "GET", endpoint.url(**path), None, query_dict(query), None, raw=True
+        )
         return data
 
     async def _request(
@@ -192,7 +225,7 @@ async def fetch_cluster_ca(
         AccessDenied-like BadParameter when no pin matches; ConnectionProblem.
     """
     async with AuthClient(addr, unverified_context()) as client:
-        ping: dict[str, Any] = await client.call("GET", "/v1/ping")
+        ping = (await client.send(PING)).model_dump()
     accepted = [ca_pin] if isinstance(ca_pin, str) else list(ca_pin or ())
     # Never show the pins this (still unverified) server presents: a user would copy them,
     # and an attacker in the middle presents its own.

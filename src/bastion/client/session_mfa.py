@@ -25,6 +25,7 @@ from bastion.client.api import AuthClient
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.tls import profile_context
+from bastion.contract.mfa import SESSION_CERTS, SESSION_CHALLENGE, SessionIssue, SessionTarget
 from bastion.errors import AccessDenied, RemoteProtocolError
 from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH
 
@@ -119,22 +120,18 @@ async def session_credentials(
     """
     public_key = (profile.path / "key.pub").read_text().strip()
     async with AuthClient(profile.proxy, profile_api_context(profile)) as client:
-        answer = await client.call(
-            "POST", "/v1/certs/session/challenge", {"node": node, "login": login}
-        )
-        check_forwarding(answer, forwards)
-        if not isinstance(answer, dict) or not answer.get("mfa_required"):
+        answer = await client.send(SESSION_CHALLENGE, SessionTarget(node=node, login=login))
+        check_forwarding(answer.model_dump(), forwards)
+        if not answer.mfa_required:
             return None
-        challenge = answer.get("challenge")
-        if not isinstance(challenge, dict):
+        if answer.challenge is None:
             raise RemoteProtocolError("the server asked for MFA but sent no challenge")
-        response = await asyncio.to_thread(solver or _default_solver(profile), challenge)
-        issued = await client.call(
-            "POST",
-            "/v1/certs/session",
-            {"node": node, "login": login, "public_key": public_key, "mfa_response": response},
+        response = await asyncio.to_thread(solver or _default_solver(profile), answer.challenge)
+        issued = await client.send(
+            SESSION_CERTS,
+            SessionIssue(node=node, login=login, public_key=public_key, mfa_response=response),
         )
-    return parse_issued(issued)
+    return parse_issued(issued.model_dump())
 
 
 def session_ssl_context(profile: Profile, creds: SessionCredentials) -> ssl.SSLContext:

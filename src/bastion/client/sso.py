@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from bastion.client.api import AuthClient
+from bastion.contract.sso import SSO_REQUEST, SSO_RESULT, ResultQuery, SSORequest
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem
 from bastion.services.credentials import secrets_equal
 
@@ -110,23 +111,24 @@ async def sso_login(
     callback = CallbackServer()
     redirect = "" if headless else await callback.start()
     try:
-        created = await client.call(
-            "POST",
-            "/v1/sso/requests",
-            {
-                "connector": connector,
-                "public_key": public_key,
-                "ttl": ttl,
-                "secret": secret,
-                "client_redirect": redirect,
-            },
+        created = await client.send(
+            SSO_REQUEST,
+            SSORequest.model_validate(
+                {
+                    "connector": connector,
+                    "public_key": public_key,
+                    "ttl": ttl,
+                    "secret": secret,
+                    "client_redirect": redirect,
+                }
+            ),
         )
-        url = f"https://{proxy}{created['login_path']}"
-        request_id = str(created["request_id"])
+        url = f"https://{proxy}{created.login_path}"
+        request_id = created.request_id
         if headless:
             say(
                 f"Open this URL in a browser on any machine and sign in:\n  {url}\n"
-                f"Check that the page shows the code {created['code']}. Waiting..."
+                f"Check that the page shows the code {created.code}. Waiting..."
             )
             return await _poll(client, request_id, secret, "", wait_seconds)
         say(f"If the browser does not open, visit:\n  {url}")
@@ -153,10 +155,10 @@ async def _wait_browser(
 
     async def watch_for_failure() -> None:
         while True:
-            await client.call(
-                "POST",
-                f"/v1/sso/requests/{request_id}/result",
-                {"secret": secret, "code": "", "wait": POLL_WAIT},
+            await client.send(
+                SSO_RESULT,
+                ResultQuery(secret=secret, code="", wait=POLL_WAIT),
+                path={"id": request_id},
             )
 
     try:
@@ -175,12 +177,12 @@ async def _poll(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     while True:
-        data: dict[str, Any] = await client.call(
-            "POST",
-            f"/v1/sso/requests/{request_id}/result",
-            {"secret": secret, "code": code, "wait": POLL_WAIT},
+        data = await client.send(
+            SSO_RESULT,
+            ResultQuery(secret=secret, code=code, wait=POLL_WAIT),
+            path={"id": request_id},
         )
-        if "status" not in data:
-            return data
+        if not data.status:
+            return data.model_dump(exclude={"status"})
         if loop.time() >= deadline:
             raise ConnectionProblem(f"the SSO login did not finish within {int(wait_seconds)}s")

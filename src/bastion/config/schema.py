@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from bastion.config.export import AuditExportConfig
+from bastion.config.notifications import NotificationsConfig
 from bastion.errors import BadParameter
 from bastion.protocols.addr import parse_addr
 from bastion.types.codec import _format_error
@@ -99,6 +100,9 @@ class AuthServiceConfig(StrictModel):
     """The verifiable audit log: checkpoint interval and external witness."""
     recordings: RecordingStorageConfig = Field(default_factory=RecordingStorageConfig)
     """Session recording storage: a local directory (default) or S3-compatible storage."""
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    """Where access request notices go: signed webhooks, Slack, email
+    (docs/access-requests.md)."""
     trusted_proxy_sources: list[str] = Field(default_factory=list)
     """CIDRs of proxies (or load balancers) allowed to send a PROXY protocol header on the auth
     port, so auth sees the real client address of the web and API traffic they pass through."""

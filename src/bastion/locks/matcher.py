@@ -21,6 +21,7 @@ from typing import Literal
 
 from bastion.errors import AccessDenied
 from bastion.types.access import Lock
+from bastion.types.bots import bot_name_of
 from bastion.types.identity import Identity
 
 __all__ = [
@@ -122,7 +123,7 @@ def identity_targets(
         device=identity.device_id,
         mfa_device=mfa_device or identity.mfa_device,
         access_requests=tuple(identity.access_requests),
-        bot=identity.user if identity.kind == "bot" else "",
+        bot=bot_name_of(identity.user) if identity.kind == "bot" else "",
         session=session,
         user_epoch=identity.user_epoch,
     )

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ALPN_HTTP", "ALPN_SSH", "ALPN_TUNNEL"]
+__all__ = ["ALPN_HTTP", "ALPN_POSTGRES", "ALPN_SSH", "ALPN_TUNNEL"]
 
 ALPN_SSH: Final = "bastion-ssh/1"
 """bsh (and ``bsh proxy ssh`` as OpenSSH ProxyCommand): one JSON line, then raw SSH
 (:mod:`bastion.protocols.sshroute`)."""
 ALPN_TUNNEL: Final = "bastion-tunnel/1"
 """Agents' reverse tunnels (multiplexed, see :mod:`bastion.protocols.muxframe`)."""
+ALPN_POSTGRES: Final = "bastion-postgres/1"
+"""PostgreSQL wire protocol after TLS (``bsh proxy db``); psql reaches the same route in-band
+with an SSLRequest (:mod:`bastion.proxy.db_route`)."""
 ALPN_HTTP: Final = "http/1.1"
 """Web UI and the auth API."""

@@ -55,6 +55,7 @@ from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
 from bastion.protocols.clienthello import ClientHello, parse_client_hello
 from bastion.protocols.detect import Kind, NeedMore, build_proxy_header_v2, detect
+from bastion.proxy.db_route import DbRoute
 from bastion.proxy.limits import UnauthenticatedLimiter
 from bastion.proxy.relay import Relay
 from bastion.proxy.router import Route, RouteKind, route
@@ -128,6 +129,8 @@ class ListenerDeps:
     themselves, where they can tell the client why); None in tests of the listener alone."""
     web_upstream: WebUpstream | None = None
     """Pass the web route through to auth instead of serving it here (``web`` is then unused)."""
+    db: DbRoute | None = None
+    """The database route: PostgreSQL's SSLRequest is answered in-band (None: refused)."""
 
 
 class _Refused(Exception):
@@ -187,6 +190,9 @@ class ProxyListener:
             ),
             RouteKind.TUNNEL: _server_context(
                 tls, tls.host_ca_pem, ssl.CERT_REQUIRED, Route.TUNNEL.alpn or ""
+            ),
+            RouteKind.DB: _server_context(
+                tls, tls.user_ca_pem, ssl.CERT_REQUIRED, Route.DB.alpn or ""
             ),
             # The API behind the web route takes users (bsh, bctl) and agents (heartbeats,
             # watches) alike; it checks each certificate against the CA of its purpose.
@@ -272,7 +278,7 @@ class ProxyListener:
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    client, hello = await self._classify(sock, peer, counted)
+                    client, hello, in_band = await self._classify(sock, peer, counted)
             except (_Refused, RemoteProtocolError, OSError, TimeoutError) as exc:
                 # A bare connect-and-close is a load balancer's health check: not worth a line.
                 quiet = isinstance(exc, ConnectionResetError)
@@ -286,7 +292,8 @@ class ProxyListener:
                 ):
                     await self._audit_refusal(peer, _why(exc), "detect")
                 return
-            chosen = route(hello.alpn, hello.sni)
+            # psql's in-band TLS (SSLRequest answered "S") offers no ALPN: the database route.
+            chosen = Route.DB if in_band else route(hello.alpn, hello.sni)
             if chosen.kind is RouteKind.REFUSE:
                 log.warning("proxy: refused %s:%d: %s", client[0], client[1], chosen.reason)
                 await self._audit_refusal(client, chosen.reason or "refused", "alpn")
@@ -355,8 +362,9 @@ class ProxyListener:
 
     async def _classify(
         self, sock: socket.socket, peer: tuple[str, int], counted: list[str]
-    ) -> tuple[tuple[str, int], ClientHello]:
+    ) -> tuple[tuple[str, int], ClientHello, bool]:
         client = peer
+        in_band = False
         got = await read_proxy_header(sock, peer[0], self._trusted)
         if got.had_header and got.source is not None:
             client = (got.source.host, got.source.port)
@@ -371,6 +379,11 @@ class ProxyListener:
             if isinstance(found, NeedMore):
                 data = await peek(sock, found.at_least)
                 continue
+            if found.kind is Kind.POSTGRES_SSL_REQUEST and self._deps.db and not in_band:
+                await _consume(sock, 8)  # the 8-byte SSLRequest; TLS follows our "S"
+                await asyncio.get_running_loop().sock_sendall(sock, b"S")
+                in_band, data = True, b""
+                continue
             if found.kind is Kind.HTTP:
                 await _redirect(sock)
                 raise _Refused("plain HTTP redirected to HTTPS")
@@ -380,7 +393,7 @@ class ProxyListener:
             while hello is None:
                 data = await peek(sock, len(data) + 1)
                 hello = parse_client_hello(data)
-            return client, hello
+            return client, hello, in_band
 
     async def _audit_refusal(self, client: tuple[str, int], reason: str, stage: str) -> None:
         """Audit a refusal before authentication, rate-limited per source IP and globally so
@@ -429,7 +442,8 @@ class ProxyListener:
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         who = ""
         try:
-            if chosen.kind is not RouteKind.WEB and alpn != chosen.alpn:
+            in_band_db = chosen.kind is RouteKind.DB and alpn is None
+            if chosen.kind is not RouteKind.WEB and alpn != chosen.alpn and not in_band_db:
                 raise AccessDenied(f"ALPN {chosen.alpn} was not negotiated (got {alpn!r})")
             if der is None:
                 if chosen.kind is RouteKind.WEB:
@@ -506,6 +520,8 @@ class ProxyListener:
             tunnel = self._deps.tunnel.accept(transport, identity, early)
             transport.resume_reading()
             await tunnel.session.wait_closed()
+        elif chosen.kind is RouteKind.DB and identity is not None and self._deps.db is not None:
+            await self._deps.db.handle(transport, identity, client, early)
         elif chosen.kind is RouteKind.WEB and self._deps.web is not None:
             protocol = self._deps.web()
             transport.set_protocol(protocol)
@@ -555,6 +571,18 @@ async def _redirect(sock: socket.socket) -> None:
     else:
         response = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     await loop.sock_sendall(sock, response.encode("latin-1"))
+
+
+async def _consume(sock: socket.socket, n: int) -> None:
+    """Read exactly ``n`` bytes that were peeked already (and drop them)."""
+    loop = asyncio.get_running_loop()
+    set_lowat(sock, 1)
+    got = 0
+    while got < n:
+        chunk = await loop.sock_recv(sock, n - got)
+        if not chunk:
+            raise ConnectionResetError("client closed the connection")
+        got += len(chunk)
 
 
 def _issued_by(cert: x509.Certificate, anchors: list[x509.Certificate]) -> bool:

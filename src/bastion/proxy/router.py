@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
+from bastion.protocols.alpn import ALPN_HTTP, ALPN_POSTGRES, ALPN_SSH, ALPN_TUNNEL
 
 __all__ = ["ROUTES", "Route", "RouteKind", "route"]
 
@@ -32,6 +32,7 @@ class RouteKind(enum.Enum):
     SSH = "ssh"
     TUNNEL = "tunnel"
     WEB = "web"
+    DB = "db"
     REFUSE = "refuse"
 
 
@@ -48,6 +49,7 @@ class Route:
     SSH: ClassVar[Route]
     TUNNEL: ClassVar[Route]
     WEB: ClassVar[Route]
+    DB: ClassVar[Route]
 
     @staticmethod
     def REFUSE(reason: str) -> Route:  # noqa: N802 -- reads like the other Route constants
@@ -58,10 +60,12 @@ class Route:
 Route.SSH = Route(RouteKind.SSH, ALPN_SSH)
 Route.TUNNEL = Route(RouteKind.TUNNEL, ALPN_TUNNEL)
 Route.WEB = Route(RouteKind.WEB, ALPN_HTTP)
+Route.DB = Route(RouteKind.DB, ALPN_POSTGRES)
 
 ROUTES: Final[tuple[tuple[str, Route], ...]] = (
     (ALPN_SSH, Route.SSH),
     (ALPN_TUNNEL, Route.TUNNEL),
+    (ALPN_POSTGRES, Route.DB),
     (ALPN_HTTP, Route.WEB),
     # h2-capable clients also offer http/1.1 in practice; the web context negotiates http/1.1.
     ("h2", Route.WEB),

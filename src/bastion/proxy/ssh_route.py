@@ -220,7 +220,11 @@ class SSHRoute:
         not_found = f"node {request.node} not found"
         if node is None:
             raise NotFound(not_found)
-        roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
+        roles = RoleSet.from_roles(
+            await deps.roles.get_roles(identity.roles),
+            identity.traits,
+            identity.allowed_resources,
+        )
         name, labels = node.metadata.name, node.all_labels()
         context = self._access_context(identity, client_addr)
         visible = roles.check_node_visible(name, labels, context=context)

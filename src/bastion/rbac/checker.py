@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bastion.rbac.conditions import AccessContext, Outcome
+from bastion.rbac.device_trust import strictest
 from bastion.rbac.labels import WILDCARD, LabelSelector, ValueMatcher
 from bastion.types.access import ADMIN_KINDS, VERBS, Role, RoleConditions, RoleOptions
+from bastion.types.devices import DeviceTrustMode
 from bastion.types.templates import expand_values
 
 __all__ = ["CompiledRole", "Decision", "RoleSet"]
@@ -146,6 +148,7 @@ class RoleSet:
 
     __slots__ = (
         "_allow_node",
+        "_allowed_resources",
         "_deny_logins",
         "_deny_logins_where",
         "_deny_node",
@@ -153,8 +156,11 @@ class RoleSet:
         "_roles",
     )
 
-    def __init__(self, roles: Iterable[CompiledRole]) -> None:
+    def __init__(
+        self, roles: Iterable[CompiledRole], allowed_resources: Iterable[str] = ()
+    ) -> None:
         self._roles = tuple(roles)
+        self._allowed_resources = frozenset(allowed_resources)
         deny_logins: dict[str, str] = {}
         for role in self._roles:
             if role.deny.where:
@@ -178,12 +184,19 @@ class RoleSet:
         self._options = _aggregate_options(r.options for r in self._roles)
 
     @classmethod
-    def from_roles(cls, roles: Sequence[Role], traits: Mapping[str, Sequence[str]]) -> RoleSet:
+    def from_roles(
+        cls,
+        roles: Sequence[Role],
+        traits: Mapping[str, Sequence[str]],
+        allowed_resources: Sequence[str] = (),
+    ) -> RoleSet:
         """Expand templates in logins, label values, db users and db names, once.
 
         Args:
             roles: the user's roles (validated models).
             traits: the user's traits (``User.spec.traits`` or ``Identity.traits``).
+            allowed_resources: ``Identity.allowed_resources`` (a resource-based access
+                request): only these ``KIND/NAME`` resources are reachable; empty: no limit.
 
         Returns:
             The role set.
@@ -193,13 +206,16 @@ class RoleSet:
                 built without validation).
         """
         return cls(
-            CompiledRole(
-                name=role.metadata.name,
-                allow=_Side.build(role.spec.allow, traits),
-                deny=_Side.build(role.spec.deny, traits),
-                options=role.spec.options,
-            )
-            for role in roles
+            (
+                CompiledRole(
+                    name=role.metadata.name,
+                    allow=_Side.build(role.spec.allow, traits),
+                    deny=_Side.build(role.spec.deny, traits),
+                    options=role.spec.options,
+                )
+                for role in roles
+            ),
+            allowed_resources,
         )
 
     @property
@@ -242,6 +258,9 @@ class RoleSet:
             grants this access has ``require_session_mfa`` (Teleport's per-role rule: a role
             that grants the access without MFA is enough to go without it).
         """
+        outside = self._outside_request("node", node_name)
+        if outside is not None:
+            return outside
         denied_by = self._deny_logins.get(login)
         if denied_by is not None:
             return Decision(
@@ -302,6 +321,9 @@ class RoleSet:
             deny node_labels match (with a condition that holds). Implied by an allowed
             :meth:`check_node_access` for any login given the same context.
         """
+        outside = self._outside_request("node", node_name)
+        if outside is not None:
+            return outside
         if context is not None:
             denied = self._denied_by_labels(
                 self._deny_node, "node", node_name, node_labels, context
@@ -434,6 +456,14 @@ class RoleSet:
                 return Decision(True, f'role "{role.name}" allows access to {what}', role.name)
         return Decision(False, self._explain_labels("app", what, app_labels, "access"))
 
+    def _outside_request(self, kind: str, name: str) -> Decision | None:
+        """Denied when a resource-based access request limits the identity to other
+        resources; None when there is no such limit or this resource is one of them."""
+        if not self._allowed_resources or f"{kind}/{name}" in self._allowed_resources:
+            return None
+        allowed = ", ".join(sorted(self._allowed_resources))
+        return Decision(False, f"the certificate's access request grants only {allowed}")
+
     # -- admin rules -----------------------------------------------------------------------
 
     def check_rule(self, kind: str, verb: str) -> Decision:
@@ -558,4 +588,10 @@ def _aggregate_options(options: Iterable[RoleOptions]) -> RoleOptions:
         client_idle_timeout=min(idle) if idle else None,
         disconnect_expired_cert=any(o.disconnect_expired_cert for o in listed),
         pin_source_ip=any(o.pin_source_ip for o in listed),
+        device_trust_mode=_strictest_device_mode(listed),
     )
+
+
+def _strictest_device_mode(listed: list[RoleOptions]) -> DeviceTrustMode | None:
+    modes = [o.device_trust_mode for o in listed if o.device_trust_mode is not None]
+    return strictest(modes) if modes else None

@@ -40,6 +40,8 @@ RESOURCE_PREFIXES: dict[str, str] = {
     "proxy": "proxies",
     "lock": "locks",
     "cluster_auth_preference": "cluster_config",
+    "device": "devices",
+    "access_request": "access_requests",
 }
 """Backend key prefix of each stored resource kind (SSO connectors: :data:`CONNECTORS_PREFIX`)."""
 CONNECTORS_PREFIX = "connectors"

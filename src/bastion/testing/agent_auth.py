@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from bastion.auth.guarded import GuardedAuth
+from bastion.contract.agents import SUBMIT_EVENTS, EventBatch, Submitted
+from bastion.contract.base import Endpoint
 from bastion.errors import ConnectionProblem, LimitExceeded
 from bastion.testing import make_auth, new_public_key
 
@@ -24,20 +26,21 @@ class InProcessAuth:
         self.refuse: Exception | None = None
         self.calls: list[int] = []
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        assert (method, path) == ("POST", "/v1/events/submit")
+    async def send(self, endpoint: Endpoint[Any, Any], body: EventBatch) -> Submitted:
+        assert endpoint is SUBMIT_EVENTS
         if self.down:
             raise ConnectionProblem("auth is down")
         if self.refuse is not None:
             raise self.refuse
-        self.calls.append(len(body["events"]))
-        if any("huge" in e for e in body["events"]):
+        events = body.events
+        self.calls.append(len(events))
+        if any("huge" in e for e in events):
             raise LimitExceeded("request body too large: 2000000 bytes")
-        results = await self.guard.submit_events(body["events"])
+        results = await self.guard.submit_events(events)
         if self.lose_answers:
             self.lose_answers -= 1
             raise ConnectionProblem("connection reset")
-        return {"accepted": len(results), "results": results}
+        return Submitted.model_validate({"accepted": len(results), "results": results})
 
 
 async def node_guard() -> tuple[Any, GuardedAuth]:

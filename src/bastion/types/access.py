@@ -8,8 +8,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bastion.types.conditions import check_condition
+from bastion.types.devices import DeviceTrustMode, DeviceTrustPreference
 from bastion.types.duration import Duration, format_duration
 from bastion.types.meta import Resource, StrictModel
+from bastion.types.requests import RequestConditions, ReviewConditions
 from bastion.types.selectors import LabelSelector, validate_string_value
 
 __all__ = [
@@ -18,9 +20,11 @@ __all__ = [
     "VERBS",
     "AuthPreference",
     "AuthPreferenceSpec",
+    "BotState",
     "Lock",
     "LockSpec",
     "LockTarget",
+    "OIDCJoinSpec",
     "ProvisionToken",
     "ProvisionTokenSpec",
     "Role",
@@ -52,6 +56,8 @@ ADMIN_KINDS = (
     "github",
     "event",
     "session",
+    "access_request",
+    "device",
 )
 """Resource kinds that admin rules can name; ``*`` means all of them."""
 
@@ -80,6 +86,19 @@ class UserSpec(StrictModel):
     user's roles or traits. Certificates and web sessions carry the epoch they were issued in;
     the authentication gate refuses any other (``bastion.auth.gate``). Empty: a user stored
     before epochs existed (matches certificates without one)."""
+    bot: BotState | None = None
+    """Set on the user behind a bot (``bctl bots add``; docs/machine-id.md): its certificates
+    are of kind ``bot`` and renewable; None for people."""
+
+
+class BotState(StrictModel):
+    """What auth keeps about a bot besides its user record (issue 18)."""
+
+    generation: int = 0
+    """The generation of the bot's newest certificate (0: never joined). A renewal presenting
+    an older one is a copied identity: the bot is locked (``bot.generation_mismatch``)."""
+    token: str = ""
+    """The join token resource the bot joins with (``bctl bots add`` created it)."""
 
 
 class User(Resource):
@@ -121,6 +140,10 @@ class RoleConditions(StrictModel):
     db_names: list[str] = Field(default_factory=list)
     db_users: list[str] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+    request: RequestConditions | None = None
+    """Access requests the holder may make (docs/access-requests.md)."""
+    review_requests: ReviewConditions | None = None
+    """Access requests the holder may review (docs/access-requests.md)."""
     where: str = ""
     """A CEL condition over ``user``, ``resource``, ``device`` and ``request``
     (:mod:`bastion.types.conditions`): the side applies only while it holds. Empty: always."""
@@ -160,6 +183,9 @@ class RoleOptions(StrictModel):
     client_idle_timeout: Duration | None = None
     disconnect_expired_cert: bool = False
     pin_source_ip: bool = False
+    device_trust_mode: DeviceTrustMode | None = None
+    """Device trust for this role's holders (docs/device-trust.md); the strictest of the
+    cluster's ``device_trust.mode`` and the roles' values wins. Unset: the cluster's."""
 
 
 class RoleSpec(StrictModel):
@@ -191,6 +217,43 @@ class Role(Resource):
 JOIN_ROLES = ("node", "db", "app", "bot", "proxy")
 
 
+class OIDCJoinSpec(StrictModel):
+    """How auth checks a CI platform's OIDC token (docs/machine-id.md)."""
+
+    issuer: str
+    """``https://...``: the ``iss`` claim; keys come from ``ISSUER/.well-known/openid-
+    configuration``'s ``jwks_uri`` (or :attr:`jwks_uri`)."""
+    audience: str
+    """The ``aud`` the token must carry (GitHub Actions: the ``audience`` of the request)."""
+    jwks_uri: str = ""
+    allow: list[dict[str, str]] = Field(default_factory=list)
+    """Any one rule must match: every claim named in it must equal the value (``*`` at the end
+    matches a prefix), e.g. ``{repository: org/repo, ref: refs/heads/main}``."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+    @field_validator("issuer", "jwks_uri")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError(f"{value!r}: the issuer and its JWKS must be https:// URLs")
+        return value.rstrip("/") if value else value
+
+    @field_validator("allow")
+    @classmethod
+    def _rules(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        if not value or any(not rule for rule in value):
+            raise ValueError("allow: at least one rule, each naming at least one claim")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a.lower() == "none" or a.startswith("HS")]
+        if bad or not value:
+            raise ValueError(f"algorithms: asymmetric ones only (RS256, ES256...), not {bad}")
+        return value
+
+
 class ProvisionTokenSpec(StrictModel):
     roles: list[str]
     """What the joining agent may become: node, db, app, bot, proxy."""
@@ -200,6 +263,21 @@ class ProvisionTokenSpec(StrictModel):
     """Labels given to the host that joins with this token."""
     single_use: bool = True
     created_by: str = ""
+    bot_name: str = ""
+    """With role ``bot``: the bot (``bctl bots add``) that joins with this token."""
+    join_method: Literal["token", "oidc"] = "token"
+    """``token``: the caller presents the secret; ``oidc``: the caller presents a JWT from
+    ``oidc.issuer`` that passes the allow rules (no secret; not single use)."""
+    oidc: OIDCJoinSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_method(self) -> ProvisionTokenSpec:
+        if self.join_method == "oidc":
+            if self.oidc is None:
+                raise ValueError("join_method oidc needs an oidc section (issuer, audience, allow)")
+            if self.roles != ["bot"] or not self.bot_name:
+                raise ValueError("join_method oidc is for bots: roles [bot] and bot_name")
+        return self
 
     @field_validator("roles")
     @classmethod
@@ -368,6 +446,8 @@ class AuthPreferenceSpec(StrictModel):
         in_zone(datetime(2026, 1, 1, tzinfo=UTC), value)  # raises ValueError naming the zone
         return value
 
+    device_trust: DeviceTrustPreference = Field(default_factory=DeviceTrustPreference)
+    """Trusted devices: mode, software keys, posture rules (docs/device-trust.md)."""
     require_mfa_for_admin: bool | None = None
     """Changes to roles, users, connectors, tokens, CAs, locks and this preference need a WebAuthn
     assertion bound to the request. Unset (the default): required from every user who has a

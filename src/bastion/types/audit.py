@@ -64,6 +64,12 @@ EVENT_CODES: dict[str, str] = {
     "recording.download": "T5012",
     "recording.rejected": "T5013",
     "event.rejected": "T4010",
+    "access_request.create": "T5100",
+    "access_request.review": "T5101",
+    "access_request.resolve": "T5102",
+    "access_request.delete": "T5103",
+    "access_request.assume": "T5104",
+    "access_request.notify": "T5105",
 }
 
 AGENT_EVENT_TYPES = frozenset(

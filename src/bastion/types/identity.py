@@ -54,6 +54,10 @@ class Identity(BaseModel):
     route: RouteToTarget | None = None
     device_id: str = ""
     device_attestation: str = ""
+    """``tpm`` or ``software`` when a trusted device authenticated at issuance (``device_id``,
+    ``device_asset_tag`` and ``device_credential_id`` then name it; docs/device-trust.md)."""
+    device_asset_tag: str = ""
+    device_credential_id: str = ""
     mfa_verified: bool = False
     mfa_scope: str = ""
     mfa_device: str = ""
@@ -61,11 +65,21 @@ class Identity(BaseModel):
     lock target ``mfa_device`` matches it."""
     pinned_ip: str = ""
     access_requests: tuple[str, ...] = ()
+    allowed_resources: tuple[str, ...] = ()
+    """From a resource-based access request: ``KIND/NAME`` ids, and the certificate reaches
+    only these (whatever its roles allow elsewhere). Empty: no such restriction."""
     host_id: str = ""
     """For host identities: the node/agent id the certificate was issued to."""
     user_epoch: str = ""
     """The user's epoch at issuance (``UserSpec.epoch``): a reset, deletion or narrowing change
     replaces it, which revokes this certificate at the authentication gate."""
+    renew_until: datetime | None = None
+    """The latest expiry a renewal may give (``POST /v1/certs/renew``): a user's original
+    login expiry, carried forward by each renewal. None: this certificate's own ``expires``
+    (a user) or no ceiling (bots and hosts, whose renewals are bounded by their records)."""
+    generation: int = 0
+    """Bots: the renewal generation (issue 18). Auth stores the current one; a renewal
+    presenting an older one is a copied identity and locks the bot."""
 
     def encode(self) -> bytes:
         """Canonical compact JSON: sorted keys, no whitespace, defaults left out."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from bastion.client.api import AuthClient
+from bastion.contract.core import PING
 from bastion.errors import ConnectionProblem
 from bastion.testing.peers.ports import free_port
 
@@ -16,7 +17,7 @@ def test_unreachable_server_is_a_short_reason() -> None:
     async def go() -> str:
         async with AuthClient(f"127.0.0.1:{port}", False) as client:
             try:
-                await client.call("GET", "/v1/ping")
+                await client.send(PING)
             except ConnectionProblem as exc:
                 return exc.message
         raise AssertionError("no error")

@@ -21,7 +21,7 @@ def _request(**update: Any) -> Any:
         logins=("alice",),
         expires=datetime.now(UTC) + timedelta(hours=1),
     ).model_copy(update=update)
-    return {"guard": SimpleNamespace(ctx=SimpleNamespace(identity=identity))}
+    return SimpleNamespace(guard=SimpleNamespace(ctx=SimpleNamespace(identity=identity)))
 
 
 def test_a_local_user_manages_own_devices() -> None:
@@ -51,8 +51,8 @@ def test_hosts_admins_and_bots_own_no_devices(kind: str) -> None:
 def test_the_challenge_endpoint_hands_out_device_change_scopes_only() -> None:
     from bastion.api.mfa import _device_change_scope
 
-    assert _device_change_scope({"scope": "mfa:add"}) == "mfa:add"
-    assert _device_change_scope({"scope": "mfa:remove:yubi"}) == "mfa:remove:yubi"
+    assert _device_change_scope("mfa:add") == "mfa:add"
+    assert _device_change_scope("mfa:remove:yubi") == "mfa:remove:yubi"
     for scope in ("session:web1:root", "admin:PUT /v1/resources/role/x abc", "login", ""):
         with pytest.raises(BadParameter, match="mfa:add"):
-            _device_change_scope({"scope": scope})
+            _device_change_scope(scope)

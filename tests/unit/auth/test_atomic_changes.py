@@ -20,12 +20,16 @@ import pytest
 
 from bastion.audit.log import PREFIX, index_of_key
 from bastion.audit.state import LatestWrites, events_without_state, unaudited_state
+from bastion.auth.requests import AccessRequestService, NewRequest
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.users import UserService
+from bastion.auth.bots import BotService
+from bastion.auth.renewal import RenewalService
+from bastion.locks.matcher import Locked
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
 from bastion.errors import AuthenticationFailed, BastionError, ConnectionProblem
-from bastion.types.access import Lock, LockSpec, LockTarget, Role
+from bastion.types.access import Lock, LockSpec, LockTarget, Role, User, UserSpec
 from bastion.types.inventory import Node, NodeSpec
 from bastion.types.meta import Metadata
 
@@ -165,6 +169,74 @@ async def _role_created(w: World) -> None:
     await w.auth.create_resource(_role(), "admin", force=False)
 
 
+async def _bot(w: World) -> None:
+    _, w.state["bot_token"] = await BotService(w.auth).add_bot(
+        "ci", ["access"], ["deploy"], timedelta(hours=1), "admin"
+    )
+
+
+async def _bot_join(w: World) -> None:
+    from bastion.testing import new_public_key
+
+    _, pub = new_public_key()
+    w.state["bot_certs"] = await BotService(w.auth).join(
+        token=w.state["bot_token"].token, id_token="", bot="", public_key=pub,
+        ttl=timedelta(hours=1), remote_addr="ip",
+    )  # fmt: skip
+
+
+async def _bot_joined(w: World) -> None:
+    await _bot(w)
+    await _bot_join(w)
+
+
+async def _bot_renew(w: World) -> None:
+    from bastion.testing import new_public_key
+
+    _, pub = new_public_key()
+    ident = w.state["bot_certs"].identity
+    await RenewalService(w.auth).renew(ident, pub, timedelta(hours=1), "ip")
+
+
+async def _bot_copy_renew(w: World) -> None:
+    await _bot_renew(w)  # the original renews; then a copy of the old identity tries
+    try:
+        await _bot_renew(w)
+    except Locked:
+        pass
+
+
+async def _request_world(w: World) -> None:
+    """A requester, a reviewer, and one pending access request (w.state["request"])."""
+    for role in (
+        Role.model_validate(
+            {"metadata": {"name": "req"}, "spec": {"allow": {"request": {"roles": ["dev"]}}}}
+        ),
+        _role(),
+        Role.model_validate(
+            {"metadata": {"name": "rev"}, "spec": {"allow": {"review_requests": {"roles": ["*"]}}}}
+        ),
+    ):
+        await w.auth.create_resource(role, "admin", force=False)
+    for name, roles in (("ann", ["req"]), ("rob", ["rev"])):
+        user = User(metadata=Metadata(name=name), spec=UserSpec(roles=roles))
+        await w.auth.create_resource(user, "admin", force=False)
+    svc = AccessRequestService(w.auth)
+    w.state["requests"] = svc
+    w.state["request"] = await svc.create("ann", NewRequest(roles=("dev",)))
+
+
+async def _request_created(w: World) -> None:
+    await w.state["requests"].create("ann", NewRequest(roles=("dev",), reason="INC-1"))
+
+
+async def _request_reviewed(w: World) -> None:
+    from bastion.types.identity import Identity
+
+    rob = Identity(cluster="t.local", user="rob", roles=("rev",), expires=w.clock.now())
+    await w.state["requests"].review(w.state["request"].name, rob, "approve", "ok")
+
+
 Step = Callable[[World], Awaitable[None]]
 # name -> (initialise the cluster first, prepare without faults, the change under test)
 SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
@@ -212,6 +284,23 @@ SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
     "UserService.complete_invite": (True, _invited, _complete_invite),
     "UserService.login": (True, _enrolled, _fail_logins),
     "UserService.unlock": (True, _locked_out, lambda w: w.users.unlock("alice", "admin")),
+    "AccessRequestService.create": (True, _request_world, _request_created),
+    "AccessRequestService.review": (True, _request_world, _request_reviewed),
+    "AccessRequestService.resolve": (
+        True,
+        _request_world,
+        lambda w: w.state["requests"].resolve(w.state["request"].name, "DENIED", "no", "admin"),
+    ),
+    "AccessRequestService.delete": (
+        True,
+        _request_world,
+        lambda w: w.state["requests"].delete(w.state["request"].name, "ann"),
+    ),
+    "BotService.add_bot": (True, _nothing, _bot),
+    "BotService.join": (True, _bot, _bot_join),
+    "BotService.remove_bot": (True, _bot, lambda w: BotService(w.auth).remove_bot("ci", "a")),
+    "RenewalService.renew": (True, _bot_joined, _bot_renew),
+    "RenewalService.renew/copied bot": (True, _bot_joined, _bot_copy_renew),
 }
 
 NOT_AUDITED_STATE = {
@@ -234,12 +323,18 @@ NOT_AUDITED_STATE = {
     "UserService.invite_webauthn_options": "a WebAuthn challenge (bastion.mfa), no audited state",
     "UserService.begin_login": "failed logins: see UserService.login; else a challenge",
     "UserService.login_passwordless": "failures are events only (no lockout counting)",
+    "AccessRequestService.get": "read only",
+    "AccessRequestService.list": "read only",
+    "AccessRequestService.assume": "issues a certificate (cert.issued), stores nothing",
+    "BotService.list_bots": "read only",
+    "BotService.get_bot": "read only",
+    "RenewalService.renew_host": "issues a certificate (cert.issued), stores nothing",
 }
 
 
 def _public_coroutines() -> set[str]:
     out = set()
-    for cls in (AuthServer, UserService):
+    for cls in (AuthServer, UserService, BotService, RenewalService, AccessRequestService):
         for name, _fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
             if not name.startswith("_"):
                 out.add(f"{cls.__name__}.{name}")

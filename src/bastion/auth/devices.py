@@ -1,0 +1,547 @@
+"""Trusted devices: inventory, enrollment by TPM credential activation, the authentication
+ceremony that puts a device into certificates, and the gate's device-trust check.
+
+Layer: auth. Every change is one audited transaction (:meth:`AuthServer.audited`):
+
+* ``device.create`` / ``device.delete`` / ``device.enroll_token`` (inventory);
+* ``device.enroll``: the device becomes ``enrolled`` with its credential, its one-time token is
+  spent, its enrollment session is deleted and its EK is bound (``device_eks/<sha256>``, a
+  create: an EK bound to another device fails the whole transaction);
+* ``device.authn``: last seen and profile updated, the single-use challenge deleted; a replayed
+  challenge finds nothing to delete, so it fails (and is audited as a failure).
+
+Enrollment (``bsh device enroll``): the device sends its EK and a fresh AK; auth answers with a
+credential made for that pair (:func:`~bastion.auth.device_attest.make_challenge`); only the TPM
+holding the EK releases the secret, and only for the AK it names. Authentication (every
+``bsh login``): auth sends a fresh nonce, the AK signs it with the device's profile, auth checks
+the signature against the enrolled key and re-issues the caller's certificates (same key, same
+expiry) with the device in their identity document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bastion.auth.device_attest import (
+    authn_message,
+    b64,
+    enroll_message,
+    make_challenge,
+    parse_ak,
+    parse_ek,
+    unb64,
+    verify_signature,
+)
+from bastion.auth.issuer import UserCerts
+from bastion.auth.server import AuthServer
+from bastion.backend.base import Create, Delete, Item, Op
+from bastion.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound
+from bastion.locks.matcher import LockTargets
+from bastion.rbac.device_trust import DeviceRefusal, device_refusal, effective_device_mode
+from bastion.services.credentials import hash_secret, secrets_equal
+from bastion.services.store import RESOURCE_PREFIXES, ResourceStore
+from bastion.types.devices import (
+    Compliance,
+    Device,
+    DeviceCredential,
+    DeviceProfile,
+    DeviceSpec,
+    DeviceTrustMode,
+    OSType,
+)
+from bastion.types.identity import Identity
+from bastion.types.meta import Metadata
+
+__all__ = [
+    "CHALLENGE_TTL",
+    "AuthDeviceTrust",
+    "DeviceService",
+    "EnrollChallenge",
+    "NewEnrollToken",
+]
+
+CHALLENGE_PREFIX = "device_challenges/"
+"""Single-use enrollment sessions and authentication challenges (with an expiry)."""
+EK_PREFIX = "device_eks/"
+"""``device_eks/<sha256 of the EK>`` -> the device id it is bound to."""
+CHALLENGE_TTL = timedelta(minutes=2)
+_TOKEN_SEP = "."
+
+
+@dataclass(frozen=True, slots=True)
+class NewEnrollToken:
+    token: str
+    device: Device
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollChallenge:
+    session: str
+    attestation: str
+    credential_blob: str = ""
+    encrypted_secret: str = ""
+    nonce: str = ""
+    """Software attestation: base64 nonce the device signs (with :func:`enroll_message`)."""
+
+
+def _profile(data: dict[str, Any] | None) -> DeviceProfile:
+    try:
+        return DeviceProfile.model_validate(data or {})
+    except ValueError:
+        raise BadParameter("profile: unknown or malformed fields") from None
+
+
+class DeviceService:
+    def __init__(self, auth: AuthServer) -> None:
+        self.auth = auth
+        self.store: ResourceStore[Device] = ResourceStore(
+            auth.deps.backend, Device, RESOURCE_PREFIXES["device"]
+        )
+        self._backend = auth.deps.backend
+
+    # ---- inventory ---------------------------------------------------------------------------
+
+    async def add(self, asset_tag: str, os_type: OSType, owner: str, actor: str) -> Device:
+        try:
+            spec = DeviceSpec(asset_tag=asset_tag, os_type=os_type, owner=owner)
+        except ValueError as exc:
+            raise BadParameter(str(exc).splitlines()[-1].strip()) from None
+        for existing in await self.store.list():
+            if existing.spec.asset_tag == asset_tag:
+                raise AlreadyExists(
+                    f"a device with asset tag {asset_tag!r} exists: {existing.name}"
+                )
+        spec.created_by, spec.created = actor, self.auth.clock.now()
+        device = Device(metadata=Metadata(name=str(uuid.uuid4())), spec=spec)
+        done = await self.auth.audited(
+            "device.create",
+            [self.store.create_op(device)],
+            actor,
+            f"device/{device.name}",
+            asset_tag=asset_tag,
+            os_type=os_type,
+            owner=owner,
+        )
+        return self.store.written(device, done.items[0])
+
+    async def list(self) -> list[Device]:
+        return sorted(await self.store.list(), key=lambda d: d.spec.asset_tag)
+
+    async def get(self, ref: str) -> Device:
+        """A device by id or asset tag.
+
+        Raises:
+            NotFound: neither.
+        """
+        try:
+            return await self.store.get(ref)
+        except NotFound:
+            pass
+        for device in await self.store.list():
+            if device.spec.asset_tag == ref:
+                return device
+        raise NotFound(f"no device with id or asset tag {ref!r} (bctl devices ls lists them)")
+
+    async def remove(self, ref: str, actor: str) -> Device:
+        device = await self.get(ref)
+        ops: list[Op] = [self.store.delete_op(device.name, device.metadata.revision)]
+        credential = device.spec.credential
+        if credential is not None and credential.ek_key_sha256:
+            ops.append(Delete(EK_PREFIX + credential.ek_key_sha256))
+        await self.auth.audited(
+            "device.delete", ops, actor, f"device/{device.name}", asset_tag=device.spec.asset_tag
+        )
+        return device
+
+    async def set_compliance(self, ref: str, status: str, reason: str, actor: str) -> Device:
+        device = await self.get(ref)
+
+        async def change(current: Device) -> tuple[Device, list[Op]]:
+            updated = current.model_copy(deep=True)
+            updated.spec.compliance = Compliance(
+                status=status,  # type: ignore[arg-type]
+                reason=reason,
+                source="manual",
+                updated=self.auth.clock.now(),
+            )
+            return updated, []
+
+        try:
+            result, _ = await self.auth.audited_modify(
+                self.store,
+                device.name,
+                change,
+                "device.compliance",
+                actor,
+                f"device/{device.name}",
+                status=status,
+                reason=reason,
+            )
+        except ValueError as exc:
+            raise BadParameter(f"compliance: {exc}") from None
+        return result
+
+    async def create_enroll_token(self, ref: str, ttl: timedelta | None, actor: str) -> NewEnrollToken:
+        device = await self.get(ref)
+        if device.spec.enroll_status == "enrolled":
+            raise BadParameter(
+                f"device {device.name} is already enrolled; remove it (bctl devices rm) and add "
+                "it again to enroll another credential"
+            )
+        pref = (await self.auth.auth_preference()).spec.device_trust
+        ttl = ttl or timedelta(seconds=pref.enroll_token_ttl_seconds)
+        secret = secrets.token_urlsafe(24)
+        expires = self.auth.clock.now() + ttl
+
+        async def change(current: Device) -> tuple[Device, list[Op]]:
+            updated = current.model_copy(deep=True)
+            updated.spec.enroll_token_hash = hash_secret(secret)
+            updated.spec.enroll_token_expires = expires
+            return updated, []
+
+        result, _ = await self.auth.audited_modify(
+            self.store,
+            device.name,
+            change,
+            "device.enroll_token",
+            actor,
+            f"device/{device.name}",
+            expires=expires.isoformat(),
+        )
+        return NewEnrollToken(token=f"{device.name}{_TOKEN_SEP}{secret}", device=result)
+
+    # ---- enrollment --------------------------------------------------------------------------
+
+    async def _token_device(self, token: str) -> Device:
+        device_id, _, secret = token.partition(_TOKEN_SEP)
+        try:
+            device = await self.store.get(device_id) if device_id and secret else None
+        except (NotFound, BadParameter):
+            device = None
+        spec = device.spec if device is not None else None
+        if (
+            device is None
+            or spec is None
+            or not spec.enroll_token_hash
+            or not secrets_equal(spec.enroll_token_hash, hash_secret(secret))
+            or spec.enroll_token_expires is None
+            or spec.enroll_token_expires <= self.auth.clock.now()
+        ):
+            raise AccessDenied("device enrollment token is invalid, expired or already used")
+        return device
+
+    async def _refuse(self, event: str, user: str, target: str, reason: str, **fields: Any) -> None:
+        await self.auth.audit.emit(
+            event, outcome="failure", user=user, target=target, reason=reason, **fields
+        )
+
+    async def enroll_begin(
+        self,
+        user: str,
+        token: str,
+        attestation: str,
+        ek_public: str,
+        ek_cert: str,
+        ak_public: str,
+        software_public_key: str,
+        profile: dict[str, Any] | None,
+        remote_addr: str,
+    ) -> EnrollChallenge:
+        try:
+            device = await self._token_device(token)
+        except AccessDenied as exc:
+            await self._refuse("device.enroll", user, "device", exc.message, remote_addr=remote_addr)
+            raise
+        target = f"device/{device.name}"
+        if device.spec.owner and device.spec.owner != user:
+            reason = f"device belongs to {device.spec.owner}"
+            await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied(f"this device is registered to another user; {reason}")
+        pref = (await self.auth.auth_preference()).spec.device_trust
+        session = uuid.uuid4().hex
+        record: dict[str, Any] = {
+            "kind": "enroll",
+            "user": user,
+            "device": device.name,
+            "token_hash": device.spec.enroll_token_hash,
+            "attestation": attestation,
+            "profile": _profile(profile).model_dump(),
+        }
+        if attestation == "software":
+            if not pref.allow_software:
+                reason = "software attestation is not allowed"
+                await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
+                raise AccessDenied(
+                    "this cluster accepts only TPM-attested devices (no TPM found here); an admin "
+                    "can allow software keys with device_trust.allow_software"
+                )
+            try:
+                from bastion.auth.device_attest import spki_sha256
+
+                spki_sha256(software_public_key)
+            except (ValueError, TypeError):
+                raise BadParameter("public_key: not a PEM public key") from None
+            nonce = secrets.token_bytes(32)
+            record.update(public_key=software_public_key, nonce=b64(nonce))
+            await self._put_challenge(session, record)
+            return EnrollChallenge(session=session, attestation="software", nonce=b64(nonce))
+        if attestation != "tpm":
+            raise BadParameter("attestation must be tpm or software")
+        ek = parse_ek(ek_public, ek_cert)
+        ak = parse_ak(ak_public)
+        bound = await self._ek_owner(ek.key_sha256)
+        if bound and bound != device.name:
+            reason = f"endorsement key already bound to device {bound}"
+            await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied(f"this TPM is already enrolled as another device ({bound})")
+        secret = secrets.token_bytes(32)
+        blob, enc = make_challenge(ek, ak, secret)
+        record.update(
+            secret_sha256=hashlib.sha256(secret).hexdigest(),
+            public_key=ak.pem,
+            tpm_public=ak_public,
+            ek_key_sha256=ek.key_sha256,
+            ek_cert_serial=ek.cert_serial,
+        )
+        await self._put_challenge(session, record)
+        return EnrollChallenge(
+            session=session, attestation="tpm", credential_blob=blob, encrypted_secret=enc
+        )
+
+    async def enroll_finish(
+        self, user: str, session: str, secret: str, signature: str, remote_addr: str
+    ) -> Device:
+        record, item = await self._challenge(session, "enroll", user)
+        target = f"device/{record['device']}"
+        if record["attestation"] == "tpm":
+            got = hashlib.sha256(unb64(secret, "secret")).hexdigest()
+            proven = secrets_equal(got, str(record["secret_sha256"]))
+        else:
+            message = enroll_message(self.auth.cluster, session, unb64(record["nonce"], "nonce"))
+            proven = verify_signature(record["public_key"], "software", message, signature)
+        if not proven:
+            reason = "credential activation failed (wrong secret or signature)"
+            await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied(
+                "device enrollment failed: the TPM could not prove it holds the attestation key"
+            )
+        credential = DeviceCredential(
+            id=uuid.uuid4().hex[:16],
+            public_key_pem=record["public_key"],
+            attestation=record["attestation"],
+            tpm_public=record.get("tpm_public", ""),
+            ek_key_sha256=record.get("ek_key_sha256", ""),
+            ek_cert_serial=record.get("ek_cert_serial", ""),
+        )
+        now = self.auth.clock.now()
+
+        async def change(current: Device) -> tuple[Device, list[Op]]:
+            if current.spec.enroll_token_hash != record["token_hash"]:
+                raise AccessDenied("device enrollment token is invalid, expired or already used")
+            await self._backend.get(item.key)  # NotFound: finished meanwhile
+            updated = current.model_copy(deep=True)
+            spec = updated.spec
+            spec.enroll_status, spec.credential = "enrolled", credential
+            spec.enroll_token_hash, spec.enroll_token_expires = "", None
+            spec.profile = DeviceProfile.model_validate(record["profile"])
+            spec.last_seen, spec.enrolled_by = now, user
+            extra: list[Op] = [Delete(item.key, item.revision)]
+            if credential.ek_key_sha256:
+                value = json.dumps({"device": current.name}).encode()
+                extra.append(Create(Item(EK_PREFIX + credential.ek_key_sha256, value)))
+            return updated, extra
+
+        try:
+            device, _ = await self.auth.audited_modify(
+                self.store,
+                record["device"],
+                change,
+                "device.enroll",
+                user,
+                target,
+                attestation=credential.attestation,
+                credential_id=credential.id,
+                ek_key_sha256=credential.ek_key_sha256,
+                remote_addr=remote_addr,
+            )
+        except AlreadyExists as exc:
+            if exc.key is None or not exc.key.startswith(EK_PREFIX):
+                raise
+            bound = await self._ek_owner(credential.ek_key_sha256)
+            reason = f"endorsement key already bound to device {bound}"
+            await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied(f"this TPM is already enrolled as another device ({bound})") from None
+        except (NotFound, CompareFailed):
+            reason = "enrollment session already used"
+            await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied("device enrollment failed: the session was already used") from None
+        except AccessDenied as exc:
+            await self._refuse("device.enroll", user, target, exc.message, remote_addr=remote_addr)
+            raise
+        return device
+
+    # ---- authentication ceremony -------------------------------------------------------------
+
+    async def authn_challenge(self, identity: Identity, device_id: str) -> tuple[str, str]:
+        """A fresh single-use challenge for ``device_id``: (challenge id, base64 nonce)."""
+        if identity.kind not in ("user", "bot"):
+            raise AccessDenied("device authentication is for users' certificates")
+        device = await self.get(device_id)
+        if device.spec.enroll_status != "enrolled" or device.spec.credential is None:
+            raise AccessDenied(f"device {device.name} is not enrolled; run bsh device enroll")
+        challenge = uuid.uuid4().hex
+        nonce = secrets.token_bytes(32)
+        record = {
+            "kind": "authn",
+            "user": identity.user,
+            "device": device.name,
+            "credential": device.spec.credential.id,
+            "nonce": b64(nonce),
+        }
+        await self._put_challenge(challenge, record)
+        return challenge, b64(nonce)
+
+    async def authn_finish(
+        self,
+        identity: Identity,
+        challenge: str,
+        signature: str,
+        profile: dict[str, Any] | None,
+        public_key: str,
+        remote_addr: str,
+    ) -> UserCerts:
+        """Verify the device's answer and re-issue the caller's certificates with the device.
+
+        Raises:
+            AccessDenied: unknown, used or foreign challenge; a signature that does not verify;
+                a locked or no longer enrolled device. Each audited as ``device.authn`` failure.
+        """
+        user = identity.user
+        try:
+            record, item = await self._challenge(challenge, "authn", user)
+        except AccessDenied as exc:
+            await self._refuse("device.authn", user, "device", exc.message, remote_addr=remote_addr)
+            raise
+        target = f"device/{record['device']}"
+        fresh = _profile(profile)
+        device = await self.get(record["device"])
+        credential = device.spec.credential
+        message = authn_message(
+            self.auth.cluster, challenge, unb64(record["nonce"], "nonce"), fresh.model_dump()
+        )
+        if (
+            credential is None
+            or credential.id != record["credential"]
+            or not verify_signature(
+                credential.public_key_pem, credential.attestation, message, signature
+            )
+        ):
+            reason = "device signature does not verify against the enrolled credential"
+            await self._refuse("device.authn", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied("device authentication failed: " + reason)
+        locked = await self.auth.lock_decision(LockTargets(user=user, device=device.name))
+        if not locked.allowed:
+            await self._refuse("device.authn", user, target, locked.reason, remote_addr=remote_addr)
+            locked.raise_if_denied()
+        now = self.auth.clock.now()
+
+        async def change(current: Device) -> tuple[Device, list[Op]]:
+            updated = current.model_copy(deep=True)
+            await self._backend.get(item.key)  # NotFound: used meanwhile (a replay)
+            updated.spec.last_seen, updated.spec.profile = now, fresh
+            return updated, [Delete(item.key, item.revision)]
+
+        try:
+            await self.auth.audited_modify(
+                self.store,
+                device.name,
+                change,
+                "device.authn",
+                user,
+                target,
+                credential_id=credential.id,
+                attestation=credential.attestation,
+                remote_addr=remote_addr,
+            )
+        except (NotFound, CompareFailed):
+            reason = "challenge already used"
+            await self._refuse("device.authn", user, target, reason, remote_addr=remote_addr)
+            raise AccessDenied("device authentication failed: the challenge was already used") from None
+        augmented = identity.model_copy(
+            update={
+                "device_id": device.name,
+                "device_asset_tag": device.spec.asset_tag,
+                "device_credential_id": credential.id,
+                "device_attestation": credential.attestation,
+            }
+        )
+        return await self.auth.issuer.issue_user(augmented, public_key, remote_addr)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    async def _put_challenge(self, name: str, record: dict[str, Any]) -> None:
+        expires = self.auth.clock.now() + CHALLENGE_TTL
+        await self._backend.create(
+            Item(CHALLENGE_PREFIX + name, json.dumps(record).encode(), expires=expires)
+        )
+
+    async def _challenge(self, name: str, kind: str, user: str) -> tuple[dict[str, Any], Item]:
+        if not name or len(name) > 64 or not name.isalnum():
+            raise BadParameter("challenge: malformed id")
+        try:
+            item = await self._backend.get(CHALLENGE_PREFIX + name)
+        except NotFound:
+            raise AccessDenied("unknown, expired or already used device challenge") from None
+        record: dict[str, Any] = json.loads(item.value)
+        expires = item.expires
+        if (
+            record.get("kind") != kind
+            or record.get("user") != user
+            or (expires is not None and expires <= self.auth.clock.now())
+        ):
+            raise AccessDenied("unknown, expired or already used device challenge")
+        return record, item
+
+    async def _ek_owner(self, key_sha256: str) -> str:
+        try:
+            item = await self._backend.get(EK_PREFIX + key_sha256)
+        except NotFound:
+            return ""
+        return str(json.loads(item.value).get("device", ""))
+
+
+class AuthDeviceTrust:
+    """The gate's device-trust check in the auth process: the cluster preference, the roles
+    and the device record read from the backend (current, fail closed on errors)."""
+
+    def __init__(self, auth: AuthServer) -> None:
+        self._auth = auth
+        self._devices = DeviceService(auth)
+
+    async def refusal(self, identity: Identity) -> DeviceRefusal | None:
+        if identity.kind == "host":
+            return None
+        pref = (await self._auth.auth_preference()).spec.device_trust
+        modes: list[DeviceTrustMode | None] = []
+        if pref.mode != "required":
+            for name in identity.roles:
+                try:
+                    modes.append((await self._auth.roles.get(name)).spec.options.device_trust_mode)
+                except NotFound:
+                    continue
+        mode = effective_device_mode(pref.mode, modes)
+        if mode != "required":
+            return None
+        device: Device | None = None
+        if identity.device_id:
+            try:
+                device = await self._devices.store.get(identity.device_id)
+            except NotFound:
+                device = None
+        return device_refusal(identity, mode, device, pref)

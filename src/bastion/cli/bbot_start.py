@@ -1,0 +1,434 @@
+"""``bbot start``: a bot joins once, then keeps its short-lived certificates renewed (issue 18).
+
+Layer: client edge. The daemon joins with its single-use token (or an OIDC JWT from its CI
+platform), then renews its certificate with a new key each time at 1/3 of the lifetime left
+(with jitter; with capped exponential backoff while auth is unreachable). Each renewal
+presents the previous certificate, whose generation auth checks: a copied identity that renews
+after the original locks the bot. ``--oneshot`` joins (or renews) once and exits: CI jobs.
+
+Output (``--dest DIR``; every file 0600, every directory 0700)::
+
+    DIR/state/     the bot's own key and certificate (what renews); never hand it out
+    DIR/identity/  a bsh home: BSH_HOME=DIR/identity bsh ls / bctl get ...
+    DIR/ssh/       key, key-cert.pub, known_hosts (@cert-authority of the host CA), ssh_config:
+                   ssh -F DIR/ssh/ssh_config LOGIN@NODE.CLUSTER
+    DIR/x509/      tls.crt, tls.key, ca.pem (host CA), user_ca.pem: for mTLS clients
+
+Each output directory is a symlink swapped atomically to a fully written new directory, so a
+reader never sees a key of one renewal next to a certificate of another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bastion.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BadParameter,
+    BastionError,
+    ConnectionProblem,
+)
+from bastion.files import write_private_file
+from bastion.types.duration import parse_duration
+
+__all__ = [
+    "BotConfig",
+    "backoff_delay",
+    "load_config",
+    "renew_delay",
+    "run_bot",
+    "write_outputs",
+]
+
+log = structlog.get_logger("bbot")
+
+OUTPUTS = ("identity", "ssh", "x509")
+MAX_BACKOFF = 60.0
+
+
+class BotConfig(BaseModel):
+    """``bbot.yaml`` (flags override it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proxy: str
+    """``host:port`` of the proxy (or auth) API."""
+    ca_pin: str = ""
+    insecure: bool = False
+    dest: Path
+    token: str = ""
+    join_method: str = "token"
+    bot: str = ""
+    """With join_method oidc: the bot whose oidc join token checks the JWT."""
+    id_token_file: str = ""
+    """With join_method oidc: a file holding the JWT; empty: ask GitHub Actions for one
+    (ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN) with ``audience``."""
+    audience: str = "bastion"
+    ttl: timedelta = timedelta(hours=1)
+    renew_at: float = 1 / 3
+    """Renew when this fraction of the certificate's lifetime is left."""
+    jitter: float = 0.1
+    """Up to this fraction of the wait is randomly taken off (bots do not renew in step)."""
+    oneshot: bool = False
+    outputs: list[str] = Field(default_factory=lambda: list(OUTPUTS))
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in OUTPUTS]
+        if bad:
+            raise ValueError(f"unknown outputs {bad}: use {', '.join(OUTPUTS)}")
+        return value
+
+    @field_validator("join_method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if value not in ("token", "oidc"):
+            raise ValueError("join_method: token or oidc")
+        return value
+
+
+def load_config(path: str | None, flags: dict[str, Any]) -> BotConfig:
+    """``bbot.yaml`` (when given) with the flags that were set on top.
+
+    Raises:
+        BadParameter: unreadable file or invalid settings (one line naming the field).
+    """
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadParameter(f"cannot read {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise BadParameter(f"{path}: expected a mapping of settings")
+        data.update(loaded)
+    data.update({k: v for k, v in flags.items() if v not in (None, "", False)})
+    try:
+        return BotConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadParameter(f"bbot config: {where}: {first['msg']}") from None
+    except ValueError as exc:
+        raise BadParameter(f"bbot config: {exc}") from None
+
+
+# ---- pure scheduling -------------------------------------------------------------------------
+
+
+def renew_delay(
+    issued: datetime, expires: datetime, now: datetime, fraction: float, jitter: float, rand: float
+) -> float:
+    """Seconds until the next renewal: when ``fraction`` of the lifetime is left, minus up
+    to ``jitter`` of the wait (``rand`` in [0, 1)); never negative."""
+    lifetime = (expires - issued).total_seconds()
+    at = expires - timedelta(seconds=lifetime * fraction)
+    wait = (at - now).total_seconds()
+    return max(0.0, wait * (1 - jitter * rand))
+
+
+def backoff_delay(attempt: int, rand: float, cap: float = MAX_BACKOFF) -> float:
+    """Capped exponential backoff with full jitter: 1, 2, 4... seconds (at most ``cap``)."""
+    return min(cap, 2.0**attempt) * (0.5 + rand / 2)
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Issued:
+    """One join or renewal: the key and what auth returned."""
+
+    key_pem: bytes
+    key_ssh: bytes
+    public_key: str
+    certs: dict[str, Any]
+    cluster: str
+    proxy: str
+    issued: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def expires(self) -> datetime:
+        return datetime.fromisoformat(str(self.certs["expires"]))
+
+
+def _swap(dest: Path, name: str, fill: Callable[[Path], None]) -> Path:
+    """Write a new version of output ``name`` and point ``dest/name`` at it atomically."""
+    versions = dest / ".versions"
+    versions.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = versions / f"{name}.{time.time_ns()}"
+    target.mkdir(mode=0o700)
+    fill(target)
+    link = dest / name
+    if link.exists() and not link.is_symlink():
+        raise BadParameter(f"{link} exists and is not bbot's output link; move it away")
+    tmp = dest / f".{name}.link"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.relative_to(dest))
+    os.replace(tmp, link)
+    for old in sorted(versions.glob(f"{name}.*"))[:-3]:  # keep two previous ones for readers
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _bsh() -> str:
+    here = Path(sys.argv[0]).absolute().parent / "bsh"
+    if here.exists():
+        return str(here)
+    found = shutil.which("bsh")
+    return str(Path(found).absolute()) if found else "bsh"
+
+
+def write_outputs(dest: Path, got: Issued, outputs: list[str]) -> None:
+    """Write ``state`` and the chosen outputs, each swapped in whole."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from bastion.cli.bsh_ssh import render_ssh_config
+    from bastion.client.profile import Profile, ProfileStore
+
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    certs = got.certs
+    host_ca = list(certs.get("ssh_host_ca") or [])
+    known = "".join(f"@cert-authority *.{got.cluster},{got.cluster} {k}\n" for k in host_ca)
+    info = {
+        "cluster": got.cluster,
+        "proxy": got.proxy,
+        "user": certs["user"],
+        "expires": certs["expires"],
+        "issued": got.issued.isoformat(),
+        "generation": certs.get("generation", 0),
+    }
+
+    written: dict[str, Path] = {}
+
+    def state(d: Path) -> None:
+        write_private_file(d / "tls.key", got.key_pem)
+        write_private_file(d / "tls.crt", certs["tls_cert"])
+        write_private_file(d / "ca.pem", certs["tls_host_ca"])
+        write_private_file(d / "state.json", json.dumps(info, indent=2))
+
+    def identity(d: Path) -> None:
+        key = load_pem_private_key(got.key_pem, None)
+        profile = Profile(
+            name=got.cluster,
+            proxy=got.proxy,
+            user=certs["user"],
+            cluster=got.cluster,
+            expires=certs["expires"],
+            roles=list(certs.get("roles", [])),
+            logins=list(certs.get("logins", [])),
+        )
+        ProfileStore(d).save(profile, key, certs)  # type: ignore[arg-type]
+
+    def ssh(d: Path) -> None:
+        write_private_file(d / "key", got.key_ssh)
+        write_private_file(d / "key.pub", got.public_key + "\n")
+        if certs.get("ssh_cert"):
+            write_private_file(d / "key-cert.pub", certs["ssh_cert"] + "\n")
+        write_private_file(d / "known_hosts", known)
+        # The config names the files of its own version (and the identity home written just
+        # before it): ssh never pairs a key with the certificate of another renewal.
+        home = written.get("identity", dest / "identity")
+        config = render_ssh_config(got.cluster, d, _bsh(), str(home))
+        config = config.replace("(generated by bsh config)", "(generated by bbot start)")
+        write_private_file(d / "ssh_config", config + "    BatchMode yes\n")
+
+    def tls(d: Path) -> None:
+        write_private_file(d / "tls.key", got.key_pem)
+        write_private_file(d / "tls.crt", certs["tls_cert"])
+        write_private_file(d / "ca.pem", certs["tls_host_ca"])
+        write_private_file(d / "user_ca.pem", certs.get("tls_user_ca", ""))
+
+    writers = {"identity": identity, "ssh": ssh, "x509": tls}
+    chosen = set(outputs) | ({"identity"} if "ssh" in outputs else set())  # ProxyCommand's home
+    for name in OUTPUTS:
+        if name in chosen:
+            written[name] = _swap(dest, name, writers[name])
+    _swap(dest, "state", state)
+
+
+def load_state(dest: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((dest / "state" / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+# ---- talking to auth -------------------------------------------------------------------------
+
+
+def _new_key() -> tuple[bytes, bytes, str]:
+    from cryptography.hazmat.primitives import serialization
+
+    from bastion.client.profile import new_client_key
+
+    key = new_client_key()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    ssh = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return pem, ssh, pub.decode()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise BadParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
+async def _id_token(cfg: BotConfig) -> str:
+    if cfg.id_token_file:
+        return _read(Path(cfg.id_token_file)).strip()
+    url = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL", "")
+    bearer = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "")
+    if not url or not bearer:
+        raise BadParameter(
+            "join_method oidc: pass --id-token-file, or run in GitHub Actions with "
+            "permissions: id-token: write"
+        )
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            url,
+            params={"audience": cfg.audience},
+            headers={"Authorization": f"Bearer {bearer}"},
+        ) as resp,
+    ):
+        if resp.status != 200:
+            raise ConnectionProblem(f"GitHub Actions refused an ID token: HTTP {resp.status}")
+        value = (await resp.json()).get("value")
+    if not isinstance(value, str):
+        raise ConnectionProblem("GitHub Actions answered no ID token")
+    return value
+
+
+async def join(cfg: BotConfig) -> Issued:
+    """Verify the cluster by its pin, then join with the token or the OIDC JWT."""
+    from bastion.client.api import AuthClient, fetch_cluster_ca
+    from bastion.client.tls import verified_context
+    from bastion.contract.renew import BOT_JOIN, BotJoin
+
+    ping = await fetch_cluster_ca(cfg.proxy, cfg.ca_pin or None, cfg.insecure)
+    pem, ssh, pub = _new_key()
+    if cfg.join_method == "oidc":
+        body = BotJoin(bot=cfg.bot, id_token=await _id_token(cfg), public_key=pub, ttl=cfg.ttl)
+    else:
+        if not cfg.token:
+            raise BadParameter("pass --token (bctl bots add printed it) or --join-method=oidc")
+        body = BotJoin(token=cfg.token, public_key=pub, ttl=cfg.ttl)
+    async with AuthClient(cfg.proxy, verified_context(ping["tls_host_ca"])) as client:
+        reply = await client.send(BOT_JOIN, body)
+    return Issued(pem, ssh, pub, reply.model_dump(), ping["cluster"], cfg.proxy)
+
+
+async def renew(cfg: BotConfig) -> Issued:
+    """Renew with the certificate in ``DEST/state`` for a new key."""
+    from bastion.client.api import AuthClient
+    from bastion.client.tls import verified_context
+    from bastion.contract.renew import RENEW, Renew
+
+    state_dir = cfg.dest / "state"
+    info = load_state(cfg.dest)
+    if info is None:
+        raise BadParameter(f"no bot state in {state_dir}")
+    ctx = verified_context(
+        (state_dir / "ca.pem").read_text(), state_dir / "tls.crt", state_dir / "tls.key"
+    )
+    pem, ssh, pub = _new_key()
+    async with AuthClient(str(info["proxy"]), ctx) as client:
+        reply = await client.send(RENEW, Renew(public_key=pub, ttl=cfg.ttl))
+    return Issued(pem, ssh, pub, reply.model_dump(), str(info["cluster"]), str(info["proxy"]))
+
+
+def _still_valid(dest: Path) -> bool:
+    info = load_state(dest)
+    if info is None:
+        return False
+    return datetime.fromisoformat(str(info["expires"])) > datetime.now(UTC) + timedelta(seconds=5)
+
+
+async def first_identity(cfg: BotConfig) -> Issued:
+    """Renew a still-valid state (a restart), else join."""
+    if _still_valid(cfg.dest):
+        return await renew(cfg)
+    return await join(cfg)
+
+
+async def run_bot(cfg: BotConfig, on_issued: Callable[[Issued], None] | None = None) -> None:
+    """Join (or renew a saved identity), write the outputs; unless ``oneshot``, renew forever.
+
+    Raises:
+        AccessDenied, AuthenticationFailed: refused for good (locked, removed, token spent).
+    """
+    got = await first_identity(cfg)
+    write_outputs(cfg.dest, got, cfg.outputs)
+    _report(got, on_issued)
+    while not cfg.oneshot:
+        now = datetime.now(UTC)
+        delay = renew_delay(got.issued, got.expires, now, cfg.renew_at, cfg.jitter, random.random())
+        await asyncio.sleep(delay)
+        attempt = 0
+        while True:
+            try:
+                got = await renew(cfg)
+                break
+            except (AccessDenied, AuthenticationFailed):
+                raise
+            except (ConnectionProblem, OSError) as exc:
+                wait = backoff_delay(attempt, random.random())
+                if got.expires <= datetime.now(UTC):
+                    log.error("certificate expired while auth was unreachable", error=str(exc))
+                else:
+                    log.warning("renewal failed; retrying", error=str(exc), retry_in=round(wait, 1))
+                attempt += 1
+                await asyncio.sleep(wait)
+            except BastionError as exc:
+                log.warning("renewal refused; retrying", error=exc.message)
+                attempt += 1
+                await asyncio.sleep(backoff_delay(attempt, random.random()))
+        write_outputs(cfg.dest, got, cfg.outputs)
+        _report(got, on_issued)
+
+
+def _report(got: Issued, on_issued: Callable[[Issued], None] | None) -> None:
+    log.info(
+        "certificates written",
+        user=got.certs["user"],
+        expires=got.certs["expires"],
+        generation=got.certs.get("generation", 0),
+    )
+    if on_issued is not None:
+        on_issued(got)

@@ -1,0 +1,253 @@
+"""``bsh db login`` and ``bsh proxy db``: PostgreSQL clients through the proxy, no passwords.
+
+Layer: client edge. ``bsh db login NAME --db-user U --db-name D`` asks auth for a certificate
+routed to that database (``POST /v1/db/certs``), keeps it with a fresh key under the profile
+(``db/NAME.crt``, ``db/NAME.key``, ``db/NAME.ca``: the CA that verifies the proxy) and writes a
+``[bastion-NAME]`` entry in the profile's ``pg_service.conf``, so::
+
+    PGSERVICEFILE=~/.bsh/<profile>/pg_service.conf psql "service=bastion-NAME"
+
+connects straight to the proxy port (psql's SSLRequest, then TLS with that certificate).
+``bsh proxy db NAME --port P`` listens on 127.0.0.1:P for clients that cannot present a
+certificate (GUI tools, ``sslmode=disable``) and carries each connection to the proxy in TLS
+with ALPN ``bastion-postgres/1`` and the database certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import sys
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bastion.cli.common import handle_errors
+from bastion.cli.identity import run_async
+from bastion.client.api import AuthClient
+from bastion.client.profile import Profile, ProfileStore
+from bastion.client.proxy_conn import check_profile, split_host_port
+from bastion.client.tls import pem_context, profile_context
+from bastion.contract.db import DB_USER_CERT, DbUserCertRequest
+from bastion.errors import BadParameter, NotFound, RemoteProtocolError
+from bastion.files import write_private_file
+from bastion.protocols.alpn import ALPN_HTTP, ALPN_POSTGRES
+from bastion.protocols.postgres import (
+    CancelRequest,
+    GSSENCRequest,
+    SSLRequest,
+    error_response,
+    parse_startup_packet,
+)
+
+__all__ = [
+    "db_context",
+    "db_group",
+    "proxy_db",
+    "run_proxy_db",
+    "service_entry",
+    "update_service_file",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+
+
+def service_entry(name: str, host: str, port: int, db_user: str, db_name: str, files: Path) -> str:
+    """The ``pg_service.conf`` section for database ``name`` (psql ``service=bastion-NAME``)."""
+    lines = [
+        f"[bastion-{name}]",
+        f"host={host}",
+        f"port={port}",
+        *([f"user={db_user}"] if db_user else []),
+        *([f"dbname={db_name}"] if db_name else []),
+        "sslmode=verify-full",
+        f"sslrootcert={files}.ca",
+        f"sslcert={files}.crt",
+        f"sslkey={files}.key",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_service_file(text: str, name: str, entry: str) -> str:
+    """``text`` with the ``[bastion-NAME]`` section replaced by (or added as) ``entry``."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            skipping = line.strip() == f"[bastion-{name}]"
+        if not skipping:
+            out.append(line)
+    body = "".join(out)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return body + entry
+
+
+def _profile() -> Profile:
+    profile = ProfileStore().load(None)
+    check_profile(profile)
+    return profile
+
+
+def _files(profile: Profile, name: str) -> Path:
+    if not _NAME.match(name):
+        raise BadParameter(f"invalid database name {name!r}")
+    return profile.path / "db" / name
+
+
+@click.group("db")
+def db_group() -> None:
+    """Databases through the proxy: certificates for psql, a local listener.
+
+    \b
+    Examples:
+      bsh db login orders --db-user reader --db-name orders
+      PGSERVICEFILE=~/.bsh/<profile>/pg_service.conf psql "service=bastion-orders"
+      bsh proxy db orders --port 15432
+    """
+
+
+@db_group.command("login")
+@click.argument("name")
+@click.option("--db-user", default="", help="Database user (default: decided at connect time).")
+@click.option("--db-name", default="", help="Database name (default: decided at connect time).")
+@click.option("--ttl", default="12h", show_default=True, help="Capped by your login.")
+@handle_errors
+def login_command(name: str, db_user: str, db_name: str, ttl: str) -> None:
+    """Get a certificate for database NAME and a pg_service.conf entry."""
+    profile = _profile()
+    files = _files(profile, name)
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = DbUserCertRequest.model_validate(
+        {
+            "db_service": name,
+            "db_user": db_user,
+            "db_name": db_name,
+            "public_key": pub.decode(),
+            "ttl": ttl,
+        }
+    )
+
+    async def go() -> tuple[str, str, str]:
+        ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
+        async with AuthClient(profile.proxy, ctx) as client:
+            reply = await client.send(DB_USER_CERT, body)
+        return reply.cert, reply.ca, reply.expires
+
+    cert, ca, expires = run_async(go())
+    write_private_file(Path(f"{files}.key"), key_pem)
+    write_private_file(Path(f"{files}.crt"), cert)
+    write_private_file(Path(f"{files}.ca"), ca)
+    host, port = split_host_port(profile.proxy)
+    service = profile.path / "pg_service.conf"
+    old = service.read_text() if service.is_file() else ""
+    entry = service_entry(name, host, port, db_user, db_name, files)
+    write_private_file(service, update_service_file(old, name, entry))
+    click.echo(
+        f"database {name}: certificate valid until {expires}\n"
+        f'  PGSERVICEFILE={service} psql "service=bastion-{name}"\n'
+        f"  or: bsh proxy db {name} --port 15432, then psql -h 127.0.0.1 -p 15432"
+    )
+
+
+# ---------------------------------------------------------------------------- bsh proxy db
+
+
+async def _local_startup(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Read the local client's first packets: answer SSLRequest/GSSENCRequest with ``N`` (the
+    local hop is loopback); return the StartupMessage bytes to forward."""
+    data = b""
+    while True:
+        got = parse_startup_packet(data)
+        if got is None:
+            chunk = await reader.read(8192)
+            if not chunk:
+                raise ConnectionResetError("client closed")
+            data += chunk
+            continue
+        packet, used = got
+        if isinstance(packet, SSLRequest | GSSENCRequest):
+            writer.write(b"N")
+            data = data[used:]
+            continue
+        if isinstance(packet, CancelRequest):
+            raise RemoteProtocolError("query cancellation is not supported through bsh proxy db")
+        return data
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await src.read(65536):
+            dst.write(chunk)
+            await dst.drain()
+    finally:
+        dst.close()
+
+
+async def _serve_local(
+    profile: Profile,
+    ctx: ssl.SSLContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    try:
+        try:
+            startup = await asyncio.wait_for(_local_startup(reader, writer), 30)
+            host, port = split_host_port(profile.proxy)
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), 15
+            )
+        except (OSError, TimeoutError, RemoteProtocolError, BadParameter) as exc:
+            writer.write(error_response(f"bsh proxy db: {exc}", code="08006"))
+            await writer.drain()
+            return
+        up_w.write(startup)
+        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer), return_exceptions=True)
+    finally:
+        writer.close()
+
+
+def db_context(profile: Profile, name: str) -> ssl.SSLContext:
+    """TLS to the proxy with the database certificate of ``name`` (ALPN bastion-postgres/1)."""
+    files = _files(profile, name)
+    if not Path(f"{files}.crt").is_file():
+        raise NotFound(f"no certificate for database {name}: run bsh db login {name}")
+    return pem_context(
+        Path(f"{files}.ca").read_text(),
+        Path(f"{files}.crt").read_text(),
+        alpn=[ALPN_POSTGRES],
+        key_file=Path(f"{files}.key"),
+    )
+
+
+async def run_proxy_db(
+    profile: Profile, ctx: ssl.SSLContext, name: str, host: str, port: int
+) -> None:
+    """Serve the local listener until cancelled."""
+    server = await asyncio.start_server(lambda r, w: _serve_local(profile, ctx, r, w), host, port)
+    bound = server.sockets[0].getsockname()[1]
+    sys.stderr.write(
+        f"bsh proxy db {name}: listening on {host}:{bound}; "
+        f"psql -h {host} -p {bound} (sslmode=disable is fine: TLS starts here)\n"
+    )
+    sys.stderr.flush()
+    async with server:
+        await server.serve_forever()
+
+
+def proxy_db(name: str, port: int, host: str) -> None:
+    """The ``bsh proxy db`` command body."""
+    profile = _profile()
+    try:
+        run_async(run_proxy_db(profile, db_context(profile, name), name, host, port))
+    except KeyboardInterrupt:
+        pass

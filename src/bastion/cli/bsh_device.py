@@ -1,0 +1,132 @@
+"""``bsh device enroll`` and ``bsh device status``; the device ceremony of ``bsh login``.
+
+Layer: client edge. Enrollment needs a current ``bsh login`` (the admin's one-time token names
+the device; the TPM proves the key). docs/device-trust.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from bastion.cli.common import handle_errors
+from bastion.cli.identity import resolve_identity, run_async
+from bastion.cli.render import print_json
+from bastion.client.api import AuthClient
+from bastion.client.device.ceremony import authenticate, enroll
+from bastion.client.device.local import load_state
+from bastion.client.profile import Profile, ProfileStore
+from bastion.client.tls import verified_context
+from bastion.contract import devices as d
+from bastion.errors import NotFound
+
+__all__ = ["device_ceremony", "device_group"]
+
+
+def _client_for(profile: Profile) -> AuthClient:
+    ctx = verified_context(
+        (profile.path / "ca.pem").read_text(), profile.path / "tls.crt", profile.path / "tls.key"
+    )
+    return AuthClient(profile.proxy, ctx)
+
+
+def device_ceremony(store: ProfileStore, profile: Profile) -> dict[str, Any] | None:
+    """After a login: when this machine is enrolled in the profile's cluster, prove it and
+    return the re-issued certificates (None when it is not enrolled)."""
+    try:
+        load_state(store.home, profile.cluster)
+    except NotFound:
+        return None
+
+    async def run() -> dict[str, Any]:
+        async with _client_for(profile) as client:
+            certs = await authenticate(client, store.home, profile.cluster)
+            return certs.model_dump(mode="json")
+
+    return run_async(run())
+
+
+@click.group("device")
+def device_group() -> None:
+    """This machine as a trusted device: enroll it, see what the cluster knows.
+
+    \b
+    Examples:
+      bsh device enroll --token=TOKEN
+      bsh device status
+    """
+
+
+@device_group.command("enroll")
+@click.option("--token", required=True, help="One-time token from bctl devices enroll.")
+@click.option(
+    "--software",
+    is_flag=True,
+    help="Use a software key instead of the TPM (only when the cluster allows it).",
+)
+@click.option("--tcti", default="", help="TPM TCTI (default: $BSH_TPM_TCTI or the kernel's TPM).")
+@handle_errors
+def enroll_command(token: str, software: bool, tcti: str) -> None:
+    """Enroll this machine: its TPM proves the new attestation key by credential activation.
+
+    \b
+    Example:
+      bsh device enroll --token=0b6f...
+    """
+    store = ProfileStore()
+    profile = store.load()
+
+    async def run() -> tuple[d.DeviceReply, Any]:
+        async with _client_for(profile) as client:
+            return await enroll(
+                client, store.home, profile.cluster, token, software=software, tcti=tcti
+            )
+
+    reply, state = run_async(run())
+    device = reply.device
+    click.echo(
+        f"device {device.spec.asset_tag} ({device.name}) enrolled with a "
+        f"{state.attestation} key (credential {state.credential_id})"
+    )
+    click.echo("log in again (bsh login) to get certificates that carry this device")
+
+
+@device_group.command("status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def status_command(fmt: str) -> None:
+    """What the cluster knows about this machine.
+
+    \b
+    Example:
+      bsh device status
+    """
+    store = ProfileStore()
+    profile = store.load()
+    state = load_state(store.home, profile.cluster)
+    ident = resolve_identity(None, None, store)
+
+    async def run() -> d.DeviceReply:
+        async with AuthClient(ident.addr, ident.ssl_context()) as client:
+            return await client.send(d.DEVICES_GET, path={"ref": state.device_id})
+
+    device = run_async(run()).device
+    if fmt == "json":
+        print_json(json.loads(device.model_dump_json()))
+        return
+    spec = device.spec
+    credential = spec.credential
+    rows = [
+        ("Device id", device.name),
+        ("Asset tag", spec.asset_tag),
+        ("OS", f"{spec.os_type} ({spec.profile.os_name} {spec.profile.os_version})".strip()),
+        ("Status", spec.enroll_status),
+        ("Attestation", credential.attestation if credential else "-"),
+        ("Credential", credential.id if credential else "-"),
+        ("Compliance", spec.compliance.status),
+        ("Last seen", f"{spec.last_seen:%Y-%m-%d %H:%M:%S} UTC" if spec.last_seen else "never"),
+    ]
+    for key, value in rows:
+        click.echo(f"{key + ':':<13} {value}")

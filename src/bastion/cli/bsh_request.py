@@ -1,0 +1,231 @@
+"""``bsh request``: ask for just-in-time access, review peers' requests, assume approved ones.
+
+Layer: client edge. Every command speaks the typed contract
+(:mod:`bastion.contract.requests`) with the current ``bsh login`` profile; ``assume`` (and
+``bsh login --request-id``) replace the profile's certificates with ones that carry the request.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import click
+from cryptography.hazmat.primitives import serialization
+
+from bastion.cli.bsh import format_duration
+from bastion.cli.common import emit_json, handle_errors
+from bastion.cli.identity import ClientIdentity, resolve_identity
+from bastion.cli.render import print_table
+from bastion.client.profile import Profile, ProfileStore, new_client_key
+from bastion.contract import requests as x
+from bastion.contract.base import Empty
+from bastion.errors import AccessDenied, BadParameter, LimitExceeded
+from bastion.types.duration import parse_duration
+
+__all__ = ["assume_request", "render_request", "request_group"]
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+
+
+def _ident() -> ClientIdentity:
+    return resolve_identity(None, None)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _left(iso: str) -> str:
+    left = (datetime.fromisoformat(iso) - datetime.now(UTC)).total_seconds()
+    return format_duration(left) if left > 0 else "-"
+
+
+def render_request(r: x.AccessRequestReply) -> None:
+    """The block of ``bsh request show`` (and create/review)."""
+    approvals = sum(v.verdict == "approve" for v in r.reviews)
+    needed = max(r.approvals_needed.values(), default=1)
+    click.echo(
+        f"Request:     {r.id}\n"
+        f"User:        {r.user}\n"
+        f"Roles:       {', '.join(r.roles) or '-'}\n"
+        f"Resources:   {', '.join(r.resources) or '-'}\n"
+        f"Reason:      {r.reason or '-'}\n"
+        f"State:       {r.state} ({approvals}/{needed} approvals)\n"
+        f"Access for:  until {r.access_expires} ({_left(r.access_expires)} left)\n"
+        f"Reviewers:   {', '.join(r.suggested_reviewers) or '-'}"
+    )
+    for v in r.reviews:
+        auto = " (automatic)" if v.automatic else ""
+        click.echo(f"  {v.verdict:<7} by {v.author}{auto}: {v.reason or '-'} at {v.created}")
+
+
+def _emit(r: x.AccessRequestReply, fmt: str) -> None:
+    if fmt == "json":
+        emit_json(r.model_dump(mode="json"))
+    else:
+        render_request(r)
+
+
+def assume_request(request_id: str, ttl: str = "12h", fmt: str = "text") -> Profile:
+    """Certificates carrying approved request ``request_id``, saved in the current profile."""
+    store = ProfileStore()
+    profile = store.load()
+    ident = _ident()
+    key = new_client_key()
+    public_key = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    body = x.Assume(public_key=public_key, ttl=parse_duration(ttl))
+    certs = ident.send(x.ASSUME_REQUEST, body, path={"id": request_id})
+    profile.expires = certs.expires
+    profile.roles = list(certs.roles)
+    profile.logins = list(certs.logins)
+    store.save(profile, key, certs.model_dump(mode="json"))
+    if fmt == "json":
+        emit_json({"request": request_id, **certs.model_dump(mode="json", include={"user", "roles", "logins", "expires"})})
+    else:
+        click.echo(
+            f"Assumed access request {request_id}: roles {', '.join(certs.roles)}; "
+            f"valid until {certs.expires} ({_left(certs.expires)})."
+        )
+    return profile
+
+
+@click.group("request")
+def request_group() -> None:
+    """Ask for just-in-time access and review others' requests.
+
+    \b
+    Examples:
+      bsh request create --roles=dba --reason="INC-1234" --wait
+      bsh request create --resource=node/db7 --reason="INC-1234"
+      bsh request ls
+      bsh request review ID --approve --reason="looks right"
+      bsh request assume ID
+    """
+
+
+@request_group.command("create")
+@click.option("--roles", default="", help="Roles to ask for (comma-separated).")
+@click.option(
+    "--resource", "resources", multiple=True, help="A resource to ask for: node/NAME (repeatable)."
+)
+@click.option("--reason", default="", help="Why (shown to reviewers, e.g. a ticket).")
+@click.option("--duration", default=None, help="How long the access should last (e.g. 1h).")
+@click.option("--wait", is_flag=True, help="Wait for the decision, then assume an approval.")
+@click.option("--timeout", default="10m", show_default=True, help="How long --wait waits.")
+@FORMAT
+@handle_errors
+def create(
+    roles: str,
+    resources: tuple[str, ...],
+    reason: str,
+    duration: str | None,
+    wait: bool,
+    timeout: str,
+    fmt: str,
+) -> None:
+    """Ask for roles or for specific resources."""
+    if not roles and not resources:
+        raise BadParameter("pass --roles=ROLE[,ROLE] or --resource=node/NAME")
+    body = x.NewAccessRequest(
+        roles=_csv(roles),
+        resources=[r for v in resources for r in _csv(v)],
+        reason=reason,
+        duration=parse_duration(duration) if duration else None,
+    )
+    ident = _ident()
+    created = ident.send(x.CREATE_REQUEST, body)
+    if not wait:
+        _emit(created, fmt)
+        if fmt == "text":
+            click.echo(f"\nAssume it once approved: bsh request assume {created.id}")
+        return
+    click.echo(f"Request {created.id} created; waiting for reviews...", err=True)
+    deadline = time.monotonic() + parse_duration(timeout).total_seconds()
+    current = created
+    while current.state == "PENDING":
+        if time.monotonic() > deadline:
+            raise LimitExceeded(f"request {created.id} is still pending after {timeout}")
+        time.sleep(0.5)
+        current = ident.send(x.GET_REQUEST, path={"id": created.id})
+    if current.state != "APPROVED":
+        raise AccessDenied(f"request {created.id} was {current.state.lower()}")
+    assume_request(created.id, fmt=fmt)
+
+
+@request_group.command("ls")
+@click.option(
+    "--state",
+    type=click.Choice(["", "pending", "approved", "denied", "expired"]),
+    default="",
+    help="Only requests in this state.",
+)
+@FORMAT
+@handle_errors
+def ls(state: str, fmt: str) -> None:
+    """Your requests and those you may review."""
+    items = _ident().send(x.LIST_REQUESTS, query=x.ListQuery(state=state)).items  # type: ignore[arg-type]
+    if fmt == "json":
+        emit_json([i.model_dump(mode="json") for i in items])
+        return
+    rows = [
+        [
+            r.id,
+            r.user,
+            ", ".join(r.resources or r.roles),
+            r.state,
+            f"{sum(v.verdict == 'approve' for v in r.reviews)}/"
+            f"{max(r.approvals_needed.values(), default=1)}",
+            r.reason,
+        ]
+        for r in items
+    ]
+    print_table(["ID", "User", "Asks for", "State", "Approvals", "Reason"], rows, "No requests.")
+
+
+@request_group.command("show")
+@click.argument("request_id")
+@FORMAT
+@handle_errors
+def show(request_id: str, fmt: str) -> None:
+    """One request with its reviews."""
+    _emit(_ident().send(x.GET_REQUEST, path={"id": request_id}), fmt)
+
+
+@request_group.command("review")
+@click.argument("request_id")
+@click.option("--approve", "verdict", flag_value="approve", help="Approve the request.")
+@click.option("--deny", "verdict", flag_value="deny", help="Deny the request.")
+@click.option("--reason", default="", help="Why (recorded and shown to the requester).")
+@FORMAT
+@handle_errors
+def review(request_id: str, verdict: str | None, reason: str, fmt: str) -> None:
+    """Approve or deny a peer's request."""
+    if verdict not in ("approve", "deny"):
+        raise BadParameter("pass --approve or --deny")
+    body = x.Review(verdict=verdict, reason=reason)  # type: ignore[arg-type]
+    _emit(_ident().send(x.REVIEW_REQUEST, body, path={"id": request_id}), fmt)
+
+
+@request_group.command("drop")
+@click.argument("request_id")
+@handle_errors
+def drop(request_id: str) -> None:
+    """Withdraw a request (access already assumed lasts until its certificate expires; lock
+    the request id to cut it: bctl lock --access-request=ID)."""
+    _ident().send(x.DROP_REQUEST, Empty(), path={"id": request_id})
+    click.echo(f"Dropped access request {request_id}.")
+
+
+@request_group.command("assume")
+@click.argument("request_id")
+@click.option("--ttl", default="12h", show_default=True, help="Capped by the request's expiry.")
+@FORMAT
+@handle_errors
+def assume(request_id: str, ttl: str, fmt: str) -> None:
+    """Get certificates carrying an approved request (same as bsh login --request-id)."""
+    assume_request(request_id, ttl, fmt)

@@ -1,0 +1,123 @@
+"""Enrollment and authentication ceremonies, device side.
+
+Layer: client. ``enroll`` runs ``bsh device enroll``: the EK and a fresh AK go to auth, the TPM
+activates the credential auth made for them, and the machine's state is saved. ``authenticate``
+runs after every ``bsh login``: auth's single-use nonce is signed by the AK together with the
+fresh profile, and auth answers with the same certificates carrying the device.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bastion.auth.device_attest import authn_message, enroll_message
+from bastion.client.api import AuthClient
+from bastion.client.device.local import (
+    DeviceState,
+    collect_profile,
+    load_state,
+    public_pem,
+    save_state,
+    software_key,
+)
+from bastion.client.device.tpm import TCTI_ENV, TPM, tcti_from_env
+from bastion.contract import core
+from bastion.contract import devices as d
+from bastion.types.devices import DeviceProfile
+
+__all__ = ["authenticate", "enroll"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def enroll(
+    client: AuthClient, home: Path, cluster: str, token: str, *, software: bool, tcti: str = ""
+) -> tuple[d.DeviceReply, DeviceState]:
+    """Enroll this machine with ``token``; saves and returns its state."""
+    profile = DeviceProfile.model_validate(collect_profile())
+    if software:
+        key = software_key(home, cluster, create=True)
+        begin = await client.send(
+            d.DEVICE_ENROLL_BEGIN,
+            d.EnrollBegin(
+                token=token, attestation="software", public_key=public_pem(key), profile=profile
+            ),
+        )
+        message = enroll_message(cluster, begin.session, base64.b64decode(begin.nonce))
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+        finish = d.EnrollFinish(session=begin.session, signature=_b64(signature))
+        unique, tcti = b"", ""
+    else:
+        tcti = tcti or tcti_from_env()
+        tpm = TPM(tcti)
+        unique = secrets.token_bytes(32)
+        ek_public, ek_cert, ak_public = tpm.enrollment_keys(unique)
+        begin = await client.send(
+            d.DEVICE_ENROLL_BEGIN,
+            d.EnrollBegin(
+                token=token,
+                attestation="tpm",
+                ek_public=ek_public,
+                ek_cert=ek_cert,
+                ak_public=ak_public,
+                profile=profile,
+            ),
+        )
+        secret = tpm.activate(unique, begin.credential_blob, begin.encrypted_secret)
+        finish = d.EnrollFinish(session=begin.session, secret=_b64(secret))
+    reply = await client.send(d.DEVICE_ENROLL_FINISH, finish)
+    device = reply.device
+    credential = device.spec.credential
+    state = DeviceState(
+        cluster=cluster,
+        device_id=device.name,
+        asset_tag=device.spec.asset_tag,
+        credential_id=credential.id if credential else "",
+        attestation=credential.attestation if credential else "",
+        ak_unique=_b64(unique) if unique else "",
+        tcti=tcti,
+    )
+    save_state(home, state)
+    return reply, state
+
+
+def sign_challenge(
+    state: DeviceState, home: Path, message: bytes
+) -> str:
+    """The device's signature of ``message`` (base64): the TPM's AK, or the software key."""
+    if state.attestation == "software":
+        key = software_key(home, state.cluster, create=False)
+        return _b64(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    tpm = TPM(os.environ.get(TCTI_ENV) or state.tcti or tcti_from_env())
+    return tpm.sign(base64.b64decode(state.ak_unique), message)
+
+
+async def authenticate(client: AuthClient, home: Path, cluster: str) -> core.UserCerts:
+    """The device ceremony with the caller's fresh login certificate; returns the re-issued
+    certificates carrying the device.
+
+    Raises:
+        NotFound: this machine is not enrolled in ``cluster``.
+        AccessDenied: auth refused the device (replayed, foreign signature, locked device).
+    """
+    state = load_state(home, cluster)
+    challenge = await client.send(
+        d.DEVICE_AUTHN_BEGIN, d.AuthnBegin(device_id=state.device_id)
+    )
+    profile = DeviceProfile.model_validate(collect_profile())
+    message = authn_message(
+        cluster, challenge.challenge, base64.b64decode(challenge.nonce), profile.model_dump()
+    )
+    signature = sign_challenge(state, home, message)
+    return await client.send(
+        d.DEVICE_AUTHN_FINISH,
+        d.AuthnFinish(challenge=challenge.challenge, signature=signature, profile=profile),
+    )

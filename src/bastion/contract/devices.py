@@ -1,0 +1,166 @@
+"""Trusted devices (issue 13): inventory (``bctl devices``), enrollment and the authentication
+ceremony (``bsh device enroll``, ``bsh login``). docs/device-trust.md.
+
+Binary TPM structures travel as base64 of their marshalled form (TPM2B_PUBLIC, TPM2B_ID_OBJECT,
+TPM2B_ENCRYPTED_SECRET, TPMT_SIGNATURE).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from bastion.contract.base import Body, Empty, Endpoint, Reply
+from bastion.contract.core import Duration, UserCerts
+from bastion.types.devices import Device, DeviceProfile, OSType
+
+__all__ = [
+    "DEVICES_ADD",
+    "DEVICES_COMPLIANCE",
+    "DEVICES_ENROLL_TOKEN",
+    "DEVICES_GET",
+    "DEVICES_LS",
+    "DEVICES_RM",
+    "DEVICE_AUTHN_BEGIN",
+    "DEVICE_AUTHN_FINISH",
+    "DEVICE_ENROLL_BEGIN",
+    "DEVICE_ENROLL_FINISH",
+    "AddDevice",
+    "AuthnBegin",
+    "AuthnChallenge",
+    "AuthnFinish",
+    "DeviceList",
+    "DeviceReply",
+    "EnrollBegin",
+    "EnrollChallenge",
+    "EnrollFinish",
+    "EnrollToken",
+    "EnrollTokenRequest",
+    "SetCompliance",
+]
+
+Blob = Annotated[str, Field(max_length=8192)]
+
+
+class AddDevice(Body):
+    asset_tag: Annotated[str, Field(min_length=1, max_length=128)]
+    os_type: OSType
+    owner: str = ""
+
+
+class DeviceReply(Reply):
+    device: Device
+
+
+class DeviceList(Reply):
+    items: list[Device]
+
+
+class Removed(Reply):
+    deleted: str
+
+
+class EnrollTokenRequest(Body):
+    ttl: Duration | None = None
+    """Default: the cluster's ``device_trust.enroll_token_ttl_seconds`` (1h)."""
+
+
+class EnrollToken(Reply):
+    token: str
+    """Shown once: ``bsh device enroll --token=...`` on the device."""
+    device_id: str
+    expires: str
+
+
+class SetCompliance(Body):
+    status: Literal["compliant", "non_compliant", "unknown"]
+    reason: str = ""
+
+
+class EnrollBegin(Body):
+    token: Annotated[str, Field(min_length=1, max_length=256)]
+    attestation: Literal["tpm", "software"]
+    ek_public: Blob = ""
+    ek_cert: Blob = ""
+    """PEM of the EK certificate when the TPM holds one."""
+    ak_public: Blob = ""
+    public_key: Blob = ""
+    """Software attestation: the device key's PEM public key."""
+    profile: DeviceProfile = Field(default_factory=DeviceProfile)
+
+
+class EnrollChallenge(Reply):
+    session: str
+    attestation: str
+    credential_blob: str = ""
+    encrypted_secret: str = ""
+    nonce: str = ""
+
+
+class EnrollFinish(Body):
+    session: Annotated[str, Field(min_length=1, max_length=64)]
+    secret: Blob = ""
+    """TPM: base64 of what ActivateCredential released."""
+    signature: Blob = ""
+    """Software: base64 DER ECDSA signature of the enrollment message."""
+
+
+class AuthnBegin(Body):
+    device_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class AuthnChallenge(Reply):
+    challenge: str
+    nonce: str
+
+
+class AuthnFinish(Body):
+    challenge: Annotated[str, Field(min_length=1, max_length=64)]
+    signature: Blob
+    profile: DeviceProfile = Field(default_factory=DeviceProfile)
+
+
+DEVICES_ADD = Endpoint(
+    "POST", "/v1/devices", "user", "Register a device in the inventory",
+    body=AddDevice, response=DeviceReply, status=201,
+)  # fmt: skip
+DEVICES_LS = Endpoint(
+    "GET", "/v1/devices", "user", "List the device inventory", body=Empty, response=DeviceList
+)
+DEVICES_GET = Endpoint(
+    "GET", "/v1/devices/{ref}", "user", "Read one device (by id or asset tag)",
+    body=Empty, response=DeviceReply,
+)  # fmt: skip
+DEVICES_RM = Endpoint(
+    "DELETE", "/v1/devices/{ref}", "user", "Remove a device (and its EK binding)",
+    body=Empty, response=Removed,
+)  # fmt: skip
+DEVICES_ENROLL_TOKEN = Endpoint(
+    "POST", "/v1/devices/{ref}/enroll-token", "user",
+    "Create a one-time enrollment token for a device", body=EnrollTokenRequest,
+    response=EnrollToken, status=201,
+)  # fmt: skip
+DEVICES_COMPLIANCE = Endpoint(
+    "POST", "/v1/devices/{ref}/compliance", "user", "Set a device's compliance by hand",
+    body=SetCompliance, response=DeviceReply,
+)  # fmt: skip
+DEVICE_ENROLL_BEGIN = Endpoint(
+    "POST", "/v1/device-enroll/begin", "user",
+    "Start enrollment: send the EK and a new AK; get a credential challenge",
+    body=EnrollBegin, response=EnrollChallenge,
+)  # fmt: skip
+DEVICE_ENROLL_FINISH = Endpoint(
+    "POST", "/v1/device-enroll/finish", "user",
+    "Finish enrollment with the activated credential (or the software signature)",
+    body=EnrollFinish, response=DeviceReply,
+)  # fmt: skip
+DEVICE_AUTHN_BEGIN = Endpoint(
+    "POST", "/v1/device-authn/begin", "user", "A single-use device authentication challenge",
+    body=AuthnBegin, response=AuthnChallenge,
+)  # fmt: skip
+DEVICE_AUTHN_FINISH = Endpoint(
+    "POST", "/v1/device-authn/finish", "user",
+    "Answer the challenge; get the caller's certificates re-issued with the device",
+    body=AuthnFinish, response=UserCerts,
+)  # fmt: skip

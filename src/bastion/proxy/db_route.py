@@ -1,0 +1,428 @@
+"""The database route: PostgreSQL clients through the proxy to a database agent.
+
+Layer: ``proxy`` (IO shell around the pure :mod:`bastion.protocols.postgres` and RBAC).
+The listener has done TLS with the user's client certificate (user TLS CA), reached either
+in-band (psql's SSLRequest on the shared port, answered ``S``) or with ALPN
+``bastion-postgres/1`` (``bsh proxy db``). Then, per connection:
+
+1. Read the StartupMessage (a second SSLRequest is refused; a GSSENCRequest answered ``N``).
+2. Authorize: the certificate must carry a database route (``bsh db login``) naming the
+   database resource; the startup's ``user``/``database`` must be the route's when the route
+   names them; the gate (user exists, epoch, locks on the identity); RBAC
+   :meth:`~bastion.rbac.checker.RoleSet.check_db_access` over the database's labels, db user and
+   db name; locks on the user, its roles and the database (``node`` target = database name).
+   Startup ``options`` (SQL settings smuggled into the startup packet) are refused. Every
+   refusal is an ErrorResponse with SQLSTATE 28000, so ``psql`` prints one clean line; the
+   reason goes to audit (``db.session.start``, outcome failure).
+3. Dial the agent serving the database through its reverse tunnel (stream header ``type: db``
+   with the startup parameters); the agent connects to the database with TLS and its db client
+   certificate as the db user, and everything after is relayed.
+4. Every statement the client sends is audited as ``db.session.query`` (simple Query, and
+   Execute of a portal bound with its parameter values); the session is registered in the
+   LiveRegistry (kind ``db``) so that a lock ends it with an ErrorResponse naming the lock.
+   ``db.session.end`` carries the byte counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from bastion.audit.emitter import Emitter
+from bastion.auth.gate import IdentityGate
+from bastion.clock import Clock, in_zone
+from bastion.errors import AccessDenied, BastionError, NotFound, RemoteProtocolError
+from bastion.live.registry import LiveConnection, LiveRegistry
+from bastion.locks.matcher import effective_mode, identity_targets
+from bastion.locks.watcher import LockWatcher
+from bastion.protocols.postgres import (
+    MAX_MESSAGE_LENGTH,
+    CancelRequest,
+    GSSENCRequest,
+    MessageReader,
+    SSLRequest,
+    StartupMessage,
+    Statement,
+    StatementTracker,
+    error_response,
+    parse_startup_packet,
+)
+from bastion.proxy.relay import Relay, RelaySide
+from bastion.rbac.checker import RoleSet
+from bastion.rbac.conditions import AccessContext
+from bastion.tasks import TaskSet
+from bastion.tunnel.server import TunnelServer
+from bastion.types.access import Role
+from bastion.types.database import Database
+from bastion.types.identity import Identity
+
+__all__ = ["DatabaseDirectory", "DbRoute", "DbRouteDeps", "RoleSource"]
+
+log = logging.getLogger(__name__)
+
+_FORWARDED = frozenset({"application_name", "client_encoding", "DateStyle", "TimeZone"})
+"""Startup parameters passed on to the database besides user and database (harmless session
+settings); ``options`` and replication are refused, anything else dropped."""
+_QUEUE = 4096
+
+
+class DatabaseDirectory(Protocol):
+    async def get_database(self, name: str) -> Database:
+        """Raises: NotFound."""
+        ...
+
+
+class RoleSource(Protocol):
+    async def get_roles(self, names: Sequence[str]) -> list[Role]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DbRouteDeps:
+    databases: DatabaseDirectory
+    roles: RoleSource
+    tunnel: TunnelServer
+    audit: Emitter
+    registry: LiveRegistry
+    clock: Clock
+    startup_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    idle_timeout: float | None = None
+    locks: LockWatcher | None = None
+    gate: IdentityGate | None = None
+    max_message: int = MAX_MESSAGE_LENGTH
+    audit_queries: bool = True
+    redact_params: bool = False
+
+
+class _Refused(AccessDenied):
+    """Refused: ``message`` for the client (28000), ``reason`` for audit."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class _StartupReader(asyncio.Protocol):
+    """Reads untyped packets until a StartupMessage; answers GSSENCRequest with ``N``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.done: asyncio.Future[StartupMessage] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.buffer += data
+            return
+        self.buffer += data
+        try:
+            while not self.done.done():
+                got = parse_startup_packet(bytes(self.buffer))
+                if got is None:
+                    return
+                packet, used = got
+                del self.buffer[:used]
+                if isinstance(packet, GSSENCRequest) and self.transport is not None:
+                    self.transport.write(b"N")
+                elif isinstance(packet, SSLRequest):
+                    raise RemoteProtocolError("SSLRequest after TLS")
+                elif isinstance(packet, CancelRequest):
+                    raise RemoteProtocolError("CancelRequest inside a TLS session")
+                elif isinstance(packet, StartupMessage):
+                    self.done.set_result(packet)
+                    if self.transport is not None:
+                        self.transport.pause_reading()
+        except RemoteProtocolError as exc:
+            self.done.set_exception(exc)
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(RemoteProtocolError("closed before the startup message"))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionResetError("client went away"))
+
+
+class _QuerySide(RelaySide):
+    """The client's side of the relay: frames its messages and reports each statement."""
+
+    def __init__(
+        self, relay: Relay, tracker: StatementTracker, reader: MessageReader, route: DbRoute
+    ) -> None:
+        super().__init__(relay, "a")
+        self._tracker = tracker
+        self._reader = reader
+        self._route = route
+        self.statements: asyncio.Queue[Statement | None] = asyncio.Queue(_QUEUE)
+        self.dropped = 0
+
+    def tap(self, data: bytes) -> bool:
+        try:
+            for message in self._reader.feed(data):
+                statement = self._tracker.feed(message)
+                if statement is not None:
+                    try:
+                        self.statements.put_nowait(statement)
+                    except asyncio.QueueFull:
+                        self.dropped += 1
+        except RemoteProtocolError as exc:
+            self._route.protocol_error(self, str(exc))
+            return False
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self.tap(data):
+            super().data_received(data)
+
+
+class DbRoute:
+    """Serves database connections handed over by the listener."""
+
+    def __init__(self, deps: DbRouteDeps) -> None:
+        self._deps = deps
+        self._tasks = TaskSet()
+
+    async def handle(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        client_addr: tuple[str, int],
+        early: bytes = b"",
+    ) -> None:
+        """Serve one authenticated client connection until its relay ends."""
+        deps = self._deps
+        remote = f"{client_addr[0]}:{client_addr[1]}"
+        reader = _StartupReader()
+        transport.set_protocol(reader)
+        reader.connection_made(transport)
+        if early:
+            reader.data_received(early)
+        transport.resume_reading()
+        startup: StartupMessage | None = None
+        info: dict[str, str] = {"db_service": "", "db_user": "", "db_name": ""}
+        try:
+            async with asyncio.timeout(deps.startup_timeout):
+                startup = await reader.done
+            async with asyncio.timeout(deps.connect_timeout):
+                db, params = await self._authorize(identity, startup, client_addr, info)
+                relay = Relay(idle_timeout=deps.idle_timeout, name=f"db {remote}")
+                side = _QuerySide(
+                    relay,
+                    StatementTracker(redact_params=deps.redact_params),
+                    MessageReader(deps.max_message),
+                    self,
+                )
+                side.peer, relay.b.peer = relay.b, side
+                relay.a = side
+                header: dict[str, Any] = {
+                    "type": "db",
+                    "db": db.metadata.name,
+                    "params": params,
+                    "user": identity.user,
+                    "client_addr": remote,
+                }
+                await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
+        except (BastionError, OSError, TimeoutError) as exc:
+            message, reason = _refusal(exc)
+            log.info("db route refused %s from %s: %s", identity.user, remote, reason)
+            await deps.audit.emit(
+                "db.session.start",
+                outcome="failure",
+                user=identity.user,
+                remote_addr=remote,
+                reason=reason,
+                **info,
+            )
+            if not transport.is_closing():
+                transport.write(error_response(message))
+                transport.close()
+            return
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        rest = bytes(reader.buffer)
+        if rest and not side.tap(rest):
+            return
+        relay.attach_a(transport, rest)
+        relay.start()
+        await self._run(relay, side, transport, identity, info, remote)
+
+    def protocol_error(self, side: _QuerySide, reason: str) -> None:
+        """The client sent a malformed or oversized message: tell it and end the session."""
+        transport = side.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(error_response(f"protocol violation: {reason}", code="08P01"))
+        side.relay.terminate(f"protocol violation: {reason}")
+
+    def _context(self, identity: Identity, client_addr: tuple[str, int]) -> AccessContext:
+        locks = self._deps.locks
+        zone = locks.cluster_time_zone if locks is not None else "UTC"
+        now: datetime | None
+        try:
+            now = in_zone(self._deps.clock.now(), zone)
+        except ValueError:
+            now = None
+        return AccessContext.for_identity(identity, source_ip=client_addr[0], time=now)
+
+    async def _authorize(
+        self,
+        identity: Identity,
+        startup: StartupMessage,
+        client_addr: tuple[str, int],
+        info: dict[str, str],
+    ) -> tuple[Database, dict[str, str]]:
+        deps = self._deps
+        route = identity.route
+        if route is None or not route.db_service:
+            raise _Refused(
+                "this certificate is not for a database: run bsh db login NAME first",
+                "certificate without a database route",
+            )
+        db_user = startup.user or route.db_user
+        db_name = startup.params.get("database") or route.db_name or db_user
+        info.update(db_service=route.db_service, db_user=db_user, db_name=db_name)
+        if route.db_user and db_user != route.db_user:
+            raise _Refused(
+                f'certificate is for db user "{route.db_user}", not "{db_user}": '
+                f"run bsh db login {route.db_service} --db-user {db_user}"
+            )
+        if route.db_name and db_name != route.db_name:
+            raise _Refused(
+                f'certificate is for database "{route.db_name}", not "{db_name}": '
+                f"run bsh db login {route.db_service} --db-name {db_name}"
+            )
+        if not db_user:
+            raise _Refused("no database user: pass user= (or bsh db login --db-user)")
+        if startup.params.get("options") or "replication" in startup.params:
+            raise _Refused("startup options and replication are not allowed through the proxy")
+        if deps.gate is not None:
+            refused = await deps.gate.refusal(identity, "user", login=db_user)
+            if refused is not None:
+                raise _Refused(refused.error.message, refused.reason)
+        not_found = f'database "{route.db_service}" not found'
+        try:
+            db = await deps.databases.get_database(route.db_service)
+        except NotFound:
+            raise _Refused(not_found) from None
+        if db.spec.protocol != "postgres":
+            raise _Refused(f'database "{route.db_service}" does not speak PostgreSQL')
+        roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
+        decision = roles.check_db_access(
+            db.all_labels(),
+            db_user,
+            db_name,
+            db_service=db.metadata.name,
+            context=self._context(identity, client_addr),
+        )
+        if not decision.allowed:
+            raise _Refused(
+                f'access to database "{route.db_service}" as db user "{db_user}" '
+                f'(db name "{db_name}") denied',
+                decision.reason,
+            )
+        if deps.locks is not None:
+            targets = identity_targets(identity, login=db_user, nodes=(db.metadata.name,))
+            mode = effective_mode(roles.options().lock_mode, deps.locks.cluster_mode)
+            deps.locks.check(targets, mode).raise_if_denied()
+        params = {"user": db_user, "database": db_name}
+        params.update({k: v for k, v in startup.params.items() if k in _FORWARDED})
+        return db, params
+
+    async def _run(
+        self,
+        relay: Relay,
+        side: _QuerySide,
+        transport: asyncio.Transport,
+        identity: Identity,
+        info: dict[str, str],
+        remote: str,
+    ) -> None:
+        deps = self._deps
+
+        async def terminate(reason: str) -> None:
+            if not transport.is_closing():
+                # Between two server messages in practice; the connection ends either way.
+                transport.write(error_response(reason, code="57P01"))
+            relay.terminate(reason)
+
+        live = deps.registry.add(
+            LiveConnection(
+                kind="db",
+                identity=identity,
+                target=info["db_service"],
+                login=info["db_user"],
+                remote_addr=remote,
+                started=deps.clock.now(),
+                terminate=terminate,
+                extra={"db_name": info["db_name"]},
+            )
+        )
+        await deps.audit.emit(
+            "db.session.start", user=identity.user, remote_addr=remote, reason="", **info
+        )
+        pump = self._tasks.spawn(self._audit_queries(side, identity, info), "db-query-audit")
+        try:
+            await relay.wait_closed()
+        finally:
+            deps.registry.remove(live)
+            try:
+                side.statements.put_nowait(None)
+            except asyncio.QueueFull:
+                pump.cancel()
+            await asyncio.wait({pump}, timeout=5)
+            await deps.audit.emit(
+                "db.session.end",
+                user=identity.user,
+                remote_addr=remote,
+                bytes_in=relay.bytes_a_to_b,
+                bytes_out=relay.bytes_b_to_a,
+                dropped_queries=side.dropped,
+                reason=relay.reason,
+                **info,
+            )
+
+    async def _audit_queries(
+        self, side: _QuerySide, identity: Identity, info: dict[str, str]
+    ) -> None:
+        if not self._deps.audit_queries:
+            while await side.statements.get() is not None:
+                pass
+            return
+        while True:
+            statement = await side.statements.get()
+            if statement is None:
+                return
+            await self._deps.audit.emit(
+                "db.session.query",
+                user=identity.user,
+                query=statement.sql,
+                parameters=list(statement.params),
+                protocol=statement.protocol,
+                **info,
+            )
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all(timeout=5)
+
+
+def _refusal(exc: BaseException) -> tuple[str, str]:
+    """(message for the client, reason for audit)."""
+    if isinstance(exc, _Refused):
+        return exc.message, exc.reason
+    if isinstance(exc, RemoteProtocolError):
+        return f"protocol violation: {exc.message}", exc.message
+    if isinstance(exc, BastionError):
+        return exc.message, getattr(exc, "reason", "") or exc.message
+    if isinstance(exc, TimeoutError):
+        return "timed out", "timed out waiting for the startup message or the database agent"
+    return "connection failed", f"{type(exc).__name__}: {exc}"

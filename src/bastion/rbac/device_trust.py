@@ -1,0 +1,164 @@
+"""Device trust decisions: which mode applies, and whether an identity's device passes.
+
+Layer: policy (pure, like :mod:`bastion.rbac.checker`): values in, a value out, no IO and no
+clock reads. The gate (:mod:`bastion.auth.gate`) loads the cluster preference, the identity's
+roles and its device record and acts on :func:`device_refusal`.
+
+Rules (docs/device-trust.md):
+
+* the mode is the strictest of the cluster's ``device_trust.mode`` and the roles'
+  ``device_trust_mode`` (``off`` < ``optional`` < ``required``);
+* under ``required`` a certificate without trusted-device data is refused with
+  :data:`DEVICE_REQUIRED_MESSAGE`; one with device data is refused when the device is no longer
+  enrolled, holds another credential, is software-attested while the cluster no longer allows
+  it, or fails the posture rules (minimum OS version per OS type, compliance required);
+* under ``optional`` and ``off`` nothing is refused here (locks still apply to the device id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bastion.types.devices import (
+    DEVICE_TRUST_MODES,
+    Device,
+    DeviceTrustMode,
+    DeviceTrustPreference,
+)
+from bastion.types.identity import Identity
+
+__all__ = [
+    "DEVICE_REQUIRED_MESSAGE",
+    "DeviceRefusal",
+    "device_refusal",
+    "effective_device_mode",
+    "parse_version",
+    "posture_problems",
+    "strictest",
+    "version_at_least",
+]
+
+DEVICE_REQUIRED_MESSAGE = (
+    "access denied: this resource requires a trusted device; run 'bsh device enroll' "
+    "(ask an admin for a token)"
+)
+_RANK = {mode: rank for rank, mode in enumerate(DEVICE_TRUST_MODES)}
+
+
+def strictest(modes: Iterable[DeviceTrustMode | None]) -> DeviceTrustMode:
+    """The strictest of ``modes`` (None: unset, ignored); ``off`` when none is set."""
+    best: DeviceTrustMode = "off"
+    for mode in modes:
+        if mode is not None and _RANK[mode] > _RANK[best]:
+            best = mode
+    return best
+
+
+def effective_device_mode(
+    cluster: DeviceTrustMode, roles: Iterable[DeviceTrustMode | None]
+) -> DeviceTrustMode:
+    """The mode for an identity: the cluster's, tightened by any of its roles."""
+    return strictest([cluster, *roles])
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """``"13.4.1"`` → ``(13, 4, 1)``; leading digits of each dot-separated part count
+    (``"6.1.0-18-amd64"`` → ``(6, 1, 0)``); None when the text starts with no number."""
+    parts: list[int] = []
+    for piece in text.strip().split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):
+            break
+    return tuple(parts) if parts else None
+
+
+def version_at_least(version: str, minimum: str) -> bool:
+    """Is ``version`` at least ``minimum`` (missing parts count as 0)? An unparseable
+    ``version`` never is (fail closed)."""
+    have, want = parse_version(version), parse_version(minimum)
+    if have is None:
+        return False
+    if want is None:
+        return True
+    width = max(len(have), len(want))
+    return have + (0,) * (width - len(have)) >= want + (0,) * (width - len(want))
+
+
+def posture_problems(device: Device, policy: DeviceTrustPreference) -> list[str]:
+    """What keeps ``device`` from the posture ``policy`` asks for (empty: it passes)."""
+    problems: list[str] = []
+    spec = device.spec
+    minimum = policy.min_os_version.get(spec.os_type)
+    if minimum:
+        version = spec.profile.os_version
+        if not version_at_least(version, minimum):
+            problems.append(
+                f"{spec.os_type} version {version or 'unknown'} is below the minimum {minimum}"
+            )
+    if policy.require_compliance and spec.compliance.status != "compliant":
+        why = f" ({spec.compliance.reason})" if spec.compliance.reason else ""
+        problems.append(f"device is {spec.compliance.status}{why}")
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRefusal:
+    reason: str
+    """For audit: the whole truth."""
+    message: str
+    """For the user."""
+
+
+def device_refusal(
+    identity: Identity,
+    mode: DeviceTrustMode,
+    device: Device | None,
+    policy: DeviceTrustPreference,
+) -> DeviceRefusal | None:
+    """Should this identity be refused for lack of a trusted device?
+
+    Args:
+        identity: from the verified certificate.
+        mode: :func:`effective_device_mode` for the identity.
+        device: the inventory record of ``identity.device_id`` (None: none, or no device id).
+        policy: the cluster's device-trust preference (posture rules, software keys).
+    """
+    if mode != "required" or identity.kind == "host":
+        return None
+    if not identity.device_id:
+        return DeviceRefusal("no trusted device in the certificate", DEVICE_REQUIRED_MESSAGE)
+    what = f"device {identity.device_id}"
+    if device is None:
+        return DeviceRefusal(f"{what} is not in the inventory", DEVICE_REQUIRED_MESSAGE)
+    spec = device.spec
+    credential = spec.credential
+    if spec.enroll_status != "enrolled" or credential is None:
+        return DeviceRefusal(f"{what} is {spec.enroll_status}", DEVICE_REQUIRED_MESSAGE)
+    if credential.id != identity.device_credential_id:
+        return DeviceRefusal(
+            f"{what}: the certificate names credential {identity.device_credential_id!r}, "
+            f"the device holds {credential.id!r}",
+            DEVICE_REQUIRED_MESSAGE,
+        )
+    if credential.attestation == "software" and not policy.allow_software:
+        return DeviceRefusal(
+            f"{what} has a software key and the cluster no longer allows software attestation",
+            "access denied: this resource requires a TPM-attested device; software device keys "
+            "are not allowed",
+        )
+    problems = posture_problems(device, policy)
+    if problems:
+        text = "; ".join(problems)
+        return DeviceRefusal(
+            f"{what} fails the device posture: {text}",
+            f"access denied: your device does not meet the device policy: {text}",
+        )
+    return None

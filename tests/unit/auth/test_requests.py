@@ -1,0 +1,209 @@
+"""The access request service over a memory backend: create, review, resolve, drop, assume."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bastion.auth.guarded import GuardedAuth
+from bastion.auth.requests import AccessRequestService, GuardedRequests, NewRequest
+from bastion.ca.x509 import identity_from_certificate
+from bastion.errors import AccessDenied, BadParameter, NotFound
+from bastion.rbac.requests import RequestRefused, ReviewRefused
+from bastion.testing import AuthFixture, make_auth, new_public_key
+from bastion.types.access import Lock, LockSpec, LockTarget, Role, User
+from bastion.types.identity import Identity
+from bastion.types.inventory import Node, NodeSpec
+from bastion.types.meta import Metadata
+
+
+def _role(name: str, **allow: Any) -> Role:
+    return Role.model_validate({"metadata": {"name": name}, "spec": {"allow": allow}})
+
+
+ROLES = [
+    _role(
+        "requester",
+        logins=["alice"],
+        node_labels={"env": "dev"},
+        request={
+            "roles": ["dba"],
+            "search_as_roles": ["prod-access"],
+            "thresholds": [{"approve": 2, "deny": 1}],
+            "max_duration": "2h",
+        },
+    ),
+    _role("dba", logins=["postgres"], node_labels={"env": "prod"}),
+    _role("prod-access", logins=["root"], node_labels={"env": "prod"}),
+    _role("reviewer", review_requests={"roles": ["dba", "prod-access"]}),
+]
+
+
+async def _world() -> tuple[AuthFixture, AccessRequestService]:
+    f = await make_auth()
+    for role in ROLES:
+        await f.auth.create_resource(role, "admin", force=False)
+    for name, roles in [("alice", ["requester"]), ("bob", ["reviewer"]), ("carol", ["reviewer"])]:
+        user = User(metadata=Metadata(name=name), spec={"roles": roles, "traits": {}})
+        await f.auth.create_resource(user, "admin", force=False)
+    for name, env in [("db7", "prod"), ("db8", "prod")]:
+        node = Node(metadata=Metadata(name=name, labels={"env": env}), spec=NodeSpec(addr="x:22"))
+        await f.auth.create_resource(node, "admin", force=False)
+    return f, AccessRequestService(f.auth)
+
+
+def _identity(f: AuthFixture, user: str, roles: tuple[str, ...], **kw: Any) -> Identity:
+    return Identity(
+        cluster="test.local",
+        user=user,
+        roles=roles,
+        expires=f.clock.now() + timedelta(hours=12),
+        **kw,
+    )
+
+
+async def _guarded(f: AuthFixture, svc: AccessRequestService, ident: Identity) -> GuardedRequests:
+    from bastion.auth.users import UserService
+
+    guard = await GuardedAuth.for_identity(f.auth, UserService(f.auth), ident, "127.0.0.1")
+    return GuardedRequests(guard, svc)
+
+
+async def _approved(f: AuthFixture, svc: AccessRequestService, **kw: Any) -> str:
+    req = await svc.create("alice", NewRequest(**({"roles": ("dba",)} | kw)))
+    for reviewer in ("bob", "carol"):
+        await svc.review(req.name, _identity(f, reviewer, ("reviewer",)), "approve", "ok")
+    return req.name
+
+
+async def test_two_approvals_then_assume_gives_a_certificate_with_the_request() -> None:
+    f, svc = await _world()
+    req = await svc.create("alice", NewRequest(roles=("dba",), reason="INC-1"))
+    assert req.spec.state == "PENDING"
+    after = await svc.review(req.name, _identity(f, "bob", ("reviewer",)), "approve", "ok")
+    assert after.spec.state == "PENDING"
+    after = await svc.review(req.name, _identity(f, "carol", ("reviewer",)), "approve", "ok")
+    assert after.spec.state == "APPROVED"
+    _, pub = new_public_key()
+    caller = _identity(f, "alice", ("requester",))
+    certs = await svc.assume(req.name, caller, pub, timedelta(hours=12), "127.0.0.1")
+    ident = certs.identity
+    assert ident.access_requests == (req.name,)
+    assert set(ident.roles) == {"requester", "dba"}
+    assert "postgres" in ident.logins
+    assert ident.expires <= req.spec.access_expires
+    from cryptography import x509
+
+    parsed = identity_from_certificate(x509.load_pem_x509_certificate(certs.tls_cert.encode()))
+    assert parsed.access_requests == (req.name,)
+    types = [e.type for e in await f.auth.audit.read_from(0, 10_000)]
+    for t in ("access_request.create", "access_request.review", "access_request.assume"):
+        assert t in types
+
+
+async def test_deny_wins_and_self_review_is_refused() -> None:
+    f, svc = await _world()
+    req = await svc.create("alice", NewRequest(roles=("dba",)))
+    with pytest.raises(ReviewRefused, match="own"):
+        await svc.review(req.name, _identity(f, "alice", ("requester",)), "approve", "")
+    await svc.review(req.name, _identity(f, "bob", ("reviewer",)), "approve", "")
+    denied = await svc.review(req.name, _identity(f, "carol", ("reviewer",)), "deny", "no")
+    assert denied.spec.state == "DENIED"
+    with pytest.raises(AccessDenied, match="denied"):
+        _, pub = new_public_key()
+        await svc.assume(req.name, _identity(f, "alice", ("requester",)), pub, timedelta(1), "")
+    failures = [
+        e for e in await f.auth.audit.read_from(0, 10_000) if e.outcome == "failure"
+    ]
+    assert any(e.type == "access_request.review" for e in failures)
+
+
+async def test_a_reviewer_without_rights_is_refused() -> None:
+    f, svc = await _world()
+    req = await svc.create("alice", NewRequest(roles=("dba",)))
+    with pytest.raises(ReviewRefused, match="may not review"):
+        await svc.review(req.name, _identity(f, "eve", ("requester",)), "approve", "")
+
+
+async def test_requests_for_roles_not_allowed_are_refused() -> None:
+    f, svc = await _world()
+    with pytest.raises(RequestRefused):
+        await svc.create("alice", NewRequest(roles=("reviewer",)))
+    with pytest.raises(BadParameter):
+        await svc.create("alice", NewRequest(resources=("db/x",)))
+    with pytest.raises(RequestRefused, match="not found"):
+        await svc.create("alice", NewRequest(resources=("node/nope",)))
+
+
+async def test_expired_requests_give_no_access() -> None:
+    f, svc = await _world()
+    name = await _approved(f, svc)
+    f.clock.advance(timedelta(hours=3).total_seconds())
+    _, pub = new_public_key()
+    with pytest.raises(AccessDenied, match="expired"):
+        await svc.assume(name, _identity(f, "alice", ("requester",)), pub, timedelta(1), "")
+    pending = await svc.create("alice", NewRequest(roles=("dba",)))
+    f.clock.advance(timedelta(hours=1).total_seconds())
+    with pytest.raises(ReviewRefused, match="expired"):
+        await svc.review(pending.name, _identity(f, "bob", ("reviewer",)), "approve", "")
+
+
+async def test_resource_request_grants_exactly_the_node() -> None:
+    f, svc = await _world()
+    name = await _approved(f, svc, roles=(), resources=("node/db7",))
+    request = await svc.get(name)
+    assert request.spec.roles == ["prod-access"]
+    _, pub = new_public_key()
+    caller = _identity(f, "alice", ("requester",))
+    certs = await svc.assume(name, caller, pub, timedelta(hours=1), "")
+    assert certs.identity.allowed_resources == ("node/db7",)
+    from bastion.rbac.checker import RoleSet
+
+    roles = [await f.auth.roles.get(r) for r in certs.identity.roles]
+    rs = RoleSet.from_roles(roles, {}, certs.identity.allowed_resources)
+    assert rs.check_node_access("db7", {"env": "prod"}, "root").allowed
+    assert not rs.check_node_access("db8", {"env": "prod"}, "root").allowed
+    assert not rs.check_node_visible("db8", {"env": "prod"}).allowed
+
+
+async def test_assume_is_refused_to_others_and_when_locked() -> None:
+    f, svc = await _world()
+    name = await _approved(f, svc)
+    _, pub = new_public_key()
+    with pytest.raises(AccessDenied, match="not yours"):
+        await svc.assume(name, _identity(f, "bob", ("reviewer",)), pub, timedelta(1), "")
+    lock = Lock(metadata=Metadata(name="l"), spec=LockSpec(target=LockTarget(access_request=name)))
+    await f.auth.create_resource(lock, "admin", force=False)
+    with pytest.raises(AccessDenied):
+        await svc.assume(name, _identity(f, "alice", ("requester",)), pub, timedelta(1), "")
+
+
+async def test_guarded_visibility_resolve_and_drop() -> None:
+    f, svc = await _world()
+    req = await svc.create("alice", NewRequest(roles=("dba",)))
+    outsider = await _guarded(f, svc, _identity(f, "dave", ("requester",)))
+    assert await outsider.list() == []
+    with pytest.raises(NotFound):
+        await outsider.get(req.name)
+    with pytest.raises(NotFound):
+        await outsider.delete(req.name)
+    reviewer = await _guarded(f, svc, _identity(f, "bob", ("reviewer",)))
+    assert [r.name for r in await reviewer.list()] == [req.name]
+    admin = await _guarded(f, svc, _identity(f, "root", ("editor",), kind="admin"))
+    resolved = await admin.review(req.name, "approve", "break-glass")
+    assert resolved.spec.state == "APPROVED"
+    assert [r.name for r in await admin.list(state="approved")] == [req.name]
+    owner = await _guarded(f, svc, _identity(f, "alice", ("requester",)))
+    await owner.delete(req.name)
+    with pytest.raises(NotFound):
+        await svc.get(req.name)
+
+
+async def test_expired_requests_are_listed_as_expired() -> None:
+    f, svc = await _world()
+    await svc.create("alice", NewRequest(roles=("dba",)))
+    f.clock.advance(timedelta(hours=1, seconds=1).total_seconds())
+    owner = await _guarded(f, svc, _identity(f, "alice", ("requester",)))
+    assert [r.spec.state for r in await owner.list()] == ["EXPIRED"]
