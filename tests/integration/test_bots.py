@@ -9,7 +9,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -142,4 +141,3 @@ def test_bbot_oneshot_with_a_spent_token_is_one_clear_line(env: Env, tmp_path: P
     )  # fmt: skip
     assert again.returncode != 0 and "already used" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
-    time.sleep(0)

@@ -138,6 +138,7 @@ async def test_oidc_join_allowed_and_refused(issuer: tuple[str, ssl.SSLContext, 
     for reason, bad in refusals.items():
         with pytest.raises(AccessDenied, match=reason):
             await join(bad)
+
     def b64(d: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 

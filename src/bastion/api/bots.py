@@ -73,7 +73,11 @@ def peer_names(request: web.Request) -> tuple[list[str], list[str]]:
     except x509.ExtensionNotFound:
         return [], []
     dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    ips = [str(ipaddress.ip_address(a)) for a in san.get_values_for_type(x509.IPAddress)]
+    ips = [
+        str(a)
+        for a in san.get_values_for_type(x509.IPAddress)
+        if isinstance(a, ipaddress.IPv4Address | ipaddress.IPv6Address)
+    ]
     return dns, ips
 
 

@@ -165,7 +165,7 @@ class DeviceService:
         async def change(current: Device) -> tuple[Device, list[Op]]:
             updated = current.model_copy(deep=True)
             updated.spec.compliance = Compliance(
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 reason=reason,
                 source="manual",
                 updated=self.auth.clock.now(),
@@ -187,7 +187,9 @@ class DeviceService:
             raise BadParameter(f"compliance: {exc}") from None
         return result
 
-    async def create_enroll_token(self, ref: str, ttl: timedelta | None, actor: str) -> NewEnrollToken:
+    async def create_enroll_token(
+        self, ref: str, ttl: timedelta | None, actor: str
+    ) -> NewEnrollToken:
         device = await self.get(ref)
         if device.spec.enroll_status == "enrolled":
             raise BadParameter(
@@ -256,7 +258,9 @@ class DeviceService:
         try:
             device = await self._token_device(token)
         except AccessDenied as exc:
-            await self._refuse("device.enroll", user, "device", exc.message, remote_addr=remote_addr)
+            await self._refuse(
+                "device.enroll", user, "device", exc.message, remote_addr=remote_addr
+            )
             raise
         target = f"device/{device.name}"
         if device.spec.owner and device.spec.owner != user:
@@ -376,7 +380,9 @@ class DeviceService:
             bound = await self._ek_owner(credential.ek_key_sha256)
             reason = f"endorsement key already bound to device {bound}"
             await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
-            raise AccessDenied(f"this TPM is already enrolled as another device ({bound})") from None
+            raise AccessDenied(
+                f"this TPM is already enrolled as another device ({bound})"
+            ) from None
         except (NotFound, CompareFailed):
             reason = "enrollment session already used"
             await self._refuse("device.enroll", user, target, reason, remote_addr=remote_addr)
@@ -472,7 +478,9 @@ class DeviceService:
         except (NotFound, CompareFailed):
             reason = "challenge already used"
             await self._refuse("device.authn", user, target, reason, remote_addr=remote_addr)
-            raise AccessDenied("device authentication failed: the challenge was already used") from None
+            raise AccessDenied(
+                "device authentication failed: the challenge was already used"
+            ) from None
         augmented = identity.model_copy(
             update={
                 "device_id": device.name,

@@ -341,10 +341,14 @@ def _smtp_send(sink: EmailSink, message: EmailMessage) -> None:
             if sink.starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if sink.username:
-                password = Path(sink.password_file).read_text().strip() if sink.password_file else ""
+                password = (
+                    Path(sink.password_file).read_text().strip() if sink.password_file else ""
+                )
                 smtp.login(sink.username, password)
             smtp.send_message(message)
     except smtplib.SMTPResponseException as exc:
-        raise DeliveryFailed(f"SMTP {exc.smtp_code}", retry=exc.smtp_code >= 400 and exc.smtp_code < 500) from None
+        raise DeliveryFailed(
+            f"SMTP {exc.smtp_code}", retry=exc.smtp_code >= 400 and exc.smtp_code < 500
+        ) from None
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None

@@ -38,9 +38,9 @@ from bastion.rbac.checker import RoleSet
 from bastion.rbac.requests import (
     RequestRefused,
     RequestRights,
+    Reviewer,
     ReviewRefused,
     ReviewRights,
-    Reviewer,
     apply_review,
     new_request_spec,
     roles_for_resources,
@@ -344,7 +344,9 @@ class GuardedRequests:
     def _person(self) -> Identity:
         ident = self._identity
         if ident.kind != "user":
-            raise AccessDenied("access requests are made and reviewed by people (user certificates)")
+            raise AccessDenied(
+                "access requests are made and reviewed by people (user certificates)"
+            )
         return ident
 
     async def _reviewable(self, request: AccessRequest) -> bool:

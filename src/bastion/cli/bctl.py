@@ -24,6 +24,7 @@ from bastion.cli import (
     bctl_edit,
     bctl_export,
     bctl_locks,
+    bctl_policy,
     bctl_requests,
 )
 from bastion.cli.common import handle_errors
@@ -548,5 +549,6 @@ bctl_export.register(main)
 bctl_audit.register(main, ident)
 bctl_access.register(main, ident)
 bctl_apply.register(main, ident)
+bctl_policy.register(main, ident)
 bctl_devices.register(main, ident)
 bctl_requests.register(main, ident)

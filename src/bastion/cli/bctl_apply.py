@@ -28,6 +28,7 @@ from typing import Any
 import click
 import yaml
 
+from bastion.cli import bctl_policy
 from bastion.cli.identity import ClientIdentity
 from bastion.contract.base import ResourceDoc
 from bastion.contract.resources import (
@@ -37,6 +38,7 @@ from bastion.contract.resources import (
     UPDATE_RESOURCE,
 )
 from bastion.errors import BadParameter, BastionError
+from bastion.types.access import Role
 from bastion.types.codec import load_resources, parse_resource, resource_to_dict
 from bastion.types.meta import Resource
 
@@ -270,6 +272,7 @@ def _run(
     selector: str,
     prune: bool,
     apply: bool,
+    verify: str = "",
 ) -> int:
     chosen = parse_selector(selector)
     desired = load_files(Path(f) for f in files)
@@ -281,11 +284,27 @@ def _run(
         prune=prune,
     )
     click.echo(render_plan(result))
+    if verify and not _verified(identity, verify, result):
+        click.echo(
+            "error: the roles after these changes break an assertion: nothing applied", err=True
+        )
+        return EXIT_ERROR
     if result.empty:
         return EXIT_NOTHING
     if apply:
         _execute(identity, result)
     return EXIT_CHANGED
+
+
+def _verified(identity: ClientIdentity, assertions: str, result: Plan) -> bool:
+    """``--verify``: the roles as they would be after the plan keep every assertion."""
+    roles, mfa = bctl_policy.fetch_policy(identity)
+    changes = [
+        (c.action, c.name, c.resource if isinstance(c.resource, Role) else None)
+        for c in result.changes
+        if c.kind == "role"
+    ]
+    return bctl_policy.verify_planned(assertions, roles, changes, cluster_requires_mfa=mfa)
 
 
 def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
@@ -310,7 +329,17 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--dry-run", is_flag=True, help="Print the plan only.")
     @click.option("--prune", is_flag=True, help="Delete labelled resources no file defines.")
     @selector_option
-    def apply(files: tuple[str, ...], dry_run: bool, prune: bool, selector: str) -> None:
+    @click.option(
+        "--verify",
+        "verify",
+        default="",
+        metavar="ASSERTIONS",
+        help="Refuse the apply (exit 1) if the resulting roles break an assertion of this file "
+        "(bctl policy verify).",
+    )
+    def apply(
+        files: tuple[str, ...], dry_run: bool, prune: bool, selector: str, verify: str
+    ) -> None:
         """Make the cluster's roles, users, locks and connectors match the files.
 
         Exit status: 0 nothing to do, 2 changes applied (or planned with --dry-run), 1 error.
@@ -319,8 +348,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         Examples:
           bctl apply -f policy/ --dry-run
           bctl apply -f policy/ --prune --selector=managed-by=git
+          bctl apply -f policy/ --verify assertions.yaml
         """
-        sys.exit(_run_or_fail(ident, files, selector=selector, prune=prune, apply=not dry_run))
+        sys.exit(
+            _run_or_fail(
+                ident, files, selector=selector, prune=prune, apply=not dry_run, verify=verify
+            )
+        )
 
     @main.command("diff")
     @files_option

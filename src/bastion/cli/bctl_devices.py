@@ -69,7 +69,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @handle_errors
     def add(asset_tag: str, os_type: str, owner: str, fmt: str) -> None:
         """Register a device (not enrolled yet: bctl devices enroll makes its token)."""
-        body = d.AddDevice(asset_tag=asset_tag, os_type=os_type, owner=owner)  # type: ignore[arg-type]
+        body = d.AddDevice(asset_tag=asset_tag, os_type=os_type, owner=owner)
         device = ident().send(d.DEVICES_ADD, body).device
         if fmt == "json":
             print_json(_dump(device))
@@ -132,6 +132,6 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @handle_errors
     def compliance(ref: str, status: str, reason: str) -> None:
         """Mark a device compliant or not by hand (an inventory sync will do it later)."""
-        body = d.SetCompliance(status=status, reason=reason)  # type: ignore[arg-type]
+        body = d.SetCompliance(status=status, reason=reason)
         device = ident().send(d.DEVICES_COMPLIANCE, body, path={"ref": ref}).device
         click.echo(f"device {device.spec.asset_tag} is now {device.spec.compliance.status}")

@@ -41,7 +41,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @handle_errors
     def ls(state: str, fmt: str) -> None:
         """Every access request you may see."""
-        query = x.ListQuery(state=state)  # type: ignore[arg-type]
+        query = x.ListQuery(state=state)
         items = ident().send(x.LIST_REQUESTS, query=query).items
         if fmt == "json":
             emit_json([i.model_dump(mode="json") for i in items])
@@ -53,7 +53,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         print_table(["ID", "User", "Asks for", "State", "Created", "Reason"], rows, "No requests.")
 
     def _resolve(request_id: str, verdict: str, reason: str, fmt: str) -> None:
-        body = x.Review(verdict=verdict, reason=reason)  # type: ignore[arg-type]
+        body = x.Review(verdict=verdict, reason=reason)
         done = ident().send(x.REVIEW_REQUEST, body, path={"id": request_id})
         if fmt == "json":
             emit_json(done.model_dump(mode="json"))

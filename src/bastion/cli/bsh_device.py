@@ -20,7 +20,8 @@ from bastion.client.device.local import load_state
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.tls import verified_context
 from bastion.contract import devices as d
-from bastion.errors import NotFound
+from bastion.errors import BastionError, NotFound
+from bastion.files import write_private_file
 
 __all__ = ["device_ceremony", "device_group"]
 
@@ -90,7 +91,16 @@ def enroll_command(token: str, software: bool, tcti: str) -> None:
         f"device {device.spec.asset_tag} ({device.name}) enrolled with a "
         f"{state.attestation} key (credential {state.credential_id})"
     )
-    click.echo("log in again (bsh login) to get certificates that carry this device")
+    try:  # the current login's certificates carry the device from now on
+        certs = device_ceremony(store, profile)
+    except BastionError as exc:
+        click.echo(f"warning: device authentication failed: {exc.message}", err=True)
+        certs = None
+    if certs is not None:
+        write_private_file(profile.path / "tls.crt", str(certs["tls_cert"]))
+        if certs.get("ssh_cert"):
+            write_private_file(profile.path / "key-cert.pub", str(certs["ssh_cert"]) + "\n")
+        click.echo("your current login now carries this device (bsh login does so from now on)")
 
 
 @device_group.command("status")

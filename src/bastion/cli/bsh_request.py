@@ -85,7 +85,12 @@ def assume_request(request_id: str, ttl: str = "12h", fmt: str = "text") -> Prof
     profile.logins = list(certs.logins)
     store.save(profile, key, certs.model_dump(mode="json"))
     if fmt == "json":
-        emit_json({"request": request_id, **certs.model_dump(mode="json", include={"user", "roles", "logins", "expires"})})
+        emit_json(
+            {
+                "request": request_id,
+                **certs.model_dump(mode="json", include={"user", "roles", "logins", "expires"}),
+            }
+        )
     else:
         click.echo(
             f"Assumed access request {request_id}: roles {', '.join(certs.roles)}; "
@@ -168,7 +173,7 @@ def create(
 @handle_errors
 def ls(state: str, fmt: str) -> None:
     """Your requests and those you may review."""
-    items = _ident().send(x.LIST_REQUESTS, query=x.ListQuery(state=state)).items  # type: ignore[arg-type]
+    items = _ident().send(x.LIST_REQUESTS, query=x.ListQuery(state=state)).items
     if fmt == "json":
         emit_json([i.model_dump(mode="json") for i in items])
         return
@@ -207,7 +212,7 @@ def review(request_id: str, verdict: str | None, reason: str, fmt: str) -> None:
     """Approve or deny a peer's request."""
     if verdict not in ("approve", "deny"):
         raise BadParameter("pass --approve or --deny")
-    body = x.Review(verdict=verdict, reason=reason)  # type: ignore[arg-type]
+    body = x.Review(verdict=verdict, reason=reason)
     _emit(_ident().send(x.REVIEW_REQUEST, body, path={"id": request_id}), fmt)
 
 

@@ -11,7 +11,9 @@ Layer: ``proxy`` (IO shell). Per accepted socket, under one handshake deadline (
    length), the real client address taken from it, and detection starts again (a second header is
    refused). From anyone else a PROXY header is refused and logged.
 3. **Plain HTTP**: a ``308`` to ``https://<Host><path>`` (request head read up to 8 KiB), close.
-   SSH banners, Postgres and unknown bytes: close.
+   **PostgreSQL SSLRequest** (with a database route): consumed, answered ``S``, and detection
+   continues with the TLS ClientHello that follows, routed to :mod:`bastion.proxy.db_route`.
+   SSH banners, other Postgres packets and unknown bytes: close.
 4. **TLS**: parse the ClientHello, :func:`~bastion.proxy.router.route` by ALPN, hand the socket to
    ``loop.connect_accepted_socket`` with the route's context: ``bastion-ssh/1`` requires a client
    certificate from the user TLS CA, ``bastion-tunnel/1`` from the host TLS CA; the web accepts an

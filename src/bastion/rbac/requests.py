@@ -330,9 +330,7 @@ def tally(spec: AccessRequestSpec) -> RequestState:
         return "DENIED"
     per_role = spec.role_thresholds or {role: [0] for role in spec.roles}
     met = [a >= t.approve for a, t in zip(approvals, thresholds, strict=True)]
-    if per_role and all(
-        any(met[i] for i in idx if i < len(met)) for idx in per_role.values()
-    ):
+    if per_role and all(any(met[i] for i in idx if i < len(met)) for idx in per_role.values()):
         return "APPROVED"
     return "PENDING"
 

@@ -79,7 +79,9 @@ def parse_resource_id(value: str) -> tuple[str, str]:
     if not sep or not name or "/" in name:
         raise ValueError(f"resource {value!r}: use KIND/NAME, e.g. node/db7")
     if kind not in REQUESTABLE_KINDS:
-        raise ValueError(f"resource {value!r}: only {', '.join(REQUESTABLE_KINDS)} can be requested")
+        raise ValueError(
+            f"resource {value!r}: only {', '.join(REQUESTABLE_KINDS)} can be requested"
+        )
     return kind, name
 
 
@@ -238,5 +240,3 @@ class AccessRequest(Resource):
         if state == "APPROVED" and now >= self.spec.access_expires:
             return "EXPIRED"
         return state
-
-

@@ -21,6 +21,7 @@ import pytest
 from bastion.audit.log import PREFIX, index_of_key
 from bastion.audit.state import LatestWrites, events_without_state, unaudited_state
 from bastion.auth.requests import AccessRequestService, NewRequest
+from bastion.auth.devices import DeviceService
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.users import UserService
 from bastion.auth.bots import BotService
@@ -329,12 +330,23 @@ NOT_AUDITED_STATE = {
     "BotService.list_bots": "read only",
     "BotService.get_bot": "read only",
     "RenewalService.renew_host": "issues a certificate (cert.issued), stores nothing",
+    "DeviceService.list": "read only",
+    "DeviceService.get": "read only",
+    "DeviceService.enroll_begin": "a single-use enrollment session (expiring), no audited state",
+    "DeviceService.enroll_finish": "see test_device_changes_are_atomic",
+    "DeviceService.authn_challenge": "a single-use challenge (expiring), no audited state",
+    "DeviceService.authn_finish": "see test_device_changes_are_atomic",
+    "DeviceService.add": "see test_device_changes_are_atomic",
+    "DeviceService.remove": "see test_device_changes_are_atomic",
+    "DeviceService.create_enroll_token": "see test_device_changes_are_atomic",
+    "DeviceService.set_compliance": "see test_device_changes_are_atomic",
 }
 
 
 def _public_coroutines() -> set[str]:
     out = set()
-    for cls in (AuthServer, UserService, BotService, RenewalService, AccessRequestService):
+    classes = (AuthServer, UserService, BotService, RenewalService, AccessRequestService)
+    for cls in (*classes, DeviceService):
         for name, _fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
             if not name.startswith("_"):
                 out.add(f"{cls.__name__}.{name}")
@@ -398,3 +410,51 @@ async def test_each_path_commits_its_change_with_an_event(name: str) -> None:
     await act(w)
     events = await w.auth.audit.read_from(before, 1000)
     assert any(e.fields.get("changes") for e in events), f"{name}: no event carries its change"
+
+
+async def test_device_changes_are_atomic() -> None:
+    """Every DeviceService change (inventory, token, enrollment with its spent token, the
+    ceremony with its spent challenge, removal with its EK binding) leaves stored state and
+    events matching, with a fault injected at each of the first writes."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from bastion.auth.device_attest import authn_message, enroll_message
+    from bastion.types.identity import Identity
+
+    fields = ("os_name", "os_version", "kernel", "model", "serial", "hostname", "bsh_version")
+    for fail_at in (None, 0, 1, 2, 4, 6):
+        w = await _world()
+        pref = await w.auth.auth_preference()
+        pref.spec.device_trust.allow_software = True
+        kind = "cluster_auth_preference"
+        await w.auth.audited("resource.update", [w.auth.prefs.update_op(pref)], "a", kind)
+        devices = DeviceService(w.auth)
+        w.backend.writes, w.backend.fail_at, w.backend.after = 0, fail_at, False
+        try:
+            device = await devices.add("SN-1", "linux", "alice", "a")
+            token = (await devices.create_enroll_token(device.name, None, "a")).token
+            await devices.set_compliance(device.name, "compliant", "", "a")
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode()
+            begin = await devices.enroll_begin("alice", token, "software", "", "", "", pem, {}, "")
+            msg = enroll_message("t.local", begin.session, base64.b64decode(begin.nonce))
+            sig = base64.b64encode(key.sign(msg, ec.ECDSA(hashes.SHA256()))).decode()
+            await devices.enroll_finish("alice", begin.session, "", sig, "")
+            identity = Identity(
+                cluster="t.local", user="alice", expires=w.clock.now() + timedelta(hours=1)
+            )
+            challenge, nonce = await devices.authn_challenge(identity, device.name)
+            profile = dict.fromkeys(fields, "")
+            msg = authn_message("t.local", challenge, base64.b64decode(nonce), profile)
+            sig = base64.b64encode(key.sign(msg, ec.ECDSA(hashes.SHA256()))).decode()
+            await devices.authn_finish(identity, challenge, sig, profile, pem, "")
+            await devices.remove(device.name, "a")
+        except BastionError:
+            assert fail_at is not None
+        w.backend.fail_at = None
+        await _check(w)

@@ -114,9 +114,7 @@ async def test_deny_wins_and_self_review_is_refused() -> None:
     with pytest.raises(AccessDenied, match="denied"):
         _, pub = new_public_key()
         await svc.assume(req.name, _identity(f, "alice", ("requester",)), pub, timedelta(1), "")
-    failures = [
-        e for e in await f.auth.audit.read_from(0, 10_000) if e.outcome == "failure"
-    ]
+    failures = [e for e in await f.auth.audit.read_from(0, 10_000) if e.outcome == "failure"]
     assert any(e.type == "access_request.review" for e in failures)
 
 

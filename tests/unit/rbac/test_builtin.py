@@ -63,6 +63,7 @@ def test_editor_role() -> None:
         "oidc",
         "saml",
         "github",
+        "access_request",
     }
     expected = {(k, v) for k in editable for v in VERBS} | {
         (k, v) for k in ("event", "session") for v in ("list", "read")

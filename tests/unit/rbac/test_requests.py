@@ -57,7 +57,9 @@ def request(**kw: Any) -> AccessRequest:
     return AccessRequest(metadata=Metadata(name="r1"), spec=spec)
 
 
-def review(author: str, verdict: str = "approve", roles: tuple[str, ...] = ("lead",)) -> AccessReview:
+def review(
+    author: str, verdict: str = "approve", roles: tuple[str, ...] = ("lead",)
+) -> AccessReview:
     return AccessReview.model_validate(
         {"author": author, "verdict": verdict, "created": NOW, "author_roles": list(roles)}
     )
@@ -165,7 +167,9 @@ reviews_strategy = st.lists(
 
 
 def _threshold_request(approve: int, deny: int) -> AccessRequest:
-    requester = role("dev", request={"roles": ["dba"], "thresholds": [{"approve": approve, "deny": deny}]})
+    requester = role(
+        "dev", request={"roles": ["dba"], "thresholds": [{"approve": approve, "deny": deny}]}
+    )
     spec = new_request_spec(RequestRights.of([requester]), user="alice", roles=["dba"], now=NOW)
     return AccessRequest(metadata=Metadata(name="r"), spec=spec)
 

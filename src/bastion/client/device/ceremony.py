@@ -89,9 +89,7 @@ async def enroll(
     return reply, state
 
 
-def sign_challenge(
-    state: DeviceState, home: Path, message: bytes
-) -> str:
+def sign_challenge(state: DeviceState, home: Path, message: bytes) -> str:
     """The device's signature of ``message`` (base64): the TPM's AK, or the software key."""
     if state.attestation == "software":
         key = software_key(home, state.cluster, create=False)
@@ -109,9 +107,7 @@ async def authenticate(client: AuthClient, home: Path, cluster: str) -> core.Use
         AccessDenied: auth refused the device (replayed, foreign signature, locked device).
     """
     state = load_state(home, cluster)
-    challenge = await client.send(
-        d.DEVICE_AUTHN_BEGIN, d.AuthnBegin(device_id=state.device_id)
-    )
+    challenge = await client.send(d.DEVICE_AUTHN_BEGIN, d.AuthnBegin(device_id=state.device_id))
     profile = DeviceProfile.model_validate(collect_profile())
     message = authn_message(
         cluster, challenge.challenge, base64.b64decode(challenge.nonce), profile.model_dump()

@@ -26,7 +26,14 @@ from bastion.files import write_private_file
 PROFILE_ENV = "BSH_DEVICE_PROFILE"
 """JSON object overriding profile fields (``{"os_version": "12"}``)."""
 
-__all__ = ["PROFILE_ENV", "DeviceState", "collect_profile", "load_state", "save_state", "software_key"]
+__all__ = [
+    "PROFILE_ENV",
+    "DeviceState",
+    "collect_profile",
+    "load_state",
+    "save_state",
+    "software_key",
+]
 
 
 @dataclass(frozen=True, slots=True)

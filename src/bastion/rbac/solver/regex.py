@@ -5,19 +5,19 @@ Layer: policy (pure). The checker matches a selector value ``^...$`` with Python
 syntax whose meaning Z3's regular expressions express exactly, and refuses the rest with a
 reason (the encoder then treats the match as unknown, never as a guess).
 
-Encoded exactly: literals, ``.`` (any character but a newline), character classes with ranges
-and negation, ``\\d``/``\\w``/``\\s`` (their Unicode meaning, as Python's ``str`` patterns),
-alternation, groups (capturing or not, without flags), repetition (``*``, ``+``, ``?``,
-``{m,n}``, greedy or lazy: the same set of strings), and ``^`` / ``$`` at the very start and
-end. Refused: flags (``(?i)``...), back references, look-arounds, anchors elsewhere, ``\\b``,
-``\\A``, ``\\Z``, possessive and atomic forms, characters above U+2FFFF (Z3's alphabet).
+Encoded exactly: literals, ``.`` (any character but a newline), character classes with
+ranges and negation, alternation, groups (capturing or not, without flags), repetition
+(``*``, ``+``, ``?``, ``{m,n}``, greedy or lazy: the same set of strings), and ``^`` / ``$``
+at the very start and end. Refused: flags (``(?i)``...), back references, look-arounds,
+anchors elsewhere, ``\\b``, ``\\A``, ``\\Z``, the classes ``\\d``/``\\w``/``\\s`` (Unicode
+sets too large to solve quickly: write ``[0-9]``), possessive and atomic forms, characters
+above U+2FFFF (Z3's alphabet).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from typing import Any
 
 import z3
@@ -48,36 +48,6 @@ def _range(lo: int, hi: int) -> Any:
     return z3.Range(chr(lo), chr(hi))
 
 
-def _ranges_of(predicate: Any) -> tuple[tuple[int, int], ...]:
-    out: list[tuple[int, int]] = []
-    start = -1
-    for code in range(MAX_CHAR + 2):
-        inside = code <= MAX_CHAR and predicate(chr(code))
-        if inside and start < 0:
-            start = code
-        elif not inside and start >= 0:
-            out.append((start, code - 1))
-            start = -1
-    return tuple(out)
-
-
-@functools.cache
-def _category(name: str) -> Any:
-    """``\\d``, ``\\w``, ``\\s`` (and negations) as Python's ``str`` patterns define them."""
-    predicates = {
-        "DIGIT": lambda ch: ch.isdecimal() and unicodedata.category(ch) == "Nd",
-        "WORD": lambda ch: ch.isalnum() or ch == "_",
-        "SPACE": lambda ch: ch.isspace(),
-    }
-    negate = name.startswith("CATEGORY_NOT_")
-    base = name.removeprefix("CATEGORY_NOT_").removeprefix("CATEGORY_")
-    if base not in predicates:
-        raise Unsupported(f"character category {name}")
-    ranges = [_range(lo, hi) for lo, hi in _ranges_of(predicates[base])]
-    union = ranges[0] if len(ranges) == 1 else z3.Union(*ranges)
-    return _complement(union) if negate else union
-
-
 def _complement(re_set: Any) -> Any:
     return z3.Intersect(z3.AllChar(_RE_SORT), z3.Complement(re_set))
 
@@ -92,31 +62,31 @@ def _class(items: list[tuple[Any, Any]]) -> Any:
             parts.append(_char(arg))
         elif op is _C.RANGE:
             parts.append(_range(arg[0], arg[1]))
-        elif op is _C.CATEGORY:
-            parts.append(_category(str(arg)))
         else:
             raise Unsupported(f"{op} in a character class")
     union = z3.Empty(_RE_SORT) if not parts else parts[0] if len(parts) == 1 else z3.Union(*parts)
     return _complement(union) if negate else union
 
 
-def _seq(items: list[Any], *, top: bool) -> Any:
+def _seq(items: list[Any], *, start: bool = False, end: bool = False) -> Any:
+    """A sequence; ``start``/``end``: it begins/ends the whole match (where ``^``/``$`` are
+    no-ops under ``fullmatch``)."""
     out = []
-    last = len(items) - 1
+    ops = [op for op, _ in items]
     for i, (op, arg) in enumerate(items):
+        first = start and all(o is _C.AT for o in ops[:i])
+        last = end and all(o is _C.AT for o in ops[i + 1 :])
         if op is _C.AT:
-            if top and i == 0 and arg is _C.AT_BEGINNING:
+            if (first and arg is _C.AT_BEGINNING) or (last and arg is _C.AT_END):
                 continue
-            if top and i == last and arg is _C.AT_END:
-                continue
-            raise Unsupported(f"anchor {arg} inside the expression")
-        out.append(_item(op, arg))
+            raise Unsupported(f"anchor {str(arg).lower()} inside the expression")
+        out.append(_item(op, arg, start=first, end=last))
     if not out:
         return z3.Re(z3.StringVal(""))
     return out[0] if len(out) == 1 else z3.Concat(*out)
 
 
-def _item(op: Any, arg: Any) -> Any:
+def _item(op: Any, arg: Any, *, start: bool, end: bool) -> Any:
     if op is _C.LITERAL:
         return _char(arg)
     if op is _C.NOT_LITERAL:
@@ -126,28 +96,21 @@ def _item(op: Any, arg: Any) -> Any:
     if op is _C.IN:
         return _class(list(arg))
     if op is _C.BRANCH:
-        alternatives = [_seq(list(alt), top=False) for alt in arg[1]]
+        alternatives = [_seq(list(alt), start=start, end=end) for alt in arg[1]]
         return z3.Union(*alternatives)
     if op is _C.SUBPATTERN:
         _group, add_flags, del_flags, sub = arg
         if add_flags or del_flags:
             raise Unsupported("a group with flags")
-        return _seq(list(sub), top=False)
+        return _seq(list(sub), start=start, end=end)
     if op in (_C.MAX_REPEAT, _C.MIN_REPEAT):
         lo, hi, sub = arg
-        body = _seq(list(sub), top=False)
+        body = _seq(list(sub))
         if hi == _C.MAXREPEAT:
             star = z3.Star(body)
             return star if lo == 0 else z3.Concat(z3.Loop(body, lo, lo), star)
         return z3.Loop(body, lo, hi) if (lo, hi) != (0, 0) else z3.Re(z3.StringVal(""))
     raise Unsupported(f"{str(op).lower()}")
-
-
-def _top(items: list[Any]) -> Any:
-    """A top-level alternation may carry ``^``/``$`` at the ends of each alternative."""
-    if len(items) == 1 and items[0][0] is _C.BRANCH:
-        return z3.Union(*[_seq(list(alt), top=True) for alt in items[0][1][1]])
-    return _seq(items, top=True)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -169,4 +132,4 @@ def to_z3(pattern: str) -> Any:
         raise Unsupported(f"invalid regular expression: {exc.msg}") from None
     if parsed.state.flags & ~re.UNICODE.value:
         raise Unsupported("flags such as (?i)")
-    return _top(list(parsed))
+    return _seq(list(parsed), start=True, end=True)

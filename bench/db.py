@@ -1,0 +1,211 @@
+"""Database access: ``pgbench -S`` through our proxy versus direct and versus pgbouncer.
+
+One run on loopback (:mod:`bastion.testing.db_rig`): a real PostgreSQL requiring db-CA client
+certificates (``hostssl ... cert``), our proxy on its one port (psql/pgbench reach it in-band
+with an SSLRequest, TLS with a routed database certificate) relaying through a database agent on
+a real reverse tunnel (TLS again to PostgreSQL), with per-query audit ON. Every path is TLS with
+client certificates end to end:
+
+* **direct**: pgbench straight to PostgreSQL with a db-CA client certificate;
+* **pgbouncer** (if installed, Debian package ``pgbouncer``): ``auth_type = cert`` for clients,
+  TLS with a client certificate to PostgreSQL, ``pool_mode = transaction``;
+* **ours**: pgbench to the proxy port.
+
+Measurements: ``pgbench -S -c CLIENTS -T SECONDS`` TPS on each path, and connection set-up with
+``pgbench -S -C -c 1`` (a new connection per transaction: TLS, startup, authorization, the
+agent's TLS to the database). Ratios are printed ours/direct and ours/pgbouncer; nothing is
+asserted (the smoke test only checks that the numbers exist).
+
+Run: ``python bench/db.py`` (about 40 s) or ``--quick`` (2 s runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bastion.testing.db_rig import DbRig, start_db_rig
+from bastion.testing.peers.ports import free_port
+from bastion.testing.peers.postgres import find_pg_bin
+from bastion.testing.peers.postgres_tls import psql_local
+
+_TPS = re.compile(r"tps = ([0-9.]+) \((?:without initial connection|including reconnection) time")
+_CONNECT = re.compile(r"average connection time = ([0-9.]+) ms")
+
+
+async def pgbench(conninfo: str, *args: str) -> float:
+    """TPS (or, with ``-C``, the average connection time in ms) of one pgbench run."""
+    proc = await asyncio.create_subprocess_exec(
+        find_pg_bin("pgbench"),
+        *args,
+        conninfo,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    out, err = await proc.communicate()
+    text = out.decode() + err.decode()
+    found = (_CONNECT if "-C" in args else _TPS).search(text)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"pgbench failed ({proc.returncode}): {text[-800:]}")
+    return float(found.group(1))
+
+
+async def start_pgbouncer(rig: DbRig, work: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """pgbouncer with client certificates in and out; returns (process, client conninfo)."""
+    from bastion.testing import new_tls_key
+
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    work.mkdir(parents=True, exist_ok=True)
+    srv_key, srv_pub = new_tls_key()
+    server = await rig.certs.server_cert(
+        "localhost", srv_pub, ["localhost"], ["127.0.0.1"], timedelta(hours=1), "bench", "bench"
+    )
+    client_info = await rig.direct("alice_db", "bouncer-out")  # its cert to PostgreSQL
+    files = {
+        "srv.crt": server.cert_pem,
+        "srv.key": srv_key.decode(),
+        "ca.pem": server.ca_pem,
+        "out.crt": (rig.tmp / "bouncer-out.crt").read_text(),
+        "out.key": (rig.tmp / "bouncer-out.key").read_text(),
+        "users.txt": '"alice_db" ""\n',
+    }
+    for name, text in files.items():
+        (work / name).write_text(text)
+        (work / name).chmod(0o600)
+    port = free_port()
+    (work / "pgbouncer.ini").write_text(
+        f"""[databases]
+postgres = host=127.0.0.1 port={rig.pg.port} dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = cert
+auth_file = {work}/users.txt
+client_tls_sslmode = verify-full
+client_tls_ca_file = {work}/ca.pem
+client_tls_cert_file = {work}/srv.crt
+client_tls_key_file = {work}/srv.key
+server_tls_sslmode = verify-ca
+server_tls_ca_file = {work}/ca.pem
+server_tls_cert_file = {work}/out.crt
+server_tls_key_file = {work}/out.key
+pool_mode = transaction
+default_pool_size = 8
+max_client_conn = 200
+logfile = {work}/pgbouncer.log
+pidfile = {work}/pgbouncer.pid
+"""
+    )
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        shutil.chown(work, "postgres", "postgres")
+        for path in work.iterdir():
+            shutil.chown(path, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    proc = await asyncio.create_subprocess_exec(
+        *prefix,
+        binary,
+        str(work / "pgbouncer.ini"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)
+    del client_info
+    if proc.returncode is not None:
+        log = work / "pgbouncer.log"
+        raise RuntimeError(f"pgbouncer exited: {log.read_text()[-600:] if log.exists() else ''}")
+    conninfo = (await rig.direct("alice_db", "bouncer-in")).replace(
+        f"port={rig.pg.port}", f"port={port}"
+    )
+    return proc, conninfo
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    secs = str(args.seconds)
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-db-") as tmp:
+        async with start_db_rig(Path(tmp), audit_queries=not args.no_audit) as rig:
+            sock = str(rig.pg.root / "sock")
+            init = await asyncio.create_subprocess_exec(
+                find_pg_bin("pgbench"),
+                "-i",
+                "-q",
+                "-s",
+                "1",
+                "-h",
+                sock,
+                "-p",
+                str(rig.pg.port),
+                "-U",
+                "postgres",
+                "postgres",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await init.wait()
+            psql_local(rig.pg, "grant select on all tables in schema public to alice_db")
+            direct = await rig.direct("alice_db", "direct")
+            ours = await rig.login("alice_db", "ours")
+            load = ["-n", "-S", "-c", str(args.clients), "-j", "2", "-T", secs]
+            connect = ["-n", "-S", "-C", "-c", "1", "-T", secs]
+            result: dict[str, Any] = {"seconds": args.seconds, "clients": args.clients}
+            result["direct_tps"] = await pgbench(direct, *load)
+            result["ours_tps"] = await pgbench(ours, *load)
+            queries = len(rig.audit.of("db.session.query"))
+            result["audited_queries"] = queries
+            result["direct_connect_ms"] = await pgbench(direct, *connect)
+            result["ours_connect_ms"] = await pgbench(ours, *connect)
+            if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+                proc, bouncer = await start_pgbouncer(rig, rig.pg.root / "bouncer")
+                try:
+                    result["pgbouncer_tps"] = await pgbench(bouncer, *load)
+                finally:
+                    if proc.returncode is None:
+                        proc.terminate()
+                    await proc.wait()
+    return result
+
+
+def report(r: dict[str, Any]) -> None:
+    print(f"pgbench -S -c {r['clients']} -T {r['seconds']} (TLS + client certificates everywhere)")
+    print(f"  direct     {r['direct_tps']:10.0f} tps")
+    if "pgbouncer_tps" in r:
+        print(f"  pgbouncer  {r['pgbouncer_tps']:10.0f} tps")
+    print(f"  ours       {r['ours_tps']:10.0f} tps   ({r['audited_queries']} queries audited)")
+    print(f"  ratio ours/direct     {r['ours_tps'] / r['direct_tps']:.2f}x")
+    if "pgbouncer_tps" in r:
+        print(f"  ratio ours/pgbouncer  {r['ours_tps'] / r['pgbouncer_tps']:.2f}x  (target 0.7x)")
+    d_ms, o_ms = r["direct_connect_ms"], r["ours_connect_ms"]
+    print("connection set-up (pgbench -C, one connection per transaction)")
+    print(f"  direct {d_ms:.1f} ms, ours {o_ms:.1f} ms: ratio {o_ms / d_ms:.2f}x (target <= 2x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="2 s runs (smoke test)")
+    parser.add_argument("--no-audit", action="store_true", help="per-query audit off")
+    parser.add_argument("--json", default="", help="also write the numbers here")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 2
+    result = asyncio.run(run(args))
+    report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""An in-process database-access rig: auth, proxy (one port), db agent on a reverse tunnel, and a
+real PostgreSQL that accepts only db-CA client certificates.
+
+Layer: ``testing`` (used by ``tests/integration/test_db_postgres.py`` and ``bench/db.py``; nothing
+in ``src`` imports it). The proxy listens on 127.0.0.1 (free port), the agent dials it over TLS
+with ALPN ``bastion-tunnel/1`` exactly as a remote agent does, and the PostgreSQL server has the
+db CA's server certificate and ``hostssl ... cert`` (:mod:`bastion.testing.peers.postgres_tls`).
+Role ``dba`` allows ``db_users: ["{{internal.db_users}}"]``, ``db_names: [postgres]`` on
+databases labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert
+from bastion.audit.emitter import Emitter
+from bastion.auth.db_certs import DbCerts
+from bastion.auth.gate import Gate
+from bastion.clock import SystemClock
+from bastion.errors import NotFound
+from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
+from bastion.proxy.db_route import DbRoute, DbRouteDeps
+from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
+from bastion.services.cache import StoreRoleSource
+from bastion.tasks import spawn
+from bastion.testing import make_auth, new_tls_key
+from bastion.testing.peers.postgres import PgServer
+from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
+from bastion.tunnel import TunnelServer, client_tls_context
+from bastion.tunnel.pool import TunnelPool
+from bastion.types.access import Role, RoleConditions, RoleSpec, User, UserSpec
+from bastion.types.database import Database, DatabaseSpec
+from bastion.types.identity import Identity
+from bastion.types.meta import Metadata
+
+__all__ = ["DbRig", "Recorder", "start_db_rig"]
+
+CLUSTER = "test.local"
+
+
+@dataclass
+class Recorder:
+    """Forwards to the audit log and keeps the events (for assertions and counts)."""
+
+    inner: Emitter
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> Any:
+        self.events.append({"type": event_type, "outcome": outcome, **fields})
+        return await self.inner.emit(event_type, outcome=outcome, **fields)
+
+    def of(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == event_type]
+
+
+@dataclass
+class DbRig:
+    port: int
+    """The proxy's one port."""
+    tmp: Path
+    pg: PgServer
+    certs: DbCerts
+    audit: Recorder
+    locks: LockWatcher
+    alice: Identity
+
+    async def login(self, db_user: str, name: str) -> str:
+        """What ``bsh db login pg1 --db-user U`` gives alice; returns a libpq conninfo."""
+        key_pem, pub = new_tls_key()
+        cert = await self.certs.user_cert(
+            self.alice, pub, "pg1", db_user, "postgres", timedelta(hours=1), "test"
+        )
+        return self._files(name, cert.cert_pem, key_pem, cert.ca_pem, self.port, db_user)
+
+    async def direct(self, db_user: str, name: str) -> str:
+        """A conninfo straight to PostgreSQL with a db-CA client certificate (the baseline)."""
+        key_pem, pub = new_tls_key()
+        agent = Identity(
+            cluster=CLUSTER,
+            user="bench",
+            kind="host",
+            roles=("db",),
+            host_id="bench",
+            expires=self.alice.expires,
+        )
+        cert = await self.certs.agent_cert(agent, db_user, pub, "bench")
+        return self._files(name, cert.cert_pem, key_pem, cert.ca_pem, self.pg.port, db_user)
+
+    def _files(self, name: str, crt: str, key: bytes, ca: str, port: int, user: str) -> str:
+        paths = {n: self.tmp / f"{name}.{n}" for n in ("crt", "key", "ca")}
+        paths["crt"].write_text(crt)
+        paths["key"].write_bytes(key)
+        paths["key"].chmod(0o600)
+        paths["ca"].write_text(ca)
+        return (
+            f"host=127.0.0.1 port={port} dbname=postgres user={user} sslmode=verify-ca "
+            f"sslrootcert={paths['ca']} sslcert={paths['crt']} sslkey={paths['key']}"
+        )
+
+
+@asynccontextmanager
+async def start_db_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIterator[DbRig]:
+    """Start everything; stop it all on exit (raises PostgresUnavailable without a server)."""
+    clock = SystemClock()
+    fx = await make_auth(clock=clock, cluster=CLUSTER)
+    auth = fx.auth
+    certs = DbCerts(auth)
+    srv_key, srv_pub = new_tls_key()
+    server = await certs.server_cert(
+        "localhost", srv_pub, ["localhost"], ["127.0.0.1"], timedelta(days=1), "admin", "rig"
+    )
+    pg = await asyncio.to_thread(
+        start_postgres_tls, tmp, server.cert_pem, srv_key.decode(), server.ca_pem
+    )
+    try:
+        psql_local(
+            pg,
+            "create role alice_db login; create role admin_db login superuser;"
+            "create table t(x int); insert into t values (1), (2); grant select on t to alice_db",
+        )
+        await auth.roles.create(
+            Role(
+                metadata=Metadata(name="dba"),
+                spec=RoleSpec(
+                    allow=RoleConditions(
+                        db_labels={"env": "dev"},
+                        db_users=["{{internal.db_users}}"],
+                        db_names=["postgres"],
+                    )
+                ),
+            )
+        )
+        user = await auth.users.create(
+            User(
+                metadata=Metadata(name="alice"),
+                spec=UserSpec(roles=["dba"], traits={"db_users": ["alice_db"]}, epoch="e1"),
+            )
+        )
+        alice = Identity(
+            cluster=CLUSTER,
+            user="alice",
+            roles=("dba",),
+            traits={"db_users": ("alice_db",)},
+            expires=clock.now() + timedelta(hours=1),
+            user_epoch=user.spec.epoch,
+        )
+        async with _cluster(auth, certs, clock, pg, audit_queries) as (port, audit, locks):
+            yield DbRig(port, tmp, pg, certs, audit, locks, alice)
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+@asynccontextmanager
+async def _cluster(
+    auth: Any, certs: DbCerts, clock: SystemClock, pg: PgServer, audit_queries: bool
+) -> AsyncIterator[tuple[int, Recorder, LockWatcher]]:
+    registry = LiveRegistry()
+    audit = Recorder(auth.audit)
+    locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
+    tunnel = TunnelServer(registry, clock)
+    hour = timedelta(hours=1)
+    proxy_key, proxy_pub = new_tls_key()
+    proxy_id = Identity(
+        cluster=CLUSTER,
+        user="proxy",
+        kind="host",
+        roles=("proxy",),
+        host_id="proxy",
+        expires=clock.now() + hour,
+    )
+    pcerts = await auth.issuer.issue_host(
+        proxy_id, proxy_pub, ["proxy"], ["localhost"], ["127.0.0.1"], hour, "rig"
+    )
+    agent_id = Identity(
+        cluster=CLUSTER,
+        user="dbagent-1",
+        kind="host",
+        roles=("db",),
+        host_id="dbagent-1",
+        traits={"hostname": ("dbagent",)},
+        expires=clock.now() + hour,
+    )
+    agent_key, agent_pub = new_tls_key()
+    acerts = await auth.issuer.issue_host(agent_id, agent_pub, ["dbagent-1"], [], [], hour, "rig")
+    database = Database(
+        metadata=Metadata(name="pg1", labels={"env": "dev"}),
+        spec=DatabaseSpec(uri=f"127.0.0.1:{pg.port}", host_id="dbagent-1"),
+    )
+
+    class Directory:
+        async def get_database(self, name: str) -> Database:
+            if name != database.metadata.name:
+                raise NotFound(f"database {name} not found")
+            return database
+
+    route = DbRoute(
+        DbRouteDeps(
+            databases=Directory(),
+            roles=StoreRoleSource(auth.roles),
+            tunnel=tunnel,
+            audit=audit,
+            registry=registry,
+            clock=clock,
+            locks=locks,
+            gate=Gate.for_auth(auth),
+            audit_queries=audit_queries,
+        )
+    )
+    tls = ProxyTLS(pcerts.tls_cert, proxy_key.decode(), pcerts.tls_user_ca, pcerts.tls_host_ca)
+    listener = ProxyListener(
+        ListenerConfig(port=0, max_unauthenticated_per_ip=1024),
+        ListenerDeps(tls=tls, clock=clock, audit=audit, tunnel=tunnel, db=route),
+    )
+    await listener.start()
+
+    async def agent_certs(db_user: str) -> DbClientCert:
+        key_pem, pub = new_tls_key()
+        got = await certs.agent_cert(agent_id, db_user, pub, "local")
+        return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
+
+    agent = DbAgent(DbAgentDeps(databases=[database], certs=agent_certs, clock=clock))
+    pool = TunnelPool(
+        ("127.0.0.1", listener.port),
+        client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
+        agent.on_stream,
+    )
+    running = spawn(pool.run(), "db-rig-agent")
+    try:
+        for _ in range(500):
+            if tunnel.is_online("dbagent-1"):
+                break
+            await asyncio.sleep(0.02)
+        yield listener.port, audit, locks
+    finally:
+        running.cancel()
+        await pool.close()
+        await listener.close()
+        await route.close()
+        await tunnel.close()

@@ -1,0 +1,36 @@
+"""Keeps ``bench/db.py`` working: one ``--quick`` run must take every measurement and print its
+ratios. No timing asserts: the numbers only have to exist."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.testing import missing_peer
+
+pytestmark = [pytest.mark.integration, pytest.mark.needs_postgres]
+
+BENCH = Path(__file__).parents[2] / "bench"
+
+
+def test_db_bench_quick(tmp_path: Path) -> None:
+    for binary in ("pgbench", "psql"):
+        if shutil.which(binary) is None:
+            missing_peer(f"{binary} is not installed (Debian package postgresql-client)")
+    out = tmp_path / "db.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "db.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["direct_tps"] > 0 and result["ours_tps"] > 0
+    assert result["ours_connect_ms"] > 0 and "ratio ours/direct" in done.stdout

@@ -1,0 +1,174 @@
+"""Tests for bastion.proxy.db_route: startup, authorization and refusals as ErrorResponses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bastion.clock import FakeClock
+from bastion.errors import NotFound
+from bastion.live.registry import LiveRegistry
+from bastion.protocols.postgres import MessageReader, build_startup, parse_error_response
+from bastion.proxy.db_route import DbRoute, DbRouteDeps
+from bastion.tunnel.server import TunnelServer
+from bastion.types.access import Role, RoleConditions, RoleSpec
+from bastion.types.database import Database, DatabaseSpec
+from bastion.types.identity import Identity, RouteToTarget
+from bastion.types.meta import Metadata
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DB = Database(
+    metadata=Metadata(name="pg1", labels={"env": "dev"}),
+    spec=DatabaseSpec(uri="127.0.0.1:5432", host_id="agent-1"),
+)
+ROLE = Role(
+    metadata=Metadata(name="dba"),
+    spec=RoleSpec(
+        allow=RoleConditions(
+            db_labels={"env": "dev"}, db_users=["{{internal.db_users}}"], db_names=["postgres"]
+        ),
+        deny=RoleConditions(db_names=["secrets"]),
+    ),
+)
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> None:
+        self.events.append({"type": event_type, "outcome": outcome, **fields})
+
+
+class Directory:
+    async def get_database(self, name: str) -> Database:
+        if name != "pg1":
+            raise NotFound(name)
+        return DB
+
+
+class Roles:
+    async def get_roles(self, names: Sequence[str]) -> list[Role]:
+        return [ROLE] if "dba" in names else []
+
+
+def ident(route: RouteToTarget | None) -> Identity:
+    return Identity(
+        cluster="c",
+        user="alice",
+        roles=("dba",),
+        traits={"db_users": ("alice_db",)},
+        expires=NOW + timedelta(hours=1),
+        route=route,
+    )
+
+
+async def serve(identity: Identity, early: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    clock = FakeClock(NOW)
+    registry = LiveRegistry()
+    audit = Audit()
+    route = DbRoute(
+        DbRouteDeps(
+            databases=Directory(),
+            roles=Roles(),
+            tunnel=TunnelServer(registry, clock),
+            audit=audit,
+            registry=registry,
+            clock=clock,
+            startup_timeout=1,
+            connect_timeout=1,
+        )
+    )
+    transport = FakeTransport()
+    await route.handle(transport, identity, ("127.0.0.1", 5555), early)
+    [message] = MessageReader().feed(bytes(transport.written))
+    assert message.type == b"E" and transport.closed
+    [event] = audit.events
+    assert event["type"] == "db.session.start" and event["outcome"] == "failure"
+    return parse_error_response(message.body), event
+
+
+ROUTE = RouteToTarget(db_service="pg1", db_user="alice_db", db_name="postgres")
+
+
+@pytest.mark.parametrize(
+    ("route", "params", "words", "reason"),
+    [
+        (None, {"user": "alice_db"}, "not for a database", "without a database route"),
+        (ROUTE, {"user": "postgres"}, 'for db user "alice_db", not "postgres"', ""),
+        (ROUTE, {"user": "alice_db", "database": "x"}, 'for database "postgres", not "x"', ""),
+        (
+            ROUTE,
+            {"user": "alice_db", "database": "postgres", "options": "-c role=admin"},
+            "startup options",
+            "",
+        ),
+        (RouteToTarget(db_service="nope"), {"user": "alice_db"}, 'database "nope" not found', ""),
+        (
+            RouteToTarget(db_service="pg1"),
+            {"user": "root", "database": "postgres"},
+            'as db user "root"',
+            'db user "root" not in',
+        ),
+        (
+            RouteToTarget(db_service="pg1"),
+            {"user": "alice_db", "database": "secrets"},
+            "denied",
+            'denies db name "secrets"',
+        ),
+        (ROUTE, {"user": "alice_db", "database": "postgres"}, "offline", "offline"),
+    ],
+)
+async def test_refusals_are_28000_error_responses(
+    route: RouteToTarget | None, params: dict[str, str], words: str, reason: str
+) -> None:
+    fields, event = await serve(ident(route), build_startup(params))
+    assert fields["C"] == "28000" and fields["S"] == "FATAL"
+    assert words in fields["M"]
+    assert reason in event["reason"]
+
+
+async def test_second_sslrequest_refused() -> None:
+    ssl_request = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+    fields, event = await serve(ident(ROUTE), ssl_request)
+    assert "SSLRequest after TLS" in fields["M"]
+    assert "SSLRequest" in event["reason"]
+
+
+async def test_malformed_startup() -> None:
+    fields, _ = await serve(ident(ROUTE), b"\x00\x00\x00\x04junk")
+    assert "protocol violation" in fields["M"]

@@ -1,0 +1,129 @@
+"""Device-trust policy (pure): mode aggregation, version comparison, refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.rbac.checker import RoleSet
+from bastion.rbac.device_trust import (
+    DEVICE_REQUIRED_MESSAGE,
+    device_refusal,
+    effective_device_mode,
+    parse_version,
+    strictest,
+    version_at_least,
+)
+from bastion.types.access import Role
+from bastion.types.devices import (
+    DEVICE_TRUST_MODES,
+    Compliance,
+    Device,
+    DeviceCredential,
+    DeviceProfile,
+    DeviceSpec,
+    DeviceTrustPreference,
+)
+from bastion.types.identity import Identity
+from bastion.types.meta import Metadata
+
+modes = st.sampled_from(DEVICE_TRUST_MODES)
+maybe_modes = st.one_of(st.none(), modes)
+versions = st.lists(st.integers(0, 50), min_size=1, max_size=4).map(
+    lambda parts: ".".join(map(str, parts))
+)
+
+
+@given(st.lists(maybe_modes))
+def test_strictest_is_order_free_and_an_upper_bound(listed: list[str | None]) -> None:
+    got = strictest(listed)  # type: ignore[arg-type]
+    assert got == strictest(list(reversed(listed)))  # type: ignore[arg-type]
+    rank = DEVICE_TRUST_MODES.index
+    assert all(rank(got) >= rank(m) for m in listed if m is not None)
+    assert got in listed or got == "off"
+
+
+@given(modes, st.lists(maybe_modes))
+def test_roles_only_tighten_the_cluster(cluster: str, roles: list[str | None]) -> None:
+    got = effective_device_mode(cluster, roles)  # type: ignore[arg-type]
+    assert DEVICE_TRUST_MODES.index(got) >= DEVICE_TRUST_MODES.index(cluster)  # type: ignore[arg-type]
+
+
+@given(st.lists(maybe_modes, min_size=1, max_size=4))
+def test_role_set_aggregates_the_strictest(listed: list[str | None]) -> None:
+    roles = [
+        Role(metadata=Metadata(name=f"r{i}"), spec={"options": {"device_trust_mode": m}})
+        for i, m in enumerate(listed)
+    ]
+    got = RoleSet.from_roles(roles, {}).options().device_trust_mode
+    assert got == (strictest(listed) if any(m is not None for m in listed) else None)  # type: ignore[arg-type]
+
+
+@given(versions, versions)
+def test_version_order_is_total_and_matches_tuples(a: str, b: str) -> None:
+    assert version_at_least(a, b) or version_at_least(b, a)
+    pa, pb = parse_version(a), parse_version(b)
+    assert pa is not None and pb is not None
+    width = max(len(pa), len(pb))
+    pad_a, pad_b = pa + (0,) * (width - len(pa)), pb + (0,) * (width - len(pb))
+    assert version_at_least(a, b) == (pad_a >= pad_b)
+
+
+@given(st.text(max_size=20))
+def test_parse_version_never_raises(text: str) -> None:
+    parse_version(text)
+
+
+def test_version_examples() -> None:
+    assert parse_version("6.1.0-18-amd64") == (6, 1, 0)
+    assert version_at_least("13.4.1", "13.4") and not version_at_least("12.7", "13")
+    assert not version_at_least("", "1") and not version_at_least("beta", "1")
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _identity(device: str = "", credential: str = "") -> Identity:
+    return Identity(
+        cluster="c",
+        user="alice",
+        expires=NOW + timedelta(hours=1),
+        device_id=device,
+        device_credential_id=credential,
+    )
+
+
+def _device(status: str = "enrolled", attestation: str = "tpm", version: str = "12") -> Device:
+    return Device(
+        metadata=Metadata(name="d1"),
+        spec=DeviceSpec(
+            asset_tag="SN1",
+            os_type="linux",
+            enroll_status=status,  # type: ignore[arg-type]
+            credential=DeviceCredential(id="c1", public_key_pem="x", attestation=attestation),  # type: ignore[arg-type]
+            profile=DeviceProfile(os_version=version),
+            compliance=Compliance(status="unknown"),
+        ),
+    )
+
+
+def test_refusals() -> None:
+    policy = DeviceTrustPreference(mode="required")
+    ok = _identity("d1", "c1")
+    assert device_refusal(_identity(), "optional", None, policy) is None
+    refused = device_refusal(_identity(), "required", None, policy)
+    assert refused is not None and refused.message == DEVICE_REQUIRED_MESSAGE
+    assert device_refusal(ok, "required", _device(), policy) is None
+    assert device_refusal(ok, "required", _device("revoked"), policy) is not None
+    assert device_refusal(_identity("d1", "other"), "required", _device(), policy) is not None
+    assert device_refusal(ok, "required", _device(attestation="software"), policy) is not None
+    allowed_sw = DeviceTrustPreference(mode="required", allow_software=True)
+    assert device_refusal(ok, "required", _device(attestation="software"), allowed_sw) is None
+    old = DeviceTrustPreference(mode="required", min_os_version={"linux": "13"})
+    found = device_refusal(ok, "required", _device(version="12"), old)
+    assert found is not None and "below the minimum 13" in found.message
+    strict = DeviceTrustPreference(mode="required", require_compliance=True)
+    found = device_refusal(ok, "required", _device(), strict)
+    assert found is not None and "unknown" in found.message
