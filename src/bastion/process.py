@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from bastion import __version__
+from bastion.agent.db_runner import DbService
 from bastion.agent.event_spool import EventSpool
 from bastion.agent.join import join_cluster, load_host_identity
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
@@ -43,6 +44,7 @@ from bastion.live.registry import LiveRegistry
 from bastion.locks.matcher import LockDecision, LockTargets
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
+from bastion.proxy.db_route import CacheDatabases
 from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ProxyLink, ProxyService, public_names
 from bastion.services.cache import ResourceCache, StoreRoleSource
@@ -73,9 +75,14 @@ class Ready:
 async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
     """Run until SIGINT/SIGTERM. ``on_ready`` is called once every service is listening."""
     if not (
-        config.auth_service.enabled or config.ssh_service.enabled or config.proxy_service.enabled
+        config.auth_service.enabled
+        or config.ssh_service.enabled
+        or config.proxy_service.enabled
+        or config.db_service.enabled
     ):
-        raise BadParameter("nothing to run: enable auth_service, proxy_service or ssh_service")
+        raise BadParameter(
+            "nothing to run: enable auth_service, proxy_service, ssh_service or db_service"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,6 +134,14 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             stack.push_async_callback(node.close)
             ready.node_name = node.name
             ready.cluster = ready.cluster if auth is not None else node.cluster
+        db_agent: DbService | None = None
+        if config.db_service.enabled:
+            if auth is not None and proxy is not None:
+                db_agent = await DbService.local(config, auth, proxy, clock)
+            else:
+                db_agent = await DbService.remote(config, clock)
+            stack.push_async_callback(db_agent.close)
+            ready.cluster = ready.cluster if auth is not None else db_agent.cluster
         exporters: list[Forwarder] = []
         if auth is not None and config.audit_export is not None:
             exporters = build_forwarders(config.audit_export, auth.server.audit, config.data_path())
@@ -151,6 +166,8 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 tasks.append(group.create_task(locks.watch_staleness(), name="lock-staleness"))
             if node is not None:
                 tasks.append(group.create_task(node.run(), name="ssh-node"))
+            if db_agent is not None:
+                tasks.append(group.create_task(db_agent.run(), name="db-agent"))
             for factory in background:
                 tasks.append(group.create_task(factory(), name="proxy-background"))
             if exporters:
@@ -165,9 +182,9 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 task.cancel()
 
 
-PROXY_WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "node", "user")
-"""What a proxy in its own process mirrors: RBAC and locks, the node directory, and the users
-the authentication gate checks (existence and epoch)."""
+PROXY_WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "node", "db", "user")
+"""What a proxy in its own process mirrors: RBAC and locks, the node and database directories,
+and the users the authentication gate checks (existence and epoch)."""
 PROXY_HEARTBEAT = timedelta(seconds=10)
 
 
@@ -304,6 +321,7 @@ async def standalone_proxy(
         locks=locks,
         web_upstream=WebUpstream(tuple(cfg.auth_servers())),
         on_close=[locks.close],
+        databases=CacheDatabases(cache, clock),
     )
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
         partial(watch_forever, remote, PROXY_WATCHED_KINDS, cache),

@@ -31,10 +31,12 @@ from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_res
 from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.recorder import recorder_factory
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
+from bastion.agent.session_join import APITrackers
 from bastion.agent.ssh_node import SSHNode
 from bastion.agent.ssh_session import ObserverFactory
 from bastion.audit.emitter import Emitter
 from bastion.auth.recordings import InProcessTarget, RecordingService
+from bastion.auth.sessions import InProcessTrackers, SessionTrackerService
 from bastion.auth_service import AuthService, _new_key_pem
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig
@@ -43,6 +45,7 @@ from bastion.files import write_private_file
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
+from bastion.protocols.sessionjoin import JOIN_STREAM
 from bastion.recording.spool import Spool
 from bastion.recording.uploader import Uploader, UploadTarget
 from bastion.services.cache import ResourceCache, StoreRoleSource
@@ -208,7 +211,7 @@ class NodeService:
             proxy.tunnel.accept(proxy_end, certs.identity)
             return session
 
-        return cls(
+        service = cls(
             config=config,
             node_config=node_config,
             roles=StoreRoleSource(server.roles),
@@ -227,6 +230,8 @@ class NodeService:
                 else None
             ),
         )
+        service.node.hub.reporter = InProcessTrackers(SessionTrackerService(server), identity)
+        return service
 
     @classmethod
     async def remote(cls, config: FileConfig, registry: LiveRegistry, clock: Clock) -> NodeService:
@@ -286,6 +291,7 @@ class NodeService:
             locks=locks,
             recordings=remote,
         )
+        node.node.hub.reporter = APITrackers(remote)
         node.follow_proxies(cache)
         return node
 
@@ -310,6 +316,9 @@ class NodeService:
     # ---- running -----------------------------------------------------------------------------
 
     async def _on_stream(self, stream: MuxStream, header: dict[str, Any]) -> None:
+        if header.get("type") == JOIN_STREAM:
+            await self.node.hub.accept_join(stream, header)
+            return
         if header.get("type") != "ssh":
             log.warning("unknown stream type from proxy", header_type=header.get("type"))
             stream.close()

@@ -29,6 +29,7 @@ import asyncssh
 import structlog
 
 from bastion.agent.deps import NodeDeps
+from bastion.agent.session_join import SessionHub
 from bastion.agent.ssh_auth import Authorized, authorize_certificate, install_certificate_hook
 from bastion.agent.ssh_forward import ForwardSession, open_direct_tcpip
 from bastion.agent.ssh_session import NodeSession, ObserverFactory, SessionContext
@@ -196,6 +197,7 @@ class _NodeServer(asyncssh.SSHServer):
             remote_addr=self.remote_addr,
             tasks=self._node.tasks,
             observer_factories=self._node.observer_factories,
+            hub=self._node.hub,
         )
 
     # -- sessions ------------------------------------------------------------------------------
@@ -327,6 +329,8 @@ class SSHNode:
         self.deps = deps
         self.observer_factories = tuple(observers)
         self.tasks = TaskSet()
+        self.hub = SessionHub(deps, self.tasks)
+        """Live sessions others may join (:mod:`.session_join`)."""
         self._dynamic_labels = dynamic_labels
         config = deps.config
         self.user_ca_keys = [load_public_key(line) for line in config.user_ca_keys]

@@ -33,6 +33,7 @@ from bastion.agent.session import (
     lookup_login,
     session_env,
 )
+from bastion.agent.session_join import SessionHub, SharedSession
 from bastion.agent.spawn import ExitStatus, PtySize, SessionProcess
 from bastion.agent.ssh_auth import Authorized
 from bastion.errors import AccessDenied, LimitExceeded
@@ -70,6 +71,8 @@ class SessionContext:
     tasks: TaskSet
     observer_factories: Sequence[ObserverFactory] = ()
     sessions: set[NodeSession] = field(default_factory=set)
+    hub: SessionHub | None = None
+    """The node's shared sessions (session join, moderation); None: sessions are not shared."""
 
     async def audit(self, event_type: str, outcome: str = "success", **fields: object) -> None:
         identity = self.authorized.identity
@@ -108,6 +111,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._proc: SessionProcess | None = None
         self._closing = False
         self._watch_fired = False
+        self._shared: SharedSession | None = None
         self.session_id = str(uuid.uuid4())
 
     # -- requests before the session starts --------------------------------------------------
@@ -154,6 +158,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     # -- data and events while running -------------------------------------------------------
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._shared is not None and not self._shared.owner_may_type:
+            return  # a moderated session waiting for (or paused without) its moderators
         if self._proc is not None:
             self._proc.write(data)
             return
@@ -188,6 +194,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._ctx.sessions.discard(self)
+        if self._shared is not None:
+            self._shared.owner_gone()
         if self._proc is not None:
             self._ctx.tasks.spawn(self._proc.kill(TERMINATE_GRACE), name="ssh-session-kill")
 
@@ -292,6 +300,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 self._sink(f"bastion: session refused: {exc.message}\r\n".encode(), True)
                 status = ExitStatus(1)
                 return
+            if not await self._moderate(meta, stream):
+                status = ExitStatus(1)
+                return
             await stream.start()
             env = session_env(user, chan.get_environment(), term=self._term or None)
             env.update(self._extra_env(user))
@@ -326,6 +337,34 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             meta.bytes_in, meta.bytes_out = stream.meta.bytes_in, stream.meta.bytes_out
             self._exit(status)
             await self._end_events(meta, stream)
+
+    async def _moderate(self, meta: SessionMeta, stream: SessionStream) -> bool:
+        """Share the session (:mod:`.session_join`) and wait for its moderators, if any.
+
+        Returns:
+            False when it must not run (moderated file transfer; the owner left while waiting).
+        """
+        ctx = self._ctx
+        if ctx.hub is None:
+            return True
+        try:
+            self._shared = ctx.hub.open(
+                meta, ctx.authorized, ctx.remote_addr, terminate=self.terminate,
+                write_input=self._peer_input, notify_owner=lambda data: self._sink(data, True),
+            )  # fmt: skip
+        except AccessDenied as exc:
+            self._sink(f"bastion: {exc}\r\n".encode(), True)
+            await ctx.audit("session.rejected", outcome="failure", session_id=self.session_id,
+                            reason=str(exc))  # fmt: skip
+            return False
+        if self._shared is None:
+            return True
+        stream.observers.append(self._shared)
+        return await self._shared.wait_until_ready()
+
+    def _peer_input(self, data: bytes) -> None:
+        if self._proc is not None and not self._closing:
+            self._proc.write(data)
 
     def _start_watchdog(self, stream: SessionStream) -> asyncio.Task[None] | None:
         """Start the session's continuous-check timer, or None when its roles set none."""

@@ -35,7 +35,7 @@ from bastion.types.meta import Resource
 __all__ = ["add_agent_routes"]
 
 PING_SECONDS = 15.0
-WATCHABLE = ("role", "lock", "node", "proxy", "user", "token", "cluster_auth_preference")
+WATCHABLE = ("role", "lock", "node", "proxy", "db", "user", "token", "cluster_auth_preference")
 
 
 def add_agent_routes(app: web.Application, auth: AuthServer) -> None:

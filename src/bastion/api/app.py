@@ -20,6 +20,7 @@ from bastion import __version__
 from bastion.api.access import add_access_routes
 from bastion.api.admin_mfa import admin_mfa_for
 from bastion.api.agents import add_agent_routes
+from bastion.api.apps import add_app_routes
 from bastion.api.audiences import audience_of
 from bastion.api.binding import Call, bind
 from bastion.api.bots import add_bot_routes
@@ -31,9 +32,12 @@ from bastion.api.proxy_header import ClientAddresses
 from bastion.api.ratelimit import RateLimiter
 from bastion.api.recordings import add_recording_routes
 from bastion.api.requests import add_request_routes
+from bastion.api.scim import add_scim_routes, scim_gate
 from bastion.api.session import add_session_routes
+from bastion.api.sessions import add_live_session_routes
 from bastion.api.sso import add_sso_routes
 from bastion.api.tls import identity_from_peer
+from bastion.api.web import add_web_api_routes
 from bastion.audit.log import AuditQuery
 from bastion.auth.gate import Audience, Gate
 from bastion.auth.guarded import GuardedAuth
@@ -166,6 +170,8 @@ class AuthAPI:
             if limited and not self.limiter.allow(_remote(request), self.auth.clock.monotonic()):
                 raise LimitExceeded("too many requests from your address; wait and retry")
             route = f"{request.method} {template or request.path}"
+            if audience == "scim":  # an identity provider's bearer token, SCIM errors
+                return await scim_gate(request, handler, route)
             if audience == "web":
                 request["web_session"] = await self._web_session(request, route)
             elif audience != "public":
@@ -433,6 +439,7 @@ def build_app(
     sso = SSOService(auth, lambda certs: user_certs(certs).model_dump())
     add_sso_routes(app, sso)
     add_web_routes(app, sso, api.users)
+    add_web_api_routes(app, auth, api.users)
     add_recording_routes(app, auth)
     add_access_routes(app, auth)
     add_bot_routes(app, auth)
@@ -440,4 +447,7 @@ def build_app(
     add_mfa_routes(app, auth, api.users, user_certs)
     add_db_routes(app, auth)
     add_request_routes(app, auth, user_certs)
+    add_live_session_routes(app, auth)
+    add_scim_routes(app, auth)
+    add_app_routes(app, auth)
     return app

@@ -39,6 +39,12 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/web/passkey/finish"): "web",
     ("POST", "/web/login/key/begin"): "web",
     ("POST", "/web/login/key/finish"): "web",
+    ("GET", "/web/apps/{name}/launch"): "web",
+    # ---- the web UI: resources and the SSH terminal (docs/web-ui.md) ---------------------------
+    ("GET", "/web/nodes"): "web",
+    ("GET", "/web/ssh"): "web",
+    ("GET", "/web/ssh/ws"): "web",
+    ("GET", "/web/vendor/{name}"): "web",
 }
 """The browser pages (HTML forms and their ceremonies, not JSON API endpoints)."""
 

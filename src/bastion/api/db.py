@@ -10,9 +10,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from bastion.api.binding import Call, bind
+from bastion.auth.databases import DatabaseInventory
 from bastion.auth.db_certs import DbCertificate, DbCerts
 from bastion.auth.server import AuthServer
 from bastion.contract import db as c
+from bastion.contract.base import Empty, ResourceDoc
+from bastion.errors import BadParameter
+from bastion.types.database import Database
 
 __all__ = ["add_db_routes"]
 
@@ -21,8 +25,42 @@ def _reply(cert: DbCertificate) -> c.DbCert:
     return c.DbCert(cert=cert.cert_pem, ca=cert.ca_pem, expires=cert.expires.isoformat())
 
 
+def _labels(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise BadParameter(f"labels: expected key=value, got {part[:100]!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def add_db_routes(app: web.Application, auth: AuthServer) -> None:
     certs = DbCerts(auth)
+    inventory = DatabaseInventory(auth)
+
+    async def heartbeat(call: Call[ResourceDoc]) -> ResourceDoc:
+        db = call.body.root
+        if not isinstance(db, Database):
+            raise BadParameter("a database heartbeat carries a db resource")
+        return ResourceDoc(await inventory.heartbeat(db, call.guard.ctx.identity, call.remote))
+
+    async def list_dbs(call: Call[Empty]) -> c.DbList:
+        wanted = _labels(call.query(c.DbListQuery).labels)
+        found = await inventory.visible(call.guard.ctx.role_set, wanted)
+        return c.DbList(
+            items=[
+                c.DbInfo(
+                    name=v.database.name,
+                    protocol=v.database.spec.protocol,
+                    labels=v.database.all_labels(),
+                    db_users=list(v.db_users),
+                    db_names=list(v.db_names),
+                    online=bool(v.database.spec.host_id and v.database.metadata.expires),
+                )
+                for v in found
+            ]
+        )
 
     async def user_cert(call: Call[c.DbUserCertRequest]) -> c.DbCert:
         b = call.body
@@ -62,3 +100,5 @@ def add_db_routes(app: web.Application, auth: AuthServer) -> None:
     bind(app, c.DB_USER_CERT, user_cert)
     bind(app, c.DB_SERVER_CERT, server_cert)
     bind(app, c.DB_AGENT_CERT, agent_cert)
+    bind(app, c.DB_HEARTBEAT, heartbeat)
+    bind(app, c.DB_LIST, list_dbs)

@@ -88,6 +88,8 @@ def _operation(ep: Endpoint[Any, Any], refs: dict[Any, Any], schemas: dict[str, 
     }
     if ep.audience == "public":
         op["security"] = []
+    elif ep.audience == "scim":
+        op["security"] = [{"scimBearer": []}]
     parameters = [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ep.params
     ]
@@ -122,7 +124,10 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Bastion auth API", "version": __version__},
         "components": {
-            "securitySchemes": {"mtls": {"type": "mutualTLS"}},
+            "securitySchemes": {
+                "mtls": {"type": "mutualTLS"},
+                "scimBearer": {"type": "http", "scheme": "bearer"},
+            },
             "schemas": schemas,
         },
         "security": [{"mtls": []}],

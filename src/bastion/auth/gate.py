@@ -60,8 +60,11 @@ AUDIENCE_KINDS: dict[Audience, frozenset[str]] = {
     "host": frozenset({"host"}),
     "any": PEOPLE | {"host"},
     "ssh": PEOPLE,
+    "scim": frozenset(),
 }
-"""Identity kinds each authenticated audience admits."""
+"""Identity kinds each authenticated audience admits. ``scim`` admits no certificate identity:
+its callers are identity providers with a connector's bearer token, which the API middleware
+checks for that audience (:mod:`bastion.api.scim`, :class:`bastion.auth.scim.ScimTokens`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from bastion.auth.revocation import longest_certificate_ttl, narrows, new_epoch,
 from bastion.backend.base import Backend, Delete, Op
 from bastion.ca import authority as ca_authority
 from bastion.ca import rotation
+from bastion.ca.jwt import ca_key_algorithm
 from bastion.clock import Clock
 from bastion.config.notifications import NotificationsConfig
 from bastion.errors import (
@@ -61,6 +62,7 @@ from bastion.types.access import (
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
 from bastion.types.codec import validation_problems
 from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
+from bastion.types.database import Database
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, node_online
 from bastion.types.meta import Metadata, Resource
@@ -144,6 +146,7 @@ class AuthServer:
         self.proxies: ResourceStore[ProxyServer] = ResourceStore(
             backend, ProxyServer, prefix["proxy"]
         )
+        self.databases: ResourceStore[Database] = ResourceStore(backend, Database, prefix["db"])
         self.locks: ResourceStore[Lock] = ResourceStore(backend, Lock, prefix["lock"])
         self.prefs: ResourceStore[AuthPreference] = ResourceStore(
             backend, AuthPreference, prefix["cluster_auth_preference"]
@@ -173,6 +176,7 @@ class AuthServer:
             "cert_authority": self.cas,
             "node": self.nodes,
             "proxy": self.proxies,
+            "db": self.databases,
             "lock": self.locks,
             "cluster_auth_preference": self.prefs,
         }
@@ -286,8 +290,9 @@ class AuthServer:
             try:
                 await self.issuer.ca(ca_type)
             except NotFound:
+                algorithm = ca_key_algorithm(ca_type, self.deps.key_algorithm)
                 ca = ca_authority.new_cert_authority(
-                    ca_type, self.cluster, self.deps.key_algorithm, self.deps.kek, self.clock
+                    ca_type, self.cluster, algorithm, self.deps.kek, self.clock
                 )
                 try:
                     target = f"cert_authority/{ca_type}"
@@ -751,8 +756,9 @@ class AuthServer:
         async def change(ca: CertAuthority) -> CertAuthority:
             new_key = None
             if phase == "init":
+                algorithm = ca_key_algorithm(ca_type, self.deps.key_algorithm)
                 new_key = ca_authority.new_keypair(
-                    ca_type, self.cluster, self.deps.key_algorithm, self.deps.kek, self.clock.now()
+                    ca_type, self.cluster, algorithm, self.deps.kek, self.clock.now()
                 )
             return rotation.next_phase(ca, phase, new_key, self.clock.now())  # type: ignore[arg-type]
 

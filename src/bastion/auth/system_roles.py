@@ -41,17 +41,19 @@ SYSTEM_ROLES: dict[str, Role] = {
         "proxy",
         [
             Rule(
-                resources=["role", "lock", "node", "user", "cluster_auth_preference"],
+                resources=["role", "lock", "node", "db", "user", "cluster_auth_preference"],
                 verbs=_READ,
             ),
             Rule(resources=["event"], verbs=["create"]),
         ],
     ),
     "auth": _role("auth", []),
+    # Database agents heartbeat their databases (POST /v1/db/heartbeat, bastion.auth.databases)
+    # and keep a reverse tunnel to every proxy.
     "db": _role(
         "db",
         [
-            Rule(resources=["role", "lock"], verbs=_READ),
+            Rule(resources=["role", "lock", "proxy"], verbs=_READ),
             Rule(resources=["event"], verbs=["create"]),
         ],
     ),

@@ -46,7 +46,7 @@ def main() -> None:
 @click.option(
     "--roles",
     default="",
-    help="Services to run, comma-separated: auth, proxy, node (default: the config's; "
+    help="Services to run, comma-separated: auth, proxy, node, db (default: the config's; "
     "e.g. --roles=proxy --auth=HOST:3025 for a proxy in its own process).",
 )
 @click.option(
@@ -70,12 +70,13 @@ def start(
     config = load_config(config_path, data_dir=data_dir, cluster_name=cluster_name)
     if roles:
         chosen = {r.strip() for r in roles.split(",") if r.strip()}
-        unknown = chosen - {"auth", "proxy", "node"}
+        unknown = chosen - {"auth", "proxy", "node", "db"}
         if unknown or not chosen:
-            raise BadParameter(f"--roles: choose from auth, proxy, node (got {roles!r})")
+            raise BadParameter(f"--roles: choose from auth, proxy, node, db (got {roles!r})")
         config.auth_service.enabled = "auth" in chosen
         config.proxy_service.enabled = "proxy" in chosen
         config.ssh_service.enabled = "node" in chosen
+        config.db_service.enabled = "db" in chosen
     overrides = (
         ("--auth-addr", config.auth_service, "listen_addr", auth_addr),
         ("--proxy-addr", config.proxy_service, "listen_addr", proxy_addr),

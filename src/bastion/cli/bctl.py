@@ -26,6 +26,7 @@ from bastion.cli import (
     bctl_locks,
     bctl_policy,
     bctl_requests,
+    bctl_scim,
 )
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import ClientIdentity, resolve_identity
@@ -552,3 +553,4 @@ bctl_apply.register(main, ident)
 bctl_policy.register(main, ident)
 bctl_devices.register(main, ident)
 bctl_requests.register(main, ident)
+bctl_scim.register(main, ident)

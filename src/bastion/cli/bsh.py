@@ -19,7 +19,6 @@ from bastion.cli.common import emit_json, handle_errors
 from bastion.cli.lazy import LazyCommand, LazyGroup
 from bastion.client.profile import Profile, ProfileStore
 from bastion.errors import AuthenticationFailed, NotFound
-from bastion.files import write_private_file
 
 __all__ = ["format_duration", "main", "print_profile"]
 
@@ -50,6 +49,12 @@ LAZY = {
     ),
     "device": LazyCommand(
         "bastion.cli.bsh_device", "device_group", "Enroll this machine as a trusted device."
+    ),
+    "sessions": LazyCommand(
+        "bastion.cli.bsh_sessions", "sessions_group", "List and terminate live sessions."
+    ),
+    "join": LazyCommand(
+        "bastion.cli.bsh_sessions", "join_command", "Join a live session (observer/peer/moderator)."
     ),
 }
 
@@ -214,6 +219,8 @@ def switch(name: str) -> None:
     Example:
       bsh switch prod.example.com
     """
+    from bastion.files import write_private_file  # tempfile: not for bsh --help and status
+
     store = ProfileStore()
     if name not in store.names():
         raise NotFound(f"no profile {name!r}; bsh status lists them")

@@ -1,6 +1,10 @@
 """Entry point of ``bsh``: the ProxyCommand path (``bsh proxy ssh``) starts without loading the
 full CLI, because OpenSSH pays its start-up time on every connection; ``bsh ssh NODE`` hands the
-connection to the system's OpenSSH client when it can (:mod:`bastion.cli.ssh_handoff`)."""
+connection to the system's OpenSSH client when it can (:mod:`bastion.cli.ssh_handoff`).
+
+This module imports only ``sys``: ``bsh --help`` and ``bsh status`` pay for neither the fast
+path's TLS and protocol modules nor the hand-off's, which load only when ``argv`` names them.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    from bastion.cli.proxy_fast import main as fast
+    args = sys.argv[1:]
+    if "proxy" in args[:3]:  # [--home H] proxy ssh ...: the ProxyCommand, started per connect
+        from bastion.cli.proxy_fast import main as fast
 
-    code = fast(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
-    if sys.argv[1:2] == ["ssh"]:  # the user's main command: OpenSSH carries it when present
+        code = fast(args)
+        if code is not None:
+            sys.exit(code)
+    if args[:1] == ["ssh"]:  # the user's main command: OpenSSH carries it when present
         from bastion.cli.ssh_handoff import main as handoff
 
-        code = handoff(sys.argv[1:])
+        code = handoff(args)
         if code is not None:
             sys.exit(code)
     from bastion.cli.bsh import main as full

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.errors import BadParameter, NotFound
-from bastion.files import write_private_file
 
+# Reading a profile (bsh status, the ProxyCommand) imports json, pathlib and datetime only:
+# writing (bastion.files: tempfile, random) and removing (shutil) load on use.
 if TYPE_CHECKING:  # cryptography loads only to save a profile: bsh status stays light
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -76,6 +76,8 @@ class ProfileStore:
         self, profile: Profile, key: ed25519.Ed25519PrivateKey, certs: dict[str, object]
     ) -> Profile:
         from cryptography.hazmat.primitives import serialization
+
+        from bastion.files import write_private_file
 
         d = self._dir(profile.name)
         profile.dir = str(d)
@@ -163,6 +165,8 @@ class ProfileStore:
     def remember_cluster(self, proxy: str, cluster: str, pins: list[str] | None) -> None:
         """Record the CA pins of ``proxy`` after a verified login (``pins``), or only start the
         record (None: an ``--insecure`` login, whose CA is remembered for nothing)."""
+        from bastion.files import write_private_file
+
         known = self._known_clusters() or {}
         if pins is not None:
             known[proxy] = {"cluster": cluster, "ca_pins": sorted(set(pins))}
@@ -178,6 +182,8 @@ class ProfileStore:
         return data if isinstance(data, dict) else {}
 
     def remove(self, name: str) -> None:
+        import shutil
+
         shutil.rmtree(self._dir(name), ignore_errors=True)
         try:
             if self.current_name() == name:

@@ -223,8 +223,12 @@ async def open_ssh_route(
     protocol_factory: Callable[[], P],
     dial_timeout: float = DIAL_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
+    request: bytes | None = None,
 ) -> tuple[asyncio.Transport, P]:
     """Open a route to ``login@node:port`` through the profile's proxy.
+
+    ``request`` replaces the route line (a session join,
+    :func:`bastion.protocols.sshroute.encode_join_request`).
 
     ``ssl_context`` replaces the profile's login certificate (a per-session MFA certificate,
     :func:`bastion.client.session_mfa.session_ssl_context`).
@@ -254,7 +258,7 @@ async def open_ssh_route(
             )
             assert isinstance(transport, asyncio.Transport)
             try:
-                transport.write(route_request(node, login, port))
+                transport.write(request or route_request(node, login, port))
                 line = await reply_proto.reply
                 parse_route_reply(line)
             except BaseException:

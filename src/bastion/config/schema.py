@@ -25,6 +25,8 @@ from bastion.types.meta import NAME_PATTERN, StrictModel
 
 __all__ = [
     "AuthServiceConfig",
+    "DatabaseConfig",
+    "DbServiceConfig",
     "FileConfig",
     "RecordingStorageConfig",
     "StorageConfig",
@@ -223,6 +225,72 @@ class SSHServiceConfig(StrictModel):
         return value
 
 
+class DatabaseTLSConfig(StrictModel):
+    mode: Literal["verify-full", "verify-ca", "insecure-plaintext"] = "verify-full"
+    """verify-full: TLS, server certificate and name verified; verify-ca: chain only;
+    insecure-plaintext: no TLS (warned about on every connection; tests only)."""
+    ca_file: str = ""
+    """CA bundle of the database's server certificate (default: the cluster's db CA)."""
+    server_name: str = ""
+    """Name to verify in the server certificate (default: the host of uri)."""
+
+
+class DatabaseConfig(StrictModel):
+    name: str
+    protocol: Literal["postgres", "mysql"] = "postgres"
+    uri: str
+    """host:port of the database as this agent reaches it."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    tls: DatabaseTLSConfig = Field(default_factory=DatabaseTLSConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"invalid database name {value!r}: use letters, digits and ._@+-")
+        return value
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"uri must be host:port, got {value!r}")
+        return value
+
+
+class DbServiceConfig(StrictModel):
+    """The database agent (``bastion start --roles=db``; see docs/database-access.md)."""
+
+    enabled: bool = False
+    databases: list[DatabaseConfig] = Field(default_factory=list)
+    agent_name: str = ""
+    """Default: this host's name."""
+    proxy_server: str = ""
+    """Proxy to join and tunnel to (an agent on another host); empty = this process's proxy."""
+    join_token: str = ""
+    """A ``db`` join token (bctl tokens add --type=db)."""
+    ca_pin: str = ""
+    event_spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+
+    @field_validator("proxy_server")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        if value:
+            parse_addr(value, 3080)
+        return value
+
+    @field_validator("databases")
+    @classmethod
+    def _unique(cls, value: list[DatabaseConfig]) -> list[DatabaseConfig]:
+        names = [d.name for d in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"database names must be unique: {', '.join(dup)}")
+        return value
+
+
 class LogConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -237,6 +305,8 @@ class FileConfig(StrictModel):
     auth_service: AuthServiceConfig = Field(default_factory=AuthServiceConfig)
     proxy_service: ProxyServiceConfig = Field(default_factory=ProxyServiceConfig)
     ssh_service: SSHServiceConfig = Field(default_factory=SSHServiceConfig)
+    db_service: DbServiceConfig = Field(default_factory=DbServiceConfig)
+    """The database agent; off unless enabled (docs/database-access.md)."""
     log: LogConfig = Field(default_factory=LogConfig)
     audit_export: AuditExportConfig | None = None
     """Forward the audit log to SIEMs (JSON-lines file, syslog, Splunk HEC, Elasticsearch);
@@ -387,6 +457,20 @@ ssh_service:
   # Audit events wait on disk while auth is unreachable; above 90% of this, new sessions are
   # refused (nothing is dropped). Only for a node on another host.
   event_spool_max_bytes: 268435456
+
+db_service:
+  # The database agent (docs/database-access.md): off unless enabled or --roles=db.
+  enabled: false
+  databases: []
+  #  - name: orders
+  #    protocol: postgres
+  #    uri: db.internal:5432
+  #    labels: {env: prod}
+  #    tls: {mode: verify-full, ca_file: "", server_name: ""}
+  # An agent on another host: the proxy, a db join token (bctl tokens add --type=db), the pin.
+  proxy_server: ""
+  join_token: ""
+  ca_pin: ""
 
 log:
   level: info   # debug | info | warning | error

@@ -17,6 +17,7 @@ from typing import Any
 from bastion.contract import (
     access,
     agents,
+    apps,
     bots,
     core,
     db,
@@ -26,7 +27,10 @@ from bastion.contract import (
     renew,
     requests,
     resources,
+    scim,
+    sessions,
     sso,
+    web,
 )
 from bastion.contract.base import Endpoint
 
@@ -36,6 +40,10 @@ _AREAS: tuple[ModuleType, ...] = (core, resources, mfa, sso, agents, recordings,
 _AREAS += (bots, renew)
 _AREAS += (devices,)
 _AREAS += (requests,)
+_AREAS += (scim,)
+_AREAS += (web,)
+_AREAS += (apps,)
+_AREAS += (sessions,)
 
 
 def endpoints_of(module: ModuleType) -> list[Endpoint[Any, Any]]:

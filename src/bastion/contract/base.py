@@ -38,11 +38,12 @@ __all__ = [
     "ResourceDoc",
 ]
 
-Audience = Literal["public", "web", "user", "host", "any", "ssh"]
+Audience = Literal["public", "web", "user", "host", "any", "ssh", "scim"]
 """Who a route is for. ``public``: no identity (logins, joins, discovery); ``web``: browser
 pages (the session cookie, when present, passes the gate); ``user``: people and bots;
 ``host``: agents and proxies; ``any``: both, with writes confined per identity in GuardedAuth;
-``ssh``: per-session MFA certificates, accepted only on the proxy's SSH route."""
+``ssh``: per-session MFA certificates, accepted only on the proxy's SSH route; ``scim``: no
+certificate, an SSO connector's SCIM bearer token (checked in the API middleware)."""
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bastion.contract.base import Body, Endpoint, Reply
+from bastion.contract.base import Body, Empty, Endpoint, Reply, ResourceDoc
 from bastion.contract.core import Duration, Name, Text
 
 __all__ = [
     "DB_AGENT_CERT",
+    "DB_HEARTBEAT",
+    "DB_LIST",
     "DB_SERVER_CERT",
     "DB_USER_CERT",
     "DbAgentCertRequest",
     "DbCert",
+    "DbInfo",
+    "DbList",
+    "DbListQuery",
     "DbServerCertRequest",
     "DbUserCertRequest",
 ]
@@ -54,6 +59,26 @@ class DbCert(Reply):
     expires: str
 
 
+class DbListQuery(Body):
+    labels: str = ""
+    """``k=v,k2=v2``: only databases with all these labels."""
+
+
+class DbInfo(Reply):
+    name: str
+    protocol: str
+    labels: dict[str, str]
+    db_users: list[str]
+    """The db users the caller's roles allow there (patterns as written, templates expanded)."""
+    db_names: list[str]
+    online: bool
+    """An agent heartbeats it (an administrator's ``bctl create`` record has no agent)."""
+
+
+class DbList(Reply):
+    items: list[DbInfo]
+
+
 DB_USER_CERT = Endpoint(
     "POST",
     "/v1/db/certs",
@@ -77,4 +102,21 @@ DB_AGENT_CERT = Endpoint(
     "A short client certificate for a database user, for the database agent (db role)",
     body=DbAgentCertRequest,
     response=DbCert,
+)
+DB_HEARTBEAT = Endpoint(
+    "POST",
+    "/v1/db/heartbeat",
+    "host",
+    "A database agent announces or refreshes a database it serves (db role)",
+    body=ResourceDoc,
+    response=ResourceDoc,
+)
+DB_LIST = Endpoint(
+    "GET",
+    "/v1/db",
+    "user",
+    "The databases your roles select by db_labels (bsh db ls), with the db users and names",
+    body=Empty,
+    response=DbList,
+    query=DbListQuery,
 )

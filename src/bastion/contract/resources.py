@@ -22,7 +22,7 @@ __all__ = [
 
 class ResourceList(Reply):
     items: list[AnyResource]
-    online: dict[str, bool] | None = None
+    online: dict[str, bool | None] | None = None
     """Nodes only: whether each node's agent holds a tunnel now (``bsh ls`` STATUS)."""
 
 

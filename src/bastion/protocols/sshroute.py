@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_REQUEST_LINE",
     "SSHRequest",
+    "encode_join_request",
     "encode_reply",
     "encode_request",
     "find_node",
@@ -40,6 +41,9 @@ class SSHRequest:
     node: str
     login: str
     port: int = 22
+    join: str = ""
+    """A live session id: join it (``mode``) instead of logging in (session join)."""
+    mode: str = ""
 
 
 def encode_request(node: str, login: str, port: int) -> bytes:
@@ -59,6 +63,8 @@ def parse_request(line: bytes) -> SSHRequest:
         raise BadParameter("the request line is not JSON") from None
     if not isinstance(data, dict):
         raise BadParameter("the request must be a JSON object")
+    if "join" in data:
+        return _parse_join(data)
     node, login, port = data.get("node"), data.get("login"), data.get("port", 22)
     if not isinstance(node, str) or not node or len(node) > 253:
         raise BadParameter('"node" must be a non-empty string')
@@ -67,6 +73,26 @@ def parse_request(line: bytes) -> SSHRequest:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise BadParameter('"port" must be an integer 1..65535')
     return SSHRequest(node, login, port)
+
+
+JOIN_MODES = ("observer", "moderator", "peer")
+
+
+def encode_join_request(node: str, session_id: str, mode: str) -> bytes:
+    """The request line to join a live session on ``node`` (newline included)."""
+    return json.dumps({"node": node, "join": session_id, "mode": mode}).encode() + b"\n"
+
+
+def _parse_join(data: dict[str, object]) -> SSHRequest:
+    node, join, mode = data.get("node"), data.get("join"), data.get("mode")
+    if not isinstance(node, str) or not node or len(node) > 253:
+        raise BadParameter('"node" must be a non-empty string')
+    if not isinstance(join, str) or not 1 <= len(join) <= 64:
+        raise BadParameter('"join" must be a session id')
+    if mode not in JOIN_MODES:
+        raise BadParameter('"mode" must be observer, moderator or peer')
+    assert isinstance(mode, str)
+    return SSHRequest(node, "", 22, join, mode)
 
 
 def encode_reply(error: str | None = None) -> bytes:

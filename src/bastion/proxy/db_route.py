@@ -35,7 +35,13 @@ from typing import Any, Protocol
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
 from bastion.clock import Clock, in_zone
-from bastion.errors import AccessDenied, BastionError, NotFound, RemoteProtocolError
+from bastion.errors import (
+    AccessDenied,
+    BastionError,
+    ConnectionProblem,
+    NotFound,
+    RemoteProtocolError,
+)
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
@@ -54,13 +60,22 @@ from bastion.protocols.postgres import (
 from bastion.proxy.relay import Relay, RelaySide
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
+from bastion.services.cache import ResourceCache
+from bastion.services.store import ResourceStore
 from bastion.tasks import TaskSet
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
 from bastion.types.database import Database
 from bastion.types.identity import Identity
 
-__all__ = ["DatabaseDirectory", "DbRoute", "DbRouteDeps", "RoleSource"]
+__all__ = [
+    "CacheDatabases",
+    "DatabaseDirectory",
+    "DbRoute",
+    "DbRouteDeps",
+    "RoleSource",
+    "StoreDatabases",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +93,40 @@ class DatabaseDirectory(Protocol):
 
 class RoleSource(Protocol):
     async def get_roles(self, names: Sequence[str]) -> list[Role]: ...
+
+
+def _live(db: Database, now: datetime, name: str) -> Database:
+    expires = db.metadata.expires
+    if expires is not None and expires <= now:
+        raise NotFound(f'database "{name}" is offline (its agent stopped heartbeating)')
+    return db
+
+
+class StoreDatabases:
+    """The databases of auth's store (the all-in-one process): heartbeated or ``bctl create``d."""
+
+    def __init__(self, store: ResourceStore[Database], clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def get_database(self, name: str) -> Database:
+        return _live(await self._store.get(name), self._clock.now(), name)
+
+
+class CacheDatabases:
+    """The databases of a watch-fed cache (a proxy in its own process)."""
+
+    def __init__(self, cache: ResourceCache, clock: Clock) -> None:
+        self._cache = cache
+        self._clock = clock
+
+    async def get_database(self, name: str) -> Database:
+        if not self._cache.state.synced and not self._cache.state.resources:
+            raise ConnectionProblem("databases are not known yet: the proxy has not synced")
+        for db in self._cache.items("db"):
+            if isinstance(db, Database) and db.name == name:
+                return _live(db, self._clock.now(), name)
+        raise NotFound(f'database "{name}" not found')
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from bastion.config.schema import FileConfig
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
+from bastion.proxy.db_route import DatabaseDirectory, DbRoute, DbRouteDeps, StoreDatabases
 from bastion.proxy.listener import (
     ListenerConfig,
     ListenerDeps,
@@ -87,6 +88,8 @@ class ProxyLink:
     web_upstream: WebUpstream | None = None
     """Or: the auth servers the web/API route is passed through to."""
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    databases: DatabaseDirectory | None = None
+    """Where the database route finds ``db`` resources (None: no database route)."""
 
     @classmethod
     async def in_process(
@@ -134,6 +137,7 @@ class ProxyLink:
             locks=locks,
             web=runner.server,
             on_close=[runner.cleanup],
+            databases=StoreDatabases(server.databases, clock),
         )
 
 
@@ -159,6 +163,7 @@ class ProxyService:
         self.clock = clock
         self.tunnel = TunnelServer(registry, clock)
         self.listener: ProxyListener | None = None
+        self.db: DbRoute | None = None
 
     async def start(self) -> tuple[str, int]:
         """Start serving; returns the bound address (useful with port 0)."""
@@ -177,6 +182,20 @@ class ProxyService:
                 pins=link.pins,
             )
         )
+        self.db = None
+        if link.databases is not None:
+            self.db = DbRoute(
+                DbRouteDeps(
+                    databases=link.databases,
+                    roles=link.roles,
+                    tunnel=self.tunnel,
+                    audit=link.audit,
+                    registry=self.registry,
+                    clock=self.clock,
+                    locks=link.locks,
+                    gate=link.gate,
+                )
+            )
         cfg = self.config.proxy_service
         host, port = parse_addr(cfg.listen_addr, 3080)
         self.listener = ProxyListener(
@@ -196,6 +215,7 @@ class ProxyService:
                 web=link.web,
                 gate=link.gate,
                 web_upstream=link.web_upstream,
+                db=self.db,
             ),
         )
         await self.listener.start()
@@ -205,6 +225,8 @@ class ProxyService:
     async def close(self) -> None:
         if self.listener is not None:
             await self.listener.close()
+        if self.db is not None:
+            await self.db.close()
         await self.tunnel.close()
         for close in self.link.on_close:
             await close()

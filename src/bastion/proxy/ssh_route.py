@@ -41,6 +41,7 @@ from bastion.protocols.sshroute import (
     find_node,
     parse_request,
 )
+from bastion.proxy.join_route import join_header, join_target
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
@@ -216,6 +217,8 @@ class SSHRoute:
             gate_says = await deps.gate.refusal(identity, "ssh", login=request.login)
             if gate_says is not None:
                 raise _GateRefused(gate_says)
+        if request.join:  # session join: the node decides (bastion.proxy.join_route)
+            return join_target(await deps.nodes.list_nodes(), request, deps.cluster)
         node = find_node(await deps.nodes.list_nodes(), request.node, deps.cluster)
         not_found = f"node {request.node} not found"
         if node is None:
@@ -271,8 +274,12 @@ class SSHRoute:
                 "user": identity.user,
                 "login": request.login,
             }
+            if request.join:
+                header = join_header(identity, request, remote)
             await deps.tunnel.dial(host_id, header, lambda: relay.b)
             return
+        if request.join:
+            raise ConnectionProblem(f"node {node.metadata.name} has no joinable sessions")
         if not node.spec.addr:
             raise ConnectionProblem(f"node {node.metadata.name} is offline")
         host, port = _split_addr(node.spec.addr, request.port)

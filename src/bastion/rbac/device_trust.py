@@ -69,7 +69,7 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     for piece in text.strip().split("."):
         digits = ""
         for ch in piece:
-            if not ch.isdigit():
+            if not "0" <= ch <= "9":  # ASCII only: "²".isdigit() is True
                 break
             digits += ch
         if not digits:

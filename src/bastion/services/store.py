@@ -38,15 +38,19 @@ RESOURCE_PREFIXES: dict[str, str] = {
     "cert_authority": "authorities",
     "node": "nodes",
     "proxy": "proxies",
+    "db": "databases",
     "lock": "locks",
     "cluster_auth_preference": "cluster_config",
     "device": "devices",
     "access_request": "access_requests",
+    "scim_user": "scim/users",
+    "scim_group": "scim/groups",
+    "scim_token": "scim/tokens",
 }
 """Backend key prefix of each stored resource kind (SSO connectors: :data:`CONNECTORS_PREFIX`)."""
 CONNECTORS_PREFIX = "connectors"
 """SSO connectors live under ``connectors/<kind>/<name>``."""
-HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/", "proxies/")
+HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/", "proxies/", "databases/")
 """Under these prefixes an item with an expiry is a heartbeat record written by an agent, not an
 audited change (an admin-created node has no expiry and is audited)."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -35,12 +36,14 @@ from bastion.rbac.checker import RoleSet
 from bastion.services.credentials import hash_secret, new_secret, secrets_equal
 from bastion.sso import github as gh
 from bastion.sso.http import HTTP
-from bastion.sso.mapping import Rule, SSOIdentity, claims_to_traits, require_roles
+from bastion.sso.mapping import SSOIdentity, claims_to_traits, require_roles
 from bastion.sso.oidc import OIDCProvider, authorization_url
 from bastion.sso.requests import RequestStore, SSORequest
 from bastion.sso.saml import SAMLProvider
+from bastion.sso.scim import ScimDirectory, connector_rules
 from bastion.types.connectors import CONNECTOR_KINDS, GithubConnector, OIDCConnector, SAMLConnector
 from bastion.types.meta import Resource
+from bastion.types.scim import GROUPS_CLAIM
 
 __all__ = ["MIN_SECRET", "SSOService", "check_client_redirect"]
 
@@ -323,18 +326,16 @@ class SSOService:
             raise AccessDenied("this login was already completed or failed (replayed callback)")
         return request
 
-    def _rules(self, connector: Resource) -> list[Rule]:
-        if isinstance(connector, OIDCConnector):
-            return [Rule(m.claim, m.value, tuple(m.roles)) for m in connector.spec.claims_to_roles]
-        if isinstance(connector, GithubConnector):
-            return gh.rules(connector)
-        assert isinstance(connector, SAMLConnector)
-        return [Rule(m.name, m.value, tuple(m.roles)) for m in connector.spec.attributes_to_roles]
-
     async def _issue(
         self, connector: Resource, identity: SSOIdentity, request: SSORequest, remote_addr: str
     ) -> UserCerts:
-        role_names = require_roles(connector.name, self._rules(connector), identity.claims)
+        # A SCIM-provisioned user: its groups join the groups claim, its epoch is certified.
+        scim = await ScimDirectory(self.auth).login_overlay(connector.name, identity.username)
+        if scim is not None:
+            groups = [*identity.claims.get(GROUPS_CLAIM, ()), *scim.groups]
+            claims = {**identity.claims, GROUPS_CLAIM: list(dict.fromkeys(groups))}
+            identity = dataclasses.replace(identity, claims=claims)
+        role_names = require_roles(connector.name, connector_rules(connector), identity.claims)
         roles = []
         for name in role_names:
             try:
@@ -355,6 +356,7 @@ class SSOService:
             role_set=RoleSet.from_roles(roles, traits),
             requested_ttl=timedelta(seconds=request.ttl_seconds),
             pinned_ip=request.remote_addr,
+            user_epoch=scim.epoch if scim is not None else "",
         )
         (await self.auth.lock_decision(identity_targets(issued))).raise_if_denied()
         return await self.auth.issuer.issue_user(issued, request.public_key, request.remote_addr)

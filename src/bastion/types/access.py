@@ -13,6 +13,7 @@ from bastion.types.duration import Duration, format_duration
 from bastion.types.meta import Resource, StrictModel
 from bastion.types.requests import RequestConditions, ReviewConditions
 from bastion.types.selectors import LabelSelector, validate_string_value
+from bastion.types.sessions import JoinSessionsRule, SessionRequirePolicy
 
 __all__ = [
     "ADMIN_KINDS",
@@ -49,6 +50,7 @@ ADMIN_KINDS = (
     "cert_authority",
     "node",
     "proxy",
+    "db",
     "cluster_auth_preference",
     "lock",
     "oidc",
@@ -144,6 +146,8 @@ class RoleConditions(StrictModel):
     """Access requests the holder may make (docs/access-requests.md)."""
     review_requests: ReviewConditions | None = None
     """Access requests the holder may review (docs/access-requests.md)."""
+    join_sessions: list[JoinSessionsRule] = Field(default_factory=list)
+    """Live sessions the holder may join, and in which modes (docs/moderated-sessions.md)."""
     where: str = ""
     """A CEL condition over ``user``, ``resource``, ``device`` and ``request``
     (:mod:`bastion.types.conditions`): the side applies only while it holds. Empty: always."""
@@ -186,6 +190,9 @@ class RoleOptions(StrictModel):
     device_trust_mode: DeviceTrustMode | None = None
     """Device trust for this role's holders (docs/device-trust.md); the strictest of the
     cluster's ``device_trust.mode`` and the roles' values wins. Unset: the cluster's."""
+    require_session_join: list[SessionRequirePolicy] = Field(default_factory=list)
+    """Who must join this role's holders' sessions before they run (moderated sessions,
+    docs/moderated-sessions.md); every role's policies must be met."""
 
 
 class RoleSpec(StrictModel):

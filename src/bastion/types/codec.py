@@ -18,6 +18,7 @@ from bastion.errors import BadParameter
 from bastion.types.access import AuthPreference, Lock, ProvisionToken, Role, User
 from bastion.types.authority import CertAuthority
 from bastion.types.connectors import CONNECTOR_KINDS
+from bastion.types.database import Database
 from bastion.types.duration import format_duration
 from bastion.types.inventory import Node, ProxyServer
 from bastion.types.meta import Resource
@@ -38,6 +39,7 @@ RESOURCE_KINDS: dict[str, type[Resource]] = {
     "cert_authority": CertAuthority,
     "node": Node,
     "proxy": ProxyServer,
+    "db": Database,
     "cluster_auth_preference": AuthPreference,
     "lock": Lock,
     **CONNECTOR_KINDS,
@@ -50,6 +52,9 @@ _ALIASES = {
     "cas": "cert_authority",
     "nodes": "node",
     "proxies": "proxy",
+    "dbs": "db",
+    "database": "db",
+    "databases": "db",
     "cap": "cluster_auth_preference",
     "locks": "lock",
     "oidc_connector": "oidc",

@@ -30,13 +30,16 @@ from aiohttp import web
 
 from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, BastionError
+from bastion.protocols.apphost import safe_redirect, split_host
 from bastion.services.credentials import new_secret
 from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
 from bastion.types.identity import Identity
 from bastion.web.pages import Raw, page, static_file
+from bastion.web.resources import NodeLister
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions, current_session
+from bastion.web.terminal import add_terminal_routes
 from bastion.web.webauthn import add_webauthn_routes, ephemeral_public_key
 
 __all__ = ["WebApp", "add_web_routes", "invite_command"]
@@ -142,6 +145,7 @@ class WebApp:
             error=error,
             csrf=csrf,
             connectors=Raw(buttons),
+            then=after_login(request, request.query.get("then", "")) or "",
         )
 
     async def login_submit(self, request: web.Request) -> web.Response:
@@ -159,7 +163,9 @@ class WebApp:
         except BastionError as exc:
             return await self.login_page(request, error=exc.message)
         identity = certs.identity
-        return await self._session_response("/web/", identity, "password", identity.mfa_device)
+        # Only this cluster's pages and app addresses (no open redirect: protocols/apphost).
+        then = after_login(request, form.get("then", "")) or "/web/"
+        return await self._session_response(then, identity, "password", identity.mfa_device)
 
     async def home(self, request: web.Request) -> web.Response:
         session = current_session(request)
@@ -337,6 +343,13 @@ def invite_command(host: str, token: str) -> str:
     return f"bsh login --proxy={host} --invite={token} --ca-pin=sha256:..."
 
 
+def after_login(request: web.Request, then: str) -> str | None:
+    """Where a sign-in may lead: a ``/web/`` page or an app address under this proxy's host
+    name (:func:`bastion.protocols.apphost.safe_redirect`); None refuses."""
+    domain, port = split_host(request.host)
+    return safe_redirect(then, domain, port) if then else None
+
+
 def _esc(value: str) -> str:
     return html.escape(value, quote=True)
 
@@ -358,4 +371,6 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/sso/{connector}/callback", webapp.sso_callback)
     r.add_post("/web/sso/{connector}/acs", webapp.sso_acs)
     add_webauthn_routes(app, sso.auth, users, webapp.sessions)
+    r.add_get("/web/nodes", NodeLister(sso.auth, users).handle)  # the web UI (docs/web-ui.md)
+    add_terminal_routes(app, sso.auth, users)
     return webapp

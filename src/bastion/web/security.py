@@ -34,10 +34,13 @@ CSRF_COOKIE = "bastion_csrf"
 CSRF_FIELD = "csrf_token"
 
 
-def content_security_policy(form_targets: Iterable[str] = ()) -> str:
+def content_security_policy(form_targets: Iterable[str] = (), style_nonce: str = "") -> str:
+    """``style_nonce``: also allow ``<style>`` elements carrying this nonce (the web terminal's
+    xterm.js writes its measured cell sizes that way); never inline scripts."""
     form_action = " ".join(["'self'", *form_targets])
+    style = f"'self' 'nonce-{style_nonce}'" if style_nonce else "'self'"
     return (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"default-src 'none'; script-src 'self'; style-src {style}; img-src 'self'; "
         f"connect-src 'self'; form-action {form_action}; frame-ancestors 'none'; "
         "base-uri 'none'"
     )

@@ -36,9 +36,11 @@ class FakeIdentity:
         self.users = users
         self.calls: list[tuple[str, str]] = []
 
-    def call(self, method: str, path: str, body: object = None) -> dict:
-        self.calls.append((method, path))
-        return {"items": self.users} if method == "GET" else {}
+    def send(self, endpoint, body=None, *, path=None, query=None):
+        self.calls.append((endpoint.method, endpoint.url(**(path or {}))))
+        if endpoint.method == "GET":
+            return endpoint.response.model_validate({"items": self.users})
+        return endpoint.response.model_validate({"deleted": "user/x"})
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,12 @@ class FakeIdentity:
     def __init__(self) -> None:
         self.puts: list[dict] = []
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        if method == "GET":
-            return {**ROLE, "metadata": {**ROLE["metadata"], "revision": "r1"}}
-        assert method == "PUT" and body is not None
-        self.puts.append(body)
+    def send(self, endpoint, body=None, *, path=None, query=None):
+        if endpoint.method == "GET":
+            doc = {**ROLE, "metadata": {**ROLE["metadata"], "revision": "r1"}}
+            return endpoint.response.model_validate(doc)
+        assert endpoint.method == "PUT" and body is not None
+        self.puts.append(body.model_dump(mode="json"))
         return body
 
 

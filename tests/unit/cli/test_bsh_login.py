@@ -40,9 +40,15 @@ def _fake_server(monkeypatch, ca: str):
     """bsh login's ping: the real pin check of fetch_cluster_ca over a fake /v1/ping."""
     import bastion.client.api as api
 
-    async def call(self, method, path, body=None):
+    async def request(self, method, path, body, params, headers, *, raw=False):
         assert (method, path) == ("GET", "/v1/ping")
-        return {"cluster": "c1", "second_factor": "off", "tls_host_ca": ca}
+        return {
+            "cluster": "c1",
+            "version": "test",
+            "second_factor": "off",
+            "tls_host_ca": ca,
+            "server_time": "2026-12-06T00:00:00+00:00",
+        }
 
     async def enter(self):
         return self
@@ -50,7 +56,7 @@ def _fake_server(monkeypatch, ca: str):
     async def leave(self, *exc):
         return None
 
-    monkeypatch.setattr(api.AuthClient, "call", call)
+    monkeypatch.setattr(api.AuthClient, "_request", request)
     monkeypatch.setattr(api.AuthClient, "__aenter__", enter)
     monkeypatch.setattr(api.AuthClient, "__aexit__", leave)
 

@@ -64,6 +64,7 @@ def test_editor_role() -> None:
         "saml",
         "github",
         "access_request",
+        "device",
     }
     expected = {(k, v) for k in editable for v in VERBS} | {
         (k, v) for k in ("event", "session") for v in ("list", "read")
@@ -100,6 +101,7 @@ def test_package_exports_match_all() -> None:
         "builtin",
         "checker",
         "conditions",
+        "device_trust",
         "explain",
         "labels",
         "session_mfa",

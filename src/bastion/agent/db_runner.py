@@ -1,0 +1,311 @@
+"""Run the database agent (``db_service``): identity, reverse tunnels, database heartbeats.
+
+Layer: ``agent``. The protocol work is :class:`bastion.agent.db_service.DbAgent`; this module
+gives it a host identity with the ``db`` role and runs it, two ways:
+
+* :meth:`DbService.local` — the all-in-one process (``bastion start`` with ``db_service``
+  enabled): auth issues the agent's host identity directly, client certificates and
+  heartbeats go straight to the auth server, and the tunnel to the proxy of this process is
+  handed over in memory.
+* :meth:`DbService.remote` — an agent on another host (``bastion start --roles=db``): joins
+  once with a ``db`` token through ``db_service.proxy_server`` (identity kept in
+  ``<data_dir>/db``), then gets client certificates (``POST /v1/db/agent-certs``) and
+  heartbeats (``POST /v1/db/heartbeat``) over the API, and keeps a tunnel to every proxy that
+  auth advertises.
+
+Every configured database is heartbeated as a ``db`` resource bound to this agent's host id
+(``bctl get db``, ``bsh db ls``); the proxy routes by those records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClientCerts
+from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
+from bastion.agent.remote import RemoteAuth, watch_forever
+from bastion.auth.databases import DatabaseInventory
+from bastion.auth.db_certs import DbCerts
+from bastion.auth_service import AuthService, _new_key_pem
+from bastion.clock import Clock
+from bastion.config.schema import DatabaseConfig, FileConfig
+from bastion.contract.base import ResourceDoc
+from bastion.contract.db import DB_AGENT_CERT, DB_HEARTBEAT, DbAgentCertRequest
+from bastion.errors import BadParameter, BastionError, NotFound
+from bastion.files import write_private_file
+from bastion.protocols.addr import parse_addr
+from bastion.services.cache import ResourceCache
+from bastion.tunnel.client import Connector, client_tls_context
+from bastion.tunnel.memory import memory_pair
+from bastion.tunnel.pool import TunnelPool
+from bastion.tunnel.session import MuxSession
+from bastion.types.database import Database, DatabaseSpec, DatabaseTLS
+from bastion.types.identity import Identity
+from bastion.types.inventory import ProxyServer
+from bastion.types.meta import Metadata
+
+__all__ = ["DB_HEARTBEAT_INTERVAL", "DbService", "databases_from_config"]
+
+log = structlog.get_logger("bastion.db_agent")
+DB_HEARTBEAT_INTERVAL = timedelta(seconds=20)
+HOST_CERT_TTL = timedelta(days=30)
+
+SendHeartbeat = Callable[[Database], Awaitable[None]]
+
+
+def databases_from_config(config: FileConfig, host_id: str) -> list[Database]:
+    """The ``db`` resources of ``db_service.databases`` (CA files read now).
+
+    Raises:
+        BadParameter: an unreadable ``tls.ca_file``.
+    """
+    return [_database(d, host_id) for d in config.db_service.databases]
+
+
+def _database(cfg: DatabaseConfig, host_id: str) -> Database:
+    ca_pem = ""
+    if cfg.tls.ca_file:
+        try:
+            ca_pem = Path(cfg.tls.ca_file).expanduser().read_text()
+        except OSError as exc:
+            raise BadParameter(
+                f"db_service.databases[{cfg.name}].tls.ca_file: cannot read "
+                f"{cfg.tls.ca_file}: {exc.strerror}"
+            ) from None
+    if cfg.tls.mode == "insecure-plaintext":
+        log.warning("database configured WITHOUT TLS (insecure-plaintext)", database=cfg.name)
+    return Database(
+        metadata=Metadata(name=cfg.name, labels=dict(cfg.labels), description=cfg.description),
+        spec=DatabaseSpec(
+            protocol=cfg.protocol,
+            uri=cfg.uri,
+            tls=DatabaseTLS(mode=cfg.tls.mode, ca_pem=ca_pem, server_name=cfg.tls.server_name),
+            host_id=host_id,
+        ),
+    )
+
+
+def _agent_name(config: FileConfig) -> str:
+    return config.db_service.agent_name or socket.gethostname() or "db-agent"
+
+
+class DbService:
+    def __init__(
+        self,
+        *,
+        name: str,
+        cluster: str,
+        databases: list[Database],
+        certs: DbClientCerts,
+        clock: Clock,
+        proxy: tuple[str, int],
+        tls: tuple[str, str, str],
+        send_heartbeat: SendHeartbeat,
+        background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
+        connector: Connector | None = None,
+    ) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.databases = databases
+        self.clock = clock
+        self.agent = DbAgent(DbAgentDeps(databases=databases, certs=certs, clock=clock))
+        self._send = send_heartbeat
+        self._background = background or []
+        cert_pem, key_pem, ca_pem = tls
+        self.tunnels = TunnelPool(
+            proxy,
+            client_tls_context(cert_pem, key_pem, ca_pem),
+            self._on_stream,
+            connector=connector,
+        )
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    async def local(
+        cls, config: FileConfig, auth: AuthService, proxy: Any, clock: Clock
+    ) -> DbService:
+        """The agent of the all-in-one process (``proxy`` is the running ProxyService)."""
+        server = auth.server
+        name = _agent_name(config)
+        db_dir = config.data_path() / "db"
+        host_id = _stored_host_id(db_dir, name) or str(uuid.uuid4())
+        key_pem, pub = _new_key_pem()
+        identity = Identity(
+            cluster=server.cluster,
+            user=host_id,
+            kind="host",
+            roles=("db",),
+            host_id=host_id,
+            traits={"hostname": (name,)},
+            expires=clock.now() + HOST_CERT_TTL,
+        )
+        host = await server.issuer.issue_host(
+            identity, pub, [host_id, name], [name], [], HOST_CERT_TTL, "local"
+        )
+        write_private_file(
+            db_dir / "identity.json",
+            json.dumps(
+                {
+                    "host_id": host_id,
+                    "host_name": name,
+                    "role": "db",
+                    "cluster": server.cluster,
+                    "server": "local",
+                    "expires": identity.expires.isoformat(),
+                }
+            ),
+        )
+        issuer = DbCerts(server)
+        inventory = DatabaseInventory(server)
+
+        async def certs(db_user: str) -> DbClientCert:
+            client_key, client_pub = _new_key_pem()
+            got = await issuer.agent_cert(identity, db_user, client_pub, "local")
+            return DbClientCert(got.cert_pem, client_key.decode(), got.ca_pem, got.expires)
+
+        async def send(db: Database) -> None:
+            await inventory.heartbeat(db, identity, "local")
+
+        async def in_process(new_session: Callable[[], MuxSession]) -> MuxSession:
+            agent_end, proxy_end = memory_pair(f"db agent {name}")
+            session = new_session()
+            agent_end.set_protocol(session)
+            session.connection_made(agent_end)
+            proxy.tunnel.accept(proxy_end, host.identity)
+            return session
+
+        assert proxy.listener is not None
+        return cls(
+            name=name,
+            cluster=server.cluster,
+            databases=databases_from_config(config, host_id),
+            certs=certs,
+            clock=clock,
+            proxy=("127.0.0.1", proxy.listener.port),
+            tls=(host.tls_cert, key_pem.decode(), host.tls_host_ca),
+            send_heartbeat=send,
+            connector=in_process,
+        )
+
+    @classmethod
+    async def remote(cls, config: FileConfig, clock: Clock) -> DbService:
+        """An agent on another host: join once with a ``db`` token, then talk to auth through
+        the proxy."""
+        svc = config.db_service
+        name = _agent_name(config)
+        db_dir = config.data_path() / "db"
+        try:
+            ident = load_host_identity(db_dir)
+        except NotFound:
+            if not (svc.proxy_server and svc.join_token and svc.ca_pin):
+                raise BadParameter(
+                    "this database agent has not joined yet: set db_service.proxy_server, "
+                    "db_service.join_token (bctl tokens add --type=db) and db_service.ca_pin "
+                    "(the sha256:... pin bastion start printed)"
+                ) from None
+            ident = await join_cluster(
+                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "db", db_dir
+            )
+        if ident.role != "db":
+            raise BadParameter(f"{db_dir} holds a {ident.role} identity, not a database agent's")
+        server = svc.proxy_server or ident.server
+        remote = RemoteAuth(ident, server)
+
+        async def certs(db_user: str) -> DbClientCert:
+            client_key, client_pub = _new_key_pem()
+            got = await remote.send(
+                DB_AGENT_CERT, DbAgentCertRequest(db_user=db_user, public_key=client_pub)
+            )
+            return DbClientCert(
+                got.cert, client_key.decode(), got.ca, datetime.fromisoformat(got.expires)
+            )
+
+        async def send(db: Database) -> None:
+            await remote.send(DB_HEARTBEAT, ResourceDoc(db))
+
+        cache = ResourceCache()
+        agent = cls(
+            name=ident.host_name,
+            cluster=ident.cluster,
+            databases=databases_from_config(config, ident.host_id),
+            certs=certs,
+            clock=clock,
+            proxy=parse_addr(server, 3080),
+            tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
+            send_heartbeat=send,
+            background=[lambda: watch_forever(remote, ("proxy",), cache)],
+        )
+        agent.follow_proxies(cache)
+        return agent
+
+    def follow_proxies(self, cache: ResourceCache) -> None:
+        """Keep a tunnel to each proxy that ``cache`` (fed by the watch) advertises."""
+
+        def on_line(line: dict[str, Any]) -> None:
+            if not cache.state.synced or not (
+                line.get("type") == "init" or line.get("kind") == "proxy"
+            ):
+                return
+            self.tunnels.update(
+                {
+                    parse_addr(p.spec.public_addr, 3080)
+                    for p in cache.items("proxy")
+                    if isinstance(p, ProxyServer) and p.spec.public_addr
+                }
+            )
+
+        cache.listeners.append(on_line)
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def _on_stream(self, stream: Any, header: dict[str, Any]) -> None:
+        if header.get("type") != "db":
+            log.warning("unknown stream type from proxy", header_type=header.get("type"))
+            stream.close()
+            return
+        await self.agent.on_stream(stream, header)
+
+    async def heartbeat_once(self) -> None:
+        """Announce every database (each expires after three missed intervals)."""
+        expires = self.clock.now() + 3 * DB_HEARTBEAT_INTERVAL
+        for db in self.databases:
+            record = db.model_copy(deep=True)
+            record.metadata.expires = expires
+            try:
+                await self._send(record)
+            except BastionError as exc:
+                log.warning("database heartbeat failed", database=db.name, error=exc.message)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self.heartbeat_once()
+            await asyncio.sleep(DB_HEARTBEAT_INTERVAL.total_seconds())
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.tunnels.run(), name="db-tunnels")
+            group.create_task(self._heartbeats(), name="db-heartbeat")
+            for factory in self._background:
+                group.create_task(factory(), name="db-background")
+
+    async def close(self) -> None:
+        await self.tunnels.close()
+
+
+def _stored_host_id(db_dir: Path, name: str) -> str:
+    try:
+        ident: HostIdentity | None = load_host_identity(db_dir)
+    except (NotFound, KeyError, ValueError):
+        ident = None
+    return ident.host_id if ident is not None and ident.host_name == name else ""

@@ -1,0 +1,81 @@
+"""The application-access API (:mod:`bastion.contract.apps`) over :mod:`bastion.auth.apps`.
+
+Layer: ``api`` (the HTTP edge: parsing and serialising only). The JWKS is public (apps fetch
+it); listing apps and app certificates are for users. App addresses are given under the host
+name the caller reached the API by (the proxy's public address).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bastion.api.binding import Call, bind
+from bastion.auth.apps import AppAccess
+from bastion.auth.server import AuthServer
+from bastion.contract import apps as c
+from bastion.contract.base import Empty
+from bastion.errors import BadParameter
+from bastion.protocols.apphost import app_address
+from bastion.types.apps import App
+from bastion.web.apps import APP_ACCESS, add_app_launch
+
+__all__ = ["add_app_routes", "public_addr"]
+
+
+def public_addr(app: App, host: str) -> str:
+    """The app's address under the proxy address ``host`` (``name[:port]``)."""
+    return app_address(app.metadata.name, app.spec.public_addr, host)
+
+
+def _labels(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in filter(None, text.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadParameter(f"labels must be k=v[,k=v], got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
+    """Serve the app API and the login pages' app launch; returns the app access (the proxy's
+    app route in the same process uses it)."""
+    access = AppAccess(auth)
+    add_app_launch(app, access)
+    app[APP_ACCESS] = access
+
+    async def jwks(call: Call[Empty]) -> c.Jwks:
+        return c.Jwks(keys=(await access.jwks())["keys"])
+
+    async def list_apps(call: Call[Empty]) -> c.AppList:
+        query = call.query(c.AppsQuery)
+        found = await access.list_allowed(call.guard.ctx.identity, _labels(query.labels))
+        host = call.request.host
+        return c.AppList(
+            apps=[
+                c.AppInfo(
+                    name=a.metadata.name,
+                    public_addr=public_addr(a, host),
+                    labels=a.all_labels(),
+                )
+                for a in found
+            ]
+        )
+
+    async def app_cert(call: Call[c.AppCertRequest]) -> c.AppCert:
+        b = call.body
+        cert = await access.app_cert(
+            call.guard.ctx.identity, b.public_key, b.app, b.ttl, call.remote
+        )
+        target = await access.get_app(b.app)
+        return c.AppCert(
+            cert=cert.cert_pem,
+            ca=cert.ca_pem,
+            expires=cert.expires.isoformat(),
+            public_addr=public_addr(target, call.request.host),
+        )
+
+    bind(app, c.JWKS, jwks)
+    bind(app, c.LIST_APPS, list_apps)
+    bind(app, c.APP_CERT, app_cert)
+    return access

@@ -1,0 +1,143 @@
+"""Application access in auth: registered apps, RBAC over them, app certificates, the JWT key.
+
+Layer: auth (trusted core; the API handlers in :mod:`bastion.api.apps`, the login pages'
+launch in :mod:`bastion.web.apps` and the proxy's app route pass verified identities).
+
+* Apps are ``app`` resources under ``apps/`` (registered by an app agent's heartbeat or the
+  proxy's configuration; :meth:`AppAccess.register`).
+* :meth:`AppAccess.authorize`: RBAC ``app_labels`` (allow/deny, trait templates, ``where``
+  conditions) for one identity and app. Unknown and forbidden apps give the caller the same
+  answer, so nobody learns which apps exist.
+* :meth:`AppAccess.app_cert`: ``bsh apps login NAME``: the caller's identity narrowed to a
+  route to one app (``route.app``), never longer-lived than the caller's certificate, signed
+  by the user TLS CA (``curl --cert/--key`` against ``https://NAME.<proxy>``).
+* :meth:`AppAccess.signer` / :meth:`AppAccess.jwks`: the ``jwt`` CA's signing key (unsealed
+  once, re-read when the CA's active key changes) and its public key set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bastion.auth.server import AuthServer
+from bastion.ca import authority as ca_authority
+from bastion.ca.jwt import JwtKey, jwks
+from bastion.errors import AccessDenied, NotFound
+from bastion.rbac.checker import RoleSet
+from bastion.services.app_sessions import AppSessions
+from bastion.services.cache import StoreRoleSource
+from bastion.services.store import ResourceStore
+from bastion.types.apps import App
+from bastion.types.identity import Identity, RouteToTarget
+
+__all__ = ["AppAccess", "AppCertificate", "app_not_found"]
+
+_KEY_RECHECK = 30.0
+"""Seconds between checks that the cached JWT signing key is still the CA's active key."""
+
+
+def app_not_found(name: str) -> AccessDenied:
+    """The one answer for an unknown app and a forbidden one."""
+    return AccessDenied(f'app "{name[:64]}" not found or access denied')
+
+
+@dataclass(frozen=True, slots=True)
+class AppCertificate:
+    cert_pem: str
+    ca_pem: str
+    """The host TLS CA bundle (to verify the proxy)."""
+    expires: datetime
+
+
+class AppAccess:
+    def __init__(self, auth: AuthServer) -> None:
+        self._auth = auth
+        self.apps: ResourceStore[App] = ResourceStore(auth.deps.backend, App, "apps")
+        self.sessions = AppSessions(auth.deps.backend, auth.clock)
+        self.roles = StoreRoleSource(auth.roles)
+        self._key: JwtKey | None = None
+        self._key_checked = 0.0
+
+    async def register(self, app: App) -> App:
+        """Add or replace an app (an app agent's registration)."""
+        return await self.apps.upsert(app)
+
+    async def get_app(self, name: str) -> App:
+        """Raises: NotFound."""
+        return await self.apps.get(name)
+
+    async def role_set(self, identity: Identity) -> RoleSet:
+        return RoleSet.from_roles(await self.roles.get_roles(identity.roles), identity.traits)
+
+    async def authorize(self, identity: Identity, name: str) -> App:
+        """The app, when ``identity`` may reach it.
+
+        Raises:
+            AccessDenied: unknown app or RBAC refuses (one message for both).
+        """
+        try:
+            app = await self.get_app(name)
+        except NotFound:
+            raise app_not_found(name) from None
+        decision = (await self.role_set(identity)).check_app_access(
+            app.all_labels(), app_name=app.metadata.name
+        )
+        if not decision.allowed:
+            raise app_not_found(name)
+        return app
+
+    async def list_allowed(
+        self, identity: Identity, labels: dict[str, str] | None = None
+    ) -> list[App]:
+        """The apps ``identity`` may reach (matching ``labels`` when given), by name."""
+        roles = await self.role_set(identity)
+        out = []
+        for app in await self.apps.list():
+            if labels and any(app.metadata.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if roles.check_app_access(app.all_labels(), app_name=app.metadata.name).allowed:
+                out.append(app)
+        return sorted(out, key=lambda a: a.metadata.name)
+
+    async def app_cert(
+        self,
+        caller: Identity,
+        public_key: str,
+        name: str,
+        ttl: timedelta,
+        remote_addr: str,
+    ) -> AppCertificate:
+        """A user TLS certificate routed to app ``name`` (``bsh apps login``).
+
+        Raises:
+            AccessDenied: not a user or bot, or the app is unknown or forbidden.
+            BadParameter: an invalid public key.
+        """
+        if caller.kind not in ("user", "admin", "bot"):
+            raise AccessDenied("only users and bots get app certificates")
+        await self.authorize(caller, name)
+        now = self._auth.clock.now()
+        expires = min(caller.expires, now + max(ttl, timedelta(minutes=1)))
+        route = RouteToTarget(cluster=caller.cluster, app=name)
+        identity = caller.model_copy(update={"route": route, "expires": expires})
+        certs = await self._auth.issuer.issue_user(identity, public_key, remote_addr)
+        return AppCertificate(certs.tls_cert, certs.tls_host_ca, expires)
+
+    async def signer(self) -> JwtKey:
+        """The ``jwt`` CA's signing key (cached; re-read when the active key changes)."""
+        tick = time.monotonic()
+        if self._key is not None and tick - self._key_checked < _KEY_RECHECK:
+            return self._key
+        ca = await self._auth.issuer.ca("jwt")
+        active = ca.spec.active_keys[0].id if ca.spec.active_keys else ""
+        if self._key is None or self._key.kid != active:
+            self._key = JwtKey(ca_authority.signing_key(ca, self._auth.deps.kek))
+        self._key_checked = tick
+        return self._key
+
+    async def jwks(self) -> dict[str, Any]:
+        """The public key set apps verify assertions with."""
+        return jwks(await self._auth.issuer.ca("jwt"))

@@ -1,0 +1,89 @@
+"""Application access: the JWT key set, the apps a user may reach, app certificates.
+
+Layer: contract (pure pydantic). Served by :mod:`bastion.api.apps`; the work is in
+:mod:`bastion.auth.apps`. docs/app-access.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from bastion.contract.base import Body, Empty, Endpoint, Reply
+from bastion.contract.core import Duration, Name, Text
+
+__all__ = [
+    "APP_CERT",
+    "JWKS",
+    "LIST_APPS",
+    "AppCert",
+    "AppCertRequest",
+    "AppInfo",
+    "AppList",
+    "AppsQuery",
+    "Jwks",
+]
+
+
+class Jwks(Reply):
+    keys: list[dict[str, Any]]
+    """JSON Web Keys (RFC 7517) of the cluster's ``jwt`` CA: public parts only."""
+
+
+class AppsQuery(Body):
+    labels: str = ""
+    """``k=v,k2=v2``: only apps with these labels."""
+
+
+class AppInfo(Reply):
+    name: str
+    public_addr: str
+    """The host name to open (``NAME.<proxy>`` unless the app sets its own)."""
+    labels: dict[str, str] = {}
+
+
+class AppList(Reply):
+    apps: list[AppInfo]
+
+
+class AppCertRequest(Body):
+    app: Name
+    public_key: Text
+    ttl: Duration = timedelta(hours=12)
+    """Capped by the caller's own certificate."""
+
+
+class AppCert(Reply):
+    cert: str
+    """PEM certificate routed to the app (user TLS CA)."""
+    ca: str
+    """PEM bundle to verify the proxy (host TLS CA)."""
+    expires: str
+    public_addr: str
+
+
+JWKS = Endpoint(
+    "GET",
+    "/.well-known/jwks.json",
+    "public",
+    "The key set apps verify Bastion-Jwt-Assertion with",
+    body=Empty,
+    response=Jwks,
+)
+LIST_APPS = Endpoint(
+    "GET",
+    "/v1/apps",
+    "user",
+    "The applications the caller may reach (bsh apps ls)",
+    body=Empty,
+    response=AppList,
+    query=AppsQuery,
+)
+APP_CERT = Endpoint(
+    "POST",
+    "/v1/apps/certs",
+    "user",
+    "A certificate routed to one app, for curl --cert/--key (bsh apps login NAME)",
+    body=AppCertRequest,
+    response=AppCert,
+)
