@@ -2,7 +2,8 @@
 cluster with a ``db`` token, heartbeats the database of its ``db_service`` config, and the
 cluster's proxy routes to it. Then, as a user: ``bsh db ls`` (RBAC-filtered), ``bsh db login`` +
 ``psql "service=..."``, ``bsh proxy db`` + psql, ``bsh db connect``, ``bsh db env``, ``bsh db
-logout``; ``bctl get db`` for the admin. Real PostgreSQL (``hostssl ... cert``), real psql."""
+logout``; ``bctl get db`` for the admin. Real PostgreSQL (``hostssl ... cert``), real psql.
+(What ``bsh db ls`` hides from whom is unit-tested: tests/unit/auth/test_databases.py.)"""
 
 from __future__ import annotations
 
@@ -101,8 +102,6 @@ def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_pa
     try:
         user = env.new_user(role)
         login_via_proxy(env, user)
-        outsider = env.new_user("auditor")
-        login_via_proxy(env, outsider)
 
         # bsh db ls: the heartbeated database, RBAC-filtered; bctl get db for the admin.
         def listed() -> list[dict[str, object]]:
@@ -112,10 +111,6 @@ def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_pa
 
         (info,) = wait_for(listed, "the agent's database in bsh db ls", timeout=30)
         assert info["online"] and info["db_users"] == ["alice_db"], info
-        table = env.bsh(user, "db", "ls")
-        assert db in table.stdout and "alice_db" in table.stdout, table.stdout
-        hidden = env.bsh(outsider, "db", "ls", "--format", "json")
-        assert hidden.returncode == 0 and db not in hidden.stdout
         got = json.loads(env.admin_ok("get", f"db/{db}", "--format", "json"))
         assert got["spec"]["uri"] == f"127.0.0.1:{pg.port}"
 
@@ -167,6 +162,5 @@ def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_pa
         out = env.bsh(user, "db", "logout")
         assert out.returncode == 0 and db in out.stdout, out.stderr
         assert f"[bastion-{db}]" not in service_file.read_text()
-        assert not env.bsh(user, "db", "env", db).returncode == 0
     finally:
         stop(agent)

@@ -61,7 +61,10 @@ class SessionRecorder:
             f": {meta.command}" if meta.command else ""
         )
         self._encoder = CastEncoder(
-            CastHeader(meta.cols, meta.rows, int(started.timestamp()), env, title)
+            CastHeader(
+                meta.cols, meta.rows, int(started.timestamp()), env, title,
+                tuple(meta.participants),
+            )  # fmt: skip
         )
         self._file = self._spool.open(
             RecordingMeta(

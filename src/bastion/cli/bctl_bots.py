@@ -118,7 +118,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def ls(fmt: str) -> None:
-        """List bots."""
+        """List bots.
+
+        \b
+        Examples:
+          bctl bots ls
+          bctl bots ls --format json
+        """
         from bastion.contract.bots import BOTS_LS
 
         items = ident().send(BOTS_LS).items
@@ -132,7 +138,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.argument("name")
     @handle_errors
     def rm(name: str) -> None:
-        """Delete a bot: its certificates stop working and its sessions end."""
+        """Delete a bot: its certificates stop working and its sessions end.
+
+        \b
+        Example:
+          bctl bots rm ci
+        """
         from bastion.contract.bots import BOTS_RM
 
         ident().send(BOTS_RM, path={"name": name})

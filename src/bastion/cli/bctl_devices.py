@@ -68,7 +68,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def add(asset_tag: str, os_type: str, owner: str, fmt: str) -> None:
-        """Register a device (not enrolled yet: bctl devices enroll makes its token)."""
+        """Register a device (not enrolled yet: bctl devices enroll makes its token).
+
+        \b
+        Example:
+          bctl devices add --asset-tag=C02XK1 --os=macos --owner=alice
+        """
         body = d.AddDevice(asset_tag=asset_tag, os_type=os_type, owner=owner)
         device = ident().send(d.DEVICES_ADD, body).device
         if fmt == "json":
@@ -81,7 +86,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def ls(fmt: str) -> None:
-        """List the inventory."""
+        """List the inventory.
+
+        \b
+        Examples:
+          bctl devices ls
+          bctl devices ls --format json
+        """
         items = ident().send(d.DEVICES_LS).items
         if fmt == "json":
             print_json([_dump(i) for i in items])
@@ -96,14 +107,24 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.argument("ref")
     @handle_errors
     def show(ref: str) -> None:
-        """Show one device (by id or asset tag), as JSON."""
+        """Show one device (by id or asset tag), as JSON.
+
+        \b
+        Example:
+          bctl devices show C02XK1
+        """
         print_json(_dump(ident().send(d.DEVICES_GET, path={"ref": ref}).device))
 
     @devices.command("rm")
     @click.argument("ref")
     @handle_errors
     def rm(ref: str) -> None:
-        """Remove a device and its TPM binding (its certificates stop passing 'required')."""
+        """Remove a device and its TPM binding (its certificates stop passing 'required').
+
+        \b
+        Example:
+          bctl devices rm C02XK1
+        """
         deleted = ident().send(d.DEVICES_RM, path={"ref": ref}).deleted
         click.echo(f"device {deleted} has been removed")
 
@@ -113,7 +134,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def enroll(ref: str, ttl: str | None, fmt: str) -> None:
-        """Create a one-time enrollment token for a device."""
+        """Create a one-time enrollment token for a device.
+
+        \b
+        Examples:
+          bctl devices enroll C02XK1
+          bctl devices enroll C02XK1 --ttl=8h
+        """
         lifetime: timedelta | None = parse_duration(ttl) if ttl else None
         reply = ident().send(
             d.DEVICES_ENROLL_TOKEN, d.EnrollTokenRequest(ttl=lifetime), path={"ref": ref}
@@ -131,7 +158,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--reason", default="")
     @handle_errors
     def compliance(ref: str, status: str, reason: str) -> None:
-        """Mark a device compliant or not by hand (an inventory sync will do it later)."""
+        """Mark a device compliant or not by hand (an inventory sync will do it later).
+
+        \b
+        Examples:
+          bctl devices compliance C02XK1 compliant
+          bctl devices compliance C02XK1 non_compliant --reason="disk not encrypted"
+        """
         body = d.SetCompliance(status=status, reason=reason)
         device = ident().send(d.DEVICES_COMPLIANCE, body, path={"ref": ref}).device
         click.echo(f"device {device.spec.asset_tag} is now {device.spec.compliance.status}")

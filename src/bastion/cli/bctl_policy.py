@@ -171,7 +171,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
 
     @main.group("policy")
     def policy() -> None:
-        """Questions about the role set, answered by the Z3 solver (docs/policy.md)."""
+        """Questions about the role set, answered by the Z3 solver (docs/policy.md).
+
+        \b
+        Examples:
+          bctl policy verify -f assertions.yaml
+          bctl policy verify -f assertions.yaml --roles policy/
+        """
 
     @policy.command("verify")
     @click.option("-f", "--filename", "file", required=True, help="The assertion file (YAML).")

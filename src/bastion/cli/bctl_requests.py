@@ -40,7 +40,13 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def ls(state: str, fmt: str) -> None:
-        """Every access request you may see."""
+        """Every access request you may see.
+
+        \b
+        Examples:
+          bctl requests ls --state=pending
+          bctl requests ls --format json
+        """
         query = x.ListQuery(state=state)
         items = ident().send(x.LIST_REQUESTS, query=query).items
         if fmt == "json":
@@ -66,7 +72,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def approve(request_id: str, reason: str, fmt: str) -> None:
-        """Approve a request."""
+        """Approve a request.
+
+        \b
+        Example:
+          bctl requests approve ID --reason="on call"
+        """
         _resolve(request_id, "approve", reason, fmt)
 
     @requests_group.command("deny")
@@ -75,5 +86,10 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def deny(request_id: str, reason: str, fmt: str) -> None:
-        """Deny a request."""
+        """Deny a request.
+
+        \b
+        Example:
+          bctl requests deny ID --reason="not during the freeze"
+        """
         _resolve(request_id, "deny", reason, fmt)

@@ -133,7 +133,13 @@ def create(
     timeout: str,
     fmt: str,
 ) -> None:
-    """Ask for roles or for specific resources."""
+    """Ask for roles or for specific resources.
+
+    \b
+    Examples:
+      bsh request create --roles=dba --duration=1h --reason="INC-1234"
+      bsh request create --resource=node/db7 --wait --reason="INC-1234"
+    """
     if not roles and not resources:
         raise BadParameter("pass --roles=ROLE[,ROLE] or --resource=node/NAME")
     body = x.NewAccessRequest(
@@ -172,7 +178,13 @@ def create(
 @FORMAT
 @handle_errors
 def ls(state: str, fmt: str) -> None:
-    """Your requests and those you may review."""
+    """Your requests and those you may review.
+
+    \b
+    Examples:
+      bsh request ls
+      bsh request ls --state=pending --format json
+    """
     items = _ident().send(x.LIST_REQUESTS, query=x.ListQuery(state=state)).items
     if fmt == "json":
         emit_json([i.model_dump(mode="json") for i in items])
@@ -197,7 +209,12 @@ def ls(state: str, fmt: str) -> None:
 @FORMAT
 @handle_errors
 def show(request_id: str, fmt: str) -> None:
-    """One request with its reviews."""
+    """One request with its reviews.
+
+    \b
+    Example:
+      bsh request show ID
+    """
     _emit(_ident().send(x.GET_REQUEST, path={"id": request_id}), fmt)
 
 
@@ -209,7 +226,13 @@ def show(request_id: str, fmt: str) -> None:
 @FORMAT
 @handle_errors
 def review(request_id: str, verdict: str | None, reason: str, fmt: str) -> None:
-    """Approve or deny a peer's request."""
+    """Approve or deny a peer's request.
+
+    \b
+    Examples:
+      bsh request review ID --approve --reason="looks right"
+      bsh request review ID --deny --reason="use the read-only role"
+    """
     if verdict not in ("approve", "deny"):
         raise BadParameter("pass --approve or --deny")
     body = x.Review(verdict=verdict, reason=reason)
@@ -221,7 +244,12 @@ def review(request_id: str, verdict: str | None, reason: str, fmt: str) -> None:
 @handle_errors
 def drop(request_id: str) -> None:
     """Withdraw a request (access already assumed lasts until its certificate expires; lock
-    the request id to cut it: bctl lock --access-request=ID)."""
+    the request id to cut it: bctl lock --access-request=ID).
+
+    \b
+    Example:
+      bsh request drop ID
+    """
     _ident().send(x.DROP_REQUEST, Empty(), path={"id": request_id})
     click.echo(f"Dropped access request {request_id}.")
 
@@ -232,5 +260,11 @@ def drop(request_id: str) -> None:
 @FORMAT
 @handle_errors
 def assume(request_id: str, ttl: str, fmt: str) -> None:
-    """Get certificates carrying an approved request (same as bsh login --request-id)."""
+    """Get certificates carrying an approved request (same as bsh login --request-id).
+
+    \b
+    Examples:
+      bsh request assume ID
+      bsh request assume ID --ttl=1h
+    """
     assume_request(request_id, ttl, fmt)

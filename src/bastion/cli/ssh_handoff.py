@@ -17,7 +17,6 @@ arguments are anything it does not parse (the full CLI then explains the error).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bastion.client.stdhttp import request
+from bastion.client.tls import profile_context
 from bastion.errors import BastionError, error_from_code
 
 __all__ = [
@@ -262,47 +263,44 @@ def _expired(profile: dict[str, str]) -> bool:
 
 
 def challenge(pdir: Path, proxy: str, node: str, login: str) -> dict[str, object]:
-    """``POST /v1/certs/session/challenge`` with the profile's certificate (stdlib HTTPS).
+    """``POST /v1/certs/session/challenge`` with the profile's certificate (stdlib HTTPS:
+    :mod:`bastion.client.stdhttp`, so the hand-off loads neither aiohttp nor pydantic).
 
     Raises:
         BastionError: the server's error (its class rebuilt from the code), or the network's.
     """
-    ctx = ssl.create_default_context(cadata=(pdir / "ca.pem").read_text())
-    ctx.load_cert_chain(pdir / "tls.crt", pdir / "tls.key")
-    ctx.set_alpn_protocols(["http/1.1"])
-    host, _, port = proxy.rpartition(":")
-    host = host.strip("[]")
-    body = json.dumps({"node": node, "login": login})
-    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=API_TIMEOUT)
+    ctx = profile_context(pdir, pdir.name, ["http/1.1"])
+    body = json.dumps({"node": node, "login": login}).encode()
     try:
-        conn.request(
+        reply = request(
+            ctx,
+            proxy,
             "POST",
             "/v1/certs/session/challenge",
-            body=body,
-            headers={"Content-Type": "application/json"},
+            body,
+            {"Content-Type": "application/json"},
+            timeout=API_TIMEOUT,
         )
-        resp = conn.getresponse()
-        raw = resp.read()
+    except ssl.SSLCertVerificationError as exc:
+        raise error_from_code(
+            "connection_problem",
+            f"cannot verify the proxy at {proxy}: {exc.verify_message}; run bsh login again if "
+            "the cluster was re-created",
+        ) from None
     except ssl.SSLError as exc:
         raise error_from_code(
             "authentication_failed",
             f"the proxy refused the TLS connection ({exc.reason}): run bsh login",
         ) from None
-    except OSError as exc:
-        raise error_from_code(
-            "connection_problem", f"cannot reach the proxy at {proxy}: {exc.strerror or exc}"
-        ) from None
-    finally:
-        conn.close()
     try:
-        data = json.loads(raw) if raw else {}
+        data = json.loads(reply.body) if reply.body else {}
     except ValueError:
         data = {}
-    if resp.status >= 400:
+    if reply.status >= 400:
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             raise error_from_code(str(err.get("code")), str(err.get("message")))
-        raise BastionError(f"the proxy answered HTTP {resp.status}")
+        raise BastionError(f"the proxy answered HTTP {reply.status}")
     return data if isinstance(data, dict) else {}
 
 

@@ -22,7 +22,6 @@ document is ever read over it.
 from __future__ import annotations
 
 import ssl
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -95,6 +94,8 @@ def pem_context(
     Raises:
         ClientTLSError: the CA bundle or the key pair cannot be loaded.
     """
+    import tempfile  # only here: bsh proxy ssh's start-up does not pay for it
+
     ctx = _trusting(ca_pem, "the cluster CA certificate", alpn)
     with tempfile.TemporaryDirectory(prefix="bastion-tls-") as tmp:
         cert_file = Path(tmp) / "cert.pem"

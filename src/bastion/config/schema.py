@@ -131,6 +131,9 @@ class ProxyServiceConfig(StrictModel):
     """CIDRs of load balancers allowed to send PROXY protocol v1/v2 headers."""
     handshake_timeout: Duration = timedelta(seconds=10)
     max_unauthenticated_per_ip: int = Field(default=64, ge=1)
+    tunnel_admission_rate: float = Field(default=50.0, gt=0)
+    """New agent tunnels accepted per second (all agents together); more wait and retry."""
+    tunnel_admission_burst: int = Field(default=100, ge=1)
     auth_server: str = ""
     """A proxy in its own process (``auth_service`` disabled): the auth server(s) to join and to
     talk to, ``host:port`` (comma-separated for several); the web and API route is passed

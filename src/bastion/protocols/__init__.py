@@ -11,10 +11,18 @@ layer has exactly one exception to map to "close the connection".
 * :mod:`.alpn` -- the ALPN names of the shared port (one home); :mod:`.sshroute` -- the
   ``bastion-ssh/1`` request and reply lines, and which node a request names; :mod:`.addr` --
   ``host:port`` as configurations write it.
+
+The names of :mod:`.clienthello` and :mod:`.muxframe` load on first use (PEP 562): ``bsh proxy
+ssh``, which OpenSSH starts for every connection, imports :mod:`.alpn` and :mod:`.sshroute`
+without paying for the tunnel's codec.
 """
 
-from bastion.protocols.clienthello import MAX_CLIENT_HELLO, ClientHello, parse_client_hello
-from bastion.protocols.detect import (
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from bastion.protocols.detect import (  # eager: the function detect() shadows the submodule
     MAX_PEEK,
     PROXY_V1_MAX_LENGTH,
     PROXY_V2_MAX_LENGTH,
@@ -29,21 +37,24 @@ from bastion.protocols.detect import (
     detect,
     parse_proxy_header,
 )
-from bastion.protocols.muxframe import (
-    DEFAULT_INITIAL_WINDOW,
-    MAX_PAYLOAD,
-    DataReceived,
-    Event,
-    GoAway,
-    MuxConnection,
-    PingReceived,
-    PongReceived,
-    StreamClosed,
-    StreamEOF,
-    StreamOpened,
-    StreamStats,
-    WindowUpdated,
-)
+
+if TYPE_CHECKING:
+    from bastion.protocols.clienthello import MAX_CLIENT_HELLO, ClientHello, parse_client_hello
+    from bastion.protocols.muxframe import (
+        DEFAULT_INITIAL_WINDOW,
+        MAX_PAYLOAD,
+        DataReceived,
+        Event,
+        GoAway,
+        MuxConnection,
+        PingReceived,
+        PongReceived,
+        StreamClosed,
+        StreamEOF,
+        StreamOpened,
+        StreamStats,
+        WindowUpdated,
+    )
 
 __all__ = [
     "DEFAULT_INITIAL_WINDOW",
@@ -76,3 +87,13 @@ __all__ = [
     "parse_client_hello",
     "parse_proxy_header",
 ]
+
+_CLIENTHELLO = frozenset({"MAX_CLIENT_HELLO", "ClientHello", "parse_client_hello"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENTHELLO:
+        return getattr(import_module(f"{__name__}.clienthello"), name)
+    if name in __all__:  # the rest of the names: the tunnel's codec
+        return getattr(import_module(f"{__name__}.muxframe"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

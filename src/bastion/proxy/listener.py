@@ -57,6 +57,7 @@ from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
 from bastion.protocols.clienthello import ClientHello, parse_client_hello
 from bastion.protocols.detect import Kind, NeedMore, build_proxy_header_v2, detect
+from bastion.proxy.app_route import AppRoute
 from bastion.proxy.db_route import DbRoute
 from bastion.proxy.limits import UnauthenticatedLimiter
 from bastion.proxy.relay import Relay
@@ -132,6 +133,8 @@ class ListenerDeps:
     web_upstream: WebUpstream | None = None
     """Pass the web route through to auth instead of serving it here (``web`` is then unused)."""
     db: DbRoute | None = None
+    app: AppRoute | None = None
+    """The app route: TLS with an SNI of ``NAME.<app.domain>`` (None: no app route)."""
     """The database route: PostgreSQL's SSLRequest is answered in-band (None: refused)."""
 
 
@@ -200,6 +203,10 @@ class ProxyListener:
             # watches) alike; it checks each certificate against the CA of its purpose.
             RouteKind.WEB: _server_context(
                 tls, tls.user_ca_pem + tls.host_ca_pem, ssl.CERT_OPTIONAL, Route.WEB.alpn or ""
+            ),
+            # Apps: browsers (cookie) or a user certificate routed to the app (curl --cert).
+            RouteKind.APP: _server_context(
+                tls, tls.user_ca_pem, ssl.CERT_OPTIONAL, Route.APP.alpn or ""
             ),
         }
         self._anchors = {
@@ -295,7 +302,8 @@ class ProxyListener:
                     await self._audit_refusal(peer, _why(exc), "detect")
                 return
             # psql's in-band TLS (SSLRequest answered "S") offers no ALPN: the database route.
-            chosen = Route.DB if in_band else route(hello.alpn, hello.sni)
+            domain = self._deps.app.domain if self._deps.app is not None else ""
+            chosen = Route.DB if in_band else route(hello.alpn, hello.sni, domain)
             if chosen.kind is RouteKind.REFUSE:
                 log.warning("proxy: refused %s:%d: %s", client[0], client[1], chosen.reason)
                 await self._audit_refusal(client, chosen.reason or "refused", "alpn")
@@ -445,10 +453,11 @@ class ProxyListener:
         who = ""
         try:
             in_band_db = chosen.kind is RouteKind.DB and alpn is None
-            if chosen.kind is not RouteKind.WEB and alpn != chosen.alpn and not in_band_db:
+            web_like = chosen.kind in (RouteKind.WEB, RouteKind.APP)  # curl, wrk: maybe no ALPN
+            if not web_like and alpn != chosen.alpn and not in_band_db:
                 raise AccessDenied(f"ALPN {chosen.alpn} was not negotiated (got {alpn!r})")
             if der is None:
-                if chosen.kind is RouteKind.WEB:
+                if web_like:
                     return True, None
                 raise AccessDenied("no client certificate")
             cert = x509.load_der_x509_certificate(der)
@@ -519,11 +528,18 @@ class ProxyListener:
                     log.info("proxy: tunnel of %s refused: %s", identity.user, exc.message)
                     transport.abort()
                     return
-            tunnel = self._deps.tunnel.accept(transport, identity, early)
+            try:
+                tunnel = self._deps.tunnel.accept(transport, identity, early)
+            except BastionError as exc:  # over the admission rate: the agent backs off
+                log.info("proxy: tunnel of %s refused: %s", identity.user, exc.message)
+                transport.abort()
+                return
             transport.resume_reading()
             await tunnel.session.wait_closed()
         elif chosen.kind is RouteKind.DB and identity is not None and self._deps.db is not None:
             await self._deps.db.handle(transport, identity, client, early)
+        elif chosen.kind is RouteKind.APP and self._deps.app is not None:
+            await self._deps.app.handle(transport, identity, client, early, chosen.target)
         elif chosen.kind is RouteKind.WEB and self._deps.web is not None:
             protocol = self._deps.web()
             transport.set_protocol(protocol)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from bastion.protocols.alpn import ALPN_HTTP, ALPN_POSTGRES, ALPN_SSH, ALPN_TUNNEL
+from bastion.protocols.apphost import app_label
 
 __all__ = ["ROUTES", "Route", "RouteKind", "route"]
 
@@ -33,6 +34,7 @@ class RouteKind(enum.Enum):
     TUNNEL = "tunnel"
     WEB = "web"
     DB = "db"
+    APP = "app"
     REFUSE = "refuse"
 
 
@@ -45,11 +47,14 @@ class Route:
     """The protocol to negotiate; ``None`` for REFUSE."""
     reason: str = ""
     """Why (for logs and the audit of refusals)."""
+    target: str = ""
+    """The app's name (from the SNI) for ``APP``."""
 
     SSH: ClassVar[Route]
     TUNNEL: ClassVar[Route]
     WEB: ClassVar[Route]
     DB: ClassVar[Route]
+    APP: ClassVar[Route]
 
     @staticmethod
     def REFUSE(reason: str) -> Route:  # noqa: N802 -- reads like the other Route constants
@@ -61,6 +66,7 @@ Route.SSH = Route(RouteKind.SSH, ALPN_SSH)
 Route.TUNNEL = Route(RouteKind.TUNNEL, ALPN_TUNNEL)
 Route.WEB = Route(RouteKind.WEB, ALPN_HTTP)
 Route.DB = Route(RouteKind.DB, ALPN_POSTGRES)
+Route.APP = Route(RouteKind.APP, ALPN_HTTP)
 
 ROUTES: Final[tuple[tuple[str, Route], ...]] = (
     (ALPN_SSH, Route.SSH),
@@ -75,17 +81,22 @@ ROUTES: Final[tuple[tuple[str, Route], ...]] = (
 _BY_ALPN: Final = dict(ROUTES)
 
 
-def route(alpn_offers: tuple[str, ...], sni: str | None) -> Route:
+def route(alpn_offers: tuple[str, ...], sni: str | None, app_domain: str = "") -> Route:
     """Choose the route for a ClientHello.
 
     Args:
         alpn_offers: offered ALPN ids in client preference order (empty: no ALPN extension).
-        sni: the requested server name (reserved for app subdomains; unused so far).
+        sni: the requested server name.
+        app_domain: the proxy's public host name when the app route is on: an SNI of
+            ``NAME.<app_domain>`` offering HTTP (or no ALPN) goes to the app route.
 
     Returns:
         The route; ``RouteKind.REFUSE`` with a reason when only unknown protocols are offered.
     """
-    del sni  # app routes by subdomain will use it
+    web_offers = not alpn_offers or any(o in (ALPN_HTTP, "h2") for o in alpn_offers)
+    label = app_label(sni, app_domain) if app_domain and web_offers else None
+    if label is not None:
+        return Route(RouteKind.APP, ALPN_HTTP, target=label)
     if not alpn_offers:
         return Route.WEB
     for offer in alpn_offers:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.api.app import build_app
+from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import Gate
 from bastion.auth_service import AuthService
@@ -161,7 +162,14 @@ class ProxyService:
         self.locks = link.locks
         self.registry = registry
         self.clock = clock
-        self.tunnel = TunnelServer(registry, clock)
+        proxy = config.proxy_service
+        self.tunnel = TunnelServer(
+            registry,
+            clock,
+            admission=RateLimiter(
+                rate=proxy.tunnel_admission_rate, burst=proxy.tunnel_admission_burst
+            ),
+        )
         self.listener: ProxyListener | None = None
         self.db: DbRoute | None = None
 

@@ -50,6 +50,9 @@ class CastHeader:
     env: Mapping[str, str] = field(default_factory=dict)
     """``TERM`` and ``SHELL`` of the recorded terminal."""
     title: str = ""
+    participants: tuple[str, ...] = ()
+    """Bastion's extension: the session's participants when the recording started (the owner,
+    then those who joined, e.g. the moderators a moderated session waited for)."""
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {"version": 2, "width": self.width, "height": self.height}
@@ -59,6 +62,8 @@ class CastHeader:
             doc["env"] = dict(self.env)
         if self.title:
             doc["title"] = self.title
+        if self.participants:
+            doc["participants"] = list(self.participants)
         return doc
 
 
@@ -181,12 +186,16 @@ def parse_header(line: bytes | str) -> CastHeader:
     ):
         raise BadParameter("asciicast header: 'env' must map strings to strings")
     title = doc.get("title", "")
+    participants = doc.get("participants") or []
+    if not isinstance(participants, list) or not all(isinstance(p, str) for p in participants):
+        raise BadParameter("asciicast header: 'participants' must be a list of strings")
     return CastHeader(
         width=_int(doc, "width"),
         height=_int(doc, "height"),
         timestamp=_int(doc, "timestamp", 0),
         env=env,
         title=title if isinstance(title, str) else "",
+        participants=tuple(participants),
     )
 
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from bastion.client.tls import pem_context
-from bastion.errors import ConnectionProblem
+from bastion.errors import ConnectionProblem, LimitExceeded
 from bastion.protocols.alpn import ALPN_TUNNEL
 from bastion.tasks import spawn
 from bastion.tunnel.session import MuxSession, StreamHandler
@@ -127,7 +127,7 @@ class TunnelClient:
             started = loop.time()
             try:
                 session = await self._connect()
-            except (OSError, ssl.SSLError, TimeoutError, ConnectionProblem) as exc:
+            except (OSError, ssl.SSLError, TimeoutError, ConnectionProblem, LimitExceeded) as exc:
                 log.warning("tunnel: cannot reach proxy %s:%d: %s", self.host, self.port, exc)
             else:
                 await self._serve(session)

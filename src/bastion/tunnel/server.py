@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.api.ratelimit import RateLimiter
 from bastion.clock import Clock
-from bastion.errors import AccessDenied, ConnectionProblem, LocalProtocolError
+from bastion.errors import AccessDenied, ConnectionProblem, LimitExceeded, LocalProtocolError
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.tunnel.session import MuxSession, MuxStream
 from bastion.types.identity import Identity
@@ -49,6 +50,10 @@ class TunnelServer:
         clock: for the registry's start times.
         keepalive_interval: seconds between PINGs on each tunnel.
         keepalive_timeout: silence after which a tunnel is considered dead.
+        admission: new tunnels accepted per second across all agents (a token bucket): after a
+            proxy restart or a partition heals, agents reconnect with full-jitter backoff, and
+            the ones over the rate are refused at once and retry later, so the proxy never
+            takes a thundering herd of handshakes and replays.
     """
 
     def __init__(
@@ -58,8 +63,10 @@ class TunnelServer:
         *,
         keepalive_interval: float = 5.0,
         keepalive_timeout: float = 15.0,
+        admission: RateLimiter | None = None,
     ) -> None:
         self._registry = registry
+        self._admission = admission
         self._clock = clock
         self._interval = keepalive_interval
         self._timeout = keepalive_timeout
@@ -84,6 +91,10 @@ class TunnelServer:
         """
         if identity.kind != "host" or not identity.host_id:
             raise AccessDenied(f"a {identity.kind} identity may not open a reverse tunnel")
+        if self._admission is not None and not self._admission.allow(
+            "tunnels", self._clock.monotonic()
+        ):
+            raise LimitExceeded("too many agents connecting at once; retry with backoff")
         host_id = identity.host_id
         names = identity.traits.get("hostname", ())
         name = names[0] if names else ""

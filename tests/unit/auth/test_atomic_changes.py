@@ -23,6 +23,7 @@ from bastion.audit.state import LatestWrites, events_without_state, unaudited_st
 from bastion.auth.requests import AccessRequestService, NewRequest
 from bastion.auth.devices import DeviceService
 from bastion.auth.server import AuthDeps, AuthServer
+from bastion.auth.sessions import SessionTrackerService
 from bastion.auth.users import UserService
 from bastion.auth.bots import BotService
 from bastion.auth.renewal import RenewalService
@@ -340,13 +341,18 @@ NOT_AUDITED_STATE = {
     "DeviceService.remove": "see test_device_changes_are_atomic",
     "DeviceService.create_enroll_token": "see test_device_changes_are_atomic",
     "DeviceService.set_compliance": "see test_device_changes_are_atomic",
+    "SessionTrackerService.report": "live-session trackers expire like heartbeats; the node "
+    "audits session.start/join/leave/end",
+    "SessionTrackerService.forget": "removes an expiring tracker (see report)",
+    "SessionTrackerService.list": "read only",
+    "SessionTrackerService.get": "read only",
 }
 
 
 def _public_coroutines() -> set[str]:
     out = set()
     classes = (AuthServer, UserService, BotService, RenewalService, AccessRequestService)
-    for cls in (*classes, DeviceService):
+    for cls in (*classes, DeviceService, SessionTrackerService):
         for name, _fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
             if not name.startswith("_"):
                 out.add(f"{cls.__name__}.{name}")

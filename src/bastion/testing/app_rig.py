@@ -1,0 +1,218 @@
+"""An in-process app-access rig: auth, the web pages and API, the proxy's one port with the app
+route, and a real app (:mod:`bastion.testing.peers.app`) in its own process.
+
+Layer: ``testing`` (used by ``tests/integration/test_app_access.py`` and ``bench/app.py``;
+nothing in ``src`` imports it). The proxy listens on 127.0.0.1 (free port) with a certificate
+for ``proxy.test``, ``*.proxy.test`` and 127.0.0.1 (the development wildcard the proxy issues
+from its host CA); clients resolve ``*.proxy.test`` to 127.0.0.1 (``curl --resolve``,
+Chromium ``--host-resolver-rules``). Apps: ``grafana`` (``env=dev``) and ``vault``
+(``env=prod``) on the peer app. Role ``apps-dev`` allows ``app_labels: {env: dev}``; user
+``alice`` (password :data:`PASSWORD`, no second factor) has it, ``bob`` has only ``plain`` (no app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+
+from bastion.api.app import build_app
+from bastion.auth.apps import AppAccess
+from bastion.auth.gate import Gate
+from bastion.clock import SystemClock
+from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
+from bastion.proxy.app_route import AppRoute, AppRouteDeps
+from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
+from bastion.testing import make_auth, new_tls_key
+from bastion.testing.db_rig import Recorder
+from bastion.testing.peers.ports import free_port
+from bastion.types.access import Role, RoleConditions, RoleSpec
+from bastion.types.apps import App, AppHeader, AppRewrite, AppSpec
+from bastion.types.identity import Identity
+from bastion.types.meta import Metadata
+from bastion.web.apps import APP_ACCESS
+
+__all__ = ["DOMAIN", "PASSWORD", "AppRig", "start_app_rig"]
+
+CLUSTER = "test.local"
+DOMAIN = "proxy.test"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class AppRig:
+    port: int
+    """The proxy's one port."""
+    app_port: int
+    """The peer app's own port (direct access, the bench's baseline)."""
+    tmp: Path
+    access: AppAccess
+    audit: Recorder
+    locks: LockWatcher
+    registry: LiveRegistry
+    alice: Identity
+    bob: Identity
+    ca_file: Path
+    """The host TLS CA (verifies the proxy)."""
+    app_log: Path
+
+    def url(self, app: str, path: str = "/") -> str:
+        return f"https://{app}.{DOMAIN}:{self.port}{path}"
+
+    def resolve(self, *apps: str) -> list[str]:
+        """``curl --resolve`` arguments for the proxy's names."""
+        out = []
+        for name in (*apps, ""):
+            host = f"{name}.{DOMAIN}" if name else DOMAIN
+            out += ["--resolve", f"{host}:{self.port}:127.0.0.1"]
+        return out
+
+    async def cert_files(self, identity: Identity, app: str, name: str) -> tuple[Path, Path]:
+        """What ``bsh apps login APP`` writes: (certificate, key) files."""
+        key_pem, pub = new_tls_key()
+        cert = await self.access.app_cert(identity, pub, app, timedelta(hours=1), "rig")
+        crt, key = self.tmp / f"{name}.crt", self.tmp / f"{name}.key"
+        crt.write_text(cert.cert_pem)
+        key.write_bytes(key_pem)
+        key.chmod(0o600)
+        return crt, key
+
+    def app_requests(self) -> list[str]:
+        return self.app_log.read_text().splitlines() if self.app_log.exists() else []
+
+
+async def _start_peer(tmp: Path, jwks_url: str, ca: Path, audience: str, log: Path) -> tuple[
+    subprocess.Popen[bytes], int
+]:
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bastion.testing.peers.app",
+                "--port",
+                str(port),
+                "--jwks",
+                jwks_url,
+                "--ca",
+                str(ca),
+                "--audience",
+                audience.replace("{port}", str(port)),
+                "--log",
+                str(log),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        if line and json.loads(line).get("ready") == port:
+            return proc, port
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("the peer app did not start")
+
+
+@asynccontextmanager
+async def start_app_rig(
+    tmp: Path, *, audit_requests: Literal["all", "writes", "none"] = "all"
+) -> AsyncIterator[AppRig]:
+    """Start everything; stop it all on exit."""
+    clock = SystemClock()
+    fx = await make_auth(clock=clock, cluster=CLUSTER)
+    auth = fx.auth
+    await auth.init(second_factor="off")
+    await auth.roles.create(
+        Role(
+            metadata=Metadata(name="apps-dev"),
+            spec=RoleSpec(allow=RoleConditions(app_labels={"env": "dev"})),
+        )
+    )
+    await auth.roles.create(Role(metadata=Metadata(name="plain"), spec=RoleSpec()))
+    alice = await _user(fx, "alice", ["apps-dev"])
+    bob = await _user(fx, "bob", ["plain"])
+    app = build_app(auth, rate=1000.0, burst=1000, max_body=1 << 20)
+    access = app[APP_ACCESS]
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    registry = LiveRegistry()
+    audit = Recorder(auth.audit)
+    locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
+    hour = timedelta(hours=1)
+    proxy_key, proxy_pub = new_tls_key()
+    proxy_id = Identity(
+        cluster=CLUSTER,
+        user="proxy",
+        kind="host",
+        roles=("proxy",),
+        host_id="proxy",
+        expires=clock.now() + hour,
+    )
+    pcerts = await auth.issuer.issue_host(
+        proxy_id, proxy_pub, ["proxy"], [DOMAIN, f"*.{DOMAIN}"], ["127.0.0.1"], hour, "rig"
+    )
+    ca_file = tmp / "host-ca.pem"
+    ca_file.write_text(pcerts.tls_host_ca)
+    route = AppRoute(
+        AppRouteDeps(
+            access=access,
+            domain=DOMAIN,
+            audit=audit,
+            registry=registry,
+            clock=clock,
+            locks=locks,
+            gate=Gate.for_auth(auth),
+            audit_requests=audit_requests,
+        )
+    )
+    await route.start()
+    assert runner.server is not None
+    tls = ProxyTLS(pcerts.tls_cert, proxy_key.decode(), pcerts.tls_user_ca, pcerts.tls_host_ca)
+    listener = ProxyListener(
+        ListenerConfig(port=0, max_unauthenticated_per_ip=4096, max_unauthenticated_total=8192),
+        ListenerDeps(tls=tls, clock=clock, audit=audit, web=runner.server, app=route),
+    )
+    await listener.start()
+    log = tmp / "app-access.log"
+    jwks_url = f"https://127.0.0.1:{listener.port}/.well-known/jwks.json"
+    proc, app_port = await _start_peer(tmp, jwks_url, ca_file, "http://127.0.0.1:{port}", log)
+    try:
+        for name, env in (("grafana", "dev"), ("vault", "prod")):
+            await access.register(
+                App(
+                    metadata=Metadata(name=name, labels={"env": env}),
+                    spec=AppSpec(
+                        uri=f"http://127.0.0.1:{app_port}",
+                        rewrite=AppRewrite(headers=[AppHeader(name="X-App-Name", value=name)]),
+                    ),
+                )
+            )
+        yield AppRig(
+            listener.port, app_port, tmp, access, audit, locks, registry, alice, bob, ca_file, log
+        )
+    finally:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        await listener.close()
+        await route.close()
+        await runner.cleanup()
+
+
+async def _user(fx: object, name: str, roles: list[str]) -> Identity:
+    users = fx.users  # type: ignore[attr-defined]
+    invite = await users.add_user(name, roles, [name], {}, "admin")
+    await users.start_invite(invite.token)
+    _, pub = new_tls_key()
+    certs = await users.complete_invite(invite.token, PASSWORD, "", pub, timedelta(hours=1), "rig")
+    identity: Identity = certs.identity
+    return identity

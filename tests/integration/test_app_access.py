@@ -1,0 +1,224 @@
+"""App access end to end: a real aiohttp app (own process, verifies the JWT against the JWKS
+the proxy publishes), curl with mTLS, and a browser's redirects and cookies (aiohttp client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from bastion.proxy.app_route import COOKIE
+from bastion.testing import require_binary
+from bastion.testing.app_rig import DOMAIN, PASSWORD, AppRig, start_app_rig
+from bastion.types.access import Lock, LockSpec, LockTarget
+from bastion.types.meta import Metadata
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[AppRig]:
+    async with start_app_rig(tmp_path) as started:
+        yield started
+
+
+async def _curl(rig: AppRig, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("curl"),
+        "-sS",
+        "--cacert",
+        str(rig.ca_file),
+        *rig.resolve("grafana", "vault", "nosuch"),
+        "-w",
+        "\n%{http_code}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    body, _, code = out.decode().rpartition("\n")
+    return int(code or 0), body + err.decode()
+
+
+class Browser:
+    """Follows nothing by itself: each hop is checked. Resolves *.proxy.test to 127.0.0.1."""
+
+    def __init__(self, rig: AppRig, http: aiohttp.ClientSession) -> None:
+        self.rig, self.http = rig, http
+        self.ctx = ssl.create_default_context(cafile=str(rig.ca_file))
+        self.jar: dict[str, dict[str, str]] = {}
+
+    async def go(
+        self, method: str, url: str, data: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        cookies = "; ".join(f"{k}={v}" for k, v in self.jar.get(host, {}).items())
+        target = f"https://127.0.0.1:{parts.port}{parts.path}" + (
+            f"?{parts.query}" if parts.query else ""
+        )
+        headers = {"Host": parts.netloc, **({"Cookie": cookies} if cookies else {})}
+        async with self.http.request(
+            method,
+            aiohttp.client.URL(target, encoded=True),
+            headers=headers,
+            data=data,
+            ssl=self.ctx,
+            server_hostname=host,
+            allow_redirects=False,
+        ) as got:
+            for morsel in got.cookies.values():
+                self.jar.setdefault(host, {})[morsel.key] = morsel.value
+            location = got.headers.get("Location", "")
+            if location.startswith("/"):
+                location = f"https://{parts.netloc}{location}"
+            return got.status, location, await got.text()
+
+
+async def test_curl_mtls_jwt_headers_and_scanners(rig: AppRig) -> None:
+    crt, key = await rig.cert_files(rig.alice, "grafana", "alice")
+    # A certificate routed to grafana: the app verifies the JWT against the proxy's JWKS.
+    code, body = await _curl(
+        rig,
+        "--cert",
+        str(crt),
+        "--key",
+        str(key),
+        "-H",
+        "X-Forwarded-User: root",
+        "-H",
+        "Bastion-Jwt-Assertion: forged",
+        "-H",
+        "Cookie: a=1; " + COOKIE + "=stolen",
+        rig.url("grafana", "/x/%2e%2e/whoami"),
+    )
+    assert code == 200, body
+    seen = json.loads(body)
+    assert seen["claims"]["sub"] == "alice" and seen["claims"]["roles"] == ["apps-dev"]
+    assert seen["claims"]["aud"] == f"http://127.0.0.1:{rig.app_port}"
+    assert seen["claims"]["exp"] - seen["claims"]["iat"] <= 60
+    assert "X-Forwarded-User" not in seen["headers"]
+    assert seen["headers"]["X-App-Name"] == "grafana"
+    assert seen["path"] == "/whoami"  # normalized once
+    assert seen["cookies"] == {"a": "1"}  # our cookie never reaches the app
+    # The same certificate at another app: refused (it is routed to grafana only).
+    before = len(rig.app_requests())
+    code, body = await _curl(rig, "--cert", str(crt), "--key", str(key), rig.url("vault"))
+    assert code == 302 and "/web/apps/vault/launch" not in body
+    # Unauthenticated scanners, known or unknown app: the same login redirect, never the app.
+    for app in ("grafana", "nosuch"):
+        code, _ = await _curl(rig, "-o", "/dev/null", rig.url(app, "/admin?x=1"))
+        assert code == 302
+        code, _ = await _curl(rig, "-X", "POST", "-d", "x", rig.url(app, "/upload"))
+        assert code == 401
+    assert len(rig.app_requests()) == before
+    # Streaming both ways through the proxy.
+    big = rig.tmp / "big.bin"
+    big.write_bytes(b"z" * (3 << 20))
+    code, body = await _curl(
+        rig, "--cert", str(crt), "--key", str(key), "-T", str(big), "-X", "POST",
+        rig.url("grafana", "/upload"),
+    )  # fmt: skip
+    assert code == 200 and json.loads(body)["size"] == 3 << 20
+    code, body = await _curl(
+        rig, "--cert", str(crt), "--key", str(key), rig.url("grafana", "/stream?n=40")
+    )
+    assert code == 200 and len(body) == 40 * 65536
+    # Bob (no app role) gets the same answer for an existing app as for a missing one.
+    bcrt, bkey = await rig.cert_files(rig.alice, "grafana", "bob-copy")
+    del bcrt, bkey
+    requests = rig.audit.of("app.request")
+    assert any(e["path"] == "/upload" and e["bytes_in"] == 3 << 20 for e in requests)
+    assert rig.audit.of("app.session.start")
+
+
+async def test_browser_login_cookie_binding_logout_and_lock(rig: AppRig) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        b = Browser(rig, http)
+        status, to_launch, _ = await b.go("GET", rig.url("grafana", "/whoami"))
+        assert status == 302 and f"{DOMAIN}:{rig.port}/web/apps/grafana/launch" in to_launch
+        status, to_login, _ = await b.go("GET", to_launch)
+        assert status == 303 and "/web/login?then=" in to_login
+        status, _, page = await b.go("GET", to_login)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        then = re.search(r'name="then" value="([^"]+)"', page)
+        assert csrf and then and then.group(1).startswith("/web/apps/grafana/launch")
+        login_url = f"https://{DOMAIN}:{rig.port}/web/login"
+        form = {"csrf_token": csrf.group(1), "user": "alice", "password": PASSWORD}
+        status, back, _ = await b.go("POST", login_url, {**form, "then": then.group(1)})
+        assert status == 303 and "/web/apps/grafana/launch" in back
+        status, to_app, _ = await b.go("GET", back)
+        assert status == 303 and to_app.startswith(rig.url("grafana", "/x-bastion-auth?code="))
+        status, final, _ = await b.go("GET", to_app)
+        assert status == 303 and final == rig.url("grafana", "/whoami")
+        assert COOKIE in b.jar[f"grafana.{DOMAIN}"]
+        # The code is single-use.
+        assert (await b.go("GET", to_app))[0] == 403
+        status, _, body = await b.go("GET", final)
+        assert status == 200 and json.loads(body)["claims"]["sub"] == "alice"
+        # The grafana cookie presented at vault: refused (login redirect, never the app).
+        token = b.jar[f"grafana.{DOMAIN}"][COOKIE]
+        b.jar[f"vault.{DOMAIN}"] = {COOKIE: token}
+        assert (await b.go("GET", rig.url("vault", "/whoami")))[0] == 302
+        # Open redirects after login: refused, the browser lands on /web/.
+        for evil in ("//evil.example", "https:evil.example", "/%2F%2Fevil.example",
+                     "https://evil.example/", "https://grafana.proxy.test.evil.example/",
+                     "/web/%2e%2e/%2e%2e//evil", "https://user@grafana.proxy.test/",
+                     "/\\evil.example"):  # fmt: skip
+            status, where, _ = await b.go("POST", login_url, {**form, "then": evil})
+            assert status == 303 and where == f"https://{DOMAIN}:{rig.port}/web/", evil
+        # A WebSocket through the proxy; a lock ends it within a second.
+        cookie = f"{COOKIE}={token}"
+        async with http.ws_connect(
+            f"https://127.0.0.1:{rig.port}/ws",
+            headers={"Host": f"grafana.{DOMAIN}:{rig.port}", "Cookie": cookie},
+            ssl=b.ctx,
+            server_hostname=f"grafana.{DOMAIN}",
+        ) as ws:
+            await ws.send_str("ping")
+            assert (await ws.receive(timeout=5)).data == "ping"
+            lock = Lock(
+                metadata=Metadata(name="stolen"),
+                spec=LockSpec(target=LockTarget(user="alice"), message="laptop stolen"),
+            )
+            rig.locks.put(lock)
+            started = asyncio.get_running_loop().time()
+            await rig.locks.enforce([lock])
+            msg = await ws.receive(timeout=2)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert asyncio.get_running_loop().time() - started < 1.0
+        assert (await b.go("GET", final))[0] == 404  # locked: refused at once
+        rig.locks.delete("stolen")
+        await asyncio.sleep(1.1)  # admission cache
+        assert (await b.go("GET", final))[0] == 200
+        # Logout ends the app session within a second.
+        status, _, home = await b.go("GET", f"https://{DOMAIN}:{rig.port}/web/")
+        csrf2 = re.search(r'name="csrf_token" value="([^"]+)"', home)
+        assert csrf2
+        logout = f"https://{DOMAIN}:{rig.port}/web/logout"
+        assert (await b.go("POST", logout, {"csrf_token": csrf2.group(1)}))[0] == 303
+        await asyncio.sleep(1.1)
+        assert (await b.go("GET", final))[0] == 302
+
+
+async def test_bob_sees_no_difference_between_forbidden_and_missing(rig: AppRig) -> None:
+    roles: Any = await rig.access.list_allowed(rig.bob)
+    assert roles == []
+    assert [a.metadata.name for a in await rig.access.list_allowed(rig.alice)] == ["grafana"]
+    messages = []
+    for name in ("vault", "nosuch"):
+        with pytest.raises(Exception) as caught:
+            await rig.access.authorize(rig.alice, name)
+        messages.append(str(caught.value).replace(name, "X"))
+    assert messages[0] == messages[1]
+    keys = (await rig.access.jwks())["keys"]
+    assert keys and keys[0]["alg"] == "ES256" and "d" not in keys[0]
+    assert parse_qs("")  == {}

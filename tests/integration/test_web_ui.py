@@ -1,0 +1,173 @@
+"""The web UI in a real browser (issue 16): Debian's Chromium driven by Playwright against the
+shared cluster. Sign in, the resources page filtered by RBAC (a node the user may not reach is
+absent), a terminal to the cluster's own node running ``echo hello``, and a lock closing it
+with the lock's message. Plus the HTTP refusals: a WebSocket from another origin or without a
+session."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import shutil
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import Cluster, Env, User, totp, unique
+from playwright.sync_api import expect
+
+from bastion.testing import missing_peer
+
+pytestmark = pytest.mark.integration
+CHROMIUM = "/usr/bin/chromium"
+LOGIN = getpass.getuser()
+ASSETS = Path(__file__).parents[2] / "src" / "bastion" / "web" / "assets" / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        missing_peer("chromium is not installed (apt-get install chromium)")
+    if not (ASSETS / "@xterm" / "xterm" / "lib" / "xterm.js").exists() and not os.environ.get(
+        "BASTION_WEB_ASSETS"
+    ):
+        missing_peer("the web UI's npm packages are not installed (make install)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_peer("playwright (Python package) is not installed")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _local_node(env: Env) -> str:
+    nodes = json.loads(env.admin_ok("get", "nodes", "--format", "json"))
+    return next(n["metadata"]["name"] for n in nodes if n["spec"].get("tunnel"))
+
+
+def _agentless(env: Env, name: str, labels: dict[str, str]) -> None:
+    node = {
+        "kind": "node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"hostname": name, "addr": "127.0.0.1:1", "agentless": True},
+    }
+    env.admin_ok("create", "-f", "-", input=json.dumps(node))
+
+
+def _web_user(env: Env, hidden: str) -> User:
+    """A user whose role reaches every node but those labelled ``webhide=<hidden>``."""
+    role = {
+        "kind": "role",
+        "version": "v1",
+        "metadata": {"name": unique("webui")},
+        "spec": {
+            "allow": {"logins": [LOGIN], "node_labels": {"*": "*"}},
+            "deny": {"node_labels": {"webhide": hidden}},
+        },
+    }
+    env.admin_ok("create", "-f", "-", input=yaml.safe_dump(role))
+    return env.new_user(role["metadata"]["name"], LOGIN)
+
+
+def _sign_in(page: Any, base: str, user: User) -> None:
+    page.goto(f"{base}/web/login")
+    page.fill("input[name=user]", user.name)
+    page.fill("input[name=password]", user.password)
+    page.fill("input[name=otp]", totp(user.secret, 1))
+    page.click("form[action='/web/login'] button[type=submit]")
+    page.wait_for_url(f"{base}/web/")
+
+
+def test_resources_terminal_and_lock_in_chromium(env: Env, chromium: Any) -> None:
+    tag = unique("t")
+    visible, hidden = f"{tag}-web", f"{tag}-secret"
+    _agentless(env, visible, {"team": tag, "env": "prod"})
+    _agentless(env, hidden, {"team": tag, "webhide": tag})
+    _agentless(env, f"{tag}-evil", {"team": tag, "x": "<img src=x onerror=alert(1)>"})
+    user = _web_user(env, tag)
+    local = _local_node(env)
+    base = f"https://{env.cluster.proxy}"
+    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    _sign_in(page, base, user)
+
+    # Resources: RBAC-filtered (the hidden node is absent), searched, filtered by label.
+    page.goto(f"{base}/web/nodes?q={tag}")
+    table = page.locator("table.nodes")
+    expect(table).to_contain_text(visible)
+    assert hidden not in table.inner_text()
+    assert page.locator("img").count() == 0  # a label is text, never markup
+    expect(table).to_contain_text("<img src=x onerror=alert(1)>")
+    page.click(f"a.chip:has-text('env=prod')")
+    expect(page.locator("#label-filter")).to_have_value("env=prod")
+    rows = page.locator("table.nodes tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(visible)
+
+    # The terminal: the connect action opens it in a new tab.
+    page.goto(f"{base}/web/nodes?q={local}")
+    row = page.locator("table.nodes tbody tr", has=page.locator(f"th:text-is('{local}')"))
+    expect(row.locator("select[name=login]")).to_have_value(LOGIN)
+    with context.expect_page() as opened:
+        row.locator("button", has_text="Connect").click()
+    term = opened.value
+    term.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    expect(term.locator("#term-status")).to_contain_text("Connected", timeout=15000)
+    term.locator("#terminal").click()
+    term.keyboard.type("echo hel''lo\n")
+    expect(term.locator(".xterm-rows")).to_contain_text("hello", timeout=10000)
+
+    # A lock on the user closes it with the lock's message.
+    message = f"web lock {tag}"
+    env.admin_ok("lock", f"--user={user.name}", f"--message={message}", "--ttl=2m")
+    expect(term.locator("#term-status")).to_contain_text(message, timeout=5000)
+    expect(term.locator("#terminal")).to_have_attribute("data-state", "closed")
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    context.close()
+
+
+def _ws_handshake(cluster: Cluster, headers: dict[str, str]) -> int:
+    """The HTTP status of a WebSocket upgrade to /web/ssh/ws."""
+    host, port = cluster.proxy.rsplit(":", 1)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as sock:
+            lines = [
+                "GET /web/ssh/ws?node=x&login=y HTTP/1.1",
+                f"Host: {cluster.proxy}",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Version: 13",
+                f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+                *(f"{k}: {v}" for k, v in headers.items()),
+            ]
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(status_line.split()[1])
+
+
+def test_the_websocket_needs_a_session_and_this_origin(env: Env, chromium: Any) -> None:
+    user = _web_user(env, unique("h"))
+    base = f"https://{env.cluster.proxy}"
+    context = chromium.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    _sign_in(page, base, user)
+    cookie = next(c for c in context.cookies() if c["name"] == "bastion_session")
+    session = {"Cookie": f"bastion_session={cookie['value']}"}
+    assert _ws_handshake(env.cluster, {**session, "Origin": "https://evil.example"}) == 403
+    assert _ws_handshake(env.cluster, {"Origin": base}) == 401
+    assert _ws_handshake(env.cluster, {**session, "Origin": base}) == 101
+    context.close()
