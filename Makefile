@@ -8,9 +8,9 @@ BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
 # e.g. make start START_ARGS="--auth-addr 127.0.0.1:13025 --proxy-addr 127.0.0.1:13080"
 START_ARGS ?=
-SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql pgbouncer openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy swtpm swtpm-tools tpm2-tools libtss2-dev
+SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql pgbouncer openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy swtpm swtpm-tools tpm2-tools libtss2-dev wrk nginx-light
 
-.PHONY: start test install install-dev system-deps lint typecheck unit bench clean
+.PHONY: start test install install-dev web-assets system-deps lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+# The web UI's browser libraries (xterm.js) from npm with the lockfile; served from node_modules
+# there, never committed (docs/web-ui.md).
+WEB_ASSETS := src/bastion/web/assets
+$(WEB_ASSETS)/node_modules/.package-lock.json: $(WEB_ASSETS)/package.json $(WEB_ASSETS)/package-lock.json
+	cd $(WEB_ASSETS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
-start: $(VENV)/.installed
+web-assets: $(WEB_ASSETS)/node_modules/.package-lock.json
+
+install: $(VENV)/.installed web-assets
+install-dev: $(VENV)/.installed-dev web-assets
+
+start: $(VENV)/.installed web-assets
 	$(BIN)/bastion start --data-dir $(DATA) $(START_ARGS)
 
 # Installs the real peers the tests drive (OpenSSH, PostgreSQL, openssl, tmux, xmlsec1 and
@@ -35,7 +44,7 @@ start: $(VENV)/.installed
 # root and one is missing; as a normal user it only reports what is missing.
 system-deps:
 	@missing=""; \
-	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm haproxy swtpm tpm2_getcap psql pgbench pgbouncer; do \
+	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm haproxy swtpm tpm2_getcap psql pgbench pgbouncer wrk nginx; do \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
 	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \
@@ -59,7 +68,7 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-test: system-deps $(VENV)/.installed-dev lint typecheck
+test: system-deps $(VENV)/.installed-dev web-assets lint typecheck
 	$(BIN)/python tests/check_layout.py
 	$(BIN)/lint-imports
 	$(BIN)/python tests/check_cycles.py

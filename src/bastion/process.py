@@ -31,6 +31,7 @@ from bastion.agent.join import join_cluster, load_host_identity
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
 from bastion.agent.service import NodeService
 from bastion.auth.gate import Gate
+from bastion.auth.risk import RiskEvaluator
 from bastion.auth_service import AuthService
 from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
@@ -172,6 +173,9 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 tasks.append(group.create_task(factory(), name="proxy-background"))
             if exporters:
                 tasks.append(group.create_task(run_forwarders(exporters), name="audit-export"))
+            if auth is not None and config.risk.enabled:
+                risk = RiskEvaluator.for_auth(config.risk, auth.server)
+                tasks.append(group.create_task(risk.run_forever(), name="risk-signals"))
             await stop.wait()
             log.info("shutting down")
             if auth is not None:  # sign (and witness) the events of the last interval too

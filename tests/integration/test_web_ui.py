@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import getpass
-import json
 import os
 import shutil
 import socket
@@ -50,33 +49,36 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def _local_node(env: Env) -> str:
-    nodes = json.loads(env.admin_ok("get", "nodes", "--format", "json"))
-    return next(n["metadata"]["name"] for n in nodes if n["spec"].get("tunnel"))
-
-
-def _agentless(env: Env, name: str, labels: dict[str, str]) -> None:
-    node = {
-        "kind": "node",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"hostname": name, "addr": "127.0.0.1:1", "agentless": True},
-    }
-    env.admin_ok("create", "-f", "-", input=json.dumps(node))
-
-
-def _web_user(env: Env, hidden: str) -> User:
-    """A user whose role reaches every node but those labelled ``webhide=<hidden>``."""
-    role = {
-        "kind": "role",
-        "version": "v1",
-        "metadata": {"name": unique("webui")},
-        "spec": {
-            "allow": {"logins": [LOGIN], "node_labels": {"*": "*"}},
-            "deny": {"node_labels": {"webhide": hidden}},
-        },
-    }
-    env.admin_ok("create", "-f", "-", input=yaml.safe_dump(role))
-    return env.new_user(role["metadata"]["name"], LOGIN)
+def _user_and_nodes(env: Env, tag: str) -> User:
+    """Three agentless nodes labelled ``team=<tag>`` (one the user may not reach, one with a
+    label that looks like markup) and a user whose role reaches every node but
+    ``webhide=<tag>``: one ``bctl create`` for all of them."""
+    role = unique("webui")
+    docs: list[dict[str, Any]] = [
+        {
+            "kind": "role",
+            "version": "v1",
+            "metadata": {"name": role},
+            "spec": {
+                "allow": {"logins": [LOGIN], "node_labels": {"*": "*"}},
+                "deny": {"node_labels": {"webhide": tag}},
+            },
+        }
+    ]
+    for name, labels in (
+        (f"{tag}-web", {"team": tag, "env": "prod"}),
+        (f"{tag}-secret", {"team": tag, "webhide": tag}),
+        (f"{tag}-evil", {"team": tag, "x": "<img src=x onerror=alert(1)>"}),
+    ):
+        docs.append(
+            {
+                "kind": "node",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"hostname": name, "addr": "127.0.0.1:1", "agentless": True},
+            }
+        )
+    env.admin_ok("create", "-f", "-", input=yaml.safe_dump_all(docs))
+    return env.new_user(role, LOGIN)
 
 
 def _sign_in(page: Any, base: str, user: User) -> None:
@@ -91,13 +93,12 @@ def _sign_in(page: Any, base: str, user: User) -> None:
 def test_resources_terminal_and_lock_in_chromium(env: Env, chromium: Any) -> None:
     tag = unique("t")
     visible, hidden = f"{tag}-web", f"{tag}-secret"
-    _agentless(env, visible, {"team": tag, "env": "prod"})
-    _agentless(env, hidden, {"team": tag, "webhide": tag})
-    _agentless(env, f"{tag}-evil", {"team": tag, "x": "<img src=x onerror=alert(1)>"})
-    user = _web_user(env, tag)
-    local = _local_node(env)
+    user = _user_and_nodes(env, tag)
+    local = socket.gethostname()  # the all-in-one's own node (ssh_service.node_name default)
     base = f"https://{env.cluster.proxy}"
-    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 720})
+    context = chromium.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 720}
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -110,11 +111,20 @@ def test_resources_terminal_and_lock_in_chromium(env: Env, chromium: Any) -> Non
     assert hidden not in table.inner_text()
     assert page.locator("img").count() == 0  # a label is text, never markup
     expect(table).to_contain_text("<img src=x onerror=alert(1)>")
-    page.click(f"a.chip:has-text('env=prod')")
+    page.click("a.chip:has-text('env=prod')")
     expect(page.locator("#label-filter")).to_have_value("env=prod")
     rows = page.locator("table.nodes tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(visible)
+    api = page.request.get(f"{base}/web/api/nodes?q={tag}&sort=-name")
+    assert api.status == 200
+    assert [n["name"] for n in api.json()["items"]] == [visible, f"{tag}-evil"]
+
+    # The WebSocket: only with the session, only from this origin.
+    cookie = next(c for c in context.cookies() if c["name"] == "bastion_session")
+    session = {"Cookie": f"bastion_session={cookie['value']}"}
+    assert _ws_handshake(env.cluster, {**session, "Origin": "https://evil.example"}) == 403
+    assert _ws_handshake(env.cluster, {"Origin": base}) == 401
 
     # The terminal: the connect action opens it in a new tab.
     page.goto(f"{base}/web/nodes?q={local}")
@@ -157,17 +167,3 @@ def _ws_handshake(cluster: Cluster, headers: dict[str, str]) -> int:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
             status_line = sock.recv(4096).split(b"\r\n", 1)[0]
     return int(status_line.split()[1])
-
-
-def test_the_websocket_needs_a_session_and_this_origin(env: Env, chromium: Any) -> None:
-    user = _web_user(env, unique("h"))
-    base = f"https://{env.cluster.proxy}"
-    context = chromium.new_context(ignore_https_errors=True)
-    page = context.new_page()
-    _sign_in(page, base, user)
-    cookie = next(c for c in context.cookies() if c["name"] == "bastion_session")
-    session = {"Cookie": f"bastion_session={cookie['value']}"}
-    assert _ws_handshake(env.cluster, {**session, "Origin": "https://evil.example"}) == 403
-    assert _ws_handshake(env.cluster, {"Origin": base}) == 401
-    assert _ws_handshake(env.cluster, {**session, "Origin": base}) == 101
-    context.close()

@@ -165,7 +165,7 @@ class AuthAPI:
                 log.error("route without a declared audience", route=template)
                 raise AccessDenied("access denied: this endpoint is not available")
             limited = (audience == "public" and request.path not in UNLIMITED) or (
-                audience == "web" and not request.path.startswith("/web/static/")
+                audience == "web" and not request.path.startswith(("/web/static/", "/web/vendor/"))
             )
             if limited and not self.limiter.allow(_remote(request), self.auth.clock.monotonic()):
                 raise LimitExceeded("too many requests from your address; wait and retry")

@@ -44,6 +44,9 @@ LAZY = {
         "bastion.cli.bsh_db", "db_group", "Database certificates for psql (bsh db login NAME)."
     ),
     "mfa": LazyCommand("bastion.cli.bsh_mfa", "mfa_group", "Manage your MFA devices."),
+    "apps": LazyCommand(
+        "bastion.cli.bsh_apps", "apps_group", "Internal web apps (bsh apps login NAME)."
+    ),
     "request": LazyCommand(
         "bastion.cli.bsh_request", "request_group", "Ask for, review and assume access requests."
     ),

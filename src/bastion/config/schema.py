@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from bastion.config.export import AuditExportConfig
 from bastion.config.notifications import NotificationsConfig
+from bastion.config.risk import RiskConfig
 from bastion.errors import BadParameter
 from bastion.protocols.addr import parse_addr
 from bastion.types.codec import _format_error
@@ -275,7 +276,6 @@ class DbServiceConfig(StrictModel):
     join_token: str = ""
     """A ``db`` join token (bctl tokens add --type=db)."""
     ca_pin: str = ""
-    event_spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
 
     @field_validator("proxy_server")
     @classmethod
@@ -314,6 +314,9 @@ class FileConfig(StrictModel):
     audit_export: AuditExportConfig | None = None
     """Forward the audit log to SIEMs (JSON-lines file, syslog, Splunk HEC, Elasticsearch);
     the auth service runs the forwarders. See docs/export.md."""
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    """Risk signals: static rules over the audit stream, run by the auth service; see
+    docs/risk.md."""
 
     def resolved_cluster_name(self) -> str:
         return self.cluster_name or socket.gethostname() or "bastion"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,7 +83,14 @@ log = logging.getLogger(__name__)
 _FORWARDED = frozenset({"application_name", "client_encoding", "DateStyle", "TimeZone"})
 """Startup parameters passed on to the database besides user and database (harmless session
 settings); ``options`` and replication are refused, anything else dropped."""
-_QUEUE = 4096
+_HIGH_WATER = 4096
+"""Statements waiting for the audit writer above which the client is not read (back-pressure:
+a statement is never dropped)."""
+_LOW_WATER = 1024
+_FLUSH_INTERVAL = 0.02
+"""The audit writer of a session commits its pending statements at most this often..."""
+_MAX_BATCH = 512
+"""...or as soon as this many are pending (one transaction each)."""
 
 
 class DatabaseDirectory(Protocol):
@@ -212,22 +220,33 @@ class _QuerySide(RelaySide):
         self._tracker = tracker
         self._reader = reader
         self._route = route
-        self.statements: asyncio.Queue[Statement | None] = asyncio.Queue(_QUEUE)
-        self.dropped = 0
+        self.statements: deque[Statement] = deque()
+        self.pending = asyncio.Event()
+        """Set when a statement is queued or the session ended."""
+        self.ended = False
+        self.throttled = False
 
     def tap(self, data: bytes) -> bool:
         try:
             for message in self._reader.feed(data):
                 statement = self._tracker.feed(message)
                 if statement is not None:
-                    try:
-                        self.statements.put_nowait(statement)
-                    except asyncio.QueueFull:
-                        self.dropped += 1
+                    self.statements.append(statement)
+                    self.pending.set()
         except RemoteProtocolError as exc:
             self._route.protocol_error(self, str(exc))
             return False
+        if len(self.statements) > _HIGH_WATER and self.transport is not None:
+            self.throttled = True  # the audit writer resumes reading once it caught up
+            self.transport.pause_reading()
         return True
+
+    def audited(self) -> None:
+        """The audit writer took statements: read the client again once below the low mark."""
+        if self.throttled and len(self.statements) < _LOW_WATER:
+            self.throttled = False
+            if self.transport is not None and not self.lost:
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.tap(data):
@@ -424,18 +443,20 @@ class DbRoute:
             await relay.wait_closed()
         finally:
             deps.registry.remove(live)
-            try:
-                side.statements.put_nowait(None)
-            except asyncio.QueueFull:
+            side.ended = True
+            side.pending.set()
+            # Every statement is committed before the end event (the writer drains first).
+            await asyncio.wait({pump}, timeout=60)
+            if not pump.done():
+                log.error("db audit writer stuck: %d statements not audited", len(side.statements))
                 pump.cancel()
-            await asyncio.wait({pump}, timeout=5)
             await deps.audit.emit(
                 "db.session.end",
                 user=identity.user,
                 remote_addr=remote,
                 bytes_in=relay.bytes_a_to_b,
                 bytes_out=relay.bytes_b_to_a,
-                dropped_queries=side.dropped,
+                unaudited_queries=len(side.statements),
                 reason=relay.reason,
                 **info,
             )
@@ -443,22 +464,49 @@ class DbRoute:
     async def _audit_queries(
         self, side: _QuerySide, identity: Identity, info: dict[str, str]
     ) -> None:
-        if not self._deps.audit_queries:
-            while await side.statements.get() is not None:
-                pass
-            return
+        """The session's audit writer: commits its statements in batches (every
+        ``_FLUSH_INTERVAL`` or ``_MAX_BATCH`` statements, one transaction each), in order,
+        and drains them all once the session ended."""
+        audit = self._deps.audit
+        emit_many = getattr(audit, "emit_many", None)  # AuditLog: one transaction per batch
+        statements = side.statements
         while True:
-            statement = await side.statements.get()
-            if statement is None:
-                return
-            await self._deps.audit.emit(
-                "db.session.query",
-                user=identity.user,
-                query=statement.sql,
-                parameters=list(statement.params),
-                protocol=statement.protocol,
-                **info,
-            )
+            if not statements:
+                if side.ended:
+                    return
+                side.pending.clear()
+                await side.pending.wait()
+                continue
+            if len(statements) < _MAX_BATCH and not side.ended:
+                await asyncio.sleep(_FLUSH_INTERVAL)  # let a few more arrive
+            batch = [statements.popleft() for _ in range(min(len(statements), _MAX_BATCH))]
+            side.audited()
+            if not self._deps.audit_queries:
+                continue
+            fields: list[dict[str, object]] = [
+                {
+                    "user": identity.user,
+                    "query": s.sql,
+                    "parameters": list(s.params),
+                    "protocol": s.protocol,
+                    **info,
+                }
+                for s in batch
+            ]
+            stored = 0
+            try:
+                if emit_many is not None:
+                    await emit_many([("db.session.query", "success", f) for f in fields])
+                else:
+                    for f in fields:
+                        await audit.emit("db.session.query", **f)  # type: ignore[arg-type]
+                        stored += 1
+            except (BastionError, OSError) as exc:
+                # Not stored: keep them first in line and try again (the client waits once
+                # the high-water mark is reached; nothing is dropped).
+                statements.extendleft(reversed(batch[stored:]))
+                log.warning("db query audit failed; retrying: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         await self._tasks.cancel_all(timeout=5)

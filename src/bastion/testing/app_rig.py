@@ -33,6 +33,7 @@ from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.app_route import AppRoute, AppRouteDeps
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
+from bastion.services.credentials import hash_secret
 from bastion.testing import make_auth, new_tls_key
 from bastion.testing.db_rig import Recorder
 from bastion.testing.peers.ports import free_port
@@ -41,6 +42,8 @@ from bastion.types.apps import App, AppHeader, AppRewrite, AppSpec
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 from bastion.web.apps import APP_ACCESS
+from bastion.web.sessions import PREFIX as SESSION_PREFIX
+from bastion.web.sessions import WebSessions
 
 __all__ = ["DOMAIN", "PASSWORD", "AppRig", "start_app_rig"]
 
@@ -65,6 +68,9 @@ class AppRig:
     ca_file: Path
     """The host TLS CA (verifies the proxy)."""
     app_log: Path
+    web_sessions: WebSessions
+    tls_files: tuple[Path, Path]
+    """The proxy's certificate and key (a peer reverse proxy in the bench uses them too)."""
 
     def url(self, app: str, path: str = "/") -> str:
         return f"https://{app}.{DOMAIN}:{self.port}{path}"
@@ -87,13 +93,21 @@ class AppRig:
         key.chmod(0o600)
         return crt, key
 
+    async def cookie(self, identity: Identity, app: str) -> str:
+        """An app session token as the browser flow leaves it (web session, code, redeem)."""
+        web_token = await self.web_sessions.create(identity, "password")
+        bound = SESSION_PREFIX + hash_secret(web_token)
+        code = await self.access.sessions.new_code(identity, app, bound)
+        token, _ = await self.access.sessions.redeem(code, app)
+        return token
+
     def app_requests(self) -> list[str]:
         return self.app_log.read_text().splitlines() if self.app_log.exists() else []
 
 
-async def _start_peer(tmp: Path, jwks_url: str, ca: Path, audience: str, log: Path) -> tuple[
-    subprocess.Popen[bytes], int
-]:
+async def _start_peer(
+    tmp: Path, jwks_url: str, ca: Path, audience: str, log: Path
+) -> tuple[subprocess.Popen[bytes], int]:
     for _ in range(5):
         port = free_port()
         proc = subprocess.Popen(
@@ -197,8 +211,23 @@ async def start_app_rig(
                     ),
                 )
             )
+        crt, key = tmp / "proxy.crt", tmp / "proxy.key"
+        crt.write_text(pcerts.tls_cert)
+        key.write_bytes(proxy_key)
         yield AppRig(
-            listener.port, app_port, tmp, access, audit, locks, registry, alice, bob, ca_file, log
+            listener.port,
+            app_port,
+            tmp,
+            access,
+            audit,
+            locks,
+            registry,
+            alice,
+            bob,
+            ca_file,
+            log,
+            WebSessions(auth.deps.backend, clock),
+            (crt, key),
         )
     finally:
         proc.kill()

@@ -12,7 +12,7 @@ databases labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -56,6 +56,11 @@ class Recorder:
     async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> Any:
         self.events.append({"type": event_type, "outcome": outcome, **fields})
         return await self.inner.emit(event_type, outcome=outcome, **fields)
+
+    async def emit_many(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> Any:
+        for event_type, outcome, fields in specs:
+            self.events.append({"type": event_type, "outcome": outcome, **fields})
+        return await self.inner.emit_many(specs)  # type: ignore[attr-defined]
 
     def of(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == event_type]

@@ -3,7 +3,7 @@
 Real TunnelClients (full-jitter backoff) against a real TunnelServer with its admission token
 bucket, over in-memory transports (the tunnels' own code paths, no TLS): the proxy accepts no
 more new tunnels per second than configured, agents over the rate back off and retry, and all
-of them are back within the time the rate allows.
+of them come back (how fast is measured in bench/ha.py, not asserted here).
 """
 
 from __future__ import annotations
@@ -72,11 +72,12 @@ async def test_reconnects_after_a_partition_stay_within_the_admission_rate() -> 
 
         return connect
 
+    unused_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     clients = [
         TunnelClient(
             "proxy",
             3080,
-            ssl.create_default_context(),  # unused: the connector skips TLS
+            unused_tls,  # the connector skips TLS
             _no_streams,
             backoff_base=0.5,
             backoff_cap=4.0,
@@ -101,8 +102,6 @@ async def test_reconnects_after_a_partition_stay_within_the_admission_rate() -> 
     # the bucket: at most burst + rate in the first second, rate (plus rounding) after
     assert per_second[0] <= BURST + RATE + 1, per_second
     assert max(per_second[1:]) <= RATE + 1, per_second
-    # all back within what the rate allows plus the backoff ceiling
-    assert max(accepted) - healed_at <= (AGENTS - BURST) / RATE + 4.0 + 2.0
     # full jitter: after the heal each agent retries about once or twice, spread over seconds,
     # not in lockstep (measured here: ~390 attempts in the first second, ~900 in all)
     after = [t - healed_at for t in attempts if t >= healed_at]
