@@ -14,6 +14,15 @@ SSH to the built-in node (median of N runs of ``true``; MB/s of 256 MiB piped to
 * ``ssh+bsh``            real ``ssh`` with ``ProxyCommand bsh proxy ssh`` (``bsh config``),
 * ``bsh ssh``            the user's main command.
 
+Where ``bsh ssh``'s time goes (start-up of the two Python processes of the hand-off, next to
+the floor): ``import ssh_handoff`` (``bsh ssh`` before it asks the session challenge and execs
+``ssh``) and ``import proxy_fast`` (the ProxyCommand ``bsh proxy ssh`` OpenSSH starts); the
+difference between ``bsh ssh`` and ``ssh+bsh`` is the hand-off (its start-up plus the challenge).
+
+The ``bastion`` package is byte-compiled first (``compileall``), as an installed package is:
+this sandbox sets ``PYTHONDONTWRITEBYTECODE``, under which every run of a module without a
+``.pyc`` would compile it again and measure the compiler instead of the CLI.
+
 Targets (issue 12): ``bsh --help`` and ``bsh status`` within 6x ``python -c pass``; ``bsh ssh``
 connect at most 1.0x ProxyJump, throughput at least 1.0x ProxyJump. Every process started is
 stopped by PID at the end. ``--json PATH`` also writes the results. Exit status: 0 when every
@@ -23,6 +32,7 @@ measurement was taken (targets missed or not), 1 when some were skipped, 2 when 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -41,6 +51,7 @@ from cluster import BIN, BastionCluster, start_cluster  # noqa: E402
 from measure import Skipped, command_time, throughput  # noqa: E402
 from openssh import OpenSSHPeers, start_peers  # noqa: E402
 
+import bastion  # noqa: E402
 from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary  # noqa: E402
 
 TARGET_STARTUP = 6.0
@@ -98,6 +109,10 @@ def measure(args: argparse.Namespace, work: Path) -> Result:
          lambda: startup([py, "-c", "import click"], env, args.runs))  # fmt: skip
     _try(result, "ssh -V", result.startup_ms, lambda: startup(["ssh", "-V"], env, args.runs))
     _try(result, "bsh --help", result.startup_ms, lambda: startup([bsh, "--help"], env, args.runs))
+    for module in ("ssh_handoff", "proxy_fast"):
+        code = f"import bastion.cli.{module}"
+        _try(result, f"import {module}", result.startup_ms,
+             lambda c=code: startup([py, "-c", c], env, args.runs))  # fmt: skip
     peers: OpenSSHPeers | None = None
     cluster: BastionCluster | None = None
     try:
@@ -165,6 +180,9 @@ def report(result: Result, args: argparse.Namespace) -> None:
         shown_mbps = "skipped" if mbps is None else f"{mbps:.1f}"
         print(f"{name:<28} {shown_ms:>9} {shown_mbps:>8}  "
               f"{_ratio(ms, jump_ms):>17} {_ratio(mbps, jump_mbps)}")  # fmt: skip
+    handoff, plain = result.connect_ms.get("bsh ssh true"), result.connect_ms.get("ssh+bsh true")
+    if handoff is not None and plain is not None:
+        print(f"{'bsh ssh hand-off overhead':<28} {handoff - plain:9.1f}  (bsh ssh - ssh+bsh)")
     print("\nTargets (issue 12):")
     su, cm = result.startup_ms, result.connect_ms
     checks = [
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.runs = args.runs or (3 if args.quick else 15)
     args.bytes = args.bytes or (16 * 2**20 if args.quick else 256 * 2**20)
+    compileall.compile_dir(Path(bastion.__file__).parent, quiet=2)  # as installed: see above
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     started = time.monotonic()
     try:

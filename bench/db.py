@@ -134,7 +134,8 @@ pidfile = {work}/pgbouncer.pid
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     secs = str(args.seconds)
     with tempfile.TemporaryDirectory(prefix="bastion-bench-db-") as tmp:
-        async with start_db_rig(Path(tmp), audit_queries=not args.no_audit) as rig:
+        rig_cm = start_db_rig(Path(tmp), audit_queries=not args.no_audit, colocated=args.colocated)
+        async with rig_cm as rig:
             sock = str(rig.pg.root / "sock")
             init = await asyncio.create_subprocess_exec(
                 find_pg_bin("pgbench"),
@@ -159,8 +160,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             load = ["-n", "-S", "-c", str(args.clients), "-j", "2", "-T", secs]
             connect = ["-n", "-S", "-C", "-c", "1", "-T", secs]
             result: dict[str, Any] = {"seconds": args.seconds, "clients": args.clients}
+            result["agent"] = (
+                "co-located (in-memory tunnel)" if args.colocated else "remote (TLS tunnel)"
+            )
             result["direct_tps"] = await pgbench(direct, *load)
             result["ours_tps"] = await pgbench(ours, *load)
+            for _ in range(250):  # every session's statements are committed before its end
+                if len(rig.audit.of("db.session.end")) >= args.clients:
+                    break
+                await asyncio.sleep(0.02)
             queries = len(rig.audit.of("db.session.query"))
             result["audited_queries"] = queries
             result["direct_connect_ms"] = await pgbench(direct, *connect)
@@ -181,7 +189,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"  direct     {r['direct_tps']:10.0f} tps")
     if "pgbouncer_tps" in r:
         print(f"  pgbouncer  {r['pgbouncer_tps']:10.0f} tps")
-    print(f"  ours       {r['ours_tps']:10.0f} tps   ({r['audited_queries']} queries audited)")
+    audited, agent = r["audited_queries"], r.get("agent", "remote")
+    print(f"  ours       {r['ours_tps']:10.0f} tps   ({audited} queries audited; agent {agent})")
     print(f"  ratio ours/direct     {r['ours_tps'] / r['direct_tps']:.2f}x")
     if "pgbouncer_tps" in r:
         print(f"  ratio ours/pgbouncer  {r['ours_tps'] / r['pgbouncer_tps']:.2f}x  (target 0.7x)")
@@ -196,6 +205,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="2 s runs (smoke test)")
     parser.add_argument("--no-audit", action="store_true", help="per-query audit off")
+    parser.add_argument(
+        "--colocated",
+        action="store_true",
+        help="the agent in the proxy's process (in-memory tunnel, as bastion start all-in-one)",
+    )
     parser.add_argument("--json", default="", help="also write the numbers here")
     args = parser.parse_args()
     if args.quick:

@@ -242,10 +242,19 @@ backend proxies
 
 
 def start_ha(
-    work: Path, dsn: str, *, auths: int = 2, proxies: int = 2, node: str = "", labels: str = ""
+    work: Path,
+    dsn: str,
+    *,
+    auths: int = 2,
+    proxies: int = 2,
+    node: str = "",
+    labels: str = "",
+    recordings: str = "",
 ) -> HACluster:
     """Start the whole deployment; ``node``: also start an SSH node of that name (joining
-    through HAProxy). Raises RuntimeError (with the logs) when a process fails to start."""
+    through HAProxy); ``recordings``: the auth servers' shared recording store, a YAML flow
+    mapping such as ``{type: s3, bucket: b, endpoint_url: ...}`` (default: each its own local
+    directory). Raises RuntimeError (with the logs) when a process fails to start."""
     haproxy_bin = shutil.which("haproxy") or "/usr/sbin/haproxy"
     work.mkdir(parents=True, exist_ok=True)
     config = work / "auth.yaml"
@@ -259,6 +268,7 @@ def start_ha(
         '  second_factor: "off"\n'
         "  trusted_proxy_sources: [127.0.0.1/32]\n"
         "  rate_limit: {average: 1000, burst: 1000}\n"
+        + (f"  recordings: {recordings}\n" if recordings else "")
     )
     cluster = HACluster(work=work, dsn=dsn, auths=[])
     try:

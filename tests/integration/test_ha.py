@@ -14,29 +14,67 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bastion.testing import missing_peer
 from bastion.testing.peers.postgres import PgServer, create_database
-from bastion.testing_ha import PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
+from bastion.testing_ha import BIN, PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.integration]
 NODE = "ha-node"
 
 
 @pytest.fixture(scope="module")
-def ha(postgres_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HACluster]:
+def s3() -> Iterator[tuple[Any, str, str]]:
+    """moto's standalone S3 server on loopback and a bucket of our own: the recordings store
+    both auth servers share."""
+    import boto3
+    from moto import server as server_mod
+
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="k", aws_secret_access_key="s")  # fmt: skip
+    bucket = f"ha-{uuid.uuid4().hex[:12]}"  # moto keeps buckets per process: our own one
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield (
+            client,
+            bucket,
+            (
+                f"{{type: s3, bucket: {bucket}, prefix: ha/, region: us-east-1, "
+                f"endpoint_url: '{endpoint}', access_key_id: k, secret_access_key: s}}"
+            ),
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ha(
+    postgres_server: PgServer,
+    s3: tuple[Any, str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HACluster]:
     if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
         missing_peer("haproxy is not installed (Debian package haproxy)")
     dsn = asyncio.run(create_database(postgres_server))
-    cluster = start_ha(tmp_path_factory.mktemp("ha"), dsn, node=NODE, labels="env: ha")
+    cluster = start_ha(
+        tmp_path_factory.mktemp("ha"), dsn, node=NODE, labels="env: ha", recordings=s3[2]
+    )
     try:
         yield cluster
     finally:
@@ -76,6 +114,26 @@ class Client:
     def ssh(self, command: str) -> subprocess.CompletedProcess[str]:
         return self.bsh("ssh", f"{getpass.getuser()}@{NODE}", command)
 
+    def shell(self, line: str, expect: str) -> None:
+        """An interactive (recorded) session: type ``line`` in a PTY, see ``expect``, exit."""
+        import pexpect
+
+        env = {**os.environ, "BSH_HOME": str(self.home), "HOME": str(self.home), "TERM": "xterm"}
+        child = pexpect.spawn(str(BIN / "bsh"), ["ssh", f"{getpass.getuser()}@{NODE}"],
+                              env=env, cwd=str(self.home), timeout=30)  # fmt: skip
+        try:
+            child.sendline(f"{line}; exit")
+            child.expect(expect)
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+
+    def recordings(self) -> list[dict[str, Any]]:
+        done = self.bsh("recordings", "ls", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        items: list[dict[str, Any]] = json.loads(done.stdout)
+        return items
+
 
 def _proxy_ssh_events(ha: HACluster, user: str) -> list[dict[str, object]]:
     out = ha.bctl("audit", "search", "--type=proxy.ssh", f"--user={user}", "--limit=1000",
@@ -103,7 +161,7 @@ def _ssh_until_ok(client: Client, command: str, timeout: float = 20.0) -> tuple[
 
 
 def test_ha_survives_postgres_restart_proxy_and_auth_loss(
-    ha: HACluster, postgres_server: PgServer
+    ha: HACluster, postgres_server: PgServer, s3: tuple[Any, str, str]
 ) -> None:
     alice = Client(ha, "alice")
     # Any proxy reaches the node: HAProxy alternates, every session works.
@@ -116,6 +174,10 @@ def test_ha_survives_postgres_restart_proxy_and_auth_loss(
     logins = json.loads(ha.bctl("audit", "search", "--type=user.login", "--user=alice",
                                 "--format", "json"))  # fmt: skip
     assert logins and all(str(e.get("remote_addr", "")).startswith("127.0.0.1") for e in logins)
+
+    # An interactive session is recorded into the S3 bucket both auth servers share.
+    alice.shell("echo rec-$((6*7))", "rec-42")
+    [recorded] = wait_for(alice.recordings, "the recording listed")
 
     # ---- PostgreSQL restarts: both auth servers resume; nothing lost, nothing doubled.
     before = _proxy_ssh_events(ha, "alice")
@@ -163,4 +225,13 @@ def test_ha_survives_postgres_restart_proxy_and_auth_loss(
     assert "auth-down" in out
     bob = Client(ha, "bob")  # invite + first login, served by the surviving auth server
     assert bob.ssh("echo bob").returncode == 0
+    # The recording made before is served by the surviving auth server, from S3, intact.
+    cast = ha.work / "rec.cast"
+    got = alice.bsh("recordings", "download", recorded["session_id"], "-o", str(cast))
+    assert got.returncode == 0, got.stderr
+    assert hashlib.sha256(cast.read_bytes()).hexdigest() == recorded["sha256"]
+    client, bucket, _ = s3
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="ha/").get("Contents", [])
+    keys = {o["Key"] for o in listed}
+    assert f"ha/{recorded['session_id']}.cast" in keys
     _verify_audit(ha)

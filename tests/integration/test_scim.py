@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BIN, Cluster, Env, free_port, start_node, stop, unique, unverified_context, wait_for
+from harness import (
+    BIN,
+    Cluster,
+    Env,
+    free_port,
+    start_node,
+    stop,
+    unique,
+    unverified_context,
+    wait_for,
+)
 from sso_peers import OIDCPeer, browser_command, start_oidc_provider
 
 pytestmark = pytest.mark.integration
@@ -25,6 +35,7 @@ LOGIN = getpass.getuser()
 SCIM_JSON = "application/scim+json"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +68,9 @@ def scim(env: Env, oidc: OIDCPeer, tmp_path: Path) -> Any:
     base = f"https://{env.cluster.addr}/scim/v2"
 
     def call(method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any, Any]:
-        data = body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
+        data = (
+            body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
+        )
         request = urllib.request.Request(base + path, data=data, method=method)
         request.add_header("Authorization", headers.pop("auth", f"Bearer {token}"))
         request.add_header("Content-Type", SCIM_JSON)
@@ -83,19 +96,24 @@ def test_scim_conformance(scim: Any) -> None:
     status, doc, _ = scim("POST", "/Users", b"{not json")
     assert (status, doc["scimType"]) == (400, "invalidSyntax")
     name = unique("bob")
-    status, bob, headers = scim("POST", "/Users", {"schemas": [
-        "urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name, "name": {"givenName": "B"}})  # fmt: skip
+    user_doc = {"schemas": [USER], "userName": name, "name": {"givenName": "B"}}
+    status, bob, headers = scim("POST", "/Users", user_doc)
     assert status == 201 and headers["Content-Type"].startswith(SCIM_JSON)
     assert headers["ETag"] == bob["meta"]["version"] and headers["Location"].endswith(bob["id"])
     assert scim("POST", "/Users", {"userName": name})[0] == 409
-    status, found, _ = scim("GET", f'/Users?filter=userName%20eq%20%22{name}%22')
+    status, found, _ = scim("GET", f"/Users?filter=userName%20eq%20%22{name}%22")
     assert status == 200 and found["totalResults"] == 1 and found["Resources"][0]["id"] == bob["id"]
     status, doc, _ = scim("GET", "/Users?filter=userName%20eq")
     assert (status, doc["scimType"]) == (400, "invalidFilter")
-    patch = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "B"}]}
+    patch = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "B"}],
+    }
     assert scim("PATCH", f"/Users/{bob['id']}", patch, If_Match=bob["meta"]["version"])[0] == 200
     assert scim("PATCH", f"/Users/{bob['id']}", patch, If_Match=bob["meta"]["version"])[0] == 412
-    status, group, _ = scim("POST", "/Groups", {"displayName": unique("g"), "members": [{"value": bob["id"]}]})
+    status, group, _ = scim(
+        "POST", "/Groups", {"displayName": unique("g"), "members": [{"value": bob["id"]}]}
+    )
     assert status == 201 and group["members"][0]["display"] == name
     assert scim("GET", f"/Users/{bob['id']}")[1]["groups"][0]["value"] == group["id"]
     assert scim("DELETE", f"/Groups/{group['id']}")[0] == 204
@@ -138,7 +156,10 @@ def test_deactivation_cuts_a_live_ssh_session(scim: Any, env: Env, cluster: Clus
         assert "done" not in out and "identity provider" in err, err
         again = env.bsh(home, "ssh", f"{LOGIN}@{node_name}", "echo ok")
         assert again.returncode != 0 and "ok" not in again.stdout
-        on = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": True}]}
+        on = {
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": "active", "value": True}],
+        }
         assert scim("PATCH", f"/Users/{alice['id']}", on)[0] == 200
         wait_for(lambda: env.bsh(home, "ssh", f"{LOGIN}@{node_name}", "echo ok").returncode == 0,
                  "access back after re-activation", timeout=10)  # fmt: skip

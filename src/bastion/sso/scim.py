@@ -148,7 +148,9 @@ class ScimDirectory:
         return group_document(group, users, self.base_url)
 
     async def list_users(self, connector: str, filter_: str, start: int, count: int) -> Page:
-        users = sorted(await self._all_users(connector), key=lambda u: (u.spec.created or 0, u.name))
+        users = sorted(
+            await self._all_users(connector), key=lambda u: (u.spec.created or 0, u.name)
+        )
         groups = await self._all_groups(connector)
         docs = [
             user_document(u, [g for g in groups if u.name in g.spec.members], self.base_url)
@@ -157,7 +159,9 @@ class ScimDirectory:
         return _page(docs, filter_, start, count)
 
     async def list_groups(self, connector: str, filter_: str, start: int, count: int) -> Page:
-        groups = sorted(await self._all_groups(connector), key=lambda g: (g.spec.created or 0, g.name))
+        groups = sorted(
+            await self._all_groups(connector), key=lambda g: (g.spec.created or 0, g.name)
+        )
         users = {u.name: u for u in await self._all_users(connector)}
         return _page([group_document(g, users, self.base_url) for g in groups], filter_, start,
                      count)  # fmt: skip

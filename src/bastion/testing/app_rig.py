@@ -110,7 +110,7 @@ async def _start_peer(
 ) -> tuple[subprocess.Popen[bytes], int]:
     for _ in range(5):
         port = free_port()
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 -- starts it; readline runs in a thread
             [
                 sys.executable,
                 "-m",

@@ -12,7 +12,7 @@ databases labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,7 +35,9 @@ from bastion.testing import make_auth, new_tls_key
 from bastion.testing.peers.postgres import PgServer
 from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
 from bastion.tunnel import TunnelServer, client_tls_context
+from bastion.tunnel.memory import memory_pair
 from bastion.tunnel.pool import TunnelPool
+from bastion.tunnel.session import MuxSession
 from bastion.types.access import Role, RoleConditions, RoleSpec, User, UserSpec
 from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
@@ -112,8 +114,14 @@ class DbRig:
 
 
 @asynccontextmanager
-async def start_db_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIterator[DbRig]:
-    """Start everything; stop it all on exit (raises PostgresUnavailable without a server)."""
+async def start_db_rig(
+    tmp: Path, *, audit_queries: bool = True, colocated: bool = False
+) -> AsyncIterator[DbRig]:
+    """Start everything; stop it all on exit (raises PostgresUnavailable without a server).
+
+    ``colocated``: the agent's tunnel is handed to the proxy in memory, as the all-in-one
+    ``bastion start`` does (:meth:`bastion.agent.db_runner.DbService.local`), instead of TLS
+    over loopback (a remote agent)."""
     clock = SystemClock()
     fx = await make_auth(clock=clock, cluster=CLUSTER)
     auth = fx.auth
@@ -157,7 +165,11 @@ async def start_db_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIterato
             expires=clock.now() + timedelta(hours=1),
             user_epoch=user.spec.epoch,
         )
-        async with _cluster(auth, certs, clock, pg, audit_queries) as (port, audit, locks):
+        async with _cluster(auth, certs, clock, pg, audit_queries, colocated) as (
+            port,
+            audit,
+            locks,
+        ):
             yield DbRig(port, tmp, pg, certs, audit, locks, alice)
     finally:
         await asyncio.to_thread(pg.stop)
@@ -165,7 +177,12 @@ async def start_db_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIterato
 
 @asynccontextmanager
 async def _cluster(
-    auth: Any, certs: DbCerts, clock: SystemClock, pg: PgServer, audit_queries: bool
+    auth: Any,
+    certs: DbCerts,
+    clock: SystemClock,
+    pg: PgServer,
+    audit_queries: bool,
+    colocated: bool = False,
 ) -> AsyncIterator[tuple[int, Recorder, LockWatcher]]:
     registry = LiveRegistry()
     audit = Recorder(auth.audit)
@@ -232,10 +249,20 @@ async def _cluster(
         return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
 
     agent = DbAgent(DbAgentDeps(databases=[database], certs=agent_certs, clock=clock))
+
+    async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
+        agent_end, proxy_end = memory_pair("db rig agent")
+        session = new_session()
+        agent_end.set_protocol(session)
+        session.connection_made(agent_end)
+        tunnel.accept(proxy_end, acerts.identity)
+        return session
+
     pool = TunnelPool(
         ("127.0.0.1", listener.port),
         client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
         agent.on_stream,
+        connector=in_memory if colocated else None,
     )
     running = spawn(pool.run(), "db-rig-agent")
     try:

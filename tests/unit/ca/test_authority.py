@@ -40,7 +40,7 @@ def make(ca_type: CAType, algorithm: KeyAlgorithm = "ed25519") -> CertAuthority:
 
 def test_package_exports_match_all() -> None:
     exported = {name for name in dir(bastion.ca) if not name.startswith("_")}
-    modules = {"authority", "db", "keys", "krl", "rotation", "sshcert", "x509"}
+    modules = {"authority", "db", "jwt", "keys", "krl", "rotation", "sshcert", "x509"}
     assert exported - modules == set(bastion.ca.__all__)
     for name in bastion.ca.__all__:
         assert getattr(bastion.ca, name) is not None

@@ -13,7 +13,11 @@ KEK = b"\x02" * 32
 
 def _ident(now: datetime) -> Identity:
     return Identity(
-        cluster="c", user="alice", roles=("dev",), traits={"t": ("v",)}, expires=now + timedelta(hours=1)
+        cluster="c",
+        user="alice",
+        roles=("dev",),
+        traits={"t": ("v",)},
+        expires=now + timedelta(hours=1),
     )
 
 

@@ -85,14 +85,16 @@ def test_bad_users_are_invalid_values(doc: Any) -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=10,
 )  # fmt: skip
+PATHS = ["active", "members", 'members[value eq "u1"]', "name.givenName",
+         "emails[type eq 1].value", "a[", "urn:x:userName"]  # fmt: skip
 OP = st.fixed_dictionaries(
     {"op": st.sampled_from(["add", "replace", "remove", "Add", "x"])},
     optional={
-        "path": st.sampled_from(["active", "members", 'members[value eq "u1"]', "name.givenName",
-                                 "emails[type eq 1].value", "a[", "urn:x:userName"]) | st.text(max_size=6),
+        "path": st.sampled_from(PATHS) | st.text(max_size=6),
         "value": JSON,
     },
 )  # fmt: skip

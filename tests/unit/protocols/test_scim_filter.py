@@ -38,7 +38,7 @@ USER = {
         ('id eq "ABC"', False),  # id is case-exact
         ('userName sw "bj" and active eq true', True),
         ('userName eq "x" or emails.value co "@example"', True),
-        ('not (active eq true)', False),
+        ("not (active eq true)", False),
         ("name.givenName pr", True),
         ("title pr", False),
         ('emails eq "bj@example.com"', True),
@@ -57,7 +57,7 @@ def test_examples(text: str, expected: bool) -> None:
     [
         "",
         "userName",
-        'userName eq',
+        "userName eq",
         'userName xx "a"',
         'emails[type eq "work"]',
         '(userName eq "a"',
@@ -67,7 +67,7 @@ def test_examples(text: str, expected: bool) -> None:
         'userName eq "unterminated',
         "userName eq 1e999",
         "a" * 3000,
-        "(" * 40 + 'a eq 1' + ")" * 40,
+        "(" * 40 + "a eq 1" + ")" * 40,
     ],
 )
 def test_bad_filters_are_filter_errors(text: str) -> None:

@@ -95,7 +95,11 @@ async def test_users_filter_page_and_stay_unique() -> None:
     assert page.total == 1 and page.resources[0]["displayName"] == "User 3"
     page = await d.list_users(C, "", 2, 2)
     assert (page.total, page.start, len(page.resources)) == (5, 2, 2)
-    names = [r["userName"] for start in (1, 3, 5) for r in (await d.list_users(C, "", start, 2)).resources]
+    names = [
+        r["userName"]
+        for start in (1, 3, 5)
+        for r in (await d.list_users(C, "", start, 2)).resources
+    ]
     assert sorted(names) == [f"u{i}@example.com" for i in range(5)]  # stable pages, no overlap
     assert (await d.list_users("other", "", 1, 10)).total == 0
     with pytest.raises(ScimProblem) as err:
@@ -149,7 +153,9 @@ async def test_etag_mismatch_is_412() -> None:
     stale = f'W/"{user.metadata.revision}"'
     await d.patch_user(C, user.name, _patch({"op": "add", "path": "title", "value": "x"}), stale)
     with pytest.raises(ScimProblem) as err:
-        await d.patch_user(C, user.name, _patch({"op": "replace", "value": {"active": False}}), stale)
+        await d.patch_user(
+            C, user.name, _patch({"op": "replace", "value": {"active": False}}), stale
+        )
     assert err.value.status == 412
     assert not await _denied(fx, "dave")
     await d.delete_user(C, user.name, "*")
@@ -200,7 +206,9 @@ async def test_a_failed_commit_stores_neither_record_nor_lock() -> None:
     _Failing.fail = True
     try:
         with pytest.raises(ConnectionProblem):
-            await d.patch_user(C, user.name, _patch({"op": "replace", "path": "active", "value": False}), "")
+            await d.patch_user(
+                C, user.name, _patch({"op": "replace", "path": "active", "value": False}), ""
+            )
     finally:
         _Failing.fail = False
     assert (await d.user(C, user.name)).spec.active and not await _denied(fx, "erin")
