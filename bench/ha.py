@@ -1,6 +1,6 @@
 """High availability: SSH connects per second through two proxies versus one, and fail-over time.
 
-The deployment of docs/ha.md on loopback (:mod:`bastion.testing_ha`): two auth servers on one
+The deployment of docs/ha.md on loopback (:mod:`bastion.testing.ha`): two auth servers on one
 PostgreSQL, two proxies in their own processes, HAProxy in front with the PROXY protocol v2, one
 SSH node holding a reverse tunnel to each proxy. The client is in-process (the ``bsh ssh`` code
 path: mTLS route through HAProxy to a proxy, then SSH end to end to the node, ``true``), so the
@@ -35,7 +35,7 @@ from bastion.client.profile import ProfileStore
 from bastion.client.ssh import connect
 from bastion.errors import BastionError
 from bastion.testing.peers.postgres import create_database, start_postgres
-from bastion.testing_ha import PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
+from bastion.testing.ha import PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
 
 NODE = "bench-node"
 

@@ -30,7 +30,7 @@ COVERED_ELSEWHERE = {
     "backend/postgres.py",
     "backend/compliance.py",
     "testing/peers/postgres.py",
-    "testing_ha.py",
+    "testing/ha.py",
     "api/openapi.py",
     "api/agents.py",
     "api/session.py",
@@ -53,9 +53,6 @@ COVERED_ELSEWHERE = {
     "web/webauthn.py",
     "testing/peers/saml.py",
 }
-# Deprecated shims re-exporting bastion.testing.peers (no code of their own); they go once no
-# caller imports the old paths.
-COVERED_ELSEWHERE |= {"testing_pg.py", "testing_sshd.py", "testing_saml.py", "testing_export.py"}
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ import pytest
 
 from bastion.testing import missing_peer
 from bastion.testing.peers.postgres import PgServer, create_database
-from bastion.testing_ha import BIN, PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
+from bastion.testing.ha import BIN, PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.integration]
 NODE = "ha-node"

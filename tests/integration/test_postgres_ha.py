@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness import Cluster, run, start_cluster
 
-from bastion.testing_pg import PgServer, create_database
+from bastion.testing.peers.postgres import PgServer, create_database
 
 pytestmark = pytest.mark.needs_postgres
 
