@@ -33,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bastion.logging import configure_logging
 from bastion.testing.db_rig import DbRig, start_db_rig
 from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.postgres import find_pg_bin
@@ -211,9 +212,15 @@ def main() -> None:
         help="the agent in the proxy's process (in-memory tunnel, as bastion start all-in-one)",
     )
     parser.add_argument("--json", default="", help="also write the numbers here")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        help="the daemon's log level (info, its default, logs one line per audit event)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds = 2
+    configure_logging(args.log_level, "json", sys.stderr)
     result = asyncio.run(run(args))
     report(result)
     if args.json:

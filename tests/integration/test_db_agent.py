@@ -7,6 +7,7 @@ logout``; ``bctl get db`` for the admin. Real PostgreSQL (``hostssl ... cert``),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from bastion.testing.peers.postgres import PgServer, PostgresUnavailable
 from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import BIN, Env, free_port, login_via_proxy, stop, unique, wait_for  # noqa: E402
+from harness import BIN, Env, free_port, stop, unique, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_postgres]
 
@@ -100,8 +101,11 @@ def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_pa
     )
     agent = _start_agent(env, tmp_path, unique("dbagent"), db, pg.port)
     try:
-        user = env.new_user(role)
-        login_via_proxy(env, user)
+        # Sign up through the proxy's port (bsh db login writes that address for psql).
+        user, invite = env.add_user(role)
+        via_proxy = Env(dataclasses.replace(env.cluster, addr=env.cluster.proxy), env.root)
+        signed_up = via_proxy.accept_invite(user, invite["token"])
+        assert signed_up.returncode == 0, signed_up.stderr
 
         # bsh db ls: the heartbeated database, RBAC-filtered; bctl get db for the admin.
         def listed() -> list[dict[str, object]]:

@@ -18,3 +18,12 @@ async def test_routes_bound() -> None:
     for endpoint in (c.DB_USER_CERT, c.DB_SERVER_CERT, c.DB_AGENT_CERT):
         assert bound[endpoint.key] is endpoint
     assert c.DB_AGENT_CERT.audience == "host" and c.DB_USER_CERT.audience == "user"
+
+
+async def test_inventory_routes_bound() -> None:
+    fx = await make_auth()
+    app = web.Application()
+    add_db_routes(app, fx.auth)
+    bound = bound_endpoints(app)
+    assert bound[c.DB_HEARTBEAT.key] is c.DB_HEARTBEAT and c.DB_HEARTBEAT.audience == "host"
+    assert bound[c.DB_LIST.key] is c.DB_LIST and c.DB_LIST.audience == "user"

@@ -26,3 +26,24 @@ def test_update_replaces_only_its_section() -> None:
     new = update_service_file(old, "orders", "[bastion-orders]\nhost=new\n")
     assert new == "[mine]\nhost=a\n[bastion-other]\nhost=b\n[bastion-orders]\nhost=new\n"
     assert update_service_file("", "x", "[bastion-x]\n") == "[bastion-x]\n"
+
+
+def test_remove_service_entry_and_rows() -> None:
+    from bastion.cli.bsh_db import db_rows, remove_service_entry
+    from bastion.contract.db import DbInfo
+
+    text = "[other]\nhost=x\n[bastion-a]\nhost=p\n[bastion-b]\nhost=q\n"
+    assert remove_service_entry(text, "a") == "[other]\nhost=x\n[bastion-b]\nhost=q\n"
+    assert remove_service_entry("[bastion-a]\nhost=p\n", "a") == ""
+    info = DbInfo(
+        name="orders",
+        protocol="postgres",
+        labels={"team": "x", "env": "prod"},
+        db_users=["reader", "{{internal.db_users}}"],
+        db_names=["orders"],
+        online=True,
+    )
+    assert db_rows([info]) == [
+        ["orders", "postgres", "online", "reader,{{internal.db_users}}", "orders",
+         "env=prod,team=x"]
+    ]  # fmt: skip

@@ -172,3 +172,68 @@ async def test_second_sslrequest_refused() -> None:
 async def test_malformed_startup() -> None:
     fields, _ = await serve(ident(ROUTE), b"\x00\x00\x00\x04junk")
     assert "protocol violation" in fields["M"]
+
+
+class BatchAudit(Audit):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def emit_many(self, specs: Sequence[tuple[str, str, dict[str, object]]]) -> list[None]:
+        self.batches.append(len(specs))
+        for event_type, outcome, fields in specs:
+            self.events.append({"type": event_type, "outcome": outcome, **fields})
+        return [None] * len(specs)
+
+
+class CountingTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = 0
+        self.resumed = 0
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+def _query(sql: str) -> bytes:
+    body = sql.encode() + b"\x00"
+    return b"Q" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+async def test_query_events_are_committed_in_order_in_batches_with_back_pressure() -> None:
+    from bastion.protocols.postgres import StatementTracker
+    from bastion.proxy import db_route
+    from bastion.proxy.relay import Relay
+
+    clock = FakeClock(NOW)
+    registry = LiveRegistry()
+    audit = BatchAudit()
+    route = DbRoute(
+        DbRouteDeps(
+            databases=Directory(),
+            roles=Roles(),
+            tunnel=TunnelServer(registry, clock),
+            audit=audit,
+            registry=registry,
+            clock=clock,
+        )
+    )
+    relay = Relay(name="test")
+    side = db_route._QuerySide(relay, StatementTracker(), MessageReader(), route)
+    transport = CountingTransport()
+    side.transport = transport
+    count = db_route._HIGH_WATER + 10
+    assert side.tap(b"".join(_query(f"select {i}") for i in range(count)))
+    assert transport.paused == 1 and side.throttled  # the client waits for the audit writer
+    side.ended = True  # the session ended: the writer drains everything, then returns
+    info = {"db_service": "pg1", "db_user": "alice_db", "db_name": "postgres"}
+    await route._audit_queries(side, ident(ROUTE), info)
+    queries = [e["query"] for e in audit.events]
+    assert queries == [f"select {i}" for i in range(count)]
+    assert max(audit.batches) == db_route._MAX_BATCH and sum(audit.batches) == count
+    assert transport.resumed == 1 and not side.throttled
+    assert audit.events[0]["db_user"] == "alice_db" and audit.events[0]["protocol"] == "simple"

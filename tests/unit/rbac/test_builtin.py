@@ -65,6 +65,7 @@ def test_editor_role() -> None:
         "github",
         "access_request",
         "device",
+        "db",
     }
     expected = {(k, v) for k in editable for v in VERBS} | {
         (k, v) for k in ("event", "session") for v in ("list", "read")
