@@ -112,6 +112,10 @@ class Change:
     items: list[Item | None]
 
 
+_BULK_TYPES = frozenset({"db.session.query"})
+"""Event types not echoed to the daemon log at info level (one per database statement)."""
+
+
 def event_key(index: int) -> str:
     """The backend key of the event at ``index``."""
     return f"{PREFIX}{index:0{WIDTH}d}"
@@ -335,7 +339,10 @@ class AuditLog:
         events = future.result()
         for event in events:
             if event is not None:
-                log.info("audit", type=event.type, outcome=event.outcome, user=event.user)
+                # Per-statement database events are the log's bulk: a daemon log line each
+                # halved the database proxy's throughput (bench/db.py); debug level only.
+                emit = log.debug if event.type in _BULK_TYPES else log.info
+                emit("audit", type=event.type, outcome=event.outcome, user=event.user)
         return events
 
     async def _store(self, drafts: list[_Draft]) -> list[AuditEvent | None]:

@@ -21,19 +21,17 @@ from typing import Any
 
 import click
 
+from bastion.cli.bsh_ls import list_nodes, node_rows, node_status
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
-from bastion.cli.render import print_json, print_table
 from bastion.cli.ssh_handoff import BuiltinOptions, SSHUsageError, builtin_options, read_ssh_args
-from bastion.client.api import AuthClient
+from bastion.client.nodes import filter_nodes, node_name
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.proxy_conn import check_profile, pipe_stdio, strip_cluster
 from bastion.client.ssh import (
     connect,
     copy_files,
     default_login,
-    match_labels,
-    node_labels,
     parse_destination,
     parse_forward,
     parse_selector,
@@ -42,14 +40,10 @@ from bastion.client.ssh import (
     ssh_errors,
     start_forwards,
 )
-from bastion.client.tls import profile_context
-from bastion.contract.resources import LIST_RESOURCES
 from bastion.errors import BadParameter, BastionError, NotFound
-from bastion.protocols.alpn import ALPN_HTTP
-from bastion.types.codec import resource_to_dict
 
 __all__ = [
-    "filter_nodes",
+    "filter_nodes",  # the listing lives in bastion.cli.bsh_ls (bsh ls starts without asyncssh)
     "node_rows",
     "node_status",
     "parse_proxy_target",
@@ -62,59 +56,9 @@ CERT_HOST_KEY_ALGS = (
     "rsa-sha2-512-cert-v01@openssh.com",
     "rsa-sha2-256-cert-v01@openssh.com",
 )
-TUNNEL_ADDRESS = "⟵ tunnel"
 
 
 # ---- pure parts --------------------------------------------------------------------------------
-
-
-def node_name(node: dict[str, Any]) -> str:
-    """What people type (``bsh ssh NAME``, ``ssh NAME.CLUSTER``): the node's resource name
-    (``node_name`` in its config), never its OS hostname, which two nodes may share."""
-    return str(node.get("metadata", {}).get("name", ""))
-
-
-def filter_nodes(
-    nodes: list[dict[str, Any]], selector: dict[str, str], search: list[str]
-) -> list[dict[str, Any]]:
-    """Nodes whose labels match ``selector`` and whose name, hostname or labels hold every word
-    of ``search`` (case-insensitive), sorted by name."""
-    words = [w.lower() for w in search if w]
-    found = []
-    for node in nodes:
-        if not match_labels(node, selector):
-            continue
-        haystack = " ".join(
-            [
-                node_name(node),
-                str(node.get("spec", {}).get("hostname", "")),
-                *(f"{k}={v}" for k, v in node_labels(node).items()),
-            ]
-        ).lower()
-        if all(w in haystack for w in words):
-            found.append(node)
-    return sorted(found, key=node_name)
-
-
-NODE_COLUMNS = ("NAME", "STATUS", "ADDRESS", "LABELS")
-
-
-def node_status(node: dict[str, Any]) -> str:
-    """``online``, ``offline``, or ``-`` when the cluster cannot tell (an agentless node)."""
-    online = node.get("online")
-    return "-" if online is None else ("online" if online else "offline")
-
-
-def node_rows(nodes: list[dict[str, Any]]) -> list[list[str]]:
-    """Table rows NAME, STATUS (:func:`node_status`), ADDRESS (``⟵ tunnel`` for nodes behind a
-    reverse tunnel), LABELS."""
-    rows = []
-    for node in nodes:
-        spec = node.get("spec", {})
-        addr = TUNNEL_ADDRESS if spec.get("tunnel") else str(spec.get("addr") or "")
-        labels = ",".join(f"{k}={v}" for k, v in sorted(node_labels(node).items()))
-        rows.append([node_name(node), node_status(node), addr, labels])
-    return rows
 
 
 def _quote(value: str) -> str:
@@ -171,43 +115,7 @@ def _profile(cluster: str | None = None) -> Profile:
     return profile
 
 
-async def _list_nodes(profile: Profile) -> list[dict[str, Any]]:
-    ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
-    async with AuthClient(profile.proxy, ctx) as client:
-        data = await client.send(LIST_RESOURCES, path={"kind": "node"})
-    nodes = [resource_to_dict(n) for n in data.items]
-    for node in nodes:  # the server's liveness verdict (None: it cannot tell)
-        node["online"] = data.online.get(node_name(node)) if data.online is not None else None
-    return nodes
-
-
 # ---- commands ----------------------------------------------------------------------------------
-
-
-@click.command("ls")
-@click.argument("labels", nargs=-1)
-@click.option("--search", default="", help="Words that must appear in name, hostname or labels.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@handle_errors
-def ls_command(labels: tuple[str, ...], search: str, fmt: str) -> None:
-    """List the nodes you may reach, filtered by labels (k=v) and words.
-
-    \b
-    Examples:
-      bsh ls
-      bsh ls env=prod --search web
-      bsh ls --format json
-    """
-    selector: dict[str, str] = {}
-    for item in labels:
-        selector.update(parse_selector(item) or {})
-        if "=" not in item:
-            raise BadParameter(f"invalid label filter {item!r}: expected key=value")
-    nodes = filter_nodes(run_async(_list_nodes(_profile())), selector, search.split())
-    if fmt == "json":
-        print_json(nodes)
-        return
-    print_table(NODE_COLUMNS, node_rows(nodes), empty="No nodes found.")
 
 
 async def _fan_out(
@@ -384,7 +292,7 @@ def ssh_command(
     selector = parse_selector(node)
     if selector is None:
         sys.exit(run_async(_ssh_one(profile, node, login, port, cmd, opts)))
-    nodes = filter_nodes(run_async(_list_nodes(profile)), selector, [])
+    nodes = filter_nodes(list_nodes(profile), selector, [])
     if not nodes:
         raise NotFound(f"no node matches {node} (bsh ls {' '.join(node.split(','))} lists them)")
     if cmd is None or no_command or opts["local"] or opts["remote"]:

@@ -22,11 +22,12 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Final
+from typing import IO, Final
 
 import asyncssh
 
 from bastion.client.escape import ESCAPE_HELP, Escape, EscapeScanner
+from bastion.client.nodes import match_labels, node_labels, parse_selector
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import DIAL_TIMEOUT, ProxyTunnel, check_profile, strip_cluster
 from bastion.client.session_mfa import session_credentials, session_ssl_context
@@ -132,38 +133,6 @@ def parse_destination(text: str) -> tuple[str | None, str]:
     if not node or (sep and not login):
         raise BadParameter(f"invalid destination {text!r}: expected [LOGIN@]NODE")
     return (login if sep else None), node
-
-
-def parse_selector(node: str) -> dict[str, str] | None:
-    """``k=v[,k=v]`` into a label dict, or None when ``node`` is a plain name.
-
-    Raises:
-        BadParameter: an empty key or a part without ``=``.
-    """
-    if "=" not in node:
-        return None
-    labels: dict[str, str] = {}
-    for part in node.split(","):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise BadParameter(f"invalid label selector {node!r}: expected key=value[,key=value]")
-        labels[key] = value.strip()
-    return labels
-
-
-def node_labels(node: dict[str, Any]) -> dict[str, str]:
-    """Static labels plus the current results of command labels of a node resource."""
-    labels = {str(k): str(v) for k, v in (node.get("metadata", {}).get("labels") or {}).items()}
-    for key, cmd in (node.get("spec", {}).get("cmd_labels") or {}).items():
-        labels[str(key)] = str((cmd or {}).get("result", "")).strip()
-    return labels
-
-
-def match_labels(node: dict[str, Any], selector: dict[str, str]) -> bool:
-    """Every ``k=v`` of ``selector`` equals the node's label ``k`` (``v`` ``*``: any value)."""
-    labels = node_labels(node)
-    return all(k in labels and (v == "*" or labels[k] == v) for k, v in selector.items())
 
 
 class LinePrefixer:

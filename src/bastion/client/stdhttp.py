@@ -1,9 +1,15 @@
 """One HTTPS request and its reply with the standard library's ``socket`` and ``ssl`` only.
 
-Layer: client (transport; no policy). The CLI paths that run on every connection and must start
-in tens of milliseconds use it: ``bsh ssh``'s OpenSSH hand-off asks the session challenge with
-it before handing over (:mod:`bastion.cli.ssh_handoff`). Everything else speaks
-:class:`bastion.client.api.AuthClient` (aiohttp, pydantic and the typed contract).
+Layer: client (transport; no policy). For the CLI paths that must start quickly:
+
+* :func:`request` (stdlib only): ``bsh ssh``'s OpenSSH hand-off asks the session challenge
+  with it before handing over (:mod:`bastion.cli.ssh_handoff`);
+* :func:`send_sync`: one typed call of the contract (``bastion.contract``), as
+  :meth:`bastion.client.api.AuthClient.send` makes it (same URL, query, body, reply model and
+  errors) but blocking and without aiohttp or asyncio: ``bsh ls``. The contract's pydantic
+  models load when it is called, not when this module is imported.
+
+Everything else speaks :class:`~bastion.client.api.AuthClient`.
 
 Why not ``http.client``: it imports the ``email`` package to parse headers, about half of the
 hand-off's start-up. This module speaks the small part of HTTP/1.1 the auth API needs: one
@@ -14,13 +20,23 @@ server's close, so the caller does not wait for the TLS shutdown.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bastion.errors import ConnectionProblem
+from bastion.errors import BastionError, ConnectionProblem, MFARequired, error_from_code
 
-__all__ = ["HTTPReply", "MAX_REPLY", "request"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from bastion.contract.base import Body, Endpoint
+
+    B = TypeVar("B", bound=BaseModel)
+    R = TypeVar("R", bound=BaseModel)
+
+__all__ = ["HTTPReply", "MAX_REPLY", "request", "send_sync"]
 
 MAX_REPLY = 16 * 1024 * 1024
 """Largest reply (head and body) accepted; larger ones are refused as a broken server."""
@@ -193,3 +209,84 @@ def request(
         raise ConnectionProblem(f"the connection to {addr} failed: {exc.strerror or exc}") from None
     finally:
         raw.close()
+
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def send_sync(
+    ctx: ssl.SSLContext,
+    addr: str,
+    endpoint: Endpoint[B, R],
+    body: B | None = None,
+    *,
+    path: dict[str, str] | None = None,
+    query: Body | None = None,
+    timeout: float = 60.0,
+) -> R:
+    """Call one declared endpoint and return its typed reply, as ``AuthClient.send`` does.
+
+    There is no MFA solver here: an endpoint that asks for MFA for admin actions raises
+    :class:`~bastion.errors.MFARequired` (use ``AuthClient`` for those).
+
+    Raises:
+        BastionError: the server's error, its class rebuilt from the code.
+        ConnectionProblem: the server cannot be reached or verified, or the TLS handshake
+            failed.
+        BadParameter: the reply does not fit the endpoint's model (another server version).
+    """
+    from urllib.parse import urlencode
+
+    from pydantic import ValidationError
+
+    from bastion.contract.base import query_dict
+    from bastion.errors import BadParameter
+    from bastion.types.codec import validation_problems
+
+    target = endpoint.url(**(path or {}))
+    params = query_dict(query)
+    if params:
+        target += "?" + urlencode(params)
+    payload = None
+    if endpoint.method in _WITH_BODY:
+        model = body or endpoint.body.model_validate({})
+        payload = json.dumps(model.model_dump(mode="json", exclude_none=True)).encode()
+    headers = {"Content-Type": "application/json"} if payload is not None else {}
+    try:
+        reply = request(ctx, addr, endpoint.method, target, payload, headers, timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectionProblem(
+            f"cannot verify the server at {addr}: {exc.verify_message}; check --ca-pin / your "
+            "profile (bsh login again if the cluster was re-created)"
+        ) from None
+    except ssl.SSLError as exc:
+        raise ConnectionProblem(
+            f"TLS handshake with {addr} failed ({exc.reason or exc}); your certificate may be "
+            "expired or from another cluster: run bsh login again"
+        ) from None
+    try:
+        data = json.loads(reply.body) if reply.body else None
+    except ValueError:
+        data = None
+    if reply.status >= 400:
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            raise _api_error(err)
+        raise BastionError(f"{endpoint.method} {target}: HTTP {reply.status}")
+    try:
+        return endpoint.response.model_validate(data)
+    except ValidationError as exc:
+        raise BadParameter(
+            f"{endpoint.method} {endpoint.path}: unexpected reply from {addr} "
+            f"({validation_problems(exc)}); is the server the same version as this client?"
+        ) from None
+
+
+def _api_error(err: dict[str, Any]) -> BastionError:
+    """The server's ``{"error": {...}}`` as its class (as ``bastion.client.api`` rebuilds it)."""
+    exc = error_from_code(str(err.get("code")), str(err.get("message")))
+    if isinstance(exc, MFARequired):
+        challenge, scope = err.get("challenge"), err.get("scope")
+        exc.challenge = challenge if isinstance(challenge, dict) else {}
+        exc.scope = scope if isinstance(scope, str) else ""
+    return exc
