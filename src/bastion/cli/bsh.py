@@ -27,7 +27,9 @@ LAZY = {
     "login": LazyCommand(
         "bastion.cli.bsh_login", "login", "Log in (or accept an invite) and save certificates."
     ),
-    "ls": LazyCommand(SSH, "ls_command", "List the nodes you may reach (labels k=v, words)."),
+    "ls": LazyCommand(
+        "bastion.cli.bsh_ls", "ls_command", "List the nodes you may reach (labels k=v, words)."
+    ),
     "ssh": LazyCommand(SSH, "ssh_command", "Open a shell or run a command on [LOGIN@]NODE."),
     "scp": LazyCommand(SSH, "scp_command", "Copy files to and from nodes."),
     "config": LazyCommand(

@@ -1,4 +1,5 @@
-"""``bsh`` SSH commands: ``ls``, ``ssh``, ``scp``, ``config`` and ``proxy ssh``.
+"""``bsh`` SSH commands: ``ssh``, ``scp``, ``config`` and ``proxy ssh`` (``ls`` is
+:mod:`bastion.cli.bsh_ls`, which starts without asyncssh).
 
 Layer: client edge (CLI). Parsing and rendering are pure functions here or in
 :mod:`bastion.client.ssh`; connections come from :mod:`bastion.client.ssh` and
