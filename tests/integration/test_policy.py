@@ -119,3 +119,44 @@ def test_access_check_ls_who_with_time_condition(env: Env, tmp_path: Path) -> No
     assert user not in {g["user"] for g in who}
     who_day = env.admin_ok("access", "who", f"--node={node}", "--login=root", f"--at={DAY}")
     assert user in who_day
+
+
+def test_policy_verify_against_the_cluster_and_apply_verify(env: Env, tmp_path: Path) -> None:
+    """``bctl policy verify`` reads the cluster's roles; ``apply --verify`` refuses a change
+    that breaks an assertion and writes nothing."""
+    label = unique("zone")
+    contractor = unique("contractor")
+    role = {
+        "kind": "role",
+        "metadata": {"name": contractor},
+        "spec": {"allow": {"logins": ["ubuntu"], "node_labels": {label: ["dev"]}}},
+    }
+    env.admin_ok("create", "-f", "-", input=yaml.safe_dump(role))
+    assertions = tmp_path / "assertions.yaml"
+    assertions.write_text(
+        yaml.safe_dump(
+            {
+                "assertions": [
+                    {
+                        "name": "contractor-never-prod",
+                        "user": {"roles": [contractor], "other_roles": False},
+                        "resource": {"labels": {label: "prod"}},
+                        "expect": "unreachable",
+                    }
+                ]
+            }
+        )
+    )
+    held = env.admin("policy", "verify", "-f", str(assertions))
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "holds" in held.stdout
+
+    widened = tmp_path / "widened"
+    widened.mkdir()
+    role["spec"] = {"allow": {"logins": ["ubuntu"], "node_labels": {"*": "*"}}}
+    _write(widened / "role.yaml", role)
+    refused = env.admin("apply", "-f", str(widened), "--verify", str(assertions))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "contractor-never-prod" in refused.stdout + refused.stderr
+    got = json.loads(env.admin_ok("get", f"role/{contractor}", "--format", "json"))
+    assert got["spec"]["allow"]["node_labels"] == {label: ["dev"]}  # nothing written

@@ -1,0 +1,245 @@
+"""Strict HTTP/1.1 message heads and body framing for the app proxy, decided once and purely.
+
+Layer: ``protocols`` (pure, stdlib only). The app route (:mod:`bastion.proxy.app_route`) reads
+each request head with :func:`parse_request_head`, rewrites it and forwards the body by the
+framing decided here (:class:`ChunkedScanner` finds where a chunked body ends without
+re-encoding it), so the proxy and the app can never disagree on where a request ends:
+
+* only CRLF line ends; no obs-fold (a line starting with SP/HT); header names are tokens, no
+  whitespace before the colon; values without control characters;
+* ``Content-Length`` digits only, repeated only with the same value; ``Transfer-Encoding``
+  only ``chunked`` (anything else: 501) and never together with ``Content-Length`` (400);
+* at most :data:`MAX_HEAD` bytes and :data:`MAX_HEADERS` header lines (431).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "MAX_HEAD",
+    "MAX_HEADERS",
+    "BadMessage",
+    "ChunkedScanner",
+    "RequestHead",
+    "ResponseHead",
+    "find_head_end",
+    "parse_request_head",
+    "parse_response_head",
+]
+
+MAX_HEAD = 16 * 1024
+MAX_HEADERS = 100
+
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_METHOD = re.compile(rb"^[A-Z]{1,20}$")
+_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+_VERSION = re.compile(rb"^HTTP/1\.[01]$")
+
+
+class BadMessage(ValueError):
+    """A request the proxy refuses; ``status`` is the answer (400, 431, 501)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Head:
+    headers: list[tuple[bytes, bytes]]
+    """(lowercase name, value) in order."""
+    content_length: int | None = None
+    chunked: bool = False
+    close: bool = False
+    """The sender asked to close after this message (``Connection: close`` or HTTP/1.0)."""
+    connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
+
+    def get(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class RequestHead(_Head):
+    method: str = ""
+    target: str = ""
+    version: str = "HTTP/1.1"
+
+
+@dataclass(slots=True)
+class ResponseHead(_Head):
+    status: int = 0
+    reason: bytes = b""
+    version: str = "HTTP/1.1"
+
+
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """Index just after the head's ``CRLF CRLF``; -1 when not complete yet.
+
+    Raises:
+        BadMessage: 431 when no end within :data:`MAX_HEAD` bytes.
+    """
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+    if end < 0:
+        if len(buffer) > MAX_HEAD:
+            raise BadMessage(431, "request header fields too large")
+        return -1
+    return end + 4
+
+
+def _fields(lines: list[bytes], head: _Head) -> None:
+    if len(lines) > MAX_HEADERS:
+        raise BadMessage(431, "too many header fields")
+    lengths: set[bytes] = set()
+    encodings: list[bytes] = []
+    tokens: set[bytes] = set()
+    for line in lines:
+        if not line or line[:1] in (b" ", b"\t"):
+            raise BadMessage(400, "obsolete line folding is not accepted")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            raise BadMessage(400, "malformed header field")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise BadMessage(400, "control character in a header value")
+        low = name.lower()
+        if low == b"content-length":
+            for part in value.split(b","):
+                part = part.strip()
+                if not part.isdigit() or len(part) > 18:
+                    raise BadMessage(400, "invalid Content-Length")
+                lengths.add(part.lstrip(b"0") or b"0")
+        elif low == b"transfer-encoding":
+            encodings += [e.strip().lower() for e in value.split(b",") if e.strip()]
+        elif low == b"connection":
+            tokens |= {t.strip().lower() for t in value.split(b",") if t.strip()}
+        head.headers.append((low, value))
+    if len(lengths) > 1:
+        raise BadMessage(400, "conflicting Content-Length values")
+    if encodings:
+        if lengths:
+            raise BadMessage(400, "both Content-Length and Transfer-Encoding")
+        if encodings != [b"chunked"]:
+            raise BadMessage(501, "only chunked transfer coding is supported")
+        head.chunked = True
+    elif lengths:
+        head.content_length = int(next(iter(lengths)))
+    head.connection_tokens = frozenset(tokens)
+    head.close = b"close" in tokens
+
+
+def _lines(raw: bytes) -> list[bytes]:
+    body = raw[:-4] if raw.endswith(b"\r\n\r\n") else raw
+    lines = body.split(b"\r\n")
+    if any(b"\n" in line or b"\r" in line for line in lines):
+        raise BadMessage(400, "bare CR or LF in the header")
+    return lines
+
+
+def parse_request_head(raw: bytes) -> RequestHead:
+    """Parse a request head (through its final CRLF CRLF).
+
+    Raises:
+        BadMessage: with the status to answer.
+    """
+    lines = _lines(raw)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise BadMessage(400, "malformed request line")
+    method, target, version = parts
+    if not _METHOD.match(method) or not _TARGET.match(target) or not _VERSION.match(version):
+        raise BadMessage(400, "malformed request line")
+    head = RequestHead(
+        headers=[], method=method.decode(), target=target.decode(), version=version.decode()
+    )
+    _fields(lines[1:], head)
+    if head.version == "HTTP/1.0" and b"keep-alive" not in head.connection_tokens:
+        head.close = True
+    return head
+
+
+def parse_response_head(raw: bytes) -> ResponseHead:
+    """Parse an upstream response head.
+
+    Raises:
+        BadMessage: 502 for anything malformed (the app's answer cannot be relayed).
+    """
+    try:
+        lines = _lines(raw)
+        version, _, rest = lines[0].partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if not _VERSION.match(version) or len(code) != 3 or not code.isdigit():
+            raise BadMessage(502, "malformed status line from the app")
+        head = ResponseHead(
+            headers=[], status=int(code), reason=reason, version=version.decode()
+        )
+        _fields(lines[1:], head)
+    except BadMessage as exc:
+        raise BadMessage(502, f"bad response from the app: {exc.message}") from None
+    if head.version == "HTTP/1.0" and b"keep-alive" not in head.connection_tokens:
+        head.close = True
+    return head
+
+
+class ChunkedScanner:
+    """Follows a chunked body passing through, to know where it ends (bytes are not changed).
+
+    :meth:`feed` returns how many bytes of ``data`` belong to the body; :attr:`done` turns true
+    at the end of the trailer section.
+
+    Raises (from feed):
+        BadMessage: 400 on a malformed chunk size or framing.
+    """
+
+    __slots__ = ("_line", "_remaining", "_state", "done")
+
+    def __init__(self) -> None:
+        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailer lines
+        self._remaining = 0
+        self._line = bytearray()
+        self.done = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        i, n = 0, len(view)
+        while i < n and not self.done:
+            if self._state == 1:
+                take = min(self._remaining, n - i)
+                i += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = 2
+                continue
+            j = bytes(view[i:n]).find(b"\n")
+            if j < 0:
+                self._line += view[i:n]
+                i = n
+                if len(self._line) > 4096:
+                    raise BadMessage(400, "chunk line too long")
+                break
+            self._line += view[i : i + j + 1]
+            i += j + 1
+            line = bytes(self._line)
+            self._line.clear()
+            if not line.endswith(b"\r\n"):
+                raise BadMessage(400, "chunk line without CRLF")
+            line = line[:-2]
+            if self._state == 0:
+                size = line.split(b";", 1)[0].strip()
+                if not size or len(size) > 15 or any(c not in b"0123456789abcdefABCDEF" for c in size):
+                    raise BadMessage(400, "invalid chunk size")
+                self._remaining = int(size, 16)
+                self._state = 1 if self._remaining else 3
+            elif self._state == 2:
+                if line:
+                    raise BadMessage(400, "chunk data longer than its size")
+                self._state = 0
+            elif not line:  # end of trailers
+                self.done = True
+        return i
