@@ -6,7 +6,9 @@ an SSH node for this host that dials the proxy through a reverse tunnel. With
 node that joins through ``ssh_service.proxy_server``. With only ``proxy_service`` enabled (and
 ``proxy_service.auth_server``) it is a proxy in its own process (:func:`standalone_proxy`):
 several of them behind a load balancer, and several auth servers on one PostgreSQL, are the
-high-availability deployment (docs/ha.md).
+high-availability deployment (docs/ha.md). With ``db_service.enabled`` (``--roles=db``) it
+also runs a database agent (:mod:`bastion.agent.db_runner`): in process next to auth and the
+proxy, or on its own, joined with a ``db`` token (docs/database-access.md).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from typing import Any
 import structlog
 
 from bastion import __version__
+from bastion.agent.app_runner import AppService
 from bastion.agent.db_runner import DbService
 from bastion.agent.event_spool import EventSpool
 from bastion.agent.join import join_cluster, load_host_identity
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
 from bastion.agent.service import NodeService
+from bastion.auth.device_sync import DeviceSync
+from bastion.auth.devices import cached_device_trust
 from bastion.auth.gate import Gate
 from bastion.auth.risk import RiskEvaluator
 from bastion.auth_service import AuthService
@@ -37,6 +42,7 @@ from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
 from bastion.contract.agents import HEARTBEAT_PROXY, PIN_NODE, Pin
 from bastion.contract.base import ResourceDoc
+from bastion.contract.devices import DEVICE_FOR_GATE, DeviceLookup
 from bastion.contract.resources import GET_RESOURCE
 from bastion.errors import BadParameter, BastionError, ConnectionProblem, NotFound
 from bastion.export.build import build_forwarders, run_forwarders
@@ -50,6 +56,7 @@ from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ProxyLink, ProxyService, public_names
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.types.access import User
+from bastion.types.devices import Device
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, ProxyServerSpec
 from bastion.types.meta import Metadata
@@ -80,9 +87,11 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
         or config.ssh_service.enabled
         or config.proxy_service.enabled
         or config.db_service.enabled
+        or config.app_service.enabled
     ):
         raise BadParameter(
-            "nothing to run: enable auth_service, proxy_service, ssh_service or db_service"
+            "nothing to run: enable auth_service, proxy_service, ssh_service, db_service "
+            "or app_service"
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,6 +152,14 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 db_agent = await DbService.remote(config, clock)
             stack.push_async_callback(db_agent.close)
             ready.cluster = ready.cluster if auth is not None else db_agent.cluster
+        app_agent: AppService | None = None
+        if config.app_service.enabled:  # docs/app-access.md
+            if auth is not None and proxy is not None:
+                app_agent = await AppService.local(config, auth, proxy, clock)
+            else:
+                app_agent = await AppService.remote(config, clock)
+            stack.push_async_callback(app_agent.close)
+            ready.cluster = ready.cluster if auth is not None else app_agent.cluster
         exporters: list[Forwarder] = []
         if auth is not None and config.audit_export is not None:
             exporters = build_forwarders(config.audit_export, auth.server.audit, config.data_path())
@@ -165,10 +182,14 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 backend = auth.server.deps.backend
                 tasks.append(group.create_task(locks.run_backend(backend), name="lock-watch"))
                 tasks.append(group.create_task(locks.watch_staleness(), name="lock-staleness"))
+                sync = DeviceSync(auth.server).run_forever()  # device_trust.sources
+                tasks.append(group.create_task(sync, name="device-sync"))
             if node is not None:
                 tasks.append(group.create_task(node.run(), name="ssh-node"))
             if db_agent is not None:
                 tasks.append(group.create_task(db_agent.run(), name="db-agent"))
+            if app_agent is not None:
+                tasks.append(group.create_task(app_agent.run(), name="app-agent"))
             for factory in background:
                 tasks.append(group.create_task(factory(), name="proxy-background"))
             if exporters:
@@ -219,6 +240,11 @@ class _APIUsers:
         if not isinstance(found, User):
             raise NotFound(f"user {name!r} not found")
         return found
+
+
+async def _gate_device(remote: RemoteAuth, device_id: str) -> Device | None:
+    """A device record for the gate's device-trust check (asked only under ``required``)."""
+    return (await remote.send(DEVICE_FOR_GATE, DeviceLookup(device_id=device_id))).device
 
 
 class _CacheNodes:
@@ -320,7 +346,13 @@ async def standalone_proxy(
         nodes=_CacheNodes(cache),
         roles=cache,
         audit=emitter,
-        gate=Gate(_CacheUsers(cache), _WatcherLocks(locks), emitter, recheck=_APIUsers(remote)),
+        gate=Gate(
+            _CacheUsers(cache),
+            _WatcherLocks(locks),
+            emitter,
+            recheck=_APIUsers(remote),
+            devices=cached_device_trust(cache, partial(_gate_device, remote)),
+        ),
         pins=_APIPins(remote),
         locks=locks,
         web_upstream=WebUpstream(tuple(cfg.auth_servers())),

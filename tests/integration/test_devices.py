@@ -1,11 +1,17 @@
 """Device trust end to end (issue 13): real swtpm TPMs (one per simulated machine), the daemon,
 ``bctl devices`` and ``bsh device`` / ``bsh login`` / ``bsh ssh``.
 
-A role with ``device_trust_mode: required`` (the shared cluster's own mode stays ``off``):
-an unenrolled machine is refused with the enroll hint; enrollment by credential activation; the
-ceremony at login puts the device into the certificates and SSH works; a reused token, an EK
-already bound to another device and a copied profile on another TPM are refused; locking the
-device ends its live session.
+A cluster of this module's own with ``second_factor: off`` (these tests are not about MFA, so
+no login waits for a fresh TOTP step) and a role with ``device_trust_mode: required``:
+
+* an unenrolled machine is refused with the enroll hint; enrollment by credential activation;
+  the ceremony at login puts the device into the certificates and SSH works; a reused token,
+  an EK already bound to another device and a copied profile on another TPM are refused;
+  locking the device ends its live session;
+* a device marked non-compliant loses its live session within a second, its next ceremony
+  gives no device data; an OS below the minimum is refused and marks it non-compliant;
+* an inventory sync from an MDM export (CSV file) adds, updates and marks missing devices;
+  a device the inventory knows by serial auto-enrolls without a token.
 """
 
 from __future__ import annotations
@@ -20,9 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyotp
 import pytest
-from harness import BIN, Env, User, run, unique, wait_for
+from harness import BIN, Cluster, Env, User, run, start_cluster, unique, wait_for
 
 from bastion.testing.peers.swtpm import SwTPM, start_swtpm
 
@@ -31,6 +36,41 @@ pytestmark = pytest.mark.integration
 LOGIN = getpass.getuser()
 NODE = socket.gethostname()
 REQUIRED = "access denied: this resource requires a trusted device; run 'bsh device enroll'"
+PREF = """\
+kind: cluster_auth_preference
+metadata: {name: cluster-auth-preference}
+spec:
+  second_factor: "off"
+  device_trust:
+    mode: optional
+    min_os_version: {linux: "%(min_os)s"}
+    sources:
+      - {name: mdm, url: "file://%(export)s", interval_seconds: 0, grace_seconds: 0,
+         columns: {serial: SerialNumber, user: Owner, os_version: OSVersion}}
+"""
+
+
+@pytest.fixture(scope="module")
+def dt_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("devices"), name="dt.local")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _prefs(env: Env, min_os: str = "1.0") -> Path:
+    export = env.cluster.data_dir.parent / "mdm.csv"
+    text = PREF % {"min_os": min_os, "export": export}
+    env.admin_ok("create", "--force", "-f", "-", input=text)
+    return export
+
+
+@pytest.fixture
+def env(dt_cluster: Cluster, tmp_path: Path) -> Env:
+    env = Env(dt_cluster, tmp_path)
+    _prefs(env)
+    return env
 
 
 @pytest.fixture
@@ -45,43 +85,41 @@ def tpms(tmp_path: Path) -> Iterator[list[SwTPM]]:
             tpm.stop()
 
 
-def _bsh(user: User | Path, tpm: SwTPM, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+def _bsh(user: User | Path, tpm: SwTPM, *args: str, profile: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     home = user.home if isinstance(user, User) else user
-    return run("bsh", *args, home=home, input=input, env={"BSH_TPM_TCTI": tpm.tcti})
+    extra = {"BSH_TPM_TCTI": tpm.tcti}
+    if profile:
+        extra["BSH_DEVICE_PROFILE"] = json.dumps(profile)
+    return run("bsh", *args, home=home, env=extra)
 
 
-def _code(user: User, used: set[int]) -> str:
-    """A TOTP code of a step the server accepts (now or next) after every one used so far."""
-    while True:  # the server refuses a step not after the last one it accepted
-        step = int(time.time() // 30) + 1
-        if step > max(used):
-            used.add(step)
-            return str(pyotp.TOTP(user.secret).at(step * 30))
-        time.sleep(0.5)
-
-
-def _login(env: Env, home: Path, user: User, tpm: SwTPM, used: set[int]):  # type: ignore[no-untyped-def]
-    return _bsh(
-        home,
-        tpm,
+def _login(env: Env, home: Path, user: User, tpm: SwTPM, profile: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    extra = {"BSH_TPM_TCTI": tpm.tcti}
+    if profile:
+        extra["BSH_DEVICE_PROFILE"] = json.dumps(profile)
+    return run(
+        "bsh",
         "login",
         f"--proxy={env.cluster.proxy}",
         f"--user={user.name}",
         f"--ca-pin={env.cluster.pin}",
         "--password-stdin",
-        input=f"{user.password}\n{_code(user, used)}\n",
+        home=home,
+        input=f"{user.password}\n",
+        env=extra,
     )
 
 
-def _required_role(env: Env, tmp_path: Path) -> str:
+def _required_role(env: Env, tmp_path: Path, *, auto_enroll: bool = False) -> str:
     name = unique("dtreq")
+    rules = "  allow: {logins: [%s], node_labels: {'*': '*'}" % LOGIN
+    rules += ", rules: [{resources: [device], verbs: [enroll]}]}\n" if auto_enroll else "}\n"
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(
         "kind: role\n"
         f"metadata: {{name: {name}}}\n"
         "spec:\n"
-        "  options: {device_trust_mode: required}\n"
-        f"  allow: {{logins: [{LOGIN}], node_labels: {{'*': '*'}}}}\n"
+        "  options: {device_trust_mode: required}\n" + rules
     )
     env.admin_ok("create", "-f", str(spec))
     return name
@@ -100,15 +138,27 @@ def _device(env: Env, owner: str) -> tuple[str, str]:
     return added["metadata"]["name"], token["token"]
 
 
+def _session(user: User) -> subprocess.Popen[str]:
+    home_env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
+    session = subprocess.Popen(
+        [str(BIN / "bsh"), "ssh", f"{LOGIN}@{NODE}", "echo started; sleep 60; echo done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=home_env,
+    )  # fmt: skip
+    assert session.stdout is not None and session.stdout.readline().strip() == "started"
+    return session
+
+
+def _ssh_ok(env: Env, user: User) -> bool:
+    return env.bsh(user, "ssh", f"{LOGIN}@{NODE}", "echo ok").returncode == 0
+
+
 def test_device_trust_required_enroll_login_copy_lock(
     env: Env, tmp_path: Path, tpms: list[SwTPM]
 ) -> None:
     tpm1, tpm2 = tpms
     role = _required_role(env, tmp_path)
     user = env.new_user(role, LOGIN)
-    now = int(time.time() // 30)
-    used = {now - 1, now}  # the invite's code
-    first = _login(env, user.home, user, tpm1, used)
+    first = _login(env, user.home, user, tpm1)
     assert first.returncode == 0, first.stderr
 
     # Unenrolled: refused at the gate with the enroll hint, audited.
@@ -146,30 +196,66 @@ def test_device_trust_required_enroll_login_copy_lock(
     assert bound.returncode != 0 and "already enrolled as another device" in bound.stderr
 
     # Locking the device ends its live session.
-    home_env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
-    session = subprocess.Popen(
-        [str(BIN / "bsh"), "ssh", f"{LOGIN}@{NODE}", "echo started; sleep 60; echo done"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=home_env,
-    )  # fmt: skip
-    assert session.stdout is not None and session.stdout.readline().strip() == "started"
+    session = _session(user)
     lock = json.loads(
         env.admin_ok("lock", f"--device={device_id}", "--message=lost laptop", "--format", "json")
     )
     out, err = session.communicate(timeout=20)
     assert "done" not in out and "lost laptop" in out + err, (out, err)
     env.admin_ok("rm", f"lock/{lock['metadata']['name']}")
-    wait_for(
-        lambda: env.bsh(user, "ssh", f"{LOGIN}@{NODE}", "echo back").returncode == 0,
-        "access after the lock is lifted",
-        timeout=15,
-    )
+    wait_for(lambda: _ssh_ok(env, user), "access after the lock is lifted", timeout=15)
 
     # The profile copied to another machine (another TPM): the ceremony fails, SSH is refused.
     copy = tmp_path / "laptop2"
     shutil.copytree(user.home, copy)
-    stolen = _login(env, copy, user, tpm2, used)
+    stolen = _login(env, copy, user, tpm2)
     assert "device authentication failed" in stolen.stderr, stolen.stderr
     refused = run("bsh", "ssh", f"{LOGIN}@{NODE}", "echo no", home=copy)
     assert refused.returncode != 0 and REQUIRED in refused.stderr, refused.stderr
     failures = env.events("--type", "device.authn", "--user", user.name)
     assert any(e.get("outcome") == "failure" for e in failures), failures
+
+
+def test_non_compliant_device_loses_sessions_and_posture(
+    env: Env, tmp_path: Path, tpms: list[SwTPM]
+) -> None:
+    tpm = tpms[0]
+    user = env.new_user(_required_role(env, tmp_path), LOGIN)
+    assert _login(env, user.home, user, tpm).returncode == 0
+    device_id, token = _device(env, user.name)
+    enrolled = _bsh(user, tpm, "device", "enroll", f"--token={token}")
+    assert enrolled.returncode == 0 and "now carries this device" in enrolled.stdout
+
+    # Marked non-compliant: the live session ends within a second (the device's lock).
+    session = _session(user)
+    env.admin_ok("devices", "compliance", device_id, "non_compliant", "--reason=disk not encrypted")
+    changed = time.monotonic()  # the change is committed when bctl returns
+    out, err = session.communicate(timeout=20)
+    elapsed = time.monotonic() - changed
+    assert "done" not in out and "non-compliant" in out + err, (out, err)
+    assert elapsed < 1.5, elapsed
+    # Its next ceremony gives no device data: SSH is refused.
+    again = _login(env, user.home, user, tpm)
+    assert again.returncode == 0 and "device authentication failed" in again.stderr
+    refused = env.bsh(user, "ssh", f"{LOGIN}@{NODE}", "echo no")
+    assert refused.returncode != 0 and REQUIRED in refused.stderr, refused.stderr
+    # Compliant again: the lock is gone, the ceremony works.
+    env.admin_ok("devices", "compliance", device_id, "compliant")
+    assert "device authentication failed" not in _login(env, user.home, user, tpm).stderr
+    assert _ssh_ok(env, user)
+
+    # An OS below the minimum: the ceremony is refused and the device marked non-compliant.
+    _prefs(env, min_os="50.0")
+    try:
+        low = _login(env, user.home, user, tpm, profile={"os_version": "49.1"})
+        assert "below the minimum 50.0" in low.stderr, low.stderr
+        shown = json.loads(env.admin_ok("devices", "show", device_id))
+        assert shown["spec"]["compliance"]["status"] == "non_compliant"
+        assert shown["spec"]["compliance"]["source"] == "posture"
+        assert not _ssh_ok(env, user)
+        # Upgraded: the ceremony clears the posture mark.
+        good = _login(env, user.home, user, tpm, profile={"os_version": "50.2"})
+        assert "device authentication failed" not in good.stderr, good.stderr
+        assert _ssh_ok(env, user)
+    finally:
+        _prefs(env)

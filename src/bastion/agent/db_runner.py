@@ -33,6 +33,7 @@ import structlog
 from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClientCerts
 from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.remote import RemoteAuth, watch_forever
+from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
 from bastion.auth.databases import DatabaseInventory
 from bastion.auth.db_certs import DbCerts
 from bastion.auth_service import AuthService, _new_key_pem
@@ -214,12 +215,20 @@ class DbService:
                     "(the sha256:... pin bastion start printed)"
                 ) from None
             ident = await join_cluster(
-                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "db", db_dir
-            )
+                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "db", db_dir,
+                ttl=config.host_certs.ttl,
+            )  # fmt: skip
         if ident.role != "db":
             raise BadParameter(f"{db_dir} holds a {ident.role} identity, not a database agent's")
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
+        renewer = HostRenewer(
+            ident,
+            remote_renew(remote),
+            RenewPolicy.from_config(config.host_certs),
+            clock=clock,
+            on_renewed=[swap_remote(remote)],
+        )
 
         async def certs(db_user: str) -> DbClientCert:
             client_key, client_pub = _new_key_pem()
@@ -243,7 +252,12 @@ class DbService:
             proxy=parse_addr(server, 3080),
             tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
             send_heartbeat=send,
-            background=[lambda: watch_forever(remote, ("proxy",), cache)],
+            background=[lambda: watch_forever(remote, ("proxy",), cache), renewer.run],
+        )
+        renewer.on_renewed.append(
+            lambda i: agent.tunnels.set_ssl_context(
+                client_tls_context(i.read("tls.crt"), i.read("tls.key"), i.read("ca.pem"))
+            )
         )
         agent.follow_proxies(cache)
         return agent

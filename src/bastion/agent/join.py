@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from bastion.agent.host_files import finish_pending
 from bastion.client.api import AuthClient, fetch_cluster_ca
 from bastion.client.profile import new_client_key
 from bastion.client.tls import verified_context
@@ -51,7 +53,11 @@ class HostIdentity:
 
 
 def load_host_identity(directory: Path) -> HostIdentity:
-    """Raises NotFound when the directory holds no identity yet."""
+    """Raises NotFound when the directory holds no identity yet.
+
+    A renewal interrupted after its commit point is completed first
+    (:func:`~bastion.agent.host_files.finish_pending`)."""
+    finish_pending(directory)
     try:
         info = json.loads((directory / "identity.json").read_text())
     except FileNotFoundError:
@@ -77,11 +83,13 @@ async def join_cluster(
     dest: Path,
     dns_names: list[str] | None = None,
     ip_addresses: list[str] | None = None,
+    ttl: timedelta | None = None,
 ) -> HostIdentity:
     """Verify the cluster by its CA pin, then join with ``token`` and write the identity.
 
     ``dns_names`` and ``ip_addresses`` are added to the X.509 host certificate (a proxy's
-    public names, which clients and agents verify).
+    public names, which clients and agents verify). ``ttl``: the certificates' lifetime
+    (default: auth's, 30 days).
 
     Raises:
         BadParameter: pin mismatch; AccessDenied: bad token; ConnectionProblem.
@@ -100,6 +108,7 @@ async def join_cluster(
         public_key=public_key,
         dns_names=dns_names or [],
         ip_addresses=ip_addresses or [],
+        ttl=ttl,
     )
     async with AuthClient(server, verified_context(ping["tls_host_ca"])) as client:
         certs = (await client.send(JOIN, body)).model_dump()

@@ -31,6 +31,7 @@ from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_res
 from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.recorder import recorder_factory
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
+from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
 from bastion.agent.session_join import APITrackers
 from bastion.agent.ssh_node import SSHNode
 from bastion.agent.ssh_session import ObserverFactory
@@ -131,6 +132,8 @@ class NodeService:
         )
         """A tunnel to each advertised proxy (or to ``proxy`` while none is advertised)."""
         self._direct_addr = ""
+        self.renewer: HostRenewer | None = None
+        """Renews a joined node's host certificate (None in the all-in-one process)."""
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -253,10 +256,18 @@ class NodeService:
                     "start printed (it proves you reach the right cluster)"
                 ) from None
             ident = await join_cluster(
-                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "node", node_dir
-            )
+                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "node", node_dir,
+                ttl=config.host_certs.ttl,
+            )  # fmt: skip
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
+        renewer = HostRenewer(
+            ident,
+            remote_renew(remote),
+            RenewPolicy.from_config(config.host_certs),
+            clock=clock,
+            on_renewed=[swap_remote(remote)],
+        )
         cache = ResourceCache()
         spool = EventSpool(node_dir / "event-spool", svc.event_spool_max_bytes)
         emitter = APIEmitter(remote, spool)
@@ -287,10 +298,13 @@ class NodeService:
                 lambda: watch_forever(remote, WATCHED_KINDS, cache),
                 emitter.run,
                 locks.watch_staleness,
+                renewer.run,
             ],
             locks=locks,
             recordings=remote,
         )
+        renewer.on_renewed.append(node.use_host_identity)
+        node.renewer = renewer
         node.node.hub.reporter = APITrackers(remote)
         node.follow_proxies(cache)
         return node
@@ -312,6 +326,18 @@ class NodeService:
             )
 
         cache.listeners.append(on_line)
+
+    def use_host_identity(self, ident: HostIdentity) -> None:
+        """A renewed host identity: the tunnels' next connections and new SSH connections use
+        it (connections already up keep theirs)."""
+        self.tunnels.set_ssl_context(
+            client_tls_context(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem"))
+        )
+        self.node.replace_host_key(
+            ident.read("key"),
+            ident.read("cert.pub").strip(),
+            [k for k in ident.read("user_ca.pub").splitlines() if k.strip()],
+        )
 
     # ---- running -----------------------------------------------------------------------------
 

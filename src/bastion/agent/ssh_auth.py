@@ -33,7 +33,9 @@ from bastion.clock import in_zone
 from bastion.errors import AccessDenied, BastionError
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext, source_ip_of
+from bastion.rbac.device_trust import DEVICE_REQUIRED_MESSAGE, effective_device_mode
 from bastion.rbac.session_mfa import check_session_mfa
+from bastion.types.devices import DeviceTrustMode
 from bastion.types.identity import Identity
 
 __all__ = [
@@ -74,6 +76,7 @@ async def authorize_certificate(
     host_id: str = "",
     cluster_session_mfa: bool = False,
     time_zone: str = "UTC",
+    cluster_device_mode: DeviceTrustMode = "off",
 ) -> Authorized:
     """Check a user certificate presented for ``login`` on this node.
 
@@ -90,6 +93,8 @@ async def authorize_certificate(
         host_id: this node's host id (a per-session certificate may name the node by it).
         cluster_session_mfa: the cluster auth preference's ``require_session_mfa``.
         time_zone: the cluster's time zone (``request.time`` of role conditions).
+        cluster_device_mode: the auth preference's ``device_trust.mode``; with the roles'
+            ``device_trust_mode`` it decides whether a trusted device is required here.
 
     Returns:
         The identity and role set.
@@ -139,6 +144,11 @@ async def authorize_certificate(
     )
     if not decision.allowed:
         raise AccessDenied(decision.reason)
+    device_modes = [role.spec.options.device_trust_mode for role in role_list]
+    if not identity.device_id and (
+        effective_device_mode(cluster_device_mode, device_modes) == "required"
+    ):
+        raise AccessDenied(f"{DEVICE_REQUIRED_MESSAGE} (no trusted device in the certificate)")
     refused = check_session_mfa(
         identity, node_names=(node_name, host_id), login=login, required=decision.mfa_required
     )

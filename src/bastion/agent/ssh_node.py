@@ -159,6 +159,7 @@ class _NodeServer(asyncssh.SSHServer):
                 host_id=config.host_id,
                 cluster_session_mfa=locks.cluster_session_mfa if locks is not None else False,
                 time_zone=locks.cluster_time_zone if locks is not None else "UTC",
+                cluster_device_mode=locks.cluster_device_mode if locks is not None else "off",
             )
             self._check_locks(authorized)
         except AccessDenied as exc:
@@ -418,6 +419,24 @@ class SSHNode:
         acceptor = await asyncssh.listen(host, port, **self._options())
         self._acceptors.append(acceptor)
         return int(acceptor.get_port())
+
+    def replace_host_key(
+        self, host_key_pem: str, host_cert: str, user_ca_keys: Sequence[str]
+    ) -> None:
+        """A renewed host key and certificate, and the current user CA keys, for the SSH
+        connections accepted from now on (asyncssh's ``SSHAcceptor.update``; connections
+        already up keep theirs)."""
+        self.user_ca_keys = [load_public_key(line) for line in user_ca_keys]
+        self._host_key = asyncssh.import_private_key(host_key_pem)
+        self._host_cert = asyncssh.import_certificate(host_cert)
+        self._authorized_keys = asyncssh.import_authorized_keys(
+            "".join(f"cert-authority {line.strip()}\n" for line in user_ca_keys)
+        )
+        for acceptor in [*self._acceptors, *filter(None, [self._tunnel_acceptor])]:
+            acceptor.update(
+                server_host_keys=[(self._host_key, self._host_cert)],
+                authorized_client_keys=self._authorized_keys,
+            )
 
     async def close(self) -> None:
         """Stop accepting, end live sessions and stop background work."""

@@ -37,7 +37,9 @@ from bastion.api.session import add_session_routes
 from bastion.api.sessions import add_live_session_routes
 from bastion.api.sso import add_sso_routes
 from bastion.api.tls import identity_from_peer
+from bastion.api.trust import add_trust_routes
 from bastion.api.web import add_web_api_routes
+from bastion.api.web_admin import add_web_admin_api_routes
 from bastion.audit.log import AuditQuery
 from bastion.auth.gate import Audience, Gate
 from bastion.auth.guarded import GuardedAuth
@@ -60,6 +62,7 @@ from bastion.locks.matcher import Locked
 from bastion.sso.service import SSOService
 from bastion.types.codec import canonical_kind
 from bastion.types.inventory import Node
+from bastion.web.admin_common import Shell
 from bastion.web.app import add_web_routes
 from bastion.web.pages import not_found
 from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions
@@ -282,8 +285,9 @@ class AuthAPI:
     async def join(self, call: Call[c.Join]) -> c.HostCerts:
         b = call.body
         certs = await self.auth.join(
-            b.token, b.host_name, b.role, b.public_key, b.dns_names, b.ip_addresses, call.remote
-        )
+            b.token, b.host_name, b.role, b.public_key, b.dns_names, b.ip_addresses, call.remote,
+            ttl=b.ttl,
+        )  # fmt: skip
         return _host_certs(certs)
 
     # ---- authenticated -------------------------------------------------------------------------
@@ -440,10 +444,12 @@ def build_app(
     add_sso_routes(app, sso)
     add_web_routes(app, sso, api.users)
     add_web_api_routes(app, auth, api.users)
+    add_web_admin_api_routes(app, Shell(auth, api.users))
     add_recording_routes(app, auth)
     add_access_routes(app, auth)
     add_bot_routes(app, auth)
     add_device_routes(app, auth)
+    add_trust_routes(app, auth)
     add_mfa_routes(app, auth, api.users, user_certs)
     add_db_routes(app, auth)
     add_request_routes(app, auth, user_certs)

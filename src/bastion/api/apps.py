@@ -13,7 +13,7 @@ from bastion.api.binding import Call, bind
 from bastion.auth.apps import AppAccess
 from bastion.auth.server import AuthServer
 from bastion.contract import apps as c
-from bastion.contract.base import Empty
+from bastion.contract.base import Empty, ResourceDoc
 from bastion.errors import BadParameter
 from bastion.protocols.apphost import app_address
 from bastion.types.apps import App
@@ -57,6 +57,7 @@ def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
                     name=a.metadata.name,
                     public_addr=public_addr(a, host),
                     labels=a.all_labels(),
+                    protocol="tcp" if a.spec.uri.startswith("tcp://") else "http",
                 )
                 for a in found
             ]
@@ -75,7 +76,14 @@ def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
             public_addr=public_addr(target, call.request.host),
         )
 
+    async def heartbeat(call: Call[ResourceDoc]) -> ResourceDoc:
+        found = call.body.root
+        if not isinstance(found, App):
+            raise BadParameter("an app heartbeat carries an app resource")
+        return ResourceDoc(await access.heartbeat(found, call.guard.ctx.identity, call.remote))
+
     bind(app, c.JWKS, jwks)
+    bind(app, c.APP_HEARTBEAT, heartbeat)
     bind(app, c.LIST_APPS, list_apps)
     bind(app, c.APP_CERT, app_cert)
     return access

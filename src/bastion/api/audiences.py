@@ -45,6 +45,27 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("GET", "/web/ssh"): "web",
     ("GET", "/web/ssh/ws"): "web",
     ("GET", "/web/vendor/{name}"): "web",
+    # ---- the web UI: recordings, live sessions, administration (docs/web-ui.md) ----------------
+    ("GET", "/web/recordings"): "web",
+    ("GET", "/web/recordings/{session_id}"): "web",
+    ("GET", "/web/sessions"): "web",
+    ("POST", "/web/sessions/{session_id}/terminate"): "web",
+    ("GET", "/web/admin/users"): "web",
+    ("POST", "/web/admin/users"): "web",
+    ("POST", "/web/admin/users/{name}/reset"): "web",
+    ("GET", "/web/admin/users/{name}/delete"): "web",
+    ("POST", "/web/admin/users/{name}/delete"): "web",
+    ("GET", "/web/admin/roles"): "web",
+    ("GET", "/web/admin/roles/new"): "web",
+    ("POST", "/web/admin/roles/new"): "web",
+    ("GET", "/web/admin/roles/{name}"): "web",
+    ("POST", "/web/admin/roles/{name}"): "web",
+    ("GET", "/web/admin/locks"): "web",
+    ("POST", "/web/admin/locks"): "web",
+    ("POST", "/web/admin/locks/{name}/delete"): "web",
+    ("GET", "/web/admin/audit"): "web",
+    ("GET", "/web/admin/audit/event"): "web",
+    ("GET", "/web/admin/audit/export"): "web",
 }
 """The browser pages (HTML forms and their ceremonies, not JSON API endpoints)."""
 

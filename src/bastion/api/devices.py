@@ -13,13 +13,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bastion.api.binding import Call, bind
+from bastion.auth.device_sync import DeviceSync
 from bastion.auth.devices import DeviceService
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.contract import core
 from bastion.contract import devices as d
 from bastion.contract.base import Empty
-from bastion.errors import AccessDenied, AuthenticationFailed
+from bastion.errors import AccessDenied, AuthenticationFailed, NotFound
+from bastion.types.devices import Device, DeviceSpec
 from bastion.types.identity import Identity
 
 __all__ = ["add_device_routes"]
@@ -57,6 +59,7 @@ def _peer_public_key(request: web.Request) -> str:
 def add_device_routes(app: web.Application, auth: AuthServer) -> None:
     """Register the device routes."""
     devices = DeviceService(auth)
+    syncer = DeviceSync(auth)
 
     async def add(call: Call[d.AddDevice]) -> d.DeviceReply:
         await call.guard.require("device", "create")
@@ -106,6 +109,8 @@ def add_device_routes(app: web.Application, auth: AuthServer) -> None:
 
     async def enroll_begin(call: Call[d.EnrollBegin]) -> d.EnrollChallenge:
         b = call.body
+        if not b.token:  # auto-enrollment of one's own device: a role must allow it
+            await call.guard.require("device", "enroll")
         challenge = await devices.enroll_begin(
             _user(call.guard.ctx.identity),
             b.token,
@@ -154,6 +159,44 @@ def add_device_routes(app: web.Application, auth: AuthServer) -> None:
         )
         return _certs(certs)
 
+    async def for_gate(call: Call[d.DeviceLookup]) -> d.DeviceFound:
+        ident = call.guard.ctx.identity
+        if ident.kind != "host" or "proxy" not in ident.roles:
+            raise AccessDenied("access denied: device records for the gate are for proxies")
+        try:
+            return d.DeviceFound(device=await devices.store.get(call.body.device_id))
+        except NotFound:
+            return d.DeviceFound(device=None)
+
+    async def sync(call: Call[d.SyncRequest]) -> d.SyncReport:
+        await call.guard.require("device", "update")
+        if not call.body.dry_run:
+            await call.guard.require("device", "create")
+        name = call.path("name")
+        plan = await syncer.sync(name, call.guard.ctx.actor, dry_run=call.body.dry_run)
+
+        def row(
+            device: Device | None, spec: DeviceSpec, changed: tuple[str, ...] = ()
+        ) -> d.SyncChange:
+            return d.SyncChange(
+                asset_tag=spec.asset_tag,
+                device_id=device.name if device else "",
+                changed=list(changed),
+                owner=spec.owner,
+                compliance=spec.compliance.status,
+            )
+
+        return d.SyncReport(
+            source=name,
+            dry_run=call.body.dry_run,
+            added=[row(None, spec) for spec in plan.added],
+            updated=[row(dev, spec, changed) for dev, spec, changed in plan.updated],
+            missing=[row(dev, spec, ("compliance",)) for dev, spec in plan.missing],
+            missing_in_grace=[row(dev, dev.spec) for dev in plan.missing_in_grace],
+            unchanged=len(plan.seen),
+            errors=plan.errors[:200],
+        )
+
     bind(app, d.DEVICES_ADD, add)
     bind(app, d.DEVICES_LS, ls)
     bind(app, d.DEVICES_GET, get)
@@ -164,3 +207,5 @@ def add_device_routes(app: web.Application, auth: AuthServer) -> None:
     bind(app, d.DEVICE_ENROLL_FINISH, enroll_finish)
     bind(app, d.DEVICE_AUTHN_BEGIN, authn_begin)
     bind(app, d.DEVICE_AUTHN_FINISH, authn_finish)
+    bind(app, d.DEVICE_FOR_GATE, for_gate)
+    bind(app, d.DEVICE_SOURCE_SYNC, sync)

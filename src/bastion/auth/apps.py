@@ -3,8 +3,9 @@
 Layer: auth (trusted core; the API handlers in :mod:`bastion.api.apps`, the login pages'
 launch in :mod:`bastion.web.apps` and the proxy's app route pass verified identities).
 
-* Apps are ``app`` resources under ``apps/`` (registered by an app agent's heartbeat or the
-  proxy's configuration; :meth:`AppAccess.register`).
+* Apps are ``app`` resources under ``apps/``: heartbeated by an app agent
+  (:meth:`AppAccess.heartbeat`, bound to its host id, expiring) or created by an administrator
+  (``bctl create``; the proxy then reaches the app's URI itself).
 * :meth:`AppAccess.authorize`: RBAC ``app_labels`` (allow/deny, trait templates, ``where``
   conditions) for one identity and app. Unknown and forbidden apps give the caller the same
   answer, so nobody learns which apps exist.
@@ -33,8 +34,10 @@ from bastion.services.store import ResourceStore
 from bastion.types.apps import App
 from bastion.types.identity import Identity, RouteToTarget
 
-__all__ = ["AppAccess", "AppCertificate", "app_not_found"]
+__all__ = ["APP_HEARTBEAT_MAX_TTL", "AppAccess", "AppCertificate", "app_not_found"]
 
+APP_HEARTBEAT_MAX_TTL = timedelta(minutes=10)
+"""A heartbeat record lives at most this long without a refresh."""
 _KEY_RECHECK = 30.0
 """Seconds between checks that the cached JWT signing key is still the CA's active key."""
 
@@ -55,15 +58,52 @@ class AppCertificate:
 class AppAccess:
     def __init__(self, auth: AuthServer) -> None:
         self._auth = auth
-        self.apps: ResourceStore[App] = ResourceStore(auth.deps.backend, App, "apps")
+        self.apps: ResourceStore[App] = auth.apps
         self.sessions = AppSessions(auth.deps.backend, auth.clock)
         self.roles = StoreRoleSource(auth.roles)
         self._key: JwtKey | None = None
         self._key_checked = 0.0
 
     async def register(self, app: App) -> App:
-        """Add or replace an app (an app agent's registration)."""
+        """Add or replace an app (the test rig's registration; agents heartbeat)."""
         return await self.apps.upsert(app)
+
+    async def heartbeat(self, app: App, agent: Identity, remote_addr: str) -> App:
+        """Upsert an app the agent serves, bound to the agent's host id; it expires unless
+        refreshed (a heartbeat, like a node's: not an audited change).
+
+        Raises:
+            AccessDenied: not an app agent, the name is held by another live agent, or an
+                administrator created it (``bctl create``).
+        """
+        if agent.kind != "host" or "app" not in agent.roles or not agent.host_id:
+            raise AccessDenied("access denied: app heartbeats come from app agents")
+        try:
+            existing: App | None = await self.apps.get(app.metadata.name)
+        except NotFound:
+            existing = None
+        if existing is not None and existing.spec.host_id not in ("", agent.host_id):
+            await self._auth.audit.emit(
+                "app.rejected",
+                outcome="failure",
+                user=agent.user,
+                target=f"app/{app.metadata.name}",
+                remote_addr=remote_addr,
+                reason=f"name already held by host {existing.spec.host_id}",
+            )
+            raise AccessDenied(f"app name {app.metadata.name!r} is already served by another agent")
+        if existing is not None and not existing.metadata.expires:
+            raise AccessDenied(
+                f"app {app.metadata.name!r} was created by an administrator (bctl create): "
+                "delete it or rename the agent's entry"
+            )
+        latest = self._auth.clock.now() + APP_HEARTBEAT_MAX_TTL
+        record = app.model_copy(deep=True)
+        record.spec.host_id = agent.host_id
+        expires = record.metadata.expires
+        record.metadata.expires = min(expires, latest) if expires else latest
+        record.metadata.revision = ""
+        return await self.apps.upsert(record)
 
     async def get_app(self, name: str) -> App:
         """Raises: NotFound."""

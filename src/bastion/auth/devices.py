@@ -24,8 +24,9 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.auth.device_attest import (
@@ -41,11 +42,25 @@ from bastion.auth.device_attest import (
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Create, Delete, Item, Op
-from bastion.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound
-from bastion.locks.matcher import LockTargets
-from bastion.rbac.device_trust import DeviceRefusal, device_refusal, effective_device_mode
+from bastion.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    NotFound,
+)
+from bastion.locks.matcher import LockDecision, LockTargets
+from bastion.rbac.device_trust import (
+    DeviceRefusal,
+    device_refusal,
+    effective_device_mode,
+    posture_problems,
+)
+from bastion.services.cache import ResourceCache
 from bastion.services.credentials import hash_secret, secrets_equal
 from bastion.services.store import RESOURCE_PREFIXES, ResourceStore
+from bastion.types.access import AuthPreference, Lock, LockSpec, LockTarget
 from bastion.types.devices import (
     Compliance,
     Device,
@@ -53,7 +68,9 @@ from bastion.types.devices import (
     DeviceProfile,
     DeviceSpec,
     DeviceTrustMode,
+    DeviceTrustPreference,
     OSType,
+    compliance_lock_name,
 )
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
@@ -62,8 +79,13 @@ __all__ = [
     "CHALLENGE_TTL",
     "AuthDeviceTrust",
     "DeviceService",
+    "DeviceTrustCheck",
     "EnrollChallenge",
     "NewEnrollToken",
+    "cached_device_trust",
+    "compliance_lock",
+    "compliance_ops",
+    "os_problems",
 ]
 
 CHALLENGE_PREFIX = "device_challenges/"
@@ -95,6 +117,46 @@ def _profile(data: dict[str, Any] | None) -> DeviceProfile:
         return DeviceProfile.model_validate(data or {})
     except ValueError:
         raise BadParameter("profile: unknown or malformed fields") from None
+
+
+def compliance_lock(device: Device, compliance: Compliance, now: datetime) -> Lock:
+    """The lock a non-compliant device carries: its live sessions end through the lock path
+    (every proxy and node watching locks) and its ceremony is refused until it is compliant."""
+    why = f": {compliance.reason}" if compliance.reason else ""
+    return Lock(
+        metadata=Metadata(
+            name=compliance_lock_name(device.name),
+            description=f"device {device.spec.asset_tag} is non-compliant ({compliance.source})",
+        ),
+        spec=LockSpec(
+            target=LockTarget(device=device.name),
+            message=f"device {device.spec.asset_tag} is non-compliant{why}",
+            created_by="bastion",
+            created=now,
+        ),
+    )
+
+
+def os_problems(device: Device, profile: DeviceProfile, policy: DeviceTrustPreference) -> list[str]:
+    """The minimum-OS posture of ``device`` reporting ``profile`` (compliance not considered)."""
+    probe = device.model_copy(deep=True)
+    probe.spec.profile = profile
+    return posture_problems(probe, policy.model_copy(update={"require_compliance": False}))
+
+
+async def compliance_ops(auth: AuthServer, device: Device) -> list[Op]:
+    """The lock ops that go with ``device``'s (new) compliance, in the same transaction:
+    non-compliant puts :func:`compliance_lock`, anything else removes it."""
+    locks = auth.locks
+    name = compliance_lock_name(device.name)
+    if device.spec.compliance.status == "non_compliant":
+        now = auth.clock.now()
+        return [locks.put_op(compliance_lock(device, device.spec.compliance, now))]
+    try:
+        existing = await locks.get(name)
+    except NotFound:
+        return []
+    return [locks.delete_op(name, existing.metadata.revision)]
 
 
 class DeviceService:
@@ -170,7 +232,7 @@ class DeviceService:
                 source="manual",
                 updated=self.auth.clock.now(),
             )
-            return updated, []
+            return updated, await compliance_ops(self.auth, updated)
 
         try:
             result, _ = await self.auth.audited_modify(
@@ -238,6 +300,30 @@ class DeviceService:
             raise AccessDenied("device enrollment token is invalid, expired or already used")
         return device
 
+    async def _auto_device(self, user: str, serial: str) -> Device:
+        """Auto-enrollment (the caller's role allows ``device`` ``enroll``): the caller's own,
+        not yet enrolled device, known to the inventory by the serial the machine reports."""
+        if not serial:
+            raise AccessDenied(
+                "auto-enrollment needs the machine's serial number (none was found); ask an "
+                "admin for a token (bctl devices enroll)"
+            )
+        for device in await self.store.list():
+            if device.spec.asset_tag != serial:
+                continue
+            if device.spec.owner != user:
+                raise AccessDenied(
+                    f"device {serial} is not registered to you; auto-enrollment is for your own "
+                    "devices (ask an admin for a token)"
+                )
+            if device.spec.enroll_status == "enrolled":
+                raise AccessDenied(f"device {serial} is already enrolled")
+            return device
+        raise AccessDenied(
+            f"no device with serial {serial} in the inventory; auto-enrollment is for devices the "
+            "inventory knows (ask an admin to add it, or for a token)"
+        )
+
     async def _refuse(self, event: str, user: str, target: str, reason: str, **fields: Any) -> None:
         await self.auth.audit.emit(
             event, outcome="failure", user=user, target=target, reason=reason, **fields
@@ -256,7 +342,10 @@ class DeviceService:
         remote_addr: str,
     ) -> EnrollChallenge:
         try:
-            device = await self._token_device(token)
+            if token:
+                device = await self._token_device(token)
+            else:
+                device = await self._auto_device(user, _profile(profile).serial)
         except AccessDenied as exc:
             await self._refuse(
                 "device.enroll", user, "device", exc.message, remote_addr=remote_addr
@@ -274,6 +363,7 @@ class DeviceService:
             "user": user,
             "device": device.name,
             "token_hash": device.spec.enroll_token_hash,
+            "auto": not token,
             "attestation": attestation,
             "profile": _profile(profile).model_dump(),
         }
@@ -346,7 +436,10 @@ class DeviceService:
         now = self.auth.clock.now()
 
         async def change(current: Device) -> tuple[Device, list[Op]]:
-            if current.spec.enroll_token_hash != record["token_hash"]:
+            if (
+                current.spec.enroll_token_hash != record["token_hash"]
+                or current.spec.enroll_status == "enrolled"
+            ):
                 raise AccessDenied("device enrollment token is invalid, expired or already used")
             await self._backend.get(item.key)  # NotFound: finished meanwhile
             updated = current.model_copy(deep=True)
@@ -372,6 +465,7 @@ class DeviceService:
                 attestation=credential.attestation,
                 credential_id=credential.id,
                 ek_key_sha256=credential.ek_key_sha256,
+                auto_enrollment=bool(record.get("auto")),
                 remote_addr=remote_addr,
             )
         except AlreadyExists as exc:
@@ -451,18 +545,46 @@ class DeviceService:
             reason = "device signature does not verify against the enrolled credential"
             await self._refuse("device.authn", user, target, reason, remote_addr=remote_addr)
             raise AccessDenied("device authentication failed: " + reason)
+        pref = (await self.auth.auth_preference()).spec.device_trust
+        problems = os_problems(device, fresh, pref)
+        held = device.spec.compliance
+        # A device that fell below the minimum OS is marked non-compliant (with its lock, so
+        # its live sessions end); one that reports a good OS again is cleared of that mark.
+        recovering = not problems and held.status == "non_compliant" and held.source == "posture"
         locked = await self.auth.lock_decision(LockTargets(user=user, device=device.name))
-        if not locked.allowed:
+        ours = compliance_lock_name(device.name)
+        if recovering and all(lock.name == ours for lock in locked.locks):
+            locked = LockDecision(allowed=True)
+        if not locked.allowed and not problems:
             await self._refuse("device.authn", user, target, locked.reason, remote_addr=remote_addr)
             locked.raise_if_denied()
         now = self.auth.clock.now()
+        compliance: Compliance | None = None
+        if problems:
+            compliance = Compliance(
+                status="non_compliant", reason="; ".join(problems), source="posture", updated=now
+            )
+        elif recovering:
+            compliance = Compliance(
+                status="unknown",
+                reason="OS version meets the minimum",
+                source="posture",
+                updated=now,
+            )
 
         async def change(current: Device) -> tuple[Device, list[Op]]:
             updated = current.model_copy(deep=True)
             await self._backend.get(item.key)  # NotFound: used meanwhile (a replay)
             updated.spec.last_seen, updated.spec.profile = now, fresh
-            return updated, [Delete(item.key, item.revision)]
+            extra: list[Op] = [Delete(item.key, item.revision)]
+            if compliance is not None:
+                updated.spec.compliance = compliance
+                extra += await compliance_ops(self.auth, updated)
+            return updated, extra
 
+        outcome = (
+            {"outcome": "failure", "reason": compliance.reason} if problems and compliance else {}
+        )
         try:
             await self.auth.audited_modify(
                 self.store,
@@ -474,6 +596,7 @@ class DeviceService:
                 credential_id=credential.id,
                 attestation=credential.attestation,
                 remote_addr=remote_addr,
+                **outcome,
             )
         except (NotFound, CompareFailed):
             reason = "challenge already used"
@@ -481,6 +604,11 @@ class DeviceService:
             raise AccessDenied(
                 "device authentication failed: the challenge was already used"
             ) from None
+        if problems:
+            raise AccessDenied(
+                "device authentication failed: your device does not meet the device policy: "
+                + "; ".join(problems)
+            )
         augmented = identity.model_copy(
             update={
                 "device_id": device.name,
@@ -524,32 +652,90 @@ class DeviceService:
         return str(json.loads(item.value).get("device", ""))
 
 
-class AuthDeviceTrust:
+class DeviceTrustCheck:
+    """The gate's device-trust check over three lookups, so that it runs wherever identities
+    arrive: the auth process reads its backend (:class:`AuthDeviceTrust`), a proxy in its own
+    process its watch-fed cache (preference, roles) and auth's API (the device record).
+
+    Args:
+        preference: the cluster's current device-trust preference.
+        role_modes: the ``device_trust_mode`` option of each named role (unknown roles: none).
+        device: the inventory record by id (None: not in the inventory).
+
+    Every lookup error propagates: the gate fails closed.
+    """
+
+    def __init__(
+        self,
+        preference: Callable[[], Awaitable[DeviceTrustPreference]],
+        role_modes: Callable[[Sequence[str]], Awaitable[list[DeviceTrustMode | None]]],
+        device: Callable[[str], Awaitable[Device | None]],
+    ) -> None:
+        self._preference = preference
+        self._role_modes = role_modes
+        self._device = device
+
+    async def refusal(self, identity: Identity) -> DeviceRefusal | None:
+        if identity.kind == "host":
+            return None
+        pref = await self._preference()
+        modes: list[DeviceTrustMode | None] = []
+        if pref.mode != "required":
+            modes = await self._role_modes(identity.roles)
+        mode = effective_device_mode(pref.mode, modes)
+        if mode != "required":
+            return None
+        device = await self._device(identity.device_id) if identity.device_id else None
+        return device_refusal(identity, mode, device, pref)
+
+
+class AuthDeviceTrust(DeviceTrustCheck):
     """The gate's device-trust check in the auth process: the cluster preference, the roles
     and the device record read from the backend (current, fail closed on errors)."""
 
     def __init__(self, auth: AuthServer) -> None:
         self._auth = auth
         self._devices = DeviceService(auth)
+        super().__init__(self._pref, self._modes, self._get)
 
-    async def refusal(self, identity: Identity) -> DeviceRefusal | None:
-        if identity.kind == "host":
-            return None
-        pref = (await self._auth.auth_preference()).spec.device_trust
+    async def _pref(self) -> DeviceTrustPreference:
+        return (await self._auth.auth_preference()).spec.device_trust
+
+    async def _modes(self, names: Sequence[str]) -> list[DeviceTrustMode | None]:
         modes: list[DeviceTrustMode | None] = []
-        if pref.mode != "required":
-            for name in identity.roles:
-                try:
-                    modes.append((await self._auth.roles.get(name)).spec.options.device_trust_mode)
-                except NotFound:
-                    continue
-        mode = effective_device_mode(pref.mode, modes)
-        if mode != "required":
-            return None
-        device: Device | None = None
-        if identity.device_id:
+        for name in names:
             try:
-                device = await self._devices.store.get(identity.device_id)
+                modes.append((await self._auth.roles.get(name)).spec.options.device_trust_mode)
             except NotFound:
-                device = None
-        return device_refusal(identity, mode, device, pref)
+                continue
+        return modes
+
+    async def _get(self, device_id: str) -> Device | None:
+        try:
+            return await self._devices.store.get(device_id)
+        except NotFound:
+            return None
+
+
+def cached_device_trust(
+    cache: ResourceCache, fetch: Callable[[str], Awaitable[Device | None]]
+) -> DeviceTrustCheck:
+    """The device-trust check of a proxy in its own process: the preference and the roles
+    from its watch-fed ``cache``, the device record through ``fetch`` (auth's API, asked only
+    when the mode is ``required``: always current). Fails closed before the first sync."""
+
+    def synced() -> None:
+        if not cache.state.synced and not cache.state.resources:
+            raise ConnectionProblem("device trust is not known yet: not synced with auth")
+
+    async def preference() -> DeviceTrustPreference:
+        synced()
+        for pref in cache.items("cluster_auth_preference"):
+            if isinstance(pref, AuthPreference):
+                return pref.spec.device_trust
+        return DeviceTrustPreference()
+
+    async def role_modes(names: Sequence[str]) -> list[DeviceTrustMode | None]:
+        return [role.spec.options.device_trust_mode for role in await cache.get_roles(names)]
+
+    return DeviceTrustCheck(preference, role_modes, fetch)

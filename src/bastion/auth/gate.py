@@ -81,7 +81,11 @@ def has_user_record(identity: Identity) -> bool:
     Local users and bots are; SSO users (their identity provider is the record), hosts and the
     local admin identity (bctl on the auth host) are not.
     """
-    return identity.kind in ("user", "bot") and "sso_connector" not in identity.traits
+    return (
+        identity.kind in ("user", "bot")
+        and "sso_connector" not in identity.traits
+        and not identity.origin_cluster  # a trusted root's user (docs/trusted-clusters.md)
+    )
 
 
 def refusal(

@@ -52,6 +52,7 @@ from bastion.recording.store import RecordingStore
 from bastion.services.credentials import CredentialStore, hash_secret, new_secret, secrets_equal
 from bastion.services.store import CONNECTORS_PREFIX, RESOURCE_PREFIXES, ResourceStore
 from bastion.types.access import (
+    MIN_SESSION_TTL,
     AuthPreference,
     Lock,
     ProvisionToken,
@@ -60,8 +61,9 @@ from bastion.types.access import (
     User,
 )
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
-from bastion.types.codec import validation_problems
+from bastion.types.codec import RESOURCE_KINDS, validation_problems
 from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
+from bastion.types.apps import App
 from bastion.types.database import Database
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, node_online
@@ -114,6 +116,16 @@ class AuthDeps:
     """Access request notices (webhooks, Slack, email); None: none are sent."""
 
 
+class ManagedKind(Protocol):
+    """A resource kind whose writes need more than a store (:meth:`AuthServer.manage`)."""
+
+    async def create(self, resource: Resource, actor: str, *, force: bool) -> Resource: ...
+
+    async def update(self, resource: Resource, actor: str) -> Resource: ...
+
+    async def delete(self, name: str, actor: str) -> None: ...
+
+
 class LockAccess(Protocol):
     """A process's view of the locks (:class:`bastion.locks.watcher.LockWatcher`)."""
 
@@ -147,6 +159,7 @@ class AuthServer:
             backend, ProxyServer, prefix["proxy"]
         )
         self.databases: ResourceStore[Database] = ResourceStore(backend, Database, prefix["db"])
+        self.apps: ResourceStore[App] = ResourceStore(backend, App, prefix["app"])
         self.locks: ResourceStore[Lock] = ResourceStore(backend, Lock, prefix["lock"])
         self.prefs: ResourceStore[AuthPreference] = ResourceStore(
             backend, AuthPreference, prefix["cluster_auth_preference"]
@@ -177,11 +190,15 @@ class AuthServer:
             "node": self.nodes,
             "proxy": self.proxies,
             "db": self.databases,
+            "app": self.apps,
             "lock": self.locks,
             "cluster_auth_preference": self.prefs,
         }
         for kind, model in CONNECTOR_KINDS.items():  # SSO connectors (see bastion.sso)
             self._stores[kind] = ResourceStore(backend, model, f"{CONNECTORS_PREFIX}/{kind}")
+        for kind in ("trusted_cluster", "remote_cluster"):  # bastion.auth.trust
+            self._stores[kind] = ResourceStore(backend, RESOURCE_KINDS[kind], prefix[kind])
+        self._managed: dict[str, ManagedKind] = {}
 
     # ---- audited changes -----------------------------------------------------------------------
 
@@ -366,7 +383,19 @@ class AuthServer:
         except KeyError:
             raise BadParameter(f"unknown kind {kind!r}") from None
 
+    def manage(self, kind: str, handler: ManagedKind) -> None:
+        """Route creates, updates and deletes of ``kind`` to ``handler`` (trusted clusters:
+        :mod:`bastion.auth.trust`); without one, the kind is refused for writes."""
+        self._managed[kind] = handler
+
+    def _managed_kind(self, kind: str) -> ManagedKind | None:
+        if kind in ("trusted_cluster", "remote_cluster") and kind not in self._managed:
+            raise BadParameter(f"{kind} resources are managed by a running cluster process")
+        return self._managed.get(kind)
+
     async def create_resource(self, resource: Resource, actor: str, *, force: bool) -> Resource:
+        if (managed := self._managed_kind(resource.kind)) is not None:
+            return await managed.create(resource, actor, force=force)
         await self._check_references(resource)
         store = self.store(resource.kind)
         if resource.kind == "user":
@@ -383,6 +412,8 @@ class AuthServer:
         return result
 
     async def update_resource(self, resource: Resource, actor: str) -> Resource:
+        if (managed := self._managed_kind(resource.kind)) is not None:
+            return await managed.update(resource, actor)
         await self._check_references(resource)
         if resource.kind in CONNECTOR_KINDS:
             resource = await self._connector_secrets(resource)
@@ -431,6 +462,8 @@ class AuthServer:
         return ops
 
     async def delete_resource(self, kind: str, name: str, actor: str) -> None:
+        if (managed := self._managed_kind(kind)) is not None:
+            return await managed.delete(name, actor)
         if kind == "cert_authority":
             raise BadParameter("certificate authorities cannot be deleted; rotate them instead")
         if kind == "cluster_auth_preference":
@@ -553,8 +586,11 @@ class AuthServer:
         dns_names: list[str],
         ip_addresses: list[str],
         remote_addr: str,
+        ttl: timedelta | None = None,
     ) -> HostCerts:
-        """Exchange a join token for a host identity (SSH host cert + X.509 host cert)."""
+        """Exchange a join token for a host identity (SSH host cert + X.509 host cert), valid
+        for ``ttl`` (1 minute to :data:`HOST_CERT_TTL`, the default)."""
+        host_ttl = HOST_CERT_TTL if ttl is None else min(max(ttl, MIN_SESSION_TTL), HOST_CERT_TTL)
         digest = hash_secret(token)
         try:
             stored = await self.tokens.get(digest[:32])
@@ -563,7 +599,7 @@ class AuthServer:
         if stored is None or not secrets_equal(stored.spec.secret_hash, digest):
             await self._join_refused(host_name, remote_addr, "unknown, expired or used join token")
             raise AccessDenied("join token is invalid, expired or already used")
-        if role not in stored.spec.roles:
+        if role not in stored.spec.roles or role == "trusted_cluster":  # leaves never join
             await self._join_refused(host_name, remote_addr, f"token does not allow role {role}")
             raise AccessDenied(f"this join token does not allow joining as {role!r}")
         if role == "node" and await self.node_name_taken(host_name):
@@ -599,7 +635,7 @@ class AuthServer:
             roles=(role,),
             host_id=host_id,
             traits={"hostname": (host_name,), **{k: (v,) for k, v in stored.spec.labels.items()}},
-            expires=self.clock.now() + HOST_CERT_TTL,
+            expires=self.clock.now() + host_ttl,
         )
         principals = [host_id, host_name, f"{host_name}.{self.cluster}", *ip_addresses]
         try:
@@ -609,7 +645,7 @@ class AuthServer:
                 principals,
                 [host_name, *dns_names],
                 ip_addresses,
-                HOST_CERT_TTL,
+                host_ttl,
                 remote_addr,
             )
         except BastionError as exc:

@@ -57,10 +57,12 @@ SYSTEM_ROLES: dict[str, Role] = {
             Rule(resources=["event"], verbs=["create"]),
         ],
     ),
+    # App agents heartbeat their apps (POST /v1/apps/heartbeat, bastion.auth.apps) and keep
+    # a reverse tunnel to every proxy.
     "app": _role(
         "app",
         [
-            Rule(resources=["role", "lock"], verbs=_READ),
+            Rule(resources=["role", "lock", "proxy"], verbs=_READ),
             Rule(resources=["event"], verbs=["create"]),
         ],
     ),

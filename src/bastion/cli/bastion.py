@@ -70,13 +70,14 @@ def start(
     config = load_config(config_path, data_dir=data_dir, cluster_name=cluster_name)
     if roles:
         chosen = {r.strip() for r in roles.split(",") if r.strip()}
-        unknown = chosen - {"auth", "proxy", "node", "db"}
+        unknown = chosen - {"auth", "proxy", "node", "db", "app"}
         if unknown or not chosen:
-            raise BadParameter(f"--roles: choose from auth, proxy, node, db (got {roles!r})")
+            raise BadParameter(f"--roles: choose from auth, proxy, node, db, app (got {roles!r})")
         config.auth_service.enabled = "auth" in chosen
         config.proxy_service.enabled = "proxy" in chosen
         config.ssh_service.enabled = "node" in chosen
         config.db_service.enabled = "db" in chosen
+        config.app_service.enabled = "app" in chosen
     overrides = (
         ("--auth-addr", config.auth_service, "listen_addr", auth_addr),
         ("--proxy-addr", config.proxy_service, "listen_addr", proxy_addr),

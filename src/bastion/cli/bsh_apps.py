@@ -6,14 +6,19 @@ auth for a certificate routed to that app (``POST /v1/apps/certs``) and keeps it
 key under the profile (``apps/NAME.crt``, ``apps/NAME.key``, ``apps/NAME.ca``: the CA that
 verifies the proxy), so ``curl --cert ... --key ... --cacert ... https://NAME.<proxy>/`` works.
 ``bsh apps config NAME`` prints those curl flags; ``bsh apps logout [NAME]`` removes the files.
+``bsh proxy app NAME --port P`` (TCP apps) listens on 127.0.0.1:P and carries each local
+connection to the proxy over TLS with that certificate and ALPN ``bastion-app/1``.
 docs/app-access.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
+import ssl
+import sys
 from pathlib import Path
 
 import click
@@ -25,14 +30,14 @@ from bastion.cli.identity import run_async
 from bastion.cli.render import print_json, print_table
 from bastion.client.api import AuthClient
 from bastion.client.profile import Profile, ProfileStore
-from bastion.client.proxy_conn import check_profile
-from bastion.client.tls import profile_context
+from bastion.client.proxy_conn import check_profile, split_host_port
+from bastion.client.tls import pem_context, profile_context
 from bastion.contract.apps import APP_CERT, LIST_APPS, AppCertRequest, AppInfo, AppsQuery
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
-from bastion.protocols.alpn import ALPN_HTTP
+from bastion.protocols.alpn import ALPN_APP, ALPN_HTTP
 
-__all__ = ["apps_group", "curl_flags"]
+__all__ = ["apps_group", "curl_flags", "proxy_app", "run_proxy_app"]
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -166,3 +171,68 @@ def logout_command(name: str | None) -> None:
         for ext in (".crt", ".key", ".ca", ".json"):
             Path(f"{files}{ext}").unlink(missing_ok=True)
     click.echo(f"logged out of {len(names)} app(s)")
+
+
+def app_context(profile: Profile, name: str) -> ssl.SSLContext:
+    """TLS to the proxy with the app certificate of ``name`` (ALPN bastion-app/1)."""
+    files = _files(profile, name)
+    if not Path(f"{files}.crt").is_file():
+        raise NotFound(f"no certificate for app {name}: run bsh apps login {name}")
+    return pem_context(
+        Path(f"{files}.ca").read_text(),
+        Path(f"{files}.crt").read_text(),
+        alpn=[ALPN_APP],
+        key_file=Path(f"{files}.key"),
+    )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    finally:
+        if not writer.can_write_eof():
+            writer.close()
+
+
+async def _serve_local(
+    proxy: str, ctx: ssl.SSLContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        host, port = split_host_port(proxy)
+        try:
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), 15
+            )
+        except (OSError, TimeoutError, BadParameter) as exc:
+            sys.stderr.write(f"bsh proxy app: cannot reach the proxy: {exc}\n")
+            return
+        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer), return_exceptions=True)
+        up_w.close()
+    finally:
+        writer.close()
+
+
+async def run_proxy_app(
+    proxy: str, ctx: ssl.SSLContext, name: str, host: str, port: int, ready: bool = True
+) -> None:
+    """Serve the local listener of TCP app ``name`` until cancelled."""
+    server = await asyncio.start_server(lambda r, w: _serve_local(proxy, ctx, r, w), host, port)
+    bound = server.sockets[0].getsockname()[1]
+    if ready:
+        sys.stderr.write(f"bsh proxy app {name}: listening on {host}:{bound}\n")
+        sys.stderr.flush()
+    async with server:
+        await server.serve_forever()
+
+
+def proxy_app(name: str, port: int, host: str) -> None:
+    """The ``bsh proxy app`` command body."""
+    profile = _profile()
+    try:
+        run_async(run_proxy_app(profile.proxy, app_context(profile, name), name, host, port))
+    except KeyboardInterrupt:
+        pass

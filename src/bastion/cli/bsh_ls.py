@@ -74,8 +74,9 @@ def list_nodes(profile: Profile) -> list[dict[str, Any]]:
 @click.argument("labels", nargs=-1)
 @click.option("--search", default="", help="Words that must appear in name, hostname or labels.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--cluster", default="", help="A leaf cluster (through this cluster's proxy).")
 @handle_errors
-def ls_command(labels: tuple[str, ...], search: str, fmt: str) -> None:
+def ls_command(labels: tuple[str, ...], search: str, fmt: str, cluster: str) -> None:
     """List the nodes you may reach, filtered by labels (k=v) and words.
 
     \b
@@ -91,7 +92,14 @@ def ls_command(labels: tuple[str, ...], search: str, fmt: str) -> None:
             raise BadParameter(f"invalid label filter {item!r}: expected key=value")
     profile = ProfileStore().load()
     check_profile(profile)
-    nodes = filter_nodes(list_nodes(profile), selector, search.split())
+    if cluster and cluster != profile.cluster:
+        from bastion.cli.bsh_clusters import leaf_nodes  # docs/trusted-clusters.md
+        from bastion.cli.identity import run_async
+
+        found = run_async(leaf_nodes(profile, cluster))
+    else:
+        found = list_nodes(profile)
+    nodes = filter_nodes(found, selector, search.split())
     if fmt == "json":
         print_json(nodes)
         return

@@ -161,15 +161,22 @@ async def _ssh_one(
     opts: dict[str, Any],
 ) -> int:
     extra: BuiltinOptions = opts["options"]
-    conn = await connect(
-        profile,
-        node,
-        login,
-        port,
-        agent_forwarding=opts["agent"],
-        forwards=bool(opts["local"] or opts["remote"]),
-        **_connect_tuning(extra),
-    )
+    if opts.get("cluster"):  # a leaf cluster (docs/trusted-clusters.md)
+        from bastion.cli.bsh_clusters import leaf_connect
+
+        conn = await leaf_connect(
+            profile, opts["cluster"], node, login, port, **_connect_tuning(extra)
+        )
+    else:
+        conn = await connect(
+            profile,
+            node,
+            login,
+            port,
+            agent_forwarding=opts["agent"],
+            forwards=bool(opts["local"] or opts["remote"]),
+            **_connect_tuning(extra),
+        )
     try:
         listeners = await start_forwards(conn, opts["local"], opts["remote"])
         try:
@@ -211,6 +218,11 @@ class OpenSSHCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args[:1] == ["--help"] or not args:
             return super().parse_args(ctx, args)
+        cluster = ""
+        if args[0].startswith("--cluster="):  # before OpenSSH's flags: a leaf cluster
+            cluster, args = args[0].split("=", 1)[1], args[1:]
+        elif args[0] == "--cluster" and len(args) > 1:
+            cluster, args = args[1], args[2:]
         try:
             parsed = read_ssh_args(args)
         except SSHUsageError as exc:
@@ -226,6 +238,7 @@ class OpenSSHCommand(click.Command):
             no_command=parsed.no_command,
             destination=parsed.destination,
             command=tuple(parsed.command),
+            cluster=cluster,
         )
         return []
 
@@ -257,6 +270,7 @@ Examples:
 @click.option("-A", "agent", is_flag=True, help="Forward your SSH agent (SSH_AUTH_SOCK).")
 @click.option("-t", "tty", is_flag=True, help="Request a terminal for COMMAND too.")
 @click.option("-N", "no_command", is_flag=True, help="No shell or command: only forward ports.")
+@click.option("--cluster", default="", help="A leaf cluster, reached through this one (first).")
 @click.argument("destination")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
@@ -271,6 +285,7 @@ def ssh_command(
     no_command: bool,
     destination: str,
     command: tuple[str, ...],
+    cluster: str = "",
 ) -> None:
     try:
         extra = builtin_options(list(options))
@@ -284,6 +299,7 @@ def ssh_command(
         "tty": tty,
         "no_command": no_command,
         "options": extra,
+        "cluster": cluster if cluster != _profile().cluster else "",
     }
     if port == 22 and extra.port is not None:
         port = extra.port
@@ -291,7 +307,7 @@ def ssh_command(
     login = login or login_at or extra.login or default_login(profile)
     cmd = " ".join(command) if command else None
     selector = parse_selector(node)
-    if selector is None:
+    if selector is None or opts["cluster"]:
         sys.exit(run_async(_ssh_one(profile, node, login, port, cmd, opts)))
     nodes = filter_nodes(list_nodes(profile), selector, [])
     if not nodes:
@@ -373,6 +389,18 @@ def proxy_db_command(name: str, port: int, host: str) -> None:
     from bastion.cli.bsh_db import proxy_db
 
     proxy_db(name, port, host)
+
+
+@proxy_group.command("app")
+@click.argument("name")
+@click.option("--port", default=0, show_default=True, help="Local port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Local address.")
+@handle_errors
+def proxy_app_command(name: str, port: int, host: str) -> None:
+    """A local listener for TCP app NAME (after bsh apps login NAME); docs/app-access.md."""
+    from bastion.cli.bsh_apps import proxy_app
+
+    proxy_app(name, port, host)
 
 
 @proxy_group.command("ssh")

@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from bastion.config.apps import AppServiceConfig
 from bastion.config.export import AuditExportConfig
 from bastion.config.notifications import NotificationsConfig
 from bastion.config.risk import RiskConfig
@@ -294,6 +295,19 @@ class DbServiceConfig(StrictModel):
         return value
 
 
+class HostCertsConfig(StrictModel):
+    """Host certificates of the agents of this process that joined with a token (a node, a
+    proxy in its own process, a database agent): their lifetime and when they renew themselves
+    (docs/machine-id.md)."""
+
+    ttl: Duration = timedelta(days=30)
+    """Lifetime asked for at the join and at each renewal (1 minute to 30 days)."""
+    renew_at: float = Field(default=1 / 3, gt=0, lt=1)
+    """Renew when this fraction of the lifetime is left."""
+    jitter: float = Field(default=0.1, ge=0, lt=1)
+    """Renew up to this fraction of the wait earlier (agents do not all renew at once)."""
+
+
 class LogConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -310,7 +324,11 @@ class FileConfig(StrictModel):
     ssh_service: SSHServiceConfig = Field(default_factory=SSHServiceConfig)
     db_service: DbServiceConfig = Field(default_factory=DbServiceConfig)
     """The database agent; off unless enabled (docs/database-access.md)."""
+    app_service: AppServiceConfig = Field(default_factory=AppServiceConfig)
+    """The app agent and its apps; off unless enabled (docs/app-access.md)."""
     log: LogConfig = Field(default_factory=LogConfig)
+    host_certs: HostCertsConfig = Field(default_factory=HostCertsConfig)
+    """Lifetime and self-renewal of the joined agents' host certificates."""
     audit_export: AuditExportConfig | None = None
     """Forward the audit log to SIEMs (JSON-lines file, syslog, Splunk HEC, Elasticsearch);
     the auth service runs the forwarders. See docs/export.md."""

@@ -30,7 +30,9 @@ from bastion.contract import (
     scim,
     sessions,
     sso,
+    trust,
     web,
+    web_admin,
 )
 from bastion.contract.base import Endpoint
 
@@ -44,6 +46,8 @@ _AREAS += (scim,)
 _AREAS += (web,)
 _AREAS += (apps,)
 _AREAS += (sessions,)
+_AREAS += (web_admin,)
+_AREAS += (trust,)
 
 
 def endpoints_of(module: ModuleType) -> list[Endpoint[Any, Any]]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from bastion.contract.base import Body, Empty, Endpoint, Reply
+from bastion.contract.base import Body, Empty, Endpoint, Reply, ResourceDoc
 from bastion.contract.core import Duration, Name, Text
 
 __all__ = [
     "APP_CERT",
+    "APP_HEARTBEAT",
     "JWKS",
     "LIST_APPS",
     "AppCert",
@@ -40,6 +41,8 @@ class AppInfo(Reply):
     public_addr: str
     """The host name to open (``NAME.<proxy>`` unless the app sets its own)."""
     labels: dict[str, str] = {}
+    protocol: str = "http"
+    """``http`` (open ``https://public_addr``) or ``tcp`` (``bsh proxy app NAME``)."""
 
 
 class AppList(Reply):
@@ -86,4 +89,12 @@ APP_CERT = Endpoint(
     "A certificate routed to one app, for curl --cert/--key (bsh apps login NAME)",
     body=AppCertRequest,
     response=AppCert,
+)
+APP_HEARTBEAT = Endpoint(
+    "POST",
+    "/v1/apps/heartbeat",
+    "host",
+    "An app agent announces or refreshes an app it serves (app role)",
+    body=ResourceDoc,
+    response=ResourceDoc,
 )

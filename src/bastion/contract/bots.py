@@ -24,6 +24,8 @@ class AddBot(Body):
     """How long the single-use join token is valid."""
     oidc: OIDCJoinSpec | None = None
     """Join with a CI platform's OIDC token instead of a secret."""
+    bound_public_key: Annotated[str, Field(max_length=16384)] = ""
+    """Join by signing a challenge with this OpenSSH public key's private key (each join)."""
 
 
 class Bot(Reply):

@@ -198,6 +198,9 @@ class Join(Body):
     public_key: Text
     dns_names: list[str] = []
     ip_addresses: list[str] = []
+    ttl: Duration | None = None
+    """Lifetime of the host certificates (1 minute to 30 days; default 30 days). Agents renew
+    them before expiry (``POST /v1/certs/renew``)."""
 
 
 JOIN = Endpoint(

@@ -26,11 +26,15 @@ __all__ = [
     "DEVICE_AUTHN_FINISH",
     "DEVICE_ENROLL_BEGIN",
     "DEVICE_ENROLL_FINISH",
+    "DEVICE_FOR_GATE",
+    "DEVICE_SOURCE_SYNC",
     "AddDevice",
     "AuthnBegin",
     "AuthnChallenge",
     "AuthnFinish",
+    "DeviceFound",
     "DeviceList",
+    "DeviceLookup",
     "DeviceReply",
     "EnrollBegin",
     "EnrollChallenge",
@@ -38,6 +42,9 @@ __all__ = [
     "EnrollToken",
     "EnrollTokenRequest",
     "SetCompliance",
+    "SyncChange",
+    "SyncReport",
+    "SyncRequest",
 ]
 
 Blob = Annotated[str, Field(max_length=8192)]
@@ -79,7 +86,9 @@ class SetCompliance(Body):
 
 
 class EnrollBegin(Body):
-    token: Annotated[str, Field(min_length=1, max_length=256)]
+    token: Annotated[str, Field(max_length=256)] = ""
+    """Empty: auto-enrollment of the caller's own device, found by ``profile.serial`` (needs a
+    role allowing ``device`` ``enroll``)."""
     attestation: Literal["tpm", "software"]
     ek_public: Blob = ""
     ek_cert: Blob = ""
@@ -119,6 +128,40 @@ class AuthnFinish(Body):
     challenge: Annotated[str, Field(min_length=1, max_length=64)]
     signature: Blob
     profile: DeviceProfile = Field(default_factory=DeviceProfile)
+
+
+class DeviceLookup(Body):
+    device_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class DeviceFound(Reply):
+    device: Device | None = None
+    """None: no such device in the inventory."""
+
+
+class SyncRequest(Body):
+    dry_run: bool = False
+
+
+class SyncChange(Reply):
+    asset_tag: str
+    device_id: str = ""
+    """Empty for a device not added yet (dry run)."""
+    changed: list[str] = Field(default_factory=list)
+    owner: str = ""
+    compliance: str = ""
+
+
+class SyncReport(Reply):
+    source: str
+    dry_run: bool
+    added: list[SyncChange]
+    updated: list[SyncChange]
+    missing: list[SyncChange]
+    """Marked ``non_compliant`` (past the grace period)."""
+    missing_in_grace: list[SyncChange]
+    unchanged: int
+    errors: list[str]
 
 
 DEVICES_ADD = Endpoint(
@@ -163,4 +206,14 @@ DEVICE_AUTHN_FINISH = Endpoint(
     "POST", "/v1/device-authn/finish", "user",
     "Answer the challenge; get the caller's certificates re-issued with the device",
     body=AuthnFinish, response=UserCerts,
+)  # fmt: skip
+DEVICE_FOR_GATE = Endpoint(
+    "POST", "/v1/device-trust/device", "host",
+    "A device record for the device-trust check of a proxy in its own process",
+    body=DeviceLookup, response=DeviceFound,
+)  # fmt: skip
+DEVICE_SOURCE_SYNC = Endpoint(
+    "POST", "/v1/device-sources/{name}/sync", "user",
+    "Import a device source's MDM export now (or show what it would change)",
+    body=SyncRequest, response=SyncReport,
 )  # fmt: skip

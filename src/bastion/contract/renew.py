@@ -16,7 +16,17 @@ from pydantic import Field
 from bastion.contract.base import Body, Endpoint, Reply
 from bastion.contract.core import Duration
 
-__all__ = ["BOT_JOIN", "RENEW", "BotJoin", "Renew", "Renewed"]
+__all__ = [
+    "BOT_JOIN",
+    "BOT_JOIN_CHALLENGE",
+    "RENEW",
+    "BotJoin",
+    "Challenge",
+    "ChallengeRequest",
+    "Renew",
+    "Renewed",
+    "bound_keypair_message",
+]
 
 Text = Annotated[str, Field(max_length=16384)]
 
@@ -57,8 +67,28 @@ class BotJoin(Body):
     """With ``id_token``: the bot whose ``oidc`` join token resource checks the JWT."""
     id_token: Text = ""
     """An OIDC JWT from the CI platform (join_method oidc)."""
+    challenge: Text = ""
+    """With ``signature``: a challenge of ``POST /v1/bots/join/challenge`` (bound_keypair)."""
+    signature: Text = ""
+    """Base64 signature by the bot's registered key over :func:`bound_keypair_message`."""
     public_key: Text
     ttl: Duration = timedelta(hours=1)
+
+
+class ChallengeRequest(Body):
+    bot: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Challenge(Reply):
+    challenge: str
+    """Opaque; valid for a minute, for this bot only."""
+    expires: str
+
+
+def bound_keypair_message(challenge: str, public_key: str) -> bytes:
+    """What a bound_keypair bot signs: the challenge and the key it asks a certificate for
+    (so a captured signature is worth nothing for another key)."""
+    return f"bastion bound_keypair join\n{challenge}\n{public_key.strip()}\n".encode()
 
 
 RENEW = Endpoint(
@@ -77,4 +107,12 @@ BOT_JOIN = Endpoint(
     "A bot joins with its single-use token or an OIDC JWT: returns bot certificates",
     body=BotJoin,
     response=Renewed,
+)
+BOT_JOIN_CHALLENGE = Endpoint(
+    "POST",
+    "/v1/bots/join/challenge",
+    "public",
+    "A challenge for a bound_keypair bot to sign with its registered key before joining",
+    body=ChallengeRequest,
+    response=Challenge,
 )

@@ -48,6 +48,7 @@ from bastion.services.cache import ResourceCache
 from bastion.services.store import RESOURCE_PREFIXES
 from bastion.tasks import TaskSet
 from bastion.types.access import AuthPreference, Lock, Role
+from bastion.types.devices import DeviceTrustMode
 from bastion.types.identity import Identity
 
 __all__ = [
@@ -138,6 +139,9 @@ class LockWatcher:
         """The auth preference's ``require_session_mfa`` (the watch carries the preference)."""
         self.cluster_time_zone = "UTC"
         """The auth preference's ``time_zone`` (role conditions read ``request.time`` in it)."""
+        self.cluster_device_mode: DeviceTrustMode = "off"
+        """The auth preference's ``device_trust.mode`` (nodes refuse certificates without a
+        trusted device when it, or a role, says ``required``)."""
         self._tasks = TaskSet()
 
     # ---- the view ------------------------------------------------------------------------------
@@ -317,6 +321,7 @@ class LockWatcher:
             spec = AuthPreference.model_validate_json(item.value).spec
             self.cluster_mode, self.cluster_session_mfa = spec.lock_mode, spec.require_session_mfa
             self.cluster_time_zone = spec.time_zone
+            self.cluster_device_mode = spec.device_trust.mode
         except ValidationError:
             log.error("stored cluster auth preference is corrupt", key=item.key)
 
@@ -332,6 +337,7 @@ class LockWatcher:
                 self.cluster_mode = prefs[0].spec.lock_mode
                 self.cluster_session_mfa = prefs[0].spec.require_session_mfa
                 self.cluster_time_zone = prefs[0].spec.time_zone
+                self.cluster_device_mode = prefs[0].spec.device_trust.mode
             self.mark(synced)
             if line.get("type") == "put" and line.get("kind") == "lock" and synced:
                 name = str((line.get("resource") or {}).get("metadata", {}).get("name", ""))

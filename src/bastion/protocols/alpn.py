@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ALPN_HTTP", "ALPN_POSTGRES", "ALPN_SSH", "ALPN_TUNNEL"]
+__all__ = ["ALPN_APP", "ALPN_HTTP", "ALPN_POSTGRES", "ALPN_SSH", "ALPN_TUNNEL"]
 
 ALPN_SSH: Final = "bastion-ssh/1"
 """bsh (and ``bsh proxy ssh`` as OpenSSH ProxyCommand): one JSON line, then raw SSH
@@ -18,5 +18,8 @@ ALPN_TUNNEL: Final = "bastion-tunnel/1"
 ALPN_POSTGRES: Final = "bastion-postgres/1"
 """PostgreSQL wire protocol after TLS (``bsh proxy db``); psql reaches the same route in-band
 with an SSLRequest (:mod:`bastion.proxy.db_route`)."""
+ALPN_APP: Final = "bastion-app/1"
+"""A TCP app's bytes after TLS with a certificate routed to the app (``bsh proxy app NAME``,
+:meth:`bastion.proxy.app_route.AppRoute.handle_tcp`)."""
 ALPN_HTTP: Final = "http/1.1"
 """Web UI and the auth API."""

@@ -66,6 +66,8 @@ def normalize_path(raw: str) -> str | None:
     """
     if not raw.startswith("/") or _CTL.search(raw) or _ENCODED_BAD.search(raw):
         return None
+    if "/." not in raw and "%" not in raw:
+        return raw  # no dot segment can hide in it: nothing to remove
     out: list[str] = []
     segments = raw.split("/")[1:]
     for i, segment in enumerate(segments):

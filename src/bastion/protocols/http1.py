@@ -50,8 +50,8 @@ class BadMessage(ValueError):
 
 @dataclass(slots=True)
 class _Head:
-    headers: list[tuple[bytes, bytes]]
-    """(lowercase name, value) in order."""
+    headers: list[tuple[bytes, bytes, bytes]]
+    """(lowercase name, name as sent, value) in order."""
     content_length: int | None = None
     chunked: bool = False
     close: bool = False
@@ -59,7 +59,7 @@ class _Head:
     connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
 
     def get(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
+        for key, _, value in self.headers:
             if key == name:
                 return value
         return None
@@ -119,7 +119,7 @@ def _fields(lines: list[bytes], head: _Head) -> None:
             encodings += [e.strip().lower() for e in value.split(b",") if e.strip()]
         elif low == b"connection":
             tokens |= {t.strip().lower() for t in value.split(b",") if t.strip()}
-        head.headers.append((low, value))
+        head.headers.append((low, name, value))
     if len(lengths) > 1:
         raise BadMessage(400, "conflicting Content-Length values")
     if encodings:

@@ -1,33 +1,40 @@
-"""The app route: internal web apps at ``NAME.<proxy>`` on the proxy's one port.
+"""The app route: internal web apps at ``NAME.<proxy>`` on the proxy's one port, and TCP apps.
 
-Layer: ``proxy`` (IO shell around the pure :mod:`bastion.protocols.apphost` decisions, RBAC and
-the JWT claims of :mod:`bastion.ca.jwt`). The listener routes a TLS connection here when its
-SNI is ``NAME.<domain>`` (:func:`bastion.proxy.router.route`) and hands over the transport with
-the verified client certificate, if any. An aiohttp server protocol then serves it, per request:
+Layer: ``proxy`` (IO shell around the pure :mod:`bastion.protocols.apphost` and
+:mod:`bastion.protocols.http1` decisions, RBAC and the JWT claims of :mod:`bastion.ca.jwt`).
+The listener routes a TLS connection here when its SNI is ``NAME.<domain>``
+(:func:`bastion.proxy.router.route`) and hands over the transport with the verified client
+certificate, if any. One coroutine per connection then serves its requests in turn:
 
-1. **Host**: ``Host`` must name the same app as the SNI (else ``421``).
-2. **Who**: the app's own cookie (``__Host-bastion_app_session``: HttpOnly, Secure,
+1. **Parse** the request head strictly (:func:`~bastion.protocols.http1.parse_request_head`:
+   CRLF only, no obs-fold, no Content-Length with Transfer-Encoding, 16 KiB at most), so the
+   proxy and the app cannot disagree on where a request ends.
+2. **Host**: ``Host`` must name the same app as the SNI (else ``421``).
+3. **Who**: the app's own cookie (``__Host-bastion_app_session``: HttpOnly, Secure,
    SameSite=Lax, host-only, bound to this app and the web session that launched it), or a
    client certificate routed to this app (``bsh apps login NAME``). Nobody: ``GET``/``HEAD``
    are sent to the login pages' launch (``/web/apps/NAME/launch``), other methods get ``401``.
    The answer is the same for apps that do not exist: a scanner learns nothing and never
    reaches an app.
-3. **Admission** (cached per session for ``admission_ttl``): the gate (user, epoch, locks) and
+4. **Admission** (cached per session for ``admission_ttl``): the gate (user, epoch, locks) and
    RBAC ``app_labels``; locks are also checked on every request from the lock watcher's
-   in-memory view, and a lock ends open requests and WebSockets through the live registry.
-4. **Forward** (HTTP/1.1; bodies streamed both ways, never buffered whole; WebSockets
-   relayed message by message) to the app's URI with the path normalized once
-   (:func:`~bastion.protocols.apphost.normalize_path`), hop-by-hop headers dropped, identity
-   headers (``Bastion-*``, ``X-Forwarded-*``, ``Forwarded``) stripped and set by us, our cookie
-   removed from ``Cookie``, and ``Bastion-Jwt-Assertion`` added (a JWT of the ``jwt`` CA, aud =
-   the app's URI, at most one minute).
-5. **Audit**: ``app.session.start`` (cookie issued, or a certificate's first request on a
-   connection), ``app.session.end`` (a cookie whose session ended), ``app.request`` per request
-   (method, normalized path, status, bytes, duration; ``audit_requests`` ``writes`` logs only
-   non-GET/HEAD, ``none`` none).
+   in-memory view, and a lock ends the connection (and its WebSockets) through the live
+   registry (one entry per connection and identity).
+5. **Forward** over a pooled keep-alive connection to the app (direct, or a stream through the
+   app agent's reverse tunnel when the app was registered by an agent): the head is rewritten
+   once (path normalized, hop-by-hop headers dropped, identity headers ``Bastion-*``,
+   ``X-Forwarded-*``, ``Forwarded`` stripped and set by us, our cookie removed from ``Cookie``,
+   ``Bastion-Jwt-Assertion`` added: a JWT of the ``jwt`` CA, aud = the app's URI, at most one
+   minute, reused for 30 s), bodies are copied as they come (Content-Length or chunked, never
+   buffered whole, never re-encoded). A ``101`` answer to an ``Upgrade: websocket`` request
+   turns the connection into a byte relay.
+6. **Audit**: ``app.session.start`` (cookie issued, or a certificate's first request on a
+   connection), ``app.request`` per request (method, normalized path, status, bytes, duration;
+   ``audit_requests`` ``writes`` logs only non-GET/HEAD, ``none`` none).
 
-The proxy reaches apps directly (the app agent's reverse tunnel is a later step,
-docs/app-access.md).
+TCP apps (``tcp://host:port``) come with ALPN ``bastion-app/1`` and a certificate routed to
+the app (:meth:`AppRoute.handle_tcp`): authorized once, relayed, audited start and end with
+bytes. docs/app-access.md.
 """
 
 from __future__ import annotations
@@ -36,32 +43,44 @@ import asyncio
 import logging
 import ssl
 import time
-import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
-from urllib.parse import parse_qs
-
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, quote, urlsplit
 
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
 from bastion.ca.jwt import JwtKey, app_claims
 from bastion.clock import Clock
-from bastion.errors import AccessDenied, BastionError
+from bastion.errors import AccessDenied, BastionError, ConnectionProblem
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import identity_targets
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.apphost import app_label, normalize_path, split_host
-from bastion.tasks import TaskSet, spawn
-from bastion.types.apps import App, is_identity_header
+from bastion.protocols.http1 import (
+    BadMessage,
+    ChunkedScanner,
+    RequestHead,
+    ResponseHead,
+    find_head_end,
+    parse_request_head,
+    parse_response_head,
+)
+from bastion.proxy.relay import Relay
+from bastion.tasks import TaskSet
+from bastion.types.apps import App
 from bastion.types.identity import Identity
 
-__all__ = ["AUTH_PATH", "COOKIE", "AppBackend", "AppRoute", "AppRouteDeps", "SessionLike"]
+__all__ = [
+    "AUTH_PATH",
+    "COOKIE",
+    "AppBackend",
+    "AppDialer",
+    "AppRoute",
+    "AppRouteDeps",
+    "SessionLike",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,28 +89,26 @@ AUTH_PATH = "/x-bastion-auth"
 JWT_HEADER = "Bastion-Jwt-Assertion"
 _HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
     }
 )
-_WS_SKIP = _HOP | {
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-protocol",
-    "sec-websocket-accept",
-}
 _JWT_REUSE = 30.0
 """Seconds an assertion is reused for the same session (it is valid for 60)."""
+_BUFFER = 256 * 1024
+_IDLE_POOL = 64
+"""Idle upstream connections kept per app."""
+_KEEPALIVE_IDLE = 120.0
+_NO_BODY = (204, 304)
 
 
 class SessionLike(Protocol):
@@ -118,6 +135,17 @@ class AppBackend(Protocol):
     async def signer(self) -> JwtKey: ...
 
 
+class AppDialer(Protocol):
+    """Opens a stream to an app agent (:class:`bastion.tunnel.server.TunnelServer`)."""
+
+    async def dial(
+        self,
+        host_id: str,
+        header: dict[str, Any],
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+    ) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AppRouteDeps:
     access: AppBackend
@@ -131,14 +159,113 @@ class AppRouteDeps:
     audit_requests: Literal["all", "writes", "none"] = "all"
     connect_timeout: float = 10.0
     admission_ttl: float = 1.0
+    tunnel: AppDialer | None = None
+    """Reaches apps registered by an app agent (``spec.host_id``) through its reverse tunnel."""
+
+
+class _Side(asyncio.Protocol):
+    """One transport, read into a buffer that the connection's coroutine consumes (reading
+    paused above 256 KiB), with write flow control (:meth:`drain`)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.eof = False
+        self.lost = False
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > _BUFFER and self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = self.lost = True
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def more(self) -> None:
+        """Wait for more bytes (or EOF)."""
+        if self.eof:
+            return
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        if self._paused and len(self.buf) < _BUFFER // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.lost:
+            raise ConnectionResetError("connection lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionResetError("connection lost")
+        if self._write_paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+            if self.lost:
+                raise ConnectionResetError("connection lost")
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 @dataclass(slots=True)
 class _Conn:
     identity: Identity | None
     client: tuple[str, int]
-    label: str | None
+    label: str
+    side: _Side
     started: bool = False
+    live: LiveConnection | None = None
+    live_key: str = ""
+    upstream: _Side | None = None
+    remote: str = ""
 
 
 @dataclass(slots=True)
@@ -147,6 +274,8 @@ class _Admitted:
     at: float
     jwt: str = ""
     jwt_at: float = 0.0
+    extra: bytes = b""
+    """The app's static rewrite headers, encoded once."""
 
 
 @dataclass(slots=True)
@@ -157,44 +286,51 @@ class _Who:
     session_id: str = ""
 
 
+@dataclass(slots=True)
+class _Target:
+    """How to reach one app: direct (host, port, TLS) or through an agent's tunnel."""
+
+    host_id: str
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    host_header: bytes
+    prefix: str
+    idle: list[_Side] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class AppRoute:
     """Serves app connections handed over by the listener."""
 
     def __init__(self, deps: AppRouteDeps) -> None:
         self._deps = deps
         self.domain = deps.domain.lower()
-        self._conns: weakref.WeakKeyDictionary[asyncio.BaseTransport, _Conn] = (
-            weakref.WeakKeyDictionary()
-        )
         self._admitted: dict[tuple[str, str], _Admitted] = {}
+        self._targets: dict[tuple[str, str, bool], _Target] = {}
         self._tasks = TaskSet()
-        self._runner: web.AppRunner | None = None
-        self._client: aiohttp.ClientSession | None = None
+        self._verify = ssl.create_default_context()
         self._insecure = ssl.create_default_context()
         self._insecure.check_hostname = False
         self._insecure.verify_mode = ssl.CERT_NONE
+        self._running = False
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._deps.connect_timeout, sock_read=None
-            ),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        )
+        self._running = True
 
     async def close(self) -> None:
+        self._running = False
         await self._tasks.cancel_all(timeout=5)
-        if self._client is not None:
-            await self._client.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for target in self._targets.values():
+            for side in target.idle:
+                side.abort()
+            target.idle.clear()
 
     async def handle(
         self,
@@ -206,45 +342,82 @@ class AppRoute:
     ) -> None:
         """Serve one TLS connection (the listener's hand-off); ``label``: the app named by
         the SNI (every request's ``Host`` must name the same)."""
-        if self._runner is None or self._runner.server is None:
+        if not self._running:
             transport.abort()
             return
-        self._conns[transport] = _Conn(identity, client, label or None)
-        protocol = self._runner.server()
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
+        side = _Side()
+        transport.set_protocol(side)
+        side.connection_made(transport)
         if early:
-            protocol.data_received(early)
+            side.buf += early
         transport.resume_reading()
+        conn = _Conn(identity, client, label, side, remote=f"{client[0]}:{client[1]}")
+        try:
+            await self._serve(conn)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            side.close()
+            if conn.live is not None:
+                self._deps.registry.remove(conn.live)
+            if conn.upstream is not None:
+                conn.upstream.abort()
 
     # ------------------------------------------------------------------ per request
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        transport = request.transport
-        conn = self._conns.get(transport) if transport is not None else None
-        label = app_label(request.host, self.domain)
-        if conn is None or label is None or label != conn.label:
-            return _text(421, "misdirected request")
-        raw_path = request.raw_path.split("?", 1)[0]
+    async def _serve(self, conn: _Conn) -> None:
+        side = conn.side
+        while True:
+            try:
+                end = find_head_end(side.buf)
+                while end < 0:
+                    if side.eof:
+                        return
+                    async with asyncio.timeout(_KEEPALIVE_IDLE):
+                        await side.more()
+                    end = find_head_end(side.buf)
+                head = parse_request_head(side.take(end))
+            except BadMessage as exc:
+                self._reply(conn, exc.status, exc.message, close=True)
+                return
+            except TimeoutError:
+                return
+            if not await self._request(conn, head):
+                return
+
+    async def _request(self, conn: _Conn, head: RequestHead) -> bool:
+        """Serve one request; False: close the client connection."""
+        has_body = head.chunked or bool(head.content_length)
+        host_value = head.get(b"host")
+        host = host_value.decode("latin-1") if host_value is not None else ""
+        label = app_label(host, self.domain)
+        if label is None or label != conn.label:
+            return self._reply(conn, 421, "misdirected request", close=True)
+        if not head.target.startswith("/"):
+            return self._reply(conn, 400, "bad request target", close=True)
+        raw_path, _, query = head.target.partition("?")
         if raw_path == AUTH_PATH:
-            return await self._redeem(request, label, conn)
-        who = await self._identify(request, label, conn)
+            return await self._redeem(conn, head, label, query, host) and not has_body
+        who = await self._identify(head, label, conn)
         if who is None:
-            return self._to_login(request, label)
+            return self._to_login(conn, head, label, host) and not has_body
         try:
             admitted = await self._admit(who, label, conn)
         except BastionError as exc:
             log.info("app %s refused for %s: %s", label, who.identity.user, exc.message)
-            return _text(404, f'app "{label}" not found or access denied')
+            return self._reply(
+                conn, 404, f'app "{label}" not found or access denied', close=has_body
+            )
+        if not admitted.app.spec.uri.startswith(("http://", "https://")):
+            return self._reply(conn, 404, f'app "{label}" not found or access denied', True)
         path = normalize_path(raw_path)
         if path is None:
-            return _text(400, "bad request path")
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._websocket(request, admitted, who, conn, path)
-        return await self._forward(request, admitted, who, conn, path)
+            return self._reply(conn, 400, "bad request path", close=True)
+        self._register(conn, who, label)
+        return await self._forward(conn, head, admitted, who, path, query, host)
 
-    async def _identify(self, request: web.Request, label: str, conn: _Conn) -> _Who | None:
-        token = request.cookies.get(COOKIE, "")
+    async def _identify(self, head: RequestHead, label: str, conn: _Conn) -> _Who | None:
+        token = _cookie_value(head)
         if token:
             session = await self._deps.access.sessions.get(token, label)
             if session is not None:
@@ -261,12 +434,16 @@ class AppRoute:
         hit = self._admitted.get(key)
         if hit is None or tick - hit.at >= deps.admission_ttl:
             if deps.gate is not None:
-                remote = f"{conn.client[0]}:{conn.client[1]}"
-                await deps.gate.admit(who.identity, "web", f"app/{label}", remote)
+                await deps.gate.admit(who.identity, "web", f"app/{label}", conn.remote)
             app = await deps.access.authorize(who.identity, label)
             if len(self._admitted) > 10_000:
                 self._admitted.clear()
-            hit = _Admitted(app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0)
+            extra = b"".join(
+                f"{h.name}: {h.value}\r\n".encode() for h in app.spec.rewrite.headers
+            )
+            hit = _Admitted(
+                app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra
+            )
             self._admitted[key] = hit
             if not who.session_id and not conn.started:
                 conn.started = True
@@ -280,298 +457,586 @@ class AppRoute:
             hit.jwt, hit.jwt_at = signer.sign(claims), tick
         return hit
 
-    def _to_login(self, request: web.Request, label: str) -> web.StreamResponse:
-        if request.method not in ("GET", "HEAD"):
-            return _text(401, "sign in first: open this app in a browser, or bsh apps login")
-        _, port = split_host(request.host)
-        target = URL.build(
-            scheme="https",
-            host=self.domain,
-            port=port if port and port != 443 else None,
-            path=f"/web/apps/{label}/launch",
-            query={"path": request.raw_path},
-        )
-        response = web.Response(status=302, headers={"Location": str(target)})
-        _no_store(response)
-        return response
+    def _register(self, conn: _Conn, who: _Who, label: str) -> None:
+        """One live entry per connection and identity: a lock ends the connection."""
+        if conn.live is not None and conn.live_key == who.key:
+            return
+        if conn.live is not None:
+            self._deps.registry.remove(conn.live)
 
-    async def _redeem(self, request: web.Request, label: str, conn: _Conn) -> web.StreamResponse:
-        query = parse_qs(request.query_string, max_num_fields=4)
-        code = (query.get("code") or [""])[0]
-        then = (query.get("then") or ["/"])[0]
+        async def terminate(reason: str) -> None:
+            conn.side.abort()
+            if conn.upstream is not None:
+                conn.upstream.abort()
+
+        conn.live_key = who.key
+        conn.live = self._deps.registry.add(
+            LiveConnection(
+                kind="app",
+                identity=who.identity,
+                target=label,
+                remote_addr=conn.remote,
+                session_id=who.session_id,
+                started=self._deps.clock.now(),
+                terminate=terminate,
+                extra={"request": "http"},
+            )
+        )
+
+    def _to_login(self, conn: _Conn, head: RequestHead, label: str, host: str) -> bool:
+        if head.method not in ("GET", "HEAD"):
+            return self._reply(
+                conn, 401, "sign in first: open this app in a browser, or bsh apps login"
+            )
+        _, port = split_host(host)
+        where = f"{self.domain}:{port}" if port and port != 443 else self.domain
+        location = f"https://{where}/web/apps/{label}/launch?path=" + quote(head.target, safe="")
+        return self._reply(conn, 302, "", headers=[("Location", location)])
+
+    async def _redeem(
+        self, conn: _Conn, head: RequestHead, label: str, query: str, host: str
+    ) -> bool:
+        params = parse_qs(query, max_num_fields=4)
+        code = (params.get("code") or [""])[0]
+        then = (params.get("then") or ["/"])[0]
         try:
             token, session = await self._deps.access.sessions.redeem(code, label)
         except AccessDenied as exc:
-            return _text(403, exc.message)
+            return self._reply(conn, 403, exc.message)
         path = then.split("?", 1)[0]
-        if not then.startswith("/") or then.startswith("//") or normalize_path(path) is None:
+        if (
+            not then.startswith("/")
+            or then.startswith("//")
+            or normalize_path(path) is None
+            or any(ord(c) < 0x21 or ord(c) > 0x7E for c in then)
+        ):
             then = "/"
-        response = web.Response(status=303, headers={"Location": then})
-        _no_store(response)
         max_age = max(1, int((session.expires - self._deps.clock.now()).total_seconds()))
-        response.set_cookie(
-            COOKIE, token, path="/", max_age=max_age, secure=True, httponly=True, samesite="Lax"
+        cookie = (
+            f"{COOKIE}={token}; HttpOnly; Max-Age={max_age}; Path=/; SameSite=Lax; Secure"
         )
         await self._audit_start(_Who(session.identity, "", session.id), label, conn, "browser")
-        return response
+        return self._reply(conn, 303, "", headers=[("Location", then), ("Set-Cookie", cookie)])
 
     async def _audit_start(self, who: _Who, label: str, conn: _Conn, method: str) -> None:
         await self._deps.audit.emit(
             "app.session.start",
             user=who.identity.user,
             app=label,
-            remote_addr=f"{conn.client[0]}:{conn.client[1]}",
+            remote_addr=conn.remote,
             session_id=who.session_id,
             method=method,
             device_id=who.identity.device_id,
         )
 
+    def _reply(
+        self,
+        conn: _Conn,
+        status: int,
+        message: str,
+        close: bool = False,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> bool:
+        """Answer from the proxy itself; returns whether the connection stays open."""
+        body = (message + "\n").encode() if message else b""
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
+        lines += [f"{k}: {v}" for k, v in headers or ()]
+        lines += [
+            "Cache-Control: no-store",
+            "Referrer-Policy: no-referrer",
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {len(body)}",
+        ]
+        if close:
+            lines.append("Connection: close")
+        try:
+            conn.side.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        except ConnectionError:
+            return False
+        return not close
+
     # ------------------------------------------------------------------ forwarding
 
-    def _headers(
-        self, request: web.Request, admitted: _Admitted, conn: _Conn, skip: frozenset[str]
-    ) -> CIMultiDict[str]:
-        listed = {t.strip().lower() for t in request.headers.get("Connection", "").split(",") if t}
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in request.headers.items():
-            low = name.lower()
-            if low in skip or low in listed or is_identity_header(name):
+    def _target(self, app: App) -> _Target:
+        spec = app.spec
+        key = (spec.host_id, spec.uri, spec.insecure_skip_verify)
+        found = self._targets.get(key)
+        if found is not None:
+            return found
+        parts = urlsplit(spec.uri)
+        tls: ssl.SSLContext | None = None
+        default = 80
+        if parts.scheme == "https":
+            default = 443
+            tls = self._insecure if spec.insecure_skip_verify else self._verify
+        if spec.host_id and self._deps.tunnel is not None:
+            tls = None  # the agent speaks TLS to the app
+        host = parts.hostname or ""
+        port = parts.port or default
+        found = _Target(
+            host_id=spec.host_id if self._deps.tunnel is not None else "",
+            host=host,
+            port=port,
+            tls=tls,
+            host_header=parts.netloc.encode("idna"),
+            prefix=parts.path.rstrip("/"),
+        )
+        if len(self._targets) > 1000:
+            self._targets.clear()
+        self._targets[key] = found
+        return found
+
+    async def _open(self, target: _Target, app: App, who: _Who, conn: _Conn) -> _Side:
+        side = _Side()
+        async with asyncio.timeout(self._deps.connect_timeout):
+            if target.host_id:
+                assert self._deps.tunnel is not None
+                header = {
+                    "type": "app",
+                    "app": app.metadata.name,
+                    "user": who.identity.user,
+                    "client_addr": conn.remote,
+                }
+                await self._deps.tunnel.dial(target.host_id, header, lambda: side)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.create_connection(
+                    lambda: side,
+                    target.host,
+                    target.port,
+                    ssl=target.tls,
+                    server_hostname=target.host if target.tls is not None else None,
+                )
+        return side
+
+    async def _upstream(
+        self, target: _Target, app: App, who: _Who, conn: _Conn
+    ) -> tuple[_Side, bool]:
+        while target.idle:
+            side = target.idle.pop()
+            if not side.eof and not side.buf:
+                return side, True
+            side.abort()
+        return await self._open(target, app, who, conn), False
+
+    def _release(self, target: _Target, side: _Side) -> None:
+        if side.eof or side.buf or len(target.idle) >= _IDLE_POOL:
+            side.close()
+        else:
+            target.idle.append(side)
+
+    def _head(
+        self,
+        head: RequestHead,
+        admitted: _Admitted,
+        conn: _Conn,
+        target: _Target,
+        path: str,
+        query: str,
+        host: str,
+        upgrade: bool,
+    ) -> bytes:
+        out = bytearray(
+            f"{head.method} {target.prefix}{path}{'?' + query if query else ''} HTTP/1.1\r\n"
+            .encode("latin-1")
+        )
+        out += b"Host: " + target.host_header + b"\r\n"
+        listed = head.connection_tokens
+        for low, name, value in head.headers:
+            if low in _HOP or low in listed or low == b"expect" or _identity_header(low):
                 continue
-            if low == "cookie":
-                value = _strip_cookie(value)
+            if low == b"cookie":
+                value = _strip_cookie(value.decode("latin-1")).encode("latin-1")
                 if not value:
                     continue
-            headers.add(name, value)
-        if request.content_length is not None and "content-length" not in skip:
-            headers["Content-Length"] = str(request.content_length)
-        headers["X-Forwarded-For"] = conn.client[0]
-        headers["X-Forwarded-Proto"] = "https"
-        headers["X-Forwarded-Host"] = request.host
-        for extra in admitted.app.spec.rewrite.headers:
-            headers[extra.name] = extra.value
-        headers[JWT_HEADER] = admitted.jwt
-        return headers
-
-    def _url(self, app: App, path: str, query: str) -> URL:
-        return URL(app.spec.uri + path + (f"?{query}" if query else ""), encoded=True)
-
-    def _ssl(self, app: App) -> ssl.SSLContext | bool:
-        if app.spec.uri.startswith("https://") and app.spec.insecure_skip_verify:
-            return self._insecure
-        return True
-
-    def _live(
-        self, request: web.Request, who: _Who, label: str, conn: _Conn, kind: str
-    ) -> LiveConnection:
-        async def terminate(reason: str) -> None:
-            if transport is not None:
-                transport.abort()
-
-        transport = request.transport
-        return self._deps.registry.add(
-            LiveConnection(
-                kind="app",
-                identity=who.identity,
-                target=label,
-                remote_addr=f"{conn.client[0]}:{conn.client[1]}",
-                session_id=who.session_id,
-                started=self._deps.clock.now(),
-                terminate=terminate,
-                extra={"request": kind},
-            )
-        )
+            out += name + b": " + value + b"\r\n"
+        if head.chunked:
+            out += b"Transfer-Encoding: chunked\r\n"
+        elif head.content_length is not None:
+            out += b"Content-Length: %d\r\n" % head.content_length
+        if upgrade:
+            out += b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+        out += (
+            f"X-Forwarded-For: {conn.client[0]}\r\nX-Forwarded-Proto: https\r\n"
+            f"X-Forwarded-Host: {host}\r\n{JWT_HEADER}: {admitted.jwt}\r\n"
+        ).encode("latin-1")
+        out += admitted.extra
+        out += b"\r\n"
+        return bytes(out)
 
     async def _forward(
-        self, request: web.Request, admitted: _Admitted, who: _Who, conn: _Conn, path: str
-    ) -> web.StreamResponse:
-        assert self._client is not None
+        self,
+        conn: _Conn,
+        head: RequestHead,
+        admitted: _Admitted,
+        who: _Who,
+        path: str,
+        query: str,
+        host: str,
+    ) -> bool:
         start = time.monotonic()
         app = admitted.app
         label = app.metadata.name
-        headers = self._headers(request, admitted, conn, _HOP)
-        data = request.content if request.body_exists else None
-        live = self._live(request, who, label, conn, "http")
-        status, sent = 502, 0
+        target = self._target(app)
+        upgrade = (
+            b"upgrade" in head.connection_tokens
+            and (head.get(b"upgrade") or b"").lower() == b"websocket"
+        )
+        data = self._head(head, admitted, conn, target, path, query, host, upgrade)
+        has_body = head.chunked or bool(head.content_length)
+        status, sent, received = 502, 0, 0
+        keep = not head.close
+        up: _Side | None = None
+        responded = False
+        if has_body and (head.get(b"expect") or b"").lower() == b"100-continue":
+            conn.side.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            async with self._client.request(
-                request.method,
-                self._url(app, path, request.query_string),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                ssl=self._ssl(app),
-            ) as upstream:
-                status = upstream.status
-                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                for name, value in upstream.headers.items():
-                    if name.lower() not in _HOP:
-                        response.headers.add(name, value)
-                if upstream.content_length is not None and request.method != "HEAD":
-                    response.content_length = upstream.content_length
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    sent += len(chunk)
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("app %s unreachable: %s", label, exc)
-            return _text(502, f'app "{label}" is not reachable')
+            for attempt in range(2):
+                try:
+                    up, reused = await self._upstream(target, app, who, conn)
+                except (OSError, BastionError, TimeoutError) as exc:
+                    log.warning("app %s unreachable: %s", label, exc)
+                    return self._reply(conn, 502, f'app "{label}" is not reachable', close=True)
+                conn.upstream = up
+                try:
+                    up.write(data)
+                    if has_body:
+                        received = await self._copy_body(conn.side, up, head)
+                    response = await self._response_head(up)
+                    break
+                except _Stale:
+                    up.abort()
+                    if not reused or has_body or attempt:
+                        raise
+            else:
+                return False
+            while 100 <= response.status < 200 and response.status != 101:
+                response = await self._response_head(up)  # 100 Continue: answered by us
+            status = response.status
+            if response.status == 101:
+                if not upgrade:
+                    raise _Refused(502, "the app switched protocols unasked")
+                responded = True
+                conn.side.write(self._client_head(response, True, False))
+                counts = await self._relay(conn, up)
+                received += counts[0]
+                sent += counts[1]
+                return False
+            bodyless = head.method == "HEAD" or response.status in _NO_BODY
+            until_close = (
+                not bodyless and not response.chunked and response.content_length is None
+            )
+            keep = keep and not until_close
+            responded = True
+            out = self._client_head(response, False, not keep)
+            if bodyless:
+                conn.side.write(out)
+            else:  # the head goes out with the first piece of the body (one TLS record)
+                sent = await self._copy_body(up, conn.side, response, until_close, out)
+            await conn.side.drain()
+            if response.close or until_close:
+                up.close()
+            else:
+                self._release(target, up)
+            conn.upstream = None
+            return keep
+        except BadMessage as exc:
+            if up is not None:
+                up.abort()
+            conn.upstream = None
+            if responded:
+                return False
+            status = exc.status
+            if exc.status != 502:  # the client's body was malformed
+                return self._reply(conn, exc.status, exc.message, close=True)
+            log.warning("app %s: %s", label, exc.message)
+            return self._reply(conn, 502, f'app "{label}" sent a bad response', close=True)
+        except (_Stale, _Refused, ConnectionError, OSError, TimeoutError) as exc:
+            if up is not None:
+                up.abort()
+            conn.upstream = None
+            log.info("app %s: connection ended: %s", label, exc)
+            if not responded and not conn.side.lost:
+                status = 502
+                return self._reply(conn, 502, f'app "{label}" is not reachable', close=True)
+            return False
         finally:
-            self._deps.registry.remove(live)
-            await self._audit_request(request, who, label, path, status, sent, start)
+            await self._audit_request(head, who, label, path, status, received, sent, start, upgrade)
+
+    async def _response_head(self, up: _Side) -> ResponseHead:
+        end = find_head_end(up.buf)
+        first = True
+        while end < 0:
+            if up.eof:
+                raise _Stale("the app closed the connection") if first else ConnectionResetError(
+                    "the app closed the connection"
+                )
+            await up.more()
+            first = first and not up.buf
+            end = find_head_end(up.buf)
+        return parse_response_head(up.take(end))
+
+    def _client_head(self, response: ResponseHead, upgrade: bool, close: bool) -> bytes:
+        out = bytearray(b"HTTP/1.1 %d " % response.status + response.reason + b"\r\n")
+        for low, name, value in response.headers:
+            if low in _HOP:
+                continue
+            if low in response.connection_tokens:
+                continue
+            out += name + b": " + value + b"\r\n"
+        if response.chunked:
+            out += b"Transfer-Encoding: chunked\r\n"
+        elif response.content_length is not None:
+            out += b"Content-Length: %d\r\n" % response.content_length
+        if upgrade:
+            out += b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+        elif close:
+            out += b"Connection: close\r\n"
+        out += b"\r\n"
+        return bytes(out)
+
+    async def _copy_body(
+        self,
+        src: _Side,
+        dst: _Side,
+        head: RequestHead | ResponseHead,
+        until_close: bool = False,
+        prefix: bytes = b"",
+    ) -> int:
+        """Copy one message body from ``src`` to ``dst`` as it comes, after ``prefix`` (sent
+        with its first piece); returns the body's size."""
+        total = 0
+        scanner = ChunkedScanner() if head.chunked else None
+        remaining = head.content_length or 0
+        while True:
+            if src.buf:
+                if scanner is not None:
+                    n = scanner.feed(src.buf)
+                elif until_close:
+                    n = len(src.buf)
+                else:
+                    n = min(remaining, len(src.buf))
+                    remaining -= n
+                if n:
+                    if prefix:
+                        dst.write(prefix + src.take(n))
+                        prefix = b""
+                    else:
+                        dst.write(src.take(n))
+                    total += n
+                    await dst.drain()
+            if (scanner is not None and scanner.done) or (
+                scanner is None and not until_close and remaining == 0
+            ):
+                if prefix:
+                    dst.write(prefix)
+                return total
+            if prefix and not src.buf:  # nothing more yet: let the head go now
+                dst.write(prefix)
+                prefix = b""
+            if src.eof:
+                if until_close and scanner is None:
+                    return total
+                raise ConnectionResetError("connection closed in the middle of a body")
+            await src.more()
+
+    async def _relay(self, conn: _Conn, up: _Side) -> tuple[int, int]:
+        """After a 101: bytes both ways until either side ends; (to app, to client)."""
+        counts = [0, 0]
+
+        async def pump(src: _Side, dst: _Side, index: int) -> None:
+            while True:
+                if src.buf:
+                    chunk = src.take(len(src.buf))
+                    counts[index] += len(chunk)
+                    dst.write(chunk)
+                    await dst.drain()
+                if src.eof:
+                    return
+                await src.more()
+
+        tasks = [
+            asyncio.ensure_future(pump(conn.side, up, 0)),
+            asyncio.ensure_future(pump(up, conn.side, 1)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            up.close()
+        return counts[0], counts[1]
 
     async def _audit_request(
         self,
-        request: web.Request,
+        head: RequestHead,
         who: _Who,
         label: str,
         path: str,
         status: int,
+        received: int,
         sent: int,
         start: float,
+        websocket: bool,
     ) -> None:
         mode = self._deps.audit_requests
-        if mode == "none" or (mode == "writes" and request.method in ("GET", "HEAD")):
+        if mode == "none" or (mode == "writes" and head.method in ("GET", "HEAD") and not websocket):
             return
+        fields: dict[str, object] = {}
+        if websocket:
+            fields["websocket"] = True
         await self._deps.audit.emit(
             "app.request",
             user=who.identity.user,
             app=label,
-            method=request.method,
+            method=head.method,
             path=path,
             status=status,
-            bytes_in=request.content_length or 0,
+            bytes_in=received,
             bytes_out=sent,
             duration_ms=round((time.monotonic() - start) * 1000, 1),
             session_id=who.session_id,
+            **fields,
         )
 
-    async def _websocket(
-        self, request: web.Request, admitted: _Admitted, who: _Who, conn: _Conn, path: str
-    ) -> web.StreamResponse:
-        assert self._client is not None
-        start = time.monotonic()
-        app = admitted.app
-        label = app.metadata.name
-        protocols = [
-            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p
-        ]
-        url = self._url(app, path, request.query_string)
-        headers = self._headers(request, admitted, conn, _WS_SKIP)
+    # ------------------------------------------------------------------ TCP apps
+
+    async def handle_tcp(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        client: tuple[str, int],
+        early: bytes = b"",
+    ) -> None:
+        """Serve one ``bastion-app/1`` connection: a certificate routed to a ``tcp://`` app
+        (``bsh proxy app NAME``); bytes are relayed to the app, start and end audited."""
+        deps = self._deps
+        remote = f"{client[0]}:{client[1]}"
+        name = identity.route.app if identity.route is not None else ""
+        relay = Relay(name=f"app {name} {remote}")
         try:
-            upstream = await self._client.ws_connect(
-                url, headers=headers, protocols=protocols, ssl=self._ssl(app), autoping=True
+            if not name:
+                raise AccessDenied("this certificate is not routed to an app (bsh apps login)")
+            async with asyncio.timeout(deps.connect_timeout):
+                if deps.gate is not None:
+                    await deps.gate.admit(identity, "web", f"app/{name}", remote)
+                app = await deps.access.authorize(identity, name)
+                if not app.spec.uri.startswith("tcp://"):
+                    raise AccessDenied(f'app "{name}" is not a TCP app: open https://{name}...')
+                if deps.locks is not None:
+                    targets = identity_targets(identity, nodes=(name,))
+                    deps.locks.check(targets, deps.locks.cluster_mode).raise_if_denied()
+                await self._dial_tcp(app, identity, remote, relay)
+        except (BastionError, OSError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, BastionError) else str(exc) or "timed out"
+            await deps.audit.emit(
+                "app.session.start",
+                outcome="failure",
+                user=identity.user,
+                app=name,
+                remote_addr=remote,
+                reason=reason,
+                method="tcp",
             )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("app %s websocket refused: %s", label, exc)
-            return _text(502, f'app "{label}" refused the WebSocket')
-        down = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
-        await down.prepare(request)
-        counts = [0, 0]
+            transport.abort()
+            return
+        relay.attach_a(transport, early)
+        relay.start()
 
         async def terminate(reason: str) -> None:
-            await asyncio.gather(
-                down.close(
-                    code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=reason[:120].encode()
-                ),
-                upstream.close(),
-                return_exceptions=True,
-            )
+            relay.terminate(reason)
 
-        live = self._deps.registry.add(
+        live = deps.registry.add(
             LiveConnection(
                 kind="app",
-                identity=who.identity,
-                target=label,
-                remote_addr=f"{conn.client[0]}:{conn.client[1]}",
-                session_id=who.session_id,
-                started=self._deps.clock.now(),
+                identity=identity,
+                target=name,
+                remote_addr=remote,
+                started=deps.clock.now(),
                 terminate=terminate,
-                extra={"request": "websocket"},
+                extra={"request": "tcp"},
             )
         )
-        try:
-            await _pump_ws(down, upstream, counts)
-        finally:
-            self._deps.registry.remove(live)
-            await upstream.close()
-            await down.close()
-            await self._audit_ws(request, who, label, path, counts, start)
-        return down
-
-    async def _audit_ws(
-        self,
-        request: web.Request,
-        who: _Who,
-        label: str,
-        path: str,
-        counts: Sequence[int],
-        start: float,
-    ) -> None:
-        if self._deps.audit_requests == "none":
-            return
-        await self._deps.audit.emit(
-            "app.request",
-            user=who.identity.user,
-            app=label,
-            method="GET",
-            path=path,
-            status=101,
-            bytes_in=counts[0],
-            bytes_out=counts[1],
-            duration_ms=round((time.monotonic() - start) * 1000, 1),
-            session_id=who.session_id,
-            websocket=True,
+        await deps.audit.emit(
+            "app.session.start",
+            user=identity.user,
+            app=name,
+            remote_addr=remote,
+            method="tcp",
+            device_id=identity.device_id,
         )
+        try:
+            await relay.wait_closed()
+        finally:
+            deps.registry.remove(live)
+            await deps.audit.emit(
+                "app.session.end",
+                user=identity.user,
+                app=name,
+                remote_addr=remote,
+                bytes_in=relay.bytes_a_to_b,
+                bytes_out=relay.bytes_b_to_a,
+                reason=relay.reason,
+            )
+
+    async def _dial_tcp(self, app: App, identity: Identity, remote: str, relay: Relay) -> None:
+        spec = app.spec
+        if spec.host_id and self._deps.tunnel is not None:
+            header = {
+                "type": "app",
+                "app": app.metadata.name,
+                "user": identity.user,
+                "client_addr": remote,
+            }
+            await self._deps.tunnel.dial(spec.host_id, header, lambda: relay.b)
+            return
+        parts = urlsplit(spec.uri)
+        if not parts.hostname or not parts.port:
+            raise ConnectionProblem(f"app {app.metadata.name}: bad uri {spec.uri}")
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: relay.b, parts.hostname, parts.port)
 
 
-async def _pump_ws(
-    down: web.WebSocketResponse, up: aiohttp.ClientWebSocketResponse, counts: list[int]
-) -> None:
-    async def to_app() -> None:
-        async for msg in down:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                counts[0] += len(msg.data)
-                await up.send_str(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                counts[0] += len(msg.data)
-                await up.send_bytes(msg.data)
-            else:
-                break
+class _Stale(ConnectionResetError):
+    """A pooled connection the app had closed: retried once on a fresh one."""
 
-    async def to_client() -> None:
-        async for msg in up:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                counts[1] += len(msg.data)
-                await down.send_str(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                counts[1] += len(msg.data)
-                await down.send_bytes(msg.data)
-            else:
-                break
 
-    tasks = [spawn(to_app(), "app-ws-up"), spawn(to_client(), "app-ws-down")]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+_REASONS = {
+    302: "Found",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    421: "Misdirected Request",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+}
+
+
+def _identity_header(low: bytes) -> bool:
+    """``Bastion-*``, ``X-Forwarded-*``, ``Forwarded``, ``X-Real-Ip`` (see
+    :func:`bastion.types.apps.is_identity_header`), on a lowercase name."""
+    return low.startswith((b"bastion-", b"x-forwarded-", b"x-bastion-")) or low in (
+        b"forwarded",
+        b"x-real-ip",
+    )
+
+
+def _cookie_value(head: RequestHead) -> str:
+    for low, _, value in head.headers:
+        if low != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            name, _, val = part.strip().partition("=")
+            if name == COOKIE:
+                return val.strip()
+    return ""
 
 
 def _strip_cookie(value: str) -> str:
     """The ``Cookie`` header without our session cookie (the app never sees it)."""
     kept = [p for p in value.split(";") if p.strip().split("=", 1)[0].strip() != COOKIE]
     return ";".join(kept).strip()
-
-
-def _no_store(response: web.StreamResponse) -> None:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-
-
-def _text(status: int, message: str) -> web.Response:
-    response = web.Response(status=status, text=message + "\n")
-    _no_store(response)
-    return response

@@ -58,6 +58,7 @@ from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
 from bastion.protocols.clienthello import ClientHello, parse_client_hello
 from bastion.protocols.detect import Kind, NeedMore, build_proxy_header_v2, detect
 from bastion.proxy.app_route import AppRoute
+from bastion.proxy.cluster_route import ClusterHub
 from bastion.proxy.db_route import DbRoute
 from bastion.proxy.limits import UnauthenticatedLimiter
 from bastion.proxy.relay import Relay
@@ -136,6 +137,9 @@ class ListenerDeps:
     app: AppRoute | None = None
     """The app route: TLS with an SNI of ``NAME.<app.domain>`` (None: no app route)."""
     """The database route: PostgreSQL's SSLRequest is answered in-band (None: refused)."""
+    clusters: ClusterHub | None = None
+    """Trusted clusters: leaves' tunnels (their host CAs) and routes through them (None: no
+    leaves; docs/trusted-clusters.md)."""
 
 
 class _Refused(Exception):
@@ -208,7 +212,15 @@ class ProxyListener:
             RouteKind.APP: _server_context(
                 tls, tls.user_ca_pem, ssl.CERT_OPTIONAL, Route.APP.alpn or ""
             ),
+            # TCP apps (bsh proxy app NAME): a user certificate routed to the app.
+            RouteKind.APP_TCP: _server_context(
+                tls, tls.user_ca_pem, ssl.CERT_REQUIRED, Route.APP_TCP.alpn or ""
+            ),
         }
+        # No TLS 1.3 session tickets to database clients: libpq waits on the tickets that
+        # follow the handshake, a ~35 ms stall per connection (bench/db.py: 3.5x -> 1.3x of a
+        # direct connection); nothing resumes these sessions anyway.
+        self._contexts[RouteKind.DB].num_tickets = 0
         self._anchors = {
             "user": x509.load_pem_x509_certificates(tls.user_ca_pem.encode()),
             "host": x509.load_pem_x509_certificates(tls.host_ca_pem.encode()),
@@ -222,6 +234,12 @@ class ProxyListener:
         self._tasks = TaskSet()
         self._next_upstream = 0
         self.port = config.port
+
+    def trust_tunnel_ca(self, pem: str) -> None:
+        """Also accept tunnel client certificates from this CA at the handshake (a leaf
+        cluster's host CA); which identities it may sign is decided after it
+        (:meth:`ClusterHub.verify_tunnel`)."""
+        self._contexts[RouteKind.TUNNEL].load_verify_locations(cadata=pem)
 
     @property
     def limiter(self) -> UnauthenticatedLimiter:
@@ -463,6 +481,10 @@ class ProxyListener:
             cert = x509.load_der_x509_certificate(der)
             who = _subject(cert)
             purpose = "host" if chosen.kind is RouteKind.TUNNEL else "user"
+            leaves = self._deps.clusters
+            own_host = _issued_by(cert, self._anchors["host"])
+            if chosen.kind is RouteKind.TUNNEL and leaves is not None and not own_host:
+                return True, leaves.verify_tunnel(cert)  # a leaf's proxy (its own CA only)
             if chosen.kind is RouteKind.WEB and _issued_by(cert, self._anchors["host"]):
                 purpose = "host"  # agents call the API too (heartbeats, watches, events)
             identity = verify_certificate_chain(
@@ -518,6 +540,13 @@ class ProxyListener:
     ) -> None:
         if chosen.kind is RouteKind.SSH and identity is not None and self._deps.ssh is not None:
             await self._deps.ssh.handle(transport, identity, client, early)
+        elif (
+            chosen.kind is RouteKind.TUNNEL
+            and identity is not None
+            and self._deps.clusters is not None
+            and self._deps.clusters.is_leaf(identity)
+        ):
+            await self._deps.clusters.accept(transport, identity, early)
         elif chosen.kind is RouteKind.TUNNEL and identity is not None and self._deps.tunnel:
             if self._deps.gate is not None:
                 try:
@@ -540,6 +569,8 @@ class ProxyListener:
             await self._deps.db.handle(transport, identity, client, early)
         elif chosen.kind is RouteKind.APP and self._deps.app is not None:
             await self._deps.app.handle(transport, identity, client, early, chosen.target)
+        elif chosen.kind is RouteKind.APP_TCP and identity is not None and self._deps.app:
+            await self._deps.app.handle_tcp(transport, identity, client, early)
         elif chosen.kind is RouteKind.WEB and self._deps.web is not None:
             protocol = self._deps.web()
             transport.set_protocol(protocol)

@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from bastion.protocols.alpn import ALPN_HTTP, ALPN_POSTGRES, ALPN_SSH, ALPN_TUNNEL
+from bastion.protocols.alpn import ALPN_APP, ALPN_HTTP, ALPN_POSTGRES, ALPN_SSH, ALPN_TUNNEL
 from bastion.protocols.apphost import app_label
 
 __all__ = ["ROUTES", "Route", "RouteKind", "route"]
@@ -35,6 +35,7 @@ class RouteKind(enum.Enum):
     WEB = "web"
     DB = "db"
     APP = "app"
+    APP_TCP = "app_tcp"
     REFUSE = "refuse"
 
 
@@ -55,6 +56,7 @@ class Route:
     WEB: ClassVar[Route]
     DB: ClassVar[Route]
     APP: ClassVar[Route]
+    APP_TCP: ClassVar[Route]
 
     @staticmethod
     def REFUSE(reason: str) -> Route:  # noqa: N802 -- reads like the other Route constants
@@ -67,11 +69,13 @@ Route.TUNNEL = Route(RouteKind.TUNNEL, ALPN_TUNNEL)
 Route.WEB = Route(RouteKind.WEB, ALPN_HTTP)
 Route.DB = Route(RouteKind.DB, ALPN_POSTGRES)
 Route.APP = Route(RouteKind.APP, ALPN_HTTP)
+Route.APP_TCP = Route(RouteKind.APP_TCP, ALPN_APP)
 
 ROUTES: Final[tuple[tuple[str, Route], ...]] = (
     (ALPN_SSH, Route.SSH),
     (ALPN_TUNNEL, Route.TUNNEL),
     (ALPN_POSTGRES, Route.DB),
+    (ALPN_APP, Route.APP_TCP),
     (ALPN_HTTP, Route.WEB),
     # h2-capable clients also offer http/1.1 in practice; the web context negotiates http/1.1.
     ("h2", Route.WEB),

@@ -30,12 +30,17 @@ from bastion.api.app import build_app
 from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import Gate
+from bastion.auth.server import AuthServer
+from bastion.auth.trust import TrustService
 from bastion.auth_service import AuthService
 from bastion.clock import Clock
+from bastion.config.apps import app_cert_names, app_domain
 from bastion.config.schema import FileConfig
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
+from bastion.proxy.app_route import AppBackend, AppRoute, AppRouteDeps
+from bastion.proxy.cluster_route import ClusterHub, HTTPDialer, HubDeps
 from bastion.proxy.db_route import DatabaseDirectory, DbRoute, DbRouteDeps, StoreDatabases
 from bastion.proxy.listener import (
     ListenerConfig,
@@ -57,6 +62,7 @@ from bastion.services.store import ResourceStore
 from bastion.tunnel.server import TunnelServer
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node
+from bastion.web.apps import APP_ACCESS
 
 __all__ = ["ProxyLink", "ProxyService", "public_names"]
 
@@ -91,6 +97,10 @@ class ProxyLink:
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     databases: DatabaseDirectory | None = None
     """Where the database route finds ``db`` resources (None: no database route)."""
+    trust: TrustService | None = None
+    """Trusted clusters (in the auth process only): leaf tunnels and routes through them."""
+    apps: AppBackend | None = None
+    """App access (in the auth process only: it signs the apps' JWTs): the app route."""
 
     @classmethod
     async def in_process(
@@ -109,6 +119,8 @@ class ProxyLink:
         await runner.setup()
         key_pem, pub = _new_web_key_pem()
         names, ips = public_names(config)
+        domain = app_domain(config.proxy_service.public_addr, config.proxy_service.listen_addr)
+        names += app_cert_names(domain, [a.name for a in config.app_service.apps])
         identity = Identity(
             cluster=server.cluster,
             user="proxy",
@@ -139,6 +151,8 @@ class ProxyLink:
             web=runner.server,
             on_close=[runner.cleanup],
             databases=StoreDatabases(server.databases, clock),
+            trust=_trust_service(server),
+            apps=app[APP_ACCESS],
         )
 
 
@@ -172,6 +186,23 @@ class ProxyService:
         )
         self.listener: ProxyListener | None = None
         self.db: DbRoute | None = None
+        self.app: AppRoute | None = None
+        self.clusters: ClusterHub | None = None
+        if link.trust is not None:
+            self.clusters = ClusterHub(
+                HubDeps(
+                    trust=link.trust,
+                    cluster=link.cluster,
+                    cert_pem=link.tls.cert_pem,
+                    key_pem=link.tls.key_pem,
+                    audit=link.audit,
+                    clock=clock,
+                    registry=registry,
+                    nodes=link.nodes,
+                    roles=link.roles,
+                    gate=link.gate,
+                )
+            )
 
     async def start(self) -> tuple[str, int]:
         """Start serving; returns the bound address (useful with port 0)."""
@@ -188,6 +219,7 @@ class ProxyService:
                 locks=link.locks,
                 gate=link.gate,
                 pins=link.pins,
+                clusters=self.clusters,
             )
         )
         self.db = None
@@ -205,6 +237,21 @@ class ProxyService:
                 )
             )
         cfg = self.config.proxy_service
+        self.app = None
+        if link.apps is not None:  # apps at NAME.<domain> (docs/app-access.md)
+            self.app = AppRoute(
+                AppRouteDeps(
+                    access=link.apps,
+                    domain=app_domain(cfg.public_addr, cfg.listen_addr),
+                    audit=link.audit,
+                    registry=self.registry,
+                    clock=self.clock,
+                    locks=link.locks,
+                    gate=link.gate,
+                    tunnel=self.tunnel,
+                )
+            )
+            await self.app.start()
         host, port = parse_addr(cfg.listen_addr, 3080)
         self.listener = ProxyListener(
             ListenerConfig(
@@ -224,20 +271,36 @@ class ProxyService:
                 gate=link.gate,
                 web_upstream=link.web_upstream,
                 db=self.db,
+                app=self.app,
+                clusters=self.clusters,
             ),
         )
         await self.listener.start()
+        if self.clusters is not None:
+            self.clusters.attach(self.listener, ssh)
+            await self.clusters.start()
         log.info("proxy listening", addr=f"{host}:{self.listener.port}")
         return host, self.listener.port
 
     async def close(self) -> None:
+        if self.clusters is not None:
+            await self.clusters.close()
         if self.listener is not None:
             await self.listener.close()
         if self.db is not None:
             await self.db.close()
+        if self.app is not None:
+            await self.app.close()
         await self.tunnel.close()
         for close in self.link.on_close:
             await close()
+
+
+def _trust_service(server: AuthServer) -> TrustService:
+    """The auth server's trusted clusters, able to reach roots through this process."""
+    trust = TrustService(server, HTTPDialer())
+    trust.register()
+    return trust
 
 
 def _new_web_key_pem() -> tuple[bytes, str]:

@@ -98,6 +98,21 @@ class SSHRouteDeps:
     gate: IdentityGate | None = None
     """The authentication gate (user still exists, current epoch, locks on the identity, the
     login and the node); None in tests of the route alone."""
+    clusters: ClusterForwarder | None = None
+    """Request lines naming a leaf cluster go there (:mod:`bastion.proxy.cluster_route`)."""
+
+
+class ClusterForwarder(Protocol):
+    def wants(self, line: bytes) -> bool: ...
+
+    async def forward(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        client_addr: tuple[str, int],
+        line: bytes,
+        rest: bytes,
+    ) -> None: ...
 
 
 class _RequestReader(asyncio.Protocol):
@@ -169,6 +184,10 @@ class SSHRoute:
         try:
             async with asyncio.timeout(deps.request_timeout):
                 line, rest = await reader.done
+            if deps.clusters is not None and deps.clusters.wants(line):
+                rest += bytes(reader.buffer)
+                await deps.clusters.forward(transport, identity, client_addr, line, rest)
+                return
             request = parse_request(line)
             async with asyncio.timeout(deps.connect_timeout):
                 node = await self._authorize(identity, request, client_addr)

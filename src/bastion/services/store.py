@@ -39,6 +39,7 @@ RESOURCE_PREFIXES: dict[str, str] = {
     "node": "nodes",
     "proxy": "proxies",
     "db": "databases",
+    "app": "apps",
     "lock": "locks",
     "cluster_auth_preference": "cluster_config",
     "device": "devices",
@@ -46,11 +47,13 @@ RESOURCE_PREFIXES: dict[str, str] = {
     "scim_user": "scim/users",
     "scim_group": "scim/groups",
     "scim_token": "scim/tokens",
+    "trusted_cluster": "trust/trusted_clusters",
+    "remote_cluster": "trust/remote_clusters",
 }
 """Backend key prefix of each stored resource kind (SSO connectors: :data:`CONNECTORS_PREFIX`)."""
 CONNECTORS_PREFIX = "connectors"
 """SSO connectors live under ``connectors/<kind>/<name>``."""
-HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/", "proxies/", "databases/")
+HEARTBEAT_PREFIXES: tuple[str, ...] = ("nodes/", "proxies/", "databases/", "apps/")
 """Under these prefixes an item with an expiry is a heartbeat record written by an agent, not an
 audited change (an admin-created node has no expiry and is audited)."""
 

@@ -105,6 +105,11 @@ class TunnelClient:
         self.connects = 0
         """Successful connections so far (tests watch reconnects with it)."""
 
+    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """Use ``ssl_context`` from the next connection on (a renewed host certificate); the
+        tunnel up now stays as it is."""
+        self._ctx = ssl_context
+
     def backoff(self, attempt: int) -> float:
         """Full-jitter delay before retry number ``attempt`` (1-based)."""
         ceiling = min(self._cap, self._base * 2 ** min(attempt - 1, 30))

@@ -87,6 +87,12 @@ class TunnelPool:
         for key in wanted - set(self._clients):
             self._start(key)
 
+    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """A renewed host certificate: every tunnel's next connection uses ``ssl_context``."""
+        self._ctx = ssl_context
+        for client in self._clients.values():
+            client.set_ssl_context(ssl_context)
+
     def _start(self, key: Addr | None) -> None:
         host, port = key if key is not None else self._bootstrap
         client = TunnelClient(

@@ -40,8 +40,9 @@ __all__ = [
     "second_factor_from_yaml",
 ]
 
-VERBS = ("list", "read", "create", "update", "delete")
-"""Verbs of admin rules; ``*`` means all of them."""
+VERBS = ("list", "read", "create", "update", "delete", "enroll")
+"""Verbs of admin rules; ``*`` means all of them. ``enroll`` (kind ``device``): enroll one's
+own inventory-known device without a token (docs/device-trust.md)."""
 
 ADMIN_KINDS = (
     "user",
@@ -51,6 +52,7 @@ ADMIN_KINDS = (
     "node",
     "proxy",
     "db",
+    "app",
     "cluster_auth_preference",
     "lock",
     "oidc",
@@ -60,6 +62,8 @@ ADMIN_KINDS = (
     "session",
     "access_request",
     "device",
+    "trusted_cluster",
+    "remote_cluster",
 )
 """Resource kinds that admin rules can name; ``*`` means all of them."""
 
@@ -221,7 +225,9 @@ class Role(Resource):
         return self
 
 
-JOIN_ROLES = ("node", "db", "app", "bot", "proxy")
+JOIN_ROLES = ("node", "db", "app", "bot", "proxy", "trusted_cluster")
+"""``trusted_cluster``: a leaf cluster establishing trust (docs/trusted-clusters.md); it never
+joins as a host."""
 
 
 class OIDCJoinSpec(StrictModel):
@@ -272,10 +278,14 @@ class ProvisionTokenSpec(StrictModel):
     created_by: str = ""
     bot_name: str = ""
     """With role ``bot``: the bot (``bctl bots add``) that joins with this token."""
-    join_method: Literal["token", "oidc"] = "token"
+    join_method: Literal["token", "oidc", "bound_keypair"] = "token"
     """``token``: the caller presents the secret; ``oidc``: the caller presents a JWT from
-    ``oidc.issuer`` that passes the allow rules (no secret; not single use)."""
+    ``oidc.issuer`` that passes the allow rules (no secret; not single use);
+    ``bound_keypair``: the caller signs a challenge of auth with the private key of
+    ``bound_public_key`` (no secret; not single use)."""
     oidc: OIDCJoinSpec | None = None
+    bound_public_key: str = Field(default="", max_length=16384)
+    """With join_method bound_keypair: the bot's OpenSSH public key, registered in advance."""
 
     @model_validator(mode="after")
     def _check_method(self) -> ProvisionTokenSpec:
@@ -284,6 +294,11 @@ class ProvisionTokenSpec(StrictModel):
                 raise ValueError("join_method oidc needs an oidc section (issuer, audience, allow)")
             if self.roles != ["bot"] or not self.bot_name:
                 raise ValueError("join_method oidc is for bots: roles [bot] and bot_name")
+        if self.join_method == "bound_keypair":
+            if not self.bound_public_key:
+                raise ValueError("join_method bound_keypair needs bound_public_key")
+            if self.roles != ["bot"] or not self.bot_name:
+                raise ValueError("join_method bound_keypair is for bots: roles [bot] and bot_name")
         return self
 
     @field_validator("roles")

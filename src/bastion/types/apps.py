@@ -81,7 +81,8 @@ class AppRewrite(StrictModel):
 
 class AppSpec(StrictModel):
     uri: str
-    """The internal address: ``http://host:port[/path]`` or ``https://...``."""
+    """The internal address: ``http://host:port[/path]``, ``https://...`` or ``tcp://host:port``
+    (reached with ``bsh proxy app NAME``)."""
     public_addr: str = ""
     """The host name users reach it by; empty: ``NAME.<proxy public address>``."""
     rewrite: AppRewrite = Field(default_factory=AppRewrite)
@@ -95,8 +96,8 @@ class AppSpec(StrictModel):
     @classmethod
     def _check_uri(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"uri must be http:// or https://, got {value!r}")
+        if parts.scheme not in ("http", "https", "tcp"):
+            raise ValueError(f"uri must be http://, https:// or tcp://, got {value!r}")
         if not parts.hostname or parts.username or parts.password:
             raise ValueError(f"uri must name a host (and no user info), got {value!r}")
         if parts.query or parts.fragment:
@@ -105,6 +106,8 @@ class AppSpec(StrictModel):
             parts.port  # noqa: B018 -- raises ValueError on a bad port
         except ValueError as exc:
             raise ValueError(f"uri has an invalid port: {exc}") from None
+        if parts.scheme == "tcp" and (not parts.port or parts.path not in ("", "/")):
+            raise ValueError(f"a tcp:// uri is tcp://host:port, got {value!r}")
         return value.rstrip("/")
 
     @field_validator("public_addr")

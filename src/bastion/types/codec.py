@@ -16,12 +16,14 @@ from pydantic import ValidationError
 
 from bastion.errors import BadParameter
 from bastion.types.access import AuthPreference, Lock, ProvisionToken, Role, User
+from bastion.types.apps import App
 from bastion.types.authority import CertAuthority
 from bastion.types.connectors import CONNECTOR_KINDS
 from bastion.types.database import Database
 from bastion.types.duration import format_duration
 from bastion.types.inventory import Node, ProxyServer
 from bastion.types.meta import Resource
+from bastion.types.trust import RemoteCluster, TrustedCluster
 
 __all__ = [
     "RESOURCE_KINDS",
@@ -40,9 +42,12 @@ RESOURCE_KINDS: dict[str, type[Resource]] = {
     "node": Node,
     "proxy": ProxyServer,
     "db": Database,
+    "app": App,
     "cluster_auth_preference": AuthPreference,
     "lock": Lock,
     **CONNECTOR_KINDS,
+    "trusted_cluster": TrustedCluster,
+    "remote_cluster": RemoteCluster,
 }
 _ALIASES = {
     "users": "user",
@@ -55,8 +60,11 @@ _ALIASES = {
     "dbs": "db",
     "database": "db",
     "databases": "db",
+    "apps": "app",
     "cap": "cluster_auth_preference",
     "locks": "lock",
+    "trusted_clusters": "trusted_cluster",
+    "remote_clusters": "remote_cluster",
     "oidc_connector": "oidc",
     "saml_connector": "saml",
     "github_connector": "github",

@@ -26,11 +26,13 @@ __all__ = [
     "Device",
     "DeviceCredential",
     "DeviceProfile",
+    "DeviceSource",
     "DeviceSpec",
     "DeviceTrustMode",
     "DeviceTrustPreference",
     "EnrollStatus",
     "OSType",
+    "compliance_lock_name",
 ]
 
 OSType = Literal["linux", "macos", "windows"]
@@ -104,6 +106,10 @@ class DeviceSpec(StrictModel):
     enroll_token_hash: str = ""
     """SHA-256 (hex) of the pending one-time enrollment token (empty: none)."""
     enroll_token_expires: datetime | None = None
+    source_seen: datetime | None = None
+    """When the inventory sync (``source``) last found the device in its export."""
+    source_checkin: datetime | None = None
+    """The device's last check-in with the MDM, as the export reports it."""
 
     @field_validator("asset_tag")
     @classmethod
@@ -124,6 +130,40 @@ class Device(Resource):
     spec: DeviceSpec
 
 
+def compliance_lock_name(device_id: str) -> str:
+    """The lock a non-compliant device carries (created and removed with its compliance)."""
+    return f"device-noncompliant-{device_id}"
+
+
+class DeviceSource(StrictModel):
+    """An inventory sync: an MDM export (CSV or JSON) read from a file on the auth server or an
+    HTTPS URL, on a schedule (docs/device-trust.md, "Inventory sync")."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    """Recorded as the devices' ``source`` and compliance source."""
+    url: str
+    """``https://...`` or ``file:///path`` (a path on the auth server)."""
+    format: Literal["csv", "json"] = "csv"
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Our field (``serial``, ``os``, ``os_version``, ``model``, ``user``, ``compliance``,
+    ``last_checkin``) -> the export's column name; unmapped fields use their own names."""
+    interval_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
+    """How often auth imports the export (0 stops the schedule: ``bctl devices sync`` only)."""
+    grace_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    """A device missing from the export this long is marked ``non_compliant`` (not deleted)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers for the download (``Authorization: Bearer ...``)."""
+    ca_file: str = ""
+    """PEM bundle to verify the HTTPS server (default: the system's CAs)."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "file:///", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("url must be https://..., or file:///path on the auth server")
+        return value
+
+
 class DeviceTrustPreference(StrictModel):
     """The cluster's device-trust policy (``cluster_auth_preference.spec.device_trust``)."""
 
@@ -138,11 +178,21 @@ class DeviceTrustPreference(StrictModel):
     require_compliance: bool = False
     """Under ``required``, only devices marked ``compliant`` are admitted."""
     enroll_token_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    sources: list[DeviceSource] = Field(default_factory=list)
+    """Inventory syncs from MDM exports (``bctl devices sync --source=NAME``)."""
 
     @field_validator("mode", mode="before")
     @classmethod
     def _yaml_off(cls, value: object) -> object:
         return "off" if value is False else value
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, value: list[DeviceSource]) -> list[DeviceSource]:
+        names = [source.name for source in value]
+        if len(set(names)) != len(names):
+            raise ValueError("device source names must be unique")
+        return value
 
     @field_validator("min_os_version")
     @classmethod

@@ -80,6 +80,10 @@ class Identity(BaseModel):
     generation: int = 0
     """Bots: the renewal generation (issue 18). Auth stores the current one; a renewal
     presenting an older one is a copied identity and locks the bot."""
+    origin_cluster: str = ""
+    """Set on a leaf cluster's identity for a user of a trusted root cluster (``user`` is then
+    ``ROOT/NAME`` and ``roles`` the leaf roles mapped through ``role_map``); such a user has no
+    stored record on the leaf (docs/trusted-clusters.md)."""
 
     def encode(self) -> bytes:
         """Canonical compact JSON: sorted keys, no whitespace, defaults left out."""

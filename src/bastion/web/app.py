@@ -39,6 +39,7 @@ from bastion.web.pages import Raw, page, static_file
 from bastion.web.resources import NodeLister
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions, current_session
+from bastion.web.admin_pages import add_admin_routes
 from bastion.web.terminal import add_terminal_routes
 from bastion.web.webauthn import add_webauthn_routes, ephemeral_public_key
 
@@ -373,4 +374,5 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     add_webauthn_routes(app, sso.auth, users, webapp.sessions)
     r.add_get("/web/nodes", NodeLister(sso.auth, users).handle)  # the web UI (docs/web-ui.md)
     add_terminal_routes(app, sso.auth, users)
+    add_admin_routes(app, sso.auth, users)  # admin, recordings, sessions (docs/web-ui.md)
     return webapp

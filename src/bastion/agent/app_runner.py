@@ -1,0 +1,358 @@
+"""Run the app agent (``app_service``): identity, reverse tunnels, app heartbeats, streams.
+
+Layer: ``agent``. The agent serves apps on networks the proxy cannot reach: the proxy opens a
+stream through this agent's reverse tunnel with header ``{"type": "app", "app": NAME, ...}``
+(:mod:`bastion.proxy.app_route`) and the agent connects to the app's internal URI and relays
+bytes (HTTP requests the proxy has already authorized and rewritten, or a TCP app's bytes).
+For ``https://`` apps the agent speaks TLS to the app, verifying its certificate unless the
+app sets ``insecure_skip_verify``. Two ways to run, as for the database agent:
+
+* :meth:`AppService.local`: the all-in-one process (``bastion start`` with ``app_service``
+  enabled): auth issues the host identity, heartbeats go to the auth server, the tunnel to
+  this process's proxy is handed over in memory.
+* :meth:`AppService.remote`: an agent on another host (``bastion start --roles=app``): joins
+  once with an ``app`` token through ``app_service.proxy_server`` (identity kept in
+  ``<data_dir>/app``), heartbeats with ``POST /v1/apps/heartbeat`` and keeps a tunnel to every
+  proxy that auth advertises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
+from bastion.agent.remote import RemoteAuth, watch_forever
+from bastion.auth.apps import AppAccess
+from bastion.auth_service import AuthService, _new_key_pem
+from bastion.clock import Clock
+from bastion.config.schema import FileConfig
+from bastion.contract.apps import APP_HEARTBEAT
+from bastion.contract.base import ResourceDoc
+from bastion.errors import BadParameter, BastionError, NotFound
+from bastion.files import write_private_file
+from bastion.protocols.addr import parse_addr
+from bastion.services.cache import ResourceCache
+from bastion.tunnel.client import Connector, client_tls_context
+from bastion.tunnel.memory import memory_pair
+from bastion.tunnel.pool import TunnelPool
+from bastion.tunnel.session import MuxSession
+from bastion.types.apps import App
+from bastion.types.identity import Identity
+from bastion.types.inventory import ProxyServer
+
+__all__ = ["APP_HEARTBEAT_INTERVAL", "AppService", "apps_from_config"]
+
+log = structlog.get_logger("bastion.app_agent")
+APP_HEARTBEAT_INTERVAL = timedelta(seconds=20)
+HOST_CERT_TTL = timedelta(days=30)
+CONNECT_TIMEOUT = 10.0
+
+SendHeartbeat = Callable[[App], Awaitable[None]]
+
+
+def apps_from_config(config: FileConfig, host_id: str) -> list[App]:
+    """The ``app`` resources of ``app_service.apps``, bound to ``host_id``."""
+    return [a.resource(host_id) for a in config.app_service.apps]
+
+
+def _agent_name(config: FileConfig) -> str:
+    return config.app_service.agent_name or socket.gethostname() or "app-agent"
+
+
+class _Pipe(asyncio.Protocol):
+    """One side of a byte pump between two transports (back-pressure both ways)."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Pipe | None = None
+        self.done = done
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.pending.append(data)
+        elif not peer.transport.is_closing():
+            peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finish()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def finish(self) -> None:
+        for side in (self, self.peer):
+            if side is not None and side.transport is not None and not side.transport.is_closing():
+                side.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class AppService:
+    def __init__(
+        self,
+        *,
+        name: str,
+        cluster: str,
+        apps: list[App],
+        clock: Clock,
+        proxy: tuple[str, int],
+        tls: tuple[str, str, str],
+        send_heartbeat: SendHeartbeat,
+        background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
+        connector: Connector | None = None,
+    ) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.apps = apps
+        self.clock = clock
+        self._send = send_heartbeat
+        self._background = background or []
+        self._verify = ssl.create_default_context()
+        self._insecure = ssl.create_default_context()
+        self._insecure.check_hostname = False
+        self._insecure.verify_mode = ssl.CERT_NONE
+        cert_pem, key_pem, ca_pem = tls
+        self.tunnels = TunnelPool(
+            proxy,
+            client_tls_context(cert_pem, key_pem, ca_pem),
+            self._on_stream,
+            connector=connector,
+        )
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    async def local(
+        cls, config: FileConfig, auth: AuthService, proxy: Any, clock: Clock
+    ) -> AppService:
+        """The agent of the all-in-one process (``proxy`` is the running ProxyService)."""
+        server = auth.server
+        name = _agent_name(config)
+        app_dir = config.data_path() / "app"
+        host_id = _stored_host_id(app_dir, name) or str(uuid.uuid4())
+        key_pem, pub = _new_key_pem()
+        identity = Identity(
+            cluster=server.cluster,
+            user=host_id,
+            kind="host",
+            roles=("app",),
+            host_id=host_id,
+            traits={"hostname": (name,)},
+            expires=clock.now() + HOST_CERT_TTL,
+        )
+        host = await server.issuer.issue_host(
+            identity, pub, [host_id, name], [name], [], HOST_CERT_TTL, "local"
+        )
+        write_private_file(
+            app_dir / "identity.json",
+            json.dumps(
+                {
+                    "host_id": host_id,
+                    "host_name": name,
+                    "role": "app",
+                    "cluster": server.cluster,
+                    "server": "local",
+                    "expires": identity.expires.isoformat(),
+                }
+            ),
+        )
+        access = AppAccess(server)
+
+        async def send(app: App) -> None:
+            await access.heartbeat(app, identity, "local")
+
+        async def in_process(new_session: Callable[[], MuxSession]) -> MuxSession:
+            agent_end, proxy_end = memory_pair(f"app agent {name}")
+            session = new_session()
+            agent_end.set_protocol(session)
+            session.connection_made(agent_end)
+            proxy.tunnel.accept(proxy_end, host.identity)
+            return session
+
+        assert proxy.listener is not None
+        return cls(
+            name=name,
+            cluster=server.cluster,
+            apps=apps_from_config(config, host_id),
+            clock=clock,
+            proxy=("127.0.0.1", proxy.listener.port),
+            tls=(host.tls_cert, key_pem.decode(), host.tls_host_ca),
+            send_heartbeat=send,
+            connector=in_process,
+        )
+
+    @classmethod
+    async def remote(cls, config: FileConfig, clock: Clock) -> AppService:
+        """An agent on another host: join once with an ``app`` token, then talk to auth
+        through the proxy."""
+        svc = config.app_service
+        name = _agent_name(config)
+        app_dir = config.data_path() / "app"
+        try:
+            ident = load_host_identity(app_dir)
+        except NotFound:
+            if not (svc.proxy_server and svc.join_token and svc.ca_pin):
+                raise BadParameter(
+                    "this app agent has not joined yet: set app_service.proxy_server, "
+                    "app_service.join_token (bctl tokens add --type=app) and "
+                    "app_service.ca_pin (the sha256:... pin bastion start printed)"
+                ) from None
+            ident = await join_cluster(
+                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "app", app_dir
+            )
+        if ident.role != "app":
+            raise BadParameter(f"{app_dir} holds a {ident.role} identity, not an app agent's")
+        server = svc.proxy_server or ident.server
+        remote = RemoteAuth(ident, server)
+
+        async def send(app: App) -> None:
+            await remote.send(APP_HEARTBEAT, ResourceDoc(app))
+
+        cache = ResourceCache()
+        agent = cls(
+            name=ident.host_name,
+            cluster=ident.cluster,
+            apps=apps_from_config(config, ident.host_id),
+            clock=clock,
+            proxy=parse_addr(server, 3080),
+            tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
+            send_heartbeat=send,
+            background=[lambda: watch_forever(remote, ("proxy",), cache)],
+        )
+        agent.follow_proxies(cache)
+        return agent
+
+    def follow_proxies(self, cache: ResourceCache) -> None:
+        """Keep a tunnel to each proxy that ``cache`` (fed by the watch) advertises."""
+
+        def on_line(line: dict[str, Any]) -> None:
+            if not cache.state.synced or not (
+                line.get("type") == "init" or line.get("kind") == "proxy"
+            ):
+                return
+            self.tunnels.update(
+                {
+                    parse_addr(p.spec.public_addr, 3080)
+                    for p in cache.items("proxy")
+                    if isinstance(p, ProxyServer) and p.spec.public_addr
+                }
+            )
+
+        cache.listeners.append(on_line)
+
+    # ---- streams -----------------------------------------------------------------------------
+
+    def app(self, name: str) -> App:
+        for app in self.apps:
+            if app.metadata.name == name:
+                return app
+        raise NotFound(f'app "{name}" is not served by this agent')
+
+    async def _on_stream(self, stream: Any, header: dict[str, Any]) -> None:
+        if header.get("type") != "app":
+            log.warning("unknown stream type from proxy", header_type=header.get("type"))
+            stream.close()
+            return
+        await self.on_stream(stream, header)
+
+    async def on_stream(self, stream: asyncio.Transport, header: dict[str, Any]) -> None:
+        """Serve one ``type: app`` stream: connect to the app, relay until either end closes."""
+        loop = asyncio.get_running_loop()
+        name = str(header.get("app", ""))
+        done: asyncio.Future[None] = loop.create_future()
+        a, b = _Pipe(done), _Pipe(done)
+        a.peer, b.peer = b, a
+        try:
+            app = self.app(name)
+            parts = urlsplit(app.spec.uri)
+            tls: ssl.SSLContext | None = None
+            port = parts.port
+            if parts.scheme == "https":
+                tls = self._insecure if app.spec.insecure_skip_verify else self._verify
+                port = port or 443
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(
+                    lambda: b,
+                    parts.hostname,
+                    port or 80,
+                    ssl=tls,
+                    server_hostname=parts.hostname if tls is not None else None,
+                )
+        except (BastionError, OSError, TimeoutError, ssl.SSLError) as exc:
+            why = exc.message if isinstance(exc, BastionError) else str(exc) or "timed out"
+            log.warning("app agent: cannot reach app", app=name, error=why)
+            stream.close()
+            return
+        stream.set_protocol(a)
+        a.connection_made(stream)
+        assert b.transport is not None
+        for chunk in a.pending:
+            b.transport.write(chunk)
+        a.pending.clear()
+        if stream.is_reading():  # held bytes are delivered by resume_reading
+            stream.pause_reading()
+        stream.resume_reading()
+        await done
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def heartbeat_once(self) -> None:
+        """Announce every app (each expires after three missed intervals)."""
+        expires = self.clock.now() + 3 * APP_HEARTBEAT_INTERVAL
+        for app in self.apps:
+            record = app.model_copy(deep=True)
+            record.metadata.expires = expires
+            try:
+                await self._send(record)
+            except BastionError as exc:
+                log.warning("app heartbeat failed", app=app.metadata.name, error=exc.message)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self.heartbeat_once()
+            await asyncio.sleep(APP_HEARTBEAT_INTERVAL.total_seconds())
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.tunnels.run(), name="app-tunnels")
+            group.create_task(self._heartbeats(), name="app-heartbeat")
+            for factory in self._background:
+                group.create_task(factory(), name="app-background")
+
+    async def close(self) -> None:
+        await self.tunnels.close()
+
+
+def _stored_host_id(app_dir: Path, name: str) -> str:
+    try:
+        ident: HostIdentity | None = load_host_identity(app_dir)
+    except (NotFound, KeyError, ValueError):
+        ident = None
+    return ident.host_id if ident is not None and ident.host_name == name else ""

@@ -1,0 +1,383 @@
+"""Trusted clusters in the auth server: establishing trust, and root users on a leaf.
+
+Layer: auth (domain). Both sides of one relationship (docs/trusted-clusters.md):
+
+* **root** (:func:`validate_leaf`): a leaf presents a ``trusted_cluster`` join token and its
+  CAs' public parts; the token is spent and a ``remote_cluster`` record holding the leaf's CAs
+  is stored in one audited transaction, and the root's CAs are returned. The leaf's CAs are
+  trusted for that leaf's reverse tunnel only: they never join the root's own trust anchors,
+  so nothing a leaf signs is accepted as a root identity.
+* **leaf** (:class:`TrustService`): ``bctl create -f trusted_cluster.yaml`` calls the root
+  (through a :class:`RootDialer` the process provides: the CA pin is checked as for agents),
+  then stores the resource with the root's CAs in ``status`` (the token is never stored).
+  ``enabled: false`` suspends, deleting removes the root's CAs with the record.
+  :meth:`TrustService.remote_identity` turns a root-signed user certificate into a leaf
+  identity: verified against the root's user CA of *that* trust only (identity cluster must be
+  the root's name, never this cluster's), roles mapped through ``role_map`` (no mapping, no
+  access), logins and TTL from the leaf's own roles.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from bastion.auth.issuer import UserCerts
+from bastion.auth.server import AuthServer
+from bastion.backend.base import Op
+from bastion.ca.x509 import verify_certificate_chain
+from bastion.contract.trust import TrustAnswer, ValidateTrust
+from bastion.errors import AccessDenied, BadParameter, CompareFailed, NotFound
+from bastion.rbac.checker import RoleSet
+from bastion.rbac.role_map import map_roles
+from bastion.services.credentials import hash_secret, secrets_equal
+from bastion.services.store import ResourceStore
+from bastion.types.access import Role
+from bastion.types.identity import Identity
+from bastion.types.meta import Metadata, Resource
+from bastion.types.trust import (
+    TRUSTED_CLUSTER_TOKEN_ROLE,
+    ClusterCAs,
+    RemoteCluster,
+    RemoteClusterSpec,
+    TrustedCluster,
+    TrustedClusterStatus,
+    remote_user_name,
+)
+
+__all__ = [
+    "RemoteClusters",
+    "RootDialer",
+    "TrustService",
+    "cluster_cas",
+    "validate_leaf",
+]
+
+
+class RootDialer(Protocol):
+    """How a leaf reaches a root's proxy (:mod:`bastion.proxy.cluster_route`): check the
+    root's CA against ``ca_pin``, then call ``POST /v1/trust/validate``."""
+
+    async def validate(self, proxy_addr: str, ca_pin: str, body: ValidateTrust) -> TrustAnswer:
+        """Raises: BadParameter (pin mismatch), AccessDenied (token), ConnectionProblem."""
+        ...
+
+
+def trusted_store(auth: AuthServer) -> ResourceStore[TrustedCluster]:
+    store: ResourceStore[TrustedCluster] = auth.store("trusted_cluster")
+    return store
+
+
+def remote_store(auth: AuthServer) -> ResourceStore[RemoteCluster]:
+    store: ResourceStore[RemoteCluster] = auth.store("remote_cluster")
+    return store
+
+
+async def cluster_cas(auth: AuthServer) -> ClusterCAs:
+    """This cluster's CAs, public parts only (every trusted key: rotation keeps working)."""
+    tls_user = await auth.issuer.ca("tls_user")
+    tls_host = await auth.issuer.ca("tls_host")
+    ssh_user = await auth.issuer.ca("ssh_user")
+    ssh_host = await auth.issuer.ca("ssh_host")
+    return ClusterCAs(
+        cluster=auth.cluster,
+        tls_user_ca="".join(k.cert_pem for k in tls_user.spec.trusted_keys()),
+        tls_host_ca="".join(k.cert_pem for k in tls_host.spec.trusted_keys()),
+        ssh_user_ca=[k.public_key for k in ssh_user.spec.trusted_keys()],
+        ssh_host_ca=[k.public_key for k in ssh_host.spec.trusted_keys()],
+    )
+
+
+def _check_cas(cas: ClusterCAs, who: str) -> None:
+    """Raises: BadParameter when the CA material does not load or is not CA certificates."""
+    try:
+        for pem in (cas.tls_user_ca, cas.tls_host_ca):
+            certs = x509.load_pem_x509_certificates(pem.encode())
+            for cert in certs:
+                basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+                if not basic.ca:
+                    raise ValueError("a certificate that is not a CA")
+        for line in (*cas.ssh_user_ca, *cas.ssh_host_ca):
+            serialization.load_ssh_public_key(line.encode())
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        raise BadParameter(f"the CAs of {who} do not load: {exc}") from None
+    if not (cas.tls_user_ca and cas.tls_host_ca and cas.ssh_user_ca and cas.ssh_host_ca):
+        raise BadParameter(f"the CAs of {who} are incomplete")
+
+
+async def validate_leaf(auth: AuthServer, body: ValidateTrust, remote_addr: str) -> TrustAnswer:
+    """Root side: spend the token and record the leaf (``remote_cluster``), atomically.
+
+    Raises:
+        AccessDenied: unknown, expired or used token, or not a ``trusted_cluster`` token.
+        BadParameter: the leaf claims this cluster's name or sends unusable CAs.
+    """
+    leaf = body.leaf.cluster
+    digest = hash_secret(body.token)
+    try:
+        token = await auth.tokens.get(digest[:32])
+    except NotFound:
+        token = None
+    refused = ""
+    if token is None or not secrets_equal(token.spec.secret_hash, digest):
+        refused = "unknown, expired or used join token"
+    elif TRUSTED_CLUSTER_TOKEN_ROLE not in token.spec.roles:
+        refused = "the join token is not a trusted_cluster token"
+    elif leaf == auth.cluster:
+        refused = "the leaf claims the root's own cluster name"
+    if not refused:
+        try:
+            Metadata(name=leaf)
+            _check_cas(body.leaf, f"leaf {leaf!r}")
+        except (BadParameter, ValueError) as exc:
+            refused = str(exc).splitlines()[0]
+    if refused or token is None:
+        await auth.audit.emit(
+            "remote_cluster.create",
+            outcome="failure",
+            target=f"remote_cluster/{leaf}",
+            remote_addr=remote_addr,
+            reason=refused,
+        )
+        if "token" in refused:
+            raise AccessDenied("trusted cluster join token is invalid, expired or already used")
+        raise BadParameter(refused)
+    remote = RemoteCluster(
+        metadata=Metadata(name=leaf),
+        spec=RemoteClusterSpec(cas=body.leaf, created_by=f"token/{token.name}"),
+    )
+    store = remote_store(auth)
+    ops: list[Op] = [store.put_op(remote)]
+    if token.spec.single_use:
+        ops.insert(0, auth.tokens.delete_op(token.name, token.metadata.revision))
+    try:
+        await auth.audited(
+            "remote_cluster.create",
+            ops,
+            f"cluster/{leaf}",
+            f"remote_cluster/{leaf}",
+            remote_addr=remote_addr,
+            token=token.name,
+        )
+    except (NotFound, CompareFailed):  # the token was spent concurrently
+        raise AccessDenied(
+            "trusted cluster join token is invalid, expired or already used"
+        ) from None
+    return TrustAnswer(root=await cluster_cas(auth))
+
+
+class RemoteClusters:
+    """Root side of ``bctl rm remote_cluster/NAME`` (creates and updates come from leaves)."""
+
+    def __init__(self, auth: AuthServer) -> None:
+        self._auth = auth
+
+    async def create(self, resource: Resource, actor: str, *, force: bool) -> Resource:
+        raise BadParameter(
+            "remote clusters are recorded when a leaf establishes trust: create a "
+            "trusted_cluster on the leaf with a token from bctl tokens add --type=trusted_cluster"
+        )
+
+    async def update(self, resource: Resource, actor: str) -> Resource:
+        return await self.create(resource, actor, force=False)
+
+    async def delete(self, name: str, actor: str) -> None:
+        store = remote_store(self._auth)
+        await self._auth.audited(
+            "remote_cluster.delete", [store.delete_op(name)], actor, f"remote_cluster/{name}"
+        )
+
+
+class TrustService:
+    """Leaf side: the ``trusted_cluster`` resource and root users' identities here.
+
+    Args:
+        auth: this (leaf) cluster's auth server.
+        dialer: reaches a root's proxy; None: trust cannot be established from this process
+            (stored trusts still work).
+    """
+
+    def __init__(self, auth: AuthServer, dialer: RootDialer | None = None) -> None:
+        self._auth = auth
+        self._dialer = dialer
+        self.store = trusted_store(auth)
+
+    def register(self) -> None:
+        """Make ``bctl create/rm`` of trusted and remote clusters go through this service."""
+        self._auth.manage("trusted_cluster", self)
+        self._auth.manage("remote_cluster", RemoteClusters(self._auth))
+
+    async def create(self, resource: Resource, actor: str, *, force: bool) -> Resource:
+        """Establish trust with the root ``resource.name`` (a call to its proxy), then store.
+
+        Raises:
+            BadParameter: the name is this cluster's, no token, the root answered with another
+                cluster name, or this process cannot reach roots.
+            AccessDenied: the root refused the token. ConnectionProblem: unreachable root.
+            AlreadyExists: a trust with that root exists (``--force`` re-establishes it).
+        """
+        assert isinstance(resource, TrustedCluster)
+        auth, root = self._auth, resource.name
+        if root == auth.cluster:
+            raise BadParameter(f"a cluster cannot trust itself ({root!r} is this cluster's name)")
+        spec = resource.spec
+        if not spec.token:
+            raise BadParameter(
+                f'trusted_cluster "{root}": spec.token is required: a token from '
+                "bctl tokens add --type=trusted_cluster on the root"
+            )
+        if not spec.ca_pin:
+            raise BadParameter(
+                f'trusted_cluster "{root}": spec.ca_pin is required: the root\'s CA pin '
+                "(bastion start and bctl status print it there)"
+            )
+        if not force:
+            try:
+                await self.store.get(root)
+                raise BadParameter(
+                    f'trusted_cluster "{root}" already exists; bctl rm it first or use --force'
+                )
+            except NotFound:
+                pass
+        if self._dialer is None:
+            raise BadParameter("this auth server cannot reach root clusters (no proxy in process)")
+        body = ValidateTrust(token=spec.token, leaf=await cluster_cas(auth))
+        answer = await self._dialer.validate(spec.proxy_addr, spec.ca_pin, body)
+        if answer.root.cluster != root:
+            raise BadParameter(
+                f"the cluster at {spec.proxy_addr} is named {answer.root.cluster!r}, not "
+                f"{root!r}: name the trusted_cluster after the root cluster"
+            )
+        _check_cas(answer.root, f"root {root!r}")
+        stored = resource.model_copy(deep=True)
+        stored.spec.token = ""
+        stored.spec.status = TrustedClusterStatus(
+            root_cas=answer.root, established=auth.clock.now()
+        )
+        stored.metadata.revision = ""
+        done = await auth.audited(
+            "trusted_cluster.create",
+            [self.store.put_op(stored)],
+            actor,
+            f"trusted_cluster/{root}",
+            enabled=spec.enabled,
+            proxy_addr=spec.proxy_addr,
+            role_map=[m.model_dump() for m in spec.role_map],
+        )
+        return self.store.written(stored, done.items[0])
+
+    async def update(self, resource: Resource, actor: str) -> Resource:
+        """Change ``enabled``, ``role_map`` or ``proxy_addr``; the root's CAs stay as stored."""
+        assert isinstance(resource, TrustedCluster)
+        wanted = resource.spec
+
+        async def change(current: TrustedCluster) -> tuple[TrustedCluster, list[Op]]:
+            updated = current.model_copy(deep=True)
+            updated.spec.enabled = wanted.enabled
+            updated.spec.role_map = list(wanted.role_map)
+            updated.spec.proxy_addr = wanted.proxy_addr
+            if resource.metadata.revision:
+                updated.metadata.revision = resource.metadata.revision
+            return updated, []
+
+        result, _ = await self._auth.audited_modify(
+            self.store,
+            resource.name,
+            change,
+            "trusted_cluster.update",
+            actor,
+            f"trusted_cluster/{resource.name}",
+            enabled=wanted.enabled,
+            role_map=[m.model_dump() for m in wanted.role_map],
+        )
+        return result
+
+    async def delete(self, name: str, actor: str) -> None:
+        """Remove the trust and with it the root's CAs (root users are refused at once)."""
+        await self._auth.audited(
+            "trusted_cluster.delete",
+            [self.store.delete_op(name)],
+            actor,
+            f"trusted_cluster/{name}",
+        )
+
+    async def remote_identity(self, cert_der: bytes) -> Identity:
+        """The leaf identity of a root user presenting ``cert_der`` (root-signed X.509).
+
+        Raises:
+            AccessDenied: no enabled trust whose root user CA signed it (for an identity of
+                that root), not a user, or no role of the user maps to a role of this cluster.
+        """
+        auth = self._auth
+        cert = x509.load_der_x509_certificate(cert_der)
+        now = auth.clock.now()
+        root_identity: Identity | None = None
+        trust: TrustedCluster | None = None
+        for candidate in await self.store.list():
+            cas = candidate.spec.status.root_cas
+            if cas is None or candidate.name == auth.cluster:
+                continue
+            anchors = x509.load_pem_x509_certificates(cas.tls_user_ca.encode())
+            try:
+                found = verify_certificate_chain(
+                    cert, anchors, now, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+                )
+            except AccessDenied:
+                continue
+            if found.cluster != candidate.name or found.origin_cluster:
+                continue  # a root CA vouches for its own cluster's identities only
+            root_identity, trust = found, candidate
+            break
+        if root_identity is None or trust is None:
+            raise AccessDenied("the certificate is not from a trusted root cluster")
+        if not trust.spec.enabled:
+            raise AccessDenied(f"the trust with cluster {trust.name!r} is suspended")
+        if root_identity.kind not in ("user", "bot"):
+            raise AccessDenied(f"a {root_identity.kind} identity of a root cluster has no access")
+        mapped = map_roles(trust.spec.role_map, root_identity.roles)
+        roles: list[Role] = await auth.roles.list()
+        known = {r.name: r for r in roles}
+        granted = [name for name in mapped if name in known]
+        if not granted:
+            raise AccessDenied(
+                f"no role of {root_identity.user!r} ({', '.join(root_identity.roles)}) maps to "
+                f"a role of cluster {auth.cluster!r}"
+            )
+        role_set = RoleSet.from_roles([known[n] for n in granted], root_identity.traits)
+        expires: datetime = min(root_identity.expires, now + role_set.max_session_ttl())
+        return Identity(
+            cluster=auth.cluster,
+            user=remote_user_name(trust.name, root_identity.user),
+            kind="user",
+            roles=tuple(granted),
+            traits=dict(root_identity.traits),
+            logins=tuple(role_set.allowed_logins()),
+            expires=expires,
+            origin_cluster=trust.name,
+        )
+
+    async def issue_remote(
+        self, identity: Identity, cert_der: bytes, remote_addr: str
+    ) -> UserCerts:
+        """Leaf certificates for a mapped root user, over the key of its root certificate (only
+        its holder can use them); audited as ``cert.issued``."""
+        cert = x509.load_der_x509_certificate(cert_der)
+        public = cert.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return await self._auth.issuer.issue_user(identity, public.decode(), remote_addr)
+
+    async def trusted(self) -> list[TrustedCluster]:
+        return await self.store.list()
+
+    async def remotes(self) -> list[RemoteCluster]:
+        return await remote_store(self._auth).list()
+
+
+def describe(trust: TrustedCluster) -> dict[str, Any]:
+    """A short status line's fields (for logs)."""
+    return {"root": trust.name, "enabled": trust.spec.enabled, "proxy": trust.spec.proxy_addr}

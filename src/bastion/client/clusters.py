@@ -1,0 +1,143 @@
+"""bsh to a leaf cluster through the root's proxy (docs/trusted-clusters.md).
+
+Layer: client. Every request is one route through the root's proxy (``bastion-ssh/1`` with the
+root login certificate) whose request line names the leaf cluster; the root relays it through
+the leaf's reverse tunnel, and the leaf answers: ``certs`` gives leaf certificates over the
+user's own key (the leaf mapped the roles), ``list`` the nodes the mapped roles may see, and a
+node request carries SSH end to end to the leaf's node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from bastion.client.profile import Profile
+from bastion.client.proxy_conn import (
+    DIAL_TIMEOUT,
+    RouteReplyProtocol,
+    check_profile,
+    open_ssh_route,
+    parse_route_reply,
+    proxy_ssl_context,
+    split_host_port,
+    strip_cluster,
+)
+from bastion.client.ssh import SSH_LOGIN_TIMEOUT, _user_identity, ssh_errors
+from bastion.errors import BadParameter, ConnectionProblem, RemoteProtocolError
+
+__all__ = ["ClusterTunnel", "LeafCredentials", "connect_leaf", "leaf_call", "leaf_credentials"]
+
+
+def _line(cluster: str, **fields: Any) -> bytes:
+    return json.dumps({"cluster": cluster, **fields}).encode() + b"\n"
+
+
+async def leaf_call(profile: Profile, cluster: str, op: str) -> dict[str, Any]:
+    """One ``op`` answered by the leaf ``cluster`` (its reply object)."""
+    check_profile(profile)
+    host, port = split_host_port(profile.proxy)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            transport, proto = await loop.create_connection(
+                RouteReplyProtocol,
+                host,
+                port,
+                ssl=proxy_ssl_context(profile),
+                server_hostname=host,
+            )
+            try:
+                transport.write(_line(cluster, op=op))
+                line = await proto.reply
+            finally:
+                transport.close()
+    except TimeoutError:
+        raise ConnectionProblem(
+            f"timed out asking cluster {cluster} through {profile.proxy}"
+        ) from None
+    except OSError as exc:
+        raise ConnectionProblem(f"cannot reach the proxy at {profile.proxy}: {exc}") from None
+    parse_route_reply(line)
+    reply = json.loads(line)
+    if not isinstance(reply, dict):
+        raise RemoteProtocolError("malformed reply from the leaf cluster")
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class LeafCredentials:
+    ssh_cert: str
+    ssh_host_ca: list[str]
+    user: str
+    roles: list[str]
+    logins: list[str]
+
+
+async def leaf_credentials(profile: Profile, cluster: str) -> LeafCredentials:
+    reply = await leaf_call(profile, cluster, "certs")
+    if not reply.get("ssh_cert"):
+        raise BadParameter(f"cluster {cluster} gives you no logins (its roles grant none)")
+    return LeafCredentials(
+        ssh_cert=str(reply["ssh_cert"]),
+        ssh_host_ca=[str(k) for k in reply.get("ssh_host_ca", [])],
+        user=str(reply.get("user", "")),
+        roles=[str(r) for r in reply.get("roles", [])],
+        logins=[str(r) for r in reply.get("logins", [])],
+    )
+
+
+class ClusterTunnel:
+    """asyncssh ``tunnel=``: each SSH connection is one route to the leaf's node."""
+
+    def __init__(self, profile: Profile, cluster: str, login: str, timeout: float) -> None:
+        self.profile, self.cluster, self.login, self.timeout = profile, cluster, login, timeout
+
+    async def create_connection(
+        self, session_factory: Any, host: str, port: int
+    ) -> tuple[asyncio.Transport, Any]:
+        node = strip_cluster(host, self.cluster)
+        request = _line(self.cluster, node=node, login=self.login, port=port)
+        return await open_ssh_route(
+            self.profile, node, self.login, port, session_factory, self.timeout, request=request
+        )
+
+
+async def connect_leaf(
+    profile: Profile,
+    cluster: str,
+    node: str,
+    login: str,
+    port: int = 22,
+    *,
+    dial_timeout: float = DIAL_TIMEOUT,
+    keepalive_interval: float = 30,
+    keepalive_count_max: int = 3,
+) -> asyncssh.SSHClientConnection:
+    """An SSH connection to ``login@node`` of the leaf ``cluster``: leaf certificates first
+    (the leaf's own decision), then the route, with the leaf's host CA as the only trust."""
+    key, _ = _user_identity(profile)
+    creds = await leaf_credentials(profile, cluster)
+    try:
+        cert = asyncssh.import_certificate(creds.ssh_cert)
+        host_cas = [asyncssh.import_public_key(k) for k in creds.ssh_host_ca]
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise BadParameter(f"the leaf's certificates do not load: {exc}") from None
+    with ssh_errors(node, login):
+        conn: asyncssh.SSHClientConnection = await asyncssh.connect(
+            node,
+            port,
+            tunnel=ClusterTunnel(profile, cluster, login, dial_timeout),
+            config=[],
+            username=login,
+            client_keys=[(key, cert)],
+            known_hosts=([], host_cas, []),
+            login_timeout=SSH_LOGIN_TIMEOUT,
+            keepalive_interval=keepalive_interval,
+            keepalive_count_max=keepalive_count_max,
+        )
+    return conn

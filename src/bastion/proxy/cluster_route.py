@@ -1,0 +1,438 @@
+"""Trusted clusters at the proxy: leaf tunnels to the root, and routes through them.
+
+Layer: ``proxy`` (IO shell around :mod:`bastion.auth.trust`). One :class:`ClusterHub` per proxy
+plays both parts (docs/trusted-clusters.md):
+
+* **leaf**: for each enabled, established ``trusted_cluster`` it keeps a reverse tunnel to the
+  root's proxy (:class:`~bastion.tunnel.client.TunnelClient`: the leaf proxy's host
+  certificate, the root's host CA received when trust was established, ALPN
+  ``bastion-tunnel/1``), so the leaf needs no inbound port. Each stream the root opens carries
+  the root user's certificate and one request line; the leaf maps the identity itself
+  (:meth:`TrustService.remote_identity`: root CA of that trust only, ``role_map``, its own
+  roles), then serves the request with its own SSH route (RBAC, locks, audit, live registry)
+  or answers ``certs`` (leaf certificates over the user's own key) or ``list`` (nodes).
+* **root**: the listener hands it tunnels whose host certificate a leaf's CA signed (recorded
+  in ``remote_cluster``; nothing else is accepted with those CAs), and the SSH route hands it
+  request lines naming another cluster: after the root's own gate (user, epoch, locks) the
+  connection is relayed, request line included, through that leaf's tunnel.
+
+Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
+
+    {"cluster": "leaf", "node": "web1", "login": "root", "port": 22}   ssh through the leaf
+    {"cluster": "leaf", "op": "certs"}    -> {"ok": true, "ssh_cert": ..., "ssh_host_ca": [...]}
+    {"cluster": "leaf", "op": "list"}     -> {"ok": true, "nodes": [{"name":..., "labels":...}]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from bastion.audit.emitter import Emitter
+from bastion.auth.gate import IdentityGate
+from bastion.auth.trust import TrustService
+from bastion.ca.x509 import verify_certificate_chain
+from bastion.client.api import AuthClient, fetch_cluster_ca
+from bastion.client.tls import pem_context, verified_context
+from bastion.clock import Clock
+from bastion.contract.trust import VALIDATE_TRUST, TrustAnswer, ValidateTrust
+from bastion.errors import AccessDenied, BastionError, ConnectionProblem
+from bastion.live.registry import LiveConnection, LiveRegistry
+from bastion.protocols.addr import parse_addr
+from bastion.protocols.alpn import ALPN_TUNNEL
+from bastion.proxy.relay import Relay
+from bastion.proxy.ssh_route import NodeDirectory, RoleSource, SSHRoute
+from bastion.rbac.checker import RoleSet
+from bastion.tasks import TaskSet
+from bastion.tunnel.client import TunnelClient
+from bastion.tunnel.session import MuxSession, MuxStream
+from bastion.types.identity import Identity
+from bastion.types.trust import TrustedCluster
+
+__all__ = ["ClusterHub", "HTTPDialer", "cluster_request"]
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 4096
+REFRESH = 1.0
+"""Seconds between re-reads of the trusted and remote clusters."""
+
+
+def cluster_request(cluster: str, **fields: Any) -> bytes:
+    """A request line for ``cluster`` (newline included)."""
+    return json.dumps({"cluster": cluster, **fields}).encode() + b"\n"
+
+
+def _reply(transport: asyncio.BaseTransport, **fields: Any) -> None:
+    assert isinstance(transport, asyncio.WriteTransport)
+    if not transport.is_closing():
+        transport.write(json.dumps(fields).encode() + b"\n")
+
+
+class HTTPDialer:
+    """The leaf's way to a root: check the root's CA pin, then ``POST /v1/trust/validate``
+    through the root's proxy (its web route serves the API)."""
+
+    async def validate(self, proxy_addr: str, ca_pin: str, body: ValidateTrust) -> TrustAnswer:
+        ping = await fetch_cluster_ca(proxy_addr, ca_pin, False)
+        async with AuthClient(proxy_addr, verified_context(ping["tls_host_ca"])) as client:
+            return await client.send(VALIDATE_TRUST, body)
+
+
+class TunnelCAs(Protocol):
+    """The listener's tunnel TLS context, to which leaves' host CAs are added."""
+
+    def trust_tunnel_ca(self, pem: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HubDeps:
+    trust: TrustService
+    cluster: str
+    cert_pem: str
+    """This proxy's host certificate and key (a leaf's tunnel client certificate)."""
+    key_pem: str
+    audit: Emitter
+    clock: Clock
+    registry: LiveRegistry
+    nodes: NodeDirectory
+    roles: RoleSource
+    gate: IdentityGate | None = None
+
+
+class _LineReader(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.done: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.done.done():
+            return
+        end = self.buffer.find(b"\n", 0, MAX_LINE)
+        if end >= 0:
+            self.done.set_result((bytes(self.buffer[:end]), bytes(self.buffer[end + 1 :])))
+            self.buffer.clear()
+        elif len(self.buffer) >= MAX_LINE:
+            self.done.set_exception(AccessDenied("request line too long"))
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(ConnectionProblem("closed before the request line"))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionProblem("closed before the request line"))
+
+
+class ClusterHub:
+    """Leaf tunnels out, leaf tunnels in, and routes through them (see the module doc)."""
+
+    def __init__(self, deps: HubDeps) -> None:
+        self._deps = deps
+        self.cluster = deps.cluster
+        self.ssh: SSHRoute | None = None
+        self._listener: TunnelCAs | None = None
+        self._anchors: dict[str, list[x509.Certificate]] = {}
+        self._loaded: set[str] = set()
+        self._leaves: dict[str, MuxSession] = {}
+        """Root side: leaf cluster name -> its live tunnel."""
+        self._clients: dict[str, tuple[str, TunnelClient]] = {}
+        """Leaf side: root cluster name -> (fingerprint of its settings, tunnel client)."""
+        self._tasks = TaskSet()
+        self._runner: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def attach(self, listener: TunnelCAs, ssh: SSHRoute) -> None:
+        self._listener = listener
+        self.ssh = ssh
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._runner = self._tasks.spawn(self._run(), "trusted-clusters")
+
+    async def close(self) -> None:
+        for _, client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        for session in self._leaves.values():
+            session.abort("proxy shutting down")
+        await self._tasks.cancel_all(timeout=5)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH)
+            try:
+                await self.refresh()
+            except BastionError as exc:
+                log.warning("trusted clusters: refresh failed: %s", exc.message)
+
+    async def refresh(self) -> None:
+        """Re-read remote clusters (root side) and trusted clusters (leaf side)."""
+        trust = self._deps.trust
+        anchors: dict[str, list[x509.Certificate]] = {}
+        for remote in await trust.remotes():
+            pem = remote.spec.cas.tls_host_ca
+            anchors[remote.name] = x509.load_pem_x509_certificates(pem.encode())
+            if self._listener is not None and pem not in self._loaded:
+                self._listener.trust_tunnel_ca(pem)
+                self._loaded.add(pem)
+        self._anchors = anchors
+        for name in [n for n in self._leaves if n not in anchors]:
+            self._leaves.pop(name).abort("remote cluster removed")
+        wanted = {t.name: t for t in await trust.trusted() if t.spec.enabled}
+        for name, (fingerprint, client) in list(self._clients.items()):
+            current = wanted.get(name)
+            if current is None or _fingerprint(current) != fingerprint:
+                del self._clients[name]
+                await client.close()
+        for name, current in wanted.items():
+            if name not in self._clients and current.spec.status.root_cas is not None:
+                self._start_client(current)
+
+    # ---- leaf side: the tunnel to each root ---------------------------------------------
+
+    def _start_client(self, trust: TrustedCluster) -> None:
+        cas = trust.spec.status.root_cas
+        assert cas is not None
+        host, port = parse_addr(trust.spec.proxy_addr, 3080)
+        try:
+            ctx = pem_context(
+                cas.tls_host_ca, self._deps.cert_pem, self._deps.key_pem, [ALPN_TUNNEL]
+            )
+        except BastionError as exc:
+            log.warning("trusted cluster %s: no tunnel: %s", trust.name, exc.message)
+            return
+        client = TunnelClient(host, port, ctx, self._leaf_stream, backoff_cap=5.0)
+        self._clients[trust.name] = (_fingerprint(trust), client)
+        self._tasks.spawn(client.run(), f"trust-tunnel-{trust.name}")
+        log.info("trusted cluster %s: tunnel to %s:%d", trust.name, host, port)
+
+    def leaf_connected(self, root: str) -> bool:
+        entry = self._clients.get(root)
+        return entry is not None and entry[1].session is not None
+
+    async def _leaf_stream(self, stream: MuxStream, header: dict[str, Any]) -> None:
+        reader = _LineReader()
+        stream.attach(reader)
+        self._tasks.spawn(self._serve_leaf(stream, header, reader), "trust-stream")
+
+    async def _serve_leaf(self, stream: MuxStream, header: dict[str, Any], reader: Any) -> None:
+        deps = self._deps
+        client = str(header.get("client_addr", ""))
+        host, _, port = client.rpartition(":")
+        client_addr = (host.strip("[]") or "0.0.0.0", int(port) if port.isdigit() else 0)
+        root_user = str(header.get("user", ""))
+        try:
+            async with asyncio.timeout(10):
+                line, rest = await reader.done
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise AccessDenied("malformed request")
+            der = base64.b64decode(str(header.get("cert", "")))
+            identity = await deps.trust.remote_identity(der)
+        except (BastionError, ValueError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, BastionError) else str(exc) or "timed out"
+            await deps.audit.emit(
+                "trust.access",
+                outcome="failure",
+                user=root_user,
+                remote_addr=client,
+                reason=reason,
+            )
+            _reply(stream, ok=False, error=f"access denied by cluster {deps.cluster}")
+            stream.close()
+            return
+        op = request.get("op", "")
+        try:
+            if op == "certs":
+                certs = await deps.trust.issue_remote(identity, der, client)
+                _reply(
+                    stream,
+                    ok=True,
+                    ssh_cert=certs.ssh_cert,
+                    ssh_host_ca=certs.ssh_host_ca,
+                    user=identity.user,
+                    roles=list(identity.roles),
+                    logins=list(identity.logins),
+                )
+                stream.close()
+            elif op == "list":
+                _reply(stream, ok=True, nodes=await self._visible_nodes(identity))
+                stream.close()
+            elif self.ssh is not None:
+                await self.ssh.handle(stream, identity, client_addr, line + b"\n" + rest)
+            else:
+                raise ConnectionProblem("this proxy serves no SSH route")
+        except BastionError as exc:
+            _reply(stream, ok=False, error=exc.message)
+            stream.close()
+
+    async def _visible_nodes(self, identity: Identity) -> list[dict[str, Any]]:
+        deps = self._deps
+        roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
+        out = []
+        for node in await deps.nodes.list_nodes():
+            labels = node.all_labels()
+            if roles.check_node_visible(node.metadata.name, labels).allowed:
+                out.append({"name": node.metadata.name, "labels": dict(labels)})
+        return sorted(out, key=lambda n: str(n["name"]))
+
+    # ---- root side: leaves' tunnels in, and routes out through them ---------------------
+
+    def verify_tunnel(self, cert: x509.Certificate) -> Identity:
+        """A leaf proxy's host certificate: signed by the host CA of the leaf it names.
+
+        Raises:
+            AccessDenied: no remote cluster's host CA signed it for that cluster.
+        """
+        now = self._deps.clock.now()
+        for name, anchors in self._anchors.items():
+            try:
+                identity = verify_certificate_chain(
+                    cert, anchors, now, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+                )
+            except AccessDenied:
+                continue
+            if identity.cluster == name and identity.kind == "host" and name != self.cluster:
+                return identity
+        raise AccessDenied("the tunnel certificate is not from a trusted leaf cluster")
+
+    def is_leaf(self, identity: Identity) -> bool:
+        return identity.cluster != self.cluster and identity.cluster in self._anchors
+
+    async def accept(self, transport: asyncio.Transport, identity: Identity, early: bytes) -> None:
+        """Run a leaf's tunnel until it closes."""
+        leaf = identity.cluster
+        session = MuxSession("server", name=f"leaf {leaf}")
+        old = self._leaves.get(leaf)
+        self._leaves[leaf] = session
+        if old is not None:
+            old.drain("replaced by a newer tunnel of the same leaf")
+        transport.set_protocol(session)
+        session.connection_made(transport)
+        if early:
+            session.data_received(early)
+        transport.resume_reading()
+        log.info("trusted clusters: leaf %s connected", leaf)
+        await self._deps.audit.emit(
+            "remote_cluster.connected", user=identity.user, target=f"remote_cluster/{leaf}"
+        )
+        try:
+            await session.wait_closed()
+        finally:
+            if self._leaves.get(leaf) is session:
+                del self._leaves[leaf]
+            log.info("trusted clusters: leaf %s disconnected", leaf)
+
+    def online(self) -> list[str]:
+        return sorted(n for n, s in self._leaves.items() if not s.is_closed)
+
+    def wants(self, line: bytes) -> bool:
+        """Does this request line name another cluster than this one?"""
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return False
+        target = data.get("cluster") if isinstance(data, dict) else None
+        return isinstance(target, str) and bool(target) and target != self.cluster
+
+    async def forward(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        client_addr: tuple[str, int],
+        line: bytes,
+        rest: bytes,
+    ) -> None:
+        """Relay a user's connection, request line included, through a leaf's tunnel."""
+        deps = self._deps
+        remote = f"{client_addr[0]}:{client_addr[1]}"
+        request = json.loads(line)
+        leaf = str(request.get("cluster"))
+        target = str(request.get("node") or request.get("op") or "")
+        relay = Relay(name=f"cluster {leaf} {remote}")
+        try:
+            if deps.gate is not None:
+                login = str(request.get("login", ""))
+                found = await deps.gate.refusal(identity, "ssh", login=login)
+                if found is not None:
+                    raise AccessDenied(found.error.message)
+            if identity.origin_cluster or identity.kind not in ("user", "bot"):
+                raise AccessDenied("only this cluster's users may go to its leaf clusters")
+            session = self._leaves.get(leaf)
+            if session is None or session.is_closed:
+                raise ConnectionProblem(f"cluster {leaf} is offline or not a leaf of this cluster")
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if not der:
+                raise AccessDenied("no client certificate")
+            header = {
+                "type": "cluster",
+                "cert": base64.b64encode(der).decode(),
+                "client_addr": remote,
+                "user": identity.user,
+            }
+            try:
+                stream = session.open_stream(header)
+            except (ConnectionResetError, BastionError) as exc:
+                raise ConnectionProblem(f"cluster {leaf} is offline ({exc})") from None
+            stream.attach(relay.b)
+        except BastionError as exc:
+            await deps.audit.emit(
+                "proxy.cluster",
+                outcome="failure",
+                user=identity.user,
+                cluster=leaf,
+                target=target,
+                remote_addr=remote,
+                reason=exc.message,
+            )
+            _reply(transport, ok=False, error=exc.message)
+            transport.close()
+            return
+        await deps.audit.emit(
+            "proxy.cluster",
+            user=identity.user,
+            cluster=leaf,
+            target=target,
+            login=str(request.get("login", "")),
+            remote_addr=remote,
+        )
+
+        async def terminate(reason: str) -> None:
+            relay.terminate(reason)
+
+        live = deps.registry.add(
+            LiveConnection(
+                kind="ssh",
+                identity=identity,
+                target=f"{leaf}/{target}",
+                login=str(request.get("login", "")),
+                remote_addr=remote,
+                started=deps.clock.now(),
+                terminate=terminate,
+                extra={"cluster": leaf},
+            )
+        )
+        try:
+            relay.attach_a(transport, line + b"\n" + rest)
+            relay.start()
+            await relay.wait_closed()
+        finally:
+            deps.registry.remove(live)
+            relay.terminate(relay.reason or "route finished")
+
+
+def _fingerprint(trust: TrustedCluster) -> str:
+    cas = trust.spec.status.root_cas
+    return json.dumps([trust.spec.proxy_addr, cas.tls_host_ca if cas else ""])

@@ -1,0 +1,133 @@
+"""Trusted clusters end to end (issue 23): a root and a leaf started by the test, each with its
+own data directory; the leaf's own node is reached through the root's proxy.
+
+Trust established with a root token (leaf pins the root's CA); a root user whose role maps on
+the leaf reaches the leaf node with the mapped role (leaf audit names the root user and
+cluster); an unmapped user is refused at the leaf; a leaf lock on ``ROOT/USER`` cuts a live
+session; ``enabled: false`` refuses; deleting the trust removes the root's CAs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import BIN, Cluster, Env, login_via_proxy, start_cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+LOGIN = getpass.getuser()
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Cluster]]:
+    root = start_cluster(tmp_path_factory.mktemp("root"), name="root.test")
+    try:
+        leaf = start_cluster(tmp_path_factory.mktemp("leaf"), name="leaf.test")
+        try:
+            yield root, leaf
+        finally:
+            leaf.stop()
+    finally:
+        root.stop()
+
+
+def _trust_yaml(root: Cluster, token: str, enabled: bool = True) -> str:
+    return (
+        "kind: trusted_cluster\n"
+        f"metadata: {{name: {root.cluster}}}\n"
+        "spec:\n"
+        f"  enabled: {'true' if enabled else 'false'}\n"
+        f"  proxy_addr: {root.proxy}\n"
+        f"  token: {token}\n"
+        f"  ca_pin: {root.pin}\n"
+        "  role_map:\n"
+        '    - {remote: "^access$", local: [access]}\n'
+        '    - {remote: "ops-(.*)", local: ["$1"]}\n'
+    )
+
+
+def _leaf_node(leaf_env: Env) -> str:
+    nodes = json.loads(leaf_env.admin_ok("get", "nodes", "--format", "json"))
+    items = nodes if isinstance(nodes, list) else nodes.get("items", [])
+    return str(items[0]["metadata"]["name"])
+
+
+def test_trust_access_refusals_lock_and_suspension(
+    two: tuple[Cluster, Cluster], tmp_path: Path
+) -> None:
+    root, leaf = two
+    root_env, leaf_env = Env(root, tmp_path / "r"), Env(leaf, tmp_path / "l")
+    token = json.loads(
+        root_env.admin_ok("tokens", "add", "--type=trusted_cluster", "--format", "json")
+    )["token"]
+    spec = tmp_path / "trusted_cluster.yaml"
+    # A wrong pin is refused before the token is sent.
+    spec.write_text(_trust_yaml(root, token).replace(root.pin, "sha256:" + "0" * 64))
+    bad = leaf_env.admin("create", "-f", str(spec))
+    assert bad.returncode != 0 and "pin" in bad.stderr, bad.stderr
+    spec.write_text(_trust_yaml(root, token))
+    made = leaf_env.admin("create", "-f", str(spec))
+    assert made.returncode == 0, made.stderr
+    # The token was single use.
+    again = leaf_env.admin("create", "--force", "-f", str(spec))
+    assert again.returncode != 0 and "token" in again.stderr.lower(), again.stderr
+    stored = leaf_env.admin_ok("get", f"trusted_cluster/{root.cluster}")
+    assert token not in stored and "root_cas" in stored
+    assert "leaf.test" in root_env.admin_ok("get", "remote_clusters")
+
+    node = _leaf_node(leaf_env)
+    mapped = root_env.new_user("access", LOGIN)
+    login_via_proxy(root_env, mapped)
+    unmapped = root_env.new_user("editor", LOGIN)
+    login_via_proxy(root_env, unmapped)
+
+    def ssh(user: object, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return root_env.bsh(user, "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}", *cmd)  # type: ignore[arg-type]
+
+    ran = wait_for(
+        lambda: (r := ssh(mapped, "echo via-root")).returncode == 0 and r,
+        "ssh through the root to the leaf (leaf tunnel up)",
+        timeout=20,
+    )
+    assert "via-root" in ran.stdout
+    listed = root_env.bsh(mapped, "ls", f"--cluster={leaf.cluster}", "--format", "json")
+    assert listed.returncode == 0 and node in listed.stdout, listed.stderr
+    refused = ssh(unmapped, "echo no")
+    assert refused.returncode != 0 and "no" not in refused.stdout
+    leaf_events = leaf_env.events("--type", "proxy.ssh")
+    who = f"{root.cluster}/{mapped.name}"
+    assert any(e.get("user") == who for e in leaf_events), leaf_events[-3:]
+    assert any(
+        e.get("user") == unmapped.name and e.get("outcome") == "failure"
+        for e in leaf_env.events("--type", "trust.access")
+    )
+    assert any(e.get("cluster") == leaf.cluster for e in root_env.events("--type", "proxy.cluster"))
+
+    # A leaf lock on ROOT/USER cuts a live session.
+    env = {**os.environ, "BSH_HOME": str(mapped.home), "NO_COLOR": "1"}
+    live = subprocess.Popen(
+        [str(BIN / "bsh"), "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}",
+         "echo started; sleep 60; echo done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert live.stdout is not None and live.stdout.readline().strip() == "started"
+    leaf_env.admin_ok("lock", f"--user={who}", "--message=compromised laptop")
+    out, _ = live.communicate(timeout=20)
+    assert "done" not in out
+    assert ssh(mapped, "echo again").returncode != 0
+
+    # Suspension and deletion.
+    other = root_env.new_user("access", LOGIN)
+    login_via_proxy(root_env, other)
+    spec.write_text(_trust_yaml(root, "", enabled=False))
+    upd = leaf_env.admin("update", "-f", str(spec))
+    assert upd.returncode == 0, upd.stderr
+    assert ssh(other, "echo suspended").returncode != 0
+    leaf_env.admin_ok("rm", f"trusted_cluster/{root.cluster}")
+    assert root.cluster not in leaf_env.admin_ok("get", "trusted_clusters")
