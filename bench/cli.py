@@ -1,14 +1,19 @@
 """CLI benchmark (issue 12): start-up of ``bsh`` and the speed of ``bsh ssh``, next to the
 interpreter's floor and OpenSSH, measured in one run.
 
-Run with ``python bench/cli.py`` (about a minute) or ``--quick`` (used by the smoke test).
+Run with ``python bench/cli.py`` (a few minutes) or ``--quick`` (used by the smoke test).
 
-Start-up (median wall time of N runs after one warm-up):
+Every measurement is interleaved: each round runs every command once, in turn, and the median
+of the rounds is reported (:func:`interleaved`), so ours and the peers see the same load on a
+shared machine. Everything is measured once the cluster is up.
+
+Start-up (median wall time of N rounds after one warm-up round):
 
 * ``python -c pass`` (the floor), ``python -c 'import click'``, ``ssh -V``,
 * ``bsh --help``, ``bsh status``, ``bsh ls`` (one API call to the proxy),
 
-SSH to the built-in node (median of N runs of ``true``; MB/s of 256 MiB piped to ``cat``):
+SSH to the built-in node (median of N rounds of ``true``; median MB/s of 3 runs of 256 MiB
+piped to ``cat``):
 
 * ``openssh ProxyJump``  ``ssh -J`` through a second sshd (the peer),
 * ``ssh+bsh``            real ``ssh`` with ``ProxyCommand bsh proxy ssh`` (``bsh config``),
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import json
 import os
 import shutil
@@ -41,14 +47,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "ssh"))
 
 from cluster import BIN, BastionCluster, start_cluster  # noqa: E402
-from measure import Skipped, command_time, throughput  # noqa: E402
+from measure import CMD_TIMEOUT, Skipped, throughput  # noqa: E402
 from openssh import OpenSSHPeers, start_peers  # noqa: E402
 
 import bastion  # noqa: E402
@@ -67,31 +73,60 @@ class Result:
     skipped: list[str] = field(default_factory=list)
 
 
-def startup(
-    argv: list[str], env: Mapping[str, str], runs: int, ok: tuple[int, ...] = (0,)
-) -> float:
-    """Median milliseconds of ``argv`` (after one warm-up run)."""
-    samples = []
-    for i in range(runs + 1):
-        start = time.perf_counter()
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, env=dict(env), check=False
-        )
-        elapsed = time.perf_counter() - start
-        if done.returncode not in ok:
-            raise Skipped(f"exit {done.returncode}: {done.stderr.decode()[-300:].strip()}")
-        if i:
-            samples.append(elapsed)
-    return statistics.median(samples) * 1000
+def run_ms(argv: list[str], env: Mapping[str, str], ok: tuple[int, ...] = (0,)) -> float:
+    """Wall milliseconds of one run of ``argv``.
+
+    Raises:
+        Skipped: an exit status not in ``ok`` (with the end of its stderr).
+    """
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=dict(env),
+        timeout=CMD_TIMEOUT,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode not in ok:
+        raise Skipped(f"exit {done.returncode}: {done.stderr.decode()[-300:].strip()}")
+    return elapsed * 1000
 
 
-def _try(result: Result, what: str, table: dict[str, float], fn) -> None:  # type: ignore[no-untyped-def]
-    print(f"measuring {what} ...", file=sys.stderr, flush=True)
-    try:
-        table[what] = fn()
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        result.skipped.append(f"{what}: {text}")
+def interleaved(
+    result: Result,
+    table: dict[str, float],
+    cases: dict[str, Callable[[], float]],
+    rounds: int,
+    warm_up: bool = True,
+) -> None:
+    """Median of each case over ``rounds`` rounds (after one warm-up round), into ``table``.
+
+    Every round runs each case once, in turn, so ours and the peers see the same load (this
+    2-core machine is shared): a ratio compares runs taken seconds apart, not minutes. A case
+    that fails once is reported in ``result.skipped`` and not run again.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    failed: set[str] = set()
+    total = rounds + int(warm_up)
+    for i in range(total):
+        print(f"  round {i + 1}/{total}: {', '.join(cases)}", file=sys.stderr, flush=True)
+        for name, case in cases.items():
+            if name in failed:
+                continue
+            try:
+                value = case()
+            except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
+                text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                result.skipped.append(f"{name}: {text}")
+                failed.add(name)
+                continue
+            if i or not warm_up:
+                samples[name].append(value)
+    for name, values in samples.items():
+        if values and name not in failed:
+            table[name] = statistics.median(values)
 
 
 def measure(args: argparse.Namespace, work: Path) -> Result:
@@ -99,20 +134,6 @@ def measure(args: argparse.Namespace, work: Path) -> Result:
     env = dict(os.environ)
     py = sys.executable
     bsh = str(BIN / "bsh")
-    _try(
-        result,
-        "python -c pass",
-        result.startup_ms,
-        lambda: startup([py, "-c", "pass"], env, args.runs),
-    )
-    _try(result, "python -c 'import click'", result.startup_ms,
-         lambda: startup([py, "-c", "import click"], env, args.runs))  # fmt: skip
-    _try(result, "ssh -V", result.startup_ms, lambda: startup(["ssh", "-V"], env, args.runs))
-    _try(result, "bsh --help", result.startup_ms, lambda: startup([bsh, "--help"], env, args.runs))
-    for module in ("ssh_handoff", "proxy_fast"):
-        code = f"import bastion.cli.{module}"
-        _try(result, f"import {module}", result.startup_ms,
-             lambda c=code: startup([py, "-c", c], env, args.runs))  # fmt: skip
     peers: OpenSSHPeers | None = None
     cluster: BastionCluster | None = None
     try:
@@ -125,13 +146,23 @@ def measure(args: argparse.Namespace, work: Path) -> Result:
         cluster.create_user()
         cluster.wait_for_node(cluster.node_name)
         cenv = cluster.env()
-        _try(
+        print("measuring start-up ...", file=sys.stderr, flush=True)
+        starts: dict[str, tuple[list[str], tuple[int, ...]]] = {
+            "python -c pass": ([py, "-c", "pass"], (0,)),
+            "python -c 'import click'": ([py, "-c", "import click"], (0,)),
+            "ssh -V": (["ssh", "-V"], (0,)),
+            "bsh --help": ([bsh, "--help"], (0,)),
+            "bsh status": ([bsh, "status"], (0,)),
+            "bsh ls": ([bsh, "ls"], (0,)),
+            "import ssh_handoff": ([py, "-c", "import bastion.cli.ssh_handoff"], (0,)),
+            "import proxy_fast": ([py, "-c", "import bastion.cli.proxy_fast"], (0,)),
+        }
+        interleaved(
             result,
-            "bsh status",
             result.startup_ms,
-            lambda: startup([bsh, "status"], cenv, args.runs),
+            {n: functools.partial(run_ms, a, cenv, ok) for n, (a, ok) in starts.items()},
+            args.runs,
         )
-        _try(result, "bsh ls", result.startup_ms, lambda: startup([bsh, "ls"], cenv, args.runs))
         paths: dict[str, tuple[list[str], Mapping[str, str]]] = {
             "bsh ssh": ([bsh, "ssh", f"{cluster.login}@{cluster.node_name}"], cenv),
             "ssh+bsh": (
@@ -142,16 +173,27 @@ def measure(args: argparse.Namespace, work: Path) -> Result:
         }  # fmt: skip
         if peers is not None:
             paths = {"openssh ProxyJump": (peers.argv("viajump"), env), **paths}
-        for name, (argv, penv) in paths.items():
-
-            def connect(a: list[str] = argv, e: Mapping[str, str] = penv) -> float:
-                return statistics.median(command_time(a, e, args.runs)) * 1000
-
-            def carry(a: list[str] = argv, e: Mapping[str, str] = penv) -> float:
-                return throughput(a, e, args.bytes)
-
-            _try(result, f"{name} true", result.connect_ms, connect)
-            _try(result, f"{name} {args.bytes >> 20} MiB", result.mbps, carry)
+        print("measuring connect (true) ...", file=sys.stderr, flush=True)
+        interleaved(
+            result,
+            result.connect_ms,
+            {
+                f"{n} true": functools.partial(run_ms, [*a, "true"], e)
+                for n, (a, e) in paths.items()
+            },
+            args.runs,
+        )
+        print(f"measuring throughput ({args.bytes >> 20} MiB) ...", file=sys.stderr, flush=True)
+        interleaved(
+            result,
+            result.mbps,
+            {
+                f"{n} {args.bytes >> 20} MiB": functools.partial(throughput, a, e, args.bytes)
+                for n, (a, e) in paths.items()
+            },
+            args.carry_runs,
+            warm_up=False,
+        )
     finally:
         if cluster is not None:
             cluster.stop()
@@ -166,7 +208,10 @@ def _ratio(num: float | None, den: float | None) -> str:
 
 def report(result: Result, args: argparse.Namespace) -> None:
     floor = result.startup_ms.get("python -c pass")
-    print(f"\nCLI benchmark: medians of {args.runs} runs; throughput of {args.bytes >> 20} MiB")
+    print(
+        f"\nCLI benchmark: medians of {args.runs} interleaved runs; throughput: median of "
+        f"{args.carry_runs} runs of {args.bytes >> 20} MiB"
+    )
     print(f"{'start-up':<28} {'ms':>9}  {'vs python -c pass':>17}")
     for name, ms in result.startup_ms.items():
         print(f"{name:<28} {ms:9.1f}  {_ratio(ms, floor):>17}")
@@ -210,10 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few runs, 16 MiB (smoke test)")
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement (15)")
     parser.add_argument("--bytes", type=int, default=None, help="bytes piped (256 MiB)")
+    parser.add_argument(
+        "--carry-runs", type=int, default=None, help="throughput runs per path, median (3)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
     args.runs = args.runs or (3 if args.quick else 15)
     args.bytes = args.bytes or (16 * 2**20 if args.quick else 256 * 2**20)
+    args.carry_runs = args.carry_runs or (1 if args.quick else 3)
     compileall.compile_dir(Path(bastion.__file__).parent, quiet=2)  # as installed: see above
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     started = time.monotonic()

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from bastion.testing import require_binary
+from bastion.testing.peers.ports import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import BIN, Env, free_port, stop, unique, wait_for  # noqa: E402
+from harness import BIN, Env, stop, unique, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.integration]
 

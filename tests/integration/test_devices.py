@@ -112,7 +112,7 @@ def _login(env: Env, home: Path, user: User, tpm: SwTPM, profile: dict[str, str]
 
 def _required_role(env: Env, tmp_path: Path, *, auto_enroll: bool = False) -> str:
     name = unique("dtreq")
-    rules = "  allow: {logins: [%s], node_labels: {'*': '*'}" % LOGIN
+    rules = "  allow: {logins: [" + LOGIN + "], node_labels: {'*': '*'}"
     rules += ", rules: [{resources: [device], verbs: [enroll]}]}\n" if auto_enroll else "}\n"
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(
@@ -259,3 +259,45 @@ def test_non_compliant_device_loses_sessions_and_posture(
         assert _ssh_ok(env, user)
     finally:
         _prefs(env)
+
+
+def test_inventory_sync_and_auto_enrollment(env: Env, tmp_path: Path, tpms: list[SwTPM]) -> None:
+    export = _prefs(env)
+    user = env.new_user(_required_role(env, tmp_path, auto_enroll=True), LOGIN)
+    assert _login(env, user.home, user, tpms[1]).returncode == 0
+    mine, theirs = unique("SNA"), unique("SNB")
+    header = "SerialNumber,OS,OSVersion,model,Owner,compliance,last_checkin\n"
+    export.write_text(
+        header
+        + f"{mine},Ubuntu,24.04,ThinkPad T14,{user.name},Compliant,2026-01-02T03:04:05Z\n"
+        + f"{theirs},macOS,14.5,MacBook Pro,someone-else,Noncompliant,\n"
+        + ",Windows,11,,nobody,compliant,\n"
+    )
+    dry = env.admin_ok("devices", "sync", "--source=mdm", "--dry-run")
+    assert mine in dry and "2 would be added" in dry and "(dry run)" in dry, dry
+    assert mine not in env.admin_ok("devices", "ls")
+    done = json.loads(env.admin_ok("devices", "sync", "--source=mdm", "--format", "json"))
+    assert {row["asset_tag"] for row in done["added"]} == {mine, theirs}, done
+    assert any("row 3" in error for error in done["errors"]), done
+    shown = json.loads(env.admin_ok("devices", "show", mine))
+    assert shown["spec"]["source"] == "mdm" and shown["spec"]["owner"] == user.name
+    assert shown["spec"]["compliance"]["status"] == "compliant"
+
+    # Auto-enrollment: no token, the inventory knows the serial, the role allows it.
+    foreign = _bsh(user, tpms[1], "device", "enroll", profile={"serial": theirs})
+    assert foreign.returncode != 0 and "not registered to you" in foreign.stderr
+    auto = _bsh(user, tpms[1], "device", "enroll", profile={"serial": mine})
+    assert auto.returncode == 0 and "now carries this device" in auto.stdout, auto.stderr
+    assert _ssh_ok(env, user)
+    events = env.events("--type", "device.enroll", "--user", user.name)
+    assert any('"auto_enrollment": true' in json.dumps(e) for e in events), events
+
+    # Missing from the export (grace 0): marked non-compliant, not deleted; SSH is refused.
+    export.write_text(header + f"{theirs},macOS,14.5,MacBook Pro,someone-else,compliant,\n")
+    again = env.admin_ok("devices", "sync", "--source=mdm")
+    assert "marked missing" in again and mine in again, again
+    assert "updated" in again and theirs in again, again
+    shown = json.loads(env.admin_ok("devices", "show", mine))
+    assert shown["spec"]["compliance"]["status"] == "non_compliant"
+    assert shown["spec"]["enroll_status"] == "enrolled"
+    wait_for(lambda: not _ssh_ok(env, user), "the missing device refused", timeout=10)

@@ -291,6 +291,8 @@ class AppService:
         try:
             app = self.app(name)
             parts = urlsplit(app.spec.uri)
+            if not parts.hostname:
+                raise NotFound(f'app "{name}" has no host in its uri')
             tls: ssl.SSLContext | None = None
             port = parts.port
             if parts.scheme == "https":

@@ -107,16 +107,23 @@ def add_bot_routes(app: web.Application, auth: AuthServer, jwks: JWKSCache | Non
             public_key=body.public_key,
             ttl=body.ttl,
             remote_addr=call.remote,
+            challenge=body.challenge,
+            signature=body.signature,
         )
         return _renewed(certs)
+
+    async def challenge(call: Call[r.ChallengeRequest]) -> r.Challenge:
+        text, expires = bots.challenge(call.body.bot)
+        return r.Challenge(challenge=text, expires=expires.isoformat())
 
     async def add(call: Call[b.AddBot]) -> b.BotAdded:
         await call.guard.require("user", "create")
         await call.guard.require("token", "create")
         body = call.body
         info, token = await bots.add_bot(
-            body.name, body.roles, body.logins, body.ttl, call.guard.ctx.actor, body.oidc
-        )
+            body.name, body.roles, body.logins, body.ttl, call.guard.ctx.actor, body.oidc,
+            body.bound_public_key,
+        )  # fmt: skip
         expires = token.resource.metadata.expires
         return b.BotAdded(
             bot=_bot(info),
@@ -138,6 +145,7 @@ def add_bot_routes(app: web.Application, auth: AuthServer, jwks: JWKSCache | Non
 
     bind(app, r.RENEW, renew)
     bind(app, r.BOT_JOIN, join)
+    bind(app, r.BOT_JOIN_CHALLENGE, challenge)
     bind(app, b.BOTS_ADD, add)
     bind(app, b.BOTS_LS, ls)
     bind(app, b.BOTS_RM, rm)

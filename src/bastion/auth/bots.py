@@ -11,16 +11,24 @@ generation and the ``bot.join`` event are one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from bastion.auth.issuer import UserCerts
+from bastion.auth.join_keypair import (
+    challenge_key,
+    check_bound_public_key,
+    mint_challenge,
+    verify_challenge,
+    verify_signature,
+)
 from bastion.auth.join_oidc import JoinTokenError, JWKSCache, key_id, verify_join_token
 from bastion.auth.revocation import new_epoch
 from bastion.auth.server import AuthServer, NewToken
 from bastion.backend.base import Op
+from bastion.contract.renew import bound_keypair_message
 from bastion.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound
 from bastion.locks.matcher import identity_targets
 from bastion.rbac.checker import RoleSet
@@ -69,6 +77,7 @@ class BotService:
     def __init__(self, auth: AuthServer, jwks: JWKSCache | None = None) -> None:
         self.auth = auth
         self.jwks = jwks or JWKSCache()
+        self._challenge_key = challenge_key(auth.deps.kek)
 
     # ---- admin ---------------------------------------------------------------------------------
 
@@ -80,9 +89,11 @@ class BotService:
         ttl: timedelta,
         actor: str,
         oidc: OIDCJoinSpec | None = None,
+        bound_public_key: str = "",
     ) -> tuple[BotInfo, NewToken]:
-        """Create the bot's user and its join token (single use; or an ``oidc`` token
-        resource named after the bot, which needs no secret) in one audited transaction.
+        """Create the bot's user and its join token (single use; or an ``oidc`` or
+        ``bound_keypair`` token resource named after the bot, which needs no secret) in one
+        audited transaction.
 
         Raises:
             BadParameter: bad name, unknown role; AlreadyExists: the bot exists.
@@ -95,24 +106,30 @@ class BotService:
         missing = [r for r in roles if r not in known]
         if not roles or missing:
             raise BadParameter(f"bot {name}: give existing roles (unknown: {missing or 'none'})")
+        if oidc is not None and bound_public_key:
+            raise BadParameter(f"bot {name}: choose one join method (oidc or a bound key)")
+        if bound_public_key:
+            bound_public_key = check_bound_public_key(bound_public_key)
+        method = "oidc" if oidc else "bound_keypair" if bound_public_key else "token"
         now = self.auth.clock.now()
-        secret = new_secret(24) if oidc is None else ""
+        secret = new_secret(24) if method == "token" else ""
         digest = hash_secret(secret) if secret else ""
-        token_name = digest[:32] if secret else f"bot-{name}-oidc"
+        token_name = digest[:32] if secret else f"bot-{name}-{_TOKEN_SUFFIX[method]}"
         try:
             spec = ProvisionTokenSpec(
                 roles=["bot"],
                 secret_hash=digest,
                 bot_name=name,
                 created_by=actor,
-                single_use=oidc is None,
-                join_method="oidc" if oidc else "token",
+                single_use=method == "token",
+                join_method=method,
                 oidc=oidc,
+                bound_public_key=bound_public_key,
             )
         except ValidationError as exc:
             raise BadParameter(f"bot {name}: {validation_problems(exc)}") from None
         token = ProvisionToken(
-            metadata=Metadata(name=token_name, expires=now + ttl if oidc is None else None),
+            metadata=Metadata(name=token_name, expires=now + ttl if secret else None),
             spec=spec,
         )
         user = User(
@@ -173,6 +190,8 @@ class BotService:
         public_key: str,
         ttl: timedelta,
         remote_addr: str,
+        challenge: str = "",
+        signature: str = "",
     ) -> UserCerts:
         """Exchange a join token (``token``) or an OIDC JWT (``id_token`` for ``bot``'s
         ``oidc`` token resource) for a bot certificate.
@@ -182,6 +201,9 @@ class BotService:
         """
         if id_token:
             stored, claims = await self._oidc_token(bot, id_token, remote_addr)
+        elif challenge or signature:
+            stored = await self._bound_keypair(bot, challenge, signature, public_key, remote_addr)
+            claims = {}
         else:
             stored, claims = await self._secret_token(token, remote_addr), {}
         name = stored.spec.bot_name
@@ -278,6 +300,30 @@ class BotService:
             raise
         return stored, claims
 
+    def challenge(self, bot: str) -> tuple[str, datetime]:
+        """A challenge for a bound_keypair join of ``bot`` (stateless: nothing is stored)."""
+        return mint_challenge(self._challenge_key, bot, self.auth.clock.now())
+
+    async def _bound_keypair(
+        self, bot: str, challenge: str, signature: str, public_key: str, remote_addr: str
+    ) -> ProvisionToken:
+        """The bot's bound_keypair token, once the challenge and the signature check out."""
+        try:
+            stored = await self.auth.tokens.get(f"bot-{bot}-{_TOKEN_SUFFIX['bound_keypair']}")
+        except NotFound:
+            await self._refused(bot, remote_addr, "no bound key for this bot", "bound_keypair")
+            raise AccessDenied(f"bot {bot!r} has no bound_keypair join method") from None
+        if stored.spec.join_method != "bound_keypair" or not stored.spec.bound_public_key:
+            raise AccessDenied(f"bot {bot!r} has no bound_keypair join method")
+        try:
+            verify_challenge(self._challenge_key, challenge, bot, self.auth.clock.now())
+            message = bound_keypair_message(challenge, public_key)
+            verify_signature(stored.spec.bound_public_key, message, signature)
+        except AccessDenied as exc:
+            await self._refused(bot, remote_addr, exc.message, "bound_keypair")
+            raise
+        return stored
+
     async def _refused(self, bot: str, remote_addr: str, reason: str, method: str = "") -> None:
         await self.auth.audit.emit(
             "bot.join",
@@ -289,6 +335,8 @@ class BotService:
         )
 
 
+_TOKEN_SUFFIX = {"oidc": "oidc", "bound_keypair": "keypair", "token": ""}
+"""Name of a bot's secretless token resource: ``bot-NAME-SUFFIX``."""
 _AUDITED_CLAIMS = ("sub", "repository", "ref", "environment", "workflow", "actor", "iss")
 
 

@@ -181,7 +181,7 @@ class DeviceSync:
                 self._last[source.name] = now
                 try:
                     plan = await self.sync(source.name, "bastion")
-                except BastionError as exc:
+                except Exception as exc:  # one bad source never stops the schedule (or auth)
                     log.warning("device sync failed", source=source.name, error=str(exc))
                     continue
                 log.info(

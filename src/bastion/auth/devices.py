@@ -619,6 +619,55 @@ class DeviceService:
         )
         return await self.auth.issuer.issue_user(augmented, public_key, remote_addr)
 
+    async def recheck(self, identity: Identity, remote_addr: str) -> Identity:
+        """Certificate renewal: ``identity`` keeps its device only while the device is still
+        trusted (enrolled with that credential, software keys still allowed, not
+        non-compliant, the minimum OS met, not locked); otherwise the device fields are
+        dropped (audited as a ``device.authn`` failure), as a failed ceremony would."""
+        if not identity.device_id:
+            return identity
+        try:
+            device: Device | None = await self.store.get(identity.device_id)
+        except NotFound:
+            device = None
+        pref = (await self.auth.auth_preference()).spec.device_trust
+        reason = ""
+        if device is None:
+            reason = "no longer in the inventory"
+        else:
+            spec, credential = device.spec, device.spec.credential
+            problems = os_problems(device, spec.profile, pref)
+            if credential is None or spec.enroll_status != "enrolled":
+                reason = f"device is {spec.enroll_status}"
+            elif credential.id != identity.device_credential_id:
+                reason = "the device holds another credential"
+            elif credential.attestation == "software" and not pref.allow_software:
+                reason = "software device keys are no longer allowed"
+            elif spec.compliance.status == "non_compliant":
+                reason = f"device is non_compliant ({spec.compliance.reason})"
+            elif problems:
+                reason = "; ".join(problems)
+            else:
+                locked = await self.auth.lock_decision(LockTargets(device=device.name))
+                reason = "" if locked.allowed else locked.reason
+        if not reason:
+            return identity
+        await self._refuse(
+            "device.authn",
+            identity.user,
+            f"device/{identity.device_id}",
+            f"at renewal: {reason}",
+            remote_addr=remote_addr,
+        )
+        return identity.model_copy(
+            update={
+                "device_id": "",
+                "device_asset_tag": "",
+                "device_credential_id": "",
+                "device_attestation": "",
+            }
+        )
+
     # ---- helpers -----------------------------------------------------------------------------
 
     async def _put_challenge(self, name: str, record: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -80,16 +80,14 @@ def verify_challenge(key: bytes, challenge: str, bot: str, now: datetime) -> Non
 def _load(public_key: str) -> object:
     try:
         return serialization.load_ssh_public_key(public_key.strip().encode())
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm):
         raise BadParameter("bound public key: not an OpenSSH public key") from None
 
 
 def check_bound_public_key(public_key: str) -> str:
     """The key, normalised (type and base64, no comment). Raises BadParameter."""
     key = _load(public_key)
-    if not isinstance(
-        key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
-    ):
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise BadParameter("bound public key: use an ed25519, ECDSA or RSA key")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
         raise BadParameter("bound public key: RSA keys need at least 2048 bits")

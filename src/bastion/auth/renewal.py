@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bastion.auth.devices import DeviceService
 from bastion.auth.issuer import MIN_TTL, HostCerts, UserCerts
 from bastion.auth.server import HOST_CERT_TTL, AuthServer
 from bastion.errors import AccessDenied, AlreadyExists, CompareFailed, NotFound
@@ -170,6 +171,7 @@ class RenewalService:
         role_set = RoleSet.from_roles([await auth.roles.get(r) for r in roles], traits)
         holder = holder_of(role_set, roles, traits)
         identity = renewed_identity(presented, holder, auth.clock.now(), ttl, remote_addr)
+        identity = await DeviceService(auth).recheck(identity, remote_addr)  # still trusted?
         if presented.kind == "bot":
             return await self._renew_bot(presented, identity, public_key, remote_addr)
         certs = await auth.issuer.issue_user(identity, public_key, remote_addr)

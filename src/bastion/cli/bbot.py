@@ -188,8 +188,14 @@ def krl_sync(
     "--insecure", is_flag=True, default=None, help="Do not verify the server (dev only!)."
 )
 @click.option("--token", default=None, help="Single-use join token (bctl bots add).")
-@click.option("--join-method", type=click.Choice(["token", "oidc"]), default=None)
-@click.option("--bot", default=None, help="With --join-method=oidc: the bot's name.")
+@click.option(
+    "--join-method", type=click.Choice(["token", "oidc", "bound_keypair"]), default=None
+)
+@click.option("--bot", default=None, help="With oidc or bound_keypair: the bot's name.")
+@click.option(
+    "--keypair", "keypair_file", default=None,
+    help="With bound_keypair: the OpenSSH private key registered with bctl bots add.",
+)  # fmt: skip
 @click.option("--id-token-file", default=None, help="With oidc: a file holding the JWT.")
 @click.option("--audience", default=None, help="With oidc in GitHub Actions: the audience.")
 @click.option("--dest", default=None, help="Output directory (identity, ssh, x509, state).")

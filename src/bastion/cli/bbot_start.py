@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import yaml
@@ -46,6 +46,9 @@ from bastion.errors import (
 )
 from bastion.files import write_private_file
 from bastion.types.duration import parse_duration
+
+if TYPE_CHECKING:
+    from bastion.contract.renew import BotJoin
 
 __all__ = [
     "BotConfig",
@@ -75,7 +78,10 @@ class BotConfig(BaseModel):
     token: str = ""
     join_method: str = "token"
     bot: str = ""
-    """With join_method oidc: the bot whose oidc join token checks the JWT."""
+    """With join_method oidc or bound_keypair: the bot's name."""
+    keypair_file: str = ""
+    """With join_method bound_keypair: the bot's OpenSSH private key (its public key was given
+    to ``bctl bots add --public-key``); it signs auth's challenge at each join."""
     id_token_file: str = ""
     """With join_method oidc: a file holding the JWT; empty: ask GitHub Actions for one
     (ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN) with ``audience``."""
@@ -104,8 +110,8 @@ class BotConfig(BaseModel):
     @field_validator("join_method")
     @classmethod
     def _method(cls, value: str) -> str:
-        if value not in ("token", "oidc"):
-            raise ValueError("join_method: token or oidc")
+        if value not in ("token", "oidc", "bound_keypair"):
+            raise ValueError("join_method: token, oidc or bound_keypair")
         return value
 
 
@@ -335,6 +341,59 @@ async def _id_token(cfg: BotConfig) -> str:
     return value
 
 
+def sign_bound_keypair(private_key_pem: bytes, message: bytes) -> str:
+    """Base64 signature of ``message`` with an OpenSSH (or PEM) private key: Ed25519, ECDSA
+    (SHA-256) or RSA (PKCS#1 v1.5, SHA-256). Raises BadParameter for another kind of key."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+
+    key: object
+    try:
+        if b"OPENSSH PRIVATE KEY" in private_key_pem:
+            key = serialization.load_ssh_private_key(private_key_pem, None)
+        else:
+            key = serialization.load_pem_private_key(private_key_pem, None)
+    except (ValueError, TypeError) as exc:
+        raise BadParameter(f"--keypair: cannot load the private key ({exc})") from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        signature = key.sign(message)
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(message, PKCS1v15(), hashes.SHA256())
+    else:
+        raise BadParameter("--keypair: use an ed25519, ECDSA or RSA key")
+    return base64.b64encode(signature).decode()
+
+
+async def _bound_keypair_join(cfg: BotConfig, host_ca: str, pub: str) -> BotJoin:
+    """Ask auth for a challenge and sign it (with the new public key) with the bound key."""
+    from bastion.client.api import AuthClient
+    from bastion.client.tls import verified_context
+    from bastion.contract.renew import (
+        BOT_JOIN_CHALLENGE,
+        BotJoin,
+        ChallengeRequest,
+        bound_keypair_message,
+    )
+
+    if not cfg.bot or not cfg.keypair_file:
+        raise BadParameter("join_method bound_keypair: pass --bot and --keypair=PRIVATE_KEY")
+    try:
+        private = await asyncio.to_thread(Path(cfg.keypair_file).read_bytes)
+    except OSError as exc:
+        raise BadParameter(f"cannot read {cfg.keypair_file}: {exc.strerror}") from None
+    async with AuthClient(cfg.proxy, verified_context(host_ca)) as client:
+        got = await client.send(BOT_JOIN_CHALLENGE, ChallengeRequest(bot=cfg.bot))
+    signature = sign_bound_keypair(private, bound_keypair_message(got.challenge, pub))
+    return BotJoin(
+        bot=cfg.bot, challenge=got.challenge, signature=signature, public_key=pub, ttl=cfg.ttl
+    )
+
+
 async def join(cfg: BotConfig) -> Issued:
     """Verify the cluster by its pin, then join with the token or the OIDC JWT."""
     from bastion.client.api import AuthClient, fetch_cluster_ca
@@ -345,6 +404,8 @@ async def join(cfg: BotConfig) -> Issued:
     pem, ssh, pub = _new_key()
     if cfg.join_method == "oidc":
         body = BotJoin(bot=cfg.bot, id_token=await _id_token(cfg), public_key=pub, ttl=cfg.ttl)
+    elif cfg.join_method == "bound_keypair":
+        body = await _bound_keypair_join(cfg, ping["tls_host_ca"], pub)
     else:
         if not cfg.token:
             raise BadParameter("pass --token (bctl bots add printed it) or --join-method=oidc")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import click
 
@@ -65,6 +66,10 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
     @click.option("--oidc-issuer", default="", help="Join with OIDC tokens of this https issuer.")
     @click.option("--oidc-audience", default="bastion", show_default=True)
     @click.option("--allow", multiple=True, help="OIDC claim rule: repository=org/app,ref=...")
+    @click.option(
+        "--public-key", "public_key_file", default="",
+        help="Join method bound_keypair: the bot's OpenSSH public key file (.pub).",
+    )  # fmt: skip
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
     @handle_errors
     def add(
@@ -75,6 +80,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         oidc_issuer: str,
         oidc_audience: str,
         allow: tuple[str, ...],
+        public_key_file: str,
         fmt: str,
     ) -> None:
         """Create a bot and its join token (shown once).
@@ -85,6 +91,7 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
           bctl bots add gha --roles=access --logins=deploy \\
             --oidc-issuer=https://token.actions.githubusercontent.com \\
             --allow=repository=org/app,ref=refs/heads/main
+          bctl bots add nightly --roles=access --logins=deploy --public-key=bot_key.pub
         """
         from bastion.contract.bots import BOTS_ADD, AddBot
 
@@ -100,9 +107,16 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
                 )
             except ValueError as exc:
                 raise BadParameter(f"--oidc-*: {str(exc).splitlines()[-1]}") from None
+        bound = ""
+        if public_key_file:
+            try:
+                bound = Path(public_key_file).read_text().strip()
+            except OSError as exc:
+                raise BadParameter(f"cannot read {public_key_file}: {exc.strerror}") from None
         body = AddBot(
-            name=name, roles=_split(roles), logins=_split(logins), ttl=lifetime, oidc=oidc
-        )
+            name=name, roles=_split(roles), logins=_split(logins), ttl=lifetime, oidc=oidc,
+            bound_public_key=bound,
+        )  # fmt: skip
         reply = ident().send(BOTS_ADD, body)
         if fmt == "json":
             print_json(reply.model_dump(mode="json"))
@@ -111,6 +125,11 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         if reply.token:
             click.echo(f"join token (single use, until {reply.token_expires}): {reply.token}")
             click.echo(f"run: bbot start --token={reply.token} --proxy=HOST:PORT --ca-pin=...")
+        elif bound:
+            click.echo(
+                f"joins with its bound key: bbot start --join-method=bound_keypair --bot={name} "
+                "--keypair=PRIVATE_KEY"
+            )
         else:
             click.echo(f"joins with OIDC tokens of {oidc_issuer}: bbot start --join-method=oidc")
 

@@ -168,3 +168,47 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
         body = d.SetCompliance(status=status, reason=reason)
         device = ident().send(d.DEVICES_COMPLIANCE, body, path={"ref": ref}).device
         click.echo(f"device {device.spec.asset_tag} is now {device.spec.compliance.status}")
+
+    @devices.command("sync")
+    @click.option("--source", "source", required=True, help="A device_trust.sources name.")
+    @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+    @handle_errors
+    def sync(source: str, dry_run: bool, fmt: str) -> None:
+        """Import an inventory source's MDM export now (auth also does it on its schedule).
+
+        Devices missing from the export past the grace period are marked non_compliant (not
+        deleted).
+
+        \b
+        Examples:
+          bctl devices sync --source=jamf --dry-run
+          bctl devices sync --source=intune
+        """
+        body = d.SyncRequest(dry_run=dry_run)
+        report = ident().send(d.DEVICE_SOURCE_SYNC, body, path={"name": source})
+        if fmt == "json":
+            print_json(json.loads(report.model_dump_json()))
+            return
+        verb = "would be" if dry_run else "were"
+        sections = (
+            ("added", report.added),
+            ("updated", report.updated),
+            ("marked missing (non_compliant)", report.missing),
+            ("missing, within the grace period", report.missing_in_grace),
+        )
+        for title, rows in sections:
+            if not rows:
+                continue
+            click.echo(f"{title}:")
+            for row in rows:
+                what = f" ({', '.join(row.changed)})" if row.changed else ""
+                owner = f" owner={row.owner}" if row.owner else ""
+                click.echo(f"  {row.asset_tag}{owner} {row.compliance}{what}")
+        click.echo(
+            f"{source}: {len(report.added)} {verb} added, {len(report.updated)} updated, "
+            f"{len(report.missing)} marked missing, {report.unchanged} unchanged"
+            + (" (dry run)" if dry_run else "")
+        )
+        for error in report.errors:
+            click.echo(f"warning: {error}", err=True)

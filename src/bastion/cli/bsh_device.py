@@ -61,7 +61,12 @@ def device_group() -> None:
 
 
 @device_group.command("enroll")
-@click.option("--token", required=True, help="One-time token from bctl devices enroll.")
+@click.option(
+    "--token",
+    default="",
+    help="One-time token from bctl devices enroll (omit: auto-enroll your own device known "
+    "to the inventory by its serial, when a role allows it).",
+)
 @click.option(
     "--software",
     is_flag=True,
@@ -73,8 +78,9 @@ def enroll_command(token: str, software: bool, tcti: str) -> None:
     """Enroll this machine: its TPM proves the new attestation key by credential activation.
 
     \b
-    Example:
+    Examples:
       bsh device enroll --token=0b6f...
+      bsh device enroll            (auto-enrollment of your inventory-known device)
     """
     store = ProfileStore()
     profile = store.load()

@@ -34,9 +34,7 @@ class AppConfig(StrictModel):
         try:
             self.resource("")
         except ValidationError as exc:
-            problems = "; ".join(
-                str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()
-            )
+            problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
             raise ValueError(f"app {self.name!r}: {problems}") from None
         return self
 

@@ -176,9 +176,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         code, _, reason = rest.partition(b" ")
         if not _VERSION.match(version) or len(code) != 3 or not code.isdigit():
             raise BadMessage(502, "malformed status line from the app")
-        head = ResponseHead(
-            headers=[], status=int(code), reason=reason, version=version.decode()
-        )
+        head = ResponseHead(headers=[], status=int(code), reason=reason, version=version.decode())
         _fields(lines[1:], head)
     except BadMessage as exc:
         raise BadMessage(502, f"bad response from the app: {exc.message}") from None
@@ -232,7 +230,11 @@ class ChunkedScanner:
             line = line[:-2]
             if self._state == 0:
                 size = line.split(b";", 1)[0].strip()
-                if not size or len(size) > 15 or any(c not in b"0123456789abcdefABCDEF" for c in size):
+                if (
+                    not size
+                    or len(size) > 15
+                    or any(c not in b"0123456789abcdefABCDEF" for c in size)
+                ):
                     raise BadMessage(400, "invalid chunk size")
                 self._remaining = int(size, 16)
                 self._state = 1 if self._remaining else 3

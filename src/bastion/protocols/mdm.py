@@ -139,9 +139,10 @@ def parse_export(
     records: dict[str, MdmRecord] = {}
     errors: list[str] = []
     for number, row in enumerate(rows, start=1):
+        folded = {str(key).strip().lower(): value for key, value in row.items()}
 
-        def get(name: str, row: Mapping[str, Any] = row) -> str:
-            value = row.get(names[name])
+        def get(name: str, row: Mapping[str, Any] = row, folded: dict[str, Any] = folded) -> str:
+            value = row.get(names[name], folded.get(names[name].lower()))  # any letter case
             return "" if value is None else str(value).strip()
 
         serial = get("serial")
@@ -164,7 +165,8 @@ def parse_export(
             compliance=normalize_compliance(get("compliance")),
             last_checkin=_time(get("last_checkin")),
         )
-    if rows and not records and all(names["serial"] not in row for row in rows):
+    wanted = names["serial"].lower()
+    if rows and not records and all(wanted not in map(str.lower, row) for row in rows):
         raise BadParameter(f"the export has no {names['serial']!r} column (see columns:)")
     return list(records.values()), errors
 

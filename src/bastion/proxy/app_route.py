@@ -438,12 +438,8 @@ class AppRoute:
             app = await deps.access.authorize(who.identity, label)
             if len(self._admitted) > 10_000:
                 self._admitted.clear()
-            extra = b"".join(
-                f"{h.name}: {h.value}\r\n".encode() for h in app.spec.rewrite.headers
-            )
-            hit = _Admitted(
-                app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra
-            )
+            extra = b"".join(f"{h.name}: {h.value}\r\n".encode() for h in app.spec.rewrite.headers)
+            hit = _Admitted(app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra)
             self._admitted[key] = hit
             if not who.session_id and not conn.started:
                 conn.started = True
@@ -512,9 +508,7 @@ class AppRoute:
         ):
             then = "/"
         max_age = max(1, int((session.expires - self._deps.clock.now()).total_seconds()))
-        cookie = (
-            f"{COOKIE}={token}; HttpOnly; Max-Age={max_age}; Path=/; SameSite=Lax; Secure"
-        )
+        cookie = f"{COOKIE}={token}; HttpOnly; Max-Age={max_age}; Path=/; SameSite=Lax; Secure"
         await self._audit_start(_Who(session.identity, "", session.id), label, conn, "browser")
         return self._reply(conn, 303, "", headers=[("Location", then), ("Set-Cookie", cookie)])
 
@@ -636,10 +630,8 @@ class AppRoute:
         host: str,
         upgrade: bool,
     ) -> bytes:
-        out = bytearray(
-            f"{head.method} {target.prefix}{path}{'?' + query if query else ''} HTTP/1.1\r\n"
-            .encode("latin-1")
-        )
+        line = f"{head.method} {target.prefix}{path}{'?' + query if query else ''} HTTP/1.1"
+        out = bytearray(line.encode("latin-1") + b"\r\n")
         out += b"Host: " + target.host_header + b"\r\n"
         listed = head.connection_tokens
         for low, name, value in head.headers:
@@ -723,9 +715,7 @@ class AppRoute:
                 sent += counts[1]
                 return False
             bodyless = head.method == "HEAD" or response.status in _NO_BODY
-            until_close = (
-                not bodyless and not response.chunked and response.content_length is None
-            )
+            until_close = not bodyless and not response.chunked and response.content_length is None
             keep = keep and not until_close
             responded = True
             out = self._client_head(response, False, not keep)
@@ -761,15 +751,19 @@ class AppRoute:
                 return self._reply(conn, 502, f'app "{label}" is not reachable', close=True)
             return False
         finally:
-            await self._audit_request(head, who, label, path, status, received, sent, start, upgrade)
+            await self._audit_request(
+                head, who, label, path, status, received, sent, start, upgrade
+            )
 
     async def _response_head(self, up: _Side) -> ResponseHead:
         end = find_head_end(up.buf)
         first = True
         while end < 0:
             if up.eof:
-                raise _Stale("the app closed the connection") if first else ConnectionResetError(
-                    "the app closed the connection"
+                raise (
+                    _Stale("the app closed the connection")
+                    if first
+                    else ConnectionResetError("the app closed the connection")
                 )
             await up.more()
             first = first and not up.buf
@@ -881,9 +875,11 @@ class AppRoute:
         websocket: bool,
     ) -> None:
         mode = self._deps.audit_requests
-        if mode == "none" or (mode == "writes" and head.method in ("GET", "HEAD") and not websocket):
+        if mode == "none" or (
+            mode == "writes" and head.method in ("GET", "HEAD") and not websocket
+        ):
             return
-        fields: dict[str, object] = {}
+        fields: dict[str, Any] = {}
         if websocket:
             fields["websocket"] = True
         await self._deps.audit.emit(

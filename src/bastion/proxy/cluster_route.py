@@ -392,7 +392,7 @@ class ClusterHub:
                 "proxy.cluster",
                 outcome="failure",
                 user=identity.user,
-                cluster=leaf,
+                leaf_cluster=leaf,
                 target=target,
                 remote_addr=remote,
                 reason=exc.message,
@@ -403,7 +403,7 @@ class ClusterHub:
         await deps.audit.emit(
             "proxy.cluster",
             user=identity.user,
-            cluster=leaf,
+            leaf_cluster=leaf,
             target=target,
             login=str(request.get("login", "")),
             remote_addr=remote,

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.agent.host_files import COMMIT, STAGE, finish_pending, replace_files
 from bastion.agent.join import HostIdentity, load_host_identity
 from bastion.agent.renewer import HostRenewer, Renewed, RenewPolicy, renew_delay, retry_delay
 from bastion.clock import FakeClock
@@ -62,33 +61,6 @@ def test_retry_backoff_is_capped() -> None:
     assert 0.5 <= retry_delay(1, policy, 0.0) <= 1
     assert retry_delay(40, policy, 0.999) <= 60
     assert retry_delay(40, policy, 0.0) >= 30
-
-
-def test_files_are_replaced_all_or_none(tmp_path: Path) -> None:
-    (tmp_path / "key").write_text("old key")
-    (tmp_path / "tls.crt").write_text("old cert")
-    replace_files(tmp_path, {"key": "new key", "tls.crt": "new cert"})
-    assert (tmp_path / "key").read_text() == "new key"
-    assert (tmp_path / "tls.crt").stat().st_mode & 0o777 == 0o600
-    assert not (tmp_path / STAGE).exists()
-    # a crash before the commit point: the old identity stays whole
-    (tmp_path / STAGE).mkdir()
-    (tmp_path / STAGE / "key").write_text("half")
-    finish_pending(tmp_path)
-    assert (tmp_path / "key").read_text() == "new key" and not (tmp_path / STAGE).exists()
-    # a crash after it, with one file moved already: the rest is moved on the next load
-    (tmp_path / STAGE).mkdir()
-    (tmp_path / STAGE / "tls.crt").write_text("third cert")
-    (tmp_path / "key").write_text("third key")
-    (tmp_path / STAGE / COMMIT).write_text("key\ntls.crt\n")
-    finish_pending(tmp_path)
-    assert (tmp_path / "tls.crt").read_text() == "third cert"
-    assert (tmp_path / "key").read_text() == "third key"
-
-
-def test_a_bad_file_name_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        replace_files(tmp_path, {"../escape": "x"})
 
 
 def _identity(tmp_path: Path) -> HostIdentity:

@@ -222,3 +222,30 @@ async def test_session_certificate_accepted_for_its_node_only() -> None:
     # also where MFA is not required: the certificate is scoped to one target
     with pytest.raises(AccessDenied, match="is for bob@node2"):
         await _check(_session_cert(node="node2"))
+
+
+async def test_node_refuses_a_certificate_without_a_device_where_required() -> None:
+    from nodeharness import role
+
+    def check(blob: bytes, mode: str, roles: list[Role]) -> Any:
+        return authorize_certificate(
+            blob,
+            "bob",
+            cluster="c1",
+            node_name="node1",
+            node_labels={"env": "dev"},
+            user_ca_keys=[CA.public_key()],
+            roles=DictRoles(roles),
+            now=NOW,
+            client_address="127.0.0.1",
+            cluster_device_mode=mode,  # type: ignore[arg-type]
+        )
+
+    with pytest.raises(AccessDenied, match="requires a trusted device"):
+        await check(_cert(), "required", _roles_with_bob())
+    strict = role("dev", {"logins": ["bob"], "node_labels": {"env": "dev"}})
+    strict.spec.options.device_trust_mode = "required"
+    with pytest.raises(AccessDenied, match="requires a trusted device"):
+        await check(_cert(), "off", [strict])
+    assert (await check(_cert(device_id="d1"), "required", [strict])).identity.device_id == "d1"
+    assert (await check(_cert(), "optional", _roles_with_bob())).identity.user == "alice"

@@ -21,6 +21,7 @@ import pytest
 from bastion.audit.log import PREFIX, index_of_key
 from bastion.audit.state import LatestWrites, events_without_state, unaudited_state
 from bastion.auth.requests import AccessRequestService, NewRequest
+from bastion.auth.databases import DatabaseInventory
 from bastion.auth.devices import DeviceService
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.sessions import SessionTrackerService
@@ -310,6 +311,8 @@ NOT_AUDITED_STATE = {
     "AuthServer.auth_preference": "read only",
     "AuthServer.heartbeat_node": "heartbeats are not audited changes (they expire)",
     "AuthServer.heartbeat_proxy": "heartbeats are not audited changes (they expire)",
+    "DatabaseInventory.heartbeat": "heartbeats are not audited changes (they expire)",
+    "DatabaseInventory.visible": "read only",
     "AuthServer.sign_host": "issues a certificate (cert.issued), stores nothing",
     "AuthServer.lock_decision": "read only",
     "AuthServer.lock_access": "read only",
@@ -352,7 +355,7 @@ NOT_AUDITED_STATE = {
 def _public_coroutines() -> set[str]:
     out = set()
     classes = (AuthServer, UserService, BotService, RenewalService, AccessRequestService)
-    for cls in (*classes, DeviceService, SessionTrackerService):
+    for cls in (*classes, DeviceService, SessionTrackerService, DatabaseInventory):
         for name, _fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
             if not name.startswith("_"):
                 out.add(f"{cls.__name__}.{name}")

@@ -126,3 +126,73 @@ def test_tpm_structures_fail_cleanly(raw: bytes) -> None:
         except BadParameter:
             pass
     assert verify_signature("not pem", "tpm", b"m", text) is False
+
+
+async def test_non_compliance_carries_a_device_lock_and_renewal_drops_the_device() -> None:
+    from bastion.types.devices import compliance_lock_name
+
+    auth, devices = await _world()
+    device_id, _, _ = await _enrolled(devices)
+    lock_name = compliance_lock_name(device_id)
+    await devices.set_compliance(device_id, "non_compliant", "disk", "admin")
+    lock = await auth.locks.get(lock_name)
+    assert lock.spec.target.device == device_id and "non-compliant: disk" in lock.spec.message
+    identity = _identity(auth).model_copy(
+        update={"device_id": device_id, "device_credential_id": "x", "device_asset_tag": "SN-1"}
+    )
+    dropped = await devices.recheck(identity, "r")
+    assert dropped.device_id == "" and dropped.device_asset_tag == ""
+    await devices.set_compliance(device_id, "compliant", "", "admin")
+    assert lock_name not in {lock.name for lock in await auth.locks.list()}
+
+
+async def test_auto_enrollment_of_ones_own_inventory_device() -> None:
+    auth, devices = await _world()
+    await devices.add("SN-9", "linux", "alice", "admin")
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(AccessDenied, match="not registered to you"):
+        await devices.enroll_begin(
+            "bob", "", "software", "", "", "", _pem(key), {"serial": "SN-9"}, "r"
+        )
+    with pytest.raises(AccessDenied, match="no device with serial"):
+        await devices.enroll_begin(
+            "alice", "", "software", "", "", "", _pem(key), {"serial": "X"}, "r"
+        )
+    begin = await devices.enroll_begin(
+        "alice", "", "software", "", "", "", _pem(key), {"serial": "SN-9"}, "r"
+    )
+    message = enroll_message("t.local", begin.session, base64.b64decode(begin.nonce))
+    done = await devices.enroll_finish("alice", begin.session, "", _sign(key, message), "r")
+    assert done.spec.enroll_status == "enrolled"
+
+
+async def test_cached_device_trust_reads_the_cache_and_fails_closed() -> None:
+    from bastion.auth.devices import cached_device_trust
+    from bastion.errors import ConnectionProblem
+    from bastion.services.cache import ResourceCache
+    from bastion.types.identity import Identity as _Identity
+
+    cache = ResourceCache()
+    asked: list[str] = []
+
+    async def fetch(device_id: str) -> None:
+        asked.append(device_id)
+        return None
+
+    check = cached_device_trust(cache, fetch)
+    who = _Identity(
+        cluster="c",
+        user="u",
+        roles=("r",),
+        device_id="d1",
+        expires=FakeClock().now() + timedelta(hours=1),
+    )
+    with pytest.raises(ConnectionProblem):
+        await check.refusal(who)
+    cache.apply({"type": "init"})
+    assert await check.refusal(who) is None and not asked  # mode off: no lookup
+    pref = {"kind": "cluster_auth_preference", "metadata": {"name": "cluster-auth-preference"}}
+    pref["spec"] = {"device_trust": {"mode": "required"}}
+    cache.apply({"type": "put", "kind": "cluster_auth_preference", "resource": pref})
+    refused = await check.refusal(who)
+    assert refused is not None and "not in the inventory" in refused.reason and asked == ["d1"]

@@ -13,7 +13,16 @@ def test_app_defaults_and_host():
 
 
 @pytest.mark.parametrize(
-    "uri", ["tcp://x:1", "ftp://x", "http://", "http://u:p@x/", "http://x/?q=1", "http://x:99999"]
+    "uri",
+    [
+        "tcp://x",
+        "tcp://x:1/p",
+        "ftp://x",
+        "http://",
+        "http://u:p@x/",
+        "http://x/?q=1",
+        "http://x:99999",
+    ],
 )
 def test_bad_uris(uri):
     with pytest.raises(ValidationError):

@@ -1,0 +1,81 @@
+import pytest
+
+from bastion.protocols.http1 import (
+    MAX_HEAD,
+    BadMessage,
+    ChunkedScanner,
+    find_head_end,
+    parse_request_head,
+    parse_response_head,
+)
+
+
+def _req(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_plain_request_and_its_framing():
+    head = parse_request_head(_req("POST /x?a=1 HTTP/1.1", "Host: a.p", "Content-Length: 5"))
+    assert (head.method, head.target, head.content_length, head.chunked) == (
+        "POST",
+        "/x?a=1",
+        5,
+        False,
+    )
+    assert head.get(b"host") == b"a.p" and not head.close
+    assert parse_request_head(_req("GET / HTTP/1.0", "Host: a")).close
+
+
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        (("POST / HTTP/1.1", "Content-Length: 5", "Transfer-Encoding: chunked"), 400),
+        (("POST / HTTP/1.1", "Content-Length: 5", "Content-Length: 6"), 400),
+        (("POST / HTTP/1.1", "Transfer-Encoding: gzip, chunked"), 501),
+        (("GET / HTTP/1.1", "X-A: 1", " folded"), 400),
+        (("GET / HTTP/1.1", "Host : a"), 400),
+        (("GET / HTTP/1.1", "Content-Length: +5"), 400),
+        (("GET  / HTTP/1.1",), 400),
+        (("GET / HTTP/2.0",), 400),
+    ],
+)
+def test_smuggling_shapes_are_refused(lines, status):
+    with pytest.raises(BadMessage) as caught:
+        parse_request_head(_req(*lines))
+    assert caught.value.status == status
+
+
+def test_bare_lf_and_oversized_heads():
+    with pytest.raises(BadMessage):
+        parse_request_head(b"GET / HTTP/1.1\r\nA: 1\nB: 2\r\n\r\n")
+    assert find_head_end(b"GET / HTTP/1.1\r\n") == -1
+    with pytest.raises(BadMessage) as caught:
+        find_head_end(b"x" * (MAX_HEAD + 10))
+    assert caught.value.status == 431
+
+
+def test_response_heads():
+    head = parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert head.status == 200 and head.chunked
+    with pytest.raises(BadMessage) as caught:
+        parse_response_head(b"HTTP/1.1 2000 OK\r\n\r\n")
+    assert caught.value.status == 502
+
+
+def test_chunked_scanner_finds_the_end_across_pieces():
+    body = b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+    scanner = ChunkedScanner()
+    used = 0
+    for i in range(0, len(body), 3):
+        used += scanner.feed(body[i : i + 3])
+        if scanner.done:
+            break
+    assert (
+        scanner.done
+        and body[:used].endswith(b"\r\n\r\n")
+        and body[used:] == b"NEXT"[: len(body) - used]
+    )
+    with pytest.raises(BadMessage):
+        ChunkedScanner().feed(b"zz\r\n")
+    with pytest.raises(BadMessage):
+        ChunkedScanner().feed(b"1\r\nab\r\n")
