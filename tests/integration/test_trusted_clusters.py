@@ -44,7 +44,7 @@ def _trust_yaml(root: Cluster, token: str, enabled: bool = True) -> str:
         "spec:\n"
         f"  enabled: {'true' if enabled else 'false'}\n"
         f"  proxy_addr: {root.proxy}\n"
-        f"  token: {token}\n"
+        f"  token: '{token}'\n"
         f"  ca_pin: {root.pin}\n"
         "  role_map:\n"
         '    - {remote: "^access$", local: [access]}\n'
@@ -132,7 +132,7 @@ def test_trust_access_refusals_lock_and_suspension(
     other = root_env.new_user("access", LOGIN)
     login_via_proxy(root_env, other)
     spec.write_text(_trust_yaml(root, "", enabled=False))
-    upd = leaf_env.admin("apply", "-f", str(spec))
+    upd = leaf_env.admin("create", "--force", "-f", str(spec))
     assert upd.returncode == 0, upd.stderr
     assert ssh(other, "echo suspended").returncode != 0
     leaf_env.admin_ok("rm", f"trusted_cluster/{root.cluster}")

@@ -225,10 +225,13 @@ class TrustService:
         if root == auth.cluster:
             raise BadParameter(f"a cluster cannot trust itself ({root!r} is this cluster's name)")
         spec = resource.spec
+        if force and not spec.token and await self._exists(root):
+            return await self.update(resource, actor)  # settings only; the trust is kept
         if not spec.token:
             raise BadParameter(
                 f'trusted_cluster "{root}": spec.token is required: a token from '
-                "bctl tokens add --type=trusted_cluster on the root"
+                "bctl tokens add --type=trusted_cluster on the root (bctl create --force "
+                "without a token changes an existing trust's settings)"
             )
         if not spec.ca_pin:
             raise BadParameter(
@@ -269,6 +272,13 @@ class TrustService:
             role_map=[m.model_dump() for m in spec.role_map],
         )
         return self.store.written(stored, done.items[0])
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.store.get(name)
+        except NotFound:
+            return False
+        return True
 
     async def update(self, resource: Resource, actor: str) -> Resource:
         """Change ``enabled``, ``role_map`` or ``proxy_addr``; the root's CAs stay as stored."""

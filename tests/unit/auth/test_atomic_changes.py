@@ -344,6 +344,7 @@ NOT_AUDITED_STATE = {
     "DeviceService.remove": "see test_device_changes_are_atomic",
     "DeviceService.create_enroll_token": "see test_device_changes_are_atomic",
     "DeviceService.set_compliance": "see test_device_changes_are_atomic",
+    "DeviceService.recheck": "read only (a refusal is an event; the identity is returned)",
     "SessionTrackerService.report": "live-session trackers expire like heartbeats; the node "
     "audits session.start/join/leave/end",
     "SessionTrackerService.forget": "removes an expiring tracker (see report)",
