@@ -34,8 +34,8 @@ import asyncssh
 from bastion.client.profile import ProfileStore
 from bastion.client.ssh import connect
 from bastion.errors import BastionError
-from bastion.testing.peers.postgres import create_database, start_postgres
 from bastion.testing.ha import PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
+from bastion.testing.peers.postgres import create_database, start_postgres
 
 NODE = "bench-node"
 

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from bastion.testing import missing_peer
-from bastion.testing.peers.postgres import PgServer, create_database
 from bastion.testing.ha import BIN, PASSWORD, HACluster, run, start_ha, tunnel_peers, wait_for
+from bastion.testing.peers.postgres import PgServer, create_database
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.integration]
 NODE = "ha-node"

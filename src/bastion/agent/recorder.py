@@ -62,7 +62,11 @@ class SessionRecorder:
         )
         self._encoder = CastEncoder(
             CastHeader(
-                meta.cols, meta.rows, int(started.timestamp()), env, title,
+                meta.cols,
+                meta.rows,
+                int(started.timestamp()),
+                env,
+                title,
                 tuple(meta.participants),
             )  # fmt: skip
         )

@@ -56,7 +56,12 @@ __all__ = [
 
 _MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ADMIN_ROOTS: Final = (
-    "/v1/resources", "/v1/users", "/v1/tokens", "/v1/ca", "/v1/connectors", "/v1/bots"
+    "/v1/resources",
+    "/v1/users",
+    "/v1/tokens",
+    "/v1/ca",
+    "/v1/connectors",
+    "/v1/bots",
 )
 
 

@@ -32,8 +32,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from bastion.audit.log import AuditLog
-from bastion.config.risk import BurstRule, RiskConfig
 from bastion.auth.server import AuthServer
+from bastion.config.risk import BurstRule, RiskConfig
 from bastion.errors import BastionError, NotFound
 from bastion.services.store import ResourceStore
 from bastion.types.access import Lock, LockSpec, LockTarget

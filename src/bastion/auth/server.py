@@ -60,10 +60,10 @@ from bastion.types.access import (
     Role,
     User,
 )
+from bastion.types.apps import App
 from bastion.types.authority import CA_TYPES, CAType, CertAuthority, KeyAlgorithm
 from bastion.types.codec import RESOURCE_KINDS, validation_problems
 from bastion.types.connectors import CONNECTOR_KINDS, keep_secrets
-from bastion.types.apps import App
 from bastion.types.database import Database
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, node_online

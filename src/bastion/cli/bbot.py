@@ -188,9 +188,7 @@ def krl_sync(
     "--insecure", is_flag=True, default=None, help="Do not verify the server (dev only!)."
 )
 @click.option("--token", default=None, help="Single-use join token (bctl bots add).")
-@click.option(
-    "--join-method", type=click.Choice(["token", "oidc", "bound_keypair"]), default=None
-)
+@click.option("--join-method", type=click.Choice(["token", "oidc", "bound_keypair"]), default=None)
 @click.option("--bot", default=None, help="With oidc or bound_keypair: the bot's name.")
 @click.option(
     "--keypair", "keypair_file", default=None,

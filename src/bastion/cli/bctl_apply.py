@@ -39,7 +39,7 @@ from bastion.contract.resources import (
 )
 from bastion.errors import BadParameter, BastionError
 from bastion.types.access import Role
-from bastion.types.codec import load_resources, parse_resource, resource_to_dict
+from bastion.types.codec import load_resources, resource_to_dict
 from bastion.types.meta import Resource
 
 __all__ = [

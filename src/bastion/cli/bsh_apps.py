@@ -88,7 +88,13 @@ def apps_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
 def ls_command(labels: tuple[str, ...], fmt: str) -> None:
-    """List the apps your roles allow, filtered by labels (k=v)."""
+    """List the apps your roles allow, filtered by labels (k=v).
+
+    \b
+    Examples:
+      bsh apps ls
+      bsh apps ls env=dev --format json
+    """
     for item in labels:
         if "=" not in item:
             raise BadParameter(f"invalid label filter {item!r}: expected key=value")
@@ -120,7 +126,13 @@ def ls_command(labels: tuple[str, ...], fmt: str) -> None:
 @click.option("--ttl", default="12h", show_default=True, help="Capped by your login.")
 @handle_errors
 def login_command(name: str, ttl: str) -> None:
-    """Get a certificate for app NAME (for curl and other mTLS clients)."""
+    """Get a certificate for app NAME (for curl and other mTLS clients).
+
+    \b
+    Examples:
+      bsh apps login grafana
+      bsh apps login redis --ttl 1h
+    """
     profile = _profile()
     files = _files(profile, name)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -150,7 +162,13 @@ def login_command(name: str, ttl: str) -> None:
 @click.argument("name")
 @handle_errors
 def config_command(name: str) -> None:
-    """Print the curl command line for app NAME (after bsh apps login NAME)."""
+    """Print the curl command line for app NAME (after bsh apps login NAME).
+
+    \b
+    Examples:
+      bsh apps config grafana
+      eval "$(bsh apps config grafana)"
+    """
     files = _files(_profile(), name)
     meta = Path(f"{files}.json")
     if not meta.is_file():
@@ -162,7 +180,13 @@ def config_command(name: str) -> None:
 @click.argument("name", required=False)
 @handle_errors
 def logout_command(name: str | None) -> None:
-    """Remove the app certificates (of NAME, or all)."""
+    """Remove the app certificates (of NAME, or all).
+
+    \b
+    Examples:
+      bsh apps logout grafana
+      bsh apps logout
+    """
     profile = _profile()
     folder = profile.path / "apps"
     names = [name] if name else sorted({p.stem for p in folder.glob("*.crt")})

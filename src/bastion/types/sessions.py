@@ -54,7 +54,6 @@ SessionKind = Literal["ssh", "db"]
 SessionState = Literal["pending", "running", "paused"]
 
 
-
 def _ssh() -> list[SessionKind]:
     return ["ssh"]
 

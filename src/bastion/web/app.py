@@ -35,11 +35,11 @@ from bastion.services.credentials import new_secret
 from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
 from bastion.types.identity import Identity
+from bastion.web.admin_pages import add_admin_routes
 from bastion.web.pages import Raw, page, static_file
 from bastion.web.resources import NodeLister
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions, current_session
-from bastion.web.admin_pages import add_admin_routes
 from bastion.web.terminal import add_terminal_routes
 from bastion.web.webauthn import add_webauthn_routes, ephemeral_public_key
 

@@ -32,6 +32,7 @@ spec:
     node_labels: {env: dev}
 """
 
+
 async def test_the_endpoint_is_bound_for_browser_sessions() -> None:
     fx = await make_auth()
     app = build_app(fx.auth, rate=100.0, burst=100, max_body=1 << 20)

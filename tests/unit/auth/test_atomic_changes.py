@@ -20,18 +20,18 @@ import pytest
 
 from bastion.audit.log import PREFIX, index_of_key
 from bastion.audit.state import LatestWrites, events_without_state, unaudited_state
-from bastion.auth.requests import AccessRequestService, NewRequest
+from bastion.auth.bots import BotService
 from bastion.auth.databases import DatabaseInventory
 from bastion.auth.devices import DeviceService
+from bastion.auth.renewal import RenewalService
+from bastion.auth.requests import AccessRequestService, NewRequest
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.sessions import SessionTrackerService
 from bastion.auth.users import UserService
-from bastion.auth.bots import BotService
-from bastion.auth.renewal import RenewalService
-from bastion.locks.matcher import Locked
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
 from bastion.errors import AuthenticationFailed, BastionError, ConnectionProblem
+from bastion.locks.matcher import Locked
 from bastion.types.access import Lock, LockSpec, LockTarget, Role, User, UserSpec
 from bastion.types.inventory import Node, NodeSpec
 from bastion.types.meta import Metadata
@@ -448,9 +448,13 @@ async def test_device_changes_are_atomic() -> None:
             token = (await devices.create_enroll_token(device.name, None, "a")).token
             await devices.set_compliance(device.name, "compliant", "", "a")
             key = ec.generate_private_key(ec.SECP256R1())
-            pem = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ).decode()
+            pem = (
+                key.public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode()
+            )
             begin = await devices.enroll_begin("alice", token, "software", "", "", "", pem, {}, "")
             msg = enroll_message("t.local", begin.session, base64.b64decode(begin.nonce))
             sig = base64.b64encode(key.sign(msg, ec.ECDSA(hashes.SHA256()))).decode()

@@ -66,6 +66,9 @@ def test_editor_role() -> None:
         "access_request",
         "device",
         "db",
+        "app",
+        "trusted_cluster",
+        "remote_cluster",
     }
     expected = {(k, v) for k in editable for v in VERBS} | {
         (k, v) for k in ("event", "session") for v in ("list", "read")

@@ -19,7 +19,7 @@ def test_a_valid_edit_keeps_the_name() -> None:
     ("text", "error"),
     [
         (ROLE.replace("dev", "ops"), "name cannot be changed"),
-        (ROLE.replace("kind: role", "kind: lock"), "lock \"dev\""),
+        (ROLE.replace("kind: role", "kind: lock"), 'lock "dev"'),
         (ROLE + "---\n" + ROLE, "exactly one role"),
         ("kind: role\nmetadata: {name: dev\n", "invalid YAML at line"),
         (ROLE.replace("{allow:", "{max_session_ttl: soon, allow:"), 'role "dev"'),

