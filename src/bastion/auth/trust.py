@@ -242,7 +242,8 @@ class TrustService:
             try:
                 await self.store.get(root)
                 raise BadParameter(
-                    f'trusted_cluster "{root}" already exists; bctl rm it first or use --force'
+                    f'trusted_cluster "{root}" already exists: re-establish it with '
+                    f"bctl create --force -f FILE (or first bctl rm trusted_cluster/{root})"
                 )
             except NotFound:
                 pass

@@ -187,7 +187,13 @@ def ls_command(labels: tuple[str, ...], fmt: str) -> None:
 @click.option("--ttl", default="12h", show_default=True, help="Capped by your login.")
 @handle_errors
 def login_command(name: str, db_user: str, db_name: str, ttl: str) -> None:
-    """Get a certificate for database NAME and a pg_service.conf entry."""
+    """Get a certificate for database NAME and a pg_service.conf entry.
+
+    \b
+    Examples:
+      bsh db login orders --db-user reader --db-name orders
+      bsh db login orders --ttl 1h
+    """
     service, expires = _login(name, db_user, db_name, ttl)
     click.echo(
         f"database {name}: certificate valid until {expires}\n"
@@ -297,8 +303,12 @@ def connect_command(name: str, db_user: str, db_name: str, psql_args: tuple[str,
 @click.argument("name")
 @handle_errors
 def env_command(name: str) -> None:
-    """Print shell exports so plain psql (and libpq tools) reach database NAME:
-    eval "$(bsh db env NAME)"."""
+    """Print shell exports so plain psql (and libpq tools) reach database NAME.
+
+    \b
+    Example:
+      eval "$(bsh db env orders)"; psql
+    """
     profile = _profile()
     if not _entry(profile, name):
         raise NotFound(f"not logged in to database {name}: run bsh db login {name}")
@@ -310,7 +320,13 @@ def env_command(name: str) -> None:
 @click.argument("name", required=False)
 @handle_errors
 def logout_command(name: str | None) -> None:
-    """Remove the certificate and pg_service.conf entry of database NAME (default: all)."""
+    """Remove the certificate and pg_service.conf entry of database NAME (default: all).
+
+    \b
+    Examples:
+      bsh db logout orders
+      bsh db logout
+    """
     profile = _profile()
     service = profile.path / "pg_service.conf"
     text = service.read_text() if service.is_file() else ""

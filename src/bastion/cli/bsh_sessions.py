@@ -44,14 +44,27 @@ def _session(session_id: str) -> s.SessionInfo:
 
 @click.group("sessions")
 def sessions_group() -> None:
-    """Live sessions you may see: yours and those you may join."""
+    """Live sessions you may see: yours and those you may join.
+
+    \b
+    Examples:
+      bsh sessions ls
+      bsh join SESSION_ID --mode=moderator
+      bsh sessions kill SESSION_ID
+    """
 
 
 @sessions_group.command("ls")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
 def ls(fmt: str) -> None:
-    """List live sessions (ID, owner, node, state, participants, how you may join)."""
+    """List live sessions (ID, owner, node, state, participants, how you may join).
+
+    \b
+    Examples:
+      bsh sessions ls
+      bsh sessions ls --format json
+    """
     items = resolve_identity(None, None).send(s.LIST_SESSIONS).items
     if fmt == "json":
         emit_json([i.model_dump(mode="json") for i in items])
@@ -78,7 +91,12 @@ def ls(fmt: str) -> None:
 @click.argument("session_id")
 @handle_errors
 def kill(session_id: str) -> None:
-    """Terminate a live session (moderators)."""
+    """Terminate a live session (moderators).
+
+    \b
+    Example:
+      bsh sessions kill SESSION_ID
+    """
     reason = asyncio.run(_join(_session(session_id), "moderator", terminate=True))
     click.echo(f"session {session_id}: {reason or 'terminated'}")
 
@@ -95,7 +113,13 @@ def kill(session_id: str) -> None:
 )
 @handle_errors
 def join_command(session_id: str, mode: str) -> None:
-    """Join a live session. Ctrl-] leaves; Ctrl-T terminates it (moderators)."""
+    """Join a live session. Ctrl-] leaves; Ctrl-T terminates it (moderators).
+
+    \b
+    Examples:
+      bsh join SESSION_ID
+      bsh join SESSION_ID --mode=moderator
+    """
     info = _session(session_id)
     click.echo(
         f"bastion: joining {info.owner}'s session on {info.node} as {mode}; Ctrl-] leaves"

@@ -385,7 +385,13 @@ def proxy_group() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Local address.")
 @handle_errors
 def proxy_db_command(name: str, port: int, host: str) -> None:
-    """A local PostgreSQL listener for database NAME (after bsh db login NAME)."""
+    """A local PostgreSQL listener for database NAME (after bsh db login NAME).
+
+    \b
+    Example:
+      bsh proxy db orders --port 15432
+      psql -h 127.0.0.1 -p 15432 -U reader orders
+    """
     from bastion.cli.bsh_db import proxy_db
 
     proxy_db(name, port, host)
@@ -397,7 +403,13 @@ def proxy_db_command(name: str, port: int, host: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Local address.")
 @handle_errors
 def proxy_app_command(name: str, port: int, host: str) -> None:
-    """A local listener for TCP app NAME (after bsh apps login NAME); docs/app-access.md."""
+    """A local listener for TCP app NAME (after bsh apps login NAME); docs/app-access.md.
+
+    \b
+    Example:
+      bsh proxy app redis --port 6380
+      redis-cli -p 6380
+    """
     from bastion.cli.bsh_apps import proxy_app
 
     proxy_app(name, port, host)

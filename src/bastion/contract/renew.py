@@ -88,7 +88,8 @@ class Challenge(Reply):
 def bound_keypair_message(challenge: str, public_key: str) -> bytes:
     """What a bound_keypair bot signs: the challenge and the key it asks a certificate for
     (so a captured signature is worth nothing for another key)."""
-    return f"bastion bound_keypair join\n{challenge}\n{public_key.strip()}\n".encode()
+    # The fixed prefix is signed bytes (a domain separator), not a message: never reword it.
+    return b"bastion bound_keypair join\n" + f"{challenge}\n{public_key.strip()}\n".encode()
 
 
 RENEW = Endpoint(

@@ -1,6 +1,6 @@
 import pytest
-from pydantic import ValidationError
 
+from bastion.errors import BadParameter
 from bastion.types.codec import parse_resource
 from bastion.types.trust import TrustedCluster, remote_user_name
 
@@ -14,5 +14,5 @@ def test_trusted_cluster_parses_and_names_root_users() -> None:
     tc = parse_resource(doc)
     assert isinstance(tc, TrustedCluster) and tc.spec.enabled and tc.spec.status.root_cas is None
     assert remote_user_name("root.example", "alice") == "root.example/alice"
-    with pytest.raises(ValidationError):
+    with pytest.raises(BadParameter):
         parse_resource({**doc, "spec": {"proxy_addr": "x:1", "role_map": [{"remote": "("}]}})
