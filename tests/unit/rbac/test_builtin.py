@@ -108,6 +108,7 @@ def test_package_exports_match_all() -> None:
         "device_trust",
         "explain",
         "labels",
+        "role_map",
         "session_mfa",
         "templates",
     }
