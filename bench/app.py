@@ -25,16 +25,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-# bench/requests.py would shadow the requests package (pysaml2 imports it via the web app).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
-from bastion.testing.app_rig import DOMAIN, AppRig, start_app_rig  # noqa: E402
-from bastion.testing.peers.ports import free_port  # noqa: E402
+from bastion.testing.app_rig import DOMAIN, AppRig, start_app_rig
+from bastion.testing.peers.ports import free_port
 
 NGINX_CONF = """
 worker_processes 1;

@@ -20,29 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-# bench/requests.py (another bench) would shadow the requests package that pysaml2 imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+import aiohttp
+from aiohttp import web
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-from bastion.api.app import build_app  # noqa: E402
-from bastion.api.ratelimit import RateLimiter  # noqa: E402
-from bastion.api.scim import SCIM  # noqa: E402
-from bastion.auth.scim import ScimTokens  # noqa: E402
-from bastion.clock import SystemClock  # noqa: E402
-from bastion.live.registry import LiveConnection, LiveRegistry  # noqa: E402
-from bastion.locks.watcher import LockWatcher  # noqa: E402
-from bastion.tasks import TaskSet  # noqa: E402
-from bastion.testing import make_auth  # noqa: E402
-from bastion.types.connectors import OIDCConnector  # noqa: E402
-from bastion.types.identity import Identity  # noqa: E402
+from bastion.api.app import build_app
+from bastion.api.ratelimit import RateLimiter
+from bastion.api.scim import SCIM
+from bastion.auth.scim import ScimTokens
+from bastion.clock import SystemClock
+from bastion.live.registry import LiveConnection, LiveRegistry
+from bastion.locks.watcher import LockWatcher
+from bastion.tasks import TaskSet
+from bastion.testing import make_auth
+from bastion.types.connectors import OIDCConnector
+from bastion.types.identity import Identity
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

@@ -156,6 +156,17 @@ def totp(secret: str, steps_ahead: int = 0) -> str:
     return str(pyotp.TOTP(secret).at(time.time() + 30 * steps_ahead))
 
 
+def fresh_totp(user: User) -> str:
+    """A code for a step the server has not accepted from ``user`` yet (it accepts one step of
+    skew and refuses any step at or before the last one it accepted), waiting when that step
+    is still ahead. Remembers the step, so logins in a row never replay one."""
+    step = max(user.last_step + 1, int(time.time()) // 30 - 1)
+    while step > int(time.time()) // 30 + 1:
+        time.sleep(0.5)
+    user.last_step = step
+    return str(pyotp.TOTP(user.secret).at(step * 30))
+
+
 def unique(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
@@ -167,6 +178,8 @@ class User:
     secret: str = ""
     password: str = PASSWORD
     logins: list[str] = field(default_factory=list)
+    last_step: int = 0
+    """The last TOTP step the server accepted from this user (see :func:`fresh_totp`)."""
 
 
 @dataclass
@@ -248,7 +261,7 @@ class Env:
             if match:
                 user.secret = match.group(1)
                 break
-        code = (totp(user.secret) if otp_ok else "000000") if user.secret else ""
+        code = (fresh_totp(user) if otp_ok else "000000") if user.secret else ""
         try:
             out, err = proc.communicate(code + "\n" if code else "", timeout=CMD_TIMEOUT)
         except BrokenPipeError:  # bsh failed before reading the code
@@ -266,7 +279,7 @@ class Env:
     def login(
         self, user: User, password: str | None = None, code: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        code = totp(user.secret, 1) if code is None else code
+        code = fresh_totp(user) if code is None else code
         return self.bsh(
             user,
             "login",
@@ -324,7 +337,7 @@ def login_via_proxy(env: Env, user: User) -> None:
         f"--user={user.name}",
         f"--ca-pin={env.cluster.pin}",
         "--password-stdin",
-        input=f"{user.password}\n{totp(user.secret, 1)}\n",
+        input=f"{user.password}\n{fresh_totp(user)}\n",
     )
     assert result.returncode == 0, result.stderr
 

@@ -14,7 +14,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import BIN, Env, User, login_via_proxy, start_node, stop, totp, unique, wait_for
+from harness import (
+    BIN,
+    Env,
+    User,
+    fresh_totp,
+    login_via_proxy,
+    start_node,
+    stop,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +106,7 @@ def test_user_lock_ends_live_session_refuses_access_and_login(env: Env, tmp_path
             f"--user={user.name}",
             f"--ca-pin={env.cluster.pin}",
             "--password-stdin",
-            input=f"{user.password}\n{totp(user.secret, 1)}\n",
+            input=f"{user.password}\n{fresh_totp(user)}\n",
         )
         assert relogin.returncode != 0
         assert "access denied: locked: laptop stolen" in relogin.stderr, relogin.stderr

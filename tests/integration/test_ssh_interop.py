@@ -99,7 +99,7 @@ class SshCluster:
         return path
 
     def login_via_proxy(self, user: User, *extra: str) -> None:
-        from harness import totp
+        from harness import fresh_totp
 
         done = self.env.bsh(
             user,
@@ -108,7 +108,7 @@ class SshCluster:
             f"--user={user.name}",
             "--password-stdin",
             *extra,
-            input=f"{user.password}\n{totp(user.secret, 1)}\n",
+            input=f"{user.password}\n{fresh_totp(user)}\n",
         )
         assert done.returncode == 0, done.stderr
 

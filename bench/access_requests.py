@@ -9,7 +9,7 @@
    (one review each, threshold 1) with ``--concurrency`` callers: reviews per second.
 
 In process over the embedded SQLite backend (the default engine), Ed25519 CAs.
-Run: ``python bench/requests.py [--quick] [--pending 10000]``.
+Run: ``python bench/access_requests.py [--quick] [--pending 10000]``.
 """
 
 from __future__ import annotations
