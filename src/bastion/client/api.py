@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ValidationError
 
 from bastion.api.mfa_header import ADMIN_MFA_HEADER, encode_assertion
+from bastion.client.stdhttp import api_error
 from bastion.client.tls import unverified_context
 from bastion.contract.base import Body, Endpoint, query_dict
 from bastion.contract.core import PING
@@ -27,7 +28,6 @@ from bastion.errors import (
     BastionError,
     ConnectionProblem,
     MFARequired,
-    error_from_code,
 )
 from bastion.types.codec import validation_problems
 
@@ -160,7 +160,7 @@ class AuthClient:
                 if resp.status >= 400:
                     err = (data or {}).get("error") if isinstance(data, dict) else None
                     if isinstance(err, dict):
-                        raise _api_error(err)
+                        raise api_error(err)
                     raise BastionError(f"{method} {path}: HTTP {resp.status}")
                 return data
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -186,15 +186,6 @@ def connection_error_text(exc: BaseException) -> str:
         err = exc.os_error
         return os.strerror(err.errno) if err.errno else str(err) or type(err).__name__
     return str(exc) or ("timeout" if isinstance(exc, TimeoutError) else type(exc).__name__)
-
-
-def _api_error(err: dict[str, Any]) -> BastionError:
-    exc = error_from_code(str(err.get("code")), str(err.get("message")))
-    if isinstance(exc, MFARequired):
-        challenge, scope = err.get("challenge"), err.get("scope")
-        exc.challenge = challenge if isinstance(challenge, dict) else {}
-        exc.scope = scope if isinstance(scope, str) else ""
-    return exc
 
 
 def pinned_certs(cert_pem: str, accepted: Collection[str]) -> str:

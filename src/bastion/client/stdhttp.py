@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     B = TypeVar("B", bound=BaseModel)
     R = TypeVar("R", bound=BaseModel)
 
-__all__ = ["HTTPReply", "MAX_REPLY", "request", "send_sync"]
+__all__ = ["MAX_REPLY", "HTTPReply", "api_error", "request", "send_sync"]
 
 MAX_REPLY = 16 * 1024 * 1024
 """Largest reply (head and body) accepted; larger ones are refused as a broken server."""
@@ -271,7 +271,7 @@ def send_sync(
     if reply.status >= 400:
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            raise _api_error(err)
+            raise api_error(err)
         raise BastionError(f"{endpoint.method} {target}: HTTP {reply.status}")
     try:
         return endpoint.response.model_validate(data)
@@ -282,8 +282,9 @@ def send_sync(
         ) from None
 
 
-def _api_error(err: dict[str, Any]) -> BastionError:
-    """The server's ``{"error": {...}}`` as its class (as ``bastion.client.api`` rebuilds it)."""
+def api_error(err: dict[str, Any]) -> BastionError:
+    """The server's ``{"error": {...}}`` as its class, with an MFA challenge when there is one
+    (both transports, this one and :class:`bastion.client.api.AuthClient`)."""
     exc = error_from_code(str(err.get("code")), str(err.get("message")))
     if isinstance(exc, MFARequired):
         challenge, scope = err.get("challenge"), err.get("scope")

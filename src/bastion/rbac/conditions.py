@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import cel
-
 from bastion.types.conditions import ConditionProgram, compile_condition
 from bastion.types.identity import Identity
 
@@ -116,6 +114,8 @@ class AccessContext:
             }
             if self.time is not None:
                 request["time"] = _wall_clock(self.time)
+            import cel  # on first use: the package imports its CLI (~0.2 s)
+
             self._engine = cel.Context(
                 {
                     "user": {

@@ -33,8 +33,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import cel
-
 __all__ = [
     "CONDITION_SCHEMA",
     "MAX_CONDITION_LENGTH",
@@ -185,6 +183,8 @@ def compile_condition(text: str) -> ConditionProgram:
     """
     _check_bounds(text)
     try:
+        import cel  # on first use: the package imports its CLI (~0.2 s)
+
         program = cel.compile(text)
     except Exception as exc:  # noqa: BLE001 - the engine raises ValueError or RuntimeError
         raise ValueError(f"syntax error: {_first_line(exc)}") from None
