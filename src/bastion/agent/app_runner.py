@@ -19,43 +19,40 @@ app sets ``insecure_skip_verify``. Two ways to run, as for the database agent:
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
-from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.remote import RemoteAuth, watch_forever
+from bastion.agent.runner import (
+    follow_proxies,
+    host_renewer,
+    in_process_connector,
+    joined_identity,
+    local_host_identity,
+)
 from bastion.auth.apps import AppAccess
-from bastion.auth_service import AuthService, _new_key_pem
+from bastion.auth_service import AuthService
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig
 from bastion.contract.apps import APP_HEARTBEAT
 from bastion.contract.base import ResourceDoc
-from bastion.errors import BadParameter, BastionError, NotFound
-from bastion.files import write_private_file
+from bastion.errors import BastionError, NotFound
 from bastion.protocols.addr import parse_addr
 from bastion.services.cache import ResourceCache
 from bastion.tunnel.client import Connector, client_tls_context
-from bastion.tunnel.memory import memory_pair
 from bastion.tunnel.pool import TunnelPool
-from bastion.tunnel.session import MuxSession
 from bastion.types.apps import App
-from bastion.types.identity import Identity
-from bastion.types.inventory import ProxyServer
 
 __all__ = ["APP_HEARTBEAT_INTERVAL", "AppService", "apps_from_config"]
 
 log = structlog.get_logger("bastion.app_agent")
 APP_HEARTBEAT_INTERVAL = timedelta(seconds=20)
-HOST_CERT_TTL = timedelta(days=30)
 CONNECT_TIMEOUT = 10.0
 
 SendHeartbeat = Callable[[App], Awaitable[None]]
@@ -154,57 +151,23 @@ class AppService:
         """The agent of the all-in-one process (``proxy`` is the running ProxyService)."""
         server = auth.server
         name = _agent_name(config)
-        app_dir = config.data_path() / "app"
-        host_id = _stored_host_id(app_dir, name) or str(uuid.uuid4())
-        key_pem, pub = _new_key_pem()
-        identity = Identity(
-            cluster=server.cluster,
-            user=host_id,
-            kind="host",
-            roles=("app",),
-            host_id=host_id,
-            traits={"hostname": (name,)},
-            expires=clock.now() + HOST_CERT_TTL,
-        )
-        host = await server.issuer.issue_host(
-            identity, pub, [host_id, name], [name], [], HOST_CERT_TTL, "local"
-        )
-        write_private_file(
-            app_dir / "identity.json",
-            json.dumps(
-                {
-                    "host_id": host_id,
-                    "host_name": name,
-                    "role": "app",
-                    "cluster": server.cluster,
-                    "server": "local",
-                    "expires": identity.expires.isoformat(),
-                }
-            ),
-        )
+        host = await local_host_identity(server, config.data_path() / "app", name, "app", clock)
+        identity = host.identity
         access = AppAccess(server)
 
         async def send(app: App) -> None:
             await access.heartbeat(app, identity, "local")
 
-        async def in_process(new_session: Callable[[], MuxSession]) -> MuxSession:
-            agent_end, proxy_end = memory_pair(f"app agent {name}")
-            session = new_session()
-            agent_end.set_protocol(session)
-            session.connection_made(agent_end)
-            proxy.tunnel.accept(proxy_end, host.identity)
-            return session
-
         assert proxy.listener is not None
         return cls(
             name=name,
             cluster=server.cluster,
-            apps=apps_from_config(config, host_id),
+            apps=apps_from_config(config, identity.host_id),
             clock=clock,
             proxy=("127.0.0.1", proxy.listener.port),
-            tls=(host.tls_cert, key_pem.decode(), host.tls_host_ca),
+            tls=host.tls,
             send_heartbeat=send,
-            connector=in_process,
+            connector=in_process_connector(proxy, host.certs.identity, f"app agent {name}"),
         )
 
     @classmethod
@@ -212,22 +175,11 @@ class AppService:
         """An agent on another host: join once with an ``app`` token, then talk to auth
         through the proxy."""
         svc = config.app_service
-        name = _agent_name(config)
-        app_dir = config.data_path() / "app"
-        try:
-            ident = load_host_identity(app_dir)
-        except NotFound:
-            if not (svc.proxy_server and svc.join_token and svc.ca_pin):
-                raise BadParameter(
-                    "this app agent has not joined yet: set app_service.proxy_server, "
-                    "app_service.join_token (bctl tokens add --type=app) and "
-                    "app_service.ca_pin (the sha256:... pin bastion start printed)"
-                ) from None
-            ident = await join_cluster(
-                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "app", app_dir
-            )
-        if ident.role != "app":
-            raise BadParameter(f"{app_dir} holds a {ident.role} identity, not an app agent's")
+        ident = await joined_identity(
+            config, config.data_path() / "app", name=_agent_name(config), role="app",
+            section="app_service", proxy_server=svc.proxy_server, join_token=svc.join_token,
+            ca_pin=svc.ca_pin,
+        )  # fmt: skip
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
 
@@ -235,6 +187,9 @@ class AppService:
             await remote.send(APP_HEARTBEAT, ResourceDoc(app))
 
         cache = ResourceCache()
+        background: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            lambda: watch_forever(remote, ("proxy",), cache)
+        ]
         agent = cls(
             name=ident.host_name,
             cluster=ident.cluster,
@@ -243,30 +198,11 @@ class AppService:
             proxy=parse_addr(server, 3080),
             tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
             send_heartbeat=send,
-            background=[lambda: watch_forever(remote, ("proxy",), cache)],
+            background=background,
         )
-        agent.follow_proxies(cache)
+        background.append(host_renewer(config, ident, remote, agent.tunnels, clock).run)
+        follow_proxies(agent.tunnels, cache)
         return agent
-
-    def follow_proxies(self, cache: ResourceCache) -> None:
-        """Keep a tunnel to each proxy that ``cache`` (fed by the watch) advertises."""
-
-        def on_line(line: dict[str, Any]) -> None:
-            if not cache.state.synced or not (
-                line.get("type") == "init" or line.get("kind") == "proxy"
-            ):
-                return
-            self.tunnels.update(
-                {
-                    parse_addr(p.spec.public_addr, 3080)
-                    for p in cache.items("proxy")
-                    if isinstance(p, ProxyServer) and p.spec.public_addr
-                }
-            )
-
-        cache.listeners.append(on_line)
-
-    # ---- streams -----------------------------------------------------------------------------
 
     def app(self, name: str) -> App:
         for app in self.apps:
@@ -350,11 +286,3 @@ class AppService:
 
     async def close(self) -> None:
         await self.tunnels.close()
-
-
-def _stored_host_id(app_dir: Path, name: str) -> str:
-    try:
-        ident: HostIdentity | None = load_host_identity(app_dir)
-    except (NotFound, KeyError, ValueError):
-        ident = None
-    return ident.host_id if ident is not None and ident.host_name == name else ""

@@ -20,9 +20,7 @@ Every configured database is heartbeated as a ``db`` resource bound to this agen
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,9 +29,14 @@ from typing import Any
 import structlog
 
 from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClientCerts
-from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.remote import RemoteAuth, watch_forever
-from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
+from bastion.agent.runner import (
+    follow_proxies,
+    host_renewer,
+    in_process_connector,
+    joined_identity,
+    local_host_identity,
+)
 from bastion.auth.databases import DatabaseInventory
 from bastion.auth.db_certs import DbCerts
 from bastion.auth_service import AuthService, _new_key_pem
@@ -41,24 +44,18 @@ from bastion.clock import Clock
 from bastion.config.schema import DatabaseConfig, FileConfig
 from bastion.contract.base import ResourceDoc
 from bastion.contract.db import DB_AGENT_CERT, DB_HEARTBEAT, DbAgentCertRequest
-from bastion.errors import BadParameter, BastionError, NotFound
-from bastion.files import write_private_file
+from bastion.errors import BadParameter, BastionError
 from bastion.protocols.addr import parse_addr
 from bastion.services.cache import ResourceCache
 from bastion.tunnel.client import Connector, client_tls_context
-from bastion.tunnel.memory import memory_pair
 from bastion.tunnel.pool import TunnelPool
-from bastion.tunnel.session import MuxSession
 from bastion.types.database import Database, DatabaseSpec, DatabaseTLS
-from bastion.types.identity import Identity
-from bastion.types.inventory import ProxyServer
 from bastion.types.meta import Metadata
 
 __all__ = ["DB_HEARTBEAT_INTERVAL", "DbService", "databases_from_config"]
 
 log = structlog.get_logger("bastion.db_agent")
 DB_HEARTBEAT_INTERVAL = timedelta(seconds=20)
-HOST_CERT_TTL = timedelta(days=30)
 
 SendHeartbeat = Callable[[Database], Awaitable[None]]
 
@@ -138,34 +135,8 @@ class DbService:
         """The agent of the all-in-one process (``proxy`` is the running ProxyService)."""
         server = auth.server
         name = _agent_name(config)
-        db_dir = config.data_path() / "db"
-        host_id = _stored_host_id(db_dir, name) or str(uuid.uuid4())
-        key_pem, pub = _new_key_pem()
-        identity = Identity(
-            cluster=server.cluster,
-            user=host_id,
-            kind="host",
-            roles=("db",),
-            host_id=host_id,
-            traits={"hostname": (name,)},
-            expires=clock.now() + HOST_CERT_TTL,
-        )
-        host = await server.issuer.issue_host(
-            identity, pub, [host_id, name], [name], [], HOST_CERT_TTL, "local"
-        )
-        write_private_file(
-            db_dir / "identity.json",
-            json.dumps(
-                {
-                    "host_id": host_id,
-                    "host_name": name,
-                    "role": "db",
-                    "cluster": server.cluster,
-                    "server": "local",
-                    "expires": identity.expires.isoformat(),
-                }
-            ),
-        )
+        host = await local_host_identity(server, config.data_path() / "db", name, "db", clock)
+        identity = host.identity
         issuer = DbCerts(server)
         inventory = DatabaseInventory(server)
 
@@ -177,25 +148,17 @@ class DbService:
         async def send(db: Database) -> None:
             await inventory.heartbeat(db, identity, "local")
 
-        async def in_process(new_session: Callable[[], MuxSession]) -> MuxSession:
-            agent_end, proxy_end = memory_pair(f"db agent {name}")
-            session = new_session()
-            agent_end.set_protocol(session)
-            session.connection_made(agent_end)
-            proxy.tunnel.accept(proxy_end, host.identity)
-            return session
-
         assert proxy.listener is not None
         return cls(
             name=name,
             cluster=server.cluster,
-            databases=databases_from_config(config, host_id),
+            databases=databases_from_config(config, identity.host_id),
             certs=certs,
             clock=clock,
             proxy=("127.0.0.1", proxy.listener.port),
-            tls=(host.tls_cert, key_pem.decode(), host.tls_host_ca),
+            tls=host.tls,
             send_heartbeat=send,
-            connector=in_process,
+            connector=in_process_connector(proxy, host.certs.identity, f"db agent {name}"),
         )
 
     @classmethod
@@ -203,32 +166,13 @@ class DbService:
         """An agent on another host: join once with a ``db`` token, then talk to auth through
         the proxy."""
         svc = config.db_service
-        name = _agent_name(config)
-        db_dir = config.data_path() / "db"
-        try:
-            ident = load_host_identity(db_dir)
-        except NotFound:
-            if not (svc.proxy_server and svc.join_token and svc.ca_pin):
-                raise BadParameter(
-                    "this database agent has not joined yet: set db_service.proxy_server, "
-                    "db_service.join_token (bctl tokens add --type=db) and db_service.ca_pin "
-                    "(the sha256:... pin bastion start printed)"
-                ) from None
-            ident = await join_cluster(
-                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "db", db_dir,
-                ttl=config.host_certs.ttl,
-            )  # fmt: skip
-        if ident.role != "db":
-            raise BadParameter(f"{db_dir} holds a {ident.role} identity, not a database agent's")
+        ident = await joined_identity(
+            config, config.data_path() / "db", name=_agent_name(config), role="db",
+            section="db_service", proxy_server=svc.proxy_server, join_token=svc.join_token,
+            ca_pin=svc.ca_pin,
+        )  # fmt: skip
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
-        renewer = HostRenewer(
-            ident,
-            remote_renew(remote),
-            RenewPolicy.from_config(config.host_certs),
-            clock=clock,
-            on_renewed=[swap_remote(remote)],
-        )
 
         async def certs(db_user: str) -> DbClientCert:
             client_key, client_pub = _new_key_pem()
@@ -243,6 +187,9 @@ class DbService:
             await remote.send(DB_HEARTBEAT, ResourceDoc(db))
 
         cache = ResourceCache()
+        background: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            lambda: watch_forever(remote, ("proxy",), cache)
+        ]
         agent = cls(
             name=ident.host_name,
             cluster=ident.cluster,
@@ -252,33 +199,11 @@ class DbService:
             proxy=parse_addr(server, 3080),
             tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
             send_heartbeat=send,
-            background=[lambda: watch_forever(remote, ("proxy",), cache), renewer.run],
+            background=background,
         )
-        renewer.on_renewed.append(
-            lambda i: agent.tunnels.set_ssl_context(
-                client_tls_context(i.read("tls.crt"), i.read("tls.key"), i.read("ca.pem"))
-            )
-        )
-        agent.follow_proxies(cache)
+        background.append(host_renewer(config, ident, remote, agent.tunnels, clock).run)
+        follow_proxies(agent.tunnels, cache)
         return agent
-
-    def follow_proxies(self, cache: ResourceCache) -> None:
-        """Keep a tunnel to each proxy that ``cache`` (fed by the watch) advertises."""
-
-        def on_line(line: dict[str, Any]) -> None:
-            if not cache.state.synced or not (
-                line.get("type") == "init" or line.get("kind") == "proxy"
-            ):
-                return
-            self.tunnels.update(
-                {
-                    parse_addr(p.spec.public_addr, 3080)
-                    for p in cache.items("proxy")
-                    if isinstance(p, ProxyServer) and p.spec.public_addr
-                }
-            )
-
-        cache.listeners.append(on_line)
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -315,11 +240,3 @@ class DbService:
 
     async def close(self) -> None:
         await self.tunnels.close()
-
-
-def _stored_host_id(db_dir: Path, name: str) -> str:
-    try:
-        ident: HostIdentity | None = load_host_identity(db_dir)
-    except (NotFound, KeyError, ValueError):
-        ident = None
-    return ident.host_id if ident is not None and ident.host_name == name else ""

@@ -15,12 +15,10 @@ opens through that tunnel.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,21 +26,27 @@ import structlog
 from bastion.agent.deps import NodeConfig, NodeDeps, RoleSource
 from bastion.agent.event_spool import EventSpool
 from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_resource
-from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
+from bastion.agent.join import HostIdentity
 from bastion.agent.recorder import recorder_factory
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
 from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
+from bastion.agent.runner import (
+    follow_proxies,
+    in_process_connector,
+    joined_identity,
+    local_host_identity,
+    stored_host_id,
+)
 from bastion.agent.session_join import APITrackers
 from bastion.agent.ssh_node import SSHNode
 from bastion.agent.ssh_session import ObserverFactory
 from bastion.audit.emitter import Emitter
 from bastion.auth.recordings import InProcessTarget, RecordingService
 from bastion.auth.sessions import InProcessTrackers, SessionTrackerService
-from bastion.auth_service import AuthService, _new_key_pem
+from bastion.auth_service import AuthService
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig
-from bastion.errors import BadParameter, NotFound
-from bastion.files import write_private_file
+from bastion.errors import BadParameter
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
@@ -51,17 +55,14 @@ from bastion.recording.spool import Spool
 from bastion.recording.uploader import Uploader, UploadTarget
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.tunnel.client import Connector, client_tls_context
-from bastion.tunnel.memory import memory_pair
 from bastion.tunnel.pool import TunnelPool
-from bastion.tunnel.session import MuxSession, MuxStream
-from bastion.types.identity import Identity
-from bastion.types.inventory import CommandLabel, Node, ProxyServer
+from bastion.tunnel.session import MuxStream
+from bastion.types.inventory import CommandLabel, Node
 
 __all__ = ["NodeService"]
 
 log = structlog.get_logger("bastion.node")
 HEARTBEAT_INTERVAL = timedelta(seconds=30)
-HOST_CERT_TTL = timedelta(days=30)
 WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "proxy")
 """What a remote node mirrors: roles (RBAC), locks, the cluster's lock mode, and the proxies it
 keeps a tunnel to."""
@@ -153,39 +154,17 @@ class NodeService:
         server = auth.server
         name = _node_name(config)
         node_dir = config.data_path() / "node"
-        host_id = _stored_host_id(node_dir, name) or str(uuid.uuid4())
+        host_id = stored_host_id(node_dir, name) or str(uuid.uuid4())
         if await server.node_name_taken(name, host_id):
             raise BadParameter(
                 f"node name {name!r} is already in use by another host; set "
                 "ssh_service.node_name (or --node-name) to another name"
             )
-        key_pem, pub = _new_key_pem()
-        identity = Identity(
-            cluster=server.cluster,
-            user=host_id,
-            kind="host",
-            roles=("node",),
-            host_id=host_id,
-            traits={"hostname": (name,)},
-            expires=clock.now() + HOST_CERT_TTL,
-        )
-        principals = [host_id, name, f"{name}.{server.cluster}"]
-        certs = await server.issuer.issue_host(
-            identity, pub, principals, [name], [], HOST_CERT_TTL, "local"
-        )
-        write_private_file(
-            node_dir / "identity.json",
-            json.dumps(
-                {
-                    "host_id": host_id,
-                    "host_name": name,
-                    "role": "node",
-                    "cluster": server.cluster,
-                    "server": "local",
-                    "expires": identity.expires.isoformat(),
-                }
-            ),
-        )
+        host = await local_host_identity(
+            server, node_dir, name, "node", clock,
+            principals=[host_id, name, f"{name}.{server.cluster}"], host_id=host_id,
+        )  # fmt: skip
+        identity, certs, key_pem = host.identity, host.certs, host.key_pem
         node_config = NodeConfig(
             name=name,
             cluster=server.cluster,
@@ -205,15 +184,6 @@ class NodeService:
         async def send(node: Node) -> None:
             await server.heartbeat_node(node, host_id, "local")
 
-        async def in_process(new_session: Callable[[], MuxSession]) -> MuxSession:
-            # Same process as the proxy: skip loopback TLS, hand the tunnel over in memory.
-            node_end, proxy_end = memory_pair(f"node {name}")
-            session = new_session()
-            node_end.set_protocol(session)
-            session.connection_made(node_end)
-            proxy.tunnel.accept(proxy_end, certs.identity)
-            return session
-
         service = cls(
             config=config,
             node_config=node_config,
@@ -224,7 +194,7 @@ class NodeService:
             proxy=(proxy_host, proxy.listener.port),
             tls=(certs.tls_cert, key_pem.decode(), certs.tls_host_ca),
             send_heartbeat=send,
-            connector=in_process,
+            connector=in_process_connector(proxy, certs.identity, f"node {name}"),
             background=[],
             locks=locks,
             recordings=(
@@ -242,23 +212,10 @@ class NodeService:
         svc = config.ssh_service
         name = _node_name(config)
         node_dir = config.data_path() / "node"
-        try:
-            ident = load_host_identity(node_dir)
-        except NotFound:
-            if not (svc.proxy_server and svc.join_token):
-                raise BadParameter(
-                    "this node has not joined yet: set ssh_service.proxy_server, "
-                    "ssh_service.join_token (bctl tokens add --type=node) and ssh_service.ca_pin"
-                ) from None
-            if not svc.ca_pin:
-                raise BadParameter(
-                    "ssh_service.ca_pin is required to join: the sha256:... pin that bastion "
-                    "start printed (it proves you reach the right cluster)"
-                ) from None
-            ident = await join_cluster(
-                svc.proxy_server, svc.join_token, svc.ca_pin, False, name, "node", node_dir,
-                ttl=config.host_certs.ttl,
-            )  # fmt: skip
+        ident = await joined_identity(
+            config, node_dir, name=name, role="node", section="ssh_service",
+            proxy_server=svc.proxy_server, join_token=svc.join_token, ca_pin=svc.ca_pin,
+        )  # fmt: skip
         server = svc.proxy_server or ident.server
         remote = RemoteAuth(ident, server)
         renewer = HostRenewer(
@@ -306,26 +263,8 @@ class NodeService:
         renewer.on_renewed.append(node.use_host_identity)
         node.renewer = renewer
         node.node.hub.reporter = APITrackers(remote)
-        node.follow_proxies(cache)
+        follow_proxies(node.tunnels, cache)
         return node
-
-    def follow_proxies(self, cache: ResourceCache) -> None:
-        """Keep a tunnel to each proxy that ``cache`` (fed by the watch) advertises."""
-
-        def on_line(line: dict[str, Any]) -> None:
-            if not cache.state.synced or not (
-                line.get("type") == "init" or line.get("kind") == "proxy"
-            ):
-                return
-            self.tunnels.update(
-                {
-                    parse_addr(p.spec.public_addr, 3080)
-                    for p in cache.items("proxy")
-                    if isinstance(p, ProxyServer) and p.spec.public_addr
-                }
-            )
-
-        cache.listeners.append(on_line)
 
     def use_host_identity(self, ident: HostIdentity) -> None:
         """A renewed host identity: the tunnels' next connections and new SSH connections use
@@ -380,11 +319,3 @@ class NodeService:
     async def close(self) -> None:
         await self.tunnels.close()
         await self.node.close()
-
-
-def _stored_host_id(node_dir: Path, name: str) -> str:
-    try:
-        ident: HostIdentity | None = load_host_identity(node_dir)
-    except (NotFound, KeyError, ValueError):
-        ident = None
-    return ident.host_id if ident is not None and ident.host_name == name else ""

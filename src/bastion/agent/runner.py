@@ -1,0 +1,217 @@
+"""What every agent shares, whatever it serves (SSH nodes, databases, apps).
+
+Layer: ``agent``. An agent runs one of two ways, and the set-up of each is the same for every
+kind of agent; only the protocol behind the tunnel differs:
+
+* **in the all-in-one process**: auth issues the agent's host identity directly
+  (:func:`local_host_identity`; the host id is kept across restarts in ``DIR/identity.json``)
+  and the agent's tunnel is handed to the proxy of the same process in memory
+  (:func:`in_process_connector`), with no loopback TLS;
+* **on another host**: it joins once with a token (:func:`joined_identity`), keeps a tunnel to
+  every proxy that auth advertises (:func:`follow_proxies`) and renews its host certificate
+  (:func:`host_renewer`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
+from bastion.agent.remote import RemoteAuth
+from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
+from bastion.auth.issuer import HostCerts
+from bastion.auth.server import AuthServer
+from bastion.auth_service import _new_key_pem
+from bastion.clock import Clock
+from bastion.config.schema import FileConfig
+from bastion.errors import BadParameter, NotFound
+from bastion.files import write_private_file
+from bastion.protocols.addr import parse_addr
+from bastion.services.cache import ResourceCache
+from bastion.tunnel.client import Connector, client_tls_context
+from bastion.tunnel.memory import memory_pair
+from bastion.tunnel.pool import TunnelPool
+from bastion.tunnel.session import MuxSession
+from bastion.types.identity import Identity
+from bastion.types.inventory import ProxyServer
+
+__all__ = [
+    "LOCAL_HOST_CERT_TTL",
+    "LocalHost",
+    "follow_proxies",
+    "host_renewer",
+    "in_process_connector",
+    "joined_identity",
+    "local_host_identity",
+    "stored_host_id",
+]
+
+LOCAL_HOST_CERT_TTL = timedelta(days=30)
+"""Host certificates of in-process agents: they never leave the process, and the process
+issues new ones at each start."""
+
+
+class LocalHost:
+    """An in-process agent's host identity: the certificates auth issued and their key."""
+
+    def __init__(self, identity: Identity, certs: HostCerts, key_pem: bytes) -> None:
+        self.identity = identity
+        self.certs = certs
+        self.key_pem = key_pem
+
+    @property
+    def tls(self) -> tuple[str, str, str]:
+        """``(certificate, key, host CA)`` PEM for the agent's tunnel TLS context."""
+        return (self.certs.tls_cert, self.key_pem.decode(), self.certs.tls_host_ca)
+
+
+def stored_host_id(directory: Path, name: str) -> str:
+    """The host id an agent of this name kept in ``directory`` (empty when none or another
+    name's): an in-process agent keeps its id, and so its records, across restarts."""
+    try:
+        ident: HostIdentity | None = load_host_identity(directory)
+    except (NotFound, KeyError, ValueError):
+        ident = None
+    return ident.host_id if ident is not None and ident.host_name == name else ""
+
+
+async def local_host_identity(
+    server: AuthServer,
+    directory: Path,
+    name: str,
+    role: str,
+    clock: Clock,
+    *,
+    principals: list[str] | None = None,
+    host_id: str = "",
+) -> LocalHost:
+    """Have auth issue an in-process agent's host identity (role ``role``) directly, and
+    record its host id in ``directory/identity.json``."""
+    host_id = host_id or stored_host_id(directory, name) or str(uuid.uuid4())
+    key_pem, pub = _new_key_pem()
+    identity = Identity(
+        cluster=server.cluster,
+        user=host_id,
+        kind="host",
+        roles=(role,),
+        host_id=host_id,
+        traits={"hostname": (name,)},
+        expires=clock.now() + LOCAL_HOST_CERT_TTL,
+    )
+    certs = await server.issuer.issue_host(
+        identity, pub, principals or [host_id, name], [name], [], LOCAL_HOST_CERT_TTL, "local"
+    )
+    write_private_file(
+        directory / "identity.json",
+        json.dumps(
+            {
+                "host_id": host_id,
+                "host_name": name,
+                "role": role,
+                "cluster": server.cluster,
+                "server": "local",
+                "expires": identity.expires.isoformat(),
+            }
+        ),
+    )
+    return LocalHost(identity, certs, key_pem)
+
+
+def in_process_connector(proxy: Any, identity: Identity, label: str) -> Connector:
+    """Hand the agent's tunnel to the proxy of this process in memory (``proxy`` is the
+    running ProxyService): no loopback TLS, everything above the transport unchanged."""
+
+    async def connect(new_session: Callable[[], MuxSession]) -> MuxSession:
+        agent_end, proxy_end = memory_pair(label)
+        session = new_session()
+        agent_end.set_protocol(session)
+        session.connection_made(agent_end)
+        proxy.tunnel.accept(proxy_end, identity)
+        return session
+
+    return connect
+
+
+async def joined_identity(
+    config: FileConfig,
+    directory: Path,
+    *,
+    name: str,
+    role: str,
+    section: str,
+    proxy_server: str,
+    join_token: str,
+    ca_pin: str,
+) -> HostIdentity:
+    """The agent's host identity from ``directory``, joining once with ``join_token`` when
+    there is none yet (``section`` names the config section in the error that says what to
+    set).
+
+    Raises:
+        BadParameter: not joined and the join settings are missing, or the stored identity is
+            another role's.
+    """
+    try:
+        ident = load_host_identity(directory)
+    except NotFound:
+        if not (proxy_server and join_token):
+            raise BadParameter(
+                f"this {role} agent has not joined yet: set {section}.proxy_server, "
+                f"{section}.join_token (bctl tokens add --type={role}) and {section}.ca_pin"
+            ) from None
+        if not ca_pin:
+            raise BadParameter(
+                f"{section}.ca_pin is required to join: the sha256:... pin that bastion start "
+                "printed (it proves you reach the right cluster)"
+            ) from None
+        ident = await join_cluster(
+            proxy_server, join_token, ca_pin, False, name, role, directory,
+            ttl=config.host_certs.ttl,
+        )  # fmt: skip
+    if ident.role != role:
+        raise BadParameter(f"{directory} holds a {ident.role} identity, not a {role} agent's")
+    return ident
+
+
+def host_renewer(
+    config: FileConfig, ident: HostIdentity, remote: RemoteAuth, tunnels: TunnelPool, clock: Clock
+) -> HostRenewer:
+    """Renew the agent's host certificate before it expires (``host_certs``); each renewal
+    swaps the API client's and the tunnels' TLS contexts (the next connection uses it)."""
+    renewer = HostRenewer(
+        ident,
+        remote_renew(remote),
+        RenewPolicy.from_config(config.host_certs),
+        clock=clock,
+        on_renewed=[swap_remote(remote)],
+    )
+    renewer.on_renewed.append(
+        lambda i: tunnels.set_ssl_context(
+            client_tls_context(i.read("tls.crt"), i.read("tls.key"), i.read("ca.pem"))
+        )
+    )
+    return renewer
+
+
+def follow_proxies(tunnels: TunnelPool, cache: ResourceCache) -> None:
+    """Keep a tunnel to each proxy that ``cache`` (fed by the watch of ``proxy``) advertises."""
+
+    def on_line(line: dict[str, Any]) -> None:
+        if not cache.state.synced or not (
+            line.get("type") == "init" or line.get("kind") == "proxy"
+        ):
+            return
+        tunnels.update(
+            {
+                parse_addr(p.spec.public_addr, 3080)
+                for p in cache.items("proxy")
+                if isinstance(p, ProxyServer) and p.spec.public_addr
+            }
+        )
+
+    cache.listeners.append(on_line)
