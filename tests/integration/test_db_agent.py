@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.testing import require_binary
+from bastion.testing import missing_peer, require_binary
 from bastion.testing.peers.postgres import PgServer, PostgresUnavailable
 from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
 
@@ -54,7 +54,7 @@ def pg(env: Env, tmp_path: Path) -> Iterator[PgServer]:
             Path(f"{out}.cas").read_text(),
         )
     except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
+        missing_peer(str(exc))
     try:
         psql_local(server, "create role alice_db login; create role other_db login")
         yield server

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bastion.testing import require_binary
+from bastion.testing import missing_peer, require_binary
 from bastion.testing.db_rig import DbRig, start_db_rig
 from bastion.testing.peers.postgres import PostgresUnavailable
 from bastion.types.access import Lock, LockSpec, LockTarget
@@ -53,7 +53,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[DbRig]:
         async with start_db_rig(tmp_path) as started:
             yield started
     except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
+        missing_peer(str(exc))
 
 
 async def test_psql_allowed_denied_and_locked(rig: DbRig) -> None:
@@ -71,7 +71,8 @@ async def test_psql_allowed_denied_and_locked(rig: DbRig) -> None:
     assert rig.audit.of("db.session.end")[-1]["bytes_out"] > 0
 
     # Extended protocol with a parameter (asyncpg): the value is audited.
-    asyncpg = pytest.importorskip("asyncpg")
+    import asyncpg
+
     ctx = ssl.create_default_context(cafile=str(rig.tmp / "alice.ca"))
     ctx.check_hostname = False
     ctx.load_cert_chain(rig.tmp / "alice.crt", rig.tmp / "alice.key")

@@ -22,13 +22,13 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import BIN, Cluster, Env, User, run, start_cluster, unique, wait_for
 
+from bastion.testing import missing_peer
 from bastion.testing.peers.swtpm import SwTPM, start_swtpm
 
 pytestmark = pytest.mark.integration
@@ -75,8 +75,8 @@ def env(dt_cluster: Cluster, tmp_path: Path) -> Env:
 
 @pytest.fixture
 def tpms(tmp_path: Path) -> Iterator[list[SwTPM]]:
-    if shutil.which("swtpm") is None and os.environ.get("CI") != "true":
-        pytest.skip("swtpm is not installed")
+    if shutil.which("swtpm") is None:
+        missing_peer("swtpm is not installed (Debian packages swtpm swtpm-tools)")
     started = [start_swtpm(tmp_path / "tpm1"), start_swtpm(tmp_path / "tpm2")]
     try:
         yield started
@@ -226,14 +226,12 @@ def test_non_compliant_device_loses_sessions_and_posture(
     enrolled = _bsh(user, tpm, "device", "enroll", f"--token={token}")
     assert enrolled.returncode == 0 and "now carries this device" in enrolled.stdout
 
-    # Marked non-compliant: the live session ends within a second (the device's lock).
+    # Marked non-compliant: the live session ends (the device's lock; how fast is measured by
+    # the lock benchmarks, not asserted here).
     session = _session(user)
     env.admin_ok("devices", "compliance", device_id, "non_compliant", "--reason=disk not encrypted")
-    changed = time.monotonic()  # the change is committed when bctl returns
     out, err = session.communicate(timeout=20)
-    elapsed = time.monotonic() - changed
     assert "done" not in out and "non-compliant" in out + err, (out, err)
-    assert elapsed < 1.5, elapsed
     # Its next ceremony gives no device data: SSH is refused.
     again = _login(env, user.home, user, tpm)
     assert again.returncode == 0 and "device authentication failed" in again.stderr
