@@ -28,9 +28,11 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from bastion.agent.pump import pump_pair
 from bastion.agent.remote import RemoteAuth, watch_forever
 from bastion.agent.runner import (
     follow_proxies,
+    heartbeat_round,
     host_renewer,
     in_process_connector,
     joined_identity,
@@ -65,49 +67,6 @@ def apps_from_config(config: FileConfig, host_id: str) -> list[App]:
 
 def _agent_name(config: FileConfig) -> str:
     return config.app_service.agent_name or socket.gethostname() or "app-agent"
-
-
-class _Pipe(asyncio.Protocol):
-    """One side of a byte pump between two transports (back-pressure both ways)."""
-
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Pipe | None = None
-        self.done = done
-        self.pending: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is None or peer.transport is None:
-            self.pending.append(data)
-        elif not peer.transport.is_closing():
-            peer.transport.write(data)
-
-    def eof_received(self) -> bool:
-        self.finish()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish()
-
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-    def finish(self) -> None:
-        for side in (self, self.peer):
-            if side is not None and side.transport is not None and not side.transport.is_closing():
-                side.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
 
 
 class AppService:
@@ -222,8 +181,7 @@ class AppService:
         loop = asyncio.get_running_loop()
         name = str(header.get("app", ""))
         done: asyncio.Future[None] = loop.create_future()
-        a, b = _Pipe(done), _Pipe(done)
-        a.peer, b.peer = b, a
+        a, b = pump_pair(done)
         try:
             app = self.app(name)
             parts = urlsplit(app.spec.uri)
@@ -262,14 +220,7 @@ class AppService:
 
     async def heartbeat_once(self) -> None:
         """Announce every app (each expires after three missed intervals)."""
-        expires = self.clock.now() + 3 * APP_HEARTBEAT_INTERVAL
-        for app in self.apps:
-            record = app.model_copy(deep=True)
-            record.metadata.expires = expires
-            try:
-                await self._send(record)
-            except BastionError as exc:
-                log.warning("app heartbeat failed", app=app.metadata.name, error=exc.message)
+        await heartbeat_round(self.apps, self._send, APP_HEARTBEAT_INTERVAL, self.clock, "app")
 
     async def _heartbeats(self) -> None:
         while True:

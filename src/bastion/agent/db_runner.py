@@ -32,6 +32,7 @@ from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClien
 from bastion.agent.remote import RemoteAuth, watch_forever
 from bastion.agent.runner import (
     follow_proxies,
+    heartbeat_round,
     host_renewer,
     in_process_connector,
     joined_identity,
@@ -44,7 +45,7 @@ from bastion.clock import Clock
 from bastion.config.schema import DatabaseConfig, FileConfig
 from bastion.contract.base import ResourceDoc
 from bastion.contract.db import DB_AGENT_CERT, DB_HEARTBEAT, DbAgentCertRequest
-from bastion.errors import BadParameter, BastionError
+from bastion.errors import BadParameter
 from bastion.protocols.addr import parse_addr
 from bastion.services.cache import ResourceCache
 from bastion.tunnel.client import Connector, client_tls_context
@@ -216,14 +217,7 @@ class DbService:
 
     async def heartbeat_once(self) -> None:
         """Announce every database (each expires after three missed intervals)."""
-        expires = self.clock.now() + 3 * DB_HEARTBEAT_INTERVAL
-        for db in self.databases:
-            record = db.model_copy(deep=True)
-            record.metadata.expires = expires
-            try:
-                await self._send(record)
-            except BastionError as exc:
-                log.warning("database heartbeat failed", database=db.name, error=exc.message)
+        await heartbeat_round(self.databases, self._send, DB_HEARTBEAT_INTERVAL, self.clock, "db")
 
     async def _heartbeats(self) -> None:
         while True:

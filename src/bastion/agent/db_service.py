@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bastion.agent.pump import pump_pair
 from bastion.clock import Clock
 from bastion.errors import BastionError, ConnectionProblem, NotFound
 from bastion.protocols.postgres import SSL_REQUEST, build_startup, error_response
@@ -60,49 +61,6 @@ class DbAgentDeps:
     certs: DbClientCerts
     clock: Clock
     connect_timeout: float = 10.0
-
-
-class _Pipe(asyncio.Protocol):
-    """One side of a byte pump between two transports (back-pressure both ways)."""
-
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Pipe | None = None
-        self.done = done
-        self.pending: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is None or peer.transport is None:
-            self.pending.append(data)
-        elif not peer.transport.is_closing():
-            peer.transport.write(data)
-
-    def eof_received(self) -> bool:
-        self.finish()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish()
-
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-    def finish(self) -> None:
-        for side in (self, self.peer):
-            if side is not None and side.transport is not None and not side.transport.is_closing():
-                side.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
 
 
 @dataclass(slots=True)
@@ -140,8 +98,7 @@ class DbAgent:
             stream.close()
             return
         done: asyncio.Future[None] = loop.create_future()
-        a, b = _Pipe(done), _Pipe(done)
-        a.peer, b.peer = b, a
+        a, b = pump_pair(done)
         server.set_protocol(b)
         b.connection_made(server)
         stream.set_protocol(a)

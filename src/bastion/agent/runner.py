@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import structlog
 
 from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.remote import RemoteAuth
@@ -29,7 +31,7 @@ from bastion.auth.server import AuthServer
 from bastion.auth_service import _new_key_pem
 from bastion.clock import Clock
 from bastion.config.schema import FileConfig
-from bastion.errors import BadParameter, NotFound
+from bastion.errors import BadParameter, BastionError, NotFound
 from bastion.files import write_private_file
 from bastion.protocols.addr import parse_addr
 from bastion.services.cache import ResourceCache
@@ -39,17 +41,22 @@ from bastion.tunnel.pool import TunnelPool
 from bastion.tunnel.session import MuxSession
 from bastion.types.identity import Identity
 from bastion.types.inventory import ProxyServer
+from bastion.types.meta import Resource
 
 __all__ = [
     "LOCAL_HOST_CERT_TTL",
     "LocalHost",
     "follow_proxies",
+    "heartbeat_round",
     "host_renewer",
     "in_process_connector",
     "joined_identity",
     "local_host_identity",
     "stored_host_id",
 ]
+
+log = structlog.get_logger("bastion.agent")
+R = TypeVar("R", bound=Resource)
 
 LOCAL_HOST_CERT_TTL = timedelta(days=30)
 """Host certificates of in-process agents: they never leave the process, and the process
@@ -196,6 +203,25 @@ def host_renewer(
         )
     )
     return renewer
+
+
+async def heartbeat_round(
+    resources: Sequence[R],
+    send: Callable[[R], Awaitable[None]],
+    interval: timedelta,
+    clock: Clock,
+    kind: str,
+) -> None:
+    """Announce each resource this agent serves, expiring after three missed ``interval``s
+    (a failed one is logged and retried next round)."""
+    expires = clock.now() + 3 * interval
+    for resource in resources:
+        record = resource.model_copy(deep=True)
+        record.metadata.expires = expires
+        try:
+            await send(record)
+        except BastionError as exc:
+            log.warning("heartbeat failed", kind=kind, name=resource.name, error=exc.message)
 
 
 def follow_proxies(tunnels: TunnelPool, cache: ResourceCache) -> None:
