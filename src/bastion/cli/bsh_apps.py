@@ -27,25 +27,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
+from bastion.cli.profile_api import check_label_filters, current_profile, profile_send
 from bastion.cli.render import print_json, print_table
-from bastion.client.api import AuthClient
-from bastion.client.profile import Profile, ProfileStore
-from bastion.client.proxy_conn import check_profile, split_host_port
-from bastion.client.tls import pem_context, profile_context
-from bastion.contract.apps import APP_CERT, LIST_APPS, AppCertRequest, AppInfo, AppsQuery
+from bastion.client.profile import Profile
+from bastion.client.proxy_conn import split_host_port
+from bastion.client.tls import pem_context
+from bastion.contract.apps import APP_CERT, LIST_APPS, AppCertRequest, AppsQuery
 from bastion.errors import BadParameter, NotFound
 from bastion.files import write_private_file
-from bastion.protocols.alpn import ALPN_APP, ALPN_HTTP
+from bastion.protocols.alpn import ALPN_APP
 
 __all__ = ["apps_group", "curl_flags", "proxy_app", "run_proxy_app"]
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def _profile() -> Profile:
-    profile = ProfileStore().load(None)
-    check_profile(profile)
-    return profile
 
 
 def _files(profile: Profile, name: str) -> Path:
@@ -95,18 +89,9 @@ def ls_command(labels: tuple[str, ...], fmt: str) -> None:
       bsh apps ls
       bsh apps ls env=dev --format json
     """
-    for item in labels:
-        if "=" not in item:
-            raise BadParameter(f"invalid label filter {item!r}: expected key=value")
-    profile = _profile()
+    check_label_filters(labels)
     query = AppsQuery(labels=",".join(labels))
-
-    async def go() -> list[AppInfo]:
-        ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
-        async with AuthClient(profile.proxy, ctx) as client:
-            return (await client.send(LIST_APPS, query=query)).apps
-
-    items = run_async(go())
+    items = profile_send(current_profile(), LIST_APPS, query=query).apps
     if fmt == "json":
         print_json([i.model_dump() for i in items])
         return
@@ -133,7 +118,7 @@ def login_command(name: str, ttl: str) -> None:
       bsh apps login grafana
       bsh apps login redis --ttl 1h
     """
-    profile = _profile()
+    profile = current_profile()
     files = _files(profile, name)
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
@@ -144,13 +129,8 @@ def login_command(name: str, ttl: str) -> None:
     )
     body = AppCertRequest.model_validate({"app": name, "public_key": pub.decode(), "ttl": ttl})
 
-    async def go() -> tuple[str, str, str, str]:
-        ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
-        async with AuthClient(profile.proxy, ctx) as client:
-            reply = await client.send(APP_CERT, body)
-        return reply.cert, reply.ca, reply.expires, reply.public_addr
-
-    cert, ca, expires, addr = run_async(go())
+    reply = profile_send(profile, APP_CERT, body)
+    cert, ca, expires, addr = reply.cert, reply.ca, reply.expires, reply.public_addr
     write_private_file(Path(f"{files}.key"), key_pem)
     write_private_file(Path(f"{files}.crt"), cert)
     write_private_file(Path(f"{files}.ca"), ca)
@@ -169,7 +149,7 @@ def config_command(name: str) -> None:
       bsh apps config grafana
       eval "$(bsh apps config grafana)"
     """
-    files = _files(_profile(), name)
+    files = _files(current_profile(), name)
     meta = Path(f"{files}.json")
     if not meta.is_file():
         raise NotFound(f"no certificate for app {name}: run bsh apps login {name}")
@@ -187,7 +167,7 @@ def logout_command(name: str | None) -> None:
       bsh apps logout grafana
       bsh apps logout
     """
-    profile = _profile()
+    profile = current_profile()
     folder = profile.path / "apps"
     names = [name] if name else sorted({p.stem for p in folder.glob("*.crt")})
     for each in names:
@@ -255,7 +235,7 @@ async def run_proxy_app(
 
 def proxy_app(name: str, port: int, host: str) -> None:
     """The ``bsh proxy app`` command body."""
-    profile = _profile()
+    profile = current_profile()
     try:
         run_async(run_proxy_app(profile.proxy, app_context(profile, name), name, host, port))
     except KeyboardInterrupt:

@@ -37,15 +37,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
+from bastion.cli.profile_api import check_label_filters, current_profile, profile_send
 from bastion.cli.render import print_json, print_table
-from bastion.client.api import AuthClient
-from bastion.client.profile import Profile, ProfileStore
-from bastion.client.proxy_conn import check_profile, split_host_port
-from bastion.client.tls import pem_context, profile_context
+from bastion.client.profile import Profile
+from bastion.client.proxy_conn import split_host_port
+from bastion.client.tls import pem_context
 from bastion.contract.db import DB_LIST, DB_USER_CERT, DbInfo, DbListQuery, DbUserCertRequest
 from bastion.errors import BadParameter, NotFound, RemoteProtocolError
 from bastion.files import write_private_file
-from bastion.protocols.alpn import ALPN_HTTP, ALPN_POSTGRES
+from bastion.protocols.alpn import ALPN_POSTGRES
 from bastion.protocols.postgres import (
     CancelRequest,
     GSSENCRequest,
@@ -105,12 +105,6 @@ def remove_service_entry(text: str, name: str) -> str:
     return body
 
 
-def _profile() -> Profile:
-    profile = ProfileStore().load(None)
-    check_profile(profile)
-    return profile
-
-
 def _files(profile: Profile, name: str) -> Path:
     if not _NAME.match(name):
         raise BadParameter(f"invalid database name {name!r}")
@@ -162,18 +156,9 @@ def ls_command(labels: tuple[str, ...], fmt: str) -> None:
       bsh db ls
       bsh db ls env=prod --format json
     """
-    for item in labels:
-        if "=" not in item:
-            raise BadParameter(f"invalid label filter {item!r}: expected key=value")
-    profile = _profile()
+    check_label_filters(labels)
     query = DbListQuery(labels=",".join(labels))
-
-    async def go() -> list[DbInfo]:
-        ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
-        async with AuthClient(profile.proxy, ctx) as client:
-            return (await client.send(DB_LIST, query=query)).items
-
-    items = run_async(go())
+    items = profile_send(current_profile(), DB_LIST, query=query).items
     if fmt == "json":
         print_json([i.model_dump() for i in items])
         return
@@ -205,7 +190,7 @@ def login_command(name: str, db_user: str, db_name: str, ttl: str) -> None:
 
 def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     """``bsh db login``: returns the service file and the certificate's expiry."""
-    profile = _profile()
+    profile = current_profile()
     files = _files(profile, name)
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
@@ -224,13 +209,8 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
         }
     )
 
-    async def go() -> tuple[str, str, str]:
-        ctx = profile_context(profile.path, profile.name, [ALPN_HTTP])
-        async with AuthClient(profile.proxy, ctx) as client:
-            reply = await client.send(DB_USER_CERT, body)
-        return reply.cert, reply.ca, reply.expires
-
-    cert, ca, expires = run_async(go())
+    reply = profile_send(profile, DB_USER_CERT, body)
+    cert, ca, expires = reply.cert, reply.ca, reply.expires
     write_private_file(Path(f"{files}.key"), key_pem)
     write_private_file(Path(f"{files}.crt"), cert)
     write_private_file(Path(f"{files}.ca"), ca)
@@ -280,7 +260,7 @@ def connect_command(name: str, db_user: str, db_name: str, psql_args: tuple[str,
       bsh db connect orders --db-user reader
       bsh db connect orders -- -Atc "select 1"
     """
-    profile = _profile()
+    profile = current_profile()
     files = _files(profile, name)
     entry = _entry(profile, name)
     stale = not entry or not _valid(files)
@@ -309,7 +289,7 @@ def env_command(name: str) -> None:
     Example:
       eval "$(bsh db env orders)"; psql
     """
-    profile = _profile()
+    profile = current_profile()
     if not _entry(profile, name):
         raise NotFound(f"not logged in to database {name}: run bsh db login {name}")
     service = shlex.quote(str(profile.path / "pg_service.conf"))
@@ -327,7 +307,7 @@ def logout_command(name: str | None) -> None:
       bsh db logout orders
       bsh db logout
     """
-    profile = _profile()
+    profile = current_profile()
     service = profile.path / "pg_service.conf"
     text = service.read_text() if service.is_file() else ""
     names = [name] if name else re.findall(r"^\[bastion-([^\]]+)\]", text, re.MULTILINE)
@@ -439,7 +419,7 @@ async def run_proxy_db(
 
 def proxy_db(name: str, port: int, host: str) -> None:
     """The ``bsh proxy db`` command body."""
-    profile = _profile()
+    profile = current_profile()
     try:
         run_async(run_proxy_db(profile, db_context(profile, name), name, host, port))
     except KeyboardInterrupt:
