@@ -7,19 +7,16 @@ RP ids), which would change the shared cluster's auth preference."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import chromium_browser
 from harness import Cluster, Env, start_cluster, totp
 from playwright.sync_api import expect
 
-from bastion.testing import missing_peer
-
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +43,8 @@ def browser_env(local_cluster: Cluster, tmp_path: Path) -> Env:
 
 @pytest.fixture
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        missing_peer("chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_peer("playwright (Python package) is not installed")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        yield browser
 
 
 def virtual_authenticator(context: Any, page: Any) -> tuple[Any, str]:

@@ -8,52 +8,23 @@ without the CSRF token is refused."""
 from __future__ import annotations
 
 import getpass
-import os
-import shutil
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Env, User, totp, unique
+from browser import chromium_browser, sign_in
+from harness import Env, unique
 from playwright.sync_api import expect
 
-from bastion.testing import missing_peer
-
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
 LOGIN = getpass.getuser()
-ASSETS = Path(__file__).parents[2] / "src" / "bastion" / "web" / "assets" / "node_modules"
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        missing_peer("chromium is not installed (apt-get install chromium)")
-    if not (ASSETS / "@xterm" / "xterm" / "lib" / "xterm.js").exists() and not os.environ.get(
-        "BASTION_WEB_ASSETS"
-    ):
-        missing_peer("the web UI's npm packages are not installed (make install)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_peer("playwright (Python package) is not installed")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def _sign_in(page: Any, base: str, user: User) -> None:
-    page.goto(f"{base}/web/login")
-    page.fill("input[name=user]", user.name)
-    page.fill("input[name=password]", user.password)
-    page.fill("input[name=otp]", totp(user.secret, 1))
-    page.click("form[action='/web/login'] button[type=submit]")
-    page.wait_for_url(f"{base}/web/")
+    with chromium_browser(web_assets=True) as browser:
+        yield browser
 
 
 def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
@@ -76,7 +47,7 @@ def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("dialog", lambda d: d.accept())
-    _sign_in(page, base, admin)
+    sign_in(page, base, admin)
 
     # Users: create one, see the invite link (its name is text, not markup).
     newcomer = f"{tag}-new"
@@ -161,7 +132,7 @@ def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
 
     other = chromium.new_context(ignore_https_errors=True)
     page = other.new_page()
-    _sign_in(page, base, plain)
+    sign_in(page, base, plain)
     for path in ("/web/admin/users", "/web/admin/roles", "/web/admin/locks", "/web/admin/audit"):
         assert page.goto(f"{base}{path}").status == 403, path
     expect(page.locator("nav.top")).not_to_contain_text("Users")

@@ -9,44 +9,25 @@ from __future__ import annotations
 import base64
 import getpass
 import os
-import shutil
 import socket
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from harness import Cluster, Env, User, totp, unique
+from browser import chromium_browser, sign_in
+from harness import Cluster, Env, User, unique
 from playwright.sync_api import expect
 
-from bastion.testing import missing_peer
-
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
 LOGIN = getpass.getuser()
-ASSETS = Path(__file__).parents[2] / "src" / "bastion" / "web" / "assets" / "node_modules"
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        missing_peer("chromium is not installed (apt-get install chromium)")
-    if not (ASSETS / "@xterm" / "xterm" / "lib" / "xterm.js").exists() and not os.environ.get(
-        "BASTION_WEB_ASSETS"
-    ):
-        missing_peer("the web UI's npm packages are not installed (make install)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_peer("playwright (Python package) is not installed")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium_browser(web_assets=True) as browser:
+        yield browser
 
 
 def _user_and_nodes(env: Env, tag: str) -> User:
@@ -81,15 +62,6 @@ def _user_and_nodes(env: Env, tag: str) -> User:
     return env.new_user(role, LOGIN)
 
 
-def _sign_in(page: Any, base: str, user: User) -> None:
-    page.goto(f"{base}/web/login")
-    page.fill("input[name=user]", user.name)
-    page.fill("input[name=password]", user.password)
-    page.fill("input[name=otp]", totp(user.secret, 1))
-    page.click("form[action='/web/login'] button[type=submit]")
-    page.wait_for_url(f"{base}/web/")
-
-
 def test_resources_terminal_and_lock_in_chromium(env: Env, chromium: Any) -> None:
     tag = unique("t")
     visible, hidden = f"{tag}-web", f"{tag}-secret"
@@ -102,7 +74,7 @@ def test_resources_terminal_and_lock_in_chromium(env: Env, chromium: Any) -> Non
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    _sign_in(page, base, user)
+    sign_in(page, base, user)
 
     # Resources: RBAC-filtered (the hidden node is absent), searched, filtered by label.
     page.goto(f"{base}/web/nodes?q={tag}")
