@@ -72,7 +72,7 @@ test: system-deps $(VENV)/.installed-dev web-assets lint typecheck
 	$(BIN)/python tests/check_layout.py
 	$(BIN)/lint-imports
 	$(BIN)/python tests/check_cycles.py
-	$(BIN)/pytest -n 2 -q -p no:cacheprovider
+	$(BIN)/pytest -n 2 -q -p no:cacheprovider --durations=40
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q tests/unit
