@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
 # e.g. make start START_ARGS="--auth-addr 127.0.0.1:13025 --proxy-addr 127.0.0.1:13080"
 START_ARGS ?=
-SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql pgbouncer openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy swtpm swtpm-tools tpm2-tools libtss2-dev wrk nginx-light
+SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql pgbouncer mariadb-server mariadb-client openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy swtpm swtpm-tools tpm2-tools libtss2-dev wrk nginx-light
 
 .PHONY: start test install install-dev web-assets system-deps lint typecheck unit bench clean
 
@@ -44,7 +44,7 @@ start: $(VENV)/.installed web-assets
 # root and one is missing; as a normal user it only reports what is missing.
 system-deps:
 	@missing=""; \
-	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm haproxy swtpm tpm2_getcap psql pgbench pgbouncer wrk nginx; do \
+	for bin in ssh sshd ssh-keygen openssl tmux xmlsec1 chromium asciinema node npm haproxy swtpm tpm2_getcap psql pgbench pgbouncer mariadb mariadb-install-db mariadbd mariadb-slap wrk nginx; do \
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing initdb"; \
 	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \

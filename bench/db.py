@@ -16,7 +16,16 @@ Measurements: ``pgbench -S -c CLIENTS -T SECONDS`` TPS on each path, and connect
 agent's TLS to the database). Ratios are printed ours/direct and ours/pgbouncer; nothing is
 asserted (the smoke test only checks that the numbers exist).
 
-Run: ``python bench/db.py`` (about 40 s) or ``--quick`` (2 s runs).
+MySQL/MariaDB in the same run (:mod:`bastion.testing.mysql_rig`, when ``mariadb-slap`` and
+``mariadbd`` are installed): ``mariadb-slap -c CLIENTS`` running a point SELECT
+
+* **direct** to MariaDB over TLS with a db-CA client certificate (``REQUIRE SUBJECT``);
+* **ours**: to ``bsh proxy db``'s local listener (in this process), TLS to the proxy, the
+  agent's TLS to MariaDB, per-query audit on;
+
+and the ratio ours/direct in queries per second (target 0.7x). ``--no-mysql`` skips it.
+
+Run: ``python bench/db.py`` (about 60 s) or ``--quick`` (2 s runs).
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ from bastion.testing.peers.postgres_tls import psql_local
 
 _TPS = re.compile(r"tps = ([0-9.]+) \((?:without initial connection|including reconnection) time")
 _CONNECT = re.compile(r"average connection time = ([0-9.]+) ms")
+_SLAP = re.compile(r"Average number of seconds to run all queries: ([0-9.]+) seconds")
+SLAP_QUERY = "select s from t where x = 1"
 
 
 async def pgbench(conninfo: str, *args: str) -> float:
@@ -186,6 +197,59 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def slap(port: int, clients: int, queries: int, *tls: str) -> float:
+    """Queries per second of one ``mariadb-slap`` run (``tls``: client certificate options)."""
+    from bastion.testing.peers.mariadb import find_mariadb_bin
+
+    proc = await asyncio.create_subprocess_exec(
+        find_mariadb_bin("mariadb-slap", "mysqlslap"), "--no-defaults", "-h127.0.0.1",
+        f"-P{port}", "-ualice_db", *(tls or ("--skip-ssl",)), "--create-schema=app",
+        "--no-drop", f"--query={SLAP_QUERY}", f"--concurrency={clients}",
+        f"--number-of-queries={queries}", "--iterations=1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    text = out.decode() + err.decode()
+    found = _SLAP.search(text)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"mariadb-slap failed ({proc.returncode}): {text[-800:]}")
+    return queries / max(float(found.group(1)), 0.001)
+
+
+async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
+    """mariadb-slap direct versus through bsh proxy db, the proxy and the agent."""
+    from bastion.cli.bsh_db import local_mysql_listener
+    from bastion.client.tls import pem_context
+    from bastion.protocols.alpn import ALPN_MYSQL
+    from bastion.testing.mysql_rig import start_mysql_rig
+
+    queries = 2000 * args.seconds * args.clients // 8
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-mysql-") as tmp:
+        async with start_mysql_rig(Path(tmp), audit_queries=not args.no_audit) as rig:
+            direct = await rig.direct("alice_db", "direct")
+            ours = await rig.login("alice_db", "ours")
+            ctx = pem_context(
+                ours.ca.read_text(), ours.crt.read_text(), alpn=[ALPN_MYSQL], key_file=ours.key
+            )
+            local = await local_mysql_listener(f"127.0.0.1:{rig.port}", ctx)
+            port = int(local.sockets[0].getsockname()[1])
+            tls = (f"--ssl-cert={direct.crt}", f"--ssl-key={direct.key}", f"--ssl-ca={direct.ca}")
+            result: dict[str, Any] = {"mysql_queries": queries}
+            try:
+                result["mysql_direct_qps"] = await slap(
+                    rig.server.port, args.clients, queries, *tls
+                )
+                result["mysql_ours_qps"] = await slap(port, args.clients, queries)
+            finally:
+                local.close()
+            for _ in range(250):
+                if len(rig.audit.of("db.session.end")) >= args.clients:
+                    break
+                await asyncio.sleep(0.02)
+            result["mysql_audited_queries"] = len(rig.audit.of("db.session.query"))
+    return result
+
+
 def report(r: dict[str, Any]) -> None:
     print(f"pgbench -S -c {r['clients']} -T {r['seconds']} (TLS + client certificates everywhere)")
     print(f"  direct     {r['direct_tps']:10.0f} tps")
@@ -199,6 +263,14 @@ def report(r: dict[str, Any]) -> None:
     d_ms, o_ms = r["direct_connect_ms"], r["ours_connect_ms"]
     print("connection set-up (pgbench -C, one connection per transaction)")
     print(f"  direct {d_ms:.1f} ms, ours {o_ms:.1f} ms: ratio {o_ms / d_ms:.2f}x (target <= 2x)")
+    if "mysql_ours_qps" in r:
+        direct, ours = r["mysql_direct_qps"], r["mysql_ours_qps"]
+        print(
+            f"mariadb-slap -c {r['clients']} ({r['mysql_queries']} point selects, TLS everywhere)"
+        )
+        print(f"  direct     {direct:10.0f} q/s")
+        print(f"  ours       {ours:10.0f} q/s   ({r['mysql_audited_queries']} queries audited)")
+        print(f"  ratio ours/direct (mysql) {ours / direct:.2f}x  (target 0.7x)")
 
 
 def main() -> None:
@@ -212,6 +284,7 @@ def main() -> None:
         action="store_true",
         help="the agent in the proxy's process (in-memory tunnel, as bastion start all-in-one)",
     )
+    parser.add_argument("--no-mysql", action="store_true", help="skip mariadb-slap")
     parser.add_argument("--json", default="", help="also write the numbers here")
     parser.add_argument(
         "--log-level",
@@ -224,6 +297,8 @@ def main() -> None:
     configure_logging(args.log_level, "json", sys.stderr)
     tune_asyncio()  # as bastion start does
     result = asyncio.run(run(args))
+    if not args.no_mysql and (shutil.which("mariadb-slap") or shutil.which("mysqlslap")):
+        result.update(asyncio.run(run_mysql(args)))
     report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -1,101 +1,213 @@
-"""Device ceremony cost: the auth side's MakeCredential-free ceremony (challenge, TPM sign,
-verify, re-issue) against the floor, a bare tpm2-pytss sign on the same swtpm.
+"""Device ceremony cost (issue 13): a real cluster (``bastion start``), a real software TPM
+(swtpm) and the enrolled machine's own code paths, in one run.
 
-Run: .venv/bin/python bench/device.py  (needs swtpm). Prints p50/p99 and the ratio.
+Run: ``.venv/bin/python bench/device.py [--rounds N] [--logins M]`` (needs swtpm). Prints:
+
+* **floor**: a bare tpm2-pytss sign with the device's attestation key on the same swtpm
+  (``TPM.sign``: TPM2_CreatePrimary of the AK, TPM2_Hash, TPM2_Sign), p50/p99;
+* **ceremony** as ``bsh login`` runs it after its login request, over the network through the
+  proxy (mTLS connection with the fresh certificate, profile, TPM sign, verification, device
+  update and re-issue), p50/p99, for both ways of getting the challenge:
+  ``1 round trip``: the challenge came with the login's certificates (what bsh login does);
+  ``2 round trips``: ``/v1/device-authn/begin`` first (the old way, still used by
+  ``bsh device enroll`` and with older auth servers); each / floor;
+* **full bsh login** (a new process: ping, password login, certificates saved) of the same user
+  on the same cluster, from a home whose machine is enrolled (with the ceremony) and from one
+  that is not (without), interleaved; the ratio and what the ceremony adds / floor.
+
+Target (issue 13): the ceremony adds at most 1.5x the floor's time to a login.
+Every process started is stopped by PID at the end.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+sys.path.insert(0, str(Path(__file__).parent / "ssh"))
 
-from bastion.auth.device_attest import authn_message, make_challenge, parse_ak, parse_ek
-from bastion.auth.devices import DeviceService
-from bastion.auth.server import AuthDeps, AuthServer
-from bastion.backend.memory import MemoryBackend
-from bastion.client.device.tpm import TPM
-from bastion.clock import SystemClock
-from bastion.testing.peers.swtpm import start_swtpm
-from bastion.types.identity import Identity
+from cluster import BIN, PASSWORD, BastionCluster, start_cluster  # noqa: E402
 
-N = 50
+from bastion.client.api import AuthClient  # noqa: E402
+from bastion.client.device.ceremony import authenticate  # noqa: E402
+from bastion.client.device.local import load_state  # noqa: E402
+from bastion.client.device.tpm import TCTI_ENV, TPM  # noqa: E402
+from bastion.client.profile import new_client_key  # noqa: E402
+from bastion.client.tls import verified_context  # noqa: E402
+from bastion.contract.core import LOGIN, PING, Login  # noqa: E402
+from bastion.testing.peers.swtpm import start_swtpm  # noqa: E402
+
+USER = "bench"
 
 
-def _pct(values: list[float], p: float) -> float:
+def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
-async def main() -> None:
-    work = Path(tempfile.mkdtemp())
-    swtpm = start_swtpm(work / "tpm")
-    try:
-        tpm = TPM(swtpm.tcti)
-        unique = b"\x07" * 32
-        clock = SystemClock()
-        auth = AuthServer(AuthDeps(MemoryBackend(clock), clock, "bench.local", b"\x01" * 32))
-        await auth.init()
-        devices = DeviceService(auth)
-        device = await devices.add("SN-BENCH", "linux", "", "admin")
-        token = (await devices.create_enroll_token(device.name, None, "admin")).token
-        ek, cert, ak = tpm.enrollment_keys(unique)
-        begin = await devices.enroll_begin("alice", token, "tpm", ek, cert, ak, "", {}, "")
-        secret = tpm.activate(unique, begin.credential_blob, begin.encrypted_secret)
-        await devices.enroll_finish(
-            "alice", begin.session, base64.b64encode(secret).decode(), "", ""
+def line(what: str, values: list[float]) -> str:
+    return f"{what:<44} p50 {pct(values, 0.5):8.2f} ms  p99 {pct(values, 0.99):8.2f} ms"
+
+
+def enroll(cluster: BastionCluster) -> None:
+    added = json.loads(
+        cluster.admin(
+            "devices", "add", "--asset-tag=SN-BENCH", "--os=linux", f"--owner={USER}",
+            "--format", "json",
         )
-        identity = Identity(cluster="bench.local", user="alice", roles=("access",),
-                            expires=clock.now() + timedelta(hours=1))  # fmt: skip
-        pub = (
-            ed25519.Ed25519PrivateKey.generate()
-            .public_key()
+    )  # fmt: skip
+    token = json.loads(
+        cluster.admin("devices", "enroll", added["metadata"]["name"], "--format", "json")
+    )["token"]
+    cluster.run("bsh", "device", "enroll", f"--token={token}")
+
+
+class Ceremonies:
+    """Logs in (untimed) for a fresh certificate and challenge, then times the ceremony."""
+
+    def __init__(self, cluster: BastionCluster, work: Path) -> None:
+        self.cluster = cluster
+        self.work = work
+        self.ca = ""
+        self.state = load_state(cluster.home, cluster.name)
+
+    async def login(self) -> tuple[Path, Path, str]:
+        key = new_client_key()
+        from cryptography.hazmat.primitives import serialization
+
+        public = (
+            key.public_key()
             .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
             .decode()
         )
-        floor, ceremony, issue = [], [], []
-        for _ in range(N):
-            t = time.perf_counter()
-            tpm.sign(unique, b"x" * 120)
-            floor.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            challenge, nonce = await devices.authn_challenge(identity, device.name)
-            msg = authn_message("bench.local", challenge, base64.b64decode(nonce),
-                                {k: "" for k in ("os_name", "os_version", "kernel", "model",
-                                                 "serial", "hostname", "bsh_version")})  # fmt: skip
-            sig = tpm.sign(unique, msg)
-            await devices.authn_finish(identity, challenge, sig, {}, pub, "")
-            ceremony.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            await auth.issuer.issue_user(identity, pub, "")
-            issue.append(time.perf_counter() - t)
-        akp, ekp = parse_ak(ak), parse_ek(ek, cert)
-        t = time.perf_counter()
-        for _ in range(N):
-            make_challenge(ekp, akp, b"s" * 32)
-        make = (time.perf_counter() - t) / N * 1000
-        print(
-            f"bare tpm2-pytss sign (floor): p50 {_pct(floor, 0.5):.2f} ms  "
-            f"p99 {_pct(floor, 0.99):.2f} ms"
+        if not self.ca:
+            self.ca = (self.cluster.home / "profiles" / self.cluster.name / "ca.pem").read_text()
+        async with AuthClient(self.cluster.proxy_addr, verified_context(self.ca)) as client:
+            certs = await client.send(
+                LOGIN, Login(user=USER, password=PASSWORD, public_key=public)
+            )
+        cert, pkey = self.work / "tls.crt", self.work / "tls.key"
+        cert.write_text(certs.tls_cert)
+        pkey.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-        print(f"device ceremony (challenge, TPM sign, verify, re-issue): "
-              f"p50 {_pct(ceremony, .5):.2f} ms  p99 {_pct(ceremony, .99):.2f} ms")  # fmt: skip
-        print(f"certificate issuance alone (login without ceremony, issuing part): "
-              f"p50 {_pct(issue, .5):.2f} ms")  # fmt: skip
-        med_c, med_f, med_i = (statistics.median(v) for v in (ceremony, floor, issue))
-        ratio = f"{med_c / med_f:.1f}x; without the re-issue {(med_c - med_i) / med_f:.1f}x"
-        print(f"ceremony / floor: {ratio}")
-        print(f"MakeCredential (enrollment, server side): {make:.2f} ms")
+        return cert, pkey, certs.device_challenge
+
+    async def connection(self) -> float:
+        """The part of any ceremony that is not the device's: a new mTLS connection through
+        the proxy with the fresh certificate and one small request (``/v1/ping``)."""
+        cert, pkey, _ = await self.login()
+        start = time.perf_counter()
+        ctx = verified_context(self.ca, cert, pkey)
+        async with AuthClient(self.cluster.proxy_addr, ctx) as client:
+            await client.send(PING)
+        return time.perf_counter() - start
+
+    async def timed(self, one_round_trip: bool) -> float:
+        cert, pkey, challenge = await self.login()
+        start = time.perf_counter()
+        ctx = verified_context(self.ca, cert, pkey)
+        async with AuthClient(self.cluster.proxy_addr, ctx) as client:
+            got = await authenticate(
+                client, self.cluster.home, self.cluster.name, challenge if one_round_trip else ""
+            )
+        elapsed = time.perf_counter() - start
+        assert got.tls_cert
+        return elapsed
+
+
+def bsh_login(cluster: BastionCluster, home: Path) -> float:
+    env = {**os.environ, "BSH_HOME": str(home), "NO_COLOR": "1"}
+    args = [
+        str(BIN / "bsh"), "login", f"--proxy={cluster.proxy_addr}", f"--user={USER}",
+        f"--ca-pin={cluster.pin}", "--password-stdin",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(
+        args, input=PASSWORD + "\n", capture_output=True, text=True, env=env, check=False
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0 or "device authentication failed" in done.stderr:
+        raise RuntimeError(f"bsh login failed: {done.stderr.strip()}")
+    return elapsed
+
+
+async def measure(cluster: BastionCluster, tpm: TPM, work: Path, rounds: int, logins: int) -> None:
+    state = load_state(cluster.home, cluster.name)
+    unique = base64.b64decode(state.ak_unique)
+    ceremonies = Ceremonies(cluster, work)
+    for _ in range(3):  # warm-up
+        tpm.sign(unique, b"w" * 120)
+        await ceremonies.timed(True)
+        await ceremonies.timed(False)
+    floor: list[float] = []
+    one: list[float] = []
+    two: list[float] = []
+    conn: list[float] = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        tpm.sign(unique, b"x" * 120)
+        floor.append(time.perf_counter() - start)
+        one.append(await ceremonies.timed(True))
+        two.append(await ceremonies.timed(False))
+        conn.append(await ceremonies.connection())
+    plain = work / "home-not-enrolled"
+    plain.mkdir()
+    bsh_login(cluster, plain)
+    bsh_login(cluster, cluster.home)
+    with_dev: list[float] = []
+    without: list[float] = []
+    for _ in range(logins):
+        with_dev.append(bsh_login(cluster, cluster.home))
+        without.append(bsh_login(cluster, plain))
+    m_floor = statistics.median(floor)
+    print(f"rounds: {rounds} ceremonies of each kind, {logins} bsh logins of each kind")
+    print(line("bare tpm2-pytss sign (floor)", floor))
+    print(line("ceremony, 1 round trip (bsh login)", one) + f"  {statistics.median(one) / m_floor:.2f}x floor")
+    print(line("ceremony, 2 round trips (begin + finish)", two) + f"  {statistics.median(two) / m_floor:.2f}x floor")  # fmt: skip
+    print(line("mTLS connection + /v1/ping (no device)", conn))
+    print(line("bsh login without the ceremony", without))
+    print(line("bsh login with the ceremony", with_dev))
+    added = statistics.median(with_dev) - statistics.median(without)
+    print(
+        f"bsh login with / without: {statistics.median(with_dev) / statistics.median(without):.3f}x"
+        f"; the ceremony adds {added * 1000:.1f} ms = {added / m_floor:.2f}x floor (target <= 1.5x)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--logins", type=int, default=15)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-device-"))
+    swtpm = start_swtpm(work / "tpm")
+    cluster: BastionCluster | None = None
+    try:
+        os.environ[TCTI_ENV] = swtpm.tcti
+        cluster = start_cluster(work / "cluster", name="devbench.local")
+        cluster.create_user()
+        enroll(cluster)
+        asyncio.run(measure(cluster, TPM(swtpm.tcti), work, args.rounds, args.logins))
     finally:
+        if cluster is not None:
+            cluster.stop()
         swtpm.stop()
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

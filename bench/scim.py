@@ -2,8 +2,10 @@
 
 Run with ``python bench/scim.py`` (or ``--quick``). In one process, over loopback HTTP:
 
-* the auth API app (``build_app``: the same middleware, gate, token check, audit) on a
-  MemoryBackend, served by aiohttp on 127.0.0.1; ``--users`` SCIM creates, then as many PATCHes
+* the auth API app (``build_app``: the same middleware, gate, token check, audit) on the
+  default SQLite backend (the MemoryBackend sweeps every key on each call: not a server's cost), served by aiohttp on 127.0.0.1; ``--users`` SCIM creates (creates/s printed per
+  100 users as the connector grows: flat, thanks to the userName index), ``userName eq``
+  lookups, then as many PATCHes
   (a ``displayName`` replace), ``--concurrency`` at a time, with the connector's bearer token.
   The peer in the same run is the app's own ``/v1/ping`` (public, no audit): the ratio says what
   SCIM's token check, validation and audited commit cost over a bare request;
@@ -20,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,11 +39,14 @@ from bastion.clock import SystemClock
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.tasks import TaskSet
-from bastion.testing import make_auth
+from bastion.auth.server import AuthDeps, AuthServer
+from bastion.backend.sqlite import SQLiteBackend
+from bastion.logging import configure_logging
 from bastion.types.connectors import OIDCConnector
 from bastion.types.identity import Identity
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+STEP = 100
 
 
 async def _timed(session: aiohttp.ClientSession, jobs: list[tuple[str, str, Any]], conc: int,
@@ -63,8 +70,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def main(users: int, rounds: int, conc: int) -> None:
-    fx = await make_auth(clock=SystemClock())
-    auth = fx.auth
+    configure_logging("warning")
+    tmp = tempfile.TemporaryDirectory(prefix="bench-scim-")
+    backend = await SQLiteBackend.open(str(Path(tmp.name) / "state.db"), SystemClock())
+    auth = AuthServer(AuthDeps(backend=backend, clock=SystemClock(), cluster="bench",
+                               kek=b"\x01" * 32))  # fmt: skip
+    await auth.init()
     connector = OIDCConnector.model_validate({"metadata": {"name": "okta"}, "spec": {
         "issuer_url": "https://idp.example.com", "client_id": "x",
         "claims_to_roles": [{"claim": "groups", "value": "eng", "roles": ["access"]}],
@@ -88,9 +99,26 @@ async def main(users: int, rounds: int, conc: int) -> None:
         async with aiohttp.ClientSession() as session:
             pings = [("GET", f"{base}/v1/ping", None)] * users
             ping_s, _ = await _timed(session, pings, conc, {})
-            creates = [("POST", f"{base}/scim/v2/Users", {"userName": f"user{i}"})
-                       for i in range(users)]  # fmt: skip
-            create_s, docs = await _timed(session, creates, conc, headers)
+            docs, rates = [], []
+            create_s = 0.0
+            for lo in range(0, users, STEP):  # creates/s per 100 users: flat (userName index)
+                creates = [("POST", f"{base}/scim/v2/Users", {"userName": f"user{i}"})
+                           for i in range(lo, min(users, lo + STEP))]  # fmt: skip
+                took, made = await _timed(session, creates, conc, headers)
+                create_s += took
+                docs += made
+                rates.append((lo + len(made), len(made) / took))
+            shown = [r for r in rates if r[0] in (STEP, 500, 1000, users)] or rates
+            first = statistics.median(r for _, r in rates[:3])
+            last = statistics.median(r for _, r in rates[-3:])
+            print("SCIM creates/s as the connector grows: " + ", ".join(
+                f"{rps:.0f}/s at {n} users" for n, rps in shown)
+                + f"; median of the first 3 x {STEP}: {first:.0f}/s, of the last 3: {last:.0f}/s"
+                f" (last/first {last / first:.2f}; 1.0 = flat)")  # fmt: skip
+            lookups = [("GET", f"{base}/scim/v2/Users?filter=userName%20eq%20%22user{i}%22", None)
+                       for i in range(0, users, max(1, users // STEP))]  # fmt: skip
+            look_s, _ = await _timed(session, lookups, conc, headers)
+            print(f"SCIM userName eq lookup at {users} users: {len(lookups) / look_s:.0f} req/s")
             patch = {"schemas": [PATCH], "Operations": [
                 {"op": "replace", "path": "displayName", "value": "Bench"}]}  # fmt: skip
             patches = [("PATCH", f"{base}/scim/v2/Users/{d['id']}", patch) for d in docs]
@@ -135,15 +163,17 @@ async def main(users: int, rounds: int, conc: int) -> None:
     finally:
         await tasks.cancel_all()
         await runner.cleanup()
+        await backend.close()
+        tmp.cleanup()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.users, args.rounds = 50, 10
+        args.users, args.rounds = 200, 10
     asyncio.run(main(args.users, args.rounds, args.concurrency))

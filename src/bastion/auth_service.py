@@ -108,6 +108,7 @@ class AuthService:
             recordings=open_store(config.auth_service.recordings, data),
             recording_max_bytes=config.auth_service.recordings.max_bytes,
             notifications=config.auth_service.notifications.with_data_dir(data),
+            risk=config.risk,
         )
         server = AuthServer(deps)
         return cls(config=config, clock=clock, backend=backend, server=server, addr=(host, port))

@@ -30,13 +30,15 @@ from bastion import __version__
 from bastion.agent.app_runner import AppService
 from bastion.agent.db_runner import DbService
 from bastion.agent.event_spool import EventSpool
-from bastion.agent.join import join_cluster, load_host_identity
+from bastion.agent.join import HostIdentity, join_cluster, load_host_identity
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
+from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
 from bastion.agent.service import NodeService
 from bastion.auth.device_sync import DeviceSync
 from bastion.auth.devices import cached_device_trust
 from bastion.auth.gate import Gate
 from bastion.auth.risk import RiskEvaluator
+from bastion.sso.revalidate import Revalidator
 from bastion.auth_service import AuthService
 from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
@@ -197,6 +199,9 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             if auth is not None and config.risk.enabled:
                 risk = RiskEvaluator.for_auth(config.risk, auth.server)
                 tasks.append(group.create_task(risk.run_forever(), name="risk-signals"))
+            if auth is not None:  # OIDC logins re-checked at the IdP (docs/scim.md)
+                revalidator = Revalidator(auth.server).run_forever()
+                tasks.append(group.create_task(revalidator, name="sso-revalidate"))
             await stop.wait()
             log.info("shutting down")
             if auth is not None:  # sign (and witness) the events of the last interval too
@@ -326,6 +331,7 @@ async def standalone_proxy(
             proxy_dir,
             dns_names=names,
             ip_addresses=ips,
+            ttl=config.host_certs.ttl,
         )
     if ident.role != "proxy":
         raise BadParameter(f"{proxy_dir} holds a {ident.role} identity, not a proxy's")
@@ -337,12 +343,7 @@ async def standalone_proxy(
     locks.follow_cache(cache)
     link = ProxyLink(
         cluster=ident.cluster,
-        tls=ProxyTLS(
-            cert_pem=ident.read("tls.crt"),
-            key_pem=ident.read("tls.key"),
-            user_ca_pem=ident.read("user_ca.pem"),
-            host_ca_pem=ident.read("ca.pem"),
-        ),
+        tls=_proxy_tls(ident),
         nodes=_CacheNodes(cache),
         roles=cache,
         audit=emitter,
@@ -359,12 +360,28 @@ async def standalone_proxy(
         on_close=[locks.close],
         databases=CacheDatabases(cache, clock),
     )
+    # Renew the proxy's host certificate before it expires (host_certs); each renewal swaps
+    # the API client's context and the listener's TLS contexts (new handshakes).
+    renewer = HostRenewer(
+        ident, remote_renew(remote), RenewPolicy.from_config(config.host_certs), clock=clock,
+        on_renewed=[swap_remote(remote), lambda i: link.renewed(_proxy_tls(i))],
+    )  # fmt: skip
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
         partial(watch_forever, remote, PROXY_WATCHED_KINDS, cache),
         emitter.run,
         locks.watch_staleness,
+        renewer.run,
     ]
     return link, background, remote
+
+
+def _proxy_tls(ident: HostIdentity) -> ProxyTLS:
+    return ProxyTLS(
+        cert_pem=ident.read("tls.crt"),
+        key_pem=ident.read("tls.key"),
+        user_ca_pem=ident.read("user_ca.pem"),
+        host_ca_pem=ident.read("ca.pem"),
+    )
 
 
 async def advertise_proxy(

@@ -173,3 +173,140 @@ def test_admin_approves_outright_with_bctl(world: World, tmp_path: Path) -> None
     listed = w.env.admin_ok("requests", "ls", "--state=pending")
     assert rid in listed
     assert "APPROVED" in w.env.admin_ok("requests", "approve", rid, "--reason=on call")
+
+
+def test_bsh_ssh_offers_then_creates_the_request_and_connects(world: World) -> None:
+    w = world
+    fay = w.user("fay", w.req)
+    bob, carol = w.user("bob", w.rev), w.user("carol", w.rev)
+    refused = _ssh(w, fay, w.other)  # type: ignore[attr-defined]
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"bsh request create --resource=node/{w.other} --reason=" in refused.stderr  # type: ignore[attr-defined]
+    nowhere = _ssh(w, fay, "no-such-node")
+    assert nowhere.returncode != 0 and "bsh request create" not in nowhere.stderr
+    home_env = {**os.environ, "BSH_HOME": str(fay.home), "NO_COLOR": "1"}
+    other: str = w.other  # type: ignore[attr-defined]
+    argv = [str(BIN / "bsh"), "ssh", "--request", "--reason=INC-7", f"{LOGIN}@{other}", "echo hi"]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=home_env,
+    )  # fmt: skip
+    try:
+        pending: list[str] = []
+
+        def created() -> bool:
+            out = _ok(w.env.bsh(bob, "request", "ls", "--state=pending", "--format", "json"))
+            items = json.loads(out)
+            items = items.get("items", items) if isinstance(items, dict) else items
+            pending[:] = [
+                r["id"] for r in items if r["user"] == fay.name and r["reason"] == "INC-7"
+            ]
+            return bool(pending)
+
+        wait_for(created, "the request bsh ssh --request created")
+        for reviewer in (bob, carol):
+            _ok(_review(w, reviewer, pending[0], "approve"))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "hi" in out and pending[0] in err
+
+
+def test_on_call_requester_is_approved_automatically_by_the_daemon(tmp_path: Path) -> None:
+    """A real daemon with an on-call rule over a weekly iCalendar rotation."""
+    from datetime import UTC, datetime, timedelta
+
+    from harness import start_cluster
+
+    monday = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    monday -= timedelta(days=monday.weekday() + 7)
+    stamp = monday.strftime("%Y%m%dT%H%M%SZ")
+    ends = (monday + timedelta(days=7)).strftime("%Y%m%dT%H%M%SZ")
+    calendar = tmp_path / "oncall.ics"  # written once the user exists (read per request)
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        "auth_service:\n  notifications:\n    on_call:\n"
+        f"      - {{name: dba-on-call, schedule: '{calendar}', roles: [dba]}}\n"
+    )
+    cluster = start_cluster(tmp_path, "-c", str(config), name="oncall.local")
+    try:
+        env = Env(cluster, tmp_path / "homes")
+        env.admin_ok(
+            "create", "-f", "-",
+            input="kind: role\nmetadata: {name: dba}\nspec: {allow: {logins: [x]}}\n---\n"
+            "kind: role\nmetadata: {name: asker}\nspec:\n  allow:\n"
+            "    request: {roles: [dba], max_duration: 30m, thresholds: [{approve: 2}]}\n",
+        )  # fmt: skip
+        user = env.new_user("asker")
+        login_via_proxy(env, user)
+        calendar.write_text(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bastion//test//EN\r\nBEGIN:VEVENT\r\n"
+            f"UID:dba\r\nDTSTAMP:{stamp}\r\nDTSTART:{stamp}\r\nDTEND:{ends}\r\n"
+            f"RRULE:FREQ=WEEKLY\r\nSUMMARY:DBA on call: {user.name}\r\nEND:VEVENT\r\n"
+            "END:VCALENDAR\r\n"
+        )
+        out = _ok(env.bsh(user, "request", "create", "--roles=dba", "--duration=8h",
+                          "--reason=INC-2", "--format", "json"))  # fmt: skip
+        created = json.loads(out)
+        assert created["state"] == "APPROVED"
+        [review] = created["reviews"]
+        assert review["author"] == "dba-on-call" and review["automatic"] is True
+        expires = datetime.fromisoformat(created["access_expires"])
+        assert expires - datetime.fromisoformat(created["created"]) <= timedelta(minutes=30)
+        [event] = [
+            e for e in env.events("--type", "access_request.review")
+            if e.get("target") == f"access_request/{created['id']}"
+        ]  # fmt: skip
+        assert event["user"] == "dba-on-call"
+        assert str(calendar) in json.dumps(event)
+    finally:
+        cluster.stop()
+
+
+def test_web_pages_create_and_review_a_request(world: World) -> None:
+    """Playwright: ask on /web/requests, review through the notice's approve link, see it
+    approved; values are text, never markup; no inline script runs."""
+    from browser import chromium_browser, sign_in
+    from playwright.sync_api import expect
+
+    w = world
+    gina = w.user("gina", w.req)
+    bob, carol = w.user("bob", w.rev), w.user("carol", w.rev)
+    base = f"https://{w.env.cluster.proxy}"
+    with chromium_browser() as browser:
+        pages = {}
+        errors: list[str] = []
+        for who in (gina, bob, carol):
+            page = browser.new_context(ignore_https_errors=True).new_page()
+            sign_in(page, base, who)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pages[who.name] = page
+        page = pages[gina.name]
+        page.goto(f"{base}/web/requests")
+        page.fill("#request-roles", w.ops)
+        page.fill("#request-reason", "<i>INC-9</i>")
+        page.click("form[action='/web/requests'] button[type=submit]")
+        expect(page.locator(".notice.ok")).to_contain_text("created (pending)")
+        expect(page.locator("#request")).to_contain_text("<i>INC-9</i>")  # text, not markup
+        rid = page.url.split("/web/requests/")[1].split("?")[0]
+        for reviewer, state in ((bob, "pending"), (carol, "approved")):
+            review = pages[reviewer.name]
+            review.goto(f"{base}/web/requests")
+            expect(review.locator("#to-review")).to_contain_text(rid[:8])
+            review.goto(f"{base}/web/requests/{rid}?review=approve")  # the Slack/email link
+            expect(review.locator("#verdict-approve")).to_be_checked()
+            review.fill("#review-reason", "checked")
+            review.click("form[aria-label=Review] button[type=submit]")
+            expect(review.locator(".notice.ok")).to_contain_text(f"the request is {state}")
+        page.goto(f"{base}/web/requests/{rid}")
+        expect(page.locator("#assume")).to_contain_text(f"bsh login --request-id={rid}")
+        expect(page.locator("form[aria-label=Review]")).to_have_count(0)  # never one's own
+        assert page.locator("script:not([src])").count() == 0
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+    reviews = [e for e in w.env.events("--type", "access_request.review")]
+    assert {e["user"] for e in reviews if e.get("target") == f"access_request/{rid}"} == {
+        bob.name,
+        carol.name,
+    }

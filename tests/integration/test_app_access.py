@@ -105,7 +105,7 @@ async def test_curl_mtls_jwt_headers_and_scanners(rig: AppRig) -> None:
     assert seen["claims"]["sub"] == "alice" and seen["claims"]["roles"] == ["apps-dev"]
     assert seen["claims"]["aud"] == f"http://127.0.0.1:{rig.app_port}"
     assert seen["claims"]["exp"] - seen["claims"]["iat"] <= 60
-    assert "X-Forwarded-User" not in seen["headers"]
+    assert seen["headers"]["X-Forwarded-User"] == "alice"  # the rewrite's template, not root
     assert seen["headers"]["X-App-Name"] == "grafana"
     assert seen["path"] == "/whoami"  # normalized once
     assert seen["cookies"] == {"a": "1"}  # our cookie never reaches the app
@@ -219,3 +219,43 @@ async def test_bob_sees_no_difference_between_forbidden_and_missing(rig: AppRig)
     assert messages[0] == messages[1]
     keys = (await rig.access.jwks())["keys"]
     assert keys and keys[0]["alg"] == "ES256" and "d" not in keys[0]
+
+
+def _chromium_app_flow(rig: AppRig) -> dict[str, Any]:
+    """Headless Chromium: an unauthenticated visit, the login redirect, signing in, the app
+    page with its cookie, then a WebSocket echo from the app's page (runs in a thread)."""
+    from browser import chromium_browser
+
+    rules = f"MAP *.{DOMAIN} 127.0.0.1, MAP {DOMAIN} 127.0.0.1"
+    with chromium_browser(args=[f"--host-resolver-rules={rules}"]) as chromium:
+        context = chromium.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(rig.url("grafana", "/whoami"))
+        page.wait_for_url(f"https://{DOMAIN}:{rig.port}/web/login**")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form[action='/web/login'] button[type=submit]")
+        page.wait_for_url(rig.url("grafana", "/whoami"))
+        seen = json.loads(page.inner_text("body"))
+        cookies = {c["name"]: c for c in context.cookies(rig.url("grafana"))}
+        echo = page.evaluate(
+            """url => new Promise((resolve, reject) => {
+                const ws = new WebSocket(url);
+                ws.onopen = () => ws.send("ping from chromium");
+                ws.onmessage = (m) => { resolve(m.data); ws.close(); };
+                ws.onerror = () => reject(new Error("websocket failed"));
+            })""",
+            f"wss://grafana.{DOMAIN}:{rig.port}/ws",
+        )
+        context.close()
+    return {"seen": seen, "cookie": cookies.get(COOKIE), "echo": echo}
+
+
+async def test_chromium_login_redirect_app_page_and_websocket(rig: AppRig) -> None:
+    got = await asyncio.to_thread(_chromium_app_flow, rig)
+    assert got["seen"]["claims"]["sub"] == "alice"
+    assert got["seen"]["headers"]["X-Forwarded-User"] == "alice"
+    cookie = got["cookie"]
+    assert cookie and cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Lax"
+    assert got["echo"] == "ping from chromium"
+    assert any(e.get("websocket") for e in rig.audit.of("app.request"))

@@ -1,7 +1,8 @@
-"""The oidc join method against a real HTTPS issuer (issue 18): discovery and a JWKS served
-over TLS on loopback with keys made by the test; auth fetches them (HTTPS only, cached) and
-joins a bot from the allowed repository, refusing another repository, an expired JWT, a JWT
-of another issuer and ``alg: none``."""
+"""The oidc join method against an HTTPS issuer of the test's own (issue 18): discovery and a
+JWKS served over TLS on loopback with keys made by the test (so it can sign the bad tokens a real
+issuer never would; npm's oidc-provider is the issuer of test_bots_renewal.py). Auth fetches
+them (HTTPS only, cached) and joins a bot from the allowed repository, refusing another
+repository, an expired JWT, a JWT of another issuer and ``alg: none``."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ KEY = RSAKey.generate_key(2048, parameters={"kid": "gha-1"})
 STRANGER = RSAKey.generate_key(2048, parameters={"kid": "gha-1"})
 
 
-def _tls_files(tmp: Path) -> tuple[Path, Path]:
+def issuer_tls_files(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer.test")])
     now = dt.datetime.now(dt.UTC)
@@ -71,7 +72,7 @@ def _tls_files(tmp: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 async def issuer(tmp_path: Path) -> AsyncIterator[tuple[str, ssl.SSLContext, list[int]]]:
-    cert, key = _tls_files(tmp_path)
+    cert, key = issuer_tls_files(tmp_path)
     port = free_port()
     base = f"https://127.0.0.1:{port}"
     fetches = [0]

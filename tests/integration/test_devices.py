@@ -26,10 +26,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, User, run, start_cluster, unique, wait_for
+from harness import (
+    BIN,
+    Cluster,
+    Env,
+    User,
+    run,
+    start_cluster,
+    start_node,
+    stop,
+    unique,
+    wait_for,
+)
 
 from bastion.testing import missing_peer
-from bastion.testing.peers.swtpm import SwTPM, start_swtpm
+from bastion.testing.peers.ports import free_port
+from bastion.testing.peers.swtpm import SwTPM, manufacture, start_swtpm
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +54,9 @@ metadata: {name: cluster-auth-preference}
 spec:
   second_factor: "off"
   device_trust:
-    mode: optional
+    mode: %(mode)s
     min_os_version: {linux: "%(min_os)s"}
+    ek_ca_bundle: "%(ek_ca)s"
     sources:
       - {name: mdm, url: "file://%(export)s", interval_seconds: 0, grace_seconds: 0,
          columns: {serial: SerialNumber, user: Owner, os_version: OSVersion}}
@@ -52,16 +65,19 @@ spec:
 
 @pytest.fixture(scope="module")
 def dt_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("devices"), name="dt.local")
+    work = tmp_path_factory.mktemp("devices")
+    config = work / "bastion.yaml"  # a proxy in its own process passes logins through to auth
+    config.write_text("auth_service:\n  trusted_proxy_sources: [127.0.0.1/32]\n")
+    cluster = start_cluster(work, "-c", str(config), name="dt.local")
     try:
         yield cluster
     finally:
         cluster.stop()
 
 
-def _prefs(env: Env, min_os: str = "1.0") -> Path:
+def _prefs(env: Env, min_os: str = "1.0", mode: str = "optional", ek_ca: str = "") -> Path:
     export = env.cluster.data_dir.parent / "mdm.csv"
-    text = PREF % {"min_os": min_os, "export": export}
+    text = PREF % {"min_os": min_os, "export": export, "mode": mode, "ek_ca": ek_ca}
     env.admin_ok("create", "--force", "-f", "-", input=text)
     return export
 
@@ -299,3 +315,123 @@ def test_inventory_sync_and_auto_enrollment(env: Env, tmp_path: Path, tpms: list
     assert shown["spec"]["compliance"]["status"] == "non_compliant"
     assert shown["spec"]["enroll_status"] == "enrolled"
     wait_for(lambda: not _ssh_ok(env, user), "the missing device refused", timeout=10)
+
+
+@pytest.fixture
+def vendor_tpms(tmp_path: Path) -> Iterator[tuple[Path, SwTPM, SwTPM]]:
+    """Two TPMs with EK certificates: one from "our" manufacturer CA (the path of its CA bundle
+    first), one from another CA (swtpm_setup --create-ek-cert with swtpm_localca, about 1 s each)."""
+    if shutil.which("swtpm_setup") is None or shutil.which("swtpm") is None:
+        missing_peer("swtpm_setup is not installed (Debian package swtpm-tools)")
+    if shutil.which("ssh") is None:
+        missing_peer("the OpenSSH client is not installed")
+    ours = manufacture(tmp_path / "tpm-ours", tmp_path / "ca-ours")
+    manufacture(tmp_path / "tpm-other", tmp_path / "ca-other")
+    bundle = tmp_path / "ek-cas.pem"  # the vendor's root and the intermediate that signs EKs
+    bundle.write_text(ours.root.read_text() + ours.issuer.read_text())
+    started = [start_swtpm(tmp_path / "tpm-ours"), start_swtpm(tmp_path / "tpm-other")]
+    try:
+        yield bundle, started[0], started[1]
+    finally:
+        for tpm in started:
+            tpm.stop()
+
+
+def _standalone_proxy(env: Env, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
+    addr = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'proxy-data'}\n"
+        "auth_service: {enabled: false}\n"
+        "ssh_service: {enabled: false}\n"
+        "proxy_service:\n"
+        f"  listen_addr: {addr}\n"
+        f"  auth_server: {env.cluster.addr}\n"
+        f"  join_token: {token['token']}\n"
+        f"  ca_pin: {env.cluster.pin}\n"
+    )
+    log = tmp_path / "proxy.log"
+    proc = subprocess.Popen(
+        [str(BIN / "bastion"), "start", "-c", str(config)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return "Bastion proxy listening" in log.read_text(errors="replace")
+
+    wait_for(listening, "the standalone proxy to listen")
+    return proc, addr
+
+
+def test_required_at_a_standalone_proxy_with_vendor_ek_certificates(
+    env: Env, tmp_path: Path, vendor_tpms: tuple[Path, SwTPM, SwTPM]
+) -> None:
+    """Cluster-wide ``mode: required`` and ``ek_ca_bundle`` set; a proxy in its own process and a
+    node on another host (following it): without a trusted device SSH is refused there with the
+    documented line; a TPM whose EK certificate comes from another CA cannot enroll; the TPM of
+    the trusted manufacturer enrolls, and SSH through that proxy works."""
+    ca_root, ours, other = vendor_tpms
+    proxy, addr = _standalone_proxy(env, tmp_path)
+    node_name = unique("dtnode")
+    node_token = json.loads(env.admin_ok("tokens", "add", "--type=node", "--format", "json"))
+    node = start_node(env, tmp_path, node_name, node_token["token"])
+    try:
+        _prefs(env, mode="required", ek_ca=str(ca_root))
+        name = unique("dtplain")
+        env.admin_ok("create", "-f", "-", input=(
+            f"kind: role\nmetadata: {{name: {name}}}\n"
+            f"spec: {{allow: {{logins: [{LOGIN}], node_labels: {{'*': '*'}}}}}}\n"
+        ))  # fmt: skip
+        user = env.new_user(name, LOGIN)
+        login = run(
+            "bsh", "login", f"--proxy={addr}", f"--user={user.name}", f"--ca-pin={env.cluster.pin}",
+            "--password-stdin", home=user.home, input=f"{user.password}\n",
+        )  # fmt: skip
+        assert login.returncode == 0, login.stderr
+
+        # OpenSSH through `bsh proxy ssh` (bsh config) reaches the standalone proxy's gate
+        # directly (the node holds its tunnel to that proxy only).
+        config = user.home / "ssh_config"
+        config.write_text(env.bsh(user, "config").stdout + "    BatchMode yes\n")
+        dest = f"{LOGIN}@{node_name}.{env.cluster.cluster}"
+
+        def ssh(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["ssh", "-F", str(config), dest, command], capture_output=True, text=True,
+                timeout=60, check=False, env={**os.environ, "BSH_HOME": str(user.home)},
+            )  # fmt: skip
+
+        def answered() -> subprocess.CompletedProcess[str] | None:
+            done = ssh("echo no")
+            return None if "offline" in done.stderr or "not found" in done.stderr else done
+
+        # Untrusted (no device in the certificate): refused by the standalone proxy, one line.
+        refused = wait_for(answered, "the node behind the standalone proxy", timeout=60)
+        assert refused.returncode != 0 and REQUIRED in refused.stderr, refused.stderr
+        ours_lines = [line for line in refused.stderr.splitlines() if "access denied" in line]
+        assert len(ours_lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+
+        device_id, token = _device(env, user.name)
+        foreign = _bsh(user, other, "device", "enroll", f"--token={token}")
+        assert foreign.returncode != 0, foreign.stdout
+        assert "no chain to a trusted manufacturer CA" in foreign.stderr, foreign.stderr
+        # The refusal did not spend the token: the trusted manufacturer's TPM enrolls with it.
+        enrolled = _bsh(user, ours, "device", "enroll", f"--token={token}")
+        assert enrolled.returncode == 0 and "now carries this device" in enrolled.stdout, (
+            enrolled.stderr
+        )
+        shown = json.loads(env.admin_ok("devices", "show", device_id))
+        credential = shown["spec"]["credential"]
+        assert credential["ek_cert_issuer"] and credential["ek_cert_serial"], credential
+
+        trusted = ssh("echo trusted")
+        assert trusted.returncode == 0 and "trusted" in trusted.stdout, trusted.stderr
+        events = env.events("--type", "device.enroll", "--user", user.name)
+        assert any("manufacturer" in json.dumps(e) for e in events), events
+    finally:
+        _prefs(env)
+        stop(node)
+        stop(proxy)

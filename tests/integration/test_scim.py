@@ -42,7 +42,10 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 def oidc(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCPeer]:
     work = tmp_path_factory.mktemp("scim-oidc")
     redirect = f"https://{cluster.proxy}/web/sso/{CONNECTOR}/callback"
-    accounts = {"alice": {"preferred_username": "alice", "groups": ["team-dev"]}}
+    accounts = {
+        "alice": {"preferred_username": "alice", "groups": ["team-dev"]},
+        "carol": {"preferred_username": "carol", "groups": ["team-dev"]},
+    }
     peer = start_oidc_provider(work, free_port(), [redirect], accounts)
     try:
         yield peer
@@ -61,6 +64,7 @@ def scim(env: Env, oidc: OIDCPeer, tmp_path: Path) -> Any:
         f"  client_secret: {oidc.client_secret}\n  scopes: [openid, profile, groups]\n"
         "  username_claim: preferred_username\n"
         "  claims_to_roles: [{claim: groups, value: team-dev, roles: [scim-dev]}]\n"
+        "  revalidate_interval: 1s\n"
     )
     env.admin_ok("create", "-f", str(spec), "--force")
     token = json.loads(env.admin_ok("scim", "token", f"--connector={CONNECTOR}", "--format",
@@ -168,3 +172,33 @@ def test_deactivation_cuts_a_live_ssh_session(scim: Any, env: Env, cluster: Clus
     finally:
         stop(node)
         scim("DELETE", f"/Users/{alice['id']}")
+
+
+def test_oidc_revalidation_cuts_a_user_the_provider_removed(
+    scim: Any, env: Env, cluster: Cluster, oidc: OIDCPeer, tmp_path: Path
+) -> None:
+    """No SCIM for carol: the periodic userinfo check finds her gone at the IdP."""
+    home = tmp_path / "carol"
+    home.mkdir()
+    login = subprocess.run(
+        [str(BIN / "bsh"), "login", f"--proxy={cluster.proxy}", f"--ca-pin={cluster.pin}",
+         f"--auth={CONNECTOR}"],
+        env={**os.environ, "BSH_HOME": str(home), "NO_COLOR": "1",
+             "BROWSER": browser_command("carol")},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    assert env.bsh(home, "ls").returncode == 0
+    config = Path(str(oidc.proc.args[2]))  # type: ignore[index]
+    original = config.read_text()
+    doc = json.loads(original)
+    del doc["accounts"]["carol"]
+    config.write_text(json.dumps(doc))
+    try:
+        wait_for(lambda: env.bsh(home, "ls").returncode != 0, "re-validation cuts carol",
+                 timeout=15)  # fmt: skip
+        found = [e for e in env.events("--type", "sso.revalidate")
+                 if e["fields"].get("subject") == f"{CONNECTOR}:carol"]  # fmt: skip
+        assert found and found[-1]["fields"]["verdict"] == "gone", found
+    finally:
+        config.write_text(original)

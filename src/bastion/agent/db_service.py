@@ -31,8 +31,14 @@ from typing import Any
 
 from bastion.agent.pump import pump_pair
 from bastion.clock import Clock
-from bastion.errors import BastionError, ConnectionProblem, NotFound
-from bastion.protocols.postgres import SSL_REQUEST, build_startup, error_response
+from bastion.errors import BastionError, ConnectionProblem, NotFound, RemoteProtocolError
+from bastion.protocols import mysql
+from bastion.protocols.postgres import (
+    SSL_REQUEST,
+    build_cancel_request,
+    build_startup,
+    error_response,
+)
 from bastion.types.database import Database
 
 __all__ = ["DbAgent", "DbAgentDeps", "DbClientCert", "DbClientCerts"]
@@ -87,14 +93,37 @@ class DbAgent:
         loop = asyncio.get_running_loop()
         params = {str(k): str(v) for k, v in dict(header.get("params") or {}).items()}
         name = str(header.get("db", ""))
+        if header.get("cancel") is not None:
+            await self._cancel(stream, name, params.get("user", ""), header["cancel"])
+            return
+        is_mysql = header.get("protocol") == "mysql"
+        first = b""
         try:
             db = self.database(name)
+            if (db.spec.protocol == "mysql") != is_mysql:
+                raise ConnectionProblem(f"the database speaks {db.spec.protocol}")
             async with asyncio.timeout(self.deps.connect_timeout):
-                server = await self._connect(db, params.get("user", ""))
+                if is_mysql:
+                    attrs = {str(k): str(v) for k, v in dict(header.get("attrs") or {}).items()}
+                    attrs["bastion_user"] = str(header.get("user", ""))
+                    server, first = await self._connect_mysql(db, params, attrs)
+                else:
+                    server = await self._connect(db, params.get("user", ""))
+        except _ServerRefused as exc:
+            log.info("db agent: %s refused %s: %s", name, params.get("user", ""), exc.message)
+            stream.write(
+                mysql.err_packet(2, exc.mysql_code, exc.state, f'database "{name}": {exc}')
+            )
+            stream.close()
+            return
         except (BastionError, OSError, TimeoutError, ssl.SSLError) as exc:
             why = exc.message if isinstance(exc, BastionError) else str(exc) or "timed out"
             log.warning("db agent: cannot reach %s: %s", name, why)
-            stream.write(error_response(f'database "{name}": {why}', code="08006"))
+            text = f'database "{name}": {why}'
+            if is_mysql:
+                stream.write(mysql.err_packet(2, 2013, "08S01", text))
+            else:
+                stream.write(error_response(text, code="08006"))
             stream.close()
             return
         done: asyncio.Future[None] = loop.create_future()
@@ -103,11 +132,37 @@ class DbAgent:
         b.connection_made(server)
         stream.set_protocol(a)
         a.connection_made(stream)
-        server.write(build_startup(params))
+        if is_mysql:
+            stream.write(first)  # the server's OK, as the answer to the client's handshake
+        else:
+            server.write(build_startup(params))
         if stream.is_reading():  # held bytes are delivered by resume_reading
             stream.pause_reading()
         stream.resume_reading()
         await done
+
+    async def _cancel(self, stream: asyncio.Transport, name: str, user: str, key: Any) -> None:
+        """Forward a PostgreSQL CancelRequest (the proxy matched its key to a live session of
+        this database) over a new TLS connection as the session's db user."""
+        try:
+            pid, secret = int(key[0]), int(key[1])
+            db = self.database(name)
+            async with asyncio.timeout(self.deps.connect_timeout):
+                server = await self._connect(db, user)
+            server.write(build_cancel_request(pid, secret))
+            server.close()
+        except (
+            BastionError,
+            OSError,
+            TimeoutError,
+            ssl.SSLError,
+            LookupError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            log.warning("db agent: cancel for %s not sent: %s", name, exc)
+        finally:
+            stream.close()
 
     async def _context(self, db: Database, user: str) -> ssl.SSLContext:
         now = self.deps.clock.now()
@@ -156,6 +211,116 @@ class DbAgent:
         if tls is None:
             raise ConnectionProblem("TLS to the database failed")
         return tls
+
+    async def _connect_mysql(
+        self, db: Database, params: dict[str, str], attrs: dict[str, str]
+    ) -> tuple[asyncio.Transport, bytes]:
+        """Handshake with a MySQL/MariaDB server as the db user: TLS with the db client
+        certificate (``REQUIRE SUBJECT``), an empty password. Returns the transport and the
+        server's OK renumbered as the answer to the client's HandshakeResponse (sequence 2).
+
+        Raises:
+            _ServerRefused: the server answered with an ERR packet.
+            ConnectionProblem: no TLS offered, an unsupported auth exchange.
+        """
+        user = params.get("user", "")
+        if not user:
+            raise ConnectionProblem("no database user")
+        loop = asyncio.get_running_loop()
+        host, port = db.address()
+        transport, packets = await loop.create_connection(_Packets, host, port)
+        try:
+            greeting = mysql.parse_handshake((await packets.next()).payload)
+            caps = mysql.negotiate(_int(params, "capabilities"), greeting.capabilities)
+            caps |= greeting.capabilities & mysql.CLIENT_PLUGIN_AUTH
+            database = params.get("database", "")
+            if database:
+                caps |= mysql.CLIENT_CONNECT_WITH_DB
+            else:
+                caps &= ~mysql.CLIENT_CONNECT_WITH_DB
+            charset = _int(params, "charset") or 45
+            max_packet = _int(params, "max_packet") or 1 << 24
+            seq = 1
+            if db.spec.tls.mode == "insecure-plaintext":
+                log.warning("db agent: PLAINTEXT connection to %s (insecure-plaintext)", host)
+            else:
+                if not greeting.capabilities & mysql.CLIENT_SSL:
+                    raise ConnectionProblem("the database does not offer TLS (ssl_cert unset?)")
+                context = await self._context(db, user)
+                transport.write(
+                    mysql.build_packet(1, mysql.build_ssl_request(caps, max_packet, charset))
+                )
+                caps |= mysql.CLIENT_SSL
+                tls = await loop.start_tls(
+                    transport, packets, context, server_hostname=db.spec.tls.server_name or host
+                )
+                if tls is None:
+                    raise ConnectionProblem("TLS to the database failed")
+                transport = tls
+                seq = 2
+            response = mysql.HandshakeResponse(
+                caps, max_packet, charset, user, b"", database,
+                greeting.plugin or "mysql_native_password", attrs,
+            )  # fmt: skip
+            transport.write(mysql.build_packet(seq, mysql.build_handshake_response(response)))
+            for _ in range(4):
+                answer = await packets.next()
+                kind = answer.payload[:1]
+                if kind == b"\x00":
+                    return transport, mysql.build_packet(2, answer.payload)
+                if kind == b"\xff":
+                    raise _ServerRefused(*mysql.parse_err(answer.payload))
+                if kind != b"\xfe":
+                    raise ConnectionProblem(
+                        f"the database asks for more authentication (plugin {greeting.plugin})"
+                        f": use REQUIRE SUBJECT with an empty password for {user}"
+                    )
+                # AuthSwitchRequest: answer with the empty password of the asked plugin.
+                transport.write(mysql.build_packet(answer.seq + 1, b""))
+            raise ConnectionProblem("the database keeps switching authentication methods")
+        except BaseException:
+            transport.abort()
+            raise
+
+
+def _int(params: dict[str, str], key: str) -> int:
+    try:
+        return int(params.get(key, "0"))
+    except ValueError:
+        return 0
+
+
+class _ServerRefused(ConnectionProblem):
+    """The MySQL server answered the handshake with an ERR packet."""
+
+    def __init__(self, code: int, state: str, message: str) -> None:
+        super().__init__(message)
+        self.mysql_code = code or mysql.ER_ACCESS_DENIED
+        self.state = state or "28000"
+
+
+class _Packets(asyncio.Protocol):
+    """Holds a MySQL connection during the handshake: queues its logical packets."""
+
+    def __init__(self) -> None:
+        self._reader = mysql.PacketReader(mysql.MAX_HANDSHAKE_LENGTH)
+        self._queue: asyncio.Queue[mysql.Packet | BaseException] = asyncio.Queue()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for packet in self._reader.feed(data):
+                self._queue.put_nowait(packet)
+        except RemoteProtocolError as exc:
+            self._queue.put_nowait(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._queue.put_nowait(ConnectionProblem("the database closed the connection"))
+
+    async def next(self) -> mysql.Packet:
+        got = await self._queue.get()
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
 
 class _SSLAnswer(asyncio.Protocol):

@@ -11,6 +11,10 @@ context of the tunnels' next connections and of the API calls, the SSH host key 
 certificate (and the trusted user CA keys) for new SSH connections. Connections already up
 keep what they started with.
 
+Agents of the all-in-one process (its built-in node) hold no joined identity: auth of the same
+process reissues theirs (:class:`LocalRenewer`, same schedule and backoff) and the callbacks
+swap the SSH host key and certificate the same way.
+
 Because auth signs a renewal with the CA's current key and returns the current trust bundle, a
 CA rotation (``bctl auth rotate``) reaches every agent at its next renewal, without a new join:
 with short host certificates (``host_certs.ttl``) move to the next phase once they all renewed.
@@ -25,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from inspect import isawaitable
+from typing import Generic, TypeVar
 
 import structlog
 from cryptography import x509
@@ -42,6 +47,7 @@ from bastion.errors import BastionError, ConnectionProblem, LimitExceeded
 
 __all__ = [
     "HostRenewer",
+    "LocalRenewer",
     "RenewCall",
     "RenewPolicy",
     "Renewed",
@@ -57,6 +63,7 @@ log = structlog.get_logger("bastion.agent.renewer")
 RenewCall = Callable[[str, timedelta], Awaitable[Renewed]]
 """``(public_key, ttl) -> Renewed``: one renewal (over the API, or in process)."""
 OnRenewed = Callable[[HostIdentity], Awaitable[None] | None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +114,60 @@ def cert_validity(tls_cert_pem: str) -> tuple[datetime, datetime]:
     return cert.not_valid_before_utc, cert.not_valid_after_utc
 
 
-class HostRenewer:
+class _RenewLoop:
+    """Renew before every expiry, with capped exponential backoff while auth is unreachable."""
+
+    policy: RenewPolicy
+    _sleep: Callable[[float], Awaitable[None]]
+    renewals: int
+
+    def next_delay(self, rnd: float | None = None) -> float:
+        raise NotImplementedError
+
+    async def _renew_once(self) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Renew before every expiry, until cancelled."""
+        while True:
+            delay = self.next_delay()
+            log.debug("next host certificate renewal", seconds=round(delay, 1))
+            await self._sleep(delay)
+            attempt = 0
+            while True:
+                try:
+                    await self._renew_once()
+                    break
+                except (ConnectionProblem, LimitExceeded, OSError) as exc:
+                    attempt += 1
+                    wait = retry_delay(attempt, self.policy, random.random())  # noqa: S311
+                    log.warning(
+                        "cannot renew the host certificate; retrying",
+                        error=str(exc), seconds=round(wait, 1),
+                    )  # fmt: skip
+                except BastionError as exc:
+                    attempt += 1
+                    wait = self.policy.retry_cap
+                    log.error(
+                        "auth refused to renew the host certificate; retrying",
+                        error=exc.message, code=exc.code, seconds=wait,
+                    )  # fmt: skip
+                await self._sleep(wait)
+
+
+async def _run_callbacks(
+    callbacks: Sequence[Callable[[T], Awaitable[None] | None]], value: T
+) -> None:
+    for callback in callbacks:
+        try:
+            result = callback(value)
+            if isawaitable(result):
+                await result
+        except Exception:  # one consumer failing must not stop the others or the loop
+            log.exception("applying the renewed host certificate failed")
+
+
+class HostRenewer(_RenewLoop):
     """Keeps the host identity in ``identity.dir`` renewed.
 
     Args:
@@ -183,41 +243,58 @@ class HostRenewer:
         self.identity = load_host_identity(ident.dir)
         self.renewals += 1
         log.info("host certificate renewed", host_id=ident.host_id, expires=reply.expires)
-        for callback in self.on_renewed:
-            try:
-                result = callback(self.identity)
-                if isawaitable(result):
-                    await result
-            except Exception:  # one consumer failing must not stop the others or the loop
-                log.exception("applying the renewed host certificate failed")
+        await _run_callbacks(self.on_renewed, self.identity)
         return self.identity
 
-    async def run(self) -> None:
-        """Renew before every expiry, until cancelled."""
-        while True:
-            delay = self.next_delay()
-            log.debug("next host certificate renewal", seconds=round(delay, 1))
-            await self._sleep(delay)
-            attempt = 0
-            while True:
-                try:
-                    await self.renew_now()
-                    break
-                except (ConnectionProblem, LimitExceeded, OSError) as exc:
-                    attempt += 1
-                    wait = retry_delay(attempt, self.policy, random.random())  # noqa: S311
-                    log.warning(
-                        "cannot renew the host certificate; retrying",
-                        error=str(exc), seconds=round(wait, 1),
-                    )  # fmt: skip
-                except BastionError as exc:
-                    attempt += 1
-                    wait = self.policy.retry_cap
-                    log.error(
-                        "auth refused to renew the host certificate; retrying",
-                        error=exc.message, code=exc.code, seconds=wait,
-                    )  # fmt: skip
-                await self._sleep(wait)
+    async def _renew_once(self) -> None:
+        await self.renew_now()
+
+
+class LocalRenewer(_RenewLoop, Generic[T]):
+    """Keeps an in-process agent's host certificate renewed: ``reissue`` has auth of this
+    process issue a new one (new key), ``tls_cert_of`` reads its X.509 certificate for the
+    schedule, and ``on_renewed`` swaps it in.
+
+    Args:
+        current: the host identity issued at start.
+        reissue: issues the next one (raises ConnectionProblem or BastionError on failure).
+    """
+
+    def __init__(
+        self,
+        current: T,
+        reissue: Callable[[], Awaitable[T]],
+        tls_cert_of: Callable[[T], str],
+        policy: RenewPolicy,
+        *,
+        clock: Clock,
+        on_renewed: Sequence[Callable[[T], Awaitable[None] | None]] = (),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.current = current
+        self._reissue = reissue
+        self._tls_cert_of = tls_cert_of
+        self.policy = policy
+        self._clock = clock
+        self.on_renewed = list(on_renewed)
+        self._sleep = sleep
+        self.renewals = 0
+
+    def next_delay(self, rnd: float | None = None) -> float:
+        not_before, not_after = cert_validity(self._tls_cert_of(self.current))
+        r = random.random() if rnd is None else rnd  # noqa: S311 (jitter, not a secret)
+        return renew_delay(not_before, not_after, self._clock.now(), self.policy, r)
+
+    async def renew_now(self) -> T:
+        """Reissue once and run the callbacks."""
+        self.current = await self._reissue()
+        self.renewals += 1
+        log.info("in-process host certificate renewed", renewals=self.renewals)
+        await _run_callbacks(self.on_renewed, self.current)
+        return self.current
+
+    async def _renew_once(self) -> None:
+        await self.renew_now()
 
 
 def remote_renew(remote: RemoteAuth) -> RenewCall:

@@ -96,9 +96,11 @@ async def local_host_identity(
     *,
     principals: list[str] | None = None,
     host_id: str = "",
+    ttl: timedelta = LOCAL_HOST_CERT_TTL,
 ) -> LocalHost:
     """Have auth issue an in-process agent's host identity (role ``role``) directly, and
-    record its host id in ``directory/identity.json``."""
+    record its host id in ``directory/identity.json`` (also to renew it: a new key each time,
+    :class:`~bastion.agent.renewer.LocalRenewer`)."""
     host_id = host_id or stored_host_id(directory, name) or str(uuid.uuid4())
     key_pem, pub = _new_key_pem()
     identity = Identity(
@@ -108,10 +110,10 @@ async def local_host_identity(
         roles=(role,),
         host_id=host_id,
         traits={"hostname": (name,)},
-        expires=clock.now() + LOCAL_HOST_CERT_TTL,
+        expires=clock.now() + ttl,
     )
     certs = await server.issuer.issue_host(
-        identity, pub, principals or [host_id, name], [name], [], LOCAL_HOST_CERT_TTL, "local"
+        identity, pub, principals or [host_id, name], [name], [], ttl, "local"
     )
     write_private_file(
         directory / "identity.json",

@@ -29,8 +29,15 @@ from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_res
 from bastion.agent.join import HostIdentity
 from bastion.agent.recorder import recorder_factory
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
-from bastion.agent.renewer import HostRenewer, RenewPolicy, remote_renew, swap_remote
+from bastion.agent.renewer import (
+    HostRenewer,
+    LocalRenewer,
+    RenewPolicy,
+    remote_renew,
+    swap_remote,
+)
 from bastion.agent.runner import (
+    LocalHost,
     follow_proxies,
     in_process_connector,
     joined_identity,
@@ -133,8 +140,8 @@ class NodeService:
         )
         """A tunnel to each advertised proxy (or to ``proxy`` while none is advertised)."""
         self._direct_addr = ""
-        self.renewer: HostRenewer | None = None
-        """Renews a joined node's host certificate (None in the all-in-one process)."""
+        self.renewer: HostRenewer | LocalRenewer[LocalHost] | None = None
+        """Renews the node's host certificate (joined, or issued by auth of this process)."""
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -160,10 +167,14 @@ class NodeService:
                 f"node name {name!r} is already in use by another host; set "
                 "ssh_service.node_name (or --node-name) to another name"
             )
-        host = await local_host_identity(
-            server, node_dir, name, "node", clock,
-            principals=[host_id, name, f"{name}.{server.cluster}"], host_id=host_id,
-        )  # fmt: skip
+
+        async def issue() -> LocalHost:
+            return await local_host_identity(
+                server, node_dir, name, "node", clock, ttl=config.host_certs.ttl,
+                principals=[host_id, name, f"{name}.{server.cluster}"], host_id=host_id,
+            )  # fmt: skip
+
+        host = await issue()
         identity, certs, key_pem = host.identity, host.certs, host.key_pem
         node_config = NodeConfig(
             name=name,
@@ -204,6 +215,12 @@ class NodeService:
             ),
         )
         service.node.hub.reporter = InProcessTrackers(SessionTrackerService(server), identity)
+        renewer = LocalRenewer(
+            host, issue, lambda h: h.certs.tls_cert, RenewPolicy.from_config(config.host_certs),
+            clock=clock, on_renewed=[service.use_local_host],
+        )  # fmt: skip
+        service.renewer = renewer
+        service._background.append(renewer.run)
         return service
 
     @classmethod
@@ -277,6 +294,12 @@ class NodeService:
             ident.read("cert.pub").strip(),
             [k for k in ident.read("user_ca.pub").splitlines() if k.strip()],
         )
+
+    def use_local_host(self, host: LocalHost) -> None:
+        """The all-in-one's reissued host identity (as :meth:`use_host_identity`)."""
+        cert, key, ca = host.tls
+        self.tunnels.set_ssl_context(client_tls_context(cert, key, ca))
+        self.node.replace_host_key(key, host.certs.ssh_cert, list(host.certs.ssh_user_ca))
 
     # ---- running -----------------------------------------------------------------------------
 

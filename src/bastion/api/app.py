@@ -32,6 +32,7 @@ from bastion.api.proxy_header import ClientAddresses
 from bastion.api.ratelimit import RateLimiter
 from bastion.api.recordings import add_recording_routes
 from bastion.api.requests import add_request_routes
+from bastion.api.risk import add_risk_routes
 from bastion.api.scim import add_scim_routes, scim_gate
 from bastion.api.session import add_session_routes
 from bastion.api.sessions import add_live_session_routes
@@ -111,6 +112,7 @@ def user_certs(certs: UserCerts) -> c.UserCerts:
         logins=list(certs.identity.logins),
         cluster=certs.identity.cluster,
         mfa_device=certs.identity.mfa_device,
+        device_challenge=certs.device_challenge,
     )
 
 
@@ -455,5 +457,6 @@ def build_app(
     add_request_routes(app, auth, user_certs)
     add_live_session_routes(app, auth)
     add_scim_routes(app, auth)
+    add_risk_routes(app, auth)
     add_app_routes(app, auth)
     return app

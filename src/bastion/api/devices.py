@@ -156,6 +156,7 @@ def add_device_routes(app: web.Application, auth: AuthServer) -> None:
             b.profile.model_dump(),
             _peer_public_key(call.request),
             call.remote,
+            device_id=b.device_id,
         )
         return _certs(certs)
 

@@ -92,6 +92,11 @@ def add_request_routes(
         await GuardedRequests(call.guard, service).delete(call.path("id"))
         return Empty()
 
+    async def requestable(call: Call[Empty]) -> x.Requestable:
+        resource = f"{call.path('kind')}/{call.path('name')}"
+        roles = await GuardedRequests(call.guard, service).requestable(resource)
+        return x.Requestable(resource=resource, roles=roles)
+
     async def assume(call: Call[x.Assume]) -> core.UserCerts:
         g = GuardedRequests(call.guard, service)
         certs = await g.assume(call.path("id"), call.body.public_key, call.body.ttl)
@@ -103,3 +108,4 @@ def add_request_routes(
     bind(app, x.REVIEW_REQUEST, review)
     bind(app, x.DROP_REQUEST, drop)
     bind(app, x.ASSUME_REQUEST, assume)
+    bind(app, x.REQUESTABLE, requestable)

@@ -9,6 +9,10 @@ launch in :mod:`bastion.web.apps` and the proxy's app route pass verified identi
 * :meth:`AppAccess.authorize`: RBAC ``app_labels`` (allow/deny, trait templates, ``where``
   conditions) for one identity and app. Unknown and forbidden apps give the caller the same
   answer, so nobody learns which apps exist.
+* Per-session MFA (``require_session_mfa`` on every role that allows the app, or the
+  cluster's): only an identity MFA-verified for this app (``mfa_scope`` ``app:NAME``) passes;
+  the browser step-up and MFA-scoped app certificates are not built yet, so such apps are
+  refused with a message saying so (fail closed, never served without the MFA).
 * :meth:`AppAccess.app_cert`: ``bsh apps login NAME``: the caller's identity narrowed to a
   route to one app (``route.app``), never longer-lived than the caller's certificate, signed
   by the user TLS CA (``curl --cert/--key`` against ``https://NAME.<proxy>``).
@@ -34,12 +38,25 @@ from bastion.services.store import ResourceStore
 from bastion.types.apps import App
 from bastion.types.identity import Identity, RouteToTarget
 
-__all__ = ["APP_HEARTBEAT_MAX_TTL", "AppAccess", "AppCertificate", "app_not_found"]
+__all__ = [
+    "APP_HEARTBEAT_MAX_TTL",
+    "APP_MFA_SCOPE_PREFIX",
+    "AppAccess",
+    "AppCertificate",
+    "app_not_found",
+    "app_mfa_scope",
+]
 
 APP_HEARTBEAT_MAX_TTL = timedelta(minutes=10)
 """A heartbeat record lives at most this long without a refresh."""
+APP_MFA_SCOPE_PREFIX = "app:"
 _KEY_RECHECK = 30.0
 """Seconds between checks that the cached JWT signing key is still the CA's active key."""
+
+
+def app_mfa_scope(name: str) -> str:
+    """The ``mfa_scope`` of an identity MFA-verified for app ``name``."""
+    return APP_MFA_SCOPE_PREFIX + name
 
 
 def app_not_found(name: str) -> AccessDenied:
@@ -116,17 +133,29 @@ class AppAccess:
         """The app, when ``identity`` may reach it.
 
         Raises:
-            AccessDenied: unknown app or RBAC refuses (one message for both).
+            AccessDenied: unknown app or RBAC refuses (one message for both); per-session MFA
+                required and the identity is not MFA-verified for this app.
         """
         try:
             app = await self.get_app(name)
         except NotFound:
             raise app_not_found(name) from None
+        pref = await self._auth.auth_preference()
         decision = (await self.role_set(identity)).check_app_access(
-            app.all_labels(), app_name=app.metadata.name
+            app.all_labels(),
+            app_name=app.metadata.name,
+            cluster_requires_mfa=pref.spec.require_session_mfa,
         )
         if not decision.allowed:
             raise app_not_found(name)
+        if decision.mfa_required and not (
+            identity.mfa_verified and identity.mfa_scope == app_mfa_scope(app.metadata.name)
+        ):
+            raise AccessDenied(
+                f'app "{app.metadata.name}" requires per-session MFA ({decision.reason}); '
+                "apps do not offer the MFA step-up yet: ask an admin for a role without "
+                "require_session_mfa for this app"
+            )
         return app
 
     async def list_allowed(

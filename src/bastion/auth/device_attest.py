@@ -18,12 +18,21 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
+from cryptography.x509.oid import ObjectIdentifier
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
 from tpm2_pytss.types import TPM2B_PUBLIC, TPMT_SIGNATURE
 from tpm2_pytss.utils import make_credential
@@ -33,13 +42,17 @@ from bastion.errors import BadParameter
 __all__ = [
     "AKPublic",
     "EKPublic",
+    "TCG_KP_EK_CERTIFICATE",
+    "EKChainError",
     "authn_message",
     "b64",
     "make_challenge",
     "parse_ak",
     "parse_ek",
+    "load_ek_roots",
     "spki_sha256",
     "unb64",
+    "verify_ek_chain",
     "verify_signature",
 ]
 
@@ -110,6 +123,7 @@ class EKPublic:
     pem: str
     key_sha256: str
     cert_serial: str = ""
+    cert_pem: str = ""
 
 
 def parse_ak(text: str) -> AKPublic:
@@ -157,7 +171,79 @@ def parse_ek(text: str, cert_pem: str = "") -> EKPublic:
         if spki_sha256(cert_key.decode()) != key_hash:
             raise BadParameter("ek_cert: the certificate is for another key than ek_public")
         serial = format(cert.serial_number, "x")
-    return EKPublic(public=public, pem=pem, key_sha256=key_hash, cert_serial=serial)
+    return EKPublic(
+        public=public, pem=pem, key_sha256=key_hash, cert_serial=serial, cert_pem=cert_pem
+    )
+
+
+TCG_KP_EK_CERTIFICATE = ObjectIdentifier("2.23.133.8.1")
+"""The extended key usage of an EK certificate (TCG EK Credential Profile)."""
+
+
+class EKChainError(Exception):
+    """The EK certificate does not chain to a configured manufacturer CA (one line, why)."""
+
+
+def load_ek_roots(pem: str) -> list[x509.Certificate]:
+    """The manufacturer CA certificates of ``device_trust.ek_ca_bundle`` (PEM, roots and
+    intermediates alike: each is a trust anchor).
+
+    Raises:
+        BadParameter: no certificate, or a malformed one.
+    """
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError:
+        raise BadParameter("ek_ca_bundle: not a PEM bundle of X.509 certificates") from None
+    return certs
+
+
+def verify_ek_chain(
+    cert_pem: str, roots: list[x509.Certificate], now: datetime, intermediates: str = ""
+) -> x509.Certificate:
+    """Does the EK certificate chain to one of ``roots`` at ``now``? Returns the anchor.
+
+    EK certificates are not TLS certificates: their subject is often empty, their subject
+    alternative name is a critical directory name of TPM attributes (manufacturer, model,
+    version: OIDs 2.23.133.2.x), and they carry the Subject Directory Attributes (TPM spec) and
+    the EK extended key usage ``2.23.133.8.1``. The end-entity extension policy therefore
+    admits any extension (critical or not); when an extended key usage is present it must name
+    the EK certificate usage. CA certificates need basic constraints (the chain builder checks
+    ``CA:TRUE``); signatures, validity and path length are checked as for any chain.
+
+    Raises:
+        EKChainError: no chain, an expired or not yet valid certificate, a wrong usage.
+    """
+    try:
+        leaf = x509.load_pem_x509_certificate(cert_pem.encode())
+        extra = x509.load_pem_x509_certificates(intermediates.encode()) if intermediates else []
+    except ValueError:
+        raise EKChainError("the EK certificate is not a PEM X.509 certificate") from None
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    except ValueError:
+        raise EKChainError("the EK certificate has malformed extensions") from None
+    if usage is not None and TCG_KP_EK_CERTIFICATE not in usage:
+        raise EKChainError("the certificate's extended key usage is not an EK certificate's")
+    ca_policy = ExtensionPolicy.permit_all().require_present(
+        x509.BasicConstraints, Criticality.AGNOSTIC, None
+    )
+    try:
+        verifier = (
+            PolicyBuilder()
+            .store(Store(roots))
+            .time(now)
+            .extension_policies(ca_policy=ca_policy, ee_policy=ExtensionPolicy.permit_all())
+            .build_client_verifier()
+        )
+        chain = verifier.verify(leaf, extra).chain
+    except VerificationError as exc:
+        raise EKChainError(f"no chain to a trusted manufacturer CA ({exc})") from None
+    except ValueError as exc:  # unsupported key or signature algorithm
+        raise EKChainError(f"the chain cannot be verified ({exc})") from None
+    return chain[-1]
 
 
 def make_challenge(ek: EKPublic, ak: AKPublic, secret: bytes) -> tuple[str, str]:

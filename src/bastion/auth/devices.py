@@ -20,6 +20,7 @@ expiry) with the device in their identity document.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -27,21 +28,28 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bastion.auth.device_attest import (
+    EKChainError,
+    EKPublic,
     authn_message,
     b64,
     enroll_message,
+    load_ek_roots,
     make_challenge,
     parse_ak,
     parse_ek,
     unb64,
+    verify_ek_chain,
     verify_signature,
 )
+from bastion.auth.device_challenge import challenge_key, is_challenge_token, open_challenge
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Create, Delete, Item, Op
+from bastion.clock import Clock, SystemClock
 from bastion.errors import (
     AccessDenied,
     AlreadyExists,
@@ -138,10 +146,12 @@ def compliance_lock(device: Device, compliance: Compliance, now: datetime) -> Lo
 
 
 def os_problems(device: Device, profile: DeviceProfile, policy: DeviceTrustPreference) -> list[str]:
-    """The minimum-OS posture of ``device`` reporting ``profile`` (compliance not considered)."""
+    """The minimum-OS posture of ``device`` reporting ``profile`` (compliance and sync age not
+    considered: the gate checks those at every access)."""
     probe = device.model_copy(deep=True)
     probe.spec.profile = profile
-    return posture_problems(probe, policy.model_copy(update={"require_compliance": False}))
+    only_os = policy.model_copy(update={"require_compliance": False, "max_sync_age_seconds": 0})
+    return posture_problems(probe, only_os, now=datetime.min)
 
 
 async def compliance_ops(auth: AuthServer, device: Device) -> list[Op]:
@@ -166,6 +176,7 @@ class DeviceService:
             auth.deps.backend, Device, RESOURCE_PREFIXES["device"]
         )
         self._backend = auth.deps.backend
+        self._challenge_key = challenge_key(auth.deps.kek)
 
     # ---- inventory ---------------------------------------------------------------------------
 
@@ -389,6 +400,15 @@ class DeviceService:
             raise BadParameter("attestation must be tpm or software")
         ek = parse_ek(ek_public, ek_cert)
         ak = parse_ak(ak_public)
+        issuer = ""
+        if pref.ek_ca_bundle:
+            try:
+                issuer = await self._ek_issuer(ek, pref.ek_ca_bundle)
+            except AccessDenied as exc:
+                await self._refuse(
+                    "device.enroll", user, target, exc.message, remote_addr=remote_addr
+                )
+                raise
         bound = await self._ek_owner(ek.key_sha256)
         if bound and bound != device.name:
             reason = f"endorsement key already bound to device {bound}"
@@ -402,6 +422,7 @@ class DeviceService:
             tpm_public=ak_public,
             ek_key_sha256=ek.key_sha256,
             ek_cert_serial=ek.cert_serial,
+            ek_cert_issuer=issuer,
         )
         await self._put_challenge(session, record)
         return EnrollChallenge(
@@ -432,6 +453,7 @@ class DeviceService:
             tpm_public=record.get("tpm_public", ""),
             ek_key_sha256=record.get("ek_key_sha256", ""),
             ek_cert_serial=record.get("ek_cert_serial", ""),
+            ek_cert_issuer=record.get("ek_cert_issuer", ""),
         )
         now = self.auth.clock.now()
 
@@ -507,6 +529,34 @@ class DeviceService:
         await self._put_challenge(challenge, record)
         return challenge, b64(nonce)
 
+    async def _token_challenge(
+        self, identity: Identity, token: str, device_id: str
+    ) -> tuple[dict[str, Any], Op, bytes]:
+        """A challenge that came with the login's certificates: (record, the op that spends it,
+        the nonce signed with it)."""
+        opened = open_challenge(self._challenge_key, token, identity.user, self.auth.clock.now())
+        if opened is None:
+            raise AccessDenied("unknown, expired or foreign device challenge")
+        if not device_id:
+            raise BadParameter("device_id: needed with a challenge from the login response")
+        device = await self.get(device_id)
+        credential = device.spec.credential
+        if device.spec.enroll_status != "enrolled" or credential is None:
+            raise AccessDenied(f"device {device.name} is not enrolled; run bsh device enroll")
+        record = {"device": device.name, "credential": credential.id}
+        spent = Item(
+            CHALLENGE_PREFIX + "used-" + opened.nonce, b'{"kind": "used"}', expires=opened.expires
+        )
+        return record, Create(spent), b""
+
+    async def _stored_challenge(
+        self, identity: Identity, challenge: str
+    ) -> tuple[dict[str, Any], Op, bytes]:
+        """A challenge from ``/v1/device-authn/begin`` (stored): (record, the op that spends
+        it, its nonce)."""
+        record, item = await self._challenge(challenge, "authn", identity.user)
+        return record, Delete(item.key, item.revision), unb64(record["nonce"], "nonce")
+
     async def authn_finish(
         self,
         identity: Identity,
@@ -515,8 +565,13 @@ class DeviceService:
         profile: dict[str, Any] | None,
         public_key: str,
         remote_addr: str,
+        device_id: str = "",
     ) -> UserCerts:
         """Verify the device's answer and re-issue the caller's certificates with the device.
+
+        ``challenge`` is one from :meth:`authn_challenge` (stored, two round trips) or one that
+        came with the login's certificates (:mod:`bastion.auth.device_challenge`, then
+        ``device_id`` names the device: one round trip). Either answers once.
 
         Raises:
             AccessDenied: unknown, used or foreign challenge; a signature that does not verify;
@@ -524,17 +579,18 @@ class DeviceService:
         """
         user = identity.user
         try:
-            record, item = await self._challenge(challenge, "authn", user)
-        except AccessDenied as exc:
+            if is_challenge_token(challenge):
+                record, spend, nonce = await self._token_challenge(identity, challenge, device_id)
+            else:
+                record, spend, nonce = await self._stored_challenge(identity, challenge)
+        except (AccessDenied, NotFound) as exc:
             await self._refuse("device.authn", user, "device", exc.message, remote_addr=remote_addr)
             raise
         target = f"device/{record['device']}"
         fresh = _profile(profile)
         device = await self.get(record["device"])
         credential = device.spec.credential
-        message = authn_message(
-            self.auth.cluster, challenge, unb64(record["nonce"], "nonce"), fresh.model_dump()
-        )
+        message = authn_message(self.auth.cluster, challenge, nonce, fresh.model_dump())
         if (
             credential is None
             or credential.id != record["credential"]
@@ -574,9 +630,10 @@ class DeviceService:
 
         async def change(current: Device) -> tuple[Device, list[Op]]:
             updated = current.model_copy(deep=True)
-            await self._backend.get(item.key)  # NotFound: used meanwhile (a replay)
+            if isinstance(spend, Delete):
+                await self._backend.get(spend.key)  # NotFound: used meanwhile (a replay)
             updated.spec.last_seen, updated.spec.profile = now, fresh
-            extra: list[Op] = [Delete(item.key, item.revision)]
+            extra: list[Op] = [spend]  # a replay: the delete or the create fails
             if compliance is not None:
                 updated.spec.compliance = compliance
                 extra += await compliance_ops(self.auth, updated)
@@ -598,7 +655,7 @@ class DeviceService:
                 remote_addr=remote_addr,
                 **outcome,
             )
-        except (NotFound, CompareFailed):
+        except (NotFound, CompareFailed, AlreadyExists):
             reason = "challenge already used"
             await self._refuse("device.authn", user, target, reason, remote_addr=remote_addr)
             raise AccessDenied(
@@ -693,6 +750,33 @@ class DeviceService:
             raise AccessDenied("unknown, expired or already used device challenge")
         return record, item
 
+    async def _ek_issuer(self, ek: EKPublic, bundle: str) -> str:
+        """``device_trust.ek_ca_bundle`` is set: the EK certificate must chain to it; returns
+        the manufacturer CA's subject.
+
+        Raises:
+            AccessDenied: no EK certificate, or one that does not chain.
+            BadParameter: the bundle cannot be read or parsed (an admin's mistake).
+        """
+        if not ek.cert_pem:
+            raise AccessDenied(
+                "this cluster admits only TPMs with a manufacturer's endorsement key certificate "
+                "(device_trust.ek_ca_bundle); this TPM sent none"
+            )
+        if bundle.startswith("/"):
+            try:
+                bundle = await asyncio.to_thread(Path(bundle).read_text)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadParameter(
+                    f"device_trust.ek_ca_bundle: cannot read {bundle}: {exc}"
+                ) from None
+        roots = load_ek_roots(bundle)
+        try:
+            anchor = verify_ek_chain(ek.cert_pem, roots, self.auth.clock.now())
+        except EKChainError as exc:
+            raise AccessDenied(f"the TPM's endorsement key certificate is refused: {exc}") from None
+        return anchor.subject.rfc4514_string()
+
     async def _ek_owner(self, key_sha256: str) -> str:
         try:
             item = await self._backend.get(EK_PREFIX + key_sha256)
@@ -710,6 +794,7 @@ class DeviceTrustCheck:
         preference: the cluster's current device-trust preference.
         role_modes: the ``device_trust_mode`` option of each named role (unknown roles: none).
         device: the inventory record by id (None: not in the inventory).
+        clock: the time the maximum-sync-age rule is judged at (default: the system's).
 
     Every lookup error propagates: the gate fails closed.
     """
@@ -719,10 +804,12 @@ class DeviceTrustCheck:
         preference: Callable[[], Awaitable[DeviceTrustPreference]],
         role_modes: Callable[[Sequence[str]], Awaitable[list[DeviceTrustMode | None]]],
         device: Callable[[str], Awaitable[Device | None]],
+        clock: Clock | None = None,
     ) -> None:
         self._preference = preference
         self._role_modes = role_modes
         self._device = device
+        self._clock = clock or SystemClock()
 
     async def refusal(self, identity: Identity) -> DeviceRefusal | None:
         if identity.kind == "host":
@@ -735,7 +822,7 @@ class DeviceTrustCheck:
         if mode != "required":
             return None
         device = await self._device(identity.device_id) if identity.device_id else None
-        return device_refusal(identity, mode, device, pref)
+        return device_refusal(identity, mode, device, pref, now=self._clock.now())
 
 
 class AuthDeviceTrust(DeviceTrustCheck):
@@ -745,7 +832,7 @@ class AuthDeviceTrust(DeviceTrustCheck):
     def __init__(self, auth: AuthServer) -> None:
         self._auth = auth
         self._devices = DeviceService(auth)
-        super().__init__(self._pref, self._modes, self._get)
+        super().__init__(self._pref, self._modes, self._get, auth.clock)
 
     async def _pref(self) -> DeviceTrustPreference:
         return (await self._auth.auth_preference()).spec.device_trust

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from bastion.audit.log import AuditLog
+from bastion.auth.device_challenge import challenge_key, mint_challenge
+from bastion.auth.step_up import check_step_up
 from bastion.ca import authority as ca_authority
 from bastion.ca import sshcert
 from bastion.ca import x509 as ca_x509
@@ -77,6 +79,9 @@ class UserCerts:
     tls_host_ca: str
     """PEM of the host TLS CAs (to verify auth and proxy)."""
     tls_user_ca: str
+    device_challenge: str = ""
+    """A fresh device challenge for the user (:mod:`bastion.auth.device_challenge`): an
+    enrolled machine answers it in one round trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,7 @@ class Issuer:
         self._cas = cas
         self._cluster = cluster
         self._kek = kek
+        self._challenge_key = challenge_key(kek)
         self._clock = clock
         self._audit = audit
 
@@ -154,6 +160,7 @@ class Issuer:
     async def issue_user(self, identity: Identity, public_key: str, remote_addr: str) -> UserCerts:
         """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``."""
         subject = parse_public_key(public_key)
+        await check_step_up(self._audit, identity, remote_addr)  # a risk rule's MFA demand
         now = self._clock.now()
         ssh_ca = await self.ca("ssh_user")
         tls_ca = await self.ca("tls_user")
@@ -194,6 +201,11 @@ class Issuer:
             ssh_host_ca=host_ca,
             tls_host_ca=tls_host,
             tls_user_ca=tls_user,
+            device_challenge=(
+                mint_challenge(self._challenge_key, identity.user, now)
+                if identity.kind == "user"
+                else ""
+            ),
         )
 
     async def issue_host(

@@ -22,19 +22,24 @@ request at once (the lock matcher reads ``Identity.access_requests``).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
+
+import structlog
 
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import UserCerts
 from bastion.auth.notify import Notifier
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Op
+from bastion.config.notifications import OnCallRule
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.locks.matcher import identity_targets
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.on_call import ScheduleError, parse_schedule
 from bastion.rbac.requests import (
     RequestRefused,
     RequestRights,
@@ -53,6 +58,8 @@ from bastion.types.requests import AccessRequest, AccessReview, parse_resource_i
 
 __all__ = ["RETENTION", "AccessRequestService", "GuardedRequests", "NewRequest"]
 
+log = structlog.get_logger("bastion.requests")
+
 RETENTION = timedelta(days=1)
 """How long a request is kept after its access expired (then the backend removes it)."""
 Verdict = Literal["approve", "deny"]
@@ -69,7 +76,12 @@ class NewRequest:
 class AccessRequestService:
     """The trusted core: callers have authenticated; rights are checked by the rules here."""
 
-    def __init__(self, auth: AuthServer, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        auth: AuthServer,
+        notifier: Notifier | None = None,
+        on_call: list[OnCallRule] | None = None,
+    ) -> None:
         self.auth = auth
         self.store: ResourceStore[AccessRequest] = ResourceStore(
             auth.deps.backend, AccessRequest, RESOURCE_PREFIXES["access_request"]
@@ -78,6 +90,9 @@ class AccessRequestService:
         if notifier is None and config is not None and config.enabled:
             notifier = Notifier(config, auth.deps.public_url, self._audit_notice)
         self.notifier = notifier
+        if on_call is None:
+            on_call = list(config.on_call) if config is not None else []
+        self.on_call = on_call
 
     async def _audit_notice(self, name: str, sink: str, outcome: str, reason: str) -> None:
         await self.auth.audit.emit(
@@ -153,7 +168,74 @@ class AccessRequestService:
         )
         stored = self.store.written(request, done.items[0])
         self._notify("created", stored)
+        rules = await self._on_call_rules(user, spec.roles)
+        if rules:
+            return await self._auto_approve(stored, rules)
         return stored
+
+    async def _on_call_now(self, rule: OnCallRule, user: str) -> bool:
+        try:
+            text = await asyncio.to_thread(_read_text, rule.schedule)
+            schedule = parse_schedule(rule.schedule, text)
+            return schedule.is_on_call(user, self.auth.clock.now())
+        except (OSError, UnicodeDecodeError, ScheduleError) as exc:
+            log.warning("on-call schedule unreadable", rule=rule.name, error=str(exc))
+            return False
+
+    async def _on_call_rules(self, user: str, roles: list[str]) -> list[OnCallRule]:
+        """The rules under which ``user`` is on call now for every role in ``roles`` (empty:
+        some role is not covered, and people review)."""
+        if not self.on_call or not roles:
+            return []
+        used: list[OnCallRule] = []
+        on_call: dict[str, bool] = {}
+        for role in roles:
+            covering = [r for r in self.on_call if "*" in r.roles or role in r.roles]
+            found = None
+            for rule in covering:
+                if rule.name not in on_call:
+                    on_call[rule.name] = await self._on_call_now(rule, user)
+                if on_call[rule.name]:
+                    found = rule
+                    break
+            if found is None:
+                return []
+            if found not in used:
+                used.append(found)
+        return used
+
+    async def _auto_approve(self, request: AccessRequest, rules: list[OnCallRule]) -> AccessRequest:
+        author = ",".join(r.name for r in rules)
+        schedules = ", ".join(r.schedule for r in rules)
+        reason = f"on call now per schedule {schedules}"
+        review = AccessReview(
+            author=author,
+            verdict="approve",
+            reason=reason,
+            created=self.auth.clock.now(),
+            automatic=True,
+        )
+
+        async def change(current: AccessRequest) -> tuple[AccessRequest, list[Op]]:
+            spec = apply_review(current, review, ReviewRights.of([]), self.auth.clock.now())
+            return current.model_copy(update={"spec": spec}), []
+
+        updated, _ = await self.auth.audited_modify(
+            self.store,
+            request.name,
+            change,
+            "access_request.review",
+            author,
+            f"access_request/{request.name}",
+            verdict="approve",
+            reason=reason,
+            automatic=True,
+            rule=author,
+            schedule=schedules,
+            requester=request.spec.user,
+        )
+        self._notify("reviewed", updated)
+        return updated
 
     async def _search_roles(
         self, rights: RequestRights, traits: dict[str, list[str]], resources: tuple[str, ...]
@@ -170,6 +252,23 @@ class AccessRequestService:
             labels[resource_id] = node.all_labels()
         search = await self._roles(rights.search_as_roles())
         return roles_for_resources(search, traits, labels)
+
+    async def requestable(self, user: str, resource: str) -> list[str]:
+        """The ``search_as_roles`` through which ``user`` may request ``resource``.
+
+        Raises:
+            NotFound: no such resource, or none of the user's search roles reaches it.
+            BadParameter: a malformed resource id.
+        """
+        try:
+            parse_resource_id(resource)
+            record = await self.auth.users.get(user)
+            rights = RequestRights.of(await self._roles(record.spec.roles))
+            return await self._search_roles(rights, record.spec.traits, (resource,))
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        except (RequestRefused, NotFound):
+            raise NotFound(f"{resource} is not among the resources you may request") from None
 
     async def get(self, name: str) -> AccessRequest:
         try:
@@ -327,6 +426,11 @@ class AccessRequestService:
         return certs
 
 
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read(1 << 20)
+
+
 class GuardedRequests:
     """The API's view: who may see, review, resolve and drop which request."""
 
@@ -357,6 +461,17 @@ class GuardedRequests:
         reviewer = Reviewer(ident.user, ident.roles, ident.traits)
         return rights.check(reviewer, request.spec).allowed
 
+    async def may_review(self, request: AccessRequest) -> bool:
+        """Whether the caller may review (an admin: resolve) ``request`` now (what a page
+        offers; :meth:`review` checks again)."""
+        ident = self._identity
+        now = self.service.auth.clock.now()
+        if request.spec.user == ident.user or request.state_at(now) != "PENDING":
+            return False
+        if ident.kind == "admin" or (ident.kind == "user" and self._may("update")):
+            return True
+        return await self._reviewable(request)
+
     async def _visible(self, request: AccessRequest) -> bool:
         return (
             request.spec.user == self._identity.user
@@ -373,6 +488,9 @@ class GuardedRequests:
 
     async def create(self, new: NewRequest) -> AccessRequest:
         return await self.service.create(self._person().user, new)
+
+    async def requestable(self, resource: str) -> list[str]:
+        return await self.service.requestable(self._person().user, resource)
 
     async def list(self, state: str = "") -> list[AccessRequest]:
         out = []

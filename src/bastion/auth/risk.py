@@ -1,169 +1,105 @@
-"""Risk signals: static rules over the audit stream (docs/risk.md).
+"""Risk signals: the evaluator that runs the rules over the audit log (docs/risk.md).
 
-Layer: auth. :class:`RiskEngine` is pure: it is fed audit events in log order (with the roles
-of the user for logins) and returns the :class:`Signal` values its rules fire; it does no IO and
-reads no clock (event times are the clock). :class:`RiskEvaluator` is the small task around it:
-it reads new events from the audit log every ``interval``, feeds them to the engine, and for
-each signal commits a ``risk.signal`` event, together with a lock on the subject user for the
-rule's ``lock_ttl`` when the rule has one (one audited transaction: never a lock without its
-signal). It starts at the log's head (history is not replayed on start) and skips its own
-events.
+Layer: auth. The rules themselves are pure (:mod:`bastion.auth.risk_rules`). Which rules run:
+one built-in rule of each type (thresholds from the ``risk:`` config section for the three
+that have one there), replaced by a stored ``risk_rule`` resource of the same name, plus every
+other stored rule (:func:`rule_set`).
 
-Rules (thresholds in the ``risk:`` config section, :mod:`bastion.config.risk`):
+:class:`RiskEvaluator` reads the audit log from its **persisted cursor** (``risk/cursor``, the
+index of the next event to evaluate) every ``interval``. Each signal is committed in one
+audited transaction: the ``risk.signal`` event, the action (a lock on the user for
+``lock_ttl``, or the step-up flag of :mod:`bastion.auth.step_up`), the rule's last-fired record
+(``risk/fired/<rule>``) and the cursor just past the evidence. After a batch the cursor is
+stored once more. So a restart resumes exactly where evaluation stopped: no event is skipped
+and none that already fired is fired again. On its very first start the evaluator begins at
+the log's head (history is learnt, not alerted on). On every start the rules learn from up to
+``WARMUP`` events before the cursor (signals discarded): per-user histories (sources, hours)
+survive restarts without being stored.
 
-* ``failed_logins``: N failed ``user.login`` / ``sso.login`` from one source address within a
-  window (alert only: a lock cannot name an address);
-* ``denied_burst``: N ``access.denied`` of one user within a window;
-* ``admin_new_source``: a successful login carrying an admin role from a source address this
-  user had not logged in from before (the first login of a user teaches, never fires).
-
-After a rule fires for a subject its window starts over, so one attack is one signal per window.
+:func:`replay` is ``bctl risk test``: the same rules over a span of the log, committing nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
 from bastion.audit.log import AuditLog
+from bastion.auth.risk_rules import RiskEngine, Signal
 from bastion.auth.server import AuthServer
-from bastion.config.risk import BurstRule, RiskConfig
+from bastion.auth.step_up import step_up_put
+from bastion.backend.base import Backend, Item, Op, Put
+from bastion.config.risk import RiskConfig
 from bastion.errors import BastionError, NotFound
 from bastion.services.store import ResourceStore
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.audit import AuditEvent
 from bastion.types.meta import Metadata
+from bastion.types.risk import RULE_TYPES, RiskRule, RiskRuleSpec
 
-__all__ = ["RiskEngine", "RiskEvaluator", "Signal", "risk_lock"]
+__all__ = [
+    "CURSOR_KEY",
+    "FIRED_PREFIX",
+    "RiskEngine",
+    "RiskEvaluator",
+    "RuleStatus",
+    "Signal",
+    "builtin_rules",
+    "replay",
+    "risk_lock",
+    "rule_set",
+    "rule_status",
+]
 
 log = structlog.get_logger("bastion.risk")
-LOGIN_TYPES = frozenset({"user.login", "sso.login"})
-MAX_SOURCES = 64
-"""Source addresses remembered per user (oldest forgotten first)."""
-MAX_SUBJECTS = 100_000
+CURSOR_KEY = "risk/cursor"
+FIRED_PREFIX = "risk/fired/"
+WARMUP = 100_000
+"""Events before the cursor the rules learn from at start (signals discarded)."""
+BATCH = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class Signal:
-    rule: str
-    subject: str
-    """``ip:<addr>`` or ``user:<name>``."""
-    message: str
-    evidence: tuple[str, ...]
-    """Ids of the audit events that fired the rule."""
-    time: datetime
-    lock_user: str = ""
-    """The user to lock (when the rule has a ``lock_ttl``)."""
-    lock_ttl: timedelta | None = None
-
-
-@dataclass(slots=True)
-class _Window:
-    rule: BurstRule
-    events: dict[str, deque[tuple[datetime, str]]] = field(default_factory=dict)
-
-    def add(self, subject: str, when: datetime, event_id: str) -> tuple[str, ...] | None:
-        """The evidence when ``subject`` reaches the threshold within the window (then its
-        window starts over), else None."""
-        queue = self.events.get(subject)
-        if queue is None:
-            if len(self.events) >= MAX_SUBJECTS:
-                self.events.clear()
-            queue = self.events[subject] = deque()
-        queue.append((when, event_id))
-        while queue and when - queue[0][0] >= self.rule.window:
-            queue.popleft()
-        if len(queue) < self.rule.threshold:
-            return None
-        evidence = tuple(i for _, i in queue)
-        del self.events[subject]
-        return evidence
-
-
-class RiskEngine:
-    """The rules, fed one event at a time (pure; keeps only bounded per-subject state)."""
-
-    def __init__(self, config: RiskConfig) -> None:
-        self.config = config
-        self._failed = _Window(config.failed_logins)
-        self._denied = _Window(config.denied_burst)
-        self._sources: dict[str, list[str]] = {}
-
-    def feed(self, event: AuditEvent, roles: Iterable[str] = ()) -> list[Signal]:
-        """The signals ``event`` fires. ``roles``: the user's roles, for a login event."""
-        out: list[Signal] = []
-        cfg = self.config
-        when, event_id = event.time, event.id
-        if event.type in LOGIN_TYPES and event.outcome == "failure" and event.remote_addr:
-            rule = cfg.failed_logins
-            if rule.enabled and (hit := self._failed.add(event.remote_addr, when, event_id)):
-                out.append(
-                    Signal(
-                        "failed_logins",
-                        f"ip:{event.remote_addr}",
-                        f"{len(hit)} failed logins from {event.remote_addr} within {rule.window}",
-                        hit,
-                        when,
-                    )
-                )
-        if event.type == "access.denied" and event.user:
-            rule = cfg.denied_burst
-            if rule.enabled and (hit := self._denied.add(event.user, when, event_id)):
-                out.append(
-                    Signal(
-                        "denied_burst",
-                        f"user:{event.user}",
-                        f"{len(hit)} refusals of {event.user} within {rule.window}",
-                        hit,
-                        when,
-                        lock_user=event.user if rule.lock_ttl else "",
-                        lock_ttl=rule.lock_ttl,
-                    )
-                )
-        if event.type in LOGIN_TYPES and event.outcome == "success" and event.user:
-            signal = self._login_source(event, tuple(roles))
-            if signal is not None:
-                out.append(signal)
-        return out
-
-    def _login_source(self, event: AuditEvent, roles: tuple[str, ...]) -> Signal | None:
-        rule = self.config.admin_new_source
-        addr = event.remote_addr
-        if not addr:
-            return None
-        known = self._sources.get(event.user)
-        if known is None:
-            if len(self._sources) >= MAX_SUBJECTS:
-                self._sources.clear()
-            self._sources[event.user] = [addr]
-            return None  # the first login teaches
-        if addr in known:
-            return None
-        known.append(addr)
-        del known[:-MAX_SOURCES]
-        admin = [r for r in roles if r in rule.admin_roles]
-        if not rule.enabled or not admin:
-            return None
-        return Signal(
-            "admin_new_source",
-            f"user:{event.user}",
-            f"{event.user} logged in with {', '.join(admin)} from a new address {addr}",
-            (event.id,),
-            event.time,
-            lock_user=event.user if rule.lock_ttl else "",
-            lock_ttl=rule.lock_ttl,
+def builtin_rules(config: RiskConfig) -> dict[str, RiskRuleSpec]:
+    """One rule of each type, named after it; the ``risk:`` config section tunes three."""
+    rules = {name: RiskRuleSpec(type=name) for name in RULE_TYPES}  # type: ignore[arg-type]
+    for name in ("failed_logins", "denied_burst"):
+        burst = getattr(config, name)
+        rules[name] = RiskRuleSpec(
+            type=name,  # type: ignore[arg-type]
+            enabled=burst.enabled,
+            threshold=burst.threshold,
+            window=burst.window,
+            action="lock" if burst.lock_ttl and name != "failed_logins" else "alert",
+            **({"lock_ttl": burst.lock_ttl} if burst.lock_ttl else {}),
         )
+    admin = config.admin_new_source
+    rules["admin_new_source"] = RiskRuleSpec(
+        type="admin_new_source",
+        enabled=admin.enabled,
+        admin_roles=admin.admin_roles,
+        action="lock" if admin.lock_ttl else "alert",
+        **({"lock_ttl": admin.lock_ttl} if admin.lock_ttl else {}),
+    )
+    return rules
+
+
+async def rule_set(config: RiskConfig, store: ResourceStore[RiskRule]) -> dict[str, RiskRuleSpec]:
+    """The rules in force: the built-ins, replaced or joined by stored ``risk_rule``s."""
+    rules = builtin_rules(config)
+    for stored in await store.list():
+        rules[stored.name] = stored.spec
+    return rules
 
 
 def risk_lock(signal: Signal) -> Lock | None:
-    """The lock a signal's action places (None: alert only)."""
-    if not signal.lock_user or signal.lock_ttl is None:
+    """The lock a ``lock`` signal places (None for other actions)."""
+    if signal.action != "lock" or not signal.user or signal.ttl is None:
         return None
     stamp = int(signal.time.timestamp())
     digest = hashlib.sha256(signal.subject.encode()).hexdigest()[:12]
@@ -171,10 +107,10 @@ def risk_lock(signal: Signal) -> Lock | None:
         metadata=Metadata(
             name=f"risk-{signal.rule.replace('_', '-')}-{digest}-{stamp}",
             description=signal.message,
-            expires=signal.time + signal.lock_ttl,
+            expires=signal.time + signal.ttl,
         ),
         spec=LockSpec(
-            target=LockTarget(user=signal.lock_user),
+            target=LockTarget(user=signal.user),
             message="access paused after suspicious activity; contact your administrator",
             created_by="risk",
             created=signal.time,
@@ -182,80 +118,173 @@ def risk_lock(signal: Signal) -> Lock | None:
     )
 
 
+async def load_cursor(backend: Backend) -> int | None:
+    try:
+        value = json.loads((await backend.get(CURSOR_KEY)).value)["next_index"]
+    except NotFound:
+        return None
+    except (ValueError, KeyError, TypeError):
+        log.error("risk cursor unreadable; starting at the head")
+        return None
+    return int(value) if isinstance(value, int) and value >= 0 else None
+
+
+def _cursor_op(next_index: int) -> Put:
+    return Put(Item(CURSOR_KEY, json.dumps({"next_index": next_index}).encode()))
+
+
+async def index_at(audit: AuditLog, when: datetime) -> int:
+    """The index of the first event at or after ``when`` (binary search: the log is in time
+    order up to clock skew between writers)."""
+    lo, hi = 0, await audit.size()
+    while lo < hi:
+        mid = (lo + hi) // 2
+        events = await audit.read_from(mid, 1)
+        if not events or events[0].time >= when:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+async def _learn(engine: RiskEngine, audit: AuditLog, start: int, end: int) -> None:
+    index = start
+    while index < end:
+        events = await audit.read_from(index, min(BATCH, end - index))
+        if not events:
+            return
+        for event in events:
+            engine.feed(event)
+        index = (events[-1].index if events[-1].index is not None else index) + 1
+
+
+async def replay(
+    rules: Mapping[str, RiskRuleSpec], audit: AuditLog, since: datetime, learn: int = WARMUP
+) -> tuple[list[Signal], int]:
+    """What the rules would fire over the events since ``since`` (after learning from up to
+    ``learn`` events before it). Commits nothing. Returns the signals and the events read."""
+    engine = RiskEngine(rules)
+    start = await index_at(audit, since)
+    await _learn(engine, audit, max(0, start - learn), start)
+    index, read, out = start, 0, []
+    while True:
+        events = await audit.read_from(index, BATCH)
+        if not events:
+            return out, read
+        for event in events:
+            if event.type != "risk.signal":
+                out += engine.feed(event)
+        read += len(events)
+        index = (events[-1].index if events[-1].index is not None else index) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStatus:
+    name: str
+    spec: RiskRuleSpec
+    builtin: bool
+    last_fired: str
+    last_subject: str
+
+
+async def rule_status(
+    config: RiskConfig, store: ResourceStore[RiskRule], backend: Backend
+) -> tuple[list[RuleStatus], int | None]:
+    """Every rule in force with when it last fired, and the evaluator's cursor."""
+    rules = await rule_set(config, store)
+    builtin = builtin_rules(config)
+    fired: dict[str, dict[str, str]] = {}
+    for item in await backend.get_range(FIRED_PREFIX):
+        try:
+            fired[item.key[len(FIRED_PREFIX) :]] = json.loads(item.value)
+        except ValueError:
+            continue
+    out = [
+        RuleStatus(
+            name=name,
+            spec=spec.resolved(),
+            builtin=name in builtin and builtin[name] == spec,
+            last_fired=fired.get(name, {}).get("time", ""),
+            last_subject=fired.get(name, {}).get("subject", ""),
+        )
+        for name, spec in sorted(rules.items())
+    ]
+    return out, await load_cursor(backend)
+
+
 class RiskEvaluator:
-    """Reads the audit log from its head on, runs the engine, commits signals and locks."""
+    """Reads the audit log from its persisted cursor, runs the rules, commits signals."""
 
     def __init__(
-        self,
-        config: RiskConfig,
-        audit: AuditLog,
-        locks: ResourceStore[Lock],
-        roles_of: Callable[[str], Awaitable[tuple[str, ...]]] | None = None,
-    ) -> None:
-        self.engine = RiskEngine(config)
+        self, config: RiskConfig, audit: AuditLog, locks: ResourceStore[Lock],
+        rules: ResourceStore[RiskRule] | None = None, warmup: int = WARMUP,
+    ) -> None:  # fmt: skip
         self.config = config
         self.audit = audit
         self.locks = locks
-        self._roles_of = roles_of
+        self.rules = rules
+        self.engine = RiskEngine(builtin_rules(config))
+        self.warmup = warmup
         self.cursor: int | None = None
         self.fired = 0
 
     @classmethod
     def for_auth(cls, config: RiskConfig, auth: AuthServer) -> RiskEvaluator:
-        """The evaluator of the auth process (its log, its locks, its stored users' roles)."""
+        """The evaluator of the auth process (its log, its locks, its stored rules)."""
+        return cls(config, auth.audit, auth.locks, auth.store("risk_rule"))
 
-        async def roles_of(name: str) -> tuple[str, ...]:
-            try:
-                return tuple((await auth.users.get(name)).spec.roles)
-            except NotFound:
-                return ()
+    async def _start(self) -> int:
+        backend = self.audit.backend
+        cursor = await load_cursor(backend)
+        if cursor is None:
+            cursor = await self.audit.size()
+            await backend.put(_cursor_op(cursor).item)
+        await _learn(self.engine, self.audit, max(0, cursor - self.warmup), cursor)
+        return cursor
 
-        return cls(config, auth.audit, auth.locks, roles_of)
-
-    async def _roles(self, event: AuditEvent) -> tuple[str, ...]:
-        roles = event.fields.get("roles")
-        if isinstance(roles, list):
-            return tuple(str(r) for r in roles)
-        if self._roles_of is None or event.type != "user.login":
-            return ()
-        try:
-            return await self._roles_of(event.user)
-        except BastionError:
-            return ()
-
-    async def step(self, limit: int = 1000) -> list[Signal]:
-        """Evaluate the events appended since the last step (the first step starts at the
-        head). Returns the signals committed."""
+    async def step(self, limit: int = BATCH) -> list[Signal]:
+        """Evaluate the events appended since the cursor. Returns the signals committed."""
+        if self.rules is not None:
+            self.engine.reconfigure(await rule_set(self.config, self.rules))
         if self.cursor is None:
-            self.cursor = await self.audit.size()
-            return []
-        events = await self.audit.read_from(self.cursor, limit)
+            self.cursor = await self._start()
+        start = self.cursor
+        events = await self.audit.read_from(start, limit)
         fired: list[Signal] = []
         for event in events:
-            self.cursor = (event.index if event.index is not None else self.cursor) + 1
-            if event.type == "risk.signal" or event.user == "risk":
-                continue
-            for signal in self.engine.feed(event, await self._roles(event)):
-                await self._commit(signal)
+            next_index = (event.index if event.index is not None else self.cursor) + 1
+            for signal in self.engine.feed(event):
+                await self._commit(signal, next_index)
                 fired.append(signal)
+            self.cursor = next_index
+        if self.cursor != start:
+            await self.audit.backend.put(_cursor_op(self.cursor).item)
         self.fired += len(fired)
         return fired
 
-    async def _commit(self, signal: Signal) -> None:
+    async def _commit(self, signal: Signal, next_index: int) -> None:
         lock = risk_lock(signal)
-        ops = [self.locks.put_op(lock)] if lock is not None else []
+        ops: list[Op] = [_cursor_op(next_index)]
+        if lock is not None:
+            ops.append(self.locks.put_op(lock))
+        if signal.action == "step_up" and signal.user and signal.ttl is not None:
+            ops.append(step_up_put(signal.user, signal.rule, signal.time,
+                                   signal.time + signal.ttl))  # fmt: skip
+        last = {"time": signal.time.isoformat(), "subject": signal.subject}
+        ops.append(Put(Item(FIRED_PREFIX + signal.rule, json.dumps(last).encode())))
         fields = {
             "rule": signal.rule,
+            "rule_type": signal.rule_type,
             "subject": signal.subject,
             "evidence": list(signal.evidence),
-            "action": "lock" if lock is not None else "alert",
+            "action": signal.action,
             "lock": lock.name if lock is not None else "",
         }
         await self.audit.commit_change(
             "risk.signal", ops, outcome="failure", user="risk", target=signal.subject,
             reason=signal.message, **fields,
         )  # fmt: skip
-        log.warning("risk signal", rule=signal.rule, subject=signal.subject)
+        log.warning("risk signal", rule=signal.rule, subject=signal.subject, action=signal.action)
 
     async def run_forever(self) -> None:
         interval = self.config.interval.total_seconds()

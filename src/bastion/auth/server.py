@@ -36,6 +36,7 @@ from bastion.ca import rotation
 from bastion.ca.jwt import ca_key_algorithm
 from bastion.clock import Clock
 from bastion.config.notifications import NotificationsConfig
+from bastion.config.risk import RiskConfig
 from bastion.errors import (
     AccessDenied,
     AlreadyExists,
@@ -114,6 +115,8 @@ class AuthDeps:
     """Largest recording accepted from a node."""
     notifications: NotificationsConfig | None = None
     """Access request notices (webhooks, Slack, email); None: none are sent."""
+    risk: RiskConfig | None = None
+    """The ``risk:`` section (built-in rule thresholds for ``bctl risk``); None: defaults."""
 
 
 class ManagedKind(Protocol):
@@ -196,7 +199,7 @@ class AuthServer:
         }
         for kind, model in CONNECTOR_KINDS.items():  # SSO connectors (see bastion.sso)
             self._stores[kind] = ResourceStore(backend, model, f"{CONNECTORS_PREFIX}/{kind}")
-        for kind in ("trusted_cluster", "remote_cluster"):  # bastion.auth.trust
+        for kind in ("trusted_cluster", "remote_cluster", "risk_rule"):  # trust, risk
             self._stores[kind] = ResourceStore(backend, RESOURCE_KINDS[kind], prefix[kind])
         self._managed: dict[str, ManagedKind] = {}
 

@@ -14,15 +14,14 @@ Layer: client edge. Output directory (every file mode 0600)::
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from bastion.agent.join import join_cluster
 from bastion.cli.common import handle_errors
-from bastion.cli.identity import run_async
 from bastion.cli.render import print_json
 from bastion.errors import BadParameter
 
@@ -86,7 +85,11 @@ def join(
             fg="red",
             bold=True,
         )
-    ident = run_async(join_cluster(auth_addr, token, ca_pin, insecure, host_name, role, Path(dest)))
+    from bastion.agent.join import join_cluster  # lazily: bbot starts fast
+
+    ident = asyncio.run(
+        join_cluster(auth_addr, token, ca_pin, insecure, host_name, role, Path(dest))
+    )
     info = {
         "host_id": ident.host_id,
         "host_name": ident.host_name,
@@ -170,14 +173,14 @@ def krl_sync(
         period,
     )
     if once:
-        status = run_async(sync.sync_once())
+        status = asyncio.run(sync.sync_once())
         print_json(
             {k: v for k, v in asdict(status).items() if k not in ("key_ids", "unenforced_locks")}
         )
         if not status.ok:
             raise SystemExit(1)
         return
-    run_async(sync.run_forever())
+    asyncio.run(sync.run_forever())
 
 
 @main.command("start")
@@ -199,6 +202,13 @@ def krl_sync(
 @click.option("--dest", default=None, help="Output directory (identity, ssh, x509, state).")
 @click.option("--ttl", default=None, help="Certificate lifetime (default 1h).")
 @click.option("--oneshot", is_flag=True, default=None, help="Join or renew once, then exit (CI).")
+@click.option(
+    "--database", "databases", multiple=True,
+    help="Also write DEST/db-NAME (certificate + pg_service.conf): NAME[:DB_USER[:DB_NAME]].",
+)  # fmt: skip
+@click.option(
+    "--app", "apps", multiple=True, help="Also write DEST/app-NAME (certificate for curl)."
+)
 @handle_errors
 def start(config_file: str | None, **flags: object) -> None:
     """Join as a bot, then keep its certificates renewed in --dest (docs/machine-id.md).
@@ -208,6 +218,7 @@ def start(config_file: str | None, **flags: object) -> None:
       bbot start --proxy=proxy.example.com:3080 --ca-pin=sha256:... --token=T --dest=/var/lib/bbot
       ssh -F /var/lib/bbot/ssh/ssh_config deploy@web1.example.com
       bbot start -c bbot.yaml --oneshot
+      bbot start -c bbot.yaml --database=orders:reader:orders --app=grafana
     """
     from bastion.cli.bbot_start import load_config, run_bot
     from bastion.logging import configure_logging
@@ -216,6 +227,6 @@ def start(config_file: str | None, **flags: object) -> None:
     cfg = load_config(config_file, flags)
     if cfg.insecure and not cfg.ca_pin:
         click.secho("WARNING: --insecure: the server is NOT verified.", err=True, fg="red")
-    run_async(run_bot(cfg))
+    asyncio.run(run_bot(cfg))
     if cfg.oneshot:
         click.echo(f"bot identity written to {cfg.dest}")

@@ -13,6 +13,11 @@ Output (``--dest DIR``; every file 0600, every directory 0700)::
     DIR/ssh/       key, key-cert.pub, known_hosts (@cert-authority of the host CA), ssh_config:
                    ssh -F DIR/ssh/ssh_config LOGIN@NODE.CLUSTER
     DIR/x509/      tls.crt, tls.key, ca.pem (host CA), user_ca.pem: for mTLS clients
+    DIR/db-NAME/   NAME.crt, NAME.key, NAME.ca and a pg_service.conf entry ``bastion-NAME`` (as
+                   ``bsh db login`` writes): PGSERVICEFILE=DIR/db-NAME/pg_service.conf psql
+                   "service=bastion-NAME"  (``databases:`` in bbot.yaml, ``--database``)
+    DIR/app-NAME/  NAME.crt, NAME.key, NAME.ca, NAME.json (address and curl command line, as
+                   ``bsh apps login`` writes): curl --cert ... https://NAME.PROXY/ (``apps:``)
 
 Each output directory is a symlink swapped atomically to a fully written new directory, so a
 reader never sees a key of one renewal next to a certificate of another.
@@ -24,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -52,17 +58,43 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BotConfig",
+    "DatabaseOutput",
+    "Routed",
+    "backoff_cap",
     "backoff_delay",
     "load_config",
     "renew_delay",
     "run_bot",
     "write_outputs",
+    "write_routed",
 ]
 
 log = structlog.get_logger("bbot")
 
 OUTPUTS = ("identity", "ssh", "x509")
 MAX_BACKOFF = 60.0
+_ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+
+
+def _route_name(value: str) -> str:
+    if not _ROUTE_NAME.match(value):
+        raise ValueError(f"invalid database or app name {value!r}")
+    return value
+
+
+class DatabaseOutput(BaseModel):
+    """A ``databases:`` entry: a certificate routed to database ``name`` (``bsh db login``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    db_user: str = ""
+    db_name: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _route_name(value)
 
 
 class BotConfig(BaseModel):
@@ -93,6 +125,30 @@ class BotConfig(BaseModel):
     """Up to this fraction of the wait is randomly taken off (bots do not renew in step)."""
     oneshot: bool = False
     outputs: list[str] = Field(default_factory=lambda: list(OUTPUTS))
+    databases: list[DatabaseOutput] = Field(default_factory=list)
+    """``DIR/db-NAME`` outputs; ``NAME``, ``NAME:DB_USER`` or ``NAME:DB_USER:DB_NAME`` or a
+    mapping ``{name, db_user, db_name}``."""
+    apps: list[str] = Field(default_factory=list)
+    """``DIR/app-NAME`` outputs: app certificates for curl and other mTLS clients."""
+
+    @field_validator("databases", mode="before")
+    @classmethod
+    def _databases(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            return value
+        out: list[object] = []
+        for item in value:
+            if isinstance(item, str):
+                name, _, rest = item.partition(":")
+                db_user, _, db_name = rest.partition(":")
+                item = {"name": name, "db_user": db_user, "db_name": db_name}
+            out.append(item)
+        return out
+
+    @field_validator("apps")
+    @classmethod
+    def _apps(cls, value: list[str]) -> list[str]:
+        return [_route_name(v) for v in value]
 
     @field_validator("ttl", mode="before")
     @classmethod
@@ -130,7 +186,7 @@ def load_config(path: str | None, flags: dict[str, Any]) -> BotConfig:
         if not isinstance(loaded, dict):
             raise BadParameter(f"{path}: expected a mapping of settings")
         data.update(loaded)
-    data.update({k: v for k, v in flags.items() if v not in (None, "", False)})
+    data.update({k: v for k, v in flags.items() if v not in (None, "", False, ())})
     try:
         return BotConfig.model_validate(data)
     except ValidationError as exc:
@@ -153,6 +209,13 @@ def renew_delay(
     at = expires - timedelta(seconds=lifetime * fraction)
     wait = (at - now).total_seconds()
     return max(0.0, wait * (1 - jitter * rand))
+
+
+def backoff_cap(lifetime: timedelta) -> float:
+    """The longest wait between two attempts: a tenth of the certificate's lifetime (a
+    short-lived one is retried often enough to renew soon after auth is back), at most
+    :data:`MAX_BACKOFF`, at least a second."""
+    return min(MAX_BACKOFF, max(1.0, lifetime.total_seconds() / 10))
 
 
 def backoff_delay(attempt: int, rand: float, cap: float = MAX_BACKOFF) -> float:
@@ -275,6 +338,53 @@ def write_outputs(dest: Path, got: Issued, outputs: list[str]) -> None:
     _swap(dest, "state", state)
 
 
+@dataclass
+class Routed:
+    """A certificate routed to one database or app (for ``DIR/db-NAME`` or ``DIR/app-NAME``)."""
+
+    kind: str
+    """``db`` or ``app``."""
+    name: str
+    key_pem: bytes
+    cert: str
+    ca: str
+    expires: str
+    public_addr: str = ""
+    db_user: str = ""
+    db_name: str = ""
+
+    @property
+    def output(self) -> str:
+        return f"{self.kind}-{self.name}"
+
+
+def write_routed(dest: Path, proxy: str, routed: list[Routed]) -> None:
+    """Write each database or app output, swapped in whole like the others: the same files
+    (and ``pg_service.conf`` entry, curl command line) ``bsh db login``/``bsh apps login``
+    write, pointing at the files of their own version."""
+    from bastion.cli.bsh_apps import curl_flags
+    from bastion.cli.bsh_db import service_entry
+    from bastion.client.proxy_conn import split_host_port
+
+    host, port = split_host_port(proxy)
+    for item in routed:
+
+        def fill(d: Path, r: Routed = item) -> None:
+            files = d / r.name
+            write_private_file(Path(f"{files}.key"), r.key_pem)
+            write_private_file(Path(f"{files}.crt"), r.cert)
+            write_private_file(Path(f"{files}.ca"), r.ca)
+            if r.kind == "db":
+                entry = service_entry(r.name, host, port, r.db_user, r.db_name, files)
+                write_private_file(d / "pg_service.conf", entry)
+            else:
+                meta = {"public_addr": r.public_addr, "expires": r.expires,
+                        "curl": curl_flags(files, r.public_addr)}  # fmt: skip
+                write_private_file(Path(f"{files}.json"), json.dumps(meta, indent=2))
+
+        _swap(dest, item.output, fill)
+
+
 def load_state(dest: Path) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads((dest / "state" / "state.json").read_text())
@@ -394,6 +504,56 @@ async def _bound_keypair_join(cfg: BotConfig, host_ca: str, pub: str) -> BotJoin
     )
 
 
+def _ec_key() -> tuple[bytes, str]:
+    """A P-256 key (PKCS#8 PEM) and its public key (SPKI PEM), as bsh db/apps login make."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, pub.decode()
+
+
+async def fetch_routed(cfg: BotConfig, got: Issued) -> list[Routed]:
+    """With the bot's new certificate, the database and app certificates of the config (the
+    same requests as ``bsh db login`` and ``bsh apps login``; each capped by the bot's)."""
+    if not cfg.databases and not cfg.apps:
+        return []
+    from bastion.client.api import AuthClient
+    from bastion.client.tls import pem_context
+    from bastion.contract.apps import APP_CERT, AppCertRequest
+    from bastion.contract.db import DB_USER_CERT, DbUserCertRequest
+    from bastion.protocols.alpn import ALPN_HTTP
+
+    certs = got.certs
+    ctx = pem_context(
+        certs["tls_host_ca"], certs["tls_cert"], got.key_pem.decode(), alpn=[ALPN_HTTP]
+    )
+    out: list[Routed] = []
+    async with AuthClient(got.proxy, ctx) as client:
+        for db in cfg.databases:
+            pem, pub = _ec_key()
+            body = DbUserCertRequest.model_validate(
+                {"db_service": db.name, "db_user": db.db_user, "db_name": db.db_name,
+                 "public_key": pub, "ttl": cfg.ttl}
+            )  # fmt: skip
+            dbc = await client.send(DB_USER_CERT, body)
+            out.append(Routed("db", db.name, pem, dbc.cert, dbc.ca, dbc.expires,
+                              db_user=db.db_user, db_name=db.db_name))  # fmt: skip
+        for app in cfg.apps:
+            pem, pub = _ec_key()
+            request = AppCertRequest.model_validate({"app": app, "public_key": pub, "ttl": cfg.ttl})
+            appc = await client.send(APP_CERT, request)
+            out.append(Routed("app", app, pem, appc.cert, appc.ca, appc.expires,
+                              public_addr=appc.public_addr))  # fmt: skip
+    return out
+
+
 async def join(cfg: BotConfig) -> Issued:
     """Verify the cluster by its pin, then join with the token or the OIDC JWT."""
     from bastion.client.api import AuthClient, fetch_cluster_ca
@@ -456,12 +616,14 @@ async def run_bot(cfg: BotConfig, on_issued: Callable[[Issued], None] | None = N
     """
     got = await first_identity(cfg)
     write_outputs(cfg.dest, got, cfg.outputs)
+    write_routed(cfg.dest, got.proxy, await fetch_routed(cfg, got))  # a bad name: one line
     _report(got, on_issued)
     while not cfg.oneshot:
         now = datetime.now(UTC)
         delay = renew_delay(got.issued, got.expires, now, cfg.renew_at, cfg.jitter, random.random())
         await asyncio.sleep(delay)
         attempt = 0
+        cap = backoff_cap(got.expires - got.issued)
         while True:
             try:
                 got = await renew(cfg)
@@ -469,7 +631,7 @@ async def run_bot(cfg: BotConfig, on_issued: Callable[[Issued], None] | None = N
             except (AccessDenied, AuthenticationFailed):
                 raise
             except (ConnectionProblem, OSError) as exc:
-                wait = backoff_delay(attempt, random.random())
+                wait = backoff_delay(attempt, random.random(), cap)
                 if got.expires <= datetime.now(UTC):
                     log.error("certificate expired while auth was unreachable", error=str(exc))
                 else:
@@ -479,9 +641,19 @@ async def run_bot(cfg: BotConfig, on_issued: Callable[[Issued], None] | None = N
             except BastionError as exc:
                 log.warning("renewal refused; retrying", error=exc.message)
                 attempt += 1
-                await asyncio.sleep(backoff_delay(attempt, random.random()))
-        write_outputs(cfg.dest, got, cfg.outputs)
+                await asyncio.sleep(backoff_delay(attempt, random.random(), cap))
+        write_outputs(cfg.dest, got, cfg.outputs)  # first: the renewal advanced the generation
+        await _refresh_routed(cfg, got)
         _report(got, on_issued)
+
+
+async def _refresh_routed(cfg: BotConfig, got: Issued) -> None:
+    """The database and app outputs after a renewal; a failure keeps their last good version
+    (the bot's own identity is already written) and is retried at the next renewal."""
+    try:
+        write_routed(cfg.dest, got.proxy, await fetch_routed(cfg, got))
+    except (BastionError, OSError) as exc:
+        log.error("cannot renew the database/app outputs; keeping the last ones", error=str(exc))
 
 
 def _report(got: Issued, on_issued: Callable[[Issued], None] | None) -> None:

@@ -26,6 +26,7 @@ from bastion.cli import (
     bctl_locks,
     bctl_policy,
     bctl_requests,
+    bctl_risk,
     bctl_scim,
 )
 from bastion.cli.common import handle_errors
@@ -554,3 +555,4 @@ bctl_policy.register(main, ident)
 bctl_devices.register(main, ident)
 bctl_requests.register(main, ident)
 bctl_scim.register(main, ident)
+bctl_risk.register(main, ident)

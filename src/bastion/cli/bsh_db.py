@@ -16,6 +16,16 @@ certificate or the db user or name differ); ``bsh db env NAME`` prints the ``PGS
 ``bsh proxy db NAME --port P`` listens on 127.0.0.1:P for clients that cannot present a
 certificate (GUI tools, ``sslmode=disable``) and carries each connection to the proxy in TLS
 with ALPN ``bastion-postgres/1`` and the database certificate.
+
+MySQL/MariaDB databases (``protocol: mysql``): the server speaks first, so clients always go
+through a local listener. ``bsh db login`` writes ``db/NAME.my.cnf`` (a MySQL option file:
+``host``, ``port`` 13306, ``user``, ``database``, ``skip-ssl`` for the loopback hop) instead of
+a pg_service.conf entry; ``bsh proxy db NAME --port 13306`` greets MySQL clients itself (a
+HandshakeV10 offering :data:`~bastion.protocols.mysql.LOCAL_CAPABILITIES`), reads the client's
+HandshakeResponse41 and carries it to the proxy in TLS with ALPN ``bastion-mysql/1``; the
+database agent does the real handshake and the server's OK comes back as the answer.
+``bsh db connect NAME`` starts such a listener on a free port and runs ``mariadb`` (or
+``mysql``) with ``--defaults-extra-file=db/NAME.my.cnf``.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import shlex
 import shutil
 import ssl
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,7 +56,8 @@ from bastion.client.tls import pem_context
 from bastion.contract.db import DB_LIST, DB_USER_CERT, DbInfo, DbListQuery, DbUserCertRequest
 from bastion.errors import BadParameter, NotFound, RemoteProtocolError
 from bastion.files import write_private_file
-from bastion.protocols.alpn import ALPN_POSTGRES
+from bastion.protocols import mysql
+from bastion.protocols.alpn import ALPN_MYSQL, ALPN_POSTGRES
 from bastion.protocols.postgres import (
     CancelRequest,
     GSSENCRequest,
@@ -53,11 +65,14 @@ from bastion.protocols.postgres import (
     error_response,
     parse_startup_packet,
 )
+from bastion.proxy.relay import Relay
 
 __all__ = [
     "db_context",
     "db_group",
     "db_rows",
+    "local_mysql_listener",
+    "mysql_option_file",
     "remove_service_entry",
     "proxy_db",
     "run_proxy_db",
@@ -82,6 +97,39 @@ def service_entry(name: str, host: str, port: int, db_user: str, db_name: str, f
         f"sslkey={files}.key",
     ]
     return "\n".join(lines) + "\n"
+
+
+MYSQL_PORT = 13306
+"""The local port a MySQL option file names (``bsh proxy db NAME --port 13306``)."""
+
+
+def mysql_option_file(name: str, db_user: str, db_name: str, port: int = MYSQL_PORT) -> str:
+    """The MySQL option file of database ``name`` (``mariadb --defaults-extra-file=...``)."""
+    lines = [
+        f"# bsh db login {name}: run bsh proxy db {name} --port {port} first",
+        "[client]",
+        "host=127.0.0.1",
+        f"port={port}",
+        *([f"user={db_user}"] if db_user else []),
+        *([f"database={db_name}"] if db_name else []),
+        "skip-ssl",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _option_file(files: Path) -> Path:
+    return Path(f"{files}.my.cnf")
+
+
+def _mysql_entry(files: Path) -> dict[str, str]:
+    """The settings of a MySQL option file ({} when there is none)."""
+    path = _option_file(files)
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
 
 
 def update_service_file(text: str, name: str, entry: str) -> str:
@@ -180,6 +228,14 @@ def login_command(name: str, db_user: str, db_name: str, ttl: str) -> None:
       bsh db login orders --ttl 1h
     """
     service, expires = _login(name, db_user, db_name, ttl)
+    if service.suffix == ".cnf":
+        click.echo(
+            f"database {name} (MySQL): certificate valid until {expires}\n"
+            f"  bsh proxy db {name} --port {MYSQL_PORT}, then: "
+            f"mariadb --defaults-extra-file={service}\n"
+            f"  or: bsh db connect {name}"
+        )
+        return
     click.echo(
         f"database {name}: certificate valid until {expires}\n"
         f'  PGSERVICEFILE={service} psql "service=bastion-{name}"\n'
@@ -214,12 +270,25 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     write_private_file(Path(f"{files}.key"), key_pem)
     write_private_file(Path(f"{files}.crt"), cert)
     write_private_file(Path(f"{files}.ca"), ca)
+    if _protocol(profile, name) == "mysql":
+        options = _option_file(files)
+        write_private_file(options, mysql_option_file(name, db_user, db_name))
+        return options, expires
+    _option_file(files).unlink(missing_ok=True)
     host, port = split_host_port(profile.proxy)
     service = profile.path / "pg_service.conf"
     old = service.read_text() if service.is_file() else ""
     entry = service_entry(name, host, port, db_user, db_name, files)
     write_private_file(service, update_service_file(old, name, entry))
     return service, expires
+
+
+def _protocol(profile: Profile, name: str) -> str:
+    """The protocol of database ``name`` as the cluster lists it (default ``postgres``)."""
+    for item in profile_send(profile, DB_LIST, query=DbListQuery()).items:
+        if item.name == name:
+            return item.protocol
+    return "postgres"
 
 
 def _entry(profile: Profile, name: str) -> dict[str, str]:
@@ -262,12 +331,20 @@ def connect_command(name: str, db_user: str, db_name: str, psql_args: tuple[str,
     """
     profile = current_profile()
     files = _files(profile, name)
+    if _option_file(files).is_file():
+        _connect_mysql(profile, name, files, db_user, db_name, psql_args)
+        return
     entry = _entry(profile, name)
     stale = not entry or not _valid(files)
     if (db_user and entry.get("user") != db_user) or (db_name and entry.get("dbname") != db_name):
         stale = True
     if stale:
-        _login(name, db_user or entry.get("user", ""), db_name or entry.get("dbname", ""), "12h")
+        options, _ = _login(
+            name, db_user or entry.get("user", ""), db_name or entry.get("dbname", ""), "12h"
+        )
+        if options.suffix == ".cnf":  # a MySQL database after all
+            _connect_mysql(profile, name, files, db_user, db_name, psql_args)
+            return
     psql = shutil.which("psql")
     if psql is None:
         raise NotFound(
@@ -277,6 +354,46 @@ def connect_command(name: str, db_user: str, db_name: str, psql_args: tuple[str,
     env.pop("PGSERVICE", None)
     sys.stdout.flush()
     os.execvpe(psql, [psql, f"service=bastion-{name}", *psql_args], env)  # noqa: S606
+
+
+def _connect_mysql(
+    profile: Profile,
+    name: str,
+    files: Path,
+    db_user: str,
+    db_name: str,
+    args: tuple[str, ...],
+) -> None:
+    """``bsh db connect`` for MySQL: a local listener on a free port and ``mariadb`` on it."""
+    entry = _mysql_entry(files)
+    if (
+        not _valid(files)
+        or (db_user and entry.get("user") != db_user)
+        or (db_name and entry.get("database") != db_name)
+    ):
+        _login(name, db_user or entry.get("user", ""), db_name or entry.get("database", ""), "12h")
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        raise NotFound("mariadb not found: install the MariaDB client (apt install mariadb-client)")
+    ctx = db_context(profile, name)
+    code = run_async(_run_mysql_client(profile, ctx, client, files, args))
+    sys.exit(code)
+
+
+async def _run_mysql_client(
+    profile: Profile, ctx: ssl.SSLContext, client: str, files: Path, args: tuple[str, ...]
+) -> int:
+    server = await local_mysql_listener(profile.proxy, ctx)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        proc = await asyncio.create_subprocess_exec(
+            client,
+            f"--defaults-extra-file={_option_file(files)}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            *args,
+        )
+        return await proc.wait()
 
 
 @db_group.command("env")
@@ -311,11 +428,14 @@ def logout_command(name: str | None) -> None:
     service = profile.path / "pg_service.conf"
     text = service.read_text() if service.is_file() else ""
     names = [name] if name else re.findall(r"^\[bastion-([^\]]+)\]", text, re.MULTILINE)
+    if not name and (profile.path / "db").is_dir():
+        names += [p.name[: -len(".my.cnf")] for p in (profile.path / "db").glob("*.my.cnf")]
+        names = list(dict.fromkeys(names))
     removed = []
     for one in names:
         files = _files(profile, one)
         gone = False
-        for suffix in (".crt", ".key", ".ca"):
+        for suffix in (".crt", ".key", ".ca", ".my.cnf"):
             path = Path(f"{files}{suffix}")
             if path.exists():
                 path.unlink()
@@ -389,15 +509,84 @@ async def _serve_local(
         writer.close()
 
 
+_CONNECTIONS = iter(range(1, 1 << 31))
+
+
+async def _local_handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> mysql.HandshakeResponse:
+    """Greet the local MySQL client as a server would and read its HandshakeResponse41."""
+    scramble = bytes(33 + b % 94 for b in os.urandom(20))  # printable, no NUL
+    writer.write(
+        mysql.build_packet(
+            0, mysql.build_handshake(connection_id=next(_CONNECTIONS), scramble=scramble)
+        )
+    )
+    packets = mysql.PacketReader(mysql.MAX_HANDSHAKE_LENGTH)
+    while True:
+        chunk = await reader.read(8192)
+        if not chunk:
+            raise ConnectionResetError("client closed")
+        got = packets.feed(chunk)
+        if got:
+            hello = mysql.parse_handshake_response(got[0].payload)
+            if isinstance(hello, mysql.SSLRequest):
+                raise RemoteProtocolError("TLS was not offered on the local hop")
+            return hello
+
+
+async def _serve_local_mysql(
+    proxy: str,
+    ctx: ssl.SSLContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    try:
+        try:
+            hello = await asyncio.wait_for(_local_handshake(reader, writer), 30)
+            host, port = split_host_port(proxy)
+            relay = Relay(name="bsh proxy db")
+            up, _ = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    lambda: relay.b, host, port, ssl=ctx, server_hostname=host
+                ),
+                15,
+            )
+        except (OSError, TimeoutError, RemoteProtocolError, BadParameter) as exc:
+            writer.write(mysql.err_packet(2, 2013, "08S01", f"bsh proxy db: {exc}"))
+            await writer.drain()
+            return
+        # The local hop's password (if any) stays here: the database trusts the certificate.
+        forwarded = replace(hello, auth_response=b"")
+        up.write(mysql.build_packet(1, mysql.build_handshake_response(forwarded)))
+        # Bytes flow protocol to protocol from now on (no stream buffers on the hot path).
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        relay.attach_a(transport, bytes(getattr(reader, "_buffer", b"")))
+        relay.start()
+        await relay.wait_closed()
+    finally:
+        writer.close()
+
+
+async def local_mysql_listener(
+    proxy: str, ctx: ssl.SSLContext, host: str = "127.0.0.1", port: int = 0
+) -> asyncio.Server:
+    """Listen on ``host:port`` for MySQL clients and carry each to ``proxy`` (``host:port``)
+    in TLS with ``ctx`` (the database certificate, ALPN ``bastion-mysql/1``)."""
+    return await asyncio.start_server(lambda r, w: _serve_local_mysql(proxy, ctx, r, w), host, port)
+
+
 def db_context(profile: Profile, name: str) -> ssl.SSLContext:
-    """TLS to the proxy with the database certificate of ``name`` (ALPN bastion-postgres/1)."""
+    """TLS to the proxy with the database certificate of ``name`` (ALPN ``bastion-mysql/1``
+    after a MySQL login, else ``bastion-postgres/1``)."""
     files = _files(profile, name)
     if not Path(f"{files}.crt").is_file():
         raise NotFound(f"no certificate for database {name}: run bsh db login {name}")
     return pem_context(
         Path(f"{files}.ca").read_text(),
         Path(f"{files}.crt").read_text(),
-        alpn=[ALPN_POSTGRES],
+        alpn=[ALPN_MYSQL if _option_file(files).is_file() else ALPN_POSTGRES],
         key_file=Path(f"{files}.key"),
     )
 
@@ -406,12 +595,20 @@ async def run_proxy_db(
     profile: Profile, ctx: ssl.SSLContext, name: str, host: str, port: int
 ) -> None:
     """Serve the local listener until cancelled."""
-    server = await asyncio.start_server(lambda r, w: _serve_local(profile, ctx, r, w), host, port)
+    is_mysql = _option_file(_files(profile, name)).is_file()
+    if is_mysql:
+        server = await local_mysql_listener(profile.proxy, ctx, host, port)
+    else:
+        server = await asyncio.start_server(
+            lambda r, w: _serve_local(profile, ctx, r, w), host, port
+        )
     bound = server.sockets[0].getsockname()[1]
-    sys.stderr.write(
-        f"bsh proxy db {name}: listening on {host}:{bound}; "
-        f"psql -h {host} -p {bound} (sslmode=disable is fine: TLS starts here)\n"
+    hint = (
+        f"mariadb --defaults-extra-file={_option_file(_files(profile, name))} --port {bound}"
+        if is_mysql
+        else f"psql -h {host} -p {bound} (sslmode=disable is fine: TLS starts here)"
     )
+    sys.stderr.write(f"bsh proxy db {name}: listening on {host}:{bound}; {hint}\n")
     sys.stderr.flush()
     async with server:
         await server.serve_forever()

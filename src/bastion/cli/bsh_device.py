@@ -33,9 +33,12 @@ def _client_for(profile: Profile) -> AuthClient:
     return AuthClient(profile.proxy, ctx)
 
 
-def device_ceremony(store: ProfileStore, profile: Profile) -> dict[str, Any] | None:
+def device_ceremony(
+    store: ProfileStore, profile: Profile, challenge: str = ""
+) -> dict[str, Any] | None:
     """After a login: when this machine is enrolled in the profile's cluster, prove it and
-    return the re-issued certificates (None when it is not enrolled)."""
+    return the re-issued certificates (None when it is not enrolled). ``challenge``: the
+    login's ``device_challenge`` (one round trip; empty: two)."""
     try:
         load_state(store.home, profile.cluster)
     except NotFound:
@@ -43,7 +46,7 @@ def device_ceremony(store: ProfileStore, profile: Profile) -> dict[str, Any] | N
 
     async def run() -> dict[str, Any]:
         async with _client_for(profile) as client:
-            certs = await authenticate(client, store.home, profile.cluster)
+            certs = await authenticate(client, store.home, profile.cluster, challenge)
             return certs.model_dump(mode="json")
 
     return run_async(run())

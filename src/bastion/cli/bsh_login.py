@@ -383,7 +383,8 @@ def login(
     )
     store.save(profile, key, certs)
     try:
-        device_certs = bsh_device.device_ceremony(store, profile)
+        challenge = str(certs.get("device_challenge") or "")  # one round trip (empty: two)
+        device_certs = bsh_device.device_ceremony(store, profile, challenge)
     except BastionError as exc:  # the login stands; resources that require a device refuse
         click.echo(f"warning: device authentication failed: {exc.message}", err=True)
         device_certs = None

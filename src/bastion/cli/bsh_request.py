@@ -7,6 +7,8 @@ Layer: client edge. Every command speaks the typed contract
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -20,10 +22,17 @@ from bastion.cli.render import print_table
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.contract import requests as x
 from bastion.contract.base import Empty
-from bastion.errors import AccessDenied, BadParameter, LimitExceeded
+from bastion.errors import AccessDenied, BadParameter, BastionError, LimitExceeded
 from bastion.types.duration import parse_duration
 
-__all__ = ["assume_request", "render_request", "request_group"]
+__all__ = [
+    "assume_request",
+    "create_and_wait",
+    "offer_request",
+    "render_request",
+    "request_group",
+    "requestable_roles",
+]
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 
@@ -148,13 +157,23 @@ def create(
         reason=reason,
         duration=parse_duration(duration) if duration else None,
     )
-    ident = _ident()
-    created = ident.send(x.CREATE_REQUEST, body)
     if not wait:
+        created = _ident().send(x.CREATE_REQUEST, body)
         _emit(created, fmt)
         if fmt == "text":
             click.echo(f"\nAssume it once approved: bsh request assume {created.id}")
         return
+    create_and_wait(body, timeout, fmt)
+
+
+def create_and_wait(body: x.NewAccessRequest, timeout: str = "10m", fmt: str = "text") -> Profile:
+    """Create the request, wait until it is decided, and assume it when approved.
+
+    Raises:
+        AccessDenied: denied or expired. LimitExceeded: still pending after ``timeout``.
+    """
+    ident = _ident()
+    created = ident.send(x.CREATE_REQUEST, body)
     click.echo(f"Request {created.id} created; waiting for reviews...", err=True)
     deadline = time.monotonic() + parse_duration(timeout).total_seconds()
     current = created
@@ -165,7 +184,18 @@ def create(
         current = ident.send(x.GET_REQUEST, path={"id": created.id})
     if current.state != "APPROVED":
         raise AccessDenied(f"request {created.id} was {current.state.lower()}")
-    assume_request(created.id, fmt=fmt)
+    return assume_request(created.id, fmt=fmt)
+
+
+def requestable_roles(resource: str) -> list[str] | None:
+    """The roles through which the current user may request ``resource`` (``node/NAME``), or
+    None when they may not (or the check itself fails: the caller only offers a hint)."""
+    kind, _, name = resource.partition("/")
+    try:
+        reply = _ident().send(x.REQUESTABLE, path={"kind": kind, "name": name})
+    except BastionError:
+        return None
+    return list(reply.roles)
 
 
 @request_group.command("ls")
@@ -268,3 +298,40 @@ def assume(request_id: str, ttl: str, fmt: str) -> None:
       bsh request assume ID --ttl=1h
     """
     assume_request(request_id, ttl, fmt)
+
+
+def _quoted(text: str) -> str:
+    return shlex.quote(text) if text else '"..."'
+
+
+def offer_request(node: str, request: bool, reason: str, timeout: str = "10m") -> bool:
+    """After ``bsh ssh NODE`` was refused: when the user may request ``node/NODE`` (through
+    ``search_as_roles``), print the exact ``bsh request create`` command; with ``request`` (or
+    a yes at the prompt on a terminal) create it, wait for approval and assume it.
+
+    Returns:
+        True when the access was granted (the caller connects again), False otherwise.
+    """
+    resource = f"node/{node}"
+    roles = requestable_roles(resource)
+    if roles is None:
+        return False
+    command = f"bsh request create --resource={resource} --reason={_quoted(reason)} --wait"
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    if not request and not interactive:
+        click.echo(
+            f"You may request access to {resource} (as {', '.join(roles)}):\n  {command}\n"
+            f"or connect with: bsh ssh --request --reason=TICKET {node}",
+            err=True,
+        )
+        return False
+    if not request:
+        click.echo(f"You may request access to {resource} (as {', '.join(roles)}).", err=True)
+        if not click.confirm("Create the request and wait for approval?", err=True):
+            click.echo(f"Later: {command}", err=True)
+            return False
+    if not reason and interactive:
+        reason = click.prompt("Reason (shown to reviewers)", err=True)
+    body = x.NewAccessRequest(resources=[resource], reason=reason)
+    create_and_wait(body, timeout)
+    return True

@@ -41,7 +41,7 @@ from bastion.client.ssh import (
     ssh_errors,
     start_forwards,
 )
-from bastion.errors import BadParameter, BastionError, NotFound
+from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 
 __all__ = [
     "filter_nodes",  # the listing lives in bastion.cli.bsh_ls (bsh ls starts without asyncssh)
@@ -218,11 +218,22 @@ class OpenSSHCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args[:1] == ["--help"] or not args:
             return super().parse_args(ctx, args)
-        cluster = ""
-        if args[0].startswith("--cluster="):  # before OpenSSH's flags: a leaf cluster
-            cluster, args = args[0].split("=", 1)[1], args[1:]
-        elif args[0] == "--cluster" and len(args) > 1:
-            cluster, args = args[1], args[2:]
+        cluster, request, reason = "", False, ""
+        while args and args[0].startswith(("--cluster", "--request", "--reason")):
+            if args[0] == "--request":  # before OpenSSH's flags: offer a request when refused
+                request, args = True, args[1:]
+            elif args[0].startswith("--reason="):
+                reason, args = args[0].split("=", 1)[1], args[1:]
+            elif args[0].startswith("--cluster="):  # a leaf cluster
+                cluster, args = args[0].split("=", 1)[1], args[1:]
+            elif args[0] in ("--cluster", "--reason") and len(args) > 1:
+                if args[0] == "--cluster":
+                    cluster = args[1]
+                else:
+                    reason = args[1]
+                args = args[2:]
+            else:
+                break
         try:
             parsed = read_ssh_args(args)
         except SSHUsageError as exc:
@@ -239,6 +250,8 @@ class OpenSSHCommand(click.Command):
             destination=parsed.destination,
             command=tuple(parsed.command),
             cluster=cluster,
+            request=request,
+            reason=reason,
         )
         return []
 
@@ -258,6 +271,7 @@ Examples:
   bsh ssh -l root web1 uptime
   bsh ssh -o ServerAliveInterval=15 -L 8080:localhost:80 web1
   bsh ssh env=prod -- ls -la /etc
+  bsh ssh --request --reason=INC-1234 db7
 """
 
 
@@ -271,6 +285,10 @@ Examples:
 @click.option("-t", "tty", is_flag=True, help="Request a terminal for COMMAND too.")
 @click.option("-N", "no_command", is_flag=True, help="No shell or command: only forward ports.")
 @click.option("--cluster", default="", help="A leaf cluster, reached through this one (first).")
+@click.option(
+    "--request", is_flag=True, help="When refused, request access to NODE, wait, then connect."
+)
+@click.option("--reason", default="", help="The reason for --request (shown to reviewers).")
 @click.argument("destination")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
@@ -286,6 +304,8 @@ def ssh_command(
     destination: str,
     command: tuple[str, ...],
     cluster: str = "",
+    request: bool = False,
+    reason: str = "",
 ) -> None:
     try:
         extra = builtin_options(list(options))
@@ -308,7 +328,14 @@ def ssh_command(
     cmd = " ".join(command) if command else None
     selector = parse_selector(node)
     if selector is None or opts["cluster"]:
-        sys.exit(run_async(_ssh_one(profile, node, login, port, cmd, opts)))
+        try:
+            sys.exit(run_async(_ssh_one(profile, node, login, port, cmd, opts)))
+        except (AccessDenied, NotFound):  # one the user may request? (docs/access-requests.md)
+            from bastion.cli.bsh_request import offer_request
+
+            if opts["cluster"] or not offer_request(node, request, reason):
+                raise
+        sys.exit(run_async(_ssh_one(_profile(), node, login, port, cmd, opts)))
     nodes = filter_nodes(list_nodes(profile), selector, [])
     if not nodes:
         raise NotFound(f"no node matches {node} (bsh ls {' '.join(node.split(','))} lists them)")

@@ -19,6 +19,10 @@ sink gets a notice when a request is created and on each review (docs/access-req
           starttls: true
           sender: bastion@example.com
           to: [oncall@example.com]
+        on_call:                      # automatic approval for whoever is on call
+          - name: dba-on-call
+            schedule: /etc/bastion/dba-rotation.ics   # or a .yaml rotation
+            roles: [dba]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pydantic import Field, field_validator
 from bastion.types.duration import Duration
 from bastion.types.meta import StrictModel
 
-__all__ = ["EmailSink", "NotificationsConfig", "SlackSink", "WebhookSink"]
+__all__ = ["EmailSink", "NotificationsConfig", "OnCallRule", "SlackSink", "WebhookSink"]
 
 
 def _http_url(value: str) -> str:
@@ -82,6 +86,25 @@ class EmailSink(StrictModel):
     timeout: Duration = timedelta(seconds=10)
 
 
+class OnCallRule(StrictModel):
+    """Approve a request automatically when its requester is on call now for every requested
+    role (:mod:`bastion.rbac.on_call` reads the schedule). The approval is audited with the
+    rule's name as the reviewer; ``max_duration`` still bounds the access."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.@-]+$")
+    schedule: str = Field(min_length=1)
+    """Path of the schedule: ``.ics`` (iCalendar) or ``.yaml``/``.yml`` (a rotation)."""
+    roles: list[str] = Field(min_length=1)
+    """The roles this schedule is on call for (``*``: any role)."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        if not value.lower().endswith((".ics", ".yaml", ".yml")):
+            raise ValueError(f"{value!r}: use a .ics (iCalendar) or .yaml (rotation) file")
+        return value
+
+
 class NotificationsConfig(StrictModel):
     web_url: str = ""
     """Base URL of the web UI for the links in messages; empty: the auth public address."""
@@ -103,6 +126,10 @@ class NotificationsConfig(StrictModel):
         return self.model_copy(
             update={"dead_letter": str(data_dir / "notifications-dead-letter.jsonl")}
         )
+
+    on_call: list[OnCallRule] = Field(default_factory=list)
+    """Automatic approval rules: whoever a schedule file has on call now for the requested roles
+    gets the request approved (docs/access-requests.md#on-call-auto-approval)."""
 
     @property
     def enabled(self) -> bool:

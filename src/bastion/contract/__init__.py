@@ -27,6 +27,7 @@ from bastion.contract import (
     renew,
     requests,
     resources,
+    risk,
     scim,
     sessions,
     sso,
@@ -43,6 +44,7 @@ _AREAS += (bots, renew)
 _AREAS += (devices,)
 _AREAS += (requests,)
 _AREAS += (scim,)
+_AREAS += (risk,)
 _AREAS += (web,)
 _AREAS += (apps,)
 _AREAS += (sessions,)

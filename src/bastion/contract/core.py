@@ -77,6 +77,9 @@ class UserCerts(Reply):
     logins: list[str]
     cluster: str
     mfa_device: str = ""
+    device_challenge: str = ""
+    """A fresh device challenge: an enrolled machine answers it with
+    ``/v1/device-authn/finish`` (one round trip, docs/device-trust.md)."""
 
 
 class HostCerts(Reply):

@@ -125,9 +125,12 @@ class AuthnChallenge(Reply):
 
 
 class AuthnFinish(Body):
-    challenge: Annotated[str, Field(min_length=1, max_length=64)]
+    challenge: Annotated[str, Field(min_length=1, max_length=512)]
+    """From ``/v1/device-authn/begin``, or the ``device_challenge`` of the login's
+    certificates (then ``device_id`` names the device)."""
     signature: Blob
     profile: DeviceProfile = Field(default_factory=DeviceProfile)
+    device_id: Annotated[str, Field(max_length=128)] = ""
 
 
 class DeviceLookup(Body):

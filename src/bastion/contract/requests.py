@@ -22,6 +22,7 @@ __all__ = [
     "DROP_REQUEST",
     "GET_REQUEST",
     "LIST_REQUESTS",
+    "REQUESTABLE",
     "REVIEW_REQUEST",
     "AccessRequestReply",
     "AccessRequests",
@@ -30,6 +31,7 @@ __all__ = [
     "NewAccessRequest",
     "Review",
     "ReviewReply",
+    "Requestable",
 ]
 
 Reason = Annotated[str, Field(max_length=1024)]
@@ -81,6 +83,12 @@ class ListQuery(Body):
 class Review(Body):
     verdict: Literal["approve", "deny"]
     reason: Reason = ""
+
+
+class Requestable(Reply):
+    resource: str
+    roles: list[str]
+    """The caller's ``search_as_roles`` that reach the resource (granted on approval)."""
 
 
 class Assume(Body):
@@ -139,4 +147,13 @@ ASSUME_REQUEST = Endpoint(
     "Certificates carrying an approved request of the caller (TTL within its access expiry)",
     body=Assume,
     response=UserCerts,
+)
+REQUESTABLE = Endpoint(
+    "GET",
+    "/v1/requestable/{kind}/{name}",
+    "user",
+    "Whether the caller may request one resource (node/NAME) through search_as_roles: the roles "
+    "that reach it, or 404 (also when it exists but is out of reach)",
+    body=Empty,
+    response=Requestable,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ALPN_APP", "ALPN_HTTP", "ALPN_POSTGRES", "ALPN_SSH", "ALPN_TUNNEL"]
+__all__ = ["ALPN_APP", "ALPN_HTTP", "ALPN_MYSQL", "ALPN_POSTGRES", "ALPN_SSH", "ALPN_TUNNEL"]
 
 ALPN_SSH: Final = "bastion-ssh/1"
 """bsh (and ``bsh proxy ssh`` as OpenSSH ProxyCommand): one JSON line, then raw SSH
@@ -18,6 +18,10 @@ ALPN_TUNNEL: Final = "bastion-tunnel/1"
 ALPN_POSTGRES: Final = "bastion-postgres/1"
 """PostgreSQL wire protocol after TLS (``bsh proxy db``); psql reaches the same route in-band
 with an SSLRequest (:mod:`bastion.proxy.db_route`)."""
+ALPN_MYSQL: Final = "bastion-mysql/1"
+"""MySQL/MariaDB from ``bsh proxy db`` after it greeted the client itself: the client's
+HandshakeResponse41, then the MySQL protocol (``DbRoute.handle_mysql`` in
+:mod:`bastion.proxy.db_route`)."""
 ALPN_APP: Final = "bastion-app/1"
 """A TCP app's bytes after TLS with a certificate routed to the app (``bsh proxy app NAME``,
 :meth:`bastion.proxy.app_route.AppRoute.handle_tcp`)."""

@@ -13,17 +13,27 @@ Layer: ``protocols`` (pure, stdlib only). Used by the proxy's router and app rou
   proxy's pages, or ``https://`` to one of this cluster's app addresses. Everything else
   (``//evil``, ``https:evil``, ``/\\evil``, encoded forms, user info, other ports' schemes)
   is refused: no open redirect.
+* :func:`render_headers`: an app's ``rewrite.headers`` for one user, trait templates
+  (``{{internal.logins}}``, ``{{external.team}}``, ``email.local``, ``regexp.replace``: the
+  roles' syntax, :mod:`bastion.types.templates`) expanded; several values are joined with
+  ``,``; a header whose template expands to nothing is left out, and so is a value that would
+  carry a control character (no header injection through a trait).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from urllib.parse import unquote, urlsplit
+
+from bastion.types.apps import AppHeader
+from bastion.types.templates import parse_template
 
 __all__ = [
     "app_address",
     "app_label",
     "normalize_path",
+    "render_headers",
     "safe_local_path",
     "safe_redirect",
     "split_host",
@@ -32,6 +42,30 @@ __all__ = [
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _CTL = re.compile(r"[\x00-\x20\x7f\\]")
 _ENCODED_BAD = re.compile(r"%(2f|5c|00|0a|0d|09)", re.IGNORECASE)
+_HEADER_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def render_headers(
+    headers: Sequence[AppHeader],
+    traits: Mapping[str, Sequence[str]],
+    logins: Sequence[str] = (),
+) -> bytes:
+    """The encoded header lines (``Name: value\\r\\n`` each) of ``headers`` for a user with
+    ``traits`` (``logins``: the certificate's logins, read when the traits have none)."""
+    if logins and "logins" not in traits:
+        traits = {**traits, "logins": tuple(logins)}
+    out = bytearray()
+    for header in headers:
+        value = header.value
+        if "{{" in value or "}}" in value:
+            values = parse_template(value).expand(traits)
+            if not values:
+                continue
+            value = ",".join(values)
+        if _HEADER_CTL.search(value):
+            continue
+        out += header.name.encode("ascii") + b": " + value.strip(" \t").encode() + b"\r\n"
+    return bytes(out)
 
 
 def split_host(host: str) -> tuple[str, int | None]:

@@ -37,6 +37,12 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _METHOD = re.compile(rb"^[A-Z]{1,20}$")
 _TARGET = re.compile(rb"^[\x21-\x7e]+$")
 _VERSION = re.compile(rb"^HTTP/1\.[01]$")
+_TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_VCHAR = rb"[^\x00-\x08\x0a-\x1f\x7f]"
+_BLOCK = re.compile(rb"(?:" + _TCHAR + rb"+:" + _VCHAR + rb"*\r\n)*")
+"""A whole header section that is well-formed (checked at once; else the slow path says why)."""
+_FIELD = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*(" + _VCHAR + rb"*?)[ \t]*\r\n")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
 class BadMessage(ValueError):
@@ -93,22 +99,31 @@ def find_head_end(buffer: bytes | bytearray) -> int:
     return end + 4
 
 
-def _fields(lines: list[bytes], head: _Head) -> None:
-    if len(lines) > MAX_HEADERS:
+def _fields_fast(block: bytes, head: _Head) -> bool:
+    """Parse a header section (each field with its CRLF) checked by one regex; False when it
+    is not well-formed (the caller's slow path finds the error)."""
+    if _BLOCK.fullmatch(block) is None:
+        return False
+    pairs = _FIELD.findall(block)
+    if len(pairs) > MAX_HEADERS:
         raise BadMessage(431, "too many header fields")
+    headers = head.headers
+    framing: list[tuple[bytes, bytes]] = []
+    for name, value in pairs:
+        low = name.lower()
+        headers.append((low, name, value))
+        if low in _FRAMING:
+            framing.append((low, value))
+    if framing:
+        _framing(framing, head)
+    return True
+
+
+def _framing(fields: list[tuple[bytes, bytes]], head: _Head) -> None:
     lengths: set[bytes] = set()
     encodings: list[bytes] = []
     tokens: set[bytes] = set()
-    for line in lines:
-        if not line or line[:1] in (b" ", b"\t"):
-            raise BadMessage(400, "obsolete line folding is not accepted")
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):
-            raise BadMessage(400, "malformed header field")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            raise BadMessage(400, "control character in a header value")
-        low = name.lower()
+    for low, value in fields:
         if low == b"content-length":
             for part in value.split(b","):
                 part = part.strip()
@@ -119,7 +134,6 @@ def _fields(lines: list[bytes], head: _Head) -> None:
             encodings += [e.strip().lower() for e in value.split(b",") if e.strip()]
         elif low == b"connection":
             tokens |= {t.strip().lower() for t in value.split(b",") if t.strip()}
-        head.headers.append((low, name, value))
     if len(lengths) > 1:
         raise BadMessage(400, "conflicting Content-Length values")
     if encodings:
@@ -132,6 +146,34 @@ def _fields(lines: list[bytes], head: _Head) -> None:
         head.content_length = int(next(iter(lengths)))
     head.connection_tokens = frozenset(tokens)
     head.close = b"close" in tokens
+
+
+def _fields(lines: list[bytes], head: _Head) -> None:
+    if len(lines) > MAX_HEADERS:
+        raise BadMessage(431, "too many header fields")
+    framing: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if not line or line[:1] in (b" ", b"\t"):
+            raise BadMessage(400, "obsolete line folding is not accepted")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            raise BadMessage(400, "malformed header field")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise BadMessage(400, "control character in a header value")
+        low = name.lower()
+        if low in _FRAMING:
+            framing.append((low, value))
+        head.headers.append((low, name, value))
+    _framing(framing, head)
+
+
+def _split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """(start line, header section with each field's CRLF) of a head ending in CRLF CRLF."""
+    first = raw.find(b"\r\n")
+    if first < 0:
+        return raw, b""
+    return raw[:first], raw[first + 2 : -2] if raw.endswith(b"\r\n\r\n") else raw[first + 2 :]
 
 
 def _lines(raw: bytes) -> list[bytes]:
@@ -148,17 +190,20 @@ def parse_request_head(raw: bytes) -> RequestHead:
     Raises:
         BadMessage: with the status to answer.
     """
-    lines = _lines(raw)
-    parts = lines[0].split(b" ")
+    start, block = _split_head(raw)
+    parts = start.split(b" ")
     if len(parts) != 3:
+        _lines(raw)  # a bare CR or LF says so first
         raise BadMessage(400, "malformed request line")
     method, target, version = parts
     if not _METHOD.match(method) or not _TARGET.match(target) or not _VERSION.match(version):
+        _lines(raw)
         raise BadMessage(400, "malformed request line")
     head = RequestHead(
         headers=[], method=method.decode(), target=target.decode(), version=version.decode()
     )
-    _fields(lines[1:], head)
+    if not _fields_fast(block, head):
+        _fields(_lines(raw)[1:], head)
     if head.version == "HTTP/1.0" and b"keep-alive" not in head.connection_tokens:
         head.close = True
     return head
@@ -171,13 +216,17 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         BadMessage: 502 for anything malformed (the app's answer cannot be relayed).
     """
     try:
-        lines = _lines(raw)
-        version, _, rest = lines[0].partition(b" ")
+        start, block = _split_head(raw)
+        version, _, rest = start.partition(b" ")
         code, _, reason = rest.partition(b" ")
         if not _VERSION.match(version) or len(code) != 3 or not code.isdigit():
+            _lines(raw)
             raise BadMessage(502, "malformed status line from the app")
+        if _BAD_VALUE.search(reason):
+            raise BadMessage(502, "control character in the status line")
         head = ResponseHead(headers=[], status=int(code), reason=reason, version=version.decode())
-        _fields(lines[1:], head)
+        if not _fields_fast(block, head):
+            _fields(_lines(raw)[1:], head)
     except BadMessage as exc:
         raise BadMessage(502, f"bad response from the app: {exc.message}") from None
     if head.version == "HTTP/1.0" and b"keep-alive" not in head.connection_tokens:

@@ -42,6 +42,7 @@ __all__ = [
     "SSL_REQUEST",
     "SSL_REQUEST_CODE",
     "Bind",
+    "BackendKeyScanner",
     "CancelRequest",
     "Execute",
     "FunctionCall",
@@ -589,3 +590,43 @@ def _text(raw: bytes, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise RemoteProtocolError(f"{what} is not UTF-8") from None
+
+
+class BackendKeyScanner:
+    """Finds the BackendKeyData (``K``: process id and secret key) among the first messages
+    the server sends after the startup, so that a later CancelRequest can be routed to the
+    session it belongs to. Stops at ReadyForQuery or ErrorResponse (or after 64 KiB)."""
+
+    _LIMIT = 64 * 1024
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._seen = 0
+        self.done = False
+        self.key: tuple[int, int] | None = None
+        """``(pid, secret)`` once seen (4-byte keys only: protocol 3.0)."""
+
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        self._buffer += data
+        self._seen += len(data)
+        buf, pos = self._buffer, 0
+        while len(buf) - pos >= 5:
+            kind = buf[pos]
+            (length,) = _U32.unpack_from(buf, pos + 1)
+            end = pos + 1 + length
+            if length < 4 or end > len(buf):
+                self.done = length < 4
+                break
+            if kind == ord("K") and length == 12:
+                pid, secret = struct.unpack_from("!iI", buf, pos + 5)
+                self.key = (pid, secret)
+            elif kind in (ord("Z"), ord("E")):
+                self.done = True
+                break
+            pos = end
+        del buf[:pos]
+        if self.done or self._seen > self._LIMIT:
+            self.done = True
+            self._buffer = bytearray()

@@ -21,10 +21,22 @@ from typing import Final, Literal
 
 from bastion.errors import BadParameter
 
-__all__ = ["JOIN_STREAM", "MAX_PAYLOAD", "Frame", "FrameDecoder", "FrameType", "encode_frame"]
+__all__ = [
+    "DB_SESSIONS_HOST",
+    "JOIN_STREAM",
+    "MAX_PAYLOAD",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "encode_frame",
+]
 
 JOIN_STREAM: Final = "session_join"
 """The reverse-tunnel stream type of a join (proxy to node)."""
+DB_SESSIONS_HOST: Final = "db-sessions"
+"""The host id of the proxy's moderated database sessions: their trackers name it, ``bsh join``
+sends it as the node, and the proxy serves such a join itself (:mod:`bastion.proxy.db_moderation`:
+the statements of the session are its output) instead of dialing a node."""
 FrameType = Literal["i", "t", "o", "n", "e"]
 MAX_PAYLOAD: Final = 64 * 1024
 _TYPES: Final = frozenset(b"itone")

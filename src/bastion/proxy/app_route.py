@@ -25,9 +25,10 @@ certificate, if any. One coroutine per connection then serves its requests in tu
    once (path normalized, hop-by-hop headers dropped, identity headers ``Bastion-*``,
    ``X-Forwarded-*``, ``Forwarded`` stripped and set by us, our cookie removed from ``Cookie``,
    ``Bastion-Jwt-Assertion`` added: a JWT of the ``jwt`` CA, aud = the app's URI, at most one
-   minute, reused for 30 s), bodies are copied as they come (Content-Length or chunked, never
-   buffered whole, never re-encoded). A ``101`` answer to an ``Upgrade: websocket`` request
-   turns the connection into a byte relay.
+   minute, reused for 30 s; the app's ``rewrite.headers`` with the user's trait templates
+   expanded, :func:`~bastion.protocols.apphost.render_headers`), bodies are copied as they
+   come (Content-Length or chunked, never buffered whole, never re-encoded). A ``101`` answer
+   to an ``Upgrade: websocket`` request turns the connection into a byte relay.
 6. **Audit**: ``app.session.start`` (cookie issued, or a certificate's first request on a
    connection), ``app.request`` per request (method, normalized path, status, bytes, duration;
    ``audit_requests`` ``writes`` logs only non-GET/HEAD, ``none`` none).
@@ -55,9 +56,9 @@ from bastion.ca.jwt import JwtKey, app_claims
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem
 from bastion.live.registry import LiveConnection, LiveRegistry
-from bastion.locks.matcher import identity_targets
+from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.locks.watcher import LockWatcher
-from bastion.protocols.apphost import app_label, normalize_path, split_host
+from bastion.protocols.apphost import app_label, normalize_path, render_headers, split_host
 from bastion.protocols.http1 import (
     BadMessage,
     ChunkedScanner,
@@ -67,6 +68,7 @@ from bastion.protocols.http1 import (
     parse_request_head,
     parse_response_head,
 )
+from bastion.proxy.app_audit import RequestAudit
 from bastion.proxy.relay import Relay
 from bastion.tasks import TaskSet
 from bastion.types.apps import App
@@ -266,6 +268,15 @@ class _Conn:
     live_key: str = ""
     upstream: _Side | None = None
     remote: str = ""
+    audit_keys: list[str] = field(default_factory=list)
+    """Sessions whose ``app.request`` writer this connection uses."""
+    cert_who: _Who | None = None
+    """The certificate identity whose session (this connection) started."""
+    host: bytes = b""
+    """The last ``Host`` value found to name this connection's app (checked once)."""
+    cookie: bytes = b""
+    token: str = ""
+    """The last ``Cookie`` header and the app session token in it."""
 
 
 @dataclass(slots=True)
@@ -276,6 +287,8 @@ class _Admitted:
     jwt_at: float = 0.0
     extra: bytes = b""
     """The app's static rewrite headers, encoded once."""
+    targets: LockTargets | None = None
+    """The lock targets of this identity and app (checked on every request)."""
 
 
 @dataclass(slots=True)
@@ -315,6 +328,7 @@ class AppRoute:
         self._admitted: dict[tuple[str, str], _Admitted] = {}
         self._targets: dict[tuple[str, str, bool], _Target] = {}
         self._tasks = TaskSet()
+        self._requests = RequestAudit(deps.audit)
         self._verify = ssl.create_default_context()
         self._insecure = ssl.create_default_context()
         self._insecure.check_hostname = False
@@ -327,6 +341,7 @@ class AppRoute:
     async def close(self) -> None:
         self._running = False
         await self._tasks.cancel_all(timeout=5)
+        await self._requests.close()
         for target in self._targets.values():
             for side in target.idle:
                 side.abort()
@@ -362,6 +377,24 @@ class AppRoute:
                 self._deps.registry.remove(conn.live)
             if conn.upstream is not None:
                 conn.upstream.abort()
+            await self._end(conn)
+
+    async def _end(self, conn: _Conn) -> None:
+        """Commit the connection's queued request events, then (a certificate session is
+        this connection) ``app.session.end``."""
+        left = 0
+        for key in conn.audit_keys:
+            left += await self._requests.release(key)
+        who = conn.cert_who
+        if who is not None:
+            await self._deps.audit.emit(
+                "app.session.end",
+                user=who.identity.user,
+                app=conn.label,
+                remote_addr=conn.remote,
+                method="certificate",
+                unaudited_requests=left,
+            )
 
     # ------------------------------------------------------------------ per request
 
@@ -390,9 +423,12 @@ class AppRoute:
         has_body = head.chunked or bool(head.content_length)
         host_value = head.get(b"host")
         host = host_value.decode("latin-1") if host_value is not None else ""
-        label = app_label(host, self.domain)
-        if label is None or label != conn.label:
-            return self._reply(conn, 421, "misdirected request", close=True)
+        if not host_value or host_value != conn.host:
+            label = app_label(host, self.domain)
+            if label is None or label != conn.label:
+                return self._reply(conn, 421, "misdirected request", close=True)
+            conn.host = host_value or b""
+        label = conn.label
         if not head.target.startswith("/"):
             return self._reply(conn, 400, "bad request target", close=True)
         raw_path, _, query = head.target.partition("?")
@@ -417,7 +453,10 @@ class AppRoute:
         return await self._forward(conn, head, admitted, who, path, query, host)
 
     async def _identify(self, head: RequestHead, label: str, conn: _Conn) -> _Who | None:
-        token = _cookie_value(head)
+        raw = b"\0".join(v for low, _, v in head.headers if low == b"cookie")
+        if raw != conn.cookie:
+            conn.cookie, conn.token = raw, _cookie_value(head)
+        token = conn.token
         if token:
             session = await self._deps.access.sessions.get(token, label)
             if session is not None:
@@ -438,15 +477,18 @@ class AppRoute:
             app = await deps.access.authorize(who.identity, label)
             if len(self._admitted) > 10_000:
                 self._admitted.clear()
-            extra = b"".join(f"{h.name}: {h.value}\r\n".encode() for h in app.spec.rewrite.headers)
+            ident = who.identity
+            extra = render_headers(app.spec.rewrite.headers, ident.traits, ident.logins)
             hit = _Admitted(app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra)
+            hit.targets = identity_targets(who.identity, nodes=(label,))
             self._admitted[key] = hit
             if not who.session_id and not conn.started:
                 conn.started = True
+                conn.cert_who = who
                 await self._audit_start(who, label, conn, "certificate")
         if deps.locks is not None:
-            targets = identity_targets(who.identity, nodes=(label,))
-            deps.locks.check(targets, deps.locks.cluster_mode).raise_if_denied()
+            assert hit.targets is not None
+            deps.locks.check(hit.targets, deps.locks.cluster_mode).raise_if_denied()
         if tick - hit.jwt_at >= _JWT_REUSE:
             signer = await deps.access.signer()
             claims = app_claims(who.identity, hit.app.spec.uri, deps.clock.now())
@@ -752,7 +794,7 @@ class AppRoute:
             return False
         finally:
             await self._audit_request(
-                head, who, label, path, status, received, sent, start, upgrade
+                conn, head, who, label, path, status, received, sent, start, upgrade
             )
 
     async def _response_head(self, up: _Side) -> ResponseHead:
@@ -864,6 +906,7 @@ class AppRoute:
 
     async def _audit_request(
         self,
+        conn: _Conn,
         head: RequestHead,
         who: _Who,
         label: str,
@@ -879,22 +922,23 @@ class AppRoute:
             mode == "writes" and head.method in ("GET", "HEAD") and not websocket
         ):
             return
-        fields: dict[str, Any] = {}
+        fields: dict[str, object] = {
+            "user": who.identity.user,
+            "app": label,
+            "method": head.method,
+            "path": path,
+            "status": status,
+            "bytes_in": received,
+            "bytes_out": sent,
+            "duration_ms": round((time.monotonic() - start) * 1000, 1),
+            "session_id": who.session_id,
+        }
         if websocket:
             fields["websocket"] = True
-        await self._deps.audit.emit(
-            "app.request",
-            user=who.identity.user,
-            app=label,
-            method=head.method,
-            path=path,
-            status=status,
-            bytes_in=received,
-            bytes_out=sent,
-            duration_ms=round((time.monotonic() - start) * 1000, 1),
-            session_id=who.session_id,
-            **fields,
-        )
+        if who.key not in conn.audit_keys:
+            conn.audit_keys.append(who.key)
+            self._requests.acquire(who.key)
+        await self._requests.add(who.key, fields)
 
     # ------------------------------------------------------------------ TCP apps
 

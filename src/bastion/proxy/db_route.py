@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,8 +46,10 @@ from bastion.errors import (
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
+from bastion.protocols import mysql
 from bastion.protocols.postgres import (
     MAX_MESSAGE_LENGTH,
+    BackendKeyScanner,
     CancelRequest,
     GSSENCRequest,
     MessageReader,
@@ -61,6 +63,7 @@ from bastion.protocols.postgres import (
 from bastion.proxy.relay import Relay, RelaySide
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
+from bastion.rbac.moderation import policy_sets
 from bastion.services.cache import ResourceCache
 from bastion.services.store import ResourceStore
 from bastion.tasks import TaskSet
@@ -253,12 +256,193 @@ class _QuerySide(RelaySide):
             super().data_received(data)
 
 
+class _HandshakeReader(asyncio.Protocol):
+    """MySQL: reads the client's first packet (its HandshakeResponse41, sequence id 1)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.packets = mysql.PacketReader(mysql.MAX_HANDSHAKE_LENGTH)
+        self.rest = b""
+        self.done: asyncio.Future[mysql.HandshakeResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.rest += data
+            return
+        try:
+            packets = self.packets.feed(data)
+            if not packets:
+                return
+            got = mysql.parse_handshake_response(packets[0].payload)
+            if isinstance(got, mysql.SSLRequest):
+                raise RemoteProtocolError("SSLRequest inside a TLS session")
+            self.done.set_result(got)
+            self.rest = b"".join(mysql.build_packet(p.seq, p.payload) for p in packets[1:])
+            if self.transport is not None:
+                self.transport.pause_reading()
+        except RemoteProtocolError as exc:
+            self.done.set_exception(exc)
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(RemoteProtocolError("closed before the handshake response"))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionResetError("client went away"))
+
+
+class _MySQLClientSide(_QuerySide):
+    """MySQL, the client's side: frames its commands, reports statements, refuses
+    ``COM_CHANGE_USER`` / replication and a default database that ``db_names`` does not allow
+    (an ERR packet answers them; they never reach the server)."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        tracker: mysql.CommandTracker,
+        reader: mysql.PacketReader,
+        route: DbRoute,
+        check_name: Callable[[str], str | None],
+        on_refused: Callable[[str, str], None],
+    ) -> None:
+        RelaySide.__init__(self, relay, "a")
+        self._commands = tracker
+        self._packets = reader
+        self._route = route
+        self._check_name = check_name
+        self._on_refused = on_refused
+        self.statements = deque()
+        self.pending = asyncio.Event()
+        self.ended = False
+        self.throttled = False
+        self.server_seq = 0
+        """Sequence id of the server's last packet since the client's last command."""
+
+    def filter(self, data: bytes) -> bytes | None:
+        """The bytes of ``data`` to forward (``None``: protocol error, session ended)."""
+        whole = self._packets.buffered == 0
+        try:
+            packets = self._packets.feed(data)
+            forward: list[mysql.Packet] = []
+            for packet in packets:
+                if self._allowed(packet):
+                    forward.append(packet)
+        except RemoteProtocolError as exc:
+            self._route.mysql_protocol_error(self, str(exc))
+            return None
+        if len(self.statements) > _HIGH_WATER and self.transport is not None:
+            self.throttled = True
+            self.transport.pause_reading()
+        if whole and self._packets.buffered == 0 and len(forward) == len(packets):
+            return data
+        return b"".join(mysql.build_packet(p.seq, p.payload) for p in forward)
+
+    def _allowed(self, packet: mysql.Packet) -> bool:
+        if packet.seq == 0:
+            self.server_seq = 0
+        event = self._commands.client(packet)
+        if isinstance(event, mysql.UseDatabase):
+            refused = self._check_name(event.name)
+            if refused is not None:
+                self._refuse(
+                    packet, mysql.ER_DBACCESS_DENIED, "42000", refused, event.statement.sql
+                )
+                return False
+            event = event.statement
+        elif isinstance(event, mysql.Forbidden):
+            self._refuse(packet, mysql.ER_ACCESS_DENIED, "28000", event.reason, event.reason)
+            return False
+        if event is not None:
+            self.statements.append(event)
+            self.pending.set()
+        return True
+
+    def _refuse(self, packet: mysql.Packet, code: int, state: str, why: str, sql: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(mysql.err_packet(packet.seq + 1, code, state, why))
+        self._on_refused(sql, why)
+
+    def data_received(self, data: bytes) -> None:
+        forward = self.filter(data)
+        if forward is None:
+            return
+        if forward:
+            super(_QuerySide, self).data_received(forward)
+        else:
+            self.bytes_read += len(data)
+
+
+class _MySQLServerSide(RelaySide):
+    """MySQL, the database's side: follows packet boundaries (no copy) to learn the statement
+    ids of PREPARE_OK answers and the sequence id a lock's ERR packet must carry."""
+
+    def __init__(self, relay: Relay, tracker: mysql.CommandTracker) -> None:
+        super().__init__(relay, "b")
+        self._commands = tracker
+        self._scanner = mysql.PacketScanner()
+        self.client: _MySQLClientSide | None = None
+
+    def data_received(self, data: bytes) -> None:
+        for packet in self._scanner.feed(data, self._commands.wants_server):
+            self._commands.server(packet)
+        if self.client is not None and self._scanner.last_seq >= 0:
+            self.client.server_seq = self._scanner.last_seq
+        super().data_received(data)
+
+
+class _KeyTap(RelaySide):
+    """PostgreSQL, the database's side: notes the session's BackendKeyData (for routing a
+    CancelRequest to it) and then only relays."""
+
+    def __init__(self, relay: Relay, on_key: Callable[[tuple[int, int]], None]) -> None:
+        super().__init__(relay, "b")
+        self._scanner: BackendKeyScanner | None = BackendKeyScanner()
+        self._on_key = on_key
+
+    def data_received(self, data: bytes) -> None:
+        scanner = self._scanner
+        if scanner is not None:
+            scanner.feed(data)
+            if scanner.done or scanner.key is not None:
+                if scanner.key is not None:
+                    self._on_key(scanner.key)
+                self._scanner = None
+        super().data_received(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _CancelTarget:
+    """Where a CancelRequest with a session's key goes, and who may send it."""
+
+    db: str
+    host_id: str
+    db_user: str
+    user: str
+    client_ip: str
+
+
+class _Discard(asyncio.Protocol):
+    """The proxy's end of a cancel stream: nothing comes back; closed by the agent."""
+
+    def eof_received(self) -> bool:
+        return False
+
+
 class DbRoute:
     """Serves database connections handed over by the listener."""
 
     def __init__(self, deps: DbRouteDeps) -> None:
         self._deps = deps
         self._tasks = TaskSet()
+        self._cancel_keys: dict[tuple[int, int], _CancelTarget] = {}
 
     async def handle(
         self,
@@ -290,6 +474,17 @@ class DbRoute:
                     MessageReader(deps.max_message),
                     self,
                 )
+                target = _CancelTarget(
+                    db.metadata.name, db.spec.host_id, params["user"], identity.user,
+                    client_addr[0],
+                )  # fmt: skip
+                keys: list[tuple[int, int]] = []
+
+                def on_key(key: tuple[int, int]) -> None:
+                    keys.append(key)
+                    self._cancel_keys[key] = target
+
+                relay.b = _KeyTap(relay, on_key)
                 side.peer, relay.b.peer = relay.b, side
                 relay.a = side
                 header: dict[str, Any] = {
@@ -323,7 +518,190 @@ class DbRoute:
             return
         relay.attach_a(transport, rest)
         relay.start()
-        await self._run(relay, side, transport, identity, info, remote)
+        try:
+            await self._run(
+                relay, side, transport, identity, info, remote,
+                lambda r: error_response(r, code="57P01"),
+            )  # fmt: skip
+        finally:
+            for key in keys:
+                self._cancel_keys.pop(key, None)
+
+    async def cancel(self, pid: int, secret: int, client_addr: tuple[str, int]) -> bool:
+        """A plaintext CancelRequest on the proxy's port: forward it to the agent of the one
+        live session whose backend key it carries, only from that session's client address;
+        anything else is refused (audited ``db.session.cancel``). Returns whether it went."""
+        deps = self._deps
+        remote = f"{client_addr[0]}:{client_addr[1]}"
+        target = self._cancel_keys.get((pid, secret))
+        if target is None or target.client_ip != client_addr[0]:
+            reason = "no live session with this cancel key from this address"
+            log.info("db cancel from %s refused: %s", remote, reason)
+            await deps.audit.emit(
+                "db.session.cancel", outcome="failure", remote_addr=remote, reason=reason
+            )
+            return False
+        header: dict[str, Any] = {
+            "type": "db",
+            "db": target.db,
+            "cancel": [pid, secret],
+            "params": {"user": target.db_user},
+            "user": target.user,
+            "client_addr": remote,
+        }
+        fields: dict[str, str] = {
+            "user": target.user, "remote_addr": remote, "db_service": target.db,
+            "db_user": target.db_user,
+        }  # fmt: skip
+        try:
+            await deps.tunnel.dial(target.host_id, header, _Discard)
+        except BastionError as exc:
+            await deps.audit.emit(
+                "db.session.cancel", outcome="failure", reason=exc.message, **fields
+            )
+            return False
+        await deps.audit.emit("db.session.cancel", reason="", **fields)
+        return True
+
+    async def handle_mysql(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        client_addr: tuple[str, int],
+        early: bytes = b"",
+    ) -> None:
+        """Serve one MySQL client (ALPN ``bastion-mysql/1``): ``bsh proxy db`` (or the MySQL
+        listener) did the server greeting and sends the client's HandshakeResponse41 first;
+        the agent does the real handshake and answers with the server's OK (sequence id 2)."""
+        deps = self._deps
+        remote = f"{client_addr[0]}:{client_addr[1]}"
+        reader = _HandshakeReader()
+        transport.set_protocol(reader)
+        reader.connection_made(transport)
+        if early:
+            reader.data_received(early)
+        transport.resume_reading()
+        info: dict[str, str] = {"db_service": "", "db_user": "", "db_name": ""}
+        try:
+            async with asyncio.timeout(deps.startup_timeout):
+                hello = await reader.done
+            async with asyncio.timeout(deps.connect_timeout):
+                db, roles = await self._authorize_mysql(identity, hello, client_addr, info)
+                relay = Relay(idle_timeout=deps.idle_timeout, name=f"mysql {remote}")
+                tracker = mysql.CommandTracker(redact_params=deps.redact_params)
+                context = self._context(identity, client_addr)
+
+                def check_name(name: str) -> str | None:
+                    decision = roles.check_db_access(
+                        db.all_labels(), info["db_user"], name,
+                        db_service=db.metadata.name, context=context,
+                    )  # fmt: skip
+                    if decision.allowed:
+                        return None
+                    return f'access to database "{db.metadata.name}" db name "{name}" denied'
+
+                def on_refused(sql: str, why: str) -> None:
+                    self._tasks.spawn(
+                        deps.audit.emit(
+                            "db.session.query", outcome="failure", user=identity.user,
+                            query=sql, parameters=[], protocol="refused", reason=why, **info,
+                        ),
+                        "db-query-refused",
+                    )  # fmt: skip
+
+                side = _MySQLClientSide(
+                    relay, tracker, mysql.PacketReader(deps.max_message), self,
+                    check_name, on_refused,
+                )  # fmt: skip
+                server = _MySQLServerSide(relay, tracker)
+                server.client = side
+                side.peer, server.peer = server, side
+                relay.a, relay.b = side, server
+                header: dict[str, Any] = {
+                    "type": "db",
+                    "protocol": "mysql",
+                    "db": db.metadata.name,
+                    "params": {
+                        "user": info["db_user"],
+                        "database": hello.database if hello.database else "",
+                        "capabilities": str(hello.capabilities),
+                        "charset": str(hello.charset),
+                        "max_packet": str(hello.max_packet),
+                    },
+                    "attrs": dict(list(hello.attrs.items())[:32]),
+                    "user": identity.user,
+                    "client_addr": remote,
+                }
+                await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
+        except (BastionError, OSError, TimeoutError) as exc:
+            message, reason = _refusal(exc)
+            log.info("db route refused %s from %s: %s", identity.user, remote, reason)
+            await deps.audit.emit(
+                "db.session.start", outcome="failure", user=identity.user,
+                remote_addr=remote, reason=reason, **info,
+            )  # fmt: skip
+            if not transport.is_closing():
+                transport.write(mysql.err_packet(2, mysql.ER_ACCESS_DENIED, "28000", message))
+                transport.close()
+            return
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        rest = side.filter(reader.rest) if reader.rest else b""
+        if rest is None:
+            return
+        relay.attach_a(transport, rest)
+        relay.start()
+
+        def goodbye(reason: str) -> bytes:
+            code = mysql.ER_CONNECTION_KILLED
+            return mysql.err_packet(side.server_seq + 1, code, "70100", reason)
+
+        await self._run(relay, side, transport, identity, info, remote, goodbye)
+
+    async def _authorize_mysql(
+        self,
+        identity: Identity,
+        hello: mysql.HandshakeResponse,
+        client_addr: tuple[str, int],
+        info: dict[str, str],
+    ) -> tuple[Database, RoleSet]:
+        deps = self._deps
+        route = identity.route
+        if route is None or not route.db_service:
+            raise _Refused(
+                "this certificate is not for a database: run bsh db login NAME first",
+                "certificate without a database route",
+            )
+        db_user = hello.user or route.db_user
+        db_name = hello.database or route.db_name
+        info.update(db_service=route.db_service, db_user=db_user, db_name=db_name)
+        if route.db_user and db_user != route.db_user:
+            raise _Refused(
+                f'certificate is for db user "{route.db_user}", not "{db_user}": '
+                f"run bsh db login {route.db_service} --db-user {db_user}"
+            )
+        if not db_user:
+            raise _Refused("no database user: pass --user (or bsh db login --db-user)")
+        if deps.gate is not None:
+            refused = await deps.gate.refusal(identity, "user", login=db_user)
+            if refused is not None:
+                raise _Refused(refused.error.message, refused.reason)
+        try:
+            db = await deps.databases.get_database(route.db_service)
+        except NotFound:
+            raise _Refused(f'database "{route.db_service}" not found') from None
+        if db.spec.protocol != "mysql":
+            raise _Refused(f'database "{route.db_service}" does not speak MySQL')
+        roles = await self._check_access(identity, db, db_user, db_name or None, client_addr)
+        return db, roles
+
+    def mysql_protocol_error(self, side: _QuerySide, reason: str) -> None:
+        """A malformed or oversized MySQL packet: an ERR packet, then the session ends."""
+        transport = side.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(mysql.err_packet(1, 1835, "08S01", f"protocol violation: {reason}"))
+        side.relay.terminate(f"protocol violation: {reason}")
 
     def protocol_error(self, side: _QuerySide, reason: str) -> None:
         """The client sent a malformed or oversized message: tell it and end the session."""
@@ -384,6 +762,22 @@ class DbRoute:
             raise _Refused(not_found) from None
         if db.spec.protocol != "postgres":
             raise _Refused(f'database "{route.db_service}" does not speak PostgreSQL')
+        await self._check_access(identity, db, db_user, db_name, client_addr)
+        params = {"user": db_user, "database": db_name}
+        params.update({k: v for k, v in startup.params.items() if k in _FORWARDED})
+        return db, params
+
+    async def _check_access(
+        self,
+        identity: Identity,
+        db: Database,
+        db_user: str,
+        db_name: str | None,
+        client_addr: tuple[str, int],
+    ) -> RoleSet:
+        """RBAC (labels, db user, db name: ``None`` = none chosen yet) and locks; returns the
+        role set (MySQL checks later ``COM_INIT_DB`` / ``USE`` against it)."""
+        deps = self._deps
         roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
         decision = roles.check_db_access(
             db.all_labels(),
@@ -393,18 +787,25 @@ class DbRoute:
             context=self._context(identity, client_addr),
         )
         if not decision.allowed:
+            shown = f' (db name "{db_name}")' if db_name is not None else ""
             raise _Refused(
-                f'access to database "{route.db_service}" as db user "{db_user}" '
-                f'(db name "{db_name}") denied',
+                f'access to database "{db.metadata.name}" as db user "{db_user}"{shown} denied',
                 decision.reason,
+            )
+        moderated = policy_sets(
+            ((r.name, r.options.require_session_join) for r in roles.roles), "db"
+        )
+        if moderated:  # fail closed until db sessions can be joined (docs/moderated-sessions.md)
+            raise _Refused(
+                f'database sessions of role "{moderated[0].role}" must be moderated '
+                "(require_session_join); moderated database sessions are not available yet",
+                "moderation required for db sessions",
             )
         if deps.locks is not None:
             targets = identity_targets(identity, login=db_user, nodes=(db.metadata.name,))
             mode = effective_mode(roles.options().lock_mode, deps.locks.cluster_mode)
             deps.locks.check(targets, mode).raise_if_denied()
-        params = {"user": db_user, "database": db_name}
-        params.update({k: v for k, v in startup.params.items() if k in _FORWARDED})
-        return db, params
+        return roles
 
     async def _run(
         self,
@@ -414,13 +815,14 @@ class DbRoute:
         identity: Identity,
         info: dict[str, str],
         remote: str,
+        goodbye: Callable[[str], bytes],
     ) -> None:
         deps = self._deps
 
         async def terminate(reason: str) -> None:
             if not transport.is_closing():
                 # Between two server messages in practice; the connection ends either way.
-                transport.write(error_response(reason, code="57P01"))
+                transport.write(goodbye(reason))
             relay.terminate(reason)
 
         live = deps.registry.add(
@@ -489,6 +891,7 @@ class DbRoute:
                     "query": s.sql,
                     "parameters": list(s.params),
                     "protocol": s.protocol,
+                    **_types(s),
                     **info,
                 }
                 for s in batch
@@ -510,6 +913,11 @@ class DbRoute:
 
     async def close(self) -> None:
         await self._tasks.cancel_all(timeout=5)
+
+
+def _types(statement: Statement) -> dict[str, object]:
+    types = getattr(statement, "param_types", ())
+    return {"parameter_types": list(types)} if types else {}
 
 
 def _refusal(exc: BaseException) -> tuple[str, str]:

@@ -192,8 +192,29 @@ class ProxyListener:
             config.max_unauthenticated_per_ip, config.max_unauthenticated_total
         )
         self._trusted = TrustedSources(config.trusted_proxy_sources)
-        tls = deps.tls
-        self._contexts = {
+        self._extra_tunnel_cas: list[str] = []
+        self.use_tls(deps.tls)
+        # Refusals before authentication are audited, but bounded (see _audit_refusal).
+        self._audit_per_ip = RateLimiter(rate=0.2, burst=5)
+        self._audit_global = RateLimiter(rate=20.0, burst=100)
+        self._suppressed: dict[str, int] = {}
+        self._sock: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()
+        self._next_upstream = 0
+        self.port = config.port
+
+    def trust_tunnel_ca(self, pem: str) -> None:
+        """Also accept tunnel client certificates from this CA at the handshake (a leaf
+        cluster's host CA); which identities it may sign is decided after it
+        (:meth:`ClusterHub.verify_tunnel`)."""
+        self._contexts[RouteKind.TUNNEL].load_verify_locations(cadata=pem)
+        self._extra_tunnel_cas.append(pem)
+
+    def use_tls(self, tls: ProxyTLS) -> None:
+        """Serve with these certificates and trust anchors from the next handshake on (a
+        renewed proxy certificate, a rotated CA); connections already up keep theirs."""
+        contexts = {
             RouteKind.SSH: _server_context(
                 tls, tls.user_ca_pem, ssl.CERT_REQUIRED, Route.SSH.alpn or ""
             ),
@@ -202,6 +223,9 @@ class ProxyListener:
             ),
             RouteKind.DB: _server_context(
                 tls, tls.user_ca_pem, ssl.CERT_REQUIRED, Route.DB.alpn or ""
+            ),
+            RouteKind.DB_MYSQL: _server_context(
+                tls, tls.user_ca_pem, ssl.CERT_REQUIRED, Route.DB_MYSQL.alpn or ""
             ),
             # The API behind the web route takes users (bsh, bctl) and agents (heartbeats,
             # watches) alike; it checks each certificate against the CA of its purpose.
@@ -220,26 +244,15 @@ class ProxyListener:
         # No TLS 1.3 session tickets to database clients: libpq waits on the tickets that
         # follow the handshake, a ~35 ms stall per connection (bench/db.py: 3.5x -> 1.3x of a
         # direct connection); nothing resumes these sessions anyway.
-        self._contexts[RouteKind.DB].num_tickets = 0
+        contexts[RouteKind.DB].num_tickets = 0
+        contexts[RouteKind.DB_MYSQL].num_tickets = 0
+        for pem in self._extra_tunnel_cas:
+            contexts[RouteKind.TUNNEL].load_verify_locations(cadata=pem)
+        self._contexts = contexts
         self._anchors = {
             "user": x509.load_pem_x509_certificates(tls.user_ca_pem.encode()),
             "host": x509.load_pem_x509_certificates(tls.host_ca_pem.encode()),
         }
-        # Refusals before authentication are audited, but bounded (see _audit_refusal).
-        self._audit_per_ip = RateLimiter(rate=0.2, burst=5)
-        self._audit_global = RateLimiter(rate=20.0, burst=100)
-        self._suppressed: dict[str, int] = {}
-        self._sock: socket.socket | None = None
-        self._accept_task: asyncio.Task[None] | None = None
-        self._tasks = TaskSet()
-        self._next_upstream = 0
-        self.port = config.port
-
-    def trust_tunnel_ca(self, pem: str) -> None:
-        """Also accept tunnel client certificates from this CA at the handshake (a leaf
-        cluster's host CA); which identities it may sign is decided after it
-        (:meth:`ClusterHub.verify_tunnel`)."""
-        self._contexts[RouteKind.TUNNEL].load_verify_locations(cadata=pem)
 
     @property
     def limiter(self) -> UnauthenticatedLimiter:
@@ -412,6 +425,15 @@ class ProxyListener:
                 await asyncio.get_running_loop().sock_sendall(sock, b"S")
                 in_band, data = True, b""
                 continue
+            if found.kind is Kind.POSTGRES_CANCEL_REQUEST and self._deps.db and not in_band:
+                if len(data) < 16:
+                    data = await peek(sock, 16)
+                    continue
+                # Routed only to the live session holding this key (audited by the route).
+                pid = int.from_bytes(data[8:12], "big", signed=True)
+                secret = int.from_bytes(data[12:16], "big")
+                await self._deps.db.cancel(pid, secret, client)
+                raise _Refused("postgres cancel request redirected to the database route")
             if found.kind is Kind.HTTP:
                 await _redirect(sock)
                 raise _Refused("plain HTTP redirected to HTTPS")
@@ -567,6 +589,8 @@ class ProxyListener:
             await tunnel.session.wait_closed()
         elif chosen.kind is RouteKind.DB and identity is not None and self._deps.db is not None:
             await self._deps.db.handle(transport, identity, client, early)
+        elif chosen.kind is RouteKind.DB_MYSQL and identity is not None and self._deps.db:
+            await self._deps.db.handle_mysql(transport, identity, client, early)
         elif chosen.kind is RouteKind.APP and self._deps.app is not None:
             await self._deps.app.handle(transport, identity, client, early, chosen.target)
         elif chosen.kind is RouteKind.APP_TCP and identity is not None and self._deps.app:

@@ -23,7 +23,14 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from bastion.protocols.alpn import ALPN_APP, ALPN_HTTP, ALPN_POSTGRES, ALPN_SSH, ALPN_TUNNEL
+from bastion.protocols.alpn import (
+    ALPN_APP,
+    ALPN_HTTP,
+    ALPN_MYSQL,
+    ALPN_POSTGRES,
+    ALPN_SSH,
+    ALPN_TUNNEL,
+)
 from bastion.protocols.apphost import app_label
 
 __all__ = ["ROUTES", "Route", "RouteKind", "route"]
@@ -34,6 +41,7 @@ class RouteKind(enum.Enum):
     TUNNEL = "tunnel"
     WEB = "web"
     DB = "db"
+    DB_MYSQL = "db_mysql"
     APP = "app"
     APP_TCP = "app_tcp"
     REFUSE = "refuse"
@@ -55,6 +63,7 @@ class Route:
     TUNNEL: ClassVar[Route]
     WEB: ClassVar[Route]
     DB: ClassVar[Route]
+    DB_MYSQL: ClassVar[Route]
     APP: ClassVar[Route]
     APP_TCP: ClassVar[Route]
 
@@ -68,6 +77,7 @@ Route.SSH = Route(RouteKind.SSH, ALPN_SSH)
 Route.TUNNEL = Route(RouteKind.TUNNEL, ALPN_TUNNEL)
 Route.WEB = Route(RouteKind.WEB, ALPN_HTTP)
 Route.DB = Route(RouteKind.DB, ALPN_POSTGRES)
+Route.DB_MYSQL = Route(RouteKind.DB_MYSQL, ALPN_MYSQL)
 Route.APP = Route(RouteKind.APP, ALPN_HTTP)
 Route.APP_TCP = Route(RouteKind.APP_TCP, ALPN_APP)
 
@@ -75,6 +85,7 @@ ROUTES: Final[tuple[tuple[str, Route], ...]] = (
     (ALPN_SSH, Route.SSH),
     (ALPN_TUNNEL, Route.TUNNEL),
     (ALPN_POSTGRES, Route.DB),
+    (ALPN_MYSQL, Route.DB_MYSQL),
     (ALPN_APP, Route.APP_TCP),
     (ALPN_HTTP, Route.WEB),
     # h2-capable clients also offer http/1.1 in practice; the web context negotiates http/1.1.

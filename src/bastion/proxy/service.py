@@ -101,6 +101,15 @@ class ProxyLink:
     """Trusted clusters (in the auth process only): leaf tunnels and routes through them."""
     apps: AppBackend | None = None
     """App access (in the auth process only: it signs the apps' JWTs): the app route."""
+    on_tls: list[Callable[[ProxyTLS], None]] = field(default_factory=list)
+    """Told of a renewed certificate (a proxy in its own process renews its host identity):
+    :meth:`ProxyService.use_tls` is added here."""
+
+    def renewed(self, tls: ProxyTLS) -> None:
+        """A renewed proxy certificate: serve it from the next handshake on."""
+        self.tls = tls
+        for swap in self.on_tls:
+            swap(tls)
 
     @classmethod
     async def in_process(
@@ -185,6 +194,7 @@ class ProxyService:
             ),
         )
         self.listener: ProxyListener | None = None
+        link.on_tls.append(self.use_tls)
         self.db: DbRoute | None = None
         self.app: AppRoute | None = None
         self.clusters: ClusterHub | None = None
@@ -281,6 +291,12 @@ class ProxyService:
             await self.clusters.start()
         log.info("proxy listening", addr=f"{host}:{self.listener.port}")
         return host, self.listener.port
+
+    def use_tls(self, tls: ProxyTLS) -> None:
+        """New handshakes use ``tls`` (the renewed certificate and current trust anchors)."""
+        if self.listener is not None:
+            self.listener.use_tls(tls)
+            log.info("proxy certificate swapped in")
 
     async def close(self) -> None:
         if self.clusters is not None:

@@ -428,16 +428,20 @@ class RoleSet:
         *,
         app_name: str = "",
         context: AccessContext | None = None,
+        cluster_requires_mfa: bool = False,
     ) -> Decision:
-        """May the user reach this application?
+        """May the user reach this application, and does it take per-session MFA?
 
         Args:
             app_labels: the application's labels.
             app_name: ``resource.name`` and the explanation.
             context: the request, for ``where`` conditions (``None``: they fail closed).
+            cluster_requires_mfa: the cluster auth preference's ``require_session_mfa``.
 
         Returns:
-            Denied if a deny app_labels selector matches; allowed if an allow one does.
+            Denied if a deny app_labels selector matches; allowed if an allow one does, with
+            ``mfa_required`` when the cluster requires per-session MFA or every role that
+            allows it has ``require_session_mfa`` (as for nodes).
         """
         what = f'app "{app_name}"' if app_name else "app"
         denied = self._denied_by_labels(
@@ -449,11 +453,23 @@ class RoleSet:
         )
         if denied is not None:
             return denied
+        with_mfa: str | None = None
         for role in self._roles:
             if role.allow.app.matches(app_labels) and (
                 _condition(role.allow.where, context, "app", app_name, app_labels).holds is True
             ):
-                return Decision(True, f'role "{role.name}" allows access to {what}', role.name)
+                if not (role.options.require_session_mfa or cluster_requires_mfa):
+                    return Decision(True, f'role "{role.name}" allows access to {what}', role.name)
+                with_mfa = with_mfa or role.name
+        if with_mfa is not None:
+            why = "the cluster" if cluster_requires_mfa else f'role "{with_mfa}"'
+            return Decision(
+                True,
+                f'role "{with_mfa}" allows access to {what} with per-session MFA '
+                f"(required by {why})",
+                with_mfa,
+                mfa_required=True,
+            )
         return Decision(False, self._explain_labels("app", what, app_labels, "access"))
 
     def _outside_request(self, kind: str, name: str) -> Decision | None:

@@ -11,7 +11,8 @@ Rules (docs/device-trust.md):
 * under ``required`` a certificate without trusted-device data is refused with
   :data:`DEVICE_REQUIRED_MESSAGE`; one with device data is refused when the device is no longer
   enrolled, holds another credential, is software-attested while the cluster no longer allows
-  it, or fails the posture rules (minimum OS version per OS type, compliance required);
+  it, or fails the posture rules (minimum OS version per OS type, compliance required, maximum
+  age of the last inventory sync; the caller passes ``now``);
 * under ``optional`` and ``off`` nothing is refused here (locks still apply to the device id).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from bastion.types.devices import (
     DEVICE_TRUST_MODES,
@@ -36,6 +38,7 @@ __all__ = [
     "parse_version",
     "posture_problems",
     "strictest",
+    "sync_age_problem",
     "version_at_least",
 ]
 
@@ -92,8 +95,38 @@ def version_at_least(version: str, minimum: str) -> bool:
     return have + (0,) * (width - len(have)) >= want + (0,) * (width - len(want))
 
 
-def posture_problems(device: Device, policy: DeviceTrustPreference) -> list[str]:
-    """What keeps ``device`` from the posture ``policy`` asks for (empty: it passes)."""
+def _age(seconds: float) -> str:
+    """``90061`` → ``"1d 1h"``; ``300`` → ``"5m"`` (whole units, the two largest)."""
+    left = max(0, int(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def sync_age_problem(device: Device, max_age_seconds: int, now: datetime) -> str:
+    """The maximum-sync-age rule: ``""`` when an inventory sync vouched for ``device`` within
+    ``max_age_seconds`` of ``now`` (0: no rule), else why not. The time that counts is the
+    last MDM check-in the export reported (``source_checkin``), else the last sync that found
+    the device (``source_seen``); a check-in in the future counts as ``now``."""
+    if max_age_seconds <= 0:
+        return ""
+    spec = device.spec
+    last = spec.source_checkin or spec.source_seen
+    limit = _age(max_age_seconds)
+    if last is None:
+        return f"no inventory sync has seen this device (maximum sync age {limit})"
+    age = now - last
+    if age <= timedelta(seconds=max_age_seconds):
+        return ""
+    return f"the inventory last saw this device {_age(age.total_seconds())} ago (maximum {limit})"
+
+
+def posture_problems(device: Device, policy: DeviceTrustPreference, *, now: datetime) -> list[str]:
+    """What keeps ``device`` from the posture ``policy`` asks for at ``now`` (empty: it
+    passes)."""
     problems: list[str] = []
     spec = device.spec
     minimum = policy.min_os_version.get(spec.os_type)
@@ -106,6 +139,9 @@ def posture_problems(device: Device, policy: DeviceTrustPreference) -> list[str]
     if policy.require_compliance and spec.compliance.status != "compliant":
         why = f" ({spec.compliance.reason})" if spec.compliance.reason else ""
         problems.append(f"device is {spec.compliance.status}{why}")
+    stale = sync_age_problem(device, policy.max_sync_age_seconds, now)
+    if stale:
+        problems.append(stale)
     return problems
 
 
@@ -122,6 +158,8 @@ def device_refusal(
     mode: DeviceTrustMode,
     device: Device | None,
     policy: DeviceTrustPreference,
+    *,
+    now: datetime,
 ) -> DeviceRefusal | None:
     """Should this identity be refused for lack of a trusted device?
 
@@ -130,6 +168,7 @@ def device_refusal(
         mode: :func:`effective_device_mode` for the identity.
         device: the inventory record of ``identity.device_id`` (None: none, or no device id).
         policy: the cluster's device-trust preference (posture rules, software keys).
+        now: the current time (the maximum sync age rule).
     """
     if mode != "required" or identity.kind == "host":
         return None
@@ -154,7 +193,7 @@ def device_refusal(
             "access denied: this resource requires a TPM-attested device; software device keys "
             "are not allowed",
         )
-    problems = posture_problems(device, policy)
+    problems = posture_problems(device, policy, now=now)
     if problems:
         text = "; ".join(problems)
         return DeviceRefusal(

@@ -49,6 +49,7 @@ RESOURCE_PREFIXES: dict[str, str] = {
     "scim_token": "scim/tokens",
     "trusted_cluster": "trust/trusted_clusters",
     "remote_cluster": "trust/remote_clusters",
+    "risk_rule": "risk/rules",
 }
 """Backend key prefix of each stored resource kind (SSO connectors: :data:`CONNECTORS_PREFIX`)."""
 CONNECTORS_PREFIX = "connectors"

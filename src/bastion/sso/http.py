@@ -15,11 +15,20 @@ import aiohttp
 
 from bastion.errors import AccessDenied, ConnectionProblem
 
-__all__ = ["HTTP", "MAX_RESPONSE"]
+__all__ = ["HTTP", "MAX_RESPONSE", "IdPRefused"]
 
 MAX_RESPONSE = 1 << 20
 """Largest provider response read (discovery, JWKS, tokens, user and team lists)."""
 TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+
+
+class IdPRefused(AccessDenied):
+    """The provider answered with an HTTP error (``status``, OAuth ``error`` code when given)."""
+
+    def __init__(self, message: str, status: int, error: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
 
 
 class HTTP:
@@ -61,12 +70,15 @@ class HTTP:
         except ValueError:
             data = None
         if status >= 400:
-            detail = ""
+            detail = error = ""
             if isinstance(data, dict):
                 detail = str(data.get("error_description") or data.get("error") or "")[:200]
-            raise AccessDenied(
+                error = str(data.get("error") or "")[:100]
+            raise IdPRefused(
                 f"the identity provider refused {method} {url}: HTTP {status}"
-                + (f" ({detail})" if detail else "")
+                + (f" ({detail})" if detail else ""),
+                status,
+                error,
             )
         if data is None:
             raise AccessDenied(f"the identity provider's answer from {url} is not JSON")

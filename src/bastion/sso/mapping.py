@@ -23,6 +23,7 @@ __all__ = [
     "NoRoleMapped",
     "Rule",
     "SSOIdentity",
+    "TokenSet",
     "claims_to_traits",
     "expand_roles",
     "map_roles",
@@ -57,6 +58,17 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSet:
+    """An OIDC token endpoint's answer (the secrets are never logged)."""
+
+    id_token: str
+    access_token: str = ""
+    refresh_token: str = ""
+    expires_in: int | None = None
+    """Seconds the access token lives (None: not said)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SSOIdentity:
     """Who the IdP says the user is. Keyed by ``(connector, issuer, subject)``, never by email."""
 
@@ -69,6 +81,8 @@ class SSOIdentity:
     username: str
     """Display name part of the Bastion user (``connector:username``)."""
     claims: dict[str, list[str]] = field(default_factory=dict)
+    tokens: TokenSet | None = None
+    """OIDC: the token response, kept for periodic re-validation (:mod:`bastion.sso.revalidate`)."""
 
     @property
     def user(self) -> str:

@@ -31,7 +31,7 @@ from joserfc.jwk import KeySet
 
 from bastion.errors import AccessDenied
 from bastion.sso.http import HTTP
-from bastion.sso.mapping import SSOIdentity, normalize_claims
+from bastion.sso.mapping import SSOIdentity, TokenSet, normalize_claims
 from bastion.types.connectors import OIDCConnector
 
 __all__ = [
@@ -58,6 +58,7 @@ class Discovery:
     authorization_endpoint: str
     token_endpoint: str
     jwks_uri: str
+    userinfo_endpoint: str = ""
 
     @classmethod
     def parse(cls, doc: Any, expected_issuer: str) -> Discovery:
@@ -69,6 +70,7 @@ class Discovery:
                 authorization_endpoint=str(doc["authorization_endpoint"]),
                 token_endpoint=str(doc["token_endpoint"]),
                 jwks_uri=str(doc["jwks_uri"]),
+                userinfo_endpoint=str(doc.get("userinfo_endpoint") or ""),
             )
         except KeyError as exc:
             raise AccessDenied(f"OIDC discovery document lacks {exc.args[0]!r}") from None
@@ -218,6 +220,10 @@ class OIDCProvider:
 
     async def exchange(self, code: str, code_verifier: str, redirect_uri: str) -> str:
         """Trade the authorization code for tokens; returns the raw ID token."""
+        return (await self.exchange_tokens(code, code_verifier, redirect_uri)).id_token
+
+    async def exchange_tokens(self, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
+        """Trade the authorization code for tokens (ID, access and refresh token)."""
         spec = self.connector.spec
         body = await self._http.post_form(
             (await self.discovery()).token_endpoint,
@@ -232,7 +238,29 @@ class OIDCProvider:
         token = body.get("id_token") if isinstance(body, dict) else None
         if not isinstance(token, str):
             raise IDTokenError("the provider's token response has no id_token")
-        return token
+        return _token_set(body, token)
+
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        """Use a refresh token (the provider refuses it once the user is gone: IdPRefused)."""
+        spec = self.connector.spec
+        body = await self._http.post_form(
+            (await self.discovery()).token_endpoint,
+            {"grant_type": "refresh_token", "refresh_token": refresh_token},
+            basic_auth=(spec.client_id, spec.client_secret),
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise IDTokenError("the provider's refresh response has no access_token")
+        return _token_set(body, str(body.get("id_token") or ""), refresh_token)
+
+    async def userinfo(self, access_token: str) -> dict[str, list[str]]:
+        """The userinfo endpoint's claims, normalized (IdPRefused 401: token or user gone)."""
+        endpoint = (await self.discovery()).userinfo_endpoint
+        if not endpoint:
+            raise AccessDenied("the provider has no userinfo endpoint")
+        doc = await self._http.get_json(endpoint, {"Authorization": f"Bearer {access_token}"})
+        if not isinstance(doc, dict):
+            raise AccessDenied("the provider's userinfo answer is not a JSON object")
+        return normalize_claims(doc)
 
     async def identity(self, id_token: str, nonce: str, now: datetime) -> SSOIdentity:
         """Verify ``id_token`` (refetching the JWKS once for an unknown key id)."""
@@ -265,3 +293,13 @@ class OIDCProvider:
             username=username,
             claims=normalized,
         )
+
+
+def _token_set(body: dict[str, Any], id_token: str, refresh_token: str = "") -> TokenSet:
+    expires_in = body.get("expires_in")
+    return TokenSet(
+        id_token=id_token,
+        access_token=str(body.get("access_token") or ""),
+        refresh_token=str(body.get("refresh_token") or refresh_token),
+        expires_in=int(expires_in) if isinstance(expires_in, int | float) else None,
+    )

@@ -22,6 +22,7 @@ claim that ``claims_to_roles`` maps.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from typing import Any
 from bastion.auth.revocation import CLOCK_SKEW, longest_certificate_ttl, new_epoch
 from bastion.auth.scim import SCIM_ACTOR_PREFIX, deprovision_lock, deprovision_lock_name
 from bastion.auth.server import AuthServer
-from bastion.backend.base import Delete, Op
-from bastion.errors import CompareFailed, NotFound
+from bastion.backend.base import Create, Delete, Item, Op
+from bastion.errors import AlreadyExists, CompareFailed, NotFound
 from bastion.protocols.scim import (
     apply_patch,
     etag,
@@ -41,7 +42,7 @@ from bastion.protocols.scim import (
     user_document,
     user_spec_from,
 )
-from bastion.protocols.scim_filter import FilterError, matches, parse_filter
+from bastion.protocols.scim_filter import Compare, Filter, FilterError, matches, parse_filter
 from bastion.services.store import RESOURCE_PREFIXES, ResourceStore
 from bastion.sso import github as gh
 from bastion.sso.mapping import Rule, map_roles
@@ -55,10 +56,30 @@ from bastion.types.connectors import (
 from bastion.types.meta import Metadata, Resource
 from bastion.types.scim import GROUPS_CLAIM, ScimGroup, ScimProblem, ScimUser
 
-__all__ = ["LoginOverlay", "ScimDirectory", "connector_rules"]
+__all__ = ["INDEX_PREFIX", "LoginOverlay", "ScimDirectory", "connector_rules", "user_name_key"]
 
 MAX_COUNT = 1000
 ATTEMPTS = 10
+INDEX_PREFIX = "scim/index/user_name/"
+"""``<connector>/<sha256 of the lower-cased userName>`` -> the SCIM user id. Written in the
+same transaction as the user (a create of an existing name fails on this key: 409), so a
+``userName eq`` lookup, a create and an SSO login read one key instead of listing the users."""
+BUILT_PREFIX = "scim/index/built/"
+"""``<connector>``: present once the connector's users created before the index are indexed."""
+
+
+def user_name_key(connector: str, user_name: str) -> str:
+    digest = hashlib.sha256(user_name.lower().encode()).hexdigest()[:40]
+    return f"{INDEX_PREFIX}{connector}/{digest}"
+
+
+def _user_name_eq(node: Filter) -> str | None:
+    """The value of a ``userName eq "x"`` filter (None: any other filter)."""
+    if isinstance(node, Compare) and node.op == "eq" and isinstance(node.value, str):
+        path = node.path.lower()
+        if path == "username" or path.endswith(":username"):
+            return node.value
+    return None
 
 
 def connector_rules(connector: Resource) -> list[Rule]:
@@ -110,6 +131,7 @@ class ScimDirectory:
         self.groups: ResourceStore[ScimGroup] = ResourceStore(
             backend, ScimGroup, RESOURCE_PREFIXES["scim_group"]
         )
+        self._indexed: set[str] = set()
 
     # ---- reads ---------------------------------------------------------------------------------
 
@@ -118,6 +140,43 @@ class ScimDirectory:
 
     async def _all_groups(self, connector: str) -> list[ScimGroup]:
         return [g for g in await self.groups.list() if g.spec.connector == connector]
+
+    async def _ensure_index(self, connector: str) -> None:
+        """Index the connector's users stored before the index existed (once per connector)."""
+        if connector in self._indexed:
+            return
+        backend = self.auth.deps.backend
+        try:
+            await backend.get(BUILT_PREFIX + connector)
+        except NotFound:
+            ops: list[Op] = []
+            for user in await self._all_users(connector):
+                index_key = user_name_key(connector, user.spec.user_name)
+                try:
+                    await backend.get(index_key)
+                except NotFound:
+                    ops.append(Create(Item(index_key, user.name.encode())))
+            ops.append(Create(Item(BUILT_PREFIX + connector, b"1")))
+            try:
+                await self.auth.audited(
+                    "scim.index", ops, SCIM_ACTOR_PREFIX + connector, f"scim/{connector}",
+                    connector=connector, indexed=len(ops) - 1,
+                )  # fmt: skip
+            except AlreadyExists:
+                pass  # another process built it meanwhile
+        self._indexed.add(connector)
+
+    async def user_by_name(self, connector: str, user_name: str) -> ScimUser | None:
+        """The connector's user with this ``userName`` (case-insensitive), by its index key."""
+        await self._ensure_index(connector)
+        try:
+            user_id = (await self.auth.deps.backend.get(user_name_key(connector, user_name))).value
+            found = await self.users.get(user_id.decode())
+        except (NotFound, ValueError):
+            return None
+        if found.spec.connector != connector or found.spec.user_name.lower() != user_name.lower():
+            return None
+        return found
 
     async def user(self, connector: str, user_id: str) -> ScimUser:
         try:
@@ -148,6 +207,11 @@ class ScimDirectory:
         return group_document(group, users, self.base_url)
 
     async def list_users(self, connector: str, filter_: str, start: int, count: int) -> Page:
+        wanted = _user_name_eq(_parse(filter_)) if filter_ else None
+        if wanted is not None:  # the IdP's "does this user exist" lookup: one index read
+            found = await self.user_by_name(connector, wanted)
+            docs = [await self.user_doc(found)] if found is not None else []
+            return _page(docs, "", start, count)
         users = sorted(
             await self._all_users(connector), key=lambda u: (u.spec.created or 0, u.name)
         )
@@ -168,16 +232,15 @@ class ScimDirectory:
 
     async def login_overlay(self, connector: str, user_name: str) -> LoginOverlay | None:
         """The provisioned state of SSO user ``connector:user_name`` (None: not provisioned)."""
-        wanted = user_name.lower()
-        for user in await self._all_users(connector):
-            if user.spec.user_name.lower() == wanted:
-                groups = [
-                    g.spec.display_name
-                    for g in await self._all_groups(connector)
-                    if user.name in g.spec.members
-                ]
-                return LoginOverlay(user.spec.active, user.spec.epoch, tuple(groups))
-        return None
+        user = await self.user_by_name(connector, user_name)
+        if user is None:
+            return None
+        groups = [
+            g.spec.display_name
+            for g in await self._all_groups(connector)
+            if user.name in g.spec.members
+        ]
+        return LoginOverlay(user.spec.active, user.spec.epoch, tuple(groups))
 
     # ---- users ---------------------------------------------------------------------------------
 
@@ -185,13 +248,17 @@ class ScimDirectory:
         spec = user_spec_from(doc, connector)
         now = self.auth.clock.now()
         spec.epoch, spec.created, spec.last_modified = new_epoch(), now, now
-        for other in await self._all_users(connector):
-            if other.spec.user_name.lower() == spec.user_name.lower():
-                raise ScimProblem(f"userName {spec.user_name!r} exists", 409, "uniqueness")
+        await self._ensure_index(connector)
         user = ScimUser(metadata=Metadata(name=uuid.uuid4().hex), spec=spec)
-        ops: list[Op] = [self.users.create_op(user)]
+        index_key = user_name_key(connector, spec.user_name)
+        ops: list[Op] = [self.users.create_op(user), Create(Item(index_key, user.name.encode()))]
         ops += await self._access_ops(connector, None, user, {}, {})
-        done = await self._commit("scim.user.create", ops, connector, user)
+        try:
+            done = await self._commit("scim.user.create", ops, connector, user)
+        except AlreadyExists as exc:
+            if exc.key != index_key:
+                raise
+            raise ScimProblem(f"userName {spec.user_name!r} exists", 409, "uniqueness") from None
         return self.users.written(user, done)
 
     async def replace_user(self, connector: str, user_id: str, doc: Any, if_match: str) -> ScimUser:
@@ -223,16 +290,24 @@ class ScimDirectory:
             _check_version(current, if_match)
             updated = await change(current)
             updated.spec.last_modified = self.auth.clock.now()
-            if updated.spec.user_name.lower() != current.spec.user_name.lower():
-                for other in await self._all_users(connector):
-                    if other.spec.user_name.lower() == updated.spec.user_name.lower():
-                        raise ScimProblem("userName exists", 409, "uniqueness")
             ops: list[Op] = [self.users.update_op(updated)]
+            renamed = updated.spec.user_name.lower() != current.spec.user_name.lower()
+            new_key = user_name_key(connector, updated.spec.user_name)
+            if renamed:
+                await self._ensure_index(connector)
+                ops += [
+                    Delete(user_name_key(connector, current.spec.user_name)),
+                    Create(Item(new_key, updated.name.encode())),
+                ]
             ops += await self._access_ops(connector, current, updated, {}, {})
             try:
                 done = await self._commit("scim.user.update", ops, connector, updated)
             except CompareFailed:
                 continue
+            except AlreadyExists as exc:
+                if exc.key != new_key:
+                    raise
+                raise ScimProblem("userName exists", 409, "uniqueness") from None
             return self.users.written(updated, done)
         raise ScimProblem("the user is changing concurrently; retry", 409)
 
@@ -240,7 +315,11 @@ class ScimDirectory:
         for _ in range(ATTEMPTS):
             current = await self.user(connector, user_id)
             _check_version(current, if_match)
-            ops: list[Op] = [self.users.delete_op(current.name, current.metadata.revision)]
+            await self._ensure_index(connector)
+            ops: list[Op] = [
+                self.users.delete_op(current.name, current.metadata.revision),
+                Delete(user_name_key(connector, current.spec.user_name)),
+            ]
             for group in await self._all_groups(connector):
                 if current.name in group.spec.members:
                     kept = group.model_copy(deep=True)
@@ -472,12 +551,16 @@ def _memberships(groups: list[ScimGroup]) -> dict[str, list[str]]:
     return out
 
 
+def _parse(filter_: str) -> Filter:
+    try:
+        return parse_filter(filter_)
+    except FilterError as exc:
+        raise ScimProblem(f"filter: {exc}", 400, "invalidFilter") from None
+
+
 def _page(docs: list[dict[str, Any]], filter_: str, start: int, count: int) -> Page:
     if filter_:
-        try:
-            node = parse_filter(filter_)
-        except FilterError as exc:
-            raise ScimProblem(f"filter: {exc}", 400, "invalidFilter") from None
+        node = _parse(filter_)
         docs = [d for d in docs if matches(node, d)]
     start = max(start, 1)
     count = min(max(count, 0), MAX_COUNT)

@@ -32,6 +32,7 @@ from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.server import AuthServer
 from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import LockTargets, identity_targets
+from bastion.backend.base import Put
 from bastion.rbac.checker import RoleSet
 from bastion.services.credentials import hash_secret, new_secret, secrets_equal
 from bastion.sso import github as gh
@@ -40,6 +41,7 @@ from bastion.sso.mapping import SSOIdentity, claims_to_traits, require_roles
 from bastion.sso.oidc import OIDCProvider, authorization_url
 from bastion.sso.requests import RequestStore, SSORequest
 from bastion.sso.saml import SAMLProvider
+from bastion.sso.revalidate import grant_op, login_epoch
 from bastion.sso.scim import ScimDirectory, connector_rules
 from bastion.types.connectors import CONNECTOR_KINDS, GithubConnector, OIDCConnector, SAMLConnector
 from bastion.types.meta import Resource
@@ -235,8 +237,12 @@ class SSOService:
                         f"{connector.spec.issuer_url!r} (mix-up)"
                     )
                 provider = self._oidc_provider(connector)
-                token = await provider.exchange(code, request.code_verifier, request.redirect_uri)
-                return await provider.identity(token, request.nonce, self.auth.clock.now())
+                tokens = await provider.exchange_tokens(
+                    code, request.code_verifier, request.redirect_uri
+                )
+                found = await provider.identity(tokens.id_token, request.nonce,
+                                                self.auth.clock.now())  # fmt: skip
+                return dataclasses.replace(found, tokens=tokens)
             if isinstance(connector, GithubConnector):
                 github = gh.GithubProvider(connector, self._http)
                 access = await github.exchange(code, request.code_verifier, request.redirect_uri)
@@ -280,7 +286,7 @@ class SSOService:
             request = await self._request_for_state(connector_name, state, binding)
             connector = await self.connector(request.connector, request.kind)
             identity = await verify(request, connector)
-            certs = await self._issue(connector, identity, request, remote_addr)
+            certs, grant = await self._issue(connector, identity, request, remote_addr)
         except BastionError as exc:
             await self._audit_failure(connector_name, exc.message, remote_addr, identity)
             if request is not None and request.status == "started":
@@ -296,8 +302,9 @@ class SSOService:
         request.result = {**self._render(certs), "result_code": code}
         request.result_code_hash = hash_secret(code)
         await self.requests.save(request)
-        await self.auth.audit.emit(
+        await self.auth.audit.commit_change(
             "sso.login",
+            [grant] if grant is not None else [],
             user=identity.user,
             remote_addr=remote_addr,
             method=identity.kind,
@@ -328,7 +335,8 @@ class SSOService:
 
     async def _issue(
         self, connector: Resource, identity: SSOIdentity, request: SSORequest, remote_addr: str
-    ) -> UserCerts:
+    ) -> tuple[UserCerts, Put | None]:
+        """The certificates, and the re-validation grant to store with the login event."""
         # A SCIM-provisioned user: its groups join the groups claim, its epoch is certified.
         scim = await ScimDirectory(self.auth).login_overlay(connector.name, identity.username)
         if scim is not None:
@@ -346,6 +354,8 @@ class SSOService:
                     "does not exist; ask an admin to create it or fix the mapping"
                 ) from None
         traits = claims_to_traits(identity)
+        # An OIDC login of a user SCIM does not manage is re-checked at the IdP periodically.
+        epoch = login_epoch(connector, identity.tokens) if scim is None else ""
         targets = LockTargets(user=identity.user, roles=tuple(role_names))
         (await self.auth.lock_decision(targets)).raise_if_denied()
         issued = self.auth.issuer.user_identity(
@@ -356,10 +366,13 @@ class SSOService:
             role_set=RoleSet.from_roles(roles, traits),
             requested_ttl=timedelta(seconds=request.ttl_seconds),
             pinned_ip=request.remote_addr,
-            user_epoch=scim.epoch if scim is not None else "",
+            user_epoch=scim.epoch if scim is not None else epoch,
         )
         (await self.auth.lock_decision(identity_targets(issued))).raise_if_denied()
-        return await self.auth.issuer.issue_user(issued, request.public_key, request.remote_addr)
+        certs = await self.auth.issuer.issue_user(issued, request.public_key, request.remote_addr)
+        expires = certs.identity.renew_until or certs.identity.expires
+        now = self.auth.clock.now()
+        return certs, grant_op(identity, epoch, list(role_names), expires, now)
 
     async def _audit_failure(
         self, connector: str, reason: str, remote_addr: str, identity: SSOIdentity | None

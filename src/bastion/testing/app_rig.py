@@ -207,7 +207,12 @@ async def start_app_rig(
                     metadata=Metadata(name=name, labels={"env": env}),
                     spec=AppSpec(
                         uri=f"http://127.0.0.1:{app_port}",
-                        rewrite=AppRewrite(headers=[AppHeader(name="X-App-Name", value=name)]),
+                        rewrite=AppRewrite(
+                            headers=[
+                                AppHeader(name="X-App-Name", value=name),
+                                AppHeader(name="X-Forwarded-User", value="{{internal.logins}}"),
+                            ]
+                        ),
                     ),
                 )
             )

@@ -64,6 +64,7 @@ ADMIN_KINDS = (
     "device",
     "trusted_cluster",
     "remote_cluster",
+    "risk_rule",
 )
 """Resource kinds that admin rules can name; ``*`` means all of them."""
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from bastion.types.meta import Resource, StrictModel
+from bastion.types.templates import parse_template
 
 __all__ = ["App", "AppHeader", "AppRewrite", "AppSpec", "is_identity_header"]
 
@@ -35,6 +36,18 @@ _HOP_BY_HOP = frozenset(
         "cookie",
     }
 )
+
+
+_REWRITABLE = frozenset(
+    {
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-preferred-username",
+    }
+)
+"""Identity headers an app's rewrite may set from the user's traits (the client's own are
+stripped first); the proxy's ``X-Forwarded-For/Proto/Host`` and ``Bastion-*`` never."""
 
 
 def is_identity_header(name: str) -> bool:
@@ -62,7 +75,8 @@ class AppHeader(StrictModel):
     def _check_name(cls, value: str) -> str:
         if not _HEADER_NAME.match(value):
             raise ValueError(f"invalid header name {value!r}")
-        if is_identity_header(value) or value.lower() in _HOP_BY_HOP:
+        low = value.lower()
+        if (is_identity_header(value) and low not in _REWRITABLE) or low in _HOP_BY_HOP:
             raise ValueError(f"header {value!r} cannot be rewritten (the proxy sets it)")
         return value
 
@@ -71,12 +85,15 @@ class AppHeader(StrictModel):
     def _check_value(cls, value: str) -> str:
         if any(ord(c) < 0x20 and c != "\t" for c in value) or "\x7f" in value:
             raise ValueError("header values cannot contain control characters")
+        if "{{" in value or "}}" in value:
+            parse_template(value)  # ValueError: invalid template "...": why
         return value
 
 
 class AppRewrite(StrictModel):
     headers: list[AppHeader] = Field(default_factory=list)
-    """Static headers added to each forwarded request (templates are a later step)."""
+    """Headers added to each forwarded request; values may hold one trait template
+    (``{{internal.logins}}``, as in roles), several trait values joined with ``,``."""
 
 
 class AppSpec(StrictModel):

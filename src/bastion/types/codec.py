@@ -23,6 +23,7 @@ from bastion.types.database import Database
 from bastion.types.duration import format_duration
 from bastion.types.inventory import Node, ProxyServer
 from bastion.types.meta import Resource
+from bastion.types.risk import RiskRule
 from bastion.types.trust import RemoteCluster, TrustedCluster
 
 __all__ = [
@@ -48,6 +49,7 @@ RESOURCE_KINDS: dict[str, type[Resource]] = {
     **CONNECTOR_KINDS,
     "trusted_cluster": TrustedCluster,
     "remote_cluster": RemoteCluster,
+    "risk_rule": RiskRule,
 }
 _ALIASES = {
     "users": "user",
@@ -65,6 +67,7 @@ _ALIASES = {
     "locks": "lock",
     "trusted_clusters": "trusted_cluster",
     "remote_clusters": "remote_cluster",
+    "risk_rules": "risk_rule",
     "oidc_connector": "oidc",
     "saml_connector": "saml",
     "github_connector": "github",

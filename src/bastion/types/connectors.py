@@ -10,11 +10,13 @@ that marker keeps the stored secret (:func:`keep_secrets`), so ``bctl get`` → 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from bastion.types.duration import Duration
 from bastion.types.meta import Resource, StrictModel
 
 __all__ = [
@@ -142,6 +144,10 @@ class OIDCConnectorSpec(StrictModel):
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
     display: str = ""
     """Label of the login button."""
+    revalidate_interval: Duration = timedelta(minutes=15)
+    """Re-check a logged-in user at the provider (refresh token or userinfo) this often while
+    their certificate lives; a user it no longer knows, or whose groups lost a role, is cut off
+    (docs/scim.md). ``0s`` turns it off."""
 
     @field_validator("issuer_url")
     @classmethod

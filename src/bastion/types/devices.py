@@ -66,6 +66,8 @@ class DeviceCredential(StrictModel):
     bound to at most one device."""
     ek_cert_serial: str = ""
     """Serial of the EK certificate, when the TPM holds one."""
+    ek_cert_issuer: str = ""
+    """The manufacturer CA the EK certificate chained to (``device_trust.ek_ca_bundle`` set)."""
 
 
 class DeviceProfile(StrictModel):
@@ -177,7 +179,15 @@ class DeviceTrustPreference(StrictModel):
     """Per OS type, the oldest OS version admitted under ``required`` (``linux: "6.1"``)."""
     require_compliance: bool = False
     """Under ``required``, only devices marked ``compliant`` are admitted."""
+    max_sync_age_seconds: int = Field(default=0, ge=0, le=365 * 24 * 3600)
+    """Under ``required``, a device is admitted only while an inventory sync vouched for it
+    this recently: its last MDM check-in as the export reports it (``source_checkin``), else
+    the last sync that found it (``source_seen``). 0: no such rule; a device no sync ever
+    found is refused while it is set."""
     enroll_token_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    ek_ca_bundle: str = ""
+    """Manufacturer CA certificates (PEM text, or the absolute path of a PEM file on the auth
+    server). Set: TPM enrollment requires an EK certificate chaining to one of them."""
     sources: list[DeviceSource] = Field(default_factory=list)
     """Inventory syncs from MDM exports (``bctl devices sync --source=NAME``)."""
 
@@ -193,6 +203,14 @@ class DeviceTrustPreference(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError("device source names must be unique")
         return value
+
+    @field_validator("ek_ca_bundle")
+    @classmethod
+    def _check_bundle(cls, value: str) -> str:
+        text = value.strip()
+        if text and not text.startswith("-----BEGIN CERTIFICATE-----") and not text.startswith("/"):
+            raise ValueError("ek_ca_bundle: PEM certificates, or an absolute path on auth servers")
+        return text
 
     @field_validator("min_os_version")
     @classmethod

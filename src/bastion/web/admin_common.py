@@ -193,10 +193,13 @@ def notice(message: str, *, error: bool = False) -> str:
 _SECTIONS = (
     ("Resources", "/web/nodes", None),
     ("Sessions", "/web/sessions", None),
+    ("Requests", "/web/requests", None),
     ("Recordings", "/web/recordings", None),
     ("Users", "/web/admin/users", ("user", "list")),
     ("Roles", "/web/admin/roles", ("role", "list")),
     ("Locks", "/web/admin/locks", ("lock", "list")),
+    ("Tokens", "/web/admin/tokens", ("token", "list")),
+    ("Connectors", "/web/admin/connectors", ("cluster_auth_preference", "read")),
     ("Audit log", "/web/admin/audit", ("event", "list")),
 )
 

@@ -16,6 +16,7 @@ from bastion.web.admin_common import Shell
 from bastion.web.admin_live import add_live_routes
 from bastion.web.admin_locks import add_lock_routes
 from bastion.web.admin_roles import add_role_routes
+from bastion.web.admin_tokens import add_token_routes
 from bastion.web.admin_users import add_user_routes
 from bastion.web.recordings import add_recording_page_routes
 
@@ -27,6 +28,7 @@ def add_admin_routes(app: web.Application, auth: AuthServer, users: UserService)
     add_user_routes(app, shell)
     add_role_routes(app, shell)
     add_lock_routes(app, shell)
+    add_token_routes(app, shell)
     add_audit_routes(app, shell)
     add_recording_page_routes(app, shell)
     add_live_routes(app, shell)

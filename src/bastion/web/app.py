@@ -37,6 +37,7 @@ from bastion.sso.service import SSOService
 from bastion.types.identity import Identity
 from bastion.web.admin_pages import add_admin_routes
 from bastion.web.pages import Raw, page, static_file
+from bastion.web.requests import add_request_pages
 from bastion.web.resources import NodeLister
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions, current_session
@@ -374,5 +375,6 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     add_webauthn_routes(app, sso.auth, users, webapp.sessions)
     r.add_get("/web/nodes", NodeLister(sso.auth, users).handle)  # the web UI (docs/web-ui.md)
     add_terminal_routes(app, sso.auth, users)
-    add_admin_routes(app, sso.auth, users)  # admin, recordings, sessions (docs/web-ui.md)
+    shell = add_admin_routes(app, sso.auth, users)  # admin, recordings, sessions (docs/web-ui.md)
+    add_request_pages(app, sso.auth, shell)  # access requests (docs/access-requests.md)
     return webapp

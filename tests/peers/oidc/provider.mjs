@@ -14,7 +14,8 @@ const issuer = `http://127.0.0.1:${config.port}`;
 const provider = new Provider(issuer, {
   clients: config.clients,
   findAccount: async (ctx, id) => {
-    const account = config.accounts[id];
+    // Re-read on every lookup: a test removes an account to see re-validation cut it off.
+    const account = JSON.parse(readFileSync(process.argv[2], 'utf8')).accounts[id];
     if (!account) return undefined;
     return {
       accountId: id,

@@ -152,3 +152,56 @@ async def test_run_retries_unreachable_and_refused_auth(tmp_path: Path) -> None:
     assert 0.5 <= sleeps[1] <= 1.0  # unreachable: backoff
     assert sleeps[2] == 60  # refused: the cap
     assert renewer.renewals == 1
+
+
+def _self_signed(not_after: datetime) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(NOW - SKEW).not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_local_renewer_reissues_on_schedule_and_retries() -> None:
+    from bastion.agent.renewer import LocalRenewer
+
+    first = _self_signed(NOW + timedelta(hours=3))
+    issued: list[str] = []
+    outcomes: list[Exception | None] = [ConnectionProblem("auth busy"), None]
+
+    async def reissue() -> str:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        issued.append(_self_signed(NOW + timedelta(hours=6)))
+        return issued[-1]
+
+    class Done(Exception):
+        pass
+
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) > 2:
+            raise Done
+
+    seen: list[str] = []
+    renewer = LocalRenewer(
+        first, reissue, lambda pem: pem, RenewPolicy(ttl=timedelta(hours=3), jitter=0),
+        clock=FakeClock(NOW), on_renewed=[seen.append], sleep=sleep,
+    )  # fmt: skip
+    with pytest.raises(Done):
+        await renewer.run()
+    assert sleeps[0] == pytest.approx(2 * 3600)  # a third of the lifetime left
+    assert 0.5 <= sleeps[1] <= 1.0  # auth failed once: backoff, then reissued
+    assert renewer.renewals == 1 and seen == issued and renewer.current == issued[0]

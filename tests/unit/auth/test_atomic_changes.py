@@ -329,6 +329,7 @@ NOT_AUDITED_STATE = {
     "UserService.begin_login": "failed logins: see UserService.login; else a challenge",
     "UserService.login_passwordless": "failures are events only (no lockout counting)",
     "AccessRequestService.get": "read only",
+    "AccessRequestService.requestable": "read only",
     "AccessRequestService.list": "read only",
     "AccessRequestService.assume": "issues a certificate (cert.issued), stores nothing",
     "BotService.list_bots": "read only",

@@ -5,15 +5,21 @@ malformed TPM structures."""
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+from tpm2_pytss.types import TPM2B_PUBLIC
 
+from bastion.audit.log import AuditQuery
 from bastion.auth.device_attest import (
+    AK_REQUIRED,
     authn_message,
     enroll_message,
     parse_ak,
@@ -26,6 +32,8 @@ from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter
 from bastion.types.identity import Identity
+
+TPM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.2.1")
 
 
 async def _world(allow_software: bool = True) -> tuple[AuthServer, DeviceService]:
@@ -90,6 +98,46 @@ async def test_enroll_authn_and_replay() -> None:
     assert certs.identity.device_asset_tag == "SN-1"
     with pytest.raises(AccessDenied, match="unknown, expired or already used"):
         await devices.authn_finish(identity, challenge, signature, profile, pub, "r")
+
+
+async def test_one_round_trip_with_the_login_challenge() -> None:
+    """The challenge that came with the login's certificates: answered once, by its user,
+    before it expires."""
+    auth, devices = await _world()
+    device_id, key, _ = await _enrolled(devices)
+    identity = _identity(auth)
+    subject = ed25519.Ed25519PrivateKey.generate().public_key()
+    pub = subject.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    login = await auth.issuer.issue_user(identity, pub, "r")
+    challenge = login.device_challenge
+    assert challenge.startswith("dc1.")
+    full = {k: "" for k in ("os_name", "os_version", "kernel", "model", "serial", "hostname")}
+    full["bsh_version"] = ""
+    signature = _sign(key, authn_message("t.local", challenge, b"", full))
+    certs = await devices.authn_finish(
+        identity, challenge, signature, {}, pub, "r", device_id=device_id
+    )
+    assert certs.identity.device_id == device_id
+    with pytest.raises(AccessDenied, match="already used"):  # a replay
+        await devices.authn_finish(
+            identity, challenge, signature, {}, pub, "r", device_id=device_id
+        )
+    # Another user's challenge, an expired one, a forged one: refused, audited.
+    bob = identity.model_copy(update={"user": "bob"})
+    fresh = (await auth.issuer.issue_user(identity, pub, "r")).device_challenge
+    signature = _sign(key, authn_message("t.local", fresh, b"", full))
+    with pytest.raises(AccessDenied, match="unknown, expired or foreign"):
+        await devices.authn_finish(bob, fresh, signature, {}, pub, "r", device_id=device_id)
+    forged = fresh[:-2] + ("AA" if not fresh.endswith("AA") else "BB")
+    with pytest.raises(AccessDenied, match="unknown, expired or foreign"):
+        await devices.authn_finish(identity, forged, signature, {}, pub, "r", device_id=device_id)
+    auth.clock.advance(timedelta(minutes=3))  # type: ignore[attr-defined]
+    with pytest.raises(AccessDenied, match="unknown, expired or foreign"):
+        await devices.authn_finish(identity, fresh, signature, {}, pub, "r", device_id=device_id)
+    failures = await auth.audit.search(AuditQuery(types=("device.authn",), outcome="failure"))
+    assert len(failures) == 4
 
 
 async def test_foreign_signature_and_expired_token() -> None:
@@ -196,3 +244,89 @@ async def test_cached_device_trust_reads_the_cache_and_fails_closed() -> None:
     cache.apply({"type": "put", "kind": "cluster_auth_preference", "resource": pref})
     refused = await check.refusal(who)
     assert refused is not None and "not in the inventory" in refused.reason and asked == ["d1"]
+
+
+# ---- EK certificates against the manufacturer CA bundle ----------------------------------------
+
+
+def _tpm_keys() -> tuple[str, str, rsa.RSAPrivateKey]:
+    """(EK, AK) as base64 TPM2B_PUBLICs made in software, and the EK's private key."""
+    ek_key = rsa.generate_private_key(65537, 2048)
+    ek = TPM2B_PUBLIC.from_pem(
+        ek_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        objectAttributes=TPMA_OBJECT.DECRYPT | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.FIXEDTPM,
+    )
+    sym = ek.publicArea.parameters.rsaDetail.symmetric
+    sym.algorithm, sym.keyBits.aes, sym.mode.aes = TPM2_ALG.AES, 128, TPM2_ALG.CFB
+    ak = TPM2B_PUBLIC.from_pem(
+        _pem(ec.generate_private_key(ec.SECP256R1())).encode(), objectAttributes=AK_REQUIRED
+    )
+    ak.publicArea.parameters.eccDetail.scheme.scheme = TPM2_ALG.ECDSA
+    ak.publicArea.parameters.eccDetail.scheme.details.ecdsa.hashAlg = TPM2_ALG.SHA256
+    ak.publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG.NULL
+    enc = base64.b64encode
+    return enc(bytes(ek.marshal())).decode(), enc(bytes(ak.marshal())).decode(), ek_key
+
+
+def _root_and_ek_cert(ek_key: rsa.RSAPrivateKey, now: datetime) -> tuple[str, str]:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Vendor TPM Root")])
+    base = (
+        x509.CertificateBuilder()
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .issuer_name(name)
+    )
+    root = (
+        base.subject_name(name)
+        .public_key(ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        base.subject_name(x509.Name([]))
+        .public_key(ek_key.public_key())
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DirectoryName(x509.Name([x509.NameAttribute(TPM_MANUFACTURER, "id:1")]))]
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return root.public_bytes(pem).decode(), leaf.public_bytes(pem).decode()
+
+
+async def test_ek_certificate_must_chain_to_the_bundle_when_set() -> None:
+    auth, devices = await _world()
+    ek, ak, ek_key = _tpm_keys()
+    root, cert = _root_and_ek_cert(ek_key, auth.clock.now())
+    other_root, other_cert = _root_and_ek_cert(ek_key, auth.clock.now())
+    pref = await auth.auth_preference()
+    pref.spec.device_trust.ek_ca_bundle = root
+    await auth.prefs.update(pref)
+
+    async def begin(ek_cert: str) -> object:
+        device = await devices.add(f"SN-{len(await devices.list())}", "linux", "alice", "admin")
+        token = (await devices.create_enroll_token(device.name, None, "admin")).token
+        return await devices.enroll_begin("alice", token, "tpm", ek, ek_cert, ak, "", {}, "r")
+
+    with pytest.raises(AccessDenied, match="this TPM sent none"):
+        await begin("")
+    with pytest.raises(AccessDenied, match="no chain to a trusted manufacturer CA"):
+        await begin(other_cert)
+    challenge = await begin(cert)
+    assert getattr(challenge, "credential_blob", "")
+    query = AuditQuery(types=("device.enroll",), outcome="failure")
+    failures = await auth.audit.search(query)
+    assert len(failures) == 2 and "manufacturer" in str(failures[-1]), failures
+    # Not set: the certificate (any issuer) is only checked to be for the EK.
+    pref = await auth.auth_preference()
+    pref.spec.device_trust.ek_ca_bundle = ""
+    await auth.prefs.update(pref)
+    assert getattr(await begin(other_cert), "credential_blob", "")
+    assert other_root.startswith("-----BEGIN CERTIFICATE-----")

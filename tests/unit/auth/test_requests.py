@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +206,33 @@ async def test_expired_requests_are_listed_as_expired() -> None:
     f.clock.advance(timedelta(hours=1, seconds=1).total_seconds())
     owner = await _guarded(f, svc, _identity(f, "alice", ("requester",)))
     assert [r.spec.state for r in await owner.list()] == ["EXPIRED"]
+
+
+async def test_on_call_requester_is_approved_automatically_and_audited(tmp_path: Path) -> None:
+    from bastion.config.notifications import OnCallRule
+
+    f, _ = await _world()
+    now = f.clock.now()
+    rotation = tmp_path / "dba.yaml"
+    rotation.write_text(
+        f"shifts:\n  - {{user: alice, start: '{(now - timedelta(hours=1)).isoformat()}', "
+        f"end: '{(now + timedelta(hours=1)).isoformat()}'}}\n"
+    )
+    rule = OnCallRule(name="dba-on-call", schedule=str(rotation), roles=["dba"])
+    svc = AccessRequestService(f.auth, on_call=[rule])
+    req = await svc.create("alice", NewRequest(roles=("dba",), duration=timedelta(hours=9)))
+    assert req.spec.state == "APPROVED"
+    [review] = req.spec.reviews
+    assert (review.author, review.automatic) == ("dba-on-call", True)
+    assert str(rotation) in review.reason
+    assert req.spec.access_expires - now <= timedelta(hours=2)  # max_duration still bounds it
+    events = [e for e in await f.auth.audit.read_from(0, 10_000) if e.type.endswith(".review")]
+    assert events[-1].user == "dba-on-call" and events[-1].fields["automatic"] is True
+    assert events[-1].fields["schedule"] == str(rotation)
+    # a role no rule covers, or off-shift: people review
+    assert (await svc.create("alice", NewRequest(resources=("node/db7",)))).spec.state == "PENDING"
+    f.clock.advance(timedelta(hours=2).total_seconds())
+    assert (await svc.create("alice", NewRequest(roles=("dba",)))).spec.state == "PENDING"
+    # an unreadable schedule approves nothing
+    broken = AccessRequestService(f.auth, on_call=[rule.model_copy(update={"schedule": "/no.ics"})])
+    assert (await broken.create("alice", NewRequest(roles=("dba",)))).spec.state == "PENDING"

@@ -1,86 +1,44 @@
-"""Risk rules over the audit stream: each fires on a crafted history, none on a benign one."""
+"""The risk evaluator: signals committed with their action, a persisted cursor (a restart
+neither replays nor skips), stored rules replacing built-ins, and the dry-run replay."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import timedelta
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from bastion.auth.risk import RiskEngine, RiskEvaluator
+from bastion.auth.risk import CURSOR_KEY, RiskEvaluator, builtin_rules, replay, rule_set, rule_status
+from bastion.auth.step_up import step_up_key
 from bastion.config.risk import BurstRule, RiskConfig
+from bastion.errors import NotFound
 from bastion.locks.matcher import LockTargets
-from bastion.testing import make_auth
-from bastion.types.audit import AuditEvent
+from bastion.testing import AuthFixture, make_auth
+from bastion.types.meta import Metadata
+from bastion.types.risk import RULE_TYPES, RiskRule, RiskRuleSpec
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
-CONFIG = RiskConfig(
-    failed_logins=BurstRule(threshold=5, window=WINDOW),
-    denied_burst=BurstRule(threshold=5, window=WINDOW),
-)
 
 
-def _event(kind: str, seconds: float, user: str = "alice", ip: str = "10.0.0.1",
-           outcome: str = "success", **fields: object) -> AuditEvent:  # fmt: skip
-    return AuditEvent(
-        type=kind, time=T0 + timedelta(seconds=seconds), user=user, remote_addr=ip,
-        outcome=outcome, id=f"e{seconds}", fields=dict(fields),
-    )  # fmt: skip
+async def _deny(fx: AuthFixture, user: str, n: int) -> None:
+    for _ in range(n):
+        await fx.auth.audit.emit("access.denied", outcome="failure", user=user)
 
 
-def _run(events: list[AuditEvent], roles: tuple[str, ...] = ()) -> list[str]:
-    engine = RiskEngine(CONFIG)
-    return [s.rule for e in events for s in engine.feed(e, roles)]
+async def _signals(fx: AuthFixture) -> list[dict[str, object]]:
+    return [e.fields for e in await fx.auth.audit.read_from(0, 10_000) if e.type == "risk.signal"]
 
 
-def _oracle_fires(times: list[float], threshold: int, window: float) -> int:
-    """How many times a reset-on-fire sliding window fires (the rule's definition)."""
-    fired, current = 0, []
-    for t in times:
-        current = [c for c in current if t - c < window] + [t]
-        if len(current) >= threshold:
-            fired, current = fired + 1, []
-    return fired
+async def _store_rule(fx: AuthFixture, name: str, **spec: object) -> None:
+    rule = RiskRule(metadata=Metadata(name=name), spec=RiskRuleSpec.model_validate(spec))
+    await fx.auth.create_resource(rule, "admin", force=True)
 
 
-@given(st.lists(st.floats(0, 3600, allow_nan=False), max_size=40))
-def test_failed_logins_fire_exactly_as_the_window_definition(raw: list[float]) -> None:
-    times = sorted(raw)
-    events = [_event("user.login", t, outcome="failure") for t in times]
-    fired = _run(events).count("failed_logins")
-    assert fired == _oracle_fires(times, 5, WINDOW.total_seconds())
-
-
-@given(st.lists(st.tuples(st.sampled_from(["alice", "bob", "carol"]),
-                          st.floats(0, 36000, allow_nan=False)), max_size=60))  # fmt: skip
-@settings(max_examples=200)
-def test_a_benign_history_fires_nothing(raw: list[tuple[str, float]]) -> None:
-    """Users log in from their own address, fail now and then (at most once in a window),
-    and are refused rarely: no rule fires."""
-    events: list[AuditEvent] = []
-    last_failure: dict[str, float] = {}
-    for user, t in sorted(raw, key=lambda p: p[1]):
-        ip = f"10.0.0.{['alice', 'bob', 'carol'].index(user) + 1}"
-        events.append(_event("user.login", t, user=user, ip=ip, roles=["editor"]))
-        if t - last_failure.get(user, -1e9) > WINDOW.total_seconds():
-            last_failure[user] = t
-            events.append(_event("user.login", t + 0.5, user=user, ip=ip, outcome="failure"))
-            events.append(_event("access.denied", t + 0.6, user=user, ip=ip, outcome="failure"))
-    assert _run(events) == []
-
-
-def test_each_rule_fires_on_its_crafted_history() -> None:
-    brute = [_event("sso.login", i, user=f"u{i}", ip="203.0.113.9", outcome="failure")
-             for i in range(5)]  # fmt: skip
-    assert _run(brute) == ["failed_logins"]
-    denied = [_event("access.denied", i, outcome="failure") for i in range(5)]
-    assert _run(denied) == ["denied_burst"]
-    admin = [_event("user.login", 0), _event("user.login", 60, ip="198.51.100.7")]
-    assert _run(admin, ("editor",)) == ["admin_new_source"]
-    assert _run(admin, ("access",)) == []  # not an admin: learnt, not flagged
-    slow = [_event("access.denied", i * 120, outcome="failure") for i in range(5)]
-    assert _run(slow) == []  # never five within five minutes
+def test_builtins_cover_every_type_and_take_the_config() -> None:
+    config = RiskConfig(denied_burst=BurstRule(threshold=3, window=WINDOW,
+                                               lock_ttl=timedelta(minutes=10)))  # fmt: skip
+    rules = builtin_rules(config)
+    assert set(rules) == set(RULE_TYPES)
+    assert rules["denied_burst"].action == "lock" and rules["denied_burst"].threshold == 3
+    assert all(r.action == "alert" for n, r in rules.items() if n != "denied_burst")
 
 
 async def test_the_evaluator_commits_signals_and_locks() -> None:
@@ -89,14 +47,79 @@ async def test_the_evaluator_commits_signals_and_locks() -> None:
                                                lock_ttl=timedelta(minutes=10)))  # fmt: skip
     evaluator = RiskEvaluator.for_auth(config, fx.auth)
     assert await evaluator.step() == []  # starts at the head
-    for _ in range(3):
-        await fx.auth.audit.emit("access.denied", outcome="failure", user="mallory")
+    await _deny(fx, "mallory", 3)
     fired = await evaluator.step()
     assert [s.rule for s in fired] == ["denied_burst"]
     assert not (await fx.auth.lock_decision(LockTargets(user="mallory"))).allowed
-    signals = [e for e in await fx.auth.audit.read_from(0, 1000) if e.type == "risk.signal"]
-    assert len(signals) == 1 and signals[0].fields["action"] == "lock"
-    assert len(signals[0].fields["evidence"]) == 3 and signals[0].fields["changes"]
+    (signal,) = await _signals(fx)
+    assert signal["action"] == "lock" and len(signal["evidence"]) == 3  # type: ignore[arg-type]
+    assert signal["changes"]
     assert await evaluator.step() == []  # its own events are not evidence
     fx.clock.advance(timedelta(minutes=11))
     assert (await fx.auth.lock_decision(LockTargets(user="mallory"))).allowed
+
+
+async def test_a_restart_neither_replays_nor_skips() -> None:
+    fx = await make_auth()
+    config = RiskConfig(denied_burst=BurstRule(threshold=3, window=WINDOW))
+    first = RiskEvaluator.for_auth(config, fx.auth)
+    await first.step()
+    await _deny(fx, "mallory", 3)
+    assert len(await first.step()) == 1
+    await _deny(fx, "trudy", 2)  # appended while the evaluator is down ...
+    second = RiskEvaluator.for_auth(config, fx.auth)  # ... a restart
+    assert await second.step() == []  # mallory's burst is not fired again
+    await _deny(fx, "trudy", 1)
+    assert [s.subject for s in await second.step()] == ["user:trudy"]  # nothing skipped
+    assert len(await _signals(fx)) == 2
+    stored = json.loads((await fx.backend.get(CURSOR_KEY)).value)["next_index"]
+    assert stored == second.cursor == await fx.auth.audit.size() - 1  # trudy's signal follows
+
+
+async def test_history_is_learnt_at_start_not_alerted() -> None:
+    fx = await make_auth()
+    for _ in range(4):
+        await fx.auth.audit.emit("user.login", user="alice", remote_addr="10.1.2.3")
+    evaluator = RiskEvaluator.for_auth(RiskConfig(), fx.auth)
+    assert await evaluator.step() == []
+    await fx.auth.audit.emit("user.login", user="alice", remote_addr="198.51.100.7")
+    assert [s.rule for s in await evaluator.step()] == ["new_source"]  # learnt the office
+
+
+async def test_stored_rules_replace_builtins_and_step_up_flags_the_user() -> None:
+    fx = await make_auth()
+    evaluator = RiskEvaluator.for_auth(RiskConfig(), fx.auth)
+    await evaluator.step()
+    await _store_rule(fx, "denied_burst", type="denied_burst", threshold=2, action="step_up",
+                      lock_ttl="1h")  # fmt: skip
+    await _store_rule(fx, "quiet", type="lateral_movement", enabled=False)
+    await _deny(fx, "mallory", 2)
+    (signal,) = await evaluator.step()
+    assert signal.action == "step_up"
+    flag = await fx.backend.get(step_up_key("mallory"))
+    assert flag.expires is not None
+    rules = await rule_set(RiskConfig(), fx.auth.store("risk_rule"))
+    assert rules["denied_burst"].threshold == 2 and not rules["quiet"].enabled
+    status, cursor = await rule_status(RiskConfig(), fx.auth.store("risk_rule"), fx.backend)
+    row = next(r for r in status if r.name == "denied_burst")
+    assert not row.builtin and row.last_fired and row.last_subject == "user:mallory"
+    assert cursor == evaluator.cursor
+    fx.clock.advance(timedelta(hours=2))
+    try:
+        await fx.backend.get(step_up_key("mallory"))
+        raise AssertionError("the step-up demand lapses after its ttl")
+    except NotFound:
+        pass
+
+
+async def test_replay_reports_without_committing() -> None:
+    fx = await make_auth()
+    start = fx.clock.now()
+    await _deny(fx, "mallory", 20)
+    fx.clock.advance(timedelta(hours=1))
+    rules = builtin_rules(RiskConfig())
+    signals, read = await replay(rules, fx.auth.audit, start - timedelta(seconds=1))
+    assert [s.rule for s in signals] == ["denied_burst"] and read >= 20
+    assert await _signals(fx) == []
+    later, _ = await replay(rules, fx.auth.audit, fx.clock.now())
+    assert later == []

@@ -6,6 +6,7 @@ import pytest
 
 from bastion.cli.bbot_start import (
     Issued,
+    backoff_cap,
     backoff_delay,
     load_config,
     renew_delay,
@@ -26,6 +27,9 @@ def test_renew_at_a_third_of_the_lifetime_left_with_jitter() -> None:
 
 def test_backoff_is_capped() -> None:
     assert [round(backoff_delay(n, 1.0)) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert backoff_cap(timedelta(hours=1)) == 60 and backoff_cap(timedelta(minutes=1)) == 6
+    assert backoff_cap(timedelta(seconds=5)) == 1
+    assert backoff_delay(9, 1.0, backoff_cap(timedelta(minutes=1))) == 6
 
 
 def test_config_file_and_flags(tmp_path: Path) -> None:
@@ -72,3 +76,41 @@ def test_outputs_are_swapped_whole_with_private_files(tmp_path: Path) -> None:
         assert path.stat().st_mode & 0o777 == 0o600
     assert os.stat(tmp_path / "ssh").st_mode & 0o777 == 0o700
     assert (tmp_path / "identity" / "profiles" / "c.test" / "tls.crt").read_text() == "C"
+
+
+def test_database_and_app_outputs_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "bbot.yaml"
+    cfg.write_text(
+        "proxy: p:3080\ndest: d\napps: [grafana]\n"
+        "databases: [orders, {name: pg, db_user: reader, db_name: app}]\n"
+    )
+    loaded = load_config(str(cfg), {"apps": (), "databases": ()})  # unset flags keep the file's
+    assert loaded.apps == ["grafana"]
+    assert [(d.name, d.db_user, d.db_name) for d in loaded.databases] == [
+        ("orders", "", ""),
+        ("pg", "reader", "app"),
+    ]
+    flagged = load_config(str(cfg), {"databases": ("orders:ro:main",)})
+    assert [(d.name, d.db_user, d.db_name) for d in flagged.databases] == [("orders", "ro", "main")]
+    for bad in ("databases: [../x]", "apps: [a/b]"):
+        cfg.write_text(f"proxy: p\ndest: d\n{bad}\n")
+        with pytest.raises(BadParameter, match="invalid database or app name"):
+            load_config(str(cfg), {})
+
+
+def test_routed_outputs_write_what_bsh_db_and_apps_login_write(tmp_path: Path) -> None:
+    from bastion.cli.bbot_start import Routed, write_routed
+
+    db = Routed("db", "orders", b"KEY", "CERT", "CA", "2026-01-01T01:00:00+00:00",
+                db_user="reader", db_name="orders")  # fmt: skip
+    app = Routed("app", "grafana", b"AK", "AC", "ACA", "x", public_addr="grafana.p.test:3080")
+    write_routed(tmp_path, "p.test:3080", [db, app])
+    d = (tmp_path / "db-orders").resolve()
+    service = (tmp_path / "db-orders" / "pg_service.conf").read_text()
+    assert service.startswith("[bastion-orders]\nhost=p.test\nport=3080\nuser=reader\n")
+    assert f"sslcert={d}/orders.crt" in service and f"sslkey={d}/orders.key" in service
+    assert (d / "orders.key").read_bytes() == b"KEY" and (d / "orders.ca").read_text() == "CA"
+    meta = (tmp_path / "app-grafana" / "grafana.json").read_text()
+    assert "https://grafana.p.test:3080/" in meta and "--cert" in meta
+    for path in [*d.iterdir(), *(tmp_path / "app-grafana").resolve().iterdir()]:
+        assert path.stat().st_mode & 0o777 == 0o600

@@ -47,3 +47,18 @@ def test_remove_service_entry_and_rows() -> None:
         ["orders", "postgres", "online", "reader,{{internal.db_users}}", "orders",
          "env=prod,team=x"]
     ]  # fmt: skip
+
+
+def test_mysql_option_file() -> None:
+    from bastion.cli.bsh_db import mysql_option_file
+
+    text = mysql_option_file("my1", "alice_db", "app")
+    assert text.splitlines()[1:] == [
+        "[client]",
+        "host=127.0.0.1",
+        "port=13306",
+        "user=alice_db",
+        "database=app",
+        "skip-ssl",
+    ]
+    assert "database=" not in mysql_option_file("my1", "alice_db", "")

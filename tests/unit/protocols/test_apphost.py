@@ -1,6 +1,13 @@
 import pytest
 
-from bastion.protocols.apphost import app_address, app_label, normalize_path, safe_redirect
+from bastion.protocols.apphost import (
+    app_address,
+    app_label,
+    normalize_path,
+    render_headers,
+    safe_redirect,
+)
+from bastion.types.apps import AppHeader
 
 D = "proxy.test"
 
@@ -74,3 +81,28 @@ def test_app_address():
     assert app_address("grafana", "", "proxy.test:3080") == "grafana.proxy.test:3080"
     assert app_address("grafana", "", "proxy.test:443") == "grafana.proxy.test"
     assert app_address("grafana", "g.example.com", "proxy.test") == "g.example.com"
+
+
+def test_rewrite_headers_expand_trait_templates():
+    headers = [
+        AppHeader(name="X-Forwarded-User", value="{{internal.logins}}"),
+        AppHeader(name="X-Team", value="team-{{external.team}}"),
+        AppHeader(name="X-Mail", value="{{email.local(external.email)}}"),
+        AppHeader(name="X-Missing", value="{{external.nothing}}"),
+        AppHeader(name="X-Static", value="grafana"),
+    ]
+    traits = {"logins": ("alice", "root"), "team": ("dev",), "email": ("alice@example.com",)}
+    assert render_headers(headers, traits) == (
+        b"X-Forwarded-User: alice,root\r\n"  # several values: joined with a comma
+        b"X-Team: team-dev\r\n"
+        b"X-Mail: alice\r\n"
+        b"X-Static: grafana\r\n"  # X-Missing: its trait is missing, the header is left out
+    )
+    # the certificate's logins when the traits carry none
+    assert render_headers(headers[:1], {}, ("bob",)) == b"X-Forwarded-User: bob\r\n"
+
+
+def test_a_trait_cannot_inject_a_header():
+    headers = [AppHeader(name="X-Team", value="{{external.team}}")]
+    assert render_headers(headers, {"team": ("dev\r\nBastion-Jwt-Assertion: forged",)}) == b""
+    assert render_headers(headers, {"team": ("équipe",)}) == "X-Team: équipe\r\n".encode()

@@ -1,5 +1,6 @@
 import pytest
 
+from bastion.protocols import http1
 from bastion.protocols.http1 import (
     MAX_HEAD,
     BadMessage,
@@ -79,3 +80,40 @@ def test_chunked_scanner_finds_the_end_across_pieces():
         ChunkedScanner().feed(b"zz\r\n")
     with pytest.raises(BadMessage):
         ChunkedScanner().feed(b"1\r\nab\r\n")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ("GET / HTTP/1.1", "Host: a", "X-A:\tb c \t", "Connection: keep-alive, Upgrade"),
+        ("GET / HTTP/1.1", "Host: a", "X-Empty:", "Content-Length: 007"),
+        ("GET / HTTP/1.1", "Host: a", "X-A: \x01"),
+        ("GET / HTTP/1.1", "Host: a", "X-A: 1", "Bad Name: 2"),
+        ("GET / HTTP/1.1", "Host: a\rX: 1"),
+    ],
+)
+def test_the_one_regex_fast_path_agrees_with_the_line_by_line_checks(lines):
+    raw = _req(*lines)
+    expected = http1.RequestHead(headers=[])
+    try:
+        http1._fields(http1._lines(raw)[1:], expected)
+    except BadMessage as exc:
+        with pytest.raises(BadMessage) as caught:
+            parse_request_head(raw)
+        assert caught.value.status == exc.status
+        return
+    head = parse_request_head(raw)
+    assert head.headers == expected.headers
+    assert (head.content_length, head.chunked, head.connection_tokens) == (
+        expected.content_length,
+        expected.chunked,
+        expected.connection_tokens,
+    )
+
+
+def test_too_many_fields_and_control_characters_in_a_reason():
+    with pytest.raises(BadMessage) as caught:
+        parse_request_head(_req("GET / HTTP/1.1", *[f"X-{i}: 1" for i in range(101)]))
+    assert caught.value.status == 431
+    with pytest.raises(BadMessage):
+        parse_response_head(b"HTTP/1.1 200 O\x00K\r\n\r\n")

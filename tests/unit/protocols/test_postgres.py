@@ -285,3 +285,24 @@ def test_extended_round_trip(sqls: list[str], vals: list[bytes | None]) -> None:
         tracker.feed(Message(b"B", bind_body(f"p{i}", f"s{i}", vals, (1,))))
         got = tracker.feed(Message(b"E", execute_body(f"p{i}")))
         assert got is not None and got.sql == redact_sql(sql) and len(got.params) == len(vals)
+
+
+def test_backend_key_scanner_finds_the_key_before_ready() -> None:
+    import struct as _struct
+
+    from bastion.protocols.postgres import BackendKeyScanner, build_message
+
+    wire = (
+        build_message(b"R", _struct.pack("!I", 0))
+        + build_message(b"S", b"a\0b\0")
+        + build_message(b"K", _struct.pack("!iI", 4242, 0xDEADBEEF))
+        + build_message(b"Z", b"I")
+        + build_message(b"K", _struct.pack("!iI", 1, 1))
+    )
+    scanner = BackendKeyScanner()
+    for i in range(len(wire)):
+        scanner.feed(wire[i : i + 1])
+    assert scanner.key == (4242, 0xDEADBEEF) and scanner.done
+    junk = BackendKeyScanner()
+    junk.feed(b"X\x00\x00\x00\x01")
+    assert junk.done and junk.key is None

@@ -70,6 +70,7 @@ def test_editor_role() -> None:
         "app",
         "trusted_cluster",
         "remote_cluster",
+        "risk_rule",
     }
     expected = {(k, v) for k in editable for v in VERBS} | {
         (k, v) for k in ("event", "session") for v in ("list", "read")

@@ -780,3 +780,22 @@ def test_mfa_required_matches_reference_model(
         cluster or all(r.spec.options.require_session_mfa for r in granting)
     )
     assert decision.mfa_required is expected
+
+
+def test_app_access_takes_per_session_mfa_when_every_allowing_role_requires_it():
+    def role(name: str, mfa: bool) -> Role:
+        return Role(
+            metadata=Metadata(name=name),
+            spec=RoleSpec(
+                allow=RoleConditions(app_labels={"env": "dev"}),
+                options=RoleOptions(require_session_mfa=mfa),
+            ),
+        )
+
+    only_mfa = RoleSet.from_roles([role("strict", True)], {})
+    decision = only_mfa.check_app_access({"env": "dev"}, app_name="grafana")
+    assert decision.allowed and decision.mfa_required
+    mixed = RoleSet.from_roles([role("strict", True), role("relaxed", False)], {})
+    assert not mixed.check_app_access({"env": "dev"}, app_name="grafana").mfa_required
+    cluster = mixed.check_app_access({"env": "dev"}, app_name="grafana", cluster_requires_mfa=True)
+    assert cluster.allowed and cluster.mfa_required

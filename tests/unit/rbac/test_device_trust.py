@@ -13,7 +13,9 @@ from bastion.rbac.device_trust import (
     device_refusal,
     effective_device_mode,
     parse_version,
+    posture_problems,
     strictest,
+    sync_age_problem,
     version_at_least,
 )
 from bastion.types.access import Role
@@ -112,18 +114,73 @@ def _device(status: str = "enrolled", attestation: str = "tpm", version: str = "
 def test_refusals() -> None:
     policy = DeviceTrustPreference(mode="required")
     ok = _identity("d1", "c1")
-    assert device_refusal(_identity(), "optional", None, policy) is None
-    refused = device_refusal(_identity(), "required", None, policy)
+    assert device_refusal(_identity(), "optional", None, policy, now=NOW) is None
+    refused = device_refusal(_identity(), "required", None, policy, now=NOW)
     assert refused is not None and refused.message == DEVICE_REQUIRED_MESSAGE
-    assert device_refusal(ok, "required", _device(), policy) is None
-    assert device_refusal(ok, "required", _device("revoked"), policy) is not None
-    assert device_refusal(_identity("d1", "other"), "required", _device(), policy) is not None
-    assert device_refusal(ok, "required", _device(attestation="software"), policy) is not None
+    assert device_refusal(ok, "required", _device(), policy, now=NOW) is None
+    assert device_refusal(ok, "required", _device("revoked"), policy, now=NOW) is not None
+    assert (
+        device_refusal(_identity("d1", "other"), "required", _device(), policy, now=NOW) is not None
+    )
+    assert (
+        device_refusal(ok, "required", _device(attestation="software"), policy, now=NOW) is not None
+    )
     allowed_sw = DeviceTrustPreference(mode="required", allow_software=True)
-    assert device_refusal(ok, "required", _device(attestation="software"), allowed_sw) is None
+    assert (
+        device_refusal(ok, "required", _device(attestation="software"), allowed_sw, now=NOW) is None
+    )
     old = DeviceTrustPreference(mode="required", min_os_version={"linux": "13"})
-    found = device_refusal(ok, "required", _device(version="12"), old)
+    found = device_refusal(ok, "required", _device(version="12"), old, now=NOW)
     assert found is not None and "below the minimum 13" in found.message
     strict = DeviceTrustPreference(mode="required", require_compliance=True)
-    found = device_refusal(ok, "required", _device(), strict)
+    found = device_refusal(ok, "required", _device(), strict, now=NOW)
     assert found is not None and "unknown" in found.message
+
+
+def _synced(checkin: datetime | None, seen: datetime | None) -> Device:
+    device = _device()
+    device.spec.source_checkin, device.spec.source_seen = checkin, seen
+    return device
+
+
+def test_max_sync_age() -> None:
+    day = timedelta(days=1)
+    policy = DeviceTrustPreference(mode="required", max_sync_age_seconds=7 * 86400)
+    ok = _identity("d1", "c1")
+    assert device_refusal(ok, "required", _synced(None, NOW - day), policy, now=NOW) is None
+    assert device_refusal(ok, "required", _synced(NOW - day, NOW), policy, now=NOW) is None
+    # The MDM check-in counts before the sync that reported it.
+    stale = device_refusal(ok, "required", _synced(NOW - 9 * day, NOW), policy, now=NOW)
+    assert stale is not None and "last saw this device 9d ago (maximum 7d)" in stale.message
+    never = device_refusal(ok, "required", _synced(None, None), policy, now=NOW)
+    assert never is not None and "no inventory sync has seen this device" in never.message
+    # Off (0) or not required: no refusal.
+    off = DeviceTrustPreference(mode="required")
+    assert device_refusal(ok, "required", _synced(None, None), off, now=NOW) is None
+    assert device_refusal(ok, "optional", _synced(None, None), policy, now=NOW) is None
+    # A check-in in the future (clock skew of the MDM) is not stale.
+    assert not sync_age_problem(_synced(NOW + day, None), 60, NOW)
+
+
+@given(
+    st.integers(0, 365 * 86400),
+    st.one_of(st.none(), st.integers(-86400, 400 * 86400)),
+    st.one_of(st.none(), st.integers(-86400, 400 * 86400)),
+)
+def test_sync_age_rule_matches_its_definition(
+    max_age: int, checkin_ago: int | None, seen_ago: int | None
+) -> None:
+    checkin = None if checkin_ago is None else NOW - timedelta(seconds=checkin_ago)
+    seen = None if seen_ago is None else NOW - timedelta(seconds=seen_ago)
+    device = _synced(checkin, seen)
+    problem = sync_age_problem(device, max_age, NOW)
+    last = checkin or seen
+    if max_age == 0:
+        expected = False
+    elif last is None:
+        expected = True
+    else:
+        expected = (NOW - last).total_seconds() > max_age
+    assert bool(problem) == expected
+    policy = DeviceTrustPreference(max_sync_age_seconds=max_age)
+    assert (problem in posture_problems(device, policy, now=NOW)) == expected

@@ -213,3 +213,49 @@ async def test_a_failed_commit_stores_neither_record_nor_lock() -> None:
         _Failing.fail = False
     assert (await d.user(C, user.name)).spec.active and not await _denied(fx, "erin")
     await _check_audited(fx.backend)
+
+
+async def test_user_name_index_is_written_with_the_user_and_never_scans() -> None:
+    fx, directory = await _world()
+    alice = await directory.create_user(C, _user("Alice"))
+    listed = 0
+    real_list = directory.users.list
+
+    async def counting_list(*args: Any, **kwargs: Any) -> Any:
+        nonlocal listed
+        listed += 1
+        return await real_list(*args, **kwargs)
+
+    directory.users.list = counting_list  # type: ignore[method-assign]
+    with pytest.raises(ScimProblem) as err:
+        await directory.create_user(C, _user("alice"))
+    assert err.value.status == 409 and err.value.scim_type == "uniqueness"
+    page = await directory.list_users(C, 'userName eq "ALICE"', 1, 10)
+    assert [d["id"] for d in page.resources] == [alice.name]
+    assert (await directory.list_users(C, 'userName eq "nobody"', 1, 10)).total == 0
+    overlay = await directory.login_overlay(C, "alice")
+    assert overlay is not None and overlay.active
+    renamed = await directory.patch_user(
+        C, alice.name, _patch({"op": "replace", "path": "userName", "value": "alice2"}), ""
+    )
+    assert renamed.spec.user_name == "alice2"
+    assert await directory.user_by_name(C, "alice") is None
+    assert (await directory.user_by_name(C, "ALICE2")) is not None
+    await directory.create_user(C, _user("alice"))  # the old name is free again
+    await directory.delete_user(C, alice.name, "")
+    assert await directory.user_by_name(C, "alice2") is None
+    assert listed == 0, "creates and userName lookups read the index, not the user list"
+    assert isinstance(fx.backend, MemoryBackend)
+    await _check_audited(fx.backend)
+
+
+async def test_users_stored_before_the_index_are_indexed_once() -> None:
+    fx, directory = await _world()
+    await directory.create_user(C, _user("bob"))
+    backend = fx.auth.deps.backend
+    for item in await backend.get_range("scim/index/"):
+        await backend.delete(item.key)
+    fresh = ScimDirectory(fx.auth)
+    with pytest.raises(ScimProblem):
+        await fresh.create_user(C, _user("BOB"))
+    assert await fresh.user_by_name(C, "bob") is not None

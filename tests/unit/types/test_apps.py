@@ -35,10 +35,21 @@ def test_app_names_are_one_dns_label(name):
         App(metadata=Metadata(name=name), spec=AppSpec(uri="http://x"))
 
 
-@pytest.mark.parametrize("name", ["Bastion-Jwt-Assertion", "X-Forwarded-User", "Host", "Cookie"])
+@pytest.mark.parametrize(
+    "name", ["Bastion-Jwt-Assertion", "X-Forwarded-For", "X-Forwarded-Host", "Host", "Cookie"]
+)
 def test_rewrite_cannot_set_identity_or_hop_headers(name):
     with pytest.raises(ValidationError):
         AppHeader(name=name, value="x")
+
+
+def test_rewrite_may_set_the_user_headers_from_trait_templates():
+    header = AppHeader(name="X-Forwarded-User", value="{{internal.logins}}")
+    assert header.value == "{{internal.logins}}"
+    with pytest.raises(ValidationError, match="invalid template"):
+        AppHeader(name="X-Team", value="{{internal.nope}}")
+    with pytest.raises(ValidationError, match="invalid template"):
+        AppHeader(name="X-Team", value="{{external.a}}-{{external.b}}")
 
 
 def test_identity_headers():

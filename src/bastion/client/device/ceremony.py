@@ -98,22 +98,36 @@ def sign_challenge(state: DeviceState, home: Path, message: bytes) -> str:
     return tpm.sign(base64.b64decode(state.ak_unique), message)
 
 
-async def authenticate(client: AuthClient, home: Path, cluster: str) -> core.UserCerts:
+async def authenticate(
+    client: AuthClient, home: Path, cluster: str, challenge: str = ""
+) -> core.UserCerts:
     """The device ceremony with the caller's fresh login certificate; returns the re-issued
     certificates carrying the device.
+
+    Args:
+        challenge: the ``device_challenge`` that came with the login's certificates: the
+            answer is the only round trip. Empty (an older auth server, ``bsh device
+            enroll``): a challenge is asked first (``/v1/device-authn/begin``).
 
     Raises:
         NotFound: this machine is not enrolled in ``cluster``.
         AccessDenied: auth refused the device (replayed, foreign signature, locked device).
     """
     state = load_state(home, cluster)
-    challenge = await client.send(d.DEVICE_AUTHN_BEGIN, d.AuthnBegin(device_id=state.device_id))
     profile = DeviceProfile.model_validate(collect_profile())
-    message = authn_message(
-        cluster, challenge.challenge, base64.b64decode(challenge.nonce), profile.model_dump()
-    )
+    if challenge:
+        nonce = b""
+    else:
+        begun = await client.send(d.DEVICE_AUTHN_BEGIN, d.AuthnBegin(device_id=state.device_id))
+        challenge, nonce = begun.challenge, base64.b64decode(begun.nonce)
+    message = authn_message(cluster, challenge, nonce, profile.model_dump())
     signature = sign_challenge(state, home, message)
     return await client.send(
         d.DEVICE_AUTHN_FINISH,
-        d.AuthnFinish(challenge=challenge.challenge, signature=signature, profile=profile),
+        d.AuthnFinish(
+            challenge=challenge,
+            signature=signature,
+            profile=profile,
+            device_id=state.device_id,
+        ),
     )

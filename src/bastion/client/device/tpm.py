@@ -8,7 +8,9 @@ The attestation key (AK) is a restricted ECC P-256 signing *primary* key of the 
 hierarchy, derived from the TPM's owner seed and a random ``unique`` value the device keeps in its
 state file: the same TPM re-derives the same key at every login, and any other TPM (a copied
 ``~/.bsh`` on another laptop) derives a different one, whose signatures do not verify. The EK is
-the TCG default ECC P-256 endorsement key (its certificate is read from NV when the TPM holds one).
+the TCG default ECC P-256 endorsement key, or the TCG default RSA 2048 one when only that one has a
+certificate in NV (most TPMs ship an RSA EK certificate; swtpm_setup writes RSA 2048 and ECC
+P-384 ones): a cluster that verifies EK certificates against manufacturer CAs needs one.
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ class TPM:
                 raise NoSuchIndex(index) from None
 
         cert_der, template = create_ek_template("EK-ECC256", nv_read)
+        if not cert_der:
+            rsa_der, rsa_template = create_ek_template("EK-RSA2048", nv_read)
+            if rsa_der:
+                cert_der, template = rsa_der, rsa_template
         handle, public, _, _, _ = esapi.create_primary(  # type: ignore[attr-defined]
             TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.ENDORSEMENT
         )

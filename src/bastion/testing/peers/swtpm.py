@@ -3,7 +3,9 @@
 ``swtpm socket --tpm2`` with a fresh state directory manufactures a new TPM (its own
 endorsement seed, so its own EK) and listens on two loopback ports (commands and control);
 ``not-need-init,startup-clear`` makes it usable at once. No EK certificate is provisioned (the
-device then sends its EK public key, which the tests trust directly).
+device then sends its EK public key, which the tests trust directly), unless the state was first
+manufactured by :func:`manufacture` (``swtpm_setup --create-ek-cert`` with a local CA of the
+test's own: EK certificates like a vendor's, signed by ``swtpm_localca``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from bastion.testing.peers.ports import free_port
 
-__all__ = ["SWTPM", "SwTPM", "start_swtpm"]
+__all__ = ["SWTPM", "SwTPM", "LocalEKCA", "manufacture", "start_swtpm"]
 
 SWTPM = "swtpm"
 START_TIMEOUT = 10.0
@@ -49,6 +51,59 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class LocalEKCA:
+    """A local "manufacturer" CA (``swtpm_localca``'s root and its signing CA) in ``folder``."""
+
+    folder: Path
+
+    @property
+    def root(self) -> Path:
+        return self.folder / "swtpm-localca-rootca-cert.pem"
+
+    @property
+    def issuer(self) -> Path:
+        return self.folder / "issuercert.pem"
+
+
+def manufacture(state: Path, ca_folder: Path) -> LocalEKCA:
+    """Manufacture a TPM in ``state`` (then :func:`start_swtpm` it) with EK certificates signed
+    by a local CA in ``ca_folder`` (created at the first call, shared by later ones): an RSA 2048
+    and an ECC P-384 EK, their certificates in NV (TCG indexes). About a second.
+
+    Raises:
+        FileNotFoundError: swtpm_setup / swtpm_localca are not installed (package swtpm-tools).
+        RuntimeError: swtpm_setup failed.
+    """
+    setup, localca = shutil.which("swtpm_setup"), shutil.which("swtpm_localca")
+    if setup is None or localca is None:
+        raise FileNotFoundError("swtpm_setup is not installed (apt-get install swtpm-tools)")
+    state.mkdir(parents=True, exist_ok=True)
+    ca_folder.mkdir(parents=True, exist_ok=True)
+    conf = ca_folder / "localca.conf"
+    conf.write_text(
+        f"statedir = {ca_folder}\nsigningkey = {ca_folder}/signkey.pem\n"
+        f"issuercert = {ca_folder}/issuercert.pem\ncertserial = {ca_folder}/certserial\n"
+    )
+    options = ca_folder / "localca.options"
+    options.write_text("--platform-manufacturer Bastion\n--platform-version 2.1\n")
+    setup_conf = state.parent / f"{state.name}-swtpm_setup.conf"
+    setup_conf.write_text(
+        f"create_certs_tool = {localca}\ncreate_certs_tool_config = {conf}\n"
+        f"create_certs_tool_options = {options}\nactive_pcr_banks = sha256\n"
+    )
+    log = state.parent / f"{state.name}-swtpm_setup.log"
+    done = subprocess.run(
+        [setup, "--tpm2", "--tpmstate", str(state), "--create-ek-cert",
+         "--config", str(setup_conf), "--logfile", str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        raise RuntimeError(f"swtpm_setup failed: {text[-500:]}")
+    return LocalEKCA(ca_folder)
 
 
 def start_swtpm(state: Path, attempts: int = 3) -> SwTPM:

@@ -1,0 +1,326 @@
+"""Web UI benchmark (issue 16): the browser's SSH terminal next to ``bsh ssh``, in one run, and
+the resources page with many nodes.
+
+Run with ``python bench/web.py`` (a few minutes) or ``--quick`` (used by the smoke test).
+Set-up, all real processes on loopback: one ``bastion start`` daemon (auth + proxy + built-in
+node, as ``bench/ssh`` starts it, second factor off), a user logged in with ``bsh`` and signed in
+to the web UI in headless Chromium (Playwright). Both clients reach the same built-in node.
+
+* **Keystroke echo**: ``--keys`` (200) single keystrokes typed into a shell at its prompt, each
+  timed from the key to its echo. ``bsh ssh`` runs in a pseudo-terminal of this process (write
+  the byte, read until it comes back); the web terminal is driven by Playwright (a key press
+  through DevTools to the page's WebSocket frame that carries the echo back: the DevTools hops
+  are counted against the web terminal). p50 / p99 of both.
+* **Bulk output**: ``head -c N /dev/urandom | base64`` (``--bulk-mib``, default 16 MiB of
+  random bytes, about 21 MiB of text; the issue's 50 MiB takes minutes in headless Chromium on
+  this 2-core machine), timed until the marker printed after it is seen: read by this process
+  for ``bsh ssh``; rendered in xterm.js's rows for the web terminal. Throughput ratio
+  web / bsh ssh.
+* **Resources page**: ``--nodes`` (10,000) agentless nodes registered with one ``bctl create``;
+  ``/web/nodes`` loaded in a fresh page: first contentful paint (``performance`` paint
+  entries) and the load event.
+
+Targets: echo p99 at most 1.5x ``bsh ssh``'s; bulk at least 0.5x; the page under 1 s. Exit
+status 0 when measured (targets met or not), 2 when the set-up failed. Every process started
+is stopped by PID. ``--json PATH`` also writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent / "ssh"))
+
+from cluster import BIN, PASSWORD, BastionCluster, start_cluster  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+KEYS = "abcdefghijklmnopqrstuvwxyz"
+MARK = "BULK$((40+2))DONE"
+"""The marker after the bulk output: the shell prints ``BULK42DONE`` (not in the echo)."""
+SEEN = "BULK42DONE"
+WARMUP = 5
+CREATE_CHUNK = 500
+"""Keystrokes typed first and not counted (the first ones warm caches on both sides)."""
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# ---- bsh ssh in a pseudo-terminal --------------------------------------------------------------
+
+
+class PtySession:
+    def __init__(self, cluster: BastionCluster) -> None:
+        import pty
+
+        self.fd, child = pty.openpty()
+        self.proc = subprocess.Popen(
+            [str(BIN / "bsh"), "ssh", f"{cluster.login}@{cluster.node_name}"],
+            stdin=child, stdout=child, stderr=child, env=cluster.env(), start_new_session=True,
+        )  # fmt: skip
+        os.close(child)
+        self.buf = b""
+
+    def read_until(self, needle: bytes, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"bsh ssh: {needle!r} not seen; got {self.buf[-300:]!r}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                self.buf += os.read(self.fd, 1 << 20)
+                if len(self.buf) > 1 << 16 and needle not in self.buf:
+                    self.buf = self.buf[-4096:]
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        os.close(self.fd)
+
+
+def bsh_measure(cluster: BastionCluster, keys: int, bulk_mib: int) -> dict[str, Any]:
+    s = PtySession(cluster)
+    try:
+        s.write(b"PS1='ready> '; echo START$((1+1))\n")
+        s.read_until(b"START2")
+        s.read_until(b"ready> ")
+        times = []
+        for i in range(keys + WARMUP):
+            ch = KEYS[i % len(KEYS)].encode()
+            s.buf = b""
+            start = time.perf_counter()
+            s.write(ch)
+            s.read_until(ch)
+            times.append(time.perf_counter() - start)
+        del times[:WARMUP]
+        s.write(b"\x15")  # ^U: clear the typed line
+        s.buf = b""
+        start = time.perf_counter()
+        s.write(f"head -c {bulk_mib}M /dev/urandom | base64; echo {MARK}\n".encode())
+        s.read_until(SEEN.encode(), timeout=600)
+        bulk = time.perf_counter() - start
+    finally:
+        s.close()
+    return {"echo": times, "bulk_seconds": bulk}
+
+
+# ---- the web terminal in Chromium --------------------------------------------------------------
+
+
+def _sign_in(page: Any, base: str) -> None:
+    page.goto(f"{base}/web/login")
+    page.fill("input[name=user]", "bench")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form[action='/web/login'] button[type=submit]")
+    page.wait_for_url(f"{base}/web/")
+
+
+def web_measure(
+    browser: Any, base: str, cluster: BastionCluster, keys: int, bulk_mib: int
+) -> dict[str, Any]:
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    _sign_in(page, base)
+    sockets: list[Any] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.goto(f"{base}/web/ssh?node={cluster.node_name}&login={cluster.login}")
+    page.locator("#terminal[data-state=open]").wait_for(timeout=30000)
+    ws = sockets[-1]
+    rows = page.locator("#terminal .xterm-rows")
+    page.locator("#terminal").click()
+    page.keyboard.type("PS1='ready> '; echo START$((1+1))\n")
+    rows.filter(has_text="START2").wait_for()
+
+    def frame_has(text: str) -> Any:
+        want = text.encode()
+        return lambda payload: want in (payload if isinstance(payload, bytes) else payload.encode())
+
+    times = []
+    for i in range(keys + WARMUP):
+        ch = KEYS[i % len(KEYS)]
+        with ws.expect_event("framereceived", predicate=frame_has(ch)):
+            start = time.perf_counter()
+            page.keyboard.press(ch)
+        times.append(time.perf_counter() - start)
+    del times[:WARMUP]
+    page.keyboard.press("Control+U")
+    start = time.perf_counter()
+    page.keyboard.type(f"head -c {bulk_mib}M /dev/urandom | base64; echo {MARK}\n")
+    rows.filter(has_text=SEEN).wait_for(timeout=900_000)
+    bulk = time.perf_counter() - start
+    context.close()
+    return {"echo": times, "bulk_seconds": bulk}
+
+
+def page_measure(browser: Any, base: str, rounds: int = 3) -> dict[str, float]:
+    """First contentful paint and load of /web/nodes (the median of ``rounds`` fresh pages)."""
+    context = browser.new_context(ignore_https_errors=True, bypass_csp=True)
+    page = context.new_page()
+    _sign_in(page, base)
+    fcp, load = [], []
+    for _ in range(rounds):
+        fresh = context.new_page()
+        fresh.goto(f"{base}/web/nodes")
+        fresh.locator("table.nodes").wait_for()
+        timing = fresh.evaluate(
+            "() => ({fcp: (performance.getEntriesByName('first-contentful-paint')[0] || {})"
+            ".startTime || 0, load: performance.getEntriesByType('navigation')[0].loadEventEnd})"
+        )
+        fcp.append(timing["fcp"] / 1000)
+        load.append(timing["load"] / 1000)
+        fresh.close()
+    context.close()
+    return {"first_paint": statistics.median(fcp), "load": statistics.median(load)}
+
+
+def add_nodes(cluster: BastionCluster, count: int) -> float:
+    docs = [
+        {
+            "kind": "node",
+            "metadata": {
+                "name": f"web-{i:05d}",
+                "labels": {"env": ("prod", "dev")[i % 2], "team": f"t{i % 37}"},
+            },
+            "spec": {"hostname": f"web-{i:05d}", "addr": "127.0.0.1:1", "agentless": True},
+        }  # fmt: skip
+        for i in range(count)
+    ]
+    start = time.perf_counter()
+    procs = []
+    for i in range(0, count, CREATE_CHUNK):  # a few bctl processes at once (one API call each)
+        proc = subprocess.Popen(
+            [str(BIN / "bctl"), "--data-dir", str(cluster.data_dir), "create", "-f", "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=cluster.env(),
+        )  # fmt: skip
+        assert proc.stdin
+        proc.stdin.write(yaml.safe_dump_all(docs[i : i + CREATE_CHUNK]))
+        proc.stdin.close()
+        procs.append(proc)
+        if len(procs) >= 4:
+            _wait_create(procs.pop(0))
+    for proc in procs:
+        _wait_create(proc)
+    return time.perf_counter() - start
+
+
+def _wait_create(proc: subprocess.Popen[str]) -> None:
+    assert proc.stderr
+    err = proc.stderr.read()
+    if proc.wait(timeout=1200) != 0:
+        raise RuntimeError(f"bctl create failed: {err.strip()[-500:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--keys", type=int, default=200)
+    parser.add_argument("--bulk-mib", type=int, default=16)
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument(
+        "--quick", action="store_true", help="10 keys, 1 MiB, 200 nodes (the smoke test)"
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.keys, args.bulk_mib, args.nodes = 10, 1, 200
+    if not Path(CHROMIUM).exists():
+        print("set-up failed: chromium is not installed", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="webbench-") as tmp:
+        try:
+            cluster = start_cluster(Path(tmp) / "cluster")
+        except (RuntimeError, OSError) as exc:
+            print(f"set-up failed: {exc}", file=sys.stderr)
+            return 2
+        try:
+            cluster.create_user()
+            cluster.wait_for_node(cluster.node_name)
+            base = f"https://{cluster.proxy_addr}"
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+                try:
+                    web = web_measure(browser, base, cluster, args.keys, args.bulk_mib)
+                    bsh = bsh_measure(cluster, args.keys, args.bulk_mib)
+                    print(json.dumps({"web": web, "bsh": bsh}), file=sys.stderr, flush=True)
+                    created = add_nodes(cluster, args.nodes)
+                    page = page_measure(browser, base)
+                finally:
+                    browser.close()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            print(f"set-up failed: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            cluster.stop()
+    result = report(args, web, bsh, page, created)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+def report(
+    args: argparse.Namespace,
+    web: dict[str, Any],
+    bsh: dict[str, Any],
+    page: dict[str, float],
+    created: float,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    print(f"keystroke echo, {args.keys} keys (ms):")
+    for name, data in (("web", web), ("bsh ssh", bsh)):
+        p50, p99 = _pct(data["echo"], 0.5) * 1000, _pct(data["echo"], 0.99) * 1000
+        out[name] = {"echo_p50_ms": round(p50, 2), "echo_p99_ms": round(p99, 2)}
+        print(f"  {name:8s} p50 {p50:7.2f}  p99 {p99:7.2f}")
+    ratio = out["web"]["echo_p99_ms"] / max(out["bsh ssh"]["echo_p99_ms"], 1e-6)
+    out["echo_p99_ratio_web_over_bsh"] = round(ratio, 2)
+    print(f"  web p99 / bsh ssh p99: {ratio:.2f}x (target <= 1.5x)")
+    text_mib = args.bulk_mib * 4 / 3
+    print(f"bulk output: head -c {args.bulk_mib}M /dev/urandom | base64 ({text_mib:.1f} MiB text)")
+    for name, data in (("web", web), ("bsh ssh", bsh)):
+        mbps = text_mib / data["bulk_seconds"]
+        out[name].update(
+            {"bulk_seconds": round(data["bulk_seconds"], 2), "bulk_MiB/s": round(mbps, 1)}
+        )
+        print(f"  {name:8s} {data['bulk_seconds']:7.2f} s  {mbps:6.1f} MiB/s")
+    bulk = bsh["bulk_seconds"] / web["bulk_seconds"]
+    out["bulk_ratio_web_over_bsh"] = round(bulk, 2)
+    print(f"  web / bsh ssh throughput: {bulk:.2f}x (target >= 0.5x)")
+    out["resources_page"] = {
+        "nodes": args.nodes,
+        "first_paint_s": round(page["first_paint"], 3),
+        "load_s": round(page["load"], 3),
+        "create_seconds": round(created, 1),
+    }
+    print(
+        f"resources page, {args.nodes} nodes: first paint {page['first_paint']:.3f} s, "
+        f"load {page['load']:.3f} s (target < 1 s)"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""An in-process MySQL/MariaDB access rig: auth, proxy (one port), db agent on a reverse tunnel,
+and a real MariaDB that accepts only TLS with db-CA client certificates (``REQUIRE SUBJECT``).
+
+Layer: ``testing`` (used by ``tests/integration/test_db_mysql.py`` and ``bench/db.py``; nothing
+in ``src`` imports it). As :mod:`bastion.testing.db_rig` for PostgreSQL: the agent dials the
+proxy over TLS with ALPN ``bastion-tunnel/1``, the proxy's database route serves ALPN
+``bastion-mysql/1``. The MariaDB server has the db CA's server certificate
+(:mod:`bastion.testing.peers.mariadb`) and the accounts::
+
+    CREATE USER alice_db@'%' REQUIRE SUBJECT '/CN=alice_db/O=test.local';  -- app.* only
+    CREATE USER admin_db@'%' REQUIRE SUBJECT '/CN=admin_db/O=test.local';  -- everything
+
+Role ``dba`` allows ``db_users: ["{{internal.db_users}}"]``, ``db_names: [app]`` on databases
+labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``. The local listener of
+``bsh proxy db`` is the test's to start (``bastion.cli.bsh_db.local_mysql_listener``) with
+:meth:`MySQLRig.login`'s files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert
+from bastion.auth.db_certs import DbCerts
+from bastion.auth.gate import Gate
+from bastion.clock import SystemClock
+from bastion.errors import NotFound
+from bastion.live.registry import LiveRegistry
+from bastion.locks.watcher import LockWatcher
+from bastion.proxy.db_route import DbRoute, DbRouteDeps
+from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
+from bastion.services.cache import StoreRoleSource
+from bastion.tasks import spawn
+from bastion.testing import make_auth, new_tls_key
+from bastion.testing.db_rig import Recorder
+from bastion.testing.peers.mariadb import MariaDBServer, start_mariadb
+from bastion.tunnel import TunnelServer, client_tls_context
+from bastion.tunnel.pool import TunnelPool
+from bastion.types.access import Role, RoleConditions, RoleSpec, User, UserSpec
+from bastion.types.database import Database, DatabaseSpec
+from bastion.types.identity import Identity
+from bastion.types.meta import Metadata
+
+__all__ = ["MySQLFiles", "MySQLRig", "start_mysql_rig"]
+
+CLUSTER = "test.local"
+DB_NAME = "my1"
+
+
+@dataclass(frozen=True)
+class MySQLFiles:
+    crt: Path
+    key: Path
+    ca: Path
+
+
+@dataclass
+class MySQLRig:
+    port: int
+    """The proxy's one port."""
+    tmp: Path
+    server: MariaDBServer
+    certs: DbCerts
+    audit: Recorder
+    locks: LockWatcher
+    alice: Identity
+
+    async def login(self, db_user: str, name: str, db_name: str = "") -> MySQLFiles:
+        """What ``bsh db login my1 --db-user U`` gives alice: certificate, key, CA files."""
+        key_pem, pub = new_tls_key()
+        cert = await self.certs.user_cert(
+            self.alice, pub, DB_NAME, db_user, db_name, timedelta(hours=1), "test"
+        )
+        return self._files(name, cert.cert_pem, key_pem, cert.ca_pem)
+
+    async def direct(self, db_user: str, name: str) -> MySQLFiles:
+        """A db-CA client certificate to reach MariaDB directly (the bench's baseline)."""
+        key_pem, pub = new_tls_key()
+        agent = Identity(
+            cluster=CLUSTER, user="bench", kind="host", roles=("db",), host_id="bench",
+            expires=self.alice.expires,
+        )  # fmt: skip
+        cert = await self.certs.agent_cert(agent, db_user, pub, "bench")
+        return self._files(name, cert.cert_pem, key_pem, cert.ca_pem)
+
+    def _files(self, name: str, crt: str, key: bytes, ca: str) -> MySQLFiles:
+        files = MySQLFiles(*(self.tmp / f"{name}.{n}" for n in ("crt", "key", "ca")))
+        files.crt.write_text(crt)
+        files.key.write_bytes(key)
+        files.key.chmod(0o600)
+        files.ca.write_text(ca)
+        return files
+
+
+SETUP_SQL = (
+    "CREATE DATABASE app; CREATE DATABASE other;"
+    "CREATE TABLE app.t (x INT, s VARCHAR(20)); INSERT INTO app.t VALUES (1, 'a'), (2, 'b');"
+    "CREATE USER alice_db@'%' REQUIRE SUBJECT '/CN=alice_db/O={cluster}';"
+    "GRANT ALL ON app.* TO alice_db@'%'; GRANT ALL ON other.* TO alice_db@'%';"
+    "CREATE USER admin_db@'%' REQUIRE SUBJECT '/CN=admin_db/O={cluster}';"
+    "GRANT ALL ON *.* TO admin_db@'%';"
+)
+"""Accounts: no password, TLS with a client certificate of exactly this subject (the agent's
+db-CA certificate; the server's ``ssl_ca`` is the db CA). ``other`` is granted to alice_db on
+purpose: only Bastion's ``db_names`` keeps her out of it."""
+
+
+@asynccontextmanager
+async def start_mysql_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIterator[MySQLRig]:
+    """Start everything; stop it all on exit (raises MariaDBUnavailable without a server)."""
+    clock = SystemClock()
+    fx = await make_auth(clock=clock, cluster=CLUSTER)
+    auth = fx.auth
+    certs = DbCerts(auth)
+    srv_key, srv_pub = new_tls_key()
+    cert = await certs.server_cert(
+        "localhost", srv_pub, ["localhost"], ["127.0.0.1"], timedelta(days=1), "admin", "rig"
+    )
+    server = await asyncio.to_thread(
+        start_mariadb, None, cert.cert_pem, srv_key.decode(), cert.ca_pem
+    )
+    try:
+        await asyncio.to_thread(server.sql, SETUP_SQL.format(cluster=CLUSTER))
+        await auth.roles.create(
+            Role(
+                metadata=Metadata(name="dba"),
+                spec=RoleSpec(
+                    allow=RoleConditions(
+                        db_labels={"env": "dev"},
+                        db_users=["{{internal.db_users}}"],
+                        db_names=["app"],
+                    )
+                ),
+            )
+        )
+        user = await auth.users.create(
+            User(
+                metadata=Metadata(name="alice"),
+                spec=UserSpec(roles=["dba"], traits={"db_users": ["alice_db"]}, epoch="e1"),
+            )
+        )
+        alice = Identity(
+            cluster=CLUSTER,
+            user="alice",
+            roles=("dba",),
+            traits={"db_users": ("alice_db",)},
+            expires=clock.now() + timedelta(hours=1),
+            user_epoch=user.spec.epoch,
+        )
+        database = Database(
+            metadata=Metadata(name=DB_NAME, labels={"env": "dev"}),
+            spec=DatabaseSpec(protocol="mysql", uri=f"127.0.0.1:{server.port}", host_id="a1"),
+        )
+        async with _cluster(auth, certs, clock, database, audit_queries) as (port, audit, locks):
+            yield MySQLRig(port, tmp, server, certs, audit, locks, alice)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@asynccontextmanager
+async def _cluster(
+    auth: Any, certs: DbCerts, clock: SystemClock, database: Database, audit_queries: bool
+) -> AsyncIterator[tuple[int, Recorder, LockWatcher]]:
+    registry = LiveRegistry()
+    audit = Recorder(auth.audit)
+    locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
+    tunnel = TunnelServer(registry, clock)
+    hour = timedelta(hours=1)
+    issuer = auth.issuer
+    proxy_key, proxy_pub = new_tls_key()
+    proxy_id = Identity(
+        cluster=CLUSTER, user="proxy", kind="host", roles=("proxy",), host_id="proxy",
+        expires=clock.now() + hour,
+    )  # fmt: skip
+    pcerts = await issuer.issue_host(
+        proxy_id, proxy_pub, ["proxy"], ["localhost"], ["127.0.0.1"], hour, "rig"
+    )
+    agent_id = Identity(
+        cluster=CLUSTER, user="a1", kind="host", roles=("db",), host_id="a1",
+        expires=clock.now() + hour,
+    )  # fmt: skip
+    agent_key, agent_pub = new_tls_key()
+    acerts = await issuer.issue_host(agent_id, agent_pub, ["a1"], [], [], hour, "rig")
+
+    class Directory:
+        async def get_database(self, name: str) -> Database:
+            if name != database.metadata.name:
+                raise NotFound(f"database {name} not found")
+            return database
+
+    route = DbRoute(
+        DbRouteDeps(
+            databases=Directory(),
+            roles=StoreRoleSource(auth.roles),
+            tunnel=tunnel,
+            audit=audit,
+            registry=registry,
+            clock=clock,
+            locks=locks,
+            gate=Gate.for_auth(auth),
+            audit_queries=audit_queries,
+        )
+    )
+    tls = ProxyTLS(pcerts.tls_cert, proxy_key.decode(), pcerts.tls_user_ca, pcerts.tls_host_ca)
+    listener = ProxyListener(
+        ListenerConfig(port=0, max_unauthenticated_per_ip=1024),
+        ListenerDeps(tls=tls, clock=clock, audit=audit, tunnel=tunnel, db=route),
+    )
+    await listener.start()
+
+    async def agent_certs(db_user: str) -> DbClientCert:
+        key_pem, pub = new_tls_key()
+        got = await certs.agent_cert(agent_id, db_user, pub, "local")
+        return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
+
+    agent = DbAgent(DbAgentDeps(databases=[database], certs=agent_certs, clock=clock))
+
+    pool = TunnelPool(
+        ("127.0.0.1", listener.port),
+        client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
+        agent.on_stream,
+    )
+    running = spawn(pool.run(), "mysql-rig-agent")
+    try:
+        for _ in range(500):
+            if tunnel.is_online("a1"):
+                break
+            await asyncio.sleep(0.02)
+        yield listener.port, audit, locks
+    finally:
+        running.cancel()
+        await pool.close()
+        await listener.close()
+        await route.close()
+        await tunnel.close()

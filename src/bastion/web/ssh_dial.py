@@ -1,0 +1,204 @@
+"""How the web UI reaches a node: SSH through the proxy's own ``bastion-ssh/1`` route.
+
+Layer: web (IO shell). The web terminal (:mod:`bastion.web.terminal`) acts as ``bsh ssh`` would
+for the browser's session: it makes a fresh key pair in memory for one terminal, has it
+certified (:func:`new_key`, :func:`credentials`), and dials the node with asyncssh over a TLS
+connection to a proxy (:class:`Route`), so the proxy's RBAC, locks and live registry, the node's
+checks, recording and audit are exactly those of ``bsh ssh``. The private key never leaves this
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bastion.auth.issuer import UserCerts
+from bastion.errors import AccessDenied, BastionError, ConnectionProblem, error_from_code
+from bastion.protocols.alpn import ALPN_SSH
+from bastion.protocols.sshroute import encode_request
+
+__all__ = [
+    "DIAL_TIMEOUT",
+    "Creds",
+    "NewKey",
+    "Route",
+    "check_reply",
+    "credentials",
+    "new_key",
+    "proxy_candidates",
+]
+
+DIAL_TIMEOUT: Final = 15.0
+
+
+def proxy_candidates(request_host: str, known: list[str]) -> list[str]:
+    """The proxy addresses to dial, in order: the one the browser reached when it is a known
+    proxy (a Host header alone never chooses what the server connects to), then the others."""
+    ordered = [request_host] if request_host in known else []
+    return ordered + [a for a in known if a not in ordered]
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A key pair made for one terminal: the private key as PEM (in memory only) and the
+    public key in OpenSSH format (what the issuer certifies)."""
+
+    private_pem: bytes
+    public: str
+
+
+def new_key() -> NewKey:
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return NewKey(pem, public)
+
+
+@dataclass(frozen=True, slots=True)
+class Creds:
+    key: asyncssh.SSHKey
+    cert: asyncssh.SSHCertificate
+    host_ca: list[asyncssh.SSHKey]
+    tls: ssl.SSLContext
+
+
+def credentials(key: NewKey, certs: UserCerts) -> Creds:
+    """The asyncssh key, certificate and host CAs, and the mTLS context for the proxy.
+
+    Raises:
+        AccessDenied: the issuer certified no login.
+    """
+    if not certs.ssh_cert:
+        raise AccessDenied("your roles allow no login, so there is nothing to certify")
+    return Creds(
+        key=asyncssh.import_private_key(key.private_pem),
+        cert=asyncssh.import_certificate(certs.ssh_cert),
+        host_ca=[asyncssh.import_public_key(k) for k in certs.ssh_host_ca],
+        tls=_tls_context(certs.tls_cert, key.private_pem, certs.tls_host_ca),
+    )
+
+
+def _tls_context(certs_pem: str, key_pem: bytes, ca_pem: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="bastion-web-") as tmp:  # 0700; gone at once
+        cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert_file.write_text(certs_pem)
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key_pem)
+        ctx.load_cert_chain(cert_file, key_file)
+    ctx.set_alpn_protocols([ALPN_SSH])
+    return ctx
+
+
+class _RouteReply(asyncio.Protocol):
+    """Reads the proxy's one-line reply, then hands the TLS transport to asyncssh."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.rest = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.rest += data
+        if self.reply.done():
+            return
+        line, sep, after = self.rest.partition(b"\n")
+        if sep:
+            self.rest = after
+            self.reply.set_result(line)
+            assert self.transport is not None
+            self.transport.pause_reading()
+        elif len(self.rest) > 16 * 1024:
+            self.reply.set_exception(ConnectionProblem("the proxy's reply is too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(
+                ConnectionProblem(f"the proxy closed the connection ({exc or 'no reason'})")
+            )
+
+
+def check_reply(line: bytes) -> None:
+    """The proxy's one-line JSON answer to the route request.
+
+    Raises:
+        BastionError: the proxy refused (its error category and message).
+        ConnectionProblem: not an answer.
+    """
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise ConnectionProblem("the proxy did not answer the SSH route request") from None
+    if not isinstance(reply, dict) or reply.get("ok") is not True:
+        error = reply.get("error") if isinstance(reply, dict) else None
+        code = reply.get("code") if isinstance(reply, dict) else None
+        message = str(error or "the proxy refused the connection")
+        raise error_from_code(str(code), message) if code else AccessDenied(message)
+
+
+class Route:
+    """asyncssh ``tunnel=``: the SSH connection runs over the proxy's ``bastion-ssh/1``."""
+
+    def __init__(self, addrs: list[str], tls: ssl.SSLContext, node: str, login: str) -> None:
+        self.addrs, self.tls, self.node, self.login = addrs, tls, node, login
+
+    async def create_connection(
+        self, session_factory: Any, host: str, port: int
+    ) -> tuple[asyncio.Transport, Any]:
+        loop = asyncio.get_running_loop()
+        failure: BaseException | None = None
+        for addr in self.addrs:
+            proxy_host, proxy_port = _split(addr)
+            try:
+                async with asyncio.timeout(DIAL_TIMEOUT):
+                    transport, reader = await loop.create_connection(
+                        _RouteReply, proxy_host, proxy_port, ssl=self.tls,
+                        server_hostname=proxy_host,
+                    )  # fmt: skip
+                    assert isinstance(transport, asyncio.Transport)
+                    transport.write(encode_request(self.node, self.login, port))
+                    line = await reader.reply
+            except (OSError, TimeoutError) as exc:
+                failure = exc
+                continue
+            try:
+                check_reply(line)
+            except BastionError:
+                transport.abort()
+                raise
+            protocol = session_factory()
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            if reader.rest:
+                protocol.data_received(reader.rest)
+            transport.resume_reading()
+            return transport, protocol
+        raise ConnectionProblem(f"cannot reach a proxy to open the session ({failure})")

@@ -1,0 +1,201 @@
+"""MySQL/MariaDB access end to end: a real MariaDB (TLS, ``REQUIRE SUBJECT`` accounts without
+passwords), the real ``mariadb`` client and PyMySQL, through ``bsh proxy db``'s local listener,
+the proxy's one port (ALPN ``bastion-mysql/1``) and a database agent on a real reverse tunnel.
+One server and one cluster for the module: allowed and denied db user and db name (handshake,
+``COM_INIT_DB``, ``USE``), audit of queries and prepared statements with their parameters, a
+lock cutting a live ``SELECT SLEEP(30)``."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bastion.cli.bsh_db import local_mysql_listener
+from bastion.client.tls import pem_context
+from bastion.protocols.alpn import ALPN_MYSQL
+from bastion.testing import missing_peer, require_binary
+from bastion.testing.mysql_rig import MySQLFiles, MySQLRig, start_mysql_rig
+from bastion.testing.peers.mariadb import MariaDBUnavailable
+from bastion.types.access import Lock, LockSpec, LockTarget
+from bastion.types.meta import Metadata
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+class World:
+    def __init__(self, rig: MySQLRig) -> None:
+        self.rig = rig
+        self.servers: list[asyncio.Server] = []
+        self.alice_port = 0
+
+    async def local(self, db_user: str, name: str) -> int:
+        """``bsh db login my1 --db-user U`` + ``bsh proxy db my1``: the local port."""
+        files: MySQLFiles = await self.rig.login(db_user, name)
+        ctx = pem_context(
+            files.ca.read_text(), files.crt.read_text(), alpn=[ALPN_MYSQL], key_file=files.key
+        )
+        server = await local_mysql_listener(f"127.0.0.1:{self.rig.port}", ctx)
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    require_binary("mariadb")
+    try:
+        async with start_mysql_rig(tmp_path_factory.mktemp("mysql")) as rig:
+            world = World(rig)
+            world.alice_port = await world.local("alice_db", "alice")
+            yield world
+            for server in world.servers:
+                server.close()
+    except MariaDBUnavailable as exc:
+        missing_peer(str(exc))
+
+
+async def _mariadb(port: int, user: str, sql: str, *db: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{port}", f"-u{user}",
+        "--skip-ssl", "-N", "-B", "-e", sql, *db,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def _queries(rig: MySQLRig) -> list[dict[str, Any]]:
+    return rig.audit.of("db.session.query")
+
+
+async def test_mariadb_client_allowed_denied_and_audited(world: World) -> None:
+    rig, port = world.rig, world.alice_port
+    code, out, err = await _mariadb(
+        port, "alice_db", "select x, s from t order by x; select current_user()", "app"
+    )
+    assert code == 0, err
+    assert out.split() == ["1", "a", "2", "b", "alice_db@%"]
+    start = rig.audit.of("db.session.start")[-1]
+    assert start["outcome"] == "success" and start["db_user"] == "alice_db"
+    await _until(lambda: bool(rig.audit.of("db.session.end")))
+    assert "select x, s from t order by x" in [q["query"] for q in _queries(rig)]
+    assert rig.audit.of("db.session.end")[-1]["bytes_out"] > 0
+
+    # USE of a database db_names does not allow: ERR 1044, never reaches the server (which
+    # would allow it: alice_db has grants on `other`).
+    code, out, err = await _mariadb(port, "alice_db", "use other; select database()", "app")
+    assert code != 0 and "ERROR 1044" in err and 'db name "other" denied' in err
+    # ...and as the connection's database: refused at the handshake (1045, one line).
+    code, out, err = await _mariadb(port, "alice_db", "select 1", "other")
+    assert code != 0 and "ERROR 1045 (28000)" in err and "denied" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+    # A db user no role allows (the certificate names admin_db): one clean 1045 line.
+    admin_port = await world.local("admin_db", "admin")
+    code, out, err = await _mariadb(admin_port, "admin_db", "select 1")
+    assert code != 0 and "ERROR 1045 (28000)" in err and 'db user "admin_db"' in err
+    refusal = rig.audit.of("db.session.start")[-1]
+    assert refusal["outcome"] == "failure" and "admin_db" in refusal["reason"]
+
+
+async def test_bsh_db_connect_runs_mariadb_with_the_option_file(
+    world: World, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from bastion.cli.bsh_db import _run_mysql_client, mysql_option_file
+
+    files = await world.rig.login("alice_db", "connect")
+    base = tmp_path / "my1"
+    Path(f"{base}.my.cnf").write_text(mysql_option_file("my1", "alice_db", "app"))
+    ctx = pem_context(
+        files.ca.read_text(), files.crt.read_text(), alpn=[ALPN_MYSQL], key_file=files.key
+    )
+    profile: Any = SimpleNamespace(proxy=f"127.0.0.1:{world.rig.port}")
+    args = ("-N", "-e", "select database(), current_user()")
+    code = await _run_mysql_client(profile, ctx, require_binary("mariadb"), base, args)
+    assert code == 0
+    assert "app\talice_db@%" in capfd.readouterr().out
+
+
+async def test_pymysql_init_db_and_prepared_statements(world: World) -> None:
+    import pymysql
+
+    rig, port = world.rig, world.alice_port
+
+    def run() -> tuple[Any, ...]:
+        conn = pymysql.connect(
+            host="127.0.0.1", port=port, user="alice_db", database="app", connect_timeout=15
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select s from t where x = %s", (2,))
+                row = cur.fetchone()
+            try:
+                conn.select_db("other")  # COM_INIT_DB
+                denied = None
+            except pymysql.err.OperationalError as exc:
+                denied = exc.args
+            conn.select_db("app")
+            # The binary protocol: COM_STMT_PREPARE, then COM_STMT_EXECUTE with two parameters.
+            conn._execute_command(0x16, "update t set s = ? where x = ?")
+            ok = conn._read_packet()
+            stmt_id, columns, params = struct.unpack("<xIHH", ok.get_all_data()[:9])
+            for _ in range(params + (1 if params else 0) + columns + (1 if columns else 0)):
+                conn._read_packet()
+            body = struct.pack("<IBI", stmt_id, 0, 1) + b"\x00\x01" + bytes([253, 0, 8, 0])
+            body += b"\x03zzz" + struct.pack("<q", 1)
+            conn._execute_command(0x17, body)
+            result = conn._read_packet().get_all_data()
+            return row, denied, result[:1]
+        finally:
+            conn.close()
+
+    row, denied, result = await asyncio.to_thread(run)
+    assert row == ("b",)
+    assert denied is not None and denied[0] == 1044 and "other" in denied[1]
+    assert result == b"\x00"  # OK: one row updated
+    await _until(
+        lambda: any(
+            q["query"] == "update t set s = ? where x = ?"
+            and q["parameters"] == ["zzz", "1"]
+            and q["parameter_types"] == ["VAR_STRING", "LONGLONG"]
+            for q in _queries(rig)
+        )
+    )
+    assert any(q["query"] == "select s from t where x = 2" for q in _queries(rig))
+    refused = [q for q in _queries(rig) if q["outcome"] == "failure"]
+    assert any(q["query"] == "USE `other`" for q in refused)
+
+
+async def test_lock_cuts_a_live_session(world: World) -> None:
+    rig, port = world.rig, world.alice_port
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{port}", "-ualice_db",
+        "--skip-ssl", "-e", "select sleep(30)", "app",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await _until(lambda: _queries(rig)[-1]["query"] == "select sleep(30)", 10)
+    lock = Lock(
+        metadata=Metadata(name="l1"),
+        spec=LockSpec(target=LockTarget(user="alice"), message="laptop stolen"),
+    )
+    rig.locks.put(lock)
+    await rig.locks.enforce([lock])
+    _, err = await asyncio.wait_for(proc.communicate(), 5)  # within a second in practice
+    assert proc.returncode != 0 and "laptop stolen" in err.decode()
+    code, _, err_s = await _mariadb(port, "alice_db", "select 1", "app")
+    assert code != 0 and "laptop stolen" in err_s

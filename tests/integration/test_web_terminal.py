@@ -1,0 +1,212 @@
+"""The web terminal's harder parts in a real browser (issue 16): Debian's Chromium driven by
+Playwright, with the DevTools virtual authenticator as the security key, against the shared
+cluster (its WebAuthn relying party switched to ``localhost`` for this module and restored
+after: browsers refuse IP addresses as RP ids).
+
+One user whose role requires per-session MFA: the terminal page runs the WebAuthn prompt for
+this node and login before the session opens; the WebSocket is dropped under the page and the
+terminal reconnects to the same shell (an exported variable is still set); a second tab is a
+second shell; a file goes up and comes back down through SFTP (CSRF-less upload refused)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import SHOTS, axe_violations, chromium_browser, sign_in, virtual_authenticator
+from harness import Cluster, Env, unique
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.integration
+LOGIN = getpass.getuser()
+
+
+@pytest.fixture(scope="module")
+def lenv(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """The shared cluster with WebAuthn for ``https://localhost:PORT`` (restored afterwards)."""
+    tmp = tmp_path_factory.mktemp("webterm")
+    env = Env(cluster, tmp)
+    original = env.admin_ok("get", "cap/cluster-auth-preference", "--format", "json")
+    cap = json.loads(original)
+    port = cluster.proxy.rsplit(":", 1)[1]
+    cap["spec"]["webauthn"] = {"rp_id": "localhost", "origins": [f"https://localhost:{port}"]}
+    cap["metadata"].pop("revision", None)
+    (tmp / "cap.json").write_text(json.dumps(cap))
+    env.admin_ok("create", "-f", str(tmp / "cap.json"), "--force")
+    try:
+        yield env
+    finally:
+        back = json.loads(original)
+        back["metadata"].pop("revision", None)
+        (tmp / "cap.json").write_text(json.dumps(back))
+        env.admin_ok("create", "-f", str(tmp / "cap.json"), "--force")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    with chromium_browser(web_assets=True) as browser:
+        yield browser
+
+
+def test_mfa_tabs_reconnect_and_files(lenv: Env, chromium: Any, tmp_path: Path) -> None:
+    tag = unique("wt")
+    role = f"{tag}-mfa"
+    lenv.admin_ok(
+        "create",
+        "-f",
+        "-",
+        input=(
+            f"kind: role\nmetadata: {{name: {role}}}\nspec:\n"
+            "  options: {require_session_mfa: true}\n"
+            f"  allow:\n    logins: [{LOGIN}]\n    node_labels: {{'*': '*'}}\n"
+        ),
+    )
+    user = lenv.new_user(f"{role},editor", LOGIN)
+    base = f"https://localhost:{lenv.cluster.proxy.rsplit(':', 1)[1]}"
+    context = chromium.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 720}
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    virtual_authenticator(context, page)
+    sign_in(page, base, user)
+    page.goto(f"{base}/web/mfa")
+    page.fill("#device-name", "web-key")
+    page.click("button[data-ceremony=register]")
+    expect(page.locator("#webauthn-status")).to_contain_text("Registered web-key")
+
+    # Every terminal WebSocket goes through a route the test can cut (a network blip).
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        sockets.append((ws, server))
+
+    page.route_web_socket("**/web/ssh/ws**", route)
+
+    # 1. Per-session MFA: the key is asked for this node and login, then the shell opens.
+    local = socket.gethostname()
+    page.goto(f"{base}/web/ssh?node={local}&login={LOGIN}")
+    one = page.locator("#terminal")
+    expect(one).to_have_attribute("data-state", "open", timeout=15000)
+    expect(page.locator("#term-status")).to_contain_text("Connected")
+    one.click()
+    page.keyboard.type(f"export WEBVAR={tag}-''kept; cd\n")
+    mfa = lenv.events("--type", "mfa.session", "--user", user.name)
+    assert mfa and mfa[-1]["outcome"] == "success", mfa
+    assert mfa[-1]["target"] == local and mfa[-1]["fields"]["scope"] == f"session:{local}:{LOGIN}"
+
+    # 2. The WebSocket drops under the page: it reconnects to the same shell.
+    ws, server = sockets[-1]
+    server.close()
+    ws.close()
+    expect(page.locator("#term-status")).to_contain_text("Reconnected", timeout=15000)
+    assert len(sockets) == 2
+    one.click()
+    page.keyboard.type("echo got:$WEBVAR\n")
+    expect(one.locator(".xterm-rows")).to_contain_text(f"got:{tag}-kept", timeout=10000)
+
+    # 3. A second tab is a second shell (its own MFA touch); the first is still there.
+    page.click("#new-tab")
+    two = page.locator("#terminal-2")
+    expect(two).to_have_attribute("data-state", "open", timeout=15000)
+    two.click()
+    page.keyboard.type("echo tab2:${WEBVAR:-unset}\n")
+    expect(two.locator(".xterm-rows")).to_contain_text("tab2:unset", timeout=10000)
+    page.screenshot(path=str(SHOTS / "terminal-tabs.png"))
+    page.click("#tab-1")
+    expect(one).to_be_visible()
+    expect(two).to_be_hidden()
+
+    # 4. SFTP through the active tab's session: upload, see it in the shell, download it.
+    name = f"{tag}-up.txt"
+    local_file = tmp_path / name
+    local_file.write_text(f"uploaded {tag}\n")
+    page.click("details.files summary")
+    page.set_input_files("#upload-file", str(local_file))
+    page.click("#upload button[type=submit]")
+    expect(page.locator("#files-status")).to_contain_text(f"Uploaded {name}", timeout=10000)
+    one.click()
+    page.keyboard.type(f"cat ~/{name}; rm -f ~/{name}.down\n")
+    expect(one.locator(".xterm-rows")).to_contain_text(f"uploaded {tag}", timeout=10000)
+    term_id = page.locator("#upload input[name=term]").input_value()
+    down = page.request.get(f"{base}/web/ssh/files?term={term_id}&name={name}")
+    assert down.status == 200 and down.body() == f"uploaded {tag}\n".encode()
+    assert page.request.get(f"{base}/web/ssh/files?term={term_id}&name=../etc").status == 400
+    no_csrf = page.request.post(
+        f"{base}/web/ssh/files",
+        multipart={
+            "term": term_id,
+            "file": {"name": "x", "mimeType": "text/plain", "buffer": b"x"},
+        },
+    )
+    assert no_csrf.status == 403
+    page.keyboard.type(f"rm -f ~/{name}\n")
+    sftp = lenv.events("--type", "sftp", "--user", user.name)
+    assert sftp, "the node audits the SFTP subsystem"
+
+    # 5. Join tokens (an admin change: the security key signs exactly this form), connectors.
+    page.goto(f"{base}/web/admin/tokens")
+    page.fill("#token-roles", "node")
+    page.fill("#token-labels", f"team={tag}")
+    page.click("form[action='/web/admin/tokens'] button[type=submit]")
+    expect(page.locator("#token-secret")).not_to_be_empty()
+    row = page.locator("#tokens tbody tr", has_text=f"team={tag}")
+    expect(row).to_have_count(1)
+    page.on("dialog", lambda d: d.accept())
+    row.locator("button", has_text="Remove").click()
+    expect(page.locator(".notice.ok")).to_contain_text("removed")
+    expect(page.locator("#tokens tbody tr", has_text=f"team={tag}")).to_have_count(0)
+    admin_mfa = lenv.events("--type", "mfa.admin", "--user", user.name)
+    assert len([e for e in admin_mfa if e["outcome"] == "success"]) >= 2, admin_mfa
+    page.goto(f"{base}/web/admin/connectors")
+    expect(page.locator("#auth-preference")).to_contain_text("localhost")
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    context.close()
+
+
+PAGES = (
+    "/web/",
+    "/web/nodes",
+    "/web/ssh?node={node}&login={login}",
+    "/web/sessions",
+    "/web/recordings",
+    "/web/mfa",
+    "/web/admin/users",
+    "/web/admin/roles",
+    "/web/admin/locks",
+    "/web/admin/audit",
+    "/web/admin/tokens",
+    "/web/admin/connectors",
+)
+
+
+def test_accessibility_and_screenshots(lenv: Env, chromium: Any) -> None:
+    """axe-core on the main pages (no serious or critical violations) and a screenshot of
+    each (test artifacts). The context bypasses the CSP only to inject axe."""
+    user = lenv.new_user("editor,access", LOGIN)
+    base = f"https://localhost:{lenv.cluster.proxy.rsplit(':', 1)[1]}"
+    context = chromium.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 720}, bypass_csp=True
+    )
+    page = context.new_page()
+    page.goto(f"{base}/web/login")
+    found = {"/web/login": axe_violations(page)}
+    page.screenshot(path=str(SHOTS / "login.png"))
+    sign_in(page, base, user)
+    for path in PAGES:
+        url = path.format(node=socket.gethostname(), login=LOGIN)
+        page.goto(f"{base}{url}")
+        if "/web/ssh" in url:
+            expect(page.locator("#terminal")).to_have_attribute("data-state", "open", timeout=15000)
+        found[path] = axe_violations(page)
+        shot = path.strip("/").split("?")[0].replace("/", "-") or "home"
+        page.screenshot(path=str(SHOTS / f"{shot}.png"))
+    assert not {k: v for k, v in found.items() if v}, found
+    context.close()

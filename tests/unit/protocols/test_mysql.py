@@ -1,0 +1,234 @@
+"""Tests for bastion.protocols.mysql: framing, handshake, OK/ERR, command tracking, fuzzing."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.errors import RemoteProtocolError
+from bastion.protocols import mysql
+from bastion.protocols.mysql import (
+    CommandTracker,
+    Forbidden,
+    HandshakeResponse,
+    MySQLStatement,
+    Packet,
+    PacketReader,
+    PacketScanner,
+    UseDatabase,
+)
+
+
+def _cmd(code: int, body: bytes = b"") -> Packet:
+    return Packet(0, bytes([code]) + body)
+
+
+def test_framing_round_trip_with_continuations() -> None:
+    big = bytes(range(256)) * (mysql.MAX_PAYLOAD // 256 + 3)
+    for payload in (b"", b"x", b"y" * mysql.MAX_PAYLOAD, big):
+        wire = mysql.build_packet(5, payload)
+        reader = PacketReader(64 * 1024 * 1024)
+        got = [
+            p for i in range(0, len(wire), 7_000_001) for p in reader.feed(wire[i : i + 7_000_001])
+        ]
+        assert got == [Packet(5, payload)] and reader.buffered == 0
+    # an exact 0xFFFFFF payload is followed by an empty packet
+    assert len(mysql.build_packet(0, b"y" * mysql.MAX_PAYLOAD)) == 4 + mysql.MAX_PAYLOAD + 4
+
+
+def test_reader_refuses_oversized_packets() -> None:
+    with pytest.raises(RemoteProtocolError, match="more than 100"):
+        PacketReader(100).feed(mysql.build_packet(0, b"x" * 101)[:10])
+
+
+def test_scanner_follows_boundaries_and_captures_on_demand() -> None:
+    wire = (
+        mysql.build_packet(1, b"a" * 10) + mysql.build_packet(2, b"") + mysql.build_packet(3, b"c")
+    )
+    scanner = PacketScanner()
+    got = [p for b in wire for p in scanner.feed(bytes([b]), True)]
+    assert got == [Packet(1, b"a" * 10), Packet(2, b""), Packet(3, b"c")]
+    assert scanner.last_seq == 3
+    assert PacketScanner().feed(wire, False) == []
+
+
+def test_handshake_and_response_round_trip() -> None:
+    greeting = mysql.build_handshake(connection_id=7, scramble=b"abcdefghijklmnopqrst")
+    parsed = mysql.parse_handshake(greeting)
+    assert parsed.connection_id == 7 and parsed.scramble == b"abcdefghijklmnopqrst"
+    assert parsed.capabilities == mysql.LOCAL_CAPABILITIES
+    assert parsed.plugin == "mysql_native_password"
+    resp = HandshakeResponse(
+        mysql.LOCAL_CAPABILITIES, 1 << 24, 45, "alice_db", b"\x01" * 20, "app",
+        "mysql_native_password", {"_client_name": "libmariadb"},
+    )  # fmt: skip
+    assert mysql.parse_handshake_response(mysql.build_handshake_response(resp)) == resp
+    ssl_req = mysql.build_ssl_request(mysql.LOCAL_CAPABILITIES, 1 << 24, 45)
+    assert isinstance(mysql.parse_handshake_response(ssl_req), mysql.SSLRequest)
+
+
+def test_negotiate_never_asks_for_compression_or_local_files() -> None:
+    caps = mysql.negotiate(0xFFFFFFFF, 0xFFFFFFFF)
+    assert not caps & (32 | 128 | mysql.CLIENT_SSL)
+    assert caps & mysql.CLIENT_PROTOCOL_41
+
+
+def test_err_packet_is_4_1_format() -> None:
+    wire = mysql.err_packet(2, 1045, "28000", "access denied\nsecond line")
+    packet = PacketReader().feed(wire)[0]
+    assert packet.seq == 2
+    assert mysql.parse_err(packet.payload) == (1045, "28000", "access denied second line")
+    assert PacketReader().feed(mysql.ok_packet(2))[0].payload[0] == 0
+
+
+def test_refusals_of_handshake_parsers() -> None:
+    with pytest.raises(RemoteProtocolError, match="4.1"):
+        mysql.parse_handshake_response(bytes(32))
+    with pytest.raises(RemoteProtocolError, match="refused"):
+        mysql.parse_handshake(
+            PacketReader().feed(mysql.err_packet(0, 1130, "HY000", "no"))[0].payload
+        )
+    with pytest.raises(RemoteProtocolError, match="too long"):
+        mysql.parse_handshake_response(b"\xff" * 20_000)
+
+
+def test_password_literals_are_redacted() -> None:
+    cases = {
+        "ALTER USER bob IDENTIFIED BY 'se''cr\\'et'": "ALTER USER bob IDENTIFIED BY '***'",
+        "create user x identified via ed25519 using 'abc'": (
+            "create user x identified via ed25519 using '***'"
+        ),
+        "SET PASSWORD FOR bob = PASSWORD('pw')": "SET PASSWORD FOR bob = PASSWORD('***')",
+        "SET PASSWORD = 'hash'": "SET PASSWORD = '***'",
+        "GRANT ALL ON *.* TO x IDENTIFIED BY PASSWORD '*ABC'": (
+            "GRANT ALL ON *.* TO x IDENTIFIED BY PASSWORD '***'"
+        ),
+        "select 'IDENTIFIED'": "select 'IDENTIFIED'",
+    }
+    for sql, want in cases.items():
+        assert mysql.redact_sql(sql) == want
+
+
+def test_placeholders_outside_strings_and_comments() -> None:
+    assert mysql.count_placeholders("select ? , '?', \"?\", `a?` /* ? */ -- ?\n, # ?\n ?") == 2
+
+
+def _prepare_ok(stmt_id: int, params: int) -> Packet:
+    return Packet(1, b"\x00" + struct.pack("<IHHxH", stmt_id, 1, params, 0))
+
+
+def _execute(stmt_id: int, types: list[tuple[int, int]], values: bytes, nulls: int = 0) -> Packet:
+    n = len(types)
+    body = struct.pack("<IBI", stmt_id, 0, 1)
+    if n:
+        body += nulls.to_bytes((n + 7) // 8, "little") + b"\x01"
+        body += b"".join(bytes(t) for t in types) + values
+    return _cmd(mysql.COM_STMT_EXECUTE, body)
+
+
+def test_prepared_statement_parameters_are_decoded_with_types() -> None:
+    tracker = CommandTracker()
+    assert (
+        tracker.client(
+            _cmd(mysql.COM_STMT_PREPARE, b"select * from t where x = ? and s = ? and y = ?")
+        )
+        is None
+    )
+    assert tracker.wants_server
+    tracker.server(_prepare_ok(9, 3))
+    values = struct.pack("<q", -5) + b"\x03abc"
+    got = tracker.client(_execute(9, [(8, 0), (253, 0), (3, 0)], values, nulls=0b100))
+    assert got == MySQLStatement(
+        "select * from t where x = ? and s = ? and y = ?", ("-5", "abc", None), "prepared",
+        ("LONGLONG", "VAR_STRING", "LONG"),
+    )  # fmt: skip
+    # types are remembered when the client does not send them again
+    again = (
+        struct.pack("<IBI", 9, 0, 1)
+        + b"\x00"
+        + b"\x00"
+        + struct.pack("<q", 7)
+        + b"\x01z"
+        + struct.pack("<i", 3)
+    )
+    got2 = tracker.client(_cmd(mysql.COM_STMT_EXECUTE, again))
+    assert isinstance(got2, MySQLStatement) and got2.params == ("7", "z", "3")
+    redacted = CommandTracker(redact_params=True)
+    redacted.client(_cmd(mysql.COM_STMT_PREPARE, b"select ?"))
+    redacted.server(_prepare_ok(1, 1))
+    got3 = redacted.client(_execute(1, [(8, 0x80)], struct.pack("<Q", 2**64 - 1)))
+    assert isinstance(got3, MySQLStatement) and got3.params == ("?",)
+    assert got3.param_types == ("LONGLONG UNSIGNED",)
+
+
+def test_dates_floats_and_unknown_statements() -> None:
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"select ?, ?, ?"))
+    tracker.server(_prepare_ok(1, 3))
+    values = b"\x07" + struct.pack("<HBBBBB", 2026, 12, 6, 14, 5, 9) + struct.pack("<d", 1.5)
+    values += b"\x08" + struct.pack("<BIBBB", 1, 1, 2, 3, 4)
+    got = tracker.client(_execute(1, [(12, 0), (5, 0), (11, 0)], values))
+    assert isinstance(got, MySQLStatement)
+    assert got.params == ("2026-12-06 14:05:09", "1.5", "-26:03:04")
+    unknown = tracker.client(_execute(77, [], b""))
+    assert isinstance(unknown, MySQLStatement) and "unknown prepared statement 77" in unknown.sql
+    short = tracker.client(_execute(1, [(8, 0)], b"\x01"))
+    assert isinstance(short, MySQLStatement) and short.params == ("(undecodable)",)
+
+
+def test_use_change_user_and_replication() -> None:
+    tracker = CommandTracker()
+    use = tracker.client(_cmd(mysql.COM_INIT_DB, b"other"))
+    assert isinstance(use, UseDatabase) and use.name == "other"
+    use2 = tracker.client(_cmd(mysql.COM_QUERY, b"USE `we``ird`;"))
+    assert isinstance(use2, UseDatabase) and use2.name == "we`ird"
+    assert isinstance(tracker.client(_cmd(mysql.COM_CHANGE_USER, b"root\0")), Forbidden)
+    assert isinstance(tracker.client(_cmd(0x12, b"")), Forbidden)
+    query = tracker.client(_cmd(mysql.COM_QUERY, b"ALTER USER x IDENTIFIED BY 'pw'"))
+    assert query == MySQLStatement("ALTER USER x IDENTIFIED BY '***'")
+    assert tracker.client(_cmd(mysql.COM_QUIT)) is None
+    with pytest.raises(RemoteProtocolError):
+        tracker.client(Packet(0, b""))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_handshake_parsers_never_crash(data: bytes) -> None:
+    for parse in (mysql.parse_handshake, mysql.parse_handshake_response):
+        try:
+            parse(data)
+        except RemoteProtocolError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8), st.integers(0, 40))
+def test_fuzz_reader_and_tracker_never_crash(chunks: list[bytes], limit: int) -> None:
+    reader = PacketReader(limit)
+    tracker = CommandTracker()
+    scanner = PacketScanner()
+    for chunk in chunks:
+        for packet in scanner.feed(chunk, True):
+            tracker.server(packet)
+        try:
+            for packet in reader.feed(chunk):
+                tracker.client(packet)
+        except RemoteProtocolError:
+            return
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.integers(0, 3))
+def test_fuzz_execute_bodies_never_crash(body: bytes, params: int) -> None:
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"select ?, ?, ?"))
+    tracker.server(_prepare_ok(1, params))
+    try:
+        tracker.client(_cmd(mysql.COM_STMT_EXECUTE, struct.pack("<I", 1) + body))
+        tracker.client(_cmd(mysql.COM_STMT_SEND_LONG_DATA, body))
+        tracker.client(_cmd(mysql.COM_STMT_CLOSE, body))
+    except RemoteProtocolError:
+        pass

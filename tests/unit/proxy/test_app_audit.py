@@ -1,0 +1,96 @@
+"""Batched app.request audit: in order, batched, retried, drained before the end, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from bastion.errors import ConnectionProblem
+from bastion.proxy import app_audit
+from bastion.proxy.app_audit import RequestAudit
+
+
+class _Log:
+    def __init__(self, fail: int = 0) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.fail = fail
+        self.gate: asyncio.Event | None = None
+
+    async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> None:
+        await self.emit_many([(event_type, outcome, fields)])
+
+    async def emit_many(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionProblem("backend down")
+        self.batches.append([{"type": t, **f} for t, _, f in specs])
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [e for b in self.batches for e in b]
+
+
+async def test_events_are_batched_in_order_and_drained_by_the_last_release() -> None:
+    log = _Log()
+    audit = RequestAudit(log, flush_interval=0)  # type: ignore[arg-type]
+    audit.acquire("s1")
+    audit.acquire("s1")  # two connections of one session share the writer
+    for i in range(10):
+        await audit.add("s1", {"n": i})
+    assert await audit.release("s1") == 0  # not the last: returns at once
+    assert await audit.release("s1") == 0
+    assert [e["n"] for e in log.events] == list(range(10))
+    assert {e["type"] for e in log.events} == {"app.request"}
+    assert len(log.batches) < 10  # batched, not one transaction per event
+    assert audit.queued("s1") == 0
+
+
+async def test_a_failed_commit_is_retried_and_nothing_is_lost() -> None:
+    log = _Log(fail=2)
+    audit = RequestAudit(log, flush_interval=0, retry_delay=0)  # type: ignore[arg-type]
+    audit.acquire("s")
+    for i in range(5):
+        await audit.add("s", {"n": i})
+    await audit.release("s")
+    assert [e["n"] for e in log.events] == list(range(5))
+
+
+@pytest.mark.timeout(10)
+async def test_a_session_far_behind_makes_its_requests_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_audit, "HIGH_WATER", 3)
+    monkeypatch.setattr(app_audit, "LOW_WATER", 1)
+    monkeypatch.setattr(app_audit, "MAX_BATCH", 2)
+    log = _Log()
+    log.gate = asyncio.Event()  # the audit log is stuck
+    audit = RequestAudit(log, flush_interval=0)  # type: ignore[arg-type]
+    audit.acquire("s")
+    await audit.add("s", {"n": 0})
+    for _ in range(5):
+        await asyncio.sleep(0)  # the writer took it and is stuck
+    for i in range(1, 4):
+        await audit.add("s", {"n": i})
+    blocked = asyncio.ensure_future(audit.add("s", {"n": 4}))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not blocked.done()  # back-pressure: the request waits for the writer
+    log.gate.set()
+    await blocked
+    await audit.release("s")
+    assert [e["n"] for e in log.events] == list(range(5))
+
+
+async def test_close_drains_every_session() -> None:
+    log = _Log()
+    audit = RequestAudit(log, flush_interval=0)  # type: ignore[arg-type]
+    for key in ("a", "b"):
+        audit.acquire(key)
+        await audit.add(key, {"k": key})
+    await audit.close()
+    assert sorted(e["k"] for e in log.events) == ["a", "b"]
