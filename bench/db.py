@@ -225,7 +225,10 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
 
     queries = 2000 * args.seconds * args.clients // 8
     with tempfile.TemporaryDirectory(prefix="bastion-bench-mysql-") as tmp:
-        async with start_mysql_rig(Path(tmp), audit_queries=not args.no_audit) as rig:
+        rig_cm = start_mysql_rig(
+            Path(tmp), audit_queries=not args.no_audit, colocated=args.colocated
+        )
+        async with rig_cm as rig:
             direct = await rig.direct("alice_db", "direct")
             ours = await rig.login("alice_db", "ours")
             ctx = pem_context(

@@ -3,12 +3,13 @@
 Run with ``python bench/scim.py`` (or ``--quick``). In one process, over loopback HTTP:
 
 * the auth API app (``build_app``: the same middleware, gate, token check, audit) on the
-  default SQLite backend (the MemoryBackend sweeps every key on each call: not a server's cost), served by aiohttp on 127.0.0.1; ``--users`` SCIM creates (creates/s printed per
-  100 users as the connector grows: flat, thanks to the userName index), ``userName eq``
-  lookups, then as many PATCHes
-  (a ``displayName`` replace), ``--concurrency`` at a time, with the connector's bearer token.
-  The peer in the same run is the app's own ``/v1/ping`` (public, no audit): the ratio says what
-  SCIM's token check, validation and audited commit cost over a bare request;
+  default SQLite backend (the MemoryBackend sweeps every key on each call: not a server's
+  cost), served by aiohttp on 127.0.0.1; ``--users`` SCIM creates, with creates/s printed per
+  100 users as the connector grows (flat: the userName index, no scan), ``userName eq``
+  lookups, then as many PATCHes (a ``displayName`` replace), ``--concurrency`` at a time, with
+  the connector's bearer token. The peer in the same run is the app's own ``/v1/ping``
+  (public, no audit): the ratio says what SCIM's token check, validation and audited commit
+  cost over a bare request;
 * deactivation to cut: a LockWatcher (the proxy's and node's enforcement) over the same backend
   holds one live node-side session per provisioned user (node sessions end first; proxy-side
   connections follow after the watcher's 0.5 s agent-first grace); each round PATCHes
@@ -35,13 +36,13 @@ from bastion.api.app import build_app
 from bastion.api.ratelimit import RateLimiter
 from bastion.api.scim import SCIM
 from bastion.auth.scim import ScimTokens
+from bastion.auth.server import AuthDeps, AuthServer
+from bastion.backend.sqlite import SQLiteBackend
 from bastion.clock import SystemClock
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.watcher import LockWatcher
-from bastion.tasks import TaskSet
-from bastion.auth.server import AuthDeps, AuthServer
-from bastion.backend.sqlite import SQLiteBackend
 from bastion.logging import configure_logging
+from bastion.tasks import TaskSet
 from bastion.types.connectors import OIDCConnector
 from bastion.types.identity import Identity
 

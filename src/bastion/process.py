@@ -38,7 +38,6 @@ from bastion.auth.device_sync import DeviceSync
 from bastion.auth.devices import cached_device_trust
 from bastion.auth.gate import Gate
 from bastion.auth.risk import RiskEvaluator
-from bastion.sso.revalidate import Revalidator
 from bastion.auth_service import AuthService
 from bastion.clock import Clock, SystemClock
 from bastion.config.schema import FileConfig
@@ -57,6 +56,7 @@ from bastion.proxy.db_route import CacheDatabases
 from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ProxyLink, ProxyService, public_names
 from bastion.services.cache import ResourceCache, StoreRoleSource
+from bastion.sso.revalidate import Revalidator
 from bastion.types.access import User
 from bastion.types.devices import Device
 from bastion.types.identity import Identity

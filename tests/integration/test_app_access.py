@@ -4,6 +4,7 @@ the proxy publishes), curl with mTLS, and a browser's redirects and cookies (aio
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import ssl
@@ -152,8 +153,11 @@ async def test_browser_login_cookie_binding_logout_and_lock(rig: AppRig) -> None
         form = {"csrf_token": csrf.group(1), "user": "alice", "password": PASSWORD}
         status, back, _ = await b.go("POST", login_url, {**form, "then": then.group(1)})
         assert status == 303 and "/web/apps/grafana/launch" in back
-        status, to_app, _ = await b.go("GET", back)
-        assert status == 303 and to_app.startswith(rig.url("grafana", "/x-bastion-auth?code="))
+        status, _, launch = await b.go("GET", back)
+        refresh = re.search(r'http-equiv="refresh" content="0;url=([^"]+)"', launch)
+        assert status == 200 and refresh, launch
+        to_app = html.unescape(refresh.group(1))
+        assert to_app.startswith(rig.url("grafana", "/x-bastion-auth?code="))
         status, final, _ = await b.go("GET", to_app)
         assert status == 303 and final == rig.url("grafana", "/whoami")
         assert COOKIE in b.jar[f"grafana.{DOMAIN}"]
@@ -259,3 +263,40 @@ async def test_chromium_login_redirect_app_page_and_websocket(rig: AppRig) -> No
     assert cookie and cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Lax"
     assert got["echo"] == "ping from chromium"
     assert any(e.get("websocket") for e in rig.audit.of("app.request"))
+
+
+def _chromium_mfa_step_up(rig: AppRig) -> dict[str, Any]:
+    """Carol registers a security key (Chromium's virtual authenticator), then opens an app
+    whose role requires per-session MFA: the launch page asks for the key before the cookie."""
+    from browser import chromium_browser, virtual_authenticator
+
+    rules = f"MAP *.{DOMAIN} 127.0.0.1, MAP {DOMAIN} 127.0.0.1"
+    base = f"https://{DOMAIN}:{rig.port}"
+    with chromium_browser(args=[f"--host-resolver-rules={rules}"]) as chromium:
+        context = chromium.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        virtual_authenticator(context, page)
+        page.goto(f"{base}/web/login")
+        page.fill("input[name=user]", "carol")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form[action='/web/login'] button[type=submit]")
+        page.wait_for_url(f"{base}/web/")
+        page.goto(f"{base}/web/mfa")
+        page.click("button[data-ceremony=register]")
+        page.wait_for_selector("#webauthn-status:has-text('Registered')")
+        page.goto(rig.url("admin", "/whoami"))
+        step_up = page.inner_text("body")
+        page.click("button[data-ceremony=verify]")
+        page.wait_for_url(rig.url("admin", "/whoami"))
+        seen = json.loads(page.inner_text("body"))
+        context.close()
+    return {"step_up": step_up, "seen": seen}
+
+
+async def test_per_session_mfa_app_takes_a_webauthn_step_up(tmp_path: Path) -> None:
+    async with start_app_rig(tmp_path, audit_requests="none", webauthn=True) as rig:
+        got = await asyncio.to_thread(_chromium_mfa_step_up, rig)
+        assert "asks for your security key" in got["step_up"]
+        assert got["seen"]["claims"]["sub"] == "carol"
+        starts = [e for e in rig.audit.of("app.session.start") if e["app"] == "admin"]
+        assert starts and starts[0]["user"] == "carol"

@@ -184,6 +184,7 @@ def test_app_agent_http_and_tcp_apps_through_the_tunnel(
             lambda: [
                 e for e in env.events("--type", "app.session.end")
                 if e.get("user") == user.name
+                and {**e, **e.get("fields", {})}.get("method") == "tcp"
             ],
             "app.session.end",
             15,

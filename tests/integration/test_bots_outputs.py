@@ -1,6 +1,7 @@
 """``bbot start``'s database output (issue 18): the bot's certificate routed to a database and a
 ``pg_service.conf`` entry, as ``bsh db login`` writes them; real ``psql`` through the proxy's
 port reaches real PostgreSQL behind a database agent on a reverse tunnel as the bot's db user.
+The join token was single use: a second ``bbot start --oneshot`` with it is one clear line.
 (The app output shares the code; its files are unit-tested in tests/unit/cli/test_bbot_start.py.)
 """
 
@@ -56,5 +57,15 @@ def test_bbot_database_output_reaches_postgres(env: Env, pg: PgServer, tmp_path:
             return ran.stdout.strip() if ran.returncode == 0 else ""
 
         assert wait_for(connected, "psql through the bot's output", timeout=30) == "alice_db"
+        assert (dest / "x509" / "tls.crt").read_text().startswith("-----BEGIN CERTIFICATE")
+
+        again = subprocess.run(
+            [str(BIN / "bbot"), "start", "--oneshot", f"--proxy={env.cluster.proxy}",
+             f"--ca-pin={env.cluster.pin}", f"--token={added['token']}",
+             f"--dest={tmp_path / 'again'}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert again.returncode != 0 and "already used" in again.stderr, again.stderr
+        assert "Traceback" not in again.stderr
     finally:
         stop(agent)

@@ -272,7 +272,7 @@ class FakeCluster:
                 "kind": "node",
                 "metadata": {"name": name, "labels": labels},
                 "spec": {
-                    "hostname": name,
+                    "hostname": "vm",  # one OS hostname: output is prefixed with node names
                     "addr": f"127.0.0.1:{self._node_ports[name]}" if name != "node3" else "",
                     "tunnel": name == "node3",
                     "cmd_labels": {"arch": {"command": ["uname", "-m"], "result": "x86_64\n"}},

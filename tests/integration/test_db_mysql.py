@@ -181,6 +181,23 @@ async def test_pymysql_init_db_and_prepared_statements(world: World) -> None:
     assert any(q["query"] == "USE `other`" for q in refused)
 
 
+async def test_dedicated_mysql_port_takes_the_user_certificate(world: World) -> None:
+    rig = world.rig
+    files = await rig.login("alice_db", "port")
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{rig.mysql_port}",
+        "-ualice_db", f"--ssl-cert={files.crt}", f"--ssl-key={files.key}",
+        f"--ssl-ca={files.ca}", "-N", "-B", "-e", "select current_user(), database()", "app",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == ["alice_db@%", "app"]
+    # Without TLS (no certificate): refused before anything reaches the route.
+    code, _, err_s = await _mariadb(rig.mysql_port, "alice_db", "select 1", "app")
+    assert code != 0 and "client certificate is required" in err_s
+
+
 async def test_lock_cuts_a_live_session(world: World) -> None:
     rig, port = world.rig, world.alice_port
     proc = await asyncio.create_subprocess_exec(

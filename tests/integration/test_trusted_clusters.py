@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, login_via_proxy, start_cluster, wait_for
+from harness import BIN, Cluster, Env, User, login_via_proxy, start_cluster, wait_for
+
+from bastion.testing import missing_peer
+from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +53,84 @@ def _trust_yaml(root: Cluster, token: str, enabled: bool = True) -> str:
         '    - {remote: "^access$", local: [access]}\n'
         '    - {remote: "ops-(.*)", local: ["$1"]}\n'
     )
+
+
+def _live(user: User, *argv: str) -> subprocess.Popen[str]:
+    """A session printing ``started`` then sleeping (the caller cuts it)."""
+    env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
+    live = subprocess.Popen(
+        [*argv, "echo started; sleep 60; echo done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert live.stdout is not None and live.stdout.readline().strip() == "started"
+    return live
+
+
+def _clusters_and_plain_openssh(
+    root_env: Env, leaf_env: Env, mapped: User, unmapped: User, node: str, tmp_path: Path
+) -> None:
+    """``bsh clusters`` lists only reachable leaves; ``bctl get remote_clusters`` shows the
+    tunnel's status; plain ``ssh NODE.LEAF`` through ``bsh config`` and ``bsh ssh NODE.LEAF``
+    (the OpenSSH hand-off) reach the leaf node with a leaf certificate."""
+    leaf = leaf_env.cluster.cluster
+    try:
+        ssh = find_ssh_binary("ssh")
+    except SshdUnavailable as exc:
+        missing_peer(str(exc))
+    listed = root_env.bsh(mapped, "clusters", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    assert [c["name"] for c in found] == [leaf] and found[0]["status"] == "online", found
+    assert "access" in found[0]["roles"] and found[0]["last_heartbeat"]
+    hidden = root_env.bsh(unmapped, "clusters", "--format", "json")
+    assert hidden.returncode == 0 and json.loads(hidden.stdout) == [], hidden.stderr
+    remote = json.loads(root_env.admin_ok("get", f"remote_cluster/{leaf}", "--format", "json"))
+    assert remote["spec"]["connection"] == "online" and remote["spec"]["last_heartbeat"]
+
+    done = root_env.bsh(mapped, "config")
+    assert done.returncode == 0 and f"Host *.{leaf}" in done.stdout, done.stderr
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(done.stdout + "Host *\n    BatchMode yes\n    ConnectTimeout 30\n")
+    env = {**os.environ, "BSH_HOME": str(mapped.home), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    plain = subprocess.run(
+        [ssh, "-F", str(cfg), f"{LOGIN}@{node}.{leaf}", "echo plain-openssh"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert plain.returncode == 0 and "plain-openssh" in plain.stdout, plain.stderr
+    handoff = root_env.bsh(mapped, "ssh", f"{LOGIN}@{node}.{leaf}", "echo handed-off")
+    assert handoff.returncode == 0 and "handed-off" in handoff.stdout, handoff.stderr
+    refused = root_env.bsh(unmapped, "proxy", "leaf-cert", "--force", leaf)
+    assert refused.returncode != 0 and "denied" in refused.stderr, refused.stderr
+
+
+def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: Path) -> None:
+    """A lock created on the root cuts the user's live session on the leaf (the root proxy
+    relays it) and refuses new ones; a leaf role requiring per-session MFA refuses an ordinary
+    root certificate."""
+    leaf = leaf_env.cluster.cluster
+    user = root_env.new_user("access", LOGIN)
+    login_via_proxy(root_env, user)
+    live = _live(user, str(BIN / "bsh"), "ssh", f"--cluster={leaf}", f"{LOGIN}@{node}")
+    root_env.admin_ok("lock", f"--user={user.name}", "--message=root lock")
+    out, _ = live.communicate(timeout=20)
+    assert "done" not in out
+    again = root_env.bsh(user, "ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo again")
+    assert again.returncode != 0 and "again" not in again.stdout
+
+    root_role = "kind: role\nmetadata: {name: ops-mfaonly}\nspec: {allow: {logins: [x]}}\n"
+    leaf_role = (
+        "kind: role\nmetadata: {name: mfaonly}\nspec:\n"
+        "  options: {require_session_mfa: true}\n"
+        f"  allow:\n    logins: [{LOGIN}]\n    node_labels: {{'*': '*'}}\n"
+    )
+    for env, text in ((root_env, root_role), (leaf_env, leaf_role)):
+        role = tmp_path / "role.yaml"
+        role.write_text(text)
+        env.admin_ok("create", "-f", str(role))
+    strict = root_env.new_user("ops-mfaonly", LOGIN)
+    login_via_proxy(root_env, strict)
+    no_mfa = root_env.bsh(strict, "ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo x")
+    assert no_mfa.returncode != 0 and "MFA" in no_mfa.stderr, no_mfa.stderr
 
 
 def _leaf_node(leaf_env: Env) -> str:
@@ -115,14 +196,11 @@ def test_trust_access_refusals_lock_and_suspension(
     )
     assert any(leaf.cluster in json.dumps(e) for e in root_env.events("--type", "proxy.cluster"))
 
+    _clusters_and_plain_openssh(root_env, leaf_env, mapped, unmapped, node, tmp_path)
+    _root_lock_and_leaf_mfa(root_env, leaf_env, node, tmp_path)
+
     # A leaf lock on ROOT/USER cuts a live session.
-    env = {**os.environ, "BSH_HOME": str(mapped.home), "NO_COLOR": "1"}
-    live = subprocess.Popen(
-        [str(BIN / "bsh"), "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}",
-         "echo started; sleep 60; echo done"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert live.stdout is not None and live.stdout.readline().strip() == "started"
+    live = _live(mapped, str(BIN / "bsh"), "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}")
     leaf_env.admin_ok("lock", f"--user={who}", "--message=compromised laptop")
     out, _ = live.communicate(timeout=20)
     assert "done" not in out

@@ -133,7 +133,14 @@ def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
     other = chromium.new_context(ignore_https_errors=True)
     page = other.new_page()
     sign_in(page, base, plain)
-    for path in ("/web/admin/users", "/web/admin/roles", "/web/admin/locks", "/web/admin/audit"):
+    for path in (
+        "/web/admin/users",
+        "/web/admin/roles",
+        "/web/admin/locks",
+        "/web/admin/audit",
+        "/web/admin/tokens",
+        "/web/admin/connectors",
+    ):
         assert page.goto(f"{base}{path}").status == 403, path
     expect(page.locator("nav.top")).not_to_contain_text("Users")
     assert page.goto(f"{base}/web/recordings").status == 200

@@ -88,6 +88,28 @@ FlowControl = Callable[[bool], None]
 again: the channel pauses and resumes reading from the client."""
 
 
+PIPE_SIZE = 1024 * 1024
+"""Capacity asked for the stdin and stdout pipes of a session without a PTY (Linux default:
+64 KiB; 1 MiB is ``fs.pipe-max-size``'s default). Bulk input (``ssh node 'cat > f' < big``)
+arrives one SSH packet (32 KiB) at a time: in a 64 KiB pipe every other packet met a full pipe,
+then cost a failed write, a writer callback, a channel pause and resume and a wake-up of the
+process, which made the node the slowest stage of ``bsh ssh`` (issue 12). Best effort."""
+
+
+def _widen_pipes(transport: asyncio.SubprocessTransport) -> None:
+    """Ask for :data:`PIPE_SIZE` on the process's stdin and stdout pipes (ignored where the
+    system refuses: another OS, or the user's pipe quota, ``fs.pipe-user-pages-soft``)."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    for fd in (0, 1):
+        pipe = transport.get_pipe_transport(fd)
+        handle = pipe.get_extra_info("pipe") if pipe is not None else None
+        if handle is not None:
+            with contextlib.suppress(OSError, ValueError):
+                fcntl.fcntl(handle.fileno(), setpipe, PIPE_SIZE)
+
+
 def _workdir(user: LoginUser) -> str:
     return user.home if os.path.isdir(user.home) else "/"
 
@@ -219,6 +241,7 @@ class SessionProcess:
                 **kwargs,
             )
             self._transport = transport
+            _widen_pipes(transport)
             return self
         master, slave = pty.openpty()
         try:

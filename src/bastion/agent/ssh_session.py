@@ -109,6 +109,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._early: list[bytes] = []
         self._early_eof = False
         self._proc: SessionProcess | None = None
+        self._input: list[bytes] = []  # client input of this event-loop pass, not yet written
         self._closing = False
         self._watch_fired = False
         self._shared: SharedSession | None = None
@@ -161,7 +162,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if self._shared is not None and not self._shared.owner_may_type:
             return  # a moderated session waiting for (or paused without) its moderators
         if self._proc is not None:
-            self._proc.write(data)
+            self._queue_input(data)
             return
         self._early.append(data)
         if sum(map(len, self._early)) > _MAX_EARLY_INPUT and self._chan is not None:
@@ -169,6 +170,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def eof_received(self) -> bool:
         if self._proc is not None:
+            self._flush_input()
             self._proc.write_eof()
         else:
             self._early_eof = True
@@ -176,6 +178,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def signal_received(self, signal: str) -> None:
         if self._proc is not None:
+            self._flush_input()  # what was typed before Ctrl-C reaches the process first
             self._proc.send_signal(signal)
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -364,7 +367,25 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def _peer_input(self, data: bytes) -> None:
         if self._proc is not None and not self._closing:
-            self._proc.write(data)
+            self._queue_input(data)
+
+    def _queue_input(self, data: bytes) -> None:
+        """Write client input to the process once per event-loop pass, not once per SSH packet.
+
+        asyncssh hands a bulk upload over one 32 KiB packet at a time, several per read from
+        the tunnel; a pipe write per packet woke the process (and often found the pipe full)
+        once per packet, which made the node the slowest stage of ``bsh ssh`` (issue 12).
+        Joined, the bytes of one pass go out in one write; typing is not delayed (the write
+        happens before the loop next waits).
+        """
+        if not self._input:
+            asyncio.get_running_loop().call_soon(self._flush_input)
+        self._input.append(data)
+
+    def _flush_input(self) -> None:
+        chunks, self._input = self._input, []
+        if chunks and self._proc is not None:
+            self._proc.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _start_watchdog(self, stream: SessionStream) -> asyncio.Task[None] | None:
         """Start the session's continuous-check timer, or None when its roles set none."""

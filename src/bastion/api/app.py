@@ -25,7 +25,7 @@ from bastion.api.audiences import audience_of
 from bastion.api.binding import Call, bind
 from bastion.api.bots import add_bot_routes
 from bastion.api.db import add_db_routes
-from bastion.api.devices import add_device_routes
+from bastion.api.devices import add_device_routes, login_with_device, ping_challenge
 from bastion.api.mfa import add_mfa_routes
 from bastion.api.openapi import openapi_document
 from bastion.api.proxy_header import ClientAddresses
@@ -247,6 +247,7 @@ class AuthAPI:
             second_factor=pref.spec.second_factor,
             tls_host_ca="".join(k.cert_pem for k in tls_host.spec.trusted_keys()),
             server_time=self.auth.clock.now().isoformat(),
+            device_challenge=ping_challenge(self.auth),
         )
 
     async def openapi(self, call: Call[Empty]) -> c.OpenAPIDocument:
@@ -257,6 +258,10 @@ class AuthAPI:
         certs = await self.users.login(
             b.user, b.password, b.otp, b.public_key, b.ttl, call.remote, webauthn=b.webauthn
         )
+        if b.device is not None:  # the device's proof travels with the login (device trust)
+            return await login_with_device(
+                self.auth, certs, user_certs(certs), b.device, b.public_key, call.remote
+            )
         return user_certs(certs)
 
     async def invite_start(self, call: Call[c.InviteToken]) -> c.InviteInfo:

@@ -40,6 +40,8 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/web/login/key/begin"): "web",
     ("POST", "/web/login/key/finish"): "web",
     ("GET", "/web/apps/{name}/launch"): "web",
+    ("POST", "/web/apps/{name}/mfa/begin"): "web",
+    ("POST", "/web/apps/{name}/mfa/finish"): "web",
     # ---- the web UI: resources and the SSH terminal (docs/web-ui.md) ---------------------------
     ("GET", "/web/nodes"): "web",
     ("GET", "/web/ssh"): "web",

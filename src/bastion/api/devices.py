@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bastion.api.binding import Call, bind
+from bastion.auth.device_challenge import challenge_key, mint_challenge
 from bastion.auth.device_sync import DeviceSync
 from bastion.auth.devices import DeviceService
 from bastion.auth.issuer import UserCerts
@@ -20,11 +21,11 @@ from bastion.auth.server import AuthServer
 from bastion.contract import core
 from bastion.contract import devices as d
 from bastion.contract.base import Empty
-from bastion.errors import AccessDenied, AuthenticationFailed, NotFound
+from bastion.errors import AccessDenied, AuthenticationFailed, BastionError, NotFound
 from bastion.types.devices import Device, DeviceSpec
 from bastion.types.identity import Identity
 
-__all__ = ["add_device_routes"]
+__all__ = ["add_device_routes", "login_with_device", "ping_challenge"]
 
 
 def _certs(certs: UserCerts) -> core.UserCerts:
@@ -54,6 +55,37 @@ def _peer_public_key(request: web.Request) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
+
+
+def ping_challenge(auth: AuthServer) -> str:
+    """The ping's device challenge, for whoever logs in next (no state: a MAC'd token)."""
+    return mint_challenge(challenge_key(auth.deps.kek), "", auth.clock.now())
+
+
+async def login_with_device(
+    auth: AuthServer,
+    certs: UserCerts,
+    reply: core.UserCerts,
+    proof: core.DeviceProof,
+    public_key: str,
+    remote: str,
+) -> core.UserCerts:
+    """A login that sent its device proof (``Login.device``): the certificates re-issued
+    with the device, or the login's own (``reply``) with ``device_error`` when the device is
+    refused (audited as a ``device.authn`` failure; the login stands, like a failed ceremony)."""
+    try:
+        with_device = await DeviceService(auth).authn_finish(
+            certs.identity,
+            proof.challenge,
+            proof.signature,
+            proof.profile,
+            public_key,
+            remote,
+            device_id=proof.device_id,
+        )
+    except BastionError as exc:
+        return reply.model_copy(update={"device_error": exc.message})
+    return _certs(with_device)
 
 
 def add_device_routes(app: web.Application, auth: AuthServer) -> None:

@@ -51,9 +51,15 @@ def add_risk_routes(app: web.Application, auth: AuthServer) -> None:
         status, cursor = await rule_status(config(), auth.store("risk_rule"), auth.deps.backend)
         rows = [
             r.RiskRuleRow(
-                name=s.name, type=s.spec.type, enabled=s.spec.enabled, action=s.spec.action,
-                builtin=s.builtin, settings=settings_text(s.spec), users=s.spec.users,
-                last_fired=s.last_fired, last_subject=s.last_subject,
+                name=s.name,
+                type=s.spec.type,
+                enabled=s.spec.enabled,
+                action=s.spec.action,
+                builtin=s.builtin,
+                settings=settings_text(s.spec),
+                users=s.spec.users,
+                last_fired=s.last_fired,
+                last_subject=s.last_subject,
             )  # fmt: skip
             for s in status
         ]
@@ -69,8 +75,12 @@ def add_risk_routes(app: web.Application, auth: AuthServer) -> None:
             events=read,
             signals=[
                 r.RiskSignalRow(
-                    time=s.time.isoformat(), rule=s.rule, subject=s.subject, action=s.action,
-                    message=s.message, evidence=list(s.evidence),
+                    time=s.time.isoformat(),
+                    rule=s.rule,
+                    subject=s.subject,
+                    action=s.action,
+                    message=s.message,
+                    evidence=list(s.evidence),
                 )  # fmt: skip
                 for s in signals
             ],

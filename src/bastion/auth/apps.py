@@ -10,9 +10,10 @@ launch in :mod:`bastion.web.apps` and the proxy's app route pass verified identi
   conditions) for one identity and app. Unknown and forbidden apps give the caller the same
   answer, so nobody learns which apps exist.
 * Per-session MFA (``require_session_mfa`` on every role that allows the app, or the
-  cluster's): only an identity MFA-verified for this app (``mfa_scope`` ``app:NAME``) passes;
-  the browser step-up and MFA-scoped app certificates are not built yet, so such apps are
-  refused with a message saying so (fail closed, never served without the MFA).
+  cluster's): only an identity MFA-verified for this app (``mfa_scope`` ``app:NAME``) passes:
+  the browser's step-up on the launch page (:mod:`bastion.web.apps`) gives the app session
+  such an identity; MFA-scoped app certificates for ``bsh apps login`` are not built yet, so
+  the certificate path refuses such apps (fail closed, never served without the MFA).
 * :meth:`AppAccess.app_cert`: ``bsh apps login NAME``: the caller's identity narrowed to a
   route to one app (``route.app``), never longer-lived than the caller's certificate, signed
   by the user TLS CA (``curl --cert/--key`` against ``https://NAME.<proxy>``).
@@ -45,6 +46,7 @@ __all__ = [
     "AppCertificate",
     "app_not_found",
     "app_mfa_scope",
+    "mfa_verified_for",
 ]
 
 APP_HEARTBEAT_MAX_TTL = timedelta(minutes=10)
@@ -57,6 +59,11 @@ _KEY_RECHECK = 30.0
 def app_mfa_scope(name: str) -> str:
     """The ``mfa_scope`` of an identity MFA-verified for app ``name``."""
     return APP_MFA_SCOPE_PREFIX + name
+
+
+def mfa_verified_for(identity: Identity, name: str) -> bool:
+    """Did ``identity`` pass a WebAuthn ceremony for app ``name`` (the browser step-up)?"""
+    return identity.mfa_verified and identity.mfa_scope == app_mfa_scope(name)
 
 
 def app_not_found(name: str) -> AccessDenied:
@@ -129,12 +136,12 @@ class AppAccess:
     async def role_set(self, identity: Identity) -> RoleSet:
         return RoleSet.from_roles(await self.roles.get_roles(identity.roles), identity.traits)
 
-    async def authorize(self, identity: Identity, name: str) -> App:
-        """The app, when ``identity`` may reach it.
+    async def decide(self, identity: Identity, name: str) -> tuple[App, bool]:
+        """The app and whether it takes per-session MFA, when ``identity``'s roles allow it
+        (the MFA is not checked here: :meth:`authorize` does).
 
         Raises:
-            AccessDenied: unknown app or RBAC refuses (one message for both); per-session MFA
-                required and the identity is not MFA-verified for this app.
+            AccessDenied: unknown app or RBAC refuses (one message for both).
         """
         try:
             app = await self.get_app(name)
@@ -148,15 +155,48 @@ class AppAccess:
         )
         if not decision.allowed:
             raise app_not_found(name)
-        if decision.mfa_required and not (
-            identity.mfa_verified and identity.mfa_scope == app_mfa_scope(app.metadata.name)
-        ):
+        return app, decision.mfa_required
+
+    async def authorize(self, identity: Identity, name: str) -> App:
+        """The app, when ``identity`` may reach it.
+
+        Raises:
+            AccessDenied: unknown app or RBAC refuses (one message for both); per-session MFA
+                required and the identity is not MFA-verified for this app.
+        """
+        app, mfa_required = await self.decide(identity, name)
+        if mfa_required and not mfa_verified_for(identity, app.metadata.name):
             raise AccessDenied(
-                f'app "{app.metadata.name}" requires per-session MFA ({decision.reason}); '
-                "apps do not offer the MFA step-up yet: ask an admin for a role without "
-                "require_session_mfa for this app"
+                f'app "{app.metadata.name}" requires per-session MFA: open it in a browser '
+                "and confirm with your security key (MFA certificates for bsh apps login "
+                "are not available yet)"
             )
         return app
+
+    async def mfa_begin(self, identity: Identity, name: str) -> dict[str, Any]:
+        """WebAuthn options for the step-up to app ``name`` (challenge scope ``app:NAME``).
+
+        Raises:
+            AccessDenied: the app is unknown or forbidden, or the cluster has no WebAuthn.
+        """
+        app, _ = await self.decide(identity, name)
+        return await self._auth.mfa.begin_challenge(identity.user, app_mfa_scope(app.metadata.name))
+
+    async def mfa_finish(
+        self, identity: Identity, name: str, credential: dict[str, Any]
+    ) -> Identity:
+        """Verify the step-up assertion; returns ``identity`` MFA-verified for this app (what
+        the app session then carries).
+
+        Raises:
+            AccessDenied: a bad, used, expired or other-scope assertion; app refused.
+        """
+        app, _ = await self.decide(identity, name)
+        scope = app_mfa_scope(app.metadata.name)
+        verified = await self._auth.mfa.verify_challenge(identity.user, scope, credential)
+        return identity.model_copy(
+            update={"mfa_verified": True, "mfa_scope": scope, "mfa_device": verified.device_id}
+        )
 
     async def list_allowed(
         self, identity: Identity, labels: dict[str, str] | None = None

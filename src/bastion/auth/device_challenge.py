@@ -45,7 +45,9 @@ def _mac(key: bytes, payload: bytes) -> bytes:
 
 
 def mint_challenge(key: bytes, user: str, now: datetime) -> str:
-    """A fresh device challenge for ``user`` that auth keeps no state for until it is used:
+    """A fresh device challenge for ``user`` (``""``: for whoever logs in next, as the ping
+    sends it, so the signature travels with the login request) that auth keeps no state for
+    until it is used:
     ``dc1.<payload>.<mac>``, the payload naming the user, an expiry :data:`CHALLENGE_TOKEN_TTL`
     away and a 128-bit random nonce. Sent with the login's certificates, so the device
     ceremony needs one round trip instead of two; its single use is enforced when it is
@@ -77,8 +79,8 @@ def is_challenge_token(text: str) -> bool:
 
 
 def open_challenge(key: bytes, token: str, user: str, now: datetime) -> ChallengeToken | None:
-    """The challenge ``token`` minted for ``user``, when its MAC verifies and it has not
-    expired at ``now``; None otherwise (forged, another user's, expired, malformed)."""
+    """The challenge ``token`` minted for ``user`` (or for any user), when its MAC verifies and
+    it has not expired at ``now``; None otherwise (forged, another user's, expired, malformed)."""
     if not is_challenge_token(token) or len(token) > 512:
         return None
     try:
@@ -96,6 +98,6 @@ def open_challenge(key: bytes, token: str, user: str, now: datetime) -> Challeng
         nonce, owner = str(fields["n"]), str(fields["u"])
     except (ValueError, KeyError, TypeError, OverflowError):
         return None
-    if owner != user or expires <= now or not nonce.isalnum() or len(nonce) != 32:
+    if owner not in ("", user) or expires <= now or not nonce.isalnum() or len(nonce) != 32:
         return None
     return ChallengeToken(nonce=nonce, expires=expires)

@@ -39,7 +39,6 @@ from bastion.config.risk import RiskConfig
 from bastion.errors import BastionError, NotFound
 from bastion.services.store import ResourceStore
 from bastion.types.access import Lock, LockSpec, LockTarget
-from bastion.types.audit import AuditEvent
 from bastion.types.meta import Metadata
 from bastion.types.risk import RULE_TYPES, RiskRule, RiskRuleSpec
 
@@ -67,11 +66,11 @@ BATCH = 2000
 
 def builtin_rules(config: RiskConfig) -> dict[str, RiskRuleSpec]:
     """One rule of each type, named after it; the ``risk:`` config section tunes three."""
-    rules = {name: RiskRuleSpec(type=name) for name in RULE_TYPES}  # type: ignore[arg-type]
+    rules = {name: RiskRuleSpec.model_validate({"type": name}) for name in RULE_TYPES}
     for name in ("failed_logins", "denied_burst"):
         burst = getattr(config, name)
         rules[name] = RiskRuleSpec(
-            type=name,  # type: ignore[arg-type]
+            type=name,
             enabled=burst.enabled,
             threshold=burst.threshold,
             window=burst.window,
@@ -166,7 +165,8 @@ async def replay(
     engine = RiskEngine(rules)
     start = await index_at(audit, since)
     await _learn(engine, audit, max(0, start - learn), start)
-    index, read, out = start, 0, []
+    index, read = start, 0
+    out: list[Signal] = []
     while True:
         events = await audit.read_from(index, BATCH)
         if not events:

@@ -11,6 +11,7 @@ After a rule fires for a subject its window starts over, so one burst is one sig
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -67,9 +68,13 @@ class Signal:
     ttl: timedelta | None = None
 
 
+@functools.lru_cache(maxsize=65_536)
 def network_of(addr: str) -> str:
     """The source network of an address: /24 for IPv4, /48 for IPv6 (the address itself when
-    it does not parse)."""
+    it does not parse). Cached: a log repeats its addresses."""
+    parts = addr.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/24"  # the common case, fast
     host = addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr  # v4 with a port
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
@@ -88,6 +93,9 @@ def _bounded(table: dict[str, object], subject: str) -> None:
 
 class Rule:
     """One configured rule and its state."""
+
+    TYPES: frozenset[str] | None = None
+    """The event types the rule looks at (None: every event)."""
 
     def __init__(self, name: str, spec: RiskRuleSpec) -> None:
         self.name = name
@@ -138,6 +146,8 @@ class _Burst(Rule):
 
 
 class FailedLogins(_Burst):
+    TYPES = LOGIN_TYPES
+
     def feed(self, event: AuditEvent) -> Signal | None:
         if event.type not in LOGIN_TYPES or event.outcome != "failure" or not event.remote_addr:
             return None
@@ -150,6 +160,8 @@ class FailedLogins(_Burst):
 
 
 class DeniedBurst(_Burst):
+    TYPES = frozenset({"access.denied"})
+
     def feed(self, event: AuditEvent) -> Signal | None:
         if event.type != "access.denied" or not event.user or not self.watches(event.user):
             return None
@@ -184,6 +196,8 @@ class _Known:
 
 
 class NewSource(Rule):
+    TYPES = LOGIN_TYPES
+
     def __init__(self, name: str, spec: RiskRuleSpec) -> None:
         super().__init__(name, spec)
         self.known: dict[str, _Known] = {}
@@ -205,6 +219,8 @@ class NewSource(Rule):
 
 
 class UnusualHour(Rule):
+    TYPES = LOGIN_TYPES
+
     def __init__(self, name: str, spec: RiskRuleSpec) -> None:
         super().__init__(name, spec)
         self.hours: dict[str, list[int]] = {}
@@ -259,6 +275,8 @@ class ConcurrentNetworks(Rule):
 
 
 class AdminNewSource(Rule):
+    TYPES = LOGIN_TYPES | ADMIN_ACTIONS
+
     def __init__(self, name: str, spec: RiskRuleSpec) -> None:
         super().__init__(name, spec)
         self.known: dict[str, _Known] = {}
@@ -295,6 +313,8 @@ class AdminNewSource(Rule):
 
 
 class LateralMovement(Rule):
+    TYPES = frozenset({"session.start"})
+
     def __init__(self, name: str, spec: RiskRuleSpec) -> None:
         super().__init__(name, spec)
         self.sessions: dict[str, deque[tuple[datetime, str, str]]] = {}
@@ -349,6 +369,7 @@ class RiskEngine:
             name: make_rule(name, spec) for name, spec in rules.items() if spec.enabled
         }
         self._specs = dict(rules)
+        self._by_type: dict[str, list[Rule]] = {}
 
     def reconfigure(self, rules: Mapping[str, RiskRuleSpec]) -> None:
         """Apply a new rule set: unchanged rules keep their state, changed ones start over."""
@@ -357,17 +378,23 @@ class RiskEngine:
             if not spec.enabled:
                 continue
             old = self.rules.get(name)
-            kept[name] = old if old is not None and self._specs.get(name) == spec else make_rule(
-                name, spec
+            kept[name] = (
+                old if old is not None and self._specs.get(name) == spec else make_rule(name, spec)
             )
         self.rules, self._specs = kept, dict(rules)
+        self._by_type = {}
 
     def feed(self, event: AuditEvent) -> list[Signal]:
         """The signals ``event`` fires (risk's own events are never evidence)."""
         if event.type in OWN_EVENTS or event.user == "risk":
             return []
+        rules = self._by_type.get(event.type)
+        if rules is None:
+            rules = self._by_type[event.type] = [
+                r for r in self.rules.values() if r.TYPES is None or event.type in r.TYPES
+            ]
         out = []
-        for rule in self.rules.values():
+        for rule in rules:
             signal = rule.feed(event)
             if signal is not None:
                 out.append(signal)

@@ -20,7 +20,7 @@ Layer: auth (domain). Both sides of one relationship (docs/trusted-clusters.md):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -369,6 +369,16 @@ class TrustService:
             logins=tuple(role_set.allowed_logins()),
             expires=expires,
             origin_cluster=trust.name,
+            # What the root attested at issuance, re-checked here by the leaf's own policy
+            # (require_session_mfa, device_trust_mode): an ordinary root certificate carries
+            # no MFA, so a leaf role requiring per-session MFA refuses it.
+            mfa_verified=root_identity.mfa_verified,
+            mfa_scope=root_identity.mfa_scope,
+            mfa_device=root_identity.mfa_device,
+            device_id=root_identity.device_id,
+            device_attestation=root_identity.device_attestation,
+            device_asset_tag=root_identity.device_asset_tag,
+            device_credential_id=root_identity.device_credential_id,
         )
 
     async def issue_remote(
@@ -387,6 +397,25 @@ class TrustService:
 
     async def remotes(self) -> list[RemoteCluster]:
         return await remote_store(self._auth).list()
+
+    async def heartbeat_remote(
+        self, name: str, connection: Literal["online", "offline"], seen: datetime | None
+    ) -> None:
+        """Root side: record a leaf tunnel's status and last heartbeat (``bctl get
+        remote_clusters``). Like node heartbeats, not an audited change; conditional on the
+        record's revision, so a concurrent ``bctl rm remote_cluster/NAME`` is never undone."""
+        store = remote_store(self._auth)
+
+        def change(current: RemoteCluster) -> RemoteCluster:
+            updated = current.model_copy(deep=True)
+            updated.spec.connection = connection
+            updated.spec.last_heartbeat = seen or current.spec.last_heartbeat
+            return updated
+
+        try:
+            await store.modify(name, change)
+        except (NotFound, CompareFailed):
+            pass
 
 
 def describe(trust: TrustedCluster) -> dict[str, Any]:

@@ -52,8 +52,12 @@ def register(main: click.Group, ident: Callable[[], ClientIdentity]) -> None:
             return
         rows = [
             [
-                row.name, row.type, "on" if row.enabled else "off", row.action,
-                "built-in" if row.builtin else "stored", row.settings,
+                row.name,
+                row.type,
+                "on" if row.enabled else "off",
+                row.action,
+                "built-in" if row.builtin else "stored",
+                row.settings,
                 ",".join(row.users) or "*",
                 f"{short_time(row.last_fired)} {row.last_subject}" if row.last_fired else "never",
             ]  # fmt: skip

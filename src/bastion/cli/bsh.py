@@ -30,6 +30,9 @@ LAZY = {
     "ls": LazyCommand(
         "bastion.cli.bsh_ls", "ls_command", "List the nodes you may reach (labels k=v, words)."
     ),
+    "clusters": LazyCommand(
+        "bastion.cli.bsh_clusters", "clusters_command", "List the leaf clusters you may reach."
+    ),
     "ssh": LazyCommand(SSH, "ssh_command", "Open a shell or run a command on [LOGIN@]NODE."),
     "scp": LazyCommand(SSH, "scp_command", "Copy files to and from nodes."),
     "config": LazyCommand(

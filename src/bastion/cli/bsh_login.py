@@ -161,6 +161,7 @@ def _login_flow(
     auth: str = "local",
     mfa: str = "auto",
     profile_dir: Path | None = None,
+    device: dict[str, object] | None = None,
 ) -> dict[str, Any]:
     profile_dir = profile_dir or Path(".")
 
@@ -217,6 +218,8 @@ def _login_flow(
             assert user is not None
             password = secrets.password(confirm=False)
             body = {"user": user, "password": password, "public_key": public_key, "ttl": ttl}
+            if device is not None:  # this machine's proof travels with the login request
+                body["device"] = device
             if second_factor == "off" and not secrets.otp:
                 return (await client.send(LOGIN, Login.model_validate(body))).model_dump()
             return await bsh_mfa.login_second_factor(
@@ -355,10 +358,13 @@ def login(
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
+    proof: dict[str, object] | None = None
     if sso:
         certs = _sso_flow(AuthClient(proxy, ctx), proxy, str(auth_name), public_key, ttl, headless)
     else:
         secrets = Secrets(password_stdin, otp, sys.stdin)
+        if not invite and auth_name in (None, "local"):  # the password login (/v1/login)
+            proof = bsh_device.login_device_proof(store, str(ping["cluster"]), ping)
         certs = _login_flow(
             AuthClient(proxy, ctx),
             invite,
@@ -370,6 +376,7 @@ def login(
             auth=auth_name or "local",
             mfa=mfa,
             profile_dir=profile_dir,
+            device=proof,
         )
     cluster = str(certs.get("cluster") or ping["cluster"])
     profile = Profile(
@@ -384,7 +391,8 @@ def login(
     store.save(profile, key, certs)
     try:
         challenge = str(certs.get("device_challenge") or "")  # one round trip (empty: two)
-        device_certs = bsh_device.device_ceremony(store, profile, challenge)
+        sent = proof is not None and not certs.get("device_error")
+        device_certs = None if sent else bsh_device.device_ceremony(store, profile, challenge)
     except BastionError as exc:  # the login stands; resources that require a device refuse
         click.echo(f"warning: device authentication failed: {exc.message}", err=True)
         device_certs = None

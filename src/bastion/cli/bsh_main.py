@@ -16,7 +16,10 @@ __all__ = ["main"]
 def main() -> None:
     args = sys.argv[1:]
     if "proxy" in args[:3]:  # [--home H] proxy ssh ...: the ProxyCommand, started per connect
-        from bastion.cli.proxy_fast import main as fast
+        if "leaf-cert" in args[:4] or any(a.startswith("--leaf") for a in args):
+            from bastion.cli.leaf_proxy import main as fast  # a leaf cluster, through this one
+        else:
+            from bastion.cli.proxy_fast import main as fast
 
         code = fast(args)
         if code is not None:

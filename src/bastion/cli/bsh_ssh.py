@@ -25,7 +25,13 @@ import click
 from bastion.cli.bsh_ls import list_nodes, node_rows, node_status
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
-from bastion.cli.ssh_handoff import BuiltinOptions, SSHUsageError, builtin_options, read_ssh_args
+from bastion.cli.ssh_handoff import (
+    CIPHERS,
+    BuiltinOptions,
+    SSHUsageError,
+    builtin_options,
+    read_ssh_args,
+)
 from bastion.client.nodes import filter_nodes, node_name
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.proxy_conn import check_profile, pipe_stdio, strip_cluster
@@ -80,6 +86,7 @@ def render_ssh_config(cluster: str, profile_dir: Path, bsh: str, home: str | Non
         f"    UserKnownHostsFile {_quote(str(profile_dir / 'known_hosts'))}\n"
         f"    StrictHostKeyChecking yes\n"
         f"    HostKeyAlgorithms {','.join(CERT_HOST_KEY_ALGS)}\n"
+        f"    Ciphers {CIPHERS}\n"
     )
 
 
@@ -390,10 +397,33 @@ def config_command(cluster: str | None) -> None:
     Examples:
       bsh config >> ~/.ssh/config
       ssh root@web1.example.com
+      ssh root@web1.leaf.example.com     # a leaf cluster (bsh clusters)
     """
     profile = ProfileStore().load(cluster)
     home = os.environ.get("BSH_HOME")
-    click.echo(render_ssh_config(profile.cluster, profile.path, _bsh_path(), home), nl=False)
+    bsh = _bsh_path()
+    click.echo(_leaf_blocks(profile, bsh, home), nl=False)  # first: OpenSSH keeps first values
+    click.echo(render_ssh_config(profile.cluster, profile.path, bsh, home), nl=False)
+
+
+def _leaf_blocks(profile: Profile, bsh: str, home: str | None) -> str:
+    """``ssh NODE.LEAF`` for each leaf cluster the user may reach (docs/trusted-clusters.md);
+    a comment when the root cannot be asked (not logged in, offline)."""
+    from bastion.cli.bsh_clusters import remember_leaves
+    from bastion.cli.leaf_proxy import render_leaf_config
+    from bastion.client.clusters import list_clusters
+
+    try:
+        check_profile(profile)
+        names = [str(c["name"]) for c in run_async(list_clusters(profile)) if c.get("name")]
+    except BastionError as exc:
+        return f"# leaf clusters: not listed ({exc.message})\n"
+    remember_leaves(profile, names)
+    algs = ",".join(CERT_HOST_KEY_ALGS)
+    return "".join(
+        render_leaf_config(profile.cluster, n, profile.path, bsh, home, CIPHERS, algs) + "\n"
+        for n in names
+    )
 
 
 @click.group("proxy")
@@ -412,12 +442,13 @@ def proxy_group() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Local address.")
 @handle_errors
 def proxy_db_command(name: str, port: int, host: str) -> None:
-    """A local PostgreSQL listener for database NAME (after bsh db login NAME).
+    """A local PostgreSQL or MySQL listener for database NAME (after bsh db login NAME).
 
     \b
     Example:
       bsh proxy db orders --port 15432
       psql -h 127.0.0.1 -p 15432 -U reader orders
+      bsh proxy db my1 --port 13306
     """
     from bastion.cli.bsh_db import proxy_db
 
@@ -442,18 +473,47 @@ def proxy_app_command(name: str, port: int, host: str) -> None:
     proxy_app(name, port, host)
 
 
+@proxy_group.command("leaf-cert")
+@click.option("--cluster", default=None, help="Profile/cluster (default: the current one).")
+@click.option("--force", is_flag=True, help="Fetch even when the stored one is still fresh.")
+@click.argument("leaf")
+@handle_errors
+def proxy_leaf_cert_command(cluster: str | None, force: bool, leaf: str) -> None:
+    """Fetch a leaf cluster's certificate over your key when stale (bsh config's Match exec).
+
+    \b
+    Example:
+      bsh proxy leaf-cert --cluster=example.com --force leaf.example.com
+    """
+    from bastion.cli.leaf_proxy import ensure_leaf_cert
+    from bastion.cli.proxy_fast import ProxyError
+
+    profile = _profile(cluster)
+    try:
+        ensure_leaf_cert(profile.path, leaf, force=force)
+    except ProxyError as exc:
+        raise AccessDenied(str(exc)) from None
+
+
 @proxy_group.command("ssh")
 @click.option("--cluster", default=None, help="Profile/cluster (default: the current one).")
+@click.option("--leaf", default="", help="A leaf cluster of it (docs/trusted-clusters.md).")
 @click.argument("target")
 @handle_errors
-def proxy_ssh_command(cluster: str | None, target: str) -> None:
+def proxy_ssh_command(cluster: str | None, leaf: str, target: str) -> None:
     """ProxyCommand for OpenSSH: LOGIN@HOST:PORT (%r@%h:%p), SSH bytes on stdin/stdout.
 
     \b
     Examples:
       ProxyCommand bsh proxy ssh --cluster=example.com %r@%h:%p
       bsh proxy ssh root@web1:22
+      bsh proxy ssh --cluster=example.com --leaf=leaf.example.com root@web1.leaf.example.com:22
     """
+    if leaf:  # normally served by the stdlib fast path (bastion.cli.leaf_proxy)
+        from bastion.cli.leaf_proxy import main as leaf_main
+
+        args = ["proxy", "ssh", f"--leaf={leaf}", target]
+        sys.exit(leaf_main([*args, f"--cluster={cluster}"] if cluster else args) or 0)
     profile = _profile(cluster)
     login, node, port = parse_proxy_target(target, profile.cluster)
     run_async(pipe_stdio(profile, node, login, port))

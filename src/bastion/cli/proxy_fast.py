@@ -103,6 +103,16 @@ def _split(target: str, cluster: str) -> tuple[str, str, int]:
 
 
 def _connect(pdir: Path, node: str, login: str, port: int) -> tuple[ssl.SSLSocket, bytes]:
+    sock, _, early = _dial(pdir, encode_request(node, login, port))
+    return sock, early
+
+
+def _dial(
+    pdir: Path, request: bytes, max_reply: int = MAX_REPLY
+) -> tuple[ssl.SSLSocket, dict[str, object], bytes]:
+    """TLS to the profile's proxy, one request line, its accepted one-line reply.
+
+    Returns: the socket, the reply object and the bytes that followed the reply line."""
     try:
         profile = json.loads((pdir / "profile.json").read_text())
     except FileNotFoundError:
@@ -128,25 +138,27 @@ def _connect(pdir: Path, node: str, login: str, port: int) -> tuple[ssl.SSLSocke
         ) from None
     except OSError as exc:
         raise ProxyError(f"cannot reach the proxy at {profile['proxy']}: {exc}", 7) from None
-    sock.sendall(encode_request(node, login, port))
+    sock.sendall(request)
     buffer = b""
     while b"\n" not in buffer:
         data = sock.recv(MAX_REPLY)
         if not data:
             raise ProxyError("the proxy closed the connection without answering", 7)
         buffer += data
-        if len(buffer) > MAX_REPLY:
+        if len(buffer) > max_reply:
             raise ProxyError("the proxy sent an oversized answer", 7)
     line, _, early = buffer.partition(b"\n")
     try:
         reply = json.loads(line)
     except ValueError:
         raise ProxyError("the proxy sent an unreadable answer", 7) from None
+    if not isinstance(reply, dict):
+        raise ProxyError("the proxy sent an unreadable answer", 7)
     if not reply.get("ok"):
         message = str(reply.get("error") or "refused by the proxy")
         code = 4 if "not found" in message else 3 if "denied" in message else 7
         raise ProxyError(message, code)
-    return sock, early
+    return sock, reply, early
 
 
 def _pump(sock: ssl.SSLSocket, early: bytes, stdin: int, stdout: int) -> None:

@@ -43,6 +43,13 @@ CERT_HOST_KEY_ALGS = (
     "ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,"
     "rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com"
 )
+CIPHERS = (
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+    "aes128-ctr,aes192-ctr,aes256-ctr"
+)
+"""OpenSSH's own ciphers with AES-GCM first (OpenSSH puts chacha20-poly1305 first): the
+built-in node (asyncssh) decrypts AES-GCM in half the time of chacha20-poly1305, with AES-NI
+OpenSSH does too, and the node is the slowest stage of a bulk transfer (issue 12)."""
 API_TIMEOUT = 20.0
 _VALUE_FLAGS = {"-p": "port", "-l": "login", "-L": "local", "-R": "remote", "-o": "options"}
 _BOOL_FLAGS = {"-A": "agent", "-t": "tty", "-N": "no_command"}
@@ -330,23 +337,34 @@ def challenge(pdir: Path, proxy: str, node: str, login: str) -> dict[str, object
 
 
 def ssh_argv(
-    ssh: str, bsh: str, pdir: Path, cluster: str, node: str, login: str, args: SSHArgs
+    ssh: str,
+    bsh: str,
+    pdir: Path,
+    cluster: str,
+    node: str,
+    login: str,
+    args: SSHArgs,
+    leaf: str = "",
 ) -> list[str]:
-    """The ``ssh`` command line: ``bsh config``'s settings, then the user's flags (pure)."""
+    """The ``ssh`` command line: ``bsh config``'s settings, then the user's flags (pure).
+    ``leaf``: a leaf cluster of ``cluster``, with its own certificate and host CA
+    (:mod:`bastion.cli.leaf_proxy`)."""
+    files = pdir / "leaves" / leaf if leaf else pdir
+    via = f" --leaf={leaf}" if leaf else ""
     argv = [
         ssh,
         "-F",
         "none",  # the user's ~/.ssh/config must not weaken the trust set here
         "-o",
-        f"ProxyCommand={bsh} proxy ssh --cluster={cluster} %r@%h:%p",
+        f"ProxyCommand={bsh} proxy ssh --cluster={cluster}{via} %r@%h:%p",
         "-o",
         f"IdentityFile={pdir / 'key'}",
         "-o",
-        f"CertificateFile={pdir / 'key-cert.pub'}",
+        f"CertificateFile={files / 'key-cert.pub'}",
         "-o",
         "IdentitiesOnly=yes",
         "-o",
-        f"UserKnownHostsFile={pdir / 'known_hosts'}",
+        f"UserKnownHostsFile={files / 'known_hosts'}",
         "-o",
         "GlobalKnownHostsFile=/dev/null",
         "-o",
@@ -362,6 +380,7 @@ def ssh_argv(
     ]
     for option in args.options:
         argv += ["-o", option]
+    argv += ["-o", f"Ciphers={CIPHERS}"]  # after the user's: OpenSSH keeps the first value
     for spec in args.local:
         argv += ["-L", spec]
     for spec in args.remote:
@@ -369,7 +388,7 @@ def ssh_argv(
     argv += [
         flag for flag, on in (("-A", args.agent), ("-t", args.tty), ("-N", args.no_command)) if on
     ]
-    argv += ["--", f"{node}.{cluster}", *args.command]
+    argv += ["--", f"{node}.{leaf or cluster}", *args.command]
     return argv
 
 
@@ -388,6 +407,34 @@ def _bsh() -> str:
         return str(argv0.absolute())
     found = _which("bsh")
     return str(Path(found).absolute()) if found else str(argv0.absolute())
+
+
+def _leaf_handoff(
+    ssh: str, pdir: Path, cluster: str, host: str, login: str, args: SSHArgs
+) -> int | None:
+    """``bsh ssh NODE.LEAF``: the leaf certificate first (fetched when stale), then OpenSSH
+    through the root proxy's route to the leaf. None: ``host`` names no known leaf."""
+    from bastion.cli.leaf_proxy import ensure_leaf_cert, find_leaf
+    from bastion.cli.proxy_fast import ProxyError
+
+    leaf = find_leaf(pdir, host, cluster)
+    if leaf is None:
+        return None
+    node = host
+    for suffix in (f".{leaf}.{cluster}", f".{leaf}"):
+        if node.lower().endswith(suffix.lower()):
+            node = node[: -len(suffix)]
+            break
+    try:
+        ensure_leaf_cert(pdir, leaf)
+    except ProxyError as exc:
+        return _fail(str(exc), exc.code)
+    except OSError as exc:
+        return _fail(f"cluster {leaf}: {exc}", 7)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(ssh, ssh_argv(ssh, _bsh(), pdir, cluster, node, login, args, leaf=leaf))  # noqa: S606
+    return 0  # not reached
 
 
 def main(argv: list[str]) -> int | None:
@@ -411,6 +458,10 @@ def main(argv: list[str]) -> int | None:
         cluster = str(profile.get("cluster", ""))
         logins = list(profile.get("logins") or [])
         login = args.login or login_at or (logins[0] if logins else os.environ.get("USER", ""))
+        if (pdir / "leaves").is_dir():  # NODE.LEAF[.ROOT]: a leaf cluster (bsh clusters)
+            leaf = _leaf_handoff(ssh, pdir, cluster, node, login, args)
+            if leaf is not None:
+                return leaf
         suffix = "." + cluster
         if cluster and node.lower().endswith(suffix.lower()) and len(node) > len(suffix):
             node = node[: -len(suffix)]

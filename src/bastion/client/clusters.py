@@ -30,7 +30,14 @@ from bastion.client.proxy_conn import (
 from bastion.client.ssh import SSH_LOGIN_TIMEOUT, _user_identity, ssh_errors
 from bastion.errors import BadParameter, ConnectionProblem, RemoteProtocolError
 
-__all__ = ["ClusterTunnel", "LeafCredentials", "connect_leaf", "leaf_call", "leaf_credentials"]
+__all__ = [
+    "ClusterTunnel",
+    "LeafCredentials",
+    "connect_leaf",
+    "leaf_call",
+    "leaf_credentials",
+    "list_clusters",
+]
 
 
 def _line(cluster: str, **fields: Any) -> bytes:
@@ -39,6 +46,18 @@ def _line(cluster: str, **fields: Any) -> bytes:
 
 async def leaf_call(profile: Profile, cluster: str, op: str) -> dict[str, Any]:
     """One ``op`` answered by the leaf ``cluster`` (its reply object)."""
+    return await _call(profile, _line(cluster, op=op), f"cluster {cluster}")
+
+
+async def list_clusters(profile: Profile) -> list[dict[str, Any]]:
+    """The leaf clusters this user may reach (``op: clusters``, answered by the root proxy):
+    name, status, last heartbeat, and the roles and logins each leaf maps the user to."""
+    reply = await _call(profile, json.dumps({"op": "clusters"}).encode() + b"\n", "the proxy")
+    found = reply.get("clusters", [])
+    return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
+
+
+async def _call(profile: Profile, request: bytes, who: str) -> dict[str, Any]:
     check_profile(profile)
     host, port = split_host_port(profile.proxy)
     loop = asyncio.get_running_loop()
@@ -52,14 +71,12 @@ async def leaf_call(profile: Profile, cluster: str, op: str) -> dict[str, Any]:
                 server_hostname=host,
             )
             try:
-                transport.write(_line(cluster, op=op))
+                transport.write(request)
                 line = await proto.reply
             finally:
                 transport.close()
     except TimeoutError:
-        raise ConnectionProblem(
-            f"timed out asking cluster {cluster} through {profile.proxy}"
-        ) from None
+        raise ConnectionProblem(f"timed out asking {who} through {profile.proxy}") from None
     except OSError as exc:
         raise ConnectionProblem(f"cannot reach the proxy at {profile.proxy}: {exc}") from None
     parse_route_reply(line)

@@ -45,4 +45,5 @@ class RiskConfig(StrictModel):
     )
     """N refusals (``access.denied``) of one user in a window."""
     admin_new_source: AdminNewSourceRule = Field(default_factory=AdminNewSourceRule)
-    """A successful login with an admin role from a source address this user never used."""
+    """An admin change right after a login from a device or network this user never used.
+    Every rule type, and overrides of these three, are ``risk_rule`` resources (docs/risk.md)."""

@@ -145,11 +145,21 @@ class ProxyServiceConfig(StrictModel):
     then kept in ``<data_dir>/proxy``."""
     ca_pin: str = ""
     """sha256:... pin of the cluster's host CA, checked before the join token is sent."""
+    mysql_listen_addr: str = ""
+    """A dedicated port for MySQL/MariaDB clients with their database certificate (MySQL's
+    server speaks first, so it cannot share ``listen_addr``); empty: off (``bsh proxy db``)."""
 
     @field_validator("listen_addr")
     @classmethod
     def _addr(cls, value: str) -> str:
         parse_addr(value, 3080)
+        return value
+
+    @field_validator("mysql_listen_addr")
+    @classmethod
+    def _mysql_addr(cls, value: str) -> str:
+        if value:
+            parse_addr(value, 3036)
         return value
 
     @field_validator("auth_server")

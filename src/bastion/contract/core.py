@@ -80,6 +80,8 @@ class UserCerts(Reply):
     device_challenge: str = ""
     """A fresh device challenge: an enrolled machine answers it with
     ``/v1/device-authn/finish`` (one round trip, docs/device-trust.md)."""
+    device_error: str = ""
+    """The login's ``device`` proof was refused (the certificates carry no device): why."""
 
 
 class HostCerts(Reply):
@@ -103,6 +105,9 @@ class Ping(Reply):
     tls_host_ca: str
     """PEM of the TLS host CA's trusted certificates (clients pin its SPKI)."""
     server_time: str
+    device_challenge: str = ""
+    """A fresh device challenge for whoever logs in next: an enrolled machine signs it and
+    sends the proof with its login request (``Login.device``; docs/device-trust.md)."""
 
 
 class OpenAPIDocument(Reply):
@@ -131,6 +136,16 @@ OPENAPI = Endpoint(
 # ---- password login and invites -----------------------------------------------------------------
 
 
+class DeviceProof(Body):
+    """This machine's device authentication, sent with the login request."""
+
+    device_id: Annotated[str, Field(min_length=1, max_length=128)]
+    challenge: Annotated[str, Field(min_length=1, max_length=512)]
+    """The ping's ``device_challenge``."""
+    signature: Annotated[str, Field(max_length=8192)]
+    profile: dict[str, str] = Field(default_factory=dict)
+
+
 class Login(Body):
     user: Name
     password: Text
@@ -140,6 +155,9 @@ class Login(Body):
     ttl: Duration = timedelta(hours=12)
     webauthn: dict[str, Any] | None = None
     """The WebAuthn assertion answering ``/v1/login/begin``'s challenge."""
+    device: DeviceProof | None = None
+    """An enrolled machine's answer to the ping's device challenge: the certificates carry
+    the device (or ``device_error`` says why not; the login stands)."""
 
 
 class InviteToken(Body):

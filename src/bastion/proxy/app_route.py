@@ -1018,6 +1018,7 @@ class AppRoute:
                 bytes_in=relay.bytes_a_to_b,
                 bytes_out=relay.bytes_b_to_a,
                 reason=relay.reason,
+                method="tcp",
             )
 
     async def _dial_tcp(self, app: App, identity: Identity, remote: str, relay: Relay) -> None:

@@ -21,6 +21,14 @@ Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
     {"cluster": "leaf", "node": "web1", "login": "root", "port": 22}   ssh through the leaf
     {"cluster": "leaf", "op": "certs"}    -> {"ok": true, "ssh_cert": ..., "ssh_host_ca": [...]}
     {"cluster": "leaf", "op": "list"}     -> {"ok": true, "nodes": [{"name":..., "labels":...}]}
+    {"cluster": "leaf", "op": "whoami"}   -> {"ok": true, "user": ..., "roles": [...], ...}
+    {"op": "clusters"}                    -> {"ok": true, "clusters": [{"name", "status",
+                                              "last_heartbeat", "roles", "logins"}]}
+
+``clusters`` is answered by the root itself: the online leaves whose ``whoami`` answers for this
+user (each leaf asked in parallel: the root does not know the leaves' role maps), so a user sees
+only the leaves they may reach. The root also records each leaf tunnel's status and last
+heartbeat in its ``remote_cluster`` (``bctl get remote_clusters``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import base64
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -63,6 +72,9 @@ log = logging.getLogger(__name__)
 MAX_LINE = 4096
 REFRESH = 1.0
 """Seconds between re-reads of the trusted and remote clusters."""
+HEARTBEAT_WRITE = timedelta(seconds=30)
+"""How often an online leaf's last heartbeat is written to its ``remote_cluster``."""
+PROBE_TIMEOUT = 5.0
 
 
 def cluster_request(cluster: str, **fields: Any) -> bytes:
@@ -147,6 +159,8 @@ class ClusterHub:
         """Root side: leaf cluster name -> its live tunnel."""
         self._clients: dict[str, tuple[str, TunnelClient]] = {}
         """Leaf side: root cluster name -> (fingerprint of its settings, tunnel client)."""
+        self._seen: dict[str, datetime] = {}
+        """Root side: leaf cluster name -> when its tunnel was last seen up."""
         self._tasks = TaskSet()
         self._runner: asyncio.Task[None] | None = None
 
@@ -180,7 +194,8 @@ class ClusterHub:
         """Re-read remote clusters (root side) and trusted clusters (leaf side)."""
         trust = self._deps.trust
         anchors: dict[str, list[x509.Certificate]] = {}
-        for remote in await trust.remotes():
+        remotes = await trust.remotes()
+        for remote in remotes:
             pem = remote.spec.cas.tls_host_ca
             anchors[remote.name] = x509.load_pem_x509_certificates(pem.encode())
             if self._listener is not None and pem not in self._loaded:
@@ -189,6 +204,11 @@ class ClusterHub:
         self._anchors = anchors
         for name in [n for n in self._leaves if n not in anchors]:
             self._leaves.pop(name).abort("remote cluster removed")
+        now = self._deps.clock.now()
+        for remote in remotes:
+            await self._heartbeat(
+                remote.name, remote.spec.connection, remote.spec.last_heartbeat, now
+            )
         wanted = {t.name: t for t in await trust.trusted() if t.spec.enabled}
         for name, (fingerprint, client) in list(self._clients.items()):
             current = wanted.get(name)
@@ -198,6 +218,18 @@ class ClusterHub:
         for name, current in wanted.items():
             if name not in self._clients and current.spec.status.root_cas is not None:
                 self._start_client(current)
+
+    async def _heartbeat(
+        self, name: str, stored: str, last: datetime | None, now: datetime
+    ) -> None:
+        session = self._leaves.get(name)
+        online = session is not None and not session.is_closed
+        if online:
+            self._seen[name] = now
+        status: Literal["online", "offline"] = "online" if online else "offline"
+        due = online and (last is None or now - last >= HEARTBEAT_WRITE)
+        if status != stored or due:
+            await self._deps.trust.heartbeat_remote(name, status, self._seen.get(name))
 
     # ---- leaf side: the tunnel to each root ---------------------------------------------
 
@@ -261,6 +293,16 @@ class ClusterHub:
                     ok=True,
                     ssh_cert=certs.ssh_cert,
                     ssh_host_ca=certs.ssh_host_ca,
+                    user=identity.user,
+                    roles=list(identity.roles),
+                    logins=list(identity.logins),
+                    expires=identity.expires.isoformat(),
+                )
+                stream.close()
+            elif op == "whoami":
+                _reply(
+                    stream,
+                    ok=True,
                     user=identity.user,
                     roles=list(identity.roles),
                     logins=list(identity.logins),
@@ -343,7 +385,11 @@ class ClusterHub:
             data = json.loads(line)
         except ValueError:
             return False
-        target = data.get("cluster") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return False
+        if data.get("op") == "clusters":
+            return True  # answered here, from the leaves' tunnels
+        target = data.get("cluster")
         return isinstance(target, str) and bool(target) and target != self.cluster
 
     async def forward(
@@ -358,6 +404,9 @@ class ClusterHub:
         deps = self._deps
         remote = f"{client_addr[0]}:{client_addr[1]}"
         request = json.loads(line)
+        if request.get("op") == "clusters":
+            await self._list_clusters(transport, identity, remote)
+            return
         leaf = str(request.get("cluster"))
         target = str(request.get("node") or request.get("op") or "")
         relay = Relay(name=f"cluster {leaf} {remote}")
@@ -372,16 +421,7 @@ class ClusterHub:
             session = self._leaves.get(leaf)
             if session is None or session.is_closed:
                 raise ConnectionProblem(f"cluster {leaf} is offline or not a leaf of this cluster")
-            ssl_object = transport.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            if not der:
-                raise AccessDenied("no client certificate")
-            header = {
-                "type": "cluster",
-                "cert": base64.b64encode(der).decode(),
-                "client_addr": remote,
-                "user": identity.user,
-            }
+            header = _stream_header(transport, identity, remote)
             try:
                 stream = session.open_stream(header)
             except (ConnectionResetError, BastionError) as exc:
@@ -431,6 +471,83 @@ class ClusterHub:
         finally:
             deps.registry.remove(live)
             relay.terminate(relay.reason or "route finished")
+
+    async def _list_clusters(
+        self, transport: asyncio.Transport, identity: Identity, remote: str
+    ) -> None:
+        """``bsh clusters``: the online leaves that map this user to a role (asked in parallel)."""
+        deps = self._deps
+        try:
+            if deps.gate is not None:
+                found = await deps.gate.refusal(identity, "ssh")
+                if found is not None:
+                    raise AccessDenied(found.error.message)
+            if identity.origin_cluster or identity.kind not in ("user", "bot"):
+                raise AccessDenied("only this cluster's users may go to its leaf clusters")
+            header = _stream_header(transport, identity, remote)
+        except BastionError as exc:
+            _reply(transport, ok=False, error=exc.message)
+            transport.close()
+            return
+        stored = {r.name: r for r in await deps.trust.remotes()}
+        names = [n for n in self.online() if n in stored]
+        answers = await asyncio.gather(*(self._probe(n, header) for n in names))
+        out = []
+        for name, answer in zip(names, answers, strict=True):
+            if answer is None:
+                continue
+            seen = self._seen.get(name) or stored[name].spec.last_heartbeat
+            out.append(
+                {
+                    "name": name,
+                    "status": "online",
+                    "last_heartbeat": seen.isoformat() if seen else "",
+                    "roles": answer.get("roles", []),
+                    "logins": answer.get("logins", []),
+                }
+            )
+        _reply(transport, ok=True, clusters=out)
+        transport.close()
+
+    async def _probe(self, leaf: str, header: dict[str, Any]) -> dict[str, Any] | None:
+        """The leaf's ``whoami`` answer for this user; None when it refuses or is silent."""
+        session = self._leaves.get(leaf)
+        if session is None or session.is_closed:
+            return None
+        reader = _LineReader()
+        try:
+            stream = session.open_stream(header)
+        except (ConnectionResetError, BastionError):
+            return None
+        stream.attach(reader)
+        try:
+            stream.write(cluster_request(leaf, op="whoami"))
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                line, _ = await reader.done
+            answer = json.loads(line)
+        except (BastionError, ValueError, TimeoutError, ConnectionError):
+            return None
+        finally:
+            stream.close()
+        return answer if isinstance(answer, dict) and answer.get("ok") else None
+
+
+def _stream_header(transport: asyncio.Transport, identity: Identity, remote: str) -> dict[str, Any]:
+    """What a leaf is told about a relayed connection: the user's own root certificate.
+
+    Raises:
+        AccessDenied: the connection has no client certificate.
+    """
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise AccessDenied("no client certificate")
+    return {
+        "type": "cluster",
+        "cert": base64.b64encode(der).decode(),
+        "client_addr": remote,
+        "user": identity.user,
+    }
 
 
 def _fingerprint(trust: TrustedCluster) -> str:

@@ -60,6 +60,7 @@ from bastion.protocols.postgres import (
     error_response,
     parse_startup_packet,
 )
+from bastion.proxy.db_moderation import DbModerationHub
 from bastion.proxy.relay import Relay, RelaySide
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
@@ -156,6 +157,8 @@ class DbRouteDeps:
     max_message: int = MAX_MESSAGE_LENGTH
     audit_queries: bool = True
     redact_params: bool = False
+    moderation: DbModerationHub | None = None
+    """Moderated database sessions (``require_session_join`` for ``db``); None: refused."""
 
 
 class _Refused(AccessDenied):
@@ -384,13 +387,18 @@ class _MySQLServerSide(RelaySide):
     """MySQL, the database's side: follows packet boundaries (no copy) to learn the statement
     ids of PREPARE_OK answers and the sequence id a lock's ERR packet must carry."""
 
-    def __init__(self, relay: Relay, tracker: mysql.CommandTracker) -> None:
+    def __init__(self, relay: Relay, tracker: mysql.CommandTracker, seq_shift: int = 0) -> None:
         super().__init__(relay, "b")
         self._commands = tracker
         self._scanner = mysql.PacketScanner()
+        self._shift = seq_shift
         self.client: _MySQLClientSide | None = None
 
     def data_received(self, data: bytes) -> None:
+        if self._shift and len(data) >= 4:
+            # The handshake's answer after an SSLRequest of the client's (MySQL listener):
+            # the agent numbers it 2, the client expects 3.
+            data, self._shift = mysql.with_seq(data, data[3] + self._shift), 0
         for packet in self._scanner.feed(data, self._commands.wants_server):
             self._commands.server(packet)
         if self.client is not None and self._scanner.last_seq >= 0:
@@ -569,9 +577,11 @@ class DbRoute:
         identity: Identity,
         client_addr: tuple[str, int],
         early: bytes = b"",
+        seq_shift: int = 0,
     ) -> None:
         """Serve one MySQL client (ALPN ``bastion-mysql/1``): ``bsh proxy db`` (or the MySQL
-        listener) did the server greeting and sends the client's HandshakeResponse41 first;
+        listener, ``seq_shift`` 1: the client sent an SSLRequest first) did the server
+        greeting and sends the client's HandshakeResponse41 first;
         the agent does the real handshake and answers with the server's OK (sequence id 2)."""
         deps = self._deps
         remote = f"{client_addr[0]}:{client_addr[1]}"
@@ -613,7 +623,7 @@ class DbRoute:
                     relay, tracker, mysql.PacketReader(deps.max_message), self,
                     check_name, on_refused,
                 )  # fmt: skip
-                server = _MySQLServerSide(relay, tracker)
+                server = _MySQLServerSide(relay, tracker, seq_shift)
                 server.client = side
                 side.peer, server.peer = server, side
                 relay.a, relay.b = side, server
@@ -641,7 +651,9 @@ class DbRoute:
                 remote_addr=remote, reason=reason, **info,
             )  # fmt: skip
             if not transport.is_closing():
-                transport.write(mysql.err_packet(2, mysql.ER_ACCESS_DENIED, "28000", message))
+                transport.write(
+                    mysql.err_packet(2 + seq_shift, mysql.ER_ACCESS_DENIED, "28000", message)
+                )
                 transport.close()
             return
         except asyncio.CancelledError:
@@ -795,7 +807,7 @@ class DbRoute:
         moderated = policy_sets(
             ((r.name, r.options.require_session_join) for r in roles.roles), "db"
         )
-        if moderated:  # fail closed until db sessions can be joined (docs/moderated-sessions.md)
+        if moderated and deps.moderation is None:  # nobody could join: fail closed
             raise _Refused(
                 f'database sessions of role "{moderated[0].role}" must be moderated '
                 "(require_session_join); moderated database sessions are not available yet",
@@ -818,12 +830,20 @@ class DbRoute:
         goodbye: Callable[[str], bytes],
     ) -> None:
         deps = self._deps
+        if deps.moderation is not None:
+            transport.pause_reading()  # nothing reaches the database until moderation says so
 
         async def terminate(reason: str) -> None:
             if not transport.is_closing():
                 # Between two server messages in practice; the connection ends either way.
                 transport.write(goodbye(reason))
             relay.terminate(reason)
+
+        moderated = None  # require_session_join for db (docs/moderated-sessions.md)
+        if deps.moderation is not None:
+            moderated = await deps.moderation.open(identity, info, remote, terminate)
+            if moderated is None:
+                transport.resume_reading()
 
         live = deps.registry.add(
             LiveConnection(
@@ -840,8 +860,11 @@ class DbRoute:
         await deps.audit.emit(
             "db.session.start", user=identity.user, remote_addr=remote, reason="", **info
         )
-        pump = self._tasks.spawn(self._audit_queries(side, identity, info), "db-query-audit")
+        watch = moderated.on_statement if moderated is not None else None
+        pump = self._tasks.spawn(self._audit_queries(side, identity, info, watch), "db-query-audit")
         try:
+            if moderated is not None:
+                await moderated.admit(transport, relay.wait_closed())
             await relay.wait_closed()
         finally:
             deps.registry.remove(live)
@@ -852,6 +875,8 @@ class DbRoute:
             if not pump.done():
                 log.error("db audit writer stuck: %d statements not audited", len(side.statements))
                 pump.cancel()
+            if moderated is not None:  # after the last statements went out to the moderators
+                info["participants"] = ",".join(await moderated.end())
             await deps.audit.emit(
                 "db.session.end",
                 user=identity.user,
@@ -864,7 +889,11 @@ class DbRoute:
             )
 
     async def _audit_queries(
-        self, side: _QuerySide, identity: Identity, info: dict[str, str]
+        self,
+        side: _QuerySide,
+        identity: Identity,
+        info: dict[str, str],
+        watch: Callable[[str], None] | None = None,
     ) -> None:
         """The session's audit writer: commits its statements in batches (every
         ``_FLUSH_INTERVAL`` or ``_MAX_BATCH`` statements, one transaction each), in order,
@@ -883,6 +912,9 @@ class DbRoute:
                 await asyncio.sleep(_FLUSH_INTERVAL)  # let a few more arrive
             batch = [statements.popleft() for _ in range(min(len(statements), _MAX_BATCH))]
             side.audited()
+            if watch is not None:  # a moderated session: its moderators see it live
+                for statement in batch:
+                    watch(statement.sql)
             if not self._deps.audit_queries:
                 continue
             fields: list[dict[str, object]] = [

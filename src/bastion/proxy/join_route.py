@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bastion.errors import NotFound
-from bastion.protocols.sessionjoin import JOIN_STREAM
+from bastion.protocols.sessionjoin import DB_SESSIONS_HOST, JOIN_STREAM
 from bastion.protocols.sshroute import SSHRequest, find_node
 from bastion.types.identity import Identity
-from bastion.types.inventory import Node
+from bastion.types.inventory import Node, NodeSpec
+from bastion.types.meta import Metadata
 
 __all__ = ["JOIN_STREAM", "join_header", "join_target"]
 
@@ -29,6 +30,8 @@ def join_target(nodes: Sequence[Node], request: SSHRequest, cluster: str) -> Nod
     Raises:
         NotFound: no such node (the same answer as a session that does not exist).
     """
+    if request.node == DB_SESSIONS_HOST:  # a database session: this proxy serves the join
+        return Node(metadata=Metadata(name=DB_SESSIONS_HOST), spec=NodeSpec(host_id=request.node))
     node = find_node(nodes, request.node, cluster)
     if node is None:
         raise NotFound(f"session {request.join} not found")

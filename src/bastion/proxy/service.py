@@ -31,6 +31,7 @@ from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import Gate
 from bastion.auth.server import AuthServer
+from bastion.auth.sessions import InProcessTrackers, SessionTrackerService
 from bastion.auth.trust import TrustService
 from bastion.auth_service import AuthService
 from bastion.clock import Clock
@@ -41,6 +42,7 @@ from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
 from bastion.proxy.app_route import AppBackend, AppRoute, AppRouteDeps
 from bastion.proxy.cluster_route import ClusterHub, HTTPDialer, HubDeps
+from bastion.proxy.db_moderation import DB_SESSIONS_HOST, DbModerationHub, TrackerReporter
 from bastion.proxy.db_route import DatabaseDirectory, DbRoute, DbRouteDeps, StoreDatabases
 from bastion.proxy.listener import (
     ListenerConfig,
@@ -49,6 +51,7 @@ from bastion.proxy.listener import (
     ProxyTLS,
     WebUpstream,
 )
+from bastion.proxy.mysql_listener import MySQLListener
 from bastion.proxy.ssh_route import (
     NodeDirectory,
     NodePinner,
@@ -101,6 +104,9 @@ class ProxyLink:
     """Trusted clusters (in the auth process only): leaf tunnels and routes through them."""
     apps: AppBackend | None = None
     """App access (in the auth process only: it signs the apps' JWTs): the app route."""
+    session_trackers: TrackerReporter | None = None
+    """Where the proxy reports its moderated database sessions (in the auth process only;
+    without it such sessions are refused: :mod:`bastion.proxy.db_moderation`)."""
     on_tls: list[Callable[[ProxyTLS], None]] = field(default_factory=list)
     """Told of a renewed certificate (a proxy in its own process renews its host identity):
     :meth:`ProxyService.use_tls` is added here."""
@@ -162,6 +168,7 @@ class ProxyLink:
             databases=StoreDatabases(server.databases, clock),
             trust=_trust_service(server),
             apps=app[APP_ACCESS],
+            session_trackers=db_session_trackers(server),
         )
 
 
@@ -196,6 +203,7 @@ class ProxyService:
         self.listener: ProxyListener | None = None
         link.on_tls.append(self.use_tls)
         self.db: DbRoute | None = None
+        self.mysql: MySQLListener | None = None
         self.app: AppRoute | None = None
         self.clusters: ClusterHub | None = None
         if link.trust is not None:
@@ -217,6 +225,9 @@ class ProxyService:
     async def start(self) -> tuple[str, int]:
         """Start serving; returns the bound address (useful with port 0)."""
         link = self.link
+        db_sessions = None
+        if link.databases is not None and link.session_trackers is not None:
+            db_sessions = DbModerationHub(link.roles, link.audit, self.clock, link.session_trackers)
         ssh = SSHRoute(
             SSHRouteDeps(
                 nodes=link.nodes,
@@ -230,6 +241,7 @@ class ProxyService:
                 gate=link.gate,
                 pins=link.pins,
                 clusters=self.clusters,
+                db_sessions=db_sessions,
             )
         )
         self.db = None
@@ -244,6 +256,7 @@ class ProxyService:
                     clock=self.clock,
                     locks=link.locks,
                     gate=link.gate,
+                    moderation=db_sessions,
                 )
             )
         cfg = self.config.proxy_service
@@ -286,6 +299,12 @@ class ProxyService:
             ),
         )
         await self.listener.start()
+        if cfg.mysql_listen_addr and self.db is not None:  # docs/database-access.md
+            self.mysql = MySQLListener(
+                cfg.mysql_listen_addr, link.tls, self.db, self.clock, link.audit,
+                cfg.handshake_timeout.total_seconds(),
+            )  # fmt: skip
+            await self.mysql.start()
         if self.clusters is not None:
             self.clusters.attach(self.listener, ssh)
             await self.clusters.start()
@@ -297,12 +316,16 @@ class ProxyService:
         if self.listener is not None:
             self.listener.use_tls(tls)
             log.info("proxy certificate swapped in")
+        if self.mysql is not None:
+            self.mysql.use_tls(tls)
 
     async def close(self) -> None:
         if self.clusters is not None:
             await self.clusters.close()
         if self.listener is not None:
             await self.listener.close()
+        if self.mysql is not None:
+            await self.mysql.close()
         if self.db is not None:
             await self.db.close()
         if self.app is not None:
@@ -342,3 +365,17 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def db_session_trackers(server: AuthServer) -> InProcessTrackers:
+    """The in-process reporter of the proxy's moderated database sessions: trackers with the
+    host id :data:`~bastion.protocols.sessionjoin.DB_SESSIONS_HOST`."""
+    host = Identity(
+        cluster=server.cluster,
+        user=DB_SESSIONS_HOST,
+        kind="host",
+        roles=("node",),
+        host_id=DB_SESSIONS_HOST,
+        expires=server.clock.now() + timedelta(days=3650),
+    )
+    return InProcessTrackers(SessionTrackerService(server), host)

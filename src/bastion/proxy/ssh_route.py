@@ -41,6 +41,7 @@ from bastion.protocols.sshroute import (
     find_node,
     parse_request,
 )
+from bastion.proxy.db_moderation import DB_SESSIONS_HOST, DbModerationHub
 from bastion.proxy.join_route import join_header, join_target
 from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
@@ -100,6 +101,8 @@ class SSHRouteDeps:
     login and the node); None in tests of the route alone."""
     clusters: ClusterForwarder | None = None
     """Request lines naming a leaf cluster go there (:mod:`bastion.proxy.cluster_route`)."""
+    db_sessions: DbModerationHub | None = None
+    """Joins of moderated database sessions are served here (:mod:`bastion.proxy.db_moderation`)."""
 
 
 class ClusterForwarder(Protocol):
@@ -286,6 +289,9 @@ class SSHRoute:
     ) -> None:
         deps = self._deps
         host_id = node.spec.host_id
+        if request.join and host_id == DB_SESSIONS_HOST and deps.db_sessions is not None:
+            deps.db_sessions.connect(join_header(identity, request, remote), lambda: relay.b)
+            return
         if host_id and deps.tunnel.is_online(host_id):
             header: dict[str, Any] = {
                 "type": "ssh",

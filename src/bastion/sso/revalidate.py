@@ -12,7 +12,9 @@ its ``sso.login`` event. :class:`Revalidator` re-checks each grant every interva
 * without one: the userinfo endpoint with the login's access token while it is valid (HTTP 401
   means the user is gone); once it has expired the grant cannot be checked and is dropped.
 
-A user the provider no longer knows, or whose claims no longer map to one of the login's roles,
+A user the provider no longer knows, or whose claims no longer map to one of the login's roles
+(judged only when the answer carries a claim the connector maps: some providers leave groups
+out of userinfo),
 gets the treatment of a SCIM deactivation: a lock on ``user`` + the login's epoch until the
 login expires (live sessions end through the lock watch; the certificates are refused), and the
 grant is deleted, in one audited ``sso.revalidate`` transaction. The user may log in again (the
@@ -33,7 +35,7 @@ from pydantic import ValidationError
 from bastion.auth.revocation import CLOCK_SKEW, new_epoch
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Delete, Item, Op, Put, key
-from bastion.errors import BastionError, ConnectionProblem, NotFound
+from bastion.errors import BastionError, CompareFailed, ConnectionProblem, NotFound
 from bastion.sso.http import HTTP, IdPRefused
 from bastion.sso.mapping import SSOIdentity, TokenSet, map_roles
 from bastion.sso.oidc import OIDCProvider
@@ -178,8 +180,11 @@ async def check_grant(
     subject = (claims.get("sub") or [""])[0]
     if subject and subject != grant.subject:
         return Verdict("gone", "the provider answers for another subject")
-    roles = set(map_roles(connector_rules(connector), claims))
-    dropped = sorted(set(grant.roles) - roles)
+    rules = connector_rules(connector)
+    if not {r.claim for r in rules} & claims.keys():  # userinfo without the mapped claims
+        dropped: list[str] = []  # (Entra ID: no groups there): membership cannot be judged
+    else:
+        dropped = sorted(set(grant.roles) - set(map_roles(rules, claims)))
     if dropped:
         return Verdict("changed", f"the user's claims no longer map to {', '.join(dropped)}")
     if updated is not None and updated.refresh_token != grant.refresh_token:
@@ -233,7 +238,10 @@ class Revalidator:
                 log.warning("cannot re-validate; retrying later", user=grant.user, error=str(exc))
                 continue
             self.checked += 1
-            await self._apply(grant, item, verdict)
+            try:
+                await self._apply(grant, item, verdict)
+            except (NotFound, CompareFailed):
+                continue  # another auth server (HA) handled this grant meanwhile
             out.append((grant.user, verdict))
         return out
 

@@ -30,9 +30,9 @@ from urllib.parse import urlencode, urlsplit
 
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.server import AuthServer
+from bastion.backend.base import Put
 from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import LockTargets, identity_targets
-from bastion.backend.base import Put
 from bastion.rbac.checker import RoleSet
 from bastion.services.credentials import hash_secret, new_secret, secrets_equal
 from bastion.sso import github as gh
@@ -40,8 +40,8 @@ from bastion.sso.http import HTTP
 from bastion.sso.mapping import SSOIdentity, claims_to_traits, require_roles
 from bastion.sso.oidc import OIDCProvider, authorization_url
 from bastion.sso.requests import RequestStore, SSORequest
-from bastion.sso.saml import SAMLProvider
 from bastion.sso.revalidate import grant_op, login_epoch
+from bastion.sso.saml import SAMLProvider
 from bastion.sso.scim import ScimDirectory, connector_rules
 from bastion.types.connectors import CONNECTOR_KINDS, GithubConnector, OIDCConnector, SAMLConnector
 from bastion.types.meta import Resource

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -37,7 +37,7 @@ from bastion.services.credentials import hash_secret
 from bastion.testing import make_auth, new_tls_key
 from bastion.testing.db_rig import Recorder
 from bastion.testing.peers.ports import free_port
-from bastion.types.access import Role, RoleConditions, RoleSpec
+from bastion.types.access import Role, RoleConditions, RoleOptions, RoleSpec, WebAuthnPreference
 from bastion.types.apps import App, AppHeader, AppRewrite, AppSpec
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
@@ -139,9 +139,11 @@ async def _start_peer(
 
 @asynccontextmanager
 async def start_app_rig(
-    tmp: Path, *, audit_requests: Literal["all", "writes", "none"] = "all"
+    tmp: Path, *, audit_requests: Literal["all", "writes", "none"] = "all", webauthn: bool = False
 ) -> AsyncIterator[AppRig]:
-    """Start everything; stop it all on exit."""
+    """Start everything; stop it all on exit. ``webauthn``: second factors optional, WebAuthn
+    for ``https://proxy.test:PORT``, and app ``admin`` (``env=mfa``) reachable by user
+    ``carol`` (password :data:`PASSWORD`) only with per-session MFA (role ``apps-mfa``)."""
     clock = SystemClock()
     fx = await make_auth(clock=clock, cluster=CLUSTER)
     auth = fx.auth
@@ -201,6 +203,8 @@ async def start_app_rig(
     jwks_url = f"https://127.0.0.1:{listener.port}/.well-known/jwks.json"
     proc, app_port = await _start_peer(tmp, jwks_url, ca_file, "http://127.0.0.1:{port}", log)
     try:
+        if webauthn:
+            await _webauthn_setup(fx, listener.port, app_port, access)
         for name, env in (("grafana", "dev"), ("vault", "prod")):
             await access.register(
                 App(
@@ -240,6 +244,30 @@ async def start_app_rig(
         await listener.close()
         await route.close()
         await runner.cleanup()
+
+
+async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) -> None:
+    auth = fx.auth
+    pref = await auth.auth_preference()
+    pref.spec.second_factor = "optional"
+    pref.spec.webauthn = WebAuthnPreference(rp_id=DOMAIN, origins=[f"https://{DOMAIN}:{port}"])
+    await auth.prefs.upsert(pref)
+    await auth.roles.create(
+        Role(
+            metadata=Metadata(name="apps-mfa"),
+            spec=RoleSpec(
+                allow=RoleConditions(app_labels={"env": "mfa"}),
+                options=RoleOptions(require_session_mfa=True),
+            ),
+        )
+    )
+    await _user(fx, "carol", ["apps-mfa"])
+    await access.register(
+        App(
+            metadata=Metadata(name="admin", labels={"env": "mfa"}),
+            spec=AppSpec(uri=f"http://127.0.0.1:{app_port}"),
+        )
+    )
 
 
 async def _user(fx: object, name: str, roles: list[str]) -> Identity:

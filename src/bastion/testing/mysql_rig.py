@@ -19,7 +19,7 @@ labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``. The local lis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,13 +35,16 @@ from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.db_route import DbRoute, DbRouteDeps
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
+from bastion.proxy.mysql_listener import MySQLListener
 from bastion.services.cache import StoreRoleSource
 from bastion.tasks import spawn
 from bastion.testing import make_auth, new_tls_key
 from bastion.testing.db_rig import Recorder
 from bastion.testing.peers.mariadb import MariaDBServer, start_mariadb
 from bastion.tunnel import TunnelServer, client_tls_context
+from bastion.tunnel.memory import memory_pair
 from bastion.tunnel.pool import TunnelPool
+from bastion.tunnel.session import MuxSession
 from bastion.types.access import Role, RoleConditions, RoleSpec, User, UserSpec
 from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
@@ -64,6 +67,8 @@ class MySQLFiles:
 class MySQLRig:
     port: int
     """The proxy's one port."""
+    mysql_port: int
+    """The proxy's dedicated MySQL port (:class:`bastion.proxy.mysql_listener.MySQLListener`)."""
     tmp: Path
     server: MariaDBServer
     certs: DbCerts
@@ -112,8 +117,13 @@ purpose: only Bastion's ``db_names`` keeps her out of it."""
 
 
 @asynccontextmanager
-async def start_mysql_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIterator[MySQLRig]:
-    """Start everything; stop it all on exit (raises MariaDBUnavailable without a server)."""
+async def start_mysql_rig(
+    tmp: Path, *, audit_queries: bool = True, colocated: bool = False
+) -> AsyncIterator[MySQLRig]:
+    """Start everything; stop it all on exit (raises MariaDBUnavailable without a server).
+
+    ``colocated``: the agent's tunnel is handed to the proxy in memory (the all-in-one
+    ``bastion start``) instead of TLS over loopback (a remote agent)."""
     clock = SystemClock()
     fx = await make_auth(clock=clock, cluster=CLUSTER)
     auth = fx.auth
@@ -157,16 +167,25 @@ async def start_mysql_rig(tmp: Path, *, audit_queries: bool = True) -> AsyncIter
             metadata=Metadata(name=DB_NAME, labels={"env": "dev"}),
             spec=DatabaseSpec(protocol="mysql", uri=f"127.0.0.1:{server.port}", host_id="a1"),
         )
-        async with _cluster(auth, certs, clock, database, audit_queries) as (port, audit, locks):
-            yield MySQLRig(port, tmp, server, certs, audit, locks, alice)
+        async with _cluster(auth, certs, clock, database, audit_queries, colocated) as (
+            ports,
+            audit,
+            locks,
+        ):
+            yield MySQLRig(ports[0], ports[1], tmp, server, certs, audit, locks, alice)
     finally:
         await asyncio.to_thread(server.stop)
 
 
 @asynccontextmanager
 async def _cluster(
-    auth: Any, certs: DbCerts, clock: SystemClock, database: Database, audit_queries: bool
-) -> AsyncIterator[tuple[int, Recorder, LockWatcher]]:
+    auth: Any,
+    certs: DbCerts,
+    clock: SystemClock,
+    database: Database,
+    audit_queries: bool,
+    colocated: bool,
+) -> AsyncIterator[tuple[tuple[int, int], Recorder, LockWatcher]]:
     registry = LiveRegistry()
     audit = Recorder(auth.audit)
     locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
@@ -213,6 +232,8 @@ async def _cluster(
         ListenerDeps(tls=tls, clock=clock, audit=audit, tunnel=tunnel, db=route),
     )
     await listener.start()
+    mysql_listener = MySQLListener("127.0.0.1:0", tls, route, clock, audit)
+    await mysql_listener.start()
 
     async def agent_certs(db_user: str) -> DbClientCert:
         key_pem, pub = new_tls_key()
@@ -221,10 +242,19 @@ async def _cluster(
 
     agent = DbAgent(DbAgentDeps(databases=[database], certs=agent_certs, clock=clock))
 
+    async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
+        agent_end, proxy_end = memory_pair("mysql rig agent")
+        session = new_session()
+        agent_end.set_protocol(session)
+        session.connection_made(agent_end)
+        tunnel.accept(proxy_end, acerts.identity)
+        return session
+
     pool = TunnelPool(
         ("127.0.0.1", listener.port),
         client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
         agent.on_stream,
+        connector=in_memory if colocated else None,
     )
     running = spawn(pool.run(), "mysql-rig-agent")
     try:
@@ -232,10 +262,11 @@ async def _cluster(
             if tunnel.is_online("a1"):
                 break
             await asyncio.sleep(0.02)
-        yield listener.port, audit, locks
+        yield (listener.port, mysql_listener.port), audit, locks
     finally:
         running.cancel()
         await pool.close()
+        await mysql_listener.close()
         await listener.close()
         await route.close()
         await tunnel.close()

@@ -166,6 +166,7 @@ class TokenPages:
         return await self._render(ctx, notice(f"Token {name} removed."))
 
     async def connectors(self, ctx: PageContext) -> web.StreamResponse:
+        await ctx.guard.require(AuthPreference.KIND, "read")  # a 403 page (and audited) first
         sections = []
         for kind in CONNECTOR_KINDS:
             try:

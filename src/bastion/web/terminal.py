@@ -210,7 +210,7 @@ class TerminalPages:
                 "web terminal refused", reason=exc.message, origin=request.headers.get("Origin")
             )
             raise web.HTTPForbidden(text=exc.message) from None
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME, compress=False)
         await ws.prepare(request)
         owner = owner_key(request.cookies.get(SESSION_COOKIE, ""))
         resume = request.query.get("resume", "")

@@ -60,3 +60,23 @@ async def test_login_shell_argv0() -> None:
 
 def test_sftp_server_found_on_this_host() -> None:
     assert find_sftp_server() is None or os.access(str(find_sftp_server()), os.X_OK)
+
+
+async def test_pipes_are_widened_for_bulk_input() -> None:
+    # Bulk input through a 64 KiB pipe made the node the slowest stage of bsh ssh (issue 12).
+    import fcntl
+
+    from bastion.agent.spawn import PIPE_SIZE
+
+    out: list[tuple[bytes, bool]] = []
+    proc = await _start(["/bin/cat"], out)
+    assert proc._transport is not None
+    for fd in (0, 1):
+        pipe = proc._transport.get_pipe_transport(fd)
+        assert pipe is not None
+        size = fcntl.fcntl(pipe.get_extra_info("pipe").fileno(), fcntl.F_GETPIPE_SZ)
+        assert size >= PIPE_SIZE
+    proc.write(b"x" * (PIPE_SIZE // 2))
+    proc.write_eof()
+    assert await asyncio.wait_for(proc.wait(), 10) == ExitStatus(0)
+    assert sum(len(d) for d, _ in out) == PIPE_SIZE // 2

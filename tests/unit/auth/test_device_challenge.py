@@ -44,3 +44,9 @@ def test_a_changed_character_never_opens(position: int, char: str) -> None:
     changed = token[:index] + char + token[index + 1 :]
     if changed != token:
         assert open_challenge(KEY, changed, "alice", NOW) is None
+
+
+def test_a_ping_challenge_opens_for_any_user() -> None:
+    token = mint_challenge(KEY, "", NOW)
+    assert open_challenge(KEY, token, "alice", NOW) is not None
+    assert open_challenge(KEY, token, "bob", NOW) is not None

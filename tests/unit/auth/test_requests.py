@@ -236,3 +236,19 @@ async def test_on_call_requester_is_approved_automatically_and_audited(tmp_path:
     # an unreadable schedule approves nothing
     broken = AccessRequestService(f.auth, on_call=[rule.model_copy(update={"schedule": "/no.ics"})])
     assert (await broken.create("alice", NewRequest(roles=("dba",)))).spec.state == "PENDING"
+
+
+async def test_requestable_names_the_search_roles_or_hides_the_node() -> None:
+    f, svc = await _world()
+    alice = await _guarded(f, svc, _identity(f, "alice", ("requester",)))
+    assert await alice.requestable("node/db7") == ["prod-access"]
+    for missing in ("node/nope", "node/db9"):
+        with pytest.raises(NotFound, match="not among the resources you may request"):
+            await alice.requestable(missing)
+    with pytest.raises(BadParameter):
+        await alice.requestable("db/x")
+    bob = await _guarded(f, svc, _identity(f, "bob", ("reviewer",)))
+    with pytest.raises(NotFound):
+        await bob.requestable("node/db7")  # bob has no search_as_roles
+    req = await svc.create("alice", NewRequest(roles=("dba",)))
+    assert await bob.may_review(req) and not await alice.may_review(req)

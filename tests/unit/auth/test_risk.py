@@ -6,8 +6,16 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from bastion.auth.risk import CURSOR_KEY, RiskEvaluator, builtin_rules, replay, rule_set, rule_status
+from bastion.auth.risk import (
+    CURSOR_KEY,
+    RiskEvaluator,
+    builtin_rules,
+    replay,
+    rule_set,
+    rule_status,
+)
 from bastion.auth.step_up import step_up_key
+from bastion.clock import FakeClock
 from bastion.config.risk import BurstRule, RiskConfig
 from bastion.errors import NotFound
 from bastion.locks.matcher import LockTargets
@@ -16,6 +24,11 @@ from bastion.types.meta import Metadata
 from bastion.types.risk import RULE_TYPES, RiskRule, RiskRuleSpec
 
 WINDOW = timedelta(minutes=5)
+
+
+def _advance(fx: AuthFixture, delta: timedelta) -> None:
+    assert isinstance(fx.clock, FakeClock)
+    fx.clock.advance(delta)
 
 
 async def _deny(fx: AuthFixture, user: str, n: int) -> None:
@@ -55,7 +68,7 @@ async def test_the_evaluator_commits_signals_and_locks() -> None:
     assert signal["action"] == "lock" and len(signal["evidence"]) == 3  # type: ignore[arg-type]
     assert signal["changes"]
     assert await evaluator.step() == []  # its own events are not evidence
-    fx.clock.advance(timedelta(minutes=11))
+    _advance(fx, timedelta(minutes=11))
     assert (await fx.auth.lock_decision(LockTargets(user="mallory"))).allowed
 
 
@@ -104,7 +117,7 @@ async def test_stored_rules_replace_builtins_and_step_up_flags_the_user() -> Non
     row = next(r for r in status if r.name == "denied_burst")
     assert not row.builtin and row.last_fired and row.last_subject == "user:mallory"
     assert cursor == evaluator.cursor
-    fx.clock.advance(timedelta(hours=2))
+    _advance(fx, timedelta(hours=2))
     try:
         await fx.backend.get(step_up_key("mallory"))
         raise AssertionError("the step-up demand lapses after its ttl")
@@ -116,7 +129,7 @@ async def test_replay_reports_without_committing() -> None:
     fx = await make_auth()
     start = fx.clock.now()
     await _deny(fx, "mallory", 20)
-    fx.clock.advance(timedelta(hours=1))
+    _advance(fx, timedelta(hours=1))
     rules = builtin_rules(RiskConfig())
     signals, read = await replay(rules, fx.auth.audit, start - timedelta(seconds=1))
     assert [s.rule for s in signals] == ["denied_burst"] and read >= 20

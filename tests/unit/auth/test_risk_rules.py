@@ -26,7 +26,7 @@ def ev(kind: str, at: timedelta, user: str = "alice", ip: str = "10.1.2.3",
 
 
 def fired(events: list[AuditEvent], **rules: RiskRuleSpec) -> list[str]:
-    specs = rules or {t: RiskRuleSpec(type=t) for t in RULE_TYPES}  # type: ignore[arg-type]
+    specs = rules or {t: RiskRuleSpec.model_validate({"type": t}) for t in RULE_TYPES}
     engine = RiskEngine(specs)
     return [s.rule for e in events for s in engine.feed(e)]
 

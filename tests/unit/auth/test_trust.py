@@ -15,6 +15,7 @@ from bastion.ca import x509 as ca_x509
 from bastion.contract.trust import TrustAnswer, ValidateTrust
 from bastion.errors import AccessDenied, BadParameter
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.session_mfa import check_session_mfa
 from bastion.testing import AuthFixture, make_auth, new_public_key
 from bastion.types.meta import Metadata
 from bastion.types.trust import RoleMapping, TrustedCluster, TrustedClusterSpec
@@ -146,3 +147,57 @@ async def test_a_cluster_cannot_trust_itself() -> None:
     trust.register()
     with pytest.raises(BadParameter, match="itself"):
         await leaf.auth.create_resource(_trust("t"), "admin", force=False)
+
+
+async def _user_cert_with(fx: AuthFixture, **fields: object) -> bytes:
+    role_list = [await fx.auth.roles.get("access")]
+    traits = {"logins": ["alice"]}
+    ident = fx.auth.issuer.user_identity(
+        cluster=fx.auth.cluster,
+        user="alice",
+        roles=["access"],
+        traits=traits,
+        role_set=RoleSet.from_roles(role_list, traits),
+        requested_ttl=timedelta(hours=1),
+    ).model_copy(update=fields)
+    _, pub = new_public_key()
+    certs = await fx.auth.issuer.issue_user(ident, pub, "local")
+    return x509.load_pem_x509_certificate(certs.tls_cert.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+async def test_mfa_and_device_of_the_root_certificate_reach_the_leaf_policy() -> None:
+    root, _, trust = await _pair()
+    plain = await trust.remote_identity(await _user_cert(root, ["access"]))
+    assert not plain.mfa_verified and not plain.device_id
+    refused = check_session_mfa(plain, node_names=("web1",), login="alice", required=True)
+    assert refused is not None and "MFA" in refused.message
+    attested = await trust.remote_identity(
+        await _user_cert_with(
+            root,
+            mfa_verified=True,
+            mfa_device="key1",
+            device_id="dev1",
+            device_attestation="tpm",
+            device_credential_id="cred1",
+        )
+    )
+    assert attested.mfa_verified and attested.mfa_device == "key1"
+    assert (attested.device_id, attested.device_attestation) == ("dev1", "tpm")
+
+
+async def test_remote_heartbeat_is_recorded_and_never_recreates() -> None:
+    root, _, _ = await _pair()
+    service = TrustService(root.auth)
+    service.register()
+    now = root.auth.clock.now()
+    await service.heartbeat_remote("leaf.test", "online", now)
+    remote = await root.auth.store("remote_cluster").get("leaf.test")
+    assert remote.spec.connection == "online" and remote.spec.last_heartbeat == now
+    await service.heartbeat_remote("leaf.test", "offline", None)
+    remote = await root.auth.store("remote_cluster").get("leaf.test")
+    assert remote.spec.connection == "offline" and remote.spec.last_heartbeat == now
+    await root.auth.delete_resource("remote_cluster", "leaf.test", "admin")
+    await service.heartbeat_remote("leaf.test", "online", now)
+    assert "leaf.test" not in [r.name for r in await service.remotes()]

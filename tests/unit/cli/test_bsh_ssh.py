@@ -41,6 +41,9 @@ def test_render_ssh_config() -> None:
     assert {"StrictHostKeyChecking yes", "IdentitiesOnly yes", "Port 22"} <= set(lines)
     algs = next(line for line in lines if line.startswith("HostKeyAlgorithms"))
     assert "ssh-ed25519-cert-v01@openssh.com" in algs
+    assert next(line for line in lines if line.startswith("Ciphers")).startswith(
+        "Ciphers aes128-gcm@openssh.com,"
+    )
     with_home = render_ssh_config("c", Path("/p"), "/b/bsh", home="/x/home")
     assert '"/b/bsh" --home="/x/home" proxy ssh --cluster=c %r@%h:%p' in with_home
 

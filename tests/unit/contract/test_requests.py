@@ -13,10 +13,11 @@ from bastion.contract import requests as x
 
 def test_every_endpoint_is_listed_and_for_users() -> None:
     declared = endpoints_of(x)
-    assert len(declared) == 6
+    assert len(declared) == 7
     for endpoint in declared:
         assert endpoint in ENDPOINTS and endpoint.audience == "user"
     assert x.REVIEW_REQUEST.url(id="a b") == "/v1/access-requests/a%20b/reviews"
+    assert x.REQUESTABLE.url(kind="node", name="db7") == "/v1/requestable/node/db7"
 
 
 def test_bodies_are_strict_and_parse_durations() -> None:

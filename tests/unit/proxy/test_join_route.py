@@ -26,3 +26,11 @@ def test_join_target_and_header() -> None:
     header = join_header(who, request, "1.2.3.4:5")
     assert header["type"] == "session_join" and header["mode"] == "observer"
     assert Identity.decode(header["identity"]) == who
+
+
+def test_a_join_of_a_database_session_is_served_by_the_proxy() -> None:
+    from bastion.protocols.sessionjoin import DB_SESSIONS_HOST
+
+    request = SSHRequest(DB_SESSIONS_HOST, "", 22, "s1", "moderator")
+    target = join_target([], request, "c")  # no node: the proxy's own db sessions
+    assert target.spec.host_id == DB_SESSIONS_HOST

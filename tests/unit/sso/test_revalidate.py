@@ -8,6 +8,7 @@ from typing import Any
 
 from bastion.auth.revocation import new_epoch
 from bastion.backend.base import Item
+from bastion.clock import FakeClock
 from bastion.errors import NotFound
 from bastion.locks.matcher import LockTargets
 from bastion.sso.http import IdPRefused
@@ -17,6 +18,11 @@ from bastion.testing import AuthFixture, make_auth
 from bastion.types.connectors import OIDCConnector
 
 ISSUER = "https://idp.example.com"
+
+
+def _advance(fx: AuthFixture, delta: timedelta) -> None:
+    assert isinstance(fx.clock, FakeClock)
+    fx.clock.advance(delta)
 
 
 class FakeIdP:
@@ -75,7 +81,7 @@ async def _cut(fx: AuthFixture, grant: Grant) -> bool:
 
 
 async def _tick(fx: AuthFixture, reval: Revalidator) -> list[str]:
-    fx.clock.advance(timedelta(minutes=1, seconds=1))
+    _advance(fx, timedelta(minutes=1, seconds=1))
     return [v.state for _, v in await reval.step()]
 
 
@@ -107,6 +113,22 @@ async def test_a_group_change_that_drops_a_role_cuts_the_login() -> None:
     assert await _cut(fx, grant)
 
 
+async def test_userinfo_without_the_mapped_claim_does_not_judge_groups() -> None:
+    fx, idp = await _world(), FakeIdP()
+    grant = await _login(fx)
+    real = idp.get_json
+
+    async def no_groups(url: str, headers: dict[str, str] | None = None) -> Any:
+        doc = await real(url, headers)
+        return {k: v for k, v in doc.items() if k != "groups"}
+
+    idp.get_json = no_groups  # type: ignore[method-assign]
+    reval = Revalidator(fx.auth, http=idp)  # type: ignore[arg-type]
+    await reval.step()
+    assert await _tick(fx, reval) == ["ok"]
+    assert not await _cut(fx, grant)
+
+
 async def test_a_refused_refresh_token_is_a_removed_user() -> None:
     fx, idp = await _world(), FakeIdP()
     grant = await _login(fx, refresh="rt-1")
@@ -122,7 +144,7 @@ async def test_expired_access_without_refresh_stops_checking_and_off_means_off()
     await _login(fx)
     reval = Revalidator(fx.auth, http=idp)  # type: ignore[arg-type]
     await reval.step()
-    fx.clock.advance(timedelta(hours=2))
+    _advance(fx, timedelta(hours=2))
     assert [v.state for _, v in await reval.step()] == ["unchecked"]
     assert await fx.backend.get_range(PREFIX) == []  # nothing left to check
     connector = await fx.auth.store("oidc").get("okta")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -193,7 +194,7 @@ async def test_a_group_change_that_drops_a_role_revokes_the_epoch() -> None:
 class _Failing(MemoryBackend):
     fail = False
 
-    async def commit(self, ops: list[Op]) -> Any:
+    async def commit(self, ops: Sequence[Op]) -> Any:
         if self.fail:
             raise ConnectionProblem("injected")
         return await super().commit(ops)

@@ -29,9 +29,10 @@ from bastion.client.device.local import (
 from bastion.client.device.tpm import TCTI_ENV, TPM, tcti_from_env
 from bastion.contract import core
 from bastion.contract import devices as d
+from bastion.errors import NotFound
 from bastion.types.devices import DeviceProfile
 
-__all__ = ["authenticate", "enroll"]
+__all__ = ["authenticate", "enroll", "login_proof"]
 
 
 def _b64(data: bytes) -> str:
@@ -96,6 +97,26 @@ def sign_challenge(state: DeviceState, home: Path, message: bytes) -> str:
         return _b64(key.sign(message, ec.ECDSA(hashes.SHA256())))
     tpm = TPM(os.environ.get(TCTI_ENV) or state.tcti or tcti_from_env())
     return tpm.sign(base64.b64decode(state.ak_unique), message)
+
+
+def login_proof(home: Path, cluster: str, challenge: str) -> dict[str, object] | None:
+    """The device proof that travels with the login request (``Login.device``): the ping's
+    ``challenge`` signed by this machine's key with its fresh profile; None when this machine
+    is not enrolled in ``cluster`` (or there is no challenge)."""
+    if not challenge:
+        return None
+    try:
+        state = load_state(home, cluster)
+    except NotFound:
+        return None
+    profile = DeviceProfile.model_validate(collect_profile()).model_dump()
+    message = authn_message(cluster, challenge, b"", profile)
+    return {
+        "device_id": state.device_id,
+        "challenge": challenge,
+        "signature": sign_challenge(state, home, message),
+        "profile": profile,
+    }
 
 
 async def authenticate(

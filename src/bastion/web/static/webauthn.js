@@ -89,7 +89,8 @@ async function run(button) {
     } else {
       const options = await post(`${base}/begin`, {});
       const cred = await navigator.credentials.get({ publicKey: requestOptions(options) });
-      result = await post(`${base}/finish`, { credential: credentialJSON(cred) });
+      const then = button.dataset.then ? { then: button.dataset.then } : {};  // app step-up
+      result = await post(`${base}/finish`, { credential: credentialJSON(cred), ...then });
     }
     if (result.redirect) {
       window.location.assign(result.redirect);

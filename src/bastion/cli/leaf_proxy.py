@@ -1,0 +1,280 @@
+"""Plain OpenSSH to a leaf cluster's nodes through this (root) cluster: ``ssh NODE.LEAF``.
+
+Layer: client edge (stdlib only, like :mod:`bastion.cli.proxy_fast`, which hands it its
+``argv``: OpenSSH starts these commands on every connection). docs/trusted-clusters.md.
+
+A leaf node accepts only certificates its own cluster signed, so each leaf has its own files in
+the root profile, ``PROFILE/leaves/LEAF/``: ``key-cert.pub`` (a leaf certificate over the
+profile's own key: the leaf mapped the user's roles and issued it, ``op: certs``),
+``known_hosts`` (``@cert-authority *.LEAF`` with the leaf's host CA) and ``cert.json`` (its
+expiry, and which root certificate it was fetched with). ``bsh config`` writes, per leaf::
+
+    Match host *.LEAF exec "bsh proxy leaf-cert --cluster=ROOT LEAF"   # fetch when stale
+    Host *.LEAF
+        ProxyCommand bsh proxy ssh --cluster=ROOT --leaf=LEAF %r@%h:%p
+        CertificateFile PROFILE/leaves/LEAF/key-cert.pub ...
+
+``Match exec`` runs while OpenSSH reads its configuration, before it loads the certificate, so a
+stale or missing leaf certificate is fetched first (one route to the root proxy; nothing when
+fresh). The ProxyCommand sends ``{"cluster": LEAF, "node": ..., "login": ..., "port": ...}``
+to the root proxy, which relays it through the leaf's tunnel (the leaf decides), then copies
+bytes like ``bsh proxy ssh``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bastion.cli.proxy_fast import ProxyError, _dial, _profile_dir, _pump
+
+__all__ = [
+    "cert_fresh",
+    "ensure_leaf_cert",
+    "fetch_leaf_cert",
+    "find_leaf",
+    "leaf_dir",
+    "leaf_request",
+    "main",
+    "parse_leaf_args",
+    "render_leaf_config",
+    "split_leaf_target",
+]
+
+MAX_CERT_REPLY = 64 * 1024
+FRESH_MARGIN = timedelta(seconds=60)
+"""A leaf certificate expiring sooner than this is fetched again."""
+
+
+def leaf_dir(pdir: Path, leaf: str) -> Path:
+    """Where the root profile ``pdir`` keeps the leaf ``leaf``'s certificate and host CA.
+
+    Raises:
+        ProxyError: ``leaf`` is not a plain cluster name (no path tricks).
+    """
+    if not leaf or leaf.startswith(".") or "/" in leaf or "\\" in leaf or len(leaf) > 253:
+        raise ProxyError(f"invalid cluster name {leaf!r}", 2)
+    return pdir / "leaves" / leaf
+
+
+def leaf_request(leaf: str, **fields: object) -> bytes:
+    """A route request line naming the leaf cluster (newline included)."""
+    return json.dumps({"cluster": leaf, **fields}).encode() + b"\n"
+
+
+def parse_leaf_args(argv: list[str]) -> tuple[str | None, str | None, str, str, str] | None:
+    """``[--home H] proxy ssh --cluster ROOT --leaf LEAF TARGET`` or ``[--home H] proxy
+    leaf-cert --cluster ROOT LEAF`` -> ``(home, root, leaf, target, op)`` with op ``ssh`` or
+    ``cert`` (target empty for ``cert``); None for anything else (the full CLI answers)."""
+    args = list(argv)
+    home = None
+    if args and args[0].startswith("--home"):
+        if "=" in args[0]:
+            home = args.pop(0).split("=", 1)[1]
+        elif len(args) > 1:
+            args.pop(0)
+            home = args.pop(0)
+    if args[:1] != ["proxy"] or len(args) < 2 or args[1] not in ("ssh", "leaf-cert"):
+        return None
+    op = "ssh" if args[1] == "ssh" else "cert"
+    values: dict[str, str] = {}
+    positional: list[str] = []
+    rest = args[2:]
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in ("--cluster", "--leaf"):
+            if not eq:
+                if not rest:
+                    return None
+                value = rest.pop(0)
+            values[name[2:]] = value
+        elif arg.startswith("-"):
+            return None  # --help and friends
+        else:
+            positional.append(arg)
+    if len(positional) != 1:
+        return None
+    if op == "cert":
+        return home, values.get("cluster"), positional[0], "", op
+    if not values.get("leaf"):
+        return None
+    return home, values.get("cluster"), values["leaf"], positional[0], op
+
+
+def split_leaf_target(target: str, leaf: str, root: str) -> tuple[str, str, int]:
+    """``LOGIN@NODE.LEAF[.ROOT]:PORT`` -> ``(login, node, port)`` (pure).
+
+    Raises:
+        ProxyError: no login, a bad port or no node.
+    """
+    login, at, host_port = target.rpartition("@")
+    if not at or not login:
+        raise ProxyError(f"invalid target {target!r}: expected LOGIN@HOST:PORT", 2)
+    host, sep, port_text = host_port.rpartition(":")
+    if not sep:
+        host, port_text = host_port, "22"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ProxyError(f"invalid port {port_text!r} in {target!r}", 2)
+    host = host.strip("[]")
+    for suffix in (f".{leaf}.{root}" if root else "", f".{leaf}"):
+        if suffix and host.lower().endswith(suffix.lower()) and len(host) > len(suffix):
+            host = host[: -len(suffix)]
+            break
+    if not host or host.lower() in (leaf.lower(), f"{leaf}.{root}".lower()):
+        raise ProxyError(f"name a node: ssh NODE.{leaf}, not {host_port!r}", 2)
+    return login, host, int(port_text)
+
+
+def _root_cert_digest(pdir: Path) -> str:
+    try:
+        return hashlib.sha256((pdir / "key-cert.pub").read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise ProxyError(f"no SSH certificate in {pdir}: run bsh login", 4) from None
+
+
+def cert_fresh(pdir: Path, leaf: str, now: datetime) -> bool:
+    """Is the stored leaf certificate good for a while yet, and from the current root login?"""
+    d = leaf_dir(pdir, leaf)
+    try:
+        meta = json.loads((d / "cert.json").read_text())
+        expires = datetime.fromisoformat(str(meta["expires"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return False
+    if not (d / "key-cert.pub").exists() or not (d / "known_hosts").exists():
+        return False
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return expires - FRESH_MARGIN > now and meta.get("root_cert") == _root_cert_digest(pdir)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def fetch_leaf_cert(pdir: Path, leaf: str) -> dict[str, object]:
+    """Ask the leaf (through the root proxy) for a certificate over the profile's key; write
+    ``leaves/LEAF/``. Returns the leaf's answer (user, roles, logins, expires).
+
+    Raises:
+        ProxyError: the root or the leaf refused (the message says why), or no logins.
+    """
+    digest = _root_cert_digest(pdir)
+    sock, reply, _ = _dial(pdir, leaf_request(leaf, op="certs"), MAX_CERT_REPLY)
+    sock.close()
+    cert, host_cas = reply.get("ssh_cert"), reply.get("ssh_host_ca")
+    if not cert or not isinstance(cert, str):
+        raise ProxyError(f"cluster {leaf} gives you no logins (its roles grant none)", 3)
+    if not isinstance(host_cas, list) or not host_cas:
+        raise ProxyError(f"cluster {leaf} sent no host CA", 7)
+    d = leaf_dir(pdir, leaf)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(d / "key-cert.pub", cert.strip() + "\n")
+    lines = [f"@cert-authority *.{leaf},{leaf} {str(k).strip()}" for k in host_cas]
+    _write_private(d / "known_hosts", "\n".join(lines) + "\n")
+    meta = {"expires": str(reply.get("expires", "")), "root_cert": digest}
+    _write_private(d / "cert.json", json.dumps(meta) + "\n")
+    return reply
+
+
+def ensure_leaf_cert(pdir: Path, leaf: str, *, force: bool = False) -> bool:
+    """Fetch the leaf certificate when missing, stale or from an older root login.
+    Returns whether it fetched one."""
+    if not force and cert_fresh(pdir, leaf, datetime.now(UTC)):
+        return False
+    fetch_leaf_cert(pdir, leaf)
+    return True
+
+
+def find_leaf(pdir: Path, host: str, root: str) -> str | None:
+    """The leaf cluster ``host`` (``NODE.LEAF`` or ``NODE.LEAF.ROOT``) names, among the leaves
+    this profile knows (``bsh clusters`` and ``bsh config`` record them); None: not a leaf's."""
+    try:
+        known = [d.name for d in (pdir / "leaves").iterdir() if d.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    lowered = host.lower()
+    for leaf in sorted(known, key=len, reverse=True):
+        for suffix in (f".{leaf}.{root}", f".{leaf}"):
+            if lowered.endswith(suffix.lower()) and len(host) > len(suffix):
+                return leaf
+    return None
+
+
+def render_leaf_config(
+    root: str, leaf: str, profile_dir: Path, bsh: str, home: str | None, ciphers: str, algs: str
+) -> str:
+    """The OpenSSH block for ``ssh NODE.LEAF`` (pure; see the module doc). It goes before the
+    root's own block: OpenSSH keeps the first value of each option."""
+    d = leaf_dir(profile_dir, leaf)
+    home_opt = f' --home="{home}"' if home else ""
+    exec_home = f" --home='{home}'" if home else ""
+
+    def q(value: Path) -> str:
+        text = str(value)
+        return f'"{text}"' if any(c.isspace() for c in text) else text
+
+    return (
+        f"# Bastion leaf cluster {leaf} through {root} (generated by bsh config)\n"
+        f"Match host *.{leaf} exec \"'{bsh}'{exec_home} proxy leaf-cert --cluster={root} "
+        f'{leaf}"\n'
+        f"Host *.{leaf}\n"
+        f"    Port 22\n"
+        f'    ProxyCommand "{bsh}"{home_opt} proxy ssh --cluster={root} --leaf={leaf} %r@%h:%p\n'
+        f"    IdentityFile {q(profile_dir / 'key')}\n"
+        f"    CertificateFile {q(d / 'key-cert.pub')}\n"
+        f"    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {q(d / 'known_hosts')}\n"
+        f"    StrictHostKeyChecking yes\n"
+        f"    HostKeyAlgorithms {algs}\n"
+        f"    Ciphers {ciphers}\n"
+    )
+
+
+def _run_ssh(pdir: Path, leaf: str, target: str) -> int:
+    try:
+        root = str(json.loads((pdir / "profile.json").read_text()).get("cluster", ""))
+    except FileNotFoundError:
+        raise ProxyError(f"no profile {pdir.name!r}: run bsh login", 4) from None
+    login, node, port = split_leaf_target(target, leaf, root)
+    request = leaf_request(leaf, node=node, login=login, port=port)
+    sock, _, early = _dial(pdir, request)
+    try:
+        _pump(sock, early, sys.stdin.fileno(), sys.stdout.fileno())
+    except OSError as exc:
+        raise ProxyError(f"the connection to {node}.{leaf} ended: {exc}", 7) from None
+    finally:
+        sock.close()
+    return 0
+
+
+def main(argv: list[str]) -> int | None:
+    """``proxy ssh --leaf=LEAF`` (the ProxyCommand) or ``proxy leaf-cert LEAF`` (``Match
+    exec``: always exits 0, so OpenSSH goes on and reports its own error when there is no
+    certificate; the reason is on stderr). None: not for this module."""
+    parsed = parse_leaf_args(argv)
+    if parsed is None:
+        return None
+    home, root, leaf, target, op = parsed
+    try:
+        pdir = _profile_dir(home, root)
+        if op == "cert":
+            ensure_leaf_cert(pdir, leaf)
+            return 0
+        return _run_ssh(pdir, leaf, target)
+    except ProxyError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 0 if op == "cert" else exc.code
+    except OSError as exc:
+        sys.stderr.write(f"error: cluster {leaf}: {exc}\n")
+        return 0 if op == "cert" else 7
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,173 @@
+"""Tests for bastion.proxy.db_route, MySQL and cancel parts: handshake refusals as ERR 1045
+packets, COM_INIT_DB checked against db_names before it is forwarded, unknown cancel keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bastion.clock import FakeClock
+from bastion.errors import NotFound
+from bastion.live.registry import LiveRegistry
+from bastion.protocols import mysql
+from bastion.proxy.db_route import DbRoute, DbRouteDeps, _MySQLClientSide
+from bastion.proxy.relay import Relay
+from bastion.tunnel.server import TunnelServer
+from bastion.types.access import Role, RoleConditions, RoleSpec
+from bastion.types.database import Database, DatabaseSpec
+from bastion.types.identity import Identity, RouteToTarget
+from bastion.types.meta import Metadata
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DBS = {
+    "my1": Database(
+        metadata=Metadata(name="my1", labels={"env": "dev"}),
+        spec=DatabaseSpec(protocol="mysql", uri="127.0.0.1:3306", host_id="agent-1"),
+    ),
+    "pg1": Database(
+        metadata=Metadata(name="pg1", labels={"env": "dev"}),
+        spec=DatabaseSpec(uri="127.0.0.1:5432", host_id="agent-1"),
+    ),
+}
+ROLE = Role(
+    metadata=Metadata(name="dba"),
+    spec=RoleSpec(
+        allow=RoleConditions(
+            db_labels={"env": "dev"}, db_users=["{{internal.db_users}}"], db_names=["app"]
+        )
+    ),
+)
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> None:
+        self.events.append({"type": event_type, "outcome": outcome, **fields})
+
+
+class Directory:
+    async def get_database(self, name: str) -> Database:
+        if name not in DBS:
+            raise NotFound(name)
+        return DBS[name]
+
+
+class Roles:
+    async def get_roles(self, names: Sequence[str]) -> list[Role]:
+        return [ROLE] if "dba" in names else []
+
+
+def _route(audit: Audit) -> DbRoute:
+    clock = FakeClock(NOW)
+    registry = LiveRegistry()
+    return DbRoute(
+        DbRouteDeps(
+            databases=Directory(), roles=Roles(), tunnel=TunnelServer(registry, clock),
+            audit=audit, registry=registry, clock=clock, startup_timeout=1, connect_timeout=1,
+        )
+    )  # fmt: skip
+
+
+def _hello(user: str, database: str = "") -> bytes:
+    resp = mysql.HandshakeResponse(
+        mysql.LOCAL_CAPABILITIES, 1 << 24, 45, user, b"", database, "mysql_native_password"
+    )
+    return mysql.build_packet(1, mysql.build_handshake_response(resp))
+
+
+ROUTE = RouteToTarget(db_service="my1", db_user="alice_db")
+
+
+@pytest.mark.parametrize(
+    ("route", "user", "database", "words"),
+    [
+        (None, "alice_db", "", "not for a database"),
+        (ROUTE, "root", "", 'for db user "alice_db", not "root"'),
+        (RouteToTarget(db_service="my1"), "root", "", 'as db user "root"'),
+        (ROUTE, "alice_db", "other", 'db name "other"'),
+        (RouteToTarget(db_service="pg1", db_user="alice_db"), "alice_db", "", "MySQL"),
+        (ROUTE, "alice_db", "app", "offline"),
+    ],
+)
+async def test_handshake_refusals_are_err_1045(
+    route: RouteToTarget | None, user: str, database: str, words: str
+) -> None:
+    audit = Audit()
+    identity = Identity(
+        cluster="c", user="alice", roles=("dba",), traits={"db_users": ("alice_db",)},
+        expires=NOW + timedelta(hours=1), route=route,
+    )  # fmt: skip
+    transport = FakeTransport()
+    await _route(audit).handle_mysql(transport, identity, ("127.0.0.1", 1), _hello(user, database))
+    [packet] = mysql.PacketReader().feed(bytes(transport.written))
+    code, state, message = mysql.parse_err(packet.payload)
+    assert (packet.seq, code, state) == (2, 1045, "28000") and words in message
+    assert transport.closed
+    assert audit.events[-1]["type"] == "db.session.start"
+    assert audit.events[-1]["outcome"] == "failure"
+
+
+async def test_init_db_is_checked_before_it_is_forwarded() -> None:
+    audit = Audit()
+    relay = Relay()
+    refused: list[tuple[str, str]] = []
+    side = _MySQLClientSide(
+        relay, mysql.CommandTracker(), mysql.PacketReader(), _route(audit),
+        lambda name: None if name == "app" else f"db name {name} denied",
+        lambda sql, why: refused.append((sql, why)),
+    )  # fmt: skip
+    client = FakeTransport()
+    side.connection_made(client)
+    allowed = mysql.build_packet(0, b"\x02app") + mysql.build_packet(0, b"\x03select 1")
+    assert side.filter(allowed) == allowed
+    denied = mysql.build_packet(0, b"\x02other")
+    assert side.filter(allowed[:5]) == b""  # a partial packet waits for the rest
+    assert side.filter(allowed[5:] + denied) == allowed
+    [packet] = mysql.PacketReader().feed(bytes(client.written))
+    assert mysql.parse_err(packet.payload)[:2] == (1044, "42000") and packet.seq == 1
+    assert refused == [("USE `other`", "db name other denied")]
+    assert [s.sql for s in side.statements] == ["USE `app`", "select 1"] * 2
+    assert side.filter(mysql.build_packet(0, b"\x11root\x00")) == b""  # COM_CHANGE_USER
+
+
+async def test_cancel_with_an_unknown_key_is_refused() -> None:
+    audit = Audit()
+    assert not await _route(audit).cancel(1234, 5678, ("127.0.0.1", 9))
+    assert audit.events[-1]["type"] == "db.session.cancel"
+    assert audit.events[-1]["outcome"] == "failure"
