@@ -79,8 +79,9 @@ def generate(count: int, seed: int = 7) -> list[tuple[str, str, dict[str, Any]]]
         elif roll < 0.14:
             out.append(("access.denied", "failure", base))
         elif roll < 0.50:
-            out.append(("session.start", "success", {**base, "target": f"node{n % 7}",
-                                                     "cert_serial": certs.get(user, f"0-{n}")}))  # fmt: skip
+            cert = certs.get(user, f"0-{n}")
+            session = {**base, "target": f"node{n % 7}", "cert_serial": cert}
+            out.append(("session.start", "success", session))
         elif roll < 0.52:
             out.append(("role.update", "success", {**base, "target": "role/dev"}))
         else:
@@ -91,11 +92,25 @@ def generate(count: int, seed: int = 7) -> list[tuple[str, str, dict[str, Any]]]
 def events_of(specs: list[tuple[str, str, dict[str, Any]]]) -> list[AuditEvent]:
     return [
         AuditEvent.model_construct(
-            type=t, outcome=o, id=f"e{i}", index=i, fields={k: v for k, v in f.items() if k not in
-            ("time", "user", "remote_addr", "target", "device_id")}, time=f["time"],
-            user=f.get("user", ""), remote_addr=f.get("remote_addr", ""),
-            target=f.get("target", ""), device_id=f.get("device_id", ""),
-            code="", cluster="", login="", session_id="", reason="",
+            type=t,
+            outcome="success" if o == "success" else "failure",
+            id=f"e{i}",
+            index=i,
+            fields={
+                k: v
+                for k, v in f.items()
+                if k not in ("time", "user", "remote_addr", "target", "device_id")
+            },
+            time=f["time"],
+            user=f.get("user", ""),
+            remote_addr=f.get("remote_addr", ""),
+            target=f.get("target", ""),
+            device_id=f.get("device_id", ""),
+            code="",
+            cluster="",
+            login="",
+            session_id="",
+            reason="",
         )  # fmt: skip
         for i, (t, o, f) in enumerate(specs)
     ]
@@ -149,7 +164,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.events, args.log_events = 50_000, 5_000
+        args.events, args.log_events = 20_000, 2_000
     configure_logging("error")
     specs = generate(args.events)
     events = events_of(specs)

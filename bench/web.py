@@ -14,11 +14,12 @@ to the web UI in headless Chromium (Playwright). Both clients reach the same bui
 * **Bulk output**: ``head -c N /dev/urandom | base64`` (``--bulk-mib``, default 16 MiB of
   random bytes, about 21 MiB of text; the issue's 50 MiB takes minutes in headless Chromium on
   this 2-core machine), timed until the marker printed after it is seen: read by this process
-  for ``bsh ssh``; rendered in xterm.js's rows for the web terminal. Throughput ratio
-  web / bsh ssh.
-* **Resources page**: ``--nodes`` (10,000) agentless nodes registered with one ``bctl create``;
-  ``/web/nodes`` loaded in a fresh page: first contentful paint (``performance`` paint
-  entries) and the load event.
+  for ``bsh ssh``; rendered in xterm.js's rows for the web terminal (in a fresh page whose
+  WebSocket frames the bench does not listen to). Throughput ratio web / bsh ssh.
+* **Resources page**: ``--nodes`` (10,000) agentless nodes registered with ``bctl create``
+  (chunks of 500, four at a time; not timed); ``/web/nodes`` loaded in a fresh page
+  (``--rounds``, median): first contentful paint (``performance`` paint entries) and the
+  load event.
 
 Targets: echo p99 at most 1.5x ``bsh ssh``'s; bulk at least 0.5x; the page under 1 s. Exit
 status 0 when measured (targets met or not), 2 when the set-up failed. Every process started

@@ -78,10 +78,9 @@ def test_a_lock_rule_cuts_a_live_session(env: Env, tmp_path: Path) -> None:
         # The rule may fire before "started" reaches us: the session.start event is the node's.
         out, err = session.communicate(timeout=20)  # a hang guard: the lock ends it in ~1 s
         assert "done" not in out and "suspicious activity" in out + err, (out, err)
-        assert env.events("--type", "session.start", "--user", user.name), "it was live"
         listed = env.admin_ok("risk", "ls")
         assert rule in listed and f"user:{user.name}" in listed, listed
         dry = json.loads(env.admin_ok("risk", "test", "--since", "10m", "--format", "json"))
-        assert any(s["rule"] == rule for s in dry["signals"]), dry
+        assert any(s["rule"] == rule for s in dry["signals"]), dry  # its session.start fired it
     finally:
         env.admin_ok("rm", f"risk_rule/{rule}")

@@ -139,6 +139,7 @@ def _leaf_node(leaf_env: Env) -> str:
     return str(items[0]["metadata"]["name"])
 
 
+@pytest.mark.timeout(600)  # two clusters and ~40 CLI runs in one test (shared clusters)
 def test_trust_access_refusals_lock_and_suspension(
     two: tuple[Cluster, Cluster], tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ Every configured database is heartbeated as a ``db`` resource bound to this agen
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from bastion.agent.db_provision import DbAdmin
 from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClientCerts
 from bastion.agent.remote import RemoteAuth, watch_forever
 from bastion.agent.runner import (
@@ -38,11 +40,13 @@ from bastion.agent.runner import (
     joined_identity,
     local_host_identity,
 )
+from bastion.audit.emitter import Emitter
 from bastion.auth.databases import DatabaseInventory
 from bastion.auth.db_certs import DbCerts
 from bastion.auth_service import AuthService, _new_key_pem
 from bastion.clock import Clock
 from bastion.config.schema import DatabaseConfig, FileConfig
+from bastion.contract.agents import SUBMIT_EVENTS, EventBatch
 from bastion.contract.base import ResourceDoc
 from bastion.contract.db import DB_AGENT_CERT, DB_HEARTBEAT, DbAgentCertRequest
 from bastion.errors import BadParameter
@@ -53,7 +57,7 @@ from bastion.tunnel.pool import TunnelPool
 from bastion.types.database import Database, DatabaseSpec, DatabaseTLS
 from bastion.types.meta import Metadata
 
-__all__ = ["DB_HEARTBEAT_INTERVAL", "DbService", "databases_from_config"]
+__all__ = ["DB_HEARTBEAT_INTERVAL", "DbService", "admins_from_config", "databases_from_config"]
 
 log = structlog.get_logger("bastion.db_agent")
 DB_HEARTBEAT_INTERVAL = timedelta(seconds=20)
@@ -93,6 +97,26 @@ def _database(cfg: DatabaseConfig, host_id: str) -> Database:
     )
 
 
+def admins_from_config(config: FileConfig) -> dict[str, DbAdmin]:
+    """``{database: DbAdmin}`` of the databases with an ``admin_user`` (``create_db_user``)."""
+    return {
+        d.name: DbAdmin(d.admin_user, d.admin_database)
+        for d in config.db_service.databases
+        if d.admin_user
+    }
+
+
+class _SubmitAudit:
+    """A remote agent's ``db.user.*`` events, sent to auth at once (``/v1/events/submit``)."""
+
+    def __init__(self, remote: RemoteAuth) -> None:
+        self._remote = remote
+
+    async def emit(self, event_type: str, *, outcome: str = "success", **fields: object) -> None:
+        event = {"type": event_type, "outcome": outcome, "event_id": secrets.token_hex(16)}
+        await self._remote.send(SUBMIT_EVENTS, EventBatch(events=[{**fields, **event}]))
+
+
 def _agent_name(config: FileConfig) -> str:
     return config.db_service.agent_name or socket.gethostname() or "db-agent"
 
@@ -111,12 +135,18 @@ class DbService:
         send_heartbeat: SendHeartbeat,
         background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
         connector: Connector | None = None,
+        admins: dict[str, DbAdmin] | None = None,
+        audit: Emitter | None = None,
     ) -> None:
         self.name = name
         self.cluster = cluster
         self.databases = databases
         self.clock = clock
-        self.agent = DbAgent(DbAgentDeps(databases=databases, certs=certs, clock=clock))
+        self.agent = DbAgent(
+            DbAgentDeps(
+                databases=databases, certs=certs, clock=clock, admins=admins or {}, audit=audit
+            )
+        )
         self._send = send_heartbeat
         self._background = background or []
         cert_pem, key_pem, ca_pem = tls
@@ -160,6 +190,8 @@ class DbService:
             tls=host.tls,
             send_heartbeat=send,
             connector=in_process_connector(proxy, host.certs.identity, f"db agent {name}"),
+            admins=admins_from_config(config),
+            audit=server.audit,
         )
 
     @classmethod
@@ -201,6 +233,8 @@ class DbService:
             tls=(ident.read("tls.crt"), ident.read("tls.key"), ident.read("ca.pem")),
             send_heartbeat=send,
             background=background,
+            admins=admins_from_config(config),
+            audit=_SubmitAudit(remote),
         )
         background.append(host_renewer(config, ident, remote, agent.tunnels, clock).run)
         follow_proxies(agent.tunnels, cache)

@@ -23,13 +23,15 @@ import asyncio
 import logging
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bastion.agent.db_provision import DbAdmin, Provisioner, x509_subject
 from bastion.agent.pump import pump_pair
+from bastion.audit.emitter import Emitter
 from bastion.clock import Clock
 from bastion.errors import BastionError, ConnectionProblem, NotFound, RemoteProtocolError
 from bastion.protocols import mysql
@@ -67,6 +69,10 @@ class DbAgentDeps:
     certs: DbClientCerts
     clock: Clock
     connect_timeout: float = 10.0
+    admins: Mapping[str, DbAdmin] = field(default_factory=dict)
+    """Per database: the admin account that provisions users (``create_db_user``)."""
+    audit: Emitter | None = None
+    """Where ``db.user.create`` / ``db.user.disable`` go (None: logged only)."""
 
 
 @dataclass(slots=True)
@@ -81,6 +87,19 @@ class DbAgent:
 
     deps: DbAgentDeps
     _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
+    provisioner: Provisioner | None = None
+
+    def __post_init__(self) -> None:
+        async def subject_of(user: str) -> str:
+            return x509_subject((await self.deps.certs(user)).cert_pem)
+
+        self.provisioner = Provisioner(
+            admins=self.deps.admins,
+            connect_pg=self._connect,
+            connect_mysql=self._connect_mysql,
+            subject_of=subject_of,
+            audit=self.deps.audit,
+        )
 
     def database(self, name: str) -> Database:
         for db in self.deps.databases:
@@ -98,10 +117,20 @@ class DbAgent:
             return
         is_mysql = header.get("protocol") == "mysql"
         first = b""
+        provision = header.get("provision")
+        provisioned: Database | None = None
+        who = {
+            "user": str(header.get("user", "")),
+            "remote_addr": str(header.get("client_addr", "")),
+        }
         try:
             db = self.database(name)
             if (db.spec.protocol == "mysql") != is_mysql:
                 raise ConnectionProblem(f"the database speaks {db.spec.protocol}")
+            if isinstance(provision, list) and self.provisioner is not None:
+                grants = [str(g) for g in provision]
+                await self.provisioner.acquire(db, params.get("user", ""), grants, who)
+                provisioned = db
             async with asyncio.timeout(self.deps.connect_timeout):
                 if is_mysql:
                     attrs = {str(k): str(v) for k, v in dict(header.get("attrs") or {}).items()}
@@ -115,6 +144,7 @@ class DbAgent:
                 mysql.err_packet(2, exc.mysql_code, exc.state, f'database "{name}": {exc}')
             )
             stream.close()
+            await self._release(provisioned, params, who)
             return
         except (BastionError, OSError, TimeoutError, ssl.SSLError) as exc:
             why = exc.message if isinstance(exc, BastionError) else str(exc) or "timed out"
@@ -125,6 +155,7 @@ class DbAgent:
             else:
                 stream.write(error_response(text, code="08006"))
             stream.close()
+            await self._release(provisioned, params, who)
             return
         done: asyncio.Future[None] = loop.create_future()
         a, b = pump_pair(done)
@@ -139,7 +170,16 @@ class DbAgent:
         if stream.is_reading():  # held bytes are delivered by resume_reading
             stream.pause_reading()
         stream.resume_reading()
-        await done
+        try:
+            await done
+        finally:
+            await self._release(provisioned, params, who)
+
+    async def _release(
+        self, db: Database | None, params: dict[str, str], who: dict[str, str]
+    ) -> None:
+        if db is not None and self.provisioner is not None:
+            await self.provisioner.release(db, params.get("user", ""), who)
 
     async def _cancel(self, stream: asyncio.Transport, name: str, user: str, key: Any) -> None:
         """Forward a PostgreSQL CancelRequest (the proxy matched its key to a live session of

@@ -12,6 +12,7 @@ from aiohttp import web
 from bastion.api.binding import Call, bind
 from bastion.auth.databases import DatabaseInventory
 from bastion.auth.db_certs import DbCertificate, DbCerts
+from bastion.auth.db_session import DbSessionCerts
 from bastion.auth.server import AuthServer
 from bastion.contract import db as c
 from bastion.contract.base import Empty, ResourceDoc
@@ -97,6 +98,25 @@ def add_db_routes(app: web.Application, auth: AuthServer) -> None:
             await certs.agent_cert(call.guard.ctx.identity, b.db_user, b.public_key, call.remote)
         )
 
+    sessions = DbSessionCerts(auth, auth.mfa)
+
+    async def session_challenge(call: Call[c.DbSessionTarget]) -> c.DbSessionChallenge:
+        b, ctx = call.body, call.guard.ctx
+        answer = await sessions.challenge(
+            ctx.identity, ctx.role_set, b.db_service, b.db_user, b.db_name, call.remote
+        )
+        return c.DbSessionChallenge.model_validate(answer)
+
+    async def session_cert(call: Call[c.DbSessionIssue]) -> c.DbCert:
+        b, ctx = call.body, call.guard.ctx
+        got = await sessions.issue(
+            ctx.identity, ctx.role_set, b.db_service, b.db_user, b.db_name, b.public_key,
+            b.mfa_response, call.remote,
+        )  # fmt: skip
+        return c.DbCert(cert=got.cert_pem, ca=got.ca_pem, expires=got.expires.isoformat())
+
+    bind(app, c.DB_SESSION_CHALLENGE, session_challenge)
+    bind(app, c.DB_SESSION_CERT, session_cert)
     bind(app, c.DB_USER_CERT, user_cert)
     bind(app, c.DB_SERVER_CERT, server_cert)
     bind(app, c.DB_AGENT_CERT, agent_cert)

@@ -65,6 +65,7 @@ from bastion.rbac.device_trust import (
     effective_device_mode,
     posture_problems,
 )
+from bastion.rbac.role_map import remote_device_refusal
 from bastion.services.cache import ResourceCache
 from bastion.services.credentials import hash_secret, secrets_equal
 from bastion.services.store import RESOURCE_PREFIXES, ResourceStore
@@ -821,6 +822,8 @@ class DeviceTrustCheck:
         mode = effective_device_mode(pref.mode, modes)
         if mode != "required":
             return None
+        if identity.origin_cluster:  # a trusted root's user: the root attested the device
+            return remote_device_refusal(identity, pref)
         device = await self._device(identity.device_id) if identity.device_id else None
         return device_refusal(identity, mode, device, pref, now=self._clock.now())
 

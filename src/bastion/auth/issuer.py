@@ -157,10 +157,14 @@ class Issuer:
             user_epoch=user_epoch,
         )
 
-    async def issue_user(self, identity: Identity, public_key: str, remote_addr: str) -> UserCerts:
-        """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``."""
+    async def issue_user(
+        self, identity: Identity, public_key: str, remote_addr: str, *, second_factor: bool = False
+    ) -> UserCerts:
+        """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``
+        (``second_factor``: the login proved MFA outside the identity, e.g. at the IdP)."""
         subject = parse_public_key(public_key)
-        await check_step_up(self._audit, identity, remote_addr)  # a risk rule's MFA demand
+        # a risk rule's MFA demand
+        await check_step_up(self._audit, identity, remote_addr, second_factor=second_factor)
         now = self._clock.now()
         ssh_ca = await self.ca("ssh_user")
         tls_ca = await self.ca("tls_user")

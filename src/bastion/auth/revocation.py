@@ -11,6 +11,7 @@ within a second and reaches the KRL as the serials of that epoch's certificates.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ __all__ = [
     "narrows",
     "new_epoch",
     "revocation_lock",
+    "sso_removal_lock",
 ]
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -73,6 +75,27 @@ def revocation_lock(user: User, why: str, actor: str, now: datetime, ttl: timede
         spec=LockSpec(
             target=LockTarget(user=user.name, user_epoch=epoch),
             message=f"your access changed ({why} of {user.name}); log in again",
+            created_by=actor,
+            created=now,
+        ),
+    )
+
+
+def sso_removal_lock(user: str, actor: str, now: datetime, ttl: timedelta) -> Lock:
+    """The lock ``bctl users rm connector:name`` commits for an SSO user (who has no stored
+    record to delete): it ends their live sessions through the lock watch and refuses new
+    certificates until every certificate issued before it has expired (``ttl``: the longest a
+    certificate can live); after that the identity provider alone decides."""
+    digest = hashlib.sha256(user.encode()).hexdigest()[:16]
+    return Lock(
+        metadata=Metadata(
+            name=f"removed-{digest}",
+            description=f"SSO user {user} removed by {actor}",
+            expires=now + ttl + CLOCK_SKEW,
+        ),
+        spec=LockSpec(
+            target=LockTarget(user=user),
+            message=f"your access was removed by an administrator ({user})",
             created_by=actor,
             created=now,
         ),

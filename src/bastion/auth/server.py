@@ -29,7 +29,13 @@ from bastion.audit.log import AuditLog, Change
 from bastion.audit.signer import load_or_create_signer
 from bastion.audit.witness import open_witness
 from bastion.auth.issuer import HostCerts, Issuer
-from bastion.auth.revocation import longest_certificate_ttl, narrows, new_epoch, revocation_lock
+from bastion.auth.revocation import (
+    longest_certificate_ttl,
+    narrows,
+    new_epoch,
+    revocation_lock,
+    sso_removal_lock,
+)
 from bastion.backend.base import Backend, Delete, Op
 from bastion.ca import authority as ca_authority
 from bastion.ca import rotation
@@ -481,7 +487,12 @@ class AuthServer:
         if kind != "user":
             await self._audit_change(kind, "delete", name, actor, [store.delete_op(name)])
             return
-        user = await self.users.get(name)  # NotFound before any MFA data is touched
+        try:
+            user = await self.users.get(name)  # NotFound before any MFA data is touched
+        except NotFound:
+            if await self._sso_user_name(name):
+                return await self._remove_sso_user(name, actor)
+            raise
         # MFA data belongs to bastion.mfa (no ops to share a transaction): removed first, with
         # intent + completion events, so a crash never leaves a deleted user's keys behind
         # for a new user of the same name.
@@ -502,6 +513,33 @@ class AuthServer:
                     raise
                 user = await self.users.get(name)
         raise CompareFailed(f'user "{name}" is changing too fast; try again')
+
+    async def _sso_user_name(self, name: str) -> bool:
+        """Is ``name`` an SSO user's (``connector:username`` of an existing connector)?"""
+        connector, sep, username = name.partition(":")
+        if not sep or not connector or not username:
+            return False
+        for kind in CONNECTOR_KINDS:
+            try:
+                await self.store(kind).get(connector)
+                return True
+            except NotFound:
+                continue
+        return False
+
+    async def _remove_sso_user(self, name: str, actor: str) -> None:
+        """Deprovision an SSO user: a lock on the user, committed with its audit event, cuts
+        live sessions and refuses new certificates while any old one may still be valid."""
+        ttl = longest_certificate_ttl(await self.roles.list())
+        lock = sso_removal_lock(name, actor, self.clock.now(), ttl)
+        await self.audited(
+            "user.delete",
+            [self.locks.put_op(lock)],
+            actor,
+            f"user/{name}",
+            sso=True,
+            lock=lock.name,
+        )
 
     async def _check_references(self, resource: Resource) -> None:
         if isinstance(resource, User):

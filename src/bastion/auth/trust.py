@@ -392,6 +392,42 @@ class TrustService:
         )
         return await self._auth.issuer.issue_user(identity, public.decode(), remote_addr)
 
+    async def own_cas(self) -> ClusterCAs:
+        """Root side: this cluster's CAs as pushed to its leaves (every trusted key)."""
+        return await cluster_cas(self._auth)
+
+    async def update_root_cas(self, root: str, cas: ClusterCAs) -> bool:
+        """Leaf side: the root's current CAs, pushed by the root through the tunnel this leaf
+        opened to it (authenticated with the root's host CA stored here), so every phase of a
+        CA rotation on the root reaches the leaf. Audited as ``trusted_cluster.update``.
+        Returns whether anything changed.
+
+        Raises:
+            AccessDenied: the CAs name another cluster. BadParameter: they do not load.
+            NotFound: no trust with ``root``.
+        """
+        if cas.cluster != root:
+            raise AccessDenied(f"root {root!r} sent the CAs of {cas.cluster!r}")
+        _check_cas(cas, f"root {root!r}")
+        if (await self.store.get(root)).spec.status.root_cas == cas:
+            return False
+
+        async def change(current: TrustedCluster) -> tuple[TrustedCluster, list[Op]]:
+            updated = current.model_copy(deep=True)
+            updated.spec.status.root_cas = cas
+            return updated, []
+
+        await self._auth.audited_modify(
+            self.store,
+            root,
+            change,
+            "trusted_cluster.update",
+            f"cluster/{root}",
+            f"trusted_cluster/{root}",
+            reason="the root's CAs changed (CA rotation)",
+        )
+        return True
+
     async def trusted(self) -> list[TrustedCluster]:
         return await self.store.list()
 

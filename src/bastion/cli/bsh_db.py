@@ -50,11 +50,23 @@ from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.cli.profile_api import check_label_filters, current_profile, profile_send
 from bastion.cli.render import print_json, print_table
+from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import split_host_port
 from bastion.client.tls import pem_context
-from bastion.contract.db import DB_LIST, DB_USER_CERT, DbInfo, DbListQuery, DbUserCertRequest
-from bastion.errors import BadParameter, NotFound, RemoteProtocolError
+from bastion.contract.db import (
+    DB_LIST,
+    DB_SESSION_CERT,
+    DB_SESSION_CHALLENGE,
+    DB_USER_CERT,
+    DbCert,
+    DbInfo,
+    DbListQuery,
+    DbSessionIssue,
+    DbSessionTarget,
+    DbUserCertRequest,
+)
+from bastion.errors import BadParameter, BastionError, NotFound, RemoteProtocolError
 from bastion.files import write_private_file
 from bastion.protocols import mysql
 from bastion.protocols.alpn import ALPN_MYSQL, ALPN_POSTGRES
@@ -265,7 +277,9 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
         }
     )
 
-    reply = profile_send(profile, DB_USER_CERT, body)
+    reply = _session_cert(profile, name, db_user, db_name, pub.decode())
+    if reply is None:
+        reply = profile_send(profile, DB_USER_CERT, body)
     cert, ca, expires = reply.cert, reply.ca, reply.expires
     write_private_file(Path(f"{files}.key"), key_pem)
     write_private_file(Path(f"{files}.crt"), cert)
@@ -281,6 +295,32 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     entry = service_entry(name, host, port, db_user, db_name, files)
     write_private_file(service, update_service_file(old, name, entry))
     return service, expires
+
+
+def _session_cert(
+    profile: Profile, name: str, db_user: str, db_name: str, public_key: str
+) -> DbCert | None:
+    """A 1-minute per-session MFA certificate when the roles require MFA for this database and
+    db user (the security key is asked for); None otherwise, or when the server cannot tell
+    (then the ordinary certificate is issued and the proxy decides at connect time)."""
+    if not db_user:
+        return None
+    target = DbSessionTarget(db_service=name, db_user=db_user, db_name=db_name)
+    try:
+        answer = profile_send(profile, DB_SESSION_CHALLENGE, target)
+    except BastionError:
+        return None
+    if not answer.mfa_required:
+        return None
+    if answer.challenge is None:
+        raise RemoteProtocolError("the server asked for MFA but sent no challenge")
+    click.echo(f"per-session MFA for database {name}: touch your security key", err=True)
+    response = solve(answer.challenge, origin_for(profile.proxy), profile_dir=profile.path)
+    issue = DbSessionIssue(
+        db_service=name, db_user=db_user, db_name=db_name, public_key=public_key,
+        mfa_response=response,
+    )  # fmt: skip
+    return profile_send(profile, DB_SESSION_CERT, issue)
 
 
 def _protocol(profile: Profile, name: str) -> str:

@@ -145,6 +145,9 @@ class ProxyServiceConfig(StrictModel):
     then kept in ``<data_dir>/proxy``."""
     ca_pin: str = ""
     """sha256:... pin of the cluster's host CA, checked before the join token is sent."""
+    app_audit_requests: Literal["all", "writes", "none"] = "all"
+    """``app.request`` audit events: every request, only non-GET/HEAD ones, or none
+    (``app.session.*`` events are kept either way; docs/app-access.md)."""
     mysql_listen_addr: str = ""
     """A dedicated port for MySQL/MariaDB clients with their database certificate (MySQL's
     server speaks first, so it cannot share ``listen_addr``); empty: off (``bsh proxy db``)."""
@@ -258,6 +261,10 @@ class DatabaseConfig(StrictModel):
     labels: dict[str, str] = Field(default_factory=dict)
     description: str = ""
     tls: DatabaseTLSConfig = Field(default_factory=DatabaseTLSConfig)
+    admin_user: str = ""
+    """The account that creates/disables users for ``create_db_user`` (certificate login)."""
+    admin_database: str = ""
+    """PostgreSQL database of the admin connection (default ``postgres``)."""
 
     @field_validator("name")
     @classmethod

@@ -7,6 +7,7 @@ Layer: contract (pure pydantic). Served by :mod:`bastion.api.db`; the work is in
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from bastion.contract.base import Body, Empty, Endpoint, Reply, ResourceDoc
 from bastion.contract.core import Duration, Name, Text
@@ -16,6 +17,8 @@ __all__ = [
     "DB_HEARTBEAT",
     "DB_LIST",
     "DB_SERVER_CERT",
+    "DB_SESSION_CERT",
+    "DB_SESSION_CHALLENGE",
     "DB_USER_CERT",
     "DbAgentCertRequest",
     "DbCert",
@@ -23,6 +26,9 @@ __all__ = [
     "DbList",
     "DbListQuery",
     "DbServerCertRequest",
+    "DbSessionChallenge",
+    "DbSessionIssue",
+    "DbSessionTarget",
     "DbUserCertRequest",
 ]
 
@@ -35,6 +41,25 @@ class DbUserCertRequest(Body):
     public_key: Text
     ttl: Duration = timedelta(hours=12)
     """Capped by the caller's own certificate."""
+
+
+class DbSessionTarget(Body):
+    """A database connection that may need per-session MFA (``bsh db login``)."""
+
+    db_service: Name
+    db_user: str
+    db_name: str = ""
+
+
+class DbSessionChallenge(Reply):
+    mfa_required: bool
+    scope: str = ""
+    challenge: dict[str, Any] | None = None
+
+
+class DbSessionIssue(DbSessionTarget):
+    public_key: Text
+    mfa_response: dict[str, Any]
 
 
 class DbServerCertRequest(Body):
@@ -119,4 +144,20 @@ DB_LIST = Endpoint(
     body=Empty,
     response=DbList,
     query=DbListQuery,
+)
+DB_SESSION_CHALLENGE = Endpoint(
+    "POST",
+    "/v1/db/session/challenge",
+    "user",
+    "Whether a connection to this database as this db user needs per-session MFA; the challenge",
+    body=DbSessionTarget,
+    response=DbSessionChallenge,
+)
+DB_SESSION_CERT = Endpoint(
+    "POST",
+    "/v1/db/session",
+    "user",
+    "A 1-minute certificate for one database and db user, for an MFA assertion",
+    body=DbSessionIssue,
+    response=DbCert,
 )

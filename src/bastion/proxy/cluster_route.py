@@ -63,7 +63,7 @@ from bastion.tasks import TaskSet
 from bastion.tunnel.client import TunnelClient
 from bastion.tunnel.session import MuxSession, MuxStream
 from bastion.types.identity import Identity
-from bastion.types.trust import TrustedCluster
+from bastion.types.trust import ClusterCAs, TrustedCluster
 
 __all__ = ["ClusterHub", "HTTPDialer", "cluster_request"]
 
@@ -159,6 +159,8 @@ class ClusterHub:
         """Root side: leaf cluster name -> its live tunnel."""
         self._clients: dict[str, tuple[str, TunnelClient]] = {}
         """Leaf side: root cluster name -> (fingerprint of its settings, tunnel client)."""
+        self._pushed: dict[str, tuple[MuxSession, str]] = {}
+        """Root side: leaf cluster name -> (its tunnel, the CAs (JSON) last pushed through it)."""
         self._seen: dict[str, datetime] = {}
         """Root side: leaf cluster name -> when its tunnel was last seen up."""
         self._tasks = TaskSet()
@@ -205,6 +207,7 @@ class ClusterHub:
         for name in [n for n in self._leaves if n not in anchors]:
             self._leaves.pop(name).abort("remote cluster removed")
         now = self._deps.clock.now()
+        await self._push_cas()
         for remote in remotes:
             await self._heartbeat(
                 remote.name, remote.spec.connection, remote.spec.last_heartbeat, now
@@ -218,6 +221,27 @@ class ClusterHub:
         for name, current in wanted.items():
             if name not in self._clients and current.spec.status.root_cas is not None:
                 self._start_client(current)
+
+    async def _push_cas(self) -> None:
+        """Root side: this cluster's CAs to every connected leaf whenever they change (each
+        phase of a CA rotation) or the leaf reconnects; the leaf stores them
+        (:meth:`TrustService.update_root_cas`)."""
+        live = {n: s for n, s in self._leaves.items() if not s.is_closed}
+        for name in [n for n in self._pushed if n not in live]:
+            del self._pushed[name]
+        if not live:
+            return
+        cas = await self._deps.trust.own_cas()
+        text = cas.model_dump_json()
+        for name, session in live.items():
+            if self._pushed.get(name) == (session, text):
+                continue
+            try:
+                session.open_stream({"type": "cluster_cas", "cas": cas.model_dump(mode="json")})
+            except (ConnectionResetError, BastionError) as exc:
+                log.warning("trusted clusters: cannot push CAs to %s: %s", name, exc)
+                continue
+            self._pushed[name] = (session, text)
 
     async def _heartbeat(
         self, name: str, stored: str, last: datetime | None, now: datetime
@@ -244,7 +268,12 @@ class ClusterHub:
         except BastionError as exc:
             log.warning("trusted cluster %s: no tunnel: %s", trust.name, exc.message)
             return
-        client = TunnelClient(host, port, ctx, self._leaf_stream, backoff_cap=5.0)
+        root = trust.name
+
+        async def on_stream(stream: MuxStream, header: dict[str, Any]) -> None:
+            await self._leaf_stream(root, stream, header)
+
+        client = TunnelClient(host, port, ctx, on_stream, backoff_cap=5.0)
         self._clients[trust.name] = (_fingerprint(trust), client)
         self._tasks.spawn(client.run(), f"trust-tunnel-{trust.name}")
         log.info("trusted cluster %s: tunnel to %s:%d", trust.name, host, port)
@@ -253,7 +282,11 @@ class ClusterHub:
         entry = self._clients.get(root)
         return entry is not None and entry[1].session is not None
 
-    async def _leaf_stream(self, stream: MuxStream, header: dict[str, Any]) -> None:
+    async def _leaf_stream(self, root: str, stream: MuxStream, header: dict[str, Any]) -> None:
+        if header.get("type") == "cluster_cas":
+            stream.close()
+            self._tasks.spawn(self._root_cas(root, header.get("cas")), "trust-root-cas")
+            return
         reader = _LineReader()
         stream.attach(reader)
         self._tasks.spawn(self._serve_leaf(stream, header, reader), "trust-stream")
@@ -318,6 +351,15 @@ class ClusterHub:
         except BastionError as exc:
             _reply(stream, ok=False, error=exc.message)
             stream.close()
+
+    async def _root_cas(self, root: str, raw: object) -> None:
+        """Leaf side: store the CAs the root pushed through its tunnel (CA rotation)."""
+        try:
+            cas = ClusterCAs.model_validate(raw)
+            if await self._deps.trust.update_root_cas(root, cas):
+                log.info("trusted cluster %s: its CAs changed (rotation); stored", root)
+        except (BastionError, ValueError) as exc:
+            log.warning("trusted cluster %s: CAs pushed by the root refused: %s", root, exc)
 
     async def _visible_nodes(self, identity: Identity) -> list[dict[str, Any]]:
         deps = self._deps

@@ -64,6 +64,8 @@ from bastion.proxy.db_moderation import DbModerationHub
 from bastion.proxy.relay import Relay, RelaySide
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
+from bastion.rbac.db_provision import check_db_identifier, provisioned_roles, with_db_user
+from bastion.rbac.db_session_mfa import DB_SCOPE_PREFIX, check_db_session_mfa, db_mfa_required
 from bastion.rbac.moderation import policy_sets
 from bastion.services.cache import ResourceCache
 from bastion.services.store import ResourceStore
@@ -474,7 +476,8 @@ class DbRoute:
             async with asyncio.timeout(deps.startup_timeout):
                 startup = await reader.done
             async with asyncio.timeout(deps.connect_timeout):
-                db, params = await self._authorize(identity, startup, client_addr, info)
+                extra: dict[str, Any] = {}
+                db, params = await self._authorize(identity, startup, client_addr, info, extra)
                 relay = Relay(idle_timeout=deps.idle_timeout, name=f"db {remote}")
                 side = _QuerySide(
                     relay,
@@ -501,6 +504,7 @@ class DbRoute:
                     "params": params,
                     "user": identity.user,
                     "client_addr": remote,
+                    **extra,  # "provision": database roles (create_db_user)
                 }
                 await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
         except (BastionError, OSError, TimeoutError) as exc:
@@ -596,7 +600,8 @@ class DbRoute:
             async with asyncio.timeout(deps.startup_timeout):
                 hello = await reader.done
             async with asyncio.timeout(deps.connect_timeout):
-                db, roles = await self._authorize_mysql(identity, hello, client_addr, info)
+                extra: dict[str, Any] = {}
+                db, roles = await self._authorize_mysql(identity, hello, client_addr, info, extra)
                 relay = Relay(idle_timeout=deps.idle_timeout, name=f"mysql {remote}")
                 tracker = mysql.CommandTracker(redact_params=deps.redact_params)
                 context = self._context(identity, client_addr)
@@ -641,6 +646,7 @@ class DbRoute:
                     "attrs": dict(list(hello.attrs.items())[:32]),
                     "user": identity.user,
                     "client_addr": remote,
+                    **extra,  # "provision": database roles (create_db_user)
                 }
                 await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
         except (BastionError, OSError, TimeoutError) as exc:
@@ -677,6 +683,7 @@ class DbRoute:
         hello: mysql.HandshakeResponse,
         client_addr: tuple[str, int],
         info: dict[str, str],
+        extra: dict[str, Any] | None = None,
     ) -> tuple[Database, RoleSet]:
         deps = self._deps
         route = identity.route
@@ -696,7 +703,7 @@ class DbRoute:
         if not db_user:
             raise _Refused("no database user: pass --user (or bsh db login --db-user)")
         if deps.gate is not None:
-            refused = await deps.gate.refusal(identity, "user", login=db_user)
+            refused = await deps.gate.refusal(_gated(identity), "user", login=db_user)
             if refused is not None:
                 raise _Refused(refused.error.message, refused.reason)
         try:
@@ -705,7 +712,7 @@ class DbRoute:
             raise _Refused(f'database "{route.db_service}" not found') from None
         if db.spec.protocol != "mysql":
             raise _Refused(f'database "{route.db_service}" does not speak MySQL')
-        roles = await self._check_access(identity, db, db_user, db_name or None, client_addr)
+        roles = await self._check_access(identity, db, db_user, db_name or None, client_addr, extra)
         return db, roles
 
     def mysql_protocol_error(self, side: _QuerySide, reason: str) -> None:
@@ -738,6 +745,7 @@ class DbRoute:
         startup: StartupMessage,
         client_addr: tuple[str, int],
         info: dict[str, str],
+        extra: dict[str, Any] | None = None,
     ) -> tuple[Database, dict[str, str]]:
         deps = self._deps
         route = identity.route
@@ -764,7 +772,7 @@ class DbRoute:
         if startup.params.get("options") or "replication" in startup.params:
             raise _Refused("startup options and replication are not allowed through the proxy")
         if deps.gate is not None:
-            refused = await deps.gate.refusal(identity, "user", login=db_user)
+            refused = await deps.gate.refusal(_gated(identity), "user", login=db_user)
             if refused is not None:
                 raise _Refused(refused.error.message, refused.reason)
         not_found = f'database "{route.db_service}" not found'
@@ -774,7 +782,7 @@ class DbRoute:
             raise _Refused(not_found) from None
         if db.spec.protocol != "postgres":
             raise _Refused(f'database "{route.db_service}" does not speak PostgreSQL')
-        await self._check_access(identity, db, db_user, db_name, client_addr)
+        await self._check_access(identity, db, db_user, db_name, client_addr, extra)
         params = {"user": db_user, "database": db_name}
         params.update({k: v for k, v in startup.params.items() if k in _FORWARDED})
         return db, params
@@ -786,17 +794,35 @@ class DbRoute:
         db_user: str,
         db_name: str | None,
         client_addr: tuple[str, int],
+        extra: dict[str, Any] | None = None,
     ) -> RoleSet:
         """RBAC (labels, db user, db name: ``None`` = none chosen yet) and locks; returns the
-        role set (MySQL checks later ``COM_INIT_DB`` / ``USE`` against it)."""
+        role set (MySQL checks later ``COM_INIT_DB`` / ``USE`` against it). With
+        ``create_db_user`` (:mod:`bastion.rbac.db_provision`) the db user must be the Bastion
+        user name, and ``extra["provision"]`` gets the database roles for the agent."""
         deps = self._deps
-        roles = RoleSet.from_roles(await deps.roles.get_roles(identity.roles), identity.traits)
+        raw = await deps.roles.get_roles(identity.roles)
+        grants = provisioned_roles(raw, identity.traits, db.all_labels())
+        if grants is not None:
+            name = db.metadata.name
+            if db_user != identity.user:
+                raise _Refused(
+                    f'database "{name}" creates your db user: connect as db user '
+                    f'"{identity.user}" (bsh db login {name} --db-user {identity.user})',
+                    f'db user "{db_user}" is not the user name (create_db_user)',
+                )
+            check_db_identifier(identity.user)
+            raw = with_db_user(raw, identity.user)
+            if extra is not None:
+                extra["provision"] = list(grants)
+        roles = RoleSet.from_roles(raw, identity.traits)
+        context = self._context(identity, client_addr)
         decision = roles.check_db_access(
             db.all_labels(),
             db_user,
             db_name,
             db_service=db.metadata.name,
-            context=self._context(identity, client_addr),
+            context=context,
         )
         if not decision.allowed:
             shown = f' (db name "{db_name}")' if db_name is not None else ""
@@ -804,6 +830,16 @@ class DbRoute:
                 f'access to database "{db.metadata.name}" as db user "{db_user}"{shown} denied',
                 decision.reason,
             )
+        required = db_mfa_required(
+            raw, identity.traits, db.all_labels(), db_user, db_name, db_service=db.metadata.name,
+            context=context,
+            cluster_requires_mfa=deps.locks.cluster_session_mfa if deps.locks else False,
+        )  # fmt: skip
+        mfa = check_db_session_mfa(
+            identity, db_service=db.metadata.name, db_user=db_user, required=required
+        )
+        if mfa is not None:  # per-session MFA (docs/database-access.md)
+            raise _Refused(mfa.message, mfa.reason)
         moderated = policy_sets(
             ((r.name, r.options.require_session_join) for r in roles.roles), "db"
         )
@@ -945,6 +981,15 @@ class DbRoute:
 
     async def close(self) -> None:
         await self._tasks.cancel_all(timeout=5)
+
+
+def _gated(identity: Identity) -> Identity:
+    """What the gate checks (user, epoch, locks): a database per-session MFA certificate is
+    checked like its login certificate there; its scope is checked by
+    :func:`~bastion.rbac.db_session_mfa.check_db_session_mfa` (any other scope stays refused)."""
+    if identity.mfa_scope.startswith(DB_SCOPE_PREFIX):
+        return identity.model_copy(update={"mfa_scope": ""})
+    return identity
 
 
 def _types(statement: Statement) -> dict[str, object]:

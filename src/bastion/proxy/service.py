@@ -272,6 +272,7 @@ class ProxyService:
                     locks=link.locks,
                     gate=link.gate,
                     tunnel=self.tunnel,
+                    audit_requests=cfg.app_audit_requests,
                 )
             )
             await self.app.start()

@@ -30,6 +30,7 @@ from urllib.parse import urlencode, urlsplit
 
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.server import AuthServer
+from bastion.auth.step_up import idp_second_factor
 from bastion.backend.base import Put
 from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import LockTargets, identity_targets
@@ -369,7 +370,12 @@ class SSOService:
             user_epoch=scim.epoch if scim is not None else epoch,
         )
         (await self.auth.lock_decision(identity_targets(issued))).raise_if_denied()
-        certs = await self.auth.issuer.issue_user(issued, request.public_key, request.remote_addr)
+        certs = await self.auth.issuer.issue_user(
+            issued,
+            request.public_key,
+            request.remote_addr,
+            second_factor=idp_second_factor(identity.claims),
+        )
         expires = certs.identity.renew_until or certs.identity.expires
         now = self.auth.clock.now()
         return certs, grant_op(identity, epoch, list(role_names), expires, now)

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bastion.agent.db_provision import DbAdmin
 from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert
 from bastion.audit.emitter import Emitter
 from bastion.auth.db_certs import DbCerts
@@ -248,7 +249,12 @@ async def _cluster(
         got = await certs.agent_cert(agent_id, db_user, pub, "local")
         return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
 
-    agent = DbAgent(DbAgentDeps(databases=[database], certs=agent_certs, clock=clock))
+    agent = DbAgent(
+        DbAgentDeps(
+            databases=[database], certs=agent_certs, clock=clock,
+            admins={"pg1": DbAdmin("admin_db")}, audit=audit,
+        )  # fmt: skip
+    )
 
     async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
         agent_end, proxy_end = memory_pair("db rig agent")

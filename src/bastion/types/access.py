@@ -146,6 +146,9 @@ class RoleConditions(StrictModel):
     app_labels: LabelSelector = Field(default_factory=dict)
     db_names: list[str] = Field(default_factory=list)
     db_users: list[str] = Field(default_factory=list)
+    db_roles: list[str] = Field(default_factory=list)
+    """Database roles granted to an auto-provisioned db user (``options.create_db_user``,
+    docs/database-access.md); allow side only, templates allowed."""
     rules: list[Rule] = Field(default_factory=list)
     request: RequestConditions | None = None
     """Access requests the holder may make (docs/access-requests.md)."""
@@ -162,7 +165,7 @@ class RoleConditions(StrictModel):
     def _check_where(cls, value: str) -> str:
         return check_condition(value) if value else value
 
-    @field_validator("logins", "db_names", "db_users")
+    @field_validator("logins", "db_names", "db_users", "db_roles")
     @classmethod
     def _check_values(cls, value: list[str]) -> list[str]:
         for item in value:
@@ -180,6 +183,9 @@ class RoleOptions(StrictModel):
     """The longest certificate a holder gets: min(requested, the shortest cap of their roles).
     At least :data:`MIN_SESSION_TTL`."""
     require_session_mfa: bool = False
+    create_db_user: bool = False
+    """Create (and disable after) the db user, named after the Bastion user, on a database the
+    role allows (docs/database-access.md); any role that allows the database turns it on."""
     permit_pty: bool = True
     port_forwarding: bool = True
     forward_agent: bool = False

@@ -105,6 +105,8 @@ AGENT_EVENT_TYPES = frozenset(
         "proxy.ssh",
         "proxy.rejected",
         "access.denied",
+        "db.user.create",
+        "db.user.disable",
     }
 )
 """Event types agents and proxies in other processes may submit through the API."""

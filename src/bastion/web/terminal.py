@@ -210,6 +210,8 @@ class TerminalPages:
                 "web terminal refused", reason=exc.message, origin=request.headers.get("Origin")
             )
             raise web.HTTPForbidden(text=exc.message) from None
+        # No permessage-deflate: typed secrets and node output would share a compression
+        # context (a CRIME-style leak), and it costs CPU for nothing on a LAN.
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME, compress=False)
         await ws.prepare(request)
         owner = owner_key(request.cookies.get(SESSION_COOKIE, ""))
@@ -231,10 +233,15 @@ class TerminalPages:
             log.exception("web terminal failed to open", node=request.query.get("node", ""))
             await _final(ws, "error", "the session could not be opened")
             return ws
-        await ws.send_json(
-            {"type": "ready", "id": held.id, "node": held.node, "login": held.login,
-             "resumed": bool(resume)}
-        )  # fmt: skip
+        try:
+            await ws.send_json(
+                {"type": "ready", "id": held.id, "node": held.node, "login": held.login,
+                 "resumed": bool(resume)}
+            )  # fmt: skip
+        except (ConnectionError, RuntimeError):  # the page went away meanwhile
+            if not resume:
+                held.end("the browser went away before the session opened")
+            return ws
         await held.attach(ws)
         why = await self._serve(ws, session, held)
         if why is None:  # the WebSocket dropped: hold the session for a reconnect

@@ -201,3 +201,20 @@ async def test_remote_heartbeat_is_recorded_and_never_recreates() -> None:
     await root.auth.delete_resource("remote_cluster", "leaf.test", "admin")
     await service.heartbeat_remote("leaf.test", "online", now)
     assert "leaf.test" not in [r.name for r in await service.remotes()]
+
+
+async def test_root_ca_rotation_reaches_the_leaf_in_every_phase() -> None:
+    root, _, trust = await _pair()
+    pushed = TrustService(root.auth)
+    assert not await trust.update_root_cas("root.test", await pushed.own_cas())  # unchanged
+    for phase in ("init", "update", "standby"):
+        await root.auth.rotate_ca("tls_user", phase, "admin")
+        assert await trust.update_root_cas("root.test", await pushed.own_cas()), phase
+        stored = (await trust.store.get("root.test")).spec.status.root_cas
+        assert stored == await pushed.own_cas()
+        # A root user certificate from the current signing key keeps working at the leaf.
+        ident = await trust.remote_identity(await _user_cert(root, ["access"]))
+        assert ident.user == "root.test/alice"
+    with pytest.raises(AccessDenied, match="CAs of"):
+        other = await make_auth(cluster="other.test")
+        await trust.update_root_cas("root.test", await TrustService(other.auth).own_cas())

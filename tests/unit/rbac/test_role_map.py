@@ -4,13 +4,16 @@ anchored; $N expansion cannot produce anything but a plain role name."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bastion.rbac.role_map import map_roles
+from bastion.rbac.role_map import map_roles, remote_device_refusal
+from bastion.types.devices import DeviceTrustPreference
+from bastion.types.identity import Identity
 from bastion.types.meta import NAME_PATTERN
 from bastion.types.trust import RoleMapping, TrustedClusterSpec
 
@@ -81,3 +84,26 @@ def test_spec_needs_a_proxy_address() -> None:
     with pytest.raises(ValidationError):
         TrustedClusterSpec(proxy_addr="root.example")
     assert TrustedClusterSpec(proxy_addr="root.example:3080").enabled
+
+
+def _remote(**fields: object) -> Identity:
+    base = Identity(
+        cluster="leaf.test",
+        user="root.test/alice",
+        expires=datetime(2030, 1, 1, tzinfo=UTC),
+        origin_cluster="root.test",
+    )
+    return base.model_copy(update=fields)
+
+
+def test_root_attested_devices_at_the_leaf() -> None:
+    strict = DeviceTrustPreference(mode="required", allow_software=False)
+    lenient = DeviceTrustPreference(mode="required", allow_software=True)
+    none = remote_device_refusal(_remote(), lenient)
+    assert none is not None and "root.test" in none.message
+    tpm = _remote(device_id="d1", device_attestation="tpm")
+    assert remote_device_refusal(tpm, strict) is None
+    soft = _remote(device_id="d1", device_attestation="software")
+    assert remote_device_refusal(soft, lenient) is None
+    refused = remote_device_refusal(soft, strict)
+    assert refused is not None and "TPM" in refused.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -260,3 +261,20 @@ async def test_users_stored_before_the_index_are_indexed_once() -> None:
     with pytest.raises(ScimProblem):
         await fresh.create_user(C, _user("BOB"))
     assert await fresh.user_by_name(C, "bob") is not None
+
+
+async def test_admin_removal_of_an_sso_user_locks_them_with_its_event() -> None:
+    """`bctl users rm okta:carol`: an SSO user has no record; the removal is a lock on the user
+    (live sessions end, new certificates refused) committed with its audit event."""
+    fx, _ = await _world()
+    assert not await _denied(fx, "carol")
+    await fx.auth.delete_resource("user", f"{C}:carol", "admin")
+    assert await _denied(fx, "carol")
+    assert not await _denied(fx, "dave")
+    await _check_audited(fx.backend)
+    with pytest.raises(NotFound):  # an unknown connector is not an SSO user
+        await fx.auth.delete_resource("user", "nope:carol", "admin")
+    with pytest.raises(NotFound):
+        await fx.auth.delete_resource("user", "plainname", "admin")
+    fx.clock.advance(timedelta(hours=13))  # every earlier certificate has expired
+    assert not await _denied(fx, "carol")
