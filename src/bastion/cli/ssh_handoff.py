@@ -27,6 +27,7 @@ from pathlib import Path
 from bastion.client.stdhttp import request
 from bastion.client.tls import profile_context
 from bastion.errors import BastionError, error_from_code
+from bastion.protocols.sshroute import PREFERRED_CIPHERS
 
 __all__ = [
     "BuiltinOptions",
@@ -43,13 +44,7 @@ CERT_HOST_KEY_ALGS = (
     "ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,"
     "rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com"
 )
-CIPHERS = (
-    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
-    "aes128-ctr,aes192-ctr,aes256-ctr"
-)
-"""OpenSSH's own ciphers with AES-GCM first (OpenSSH puts chacha20-poly1305 first): the
-built-in node (asyncssh) decrypts AES-GCM in half the time of chacha20-poly1305, with AES-NI
-OpenSSH does too, and the node is the slowest stage of a bulk transfer (issue 12)."""
+CIPHERS = ",".join(PREFERRED_CIPHERS)
 API_TIMEOUT = 20.0
 _VALUE_FLAGS = {"-p": "port", "-l": "login", "-L": "local", "-R": "remote", "-o": "options"}
 _BOOL_FLAGS = {"-A": "agent", "-t": "tty", "-N": "no_command"}

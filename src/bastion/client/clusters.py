@@ -29,6 +29,7 @@ from bastion.client.proxy_conn import (
 )
 from bastion.client.ssh import SSH_LOGIN_TIMEOUT, _user_identity, ssh_errors
 from bastion.errors import BadParameter, ConnectionProblem, RemoteProtocolError
+from bastion.protocols.sshroute import PREFERRED_CIPHERS
 
 __all__ = [
     "ClusterTunnel",
@@ -153,6 +154,7 @@ async def connect_leaf(
             username=login,
             client_keys=[(key, cert)],
             known_hosts=([], host_cas, []),
+            encryption_algs=PREFERRED_CIPHERS,
             login_timeout=SSH_LOGIN_TIMEOUT,
             keepalive_interval=keepalive_interval,
             keepalive_count_max=keepalive_count_max,

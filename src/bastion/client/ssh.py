@@ -38,6 +38,7 @@ from bastion.errors import (
     ConnectionProblem,
     NotFound,
 )
+from bastion.protocols.sshroute import PREFERRED_CIPHERS
 
 __all__ = [
     "Forward",
@@ -295,6 +296,7 @@ async def connect(
             known_hosts=([], host_ca_keys(profile), []),
             agent_path=agent_path,
             agent_forwarding=agent_forwarding,
+            encryption_algs=PREFERRED_CIPHERS,
             login_timeout=SSH_LOGIN_TIMEOUT,
             keepalive_interval=keepalive_interval,
             keepalive_count_max=keepalive_count_max,

@@ -39,6 +39,7 @@ __all__ = [
     "Discovery",
     "IDTokenError",
     "OIDCProvider",
+    "GOOGLE_ISSUER",
     "authorization_url",
     "token_header",
     "verify_id_token",
@@ -82,6 +83,9 @@ class Discovery:
         return found
 
 
+GOOGLE_ISSUER = "https://accounts.google.com"
+
+
 def authorization_url(
     discovery: Discovery,
     connector: OIDCConnector,
@@ -90,8 +94,13 @@ def authorization_url(
     nonce: str,
     code_verifier: str,
 ) -> str:
-    """The URL that sends the browser to the provider's login."""
+    """The URL that sends the browser to the provider's login. Google gives a refresh token
+    (needed by the periodic re-validation, :mod:`bastion.sso.revalidate`) only when asked for
+    ``access_type=offline``; other providers go by the ``offline_access`` scope."""
     spec = connector.spec
+    extra: dict[str, str] = {}
+    if discovery.issuer.rstrip("/") == GOOGLE_ISSUER and spec.revalidate_interval > timedelta(0):
+        extra["access_type"] = "offline"
     return str(
         prepare_grant_uri(
             discovery.authorization_endpoint,
@@ -103,6 +112,7 @@ def authorization_url(
             nonce=nonce,
             code_challenge=create_s256_code_challenge(code_verifier),
             code_challenge_method="S256",
+            **extra,
         )
     )
 

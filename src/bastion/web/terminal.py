@@ -52,6 +52,7 @@ from bastion.auth.session_certs import SessionCerts
 from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionProblem
 from bastion.locks.matcher import identity_targets
+from bastion.protocols.sshroute import PREFERRED_CIPHERS
 from bastion.services.credentials import new_secret
 from bastion.types.identity import Identity
 from bastion.web.admin_common import Shell, hidden_csrf
@@ -334,6 +335,7 @@ class TerminalPages:
                 client_keys=[(creds.key, creds.cert)],
                 known_hosts=([], creds.host_ca, []),
                 agent_path=None,
+                encryption_algs=PREFERRED_CIPHERS,
                 login_timeout=DIAL_TIMEOUT,
                 keepalive_interval=30,
             )

@@ -208,3 +208,25 @@ def test_truncated_or_corrupted_valid_tokens_are_refused(noise: bytes) -> None:
         return
     with pytest.raises(IDTokenError):
         verify(corrupted)
+
+
+def test_google_is_asked_for_a_refresh_token_when_logins_are_revalidated() -> None:
+    def query_for(issuer: str, interval: str) -> dict[str, str]:
+        connector = OIDCConnector.model_validate(
+            {
+                "metadata": {"name": "g"},
+                "spec": {
+                    "issuer_url": issuer,
+                    "client_id": CLIENT,
+                    "revalidate_interval": interval,
+                    "claims_to_roles": [{"claim": "hd", "value": "x.com", "roles": ["access"]}],
+                },
+            }
+        )
+        discovery = Discovery(issuer, f"{issuer}/auth", f"{issuer}/token", f"{issuer}/jwks")
+        url = authorization_url(discovery, connector, "https://proxy/cb", "st", "no", "v" * 50)
+        return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+    assert query_for("https://accounts.google.com", "15m")["access_type"] == "offline"
+    assert "access_type" not in query_for("https://accounts.google.com", "0s")
+    assert "access_type" not in query_for(ISSUER, "15m")
