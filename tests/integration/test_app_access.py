@@ -17,9 +17,10 @@ import aiohttp
 import pytest
 
 from bastion.proxy.app_route import COOKIE
-from bastion.testing import require_binary
+from bastion.testing import new_tls_key, require_binary
 from bastion.testing.app_rig import DOMAIN, PASSWORD, AppRig, start_app_rig
 from bastion.types.access import Lock, LockSpec, LockTarget
+from bastion.types.identity import RouteToTarget
 from bastion.types.meta import Metadata
 
 pytestmark = [pytest.mark.integration]
@@ -300,3 +301,32 @@ async def test_per_session_mfa_app_takes_a_webauthn_step_up(tmp_path: Path) -> N
         assert got["seen"]["claims"]["sub"] == "carol"
         starts = [e for e in rig.audit.of("app.session.start") if e["app"] == "admin"]
         assert starts and starts[0]["user"] == "carol"
+
+
+async def test_curl_per_session_mfa_app_needs_the_mfa_scoped_certificate(tmp_path: Path) -> None:
+    """bsh apps login for an app that takes per-session MFA: the plain certificate is refused
+    at the proxy, the MFA-scoped one (answered with a TOTP code) reaches the app."""
+    from harness import User, fresh_totp
+
+    async with start_app_rig(tmp_path, audit_requests="none", webauthn=True) as rig:
+        assert rig.carol is not None
+        secret = await rig.enrol_totp("carol")
+        # A plain certificate routed to admin, as an older bsh would hold it.
+        plain = rig.carol.model_copy(
+            update={"route": RouteToTarget(cluster=rig.carol.cluster, app="admin")}
+        )
+        key_pem, pub = new_tls_key()
+        issued = await rig.auth.issuer.issue_user(plain, pub, "rig")  # type: ignore[union-attr]
+        crt, key = rig.tmp / "plain.crt", rig.tmp / "plain.key"
+        crt.write_text(issued.tls_cert)
+        key.write_bytes(key_pem)
+        code, body = await _curl(rig, "--cert", str(crt), "--key", str(key), rig.url("admin"))
+        assert code != 200 and "claims" not in body
+        user = User(name="carol", home=tmp_path, secret=secret)
+        crt, key = await rig.mfa_cert_files(rig.carol, "admin", "carol", fresh_totp(user))
+        code, body = await _curl(
+            rig, "--resolve", f"admin.{DOMAIN}:{rig.port}:127.0.0.1",
+            "--cert", str(crt), "--key", str(key), rig.url("admin", "/whoami"),
+        )  # fmt: skip
+        assert code == 200, body
+        assert json.loads(body)["claims"]["sub"] == "carol"

@@ -1,8 +1,8 @@
 """The application-access API (:mod:`bastion.contract.apps`) over :mod:`bastion.auth.apps`.
 
 Layer: ``api`` (the HTTP edge: parsing and serialising only). The JWKS is public (apps fetch
-it); listing apps and app certificates are for users. App addresses are given under the host
-name the caller reached the API by (the proxy's public address).
+it); listing apps and app certificates (MFA-scoped ones too) are for users. App addresses
+are given under the host name the caller reached the API by (the proxy's public address).
 """
 
 from __future__ import annotations
@@ -76,6 +76,26 @@ def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
             public_addr=public_addr(target, call.request.host),
         )
 
+    async def mfa_challenge(call: Call[c.AppMfaTarget]) -> c.AppMfaChallenge:
+        got = await access.mfa_challenge(call.guard.ctx.identity, call.body.app, call.remote)
+        return c.AppMfaChallenge(
+            mfa_required=got.mfa_required, scope=got.scope, challenge=got.challenge, totp=got.totp
+        )
+
+    async def mfa_cert(call: Call[c.AppMfaCertRequest]) -> c.AppCert:
+        b = call.body
+        cert = await access.mfa_cert(
+            call.guard.ctx.identity, b.public_key, b.app, call.remote,
+            webauthn=b.mfa_response, otp=b.otp,
+        )  # fmt: skip
+        target = await access.get_app(b.app)
+        return c.AppCert(
+            cert=cert.cert_pem,
+            ca=cert.ca_pem,
+            expires=cert.expires.isoformat(),
+            public_addr=public_addr(target, call.request.host),
+        )
+
     async def heartbeat(call: Call[ResourceDoc]) -> ResourceDoc:
         found = call.body.root
         if not isinstance(found, App):
@@ -86,4 +106,6 @@ def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
     bind(app, c.APP_HEARTBEAT, heartbeat)
     bind(app, c.LIST_APPS, list_apps)
     bind(app, c.APP_CERT, app_cert)
+    bind(app, c.APP_MFA_CHALLENGE, mfa_challenge)
+    bind(app, c.APP_MFA_CERT, mfa_cert)
     return access

@@ -12,8 +12,14 @@ launch in :mod:`bastion.web.apps` and the proxy's app route pass verified identi
 * Per-session MFA (``require_session_mfa`` on every role that allows the app, or the
   cluster's): only an identity MFA-verified for this app (``mfa_scope`` ``app:NAME``) passes:
   the browser's step-up on the launch page (:mod:`bastion.web.apps`) gives the app session
-  such an identity; MFA-scoped app certificates for ``bsh apps login`` are not built yet, so
-  the certificate path refuses such apps (fail closed, never served without the MFA).
+  such an identity; ``bsh apps login`` gets an MFA-scoped certificate (below).
+* :meth:`AppAccess.mfa_challenge` / :meth:`AppAccess.mfa_cert`: the per-session MFA
+  certificate flow of SSH and databases (:mod:`bastion.auth.session_certs`,
+  :mod:`bastion.auth.db_session`) for ``bsh apps login NAME``: whether the app takes MFA, a
+  WebAuthn challenge bound to ``app:NAME`` (and whether a TOTP code may answer instead), then
+  a certificate routed to the app with ``mfa_verified`` + ``mfa_scope`` ``app:NAME`` + the
+  device, living at most :data:`~bastion.rbac.session_mfa.SESSION_CERT_TTL`. Never derived
+  from an MFA-scoped identity; audited as ``mfa.session`` (``target`` ``app/NAME``).
 * :meth:`AppAccess.app_cert`: ``bsh apps login NAME``: the caller's identity narrowed to a
   route to one app (``route.app``), never longer-lived than the caller's certificate, signed
   by the user TLS CA (``curl --cert/--key`` against ``https://NAME.<proxy>``).
@@ -29,10 +35,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.auth.server import AuthServer
+from bastion.auth.session_certs import _reason
 from bastion.ca import authority as ca_authority
 from bastion.ca.jwt import JwtKey, jwks
-from bastion.errors import AccessDenied, NotFound
+from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
+from bastion.locks.matcher import Locked, LockView, identity_targets
+from bastion.locks.matcher import decide as lock_decision
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.session_mfa import SESSION_CERT_TTL
 from bastion.services.app_sessions import AppSessions
 from bastion.services.cache import StoreRoleSource
 from bastion.services.store import ResourceStore
@@ -44,6 +54,7 @@ __all__ = [
     "APP_MFA_SCOPE_PREFIX",
     "AppAccess",
     "AppCertificate",
+    "AppMfaChallenge",
     "app_not_found",
     "app_mfa_scope",
     "mfa_verified_for",
@@ -77,6 +88,18 @@ class AppCertificate:
     ca_pem: str
     """The host TLS CA bundle (to verify the proxy)."""
     expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AppMfaChallenge:
+    """Whether ``bsh apps login NAME`` needs per-session MFA, and how to answer."""
+
+    mfa_required: bool
+    scope: str = ""
+    challenge: dict[str, Any] | None = None
+    """WebAuthn request options (None: the user has no usable security key)."""
+    totp: bool = False
+    """A TOTP code may answer instead."""
 
 
 class AppAccess:
@@ -134,7 +157,9 @@ class AppAccess:
         return await self.apps.get(name)
 
     async def role_set(self, identity: Identity) -> RoleSet:
-        return RoleSet.from_roles(await self.roles.get_roles(identity.roles), identity.traits)
+        return RoleSet.from_roles(
+            await self.roles.get_roles(identity.roles), identity.traits, identity.allowed_resources
+        )
 
     async def decide(self, identity: Identity, name: str) -> tuple[App, bool]:
         """The app and whether it takes per-session MFA, when ``identity``'s roles allow it
@@ -168,8 +193,7 @@ class AppAccess:
         if mfa_required and not mfa_verified_for(identity, app.metadata.name):
             raise AccessDenied(
                 f'app "{app.metadata.name}" requires per-session MFA: open it in a browser '
-                "and confirm with your security key (MFA certificates for bsh apps login "
-                "are not available yet)"
+                f"and confirm with your security key, or run bsh apps login {app.metadata.name}"
             )
         return app
 
@@ -227,13 +251,142 @@ class AppAccess:
         """
         if caller.kind not in ("user", "admin", "bot"):
             raise AccessDenied("only users and bots get app certificates")
-        await self.authorize(caller, name)
+        if caller.mfa_scope:
+            raise AccessDenied(
+                "an MFA-scoped certificate cannot be used to get another certificate; use "
+                "your login certificate (bsh login)"
+            )
+        _, mfa_required = await self.decide(caller, name)
+        if mfa_required and not mfa_verified_for(caller, name):
+            raise AccessDenied(
+                f'app "{name}" requires per-session MFA: bsh apps login {name} asks for your '
+                "security key or TOTP code (an MFA-scoped certificate)"
+            )
         now = self._auth.clock.now()
         expires = min(caller.expires, now + max(ttl, timedelta(minutes=1)))
         route = RouteToTarget(cluster=caller.cluster, app=name)
         identity = caller.model_copy(update={"route": route, "expires": expires})
         certs = await self._auth.issuer.issue_user(identity, public_key, remote_addr)
         return AppCertificate(certs.tls_cert, certs.tls_host_ca, expires)
+
+    async def _mfa_target(self, caller: Identity, name: str) -> tuple[App, bool]:
+        """The app and whether it takes MFA, for the caller's login certificate.
+
+        Raises:
+            AccessDenied: not a user, an MFA-scoped identity asking, or the app refused.
+        """
+        if caller.kind not in ("user", "admin"):
+            raise AccessDenied("only users get MFA-scoped app certificates")
+        if caller.mfa_verified or caller.mfa_scope:
+            raise AccessDenied(
+                "an MFA-scoped certificate cannot be used to get another certificate; use "
+                "your login certificate (bsh login)"
+            )
+        return await self.decide(caller, name)
+
+    async def mfa_challenge(self, caller: Identity, name: str, remote_addr: str) -> AppMfaChallenge:
+        """Does app ``name`` take per-session MFA for ``caller``; if so a WebAuthn challenge
+        (scope ``app:NAME``) when the user has a security key, and whether TOTP may answer.
+
+        Raises:
+            AccessDenied: the app is unknown or forbidden (one message), an MFA-scoped caller,
+                or MFA is required and the user has no device to answer with.
+        """
+        try:
+            app, required = await self._mfa_target(caller, name)
+            if not required:
+                return AppMfaChallenge(False)
+            scope = app_mfa_scope(app.metadata.name)
+            challenge: dict[str, Any] | None
+            try:
+                challenge = await self._auth.mfa.begin_challenge(caller.user, scope)
+            except (NotFound, BadParameter):  # no security key, or no WebAuthn here
+                challenge = None
+            totp = await self._auth.mfa.totp_device(caller.user) is not None
+            if challenge is None and not totp:
+                raise AccessDenied(
+                    f'app "{app.metadata.name}" requires per-session MFA and you have no '
+                    "MFA device: register one with bsh mfa add"
+                )
+        except BastionError as exc:
+            await self._refused(caller, name, remote_addr, _reason(exc))
+            raise
+        return AppMfaChallenge(True, scope, challenge, totp)
+
+    async def mfa_cert(
+        self,
+        caller: Identity,
+        public_key: str,
+        name: str,
+        remote_addr: str,
+        *,
+        webauthn: dict[str, Any] | None = None,
+        otp: str = "",
+    ) -> AppCertificate:
+        """Verify the answer (a WebAuthn assertion for ``app:NAME``, or a TOTP code) and sign
+        a certificate routed to app ``name``, MFA-verified for it, living at most
+        :data:`SESSION_CERT_TTL` (and never past the caller's certificate).
+
+        Raises:
+            AccessDenied: the app refused, a bad or used answer, or a lock applies.
+            BadParameter: no answer, or an invalid public key.
+        """
+        try:
+            app, _ = await self._mfa_target(caller, name)
+        except BastionError as exc:
+            await self._refused(caller, name, remote_addr, _reason(exc))
+            raise
+        name = app.metadata.name
+        scope = app_mfa_scope(name)
+        target = f"app/{name}"
+        device_id = device_name = ""
+        try:
+            if webauthn:
+                verified = await self._auth.mfa.verify_challenge(caller.user, scope, webauthn)
+                if verified.user != caller.user:
+                    raise AccessDenied("the security key belongs to another user")
+                device_id, device_name = verified.device_id, verified.device_name
+            elif otp:
+                totp = await self._auth.mfa.totp_device(caller.user)
+                if totp is None or not await self._auth.mfa.totp.check(caller.user, otp):
+                    raise AccessDenied("the TOTP code is wrong or was already used")
+                device_id, device_name = totp.id, totp.name
+            else:
+                raise BadParameter("answer the MFA challenge: a WebAuthn assertion or a TOTP code")
+            now = self._auth.clock.now()
+            session = caller.model_copy(
+                update={
+                    "expires": min(caller.expires, now + SESSION_CERT_TTL),
+                    "route": RouteToTarget(cluster=caller.cluster, app=name),
+                    "mfa_verified": True,
+                    "mfa_scope": scope,
+                    "mfa_device": device_id,
+                }
+            )
+            view = LockView(tuple(await self._auth.locks.list()), healthy=True, synced_at=now)
+            targets = identity_targets(session, nodes=(name,))
+            lock = lock_decision(view, targets, "best_effort", now)
+            if not lock.allowed:
+                raise Locked(lock.reason)
+        except BastionError as exc:
+            await self._auth.audit.emit(
+                "mfa.session", outcome="failure", user=caller.user, target=target,
+                remote_addr=remote_addr, mfa_device=device_id, reason=_reason(exc),
+            )  # fmt: skip
+            raise
+        certs = await self._auth.issuer.issue_user(session, public_key, remote_addr)
+        await self._auth.audit.emit(
+            "mfa.session", user=caller.user, target=target, remote_addr=remote_addr,
+            mfa_device=device_id, device_name=device_name, scope=scope,
+            expires=session.expires.isoformat(),
+        )  # fmt: skip
+        return AppCertificate(certs.tls_cert, certs.tls_host_ca, session.expires)
+
+    async def _refused(self, caller: Identity, name: str, remote_addr: str, reason: str) -> None:
+        await self._auth.audit.emit(
+            "access.denied", outcome="failure", user=caller.user, target=f"app/{name[:64]}",
+            remote_addr=remote_addr, verb="app", reason=reason,
+        )  # fmt: skip
 
     async def signer(self) -> JwtKey:
         """The ``jwt`` CA's signing key (cached; re-read when the active key changes)."""

@@ -98,6 +98,8 @@ def visible_to(roles: RoleSet, db: Database) -> VisibleDatabase | None:
     found = db.all_labels()
     if any(r.deny.db.matches(found) for r in roles.roles):
         return None
+    if not roles.check_resource_visible("db", db.name, found).allowed:
+        return None  # no allow selector, or outside the certificate's access request
     users: list[str] = []
     names: list[str] = []
     selected = False

@@ -5,7 +5,8 @@ Layer: auth (the trusted core plus its guarded view). The decisions are the pure
 ``access_requests/`` and audits every change in the same transaction
 (:meth:`AuthServer.audited` / :meth:`AuthServer.audited_modify`):
 
-* ``access_request.create`` — a user asks (roles, or resources such as ``node/db7``);
+* ``access_request.create`` — a user asks (roles, or resources such as ``node/db7``,
+  ``db/orders`` or ``app/grafana``);
 * ``access_request.review`` — a peer approves or denies (refusals are audited as failures);
 * ``access_request.resolve`` — an admin (rule ``access_request: update``) approves or denies
   outright, without thresholds;
@@ -52,7 +53,10 @@ from bastion.rbac.requests import (
 )
 from bastion.services.store import RESOURCE_PREFIXES, ResourceStore
 from bastion.types.access import Role
+from bastion.types.apps import App
+from bastion.types.database import Database
 from bastion.types.identity import Identity
+from bastion.types.inventory import Node
 from bastion.types.meta import Metadata
 from bastion.types.requests import AccessRequest, AccessReview, parse_resource_id
 
@@ -242,14 +246,20 @@ class AccessRequestService:
     ) -> list[str]:
         labels: dict[str, dict[str, str]] = {}
         for resource_id in resources:
-            _, node_name = parse_resource_id(resource_id)
+            kind, name = parse_resource_id(resource_id)
             try:
-                node = await self.auth.nodes.get(node_name)
+                found: Node | Database | App
+                if kind == "db":
+                    found = await self.auth.databases.get(name)
+                elif kind == "app":
+                    found = await self.auth.apps.get(name)
+                else:
+                    found = await self.auth.nodes.get(name)
             except NotFound:
                 raise RequestRefused(
-                    f"node {node_name!r} not found among the resources you may request"
+                    f"{kind} {name!r} not found among the resources you may request"
                 ) from None
-            labels[resource_id] = node.all_labels()
+            labels[resource_id] = found.all_labels()
         search = await self._roles(rights.search_as_roles())
         return roles_for_resources(search, traits, labels)
 

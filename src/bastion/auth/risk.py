@@ -16,6 +16,11 @@ the log's head (history is learnt, not alerted on). On every start the rules lea
 ``WARMUP`` events before the cursor (signals discarded): per-user histories (sources, hours)
 survive restarts without being stored.
 
+Several auth servers (HA) each run an evaluator over the one log; the cursor is their arbiter:
+every cursor write is conditional on the revision the evaluator last read or wrote, so a signal
+commits only from the evaluator whose cursor is current. The other one's transaction fails
+whole (no duplicate signal, lock or event); it re-reads the cursor and carries on from there.
+
 :func:`replay` is ``bctl risk test``: the same rules over a span of the log, committing nothing.
 """
 
@@ -34,9 +39,9 @@ from bastion.audit.log import AuditLog
 from bastion.auth.risk_rules import RiskEngine, Signal
 from bastion.auth.server import AuthServer
 from bastion.auth.step_up import step_up_put
-from bastion.backend.base import Backend, Item, Op, Put
+from bastion.backend.base import Backend, Create, Item, Op, Put, Update
 from bastion.config.risk import RiskConfig
-from bastion.errors import BastionError, NotFound
+from bastion.errors import AlreadyExists, BastionError, CompareFailed, NotFound
 from bastion.services.store import ResourceStore
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.meta import Metadata
@@ -118,18 +123,25 @@ def risk_lock(signal: Signal) -> Lock | None:
 
 
 async def load_cursor(backend: Backend) -> int | None:
+    return (await _read_cursor(backend))[0]
+
+
+async def _read_cursor(backend: Backend) -> tuple[int | None, int | None]:
+    """The stored cursor and its revision (None, None: none stored)."""
     try:
-        value = json.loads((await backend.get(CURSOR_KEY)).value)["next_index"]
+        item = await backend.get(CURSOR_KEY)
     except NotFound:
-        return None
+        return None, None
+    try:
+        value = json.loads(item.value)["next_index"]
     except (ValueError, KeyError, TypeError):
         log.error("risk cursor unreadable; starting at the head")
-        return None
-    return int(value) if isinstance(value, int) and value >= 0 else None
+        return None, item.revision
+    return (int(value) if isinstance(value, int) and value >= 0 else None), item.revision
 
 
-def _cursor_op(next_index: int) -> Put:
-    return Put(Item(CURSOR_KEY, json.dumps({"next_index": next_index}).encode()))
+def _cursor_item(next_index: int) -> Item:
+    return Item(CURSOR_KEY, json.dumps({"next_index": next_index}).encode())
 
 
 async def index_at(audit: AuditLog, when: datetime) -> int:
@@ -226,6 +238,7 @@ class RiskEvaluator:
         self.engine = RiskEngine(builtin_rules(config))
         self.warmup = warmup
         self.cursor: int | None = None
+        self._revision: int | None = None
         self.fired = 0
 
     @classmethod
@@ -234,13 +247,32 @@ class RiskEvaluator:
         return cls(config, auth.audit, auth.locks, auth.store("risk_rule"))
 
     async def _start(self) -> int:
-        backend = self.audit.backend
-        cursor = await load_cursor(backend)
-        if cursor is None:
-            cursor = await self.audit.size()
-            await backend.put(_cursor_op(cursor).item)
+        cursor = await self._sync_cursor()
         await _learn(self.engine, self.audit, max(0, cursor - self.warmup), cursor)
         return cursor
+
+    async def _sync_cursor(self) -> int:
+        """Adopt the stored cursor (creating it at the log's head the first time)."""
+        backend = self.audit.backend
+        cursor, self._revision = await _read_cursor(backend)
+        if cursor is None:
+            cursor = await self.audit.size()
+            op: Op = (
+                Create(_cursor_item(cursor))
+                if self._revision is None
+                else Update(_cursor_item(cursor), self._revision)
+            )
+            try:
+                (written,) = await backend.commit([op])
+            except (AlreadyExists, CompareFailed):  # another evaluator started it first
+                return await self._sync_cursor()
+            assert written is not None
+            self._revision = written.revision
+        return cursor
+
+    def _cursor_op(self, next_index: int) -> Update:
+        """The cursor write: only over the revision this evaluator knows (see the module)."""
+        return Update(_cursor_item(next_index), self._revision)
 
     async def step(self, limit: int = BATCH) -> list[Signal]:
         """Evaluate the events appended since the cursor. Returns the signals committed."""
@@ -251,20 +283,26 @@ class RiskEvaluator:
         start = self.cursor
         events = await self.audit.read_from(start, limit)
         fired: list[Signal] = []
-        for event in events:
-            next_index = (event.index if event.index is not None else self.cursor) + 1
-            for signal in self.engine.feed(event):
-                await self._commit(signal, next_index)
-                fired.append(signal)
-            self.cursor = next_index
-        if self.cursor != start:
-            await self.audit.backend.put(_cursor_op(self.cursor).item)
+        try:
+            for event in events:
+                next_index = (event.index if event.index is not None else self.cursor) + 1
+                for signal in self.engine.feed(event):
+                    await self._commit(signal, next_index)
+                    fired.append(signal)
+                self.cursor = next_index
+            if self.cursor != start:
+                (written,) = await self.audit.backend.commit([self._cursor_op(self.cursor)])
+                assert written is not None
+                self._revision = written.revision
+        except (CompareFailed, NotFound):
+            # Another evaluator moved the cursor: its signals stand, ours are not committed.
+            self.cursor = await self._sync_cursor()
         self.fired += len(fired)
         return fired
 
     async def _commit(self, signal: Signal, next_index: int) -> None:
         lock = risk_lock(signal)
-        ops: list[Op] = [_cursor_op(next_index)]
+        ops: list[Op] = [self._cursor_op(next_index)]
         if lock is not None:
             ops.append(self.locks.put_op(lock))
         if signal.action == "step_up" and signal.user and signal.ttl is not None:
@@ -280,10 +318,13 @@ class RiskEvaluator:
             "action": signal.action,
             "lock": lock.name if lock is not None else "",
         }
-        await self.audit.commit_change(
+        change = await self.audit.commit_change(
             "risk.signal", ops, outcome="failure", user="risk", target=signal.subject,
             reason=signal.message, **fields,
         )  # fmt: skip
+        cursor = change.items[0]
+        assert cursor is not None
+        self._revision = cursor.revision
         log.warning("risk signal", rule=signal.rule, subject=signal.subject, action=signal.action)
 
     async def run_forever(self) -> None:

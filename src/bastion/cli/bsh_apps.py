@@ -2,7 +2,9 @@
 
 Layer: client edge. ``bsh apps ls [k=v ...]`` lists the apps your roles allow (RBAC on the
 server, ``GET /v1/apps``) with their addresses (``NAME.<proxy>``). ``bsh apps login NAME`` asks
-auth for a certificate routed to that app (``POST /v1/apps/certs``) and keeps it with a fresh
+auth for a certificate routed to that app (``POST /v1/apps/certs``; when the app takes
+per-session MFA, an MFA-scoped one-minute certificate after a security-key touch or a TOTP
+code: ``POST /v1/apps/mfa/challenge`` then ``/v1/apps/mfa/certs``) and keeps it with a fresh
 key under the profile (``apps/NAME.crt``, ``apps/NAME.key``, ``apps/NAME.ca``: the CA that
 verifies the proxy), so ``curl --cert ... --key ... --cacert ... https://NAME.<proxy>/`` works.
 ``bsh apps config NAME`` prints those curl flags; ``bsh apps logout [NAME]`` removes the files.
@@ -20,6 +22,7 @@ import shlex
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -29,11 +32,22 @@ from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.cli.profile_api import check_label_filters, current_profile, profile_send
 from bastion.cli.render import print_json, print_table
+from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import split_host_port
 from bastion.client.tls import pem_context
-from bastion.contract.apps import APP_CERT, LIST_APPS, AppCertRequest, AppsQuery
-from bastion.errors import BadParameter, NotFound
+from bastion.contract.apps import (
+    APP_CERT,
+    APP_MFA_CERT,
+    APP_MFA_CHALLENGE,
+    LIST_APPS,
+    AppCert,
+    AppCertRequest,
+    AppMfaCertRequest,
+    AppMfaTarget,
+    AppsQuery,
+)
+from bastion.errors import BadParameter, NotFound, RemoteProtocolError
 from bastion.files import write_private_file
 from bastion.protocols.alpn import ALPN_APP
 
@@ -109,14 +123,24 @@ def ls_command(labels: tuple[str, ...], fmt: str) -> None:
 @apps_group.command("login")
 @click.argument("name")
 @click.option("--ttl", default="12h", show_default=True, help="Capped by your login.")
+@click.option(
+    "--otp",
+    "use_otp",
+    is_flag=True,
+    help="Answer per-session MFA with a TOTP code instead of a security key.",
+)
 @handle_errors
-def login_command(name: str, ttl: str) -> None:
+def login_command(name: str, ttl: str, use_otp: bool) -> None:
     """Get a certificate for app NAME (for curl and other mTLS clients).
+
+    When your roles require per-session MFA for the app, you are asked for your security key
+    (or a TOTP code) and the certificate is MFA-scoped: it lives one minute.
 
     \b
     Examples:
       bsh apps login grafana
       bsh apps login redis --ttl 1h
+      bsh apps login admin --otp
     """
     profile = current_profile()
     files = _files(profile, name)
@@ -129,13 +153,38 @@ def login_command(name: str, ttl: str) -> None:
     )
     body = AppCertRequest.model_validate({"app": name, "public_key": pub.decode(), "ttl": ttl})
 
-    reply = profile_send(profile, APP_CERT, body)
+    reply = _mfa_cert(profile, name, pub.decode(), use_otp)
+    if reply is None:
+        reply = profile_send(profile, APP_CERT, body)
     cert, ca, expires, addr = reply.cert, reply.ca, reply.expires, reply.public_addr
     write_private_file(Path(f"{files}.key"), key_pem)
     write_private_file(Path(f"{files}.crt"), cert)
     write_private_file(Path(f"{files}.ca"), ca)
     write_private_file(Path(f"{files}.json"), json.dumps({"public_addr": addr}))
     click.echo(f"app {name}: certificate valid until {expires}\n  {curl_flags(files, addr)}")
+
+
+def _mfa_cert(profile: Profile, name: str, public_key: str, use_otp: bool) -> AppCert | None:
+    """An MFA-scoped certificate when the app takes per-session MFA (the security key, or a
+    TOTP code, is asked for); None when it does not."""
+    answer = profile_send(profile, APP_MFA_CHALLENGE, AppMfaTarget(app=name))
+    if not answer.mfa_required:
+        return None
+    response: dict[str, Any] | None = None
+    otp = ""
+    if answer.challenge is not None and not (use_otp and answer.totp):
+        click.echo(f"per-session MFA for app {name}: touch your security key", err=True)
+        origin = origin_for(profile.proxy)
+        response = solve(answer.challenge, origin, profile_dir=profile.path)
+    elif answer.totp:
+        otp = click.prompt(
+            f"per-session MFA for app {name}: enter the 6-digit code from your authenticator app",
+            err=True,
+        ).strip()
+    else:
+        raise RemoteProtocolError("the server asked for MFA but offered no way to answer")
+    request = AppMfaCertRequest(app=name, public_key=public_key, mfa_response=response, otp=otp)
+    return profile_send(profile, APP_MFA_CERT, request)
 
 
 @apps_group.command("config")

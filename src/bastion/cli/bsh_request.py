@@ -125,7 +125,10 @@ def request_group() -> None:
 @request_group.command("create")
 @click.option("--roles", default="", help="Roles to ask for (comma-separated).")
 @click.option(
-    "--resource", "resources", multiple=True, help="A resource to ask for: node/NAME (repeatable)."
+    "--resource",
+    "resources",
+    multiple=True,
+    help="A resource to ask for: node/NAME, db/NAME or app/NAME (repeatable).",
 )
 @click.option("--reason", default="", help="Why (shown to reviewers, e.g. a ticket).")
 @click.option("--duration", default=None, help="How long the access should last (e.g. 1h).")
@@ -148,9 +151,12 @@ def create(
     Examples:
       bsh request create --roles=dba --duration=1h --reason="INC-1234"
       bsh request create --resource=node/db7 --wait --reason="INC-1234"
+      bsh request create --resource=db/orders --reason="INC-1234"
     """
     if not roles and not resources:
-        raise BadParameter("pass --roles=ROLE[,ROLE] or --resource=node/NAME")
+        raise BadParameter(
+            "pass --roles=ROLE[,ROLE] or --resource=node/NAME (or db/NAME, app/NAME)"
+        )
     body = x.NewAccessRequest(
         roles=_csv(roles),
         resources=[r for v in resources for r in _csv(v)],
@@ -188,7 +194,7 @@ def create_and_wait(body: x.NewAccessRequest, timeout: str = "10m", fmt: str = "
 
 
 def requestable_roles(resource: str) -> list[str] | None:
-    """The roles through which the current user may request ``resource`` (``node/NAME``), or
+    """The roles through which the current user may request ``resource`` (``KIND/NAME``), or
     None when they may not (or the check itself fails: the caller only offers a hint)."""
     kind, _, name = resource.partition("/")
     try:

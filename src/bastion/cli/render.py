@@ -98,6 +98,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "cert_authority": ("Name", "Type", "Phase", "Active key", "Trusted keys"),
     "node": ("Name", "Hostname", "Address", "Labels"),
     "lock": ("Name", "Target", "Message", "Expires"),
+    "remote_cluster": ("Name", "Status", "Last heartbeat"),
+    "trusted_cluster": ("Name", "Enabled", "Proxy", "Established"),
 }
 DEFAULT_COLUMNS = ("Name", "Labels", "Description")
 
@@ -182,6 +184,17 @@ def resource_row(item: dict[str, Any]) -> list[str]:
             _join(target),
             str(spec.get("message", "")),
             str(meta.get("expires", "never")),
+        ]
+    if kind == "remote_cluster":  # docs/trusted-clusters.md
+        seen = spec.get("last_heartbeat")
+        return [name, str(spec.get("connection", "")), short_time(seen) if seen else "-"]
+    if kind == "trusted_cluster":
+        established = (spec.get("status") or {}).get("established")
+        return [
+            name,
+            "yes" if spec.get("enabled", True) else "no (suspended)",
+            str(spec.get("proxy_addr", "")),
+            short_time(established) if established else "-",
         ]
     return [name, _join(meta.get("labels")), str(meta.get("description", ""))]
 

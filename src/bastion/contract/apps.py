@@ -15,12 +15,17 @@ from bastion.contract.core import Duration, Name, Text
 __all__ = [
     "APP_CERT",
     "APP_HEARTBEAT",
+    "APP_MFA_CERT",
+    "APP_MFA_CHALLENGE",
     "JWKS",
     "LIST_APPS",
     "AppCert",
     "AppCertRequest",
     "AppInfo",
     "AppList",
+    "AppMfaCertRequest",
+    "AppMfaChallenge",
+    "AppMfaTarget",
     "AppsQuery",
     "Jwks",
 ]
@@ -65,6 +70,29 @@ class AppCert(Reply):
     public_addr: str
 
 
+class AppMfaTarget(Body):
+    app: Name
+
+
+class AppMfaChallenge(Reply):
+    mfa_required: bool
+    scope: str = ""
+    """``app:NAME``: what the answer authorizes."""
+    challenge: dict[str, Any] | None = None
+    """WebAuthn request options (None when the user has no usable security key)."""
+    totp: bool = False
+    """A TOTP code may answer instead."""
+
+
+class AppMfaCertRequest(Body):
+    app: Name
+    public_key: Text
+    mfa_response: dict[str, Any] | None = None
+    """The WebAuthn assertion for the challenge's scope."""
+    otp: str = ""
+    """Or a TOTP code."""
+
+
 JWKS = Endpoint(
     "GET",
     "/.well-known/jwks.json",
@@ -97,4 +125,20 @@ APP_HEARTBEAT = Endpoint(
     "An app agent announces or refreshes an app it serves (app role)",
     body=ResourceDoc,
     response=ResourceDoc,
+)
+APP_MFA_CHALLENGE = Endpoint(
+    "POST",
+    "/v1/apps/mfa/challenge",
+    "user",
+    "Does this app take per-session MFA; if so a WebAuthn challenge (scope app:NAME)",
+    body=AppMfaTarget,
+    response=AppMfaChallenge,
+)
+APP_MFA_CERT = Endpoint(
+    "POST",
+    "/v1/apps/mfa/certs",
+    "user",
+    "A 1-minute certificate routed to one app, MFA-verified for it (bsh apps login NAME)",
+    body=AppMfaCertRequest,
+    response=AppCert,
 )

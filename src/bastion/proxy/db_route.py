@@ -815,7 +815,7 @@ class DbRoute:
             raw = with_db_user(raw, identity.user)
             if extra is not None:
                 extra["provision"] = list(grants)
-        roles = RoleSet.from_roles(raw, identity.traits)
+        roles = RoleSet.from_roles(raw, identity.traits, identity.allowed_resources)
         context = self._context(identity, client_addr)
         decision = roles.check_db_access(
             db.all_labels(),

@@ -378,6 +378,9 @@ class RoleSet:
             Deny wins (labels, db_users or db_names of a deny section); allowed when one role's
             db_labels, db_users and db_names all match.
         """
+        outside = self._outside_request("db", db_service)
+        if outside is not None:
+            return outside
         what = f'database "{db_service}"' if db_service else "database"
         for role in self._roles:
             deny = role.deny
@@ -443,6 +446,9 @@ class RoleSet:
             ``mfa_required`` when the cluster requires per-session MFA or every role that
             allows it has ``require_session_mfa`` (as for nodes).
         """
+        outside = self._outside_request("app", app_name)
+        if outside is not None:
+            return outside
         what = f'app "{app_name}"' if app_name else "app"
         denied = self._denied_by_labels(
             tuple((r.name, r.deny.app, r.deny.where) for r in self._roles),
@@ -471,6 +477,40 @@ class RoleSet:
                 mfa_required=True,
             )
         return Decision(False, self._explain_labels("app", what, app_labels, "access"))
+
+    def check_resource_visible(self, kind: str, name: str, labels: Mapping[str, str]) -> Decision:
+        """May the user see this node, database or app (a listing, or a resource request's
+        search)? Label selectors only: logins, db users and ``where`` conditions are decided
+        when connecting (a conditional allow shows, a conditional deny hides nothing).
+
+        Args:
+            kind: ``node``, ``db`` or ``app``.
+            name: the resource's name.
+            labels: its labels.
+
+        Raises:
+            ValueError: another kind (a caller bug).
+        """
+        if kind == "node":
+            return self.check_node_visible(name, labels)
+        if kind not in ("db", "app"):
+            raise ValueError(f"unknown resource kind {kind!r}: use node, db or app")
+        outside = self._outside_request(kind, name)
+        if outside is not None:
+            return outside
+        what = f'database "{name}"' if kind == "db" else f'app "{name}"'
+        for role in self._roles:
+            side = role.deny
+            selector = side.db if kind == "db" else side.app
+            if not side.where and selector.matches(labels):
+                matched = _describe(selector)
+                reason = f'role "{role.name}" denies {what}: deny {kind}_labels match ({matched})'
+                return Decision(False, reason, role.name)
+        for role in self._roles:
+            selector = role.allow.db if kind == "db" else role.allow.app
+            if selector.matches(labels):
+                return Decision(True, f'role "{role.name}" shows {what}', role.name)
+        return Decision(False, self._explain_labels(kind, what, labels, "see"))
 
     def _outside_request(self, kind: str, name: str) -> Decision | None:
         """Denied when a resource-based access request limits the identity to other

@@ -7,8 +7,9 @@ Rules (Teleport's access request semantics, docs/access-requests.md):
 
 * **Asking.** A role may be requested when some role of the requester lists it in
   ``allow.request.roles`` (``*``: any) and none lists it in ``deny.request.roles``. A resource
-  (``node/db7``) may be requested when a role in ``allow.request.search_as_roles`` shows it;
-  the request then carries those roles, and the certificate reaches only that resource.
+  (``node/db7``, ``db/orders``, ``app/grafana``) may be requested when a role in
+  ``allow.request.search_as_roles`` shows it; the request then carries those roles, and the
+  certificate reaches only that resource.
 * **Thresholds.** Every requester role that lets them ask for a role contributes its
   ``thresholds`` for that role (none: one approval, one denial). A role is approved when one
   of its thresholds has enough matching approvals; the request when every role is.
@@ -190,12 +191,14 @@ def roles_for_resources(
     resources: Mapping[str, Mapping[str, str]],
 ) -> list[str]:
     """The search-as roles a resource request needs: for each resource, every search role
-    that shows it (``node_labels``).
+    that shows it (``node_labels``, ``db_labels`` or ``app_labels`` by kind; the roles then
+    bring their logins, ``db_users``/``db_names`` to the certificate).
 
     Args:
         search_roles: the requester's ``search_as_roles`` (models).
         traits: the requester's traits.
-        resources: ``node/NAME`` -> the node's labels, for each requested resource.
+        resources: ``KIND/NAME`` (node, db, app) -> the resource's labels, for each requested
+            resource.
 
     Raises:
         RequestRefused: a resource no search role shows (named as not found: the requester
@@ -207,7 +210,7 @@ def roles_for_resources(
         showing = [
             r.metadata.name
             for r in search_roles
-            if RoleSet.from_roles([r], traits).check_node_visible(name, labels).allowed
+            if RoleSet.from_roles([r], traits).check_resource_visible(kind, name, labels).allowed
         ]
         if not showing:
             raise RequestRefused(f"{kind} {name!r} not found among the resources you may request")

@@ -23,11 +23,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import pyotp
 from aiohttp import web
 
 from bastion.api.app import build_app
 from bastion.auth.apps import AppAccess
 from bastion.auth.gate import Gate
+from bastion.auth.server import AuthServer
 from bastion.clock import SystemClock
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
@@ -71,6 +73,9 @@ class AppRig:
     web_sessions: WebSessions
     tls_files: tuple[Path, Path]
     """The proxy's certificate and key (a peer reverse proxy in the bench uses them too)."""
+    carol: Identity | None = None
+    """``webauthn`` rigs: the user whose app ``admin`` takes per-session MFA."""
+    auth: AuthServer | None = None
 
     def url(self, app: str, path: str = "/") -> str:
         return f"https://{app}.{DOMAIN}:{self.port}{path}"
@@ -87,6 +92,25 @@ class AppRig:
         """What ``bsh apps login APP`` writes: (certificate, key) files."""
         key_pem, pub = new_tls_key()
         cert = await self.access.app_cert(identity, pub, app, timedelta(hours=1), "rig")
+        crt, key = self.tmp / f"{name}.crt", self.tmp / f"{name}.key"
+        crt.write_text(cert.cert_pem)
+        key.write_bytes(key_pem)
+        key.chmod(0o600)
+        return crt, key
+
+    async def enrol_totp(self, user: str) -> str:
+        """Give ``user`` a TOTP device (as ``bsh mfa add --type totp`` would); its secret."""
+        assert self.auth is not None
+        secret = pyotp.random_base32()
+        await self.auth.mfa.record_totp(user, "phone", secret, 0, "rig")
+        return secret
+
+    async def mfa_cert_files(
+        self, identity: Identity, app: str, name: str, otp: str
+    ) -> tuple[Path, Path]:
+        """What ``bsh apps login APP`` writes for a per-session MFA app answered with ``otp``."""
+        key_pem, pub = new_tls_key()
+        cert = await self.access.mfa_cert(identity, pub, app, "rig", otp=otp)
         crt, key = self.tmp / f"{name}.crt", self.tmp / f"{name}.key"
         crt.write_text(cert.cert_pem)
         key.write_bytes(key_pem)
@@ -143,7 +167,8 @@ async def start_app_rig(
 ) -> AsyncIterator[AppRig]:
     """Start everything; stop it all on exit. ``webauthn``: second factors optional, WebAuthn
     for ``https://proxy.test:PORT``, and app ``admin`` (``env=mfa``) reachable by user
-    ``carol`` (password :data:`PASSWORD`) only with per-session MFA (role ``apps-mfa``)."""
+    ``carol`` (password :data:`PASSWORD`) only with per-session MFA (role
+    ``apps-mfa``)."""
     clock = SystemClock()
     fx = await make_auth(clock=clock, cluster=CLUSTER)
     auth = fx.auth
@@ -202,9 +227,10 @@ async def start_app_rig(
     log = tmp / "app-access.log"
     jwks_url = f"https://127.0.0.1:{listener.port}/.well-known/jwks.json"
     proc, app_port = await _start_peer(tmp, jwks_url, ca_file, "http://127.0.0.1:{port}", log)
+    carol: Identity | None = None
     try:
         if webauthn:
-            await _webauthn_setup(fx, listener.port, app_port, access)
+            carol = await _webauthn_setup(fx, listener.port, app_port, access)
         for name, env in (("grafana", "dev"), ("vault", "prod")):
             await access.register(
                 App(
@@ -237,6 +263,8 @@ async def start_app_rig(
             log,
             WebSessions(auth.deps.backend, clock),
             (crt, key),
+            carol,
+            auth,
         )
     finally:
         proc.kill()
@@ -246,7 +274,7 @@ async def start_app_rig(
         await runner.cleanup()
 
 
-async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) -> None:
+async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) -> Identity:
     auth = fx.auth
     pref = await auth.auth_preference()
     pref.spec.second_factor = "optional"
@@ -261,13 +289,14 @@ async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) 
             ),
         )
     )
-    await _user(fx, "carol", ["apps-mfa"])
+    carol = await _user(fx, "carol", ["apps-mfa"])
     await access.register(
         App(
             metadata=Metadata(name="admin", labels={"env": "mfa"}),
             spec=AppSpec(uri=f"http://127.0.0.1:{app_port}"),
         )
     )
+    return carol
 
 
 async def _user(fx: object, name: str, roles: list[str]) -> Identity:

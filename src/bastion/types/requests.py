@@ -56,8 +56,8 @@ DEFAULT_MAX_DURATION = timedelta(hours=1)
 MAX_ACCESS_DURATION = timedelta(hours=12)
 """The longest access any request grants (the longest certificate)."""
 
-REQUESTABLE_KINDS = ("node",)
-"""Resource kinds a resource-based request may name (``node/NAME``)."""
+REQUESTABLE_KINDS = ("node", "db", "app")
+"""Resource kinds a resource-based request may name (``node/NAME``, ``db/NAME``, ``app/NAME``)."""
 
 _CONDITION_VARS = {
     "reviewer": {"name": "string", "roles": "list", "traits": "map"},

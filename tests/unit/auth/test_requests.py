@@ -15,6 +15,7 @@ from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.requests import RequestRefused, ReviewRefused
 from bastion.testing import AuthFixture, make_auth, new_public_key
 from bastion.types.access import Lock, LockSpec, LockTarget, Role, User
+from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
 from bastion.types.inventory import Node, NodeSpec
 from bastion.types.meta import Metadata
@@ -31,14 +32,15 @@ ROLES = [
         node_labels={"env": "dev"},
         request={
             "roles": ["dba"],
-            "search_as_roles": ["prod-access"],
+            "search_as_roles": ["prod-access", "prod-db"],
             "thresholds": [{"approve": 2, "deny": 1}],
             "max_duration": "2h",
         },
     ),
     _role("dba", logins=["postgres"], node_labels={"env": "prod"}),
     _role("prod-access", logins=["root"], node_labels={"env": "prod"}),
-    _role("reviewer", review_requests={"roles": ["dba", "prod-access"]}),
+    _role("prod-db", db_labels={"env": "prod"}, db_users=["reader"], db_names=["orders"]),
+    _role("reviewer", review_requests={"roles": ["dba", "prod-access", "prod-db"]}),
 ]
 
 
@@ -52,6 +54,12 @@ async def _world() -> tuple[AuthFixture, AccessRequestService]:
     for name, env in [("db7", "prod"), ("db8", "prod")]:
         node = Node(metadata=Metadata(name=name, labels={"env": env}), spec=NodeSpec(addr="x:22"))
         await f.auth.create_resource(node, "admin", force=False)
+    for name in ("orders", "billing"):
+        db = Database(
+            metadata=Metadata(name=name, labels={"env": "prod"}),
+            spec=DatabaseSpec(uri="127.0.0.1:5432"),
+        )
+        await f.auth.create_resource(db, "admin", force=False)
     return f, AccessRequestService(f.auth)
 
 
@@ -131,6 +139,8 @@ async def test_requests_for_roles_not_allowed_are_refused() -> None:
     with pytest.raises(RequestRefused):
         await svc.create("alice", NewRequest(roles=("reviewer",)))
     with pytest.raises(BadParameter):
+        await svc.create("alice", NewRequest(resources=("pod/x",)))
+    with pytest.raises(RequestRefused, match="db 'x' not found"):
         await svc.create("alice", NewRequest(resources=("db/x",)))
     with pytest.raises(RequestRefused, match="not found"):
         await svc.create("alice", NewRequest(resources=("node/nope",)))
@@ -165,6 +175,29 @@ async def test_resource_request_grants_exactly_the_node() -> None:
     assert rs.check_node_access("db7", {"env": "prod"}, "root").allowed
     assert not rs.check_node_access("db8", {"env": "prod"}, "root").allowed
     assert not rs.check_node_visible("db8", {"env": "prod"}).allowed
+
+
+async def test_resource_request_grants_exactly_the_database() -> None:
+    f, svc = await _world()
+    svc_guarded = await _guarded(f, svc, _identity(f, "alice", ("requester",)))
+    assert await svc_guarded.requestable("db/orders") == ["prod-db"]
+    name = await _approved(f, svc, roles=(), resources=("db/orders",))
+    request = await svc.get(name)
+    assert request.spec.roles == ["prod-db"]
+    _, pub = new_public_key()
+    certs = await svc.assume(name, _identity(f, "alice", ("requester",)), pub, timedelta(1), "")
+    assert certs.identity.allowed_resources == ("db/orders",)
+    assert certs.identity.access_requests == (name,)
+    from bastion.rbac.checker import RoleSet
+
+    roles = [await f.auth.roles.get(r) for r in certs.identity.roles]
+    rs = RoleSet.from_roles(roles, {}, certs.identity.allowed_resources)
+    prod = {"env": "prod"}
+    assert rs.check_db_access(prod, "reader", "orders", db_service="orders").allowed
+    assert not rs.check_db_access(prod, "admin", "orders", db_service="orders").allowed
+    assert not rs.check_db_access(prod, "reader", "orders", db_service="billing").allowed
+    # the requester's own node access is limited to the request too
+    assert not rs.check_node_access("dev1", {"env": "dev"}, "alice").allowed
 
 
 async def test_assume_is_refused_to_others_and_when_locked() -> None:
@@ -246,6 +279,8 @@ async def test_requestable_names_the_search_roles_or_hides_the_node() -> None:
         with pytest.raises(NotFound, match="not among the resources you may request"):
             await alice.requestable(missing)
     with pytest.raises(BadParameter):
+        await alice.requestable("pod/x")
+    with pytest.raises(NotFound):
         await alice.requestable("db/x")
     bob = await _guarded(f, svc, _identity(f, "bob", ("reviewer",)))
     with pytest.raises(NotFound):

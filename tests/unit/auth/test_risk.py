@@ -89,6 +89,26 @@ async def test_a_restart_neither_replays_nor_skips() -> None:
     assert stored == second.cursor == await fx.auth.audit.size() - 1  # trudy's signal follows
 
 
+async def test_two_evaluators_over_one_log_fire_each_signal_once() -> None:
+    """HA: two auth servers run an evaluator each; the cursor's revision arbitrates."""
+    fx = await make_auth()
+    config = RiskConfig(denied_burst=BurstRule(threshold=3, window=WINDOW,
+                                               lock_ttl=timedelta(minutes=10)))  # fmt: skip
+    a = RiskEvaluator.for_auth(config, fx.auth)
+    b = RiskEvaluator.for_auth(config, fx.auth)
+    await a.step()
+    await b.step()
+    for user in ("mallory", "trudy", "oscar"):
+        await _deny(fx, user, 3)
+        fired = [*await a.step(), *await b.step(), *await a.step()]
+        assert len(fired) == 1, fired  # the second one lost the cursor race and caught up
+    assert [s["subject"] for s in await _signals(fx)] == [
+        "user:mallory", "user:trudy", "user:oscar",
+    ]  # fmt: skip
+    assert await b.step() == []
+    assert a.cursor == b.cursor == await fx.auth.audit.size()
+
+
 async def test_history_is_learnt_at_start_not_alerted() -> None:
     fx = await make_auth()
     for _ in range(4):

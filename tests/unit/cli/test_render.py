@@ -112,3 +112,20 @@ def test_column_widths_keep_words_whole() -> None:
     rows = [["github", "single sign on"]]
     assert column_widths(cols, rows, 80) == [6, 14]  # fits: one line per cell
     assert column_widths(cols, rows, 12) == [6, 11]  # too narrow: the longest words
+
+
+def test_trust_rows() -> None:
+    remote = {
+        "kind": "remote_cluster",
+        "metadata": {"name": "leaf.test"},
+        "spec": {"connection": "online", "last_heartbeat": "2026-01-01T00:00:00+00:00"},
+    }
+    assert resource_row(remote) == ["leaf.test", "online", "2026-01-01 00:00:00 UTC"]
+    offline = {"kind": "remote_cluster", "metadata": {"name": "b"}, "spec": {}}
+    assert resource_row(offline) == ["b", "", "-"]
+    trusted = {
+        "kind": "trusted_cluster",
+        "metadata": {"name": "root.test"},
+        "spec": {"enabled": False, "proxy_addr": "r:3080", "status": {}},
+    }
+    assert resource_row(trusted) == ["root.test", "no (suspended)", "r:3080", "-"]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.errors import BadParameter
+from bastion.rbac.checker import RoleSet
 from bastion.rbac.requests import (
     RequestRefused,
     RequestRights,
@@ -240,3 +241,61 @@ def test_a_reviewer_needs_rights_for_every_role(roles: list[str]) -> None:
     else:
         with pytest.raises(ReviewRefused):
             apply_review(req, review("bob"), partial, NOW)
+
+
+# ---- resource requests for databases and apps -----------------------------------------------
+
+PROD_DB = role(
+    "prod-db", db_labels={"env": "prod"}, db_users=["reader"], db_names=["orders", "billing"]
+)
+PROD_APP = role("prod-app", app_labels={"env": "prod"})
+
+
+def test_db_and_app_requests_pick_the_search_roles_by_their_kind_labels() -> None:
+    search = [PROD_READER, PROD_DB, PROD_APP]
+    assert roles_for_resources(search, {}, {"db/orders": {"env": "prod"}}) == ["prod-db"]
+    assert roles_for_resources(search, {}, {"app/grafana": {"env": "prod"}}) == ["prod-app"]
+    # node_labels show nodes only: a node search role does not reveal a database
+    with pytest.raises(RequestRefused, match="db 'orders' not found"):
+        roles_for_resources([PROD_READER], {}, {"db/orders": {"env": "prod"}})
+    hidden = role("no-pii", db_labels={"env": "prod"}, deny={"db_labels": {"pii": "yes"}})
+    with pytest.raises(RequestRefused, match="not found"):
+        roles_for_resources([hidden], {}, {"db/users": {"env": "prod", "pii": "yes"}})
+
+
+def test_unknown_kinds_are_refused_as_malformed() -> None:
+    with pytest.raises(ValueError, match="only node, db, app"):
+        roles_for_resources([PROD_DB], {}, {"pod/x": {}})
+
+
+DB_NAMES = ["orders", "billing", "users", "audit"]
+
+
+@given(
+    st.lists(st.sampled_from(DB_NAMES), min_size=1, max_size=3, unique=True),
+    st.sampled_from(DB_NAMES),
+    st.sampled_from(["reader", "admin"]),
+    st.sampled_from(["orders", "billing", "secrets"]),
+)
+def test_a_db_request_admits_exactly_its_databases_with_the_search_roles_grants(
+    granted: list[str], db: str, db_user: str, db_name: str
+) -> None:
+    """With ``allowed_resources`` from a db request, a database is reachable iff it was
+    requested and the search role's db_users/db_names allow the login; node and app requests
+    in the same certificate do not widen it."""
+    allowed = [f"db/{n}" for n in granted] + ["node/other"]
+    rs = RoleSet.from_roles([PROD_DB, PROD_READER, PROD_APP], {}, allowed)
+    decision = rs.check_db_access({"env": "prod"}, db_user, db_name, db_service=db)
+    expected = db in granted and db_user == "reader" and db_name in ("orders", "billing")
+    assert decision.allowed == expected
+    if db not in granted:
+        assert "access request grants only" in decision.reason
+    assert rs.check_resource_visible("db", db, {"env": "prod"}).allowed == (db in granted)
+    assert not rs.check_app_access({"env": "prod"}, app_name="grafana").allowed
+
+
+@given(st.sampled_from(["grafana", "kibana"]), st.booleans())
+def test_an_app_request_admits_exactly_its_app(app: str, limited: bool) -> None:
+    rs = RoleSet.from_roles([PROD_APP], {}, ["app/grafana"] if limited else [])
+    allowed = rs.check_app_access({"env": "prod"}, app_name=app).allowed
+    assert allowed == (not limited or app == "grafana")
