@@ -172,8 +172,10 @@ async def server_side(tpm: TPM, work: Path, rounds: int) -> tuple[list[float], l
     from bastion.auth.server import AuthDeps, AuthServer
     from bastion.backend.sqlite import SQLiteBackend
     from bastion.clock import SystemClock
+    from bastion.logging import configure_logging
     from bastion.types.identity import Identity
 
+    configure_logging("warning")  # the audit log's info lines are not the bench's output
     clock = SystemClock()
     backend = await SQLiteBackend.open(str(work / "inproc.sqlite"), clock)
     try:

@@ -74,14 +74,23 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             name: [ssh, "-F", str(c.ssh_config()), f"{c.login}@{leaf.node_name}.{LEAF}"]
             for name, c in paths.items()
         }
+        rows: dict[str, dict[str, Any]] = {name: {} for name in argvs}
+        samples: dict[str, list[float]] = {name: [] for name in argvs}
+        for _ in range(args.runs):  # interleaved: both paths see the same machine load
+            for name, argv in argvs.items():
+                if "skipped" not in rows[name]:
+                    try:
+                        samples[name] += command_time(argv, paths[name].env(), 1)
+                    except Skipped as exc:
+                        rows[name]["skipped"] = str(exc)
         for name, argv in argvs.items():
-            env = paths[name].env()
-            row: dict[str, Any] = {}
-            try:
-                row["connect_ms"] = median_ms(command_time(argv, env, args.runs))
-                row["mb_s"] = throughput(argv, env, args.bytes)
-            except Skipped as exc:
-                row["skipped"] = str(exc)
+            row = rows[name]
+            if "skipped" not in row:
+                row["connect_ms"] = median_ms(samples[name])
+                try:
+                    row["mb_s"] = throughput(argv, paths[name].env(), args.bytes)
+                except Skipped as exc:
+                    row["skipped"] = str(exc)
             result[name] = row
     finally:
         if leaf is not None:

@@ -320,13 +320,66 @@ async def test_curl_per_session_mfa_app_needs_the_mfa_scoped_certificate(tmp_pat
         crt, key = rig.tmp / "plain.crt", rig.tmp / "plain.key"
         crt.write_text(issued.tls_cert)
         key.write_bytes(key_pem)
-        code, body = await _curl(rig, "--cert", str(crt), "--key", str(key), rig.url("admin"))
-        assert code != 200 and "claims" not in body
+        before = len(rig.app_requests())
+        resolve = ("--resolve", f"admin.{DOMAIN}:{rig.port}:127.0.0.1")
+        code, body = await _curl(
+            rig, *resolve, "--cert", str(crt), "--key", str(key), rig.url("admin", "/whoami")
+        )
+        assert code in (302, 403, 404) and "claims" not in body, (code, body)
+        assert len(rig.app_requests()) == before  # never reached the app
         user = User(name="carol", home=tmp_path, secret=secret)
         crt, key = await rig.mfa_cert_files(rig.carol, "admin", "carol", fresh_totp(user))
         code, body = await _curl(
-            rig, "--resolve", f"admin.{DOMAIN}:{rig.port}:127.0.0.1",
-            "--cert", str(crt), "--key", str(key), rig.url("admin", "/whoami"),
-        )  # fmt: skip
+            rig, *resolve, "--cert", str(crt), "--key", str(key), rig.url("admin", "/whoami")
+        )
         assert code == 200, body
         assert json.loads(body)["claims"]["sub"] == "carol"
+
+
+async def test_a_standalone_proxy_refuses_app_hosts_with_one_line(env: Any, tmp_path: Path) -> None:
+    """A proxy in its own process serves no apps yet: an app host gets the one-line 503, not
+    auth's pages (docs/app-access.md)."""
+    import subprocess
+
+    from harness import BIN, stop, wait_for
+
+    from bastion.proxy.app_route import STANDALONE_REFUSAL
+    from bastion.testing.peers.ports import free_port
+
+    token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
+    port = free_port()
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'proxy-data'}\n"
+        "auth_service: {enabled: false}\n"
+        "ssh_service: {enabled: false}\n"
+        "proxy_service:\n"
+        f"  listen_addr: 127.0.0.1:{port}\n"
+        f"  auth_server: {env.cluster.addr}\n"
+        f"  join_token: {token['token']}\n"
+        f"  ca_pin: {env.cluster.pin}\n"
+    )
+    log = tmp_path / "proxy.log"
+    proc = subprocess.Popen(
+        [str(BIN / "bastion"), "start", "-c", str(config)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return "Bastion proxy listening" in log.read_text(errors="replace")
+
+        await asyncio.to_thread(wait_for, listening, "the standalone proxy to listen")
+        host = f"grafana.apps.localhost:{port}"
+        curl = await asyncio.create_subprocess_exec(
+            require_binary("curl"), "-sk", "--resolve", f"{host}:127.0.0.1",
+            "-w", "\n%{http_code}", f"https://{host}/admin",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(curl.communicate(), 20)
+        body, _, code = out.decode().rpartition("\n")
+        assert code == "503" and body == STANDALONE_REFUSAL + "\n", out
+    finally:
+        await asyncio.to_thread(stop, proc)

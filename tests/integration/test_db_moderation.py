@@ -129,6 +129,9 @@ spec:
         join = _popen(mod, str(BIN / "bsh"), "join", session["id"], "--mode=moderator")
         out, err = held.communicate(timeout=30)
         assert held.returncode == 0 and out.strip() == "ran-42", err
+        # psql printed the proxy's NoticeResponse (after authentication, before its query)
+        assert "NOTICE:  this session waits for moderators to join" in err, err
+        assert f"bsh join {session['id']} --mode=moderator" in err, err
         seen, _ = join.communicate(timeout=30)  # the session ended: bsh join returns
         assert "alice_db@postgres=> select 'ran-' || 40 + 2" in seen
 
@@ -143,6 +146,66 @@ spec:
         assert long.returncode != 0 and "Traceback" not in err
         events = env.events("--type", "session.leave")
         assert any(e.get("user") == mod.name for e in events)
+    finally:
+        stop(agent)
+
+
+def test_a_db_resource_request_reaches_exactly_that_database(
+    env: Env, pg: PgServer, tmp_path: Path
+) -> None:
+    """Issue 17: ``bsh request create --resource=db/NAME`` (found through search_as_roles),
+    approved, assumed: psql reaches that database with the search role's db_names only."""
+    tag = unique("dr")
+    db, search, requester = f"pg-{tag}", f"dbsearch-{tag}", f"dbreq-{tag}"
+    env.admin_ok("create", "-f", "-", input=f"""
+kind: role
+metadata: {{name: {search}}}
+spec:
+  allow: {{db_labels: {{env: {tag}}}, db_users: [alice_db], db_names: [postgres]}}
+---
+kind: role
+metadata: {{name: {requester}}}
+spec:
+  allow: {{request: {{search_as_roles: [{search}]}}}}
+""")  # fmt: skip
+    agent = _agent(env, tmp_path, db, tag, pg.port)
+    try:
+        alice = env.new_user(requester)
+        login_via_proxy(env, alice)
+        created: list[str] = []
+
+        def requested() -> bool:
+            got = env.bsh(
+                alice, "request", "create", f"--resource=db/{db}", "--reason=INC-7",
+                "--format", "json",
+            )  # fmt: skip
+            if got.returncode == 0:
+                created.append(json.loads(got.stdout)["id"])
+            return got.returncode == 0
+
+        wait_for(requested, "the agent's database, requestable", timeout=30)
+        rid = created[0]
+        login = ("db", "login", db, "--db-user=alice_db", "--db-name=postgres")
+        assert env.bsh(alice, *login).returncode == 0
+        service = {"PGSERVICEFILE": str(next(alice.home.rglob("pg_service.conf")))}
+        psql = require_binary("psql")
+        query = (psql, "-X", f"service=bastion-{db}", "-At", "-c", "select 7")
+        _, err = _popen(alice, *query, **service).communicate(timeout=30)
+        assert "denied" in err, err  # not reachable without the request
+        env.admin_ok("requests", "approve", rid, "--reason=ok")
+        assumed = env.bsh(alice, "request", "assume", rid)
+        assert assumed.returncode == 0, assumed.stderr
+        done = env.bsh(alice, *login)
+        assert done.returncode == 0, done.stderr
+        ok = _popen(alice, *query, **service)
+        out, err = ok.communicate(timeout=30)
+        assert ok.returncode == 0 and out.strip() == "7", err
+        other = _popen(
+            alice, psql, "-X", f"service=bastion-{db} dbname=template1", "-At", "-c", "select 1",
+            **service,
+        )  # fmt: skip
+        _, err = other.communicate(timeout=30)
+        assert other.returncode != 0 and 'db name "template1"' in err, err
     finally:
         stop(agent)
 

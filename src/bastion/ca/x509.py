@@ -33,6 +33,7 @@ __all__ = [
     "issue_host_certificate",
     "issue_user_certificate",
     "self_signed_ca",
+    "subject_common_name",
     "verify_certificate_chain",
 ]
 
@@ -75,10 +76,21 @@ def _undo_der_utf8(value: bytes) -> bytes:
     return value[start:]
 
 
+MAX_COMMON_NAME = 64
+"""X.509's upper bound for a Subject CN (RFC 5280 ub-common-name)."""
+
+
+def subject_common_name(name: str) -> str:
+    """The Subject CN for a user or host ``name``: the name, cut at 64 characters (an SSO user
+    ``connector:long.name@example.com`` can be longer). The identity extension, not the CN,
+    carries the full name; verification compares the CN with this same cut."""
+    return name[:MAX_COMMON_NAME]
+
+
 def _name(common_name: str, cluster: str) -> x509.Name:
     return x509.Name(
         [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, subject_common_name(common_name)),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster),
         ]
     )
@@ -333,7 +345,9 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     except ValueError as exc:
         raise AccessDenied(f"certificate identity is unreadable: {exc}") from None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if identity.kind != "host" and (not cns or cns[0].value != identity.user):
+    if identity.kind != "host" and (
+        not cns or cns[0].value != subject_common_name(identity.user)
+    ):
         raise AccessDenied("certificate identity user does not match its subject")
     return identity
 

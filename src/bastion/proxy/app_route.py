@@ -35,7 +35,8 @@ certificate, if any. One coroutine per connection then serves its requests in tu
 
 TCP apps (``tcp://host:port``) come with ALPN ``bastion-app/1`` and a certificate routed to
 the app (:meth:`AppRoute.handle_tcp`): authorized once, relayed, audited start and end with
-bytes. docs/app-access.md.
+bytes. A proxy in its own process has no app access yet (:meth:`AppRoute.refusing`): app hosts
+get a one-line 503 (:data:`STANDALONE_REFUSAL`). docs/app-access.md.
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ class AppRouteDeps:
     admission_ttl: float = 1.0
     tunnel: AppDialer | None = None
     """Reaches apps registered by an app agent (``spec.host_id``) through its reverse tunnel."""
+    unavailable: str = ""
+    """Set: this proxy serves no apps; every request to an app host gets this one line (503)
+    and TCP apps are refused (:meth:`AppRoute.refusing`)."""
 
 
 class _Side(asyncio.Protocol):
@@ -319,8 +323,55 @@ class _Refused(Exception):
         self.message = message
 
 
+STANDALONE_REFUSAL = (
+    "app access is not served by a proxy running in its own process yet: open apps through "
+    "the all-in-one proxy (auth and proxy in one bastion start; docs/app-access.md)"
+)
+"""The one line app hosts get from a proxy in its own process."""
+
+
+class _NoSessions:
+    async def redeem(self, code: str, app: str) -> tuple[str, SessionLike]:
+        raise AccessDenied(STANDALONE_REFUSAL)
+
+    async def get(self, token: str, app: str) -> SessionLike | None:
+        return None
+
+    async def end(self, token: str) -> None:
+        return None
+
+
+class _NoApps:
+    """The app backend of a proxy without app access: refuses everything."""
+
+    sessions: AppSessionStore = _NoSessions()
+
+    async def authorize(self, identity: Identity, name: str) -> App:
+        raise AccessDenied(STANDALONE_REFUSAL)
+
+    async def signer(self) -> JwtKey:
+        raise AccessDenied(STANDALONE_REFUSAL)
+
+
 class AppRoute:
     """Serves app connections handed over by the listener."""
+
+    @classmethod
+    def refusing(
+        cls, domain: str, audit: Emitter, registry: LiveRegistry, clock: Clock
+    ) -> AppRoute:
+        """The app route of a proxy in its own process (no app access there yet): app hosts
+        get :data:`STANDALONE_REFUSAL` instead of being passed to auth's web pages."""
+        return cls(
+            AppRouteDeps(
+                access=_NoApps(),
+                domain=domain,
+                audit=audit,
+                registry=registry,
+                clock=clock,
+                unavailable=STANDALONE_REFUSAL,
+            )
+        )
 
     def __init__(self, deps: AppRouteDeps) -> None:
         self._deps = deps
@@ -428,6 +479,8 @@ class AppRoute:
             if label is None or label != conn.label:
                 return self._reply(conn, 421, "misdirected request", close=True)
             conn.host = host_value or b""
+        if self._deps.unavailable:
+            return self._reply(conn, 503, self._deps.unavailable, close=True)
         label = conn.label
         if not head.target.startswith("/"):
             return self._reply(conn, 400, "bad request target", close=True)
@@ -1054,6 +1107,7 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 

@@ -36,6 +36,7 @@ import structlog
 from bastion.audit.emitter import Emitter
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError
+from bastion.protocols.postgres import build_message
 from bastion.protocols.sessionjoin import (
     DB_SESSIONS_HOST,
     FrameDecoder,
@@ -58,7 +59,15 @@ from bastion.types.sessions import (
     SessionTrackerSpec,
 )
 
-__all__ = ["DB_SESSIONS_HOST", "DbModerationHub", "ModeratedDb", "db_policy_sets"]
+__all__ = [
+    "DB_SESSIONS_HOST",
+    "DbModerationHub",
+    "ModeratedDb",
+    "ReadyHold",
+    "db_policy_sets",
+    "notice_response",
+    "waiting_message",
+]
 
 log = structlog.get_logger(__name__)
 TRACKER_TTL = timedelta(minutes=3)
@@ -71,6 +80,90 @@ def db_policy_sets(roles: Sequence[Role]) -> tuple[PolicySet, ...]:
     return _policy_sets(
         ((r.metadata.name, r.spec.options.require_session_join) for r in roles), "db"
     )
+
+
+def waiting_message(session_id: str, waiting_for: Sequence[str]) -> str:
+    """What a held session's client is told: who must join, and the command to do it."""
+    return (
+        f"this session waits for moderators to join ({'; '.join(waiting_for)}): "
+        f"bsh join {session_id} --mode=moderator"
+    )
+
+
+def notice_response(message: str) -> bytes:
+    """A PostgreSQL NoticeResponse (``N``, severity NOTICE, SQLSTATE 00000): ``psql`` prints
+    ``NOTICE:  <message>`` on stderr."""
+    fields = [(b"S", "NOTICE"), (b"V", "NOTICE"), (b"C", "00000"), (b"M", message)]
+    body = b"".join(k + v.replace("\x00", "").encode() + b"\x00" for k, v in fields) + b"\x00"
+    return build_message(b"N", body)
+
+
+class ReadyHold:
+    """The database's side of a PostgreSQL session on a proxy that moderates: places a notice
+    just before the server's first ReadyForQuery (``Z``).
+
+    The startup answer (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery) is
+    already flowing when the proxy learns whether the session is held, so complete messages
+    pass, and from the first ``Z`` on the bytes are kept until :meth:`release` says which
+    notice (maybe none) goes before it. libpq takes a NoticeResponse after authentication
+    (its default notice processor prints it on stderr, before ``psql`` shows a prompt); it
+    refuses one before AuthenticationOk, so nothing is placed earlier. An ErrorResponse,
+    a malformed frame or 64 KiB without ``Z`` ends the watch (everything passes; the notice
+    is dropped)."""
+
+    _LIMIT = 64 * 1024
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._seen = 0
+        self._notice: bytes | None = None
+        self._at_ready = False
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """What to relay now of ``data`` (the rest is kept)."""
+        if self.done:
+            return data
+        self._buf += data
+        if self._at_ready:
+            return b""
+        self._seen += len(data)
+        buf, pos = self._buf, 0
+        while len(buf) - pos >= 5:
+            kind = buf[pos]
+            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if length < 4 or kind == ord("E"):
+                return self._pass_all()
+            if kind == ord("Z"):
+                if self._notice is None:
+                    self._at_ready = True
+                    out = bytes(buf[:pos])
+                    del buf[:pos]
+                    return out
+                return self._pass_all(pos, self._notice)
+            if pos + 1 + length > len(buf):
+                break
+            pos += 1 + length
+        if self._seen > self._LIMIT:
+            return self._pass_all()
+        out = bytes(buf[:pos])
+        del buf[:pos]
+        return out
+
+    def release(self, notice: bytes) -> bytes:
+        """Decide the notice (``b""``: none); returns what to relay now."""
+        if self.done:
+            return b""
+        if not self._at_ready:
+            self._notice = notice
+            return b""
+        return self._pass_all(0, notice)
+
+    def _pass_all(self, at: int = 0, notice: bytes = b"") -> bytes:
+        out = bytes(self._buf[:at]) + notice + bytes(self._buf[at:])
+        self._buf = bytearray()
+        self.done = True
+        return out
 
 
 class TrackerReporter(Protocol):
@@ -145,6 +238,17 @@ class ModeratedDb:
             return False
         client.resume_reading()
         return True
+
+    def waiting_for(self) -> tuple[str, ...]:
+        """Who must still join before the session runs (empty: nobody, it runs)."""
+        return fulfilment(self.sets, self._present(), self.owner.user).waiting_for
+
+    def pg_notice(self) -> bytes:
+        """The NoticeResponse a held PostgreSQL client gets (``b""`` when not held).
+        MySQL has no message a client shows before the handshake's OK packet (warnings
+        are only counted there), so a held MySQL client just waits."""
+        waiting = self.waiting_for()
+        return notice_response(waiting_message(self.session_id, waiting)) if waiting else b""
 
     def on_statement(self, sql: str) -> None:
         """A statement of the session (as audited): shown to every participant."""

@@ -60,7 +60,7 @@ from bastion.protocols.postgres import (
     error_response,
     parse_startup_packet,
 )
-from bastion.proxy.db_moderation import DbModerationHub
+from bastion.proxy.db_moderation import DbModerationHub, ReadyHold
 from bastion.proxy.relay import Relay, RelaySide
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
@@ -410,12 +410,26 @@ class _MySQLServerSide(RelaySide):
 
 class _KeyTap(RelaySide):
     """PostgreSQL, the database's side: notes the session's BackendKeyData (for routing a
-    CancelRequest to it) and then only relays."""
+    CancelRequest to it) and then only relays; with a ``hold`` (a proxy that moderates),
+    the first ReadyForQuery waits for :meth:`release` (a held session's notice goes first)."""
 
-    def __init__(self, relay: Relay, on_key: Callable[[tuple[int, int]], None]) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        on_key: Callable[[tuple[int, int]], None],
+        hold: ReadyHold | None = None,
+    ) -> None:
         super().__init__(relay, "b")
         self._scanner: BackendKeyScanner | None = BackendKeyScanner()
         self._on_key = on_key
+        self._hold = hold
+
+    def release(self, notice: bytes) -> None:
+        """Let the startup's ReadyForQuery go, after ``notice`` (``b""``: none)."""
+        if self._hold is not None:
+            out = self._hold.release(notice)
+            if out:
+                super().data_received(out)
 
     def data_received(self, data: bytes) -> None:
         scanner = self._scanner
@@ -425,6 +439,10 @@ class _KeyTap(RelaySide):
                 if scanner.key is not None:
                     self._on_key(scanner.key)
                 self._scanner = None
+        if self._hold is not None and not self._hold.done:
+            data = self._hold.feed(data)
+            if not data:
+                return
         super().data_received(data)
 
 
@@ -495,7 +513,8 @@ class DbRoute:
                     keys.append(key)
                     self._cancel_keys[key] = target
 
-                relay.b = _KeyTap(relay, on_key)
+                hold = ReadyHold() if deps.moderation is not None else None
+                relay.b = _KeyTap(relay, on_key, hold)
                 side.peer, relay.b.peer = relay.b, side
                 relay.a = side
                 header: dict[str, Any] = {
@@ -877,7 +896,11 @@ class DbRoute:
 
         moderated = None  # require_session_join for db (docs/moderated-sessions.md)
         if deps.moderation is not None:
-            moderated = await deps.moderation.open(identity, info, remote, terminate)
+            try:
+                moderated = await deps.moderation.open(identity, info, remote, terminate)
+            finally:  # PostgreSQL: a held client is told who must join (NoticeResponse)
+                if isinstance(relay.b, _KeyTap):
+                    relay.b.release(moderated.pg_notice() if moderated is not None else b"")
             if moderated is None:
                 transport.resume_reading()
 

@@ -275,7 +275,10 @@ class ProxyService:
                     audit_requests=cfg.app_audit_requests,
                 )
             )
-            await self.app.start()
+        else:  # in its own process: app hosts get a one-line refusal, not auth's pages
+            domain = app_domain(cfg.public_addr, cfg.listen_addr)
+            self.app = AppRoute.refusing(domain, link.audit, self.registry, self.clock)
+        await self.app.start()
         host, port = parse_addr(cfg.listen_addr, 3080)
         self.listener = ProxyListener(
             ListenerConfig(

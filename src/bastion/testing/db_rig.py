@@ -249,12 +249,9 @@ async def _cluster(
         got = await certs.agent_cert(agent_id, db_user, pub, "local")
         return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
 
-    agent = DbAgent(
-        DbAgentDeps(
-            databases=[database], certs=agent_certs, clock=clock,
-            admins={"pg1": DbAdmin("admin_db")}, audit=audit,
-        )  # fmt: skip
-    )
+    admins = {"pg1": DbAdmin("admin_db")}  # create_db_user (test_db_provision.py)
+    deps = DbAgentDeps([database], agent_certs, clock, admins=admins, audit=audit)
+    agent = DbAgent(deps)
 
     async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
         agent_end, proxy_end = memory_pair("db rig agent")

@@ -89,6 +89,17 @@ def test_identity_round_trip(alg: KeyAlgorithm) -> None:
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
+def test_a_user_name_longer_than_a_common_name_round_trips() -> None:
+    """An SSO user ``okta:firstname.lastname@...`` can pass X.509's 64-character CN bound: the
+    CN is cut, the identity extension keeps the whole name, and verification accepts it."""
+    name = "okta:" + "a" * 60 + "@example.com"
+    cert = user_cert(user=name)
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert cn == name[:64]
+    trusted = [ca("ed25519", "tls_user")]
+    assert verify_certificate_chain(cert, trusted, START + timedelta(minutes=1)).user == name
+
+
 def test_expiry_with_fake_clock() -> None:
     cert = user_cert()
     trusted = [ca("ed25519", "tls_user")]

@@ -99,7 +99,10 @@ def test_find_leaf(tmp_path: Path) -> None:
 
 def test_render_leaf_config() -> None:
     text = render_leaf_config("r.t", "l.t", Path("/p"), "/b/bsh", None, "aes128-ctr", "algs")
-    assert "Match host *.l.t exec \"'/b/bsh' proxy leaf-cert --cluster=r.t l.t\"" in text
+    match = text.splitlines()[1]
+    assert match.startswith("Match host *.l.t exec \"[ '/p/leaves/l.t/fresh' -nt '/p/key-cert.pub'")
+    assert "$(date +%%s)" in match  # %% for OpenSSH's token expansion
+    assert match.endswith("|| '/b/bsh' proxy leaf-cert --cluster=r.t l.t\"")
     assert "Host *.l.t\n" in text
     assert '"/b/bsh" proxy ssh --cluster=r.t --leaf=l.t %r@%h:%p' in text
     assert "CertificateFile /p/leaves/l.t/key-cert.pub" in text

@@ -7,9 +7,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bastion.clock import FakeClock
+from bastion.protocols.postgres import build_message, parse_error_response
 from bastion.protocols.sessionjoin import DB_SESSIONS_HOST, Frame, FrameDecoder, encode_frame
-from bastion.proxy.db_moderation import DbModerationHub, db_policy_sets
+from bastion.proxy.db_moderation import (
+    DbModerationHub,
+    ReadyHold,
+    db_policy_sets,
+    notice_response,
+    waiting_message,
+)
 from bastion.tunnel.memory import memory_pair
 from bastion.types.access import Role
 from bastion.types.identity import Identity
@@ -133,6 +143,11 @@ async def test_held_until_a_moderator_joins_who_sees_statements_and_whose_leave_
     [tracker] = trackers.reported[-1:]
     assert tracker.spec.kind == "db" and tracker.spec.host_id == DB_SESSIONS_HOST
     assert tracker.spec.state == "pending" and tracker.spec.waiting_for
+    notice = session.pg_notice()
+    assert notice[:1] == b"N"
+    text = parse_error_response(notice[5:])["M"]
+    assert "role dba: 1 more moderator" in text
+    assert text.endswith(f"bsh join {session.session_id} --mode=moderator")
 
     stranger = await _join(hub, session.session_id, _who("eve", "dev"), "moderator")
     assert stranger.of("e") == [f"session {session.session_id} not found".encode()]
@@ -188,3 +203,62 @@ async def test_a_moderator_terminates_and_a_client_that_leaves_first_is_not_admi
     far.get_protocol().data_received(encode_frame("t"))  # Ctrl-T in bsh join
     await _settle()
     assert terminated == ["terminated by moderator mo"]
+
+
+# ---- the held PostgreSQL client's notice ----------------------------------------------------
+
+STARTUP = (
+    build_message(b"R", b"\x00\x00\x00\x00")  # AuthenticationOk
+    + build_message(b"S", b"server_version\x0016\x00")
+    + build_message(b"K", b"\x00\x00\x00\x07\x00\x00\x00\x09")
+)
+READY = build_message(b"Z", b"I")
+AFTER = build_message(b"N", b"SNOTICE\x00Mlater\x00\x00")
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+
+
+@given(
+    st.lists(st.integers(0, 200), max_size=8),
+    st.integers(0, 12),
+    st.sampled_from([b"", notice_response("waiting")]),
+)
+def test_the_notice_goes_just_before_the_first_ready_for_query(
+    cuts: list[int], release_after: int, notice: bytes
+) -> None:
+    """Whatever the chunking and whenever the decision comes, the client gets the server's
+    bytes in order with the notice right before the first ReadyForQuery (and nothing after
+    it before the decision)."""
+    stream = STARTUP + READY + AFTER
+    hold, out = ReadyHold(), b""
+    chunks = _chunks(stream, cuts)
+    for i, chunk in enumerate(chunks):
+        if i == release_after:
+            out += hold.release(notice)
+        out += hold.feed(chunk)
+        if i < release_after:
+            assert READY not in out
+    if release_after >= len(chunks):
+        out += hold.release(notice)
+    assert out == STARTUP + notice + READY + AFTER
+    assert hold.feed(b"x") == b"x"
+
+
+def test_an_error_during_startup_passes_and_drops_the_notice() -> None:
+    hold = ReadyHold()
+    error = build_message(b"E", b"SFATAL\x00Mno\x00\x00")
+    assert hold.feed(error) == error and hold.done
+    assert hold.release(notice_response("waiting")) == b""
+
+
+def test_the_notice_names_who_must_join_and_the_command() -> None:
+    text = waiting_message("s1", ["role dba: 1 more moderator"])
+    assert text == (
+        "this session waits for moderators to join (role dba: 1 more moderator): "
+        "bsh join s1 --mode=moderator"
+    )
+    fields = parse_error_response(notice_response(text)[5:])
+    assert fields == {"S": "NOTICE", "V": "NOTICE", "C": "00000", "M": text}

@@ -42,7 +42,7 @@ def _ident(**kw: object) -> Identity:
         "cluster": "c", "user": "carol", "roles": ("r",),
         "expires": datetime.now(UTC) + timedelta(hours=1),
     }  # fmt: skip
-    return Identity(**{**base, **kw})  # type: ignore[arg-type]
+    return Identity(**{**base, **kw})
 
 
 def test_scoped_certificate_only_for_its_database_and_user() -> None:

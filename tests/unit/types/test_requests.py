@@ -21,7 +21,9 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_resource_ids() -> None:
     assert parse_resource_id("node/db7") == ("node", "db7")
-    for bad in ("db7", "node/", "app/x", "node/a/b"):
+    assert parse_resource_id("db/orders") == ("db", "orders")
+    assert parse_resource_id("app/grafana") == ("app", "grafana")
+    for bad in ("db7", "node/", "pod/x", "node/a/b", "db/"):
         with pytest.raises(ValueError):
             parse_resource_id(bad)
 
@@ -88,4 +90,4 @@ def test_state_at_expires_pending_and_approved_requests() -> None:
     req.spec.state = "DENIED"
     assert req.state_at(NOW + timedelta(days=1)) == "DENIED"
     with pytest.raises(ValidationError):
-        AccessRequestSpec.model_validate({**spec.model_dump(), "resources": ["db/x"]})
+        AccessRequestSpec.model_validate({**spec.model_dump(), "resources": ["pod/x"]})
