@@ -9,7 +9,8 @@ Layer: auth service (RBAC + audit around a :class:`~bastion.recording.store.Reco
   ``session.end`` event of that session (from that node) is in the audit log with the same
   ``recording_sha256``: the hash in the tamper-evident log and the stored bytes agree. Until the
   event has arrived (the node's event queue and its uploader are independent) the upload is
-  answered "unavailable" and the node retries. A recording the node recovered after a crash
+  answered "unavailable" and the node retries. A database session's recording (written by the
+  proxy's db route) is matched against its ``db.session.end`` the same way. A recording the node recovered after a crash
   (``complete: false``) has no ``session.end``; it is stored on its own hash. A repeated upload
   of identical bytes (a retry after a lost reply) succeeds; different bytes are refused.
 * List: with ``list`` on ``session`` (auditors, editors) every recording; otherwise the caller's
@@ -205,14 +206,21 @@ async def find_session_end(
         lo = max(0, hi - SCAN_WINDOW)
         events = await audit.read_from(lo, hi - lo)
         for event in reversed(events):
-            if event.type == "session.end" and event.session_id == session_id:
-                if event.target == node:
-                    return event
+            if event.session_id == session_id and _ends(event, node):
+                return event
             if event.time < not_before:
                 return None
         scanned += hi - lo
         hi = lo
     return None
+
+
+def _ends(event: AuditEvent, node: str) -> bool:
+    """The end of a session on ``node``: an SSH ``session.end`` (its target), or a database
+    ``db.session.end`` of the proxy's db route (the database, ``db_service``)."""
+    if event.type == "session.end":
+        return event.target == node
+    return event.type == "db.session.end" and event.fields.get("db_service") == node
 
 
 Purpose = Literal["view", "download"]

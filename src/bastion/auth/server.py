@@ -19,7 +19,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -179,6 +179,8 @@ class AuthServer:
         self._checkpointer: Checkpointer | None = None
         self._lock_view: LockAccess | None = None
         self._tunnel_connected: Callable[[str], bool] | None = None
+        self._other_proxies_until: datetime | None = None
+        """Until when a proxy in its own process is known live (its heartbeats reach here)."""
         rp_id, origins = default_relying_party(deps.webauthn_origins or (deps.public_url,))
         self.mfa = MFAService(
             MFADeps(
@@ -770,21 +772,31 @@ class AuthServer:
         proxy.metadata.expires = min(expires, latest) if expires else latest
         proxy.metadata.revision = ""
         stored: ProxyServer = await self.proxies.upsert(proxy)
+        if proxy.metadata.expires is not None:
+            until = self._other_proxies_until
+            self._other_proxies_until = (
+                max(until, proxy.metadata.expires) if until else (proxy.metadata.expires)
+            )
         return stored
 
     def use_tunnel_presence(self, connected: Callable[[str], bool]) -> None:
         """Tell node liveness from the reverse tunnels of the proxy in this process (the
         all-in-one ``bastion start``): ``connected(host_id)`` is whether that agent's tunnel is
-        up. Without it, liveness is the heartbeat's freshness alone."""
+        up. Without it, liveness is the heartbeat's freshness alone. While proxies in their own
+        processes heartbeat here, an agent may hold its tunnel to one of them only: a missing
+        tunnel here then proves nothing and the heartbeat's freshness decides."""
         self._tunnel_connected = connected
 
     def node_online(self, node: Node) -> bool | None:
         """Whether ``node`` is reachable as far as this process knows (see
         :func:`bastion.types.inventory.node_online`); None for an agentless node."""
         tunnel = None
+        now = self.clock.now()
         if self._tunnel_connected is not None and node.spec.host_id:
             tunnel = self._tunnel_connected(node.spec.host_id)
-        return node_online(node, self.clock.now(), tunnel)
+            if tunnel is False and self._other_proxies_until and now < self._other_proxies_until:
+                tunnel = None  # its tunnel may be to a proxy in its own process: heartbeat decides
+        return node_online(node, now, tunnel)
 
     def use_lock_view(self, view: LockAccess) -> None:
         """Decide identities' locks from ``view`` (the process's lock watcher: in memory, kept

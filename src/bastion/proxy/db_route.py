@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ from bastion.rbac.conditions import AccessContext
 from bastion.rbac.db_provision import check_db_identifier, provisioned_roles, with_db_user
 from bastion.rbac.db_session_mfa import DB_SCOPE_PREFIX, check_db_session_mfa, db_mfa_required
 from bastion.rbac.moderation import policy_sets
+from bastion.recording.dbcast import DbCastBuilder, DbCastHeader
+from bastion.recording.spool import SpoolFile
+from bastion.recording.store import RecordingMeta
+from bastion.recording.uploader import Uploader
 from bastion.services.cache import ResourceCache
 from bastion.services.store import ResourceStore
 from bastion.tasks import TaskSet
@@ -161,6 +166,8 @@ class DbRouteDeps:
     redact_params: bool = False
     moderation: DbModerationHub | None = None
     """Moderated database sessions (``require_session_join`` for ``db``); None: refused."""
+    recordings: Uploader | None = None
+    """Where session recordings go (its spool, uploaded to auth); None: not recorded."""
 
 
 class _Refused(AccessDenied):
@@ -471,6 +478,9 @@ class DbRoute:
         self._deps = deps
         self._tasks = TaskSet()
         self._cancel_keys: dict[tuple[int, int], _CancelTarget] = {}
+        self._uploading: asyncio.Task[None] | None = None
+        if deps.recordings is not None:  # before any session opens a recording
+            deps.recordings.recover()
 
     async def handle(
         self,
@@ -916,11 +926,17 @@ class DbRoute:
                 extra={"db_name": info["db_name"]},
             )
         )
+        session_id = str(uuid.uuid4())
+        protocol = "mysql" if isinstance(side, _MySQLClientSide) else "postgres"
+        recording = self._open_recording(session_id, identity, info, protocol)
         await deps.audit.emit(
-            "db.session.start", user=identity.user, remote_addr=remote, reason="", **info
-        )
+            "db.session.start", user=identity.user, remote_addr=remote, reason="",
+            session_id=session_id, **info,
+        )  # fmt: skip
         watch = moderated.on_statement if moderated is not None else None
-        pump = self._tasks.spawn(self._audit_queries(side, identity, info, watch), "db-query-audit")
+        pump = self._tasks.spawn(
+            self._audit_queries(side, identity, info, watch, recording), "db-query-audit"
+        )
         try:
             if moderated is not None:
                 await moderated.admit(transport, relay.wait_closed())
@@ -936,6 +952,7 @@ class DbRoute:
                 pump.cancel()
             if moderated is not None:  # after the last statements went out to the moderators
                 info["participants"] = ",".join(await moderated.end())
+            recorded = recording.finish(deps.clock.now()) if recording is not None else None
             await deps.audit.emit(
                 "db.session.end",
                 user=identity.user,
@@ -944,8 +961,46 @@ class DbRoute:
                 bytes_out=relay.bytes_b_to_a,
                 unaudited_queries=len(side.statements),
                 reason=relay.reason,
+                session_id=session_id,
+                **({"recording_sha256": recorded.sha256} if recorded is not None else {}),
                 **info,
             )
+            if recorded is not None and deps.recordings is not None:
+                deps.recordings.notify()  # uploaded after the end event (auth checks the hash)
+
+    def _open_recording(
+        self, session_id: str, identity: Identity, info: dict[str, str], protocol: str
+    ) -> _Recording | None:
+        """Start the session's recording in the spool (None: recordings off, or the spool
+        failed: logged, the session goes on audited)."""
+        uploader = self._deps.recordings
+        if uploader is None:
+            return None
+        if self._uploading is None or self._uploading.done():
+            self._uploading = self._tasks.spawn(uploader.run(), "db-recording-upload")
+        now = self._deps.clock.now()
+        meta = RecordingMeta(
+            session_id=session_id,
+            user=identity.user,
+            login=info["db_user"],
+            node=info["db_service"],
+            kind="db",
+            command=info["db_name"],
+            started=now,
+        )
+        header = DbCastHeader(
+            user=identity.user,
+            db_service=info["db_service"],
+            db_user=info["db_user"],
+            db_name=info["db_name"],
+            protocol=protocol,
+            timestamp=int(now.timestamp()),
+        )
+        try:
+            return _Recording(uploader.spool.open(meta), DbCastBuilder(header), self._deps.clock)
+        except OSError as exc:
+            log.error("db session %s: cannot start its recording: %s", session_id, exc)
+            return None
 
     async def _audit_queries(
         self,
@@ -953,10 +1008,12 @@ class DbRoute:
         identity: Identity,
         info: dict[str, str],
         watch: Callable[[str], None] | None = None,
+        recording: _Recording | None = None,
     ) -> None:
         """The session's audit writer: commits its statements in batches (every
         ``_FLUSH_INTERVAL`` or ``_MAX_BATCH`` statements, one transaction each), in order,
-        and drains them all once the session ended."""
+        and drains them all once the session ended. Each statement is also written to the
+        session's recording once audited."""
         audit = self._deps.audit
         emit_many = getattr(audit, "emit_many", None)  # AuditLog: one transaction per batch
         statements = side.statements
@@ -975,6 +1032,8 @@ class DbRoute:
                 for statement in batch:
                     watch(statement.sql)
             if not self._deps.audit_queries:
+                if recording is not None:
+                    recording.write(batch)
                 continue
             fields: list[dict[str, object]] = [
                 {
@@ -999,8 +1058,13 @@ class DbRoute:
                 # Not stored: keep them first in line and try again (the client waits once
                 # the high-water mark is reached; nothing is dropped).
                 statements.extendleft(reversed(batch[stored:]))
+                if recording is not None:
+                    recording.write(batch[:stored])
                 log.warning("db query audit failed; retrying: %s", exc)
                 await asyncio.sleep(1.0)
+            else:
+                if recording is not None:
+                    recording.write(batch)
 
     async def close(self) -> None:
         await self._tasks.cancel_all(timeout=5)
@@ -1013,6 +1077,38 @@ def _gated(identity: Identity) -> Identity:
     if identity.mfa_scope.startswith(DB_SCOPE_PREFIX):
         return identity.model_copy(update={"mfa_scope": ""})
     return identity
+
+
+class _Recording:
+    """One session's recording: :mod:`bastion.recording.dbcast` lines into the spool."""
+
+    def __init__(self, file: SpoolFile, builder: DbCastBuilder, clock: Clock) -> None:
+        self._file = file
+        self._builder = builder
+        self._clock = clock
+        self._start = clock.monotonic()
+        self._write(builder.start())
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:  # the session goes on (audited); the recording is cut short
+            log.error("db recording %s: write failed: %s", self._file.meta.session_id, exc)
+
+    def write(self, statements: Sequence[Statement]) -> None:
+        seconds = self._clock.monotonic() - self._start
+        for s in statements:
+            self._write(self._builder.statement(seconds, s.sql, s.params))
+
+    def finish(self, ended: datetime) -> RecordingMeta | None:
+        """Close it and mark it ready for upload; its metadata with the sha256 (None: the
+        spool failed, nothing to upload)."""
+        try:
+            return self._file.finish(self._file.meta.model_copy(update={"ended": ended}))
+        except OSError as exc:
+            log.error("db recording %s: cannot finish: %s", self._file.meta.session_id, exc)
+            self._file.abort()
+            return None
 
 
 def _types(statement: Statement) -> dict[str, object]:

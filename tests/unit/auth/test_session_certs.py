@@ -20,7 +20,7 @@ from bastion.rbac.session_mfa import SESSION_CERT_TTL, check_session_mfa
 from bastion.testing import AuthFixture, make_auth, new_public_key
 from bastion.types import Identity, Metadata, Node, load_resources
 from bastion.types.access import Lock, LockSpec, LockTarget
-from bastion.types.inventory import NodeSpec
+from bastion.types.inventory import NodeSpec, ProxyServer, ProxyServerSpec
 
 ORIGIN = "https://127.0.0.1:3025"  # make_auth's public_url: the default origin and RP id
 ROLES = """
@@ -264,3 +264,13 @@ async def test_an_offline_node_is_refused_before_any_ceremony(c: Cluster) -> Non
         await c.challenge(c.identity(), "web9")
     assert await c.events() == [] and await c.refusals() == []
     assert c.fx.auth.node_online(await c.fx.auth.nodes.get("web1")) is None  # no heartbeat
+    # A proxy in its own process heartbeats here: the agent may hold its tunnel there only, so
+    # the missing tunnel in this process proves nothing; the heartbeat's freshness decides.
+    standalone = ProxyServer(
+        metadata=Metadata(name="p2", expires=now + timedelta(seconds=30)),
+        spec=ProxyServerSpec(public_addr="127.0.0.1:3081"),
+    )
+    await c.fx.auth.heartbeat_proxy(standalone, "h-p2")
+    assert c.fx.auth.node_online(await c.fx.auth.nodes.get("web9")) is True
+    c.fx.clock.advance(timedelta(seconds=31))  # that proxy stopped heartbeating
+    assert c.fx.auth.node_online(await c.fx.auth.nodes.get("web9")) is False
