@@ -6,6 +6,7 @@ tunnel. Allowed query audited (simple and extended protocol), denied db user ref
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -14,6 +15,11 @@ from typing import Any
 
 import pytest
 
+from bastion.auth.guarded import GuardedAuth
+from bastion.auth.recordings import GuardedRecordings, RecordingService
+from bastion.cli.bsh_recordings import play_steps, recording_rows
+from bastion.recording.asciicast import parse_cast
+from bastion.recording.player import schedule
 from bastion.testing import missing_peer, require_binary
 from bastion.testing.db_rig import DbRig, start_db_rig
 from bastion.testing.peers.postgres import PostgresUnavailable
@@ -46,6 +52,28 @@ async def _until(check: Any, timeout: float = 5) -> None:
     raise AssertionError("condition not met in time")
 
 
+async def _recorded(rig: DbRig, end: dict[str, Any]) -> None:
+    """The session's recording: uploaded with the sha256 of ``db.session.end``, listed for its
+    owner like ``bsh recordings ls`` (kind db), and ``bsh play`` prints its statements."""
+    assert rig.fx is not None and len(end["recording_sha256"]) == 64
+    guard = await GuardedAuth.for_identity(rig.fx.auth, rig.fx.users, rig.alice, "127.0.0.1")
+    recordings = GuardedRecordings(guard, RecordingService(rig.fx.auth))
+    for _ in range(250):
+        listed = [m for m in await recordings.list() if m.session_id == end["session_id"]]
+        if listed:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the db session's recording was not uploaded")
+    row = recording_rows([listed[0].model_dump(mode="json")])[0]
+    assert row[1:4] == ["alice", "db", "alice_db@pg1/postgres"]
+    assert listed[0].sha256 == end["recording_sha256"]
+    stored = await recordings.get(end["session_id"], "view")
+    out = io.BytesIO()
+    play_steps(schedule(parse_cast(stored.data).events), out, lambda _: None)
+    assert out.getvalue() == b"select x from t order by x; select current_user\r\n"
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[DbRig]:
     require_binary("psql")
@@ -69,6 +97,7 @@ async def test_psql_allowed_denied_and_locked(rig: DbRig) -> None:
     queries = [e["query"] for e in rig.audit.of("db.session.query")]
     assert "select x from t order by x; select current_user" in queries
     assert rig.audit.of("db.session.end")[-1]["bytes_out"] > 0
+    await _recorded(rig, rig.audit.of("db.session.end")[-1])
 
     # Extended protocol with a parameter (asyncpg): the value is audited.
     import asyncpg

@@ -4,7 +4,11 @@ own data directory; the leaf's own node is reached through the root's proxy.
 Trust established with a root token (leaf pins the root's CA); a root user whose role maps on
 the leaf reaches the leaf node with the mapped role (leaf audit names the root user and
 cluster); an unmapped user is refused at the leaf; a leaf lock on ``ROOT/USER`` cuts a live
-session; ``enabled: false`` refuses; deleting the trust removes the root's CAs.
+session; ``enabled: false`` refuses; deleting the trust removes the root's CAs. Also: ``bsh
+clusters`` and ``bctl get remote_clusters``, plain OpenSSH ``ssh NODE.LEAF`` through ``bsh
+config`` and the ``bsh ssh NODE.LEAF`` hand-off, a root lock cutting a session on the leaf, a leaf
+role requiring per-session MFA refusing an ordinary root certificate, and a root CA rotation
+reaching the leaf. All on the same two clusters (module fixture).
 """
 
 from __future__ import annotations
@@ -207,9 +211,23 @@ def test_trust_access_refusals_lock_and_suspension(
     assert "done" not in out
     assert ssh(mapped, "echo again").returncode != 0
 
-    # Suspension and deletion.
+    # A CA rotation on the root reaches the leaf through the tunnel: after "update" a root user
+    # certificate from the new key still works on the leaf (every phase: tests/unit/auth).
+    for phase in ("init", "update"):
+        root_env.admin_ok("auth", "rotate", "--type=tls-user", f"--phase={phase}")
+
+    def leaf_user_cas() -> int:
+        got = json.loads(
+            leaf_env.admin_ok("get", f"trusted_cluster/{root.cluster}", "--format", "json")
+        )
+        return str(got["spec"]["status"]["root_cas"]["tls_user_ca"]).count("BEGIN CERTIFICATE")
+
+    wait_for(lambda: leaf_user_cas() == 2, "the root's rotated user CA on the leaf", timeout=20)
     other = root_env.new_user("access", LOGIN)
-    login_via_proxy(root_env, other)
+    login_via_proxy(root_env, other)  # signed by the new key
+    assert "rotated" in ssh(other, "echo rotated").stdout
+
+    # Suspension and deletion.
     spec.write_text(_trust_yaml(root, "", enabled=False))
     upd = leaf_env.admin("create", "--force", "-f", str(spec))
     assert upd.returncode == 0, upd.stderr

@@ -25,7 +25,7 @@ from bastion.api.audiences import audience_of
 from bastion.api.binding import Call, bind
 from bastion.api.bots import add_bot_routes
 from bastion.api.db import add_db_routes
-from bastion.api.devices import add_device_routes, login_with_device, ping_challenge
+from bastion.api.devices import add_device_routes, login_proof, ping_challenge
 from bastion.api.mfa import add_mfa_routes
 from bastion.api.openapi import openapi_document
 from bastion.api.proxy_header import ClientAddresses
@@ -113,6 +113,7 @@ def user_certs(certs: UserCerts) -> c.UserCerts:
         cluster=certs.identity.cluster,
         mfa_device=certs.identity.mfa_device,
         device_challenge=certs.device_challenge,
+        device_error=certs.device_error,
     )
 
 
@@ -256,12 +257,15 @@ class AuthAPI:
     async def login(self, call: Call[c.Login]) -> c.UserCerts:
         b = call.body
         certs = await self.users.login(
-            b.user, b.password, b.otp, b.public_key, b.ttl, call.remote, webauthn=b.webauthn
+            b.user,
+            b.password,
+            b.otp,
+            b.public_key,
+            b.ttl,
+            call.remote,
+            webauthn=b.webauthn,
+            device=login_proof(b.device),  # the device's proof travels with the login
         )
-        if b.device is not None:  # the device's proof travels with the login (device trust)
-            return await login_with_device(
-                self.auth, certs, user_certs(certs), b.device, b.public_key, call.remote
-            )
         return user_certs(certs)
 
     async def invite_start(self, call: Call[c.InviteToken]) -> c.InviteInfo:

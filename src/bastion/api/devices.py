@@ -15,17 +15,17 @@ from cryptography.hazmat.primitives import serialization
 from bastion.api.binding import Call, bind
 from bastion.auth.device_challenge import challenge_key, mint_challenge
 from bastion.auth.device_sync import DeviceSync
-from bastion.auth.devices import DeviceService
+from bastion.auth.devices import DeviceService, LoginProof
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.contract import core
 from bastion.contract import devices as d
 from bastion.contract.base import Empty
-from bastion.errors import AccessDenied, AuthenticationFailed, BastionError, NotFound
+from bastion.errors import AccessDenied, AuthenticationFailed, NotFound
 from bastion.types.devices import Device, DeviceSpec
 from bastion.types.identity import Identity
 
-__all__ = ["add_device_routes", "login_with_device", "ping_challenge"]
+__all__ = ["add_device_routes", "login_proof", "ping_challenge"]
 
 
 def _certs(certs: UserCerts) -> core.UserCerts:
@@ -62,30 +62,18 @@ def ping_challenge(auth: AuthServer) -> str:
     return mint_challenge(challenge_key(auth.deps.kek), "", auth.clock.now())
 
 
-async def login_with_device(
-    auth: AuthServer,
-    certs: UserCerts,
-    reply: core.UserCerts,
-    proof: core.DeviceProof,
-    public_key: str,
-    remote: str,
-) -> core.UserCerts:
-    """A login that sent its device proof (``Login.device``): the certificates re-issued
-    with the device, or the login's own (``reply``) with ``device_error`` when the device is
-    refused (audited as a ``device.authn`` failure; the login stands, like a failed ceremony)."""
-    try:
-        with_device = await DeviceService(auth).authn_finish(
-            certs.identity,
-            proof.challenge,
-            proof.signature,
-            proof.profile,
-            public_key,
-            remote,
-            device_id=proof.device_id,
-        )
-    except BastionError as exc:
-        return reply.model_copy(update={"device_error": exc.message})
-    return _certs(with_device)
+def login_proof(proof: core.DeviceProof | None) -> LoginProof | None:
+    """``Login.device`` for :meth:`UserService.login <bastion.auth.users.UserService.login>`:
+    verified before the login's one issuance, which then carries the device (a refused proof:
+    the login stands with ``device_error``)."""
+    if proof is None:
+        return None
+    return LoginProof(
+        device_id=proof.device_id,
+        challenge=proof.challenge,
+        signature=proof.signature,
+        profile=dict(proof.profile),
+    )
 
 
 def add_device_routes(app: web.Application, auth: AuthServer) -> None:

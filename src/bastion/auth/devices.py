@@ -90,6 +90,7 @@ __all__ = [
     "DeviceService",
     "DeviceTrustCheck",
     "EnrollChallenge",
+    "LoginProof",
     "NewEnrollToken",
     "cached_device_trust",
     "compliance_lock",
@@ -109,6 +110,17 @@ _TOKEN_SEP = "."
 class NewEnrollToken:
     token: str
     device: Device
+
+
+@dataclass(frozen=True, slots=True)
+class LoginProof:
+    """A machine's device proof sent with its login request: the ping's challenge signed by
+    the device's key with its fresh profile (:meth:`DeviceService.authn_verify`)."""
+
+    device_id: str
+    challenge: str
+    signature: str
+    profile: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,11 +543,11 @@ class DeviceService:
         return challenge, b64(nonce)
 
     async def _token_challenge(
-        self, identity: Identity, token: str, device_id: str
+        self, user: str, token: str, device_id: str
     ) -> tuple[dict[str, Any], Op, bytes]:
-        """A challenge that came with the login's certificates: (record, the op that spends it,
-        the nonce signed with it)."""
-        opened = open_challenge(self._challenge_key, token, identity.user, self.auth.clock.now())
+        """A challenge that came with the login's certificates or the ping: (record, the op
+        that spends it, the nonce signed with it)."""
+        opened = open_challenge(self._challenge_key, token, user, self.auth.clock.now())
         if opened is None:
             raise AccessDenied("unknown, expired or foreign device challenge")
         if not device_id:
@@ -551,11 +563,11 @@ class DeviceService:
         return record, Create(spent), b""
 
     async def _stored_challenge(
-        self, identity: Identity, challenge: str
+        self, user: str, challenge: str
     ) -> tuple[dict[str, Any], Op, bytes]:
         """A challenge from ``/v1/device-authn/begin`` (stored): (record, the op that spends
         it, its nonce)."""
-        record, item = await self._challenge(challenge, "authn", identity.user)
+        record, item = await self._challenge(challenge, "authn", user)
         return record, Delete(item.key, item.revision), unb64(record["nonce"], "nonce")
 
     async def authn_finish(
@@ -578,12 +590,33 @@ class DeviceService:
             AccessDenied: unknown, used or foreign challenge; a signature that does not verify;
                 a locked or no longer enrolled device. Each audited as ``device.authn`` failure.
         """
-        user = identity.user
+        fields = await self.authn_verify(
+            identity.user, challenge, signature, profile, remote_addr, device_id
+        )
+        augmented = identity.model_copy(update=fields)
+        return await self.auth.issuer.issue_user(augmented, public_key, remote_addr)
+
+    async def authn_verify(
+        self,
+        user: str,
+        challenge: str,
+        signature: str,
+        profile: dict[str, Any] | None,
+        remote_addr: str,
+        device_id: str = "",
+    ) -> dict[str, str]:
+        """Verify ``user``'s device answer and record it; returns the identity fields that put
+        the device into certificates (``device_id``, ``device_asset_tag``,
+        ``device_credential_id``, ``device_attestation``), for the caller's one issuance.
+
+        The challenge is spent (a stored one deleted, a token's nonce recorded until its
+        expiry) in the same audited transaction (``device.authn``) as the device's last seen,
+        profile and posture-driven compliance. Raises as :meth:`authn_finish`."""
         try:
             if is_challenge_token(challenge):
-                record, spend, nonce = await self._token_challenge(identity, challenge, device_id)
+                record, spend, nonce = await self._token_challenge(user, challenge, device_id)
             else:
-                record, spend, nonce = await self._stored_challenge(identity, challenge)
+                record, spend, nonce = await self._stored_challenge(user, challenge)
         except (AccessDenied, NotFound) as exc:
             await self._refuse("device.authn", user, "device", exc.message, remote_addr=remote_addr)
             raise
@@ -667,15 +700,12 @@ class DeviceService:
                 "device authentication failed: your device does not meet the device policy: "
                 + "; ".join(problems)
             )
-        augmented = identity.model_copy(
-            update={
-                "device_id": device.name,
-                "device_asset_tag": device.spec.asset_tag,
-                "device_credential_id": credential.id,
-                "device_attestation": credential.attestation,
-            }
-        )
-        return await self.auth.issuer.issue_user(augmented, public_key, remote_addr)
+        return {
+            "device_id": device.name,
+            "device_asset_tag": device.spec.asset_tag,
+            "device_credential_id": credential.id,
+            "device_attestation": credential.attestation,
+        }
 
     async def recheck(self, identity: Identity, remote_addr: str) -> Identity:
         """Certificate renewal: ``identity`` keeps its device only while the device is still

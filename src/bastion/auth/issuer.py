@@ -82,6 +82,8 @@ class UserCerts:
     device_challenge: str = ""
     """A fresh device challenge for the user (:mod:`bastion.auth.device_challenge`): an
     enrolled machine answers it in one round trip."""
+    device_error: str = ""
+    """The login's device proof was refused (the certificates carry no device): why."""
 
 
 @dataclass(frozen=True, slots=True)

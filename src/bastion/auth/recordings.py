@@ -9,10 +9,11 @@ Layer: auth service (RBAC + audit around a :class:`~bastion.recording.store.Reco
   ``session.end`` event of that session (from that node) is in the audit log with the same
   ``recording_sha256``: the hash in the tamper-evident log and the stored bytes agree. Until the
   event has arrived (the node's event queue and its uploader are independent) the upload is
-  answered "unavailable" and the node retries. A database session's recording (written by the
-  proxy's db route) is matched against its ``db.session.end`` the same way. A recording the node recovered after a crash
+  answered "unavailable" and the node retries. A recording the node recovered after a crash
   (``complete: false``) has no ``session.end``; it is stored on its own hash. A repeated upload
-  of identical bytes (a retry after a lost reply) succeeds; different bytes are refused.
+  of identical bytes (a retry after a lost reply) succeeds; different bytes are refused. A
+  database session's recording (written by the proxy's db route, ``node`` = the database) is
+  matched against its ``db.session.end`` the same way.
 * List: with ``list`` on ``session`` (auditors, editors) every recording; otherwise the caller's
   own sessions only (filtered per item).
 * Read: the owner, or ``read`` on ``session``; every view and download is audited

@@ -6,6 +6,7 @@ never say whether a user exists; the audit log says exactly what happened.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from typing import Any
 import pyotp
 from pydantic import ValidationError
 
+from bastion.auth.devices import DeviceService, LoginProof
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.revocation import new_epoch
 from bastion.auth.server import (
@@ -28,6 +30,7 @@ from bastion.errors import (
     AccessDenied,
     AuthenticationFailed,
     BadParameter,
+    BastionError,
     CompareFailed,
     NotFound,
 )
@@ -403,9 +406,14 @@ class UserService:
         ttl: timedelta,
         remote_addr: str,
         webauthn: dict[str, object] | None = None,
+        device: LoginProof | None = None,
     ) -> UserCerts:
         """Password plus the second factor the cluster and the user's devices call for: a
-        WebAuthn assertion for scope ``login`` (from :meth:`begin_login`) or a TOTP code."""
+        WebAuthn assertion for scope ``login`` (from :meth:`begin_login`) or a TOTP code.
+
+        ``device``: the machine's device proof sent with the request, verified once both
+        factors passed and before the one issuance, which then carries the device; a refused
+        proof leaves the login standing without it (``UserCerts.device_error`` says why)."""
         parse_public_key(public_key)
         user, pref = await self._check_password(name, password, remote_addr)
         sf = pref.spec.second_factor
@@ -414,11 +422,19 @@ class UserService:
         if webauthn is not None:
             verified = await self._verify_webauthn(name, sf, webauthn, remote_addr)
             return await self._issue(
-                user, public_key, ttl, remote_addr, method="password+webauthn", mfa=verified
+                user,
+                public_key,
+                ttl,
+                remote_addr,
+                method="password+webauthn",
+                mfa=verified,
+                device_proof=device,
             )
         keys = usable_webauthn(devices) if sf != "off" else []
         if not (mfa_policy.required_kinds(sf) or totp or keys):
-            return await self._issue(user, public_key, ttl, remote_addr, method="password")
+            return await self._issue(
+                user, public_key, ttl, remote_addr, method="password", device_proof=device
+            )
         if totp is not None and (mfa_policy.totp_enabled(sf) or sf == "off"):
             creds = await self.auth.credentials.get(name)
             step = verify_totp(creds.totp_secret, otp_code, self._clock.now(), creds.totp_last_step)
@@ -429,7 +445,13 @@ class UserService:
             await self.auth.credentials.put(name, creds)
             await self.auth.mfa.touch(totp)
             return await self._issue(
-                user, public_key, ttl, remote_addr, method="password+otp", mfa_device=totp
+                user,
+                public_key,
+                ttl,
+                remote_addr,
+                method="password+otp",
+                mfa_device=totp,
+                device_proof=device,
             )
         if keys and mfa_policy.webauthn_enabled(sf):
             await self._failed(name, remote_addr, "no WebAuthn assertion sent", count=False)
@@ -511,6 +533,7 @@ class UserService:
         *,
         mfa: MFAVerified | None = None,
         mfa_device: MFADevice | None = None,
+        device_proof: LoginProof | None = None,
     ) -> UserCerts:
         roles = [await self.auth.roles.get(r) for r in user.spec.roles]
         role_set = RoleSet.from_roles(roles, user.spec.traits)
@@ -529,12 +552,29 @@ class UserService:
         if device_id:
             identity = identity.model_copy(update={"mfa_device": device_id})
         await self._refuse_locked(user, identity_targets(identity), remote_addr)
+        device_error = ""
+        if device_proof is not None:  # verified (and recorded) before the one issuance
+            try:
+                fields = await DeviceService(self.auth).authn_verify(
+                    user.name,
+                    device_proof.challenge,
+                    device_proof.signature,
+                    device_proof.profile,
+                    remote_addr,
+                    device_id=device_proof.device_id,
+                )
+            except BastionError as exc:  # audited as device.authn; the login stands
+                device_error = exc.message
+            else:
+                identity = identity.model_copy(update=fields)
         certs = await self.auth.issuer.issue_user(identity, public_key, remote_addr)
         extra = {"mfa_device": device_id, "aaguid": aaguid} if device_id else {}
+        if identity.device_id:
+            extra["device_id"] = identity.device_id
         await self.auth.audit.emit(
             "user.login", user=user.name, remote_addr=remote_addr, method=method, **extra
         )
-        return certs
+        return dataclasses.replace(certs, device_error=device_error) if device_error else certs
 
     async def _refuse_locked(self, user: User, targets: LockTargets, remote_addr: str) -> None:
         """Raises: Locked (audited as a failed user.login) when a lock covers ``targets``."""

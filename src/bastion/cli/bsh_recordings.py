@@ -71,17 +71,24 @@ def _duration(item: dict[str, Any]) -> str:
 
 
 def recording_rows(items: Iterable[dict[str, Any]]) -> list[list[str]]:
-    """Table rows: session, user, login@node, started, duration, size (+ flags)."""
+    """Table rows: session, user, kind, login@node, started, duration, size (+ flags).
+
+    A database session (kind ``db``, recorded by the proxy) shows ``db_user@database/db_name``."""
     rows = []
     for item in items:
         flags = [f for f, on in (("partial", not item.get("complete", True)),
                                  ("input", item.get("input_recorded"))) if on]  # fmt: skip
         started = str(item.get("started") or "-").replace("T", " ")[:19]
+        kind = str(item.get("kind") or "shell")
+        target = f"{item.get('login', '')}@{item.get('node', '')}"
+        if kind == "db" and item.get("command"):
+            target += f"/{item['command']}"
         rows.append(
             [
                 str(item.get("session_id", "")),
                 str(item.get("user", "")),
-                f"{item.get('login', '')}@{item.get('node', '')}",
+                kind,
+                target,
                 started,
                 _duration(item),
                 human_size(int(item.get("size") or 0)),
@@ -285,6 +292,9 @@ def recordings_group() -> None:
 def ls_command(user: str, node: str, since: str, fmt: str) -> None:
     """List the recordings you may see: your own sessions, or all with list on sessions.
 
+    SSH sessions are kind shell; database sessions (kind db, their statements) show
+    DB_USER@DATABASE/DB_NAME and play with bsh play as a timed list of statements.
+
     \b
     Examples:
       bsh recordings ls
@@ -296,7 +306,7 @@ def ls_command(user: str, node: str, since: str, fmt: str) -> None:
         print_json(items)
         return
     print_table(
-        ("SESSION", "USER", "LOGIN@NODE", "STARTED (UTC)", "DURATION", "SIZE", "FLAGS"),
+        ("SESSION", "USER", "KIND", "LOGIN@NODE", "STARTED (UTC)", "DURATION", "SIZE", "FLAGS"),
         recording_rows(items),
         empty="No recordings.",
     )

@@ -28,7 +28,10 @@ Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
 ``clusters`` is answered by the root itself: the online leaves whose ``whoami`` answers for this
 user (each leaf asked in parallel: the root does not know the leaves' role maps), so a user sees
 only the leaves they may reach. The root also records each leaf tunnel's status and last
-heartbeat in its ``remote_cluster`` (``bctl get remote_clusters``).
+heartbeat in its ``remote_cluster`` (``bctl get remote_clusters``), and pushes its own CAs
+through each leaf's tunnel whenever they change (every phase of a CA rotation) or the leaf
+reconnects: a stream whose header is ``{"type": "cluster_cas", "cas": {...}}``, stored by the
+leaf (:meth:`TrustService.update_root_cas`).
 """
 
 from __future__ import annotations

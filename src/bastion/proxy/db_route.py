@@ -1097,8 +1097,7 @@ class _Recording:
 
     def write(self, statements: Sequence[Statement]) -> None:
         seconds = self._clock.monotonic() - self._start
-        for s in statements:
-            self._write(self._builder.statement(seconds, s.sql, s.params))
+        self._write(b"".join(self._builder.statement(seconds, s.sql, s.params) for s in statements))
 
     def finish(self, ended: datetime) -> RecordingMeta | None:
         """Close it and mark it ready for upload; its metadata with the sha256 (None: the

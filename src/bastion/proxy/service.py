@@ -30,6 +30,7 @@ from bastion.api.app import build_app
 from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import Gate
+from bastion.auth.recordings import InProcessTarget, RecordingService
 from bastion.auth.server import AuthServer
 from bastion.auth.sessions import InProcessTrackers, SessionTrackerService
 from bastion.auth.trust import TrustService
@@ -59,6 +60,8 @@ from bastion.proxy.ssh_route import (
     SSHRoute,
     SSHRouteDeps,
 )
+from bastion.recording.spool import Spool
+from bastion.recording.uploader import Uploader, UploadTarget
 from bastion.services.cache import StoreRoleSource
 from bastion.services.node_pins import NodePins
 from bastion.services.store import ResourceStore
@@ -104,6 +107,9 @@ class ProxyLink:
     """Trusted clusters (in the auth process only): leaf tunnels and routes through them."""
     apps: AppBackend | None = None
     """App access (in the auth process only: it signs the apps' JWTs): the app route."""
+    recordings: UploadTarget | None = None
+    """Where the database route uploads its session recordings (in the auth process only,
+    when auth stores recordings); None: database sessions are audited, not recorded."""
     session_trackers: TrackerReporter | None = None
     """Where the proxy reports its moderated database sessions (in the auth process only;
     without it such sessions are refused: :mod:`bastion.proxy.db_moderation`)."""
@@ -169,6 +175,11 @@ class ProxyLink:
             trust=_trust_service(server),
             apps=app[APP_ACCESS],
             session_trackers=db_session_trackers(server),
+            recordings=(
+                InProcessTarget(RecordingService(server))
+                if server.deps.recordings is not None
+                else None
+            ),
         )
 
 
@@ -257,6 +268,14 @@ class ProxyService:
                     locks=link.locks,
                     gate=link.gate,
                     moderation=db_sessions,
+                    recordings=(  # recorded like SSH sessions (docs/database-access.md)
+                        Uploader(
+                            Spool(self.config.data_path() / "proxy" / "db-recording-spool"),
+                            link.recordings,
+                        )
+                        if link.recordings is not None
+                        else None
+                    ),
                 )
             )
         cfg = self.config.proxy_service

@@ -24,15 +24,19 @@ from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert
 from bastion.audit.emitter import Emitter
 from bastion.auth.db_certs import DbCerts
 from bastion.auth.gate import Gate
+from bastion.auth.recordings import InProcessTarget, RecordingService
 from bastion.clock import SystemClock
 from bastion.errors import NotFound
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.db_route import DbRoute, DbRouteDeps
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
+from bastion.recording.spool import Spool
+from bastion.recording.store import LocalRecordingStore
+from bastion.recording.uploader import Uploader
 from bastion.services.cache import StoreRoleSource
 from bastion.tasks import spawn
-from bastion.testing import make_auth, new_tls_key
+from bastion.testing import AuthFixture, make_auth, new_tls_key
 from bastion.testing.peers.postgres import PgServer
 from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
 from bastion.tunnel import TunnelServer, client_tls_context
@@ -79,6 +83,8 @@ class DbRig:
     audit: Recorder
     locks: LockWatcher
     alice: Identity
+    fx: AuthFixture | None = None
+    """The auth server (its recording store holds the database sessions' recordings)."""
 
     async def login(self, db_user: str, name: str) -> str:
         """What ``bsh db login pg1 --db-user U`` gives alice; returns a libpq conninfo."""
@@ -124,8 +130,13 @@ async def start_db_rig(
     ``bastion start`` does (:meth:`bastion.agent.db_runner.DbService.local`), instead of TLS
     over loopback (a remote agent)."""
     clock = SystemClock()
-    fx = await make_auth(clock=clock, cluster=CLUSTER)
+    fx = await make_auth(
+        clock=clock, cluster=CLUSTER, recordings=LocalRecordingStore(tmp / "recordings")
+    )
     auth = fx.auth
+    recordings = Uploader(
+        Spool(tmp / "db-recording-spool"), InProcessTarget(RecordingService(auth))
+    )
     certs = DbCerts(auth)
     srv_key, srv_pub = new_tls_key()
     server = await certs.server_cert(
@@ -166,12 +177,12 @@ async def start_db_rig(
             expires=clock.now() + timedelta(hours=1),
             user_epoch=user.spec.epoch,
         )
-        async with _cluster(auth, certs, clock, pg, audit_queries, colocated) as (
+        async with _cluster(auth, certs, clock, pg, audit_queries, colocated, recordings) as (
             port,
             audit,
             locks,
         ):
-            yield DbRig(port, tmp, pg, certs, audit, locks, alice)
+            yield DbRig(port, tmp, pg, certs, audit, locks, alice, fx)
     finally:
         await asyncio.to_thread(pg.stop)
 
@@ -184,6 +195,7 @@ async def _cluster(
     pg: PgServer,
     audit_queries: bool,
     colocated: bool = False,
+    recordings: Uploader | None = None,
 ) -> AsyncIterator[tuple[int, Recorder, LockWatcher]]:
     registry = LiveRegistry()
     audit = Recorder(auth.audit)
@@ -235,6 +247,7 @@ async def _cluster(
             locks=locks,
             gate=Gate.for_auth(auth),
             audit_queries=audit_queries,
+            recordings=recordings,
         )
     )
     tls = ProxyTLS(pcerts.tls_cert, proxy_key.decode(), pcerts.tls_user_ca, pcerts.tls_host_ca)

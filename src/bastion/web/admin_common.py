@@ -111,7 +111,7 @@ class PageContext:
         return response
 
 
-ADMIN_SCRIPTS = ("/web/static/admin.js",)
+ADMIN_SCRIPTS = ("/web/static/webauthn-codec.js", "/web/static/admin.js")
 """The script of the admin pages: confirmations and the admin-MFA ceremony before a change."""
 
 

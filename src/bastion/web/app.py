@@ -36,7 +36,7 @@ from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
 from bastion.types.identity import Identity
 from bastion.web.admin_pages import add_admin_routes
-from bastion.web.pages import Raw, page, static_file
+from bastion.web.pages import WEBAUTHN_SCRIPTS, Raw, page, static_file
 from bastion.web.requests import add_request_pages
 from bastion.web.resources import NodeLister
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
@@ -142,7 +142,7 @@ class WebApp:
             "Sign in",
             "login.html",
             status=401 if error else 200,
-            scripts=("webauthn.js",),
+            scripts=WEBAUTHN_SCRIPTS,
             cookies=cookies,
             error=error,
             csrf=csrf,

@@ -33,7 +33,7 @@ from bastion.protocols.apphost import app_address, normalize_path
 from bastion.services.credentials import hash_secret
 from bastion.types.identity import Identity
 from bastion.web.body import read_json
-from bastion.web.pages import page
+from bastion.web.pages import WEBAUTHN_SCRIPTS, page
 from bastion.web.security import check_csrf, csrf_token, security_headers
 from bastion.web.sessions import PREFIX, SESSION_COOKIE, WebSession, current_session
 
@@ -107,7 +107,7 @@ def add_app_launch(app: web.Application, access: AppAccess) -> None:
                 return page(
                     "Confirm it is you",
                     "app_mfa.html",
-                    scripts=("webauthn.js",),
+                    scripts=WEBAUTHN_SCRIPTS,
                     cookies=cookies,
                     csrf=csrf_token(request, cookies),
                     app=name,

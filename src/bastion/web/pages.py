@@ -37,6 +37,10 @@ def render(name: str, **values: str) -> str:
     return _template(name).substitute(escaped)
 
 
+WEBAUTHN_SCRIPTS = ("webauthn-codec.js", "webauthn.js")
+"""The login pages' WebAuthn ceremonies: the shared codec first (deferred scripts run in order)."""
+
+
 def page(
     title: str,
     body_template: str,

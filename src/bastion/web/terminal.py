@@ -172,7 +172,12 @@ class TerminalPages:
             f"{login}@{node}",
             body,
             styles=("/web/vendor/xterm.css", "/web/static/web.css", "/web/static/admin.css"),
-            scripts=("/web/vendor/xterm.js", "/web/vendor/addon-fit.js", "/web/static/terminal.js"),
+            scripts=(
+                "/web/vendor/xterm.js",
+                "/web/vendor/addon-fit.js",
+                "/web/static/webauthn-codec.js",
+                "/web/static/terminal.js",
+            ),
             style_nonce=nonce,
         )
 

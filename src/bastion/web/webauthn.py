@@ -33,7 +33,7 @@ from bastion.auth.server import AuthServer
 from bastion.auth.users import UserService
 from bastion.errors import AccessDenied, AuthenticationFailed, BadParameter
 from bastion.web.body import read_json
-from bastion.web.pages import page
+from bastion.web.pages import WEBAUTHN_SCRIPTS, page
 from bastion.web.security import check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSession, WebSessions, current_session
 
@@ -107,7 +107,7 @@ class WebAuthnPages:
         return page(
             "Security keys",
             "mfa.html",
-            scripts=("webauthn.js",),
+            scripts=WEBAUTHN_SCRIPTS,
             cookies=cookies,
             csrf=csrf_token(request, cookies),
             user=session.user,

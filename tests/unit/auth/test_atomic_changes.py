@@ -341,6 +341,7 @@ NOT_AUDITED_STATE = {
     "DeviceService.enroll_finish": "see test_device_changes_are_atomic",
     "DeviceService.authn_challenge": "a single-use challenge (expiring), no audited state",
     "DeviceService.authn_finish": "see test_device_changes_are_atomic",
+    "DeviceService.authn_verify": "see test_device_changes_are_atomic (authn_finish)",
     "DeviceService.add": "see test_device_changes_are_atomic",
     "DeviceService.remove": "see test_device_changes_are_atomic",
     "DeviceService.create_enroll_token": "see test_device_changes_are_atomic",

@@ -211,15 +211,16 @@ async def test_a_recording_modified_in_the_store_is_not_served(
     assert rejected[-1].user == "audrey" and "modified" in rejected[-1].reason
 
 
-async def test_a_db_session_end_matches_its_database() -> None:
+async def test_a_db_session_end_matches_its_database(fx: AuthFixture) -> None:
     """The proxy's db route records database sessions: their end is ``db.session.end``."""
-    fx_meta = _meta().model_copy(update={"kind": "db", "node": "pg1", "sha256": "a" * 64})
-    async with _db_end_fixture() as audit:
-        await audit.emit(
-            "db.session.end", user="alice", session_id=fx_meta.session_id,
-            recording_sha256=fx_meta.sha256, db_service="pg1",
-        )  # fmt: skip
-        since = datetime(2000, 1, 1, tzinfo=UTC)
-        end = await find_session_end(audit, fx_meta.session_id, "pg1", since)
-        assert end is not None and end.fields["recording_sha256"] == "a" * 64
-        assert await find_session_end(audit, fx_meta.session_id, "pg2", since) is None
+    meta = _meta(node="pg1").model_copy(update={"kind": "db"})
+    await fx.auth.audit.emit(
+        "db.session.end", user="alice", session_id=meta.session_id,
+        recording_sha256=meta.sha256, db_service="pg1",
+    )  # fmt: skip
+    since = fx.clock.now() - timedelta(hours=1)
+    end = await find_session_end(fx.auth.audit, meta.session_id, "pg1", since)
+    assert end is not None and end.fields["recording_sha256"] == meta.sha256
+    assert await find_session_end(fx.auth.audit, meta.session_id, "pg2", since) is None
+    stored = await RecordingService(fx.auth).receive(meta, _chunks(CAST))
+    assert stored.kind == "db" and stored.node == "pg1"

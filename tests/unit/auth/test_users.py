@@ -443,3 +443,153 @@ async def test_invite_state_tells_valid_used_expired_withdrawn_and_unknown():
     assert await fx.users.invite_state(invite.token) == "expired"
     with pytest.raises(AccessDenied):  # and it still cannot be used
         await fx.users.start_invite(invite.token)
+
+
+# ---- the device proof inside the login request (issue 13) -------------------------------------
+
+
+async def _device_world():
+    """alice signed up (password + TOTP) and her machine enrolled with a software key."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from bastion.auth.device_attest import enroll_message
+    from bastion.auth.devices import DeviceService
+
+    fx = await make_auth()
+    pref = await fx.auth.auth_preference()
+    pref.spec.device_trust.allow_software = True
+    await fx.auth.prefs.update(pref)
+    secret, _ = await enrol(fx)
+    devices = DeviceService(fx.auth)
+    device = await devices.add("SN-1", "linux", "alice", "admin")
+    token = (await devices.create_enroll_token(device.name, None, "admin")).token
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    begin = await devices.enroll_begin("alice", token, "software", "", "", "", pem.decode(), {}, "")
+    message = enroll_message("test.local", begin.session, base64.b64decode(begin.nonce))
+    await devices.enroll_finish("alice", begin.session, "", _device_sign(key, message), "")
+    return fx, secret, device.name, key
+
+
+def _device_sign(key, message: bytes) -> str:
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return base64.b64encode(key.sign(message, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def _proof(fx, device_id, key, profile=None):
+    from bastion.auth.device_attest import authn_message
+    from bastion.auth.device_challenge import challenge_key, mint_challenge
+    from bastion.auth.devices import LoginProof
+
+    challenge = mint_challenge(challenge_key(b"\x01" * 32), "", fx.clock.now())  # the ping's
+    full = {k: "" for k in ("os_name", "os_version", "kernel", "model", "serial", "hostname")}
+    full |= {"bsh_version": ""} | (profile or {})
+    signature = _device_sign(key, authn_message("test.local", challenge, b"", full))
+    return LoginProof(device_id, challenge, signature, profile or {})
+
+
+async def _cert_events(fx):
+    from bastion.audit.log import AuditQuery
+
+    return await fx.auth.audit.search(AuditQuery(types=("cert.issued",)))
+
+
+async def test_login_with_a_device_proof_issues_once_with_the_device():
+    fx, secret, device_id, key = await _device_world()
+    before = len(await _cert_events(fx))
+    proof = _proof(fx, device_id, key, {"hostname": "laptop"})
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    certs = await fx.users.login(
+        "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=proof
+    )
+    assert not certs.device_error
+    ident = certs.identity
+    assert (ident.device_id, ident.device_asset_tag, ident.device_attestation) == (
+        device_id,
+        "SN-1",
+        "software",
+    )
+    assert ident.device_credential_id
+    issued = await _cert_events(fx)
+    assert len(issued) == before + 1  # one issuance carries the device
+    assert issued[-1].device_id == device_id
+    from bastion.auth.devices import DeviceService
+
+    stored = await DeviceService(fx.auth).get(device_id)
+    assert stored.spec.profile.hostname == "laptop" and stored.spec.last_seen == fx.clock.now()
+
+
+async def test_a_refused_device_proof_leaves_the_login_standing():
+    from bastion.audit.log import AuditQuery
+
+    fx, secret, device_id, key = await _device_world()
+    proof = _proof(fx, device_id, key)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    first = await fx.users.login(
+        "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=proof
+    )
+    assert first.identity.device_id == device_id
+    fx.clock.advance(30)  # next TOTP step, the challenge still fresh
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    before = len(await _cert_events(fx))
+    again = await fx.users.login(
+        "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=proof
+    )
+    assert "already used" in again.device_error  # a replayed proof: no device, login stands
+    assert again.identity.device_id == "" and again.tls_cert
+    assert len(await _cert_events(fx)) == before + 1
+    other = _proof(fx, device_id, key)
+    forged = other.__class__(device_id, other.challenge, _device_sign(key, b"other"), {})
+    fx.clock.advance(30)
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    bad = await fx.users.login(
+        "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=forged
+    )
+    assert "does not verify" in bad.device_error and not bad.identity.device_id
+    failures = await fx.auth.audit.search(AuditQuery(types=("device.authn",), outcome="failure"))
+    assert len(failures) == 2
+
+
+async def test_a_device_proof_is_not_looked_at_when_the_password_fails():
+    from bastion.audit.log import AuditQuery
+
+    fx, secret, device_id, key = await _device_world()
+    proof = _proof(fx, device_id, key)
+    _, pub = new_public_key()
+    with pytest.raises(AuthenticationFailed):
+        await fx.users.login("alice", "wrong password!!", "", pub, timedelta(1), "ip", device=proof)
+    assert not await fx.auth.audit.search(AuditQuery(types=("device.authn",)))
+    code = pyotp.TOTP(secret).at(fx.clock.now())  # the proof was not spent
+    certs = await fx.users.login(
+        "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=proof
+    )
+    assert certs.identity.device_id == device_id
+
+
+async def test_a_locked_device_is_refused_but_the_login_stands():
+    from bastion.types.access import Lock, LockSpec, LockTarget
+    from bastion.types.meta import Metadata
+
+    fx, secret, device_id, key = await _device_world()
+    lock = Lock(
+        metadata=Metadata(name="lost-laptop"),
+        spec=LockSpec(target=LockTarget(device=device_id), message="reported lost"),
+    )
+    await fx.auth.create_resource(lock, "admin", force=False)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    certs = await fx.users.login(
+        "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=_proof(fx, device_id, key)
+    )
+    assert certs.device_error and not certs.identity.device_id

@@ -30,10 +30,13 @@ ITEMS = [
 
 def test_rows() -> None:
     assert recording_rows(ITEMS) == [
-        [ITEMS[0]["session_id"], "alice", "root@web1", "2026-11-24 10:00:00", "1m05s",
+        [ITEMS[0]["session_id"], "alice", "shell", "root@web1", "2026-11-24 10:00:00", "1m05s",
          "2.0 KiB", "input"],
-        [ITEMS[1]["session_id"], "bob", "bob@db1", "-", "-", "10 B", "partial"],
+        [ITEMS[1]["session_id"], "bob", "shell", "bob@db1", "-", "-", "10 B", "partial"],
     ]  # fmt: skip
+    db = {"session_id": "aaaa3333-0000-4000-8000-000000000000", "user": "carol",
+          "kind": "db", "login": "app", "node": "pg1", "command": "shop", "size": 5}  # fmt: skip
+    assert recording_rows([db])[0][2:4] == ["db", "app@pg1/shop"]
     assert human_size(3 * 1024**3) == "3.0 GiB"
 
 

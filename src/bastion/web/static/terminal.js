@@ -26,32 +26,7 @@
     return element;
   };
 
-  const b64uToBuf = (s) => {
-    const pad = "=".repeat((4 - (s.length % 4)) % 4);
-    const bin = atob((s + pad).replace(/-/g, "+").replace(/_/g, "/"));
-    return Uint8Array.from(bin, (c) => c.charCodeAt(0)).buffer;
-  };
-  const bufToB64u = (buf) => {
-    let bin = "";
-    new Uint8Array(buf).forEach((b) => { bin += String.fromCharCode(b); });
-    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  };
-  const assertionJSON = (cred) => {
-    const r = cred.response;
-    const out = {
-      id: cred.id,
-      rawId: bufToB64u(cred.rawId),
-      type: cred.type,
-      clientExtensionResults: cred.getClientExtensionResults(),
-      response: {
-        clientDataJSON: bufToB64u(r.clientDataJSON),
-        authenticatorData: bufToB64u(r.authenticatorData),
-        signature: bufToB64u(r.signature),
-      },
-    };
-    if (r.userHandle) out.response.userHandle = bufToB64u(r.userHandle);
-    return out;
-  };
+  const { b64uToBuf, assertionJSON } = window.bastionWebAuthn;
 
   const all = [];
   let active = null;

@@ -4,16 +4,7 @@
 // The CSRF token travels in the X-CSRF-Token header (double submit with the HttpOnly cookie).
 "use strict";
 
-const b64uToBuf = (s) => {
-  const pad = "=".repeat((4 - (s.length % 4)) % 4);
-  const bin = atob((s + pad).replace(/-/g, "+").replace(/_/g, "/"));
-  return Uint8Array.from(bin, (c) => c.charCodeAt(0)).buffer;
-};
-const bufToB64u = (buf) => {
-  let bin = "";
-  new Uint8Array(buf).forEach((b) => { bin += String.fromCharCode(b); });
-  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-};
+const { b64uToBuf, bufToB64u } = window.bastionWebAuthn;
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 const status = (text, ok) => {
