@@ -155,7 +155,6 @@ spec:
         events = env.events("--type", "session.leave")
         assert any(e.get("user") == mod.name for e in events)
 
-        import time; T=time.monotonic()
         # 3. A resource request for this database (found through search_as_roles; its search
         #    role does not require moderation): refused before, reached once approved+assumed.
         erin = mod  # the moderator's own roles reach no database
@@ -176,7 +175,6 @@ spec:
         ok = _popen(erin, *query, **erin_service)
         out, err = ok.communicate(timeout=30)
         assert ok.returncode == 0 and out.strip() == "7", err
-        print("P3", time.monotonic()-T)
     finally:
         stop(agent)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium_browser
+from browser import chromium_browser, virtual_authenticator
 from harness import Cluster, Env, start_cluster, totp
 from playwright.sync_api import expect
 
@@ -45,25 +45,6 @@ def browser_env(local_cluster: Cluster, tmp_path: Path) -> Env:
 def chromium() -> Iterator[Any]:
     with chromium_browser() as browser:
         yield browser
-
-
-def virtual_authenticator(context: Any, page: Any) -> tuple[Any, str]:
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    created = cdp.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "usb",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
-    return cdp, created["authenticatorId"]
 
 
 def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chromium: Any) -> None:

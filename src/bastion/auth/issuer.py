@@ -32,6 +32,7 @@ from bastion.ca.keys import PublicKey
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BadParameter
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.device_trust import KeyAttestation, hardware_key_refusal
 from bastion.services.store import ResourceStore
 from bastion.types.access import MIN_SESSION_TTL
 from bastion.types.authority import CAType, CertAuthority
@@ -97,6 +98,13 @@ class HostCerts:
     tls_user_ca: str
 
 
+def _spki_sha256(key: PublicKey) -> str:
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
 class Issuer:
     def __init__(
         self,
@@ -160,11 +168,28 @@ class Issuer:
         )
 
     async def issue_user(
-        self, identity: Identity, public_key: str, remote_addr: str, *, second_factor: bool = False
+        self,
+        identity: Identity,
+        public_key: str,
+        remote_addr: str,
+        *,
+        second_factor: bool = False,
+        require_hardware_key: bool = False,
+        key_attestation: KeyAttestation | None = None,
     ) -> UserCerts:
         """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``
-        (``second_factor``: the login proved MFA outside the identity, e.g. at the IdP)."""
+        (``second_factor``: the login proved MFA outside the identity, e.g. at the IdP).
+
+        ``require_hardware_key`` (a role option of the user's): only for a key attested as
+        TPM-resident by ``key_attestation`` (:func:`hardware_key_refusal`).
+
+        Raises:
+            AccessDenied: the roles require a hardware-held key and this one is not attested.
+        """
         subject = parse_public_key(public_key)
+        refusal = hardware_key_refusal(require_hardware_key, _spki_sha256(subject), key_attestation)
+        if refusal is not None:
+            raise AccessDenied(refusal.message)
         # a risk rule's MFA demand
         await check_step_up(self._audit, identity, remote_addr, second_factor=second_factor)
         now = self._clock.now()
@@ -286,9 +311,6 @@ class Issuer:
         """One ``cert.issued`` event per issuance (SSH and X.509 share the serial), with what a
         certificate transparency monitor needs: serial, key id, principals, roles, validity,
         the subject key's fingerprint, device and MFA data."""
-        der = subject.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
         route = identity.route
         await self._audit.emit(
             "cert.issued",
@@ -306,7 +328,7 @@ class Issuer:
             valid_after=valid_after.isoformat(),
             expires=identity.expires.isoformat(),
             ttl_seconds=int((identity.expires - self._clock.now()).total_seconds()),
-            public_key_sha256=hashlib.sha256(der).hexdigest(),
+            public_key_sha256=_spki_sha256(subject),
             device_attestation=identity.device_attestation,
             mfa_verified=identity.mfa_verified,
             mfa_scope=identity.mfa_scope,

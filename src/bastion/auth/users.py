@@ -15,6 +15,7 @@ from typing import Any
 import pyotp
 from pydantic import ValidationError
 
+from bastion.auth.device_attest import spki_sha256
 from bastion.auth.devices import DeviceService, LoginProof
 from bastion.auth.issuer import UserCerts, parse_public_key
 from bastion.auth.revocation import new_epoch
@@ -38,6 +39,7 @@ from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.mfa import policy as mfa_policy
 from bastion.mfa.service import MFAVerified, usable_webauthn
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.device_trust import HARDWARE_KEY_MESSAGE, KeyAttestation
 from bastion.services.credentials import (
     CredentialStore,
     burn_time_for_unknown_user,
@@ -48,6 +50,7 @@ from bastion.services.credentials import (
 )
 from bastion.types.access import AuthPreference, User, UserSpec
 from bastion.types.codec import validation_problems
+from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 from bastion.types.mfa import MFADevice
 
@@ -567,7 +570,19 @@ class UserService:
                 device_error = exc.message
             else:
                 identity = identity.model_copy(update=fields)
-        certs = await self.auth.issuer.issue_user(identity, public_key, remote_addr)
+        hardware = role_set.options().require_hardware_key
+        try:
+            certs = await self.auth.issuer.issue_user(
+                identity,
+                public_key,
+                remote_addr,
+                require_hardware_key=hardware,
+                key_attestation=await self._key_attestation(identity) if hardware else None,
+            )
+        except AccessDenied as exc:
+            if exc.message == HARDWARE_KEY_MESSAGE:  # require_hardware_key (audited here)
+                await self._failed(user.name, remote_addr, exc.message, False, method)
+            raise
         extra = {"mfa_device": device_id, "aaguid": aaguid} if device_id else {}
         if identity.device_id:
             extra["device_id"] = identity.device_id
@@ -575,6 +590,25 @@ class UserService:
             "user.login", user=user.name, remote_addr=remote_addr, method=method, **extra
         )
         return dataclasses.replace(certs, device_error=device_error) if device_error else certs
+
+    async def _key_attestation(self, identity: Identity) -> KeyAttestation | None:
+        """What the device this login verified vouches for (``require_hardware_key``): its
+        enrolled credential. Keys certified by its AK (``bsh login --key-store=tpm``,
+        :mod:`bastion.auth.key_attest`) are not sent by clients yet (docs/device-trust.md)."""
+        if not identity.device_id:
+            return None
+        try:
+            device = await DeviceService(self.auth).store.get(identity.device_id)
+        except NotFound:
+            return None
+        credential = device.spec.credential
+        if credential is None or credential.id != identity.device_credential_id:
+            return None
+        return KeyAttestation(
+            device_id=device.name,
+            device_attestation=credential.attestation,
+            device_key_sha256=spki_sha256(credential.public_key_pem),
+        )
 
     async def _refuse_locked(self, user: User, targets: LockTargets, remote_addr: str) -> None:
         """Raises: Locked (audited as a failed user.login) when a lock covers ``targets``."""

@@ -645,6 +645,7 @@ def _aggregate_options(options: Iterable[RoleOptions]) -> RoleOptions:
         disconnect_expired_cert=any(o.disconnect_expired_cert for o in listed),
         pin_source_ip=any(o.pin_source_ip for o in listed),
         device_trust_mode=_strictest_device_mode(listed),
+        require_hardware_key=any(o.require_hardware_key for o in listed),
     )
 
 

@@ -13,7 +13,9 @@ Rules (docs/device-trust.md):
   enrolled, holds another credential, is software-attested while the cluster no longer allows
   it, or fails the posture rules (minimum OS version per OS type, compliance required, maximum
   age of the last inventory sync; the caller passes ``now``);
-* under ``optional`` and ``off`` nothing is refused here (locks still apply to the device id).
+* under ``optional`` and ``off`` nothing is refused here (locks still apply to the device id);
+* a role with ``require_hardware_key`` gets certificates only for a key attested as
+  TPM-resident (:func:`hardware_key_refusal`, decided by the issuer).
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from bastion.types.identity import Identity
 
 __all__ = [
     "DEVICE_REQUIRED_MESSAGE",
+    "HARDWARE_KEY_MESSAGE",
     "DeviceRefusal",
+    "KeyAttestation",
     "device_refusal",
+    "hardware_key_refusal",
     "effective_device_mode",
     "parse_version",
     "posture_problems",
@@ -45,6 +50,10 @@ __all__ = [
 DEVICE_REQUIRED_MESSAGE = (
     "access denied: this resource requires a trusted device; run 'bsh device enroll' "
     "(ask an admin for a token)"
+)
+HARDWARE_KEY_MESSAGE = (
+    "access denied: your roles require a hardware-held key; log in with "
+    "'bsh login --key-store=tpm' on an enrolled device"
 )
 _RANK = {mode: rank for rank, mode in enumerate(DEVICE_TRUST_MODES)}
 
@@ -199,5 +208,49 @@ def device_refusal(
         return DeviceRefusal(
             f"{what} fails the device posture: {text}",
             f"access denied: your device does not meet the device policy: {text}",
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAttestation:
+    """What auth verified about a certificate's public key (SHA-256 of SubjectPublicKeyInfo,
+    hex): the device that vouched for it and how."""
+
+    device_id: str
+    device_attestation: str
+    """The device credential's attestation: ``tpm`` or ``software``."""
+    device_key_sha256: str = ""
+    """The device's enrolled credential (its AK)."""
+    certified_key_sha256: str = ""
+    """A key the device's AK certified with TPM2_Certify, the certification verified
+    (:func:`bastion.auth.key_attest.certified_key_sha256`)."""
+
+
+def hardware_key_refusal(
+    required: bool, key_sha256: str, attestation: KeyAttestation | None
+) -> DeviceRefusal | None:
+    """Should a certificate for the key ``key_sha256`` be refused under
+    ``require_hardware_key`` (``required``: any of the user's roles sets it)?
+
+    Allowed only when a TPM-attested device vouched for that very key: it is the device's
+    enrolled TPM credential or a key its AK certified as TPM-resident. A software-attested
+    device never vouches (its key lives on disk)."""
+    if not required:
+        return None
+    if attestation is None or not attestation.device_id:
+        return DeviceRefusal("no hardware key attestation for the key", HARDWARE_KEY_MESSAGE)
+    what = f"device {attestation.device_id}"
+    if attestation.device_attestation != "tpm":
+        return DeviceRefusal(
+            f"{what} is {attestation.device_attestation or 'not'}-attested, not a TPM",
+            HARDWARE_KEY_MESSAGE,
+        )
+    vouched = {attestation.device_key_sha256, attestation.certified_key_sha256} - {""}
+    if not key_sha256 or key_sha256 not in vouched:
+        return DeviceRefusal(
+            f"{what}: the key {key_sha256[:16] or '(none)'} is neither the device's TPM "
+            "credential nor certified by its attestation key",
+            HARDWARE_KEY_MESSAGE,
         )
     return None

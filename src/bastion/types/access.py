@@ -201,6 +201,10 @@ class RoleOptions(StrictModel):
     device_trust_mode: DeviceTrustMode | None = None
     """Device trust for this role's holders (docs/device-trust.md); the strictest of the
     cluster's ``device_trust.mode`` and the roles' values wins. Unset: the cluster's."""
+    require_hardware_key: bool = False
+    """Certificates only for a key attested as TPM-resident (the device's enrolled TPM
+    credential, or a key its AK certified); any role turns it on. Partial: see
+    docs/device-trust.md (hardware-held user keys)."""
     require_session_join: list[SessionRequirePolicy] = Field(default_factory=list)
     """Who must join this role's holders' sessions before they run (moderated sessions,
     docs/moderated-sessions.md); every role's policies must be met."""
