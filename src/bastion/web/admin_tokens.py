@@ -154,8 +154,10 @@ class TokenPages:
         shown = (
             '<div class="notice ok" role="status"><p>Join token created; it is shown once:</p>'
             f'<p><code id="token-secret">{esc(new.token)}</code></p>'
-            f"<p>Join with <code>bastion start --roles={esc(','.join(roles))} "
-            f"--token={esc(new.token)} ...</code></p></div>"
+            "<p>Join with <code>"
+            f"bbot join --role={esc(roles[0])} --token={esc(new.token)} --auth=PROXY:3080 "
+            "--ca-pin=sha256:... --name=HOST --dest=DIR"
+            "</code> (the CA pin is on the cluster's start-up output).</p></div>"
         )
         return await self._render(ctx, shown, 201)
 
@@ -185,7 +187,9 @@ class TokenPages:
             cap = (
                 '<table class="nodes" id="auth-preference"><thead><tr><th scope="col">Setting'
                 f'</th><th scope="col">Value</th></tr></thead><tbody>{rows}</tbody></table>'
-                '<p class="muted">Change it with <code>bctl edit cap</code>.</p>'
+                '<p class="muted">Change it with <code>'
+                "bctl edit cluster_auth_preference/cluster-auth-preference"
+                "</code>.</p>"
             )
         except BastionError as exc:
             cap = notice(exc.message, error=True)

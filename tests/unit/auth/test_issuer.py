@@ -98,3 +98,40 @@ async def test_ttl_floor_never_goes_above_the_roles_cap():
     legacy = Role.model_validate_json(json.dumps(stored))
     assert ttl(legacy, timedelta(hours=1)) == timedelta(seconds=30)
     assert ttl(legacy, timedelta(seconds=5)) == timedelta(seconds=30)
+
+
+async def test_require_hardware_key_issues_only_for_an_attested_key():
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from bastion.errors import AccessDenied
+    from bastion.rbac.device_trust import KeyAttestation
+
+    fx = await make_auth()
+    roles = [await fx.auth.roles.get("access")]
+    ident = fx.auth.issuer.user_identity(
+        cluster="test.local",
+        user="alice",
+        roles=["access"],
+        traits={},
+        role_set=RoleSet.from_roles(roles, {}),
+        requested_ttl=timedelta(hours=1),
+    )
+    key, pub = new_public_key()
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    spki = hashlib.sha256(der).hexdigest()
+    with pytest.raises(AccessDenied, match="bsh login --key-store=tpm"):
+        await fx.auth.issuer.issue_user(ident, pub, "ip", require_hardware_key=True)
+    software = KeyAttestation("d1", "software", certified_key_sha256=spki)
+    with pytest.raises(AccessDenied, match="hardware-held key"):
+        await fx.auth.issuer.issue_user(
+            ident, pub, "ip", require_hardware_key=True, key_attestation=software
+        )
+    tpm = KeyAttestation("d1", "tpm", device_key_sha256="ak", certified_key_sha256=spki)
+    certs = await fx.auth.issuer.issue_user(
+        ident, pub, "ip", require_hardware_key=True, key_attestation=tpm
+    )
+    assert certs.tls_cert

@@ -593,3 +593,26 @@ async def test_a_locked_device_is_refused_but_the_login_stands():
         "alice", PASSWORD, code, pub, timedelta(hours=1), "ip", device=_proof(fx, device_id, key)
     )
     assert certs.device_error and not certs.identity.device_id
+
+
+async def test_a_role_requiring_a_hardware_key_refuses_a_login_with_a_software_key():
+    from bastion.audit.log import AuditQuery
+    from bastion.types.access import Role, RoleOptions, RoleSpec
+    from bastion.types.meta import Metadata
+
+    fx, secret, device_id, key = await _device_world()
+    strict = Role(
+        metadata=Metadata(name="hw"), spec=RoleSpec(options=RoleOptions(require_hardware_key=True))
+    )
+    await fx.auth.create_resource(strict, "admin", force=False)
+    user = await fx.auth.users.get("alice")
+    user.spec.roles = [*user.spec.roles, "hw"]
+    await fx.auth.users.update(user)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    with pytest.raises(AccessDenied, match=r"bsh login --key-store=tpm"):
+        await fx.users.login(  # a software-attested device vouches for no key
+            "alice", PASSWORD, code, pub, timedelta(1), "ip", device=_proof(fx, device_id, key)
+        )
+    failures = await fx.auth.audit.search(AuditQuery(types=("user.login",), outcome="failure"))
+    assert "hardware-held key" in failures[-1].reason

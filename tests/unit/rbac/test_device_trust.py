@@ -184,3 +184,52 @@ def test_sync_age_rule_matches_its_definition(
     assert bool(problem) == expected
     policy = DeviceTrustPreference(max_sync_age_seconds=max_age)
     assert (problem in posture_problems(device, policy, now=NOW)) == expected
+
+
+# ---- require_hardware_key (part 7 groundwork) ---------------------------------------------------
+
+
+def test_require_hardware_key_is_on_when_any_role_sets_it() -> None:
+    from bastion.types.access import RoleOptions, RoleSpec
+
+    plain = Role(metadata=Metadata(name="a"))
+    strict = Role(
+        metadata=Metadata(name="b"), spec=RoleSpec(options=RoleOptions(require_hardware_key=True))
+    )
+    assert not RoleSet.from_roles([plain], {}).options().require_hardware_key
+    assert RoleSet.from_roles([plain, strict], {}).options().require_hardware_key
+
+
+def test_hardware_key_refusal() -> None:
+    from bastion.rbac.device_trust import (
+        HARDWARE_KEY_MESSAGE,
+        KeyAttestation,
+        hardware_key_refusal,
+    )
+
+    tpm = KeyAttestation("d1", "tpm", device_key_sha256="ak", certified_key_sha256="k1")
+    assert hardware_key_refusal(False, "anything", None) is None
+    assert hardware_key_refusal(True, "k1", tpm) is None  # certified by the AK
+    assert hardware_key_refusal(True, "ak", tpm) is None  # the enrolled TPM credential
+    for key, attestation, why in [
+        ("k1", None, "no hardware key attestation"),
+        ("k1", KeyAttestation("", "tpm", certified_key_sha256="k1"), "no hardware key"),
+        ("k1", KeyAttestation("d1", "software", "k1", "k1"), "software-attested"),
+        ("k2", tpm, "neither the device's TPM credential nor certified"),
+        ("", KeyAttestation("d1", "tpm"), "neither"),
+    ]:
+        refusal = hardware_key_refusal(True, key, attestation)
+        assert refusal is not None and why in refusal.reason
+        assert refusal.message == HARDWARE_KEY_MESSAGE
+        assert "bsh login --key-store=tpm" in refusal.message and "\n" not in refusal.message
+
+
+@given(st.booleans(), st.text(max_size=8), st.sampled_from(["tpm", "software", ""]))
+def test_hardware_key_allowed_only_for_a_key_a_tpm_vouched_for(
+    required: bool, key: str, kind: str
+) -> None:
+    from bastion.rbac.device_trust import KeyAttestation, hardware_key_refusal
+
+    attestation = KeyAttestation("d1", kind, device_key_sha256="ak", certified_key_sha256="k1")
+    allowed = hardware_key_refusal(required, key, attestation) is None
+    assert allowed == (not required or (kind == "tpm" and key in ("ak", "k1")))
