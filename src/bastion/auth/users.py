@@ -344,6 +344,53 @@ class UserService:
             user, public_key, ttl, remote_addr, method="invite", mfa_device=device
         )
 
+    async def change_password(
+        self,
+        name: str,
+        current: str,
+        new: str,
+        remote_addr: str,
+        webauthn: dict[str, Any] | None = None,
+        otp: str = "",
+    ) -> None:
+        """A signed-in user's new password: the current one (checked like a login: lockout,
+        locks, failures audited) and a proof from one of their devices (scope
+        ``password:change``, :meth:`MFAService.confirm_with_existing`); the credentials write
+        and ``user.password_set`` (method ``change``) are one transaction.
+
+        Raises:
+            BadParameter: the new password breaks the policy. AuthenticationFailed: the current
+            password is wrong. AccessDenied: no valid second-factor proof, locked out.
+        """
+        check_password_strength(new)
+        try:
+            await self._check_password(name, current, remote_addr)
+        except AuthenticationFailed:
+            raise AuthenticationFailed("the current password is wrong") from None
+        try:
+            await self.auth.mfa.confirm_with_existing(name, "password:change", webauthn, otp)
+        except BastionError as exc:
+            await self.auth.audit.emit(
+                "user.password_set",
+                outcome="failure",
+                user=name,
+                target=f"user/{name}",
+                remote_addr=remote_addr,
+                method="change",
+                reason=exc.message,
+            )
+            raise
+        creds = await self.auth.credentials.get(name)
+        creds.set_password(new)
+        await self.auth.audited(
+            "user.password_set",
+            [self.auth.credentials.put_op(name, creds)],
+            name,
+            f"user/{name}",
+            remote_addr=remote_addr,
+            method="change",
+        )
+
     # ---- login ---------------------------------------------------------------------------------
 
     async def _check_password(

@@ -20,7 +20,10 @@ in-band (psql's SSLRequest on the shared port, answered ``S``) or with ALPN
 4. Every statement the client sends is audited as ``db.session.query`` (simple Query, and
    Execute of a portal bound with its parameter values); the session is registered in the
    LiveRegistry (kind ``db``) so that a lock ends it with an ErrorResponse naming the lock.
-   ``db.session.end`` carries the byte counts.
+   ``db.session.end`` carries the byte counts. With ``recordings``, each audited statement is
+   also written to the session's recording (:mod:`bastion.recording.dbcast`, asciicast v2) in
+   the spool; ``db.session.end`` carries its ``session_id`` and ``recording_sha256``, then the
+   uploader delivers it to auth (``bsh recordings ls`` / ``bsh play``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
@@ -100,6 +103,7 @@ a statement is never dropped)."""
 _LOW_WATER = 1024
 _FLUSH_INTERVAL = 0.02
 """The audit writer of a session commits its pending statements at most this often..."""
+_M = TypeVar("_M")
 _MAX_BATCH = 512
 """...or as soon as this many are pending (one transaction each)."""
 
@@ -178,23 +182,48 @@ class _Refused(AccessDenied):
         self.reason = reason or message
 
 
-class _StartupReader(asyncio.Protocol):
-    """Reads untyped packets until a StartupMessage; answers GSSENCRequest with ``N``."""
+class _FirstMessageReader(asyncio.Protocol, Generic[_M]):
+    """Reads a client's first message after TLS (``done``), then pauses: the route decides
+    before any byte goes on. Subclasses parse (``data_received``); ``what`` names the message."""
+
+    what = "first message"
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.done: asyncio.Future[StartupMessage] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[_M] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def finish(self, message: _M) -> None:
+        self.done.set_result(message)
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(RemoteProtocolError(f"closed before the {self.what}"))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionResetError("client went away"))
+
+
+class _StartupReader(_FirstMessageReader[StartupMessage]):
+    """Reads untyped packets until a StartupMessage; answers GSSENCRequest with ``N``."""
+
+    what = "startup message"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray()
+
     def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            self.buffer += data
-            return
         self.buffer += data
+        if self.done.done():
+            return
         try:
             while not self.done.done():
                 got = parse_startup_packet(bytes(self.buffer))
@@ -209,20 +238,9 @@ class _StartupReader(asyncio.Protocol):
                 elif isinstance(packet, CancelRequest):
                     raise RemoteProtocolError("CancelRequest inside a TLS session")
                 elif isinstance(packet, StartupMessage):
-                    self.done.set_result(packet)
-                    if self.transport is not None:
-                        self.transport.pause_reading()
+                    self.finish(packet)
         except RemoteProtocolError as exc:
             self.done.set_exception(exc)
-
-    def eof_received(self) -> bool:
-        if not self.done.done():
-            self.done.set_exception(RemoteProtocolError("closed before the startup message"))
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(ConnectionResetError("client went away"))
 
 
 class _QuerySide(RelaySide):
@@ -268,20 +286,15 @@ class _QuerySide(RelaySide):
             super().data_received(data)
 
 
-class _HandshakeReader(asyncio.Protocol):
+class _HandshakeReader(_FirstMessageReader[mysql.HandshakeResponse]):
     """MySQL: reads the client's first packet (its HandshakeResponse41, sequence id 1)."""
 
+    what = "handshake response"
+
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        super().__init__()
         self.packets = mysql.PacketReader(mysql.MAX_HANDSHAKE_LENGTH)
         self.rest = b""
-        self.done: asyncio.Future[mysql.HandshakeResponse] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -294,21 +307,10 @@ class _HandshakeReader(asyncio.Protocol):
             got = mysql.parse_handshake_response(packets[0].payload)
             if isinstance(got, mysql.SSLRequest):
                 raise RemoteProtocolError("SSLRequest inside a TLS session")
-            self.done.set_result(got)
             self.rest = b"".join(mysql.build_packet(p.seq, p.payload) for p in packets[1:])
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self.finish(got)
         except RemoteProtocolError as exc:
             self.done.set_exception(exc)
-
-    def eof_received(self) -> bool:
-        if not self.done.done():
-            self.done.set_exception(RemoteProtocolError("closed before the handshake response"))
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(ConnectionResetError("client went away"))
 
 
 class _MySQLClientSide(_QuerySide):

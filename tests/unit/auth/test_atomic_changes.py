@@ -146,6 +146,12 @@ async def _fail_logins(w: World) -> None:
             pass
 
 
+async def _change_password(w: World) -> None:
+    secret = (await w.auth.credentials.get("alice")).totp_secret
+    code = pyotp.TOTP(secret).at(w.clock.now())
+    await w.users.change_password("alice", PASSWORD, PASSWORD + " new", "ip", otp=code)
+
+
 async def _locked_out(w: World) -> None:
     await _enrolled(w)
     await _fail_logins(w)
@@ -286,6 +292,7 @@ SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
     "UserService.reset_user": (True, _enrolled, lambda w: w.users.reset_user("alice", "admin")),
     "UserService.complete_invite": (True, _invited, _complete_invite),
     "UserService.login": (True, _enrolled, _fail_logins),
+    "UserService.change_password": (True, _enrolled, _change_password),
     "UserService.unlock": (True, _locked_out, lambda w: w.users.unlock("alice", "admin")),
     "AccessRequestService.create": (True, _request_world, _request_created),
     "AccessRequestService.review": (True, _request_world, _request_reviewed),
