@@ -7,7 +7,8 @@ cluster); an unmapped user is refused at the leaf; a leaf lock on ``ROOT/USER`` 
 session; ``enabled: false`` refuses; deleting the trust removes the root's CAs. Also: ``bsh
 clusters`` and ``bctl get remote_clusters``, plain OpenSSH ``ssh NODE.LEAF`` through ``bsh
 config`` and the ``bsh ssh NODE.LEAF`` hand-off, a root lock cutting a session on the leaf, a leaf
-role requiring per-session MFA refusing an ordinary root certificate, and a root CA rotation
+role requiring per-session MFA refusing an ordinary root certificate and accepting one after the
+root's MFA ceremony for that leaf node, and a root CA rotation
 reaching the leaf. All on the same two clusters (module fixture).
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, User, login_via_proxy, start_cluster, wait_for
+from harness import BIN, Cluster, Env, User, login_via_proxy, run, start_cluster, wait_for
 
 from bastion.testing import missing_peer
 from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary
@@ -110,7 +111,8 @@ def _clusters_and_plain_openssh(
 def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: Path) -> None:
     """A lock created on the root cuts the user's live session on the leaf (the root proxy
     relays it) and refuses new ones; a leaf role requiring per-session MFA refuses an ordinary
-    root certificate."""
+    root certificate, and admits a root user after the root's per-session MFA ceremony (a
+    software security key) for that leaf, node and login."""
     leaf = leaf_env.cluster.cluster
     user = root_env.new_user("access", LOGIN)
     login_via_proxy(root_env, user)
@@ -135,6 +137,40 @@ def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: P
     login_via_proxy(root_env, strict)
     no_mfa = root_env.bsh(strict, "ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo x")
     assert no_mfa.returncode != 0 and "MFA" in no_mfa.stderr, no_mfa.stderr
+
+    # The ceremony with the root: a user with a (software) security key gets a 1-minute root
+    # certificate scoped to this leaf, node and login, and reaches the leaf node.
+    root_env.admin_ok("create", "--force", "-f", "-", input=_SOFT_KEYS)
+    keyed, invite = root_env.add_user("ops-mfaonly", LOGIN)
+    key = root_env.root / f"{keyed.name}-key.json"
+    joined = root_env.bsh(
+        keyed,
+        "login",
+        f"--proxy={root_env.cluster.proxy}",
+        f"--invite={invite['token']}",
+        f"--ca-pin={root_env.cluster.pin}",
+        "--password-stdin",
+        "--mfa=webauthn",
+        f"--software-authenticator={key}",
+        input=keyed.password + "\n",
+    )
+    assert joined.returncode == 0, joined.stderr
+    argv = ("ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo with-mfa")
+    with_key = run("bsh", *argv, home=keyed.home, env={"BSH_SOFTWARE_AUTHENTICATOR": str(key)})
+    assert with_key.returncode == 0 and "with-mfa" in with_key.stdout, with_key.stderr
+    assert any(
+        e.get("leaf_cluster") == leaf and e.get("scope") == f"session:{leaf}/{node}:{LOGIN}"
+        for e in root_env.events("--type", "mfa.session")
+    )
+
+
+_SOFT_KEYS = """\
+kind: cluster_auth_preference
+metadata: {name: cluster-auth-preference}
+spec:
+  second_factor: "on"
+  allow_software_authenticator: true
+"""
 
 
 def _leaf_node(leaf_env: Env) -> str:

@@ -183,6 +183,7 @@ PAGES = (
     "/web/admin/roles",
     "/web/admin/audit",
     "/web/admin/tokens",
+    "/web/account",
 )
 """The main pages (the others share their layout and components)."""
 
@@ -209,4 +210,51 @@ def test_accessibility_and_screenshots(lenv: Env, chromium: Any) -> None:
         shot = path.strip("/").split("?")[0].replace("/", "-") or "home"
         page.screenshot(path=str(SHOTS / f"{shot}.png"))
     assert not {k: v for k, v in found.items() if v}, found
+    context.close()
+
+
+def test_account_page_keys_and_password(lenv: Env, chromium: Any) -> None:
+    """The account page: add a security key through the registration ceremony and see it
+    listed by kind and name; change the password with a wrong current one (the error inline),
+    then the right one (the key confirms both); remove the key (touched again)."""
+    user = lenv.new_user("access", LOGIN)
+    base = f"https://localhost:{lenv.cluster.proxy.rsplit(':', 1)[1]}"
+    context = chromium.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 720}
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and "status of 401" not in m.text  # the refused attempt's page
+            else None
+        ),
+    )
+    page.on("dialog", lambda d: d.accept())
+    virtual_authenticator(context, page)
+    sign_in(page, base, user)
+    page.click("a[href='/web/account']")  # the home page's link
+    devices = page.locator("#devices")
+    expect(devices).to_contain_text("authenticator app")
+    page.fill("#device-name", "acct-key")
+    page.click("button[data-ceremony=register]")
+    expect(page.locator("#devices tr[data-device='acct-key']")).to_contain_text("security key")
+
+    new = user.password + " changed"
+    form = page.locator("#password-form")
+    for current in ("not the password", user.password):
+        page.fill("#pw-current", current)
+        page.fill("#pw-new", new)
+        page.fill("#pw-confirm", new)
+        page.click("#password-form button[type=submit]")
+        if current != user.password:
+            expect(form.locator("[role=alert]")).to_contain_text("current password is wrong")
+    expect(page.locator("#password-form [role=status]")).to_contain_text("Password changed")
+
+    page.click("#devices tr[data-device='acct-key'] button[type=submit]")
+    expect(page.locator("p.notice.ok").first).to_contain_text("Removed acct-key")
+    expect(page.locator("#devices tr[data-device='acct-key']")).to_have_count(0)
+    assert not errors, errors
     context.close()

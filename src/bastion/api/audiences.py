@@ -44,6 +44,10 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/web/apps/{name}/mfa/finish"): "web",
     # ---- the web UI: resources and the SSH terminal (docs/web-ui.md) ---------------------------
     ("GET", "/web/nodes"): "web",
+    ("GET", "/web/account"): "web",
+    ("POST", "/web/account/devices/remove"): "web",
+    ("POST", "/web/account/password"): "web",
+    ("POST", "/web/account/challenge"): "web",
     ("GET", "/web/ssh"): "web",
     ("GET", "/web/ssh/ws"): "web",
     ("GET", "/web/ssh/files"): "web",

@@ -31,6 +31,7 @@ def add_session_routes(app: web.Application, certs: SessionCerts) -> None:
             call.body.node,
             call.body.login,
             guard.ctx.remote_addr,
+            cluster=call.body.cluster,
         )
         return m.SessionChallenge.model_validate(answer)
 
@@ -44,6 +45,7 @@ def add_session_routes(app: web.Application, certs: SessionCerts) -> None:
             b.public_key,
             b.mfa_response,
             guard.ctx.remote_addr,
+            cluster=b.cluster,
         )
         ident = issued.identity
         route = ident.route

@@ -20,6 +20,13 @@ a refusal before any ceremony (no such node, a login not in the certificate, RBA
 heartbeat, or a reverse tunnel this process knows is down: :meth:`AuthServer.node_online`) is
 refused with :class:`~bastion.errors.ConnectionProblem` before any ceremony: a security-key
 touch for a node that cannot answer would be wasted.
+
+**Leaf nodes** (trusted clusters, docs/trusted-clusters.md): with ``cluster`` naming a leaf of
+this root, the root checks only that the leaf is recorded (a ``remote_cluster``) and that no root
+lock covers the user or login; the leaf's node, roles and MFA requirement are the leaf's to
+decide, so the answer is always ``mfa_required`` and the certificate is scoped
+``session:<leaf>/<node>:<login>`` with a route to that leaf (the leaf's check:
+:func:`bastion.auth.trust.leaf_session_mfa`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any, Protocol
 
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
+from bastion.auth.trust import leaf_session_scope, remote_store
 from bastion.clock import in_zone
 from bastion.errors import (
     AccessDenied,
@@ -49,6 +57,7 @@ from bastion.rbac.session_mfa import (
 )
 from bastion.types.identity import Identity, RouteToTarget
 from bastion.types.inventory import Node
+from bastion.types.meta import NAME_PATTERN
 
 __all__ = [
     "ChallengeService",
@@ -145,7 +154,13 @@ class SessionCerts:
         return SessionTarget(found, login, decision)
 
     async def challenge(
-        self, identity: Identity, role_set: RoleSet, node: str, login: str, remote_addr: str
+        self,
+        identity: Identity,
+        role_set: RoleSet,
+        node: str,
+        login: str,
+        remote_addr: str,
+        cluster: str = "",
     ) -> dict[str, Any]:
         """``{"mfa_required": bool, "node": canonical name, "port_forwarding": bool, "scope",
         "challenge"}``. ``port_forwarding`` lets the client refuse ``-L``/``-R`` with the reason
@@ -153,6 +168,8 @@ class SessionCerts:
 
         A refused resolution (no such node, a login not in the certificate, RBAC) is audited as
         ``access.denied``; only the MFA ceremony's own outcomes are ``mfa.session`` events."""
+        if cluster and cluster != self._auth.cluster:
+            return await self._leaf_challenge(identity, cluster, node, login, remote_addr)
         try:
             target = await self.resolve(identity, role_set, node, login, remote_addr)
             # A lock on the node (or this login) says why, rather than "offline": a locked
@@ -189,6 +206,7 @@ class SessionCerts:
         public_key: str,
         response: dict[str, Any],
         remote_addr: str,
+        cluster: str = "",
     ) -> UserCerts:
         """Verify the assertion for ``session:<node>:<login>`` and sign the 1-minute certificates.
 
@@ -196,6 +214,10 @@ class SessionCerts:
             AccessDenied: the ceremony failed (wrong scope, replayed, unknown device, ...), a lock
                 covers the device, or the resolution refused (see :meth:`resolve`).
         """
+        if cluster and cluster != self._auth.cluster:
+            return await self._leaf_issue(
+                identity, cluster, node, login, public_key, response, remote_addr
+            )
         device: VerifiedDevice | None = None
         try:
             target = await self.resolve(identity, role_set, node, login, remote_addr)
@@ -247,6 +269,111 @@ class SessionCerts:
             "mfa_device": mfa_device,
         }
         return identity.model_copy(update=update)
+
+    async def _leaf_target(
+        self, identity: Identity, leaf: str, node: str, login: str, remote_addr: str
+    ) -> str:
+        """The scope for ``login@node`` of the leaf ``leaf``: the leaf must be recorded here
+        and no root lock may cover the user or login (the node is the leaf's to decide).
+        Refusals are audited as ``access.denied``.
+
+        Raises:
+            AccessDenied: a session certificate asking, or a root lock. NotFound: no such leaf.
+            BadParameter: a malformed name.
+        """
+        target = f"{leaf}/{node}"
+        try:
+            if is_session_identity(identity):
+                raise AccessDenied(
+                    "a per-session MFA certificate cannot be used to get another certificate; "
+                    "use your login certificate (bsh login)"
+                )
+            if not node or not login:
+                raise BadParameter("fields 'node' and 'login' are required")
+            if not NAME_PATTERN.match(leaf) or not NAME_PATTERN.match(node):
+                raise BadParameter(f"invalid cluster or node name {target!r}")
+            try:
+                await remote_store(self._auth).get(leaf)
+            except NotFound:
+                raise NotFound(f"cluster {leaf} is not a leaf of this cluster") from None
+            targets = identity_targets(identity, login=login, nodes=())
+            (await self._auth.lock_access(identity, targets)).raise_if_denied()
+            return leaf_session_scope(leaf, node, login)
+        except BastionError as exc:
+            await self._audit_refusal(identity, target, login, remote_addr, _reason(exc))
+            raise
+
+    async def _leaf_challenge(
+        self, identity: Identity, leaf: str, node: str, login: str, remote_addr: str
+    ) -> dict[str, Any]:
+        scope = await self._leaf_target(identity, leaf, node, login, remote_addr)
+        try:
+            challenge = await self._mfa.begin_challenge(identity.user, scope)
+        except BastionError as exc:
+            await self._audit_failure(identity, f"{leaf}/{node}", login, remote_addr, _reason(exc))
+            raise
+        return {
+            "mfa_required": True,
+            "node": node,
+            "login": login,
+            "port_forwarding": True,  # the leaf's roles decide, at the leaf
+            "scope": scope,
+            "challenge": challenge,
+        }
+
+    async def _leaf_issue(
+        self,
+        identity: Identity,
+        leaf: str,
+        node: str,
+        login: str,
+        public_key: str,
+        response: dict[str, Any],
+        remote_addr: str,
+    ) -> UserCerts:
+        """The 1-minute root certificate for ``login@node`` of ``leaf`` (one login, a route to
+        the leaf's node, ``mfa_scope`` ``session:<leaf>/<node>:<login>``)."""
+        scope = await self._leaf_target(identity, leaf, node, login, remote_addr)
+        target = f"{leaf}/{node}"
+        device: VerifiedDevice | None = None
+        try:
+            device = await self._mfa.verify_challenge(identity.user, scope, response)
+            if device.user != identity.user:
+                raise AccessDenied("the security key belongs to another user")
+            now = self._auth.clock.now()
+            session = identity.model_copy(
+                update={
+                    "logins": (login,),
+                    "expires": min(identity.expires, now + SESSION_CERT_TTL),
+                    "route": RouteToTarget(cluster=leaf, node=node, login=login),
+                    "mfa_verified": True,
+                    "mfa_scope": scope,
+                    "mfa_device": device.device_id,
+                }
+            )
+            view = LockView(tuple(await self._auth.locks.list()), healthy=True, synced_at=now)
+            decision = decide(view, identity_targets(session, login=login), "best_effort", now)
+            if not decision.allowed:
+                raise Locked(decision.reason)
+        except BastionError as exc:
+            await self._audit_failure(identity, target, login, remote_addr, _reason(exc), device)
+            raise
+        certs = await self._auth.issuer.issue_user(session, public_key, remote_addr)
+        await self._auth.audit.emit(
+            "mfa.session",
+            user=identity.user,
+            login=login,
+            target=target,
+            leaf_cluster=leaf,
+            remote_addr=remote_addr,
+            device_id=identity.device_id,
+            mfa_device=device.device_id,
+            device_name=device.device_name,
+            aaguid=device.aaguid,
+            scope=scope,
+            expires=session.expires.isoformat(),
+        )
+        return certs
 
     async def _audit_refusal(
         self, identity: Identity, node: str, login: str, remote_addr: str, reason: str

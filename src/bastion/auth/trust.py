@@ -15,6 +15,14 @@ Layer: auth (domain). Both sides of one relationship (docs/trusted-clusters.md):
   identity: verified against the root's user CA of *that* trust only (identity cluster must be
   the root's name, never this cluster's), roles mapped through ``role_map`` (no mapping, no
   access), logins and TTL from the leaf's own roles.
+
+Per-session MFA for a leaf node: the root's session-certificate endpoint
+(:mod:`bastion.auth.session_certs`) signs a 1-minute root certificate scoped
+``session:<leaf>/<node>:<login>`` (:func:`leaf_session_scope`; cluster and node names never
+contain ``/`` or ``:``), routed to that leaf. :func:`leaf_session_mfa` (pure) is how the leaf
+reads it: only a scope naming exactly this leaf, with a matching route and a single login the
+leaf's roles allow, counts; it becomes the leaf's own ``session:<node>:<login>`` form (checked by
+the leaf's proxy and node as for local sessions). Any other MFA scope counts as no MFA.
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from bastion.contract.trust import TrustAnswer, ValidateTrust
 from bastion.errors import AccessDenied, BadParameter, CompareFailed, NotFound
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.role_map import map_roles
+from bastion.rbac.session_mfa import is_session_identity, parse_session_scope, session_scope
 from bastion.services.credentials import hash_secret, secrets_equal
 from bastion.services.store import ResourceStore
 from bastion.types.access import Role
-from bastion.types.identity import Identity
+from bastion.types.identity import Identity, RouteToTarget
 from bastion.types.meta import Metadata, Resource
 from bastion.types.trust import (
     TRUSTED_CLUSTER_TOKEN_ROLE,
@@ -54,8 +63,70 @@ __all__ = [
     "RootDialer",
     "TrustService",
     "cluster_cas",
+    "leaf_scope_target",
+    "leaf_session_mfa",
+    "leaf_session_scope",
     "validate_leaf",
 ]
+
+
+def leaf_session_scope(leaf: str, node: str, login: str) -> str:
+    """``session:<leaf>/<node>:<login>``: the per-session MFA scope of a leaf node (pure).
+
+    Raises:
+        ValueError: an empty part, or a cluster or node name containing ``/`` or ``:``.
+    """
+    if not leaf or not node or "/" in leaf or "/" in node or ":" in leaf:
+        raise ValueError(f"cannot scope a session to {leaf!r}/{node!r}")
+    return session_scope(f"{leaf}/{node}", login)
+
+
+def leaf_scope_target(scope: str, leaf: str) -> tuple[str, str] | None:
+    """``(node, login)`` when ``scope`` is a leaf session scope naming exactly ``leaf``; None
+    for any other scope (another leaf, a root node, malformed) (pure)."""
+    parsed = parse_session_scope(scope)
+    if parsed is None or not leaf:
+        return None
+    target, login = parsed
+    cluster, sep, node = target.partition("/")
+    if not sep or cluster != leaf or not node or "/" in node:
+        return None
+    return node, login
+
+
+def leaf_session_mfa(root: Identity, leaf: str, logins: tuple[str, ...]) -> dict[str, Any]:
+    """The MFA fields the leaf ``leaf`` gives the mapped identity of ``root`` (pure).
+
+    A root per-session certificate counts only when its scope names exactly this leaf, its route
+    is that leaf, node and login, it carries that one login, and ``logins`` (what the leaf's
+    roles allow) include it: then the identity is narrowed to the leaf-local session form
+    (``session:<node>:<login>``, a route to the node, one login). Anything else scoped to a
+    session (another leaf or node or login, a root node) is treated as no MFA; other MFA fields
+    (not session-scoped) pass as the root attested them.
+    """
+    if not is_session_identity(root):
+        return {
+            "mfa_verified": root.mfa_verified,
+            "mfa_scope": root.mfa_scope,
+            "mfa_device": root.mfa_device,
+        }
+    none: dict[str, Any] = {"mfa_verified": False, "mfa_scope": "", "mfa_device": ""}
+    target = leaf_scope_target(root.mfa_scope, leaf)
+    route = root.route
+    if target is None or not root.mfa_verified or route is None:
+        return none
+    node, login = target
+    if (route.cluster, route.node, route.login) != (leaf, node, login):
+        return none
+    if root.logins != (login,) or login not in logins:
+        return none
+    return {
+        "mfa_verified": True,
+        "mfa_scope": session_scope(node, login),
+        "mfa_device": root.mfa_device,
+        "route": RouteToTarget(cluster=leaf, node=node, login=login),
+        "logins": (login,),
+    }
 
 
 class RootDialer(Protocol):
@@ -360,21 +431,24 @@ class TrustService:
             )
         role_set = RoleSet.from_roles([known[n] for n in granted], root_identity.traits)
         expires: datetime = min(root_identity.expires, now + role_set.max_session_ttl())
+        logins = tuple(role_set.allowed_logins())
+        # What the root attested at issuance, re-checked here by the leaf's own policy
+        # (require_session_mfa, device_trust_mode): an ordinary root certificate carries no
+        # MFA, so a leaf role requiring per-session MFA refuses it; a root per-session
+        # certificate counts only when scoped to exactly this leaf, node and login.
+        mfa: dict[str, Any] = {
+            "logins": logins,
+            **leaf_session_mfa(root_identity, auth.cluster, logins),
+        }
         return Identity(
             cluster=auth.cluster,
             user=remote_user_name(trust.name, root_identity.user),
             kind="user",
             roles=tuple(granted),
             traits=dict(root_identity.traits),
-            logins=tuple(role_set.allowed_logins()),
             expires=expires,
             origin_cluster=trust.name,
-            # What the root attested at issuance, re-checked here by the leaf's own policy
-            # (require_session_mfa, device_trust_mode): an ordinary root certificate carries
-            # no MFA, so a leaf role requiring per-session MFA refuses it.
-            mfa_verified=root_identity.mfa_verified,
-            mfa_scope=root_identity.mfa_scope,
-            mfa_device=root_identity.mfa_device,
+            **mfa,
             device_id=root_identity.device_id,
             device_attestation=root_identity.device_attestation,
             device_asset_tag=root_identity.device_asset_tag,

@@ -367,8 +367,16 @@ class UserService:
             await self._check_password(name, current, remote_addr)
         except AuthenticationFailed:
             raise AuthenticationFailed("the current password is wrong") from None
+        creds = await self.auth.credentials.get(name)
         try:
-            await self.auth.mfa.confirm_with_existing(name, "password:change", webauthn, otp)
+            if otp and not webauthn and creds.totp_secret:
+                # The TOTP step is spent in the password's own transaction (no unaudited write).
+                step = verify_totp(creds.totp_secret, otp, self._clock.now(), creds.totp_last_step)
+                if step is None:
+                    raise AccessDenied("the TOTP code is wrong or was already used")
+                creds.totp_last_step = step
+            else:
+                await self.auth.mfa.confirm_with_existing(name, "password:change", webauthn, otp)
         except BastionError as exc:
             await self.auth.audit.emit(
                 "user.password_set",
@@ -380,7 +388,6 @@ class UserService:
                 reason=exc.message,
             )
             raise
-        creds = await self.auth.credentials.get(name)
         creds.set_password(new)
         await self.auth.audited(
             "user.password_set",

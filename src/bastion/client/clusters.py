@@ -5,12 +5,19 @@ root login certificate) whose request line names the leaf cluster; the root rela
 the leaf's reverse tunnel, and the leaf answers: ``certs`` gives leaf certificates over the
 user's own key (the leaf mapped the roles), ``list`` the nodes the mapped roles may see, and a
 node request carries SSH end to end to the leaf's node.
+
+Per-session MFA on a leaf: only the leaf knows whether its roles require it, so
+:func:`connect_leaf` first connects with the login certificate; when the leaf refuses with
+"per-session MFA required" it runs the ceremony with the *root* (:func:`session_credentials`
+with ``cluster``: a 1-minute root certificate scoped ``session:<leaf>/<node>:<login>``) and
+connects once more presenting that certificate, for the leaf certificates and for the route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +34,15 @@ from bastion.client.proxy_conn import (
     split_host_port,
     strip_cluster,
 )
+from bastion.client.session_mfa import Solver, session_credentials, session_ssl_context
 from bastion.client.ssh import SSH_LOGIN_TIMEOUT, _user_identity, ssh_errors
-from bastion.errors import BadParameter, ConnectionProblem, RemoteProtocolError
+from bastion.errors import (
+    AccessDenied,
+    BadParameter,
+    BastionError,
+    ConnectionProblem,
+    RemoteProtocolError,
+)
 from bastion.protocols.sshroute import PREFERRED_CIPHERS
 
 __all__ = [
@@ -38,16 +52,28 @@ __all__ = [
     "leaf_call",
     "leaf_credentials",
     "list_clusters",
+    "needs_session_mfa",
 ]
+
+MFA_REFUSAL = "per-session MFA required"
+"""What a leaf's refusal says when its roles require per-session MFA (rbac.session_mfa)."""
+
+
+def needs_session_mfa(exc: BaseException) -> bool:
+    """Is this the leaf's refusal for a missing per-session MFA certificate? (pure)"""
+    return isinstance(exc, BastionError) and MFA_REFUSAL in exc.message
 
 
 def _line(cluster: str, **fields: Any) -> bytes:
     return json.dumps({"cluster": cluster, **fields}).encode() + b"\n"
 
 
-async def leaf_call(profile: Profile, cluster: str, op: str) -> dict[str, Any]:
-    """One ``op`` answered by the leaf ``cluster`` (its reply object)."""
-    return await _call(profile, _line(cluster, op=op), f"cluster {cluster}")
+async def leaf_call(
+    profile: Profile, cluster: str, op: str, ssl_context: ssl.SSLContext | None = None
+) -> dict[str, Any]:
+    """One ``op`` answered by the leaf ``cluster`` (its reply object); ``ssl_context``
+    replaces the login certificate (a per-session MFA certificate)."""
+    return await _call(profile, _line(cluster, op=op), f"cluster {cluster}", ssl_context)
 
 
 async def list_clusters(profile: Profile) -> list[dict[str, Any]]:
@@ -58,7 +84,9 @@ async def list_clusters(profile: Profile) -> list[dict[str, Any]]:
     return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
 
 
-async def _call(profile: Profile, request: bytes, who: str) -> dict[str, Any]:
+async def _call(
+    profile: Profile, request: bytes, who: str, ssl_context: ssl.SSLContext | None = None
+) -> dict[str, Any]:
     check_profile(profile)
     host, port = split_host_port(profile.proxy)
     loop = asyncio.get_running_loop()
@@ -68,7 +96,7 @@ async def _call(profile: Profile, request: bytes, who: str) -> dict[str, Any]:
                 RouteReplyProtocol,
                 host,
                 port,
-                ssl=proxy_ssl_context(profile),
+                ssl=ssl_context or proxy_ssl_context(profile),
                 server_hostname=host,
             )
             try:
@@ -96,8 +124,10 @@ class LeafCredentials:
     logins: list[str]
 
 
-async def leaf_credentials(profile: Profile, cluster: str) -> LeafCredentials:
-    reply = await leaf_call(profile, cluster, "certs")
+async def leaf_credentials(
+    profile: Profile, cluster: str, ssl_context: ssl.SSLContext | None = None
+) -> LeafCredentials:
+    reply = await leaf_call(profile, cluster, "certs", ssl_context)
     if not reply.get("ssh_cert"):
         raise BadParameter(f"cluster {cluster} gives you no logins (its roles grant none)")
     return LeafCredentials(
@@ -112,8 +142,16 @@ async def leaf_credentials(profile: Profile, cluster: str) -> LeafCredentials:
 class ClusterTunnel:
     """asyncssh ``tunnel=``: each SSH connection is one route to the leaf's node."""
 
-    def __init__(self, profile: Profile, cluster: str, login: str, timeout: float) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        cluster: str,
+        login: str,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.profile, self.cluster, self.login, self.timeout = profile, cluster, login, timeout
+        self.ssl_context = ssl_context
 
     async def create_connection(
         self, session_factory: Any, host: str, port: int
@@ -121,7 +159,14 @@ class ClusterTunnel:
         node = strip_cluster(host, self.cluster)
         request = _line(self.cluster, node=node, login=self.login, port=port)
         return await open_ssh_route(
-            self.profile, node, self.login, port, session_factory, self.timeout, request=request
+            self.profile,
+            node,
+            self.login,
+            port,
+            session_factory,
+            self.timeout,
+            ssl_context=self.ssl_context,
+            request=request,
         )
 
 
@@ -135,11 +180,61 @@ async def connect_leaf(
     dial_timeout: float = DIAL_TIMEOUT,
     keepalive_interval: float = 30,
     keepalive_count_max: int = 3,
+    solver: Solver | None = None,
 ) -> asyncssh.SSHClientConnection:
     """An SSH connection to ``login@node`` of the leaf ``cluster``: leaf certificates first
-    (the leaf's own decision), then the route, with the leaf's host CA as the only trust."""
+    (the leaf's own decision), then the route, with the leaf's host CA as the only trust.
+
+    When the leaf refuses for missing per-session MFA, the ceremony runs with the root
+    (``solver`` answers it; default: the security key) and the connection is tried once more
+    with the 1-minute certificate scoped to this leaf, node and login.
+    """
+
+    async def connect(ctx: ssl.SSLContext | None) -> asyncssh.SSHClientConnection:
+        return await _connect_leaf(
+            profile,
+            cluster,
+            node,
+            login,
+            port,
+            ctx,
+            dial_timeout=dial_timeout,
+            keepalive_interval=keepalive_interval,
+            keepalive_count_max=keepalive_count_max,
+        )
+
+    try:
+        return await connect(None)
+    except BastionError as exc:
+        if not needs_session_mfa(exc):
+            raise
+        refusal = exc.message
+    target = strip_cluster(node, cluster)
+    try:
+        session = await session_credentials(profile, target, login, solver, cluster=cluster)
+    except BastionError as exc:  # no security key, a refused assertion, ...
+        raise AccessDenied(
+            f"{refusal} (cluster {cluster}); the MFA ceremony failed: {exc.message}"
+        ) from None
+    if session is None:  # the root always asks for a leaf target; fail closed
+        raise AccessDenied(f"{MFA_REFUSAL}: the root cluster did not run the MFA ceremony")
+    return await connect(session_ssl_context(profile, session))
+
+
+async def _connect_leaf(
+    profile: Profile,
+    cluster: str,
+    node: str,
+    login: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    dial_timeout: float,
+    keepalive_interval: float,
+    keepalive_count_max: int,
+) -> asyncssh.SSHClientConnection:
     key, _ = _user_identity(profile)
-    creds = await leaf_credentials(profile, cluster)
+    creds = await leaf_credentials(profile, cluster, ssl_context)
     try:
         cert = asyncssh.import_certificate(creds.ssh_cert)
         host_cas = [asyncssh.import_public_key(k) for k in creds.ssh_host_ca]
@@ -149,7 +244,7 @@ async def connect_leaf(
         conn: asyncssh.SSHClientConnection = await asyncssh.connect(
             node,
             port,
-            tunnel=ClusterTunnel(profile, cluster, login, dial_timeout),
+            tunnel=ClusterTunnel(profile, cluster, login, dial_timeout, ssl_context),
             config=[],
             username=login,
             client_keys=[(key, cert)],

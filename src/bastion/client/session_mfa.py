@@ -108,11 +108,14 @@ async def session_credentials(
     solver: Solver | None = None,
     *,
     forwards: bool = False,
+    cluster: str = "",
 ) -> SessionCredentials | None:
     """Per-session certificates for ``login@node`` when the target requires MFA, else None.
 
     With ``forwards`` (``-L``/``-R`` asked for), roles that forbid port forwarding are refused
-    here, with the reason, before any connection or MFA ceremony.
+    here, with the reason, before any connection or MFA ceremony. ``cluster`` names a leaf
+    cluster of the profile's (root) cluster: the root then always asks for the ceremony and the
+    certificates are for ``login@node`` of that leaf (docs/trusted-clusters.md).
 
     Raises:
         NotFound / AccessDenied: as the server decided (no such node, not allowed, no port
@@ -120,7 +123,8 @@ async def session_credentials(
     """
     public_key = (profile.path / "key.pub").read_text().strip()
     async with AuthClient(profile.proxy, profile_api_context(profile)) as client:
-        answer = await client.send(SESSION_CHALLENGE, SessionTarget(node=node, login=login))
+        target = SessionTarget(node=node, login=login, cluster=cluster)
+        answer = await client.send(SESSION_CHALLENGE, target)
         check_forwarding(answer.model_dump(), forwards)
         if not answer.mfa_required:
             return None
@@ -129,7 +133,13 @@ async def session_credentials(
         response = await asyncio.to_thread(solver or _default_solver(profile), answer.challenge)
         issued = await client.send(
             SESSION_CERTS,
-            SessionIssue(node=node, login=login, public_key=public_key, mfa_response=response),
+            SessionIssue(
+                node=node,
+                login=login,
+                public_key=public_key,
+                mfa_response=response,
+                cluster=cluster,
+            ),
         )
     return parse_issued(issued.model_dump())
 

@@ -194,6 +194,8 @@ DEVICE_CHALLENGE = Endpoint(
 class SessionTarget(Body):
     node: Short
     login: Short
+    cluster: str = Field(default="", max_length=256)
+    """A leaf cluster of this root (trusted clusters); empty: this cluster's own node."""
 
 
 class SessionChallenge(Reply):
@@ -211,6 +213,8 @@ class SessionIssue(Body):
     login: Short
     public_key: Text
     mfa_response: WebAuthnJSON
+    cluster: str = Field(default="", max_length=256)
+    """A leaf cluster of this root (trusted clusters); empty: this cluster's own node."""
 
 
 class SessionCerts(Reply):

@@ -25,6 +25,10 @@ Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
     {"op": "clusters"}                    -> {"ok": true, "clusters": [{"name", "status",
                                               "last_heartbeat", "roles", "logins"}]}
 
+A per-session MFA certificate for a leaf node (:mod:`bastion.auth.session_certs`, scope
+``session:<leaf>/<node>:<login>``) is relayed only to the leaf its route names; the leaf checks
+the rest (:func:`bastion.auth.trust.leaf_session_mfa`).
+
 ``clusters`` is answered by the root itself: the online leaves whose ``whoami`` answers for this
 user (each leaf asked in parallel: the root does not know the leaves' role maps), so a user sees
 only the leaves they may reach. The root also records each leaf tunnel's status and last
@@ -62,6 +66,7 @@ from bastion.protocols.alpn import ALPN_TUNNEL
 from bastion.proxy.relay import Relay
 from bastion.proxy.ssh_route import NodeDirectory, RoleSource, SSHRoute
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.session_mfa import is_session_identity
 from bastion.tasks import TaskSet
 from bastion.tunnel.client import TunnelClient
 from bastion.tunnel.session import MuxSession, MuxStream
@@ -463,6 +468,11 @@ class ClusterHub:
                     raise AccessDenied(found.error.message)
             if identity.origin_cluster or identity.kind not in ("user", "bot"):
                 raise AccessDenied("only this cluster's users may go to its leaf clusters")
+            route = identity.route
+            if is_session_identity(identity) and (route is None or route.cluster != leaf):
+                # a per-session MFA certificate goes to its own leaf only (the leaf checks
+                # node and login: auth/trust.py leaf_session_mfa)
+                raise AccessDenied("the per-session MFA certificate is for another target")
             session = self._leaves.get(leaf)
             if session is None or session.is_closed:
                 raise ConnectionProblem(f"cluster {leaf} is offline or not a leaf of this cluster")

@@ -38,12 +38,13 @@ from bastion.auth_service import AuthService
 from bastion.clock import Clock
 from bastion.config.apps import app_cert_names, app_domain
 from bastion.config.schema import FileConfig
+from bastion.live.moderated import TrackerReporter
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
 from bastion.proxy.app_route import AppBackend, AppRoute, AppRouteDeps
 from bastion.proxy.cluster_route import ClusterHub, HTTPDialer, HubDeps
-from bastion.proxy.db_moderation import DB_SESSIONS_HOST, DbModerationHub, TrackerReporter
+from bastion.proxy.db_moderation import DB_SESSIONS_HOST, DbModerationHub
 from bastion.proxy.db_route import DatabaseDirectory, DbRoute, DbRouteDeps, StoreDatabases
 from bastion.proxy.listener import (
     ListenerConfig,

@@ -213,6 +213,6 @@ def nav(ctx: PageContext) -> str:
     )
     return (
         f'<nav class="top" aria-label="Sections"><span class="sections">{links}</span>'
-        f'<span>Signed in as <strong>{esc(ctx.user)}</strong> · <a href="/web/">Account</a>'
+        f'<span>Signed in as <strong>{esc(ctx.user)}</strong> · <a href="/web/account">Account</a>'
         "</span></nav>"
     )

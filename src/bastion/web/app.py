@@ -35,6 +35,7 @@ from bastion.services.credentials import new_secret
 from bastion.sso.requests import REQUEST_TTL, SSORequest, display_code
 from bastion.sso.service import SSOService
 from bastion.types.identity import Identity
+from bastion.web.account import add_account_routes
 from bastion.web.admin_pages import add_admin_routes
 from bastion.web.pages import WEBAUTHN_SCRIPTS, Raw, page, static_file
 from bastion.web.requests import add_request_pages
@@ -376,5 +377,6 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/nodes", NodeLister(sso.auth, users).handle)  # the web UI (docs/web-ui.md)
     add_terminal_routes(app, sso.auth, users)
     shell = add_admin_routes(app, sso.auth, users)  # admin, recordings, sessions (docs/web-ui.md)
+    add_account_routes(app, shell)  # MFA devices, passkeys, password (docs/web-ui.md)
     add_request_pages(app, sso.auth, shell)  # access requests (docs/access-requests.md)
     return webapp

@@ -10,6 +10,7 @@ from cryptography import x509
 
 from bastion.audit.log import AuditQuery
 from bastion.auth.session_certs import SessionCerts
+from bastion.auth.trust import cluster_cas, leaf_session_mfa, remote_store
 from bastion.ca.sshcert import identity_from_ssh_certificate, parse_ssh_certificate
 from bastion.ca.x509 import identity_from_certificate
 from bastion.errors import AccessDenied, ConnectionProblem, NotFound
@@ -21,6 +22,7 @@ from bastion.testing import AuthFixture, make_auth, new_public_key
 from bastion.types import Identity, Metadata, Node, load_resources
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.inventory import NodeSpec, ProxyServer, ProxyServerSpec
+from bastion.types.trust import RemoteCluster, RemoteClusterSpec
 
 ORIGIN = "https://127.0.0.1:3025"  # make_auth's public_url: the default origin and RP id
 ROLES = """
@@ -274,3 +276,39 @@ async def test_an_offline_node_is_refused_before_any_ceremony(c: Cluster) -> Non
     assert c.fx.auth.node_online(await c.fx.auth.nodes.get("web9")) is True
     c.fx.clock.advance(timedelta(seconds=31))  # that proxy stopped heartbeating
     assert c.fx.auth.node_online(await c.fx.auth.nodes.get("web9")) is False
+
+
+async def test_leaf_target_needs_a_recorded_leaf_then_scopes_to_it(c: Cluster) -> None:
+    """Trusted clusters: the root knows the leaf, not its nodes; it always asks for the
+    ceremony and scopes the certificate to ``session:<leaf>/<node>:<login>``."""
+    login_cert = c.identity()
+    rs = await c.role_set(login_cert)
+    with pytest.raises(NotFound):
+        await c.certs.challenge(login_cert, rs, "web9", "ubuntu", "10.0.0.1", cluster="leaf.x")
+    cas = (await cluster_cas(c.fx.auth)).model_copy(update={"cluster": "leaf.x"})
+    leaf = RemoteCluster(metadata=Metadata(name="leaf.x"), spec=RemoteClusterSpec(cas=cas))
+    await remote_store(c.fx.auth).create(leaf)
+    answer = await c.certs.challenge(login_cert, rs, "web9", "ubuntu", "10.0.0.1", cluster="leaf.x")
+    assert answer["mfa_required"] and answer["scope"] == "session:leaf.x/web9:ubuntu"
+    _, pub = new_public_key()
+    issued = await c.certs.issue(
+        login_cert,
+        rs,
+        "web9",
+        "ubuntu",
+        pub,
+        c.key.get(answer["challenge"], ORIGIN),
+        "10.0.0.1",
+        cluster="leaf.x",
+    )
+    session = issued.identity
+    assert session.mfa_verified and session.mfa_scope == "session:leaf.x/web9:ubuntu"
+    assert session.logins == ("ubuntu",) and session.route is not None
+    assert (session.route.cluster, session.route.node) == ("leaf.x", "web9")
+    assert session.expires <= c.fx.clock.now() + SESSION_CERT_TTL
+    # Useless on the root's own nodes, and on another leaf.
+    assert check_session_mfa(session, node_names=("web9",), login="ubuntu", required=True)
+    assert not leaf_session_mfa(session, "other.x", ("ubuntu",))["mfa_verified"]
+    assert leaf_session_mfa(session, "leaf.x", ("ubuntu",))["mfa_verified"]
+    [event] = await c.events()
+    assert event.target == "leaf.x/web9" and event.fields["leaf_cluster"] == "leaf.x"

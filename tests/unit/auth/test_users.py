@@ -616,3 +616,35 @@ async def test_a_role_requiring_a_hardware_key_refuses_a_login_with_a_software_k
         )
     failures = await fx.auth.audit.search(AuditQuery(types=("user.login",), outcome="failure"))
     assert "hardware-held key" in failures[-1].reason
+
+
+async def test_change_password_needs_the_current_one_and_a_second_factor():
+    """The account page's password change (UserService.change_password): the policy's
+    one-line error, a wrong current password (a counted failure), no proof, then a TOTP code;
+    the new password logs in, the old one no longer does."""
+    fx = await make_auth()
+    secret, _ = await enrol(fx)
+    new = PASSWORD + " again"
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    with pytest.raises(BadParameter, match="password too short"):
+        await fx.users.change_password("alice", PASSWORD, "short", "ip", otp=code)
+    with pytest.raises(AuthenticationFailed, match="current password is wrong"):
+        await fx.users.change_password("alice", "not it at all!", new, "ip", otp=code)
+    with pytest.raises(AccessDenied, match="confirm this change"):
+        await fx.users.change_password("alice", PASSWORD, new, "ip")
+    with pytest.raises(AccessDenied, match="TOTP code is wrong"):
+        await fx.users.change_password("alice", PASSWORD, new, "ip", otp="000000")
+    await fx.users.change_password("alice", PASSWORD, new, "ip", otp=code)
+    fx.clock.advance(60)
+    _, pub = new_public_key()
+    code = pyotp.TOTP(secret).at(fx.clock.now())
+    with pytest.raises(AuthenticationFailed):
+        await fx.users.login("alice", PASSWORD, code, pub, timedelta(hours=1), "ip")
+    certs = await fx.users.login("alice", new, code, pub, timedelta(hours=1), "ip")
+    assert certs.identity.user == "alice"
+    events = [e for e in await fx.auth.audit.read_from(0, 1000) if e.type == "user.password_set"]
+    assert [(e.outcome, e.fields.get("method")) for e in events[-3:]] == [
+        ("failure", "change"),
+        ("failure", "change"),
+        ("success", "change"),
+    ]

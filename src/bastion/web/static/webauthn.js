@@ -88,6 +88,7 @@ async function run(button) {
       return;
     }
     status(result.message || "Done.", true);
+    if (button.hasAttribute("data-reload")) window.location.reload();  // the account page's list
   } catch (err) {
     status(err.message || String(err), false);
   }
