@@ -51,14 +51,15 @@ def fake(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> _Fa
 
 @pytest.mark.parametrize("fake", [AccessDenied(MFA_REQUIRED_MESSAGE)], indirect=True)
 async def test_mfa_refusal_runs_the_ceremony_for_the_leaf_then_retries(fake: _Fake) -> None:
-    got = await clusters.connect_leaf(object(), "leaf.x", "web1.leaf.x", "root")  # type: ignore[arg-type]
+    got: object = await clusters.connect_leaf(object(), "leaf.x", "web1.leaf.x", "root")  # type: ignore[arg-type]
     assert got == "conn" and fake.contexts == [None, "session-ctx"]
     assert fake.asked == [("leaf.x", "web1", "root")]
 
 
 @pytest.mark.parametrize("fake", [None], indirect=True)
 async def test_no_ceremony_when_the_leaf_admits(fake: _Fake) -> None:
-    assert await clusters.connect_leaf(object(), "leaf.x", "web1", "root") == "conn"  # type: ignore[arg-type]
+    got: object = await clusters.connect_leaf(object(), "leaf.x", "web1", "root")  # type: ignore[arg-type]
+    assert got == "conn"
     assert fake.contexts == [None] and fake.asked == []
 
 
