@@ -48,7 +48,7 @@ from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 
-__all__ = ["DbRig", "Recorder", "start_db_rig"]
+__all__ = ["DbRig", "Recorder", "RigParts", "dba_and_alice", "rig_cluster", "start_db_rig"]
 
 CLUSTER = "test.local"
 
@@ -151,52 +151,77 @@ async def start_db_rig(
             "create role alice_db login; create role admin_db login superuser;"
             "create table t(x int); insert into t values (1), (2); grant select on t to alice_db",
         )
-        await auth.roles.create(
-            Role(
-                metadata=Metadata(name="dba"),
-                spec=RoleSpec(
-                    allow=RoleConditions(
-                        db_labels={"env": "dev"},
-                        db_users=["{{internal.db_users}}"],
-                        db_names=["postgres"],
-                    )
-                ),
-            )
+        alice = await dba_and_alice(auth, clock, ["postgres"])
+        database = Database(
+            metadata=Metadata(name="pg1", labels={"env": "dev"}),
+            spec=DatabaseSpec(uri=f"127.0.0.1:{pg.port}", host_id="dbagent-1"),
         )
-        user = await auth.users.create(
-            User(
-                metadata=Metadata(name="alice"),
-                spec=UserSpec(roles=["dba"], traits={"db_users": ["alice_db"]}, epoch="e1"),
-            )
-        )
-        alice = Identity(
-            cluster=CLUSTER,
-            user="alice",
-            roles=("dba",),
-            traits={"db_users": ("alice_db",)},
-            expires=clock.now() + timedelta(hours=1),
-            user_epoch=user.spec.epoch,
-        )
-        async with _cluster(auth, certs, clock, pg, audit_queries, colocated, recordings) as (
-            port,
-            audit,
-            locks,
-        ):
-            yield DbRig(port, tmp, pg, certs, audit, locks, alice, fx)
+        admins = {"pg1": DbAdmin("admin_db")}  # create_db_user (test_db_provision.py)
+        async with rig_cluster(
+            auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
+            recordings=recordings, admins=admins,
+        ) as parts:  # fmt: skip
+            yield DbRig(parts.port, tmp, pg, certs, parts.audit, parts.locks, alice, fx)
     finally:
         await asyncio.to_thread(pg.stop)
 
 
+async def dba_and_alice(auth: Any, clock: SystemClock, db_names: list[str]) -> Identity:
+    """Role ``dba`` (``db_users: ["{{internal.db_users}}"]``, ``db_names``, databases labelled
+    ``env=dev``) and user ``alice`` (``db_users: [alice_db]``); returns alice's identity."""
+    await auth.roles.create(
+        Role(
+            metadata=Metadata(name="dba"),
+            spec=RoleSpec(
+                allow=RoleConditions(
+                    db_labels={"env": "dev"},
+                    db_users=["{{internal.db_users}}"],
+                    db_names=db_names,
+                )
+            ),
+        )
+    )
+    user = await auth.users.create(
+        User(
+            metadata=Metadata(name="alice"),
+            spec=UserSpec(roles=["dba"], traits={"db_users": ["alice_db"]}, epoch="e1"),
+        )
+    )
+    return Identity(
+        cluster=CLUSTER,
+        user="alice",
+        roles=("dba",),
+        traits={"db_users": ("alice_db",)},
+        expires=clock.now() + timedelta(hours=1),
+        user_epoch=user.spec.epoch,
+    )
+
+
+@dataclass
+class RigParts:
+    """A running rig cluster: the proxy's port and what tests and rigs reach into."""
+
+    port: int
+    audit: Recorder
+    locks: LockWatcher
+    route: DbRoute
+    tls: ProxyTLS
+
+
 @asynccontextmanager
-async def _cluster(
+async def rig_cluster(
     auth: Any,
     certs: DbCerts,
     clock: SystemClock,
-    pg: PgServer,
+    database: Database,
+    *,
     audit_queries: bool,
     colocated: bool = False,
     recordings: Uploader | None = None,
-) -> AsyncIterator[tuple[int, Recorder, LockWatcher]]:
+    admins: Mapping[str, DbAdmin] | None = None,
+) -> AsyncIterator[RigParts]:
+    """Proxy (one port, its database route) and the database's agent (host id
+    ``database.spec.host_id``) on a reverse tunnel to it, for any protocol."""
     registry = LiveRegistry()
     audit = Recorder(auth.audit)
     locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
@@ -204,31 +229,19 @@ async def _cluster(
     hour = timedelta(hours=1)
     proxy_key, proxy_pub = new_tls_key()
     proxy_id = Identity(
-        cluster=CLUSTER,
-        user="proxy",
-        kind="host",
-        roles=("proxy",),
-        host_id="proxy",
+        cluster=CLUSTER, user="proxy", kind="host", roles=("proxy",), host_id="proxy",
         expires=clock.now() + hour,
-    )
+    )  # fmt: skip
     pcerts = await auth.issuer.issue_host(
         proxy_id, proxy_pub, ["proxy"], ["localhost"], ["127.0.0.1"], hour, "rig"
     )
+    host_id = database.spec.host_id
     agent_id = Identity(
-        cluster=CLUSTER,
-        user="dbagent-1",
-        kind="host",
-        roles=("db",),
-        host_id="dbagent-1",
-        traits={"hostname": ("dbagent",)},
-        expires=clock.now() + hour,
-    )
+        cluster=CLUSTER, user=host_id, kind="host", roles=("db",), host_id=host_id,
+        traits={"hostname": (host_id,)}, expires=clock.now() + hour,
+    )  # fmt: skip
     agent_key, agent_pub = new_tls_key()
-    acerts = await auth.issuer.issue_host(agent_id, agent_pub, ["dbagent-1"], [], [], hour, "rig")
-    database = Database(
-        metadata=Metadata(name="pg1", labels={"env": "dev"}),
-        spec=DatabaseSpec(uri=f"127.0.0.1:{pg.port}", host_id="dbagent-1"),
-    )
+    acerts = await auth.issuer.issue_host(agent_id, agent_pub, [host_id], [], [], hour, "rig")
 
     class Directory:
         async def get_database(self, name: str) -> Database:
@@ -262,8 +275,7 @@ async def _cluster(
         got = await certs.agent_cert(agent_id, db_user, pub, "local")
         return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
 
-    admins = {"pg1": DbAdmin("admin_db")}  # create_db_user (test_db_provision.py)
-    deps = DbAgentDeps([database], agent_certs, clock, admins=admins, audit=audit)
+    deps = DbAgentDeps([database], agent_certs, clock, admins=dict(admins or {}), audit=audit)
     agent = DbAgent(deps)
 
     async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
@@ -283,10 +295,10 @@ async def _cluster(
     running = spawn(pool.run(), "db-rig-agent")
     try:
         for _ in range(500):
-            if tunnel.is_online("dbagent-1"):
+            if tunnel.is_online(host_id):
                 break
             await asyncio.sleep(0.02)
-        yield listener.port, audit, locks
+        yield RigParts(listener.port, audit, locks, route, tls)
     finally:
         running.cancel()
         await pool.close()

@@ -19,33 +19,19 @@ labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``. The local lis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert
 from bastion.auth.db_certs import DbCerts
-from bastion.auth.gate import Gate
 from bastion.clock import SystemClock
-from bastion.errors import NotFound
-from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
-from bastion.proxy.db_route import DbRoute, DbRouteDeps
-from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.proxy.mysql_listener import MySQLListener
-from bastion.services.cache import StoreRoleSource
-from bastion.tasks import spawn
 from bastion.testing import make_auth, new_tls_key
-from bastion.testing.db_rig import Recorder
+from bastion.testing.db_rig import Recorder, dba_and_alice, rig_cluster
 from bastion.testing.peers.mariadb import MariaDBServer, start_mariadb
-from bastion.tunnel import TunnelServer, client_tls_context
-from bastion.tunnel.memory import memory_pair
-from bastion.tunnel.pool import TunnelPool
-from bastion.tunnel.session import MuxSession
-from bastion.types.access import Role, RoleConditions, RoleSpec, User, UserSpec
 from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
@@ -137,136 +123,24 @@ async def start_mysql_rig(
     )
     try:
         await asyncio.to_thread(server.sql, SETUP_SQL.format(cluster=CLUSTER))
-        await auth.roles.create(
-            Role(
-                metadata=Metadata(name="dba"),
-                spec=RoleSpec(
-                    allow=RoleConditions(
-                        db_labels={"env": "dev"},
-                        db_users=["{{internal.db_users}}"],
-                        db_names=["app"],
-                    )
-                ),
-            )
-        )
-        user = await auth.users.create(
-            User(
-                metadata=Metadata(name="alice"),
-                spec=UserSpec(roles=["dba"], traits={"db_users": ["alice_db"]}, epoch="e1"),
-            )
-        )
-        alice = Identity(
-            cluster=CLUSTER,
-            user="alice",
-            roles=("dba",),
-            traits={"db_users": ("alice_db",)},
-            expires=clock.now() + timedelta(hours=1),
-            user_epoch=user.spec.epoch,
-        )
+        alice = await dba_and_alice(auth, clock, ["app"])
         database = Database(
             metadata=Metadata(name=DB_NAME, labels={"env": "dev"}),
             spec=DatabaseSpec(protocol="mysql", uri=f"127.0.0.1:{server.port}", host_id="a1"),
         )
-        async with _cluster(auth, certs, clock, database, audit_queries, colocated) as (
-            ports,
-            audit,
-            locks,
-        ):
-            yield MySQLRig(ports[0], ports[1], tmp, server, certs, audit, locks, alice)
+        async with rig_cluster(
+            auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated
+        ) as parts:
+            mysql_listener = MySQLListener(
+                "127.0.0.1:0", parts.tls, parts.route, clock, parts.audit
+            )
+            await mysql_listener.start()
+            try:
+                yield MySQLRig(
+                    parts.port, mysql_listener.port, tmp, server, certs, parts.audit,
+                    parts.locks, alice,
+                )  # fmt: skip
+            finally:
+                await mysql_listener.close()
     finally:
         await asyncio.to_thread(server.stop)
-
-
-@asynccontextmanager
-async def _cluster(
-    auth: Any,
-    certs: DbCerts,
-    clock: SystemClock,
-    database: Database,
-    audit_queries: bool,
-    colocated: bool,
-) -> AsyncIterator[tuple[tuple[int, int], Recorder, LockWatcher]]:
-    registry = LiveRegistry()
-    audit = Recorder(auth.audit)
-    locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
-    tunnel = TunnelServer(registry, clock)
-    hour = timedelta(hours=1)
-    issuer = auth.issuer
-    proxy_key, proxy_pub = new_tls_key()
-    proxy_id = Identity(
-        cluster=CLUSTER, user="proxy", kind="host", roles=("proxy",), host_id="proxy",
-        expires=clock.now() + hour,
-    )  # fmt: skip
-    pcerts = await issuer.issue_host(
-        proxy_id, proxy_pub, ["proxy"], ["localhost"], ["127.0.0.1"], hour, "rig"
-    )
-    agent_id = Identity(
-        cluster=CLUSTER, user="a1", kind="host", roles=("db",), host_id="a1",
-        expires=clock.now() + hour,
-    )  # fmt: skip
-    agent_key, agent_pub = new_tls_key()
-    acerts = await issuer.issue_host(agent_id, agent_pub, ["a1"], [], [], hour, "rig")
-
-    class Directory:
-        async def get_database(self, name: str) -> Database:
-            if name != database.metadata.name:
-                raise NotFound(f"database {name} not found")
-            return database
-
-    route = DbRoute(
-        DbRouteDeps(
-            databases=Directory(),
-            roles=StoreRoleSource(auth.roles),
-            tunnel=tunnel,
-            audit=audit,
-            registry=registry,
-            clock=clock,
-            locks=locks,
-            gate=Gate.for_auth(auth),
-            audit_queries=audit_queries,
-        )
-    )
-    tls = ProxyTLS(pcerts.tls_cert, proxy_key.decode(), pcerts.tls_user_ca, pcerts.tls_host_ca)
-    listener = ProxyListener(
-        ListenerConfig(port=0, max_unauthenticated_per_ip=1024),
-        ListenerDeps(tls=tls, clock=clock, audit=audit, tunnel=tunnel, db=route),
-    )
-    await listener.start()
-    mysql_listener = MySQLListener("127.0.0.1:0", tls, route, clock, audit)
-    await mysql_listener.start()
-
-    async def agent_certs(db_user: str) -> DbClientCert:
-        key_pem, pub = new_tls_key()
-        got = await certs.agent_cert(agent_id, db_user, pub, "local")
-        return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
-
-    agent = DbAgent(DbAgentDeps(databases=[database], certs=agent_certs, clock=clock))
-
-    async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
-        agent_end, proxy_end = memory_pair("mysql rig agent")
-        session = new_session()
-        agent_end.set_protocol(session)
-        session.connection_made(agent_end)
-        tunnel.accept(proxy_end, acerts.identity)
-        return session
-
-    pool = TunnelPool(
-        ("127.0.0.1", listener.port),
-        client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
-        agent.on_stream,
-        connector=in_memory if colocated else None,
-    )
-    running = spawn(pool.run(), "mysql-rig-agent")
-    try:
-        for _ in range(500):
-            if tunnel.is_online("a1"):
-                break
-            await asyncio.sleep(0.02)
-        yield (listener.port, mysql_listener.port), audit, locks
-    finally:
-        running.cancel()
-        await pool.close()
-        await mysql_listener.close()
-        await listener.close()
-        await route.close()
-        await tunnel.close()
