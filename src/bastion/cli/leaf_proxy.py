@@ -31,7 +31,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bastion.cli.proxy_fast import ProxyError, _dial, _profile_dir, _pump
+from bastion.cli.proxy_fast import ProxyError, dial, profile_dir, pump, split_home
 
 __all__ = [
     "cert_fresh",
@@ -71,14 +71,7 @@ def parse_leaf_args(argv: list[str]) -> tuple[str | None, str | None, str, str, 
     """``[--home H] proxy ssh --cluster ROOT --leaf LEAF TARGET`` or ``[--home H] proxy
     leaf-cert --cluster ROOT LEAF`` -> ``(home, root, leaf, target, op)`` with op ``ssh`` or
     ``cert`` (target empty for ``cert``); None for anything else (the full CLI answers)."""
-    args = list(argv)
-    home = None
-    if args and args[0].startswith("--home"):
-        if "=" in args[0]:
-            home = args.pop(0).split("=", 1)[1]
-        elif len(args) > 1:
-            args.pop(0)
-            home = args.pop(0)
+    home, args = split_home(argv)
     if args[:1] != ["proxy"] or len(args) < 2 or args[1] not in ("ssh", "leaf-cert"):
         return None
     op = "ssh" if args[1] == "ssh" else "cert"
@@ -169,7 +162,7 @@ def fetch_leaf_cert(pdir: Path, leaf: str) -> dict[str, object]:
         ProxyError: the root or the leaf refused (the message says why), or no logins.
     """
     digest = _root_cert_digest(pdir)
-    sock, reply, _ = _dial(pdir, leaf_request(leaf, op="certs"), MAX_CERT_REPLY)
+    sock, reply, _ = dial(pdir, leaf_request(leaf, op="certs"), MAX_CERT_REPLY)
     sock.close()
     cert, host_cas = reply.get("ssh_cert"), reply.get("ssh_host_ca")
     if not cert or not isinstance(cert, str):
@@ -259,9 +252,9 @@ def _run_ssh(pdir: Path, leaf: str, target: str) -> int:
         raise ProxyError(f"no profile {pdir.name!r}: run bsh login", 4) from None
     login, node, port = split_leaf_target(target, leaf, root)
     request = leaf_request(leaf, node=node, login=login, port=port)
-    sock, _, early = _dial(pdir, request)
+    sock, _, early = dial(pdir, request)
     try:
-        _pump(sock, early, sys.stdin.fileno(), sys.stdout.fileno())
+        pump(sock, early, sys.stdin.fileno(), sys.stdout.fileno())
     except OSError as exc:
         raise ProxyError(f"the connection to {node}.{leaf} ended: {exc}", 7) from None
     finally:
@@ -278,7 +271,7 @@ def main(argv: list[str]) -> int | None:
         return None
     home, root, leaf, target, op = parsed
     try:
-        pdir = _profile_dir(home, root)
+        pdir = profile_dir(home, root)
         if op == "cert":
             ensure_leaf_cert(pdir, leaf)
             return 0

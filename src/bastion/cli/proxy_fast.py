@@ -23,7 +23,7 @@ from bastion.client.tls import ClientTLSError, profile_context
 from bastion.protocols.alpn import ALPN_SSH
 from bastion.protocols.sshroute import encode_request
 
-__all__ = ["main", "parse_args", "run"]
+__all__ = ["ProxyError", "dial", "main", "parse_args", "profile_dir", "pump", "run", "split_home"]
 
 CHUNK = 256 * 1024
 MAX_PENDING = 4 * 1024 * 1024
@@ -39,9 +39,8 @@ class ProxyError(Exception):
         self.code = code
 
 
-def parse_args(argv: list[str]) -> tuple[str | None, str | None, str] | None:
-    """``[--home H] proxy ssh [--cluster C] TARGET`` -> (home, cluster, target); None when
-    ``argv`` is some other bsh command (the full CLI handles it)."""
+def split_home(argv: list[str]) -> tuple[str | None, list[str]]:
+    """A leading ``--home H`` / ``--home=H`` of bsh's fast paths, and the arguments after it."""
     args = list(argv)
     home = None
     if args and args[0].startswith("--home"):
@@ -50,6 +49,13 @@ def parse_args(argv: list[str]) -> tuple[str | None, str | None, str] | None:
         elif len(args) > 1:
             args.pop(0)
             home = args.pop(0)
+    return home, args
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, str | None, str] | None:
+    """``[--home H] proxy ssh [--cluster C] TARGET`` -> (home, cluster, target); None when
+    ``argv`` is some other bsh command (the full CLI handles it)."""
+    home, args = split_home(argv)
     if args[:2] != ["proxy", "ssh"]:
         return None
     rest = args[2:]
@@ -72,7 +78,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, str | None, str] | None:
     return home, cluster, target
 
 
-def _profile_dir(home: str | None, cluster: str | None) -> Path:
+def profile_dir(home: str | None, cluster: str | None) -> Path:
     root = Path(home or os.environ.get("BSH_HOME") or Path.home() / ".bsh")
     if not cluster:
         try:
@@ -103,11 +109,11 @@ def _split(target: str, cluster: str) -> tuple[str, str, int]:
 
 
 def _connect(pdir: Path, node: str, login: str, port: int) -> tuple[ssl.SSLSocket, bytes]:
-    sock, _, early = _dial(pdir, encode_request(node, login, port))
+    sock, _, early = dial(pdir, encode_request(node, login, port))
     return sock, early
 
 
-def _dial(
+def dial(
     pdir: Path, request: bytes, max_reply: int = MAX_REPLY
 ) -> tuple[ssl.SSLSocket, dict[str, object], bytes]:
     """TLS to the profile's proxy, one request line, its accepted one-line reply.
@@ -161,7 +167,7 @@ def _dial(
     return sock, reply, early
 
 
-def _pump(sock: ssl.SSLSocket, early: bytes, stdin: int, stdout: int) -> None:
+def pump(sock: ssl.SSLSocket, early: bytes, stdin: int, stdout: int) -> None:
     sock.setblocking(False)
     os.set_blocking(stdin, False)
     if early:
@@ -218,7 +224,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def run(home: str | None, cluster: str | None, target: str) -> int:
-    pdir = _profile_dir(home, cluster)
+    pdir = profile_dir(home, cluster)
     try:
         profile_cluster = json.loads((pdir / "profile.json").read_text()).get("cluster", "")
     except FileNotFoundError:
@@ -226,7 +232,7 @@ def run(home: str | None, cluster: str | None, target: str) -> int:
     login, node, port = _split(target, str(profile_cluster))
     sock, early = _connect(pdir, node, login, port)
     try:
-        _pump(sock, early, sys.stdin.fileno(), sys.stdout.fileno())
+        pump(sock, early, sys.stdin.fileno(), sys.stdout.fileno())
     except (ConnectionError, ssl.SSLError) as exc:
         raise ProxyError(f"the connection to {node} ended: {exc}", 7) from None
     finally:
