@@ -256,5 +256,13 @@ def test_account_page_keys_and_password(lenv: Env, chromium: Any) -> None:
     page.click("#devices tr[data-device='acct-key'] button[type=submit]")
     expect(page.locator("p.notice.ok").first).to_contain_text("Removed acct-key")
     expect(page.locator("#devices tr[data-device='acct-key']")).to_have_count(0)
+
+    # The resources page's other kinds: Servers | Databases | Apps.
+    page.goto(f"{base}/web/nodes")
+    page.click("nav.tabs a[href='/web/databases']")
+    expect(page.locator("nav.tabs a[aria-current=page]")).to_have_text("Databases")
+    expect(page.locator("#databases, p.empty")).to_have_count(1)
+    page.click("nav.tabs a[href='/web/apps']")
+    expect(page.locator("nav.tabs a[aria-current=page]")).to_have_text("Apps")
     assert not errors, errors
     context.close()

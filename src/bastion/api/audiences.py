@@ -44,6 +44,8 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/web/apps/{name}/mfa/finish"): "web",
     # ---- the web UI: resources and the SSH terminal (docs/web-ui.md) ---------------------------
     ("GET", "/web/nodes"): "web",
+    ("GET", "/web/databases"): "web",
+    ("GET", "/web/apps"): "web",
     ("GET", "/web/account"): "web",
     ("POST", "/web/account/devices/remove"): "web",
     ("POST", "/web/account/password"): "web",

@@ -1,6 +1,7 @@
 """API routes of per-session MFA (:mod:`bastion.auth.session_certs`): parsing and serialising only.
 
-``POST /v1/certs/session/challenge`` ``{"node", "login"}`` ->
+``POST /v1/certs/session/challenge`` ``{"node", "login"[, "cluster"]}`` (``cluster``: a leaf of
+this root, trusted clusters) ->
 ``{"mfa_required", "node", "login"[, "scope", "challenge"]}``
 
 ``POST /v1/certs/session`` ``{"node", "login", "public_key", "mfa_response"}`` ->

@@ -30,11 +30,11 @@ from bastion.ca import sshcert
 from bastion.ca import x509 as ca_x509
 from bastion.ca.keys import PublicKey
 from bastion.clock import Clock
-from bastion.errors import AccessDenied, BadParameter
+from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.device_trust import KeyAttestation, hardware_key_refusal
 from bastion.services.store import ResourceStore
-from bastion.types.access import MIN_SESSION_TTL
+from bastion.types.access import MIN_SESSION_TTL, Role
 from bastion.types.authority import CAType, CertAuthority
 from bastion.types.identity import Identity
 
@@ -113,13 +113,27 @@ class Issuer:
         clock: Clock,
         audit: AuditLog,
         cluster: str,
+        roles: ResourceStore[Role] | None = None,
     ) -> None:
         self._cas = cas
+        self._roles = roles
         self._cluster = cluster
         self._kek = kek
         self._challenge_key = challenge_key(kek)
         self._clock = clock
         self._audit = audit
+
+    async def _requires_hardware_key(self, identity: Identity) -> bool:
+        if self._roles is None or identity.kind not in ("user", "bot"):
+            return False
+        for name in identity.roles:
+            try:
+                role = await self._roles.get(name)
+            except NotFound:
+                continue
+            if role.spec.options.require_hardware_key:
+                return True
+        return False
 
     async def ca(self, ca_type: CAType) -> CertAuthority:
         return await self._cas.get(ca_authority.ca_name(ca_type, self._cluster))
@@ -174,22 +188,24 @@ class Issuer:
         remote_addr: str,
         *,
         second_factor: bool = False,
-        require_hardware_key: bool = False,
         key_attestation: KeyAttestation | None = None,
     ) -> UserCerts:
         """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``
         (``second_factor``: the login proved MFA outside the identity, e.g. at the IdP).
 
-        ``require_hardware_key`` (a role option of the user's): only for a key attested as
-        TPM-resident by ``key_attestation`` (:func:`hardware_key_refusal`).
+        Every user certificate passes here (logins, SSO, renewals, per-session MFA, requests,
+        the web terminal), so this is where ``require_hardware_key`` (any of the identity's
+        roles) holds: only a key that ``key_attestation`` proves TPM-resident is certified
+        (:func:`hardware_key_refusal`).
 
         Raises:
             AccessDenied: the roles require a hardware-held key and this one is not attested.
         """
         subject = parse_public_key(public_key)
-        refusal = hardware_key_refusal(require_hardware_key, _spki_sha256(subject), key_attestation)
-        if refusal is not None:
-            raise AccessDenied(refusal.message)
+        if await self._requires_hardware_key(identity):
+            refusal = hardware_key_refusal(True, _spki_sha256(subject), key_attestation)
+            if refusal is not None:
+                raise AccessDenied(refusal.message)
         # a risk rule's MFA demand
         await check_step_up(self._audit, identity, remote_addr, second_factor=second_factor)
         now = self._clock.now()

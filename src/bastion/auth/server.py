@@ -175,7 +175,9 @@ class AuthServer:
         )
         self.credentials = CredentialStore(backend)
         self.audit = AuditLog(backend, deps.clock, deps.cluster)
-        self.issuer = Issuer(self.cas, deps.kek, deps.clock, self.audit, deps.cluster)
+        self.issuer = Issuer(
+            self.cas, deps.kek, deps.clock, self.audit, deps.cluster, roles=self.roles
+        )
         self._checkpointer: Checkpointer | None = None
         self._lock_view: LockAccess | None = None
         self._tunnel_connected: Callable[[str], bool] | None = None

@@ -630,7 +630,6 @@ class UserService:
                 identity,
                 public_key,
                 remote_addr,
-                require_hardware_key=hardware,
                 key_attestation=await self._key_attestation(identity) if hardware else None,
             )
         except AccessDenied as exc:
@@ -647,8 +646,8 @@ class UserService:
 
     async def _key_attestation(self, identity: Identity) -> KeyAttestation | None:
         """What the device this login verified vouches for (``require_hardware_key``): its
-        enrolled credential. Keys certified by its AK (``bsh login --key-store=tpm``,
-        :mod:`bastion.auth.key_attest`) are not sent by clients yet (docs/device-trust.md)."""
+        enrolled credential. Keys certified by its AK (:mod:`bastion.auth.key_attest`) are not
+        sent by clients yet (docs/device-trust.md)."""
         if not identity.device_id:
             return None
         try:

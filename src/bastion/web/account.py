@@ -133,7 +133,7 @@ class AccountPages:
         pw_done: str = "",
     ) -> web.Response:
         intro = (
-            f"<h1>Account</h1><p>Signed in as <strong>{esc(ctx.user)}</strong> "
+            f"<p>Signed in as <strong>{esc(ctx.user)}</strong> "
             '(<a href="/web/">session and sign-out</a>).</p>'
         )
         if ctx.session.method.startswith("sso:"):

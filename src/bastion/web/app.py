@@ -39,7 +39,7 @@ from bastion.web.account import add_account_routes
 from bastion.web.admin_pages import add_admin_routes
 from bastion.web.pages import WEBAUTHN_SCRIPTS, Raw, page, static_file
 from bastion.web.requests import add_request_pages
-from bastion.web.resources import NodeLister
+from bastion.web.resources import NodeLister, OtherResources
 from bastion.web.security import CSRF_FIELD, check_csrf, csrf_token, security_headers, set_cookie
 from bastion.web.sessions import SESSION_COOKIE, WebSessions, current_session
 from bastion.web.terminal import add_terminal_routes
@@ -375,6 +375,9 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_post("/web/sso/{connector}/acs", webapp.sso_acs)
     add_webauthn_routes(app, sso.auth, users, webapp.sessions)
     r.add_get("/web/nodes", NodeLister(sso.auth, users).handle)  # the web UI (docs/web-ui.md)
+    others = OtherResources(sso.auth, users)  # databases and apps (docs/web-ui.md)
+    r.add_get("/web/databases", others.databases)
+    r.add_get("/web/apps", others.apps)
     add_terminal_routes(app, sso.auth, users)
     shell = add_admin_routes(app, sso.auth, users)  # admin, recordings, sessions (docs/web-ui.md)
     add_account_routes(app, shell)  # MFA devices, passkeys, password (docs/web-ui.md)

@@ -14,16 +14,19 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from bastion.auth.apps import AppAccess
+from bastion.auth.databases import DatabaseInventory
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.server import AuthServer
 from bastion.auth.users import UserService
 from bastion.clock import in_zone
 from bastion.contract.web import NodePage, NodeQuery, NodeRow
 from bastion.errors import BadParameter
+from bastion.protocols.apphost import app_address
 from bastion.rbac.conditions import AccessContext
 from bastion.types.inventory import Node
 from bastion.web.pages import Raw
@@ -31,11 +34,17 @@ from bastion.web.sessions import WebSession, current_session
 from bastion.web.ui import app_page
 
 __all__ = [
+    "AppRow",
+    "DbRow",
     "NodeLister",
+    "OtherResources",
     "node_page",
     "node_query",
     "parse_label_filter",
+    "render_apps",
+    "render_databases",
     "render_nodes",
+    "resource_tabs",
     "select_nodes",
 ]
 
@@ -297,8 +306,8 @@ def render_nodes(result: NodePage, query: NodeQuery, user: str, error: str = "")
     problem = f'<p class="error" role="alert">{_esc(error)}</p>' if error else ""
     return (
         f'<nav class="top"><span>Signed in as <strong>{_esc(user)}</strong></span> '
-        '<a href="/web/">Account</a></nav>'
-        f"{form}{problem}{table}"
+        '<a href="/web/account">Account</a></nav>'
+        f"{resource_tabs('/web/nodes')}{form}{problem}{table}"
         f'<nav class="pager" aria-label="Pages">{" ".join(nav)}</nav>'
     )
 
@@ -315,3 +324,166 @@ async def node_page(lister: NodeLister, request: web.Request, session: WebSessio
         result = NodePage(items=[], total=0, page=1, per_page=query.per_page, pages=1)
     body = render_nodes(result, query, session.user, error)
     return app_page("Resources", Raw(body), status=400 if error else 200)
+
+
+# ---- databases and apps -------------------------------------------------------------------------
+
+TABS = (("Servers", "/web/nodes"), ("Databases", "/web/databases"), ("Apps", "/web/apps"))
+
+
+def resource_tabs(active: str) -> str:
+    """``Servers | Databases | Apps``: links between the resource pages (``active`` marked)."""
+    current = ' aria-current="page"'
+    links = " ".join(
+        f'<a href="{href}"{current if href == active else ""}>{title}</a>' for title, href in TABS
+    )
+    return f'<nav class="tabs" aria-label="Resource kinds">{links}</nav>'
+
+
+@dataclass(frozen=True, slots=True)
+class DbRow:
+    """A database as ``bsh db ls`` shows it (the users and names the roles allow)."""
+
+    name: str
+    protocol: str
+    labels: dict[str, str]
+    db_users: tuple[str, ...]
+    db_names: tuple[str, ...]
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppRow:
+    """An app as ``bsh apps ls`` shows it (its address under this proxy)."""
+
+    name: str
+    addr: str
+    labels: dict[str, str]
+    protocol: str
+
+
+def _label_text(labels: dict[str, str]) -> str:
+    return "".join(
+        f'<span class="chip">{_esc(f"{k}={v}")}</span>' for k, v in sorted(labels.items())
+    )
+
+
+def _resource_page(user: str, active: str, table: str) -> str:
+    return (
+        f'<nav class="top"><span>Signed in as <strong>{_esc(user)}</strong></span> '
+        '<a href="/web/account">Account</a></nav>'
+        f"{resource_tabs(active)}{table}"
+    )
+
+
+def render_databases(rows: Iterable[DbRow], user: str) -> str:
+    """The databases page's body: connect is ``bsh db connect NAME`` (every string escaped)."""
+    body = []
+    for row in rows:
+        word, css = _STATUS[row.online]
+        command = f"bsh db connect {row.name}"
+        body.append(
+            f'<tr data-db="{_esc(row.name)}"><th scope="row">{_esc(row.name)}</th>'
+            f"<td>{_esc(row.protocol)}</td><td class='chips'>{_label_text(row.labels)}</td>"
+            f"<td>{_esc(', '.join(row.db_users) or '-')}</td>"
+            f"<td>{_esc(', '.join(row.db_names) or '-')}</td>"
+            f'<td class="{css}">{word}</td><td><code>{_esc(command)}</code></td></tr>'
+        )
+    if not body:
+        table = (
+            '<p class="empty">You may not reach any database: your roles select none (their '
+            "db_labels). Ask an admin for a role that does.</p>"
+        )
+    else:
+        table = (
+            '<table class="nodes" id="databases"><thead><tr><th scope="col">Name</th>'
+            '<th scope="col">Protocol</th><th scope="col">Labels</th>'
+            '<th scope="col">Database users</th><th scope="col">Database names</th>'
+            '<th scope="col">Status</th><th scope="col">Connect</th></tr></thead><tbody>'
+            + "".join(body)
+            + "</tbody></table>"
+        )
+    return _resource_page(user, "/web/databases", table)
+
+
+def render_apps(rows: Iterable[AppRow], user: str) -> str:
+    """The apps page's body: HTTP apps open through their launch link, TCP apps through
+    ``bsh apps login NAME`` (every string escaped)."""
+    body = []
+    for row in rows:
+        if row.protocol == "http":
+            href = _esc("/web/apps/" + quote(row.name, safe="") + "/launch")
+            action = (
+                f'<a class="button" href="{href}" target="_blank" rel="noopener" '
+                f'aria-label="Launch {_esc(row.name)}">Launch</a>'
+            )
+        else:
+            action = f"<code>{_esc(f'bsh apps login {row.name}')}</code>"
+        body.append(
+            f'<tr data-app="{_esc(row.name)}"><th scope="row">{_esc(row.name)}</th>'
+            f"<td>{_esc(row.addr)}</td><td>{_esc(row.protocol)}</td>"
+            f'<td class="chips">{_label_text(row.labels)}</td><td>{action}</td></tr>'
+        )
+    if not body:
+        table = (
+            '<p class="empty">You may not reach any app: your roles select none (their '
+            "app_labels). Ask an admin for a role that does.</p>"
+        )
+    else:
+        table = (
+            '<table class="nodes" id="apps"><thead><tr><th scope="col">Name</th>'
+            '<th scope="col">Address</th><th scope="col">Protocol</th>'
+            '<th scope="col">Labels</th><th scope="col">Open</th></tr></thead><tbody>'
+            + "".join(body)
+            + "</tbody></table>"
+        )
+    return _resource_page(user, "/web/apps", table)
+
+
+class OtherResources:
+    """The databases and apps pages: the same service calls as ``bsh db ls``
+    (:meth:`DatabaseInventory.visible` over the caller's roles) and ``bsh apps ls``
+    (:meth:`AppAccess.list_allowed`)."""
+
+    def __init__(self, auth: AuthServer, users: UserService) -> None:
+        self.auth = auth
+        self.users = users
+        self.inventory = DatabaseInventory(auth)
+        self.access = AppAccess(auth)
+
+    async def databases(self, request: web.Request) -> web.Response:
+        """``GET /web/databases``."""
+        session = current_session(request)
+        if session is None:
+            raise web.HTTPSeeOther("/web/login?then=/web/databases")
+        guard = await GuardedAuth.for_identity(
+            self.auth, self.users, session.identity, request.remote or ""
+        )
+        rows = [
+            DbRow(
+                name=v.database.name,
+                protocol=v.database.spec.protocol,
+                labels=v.database.all_labels(),
+                db_users=tuple(v.db_users),
+                db_names=tuple(v.db_names),
+                online=bool(v.database.spec.host_id and v.database.metadata.expires),
+            )
+            for v in await self.inventory.visible(guard.ctx.role_set)
+        ]
+        return app_page("Databases", Raw(render_databases(rows, session.user)))
+
+    async def apps(self, request: web.Request) -> web.Response:
+        """``GET /web/apps``."""
+        session = current_session(request)
+        if session is None:
+            raise web.HTTPSeeOther("/web/login?then=/web/apps")
+        rows = [
+            AppRow(
+                name=a.metadata.name,
+                addr=app_address(a.metadata.name, a.spec.public_addr, request.host),
+                labels=a.all_labels(),
+                protocol="tcp" if a.spec.uri.startswith("tcp://") else "http",
+            )
+            for a in await self.access.list_allowed(session.identity)
+        ]
+        return app_page("Apps", Raw(render_apps(rows, session.user)))

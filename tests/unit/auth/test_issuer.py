@@ -100,20 +100,27 @@ async def test_ttl_floor_never_goes_above_the_roles_cap():
     assert ttl(legacy, timedelta(seconds=5)) == timedelta(seconds=30)
 
 
-async def test_require_hardware_key_issues_only_for_an_attested_key():
+async def test_require_hardware_key_holds_for_every_issuance_of_the_roles_holders():
+    """The issuer looks the option up in the identity's stored roles, so no caller can forget
+    it: without an attestation of this very key as TPM-resident, no certificate."""
     import hashlib
 
     from cryptography.hazmat.primitives import serialization
 
     from bastion.errors import AccessDenied
     from bastion.rbac.device_trust import KeyAttestation
+    from bastion.types.access import Role
 
     fx = await make_auth()
-    roles = [await fx.auth.roles.get("access")]
+    hw = Role.model_validate(
+        {"metadata": {"name": "hw"}, "spec": {"options": {"require_hardware_key": True}}}
+    )
+    await fx.auth.create_resource(hw, "admin", force=False)
+    roles = [await fx.auth.roles.get("access"), hw]
     ident = fx.auth.issuer.user_identity(
         cluster="test.local",
         user="alice",
-        roles=["access"],
+        roles=["access", "hw"],
         traits={},
         role_set=RoleSet.from_roles(roles, {}),
         requested_ttl=timedelta(hours=1),
@@ -123,15 +130,16 @@ async def test_require_hardware_key_issues_only_for_an_attested_key():
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     spki = hashlib.sha256(der).hexdigest()
-    with pytest.raises(AccessDenied, match="bsh login --key-store=tpm"):
-        await fx.auth.issuer.issue_user(ident, pub, "ip", require_hardware_key=True)
+    with pytest.raises(AccessDenied, match="require_hardware_key"):
+        await fx.auth.issuer.issue_user(ident, pub, "ip")
     software = KeyAttestation("d1", "software", certified_key_sha256=spki)
-    with pytest.raises(AccessDenied, match="hardware-held key"):
-        await fx.auth.issuer.issue_user(
-            ident, pub, "ip", require_hardware_key=True, key_attestation=software
-        )
+    with pytest.raises(AccessDenied, match="TPM"):
+        await fx.auth.issuer.issue_user(ident, pub, "ip", key_attestation=software)
+    other = KeyAttestation("d1", "tpm", device_key_sha256="ak", certified_key_sha256="f" * 64)
+    with pytest.raises(AccessDenied, match="TPM"):
+        await fx.auth.issuer.issue_user(ident, pub, "ip", key_attestation=other)
     tpm = KeyAttestation("d1", "tpm", device_key_sha256="ak", certified_key_sha256=spki)
-    certs = await fx.auth.issuer.issue_user(
-        ident, pub, "ip", require_hardware_key=True, key_attestation=tpm
-    )
+    certs = await fx.auth.issuer.issue_user(ident, pub, "ip", key_attestation=tpm)
     assert certs.tls_cert
+    plain = ident.model_copy(update={"roles": ("access",)})  # without the role: as before
+    assert (await fx.auth.issuer.issue_user(plain, pub, "ip")).tls_cert

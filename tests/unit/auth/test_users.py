@@ -610,12 +610,12 @@ async def test_a_role_requiring_a_hardware_key_refuses_a_login_with_a_software_k
     await fx.auth.users.update(user)
     _, pub = new_public_key()
     code = pyotp.TOTP(secret).at(fx.clock.now())
-    with pytest.raises(AccessDenied, match=r"bsh login --key-store=tpm"):
+    with pytest.raises(AccessDenied, match=r"require_hardware_key"):
         await fx.users.login(  # a software-attested device vouches for no key
             "alice", PASSWORD, code, pub, timedelta(1), "ip", device=_proof(fx, device_id, key)
         )
     failures = await fx.auth.audit.search(AuditQuery(types=("user.login",), outcome="failure"))
-    assert "hardware-held key" in failures[-1].reason
+    assert "require_hardware_key" in failures[-1].reason
 
 
 async def test_change_password_needs_the_current_one_and_a_second_factor():

@@ -221,7 +221,7 @@ def test_hardware_key_refusal() -> None:
         refusal = hardware_key_refusal(True, key, attestation)
         assert refusal is not None and why in refusal.reason
         assert refusal.message == HARDWARE_KEY_MESSAGE
-        assert "bsh login --key-store=tpm" in refusal.message and "\n" not in refusal.message
+        assert "require_hardware_key" in refusal.message and "\n" not in refusal.message
 
 
 @given(st.booleans(), st.text(max_size=8), st.sampled_from(["tpm", "software", ""]))

@@ -26,7 +26,7 @@ def _device(name: str, kind: str = "webauthn", passkey: bool = False) -> MFADevi
         id="0b7c4c1e-uuid",
         user="alice",
         name=name,
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         added=ADDED,
         passwordless=passkey,
     )

@@ -97,3 +97,43 @@ def test_empty_states_say_what_to_do() -> None:
     assert "your roles select none" in render_nodes(empty, NodeQuery(), "u")
     assert "No node matches" in render_nodes(empty, NodeQuery(q="x"), "u")
     assert "0–0 of 0 nodes" in render_nodes(empty, NodeQuery(), "u")
+
+
+# ---- databases and apps (the resources page's other tabs) ----------------------------------------
+
+
+def test_databases_render_escaped_with_the_connect_command() -> None:
+    from bastion.web.resources import DbRow, render_databases
+
+    evil = "<img src=x onerror=alert(1)>"
+    row = DbRow("pg<1>", "postgres", {"x": evil}, ("alice", evil), ("app",), True)
+    html = render_databases([row], "u<b>")
+    assert evil not in html and "<b>" not in html and "&lt;img src=x" in html
+    assert "<code>bsh db connect pg&lt;1&gt;</code>" in html
+    assert 'aria-current="page">Databases</a>' in html and 'href="/web/nodes"' in html
+    assert "online" in html
+    assert "may not reach any database" in render_databases([], "u")
+
+
+def test_apps_render_escaped_with_a_launch_link_or_the_tcp_command() -> None:
+    from bastion.web.resources import AppRow, render_apps
+
+    evil = '"><script>x()</script>'
+    rows = [
+        AppRow("graf ana", "graf.proxy:3080", {"team": evil}, "http"),
+        AppRow("pg-tunnel", "pg.proxy:3080", {}, "tcp"),
+    ]
+    html = render_apps(rows, "u")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="/web/apps/graf%20ana/launch"' in html
+    assert "<code>bsh apps login pg-tunnel</code>" in html
+    assert 'aria-current="page">Apps</a>' in html
+    assert "may not reach any app" in render_apps([], "u")
+
+
+def test_the_node_page_links_the_other_kinds() -> None:
+    from bastion.web.resources import resource_tabs
+
+    tabs = resource_tabs("/web/nodes")
+    assert 'href="/web/nodes" aria-current="page">Servers' in tabs
+    assert 'href="/web/databases">Databases' in tabs and 'href="/web/apps">Apps' in tabs
