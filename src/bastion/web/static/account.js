@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  const { b64uToBuf, assertionJSON } = window.bastionWebAuthn;
+  const { submitWithKey } = window.bastionWebAuthn;
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 
   function showError(form, text) {
@@ -20,37 +20,11 @@
     el.textContent = text;
   }
 
-  async function withProof(form) {
-    const resp = await fetch("/web/account/challenge", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-      body: JSON.stringify({ scope: form.dataset.scope }),
-    });
-    const data = await resp.json();
-    if (!resp.ok) throw new Error((data.error && data.error.message) || `HTTP ${resp.status}`);
-    if (data.required) {
-      const o = data.options;
-      o.challenge = b64uToBuf(o.challenge);
-      (o.allowCredentials || []).forEach((c) => { c.id = b64uToBuf(c.id); });
-      let cred;
-      try {
-        cred = await navigator.credentials.get({ publicKey: o });
-      } catch (err) {
-        throw new Error("The security key was not used (or the prompt was cancelled); nothing "
-          + "was changed. Submit again, or type a TOTP code.");
-      }
-      let input = form.querySelector("input[name=mfa_assertion]");
-      if (!input) {
-        input = document.createElement("input");
-        input.type = "hidden";
-        input.name = "mfa_assertion";
-        form.appendChild(input);
-      }
-      input.value = JSON.stringify(assertionJSON(cred));
-    }
-    HTMLFormElement.prototype.submit.call(form);
-  }
+  const withProof = (form) => submitWithKey(
+    form, "/web/account/challenge", { scope: form.dataset.scope }, csrf(),
+    "The security key was not used (or the prompt was cancelled); nothing was changed. "
+      + "Submit again, or type a TOTP code.",
+  );
 
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("form[data-account-mfa]").forEach((form) => {

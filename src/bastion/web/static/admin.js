@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  const { b64uToBuf, assertionJSON } = window.bastionWebAuthn;
+  const { submitWithKey } = window.bastionWebAuthn;
   const meta = (name) => {
     const el = document.querySelector(`meta[name="${name}"]`);
     return el ? el.content : "";
@@ -23,7 +23,7 @@
     el.textContent = text;
   }
 
-  async function withKey(form) {
+  function withKey(form) {
     const fields = {};
     new FormData(form).forEach((value, key) => {
       if (typeof value === "string" && key !== "csrf_token" && key !== "mfa_assertion") {
@@ -31,35 +31,11 @@
       }
     });
     const action = new URL(form.action, location.href).pathname;
-    const resp = await fetch("/web/admin/mfa/begin", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": meta("csrf-token") },
-      body: JSON.stringify({ action, fields }),
-    });
-    const data = await resp.json();
-    if (!resp.ok) throw new Error((data.error && data.error.message) || `HTTP ${resp.status}`);
-    if (data.required) {
-      const o = data.options;
-      o.challenge = b64uToBuf(o.challenge);
-      (o.allowCredentials || []).forEach((c) => { c.id = b64uToBuf(c.id); });
-      let cred;
-      try {
-        cred = await navigator.credentials.get({ publicKey: o });
-      } catch (err) {
-        throw new Error("The security key was not used in time (or the prompt was cancelled); "
-          + "nothing was changed. Submit again to retry.");
-      }
-      let input = form.querySelector("input[name=mfa_assertion]");
-      if (!input) {
-        input = document.createElement("input");
-        input.type = "hidden";
-        input.name = "mfa_assertion";
-        form.appendChild(input);
-      }
-      input.value = JSON.stringify(assertionJSON(cred));
-    }
-    HTMLFormElement.prototype.submit.call(form);
+    return submitWithKey(
+      form, "/web/admin/mfa/begin", { action, fields }, meta("csrf-token"),
+      "The security key was not used in time (or the prompt was cancelled); nothing was "
+        + "changed. Submit again to retry.",
+    );
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -1,6 +1,7 @@
-// base64url <-> ArrayBuffer and the JSON of a WebAuthn assertion: the one copy the login pages
-// (webauthn.js), the admin pages (admin.js) and the terminal (terminal.js) share. Loaded before
-// them (deferred scripts run in order); no inline code: the CSP allows scripts from this origin.
+// base64url <-> ArrayBuffer, the JSON of a WebAuthn assertion, and a form posted with a key's
+// assertion: the one copy the login pages (webauthn.js), the admin pages (admin.js), the account
+// page (account.js) and the terminal (terminal.js) share. Loaded before them (deferred scripts
+// run in order); no inline code: the CSP allows scripts from this origin.
 "use strict";
 
 window.bastionWebAuthn = (() => {
@@ -30,5 +31,38 @@ window.bastionWebAuthn = (() => {
     if (r.userHandle) out.response.userHandle = bufToB64u(r.userHandle);
     return out;
   };
-  return Object.freeze({ b64uToBuf, bufToB64u, assertionJSON });
+  // POST ``body`` as JSON to ``url``; when the answer says a security key is required, sign its
+  // options and put the assertion in the form's hidden field mfa_assertion; then submit the
+  // form. ``cancelled`` is the error when the key was not used.
+  const submitWithKey = async (form, url, body, csrfToken, cancelled) => {
+    const resp = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
+      body: JSON.stringify(body),
+    });
+    const data = await resp.json();
+    if (!resp.ok) throw new Error((data.error && data.error.message) || `HTTP ${resp.status}`);
+    if (data.required) {
+      const o = data.options;
+      o.challenge = b64uToBuf(o.challenge);
+      (o.allowCredentials || []).forEach((c) => { c.id = b64uToBuf(c.id); });
+      let cred;
+      try {
+        cred = await navigator.credentials.get({ publicKey: o });
+      } catch (err) {
+        throw new Error(cancelled);
+      }
+      let input = form.querySelector("input[name=mfa_assertion]");
+      if (!input) {
+        input = document.createElement("input");
+        input.type = "hidden";
+        input.name = "mfa_assertion";
+        form.appendChild(input);
+      }
+      input.value = JSON.stringify(assertionJSON(cred));
+    }
+    HTMLFormElement.prototype.submit.call(form);
+  };
+  return Object.freeze({ b64uToBuf, bufToB64u, assertionJSON, submitWithKey });
 })();
