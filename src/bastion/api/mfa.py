@@ -116,18 +116,7 @@ def add_mfa_routes(
         return m.AddOptions(webauthn=options)
 
     async def _confirm(call: Call[Any], user: str, proof: m.Proof, scope: str) -> None:
-        try:
-            await mfa.confirm_with_existing(user, scope, proof.webauthn, proof.otp)
-        except Exception as exc:
-            await auth.audit.emit(
-                "mfa.add" if scope == "mfa:add" else "mfa.remove",
-                outcome="failure",
-                user=user,
-                target=f"user/{user}",
-                remote_addr=call.remote,
-                reason=f"no valid confirmation with an existing device: {exc}",
-            )
-            raise
+        await mfa.confirm_change(user, scope, proof.webauthn, proof.otp, call.remote)
 
     async def finish_add(call: Call[m.AddFinish]) -> m.Device:
         user = _registrant(call)

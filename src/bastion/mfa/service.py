@@ -520,6 +520,30 @@ class MFAService:
     ) -> MFADevice:
         return await self.totp.record(user, name, secret, step, remote_addr)
 
+    async def confirm_change(
+        self,
+        user: str,
+        scope: str,
+        webauthn: dict[str, Any] | None,
+        otp: str,
+        remote_addr: str,
+    ) -> MFADevice | None:
+        """:meth:`confirm_with_existing` for a device change by the user (``bsh mfa add/rm``,
+        the account page): a refused proof is audited as the change's failure
+        (``mfa.add`` / ``mfa.remove``)."""
+        try:
+            return await self.confirm_with_existing(user, scope, webauthn, otp)
+        except Exception as exc:  # any refusal (or failure) of the proof is the change's failure
+            await self.deps.audit.emit(
+                "mfa.add" if scope == "mfa:add" else "mfa.remove",
+                outcome="failure",
+                user=user,
+                target=f"user/{user}",
+                remote_addr=remote_addr,
+                reason=f"no valid confirmation with an existing device: {exc}",
+            )
+            raise
+
     async def confirm_with_existing(
         self, user: str, scope: str, webauthn: dict[str, Any] | None, otp: str
     ) -> MFADevice | None:

@@ -174,20 +174,9 @@ class AccountPages:
         mfa = self.auth.mfa
         try:
             # What POST /v1/mfa/devices/NAME/remove does for bsh mfa rm (api/mfa.py).
-            try:
-                await mfa.confirm_with_existing(
-                    user, f"mfa:remove:{name}", _assertion(form), form.get("otp", "").strip()
-                )
-            except BastionError as exc:
-                await self.auth.audit.emit(
-                    "mfa.remove",
-                    outcome="failure",
-                    user=user,
-                    target=f"user/{user}",
-                    remote_addr=remote,
-                    reason=f"no valid confirmation with an existing device: {exc.message}",
-                )
-                raise
+            await mfa.confirm_change(
+                user, f"mfa:remove:{name}", _assertion(form), form.get("otp", "").strip(), remote
+            )
             await mfa.remove_device(user, name, user, remote)
         except BastionError as exc:
             return await self._render(ctx, notice(exc.message, error=True), exc.http_status)
