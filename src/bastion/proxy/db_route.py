@@ -32,7 +32,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -539,19 +539,7 @@ class DbRoute:
                 }
                 await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
         except (BastionError, OSError, TimeoutError) as exc:
-            message, reason = _refusal(exc)
-            log.info("db route refused %s from %s: %s", identity.user, remote, reason)
-            await deps.audit.emit(
-                "db.session.start",
-                outcome="failure",
-                user=identity.user,
-                remote_addr=remote,
-                reason=reason,
-                **info,
-            )
-            if not transport.is_closing():
-                transport.write(error_response(message))
-                transport.close()
+            await self._refuse_start(transport, identity, remote, info, exc, error_response)
             return
         except asyncio.CancelledError:
             transport.abort()
@@ -681,17 +669,12 @@ class DbRoute:
                 }
                 await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
         except (BastionError, OSError, TimeoutError) as exc:
-            message, reason = _refusal(exc)
-            log.info("db route refused %s from %s: %s", identity.user, remote, reason)
-            await deps.audit.emit(
-                "db.session.start", outcome="failure", user=identity.user,
-                remote_addr=remote, reason=reason, **info,
+            await self._refuse_start(
+                transport, identity, remote, info, exc,
+                lambda message: mysql.err_packet(
+                    2 + seq_shift, mysql.ER_ACCESS_DENIED, "28000", message
+                ),
             )  # fmt: skip
-            if not transport.is_closing():
-                transport.write(
-                    mysql.err_packet(2 + seq_shift, mysql.ER_ACCESS_DENIED, "28000", message)
-                )
-                transport.close()
             return
         except asyncio.CancelledError:
             transport.abort()
@@ -752,6 +735,27 @@ class DbRoute:
         if transport is not None and not transport.is_closing():
             transport.write(mysql.err_packet(1, 1835, "08S01", f"protocol violation: {reason}"))
         side.relay.terminate(f"protocol violation: {reason}")
+
+    async def _refuse_start(
+        self,
+        transport: asyncio.Transport,
+        identity: Identity,
+        remote: str,
+        info: Mapping[str, str],
+        exc: BaseException,
+        error: Callable[[str], bytes],
+    ) -> None:
+        """A session refused before it started: audited, and the client told in its
+        protocol's error (``error``: PostgreSQL ErrorResponse or MySQL ERR packet)."""
+        message, reason = _refusal(exc)
+        log.info("db route refused %s from %s: %s", identity.user, remote, reason)
+        await self._deps.audit.emit(
+            "db.session.start", outcome="failure", user=identity.user, remote_addr=remote,
+            reason=reason, **info,
+        )  # fmt: skip
+        if not transport.is_closing():
+            transport.write(error(message))
+            transport.close()
 
     def protocol_error(self, side: _QuerySide, reason: str) -> None:
         """The client sent a malformed or oversized message: tell it and end the session."""
