@@ -160,7 +160,12 @@ def fresh_totp(user: User) -> str:
     """A code for a step the server has not accepted from ``user`` yet (it accepts one step of
     skew and refuses any step at or before the last one it accepted), waiting when that step
     is still ahead. Remembers the step, so logins in a row never replay one."""
-    step = max(user.last_step + 1, int(time.time()) // 30 - 1)
+    now = time.time()
+    # The server accepts its previous, current and next step when the code arrives. A code for
+    # the previous step dies at the end of this window: only with 15 s to spare (a loaded
+    # machine takes seconds to start bsh and reach auth), else start at the current step.
+    earliest = int(now) // 30 - (1 if 30 - now % 30 >= 15 else 0)
+    step = max(user.last_step + 1, earliest)
     while step > int(time.time()) // 30 + 1:
         time.sleep(0.5)
     user.last_step = step
