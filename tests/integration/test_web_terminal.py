@@ -266,3 +266,52 @@ def test_account_page_keys_and_password(lenv: Env, chromium: Any) -> None:
     expect(page.locator("nav.tabs a[aria-current=page]")).to_have_text("Apps")
     assert not errors, errors
     context.close()
+
+
+def test_join_a_web_terminal_as_observer(lenv: Env, chromium: Any) -> None:
+    """Issue 17's join page: A's web terminal is listed on B's sessions page with a
+    "Join as observer" action (B's role may join A's role's sessions); the join page shows
+    what A's shell prints from then on."""
+    tag = unique("wj")
+    lenv.admin_ok(
+        "create",
+        "-f",
+        "-",
+        input=(
+            f"kind: role\nmetadata: {{name: {tag}-own}}\nspec:\n"
+            f"  allow:\n    logins: [{LOGIN}]\n    node_labels: {{'*': '*'}}\n---\n"
+            f"kind: role\nmetadata: {{name: {tag}-watch}}\nspec:\n"
+            f"  allow:\n    join_sessions: [{{roles: [{tag}-own], modes: [observer]}}]\n"
+        ),
+    )
+    owner, watcher = lenv.new_user(f"{tag}-own", LOGIN), lenv.new_user(f"{tag}-watch")
+    base = f"https://localhost:{lenv.cluster.proxy.rsplit(':', 1)[1]}"
+    contexts = [
+        chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 720})
+        for _ in range(2)
+    ]
+    a, b = (c.new_page() for c in contexts)
+    errors: list[str] = []
+    b.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(a, base, owner)
+    a.goto(f"{base}/web/ssh?node={socket.gethostname()}&login={LOGIN}")
+    term = a.locator("#terminal")
+    expect(term).to_have_attribute("data-state", "open", timeout=15000)
+
+    sign_in(b, base, watcher)
+    b.goto(f"{base}/web/sessions")
+    row = b.locator("#sessions tbody tr", has_text=owner.name)
+    expect(row).to_have_count(1, timeout=10000)
+    expect(row.locator("a", has_text="Join as")).to_have_count(1)  # observer only
+    row.locator("a", has_text="Join as observer").click()
+    pane = b.locator("#join-terminal")
+    expect(pane).to_have_attribute("data-state", "open", timeout=10000)
+    expect(b.locator("#join-terminate")).to_have_count(0)
+
+    term.click()
+    a.keyboard.type("echo seen:$((6*7))\n")
+    expect(pane.locator(".xterm-rows")).to_contain_text("seen:42", timeout=10000)
+    b.screenshot(path=str(SHOTS / "session-join.png"))
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    for c in contexts:
+        c.close()

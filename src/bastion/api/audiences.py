@@ -64,6 +64,8 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("GET", "/web/recordings/{session_id}"): "web",
     ("GET", "/web/sessions"): "web",
     ("POST", "/web/sessions/{session_id}/terminate"): "web",
+    ("GET", "/web/sessions/{session_id}/join"): "web",
+    ("GET", "/web/sessions/{session_id}/join/ws"): "web",
     ("GET", "/web/admin/users"): "web",
     ("POST", "/web/admin/users"): "web",
     ("POST", "/web/admin/users/{name}/reset"): "web",

@@ -345,9 +345,7 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     except ValueError as exc:
         raise AccessDenied(f"certificate identity is unreadable: {exc}") from None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if identity.kind != "host" and (
-        not cns or cns[0].value != subject_common_name(identity.user)
-    ):
+    if identity.kind != "host" and (not cns or cns[0].value != subject_common_name(identity.user)):
         raise AccessDenied("certificate identity user does not match its subject")
     return identity
 

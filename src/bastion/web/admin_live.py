@@ -8,7 +8,8 @@ path, not a lock: the server joins the session as a **moderator** through the pr
 minute, audited as every certificate issue) and sends the terminate frame; the node decides
 (:func:`bastion.rbac.moderation.check_join`: only those whose roles let them moderate the
 owner's sessions), ends the session and audits it. The button is shown only where the caller
-may join as moderator; the node checks again.
+may join as moderator; the node checks again. "Join as MODE" links open the join page
+(:mod:`bastion.web.join`) in each mode the caller may join.
 """
 
 from __future__ import annotations
@@ -59,9 +60,15 @@ def session_rows(ctx: PageContext, seen: list[VisibleSession]) -> str:
         spec = tracker.spec
         started = f"{spec.started:%Y-%m-%d %H:%M:%S} UTC" if spec.started else "-"
         people = ", ".join(f"{p.user} ({p.mode})" for p in spec.participants)
-        action = '<span class="muted">-</span>'
+        sid = quote(tracker.name, safe="")
+        joins = "".join(
+            f'<a class="button" href="/web/sessions/{esc(sid)}/join?mode={m}" '
+            f'aria-label="Join session {esc(tracker.name)} as {m}">Join as {m}</a> '
+            for m in modes
+        )  # the join page (bastion.web.join), in the modes check_join allows
+        action = joins or '<span class="muted">-</span>'
         if "moderator" in modes:
-            action = (
+            action = joins + (
                 f'<form method="post" action="/web/sessions/{esc(quote(tracker.name, safe=""))}'
                 f'/terminate" data-confirm="Terminate {esc(spec.owner)}\'s session on '
                 f'{esc(spec.node)}?">{hidden_csrf(ctx)}<button type="submit" class="danger" '
@@ -76,7 +83,7 @@ def session_rows(ctx: PageContext, seen: list[VisibleSession]) -> str:
     return (
         '<table class="nodes" id="sessions"><thead><tr><th scope="col">Who</th>'
         '<th scope="col">Where</th><th scope="col">Command</th><th scope="col">Since</th>'
-        '<th scope="col">State</th><th scope="col">Participants</th><th scope="col">Terminate'
+        '<th scope="col">State</th><th scope="col">Participants</th><th scope="col">Actions'
         "</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
@@ -149,8 +156,8 @@ class LivePages:
         return await self.show(ctx, notice(f"Session {session_id}: {reason or 'terminated'}"))
 
     async def _kill(self, identity: Identity, node: str, session_id: str, ctx: PageContext) -> str:
-        tls = await self._tls(identity, ctx.remote)
-        addrs = proxy_candidates(ctx.request.host, await self._proxies())
+        tls = await self.tls(identity, ctx.remote)
+        addrs = proxy_candidates(ctx.request.host, await self.proxies())
         if not addrs:
             raise ConnectionProblem("no proxy address is known to reach the session through")
         loop = asyncio.get_running_loop()
@@ -174,7 +181,7 @@ class LivePages:
                 failure = exc
         raise ConnectionProblem(f"cannot reach a proxy to terminate the session ({failure})")
 
-    async def _tls(self, identity: Identity, remote: str) -> ssl.SSLContext:
+    async def tls(self, identity: Identity, remote: str) -> ssl.SSLContext:
         """A TLS client context with a fresh key certified for this web session (a minute)."""
         auth = self.shell.auth
         private = ed25519.Ed25519PrivateKey.generate()
@@ -202,7 +209,7 @@ class LivePages:
         ctx.set_alpn_protocols([ALPN_SSH])
         return ctx
 
-    async def _proxies(self) -> list[str]:
+    async def proxies(self) -> list[str]:
         auth = self.shell.auth
         out = [p.spec.public_addr for p in await auth.proxies.list() if p.spec.public_addr]
         own = auth.deps.public_url.removeprefix("https://")

@@ -37,6 +37,7 @@ from bastion.sso.service import SSOService
 from bastion.types.identity import Identity
 from bastion.web.account import add_account_routes
 from bastion.web.admin_pages import add_admin_routes
+from bastion.web.join import add_join_routes
 from bastion.web.pages import WEBAUTHN_SCRIPTS, Raw, page, static_file
 from bastion.web.requests import add_request_pages
 from bastion.web.resources import NodeLister, OtherResources
@@ -380,6 +381,7 @@ def add_web_routes(app: web.Application, sso: SSOService, users: UserService) ->
     r.add_get("/web/apps", others.apps)
     add_terminal_routes(app, sso.auth, users)
     shell = add_admin_routes(app, sso.auth, users)  # admin, recordings, sessions (docs/web-ui.md)
+    add_join_routes(app, shell)  # joining a live session (docs/moderated-sessions.md)
     add_account_routes(app, shell)  # MFA devices, passkeys, password (docs/web-ui.md)
     add_request_pages(app, sso.auth, shell)  # access requests (docs/access-requests.md)
     return webapp

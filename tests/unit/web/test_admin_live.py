@@ -35,6 +35,20 @@ def test_terminate_only_where_the_caller_may_moderate() -> None:
     assert "No live sessions" in session_rows(CTX, [])
 
 
+def test_join_links_in_the_modes_the_caller_may_join() -> None:
+    html = session_rows(
+        CTX,
+        [
+            (_tracker("s1", "bob"), ("observer", "peer")),
+            (_tracker("s2", "me"), ()),  # one's own session: no join
+        ],
+    )
+    assert "/web/sessions/s1/join?mode=observer" in html
+    assert "/web/sessions/s1/join?mode=peer" in html
+    assert "mode=moderator" not in html and "Terminate session" not in html
+    assert html.count("Join as") == 2
+
+
 def test_the_proxys_refusal_is_its_error() -> None:
     _check_reply(b'{"ok": true}')
     with pytest.raises(NotFound):
