@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import User, totp
+from harness import User, fresh_totp
 from playwright.sync_api import sync_playwright
 
 from bastion.testing import missing_peer
@@ -48,7 +48,7 @@ def sign_in(page: Any, base: str, user: User) -> None:
     page.goto(f"{base}/web/login")
     page.fill("input[name=user]", user.name)
     page.fill("input[name=password]", user.password)
-    page.fill("input[name=otp]", totp(user.secret, 1))
+    page.fill("input[name=otp]", fresh_totp(user))  # never a step this user already spent
     page.click("form[action='/web/login'] button[type=submit]")
     page.wait_for_url(f"{base}/web/")
 

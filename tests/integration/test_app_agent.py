@@ -139,26 +139,32 @@ def test_app_agent_http_and_tcp_apps_through_the_tunnel(
         crt = next(user.home.rglob(f"apps/{web}.crt"))
         port = env.cluster.proxy.rsplit(":", 1)[1]
         host = f"{web}.apps.localhost"
-        curl = subprocess.run(
-            [
-                require_binary("curl"),
-                "-sS",
-                "--cert",
-                str(crt),
-                "--key",
-                str(crt.with_suffix(".key")),
-                "--cacert",
-                str(crt.with_suffix(".ca")),
-                "--resolve",
-                f"{host}:{port}:127.0.0.1",
-                "-H",
-                "Bastion-Jwt-Assertion: x",
-                f"https://{host}:{port}/whoami",
-            ],  # fmt: skip
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+
+        def whoami() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    require_binary("curl"),
+                    "-sS",
+                    "--cert",
+                    str(crt),
+                    "--key",
+                    str(crt.with_suffix(".key")),
+                    "--cacert",
+                    str(crt.with_suffix(".ca")),
+                    "--resolve",
+                    f"{host}:{port}:127.0.0.1",
+                    "-H",
+                    "Bastion-Jwt-Assertion: x",
+                    f"https://{host}:{port}/whoami",
+                ],  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+
+        # The agent heartbeats its apps before its tunnel may be up: until then the proxy
+        # answers 502 "not reachable"; wait for the app, as for a node coming online.
+        curl = wait_for(lambda: (r := whoami()).stdout.startswith("{") and r, "the app", 20)
         assert curl.returncode == 0, curl.stderr
         seen = json.loads(curl.stdout)
         assert seen["claims"]["sub"] == user.name and seen["path"] == "/whoami"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from browser import chromium_browser, virtual_authenticator
-from harness import Cluster, Env, start_cluster, totp
+from harness import Cluster, Env, fresh_totp, start_cluster
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_register_verify_and_passkey_sign_in_in_chromium(browser_env: Env, chrom
     page.goto(f"{base}/web/login")
     page.fill("input[name=user]", user.name)
     page.fill("input[name=password]", user.password)
-    page.fill("input[name=otp]", totp(user.secret, 1))
+    page.fill("input[name=otp]", fresh_totp(user))
     page.click("form[action='/web/login'] button[type=submit]")
     page.wait_for_url(f"{base}/web/")
     assert f"Signed in as {user.name}" in page.inner_text("main")

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from harness import Cluster, Env, totp, unique, unverified_context
+from harness import Cluster, Env, fresh_totp, unique, unverified_context
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def test_the_mfa_page_names_the_device_kind_and_name_not_its_id(env: Env) -> Non
             "csrf_token": csrf.group(1),
             "user": user.name,
             "password": user.password,
-            "otp": totp(user.secret, 1),
+            "otp": fresh_totp(user),
         }
     ).encode()
     with opener.open(f"https://{env.cluster.proxy}/web/login", data=form, timeout=10) as resp:

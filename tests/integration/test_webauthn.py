@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from harness import Cluster, Env, User, start_cluster, totp
+from harness import Cluster, Env, User, fresh_totp, start_cluster, totp
 
 from bastion.ca.x509 import identity_from_certificate
 from bastion.mfa.softkey import SOFTWARE_AAGUID
@@ -145,7 +145,7 @@ def test_passkey_added_with_passwordless_logs_in_alone(wa: Env, tmp_path: Path):
         "--name",
         "passkey",
         "--otp",
-        totp(user.secret, 1),
+        fresh_totp(user),
     )
     assert add.returncode == 0, add.stderr
     assert "passkey" in add.stdout
@@ -222,7 +222,7 @@ def test_totp_user_adds_a_key_and_logs_in_with_it(wa: Env, tmp_path: Path):
     user = wa.new_user("access", "root")  # the default invite enrols TOTP
     key = tmp_path / "key.json"
     assert [d["type"] for d in devices(wa, user, key)] == ["totp"]
-    result = bsh_key(wa, user, key, "mfa", "add", "--name", "yubi", "--otp", totp(user.secret, 1))
+    result = bsh_key(wa, user, key, "mfa", "add", "--name", "yubi", "--otp", fresh_totp(user))
     assert result.returncode == 0, result.stderr
     result = login_with_key(wa, user, key)  # no TOTP code on stdin: the key answers
     assert result.returncode == 0, result.stderr
