@@ -160,7 +160,8 @@ def test_wrong_password_and_wrong_totp_are_refused_and_audited(env: Env) -> None
 def test_five_failures_lock_the_user(env: Env) -> None:
     user = env.new_user("access", "x")
     for _ in range(5):
-        assert env.login(user, password="wrong password here").returncode == 3
+        # a wrong password fails before any code is checked: no TOTP step is spent (or waited for)
+        assert env.login(user, password="wrong password here", code="000000").returncode == 3
     locked = env.login(user)
     assert locked.returncode == 3
     assert "too many failed logins" in locked.stderr and "locked until" in locked.stderr
