@@ -8,7 +8,7 @@ import html
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -336,10 +336,29 @@ async def test_curl_per_session_mfa_app_needs_the_mfa_scoped_certificate(tmp_pat
         assert json.loads(body)["claims"]["sub"] == "carol"
 
 
-async def test_a_standalone_proxy_refuses_app_hosts_with_one_line(env: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A cluster of its own: the proxy this test joins heartbeats into it, and agents of a
+    shared cluster would follow that proxy (and lose it when the test stops it)."""
+    from harness import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("standalone-app-proxy"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_a_standalone_proxy_refuses_app_hosts_with_one_line(
+    own_cluster: Any, tmp_path: Path
+) -> None:
     """A proxy in its own process serves no apps yet: an app host gets the one-line 503, not
     auth's pages (docs/app-access.md)."""
     import subprocess
+
+    from harness import Env
+
+    env = Env(own_cluster, tmp_path)
 
     from harness import BIN, stop, wait_for
 
