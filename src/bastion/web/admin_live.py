@@ -17,20 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bastion.auth.sessions import SessionTrackerService, VisibleSession
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem, error_from_code
-from bastion.protocols.alpn import ALPN_SSH
 from bastion.protocols.sessionjoin import FrameDecoder, encode_frame
 from bastion.protocols.sshroute import encode_join_request
 from bastion.types.identity import Identity
@@ -43,6 +38,7 @@ from bastion.web.admin_common import (
     hidden_csrf,
     notice,
 )
+from bastion.web.ssh_dial import new_key, route_tls_context
 from bastion.web.terminal import proxy_candidates
 
 __all__ = ["KILL_TIMEOUT", "LivePages", "add_live_routes", "session_rows"]
@@ -184,30 +180,12 @@ class LivePages:
     async def tls(self, identity: Identity, remote: str) -> ssl.SSLContext:
         """A TLS client context with a fresh key certified for this web session (a minute)."""
         auth = self.shell.auth
-        private = ed25519.Ed25519PrivateKey.generate()
-        key_pem = private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        public = (
-            private.public_key()
-            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            .decode()
-        )
+        key = new_key()
         expires = min(identity.expires, auth.clock.now() + CERT_TTL)
         certs = await auth.issuer.issue_user(
-            identity.model_copy(update={"logins": (), "expires": expires}), public, remote
+            identity.model_copy(update={"logins": (), "expires": expires}), key.public, remote
         )
-        ctx = ssl.create_default_context(cadata=certs.tls_host_ca)
-        with tempfile.TemporaryDirectory(prefix="bastion-web-") as tmp:
-            cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-            cert_file.write_text(certs.tls_cert)
-            key_file.touch(mode=0o600)
-            key_file.write_bytes(key_pem)
-            ctx.load_cert_chain(cert_file, key_file)
-        ctx.set_alpn_protocols([ALPN_SSH])
-        return ctx
+        return route_tls_context(certs.tls_cert, key.private_pem, certs.tls_host_ca)
 
     async def proxies(self) -> list[str]:
         auth = self.shell.auth

@@ -36,6 +36,7 @@ __all__ = [
     "credentials",
     "new_key",
     "proxy_candidates",
+    "route_tls_context",
 ]
 
 DIAL_TIMEOUT: Final = 15.0
@@ -97,11 +98,13 @@ def credentials(key: NewKey, certs: UserCerts) -> Creds:
         key=asyncssh.import_private_key(key.private_pem),
         cert=asyncssh.import_certificate(certs.ssh_cert),
         host_ca=[asyncssh.import_public_key(k) for k in certs.ssh_host_ca],
-        tls=_tls_context(certs.tls_cert, key.private_pem, certs.tls_host_ca),
+        tls=route_tls_context(certs.tls_cert, key.private_pem, certs.tls_host_ca),
     )
 
 
-def _tls_context(certs_pem: str, key_pem: bytes, ca_pem: str) -> ssl.SSLContext:
+def route_tls_context(certs_pem: str, key_pem: bytes, ca_pem: str) -> ssl.SSLContext:
+    """mTLS to a proxy's ``bastion-ssh/1`` route with a web-held key (files exist only for the
+    load, in a 0700 directory)."""
     ctx = ssl.create_default_context(cadata=ca_pem)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     with tempfile.TemporaryDirectory(prefix="bastion-web-") as tmp:  # 0700; gone at once
