@@ -196,6 +196,14 @@ class _FirstMessageReader(asyncio.Protocol, Generic[_M]):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def take_over(self, transport: asyncio.Transport, early: bytes) -> None:
+        """Read ``transport`` (and the bytes already read from it) from now on."""
+        transport.set_protocol(self)
+        self.connection_made(transport)
+        if early:
+            self.data_received(early)
+        transport.resume_reading()
+
     def finish(self, message: _M) -> None:
         self.done.set_result(message)
         if self.transport is not None:
@@ -495,11 +503,7 @@ class DbRoute:
         deps = self._deps
         remote = f"{client_addr[0]}:{client_addr[1]}"
         reader = _StartupReader()
-        transport.set_protocol(reader)
-        reader.connection_made(transport)
-        if early:
-            reader.data_received(early)
-        transport.resume_reading()
+        reader.take_over(transport, early)
         startup: StartupMessage | None = None
         info: dict[str, str] = {"db_service": "", "db_user": "", "db_name": ""}
         try:
@@ -609,11 +613,7 @@ class DbRoute:
         deps = self._deps
         remote = f"{client_addr[0]}:{client_addr[1]}"
         reader = _HandshakeReader()
-        transport.set_protocol(reader)
-        reader.connection_made(transport)
-        if early:
-            reader.data_received(early)
-        transport.resume_reading()
+        reader.take_over(transport, early)
         info: dict[str, str] = {"db_service": "", "db_user": "", "db_name": ""}
         try:
             async with asyncio.timeout(deps.startup_timeout):
