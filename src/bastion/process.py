@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -54,7 +55,7 @@ from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
 from bastion.proxy.db_route import CacheDatabases
 from bastion.proxy.listener import ProxyTLS, WebUpstream
-from bastion.proxy.service import ProxyLink, ProxyService, public_names
+from bastion.proxy.service import ALL_IN_ONE_PROXY, ProxyLink, ProxyService, public_names
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.sso.revalidate import Revalidator
 from bastion.types.access import User
@@ -63,9 +64,17 @@ from bastion.types.identity import Identity
 from bastion.types.inventory import Node, ProxyServer, ProxyServerSpec
 from bastion.types.meta import Metadata
 
-__all__ = ["Ready", "advertise_proxy", "run", "standalone_proxy"]
+__all__ = [
+    "Ready",
+    "advertise_proxy",
+    "advertised_addr",
+    "proxy_record_name",
+    "run",
+    "standalone_proxy",
+]
 
 log = structlog.get_logger("bastion.process")
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(slots=True)
@@ -131,12 +140,19 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 link, background, remote = await standalone_proxy(config, registry, clock)
                 ready.cluster = link.cluster
             proxy = ProxyService(config, link, registry, clock)
-            if auth is not None:  # one process: node liveness from the tunnels too
-                auth.server.use_tunnel_presence(proxy.tunnel.is_online)
             stack.push_async_callback(proxy.close)
             ready.proxy_addr = await proxy.start()
+            assert proxy.listener is not None
+            send: Callable[[ProxyServer], Awaitable[object]]
             if auth is None:
-                background.append(partial(advertise_proxy, config, remote, proxy, clock))
+                send = partial(_send_heartbeat, remote)
+                host_id = remote.identity.host_id
+            else:  # one process: node liveness from the tunnels too; heartbeat to auth itself
+                send = partial(auth.server.heartbeat_proxy, host_id=ALL_IN_ONE_PROXY)
+                host_id = ALL_IN_ONE_PROXY
+                own = proxy_record_name(host_id, advertised_addr(config, proxy.listener.port))
+                auth.server.use_tunnel_presence(proxy.tunnel.is_online, own)
+            background.append(partial(advertise_proxy, config, send, host_id, proxy, clock))
         node: NodeService | None = None
         if config.ssh_service.enabled:
             if auth is not None and proxy is not None:
@@ -375,6 +391,10 @@ async def standalone_proxy(
     return link, background, remote
 
 
+async def _send_heartbeat(remote: RemoteAuth, record: ProxyServer) -> None:
+    await remote.send(HEARTBEAT_PROXY, ResourceDoc(record))
+
+
 def _proxy_tls(ident: HostIdentity) -> ProxyTLS:
     return ProxyTLS(
         cert_pem=ident.read("tls.crt"),
@@ -384,29 +404,48 @@ def _proxy_tls(ident: HostIdentity) -> ProxyTLS:
     )
 
 
-async def advertise_proxy(
-    config: FileConfig, remote: RemoteAuth, proxy: ProxyService, clock: Clock
-) -> None:
-    """Heartbeat this proxy's public address (agents keep a tunnel to each proxy); never
-    returns."""
-    assert proxy.listener is not None
+def advertised_addr(config: FileConfig, port: int) -> str:
+    """``host:port`` this proxy advertises to agents: its first public address, else its listen
+    address (a wildcard listen host becomes the host name)."""
     cfg = config.proxy_service
     if cfg.public_addr:
-        host, port = parse_addr(cfg.public_addr[0], proxy.listener.port)
+        host, port = parse_addr(cfg.public_addr[0], port)
     else:
-        host, port = parse_addr(cfg.listen_addr, 3080)
-        port = proxy.listener.port
+        host, _ = parse_addr(cfg.listen_addr, 3080)
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
-    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    host_id = remote.identity.host_id
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def proxy_record_name(host_id: str, addr: str) -> str:
+    """The ``proxy`` resource a proxy heartbeats: a proxy in its own process is named by its
+    host id; the all-in-ones (all host id "proxy", one per auth server in HA) by their address,
+    so that they do not overwrite each other."""
+    if host_id != ALL_IN_ONE_PROXY:
+        return host_id
+    return "proxy-" + _NOT_IN_NAME.sub("-", addr)
+
+
+async def advertise_proxy(
+    config: FileConfig,
+    send: Callable[[ProxyServer], Awaitable[object]],
+    host_id: str,
+    proxy: ProxyService,
+    clock: Clock,
+) -> None:
+    """Heartbeat this proxy's public address through ``send`` (agents keep a tunnel to each
+    proxy; a proxy in its own process sends over the API, the all-in-one straight to its auth
+    server); never returns."""
+    assert proxy.listener is not None
+    addr = advertised_addr(config, proxy.listener.port)
+    name = proxy_record_name(host_id, addr)
     while True:
         record = ProxyServer(
-            metadata=Metadata(name=host_id, expires=clock.now() + 3 * PROXY_HEARTBEAT),
+            metadata=Metadata(name=name, expires=clock.now() + 3 * PROXY_HEARTBEAT),
             spec=ProxyServerSpec(public_addr=addr, host_id=host_id, version=__version__),
         )
         try:
-            await remote.send(HEARTBEAT_PROXY, ResourceDoc(record))
+            await send(record)
         except BastionError as exc:
             log.warning("proxy heartbeat failed; retrying", error=exc.message)
         await asyncio.sleep(PROXY_HEARTBEAT.total_seconds())

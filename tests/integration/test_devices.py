@@ -40,6 +40,7 @@ from harness import (
 )
 
 from bastion.testing import missing_peer
+from bastion.testing.ha import connected_proxies
 from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.swtpm import SwTPM, manufacture, start_swtpm
 
@@ -429,7 +430,94 @@ def test_required_at_a_standalone_proxy_with_vendor_ek_certificates(
 
         trusted = wait_for(lambda: answered("echo trusted"), "the node", timeout=60)
         assert trusted.returncode == 0 and "trusted" in trusted.stdout, trusted.stderr
+
+        # Every proxy heartbeats, the all-in-one's own too: the node holds a tunnel to each
+        # (it used to drop the one it joined through once the standalone proxy appeared).
+        node_log = tmp_path / f"{node_name}.log"
+        both = {addr, env.cluster.proxy}
+        wait_for(lambda: connected_proxies(node_log.read_text()) >= both, "a tunnel to each proxy")
     finally:
         _prefs(env)
         stop(node)
         stop(proxy)
+
+
+def test_hardware_held_ssh_key_through_bsh_agent(
+    env: Env, tmp_path: Path, tpms: list[SwTPM]
+) -> None:
+    """``require_hardware_key``: a software key is refused; ``bsh login --key-store=tpm`` keeps
+    the SSH key in the TPM (certified by the enrolled AK), and real OpenSSH signs with it
+    through bsh's agent; the blob in ``~/.bsh`` is useless on another TPM."""
+    from bastion.ca.sshcert import identity_from_ssh_certificate, parse_ssh_certificate
+    from bastion.client.device.tpm import TPM
+    from bastion.client.device.tpm_key import TPMKey, load_blob
+    from bastion.errors import BadParameter
+
+    tpm1, tpm2 = tpms
+    plain = unique("plain")
+    spec = tmp_path / "roles.yaml"
+    hardware = unique("hwkey")
+    allow = "  allow: {logins: [" + LOGIN + "], node_labels: {'*': '*'}}\n"
+    spec.write_text(
+        f"kind: role\nmetadata: {{name: {plain}}}\nspec:\n{allow}---\n"
+        f"kind: role\nmetadata: {{name: {hardware}}}\nspec:\n"
+        f"  options: {{require_hardware_key: true}}\n{allow}"
+    )
+    env.admin_ok("create", "-f", str(spec))
+    user = env.new_user(plain, LOGIN)
+    assert _login(env, user.home, user, tpm1).returncode == 0
+    _, token = _device(env, user.name)
+    enrolled = _bsh(user, tpm1, "device", "enroll", f"--token={token}")
+    assert enrolled.returncode == 0, enrolled.stderr
+    env.admin_ok("users", "update", user.name, f"--set-roles={hardware}")
+
+    # A software key: refused at issuance, with the one-line way out.
+    soft = _login(env, user.home, user, tpm1)
+    assert soft.returncode != 0 and "bsh login --key-store=tpm" in soft.stderr, soft.stderr
+    assert "Traceback" not in soft.stderr
+
+    # The TPM-held key: certified, and OpenSSH signs through bsh's agent.
+    hw = _tpm_login(env, user.home, user, tpm1)
+    assert hw.returncode == 0, hw.stderr
+    pdir = user.home / "profiles" / env.cluster.cluster
+    assert (pdir / "key.tpm").exists() and not (pdir / "key").exists()
+    assert "PRIVATE KEY" not in (pdir / "key.tpm").read_text()
+    ok = _bsh(user, tpm1, "ssh", f"{LOGIN}@{NODE}", "echo hardware")
+    assert ok.returncode == 0 and "hardware" in ok.stdout, ok.stderr
+    builtin = run(
+        "bsh", "ssh", f"{LOGIN}@{NODE}", "echo builtin", home=user.home,
+        env={"BSH_TPM_TCTI": tpm1.tcti, "BSH_SSH_CLIENT": "builtin"},
+    )  # fmt: skip
+    assert builtin.returncode == 0 and "builtin" in builtin.stdout, builtin.stderr
+    cert = parse_ssh_certificate((pdir / "key-cert.pub").read_text())
+    assert identity_from_ssh_certificate(cert).key_attestation == "tpm"
+    assert (pdir / "key-cert.pub").read_text().startswith("ecdsa-sha2-nistp256-cert-v01@")
+
+    # The next login remembers the key store and reuses the key.
+    before = (pdir / "key.pub").read_text()
+    again = _login(env, user.home, user, tpm1)
+    assert again.returncode == 0, again.stderr
+    assert (pdir / "key.pub").read_text() == before
+
+    # Another TPM cannot use the blob: the key does not load, nor sign through the agent.
+    blob = load_blob(pdir)
+    assert blob is not None
+    with pytest.raises(BadParameter, match="cannot load"):
+        TPMKey(TPM(tpm2.tcti), blob).ssh_sign(b"data")
+    copy = tmp_path / "laptop2"
+    shutil.copytree(user.home, copy)
+    stolen = _bsh(copy, tpm2, "ssh", f"{LOGIN}@{NODE}", "echo no")
+    assert stolen.returncode != 0 and "no" not in stolen.stdout.split(), stolen.stdout
+    # A new key in the other TPM, certified by that TPM: the device proof and the key's
+    # certification do not verify against the enrolled AK, so no certificate.
+    (copy / "profiles" / env.cluster.cluster / "key.tpm").unlink()
+    foreign = _tpm_login(env, copy, user, tpm2)
+    assert foreign.returncode != 0 and "key attestation" in foreign.stderr, foreign.stderr
+
+
+def _tpm_login(env: Env, home: Path, user: User, tpm: SwTPM):  # type: ignore[no-untyped-def]
+    return run(
+        "bsh", "login", f"--proxy={env.cluster.proxy}", f"--user={user.name}",
+        f"--ca-pin={env.cluster.pin}", "--password-stdin", "--key-store=tpm",
+        home=home, input=f"{user.password}\n", env={"BSH_TPM_TCTI": tpm.tcti},
+    )  # fmt: skip

@@ -182,6 +182,7 @@ class AuthServer:
         self._lock_view: LockAccess | None = None
         self._tunnel_connected: Callable[[str], bool] | None = None
         self._other_proxies_until: datetime | None = None
+        self._own_proxy = ""
         """Until when a proxy in its own process is known live (its heartbeats reach here)."""
         rp_id, origins = default_relying_party(deps.webauthn_origins or (deps.public_url,))
         self.mfa = MFAService(
@@ -774,20 +775,22 @@ class AuthServer:
         proxy.metadata.expires = min(expires, latest) if expires else latest
         proxy.metadata.revision = ""
         stored: ProxyServer = await self.proxies.upsert(proxy)
-        if proxy.metadata.expires is not None:
+        if proxy.metadata.expires is not None and proxy.name != self._own_proxy:
             until = self._other_proxies_until
             self._other_proxies_until = (
                 max(until, proxy.metadata.expires) if until else (proxy.metadata.expires)
             )
         return stored
 
-    def use_tunnel_presence(self, connected: Callable[[str], bool]) -> None:
+    def use_tunnel_presence(self, connected: Callable[[str], bool], own_proxy: str) -> None:
         """Tell node liveness from the reverse tunnels of the proxy in this process (the
-        all-in-one ``bastion start``): ``connected(host_id)`` is whether that agent's tunnel is
-        up. Without it, liveness is the heartbeat's freshness alone. While proxies in their own
-        processes heartbeat here, an agent may hold its tunnel to one of them only: a missing
-        tunnel here then proves nothing and the heartbeat's freshness decides."""
+        all-in-one ``bastion start``, advertised as the ``proxy`` resource ``own_proxy``):
+        ``connected(host_id)`` is whether that agent's tunnel is up. Without it, liveness is the
+        heartbeat's freshness alone. While other proxies heartbeat here, an agent may hold its
+        tunnel to one of them only (or not yet to this one): a missing tunnel here then proves
+        nothing and the heartbeat's freshness decides."""
         self._tunnel_connected = connected
+        self._own_proxy = own_proxy
 
     def node_online(self, node: Node) -> bool | None:
         """Whether ``node`` is reachable as far as this process knows (see

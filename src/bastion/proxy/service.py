@@ -71,10 +71,12 @@ from bastion.types.identity import Identity
 from bastion.types.inventory import Node
 from bastion.web.apps import APP_ACCESS
 
-__all__ = ["ProxyLink", "ProxyService", "public_names"]
+__all__ = ["ALL_IN_ONE_PROXY", "ProxyLink", "ProxyService", "public_names"]
 
 log = structlog.get_logger("bastion.proxy")
 PROXY_CERT_TTL = timedelta(days=365)
+ALL_IN_ONE_PROXY = "proxy"
+"""The host id of the proxy inside an auth process (the all-in-one ``bastion start``)."""
 
 
 class StoreNodeDirectory:
@@ -148,7 +150,7 @@ class ProxyLink:
             user="proxy",
             kind="host",
             roles=("proxy",),
-            host_id="proxy",
+            host_id=ALL_IN_ONE_PROXY,
             expires=clock.now() + PROXY_CERT_TTL,
         )
         certs = await server.issuer.issue_host(

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from bastion.testing.peers.ports import free_port
 
-__all__ = ["HACluster", "Proc", "free_port", "start_ha", "wait_for"]
+__all__ = ["HACluster", "Proc", "connected_proxies", "free_port", "start_ha", "wait_for"]
 
 BIN = Path(sys.executable).parent
 PASSWORD = "correct horse battery staple"
@@ -328,8 +328,13 @@ def start_node(cluster: HACluster, name: str, labels: str = "") -> Proc:
 
 def tunnel_peers(node: Proc) -> set[str]:
     """Proxies the node's log says it is connected to now (last connect after last loss)."""
+    return connected_proxies(node.output())
+
+
+def connected_proxies(log: str) -> set[str]:
+    """Proxies an agent's ``log`` says it is connected to now (last connect after last loss)."""
     state: dict[str, bool] = {}
-    for line in node.output().splitlines():
+    for line in log.splitlines():
         found = re.search(r"tunnel: (connected to|disconnected from) proxy ([0-9.]+:[0-9]+)", line)
         if found:
             state[found.group(2)] = found.group(1) == "connected to"

@@ -3,9 +3,11 @@
 Layer: ``tunnel`` (IO shell). Proxies that run in their own processes advertise their public
 address through heartbeats (``proxy`` resources, watched by the agent); the pool keeps one
 tunnel to each, so any proxy (behind a load balancer, which picks one for each client) reaches
-any node. Until a proxy is advertised (the all-in-one, whose proxy does not heartbeat, or before
-the first watch snapshot) the pool holds one tunnel to the configured ``bootstrap`` address.
-Never both: two tunnels of one agent to the same proxy would replace each other in turn.
+any node (the all-in-one's own proxy heartbeats too). Until a proxy is advertised (before the
+first watch snapshot) the pool holds one tunnel to the configured ``bootstrap`` address, and keeps
+it when the bootstrap address is itself advertised; a bootstrap address that is not advertised (a
+load balancer in front of the proxies) is dropped, never kept beside the advertised ones: two
+tunnels of one agent to the same proxy would replace each other in turn.
 
 Each tunnel reconnects on its own with full-jitter backoff (:mod:`bastion.tunnel.client`), so a
 killed proxy costs its tunnels only, and a restarted one is met by agents spread over time.
@@ -21,10 +23,21 @@ from bastion.tasks import TaskSet
 from bastion.tunnel.client import Connector, TunnelClient
 from bastion.tunnel.session import StreamHandler
 
-__all__ = ["TunnelPool"]
+__all__ = ["TunnelPool", "tunnel_keys"]
 
 log = logging.getLogger(__name__)
 Addr = tuple[str, int]
+
+
+def tunnel_keys(advertised: set[Addr], bootstrap: Addr) -> set[Addr | None]:
+    """The tunnels to hold (None: the bootstrap tunnel): one per advertised proxy, the bootstrap
+    tunnel standing for the advertised address equal to it (no reconnect when the first snapshot
+    arrives, and the in-process connector keeps serving the all-in-one's own proxy), and only the
+    bootstrap tunnel while nothing is advertised."""
+    boot = (bootstrap[0].lower(), bootstrap[1])
+    return {
+        None if (host.lower(), port) == boot else (host, port) for host, port in advertised
+    } or {None}
 
 
 class TunnelPool:
@@ -81,7 +94,7 @@ class TunnelPool:
             await self.close()
 
     async def _reconcile(self) -> None:
-        wanted: set[Addr | None] = set(self._wanted) or {None}
+        wanted = tunnel_keys(self._wanted, self._bootstrap)
         for key in [k for k in self._clients if k not in wanted]:
             await self._stop(key)
         for key in wanted - set(self._clients):

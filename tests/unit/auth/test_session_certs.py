@@ -258,7 +258,7 @@ async def test_an_offline_node_is_refused_before_any_ceremony(c: Cluster) -> Non
         )
     )
     tunnels = {"h-web9": True}
-    c.fx.auth.use_tunnel_presence(lambda host_id: tunnels.get(host_id, False))
+    c.fx.auth.use_tunnel_presence(lambda host_id: tunnels.get(host_id, False), "")
     answer = await c.challenge(c.identity(), "web9")  # its tunnel is up: a ceremony starts
     assert answer["mfa_required"] and answer["challenge"]
     tunnels["h-web9"] = False  # the agent went away: no ceremony, a clear reason
