@@ -68,11 +68,15 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# --dist loadscope: whole modules (or classes) go to a worker, biggest first. The default "load"
+# hands each worker one contiguous eighth of the collection first, which put every
+# tests/integration test on one worker while the other ran tests/unit and then sat idle; per
+# module, a module-scoped fixture (cluster, nodes, browser) also starts once, not per worker.
 test: system-deps $(VENV)/.installed-dev web-assets lint typecheck
 	$(BIN)/python tests/check_layout.py
 	$(BIN)/lint-imports
 	$(BIN)/python tests/check_cycles.py
-	$(BIN)/pytest -n 2 -q -p no:cacheprovider --durations=40
+	$(BIN)/pytest -n 2 --dist loadscope -q -p no:cacheprovider --durations=40
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q tests/unit

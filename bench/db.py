@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -52,7 +53,37 @@ from bastion.testing.peers.postgres_tls import psql_local
 _TPS = re.compile(r"tps = ([0-9.]+) \((?:without initial connection|including reconnection) time")
 _CONNECT = re.compile(r"average connection time = ([0-9.]+) ms")
 _SLAP = re.compile(r"Average number of seconds to run all queries: ([0-9.]+) seconds")
+_TXNS = re.compile(r"number of transactions actually processed: ([0-9]+)")
 SLAP_QUERY = "select s from t where x = 1"
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of process ``pid`` (Linux ``/proc``)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU microseconds per transaction of a process over one run: less sensitive to a machine
+    loaded by other jobs than a rate (the work per transaction does not change with load)."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
+        self.start = cpu_seconds(pid)
+
+    def per(self, count: int) -> float:
+        return 1e6 * (cpu_seconds(self.pid) - self.start) / max(count, 1)
+
+
+LAST_TRANSACTIONS = [0]
+"""Transactions of the last pgbench run (for CPU per transaction)."""
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 async def pgbench(conninfo: str, *args: str) -> float:
@@ -70,7 +101,16 @@ async def pgbench(conninfo: str, *args: str) -> float:
     found = (_CONNECT if "-C" in args else _TPS).search(text)
     if proc.returncode != 0 or found is None:
         raise RuntimeError(f"pgbench failed ({proc.returncode}): {text[-800:]}")
+    txns = _TXNS.search(text)
+    LAST_TRANSACTIONS[0] = int(txns.group(1)) if txns else 0
     return float(found.group(1))
+
+
+def bouncer_pid(work: Path) -> int | None:
+    try:
+        return int((work / "pgbouncer.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 async def start_pgbouncer(rig: DbRig, work: Path) -> tuple[asyncio.subprocess.Process, str]:
@@ -147,7 +187,12 @@ pidfile = {work}/pgbouncer.pid
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     secs = str(args.seconds)
     with tempfile.TemporaryDirectory(prefix="bastion-bench-db-") as tmp:
-        rig_cm = start_db_rig(Path(tmp), audit_queries=not args.no_audit, colocated=args.colocated)
+        rig_cm = start_db_rig(
+            Path(tmp),
+            audit_queries=not args.no_audit,
+            colocated=args.colocated,
+            sqlite=not args.memory_backend,
+        )
         async with rig_cm as rig:
             sock = str(rig.pg.root / "sock")
             init = await asyncio.create_subprocess_exec(
@@ -176,24 +221,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["agent"] = (
                 "co-located (in-memory tunnel)" if args.colocated else "remote (TLS tunnel)"
             )
+            result["load_before"] = load_average()
             result["direct_tps"] = await pgbench(direct, *load)
+            meter = CpuMeter()
             result["ours_tps"] = await pgbench(ours, *load)
+            transactions = LAST_TRANSACTIONS[0]
             for _ in range(250):  # every session's statements are committed before its end
                 if len(rig.audit.of("db.session.end")) >= args.clients:
                     break
                 await asyncio.sleep(0.02)
+            # Our process: proxy, agent, auth and its audit log (all of them, until audited).
+            result["ours_cpu_us_per_txn"] = meter.per(transactions)
             queries = len(rig.audit.of("db.session.query"))
             result["audited_queries"] = queries
             result["direct_connect_ms"] = await pgbench(direct, *connect)
+            meter = CpuMeter()
             result["ours_connect_ms"] = await pgbench(ours, *connect)
+            result["ours_cpu_us_per_connection"] = meter.per(LAST_TRANSACTIONS[0])
             if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
-                proc, bouncer = await start_pgbouncer(rig, rig.pg.root / "bouncer")
+                work = rig.pg.root / "bouncer"
+                proc, bouncer = await start_pgbouncer(rig, work)
                 try:
+                    pid = bouncer_pid(work)
+                    bmeter = CpuMeter(pid) if pid is not None else None
                     result["pgbouncer_tps"] = await pgbench(bouncer, *load)
+                    if bmeter is not None:
+                        result["pgbouncer_cpu_us_per_txn"] = bmeter.per(LAST_TRANSACTIONS[0])
                 finally:
                     if proc.returncode is None:
                         proc.terminate()
                     await proc.wait()
+            result["load_after"] = load_average()
     return result
 
 
@@ -226,7 +284,10 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
     queries = 2000 * args.seconds * args.clients // 8
     with tempfile.TemporaryDirectory(prefix="bastion-bench-mysql-") as tmp:
         rig_cm = start_mysql_rig(
-            Path(tmp), audit_queries=not args.no_audit, colocated=args.colocated
+            Path(tmp),
+            audit_queries=not args.no_audit,
+            colocated=args.colocated,
+            sqlite=not args.memory_backend,
         )
         async with rig_cm as rig:
             direct = await rig.direct("alice_db", "direct")
@@ -237,16 +298,23 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             local = await local_mysql_listener(f"127.0.0.1:{rig.port}", ctx)
             port = int(local.sockets[0].getsockname()[1])
             tls = (f"--ssl-cert={direct.crt}", f"--ssl-key={direct.key}", f"--ssl-ca={direct.ca}")
+            mine = (f"--ssl-cert={ours.crt}", f"--ssl-key={ours.key}", f"--ssl-ca={ours.ca}")
             result: dict[str, Any] = {"mysql_queries": queries}
             try:
                 result["mysql_direct_qps"] = await slap(
                     rig.server.port, args.clients, queries, *tls
                 )
+                meter = CpuMeter()
+                result["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
+                result["mysql_port_cpu_us_per_query"] = meter.per(queries)
+                meter = CpuMeter()
                 result["mysql_ours_qps"] = await slap(port, args.clients, queries)
+                # bsh proxy db's listener (in this process here), the proxy, the agent, auth.
+                result["mysql_ours_cpu_us_per_query"] = meter.per(queries)
             finally:
                 local.close()
             for _ in range(250):
-                if len(rig.audit.of("db.session.end")) >= args.clients:
+                if len(rig.audit.of("db.session.end")) >= 2 * args.clients:
                     break
                 await asyncio.sleep(0.02)
             result["mysql_audited_queries"] = len(rig.audit.of("db.session.query"))
@@ -260,20 +328,34 @@ def report(r: dict[str, Any]) -> None:
         print(f"  pgbouncer  {r['pgbouncer_tps']:10.0f} tps")
     audited, agent = r["audited_queries"], r.get("agent", "remote")
     print(f"  ours       {r['ours_tps']:10.0f} tps   ({audited} queries audited; agent {agent})")
+    cpu = f"  CPU per transaction: ours {r['ours_cpu_us_per_txn']:.0f} us (whole process)"
+    if "pgbouncer_cpu_us_per_txn" in r:
+        cpu += f", pgbouncer {r['pgbouncer_cpu_us_per_txn']:.0f} us"
+    print(cpu)
     print(f"  ratio ours/direct     {r['ours_tps'] / r['direct_tps']:.2f}x")
     if "pgbouncer_tps" in r:
         print(f"  ratio ours/pgbouncer  {r['ours_tps'] / r['pgbouncer_tps']:.2f}x  (target 0.7x)")
     d_ms, o_ms = r["direct_connect_ms"], r["ours_connect_ms"]
     print("connection set-up (pgbench -C, one connection per transaction)")
     print(f"  direct {d_ms:.1f} ms, ours {o_ms:.1f} ms: ratio {o_ms / d_ms:.2f}x (target <= 2x)")
+    print(f"  CPU per connection: ours {r['ours_cpu_us_per_connection'] / 1000:.1f} ms")
     if "mysql_ours_qps" in r:
         direct, ours = r["mysql_direct_qps"], r["mysql_ours_qps"]
         print(
             f"mariadb-slap -c {r['clients']} ({r['mysql_queries']} point selects, TLS everywhere)"
         )
         print(f"  direct     {direct:10.0f} q/s")
-        print(f"  ours       {ours:10.0f} q/s   ({r['mysql_audited_queries']} queries audited)")
-        print(f"  ratio ours/direct (mysql) {ours / direct:.2f}x  (target 0.7x)")
+        port = r["mysql_port_qps"]
+        print(f"  ours (proxy MySQL port)  {port:10.0f} q/s   (client certificate, as pgbench)")
+        print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in this process)")
+        print(f"  ({r['mysql_audited_queries']} queries audited)")
+        print(f"  ratio ours/direct (mysql) {port / direct:.2f}x port, {ours / direct:.2f}x bsh")
+        print(
+            f"  CPU per query (whole process): port {r['mysql_port_cpu_us_per_query']:.0f} us, "
+            f"bsh proxy db {r['mysql_ours_cpu_us_per_query']:.0f} us"
+        )
+    if "load_before" in r:
+        print(f"load average: {r['load_before']} before, {r['load_after']} after the pgbench runs")
 
 
 def main() -> None:
@@ -288,6 +370,11 @@ def main() -> None:
         help="the agent in the proxy's process (in-memory tunnel, as bastion start all-in-one)",
     )
     parser.add_argument("--no-mysql", action="store_true", help="skip mariadb-slap")
+    parser.add_argument(
+        "--memory-backend",
+        action="store_true",
+        help="auth over the in-memory test backend instead of SQLite (bastion start's default)",
+    )
     parser.add_argument("--json", default="", help="also write the numbers here")
     parser.add_argument(
         "--log-level",

@@ -7,6 +7,7 @@ never interfere. Helpers here never sleep where they can poll.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -233,10 +234,12 @@ class Env:
         return User(name=name, home=self.root / name, logins=logins.split(",")), invite
 
     def accept_invite(
-        self, user: User, token: str, otp_ok: bool = True
+        self, user: User, token: str, otp_ok: bool = True, via_proxy: bool = False
     ) -> subprocess.CompletedProcess[str]:
         """``bsh login --invite --password-stdin``: the password first, then (after bsh printed
-        the TOTP secret) the code on the next line."""
+        the TOTP secret) the code on the next line. ``via_proxy``: through the proxy (as the
+        invite's own hint does), so that ``bsh ssh`` reaches remote nodes without a second
+        login (:func:`login_via_proxy`)."""
         user.home.mkdir(parents=True, exist_ok=True)
         user.secret = ""
         env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
@@ -244,7 +247,7 @@ class Env:
             [
                 str(BIN / "bsh"),
                 "login",
-                f"--proxy={self.cluster.addr}",
+                f"--proxy={self.cluster.proxy if via_proxy else self.cluster.addr}",
                 f"--invite={token}",
                 f"--ca-pin={self.cluster.pin}",
                 "--password-stdin",
@@ -275,9 +278,9 @@ class Env:
             proc.args, proc.returncode, out, "".join(err_lines) + err
         )
 
-    def new_user(self, roles: str, logins: str = "") -> User:
+    def new_user(self, roles: str, logins: str = "", via_proxy: bool = False) -> User:
         user, invite = self.add_user(roles, logins)
-        result = self.accept_invite(user, invite["token"])
+        result = self.accept_invite(user, invite["token"], via_proxy=via_proxy)
         assert result.returncode == 0, result.stderr
         return user
 
@@ -321,6 +324,34 @@ def start_node(env: Env, tmp: Path, name: str, token: str) -> subprocess.Popen[b
     log = (tmp / f"{name}.log").open("wb")
     return subprocess.Popen(
         [str(BIN / "bastion"), "start", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def resource_exists(cluster: Cluster, kind: str, name: str) -> bool:
+    """``bctl get KIND/NAME`` succeeds, asked in this process with the cluster's admin identity:
+    a poll costs a request, not a bctl start (about a second of CPU)."""
+    from bastion.cli.identity import _admin_identity
+    from bastion.client.api import AuthClient
+    from bastion.contract.resources import GET_RESOURCE
+    from bastion.errors import NotFound
+
+    ident = _admin_identity(cluster.data_dir)
+
+    async def get() -> bool:
+        async with AuthClient(ident.addr, ident.ssl_context()) as client:
+            try:
+                await client.send(GET_RESOURCE, path={"kind": kind, "name": name})
+            except NotFound:
+                return False
+            return True
+
+    return asyncio.run(get())
+
+
+def wait_node(env: Env, name: str, timeout: float = 30.0) -> None:
+    """Until node ``name`` has registered with the cluster."""
+    wait_for(
+        lambda: resource_exists(env.cluster, "node", name), f"node {name} to register", timeout
     )
 
 

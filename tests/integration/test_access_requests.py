@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, Env, User, login_via_proxy, start_node, stop, unique, wait_for
+from harness import BIN, Env, User, login_via_proxy, start_node, stop, unique, wait_for, wait_node
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,7 @@ class World:
 
     def user(self, who: str, roles: str) -> User:
         if who not in self.users:
-            user = self.env.new_user(roles)
-            login_via_proxy(self.env, user)
-            self.users[who] = user
+            self.users[who] = self.env.new_user(roles, via_proxy=True)
         return self.users[who]
 
 
@@ -76,7 +74,7 @@ spec:
     nodes.append(start_node(env, tmp, names[1], json.loads(out)["token"]))
     try:
         for name in names:
-            wait_for(lambda n=name: env.admin("get", f"node/{n}").returncode == 0, f"node {name}")
+            wait_node(env, name)
         w = World(env, names[0], tag)
         w.other = names[1]  # type: ignore[attr-defined]
         yield w
@@ -239,8 +237,7 @@ def test_on_call_requester_is_approved_automatically_by_the_daemon(tmp_path: Pat
             "kind: role\nmetadata: {name: asker}\nspec:\n  allow:\n"
             "    request: {roles: [dba], max_duration: 30m, thresholds: [{approve: 2}]}\n",
         )  # fmt: skip
-        user = env.new_user("asker")
-        login_via_proxy(env, user)
+        user = env.new_user("asker", via_proxy=True)
         calendar.write_text(
             "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bastion//test//EN\r\nBEGIN:VEVENT\r\n"
             f"UID:dba\r\nDTSTAMP:{stamp}\r\nDTSTART:{stamp}\r\nDTEND:{ends}\r\n"

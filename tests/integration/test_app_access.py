@@ -134,6 +134,14 @@ async def test_curl_mtls_jwt_headers_and_scanners(rig: AppRig) -> None:
         rig, "--cert", str(crt), "--key", str(key), rig.url("grafana", "/stream?n=40")
     )
     assert code == 200 and len(body) == 40 * 65536
+    # HTTP/2 where the client asks for it (curl does by default): the same, translated to
+    # HTTP/1.1 towards the app, bodies streamed both ways within HTTP/2 flow control.
+    h2 = ("--http2", "--cert", str(crt), "--key", str(key), "-w", "v%{http_version}\n%{http_code}")
+    code, body = await _curl(rig, *h2, "-T", str(big), "-X", "POST", rig.url("grafana", "/upload"))
+    assert code == 200 and body.endswith("}v2"), body
+    assert json.loads(body[:-2])["size"] == 3 << 20
+    code, body = await _curl(rig, *h2, rig.url("grafana", "/stream?n=40"))
+    assert code == 200 and body.endswith("v2") and len(body) == 40 * 65536 + 2
     requests = rig.audit.of("app.request")
     assert any(e["path"] == "/upload" and e["bytes_in"] == 3 << 20 for e in requests)
     assert rig.audit.of("app.session.start")

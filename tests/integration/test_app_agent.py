@@ -198,6 +198,25 @@ def test_app_agent_http_and_tcp_apps_through_the_tunnel(
         fields = {**ended[0], **ended[0].get("fields", {})}
         assert fields["bytes_in"] == 30 and fields["bytes_out"] == 30, ended[0]
 
+        # HTTP app through bsh proxy app: plain HTTP locally, the certificate added.
+        stop(forwarder)
+        local = free_port()
+        forwarder = subprocess.Popen(
+            [str(BIN / "bsh"), "proxy", "app", web, "--port", str(local)],
+            env=_env(user.home),
+            stderr=subprocess.PIPE,
+        )
+        assert forwarder.stderr is not None
+        assert b"listening" in forwarder.stderr.readline()
+        plain = subprocess.run(
+            [require_binary("curl"), "-sS", f"http://127.0.0.1:{local}/whoami",
+             f"http://127.0.0.1:{local}/whoami?again=1"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert plain.returncode == 0 and plain.stdout.startswith("{"), plain
+        first, second = (json.loads(x) for x in plain.stdout.replace("}{", "}\n{").splitlines())
+        assert first["claims"]["sub"] == user.name and second["path"] == "/whoami?again=1"
+
         # bctl create -f app.yaml: an app the proxy reaches directly.
         direct = unique("direct")
         env.admin_ok(

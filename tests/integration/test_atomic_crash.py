@@ -103,13 +103,17 @@ async def _load(cluster: Cluster, round_no: int, acked: list[tuple[str, str]], r
 async def _round(cluster: Cluster, round_no: int, acked: list[tuple[str, str]]) -> None:
     rng = random.Random(round_no)
     delay = rng.uniform(0.3, 1.2)
+    load = asyncio.ensure_future(_load(cluster, round_no, acked, rng))
+    await asyncio.sleep(delay)
     # mid-flight: requests are being committed when the daemon dies
-    asyncio.get_running_loop().call_later(delay, cluster.proc.send_signal, signal.SIGKILL)
+    cluster.proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(cluster.proc.wait, 10)
+    # the daemon is gone: nothing more can be acknowledged, so stop hammering its port
+    load.cancel()
     try:
-        await asyncio.wait_for(_load(cluster, round_no, acked, rng), delay + 1.0)
-    except TimeoutError:
+        await load
+    except asyncio.CancelledError:
         pass
-    cluster.proc.wait(timeout=10)
 
 
 async def _events(path: Path) -> list[Any]:

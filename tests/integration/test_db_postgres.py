@@ -17,6 +17,7 @@ import pytest
 
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.recordings import GuardedRecordings, RecordingService
+from bastion.auth.users import UserService
 from bastion.cli.bsh_recordings import play_steps, recording_rows
 from bastion.recording.asciicast import parse_cast
 from bastion.recording.player import schedule
@@ -55,9 +56,9 @@ async def _until(check: Any, timeout: float = 5) -> None:
 async def _recorded(rig: DbRig, end: dict[str, Any]) -> None:
     """The session's recording: uploaded with the sha256 of ``db.session.end``, listed for its
     owner like ``bsh recordings ls`` (kind db), and ``bsh play`` prints its statements."""
-    assert rig.fx is not None and len(end["recording_sha256"]) == 64
-    guard = await GuardedAuth.for_identity(rig.fx.auth, rig.fx.users, rig.alice, "127.0.0.1")
-    recordings = GuardedRecordings(guard, RecordingService(rig.fx.auth))
+    assert rig.auth is not None and len(end["recording_sha256"]) == 64
+    guard = await GuardedAuth.for_identity(rig.auth, UserService(rig.auth), rig.alice, "127.0.0.1")
+    recordings = GuardedRecordings(guard, RecordingService(rig.auth))
     for _ in range(250):
         listed = [m for m in await recordings.list() if m.session_id == end["session_id"]]
         if listed:

@@ -11,19 +11,21 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import (
     BIN,
+    Cluster,
     Env,
     User,
     fresh_totp,
-    login_via_proxy,
     start_node,
     stop,
     unique,
     wait_for,
+    wait_node,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,8 +42,19 @@ def _node_token(env: Env) -> str:
 def _remote_node(env: Env, tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
     name = unique("lk")
     node = start_node(env, tmp_path, name, _node_token(env))
-    wait_for(lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name} to register")
+    wait_node(env, name)
     return name, node
+
+
+@pytest.fixture(scope="module")
+def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A remote node shared by the tests that lock users (never the node itself)."""
+    tmp = tmp_path_factory.mktemp("locks-node")
+    name, proc = _remote_node(Env(cluster, tmp), tmp)
+    try:
+        yield name
+    finally:
+        stop(proc)
 
 
 def _session(user: User, target: str) -> subprocess.Popen[str]:
@@ -76,64 +89,56 @@ def _ssh_ok(env: Env, user: User, target: str) -> bool:
     return ran.returncode == 0 and "ok" in ran.stdout
 
 
-def test_user_lock_ends_live_session_refuses_access_and_login(env: Env, tmp_path: Path) -> None:
-    name, node = _remote_node(env, tmp_path)
-    try:
-        user = env.new_user("access", LOGIN)
-        login_via_proxy(env, user)
-        bystander = env.new_user("access", LOGIN)
-        login_via_proxy(env, bystander)
-        session = _session(user, name)
-        other = _session(bystander, name)
-        lock_name = _lock(env, f"--user={user.name}", "--message=laptop stolen")
-        out, err = _ended(session)
-        assert "done" not in out
-        assert "laptop stolen" in out + err, (out, err)
-        assert "Traceback" not in err
-        assert other.poll() is None  # another user's session is untouched
-        other.kill()
-        other.communicate()
+def test_user_lock_ends_live_session_refuses_access_and_login(env: Env, node: str) -> None:
+    name = node
+    user = env.new_user("access", LOGIN, via_proxy=True)
+    bystander = env.new_user("access", LOGIN, via_proxy=True)
+    session = _session(user, name)
+    other = _session(bystander, name)
+    lock_name = _lock(env, f"--user={user.name}", "--message=laptop stolen")
+    out, err = _ended(session)
+    assert "done" not in out
+    assert "laptop stolen" in out + err, (out, err)
+    assert "Traceback" not in err
+    assert other.poll() is None  # another user's session is untouched
+    other.kill()
+    other.communicate()
 
-        refused = env.bsh(user, "ssh", f"{LOGIN}@{name}", "echo no")
-        assert refused.returncode != 0
-        assert "access denied: locked: laptop stolen" in refused.stderr, refused.stderr
-        assert "Traceback" not in refused.stderr
+    refused = env.bsh(user, "ssh", f"{LOGIN}@{name}", "echo no")
+    assert refused.returncode != 0
+    assert "access denied: locked: laptop stolen" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
 
-        relogin = env.bsh(
-            user,
-            "login",
-            f"--proxy={env.cluster.proxy}",
-            f"--user={user.name}",
-            f"--ca-pin={env.cluster.pin}",
-            "--password-stdin",
-            input=f"{user.password}\n{fresh_totp(user)}\n",
-        )
-        assert relogin.returncode != 0
-        assert "access denied: locked: laptop stolen" in relogin.stderr, relogin.stderr
+    relogin = env.bsh(
+        user,
+        "login",
+        f"--proxy={env.cluster.proxy}",
+        f"--user={user.name}",
+        f"--ca-pin={env.cluster.pin}",
+        "--password-stdin",
+        input=f"{user.password}\n{fresh_totp(user)}\n",
+    )
+    assert relogin.returncode != 0
+    assert "access denied: locked: laptop stolen" in relogin.stderr, relogin.stderr
 
-        listed = env.admin_ok("locks", "ls")
-        assert lock_name in listed and f"user={user.name}" in listed and "laptop stolen" in listed
+    listed = env.admin_ok("locks", "ls")
+    assert lock_name in listed and f"user={user.name}" in listed and "laptop stolen" in listed
 
-        events = env.events("--type", "session.terminated", "--user", user.name)
-        assert any("locked: laptop stolen" in json.dumps(e) for e in events), events
-        logins = env.events("--type", "user.login", "--user", user.name)
-        assert any(
-            e.get("outcome") == "failure" and "locked: laptop stolen" in json.dumps(e)
-            for e in logins
-        ), logins
+    events = env.events("--type", "session.terminated", "--user", user.name)
+    assert any("locked: laptop stolen" in json.dumps(e) for e in events), events
+    logins = env.events("--type", "user.login", "--user", user.name)
+    assert any(
+        e.get("outcome") == "failure" and "locked: laptop stolen" in json.dumps(e) for e in logins
+    ), logins
 
-        env.admin_ok("rm", f"lock/{lock_name}")
-        wait_for(lambda: _ssh_ok(env, user, name), "access to come back", timeout=15)
-    finally:
-        stop(node)
+    env.admin_ok("rm", f"lock/{lock_name}")
+    wait_for(lambda: _ssh_ok(env, user, name), "access to come back", timeout=15)
 
 
 def test_node_lock_ends_every_session_on_it(env: Env, tmp_path: Path) -> None:
-    name, node = _remote_node(env, tmp_path)
+    name, node = _remote_node(env, tmp_path)  # its own: this test locks the node
     try:
-        users = [env.new_user("access", LOGIN) for _ in range(2)]
-        for user in users:
-            login_via_proxy(env, user)
+        users = [env.new_user("access", LOGIN, via_proxy=True) for _ in range(2)]
         sessions = [_session(user, name) for user in users]
         lock_name = _lock(env, f"--node={name}", "--message=compromised host")
         for session in sessions:
@@ -154,8 +159,7 @@ def test_lock_ttl_expiry_restores_access(env: Env) -> None:
     local = socket.gethostname()
     # The harness starts the all-in-one daemon without --node-name: its node is this host.
     assert any(n["metadata"]["name"] == local for n in nodes), nodes
-    user = env.new_user("access", LOGIN)
-    login_via_proxy(env, user)
+    user = env.new_user("access", LOGIN, via_proxy=True)
     assert _ssh_ok(env, user, local)
     _lock(env, f"--user={user.name}", f"--login={LOGIN}", "--message=brief", "--ttl=3s")
     refused = env.bsh(user, "ssh", f"{LOGIN}@{local}", "echo no")
@@ -172,25 +176,21 @@ def test_bctl_lock_needs_a_target(env: Env) -> None:
 
 @pytest.mark.parametrize("action", ["reset", "rm"])
 def test_reset_and_deletion_end_live_sessions_and_refuse_old_certificates(
-    env: Env, tmp_path: Path, action: str
+    env: Env, node: str, action: str
 ) -> None:
     """Issue 11: a reset (an admin's answer to a suspected compromise) or a deletion revokes the
     user's outstanding certificates everywhere: the live session on a remote node ends (the
     revocation lock reaches the node through its own watch) and the old certificate is refused."""
-    name, node = _remote_node(env, tmp_path)
-    try:
-        user = env.new_user("access", LOGIN)
-        login_via_proxy(env, user)
-        session = _session(user, name)
-        extra = ("--yes",) if action == "rm" else ()
-        env.admin_ok("users", action, user.name, *extra)
-        out, err = _ended(session)
-        assert "done" not in out and "Traceback" not in err
-        refused = env.bsh(user, "ssh", f"{LOGIN}@{name}", "echo no")
-        assert refused.returncode != 0 and "Traceback" not in refused.stderr
-        locks = env.admin_ok("locks", "ls")
-        assert f"revoked-{user.name}-" in locks
-        terminated = env.events("--type", "session.terminated", "--user", user.name)
-        assert terminated, "the session's end is audited"
-    finally:
-        stop(node)
+    name = node
+    user = env.new_user("access", LOGIN, via_proxy=True)
+    session = _session(user, name)
+    extra = ("--yes",) if action == "rm" else ()
+    env.admin_ok("users", action, user.name, *extra)
+    out, err = _ended(session)
+    assert "done" not in out and "Traceback" not in err
+    refused = env.bsh(user, "ssh", f"{LOGIN}@{name}", "echo no")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    locks = env.admin_ok("locks", "ls")
+    assert f"revoked-{user.name}-" in locks
+    terminated = env.events("--type", "session.terminated", "--user", user.name)
+    assert terminated, "the session's end is audited"

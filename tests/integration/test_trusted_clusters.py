@@ -8,21 +8,24 @@ session; ``enabled: false`` refuses; deleting the trust removes the root's CAs. 
 clusters`` and ``bctl get remote_clusters``, plain OpenSSH ``ssh NODE.LEAF`` through ``bsh
 config`` and the ``bsh ssh NODE.LEAF`` hand-off, a root lock cutting a session on the leaf, a leaf
 role requiring per-session MFA refusing an ordinary root certificate and accepting one after the
-root's MFA ceremony for that leaf node, and a root CA rotation
-reaching the leaf. All on the same two clusters (module fixture).
+root's MFA ceremony for that leaf node (``bsh ssh --cluster`` and plain OpenSSH), a root CA
+rotation reaching the leaf, a leaf host CA rotation reaching the root (every phase, and a new
+tunnel after it), and suspension shown on the root then resumed. All on the same two clusters
+(module fixture); root users sign up through the root's proxy (one login each).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, User, login_via_proxy, run, start_cluster, wait_for
+from harness import BIN, Cluster, Env, User, run, start_cluster, wait_for
 
 from bastion.testing import missing_peer
 from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary
@@ -78,10 +81,6 @@ def _clusters_and_plain_openssh(
     tunnel's status; plain ``ssh NODE.LEAF`` through ``bsh config`` and ``bsh ssh NODE.LEAF``
     (the OpenSSH hand-off) reach the leaf node with a leaf certificate."""
     leaf = leaf_env.cluster.cluster
-    try:
-        ssh = find_ssh_binary("ssh")
-    except SshdUnavailable as exc:
-        missing_peer(str(exc))
     listed = root_env.bsh(mapped, "clusters", "--format", "json")
     assert listed.returncode == 0, listed.stderr
     found = json.loads(listed.stdout)
@@ -92,20 +91,33 @@ def _clusters_and_plain_openssh(
     remote = json.loads(root_env.admin_ok("get", f"remote_cluster/{leaf}", "--format", "json"))
     assert remote["spec"]["connection"] == "online" and remote["spec"]["last_heartbeat"]
 
-    done = root_env.bsh(mapped, "config")
-    assert done.returncode == 0 and f"Host *.{leaf}" in done.stdout, done.stderr
-    cfg = tmp_path / "ssh_config"
-    cfg.write_text(done.stdout + "Host *\n    BatchMode yes\n    ConnectTimeout 30\n")
-    env = {**os.environ, "BSH_HOME": str(mapped.home), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    plain = subprocess.run(
-        [ssh, "-F", str(cfg), f"{LOGIN}@{node}.{leaf}", "echo plain-openssh"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )  # fmt: skip
+    plain = _plain_ssh(root_env, mapped, f"{LOGIN}@{node}.{leaf}", "echo plain-openssh", tmp_path)
     assert plain.returncode == 0 and "plain-openssh" in plain.stdout, plain.stderr
     handoff = root_env.bsh(mapped, "ssh", f"{LOGIN}@{node}.{leaf}", "echo handed-off")
     assert handoff.returncode == 0 and "handed-off" in handoff.stdout, handoff.stderr
     refused = root_env.bsh(unmapped, "proxy", "leaf-cert", "--force", leaf)
     assert refused.returncode != 0 and "denied" in refused.stderr, refused.stderr
+
+
+def _plain_ssh(
+    root_env: Env, user: User, target: str, command: str, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``ssh TARGET COMMAND`` with OpenSSH configured by the user's ``bsh config``."""
+    try:
+        ssh = find_ssh_binary("ssh")
+    except SshdUnavailable as exc:
+        missing_peer(str(exc))
+    done = root_env.bsh(user, "config")
+    leaf = target.split(".", 1)[1]
+    assert done.returncode == 0 and f"Host *.{leaf}" in done.stdout, done.stderr
+    cfg = tmp_path / f"ssh_config_{user.name}"
+    cfg.write_text(done.stdout + "Host *\n    BatchMode yes\n    ConnectTimeout 30\n")
+    path = f"{BIN}:{os.environ['PATH']}"
+    full = {**os.environ, "BSH_HOME": str(user.home), "PATH": path, **env}
+    return subprocess.run(
+        [ssh, "-F", str(cfg), target, command],
+        capture_output=True, text=True, env=full, timeout=60, check=False,
+    )  # fmt: skip
 
 
 def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: Path) -> None:
@@ -115,7 +127,6 @@ def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: P
     software security key) for that leaf, node and login."""
     leaf = leaf_env.cluster.cluster
     user = root_env.new_user("access", LOGIN)
-    login_via_proxy(root_env, user)
     live = _live(user, str(BIN / "bsh"), "ssh", f"--cluster={leaf}", f"{LOGIN}@{node}")
     root_env.admin_ok("lock", f"--user={user.name}", "--message=root lock")
     out, _ = live.communicate(timeout=20)
@@ -134,7 +145,6 @@ def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: P
         role.write_text(text)
         env.admin_ok("create", "-f", str(role))
     strict = root_env.new_user("ops-mfaonly", LOGIN)
-    login_via_proxy(root_env, strict)
     no_mfa = root_env.bsh(strict, "ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo x")
     assert no_mfa.returncode != 0 and "MFA" in no_mfa.stderr, no_mfa.stderr
 
@@ -158,8 +168,48 @@ def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: P
     argv = ("ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo with-mfa")
     with_key = run("bsh", *argv, home=keyed.home, env={"BSH_SOFTWARE_AUTHENTICATOR": str(key)})
     assert with_key.returncode == 0 and "with-mfa" in with_key.stdout, with_key.stderr
+    # Plain OpenSSH (ssh NODE.LEAF through bsh config) runs the same ceremony (Match exec):
+    # the leaf certificate and the route carry the per-session MFA.
+    software = {"BSH_SOFTWARE_AUTHENTICATOR": str(key)}
+    plain = _plain_ssh(
+        root_env, keyed, f"{LOGIN}@{node}.{leaf}", "echo plain-mfa", tmp_path, **software
+    )
+    assert plain.returncode == 0 and "plain-mfa" in plain.stdout, plain.stderr
     scope = f"session:{leaf}/{node}:{LOGIN}"
-    assert any(scope in json.dumps(e) for e in root_env.events("--type", "mfa.session"))
+    events = root_env.events("--type", "mfa.session,proxy.cluster")
+    assert len([e for e in events if scope in json.dumps(e)]) >= 2, events[-4:]
+    assert any(e["type"] == "proxy.cluster" and leaf in json.dumps(e) for e in events)
+
+
+def _remote(root_env: Env, leaf: str) -> dict[str, object]:
+    got = json.loads(root_env.admin_ok("get", f"remote_cluster/{leaf}", "--format", "json"))
+    return dict(got["spec"])
+
+
+def _leaf_rotation(
+    root_env: Env, leaf_env: Env, ssh: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """A host TLS CA rotation on the leaf reaches the root through the leaf's tunnel in each
+    phase (the root accepts the leaf's tunnel with the CAs it holds for that leaf), and access
+    goes on: init (the new key trusted at the root), update (the leaf's tunnel certificate is
+    re-issued by the new key for its next connection), standby (the old key dropped)."""
+    leaf = leaf_env.cluster.cluster
+    before = str(_remote(root_env, leaf)["cas"]["tls_host_ca"])  # type: ignore[index]
+    seen = [before]
+    for phase, count in (("init", 2), ("update", 2), ("standby", 1)):
+        leaf_env.admin_ok("auth", "rotate", "--type=tls-host", f"--phase={phase}")
+
+        def pushed(count: int = count) -> bool:
+            pem = str(_remote(root_env, leaf)["cas"]["tls_host_ca"])  # type: ignore[index]
+            if pem.count("BEGIN CERTIFICATE") == count and pem != seen[-1]:
+                seen.append(pem)
+                return True
+            return False
+
+        wait_for(pushed, f"the leaf's host CA ({phase}) at the root", timeout=20)
+    assert before not in seen[-1]
+    ran = ssh("echo rotated")
+    assert ran.returncode == 0 and "rotated" in ran.stdout, ran.stderr
 
 
 _SOFT_KEYS = """\
@@ -182,7 +232,9 @@ def test_trust_access_refusals_lock_and_suspension(
     two: tuple[Cluster, Cluster], tmp_path: Path
 ) -> None:
     root, leaf = two
-    root_env, leaf_env = Env(root, tmp_path / "r"), Env(leaf, tmp_path / "l")
+    # Root users sign up through the root's proxy (their profiles go there: no second login).
+    root_env = Env(dataclasses.replace(root, addr=root.proxy), tmp_path / "r")
+    leaf_env = Env(leaf, tmp_path / "l")
     token = json.loads(
         root_env.admin_ok("tokens", "add", "--type=trusted_cluster", "--format", "json")
     )["token"]
@@ -199,11 +251,9 @@ def test_trust_access_refusals_lock_and_suspension(
     assert again.returncode != 0 and "token" in again.stderr.lower(), again.stderr
     stored = leaf_env.admin_ok("get", f"trusted_cluster/{root.cluster}")
     assert token not in stored and "root_cas" in stored
-    assert "leaf.test" in root_env.admin_ok("get", "remote_clusters")
 
     node = _leaf_node(leaf_env)
     mapped = root_env.new_user("access", LOGIN)
-    login_via_proxy(root_env, mapped)
     contractor = tmp_path / "contractor.yaml"
     contractor.write_text(
         "kind: role\nmetadata: {name: contractor}\nspec:\n  allow:\n"
@@ -211,7 +261,6 @@ def test_trust_access_refusals_lock_and_suspension(
     )
     root_env.admin_ok("create", "-f", str(contractor))
     unmapped = root_env.new_user("contractor", LOGIN)  # a role the leaf does not map
-    login_via_proxy(root_env, unmapped)
 
     def ssh(user: object, *cmd: str) -> subprocess.CompletedProcess[str]:
         return root_env.bsh(user, "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}", *cmd)  # type: ignore[arg-type]
@@ -226,24 +275,19 @@ def test_trust_access_refusals_lock_and_suspension(
     assert listed.returncode == 0 and node in listed.stdout, listed.stderr
     refused = ssh(unmapped, "echo no")
     assert refused.returncode != 0 and "no" not in refused.stdout
-    leaf_events = leaf_env.events("--type", "proxy.ssh")
+    leaf_events = leaf_env.events("--type", "proxy.ssh,trust.access")
     who = f"{root.cluster}/{mapped.name}"
-    assert any(e.get("user") == who for e in leaf_events), leaf_events[-3:]
+    assert any(e.get("user") == who and e.get("type") == "proxy.ssh" for e in leaf_events), (
+        leaf_events[-3:]
+    )
     assert any(
         e.get("user") == unmapped.name and e.get("outcome") == "failure"
-        for e in leaf_env.events("--type", "trust.access")
+        for e in leaf_events
+        if e.get("type") == "trust.access"
     )
-    assert any(leaf.cluster in json.dumps(e) for e in root_env.events("--type", "proxy.cluster"))
 
     _clusters_and_plain_openssh(root_env, leaf_env, mapped, unmapped, node, tmp_path)
     _root_lock_and_leaf_mfa(root_env, leaf_env, node, tmp_path)
-
-    # A leaf lock on ROOT/USER cuts a live session.
-    live = _live(mapped, str(BIN / "bsh"), "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}")
-    leaf_env.admin_ok("lock", f"--user={who}", "--message=compromised laptop")
-    out, _ = live.communicate(timeout=20)
-    assert "done" not in out
-    assert ssh(mapped, "echo again").returncode != 0
 
     # A CA rotation on the root reaches the leaf through the tunnel ("init": the new key is
     # trusted; every phase and the new key's certificates: tests/unit/auth/test_trust.py).
@@ -256,14 +300,31 @@ def test_trust_access_refusals_lock_and_suspension(
         return str(got["spec"]["status"]["root_cas"]["tls_user_ca"]).count("BEGIN CERTIFICATE")
 
     wait_for(lambda: leaf_user_cas() == 2, "the root's rotated user CA on the leaf", timeout=20)
-    other = root_env.new_user("access", LOGIN)
-    login_via_proxy(root_env, other)
-    assert "rotated" in ssh(other, "echo rotated").stdout  # access goes on during the rotation
 
-    # Suspension and deletion.
+    # A host CA rotation on the leaf reaches the root; access goes on through both rotations.
+    _leaf_rotation(root_env, leaf_env, lambda *cmd: ssh(mapped, *cmd))
+
+    # Suspension (shown on the root), resumption (a new tunnel, with the certificate of the
+    # leaf's new host CA key: the root accepts it with the CAs the leaf pushed).
     spec.write_text(_trust_yaml(root, "", enabled=False))
     upd = leaf_env.admin("create", "--force", "-f", str(spec))
     assert upd.returncode == 0, upd.stderr
-    assert ssh(other, "echo suspended").returncode != 0
+    assert ssh(mapped, "echo suspended").returncode != 0
+    wait_for(lambda: _remote(root_env, leaf.cluster)["connection"] == "suspended", "suspended")
+    spec.write_text(_trust_yaml(root, "", enabled=True))
+    leaf_env.admin_ok("create", "--force", "-f", str(spec))
+    resumed = wait_for(
+        lambda: (r := ssh(mapped, "echo resumed")).returncode == 0 and r, "resumed", timeout=30
+    )
+    assert "resumed" in resumed.stdout
+
+    # A leaf lock on ROOT/USER cuts a live session.
+    live = _live(mapped, str(BIN / "bsh"), "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}")
+    leaf_env.admin_ok("lock", f"--user={who}", "--message=compromised laptop")
+    out, _ = live.communicate(timeout=20)
+    assert "done" not in out
+    assert ssh(mapped, "echo again").returncode != 0
+
+    # Deletion.
     leaf_env.admin_ok("rm", f"trusted_cluster/{root.cluster}")
     assert root.cluster not in leaf_env.admin_ok("get", "trusted_clusters")

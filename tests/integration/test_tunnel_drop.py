@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from harness import BIN, Env, login_via_proxy, start_node, stop, unique, wait_for
+from harness import BIN, Env, start_node, stop, unique, wait_for, wait_node
 
 
 def test_tunnel_dropped_mid_session_then_recovers(env: Env, tmp_path: Path) -> None:
@@ -19,12 +19,9 @@ def test_tunnel_dropped_mid_session_then_recovers(env: Env, tmp_path: Path) -> N
     )["token"]
     node = start_node(env, tmp_path, name, token)
     try:
-        wait_for(
-            lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name} to register"
-        )
+        wait_node(env, name)
         login = getpass.getuser()
-        user = env.new_user("access", login)
-        login_via_proxy(env, user)
+        user = env.new_user("access", login, via_proxy=True)
         home_env = {**os.environ, "BSH_HOME": str(user.home), "NO_COLOR": "1"}
         session = subprocess.Popen(
             [str(BIN / "bsh"), "ssh", f"{login}@{name}", "echo started; sleep 120; echo done"],

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser import chromium_browser, sign_in
-from harness import Env, unique
+import yaml
+from browser import SHOTS, axe_violations, chromium_browser, sign_in
+from harness import Cluster, Env, User, unique
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.integration
@@ -27,9 +28,14 @@ def chromium() -> Iterator[Any]:
         yield browser
 
 
-def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
+@pytest.fixture(scope="module")
+def admin(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> User:
+    """One editor for the module's tests (a new user costs seconds of bctl and bsh)."""
+    return Env(cluster, tmp_path_factory.mktemp("webadmin")).new_user("editor,access", LOGIN)
+
+
+def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any, admin: User) -> None:
     tag = unique("a")
-    admin = env.new_user("editor,access", LOGIN)
     plain = env.new_user("access", LOGIN)
     role = f"{tag}-role"
     env.admin_ok(
@@ -82,12 +88,12 @@ def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
     bad = text.replace("max_session_ttl: 12h", "max_session_ttl: soon")
     assert bad != text
     page.fill("#role-yaml", bad)
-    page.click("form.editor button[type=submit]")
+    page.click("#role-save")
     expect(page.locator("#role-error")).to_contain_text("max_session_ttl")
     expect(page.locator("#role-yaml")).to_have_value(bad)
     good = text.replace("nobody", "somebody")
     page.fill("#role-yaml", good)
-    page.click("form.editor button[type=submit]")
+    page.click("#role-save")
     expect(page.locator(".notice.ok")).to_contain_text("updated")
     expect(page.locator("#role-stored")).to_contain_text("somebody")
 
@@ -145,3 +151,143 @@ def test_admin_pages_and_player_in_chromium(env: Env, chromium: Any) -> None:
     expect(page.locator("nav.top")).not_to_contain_text("Users")
     assert page.goto(f"{base}/web/recordings").status == 200
     other.close()
+
+
+def test_resource_tabs_and_role_preview_in_chromium(env: Env, chromium: Any, admin: User) -> None:
+    """The databases and apps tabs searched and filtered by label like the servers tab (their
+    RBAC is ``bsh db ls``/``bsh apps ls``'s, tested there), a role's access previewed on the
+    node list (stored, and unsaved text: never saved, an error inline), labels that look like
+    markup shown as text, axe on the new pages."""
+    tag = unique("p")
+    evil = "<img src=x onerror=alert(1)>"
+    role = f"{tag}-see"
+    docs: list[dict[str, Any]] = [
+        {
+            "kind": "role",
+            "version": "v1",
+            "metadata": {"name": role},
+            "spec": {
+                "allow": {
+                    "logins": [LOGIN],
+                    "node_labels": {"team": tag},
+                    "db_labels": {"team": tag},
+                    "db_users": ["reader"],
+                    "app_labels": {"team": tag},
+                },
+                "deny": {"node_labels": {"webhide": tag}},
+            },
+        }
+    ]
+    for name, labels in (
+        (f"{tag}-ok", {"team": tag, "env": "prod"}),
+        (f"{tag}-hidden", {"team": tag, "webhide": tag}),
+        (f"{tag}-evil", {"team": tag, "x": evil}),
+    ):
+        docs.append(
+            {
+                "kind": "node",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"hostname": name, "addr": "127.0.0.1:1", "agentless": True},
+            }
+        )
+    for name, protocol, env_label in (
+        (f"{tag}-pg", "postgres", "prod"),
+        (f"{tag}-my", "mysql", "dev"),
+    ):
+        docs.append(
+            {
+                "kind": "db",
+                "metadata": {"name": name, "labels": {"team": tag, "env": env_label, "x": evil}},
+                "spec": {"protocol": protocol, "uri": "127.0.0.1:1"},
+            }
+        )
+    for name in (f"{tag}-graf", f"{tag}-wiki"):
+        docs.append(
+            {
+                "kind": "app",
+                "metadata": {"name": name, "labels": {"team": tag, "x": evil}},
+                "spec": {"uri": "http://127.0.0.1:1"},
+            }
+        )
+    env.admin_ok("create", "-f", "-", input=yaml.safe_dump_all(docs))
+    base = f"https://{env.cluster.proxy}"
+    found: dict[str, list[str]] = {}
+
+    # The databases and apps tabs: search, label chips and filter, connect actions.
+    context = chromium.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 720}, bypass_csp=True
+    )  # the CSP bypassed only to inject axe
+    page = context.new_page()
+    sign_in(page, base, admin)
+    page.goto(f"{base}/web/databases?q={tag}")
+    rows = page.locator("#databases tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#databases")).to_contain_text(evil)  # text, never markup
+    assert page.locator("img").count() == 0
+    found["/web/databases"] = axe_violations(page)
+    page.locator(f"tr[data-db='{tag}-pg'] a.chip", has_text="env=prod").click()
+    expect(page.locator("#label-filter")).to_have_value("env=prod")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(f"bsh db connect {tag}-pg")
+    page.screenshot(path=str(SHOTS / "databases.png"))
+    page.goto(f"{base}/web/apps?q={tag}&sort=-name")
+    rows = page.locator("#apps tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text(f"{tag}-wiki")
+    assert page.locator("img").count() == 0
+    found["/web/apps"] = axe_violations(page)
+    page.fill("#search", f"{tag}-graf")
+    page.click("form.filters button[type=submit]")
+    expect(rows).to_have_count(1)
+    launch = rows.first.locator("a", has_text="Launch")
+    expect(launch).to_have_attribute("href", f"/web/apps/{tag}-graf/launch")
+    bad = page.goto(f"{base}/web/apps?sort=color")
+    assert bad is not None and bad.status == 400
+    expect(page.locator("p.error[role=alert]")).to_contain_text("sort")
+
+    # The stored role's preview: the allowed node, not the denied one.
+    page.goto(f"{base}/web/admin/roles/{role}")
+    page.click("#stored-preview")
+    page.fill("#search", tag)
+    page.click("form.filters button[type=submit]")
+    nodes = page.locator("#preview-nodes")
+    expect(nodes.locator(f"tr[data-node='{tag}-ok']")).to_contain_text(LOGIN)
+    expect(nodes).to_contain_text(evil)
+    assert f"{tag}-hidden" not in nodes.inner_text()
+    assert page.locator("img").count() == 0
+    expect(page.locator("#preview-dbs")).to_contain_text(f"{tag}-pg")
+    expect(page.locator("#preview-apps")).to_contain_text(f"{tag}-wiki")
+    found["/web/admin/roles/NAME/preview"] = axe_violations(page)
+    page.screenshot(path=str(SHOTS / "role-preview.png"), full_page=True)
+
+    # A template role (the built-in access role) previews with a user's traits; links keep them.
+    page.goto(f"{base}/web/admin/roles/access/preview?q={tag}")
+    expect(page.locator("#preview")).to_contain_text("No node matches")  # no traits: no login
+    page.fill("#as-user", admin.name)
+    page.click("#traits-form button[type=submit]")
+    page.fill("#search", tag)
+    page.click("form.filters[role=search] button[type=submit]")
+    expect(page.locator("#preview-nodes tbody tr")).to_have_count(3)
+    expect(page.locator("#preview-nodes tbody tr").first).to_contain_text(LOGIN)
+
+    # The unsaved text: without the deny rule the hidden node appears; nothing is saved.
+    page.goto(f"{base}/web/admin/roles/{role}")
+    text = page.locator("#role-yaml").input_value()
+    assert text.count("webhide:") == 1
+    page.fill("#role-yaml", text.replace("webhide:", "webhidden:"))
+    page.click("#role-preview")
+    page.fill("#search", f"{tag}-hidden")
+    page.locator("#preview button", has_text="Filter").click()
+    expect(page.locator("#preview-nodes tbody tr")).to_have_count(1)
+    expect(page.locator("#preview-nodes")).to_contain_text(f"{tag}-hidden")
+    expect(page.locator("#role-stored")).to_contain_text("webhide:")
+    found["/web/admin/roles/NAME (preview)"] = axe_violations(page)
+    page.screenshot(path=str(SHOTS / "role-preview-unsaved.png"), full_page=True)
+    page.fill("#role-yaml", text.replace("max_session_ttl: 12h", "max_session_ttl: soon"))
+    page.click("#role-preview")
+    expect(page.locator("#role-error")).to_contain_text("max_session_ttl")
+    expect(page.locator("#preview")).to_have_count(0)
+    no_csrf = page.request.post(f"{base}/web/admin/roles/{role}/preview", form={"yaml": text})
+    assert no_csrf.status == 403
+    context.close()
+    assert not {k: v for k, v in found.items() if v}, found

@@ -180,7 +180,7 @@ class DbService:
             await inventory.heartbeat(db, identity, "local")
 
         assert proxy.listener is not None
-        return cls(
+        service = cls(
             name=name,
             cluster=server.cluster,
             databases=databases_from_config(config, identity.host_id),
@@ -193,6 +193,11 @@ class DbService:
             admins=admins_from_config(config),
             audit=server.audit,
         )
+        if getattr(proxy, "db", None) is not None:
+            # The proxy's db route opens this agent's sessions directly (no tunnel hop; the
+            # tunnel still carries cancel requests): DbRoute.add_local_agent.
+            proxy.db.add_local_agent(identity.host_id, service.agent)
+        return service
 
     @classmethod
     async def remote(cls, config: FileConfig, clock: Clock) -> DbService:

@@ -43,7 +43,14 @@ from bastion.protocols.postgres import (
 )
 from bastion.types.database import Database
 
-__all__ = ["DbAgent", "DbAgentDeps", "DbClientCert", "DbClientCerts"]
+__all__ = [
+    "DbAgent",
+    "DbAgentDeps",
+    "DbClientCert",
+    "DbClientCerts",
+    "OpenedSession",
+    "SessionRefused",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,28 @@ class DbAgentDeps:
     """Per database: the admin account that provisions users (``create_db_user``)."""
     audit: Emitter | None = None
     """Where ``db.user.create`` / ``db.user.disable`` go (None: logged only)."""
+
+
+class SessionRefused(ConnectionProblem):
+    """The agent could not open the database session; ``answer`` tells the client (in its
+    protocol: PostgreSQL ErrorResponse, MySQL ERR packet)."""
+
+    def __init__(self, message: str, answer: bytes) -> None:
+        super().__init__(message)
+        self.answer = answer
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    """A database connection the agent opened for a session, not yet relayed: the relay
+    attaches its protocol to ``server``, sends ``to_server`` (the PostgreSQL StartupMessage)
+    to it and ``to_client`` (the MySQL server's OK) to the client, and awaits ``release``
+    once the session ended (``create_db_user``: the user is disabled)."""
+
+    server: asyncio.Transport
+    to_server: bytes
+    to_client: bytes
+    release: Callable[[], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -109,12 +138,48 @@ class DbAgent:
 
     async def on_stream(self, stream: asyncio.Transport, header: dict[str, Any]) -> None:
         """Serve one ``type: db`` stream until either end closes."""
-        loop = asyncio.get_running_loop()
+        if header.get("cancel") is not None:
+            params = {str(k): str(v) for k, v in dict(header.get("params") or {}).items()}
+            await self._cancel(
+                stream, str(header.get("db", "")), params.get("user", ""), header["cancel"]
+            )
+            return
+        try:
+            opened = await self.open(header)
+        except SessionRefused as exc:
+            stream.write(exc.answer)
+            stream.close()
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        a, b = pump_pair(done)
+        server = opened.server
+        server.set_protocol(b)
+        b.connection_made(server)
+        stream.set_protocol(a)
+        a.connection_made(stream)
+        if opened.to_client:
+            stream.write(opened.to_client)  # MySQL: the server's OK answers the handshake
+        if opened.to_server:
+            server.write(opened.to_server)  # PostgreSQL: the StartupMessage
+        if stream.is_reading():  # held bytes are delivered by resume_reading
+            stream.pause_reading()
+        stream.resume_reading()
+        try:
+            await done
+        finally:
+            await opened.release()
+
+    async def open(self, header: dict[str, Any]) -> OpenedSession:
+        """Connect to the database of a ``type: db`` header as its db user (provisioned first
+        with ``create_db_user``): the part of :meth:`on_stream` before the relay, also used
+        directly by a proxy in this process (:meth:`bastion.proxy.db_route.DbRoute.add_local_agent`:
+        no tunnel in between, the same TLS with the db client certificate to the database).
+
+        Raises:
+            SessionRefused: with the answer for the client (ErrorResponse 08006 / ERR packet).
+        """
         params = {str(k): str(v) for k, v in dict(header.get("params") or {}).items()}
         name = str(header.get("db", ""))
-        if header.get("cancel") is not None:
-            await self._cancel(stream, name, params.get("user", ""), header["cancel"])
-            return
         is_mysql = header.get("protocol") == "mysql"
         first = b""
         provision = header.get("provision")
@@ -140,40 +205,27 @@ class DbAgent:
                     server = await self._connect(db, params.get("user", ""))
         except _ServerRefused as exc:
             log.info("db agent: %s refused %s: %s", name, params.get("user", ""), exc.message)
-            stream.write(
-                mysql.err_packet(2, exc.mysql_code, exc.state, f'database "{name}": {exc}')
-            )
-            stream.close()
             await self._release(provisioned, params, who)
-            return
+            answer = mysql.err_packet(2, exc.mysql_code, exc.state, f'database "{name}": {exc}')
+            raise SessionRefused(exc.message, answer) from None
         except (BastionError, OSError, TimeoutError, ssl.SSLError) as exc:
             why = exc.message if isinstance(exc, BastionError) else str(exc) or "timed out"
             log.warning("db agent: cannot reach %s: %s", name, why)
+            await self._release(provisioned, params, who)
             text = f'database "{name}": {why}'
             if is_mysql:
-                stream.write(mysql.err_packet(2, 2013, "08S01", text))
-            else:
-                stream.write(error_response(text, code="08006"))
-            stream.close()
+                raise SessionRefused(text, mysql.err_packet(2, 2013, "08S01", text)) from None
+            raise SessionRefused(text, error_response(text, code="08006")) from None
+
+        async def release() -> None:
             await self._release(provisioned, params, who)
-            return
-        done: asyncio.Future[None] = loop.create_future()
-        a, b = pump_pair(done)
-        server.set_protocol(b)
-        b.connection_made(server)
-        stream.set_protocol(a)
-        a.connection_made(stream)
-        if is_mysql:
-            stream.write(first)  # the server's OK, as the answer to the client's handshake
-        else:
-            server.write(build_startup(params))
-        if stream.is_reading():  # held bytes are delivered by resume_reading
-            stream.pause_reading()
-        stream.resume_reading()
-        try:
-            await done
-        finally:
-            await self._release(provisioned, params, who)
+
+        return OpenedSession(
+            server=server,
+            to_server=b"" if is_mysql else build_startup(params),
+            to_client=first if is_mysql else b"",
+            release=release,
+        )
 
     async def _release(
         self, db: Database | None, params: dict[str, str], who: dict[str, str]

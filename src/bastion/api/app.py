@@ -265,6 +265,7 @@ class AuthAPI:
             call.remote,
             webauthn=b.webauthn,
             device=login_proof(b.device),  # the device's proof travels with the login
+            ssh_public_key=b.ssh_public_key,  # a TPM-held SSH key (bsh login --key-store=tpm)
         )
         return user_certs(certs)
 

@@ -7,6 +7,8 @@ are given under the host name the caller reached the API by (the proxy's public 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from bastion.api.binding import Call, bind
@@ -14,9 +16,11 @@ from bastion.auth.apps import AppAccess
 from bastion.auth.server import AuthServer
 from bastion.contract import apps as c
 from bastion.contract.base import Empty, ResourceDoc
-from bastion.errors import BadParameter
+from bastion.errors import AccessDenied, BadParameter
 from bastion.protocols.apphost import app_address
 from bastion.types.apps import App
+from bastion.types.codec import resource_to_dict
+from bastion.types.identity import Identity
 from bastion.web.apps import APP_ACCESS, add_app_launch
 
 __all__ = ["add_app_routes", "public_addr"]
@@ -102,6 +106,52 @@ def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
             raise BadParameter("an app heartbeat carries an app resource")
         return ResourceDoc(await access.heartbeat(found, call.guard.ctx.identity, call.remote))
 
+    # A proxy in its own process serves apps through these (docs/app-access.md): it has
+    # verified the identity it sends (a session's, or a user certificate at its handshake), as
+    # it does for SSH and databases; only proxies may ask.
+    def proxy_only(call: Call[Any]) -> None:
+        ident = call.guard.ctx.identity
+        if ident.kind != "host" or "proxy" not in ident.roles:
+            raise AccessDenied("access denied: app sessions and assertions are for proxies")
+
+    async def session(call: Call[c.AppSessionRequest]) -> c.AppSessionFound:
+        proxy_only(call)
+        b = call.body
+        if b.code:
+            token, found = await access.sessions.redeem(b.code, b.app)
+        else:
+            token = b.token
+            got = await access.sessions.get(token, b.app)
+            if got is None:
+                return c.AppSessionFound(found=False)
+            found = got
+        return c.AppSessionFound(
+            found=True,
+            token=token,
+            id=found.id,
+            identity=found.identity.model_dump(mode="json"),
+            expires=found.expires,
+        )
+
+    async def session_end(call: Call[c.AppSessionRequest]) -> Empty:
+        proxy_only(call)
+        await access.sessions.end(call.body.token)
+        return Empty()
+
+    async def authorize(call: Call[c.AppAuthorizeRequest]) -> c.AppAuthorized:
+        proxy_only(call)
+        try:
+            who = Identity.model_validate(call.body.identity)
+        except ValueError:
+            raise BadParameter("not an identity") from None
+        if who.cluster != auth.cluster or who.kind == "host" or who.expires <= auth.clock.now():
+            raise AccessDenied(f'app "{call.body.app}" not found or access denied')
+        found = await access.authorize(who, call.body.app)
+        return c.AppAuthorized(app=resource_to_dict(found), jwt=await access.assertion(who, found))
+
+    bind(app, c.APP_SESSION, session)
+    bind(app, c.APP_SESSION_END, session_end)
+    bind(app, c.APP_AUTHORIZE, authorize)
     bind(app, c.JWKS, jwks)
     bind(app, c.APP_HEARTBEAT, heartbeat)
     bind(app, c.LIST_APPS, list_apps)

@@ -76,6 +76,8 @@ PAGE_AUDIENCES: dict[tuple[str, str], Audience] = {
     ("POST", "/web/admin/roles/new"): "web",
     ("GET", "/web/admin/roles/{name}"): "web",
     ("POST", "/web/admin/roles/{name}"): "web",
+    ("GET", "/web/admin/roles/{name}/preview"): "web",
+    ("POST", "/web/admin/roles/{name}/preview"): "web",
     ("GET", "/web/admin/locks"): "web",
     ("POST", "/web/admin/locks"): "web",
     ("POST", "/web/admin/locks/{name}/delete"): "web",

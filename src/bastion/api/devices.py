@@ -73,6 +73,11 @@ def login_proof(proof: core.DeviceProof | None) -> LoginProof | None:
         challenge=proof.challenge,
         signature=proof.signature,
         profile=dict(proof.profile),
+        key_certification=(
+            (cert.key_public, cert.attest, cert.signature)
+            if (cert := proof.key_certification) is not None
+            else None
+        ),
     )
 
 

@@ -45,7 +45,14 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from bastion.audit.canonical import decode, encode
+from bastion.audit.canonical import (
+    decode,
+    encode,
+    encode_obj,
+    event_doc,
+    trusted_event,
+    with_index,
+)
 from bastion.backend.base import Backend, Create, Delete, Item, Op, check_ops
 from bastion.clock import Clock
 from bastion.errors import (
@@ -113,6 +120,11 @@ class Change:
 
 
 _EVENT_FIELDS = frozenset(AuditEvent.model_fields)
+_PLAIN_TOP = frozenset(
+    {"user", "login", "target", "remote_addr", "session_id", "device_id", "reason"}
+)
+"""Top-level attributes a caller may set that are plain strings (built without validation)."""
+_OUTCOMES = ("success", "failure")
 _BULK_TYPES = frozenset({"db.session.query", "app.request"})
 """Event types not echoed to the daemon log at info level (one per statement or request)."""
 
@@ -217,16 +229,26 @@ class AuditLog:
         top.pop("index", None)
         extra = {k: v for k, v in fields.items() if k not in known}
         now = self._clock.now()
-        return AuditEvent(
-            type=event_type,
-            code=event_code(event_type, outcome),
-            time=now,
-            cluster=self._cluster,
-            outcome=outcome,
-            fields=extra,
-            id=f"{int(now.timestamp() * 1e9):020d}-{self._rand.getrandbits(32):08x}",
-            **top,
-        )
+        values: dict[str, object] = {
+            "type": event_type,
+            "code": event_code(event_type, outcome),
+            "time": now,
+            "cluster": self._cluster,
+            "outcome": outcome,
+            "fields": extra,
+            "id": f"{int(now.timestamp() * 1e9):020d}-{self._rand.getrandbits(32):08x}",
+        }
+        if (
+            type(event_type) is str
+            and outcome in _OUTCOMES
+            and type(outcome) is str
+            and type(now) is datetime
+            and top.keys() <= _PLAIN_TOP
+            and all(type(v) is str for v in top.values())
+        ):  # every attribute has its exact type: what validation would return, ~5 us less
+            values.update(top)
+            return trusted_event(values)
+        return AuditEvent(**values, **top)  # type: ignore[arg-type]
 
     def check(self, event_type: str, outcome: str, fields: Mapping[str, object]) -> None:
         """Raise BadParameter when an event with these attributes could not be stored (a
@@ -358,14 +380,14 @@ class AuditLog:
             while len(out) < len(drafts):
                 chunk = _chunk(drafts, len(out))
                 live = [i for i in await self._not_duplicates(chunk, seen) if not chunk[i].error]
-                events = {
-                    i: chunk[i].event.model_copy(update={"index": index + n})
-                    for n, i in enumerate(live)
-                }
+                events: dict[int, AuditEvent] = {}
                 ops: list[Op] = []
                 owners: dict[str, int] = {}
-                for i, event in events.items():
-                    ops.append(Create(Item(key=event_key(event.index or 0), value=encode(event))))
+                for n, i in enumerate(live):
+                    events[i] = event = with_index(chunk[i].event, index + n)
+                    doc = event_doc(event)  # plain events: no pydantic dump (same bytes)
+                    value = encode(event) if doc is None else encode_obj(doc)
+                    ops.append(Create(Item(key=event_key(index + n), value=value)))
                     if chunk[i].once:
                         ops.append(Create(self._guard(chunk[i], event)))
                     for op in chunk[i].ops:

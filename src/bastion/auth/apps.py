@@ -37,7 +37,7 @@ from typing import Any
 from bastion.auth.server import AuthServer
 from bastion.auth.session_certs import _reason
 from bastion.ca import authority as ca_authority
-from bastion.ca.jwt import JwtKey, jwks
+from bastion.ca.jwt import JwtKey, app_claims, jwks
 from bastion.errors import AccessDenied, BadParameter, BastionError, NotFound
 from bastion.locks.matcher import Locked, LockView, identity_targets
 from bastion.locks.matcher import decide as lock_decision
@@ -399,6 +399,11 @@ class AppAccess:
             self._key = JwtKey(ca_authority.signing_key(ca, self._auth.deps.kek))
         self._key_checked = tick
         return self._key
+
+    async def assertion(self, identity: Identity, app: App) -> str:
+        """``Bastion-Jwt-Assertion`` for ``identity`` at ``app`` (one minute)."""
+        key = await self.signer()
+        return key.sign(app_claims(identity, app.spec.uri, self._auth.clock.now()))
 
     async def jwks(self) -> dict[str, Any]:
         """The public key set apps verify assertions with."""

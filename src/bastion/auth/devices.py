@@ -121,6 +121,9 @@ class LoginProof:
     challenge: str
     signature: str
     profile: dict[str, str]
+    key_certification: tuple[str, str, str] | None = None
+    """TPM2_Certify of the login's SSH key by the device's AK: (key_public, attest,
+    signature), base64 (:func:`bastion.auth.key_attest.certified_key_sha256`)."""
 
 
 @dataclass(frozen=True, slots=True)

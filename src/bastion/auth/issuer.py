@@ -189,6 +189,7 @@ class Issuer:
         *,
         second_factor: bool = False,
         key_attestation: KeyAttestation | None = None,
+        ssh_public_key: str = "",
     ) -> UserCerts:
         """Sign an SSH and an X.509 user certificate for ``public_key`` carrying ``identity``
         (``second_factor``: the login proved MFA outside the identity, e.g. at the IdP).
@@ -198,12 +199,21 @@ class Issuer:
         roles) holds: only a key that ``key_attestation`` proves TPM-resident is certified
         (:func:`hardware_key_refusal`).
 
+        ``ssh_public_key``: the SSH certificate's key when it differs from ``public_key`` (a
+        TPM-held key, ``bsh login --key-store=tpm``; the X.509 certificate stays on
+        ``public_key``); ``require_hardware_key`` then decides on it, and the identity's
+        ``key_attestation`` says ``tpm`` only when ``key_attestation`` vouches for it.
+
         Raises:
             AccessDenied: the roles require a hardware-held key and this one is not attested.
         """
         subject = parse_public_key(public_key)
+        ssh_subject = parse_public_key(ssh_public_key) if ssh_public_key else subject
+        held = hardware_key_refusal(True, _spki_sha256(ssh_subject), key_attestation) is None
+        if identity.key_attestation != ("tpm" if held else ""):  # decided here, never copied
+            identity = identity.model_copy(update={"key_attestation": "tpm" if held else ""})
         if await self._requires_hardware_key(identity):
-            refusal = hardware_key_refusal(True, _spki_sha256(subject), key_attestation)
+            refusal = hardware_key_refusal(True, _spki_sha256(ssh_subject), key_attestation)
             if refusal is not None:
                 raise AccessDenied(refusal.message)
         # a risk rule's MFA demand
@@ -217,7 +227,7 @@ class Issuer:
             # an empty principal list would mean "any login" to OpenSSH.
             ssh_blob = sshcert.ssh_user_certificate(
                 ca_authority.signing_key(ssh_ca, self._kek),
-                subject,
+                ssh_subject,
                 identity,
                 serial=serial,
                 valid_after=now - timedelta(minutes=1),
@@ -346,6 +356,7 @@ class Issuer:
             ttl_seconds=int((identity.expires - self._clock.now()).total_seconds()),
             public_key_sha256=_spki_sha256(subject),
             device_attestation=identity.device_attestation,
+            key_attestation=identity.key_attestation,
             mfa_verified=identity.mfa_verified,
             mfa_scope=identity.mfa_scope,
             mfa_device=identity.mfa_device,

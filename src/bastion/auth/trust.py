@@ -15,6 +15,10 @@ Layer: auth (domain). Both sides of one relationship (docs/trusted-clusters.md):
   identity: verified against the root's user CA of *that* trust only (identity cluster must be
   the root's name, never this cluster's), roles mapped through ``role_map`` (no mapping, no
   access), logins and TTL from the leaf's own roles.
+* **CA rotation** on either side reaches the other through the leaf's tunnel:
+  :meth:`TrustService.update_root_cas` (leaf side) and :meth:`TrustService.update_leaf_cas`
+  (root side) store what the other cluster pushed; :meth:`TrustService.tunnel_certificate`
+  re-issues the leaf proxy's tunnel certificate once its host TLS CA signs with a new key.
 
 Per-session MFA for a leaf node: the root's session-certificate endpoint
 (:mod:`bastion.auth.session_certs`) signs a 1-minute root certificate scoped
@@ -27,11 +31,12 @@ the leaf's proxy and node as for local sessions). Any other MFA scope counts as 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bastion.auth.issuer import UserCerts
@@ -47,6 +52,7 @@ from bastion.services.credentials import hash_secret, secrets_equal
 from bastion.services.store import ResourceStore
 from bastion.types.access import Role
 from bastion.types.identity import Identity, RouteToTarget
+from bastion.types.inventory import ProxyServer
 from bastion.types.meta import Metadata, Resource
 from bastion.types.trust import (
     TRUSTED_CLUSTER_TOKEN_ROLE,
@@ -61,6 +67,7 @@ from bastion.types.trust import (
 __all__ = [
     "RemoteClusters",
     "RootDialer",
+    "TUNNEL_CERT_TTL",
     "TrustService",
     "cluster_cas",
     "leaf_scope_target",
@@ -127,6 +134,10 @@ def leaf_session_mfa(root: Identity, leaf: str, logins: tuple[str, ...]) -> dict
         "route": RouteToTarget(cluster=leaf, node=node, login=login),
         "logins": (login,),
     }
+
+
+TUNNEL_CERT_TTL = timedelta(days=30)
+"""Lifetime of a leaf proxy's tunnel certificate re-issued after a host TLS CA rotation."""
 
 
 class RootDialer(Protocol):
@@ -502,6 +513,79 @@ class TrustService:
         )
         return True
 
+    async def update_leaf_cas(self, leaf: str, cas: ClusterCAs) -> bool:
+        """Root side: the leaf's current CAs, pushed by the leaf through its tunnel (accepted
+        only with a host certificate that a CA recorded for that leaf signed for that leaf), so
+        every phase of a CA rotation on the leaf reaches this root and the leaf's tunnel keeps
+        being accepted. They stay trusted for that leaf's tunnel only. Audited as
+        ``remote_cluster.update`` (actor ``cluster/LEAF``). Returns whether anything changed.
+
+        Raises:
+            AccessDenied: the CAs name another cluster. BadParameter: they do not load.
+            NotFound: no remote cluster ``leaf``.
+        """
+        if cas.cluster != leaf:
+            raise AccessDenied(f"leaf {leaf!r} sent the CAs of {cas.cluster!r}")
+        _check_cas(cas, f"leaf {leaf!r}")
+        store = remote_store(self._auth)
+        if (await store.get(leaf)).spec.cas == cas:
+            return False
+
+        async def change(current: RemoteCluster) -> tuple[RemoteCluster, list[Op]]:
+            updated = current.model_copy(deep=True)
+            updated.spec.cas = cas
+            return updated, []
+
+        await self._auth.audited_modify(
+            store,
+            leaf,
+            change,
+            "remote_cluster.update",
+            f"cluster/{leaf}",
+            f"remote_cluster/{leaf}",
+            reason="the leaf's CAs changed (CA rotation)",
+        )
+        return True
+
+    async def tunnel_signing_key(self) -> str:
+        """Leaf side: the id of the host TLS CA key that signs now (it changes in the ``update``
+        phase of a rotation: then :meth:`tunnel_certificate` is asked for a new one)."""
+        ca = await self._auth.issuer.ca("tls_host")
+        return ca.spec.active_keys[0].id if ca.spec.active_keys else ""
+
+    async def tunnel_certificate(self, ttl: timedelta = TUNNEL_CERT_TTL) -> tuple[str, str]:
+        """Leaf side: ``(certificate PEM, key PEM)`` for this proxy's tunnels to its roots,
+        signed by the current host TLS CA key (a new ECDSA P-256 key; audited ``cert.issued``),
+        so that a tunnel opened after the leaf's rotation completed (``standby``: the old key
+        is dropped, also at the root) is still accepted."""
+        auth = self._auth
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        identity = Identity(
+            cluster=auth.cluster,
+            user="proxy",
+            kind="host",
+            roles=("proxy",),
+            host_id="proxy",
+            expires=auth.clock.now() + ttl,
+        )
+        certs = await auth.issuer.issue_host(
+            identity, public.decode(), ["proxy"], [], [], ttl, "local"
+        )
+        return certs.tls_cert, key_pem
+
+    async def proxies(self) -> list[ProxyServer]:
+        """Root side: the advertised proxies (heartbeats); those that take leaf tunnels are
+        pushed to the leaves (:mod:`bastion.proxy.cluster_route`)."""
+        return await self._auth.proxies.list()
+
     async def trusted(self) -> list[TrustedCluster]:
         return await self.store.list()
 
@@ -509,7 +593,10 @@ class TrustService:
         return await remote_store(self._auth).list()
 
     async def heartbeat_remote(
-        self, name: str, connection: Literal["online", "offline"], seen: datetime | None
+        self,
+        name: str,
+        connection: Literal["online", "offline", "suspended"],
+        seen: datetime | None,
     ) -> None:
         """Root side: record a leaf tunnel's status and last heartbeat (``bctl get
         remote_clusters``). Like node heartbeats, not an audited change; conditional on the

@@ -7,6 +7,7 @@ never say whether a user exists; the audit log says exactly what happened.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from bastion.auth.device_attest import spki_sha256
 from bastion.auth.devices import DeviceService, LoginProof
 from bastion.auth.issuer import UserCerts, parse_public_key
+from bastion.auth.key_attest import certified_key_sha256
 from bastion.auth.revocation import new_epoch
 from bastion.auth.server import (
     INVITE_FATE_PREFIX,
@@ -464,14 +466,25 @@ class UserService:
         remote_addr: str,
         webauthn: dict[str, object] | None = None,
         device: LoginProof | None = None,
+        ssh_public_key: str = "",
     ) -> UserCerts:
         """Password plus the second factor the cluster and the user's devices call for: a
         WebAuthn assertion for scope ``login`` (from :meth:`begin_login`) or a TOTP code.
 
         ``device``: the machine's device proof sent with the request, verified once both
         factors passed and before the one issuance, which then carries the device; a refused
-        proof leaves the login standing without it (``UserCerts.device_error`` says why)."""
+        proof leaves the login standing without it (``UserCerts.device_error`` says why).
+
+        ``ssh_public_key``: a TPM-held key for the SSH certificate (``bsh login
+        --key-store=tpm``), which ``device.key_certification`` must certify."""
         parse_public_key(public_key)
+        if ssh_public_key:
+            parse_public_key(ssh_public_key)
+            if device is None or device.key_certification is None:
+                raise BadParameter(
+                    "ssh_public_key needs the device proof with its key_certification "
+                    "(bsh login --key-store=tpm on an enrolled machine)"
+                )
         user, pref = await self._check_password(name, password, remote_addr)
         sf = pref.spec.second_factor
         devices = await self.auth.mfa.list_devices(name)
@@ -486,11 +499,18 @@ class UserService:
                 method="password+webauthn",
                 mfa=verified,
                 device_proof=device,
+                ssh_public_key=ssh_public_key,
             )
         keys = usable_webauthn(devices) if sf != "off" else []
         if not (mfa_policy.required_kinds(sf) or totp or keys):
             return await self._issue(
-                user, public_key, ttl, remote_addr, method="password", device_proof=device
+                user,
+                public_key,
+                ttl,
+                remote_addr,
+                method="password",
+                device_proof=device,
+                ssh_public_key=ssh_public_key,
             )
         if totp is not None and (mfa_policy.totp_enabled(sf) or sf == "off"):
             creds = await self.auth.credentials.get(name)
@@ -509,6 +529,7 @@ class UserService:
                 method="password+otp",
                 mfa_device=totp,
                 device_proof=device,
+                ssh_public_key=ssh_public_key,
             )
         if keys and mfa_policy.webauthn_enabled(sf):
             await self._failed(name, remote_addr, "no WebAuthn assertion sent", count=False)
@@ -591,6 +612,7 @@ class UserService:
         mfa: MFAVerified | None = None,
         mfa_device: MFADevice | None = None,
         device_proof: LoginProof | None = None,
+        ssh_public_key: str = "",
     ) -> UserCerts:
         roles = [await self.auth.roles.get(r) for r in user.spec.roles]
         role_set = RoleSet.from_roles(roles, user.spec.traits)
@@ -624,16 +646,20 @@ class UserService:
                 device_error = exc.message
             else:
                 identity = identity.model_copy(update=fields)
-        hardware = role_set.options().require_hardware_key
+        certification = device_proof.key_certification if device_proof else None
         try:
+            attestation = await self._key_attestation(
+                identity, certification, device_proof.challenge if device_proof else ""
+            )
             certs = await self.auth.issuer.issue_user(
                 identity,
                 public_key,
                 remote_addr,
-                key_attestation=await self._key_attestation(identity) if hardware else None,
+                key_attestation=attestation,
+                ssh_public_key=ssh_public_key,
             )
         except AccessDenied as exc:
-            if exc.message == HARDWARE_KEY_MESSAGE:  # require_hardware_key (audited here)
+            if exc.message == HARDWARE_KEY_MESSAGE or exc.message.startswith("key attestation"):
                 await self._failed(user.name, remote_addr, exc.message, False, method)
             raise
         extra = {"mfa_device": device_id, "aaguid": aaguid} if device_id else {}
@@ -644,11 +670,28 @@ class UserService:
         )
         return dataclasses.replace(certs, device_error=device_error) if device_error else certs
 
-    async def _key_attestation(self, identity: Identity) -> KeyAttestation | None:
-        """What the device this login verified vouches for (``require_hardware_key``): its
-        enrolled credential. Keys certified by its AK (:mod:`bastion.auth.key_attest`) are not
-        sent by clients yet (docs/device-trust.md)."""
+    async def _key_attestation(
+        self,
+        identity: Identity,
+        certification: tuple[str, str, str] | None = None,
+        challenge: str = "",
+    ) -> KeyAttestation | None:
+        """What the device this login verified vouches for (``require_hardware_key``, the
+        identity's ``key_attestation``): its enrolled credential, and the key its AK certified
+        with TPM2_Certify over SHA-256 of the login's spent device ``challenge``
+        (``certification``: ``bsh login --key-store=tpm``; :mod:`bastion.auth.key_attest`).
+
+        Raises:
+            AccessDenied / BadParameter: a certification was sent and does not verify (the
+                device did not verify: the message says to log in again on the enrolled
+                machine).
+        """
         if not identity.device_id:
+            if certification is not None:
+                raise AccessDenied(
+                    "key attestation: the device proof was refused, so the TPM key cannot be "
+                    "attested; run 'bsh device status' and log in again on the enrolled machine"
+                )
             return None
         try:
             device = await DeviceService(self.auth).store.get(identity.device_id)
@@ -657,10 +700,23 @@ class UserService:
         credential = device.spec.credential
         if credential is None or credential.id != identity.device_credential_id:
             return None
+        certified = ""
+        if certification is not None:
+            if credential.attestation != "tpm":
+                raise AccessDenied(
+                    "key attestation: this device is software-attested; a TPM-held key needs a "
+                    "device enrolled with its TPM"
+                )
+            certified = certified_key_sha256(
+                credential.public_key_pem,
+                *certification,
+                qualifying_data=hashlib.sha256(challenge.encode()).digest(),
+            )
         return KeyAttestation(
             device_id=device.name,
             device_attestation=credential.attestation,
             device_key_sha256=spki_sha256(credential.public_key_pem),
+            certified_key_sha256=certified,
         )
 
     async def _refuse_locked(self, user: User, targets: LockTargets, remote_addr: str) -> None:

@@ -63,6 +63,8 @@ class MemoryBackend:
         self._sweep_interval = sweep_interval
         self._sweeper_started = False
         self._closed = False
+        self._expiring: set[str] = set()
+        """Keys whose item expires: what a sweep looks at (not every item, per operation)."""
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -80,9 +82,12 @@ class MemoryBackend:
             self._sweep()
 
     def _sweep(self) -> None:
+        if not self._expiring:
+            return
         now = self._clock.now()
+        items = self._items
         expired = [
-            k for k, item in self._items.items() if item.expires is not None and item.expires <= now
+            k for k in self._expiring if (when := items[k].expires) is not None and when <= now
         ]
         for k in sorted(expired):
             self._remove(k)
@@ -100,11 +105,16 @@ class MemoryBackend:
         if item.key not in self._items:
             bisect.insort(self._keys, item.key)
         self._items[item.key] = stored
+        if item.expires is not None:
+            self._expiring.add(item.key)
+        else:
+            self._expiring.discard(item.key)
         self._emit(EventType.PUT, stored)
         return stored
 
     def _remove(self, key: str) -> None:
         del self._items[key]
+        self._expiring.discard(key)
         self._keys.pop(bisect.bisect_left(self._keys, key))
         self._revision += 1
         self._emit(EventType.DELETE, Item(key, b"", None, self._revision))

@@ -8,8 +8,12 @@ code: ``POST /v1/apps/mfa/challenge`` then ``/v1/apps/mfa/certs``) and keeps it 
 key under the profile (``apps/NAME.crt``, ``apps/NAME.key``, ``apps/NAME.ca``: the CA that
 verifies the proxy), so ``curl --cert ... --key ... --cacert ... https://NAME.<proxy>/`` works.
 ``bsh apps config NAME`` prints those curl flags; ``bsh apps logout [NAME]`` removes the files.
-``bsh proxy app NAME --port P`` (TCP apps) listens on 127.0.0.1:P and carries each local
-connection to the proxy over TLS with that certificate and ALPN ``bastion-app/1``.
+``bsh proxy app NAME --port P`` listens on 127.0.0.1:P and carries each local connection to
+the proxy over TLS with that certificate: for a TCP app with ALPN ``bastion-app/1`` (bytes as
+they come); for an HTTP app as plain HTTP (for tools that cannot do mTLS: ``curl
+http://127.0.0.1:P/``) with SNI ``NAME.<proxy>`` and ALPN ``http/1.1``, each request head
+parsed strictly (:mod:`bastion.protocols.http1`) and its ``Host`` set to the app's address,
+bodies copied as they come (Content-Length or chunked), a WebSocket upgrade relayed as bytes.
 docs/app-access.md.
 """
 
@@ -49,9 +53,16 @@ from bastion.contract.apps import (
 )
 from bastion.errors import BadParameter, NotFound, RemoteProtocolError
 from bastion.files import write_private_file
-from bastion.protocols.alpn import ALPN_APP
+from bastion.protocols.alpn import ALPN_APP, ALPN_HTTP
+from bastion.protocols.http1 import (
+    BadMessage,
+    ChunkedScanner,
+    RequestHead,
+    find_head_end,
+    parse_request_head,
+)
 
-__all__ = ["apps_group", "curl_flags", "proxy_app", "run_proxy_app"]
+__all__ = ["apps_group", "curl_flags", "proxy_app", "rewrite_head", "run_proxy_app"]
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -226,17 +237,25 @@ def logout_command(name: str | None) -> None:
     click.echo(f"logged out of {len(names)} app(s)")
 
 
-def app_context(profile: Profile, name: str) -> ssl.SSLContext:
-    """TLS to the proxy with the app certificate of ``name`` (ALPN bastion-app/1)."""
+def app_context(profile: Profile, name: str, alpn: str = ALPN_APP) -> ssl.SSLContext:
+    """TLS to the proxy with the app certificate of ``name`` (ALPN bastion-app/1, or
+    http/1.1 for an HTTP app)."""
     files = _files(profile, name)
     if not Path(f"{files}.crt").is_file():
         raise NotFound(f"no certificate for app {name}: run bsh apps login {name}")
     return pem_context(
         Path(f"{files}.ca").read_text(),
         Path(f"{files}.crt").read_text(),
-        alpn=[ALPN_APP],
+        alpn=[alpn],
         key_file=Path(f"{files}.key"),
     )
+
+
+def _public_addr(profile: Profile, name: str) -> str:
+    meta = Path(f"{_files(profile, name)}.json")
+    if not meta.is_file():
+        raise NotFound(f"no certificate for app {name}: run bsh apps login {name}")
+    return str(json.loads(meta.read_text())["public_addr"])
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -269,11 +288,109 @@ async def _serve_local(
         writer.close()
 
 
-async def run_proxy_app(
-    proxy: str, ctx: ssl.SSLContext, name: str, host: str, port: int, ready: bool = True
+def rewrite_head(head: RequestHead, host: bytes) -> bytes:
+    """The request head as sent to the proxy: the same, with ``Host: host``."""
+    out = bytearray(f"{head.method} {head.target} {head.version}\r\n".encode("latin-1"))
+    out += b"Host: " + host + b"\r\n"
+    for low, raw, value in head.headers:
+        if low != b"host":
+            out += raw + b": " + value + b"\r\n"
+    return bytes(out + b"\r\n")
+
+
+async def _forward_requests(
+    reader: asyncio.StreamReader, up: asyncio.StreamWriter, host: bytes
 ) -> None:
-    """Serve the local listener of TCP app ``name`` until cancelled."""
-    server = await asyncio.start_server(lambda r, w: _serve_local(proxy, ctx, r, w), host, port)
+    """Client to proxy: each request head with its ``Host`` set, its body as it comes; after
+    an ``Upgrade`` request, bytes as they come."""
+    buf = bytearray()
+    while True:
+        end = find_head_end(buf)
+        while end < 0:
+            chunk = await reader.read(65536)
+            if not chunk:
+                if up.can_write_eof():
+                    up.write_eof()
+                return
+            buf += chunk
+            end = find_head_end(buf)
+        head = parse_request_head(bytes(buf[:end]))
+        del buf[:end]
+        up.write(rewrite_head(head, host))
+        if b"upgrade" in head.connection_tokens:
+            up.write(bytes(buf))
+            await _pipe(reader, up)
+            return
+        scanner = ChunkedScanner() if head.chunked else None
+        remaining = head.content_length or 0
+        while (scanner is not None and not scanner.done) or (scanner is None and remaining):
+            if not buf:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise ConnectionResetError("the client closed in the middle of a body")
+                buf += chunk
+            n = scanner.feed(buf) if scanner is not None else min(remaining, len(buf))
+            remaining -= n if scanner is None else 0
+            up.write(bytes(buf[:n]))
+            del buf[:n]
+            await up.drain()
+        await up.drain()
+
+
+async def _serve_http(
+    proxy: str,
+    ctx: ssl.SSLContext,
+    addr: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """One local plain-HTTP connection, carried to ``https://addr`` with the certificate."""
+    try:
+        host, port = split_host_port(proxy)
+        sni = split_host_port(addr, port)[0]
+        try:
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=sni), 15
+            )
+        except (OSError, TimeoutError, BadParameter) as exc:
+            sys.stderr.write(f"bsh proxy app: cannot reach the proxy: {exc}\n")
+            body = b"bsh proxy app: cannot reach the proxy\n"
+            writer.write(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close"
+                b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            return
+        try:
+            await asyncio.gather(
+                _forward_requests(reader, up_w, addr.encode("idna")), _pipe(up_r, writer)
+            )
+        except BadMessage as exc:
+            sys.stderr.write(f"bsh proxy app: bad request from a local client: {exc.message}\n")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            up_w.close()
+    finally:
+        writer.close()
+
+
+async def run_proxy_app(
+    proxy: str,
+    ctx: ssl.SSLContext,
+    name: str,
+    host: str,
+    port: int,
+    ready: bool = True,
+    http_addr: str = "",
+) -> None:
+    """Serve the local listener of app ``name`` until cancelled: a TCP app's bytes, or
+    (``http_addr``: the app's public address) plain HTTP for an HTTP app."""
+    if http_addr:
+        server = await asyncio.start_server(
+            lambda r, w: _serve_http(proxy, ctx, http_addr, r, w), host, port
+        )
+    else:
+        server = await asyncio.start_server(lambda r, w: _serve_local(proxy, ctx, r, w), host, port)
     bound = server.sockets[0].getsockname()[1]
     if ready:
         sys.stderr.write(f"bsh proxy app {name}: listening on {host}:{bound}\n")
@@ -285,7 +402,15 @@ async def run_proxy_app(
 def proxy_app(name: str, port: int, host: str) -> None:
     """The ``bsh proxy app`` command body."""
     profile = current_profile()
+    listed = profile_send(profile, LIST_APPS, query=AppsQuery()).apps
+    found = next((a for a in listed if a.name == name), None)
+    if found is None:
+        raise NotFound(f'app "{name}" not found (bsh apps ls lists the apps you may open)')
+    if found.protocol == "tcp":
+        ctx, addr = app_context(profile, name), ""
+    else:
+        ctx, addr = app_context(profile, name, ALPN_HTTP), _public_addr(profile, name)
     try:
-        run_async(run_proxy_app(profile.proxy, app_context(profile, name), name, host, port))
+        run_async(run_proxy_app(profile.proxy, ctx, name, host, port, http_addr=addr))
     except KeyboardInterrupt:
         pass

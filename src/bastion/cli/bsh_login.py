@@ -20,6 +20,8 @@ from bastion.cli.bsh import print_profile
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.client.api import AuthClient, fetch_cluster_ca, spki_pin_of_pem
+from bastion.client.device.ceremony import tpm_login_key
+from bastion.client.device.tpm_key import TPMKeyBlob, save_blob
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.client.sso import sso_login
 from bastion.client.tls import verified_context
@@ -162,6 +164,7 @@ def _login_flow(
     mfa: str = "auto",
     profile_dir: Path | None = None,
     device: dict[str, object] | None = None,
+    ssh_public_key: str = "",
 ) -> dict[str, Any]:
     profile_dir = profile_dir or Path(".")
 
@@ -220,6 +223,8 @@ def _login_flow(
             body = {"user": user, "password": password, "public_key": public_key, "ttl": ttl}
             if device is not None:  # this machine's proof travels with the login request
                 body["device"] = device
+            if ssh_public_key:  # --key-store=tpm: the SSH certificate's TPM-held key
+                body["ssh_public_key"] = ssh_public_key
             if second_factor == "off" and not secrets.otp:
                 return (await client.send(LOGIN, Login.model_validate(body))).model_dump()
             return await bsh_mfa.login_second_factor(
@@ -245,6 +250,14 @@ def _sso_flow(
             )
 
     return run_async(run())
+
+
+def _remembered_key_store(store: ProfileStore, cluster: str) -> str:
+    """The ``--key-store`` an earlier login to ``cluster`` chose (``software`` when none)."""
+    try:
+        return store.load(cluster).key_store or "software"
+    except (BastionError, OSError, ValueError, TypeError):
+        return "software"
 
 
 def check_user_flag(user: str | None, invite: str | None, auth_name: str | None) -> None:
@@ -304,6 +317,14 @@ def check_user_flag(user: str | None, invite: str | None, auth_name: str | None)
     "webauthn).",
 )
 @click.option(
+    "--key-store",
+    type=click.Choice(["software", "tpm"]),
+    default=None,
+    help="Where your SSH key lives: tpm keeps it in this machine's TPM (non-exportable; needs "
+    "an enrolled device; the TLS key stays in software). Remembered in the profile "
+    "(default: the profile's choice, else software).",
+)
+@click.option(
     "--software-authenticator",
     "software",
     default=None,
@@ -325,6 +346,7 @@ def login(
     mfa: str,
     software: str | None,
     request_id: str | None = None,
+    key_store: str | None = None,
 ) -> None:
     """Log in (or accept an invite) and save short-lived certificates in a profile.
 
@@ -333,6 +355,7 @@ def login(
       bsh login --proxy=bastion.example.com:3080 --user=alice
       bsh login --proxy=bastion.example.com:3080 --invite=TOKEN --ca-pin=sha256:...
       bsh login --proxy=bastion.example.com:3080 --auth=okta --headless
+      bsh login --proxy=bastion.example.com:3080 --user=alice --key-store=tpm
     """
     if request_id:  # re-issue from the current login: no password, no second factor
         from bastion.cli.bsh_request import assume_request
@@ -359,12 +382,33 @@ def login(
         .decode()
     )
     proof: dict[str, object] | None = None
+    password_login = not sso and not invite and auth_name in (None, "local")
+    if key_store is None:  # the profile's choice, for the logins that support it
+        remembered = _remembered_key_store(store, str(ping["cluster"]))
+        key_store = remembered if password_login else "software"
+    if key_store == "tpm" and not password_login:
+        raise BadParameter(
+            "--key-store=tpm works with the password login (--user) for now; log in with "
+            "--key-store=software for invites, passkeys and SSO"
+        )
+    tpm_blob: TPMKeyBlob | None = None
+    ssh_public = ""
     if sso:
         certs = _sso_flow(AuthClient(proxy, ctx), proxy, str(auth_name), public_key, ttl, headless)
     else:
         secrets = Secrets(password_stdin, otp, sys.stdin)
         if not invite and auth_name in (None, "local"):  # the password login (/v1/login)
             proof = bsh_device.login_device_proof(store, str(ping["cluster"]), ping)
+        if key_store == "tpm":  # the AK certifies the TPM-held SSH key over the same challenge
+            if proof is None:
+                raise BadParameter(
+                    "--key-store=tpm needs this machine's device proof, which failed (see the "
+                    "warning above); check bsh device status"
+                )
+            tpm_blob, ssh_public, certification = tpm_login_key(
+                store.home, profile_dir, str(ping["cluster"]), str(proof["challenge"])
+            )
+            proof["key_certification"] = certification
         certs = _login_flow(
             AuthClient(proxy, ctx),
             invite,
@@ -377,6 +421,7 @@ def login(
             mfa=mfa,
             profile_dir=profile_dir,
             device=proof,
+            ssh_public_key=ssh_public,
         )
     cluster = str(certs.get("cluster") or ping["cluster"])
     profile = Profile(
@@ -387,8 +432,11 @@ def login(
         expires=str(certs["expires"]),
         roles=list(certs.get("roles") or []),
         logins=list(certs.get("logins") or []),
+        key_store=key_store,
     )
-    store.save(profile, key, certs)
+    if tpm_blob is not None:  # only the TPM's blob: no other TPM or program can use it
+        save_blob(store.home / "profiles" / cluster, tpm_blob)
+    store.save(profile, key, certs, ssh_public=ssh_public)
     try:
         challenge = str(certs.get("device_challenge") or "")  # one round trip (empty: two)
         sent = proof is not None and not certs.get("device_error")
@@ -397,7 +445,7 @@ def login(
         click.echo(f"warning: device authentication failed: {exc.message}", err=True)
         device_certs = None
     if device_certs is not None:  # this machine is enrolled: certificates that carry it
-        store.save(profile, key, device_certs)
+        store.save(profile, key, device_certs, ssh_public=ssh_public)
     # Remember the CA for the next login to this address, unless nothing verified it; the
     # bundle came over the verified connection (it carries new CAs during a rotation).
     verified = bool(ca_pin) or not insecure

@@ -28,8 +28,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bastion.cli.proxy_fast import ProxyError, dial, profile_dir, pump, split_home
 
@@ -47,6 +49,10 @@ __all__ = [
 ]
 
 MAX_CERT_REPLY = 64 * 1024
+MFA_MARKER = "mfa"
+"""In ``leaves/LEAF/``: the leaf said the user's roles may require per-session MFA there."""
+SESSION_FILE = "session.json"
+"""In ``leaves/LEAF/``: the root per-session certificate for the next route (one use)."""
 FRESH_MARGIN = timedelta(seconds=60)
 """A leaf certificate expiring sooner than this is fetched again."""
 
@@ -69,8 +75,8 @@ def leaf_request(leaf: str, **fields: object) -> bytes:
 
 def parse_leaf_args(argv: list[str]) -> tuple[str | None, str | None, str, str, str] | None:
     """``[--home H] proxy ssh --cluster ROOT --leaf LEAF TARGET`` or ``[--home H] proxy
-    leaf-cert --cluster ROOT LEAF`` -> ``(home, root, leaf, target, op)`` with op ``ssh`` or
-    ``cert`` (target empty for ``cert``); None for anything else (the full CLI answers)."""
+    leaf-cert --cluster ROOT [--target LOGIN@HOST] LEAF`` -> ``(home, root, leaf, target,
+    op)`` with op ``ssh`` or ``cert``; None for anything else (the full CLI answers)."""
     home, args = split_home(argv)
     if args[:1] != ["proxy"] or len(args) < 2 or args[1] not in ("ssh", "leaf-cert"):
         return None
@@ -81,7 +87,7 @@ def parse_leaf_args(argv: list[str]) -> tuple[str | None, str | None, str, str, 
     while rest:
         arg = rest.pop(0)
         name, eq, value = arg.partition("=")
-        if name in ("--cluster", "--leaf"):
+        if name in ("--cluster", "--leaf", "--target"):
             if not eq:
                 if not rest:
                     return None
@@ -94,7 +100,7 @@ def parse_leaf_args(argv: list[str]) -> tuple[str | None, str | None, str, str, 
     if len(positional) != 1:
         return None
     if op == "cert":
-        return home, values.get("cluster"), positional[0], "", op
+        return home, values.get("cluster"), positional[0], values.get("target", ""), op
     if not values.get("leaf"):
         return None
     return home, values.get("cluster"), values["leaf"], positional[0], op
@@ -132,12 +138,15 @@ def _root_cert_digest(pdir: Path) -> str:
 
 
 def cert_fresh(pdir: Path, leaf: str, now: datetime) -> bool:
-    """Is the stored leaf certificate good for a while yet, and from the current root login?"""
+    """Is the stored leaf certificate good for a while yet, and from the current root login
+    (and not a per-session one)?"""
     d = leaf_dir(pdir, leaf)
     try:
         meta = json.loads((d / "cert.json").read_text())
         expires = datetime.fromisoformat(str(meta["expires"]))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return False
+    if meta.get("session"):
         return False
     if not (d / "key-cert.pub").exists() or not (d / "known_hosts").exists():
         return False
@@ -154,15 +163,16 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def fetch_leaf_cert(pdir: Path, leaf: str) -> dict[str, object]:
-    """Ask the leaf (through the root proxy) for a certificate over the profile's key; write
+def fetch_leaf_cert(pdir: Path, leaf: str, cert_pem: str | None = None) -> dict[str, object]:
+    """Ask the leaf (through the root proxy; with ``cert_pem``, a root per-session certificate,
+    instead of the login one) for a certificate over the profile's key; write
     ``leaves/LEAF/``. Returns the leaf's answer (user, roles, logins, expires).
 
     Raises:
         ProxyError: the root or the leaf refused (the message says why), or no logins.
     """
     digest = _root_cert_digest(pdir)
-    sock, reply, _ = dial(pdir, leaf_request(leaf, op="certs"), MAX_CERT_REPLY)
+    sock, reply, _ = dial(pdir, leaf_request(leaf, op="certs"), MAX_CERT_REPLY, cert_pem=cert_pem)
     sock.close()
     cert, host_cas = reply.get("ssh_cert"), reply.get("ssh_host_ca")
     if not cert or not isinstance(cert, str):
@@ -176,6 +186,10 @@ def fetch_leaf_cert(pdir: Path, leaf: str) -> dict[str, object]:
     _write_private(d / "known_hosts", "\n".join(lines) + "\n")
     meta = {"expires": str(reply.get("expires", "")), "root_cert": digest}
     _write_private(d / "cert.json", json.dumps(meta) + "\n")
+    if reply.get("session_mfa"):  # bsh config's Match exec then asks for each target
+        _write_private(d / MFA_MARKER, "per-session MFA may be required\n")
+    else:
+        (d / MFA_MARKER).unlink(missing_ok=True)
     try:  # for bsh config's Match exec: "fresh until" in epoch seconds (see render_leaf_config)
         until = datetime.fromisoformat(str(reply.get("expires"))) - FRESH_MARGIN
         _write_private(d / "fresh", f"{int(until.timestamp())}\n")
@@ -184,13 +198,100 @@ def fetch_leaf_cert(pdir: Path, leaf: str) -> dict[str, object]:
     return reply
 
 
-def ensure_leaf_cert(pdir: Path, leaf: str, *, force: bool = False) -> bool:
-    """Fetch the leaf certificate when missing, stale or from an older root login.
-    Returns whether it fetched one."""
-    if not force and cert_fresh(pdir, leaf, datetime.now(UTC)):
-        return False
-    fetch_leaf_cert(pdir, leaf)
-    return True
+def ensure_leaf_cert(pdir: Path, leaf: str, *, force: bool = False, target: str = "") -> bool:
+    """Fetch the leaf certificate when missing, stale, per-session or from an older root login.
+    With ``target`` (``LOGIN@HOST``, from ``Match exec``) on a leaf that said the user's roles
+    may require per-session MFA (its ``certs`` answer), ask the leaf about that target and run
+    the ceremony when it is required (:func:`session_leaf_cert`). Returns whether it fetched
+    a certificate."""
+    d = leaf_dir(pdir, leaf)
+    (d / SESSION_FILE).unlink(missing_ok=True)
+    fetched = force or not cert_fresh(pdir, leaf, datetime.now(UTC))
+    if fetched:
+        fetch_leaf_cert(pdir, leaf)
+    if target and (d / MFA_MARKER).exists():
+        login, node, _ = split_leaf_target(target, leaf, _root_name(pdir))
+        sock, reply, _ = dial(pdir, leaf_request(leaf, op="mfa", node=node, login=login))
+        sock.close()
+        if reply.get("mfa_required"):
+            session_leaf_cert(pdir, leaf, node, login)
+            return True
+    return fetched
+
+
+def _root_name(pdir: Path) -> str:
+    try:
+        return str(json.loads((pdir / "profile.json").read_text()).get("cluster", ""))
+    except FileNotFoundError:
+        raise ProxyError(f"no profile {pdir.name!r}: run bsh login", 4) from None
+
+
+def _tty_solver(origin: str, pdir: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The security key answers; the prompt goes to the terminal (``/dev/tty``): OpenSSH
+    runs ``Match exec`` with stdin and stdout on ``/dev/null``."""
+    from bastion.client.mfa import solve
+
+    def run(options: dict[str, Any]) -> dict[str, Any]:
+        text = "per-session MFA: touch your security key\n"
+        try:
+            with open("/dev/tty", "w") as tty:
+                tty.write(text)
+        except OSError:
+            sys.stderr.write(text)
+        return solve(options, origin, profile_dir=pdir)
+
+    return run
+
+
+def session_leaf_cert(pdir: Path, leaf: str, node: str, login: str) -> None:
+    """The per-session MFA ceremony for ``login@node`` of ``leaf`` (as ``bsh ssh --cluster``
+    runs it): the root signs a 1-minute certificate scoped to that leaf, node and login; with
+    it the leaf issues a leaf certificate carrying the MFA (``key-cert.pub``, for this
+    connection), and the ProxyCommand presents it for the route (``session.json``, used once).
+
+    Raises:
+        ProxyError: the ceremony failed (no security key, refused) or the leaf refused.
+    """
+    import asyncio
+
+    from bastion.client.mfa import origin_for
+    from bastion.client.profile import ProfileStore
+    from bastion.client.session_mfa import session_credentials
+    from bastion.errors import BastionError
+
+    try:
+        profile = ProfileStore(pdir.parent.parent).load(pdir.name)
+        solver = _tty_solver(origin_for(profile.proxy), pdir)
+        creds = asyncio.run(session_credentials(profile, node, login, solver, cluster=leaf))
+    except BastionError as exc:
+        raise ProxyError(f"per-session MFA for {login}@{node}.{leaf}: {exc.message}", 3) from None
+    if creds is None:  # the root always asks for a leaf target; fail closed
+        raise ProxyError(f"the root cluster did not run the MFA ceremony for {leaf}", 3)
+    fetch_leaf_cert(pdir, leaf, cert_pem=creds.tls_cert)
+    d = leaf_dir(pdir, leaf)
+    meta = json.loads((d / "cert.json").read_text())
+    _write_private(d / "cert.json", json.dumps({**meta, "session": f"{login}@{node}"}) + "\n")
+    (d / "fresh").unlink(missing_ok=True)
+    session = {"node": node, "login": login, "expires": creds.expires, "tls_cert": creds.tls_cert}
+    _write_private(d / SESSION_FILE, json.dumps(session) + "\n")
+
+
+def _session_cert(pdir: Path, leaf: str, node: str, login: str) -> str | None:
+    """The root per-session certificate ``session_leaf_cert`` left for this target (then
+    removed: one connection), or None."""
+    path = leaf_dir(pdir, leaf) / SESSION_FILE
+    try:
+        session = json.loads(path.read_text())
+        path.unlink()
+        expires = datetime.fromisoformat(str(session["expires"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    if (session.get("node"), session.get("login")) != (node, login) or expires <= datetime.now(UTC):
+        return None
+    cert = session.get("tls_cert")
+    return cert if isinstance(cert, str) else None
 
 
 def find_leaf(pdir: Path, host: str, root: str) -> str | None:
@@ -222,7 +323,8 @@ def render_leaf_config(
     home_opt = f' --home="{home}"' if home else ""
     exec_home = f" --home='{home}'" if home else ""
     fresh, root_cert = f"'{d / 'fresh'}'", f"'{profile_dir / 'key-cert.pub'}'"
-    check = f"[ {fresh} -nt {root_cert} ] && [ $(date +%%s) -lt $(cat {fresh}) ]"
+    mfa = f"'{d / MFA_MARKER}'"
+    check = f"[ ! -e {mfa} ] && [ {fresh} -nt {root_cert} ] && [ $(date +%%s) -lt $(cat {fresh}) ]"
 
     def q(value: Path) -> str:
         text = str(value)
@@ -231,7 +333,7 @@ def render_leaf_config(
     return (
         f"# Bastion leaf cluster {leaf} through {root} (generated by bsh config)\n"
         f"Match host *.{leaf} exec \"{check} 2>/dev/null || '{bsh}'{exec_home} proxy leaf-cert "
-        f'--cluster={root} {leaf}"\n'
+        f'--cluster={root} --target=%r@%h {leaf}"\n'
         f"Host *.{leaf}\n"
         f"    Port 22\n"
         f'    ProxyCommand "{bsh}"{home_opt} proxy ssh --cluster={root} --leaf={leaf} %r@%h:%p\n'
@@ -252,7 +354,7 @@ def _run_ssh(pdir: Path, leaf: str, target: str) -> int:
         raise ProxyError(f"no profile {pdir.name!r}: run bsh login", 4) from None
     login, node, port = split_leaf_target(target, leaf, root)
     request = leaf_request(leaf, node=node, login=login, port=port)
-    sock, _, early = dial(pdir, request)
+    sock, _, early = dial(pdir, request, cert_pem=_session_cert(pdir, leaf, node, login))
     try:
         pump(sock, early, sys.stdin.fileno(), sys.stdout.fileno())
     except OSError as exc:
@@ -273,7 +375,7 @@ def main(argv: list[str]) -> int | None:
     try:
         pdir = profile_dir(home, root)
         if op == "cert":
-            ensure_leaf_cert(pdir, leaf)
+            ensure_leaf_cert(pdir, leaf, target=target)
             return 0
         return _run_ssh(pdir, leaf, target)
     except ProxyError as exc:

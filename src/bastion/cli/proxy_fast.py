@@ -114,9 +114,10 @@ def _connect(pdir: Path, node: str, login: str, port: int) -> tuple[ssl.SSLSocke
 
 
 def dial(
-    pdir: Path, request: bytes, max_reply: int = MAX_REPLY
+    pdir: Path, request: bytes, max_reply: int = MAX_REPLY, *, cert_pem: str | None = None
 ) -> tuple[ssl.SSLSocket, dict[str, object], bytes]:
     """TLS to the profile's proxy, one request line, its accepted one-line reply.
+    ``cert_pem``: present this certificate (a per-session one) with the profile's key.
 
     Returns: the socket, the reply object and the bytes that followed the reply line."""
     try:
@@ -126,7 +127,7 @@ def dial(
     except ValueError as exc:
         raise ProxyError(f"cannot load the profile in {pdir}: {exc}", 4) from None
     try:
-        ctx = profile_context(pdir, pdir.name, [ALPN_SSH])
+        ctx = profile_context(pdir, pdir.name, [ALPN_SSH], cert_pem=cert_pem)
     except ClientTLSError as exc:
         raise ProxyError(exc.message, 4) from None
     host, _, proxy_port = str(profile["proxy"]).rpartition(":")

@@ -340,10 +340,12 @@ def ssh_argv(
     login: str,
     args: SSHArgs,
     leaf: str = "",
+    agent: str = "",
 ) -> list[str]:
     """The ``ssh`` command line: ``bsh config``'s settings, then the user's flags (pure).
     ``leaf``: a leaf cluster of ``cluster``, with its own certificate and host CA
-    (:mod:`bastion.cli.leaf_proxy`)."""
+    (:mod:`bastion.cli.leaf_proxy`). ``agent``: bsh's agent socket signing with the
+    profile's TPM-held key (``bsh login --key-store=tpm``; there is no private key file)."""
     files = pdir / "leaves" / leaf if leaf else pdir
     via = f" --leaf={leaf}" if leaf else ""
     argv = [
@@ -353,9 +355,10 @@ def ssh_argv(
         "-o",
         f"ProxyCommand={bsh} proxy ssh --cluster={cluster}{via} %r@%h:%p",
         "-o",
-        f"IdentityFile={pdir / 'key'}",
+        f"IdentityFile={pdir / ('key.pub' if agent else 'key')}",
         "-o",
         f"CertificateFile={files / 'key-cert.pub'}",
+        *(("-o", f"IdentityAgent={agent}") if agent else ()),
         "-o",
         "IdentitiesOnly=yes",
         "-o",
@@ -421,7 +424,8 @@ def _leaf_handoff(
             node = node[: -len(suffix)]
             break
     try:
-        ensure_leaf_cert(pdir, leaf)
+        target = f"{login}@{node}.{leaf}" if login else ""
+        ensure_leaf_cert(pdir, leaf, target=target)  # per-session MFA: the ceremony first
     except ProxyError as exc:
         return _fail(str(exc), exc.code)
     except OSError as exc:
@@ -474,7 +478,15 @@ def main(argv: list[str]) -> int | None:
             3,
         )
     target = str(answer.get("node") or node)
+    agent = ""
+    if (pdir / "key.tpm").exists():  # bsh login --key-store=tpm: the TPM signs, via our agent
+        from bastion.client.device.tpm_key import start_profile_agent
+
+        try:
+            agent = start_profile_agent(pdir)
+        except BastionError as exc:
+            return _fail(exc.message, exc.exit_code)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(ssh, ssh_argv(ssh, _bsh(), pdir, cluster, target, login, args))  # noqa: S606
+    os.execv(ssh, ssh_argv(ssh, _bsh(), pdir, cluster, target, login, args, agent=agent))  # noqa: S606
     return 0  # not reached

@@ -10,6 +10,9 @@
                                key.pub        public key
                                key-cert.pub   SSH user certificate
                                tls.key        the same private key as PKCS#8 PEM (for TLS)
+                               key.tpm        instead of ``key``: the TPM blob of a TPM-held
+                                              SSH key (bsh login --key-store=tpm; tls.key is
+                                              then a separate software key)
                                tls.crt        X.509 user certificate
                                ca.pem         host TLS CA (verifies auth and proxy)
                                known_hosts    @cert-authority lines of the host SSH CA
@@ -51,6 +54,9 @@ class Profile:
     expires: str = ""
     roles: list[str] | None = None
     logins: list[str] | None = None
+    key_store: str = ""
+    """``tpm``: the SSH key is held in the device's TPM (``bsh login --key-store=tpm``, reused
+    by later logins); empty: a software key."""
     dir: str = ""
 
     @property
@@ -73,22 +79,33 @@ class ProfileStore:
         return self.home / "profiles" / name
 
     def save(
-        self, profile: Profile, key: ed25519.Ed25519PrivateKey, certs: dict[str, object]
+        self,
+        profile: Profile,
+        key: ed25519.Ed25519PrivateKey,
+        certs: dict[str, object],
+        ssh_public: str = "",
     ) -> Profile:
+        """Write the profile, ``key`` and ``certs``. ``ssh_public``: the certificate's SSH key
+        is TPM-held (its blob already in ``key.tpm``): ``key.pub`` is that key and no ``key``
+        file is written; without it a ``key.tpm`` left from an earlier login is removed."""
         from cryptography.hazmat.primitives import serialization
 
         from bastion.files import write_private_file
 
         d = self._dir(profile.name)
         profile.dir = str(d)
-        write_private_file(
-            d / "key",
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            ),
-        )
+        if ssh_public:
+            (d / "key").unlink(missing_ok=True)
+        else:
+            (d / "key.tpm").unlink(missing_ok=True)
+            write_private_file(
+                d / "key",
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.OpenSSH,
+                    serialization.NoEncryption(),
+                ),
+            )
         write_private_file(
             d / "tls.key",
             key.private_bytes(
@@ -97,7 +114,7 @@ class ProfileStore:
                 serialization.NoEncryption(),
             ),
         )
-        pub = (
+        pub = ssh_public or (
             key.public_key()
             .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
             .decode()

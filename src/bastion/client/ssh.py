@@ -188,9 +188,17 @@ def host_ca_keys(profile: Profile) -> list[asyncssh.SSHKey]:
     return keys
 
 
-def _user_identity(profile: Profile) -> tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
+def _user_identity(
+    profile: Profile,
+) -> tuple[asyncssh.SSHKey | asyncssh.SSHKeyPair, asyncssh.SSHCertificate]:
     try:
-        key = asyncssh.read_private_key(str(profile.path / "key"))
+        key: asyncssh.SSHKey | asyncssh.SSHKeyPair
+        if (profile.path / "key.tpm").exists():  # bsh login --key-store=tpm: the TPM signs
+            from bastion.client.device.tpm_ssh import profile_keypair
+
+            key = profile_keypair(profile.path)
+        else:
+            key = asyncssh.read_private_key(str(profile.path / "key"))
         cert = asyncssh.read_certificate(str(profile.path / "key-cert.pub"))
     except FileNotFoundError:
         raise AccessDenied(

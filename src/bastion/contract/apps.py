@@ -6,15 +6,20 @@ Layer: contract (pure pydantic). Served by :mod:`bastion.api.apps`; the work is 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from pydantic import Field
 
 from bastion.contract.base import Body, Empty, Endpoint, Reply, ResourceDoc
 from bastion.contract.core import Duration, Name, Text
 
 __all__ = [
+    "APP_AUTHORIZE",
     "APP_CERT",
     "APP_HEARTBEAT",
+    "APP_SESSION",
+    "APP_SESSION_END",
     "APP_MFA_CERT",
     "APP_MFA_CHALLENGE",
     "JWKS",
@@ -26,6 +31,10 @@ __all__ = [
     "AppMfaCertRequest",
     "AppMfaChallenge",
     "AppMfaTarget",
+    "AppAuthorizeRequest",
+    "AppAuthorized",
+    "AppSessionFound",
+    "AppSessionRequest",
     "AppsQuery",
     "Jwks",
 ]
@@ -93,6 +102,39 @@ class AppMfaCertRequest(Body):
     """Or a TOTP code."""
 
 
+class AppSessionRequest(Body):
+    """A proxy in its own process asks about a browser's app session (its cookie's token), or
+    redeems a launch code for one (exactly one of the two)."""
+
+    app: str = Field("", max_length=253)
+    token: str = Field("", max_length=256)
+    code: str = Field("", max_length=256)
+
+
+class AppSessionFound(Reply):
+    found: bool
+    token: str = ""
+    """The session token (a redeemed code's new session)."""
+    id: str = ""
+    identity: dict[str, Any] | None = None
+    expires: datetime | None = None
+
+
+class AppAuthorizeRequest(Body):
+    """A proxy in its own process: may this identity (verified by the proxy: a session's, or
+    a user certificate's) reach the app; if so, the app and its signed assertion."""
+
+    app: Name
+    identity: dict[str, Any]
+
+
+class AppAuthorized(Reply):
+    app: dict[str, Any]
+    """The app resource."""
+    jwt: str
+    """``Bastion-Jwt-Assertion`` for this identity and app (valid one minute)."""
+
+
 JWKS = Endpoint(
     "GET",
     "/.well-known/jwks.json",
@@ -141,4 +183,28 @@ APP_MFA_CERT = Endpoint(
     "A 1-minute certificate routed to one app, MFA-verified for it (bsh apps login NAME)",
     body=AppMfaCertRequest,
     response=AppCert,
+)
+APP_SESSION = Endpoint(
+    "POST",
+    "/v1/apps/sessions/lookup",
+    "host",
+    "A proxy in its own process looks up an app session (or redeems a launch code)",
+    body=AppSessionRequest,
+    response=AppSessionFound,
+)
+APP_SESSION_END = Endpoint(
+    "POST",
+    "/v1/apps/sessions/end",
+    "host",
+    "A proxy in its own process ends an app session",
+    body=AppSessionRequest,
+    response=Empty,
+)
+APP_AUTHORIZE = Endpoint(
+    "POST",
+    "/v1/apps/authorize",
+    "host",
+    "A proxy in its own process: RBAC for an identity and app, and the app's JWT assertion",
+    body=AppAuthorizeRequest,
+    response=AppAuthorized,
 )

@@ -136,6 +136,18 @@ OPENAPI = Endpoint(
 # ---- password login and invites -----------------------------------------------------------------
 
 
+class KeyCertification(Body):
+    """TPM2_Certify of a TPM-resident user key by the device's attestation key (base64 of
+    the marshalled structures; :func:`bastion.auth.key_attest.certified_key_sha256`)."""
+
+    key_public: Annotated[str, Field(min_length=1, max_length=8192)]
+    """TPM2B_PUBLIC of the certified key."""
+    attest: Annotated[str, Field(min_length=1, max_length=8192)]
+    """TPMS_ATTEST the AK signed."""
+    signature: Annotated[str, Field(min_length=1, max_length=8192)]
+    """TPMT_SIGNATURE over ``attest``."""
+
+
 class DeviceProof(Body):
     """This machine's device authentication, sent with the login request."""
 
@@ -144,6 +156,9 @@ class DeviceProof(Body):
     """The ping's ``device_challenge``."""
     signature: Annotated[str, Field(max_length=8192)]
     profile: dict[str, str] = Field(default_factory=dict)
+    key_certification: KeyCertification | None = None
+    """``bsh login --key-store=tpm``: the device's AK certified ``Login.ssh_public_key``
+    (TPM2_Certify over SHA-256 of ``challenge``), so ``require_hardware_key`` holds."""
 
 
 class Login(Body):
@@ -158,6 +173,10 @@ class Login(Body):
     device: DeviceProof | None = None
     """An enrolled machine's answer to the ping's device challenge: the certificates carry
     the device (or ``device_error`` says why not; the login stands)."""
+    ssh_public_key: str = Field(default="", max_length=8192)
+    """The SSH certificate's key when it is not ``public_key`` (which then gets only the
+    X.509 certificate): a TPM-held key (``bsh login --key-store=tpm``), certified by
+    ``device.key_certification``."""
 
 
 class InviteToken(Body):

@@ -163,7 +163,12 @@ def safe_redirect(value: str, domain: str, port: int | None = None) -> str | Non
 
 def app_address(name: str, public_addr: str, proxy_host: str) -> str:
     """``host[:port]`` of app ``name`` under the proxy address ``proxy_host`` (``name[:port]``,
-    as a client reached it); ``public_addr`` overrides the host name."""
+    as a client reached it); ``public_addr`` overrides the host name. A proxy reached by an IP
+    address or ``localhost`` serves its apps under ``apps.localhost`` (as
+    :func:`bastion.config.apps.app_domain` decides)."""
     domain, port = split_host(proxy_host)
+    bare = domain.strip("[]")
+    if bare == "localhost" or ":" in bare or bare.replace(".", "").isdigit():
+        domain = "apps.localhost"
     base = public_addr or f"{name}.{domain}"
     return f"{base}:{port}" if port and port != 443 else base

@@ -51,9 +51,22 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error
+from h2.settings import SettingCodes
+
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
-from bastion.ca.jwt import JwtKey, app_claims
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem
 from bastion.live.registry import LiveConnection, LiveRegistry
@@ -70,6 +83,7 @@ from bastion.protocols.http1 import (
     parse_response_head,
 )
 from bastion.proxy.app_audit import RequestAudit
+from bastion.proxy.app_h2 import H2Stream, request_head
 from bastion.proxy.relay import Relay
 from bastion.tasks import TaskSet
 from bastion.types.apps import App
@@ -135,7 +149,9 @@ class AppBackend(Protocol):
     @property
     def sessions(self) -> AppSessionStore: ...
     async def authorize(self, identity: Identity, name: str) -> App: ...
-    async def signer(self) -> JwtKey: ...
+    async def assertion(self, identity: Identity, app: App) -> str:
+        """``Bastion-Jwt-Assertion`` for ``identity`` at ``app`` (valid one minute)."""
+        ...
 
 
 class AppDialer(Protocol):
@@ -266,7 +282,7 @@ class _Conn:
     identity: Identity | None
     client: tuple[str, int]
     label: str
-    side: _Side
+    side: _Side | H2Stream
     started: bool = False
     live: LiveConnection | None = None
     live_key: str = ""
@@ -281,6 +297,9 @@ class _Conn:
     cookie: bytes = b""
     token: str = ""
     """The last ``Cookie`` header and the app session token in it."""
+    parent: _Conn | None = None
+    """An HTTP/2 stream's connection: its live entry, session start and audit writers are
+    the connection's."""
 
 
 @dataclass(slots=True)
@@ -349,7 +368,7 @@ class _NoApps:
     async def authorize(self, identity: Identity, name: str) -> App:
         raise AccessDenied(STANDALONE_REFUSAL)
 
-    async def signer(self) -> JwtKey:
+    async def assertion(self, identity: Identity, app: App) -> str:
         raise AccessDenied(STANDALONE_REFUSAL)
 
 
@@ -418,8 +437,10 @@ class AppRoute:
             side.buf += early
         transport.resume_reading()
         conn = _Conn(identity, client, label, side, remote=f"{client[0]}:{client[1]}")
+        ssl_object = transport.get_extra_info("ssl_object")
+        h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
         try:
-            await self._serve(conn)
+            await (self._serve_h2(conn, side) if h2 else self._serve(conn))
         except (ConnectionError, OSError):
             pass
         finally:
@@ -446,6 +467,132 @@ class AppRoute:
                 method="certificate",
                 unaudited_requests=left,
             )
+
+    # ------------------------------------------------------------------ HTTP/2
+
+    async def _serve_h2(self, conn: _Conn, side: _Side) -> None:
+        """Serve an HTTP/2 connection: each stream goes through :meth:`_request` as an
+        HTTP/1.1 request (:mod:`bastion.proxy.app_h2`)."""
+        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        h2.local_settings.update(
+            {SettingCodes.MAX_CONCURRENT_STREAMS: 100}
+        )
+        h2.initiate_connection()
+        h2.increment_flow_control_window(1 << 24)
+        streams: dict[int, H2Stream] = {}
+        tasks: set[asyncio.Task[None]] = set()
+
+        def flush() -> None:
+            data = h2.data_to_send()
+            if data and not side.lost:
+                side.write(data)
+
+        flush()
+        try:
+            while True:
+                if side.buf:
+                    try:
+                        events = h2.receive_data(side.take(len(side.buf)))
+                    except H2Error as exc:
+                        log.info("app %s: HTTP/2 protocol error: %s", conn.label, exc)
+                        flush()
+                        return
+                    for event in events:
+                        print("EV", event, flush=True)
+                        if isinstance(event, RequestReceived):
+                            headers = [(bytes(k), bytes(v)) for k, v in event.headers or []]
+                            ended = event.stream_ended is not None
+                            stream = self._h2_stream(h2, event.stream_id or 0, headers, side, flush)
+                            streams[stream.stream_id] = stream
+                            task = asyncio.ensure_future(
+                                self._h2_request(conn, stream, headers, ended, streams)
+                            )
+                            tasks.add(task)
+                            task.add_done_callback(tasks.discard)
+                        elif isinstance(event, DataReceived):
+                            found = streams.get(event.stream_id or 0)
+                            if found is not None:
+                                found.feed(event.data or b"", event.flow_controlled_length or 0)
+                            else:
+                                h2.acknowledge_received_data(
+                                    event.flow_controlled_length or 0, event.stream_id or 0
+                                )
+                        elif isinstance(event, StreamEnded):
+                            found = streams.get(event.stream_id or 0)
+                            if found is not None:
+                                found.end_body()
+                        elif isinstance(event, StreamReset):
+                            found = streams.pop(event.stream_id or 0, None)
+                            if found is not None:
+                                found.reset()
+                        elif isinstance(event, WindowUpdated | RemoteSettingsChanged):
+                            for each in list(streams.values()):
+                                each.window_opened()
+                        elif isinstance(event, ConnectionTerminated):
+                            flush()
+                            return
+                    flush()
+                if side.eof:
+                    return
+                try:
+                    async with asyncio.timeout(_KEEPALIVE_IDLE if not tasks else None):
+                        await side.more()
+                except TimeoutError:
+                    h2.close_connection()
+                    flush()
+                    return
+        finally:
+            for stream in streams.values():
+                stream.reset()
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _h2_stream(
+        self,
+        h2: H2Connection,
+        stream_id: int,
+        headers: list[tuple[bytes, bytes]],
+        side: _Side,
+        flush: Callable[[], None],
+    ) -> H2Stream:
+        method = next((v for k, v in headers if k == b":method"), b"")
+        length = next((v for k, v in headers if k == b"content-length"), None)
+        return H2Stream(
+            h2, stream_id, flush, side.abort, head_only=method == b"HEAD", chunked=length is None
+        )
+
+    async def _h2_request(
+        self,
+        conn: _Conn,
+        stream: H2Stream,
+        headers: list[tuple[bytes, bytes]],
+        ended: bool,
+        streams: dict[int, H2Stream],
+    ) -> None:
+        view = _Conn(
+            conn.identity, conn.client, conn.label, stream, remote=conn.remote, parent=conn
+        )
+        try:
+            try:
+                if ended:
+                    stream.end_body()
+                head = parse_request_head(request_head(headers, not ended))
+            except BadMessage as exc:
+                self._reply(view, exc.status, exc.message)
+            else:
+                print("REQ", head.method, head.target, head.content_length, head.chunked, flush=True)
+                await self._request(view, head)
+                print("REQ done", flush=True)
+            await stream.finish()
+        except (ConnectionError, OSError):
+            stream.reset()
+        except Exception:
+            log.exception("app %s: HTTP/2 stream %d failed", conn.label, stream.stream_id)
+            stream.abort()
+        finally:
+            streams.pop(stream.stream_id, None)
 
     # ------------------------------------------------------------------ per request
 
@@ -535,21 +682,21 @@ class AppRoute:
             hit = _Admitted(app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra)
             hit.targets = identity_targets(who.identity, nodes=(label,))
             self._admitted[key] = hit
-            if not who.session_id and not conn.started:
-                conn.started = True
-                conn.cert_who = who
-                await self._audit_start(who, label, conn, "certificate")
+            root = conn.parent or conn
+            if not who.session_id and not root.started:
+                root.started = True
+                root.cert_who = who
+                await self._audit_start(who, label, root, "certificate")
         if deps.locks is not None:
             assert hit.targets is not None
             deps.locks.check(hit.targets, deps.locks.cluster_mode).raise_if_denied()
         if tick - hit.jwt_at >= _JWT_REUSE:
-            signer = await deps.access.signer()
-            claims = app_claims(who.identity, hit.app.spec.uri, deps.clock.now())
-            hit.jwt, hit.jwt_at = signer.sign(claims), tick
+            hit.jwt, hit.jwt_at = await deps.access.assertion(who.identity, hit.app), tick
         return hit
 
     def _register(self, conn: _Conn, who: _Who, label: str) -> None:
         """One live entry per connection and identity: a lock ends the connection."""
+        conn = conn.parent or conn
         if conn.live is not None and conn.live_key == who.key:
             return
         if conn.live is not None:
@@ -775,12 +922,15 @@ class AppRoute:
         keep = not head.close
         up: _Side | None = None
         responded = False
+        print("FWD", has_body, flush=True)
         if has_body and (head.get(b"expect") or b"").lower() == b"100-continue":
             conn.side.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             for attempt in range(2):
                 try:
+                    print("UPSTREAM?", flush=True)
                     up, reused = await self._upstream(target, app, who, conn)
+                    print("UPSTREAM!", flush=True)
                 except (OSError, BastionError, TimeoutError) as exc:
                     log.warning("app %s unreachable: %s", label, exc)
                     return self._reply(conn, 502, f'app "{label}" is not reachable', close=True)
@@ -886,8 +1036,8 @@ class AppRoute:
 
     async def _copy_body(
         self,
-        src: _Side,
-        dst: _Side,
+        src: _Side | H2Stream,
+        dst: _Side | H2Stream,
         head: RequestHead | ResponseHead,
         until_close: bool = False,
         prefix: bytes = b"",
@@ -895,6 +1045,7 @@ class AppRoute:
         """Copy one message body from ``src`` to ``dst`` as it comes, after ``prefix`` (sent
         with its first piece); returns the body's size."""
         total = 0
+        print("COPY", type(src).__name__, type(dst).__name__, len(src.buf), flush=True)
         scanner = ChunkedScanner() if head.chunked else None
         remaining = head.content_length or 0
         while True:
@@ -933,7 +1084,7 @@ class AppRoute:
         """After a 101: bytes both ways until either side ends; (to app, to client)."""
         counts = [0, 0]
 
-        async def pump(src: _Side, dst: _Side, index: int) -> None:
+        async def pump(src: _Side | H2Stream, dst: _Side | H2Stream, index: int) -> None:
             while True:
                 if src.buf:
                     chunk = src.take(len(src.buf))
@@ -988,6 +1139,7 @@ class AppRoute:
         }
         if websocket:
             fields["websocket"] = True
+        conn = conn.parent or conn
         if who.key not in conn.audit_keys:
             conn.audit_keys.append(who.key)
             self._requests.acquire(who.key)

@@ -19,7 +19,10 @@ plays both parts (docs/trusted-clusters.md):
 Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
 
     {"cluster": "leaf", "node": "web1", "login": "root", "port": 22}   ssh through the leaf
-    {"cluster": "leaf", "op": "certs"}    -> {"ok": true, "ssh_cert": ..., "ssh_host_ca": [...]}
+    {"cluster": "leaf", "op": "certs"}    -> {"ok": true, "ssh_cert": ..., "ssh_host_ca": [...],
+                                              "session_mfa": bool (may a route need it)}
+    {"cluster": "leaf", "op": "mfa", "node": "web1", "login": "root"}
+                                          -> {"ok": true, "mfa_required": bool}
     {"cluster": "leaf", "op": "list"}     -> {"ok": true, "nodes": [{"name":..., "labels":...}]}
     {"cluster": "leaf", "op": "whoami"}   -> {"ok": true, "user": ..., "roles": [...], ...}
     {"op": "clusters"}                    -> {"ok": true, "clusters": [{"name", "status",
@@ -35,7 +38,12 @@ only the leaves they may reach. The root also records each leaf tunnel's status 
 heartbeat in its ``remote_cluster`` (``bctl get remote_clusters``), and pushes its own CAs
 through each leaf's tunnel whenever they change (every phase of a CA rotation) or the leaf
 reconnects: a stream whose header is ``{"type": "cluster_cas", "cas": {...}}``, stored by the
-leaf (:meth:`TrustService.update_root_cas`).
+leaf (:meth:`TrustService.update_root_cas`). The leaf does the same the other way
+(:meth:`TrustService.update_leaf_cas`: the root then accepts the leaf's next tunnel with its
+rotated host CA; after its host TLS CA switched signing keys the leaf issues itself a new tunnel
+certificate), and ``{"type": "cluster_suspended"}`` tells the root, before the leaf closes its
+tunnel, that the trust was suspended (``remote_cluster`` ``connection: suspended``). These
+one-header streams are the only ones a leaf may open.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -68,12 +77,13 @@ from bastion.proxy.ssh_route import NodeDirectory, RoleSource, SSHRoute
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import is_session_identity
 from bastion.tasks import TaskSet
-from bastion.tunnel.client import TunnelClient
+from bastion.tunnel.pool import TunnelPool
 from bastion.tunnel.session import MuxSession, MuxStream
 from bastion.types.identity import Identity
+from bastion.types.inventory import ProxyServer
 from bastion.types.trust import ClusterCAs, TrustedCluster
 
-__all__ = ["ClusterHub", "HTTPDialer", "cluster_request"]
+__all__ = ["ClusterHub", "HTTPDialer", "cluster_request", "leaf_tunnel_proxies", "proxy_addrs"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +93,42 @@ REFRESH = 1.0
 HEARTBEAT_WRITE = timedelta(seconds=30)
 """How often an online leaf's last heartbeat is written to its ``remote_cluster``."""
 PROBE_TIMEOUT = 5.0
+HUB_HOST_ID = "proxy"
+"""The host id of a proxy inside an auth process (``bastion.process``'s all-in-one): the
+proxies that run this hub, so the only ones that take leaf tunnels."""
+MAX_PROXIES = 64
+"""At most this many root proxies are taken from one push."""
+
+
+def leaf_tunnel_proxies(records: list[ProxyServer], now: datetime) -> list[str]:
+    """Root side: the advertised proxies a leaf should keep a tunnel to (pure): those that serve
+    trusted clusters (:data:`HUB_HOST_ID`), not expired, with a usable address; sorted."""
+    found: set[str] = set()
+    for record in records:
+        addr = record.spec.public_addr
+        expires = record.metadata.expires
+        if record.spec.host_id != HUB_HOST_ID or not addr or (expires and expires <= now):
+            continue
+        try:
+            parse_addr(addr, 3080)
+        except ValueError:
+            continue
+        found.add(addr)
+    return sorted(found)
+
+
+def proxy_addrs(raw: object) -> set[tuple[str, int]]:
+    """Leaf side: the root proxies a push names (pure): malformed entries are skipped, at most
+    :data:`MAX_PROXIES`; empty: keep the tunnel to the trust's ``proxy_addr`` only."""
+    if not isinstance(raw, list):
+        return set()
+    out: set[tuple[str, int]] = set()
+    for item in raw[:MAX_PROXIES]:
+        try:
+            out.add(parse_addr(str(item), 3080))
+        except ValueError:
+            continue
+    return out
 
 
 def cluster_request(cluster: str, **fields: Any) -> bytes:
@@ -165,11 +211,23 @@ class ClusterHub:
         self._loaded: set[str] = set()
         self._leaves: dict[str, MuxSession] = {}
         """Root side: leaf cluster name -> its live tunnel."""
-        self._clients: dict[str, tuple[str, TunnelClient]] = {}
-        """Leaf side: root cluster name -> (fingerprint of its settings, tunnel client)."""
+        self._clients: dict[str, tuple[str, TunnelPool]] = {}
+        """Leaf side: root cluster name -> (fingerprint of its settings, its tunnels: one to
+        each root proxy serving trusted clusters, as the root pushes them; until then, to the
+        trust's ``proxy_addr``)."""
+        self._pool_tasks: dict[str, asyncio.Task[None]] = {}
+        """Leaf side: root cluster name -> the task running its tunnels."""
         self._pushed: dict[str, tuple[MuxSession, str]] = {}
-        """Root side: leaf cluster name -> (its tunnel, the CAs (JSON) last pushed through it)."""
+        """Root side: leaf cluster name -> (its tunnel, the CAs and proxies last pushed)."""
+        self._pushed_up: dict[MuxSession, str] = {}
+        """Leaf side: each tunnel to a root -> this cluster's CAs last pushed through it."""
+        self._tunnel_cert = (deps.cert_pem, deps.key_pem)
+        """Leaf side: the tunnel client certificate and key (re-issued after a rotation)."""
+        self._tunnel_key = ""
+        """Leaf side: the host TLS CA key that signed ``_tunnel_cert`` ("": not looked up)."""
         self._seen: dict[str, datetime] = {}
+        self._suspended: set[str] = set()
+        """Root side: leaves that closed their tunnel because they suspended the trust."""
         """Root side: leaf cluster name -> when its tunnel was last seen up."""
         self._tasks = TaskSet()
         self._runner: asyncio.Task[None] | None = None
@@ -185,8 +243,8 @@ class ClusterHub:
         self._runner = self._tasks.spawn(self._run(), "trusted-clusters")
 
     async def close(self) -> None:
-        for _, client in self._clients.values():
-            await client.close()
+        for _, pool in self._clients.values():
+            await pool.close()
         self._clients.clear()
         for session in self._leaves.values():
             session.abort("proxy shutting down")
@@ -220,15 +278,25 @@ class ClusterHub:
             await self._heartbeat(
                 remote.name, remote.spec.connection, remote.spec.last_heartbeat, now
             )
-        wanted = {t.name: t for t in await trust.trusted() if t.spec.enabled}
-        for name, (fingerprint, client) in list(self._clients.items()):
+        trusts = await trust.trusted()
+        wanted = {t.name: t for t in trusts if t.spec.enabled}
+        suspended = {t.name for t in trusts if not t.spec.enabled}
+        for name, (fingerprint, pool) in list(self._clients.items()):
             current = wanted.get(name)
             if current is None or _fingerprint(current) != fingerprint:
                 del self._clients[name]
-                await client.close()
+                if name in suspended:
+                    _announce(pool, {"type": "cluster_suspended"})
+                await pool.close()
+                task = self._pool_tasks.pop(name, None)
+                if task is not None:
+                    task.cancel()
+        if wanted:
+            await self._renew_tunnel_cert()
         for name, current in wanted.items():
             if name not in self._clients and current.spec.status.root_cas is not None:
                 self._start_client(current)
+        await self._push_up()
 
     async def _push_cas(self) -> None:
         """Root side: this cluster's CAs to every connected leaf whenever they change (each
@@ -240,12 +308,15 @@ class ClusterHub:
         if not live:
             return
         cas = await self._deps.trust.own_cas()
-        text = cas.model_dump_json()
+        now = self._deps.clock.now()
+        proxies = leaf_tunnel_proxies(await self._deps.trust.proxies(), now)
+        text = json.dumps([cas.model_dump(mode="json"), proxies])
         for name, session in live.items():
             if self._pushed.get(name) == (session, text):
                 continue
-            try:
+            try:  # the leaf closes these streams: the header is the whole message
                 session.open_stream({"type": "cluster_cas", "cas": cas.model_dump(mode="json")})
+                session.open_stream({"type": "cluster_proxies", "proxies": proxies})
             except (ConnectionResetError, BastionError) as exc:
                 log.warning("trusted clusters: cannot push CAs to %s: %s", name, exc)
                 continue
@@ -258,12 +329,65 @@ class ClusterHub:
         online = session is not None and not session.is_closed
         if online:
             self._seen[name] = now
-        status: Literal["online", "offline"] = "online" if online else "offline"
+        status: Literal["online", "offline", "suspended"] = "online" if online else "offline"
+        if not online and (name in self._suspended or stored == "suspended"):
+            status = "suspended"  # the leaf said so when it closed its tunnel
         due = online and (last is None or now - last >= HEARTBEAT_WRITE)
         if status != stored or due:
             await self._deps.trust.heartbeat_remote(name, status, self._seen.get(name))
 
     # ---- leaf side: the tunnel to each root ---------------------------------------------
+
+    async def _renew_tunnel_cert(self) -> None:
+        """Leaf side: when this cluster's host TLS CA has switched signing keys (the
+        ``update`` phase of a rotation), a tunnel certificate from the new key for the next
+        connection of every root tunnel (the one up stays: the root learnt the new CA first,
+        :meth:`_push_up`, and drops the old one only in ``standby``)."""
+        trust = self._deps.trust
+        key = await trust.tunnel_signing_key()
+        if not self._tunnel_key:
+            self._tunnel_key = key  # the process's own certificate is from the key at start
+            return
+        if key == self._tunnel_key:
+            return
+        self._tunnel_cert = await trust.tunnel_certificate()
+        self._tunnel_key = key
+        log.info("trusted clusters: new tunnel certificate (this cluster's host CA rotated)")
+        for name, (fingerprint, pool) in self._clients.items():
+            ctx = self._client_context(name, fingerprint)
+            if ctx is not None:
+                pool.set_ssl_context(ctx)
+
+    def _client_context(self, root: str, fingerprint: str) -> ssl.SSLContext | None:
+        host_ca = json.loads(fingerprint)[1]
+        cert_pem, key_pem = self._tunnel_cert
+        try:
+            return pem_context(host_ca, cert_pem, key_pem, [ALPN_TUNNEL])
+        except BastionError as exc:
+            log.warning("trusted cluster %s: no tunnel: %s", root, exc.message)
+            return None
+
+    async def _push_up(self) -> None:
+        """Leaf side: this cluster's CAs to each root through its tunnel whenever they change
+        (each phase of a CA rotation here) or the tunnel reconnects; the root stores them
+        (:meth:`TrustService.update_leaf_cas`), so it keeps accepting this leaf's tunnel."""
+        live = {s: n for n, (_, pool) in self._clients.items() for s in _sessions(pool)}
+        for session in [s for s in self._pushed_up if s not in live]:
+            del self._pushed_up[session]
+        if not live:
+            return
+        cas = await self._deps.trust.own_cas()
+        text = cas.model_dump_json()
+        for session, name in live.items():
+            if self._pushed_up.get(session) == text:
+                continue
+            header = {"type": "cluster_cas", "cas": cas.model_dump(mode="json")}
+            try:
+                session.open_stream(header).close()  # the header is the whole message
+            except (ConnectionResetError, BastionError) as exc:
+                log.warning("trusted clusters: cannot push CAs to %s: %s", name, exc)
+                continue
+            self._pushed_up[session] = text
 
     def _start_client(self, trust: TrustedCluster) -> None:
         cas = trust.spec.status.root_cas
@@ -271,7 +395,7 @@ class ClusterHub:
         host, port = parse_addr(trust.spec.proxy_addr, 3080)
         try:
             ctx = pem_context(
-                cas.tls_host_ca, self._deps.cert_pem, self._deps.key_pem, [ALPN_TUNNEL]
+                cas.tls_host_ca, self._tunnel_cert[0], self._tunnel_cert[1], [ALPN_TUNNEL]
             )
         except BastionError as exc:
             log.warning("trusted cluster %s: no tunnel: %s", trust.name, exc.message)
@@ -281,19 +405,25 @@ class ClusterHub:
         async def on_stream(stream: MuxStream, header: dict[str, Any]) -> None:
             await self._leaf_stream(root, stream, header)
 
-        client = TunnelClient(host, port, ctx, on_stream, backoff_cap=5.0)
-        self._clients[trust.name] = (_fingerprint(trust), client)
-        self._tasks.spawn(client.run(), f"trust-tunnel-{trust.name}")
+        pool = TunnelPool((host, port), ctx, on_stream)
+        self._clients[trust.name] = (_fingerprint(trust), pool)
+        self._pool_tasks[trust.name] = self._tasks.spawn(pool.run(), f"trust-tunnel-{trust.name}")
         log.info("trusted cluster %s: tunnel to %s:%d", trust.name, host, port)
 
     def leaf_connected(self, root: str) -> bool:
         entry = self._clients.get(root)
-        return entry is not None and entry[1].session is not None
+        return entry is not None and bool(_sessions(entry[1]))
 
     async def _leaf_stream(self, root: str, stream: MuxStream, header: dict[str, Any]) -> None:
         if header.get("type") == "cluster_cas":
             stream.close()
             self._tasks.spawn(self._root_cas(root, header.get("cas")), "trust-root-cas")
+            return
+        if header.get("type") == "cluster_proxies":
+            stream.close()
+            entry = self._clients.get(root)
+            if entry is not None:  # the root's proxies that take leaf tunnels (as agents do)
+                entry[1].update(proxy_addrs(header.get("proxies")))
             return
         reader = _LineReader()
         stream.attach(reader)
@@ -329,6 +459,7 @@ class ClusterHub:
         try:
             if op == "certs":
                 certs = await deps.trust.issue_remote(identity, der, client)
+                mfa = self.ssh is not None and await self.ssh.may_require_session_mfa(identity)
                 _reply(
                     stream,
                     ok=True,
@@ -338,7 +469,13 @@ class ClusterHub:
                     roles=list(identity.roles),
                     logins=list(identity.logins),
                     expires=identity.expires.isoformat(),
+                    session_mfa=mfa,
                 )
+                stream.close()
+            elif op == "mfa" and self.ssh is not None:
+                node, login = str(request.get("node", "")), str(request.get("login", ""))
+                required = await self.ssh.session_mfa_required(identity, node, login, client_addr)
+                _reply(stream, ok=True, mfa_required=required)
                 stream.close()
             elif op == "whoami":
                 _reply(
@@ -403,9 +540,19 @@ class ClusterHub:
         return identity.cluster != self.cluster and identity.cluster in self._anchors
 
     async def accept(self, transport: asyncio.Transport, identity: Identity, early: bytes) -> None:
-        """Run a leaf's tunnel until it closes."""
+        """Run a leaf's tunnel until it closes. The only stream a leaf may open is the push of
+        its own CAs (:meth:`_push_up`): the tunnel's certificate names that leaf."""
         leaf = identity.cluster
-        session = MuxSession("server", name=f"leaf {leaf}")
+
+        def on_stream(stream: MuxStream, header: dict[str, Any]) -> None:
+            stream.close()
+            if header.get("type") == "cluster_cas":
+                self._tasks.spawn(self._leaf_cas(leaf, header.get("cas")), "trust-leaf-cas")
+            elif header.get("type") == "cluster_suspended":
+                self._suspended.add(leaf)  # shown in its remote_cluster once the tunnel is gone
+
+        session = MuxSession("server", name=f"leaf {leaf}", on_stream=on_stream)
+        self._suspended.discard(leaf)
         old = self._leaves.get(leaf)
         self._leaves[leaf] = session
         if old is not None:
@@ -425,6 +572,16 @@ class ClusterHub:
             if self._leaves.get(leaf) is session:
                 del self._leaves[leaf]
             log.info("trusted clusters: leaf %s disconnected", leaf)
+
+    async def _leaf_cas(self, leaf: str, raw: object) -> None:
+        """Root side: store the CAs a leaf pushed through its tunnel (CA rotation there)."""
+        try:
+            cas = ClusterCAs.model_validate(raw)
+            if await self._deps.trust.update_leaf_cas(leaf, cas):
+                # the next refresh (within REFRESH) accepts its next tunnel with the new CA
+                log.info("trusted clusters: leaf %s's CAs changed (rotation); stored", leaf)
+        except (BastionError, ValueError) as exc:
+            log.warning("trusted clusters: CAs pushed by leaf %s refused: %s", leaf, exc)
 
     def online(self) -> list[str]:
         return sorted(n for n, s in self._leaves.items() if not s.is_closed)
@@ -603,6 +760,22 @@ def _stream_header(transport: asyncio.Transport, identity: Identity, remote: str
         "client_addr": remote,
         "user": identity.user,
     }
+
+
+def _sessions(pool: TunnelPool) -> list[MuxSession]:
+    """Leaf side: the tunnels of a root that are up now."""
+    found = [client.session for client in pool.clients.values()]
+    return [s for s in found if s is not None and not s.is_closed]
+
+
+def _announce(pool: TunnelPool, header: dict[str, Any]) -> None:
+    """Leaf side: a one-frame notice to the root through each of its tunnels (a stream with
+    only a header), best effort."""
+    for session in _sessions(pool):
+        try:
+            session.open_stream(header).close()
+        except (ConnectionResetError, BastionError):
+            pass
 
 
 def _fingerprint(trust: TrustedCluster) -> str:

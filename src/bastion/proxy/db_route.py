@@ -32,7 +32,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -88,6 +88,8 @@ __all__ = [
     "DatabaseDirectory",
     "DbRoute",
     "DbRouteDeps",
+    "LocalDbAgent",
+    "LocalDbSession",
     "RoleSource",
     "StoreDatabases",
 ]
@@ -101,9 +103,13 @@ _HIGH_WATER = 4096
 """Statements waiting for the audit writer above which the client is not read (back-pressure:
 a statement is never dropped)."""
 _LOW_WATER = 1024
-_FLUSH_INTERVAL = 0.02
+_FLUSH_INTERVAL = 0.05
 """The audit writer of a session commits its pending statements at most this often..."""
 _M = TypeVar("_M")
+_RECORDING_FLUSH = 1.0
+"""Seconds a recording's lines wait in memory at most before they are appended to its file..."""
+_RECORDING_BUFFER = 256 * 1024
+"""...or bytes."""
 _MAX_BATCH = 512
 """...or as soon as this many are pending (one transaction each)."""
 
@@ -116,6 +122,27 @@ class DatabaseDirectory(Protocol):
 
 class RoleSource(Protocol):
     async def get_roles(self, names: Sequence[str]) -> list[Role]: ...
+
+
+class LocalDbSession(Protocol):
+    """A database connection an in-process agent opened (``bastion.agent.db_service``)."""
+
+    @property
+    def server(self) -> asyncio.Transport: ...
+    @property
+    def to_server(self) -> bytes: ...
+    @property
+    def to_client(self) -> bytes: ...
+    @property
+    def release(self) -> Callable[[], Awaitable[None]]: ...
+
+
+class LocalDbAgent(Protocol):
+    """A database agent in this process (:meth:`DbRoute.add_local_agent`)."""
+
+    async def open(self, header: dict[str, Any]) -> LocalDbSession:
+        """Raises: BastionError (with ``answer``: the bytes for the client)."""
+        ...
 
 
 def _live(db: Database, now: datetime, name: str) -> Database:
@@ -489,6 +516,7 @@ class DbRoute:
         self._tasks = TaskSet()
         self._cancel_keys: dict[tuple[int, int], _CancelTarget] = {}
         self._uploading: asyncio.Task[None] | None = None
+        self._local_agents: dict[str, LocalDbAgent] = {}
         if deps.recordings is not None:  # before any session opens a recording
             deps.recordings.recover()
 
@@ -541,19 +569,19 @@ class DbRoute:
                     "client_addr": remote,
                     **extra,  # "provision": database roles (create_db_user)
                 }
-                await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
+                release = await self._dial(db, header, relay)
         except (BastionError, OSError, TimeoutError) as exc:
             await self._refuse_start(transport, identity, remote, info, exc, error_response)
             return
         except asyncio.CancelledError:
             transport.abort()
             raise
-        rest = bytes(reader.buffer)
-        if rest and not side.tap(rest):
-            return
-        relay.attach_a(transport, rest)
-        relay.start()
         try:
+            rest = bytes(reader.buffer)
+            if rest and not side.tap(rest):
+                return
+            relay.attach_a(transport, rest)
+            relay.start()
             await self._run(
                 relay, side, transport, identity, info, remote,
                 lambda r: error_response(r, code="57P01"),
@@ -561,6 +589,39 @@ class DbRoute:
         finally:
             for key in keys:
                 self._cancel_keys.pop(key, None)
+            if release is not None:
+                await release()
+
+    def add_local_agent(self, host_id: str, agent: LocalDbAgent) -> None:
+        """Serve the databases of agent ``host_id`` (running in this process) without its
+        tunnel: the relay's database side is the agent's own TLS connection to the database
+        (:meth:`bastion.agent.db_service.DbAgent.open`: the agent still presents its db client
+        certificate; only the in-memory hop and its framing are gone)."""
+        self._local_agents[host_id] = agent
+
+    async def _dial(
+        self, db: Database, header: dict[str, Any], relay: Relay
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Attach ``relay.b`` to the database: through the in-process agent serving it, or a
+        stream of its agent's reverse tunnel. Returns what to await once the session ended
+        (an in-process agent's clean-up; None for a tunnel, whose agent cleans up itself).
+
+        Raises:
+            BastionError: the agent is offline, or refused (``answer``: its reply to the client).
+        """
+        local = self._local_agents.get(db.spec.host_id)
+        if local is None:
+            await self._deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
+            return None
+        opened = await local.open(header)
+        server = opened.server
+        server.set_protocol(relay.b)
+        relay.b.connection_made(server)
+        if opened.to_server:
+            server.write(opened.to_server)
+        if opened.to_client:  # as if the database sent it (MySQL: its OK to the handshake)
+            relay.b.data_received(opened.to_client)
+        return opened.release
 
     async def cancel(self, pid: int, secret: int, client_addr: tuple[str, int]) -> bool:
         """A plaintext CancelRequest on the proxy's port: forward it to the agent of the one
@@ -667,8 +728,11 @@ class DbRoute:
                     "client_addr": remote,
                     **extra,  # "provision": database roles (create_db_user)
                 }
-                await deps.tunnel.dial(db.spec.host_id, header, lambda: relay.b)
+                release = await self._dial(db, header, relay)
         except (BastionError, OSError, TimeoutError) as exc:
+            answer = getattr(exc, "answer", None)
+            if seq_shift and isinstance(answer, bytes) and len(answer) >= 4:
+                exc.answer = mysql.with_seq(answer, answer[3] + seq_shift)  # type: ignore[union-attr]
             await self._refuse_start(
                 transport, identity, remote, info, exc,
                 lambda message: mysql.err_packet(
@@ -679,17 +743,21 @@ class DbRoute:
         except asyncio.CancelledError:
             transport.abort()
             raise
-        rest = side.filter(reader.rest) if reader.rest else b""
-        if rest is None:
-            return
-        relay.attach_a(transport, rest)
-        relay.start()
 
         def goodbye(reason: str) -> bytes:
             code = mysql.ER_CONNECTION_KILLED
             return mysql.err_packet(side.server_seq + 1, code, "70100", reason)
 
-        await self._run(relay, side, transport, identity, info, remote, goodbye)
+        try:
+            rest = side.filter(reader.rest) if reader.rest else b""
+            if rest is None:
+                return
+            relay.attach_a(transport, rest)
+            relay.start()
+            await self._run(relay, side, transport, identity, info, remote, goodbye)
+        finally:
+            if release is not None:
+                await release()
 
     async def _authorize_mysql(
         self,
@@ -754,7 +822,8 @@ class DbRoute:
             reason=reason, **info,
         )  # fmt: skip
         if not transport.is_closing():
-            transport.write(error(message))
+            answer = getattr(exc, "answer", None)  # an in-process agent's own answer
+            transport.write(answer if isinstance(answer, bytes) else error(message))
             transport.close()
 
     def protocol_error(self, side: _QuerySide, reason: str) -> None:
@@ -958,7 +1027,7 @@ class DbRoute:
                 pump.cancel()
             if moderated is not None:  # after the last statements went out to the moderators
                 info["participants"] = ",".join(await moderated.end())
-            recorded = recording.finish(deps.clock.now()) if recording is not None else None
+            recorded = await recording.finish(deps.clock.now()) if recording is not None else None
             await deps.audit.emit(
                 "db.session.end",
                 user=identity.user,
@@ -977,8 +1046,8 @@ class DbRoute:
     def _open_recording(
         self, session_id: str, identity: Identity, info: dict[str, str], protocol: str
     ) -> _Recording | None:
-        """Start the session's recording in the spool (None: recordings off, or the spool
-        failed: logged, the session goes on audited)."""
+        """The session's recording (None: recordings off). Its files are created in the spool
+        by the session's audit writer, off the event loop (:meth:`_Recording.open`)."""
         uploader = self._deps.recordings
         if uploader is None:
             return None
@@ -1002,11 +1071,7 @@ class DbRoute:
             protocol=protocol,
             timestamp=int(now.timestamp()),
         )
-        try:
-            return _Recording(uploader.spool.open(meta), DbCastBuilder(header), self._deps.clock)
-        except OSError as exc:
-            log.error("db session %s: cannot start its recording: %s", session_id, exc)
-            return None
+        return _Recording(uploader, meta, DbCastBuilder(header), self._deps.clock)
 
     async def _audit_queries(
         self,
@@ -1023,6 +1088,8 @@ class DbRoute:
         audit = self._deps.audit
         emit_many = getattr(audit, "emit_many", None)  # AuditLog: one transaction per batch
         statements = side.statements
+        if recording is not None:
+            await recording.open()
         while True:
             if not statements:
                 if side.ended:
@@ -1039,7 +1106,7 @@ class DbRoute:
                     watch(statement.sql)
             if not self._deps.audit_queries:
                 if recording is not None:
-                    recording.write(batch)
+                    await recording.write(batch)
                 continue
             fields: list[dict[str, object]] = [
                 {
@@ -1065,12 +1132,12 @@ class DbRoute:
                 # the high-water mark is reached; nothing is dropped).
                 statements.extendleft(reversed(batch[stored:]))
                 if recording is not None:
-                    recording.write(batch[:stored])
+                    await recording.write(batch[:stored])
                 log.warning("db query audit failed; retrying: %s", exc)
                 await asyncio.sleep(1.0)
             else:
                 if recording is not None:
-                    recording.write(batch)
+                    await recording.write(batch)
 
     async def close(self) -> None:
         await self._tasks.cancel_all(timeout=5)
@@ -1086,33 +1153,83 @@ def _gated(identity: Identity) -> Identity:
 
 
 class _Recording:
-    """One session's recording: :mod:`bastion.recording.dbcast` lines into the spool."""
+    """One session's recording: :mod:`bastion.recording.dbcast` lines into the spool.
 
-    def __init__(self, file: SpoolFile, builder: DbCastBuilder, clock: Clock) -> None:
-        self._file = file
+    File operations (create with its durable metadata, append, fsync, finish) run in a worker
+    thread, one at a time (the session's audit writer awaits each), so an fsync never stalls the
+    event loop. Lines are kept in memory and appended at most every :data:`_RECORDING_FLUSH`
+    seconds (or per :data:`_RECORDING_BUFFER` bytes) and at the end: one thread hop per
+    second per session, not one per batch (a hop costs the loop a GIL hand-over). A process
+    killed mid-session loses at most that second of the recording; the statements are in the
+    audit log all the same."""
+
+    def __init__(
+        self, uploader: Uploader, meta: RecordingMeta, builder: DbCastBuilder, clock: Clock
+    ) -> None:
+        self._uploader = uploader
+        self._meta = meta
         self._builder = builder
         self._clock = clock
         self._start = clock.monotonic()
-        self._write(builder.start())
+        self._file: SpoolFile | None = None
+        self._failed = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._flushed = self._start
+
+    async def open(self) -> None:
+        """Create the spool files and write the header (a failure is logged: the session
+        goes on audited, unrecorded)."""
+        try:
+            self._file = await asyncio.to_thread(self._uploader.spool.open, self._meta)
+        except OSError as exc:
+            log.error("db session %s: cannot start its recording: %s", self._meta.session_id, exc)
+            self._failed = True
+            return
+        await asyncio.to_thread(self._write, self._builder.start())
 
     def _write(self, data: bytes) -> None:
+        if self._file is None or self._failed:
+            return
         try:
             self._file.write(data)
         except OSError as exc:  # the session goes on (audited); the recording is cut short
-            log.error("db recording %s: write failed: %s", self._file.meta.session_id, exc)
+            log.error("db recording %s: write failed: %s", self._meta.session_id, exc)
 
-    def write(self, statements: Sequence[Statement]) -> None:
-        seconds = self._clock.monotonic() - self._start
-        self._write(b"".join(self._builder.statement(seconds, s.sql, s.params) for s in statements))
+    async def write(self, statements: Sequence[Statement]) -> None:
+        if not statements or self._file is None:
+            return
+        now = self._clock.monotonic()
+        seconds = now - self._start
+        line = self._builder.statement
+        data = b"".join(line(seconds, s.sql, s.params) for s in statements)
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _RECORDING_BUFFER or now - self._flushed >= _RECORDING_FLUSH:
+            await self._flush(now)
 
-    def finish(self, ended: datetime) -> RecordingMeta | None:
+    async def _flush(self, now: float) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer, self._buffered = [], 0
+            await asyncio.to_thread(self._write, data)
+        self._flushed = now
+
+    async def finish(self, ended: datetime) -> RecordingMeta | None:
         """Close it and mark it ready for upload; its metadata with the sha256 (None: the
         spool failed, nothing to upload)."""
+        file = self._file
+        if file is None:
+            return None
+        await self._flush(self._clock.monotonic())
+        return await asyncio.to_thread(self._finish, file, ended)
+
+    def _finish(self, file: SpoolFile, ended: datetime) -> RecordingMeta | None:
         try:
-            return self._file.finish(self._file.meta.model_copy(update={"ended": ended}))
+            return file.finish(file.meta.model_copy(update={"ended": ended}))
         except OSError as exc:
-            log.error("db recording %s: cannot finish: %s", self._file.meta.session_id, exc)
-            self._file.abort()
+            log.error("db recording %s: cannot finish: %s", file.meta.session_id, exc)
+            file.abort()
             return None
 
 

@@ -246,6 +246,8 @@ class ProxyListener:
         # direct connection); nothing resumes these sessions anyway.
         contexts[RouteKind.DB].num_tickets = 0
         contexts[RouteKind.DB_MYSQL].num_tickets = 0
+        # App hosts speak HTTP/2 to clients that offer it (the app route translates to HTTP/1.1).
+        contexts[RouteKind.APP].set_alpn_protocols(["h2", Route.APP.alpn or ""])
         for pem in self._extra_tunnel_cas:
             contexts[RouteKind.TUNNEL].load_verify_locations(cadata=pem)
         self._contexts = contexts

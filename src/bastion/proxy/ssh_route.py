@@ -231,6 +231,29 @@ class SSHRoute:
             now = None  # time conditions then fail closed
         return AccessContext.for_identity(identity, source_ip=client_addr[0], time=now)
 
+    async def may_require_session_mfa(self, identity: Identity) -> bool:
+        """Can a route of ``identity`` need per-session MFA at all here (a role option or the
+        cluster's preference)? The plain OpenSSH path to a leaf asks only then, per target
+        (:meth:`session_mfa_required`; docs/trusted-clusters.md)."""
+        roles = await self._deps.roles.get_roles(identity.roles)
+        locks = self._deps.locks
+        cluster = locks.cluster_session_mfa if locks is not None else False
+        return cluster or RoleSet.from_roles(roles, identity.traits).options().require_session_mfa
+
+    async def session_mfa_required(
+        self, identity: Identity, node: str, login: str, client_addr: tuple[str, int]
+    ) -> bool:
+        """Would the route to ``login@node`` refuse ``identity`` for want of per-session MFA
+        (and nothing else found first)? Any other refusal answers False: the route itself then
+        reports it."""
+        try:
+            await self._authorize(identity, SSHRequest(node=node, login=login), client_addr)
+        except SessionMFARefused:
+            return True
+        except BastionError:
+            return False
+        return False
+
     async def _authorize(
         self, identity: Identity, request: SSHRequest, client_addr: tuple[str, int]
     ) -> Node:

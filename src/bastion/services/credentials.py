@@ -6,6 +6,7 @@ editors and auditors may do) never reveals a hash. Nothing here logs a secret.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -31,7 +32,19 @@ __all__ = [
 ]
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
-_DUMMY_HASH = _HASHER.hash("bastion-timing-equalizer")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+# Verified for unknown users: an encoded argon2id hash with the hasher's parameters (so a check
+# costs what a real one does) that matches no password. Built from constant bytes rather than by
+# hashing at import, which every CLI and daemon start would pay for.
+_DUMMY_HASH = (
+    f"$argon2id$v=19$m={_HASHER.memory_cost},t={_HASHER.time_cost},p={_HASHER.parallelism}"
+    f"${_b64(b'bastion-dummy-salt'[: _HASHER.salt_len])}${_b64(bytes(_HASHER.hash_len))}"
+)
 MIN_PASSWORD_LENGTH = 12
 
 

@@ -75,6 +75,8 @@ class ResourceStore(Generic[R]):
         self._model = model
         self._prefix = prefix.rstrip("/") + "/"
         self.kind = model.KIND
+        self._shared: dict[str, tuple[int, bytes, R]] = {}
+        """:meth:`list_shared`'s cache: key -> (revision, stored bytes, decoded resource)."""
 
     def key(self, name: str) -> str:
         return self._prefix + name
@@ -147,7 +149,22 @@ class ResourceStore(Generic[R]):
             resource = self._model.model_validate_json(item.value)
         except ValidationError as exc:
             raise BastionError(f"stored {self.kind} at {item.key} is corrupt: {exc}") from exc
-        resource.metadata.revision = str(item.revision)
+        # The revision is a plain string the backend made: set it without validate_assignment
+        # (which re-validates the field and costs a fifth of a decode on a listing).
+        metadata = resource.metadata
+        metadata.__dict__["revision"] = str(item.revision)
+        metadata.__pydantic_fields_set__.add("revision")
+        return resource
+
+    def _decode_shared(self, item: Item) -> R:
+        """The decoded ``item`` from :attr:`_shared` when the very same bytes at the very same
+        revision were decoded before (both read in the query that returned ``item``, so another
+        auth server's write is a new revision and a miss, never a stale hit)."""
+        hit = self._shared.get(item.key)
+        if hit is not None and hit[0] == item.revision and hit[1] == item.value:
+            return hit[2]
+        resource = self._decode(item)
+        self._shared[item.key] = (item.revision, item.value, resource)
         return resource
 
     async def get(self, name: str) -> R:
@@ -157,7 +174,26 @@ class ResourceStore(Generic[R]):
             raise NotFound(f"{self._label(name)} not found") from None
 
     async def list(self) -> list[R]:
+        """Every stored resource, decoded for this caller (its to change)."""
         return [self._decode(item) for item in await self._backend.get_range(self._prefix)]
+
+    async def list_shared(self) -> list[R]:
+        """Every stored resource, **read-only**: the objects are shared with other readers and
+        kept between calls, so a caller must copy (``model_copy``) before changing one.
+
+        What :meth:`list` returns, without decoding what was decoded before: each listed item
+        is served from a cache keyed by its key and checked against the revision and bytes
+        read now (a write by any process, this one or another auth server on the same
+        database, is a miss). Keys gone from the listing leave the cache. For the hot read
+        paths (``bsh ls``, the web resources page with 10,000 nodes).
+        """
+        items = await self._backend.get_range(self._prefix)
+        out = [self._decode_shared(item) for item in items]
+        if len(self._shared) > len(items):  # deleted or expired since the last listing
+            listed = {item.key for item in items}
+            for key in [k for k in self._shared if k not in listed]:
+                del self._shared[key]
+        return out
 
     async def create(self, resource: R) -> R:
         try:

@@ -17,20 +17,31 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from bastion.errors import AccessDenied, BadParameter
 from bastion.sso.mapping import SSOIdentity, normalize_claims
 from bastion.types.connectors import SAMLConnector
 
-with warnings.catch_warnings():  # pysaml2 imports a cipher mode cryptography has deprecated
-    warnings.simplefilter("ignore")
-    from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-    from saml2.client import Saml2Client
-    from saml2.config import SPConfig
+if TYPE_CHECKING:
     from saml2.mdstore import MetadataStore
 
 __all__ = ["SKEW", "SAMLProvider", "xmlsec_binary"]
+
+BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+
+
+def _saml2() -> tuple[ModuleType, ModuleType]:
+    """``(saml2.client, saml2.config)``, imported on first use: pysaml2 takes most of a second
+    of CPU to import, which every daemon start would pay without a SAML connector."""
+    with warnings.catch_warnings():  # pysaml2 imports a cipher mode cryptography has deprecated
+        warnings.simplefilter("ignore")
+        import saml2.client
+        import saml2.config
+    return saml2.client, saml2.config
+
 
 SKEW = 60
 """Seconds of clock skew tolerated on assertion conditions."""
@@ -75,7 +86,8 @@ class SAMLProvider:
                 }
             },
         }
-        sp_config = SPConfig()
+        client_mod, config_mod = _saml2()
+        sp_config = config_mod.SPConfig()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -84,7 +96,7 @@ class SAMLProvider:
             raise BadParameter(
                 f'saml "{connector.name}": spec.entity_descriptor: cannot load it ({exc})'
             ) from None
-        self._client = Saml2Client(config=sp_config)
+        self._client = client_mod.Saml2Client(config=sp_config)
         metadata: MetadataStore = sp_config.metadata
         idps = list(metadata.identity_providers())
         if len(idps) != 1:

@@ -25,6 +25,8 @@ from bastion.audit.emitter import Emitter
 from bastion.auth.db_certs import DbCerts
 from bastion.auth.gate import Gate
 from bastion.auth.recordings import InProcessTarget, RecordingService
+from bastion.auth.server import AuthDeps, AuthServer
+from bastion.backend import open_backend
 from bastion.clock import SystemClock
 from bastion.errors import NotFound
 from bastion.live.registry import LiveRegistry
@@ -32,11 +34,11 @@ from bastion.locks.watcher import LockWatcher
 from bastion.proxy.db_route import DbRoute, DbRouteDeps
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.recording.spool import Spool
-from bastion.recording.store import LocalRecordingStore
+from bastion.recording.store import LocalRecordingStore, RecordingStore
 from bastion.recording.uploader import Uploader
 from bastion.services.cache import StoreRoleSource
 from bastion.tasks import spawn
-from bastion.testing import AuthFixture, make_auth, new_tls_key
+from bastion.testing import make_auth, new_tls_key
 from bastion.testing.peers.postgres import PgServer
 from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
 from bastion.tunnel import TunnelServer, client_tls_context
@@ -48,7 +50,15 @@ from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 
-__all__ = ["DbRig", "Recorder", "RigParts", "dba_and_alice", "rig_cluster", "start_db_rig"]
+__all__ = [
+    "DbRig",
+    "Recorder",
+    "RigParts",
+    "dba_and_alice",
+    "rig_auth",
+    "rig_cluster",
+    "start_db_rig",
+]
 
 CLUSTER = "test.local"
 
@@ -83,7 +93,7 @@ class DbRig:
     audit: Recorder
     locks: LockWatcher
     alice: Identity
-    fx: AuthFixture | None = None
+    auth: AuthServer | None = None
     """The auth server (its recording store holds the database sessions' recordings)."""
 
     async def login(self, db_user: str, name: str) -> str:
@@ -121,19 +131,49 @@ class DbRig:
 
 
 @asynccontextmanager
+async def rig_auth(
+    tmp: Path, clock: SystemClock, *, sqlite: bool, recordings: RecordingStore | None = None
+) -> AsyncIterator[AuthServer]:
+    """The rig's auth server: over a MemoryBackend (tests), or with ``sqlite`` over the
+    SQLite backend of ``bastion start`` (benchmarks: the audit log's real write path)."""
+    if not sqlite:
+        yield (await make_auth(clock=clock, cluster=CLUSTER, recordings=recordings)).auth
+        return
+    backend = await open_backend("sqlite", path=str(tmp / "backend.sqlite"), clock=clock)
+    try:
+        auth = AuthServer(
+            AuthDeps(
+                backend=backend, clock=clock, cluster=CLUSTER, kek=b"\x01" * 32,
+                recordings=recordings,
+            )
+        )  # fmt: skip
+        await auth.init()
+        yield auth
+    finally:
+        await backend.close()
+
+
+@asynccontextmanager
 async def start_db_rig(
-    tmp: Path, *, audit_queries: bool = True, colocated: bool = False
+    tmp: Path, *, audit_queries: bool = True, colocated: bool = False, sqlite: bool = False
 ) -> AsyncIterator[DbRig]:
     """Start everything; stop it all on exit (raises PostgresUnavailable without a server).
 
     ``colocated``: the agent's tunnel is handed to the proxy in memory, as the all-in-one
     ``bastion start`` does (:meth:`bastion.agent.db_runner.DbService.local`), instead of TLS
-    over loopback (a remote agent)."""
+    over loopback (a remote agent). ``sqlite``: auth over the SQLite backend (see
+    :func:`rig_auth`)."""
     clock = SystemClock()
-    fx = await make_auth(
-        clock=clock, cluster=CLUSTER, recordings=LocalRecordingStore(tmp / "recordings")
-    )
-    auth = fx.auth
+    store = LocalRecordingStore(tmp / "recordings")
+    async with rig_auth(tmp, clock, sqlite=sqlite, recordings=store) as auth:
+        async with _db_rig(tmp, auth, clock, audit_queries, colocated) as rig:
+            yield rig
+
+
+@asynccontextmanager
+async def _db_rig(
+    tmp: Path, auth: AuthServer, clock: SystemClock, audit_queries: bool, colocated: bool
+) -> AsyncIterator[DbRig]:
     recordings = Uploader(
         Spool(tmp / "db-recording-spool"), InProcessTarget(RecordingService(auth))
     )
@@ -161,7 +201,7 @@ async def start_db_rig(
             auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
             recordings=recordings, admins=admins,
         ) as parts:  # fmt: skip
-            yield DbRig(parts.port, tmp, pg, certs, parts.audit, parts.locks, alice, fx)
+            yield DbRig(parts.port, tmp, pg, certs, parts.audit, parts.locks, alice, auth)
     finally:
         await asyncio.to_thread(pg.stop)
 
@@ -277,6 +317,8 @@ async def rig_cluster(
 
     deps = DbAgentDeps([database], agent_certs, clock, admins=dict(admins or {}), audit=audit)
     agent = DbAgent(deps)
+    if colocated:  # as DbService.local: sessions skip the in-memory tunnel
+        route.add_local_agent(host_id, agent)
 
     async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
         agent_end, proxy_end = memory_pair("db rig agent")

@@ -26,11 +26,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from bastion.auth.db_certs import DbCerts
+from bastion.auth.server import AuthServer
 from bastion.clock import SystemClock
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.mysql_listener import MySQLListener
-from bastion.testing import make_auth, new_tls_key
-from bastion.testing.db_rig import Recorder, dba_and_alice, rig_cluster
+from bastion.testing import new_tls_key
+from bastion.testing.db_rig import Recorder, dba_and_alice, rig_auth, rig_cluster
 from bastion.testing.peers.mariadb import MariaDBServer, start_mariadb
 from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
@@ -104,15 +105,23 @@ purpose: only Bastion's ``db_names`` keeps her out of it."""
 
 @asynccontextmanager
 async def start_mysql_rig(
-    tmp: Path, *, audit_queries: bool = True, colocated: bool = False
+    tmp: Path, *, audit_queries: bool = True, colocated: bool = False, sqlite: bool = False
 ) -> AsyncIterator[MySQLRig]:
     """Start everything; stop it all on exit (raises MariaDBUnavailable without a server).
 
     ``colocated``: the agent's tunnel is handed to the proxy in memory (the all-in-one
-    ``bastion start``) instead of TLS over loopback (a remote agent)."""
+    ``bastion start``) instead of TLS over loopback (a remote agent). ``sqlite``: auth over
+    the SQLite backend (:func:`bastion.testing.db_rig.rig_auth`)."""
     clock = SystemClock()
-    fx = await make_auth(clock=clock, cluster=CLUSTER)
-    auth = fx.auth
+    async with rig_auth(tmp, clock, sqlite=sqlite) as auth:
+        async with _mysql_rig(tmp, auth, clock, audit_queries, colocated) as rig:
+            yield rig
+
+
+@asynccontextmanager
+async def _mysql_rig(
+    tmp: Path, auth: AuthServer, clock: SystemClock, audit_queries: bool, colocated: bool
+) -> AsyncIterator[MySQLRig]:
     certs = DbCerts(auth)
     srv_key, srv_pub = new_tls_key()
     cert = await certs.server_cert(

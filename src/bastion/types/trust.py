@@ -120,7 +120,9 @@ class TrustedCluster(Resource):
 class RemoteClusterSpec(StrictModel):
     cas: ClusterCAs
     """The leaf's CAs, trusted on this root for that leaf's tunnel only."""
-    connection: Literal["online", "offline"] = "offline"
+    connection: Literal["online", "offline", "suspended"] = "offline"
+    """The leaf's tunnel: ``suspended`` when the leaf closed it because it set ``enabled:
+    false`` on its ``trusted_cluster`` (until it connects again)."""
     last_heartbeat: datetime | None = None
     created_by: str = ""
 

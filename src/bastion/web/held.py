@@ -41,6 +41,14 @@ GRACE: Final = 30.0
 BUFFER_LIMIT: Final = 1024 * 1024
 """Output kept while no WebSocket is attached (the newest bytes; older ones are dropped)."""
 READ_SIZE: Final = 64 * 1024
+"""The most output sent as one WebSocket frame."""
+BULK_CHUNK: Final = 1024
+"""A read at least this big is bulk output (a keystroke's echo is a few bytes): more is awaited
+for :data:`COALESCE_WAIT` before the frame goes out."""
+COALESCE_WAIT: Final = 0.004
+"""How long bulk output may wait for more to fill its frame. A node's pty yields 4 KiB a read:
+one WebSocket frame each costs the browser more than xterm.js's rendering of it, so bulk output
+goes out in frames of up to :data:`READ_SIZE`, at most this much later (never an echo)."""
 
 
 def owner_key(session_cookie: str) -> str:
@@ -82,6 +90,25 @@ class TailBuffer:
         return out
 
 
+async def _more(reader: Reader, room: int, wait: float = COALESCE_WAIT) -> bytes:
+    """What else ``reader`` gives within ``wait`` seconds, up to ``room`` bytes (an interrupted
+    read of an asyncssh stream takes nothing: it only waits while its buffer is empty)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    parts: list[bytes] = []
+    while room > 0:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await reader.read(room)
+        except TimeoutError:
+            break
+        if not chunk:  # end of output: the next read says so again
+            break
+        parts.append(chunk)
+        room -= len(chunk)
+    return b"".join(parts)
+
+
 class HeldTerminal:
     """One terminal's SSH session, with or without a WebSocket attached."""
 
@@ -115,6 +142,8 @@ class HeldTerminal:
             data = await reader.read(READ_SIZE)
             if not data:
                 return
+            if len(data) >= BULK_CHUNK:
+                data += await _more(reader, READ_SIZE - len(data))
             async with self._lock:
                 await self._deliver(data)
 

@@ -4,17 +4,18 @@ Layer: web. The nodes are those ``bsh ls`` shows the user (``GuardedAuth.list_re
 same RBAC checker), filtered by labels and free text, sorted and paged on the server
 (:func:`select_nodes`, pure), so 10,000 nodes cost one page of HTML. Each row's connect action
 offers the logins the user's roles allow on that node and opens the web terminal
-(:mod:`bastion.web.terminal`). Server-rendered: no script on this page at all.
+(:mod:`bastion.web.terminal`). The databases and apps tabs (``bsh db ls`` and ``bsh apps ls``'s
+service calls) share the same table mechanism (:mod:`bastion.web.listing`): label chips, label
+filter, search, sorting and paging. Server-rendered: no script on these pages at all.
 """
 
 from __future__ import annotations
 
 import html
-import math
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -29,11 +30,27 @@ from bastion.errors import BadParameter
 from bastion.protocols.apphost import app_address
 from bastion.rbac.conditions import AccessContext
 from bastion.types.inventory import Node
+from bastion.web.listing import (
+    ListQuery,
+    Page,
+    TableSpec,
+    chips,
+    empty_state,
+    filter_form,
+    list_query,
+    pager,
+    parse_label_filter,
+    select,
+    sort_header,
+)
 from bastion.web.pages import Raw
 from bastion.web.sessions import WebSession, current_session
 from bastion.web.ui import app_page
 
 __all__ = [
+    "APP_TABLE",
+    "DB_TABLE",
+    "NODE_TABLE",
     "AppRow",
     "DbRow",
     "NodeLister",
@@ -48,25 +65,8 @@ __all__ = [
     "select_nodes",
 ]
 
-_LABEL = re.compile(r"^([^=\s,]{1,63})=([^\s,]{0,253})$")
+T = TypeVar("T")
 _STATUS_ORDER = {True: 0, None: 1, False: 2}
-
-
-def parse_label_filter(text: str) -> dict[str, str]:
-    """``"env=prod team=web"`` (spaces or commas) into ``{"env": "prod", "team": "web"}``.
-
-    Raises:
-        BadParameter: a part is not ``key=value``.
-    """
-    out: dict[str, str] = {}
-    for part in re.split(r"[\s,]+", text.strip()):
-        if not part:
-            continue
-        match = _LABEL.match(part)
-        if match is None:
-            raise BadParameter(f"label filter {part[:60]!r}: expected key=value (env=prod)")
-        out[match.group(1)] = match.group(2)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +83,24 @@ class ListedNode:
 
 Listed = NodeRow | ListedNode
 
+NODE_TABLE: TableSpec[Listed] = TableSpec(
+    path="/web/nodes",
+    noun="nodes",
+    labels=lambda r: r.labels,
+    text=lambda r: (r.name, r.addr),
+    sorts={
+        "name": lambda r: (r.name.lower(),),
+        "addr": lambda r: (r.addr.lower(), r.name.lower()),
+        "status": lambda r: (_STATUS_ORDER[r.online], r.name.lower()),
+    },
+)
+"""The servers tab's table (the same mechanism as the other tabs and the role preview)."""
 
-def _matches(row: Listed, labels: dict[str, str], text: str) -> bool:
-    if any(row.labels.get(k) != v for k, v in labels.items()):
-        return False
-    if not text:
-        return True
-    haystack = [row.name, row.addr, *(f"{k}={v}" for k, v in row.labels.items())]
-    return any(text in h.lower() for h in haystack)
 
-
-def _sort_key(sort: str) -> Callable[[Listed], tuple[object, ...]]:
-    column = sort.lstrip("-")
-    if column == "addr":
-        return lambda r: (r.addr.lower(), r.name.lower())
-    if column == "status":
-        return lambda r: (_STATUS_ORDER[r.online], r.name.lower())
-    return lambda r: (r.name.lower(),)
+def _list_query(query: NodeQuery) -> ListQuery:
+    return ListQuery(
+        q=query.q, label=query.label, sort=query.sort, page=query.page, per_page=query.per_page
+    )
 
 
 def select_nodes(rows: Iterable[Listed], query: NodeQuery) -> NodePage:
@@ -108,20 +109,13 @@ def select_nodes(rows: Iterable[Listed], query: NodeQuery) -> NodePage:
     Raises:
         BadParameter: a malformed label filter.
     """
-    labels = parse_label_filter(query.label)
-    text = query.q.strip().lower()
-    matched = [r for r in rows if _matches(r, labels, text)]
-    matched.sort(key=_sort_key(query.sort), reverse=query.sort.startswith("-"))
-    total = len(matched)
-    pages = max(1, math.ceil(total / query.per_page))
-    number = min(query.page, pages)
-    start = (number - 1) * query.per_page
+    result = select(rows, _list_query(query), NODE_TABLE)
     return NodePage(
-        items=[_row(r) for r in matched[start : start + query.per_page]],
-        total=total,
-        page=number,
-        per_page=query.per_page,
-        pages=pages,
+        items=[_row(r) for r in result.items],
+        total=result.total,
+        page=result.page,
+        per_page=result.per_page,
+        pages=result.pages,
     )
 
 
@@ -209,36 +203,6 @@ def _esc(value: str) -> str:
     return html.escape(value, quote=True)
 
 
-def _link(query: NodeQuery, **change: object) -> str:
-    values = query.model_dump() | change
-    defaults = NodeQuery().model_dump()
-    params = {k: str(v) for k, v in values.items() if v != defaults[k]}
-    return "/web/nodes" + ("?" + urlencode(params) if params else "")
-
-
-def _sort_header(query: NodeQuery, column: str, title: str) -> str:
-    current = query.sort.lstrip("-")
-    descending = query.sort.startswith("-")
-    target = f"-{column}" if current == column and not descending else column
-    mark, aria = "", "none"
-    if current == column:
-        mark, aria = (" ▼", "descending") if descending else (" ▲", "ascending")
-    href = _esc(_link(query, sort=target, page=1))
-    return f'<th scope="col" aria-sort="{aria}"><a href="{href}">{_esc(title)}{mark}</a></th>'
-
-
-def _chips(query: NodeQuery, labels: dict[str, str]) -> str:
-    chips = []
-    for key, value in sorted(labels.items()):
-        pair = f"{key}={value}"
-        label = f"{query.label} {pair}".strip() if pair not in query.label.split() else query.label
-        href = _esc(_link(query, label=label, page=1))
-        chips.append(
-            f'<a class="chip" href="{href}" title="Filter by {_esc(pair)}">{_esc(pair)}</a>'
-        )
-    return "".join(chips)
-
-
 def _connect(row: NodeRow) -> str:
     if not row.logins:
         return '<span class="muted">no login allowed</span>'
@@ -256,60 +220,63 @@ def _connect(row: NodeRow) -> str:
 _STATUS = {True: ("online", "online"), False: ("offline", "offline"), None: ("unknown", "muted")}
 
 
+def _resource_page(
+    user: str, spec: TableSpec[Any], result: Page[Any], table: str, error: str
+) -> str:
+    """A tab of the resources page: tabs, the filter form, the error, the table, the pager."""
+    problem = f'<p class="error" role="alert">{_esc(error)}</p>' if error else ""
+    return (
+        f'<nav class="top"><span>Signed in as <strong>{_esc(user)}</strong></span> '
+        '<a href="/web/account">Account</a></nav>'
+        f"{resource_tabs(spec.path)}{filter_form(spec, result.query)}{problem}{table}"
+        f"{pager(spec, result)}"
+    )
+
+
+def _table(table_id: str, head: str, rows: list[str]) -> str:
+    return (
+        f'<table class="nodes"{table_id}><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
 def render_nodes(result: NodePage, query: NodeQuery, user: str, error: str = "") -> str:
     """The page's body (every user-controlled string escaped)."""
+    listed = _list_query(query)
+    shown: Page[NodeRow] = Page(
+        items=result.items,
+        total=result.total,
+        page=result.page,
+        per_page=result.per_page,
+        pages=result.pages,
+        query=listed,
+    )
     rows = []
     for row in result.items:
         word, css = _STATUS[row.online]
         rows.append(
             f'<tr><th scope="row">{_esc(row.name)}</th><td>{_esc(row.addr) or "-"}</td>'
-            f'<td class="chips">{_chips(query, row.labels)}</td>'
+            f'<td class="chips">{chips(NODE_TABLE, listed, row.labels)}</td>'
             f'<td class="{css}">{word}</td><td>{_connect(row)}</td></tr>'
         )
     if rows:
-        table = (
-            '<table class="nodes"><thead><tr>'
-            + _sort_header(query, "name", "Name")
-            + _sort_header(query, "addr", "Address")
+        head = (
+            sort_header(NODE_TABLE, listed, "name", "Name")
+            + sort_header(NODE_TABLE, listed, "addr", "Address")
             + '<th scope="col">Labels</th>'
-            + _sort_header(query, "status", "Status")
-            + '<th scope="col">Connect</th></tr></thead><tbody>'
-            + "".join(rows)
-            + "</tbody></table>"
+            + sort_header(NODE_TABLE, listed, "status", "Status")
+            + '<th scope="col">Connect</th>'
         )
-    elif query.q or query.label:
-        table = (
-            '<p class="empty">No node matches this filter. <a href="/web/nodes">Clear it</a>.</p>'
-        )
+        table = _table("", head, rows)
     else:
-        table = (
-            '<p class="empty">You may not reach any node yet: your roles select none. Ask an '
-            "admin for a role whose node_labels match a node.</p>"
+        table = empty_state(
+            NODE_TABLE,
+            listed,
+            "You may not reach any node yet: your roles select none. Ask an admin for a role "
+            "whose node_labels match a node.",
         )
-    first = (result.page - 1) * result.per_page + 1 if result.total else 0
-    last = min(result.page * result.per_page, result.total)
-    nav = [f'<span id="count">{first}–{last} of {result.total} nodes</span>']
-    if result.page > 1:
-        nav.append(f'<a rel="prev" href="{_esc(_link(query, page=result.page - 1))}">Previous</a>')
-    nav.append(f"<span>page {result.page} of {result.pages}</span>")
-    if result.page < result.pages:
-        nav.append(f'<a rel="next" href="{_esc(_link(query, page=result.page + 1))}">Next</a>')
-    sort_input = f'<input type="hidden" name="sort" value="{_esc(query.sort)}">'
-    form = (
-        '<form method="get" action="/web/nodes" class="filters" role="search">'
-        '<label>Search <input type="search" name="q" id="search" '
-        f'value="{_esc(query.q)}" placeholder="name, address or label"></label>'
-        '<label>Labels <input type="text" name="label" id="label-filter" '
-        f'value="{_esc(query.label)}" placeholder="env=prod team=web"></label>'
-        f'{sort_input}<button type="submit">Filter</button></form>'
-    )
-    problem = f'<p class="error" role="alert">{_esc(error)}</p>' if error else ""
-    return (
-        f'<nav class="top"><span>Signed in as <strong>{_esc(user)}</strong></span> '
-        '<a href="/web/account">Account</a></nav>'
-        f"{resource_tabs('/web/nodes')}{form}{problem}{table}"
-        f'<nav class="pager" aria-label="Pages">{" ".join(nav)}</nav>'
-    )
+    return _resource_page(user, NODE_TABLE, shown, table, error)
 
 
 async def node_page(lister: NodeLister, request: web.Request, session: WebSession) -> web.Response:
@@ -362,82 +329,122 @@ class AppRow:
     protocol: str
 
 
-def _label_text(labels: dict[str, str]) -> str:
-    return "".join(
-        f'<span class="chip">{_esc(f"{k}={v}")}</span>' for k, v in sorted(labels.items())
-    )
+_ONLINE_ORDER = {True: 0, False: 1}
+
+DB_TABLE: TableSpec[DbRow] = TableSpec(
+    path="/web/databases",
+    noun="databases",
+    labels=lambda r: r.labels,
+    text=lambda r: (r.name, r.protocol, *r.db_users, *r.db_names),
+    sorts={
+        "name": lambda r: (r.name.lower(),),
+        "protocol": lambda r: (r.protocol, r.name.lower()),
+        "status": lambda r: (_ONLINE_ORDER[r.online], r.name.lower()),
+    },
+    placeholder="name, protocol, user or label",
+)
+"""The databases tab's table (the servers tab's mechanism)."""
+
+APP_TABLE: TableSpec[AppRow] = TableSpec(
+    path="/web/apps",
+    noun="apps",
+    labels=lambda r: r.labels,
+    text=lambda r: (r.name, r.addr, r.protocol),
+    sorts={
+        "name": lambda r: (r.name.lower(),),
+        "addr": lambda r: (r.addr.lower(), r.name.lower()),
+        "protocol": lambda r: (r.protocol, r.name.lower()),
+    },
+)
+"""The apps tab's table (the servers tab's mechanism)."""
 
 
-def _resource_page(user: str, active: str, table: str) -> str:
-    return (
-        f'<nav class="top"><span>Signed in as <strong>{_esc(user)}</strong></span> '
-        '<a href="/web/account">Account</a></nav>'
-        f"{resource_tabs(active)}{table}"
-    )
-
-
-def render_databases(rows: Iterable[DbRow], user: str) -> str:
+def render_databases(result: Page[DbRow], user: str, error: str = "") -> str:
     """The databases page's body: connect is ``bsh db connect NAME`` (every string escaped)."""
+    query = result.query
     body = []
-    for row in rows:
+    for row in result.items:
         word, css = _STATUS[row.online]
         command = f"bsh db connect {row.name}"
         body.append(
             f'<tr data-db="{_esc(row.name)}"><th scope="row">{_esc(row.name)}</th>'
-            f"<td>{_esc(row.protocol)}</td><td class='chips'>{_label_text(row.labels)}</td>"
+            f"<td>{_esc(row.protocol)}</td>"
+            f'<td class="chips">{chips(DB_TABLE, query, row.labels)}</td>'
             f"<td>{_esc(', '.join(row.db_users) or '-')}</td>"
             f"<td>{_esc(', '.join(row.db_names) or '-')}</td>"
             f'<td class="{css}">{word}</td><td><code>{_esc(command)}</code></td></tr>'
         )
     if not body:
-        table = (
-            '<p class="empty">You may not reach any database: your roles select none (their '
-            "db_labels). Ask an admin for a role that does.</p>"
+        table = empty_state(
+            DB_TABLE,
+            query,
+            "You may not reach any database: your roles select none (their db_labels). Ask an "
+            "admin for a role that does.",
         )
     else:
-        table = (
-            '<table class="nodes" id="databases"><thead><tr><th scope="col">Name</th>'
-            '<th scope="col">Protocol</th><th scope="col">Labels</th>'
-            '<th scope="col">Database users</th><th scope="col">Database names</th>'
-            '<th scope="col">Status</th><th scope="col">Connect</th></tr></thead><tbody>'
-            + "".join(body)
-            + "</tbody></table>"
+        head = (
+            sort_header(DB_TABLE, query, "name", "Name")
+            + sort_header(DB_TABLE, query, "protocol", "Protocol")
+            + '<th scope="col">Labels</th><th scope="col">Database users</th>'
+            '<th scope="col">Database names</th>'
+            + sort_header(DB_TABLE, query, "status", "Status")
+            + '<th scope="col">Connect</th>'
         )
-    return _resource_page(user, "/web/databases", table)
+        table = _table(' id="databases"', head, body)
+    return _resource_page(user, DB_TABLE, result, table, error)
 
 
-def render_apps(rows: Iterable[AppRow], user: str) -> str:
-    """The apps page's body: HTTP apps open through their launch link, TCP apps through
-    ``bsh apps login NAME`` (every string escaped)."""
-    body = []
-    for row in rows:
-        if row.protocol == "http":
-            href = _esc("/web/apps/" + quote(row.name, safe="") + "/launch")
-            action = (
-                f'<a class="button" href="{href}" target="_blank" rel="noopener" '
-                f'aria-label="Launch {_esc(row.name)}">Launch</a>'
-            )
-        else:
-            action = f"<code>{_esc(f'bsh apps login {row.name}')}</code>"
-        body.append(
-            f'<tr data-app="{_esc(row.name)}"><th scope="row">{_esc(row.name)}</th>'
-            f"<td>{_esc(row.addr)}</td><td>{_esc(row.protocol)}</td>"
-            f'<td class="chips">{_label_text(row.labels)}</td><td>{action}</td></tr>'
-        )
+def _app_action(row: AppRow) -> str:
+    if row.protocol != "http":
+        return f"<code>{_esc(f'bsh apps login {row.name}')}</code>"
+    href = _esc("/web/apps/" + quote(row.name, safe="") + "/launch")
+    return (
+        f'<a class="button" href="{href}" target="_blank" rel="noopener" '
+        f'aria-label="Launch {_esc(row.name)}">Launch</a>'
+    )
+
+
+def render_apps(result: Page[AppRow], user: str, error: str = "") -> str:
+    """The apps page's body: HTTP apps open through their launch link (the proxy signs the
+    browser in to the app's address), TCP apps through ``bsh apps login NAME`` (every string
+    escaped)."""
+    query = result.query
+    body = [
+        f'<tr data-app="{_esc(row.name)}"><th scope="row">{_esc(row.name)}</th>'
+        f"<td>{_esc(row.addr)}</td><td>{_esc(row.protocol)}</td>"
+        f'<td class="chips">{chips(APP_TABLE, query, row.labels)}</td>'
+        f"<td>{_app_action(row)}</td></tr>"
+        for row in result.items
+    ]
     if not body:
-        table = (
-            '<p class="empty">You may not reach any app: your roles select none (their '
-            "app_labels). Ask an admin for a role that does.</p>"
+        table = empty_state(
+            APP_TABLE,
+            query,
+            "You may not reach any app: your roles select none (their app_labels). Ask an "
+            "admin for a role that does.",
         )
     else:
-        table = (
-            '<table class="nodes" id="apps"><thead><tr><th scope="col">Name</th>'
-            '<th scope="col">Address</th><th scope="col">Protocol</th>'
-            '<th scope="col">Labels</th><th scope="col">Open</th></tr></thead><tbody>'
-            + "".join(body)
-            + "</tbody></table>"
+        head = (
+            sort_header(APP_TABLE, query, "name", "Name")
+            + sort_header(APP_TABLE, query, "addr", "Address")
+            + sort_header(APP_TABLE, query, "protocol", "Protocol")
+            + '<th scope="col">Labels</th><th scope="col">Open</th>'
         )
-    return _resource_page(user, "/web/apps", table)
+        table = _table(' id="apps"', head, body)
+    return _resource_page(user, APP_TABLE, result, table, error)
+
+
+def _paged(rows: list[T], params: dict[str, str], spec: TableSpec[T]) -> tuple[Page[T], str]:
+    """One page of ``rows`` for the request's query, or an empty page and the one-line error."""
+    try:
+        query = list_query(params, spec.sorts)
+        return select(rows, query, spec), ""
+    except BadParameter as exc:
+        return Page(items=[], total=0, page=1, per_page=50, pages=1), exc.message
+
+
+def _params(request: web.Request) -> dict[str, str]:
+    return {k: v for k, v in request.query.items() if isinstance(v, str)}
 
 
 class OtherResources:
@@ -470,7 +477,9 @@ class OtherResources:
             )
             for v in await self.inventory.visible(guard.ctx.role_set)
         ]
-        return app_page("Databases", Raw(render_databases(rows, session.user)))
+        result, error = _paged(rows, _params(request), DB_TABLE)
+        body = render_databases(result, session.user, error)
+        return app_page("Databases", Raw(body), status=400 if error else 200)
 
     async def apps(self, request: web.Request) -> web.Response:
         """``GET /web/apps``."""
@@ -486,4 +495,6 @@ class OtherResources:
             )
             for a in await self.access.list_allowed(session.identity)
         ]
-        return app_page("Apps", Raw(render_apps(rows, session.user)))
+        result, error = _paged(rows, _params(request), APP_TABLE)
+        body = render_apps(result, session.user, error)
+        return app_page("Apps", Raw(body), status=400 if error else 200)

@@ -4,7 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.audit.canonical import decode, encode
+from bastion.audit.canonical import (
+    decode,
+    encode,
+    encode_obj,
+    event_doc,
+    is_plain,
+    iso_time,
+    trusted_event,
+    with_index,
+)
 from bastion.errors import BadParameter
 from bastion.types.audit import AuditEvent
 
@@ -48,3 +57,62 @@ def test_decode_rejects_garbage_with_a_clear_error():
         decode(b"{nope")
     with pytest.raises(BadParameter):
         decode(b'{"type": "x"}')
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    TEXT,
+    TEXT,
+    st.dictionaries(TEXT, JSONISH | st.datetimes(timezones=st.just(UTC)), max_size=4),
+    st.integers(0) | st.none(),
+    st.datetimes(timezones=st.just(UTC)),
+)
+def test_the_write_path_fast_encoding_is_byte_for_byte_the_validated_one(
+    user, reason, fields, index, when
+):
+    """trusted_event + event_doc (no pydantic round trip) give the bytes encode() gives for
+    the validated event, or decline (non-plain fields: the validated path is used)."""
+    values = {
+        "type": "app.request",
+        "code": "T0000I",
+        "time": when,
+        "cluster": "c",
+        "outcome": "success",
+        "fields": dict(fields),
+        "id": "0-1",
+        "user": user,
+        "reason": reason,
+    }
+    validated = AuditEvent(**values)
+    fast = trusted_event(dict(values))
+    assert fast == validated and fast.model_dump() == validated.model_dump()
+    if index is not None:
+        validated = validated.model_copy(update={"index": index})
+        fast = with_index(fast, index)
+    assert fast.index == validated.index
+    doc = event_doc(fast)
+    if doc is not None:
+        assert encode_obj(doc) == encode(validated)
+        assert is_plain(fields)
+    else:
+        assert not is_plain(fields)
+
+
+def test_non_utc_times_and_non_finite_floats_take_the_validated_path():
+    from datetime import timedelta, timezone
+
+    plus2 = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    event = trusted_event({"type": "x", "time": plus2})
+    assert event_doc(event) is None and iso_time(plus2) is None
+    assert not is_plain({"x": float("inf")}) and not is_plain({1: "a"})
+    assert iso_time(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"

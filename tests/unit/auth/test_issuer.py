@@ -143,3 +143,50 @@ async def test_require_hardware_key_holds_for_every_issuance_of_the_roles_holder
     assert certs.tls_cert
     plain = ident.model_copy(update={"roles": ("access",)})  # without the role: as before
     assert (await fx.auth.issuer.issue_user(plain, pub, "ip")).tls_cert
+
+
+async def test_a_tpm_held_ssh_key_gets_the_ssh_certificate_and_the_identity_says_so():
+    """``ssh_public_key`` (bsh login --key-store=tpm): the SSH certificate is for that key, the
+    X.509 one for the software TLS key; ``key_attestation`` is the issuer's own verdict, never
+    copied from the identity it was given (a renewal for another key loses it)."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from bastion.ca.x509 import identity_from_certificate
+    from bastion.rbac.device_trust import KeyAttestation
+
+    fx = await make_auth()
+    ident = fx.auth.issuer.user_identity(
+        cluster="test.local",
+        user="alice",
+        roles=["access"],
+        traits={},
+        role_set=RoleSet.from_roles([await fx.auth.roles.get("access")], {}),
+        requested_ttl=timedelta(hours=1),
+    ).model_copy(update={"logins": ("root",)})
+    _, tls_pub = new_public_key()
+    held = ec.generate_private_key(ec.SECP256R1()).public_key()
+    ssh_pub = held.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    spki = hashlib.sha256(
+        held.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).hexdigest()
+    tpm = KeyAttestation("d1", "tpm", certified_key_sha256=spki)
+    certs = await fx.auth.issuer.issue_user(
+        ident, tls_pub, "ip", key_attestation=tpm, ssh_public_key=ssh_pub
+    )
+    ssh_cert = parse_ssh_certificate(certs.ssh_cert)
+    assert ssh_cert.public_key == held
+    assert identity_from_ssh_certificate(ssh_cert).key_attestation == "tpm"
+    tls = x509.load_pem_x509_certificate(certs.tls_cert.encode())
+    assert tls.public_key() == parse_public_key(tls_pub)
+    assert identity_from_certificate(tls).key_attestation == "tpm"
+    # a claim carried over from an earlier certificate does not survive another key
+    renewed = await fx.auth.issuer.issue_user(certs.identity, tls_pub, "ip")
+    assert renewed.identity.key_attestation == ""

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bastion.api.tls import identity_from_peer
+from bastion.audit.log import AuditQuery
 from bastion.auth.trust import TrustService, validate_leaf
 from bastion.ca import x509 as ca_x509
 from bastion.contract.trust import TrustAnswer, ValidateTrust
@@ -218,3 +219,28 @@ async def test_root_ca_rotation_reaches_the_leaf_in_every_phase() -> None:
     with pytest.raises(AccessDenied, match="CAs of"):
         other = await make_auth(cluster="other.test")
         await trust.update_root_cas("root.test", await TrustService(other.auth).own_cas())
+
+
+async def test_leaf_ca_rotation_reaches_the_root_in_every_phase() -> None:
+    """The leaf's CAs pushed through its tunnel replace the root's copy in each phase; a tunnel
+    certificate the leaf issues with its current signing key verifies against that copy."""
+    root, leaf, trust = await _pair()
+    at_root = TrustService(root.auth)
+    assert not await at_root.update_leaf_cas("leaf.test", await trust.own_cas())  # unchanged
+    first = await trust.tunnel_signing_key()
+    for phase in ("init", "update", "standby"):
+        await leaf.auth.rotate_ca("tls_host", phase, "admin")
+        assert await at_root.update_leaf_cas("leaf.test", await trust.own_cas()), phase
+        stored = (await root.auth.store("remote_cluster").get("leaf.test")).spec.cas
+        assert stored == await trust.own_cas()
+        assert (await trust.tunnel_signing_key() == first) == (phase == "init")
+        cert_pem, _ = await trust.tunnel_certificate()
+        anchors = x509.load_pem_x509_certificates(stored.tls_host_ca.encode())
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        found = ca_x509.verify_certificate_chain(cert, anchors, root.clock.now())
+        assert (found.cluster, found.kind) == ("leaf.test", "host"), phase
+    events = await root.auth.audit.search(AuditQuery(types=("remote_cluster.update",)))
+    assert len(events) == 3 and all(e.user == "cluster/leaf.test" for e in events)
+    with pytest.raises(AccessDenied, match="CAs of"):
+        other = await make_auth(cluster="other.test")
+        await at_root.update_leaf_cas("leaf.test", await TrustService(other.auth).own_cas())

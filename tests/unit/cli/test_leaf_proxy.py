@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from bastion.cli.leaf_proxy import (
+    SESSION_FILE,
+    _session_cert,
     cert_fresh,
     find_leaf,
     leaf_dir,
@@ -35,6 +37,10 @@ from bastion.cli.ssh_handoff import SSHArgs, ssh_argv
             ("/h", None, "l.t", "root@web1.l.t:22", "ssh"),
         ),
         (["proxy", "leaf-cert", "--cluster=r.t", "l.t"], (None, "r.t", "l.t", "", "cert")),
+        (
+            ["proxy", "leaf-cert", "--cluster=r.t", "--target=root@web1.l.t", "l.t"],
+            (None, "r.t", "l.t", "root@web1.l.t", "cert"),
+        ),
         (["proxy", "leaf-cert", "--force", "l.t"], None),  # the full CLI
         (["proxy", "ssh", "--cluster=r.t", "root@web1:22"], None),  # no leaf
         (["proxy", "ssh", "--leaf=l.t"], None),  # no target
@@ -83,8 +89,27 @@ def test_cert_fresh(tmp_path: Path) -> None:
     _store_leaf(pdir, now + timedelta(hours=1))
     assert cert_fresh(pdir, "l.t", now)
     assert not cert_fresh(pdir, "l.t", now + timedelta(minutes=59, seconds=30))  # margin
+    meta = json.loads((leaf_dir(pdir, "l.t") / "cert.json").read_text())
+    (leaf_dir(pdir, "l.t") / "cert.json").write_text(json.dumps({**meta, "session": "x@y"}))
+    assert not cert_fresh(pdir, "l.t", now)  # a per-session certificate: for one connection
+    (leaf_dir(pdir, "l.t") / "cert.json").write_text(json.dumps(meta))
     (pdir / "key-cert.pub").write_text("a new root login\n")
     assert not cert_fresh(pdir, "l.t", now)  # fetched with an older root certificate
+
+
+def test_the_session_certificate_is_for_one_route_to_its_target(tmp_path: Path) -> None:
+    d = leaf_dir(tmp_path, "l.t")
+    d.mkdir(parents=True)
+    soon = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    stored = {"node": "web1", "login": "root", "expires": soon, "tls_cert": "PEM"}
+    (d / SESSION_FILE).write_text(json.dumps(stored))
+    assert _session_cert(tmp_path, "l.t", "web1", "root") == "PEM"
+    assert _session_cert(tmp_path, "l.t", "web1", "root") is None  # used once
+    (d / SESSION_FILE).write_text(json.dumps(stored))
+    assert _session_cert(tmp_path, "l.t", "web2", "root") is None  # another target
+    past = {**stored, "expires": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+    (d / SESSION_FILE).write_text(json.dumps(past))
+    assert _session_cert(tmp_path, "l.t", "web1", "root") is None  # expired
 
 
 def test_find_leaf(tmp_path: Path) -> None:
@@ -100,9 +125,11 @@ def test_find_leaf(tmp_path: Path) -> None:
 def test_render_leaf_config() -> None:
     text = render_leaf_config("r.t", "l.t", Path("/p"), "/b/bsh", None, "aes128-ctr", "algs")
     match = text.splitlines()[1]
-    assert match.startswith("Match host *.l.t exec \"[ '/p/leaves/l.t/fresh' -nt '/p/key-cert.pub'")
+    assert match.startswith("Match host *.l.t exec \"[ ! -e '/p/leaves/l.t/mfa' ] && [ '/p/")
+    assert "[ '/p/leaves/l.t/fresh' -nt '/p/key-cert.pub' ]" in match
     assert "$(date +%%s)" in match  # %% for OpenSSH's token expansion
-    assert match.endswith("|| '/b/bsh' proxy leaf-cert --cluster=r.t l.t\"")
+    # the target (%r@%h) for a leaf that may require per-session MFA: the ceremony runs there
+    assert match.endswith("|| '/b/bsh' proxy leaf-cert --cluster=r.t --target=%r@%h l.t\"")
     assert "Host *.l.t\n" in text
     assert '"/b/bsh" proxy ssh --cluster=r.t --leaf=l.t %r@%h:%p' in text
     assert "CertificateFile /p/leaves/l.t/key-cert.pub" in text

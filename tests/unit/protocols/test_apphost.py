@@ -81,6 +81,10 @@ def test_app_address():
     assert app_address("grafana", "", "proxy.test:3080") == "grafana.proxy.test:3080"
     assert app_address("grafana", "", "proxy.test:443") == "grafana.proxy.test"
     assert app_address("grafana", "g.example.com", "proxy.test") == "g.example.com"
+    # Reached by IP address or localhost: the apps live under apps.localhost (app_domain).
+    assert app_address("grafana", "", "127.0.0.1:3080") == "grafana.apps.localhost:3080"
+    assert app_address("grafana", "", "[::1]:3080") == "grafana.apps.localhost:3080"
+    assert app_address("grafana", "", "localhost") == "grafana.apps.localhost"
 
 
 def test_rewrite_headers_expand_trait_templates():

@@ -1,11 +1,23 @@
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from bastion.proxy.cluster_route import ClusterHub, HubDeps, cluster_request
+from bastion.proxy.cluster_route import (
+    MAX_PROXIES,
+    ClusterHub,
+    HubDeps,
+    cluster_request,
+    leaf_tunnel_proxies,
+    proxy_addrs,
+)
+from bastion.types.inventory import ProxyServer, ProxyServerSpec
+from bastion.types.meta import Metadata
 
 
 def _hub() -> ClusterHub:
-    deps = HubDeps.__new__(HubDeps)  # only the cluster name is used below
-    object.__setattr__(deps, "cluster", "root.test")
+    deps = HubDeps.__new__(HubDeps)  # only the cluster name (and a fake trust) used below
+    for name, value in (("cluster", "root.test"), ("cert_pem", ""), ("key_pem", "")):
+        object.__setattr__(deps, name, value)
     return ClusterHub(deps)
 
 
@@ -22,3 +34,57 @@ def test_the_clusters_listing_is_answered_by_the_root() -> None:
     hub = _hub()
     assert hub.wants(json.dumps({"op": "clusters"}).encode())
     assert hub.wants(cluster_request("root.test", op="clusters").strip())
+
+
+class _Trust:
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str]] = []
+
+    async def heartbeat_remote(self, name: str, status: str, seen: object) -> None:
+        self.written.append((name, status))
+
+
+async def test_a_suspended_leaf_shows_as_suspended_until_it_connects() -> None:
+    hub = _hub()
+    trust = _Trust()
+    object.__setattr__(hub._deps, "trust", trust)
+    now = datetime.now(UTC)
+    hub._suspended.add("leaf.test")  # the leaf said so before it closed its tunnel
+    await hub._heartbeat("leaf.test", "online", now, now)
+    assert trust.written == [("leaf.test", "suspended")]
+    hub._suspended.clear()  # e.g. this proxy restarted: the stored status stays
+    await hub._heartbeat("leaf.test", "suspended", now, now)
+    await hub._heartbeat("other.test", "online", now, now)  # gone without a word: offline
+    assert trust.written[1:] == [("other.test", "offline")]
+
+
+def _proxy(name: str, addr: str, host_id: str = "proxy", expires: datetime | None = None) -> Any:
+    return ProxyServer(
+        metadata=Metadata(name=name, expires=expires),
+        spec=ProxyServerSpec(public_addr=addr, host_id=host_id),
+    )
+
+
+def test_leaves_follow_the_root_proxies_that_take_leaf_tunnels() -> None:
+    now = datetime.now(UTC)
+    records = [
+        _proxy("proxy-a", "a.root:3080"),
+        _proxy("proxy-b", "b.root:3080", expires=now + timedelta(seconds=30)),
+        _proxy("proxy-a2", "a.root:3080"),  # the same address twice
+        _proxy("host-1234", "s.root:3080", host_id="host-1234"),  # standalone: no hub there
+        _proxy("proxy-old", "c.root:3080", expires=now - timedelta(seconds=1)),  # expired
+        _proxy("proxy-bad", "d.root:notaport"),
+        _proxy("proxy-none", ""),
+    ]
+    assert leaf_tunnel_proxies(records, now) == ["a.root:3080", "b.root:3080"]
+    assert leaf_tunnel_proxies([], now) == []  # the leaf keeps its proxy_addr tunnel
+
+
+def test_the_leaf_reads_a_proxies_push_defensively() -> None:
+    assert proxy_addrs(["a.root:3080", "[::1]:3081", "bad:port", 7]) == {
+        ("a.root", 3080),
+        ("::1", 3081),
+        ("7", 3080),
+    }
+    assert proxy_addrs("a.root:3080") == set() and proxy_addrs(None) == set()
+    assert len(proxy_addrs([f"p{i}.root:3080" for i in range(500)])) == MAX_PROXIES

@@ -2,10 +2,14 @@ from datetime import UTC, datetime
 
 import pyotp
 import pytest
+from argon2.exceptions import VerifyMismatchError
 
 from bastion.errors import BadParameter
 from bastion.services.credentials import (
+    _DUMMY_HASH,
+    _HASHER,
     Credentials,
+    burn_time_for_unknown_user,
     check_password_strength,
     hash_secret,
     secrets_equal,
@@ -20,6 +24,16 @@ def test_password_hash_is_argon2id_and_verifies():
     assert creds.check_password("a long enough passphrase")
     assert not creds.check_password("a long enough passphrasE")
     assert not Credentials().check_password("anything at all!")
+
+
+def test_unknown_user_check_costs_a_real_argon2_verify():
+    # the dummy hash has the hasher's own parameters (a verify against it costs what a real
+    # user's does), is well-formed, and matches no password
+    assert not _HASHER.check_needs_rehash(_DUMMY_HASH)
+    with pytest.raises(VerifyMismatchError):  # not InvalidHashError: the full argon2 ran
+        _HASHER.verify(_DUMMY_HASH, "bastion-timing-equalizer")
+    assert not Credentials().check_password("bastion-timing-equalizer")
+    burn_time_for_unknown_user("anything at all!")
 
 
 def test_password_strength():

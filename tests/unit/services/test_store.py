@@ -78,3 +78,46 @@ async def test_prefix_isolation():
     b = ResourceStore(backend, Role, "roles2")
     await a.create(role("x"))
     assert await b.list() == []
+
+
+async def test_decoded_revision_is_set_like_an_assignment():
+    _, s = store()
+    created = await s.create(role())
+    got = await s.get("dev")
+    assert got.metadata.revision == created.metadata.revision
+    assert "revision" in got.metadata.model_fields_set
+    assert got.model_dump()["metadata"]["revision"] == created.metadata.revision
+
+
+async def test_shared_listing_reuses_decodes_until_a_write_from_any_process():
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    mine = ResourceStore(backend, Role, "roles")
+    other = ResourceStore(backend, Role, "roles")  # another auth server on the same database
+    await mine.create(role("a"))
+    await mine.create(role("b"))
+    first = await mine.list_shared()
+    again = await mine.list_shared()
+    assert [r.name for r in first] == ["a", "b"]
+    assert all(x is y for x, y in zip(first, again, strict=True))
+    changed = await other.get("a")
+    changed.spec.allow.logins = ["root"]
+    await other.update(changed)
+    after = await mine.list_shared()
+    assert after[0] is not first[0] and after[0].spec.allow.logins == ["root"]
+    assert after[0].metadata.revision == (await other.get("a")).metadata.revision
+    assert after[1] is first[1]
+    await other.delete("b")
+    assert [r.name for r in await mine.list_shared()] == ["a"]
+    assert set(mine._shared) == {"roles/a"}
+
+
+async def test_owned_listing_is_never_the_shared_objects():
+    _, s = store()
+    await s.create(role())
+    shared = await s.list_shared()
+    owned = await s.list()
+    owned[0].spec.allow.logins = ["changed"]
+    assert owned[0] is not shared[0]
+    assert (await s.list_shared())[0].spec.allow.logins == []
+    assert (await s.get("dev")) is not shared[0]

@@ -52,6 +52,16 @@ def login(idp: SAMLTestIdP, sp: SAMLProvider) -> tuple[str, str]:
     return request_id, url
 
 
+def test_binding_names_are_pysaml2s() -> None:
+    # saml.py spells them out so that importing it does not import pysaml2 (daemon start-up)
+    import saml2
+
+    from bastion.sso import saml
+
+    assert saml.BINDING_HTTP_POST == saml2.BINDING_HTTP_POST
+    assert saml.BINDING_HTTP_REDIRECT == saml2.BINDING_HTTP_REDIRECT
+
+
 def test_signed_assertion_gives_an_identity(idp: SAMLTestIdP) -> None:
     sp = provider(idp)
     request_id, _ = login(idp, sp)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bastion.contract.web import NodePage, NodeQuery, NodeRow
 from bastion.errors import BadParameter
+from bastion.web.listing import Page
 from bastion.web.resources import node_query, parse_label_filter, render_nodes, select_nodes
 
 
@@ -102,17 +105,21 @@ def test_empty_states_say_what_to_do() -> None:
 # ---- databases and apps (the resources page's other tabs) ----------------------------------------
 
 
+def _one(*rows: object) -> Page[Any]:
+    return Page(items=list(rows), total=len(rows), page=1, per_page=50, pages=1)
+
+
 def test_databases_render_escaped_with_the_connect_command() -> None:
     from bastion.web.resources import DbRow, render_databases
 
     evil = "<img src=x onerror=alert(1)>"
     row = DbRow("pg<1>", "postgres", {"x": evil}, ("alice", evil), ("app",), True)
-    html = render_databases([row], "u<b>")
+    html = render_databases(_one(row), "u<b>")
     assert evil not in html and "<b>" not in html and "&lt;img src=x" in html
     assert "<code>bsh db connect pg&lt;1&gt;</code>" in html
     assert 'aria-current="page">Databases</a>' in html and 'href="/web/nodes"' in html
     assert "online" in html
-    assert "may not reach any database" in render_databases([], "u")
+    assert "may not reach any database" in render_databases(_one(), "u")
 
 
 def test_apps_render_escaped_with_a_launch_link_or_the_tcp_command() -> None:
@@ -123,12 +130,12 @@ def test_apps_render_escaped_with_a_launch_link_or_the_tcp_command() -> None:
         AppRow("graf ana", "graf.proxy:3080", {"team": evil}, "http"),
         AppRow("pg-tunnel", "pg.proxy:3080", {}, "tcp"),
     ]
-    html = render_apps(rows, "u")
+    html = render_apps(_one(*rows), "u")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="/web/apps/graf%20ana/launch"' in html
     assert "<code>bsh apps login pg-tunnel</code>" in html
     assert 'aria-current="page">Apps</a>' in html
-    assert "may not reach any app" in render_apps([], "u")
+    assert "may not reach any app" in render_apps(_one(), "u")
 
 
 def test_the_node_page_links_the_other_kinds() -> None:

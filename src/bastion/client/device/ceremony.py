@@ -27,12 +27,20 @@ from bastion.client.device.local import (
     software_key,
 )
 from bastion.client.device.tpm import TCTI_ENV, TPM, tcti_from_env
+from bastion.client.device.tpm_key import (
+    TPMKey,
+    TPMKeyBlob,
+    create_key,
+    load_blob,
+    qualifying_data,
+    ssh_public_line,
+)
 from bastion.contract import core
 from bastion.contract import devices as d
-from bastion.errors import NotFound
+from bastion.errors import BadParameter, NotFound
 from bastion.types.devices import DeviceProfile
 
-__all__ = ["authenticate", "enroll", "login_proof"]
+__all__ = ["authenticate", "enroll", "login_proof", "tpm_login_key"]
 
 
 def _b64(data: bytes) -> str:
@@ -152,3 +160,38 @@ async def authenticate(
             device_id=state.device_id,
         ),
     )
+
+
+def tpm_login_key(
+    home: Path, profile_dir: Path, cluster: str, challenge: str
+) -> tuple[TPMKeyBlob, str, dict[str, str]]:
+    """``bsh login --key-store=tpm``: the profile's TPM-held SSH key (created at the first
+    such login, reused after), its OpenSSH public line, and its certification by this
+    machine's AK over the login's device ``challenge`` (``DeviceProof.key_certification``).
+    The blob is not saved here: the caller saves it with the login's certificates.
+
+    Raises:
+        BadParameter: this machine is not enrolled with a TPM in ``cluster``, or the TPM
+            cannot load the profile's key (another TPM's blob).
+    """
+    try:
+        state = load_state(home, cluster)
+    except NotFound:
+        state = None
+    if state is None or state.attestation != "tpm":
+        raise BadParameter(
+            f"--key-store=tpm needs this machine enrolled with its TPM in {cluster}: run "
+            "bsh device enroll --token=... first (ask an admin for a token)"
+        )
+    if not challenge:
+        raise BadParameter("--key-store=tpm: the cluster sent no device challenge to certify")
+    tpm = TPM(os.environ.get(TCTI_ENV) or state.tcti or tcti_from_env())
+    blob = load_blob(profile_dir)
+    if blob is None:
+        blob = create_key(tpm)
+    key = TPMKey(tpm, blob)
+    key_public, attest, signature = key.certify(
+        base64.b64decode(state.ak_unique), qualifying_data(challenge)
+    )
+    certification = {"key_public": key_public, "attest": attest, "signature": signature}
+    return blob, ssh_public_line(key.public_key), certification

@@ -47,7 +47,9 @@
           event.preventDefault();
           return;
         }
-        if (mfa && form.hasAttribute("data-admin-change")) {
+        // A preview button (data-preview, its own formaction) changes nothing: no key touch.
+        const preview = event.submitter && event.submitter.hasAttribute("data-preview");
+        if (mfa && !preview && form.hasAttribute("data-admin-change")) {
           event.preventDefault();
           form.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; });
           withKey(form).catch((err) => {

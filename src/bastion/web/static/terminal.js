@@ -31,6 +31,13 @@
   const all = [];
   let active = null;
   const RETRIES = 10;
+  // Output batching: a small chunk, or the first after a quiet moment, is written at once (an
+  // echo is not delayed); bulk chunks arriving within BATCH_MS of the last write are joined and
+  // written together BATCH_MS after it. xterm.js renders after each write it parses, up to 60 times a second, and
+  // in bulk output (a build log, cat of a big file) those renders cost the browser more than
+  // parsing the bytes: batching caps them near 1000 / BATCH_MS a second.
+  const BATCH_MS = 40;
+  const SMALL = 1024;  // a chunk this small (an echo, a prompt) is never held back
 
   const show = (t) => {
     if (t !== active) return;
@@ -80,6 +87,32 @@
     t.term.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
     t.term.onResize(({ cols, rows }) => send(JSON.stringify({ type: "resize", cols, rows })));
     const say = (text, kind) => { t.text = text; t.kind = kind; show(t); };
+    let pending = [];
+    let pendingBytes = 0;
+    let lastWrite = 0;
+    let timer = 0;
+    const flush = () => {
+      timer = 0;
+      if (!pendingBytes) return;
+      let data = pending[0];
+      if (pending.length > 1) {
+        data = new Uint8Array(pendingBytes);
+        let at = 0;
+        pending.forEach((chunk) => { data.set(chunk, at); at += chunk.length; });
+      }
+      pending = [];
+      pendingBytes = 0;
+      lastWrite = performance.now();
+      t.term.write(data);
+    };
+    const output = (chunk) => {
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (timer) return;
+      const wait = lastWrite + BATCH_MS - performance.now();
+      if (wait <= 0 || chunk.length < SMALL) flush();
+      else timer = setTimeout(flush, wait);
+    };
 
     async function mfa(ws, msg) {
       say(`Touch your security key to open ${msg.login}@${msg.node} (per-session MFA).`, "muted");
@@ -104,7 +137,7 @@
       t.ws = ws;
       ws.onmessage = (event) => {
         if (typeof event.data !== "string") {
-          t.term.write(new Uint8Array(event.data));
+          output(new Uint8Array(event.data));
           return;
         }
         let msg;
