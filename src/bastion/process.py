@@ -41,6 +41,7 @@ from bastion.auth.gate import Gate
 from bastion.auth.risk import RiskEvaluator
 from bastion.auth_service import AuthService
 from bastion.clock import Clock, SystemClock
+from bastion.config.apps import app_cert_names, app_domain
 from bastion.config.schema import FileConfig
 from bastion.contract.agents import HEARTBEAT_PROXY, PIN_NODE, Pin
 from bastion.contract.base import ResourceDoc
@@ -52,7 +53,7 @@ from bastion.export.forwarder import Forwarder
 from bastion.live.registry import LiveRegistry
 from bastion.locks.matcher import LockDecision, LockTargets
 from bastion.locks.watcher import LockWatcher
-from bastion.protocols.addr import parse_addr
+from bastion.proxy.app_remote import RemoteApps
 from bastion.proxy.db_route import CacheDatabases
 from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ALL_IN_ONE_PROXY, ProxyLink, ProxyService, public_names
@@ -67,7 +68,6 @@ from bastion.types.meta import Metadata
 __all__ = [
     "Ready",
     "advertise_proxy",
-    "advertised_addr",
     "proxy_record_name",
     "run",
     "standalone_proxy",
@@ -150,7 +150,7 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
             else:  # one process: node liveness from the tunnels too; heartbeat to auth itself
                 send = partial(auth.server.heartbeat_proxy, host_id=ALL_IN_ONE_PROXY)
                 host_id = ALL_IN_ONE_PROXY
-                own = proxy_record_name(host_id, advertised_addr(config, proxy.listener.port))
+                own = proxy_record_name(host_id, config.proxy_advertised_addr(proxy.listener.port))
                 auth.server.use_tunnel_presence(proxy.tunnel.is_online, own)
             background.append(partial(advertise_proxy, config, send, host_id, proxy, clock))
         node: NodeService | None = None
@@ -337,6 +337,7 @@ async def standalone_proxy(
                 "printed)"
             ) from None
         names, ips = public_names(config)
+        names += app_cert_names(app_domain(cfg.public_addr, cfg.listen_addr), [])  # apps
         ident = await join_cluster(
             auths[0],
             cfg.join_token,
@@ -375,6 +376,8 @@ async def standalone_proxy(
         web_upstream=WebUpstream(tuple(cfg.auth_servers())),
         on_close=[locks.close],
         databases=CacheDatabases(cache, clock),
+        apps=RemoteApps(remote),  # app hosts: sessions, RBAC and JWTs asked of auth
+        recordings=remote,  # database session recordings, uploaded as a remote node's are
     )
     # Renew the proxy's host certificate before it expires (host_certs); each renewal swaps
     # the API client's context and the listener's TLS contexts (new handshakes).
@@ -404,19 +407,6 @@ def _proxy_tls(ident: HostIdentity) -> ProxyTLS:
     )
 
 
-def advertised_addr(config: FileConfig, port: int) -> str:
-    """``host:port`` this proxy advertises to agents: its first public address, else its listen
-    address (a wildcard listen host becomes the host name)."""
-    cfg = config.proxy_service
-    if cfg.public_addr:
-        host, port = parse_addr(cfg.public_addr[0], port)
-    else:
-        host, _ = parse_addr(cfg.listen_addr, 3080)
-        if host in ("0.0.0.0", "::", ""):
-            host = socket.gethostname()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def proxy_record_name(host_id: str, addr: str) -> str:
     """The ``proxy`` resource a proxy heartbeats: a proxy in its own process is named by its
     host id; the all-in-ones (all host id "proxy", one per auth server in HA) by their address,
@@ -437,7 +427,7 @@ async def advertise_proxy(
     proxy; a proxy in its own process sends over the API, the all-in-one straight to its auth
     server); never returns."""
     assert proxy.listener is not None
-    addr = advertised_addr(config, proxy.listener.port)
+    addr = config.proxy_advertised_addr(proxy.listener.port)
     name = proxy_record_name(host_id, addr)
     while True:
         record = ProxyServer(

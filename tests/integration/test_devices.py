@@ -399,14 +399,14 @@ def test_required_at_a_standalone_proxy_with_vendor_ek_certificates(
         config.write_text(env.bsh(user, "config").stdout + "    BatchMode yes\n")
         dest = f"{LOGIN}@{node_name}.{env.cluster.cluster}"
 
-        def ssh(command: str) -> subprocess.CompletedProcess[str]:
+        def ssh(command: str, to: str = dest) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                ["ssh", "-F", str(config), dest, command], capture_output=True, text=True,
+                ["ssh", "-F", str(config), to, command], capture_output=True, text=True,
                 timeout=60, check=False, env={**os.environ, "BSH_HOME": str(user.home)},
             )  # fmt: skip
 
-        def answered(command: str) -> subprocess.CompletedProcess[str] | None:
-            done = ssh(command)
+        def answered(command: str, to: str = dest) -> subprocess.CompletedProcess[str] | None:
+            done = ssh(command, to)
             return None if "offline" in done.stderr or "not found" in done.stderr else done
 
         # Untrusted (no device in the certificate): refused by the standalone proxy, one line.
@@ -436,6 +436,11 @@ def test_required_at_a_standalone_proxy_with_vendor_ek_certificates(
         node_log = tmp_path / f"{node_name}.log"
         both = {addr, env.cluster.proxy}
         wait_for(lambda: connected_proxies(node_log.read_text()) >= both, "a tunnel to each proxy")
+        # The all-in-one's own node follows the proxy list in its process: the standalone proxy
+        # reaches it too.
+        builtin = f"{LOGIN}@{socket.gethostname()}.{env.cluster.cluster}"
+        there = wait_for(lambda: answered("echo builtin", builtin), "the built-in node")
+        assert there.returncode == 0 and "builtin" in there.stdout, there.stderr
     finally:
         _prefs(env)
         stop(node)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from bastion.config.schema import FileConfig
-from bastion.process import advertised_addr, proxy_record_name
+from bastion.process import proxy_record_name
 from bastion.proxy.service import ALL_IN_ONE_PROXY
 
 
@@ -15,21 +15,21 @@ def _config(**proxy: object) -> FileConfig:
 
 def test_public_address_is_advertised_first() -> None:
     cfg = _config(listen_addr="0.0.0.0:3080", public_addr=["proxy.example.com:443", "other:1"])
-    assert advertised_addr(cfg, 3080) == "proxy.example.com:443"
+    assert cfg.proxy_advertised_addr(3080) == "proxy.example.com:443"
 
 
 def test_listen_host_with_the_bound_port() -> None:
-    assert advertised_addr(_config(listen_addr="127.0.0.1:0"), 41234) == "127.0.0.1:41234"
+    assert _config(listen_addr="127.0.0.1:0").proxy_advertised_addr(41234) == "127.0.0.1:41234"
 
 
 def test_wildcard_listen_host_becomes_the_host_name() -> None:
-    assert advertised_addr(_config(listen_addr="0.0.0.0:3080"), 3080) == (
+    assert _config(listen_addr="0.0.0.0:3080").proxy_advertised_addr(3080) == (
         f"{socket.gethostname()}:3080"
     )
 
 
 def test_ipv6_hosts_are_bracketed() -> None:
-    assert advertised_addr(_config(listen_addr="[::1]:0"), 5000) == "[::1]:5000"
+    assert _config(listen_addr="[::1]:0").proxy_advertised_addr(5000) == "[::1]:5000"
 
 
 def test_all_in_ones_are_named_by_address_others_by_host_id() -> None:

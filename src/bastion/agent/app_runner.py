@@ -31,9 +31,11 @@ import structlog
 from bastion.agent.pump import pump_pair
 from bastion.agent.remote import RemoteAuth, watch_forever
 from bastion.agent.runner import (
+    follow_local_proxies,
     follow_proxies,
     heartbeat_round,
     host_renewer,
+    in_process_bootstrap,
     in_process_connector,
     joined_identity,
     local_host_identity,
@@ -118,16 +120,18 @@ class AppService:
             await access.heartbeat(app, identity, "local")
 
         assert proxy.listener is not None
-        return cls(
+        service = cls(
             name=name,
             cluster=server.cluster,
             apps=apps_from_config(config, identity.host_id),
             clock=clock,
-            proxy=("127.0.0.1", proxy.listener.port),
+            proxy=in_process_bootstrap(config, proxy),
             tls=host.tls,
             send_heartbeat=send,
             connector=in_process_connector(proxy, host.certs.identity, f"app agent {name}"),
         )
+        service._background.append(follow_local_proxies(service.tunnels, server))
+        return service
 
     @classmethod
     async def remote(cls, config: FileConfig, clock: Clock) -> AppService:

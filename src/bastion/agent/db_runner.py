@@ -33,9 +33,11 @@ from bastion.agent.db_provision import DbAdmin
 from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClientCerts
 from bastion.agent.remote import RemoteAuth, watch_forever
 from bastion.agent.runner import (
+    follow_local_proxies,
     follow_proxies,
     heartbeat_round,
     host_renewer,
+    in_process_bootstrap,
     in_process_connector,
     joined_identity,
     local_host_identity,
@@ -186,7 +188,7 @@ class DbService:
             databases=databases_from_config(config, identity.host_id),
             certs=certs,
             clock=clock,
-            proxy=("127.0.0.1", proxy.listener.port),
+            proxy=in_process_bootstrap(config, proxy),
             tls=host.tls,
             send_heartbeat=send,
             connector=in_process_connector(proxy, host.certs.identity, f"db agent {name}"),
@@ -197,6 +199,7 @@ class DbService:
             # The proxy's db route opens this agent's sessions directly (no tunnel hop; the
             # tunnel still carries cancel requests): DbRoute.add_local_agent.
             proxy.db.add_local_agent(identity.host_id, service.agent)
+        service._background.append(follow_local_proxies(service.tunnels, server))
         return service
 
     @classmethod

@@ -6,7 +6,9 @@ kind of agent; only the protocol behind the tunnel differs:
 * **in the all-in-one process**: auth issues the agent's host identity directly
   (:func:`local_host_identity`; the host id is kept across restarts in ``DIR/identity.json``)
   and the agent's tunnel is handed to the proxy of the same process in memory
-  (:func:`in_process_connector`), with no loopback TLS;
+  (:func:`in_process_connector`), with no loopback TLS; it also keeps a tunnel to every proxy
+  in its own process that heartbeats to this auth server (:func:`follow_local_proxies`), so
+  those reach the all-in-one's agents too;
 * **on another host**: it joins once with a token (:func:`joined_identity`), keeps a tunnel to
   every proxy that auth advertises (:func:`follow_proxies`) and renews its host certificate
   (:func:`host_renewer`).
@@ -14,9 +16,10 @@ kind of agent; only the protocol behind the tunnel differs:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,7 +49,9 @@ from bastion.types.meta import Resource
 __all__ = [
     "LOCAL_HOST_CERT_TTL",
     "LocalHost",
+    "follow_local_proxies",
     "follow_proxies",
+    "in_process_bootstrap",
     "heartbeat_round",
     "host_renewer",
     "in_process_connector",
@@ -56,6 +61,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger("bastion.agent")
+LOCAL_PROXY_POLL = timedelta(seconds=5)
 R = TypeVar("R", bound=Resource)
 
 LOCAL_HOST_CERT_TTL = timedelta(days=30)
@@ -226,6 +232,15 @@ async def heartbeat_round(
             log.warning("heartbeat failed", kind=kind, name=resource.name, error=exc.message)
 
 
+def advertised(proxies: Sequence[Resource]) -> set[tuple[str, int]]:
+    """The addresses the ``proxy`` records advertise."""
+    return {
+        parse_addr(p.spec.public_addr, 3080)
+        for p in proxies
+        if isinstance(p, ProxyServer) and p.spec.public_addr
+    }
+
+
 def follow_proxies(tunnels: TunnelPool, cache: ResourceCache) -> None:
     """Keep a tunnel to each proxy that ``cache`` (fed by the watch of ``proxy``) advertises."""
 
@@ -234,12 +249,30 @@ def follow_proxies(tunnels: TunnelPool, cache: ResourceCache) -> None:
             line.get("type") == "init" or line.get("kind") == "proxy"
         ):
             return
-        tunnels.update(
-            {
-                parse_addr(p.spec.public_addr, 3080)
-                for p in cache.items("proxy")
-                if isinstance(p, ProxyServer) and p.spec.public_addr
-            }
-        )
+        tunnels.update(advertised(cache.items("proxy")))
 
     cache.listeners.append(on_line)
+
+
+def in_process_bootstrap(config: FileConfig, proxy: Any) -> tuple[str, int]:
+    """The address the all-in-one's proxy advertises (``proxy`` is the running ProxyService):
+    an in-process agent's bootstrap tunnel, so the pool keeps serving that proxy through the
+    in-memory connector (:func:`bastion.tunnel.pool.tunnel_keys`)."""
+    return parse_addr(config.proxy_advertised_addr(proxy.listener.port), 3080)
+
+
+def follow_local_proxies(
+    tunnels: TunnelPool, server: AuthServer, interval: timedelta = LOCAL_PROXY_POLL
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """In the all-in-one: keep ``tunnels`` matching the proxies that heartbeat to ``server``
+    (read every ``interval``: proxies heartbeat every 10 s and expire after 30 s)."""
+
+    async def run() -> None:
+        while True:
+            try:
+                tunnels.update(advertised(await server.proxies.list()))
+            except BastionError as exc:
+                log.warning("reading the proxy list failed; retrying", error=exc.message)
+            await asyncio.sleep(interval.total_seconds())
+
+    return run

@@ -38,7 +38,9 @@ from bastion.agent.renewer import (
 )
 from bastion.agent.runner import (
     LocalHost,
+    follow_local_proxies,
     follow_proxies,
+    in_process_bootstrap,
     in_process_connector,
     joined_identity,
     local_host_identity,
@@ -188,9 +190,6 @@ class NodeService:
             shell=config.ssh_service.shell,
         )
         assert proxy.listener is not None
-        proxy_host, _ = parse_addr(config.proxy_service.listen_addr, 3080)
-        if proxy_host in ("0.0.0.0", "::", ""):
-            proxy_host = "127.0.0.1"
 
         async def send(node: Node) -> None:
             await server.heartbeat_node(node, host_id, "local")
@@ -202,7 +201,7 @@ class NodeService:
             audit=server.audit,
             registry=registry,
             clock=clock,
-            proxy=(proxy_host, proxy.listener.port),
+            proxy=in_process_bootstrap(config, proxy),
             tls=(certs.tls_cert, key_pem.decode(), certs.tls_host_ca),
             send_heartbeat=send,
             connector=in_process_connector(proxy, certs.identity, f"node {name}"),
@@ -221,6 +220,7 @@ class NodeService:
         )  # fmt: skip
         service.renewer = renewer
         service._background.append(renewer.run)
+        service._background.append(follow_local_proxies(service.tunnels, server))
         return service
 
     @classmethod

@@ -359,6 +359,17 @@ class FileConfig(StrictModel):
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
 
+    def proxy_advertised_addr(self, port: int) -> str:
+        """``host:port`` this proxy advertises to agents (bound to ``port``): its first public
+        address, else its listen address (a wildcard listen host becomes the host name)."""
+        if self.proxy_service.public_addr:
+            host, port = parse_addr(self.proxy_service.public_addr[0], port)
+        else:
+            host, _ = parse_addr(self.proxy_service.listen_addr, 3080)
+            if host in ("0.0.0.0", "::", ""):
+                host = socket.gethostname()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def auth_public_names(self) -> tuple[list[str], list[str]]:
         """DNS names and IPs for the auth TLS certificate."""
         names = {"localhost", socket.gethostname()}

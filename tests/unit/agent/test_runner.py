@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bastion.agent.runner import (
+    advertised,
     follow_proxies,
     in_process_connector,
     joined_identity,
@@ -22,7 +23,7 @@ from bastion.services.cache import ResourceCache
 from bastion.testing import make_auth
 from bastion.tunnel.session import MuxSession
 from bastion.types.codec import resource_to_dict
-from bastion.types.inventory import ProxyServer, ProxyServerSpec
+from bastion.types.inventory import Node, ProxyServer, ProxyServerSpec
 from bastion.types.meta import Metadata
 
 
@@ -86,3 +87,13 @@ def test_agents_follow_the_proxies_auth_advertises() -> None:
     assert seen == []  # not synced yet: an incomplete view would drop tunnels
     cache.apply({"type": "init"})
     assert seen[-1] == {("p1.example", 3080)}
+
+
+def test_advertised_addresses_come_from_proxy_records_only() -> None:
+    records = [
+        ProxyServer(metadata=Metadata(name="p1"), spec=ProxyServerSpec(public_addr="a:443")),
+        ProxyServer(metadata=Metadata(name="p2"), spec=ProxyServerSpec(public_addr="[::1]:9")),
+        ProxyServer(metadata=Metadata(name="p3")),  # nothing advertised yet
+        Node(metadata=Metadata(name="n1")),
+    ]
+    assert advertised(records) == {("a", 443), ("::1", 9)}
