@@ -3,7 +3,9 @@ Debian's Chromium driven by Playwright against the shared cluster. An admin crea
 sees the invite link, creates and lifts a lock, views a role and gets the server's validation
 error for a bad edit, records a session through the web terminal and plays it back, and checks
 an audit event's inclusion proof. A user without rights gets 403 on the admin URLs; a POST
-without the CSRF token is refused."""
+without the CSRF token is refused. The databases and apps tabs are searched and filtered, and a
+role's access is previewed on the node list (stored and unsaved text), markup labels as text,
+axe-core on the new pages."""
 
 from __future__ import annotations
 
