@@ -39,6 +39,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,30 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+IDLE_CPU = [0.0]
+"""CPU seconds per second this process spends with no client (timers, backend polling):
+subtracted from each run's CPU, so a run slowed by other jobs does not look costlier."""
+
+
+async def measure_idle_cpu(seconds: float = 1.0) -> None:
+    start, wall = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(seconds)
+    IDLE_CPU[0] = (cpu_seconds() - start) / (time.monotonic() - wall)
+
+
 class CpuMeter:
-    """CPU microseconds per transaction of a process over one run: less sensitive to a machine
-    loaded by other jobs than a rate (the work per transaction does not change with load)."""
+    """CPU microseconds per transaction of a process over one run, net of its idle rate
+    (:data:`IDLE_CPU`, for this process): less sensitive to a machine loaded by other jobs than
+    a rate (the work per transaction does not change with load)."""
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = pid
         self.start = cpu_seconds(pid)
+        self.wall = time.monotonic()
 
     def per(self, count: int) -> float:
-        return 1e6 * (cpu_seconds(self.pid) - self.start) / max(count, 1)
+        idle = IDLE_CPU[0] * (time.monotonic() - self.wall) if self.pid is None else 0.0
+        return 1e6 * max(cpu_seconds(self.pid) - self.start - idle, 0.0) / max(count, 1)
 
 
 LAST_TRANSACTIONS = [0]
@@ -219,9 +234,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             connect = ["-n", "-S", "-C", "-c", "1", "-T", secs]
             result: dict[str, Any] = {"seconds": args.seconds, "clients": args.clients}
             result["agent"] = (
-                "co-located (in-memory tunnel)" if args.colocated else "remote (TLS tunnel)"
+                "co-located (in process, no tunnel)" if args.colocated else "remote (TLS tunnel)"
             )
             result["load_before"] = load_average()
+            await measure_idle_cpu()
+            result["idle_cpu_percent"] = 100 * IDLE_CPU[0]
             result["direct_tps"] = await pgbench(direct, *load)
             meter = CpuMeter()
             result["ours_tps"] = await pgbench(ours, *load)
@@ -300,6 +317,7 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             tls = (f"--ssl-cert={direct.crt}", f"--ssl-key={direct.key}", f"--ssl-ca={direct.ca}")
             mine = (f"--ssl-cert={ours.crt}", f"--ssl-key={ours.key}", f"--ssl-ca={ours.ca}")
             result: dict[str, Any] = {"mysql_queries": queries}
+            await measure_idle_cpu()
             try:
                 result["mysql_direct_qps"] = await slap(
                     rig.server.port, args.clients, queries, *tls
@@ -356,6 +374,7 @@ def report(r: dict[str, Any]) -> None:
         )
     if "load_before" in r:
         print(f"load average: {r['load_before']} before, {r['load_after']} after the pgbench runs")
+        print(f"(CPU figures are net of the idle process: {r['idle_cpu_percent']:.1f}% of a core)")
 
 
 def main() -> None:

@@ -18,7 +18,11 @@ Run: ``.venv/bin/python bench/device.py [--rounds N] [--logins M]`` (needs swtpm
   next to a bare mTLS connection with one small request;
 * **full bsh login** (a new process: ping, password login, certificates saved) of the same user
   on the same cluster, from a home whose machine is enrolled (with the ceremony) and from one
-  that is not (without), interleaved; the ratio and what the ceremony adds / floor.
+  that is not (without), interleaved; the ratio and what the ceremony adds / floor;
+* **hardware-held SSH key** (``bsh login --key-store=tpm``): one SSH signature by the TPM key
+  (``TPMKey.ssh_sign``: open the TPM, re-derive the SRK, load the blob, TPM2_Sign, flush)
+  against the same signature by a software ECDSA P-256 key and by bsh's default Ed25519 key
+  (``hardware_key_signs``), p50/p99 and the ratio.
 
 Target (issue 13): the ceremony adds at most 1.5x the floor's time to a login.
 Every process started is stopped by PID at the end.
@@ -224,6 +228,44 @@ async def server_side(tpm: TPM, work: Path, rounds: int) -> tuple[list[float], l
         await backend.close()
 
 
+def hardware_key_signs(tpm: TPM, rounds: int) -> None:
+    """One SSH user-auth signature by a TPM-held key vs software keys (ratio of medians)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from bastion.client.device.tpm_key import TPMKey, create_key, ssh_ecdsa_signature
+
+    key = TPMKey(tpm, create_key(tpm))
+    software = ec.generate_private_key(ec.SECP256R1())
+    default = ed25519.Ed25519PrivateKey.generate()
+    data = b"s" * 180  # about a userauth request's signed data
+    held: list[float] = []
+    p256: list[float] = []
+    ed: list[float] = []
+    for i in range(rounds + 3):
+        start = time.perf_counter()
+        key.ssh_sign(data)
+        middle = time.perf_counter()
+        der = software.sign(data, ec.ECDSA(hashes.SHA256()))
+        ssh_ecdsa_signature(*decode_dss_signature(der))
+        soft_end = time.perf_counter()
+        default.sign(data)
+        end = time.perf_counter()
+        if i >= 3:  # warm-up
+            held.append(middle - start)
+            p256.append(soft_end - middle)
+            ed.append(end - soft_end)
+    print(line("SSH signature by the TPM-held key", held))
+    print(line("SSH signature by a software ECDSA P-256 key", p256))
+    print(line("SSH signature by a software Ed25519 key", ed))
+    print(
+        f"  TPM-held / software P-256: {statistics.median(held) / statistics.median(p256):.0f}x; "
+        f"TPM-held / Ed25519: {statistics.median(held) / statistics.median(ed):.0f}x "
+        "(once per SSH connection)"
+    )
+
+
 def bsh_login(cluster: BastionCluster, home: Path) -> float:
     env = {**os.environ, "BSH_HOME": str(home), "NO_COLOR": "1"}
     args = [
@@ -327,6 +369,7 @@ def main() -> int:
         cluster.create_user()
         enroll(cluster)
         asyncio.run(measure(cluster, TPM(swtpm.tcti), work, args.rounds, args.logins))
+        hardware_key_signs(TPM(swtpm.tcti), args.rounds)
     finally:
         if cluster is not None:
             cluster.stop()

@@ -109,6 +109,7 @@ class AuthService:
             recording_max_bytes=config.auth_service.recordings.max_bytes,
             notifications=config.auth_service.notifications.with_data_dir(data),
             risk=config.risk,
+            data_dir=data,
         )
         server = AuthServer(deps)
         return cls(config=config, clock=clock, backend=backend, server=server, addr=(host, port))

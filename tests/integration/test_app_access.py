@@ -357,24 +357,33 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         cluster.stop()
 
 
-async def test_a_standalone_proxy_refuses_app_hosts_with_one_line(
+async def test_a_standalone_proxy_serves_apps_through_auths_api(
     own_cluster: Any, tmp_path: Path
 ) -> None:
-    """A proxy in its own process serves no apps yet: an app host gets the one-line 503, not
-    auth's pages (docs/app-access.md)."""
+    """A proxy in its own process serves app hosts: the app session, RBAC and the JWT are
+    asked of auth over its API (docs/app-access.md); an unauthenticated client still gets the
+    login redirect and never reaches the app."""
     import subprocess
+    import sys
 
-    from harness import Env
+    from harness import BIN, Env, stop, unique, wait_for
 
-    env = Env(own_cluster, tmp_path)
-
-    from harness import BIN, stop, wait_for
-
-    from bastion.proxy.app_route import STANDALONE_REFUSAL
     from bastion.testing.peers.ports import free_port
 
+    env = Env(own_cluster, tmp_path)
     token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
-    port = free_port()
+    port, app_port = free_port(), free_port()
+    name, role = unique("sa"), unique("sarole")
+    app_log = tmp_path / "app.log"
+    peer = subprocess.Popen(
+        [
+            sys.executable, "-m", "bastion.testing.peers.app", "--port", str(app_port),
+            "--jwks", f"https://{env.cluster.proxy}/.well-known/jwks.json",
+            "--ca", str(env.cluster.data_dir / "admin" / "ca.pem"),
+            "--audience", f"http://127.0.0.1:{app_port}", "--log", str(app_log),
+        ],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
     config = tmp_path / "proxy.yaml"
     config.write_text(
         f"data_dir: {tmp_path / 'proxy-data'}\n"
@@ -393,20 +402,44 @@ async def test_a_standalone_proxy_refuses_app_hosts_with_one_line(
         stderr=subprocess.STDOUT,
     )
     try:
+        env.admin_ok(
+            "create", "-f", "-",
+            input=f"kind: role\nmetadata: {{name: {role}}}\nspec:\n  allow:\n"
+            f"    app_labels: {{env: {role}}}\n---\nkind: app\n"
+            f"metadata: {{name: {name}, labels: {{env: {role}}}}}\n"
+            f"spec: {{uri: 'http://127.0.0.1:{app_port}'}}\n",
+        )  # fmt: skip
+        user, invite = env.add_user(role)
+        assert env.accept_invite(user, invite["token"]).returncode == 0
+        assert env.bsh(user, "apps", "login", name).returncode == 0
+        crt = next(user.home.rglob(f"apps/{name}.crt"))
 
         def listening() -> bool:
             assert proc.poll() is None, log.read_text()
             return "Bastion proxy listening" in log.read_text(errors="replace")
 
         await asyncio.to_thread(wait_for, listening, "the standalone proxy to listen")
-        host = f"grafana.apps.localhost:{port}"
-        curl = await asyncio.create_subprocess_exec(
-            require_binary("curl"), "-sk", "--resolve", f"{host}:127.0.0.1",
-            "-w", "\n%{http_code}", f"https://{host}/admin",
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, _ = await asyncio.wait_for(curl.communicate(), 20)
-        body, _, code = out.decode().rpartition("\n")
-        assert code == "503" and body == STANDALONE_REFUSAL + "\n", out
+        host = f"{name}.apps.localhost:{port}"
+
+        async def curl(*args: str) -> tuple[str, str]:
+            run = await asyncio.create_subprocess_exec(
+                require_binary("curl"), "-sS", "--cacert", str(crt.with_suffix(".ca")),
+                "--resolve", f"{host}:127.0.0.1", "-w", "\n%{http_code}", *args,
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await asyncio.wait_for(run.communicate(), 20)
+            body, _, code = out.decode().rpartition("\n")
+            return code, body
+
+        code, _ = await curl("-o", "/dev/null", f"https://{host}/whoami")
+        assert code == "302"  # nobody: the login pages, never the app
+        assert not app_log.exists() or "/whoami" not in app_log.read_text()
+        code, body = await curl(
+            "--cert", str(crt), "--key", str(crt.with_suffix(".key")), f"https://{host}/whoami"
+        )
+        assert code == "200", (code, body, log.read_text()[-2000:])
+        seen = json.loads(body)  # the app verified the JWT auth signed for this proxy
+        assert seen["claims"]["sub"] == user.name and seen["path"] == "/whoami"
     finally:
         await asyncio.to_thread(stop, proc)
+        await asyncio.to_thread(stop, peer)

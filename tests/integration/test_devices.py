@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -494,6 +495,28 @@ def test_hardware_held_ssh_key_through_bsh_agent(
         env={"BSH_TPM_TCTI": tpm1.tcti, "BSH_SSH_CLIENT": "builtin"},
     )  # fmt: skip
     assert builtin.returncode == 0 and "builtin" in builtin.stdout, builtin.stderr
+    # Plain OpenSSH with bsh config's block and a running `bsh device agent`.
+    config = run("bsh", "config", home=user.home)
+    assert config.returncode == 0 and "IdentityAgent" in config.stdout, config.stderr
+    (tmp_path / "ssh_config").write_text(config.stdout)
+    sock = Path(tempfile.mkdtemp(prefix="bsha-")) / "s"  # a Unix socket path is short
+    agent = subprocess.Popen(
+        [str(BIN / "bsh"), "device", "agent", f"--socket={sock}"],
+        env={**os.environ, "BSH_HOME": str(user.home), "BSH_TPM_TCTI": tpm1.tcti},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(sock.exists, "bsh device agent listening", timeout=20)
+        plain = subprocess.run(
+            ["ssh", "-F", str(tmp_path / "ssh_config"), "-o", f"IdentityAgent={sock}",
+             f"{LOGIN}@{NODE}.{env.cluster.cluster}", "echo plain"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert plain.returncode == 0 and "plain" in plain.stdout, plain.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+        shutil.rmtree(sock.parent, ignore_errors=True)
     cert = parse_ssh_certificate((pdir / "key-cert.pub").read_text())
     assert identity_from_ssh_certificate(cert).key_attestation == "tpm"
     assert (pdir / "key-cert.pub").read_text().startswith("ecdsa-sha2-nistp256-cert-v01@")

@@ -26,12 +26,12 @@ from harness import (
     Cluster,
     Env,
     free_port,
-    login_via_proxy,
     ping,
     start_cluster,
     stop,
     unique,
     wait_for,
+    wait_node,
 )
 
 from bastion.recording.asciicast import parse_cast
@@ -109,9 +109,8 @@ def test_events_spooled_on_disk_survive_auth_down_and_a_node_restart(
     )["token"]
     node = _start_node(env, tmp_path, name, port, token)
     try:
-        wait_for(lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name}")
-        alice = env.new_user("access", LOGIN)
-        login_via_proxy(env, alice)
+        wait_node(env, name)
+        alice = env.new_user("access", LOGIN, via_proxy=True)
         profile = alice.home / "profiles" / CLUSTER
         node_log = tmp_path / f"{name}.log"
         ssh = [

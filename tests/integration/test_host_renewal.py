@@ -12,7 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, login_via_proxy, start_cluster, stop, unique, wait_for
+from harness import (
+    BIN,
+    Cluster,
+    Env,
+    login_via_proxy,
+    start_cluster,
+    stop,
+    unique,
+    wait_for,
+    wait_node,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +90,10 @@ def test_node_renews_while_serving_and_survives_a_ca_rotation(
     node = _start_node(env, tmp_path, name, token)
     node_dir = tmp_path / name / "node"
     try:
-        wait_for(
-            lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name} to heartbeat"
-        )
+        wait_node(env, name)
         joined_cert = (node_dir / "tls.crt").read_text()
         login = getpass.getuser()
-        user = env.new_user("access", login)
-        login_via_proxy(env, user)
+        user = env.new_user("access", login, via_proxy=True)
 
         def ssh_ok(word: str) -> None:
             ran = env.bsh(user, "ssh", f"{login}@{name}", f"echo {word}")

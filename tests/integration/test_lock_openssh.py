@@ -26,11 +26,11 @@ from harness import (
     Env,
     User,
     free_port,
-    login_via_proxy,
     start_node,
     stop,
     unique,
     wait_for,
+    wait_node,
 )
 
 from bastion.testing import missing_peer
@@ -60,7 +60,7 @@ def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     name = unique("lkssh")
     proc = start_node(env, work, name, token)
     try:
-        wait_for(lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name}")
+        wait_node(env, name)
         yield name
     finally:
         stop(proc)
@@ -68,8 +68,7 @@ def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def _ssh_user(env: Env) -> tuple[User, Path]:
     """A new user logged in through the proxy, and their ``bsh config`` for OpenSSH."""
-    user = env.new_user("access", LOGIN)
-    login_via_proxy(env, user)
+    user = env.new_user("access", LOGIN, via_proxy=True)
     done = env.bsh(user, "config")
     assert done.returncode == 0, done.stderr
     cfg = user.home / "ssh_config"

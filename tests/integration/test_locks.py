@@ -11,7 +11,9 @@ import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -161,9 +163,15 @@ def test_lock_ttl_expiry_restores_access(env: Env) -> None:
     assert any(n["metadata"]["name"] == local for n in nodes), nodes
     user = env.new_user("access", LOGIN, via_proxy=True)
     assert _ssh_ok(env, user, local)
-    _lock(env, f"--user={user.name}", f"--login={LOGIN}", "--message=brief", "--ttl=3s")
+    lock = env.admin_ok(
+        "lock", f"--user={user.name}", f"--login={LOGIN}", "--message=brief", "--ttl=5s",
+        "--format", "json",
+    )  # fmt: skip
+    expires = datetime.fromisoformat(json.loads(lock)["metadata"]["expires"])
     refused = env.bsh(user, "ssh", f"{LOGIN}@{local}", "echo no")
     assert refused.returncode != 0 and "locked: brief" in refused.stderr, refused.stderr
+    # The lock lifts at a known instant: wait for it there, not with a bsh ssh per poll.
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()))
     wait_for(lambda: _ssh_ok(env, user, local), "the lock to expire", timeout=20)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import BIN, Env, User, start_node, stop, unique, wait_for
+from harness import BIN, Env, User, start_node, stop, unique, wait_for, wait_node
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ spec:
     name = unique("mod")
     node = start_node(env, tmp, name, json.loads(out)["token"])
     try:
-        wait_for(lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name}")
+        wait_node(env, name)
         yield World(env, name, tag)
     finally:
         stop(node)

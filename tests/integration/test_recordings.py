@@ -27,12 +27,12 @@ from harness import (
     Env,
     User,
     free_port,
-    login_via_proxy,
     ping,
     start_cluster,
     stop,
     unique,
     wait_for,
+    wait_node,
 )
 
 from bastion.recording.asciicast import parse_cast
@@ -61,8 +61,7 @@ def rec_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def _user(env: Env, roles: str = "access") -> tuple[User, Path]:
-    user = env.new_user(roles, LOGIN)
-    login_via_proxy(env, user)
+    user = env.new_user(roles, LOGIN, via_proxy=True)
     done = env.bsh(user, "config")
     assert done.returncode == 0, done.stderr
     cfg = user.home / "ssh_config"
@@ -153,8 +152,7 @@ def test_pty_session_is_recorded_listed_played_and_audited(rec_env: Env, tmp_pat
     assert denied and denied[-1]["target"] == "session"
 
     # an auditor sees everyone's
-    audrey = env.new_user("auditor")
-    login_via_proxy(env, audrey)
+    audrey = env.new_user("auditor", via_proxy=True)
     assert item["session_id"] in {i["session_id"] for i in _recordings(env, audrey)}
     only = env.bsh(audrey, "recordings", "ls", f"--user={alice.name}", "--since=1h",
                    "--format", "json")  # fmt: skip
@@ -212,7 +210,7 @@ def test_recording_survives_an_auth_outage_mid_session(rec_env: Env, tmp_path: P
     port = free_port()
     node = _start_node(env, tmp_path, name, port)
     try:
-        wait_for(lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name}")
+        wait_node(env, name)
         alice, _ = _user(env)
         profile = alice.home / "profiles" / CLUSTER
         direct = [
@@ -263,7 +261,7 @@ def test_a_node_killed_mid_session_uploads_what_it_spooled(rec_env: Env, tmp_pat
     port = free_port()
     node = _start_node(env, tmp_path, name, port)
     try:
-        wait_for(lambda: env.admin("get", f"node/{name}").returncode == 0, f"node {name}")
+        wait_node(env, name)
         alice, _ = _user(env)
         profile = alice.home / "profiles" / CLUSTER
         import pexpect
@@ -359,8 +357,7 @@ def test_a_role_with_record_input_records_keystrokes(rec_env: Env, tmp_path: Pat
     spec.write_text(f"kind: role\nmetadata: {{name: {role}}}\nspec:\n  options:\n"
                     "    record_input: true\n")  # fmt: skip
     env.admin_ok("create", "-f", str(spec))
-    carol = env.new_user(f"access,{role}", LOGIN)
-    login_via_proxy(env, carol)
+    carol = env.new_user(f"access,{role}", LOGIN, via_proxy=True)
     done = env.bsh(carol, "config")
     assert done.returncode == 0, done.stderr
     cfg = carol.home / "ssh_config"

@@ -7,7 +7,7 @@ import getpass
 import json
 from pathlib import Path
 
-from harness import Env, login_via_proxy, start_node, stop, unique, wait_for
+from harness import Env, start_node, stop, unique, wait_for
 
 
 def test_remote_node_joins_and_serves(env: Env, tmp_path: Path) -> None:
@@ -26,8 +26,7 @@ def test_remote_node_joins_and_serves(env: Env, tmp_path: Path) -> None:
         assert resource["metadata"]["labels"] == {"env": "staging"}
         assert resource["spec"]["tunnel"] is True and resource["spec"]["host_id"]
         login = getpass.getuser()
-        user = env.new_user("access", login)
-        login_via_proxy(env, user)
+        user = env.new_user("access", login, via_proxy=True)
         listed = env.bsh(user, "ls", "env=staging", "--format", "json")
         assert listed.returncode == 0, listed.stderr
         assert name in listed.stdout

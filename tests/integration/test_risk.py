@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, login_via_proxy, unique, unverified_context, wait_for
+from harness import BIN, Cluster, Env, unique, unverified_context, wait_for
 
 from bastion.testing import new_public_key
 
@@ -58,8 +58,7 @@ def test_failed_logins_from_one_address_raise_a_signal(env: Env, cluster: Cluste
 def test_a_lock_rule_cuts_a_live_session(env: Env, tmp_path: Path) -> None:
     """A lateral_movement rule (one node is enough, for this user only) locks the user: the
     session that fired it ends, and bctl risk ls / test show the rule and its firing."""
-    user = env.new_user("access", LOGIN)
-    login_via_proxy(env, user)
+    user = env.new_user("access", LOGIN, via_proxy=True)
     rule = unique("lateral")
     spec = tmp_path / "rule.yaml"
     spec.write_text(

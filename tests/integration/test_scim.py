@@ -25,6 +25,7 @@ from harness import (
     unique,
     unverified_context,
     wait_for,
+    wait_node,
 )
 from sso_peers import OIDCPeer, browser_command, start_oidc_provider
 
@@ -145,7 +146,7 @@ def test_deactivation_cuts_a_live_ssh_session(scim: Any, env: Env, cluster: Clus
                                     "json"))["token"]  # fmt: skip
     node = start_node(env, tmp_path, node_name, token)
     try:
-        wait_for(lambda: env.admin("get", f"node/{node_name}").returncode == 0, "the node")
+        wait_node(env, node_name)
         session = subprocess.Popen(
             [str(BIN / "bsh"), "ssh", f"{LOGIN}@{node_name}", "echo started; sleep 120; echo done"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bsh_env,

@@ -24,13 +24,13 @@ from harness import (
     Cluster,
     Env,
     User,
-    login_via_proxy,
     run,
     start_cluster,
     start_node,
     stop,
     unique,
     wait_for,
+    wait_node,
 )
 
 from bastion.api.mfa_header import ADMIN_MFA_HEADER, encode_assertion
@@ -96,7 +96,7 @@ def nodes(mfa_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     node_b = unique("mfab")
     proc = start_node(env, work, node_b, token)
     try:
-        wait_for(lambda: env.admin("get", f"node/{node_b}").returncode == 0, f"node {node_b}")
+        wait_node(env, node_b)
         yield [node_a, node_b]
     finally:
         stop(proc)
@@ -119,8 +119,7 @@ def _role(env: Env, *, mfa: bool, labels: str = "{'*': '*'}") -> str:
 
 def _user(env: Env, roles: str) -> User:
     """A user with password + TOTP and no security key."""
-    user = env.new_user(roles, LOGIN)
-    login_via_proxy(env, user)
+    user = env.new_user(roles, LOGIN, via_proxy=True)
     return user
 
 

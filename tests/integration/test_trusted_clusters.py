@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
@@ -37,15 +38,17 @@ LOGIN = getpass.getuser()
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Cluster]]:
-    root = start_cluster(tmp_path_factory.mktemp("root"), name="root.test")
+    dirs = [(tmp_path_factory.mktemp(n), f"{n}.test") for n in ("root", "leaf")]
+    with ThreadPoolExecutor(2) as pool:  # both start at once
+        futures = [pool.submit(start_cluster, d, name=name) for d, name in dirs]
+        wait(futures)
+    started = [f.result() for f in futures if f.exception() is None]
     try:
-        leaf = start_cluster(tmp_path_factory.mktemp("leaf"), name="leaf.test")
-        try:
-            yield root, leaf
-        finally:
-            leaf.stop()
+        root, leaf = (f.result() for f in futures)  # a start that failed fails here
+        yield root, leaf
     finally:
-        root.stop()
+        for cluster in reversed(started):
+            cluster.stop()
 
 
 def _trust_yaml(root: Cluster, token: str, enabled: bool = True) -> str:
@@ -221,12 +224,6 @@ spec:
 """
 
 
-def _leaf_node(leaf_env: Env) -> str:
-    nodes = json.loads(leaf_env.admin_ok("get", "nodes", "--format", "json"))
-    items = nodes if isinstance(nodes, list) else nodes.get("items", [])
-    return str(items[0]["metadata"]["name"])
-
-
 @pytest.mark.timeout(600)  # two clusters and ~40 CLI runs in one test (shared clusters)
 def test_trust_access_refusals_lock_and_suspension(
     two: tuple[Cluster, Cluster], tmp_path: Path
@@ -252,7 +249,6 @@ def test_trust_access_refusals_lock_and_suspension(
     stored = leaf_env.admin_ok("get", f"trusted_cluster/{root.cluster}")
     assert token not in stored and "root_cas" in stored
 
-    node = _leaf_node(leaf_env)
     mapped = root_env.new_user("access", LOGIN)
     contractor = tmp_path / "contractor.yaml"
     contractor.write_text(
@@ -262,17 +258,18 @@ def test_trust_access_refusals_lock_and_suspension(
     root_env.admin_ok("create", "-f", str(contractor))
     unmapped = root_env.new_user("contractor", LOGIN)  # a role the leaf does not map
 
+    def ls() -> list[dict[str, object]] | None:
+        listed = root_env.bsh(mapped, "ls", f"--cluster={leaf.cluster}", "--format", "json")
+        return json.loads(listed.stdout) if listed.returncode == 0 else None
+
+    nodes = wait_for(ls, "bsh ls through the root to the leaf (leaf tunnel up)", timeout=20)
+    node = str(nodes[0]["metadata"]["name"])  # the leaf's own node, as its roles show it
+
     def ssh(user: object, *cmd: str) -> subprocess.CompletedProcess[str]:
         return root_env.bsh(user, "ssh", f"--cluster={leaf.cluster}", f"{LOGIN}@{node}", *cmd)  # type: ignore[arg-type]
 
-    ran = wait_for(
-        lambda: (r := ssh(mapped, "echo via-root")).returncode == 0 and r,
-        "ssh through the root to the leaf (leaf tunnel up)",
-        timeout=20,
-    )
-    assert "via-root" in ran.stdout
-    listed = root_env.bsh(mapped, "ls", f"--cluster={leaf.cluster}", "--format", "json")
-    assert listed.returncode == 0 and node in listed.stdout, listed.stderr
+    ran = ssh(mapped, "echo via-root")
+    assert ran.returncode == 0 and "via-root" in ran.stdout, ran.stderr
     refused = ssh(unmapped, "echo no")
     assert refused.returncode != 0 and "no" not in refused.stdout
     leaf_events = leaf_env.events("--type", "proxy.ssh,trust.access")

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
-from cryptography.x509.oid import ObjectIdentifier
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -44,7 +46,11 @@ __all__ = [
     "EKPublic",
     "TCG_KP_EK_CERTIFICATE",
     "EKChainError",
+    "IssuerWanted",
     "authn_message",
+    "ca_issuers_uri",
+    "load_issuer_certs",
+    "missing_issuer",
     "b64",
     "make_challenge",
     "parse_ak",
@@ -199,7 +205,11 @@ def load_ek_roots(pem: str) -> list[x509.Certificate]:
 
 
 def verify_ek_chain(
-    cert_pem: str, roots: list[x509.Certificate], now: datetime, intermediates: str = ""
+    cert_pem: str,
+    roots: list[x509.Certificate],
+    now: datetime,
+    intermediates: str = "",
+    fetched: Sequence[x509.Certificate] = (),
 ) -> x509.Certificate:
     """Does the EK certificate chain to one of ``roots`` at ``now``? Returns the anchor.
 
@@ -210,6 +220,8 @@ def verify_ek_chain(
     admits any extension (critical or not); when an extended key usage is present it must name
     the EK certificate usage. CA certificates need basic constraints (the chain builder checks
     ``CA:TRUE``); signatures, validity and path length are checked as for any chain.
+    ``fetched``: intermediates from the certificates' AIA (:func:`missing_issuer`); like
+    ``intermediates`` they only help build the path, never anchor it.
 
     Raises:
         EKChainError: no chain, an expired or not yet valid certificate, a wrong usage.
@@ -217,6 +229,7 @@ def verify_ek_chain(
     try:
         leaf = x509.load_pem_x509_certificate(cert_pem.encode())
         extra = x509.load_pem_x509_certificates(intermediates.encode()) if intermediates else []
+        extra += fetched
     except ValueError:
         raise EKChainError("the EK certificate is not a PEM X.509 certificate") from None
     try:
@@ -244,6 +257,97 @@ def verify_ek_chain(
     except ValueError as exc:  # unsupported key or signature algorithm
         raise EKChainError(f"the chain cannot be verified ({exc})") from None
     return chain[-1]
+
+
+MAX_ISSUER_HOPS = 2
+"""At most this many issuers are fetched from AIA URIs for one EK certificate."""
+MAX_ISSUER_BYTES = 64 * 1024
+"""The largest AIA caIssuers response read (a certificate or a small PKCS#7 bundle)."""
+_MAX_URI = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerWanted:
+    """The certificate the chain lacks: its subject (the top certificate's issuer) and where
+    the top certificate's Authority Information Access says it is published."""
+
+    name: x509.Name
+    uri: str
+
+
+def ca_issuers_uri(cert: x509.Certificate) -> str:
+    """The first http(s) caIssuers URI of the certificate's Authority Information Access
+    extension; "" without one (absent, malformed, another scheme, unprintable or too long)."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ""
+    for access in aia:
+        location = access.access_location
+        if access.access_method != AuthorityInformationAccessOID.CA_ISSUERS or not isinstance(
+            location, x509.UniformResourceIdentifier
+        ):
+            continue
+        uri = location.value
+        printable = uri.isascii() and uri.isprintable() and " " not in uri
+        if printable and len(uri) <= _MAX_URI and uri.lower().startswith(("http://", "https://")):
+            return uri
+    return ""
+
+
+def missing_issuer(
+    leaf: x509.Certificate,
+    at_hand: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+) -> IssuerWanted | None:
+    """Which issuer to fetch next, if any, for the chain from ``leaf``.
+
+    Walks up from ``leaf`` through ``at_hand`` (bundle intermediates, certificates already
+    fetched) by issuer name. None when the top certificate's issuer is a configured root (the
+    verifier decides the rest), when the top is self-issued (a root that is not configured is
+    never fetched nor trusted), or when the top names no http(s) caIssuers URI.
+    """
+    top, used = leaf, 0
+    while used <= len(at_hand):
+        if top.issuer == top.subject or any(root.subject == top.issuer for root in roots):
+            return None
+        parent = next((cert for cert in at_hand if cert.subject == top.issuer), None)
+        if parent is None:
+            uri = ca_issuers_uri(top)
+            return IssuerWanted(name=top.issuer, uri=uri) if uri else None
+        top, used = parent, used + 1
+    return None  # a loop of issuers: nothing to fetch, the verifier refuses
+
+
+def load_issuer_certs(data: bytes) -> list[x509.Certificate]:
+    """The certificates of an AIA caIssuers response: DER or PEM certificates, or a PKCS#7
+    (DER or PEM) bundle (``application/pkix-cert``, ``application/pkcs7-mime``).
+
+    Raises:
+        ValueError: none of these, or no certificate in it (one line).
+    """
+    if len(data) > MAX_ISSUER_BYTES:
+        raise ValueError(f"larger than {MAX_ISSUER_BYTES // 1024} KiB")
+    loaders: list[Callable[[bytes], list[x509.Certificate]]]
+    if b"-----BEGIN PKCS7-----" in data:
+        loaders = [pkcs7.load_pem_pkcs7_certificates]
+    elif b"-----BEGIN" in data:
+        loaders = [x509.load_pem_x509_certificates]
+    else:
+        loaders = [
+            lambda raw: [x509.load_der_x509_certificate(raw)],
+            pkcs7.load_der_pkcs7_certificates,
+        ]
+    for load in loaders:
+        try:
+            certs = load(data)
+            for cert in certs:  # parsed lazily: malformed names or extensions fail here
+                _ = (cert.subject, cert.issuer, cert.extensions)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        if certs:
+            return certs
+    raise ValueError("not a DER, PEM or PKCS#7 certificate")
 
 
 def make_challenge(ek: EKPublic, ak: AKPublic, secret: bytes) -> tuple[str, str]:

@@ -31,6 +31,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from bastion.auth.device_attest import (
     EKChainError,
     EKPublic,
@@ -46,6 +48,7 @@ from bastion.auth.device_attest import (
     verify_signature,
 )
 from bastion.auth.device_challenge import challenge_key, is_challenge_token, open_challenge
+from bastion.auth.ek_fetch import IssuerFetchError, complete_chain, issuer_cache
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Create, Delete, Item, Op
@@ -419,7 +422,9 @@ class DeviceService:
         issuer = ""
         if pref.ek_ca_bundle:
             try:
-                issuer = await self._ek_issuer(ek, pref.ek_ca_bundle)
+                issuer = await self._ek_issuer(
+                    ek, pref.ek_ca_bundle, fetch=pref.fetch_ek_intermediates
+                )
             except AccessDenied as exc:
                 await self._refuse(
                     "device.enroll", user, target, exc.message, remote_addr=remote_addr
@@ -784,12 +789,15 @@ class DeviceService:
             raise AccessDenied("unknown, expired or already used device challenge")
         return record, item
 
-    async def _ek_issuer(self, ek: EKPublic, bundle: str) -> str:
+    async def _ek_issuer(self, ek: EKPublic, bundle: str, fetch: bool = False) -> str:
         """``device_trust.ek_ca_bundle`` is set: the EK certificate must chain to it; returns
-        the manufacturer CA's subject.
+        the manufacturer CA's subject. ``fetch`` (``device_trust.fetch_ek_intermediates``): the
+        intermediates the bundle lacks come from the URLs in the certificates (kept once the
+        chain verified; :mod:`bastion.auth.ek_fetch`).
 
         Raises:
-            AccessDenied: no EK certificate, or one that does not chain.
+            AccessDenied: no EK certificate, one that does not chain, or a missing intermediate
+                that could not be fetched.
             BadParameter: the bundle cannot be read or parsed (an admin's mistake).
         """
         if not ek.cert_pem:
@@ -805,10 +813,25 @@ class DeviceService:
                     f"device_trust.ek_ca_bundle: cannot read {bundle}: {exc}"
                 ) from None
         roots = load_ek_roots(bundle)
+        now = self.auth.clock.now()
+        fetched: list[x509.Certificate] = []
+        fresh: dict[str, list[x509.Certificate]] = {}
+        data_dir = self.auth.deps.data_dir
+        cache = issuer_cache(data_dir / "ek-intermediates" if data_dir else None)
+        if fetch:
+            try:
+                leaf = x509.load_pem_x509_certificate(ek.cert_pem.encode())
+                fetched, fresh = await complete_chain(leaf, (), roots, now, cache)
+            except ValueError:
+                pass  # the verifier names what is wrong with the certificate
+            except IssuerFetchError as exc:
+                raise AccessDenied(str(exc)) from None
         try:
-            anchor = verify_ek_chain(ek.cert_pem, roots, self.auth.clock.now())
+            anchor = verify_ek_chain(ek.cert_pem, roots, now, fetched=fetched)
         except EKChainError as exc:
             raise AccessDenied(f"the TPM's endorsement key certificate is refused: {exc}") from None
+        for uri, certs in fresh.items():  # only intermediates that led to a configured root
+            await cache.put(uri, certs, now)
         return anchor.subject.rfc4514_string()
 
     async def _ek_owner(self, key_sha256: str) -> str:

@@ -32,8 +32,12 @@ from bastion.types.meta import Resource
 __all__ = ["AuthContext", "GuardedAuth"]
 
 
-PROXY_EVENT_TYPES = frozenset({"access.denied", "session.terminated"})
-"""Besides ``proxy.*``: what a proxy in its own process reports (its gate, its lock watcher)."""
+PROXY_EVENT_TYPES = frozenset(
+    {"access.denied", "session.terminated"}
+    | {f"db.session.{e}" for e in ("start", "query", "end", "cancel")}
+)
+"""Besides ``proxy.*``: what a proxy in its own process reports (its gate, its lock watcher,
+its database route)."""
 AGENT_EVENT_ID = re.compile(r"[0-9a-f]{32}")
 AGENT_EVENT_ID_TTL = timedelta(days=3)
 """How long auth remembers an agent's event id (an agent resending later than this after its
@@ -81,7 +85,7 @@ def _check_host_event(event_type: str, fields: dict[str, Any], host: Identity) -
         if not proxy_own and "node" not in host.roles:
             raise BadParameter(f"proxies may not submit {event_type!r} events of nodes")
         return
-    if event_type.startswith("proxy.") or event_type == "access.denied":
+    if event_type.startswith(("proxy.", "db.session.")) or event_type == "access.denied":
         raise BadParameter(f"only proxies may submit {event_type!r} events")
     bound = (host.traits.get("hostname") or ("",))[0]
     target = fields.setdefault("target", bound)

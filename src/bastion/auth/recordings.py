@@ -81,8 +81,11 @@ class RecordingService:
         self.store: RecordingStore = auth.deps.recordings
         self.max_bytes = auth.deps.recording_max_bytes
 
-    async def receive(self, meta: RecordingMeta, chunks: AsyncIterable[bytes]) -> RecordingMeta:
-        """Stream ``chunks`` to a temporary file, verify them against ``meta``, store them.
+    async def receive(
+        self, meta: RecordingMeta, chunks: AsyncIterable[bytes], emitted_by: str | None = None
+    ) -> RecordingMeta:
+        """Stream ``chunks`` to a temporary file, verify them against ``meta``, store them
+        (``emitted_by``: the session's end event must have been submitted by this identity).
 
         Returns:
             The stored metadata (with ``size``, ``cluster`` and ``uploaded`` set by auth).
@@ -113,13 +116,21 @@ class RecordingService:
                         head += chunk[:MAX_LINE]
                     digest.update(chunk)
                     out.write(chunk)
-            return await self._verify_and_store(meta, path, digest.hexdigest(), size, head)
+            return await self._verify_and_store(
+                meta, path, digest.hexdigest(), size, head, emitted_by
+            )
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
 
     async def _verify_and_store(
-        self, meta: RecordingMeta, path: Path, sha256: str, size: int, head: bytes
+        self,
+        meta: RecordingMeta,
+        path: Path,
+        sha256: str,
+        size: int,
+        head: bytes,
+        emitted_by: str | None = None,
     ) -> RecordingMeta:
         if not hmac.compare_digest(sha256, meta.sha256):
             await self._reject(
@@ -130,7 +141,7 @@ class RecordingService:
             )
         parse_header(head.partition(b"\n")[0])
         if meta.complete:
-            await self._check_session_end(meta)
+            await self._check_session_end(meta, emitted_by)
         stored = meta.model_copy(
             update={"size": size, "cluster": self.auth.cluster, "uploaded": self.auth.clock.now()}
         )
@@ -154,7 +165,7 @@ class RecordingService:
         )
         return stored
 
-    async def _check_session_end(self, meta: RecordingMeta) -> None:
+    async def _check_session_end(self, meta: RecordingMeta, emitted_by: str | None = None) -> None:
         end = await find_session_end(
             self.auth.audit, meta.session_id, meta.node, self.auth.clock.now() - LOOKBACK
         )
@@ -162,6 +173,12 @@ class RecordingService:
             raise ConnectionProblem(
                 f"recording {meta.session_id}: its session.end event is not in the audit log "
                 "yet; retry after the node's events are delivered"
+            )
+        if emitted_by is not None and end.fields.get("emitted_by") != emitted_by:
+            await self._reject(
+                meta,
+                f"session.end was not submitted by the uploader {emitted_by!r}",
+                "its session.end was reported by another proxy",
             )
         recorded = str(end.fields.get("recording_sha256", ""))
         if not hmac.compare_digest(recorded, meta.sha256):
@@ -242,6 +259,10 @@ class GuardedRecordings:
         """A node delivers a recording of one of its sessions."""
         ident = self._guard.ctx.identity
         await self._guard.require("session", "create")
+        if ident.kind == "host" and "proxy" in ident.roles and meta.kind == "db":
+            # A proxy in its own process records the database sessions it relays (node = the
+            # database): only those whose db.session.end it submitted itself.
+            return await self._service.receive(meta, chunks, emitted_by=ident.user)
         bound = (ident.traits.get("hostname") or ("",))[0]
         if ident.kind != "host" or not bound or meta.node != bound:
             await self._auth.audit.emit(

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -123,6 +124,8 @@ class AuthDeps:
     """Access request notices (webhooks, Slack, email); None: none are sent."""
     risk: RiskConfig | None = None
     """The ``risk:`` section (built-in rule thresholds for ``bctl risk``); None: defaults."""
+    data_dir: Path | None = None
+    """The auth server's data directory (caches kept across restarts); None: memory only."""
 
 
 class ManagedKind(Protocol):

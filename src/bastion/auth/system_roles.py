@@ -45,6 +45,8 @@ SYSTEM_ROLES: dict[str, Role] = {
                 verbs=_READ,
             ),
             Rule(resources=["event"], verbs=["create"]),
+            # The recordings of the database sessions it relays (bastion.auth.recordings).
+            Rule(resources=["session"], verbs=["create"]),
         ],
     ),
     "auth": _role("auth", []),

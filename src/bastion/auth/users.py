@@ -649,7 +649,10 @@ class UserService:
         certification = device_proof.key_certification if device_proof else None
         try:
             attestation = await self._key_attestation(
-                identity, certification, device_proof.challenge if device_proof else ""
+                identity,
+                certification,
+                device_proof.challenge if device_proof else "",
+                device_error,
             )
             certs = await self.auth.issuer.issue_user(
                 identity,
@@ -675,6 +678,7 @@ class UserService:
         identity: Identity,
         certification: tuple[str, str, str] | None = None,
         challenge: str = "",
+        device_error: str = "",
     ) -> KeyAttestation | None:
         """What the device this login verified vouches for (``require_hardware_key``, the
         identity's ``key_attestation``): its enrolled credential, and the key its AK certified
@@ -688,9 +692,11 @@ class UserService:
         """
         if not identity.device_id:
             if certification is not None:
+                why = f" ({device_error})" if device_error else ""
                 raise AccessDenied(
-                    "key attestation: the device proof was refused, so the TPM key cannot be "
-                    "attested; run 'bsh device status' and log in again on the enrolled machine"
+                    f"key attestation: the device proof was refused{why}, so the TPM key "
+                    "cannot be attested; run 'bsh device status' and log in again on the "
+                    "enrolled machine"
                 )
             return None
         try:

@@ -37,8 +37,9 @@ import shlex
 import shutil
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -80,11 +81,16 @@ from bastion.protocols.postgres import (
 from bastion.proxy.relay import Relay
 
 __all__ = [
+    "REFRESH_MARGIN",
+    "ContextSource",
+    "ListenerCerts",
+    "cert_expiry",
     "db_context",
     "db_group",
     "db_rows",
     "local_mysql_listener",
     "mysql_option_file",
+    "needs_fresh_cert",
     "remove_service_entry",
     "proxy_db",
     "run_proxy_db",
@@ -494,6 +500,102 @@ def logout_command(name: str | None) -> None:
 
 # ---------------------------------------------------------------------------- bsh proxy db
 
+REFRESH_MARGIN = timedelta(seconds=10)
+"""``bsh proxy db`` gets a new certificate for a new connection when its certificate expires
+within this (a per-session MFA certificate lives one minute)."""
+
+
+def needs_fresh_cert(
+    expires: datetime | None, now: datetime, margin: timedelta = REFRESH_MARGIN
+) -> bool:
+    """Whether the local listener must get a new database certificate before it carries a new
+    client connection: none readable (``expires`` None), or it expires within ``margin``. A
+    still-valid certificate is reused (no MFA prompt per connection)."""
+    return expires is None or expires - now <= margin
+
+
+def cert_expiry(files: Path) -> datetime | None:
+    """When the certificate ``files``.crt expires (None: missing or unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(f"{files}.crt").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc
+
+
+def _relogin(profile: Profile, name: str) -> None:
+    """``bsh db login NAME`` again with the db user and name of the current login (asks for
+    the security key on the terminal when the roles require per-session MFA)."""
+    files = _files(profile, name)
+    if _option_file(files).is_file():
+        entry = _mysql_entry(files)
+        _login(name, entry.get("user", ""), entry.get("database", ""), "12h")
+    else:
+        entry = _entry(profile, name)
+        _login(name, entry.get("user", ""), entry.get("dbname", ""), "12h")
+
+
+ContextSource = Callable[[], Awaitable[ssl.SSLContext]]
+"""Gives the TLS context (the database certificate) for one new local connection."""
+
+
+class ListenerCerts:
+    """The database certificate of ``bsh proxy db``'s listener, checked for every new client
+    connection: reused while valid for another :data:`REFRESH_MARGIN`, else replaced by a fresh
+    one (``login``: :func:`_relogin`, run in a thread: it may prompt for MFA) once, whatever
+    the number of connections waiting for it. ``load`` reads the current certificate's TLS
+    context and expiry (default: the profile's files of database ``name``)."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        name: str,
+        *,
+        login: Callable[[Profile, str], None] = _relogin,
+        load: Callable[[], tuple[ssl.SSLContext, datetime | None]] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._profile = profile
+        self._name = name
+        self._login = login
+        self._read = load or (
+            lambda: (db_context(profile, name), cert_expiry(_files(profile, name)))
+        )
+        self._now = now
+        self._ctx: ssl.SSLContext | None = None
+        self._expires: datetime | None = None
+        self._lock = asyncio.Lock()
+        self.renewals = 0
+
+    def _load(self) -> None:
+        self._ctx, self._expires = self._read()
+
+    async def context(self) -> ssl.SSLContext:
+        if self._ctx is None:
+            self._load()
+        if self._ctx is not None and not needs_fresh_cert(self._expires, self._now()):
+            return self._ctx
+        async with self._lock:  # one MFA prompt for the connections arriving meanwhile
+            self._load()  # another connection (or a bsh db login) may have renewed it
+            if needs_fresh_cert(self._expires, self._now()):
+                sys.stderr.write(f"bsh proxy db {self._name}: certificate expiring; renewing\n")
+                await asyncio.to_thread(self._login, self._profile, self._name)
+                self.renewals += 1
+                self._load()
+        assert self._ctx is not None
+        return self._ctx
+
+
+def _source(ctx: ssl.SSLContext | ContextSource) -> ContextSource:
+    if isinstance(ctx, ssl.SSLContext):
+        fixed = ctx
+
+        async def same() -> ssl.SSLContext:
+            return fixed
+
+        return same
+    return ctx
+
 
 async def _local_startup(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
     """Read the local client's first packets: answer SSLRequest/GSSENCRequest with ``N`` (the
@@ -528,18 +630,19 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 async def _serve_local(
     profile: Profile,
-    ctx: ssl.SSLContext,
+    source: ContextSource,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
     try:
         try:
             startup = await asyncio.wait_for(_local_startup(reader, writer), 30)
+            ctx = await source()
             host, port = split_host_port(profile.proxy)
             up_r, up_w = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), 15
             )
-        except (OSError, TimeoutError, RemoteProtocolError, BadParameter) as exc:
+        except (OSError, TimeoutError, BastionError) as exc:
             writer.write(error_response(f"bsh proxy db: {exc}", code="08006"))
             await writer.drain()
             return
@@ -577,13 +680,14 @@ async def _local_handshake(
 
 async def _serve_local_mysql(
     proxy: str,
-    ctx: ssl.SSLContext,
+    source: ContextSource,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
     try:
         try:
             hello = await asyncio.wait_for(_local_handshake(reader, writer), 30)
+            ctx = await source()
             host, port = split_host_port(proxy)
             relay = Relay(name="bsh proxy db")
             up, _ = await asyncio.wait_for(
@@ -592,7 +696,7 @@ async def _serve_local_mysql(
                 ),
                 15,
             )
-        except (OSError, TimeoutError, RemoteProtocolError, BadParameter) as exc:
+        except (OSError, TimeoutError, BastionError) as exc:
             writer.write(mysql.err_packet(2, 2013, "08S01", f"bsh proxy db: {exc}"))
             await writer.drain()
             return
@@ -610,11 +714,18 @@ async def _serve_local_mysql(
 
 
 async def local_mysql_listener(
-    proxy: str, ctx: ssl.SSLContext, host: str = "127.0.0.1", port: int = 0
+    proxy: str,
+    ctx: ssl.SSLContext | ContextSource,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> asyncio.Server:
     """Listen on ``host:port`` for MySQL clients and carry each to ``proxy`` (``host:port``)
-    in TLS with ``ctx`` (the database certificate, ALPN ``bastion-mysql/1``)."""
-    return await asyncio.start_server(lambda r, w: _serve_local_mysql(proxy, ctx, r, w), host, port)
+    in TLS with ``ctx`` (the database certificate, ALPN ``bastion-mysql/1``; or what gives
+    it per connection: :meth:`ListenerCerts.context`)."""
+    source = _source(ctx)
+    return await asyncio.start_server(
+        lambda r, w: _serve_local_mysql(proxy, source, r, w), host, port
+    )
 
 
 def db_context(profile: Profile, name: str) -> ssl.SSLContext:
@@ -632,15 +743,17 @@ def db_context(profile: Profile, name: str) -> ssl.SSLContext:
 
 
 async def run_proxy_db(
-    profile: Profile, ctx: ssl.SSLContext, name: str, host: str, port: int
+    profile: Profile, ctx: ssl.SSLContext | ContextSource, name: str, host: str, port: int
 ) -> None:
-    """Serve the local listener until cancelled."""
+    """Serve the local listener until cancelled (``ctx``: the database certificate's context,
+    or :meth:`ListenerCerts.context`, which renews an expiring certificate per connection)."""
     is_mysql = _option_file(_files(profile, name)).is_file()
+    source = _source(ctx)
     if is_mysql:
-        server = await local_mysql_listener(profile.proxy, ctx, host, port)
+        server = await local_mysql_listener(profile.proxy, source, host, port)
     else:
         server = await asyncio.start_server(
-            lambda r, w: _serve_local(profile, ctx, r, w), host, port
+            lambda r, w: _serve_local(profile, source, r, w), host, port
         )
     bound = server.sockets[0].getsockname()[1]
     hint = (
@@ -657,7 +770,9 @@ async def run_proxy_db(
 def proxy_db(name: str, port: int, host: str) -> None:
     """The ``bsh proxy db`` command body."""
     profile = current_profile()
+    db_context(profile, name)  # no certificate at all: one line now, not per connection
+    certs = ListenerCerts(profile, name)
     try:
-        run_async(run_proxy_db(profile, db_context(profile, name), name, host, port))
+        run_async(run_proxy_db(profile, certs.context, name, host, port))
     except KeyboardInterrupt:
         pass

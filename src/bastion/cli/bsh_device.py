@@ -118,7 +118,10 @@ def enroll_command(token: str, software: bool, tcti: str) -> None:
     except BastionError as exc:
         click.echo(f"warning: device authentication failed: {exc.message}", err=True)
         certs = None
-    if certs is not None:
+    if certs is not None and (profile.path / "key.tpm").exists():
+        # re-issued for the TLS key only: the SSH certificate of a TPM-held key needs a login
+        click.echo("run bsh login --key-store=tpm again to carry this device")
+    elif certs is not None:
         write_private_file(profile.path / "tls.crt", str(certs["tls_cert"]))
         if certs.get("ssh_cert"):
             write_private_file(profile.path / "key-cert.pub", str(certs["ssh_cert"]) + "\n")
@@ -162,3 +165,43 @@ def status_command(fmt: str) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key + ':':<13} {value}")
+
+
+@device_group.command("agent")
+@click.option(
+    "--socket",
+    "socket_path",
+    default="",
+    help="Where to listen (default: agent.sock in the profile, which bsh config names).",
+)
+@handle_errors
+def agent_command(socket_path: str) -> None:
+    """Serve an SSH agent that signs with your TPM-held key (bsh login --key-store=tpm), for
+    plain OpenSSH through bsh config's IdentityAgent (bsh ssh starts its own). Runs until
+    interrupted.
+
+    \b
+    Example:
+      bsh device agent &
+      ssh root@web1.example.com
+    """
+    import signal
+    import sys
+    from pathlib import Path
+
+    from bastion.client.device.tpm_key import profile_agent_core
+    from bastion.client.ssh_agent import listen, serve
+
+    profile = ProfileStore().load()
+    profile_agent_core(profile.path)  # a usable key now, or a one-line error
+    path = Path(socket_path) if socket_path else profile.path / "agent.sock"
+    listener = listen(path)
+    click.echo(f"IdentityAgent {path}", err=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly: remove the socket
+    try:
+        serve(listener, lambda: profile_agent_core(profile.path), lambda: True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)

@@ -234,6 +234,11 @@ async def _connect_leaf(
     keepalive_count_max: int,
 ) -> asyncssh.SSHClientConnection:
     key, _ = _user_identity(profile)
+    if (profile.path / "key.tpm").exists():  # the leaf certifies the root TLS (software) key
+        try:
+            key = asyncssh.read_private_key(str(profile.path / "tls.key"))
+        except (asyncssh.KeyImportError, OSError) as exc:
+            raise BadParameter(f"cannot read the TLS key of {profile.name}: {exc}") from None
     creds = await leaf_credentials(profile, cluster, ssl_context)
     try:
         cert = asyncssh.import_certificate(creds.ssh_cert)

@@ -122,6 +122,10 @@ async def session_credentials(
             forwarding); the MFA ceremony's errors (no security key, a refused assertion).
     """
     public_key = (profile.path / "key.pub").read_text().strip()
+    if (profile.path / "key.tpm").exists():  # --key-store=tpm: one key for both 1-minute
+        from bastion.client.device.tpm_key import tls_public_line  # certificates, the TLS one
+
+        public_key = tls_public_line(profile.path)
     async with AuthClient(profile.proxy, profile_api_context(profile)) as client:
         target = SessionTarget(node=node, login=login, cluster=cluster)
         answer = await client.send(SESSION_CHALLENGE, target)

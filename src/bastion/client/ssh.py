@@ -290,7 +290,9 @@ async def connect(
         if creds is not None:
             try:
                 cert = asyncssh.import_certificate(creds.ssh_cert)
-            except (asyncssh.KeyImportError, ValueError) as exc:
+                if (profile.path / "key.tpm").exists():  # issued for the TLS (software) key
+                    key = asyncssh.read_private_key(str(profile.path / "tls.key"))
+            except (asyncssh.KeyImportError, ValueError, OSError) as exc:
                 raise BadParameter(f"the session SSH certificate does not load: {exc}") from None
             tls = session_ssl_context(profile, creds)
     with ssh_errors(node, login):

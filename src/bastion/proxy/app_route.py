@@ -25,8 +25,9 @@ certificate, if any. One coroutine per connection then serves its requests in tu
    once (path normalized, hop-by-hop headers dropped, identity headers ``Bastion-*``,
    ``X-Forwarded-*``, ``Forwarded`` stripped and set by us, our cookie removed from ``Cookie``,
    ``Bastion-Jwt-Assertion`` added: a JWT of the ``jwt`` CA, aud = the app's URI, at most one
-   minute, reused for 30 s; the app's ``rewrite.headers`` with the user's trait templates
-   expanded, :func:`~bastion.protocols.apphost.render_headers`), bodies are copied as they
+   minute, reused for 30 s per session and app (:meth:`AppBackend.assertion`); the app's
+   ``rewrite.headers`` with the user's trait templates expanded,
+   :func:`~bastion.protocols.apphost.render_headers`), bodies are copied as they
    come (Content-Length or chunked, never buffered whole, never re-encoded). A ``101`` answer
    to an ``Upgrade: websocket`` request turns the connection into a byte relay.
 6. **Audit**: ``app.session.start`` (cookie issued, or a certificate's first request on a
@@ -35,8 +36,11 @@ certificate, if any. One coroutine per connection then serves its requests in tu
 
 TCP apps (``tcp://host:port``) come with ALPN ``bastion-app/1`` and a certificate routed to
 the app (:meth:`AppRoute.handle_tcp`): authorized once, relayed, audited start and end with
-bytes. A proxy in its own process has no app access yet (:meth:`AppRoute.refusing`): app hosts
-get a one-line 503 (:data:`STANDALONE_REFUSAL`). docs/app-access.md.
+bytes. Clients that negotiate ALPN ``h2`` get HTTP/2: each stream is served as an HTTP/1.1
+request here (:mod:`bastion.proxy.app_h2`). A proxy in its own process serves apps through
+auth's API (:mod:`bastion.proxy.app_remote`: sessions, RBAC and the JWT asked of auth);
+:meth:`AppRoute.refusing` (a one-line 503) is left for a proxy built without app access.
+docs/app-access.md.
 """
 
 from __future__ import annotations
@@ -474,9 +478,7 @@ class AppRoute:
         """Serve an HTTP/2 connection: each stream goes through :meth:`_request` as an
         HTTP/1.1 request (:mod:`bastion.proxy.app_h2`)."""
         h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
-        h2.local_settings.update(
-            {SettingCodes.MAX_CONCURRENT_STREAMS: 100}
-        )
+        h2.local_settings.update({SettingCodes.MAX_CONCURRENT_STREAMS: 100})
         h2.initiate_connection()
         h2.increment_flow_control_window(1 << 24)
         streams: dict[int, H2Stream] = {}
@@ -498,7 +500,6 @@ class AppRoute:
                         flush()
                         return
                     for event in events:
-                        print("EV", event, flush=True)
                         if isinstance(event, RequestReceived):
                             headers = [(bytes(k), bytes(v)) for k, v in event.headers or []]
                             ended = event.stream_ended is not None
@@ -582,9 +583,7 @@ class AppRoute:
             except BadMessage as exc:
                 self._reply(view, exc.status, exc.message)
             else:
-                print("REQ", head.method, head.target, head.content_length, head.chunked, flush=True)
                 await self._request(view, head)
-                print("REQ done", flush=True)
             await stream.finish()
         except (ConnectionError, OSError):
             stream.reset()
@@ -598,23 +597,41 @@ class AppRoute:
 
     async def _serve(self, conn: _Conn) -> None:
         side = conn.side
-        while True:
-            try:
-                end = find_head_end(side.buf)
-                while end < 0:
-                    if side.eof:
-                        return
-                    async with asyncio.timeout(_KEEPALIVE_IDLE):
-                        await side.more()
+        # Keep-alive idle limit: one timer per connection, not one per wait (asyncio.timeout
+        # per request cost ~5% of the CPU per request): it closes a connection that waited
+        # for its next request head through a whole period with no request served.
+        loop = asyncio.get_running_loop()
+        state = [0, 0, False]  # requests served, served at the last check, waiting for a head
+
+        def watch() -> None:
+            if state[2] and state[0] == state[1]:
+                side.close()
+                return
+            state[1] = state[0]
+            timer[0] = loop.call_later(_KEEPALIVE_IDLE, watch)
+
+        timer = [loop.call_later(_KEEPALIVE_IDLE, watch)]
+        try:
+            while True:
+                try:
                     end = find_head_end(side.buf)
-                head = parse_request_head(side.take(end))
-            except BadMessage as exc:
-                self._reply(conn, exc.status, exc.message, close=True)
-                return
-            except TimeoutError:
-                return
-            if not await self._request(conn, head):
-                return
+                    if end < 0:
+                        state[2] = True
+                        while end < 0:
+                            if side.eof:
+                                return
+                            await side.more()
+                            end = find_head_end(side.buf)
+                        state[2] = False
+                    head = parse_request_head(side.take(end))
+                except BadMessage as exc:
+                    self._reply(conn, exc.status, exc.message, close=True)
+                    return
+                state[0] += 1
+                if not await self._request(conn, head):
+                    return
+        finally:
+            timer[0].cancel()
 
     async def _request(self, conn: _Conn, head: RequestHead) -> bool:
         """Serve one request; False: close the client connection."""
@@ -922,15 +939,12 @@ class AppRoute:
         keep = not head.close
         up: _Side | None = None
         responded = False
-        print("FWD", has_body, flush=True)
         if has_body and (head.get(b"expect") or b"").lower() == b"100-continue":
             conn.side.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             for attempt in range(2):
                 try:
-                    print("UPSTREAM?", flush=True)
                     up, reused = await self._upstream(target, app, who, conn)
-                    print("UPSTREAM!", flush=True)
                 except (OSError, BastionError, TimeoutError) as exc:
                     log.warning("app %s unreachable: %s", label, exc)
                     return self._reply(conn, 502, f'app "{label}" is not reachable', close=True)
@@ -1045,7 +1059,6 @@ class AppRoute:
         """Copy one message body from ``src`` to ``dst`` as it comes, after ``prefix`` (sent
         with its first piece); returns the body's size."""
         total = 0
-        print("COPY", type(src).__name__, type(dst).__name__, len(src.buf), flush=True)
         scanner = ChunkedScanner() if head.chunked else None
         remaining = head.content_length or 0
         while True:

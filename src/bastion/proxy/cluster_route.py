@@ -291,7 +291,7 @@ class ClusterHub:
                 task = self._pool_tasks.pop(name, None)
                 if task is not None:
                     task.cancel()
-        if wanted:
+        if wanted or not self._tunnel_key:  # the first refresh learns the key at start
             await self._renew_tunnel_cert()
         for name, current in wanted.items():
             if name not in self._clients and current.spec.status.root_cas is not None:

@@ -109,10 +109,12 @@ class ProxyLink:
     trust: TrustService | None = None
     """Trusted clusters (in the auth process only): leaf tunnels and routes through them."""
     apps: AppBackend | None = None
-    """App access (in the auth process only: it signs the apps' JWTs): the app route."""
+    """App access for the app route: auth's own in the all-in-one, or
+    :class:`~bastion.proxy.app_remote.RemoteApps` (auth's API) in a proxy of its own."""
     recordings: UploadTarget | None = None
-    """Where the database route uploads its session recordings (in the auth process only,
-    when auth stores recordings); None: database sessions are audited, not recorded."""
+    """Where the database route uploads its session recordings: auth's recording service in
+    the auth process (when auth stores recordings), or auth's API in a proxy of its own (as a
+    remote node uploads); None: database sessions are audited, not recorded."""
     session_trackers: TrackerReporter | None = None
     """Where the proxy reports its moderated database sessions (in the auth process only;
     without it such sessions are refused: :mod:`bastion.proxy.db_moderation`)."""

@@ -13,6 +13,7 @@ whose state must have an event live here too (:data:`RESOURCE_PREFIXES`).
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -177,7 +178,7 @@ class ResourceStore(Generic[R]):
         """Every stored resource, decoded for this caller (its to change)."""
         return [self._decode(item) for item in await self._backend.get_range(self._prefix)]
 
-    async def list_shared(self) -> list[R]:
+    async def list_shared(self) -> builtins.list[R]:
         """Every stored resource, **read-only**: the objects are shared with other readers and
         kept between calls, so a caller must copy (``model_copy``) before changing one.
 

@@ -107,6 +107,11 @@ AGENT_EVENT_TYPES = frozenset(
         "access.denied",
         "db.user.create",
         "db.user.disable",
+        # a proxy in its own process: its database route (bastion.proxy.db_route)
+        "db.session.start",
+        "db.session.query",
+        "db.session.end",
+        "db.session.cancel",
     }
 )
 """Event types agents and proxies in other processes may submit through the API."""

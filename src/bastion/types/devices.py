@@ -188,6 +188,11 @@ class DeviceTrustPreference(StrictModel):
     ek_ca_bundle: str = ""
     """Manufacturer CA certificates (PEM text, or the absolute path of a PEM file on the auth
     server). Set: TPM enrollment requires an EK certificate chaining to one of them."""
+    fetch_ek_intermediates: bool = True
+    """With ``ek_ca_bundle`` set: fetch an EK certificate's missing intermediate CA from the URL
+    in the certificate (Authority Information Access; http/https, 5 s, 64 KiB, 2 hops) and keep
+    it. Roots are never fetched: trust comes from ``ek_ca_bundle`` alone. False: no egress;
+    put the vendors' intermediates in the bundle."""
     sources: list[DeviceSource] = Field(default_factory=list)
     """Inventory syncs from MDM exports (``bctl devices sync --source=NAME``)."""
 

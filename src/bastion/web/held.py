@@ -129,6 +129,7 @@ class HeldTerminal:
         self.process: Any = None
         """The shell's process (asyncssh): its stdin and terminal size."""
         self.buffer = TailBuffer()
+        self.coalesce_wait = COALESCE_WAIT
         self.ended = asyncio.Event()
         self.reason = ""
         self._sink: Sink | None = None
@@ -143,7 +144,7 @@ class HeldTerminal:
             if not data:
                 return
             if len(data) >= BULK_CHUNK:
-                data += await _more(reader, READ_SIZE - len(data))
+                data += await _more(reader, READ_SIZE - len(data), self.coalesce_wait)
             async with self._lock:
                 await self._deliver(data)
 

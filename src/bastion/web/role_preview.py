@@ -334,8 +334,8 @@ def render_preview(
     )
     note = (
         '<p class="muted">What a user holding only this role may reach now, decided by the '
-        "checker of <code>bsh ls</code> and <code>bsh ssh</code> (deny rules and conditions "
-        f"included; {traits}; locks aside).</p>"
+        "checker that lists and connects to servers from the command line (deny rules and "
+        f"conditions included; {traits}; locks aside).</p>"
     )
     return (
         f'<section id="preview" aria-labelledby="preview-title">'

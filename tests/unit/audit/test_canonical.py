@@ -108,7 +108,7 @@ def test_the_write_path_fast_encoding_is_byte_for_byte_the_validated_one(
         assert not is_plain(fields)
 
 
-def test_non_utc_times_and_non_finite_floats_take_the_validated_path():
+def test_non_utc_times_and_non_finite_floats_take_the_validated_path() -> None:
     from datetime import timedelta, timezone
 
     plus2 = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))

@@ -27,6 +27,7 @@ from bastion.auth.renewal import RenewalService
 from bastion.auth.requests import AccessRequestService, NewRequest
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.auth.sessions import SessionTrackerService
+from bastion.auth.trust import TrustService
 from bastion.auth.users import UserService
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
@@ -246,6 +247,78 @@ async def _request_reviewed(w: World) -> None:
     await w.state["requests"].review(w.state["request"].name, rob, "approve", "ok")
 
 
+class _RootDialer:
+    """A leaf's way to a root (in memory): the root's own validate_leaf."""
+
+    def __init__(self, root: AuthServer) -> None:
+        self.root = root
+
+    async def validate(self, proxy_addr: str, ca_pin: str, body: Any) -> Any:
+        from bastion.auth.trust import validate_leaf
+
+        return await validate_leaf(self.root, body, "127.0.0.1:1")
+
+
+def _trusted_cluster(token: str, enabled: bool = True) -> Any:
+    from bastion.types.trust import RoleMapping, TrustedCluster, TrustedClusterSpec
+
+    return TrustedCluster(
+        metadata=Metadata(name="root.test"),
+        spec=TrustedClusterSpec(
+            enabled=enabled,
+            proxy_addr="127.0.0.1:3080",
+            token=token,
+            ca_pin="sha256:00",
+            role_map=[RoleMapping(remote="^access$", local=["access"])],
+        ),
+    )
+
+
+async def _root_world(w: World) -> None:
+    """A root cluster (its own backend: its writes are not counted) and a token of it."""
+    from bastion.auth.trust import TrustService
+    from bastion.testing import make_auth
+
+    root = await make_auth(cluster="root.test")
+    w.state["root"] = root.auth
+    w.state["token"] = await root.auth.add_token(
+        ["trusted_cluster"], timedelta(minutes=5), {}, "admin"
+    )
+    w.state["trust"] = TrustService(w.auth, _RootDialer(root.auth))
+
+
+async def _trusting(w: World) -> None:
+    await _root_world(w)
+    await w.state["trust"].create(_trusted_cluster(w.state["token"].token), "admin", force=False)
+
+
+async def _root_rotated(w: World) -> None:
+    from bastion.auth.trust import cluster_cas
+
+    await w.state["root"].rotate_ca("tls_user", "init", "admin")
+    await w.state["trust"].update_root_cas("root.test", await cluster_cas(w.state["root"]))
+
+
+async def _leaf_joined(w: World) -> None:
+    """This cluster is the root of leaf.test (its remote_cluster recorded)."""
+    from bastion.auth.trust import cluster_cas, validate_leaf
+    from bastion.contract.trust import ValidateTrust
+    from bastion.testing import make_auth
+
+    leaf = await make_auth(cluster="leaf.test")
+    w.state["leaf"] = leaf.auth
+    token = await w.auth.add_token(["trusted_cluster"], timedelta(minutes=5), {}, "admin")
+    body = ValidateTrust(token=token.token, leaf=await cluster_cas(leaf.auth))
+    await validate_leaf(w.auth, body, "127.0.0.1:1")
+
+
+async def _leaf_rotated(w: World) -> None:
+    from bastion.auth.trust import TrustService, cluster_cas
+
+    await w.state["leaf"].rotate_ca("tls_host", "init", "admin")
+    await TrustService(w.auth).update_leaf_cas("leaf.test", await cluster_cas(w.state["leaf"]))
+
+
 Step = Callable[[World], Awaitable[None]]
 # name -> (initialise the cluster first, prepare without faults, the change under test)
 SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
@@ -311,6 +384,21 @@ SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
     "BotService.remove_bot": (True, _bot, lambda w: BotService(w.auth).remove_bot("ci", "a")),
     "RenewalService.renew": (True, _bot_joined, _bot_renew),
     "RenewalService.renew/copied bot": (True, _bot_joined, _bot_copy_renew),
+    "TrustService.create": (
+        True,
+        _root_world,
+        lambda w: w.state["trust"].create(
+            _trusted_cluster(w.state["token"].token), "admin", force=False
+        ),
+    ),
+    "TrustService.update": (
+        True,
+        _trusting,
+        lambda w: w.state["trust"].update(_trusted_cluster("", enabled=False), "admin"),
+    ),
+    "TrustService.delete": (True, _trusting, lambda w: w.state["trust"].delete("root.test", "a")),
+    "TrustService.update_root_cas": (True, _trusting, _root_rotated),
+    "TrustService.update_leaf_cas": (True, _leaf_joined, _leaf_rotated),
 }
 
 NOT_AUDITED_STATE = {
@@ -359,13 +447,22 @@ NOT_AUDITED_STATE = {
     "SessionTrackerService.forget": "removes an expiring tracker (see report)",
     "SessionTrackerService.list": "read only",
     "SessionTrackerService.get": "read only",
+    "TrustService.remote_identity": "read only (a refusal is an event at the proxy)",
+    "TrustService.issue_remote": "issues a certificate (cert.issued), stores nothing",
+    "TrustService.tunnel_certificate": "issues a certificate (cert.issued), stores nothing",
+    "TrustService.tunnel_signing_key": "read only",
+    "TrustService.own_cas": "read only",
+    "TrustService.trusted": "read only",
+    "TrustService.remotes": "read only",
+    "TrustService.proxies": "read only",
+    "TrustService.heartbeat_remote": "tunnel status and last heartbeat, like node heartbeats",
 }
 
 
 def _public_coroutines() -> set[str]:
     out = set()
     classes = (AuthServer, UserService, BotService, RenewalService, AccessRequestService)
-    for cls in (*classes, DeviceService, SessionTrackerService, DatabaseInventory):
+    for cls in (*classes, DeviceService, SessionTrackerService, DatabaseInventory, TrustService):
         for name, _fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
             if not name.startswith("_"):
                 out.add(f"{cls.__name__}.{name}")

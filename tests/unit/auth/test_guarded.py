@@ -233,3 +233,20 @@ async def test_a_name_taken_over_after_expiry_stays_pinned_until_an_admin_confir
     plain = await guard(fx, "bob", ["access"], ["bob"])
     with pytest.raises(AccessDenied):
         await plain.confirm_node("web1")
+
+
+async def test_only_proxies_submit_database_session_events():
+    """A proxy in its own process audits the database sessions it relays; a node may not."""
+    fx = await make_auth()
+    web = await host_guard(fx, "web1")
+    proxy = await host_guard(fx, "proxy1", role="proxy")
+    events = [
+        {"type": f"db.session.{kind}", "user": "alice", "session_id": "d1", "db_service": "pg1"}
+        for kind in ("start", "query", "end", "cancel")
+    ]
+    assert [r["status"] for r in await proxy.submit_events(events)] == ["stored"] * 4
+    refused = await web.submit_events(events)
+    assert [r["status"] for r in refused] == ["rejected"] * 4
+    assert "only proxies" in refused[0]["reason"]
+    stored = await fx.auth.audit.search(AuditQuery(types=("db.session.*",)))
+    assert {e.fields["emitted_by"] for e in stored} == {proxy.ctx.identity.user}

@@ -224,3 +224,25 @@ async def test_a_db_session_end_matches_its_database(fx: AuthFixture) -> None:
     assert await find_session_end(fx.auth.audit, meta.session_id, "pg2", since) is None
     stored = await RecordingService(fx.auth).receive(meta, _chunks(CAST))
     assert stored.kind == "db" and stored.node == "pg1"
+
+
+async def test_a_standalone_proxy_uploads_the_db_sessions_it_ended(fx: AuthFixture) -> None:
+    """A proxy in its own process records database sessions (node = the database): it may
+    upload one whose ``db.session.end`` it submitted itself, nothing else."""
+    proxy = await _guard(fx, "proxy-1", ["proxy"], kind="host", host_id="proxy-1")
+    meta = _meta(node="pg1").model_copy(update={"kind": "db"})
+    await fx.auth.audit.emit(
+        "db.session.end", user="alice", session_id=meta.session_id, db_service="pg1",
+        recording_sha256=meta.sha256, emitted_by="proxy-1",
+    )  # fmt: skip
+    stored = await proxy.upload(meta, _chunks(CAST))
+    assert stored.kind == "db" and stored.node == "pg1"
+    other = _meta(node="pg1").model_copy(update={"kind": "db"})  # ended by another proxy
+    await fx.auth.audit.emit(
+        "db.session.end", user="alice", session_id=other.session_id, db_service="pg1",
+        recording_sha256=other.sha256, emitted_by="proxy-2",
+    )  # fmt: skip
+    with pytest.raises(BadParameter, match="reported by another proxy"):
+        await proxy.upload(other, _chunks(CAST))
+    with pytest.raises(AccessDenied, match="own sessions"):  # SSH sessions: nodes only
+        await proxy.upload(_meta(node="web1"), _chunks(CAST))

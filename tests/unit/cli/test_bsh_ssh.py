@@ -46,6 +46,12 @@ def test_render_ssh_config() -> None:
     )
     with_home = render_ssh_config("c", Path("/p"), "/b/bsh", home="/x/home")
     assert '"/b/bsh" --home="/x/home" proxy ssh --cluster=c %r@%h:%p' in with_home
+    # a --key-store=tpm profile: no key file, bsh device agent signs
+    tpm = [
+        line.strip()
+        for line in render_ssh_config("c", Path("/p"), "/b", agent="/p/a.sock").splitlines()
+    ]
+    assert "IdentityFile /p/key.pub" in tpm and "IdentityAgent /p/a.sock" in tpm
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,9 @@ def test_ssh_argv_trusts_only_the_cluster_and_keeps_user_flags() -> None:
     mine = SSHArgs(destination="web1", options=["Ciphers=aes256-ctr"])
     argv = ssh_argv("/usr/bin/ssh", "/v/bsh", Path("/p"), "c", "web1", "root", mine)
     assert argv.index("Ciphers=aes256-ctr") < argv.index(f"Ciphers={CIPHERS}")
+    # a TPM-held key (bsh login --key-store=tpm): the public key names it, bsh's agent signs
+    agent = ssh_argv("/usr/bin/ssh", "/v/bsh", Path("/p"), "c", "w", "r", mine, agent="/t/s")
+    assert "IdentityFile=/p/key.pub" in agent and "IdentityAgent=/t/s" in agent
 
 
 def test_steps_aside_for_selectors_and_forced_builtin(monkeypatch: pytest.MonkeyPatch) -> None:

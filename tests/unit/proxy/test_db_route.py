@@ -237,3 +237,97 @@ async def test_query_events_are_committed_in_order_in_batches_with_back_pressure
     assert max(audit.batches) == db_route._MAX_BATCH and sum(audit.batches) == count
     assert transport.resumed == 1 and not side.throttled
     assert audit.events[0]["db_user"] == "alice_db" and audit.events[0]["protocol"] == "simple"
+
+
+class ServerTransport(FakeTransport):
+    """The in-process agent's connection to the database (what the relay attaches to)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got = asyncio.Event()
+
+    def write(self, data: Any) -> None:
+        super().write(data)
+        self.got.set()
+
+
+class LocalAgent:
+    """An agent in the proxy's process (DbRoute.add_local_agent): opens the database itself."""
+
+    def __init__(self, refuse: bytes = b"") -> None:
+        self.refuse = refuse
+        self.headers: list[dict[str, Any]] = []
+        self.server = ServerTransport()
+        self.released = 0
+
+    async def release(self) -> None:
+        self.released += 1
+
+    async def open(self, header: dict[str, Any]) -> Any:
+        from types import SimpleNamespace
+
+        from bastion.agent.db_service import SessionRefused
+
+        self.headers.append(header)
+        if self.refuse:
+            raise SessionRefused("database down", self.refuse)
+        return SimpleNamespace(
+            server=self.server, to_server=b"STARTUP", to_client=b"", release=self.release
+        )
+
+
+def _local_route(audit: Audit) -> DbRoute:
+    clock = FakeClock(NOW)
+    registry = LiveRegistry()
+    return DbRoute(
+        DbRouteDeps(
+            databases=Directory(), roles=Roles(), tunnel=TunnelServer(registry, clock),
+            audit=audit, registry=registry, clock=clock, startup_timeout=1, connect_timeout=1,
+        )
+    )  # fmt: skip
+
+
+async def test_an_in_process_agent_serves_the_session_without_the_tunnel() -> None:
+    from bastion.protocols.postgres import build_message
+    from bastion.tasks import spawn
+
+    audit = Audit()
+    route = _local_route(audit)
+    agent = LocalAgent()
+    route.add_local_agent("agent-1", agent)  # the database's host id
+    client = FakeTransport()
+    startup = build_startup({"user": "alice_db", "database": "postgres"})
+    task = spawn(route.handle(client, ident(ROUTE), ("127.0.0.1", 5555), startup), "session")
+    await asyncio.wait_for(agent.server.got.wait(), 5)
+    assert bytes(agent.server.written) == b"STARTUP"  # the agent's StartupMessage goes first
+    [header] = agent.headers
+    assert header["db"] == "pg1" and header["params"]["user"] == "alice_db"
+    assert header["user"] == "alice"
+    server_side = agent.server.protocol
+    assert isinstance(server_side, asyncio.Protocol)
+    ready = build_message(b"Z", b"I")
+    server_side.data_received(ready)  # the database's answer reaches the client
+    server_side.connection_lost(None)  # the database closes: the session ends
+    assert client.closed and isinstance(client.protocol, asyncio.Protocol)
+    client.protocol.connection_lost(None)  # (what closing the client's transport does)
+    await asyncio.wait_for(task, 5)
+    assert ready in bytes(client.written) and client.closed
+    assert agent.released == 1  # create_db_user's clean-up ran once the session ended
+    assert [e["type"] for e in audit.events] == ["db.session.start", "db.session.end"]
+
+
+async def test_an_in_process_agent_refusal_reaches_the_client_in_its_words() -> None:
+    from bastion.protocols.postgres import error_response
+
+    audit = Audit()
+    route = _local_route(audit)
+    agent = LocalAgent(refuse=error_response('database "pg1": down', code="08006"))
+    route.add_local_agent("agent-1", agent)
+    client = FakeTransport()
+    startup = build_startup({"user": "alice_db", "database": "postgres"})
+    await route.handle(client, ident(ROUTE), ("127.0.0.1", 5555), startup)
+    [message] = MessageReader().feed(bytes(client.written))
+    assert parse_error_response(message.body)["C"] == "08006" and client.closed
+    [event] = audit.events
+    assert event["type"] == "db.session.start" and event["outcome"] == "failure"
+    assert "database down" in event["reason"]

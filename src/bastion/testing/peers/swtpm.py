@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,11 @@ class LocalEKCA:
         return self.folder / "issuercert.pem"
 
 
-def manufacture(state: Path, ca_folder: Path) -> LocalEKCA:
+def manufacture(state: Path, ca_folder: Path, aia_url: str = "") -> LocalEKCA:
     """Manufacture a TPM in ``state`` (then :func:`start_swtpm` it) with EK certificates signed
     by a local CA in ``ca_folder`` (created at the first call, shared by later ones): an RSA 2048
-    and an ECC P-384 EK, their certificates in NV (TCG indexes). About a second.
+    and an ECC P-384 EK, their certificates in NV (TCG indexes). About a second. ``aia_url``:
+    the EK certificates name it as their issuer's URL (AIA caIssuers, :mod:`.ek_aia`).
 
     Raises:
         FileNotFoundError: swtpm_setup / swtpm_localca are not installed (package swtpm-tools).
@@ -89,6 +91,14 @@ def manufacture(state: Path, ca_folder: Path) -> LocalEKCA:
     )
     options = ca_folder / "localca.options"
     options.write_text("--platform-manufacturer Bastion\n--platform-version 2.1\n")
+    if aia_url:  # swtpm_localca through ek_aia, which adds the AIA extension
+        wrapper = ca_folder / "localca-aia.sh"
+        wrapper.write_text(
+            f'#!/bin/sh\nexec "{sys.executable}" -m bastion.testing.peers.ek_aia '
+            f'"{aia_url}" "{localca}" "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        localca = str(wrapper)
     setup_conf = state.parent / f"{state.name}-swtpm_setup.conf"
     setup_conf.write_text(
         f"create_certs_tool = {localca}\ncreate_certs_tool_config = {conf}\n"
