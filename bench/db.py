@@ -22,8 +22,15 @@ MySQL/MariaDB in the same run (:mod:`bastion.testing.mysql_rig`, when ``mariadb-
 * **direct** to MariaDB over TLS with a db-CA client certificate (``REQUIRE SUBJECT``);
 * **ours**: to ``bsh proxy db``'s local listener (in this process), TLS to the proxy, the
   agent's TLS to MariaDB, per-query audit on;
+* **ours (MySQL port)**: to the proxy's dedicated MySQL port with the user's certificate (as
+  pgbench reaches the proxy port);
 
-and the ratio ours/direct in queries per second (target 0.7x). ``--no-mysql`` skips it.
+and the ratios ours/direct in queries per second (target 0.7x). ``--no-mysql`` skips it.
+
+Every run also prints the **CPU per transaction** of our process (proxy, agent, auth and its
+audit log: all in this process), net of its idle rate, and pgbouncer's: steadier than rates on a
+machine other jobs load (the load average is printed too). Auth runs over the SQLite backend
+``bastion start`` uses (``--memory-backend``: the test backend).
 
 Run: ``python bench/db.py`` (about 60 s) or ``--quick`` (2 s runs).
 """

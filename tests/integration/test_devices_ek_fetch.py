@@ -11,19 +11,24 @@ and auth keeps the intermediate under its data dir. Runs on the shared session c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from harness import Env, run, unique
 
+from bastion.auth import ek_fetch
+from bastion.auth.ek_fetch import IssuerFetchError, fetch_issuer
 from bastion.testing import missing_peer
 from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.swtpm import SwTPM, manufacture, start_swtpm
@@ -123,3 +128,80 @@ def test_missing_intermediate_fetched_from_the_certificates_url(
         assert any(path.read_bytes().startswith(b"-----BEGIN CERTIFICATE") for path in kept)
     finally:
         env.admin_ok("create", "--force", "-f", "-", input=json.dumps(before))
+
+
+def test_fetch_issuer_bounds_and_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetcher alone against a local server: DER, PKCS#7 and redirects; a status, a body
+    too large, not a certificate, a timeout and a closed port are one line naming the URL."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs7
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Vendor EK CA")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = cert.public_bytes(serialization.Encoding.DER)
+    bodies = {
+        "/ca.crt": der,
+        "/ca.p7c": pkcs7.serialize_certificates([cert], serialization.Encoding.DER),
+        "/big": b"0" * (65 * 1024),
+        "/html": b"<html>maintenance</html>",
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path == "/slow":
+                time.sleep(1)
+            if self.path.startswith("/hop"):
+                self.send_response(302)
+                self.send_header("Location", "/ca.crt" if self.path == "/hop" else self.path)
+                self.end_headers()
+                return
+            body = bodies.get(self.path)
+            try:
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+            except OSError:
+                pass  # the client stopped reading (too large, timed out)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(ek_fetch, "FETCH_TIMEOUT", 0.3)
+
+    async def check() -> None:
+        assert await fetch_issuer(f"{base}/ca.crt") == [cert]
+        assert await fetch_issuer(f"{base}/ca.p7c") == [cert]
+        assert await fetch_issuer(f"{base}/hop") == [cert]
+        for path, what in [
+            ("/missing", "HTTP 404"),
+            ("/big", "larger than 64 KiB"),
+            ("/html", "not a DER, PEM or PKCS#7 certificate"),
+            ("/slow", "timed out"),
+            ("/hop-loop", "too many redirects"),
+        ]:
+            with pytest.raises(IssuerFetchError) as err:
+                await fetch_issuer(f"{base}{path}")
+            assert str(err.value) == (
+                f"EK certificate issuer could not be fetched from {base}{path}: {what}"
+            )
+        closed = f"http://127.0.0.1:{free_port()}/ca.crt"
+        with pytest.raises(IssuerFetchError, match="could not be fetched from " + closed):
+            await fetch_issuer(closed)
+
+    try:
+        asyncio.run(check())
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -80,7 +80,12 @@ async def fetch_issuer(uri: str) -> list[x509.Certificate]:
         ):
             if response.status != 200:
                 raise IssuerFetchError(uri, f"HTTP {response.status}")
-            data = await response.content.read(MAX_ISSUER_BYTES + 1)
+            data = b""
+            while len(data) <= MAX_ISSUER_BYTES:  # read(n) returns what has arrived, up to n
+                chunk = await response.content.read(MAX_ISSUER_BYTES + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
     except TimeoutError:
         raise IssuerFetchError(uri, "timed out") from None
     except aiohttp.TooManyRedirects:

@@ -102,7 +102,10 @@ MAX_PROXIES = 64
 
 def leaf_tunnel_proxies(records: list[ProxyServer], now: datetime) -> list[str]:
     """Root side: the advertised proxies a leaf should keep a tunnel to (pure): those that serve
-    trusted clusters (:data:`HUB_HOST_ID`), not expired, with a usable address; sorted."""
+    trusted clusters (:data:`HUB_HOST_ID`), not expired, with a usable address; sorted. Empty
+    unless there are several: a lone proxy is the one the leaf dialled, whose ``proxy_addr``
+    (a public name, a load balancer) the leaf reaches where the address the proxy advertises
+    may not be reachable from the leaf's network."""
     found: set[str] = set()
     for record in records:
         addr = record.spec.public_addr
@@ -114,7 +117,7 @@ def leaf_tunnel_proxies(records: list[ProxyServer], now: datetime) -> list[str]:
         except ValueError:
             continue
         found.add(addr)
-    return sorted(found)
+    return sorted(found) if len(found) > 1 else []
 
 
 def proxy_addrs(raw: object) -> set[tuple[str, int]]:
@@ -405,7 +408,7 @@ class ClusterHub:
         async def on_stream(stream: MuxStream, header: dict[str, Any]) -> None:
             await self._leaf_stream(root, stream, header)
 
-        pool = TunnelPool((host, port), ctx, on_stream)
+        pool = TunnelPool((host, port), ctx, on_stream, backoff_cap=5.0)  # one tunnel, not a fleet
         self._clients[trust.name] = (_fingerprint(trust), pool)
         self._pool_tasks[trust.name] = self._tasks.spawn(pool.run(), f"trust-tunnel-{trust.name}")
         log.info("trusted cluster %s: tunnel to %s:%d", trust.name, host, port)

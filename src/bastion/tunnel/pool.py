@@ -48,6 +48,7 @@ class TunnelPool:
         ssl_context: the agent's client context (host certificate, host CA, tunnel ALPN).
         on_stream: handler for each stream a proxy opens.
         connector: opens the bootstrap tunnel another way (the in-process node).
+        backoff_cap: each tunnel's largest reconnect delay ceiling, seconds.
     """
 
     def __init__(
@@ -57,11 +58,13 @@ class TunnelPool:
         on_stream: StreamHandler,
         *,
         connector: Connector | None = None,
+        backoff_cap: float = 30.0,
     ) -> None:
         self._bootstrap = bootstrap
         self._ctx = ssl_context
         self._on_stream = on_stream
         self._connector = connector
+        self._backoff_cap = backoff_cap
         self._clients: dict[Addr | None, TunnelClient] = {}
         """Address -> tunnel; the key None is the bootstrap tunnel."""
         self._tasks: dict[Addr | None, asyncio.Task[None]] = {}
@@ -114,6 +117,7 @@ class TunnelPool:
             self._ctx,
             self._on_stream,
             connector=self._connector if key is None else None,
+            backoff_cap=self._backoff_cap,
         )
         self._clients[key] = client
         self._tasks[key] = self._running.spawn(client.run(), f"tunnel-{host}:{port}")

@@ -77,7 +77,9 @@ def test_leaves_follow_the_root_proxies_that_take_leaf_tunnels() -> None:
         _proxy("proxy-none", ""),
     ]
     assert leaf_tunnel_proxies(records, now) == ["a.root:3080", "b.root:3080"]
-    assert leaf_tunnel_proxies([], now) == []  # the leaf keeps its proxy_addr tunnel
+    # one (or none): the leaf keeps its tunnel to proxy_addr, which it can reach
+    assert leaf_tunnel_proxies(records[:1], now) == []
+    assert leaf_tunnel_proxies([], now) == []
 
 
 def test_the_leaf_reads_a_proxies_push_defensively() -> None:
