@@ -28,7 +28,7 @@ import pytest
 from bastion.testing.peers.ports import free_port
 
 BIN = Path(sys.executable).parent
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0  # a hang guard: a loaded 2-core machine can take 30 s to start one
 CMD_TIMEOUT = 60.0
 PASSWORD = "correct horse battery staple"
 
