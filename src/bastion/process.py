@@ -54,6 +54,7 @@ from bastion.live.registry import LiveRegistry
 from bastion.locks.matcher import LockDecision, LockTargets
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.app_remote import RemoteApps
+from bastion.proxy.cluster_route import CacheTrust
 from bastion.proxy.db_route import CacheDatabases
 from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ALL_IN_ONE_PROXY, ProxyLink, ProxyService, public_names
@@ -228,9 +229,13 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 task.cancel()
 
 
-PROXY_WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "node", "db", "user")
+PROXY_WATCHED_KINDS = (
+    *("role", "lock", "cluster_auth_preference", "node", "db", "user"),
+    *("remote_cluster", "proxy"),
+)
 """What a proxy in its own process mirrors: RBAC and locks, the node and database directories,
-and the users the authentication gate checks (existence and epoch)."""
+the users the authentication gate checks (existence and epoch), and the leaf clusters' public
+CAs and the root's proxies for leaf tunnels (:class:`~bastion.proxy.cluster_route.CacheTrust`)."""
 PROXY_HEARTBEAT = timedelta(seconds=10)
 
 
@@ -378,6 +383,7 @@ async def standalone_proxy(
         databases=CacheDatabases(cache, clock),
         apps=RemoteApps(remote),  # app hosts: sessions, RBAC and JWTs asked of auth
         recordings=remote,  # database session recordings, uploaded as a remote node's are
+        trust=CacheTrust(cache),  # leaf tunnels and routes to leaves (docs/trusted-clusters.md)
     )
     # Renew the proxy's host certificate before it expires (host_certs); each renewal swaps
     # the API client's context and the listener's TLS contexts (new handshakes).

@@ -35,7 +35,10 @@ from bastion.types.meta import Resource
 __all__ = ["add_agent_routes"]
 
 PING_SECONDS = 15.0
-WATCHABLE = ("role", "lock", "node", "proxy", "db", "user", "token", "cluster_auth_preference")
+WATCHABLE = (
+    *("role", "lock", "node", "proxy", "db", "user", "token", "cluster_auth_preference"),
+    "remote_cluster",  # proxies in their own processes: leaves' public CAs (system_roles.py)
+)
 
 
 def add_agent_routes(app: web.Application, auth: AuthServer) -> None:

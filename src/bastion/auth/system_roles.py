@@ -36,7 +36,8 @@ SYSTEM_ROLES: dict[str, Role] = {
         ],
     ),
     # Proxies (in a separate process) route by nodes and roles, run the authentication gate
-    # (users: existence and epoch; locks), and send events.
+    # (users: existence and epoch; locks), take leaf clusters' tunnels (remote_cluster: their
+    # public CAs; proxy: the root's proxies, pushed to the leaves), and send events.
     "proxy": _role(
         "proxy",
         [
@@ -44,6 +45,7 @@ SYSTEM_ROLES: dict[str, Role] = {
                 resources=["role", "lock", "node", "db", "user", "cluster_auth_preference"],
                 verbs=_READ,
             ),
+            Rule(resources=["remote_cluster", "proxy"], verbs=_READ),
             Rule(resources=["event"], verbs=["create"]),
             # The recordings of the database sessions it relays (bastion.auth.recordings).
             Rule(resources=["session"], verbs=["create"]),

@@ -62,7 +62,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
-from bastion.auth.trust import TrustService
+from bastion.auth.issuer import UserCerts
 from bastion.ca.x509 import verify_certificate_chain
 from bastion.client.api import AuthClient, fetch_cluster_ca
 from bastion.client.tls import pem_context, verified_context
@@ -76,14 +76,23 @@ from bastion.proxy.relay import Relay
 from bastion.proxy.ssh_route import NodeDirectory, RoleSource, SSHRoute
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import is_session_identity
+from bastion.services.cache import ResourceCache
 from bastion.tasks import TaskSet
 from bastion.tunnel.pool import TunnelPool
 from bastion.tunnel.session import MuxSession, MuxStream
 from bastion.types.identity import Identity
 from bastion.types.inventory import ProxyServer
-from bastion.types.trust import ClusterCAs, TrustedCluster
+from bastion.types.trust import ClusterCAs, RemoteCluster, TrustedCluster
 
-__all__ = ["ClusterHub", "HTTPDialer", "cluster_request", "leaf_tunnel_proxies", "proxy_addrs"]
+__all__ = [
+    "CacheTrust",
+    "ClusterHub",
+    "HTTPDialer",
+    "TrustSource",
+    "cluster_request",
+    "leaf_tunnel_proxies",
+    "proxy_addrs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +102,21 @@ REFRESH = 1.0
 HEARTBEAT_WRITE = timedelta(seconds=30)
 """How often an online leaf's last heartbeat is written to its ``remote_cluster``."""
 PROBE_TIMEOUT = 5.0
-HUB_HOST_ID = "proxy"
-"""The host id of a proxy inside an auth process (``bastion.process``'s all-in-one): the
-proxies that run this hub, so the only ones that take leaf tunnels."""
 MAX_PROXIES = 64
 """At most this many root proxies are taken from one push."""
 
 
 def leaf_tunnel_proxies(records: list[ProxyServer], now: datetime) -> list[str]:
-    """Root side: the advertised proxies a leaf should keep a tunnel to (pure): those that serve
-    trusted clusters (:data:`HUB_HOST_ID`), not expired, with a usable address; sorted. Empty
-    unless there are several: a lone proxy is the one the leaf dialled, whose ``proxy_addr``
-    (a public name, a load balancer) the leaf reaches where the address the proxy advertises
-    may not be reachable from the leaf's network."""
+    """Root side: the advertised proxies a leaf should keep a tunnel to (pure): every proxy runs
+    this hub (in an auth process or its own), so those not expired, with a usable address;
+    sorted. Empty unless there are several: a lone proxy is the one the leaf dialled, whose
+    ``proxy_addr`` (a public name, a load balancer) the leaf reaches where the address the
+    proxy advertises may not be reachable from the leaf's network."""
     found: set[str] = set()
     for record in records:
         addr = record.spec.public_addr
         expires = record.metadata.expires
-        if record.spec.host_id != HUB_HOST_ID or not addr or (expires and expires <= now):
+        if not addr or (expires and expires <= now):
             continue
         try:
             parse_addr(addr, 3080)
@@ -155,6 +161,94 @@ class HTTPDialer:
             return await client.send(VALIDATE_TRUST, body)
 
 
+class TrustSource(Protocol):
+    """The hub's trusted-cluster records and writes: :class:`~bastion.auth.trust.TrustService`
+    in an auth process (both sides), :class:`CacheTrust` in a proxy of its own (root side)."""
+
+    async def remotes(self) -> list[RemoteCluster]: ...
+    async def proxies(self) -> list[ProxyServer]: ...
+    async def own_cas(self) -> ClusterCAs | None: ...
+    async def heartbeat_remote(
+        self,
+        name: str,
+        connection: Literal["online", "offline", "suspended"],
+        seen: datetime | None,
+    ) -> None: ...
+    async def update_leaf_cas(self, leaf: str, cas: ClusterCAs) -> bool: ...
+    async def trusted(self) -> list[TrustedCluster]: ...
+    async def tunnel_signing_key(self) -> str: ...
+    async def tunnel_certificate(self) -> tuple[str, str]: ...
+    async def remote_identity(self, cert_der: bytes) -> Identity: ...
+    async def issue_remote(
+        self, identity: Identity, cert_der: bytes, remote_addr: str
+    ) -> UserCerts: ...
+    async def update_root_cas(self, root: str, cas: ClusterCAs) -> bool: ...
+
+
+class CacheTrust:
+    """Root side in a proxy of its own (``bastion.process``): the records from the proxy's
+    watch-fed cache, ``remote_cluster`` (the leaves' public CAs) and ``proxy`` (heartbeats), so
+    leaf tunnels are verified and routed by the same :class:`ClusterHub` code as in the auth
+    process. It writes nothing and pushes no CAs (it holds no CA records): each leaf keeps a
+    tunnel to every root proxy and pushes its CAs through all of them, and the proxies in the
+    auth processes store those, record the tunnels' status and push the root's CAs. It is never
+    a leaf: this cluster's trusts are served by the auth processes' proxies.
+    """
+
+    def __init__(self, cache: ResourceCache) -> None:
+        self._cache = cache
+
+    def _items(self, kind: str) -> list[Any]:
+        """Raises: ConnectionProblem between snapshots (a partial list would drop leaves: the
+        hub keeps what it has until the next refresh)."""
+        if not self._cache.state.synced:
+            raise ConnectionProblem(f"{kind} records are not known: not synced with auth")
+        return sorted(self._cache.items(kind), key=lambda r: r.name)
+
+    async def remotes(self) -> list[RemoteCluster]:
+        return [r for r in self._items("remote_cluster") if isinstance(r, RemoteCluster)]
+
+    async def proxies(self) -> list[ProxyServer]:
+        return [p for p in self._items("proxy") if isinstance(p, ProxyServer)]
+
+    async def own_cas(self) -> ClusterCAs | None:
+        return None
+
+    async def heartbeat_remote(
+        self,
+        name: str,
+        connection: Literal["online", "offline", "suspended"],
+        seen: datetime | None,
+    ) -> None:
+        return None
+
+    async def update_leaf_cas(self, leaf: str, cas: ClusterCAs) -> bool:
+        return False  # stored by the auth processes' proxies (the leaf pushes to each)
+
+    async def trusted(self) -> list[TrustedCluster]:
+        return []
+
+    async def tunnel_signing_key(self) -> str:
+        return ""
+
+    async def tunnel_certificate(self) -> tuple[str, str]:
+        raise ConnectionProblem(_NO_LEAF)
+
+    async def remote_identity(self, cert_der: bytes) -> Identity:
+        raise AccessDenied(_NO_LEAF)
+
+    async def issue_remote(
+        self, identity: Identity, cert_der: bytes, remote_addr: str
+    ) -> UserCerts:
+        raise AccessDenied(_NO_LEAF)
+
+    async def update_root_cas(self, root: str, cas: ClusterCAs) -> bool:
+        raise AccessDenied(_NO_LEAF)
+
+
+_NO_LEAF = "a proxy in its own process serves no root's users (only auth processes' proxies)"
+
+
 class TunnelCAs(Protocol):
     """The listener's tunnel TLS context, to which leaves' host CAs are added."""
 
@@ -163,7 +257,7 @@ class TunnelCAs(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HubDeps:
-    trust: TrustService
+    trust: TrustSource
     cluster: str
     cert_pem: str
     """This proxy's host certificate and key (a leaf's tunnel client certificate)."""
@@ -310,15 +404,17 @@ class ClusterHub:
             del self._pushed[name]
         if not live:
             return
-        cas = await self._deps.trust.own_cas()
+        cas = await self._deps.trust.own_cas()  # None: a proxy of its own (CacheTrust)
         now = self._deps.clock.now()
         proxies = leaf_tunnel_proxies(await self._deps.trust.proxies(), now)
-        text = json.dumps([cas.model_dump(mode="json"), proxies])
+        dumped = cas.model_dump(mode="json") if cas is not None else None
+        text = json.dumps([dumped, proxies])
         for name, session in live.items():
             if self._pushed.get(name) == (session, text):
                 continue
             try:  # the leaf closes these streams: the header is the whole message
-                session.open_stream({"type": "cluster_cas", "cas": cas.model_dump(mode="json")})
+                if dumped is not None:
+                    session.open_stream({"type": "cluster_cas", "cas": dumped})
                 session.open_stream({"type": "cluster_proxies", "proxies": proxies})
             except (ConnectionResetError, BastionError) as exc:
                 log.warning("trusted clusters: cannot push CAs to %s: %s", name, exc)
@@ -380,6 +476,8 @@ class ClusterHub:
         if not live:
             return
         cas = await self._deps.trust.own_cas()
+        if cas is None:
+            return
         text = cas.model_dump_json()
         for session, name in live.items():
             if self._pushed_up.get(session) == text:

@@ -43,7 +43,7 @@ from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols.addr import parse_addr
 from bastion.proxy.app_route import AppBackend, AppRoute, AppRouteDeps
-from bastion.proxy.cluster_route import ClusterHub, HTTPDialer, HubDeps
+from bastion.proxy.cluster_route import ClusterHub, HTTPDialer, HubDeps, TrustSource
 from bastion.proxy.db_moderation import DB_SESSIONS_HOST, DbModerationHub
 from bastion.proxy.db_route import DatabaseDirectory, DbRoute, DbRouteDeps, StoreDatabases
 from bastion.proxy.listener import (
@@ -106,8 +106,9 @@ class ProxyLink:
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     databases: DatabaseDirectory | None = None
     """Where the database route finds ``db`` resources (None: no database route)."""
-    trust: TrustService | None = None
-    """Trusted clusters (in the auth process only): leaf tunnels and routes through them."""
+    trust: TrustSource | None = None
+    """Trusted clusters: leaf tunnels and routes through them (both sides in the auth process;
+    a proxy of its own takes leaf tunnels from its cache: :class:`CacheTrust`)."""
     apps: AppBackend | None = None
     """App access for the app route: auth's own in the all-in-one, or
     :class:`~bastion.proxy.app_remote.RemoteApps` (auth's API) in a proxy of its own."""

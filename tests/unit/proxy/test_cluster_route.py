@@ -2,16 +2,26 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from cryptography import x509
+
+from bastion.auth.trust import TrustService
+from bastion.errors import AccessDenied, ConnectionProblem
 from bastion.proxy.cluster_route import (
     MAX_PROXIES,
+    CacheTrust,
     ClusterHub,
     HubDeps,
     cluster_request,
     leaf_tunnel_proxies,
     proxy_addrs,
 )
+from bastion.services.cache import ResourceCache
+from bastion.testing import make_auth
+from bastion.types.codec import resource_to_dict
 from bastion.types.inventory import ProxyServer, ProxyServerSpec
-from bastion.types.meta import Metadata
+from bastion.types.meta import Metadata, Resource
+from bastion.types.trust import RemoteCluster, RemoteClusterSpec
 
 
 def _hub() -> ClusterHub:
@@ -71,12 +81,12 @@ def test_leaves_follow_the_root_proxies_that_take_leaf_tunnels() -> None:
         _proxy("proxy-a", "a.root:3080"),
         _proxy("proxy-b", "b.root:3080", expires=now + timedelta(seconds=30)),
         _proxy("proxy-a2", "a.root:3080"),  # the same address twice
-        _proxy("host-1234", "s.root:3080", host_id="host-1234"),  # standalone: no hub there
+        _proxy("host-1234", "s.root:3080", host_id="host-1234"),  # a proxy of its own
         _proxy("proxy-old", "c.root:3080", expires=now - timedelta(seconds=1)),  # expired
         _proxy("proxy-bad", "d.root:notaport"),
         _proxy("proxy-none", ""),
     ]
-    assert leaf_tunnel_proxies(records, now) == ["a.root:3080", "b.root:3080"]
+    assert leaf_tunnel_proxies(records, now) == ["a.root:3080", "b.root:3080", "s.root:3080"]
     # one (or none): the leaf keeps its tunnel to proxy_addr, which it can reach
     assert leaf_tunnel_proxies(records[:1], now) == []
     assert leaf_tunnel_proxies([], now) == []
@@ -90,3 +100,67 @@ def test_the_leaf_reads_a_proxies_push_defensively() -> None:
     }
     assert proxy_addrs("a.root:3080") == set() and proxy_addrs(None) == set()
     assert len(proxy_addrs([f"p{i}.root:3080" for i in range(500)])) == MAX_PROXIES
+
+
+def _cached(*resources: Resource, synced: bool = True) -> ResourceCache:
+    cache = ResourceCache()
+    for resource in resources:
+        cache.apply({"type": "put", "kind": resource.kind, "resource": resource_to_dict(resource)})
+    if synced:
+        cache.apply({"type": "init"})
+    return cache
+
+
+async def test_a_standalone_proxy_reads_leaves_and_proxies_from_its_cache() -> None:
+    """The cache-backed source (a proxy in its own process): the leaves' records and the
+    proxies from the watch; nothing before the snapshot (the hub keeps what it has); it writes
+    nothing, pushes no CAs and serves no root's users."""
+    leaf = await make_auth(cluster="leaf.test")
+    cas = await TrustService(leaf.auth).own_cas()
+    remote = RemoteCluster(metadata=Metadata(name="leaf.test"), spec=RemoteClusterSpec(cas=cas))
+    proxy = _proxy("host-1", "s.root:3080", host_id="host-1")
+    with pytest.raises(ConnectionProblem, match="not synced"):
+        await CacheTrust(_cached(remote, synced=False)).remotes()
+    source = CacheTrust(_cached(remote, proxy))
+    assert [r.spec.cas for r in await source.remotes()] == [cas]
+    assert [p.name for p in await source.proxies()] == ["host-1"]
+    assert await source.own_cas() is None and await source.trusted() == []
+    assert await source.tunnel_signing_key() == ""
+    assert not await source.update_leaf_cas("leaf.test", cas)
+    await source.heartbeat_remote("leaf.test", "online", None)  # a no-op
+    with pytest.raises(AccessDenied):
+        await source.remote_identity(b"")
+    with pytest.raises(AccessDenied):
+        await source.update_root_cas("root.test", cas)
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.cas: list[str] = []
+
+    def trust_tunnel_ca(self, pem: str) -> None:
+        self.cas.append(pem)
+
+
+async def test_the_hub_of_a_standalone_proxy_verifies_leaf_tunnels_as_in_process() -> None:
+    """The same hub code over the cache: the leaf's host CA joins the tunnel listener, a tunnel
+    certificate the leaf signed for itself is accepted as that leaf, and a certificate of a
+    cluster with no record (or claiming the recorded leaf's name) is refused."""
+    leaf = await make_auth(cluster="leaf.test")
+    leaf_trust = TrustService(leaf.auth)
+    cas = await leaf_trust.own_cas()
+    remote = RemoteCluster(metadata=Metadata(name="leaf.test"), spec=RemoteClusterSpec(cas=cas))
+    hub = _hub()
+    object.__setattr__(hub._deps, "trust", CacheTrust(_cached(remote)))
+    object.__setattr__(hub._deps, "clock", leaf.clock)
+    listener = _Listener()
+    hub._listener = listener
+    await hub.refresh()
+    assert listener.cas == [cas.tls_host_ca]
+    cert_pem, _ = await leaf_trust.tunnel_certificate()
+    found = hub.verify_tunnel(x509.load_pem_x509_certificate(cert_pem.encode()))
+    assert (found.cluster, found.kind) == ("leaf.test", "host") and hub.is_leaf(found)
+    other = await make_auth(cluster="other.test")
+    foreign, _ = await TrustService(other.auth).tunnel_certificate()
+    with pytest.raises(AccessDenied, match="not from a trusted leaf"):
+        hub.verify_tunnel(x509.load_pem_x509_certificate(foreign.encode()))

@@ -31,13 +31,14 @@
   const all = [];
   let active = null;
   const RETRIES = 10;
-  // Output batching: a small chunk, or the first after a quiet moment, is written at once (an
-  // echo is not delayed); bulk chunks arriving within BATCH_MS of the last write are joined and
-  // written together BATCH_MS after it. xterm.js renders after each write it parses, up to 60 times a second, and
-  // in bulk output (a build log, cat of a big file) those renders cost the browser more than
-  // parsing the bytes: batching caps them near 1000 / BATCH_MS a second.
-  const BATCH_MS = 40;
-  const SMALL = 1024;  // a chunk this small (an echo, a prompt) is never held back
+  // Output batching. xterm.js renders after each write it parses, up to 60 times a second; in
+  // bulk output (a build log, cat of a big file) those renders cost the browser more than
+  // parsing the bytes. So a bulk chunk (SMALL bytes or more) arriving within BATCH_MS of the
+  // last bulk write waits and is written with the others BATCH_MS after it (renders capped near
+  // 1000 / BATCH_MS a second). A small chunk (an echo, a prompt) and the first bulk chunk after
+  // a quiet moment (a command's output) are written at once.
+  const BATCH_MS = 50;
+  const SMALL = 1024;
 
   const show = (t) => {
     if (t !== active) return;
@@ -89,7 +90,7 @@
     const say = (text, kind) => { t.text = text; t.kind = kind; show(t); };
     let pending = [];
     let pendingBytes = 0;
-    let lastWrite = 0;
+    let lastBulk = 0;
     let timer = 0;
     const flush = () => {
       timer = 0;
@@ -100,16 +101,16 @@
         let at = 0;
         pending.forEach((chunk) => { data.set(chunk, at); at += chunk.length; });
       }
+      if (pendingBytes >= SMALL) lastBulk = performance.now();
       pending = [];
       pendingBytes = 0;
-      lastWrite = performance.now();
       t.term.write(data);
     };
     const output = (chunk) => {
       pending.push(chunk);
       pendingBytes += chunk.length;
       if (timer) return;
-      const wait = lastWrite + BATCH_MS - performance.now();
+      const wait = lastBulk + BATCH_MS - performance.now();
       if (wait <= 0 || chunk.length < SMALL) flush();
       else timer = setTimeout(flush, wait);
     };
