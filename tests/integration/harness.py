@@ -307,6 +307,37 @@ class Env:
 # ---- remote nodes (another bastion process joining with a token) ---------------------------
 
 
+def start_proxy(env: Env, tmp: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+    """``bastion start`` with only the proxy role (a proxy in its own process), joined to
+    ``env``'s cluster with a proxy token; returns it once it listens, with its address."""
+    token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
+    addr = f"127.0.0.1:{port or free_port()}"
+    config = tmp / "proxy.yaml"
+    config.write_text(
+        f"data_dir: {tmp / 'proxy-data'}\n"
+        "auth_service: {enabled: false}\n"
+        "ssh_service: {enabled: false}\n"
+        "proxy_service:\n"
+        f"  listen_addr: {addr}\n"
+        f"  auth_server: {env.cluster.addr}\n"
+        f"  join_token: {token['token']}\n"
+        f"  ca_pin: {env.cluster.pin}\n"
+    )
+    log = tmp / "proxy.log"
+    proc = subprocess.Popen(
+        [str(BIN / "bastion"), "start", "-c", str(config)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return "Bastion proxy listening" in log.read_text(errors="replace")
+
+    wait_for(listening, "the standalone proxy to listen")
+    return proc, addr
+
+
 def start_node(env: Env, tmp: Path, name: str, token: str) -> subprocess.Popen[bytes]:
     config = tmp / f"{name}.yaml"
     config.write_text(

@@ -22,7 +22,7 @@ from bastion.testing.peers.postgres import PgServer, PostgresUnavailable
 from bastion.testing.peers.postgres_tls import psql_local, start_postgres_tls
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import BIN, Env, User, free_port, stop, unique, wait_for  # noqa: E402
+from harness import BIN, Env, User, free_port, start_proxy, stop, unique, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_postgres]
 
@@ -98,7 +98,7 @@ def _through_a_standalone_proxy(
 
     # The session through the cluster's own proxy, recorded there (counted first).
     (ours,) = wait_for(db_recordings, "the all-in-one proxy's db recording", timeout=30)
-    standalone, addr = _standalone_proxy(env, tmp_path)
+    standalone, addr = start_proxy(env, tmp_path)
     try:
         host, port = addr.rsplit(":", 1)
 
@@ -117,36 +117,6 @@ def _through_a_standalone_proxy(
         assert both[0]["user"] == user.name and both[0]["login"] == "alice_db"
     finally:
         stop(standalone)
-
-
-def _standalone_proxy(env: Env, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``bastion start`` with only the proxy role, joined with a proxy token."""
-    token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
-    addr = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'proxy-data'}\n"
-        "auth_service: {enabled: false}\n"
-        "ssh_service: {enabled: false}\n"
-        "proxy_service:\n"
-        f"  listen_addr: {addr}\n"
-        f"  auth_server: {env.cluster.addr}\n"
-        f"  join_token: {token['token']}\n"
-        f"  ca_pin: {env.cluster.pin}\n"
-    )
-    log = tmp_path / "proxy.log"
-    proc = subprocess.Popen(
-        [str(BIN / "bastion"), "start", "-c", str(config)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-    def listening() -> bool:
-        assert proc.poll() is None, log.read_text()
-        return "Bastion proxy listening" in log.read_text(errors="replace")
-
-    wait_for(listening, "the standalone proxy to listen")
-    return proc, addr
 
 
 def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_path: Path) -> None:

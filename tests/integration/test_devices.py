@@ -35,6 +35,7 @@ from harness import (
     run,
     start_cluster,
     start_node,
+    start_proxy,
     stop,
     unique,
     wait_for,
@@ -42,7 +43,6 @@ from harness import (
 
 from bastion.testing import missing_peer
 from bastion.testing.ha import connected_proxies
-from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.swtpm import SwTPM, manufacture, start_swtpm
 
 pytestmark = pytest.mark.integration
@@ -339,35 +339,6 @@ def vendor_tpms(tmp_path: Path) -> Iterator[tuple[Path, SwTPM, SwTPM]]:
             tpm.stop()
 
 
-def _standalone_proxy(env: Env, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
-    addr = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'proxy-data'}\n"
-        "auth_service: {enabled: false}\n"
-        "ssh_service: {enabled: false}\n"
-        "proxy_service:\n"
-        f"  listen_addr: {addr}\n"
-        f"  auth_server: {env.cluster.addr}\n"
-        f"  join_token: {token['token']}\n"
-        f"  ca_pin: {env.cluster.pin}\n"
-    )
-    log = tmp_path / "proxy.log"
-    proc = subprocess.Popen(
-        [str(BIN / "bastion"), "start", "-c", str(config)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-    def listening() -> bool:
-        assert proc.poll() is None, log.read_text()
-        return "Bastion proxy listening" in log.read_text(errors="replace")
-
-    wait_for(listening, "the standalone proxy to listen")
-    return proc, addr
-
-
 def test_required_at_a_standalone_proxy_with_vendor_ek_certificates(
     env: Env, tmp_path: Path, vendor_tpms: tuple[Path, SwTPM, SwTPM]
 ) -> None:
@@ -376,7 +347,7 @@ def test_required_at_a_standalone_proxy_with_vendor_ek_certificates(
     documented line; a TPM whose EK certificate comes from another CA cannot enroll; the TPM of
     the trusted manufacturer enrolls, and SSH through that proxy works."""
     ca_root, ours, other = vendor_tpms
-    proxy, addr = _standalone_proxy(env, tmp_path)
+    proxy, addr = start_proxy(env, tmp_path)
     node_name = unique("dtnode")
     node_token = json.loads(env.admin_ok("tokens", "add", "--type=node", "--format", "json"))
     node = start_node(env, tmp_path, node_name, node_token["token"])

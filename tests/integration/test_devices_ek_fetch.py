@@ -94,7 +94,7 @@ def test_missing_intermediate_fetched_from_the_certificates_url(
     )
     preference = json.loads(json.dumps(before))
     preference["spec"]["device_trust"]["ek_ca_bundle"] = str(vendor.root)  # the root only
-    preference["spec"]["device_trust"].pop("fetch_ek_intermediates", None)  # the default: on
+    preference["spec"]["device_trust"]["fetch_ek_intermediates"] = True  # opt-in (egress)
     env.admin_ok("create", "--force", "-f", "-", input=json.dumps(preference))
     try:
         user = env.new_user("access", "nobody")

@@ -29,6 +29,7 @@ import pytest
 from harness import BIN, Cluster, Env, User, run, start_cluster, wait_for
 
 from bastion.testing import missing_peer
+from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary
 
 pytestmark = pytest.mark.integration
@@ -184,6 +185,61 @@ def _root_lock_and_leaf_mfa(root_env: Env, leaf_env: Env, node: str, tmp_path: P
     assert any(e["type"] == "proxy.cluster" and leaf in json.dumps(e) for e in events)
 
 
+def _standalone_root_proxy(
+    root: Cluster, root_env: Env, leaf_env: Env, node: str, tmp_path: Path
+) -> None:
+    """A root proxy in its own process takes the leaf's tunnel (the root advertises it; the
+    leaf's CAs come from its watch): ``bsh ssh --cluster=LEAF`` through it reaches the leaf node,
+    the root audits ``proxy.cluster`` from that proxy and the leaf its own session."""
+    leaf = leaf_env.cluster.cluster
+    token = json.loads(root_env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
+    addr = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "standalone-proxy.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'standalone-proxy'}\n"
+        "auth_service: {enabled: false}\n"
+        "ssh_service: {enabled: false}\n"
+        "proxy_service:\n"
+        f"  listen_addr: {addr}\n"
+        f"  auth_server: {root.addr}\n"
+        f"  join_token: {token['token']}\n"
+        f"  ca_pin: {root.pin}\n"
+    )
+    log = tmp_path / "standalone-proxy.log"
+    proc = subprocess.Popen(
+        [str(BIN / "bastion"), "start", "-c", str(config)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            return "Bastion proxy listening" in log.read_text(errors="replace")
+
+        wait_for(listening, "the standalone proxy to listen")
+        # A root user whose profile names that proxy (signed up through it).
+        user = Env(dataclasses.replace(root, addr=addr), tmp_path / "s").new_user("access", LOGIN)
+
+        def via_standalone() -> subprocess.CompletedProcess[str] | None:
+            argv = ("ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo via-standalone")
+            done = root_env.bsh(user, *argv)
+            return done if done.returncode == 0 else None
+
+        ran = wait_for(via_standalone, "the leaf's tunnel to the standalone proxy", timeout=30)
+        assert "via-standalone" in ran.stdout, (ran.stderr, log.read_text())
+        routed = root_env.events("--type", "proxy.cluster")
+        assert any(
+            e.get("user") == user.name and e.get("leaf_cluster") == leaf and e.get("emitted_by")
+            for e in routed
+        ), routed[-3:]
+        who = f"{root.cluster}/{user.name}"
+        leaf_events = leaf_env.events("--type", "proxy.ssh")
+        assert any(e.get("user") == who for e in leaf_events), leaf_events[-3:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def _remote(root_env: Env, leaf: str) -> dict[str, object]:
     got = json.loads(root_env.admin_ok("get", f"remote_cluster/{leaf}", "--format", "json"))
     return dict(got["spec"])
@@ -283,6 +339,7 @@ def test_trust_access_refusals_lock_and_suspension(
         if e.get("type") == "trust.access"
     )
 
+    _standalone_root_proxy(root, root_env, leaf_env, node, tmp_path)
     _clusters_and_plain_openssh(root_env, leaf_env, mapped, unmapped, node, tmp_path)
     _root_lock_and_leaf_mfa(root_env, leaf_env, node, tmp_path)
 

@@ -33,11 +33,11 @@ __all__ = ["AuthContext", "GuardedAuth"]
 
 
 PROXY_EVENT_TYPES = frozenset(
-    {"access.denied", "session.terminated"}
+    {"access.denied", "session.terminated", "remote_cluster.connected"}
     | {f"db.session.{e}" for e in ("start", "query", "end", "cancel")}
 )
 """Besides ``proxy.*``: what a proxy in its own process reports (its gate, its lock watcher,
-its database route)."""
+its database route, the leaf clusters' tunnels it takes)."""
 AGENT_EVENT_ID = re.compile(r"[0-9a-f]{32}")
 AGENT_EVENT_ID_TTL = timedelta(days=3)
 """How long auth remembers an agent's event id (an agent resending later than this after its

@@ -14,7 +14,9 @@ plays both parts (docs/trusted-clusters.md):
 * **root**: the listener hands it tunnels whose host certificate a leaf's CA signed (recorded
   in ``remote_cluster``; nothing else is accepted with those CAs), and the SSH route hands it
   request lines naming another cluster: after the root's own gate (user, epoch, locks) the
-  connection is relayed, request line included, through that leaf's tunnel.
+  connection is relayed, request line included, through that leaf's tunnel. A proxy in its own
+  process plays this part only, with the records from its watch (:class:`CacheTrust`, the same
+  hub code; it writes nothing and pushes no CAs: the auth processes' proxies do).
 
 Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
 
@@ -336,7 +338,10 @@ class ClusterHub:
         self.ssh = ssh
 
     async def start(self) -> None:
-        await self.refresh()
+        try:
+            await self.refresh()
+        except ConnectionProblem as exc:  # a proxy of its own before its watch's snapshot
+            log.info("trusted clusters: not yet: %s", exc.message)
         self._runner = self._tasks.spawn(self._run(), "trusted-clusters")
 
     async def close(self) -> None:

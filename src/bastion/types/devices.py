@@ -188,7 +188,7 @@ class DeviceTrustPreference(StrictModel):
     ek_ca_bundle: str = ""
     """Manufacturer CA certificates (PEM text, or the absolute path of a PEM file on the auth
     server). Set: TPM enrollment requires an EK certificate chaining to one of them."""
-    fetch_ek_intermediates: bool = True
+    fetch_ek_intermediates: bool = False
     """With ``ek_ca_bundle`` set: fetch an EK certificate's missing intermediate CA from the URL
     in the certificate (Authority Information Access; http/https, 5 s, 64 KiB, 2 hops) and keep
     it. Roots are never fetched: trust comes from ``ek_ca_bundle`` alone. False: no egress;
