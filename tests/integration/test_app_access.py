@@ -4,6 +4,7 @@ the proxy publishes), curl with mTLS, and a browser's redirects and cookies (aio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import re
@@ -366,12 +367,11 @@ async def test_a_standalone_proxy_serves_apps_through_auths_api(
     import subprocess
     import sys
 
-    from harness import BIN, Env, stop, unique, wait_for
+    from harness import Env, start_proxy, stop, unique
 
     from bastion.testing.peers.ports import free_port
 
     env = Env(own_cluster, tmp_path)
-    token = json.loads(env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
     port, app_port = free_port(), free_port()
     name, role = unique("sa"), unique("sarole")
     app_log = tmp_path / "app.log"
@@ -384,23 +384,7 @@ async def test_a_standalone_proxy_serves_apps_through_auths_api(
         ],
         stdout=subprocess.PIPE,
     )  # fmt: skip
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'proxy-data'}\n"
-        "auth_service: {enabled: false}\n"
-        "ssh_service: {enabled: false}\n"
-        "proxy_service:\n"
-        f"  listen_addr: 127.0.0.1:{port}\n"
-        f"  auth_server: {env.cluster.addr}\n"
-        f"  join_token: {token['token']}\n"
-        f"  ca_pin: {env.cluster.pin}\n"
-    )
-    log = tmp_path / "proxy.log"
-    proc = subprocess.Popen(
-        [str(BIN / "bastion"), "start", "-c", str(config)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    starting = asyncio.ensure_future(asyncio.to_thread(start_proxy, env, tmp_path, port))
     try:
         env.admin_ok(
             "create", "-f", "-",
@@ -414,11 +398,7 @@ async def test_a_standalone_proxy_serves_apps_through_auths_api(
         assert env.bsh(user, "apps", "login", name).returncode == 0
         crt = next(user.home.rglob(f"apps/{name}.crt"))
 
-        def listening() -> bool:
-            assert proc.poll() is None, log.read_text()
-            return "Bastion proxy listening" in log.read_text(errors="replace")
-
-        await asyncio.to_thread(wait_for, listening, "the standalone proxy to listen")
+        proc, _ = await starting
         host = f"{name}.apps.localhost:{port}"
 
         async def curl(*args: str) -> tuple[str, str]:
@@ -437,9 +417,10 @@ async def test_a_standalone_proxy_serves_apps_through_auths_api(
         code, body = await curl(
             "--cert", str(crt), "--key", str(crt.with_suffix(".key")), f"https://{host}/whoami"
         )
-        assert code == "200", (code, body, log.read_text()[-2000:])
+        assert code == "200", (code, body, (tmp_path / "proxy.log").read_text()[-2000:])
         seen = json.loads(body)  # the app verified the JWT auth signed for this proxy
         assert seen["claims"]["sub"] == user.name and seen["path"] == "/whoami"
     finally:
-        await asyncio.to_thread(stop, proc)
+        with contextlib.suppress(Exception):  # a proxy that failed to start failed the test
+            await asyncio.to_thread(stop, (await starting)[0])
         await asyncio.to_thread(stop, peer)
