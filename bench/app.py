@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.logging import configure_logging
-from bastion.runtime import tune_asyncio
+from bastion.runtime import tune_runtime
 from bastion.testing.app_rig import DOMAIN, AppRig, start_app_rig
 from bastion.testing.peers.ports import free_port
 
@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--log-level", default="info", help="the daemon's log level")
     args = parser.parse_args()
     configure_logging(args.log_level, "json", sys.stderr)
-    tune_asyncio()  # as bastion start does
+    tune_runtime()  # as bastion start does
     results = asyncio.run(run(args))
     print(json.dumps(results, indent=2))
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.logging import configure_logging
-from bastion.runtime import tune_asyncio
+from bastion.runtime import tune_runtime
 from bastion.testing.db_rig import DbRig, start_db_rig
 from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.postgres import find_pg_bin
@@ -411,7 +411,7 @@ def main() -> None:
     if args.quick:
         args.seconds = 2
     configure_logging(args.log_level, "json", sys.stderr)
-    tune_asyncio()  # as bastion start does
+    tune_runtime()  # as bastion start does
     result = asyncio.run(run(args))
     if not args.no_mysql and (shutil.which("mariadb-slap") or shutil.which("mysqlslap")):
         result.update(asyncio.run(run_mysql(args)))

@@ -19,7 +19,7 @@ from bastion.config.schema import load_config, sample_config
 from bastion.errors import BadParameter, ConnectionProblem
 from bastion.logging import configure_logging
 from bastion.process import Ready, run
-from bastion.runtime import tune_asyncio
+from bastion.runtime import tune_runtime
 
 __all__ = ["main"]
 
@@ -94,7 +94,7 @@ def start(
             raise BadParameter(f"{flag}: {problems}") from None
     lock = lock_data_dir(config.data_path())  # held until the process exits
     configure_logging(config.log.level, config.log.format)
-    tune_asyncio()
+    tune_runtime()
     try:
         asyncio.run(run(config, _print_next_steps))
     except OSError as exc:
