@@ -26,10 +26,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
-from harness import BIN, Cluster, Env, User, run, start_cluster, wait_for
+from harness import BIN, Cluster, Env, User, run, start_cluster, start_proxy, wait_for
 
 from bastion.testing import missing_peer
-from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.sshd import SshdUnavailable, find_ssh_binary
 
 pytestmark = pytest.mark.integration
@@ -192,33 +191,15 @@ def _standalone_root_proxy(
     leaf's CAs come from its watch): ``bsh ssh --cluster=LEAF`` through it reaches the leaf node,
     the root audits ``proxy.cluster`` from that proxy and the leaf its own session."""
     leaf = leaf_env.cluster.cluster
-    token = json.loads(root_env.admin_ok("tokens", "add", "--type=proxy", "--format", "json"))
-    addr = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "standalone-proxy.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'standalone-proxy'}\n"
-        "auth_service: {enabled: false}\n"
-        "ssh_service: {enabled: false}\n"
-        "proxy_service:\n"
-        f"  listen_addr: {addr}\n"
-        f"  auth_server: {root.addr}\n"
-        f"  join_token: {token['token']}\n"
-        f"  ca_pin: {root.pin}\n"
-    )
-    log = tmp_path / "standalone-proxy.log"
-    proc = subprocess.Popen(
-        [str(BIN / "bastion"), "start", "-c", str(config)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    work = tmp_path / "standalone"
+    work.mkdir()
+    proc, addr = start_proxy(Env(root, tmp_path / "r-auth"), work)  # joined at auth's address
     try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, log.read_text(errors="replace")
-            return "Bastion proxy listening" in log.read_text(errors="replace")
-
-        wait_for(listening, "the standalone proxy to listen")
-        # A root user whose profile names that proxy (signed up through it).
-        user = Env(dataclasses.replace(root, addr=addr), tmp_path / "s").new_user("access", LOGIN)
+        # A root user whose profile names that proxy (it passes logins through to auth only
+        # from auth's trusted_proxy_sources: this cluster has none, so sign up at the other).
+        user = root_env.new_user("access", LOGIN)
+        for profile in user.home.rglob("profile.json"):
+            profile.write_text(profile.read_text().replace(root_env.cluster.addr, addr))
 
         def via_standalone() -> subprocess.CompletedProcess[str] | None:
             argv = ("ssh", f"--cluster={leaf}", f"{LOGIN}@{node}", "echo via-standalone")
@@ -226,12 +207,18 @@ def _standalone_root_proxy(
             return done if done.returncode == 0 else None
 
         ran = wait_for(via_standalone, "the leaf's tunnel to the standalone proxy", timeout=30)
-        assert "via-standalone" in ran.stdout, (ran.stderr, log.read_text())
-        routed = root_env.events("--type", "proxy.cluster")
-        assert any(
-            e.get("user") == user.name and e.get("leaf_cluster") == leaf and e.get("emitted_by")
-            for e in routed
-        ), routed[-3:]
+        assert "via-standalone" in ran.stdout, ran.stderr
+
+        def routed() -> bool:  # delivered from that proxy's event spool (emitted_by: its host)
+            found = root_env.events("--type", "proxy.cluster")
+            return any(
+                e.get("user") == user.name
+                and e.get("fields", {}).get("leaf_cluster") == leaf
+                and e.get("fields", {}).get("emitted_by")
+                for e in found
+            )
+
+        wait_for(routed, "proxy.cluster from the standalone proxy in the root's audit")
         who = f"{root.cluster}/{user.name}"
         leaf_events = leaf_env.events("--type", "proxy.ssh")
         assert any(e.get("user") == who for e in leaf_events), leaf_events[-3:]

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pyotp
 from aiohttp import web
@@ -30,14 +30,15 @@ from bastion.api.app import build_app
 from bastion.auth.apps import AppAccess
 from bastion.auth.gate import Gate
 from bastion.auth.server import AuthServer
+from bastion.auth.users import UserService
 from bastion.clock import SystemClock
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.app_route import AppRoute, AppRouteDeps
 from bastion.proxy.listener import ListenerConfig, ListenerDeps, ProxyListener, ProxyTLS
 from bastion.services.credentials import hash_secret
-from bastion.testing import make_auth, new_tls_key
-from bastion.testing.db_rig import Recorder
+from bastion.testing import new_tls_key
+from bastion.testing.db_rig import Recorder, rig_auth
 from bastion.testing.peers.ports import free_port
 from bastion.types.access import Role, RoleConditions, RoleOptions, RoleSpec, WebAuthnPreference
 from bastion.types.apps import App, AppHeader, AppRewrite, AppSpec
@@ -163,15 +164,33 @@ async def _start_peer(
 
 @asynccontextmanager
 async def start_app_rig(
-    tmp: Path, *, audit_requests: Literal["all", "writes", "none"] = "all", webauthn: bool = False
+    tmp: Path,
+    *,
+    audit_requests: Literal["all", "writes", "none"] = "all",
+    webauthn: bool = False,
+    sqlite: bool = False,
 ) -> AsyncIterator[AppRig]:
     """Start everything; stop it all on exit. ``webauthn``: second factors optional, WebAuthn
     for ``https://proxy.test:PORT``, and app ``admin`` (``env=mfa``) reachable by user
     ``carol`` (password :data:`PASSWORD`) only with per-session MFA (role
-    ``apps-mfa``)."""
+    ``apps-mfa``). ``sqlite``: auth over the SQLite backend of ``bastion start``, and
+    ``audit`` only counts events (benchmarks)."""
     clock = SystemClock()
-    fx = await make_auth(clock=clock, cluster=CLUSTER)
-    auth = fx.auth
+    async with rig_auth(tmp, clock, sqlite=sqlite) as auth:
+        async with _app_rig(tmp, clock, auth, audit_requests, webauthn, sqlite) as rig:
+            yield rig
+
+
+@asynccontextmanager
+async def _app_rig(
+    tmp: Path,
+    clock: SystemClock,
+    auth: AuthServer,
+    audit_requests: Literal["all", "writes", "none"],
+    webauthn: bool,
+    keep_counts_only: bool,
+) -> AsyncIterator[AppRig]:
+    users = UserService(auth)
     await auth.init(second_factor="off")
     await auth.roles.create(
         Role(
@@ -180,14 +199,14 @@ async def start_app_rig(
         )
     )
     await auth.roles.create(Role(metadata=Metadata(name="plain"), spec=RoleSpec()))
-    alice = await _user(fx, "alice", ["apps-dev"])
-    bob = await _user(fx, "bob", ["plain"])
+    alice = await _user(users, "alice", ["apps-dev"])
+    bob = await _user(users, "bob", ["plain"])
     app = build_app(auth, rate=1000.0, burst=1000, max_body=1 << 20)
     access = app[APP_ACCESS]
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     registry = LiveRegistry()
-    audit = Recorder(auth.audit)
+    audit = Recorder(auth.audit, keep=not keep_counts_only)
     locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
     hour = timedelta(hours=1)
     proxy_key, proxy_pub = new_tls_key()
@@ -230,7 +249,7 @@ async def start_app_rig(
     carol: Identity | None = None
     try:
         if webauthn:
-            carol = await _webauthn_setup(fx, listener.port, app_port, access)
+            carol = await _webauthn_setup(auth, users, listener.port, app_port, access)
         for name, env in (("grafana", "dev"), ("vault", "prod")):
             await access.register(
                 App(
@@ -274,8 +293,9 @@ async def start_app_rig(
         await runner.cleanup()
 
 
-async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) -> Identity:
-    auth = fx.auth
+async def _webauthn_setup(
+    auth: AuthServer, users: UserService, port: int, app_port: int, access: AppAccess
+) -> Identity:
     pref = await auth.auth_preference()
     pref.spec.second_factor = "optional"
     pref.spec.webauthn = WebAuthnPreference(rp_id=DOMAIN, origins=[f"https://{DOMAIN}:{port}"])
@@ -289,7 +309,7 @@ async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) 
             ),
         )
     )
-    carol = await _user(fx, "carol", ["apps-mfa"])
+    carol = await _user(users, "carol", ["apps-mfa"])
     await access.register(
         App(
             metadata=Metadata(name="admin", labels={"env": "mfa"}),
@@ -299,8 +319,7 @@ async def _webauthn_setup(fx: Any, port: int, app_port: int, access: AppAccess) 
     return carol
 
 
-async def _user(fx: object, name: str, roles: list[str]) -> Identity:
-    users = fx.users  # type: ignore[attr-defined]
+async def _user(users: UserService, name: str, roles: list[str]) -> Identity:
     invite = await users.add_user(name, roles, [name], {}, "admin")
     await users.start_invite(invite.token)
     _, pub = new_tls_key()

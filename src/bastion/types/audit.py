@@ -112,6 +112,10 @@ AGENT_EVENT_TYPES = frozenset(
         "db.session.query",
         "db.session.end",
         "db.session.cancel",
+        # a proxy in its own process: leaf clusters' tunnels and routes to them
+        # (bastion.proxy.cluster_route)
+        "proxy.cluster",
+        "remote_cluster.connected",
     }
 )
 """Event types agents and proxies in other processes may submit through the API."""
