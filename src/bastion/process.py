@@ -231,11 +231,12 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
 
 PROXY_WATCHED_KINDS = (
     *("role", "lock", "cluster_auth_preference", "node", "db", "user"),
-    *("remote_cluster", "proxy"),
+    *("remote_cluster", "proxy", "cert_authority"),
 )
 """What a proxy in its own process mirrors: RBAC and locks, the node and database directories,
 the users the authentication gate checks (existence and epoch), and the leaf clusters' public
-CAs and the root's proxies for leaf tunnels (:class:`~bastion.proxy.cluster_route.CacheTrust`)."""
+CAs, the root's proxies and this cluster's public CAs (pushed to the leaves) for leaf tunnels
+(:class:`~bastion.proxy.cluster_route.CacheTrust`)."""
 PROXY_HEARTBEAT = timedelta(seconds=10)
 
 
@@ -383,7 +384,8 @@ async def standalone_proxy(
         databases=CacheDatabases(cache, clock),
         apps=RemoteApps(remote),  # app hosts: sessions, RBAC and JWTs asked of auth
         recordings=remote,  # database session recordings, uploaded as a remote node's are
-        trust=CacheTrust(cache),  # leaf tunnels and routes to leaves (docs/trusted-clusters.md)
+        # leaf tunnels and routes to leaves; their status and CAs written through auth's API
+        trust=CacheTrust(cache, ident.cluster, remote.send),  # (docs/trusted-clusters.md)
     )
     # Renew the proxy's host certificate before it expires (host_certs); each renewal swaps
     # the API client's context and the listener's TLS contexts (new handshakes).

@@ -222,6 +222,13 @@ def _standalone_root_proxy(
         who = f"{root.cluster}/{user.name}"
         leaf_events = leaf_env.events("--type", "proxy.ssh")
         assert any(e.get("user") == who for e in leaf_events), leaf_events[-3:]
+        # Its writes go through auth's API (POST /v1/trust/tunnel: the leaf's CAs pushed
+        # through this tunnel, its status); none was refused. (The auth process's proxy
+        # records the same leaf too: unit tests show the standalone's own writes.)
+        spec = _remote(root_env, leaf)
+        assert spec["connection"] == "online" and spec["last_heartbeat"], spec
+        text = (work / "proxy.log").read_text(errors="replace")
+        assert "not recorded" not in text and "CAs pushed by leaf" not in text, text[-2000:]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -38,6 +38,7 @@ PING_SECONDS = 15.0
 WATCHABLE = (
     *("role", "lock", "node", "proxy", "db", "user", "token", "cluster_auth_preference"),
     "remote_cluster",  # proxies in their own processes: leaves' public CAs (system_roles.py)
+    "cert_authority",  # ... and this cluster's (private keys stripped by GuardedAuth)
 )
 
 

@@ -17,7 +17,9 @@ from bastion.auth.issuer import HostCerts
 from bastion.auth.krl import PublishedKRL, krl_for
 from bastion.auth.server import AuthServer, NewToken
 from bastion.auth.system_roles import system_roles_for
+from bastion.auth.trust import TrustService
 from bastion.auth.users import Invite, UserService
+from bastion.contract.trust import TunnelReport
 from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.checker import RoleSet
 from bastion.services.node_pins import NodePins
@@ -376,6 +378,19 @@ class GuardedAuth:
                 f"host certificate is for proxy {ident.host_id!r}, not {proxy.name[:100]!r}"
             )
         return await self._auth.heartbeat_proxy(proxy, ident.host_id)
+
+    async def record_tunnel(self, report: TunnelReport) -> bool:
+        """A proxy in its own process records a leaf tunnel it holds (status, last heartbeat,
+        the CAs the leaf pushed: :meth:`TrustService.record_tunnel`, which refuses an unknown
+        leaf and checks the CAs exactly as for the auth process's own proxy). Proxy host
+        certificates only; it reads the remote clusters it reports on."""
+        ident = self.ctx.identity
+        if ident.kind != "host" or "proxy" not in ident.roles:
+            raise AccessDenied("access denied: leaf tunnels are reported by proxies")
+        await self.require("remote_cluster", "read")
+        return await TrustService(self._auth).record_tunnel(
+            report.leaf, report.connection, report.last_heartbeat, report.cas
+        )
 
     async def pin_node(self, name: str, host_id: str) -> str:
         """A proxy pins node ``name`` to ``host_id`` at first sight (see

@@ -37,7 +37,9 @@ SYSTEM_ROLES: dict[str, Role] = {
     ),
     # Proxies (in a separate process) route by nodes and roles, run the authentication gate
     # (users: existence and epoch; locks), take leaf clusters' tunnels (remote_cluster: their
-    # public CAs; proxy: the root's proxies, pushed to the leaves), and send events.
+    # public CAs; proxy: the root's proxies, pushed to the leaves; cert_authority: this
+    # cluster's CAs, also pushed to the leaves: the API strips every private key), and send
+    # events.
     "proxy": _role(
         "proxy",
         [
@@ -45,7 +47,7 @@ SYSTEM_ROLES: dict[str, Role] = {
                 resources=["role", "lock", "node", "db", "user", "cluster_auth_preference"],
                 verbs=_READ,
             ),
-            Rule(resources=["remote_cluster", "proxy"], verbs=_READ),
+            Rule(resources=["remote_cluster", "proxy", "cert_authority"], verbs=_READ),
             Rule(resources=["event"], verbs=["create"]),
             # The recordings of the database sessions it relays (bastion.auth.recordings).
             Rule(resources=["session"], verbs=["create"]),

@@ -31,6 +31,7 @@ the leaf's proxy and node as for local sessions). Any other MFA scope counts as 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -51,6 +52,7 @@ from bastion.rbac.session_mfa import is_session_identity, parse_session_scope, s
 from bastion.services.credentials import hash_secret, secrets_equal
 from bastion.services.store import ResourceStore
 from bastion.types.access import Role
+from bastion.types.authority import CAType, CertAuthority
 from bastion.types.identity import Identity, RouteToTarget
 from bastion.types.inventory import ProxyServer
 from bastion.types.meta import Metadata, Resource
@@ -65,6 +67,8 @@ from bastion.types.trust import (
 )
 
 __all__ = [
+    "PUSHED_CA_TYPES",
+    "REMOTE_ONLINE_GRACE",
     "RemoteClusters",
     "RootDialer",
     "TUNNEL_CERT_TTL",
@@ -73,6 +77,7 @@ __all__ = [
     "leaf_scope_target",
     "leaf_session_mfa",
     "leaf_session_scope",
+    "public_cas",
     "validate_leaf",
 ]
 
@@ -159,14 +164,26 @@ def remote_store(auth: AuthServer) -> ResourceStore[RemoteCluster]:
     return store
 
 
+REMOTE_ONLINE_GRACE = timedelta(seconds=90)
+"""A leaf with a younger ``online`` heartbeat (root proxies write it every 30 s while they hold a
+tunnel of it) is not set ``offline`` by a proxy in its own process that holds none."""
+PUSHED_CA_TYPES: tuple[CAType, ...] = ("tls_user", "tls_host", "ssh_user", "ssh_host")
+"""The CAs a cluster sends the other side of a trust (public parts only)."""
+
+
 async def cluster_cas(auth: AuthServer) -> ClusterCAs:
     """This cluster's CAs, public parts only (every trusted key: rotation keeps working)."""
-    tls_user = await auth.issuer.ca("tls_user")
-    tls_host = await auth.issuer.ca("tls_host")
-    ssh_user = await auth.issuer.ca("ssh_user")
-    ssh_host = await auth.issuer.ca("ssh_host")
+    return public_cas(auth.cluster, {t: await auth.issuer.ca(t) for t in PUSHED_CA_TYPES})
+
+
+def public_cas(cluster: str, cas: Mapping[CAType, CertAuthority]) -> ClusterCAs:
+    """The public parts of ``cluster``'s CAs (:data:`PUSHED_CA_TYPES`, by type): every trusted
+    key's certificate or public key, never a private key (pure: also used by a proxy in its own
+    process, over the secret-free CA records of its watch)."""
+    tls_user, tls_host = cas["tls_user"], cas["tls_host"]
+    ssh_user, ssh_host = cas["ssh_user"], cas["ssh_host"]
     return ClusterCAs(
-        cluster=auth.cluster,
+        cluster=cluster,
         tls_user_ca="".join(k.cert_pem for k in tls_user.spec.trusted_keys()),
         tls_host_ca="".join(k.cert_pem for k in tls_host.spec.trusted_keys()),
         ssh_user_ca=[k.public_key for k in ssh_user.spec.trusted_keys()],
@@ -591,6 +608,37 @@ class TrustService:
 
     async def remotes(self) -> list[RemoteCluster]:
         return await remote_store(self._auth).list()
+
+    async def record_tunnel(
+        self,
+        leaf: str,
+        connection: Literal["online", "offline", "suspended"] | None,
+        seen: datetime | None,
+        cas: ClusterCAs | None,
+    ) -> bool:
+        """Root side, for a proxy in its own process (``POST /v1/trust/tunnel``,
+        :class:`~bastion.proxy.cluster_route.CacheTrust`): a leaf tunnel's status and last
+        heartbeat (:meth:`heartbeat_remote`, never later than now here) and the CAs the leaf
+        pushed through it (:meth:`update_leaf_cas`: the same checks, audited). ``offline`` does
+        not replace ``online`` with a heartbeat younger than :data:`REMOTE_ONLINE_GRACE` (the
+        leaf keeps a tunnel to each root proxy: one not holding it yet must not flap the
+        status). Returns whether the CAs changed.
+
+        Raises:
+            NotFound: no remote cluster ``leaf``. AccessDenied / BadParameter: as
+            :meth:`update_leaf_cas`.
+        """
+        current = (await remote_store(self._auth).get(leaf)).spec
+        changed = await self.update_leaf_cas(leaf, cas) if cas is not None else False
+        now = self._auth.clock.now()
+        fresh = current.last_heartbeat is not None and (
+            now - current.last_heartbeat < REMOTE_ONLINE_GRACE
+        )
+        if connection == "offline" and current.connection == "online" and fresh:
+            return changed  # another root proxy holds a tunnel of that leaf (it writes online)
+        if connection is not None:
+            await self.heartbeat_remote(leaf, connection, min(seen, now) if seen else None)
+        return changed
 
     async def heartbeat_remote(
         self,

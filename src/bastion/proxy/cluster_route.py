@@ -16,7 +16,7 @@ plays both parts (docs/trusted-clusters.md):
   request lines naming another cluster: after the root's own gate (user, epoch, locks) the
   connection is relayed, request line included, through that leaf's tunnel. A proxy in its own
   process plays this part only, with the records from its watch (:class:`CacheTrust`, the same
-  hub code; it writes nothing and pushes no CAs: the auth processes' proxies do).
+  hub code: it pushes the root's CAs from its watch and writes through auth's API).
 
 Request lines (one JSON object, as :mod:`bastion.protocols.sshroute`)::
 
@@ -55,6 +55,7 @@ import base64
 import json
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -65,11 +66,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
 from bastion.auth.issuer import UserCerts
+from bastion.auth.trust import PUSHED_CA_TYPES, public_cas
 from bastion.ca.x509 import verify_certificate_chain
 from bastion.client.api import AuthClient, fetch_cluster_ca
 from bastion.client.tls import pem_context, verified_context
 from bastion.clock import Clock
-from bastion.contract.trust import VALIDATE_TRUST, TrustAnswer, ValidateTrust
+from bastion.contract.base import Endpoint
+from bastion.contract.trust import (
+    RECORD_TUNNEL,
+    VALIDATE_TRUST,
+    TrustAnswer,
+    TunnelReport,
+    TunnelReported,
+    ValidateTrust,
+)
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.protocols.addr import parse_addr
@@ -82,6 +92,7 @@ from bastion.services.cache import ResourceCache
 from bastion.tasks import TaskSet
 from bastion.tunnel.pool import TunnelPool
 from bastion.tunnel.session import MuxSession, MuxStream
+from bastion.types.authority import CertAuthority
 from bastion.types.identity import Identity
 from bastion.types.inventory import ProxyServer
 from bastion.types.trust import ClusterCAs, RemoteCluster, TrustedCluster
@@ -187,18 +198,27 @@ class TrustSource(Protocol):
     async def update_root_cas(self, root: str, cas: ClusterCAs) -> bool: ...
 
 
+TunnelSend = Callable[
+    [Endpoint[TunnelReport, TunnelReported], TunnelReport], Awaitable[TunnelReported]
+]
+"""How a proxy in its own process calls auth (``RemoteAuth.send``)."""
+
+
 class CacheTrust:
     """Root side in a proxy of its own (``bastion.process``): the records from the proxy's
-    watch-fed cache, ``remote_cluster`` (the leaves' public CAs) and ``proxy`` (heartbeats), so
-    leaf tunnels are verified and routed by the same :class:`ClusterHub` code as in the auth
-    process. It writes nothing and pushes no CAs (it holds no CA records): each leaf keeps a
-    tunnel to every root proxy and pushes its CAs through all of them, and the proxies in the
-    auth processes store those, record the tunnels' status and push the root's CAs. It is never
-    a leaf: this cluster's trusts are served by the auth processes' proxies.
+    watch-fed cache, ``remote_cluster`` (the leaves' public CAs), ``proxy`` (heartbeats) and
+    ``cert_authority`` (this cluster's CAs, private keys stripped by auth), so leaf tunnels are
+    verified and routed, and this cluster's CAs pushed to the leaves, by the same
+    :class:`ClusterHub` code as in the auth process. Its writes (a tunnel's status and last
+    heartbeat, the CAs a leaf pushed) go through auth's API (``send``: :data:`RECORD_TUNNEL`,
+    proxy host certificates only, the CAs checked as in the auth process). It is never a leaf:
+    this cluster's trusts are served by the auth processes' proxies.
     """
 
-    def __init__(self, cache: ResourceCache) -> None:
+    def __init__(self, cache: ResourceCache, cluster: str, send: TunnelSend) -> None:
         self._cache = cache
+        self._cluster = cluster
+        self._send = send
 
     def _items(self, kind: str) -> list[Any]:
         """Raises: ConnectionProblem between snapshots (a partial list would drop leaves: the
@@ -214,7 +234,16 @@ class CacheTrust:
         return [p for p in self._items("proxy") if isinstance(p, ProxyServer)]
 
     async def own_cas(self) -> ClusterCAs | None:
-        return None
+        """This cluster's public CAs (as :meth:`TrustService.own_cas`), or None while the cache
+        lacks one of them (nothing is pushed then)."""
+        found = {
+            ca.spec.type: ca
+            for ca in self._items("cert_authority")
+            if isinstance(ca, CertAuthority) and ca.spec.cluster == self._cluster
+        }
+        if any(t not in found for t in PUSHED_CA_TYPES):
+            return None
+        return public_cas(self._cluster, found)
 
     async def heartbeat_remote(
         self,
@@ -222,10 +251,17 @@ class CacheTrust:
         connection: Literal["online", "offline", "suspended"],
         seen: datetime | None,
     ) -> None:
-        return None
+        """Written by auth (:meth:`TrustService.record_tunnel`); a failure is logged and the
+        status sent again at the next refresh (the cached record still differs)."""
+        report = TunnelReport(leaf=name, connection=connection, last_heartbeat=seen)
+        try:
+            await self._send(RECORD_TUNNEL, report)
+        except BastionError as exc:  # e.g. the remote cluster was removed meanwhile
+            log.warning("trusted clusters: status of leaf %s not recorded: %s", name, exc)
 
     async def update_leaf_cas(self, leaf: str, cas: ClusterCAs) -> bool:
-        return False  # stored by the auth processes' proxies (the leaf pushes to each)
+        answer = await self._send(RECORD_TUNNEL, TunnelReport(leaf=leaf, cas=cas))
+        return answer.cas_changed
 
     async def trusted(self) -> list[TrustedCluster]:
         return []
@@ -409,7 +445,7 @@ class ClusterHub:
             del self._pushed[name]
         if not live:
             return
-        cas = await self._deps.trust.own_cas()  # None: a proxy of its own (CacheTrust)
+        cas = await self._deps.trust.own_cas()  # None: CacheTrust before its cache has them
         now = self._deps.clock.now()
         proxies = leaf_tunnel_proxies(await self._deps.trust.proxies(), now)
         dumped = cas.model_dump(mode="json") if cas is not None else None

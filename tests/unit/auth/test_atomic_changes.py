@@ -319,6 +319,15 @@ async def _leaf_rotated(w: World) -> None:
     await TrustService(w.auth).update_leaf_cas("leaf.test", await cluster_cas(w.state["leaf"]))
 
 
+async def _leaf_rotated_via_proxy(w: World) -> None:
+    """The leaf's CAs as a root's proxy in its own process records them (RECORD_TUNNEL)."""
+    from bastion.auth.trust import TrustService, cluster_cas
+
+    await w.state["leaf"].rotate_ca("tls_host", "init", "admin")
+    cas = await cluster_cas(w.state["leaf"])
+    await TrustService(w.auth).record_tunnel("leaf.test", None, None, cas)
+
+
 Step = Callable[[World], Awaitable[None]]
 # name -> (initialise the cluster first, prepare without faults, the change under test)
 SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
@@ -399,6 +408,7 @@ SCENARIOS: dict[str, tuple[bool, Step, Step]] = {
     "TrustService.delete": (True, _trusting, lambda w: w.state["trust"].delete("root.test", "a")),
     "TrustService.update_root_cas": (True, _trusting, _root_rotated),
     "TrustService.update_leaf_cas": (True, _leaf_joined, _leaf_rotated),
+    "TrustService.record_tunnel": (True, _leaf_joined, _leaf_rotated_via_proxy),
 }
 
 NOT_AUDITED_STATE = {

@@ -11,13 +11,16 @@ from cryptography.hazmat.primitives import serialization
 
 from bastion.api.tls import identity_from_peer
 from bastion.audit.log import AuditQuery
-from bastion.auth.trust import TrustService, validate_leaf
+from bastion.auth.guarded import GuardedAuth
+from bastion.auth.trust import REMOTE_ONLINE_GRACE, TrustService, validate_leaf
 from bastion.ca import x509 as ca_x509
-from bastion.contract.trust import TrustAnswer, ValidateTrust
-from bastion.errors import AccessDenied, BadParameter
+from bastion.clock import FakeClock
+from bastion.contract.trust import TrustAnswer, TunnelReport, ValidateTrust
+from bastion.errors import AccessDenied, BadParameter, NotFound
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import check_session_mfa
 from bastion.testing import AuthFixture, make_auth, new_public_key
+from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 from bastion.types.trust import RoleMapping, TrustedCluster, TrustedClusterSpec
 
@@ -244,3 +247,75 @@ async def test_leaf_ca_rotation_reaches_the_root_in_every_phase() -> None:
     with pytest.raises(AccessDenied, match="CAs of"):
         other = await make_auth(cluster="other.test")
         await at_root.update_leaf_cas("leaf.test", await TrustService(other.auth).own_cas())
+
+
+def _host(fx: AuthFixture, role: str, host_id: str) -> Identity:
+    return Identity(
+        cluster=fx.auth.cluster,
+        user=host_id,
+        kind="host",
+        roles=(role,),
+        host_id=host_id,
+        expires=fx.clock.now() + timedelta(hours=1),
+    )
+
+
+async def test_a_standalone_proxy_records_its_leaf_tunnels_through_the_guard() -> None:
+    """RECORD_TUNNEL (GuardedAuth.record_tunnel): a proxy host certificate records a known
+    leaf's status (last heartbeat never later than now) and the CAs it pushed, checked and
+    audited as in the auth process; an unknown leaf, another cluster's CAs, a node or a user
+    are refused and nothing is written."""
+    root, leaf, trust = await _pair()
+    proxy = await GuardedAuth.for_identity(
+        root.auth, root.users, _host(root, "proxy", "host-p1"), "10.0.0.5"
+    )
+    now = root.clock.now()
+    later = now + timedelta(hours=1)
+    report = TunnelReport(leaf="leaf.test", connection="online", last_heartbeat=later)
+    assert not await proxy.record_tunnel(report)
+    stored = await root.auth.store("remote_cluster").get("leaf.test")
+    assert stored.spec.connection == "online" and stored.spec.last_heartbeat == now
+    # A proxy without a tunnel of that leaf (yet) does not flap a fresh "online".
+    await proxy.record_tunnel(TunnelReport(leaf="leaf.test", connection="offline"))
+    stored = await root.auth.store("remote_cluster").get("leaf.test")
+    assert stored.spec.connection == "online"
+    assert isinstance(root.clock, FakeClock)
+    root.clock.advance(REMOTE_ONLINE_GRACE)  # nobody wrote online since: offline it is
+    await proxy.record_tunnel(TunnelReport(leaf="leaf.test", connection="offline"))
+    stored = await root.auth.store("remote_cluster").get("leaf.test")
+    assert stored.spec.connection == "offline" and stored.spec.last_heartbeat == now
+    await proxy.record_tunnel(report)
+    await leaf.auth.rotate_ca("tls_host", "init", "admin")
+    assert await proxy.record_tunnel(TunnelReport(leaf="leaf.test", cas=await trust.own_cas()))
+    stored = await root.auth.store("remote_cluster").get("leaf.test")
+    assert stored.spec.cas == await trust.own_cas()
+    events = await root.auth.audit.search(AuditQuery(types=("remote_cluster.update",)))
+    assert [e.user for e in events] == ["cluster/leaf.test"]
+    with pytest.raises(NotFound):
+        await proxy.record_tunnel(TunnelReport(leaf="unknown.test", connection="online"))
+    assert "unknown.test" not in [r.name for r in await TrustService(root.auth).remotes()]
+    other = await make_auth(cluster="other.test")
+    with pytest.raises(AccessDenied, match="CAs of"):
+        foreign = await TrustService(other.auth).own_cas()
+        await proxy.record_tunnel(TunnelReport(leaf="leaf.test", cas=foreign))
+    node = await GuardedAuth.for_identity(
+        root.auth, root.users, _host(root, "node", "host-n1"), "10.0.0.6"
+    )
+    user = await GuardedAuth.for_identity(
+        root.auth,
+        root.users,
+        root.auth.issuer.user_identity(
+            cluster=root.auth.cluster,
+            user="alice",
+            roles=["editor"],
+            traits={},
+            role_set=RoleSet.from_roles([await root.auth.roles.get("editor")], {}),
+            requested_ttl=timedelta(hours=1),
+        ),
+        "10.0.0.7",
+    )
+    for refused in (node, user):
+        with pytest.raises(AccessDenied, match="reported by proxies"):
+            await refused.record_tunnel(TunnelReport(leaf="leaf.test", connection="offline"))
+    stored = await root.auth.store("remote_cluster").get("leaf.test")
+    assert stored.spec.connection == "online"

@@ -5,8 +5,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from bastion.auth.trust import TrustService
-from bastion.errors import AccessDenied, ConnectionProblem
+from bastion.auth.trust import PUSHED_CA_TYPES, TrustService, cluster_cas
+from bastion.contract.base import Endpoint
+from bastion.contract.trust import RECORD_TUNNEL, TunnelReport, TunnelReported
+from bastion.errors import AccessDenied, BastionError, ConnectionProblem, NotFound
 from bastion.proxy.cluster_route import (
     MAX_PROXIES,
     CacheTrust,
@@ -111,27 +113,82 @@ def _cached(*resources: Resource, synced: bool = True) -> ResourceCache:
     return cache
 
 
+class _Send:
+    """A fake ``RemoteAuth.send``: records the reports; answers ``cas_changed`` or fails."""
+
+    def __init__(self, fail: BastionError | None = None) -> None:
+        self.reports: list[TunnelReport] = []
+        self.fail = fail
+
+    async def __call__(
+        self, endpoint: Endpoint[TunnelReport, TunnelReported], body: TunnelReport
+    ) -> TunnelReported:
+        assert endpoint is RECORD_TUNNEL
+        if self.fail is not None:
+            raise self.fail
+        self.reports.append(body)
+        return TunnelReported(cas_changed=body.cas is not None)
+
+
 async def test_a_standalone_proxy_reads_leaves_and_proxies_from_its_cache() -> None:
     """The cache-backed source (a proxy in its own process): the leaves' records and the
-    proxies from the watch; nothing before the snapshot (the hub keeps what it has); it writes
-    nothing, pushes no CAs and serves no root's users."""
+    proxies from the watch; nothing before the snapshot (the hub keeps what it has); no CAs to
+    push without this cluster's CA records; it serves no root's users."""
     leaf = await make_auth(cluster="leaf.test")
     cas = await TrustService(leaf.auth).own_cas()
     remote = RemoteCluster(metadata=Metadata(name="leaf.test"), spec=RemoteClusterSpec(cas=cas))
     proxy = _proxy("host-1", "s.root:3080", host_id="host-1")
     with pytest.raises(ConnectionProblem, match="not synced"):
-        await CacheTrust(_cached(remote, synced=False)).remotes()
-    source = CacheTrust(_cached(remote, proxy))
+        await CacheTrust(_cached(remote, synced=False), "root.test", _Send()).remotes()
+    source = CacheTrust(_cached(remote, proxy), "root.test", _Send())
     assert [r.spec.cas for r in await source.remotes()] == [cas]
     assert [p.name for p in await source.proxies()] == ["host-1"]
     assert await source.own_cas() is None and await source.trusted() == []
     assert await source.tunnel_signing_key() == ""
-    assert not await source.update_leaf_cas("leaf.test", cas)
-    await source.heartbeat_remote("leaf.test", "online", None)  # a no-op
     with pytest.raises(AccessDenied):
         await source.remote_identity(b"")
     with pytest.raises(AccessDenied):
         await source.update_root_cas("root.test", cas)
+
+
+async def test_a_standalone_proxy_pushes_the_public_cas_from_its_cache() -> None:
+    """This cluster's CAs from the watch's secret-free records are exactly what the auth
+    process pushes (the same function), rotation keys included; another cluster's CA records
+    are ignored, and nothing is pushed while one of the four is missing."""
+    root = await make_auth(cluster="root.test")
+    await root.auth.rotate_ca("tls_host", "init", "admin")
+    records = [(await root.auth.issuer.ca(t)).without_secrets() for t in PUSHED_CA_TYPES]
+    assert all(not k.private_key_encrypted for r in records for k in r.spec.trusted_keys())
+    other = await make_auth(cluster="other.test")
+    foreign = (await other.auth.issuer.ca("tls_user")).without_secrets()
+    foreign.metadata = Metadata(name="tls_user-other.test")
+    source = CacheTrust(_cached(*records, foreign), "root.test", _Send())
+    pushed = await source.own_cas()
+    assert pushed is not None and pushed == await cluster_cas(root.auth)
+    assert pushed.tls_host_ca.count("BEGIN CERTIFICATE") == 2  # the rotation's new key too
+    partial = CacheTrust(_cached(*records[1:]), "root.test", _Send())
+    assert await partial.own_cas() is None
+
+
+async def test_a_standalone_proxy_writes_tunnel_status_and_leaf_cas_through_auth() -> None:
+    """Status, last heartbeat and the CAs a leaf pushed go to auth (RECORD_TUNNEL); a failed
+    status write is logged (sent again at the next refresh), a refused CA push raises (the hub
+    logs it)."""
+    leaf = await make_auth(cluster="leaf.test")
+    cas = await TrustService(leaf.auth).own_cas()
+    send = _Send()
+    source = CacheTrust(_cached(), "root.test", send)
+    seen = datetime.now(UTC)
+    await source.heartbeat_remote("leaf.test", "online", seen)
+    assert await source.update_leaf_cas("leaf.test", cas)
+    assert send.reports == [
+        TunnelReport(leaf="leaf.test", connection="online", last_heartbeat=seen),
+        TunnelReport(leaf="leaf.test", cas=cas),
+    ]
+    failing = CacheTrust(_cached(), "root.test", _Send(NotFound("no remote cluster")))
+    await failing.heartbeat_remote("gone.test", "offline", None)  # logged, not raised
+    with pytest.raises(NotFound):
+        await failing.update_leaf_cas("gone.test", cas)
 
 
 class _Listener:
@@ -151,7 +208,7 @@ async def test_the_hub_of_a_standalone_proxy_verifies_leaf_tunnels_as_in_process
     cas = await leaf_trust.own_cas()
     remote = RemoteCluster(metadata=Metadata(name="leaf.test"), spec=RemoteClusterSpec(cas=cas))
     hub = _hub()
-    object.__setattr__(hub._deps, "trust", CacheTrust(_cached(remote)))
+    object.__setattr__(hub._deps, "trust", CacheTrust(_cached(remote), "root.test", _Send()))
     object.__setattr__(hub._deps, "clock", leaf.clock)
     listener = _Listener()
     hub._listener = listener
