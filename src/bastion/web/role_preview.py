@@ -252,39 +252,41 @@ def _others(databases: Sequence[PreviewDb] | None, apps: Sequence[PreviewApp] | 
     elif not databases:
         out.append('<p class="empty" id="preview-dbs">No database (its db_labels select none).</p>')
     else:
-        rows = "".join(
+        rows = [
             f'<tr><th scope="row">{_esc(d.name)}</th><td>{_esc(d.protocol)}</td>'
             f'<td class="chips">{_plain_chips(d.labels)}</td>'
             f"<td>{_esc(', '.join(d.db_users) or '-')}</td>"
             f"<td>{_esc(', '.join(d.db_names) or '-')}</td></tr>"
             for d in databases[:SHOWN]
-        )
-        more = f"<p>and {len(databases) - SHOWN} more</p>" if len(databases) > SHOWN else ""
-        out.append(
-            f"<h3>Databases ({len(databases)})</h3>"
-            '<table class="nodes" id="preview-dbs"><thead><tr><th scope="col">Name</th>'
-            '<th scope="col">Protocol</th><th scope="col">Labels</th>'
-            '<th scope="col">Database users</th><th scope="col">Database names</th></tr>'
-            f"</thead><tbody>{rows}</tbody></table>{more}"
-        )
+        ]
+        headers = ("Name", "Protocol", "Labels", "Database users", "Database names")
+        out.append(_capped_table("preview-dbs", "Databases", headers, rows, len(databases)))
     if apps is None:
         out.append('<p class="muted">Apps: you may not list them (list on app).</p>')
     elif not apps:
         out.append('<p class="empty" id="preview-apps">No app (its app_labels select none).</p>')
     else:
-        rows = "".join(
+        rows = [
             f'<tr><th scope="row">{_esc(a.name)}</th><td>{_esc(a.uri)}</td>'
             f'<td class="chips">{_plain_chips(a.labels)}</td></tr>'
             for a in apps[:SHOWN]
-        )
-        more = f"<p>and {len(apps) - SHOWN} more</p>" if len(apps) > SHOWN else ""
+        ]
         out.append(
-            f"<h3>Apps ({len(apps)})</h3>"
-            '<table class="nodes" id="preview-apps"><thead><tr><th scope="col">Name</th>'
-            '<th scope="col">URI</th><th scope="col">Labels</th></tr>'
-            f"</thead><tbody>{rows}</tbody></table>{more}"
+            _capped_table("preview-apps", "Apps", ("Name", "URI", "Labels"), rows, len(apps))
         )
     return "".join(out)
+
+
+def _capped_table(
+    table_id: str, title: str, headers: tuple[str, ...], rows: list[str], total: int
+) -> str:
+    """A titled table of the first :data:`SHOWN` rows of ``total`` (the count of the rest)."""
+    head = "".join(f'<th scope="col">{h}</th>' for h in headers)
+    more = f"<p>and {total - SHOWN} more</p>" if total > SHOWN else ""
+    return (
+        f'<h3>{title} ({total})</h3><table class="nodes" id="{table_id}"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table>{more}"
+    )
 
 
 def render_preview(
