@@ -94,6 +94,8 @@ class MemoryResult:
     sessions: int
     before_kib: int
     after_kib: int
+    retried: int = 0
+    """Session openings that failed once with a connection error and were retried."""
 
     @property
     def per_session_kib(self) -> float:
@@ -107,15 +109,24 @@ async def _open_sessions(
 
     from bastion.client.profile import ProfileStore
     from bastion.client.ssh import connect
+    from bastion.errors import ConnectionProblem
 
     profile = ProfileStore(home).load(None)
     conns: list[asyncssh.SSHClientConnection] = []
     procs: list[asyncssh.SSHClientProcess[bytes]] = []
     gate = asyncio.Semaphore(16)  # stays under the proxy's per-IP unauthenticated limit
 
+    retried = 0
+
     async def one() -> None:
+        nonlocal retried
         async with gate:
-            conn = await connect(profile, node, login)
+            try:
+                conn = await connect(profile, node, login)
+            except ConnectionProblem:  # seen once on a loaded CI machine: retry, and say so
+                retried += 1
+                await asyncio.sleep(0.5)
+                conn = await connect(profile, node, login)
             conns.append(conn)
             # An idle session: a channel running `cat` that waits for input forever.
             procs.append(await conn.create_process("cat", encoding=None))
@@ -142,7 +153,7 @@ async def _open_sessions(
             if proc.exit_status is not None:
                 raise Skipped("an idle session ended early")
         after = rss_kib(proxy_pid)
-        return MemoryResult(count, before, after)
+        return MemoryResult(count, before, after, retried)
     finally:
         await close_all()
 

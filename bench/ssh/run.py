@@ -136,10 +136,12 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         )
     mem = report.memory
     if mem:
+        retried = mem.get("retried_openings")
         print(
             f"\nproxy RSS with {mem['sessions']} idle sessions to the agentless sshd: "
             f"{mem['before_kib']} KiB -> {mem['after_kib']} KiB = "
             f"{mem['per_session_kib']:.1f} KiB per session"
+            + (f" ({retried} openings retried after a connection error)" if retried else "")
         )
     print("\nTargets (issue 4):")
     ours = report.row("ssh+bsh -> agentless")
@@ -231,6 +233,7 @@ def _measure_memory(report: Report, cluster: BastionCluster, args: argparse.Name
         "before_kib": result.before_kib,
         "after_kib": result.after_kib,
         "per_session_kib": result.per_session_kib,
+        "retried_openings": result.retried,
     }
 
 

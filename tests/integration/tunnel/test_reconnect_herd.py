@@ -99,9 +99,12 @@ async def test_reconnects_after_a_partition_stay_within_the_admission_rate() -> 
     per_second = [0] * (int(max(accepted) - start) + 2)
     for t in accepted:
         per_second[int(t - start)] += 1
-    # the bucket: at most burst + rate in the first second, rate (plus rounding) after
+    # The token bucket's guarantee: by any moment t, at most burst + rate * (t - first) tunnels
+    # were admitted (a loaded machine's stalled loop lets the bucket refill, so a calendar
+    # second may see a little more than the rate; the cumulative bound still holds exactly).
+    for k, t in enumerate(sorted(accepted), start=1):
+        assert k <= BURST + RATE * (t - start) + 1, (k, t - start, per_second)
     assert per_second[0] <= BURST + RATE + 1, per_second
-    assert max(per_second[1:]) <= RATE + 1, per_second
     # full jitter: after the heal each agent retries about once or twice, spread over seconds,
     # not in lockstep (measured here: ~390 attempts in the first second, ~900 in all)
     after = [t - healed_at for t in attempts if t >= healed_at]
