@@ -71,12 +71,17 @@ def _wrk(url: str, seconds: int, hosts: Path | None, headers: list[str]) -> dict
         cmd = ["unshare", "--mount", "sh", "-c", inner]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def percentile(name: str) -> float:
+        found = re.search(rf"{name}%\s+([\d.]+)(us|ms|s)", out)
+        return float(found.group(1)) * scale[found.group(2)] if found else 0.0
+
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
-        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
         "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
 
