@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from bastion.auth.sessions import SessionTrackerService, VisibleSession
-from bastion.errors import AccessDenied, BastionError, ConnectionProblem, error_from_code
+from bastion.errors import AccessDenied, BastionError, ConnectionProblem
 from bastion.protocols.sessionjoin import FrameDecoder, encode_frame
 from bastion.protocols.sshroute import encode_join_request
 from bastion.types.identity import Identity
@@ -38,7 +38,7 @@ from bastion.web.admin_common import (
     hidden_csrf,
     notice,
 )
-from bastion.web.ssh_dial import new_key, route_tls_context
+from bastion.web.ssh_dial import dial_proxy, new_key, route_tls_context
 from bastion.web.terminal import proxy_candidates
 
 __all__ = ["KILL_TIMEOUT", "LivePages", "add_live_routes", "session_rows"]
@@ -114,23 +114,6 @@ class _Join(asyncio.Protocol):
             self.done.set_result("the session ended")
 
 
-def _check_reply(line: bytes) -> None:
-    import json
-
-    try:
-        reply = json.loads(line)
-    except ValueError:
-        raise ConnectionProblem("the proxy did not answer the join request") from None
-    if not isinstance(reply, dict) or reply.get("ok") is not True:
-        message = (
-            str((reply or {}).get("error") or "the proxy refused")
-            if isinstance(reply, dict)
-            else "refused"
-        )
-        code = reply.get("code") if isinstance(reply, dict) else None
-        raise error_from_code(str(code), message) if code else AccessDenied(message)
-
-
 class LivePages:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
@@ -154,28 +137,16 @@ class LivePages:
     async def _kill(self, identity: Identity, node: str, session_id: str, ctx: PageContext) -> str:
         tls = await self.tls(identity, ctx.remote)
         addrs = proxy_candidates(ctx.request.host, await self.proxies())
-        if not addrs:
-            raise ConnectionProblem("no proxy address is known to reach the session through")
-        loop = asyncio.get_running_loop()
-        failure: BaseException | None = None
-        for addr in addrs:
-            host, _, port = addr.rpartition(":")
-            host = host.strip("[]")
-            try:
-                async with asyncio.timeout(KILL_TIMEOUT):
-                    transport, proto = await loop.create_connection(
-                        _Join, host, int(port), ssl=tls, server_hostname=host
-                    )
-                    try:
-                        transport.write(encode_join_request(node, session_id, "moderator"))
-                        _check_reply(await proto.reply)
-                        transport.write(encode_frame("t"))
-                        return await proto.done
-                    finally:
-                        transport.close()
-            except (OSError, TimeoutError) as exc:
-                failure = exc
-        raise ConnectionProblem(f"cannot reach a proxy to terminate the session ({failure})")
+        request = encode_join_request(node, session_id, "moderator")
+        transport, proto = await dial_proxy(
+            addrs, tls, _Join, request, what="terminate the session", per_proxy=KILL_TIMEOUT
+        )
+        try:
+            async with asyncio.timeout(KILL_TIMEOUT):
+                transport.write(encode_frame("t"))
+                return await proto.done
+        finally:
+            transport.close()
 
     async def tls(self, identity: Identity, remote: str) -> ssl.SSLContext:
         """A TLS client context with a fresh key certified for this web session (a minute)."""

@@ -37,7 +37,7 @@ from bastion.types.sessions import JOIN_MODES, JoinMode
 from bastion.web.admin_common import PageContext, Shell, esc, guarded_page
 from bastion.web.admin_live import LivePages
 from bastion.web.sessions import WebSession, current_session
-from bastion.web.ssh_dial import DIAL_TIMEOUT, check_reply
+from bastion.web.ssh_dial import dial_proxy
 from bastion.web.terminal import check_origin, proxy_candidates
 
 __all__ = ["JoinPages", "add_join_routes", "parse_mode", "ws_message"]
@@ -209,31 +209,8 @@ class JoinPages:
         node = tracker.spec.host_id or tracker.spec.node
         tls = await self.live.tls(identity, remote)
         addrs = proxy_candidates(request.host, await self.live.proxies())
-        if not addrs:
-            raise ConnectionProblem("no proxy address is known to reach the session through")
-        loop = asyncio.get_running_loop()
-        failure: BaseException | None = None
-        for addr in addrs:
-            host, _, port = addr.rpartition(":")
-            host = host.strip("[]")
-            try:
-                async with asyncio.timeout(DIAL_TIMEOUT):
-                    transport, relay = await loop.create_connection(
-                        _Relay, host, int(port), ssl=tls, server_hostname=host
-                    )
-                    transport.write(encode_join_request(node, session_id, mode))
-                    line = await relay.reply
-            except (OSError, TimeoutError) as exc:
-                failure = exc
-                continue
-            try:
-                check_reply(line)
-            except BastionError:
-                transport.abort()
-                raise
-            assert isinstance(transport, asyncio.Transport)
-            return transport, relay
-        raise ConnectionProblem(f"cannot reach a proxy to join the session ({failure})")
+        request_line = encode_join_request(node, session_id, mode)
+        return await dial_proxy(addrs, tls, _Relay, request_line, what="join the session")
 
     async def _serve(
         self, ws: web.WebSocketResponse, session: WebSession, relay: _Relay, mode: JoinMode

@@ -14,9 +14,10 @@ import asyncio
 import json
 import ssl
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import asyncssh
 from cryptography.hazmat.primitives import serialization
@@ -31,9 +32,11 @@ __all__ = [
     "DIAL_TIMEOUT",
     "Creds",
     "NewKey",
+    "Replying",
     "Route",
     "check_reply",
     "credentials",
+    "dial_proxy",
     "new_key",
     "proxy_candidates",
     "route_tls_context",
@@ -167,6 +170,59 @@ def check_reply(line: bytes) -> None:
         raise error_from_code(str(code), message) if code else AccessDenied(message)
 
 
+class Replying(Protocol):
+    """A client protocol that resolves ``reply`` with the proxy's one-line answer."""
+
+    reply: asyncio.Future[bytes]
+
+
+P = TypeVar("P", bound=Replying)
+
+
+async def dial_proxy(
+    addrs: Sequence[str],
+    tls: ssl.SSLContext,
+    factory: Callable[[], P],
+    request: bytes,
+    *,
+    what: str,
+    per_proxy: float = DIAL_TIMEOUT,
+) -> tuple[asyncio.Transport, P]:
+    """Try each proxy address in turn (``per_proxy`` seconds each): TLS with ``tls``, write
+    ``request`` and wait for the one-line answer; the first proxy that answers is used (a
+    refusal is raised, not retried).
+
+    Raises:
+        BastionError: the proxy refused (its error category and message).
+        ConnectionProblem: no address, or no proxy answered (``what`` says what for).
+    """
+    if not addrs:
+        raise ConnectionProblem(f"no proxy address is known to {what} through")
+    loop = asyncio.get_running_loop()
+    failure: BaseException | None = None
+    for addr in addrs:
+        host, port = _split(addr)
+        try:
+            async with asyncio.timeout(per_proxy):
+                transport, protocol = await loop.create_connection(
+                    cast(Callable[[], asyncio.Protocol], factory),
+                    host, port, ssl=tls, server_hostname=host,
+                )  # fmt: skip
+                transport.write(request)
+                line = await cast(P, protocol).reply
+        except (OSError, TimeoutError) as exc:
+            failure = exc
+            continue
+        try:
+            check_reply(line)
+        except BastionError:
+            transport.abort()
+            raise
+        assert isinstance(transport, asyncio.Transport)
+        return transport, cast(P, protocol)
+    raise ConnectionProblem(f"cannot reach a proxy to {what} ({failure})")
+
+
 class Route:
     """asyncssh ``tunnel=``: the SSH connection runs over the proxy's ``bastion-ssh/1``."""
 
@@ -176,32 +232,14 @@ class Route:
     async def create_connection(
         self, session_factory: Any, host: str, port: int
     ) -> tuple[asyncio.Transport, Any]:
-        loop = asyncio.get_running_loop()
-        failure: BaseException | None = None
-        for addr in self.addrs:
-            proxy_host, proxy_port = _split(addr)
-            try:
-                async with asyncio.timeout(DIAL_TIMEOUT):
-                    transport, reader = await loop.create_connection(
-                        _RouteReply, proxy_host, proxy_port, ssl=self.tls,
-                        server_hostname=proxy_host,
-                    )  # fmt: skip
-                    assert isinstance(transport, asyncio.Transport)
-                    transport.write(encode_request(self.node, self.login, port))
-                    line = await reader.reply
-            except (OSError, TimeoutError) as exc:
-                failure = exc
-                continue
-            try:
-                check_reply(line)
-            except BastionError:
-                transport.abort()
-                raise
-            protocol = session_factory()
-            transport.set_protocol(protocol)
-            protocol.connection_made(transport)
-            if reader.rest:
-                protocol.data_received(reader.rest)
-            transport.resume_reading()
-            return transport, protocol
-        raise ConnectionProblem(f"cannot reach a proxy to open the session ({failure})")
+        request = encode_request(self.node, self.login, port)
+        transport, reader = await dial_proxy(
+            self.addrs, self.tls, _RouteReply, request, what="open the session"
+        )
+        protocol = session_factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if reader.rest:
+            protocol.data_received(reader.rest)
+        transport.resume_reading()
+        return transport, protocol

@@ -13,7 +13,8 @@ from bastion.errors import AccessDenied, NotFound
 from bastion.protocols.sessionjoin import encode_frame
 from bastion.types.meta import Metadata
 from bastion.types.sessions import SessionTracker, SessionTrackerSpec
-from bastion.web.admin_live import _check_reply, _Join, session_rows
+from bastion.web.admin_live import _Join, session_rows
+from bastion.web.ssh_dial import check_reply
 
 CTX: Any = SimpleNamespace(csrf="tok")
 
@@ -50,11 +51,11 @@ def test_join_links_in_the_modes_the_caller_may_join() -> None:
 
 
 def test_the_proxys_refusal_is_its_error() -> None:
-    _check_reply(b'{"ok": true}')
+    check_reply(b'{"ok": true}')
     with pytest.raises(NotFound):
-        _check_reply(b'{"ok": false, "code": "not_found", "error": "session s1 not found"}')
+        check_reply(b'{"ok": false, "code": "not_found", "error": "session s1 not found"}')
     with pytest.raises(AccessDenied):
-        _check_reply(b'{"ok": false, "error": "no"}')
+        check_reply(b'{"ok": false, "error": "no"}')
 
 
 def test_join_protocol_reads_the_reply_then_the_end_frame() -> None:
