@@ -160,7 +160,12 @@ class JoinPages:
             f"Join {spec.owner}'s session",
             body,
             styles=("/web/vendor/xterm.css", "/web/static/web.css", "/web/static/admin.css"),
-            scripts=("/web/vendor/xterm.js", "/web/vendor/addon-fit.js", "/web/static/join.js"),
+            scripts=(
+                "/web/vendor/xterm.js",
+                "/web/vendor/addon-fit.js",
+                "/web/static/style-nonce.js",
+                "/web/static/join.js",
+            ),
             style_nonce=nonce,
         )
 

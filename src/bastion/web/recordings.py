@@ -142,7 +142,7 @@ class RecordingPages:
             f"Recording {session_id}",
             body,
             styles=("/web/vendor/xterm.css", "/web/static/web.css", "/web/static/admin.css"),
-            scripts=("/web/vendor/xterm.js", "/web/static/player.js"),
+            scripts=("/web/vendor/xterm.js", "/web/static/style-nonce.js", "/web/static/player.js"),
             style_nonce=nonce,
         )
 

@@ -176,6 +176,7 @@ class TerminalPages:
                 "/web/vendor/xterm.js",
                 "/web/vendor/addon-fit.js",
                 "/web/static/webauthn-codec.js",
+                "/web/static/style-nonce.js",
                 "/web/static/terminal.js",
             ),
             style_nonce=nonce,

@@ -13,16 +13,7 @@
     if (status) status.textContent = "The terminal library did not load (see the server log).";
     return;
   }
-  const nonce = pane.dataset.styleNonce || "";
-  const createElement = Document.prototype.createElement;
-  document.createElement = function (tag, options) {
-    const element = createElement.call(this, tag, options);
-    if (String(tag).toLowerCase() === "style" && nonce) {
-      element.nonce = nonce;
-      element.setAttribute("nonce", nonce);
-    }
-    return element;
-  };
+  window.bastionStyleNonce(pane.dataset.styleNonce || "");
 
   const mode = pane.dataset.mode || "observer";
   const notices = document.getElementById("join-notices");

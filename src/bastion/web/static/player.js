@@ -18,16 +18,7 @@
     if (status) status.textContent = "The terminal library did not load (see the server log).";
     return;
   }
-  const nonce = box.dataset.styleNonce || "";
-  const createElement = Document.prototype.createElement;
-  document.createElement = function (tag, options) {
-    const element = createElement.call(this, tag, options);
-    if (String(tag).toLowerCase() === "style" && nonce) {
-      element.nonce = nonce;
-      element.setAttribute("nonce", nonce);
-    }
-    return element;
-  };
+  window.bastionStyleNonce(box.dataset.styleNonce || "");
   const say = (text, kind) => { status.textContent = text; status.className = kind || "muted"; };
   const setState = (state) => { box.dataset.state = state; };
   const fmt = (s) => {

@@ -15,16 +15,7 @@
     return;
   }
   const tabs = document.getElementById("term-tabs");
-  const nonce = holder.dataset.styleNonce || "";
-  const createElement = Document.prototype.createElement;
-  document.createElement = function (tag, options) {
-    const element = createElement.call(this, tag, options);
-    if (String(tag).toLowerCase() === "style" && nonce) {
-      element.nonce = nonce;
-      element.setAttribute("nonce", nonce);
-    }
-    return element;
-  };
+  window.bastionStyleNonce(holder.dataset.styleNonce || "");
 
   const { b64uToBuf, assertionJSON } = window.bastionWebAuthn;
 
