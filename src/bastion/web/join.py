@@ -36,14 +36,13 @@ from bastion.services.credentials import new_secret
 from bastion.types.sessions import JOIN_MODES, JoinMode
 from bastion.web.admin_common import PageContext, Shell, esc, guarded_page
 from bastion.web.admin_live import LivePages
-from bastion.web.sessions import WebSession, current_session
+from bastion.web.sessions import WebSession
 from bastion.web.ssh_dial import dial_proxy
-from bastion.web.terminal import check_origin, proxy_candidates
+from bastion.web.terminal import accept_websocket, proxy_candidates
 
 __all__ = ["JoinPages", "add_join_routes", "parse_mode", "ws_message"]
 
 log = structlog.get_logger("bastion.web.join")
-MAX_FRAME: Final = 64 * 1024
 _PAUSE_AT: Final = 256
 """Frames queued for the browser before the proxy connection stops being read."""
 
@@ -170,16 +169,7 @@ class JoinPages:
         )
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        session = current_session(request)
-        if session is None:
-            raise web.HTTPUnauthorized(text="sign in first")
-        try:
-            check_origin(request.headers.get("Origin"), request.host)
-        except AccessDenied as exc:
-            log.info("web join refused", reason=exc.message, origin=request.headers.get("Origin"))
-            raise web.HTTPForbidden(text=exc.message) from None
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME, compress=False)
-        await ws.prepare(request)
+        session, ws = await accept_websocket(request, "web join")
         session_id = request.match_info["session_id"]
         try:
             mode = parse_mode(request.query.get("mode", ""))

@@ -67,6 +67,7 @@ __all__ = [
     "VENDOR",
     "WEB_CERT_TTL",
     "TerminalPages",
+    "accept_websocket",
     "add_terminal_routes",
     "check_origin",
     "parse_size",
@@ -107,6 +108,31 @@ def check_origin(origin: str | None, host: str) -> None:
     """
     if not origin or origin != f"https://{host}":
         raise AccessDenied("the terminal's WebSocket must come from this site's own pages")
+
+
+async def accept_websocket(
+    request: web.Request, what: str
+) -> tuple[WebSession, web.WebSocketResponse]:
+    """The signed-in web session and the prepared WebSocket of a browser page's upgrade
+    request (``what``: the page, for the log).
+
+    Raises:
+        HTTPUnauthorized: not signed in.
+        HTTPForbidden: the ``Origin`` is not this proxy's (cross-site WebSocket hijacking).
+    """
+    session = current_session(request)
+    if session is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    try:
+        check_origin(request.headers.get("Origin"), request.host)
+    except AccessDenied as exc:
+        log.info(f"{what} refused", reason=exc.message, origin=request.headers.get("Origin"))
+        raise web.HTTPForbidden(text=exc.message) from None
+    # No permessage-deflate: typed secrets and node output would share a compression context
+    # (a CRIME-style leak), and it costs CPU for nothing on a LAN.
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME, compress=False)
+    await ws.prepare(request)
+    return session, ws
 
 
 def parse_size(cols: str, rows: str) -> tuple[int, int]:
@@ -207,20 +233,7 @@ class TerminalPages:
     # ---- the WebSocket -------------------------------------------------------------------------
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        session = current_session(request)
-        if session is None:
-            raise web.HTTPUnauthorized(text="sign in first")
-        try:
-            check_origin(request.headers.get("Origin"), request.host)
-        except AccessDenied as exc:
-            log.info(
-                "web terminal refused", reason=exc.message, origin=request.headers.get("Origin")
-            )
-            raise web.HTTPForbidden(text=exc.message) from None
-        # No permessage-deflate: typed secrets and node output would share a compression
-        # context (a CRIME-style leak), and it costs CPU for nothing on a LAN.
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME, compress=False)
-        await ws.prepare(request)
+        session, ws = await accept_websocket(request, "web terminal")
         owner = owner_key(request.cookies.get(SESSION_COOKIE, ""))
         resume = request.query.get("resume", "")
         try:
