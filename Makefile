@@ -86,6 +86,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/rbac.py
 	$(BIN)/python bench/mfa.py
 	$(BIN)/python bench/audit/run.py
+	$(BIN)/python bench/audit_bulk.py
 	$(BIN)/python bench/recording.py
 	$(BIN)/python bench/export/run.py
 	$(BIN)/python bench/agent_events.py

@@ -15,10 +15,14 @@ bind-mounted ``/etc/hosts``, root only) so that wrk sends the right SNI. nginx a
 interleaved for ``--rounds`` rounds (the best round of each is kept, both having seen the same
 background load) and each round also records the CPU time the proxy process spent per request
 (``/proc``: nginx's master and worker; ours: this process, auth included), a figure that holds
-on a loaded machine. Prints requests/s, p99 and CPU/request per path and the ratios
-ours/nginx; nothing is asserted.
+on a loaded machine, with the share of it spent in the kernel (``cpu_system_share``) and the
+load average at the end of the round. Prints requests/s, p50, p99 and CPU/request per path,
+the ratios ours/nginx and the event loop ours ran on (:func:`bastion.runtime.run`, as
+``bastion start``: uvloop when installed, ``BASTION_EVENT_LOOP=asyncio`` forces asyncio's);
+nothing is asserted.
 
-Run: ``python bench/app.py`` (``--seconds 5 --rounds 2 --audit all|writes|none``).
+Run: ``python bench/app.py`` (``--seconds 5 --rounds 2 --audit all|writes|none``,
+``--sample 0.1`` to audit a tenth of the GET requests, ``--memory-backend``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from bastion.logging import configure_logging
-from bastion.runtime import tune_runtime
+from bastion.runtime import event_loop_name, tune_runtime
+from bastion.runtime import run as run_loop
 from bastion.testing.app_rig import DOMAIN, AppRig, start_app_rig
 from bastion.testing.peers.ports import free_port
 
@@ -86,18 +91,19 @@ def _wrk(url: str, seconds: int, hosts: Path | None, headers: list[str]) -> dict
     }
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of processes (from /proc), for a CPU cost per request that
+def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of processes (from /proc), for a CPU cost per request that
     holds on a loaded machine where requests/s swing."""
-    total = 0.0
+    user = system = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
 
 
 def _children(pid: int) -> list[int]:
@@ -114,11 +120,14 @@ def _children(pid: int) -> list[int]:
 async def _measure(
     url: str, seconds: int, hosts: Path | None, headers: list[str], pids: list[int]
 ) -> dict[str, float]:
-    before = _cpu_seconds(pids)
+    user0, system0 = _cpu_seconds(pids)
     result = await asyncio.to_thread(_wrk, url, seconds, hosts, headers)
-    used = _cpu_seconds(pids) - before
+    user1, system1 = _cpu_seconds(pids)
+    used = user1 - user0 + system1 - system0
     requests = result["rps"] * seconds
     result["cpu_us_per_req"] = round(used / requests * 1e6, 1) if requests else 0.0
+    result["cpu_system_share"] = round((system1 - system0) / used, 2) if used else 0.0
+    result["load_average"] = round(os.getloadavg()[0], 1)
     return result
 
 
@@ -132,7 +141,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     ours: list[dict[str, float]] = []
     peer: list[dict[str, float]] = []
-    async with start_app_rig(tmp, audit_requests=args.audit, sqlite=not args.memory_backend) as rig:
+    async with start_app_rig(
+        tmp,
+        audit_requests=args.audit,
+        sqlite=not args.memory_backend,
+        audit_request_sample=args.sample,
+    ) as rig:
         hosts = tmp / "hosts"
         hosts.write_text(
             Path("/etc/hosts").read_text() + f"\n127.0.0.1 {DOMAIN} grafana.{DOMAIN}\n"
@@ -170,6 +184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["ours"]["rps"] / (results["direct"]["rps"] or 1e-9), 2
     )
     results["audit_requests"] = args.audit
+    results["audit_request_sample"] = args.sample
     return results
 
 
@@ -199,6 +214,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (best kept)")
     parser.add_argument("--audit", choices=["all", "writes", "none"], default="all")
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="with --audit all: fraction of GET/HEAD requests audited (app_audit_request_sample)",
+    )
     parser.add_argument("--log-level", default="info", help="the daemon's log level")
     parser.add_argument(
         "--memory-backend",
@@ -208,7 +229,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(args.log_level, "json", sys.stderr)
     tune_runtime()  # as bastion start does
-    results = asyncio.run(run(args))
+    results = run_loop(run(args))
+    results["event_loop"] = event_loop_name()
     print(json.dumps(results, indent=2))
 
 

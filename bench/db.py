@@ -20,8 +20,8 @@ MySQL/MariaDB in the same run (:mod:`bastion.testing.mysql_rig`, when ``mariadb-
 ``mariadbd`` are installed): ``mariadb-slap -c CLIENTS`` running a point SELECT
 
 * **direct** to MariaDB over TLS with a db-CA client certificate (``REQUIRE SUBJECT``);
-* **ours**: to ``bsh proxy db``'s local listener (in this process), TLS to the proxy, the
-  agent's TLS to MariaDB, per-query audit on;
+* **ours**: to ``bsh proxy db``'s local listener (a child process, as on the user's machine;
+  its CPU is printed apart), TLS to the proxy, the agent's TLS to MariaDB, per-query audit on;
 * **ours (MySQL port)**: to the proxy's dedicated MySQL port with the user's certificate (as
   pgbench reaches the proxy port);
 
@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from bastion.logging import configure_logging
-from bastion.runtime import tune_runtime
+from bastion.runtime import event_loop_name, tune_runtime
+from bastion.runtime import run as run_loop
 from bastion.testing.db_rig import DbRig, start_db_rig
 from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.postgres import find_pg_bin
@@ -214,6 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             audit_queries=not args.no_audit,
             colocated=args.colocated,
             sqlite=not args.memory_backend,
+            keep_events=False,  # counts only: a list of every event is not the proxy's cost
         )
         async with rig_cm as rig:
             sock = str(rig.pg.root / "sock")
@@ -251,12 +253,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["ours_tps"] = await pgbench(ours, *load)
             transactions = LAST_TRANSACTIONS[0]
             for _ in range(250):  # every session's statements are committed before its end
-                if len(rig.audit.of("db.session.end")) >= args.clients:
+                if rig.audit.counts["db.session.end"] >= args.clients:
                     break
                 await asyncio.sleep(0.02)
             # Our process: proxy, agent, auth and its audit log (all of them, until audited).
             result["ours_cpu_us_per_txn"] = meter.per(transactions)
-            queries = len(rig.audit.of("db.session.query"))
+            queries = rig.audit.counts["db.session.query"]
             result["audited_queries"] = queries
             result["direct_connect_ms"] = await pgbench(direct, *connect)
             meter = CpuMeter()
@@ -300,9 +302,6 @@ async def slap(port: int, clients: int, queries: int, *tls: str) -> float:
 
 async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
     """mariadb-slap direct versus through bsh proxy db, the proxy and the agent."""
-    from bastion.cli.bsh_db import local_mysql_listener
-    from bastion.client.tls import pem_context
-    from bastion.protocols.alpn import ALPN_MYSQL
     from bastion.testing.mysql_rig import start_mysql_rig
 
     queries = 2000 * args.seconds * args.clients // 8
@@ -312,42 +311,72 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             audit_queries=not args.no_audit,
             colocated=args.colocated,
             sqlite=not args.memory_backend,
+            keep_events=False,
         )
         async with rig_cm as rig:
             direct = await rig.direct("alice_db", "direct")
             ours = await rig.login("alice_db", "ours")
-            ctx = pem_context(
-                ours.ca.read_text(), ours.crt.read_text(), alpn=[ALPN_MYSQL], key_file=ours.key
-            )
-            local = await local_mysql_listener(f"127.0.0.1:{rig.port}", ctx)
-            port = int(local.sockets[0].getsockname()[1])
+            # bsh proxy db runs on the user's machine: its own process here too, its CPU
+            # reported apart (in this process it took a third of the CPU per query and
+            # competed with the proxy for the same core).
+            bsh = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--bsh-listener", f"127.0.0.1:{rig.port}",
+                str(ours.ca), str(ours.crt), str(ours.key),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert bsh.stdout is not None
+            port = int((await asyncio.wait_for(bsh.stdout.readline(), 30)).decode() or "0")
             tls = (f"--ssl-cert={direct.crt}", f"--ssl-key={direct.key}", f"--ssl-ca={direct.ca}")
             mine = (f"--ssl-cert={ours.crt}", f"--ssl-key={ours.key}", f"--ssl-ca={ours.ca}")
             result: dict[str, Any] = {"mysql_queries": queries}
             await measure_idle_cpu()
             try:
+                if not port:
+                    raise RuntimeError("bsh proxy db's listener did not start")
                 result["mysql_direct_qps"] = await slap(
                     rig.server.port, args.clients, queries, *tls
                 )
                 meter = CpuMeter()
                 result["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
                 result["mysql_port_cpu_us_per_query"] = meter.per(queries)
-                meter = CpuMeter()
+                meter, bsh_meter = CpuMeter(), CpuMeter(bsh.pid)
                 result["mysql_ours_qps"] = await slap(port, args.clients, queries)
-                # bsh proxy db's listener (in this process here), the proxy, the agent, auth.
+                # The proxy, the agent and auth (this process); bsh proxy db (its own).
                 result["mysql_ours_cpu_us_per_query"] = meter.per(queries)
+                result["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
             finally:
-                local.close()
-            for _ in range(250):
-                if len(rig.audit.of("db.session.end")) >= 2 * args.clients:
+                if bsh.returncode is None:
+                    bsh.terminate()
+                await bsh.wait()
+            for _ in range(250):  # every session ended (mariadb-slap has one more: its schema)
+                counts = rig.audit.counts
+                if counts["db.session.end"] >= 2 * args.clients and (
+                    counts["db.session.query"] >= 2 * queries
+                ):
                     break
                 await asyncio.sleep(0.02)
-            result["mysql_audited_queries"] = len(rig.audit.of("db.session.query"))
+            result["mysql_audited_queries"] = rig.audit.counts["db.session.query"]
     return result
+
+
+async def bsh_listener(proxy: str, ca: str, crt: str, key: str) -> None:
+    """``bsh proxy db``'s MySQL listener (the bench's child process): prints its port, then
+    serves until terminated."""
+    from bastion.cli.bsh_db import local_mysql_listener
+    from bastion.client.tls import pem_context
+    from bastion.protocols.alpn import ALPN_MYSQL
+
+    ctx = pem_context(
+        Path(ca).read_text(), Path(crt).read_text(), alpn=[ALPN_MYSQL], key_file=Path(key)
+    )
+    local = await local_mysql_listener(proxy, ctx)
+    print(local.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
 
 
 def report(r: dict[str, Any]) -> None:
     print(f"pgbench -S -c {r['clients']} -T {r['seconds']} (TLS + client certificates everywhere)")
+    print(f"  event loop: {r.get('event_loop', 'asyncio')} (BASTION_EVENT_LOOP)")
     print(f"  direct     {r['direct_tps']:10.0f} tps")
     if "pgbouncer_tps" in r:
         print(f"  pgbouncer  {r['pgbouncer_tps']:10.0f} tps")
@@ -372,12 +401,13 @@ def report(r: dict[str, Any]) -> None:
         print(f"  direct     {direct:10.0f} q/s")
         port = r["mysql_port_qps"]
         print(f"  ours (proxy MySQL port)  {port:10.0f} q/s   (client certificate, as pgbench)")
-        print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in this process)")
+        print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in its own process)")
         print(f"  ({r['mysql_audited_queries']} queries audited)")
         print(f"  ratio ours/direct (mysql) {port / direct:.2f}x port, {ours / direct:.2f}x bsh")
         print(
             f"  CPU per query (whole process): port {r['mysql_port_cpu_us_per_query']:.0f} us, "
-            f"bsh proxy db {r['mysql_ours_cpu_us_per_query']:.0f} us"
+            f"bsh proxy db {r['mysql_ours_cpu_us_per_query']:.0f} us "
+            f"(+ {r.get('mysql_bsh_cpu_us_per_query', 0):.0f} us in bsh proxy db's process)"
         )
     if "load_before" in r:
         print(f"load average: {r['load_before']} before, {r['load_after']} after the pgbench runs")
@@ -402,19 +432,24 @@ def main() -> None:
         help="auth over the in-memory test backend instead of SQLite (bastion start's default)",
     )
     parser.add_argument("--json", default="", help="also write the numbers here")
+    parser.add_argument("--bsh-listener", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level",
         default="info",
         help="the daemon's log level (info, its default, logs one line per audit event)",
     )
     args = parser.parse_args()
+    if args.bsh_listener:  # the child process of run_mysql (as bsh: asyncio's loop)
+        asyncio.run(bsh_listener(*args.bsh_listener))
+        return
     if args.quick:
         args.seconds = 2
     configure_logging(args.log_level, "json", sys.stderr)
     tune_runtime()  # as bastion start does
-    result = asyncio.run(run(args))
+    result = run_loop(run(args))  # uvloop unless BASTION_EVENT_LOOP=asyncio, as bastion start
     if not args.no_mysql and (shutil.which("mariadb-slap") or shutil.which("mysqlslap")):
-        result.update(asyncio.run(run_mysql(args)))
+        result.update(run_loop(run_mysql(args)))
+    result["event_loop"] = event_loop_name()
     report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
 """Device ceremony cost (issue 13): a real cluster (``bastion start``), a real software TPM
 (swtpm) and the enrolled machine's own code paths, in one run.
 
-Run: ``.venv/bin/python bench/device.py [--rounds N] [--logins M]`` (needs swtpm). Prints:
+Run: ``.venv/bin/python bench/device.py [--rounds N] [--logins M] [--tls-only]`` (needs
+swtpm). Prints:
 
 * **floor**: a bare tpm2-pytss sign with the device's attestation key on the same swtpm
   (``TPM.sign``: TPM2_CreatePrimary of the AK, TPM2_Hash, TPM2_Sign), p50/p99;
@@ -22,7 +23,13 @@ Run: ``.venv/bin/python bench/device.py [--rounds N] [--logins M]`` (needs swtpm
 * **hardware-held SSH key** (``bsh login --key-store=tpm``): one SSH signature by the TPM key
   (``TPMKey.ssh_sign``: open the TPM, re-derive the SRK, load the blob, TPM2_Sign, flush)
   against the same signature by a software ECDSA P-256 key and by bsh's default Ed25519 key
-  (``hardware_key_signs``), p50/p99 and the ratio.
+  (``hardware_key_signs``), p50/p99 and the ratio;
+* **TLS with the TPM-held key** (the same login's X.509 certificate, signed through
+  :mod:`bastion.client.device.tpm_tls`): a new mTLS connection through the proxy with one
+  ``/v1/ping`` (what every bsh API call, ``bsh proxy db`` and ``bsh proxy app`` connection
+  starts with) presenting the TPM-held key vs a software key of the same user, and the bare
+  handshake in process over memory BIOs (TLS 1.3 and 1.2: client and server CPU plus the
+  signature), p50/p99 and the ratio (``tls_handshakes``).
 
 Target (issue 13): the ceremony adds at most 1.5x the floor's time to a login.
 Every process started is stopped by PID at the end.
@@ -266,6 +273,144 @@ def hardware_key_signs(tpm: TPM, rounds: int) -> None:
     )
 
 
+async def tls_handshakes(cluster: BastionCluster, tpm: TPM, work: Path, rounds: int) -> None:
+    """A TLS client key in the TPM vs in software: through the proxy, then in process."""
+    from bastion.client.tls import profile_context
+
+    done = cluster.run(
+        "bsh", "login", f"--proxy={cluster.proxy_addr}", f"--user={USER}",
+        f"--ca-pin={cluster.pin}", "--password-stdin", "--key-store=tpm",
+        input=PASSWORD + "\n", check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"bsh login --key-store=tpm failed: {done.stderr.strip()}")
+    pdir = cluster.home / "profiles" / cluster.name
+    assert not (pdir / "tls.key").exists()
+    ceremonies = Ceremonies(cluster, work)
+    cert, pkey, _ = await ceremonies.login()  # a software key of the same user
+
+    async def connect(tpm_held: bool) -> float:
+        start = time.perf_counter()
+        if tpm_held:
+            ctx = profile_context(pdir, cluster.name, [])
+        else:
+            ctx = verified_context(ceremonies.ca, cert, pkey)
+        async with AuthClient(cluster.proxy_addr, ctx) as client:
+            await client.send(PING)
+        return time.perf_counter() - start
+
+    held: list[float] = []
+    soft: list[float] = []
+    for i in range(rounds + 3):
+        h, s = await connect(True), await connect(False)
+        if i >= 3:
+            held.append(h)
+            soft.append(s)
+    print(line("mTLS + /v1/ping, TPM-held TLS key", held))
+    print(line("mTLS + /v1/ping, software TLS key", soft))
+    added = statistics.median(h - s for h, s in zip(held, soft, strict=True))
+    print(
+        f"  TPM-held / software: {statistics.median(held) / statistics.median(soft):.2f}x; "
+        f"the TPM adds {added * 1000:.1f} ms per new connection (median of paired differences)"
+    )
+    handshakes_in_process(tpm, work, rounds)
+
+
+def handshakes_in_process(tpm: TPM, work: Path, rounds: int) -> None:
+    """The bare handshake (both ends in this process, memory BIOs, CPU + the signature)."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from bastion.client.device.tpm_key import TPMKey, create_key
+    from bastion.client.device.tpm_tls import install_key
+
+    key = TPMKey(tpm, create_key(tpm))
+    software = ec.generate_private_key(ec.SECP256R1())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(name: str, public: ec.EllipticCurvePublicKey, ca: bool = False) -> bytes:
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")]))
+            .public_key(public).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        )  # fmt: skip
+        return built.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def pem(k: ec.EllipticCurvePrivateKey) -> bytes:
+        return k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    ca_pem = cert("ca", ca_key.public_key(), ca=True).decode()
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    (work / "hs-server.pem").write_bytes(cert("server", server_key.public_key()))
+    (work / "hs-server.key").write_bytes(pem(server_key))
+    (work / "hs-tpm.pem").write_bytes(cert("alice", key.public_key))
+    (work / "hs-soft.pem").write_bytes(cert("alice", software.public_key()))
+    (work / "hs-soft.key").write_bytes(pem(software))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(work / "hs-server.pem", work / "hs-server.key")
+    server.load_verify_locations(cadata=ca_pem)
+    server.verify_mode = ssl.CERT_REQUIRED
+
+    def client(version: ssl.TLSVersion, tpm_held: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cadata=ca_pem)
+        ctx.maximum_version = version
+        if tpm_held:
+            install_key(ctx, work / "hs-tpm.pem", key.public_key, key.sign_digest)
+        else:
+            ctx.load_cert_chain(work / "hs-soft.pem", work / "hs-soft.key")
+        return ctx
+
+    def handshake(ctx: ssl.SSLContext) -> float:
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        c = ctx.wrap_bio(c_in, c_out, server_hostname="server")
+        srv = server.wrap_bio(s_in, s_out, server_side=True)
+        start = time.perf_counter()
+        done = [False, False]
+        while not all(done):
+            for i, obj in enumerate((c, srv)):
+                if not done[i]:
+                    try:
+                        obj.do_handshake()
+                        done[i] = True
+                    except ssl.SSLWantReadError:
+                        pass
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+        c.write(b"x")  # TLS 1.3: the server reads the client's certificate and Finished here
+        s_in.write(c_out.read())
+        srv.read(1)
+        return time.perf_counter() - start
+
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        contexts = {held: client(version, held) for held in (True, False)}
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(rounds + 3):
+            for held in (True, False):
+                t = handshake(contexts[held])
+                if i >= 3:
+                    times[held].append(t)
+        name = "1.3" if version == ssl.TLSVersion.TLSv1_3 else "1.2"
+        print(line(f"TLS {name} handshake in process, TPM-held key", times[True]))
+        print(line(f"TLS {name} handshake in process, software key", times[False]))
+        ratio = statistics.median(times[True]) / statistics.median(times[False])
+        print(f"  TPM-held / software: {ratio:.1f}x")
+
+
 def bsh_login(cluster: BastionCluster, home: Path) -> float:
     env = {**os.environ, "BSH_HOME": str(home), "NO_COLOR": "1"}
     args = [
@@ -359,6 +504,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--logins", type=int, default=15)
+    parser.add_argument(
+        "--tls-only", action="store_true", help="only the TLS handshakes with the TPM-held key"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-device-"))
     swtpm = start_swtpm(work / "tpm")
@@ -368,8 +516,10 @@ def main() -> int:
         cluster = start_cluster(work / "cluster", name="devbench.local")
         cluster.create_user()
         enroll(cluster)
-        asyncio.run(measure(cluster, TPM(swtpm.tcti), work, args.rounds, args.logins))
-        hardware_key_signs(TPM(swtpm.tcti), args.rounds)
+        if not args.tls_only:
+            asyncio.run(measure(cluster, TPM(swtpm.tcti), work, args.rounds, args.logins))
+            hardware_key_signs(TPM(swtpm.tcti), args.rounds)
+        asyncio.run(tls_handshakes(cluster, TPM(swtpm.tcti), work, args.rounds))
     finally:
         if cluster is not None:
             cluster.stop()

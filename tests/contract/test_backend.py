@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion.backend import Backend, EventType, Item, MemoryBackend
-from bastion.backend.base import Put
+from bastion.backend.base import Create, Delete, Put
 from bastion.backend.compliance import (
     CASES,
     BackendFactory,
@@ -244,3 +244,36 @@ async def test_sqlite_full_disk_is_a_clear_message_and_changes_nothing(tmp_path:
         assert [i.key for i in await backend.get_range("roles/")] == ["roles/a"]
     finally:
         await backend.close()
+
+
+async def test_sqlite_writers_publish_every_write_once_in_order_with_two_backends(
+    tmp_path: Path,
+) -> None:
+    """A write hands its own events to the watchers from its worker-thread hop (no poll), but
+    only when nobody wrote in between: writes by another backend on the same file between two
+    of ours still reach the watcher, each once, in revision order; a batch of creates gets
+    consecutive revisions, the ones its events carry."""
+    path = str(tmp_path / "two.sqlite")
+    one = await SQLiteBackend.open(path, FakeClock(), poll_interval=0.02)
+    two = await SQLiteBackend.open(path, FakeClock(), poll_interval=0.02)
+    try:
+        watcher = await one.watch(["w/"])
+        await one.commit([Create(Item(f"w/a{i}", b"a")) for i in range(3)])
+        await two.commit([Create(Item(f"w/b{i}", b"b")) for i in range(2)])
+        batch = await one.commit([Create(Item(f"w/c{i}", b"c")) for i in range(4)])
+        await one.put(Item("w/d", b"d"))
+        await one.commit([Delete("w/a0"), Put(Item("w/e", b"e"))])
+        events = await next_events(watcher, 12)
+        keys = ["w/a0", "w/a1", "w/a2", "w/b0", "w/b1", "w/c0", "w/c1", "w/c2", "w/c3", "w/d"]
+        assert [e.item.key for e in events] == [*keys, "w/a0", "w/e"]
+        assert events[-2].type is EventType.DELETE
+        revisions = [e.item.revision for e in events]
+        assert revisions == list(range(revisions[0], revisions[0] + 12))
+        assert [i.revision for i in batch if i is not None] == revisions[5:9]
+        assert [e.item for e in events[5:9]] == batch
+        assert (await two.get("w/c3")).revision == revisions[8]
+        with pytest.raises(asyncio.TimeoutError):  # nothing twice
+            await asyncio.wait_for(anext(aiter(watcher)), 0.2)
+    finally:
+        await one.close()
+        await two.close()

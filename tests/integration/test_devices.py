@@ -425,7 +425,10 @@ def test_hardware_held_ssh_key_through_bsh_agent(
     """``require_hardware_key``: a software key is refused; ``bsh login --key-store=tpm`` keeps
     the SSH key in the TPM (certified by the enrolled AK), and real OpenSSH signs with it
     through bsh's agent; the blob in ``~/.bsh`` is useless on another TPM."""
+    from cryptography import x509
+
     from bastion.ca.sshcert import identity_from_ssh_certificate, parse_ssh_certificate
+    from bastion.ca.x509 import identity_from_certificate
     from bastion.client.device.tpm import TPM
     from bastion.client.device.tpm_key import TPMKey, load_blob
     from bastion.errors import BadParameter
@@ -434,11 +437,13 @@ def test_hardware_held_ssh_key_through_bsh_agent(
     plain = unique("plain")
     spec = tmp_path / "roles.yaml"
     hardware = unique("hwkey")
-    allow = "  allow: {logins: [" + LOGIN + "], node_labels: {'*': '*'}}\n"
+    allow = "  allow: {logins: [" + LOGIN + "], node_labels: {'*': '*'}, app_labels: {'*': '*'}}\n"
+    echo, echo_port = unique("echo"), _echo_server()
     spec.write_text(
         f"kind: role\nmetadata: {{name: {plain}}}\nspec:\n{allow}---\n"
         f"kind: role\nmetadata: {{name: {hardware}}}\nspec:\n"
-        f"  options: {{require_hardware_key: true}}\n{allow}"
+        f"  options: {{require_hardware_key: true}}\n{allow}---\n"
+        f"kind: app\nmetadata: {{name: {echo}}}\nspec: {{uri: 'tcp://127.0.0.1:{echo_port}'}}\n"
     )
     env.admin_ok("create", "-f", str(spec))
     user = env.new_user(plain, LOGIN)
@@ -459,6 +464,19 @@ def test_hardware_held_ssh_key_through_bsh_agent(
     pdir = user.home / "profiles" / env.cluster.cluster
     assert (pdir / "key.tpm").exists() and not (pdir / "key").exists()
     assert "PRIVATE KEY" not in (pdir / "key.tpm").read_text()
+    # The X.509 certificate is for the same TPM-held key: no tls.key, and bsh's TLS (the API,
+    # here bsh ls) signs its handshakes in the TPM (bastion.client.device.tpm_tls).
+    assert not (pdir / "tls.key").exists()
+    tls = x509.load_pem_x509_certificate((pdir / "tls.crt").read_bytes())
+    tpm_key = load_blob(pdir)
+    assert tpm_key is not None and tls.public_key() == tpm_key.public_key()
+    assert identity_from_certificate(tls).key_attestation == "tpm"
+    listed = _bsh(user, tpm1, "ls")
+    assert listed.returncode == 0 and NODE in listed.stdout, listed.stderr
+    status = _bsh(user, tpm1, "device", "status")
+    assert status.returncode == 0, status.stderr
+    _tls12_with_the_tpm_key(env, pdir)
+    _tpm_app(user, tpm1, echo, pdir)
     ok = _bsh(user, tpm1, "ssh", f"{LOGIN}@{NODE}", "echo hardware")
     assert ok.returncode == 0 and "hardware" in ok.stdout, ok.stderr
     builtin = run(
@@ -507,11 +525,96 @@ def test_hardware_held_ssh_key_through_bsh_agent(
     shutil.copytree(user.home, copy)
     stolen = _bsh(copy, tpm2, "ssh", f"{LOGIN}@{NODE}", "echo no")
     assert stolen.returncode != 0 and "no" not in stolen.stdout.split(), stolen.stdout
+    stolen_api = _bsh(copy, tpm2, "ls")  # nor the TLS handshake: the API stays closed
+    assert stolen_api.returncode != 0 and "Traceback" not in stolen_api.stderr
+    assert "the TPM did not sign the TLS handshake" in stolen_api.stderr, stolen_api.stderr
     # A new key in the other TPM, certified by that TPM: the device proof and the key's
     # certification do not verify against the enrolled AK, so no certificate.
     (copy / "profiles" / env.cluster.cluster / "key.tpm").unlink()
     foreign = _tpm_login(env, copy, user, tpm2)
     assert foreign.returncode != 0 and "key attestation" in foreign.stderr, foreign.stderr
+
+
+def _tls12_with_the_tpm_key(env: Env, pdir: Path) -> None:
+    """bsh's context of the profile (the TPM-held key; the blob names its swtpm) held to TLS
+    1.2 against the real proxy: the TPM signs the 1.2 CertificateVerify too."""
+    import asyncio
+    import ssl
+
+    from bastion.client.api import AuthClient
+    from bastion.client.tls import profile_context
+    from bastion.contract.core import WHOAMI
+
+    ctx = profile_context(pdir, pdir.name, [])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    async def whoami() -> str:
+        async with AuthClient(env.cluster.proxy, ctx) as client:
+            return (await client.send(WHOAMI)).user
+
+    assert asyncio.run(whoami()) != ""
+
+
+def _echo_server() -> int:
+    """A TCP echo server in a thread of this process (the app behind ``bsh proxy app``)."""
+    import socketserver
+    import threading
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while data := self.request.recv(4096):
+                self.request.sendall(data)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return int(server.server_address[1])
+
+
+def _tpm_app(user: User, tpm: SwTPM, app: str, pdir: Path) -> None:
+    """``bsh apps login`` for the TPM-held key (no key file; under require_hardware_key, since
+    the login's certificate vouches for that key), curl's flags refused in one line, and
+    ``bsh proxy app`` presenting the key (the TPM signs the handshake)."""
+    from cryptography import x509
+
+    from bastion.client.device.tpm_key import load_blob
+    from bastion.testing.peers.ports import free_port
+
+    got = _bsh(user, tpm, "apps", "login", app)
+    assert got.returncode == 0 and "bsh proxy app" in got.stdout, got.stderr
+    assert not (pdir / "apps" / f"{app}.key").exists()
+    cert = x509.load_pem_x509_certificate((pdir / "apps" / f"{app}.crt").read_bytes())
+    blob = load_blob(pdir)
+    assert blob is not None and cert.public_key() == blob.public_key()
+    # a database certificate the same way (no database needed to issue it): no key file, and
+    # the pg_service.conf entry names bsh proxy db's local listener, which psql can use
+    db = _bsh(user, tpm, "db", "login", "orders", "--db-user", "reader")
+    assert db.returncode == 0 and "psql cannot use a TPM-held key" in db.stdout, db.stderr
+    assert not (pdir / "db" / "orders.key").exists()
+    db_cert = x509.load_pem_x509_certificate((pdir / "db" / "orders.crt").read_bytes())
+    assert db_cert.public_key() == blob.public_key()
+    service = (pdir / "pg_service.conf").read_text()
+    assert "host=127.0.0.1\nport=15432" in service and "sslkey" not in service, service
+    curl = _bsh(user, tpm, "apps", "config", app)
+    assert curl.returncode != 0 and "cannot use a TPM-held key" in curl.stderr, curl.stderr
+    assert len(curl.stderr.strip().splitlines()) == 1, curl.stderr
+    local = free_port()
+    forwarder = subprocess.Popen(
+        [str(BIN / "bsh"), "proxy", "app", app, "--port", str(local)],
+        env={**os.environ, "BSH_HOME": str(user.home), "BSH_TPM_TCTI": tpm.tcti},
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert forwarder.stderr is not None
+        assert b"listening" in forwarder.stderr.readline()
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as sock:
+            sock.sendall(b"hello tpm\n")
+            buf = b""
+            while len(buf) < 10 and (chunk := sock.recv(100)):
+                buf += chunk
+            assert buf == b"hello tpm\n"
+    finally:
+        stop(forwarder)
 
 
 def _tpm_login(env: Env, home: Path, user: User, tpm: SwTPM):  # type: ignore[no-untyped-def]
@@ -520,3 +623,63 @@ def _tpm_login(env: Env, home: Path, user: User, tpm: SwTPM):  # type: ignore[no
         f"--ca-pin={env.cluster.pin}", "--password-stdin", "--key-store=tpm",
         home=home, input=f"{user.password}\n", env={"BSH_TPM_TCTI": tpm.tcti},
     )  # fmt: skip
+
+
+def test_passkey_login_and_session_mfa_certificate_with_a_tpm_held_key(
+    env: Env, tmp_path: Path, tpms: list[SwTPM]
+) -> None:
+    """Every login and certificate request runs the device ceremony, not only the password
+    login: under ``require_hardware_key`` (and ``require_session_mfa``) a passkey login with
+    ``--key-store=tpm`` gets certificates for the TPM-held key (``key_attestation: tpm``), and
+    so does the 1-minute per-session MFA certificate ``bsh ssh`` asks for; a software key is
+    refused with the one-line hint."""
+    from cryptography import x509
+
+    from bastion.ca.x509 import identity_from_certificate
+
+    tpm = tpms[0]
+    plain, hardware = unique("plain"), unique("hwmfa")
+    allow = "  allow: {logins: [" + LOGIN + "], node_labels: {'*': '*'}}\n"
+    spec = tmp_path / "roles.yaml"
+    spec.write_text(
+        f"kind: role\nmetadata: {{name: {plain}}}\nspec:\n{allow}---\n"
+        f"kind: role\nmetadata: {{name: {hardware}}}\nspec:\n"
+        f"  options: {{require_hardware_key: true, require_session_mfa: true}}\n{allow}"
+    )
+    env.admin_ok("create", "-f", str(spec))
+    user = env.new_user(plain, LOGIN)  # the invite logs in
+    _, token = _device(env, user.name)
+    enrolled = _bsh(user, tpm, "device", "enroll", f"--token={token}")
+    assert enrolled.returncode == 0, enrolled.stderr
+    pref = PREF % {"min_os": "1.0", "export": "/nonexistent", "mode": "optional", "ek_ca": ""}
+    pref = pref.replace(
+        'second_factor: "off"', 'second_factor: "on"\n  allow_software_authenticator: true'
+    )
+    env.admin_ok("create", "--force", "-f", "-", input=pref)  # the env fixture restores it
+    key = {"BSH_SOFTWARE_AUTHENTICATOR": str(tmp_path / "passkey.json"), "BSH_TPM_TCTI": tpm.tcti}
+    added = run("bsh", "mfa", "add", "--passwordless", "--name=pk", home=user.home, env=key)
+    assert added.returncode == 0, added.stderr
+    env.admin_ok("users", "update", user.name, f"--set-roles={hardware}")
+
+    def passkey(store: str):  # type: ignore[no-untyped-def]
+        return run(
+            "bsh", "login", f"--proxy={env.cluster.proxy}", f"--ca-pin={env.cluster.pin}",
+            "--auth=passwordless", f"--key-store={store}", home=user.home, env=key,
+        )  # fmt: skip
+
+    soft = passkey("software")
+    assert soft.returncode != 0 and "bsh login --key-store=tpm" in soft.stderr, soft.stderr
+    assert len(soft.stderr.strip().splitlines()) == 1, soft.stderr
+    held = passkey("tpm")
+    assert held.returncode == 0, held.stderr
+    pdir = user.home / "profiles" / env.cluster.cluster
+    ident = identity_from_certificate(
+        x509.load_pem_x509_certificate((pdir / "tls.crt").read_bytes())
+    )
+    assert ident.key_attestation == "tpm" and ident.device_id and ident.mfa_device
+
+    # bsh ssh: the node requires per-session MFA; the 1-minute certificate runs the ceremony
+    # too and is issued for the TPM-held key (the built-in client signs with the TPM), which
+    # require_hardware_key admits only with the AK's certification over a fresh challenge.
+    ok = run("bsh", "ssh", f"{LOGIN}@{NODE}", "echo session", home=user.home, env=key)
+    assert ok.returncode == 0 and "session" in ok.stdout, ok.stderr

@@ -39,6 +39,7 @@ from bastion.proxy import (
     SSHRoute,
     SSHRouteDeps,
 )
+from bastion.runtime import as_transport
 from bastion.services.node_pins import NodePins
 from bastion.testing import make_auth, new_public_key
 from bastion.tunnel import MuxStream, TunnelClient, TunnelServer, client_tls_context
@@ -191,8 +192,7 @@ class Roles:
 
 class Echo(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = as_transport(transport)  # also uvloop's (no asyncio subclass)
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
@@ -466,8 +466,10 @@ async def test_proxy_v2_from_trusted_source_sets_client_address(env: Env) -> Non
     assert env.audit.of("proxy.ssh")[-1][1]["remote_addr"] == "203.0.113.9:4444"
     writer.close()
     v1 = build_proxy_header_v1(("198.51.100.1", 5555), ("10.0.0.1", 3080))
-    _, writer, reply = await env.ssh("web1", prefix=v1)
-    assert reply == {"ok": True} and env.headers[-1]["client_addr"] == "198.51.100.1:5555"
+    reader, writer, reply = await env.ssh("web1", prefix=v1)
+    assert reply == {"ok": True}
+    assert await roundtrip(reader, writer, b"x") == b"x"  # the agent has seen the header
+    assert env.headers[-1]["client_addr"] == "198.51.100.1:5555"
     writer.close()
 
 

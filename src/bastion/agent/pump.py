@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bastion.runtime import as_transport
+
 __all__ = ["Pump", "pump_pair"]
 
 
@@ -22,7 +24,7 @@ class Pump(asyncio.Protocol):
         self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.agent.session import LoginUser, SessionStream
+from bastion.runtime import as_transport, connect_write_pipe, subprocess_exec
 
 __all__ = ["SIGNALS", "ExitStatus", "PtySize", "SessionProcess"]
 
@@ -232,7 +233,7 @@ class SessionProcess:
             kwargs.update(user=user.uid, group=user.gid, extra_groups=list(user.groups))
         if pty_size is None:
             self._open_outputs = {1, 2}
-            transport, _ = await loop.subprocess_exec(
+            transport, _ = await subprocess_exec(  # Popen's semantics on uvloop too
                 lambda: _ProcProtocol(self),
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -246,7 +247,7 @@ class SessionProcess:
         master, slave = pty.openpty()
         try:
             fcntl.ioctl(master, termios.TIOCSWINSZ, pty_size.packed())
-            transport, _ = await loop.subprocess_exec(
+            transport, _ = await subprocess_exec(
                 lambda: _ProcProtocol(self),
                 *argv,
                 stdin=slave,
@@ -267,7 +268,7 @@ class SessionProcess:
         reader = os.fdopen(master, "rb", buffering=0)
         writer = os.fdopen(os.dup(master), "wb", buffering=0)
         read_transport, _ = await loop.connect_read_pipe(lambda: _PtyReader(self), reader)
-        write_transport, _ = await loop.connect_write_pipe(lambda: _PtyWriter(self), writer)
+        write_transport, _ = await connect_write_pipe(lambda: _PtyWriter(self), writer)
         self._pty_read = read_transport
         self._pty_write = write_transport
         return self
@@ -291,7 +292,7 @@ class SessionProcess:
         if self._transport is None:
             return None
         pipe = self._transport.get_pipe_transport(0)
-        return pipe if isinstance(pipe, asyncio.WriteTransport) else None
+        return as_transport(pipe) if pipe is not None else None  # uvloop: not a subclass
 
     def write(self, data: bytes) -> None:
         """Client input to the process (counted and observed first)."""
@@ -352,7 +353,7 @@ class SessionProcess:
         if self._transport is None:
             return []
         pipes = (self._transport.get_pipe_transport(fd) for fd in (1, 2))
-        return [p for p in pipes if isinstance(p, asyncio.ReadTransport) and not p.is_closing()]
+        return [as_transport(p) for p in pipes if p is not None and not p.is_closing()]
 
     async def wait(self, output_grace: float = OUTPUT_GRACE) -> ExitStatus:
         """Wait for the process to exit and its output to drain (at most ``output_grace`` s)."""

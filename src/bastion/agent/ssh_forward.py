@@ -15,6 +15,7 @@ from collections.abc import Callable
 import asyncssh
 
 from bastion.live.registry import LiveConnection
+from bastion.runtime import as_transport
 
 __all__ = ["CONNECT_TIMEOUT", "ForwardSession", "open_direct_tcpip"]
 
@@ -32,7 +33,7 @@ class _Upstream(asyncio.Protocol):
         self._early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:

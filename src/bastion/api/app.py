@@ -25,7 +25,7 @@ from bastion.api.audiences import audience_of
 from bastion.api.binding import Call, bind
 from bastion.api.bots import add_bot_routes
 from bastion.api.db import add_db_routes
-from bastion.api.devices import add_device_routes, login_proof, ping_challenge
+from bastion.api.devices import add_device_routes, key_binding, login_proof, ping_challenge
 from bastion.api.mfa import add_mfa_routes
 from bastion.api.openapi import openapi_document
 from bastion.api.proxy_header import ClientAddresses
@@ -291,6 +291,7 @@ class AuthAPI:
             call.remote,
             webauthn=b.webauthn,
             device_name=b.device_name,
+            binding=key_binding(b),  # the device ceremony, a TPM-held SSH key
         )
         return user_certs(certs)
 

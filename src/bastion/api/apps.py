@@ -70,7 +70,7 @@ def add_app_routes(app: web.Application, auth: AuthServer) -> AppAccess:
     async def app_cert(call: Call[c.AppCertRequest]) -> c.AppCert:
         b = call.body
         cert = await access.app_cert(
-            call.guard.ctx.identity, b.public_key, b.app, b.ttl, call.remote
+            call.guard.ctx.identity, b.public_key, b.app, b.ttl, call.remote, call.peer_key_sha256
         )
         target = await access.get_app(b.app)
         return c.AppCert(

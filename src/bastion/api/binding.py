@@ -52,6 +52,26 @@ class Call(Generic[B]):
     def remote(self) -> str:
         return self.request.remote or ""
 
+    @property
+    def peer_key_sha256(self) -> str:
+        """SHA-256 (hex) of the SubjectPublicKeyInfo of the client certificate the caller
+        presented: its TLS handshake proved it holds that key ("" without one)."""
+        import hashlib
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        transport = self.request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if not der:
+            return ""
+        key = x509.load_der_x509_certificate(der).public_key()
+        spki = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha256(spki).hexdigest()
+
     def path(self, name: str) -> str:
         return self.request.match_info[name]
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from cryptography import x509
 
 from bastion.api.binding import Call, bind
+from bastion.api.devices import key_binding
 from bastion.auth.bots import BotInfo, BotService
 from bastion.auth.issuer import HostCerts, UserCerts
 from bastion.auth.join_oidc import JWKSCache
@@ -96,7 +97,10 @@ def add_bot_routes(app: web.Application, auth: AuthServer, jwks: JWKSCache | Non
                 identity, body.public_key, dns, ips, body.ttl, call.remote
             )
             return _renewed(host)
-        return _renewed(await renewal.renew(identity, body.public_key, body.ttl, call.remote))
+        renewed = await renewal.renew(
+            identity, body.public_key, body.ttl, call.remote, binding=key_binding(body)
+        )
+        return _renewed(renewed)
 
     async def join(call: Call[r.BotJoin]) -> r.Renewed:
         body = call.body

@@ -74,6 +74,7 @@ def add_db_routes(app: web.Application, auth: AuthServer) -> None:
                 b.db_name,
                 b.ttl,
                 call.remote,
+                call.peer_key_sha256,
             )
         )
 

@@ -17,6 +17,7 @@ from bastion.auth.device_challenge import challenge_key, mint_challenge
 from bastion.auth.device_sync import DeviceSync
 from bastion.auth.devices import DeviceService, LoginProof
 from bastion.auth.issuer import UserCerts
+from bastion.auth.key_proof import KeyBinding
 from bastion.auth.server import AuthServer
 from bastion.contract import core
 from bastion.contract import devices as d
@@ -25,7 +26,7 @@ from bastion.errors import AccessDenied, AuthenticationFailed, NotFound
 from bastion.types.devices import Device, DeviceSpec
 from bastion.types.identity import Identity
 
-__all__ = ["add_device_routes", "login_proof", "ping_challenge"]
+__all__ = ["add_device_routes", "key_binding", "login_proof", "ping_challenge"]
 
 
 def _certs(certs: UserCerts) -> core.UserCerts:
@@ -79,6 +80,13 @@ def login_proof(proof: core.DeviceProof | None) -> LoginProof | None:
             else None
         ),
     )
+
+
+def key_binding(body: core.DeviceBound) -> KeyBinding:
+    """The request's key material (``DeviceBound``) for
+    :func:`~bastion.auth.key_proof.issue_bound`: the same for every endpoint that issues a
+    user's login, renewal or per-session certificates."""
+    return KeyBinding(device=login_proof(body.device), ssh_public_key=body.ssh_public_key)
 
 
 def add_device_routes(app: web.Application, auth: AuthServer) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from bastion.api.binding import Call, bind
+from bastion.api.devices import key_binding
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.auth.users import UserService
@@ -92,7 +93,9 @@ def add_mfa_routes(
 
     async def passwordless(call: Call[m.Passwordless]) -> CertsReply:
         b = call.body
-        certs = await users.login_passwordless(b.webauthn, b.public_key, b.ttl, call.remote)
+        certs = await users.login_passwordless(
+            b.webauthn, b.public_key, b.ttl, call.remote, binding=key_binding(b)
+        )
         return certs_reply(certs)
 
     async def invite_webauthn(call: Call[m.InviteWebAuthn]) -> m.WebAuthnOptions:

@@ -73,18 +73,26 @@ class ProxiedClient:
 
 class ClientAddresses:
     """The real client address of each connection that arrived with a PROXY header, by its
-    transport, so the HTTP app sees the client and not the balancer (``request.remote``)."""
+    transport, so the HTTP app sees the client and not the balancer (``request.remote``).
+
+    Held weakly, by the connection's ``ssl.SSLObject`` when it has one: uvloop's TLS transport
+    cannot be weakly referenced, its SSL object (the same one for the connection's life) can."""
 
     def __init__(self) -> None:
         self._by_transport: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 
-    def set(self, transport: object, ip: str) -> None:
-        self._by_transport[transport] = ip
+    @staticmethod
+    def _key(transport: asyncio.BaseTransport) -> object:
+        ssl_object = transport.get_extra_info("ssl_object")
+        return transport if ssl_object is None else ssl_object
 
-    def get(self, transport: object) -> str | None:
+    def set(self, transport: asyncio.BaseTransport, ip: str) -> None:
+        self._by_transport[self._key(transport)] = ip
+
+    def get(self, transport: asyncio.BaseTransport | None) -> str | None:
         if transport is None:
             return None
-        return self._by_transport.get(transport)
+        return self._by_transport.get(self._key(transport))
 
 
 async def read_proxy_header(

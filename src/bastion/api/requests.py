@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bastion.api.binding import Call, bind
+from bastion.api.devices import key_binding
 from bastion.auth.issuer import UserCerts
 from bastion.auth.requests import AccessRequestService, GuardedRequests, NewRequest
 from bastion.auth.server import AuthServer
@@ -99,7 +100,8 @@ def add_request_routes(
 
     async def assume(call: Call[x.Assume]) -> core.UserCerts:
         g = GuardedRequests(call.guard, service)
-        certs = await g.assume(call.path("id"), call.body.public_key, call.body.ttl)
+        body = call.body
+        certs = await g.assume(call.path("id"), body.public_key, body.ttl, key_binding(body))
         return certs_reply(certs)
 
     bind(app, x.CREATE_REQUEST, create)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bastion.api.binding import Call, bind
+from bastion.api.devices import key_binding
 from bastion.auth.session_certs import SessionCerts
 from bastion.contract import mfa as m
 
@@ -47,6 +48,7 @@ def add_session_routes(app: web.Application, certs: SessionCerts) -> None:
             b.mfa_response,
             guard.ctx.remote_addr,
             cluster=b.cluster,
+            binding=key_binding(b),  # the device ceremony, a TPM-held SSH key
         )
         ident = issued.identity
         route = ident.route

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from bastion.api.binding import Call, bind
+from bastion.api.devices import key_binding
 from bastion.contract import sso as s
 from bastion.errors import BastionError
 from bastion.sso.requests import display_code
@@ -27,7 +28,13 @@ def add_sso_routes(app: web.Application, sso: SSOService) -> None:
         b = call.body
         try:
             pending = await sso.create_request(
-                b.connector, b.public_key, b.ttl, b.secret, b.client_redirect, call.remote
+                b.connector,
+                b.public_key,
+                b.ttl,
+                b.secret,
+                b.client_redirect,
+                call.remote,
+                binding=key_binding(b),  # verified when the IdP answers
             )
         except BastionError as exc:
             await sso.fail_request(b.connector, exc.message, call.remote)

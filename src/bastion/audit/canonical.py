@@ -33,6 +33,7 @@ __all__ = [
     "event_doc",
     "is_plain",
     "iso_time",
+    "plain_bytes",
     "trusted_event",
     "with_index",
 ]
@@ -136,6 +137,76 @@ def with_index(event: AuditEvent, index: int) -> AuditEvent:
     _object_setattr(copy, "__pydantic_extra__", None)
     _object_setattr(copy, "__pydantic_private__", None)
     return copy
+
+
+_KEYS = (
+    "cluster",
+    "code",
+    "device_id",
+    "fields",
+    "id",
+    "index",
+    "login",
+    "outcome",
+    "reason",
+    "remote_addr",
+    "session_id",
+    "target",
+    "time",
+    "type",
+    "user",
+)
+"""The attributes in canonical (sorted) order, as :func:`plain_bytes` writes them."""
+if _KEYS != tuple(sorted(AuditEvent.model_fields)):  # pragma: no cover - a new attribute
+    raise RuntimeError("AuditEvent changed: update canonical._KEYS and plain_bytes")
+_q = json.encoder.encode_basestring
+"""The string encoder ``_ENCODER`` uses (``ensure_ascii=False``): the same bytes."""
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_PLAIN_ENCODE = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _ENCODER.default, _q, None, ":", ",", True, False, True)
+)
+"""What ``_ENCODER.encode`` builds on every call (the C encoder, sort_keys, same separators),
+made once and without the circular-reference markers: only for values :func:`is_plain`
+walked already (plain data has no cycles)."""
+
+
+def _encode_plain(value: Any) -> str:
+    if _PLAIN_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_PLAIN_ENCODE(value, 0))
+
+
+def plain_bytes(event: AuditEvent) -> bytes | None:
+    """``encode(event)`` for the events :func:`event_doc` accepts, written directly (no
+    document dict, no sort of the known attributes): the write path's encoder. None for any
+    other event (then use :func:`encode`). tests/unit/audit/test_canonical.py compares the
+    bytes with :func:`encode`'s."""
+    v = event.__dict__
+    time = iso_time(v["time"])
+    fields = v["fields"]
+    index = v["index"]
+    if time is None or not is_plain(fields):
+        return None
+    if index is None:
+        position = "null"
+    elif type(index) is int:
+        position = str(index)
+    else:
+        return None
+    for key in _STRINGS:
+        if type(v[key]) is not str:
+            return None
+    return (
+        f'{{"cluster":{_q(v["cluster"])},"code":{_q(v["code"])},'
+        f'"device_id":{_q(v["device_id"])},"fields":{_encode_plain(fields)},'
+        f'"id":{_q(v["id"])},"index":{position},"login":{_q(v["login"])},'
+        f'"outcome":{_q(v["outcome"])},"reason":{_q(v["reason"])},'
+        f'"remote_addr":{_q(v["remote_addr"])},"session_id":{_q(v["session_id"])},'
+        f'"target":{_q(v["target"])},"time":{_q(time)},"type":{_q(v["type"])},'
+        f'"user":{_q(v["user"])}}}'
+    ).encode()
 
 
 def event_doc(event: AuditEvent) -> dict[str, Any] | None:

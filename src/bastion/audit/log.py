@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,8 +49,7 @@ import structlog
 from bastion.audit.canonical import (
     decode,
     encode,
-    encode_obj,
-    event_doc,
+    plain_bytes,
     trusted_event,
     with_index,
 )
@@ -223,7 +223,7 @@ class AuditLog:
     def backend(self) -> Backend:
         return self._backend
 
-    def _build(self, event_type: str, outcome: str, fields: dict[str, object]) -> AuditEvent:
+    def _build(self, event_type: str, outcome: str, fields: Mapping[str, object]) -> AuditEvent:
         known = _EVENT_FIELDS  # pydantic's model_fields is a slow property (~1 us a lookup)
         top = {k: v for k, v in fields.items() if k in known and v is not None}
         top.pop("index", None)
@@ -254,7 +254,7 @@ class AuditLog:
         """Raise BadParameter when an event with these attributes could not be stored (a
         top-level attribute of the wrong type, a value canonical JSON cannot encode)."""
         try:
-            encode(self._build(event_type, outcome, dict(fields)))
+            encode(self._build(event_type, outcome, fields))
         except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
             raise BadParameter(f"not a storable audit event: {_first_line(exc)}") from None
 
@@ -274,7 +274,8 @@ class AuditLog:
     ) -> list[AuditEvent]:
         """Record several events ``(type, outcome, fields)`` with consecutive indexes, in one
         backend transaction where the backend supports batches."""
-        drafts = [_Draft(self._build(t, o, dict(f))) for t, o, f in specs]
+        build = self._build
+        drafts = [_Draft(build(t, o, f)) for t, o, f in specs]
         stored = await self._commit(drafts)
         return [e for e in stored if e is not None]  # no dedupe key: every event is stored
 
@@ -298,7 +299,7 @@ class AuditLog:
                 not key.startswith(DEDUPE_PREFIX) or len(key) == len(DEDUPE_PREFIX)
             ):
                 raise BadParameter(f"dedupe keys live under {DEDUPE_PREFIX}")
-            drafts.append(_Draft(self._build(t, o, dict(f)), key, ttl))
+            drafts.append(_Draft(self._build(t, o, f), key, ttl))
         return await self._commit(drafts)
 
     async def commit_change(
@@ -326,7 +327,7 @@ class AuditLog:
             if op.key.startswith(AUDIT_KEYS):
                 raise BadParameter(f"a change may not write the audit log's key {op.key!r}")
         fields = {**fields, "changes": changes_field(ops)}
-        draft = _Draft(self._build(event_type, outcome, dict(fields)), ops=ops)
+        draft = _Draft(self._build(event_type, outcome, fields), ops=ops)
         (event,) = await self._commit([draft])
         assert event is not None
         return Change(event, draft.items)
@@ -361,12 +362,16 @@ class AuditLog:
                             f.set_result(stored[pos : pos + len(ds)])
                         pos += len(ds)
         events = future.result()
+        # Per-statement database events (and per-request app events) are the log's bulk: a
+        # daemon log line each halved the database proxy's throughput (bench/db.py); debug
+        # level only, and not even a no-op call per event unless debug is on.
+        debug = _debug_logging()
         for event in events:
             if event is not None:
-                # Per-statement database events are the log's bulk: a daemon log line each
-                # halved the database proxy's throughput (bench/db.py); debug level only.
-                emit = log.debug if event.type in _BULK_TYPES else log.info
-                emit("audit", type=event.type, outcome=event.outcome, user=event.user)
+                if event.type not in _BULK_TYPES:
+                    log.info("audit", type=event.type, outcome=event.outcome, user=event.user)
+                elif debug:
+                    log.debug("audit", type=event.type, outcome=event.outcome, user=event.user)
         return events
 
     async def _store(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
@@ -385,8 +390,9 @@ class AuditLog:
                 owners: dict[str, int] = {}
                 for n, i in enumerate(live):
                     events[i] = event = with_index(chunk[i].event, index + n)
-                    doc = event_doc(event)  # plain events: no pydantic dump (same bytes)
-                    value = encode(event) if doc is None else encode_obj(doc)
+                    value = plain_bytes(event)  # plain events: no pydantic dump (same bytes)
+                    if value is None:
+                        value = encode(event)
                     ops.append(Create(Item(key=event_key(index + n), value=value)))
                     if chunk[i].once:
                         ops.append(Create(self._guard(chunk[i], event)))
@@ -526,12 +532,20 @@ def _chunk(drafts: Sequence[_Draft], start: int) -> Sequence[_Draft]:
     keys: set[str] = set()
     end = start
     while end < len(drafts) and end - start < MAX_BATCH:
-        own = {op.key for op in drafts[end].ops}
-        if own & keys:
-            break
-        keys |= own
+        ops = drafts[end].ops
+        if ops:  # plain events write nothing else: no set work per event
+            own = {op.key for op in ops}
+            if own & keys:
+                break
+            keys |= own
         end += 1
     return drafts[start:end]
+
+
+def _debug_logging() -> bool:
+    """Whether the daemon log takes debug lines (True when the logger cannot tell)."""
+    enabled = getattr(log, "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.DEBUG))
 
 
 def _first_line(exc: Exception) -> str:

@@ -242,8 +242,12 @@ class AppAccess:
         name: str,
         ttl: timedelta,
         remote_addr: str,
+        presented_key_sha256: str = "",
     ) -> AppCertificate:
         """A user TLS certificate routed to app ``name`` (``bsh apps login``).
+        ``presented_key_sha256``: the key of the caller's certificate, attested for
+        ``require_hardware_key`` when that certificate says so (a TPM-held key asking for
+        itself: :meth:`~bastion.auth.issuer.Issuer.presented_key_attestation`).
 
         Raises:
             AccessDenied: not a user or bot, or the app is unknown or forbidden.
@@ -266,7 +270,10 @@ class AppAccess:
         expires = min(caller.expires, now + max(ttl, timedelta(minutes=1)))
         route = RouteToTarget(cluster=caller.cluster, app=name)
         identity = caller.model_copy(update={"route": route, "expires": expires})
-        certs = await self._auth.issuer.issue_user(identity, public_key, remote_addr)
+        attested = self._auth.issuer.presented_key_attestation(caller, presented_key_sha256)
+        certs = await self._auth.issuer.issue_user(
+            identity, public_key, remote_addr, key_attestation=attested
+        )
         return AppCertificate(certs.tls_cert, certs.tls_host_ca, expires)
 
     async def _mfa_target(self, caller: Identity, name: str) -> tuple[App, bool]:

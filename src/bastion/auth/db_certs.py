@@ -61,8 +61,12 @@ class DbCerts:
         db_name: str,
         ttl: timedelta,
         remote_addr: str,
+        presented_key_sha256: str = "",
     ) -> DbCertificate:
         """A user TLS certificate with the caller's identity and a route to one database.
+        ``presented_key_sha256``: the key of the caller's certificate, attested for
+        ``require_hardware_key`` when that certificate says so (a TPM-held key asking for
+        itself: :meth:`~bastion.auth.issuer.Issuer.presented_key_attestation`).
 
         Raises:
             AccessDenied: the caller is not a user or bot.
@@ -77,7 +81,10 @@ class DbCerts:
             cluster=caller.cluster, db_service=db_service, db_user=db_user, db_name=db_name
         )
         identity = caller.model_copy(update={"route": route, "expires": expires})
-        certs = await auth.issuer.issue_user(identity, public_key, remote_addr)
+        attested = auth.issuer.presented_key_attestation(caller, presented_key_sha256)
+        certs = await auth.issuer.issue_user(
+            identity, public_key, remote_addr, key_attestation=attested
+        )
         return DbCertificate(certs.tls_cert, certs.tls_host_ca, expires)
 
     async def server_cert(

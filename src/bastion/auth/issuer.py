@@ -123,6 +123,17 @@ class Issuer:
         self._clock = clock
         self._audit = audit
 
+    @staticmethod
+    def presented_key_attestation(caller: Identity, key_sha256: str) -> KeyAttestation | None:
+        """What vouches for the key of the certificate a caller presented (``key_sha256``; its
+        TLS handshake proved it holds that key) when it asks for another certificate (a
+        database's, an app's): this issuer wrote ``key_attestation: tpm`` into the caller's
+        certificate only for a key the device's AK certified, so that same key stays attested.
+        None: the caller's certificate says nothing of the kind."""
+        if caller.key_attestation != "tpm" or not caller.device_id or not key_sha256:
+            return None
+        return KeyAttestation(caller.device_id, "tpm", certified_key_sha256=key_sha256)
+
     async def _requires_hardware_key(self, identity: Identity) -> bool:
         if self._roles is None or identity.kind not in ("user", "bot"):
             return False
@@ -199,23 +210,26 @@ class Issuer:
         roles) holds: only a key that ``key_attestation`` proves TPM-resident is certified
         (:func:`hardware_key_refusal`).
 
-        ``ssh_public_key``: the SSH certificate's key when it differs from ``public_key`` (a
-        TPM-held key, ``bsh login --key-store=tpm``; the X.509 certificate stays on
-        ``public_key``); ``require_hardware_key`` then decides on it, and the identity's
-        ``key_attestation`` says ``tpm`` only when ``key_attestation`` vouches for it.
+        ``ssh_public_key``: the SSH certificate's key when it differs from ``public_key`` (the
+        X.509 certificate stays on ``public_key``). ``require_hardware_key`` decides on both
+        keys, and the identity's ``key_attestation`` says ``tpm`` only when ``key_attestation``
+        vouches for both (``bsh login --key-store=tpm`` sends its one TPM-held key as both).
 
         Raises:
             AccessDenied: the roles require a hardware-held key and this one is not attested.
         """
         subject = parse_public_key(public_key)
         ssh_subject = parse_public_key(ssh_public_key) if ssh_public_key else subject
-        held = hardware_key_refusal(True, _spki_sha256(ssh_subject), key_attestation) is None
+        refusals = [  # the SSH key, then the TLS key: one refusal is enough
+            hardware_key_refusal(True, k, key_attestation)
+            for k in dict.fromkeys((_spki_sha256(ssh_subject), _spki_sha256(subject)))
+        ]
+        refusal = next((r for r in refusals if r is not None), None)
+        held = refusal is None
         if identity.key_attestation != ("tpm" if held else ""):  # decided here, never copied
             identity = identity.model_copy(update={"key_attestation": "tpm" if held else ""})
-        if await self._requires_hardware_key(identity):
-            refusal = hardware_key_refusal(True, _spki_sha256(ssh_subject), key_attestation)
-            if refusal is not None:
-                raise AccessDenied(refusal.message)
+        if refusal is not None and await self._requires_hardware_key(identity):
+            raise AccessDenied(refusal.message)
         # a risk rule's MFA demand
         await check_step_up(self._audit, identity, remote_addr, second_factor=second_factor)
         now = self._clock.now()

@@ -24,20 +24,25 @@ Layer: auth service (RBAC + audit around a :class:`~bastion.recording.store.Reco
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Literal, NoReturn
 
-from bastion.audit.log import AuditLog
+from bastion.audit.canonical import decode
+from bastion.audit.log import AuditLog, index_of_key
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.server import AuthServer
+from bastion.backend.base import Item
 from bastion.errors import (
     AccessDenied,
     AlreadyExists,
@@ -122,6 +127,16 @@ class RecordingService:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
+
+    async def receive_file(self, meta: RecordingMeta, path: Path) -> RecordingMeta:
+        """Like :meth:`receive`, for a recording already in a local file (the all-in-one
+        node's spool): hashed in a worker thread and stored from there, with no copy through
+        a temporary file and no file IO on the event loop."""
+        meta.check()
+        if not meta.sha256:
+            raise BadParameter("the upload must declare the recording's sha256")
+        sha256, size, head = await asyncio.to_thread(_hash_file, path, self.max_bytes)
+        return await self._verify_and_store(meta, path, sha256, size, head)
 
     async def _verify_and_store(
         self,
@@ -209,28 +224,128 @@ class RecordingService:
 LOOKBACK = timedelta(days=7)
 """How far back (by event time) auth looks for a recording's ``session.end``."""
 SCAN_WINDOW = 512
+"""Events read per backend range read."""
 MAX_SCAN = 200_000
-"""Events scanned at most per upload (newest first), whatever their time."""
+"""Events older than the first lookup's head looked at at most (newest first), whatever their
+time; everything appended since is indexed."""
+MAX_INDEXED = 100_000
+"""Session ends the index remembers (the oldest are forgotten first)."""
+_END_MARK = b'session.end"'
+"""In the canonical bytes of every ``session.end`` / ``db.session.end`` event (its type)."""
+
+
+class _EndIndex:
+    """Where the session-end events of one audit log are: session id → event indexes.
+
+    Built from the log's stored bytes, each event read once: forward from the head seen at
+    the previous lookup (the events appended since), and, for an older session, backward from
+    the first lookup's head by windows (at most :data:`MAX_SCAN` events). Only an event whose
+    bytes carry a session-end type is decoded (a statement event, the log's bulk, is not).
+    Replaces a scan of the newest events per upload (a head search and hundreds of decodes:
+    most of a database connection's CPU on auth when every session is recorded)."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.ends: OrderedDict[str, list[int]] = OrderedDict()
+        """Oldest first (by index), so that the oldest are forgotten first."""
+        self.hi: int | None = None
+        """The next index to read forward (None until the first lookup)."""
+        self.lo = 0
+        """The lowest index read; the backward scan continues below it."""
+        self.floor = 0
+        """The backward scan stops here (:data:`MAX_SCAN` below the first head, events older
+        than the lookback, or above a forgotten session end)."""
+
+    def note(self, items: Sequence[Item], *, older: bool = False) -> None:
+        """Index the session ends among ``items`` (in index order; ``older``: all of them
+        below what is indexed already)."""
+        for item in reversed(items) if older else items:
+            if _END_MARK not in item.value:
+                continue
+            index = index_of_key(item.key)
+            event = decode(item.value)
+            if index is None or not event.session_id or not event.type.endswith("session.end"):
+                continue
+            known = self.ends.get(event.session_id)
+            if known is None:
+                self.ends[event.session_id] = known = []
+                if older:
+                    self.ends.move_to_end(event.session_id, last=False)
+            known.append(index)
+        while len(self.ends) > MAX_INDEXED:
+            _, gone = self.ends.popitem(last=False)
+            self.floor = max(self.floor, max(gone) + 1)
+            self.lo = max(self.lo, self.floor)
+
+    async def refresh(self, audit: AuditLog) -> None:
+        """Read what was appended since the last lookup (the first: find the head)."""
+        if self.hi is None:
+            self.hi = self.lo = await audit.size()
+            self.floor = max(0, self.hi - MAX_SCAN)
+        while True:
+            items = await audit.read_items(self.hi, SCAN_WINDOW)
+            if not items:
+                return
+            self.note(items)
+            last = index_of_key(items[-1].key)
+            self.hi = max(self.hi, (last if last is not None else self.hi) + 1)
+            if len(items) < SCAN_WINDOW:
+                return
+
+    async def older(self, audit: AuditLog, not_before: datetime) -> bool:
+        """Index one more window below :attr:`lo`; False when there is nothing left to read
+        (the floor, or events older than ``not_before``)."""
+        if self.lo <= self.floor:
+            return False
+        lo = max(self.floor, self.lo - SCAN_WINDOW)
+        items = [
+            item
+            for item in await audit.read_items(lo, self.lo - lo)
+            if (index_of_key(item.key) or 0) < self.lo  # a hole lets the read run on
+        ]
+        self.note(items, older=True)
+        self.lo = lo
+        if items and decode(items[0].value).time < not_before:
+            self.floor = lo  # what lies below is older still: never read again
+            return False
+        return True
+
+    async def find(
+        self, audit: AuditLog, session_id: str, node: str, not_before: datetime
+    ) -> AuditEvent | None:
+        async with self.lock:
+            await self.refresh(audit)
+            checked: set[int] = set()
+            while True:
+                for index in sorted(self.ends.get(session_id, ()), reverse=True):
+                    if index in checked:
+                        continue
+                    checked.add(index)
+                    for event in await audit.read_from(index, 1):
+                        if (
+                            event.index == index
+                            and event.session_id == session_id
+                            and _ends(event, node)
+                            and event.time >= not_before
+                        ):
+                            return event
+                if not await self.older(audit, not_before):
+                    return None
+
+
+_INDEXES: weakref.WeakKeyDictionary[AuditLog, _EndIndex] = weakref.WeakKeyDictionary()
 
 
 async def find_session_end(
     audit: AuditLog, session_id: str, node: str, not_before: datetime
 ) -> AuditEvent | None:
-    """The ``session.end`` event of ``session_id`` emitted for ``node``, scanning the log from
-    the newest event back to ``not_before`` (or :data:`MAX_SCAN` events); None when absent."""
-    hi = await audit.size()
-    scanned = 0
-    while hi > 0 and scanned < MAX_SCAN:
-        lo = max(0, hi - SCAN_WINDOW)
-        events = await audit.read_from(lo, hi - lo)
-        for event in reversed(events):
-            if event.session_id == session_id and _ends(event, node):
-                return event
-            if event.time < not_before:
-                return None
-        scanned += hi - lo
-        hi = lo
-    return None
+    """The newest ``session.end`` event of ``session_id`` emitted for ``node`` at or after
+    ``not_before``; None when absent. An index per audit log (:class:`_EndIndex`) makes this a
+    read of the events appended since the previous lookup, not a scan of the log."""
+    index = _INDEXES.get(audit)
+    if index is None:
+        index = _INDEXES[audit] = _EndIndex()
+    return await index.find(audit, session_id, node, not_before)
 
 
 def _ends(event: AuditEvent, node: str) -> bool:
@@ -365,9 +480,26 @@ class InProcessTarget:
         self._service = service
 
     async def upload(self, meta: RecordingMeta, path: Path) -> None:
-        async def chunks() -> AsyncIterator[bytes]:
-            with path.open("rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
+        await self._service.receive_file(meta, path)
 
-        await self._service.receive(meta, chunks())
+
+def _hash_file(path: Path, max_bytes: int) -> tuple[str, int, bytes]:
+    """(SHA-256, size, first line) of a recording file.
+
+    Raises:
+        LimitExceeded: larger than ``max_bytes``.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise LimitExceeded(
+                    f"recording larger than {max_bytes} bytes (auth_service.recordings.max_bytes)"
+                )
+            if len(head) <= MAX_LINE and b"\n" not in head:
+                head += chunk[:MAX_LINE]
+            digest.update(chunk)
+    return digest.hexdigest(), size, head

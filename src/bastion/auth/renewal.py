@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from bastion.auth.devices import DeviceService
 from bastion.auth.issuer import MIN_TTL, HostCerts, UserCerts
+from bastion.auth.key_proof import NO_BINDING, KeyBinding, issue_bound
 from bastion.auth.server import HOST_CERT_TTL, AuthServer
 from bastion.errors import AccessDenied, AlreadyExists, CompareFailed, NotFound
 from bastion.locks.matcher import Locked
@@ -153,9 +154,19 @@ class RenewalService:
         self.auth = auth
 
     async def renew(
-        self, presented: Identity, public_key: str, ttl: timedelta, remote_addr: str
+        self,
+        presented: Identity,
+        public_key: str,
+        ttl: timedelta,
+        remote_addr: str,
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
         """Renew a user or bot certificate for ``public_key`` (a new key, or the same one).
+
+        ``binding``: the device ceremony over a fresh challenge (the renewed certificates then
+        carry the device it proves) and a TPM-held SSH key it certified (``require_hardware_key``);
+        without it the device is only re-checked and no key is attested
+        (:func:`~bastion.auth.key_proof.issue_bound`).
 
         Raises:
             AccessDenied: see :func:`renewed_identity`; Locked: a copied bot identity.
@@ -174,7 +185,7 @@ class RenewalService:
         identity = await DeviceService(auth).recheck(identity, remote_addr)  # still trusted?
         if presented.kind == "bot":
             return await self._renew_bot(presented, identity, public_key, remote_addr)
-        certs = await auth.issuer.issue_user(identity, public_key, remote_addr)
+        certs = await issue_bound(auth, identity, public_key, remote_addr, binding)
         await auth.audit.emit(
             "cert.renewed", user=presented.user, remote_addr=remote_addr, kind=presented.kind
         )

@@ -33,6 +33,7 @@ import structlog
 
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.issuer import UserCerts
+from bastion.auth.key_proof import NO_BINDING, KeyBinding, issue_bound
 from bastion.auth.notify import Notifier
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Op
@@ -376,9 +377,17 @@ class AccessRequestService:
         )
 
     async def assume(
-        self, name: str, caller: Identity, public_key: str, ttl: timedelta, remote_addr: str
+        self,
+        name: str,
+        caller: Identity,
+        public_key: str,
+        ttl: timedelta,
+        remote_addr: str,
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
-        """Certificates carrying an approved request of the caller.
+        """Certificates carrying an approved request of the caller, issued through
+        :func:`~bastion.auth.key_proof.issue_bound` like a login's (``binding``: the device
+        ceremony and the TPM-held key's certification).
 
         Raises:
             AccessDenied: not the caller's request, not approved, expired, or locked.
@@ -423,7 +432,7 @@ class AccessRequestService:
         if not locked.allowed:
             await self._refused("assume", caller.user, target, locked.reason)
             locked.raise_if_denied()
-        certs = await self.auth.issuer.issue_user(identity, public_key, remote_addr)
+        certs = await issue_bound(self.auth, identity, public_key, remote_addr, binding)
         await self.auth.audit.emit(
             "access_request.assume",
             user=caller.user,
@@ -535,9 +544,11 @@ class GuardedRequests:
             raise AccessDenied("access denied: only the requester or an admin drops a request")
         await self.service.delete(name, self._identity.user)
 
-    async def assume(self, name: str, public_key: str, ttl: timedelta) -> UserCerts:
+    async def assume(
+        self, name: str, public_key: str, ttl: timedelta, binding: KeyBinding = NO_BINDING
+    ) -> UserCerts:
         if not public_key:
             raise BadParameter("public_key is required")
         return await self.service.assume(
-            name, self._person(), public_key, ttl, self.guard.ctx.remote_addr
+            name, self._person(), public_key, ttl, self.guard.ctx.remote_addr, binding
         )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.auth.issuer import UserCerts
+from bastion.auth.key_proof import NO_BINDING, KeyBinding, issue_bound
 from bastion.auth.server import AuthServer
 from bastion.auth.trust import leaf_session_scope, remote_store
 from bastion.clock import in_zone
@@ -207,8 +208,12 @@ class SessionCerts:
         response: dict[str, Any],
         remote_addr: str,
         cluster: str = "",
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
         """Verify the assertion for ``session:<node>:<login>`` and sign the 1-minute certificates.
+
+        ``binding``: the device ceremony over a fresh challenge and a TPM-held SSH key it
+        certified (:func:`~bastion.auth.key_proof.issue_bound`), for ``require_hardware_key``.
 
         Raises:
             AccessDenied: the ceremony failed (wrong scope, replayed, unknown device, ...), a lock
@@ -216,7 +221,7 @@ class SessionCerts:
         """
         if cluster and cluster != self._auth.cluster:
             return await self._leaf_issue(
-                identity, cluster, node, login, public_key, response, remote_addr
+                identity, cluster, node, login, public_key, response, remote_addr, binding
             )
         device: VerifiedDevice | None = None
         try:
@@ -237,7 +242,7 @@ class SessionCerts:
         except BastionError as exc:
             await self._audit_failure(identity, node, login, remote_addr, _reason(exc), device)
             raise
-        certs = await self._auth.issuer.issue_user(session, public_key, remote_addr)
+        certs = await issue_bound(self._auth, session, public_key, remote_addr, binding)
         await self._auth.audit.emit(
             "mfa.session",
             user=identity.user,
@@ -330,6 +335,7 @@ class SessionCerts:
         public_key: str,
         response: dict[str, Any],
         remote_addr: str,
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
         """The 1-minute root certificate for ``login@node`` of ``leaf`` (one login, a route to
         the leaf's node, ``mfa_scope`` ``session:<leaf>/<node>:<login>``)."""
@@ -358,7 +364,7 @@ class SessionCerts:
         except BastionError as exc:
             await self._audit_failure(identity, target, login, remote_addr, _reason(exc), device)
             raise
-        certs = await self._auth.issuer.issue_user(session, public_key, remote_addr)
+        certs = await issue_bound(self._auth, session, public_key, remote_addr, binding)
         await self._auth.audit.emit(
             "mfa.session",
             user=identity.user,

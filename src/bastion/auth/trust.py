@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from bastion.auth.device_attest import spki_sha256
 from bastion.auth.issuer import UserCerts
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Op
@@ -47,6 +48,7 @@ from bastion.ca.x509 import verify_certificate_chain
 from bastion.contract.trust import TrustAnswer, ValidateTrust
 from bastion.errors import AccessDenied, BadParameter, CompareFailed, NotFound
 from bastion.rbac.checker import RoleSet
+from bastion.rbac.device_trust import KeyAttestation
 from bastion.rbac.role_map import map_roles
 from bastion.rbac.session_mfa import is_session_identity, parse_session_scope, session_scope
 from bastion.services.credentials import hash_secret, secrets_equal
@@ -481,18 +483,35 @@ class TrustService:
             device_attestation=root_identity.device_attestation,
             device_asset_tag=root_identity.device_asset_tag,
             device_credential_id=root_identity.device_credential_id,
+            # the root's word that this certificate's key is TPM-held (its issuer writes
+            # ``tpm`` only when the device's AK certified the X.509 and the SSH key alike)
+            key_attestation=root_identity.key_attestation,
         )
 
     async def issue_remote(
         self, identity: Identity, cert_der: bytes, remote_addr: str
     ) -> UserCerts:
         """Leaf certificates for a mapped root user, over the key of its root certificate (only
-        its holder can use them); audited as ``cert.issued``."""
+        its holder can use them); audited as ``cert.issued``.
+
+        The device ceremony of a leaf certificate is the root's: the leaf takes the device and
+        ``key_attestation: tpm`` from the verified root certificate (:meth:`remote_identity`),
+        so under the leaf's ``require_hardware_key`` the root certificate's key counts as
+        TPM-held exactly when the root attested it so."""
         cert = x509.load_der_x509_certificate(cert_der)
         public = cert.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return await self._auth.issuer.issue_user(identity, public.decode(), remote_addr)
+        attestation = None
+        if identity.key_attestation == "tpm" and identity.device_id:
+            attestation = KeyAttestation(
+                device_id=identity.device_id,
+                device_attestation="tpm",
+                certified_key_sha256=spki_sha256(public.decode()),
+            )
+        return await self._auth.issuer.issue_user(
+            identity, public.decode(), remote_addr, key_attestation=attestation
+        )
 
     async def own_cas(self) -> ClusterCAs:
         """Root side: this cluster's CAs as pushed to its leaves (every trusted key)."""

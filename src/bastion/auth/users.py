@@ -6,8 +6,6 @@ never say whether a user exists; the audit log says exactly what happened.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,10 +14,9 @@ from typing import Any
 import pyotp
 from pydantic import ValidationError
 
-from bastion.auth.device_attest import spki_sha256
-from bastion.auth.devices import DeviceService, LoginProof
+from bastion.auth.devices import LoginProof
 from bastion.auth.issuer import UserCerts, parse_public_key
-from bastion.auth.key_attest import certified_key_sha256
+from bastion.auth.key_proof import NO_BINDING, KeyBinding, check_binding, issue_bound
 from bastion.auth.revocation import new_epoch
 from bastion.auth.server import (
     INVITE_FATE_PREFIX,
@@ -41,7 +38,7 @@ from bastion.locks.matcher import LockTargets, identity_targets
 from bastion.mfa import policy as mfa_policy
 from bastion.mfa.service import MFAVerified, usable_webauthn
 from bastion.rbac.checker import RoleSet
-from bastion.rbac.device_trust import HARDWARE_KEY_MESSAGE, KeyAttestation
+from bastion.rbac.device_trust import HARDWARE_KEY_MESSAGE
 from bastion.services.credentials import (
     CredentialStore,
     burn_time_for_unknown_user,
@@ -52,7 +49,6 @@ from bastion.services.credentials import (
 )
 from bastion.types.access import AuthPreference, User, UserSpec
 from bastion.types.codec import validation_problems
-from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 from bastion.types.mfa import MFADevice
 
@@ -280,13 +276,16 @@ class UserService:
         remote_addr: str,
         webauthn: dict[str, object] | None = None,
         device_name: str = "",
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
         """Set the password and register the second factor: the TOTP secret of the invite
-        (``otp_code``), or a WebAuthn key (``webauthn``: the registration response)."""
+        (``otp_code``), or a WebAuthn key (``webauthn``: the registration response).
+        ``binding``: the device ceremony and a TPM-held SSH key, as for :meth:`login`."""
         item, record = await self._invite_record(token, remote_addr)
         name = record["user"]
         check_password_strength(password)
         parse_public_key(public_key)
+        check_binding(binding)
         creds = await self.auth.credentials.get(name)
         creds.set_password(password)
         device: MFADevice | None = None
@@ -343,7 +342,13 @@ class UserService:
             )
         user = await self.auth.users.get(name)
         return await self._issue(
-            user, public_key, ttl, remote_addr, method="invite", mfa_device=device
+            user,
+            public_key,
+            ttl,
+            remote_addr,
+            method="invite",
+            mfa_device=device,
+            binding=binding,
         )
 
     async def change_password(
@@ -478,13 +483,8 @@ class UserService:
         ``ssh_public_key``: a TPM-held key for the SSH certificate (``bsh login
         --key-store=tpm``), which ``device.key_certification`` must certify."""
         parse_public_key(public_key)
-        if ssh_public_key:
-            parse_public_key(ssh_public_key)
-            if device is None or device.key_certification is None:
-                raise BadParameter(
-                    "ssh_public_key needs the device proof with its key_certification "
-                    "(bsh login --key-store=tpm on an enrolled machine)"
-                )
+        binding = KeyBinding(device=device, ssh_public_key=ssh_public_key)
+        check_binding(binding)
         user, pref = await self._check_password(name, password, remote_addr)
         sf = pref.spec.second_factor
         devices = await self.auth.mfa.list_devices(name)
@@ -498,8 +498,7 @@ class UserService:
                 remote_addr,
                 method="password+webauthn",
                 mfa=verified,
-                device_proof=device,
-                ssh_public_key=ssh_public_key,
+                binding=binding,
             )
         keys = usable_webauthn(devices) if sf != "off" else []
         if not (mfa_policy.required_kinds(sf) or totp or keys):
@@ -509,8 +508,7 @@ class UserService:
                 ttl,
                 remote_addr,
                 method="password",
-                device_proof=device,
-                ssh_public_key=ssh_public_key,
+                binding=binding,
             )
         if totp is not None and (mfa_policy.totp_enabled(sf) or sf == "off"):
             creds = await self.auth.credentials.get(name)
@@ -528,8 +526,7 @@ class UserService:
                 remote_addr,
                 method="password+otp",
                 mfa_device=totp,
-                device_proof=device,
-                ssh_public_key=ssh_public_key,
+                binding=binding,
             )
         if keys and mfa_policy.webauthn_enabled(sf):
             await self._failed(name, remote_addr, "no WebAuthn assertion sent", count=False)
@@ -558,15 +555,22 @@ class UserService:
             raise
 
     async def login_passwordless(
-        self, response: dict[str, object], public_key: str, ttl: timedelta, remote_addr: str
+        self,
+        response: dict[str, object],
+        public_key: str,
+        ttl: timedelta,
+        remote_addr: str,
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
         """A passkey alone: the assertion (scope ``login``, user verification required) names
         the user through its user handle. Only a device registered for passwordless login may
         do this; a key registered as a second factor is refused (audited with its owner and
-        device: its signature verified, so it is the owner's key used the wrong way)."""
+        device: its signature verified, so it is the owner's key used the wrong way).
+        ``binding``: the device ceremony and a TPM-held SSH key, as for :meth:`login`."""
         from bastion.mfa.service import SecondFactorOnly
 
         parse_public_key(public_key)
+        check_binding(binding)
         pref = await self.auth.auth_preference()
         sf = pref.spec.second_factor
         if not mfa_policy.webauthn_enabled(sf) or not pref.spec.allow_passwordless:
@@ -598,7 +602,13 @@ class UserService:
             user, LockTargets(user=user.name, roles=tuple(user.spec.roles)), remote_addr
         )
         return await self._issue(
-            user, public_key, ttl, remote_addr, method="passwordless", mfa=verified
+            user,
+            public_key,
+            ttl,
+            remote_addr,
+            method="passwordless",
+            mfa=verified,
+            binding=binding,
         )
 
     async def _issue(
@@ -611,8 +621,7 @@ class UserService:
         *,
         mfa: MFAVerified | None = None,
         mfa_device: MFADevice | None = None,
-        device_proof: LoginProof | None = None,
-        ssh_public_key: str = "",
+        binding: KeyBinding = NO_BINDING,
     ) -> UserCerts:
         roles = [await self.auth.roles.get(r) for r in user.spec.roles]
         role_set = RoleSet.from_roles(roles, user.spec.traits)
@@ -631,99 +640,20 @@ class UserService:
         if device_id:
             identity = identity.model_copy(update={"mfa_device": device_id})
         await self._refuse_locked(user, identity_targets(identity), remote_addr)
-        device_error = ""
-        if device_proof is not None:  # verified (and recorded) before the one issuance
-            try:
-                fields = await DeviceService(self.auth).authn_verify(
-                    user.name,
-                    device_proof.challenge,
-                    device_proof.signature,
-                    device_proof.profile,
-                    remote_addr,
-                    device_id=device_proof.device_id,
-                )
-            except BastionError as exc:  # audited as device.authn; the login stands
-                device_error = exc.message
-            else:
-                identity = identity.model_copy(update=fields)
-        certification = device_proof.key_certification if device_proof else None
-        try:
-            attestation = await self._key_attestation(
-                identity,
-                certification,
-                device_proof.challenge if device_proof else "",
-                device_error,
-            )
-            certs = await self.auth.issuer.issue_user(
-                identity,
-                public_key,
-                remote_addr,
-                key_attestation=attestation,
-                ssh_public_key=ssh_public_key,
-            )
+        try:  # the device's proof and the key it certified, then the one issuance
+            certs = await issue_bound(self.auth, identity, public_key, remote_addr, binding)
         except AccessDenied as exc:
             if exc.message == HARDWARE_KEY_MESSAGE or exc.message.startswith("key attestation"):
                 await self._failed(user.name, remote_addr, exc.message, False, method)
             raise
+        identity = certs.identity
         extra = {"mfa_device": device_id, "aaguid": aaguid} if device_id else {}
         if identity.device_id:
             extra["device_id"] = identity.device_id
         await self.auth.audit.emit(
             "user.login", user=user.name, remote_addr=remote_addr, method=method, **extra
         )
-        return dataclasses.replace(certs, device_error=device_error) if device_error else certs
-
-    async def _key_attestation(
-        self,
-        identity: Identity,
-        certification: tuple[str, str, str] | None = None,
-        challenge: str = "",
-        device_error: str = "",
-    ) -> KeyAttestation | None:
-        """What the device this login verified vouches for (``require_hardware_key``, the
-        identity's ``key_attestation``): its enrolled credential, and the key its AK certified
-        with TPM2_Certify over SHA-256 of the login's spent device ``challenge``
-        (``certification``: ``bsh login --key-store=tpm``; :mod:`bastion.auth.key_attest`).
-
-        Raises:
-            AccessDenied / BadParameter: a certification was sent and does not verify (the
-                device did not verify: the message says to log in again on the enrolled
-                machine).
-        """
-        if not identity.device_id:
-            if certification is not None:
-                why = f" ({device_error})" if device_error else ""
-                raise AccessDenied(
-                    f"key attestation: the device proof was refused{why}, so the TPM key "
-                    "cannot be attested; run 'bsh device status' and log in again on the "
-                    "enrolled machine"
-                )
-            return None
-        try:
-            device = await DeviceService(self.auth).store.get(identity.device_id)
-        except NotFound:
-            return None
-        credential = device.spec.credential
-        if credential is None or credential.id != identity.device_credential_id:
-            return None
-        certified = ""
-        if certification is not None:
-            if credential.attestation != "tpm":
-                raise AccessDenied(
-                    "key attestation: this device is software-attested; a TPM-held key needs a "
-                    "device enrolled with its TPM"
-                )
-            certified = certified_key_sha256(
-                credential.public_key_pem,
-                *certification,
-                qualifying_data=hashlib.sha256(challenge.encode()).digest(),
-            )
-        return KeyAttestation(
-            device_id=device.name,
-            device_attestation=credential.attestation,
-            device_key_sha256=spki_sha256(credential.public_key_pem),
-            certified_key_sha256=certified,
-        )
+        return certs
 
     async def _refuse_locked(self, user: User, targets: LockTargets, remote_addr: str) -> None:
         """Raises: Locked (audited as a failed user.login) when a lock covers ``targets``."""

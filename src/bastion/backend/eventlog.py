@@ -154,10 +154,42 @@ class EventLog:
                 continue
             if not events:
                 return
-            self.fanout.publish_many(events)
-            self._last_seen = events[-1].item.revision
+            self._publish(events)
             if len(events) < POLL_BATCH:
                 return
+
+    def _publish(self, events: Sequence[Event]) -> None:
+        """Publish the events after :attr:`last_seen` and move it forward (never back): a read
+        that overlapped a writer's own :meth:`deliver` may repeat some."""
+        last = self._last_seen
+        if events and events[-1].item.revision > last:
+            fresh = (
+                events
+                if events[0].item.revision > last
+                else [e for e in events if e.item.revision > last]
+            )
+            self.fanout.publish_many(fresh)
+            self._last_seen = events[-1].item.revision
+
+    @property
+    def last_seen(self) -> int:
+        """The revision through which events were published."""
+        return self._last_seen
+
+    def deliver(self, trimmed: int, events: Sequence[Event], limit: int) -> bool:
+        """Publish what a writer read right after its commit: ``(trimmed_through, events with
+        id > r)`` from one snapshot, for an ``r`` at or below :attr:`last_seen` when the read
+        was asked for (at most ``limit`` events). Saves the poller's round trip for local
+        writes; events already published are skipped (watchers drop repeats anyway).
+
+        Returns:
+            False when :meth:`poll` must run now: a trim overtook the read (the poll resets the
+            watchers) or the batch was full (more may follow).
+        """
+        if self._last_seen < trimmed:
+            return False
+        self._publish(events)
+        return len(events) < limit
 
     async def trim_if_due(self) -> None:
         """Trim when ``trim_interval`` has passed since the last trim (or the start)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import shutil
 import sqlite3
@@ -47,7 +48,13 @@ from bastion.backend.base import (
     check_condition,
     prefix_end,
 )
-from bastion.backend.eventlog import EventLog, EventLogSQL, row_event, trim_horizon
+from bastion.backend.eventlog import (
+    POLL_BATCH,
+    EventLog,
+    EventLogSQL,
+    row_event,
+    trim_horizon,
+)
 from bastion.backend.fanout import (
     check_item,
     check_key,
@@ -94,6 +101,17 @@ _EVENTS = EventLogSQL(
     head="SELECT seq FROM sqlite_sequence WHERE name = 'events'",
 )
 """The event log's statements in SQLite's dialect (``LIMIT -1`` is "no limit")."""
+_UPSERT = (
+    "INSERT INTO kv (key, value, expires, revision) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
+    " DO UPDATE SET value = excluded.value, expires = excluded.expires,"
+    " revision = excluded.revision"
+)
+_PUT_EVENT = "INSERT INTO events (type, key, value, expires) VALUES ('put', ?, ?, ?)"
+_LIVE_MANY = (
+    "SELECT key, revision FROM kv WHERE key IN (SELECT value FROM json_each(?))"
+    " AND (expires IS NULL OR expires > ?)"
+)
+"""The live items among a JSON array of keys (their revisions: what conditions compare)."""
 
 
 def _free_bytes(path: str) -> str:
@@ -144,6 +162,14 @@ def _map_sqlite_errors(path: str = "") -> Iterator[None]:
         raise BastionError(f"sqlite misuse (bug): {exc}") from exc
 
 
+def _has_json_each(db: sqlite3.Connection) -> bool:
+    try:
+        db.execute("SELECT value FROM json_each('[]')").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def _row_item(row: tuple[Any, ...]) -> Item:
     key, value, expires, revision = row
     return Item(key, bytes(value), None if expires is None else from_micros(expires), revision)
@@ -168,6 +194,8 @@ class _Store:
             with self.tx():
                 for statement in _SCHEMA:
                     self.db.execute(statement)
+            self.json_each = _has_json_each(self.db)
+            """Whether :data:`_LIVE_MANY` works (SQLite built without JSON: one lookup a key)."""
         except BaseException:
             self.db.close()
             raise
@@ -202,17 +230,29 @@ class _Store:
         expires = None if item.expires is None else to_micros(item.expires)
         value = bytes(item.value)
         revision = self._event(EventType.PUT, item.key, value, expires)
-        self.db.execute(
-            "INSERT INTO kv (key, value, expires, revision) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
-            " DO UPDATE SET value = excluded.value, expires = excluded.expires,"
-            " revision = excluded.revision",
-            (item.key, value, expires, revision),
-        )
+        self.db.execute(_UPSERT, (item.key, value, expires, revision))
         return Item(item.key, value, item.expires, revision)
 
     def _remove(self, key: str) -> int:
         self.db.execute("DELETE FROM kv WHERE key = ?", (key,))
         return self._event(EventType.DELETE, key, b"", None)
+
+    def write(
+        self, fn: Callable[..., _T], args: tuple[Any, ...], revision: int, limit: int
+    ) -> tuple[_T, tuple[int, list[Event]] | None]:
+        """``fn(*args)`` (a write transaction), then the events after ``revision`` for the
+        watchers, without another hop: the write's own items when they directly follow
+        ``revision`` (nobody wrote in between: nothing to read back), else
+        :meth:`events_after`. The read is best effort (None when it failed: the poller catches
+        up), so the write's outcome is never lost."""
+        result = fn(*args)
+        own = _own_events(result, revision)
+        if own is not None:
+            return result, (0, own)
+        try:
+            return result, self.events_after(revision, limit)
+        except sqlite3.Error:
+            return result, None
 
     def get(self, key: str, now: int) -> Item:
         item = self._live(key, now)
@@ -239,8 +279,22 @@ class _Store:
 
     def commit(self, ops: Sequence[Op], now: int) -> list[Item | None]:
         with self.tx():
-            for op in ops:
-                check_condition(op, self._live(op.key, now))
+            if len(ops) == 1 or not self.json_each:
+                for op in ops:
+                    check_condition(op, self._live(op.key, now))
+            else:  # one statement looks every key up (an audit batch: hundreds of creates)
+                found = {
+                    row[0]: row
+                    for row in self.db.execute(
+                        _LIVE_MANY, (json.dumps([op.key for op in ops]), now)
+                    )
+                }
+                for op in ops:
+                    row = found.get(op.key)
+                    check_condition(op, None if row is None else Item(row[0], b"", None, row[1]))
+            items = [op.item for op in ops if not isinstance(op, Delete)]
+            if len(items) == len(ops) > 1:
+                return self._store_many(items)
             out: list[Item | None] = []
             for op in ops:
                 if isinstance(op, Delete):
@@ -249,6 +303,23 @@ class _Store:
                 else:
                     out.append(self._store(op.item))
             return out
+
+    def _store_many(self, items: Sequence[Item]) -> list[Item | None]:
+        """:meth:`_store` of each item, in order, in two ``executemany``: the events get
+        consecutive ids (AUTOINCREMENT under our write lock: each insert takes the previous id
+        + 1), so the last one's id gives every revision."""
+        rows = [
+            (item.key, bytes(item.value), None if item.expires is None else to_micros(item.expires))
+            for item in items
+        ]
+        self.db.executemany(_PUT_EVENT, rows)
+        (last,) = self.db.execute("SELECT last_insert_rowid()").fetchone()
+        first = last - len(rows) + 1
+        self.db.executemany(_UPSERT, [(k, v, e, first + n) for n, (k, v, e) in enumerate(rows)])
+        return [
+            Item(item.key, row[1], item.expires, first + n)
+            for n, (item, row) in enumerate(zip(items, rows, strict=True))
+        ]
 
     def update(self, item: Item, expected_revision: int | None, now: int) -> Item:
         with self.tx():
@@ -309,8 +380,16 @@ class _Store:
             self.db.execute(_EVENTS.raise_trimmed, (horizon,))
             return horizon
 
-    def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
-        """(trimmed_through, events with id > revision) read from one snapshot."""
+    def events_after(
+        self, revision: int, limit: int | None, expire: int | None = None
+    ) -> tuple[int, list[Event]]:
+        """(trimmed_through, events with id > revision) read from one snapshot; first
+        :meth:`expire` as of ``expire`` when given (the periodic loop's round: one hop)."""
+        if expire is not None:
+            try:
+                self.expire(expire)
+            except sqlite3.Error as exc:  # the read goes on; the next round sweeps again
+                _log.warning("sqlite_expire_failed", error=str(exc))
         self.db.execute("BEGIN")
         try:
             (trimmed,) = self.db.execute(_EVENTS.trimmed).fetchone()
@@ -322,16 +401,40 @@ class _Store:
         return int(trimmed), [_row_event(r) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
+def _own_events(result: object, revision: int) -> list[Event] | None:
+    """The PUT events of a write's stored items (one Item, or a commit's list) when their
+    revisions are ``revision + 1, + 2, ...``: exactly what the events table holds after
+    ``revision``, so a read would return the same. None otherwise (a delete among them,
+    another writer in between, any other result)."""
+    items = [result] if isinstance(result, Item) else result
+    if not isinstance(items, list) or not items:
+        return None
+    events = []
+    expected = revision
+    for item in items:
+        expected += 1
+        if not isinstance(item, Item) or item.revision != expected:
+            return None
+        events.append(Event(EventType.PUT, item))
+    return events
+
+
+@dataclass(slots=True)
 class _StoreEvents:
     """The event log's source (:class:`~bastion.backend.eventlog.EventSource`): the statements
     of :data:`_EVENTS`, run on the worker thread through the backend's ``call``."""
 
     call: Callable[..., Awaitable[Any]]
     store: _Store
+    expire_at: int | None = None
+    """Set by the periodic loop when an expiry sweep is due: the next :meth:`events_after`
+    runs it first, on the same worker-thread hop (then it is cleared)."""
 
     async def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
-        found: tuple[int, list[Event]] = await self.call(self.store.events_after, revision, limit)
+        expire, self.expire_at = self.expire_at, None
+        found: tuple[int, list[Event]] = await self.call(
+            self.store.events_after, revision, limit, expire
+        )
         return found
 
     async def head(self) -> int:
@@ -366,8 +469,9 @@ class SQLiteBackend:
         self._store = store
         self._clock = clock
         self._poll_interval = poll_interval
+        self._source = _StoreEvents(self._call, store)
         self._events = EventLog(
-            _StoreEvents(self._call, store),
+            self._source,
             engine="sqlite",
             queue_size=queue_size,
             retention=event_retention,
@@ -430,18 +534,38 @@ class SQLiteBackend:
         return to_micros(self._clock.now())
 
     async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run the write ``fn(*args, now)`` and publish it (and anything other processes wrote
+        before it) to the watchers from the same worker-thread hop; the poller runs only when
+        that read could not cover everything."""
+        events = self._events
+        result: _T
+        read: tuple[int, list[Event]] | None
         try:
-            return await self._call(fn, *args, self._now())
-        finally:
+            result, read = await self._call(
+                self._store.write, fn, (*args, self._now()), events.last_seen, POLL_BATCH
+            )
+        except BaseException:
             self._wake.set()
+            raise
+        if read is None or not events.deliver(*read, POLL_BATCH):
+            self._wake.set()
+        return result
 
     # -- periodic loop -----------------------------------------------------------------------
 
     async def _periodic(self) -> None:
+        """Each round: the expiry sweep (at most once per ``poll_interval``: local writes wake
+        the loop far more often, and reads never return an expired item anyway), the trim
+        when due, and the poll, whose first read runs the sweep on the same worker-thread hop
+        (a hop costs more CPU than either statement)."""
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
         while True:
             self._wake.clear()
             try:
-                await self._call(self._store.expire, self._now())
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + self._poll_interval
+                    self._source.expire_at = self._now()
                 await self._events.trim_if_due()
                 await self._events.poll()
             except BastionError as exc:  # keep the loop alive; CancelledError still stops it

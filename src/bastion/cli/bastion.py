@@ -3,7 +3,6 @@ prints a commented sample configuration."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import fcntl
 import os
@@ -19,6 +18,7 @@ from bastion.config.schema import load_config, sample_config
 from bastion.errors import BadParameter, ConnectionProblem
 from bastion.logging import configure_logging
 from bastion.process import Ready, run
+from bastion.runtime import run as run_loop
 from bastion.runtime import tune_runtime
 
 __all__ = ["main"]
@@ -96,7 +96,7 @@ def start(
     configure_logging(config.log.level, config.log.format)
     tune_runtime()
     try:
-        asyncio.run(run(config, _print_next_steps))
+        run_loop(run(config, _print_next_steps))
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise

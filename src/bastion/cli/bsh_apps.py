@@ -14,7 +14,9 @@ they come); for an HTTP app as plain HTTP (for tools that cannot do mTLS: ``curl
 http://127.0.0.1:P/``) with SNI ``NAME.<proxy>`` and ALPN ``http/1.1``, each request head
 parsed strictly (:mod:`bastion.protocols.http1`) and its ``Host`` set to the app's address,
 bodies copied as they come (Content-Length or chunked), a WebSocket upgrade relayed as bytes.
-docs/app-access.md.
+In a ``bsh login --key-store=tpm`` profile the app certificate is for the TPM-held key (no
+``apps/NAME.key``): ``bsh proxy app`` presents it (the TPM signs each handshake), and ``bsh
+apps config`` says in one line that curl cannot. docs/app-access.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from bastion.cli.render import print_json, print_table
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import split_host_port
-from bastion.client.tls import pem_context
+from bastion.client.tls import profile_key_is_tpm, resource_context
 from bastion.contract.apps import (
     APP_CERT,
     APP_MFA_CERT,
@@ -155,6 +157,30 @@ def login_command(name: str, ttl: str, use_otp: bool) -> None:
     """
     profile = current_profile()
     files = _files(profile, name)
+    tpm = profile_key_is_tpm(profile.path)  # --key-store=tpm: for the TPM-held key, no key file
+    key_pem, pub = _tpm_key(profile) if tpm else _new_key()
+    body = AppCertRequest.model_validate({"app": name, "public_key": pub.decode(), "ttl": ttl})
+
+    reply = _mfa_cert(profile, name, pub.decode(), use_otp)
+    if reply is None:
+        reply = profile_send(profile, APP_CERT, body)
+    cert, ca, expires, addr = reply.cert, reply.ca, reply.expires, reply.public_addr
+    if key_pem:
+        write_private_file(Path(f"{files}.key"), key_pem)
+    else:
+        Path(f"{files}.key").unlink(missing_ok=True)
+    write_private_file(Path(f"{files}.crt"), cert)
+    write_private_file(Path(f"{files}.ca"), ca)
+    write_private_file(Path(f"{files}.json"), json.dumps({"public_addr": addr}))
+    if tpm:
+        click.echo(f"app {name}: certificate valid until {expires}, for your TPM-held key")
+        click.echo(f"  {_tpm_hint(name)}")
+        return
+    click.echo(f"app {name}: certificate valid until {expires}\n  {curl_flags(files, addr)}")
+
+
+def _new_key() -> tuple[bytes, bytes]:
+    """A fresh software key for the app certificate: (PKCS#8 PEM, SubjectPublicKeyInfo PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -162,17 +188,21 @@ def login_command(name: str, ttl: str, use_otp: bool) -> None:
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    body = AppCertRequest.model_validate({"app": name, "public_key": pub.decode(), "ttl": ttl})
+    return key_pem, pub
 
-    reply = _mfa_cert(profile, name, pub.decode(), use_otp)
-    if reply is None:
-        reply = profile_send(profile, APP_CERT, body)
-    cert, ca, expires, addr = reply.cert, reply.ca, reply.expires, reply.public_addr
-    write_private_file(Path(f"{files}.key"), key_pem)
-    write_private_file(Path(f"{files}.crt"), cert)
-    write_private_file(Path(f"{files}.ca"), ca)
-    write_private_file(Path(f"{files}.json"), json.dumps({"public_addr": addr}))
-    click.echo(f"app {name}: certificate valid until {expires}\n  {curl_flags(files, addr)}")
+
+def _tpm_key(profile: Profile) -> tuple[bytes, bytes]:
+    """No key file, and the public key of the profile's TPM-held key."""
+    from bastion.client.device.tpm_key import public_pem
+
+    return b"", public_pem(profile.path).encode()
+
+
+def _tpm_hint(name: str) -> str:
+    return (
+        f"curl and other mTLS clients cannot use a TPM-held key: run bsh proxy app {name} "
+        "--port 8080, then use http://127.0.0.1:8080/ (or the port for a TCP app)"
+    )
 
 
 def _mfa_cert(profile: Profile, name: str, public_key: str, use_otp: bool) -> AppCert | None:
@@ -209,10 +239,13 @@ def config_command(name: str) -> None:
       bsh apps config grafana
       eval "$(bsh apps config grafana)"
     """
-    files = _files(current_profile(), name)
+    profile = current_profile()
+    files = _files(profile, name)
     meta = Path(f"{files}.json")
     if not meta.is_file():
         raise NotFound(f"no certificate for app {name}: run bsh apps login {name}")
+    if not Path(f"{files}.key").exists() and profile_key_is_tpm(profile.path):
+        raise BadParameter(_tpm_hint(name))
     click.echo(curl_flags(files, json.loads(meta.read_text())["public_addr"]))
 
 
@@ -243,11 +276,12 @@ def app_context(profile: Profile, name: str, alpn: str = ALPN_APP) -> ssl.SSLCon
     files = _files(profile, name)
     if not Path(f"{files}.crt").is_file():
         raise NotFound(f"no certificate for app {name}: run bsh apps login {name}")
-    return pem_context(
+    return resource_context(
+        profile.path,
         Path(f"{files}.ca").read_text(),
         Path(f"{files}.crt").read_text(),
-        alpn=[alpn],
-        key_file=Path(f"{files}.key"),
+        Path(f"{files}.key"),
+        [alpn],
     )
 
 

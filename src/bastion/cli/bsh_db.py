@@ -26,6 +26,12 @@ HandshakeResponse41 and carries it to the proxy in TLS with ALPN ``bastion-mysql
 database agent does the real handshake and the server's OK comes back as the answer.
 ``bsh db connect NAME`` starts such a listener on a free port and runs ``mariadb`` (or
 ``mysql``) with ``--defaults-extra-file=db/NAME.my.cnf``.
+
+A ``bsh login --key-store=tpm`` profile: the database certificate is for the TPM-held key (no
+``db/NAME.key``; the TPM signs each handshake, :mod:`bastion.client.device.tpm_tls`). psql
+cannot present such a key, so the pg_service.conf entry names ``bsh proxy db NAME --port
+15432``'s local listener (:func:`local_service_entry`), and ``bsh db connect`` runs psql on a
+listener of its own.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from bastion.cli.render import print_json, print_table
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.proxy_conn import split_host_port
-from bastion.client.tls import pem_context
+from bastion.client.tls import profile_key_is_tpm, resource_context
 from bastion.contract.db import (
     DB_LIST,
     DB_SESSION_CERT,
@@ -119,6 +125,25 @@ def service_entry(name: str, host: str, port: int, db_user: str, db_name: str, f
 
 MYSQL_PORT = 13306
 """The local port a MySQL option file names (``bsh proxy db NAME --port 13306``)."""
+PG_PORT = 15432
+"""The local port the pg_service.conf entry of a TPM-held key names (``bsh proxy db NAME
+--port 15432``)."""
+
+
+def local_service_entry(name: str, port: int, db_user: str, db_name: str) -> str:
+    """The ``pg_service.conf`` section for database ``name`` when its certificate is for a
+    TPM-held key (``bsh login --key-store=tpm``): psql cannot present that key, so the entry
+    names ``bsh proxy db``'s local listener, which presents it (the TPM signs)."""
+    lines = [
+        f"[bastion-{name}]",
+        f"# a TPM-held key: run bsh proxy db {name} --port {port} first",
+        "host=127.0.0.1",
+        f"port={port}",
+        *([f"user={db_user}"] if db_user else []),
+        *([f"dbname={db_name}"] if db_name else []),
+        "sslmode=disable",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def mysql_option_file(name: str, db_user: str, db_name: str, port: int = MYSQL_PORT) -> str:
@@ -254,6 +279,14 @@ def login_command(name: str, db_user: str, db_name: str, ttl: str) -> None:
             f"  or: bsh db connect {name}"
         )
         return
+    if profile_key_is_tpm(current_profile().path):
+        click.echo(
+            f"database {name}: certificate valid until {expires}, for your TPM-held key\n"
+            f"  psql cannot use a TPM-held key: run bsh proxy db {name} --port {PG_PORT}, then "
+            f'PGSERVICEFILE={service} psql "service=bastion-{name}"\n'
+            f"  or: bsh db connect {name}"
+        )
+        return
     click.echo(
         f"database {name}: certificate valid until {expires}\n"
         f'  PGSERVICEFILE={service} psql "service=bastion-{name}"\n'
@@ -266,13 +299,8 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     """``bsh db login``: returns the service file and the certificate's expiry."""
     profile = current_profile()
     files = _files(profile, name)
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    tpm = profile_key_is_tpm(profile.path)  # --key-store=tpm: for the TPM-held key, no key file
+    key_pem, pub = _tpm_key(profile) if tpm else _new_key()
     body = DbUserCertRequest.model_validate(
         {
             "db_service": name,
@@ -287,7 +315,10 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     if reply is None:
         reply = profile_send(profile, DB_USER_CERT, body)
     cert, ca, expires = reply.cert, reply.ca, reply.expires
-    write_private_file(Path(f"{files}.key"), key_pem)
+    if key_pem:
+        write_private_file(Path(f"{files}.key"), key_pem)
+    else:
+        Path(f"{files}.key").unlink(missing_ok=True)
     write_private_file(Path(f"{files}.crt"), cert)
     write_private_file(Path(f"{files}.ca"), ca)
     if _protocol(profile, name) == "mysql":
@@ -298,9 +329,32 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     host, port = split_host_port(profile.proxy)
     service = profile.path / "pg_service.conf"
     old = service.read_text() if service.is_file() else ""
-    entry = service_entry(name, host, port, db_user, db_name, files)
+    entry = (
+        local_service_entry(name, PG_PORT, db_user, db_name)
+        if tpm
+        else service_entry(name, host, port, db_user, db_name, files)
+    )
     write_private_file(service, update_service_file(old, name, entry))
     return service, expires
+
+
+def _new_key() -> tuple[bytes, bytes]:
+    """A fresh software key for the database certificate: (PKCS#8 PEM, SPKI PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key_pem, pub
+
+
+def _tpm_key(profile: Profile) -> tuple[bytes, bytes]:
+    """No key file, and the public key of the profile's TPM-held key."""
+    from bastion.client.device.tpm_key import public_pem
+
+    return b"", public_pem(profile.path).encode()
 
 
 def _session_cert(
@@ -399,7 +453,26 @@ def connect_command(name: str, db_user: str, db_name: str, psql_args: tuple[str,
     env = {**os.environ, "PGSERVICEFILE": str(profile.path / "pg_service.conf")}
     env.pop("PGSERVICE", None)
     sys.stdout.flush()
+    if not Path(f"{files}.key").exists() and profile_key_is_tpm(profile.path):
+        # psql cannot present a TPM-held key: a local listener on a free port presents it
+        sys.exit(run_async(_run_psql_local(profile, name, psql, env, psql_args)))
     os.execvpe(psql, [psql, f"service=bastion-{name}", *psql_args], env)  # noqa: S606
+
+
+async def _run_psql_local(
+    profile: Profile, name: str, psql: str, env: dict[str, str], args: tuple[str, ...]
+) -> int:
+    """``bsh db connect`` with a TPM-held key: psql on a local listener (as ``bsh proxy db``)."""
+    source = _source(db_context(profile, name))
+    server = await asyncio.start_server(
+        lambda r, w: _serve_local(profile, source, r, w), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        proc = await asyncio.create_subprocess_exec(
+            psql, f"service=bastion-{name} port={port}", *args, env=env
+        )
+        return await proc.wait()
 
 
 def _connect_mysql(
@@ -457,6 +530,9 @@ def env_command(name: str) -> None:
         raise NotFound(f"not logged in to database {name}: run bsh db login {name}")
     service = shlex.quote(str(profile.path / "pg_service.conf"))
     click.echo(f"export PGSERVICEFILE={service}\nexport PGSERVICE={shlex.quote('bastion-' + name)}")
+    if _entry(profile, name).get("host") == "127.0.0.1":  # a TPM-held key: local_service_entry
+        port = _entry(profile, name).get("port", str(PG_PORT))
+        click.echo(f"# a TPM-held key: run bsh proxy db {name} --port {port} first", err=True)
 
 
 @db_group.command("logout")
@@ -734,11 +810,12 @@ def db_context(profile: Profile, name: str) -> ssl.SSLContext:
     files = _files(profile, name)
     if not Path(f"{files}.crt").is_file():
         raise NotFound(f"no certificate for database {name}: run bsh db login {name}")
-    return pem_context(
+    return resource_context(
+        profile.path,
         Path(f"{files}.ca").read_text(),
         Path(f"{files}.crt").read_text(),
-        alpn=[ALPN_MYSQL if _option_file(files).is_file() else ALPN_POSTGRES],
-        key_file=Path(f"{files}.key"),
+        Path(f"{files}.key"),
+        [ALPN_MYSQL if _option_file(files).is_file() else ALPN_POSTGRES],
     )
 
 

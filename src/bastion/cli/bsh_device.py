@@ -18,7 +18,7 @@ from bastion.client.api import AuthClient
 from bastion.client.device.ceremony import authenticate, enroll, login_proof
 from bastion.client.device.local import load_state
 from bastion.client.profile import Profile, ProfileStore
-from bastion.client.tls import verified_context
+from bastion.client.tls import profile_context
 from bastion.contract import devices as d
 from bastion.errors import BastionError, NotFound
 from bastion.files import write_private_file
@@ -27,10 +27,7 @@ __all__ = ["device_ceremony", "device_group", "login_device_proof"]
 
 
 def _client_for(profile: Profile) -> AuthClient:
-    ctx = verified_context(
-        (profile.path / "ca.pem").read_text(), profile.path / "tls.crt", profile.path / "tls.key"
-    )
-    return AuthClient(profile.proxy, ctx)
+    return AuthClient(profile.proxy, profile_context(profile.path, profile.name, []))
 
 
 def login_device_proof(

@@ -9,6 +9,7 @@ an earlier login) before any secret is sent. Imported only when ``bsh login`` ru
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +21,7 @@ from bastion.cli.bsh import print_profile
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.client.api import AuthClient, fetch_cluster_ca, spki_pin_of_pem
-from bastion.client.device.ceremony import tpm_login_key
+from bastion.client.device.ceremony import LoginKeys, fresh_challenge, login_keys
 from bastion.client.device.tpm_key import TPMKeyBlob, save_blob
 from bastion.client.profile import Profile, ProfileStore, new_client_key
 from bastion.client.sso import sso_login
@@ -163,15 +164,22 @@ def _login_flow(
     auth: str = "local",
     mfa: str = "auto",
     profile_dir: Path | None = None,
-    device: dict[str, object] | None = None,
-    ssh_public_key: str = "",
-) -> dict[str, Any]:
+    keys: LoginKeys | None = None,
+    refresh: Callable[[str], LoginKeys] | None = None,
+) -> tuple[dict[str, Any], LoginKeys]:
+    """The login; returns its certificates and the key material it sent: ``keys`` (the device
+    proof over the ping's challenge, and the TPM-held key certified over it), or for an
+    invite, whose prompts may outlast that challenge, ``refresh`` over a fresh one."""
     profile_dir = profile_dir or Path(".")
+    sent = keys or LoginKeys()
 
     async def run() -> dict[str, Any]:
+        nonlocal sent
         async with client:
             if auth == "passwordless":
-                return await bsh_mfa.passwordless_login(client, public_key, ttl, profile_dir)
+                return await bsh_mfa.passwordless_login(
+                    client, public_key, ttl, profile_dir, sent.fields()
+                )
             if invite:
                 info = (await client.send(INVITE_START, InviteToken(token=invite))).model_dump()
                 use_key = mfa == "webauthn" or info.get("second_factor") == "webauthn"
@@ -179,12 +187,15 @@ def _login_flow(
                     click.echo(f"Setting the password of {info['user']}.", err=True)
                     password = secrets.new_password()
                     registration = await bsh_mfa.invite_webauthn(client, invite, profile_dir)
+                    if refresh is not None and sent.device is not None:  # after the prompts
+                        sent = refresh(await fresh_challenge(client))
                     body = {
                         "token": invite,
                         "password": password,
                         "webauthn": registration,
                         "public_key": public_key,
                         "ttl": ttl,
+                        **sent.fields(),
                     }
                     return await _complete(client, body)
                 if info["otp_required"]:
@@ -198,12 +209,15 @@ def _login_flow(
                 click.echo(f"Setting the password of {info['user']}.", err=True)
                 password = secrets.new_password()
                 otp = secrets.otp_code() if info["otp_required"] else ""
+                if refresh is not None and sent.device is not None:  # after the prompts
+                    sent = refresh(await fresh_challenge(client))
                 body = {
                     "token": invite,
                     "password": password,
                     "otp": otp,
                     "public_key": public_key,
                     "ttl": ttl,
+                    **sent.fields(),
                 }
                 for attempt in range(OTP_TRIES):
                     try:
@@ -221,21 +235,45 @@ def _login_flow(
             assert user is not None
             password = secrets.password(confirm=False)
             body = {"user": user, "password": password, "public_key": public_key, "ttl": ttl}
-            if device is not None:  # this machine's proof travels with the login request
-                body["device"] = device
-            if ssh_public_key:  # --key-store=tpm: the SSH certificate's TPM-held key
-                body["ssh_public_key"] = ssh_public_key
+            body.update(sent.fields())  # this machine's proof travels with the login request
             if second_factor == "off" and not secrets.otp:
                 return (await client.send(LOGIN, Login.model_validate(body))).model_dump()
             return await bsh_mfa.login_second_factor(
                 client, body, mfa, secrets.otp_code, profile_dir
             )
 
-    return run_async(run())
+    certs = run_async(run())
+    return certs, sent
+
+
+def _keys_for(
+    store: ProfileStore, profile_dir: Path, cluster: str, key_store: str
+) -> Callable[[str, TPMKeyBlob | None], LoginKeys]:
+    """The login's key material over a device challenge
+    (:func:`~bastion.client.device.ceremony.login_keys`; a blob: certify that TPM key again):
+    with ``--key-store=tpm`` its failure ends the login; with a software key the login goes
+    on without the proof (the ceremony after the login then says why)."""
+
+    def keys(challenge: str, blob: TPMKeyBlob | None) -> LoginKeys:
+        if key_store == "tpm":
+            return login_keys(store.home, profile_dir, cluster, challenge, key_store, blob)
+        try:
+            return login_keys(store.home, profile_dir, cluster, challenge, key_store)
+        except BastionError as exc:
+            click.echo(f"warning: device authentication failed: {exc.message}", err=True)
+            return LoginKeys()
+
+    return keys
 
 
 def _sso_flow(
-    client: AuthClient, proxy: str, connector: str, public_key: str, ttl: str, headless: bool
+    client: AuthClient,
+    proxy: str,
+    connector: str,
+    public_key: str,
+    ttl: str,
+    headless: bool,
+    binding: dict[str, object] | None = None,
 ) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with client:
@@ -247,6 +285,7 @@ def _sso_flow(
                 ttl,
                 headless=headless,
                 say=lambda text: click.echo(text, err=True),
+                binding=binding,
             )
 
     return run_async(run())
@@ -381,35 +420,20 @@ def login(
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    proof: dict[str, object] | None = None
-    password_login = not sso and not invite and auth_name in (None, "local")
-    if key_store is None:  # the profile's choice, for the logins that support it
-        remembered = _remembered_key_store(store, str(ping["cluster"]))
-        key_store = remembered if password_login else "software"
-    if key_store == "tpm" and not password_login:
-        raise BadParameter(
-            "--key-store=tpm works with the password login (--user) for now; log in with "
-            "--key-store=software for invites, passkeys and SSO"
-        )
-    tpm_blob: TPMKeyBlob | None = None
-    ssh_public = ""
-    if sso:
-        certs = _sso_flow(AuthClient(proxy, ctx), proxy, str(auth_name), public_key, ttl, headless)
+    if key_store is None:  # the profile's choice
+        key_store = _remembered_key_store(store, str(ping["cluster"]))
+    keys_for = _keys_for(store, profile_dir, str(ping["cluster"]), key_store)
+    # The device proof over the ping's challenge for every kind of login; with --key-store=tpm
+    # the AK certifies the TPM-held key over the same challenge.
+    keys = keys_for(str(ping.get("device_challenge") or ""), None)
+    if keys.ssh_public_key:
+        public_key = keys.ssh_public_key  # one TPM-held key for both certificates: no tls.key
+    if sso:  # the proof goes with the request; auth checks it when the IdP answers
+        client = AuthClient(proxy, ctx)
+        certs = _sso_flow(client, proxy, str(auth_name), public_key, ttl, headless, keys.fields())
     else:
         secrets = Secrets(password_stdin, otp, sys.stdin)
-        if not invite and auth_name in (None, "local"):  # the password login (/v1/login)
-            proof = bsh_device.login_device_proof(store, str(ping["cluster"]), ping)
-        if key_store == "tpm":  # the AK certifies the TPM-held SSH key over the same challenge
-            if proof is None:
-                raise BadParameter(
-                    "--key-store=tpm needs this machine's device proof, which failed (see the "
-                    "warning above); check bsh device status"
-                )
-            tpm_blob, ssh_public, certification = tpm_login_key(
-                store.home, profile_dir, str(ping["cluster"]), str(proof["challenge"])
-            )
-            proof["key_certification"] = certification
-        certs = _login_flow(
+        certs, keys = _login_flow(
             AuthClient(proxy, ctx),
             invite,
             user,
@@ -420,9 +444,10 @@ def login(
             auth=auth_name or "local",
             mfa=mfa,
             profile_dir=profile_dir,
-            device=proof,
-            ssh_public_key=ssh_public,
+            keys=keys,
+            refresh=lambda challenge: keys_for(challenge, keys.blob),
         )
+    proof, tpm_blob, ssh_public = keys.device, keys.blob, keys.ssh_public_key
     cluster = str(certs.get("cluster") or ping["cluster"])
     profile = Profile(
         name=cluster,

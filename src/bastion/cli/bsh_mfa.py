@@ -25,7 +25,7 @@ from bastion.cli.render import print_json
 from bastion.client.api import AuthClient
 from bastion.client.mfa import ENV_SOFTWARE, SETTINGS_FILE, origin_for, solve
 from bastion.client.profile import Profile, ProfileStore
-from bastion.client.tls import verified_context
+from bastion.client.tls import profile_context
 from bastion.contract.core import LOGIN, Login
 from bastion.contract.mfa import (
     ADD_DEVICE_BEGIN,
@@ -107,12 +107,19 @@ async def login_second_factor(
 
 
 async def passwordless_login(
-    client: AuthClient, public_key: str, ttl: str, profile_dir: Path
+    client: AuthClient,
+    public_key: str,
+    ttl: str,
+    profile_dir: Path,
+    binding: dict[str, object] | None = None,
 ) -> dict[str, Any]:
-    """``--auth=passwordless``: a passkey names the user; no password."""
+    """``--auth=passwordless``: a passkey names the user; no password. ``binding``: the
+    device proof and TPM-held key (``LoginKeys.fields``)."""
     begin = await client.send(PASSWORDLESS_BEGIN)
     response = solve(begin.webauthn, origin_for(client.addr), profile_dir=profile_dir)
-    body = Passwordless.model_validate({"webauthn": response, "public_key": public_key, "ttl": ttl})
+    body = Passwordless.model_validate(
+        {"webauthn": response, "public_key": public_key, "ttl": ttl, **(binding or {})}
+    )
     return (await client.send(PASSWORDLESS, body)).model_dump()
 
 
@@ -132,10 +139,7 @@ def _profile_client(profile: Profile) -> AuthClient:
             f"your login to {profile.cluster} expired: run bsh login --proxy={profile.proxy} "
             f"--user={profile.user}"
         )
-    ctx = verified_context(
-        (profile.path / "ca.pem").read_text(), profile.path / "tls.crt", profile.path / "tls.key"
-    )
-    return AuthClient(profile.proxy, ctx)
+    return AuthClient(profile.proxy, profile_context(profile.path, profile.name, []))
 
 
 def _read_code(otp: str | None, prompt: str, otp_flag: bool = True) -> str:

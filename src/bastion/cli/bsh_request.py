@@ -19,7 +19,10 @@ from bastion.cli.bsh import format_duration
 from bastion.cli.common import emit_json, handle_errors
 from bastion.cli.identity import ClientIdentity, resolve_identity
 from bastion.cli.render import print_table
+from bastion.client.device.ceremony import LoginKeys, enrolled_here, login_keys
+from bastion.client.device.tpm_key import save_blob
 from bastion.client.profile import Profile, ProfileStore, new_client_key
+from bastion.contract import core
 from bastion.contract import requests as x
 from bastion.contract.base import Empty
 from bastion.errors import AccessDenied, BadParameter, BastionError, LimitExceeded
@@ -39,6 +42,17 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), de
 
 def _ident() -> ClientIdentity:
     return resolve_identity(None, None)
+
+
+def _assume_keys(ident: ClientIdentity, store: ProfileStore, profile: Profile) -> LoginKeys:
+    """The device ceremony (and the TPM-held key's certification) for the assumed
+    certificates, as at login: nothing when this machine is not enrolled in the cluster."""
+    profile_dir = store.home / "profiles" / profile.name
+    key_store = "tpm" if (profile_dir / "key.tpm").exists() else "software"
+    if not enrolled_here(store.home, profile_dir, profile.cluster, key_store):
+        return LoginKeys()
+    challenge = ident.send(core.PING).device_challenge
+    return login_keys(store.home, profile_dir, profile.cluster, challenge, key_store)
 
 
 def _csv(value: str) -> list[str]:
@@ -87,12 +101,19 @@ def assume_request(request_id: str, ttl: str = "12h", fmt: str = "text") -> Prof
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    body = x.Assume(public_key=public_key, ttl=parse_duration(ttl))
+    keys = _assume_keys(ident, store, profile)
+    if keys.ssh_public_key:  # the profile's TPM-held key, for both certificates (as at login)
+        public_key = keys.ssh_public_key
+    body = x.Assume.model_validate(
+        {"public_key": public_key, "ttl": parse_duration(ttl), **keys.fields()}
+    )
     certs = ident.send(x.ASSUME_REQUEST, body, path={"id": request_id})
     profile.expires = certs.expires
     profile.roles = list(certs.roles)
     profile.logins = list(certs.logins)
-    store.save(profile, key, certs.model_dump(mode="json"))
+    if keys.blob is not None:
+        save_blob(store.home / "profiles" / profile.name, keys.blob)
+    store.save(profile, key, certs.model_dump(mode="json"), ssh_public=keys.ssh_public_key)
     if fmt == "json":
         emit_json(
             {

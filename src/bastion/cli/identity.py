@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from bastion.client.api import AuthClient, MFASolver
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import ProfileStore
-from bastion.client.tls import verified_context
+from bastion.client.tls import profile_context, verified_context
 from bastion.config.schema import load_config
 from bastion.contract.base import Body, Endpoint
 from bastion.errors import AuthenticationFailed, BadParameter, NotFound
@@ -52,6 +52,8 @@ class ClientIdentity:
     """The bsh profile's directory (None for the local admin identity, which needs no MFA)."""
 
     def ssl_context(self) -> ssl.SSLContext:
+        if self.profile_dir is not None:  # a bsh profile: its key may be TPM-held
+            return profile_context(self.profile_dir, self.profile_dir.name, [])
         return verified_context(self.ca_pem, self.cert, self.key)
 
     def mfa_solver(self) -> MFASolver | None:

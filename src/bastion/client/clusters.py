@@ -234,7 +234,8 @@ async def _connect_leaf(
     keepalive_count_max: int,
 ) -> asyncssh.SSHClientConnection:
     key, _ = _user_identity(profile)
-    if (profile.path / "key.tpm").exists():  # the leaf certifies the root TLS (software) key
+    if (profile.path / "key.tpm").exists() and (profile.path / "tls.key").exists():
+        # an older --key-store=tpm profile: the leaf certifies its software TLS key
         try:
             key = asyncssh.read_private_key(str(profile.path / "tls.key"))
         except (asyncssh.KeyImportError, OSError) as exc:

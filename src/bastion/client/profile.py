@@ -10,9 +10,10 @@
                                key.pub        public key
                                key-cert.pub   SSH user certificate
                                tls.key        the same private key as PKCS#8 PEM (for TLS)
-                               key.tpm        instead of ``key``: the TPM blob of a TPM-held
-                                              SSH key (bsh login --key-store=tpm; tls.key is
-                                              then a separate software key)
+                               key.tpm        instead of ``key`` and ``tls.key``: the TPM blob
+                                              of the TPM-held key of both certificates (bsh
+                                              login --key-store=tpm; bsh signs TLS handshakes
+                                              with it through bastion.client.device.tpm_tls)
                                tls.crt        X.509 user certificate
                                ca.pem         host TLS CA (verifies auth and proxy)
                                known_hosts    @cert-authority lines of the host SSH CA
@@ -55,8 +56,8 @@ class Profile:
     roles: list[str] | None = None
     logins: list[str] | None = None
     key_store: str = ""
-    """``tpm``: the SSH key is held in the device's TPM (``bsh login --key-store=tpm``, reused
-    by later logins); empty: a software key."""
+    """``tpm``: the key of both certificates (SSH and X.509) is held in the device's TPM (``bsh
+    login --key-store=tpm``, reused by later logins); empty: a software key."""
     dir: str = ""
 
     @property
@@ -85,9 +86,10 @@ class ProfileStore:
         certs: dict[str, object],
         ssh_public: str = "",
     ) -> Profile:
-        """Write the profile, ``key`` and ``certs``. ``ssh_public``: the certificate's SSH key
-        is TPM-held (its blob already in ``key.tpm``): ``key.pub`` is that key and no ``key``
-        file is written; without it a ``key.tpm`` left from an earlier login is removed."""
+        """Write the profile, ``key`` and ``certs``. ``ssh_public``: the certificates' key is
+        TPM-held (its blob already in ``key.tpm``; both the SSH and the X.509 certificate are
+        for it): ``key.pub`` is that key and neither ``key`` nor ``tls.key`` is written (``key``
+        is unused); without it a ``key.tpm`` left from an earlier login is removed."""
         from cryptography.hazmat.primitives import serialization
 
         from bastion.files import write_private_file
@@ -96,6 +98,7 @@ class ProfileStore:
         profile.dir = str(d)
         if ssh_public:
             (d / "key").unlink(missing_ok=True)
+            (d / "tls.key").unlink(missing_ok=True)
         else:
             (d / "key.tpm").unlink(missing_ok=True)
             write_private_file(
@@ -106,14 +109,14 @@ class ProfileStore:
                     serialization.NoEncryption(),
                 ),
             )
-        write_private_file(
-            d / "tls.key",
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
+            write_private_file(
+                d / "tls.key",
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            )
         pub = ssh_public or (
             key.public_key()
             .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)

@@ -4,6 +4,9 @@ Layer: client edge (IO). :func:`session_credentials` asks the auth API (through 
 login certificate) ``POST /v1/certs/session/challenge``; when the answer is ``mfa_required`` it
 lets the security key answer the challenge (:func:`bastion.client.mfa.solve`) and exchanges the
 assertion for SSH + X.509 certificates scoped to that node and login (``POST /v1/certs/session``).
+An enrolled machine runs the device ceremony for them too (a fresh challenge from the ping,
+signed by the TPM; with ``--key-store=tpm`` the AK certifies the key they are for), so
+``require_hardware_key`` admits them (docs/device-trust.md).
 
 The certificates stay in memory: the SSH one is handed to asyncssh as an object, and the X.509 one
 (for the proxy's mTLS) is loaded into an ``SSLContext`` through a private temporary file that is
@@ -22,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.client.api import AuthClient
+from bastion.client.device.ceremony import LoginKeys, request_keys
 from bastion.client.mfa import origin_for, solve
 from bastion.client.profile import Profile
 from bastion.client.tls import profile_context
 from bastion.contract.mfa import SESSION_CERTS, SESSION_CHALLENGE, SessionIssue, SessionTarget
-from bastion.errors import AccessDenied, RemoteProtocolError
+from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
 from bastion.protocols.alpn import ALPN_HTTP, ALPN_SSH
 
 __all__ = [
@@ -135,6 +139,9 @@ async def session_credentials(
         if answer.challenge is None:
             raise RemoteProtocolError("the server asked for MFA but sent no challenge")
         response = await asyncio.to_thread(solver or _default_solver(profile), answer.challenge)
+        # The device ceremony for this certificate too; with --key-store=tpm the AK certifies
+        # the TPM-held key it is issued for (require_hardware_key).
+        keys = await _session_keys(client, profile)
         issued = await client.send(
             SESSION_CERTS,
             SessionIssue(
@@ -143,9 +150,25 @@ async def session_credentials(
                 public_key=public_key,
                 mfa_response=response,
                 cluster=cluster,
+                device=keys.device,  # certifies the key of both certificates (public_key)
             ),
         )
     return parse_issued(issued.model_dump())
+
+
+async def _session_keys(client: AuthClient, profile: Profile) -> LoginKeys:
+    """The device proof for a per-session certificate (:func:`request_keys`): a TPM-held key
+    needs it; with a software key a failing TPM leaves the certificate without the device
+    (said on stderr, as ``bsh login`` does)."""
+    key_store = "tpm" if (profile.path / "key.tpm").exists() else "software"
+    home = profile.path.parent.parent  # BSH_HOME/profiles/CLUSTER
+    try:
+        return await request_keys(client, home, profile.path, profile.cluster, key_store)
+    except BastionError as exc:
+        if key_store == "tpm":
+            raise
+        sys.stderr.write(f"warning: device authentication failed: {exc.message}\n")
+        return LoginKeys()
 
 
 def session_ssl_context(profile: Profile, creds: SessionCredentials) -> ssl.SSLContext:

@@ -290,7 +290,8 @@ async def connect(
         if creds is not None:
             try:
                 cert = asyncssh.import_certificate(creds.ssh_cert)
-                if (profile.path / "key.tpm").exists():  # issued for the TLS (software) key
+                if (profile.path / "key.tpm").exists() and (profile.path / "tls.key").exists():
+                    # an older --key-store=tpm profile: issued for its software TLS key
                     key = asyncssh.read_private_key(str(profile.path / "tls.key"))
             except (asyncssh.KeyImportError, ValueError, OSError) as exc:
                 raise BadParameter(f"the session SSH certificate does not load: {exc}") from None

@@ -105,8 +105,13 @@ async def sso_login(
     say: Callable[[str], None],
     open_browser: Callable[[str], bool] = webbrowser.open,
     wait_seconds: float = CALLBACK_TIMEOUT,
+    binding: dict[str, object] | None = None,
 ) -> dict[str, Any]:
-    """Run one SSO login; returns the certificate document (as from ``/v1/login``)."""
+    """Run one SSO login; returns the certificate document (as from ``/v1/login``).
+
+    ``binding``: this machine's device proof over the ping's challenge and, with
+    ``--key-store=tpm``, the TPM-held key (``LoginKeys.fields``); auth checks them when the
+    IdP answers, so the challenge's 2 minutes bound the time in the browser."""
     secret = secrets.token_urlsafe(32)
     callback = CallbackServer()
     redirect = "" if headless else await callback.start()
@@ -120,6 +125,7 @@ async def sso_login(
                     "ttl": ttl,
                     "secret": secret,
                     "client_redirect": redirect,
+                    **(binding or {}),
                 }
             ),
         )

@@ -11,6 +11,9 @@ The rules, for bsh, bctl, bbot, agents and tunnels alike:
   against the system trust store, and its hostname is checked (``check_hostname``).
 * The client presents its certificate when it has one (``cert`` + ``key`` files, or PEM text that
   is written to a private temporary directory for the duration of ``load_cert_chain``).
+  A ``bsh login --key-store=tpm`` profile has no key file: :func:`profile_context` and
+  :func:`resource_context` present its certificates with the TPM-held key, which signs each
+  handshake in the TPM (:mod:`bastion.client.device.tpm_tls`, loaded only then).
 * Any failure to load that material is one error, :class:`ClientTLSError` (a
   :class:`~bastion.errors.BadParameter`, exit code 2), whose message says what to do.
 
@@ -33,6 +36,8 @@ __all__ = [
     "ClientTLSError",
     "pem_context",
     "profile_context",
+    "profile_key_is_tpm",
+    "resource_context",
     "unverified_context",
     "verified_context",
 ]
@@ -115,7 +120,11 @@ def pem_context(
 def profile_context(
     path: Path, name: str, alpn: Sequence[str], cert_pem: str | None = None
 ) -> ssl.SSLContext:
-    """mTLS with a bsh profile: trusts the profile's ``ca.pem``, presents ``tls.crt``/``tls.key``.
+    """mTLS with a bsh profile: trusts the profile's ``ca.pem``, presents ``tls.crt`` with the
+    profile's key: ``tls.key``, or, in a ``bsh login --key-store=tpm`` profile (``key.tpm`` and
+    no ``tls.key``), the TPM-held key, which signs each handshake in the TPM
+    (:mod:`bastion.client.device.tpm_tls`). Every bsh path that speaks TLS with the profile's
+    certificate builds its context here.
 
     Args:
         path: the profile directory.
@@ -128,7 +137,9 @@ def profile_context(
         ClientTLSError: a file is missing or does not load ("run bsh login"), or ``cert_pem``
             does not load with the profile's key.
     """
-    files = [path / "ca.pem", path / "tls.key", *([path / "tls.crt"] if cert_pem is None else [])]
+    tpm = profile_key_is_tpm(path)
+    key_file = path / ("key.tpm" if tpm else "tls.key")
+    files = [path / "ca.pem", key_file, *([path / "tls.crt"] if cert_pem is None else [])]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise ClientTLSError(
@@ -138,6 +149,8 @@ def profile_context(
         ca_pem = (path / "ca.pem").read_text()
     except OSError as exc:
         raise ClientTLSError(f"profile {name} is unusable ({exc}): run bsh login") from None
+    if tpm:
+        return _tpm_context(path, name, ca_pem, alpn, cert_pem)
     if cert_pem is not None:
         try:
             return pem_context(ca_pem, cert_pem, alpn=alpn, key_file=path / "tls.key")
@@ -147,6 +160,56 @@ def profile_context(
         return verified_context(ca_pem, path / "tls.crt", path / "tls.key", alpn)
     except ClientTLSError as exc:
         raise ClientTLSError(f"profile {name} is unusable ({exc.message}): run bsh login") from None
+
+
+def resource_context(
+    profile_dir: Path, ca_pem: str, cert_pem: str, key_file: Path, alpn: Sequence[str]
+) -> ssl.SSLContext:
+    """mTLS with a resource certificate (a database's, an app's) and its key: ``key_file``,
+    or, when there is none in a ``--key-store=tpm`` profile, the profile's TPM-held key (the
+    certificate was issued for it: ``bsh db login`` / ``bsh apps login`` ask for that key).
+
+    Raises:
+        ClientTLSError: the certificate does not load with the key.
+    """
+    if not key_file.exists() and profile_key_is_tpm(profile_dir):
+        return _tpm_context(profile_dir, profile_dir.name, ca_pem, alpn, cert_pem)
+    return pem_context(ca_pem, cert_pem, alpn=alpn, key_file=key_file)
+
+
+def profile_key_is_tpm(path: Path) -> bool:
+    """Is the TLS key of the profile in ``path`` TPM-held (``key.tpm`` and no ``tls.key``)?
+    A profile written before the TLS key moved into the TPM keeps its software ``tls.key``."""
+    return not (path / "tls.key").exists() and (path / "key.tpm").is_file()
+
+
+def _tpm_context(
+    path: Path, name: str, ca_pem: str, alpn: Sequence[str], cert_pem: str | None
+) -> ssl.SSLContext:
+    import tempfile
+
+    from bastion.client.device.tpm_key import TPMKey, load_blob, tpm_for
+    from bastion.client.device.tpm_tls import install_key
+
+    ctx = _trusting(ca_pem, "the cluster CA certificate", alpn)
+    try:
+        blob = load_blob(path)
+        assert blob is not None  # profile_key_is_tpm saw the file
+        key = TPMKey(tpm_for(blob), blob)
+        if cert_pem is None:
+            install_key(ctx, path / "tls.crt", key.public_key, key.sign_digest)
+            return ctx
+        with tempfile.TemporaryDirectory(prefix="bastion-tls-") as tmp:
+            cert_file = Path(tmp) / "cert.pem"
+            cert_file.touch(mode=0o600)
+            cert_file.write_text(cert_pem)
+            install_key(ctx, cert_file, key.public_key, key.sign_digest)
+        return ctx
+    except BadParameter as exc:
+        what = (
+            "the session certificate does not load" if cert_pem else f"profile {name} is unusable"
+        )
+        raise ClientTLSError(f"{what} with the TPM-held key ({exc.message})") from None
 
 
 def unverified_context() -> ssl.SSLContext:

@@ -148,6 +148,10 @@ class ProxyServiceConfig(StrictModel):
     app_audit_requests: Literal["all", "writes", "none"] = "all"
     """``app.request`` audit events: every request, only non-GET/HEAD ones, or none
     (``app.session.*`` events are kept either way; docs/app-access.md)."""
+    app_audit_request_sample: float = Field(default=1.0, gt=0, le=1)
+    """With ``app_audit_requests: all``: the fraction of GET/HEAD requests logged (at random);
+    writes and WebSocket upgrades are always logged. Below 1, ``app.session.start`` says
+    ``request_sample`` and each sampled read event ``sample_rate``."""
     mysql_listen_addr: str = ""
     """A dedicated port for MySQL/MariaDB clients with their database certificate (MySQL's
     server speaks first, so it cannot share ``listen_addr``); empty: off (``bsh proxy db``)."""

@@ -33,6 +33,8 @@ __all__ = [
     "SIGN_HOST",
     "UPDATE_USER",
     "WHOAMI",
+    "DeviceBound",
+    "DeviceProof",
     "Duration",
     "HostCerts",
     "UserCerts",
@@ -161,7 +163,24 @@ class DeviceProof(Body):
     (TPM2_Certify over SHA-256 of ``challenge``), so ``require_hardware_key`` holds."""
 
 
-class Login(Body):
+class DeviceBound(Body):
+    """The login's key material and its certification, carried by every request that asks for
+    a user's login, renewal or per-session certificates (``Login``, ``InviteComplete``,
+    ``Passwordless``, ``SSORequest``, ``Renew``, ``SessionIssue``, access requests'
+    ``Assume``): the device ceremony and, for a TPM-held SSH key, the AK's certification of it
+    (docs/device-trust.md). Auth checks both in one place
+    (:func:`bastion.auth.key_proof.issue_bound`)."""
+
+    device: DeviceProof | None = None
+    """An enrolled machine's answer to the ping's device challenge: the certificates carry
+    the device (or ``device_error`` says why not; the login stands)."""
+    ssh_public_key: str = Field(default="", max_length=8192)
+    """The SSH certificate's key when it is not ``public_key`` (which then gets only the
+    X.509 certificate): a TPM-held key (``--key-store=tpm``), certified by
+    ``device.key_certification``."""
+
+
+class Login(DeviceBound):
     user: Name
     password: Text
     otp: str = ""
@@ -170,13 +189,6 @@ class Login(Body):
     ttl: Duration = timedelta(hours=12)
     webauthn: dict[str, Any] | None = None
     """The WebAuthn assertion answering ``/v1/login/begin``'s challenge."""
-    device: DeviceProof | None = None
-    """An enrolled machine's answer to the ping's device challenge: the certificates carry
-    the device (or ``device_error`` says why not; the login stands)."""
-    ssh_public_key: str = Field(default="", max_length=8192)
-    """The SSH certificate's key when it is not ``public_key`` (which then gets only the
-    X.509 certificate): a TPM-held key (``bsh login --key-store=tpm``), certified by
-    ``device.key_certification``."""
 
 
 class InviteToken(Body):
@@ -192,7 +204,7 @@ class InviteInfo(Reply):
     webauthn_allowed: bool
 
 
-class InviteComplete(Body):
+class InviteComplete(DeviceBound):
     token: Text
     password: Text
     otp: str = ""

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from bastion.contract.base import Body, Empty, Endpoint, OpenReply, Reply
-from bastion.contract.core import Duration, Text, UserCerts
+from bastion.contract.core import DeviceBound, Duration, Text, UserCerts
 
 __all__ = [
     "ADD_DEVICE_BEGIN",
@@ -48,7 +48,7 @@ class WebAuthnOptions(Reply):
     webauthn: WebAuthnJSON
 
 
-class Passwordless(Body):
+class Passwordless(DeviceBound):
     webauthn: WebAuthnJSON
     public_key: Text
     ttl: Duration = timedelta(hours=12)
@@ -208,7 +208,7 @@ class SessionChallenge(Reply):
     challenge: WebAuthnJSON | None = None
 
 
-class SessionIssue(Body):
+class SessionIssue(DeviceBound):
     node: Short
     login: Short
     public_key: Text

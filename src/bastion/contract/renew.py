@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field
 
 from bastion.contract.base import Body, Endpoint, Reply
-from bastion.contract.core import Duration
+from bastion.contract.core import DeviceBound, Duration
 
 __all__ = [
     "BOT_JOIN",
@@ -31,7 +31,7 @@ __all__ = [
 Text = Annotated[str, Field(max_length=16384)]
 
 
-class Renew(Body):
+class Renew(DeviceBound):
     public_key: Text
     """The key to certify: a new one (recommended: each renewal rotates the key) or the same."""
     ttl: Duration = timedelta(hours=1)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from bastion.contract.base import Body, Empty, Endpoint, Reply
-from bastion.contract.core import Duration, UserCerts
+from bastion.contract.core import DeviceBound, Duration, UserCerts
 
 __all__ = [
     "ASSUME_REQUEST",
@@ -91,7 +91,11 @@ class Requestable(Reply):
     """The caller's ``search_as_roles`` that reach the resource (granted on approval)."""
 
 
-class Assume(Body):
+class Assume(DeviceBound):
+    """The request's certificates for ``public_key``; on an enrolled machine the device
+    ceremony and, with ``--key-store=tpm``, the TPM-held key's certification (as at login), so
+    ``require_hardware_key`` holds for the assumed certificates too."""
+
     public_key: Annotated[str, Field(min_length=1, max_length=16384)]
     ttl: Duration = timedelta(hours=12)
     """Capped by the request's access expiry, the caller's certificate and the roles."""

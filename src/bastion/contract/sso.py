@@ -12,12 +12,15 @@ from datetime import timedelta
 from pydantic import Field
 
 from bastion.contract.base import Body, Endpoint, Reply
-from bastion.contract.core import Duration, Text
+from bastion.contract.core import DeviceBound, Duration, Text
 
 __all__ = ["SSO_REQUEST", "SSO_RESULT", "SSOResult"]
 
 
-class SSORequest(Body):
+class SSORequest(DeviceBound):
+    """``device``: the proof over the ping's challenge, verified when the IdP answers (sign in
+    within the challenge's 2 minutes for the certificates to carry the device)."""
+
     connector: str = Field(min_length=1, max_length=256)
     public_key: Text
     ttl: Duration = timedelta(hours=12)
@@ -52,6 +55,9 @@ class SSOResult(Reply):
     logins: list[str] = []
     cluster: str = ""
     mfa_device: str = ""
+    device_challenge: str = ""
+    device_error: str = ""
+    """The request's ``device`` proof was refused (the certificates carry no device): why."""
 
 
 SSO_REQUEST = Endpoint(

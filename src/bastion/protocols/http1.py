@@ -34,14 +34,13 @@ MAX_HEADERS = 100
 
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_METHOD = re.compile(rb"^[A-Z]{1,20}$")
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")
-_VERSION = re.compile(rb"^HTTP/1\.[01]$")
+_VERSION = re.compile(rb"HTTP/1\.[01]")
 _TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
 _VCHAR = rb"[^\x00-\x08\x0a-\x1f\x7f]"
-_BLOCK = re.compile(rb"(?:" + _TCHAR + rb"+:" + _VCHAR + rb"*\r\n)*")
-"""A whole header section that is well-formed (checked at once; else the slow path says why)."""
-_FIELD = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*(" + _VCHAR + rb"*?)[ \t]*\r\n")
+_FIELD = re.compile(rb"(" + _TCHAR + rb"+):([ \t]*)(" + _VCHAR + rb"*)\r\n")
+"""One well-formed field line: name, the blanks after the colon, the value (trailing blanks
+included, stripped by the caller)."""
+_REQUEST_LINE = re.compile(rb"([A-Z]{1,20}) ([\x21-\x7e]+) (HTTP/1\.[01])")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
@@ -63,6 +62,8 @@ class _Head:
     close: bool = False
     """The sender asked to close after this message (``Connection: close`` or HTTP/1.0)."""
     connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
+    section: bytes = b""
+    """The header section as received (see ``previous`` of :func:`parse_request_head`)."""
 
     def get(self, name: bytes) -> bytes | None:
         for key, _, value in self.headers:
@@ -100,26 +101,39 @@ def find_head_end(buffer: bytes | bytearray) -> int:
 
 
 def _fields_fast(block: bytes, head: _Head) -> bool:
-    """Parse a header section (each field with its CRLF) checked by one regex; False when it
-    is not well-formed (the caller's slow path finds the error)."""
-    if _BLOCK.fullmatch(block) is None:
-        return False
-    pairs = _FIELD.findall(block)
-    if len(pairs) > MAX_HEADERS:
-        raise BadMessage(431, "too many header fields")
-    headers = head.headers
-    framing: list[tuple[bytes, bytes]] = []
-    for name, value in pairs:
+    """Parse a header section (each field with its CRLF) in one regex pass; False when it is
+    not well-formed (the caller's slow path finds the error).
+
+    ``findall`` skips what does not match, so the section is well-formed exactly when the
+    matches, which never overlap, add up to its whole length (they then tile it)."""
+    headers: list[tuple[bytes, bytes, bytes]] = []
+    framing: list[tuple[bytes, bytes]] | None = None
+    total = 0
+    for name, blanks, value in _FIELD.findall(block):
+        total += len(name) + len(blanks) + len(value) + 3
         low = name.lower()
+        value = value.rstrip(b" \t")
         headers.append((low, name, value))
         if low in _FRAMING:
+            if framing is None:
+                framing = []
             framing.append((low, value))
-    if framing:
+    if total != len(block):
+        return False
+    if len(headers) > MAX_HEADERS:
+        raise BadMessage(431, "too many header fields")
+    head.headers = headers
+    if framing is not None:
         _framing(framing, head)
     return True
 
 
 def _framing(fields: list[tuple[bytes, bytes]], head: _Head) -> None:
+    if len(fields) == 1:  # the common case: one Content-Length of plain digits
+        low, value = fields[0]
+        if low == b"content-length" and value.isdigit() and len(value) <= 18:
+            head.content_length = int(value)
+            return
     lengths: set[bytes] = set()
     encodings: list[bytes] = []
     tokens: set[bytes] = set()
@@ -184,33 +198,51 @@ def _lines(raw: bytes) -> list[bytes]:
     return lines
 
 
-def parse_request_head(raw: bytes) -> RequestHead:
+def parse_request_head(raw: bytes, previous: RequestHead | None = None) -> RequestHead:
     """Parse a request head (through its final CRLF CRLF).
+
+    ``previous``: the last head parsed on the same connection. When this head's header
+    section is byte for byte the same (a client repeating its headers on a keep-alive
+    connection), its parsed fields and framing are taken over instead of parsed again: the
+    result is the same as parsing, since parsing is a pure function of those bytes. The
+    ``headers`` list is then shared: heads are read, never changed.
 
     Raises:
         BadMessage: with the status to answer.
     """
     start, block = _split_head(raw)
-    parts = start.split(b" ")
-    if len(parts) != 3:
+    line = _REQUEST_LINE.fullmatch(start)
+    if line is None:
         _lines(raw)  # a bare CR or LF says so first
         raise BadMessage(400, "malformed request line")
-    method, target, version = parts
-    if not _METHOD.match(method) or not _TARGET.match(target) or not _VERSION.match(version):
-        _lines(raw)
-        raise BadMessage(400, "malformed request line")
+    method, target, version = line.groups()
     head = RequestHead(
         headers=[], method=method.decode(), target=target.decode(), version=version.decode()
     )
-    if not _fields_fast(block, head):
+    if not _take_over(previous, block, head) and not _fields_fast(block, head):
         _fields(_lines(raw)[1:], head)
     if head.version == "HTTP/1.0" and b"keep-alive" not in head.connection_tokens:
         head.close = True
     return head
 
 
-def parse_response_head(raw: bytes) -> ResponseHead:
-    """Parse an upstream response head.
+def _take_over(previous: _Head | None, block: bytes, head: _Head) -> bool:
+    """Give ``head`` the fields and framing of ``previous`` when its header section was the
+    same bytes ``block`` (else False: parse it)."""
+    head.section = block
+    if previous is None or previous.section != block or not block:
+        return False
+    head.headers = previous.headers
+    head.content_length = previous.content_length
+    head.chunked = previous.chunked
+    head.connection_tokens = tokens = previous.connection_tokens
+    head.close = b"close" in tokens
+    return True
+
+
+def parse_response_head(raw: bytes, previous: ResponseHead | None = None) -> ResponseHead:
+    """Parse an upstream response head (``previous``: the last one parsed on the same
+    connection, as for :func:`parse_request_head`).
 
     Raises:
         BadMessage: 502 for anything malformed (the app's answer cannot be relayed).
@@ -219,13 +251,13 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         start, block = _split_head(raw)
         version, _, rest = start.partition(b" ")
         code, _, reason = rest.partition(b" ")
-        if not _VERSION.match(version) or len(code) != 3 or not code.isdigit():
+        if not _VERSION.fullmatch(version) or len(code) != 3 or not code.isdigit():
             _lines(raw)
             raise BadMessage(502, "malformed status line from the app")
         if _BAD_VALUE.search(reason):
             raise BadMessage(502, "control character in the status line")
         head = ResponseHead(headers=[], status=int(code), reason=reason, version=version.decode())
-        if not _fields_fast(block, head):
+        if not _take_over(previous, block, head) and not _fields_fast(block, head):
             _fields(_lines(raw)[1:], head)
     except BadMessage as exc:
         raise BadMessage(502, f"bad response from the app: {exc.message}") from None

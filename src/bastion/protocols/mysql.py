@@ -276,15 +276,20 @@ class PacketScanner:
                     out.append(Packet(self.last_seq, bytes(self._current)))
                     self._current = None
                 continue
-            need = 4 - len(self._head)
-            self._head += data[pos : pos + need]
-            pos += need
-            if len(self._head) < 4:
-                break
             head = self._head
-            self._left = head[0] | head[1] << 8 | head[2] << 16
-            self.last_seq = head[3]
-            head.clear()
+            if not head and size - pos >= 4:  # a whole header here: no copy
+                self._left = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+                self.last_seq = data[pos + 3]
+                pos += 4
+            else:
+                need = 4 - len(head)
+                head += data[pos : pos + need]
+                pos += need
+                if len(head) < 4:
+                    break
+                self._left = head[0] | head[1] << 8 | head[2] << 16
+                self.last_seq = head[3]
+                head.clear()
             if capture and self._left <= self._CAPTURE_MAX:
                 self._current = bytearray()
                 if not self._left:
@@ -635,6 +640,10 @@ _PASSWORD_PATTERNS = (
 def redact_sql(sql: str) -> str:
     """Hide password literals: ``IDENTIFIED BY '...'``, ``IDENTIFIED VIA x USING '...'``,
     ``PASSWORD('...')``, ``SET PASSWORD ... = '...'``."""
+    if sql.isascii():
+        lowered = sql.lower()
+        if "password" not in lowered and "identified" not in lowered:
+            return sql  # the usual statement: three regex substitutions (~10 us) less
     for pattern in _PASSWORD_PATTERNS:
         sql = pattern.sub(r"\1'***'", sql)
     return sql

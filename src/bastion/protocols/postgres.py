@@ -507,6 +507,9 @@ _PASSWORD = re.compile(r"(\bPASSWORD\s+)('(?:[^']|'')*'|\S+)", re.IGNORECASE)
 
 def redact_sql(sql: str) -> str:
     """Hide the literal after ``PASSWORD`` (``ALTER USER x PASSWORD '...'``)."""
+    if sql.isascii() and "password" not in sql.lower():
+        return sql  # the usual statement: a 4 us regex substitution less (non-ASCII text
+        # goes through the regex: its case-insensitive match knows more than lower())
     return _PASSWORD.sub(r"\1'***'", sql)
 
 

@@ -15,6 +15,11 @@ emitter has it), in order, as the db route does for ``db.session.query``:
 
 A session is an app cookie session (shared by the browser's connections) or, for a
 certificate, one connection.
+
+Which requests are logged is :func:`request_audited` (pure): ``audit_requests`` ``all``,
+``writes`` (non-GET/HEAD and WebSocket upgrades) or ``none``, and with ``all`` a sample
+rate for reads (``app_audit_request_sample``): writes are always logged, each GET/HEAD with
+that probability, and a sampled event says so (``sample_rate``, :func:`sampled_fields`).
 """
 
 from __future__ import annotations
@@ -23,12 +28,21 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bastion.audit.emitter import Emitter
 from bastion.errors import BastionError
 
-__all__ = ["FLUSH_INTERVAL", "HIGH_WATER", "LOW_WATER", "MAX_BATCH", "RequestAudit"]
+__all__ = [
+    "FLUSH_INTERVAL",
+    "HIGH_WATER",
+    "LOW_WATER",
+    "MAX_BATCH",
+    "AuditMode",
+    "RequestAudit",
+    "request_audited",
+    "session_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,38 @@ HIGH_WATER = 4096
 LOW_WATER = 1024
 _RETRY = 1.0
 _DRAIN_TIMEOUT = 60.0
+
+
+AuditMode = Literal["all", "writes", "none"]
+_READS = frozenset({"GET", "HEAD"})
+
+
+def request_audited(
+    mode: AuditMode, sample: float, method: str, websocket: bool, draw: float
+) -> bool:
+    """Whether one request gets an ``app.request`` event.
+
+    ``mode``: ``all``, ``writes`` (methods other than GET/HEAD, and WebSocket upgrades) or
+    ``none``. ``sample`` (0 < sample <= 1) applies to the reads of ``all`` only: a read is
+    logged when ``draw`` (uniform in [0, 1), drawn per request by the caller) is below it.
+    Writes and WebSocket upgrades are never sampled away.
+    """
+    if mode == "none":
+        return False
+    if websocket or method not in _READS:
+        return True
+    return mode == "all" and (sample >= 1.0 or draw < sample)
+
+
+def session_fields(mode: AuditMode, sample: float) -> dict[str, object]:
+    """What ``app.session.start`` says about the session's request audit, so that an auditor
+    knows which ``app.request`` events to expect: ``request_audit`` (the mode) and, when
+    reads are sampled, ``request_sample`` (the rate; each sampled read event also carries
+    ``sample_rate``)."""
+    fields: dict[str, object] = {"request_audit": mode}
+    if mode == "all" and sample < 1.0:
+        fields["request_sample"] = sample
+    return fields
 
 
 class _Many(Protocol):
@@ -86,12 +132,23 @@ class RequestAudit:
 
     async def add(self, key: str, fields: dict[str, object]) -> None:
         """Queue one event of session ``key`` (acquired); waits while the writer is behind."""
+        if self.queue(key, fields):
+            await self.room(key)
+
+    def queue(self, key: str, fields: dict[str, object]) -> bool:
+        """Queue one event of session ``key`` (acquired) without waiting; True when the
+        writer is behind: the caller then awaits :meth:`room` before its next request."""
         writer = self._writers[key]
         writer.events.append(fields)
         writer.pending.set()
         if len(writer.events) > HIGH_WATER:
             writer.room.clear()
-        if not writer.room.is_set():
+        return not writer.room.is_set()
+
+    async def room(self, key: str) -> None:
+        """Wait until the writer of session ``key`` is below :data:`LOW_WATER` again."""
+        writer = self._writers.get(key)
+        if writer is not None and not writer.room.is_set():
             await writer.room.wait()
 
     async def release(self, key: str) -> int:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable
@@ -86,9 +87,10 @@ from bastion.protocols.http1 import (
     parse_request_head,
     parse_response_head,
 )
-from bastion.proxy.app_audit import RequestAudit
+from bastion.proxy.app_audit import RequestAudit, request_audited, session_fields
 from bastion.proxy.app_h2 import H2Stream, request_head
 from bastion.proxy.relay import Relay
+from bastion.runtime import as_transport
 from bastion.tasks import TaskSet
 from bastion.types.apps import App
 from bastion.types.identity import Identity
@@ -180,6 +182,9 @@ class AppRouteDeps:
     locks: LockWatcher | None = None
     gate: IdentityGate | None = None
     audit_requests: Literal["all", "writes", "none"] = "all"
+    audit_request_sample: float = 1.0
+    """With ``audit_requests="all"``: the fraction of GET/HEAD requests logged (writes and
+    WebSocket upgrades always are; :func:`~bastion.proxy.app_audit.request_audited`)."""
     connect_timeout: float = 10.0
     admission_ttl: float = 1.0
     tunnel: AppDialer | None = None
@@ -202,9 +207,14 @@ class _Side(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
+        self.last: ResponseHead | None = None
+        """The last response head read here (an upstream side; its header section is taken
+        over when repeated)."""
+        self.made: tuple[object, ...] = ()
+        """The client head made from :attr:`last` and what it was made from."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -251,8 +261,13 @@ class _Side(asyncio.Protocol):
             self._waiter = None
 
     def take(self, n: int) -> bytes:
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
+        buf = self.buf
+        if n >= len(buf):  # all of it (the common case): one copy
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
         if self._paused and len(self.buf) < _BUFFER // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -304,6 +319,13 @@ class _Conn:
     parent: _Conn | None = None
     """An HTTP/2 stream's connection: its live entry, session start and audit writers are
     the connection's."""
+    cookie_of: object = None
+    """The header list :attr:`cookie` was taken from."""
+    last: RequestHead | None = None
+    """The previous request head (its header section is taken over when repeated)."""
+    forward: tuple[object, ...] = ()
+    """The forwarded header lines of the last request and what they were made from (the
+    client's header list, JWT, rewrite headers, target): reused while all are the same."""
 
 
 @dataclass(slots=True)
@@ -316,6 +338,10 @@ class _Admitted:
     """The app's static rewrite headers, encoded once."""
     targets: LockTargets | None = None
     """The lock targets of this identity and app (checked on every request)."""
+    http: bool = False
+    """The app is an HTTP app (``http://`` or ``https://``)."""
+    target: _Target | None = None
+    """How to reach the app (:meth:`AppRoute._target`), looked up once per admission."""
 
 
 @dataclass(slots=True)
@@ -403,10 +429,11 @@ class AppRoute:
         self._targets: dict[tuple[str, str, bool], _Target] = {}
         self._tasks = TaskSet()
         self._requests = RequestAudit(deps.audit)
-        self._verify = ssl.create_default_context()
-        self._insecure = ssl.create_default_context()
-        self._insecure.check_hostname = False
-        self._insecure.verify_mode = ssl.CERT_NONE
+        self._sample = deps.audit_request_sample if deps.audit_requests == "all" else 1.0
+        """Below 1: reads are sampled (their events carry ``sample_rate``)."""
+        self._contexts: dict[bool, ssl.SSLContext] = {}
+        """TLS towards ``https://`` apps (key: ``insecure_skip_verify``), made when first
+        needed (loading the system's CA store takes a while)."""
         self._running = False
 
     async def start(self) -> None:
@@ -623,10 +650,11 @@ class AppRoute:
                             await side.more()
                             end = find_head_end(side.buf)
                         state[2] = False
-                    head = parse_request_head(side.take(end))
+                    head = parse_request_head(side.take(end), conn.last)
                 except BadMessage as exc:
                     self._reply(conn, exc.status, exc.message, close=True)
                     return
+                conn.last = head
                 state[0] += 1
                 if not await self._request(conn, head):
                     return
@@ -661,7 +689,7 @@ class AppRoute:
             return self._reply(
                 conn, 404, f'app "{label}" not found or access denied', close=has_body
             )
-        if not admitted.app.spec.uri.startswith(("http://", "https://")):
+        if not admitted.http:
             return self._reply(conn, 404, f'app "{label}" not found or access denied', True)
         path = normalize_path(raw_path)
         if path is None:
@@ -670,9 +698,11 @@ class AppRoute:
         return await self._forward(conn, head, admitted, who, path, query, host)
 
     async def _identify(self, head: RequestHead, label: str, conn: _Conn) -> _Who | None:
-        raw = b"\0".join(v for low, _, v in head.headers if low == b"cookie")
-        if raw != conn.cookie:
-            conn.cookie, conn.token = raw, _cookie_value(head)
+        if head.headers is not conn.cookie_of:  # not a repeated header section
+            conn.cookie_of = head.headers
+            raw = b"\0".join(v for low, _, v in head.headers if low == b"cookie")
+            if raw != conn.cookie:
+                conn.cookie, conn.token = raw, _cookie_value(head)
         token = conn.token
         if token:
             session = await self._deps.access.sessions.get(token, label)
@@ -698,6 +728,7 @@ class AppRoute:
             extra = render_headers(app.spec.rewrite.headers, ident.traits, ident.logins)
             hit = _Admitted(app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra)
             hit.targets = identity_targets(who.identity, nodes=(label,))
+            hit.http = app.spec.uri.startswith(("http://", "https://"))
             self._admitted[key] = hit
             root = conn.parent or conn
             if not who.session_id and not root.started:
@@ -780,6 +811,7 @@ class AppRoute:
             session_id=who.session_id,
             method=method,
             device_id=who.identity.device_id,
+            **session_fields(self._deps.audit_requests, self._deps.audit_request_sample),  # type: ignore[arg-type]
         )
 
     def _reply(
@@ -821,7 +853,7 @@ class AppRoute:
         default = 80
         if parts.scheme == "https":
             default = 443
-            tls = self._insecure if spec.insecure_skip_verify else self._verify
+            tls = self._tls(spec.insecure_skip_verify)
         if spec.host_id and self._deps.tunnel is not None:
             tls = None  # the agent speaks TLS to the app
         host = parts.hostname or ""
@@ -837,6 +869,15 @@ class AppRoute:
         if len(self._targets) > 1000:
             self._targets.clear()
         self._targets[key] = found
+        return found
+
+    def _tls(self, insecure: bool) -> ssl.SSLContext:
+        found = self._contexts.get(insecure)
+        if found is None:
+            found = self._contexts[insecure] = ssl.create_default_context()
+            if insecure:
+                found.check_hostname = False
+                found.verify_mode = ssl.CERT_NONE
         return found
 
     async def _open(self, target: _Target, app: App, who: _Who, conn: _Conn) -> _Side:
@@ -889,9 +930,34 @@ class AppRoute:
         host: str,
         upgrade: bool,
     ) -> bytes:
-        line = f"{head.method} {target.prefix}{path}{'?' + query if query else ''} HTTP/1.1"
-        out = bytearray(line.encode("latin-1") + b"\r\n")
-        out += b"Host: " + target.host_header + b"\r\n"
+        line = f"{head.method} {target.prefix}{path}{'?' + query if query else ''} HTTP/1.1\r\n"
+        made = conn.forward
+        if (  # the same header section as the last request, for the same identity and app
+            made
+            and made[0] is head.headers
+            and made[1] is admitted.jwt
+            and made[2] is admitted.extra
+            and made[3] is target
+            and made[4] == host
+        ):
+            return line.encode("latin-1") + made[5]  # type: ignore[operator]
+        fields = self._fields(head, admitted, conn, target, host, upgrade)
+        conn.forward = (head.headers, admitted.jwt, admitted.extra, target, host, fields)
+        return line.encode("latin-1") + fields
+
+    def _fields(
+        self,
+        head: RequestHead,
+        admitted: _Admitted,
+        conn: _Conn,
+        target: _Target,
+        host: str,
+        upgrade: bool,
+    ) -> bytes:
+        """The header section forwarded to the app (a function of the client's header list,
+        which also decides ``host`` and ``upgrade``, the JWT, the rewrite headers, the
+        target and the client's address)."""
+        out = bytearray(b"Host: " + target.host_header + b"\r\n")
         listed = head.connection_tokens
         for low, name, value in head.headers:
             if low in _HOP or low in listed or low == b"expect" or _identity_header(low):
@@ -928,7 +994,9 @@ class AppRoute:
         start = time.monotonic()
         app = admitted.app
         label = app.metadata.name
-        target = self._target(app)
+        target = admitted.target
+        if target is None:
+            target = admitted.target = self._target(app)
         upgrade = (
             b"upgrade" in head.connection_tokens
             and (head.get(b"upgrade") or b"").lower() == b"websocket"
@@ -974,12 +1042,16 @@ class AppRoute:
                 sent += counts[1]
                 return False
             bodyless = head.method == "HEAD" or response.status in _NO_BODY
-            until_close = not bodyless and not response.chunked and response.content_length is None
+            length = response.content_length
+            until_close = not bodyless and not response.chunked and length is None
             keep = keep and not until_close
             responded = True
-            out = self._client_head(response, False, not keep)
+            out = self._client_head(response, False, not keep, up)
             if bodyless:
                 conn.side.write(out)
+            elif length is not None and len(up.buf) >= length:  # all here: one write
+                conn.side.write(out + up.take(length) if length else out)
+                sent = length
             else:  # the head goes out with the first piece of the body (one TLS record)
                 sent = await self._copy_body(up, conn.side, response, until_close, out)
             await conn.side.drain()
@@ -1010,9 +1082,14 @@ class AppRoute:
                 return self._reply(conn, 502, f'app "{label}" is not reachable', close=True)
             return False
         finally:
-            await self._audit_request(
-                conn, head, who, label, path, status, received, sent, start, upgrade
-            )
+            if self._deps.audit_requests != "none" and request_audited(
+                self._deps.audit_requests, self._sample, head.method, upgrade, random.random()
+            ):
+                behind = self._audit_request(
+                    conn, head, who, label, path, status, received, sent, start, upgrade
+                )
+                if behind:  # back-pressure: the session's writer is far behind
+                    await self._requests.room(who.key)
 
     async def _response_head(self, up: _Side) -> ResponseHead:
         end = find_head_end(up.buf)
@@ -1027,9 +1104,33 @@ class AppRoute:
             await up.more()
             first = first and not up.buf
             end = find_head_end(up.buf)
-        return parse_response_head(up.take(end))
+        up.last = parse_response_head(up.take(end), up.last)
+        return up.last
 
-    def _client_head(self, response: ResponseHead, upgrade: bool, close: bool) -> bytes:
+    def _client_head(
+        self, response: ResponseHead, upgrade: bool, close: bool, up: _Side | None = None
+    ) -> bytes:
+        """The response head for the client; ``up``: the app connection it came from, which
+        keeps the last one made (reused for the same status line and header list)."""
+        if up is not None:
+            made = up.made
+            if (
+                made
+                and made[0] is response.headers
+                and made[1] == response.status
+                and made[2] == response.reason
+                and made[3] == (upgrade, close)
+            ):
+                return made[4]  # type: ignore[return-value]
+            made_now = self._client_head(response, upgrade, close)
+            up.made = (
+                response.headers,
+                response.status,
+                response.reason,
+                (upgrade, close),
+                made_now,
+            )
+            return made_now
         out = bytearray(b"HTTP/1.1 %d " % response.status + response.reason + b"\r\n")
         for low, name, value in response.headers:
             if low in _HOP:
@@ -1121,7 +1222,7 @@ class AppRoute:
             up.close()
         return counts[0], counts[1]
 
-    async def _audit_request(
+    def _audit_request(
         self,
         conn: _Conn,
         head: RequestHead,
@@ -1133,12 +1234,9 @@ class AppRoute:
         sent: int,
         start: float,
         websocket: bool,
-    ) -> None:
-        mode = self._deps.audit_requests
-        if mode == "none" or (
-            mode == "writes" and head.method in ("GET", "HEAD") and not websocket
-        ):
-            return
+    ) -> bool:
+        """Queue the ``app.request`` event of a request :func:`request_audited` chose; True
+        when the session's writer is behind (the caller waits for room)."""
         fields: dict[str, object] = {
             "user": who.identity.user,
             "app": label,
@@ -1152,11 +1250,13 @@ class AppRoute:
         }
         if websocket:
             fields["websocket"] = True
+        elif self._sample < 1.0 and head.method in ("GET", "HEAD"):
+            fields["sample_rate"] = self._sample  # one of a sample of the reads
         conn = conn.parent or conn
         if who.key not in conn.audit_keys:
             conn.audit_keys.append(who.key)
             self._requests.acquire(who.key)
-        await self._requests.add(who.key, fields)
+        return self._requests.queue(who.key, fields)
 
     # ------------------------------------------------------------------ TCP apps
 

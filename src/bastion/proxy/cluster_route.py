@@ -88,6 +88,7 @@ from bastion.proxy.relay import Relay
 from bastion.proxy.ssh_route import NodeDirectory, RoleSource, SSHRoute
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.session_mfa import is_session_identity
+from bastion.runtime import as_transport
 from bastion.services.cache import ResourceCache
 from bastion.tasks import TaskSet
 from bastion.tunnel.pool import TunnelPool
@@ -159,7 +160,7 @@ def cluster_request(cluster: str, **fields: Any) -> bytes:
 
 
 def _reply(transport: asyncio.BaseTransport, **fields: Any) -> None:
-    assert isinstance(transport, asyncio.WriteTransport)
+    transport = as_transport(transport)
     if not transport.is_closing():
         transport.write(json.dumps(fields).encode() + b"\n")
 

@@ -75,6 +75,7 @@ from bastion.recording.dbcast import DbCastBuilder, DbCastHeader
 from bastion.recording.spool import SpoolFile
 from bastion.recording.store import RecordingMeta
 from bastion.recording.uploader import Uploader
+from bastion.runtime import as_transport
 from bastion.services.cache import ResourceCache
 from bastion.services.store import ResourceStore
 from bastion.tasks import TaskSet
@@ -220,7 +221,7 @@ class _FirstMessageReader(asyncio.Protocol, Generic[_M]):
         self.done: asyncio.Future[_M] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def take_over(self, transport: asyncio.Transport, early: bytes) -> None:
@@ -516,6 +517,7 @@ class DbRoute:
         self._tasks = TaskSet()
         self._cancel_keys: dict[tuple[int, int], _CancelTarget] = {}
         self._uploading: asyncio.Task[None] | None = None
+        self._tick = _Ticker(_FLUSH_INTERVAL)
         self._local_agents: dict[str, LocalDbAgent] = {}
         if deps.recordings is not None:  # before any session opens a recording
             deps.recordings.recover()
@@ -1084,7 +1086,9 @@ class DbRoute:
         """The session's audit writer: commits its statements in batches (every
         ``_FLUSH_INTERVAL`` or ``_MAX_BATCH`` statements, one transaction each), in order,
         and drains them all once the session ended. Each statement is also written to the
-        session's recording once audited."""
+        session's recording once audited. The writers of all sessions wake on one shared tick,
+        so the audit log's group commit stores their batches together (a few transactions
+        per tick, not one per session)."""
         audit = self._deps.audit
         emit_many = getattr(audit, "emit_many", None)  # AuditLog: one transaction per batch
         statements = side.statements
@@ -1098,7 +1102,7 @@ class DbRoute:
                 await side.pending.wait()
                 continue
             if len(statements) < _MAX_BATCH and not side.ended:
-                await asyncio.sleep(_FLUSH_INTERVAL)  # let a few more arrive
+                await self._tick.wait()  # let a few more arrive
             batch = [statements.popleft() for _ in range(min(len(statements), _MAX_BATCH))]
             side.audited()
             if watch is not None:  # a moderated session: its moderators see it live
@@ -1143,6 +1147,28 @@ class DbRoute:
         await self._tasks.cancel_all(timeout=5)
 
 
+class _Ticker:
+    """A tick every ``interval`` seconds while someone waits for it, shared by its waiters."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        """Until the next tick (at most ``interval`` seconds)."""
+        tick = self._next
+        if tick is None or tick.done():
+            loop = asyncio.get_running_loop()
+            tick = self._next = loop.create_future()
+            loop.call_later(self._interval, _fire, tick)
+        await asyncio.shield(tick)  # a cancelled waiter leaves the tick to the others
+
+
+def _fire(tick: asyncio.Future[None]) -> None:
+    if not tick.done():
+        tick.set_result(None)
+
+
 def _gated(identity: Identity) -> Identity:
     """What the gate checks (user, epoch, locks): a database per-session MFA certificate is
     checked like its login certificate there; its scope is checked by
@@ -1181,12 +1207,17 @@ class _Recording:
         """Create the spool files and write the header (a failure is logged: the session
         goes on audited, unrecorded)."""
         try:
-            self._file = await asyncio.to_thread(self._uploader.spool.open, self._meta)
+            self._file = await asyncio.to_thread(self._open, self._builder.start())
         except OSError as exc:
             log.error("db session %s: cannot start its recording: %s", self._meta.session_id, exc)
             self._failed = True
-            return
-        await asyncio.to_thread(self._write, self._builder.start())
+
+    def _open(self, header: bytes) -> SpoolFile:
+        """Create the files and write the header (one thread hop)."""
+        file = self._uploader.spool.open(self._meta)
+        self._file = file
+        self._write(header)
+        return file
 
     def _write(self, data: bytes) -> None:
         if self._file is None or self._failed:
@@ -1221,10 +1252,13 @@ class _Recording:
         file = self._file
         if file is None:
             return None
-        await self._flush(self._clock.monotonic())
-        return await asyncio.to_thread(self._finish, file, ended)
+        rest = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        return await asyncio.to_thread(self._finish, file, ended, rest)
 
-    def _finish(self, file: SpoolFile, ended: datetime) -> RecordingMeta | None:
+    def _finish(self, file: SpoolFile, ended: datetime, rest: bytes) -> RecordingMeta | None:
+        """Append the last lines, close and mark ready (one thread hop)."""
+        self._write(rest)
         try:
             return file.finish(file.meta.model_copy(update={"ended": ended}))
         except OSError as exc:

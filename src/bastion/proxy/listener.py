@@ -64,6 +64,7 @@ from bastion.proxy.limits import UnauthenticatedLimiter
 from bastion.proxy.relay import Relay
 from bastion.proxy.router import Route, RouteKind, route
 from bastion.proxy.ssh_route import SSHRoute
+from bastion.runtime import as_transport
 from bastion.tasks import TaskSet
 from bastion.tunnel.server import TunnelServer
 from bastion.types.identity import Identity
@@ -154,7 +155,7 @@ class _Handshake(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -348,8 +349,10 @@ class ProxyListener:
             set_lowat(sock, 1)
             try:
                 async with asyncio.timeout_at(deadline + 1):
-                    transport, holder = await loop.connect_accepted_socket(
-                        _Handshake,
+                    # Our own protocol object: with TLS, uvloop returns its TLS layer instead.
+                    holder = _Handshake()
+                    transport, _ = await loop.connect_accepted_socket(
+                        lambda: holder,
                         sock,
                         ssl=self._contexts[chosen.kind],
                         ssl_handshake_timeout=max(0.05, deadline - loop.time()),

@@ -125,8 +125,9 @@ class MySQLListener:
                 first = mysql.parse_handshake_response(await _recv_exact(sock, 32))
                 if not isinstance(first, mysql.SSLRequest):
                     raise RemoteProtocolError("TLS with a client certificate is required")
-                transport, hold = await loop.connect_accepted_socket(
-                    _Hold, sock, ssl=self._context, ssl_handshake_timeout=self._timeout
+                hold = _Hold()  # not the returned protocol: uvloop returns its TLS layer
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: hold, sock, ssl=self._context, ssl_handshake_timeout=self._timeout
                 )
                 owned = False
             identity = self._identity(transport)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bastion.runtime import as_transport
+
 __all__ = ["Relay", "RelaySide"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class RelaySide(asyncio.Protocol):
         self._pending: list[bytes] = []  # read before the peer was attached
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
         if self.peer is not None and self.peer.transport is None:
             transport.pause_reading()  # nowhere to send to yet

@@ -298,6 +298,7 @@ class ProxyService:
                     gate=link.gate,
                     tunnel=self.tunnel,
                     audit_requests=cfg.app_audit_requests,
+                    audit_request_sample=cfg.app_audit_request_sample,
                 )
             )
         else:  # in its own process: app hosts get a one-line refusal, not auth's pages

@@ -47,6 +47,7 @@ from bastion.proxy.relay import Relay
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
 from bastion.rbac.session_mfa import SessionMFARefused, check_session_mfa
+from bastion.runtime import as_transport
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
 from bastion.types.identity import Identity
@@ -127,7 +128,7 @@ class _RequestReader(asyncio.Protocol):
         self.done: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:

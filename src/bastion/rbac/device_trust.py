@@ -52,7 +52,7 @@ DEVICE_REQUIRED_MESSAGE = (
     "(ask an admin for a token)"
 )
 HARDWARE_KEY_MESSAGE = (
-    "access denied: your roles require an SSH key held in your device's TPM "
+    "access denied: your roles require a key held in your device's TPM "
     "(require_hardware_key); run 'bsh login --key-store=tpm' on your enrolled machine"
 )
 _RANK = {mode: rank for rank, mode in enumerate(DEVICE_TRUST_MODES)}

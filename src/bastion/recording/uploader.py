@@ -105,7 +105,8 @@ class Uploader:
                 self.failed.append(meta.session_id)
                 continue
             self._failures = 0
-            self.spool.remove(meta.session_id)
+            # Off the event loop: an unlink waits for the filesystem's journal (ms under load).
+            await asyncio.to_thread(self.spool.remove, meta.session_id)
             self.uploaded.append(meta.session_id)
             log.info("recording uploaded", session_id=meta.session_id, size=meta.size)
         return True

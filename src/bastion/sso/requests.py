@@ -61,6 +61,9 @@ class SSORequest:
     user: str = ""
     web: bool = False
     """Started from the login page for a browser session (not by bsh)."""
+    key_binding: dict[str, Any] | None = None
+    """bsh's device proof and TPM-held SSH key (:func:`bastion.auth.key_proof.binding_json`),
+    verified when the IdP answers."""
     revision: int = field(default=0, compare=False)
 
     @property

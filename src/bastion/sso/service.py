@@ -29,6 +29,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from bastion.auth.issuer import UserCerts, parse_public_key
+from bastion.auth.key_proof import (
+    NO_BINDING,
+    KeyBinding,
+    binding_from_json,
+    binding_json,
+    check_binding,
+    issue_bound,
+)
 from bastion.auth.server import AuthServer
 from bastion.auth.step_up import idp_second_factor
 from bastion.backend.base import Put
@@ -130,9 +138,13 @@ class SSOService:
         client_redirect: str,
         remote_addr: str,
         web: bool = False,
+        binding: KeyBinding = NO_BINDING,
     ) -> SSORequest:
+        """``binding``: bsh's device proof (over the ping's challenge) and TPM-held SSH key,
+        kept with the request and checked at issuance (:func:`issue_bound`)."""
         connector = await self.connector(connector_name)
         parse_public_key(public_key)
+        check_binding(binding)
         if len(secret) < MIN_SECRET:
             raise BadParameter(f"secret: at least {MIN_SECRET} random characters are required")
         if client_redirect:
@@ -147,6 +159,7 @@ class SSOService:
             client_redirect=client_redirect,
             remote_addr=remote_addr,
             web=web,
+            key_binding=binding_json(binding),
         )
         return await self.requests.create(request)
 
@@ -370,10 +383,12 @@ class SSOService:
             user_epoch=scim.epoch if scim is not None else epoch,
         )
         (await self.auth.lock_decision(identity_targets(issued))).raise_if_denied()
-        certs = await self.auth.issuer.issue_user(
+        certs = await issue_bound(
+            self.auth,
             issued,
             request.public_key,
             request.remote_addr,
+            binding_from_json(request.key_binding),
             second_factor=idp_second_factor(identity.claims),
         )
         expires = certs.identity.renew_until or certs.identity.expires

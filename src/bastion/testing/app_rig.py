@@ -169,15 +169,19 @@ async def start_app_rig(
     audit_requests: Literal["all", "writes", "none"] = "all",
     webauthn: bool = False,
     sqlite: bool = False,
+    audit_request_sample: float = 1.0,
 ) -> AsyncIterator[AppRig]:
     """Start everything; stop it all on exit. ``webauthn``: second factors optional, WebAuthn
     for ``https://proxy.test:PORT``, and app ``admin`` (``env=mfa``) reachable by user
     ``carol`` (password :data:`PASSWORD`) only with per-session MFA (role
     ``apps-mfa``). ``sqlite``: auth over the SQLite backend of ``bastion start``, and
-    ``audit`` only counts events (benchmarks)."""
+    ``audit`` only counts events (benchmarks). ``audit_request_sample``: the route's
+    sample rate of GET/HEAD ``app.request`` events."""
     clock = SystemClock()
     async with rig_auth(tmp, clock, sqlite=sqlite) as auth:
-        async with _app_rig(tmp, clock, auth, audit_requests, webauthn, sqlite) as rig:
+        async with _app_rig(
+            tmp, clock, auth, audit_requests, webauthn, sqlite, audit_request_sample
+        ) as rig:
             yield rig
 
 
@@ -189,6 +193,7 @@ async def _app_rig(
     audit_requests: Literal["all", "writes", "none"],
     webauthn: bool,
     keep_counts_only: bool,
+    audit_request_sample: float = 1.0,
 ) -> AsyncIterator[AppRig]:
     users = UserService(auth)
     await auth.init(second_factor="off")
@@ -233,6 +238,7 @@ async def _app_rig(
             locks=locks,
             gate=Gate.for_auth(auth),
             audit_requests=audit_requests,
+            audit_request_sample=audit_request_sample,
         )
     )
     await route.start()

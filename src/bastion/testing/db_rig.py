@@ -165,24 +165,35 @@ async def rig_auth(
 
 @asynccontextmanager
 async def start_db_rig(
-    tmp: Path, *, audit_queries: bool = True, colocated: bool = False, sqlite: bool = False
+    tmp: Path,
+    *,
+    audit_queries: bool = True,
+    colocated: bool = False,
+    sqlite: bool = False,
+    keep_events: bool = True,
 ) -> AsyncIterator[DbRig]:
     """Start everything; stop it all on exit (raises PostgresUnavailable without a server).
 
     ``colocated``: the agent's tunnel is handed to the proxy in memory, as the all-in-one
     ``bastion start`` does (:meth:`bastion.agent.db_runner.DbService.local`), instead of TLS
     over loopback (a remote agent). ``sqlite``: auth over the SQLite backend (see
-    :func:`rig_auth`)."""
+    :func:`rig_auth`). ``keep_events`` false: the rig's :class:`Recorder` only counts the
+    events (benchmarks)."""
     clock = SystemClock()
     store = LocalRecordingStore(tmp / "recordings")
     async with rig_auth(tmp, clock, sqlite=sqlite, recordings=store) as auth:
-        async with _db_rig(tmp, auth, clock, audit_queries, colocated) as rig:
+        async with _db_rig(tmp, auth, clock, audit_queries, colocated, keep_events) as rig:
             yield rig
 
 
 @asynccontextmanager
 async def _db_rig(
-    tmp: Path, auth: AuthServer, clock: SystemClock, audit_queries: bool, colocated: bool
+    tmp: Path,
+    auth: AuthServer,
+    clock: SystemClock,
+    audit_queries: bool,
+    colocated: bool,
+    keep_events: bool = True,
 ) -> AsyncIterator[DbRig]:
     recordings = Uploader(
         Spool(tmp / "db-recording-spool"), InProcessTarget(RecordingService(auth))
@@ -209,7 +220,7 @@ async def _db_rig(
         admins = {"pg1": DbAdmin("admin_db")}  # create_db_user (test_db_provision.py)
         async with rig_cluster(
             auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
-            recordings=recordings, admins=admins,
+            recordings=recordings, admins=admins, keep_events=keep_events,
         ) as parts:  # fmt: skip
             yield DbRig(parts.port, tmp, pg, certs, parts.audit, parts.locks, alice, auth)
     finally:
@@ -269,11 +280,12 @@ async def rig_cluster(
     colocated: bool = False,
     recordings: Uploader | None = None,
     admins: Mapping[str, DbAdmin] | None = None,
+    keep_events: bool = True,
 ) -> AsyncIterator[RigParts]:
     """Proxy (one port, its database route) and the database's agent (host id
     ``database.spec.host_id``) on a reverse tunnel to it, for any protocol."""
     registry = LiveRegistry()
-    audit = Recorder(auth.audit)
+    audit = Recorder(auth.audit, keep=keep_events)
     locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
     tunnel = TunnelServer(registry, clock)
     hour = timedelta(hours=1)

@@ -105,22 +105,33 @@ purpose: only Bastion's ``db_names`` keeps her out of it."""
 
 @asynccontextmanager
 async def start_mysql_rig(
-    tmp: Path, *, audit_queries: bool = True, colocated: bool = False, sqlite: bool = False
+    tmp: Path,
+    *,
+    audit_queries: bool = True,
+    colocated: bool = False,
+    sqlite: bool = False,
+    keep_events: bool = True,
 ) -> AsyncIterator[MySQLRig]:
     """Start everything; stop it all on exit (raises MariaDBUnavailable without a server).
 
     ``colocated``: the agent's tunnel is handed to the proxy in memory (the all-in-one
     ``bastion start``) instead of TLS over loopback (a remote agent). ``sqlite``: auth over
-    the SQLite backend (:func:`bastion.testing.db_rig.rig_auth`)."""
+    the SQLite backend (:func:`bastion.testing.db_rig.rig_auth`). ``keep_events`` false: the
+    rig's recorder only counts the events (benchmarks)."""
     clock = SystemClock()
     async with rig_auth(tmp, clock, sqlite=sqlite) as auth:
-        async with _mysql_rig(tmp, auth, clock, audit_queries, colocated) as rig:
+        async with _mysql_rig(tmp, auth, clock, audit_queries, colocated, keep_events) as rig:
             yield rig
 
 
 @asynccontextmanager
 async def _mysql_rig(
-    tmp: Path, auth: AuthServer, clock: SystemClock, audit_queries: bool, colocated: bool
+    tmp: Path,
+    auth: AuthServer,
+    clock: SystemClock,
+    audit_queries: bool,
+    colocated: bool,
+    keep_events: bool = True,
 ) -> AsyncIterator[MySQLRig]:
     certs = DbCerts(auth)
     srv_key, srv_pub = new_tls_key()
@@ -138,8 +149,9 @@ async def _mysql_rig(
             spec=DatabaseSpec(protocol="mysql", uri=f"127.0.0.1:{server.port}", host_id="a1"),
         )
         async with rig_cluster(
-            auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated
-        ) as parts:
+            auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
+            keep_events=keep_events,
+        ) as parts:  # fmt: skip
             mysql_listener = MySQLListener(
                 "127.0.0.1:0", parts.tls, parts.route, clock, parts.audit
             )

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from bastion.errors import LocalProtocolError, RemoteProtocolError
 from bastion.protocols import muxframe
 from bastion.protocols.muxframe import MuxConnection
+from bastion.runtime import as_transport
 from bastion.tasks import TaskSet
 
 __all__ = ["TUNNEL_WINDOW", "MuxSession", "MuxStream", "StreamHandler"]
@@ -352,6 +353,8 @@ class MuxSession(asyncio.Protocol):
         self._last_heard = self.loop.time()
         self._pings = 0
         self._draining = False
+        self._out: list[bytes] = []
+        """Frames written in this event-loop pass, not yet handed to the transport."""
         self.close_reason = ""
         self.closed_callback: Callable[[], None] | None = None
         """Called once, when the tunnel transport is gone (after the streams were told)."""
@@ -359,7 +362,7 @@ class MuxSession(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self._transport = transport
         self._last_heard = self.loop.time()
         self._timer = self.loop.call_later(self._tick_period(), self._keepalive)
@@ -431,7 +434,7 @@ class MuxSession(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             raise ConnectionResetError(f"tunnel {self.name} is closed")
         stream_id, frame = self.mux.open_stream(json.dumps(header).encode())
-        self._transport.write(frame)
+        self._write(frame)
         stream = MuxStream(self, stream_id, header)
         self._streams[stream_id] = stream
         return stream
@@ -453,6 +456,7 @@ class MuxSession(asyncio.Protocol):
         self.close_reason = reason
         if not self.mux.go_away_sent:
             self._write(self.mux.go_away(reason))
+        self._flush_writes()
         self._transport.close()
 
     def abort(self, reason: str = "aborted") -> None:
@@ -495,8 +499,21 @@ class MuxSession(asyncio.Protocol):
     # ------------------------------------------------------------------ internals
 
     def _write(self, frame: bytes) -> None:
+        """Queue ``frame``; the frames of one event-loop pass go out in one transport write
+        (:meth:`_flush_writes`): one TLS record and one send for the streams that wrote in
+        that pass, instead of one each (database sessions answering together)."""
+        if not self._out:
+            self.loop.call_soon(self._flush_writes)
+        self._out.append(frame)
+
+    def _flush_writes(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame)
+            self._transport.write(data)
 
     def _dispatch(self, event: muxframe.Event) -> None:
         if isinstance(event, muxframe.DataReceived):
@@ -551,6 +568,7 @@ class MuxSession(asyncio.Protocol):
 
     def _close_if_idle(self) -> None:
         if self._draining and not self._streams and self._transport is not None:
+            self._flush_writes()
             self._transport.close()
 
     def _tick_period(self) -> float:

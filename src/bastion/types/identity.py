@@ -59,8 +59,9 @@ class Identity(BaseModel):
     device_asset_tag: str = ""
     device_credential_id: str = ""
     key_attestation: str = ""
-    """``tpm`` when the SSH certificate's key was attested as held in the device's TPM
-    (``bsh login --key-store=tpm``; set by the issuer only, docs/device-trust.md)."""
+    """``tpm`` when the keys of the SSH and the X.509 certificate were attested as held in the
+    device's TPM (``bsh login --key-store=tpm``: one key for both; set by the issuer only,
+    docs/device-trust.md)."""
     mfa_verified: bool = False
     mfa_scope: str = ""
     mfa_device: str = ""

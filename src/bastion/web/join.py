@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from bastion.errors import AccessDenied, BadParameter, BastionError, ConnectionProblem
 from bastion.protocols.sessionjoin import Frame, FrameDecoder, FrameType, encode_frame
 from bastion.protocols.sshroute import encode_join_request
+from bastion.runtime import as_transport
 from bastion.services.credentials import new_secret
 from bastion.types.sessions import JOIN_MODES, JoinMode
 from bastion.web.admin_common import PageContext, Shell, esc, guarded_page
@@ -82,7 +83,7 @@ class _Relay(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:

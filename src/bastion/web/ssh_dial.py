@@ -27,6 +27,7 @@ from bastion.auth.issuer import UserCerts
 from bastion.errors import AccessDenied, BastionError, ConnectionProblem, error_from_code
 from bastion.protocols.alpn import ALPN_SSH
 from bastion.protocols.sshroute import encode_request
+from bastion.runtime import as_transport
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -129,7 +130,7 @@ class _RouteReply(asyncio.Protocol):
         self.rest = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -218,8 +219,7 @@ async def dial_proxy(
         except BastionError:
             transport.abort()
             raise
-        assert isinstance(transport, asyncio.Transport)
-        return transport, cast(P, protocol)
+        return as_transport(transport), cast(P, protocol)
     raise ConnectionProblem(f"cannot reach a proxy to {what} ({failure})")
 
 

@@ -22,6 +22,7 @@ from bastion.agent.ssh_node import SSHNode
 from bastion.ca.keys import private_key_to_pem
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
+from bastion.runtime import as_transport
 from bastion.testing import FakeClock, make_auth, new_public_key
 from bastion.types.access import Role, RoleConditions, RoleOptions, RoleSpec
 from bastion.types.audit import AuditEvent
@@ -231,7 +232,7 @@ class RawAccept(asyncio.Protocol):
         self._tasks = tasks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(transport)  # also uvloop's (no asyncio subclass)
         transport.pause_reading()  # until accept() has attached the SSH protocol
         peer = transport.get_extra_info("peername")
         task = asyncio.get_running_loop().create_task(self._node.accept(transport, peer[:2]))

@@ -19,16 +19,47 @@ def test_trusted_sources_match_cidrs_and_refuse_junk() -> None:
     assert not TrustedSources([])
 
 
-def test_client_addresses_follow_the_transport_lifetime() -> None:
-    class Transport:
-        pass
+class _Plain:
+    """A transport without TLS (weakly referenced itself)."""
 
+    def get_extra_info(self, name: str) -> object:
+        return None
+
+
+class _SSLObject:
+    pass
+
+
+class _UnreferenceableTLS:
+    """Like uvloop's TLS transport: no weak references, but a per-connection SSL object."""
+
+    __slots__ = ("ssl_object",)
+
+    def __init__(self) -> None:
+        self.ssl_object = _SSLObject()
+
+    def get_extra_info(self, name: str) -> object:
+        return self.ssl_object if name == "ssl_object" else None
+
+
+def test_client_addresses_follow_the_transport_lifetime() -> None:
     clients = ClientAddresses()
-    transport = Transport()
-    clients.set(transport, "192.0.2.7")
-    assert clients.get(transport) == "192.0.2.7"
-    assert clients.get(Transport()) is None
+    transport = _Plain()
+    clients.set(transport, "192.0.2.7")  # type: ignore[arg-type]
+    assert clients.get(transport) == "192.0.2.7"  # type: ignore[arg-type]
+    assert clients.get(_Plain()) is None  # type: ignore[arg-type]
     assert clients.get(None) is None
+    del transport
+    gc.collect()
+    assert len(clients._by_transport) == 0
+
+
+def test_client_addresses_of_tls_transports_are_keyed_by_their_ssl_object() -> None:
+    clients = ClientAddresses()
+    transport = _UnreferenceableTLS()
+    clients.set(transport, "192.0.2.8")  # type: ignore[arg-type]
+    assert clients.get(transport) == "192.0.2.8"  # type: ignore[arg-type]
+    assert clients.get(_UnreferenceableTLS()) is None  # type: ignore[arg-type]
     del transport
     gc.collect()
     assert len(clients._by_transport) == 0

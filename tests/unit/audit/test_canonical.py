@@ -11,6 +11,7 @@ from bastion.audit.canonical import (
     event_doc,
     is_plain,
     iso_time,
+    plain_bytes,
     trusted_event,
     with_index,
 )
@@ -103,9 +104,10 @@ def test_the_write_path_fast_encoding_is_byte_for_byte_the_validated_one(
     doc = event_doc(fast)
     if doc is not None:
         assert encode_obj(doc) == encode(validated)
+        assert plain_bytes(fast) == encode(validated)  # what the log stores
         assert is_plain(fields)
     else:
-        assert not is_plain(fields)
+        assert not is_plain(fields) and plain_bytes(fast) is None
 
 
 def test_non_utc_times_and_non_finite_floats_take_the_validated_path() -> None:
@@ -113,6 +115,6 @@ def test_non_utc_times_and_non_finite_floats_take_the_validated_path() -> None:
 
     plus2 = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
     event = trusted_event({"type": "x", "time": plus2})
-    assert event_doc(event) is None and iso_time(plus2) is None
+    assert event_doc(event) is None and plain_bytes(event) is None and iso_time(plus2) is None
     assert not is_plain({"x": float("inf")}) and not is_plain({1: "a"})
     assert iso_time(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"

@@ -125,8 +125,9 @@ async def _world(attestation: str = "tpm"):  # type: ignore[no-untyped-def]
 
 
 async def _login(  # type: ignore[no-untyped-def]
-    fx, device_id, ak, secret, *, held=None, certified=None, other=False, software=False
-):
+    fx, device_id, ak, secret, *, held=None, certified=None, other=False, software=False,
+    split_tls=False,
+):  # fmt: skip
     fx.clock.advance(60)  # a fresh TOTP step
     challenge = ping_challenge(fx.auth)
     message = authn_message(fx.auth.cluster, challenge, b"", PROFILE)
@@ -138,7 +139,9 @@ async def _login(  # type: ignore[no-untyped-def]
     if certified is not None:
         certification = _certify(ak, certified, "another" if other else challenge)
     proof = LoginProof(device_id, challenge, proof_sig, {}, key_certification=certification)
-    _, tls_pub = new_public_key()
+    # bsh sends its one TPM-held key for both certificates (split_tls: an older bsh's
+    # software TLS key next to it)
+    tls_pub = _ssh_line(held) if held is not None and not split_tls else new_public_key()[1]
     code = pyotp.TOTP(secret).at(fx.clock.now())
     return await fx.users.login(
         "alice",
@@ -175,8 +178,10 @@ async def test_what_is_not_a_certified_tpm_key_is_refused() -> None:
         await _login(fx, device_id, forger, secret, held=held, certified=held)
     with pytest.raises(BadParameter, match="key_certification"):  # a key without proof
         await _login(fx, device_id, ak, secret, held=held)
+    with pytest.raises(AccessDenied, match="key-store=tpm"):  # the X.509 key a software one
+        await _login(fx, device_id, ak, secret, held=held, certified=held, split_tls=True)
     failures = await fx.auth.audit.search(AuditQuery(types=("user.login",), outcome="failure"))
-    assert len(failures) == 4  # every refusal of a key audited (the bad request is not a login)
+    assert len(failures) == 5  # every refusal of a key audited (the bad request is not a login)
 
 
 async def test_a_software_device_never_vouches() -> None:

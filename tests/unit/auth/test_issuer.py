@@ -141,14 +141,21 @@ async def test_require_hardware_key_holds_for_every_issuance_of_the_roles_holder
     tpm = KeyAttestation("d1", "tpm", device_key_sha256="ak", certified_key_sha256=spki)
     certs = await fx.auth.issuer.issue_user(ident, pub, "ip", key_attestation=tpm)
     assert certs.tls_cert
+    # the SSH key attested, the TLS key a software one: the X.509 certificate is refused too
+    _, software_tls = new_public_key()
+    with pytest.raises(AccessDenied, match="TPM"):
+        await fx.auth.issuer.issue_user(
+            ident, software_tls, "ip", key_attestation=tpm, ssh_public_key=pub
+        )
     plain = ident.model_copy(update={"roles": ("access",)})  # without the role: as before
     assert (await fx.auth.issuer.issue_user(plain, pub, "ip")).tls_cert
 
 
-async def test_a_tpm_held_ssh_key_gets_the_ssh_certificate_and_the_identity_says_so():
-    """``ssh_public_key`` (bsh login --key-store=tpm): the SSH certificate is for that key, the
-    X.509 one for the software TLS key; ``key_attestation`` is the issuer's own verdict, never
-    copied from the identity it was given (a renewal for another key loses it)."""
+async def test_a_tpm_held_key_gets_both_certificates_and_the_identity_says_so():
+    """``ssh_public_key``: the SSH certificate is for that key, the X.509 one for
+    ``public_key``; ``key_attestation`` is ``tpm`` only when both are the attested key (bsh
+    login --key-store=tpm sends its one TPM-held key as both), and it is the issuer's own
+    verdict, never copied from the identity it was given (a renewal for another key loses it)."""
     import hashlib
 
     from cryptography import x509
@@ -183,10 +190,43 @@ async def test_a_tpm_held_ssh_key_gets_the_ssh_certificate_and_the_identity_says
     )
     ssh_cert = parse_ssh_certificate(certs.ssh_cert)
     assert ssh_cert.public_key == held
-    assert identity_from_ssh_certificate(ssh_cert).key_attestation == "tpm"
     tls = x509.load_pem_x509_certificate(certs.tls_cert.encode())
     assert tls.public_key() == parse_public_key(tls_pub)
+    # the X.509 certificate's key is a software one: the identity does not say tpm
+    assert identity_from_ssh_certificate(ssh_cert).key_attestation == ""
+    assert identity_from_certificate(tls).key_attestation == ""
+    one = await fx.auth.issuer.issue_user(
+        ident, ssh_pub, "ip", key_attestation=tpm, ssh_public_key=ssh_pub
+    )
+    assert parse_ssh_certificate(one.ssh_cert).public_key == held
+    tls = x509.load_pem_x509_certificate(one.tls_cert.encode())
+    assert tls.public_key() == held
     assert identity_from_certificate(tls).key_attestation == "tpm"
+    assert identity_from_ssh_certificate(parse_ssh_certificate(one.ssh_cert)).key_attestation == (
+        "tpm"
+    )
     # a claim carried over from an earlier certificate does not survive another key
-    renewed = await fx.auth.issuer.issue_user(certs.identity, tls_pub, "ip")
+    renewed = await fx.auth.issuer.issue_user(one.identity, tls_pub, "ip")
     assert renewed.identity.key_attestation == ""
+
+
+def test_a_presented_tpm_key_vouches_only_for_itself() -> None:
+    """A database or app certificate asked for with a login certificate that says
+    ``key_attestation: tpm``: that certificate's key (proved by the TLS handshake) is
+    attested, nothing else is, and a certificate without the claim vouches for nothing."""
+    from datetime import UTC, datetime
+
+    from bastion.auth.issuer import Issuer
+    from bastion.rbac.device_trust import hardware_key_refusal
+    from bastion.types.identity import Identity
+
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    tpm = Identity(cluster="c", user="a", expires=later, device_id="d1", key_attestation="tpm")
+    got = Issuer.presented_key_attestation(tpm, "ab" * 32)
+    assert got is not None and hardware_key_refusal(True, "ab" * 32, got) is None
+    assert hardware_key_refusal(True, "cd" * 32, got) is not None
+    assert Issuer.presented_key_attestation(tpm, "") is None
+    plain = tpm.model_copy(update={"key_attestation": ""})
+    assert Issuer.presented_key_attestation(plain, "ab" * 32) is None
+    no_device = tpm.model_copy(update={"device_id": ""})
+    assert Issuer.presented_key_attestation(no_device, "ab" * 32) is None

@@ -246,3 +246,64 @@ async def test_a_standalone_proxy_uploads_the_db_sessions_it_ended(fx: AuthFixtu
         await proxy.upload(other, _chunks(CAST))
     with pytest.raises(AccessDenied, match="own sessions"):  # SSH sessions: nodes only
         await proxy.upload(_meta(node="web1"), _chunks(CAST))
+
+
+async def test_the_session_end_index_follows_the_log(
+    fx: AuthFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lookups read only what was appended since the previous one (forward), and older
+    events backward from the first lookup's head, down to the lookback."""
+    import bastion.auth.recordings as recordings
+
+    monkeypatch.setattr(recordings, "SCAN_WINDOW", 8)
+    since = fx.clock.now() - timedelta(hours=1)
+    old = await _ended(fx, _meta())
+    await fx.auth.audit.emit_many(
+        [("db.session.query", "success", {"query": "select 'session.end'"})] * 30
+    )
+    first = await _ended(fx, _meta())
+    assert (await find_session_end(fx.auth.audit, first.session_id, "web1", since)) is not None
+    later = []
+    for _ in range(3):  # appended after the first lookup: read forward
+        await fx.auth.audit.emit_many([("user.login", "success", {"user": "u"})] * 20)
+        later.append(await _ended(fx, _meta()))
+    for meta in later:
+        end = await find_session_end(fx.auth.audit, meta.session_id, "web1", since)
+        assert end is not None and end.session_id == meta.session_id
+    # before the first lookup's head: found by the backward scan
+    end = await find_session_end(fx.auth.audit, old.session_id, "web1", since)
+    assert end is not None and end.fields["recording_sha256"] == old.sha256
+    # outside the lookback window: not found
+    from bastion.clock import FakeClock
+
+    assert isinstance(fx.clock, FakeClock)
+    fx.clock.advance(timedelta(minutes=1))
+    assert await find_session_end(fx.auth.audit, old.session_id, "web1", fx.clock.now()) is None
+    assert await find_session_end(fx.auth.audit, str(uuid.uuid4()), "web1", since) is None
+
+
+async def test_the_session_end_index_forgets_the_oldest(
+    fx: AuthFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bastion.auth.recordings as recordings
+
+    monkeypatch.setattr(recordings, "MAX_INDEXED", 2)
+    since = fx.clock.now() - timedelta(hours=1)
+    await find_session_end(fx.auth.audit, str(uuid.uuid4()), "web1", since)  # the index starts
+    metas = [await _ended(fx, _meta()) for _ in range(4)]
+    assert await find_session_end(fx.auth.audit, metas[-1].session_id, "web1", since)
+    assert await find_session_end(fx.auth.audit, metas[-2].session_id, "web1", since)
+    assert await find_session_end(fx.auth.audit, metas[0].session_id, "web1", since) is None
+
+
+async def test_in_process_target_checks_the_file(fx: AuthFixture, tmp_path: Path) -> None:
+    path = tmp_path / "x.cast"
+    path.write_bytes(CAST)
+    service = RecordingService(fx.auth)
+    meta = await _ended(fx, _meta(data=b"other bytes"))
+    with pytest.raises(BadParameter, match="do not match"):
+        await InProcessTarget(service).upload(meta, path)
+    service.max_bytes = 10
+    meta = await _ended(fx, _meta())
+    with pytest.raises(LimitExceeded):
+        await InProcessTarget(service).upload(meta, path)

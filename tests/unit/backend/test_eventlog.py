@@ -114,3 +114,28 @@ async def test_trim_is_not_due_right_after_start() -> None:
     await log.trim_if_due()
     assert source.trims == []
     log.close()
+
+
+async def test_a_writers_delivery_and_a_stale_poll_publish_each_event_once() -> None:
+    """A writer hands its own events over (:meth:`EventLog.deliver`); a poll whose read
+    happened before (or overlaps) them publishes nothing twice and never moves back."""
+    source = ListSource()
+    log = _log(source)
+    await log.start()
+    watcher = await log.watch([""], None)
+    for n in range(3):
+        source.add(f"k/{n}")
+    stale = await source.events_after(log.last_seen, POLL_BATCH)  # a poll's read, in flight
+    source.add("k/3")
+    assert log.deliver(*(await source.events_after(0, POLL_BATCH)), POLL_BATCH)
+    assert log.last_seen == 4
+    assert not log.deliver(0, [], 0)  # a full batch (limit reached): the poller must run
+    assert not log.deliver(9, [], POLL_BATCH)  # a trim overtook the read: the poller resets
+    log._publish(stale[1])  # the stale poll result arrives late: not moved back, not re-read
+    assert log.last_seen == 4
+    await log.poll()
+    source.add("k/4")
+    await log.poll()
+    got = [(await anext(aiter(watcher))).item.key for _ in range(5)]
+    assert got == ["k/0", "k/1", "k/2", "k/3", "k/4"]
+    await watcher.close()

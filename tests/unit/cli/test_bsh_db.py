@@ -62,3 +62,17 @@ def test_mysql_option_file() -> None:
         "skip-ssl",
     ]
     assert "database=" not in mysql_option_file("my1", "alice_db", "")
+
+
+def test_local_service_entry_for_a_tpm_held_key() -> None:
+    """psql cannot present a TPM-held key: the entry names bsh proxy db's local listener (no
+    key file), and replacing it drops its comment line with the section."""
+    from bastion.cli.bsh_db import PG_PORT, local_service_entry, remove_service_entry
+
+    entry = local_service_entry("orders", PG_PORT, "reader", "shop")
+    assert entry == (
+        "[bastion-orders]\n# a TPM-held key: run bsh proxy db orders --port 15432 first\n"
+        "host=127.0.0.1\nport=15432\nuser=reader\ndbname=shop\nsslmode=disable\n"
+    )
+    assert "sslkey" not in entry
+    assert remove_service_entry("[other]\nhost=x\n" + entry, "orders") == "[other]\nhost=x\n"

@@ -122,3 +122,81 @@ def test_a_weak_new_password_is_refused_before_anything_else_is_read() -> None:
     with pytest.raises(BadParameter, match="password too short"):
         Secrets(True, None, stdin).new_password()
     assert stdin.readline() == "123456\n"  # the TOTP code line was not consumed
+
+
+def test_every_login_sends_the_key_material_and_an_invite_signs_a_fresh_challenge(
+    monkeypatch,
+) -> None:  # type: ignore[no-untyped-def]
+    """``--key-store=tpm`` is no longer the password login's alone: the passkey login sends
+    the ``DeviceBound`` fields it was given, and an invite re-certifies over a challenge it
+    asks the ping for after its prompts (they may outlast the first one)."""
+    import io
+    from types import SimpleNamespace
+    from typing import Any
+
+    from bastion.cli import bsh_mfa
+    from bastion.cli.bsh_login import Secrets, _login_flow
+    from bastion.client.device.ceremony import LoginKeys
+    from bastion.contract import core
+
+    proof: dict[str, object] = {"device_id": "d1", "challenge": "dc1.ping", "signature": "sig"}
+    keys = LoginKeys(device=proof, ssh_public_key="tpm")
+    sent: list[Any] = []
+
+    async def passwordless(client, public_key, ttl, profile_dir, binding=None):  # type: ignore[no-untyped-def]
+        sent.append(binding)
+        return {"user": "alice"}
+
+    class Client:
+        async def __aenter__(self) -> Client:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def send(self, endpoint, body=None):  # type: ignore[no-untyped-def]
+            if endpoint is core.PING:
+                return SimpleNamespace(device_challenge="dc1.fresh")
+            if endpoint is core.INVITE_START:
+                return SimpleNamespace(model_dump=lambda: {"user": "bob", "otp_required": False})
+            sent.append(body)
+            return SimpleNamespace(model_dump=lambda: {"user": "bob"})
+
+    monkeypatch.setattr(bsh_mfa, "passwordless_login", passwordless)
+    secrets = Secrets(True, None, io.StringIO("a long enough password 1\n"))
+    client: Any = Client()
+    certs, used = _login_flow(
+        client,
+        None,
+        None,
+        secrets,
+        "on",
+        "tpm",
+        "1h",
+        auth="passwordless",
+        keys=keys,
+    )
+    assert certs == {"user": "alice"} and used == keys
+    assert sent.pop() == {"device": keys.device, "ssh_public_key": "tpm"}
+    fresh = LoginKeys(device={**proof, "challenge": "dc1.fresh"}, ssh_public_key="tpm")
+    challenges: list[str] = []
+
+    def refresh(challenge: str) -> LoginKeys:
+        challenges.append(challenge)
+        return fresh
+
+    _, used = _login_flow(
+        client,
+        "TOKEN",
+        None,
+        secrets,
+        "on",
+        "tpm",
+        "1h",
+        keys=keys,
+        refresh=refresh,
+    )
+    assert challenges == ["dc1.fresh"] and used == fresh
+    body = sent.pop()
+    assert body.device is not None and body.device.challenge == "dc1.fresh"
+    assert body.ssh_public_key == "tpm"

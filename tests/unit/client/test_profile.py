@@ -85,3 +85,16 @@ def test_an_unreadable_record_trusts_nothing(tmp_path):
     save(store, ca_pem())
     (tmp_path / KNOWN_CLUSTERS).write_text("{not json")
     assert store.trusted_pins("proxy:3080") == set()
+
+
+def test_a_tpm_held_key_leaves_no_key_files(tmp_path):
+    """``ssh_public`` (bsh login --key-store=tpm): both certificates are for the TPM-held key,
+    so neither ``key`` nor ``tls.key`` is written, and those of an earlier login go."""
+    store = ProfileStore(tmp_path)
+    profile = save(store, ca_pem())
+    assert (profile.path / "tls.key").exists()
+    certs = {"ssh_cert": "", "tls_cert": "x", "tls_host_ca": ca_pem()}
+    store.save(profile, new_client_key(), certs, ssh_public="ecdsa-sha2-nistp256 AAAA")
+    names = {f.name for f in profile.path.iterdir()}
+    assert "key" not in names and "tls.key" not in names
+    assert (profile.path / "key.pub").read_text() == "ecdsa-sha2-nistp256 AAAA\n"

@@ -102,3 +102,30 @@ def test_forwards_refused_with_the_reason_when_roles_forbid_them() -> None:
     check_forwarding({"port_forwarding": False}, forwards=False)  # no -L/-R: nothing to refuse
     check_forwarding({"port_forwarding": True}, forwards=True)
     check_forwarding({}, forwards=True)  # an older server: the node still decides
+
+
+async def test_session_keys_a_failing_tpm_spares_only_a_software_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The device ceremony of a per-session certificate: with a software key a failing TPM
+    leaves the certificate without the device (a warning); a TPM-held key needs it."""
+    from bastion.client import session_mfa
+    from bastion.client.device.ceremony import LoginKeys
+    from bastion.errors import ConnectionProblem
+
+    async def failing(*args: Any) -> LoginKeys:
+        raise ConnectionProblem("the TPM does not answer")
+
+    monkeypatch.setattr(session_mfa, "request_keys", failing)
+    path = tmp_path / "profiles" / "c.local"
+    path.mkdir(parents=True)
+    profile = Profile(name="c.local", proxy="p:3080", user="alice", cluster="c.local")
+    monkeypatch.setattr(Profile, "path", property(lambda self: path))
+    client: Any = None
+    assert await session_mfa._session_keys(client, profile) == LoginKeys()
+    assert (
+        "warning: device authentication failed: the TPM does not answer" in capsys.readouterr().err
+    )
+    (path / "key.tpm").write_text("blob")
+    with pytest.raises(ConnectionProblem):
+        await session_mfa._session_keys(client, profile)

@@ -111,3 +111,46 @@ def test_unverified_context_is_only_for_the_pinned_ping() -> None:
     ctx = unverified_context()
     assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
     assert ctx.minimum_version == MIN_VERSION
+
+
+def _tpm_profile(tmp_path: Path, pki: dict[str, str]) -> tuple[Path, ec.EllipticCurvePrivateKey]:
+    """A ``bsh login --key-store=tpm`` profile: ``key.tpm`` (the blob of a key standing in for
+    the TPM's), ``tls.crt`` for it, no ``tls.key``."""
+    from tpm2_pytss.types import TPM2B_PUBLIC
+
+    from bastion.client.device.tpm_key import TPMKeyBlob, save_blob
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    held = ec.generate_private_key(ec.SECP256R1())
+    pub_pem = held.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public = bytes(TPM2B_PUBLIC.from_pem(pub_pem).marshal())
+    save_blob(tmp_path, TPMKeyBlob(public=public, private=b"\x00\x01w", tcti="swtpm:"))
+    (tmp_path / "ca.pem").write_text(_cert("ca", ca_key, None))
+    (tmp_path / "tls.crt").write_text(_cert("alice", held, ("ca", ca_key)))
+    return tmp_path, held
+
+
+def test_a_tpm_profile_presents_the_tpm_held_key(tmp_path: Path, pki: dict[str, str]) -> None:
+    """No ``tls.key``: the context presents ``tls.crt`` with the TPM-held key (the TPM signs
+    at the handshake: tests/unit/client/device/test_tpm_tls.py, and with swtpm in
+    tests/integration/test_devices.py); a certificate for another key is one error."""
+    from bastion.client.tls import profile_key_is_tpm, resource_context
+
+    path, held = _tpm_profile(tmp_path, pki)
+    assert profile_key_is_tpm(path)
+    _check_rules(profile_context(path, "dev", ["bastion-ssh/1"]))
+    session = _cert("alice", held, ("ca", ec.generate_private_key(ec.SECP256R1())))
+    _check_rules(profile_context(path, "dev", [], cert_pem=session))
+    db_cert = (path / "tls.crt").read_text()
+    _check_rules(resource_context(path, pki["ca"], db_cert, path / "db" / "x.key", []))
+    with pytest.raises(ClientTLSError, match="session certificate does not load.*TPM-held"):
+        profile_context(path, "dev", [], cert_pem=pki["cert"])
+    (path / "tls.crt").write_text(pki["cert"])
+    with pytest.raises(ClientTLSError, match="profile dev is unusable with the TPM-held key"):
+        profile_context(path, "dev", [])
+    # a profile written before the TLS key moved into the TPM keeps its tls.key
+    (path / "tls.key").write_text(pki["key"])
+    assert not profile_key_is_tpm(path)
+    _check_rules(profile_context(path, "dev", []))

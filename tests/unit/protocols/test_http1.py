@@ -117,3 +117,42 @@ def test_too_many_fields_and_control_characters_in_a_reason():
     assert caught.value.status == 431
     with pytest.raises(BadMessage):
         parse_response_head(b"HTTP/1.1 200 O\x00K\r\n\r\n")
+
+
+def test_a_repeated_header_section_is_taken_over_and_gives_what_parsing_gives():
+    first = parse_request_head(_req("POST /a HTTP/1.1", "Host: a", "Content-Length: 5"))
+    again = parse_request_head(_req("PUT /b HTTP/1.1", "Host: a", "Content-Length: 5"), first)
+    assert again.headers is first.headers  # taken over, not parsed
+    fresh = parse_request_head(_req("PUT /b HTTP/1.1", "Host: a", "Content-Length: 5"))
+    assert (again.method, again.target, again.headers, again.content_length, again.close) == (
+        fresh.method,
+        fresh.target,
+        fresh.headers,
+        fresh.content_length,
+        fresh.close,
+    )
+    # HTTP/1.0 with the same section still closes (the version is not part of the section).
+    assert parse_request_head(_req("GET / HTTP/1.0", "Host: a", "Content-Length: 5"), first).close
+    # Any other section is parsed and checked afresh.
+    with pytest.raises(BadMessage) as caught:
+        parse_request_head(
+            _req("POST / HTTP/1.1", "Host: a", "Content-Length: 5", "Transfer-Encoding: chunked"),
+            first,
+        )
+    assert caught.value.status == 400
+    chunked = parse_request_head(_req("POST / HTTP/1.1", "Transfer-Encoding: chunked"), first)
+    assert chunked.chunked and chunked.content_length is None
+    reply = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    other = parse_response_head(b"HTTP/1.1 404 Nope\r\nContent-Length: 2\r\n\r\n", reply)
+    assert other.headers is reply.headers and (other.status, other.content_length) == (404, 2)
+
+
+def test_the_fast_path_needs_its_matches_to_tile_the_whole_section():
+    # A bad line between good ones: findall would skip it, the length check does not.
+    for raw in (
+        _req("GET / HTTP/1.1", "Host: a", "Bad Line", "X: 1"),
+        _req("GET / HTTP/1.1", "Host: a", " X: folded"),
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n",
+    ):
+        with pytest.raises(BadMessage):
+            parse_request_head(raw)

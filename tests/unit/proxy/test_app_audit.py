@@ -94,3 +94,42 @@ async def test_close_drains_every_session() -> None:
         await audit.add(key, {"k": key})
     await audit.close()
     assert sorted(e["k"] for e in log.events) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "sample", "method", "websocket", "draw", "audited"),
+    [
+        ("all", 1.0, "GET", False, 0.99, True),
+        ("all", 0.1, "GET", False, 0.05, True),
+        ("all", 0.1, "HEAD", False, 0.1, False),  # draw not below the rate
+        ("all", 0.1, "GET", False, 0.5, False),
+        ("all", 0.1, "POST", False, 0.99, True),  # writes are never sampled away
+        ("all", 0.1, "DELETE", False, 0.99, True),
+        ("all", 0.1, "GET", True, 0.99, True),  # a WebSocket upgrade either
+        ("writes", 0.1, "GET", False, 0.0, False),  # the rate is for all's reads only
+        ("writes", 1.0, "PUT", False, 0.99, True),
+        ("writes", 1.0, "GET", True, 0.99, True),
+        ("none", 1.0, "POST", True, 0.0, False),
+    ],
+)
+def test_which_requests_are_audited(
+    mode: app_audit.AuditMode,
+    sample: float,
+    method: str,
+    websocket: bool,
+    draw: float,
+    audited: bool,
+) -> None:
+    assert app_audit.request_audited(mode, sample, method, websocket, draw) is audited
+
+
+def test_a_sampling_session_says_so_at_its_start() -> None:
+    assert app_audit.session_fields("all", 1.0) == {"request_audit": "all"}
+    assert app_audit.session_fields("all", 0.1) == {"request_audit": "all", "request_sample": 0.1}
+    assert app_audit.session_fields("writes", 0.1) == {"request_audit": "writes"}
+
+
+def test_about_the_rate_of_reads_is_audited() -> None:
+    draws = [i / 1000 for i in range(1000)]  # uniform over [0, 1)
+    kept = sum(app_audit.request_audited("all", 0.25, "GET", False, d) for d in draws)
+    assert kept == 250

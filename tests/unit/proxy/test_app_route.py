@@ -60,3 +60,163 @@ async def test_a_proxy_in_its_own_process_refuses_app_hosts_with_one_line():
     assert head.startswith(b"HTTP/1.1 503 ")
     assert body.decode() == STANDALONE_REFUSAL + "\n" and "\n" not in STANDALONE_REFUSAL
     await route.close()
+
+
+class _Session:
+    def __init__(self, identity):
+        self.identity = identity
+        self.expires = identity.expires
+        self.id = "sess1"
+
+
+class _Access:
+    """The app backend: one session token, one app reached through an agent's tunnel."""
+
+    def __init__(self, identity):
+        from bastion.types.apps import App, AppHeader, AppRewrite, AppSpec
+        from bastion.types.meta import Metadata
+
+        self.signed = 0
+        self.app = App(
+            metadata=Metadata(name="grafana"),
+            spec=AppSpec(
+                uri="http://10.0.0.5:3000",
+                host_id="agent1",
+                rewrite=AppRewrite(headers=[AppHeader(name="X-App", value="grafana")]),
+            ),
+        )
+        session = _Session(identity)
+
+        class Sessions:
+            async def get(self, token, app):
+                return session if (token, app) == ("tok", "grafana") else None
+
+        self.sessions = Sessions()
+
+    async def authorize(self, identity, name):
+        return self.app
+
+    async def assertion(self, identity, app):
+        self.signed += 1
+        return f"jwt{self.signed}"
+
+
+class _App(_Transport):
+    """The app at the far end of the tunnel: answers each request head it is sent."""
+
+    def __init__(self, protocol):
+        super().__init__()
+        self.protocol = protocol
+        self.heads: list[bytes] = []
+
+    def write(self, data):
+        self.heads.append(data)
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-From: app\r\n\r\nhi"
+        asyncio.get_running_loop().call_soon(self.protocol.data_received, answer)
+
+
+class _Tunnel:
+    def __init__(self):
+        self.apps: list[_App] = []
+
+    async def dial(self, host_id, header, protocol_factory):
+        protocol = protocol_factory()
+        app = _App(protocol)
+        protocol.connection_made(app)
+        self.apps.append(app)
+        return app
+
+
+class _Events:
+    def __init__(self):
+        self.events: list[tuple[str, dict]] = []
+
+    async def emit(self, event_type, *, outcome="success", **fields):
+        self.events.append((event_type, fields))
+
+    async def emit_many(self, specs):
+        self.events += [(t, dict(f)) for t, _, f in specs]
+
+
+async def _serve(requests: bytes, sample: float = 1.0, mode: str = "all"):
+    from datetime import timedelta
+
+    from bastion.clock import FakeClock
+    from bastion.live.registry import LiveRegistry
+    from bastion.proxy.app_audit import RequestAudit
+    from bastion.proxy.app_route import AppRoute, AppRouteDeps
+    from bastion.types.identity import Identity
+
+    clock = FakeClock()
+    alice = Identity(cluster="c", user="alice", expires=clock.now() + timedelta(hours=1))
+    access, tunnel, events = _Access(alice), _Tunnel(), _Events()
+    route = AppRoute(
+        AppRouteDeps(
+            access=access,
+            domain="proxy.test",
+            audit=events,
+            registry=LiveRegistry(),
+            clock=clock,
+            tunnel=tunnel,
+            audit_requests=mode,
+            audit_request_sample=sample,
+        )
+    )
+    route._requests = RequestAudit(events, flush_interval=0)  # no real waits here
+    await route.start()
+    client = _Transport()
+    task = asyncio.ensure_future(route.handle(client, None, ("192.0.2.7", 5), requests, "grafana"))
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if client.out.count(b"HTTP/1.1 ") >= requests.count(b" HTTP/1.1\r\n"):
+            break
+    client.protocol.eof_received()
+    await task
+    await route.close()
+    return client.out, [h for app in tunnel.apps for h in app.heads], events.events
+
+
+def _get(path: str, extra: str = "") -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: grafana.proxy.test\r\n"
+        f"Cookie: a=1; __Host-bastion_app_session=tok\r\nX-Forwarded-User: root\r\n"
+        f"Bastion-Jwt-Assertion: forged\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_repeated_request_heads_are_forwarded_rewritten_every_time():
+    # The same header section three times (taken over from the last parse and the last
+    # rewrite), then a different one: every forwarded head is the full rewrite.
+    out, heads, _ = await _serve(
+        _get("/a") + _get("/b?x=1") + _get("/a") + _get("/c", "X-B: 2\r\n")
+    )
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 4 and out.count(b"\r\n\r\nhi") == 4
+    assert out.count(b"\r\nX-From: app\r\nContent-Length: 2\r\n") == 4  # the head made once
+    assert [h.split(b"\r\n", 1)[0] for h in heads] == [
+        b"GET /a HTTP/1.1",
+        b"GET /b?x=1 HTTP/1.1",
+        b"GET /a HTTP/1.1",
+        b"GET /c HTTP/1.1",
+    ]
+    for head in heads:
+        assert b"forged" not in head and b"root" not in head and b"tok" not in head
+        assert b"\r\nBastion-Jwt-Assertion: jwt1\r\n" in head
+        assert b"\r\nX-Forwarded-For: 192.0.2.7\r\n" in head
+        assert b"\r\nX-App: grafana\r\n" in head and b"\r\nCookie: a=1\r\n" in head
+        assert head.endswith(b"\r\n\r\n")
+    assert heads[0].split(b"\r\n", 1)[1] == heads[2].split(b"\r\n", 1)[1]
+    assert b"\r\nX-B: 2\r\n" in heads[3] and b"X-B" not in heads[0]
+
+
+async def test_sampled_reads_and_every_write_are_audited_and_say_the_rate():
+    post = (
+        b"POST /w HTTP/1.1\r\nHost: grafana.proxy.test\r\n"
+        b"Cookie: __Host-bastion_app_session=tok\r\nContent-Length: 1\r\n\r\nx"
+    )
+    _, _, events = await _serve(_get("/a") * 30 + post, sample=0.000001)
+    requests = [f for t, f in events if t == "app.request"]
+    assert [f["method"] for f in requests] == ["POST"]  # reads sampled away (all but surely)
+    assert "sample_rate" not in requests[0]
+    _, _, events = await _serve(_get("/a") * 3, sample=0.999999)
+    requests = [f for t, f in events if t == "app.request"]
+    assert all(f["sample_rate"] == 0.999999 for f in requests) and requests

@@ -331,3 +331,28 @@ async def test_an_in_process_agent_refusal_reaches_the_client_in_its_words() -> 
     [event] = audit.events
     assert event["type"] == "db.session.start" and event["outcome"] == "failure"
     assert "database down" in event["reason"]
+
+
+async def test_audit_writers_share_one_tick() -> None:
+    """The sessions' audit writers wake together (their batches meet in one group commit);
+    a cancelled writer leaves the tick to the others."""
+    from bastion.proxy.db_route import _Ticker
+    from bastion.tasks import spawn
+
+    ticker = _Ticker(0.0)
+    woke: list[int] = []
+
+    async def writer(n: int) -> None:
+        await ticker.wait()
+        woke.append(n)
+
+    cancelled = spawn(ticker.wait(), "cancelled writer")
+    tasks = [spawn(writer(n), f"writer {n}") for n in range(3)]
+    await asyncio.sleep(0)
+    assert ticker._next is not None
+    first = ticker._next
+    cancelled.cancel()
+    await asyncio.gather(*tasks)
+    assert sorted(woke) == [0, 1, 2] and first.done() and not first.cancelled()
+    await ticker.wait()  # a new tick once the last one fired
+    assert ticker._next is not first

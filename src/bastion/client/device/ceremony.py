@@ -8,9 +8,11 @@ fresh profile, and auth answers with the same certificates carrying the device.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -40,7 +42,17 @@ from bastion.contract import devices as d
 from bastion.errors import BadParameter, NotFound
 from bastion.types.devices import DeviceProfile
 
-__all__ = ["authenticate", "enroll", "login_proof", "tpm_login_key"]
+__all__ = [
+    "LoginKeys",
+    "authenticate",
+    "enroll",
+    "enrolled_here",
+    "fresh_challenge",
+    "login_keys",
+    "login_proof",
+    "request_keys",
+    "tpm_login_key",
+]
 
 
 def _b64(data: bytes) -> str:
@@ -163,12 +175,13 @@ async def authenticate(
 
 
 def tpm_login_key(
-    home: Path, profile_dir: Path, cluster: str, challenge: str
+    home: Path, profile_dir: Path, cluster: str, challenge: str, blob: TPMKeyBlob | None = None
 ) -> tuple[TPMKeyBlob, str, dict[str, str]]:
     """``bsh login --key-store=tpm``: the profile's TPM-held SSH key (created at the first
     such login, reused after), its OpenSSH public line, and its certification by this
     machine's AK over the login's device ``challenge`` (``DeviceProof.key_certification``).
-    The blob is not saved here: the caller saves it with the login's certificates.
+    The blob is not saved here: the caller saves it with the login's certificates (``blob``:
+    certify that key, not yet saved, again).
 
     Raises:
         BadParameter: this machine is not enrolled with a TPM in ``cluster``, or the TPM
@@ -186,7 +199,7 @@ def tpm_login_key(
     if not challenge:
         raise BadParameter("--key-store=tpm: the cluster sent no device challenge to certify")
     tpm = TPM(os.environ.get(TCTI_ENV) or state.tcti or tcti_from_env())
-    blob = load_blob(profile_dir)
+    blob = blob or load_blob(profile_dir)
     if blob is None:
         blob = create_key(tpm)
     key = TPMKey(tpm, blob)
@@ -195,3 +208,89 @@ def tpm_login_key(
     )
     certification = {"key_public": key_public, "attest": attest, "signature": signature}
     return blob, ssh_public_line(key.public_key), certification
+
+
+@dataclass(frozen=True, slots=True)
+class LoginKeys:
+    """The login's key material and its certification, for any request that asks for a user's
+    certificates (the contract's ``DeviceBound``: logins of every kind, renewals, per-session
+    MFA certificates): this machine's device proof, and with ``--key-store=tpm`` the TPM-held
+    SSH key that the device's AK certified over the same challenge."""
+
+    device: dict[str, object] | None = None
+    """``DeviceBound.device`` (None: this machine is not enrolled in the cluster)."""
+    ssh_public_key: str = ""
+    """``DeviceBound.ssh_public_key``: the TPM-held key's OpenSSH line (software: empty)."""
+    blob: TPMKeyBlob | None = None
+    """The TPM key's blob (a new key at the profile's first such login), for the caller to
+    save with the certificates."""
+
+    def fields(self) -> dict[str, object]:
+        """The request body's ``DeviceBound`` fields (none when there is nothing to send)."""
+        out: dict[str, object] = {}
+        if self.device is not None:
+            out["device"] = self.device
+        if self.ssh_public_key:
+            out["ssh_public_key"] = self.ssh_public_key
+        return out
+
+
+def login_keys(
+    home: Path,
+    profile_dir: Path,
+    cluster: str,
+    challenge: str,
+    key_store: str,
+    blob: TPMKeyBlob | None = None,
+) -> LoginKeys:
+    """The device ceremony over ``challenge`` (a ping's ``device_challenge``) and, for
+    ``key_store`` ``tpm``, the profile's TPM-held SSH key certified by the AK over the same
+    challenge (``blob``: that TPM key, not yet saved). Blocks on the TPM (call it from a
+    thread in async code).
+
+    Raises:
+        BadParameter: ``tpm`` and this machine is not enrolled with its TPM in ``cluster``
+            (see :func:`tpm_login_key`).
+        BastionError: the TPM failed (software: the caller may go on without a proof).
+    """
+    if key_store != "tpm":
+        return LoginKeys(device=login_proof(home, cluster, challenge))
+    blob, ssh_public, certification = tpm_login_key(home, profile_dir, cluster, challenge, blob)
+    proof = login_proof(home, cluster, challenge)
+    assert proof is not None  # tpm_login_key found the enrolled state and the challenge
+    proof["key_certification"] = certification
+    return LoginKeys(device=proof, ssh_public_key=ssh_public, blob=blob)
+
+
+async def fresh_challenge(client: AuthClient) -> str:
+    """A fresh device challenge from the ping (no state at auth; 2 minutes)."""
+    ping = await client.send(core.PING)
+    return ping.device_challenge
+
+
+def enrolled_here(home: Path, profile_dir: Path, cluster: str, key_store: str) -> bool:
+    """Whether this machine is enrolled in ``cluster`` (a request made with an existing login
+    then carries the ceremony: fetch a challenge and call :func:`login_keys`).
+
+    Raises:
+        BadParameter: ``key_store`` is ``tpm`` and the machine is not enrolled (says to enroll).
+    """
+    try:
+        load_state(home, cluster)
+    except NotFound:
+        if key_store == "tpm":
+            tpm_login_key(home, profile_dir, cluster, "")  # raises: says to enroll
+        return False
+    return True
+
+
+async def request_keys(
+    client: AuthClient, home: Path, profile_dir: Path, cluster: str, key_store: str
+) -> LoginKeys:
+    """:func:`login_keys` over a fresh challenge of ``client``'s cluster, for a request made
+    with an existing login (a renewal, a per-session MFA certificate). Nothing (no round trip)
+    when this machine is not enrolled in ``cluster``."""
+    if not enrolled_here(home, profile_dir, cluster, key_store):
+        return LoginKeys()
+    challenge = await fresh_challenge(client)
+    return await asyncio.to_thread(login_keys, home, profile_dir, cluster, challenge, key_store)

@@ -1,5 +1,7 @@
 """Hardware-held user keys (``bsh login --key-store=tpm``): an ECDSA P-256 signing key that
-lives in the device's TPM, certified by its attestation key, signing SSH authentications.
+lives in the device's TPM, certified by its attestation key, the key of both the SSH and the
+X.509 certificate: it signs SSH authentications (here, :mod:`.tpm_ssh`, the agent) and TLS
+handshakes (:mod:`.tpm_tls`).
 
 Layer: client. The key is created under the TPM's storage root key (SRK: the TCG-style ECC
 P-256 storage primary of the owner hierarchy, re-derived from the TPM's owner seed at each use)
@@ -39,6 +41,7 @@ __all__ = [
     "create_key",
     "load_blob",
     "profile_agent_core",
+    "public_pem",
     "qualifying_data",
     "save_blob",
     "ssh_ecdsa_signature",
@@ -295,14 +298,45 @@ def _blob_of_line(line: str) -> bytes:
 
 
 def tls_public_line(folder: Path) -> str:
-    """The OpenSSH line of a ``--key-store=tpm`` profile's software TLS key (``tls.key``):
-    per-session MFA certificates are issued for it, SSH and TLS alike, since both must be
-    usable by bsh for one minute and Python's TLS cannot use the TPM key (a role with
-    ``require_hardware_key`` refuses them: docs/device-trust.md)."""
-    key = serialization.load_pem_private_key((folder / "tls.key").read_bytes(), None)
+    """The OpenSSH line of the key of a ``--key-store=tpm`` profile's X.509 certificate: the
+    TPM-held key (``key.tpm``), which signs TLS handshakes through
+    :mod:`bastion.client.device.tpm_tls`; in a profile written before that, its software
+    ``tls.key``. Per-session MFA certificates are issued for it, SSH and TLS alike.
+
+    Raises:
+        NotFound: neither file is there.
+    """
+    from bastion.errors import NotFound
+
+    if (folder / "tls.key").exists():
+        key = serialization.load_pem_private_key((folder / "tls.key").read_bytes(), None)
+        return (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+    blob = load_blob(folder)
+    if blob is None:
+        raise NotFound(f"no TPM-held key in {folder}: run bsh login --key-store=tpm")
+    return ssh_public_line(blob.public_key())
+
+
+def public_pem(folder: Path) -> str:
+    """The PEM SubjectPublicKeyInfo of the TPM-held key in ``folder``: what ``bsh db login``
+    and ``bsh apps login`` ask a certificate for in a ``--key-store=tpm`` profile.
+
+    Raises:
+        NotFound: there is no ``key.tpm``.
+        BadParameter: it is unusable.
+    """
+    from bastion.errors import NotFound
+
+    blob = load_blob(folder)
+    if blob is None:
+        raise NotFound(f"no TPM-held key in {folder}: run bsh login --key-store=tpm")
     return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        blob.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
 

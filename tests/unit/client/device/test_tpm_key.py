@@ -123,3 +123,15 @@ def test_session_certificates_go_to_the_software_tls_key(tmp_path: Path) -> None
     assert asyncssh.read_private_key(str(tmp_path / "tls.key")).public_data == (
         asyncssh.import_public_key(line).public_data
     )
+
+
+def test_the_tls_key_of_a_tpm_profile_is_the_tpm_key(tmp_path: Path) -> None:
+    """A profile written by ``bsh login --key-store=tpm`` now (no ``tls.key``): the X.509
+    certificate's key is the TPM-held one; neither file: one line saying what to run."""
+    from bastion.client.device.tpm_key import tls_public_line
+
+    with pytest.raises(NotFound, match="--key-store=tpm"):
+        tls_public_line(tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    save_blob(tmp_path, _blob(key))
+    assert tls_public_line(tmp_path) == ssh_public_line(key.public_key())

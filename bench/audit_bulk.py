@@ -1,0 +1,249 @@
+"""Bulk audit events: CPU per event from ``emit`` / ``emit_many`` to durable in SQLite.
+
+    python bench/audit_bulk.py                 # 20,000 events per measurement
+    python bench/audit_bulk.py --quick         # tiny sizes (the smoke test)
+    python bench/audit_bulk.py --events 50000 --batch 32 --json out.json
+
+The events are the log's bulk: ``db.session.query`` (one per SQL statement through the database
+proxy, the fields ``bastion.proxy.db_route`` gives them) over the SQLite backend as
+``bastion start`` opens it (:func:`bastion.backend.open_backend`: WAL, ``synchronous=NORMAL``, the
+periodic expiry/poll loop running), each measurement on a fresh file. In the same run:
+
+* **ours**, for 1, 8 and 64 concurrent emitters (each awaits its call before the next, as the
+  proxies' session writers do): ``AuditLog.emit`` (one event per call; concurrent callers are
+  group committed) and ``AuditLog.emit_many`` of ``--batch`` events per call (what the db and
+  app routes' session writers send). Every event is durable when its await returns. Then one
+  checkpoint folds the new events into the Merkle tree and signs (``bastion start`` runs one
+  every 10 s): reported separately, per event.
+* **floor**: ``sqlite3`` directly on a file with the same pragmas, the same canonical bytes, one
+  ``INSERT`` per event, one ``BEGIN IMMEDIATE ... COMMIT`` per call-sized batch (1 event for
+  ``emit``, ``--batch`` for ``emit_many``), on the calling thread.
+
+Numbers: events/s (wall) and CPU microseconds per event (this process, every thread, including
+the backend's worker thread and its poll loop; the machine's load average is printed beside
+them), the best of ``--rounds`` rounds (other jobs on a shared machine only ever add CPU), and
+the ratio ours / floor of CPU per event. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bastion.audit.canonical import encode
+from bastion.audit.checkpointer import Checkpointer
+from bastion.audit.log import AuditLog, event_key
+from bastion.audit.signer import load_or_create_signer
+from bastion.backend import open_backend
+from bastion.clock import SystemClock
+from bastion.logging import configure_logging
+from bastion.runtime import tune_runtime
+
+CONCURRENCY = (1, 8, 64)
+KEK = bytes(range(32))
+EVENT = "db.session.query"
+
+
+def query_fields(i: int) -> dict[str, object]:
+    """A ``pgbench -S`` statement as the db route audits it."""
+    return {
+        "user": f"alice{i % 8}",
+        "query": "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+        "parameters": [str(1 + i * 7919 % 100_000)],
+        "protocol": "extended",
+        "db_service": "pg",
+        "db_user": "bench",
+        "db_name": "bench",
+    }
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}"
+
+
+async def measure(work: Callable[[], Awaitable[None]], n: int) -> dict[str, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    await work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"events_per_s": n / wall, "cpu_us_per_event": cpu * 1e6 / n}
+
+
+async def bench_ours(
+    tmp: Path, n: int, rounds: int, emitters: int, batch: int, name: str
+) -> dict[str, Any]:
+    """``emit`` (batch 1) or ``emit_many`` (batch > 1) from ``emitters`` concurrent tasks,
+    ``rounds`` times ``n`` events on one log; the best round's numbers (least disturbed by
+    other jobs on the machine)."""
+    clock = SystemClock()
+    backend = await open_backend("sqlite", path=str(tmp / f"{name}-{emitters}.sqlite"))
+    log = AuditLog(backend, clock, "bench")
+    best: dict[str, Any] = {}
+    try:
+        signer = await load_or_create_signer(backend, KEK, "bench", clock)
+        checkpointer = Checkpointer(log, signer, clock)
+        await log.emit("session.start", user="warmup")  # the head lookup, once
+        for _ in range(rounds):
+            calls = iter(range(0, n, batch))
+
+            async def emitter(calls: Iterator[int] = calls) -> None:
+                for start in calls:
+                    if batch == 1:
+                        await log.emit(EVENT, **query_fields(start))  # type: ignore[arg-type]
+                    else:
+                        stop = min(n, start + batch)
+                        await log.emit_many(
+                            [(EVENT, "success", query_fields(i)) for i in range(start, stop)]
+                        )
+
+            async def run() -> None:
+                await asyncio.gather(*(emitter() for _ in range(emitters)))
+
+            out = await measure(run, n)
+            checkpoint = await measure(lambda: _discard(checkpointer.checkpoint()), n)
+            out["checkpoint_cpu_us_per_event"] = checkpoint["cpu_us_per_event"]
+            if not best or out["cpu_us_per_event"] < best["cpu_us_per_event"]:
+                best = out
+        size = await log.size()
+        last = (await log.read_from(size - 1, 1))[0]
+        if size != 1 + rounds * n or last.type != EVENT:
+            raise SystemExit(f"the log does not hold {rounds} x {n} events after the run")
+    finally:
+        await backend.close()
+    return best
+
+
+async def _discard(work: Awaitable[object]) -> None:
+    await work
+
+
+def bench_floor(tmp: Path, n: int, rounds: int, batch: int) -> dict[str, float]:
+    """One INSERT per event of the same bytes, ``batch`` events per transaction, sqlite3 on
+    this thread (no executor, no index bookkeeping): what storing the bytes costs at least.
+    The best of ``rounds``."""
+    clock = SystemClock()
+    values = []
+    for i in range(n):
+        specs = query_fields(i)
+        top = {k: specs.pop(k) for k in ("user",)}
+        values.append(_canonical(clock, i, top, specs))
+    db = sqlite3.connect(str(tmp / f"floor-{batch}.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for start in range(0, n, batch):
+            db.execute("BEGIN IMMEDIATE")
+            for i in range(start, min(n, start + batch)):
+                key = event_key(r * n + i)
+                db.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (key, values[i]))
+            db.execute("COMMIT")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        out = {"events_per_s": n / wall, "cpu_us_per_event": cpu * 1e6 / n}
+        if not best or out["cpu_us_per_event"] < best["cpu_us_per_event"]:
+            best = out
+    db.close()
+    return best
+
+
+def _canonical(
+    clock: SystemClock, i: int, top: dict[str, object], extra: dict[str, object]
+) -> bytes:
+    from bastion.types.audit import AuditEvent
+
+    event = AuditEvent(
+        type=EVENT,
+        code="T0000I",
+        time=clock.now(),
+        cluster="bench",
+        fields=extra,
+        id=f"{i:020d}-00000000",
+        index=i,
+        **top,
+    )
+    return encode(event)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "events": args.events,
+        "batch": args.batch,
+        "rounds": args.rounds,
+        "load_before": load(),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-audit-bulk-") as d:
+        tmp = Path(d)
+        floors = {b: bench_floor(tmp, args.events, args.rounds, b) for b in (1, args.batch)}
+        out["floor"] = {"emit": floors[1], "emit_many": floors[args.batch]}
+        for name, batch in (("emit", 1), ("emit_many", args.batch)):
+            rows = {}
+            for emitters in CONCURRENCY:
+                row = await bench_ours(tmp, args.events, args.rounds, emitters, batch, name)
+                floor = floors[batch]["cpu_us_per_event"]
+                row["ratio_cpu_vs_floor"] = row["cpu_us_per_event"] / floor
+                rows[str(emitters)] = row
+            out[name] = rows
+    out["load_after"] = load()
+    return out
+
+
+def report(out: dict[str, Any]) -> None:
+    print(
+        f"bulk audit events ({EVENT}) on SQLite, best of {out['rounds']} rounds of "
+        f"{out['events']} events, emit_many batch {out['batch']}; load average "
+        f"{out['load_before']} -> "
+        f"{out['load_after']}"
+    )
+    for name in ("emit", "emit_many"):
+        floor = out["floor"][name]
+        print(
+            f"  floor  sqlite3 INSERT, {1 if name == 'emit' else out['batch']:3d}/tx  "
+            f"{floor['events_per_s']:9.0f} ev/s  {floor['cpu_us_per_event']:7.1f} us CPU/ev"
+        )
+        for emitters, row in out[name].items():
+            print(
+                f"  {name:9s} {int(emitters):2d} emitters        {row['events_per_s']:9.0f} ev/s  "
+                f"{row['cpu_us_per_event']:7.1f} us CPU/ev  "
+                f"(+ checkpoint {row['checkpoint_cpu_us_per_event']:5.1f})  "
+                f"ratio ours/floor CPU {row['ratio_cpu_vs_floor']:5.1f}x"
+            )
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--events", type=int, default=20_000, help="events per measurement")
+    p.add_argument("--batch", type=int, default=16, help="events per emit_many call")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per row (the best is shown)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument("--json", type=Path, help="also write the numbers here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.events, args.rounds = 512, 1
+    if args.events < 1 or args.batch < 2 or args.rounds < 1:
+        p.error("--events and --rounds must be positive and --batch at least 2")
+    return args
+
+
+def run(argv: list[str]) -> None:
+    args = parse(argv)
+    configure_logging("info", "json", sys.stderr)  # as bastion start does
+    tune_runtime()
+    out = asyncio.run(main(args))
+    report(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

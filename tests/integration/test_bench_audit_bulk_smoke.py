@@ -1,0 +1,31 @@
+"""Keeps ``bench/audit_bulk.py`` working: one ``--quick`` run takes every measurement. No timing
+asserts: the numbers only have to exist."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[2] / "bench" / "audit_bulk.py"
+
+
+def test_audit_bulk_bench_quick(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    for name in ("emit", "emit_many"):
+        assert data["floor"][name]["cpu_us_per_event"] > 0
+        assert set(data[name]) == {"1", "8", "64"}
+        for row in data[name].values():
+            assert row["events_per_s"] > 0 and row["ratio_cpu_vs_floor"] > 0
+            assert row["checkpoint_cpu_us_per_event"] > 0
+    assert "ratio ours/floor CPU" in result.stdout
