@@ -50,15 +50,13 @@ from pathlib import Path
 
 import click
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.cli.common import handle_errors
 from bastion.cli.identity import run_async
 from bastion.cli.profile_api import check_label_filters, current_profile, profile_send
 from bastion.cli.render import print_json, print_table
 from bastion.client.mfa import origin_for, solve
-from bastion.client.profile import Profile
+from bastion.client.profile import Profile, resource_key
 from bastion.client.proxy_conn import split_host_port
 from bastion.client.tls import profile_key_is_tpm, resource_context
 from bastion.contract.db import (
@@ -300,7 +298,7 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     profile = current_profile()
     files = _files(profile, name)
     tpm = profile_key_is_tpm(profile.path)  # --key-store=tpm: for the TPM-held key, no key file
-    key_pem, pub = _tpm_key(profile) if tpm else _new_key()
+    key_pem, pub = resource_key(profile.path)
     body = DbUserCertRequest.model_validate(
         {
             "db_service": name,
@@ -336,25 +334,6 @@ def _login(name: str, db_user: str, db_name: str, ttl: str) -> tuple[Path, str]:
     )
     write_private_file(service, update_service_file(old, name, entry))
     return service, expires
-
-
-def _new_key() -> tuple[bytes, bytes]:
-    """A fresh software key for the database certificate: (PKCS#8 PEM, SPKI PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return key_pem, pub
-
-
-def _tpm_key(profile: Profile) -> tuple[bytes, bytes]:
-    """No key file, and the public key of the profile's TPM-held key."""
-    from bastion.client.device.tpm_key import public_pem
-
-    return b"", public_pem(profile.path).encode()
 
 
 def _session_cert(

@@ -35,7 +35,7 @@ from bastion.errors import BadParameter, NotFound
 if TYPE_CHECKING:  # cryptography loads only to save a profile: bsh status stays light
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-__all__ = ["KNOWN_CLUSTERS", "Profile", "ProfileStore", "new_client_key"]
+__all__ = ["KNOWN_CLUSTERS", "Profile", "ProfileStore", "new_client_key", "resource_key"]
 
 KNOWN_CLUSTERS = "known_clusters.json"
 
@@ -44,6 +44,29 @@ def new_client_key() -> ed25519.Ed25519PrivateKey:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     return ed25519.Ed25519PrivateKey.generate()
+
+
+def resource_key(profile_dir: Path) -> tuple[bytes, bytes]:
+    """The key to ask a resource certificate (a database's, an app's) for: (PKCS#8 PEM of a
+    fresh software P-256 key, its SubjectPublicKeyInfo PEM); in a ``--key-store=tpm`` profile
+    no key file (``b""``) and the public key of the profile's TPM-held key."""
+    from bastion.client.tls import profile_key_is_tpm
+
+    if profile_key_is_tpm(profile_dir):
+        from bastion.client.device.tpm_key import public_pem
+
+        return b"", public_pem(profile_dir).encode()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key_pem, pub
 
 
 @dataclass(slots=True)

@@ -3,7 +3,9 @@
 import json
 import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -98,3 +100,23 @@ def test_a_tpm_held_key_leaves_no_key_files(tmp_path):
     names = {f.name for f in profile.path.iterdir()}
     assert "key" not in names and "tls.key" not in names
     assert (profile.path / "key.pub").read_text() == "ecdsa-sha2-nistp256 AAAA\n"
+
+
+def test_resource_key_is_a_fresh_software_key_or_the_profiles_tpm_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.client import profile as profile_mod
+    from bastion.client.device import tpm_key
+
+    key_pem, pub = profile_mod.resource_key(tmp_path)
+    private = serialization.load_pem_private_key(key_pem, None)
+    assert (
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == pub
+    )
+    assert profile_mod.resource_key(tmp_path)[1] != pub  # fresh each time
+    (tmp_path / "key.tpm").write_text("{}")  # a --key-store=tpm profile: no tls.key
+    monkeypatch.setattr(tpm_key, "public_pem", lambda d: f"PUB OF {d.name}")
+    assert profile_mod.resource_key(tmp_path) == (b"", f"PUB OF {tmp_path.name}".encode())
