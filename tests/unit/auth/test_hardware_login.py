@@ -14,24 +14,18 @@ import pyotp
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from tpm2_pytss.constants import TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
-from tpm2_pytss.types import (
-    TPM2B_DATA,
-    TPM2B_ECC_PARAMETER,
-    TPM2B_PUBLIC,
-    TPMS_ATTEST,
-    TPMT_SIGNATURE,
-)
 
 from bastion.api.devices import ping_challenge
 from bastion.audit.log import AuditQuery
 from bastion.auth.device_attest import authn_message, enroll_message
 from bastion.auth.devices import DeviceService, LoginProof
-from bastion.auth.key_attest import KEY_RESIDENT
 from bastion.ca.sshcert import parse_ssh_certificate
 from bastion.errors import AccessDenied, BadParameter
 from bastion.testing import make_auth, new_public_key
+from bastion.testing.tpm_structs import b64 as _b64
+from bastion.testing.tpm_structs import certify
+from bastion.testing.tpm_structs import public_pem as _pem
+from bastion.testing.tpm_structs import tpm_signature as _tpm_sign
 from bastion.types.access import Role
 
 PASSWORD = "correct horse battery staple"
@@ -39,39 +33,10 @@ PROFILE = {k: "" for k in ("os_name", "os_version", "kernel", "model", "serial",
 PROFILE["bsh_version"] = ""
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
-
-def _tpm_sign(ak: ec.EllipticCurvePrivateKey, message: bytes) -> str:
-    r, s = decode_dss_signature(ak.sign(message, ec.ECDSA(hashes.SHA256())))
-    sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
-    sig.signature.ecdsa.hash = TPM2_ALG.SHA256
-    sig.signature.ecdsa.signatureR = TPM2B_ECC_PARAMETER(r.to_bytes(32, "big"))
-    sig.signature.ecdsa.signatureS = TPM2B_ECC_PARAMETER(s.to_bytes(32, "big"))
-    return _b64(bytes(sig.marshal()))
-
-
 def _certify(
     ak: ec.EllipticCurvePrivateKey, key: ec.EllipticCurvePrivateKey, challenge: str
 ) -> tuple[str, str, str]:
-    attrs = KEY_RESIDENT | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
-    public = TPM2B_PUBLIC.from_pem(_pem(key).encode(), objectAttributes=attrs)
-    nonce = hashlib.sha256(challenge.encode()).digest()
-    info = TPMS_ATTEST(
-        magic=TPM2_GENERATED.VALUE, type=TPM2_ST.ATTEST_CERTIFY, extraData=TPM2B_DATA(nonce)
-    )
-    info.attested.certify.name = public.get_name()
-    attest = bytes(info.marshal())
-    return _b64(bytes(public.marshal())), _b64(attest), _tpm_sign(ak, attest)
+    return certify(ak, key, hashlib.sha256(challenge.encode()).digest())
 
 
 def _ssh_line(key: ec.EllipticCurvePrivateKey) -> str:

@@ -4,67 +4,34 @@ built and signed in process, as a TPM would)."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tpm2_pytss.constants import TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
-from tpm2_pytss.types import (
-    TPM2B_DATA,
-    TPM2B_ECC_PARAMETER,
-    TPM2B_PUBLIC,
-    TPMS_ATTEST,
-    TPMT_SIGNATURE,
-)
+from tpm2_pytss.constants import TPM2_ST, TPMA_OBJECT
 
 from bastion.auth.device_attest import spki_sha256
-from bastion.auth.key_attest import KEY_RESIDENT, certified_key_sha256
+from bastion.auth.key_attest import certified_key_sha256
 from bastion.errors import AccessDenied, BadParameter
+from bastion.testing.tpm_structs import b64 as _b64
+from bastion.testing.tpm_structs import certify
+from bastion.testing.tpm_structs import public_pem as _pem
+from bastion.testing.tpm_structs import tpm_signature as _tpm_sign
 
 NONCE = b"fresh challenge"
-RESIDENT = KEY_RESIDENT | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _tpm_sign(ak: ec.EllipticCurvePrivateKey, message: bytes) -> str:
-    r, s = decode_dss_signature(ak.sign(message, ec.ECDSA(hashes.SHA256())))
-    sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
-    sig.signature.ecdsa.hash = TPM2_ALG.SHA256
-    sig.signature.ecdsa.signatureR = TPM2B_ECC_PARAMETER(r.to_bytes(32, "big"))
-    sig.signature.ecdsa.signatureS = TPM2B_ECC_PARAMETER(s.to_bytes(32, "big"))
-    return _b64(bytes(sig.marshal()))
 
 
 def _certify(
     ak: ec.EllipticCurvePrivateKey,
     key: ec.EllipticCurvePrivateKey,
     *,
-    attrs: TPMA_OBJECT = RESIDENT,
-    named: ec.EllipticCurvePrivateKey | None = None,
     nonce: bytes = NONCE,
-    kind: TPM2_ST = TPM2_ST.ATTEST_CERTIFY,
+    **change: Any,
 ) -> tuple[str, str, str]:
     """(key_public, attest, signature) as TPM2_Certify of ``key`` by ``ak`` returns them."""
-    public = TPM2B_PUBLIC.from_pem(_pem(key).encode(), objectAttributes=attrs)
-    name_of = TPM2B_PUBLIC.from_pem(_pem(named or key).encode(), objectAttributes=attrs)
-    info = TPMS_ATTEST(magic=TPM2_GENERATED.VALUE, type=kind, extraData=TPM2B_DATA(nonce))
-    info.attested.certify.name = name_of.get_name()
-    attest = bytes(info.marshal())
-    return _b64(bytes(public.marshal())), _b64(attest), _tpm_sign(ak, attest)
+    return certify(ak, key, nonce, **change)
 
 
 def _keys() -> tuple[ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:

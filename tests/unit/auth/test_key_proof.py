@@ -23,21 +23,11 @@ import pyotp
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from tpm2_pytss.constants import TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
-from tpm2_pytss.types import (
-    TPM2B_DATA,
-    TPM2B_ECC_PARAMETER,
-    TPM2B_PUBLIC,
-    TPMS_ATTEST,
-    TPMT_SIGNATURE,
-)
 
 from bastion.api.devices import key_binding, ping_challenge
 from bastion.auth.device_attest import authn_message, enroll_message
 from bastion.auth.devices import DeviceService
 from bastion.auth.issuer import UserCerts
-from bastion.auth.key_attest import KEY_RESIDENT
 from bastion.auth.key_proof import KeyBinding, binding_from_json, binding_json, check_binding
 from bastion.auth.renewal import RenewalService
 from bastion.auth.requests import AccessRequestService, NewRequest
@@ -52,6 +42,10 @@ from bastion.rbac.checker import RoleSet
 from bastion.sso.mapping import SSOIdentity
 from bastion.sso.service import SSOService
 from bastion.testing import AuthFixture, make_auth, new_public_key
+from bastion.testing.tpm_structs import b64 as _b64
+from bastion.testing.tpm_structs import certify
+from bastion.testing.tpm_structs import public_pem as _pem
+from bastion.testing.tpm_structs import tpm_signature as _tpm_sign
 from bastion.types import Identity, Metadata, Node, load_resources
 from bastion.types.codec import parse_resource
 from bastion.types.inventory import NodeSpec
@@ -80,16 +74,12 @@ spec:
 HARDWARE = "key-store=tpm"  # in the refusal's hint
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+def _certify(
+    ak: ec.EllipticCurvePrivateKey, key: ec.EllipticCurvePrivateKey, challenge: str
+) -> dict[str, str]:
+    """TPM2_Certify of ``key`` by ``ak`` over SHA-256 of ``challenge``."""
+    public, attest, signature = certify(ak, key, hashlib.sha256(challenge.encode()).digest())
+    return {"key_public": public, "attest": attest, "signature": signature}
 
 
 def _line(key: ec.EllipticCurvePrivateKey) -> str:
@@ -98,35 +88,6 @@ def _line(key: ec.EllipticCurvePrivateKey) -> str:
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-
-
-def _tpm_sign(ak: ec.EllipticCurvePrivateKey, message: bytes) -> str:
-    r, s = decode_dss_signature(ak.sign(message, ec.ECDSA(hashes.SHA256())))
-    sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
-    sig.signature.ecdsa.hash = TPM2_ALG.SHA256
-    sig.signature.ecdsa.signatureR = TPM2B_ECC_PARAMETER(r.to_bytes(32, "big"))
-    sig.signature.ecdsa.signatureS = TPM2B_ECC_PARAMETER(s.to_bytes(32, "big"))
-    return _b64(bytes(sig.marshal()))
-
-
-def _certify(
-    ak: ec.EllipticCurvePrivateKey, key: ec.EllipticCurvePrivateKey, challenge: str
-) -> dict[str, str]:
-    """TPM2_Certify of ``key`` by ``ak`` over SHA-256 of ``challenge``."""
-    attrs = KEY_RESIDENT | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
-    public = TPM2B_PUBLIC.from_pem(_pem(key).encode(), objectAttributes=attrs)
-    info = TPMS_ATTEST(
-        magic=TPM2_GENERATED.VALUE,
-        type=TPM2_ST.ATTEST_CERTIFY,
-        extraData=TPM2B_DATA(hashlib.sha256(challenge.encode()).digest()),
-    )
-    info.attested.certify.name = public.get_name()
-    attest = bytes(info.marshal())
-    return {
-        "key_public": _b64(bytes(public.marshal())),
-        "attest": _b64(attest),
-        "signature": _tpm_sign(ak, attest),
-    }
 
 
 @dataclass
