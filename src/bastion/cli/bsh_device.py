@@ -15,7 +15,7 @@ from bastion.cli.common import handle_errors
 from bastion.cli.identity import resolve_identity, run_async
 from bastion.cli.render import print_json
 from bastion.client.api import AuthClient
-from bastion.client.device.ceremony import authenticate, enroll, login_proof
+from bastion.client.device.ceremony import authenticate, enroll
 from bastion.client.device.local import load_state
 from bastion.client.profile import Profile, ProfileStore
 from bastion.client.tls import profile_context
@@ -23,24 +23,11 @@ from bastion.contract import devices as d
 from bastion.errors import BastionError, NotFound
 from bastion.files import write_private_file
 
-__all__ = ["device_ceremony", "device_group", "login_device_proof"]
+__all__ = ["device_ceremony", "device_group"]
 
 
 def _client_for(profile: Profile) -> AuthClient:
     return AuthClient(profile.proxy, profile_context(profile.path, profile.name, []))
-
-
-def login_device_proof(
-    store: ProfileStore, cluster: str, ping: dict[str, Any]
-) -> dict[str, object] | None:
-    """Before a password login: this machine's answer to the ping's device challenge, sent with
-    the login request (None: not enrolled in ``cluster``, no challenge, or the TPM failed, then
-    the ceremony runs after the login as before)."""
-    try:
-        return login_proof(store.home, cluster, str(ping.get("device_challenge") or ""))
-    except BastionError as exc:
-        click.echo(f"warning: device authentication failed: {exc.message}", err=True)
-        return None
 
 
 def device_ceremony(
