@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 
+from bastion.audit import checkpointer
 from bastion.audit.canonical import encode
-from bastion.audit.checkpointer import Checkpointer, load_state
+from bastion.audit.checkpointer import FOLD_SLICE, Checkpointer, load_state
 from bastion.audit.log import AuditLog
 from bastion.audit.merkle import leaf_hash, verify_inclusion
 from bastion.audit.note import open_note, parse_checkpoint
@@ -55,3 +56,32 @@ async def test_inclusion_proof_verifies_against_the_signed_root():
     assert not verify_inclusion(12, checkpoint.size, leaf, path, checkpoint.root)
     by_index = await cp.inclusion(index=3)
     assert by_index["id"] == events[3].id
+
+
+async def _ticks_during_catch_up() -> int:
+    """How often another task ran while a checkpoint folded 900 new events."""
+    clock, backend, log, signer = await setup()
+    await log.emit_many([("exec", "success", {"n": i}) for i in range(900)])
+    ticks = 0
+    done = False
+
+    async def other_connection() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_connection())
+    await asyncio.sleep(0)
+    before = ticks
+    await Checkpointer(log, signer, clock).checkpoint()
+    done = True
+    await other
+    return ticks - before
+
+
+async def test_a_long_catch_up_lets_other_tasks_run_between_slices(monkeypatch):
+    sliced = await _ticks_during_catch_up()
+    monkeypatch.setattr(checkpointer, "FOLD_SLICE", 10**9)
+    in_one_go = await _ticks_during_catch_up()  # only the backend's own awaits yield
+    assert sliced >= in_one_go + 900 // FOLD_SLICE
