@@ -58,6 +58,7 @@ from bastion.proxy.cluster_route import CacheTrust
 from bastion.proxy.db_route import CacheDatabases
 from bastion.proxy.listener import ProxyTLS, WebUpstream
 from bastion.proxy.service import ALL_IN_ONE_PROXY, ProxyLink, ProxyService, public_names
+from bastion.runtime import freeze_startup_heap
 from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.sso.revalidate import Revalidator
 from bastion.types.access import User
@@ -183,6 +184,7 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
         if auth is not None and config.audit_export is not None:
             exporters = build_forwarders(config.audit_export, auth.server.audit, config.data_path())
         on_ready(ready)
+        freeze_startup_heap()
         async with asyncio.TaskGroup() as group:
             tasks = []
             if auth is not None:

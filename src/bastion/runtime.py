@@ -243,3 +243,12 @@ def tune_runtime() -> None:
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     _fix_mmap_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive now (modules, config, models, caches built
+    at start-up) into the permanent generation: full collections later scan only what was
+    allocated since (a full collection of a started daemon took ~75 ms, a stall of every
+    connection). Called once the daemon is ready."""
+    gc.collect()
+    gc.freeze()

@@ -12,6 +12,7 @@ databases labelled ``env=dev``; user ``alice`` has ``db_users: [alice_db]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from bastion.auth.recordings import InProcessTarget, RecordingService
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.backend import open_backend
 from bastion.clock import SystemClock
+from bastion.config.schema import AuditLogConfig
 from bastion.errors import NotFound
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
@@ -145,7 +147,8 @@ async def rig_auth(
     tmp: Path, clock: SystemClock, *, sqlite: bool, recordings: RecordingStore | None = None
 ) -> AsyncIterator[AuthServer]:
     """The rig's auth server: over a MemoryBackend (tests), or with ``sqlite`` over the
-    SQLite backend of ``bastion start`` (benchmarks: the audit log's real write path)."""
+    SQLite backend of ``bastion start`` (benchmarks: the audit log's real write path, and its
+    signed checkpoints every ``checkpoint_interval`` seconds, as ``bastion start`` runs them)."""
     if not sqlite:
         yield (await make_auth(clock=clock, cluster=CLUSTER, recordings=recordings)).auth
         return
@@ -158,7 +161,15 @@ async def rig_auth(
             )
         )  # fmt: skip
         await auth.init()
-        yield auth
+        checkpointer = await auth.audit_checkpointer()
+        interval = AuditLogConfig().checkpoint_interval
+        checkpoints = asyncio.ensure_future(checkpointer.run_forever(interval))
+        try:
+            yield auth
+        finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
     finally:
         await backend.close()
 
@@ -366,6 +377,7 @@ async def rig_cluster(
     finally:
         running.cancel()
         await pool.close()
+        await agent.close()
         await listener.close()
         await route.close()
         await tunnel.close()
