@@ -329,11 +329,20 @@ class _Conn:
 
 
 @dataclass(slots=True)
+class _Assertion:
+    """The signed identity assertion of one session and app, kept across admissions."""
+
+    value: str = ""
+    at: float = 0.0
+    signing: asyncio.Future[None] | None = None
+    """A renewal signing aside while the current value is still valid."""
+
+
+@dataclass(slots=True)
 class _Admitted:
     app: App
     at: float
-    jwt: str = ""
-    jwt_at: float = 0.0
+    jwt: _Assertion
     extra: bytes = b""
     """The app's static rewrite headers, encoded once."""
     targets: LockTargets | None = None
@@ -426,6 +435,8 @@ class AppRoute:
         self._deps = deps
         self.domain = deps.domain.lower()
         self._admitted: dict[tuple[str, str], _Admitted] = {}
+        self._admitting: dict[tuple[str, str], asyncio.Future[_Admitted]] = {}
+        """Admissions being decided (one at a time per session and app)."""
         self._targets: dict[tuple[str, str, bool], _Target] = {}
         self._tasks = TaskSet()
         self._requests = RequestAudit(deps.audit)
@@ -719,27 +730,65 @@ class AppRoute:
         key = (who.key, label)
         hit = self._admitted.get(key)
         if hit is None or tick - hit.at >= deps.admission_ttl:
-            if deps.gate is not None:
-                await deps.gate.admit(who.identity, "web", f"app/{label}", conn.remote)
-            app = await deps.access.authorize(who.identity, label)
-            if len(self._admitted) > 10_000:
-                self._admitted.clear()
-            ident = who.identity
-            extra = render_headers(app.spec.rewrite.headers, ident.traits, ident.logins)
-            hit = _Admitted(app, tick, hit.jwt if hit else "", hit.jwt_at if hit else 0.0, extra)
-            hit.targets = identity_targets(who.identity, nodes=(label,))
-            hit.http = app.spec.uri.startswith(("http://", "https://"))
-            self._admitted[key] = hit
-            root = conn.parent or conn
-            if not who.session_id and not root.started:
-                root.started = True
-                root.cert_who = who
-                await self._audit_start(who, label, root, "certificate")
+            # Every connection of a session finds the admission stale in the same instant:
+            # one of them decides, the others wait for that decision (and share a refusal).
+            flight = self._admitting.get(key)
+            if flight is None:
+                flight = asyncio.ensure_future(self._readmit(key, who, label, conn, hit, tick))
+                self._admitting[key] = flight
+                flight.add_done_callback(_retrieve)
+            hit = await asyncio.shield(flight)
         if deps.locks is not None:
             assert hit.targets is not None
             deps.locks.check(hit.targets, deps.locks.cluster_mode).raise_if_denied()
-        if tick - hit.jwt_at >= _JWT_REUSE:
-            hit.jwt, hit.jwt_at = await deps.access.assertion(who.identity, hit.app), tick
+        jwt = hit.jwt
+        if tick - jwt.at >= _JWT_REUSE:
+            if jwt.signing is None:  # one signing at a time per session and app
+                jwt.signing = asyncio.ensure_future(self._sign(who, hit.app, jwt, tick))
+                jwt.signing.add_done_callback(_retrieve)
+            if not jwt.value or tick - jwt.at >= _JWT_REUSE * 1.5:
+                await asyncio.shield(jwt.signing)  # no valid one to send meanwhile
+            # else: the current one is valid for 30 s more and is sent while it renews
+        return hit
+
+    async def _sign(self, who: _Who, app: App, jwt: _Assertion, tick: float) -> None:
+        try:
+            jwt.value, jwt.at = await self._deps.access.assertion(who.identity, app), tick
+        except BastionError as exc:  # requests waiting for it are refused with it
+            log.info("app assertion for %s not signed: %s", who.identity.user, exc.message)
+            raise
+        finally:
+            jwt.signing = None
+
+    async def _readmit(
+        self,
+        key: tuple[str, str],
+        who: _Who,
+        label: str,
+        conn: _Conn,
+        hit: _Admitted | None,
+        tick: float,
+    ) -> _Admitted:
+        deps = self._deps
+        try:
+            if deps.gate is not None:
+                await deps.gate.admit(who.identity, "web", f"app/{label}", conn.remote)
+            app = await deps.access.authorize(who.identity, label)
+        finally:
+            self._admitting.pop(key, None)
+        if len(self._admitted) > 10_000:
+            self._admitted.clear()
+        ident = who.identity
+        extra = render_headers(app.spec.rewrite.headers, ident.traits, ident.logins)
+        hit = _Admitted(app, tick, hit.jwt if hit else _Assertion(), extra)
+        hit.targets = identity_targets(who.identity, nodes=(label,))
+        hit.http = app.spec.uri.startswith(("http://", "https://"))
+        self._admitted[key] = hit
+        root = conn.parent or conn
+        if not who.session_id and not root.started:
+            root.started = True
+            root.cert_who = who
+            await self._audit_start(who, label, root, "certificate")
         return hit
 
     def _register(self, conn: _Conn, who: _Who, label: str) -> None:
@@ -935,14 +984,14 @@ class AppRoute:
         if (  # the same header section as the last request, for the same identity and app
             made
             and made[0] is head.headers
-            and made[1] is admitted.jwt
+            and made[1] is admitted.jwt.value
             and made[2] is admitted.extra
             and made[3] is target
             and made[4] == host
         ):
             return line.encode("latin-1") + made[5]  # type: ignore[operator]
         fields = self._fields(head, admitted, conn, target, host, upgrade)
-        conn.forward = (head.headers, admitted.jwt, admitted.extra, target, host, fields)
+        conn.forward = (head.headers, admitted.jwt.value, admitted.extra, target, host, fields)
         return line.encode("latin-1") + fields
 
     def _fields(
@@ -975,7 +1024,7 @@ class AppRoute:
             out += b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
         out += (
             f"X-Forwarded-For: {conn.client[0]}\r\nX-Forwarded-Proto: https\r\n"
-            f"X-Forwarded-Host: {host}\r\n{JWT_HEADER}: {admitted.jwt}\r\n"
+            f"X-Forwarded-Host: {host}\r\n{JWT_HEADER}: {admitted.jwt.value}\r\n"
         ).encode("latin-1")
         out += admitted.extra
         out += b"\r\n"
@@ -1400,3 +1449,10 @@ def _strip_cookie(value: str) -> str:
     """The ``Cookie`` header without our session cookie (the app never sees it)."""
     kept = [p for p in value.split(";") if p.strip().split("=", 1)[0].strip() != COOKIE]
     return ";".join(kept).strip()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a failed background decision as seen (its waiters got the error, or all went
+    away: no "exception was never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()

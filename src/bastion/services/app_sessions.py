@@ -16,6 +16,7 @@ sessions within a second without a backend read per request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,9 @@ class AppSessions:
         self._clock = clock
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[AppSession, float]] = {}
+        self._loading: dict[str, asyncio.Task[AppSession | None]] = {}
+        """One backend read per session at a time: every connection of a browser (or of a
+        load generator) finds the cache stale in the same instant."""
 
     async def new_code(self, identity: Identity, app: str, bound_key: str) -> str:
         """A one-time code for ``app``, redeemable within :data:`CODE_TTL`."""
@@ -120,15 +124,29 @@ class AppSessions:
             if session.app != app or session.expires <= now:
                 return None
             return session
-        loaded = await self._load(digest)
-        if loaded is None:
+        task = self._loading.get(digest)
+        if task is None:
+            task = self._loading[digest] = asyncio.ensure_future(self._refresh(digest, tick))
+            task.add_done_callback(_retrieve)
+        loaded = await asyncio.shield(task)  # a waiter that goes away leaves it to the others
+        if loaded is None or loaded.app != app or loaded.expires <= now:
+            return None
+        return loaded
+
+    async def _refresh(self, digest: str, tick: float) -> AppSession | None:
+        me = asyncio.current_task()
+        try:
+            loaded = await self._load(digest)
+        finally:
+            ended = self._loading.get(digest) is not me  # :meth:`end` ran meanwhile
+            if not ended:
+                del self._loading[digest]
+        if ended or loaded is None:
             self._cache.pop(digest, None)
             return None
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
         self._cache[digest] = (loaded, tick)
-        if loaded.app != app or loaded.expires <= now:
-            return None
         return loaded
 
     async def _load(self, digest: str) -> AppSession | None:
@@ -159,6 +177,7 @@ class AppSessions:
         """End the session of ``token`` (app sign-out); unknown tokens are ignored."""
         digest = hash_secret(token)
         self._cache.pop(digest, None)
+        self._loading.pop(digest, None)  # a read in flight must not cache it again
         await self._delete(f"{PREFIX}sessions/{digest}")
 
     async def _delete(self, key: str) -> None:
@@ -166,3 +185,9 @@ class AppSessions:
             await self._backend.delete(key)
         except NotFound:
             pass
+
+
+def _retrieve(task: asyncio.Task[AppSession | None]) -> None:
+    """Mark a failed read as seen (its waiters got the error, or all went away)."""
+    if not task.cancelled():
+        task.exception()

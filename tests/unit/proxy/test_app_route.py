@@ -220,3 +220,74 @@ async def test_sampled_reads_and_every_write_are_audited_and_say_the_rate():
     _, _, events = await _serve(_get("/a") * 3, sample=0.999999)
     requests = [f for t, f in events if t == "app.request"]
     assert all(f["sample_rate"] == 0.999999 for f in requests) and requests
+
+
+class _SlowAccess(_Access):
+    """Authorization and signing take a round trip (they yield), as they do for real."""
+
+    def __init__(self, identity):
+        super().__init__(identity)
+        self.authorized = 0
+
+    async def authorize(self, identity, name):
+        self.authorized += 1
+        await asyncio.sleep(0)
+        return self.app
+
+    async def assertion(self, identity, app):
+        await asyncio.sleep(0)
+        return await super().assertion(identity, app)
+
+
+async def _serve_concurrently(access, connections: int, now, monkeypatch) -> list[bytes]:
+    """``connections`` clients of one session each send one GET at the same time, once at
+    each monotonic time of ``now``."""
+    from bastion.clock import FakeClock
+    from bastion.live.registry import LiveRegistry
+    from bastion.proxy import app_route
+    from bastion.proxy.app_route import AppRoute, AppRouteDeps
+
+    route = AppRoute(
+        AppRouteDeps(
+            access=access, domain="proxy.test", audit=_Events(), registry=LiveRegistry(),
+            clock=FakeClock(), tunnel=_Tunnel(), audit_requests="none",
+        )
+    )  # fmt: skip
+    await route.start()
+    outs = []
+    for when in now:
+        clock = type("Monotonic", (), {"monotonic": staticmethod(lambda w=when: w)})
+        monkeypatch.setattr(app_route, "time", clock)  # the route's clock only, not the loop's
+        clients = [_Transport() for _ in range(connections)]
+        tasks = [
+            asyncio.ensure_future(route.handle(c, None, ("192.0.2.7", 5), _get("/a"), "grafana"))
+            for c in clients
+        ]
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if all(b"HTTP/1.1 " in c.out for c in clients):
+                break
+        for c in clients:
+            c.protocol.eof_received()
+        await asyncio.gather(*tasks)
+        outs += [c.out for c in clients]
+    await route.close()
+    return outs
+
+
+async def test_connections_of_a_session_share_one_admission_and_one_signing(monkeypatch):
+    from datetime import timedelta
+
+    from bastion.clock import FakeClock
+    from bastion.types.identity import Identity
+
+    expires = FakeClock().now() + timedelta(hours=1)
+    access = _SlowAccess(Identity(cluster="c", user="alice", expires=expires))
+    # t=100: first admission; t=100.5: cached; t=102: stale, decided once for all 20
+    # connections; t=131: the assertion is 31 s old: renewed aside while the current one
+    # (valid for 29 s more) is sent; t=131.1: cached, the renewed one.
+    times = [100.0, 100.5, 102.0, 131.0, 131.1]
+    outs = await _serve_concurrently(access, 20, times, monkeypatch)
+    assert len(outs) == 100 and all(o.startswith(b"HTTP/1.1 200 OK") for o in outs)
+    assert access.authorized == 3  # not once per connection
+    assert access.signed == 2

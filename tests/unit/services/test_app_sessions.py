@@ -1,3 +1,4 @@
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -5,7 +6,7 @@ import pytest
 from bastion.backend.base import Item
 from bastion.backend.memory import MemoryBackend
 from bastion.errors import AccessDenied
-from bastion.services.app_sessions import AppSessions
+from bastion.services.app_sessions import PREFIX, AppSessions
 from bastion.testing import FakeClock
 from bastion.types.identity import Identity
 
@@ -52,3 +53,59 @@ async def test_session_ends_with_its_web_session_after_the_cache():
     clock.advance(1.5)
     assert await sessions.get(token, "grafana") is None
     await sessions.end(token)
+
+
+class _CountingBackend(MemoryBackend):
+    """Counts reads of app session records; each read yields to the loop first (as a real
+    backend's round trip does), so concurrent callers overlap."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.session_reads = 0
+        self.hold_web_sessions: asyncio.Event | None = None
+        self.held = asyncio.Event()
+
+    async def get(self, key: str) -> Item:
+        if key.startswith(PREFIX + "sessions/"):
+            self.session_reads += 1
+        if key.startswith("web/") and self.hold_web_sessions is not None:
+            self.held.set()
+            await self.hold_web_sessions.wait()
+        await asyncio.sleep(0)
+        return await super().get(key)
+
+
+async def test_concurrent_requests_after_the_cache_expired_read_the_session_once():
+    clock = FakeClock()
+    backend = _CountingBackend(clock)
+    await backend.create(Item(key="web/sessions/abc", value=b"{}"))
+    ident = Identity(cluster="c", user="alice", expires=clock.now() + timedelta(hours=2))
+    sessions = AppSessions(backend, clock, cache_ttl=1.0)
+    token, _ = await sessions.redeem(
+        await sessions.new_code(ident, "grafana", "web/sessions/abc"), "grafana"
+    )
+    found = await asyncio.gather(*(sessions.get(token, "grafana") for _ in range(50)))
+    assert all(s is not None and s.identity.user == "alice" for s in found)
+    assert backend.session_reads == 1
+    clock.advance(1.5)
+    found = await asyncio.gather(*(sessions.get(token, "grafana") for _ in range(50)))
+    assert all(s is not None for s in found)
+    assert backend.session_reads == 2
+
+
+async def test_a_logout_during_a_read_is_not_undone_by_it():
+    clock = FakeClock()
+    backend = _CountingBackend(clock)
+    await backend.create(Item(key="web/sessions/abc", value=b"{}"))
+    ident = Identity(cluster="c", user="alice", expires=clock.now() + timedelta(hours=2))
+    sessions = AppSessions(backend, clock, cache_ttl=1.0)
+    token, _ = await sessions.redeem(
+        await sessions.new_code(ident, "grafana", "web/sessions/abc"), "grafana"
+    )
+    backend.hold_web_sessions = asyncio.Event()
+    reading = asyncio.ensure_future(sessions.get(token, "grafana"))
+    await backend.held.wait()  # the read has the session record, checks its web session
+    await sessions.end(token)
+    backend.hold_web_sessions.set()
+    assert await reading is None
+    assert await sessions.get(token, "grafana") is None
