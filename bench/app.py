@@ -5,7 +5,9 @@ serves ``GET /hello`` (13 bytes);
 
 * **direct**: wrk to the app over plain HTTP (the ceiling);
 * **nginx** (Debian ``nginx-light``): TLS with the proxy's certificate, ``proxy_pass`` with
-  upstream keep-alive, one worker (our proxy is one process);
+  upstream keep-alive, one worker (our proxy is one process), and its access log on (one
+  line per request, as nginx ships) while ours audits requests (``--audit all|writes``),
+  off with ``--audit none``;
 * **ours**: wrk over TLS to ``https://grafana.proxy.test:PORT/hello`` with an app session cookie:
   session lookup, admission (RBAC, gate; cached 1 s), lock check, JWT assertion (reused 30 s),
   identity-header stripping, streaming forward, ``app.request`` audit as configured.
@@ -51,7 +53,7 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
+  access_log {access_log};
   upstream app {{ server 127.0.0.1:{app_port}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port} ssl;
@@ -159,7 +161,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         have_nginx = bool(shutil.which("nginx") or Path("/usr/sbin/nginx").exists())
         for _ in range(args.rounds):  # interleaved: both see the same background load
             if have_nginx:
-                peer.append(await _nginx(rig, tmp, hosts, args.seconds))
+                logged = args.audit != "none"
+                peer.append(await _nginx(rig, tmp, hosts, args.seconds, logged))
             ours.append(
                 await _measure(
                     rig.url("grafana", "/hello"), args.seconds, hosts, cookie, [os.getpid()]
@@ -184,19 +187,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["ours"]["rps"] / (results["direct"]["rps"] or 1e-9), 2
     )
     results["audit_requests"] = args.audit
+    results["nginx_access_log"] = args.audit != "none"
     results["audit_request_sample"] = args.sample
     return results
 
 
-async def _nginx(rig: AppRig, tmp: Path, hosts: Path, seconds: int) -> dict[str, float]:
+async def _nginx(
+    rig: AppRig, tmp: Path, hosts: Path, seconds: int, logged: bool
+) -> dict[str, float]:
     port = free_port()
     conf = tmp / "nginx.conf"
     crt, key = rig.tls_files
+    access_log = f"{tmp}/nginx-access.log" if logged else "off"
     conf.write_text(
         NGINX_CONF.format(
-            tmp=tmp, app_port=rig.app_port, port=port, domain=DOMAIN, crt=crt, key=key
+            tmp=tmp, app_port=rig.app_port, port=port, domain=DOMAIN, crt=crt, key=key,
+            access_log=access_log,
         )
-    )
+    )  # fmt: skip
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = subprocess.Popen([nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"])
     try:
