@@ -139,6 +139,7 @@ class DbService:
         connector: Connector | None = None,
         admins: dict[str, DbAdmin] | None = None,
         audit: Emitter | None = None,
+        warm_connections: bool = True,
     ) -> None:
         self.name = name
         self.cluster = cluster
@@ -146,7 +147,12 @@ class DbService:
         self.clock = clock
         self.agent = DbAgent(
             DbAgentDeps(
-                databases=databases, certs=certs, clock=clock, admins=admins or {}, audit=audit
+                databases,
+                certs,
+                clock,
+                admins=admins or {},
+                audit=audit,
+                warm_connections=warm_connections,
             )
         )
         self._send = send_heartbeat
@@ -193,6 +199,7 @@ class DbService:
             send_heartbeat=send,
             connector=in_process_connector(proxy, host.certs.identity, f"db agent {name}"),
             admins=admins_from_config(config),
+            warm_connections=config.db_service.warm_connections,
             audit=server.audit,
         )
         if getattr(proxy, "db", None) is not None:
@@ -242,6 +249,7 @@ class DbService:
             send_heartbeat=send,
             background=background,
             admins=admins_from_config(config),
+            warm_connections=config.db_service.warm_connections,
             audit=_SubmitAudit(remote),
         )
         background.append(host_renewer(config, ident, remote, agent.tunnels, clock).run)
@@ -276,3 +284,4 @@ class DbService:
 
     async def close(self) -> None:
         await self.tunnels.close()
+        await self.agent.close()

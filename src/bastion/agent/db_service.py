@@ -12,6 +12,13 @@ reverse tunnel with header ``{"type": "db", "db": NAME, "params": {...}}``. The 
    plaintext only with ``tls.mode: insecure-plaintext`` (logged as a warning every time);
 4. sends a StartupMessage built from the proxy's (already filtered) parameters, and relays.
 
+Warm spare connections (PostgreSQL over TLS, ``db_service.warm_connections``, on by default):
+after a session of (database, db user) opened, the agent makes one spare connection for that
+pair in the background, taken up to the end of step 3, so the pair's next session only sends
+its StartupMessage (:mod:`bastion.agent.db_spares` decides which pairs keep one and for how
+long). A spare that died or whose certificate is due for renewal is closed and the session
+connects afresh; cancel requests and provisioning connections always connect afresh.
+
 The database authenticates the db user by the certificate (``pg_hba.conf``: ``hostssl ...
 cert``), so no password exists anywhere. Failures reach the client as an ErrorResponse
 (SQLSTATE 08006) naming the database, never as a silently dropped connection.
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.agent.db_provision import DbAdmin, Provisioner, x509_subject
+from bastion.agent.db_spares import SparePool, WarmConnections
 from bastion.agent.pump import pump_pair
 from bastion.audit.emitter import Emitter
 from bastion.clock import Clock
@@ -80,6 +88,12 @@ class DbAgentDeps:
     """Per database: the admin account that provisions users (``create_db_user``)."""
     audit: Emitter | None = None
     """Where ``db.user.create`` / ``db.user.disable`` go (None: logged only)."""
+    warm_connections: bool = True
+    """PostgreSQL over TLS: keep one spare connection (TLS done, no StartupMessage) per
+    recently used (database, db user) pair (``db_service.warm_connections``)."""
+    spare_ttl: float = 10.0
+    """Seconds a spare waits for a session before it is closed (PostgreSQL's
+    ``authentication_timeout`` is 60 s by default)."""
 
 
 class SessionRefused(ConnectionProblem):
@@ -117,8 +131,15 @@ class DbAgent:
     deps: DbAgentDeps
     _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
     provisioner: Provisioner | None = None
+    warm: WarmConnections = field(init=False)
+    """The warm spare connections (``warm.pool.stats``: how many were made, taken, expired)."""
 
     def __post_init__(self) -> None:
+        self.warm = WarmConnections(
+            SparePool(ttl=timedelta(seconds=self.deps.spare_ttl)),
+            self.deps.clock, self._connect, self._renew_at, self.deps.connect_timeout,
+        )  # fmt: skip
+
         async def subject_of(user: str) -> str:
             return x509_subject((await self.deps.certs(user)).cert_pem)
 
@@ -202,7 +223,7 @@ class DbAgent:
                     attrs["bastion_user"] = str(header.get("user", ""))
                     server, first = await self._connect_mysql(db, params, attrs)
                 else:
-                    server = await self._connect(db, params.get("user", ""))
+                    server = await self._session_connection(db, params.get("user", ""))
         except _ServerRefused as exc:
             log.info("db agent: %s refused %s: %s", name, params.get("user", ""), exc.message)
             await self._release(provisioned, params, who)
@@ -226,6 +247,27 @@ class DbAgent:
             to_client=first if is_mysql else b"",
             release=release,
         )
+
+    async def close(self) -> None:
+        """Close the spare connections (the agent stops)."""
+        await self.warm.close()
+
+    def _warm(self, db: Database) -> bool:
+        return (
+            self.deps.warm_connections
+            and db.spec.protocol == "postgres"
+            and db.spec.tls.mode != "insecure-plaintext"
+        )
+
+    async def _session_connection(self, db: Database, user: str) -> asyncio.Transport:
+        if user and self._warm(db):
+            return await self.warm.connection(db, user)
+        return await self._connect(db, user)
+
+    async def _renew_at(self, db: Database, user: str) -> datetime:
+        """When the certificate of the context :meth:`_connect` uses now is due for renewal."""
+        await self._context(db, user)
+        return self._cache[(db.metadata.name, user)].cert.expires - _RENEW_BEFORE
 
     async def _release(
         self, db: Database | None, params: dict[str, str], who: dict[str, str]

@@ -298,6 +298,9 @@ class DbServiceConfig(StrictModel):
     join_token: str = ""
     """A ``db`` join token (bctl tokens add --type=db)."""
     ca_pin: str = ""
+    warm_connections: bool = True
+    """PostgreSQL: keep one spare TLS connection per recently used (database, db user), so a
+    new session only sends its startup (docs/database-access.md#warm-connections)."""
 
     @field_validator("proxy_server")
     @classmethod

@@ -85,6 +85,14 @@ class Recorder:
             self._note(event_type, outcome, fields)
         return await self.inner.emit_many(specs)  # type: ignore[attr-defined]
 
+    async def append_many(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> int:
+        for event_type, outcome, fields in specs:
+            self._note(event_type, outcome, fields)
+        many = getattr(self.inner, "append_many", None)
+        if many is None:
+            return len(await self.inner.emit_many(specs))  # type: ignore[attr-defined]
+        return int(await many(specs))
+
     def _note(self, event_type: str, outcome: str, fields: Mapping[str, object]) -> None:
         self.counts[event_type] += 1
         if self.keep:

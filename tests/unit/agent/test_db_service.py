@@ -12,7 +12,7 @@ from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert
 from bastion.clock import FakeClock
 from bastion.errors import NotFound
 from bastion.protocols.postgres import MessageReader, parse_error_response
-from bastion.types.database import Database, DatabaseSpec
+from bastion.types.database import Database, DatabaseSpec, DatabaseTLS
 from bastion.types.meta import Metadata
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,3 +60,18 @@ async def test_refusals(header: dict[str, Any], words: str) -> None:
     [message] = MessageReader().feed(bytes(stream.written))
     fields = parse_error_response(message.body)
     assert fields["C"] == "08006" and words in fields["M"] and stream.closed
+
+
+def test_warm_spares_only_for_postgres_over_tls_when_on() -> None:
+    pg = Database(metadata=Metadata(name="pg1"), spec=DatabaseSpec(uri="h:1"))
+    plain = Database(
+        metadata=Metadata(name="pg2"),
+        spec=DatabaseSpec(uri="h:1", tls=DatabaseTLS(mode="insecure-plaintext")),
+    )
+    my = Database(metadata=Metadata(name="my1"), spec=DatabaseSpec(uri="h:1", protocol="mysql"))
+    on = agent(pg, plain, my)
+    assert [on._warm(db) for db in (pg, plain, my)] == [True, False, False]
+    off = DbAgent(
+        DbAgentDeps(databases=[pg], certs=no_certs, clock=FakeClock(NOW), warm_connections=False)
+    )
+    assert not off._warm(pg)
