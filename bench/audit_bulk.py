@@ -11,8 +11,10 @@ periodic expiry/poll loop running), each measurement on a fresh file. In the sam
 
 * **ours**, for 1, 8 and 64 concurrent emitters (each awaits its call before the next, as the
   proxies' session writers do): ``AuditLog.emit`` (one event per call; concurrent callers are
-  group committed) and ``AuditLog.emit_many`` of ``--batch`` events per call (what the db and
-  app routes' session writers send). Every event is durable when its await returns. Then one
+  group committed), ``AuditLog.emit_many`` of ``--batch`` events per call (the stored events
+  come back) and ``AuditLog.append_many`` of ``--batch`` events per call (what the db and app
+  routes' session writers send: no events back, encoded straight to their canonical bytes).
+  Every event is durable when its await returns. Then one
   checkpoint folds the new events into the Merkle tree and signs (``bastion start`` runs one
   every 10 s): reported separately, per event.
 * **floor**: ``sqlite3`` directly on a file with the same pragmas, the same canonical bytes, one
@@ -81,9 +83,9 @@ async def measure(work: Callable[[], Awaitable[None]], n: int) -> dict[str, floa
 async def bench_ours(
     tmp: Path, n: int, rounds: int, emitters: int, batch: int, name: str
 ) -> dict[str, Any]:
-    """``emit`` (batch 1) or ``emit_many`` (batch > 1) from ``emitters`` concurrent tasks,
-    ``rounds`` times ``n`` events on one log; the best round's numbers (least disturbed by
-    other jobs on the machine)."""
+    """``emit`` (batch 1), ``emit_many`` or ``append_many`` (``name``) from ``emitters``
+    concurrent tasks, ``rounds`` times ``n`` events on one log; the best round's numbers
+    (least disturbed by other jobs on the machine)."""
     clock = SystemClock()
     backend = await open_backend("sqlite", path=str(tmp / f"{name}-{emitters}.sqlite"))
     log = AuditLog(backend, clock, "bench")
@@ -101,9 +103,11 @@ async def bench_ours(
                         await log.emit(EVENT, **query_fields(start))  # type: ignore[arg-type]
                     else:
                         stop = min(n, start + batch)
-                        await log.emit_many(
-                            [(EVENT, "success", query_fields(i)) for i in range(start, stop)]
-                        )
+                        specs = [(EVENT, "success", query_fields(i)) for i in range(start, stop)]
+                        if name == "append_many":
+                            await log.append_many(specs)
+                        else:
+                            await log.emit_many(specs)
 
             async def run() -> None:
                 await asyncio.gather(*(emitter() for _ in range(emitters)))
@@ -185,8 +189,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-audit-bulk-") as d:
         tmp = Path(d)
         floors = {b: bench_floor(tmp, args.events, args.rounds, b) for b in (1, args.batch)}
-        out["floor"] = {"emit": floors[1], "emit_many": floors[args.batch]}
-        for name, batch in (("emit", 1), ("emit_many", args.batch)):
+        out["floor"] = {
+            "emit": floors[1],
+            "emit_many": floors[args.batch],
+            "append_many": floors[args.batch],
+        }
+        for name, batch in (("emit", 1), ("emit_many", args.batch), ("append_many", args.batch)):
             rows = {}
             for emitters in CONCURRENCY:
                 row = await bench_ours(tmp, args.events, args.rounds, emitters, batch, name)
@@ -205,15 +213,16 @@ def report(out: dict[str, Any]) -> None:
         f"{out['load_before']} -> "
         f"{out['load_after']}"
     )
-    for name in ("emit", "emit_many"):
+    for name in ("emit", "emit_many", "append_many"):
         floor = out["floor"][name]
-        print(
-            f"  floor  sqlite3 INSERT, {1 if name == 'emit' else out['batch']:3d}/tx  "
-            f"{floor['events_per_s']:9.0f} ev/s  {floor['cpu_us_per_event']:7.1f} us CPU/ev"
-        )
+        if name != "append_many":  # the same floor as emit_many's
+            print(
+                f"  floor  sqlite3 INSERT, {1 if name == 'emit' else out['batch']:3d}/tx  "
+                f"{floor['events_per_s']:9.0f} ev/s  {floor['cpu_us_per_event']:7.1f} us CPU/ev"
+            )
         for emitters, row in out[name].items():
             print(
-                f"  {name:9s} {int(emitters):2d} emitters        {row['events_per_s']:9.0f} ev/s  "
+                f"  {name:11s} {int(emitters):2d} emitters      {row['events_per_s']:9.0f} ev/s  "
                 f"{row['cpu_us_per_event']:7.1f} us CPU/ev  "
                 f"(+ checkpoint {row['checkpoint_cpu_us_per_event']:5.1f})  "
                 f"ratio ours/floor CPU {row['ratio_cpu_vs_floor']:5.1f}x"

@@ -7,13 +7,15 @@ import asyncio
 import itertools
 import sqlite3
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bastion.backend import Backend, EventType, Item, MemoryBackend
-from bastion.backend.base import Create, Delete, Put
+from bastion.backend.base import Create, Delete, Put, create_many
 from bastion.backend.compliance import (
     CASES,
     BackendFactory,
@@ -277,3 +279,70 @@ async def test_sqlite_writers_publish_every_write_once_in_order_with_two_backend
     finally:
         await one.close()
         await two.close()
+
+
+async def test_sqlite_queued_writes_publish_their_own_events_without_a_read(
+    tmp_path: Path,
+) -> None:
+    """Writes queued together on the worker thread (all saw the same published revision) hand
+    their own events to the watchers, each once, in order, without reading the feed back
+    (``events_after``) and without the poller; ``create_many`` too, also when a key of it
+    is expired but not swept yet (the batch then takes ``commit``). A write whose caller was
+    cancelled (its answer never published) leaves no event behind: the poller picks it up."""
+    clock = FakeClock()
+    backend = await SQLiteBackend.open(str(tmp_path / "q.sqlite"), clock, poll_interval=60)
+    store = backend._store
+    reads: list[int] = []
+    read = store.events_after
+
+    def counted(revision: int, limit: int | None, expire: int | None = None) -> Any:
+        reads.append(revision)
+        return read(revision, limit, expire)
+
+    store.events_after = counted  # type: ignore[method-assign]
+    try:
+        watcher = await backend.watch(["q/"])
+        await backend.put(Item("q/old", b"x", expires=clock.now() + timedelta(seconds=1)))
+        clock.advance(2)
+        await next_events(watcher, 1)
+        reads.clear()
+        await asyncio.gather(
+            create_many(backend, [(f"q/a{i}", b"a") for i in range(3)]),
+            backend.put(Item("q/b", b"b")),
+            create_many(backend, [("q/c", b"c"), ("q/old", b"again")]),
+            backend.commit([Put(Item("q/d", b"d")), Put(Item("q/b", b"b2"))]),
+        )
+        events = await next_events(watcher, 8)
+        assert [e.item.key for e in events] == [
+            *(f"q/a{i}" for i in range(3)),
+            "q/b",
+            "q/c",
+            "q/old",
+            "q/d",
+            "q/b",
+        ]
+        revisions = [e.item.revision for e in events]
+        assert revisions == list(range(revisions[0], revisions[0] + 8))
+        assert (await backend.get("q/old")).value == b"again"
+        assert reads == [], reads
+        entered, gate = threading.Event(), threading.Event()
+        put = store.put
+
+        def held(item: Item, now: int) -> Item:
+            stored = put(item, now)
+            entered.set()
+            gate.wait(10)
+            return stored
+
+        store.put = held  # type: ignore[method-assign]
+        cancelled = asyncio.ensure_future(backend.put(Item("q/e", b"e")))
+        await asyncio.to_thread(entered.wait, 10)  # written, its answer not back yet
+        store.put = put  # type: ignore[method-assign]
+        cancelled.cancel()
+        gate.set()
+        await backend.put(Item("q/f", b"f"))  # queued right behind it
+        assert [e.item.key for e in await next_events(watcher, 2)] == ["q/e", "q/f"]
+        with pytest.raises(asyncio.TimeoutError):  # nothing twice
+            await asyncio.wait_for(anext(aiter(watcher)), 0.2)
+    finally:
+        await backend.close()

@@ -34,6 +34,7 @@ __all__ = [
     "is_plain",
     "iso_time",
     "plain_bytes",
+    "plain_parts",
     "trusted_event",
     "with_index",
 ]
@@ -207,6 +208,37 @@ def plain_bytes(event: AuditEvent) -> bytes | None:
         f'"target":{_q(v["target"])},"time":{_q(time)},"type":{_q(v["type"])},'
         f'"user":{_q(v["user"])}}}'
     ).encode()
+
+
+def plain_parts(
+    cluster: str,
+    code: str,
+    event_type: str,
+    outcome: str,
+    time: str,
+    event_id: str,
+    top: dict[str, str],
+    fields: dict[str, Any],
+) -> tuple[str, str] | None:
+    """The canonical JSON of a plain event built without an :class:`AuditEvent`, split around
+    its index: ``(head + str(index) + tail).encode()`` is :func:`plain_bytes` of the event
+    :func:`trusted_event` makes of these values at that index (``time``: its :func:`iso_time`;
+    ``top``: the other string attributes, absent ones empty). The bulk write path stores
+    that: no event object, and a retry at another index only joins the parts again. None
+    when ``fields`` is not plain (then :func:`plain_bytes` declines too). Every argument but
+    ``fields`` must be an exact ``str`` (the caller checks; ``outcome`` one of the two)."""
+    if not is_plain(fields):
+        return None
+    get = top.get
+    return (
+        f'{{"cluster":{_q(cluster)},"code":{_q(code)},"device_id":{_q(get("device_id", ""))},'
+        f'"fields":{_encode_plain(fields)},"id":{_q(event_id)},"index":'
+    ), (
+        f',"login":{_q(get("login", ""))},"outcome":{_q(outcome)},'
+        f'"reason":{_q(get("reason", ""))},"remote_addr":{_q(get("remote_addr", ""))},'
+        f'"session_id":{_q(get("session_id", ""))},"target":{_q(get("target", ""))},'
+        f'"time":{_q(time)},"type":{_q(event_type)},"user":{_q(get("user", ""))}}}'
+    )
 
 
 def event_doc(event: AuditEvent) -> dict[str, Any] | None:

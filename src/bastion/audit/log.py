@@ -30,6 +30,12 @@ fails on a change's own key (its condition does not hold: the resource changed) 
 fails, with the backend's error, and the rest of the batch is retried at the same index. The event
 records what it wrote (``fields.changes``: key, op and the SHA-256 of the stored value) so
 ``bctl audit verify`` can match every stored resource to the event of its latest write.
+
+:meth:`AuditLog.append_many` is the bulk writers' path (one event per proxied statement or
+request): the same events and bytes as :meth:`AuditLog.emit_many`, but encoded straight from the
+specs (no event objects) and stored with :func:`bastion.backend.base.create_many` (no stored
+items built and returned); a batch of events alone (no dedupe key, no change) takes that path
+in every commit.
 """
 
 from __future__ import annotations
@@ -43,17 +49,20 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ClassVar, cast
 
 import structlog
 
 from bastion.audit.canonical import (
     decode,
     encode,
+    iso_time,
     plain_bytes,
+    plain_parts,
     trusted_event,
     with_index,
 )
-from bastion.backend.base import Backend, Create, Delete, Item, Op, check_ops
+from bastion.backend.base import Backend, Create, Delete, Item, Op, check_ops, create_many
 from bastion.clock import Clock
 from bastion.errors import (
     AlreadyExists,
@@ -82,8 +91,9 @@ STATE_KEY = "audit/tree/state"
 """The checkpointed tree state (see :mod:`bastion.audit.tree`)."""
 """Events live under this prefix, keyed by their zero-padded index."""
 WIDTH = 20
-MAX_BATCH = 500
-"""Events per backend transaction in a group commit."""
+MAX_BATCH = 512
+"""Events per backend transaction in a group commit (a proxy session writer's whole batch:
+``app_audit.MAX_BATCH``, ``db_route._MAX_BATCH``)."""
 DEDUPE_PREFIX = "audit/agent-ids/"
 """Dedupe keys of :meth:`AuditLog.emit_once` live under this prefix (never under ``PREFIX``)."""
 log = structlog.get_logger("bastion.audit")
@@ -205,6 +215,34 @@ class _Draft:
     """The backend's answer to ``ops`` once stored."""
 
 
+class _Plain:
+    """An event of :meth:`AuditLog.append_many` built straight to its canonical bytes, split
+    around the index (:func:`~bastion.audit.canonical.plain_parts`): no event object, no
+    dedupe key, no ops. ``type``, ``outcome`` and ``user`` are for the daemon log."""
+
+    __slots__ = ("head", "outcome", "tail", "type", "user")
+    once: ClassVar[str | None] = None
+    ttl: ClassVar[timedelta | None] = None
+    ops: ClassVar[tuple[Op, ...]] = ()
+    error: ClassVar[BastionError | None] = None
+
+    def __init__(self, head: str, tail: str, event_type: str, outcome: str, user: str) -> None:
+        self.head = head
+        self.tail = tail
+        self.type = event_type
+        self.outcome = outcome
+        self.user = user
+
+    def value(self, index: int) -> bytes:
+        return f"{self.head}{index}{self.tail}".encode()
+
+
+_Entry = _Draft | _Plain
+_Stored = AuditEvent | _Plain | None
+"""What :meth:`AuditLog._store` answers per entry: the stored event (a plain entry stands for
+itself), None for a skipped duplicate or a failed change."""
+
+
 class AuditLog:
     """Append events with gapless indexes; read them back in index order."""
 
@@ -217,7 +255,9 @@ class AuditLog:
         """The next index to try; None until the head was looked up."""
         self._rand = random.Random(secrets.randbits(64))
         """Id suffixes (unique per process stream; os.urandom per event costs ~0.1 ms)."""
-        self._pending: list[tuple[list[_Draft], asyncio.Future[list[AuditEvent | None]]]] = []
+        self._pending: list[tuple[Sequence[_Entry], asyncio.Future[list[_Stored]]]] = []
+        self._codes: dict[tuple[str, str], str] = {}
+        """event_code per (type, outcome) seen by :meth:`_plain`."""
 
     @property
     def backend(self) -> Backend:
@@ -277,7 +317,61 @@ class AuditLog:
         build = self._build
         drafts = [_Draft(build(t, o, f)) for t, o, f in specs]
         stored = await self._commit(drafts)
-        return [e for e in stored if e is not None]  # no dedupe key: every event is stored
+        # Drafts only: every slot is the stored event (no dedupe key: none is skipped).
+        return cast(list[AuditEvent], stored)
+
+    async def append_many(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> int:
+        """:meth:`emit_many` for bulk writers that do not need the stored events back (the
+        proxies' per-statement and per-request events), with consecutive indexes, in one
+        backend transaction per :data:`MAX_BATCH`. The events of one call share one clock
+        reading (their ids differ in the time part, ``+ 1`` each, and in the random part).
+        An event whose attributes are all plain (exact strings on top, plain JSON
+        ``fields``: every bulk event) is encoded straight from its spec, without an event
+        object (the bytes :func:`~bastion.audit.canonical.plain_bytes` gives the event
+        :meth:`emit_many` would build), and batches of such events are stored with
+        :func:`~bastion.backend.base.create_many`. Returns how many events were stored (all).
+        """
+        if not specs:
+            return 0
+        now = self._clock.now()
+        stamp = iso_time(now) if type(now) is datetime else None
+        base = 0 if stamp is None else int(now.timestamp() * 1e9)
+        rand = self._rand.getrandbits
+        plain = self._plain
+        build = self._build
+        entries: list[_Entry] = []
+        for n, (t, o, f) in enumerate(specs):
+            entry = (
+                None if stamp is None else plain(t, o, f, stamp, f"{base + n:020d}-{rand(32):08x}")
+            )
+            entries.append(_Draft(build(t, o, f)) if entry is None else entry)
+        await self._commit(entries)
+        return len(entries)
+
+    def _plain(
+        self, event_type: str, outcome: str, fields: Mapping[str, object], stamp: str, event_id: str
+    ) -> _Plain | None:
+        """The entry of the event :meth:`_build` would make (at time ``stamp``, with id
+        ``event_id``), encoded directly; None when that event would not be plain (then the
+        caller builds it)."""
+        if type(event_type) is not str or type(outcome) is not str or outcome not in _OUTCOMES:
+            return None
+        extra = dict(fields)
+        top: dict[str, str] = {}
+        for k in extra.keys() & _EVENT_FIELDS:
+            v = extra.pop(k)
+            if v is None or k == "index":
+                continue  # as _build: a None attribute takes its default, index is assigned
+            if k not in _PLAIN_TOP or type(v) is not str:
+                return None
+            top[k] = v
+        code = self._codes.get((event_type, outcome))
+        if code is None:
+            code = self._codes[(event_type, outcome)] = event_code(event_type, outcome)
+        parts = plain_parts(self._cluster, code, event_type, outcome, stamp, event_id, top, extra)
+        if parts is None:
+            return None
+        return _Plain(parts[0], parts[1], event_type, outcome, top.get("user", ""))
 
     async def emit_once(
         self,
@@ -300,7 +394,7 @@ class AuditLog:
             ):
                 raise BadParameter(f"dedupe keys live under {DEDUPE_PREFIX}")
             drafts.append(_Draft(self._build(t, o, f), key, ttl))
-        return await self._commit(drafts)
+        return cast(list[AuditEvent | None], await self._commit(drafts))  # drafts: no _Plain
 
     async def commit_change(
         self, event_type: str, ops: Sequence[Op], *, outcome: str = "success", **fields: object
@@ -329,11 +423,11 @@ class AuditLog:
         fields = {**fields, "changes": changes_field(ops)}
         draft = _Draft(self._build(event_type, outcome, fields), ops=ops)
         (event,) = await self._commit([draft])
-        assert event is not None
+        assert isinstance(event, AuditEvent)
         return Change(event, draft.items)
 
-    async def _commit(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
-        future: asyncio.Future[list[AuditEvent | None]] = asyncio.get_running_loop().create_future()
+    async def _commit(self, drafts: Sequence[_Entry]) -> list[_Stored]:
+        future: asyncio.Future[list[_Stored]] = asyncio.get_running_loop().create_future()
         self._pending.append((drafts, future))
         async with self._lock:
             if not future.done():
@@ -374,37 +468,47 @@ class AuditLog:
                     log.debug("audit", type=event.type, outcome=event.outcome, user=event.user)
         return events
 
-    async def _store(self, drafts: list[_Draft]) -> list[AuditEvent | None]:
+    async def _store(self, drafts: Sequence[_Entry]) -> list[_Stored]:
         """Store ``drafts`` at the next free indexes (None for a duplicate dedupe key or a
         change whose condition failed: its ``error`` is set); the caller holds the writer
         lock."""
         index = await self._head(await self._signed_size()) if self._next is None else self._next
-        out: list[AuditEvent | None] = []
+        out: list[_Stored] = []
         seen: set[str] = set()
         try:
             while len(out) < len(drafts):
-                chunk = _chunk(drafts, len(out))
+                chunk, simple = _chunk(drafts, len(out))
+                if simple:  # only events: no dedupe key, no change, nothing to answer
+                    stored = [_at(entry, index + n) for n, entry in enumerate(chunk)]
+                    pairs = [(event_key(index + n), v) for n, (_, v) in enumerate(stored)]
+                    try:
+                        await create_many(self._backend, pairs)
+                    except AlreadyExists:  # another writer took (some of) these indexes
+                        index = await self._head(index)
+                        continue
+                    out.extend(entry for entry, _ in stored)
+                    index += len(chunk)
+                    continue
                 live = [i for i in await self._not_duplicates(chunk, seen) if not chunk[i].error]
-                events: dict[int, AuditEvent] = {}
+                events: dict[int, AuditEvent | _Plain] = {}
                 ops: list[Op] = []
                 owners: dict[str, int] = {}
                 for n, i in enumerate(live):
-                    events[i] = event = with_index(chunk[i].event, index + n)
-                    value = plain_bytes(event)  # plain events: no pydantic dump (same bytes)
-                    if value is None:
-                        value = encode(event)
+                    draft = chunk[i]
+                    events[i], value = _at(draft, index + n)
                     ops.append(Create(Item(key=event_key(index + n), value=value)))
-                    if chunk[i].once:
-                        ops.append(Create(self._guard(chunk[i], event)))
-                    for op in chunk[i].ops:
-                        ops.append(op)
-                        owners[op.key] = i
+                    if isinstance(draft, _Draft):
+                        if draft.once:
+                            ops.append(Create(self._guard(draft, index + n)))
+                        for op in draft.ops:
+                            ops.append(op)
+                            owners[op.key] = i
                 try:
                     results = await self._backend.commit(ops) if ops else []
                 except (AlreadyExists, NotFound, CompareFailed) as exc:
                     owner = owners.get(exc.key) if exc.key is not None else None
                     if owner is not None:  # the change's own condition: it fails alone
-                        chunk[owner].error = exc
+                        cast(_Draft, chunk[owner]).error = exc
                         continue
                     if not isinstance(exc, AlreadyExists):
                         raise
@@ -415,10 +519,12 @@ class AuditLog:
                 answers = iter(results)
                 for i in events:
                     next(answers)  # the event
-                    if chunk[i].once:
-                        seen.add(chunk[i].once or "")
-                        next(answers)
-                    chunk[i].items = [next(answers) for _ in chunk[i].ops]
+                    draft = chunk[i]
+                    if isinstance(draft, _Draft):
+                        if draft.once:
+                            seen.add(draft.once)
+                            next(answers)
+                        draft.items = [next(answers) for _ in draft.ops]
                 out.extend(events.get(i) for i in range(len(chunk)))
                 index += len(events)
         except BaseException:
@@ -427,7 +533,7 @@ class AuditLog:
         self._next = index
         return out
 
-    async def _not_duplicates(self, chunk: Sequence[_Draft], seen: set[str]) -> list[int]:
+    async def _not_duplicates(self, chunk: Sequence[_Entry], seen: set[str]) -> list[int]:
         """Positions in ``chunk`` whose dedupe key (if any) is new: not stored, not in ``seen``
         (stored earlier in this commit) and not repeated earlier in the chunk."""
         live, keys = [], set(seen)
@@ -439,9 +545,9 @@ class AuditLog:
             live.append(i)
         return live
 
-    def _guard(self, draft: _Draft, event: AuditEvent) -> Item:
+    def _guard(self, draft: _Draft, index: int) -> Item:
         assert draft.once is not None and draft.ttl is not None
-        value = json.dumps({"index": event.index, "id": event.id}).encode()
+        value = json.dumps({"index": index, "id": draft.event.id}).encode()
         return Item(key=draft.once, value=value, expires=self._clock.now() + draft.ttl)
 
     async def _present(self, key: str) -> bool:
@@ -525,21 +631,37 @@ class AuditLog:
         return out[-query.limit :] if query.limit else out
 
 
-def _chunk(drafts: Sequence[_Draft], start: int) -> Sequence[_Draft]:
+def _chunk(drafts: Sequence[_Entry], start: int) -> tuple[Sequence[_Entry], bool]:
     """The drafts from ``start`` that fit one transaction: at most :data:`MAX_BATCH` events,
     and no key written by two changes (the later one goes to the next transaction, so it
-    sees the earlier one's result)."""
+    sees the earlier one's result); and whether they are events only (no dedupe key, no
+    change, no error)."""
     keys: set[str] = set()
     end = start
+    simple = True
     while end < len(drafts) and end - start < MAX_BATCH:
-        ops = drafts[end].ops
+        draft = drafts[end]
+        ops = draft.ops
         if ops:  # plain events write nothing else: no set work per event
             own = {op.key for op in ops}
             if own & keys:
                 break
             keys |= own
+            simple = False
+        elif draft.once is not None or draft.error is not None:
+            simple = False
         end += 1
-    return drafts[start:end]
+    return drafts[start:end], simple
+
+
+def _at(entry: _Entry, index: int) -> tuple[AuditEvent | _Plain, bytes]:
+    """The event ``entry`` stores at ``index`` (a plain entry stands for itself) and its
+    canonical bytes."""
+    if isinstance(entry, _Plain):
+        return entry, entry.value(index)
+    event = with_index(entry.event, index)
+    value = plain_bytes(event)  # plain events: no pydantic dump (same bytes)
+    return event, encode(event) if value is None else value
 
 
 def _debug_logging() -> bool:

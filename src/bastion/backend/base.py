@@ -36,6 +36,8 @@ __all__ = [
     "Watcher",
     "check_condition",
     "check_ops",
+    "check_pairs",
+    "create_many",
     "key",
     "prefix_end",
 ]
@@ -106,6 +108,43 @@ def check_ops(ops: Sequence[Op]) -> None:
         if op.key in seen:
             raise BadParameter(f"a transaction names key {op.key!r} twice; merge the writes")
         seen.add(op.key)
+
+
+def check_pairs(pairs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Validate the ``(key, value)`` pairs of :func:`create_many`: non-empty keys without NUL,
+    bytes values, no key twice (BadParameter otherwise); returns them as a list."""
+    out = list(pairs)
+    for k, value in out:
+        if type(k) is not str or not k or "\x00" in k:
+            raise BadParameter(f"backend key {k!r} must be a non-empty string without NUL")
+        if type(value) is not bytes:
+            raise BadParameter(f"value of {k!r} must be bytes")
+    if len({k for k, _ in out}) != len(out):
+        seen: set[str] = set()
+        for k, _ in out:
+            if k in seen:
+                raise BadParameter(f"a transaction names key {k!r} twice; merge the writes")
+            seen.add(k)
+    return out
+
+
+async def create_many(backend: Backend, pairs: Sequence[tuple[str, bytes]]) -> None:
+    """Create each ``(key, value)`` (no expiry) in one transaction, or none: what
+    ``backend.commit([Create(Item(key, value)), ...])`` does, without returning the stored
+    items (the bulk writer of the audit log needs none). A backend may offer a faster
+    ``create_many(pairs)`` method with this contract; any other backend gets ``commit``.
+
+    Raises:
+        AlreadyExists: a live key exists (``exc.key``); nothing was written.
+        BadParameter: an invalid key or value, a key named twice.
+    """
+    fast = getattr(backend, "create_many", None)
+    if fast is not None:
+        await fast(pairs)
+        return
+    ops: list[Op] = [Create(Item(k, value)) for k, value in check_pairs(pairs)]
+    if ops:
+        await backend.commit(ops)
 
 
 def check_condition(op: Op, current: Item | None) -> None:

@@ -33,6 +33,7 @@ from bastion.backend.base import (
     Put,
     Update,
     Watcher,
+    create_many,
 )
 from bastion.clock import FakeClock
 from bastion.errors import (
@@ -270,6 +271,41 @@ async def commit_is_all_or_nothing_and_names_the_key(factory: BackendFactory) ->
         await _raises(CompareFailed, b.delete("tx/a", first.revision), "tx/a")
 
 
+async def create_many_creates_new_keys_or_none(factory: BackendFactory) -> None:
+    """:func:`~bastion.backend.base.create_many` (the backend's own method, or ``commit``):
+    consecutive revisions and one PUT event each, in order; a live key fails the whole batch
+    naming it; an expired key counts as absent."""
+    async with _opened(factory) as (b, clock):
+        watcher = await b.watch(["many/"])
+        await create_many(b, [])
+        await create_many(b, [(f"many/{i}", f"v{i}".encode()) for i in range(5)])
+        items = await b.get_range("many/")
+        assert [(i.key, i.value, i.expires) for i in items] == [
+            (f"many/{i}", f"v{i}".encode(), None) for i in range(5)
+        ]
+        revisions = [i.revision for i in items]
+        assert revisions == list(range(revisions[0], revisions[0] + 5)), revisions
+        assert await b.current_revision() == revisions[-1]
+        events = await next_events(watcher, 5)
+        assert _summary(events) == [(EventType.PUT, i.key, i.value) for i in items]
+        assert [e.item.revision for e in events] == revisions
+        await b.put(Item("many/old", b"x", expires=clock.now() + timedelta(seconds=1)))
+        before = await b.current_revision()
+        await _raises(
+            AlreadyExists, create_many(b, [("many/new", b"n"), ("many/3", b"x")]), "many/3"
+        )
+        await _raises(BadParameter, create_many(b, [("many/x", b"1"), ("many/x", b"2")]))
+        await _raises(BadParameter, create_many(b, [("", b"1")]))
+        await _raises(BadParameter, create_many(b, [("many/s", "text")]))  # type: ignore[list-item]
+        assert await b.current_revision() == before, "a failed create_many wrote something"
+        clock.advance(2)
+        await create_many(b, [("many/new", b"n"), ("many/old", b"again")])
+        assert (await b.get("many/old")).value == b"again"
+        assert (await b.get("many/old")).expires is None
+        await _raises(AlreadyExists, b.create(Item("many/new", b"x")), "many/new")
+        await watcher.close()
+
+
 async def concurrent_commits_are_atomic(factory: BackendFactory) -> None:
     """Writers race for one key, each also writing its own: exactly one writer's whole
     transaction is stored, and every loser stored nothing."""
@@ -477,6 +513,7 @@ CASES: tuple[ComplianceCase, ...] = (
     delete_range_respects_prefix,
     commit_applies_every_op_in_order,
     commit_is_all_or_nothing_and_names_the_key,
+    create_many_creates_new_keys_or_none,
     concurrent_commits_are_atomic,
     get_range_prefix_boundaries_and_limit,
     bad_parameters,

@@ -46,6 +46,7 @@ from bastion.backend.base import (
     Update,
     Watcher,
     check_condition,
+    check_pairs,
     prefix_end,
 )
 from bastion.backend.eventlog import (
@@ -95,7 +96,9 @@ _EVENTS = EventLogSQL(
     insert="INSERT INTO events (type, key, value, expires) VALUES (?, ?, ?, ?)",
     after="SELECT id, type, key, value, expires FROM events WHERE id > ? ORDER BY id LIMIT ?",
     trimmed="SELECT value FROM meta WHERE name = 'trimmed_through'",
-    bounds="SELECT min(id), max(id) FROM events",
+    # Two subqueries: SQLite reads min() or max() of the key off the b-tree only when it is
+    # a query's sole aggregate; "min(id), max(id)" scans the table (the whole feed).
+    bounds="SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)",
     delete_through="DELETE FROM events WHERE id <= ?",
     raise_trimmed="UPDATE meta SET value = max(value, ?) WHERE name = 'trimmed_through'",
     head="SELECT seq FROM sqlite_sequence WHERE name = 'events'",
@@ -107,6 +110,9 @@ _UPSERT = (
     " revision = excluded.revision"
 )
 _PUT_EVENT = "INSERT INTO events (type, key, value, expires) VALUES ('put', ?, ?, ?)"
+_NEW_EVENT = "INSERT INTO events (type, key, value) VALUES ('put', ?, ?)"
+_NEW_KV = "INSERT INTO kv (key, value, revision) VALUES (?, ?, ?)"
+"""A key that is absent from ``kv`` (not even expired): the PRIMARY KEY refuses any other."""
 _LIVE_MANY = (
     "SELECT key, revision FROM kv WHERE key IN (SELECT value FROM json_each(?))"
     " AND (expires IS NULL OR expires > ?)"
@@ -196,6 +202,8 @@ class _Store:
                     self.db.execute(statement)
             self.json_each = _has_json_each(self.db)
             """Whether :data:`_LIVE_MANY` works (SQLite built without JSON: one lookup a key)."""
+            self.covered = 0
+            """The revision through which :meth:`write` handed the events out already."""
         except BaseException:
             self.db.close()
             raise
@@ -239,20 +247,29 @@ class _Store:
 
     def write(
         self, fn: Callable[..., _T], args: tuple[Any, ...], revision: int, limit: int
-    ) -> tuple[_T, tuple[int, list[Event]] | None]:
-        """``fn(*args)`` (a write transaction), then the events after ``revision`` for the
-        watchers, without another hop: the write's own items when they directly follow
-        ``revision`` (nobody wrote in between: nothing to read back), else
-        :meth:`events_after`. The read is best effort (None when it failed: the poller catches
-        up), so the write's outcome is never lost."""
+    ) -> tuple[_T, tuple[int, int, Sequence[Event]] | None]:
+        """``fn(*args)`` (a write transaction), then ``(start, trimmed_through, events after
+        start)`` for the watchers, without another hop. ``start`` is ``revision`` (published
+        on the event loop when the write was queued) or, when higher, the revision through
+        which an earlier write's answer went out (:attr:`covered`: writes queued together
+        all saw the same ``revision``; each takes on from the one before). The events are the
+        write's own items when they directly follow ``start`` (nobody wrote in between:
+        nothing to read back), else :meth:`events_after`. The read is best effort (None when
+        it failed: the poller catches up), so the write's outcome is never lost; the caller
+        publishes it only when nothing before ``start`` is left unpublished."""
         result = fn(*args)
-        own = _own_events(result, revision)
+        start = max(revision, self.covered)
+        own = _own_events(result, start)
         if own is not None:
-            return result, (0, own)
+            self.covered = start + len(own)
+            return result, (start, 0, own)
         try:
-            return result, self.events_after(revision, limit)
+            trimmed, events = self.events_after(start, limit)
         except sqlite3.Error:
             return result, None
+        if events:
+            self.covered = events[-1].item.revision
+        return result, (start, trimmed, events)
 
     def get(self, key: str, now: int) -> Item:
         item = self._live(key, now)
@@ -303,6 +320,27 @@ class _Store:
                 else:
                     out.append(self._store(op.item))
             return out
+
+    def create_many(self, pairs: list[tuple[str, bytes]], now: int) -> _Puts | list[Item | None]:
+        """Create every ``(key, value)``: the events first (consecutive ids, as in
+        :meth:`_store_many`), then plain ``INSERT`` into ``kv``, whose PRIMARY KEY refuses a
+        key that is there; no lookup of the keys before, no items built after. A refused key
+        (live, or expired and not swept yet) rolls it all back and the batch takes
+        :meth:`commit` (AlreadyExists for a live key; an expired one is replaced)."""
+        try:
+            with self.tx():
+                self.db.executemany(_NEW_EVENT, pairs)
+                (last,) = self.db.execute("SELECT last_insert_rowid()").fetchone()
+                first = last - len(pairs) + 1
+                try:
+                    self.db.executemany(
+                        _NEW_KV, [(k, v, first + n) for n, (k, v) in enumerate(pairs)]
+                    )
+                except sqlite3.IntegrityError:
+                    raise _Taken from None
+        except _Taken:
+            return self.commit([Create(Item(k, v)) for k, v in pairs], now)
+        return _Puts(first, pairs)
 
     def _store_many(self, items: Sequence[Item]) -> list[Item | None]:
         """:meth:`_store` of each item, in order, in two ``executemany``: the events get
@@ -401,11 +439,44 @@ class _Store:
         return int(trimmed), [_row_event(r) for r in rows]
 
 
-def _own_events(result: object, revision: int) -> list[Event] | None:
+class _Taken(Exception):
+    """A key of :meth:`_Store.create_many` is in ``kv`` already."""
+
+
+class _Puts(Sequence[Event]):
+    """The PUT events of :meth:`_Store.create_many`'s pairs, revisions ``first``, ``first +
+    1``, ...; each :class:`Event` is made when asked for (usually only the last one is: no
+    watcher looks at the audit log's keys)."""
+
+    __slots__ = ("first", "pairs")
+
+    def __init__(self, first: int, pairs: list[tuple[str, bytes]]) -> None:
+        self.first = first
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _event(self, n: int) -> Event:
+        key, value = self.pairs[n]
+        return Event(EventType.PUT, Item(key, value, None, self.first + n))
+
+    def __getitem__(self, n: int | slice) -> Any:
+        if isinstance(n, slice):
+            return [self._event(i) for i in range(*n.indices(len(self.pairs)))]
+        return self._event(range(len(self.pairs))[n])
+
+    def __iter__(self) -> Iterator[Event]:
+        return map(self._event, range(len(self.pairs)))
+
+
+def _own_events(result: object, revision: int) -> Sequence[Event] | None:
     """The PUT events of a write's stored items (one Item, or a commit's list) when their
     revisions are ``revision + 1, + 2, ...``: exactly what the events table holds after
     ``revision``, so a read would return the same. None otherwise (a delete among them,
     another writer in between, any other result)."""
+    if isinstance(result, _Puts):
+        return result if result.first == revision + 1 else None
     items = [result] if isinstance(result, Item) else result
     if not isinstance(items, list) or not items:
         return None
@@ -539,7 +610,7 @@ class SQLiteBackend:
         that read could not cover everything."""
         events = self._events
         result: _T
-        read: tuple[int, list[Event]] | None
+        read: tuple[int, int, Sequence[Event]] | None
         try:
             result, read = await self._call(
                 self._store.write, fn, (*args, self._now()), events.last_seen, POLL_BATCH
@@ -547,7 +618,9 @@ class SQLiteBackend:
         except BaseException:
             self._wake.set()
             raise
-        if read is None or not events.deliver(*read, POLL_BATCH):
+        # An earlier write's answer that was not published (its caller was cancelled) leaves
+        # a gap before ``start``: the poller reads from what was published.
+        if read is None or read[0] > events.last_seen or not events.deliver(*read[1:], POLL_BATCH):
             self._wake.set()
         return result
 
@@ -599,6 +672,13 @@ class SQLiteBackend:
             raise AlreadyExists("a key of the batch repeats")
         stored = await self.commit([Create(item) for item in items])
         return [item for item in stored if item is not None]
+
+    async def create_many(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        """:func:`bastion.backend.base.create_many`: :meth:`commit` of Create ops for new keys
+        (no expiry), in one transaction, without building the stored items."""
+        checked = check_pairs(pairs)
+        if checked:
+            await self._write(self._store.create_many, checked)
 
     async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
         checked = check_transaction(ops)

@@ -3,8 +3,8 @@
 Layer: ``proxy`` (IO: a background task per session). The app route queues one event per
 forwarded request (:meth:`RequestAudit.add`) and goes on with the next request; the
 session's writer commits what is queued in batches (every :data:`FLUSH_INTERVAL` or
-:data:`MAX_BATCH` events, one audit-log transaction each through ``emit_many`` when the
-emitter has it), in order, as the db route does for ``db.session.query``:
+:data:`MAX_BATCH` events, one audit-log transaction each through ``append_many`` (or
+``emit_many``) when the emitter has it), in order, as the db route does for ``db.session.query``:
 
 * **never lost**: a failed commit keeps the batch first in line and retries;
 * **back-pressure**: above :data:`HIGH_WATER` queued events, :meth:`RequestAudit.add` waits
@@ -191,7 +191,10 @@ class RequestAudit:
 
     async def _run(self, key: str, writer: _Writer) -> None:
         events = writer.events
-        many: _Many | None = getattr(self._audit, "emit_many", None)
+        # AuditLog.append_many: one transaction per batch, no event objects (emit_many elsewhere)
+        many: _Many | None = getattr(self._audit, "append_many", None) or getattr(
+            self._audit, "emit_many", None
+        )
         while True:
             if not events:
                 writer.room.set()

@@ -12,6 +12,7 @@ from bastion.audit.canonical import (
     is_plain,
     iso_time,
     plain_bytes,
+    plain_parts,
     trusted_event,
     with_index,
 )
@@ -118,3 +119,44 @@ def test_non_utc_times_and_non_finite_floats_take_the_validated_path() -> None:
     assert event_doc(event) is None and plain_bytes(event) is None and iso_time(plus2) is None
     assert not is_plain({"x": float("inf")}) and not is_plain({1: "a"})
     assert iso_time(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"
+
+
+TOP = st.dictionaries(
+    st.sampled_from(
+        ["user", "login", "target", "remote_addr", "session_id", "device_id", "reason"]
+    ),
+    TEXT,
+    max_size=7,
+)
+
+
+@given(
+    TOP,
+    st.dictionaries(TEXT, JSONISH | st.datetimes(timezones=st.just(UTC)), max_size=4),
+    st.integers(0, 10**19),
+    st.datetimes(timezones=st.just(UTC)),
+    st.sampled_from(["success", "failure"]),
+    TEXT,
+)
+def test_the_bulk_path_parts_join_to_the_validated_bytes(top, fields, index, when, outcome, kind):
+    """plain_parts (no event object at all) joined around the index give the bytes encode()
+    gives for the validated event, or decline exactly when plain_bytes does."""
+    values = {
+        "type": kind,
+        "code": "T0000W",
+        "time": when,
+        "cluster": "c\u00e9",
+        "outcome": outcome,
+        "fields": dict(fields),
+        "id": "00000000000000000001-0000abcd",
+        **top,
+    }
+    validated = AuditEvent(**values, index=index)
+    stamp = iso_time(when)
+    assert stamp is not None
+    parts = plain_parts("c\u00e9", "T0000W", kind, outcome, stamp, values["id"], top, fields)
+    if parts is None:
+        assert not is_plain(fields) and plain_bytes(validated) is None
+    else:
+        head, tail = parts
+        assert f"{head}{index}{tail}".encode() == encode(validated)

@@ -11,6 +11,7 @@ from bastion.backend.base import Item
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
 from bastion.errors import BadParameter, BastionError, ConnectionProblem
+from bastion.types.audit import AuditEvent
 
 
 async def test_emit_and_search_filters():
@@ -288,3 +289,107 @@ async def test_a_change_retries_at_the_next_index_when_another_writer_took_it():
     done = await a.commit_change("role.create", [Create(Item("roles/r", b"1"))])
     assert done.event.index == 2
     assert (await backend.get("roles/r")).value == b"1"
+
+
+# -- the bulk writers' path (issues 14, 15) ----------------------------------------------------
+
+
+def _bulk_specs() -> list[tuple[str, str, dict[str, object]]]:
+    from datetime import UTC, datetime
+
+    return [
+        (
+            "db.session.query",
+            "success",
+            {"user": "alice", "query": "SELECT $1", "parameters": ["7"], "db_name": "z\u00e9"},
+        ),
+        (
+            "app.request",
+            "success",
+            {"user": "bob", "session_id": "s1", "status": 200, "duration_ms": 0.4, "ok": True},
+        ),
+        ("app.request", "failure", {"user": None, "index": 99, "reason": "denied", "n": None}),
+        ("x", "success", {"when": datetime(2026, 1, 1, tzinfo=UTC), "nested": {"a": [1, {}]}}),
+        ("x", "success", {"huge": float("inf")}),  # not plain: the validated path
+    ]
+
+
+async def test_append_many_stores_what_emit_many_stores():
+    """The same events (all but the id) as emit_many, canonical bytes (what encode() gives
+    for the decoded event), consecutive indexes, one clock reading per call, unique ids."""
+    from bastion.audit.canonical import encode
+
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    emitted = await log.emit_many(_bulk_specs())
+    assert await log.append_many(_bulk_specs()) == 5
+    items = await log.read_items(0, 100)
+    assert [index_of_key(i.key) for i in items] == list(range(10))
+    stored = [decode_item(i.value) for i in items]
+    for item, event in zip(items, stored, strict=True):
+        assert encode(event) == item.value
+    assert [e.index for e in emitted] == list(range(5))
+    for old, new in zip(stored[:5], stored[5:], strict=True):
+        assert new.model_dump(exclude={"id", "index"}) == old.model_dump(exclude={"id", "index"})
+    assert stored[7].user == "" and "index" not in stored[7].fields and stored[7].index == 7
+    ids = [e.id for e in stored]
+    assert len(set(ids)) == 10
+    base = int(ids[5].split("-")[0])  # the plain ones: one clock reading, + 1 each
+    assert [int(i.split("-")[0]) for i in ids[5:8]] == [base, base + 1, base + 2]
+
+
+def decode_item(value: bytes) -> AuditEvent:
+    from bastion.audit.canonical import decode
+
+    return decode(value)
+
+
+async def test_append_many_refuses_what_emit_many_refuses():
+    clock = FakeClock()
+    log = AuditLog(MemoryBackend(clock), clock, "c1")
+    with pytest.raises(ValueError):
+        await log.emit_many([("x", "success", {"user": 7})])
+    with pytest.raises(ValueError):
+        await log.append_many([("x", "success", {"user": 7})])
+    assert await log.size() == 0
+
+
+async def test_append_many_from_two_writers_and_with_changes_stays_gapless(tmp_path):
+    """Two logs on one SQLite file (each finds its cached head taken, AlreadyExists on the
+    fast create_many path) and bulk batches group committed with changes and dedupe keys:
+    every event stored once, indexes gapless."""
+    from bastion.backend.base import Create
+    from bastion.backend.sqlite import SQLiteBackend
+
+    clock = FakeClock()
+    one = await SQLiteBackend.open(str(tmp_path / "bulk.db"), clock)
+    two = await SQLiteBackend.open(str(tmp_path / "bulk.db"), clock)
+    try:
+        a, b = AuditLog(one, clock, "c1"), AuditLog(two, clock, "c1")
+        await a.emit("x")
+        await b.emit("x")  # a's cached head is taken
+
+        def batch(tag: str, n: int) -> list[tuple[str, str, dict[str, object]]]:
+            return [("app.request", "success", {"user": tag, "n": i}) for i in range(n)]
+
+        ttl = timedelta(days=1)
+        await asyncio.gather(
+            a.append_many(batch("a1", 700)),  # two transactions
+            b.append_many(batch("b1", 30)),
+            a.commit_change("x.create", [Create(Item("k/1", b"1"))]),
+            a.emit_once([("x", "success", {"user": "once"}, "audit/agent-ids/n/1")], ttl),
+            a.append_many(batch("a2", 20)),
+            b.append_many(batch("b2", 5)),
+        )
+        events = await a.read_from(0, 2000)
+        assert [e.index for e in events] == list(range(2 + 700 + 30 + 1 + 1 + 20 + 5))
+        users = [e.user for e in events]
+        for tag, n in (("a1", 700), ("b1", 30), ("a2", 20), ("b2", 5)):
+            got = [e.fields["n"] for e in events if e.user == tag]
+            assert got == list(range(n)), tag
+        assert users.count("once") == 1
+        assert (await one.get("k/1")).value == b"1"
+    finally:
+        await one.close()
+        await two.close()
