@@ -133,6 +133,7 @@ class Checkpointer:
     async def _catch_up(self, frontier: CompactRange) -> None:
         """Append every contiguous event after ``frontier.size``, writing leaf records."""
         pos = frontier.size
+        stored_leaf = self._log.stored_leaf
         chunk = await self._open_chunk(pos)
         while True:
             items = await self._log.read_items(pos, chunk.start + CHUNK - pos)
@@ -145,8 +146,12 @@ class Checkpointer:
                         "audit_log_hole", missing=pos, next_stored=index_of_key(item.key)
                     )
                     break
-                event_id, event_type = _identify(item.value, pos)
                 h = leaf_hash(item.value)
+                known = stored_leaf(pos)  # written by this process: no need to parse it back
+                if known is not None and known[0] == h:
+                    event_id, event_type = known[1], known[2]
+                else:
+                    event_id, event_type = _identify(item.value, pos)
                 chunk.hashes.append(h)
                 chunk.ids.append(event_id)
                 chunk.types.append(event_type)

@@ -62,6 +62,7 @@ from bastion.audit.canonical import (
     trusted_event,
     with_index,
 )
+from bastion.audit.merkle import leaf_hash
 from bastion.backend.base import Backend, Create, Delete, Item, Op, check_ops, create_many
 from bastion.clock import Clock
 from bastion.errors import (
@@ -94,6 +95,9 @@ WIDTH = 20
 MAX_BATCH = 512
 """Events per backend transaction in a group commit (a proxy session writer's whole batch:
 ``app_audit.MAX_BATCH``, ``db_route._MAX_BATCH``)."""
+LEAF_MEMORY = 100_000
+"""Stored events remembered for the checkpointer (~0.3 KiB each; it takes them every
+``checkpoint_interval``, 10 s by default: 80,000 at 8,000 events a second)."""
 DEDUPE_PREFIX = "audit/agent-ids/"
 """Dedupe keys of :meth:`AuditLog.emit_once` live under this prefix (never under ``PREFIX``)."""
 log = structlog.get_logger("bastion.audit")
@@ -220,15 +224,18 @@ class _Plain:
     around the index (:func:`~bastion.audit.canonical.plain_parts`): no event object, no
     dedupe key, no ops. ``type``, ``outcome`` and ``user`` are for the daemon log."""
 
-    __slots__ = ("head", "outcome", "tail", "type", "user")
+    __slots__ = ("head", "id", "outcome", "tail", "type", "user")
     once: ClassVar[str | None] = None
     ttl: ClassVar[timedelta | None] = None
     ops: ClassVar[tuple[Op, ...]] = ()
     error: ClassVar[BastionError | None] = None
 
-    def __init__(self, head: str, tail: str, event_type: str, outcome: str, user: str) -> None:
+    def __init__(
+        self, head: str, tail: str, event_type: str, outcome: str, user: str, event_id: str
+    ) -> None:
         self.head = head
         self.tail = tail
+        self.id = event_id
         self.type = event_type
         self.outcome = outcome
         self.user = user
@@ -256,6 +263,8 @@ class AuditLog:
         self._rand = random.Random(secrets.randbits(64))
         """Id suffixes (unique per process stream; os.urandom per event costs ~0.1 ms)."""
         self._pending: list[tuple[Sequence[_Entry], asyncio.Future[list[_Stored]]]] = []
+        self._leaves: dict[int, tuple[bytes, str, str]] = {}
+        """Events stored by this process, by index, until the checkpointer takes them."""
         self._codes: dict[tuple[str, str], str] = {}
         """event_code per (type, outcome) seen by :meth:`_plain`."""
 
@@ -371,7 +380,7 @@ class AuditLog:
         parts = plain_parts(self._cluster, code, event_type, outcome, stamp, event_id, top, extra)
         if parts is None:
             return None
-        return _Plain(parts[0], parts[1], event_type, outcome, top.get("user", ""))
+        return _Plain(parts[0], parts[1], event_type, outcome, top.get("user", ""), event_id)
 
     async def emit_once(
         self,
@@ -487,15 +496,18 @@ class AuditLog:
                         index = await self._head(index)
                         continue
                     out.extend(entry for entry, _ in stored)
+                    self._remember(index, stored)
                     index += len(chunk)
                     continue
                 live = [i for i in await self._not_duplicates(chunk, seen) if not chunk[i].error]
                 events: dict[int, AuditEvent | _Plain] = {}
                 ops: list[Op] = []
                 owners: dict[str, int] = {}
+                values: list[tuple[int, bytes]] = []
                 for n, i in enumerate(live):
                     draft = chunk[i]
                     events[i], value = _at(draft, index + n)
+                    values.append((i, value))
                     ops.append(Create(Item(key=event_key(index + n), value=value)))
                     if isinstance(draft, _Draft):
                         if draft.once:
@@ -516,6 +528,7 @@ class AuditLog:
                     # keys meanwhile: find the first free index and check the keys again.
                     index = await self._head(index)
                     continue
+                self._remember(index, [(events[i], ops_value) for i, ops_value in values])
                 answers = iter(results)
                 for i in events:
                     next(answers)  # the event
@@ -532,6 +545,23 @@ class AuditLog:
             raise
         self._next = index
         return out
+
+    def _remember(self, first: int, stored: Sequence[tuple[AuditEvent | _Plain, bytes]]) -> None:
+        """Note the leaf hash, id and type of events this process stored at ``first``,
+        ``first + 1``...: the checkpointer takes them from here instead of parsing each event
+        back (:meth:`stored_leaf`). Bounded: past :data:`LEAF_MEMORY` unclaimed entries
+        the oldest are forgotten (the checkpointer parses those)."""
+        leaves = self._leaves
+        for n, (event, value) in enumerate(stored):
+            leaves[first + n] = (leaf_hash(value), event.id, event.type)
+        while len(leaves) > LEAF_MEMORY:
+            del leaves[next(iter(leaves))]
+
+    def stored_leaf(self, index: int) -> tuple[bytes, str, str] | None:
+        """``(leaf hash, id, type)`` of the event this process stored at ``index``, handed
+        out once (None: not stored here, or forgotten). A stored value with that leaf hash
+        is the very bytes written, which name ``index``, that id and that type."""
+        return self._leaves.pop(index, None)
 
     async def _not_duplicates(self, chunk: Sequence[_Entry], seen: set[str]) -> list[int]:
         """Positions in ``chunk`` whose dedupe key (if any) is new: not stored, not in ``seen``

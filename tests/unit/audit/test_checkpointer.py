@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import pytest
+
 from bastion.audit import checkpointer
 from bastion.audit.canonical import encode
 from bastion.audit.checkpointer import FOLD_SLICE, Checkpointer, load_state
-from bastion.audit.log import AuditLog
+from bastion.audit.log import AuditLog, event_key
 from bastion.audit.merkle import leaf_hash, verify_inclusion
 from bastion.audit.note import open_note, parse_checkpoint
 from bastion.audit.signer import load_or_create_signer
+from bastion.backend.base import Item
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import FakeClock
+from bastion.errors import BadParameter
 from bastion.types.audit import AuditEvent
 
 KEK = bytes(32)
@@ -85,3 +89,54 @@ async def test_a_long_catch_up_lets_other_tasks_run_between_slices(monkeypatch):
     monkeypatch.setattr(checkpointer, "FOLD_SLICE", 10**9)
     in_one_go = await _ticks_during_catch_up()  # only the backend's own awaits yield
     assert sliced >= in_one_go + 900 // FOLD_SLICE
+
+
+async def test_events_this_process_stored_are_folded_without_parsing_them_back(monkeypatch):
+    clock, backend, log, signer = await setup()
+    parsed = []
+    real_identify = checkpointer._identify
+    monkeypatch.setattr(
+        checkpointer,
+        "_identify",
+        lambda value, index: parsed.append(index) or real_identify(value, index),
+    )
+    await log.emit_many([("exec", "success", {"n": i}) for i in range(40)])
+    await log.append_many([("db.session.query", "success", {"query": f"q{i}"}) for i in range(40)])
+    await log.emit("user.login", user="alice")
+    mine = parse_checkpoint(
+        open_note(await Checkpointer(log, signer, clock).checkpoint(), signer.verifier())
+    )
+    assert mine.size == 81 and parsed == []
+    # Another process (a fresh log and checkpointer) parses every event and signs the same tree.
+    clock2 = FakeClock()
+    other = MemoryBackend(clock2)
+    for item in await backend.get_range("audit/events/"):
+        await other.create(item)
+    theirs_log = AuditLog(other, clock2, "c1")
+    theirs = parse_checkpoint(
+        open_note(await Checkpointer(theirs_log, signer, clock2).checkpoint(), signer.verifier())
+    )
+    assert len(parsed) == 81 and (theirs.size, theirs.root) == (mine.size, mine.root)
+
+
+async def test_a_stored_event_changed_behind_the_writer_is_parsed_and_refused():
+    clock, backend, log, signer = await setup()
+    await log.emit_many([("exec", "success", {"n": i}) for i in range(5)])
+    item = await backend.get(event_key(3))
+    forged = item.value.replace(b'"index":3', b'"index":4')
+    await backend.delete(item.key)
+    await backend.create(Item(key=item.key, value=forged))  # same index key, other bytes
+    with pytest.raises(BadParameter, match="names another index"):
+        await Checkpointer(log, signer, clock).checkpoint()
+
+
+async def test_the_writer_remembers_a_bounded_number_of_events(monkeypatch):
+    from bastion.audit import log as audit_log
+
+    monkeypatch.setattr(audit_log, "LEAF_MEMORY", 10)
+    clock, backend, log, signer = await setup()
+    await log.append_many([("exec", "success", {"n": i}) for i in range(50)])
+    assert len(log._leaves) == 10 and min(log._leaves) == 40  # the newest kept
+    note = await Checkpointer(log, signer, clock).checkpoint()
+    assert parse_checkpoint(open_note(note, signer.verifier())).size == 50
+    assert log._leaves == {}
