@@ -223,6 +223,11 @@ class PacketReader:
         Raises:
             RemoteProtocolError: a packet longer than ``max_length``.
         """
+        if not self._buffer and not self._parts and len(data) >= 4:
+            # The usual read: one whole packet, not continued (no copy into the buffer).
+            length = data[0] | data[1] << 8 | data[2] << 16
+            if len(data) == 4 + length and length < MAX_PAYLOAD and length <= self.max_length:
+                return [Packet(data[3], bytes(data[4:]))]
         self._buffer += data
         out: list[Packet] = []
         buf = self._buffer
@@ -263,8 +268,25 @@ class PacketScanner:
         """Sequence id of the last packet header seen."""
 
     def feed(self, data: bytes, capture: bool = False) -> list[Packet]:
+        """The packets of ``data`` that start while ``capture`` is true (up to 4 KiB each,
+        continuations apart); follows every packet header (``last_seq``)."""
         out: list[Packet] = []
         pos, size = 0, len(data)
+        if not capture and self._current is None and not self._head:
+            # Only the boundaries (a result set's rows): the headers, in a tight loop.
+            pos = self._left
+            if pos >= size:
+                self._left = pos - size
+                return out
+            seq = self.last_seq
+            while size - pos >= 4:
+                seq = data[pos + 3]
+                pos += 4 + (data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16)
+            self.last_seq = seq
+            if pos >= size:
+                self._left = pos - size
+                return out
+            self._left = 0  # a header cut short: the general loop keeps its start
         while pos < size:
             if self._left:
                 take = min(self._left, size - pos)
@@ -662,6 +684,15 @@ def count_placeholders(sql: str) -> int:
 
 _USE = re.compile(r"^\s*USE\s+(`(?:[^`]|``)+`|[\w$]+)\s*;?\s*$", re.IGNORECASE)
 
+
+def _may_be_use(sql: str) -> bool:
+    """Whether :data:`_USE` may match ``sql``: False for the usual query, whose first character
+    is ASCII, not white space, nor ``u`` (only ``u``/``U`` match it there, case-insensitively:
+    non-ASCII characters that fold to ASCII letters go through the regex)."""
+    first = sql[:1]
+    return not first.isascii() or first in "uU" or first.isspace() or not first
+
+
 _TYPES: Final = {
     0: "DECIMAL", 1: "TINY", 2: "SHORT", 3: "LONG", 4: "FLOAT", 5: "DOUBLE", 6: "NULL",
     7: "TIMESTAMP", 8: "LONGLONG", 9: "INT24", 10: "DATE", 11: "TIME", 12: "DATETIME",
@@ -713,7 +744,7 @@ class CommandTracker:
         command, body = payload[0], payload[1:]
         if command == COM_QUERY:
             sql = _decode(body, "query")
-            use = _USE.match(sql)
+            use = _USE.match(sql) if _may_be_use(sql) else None
             statement = MySQLStatement(redact_sql(sql))
             if use is not None:
                 return UseDatabase(_unquote(use.group(1)), statement)

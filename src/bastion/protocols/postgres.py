@@ -22,6 +22,8 @@ exception that escapes a parser; the fuzz tests in ``tests/unit/protocols`` hold
 Per-statement audit comes from :class:`StatementTracker`: it follows named and unnamed prepared
 statements and portals across Parse/Bind/Execute and emits one :class:`Statement` per
 simple-protocol query and per Execute (with the bound parameter values).
+:class:`StatementScanner` is what the proxy runs on the client's stream: the framing of
+:class:`MessageReader` and the tracker in one pass that copies only the messages the tracker reads.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "SSLRequest",
     "StartupMessage",
     "Statement",
+    "StatementScanner",
     "StatementTracker",
     "build_cancel_request",
     "build_message",
@@ -578,6 +581,129 @@ class StatementTracker:
         table[name] = value
         while len(table) > self.max_entries:
             del table[next(iter(table))]
+
+
+_TRACKED: Final = frozenset(b"QPBECF")
+"""The frontend message types :class:`StatementTracker` reads (Query, Parse, Bind, Execute, Close,
+FunctionCall); the others (CopyData, Sync, Describe, Flush, Terminate...) are only framed."""
+
+
+class StatementScanner:
+    """The statements of a client's byte stream, chunk by chunk.
+
+    What ``[tracker.feed(m) for m in MessageReader(max_length).feed(chunk)]`` gives (with the
+    statements of a chunk that raises dropped: it is not forwarded), and the same
+    RemoteProtocolError for the same chunk, at less cost per chunk: a message the tracker
+    ignores (a COPY's CopyData, Sync, Describe...) is skipped by its length, never copied nor
+    buffered; a Query is decoded in place (no :class:`Message`); only a message the chunk cuts
+    is buffered. The fuzz tests hold it to the two-step reference.
+
+    Args:
+        tracker: follows prepared statements and portals (its redaction settings apply).
+        max_length: the largest message body accepted (as :class:`MessageReader`).
+    """
+
+    def __init__(self, tracker: StatementTracker, max_length: int = MAX_MESSAGE_LENGTH) -> None:
+        self.tracker = tracker
+        self.max_length = max_length
+        self._buf = bytearray()
+        """The start of a message the last chunk cut (a header, or a tracked message)."""
+        self._need = 0
+        """How long ``_buf`` must get to hold that header (5) or whole message."""
+        self._skip = 0
+        """Bytes of an ignored message still to come."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a message not complete yet (an ignored one's are not held)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray) -> list[Statement]:
+        """The statements that ``data`` completes, in order.
+
+        Raises:
+            RemoteProtocolError: as :meth:`MessageReader.feed` (framing, first) or
+                :meth:`StatementTracker.feed` (the first malformed message of the chunk).
+        """
+        size = len(data)
+        if size > 5 and data[0] == 0x51 and not self._buf and not self._skip:
+            # The usual read: one whole Query (a chunk of bytes from the transport).
+            (length,) = _U32.unpack_from(data, 1)
+            if length == size - 1 and length - 4 <= self.max_length and type(data) is bytes:
+                statement = _query(data, 5, size)
+                if statement is not None:
+                    return [statement]
+        out: list[Statement] = []
+        pos = self._skip
+        if pos:
+            if pos >= size:
+                self._skip = pos - size
+                return out
+            self._skip = 0
+        buf = self._buf
+        if buf:
+            buf += memoryview(data)[pos:]
+            if len(buf) < self._need:
+                return out
+            data, pos = bytes(buf), 0
+            size = len(data)
+            buf.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
+        failed: RemoteProtocolError | None = None
+        tracker = self.tracker
+        while size - pos >= 5:
+            kind = data[pos]
+            (length,) = _U32.unpack_from(data, pos + 1)
+            if length < 4:
+                raise RemoteProtocolError(f"message length {length} is under 4")
+            if length - 4 > self.max_length:
+                raise RemoteProtocolError(
+                    f"message of {length - 4} bytes exceeds the limit of {self.max_length}"
+                )
+            if kind < 0x20 or kind > 0x7E:
+                raise RemoteProtocolError(f"invalid message type byte 0x{kind:02x}")
+            end = pos + 1 + length
+            if kind not in _TRACKED:
+                if end > size:
+                    self._skip = end - size
+                    pos = size
+                    break
+                pos = end
+                continue
+            if end > size:
+                buf += memoryview(data)[pos:]
+                self._need = end - pos
+                pos = size
+                break
+            if failed is None:  # after a malformed message only the framing is checked
+                try:
+                    statement = _query(data, pos + 5, end) if kind == 0x51 else None
+                    if statement is None:
+                        statement = tracker.feed(Message(bytes((kind,)), data[pos + 5 : end]))
+                    if statement is not None:
+                        out.append(statement)
+                except RemoteProtocolError as exc:
+                    failed = exc
+            pos = end
+        if pos < size:  # a header cut short
+            buf += memoryview(data)[pos:]
+            self._need = 5
+        if failed is not None:
+            raise failed
+        return out
+
+
+def _query(data: bytes, start: int, end: int) -> Statement | None:
+    """The statement of a well-formed Query body ``data[start:end]`` (one NUL, at its end, UTF-8),
+    without a :class:`Message`; None for anything else (the tracker then says what is wrong)."""
+    if data.find(b"\x00", start, end) != end - 1:
+        return None
+    try:
+        sql = data[start : end - 1].decode()
+    except UnicodeDecodeError:
+        return None
+    return Statement(redact_sql(sql))
 
 
 def _format_of(formats: tuple[int, ...], i: int) -> int:

@@ -232,3 +232,70 @@ def test_fuzz_execute_bodies_never_crash(body: bytes, params: int) -> None:
         tracker.client(_cmd(mysql.COM_STMT_CLOSE, body))
     except RemoteProtocolError:
         pass
+
+
+# -- the fast paths give exactly what the general loops give ------------------------------------
+
+
+_packets = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=10).map(
+    lambda ps: b"".join(mysql.build_packet(s, p) for s, p in ps)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _packets,
+    st.binary(max_size=6),
+    st.lists(st.integers(0, 600), max_size=6),
+    st.integers(0, 50),
+)
+def test_reader_fast_path_gives_what_the_general_loop_gives(
+    wire: bytes, junk: bytes, cuts: list[int], limit: int
+) -> None:
+    stream = wire + junk
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    fast, slow = PacketReader(limit), PacketReader(limit)
+    for chunk in chunks:
+        try:
+            want: list[Packet] | str = [
+                p for b in chunk for p in slow.feed(bytes([b]))
+            ]  # one byte at a time: never the fast path
+        except RemoteProtocolError as exc:
+            want = str(exc)
+        try:
+            got: list[Packet] | str = fast.feed(chunk)
+        except RemoteProtocolError as exc:
+            got = str(exc)
+        assert got == want
+        if isinstance(want, str):
+            return
+        assert fast.buffered == slow.buffered
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _packets,
+    st.binary(max_size=3),
+    st.lists(st.tuples(st.integers(0, 600), st.booleans()), max_size=8),
+)
+def test_scanner_fast_path_gives_what_the_general_loop_gives(
+    wire: bytes, junk: bytes, cuts: list[tuple[int, bool]]
+) -> None:
+    stream = wire + junk
+    marks = sorted({(c % (len(stream) + 1), cap) for c, cap in cuts})
+    points = [p for p, _ in marks]
+    captures = [cap for _, cap in marks] + [False]
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    fast, slow = PacketScanner(), PacketScanner()
+    for chunk, capture in zip(chunks, captures, strict=True):
+        want = [p for b in chunk for p in slow.feed(bytes([b]), capture)]
+        assert fast.feed(chunk, capture) == want
+        assert fast.last_seq == slow.last_seq
+
+
+@given(st.text(max_size=12), st.sampled_from(["", " ", "\t", "\u00a0", "\u2003"]))
+def test_use_pre_check_never_hides_a_use(rest: str, space: str) -> None:
+    for sql in (rest, space + rest, "use " + rest, "u\u017fe " + rest, space + "USE `a`"):
+        if mysql._USE.match(sql) is not None:
+            assert mysql._may_be_use(sql)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.errors import RemoteProtocolError
 from bastion.protocols.postgres import (
+    MAX_MESSAGE_LENGTH,
     MAX_STARTUP_LENGTH,
     PROTOCOL_3,
     SSL_REQUEST,
@@ -20,6 +21,7 @@ from bastion.protocols.postgres import (
     SSLRequest,
     StartupMessage,
     Statement,
+    StatementScanner,
     StatementTracker,
     build_cancel_request,
     build_message,
@@ -306,3 +308,107 @@ def test_backend_key_scanner_finds_the_key_before_ready() -> None:
     junk = BackendKeyScanner()
     junk.feed(b"X\x00\x00\x00\x01")
     assert junk.done and junk.key is None
+
+
+# -- the proxy's one-pass scanner: exactly what the reader and the tracker give ----------------
+
+_names = st.sampled_from(["", "s1", "p1"])
+_frontend = st.one_of(
+    st.builds(lambda sql: build_message(b"Q", sql.encode() + b"\x00"), values),
+    st.builds(lambda body: build_message(b"Q", body), st.binary(max_size=20)),
+    st.builds(lambda n, sql: build_message(b"P", parse_body(n, sql)), _names, values),
+    st.builds(
+        lambda p, n, vals: build_message(b"B", bind_body(p, n, vals)),
+        _names,
+        _names,
+        st.lists(st.one_of(st.none(), st.binary(max_size=8)), max_size=3),
+    ),
+    st.builds(lambda p: build_message(b"E", execute_body(p)), _names),
+    st.builds(
+        lambda k, n: build_message(b"C", k + n.encode() + b"\x00"),
+        st.sampled_from([b"S", b"P"]),
+        _names,
+    ),
+    st.builds(
+        lambda t, body: build_message(bytes([t]), body),
+        st.sampled_from(b"QPBECFSDdcfHX"),
+        st.binary(max_size=40),
+    ),
+    st.binary(min_size=1, max_size=6),  # a broken header now and then
+)
+
+
+def _by_reference(chunks: list[bytes], limit: int) -> list[object]:
+    reader, tracker = MessageReader(limit), StatementTracker()
+    out: list[object] = []
+    for chunk in chunks:
+        try:
+            found = [s for m in reader.feed(chunk) if (s := tracker.feed(m)) is not None]
+        except RemoteProtocolError as exc:
+            return [*out, str(exc)]
+        out.append(found)
+    return out
+
+
+def _by_scanner(chunks: list[bytes], limit: int) -> list[object]:
+    scanner = StatementScanner(StatementTracker(), limit)
+    out: list[object] = []
+    for chunk in chunks:
+        try:
+            found = scanner.feed(chunk)
+        except RemoteProtocolError as exc:
+            return [*out, str(exc)]
+        out.append(found)
+    return out
+
+
+def _cut(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_frontend, max_size=12),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.sampled_from([MAX_MESSAGE_LENGTH, 30, 8]),
+)
+def test_scanner_gives_what_the_reader_and_tracker_give(
+    messages: list[bytes], cuts: list[int], limit: int
+) -> None:
+    chunks = _cut(b"".join(messages), cuts)
+    assert _by_scanner(chunks, limit) == _by_reference(chunks, limit)
+    # one message a chunk (the usual read: the fast path)
+    assert _by_scanner(messages, limit) == _by_reference(messages, limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_frontend, min_size=1, max_size=6))
+def test_scanner_byte_by_byte(messages: list[bytes]) -> None:
+    stream = b"".join(messages)
+    chunks = [stream[i : i + 1] for i in range(len(stream))]
+    assert _by_scanner(chunks, MAX_MESSAGE_LENGTH) == _by_reference(chunks, MAX_MESSAGE_LENGTH)
+
+
+def test_scanner_fast_path_and_copy_data() -> None:
+    scanner = StatementScanner(StatementTracker())
+    query = build_message(b"Q", b"ALTER ROLE x PASSWORD 'secret'\x00")
+    assert scanner.feed(query) == [Statement("ALTER ROLE x PASSWORD '***'")]
+    assert scanner.feed(bytearray(query)) == [Statement("ALTER ROLE x PASSWORD '***'")]
+    # A COPY's data is framed by its length, never buffered (a 1 MiB CopyData in pieces).
+    copy = build_message(b"d", b"x" * (1 << 20))
+    for i in range(0, len(copy), 4096):
+        assert scanner.feed(copy[i : i + 4096]) == []
+        assert scanner.buffered == 0
+    # A statement cut anywhere is buffered until it is whole.
+    assert scanner.feed(query[:7]) == [] and scanner.buffered == 7
+    assert scanner.feed(query[7:] + build_message(b"S")) == [
+        Statement("ALTER ROLE x PASSWORD '***'")
+    ]
+    assert scanner.buffered == 0
+    with pytest.raises(RemoteProtocolError, match="exceeds the limit"):
+        StatementScanner(StatementTracker(), 10).feed(copy[:5])
+    # Framing errors come first, as the reader raises before the tracker reads anything.
+    bad = build_message(b"Q", b"no terminator") + b"Q" + struct.pack("!I", 2)
+    with pytest.raises(RemoteProtocolError, match="under 4"):
+        StatementScanner(StatementTracker()).feed(bad)
