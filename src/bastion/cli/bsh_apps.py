@@ -33,7 +33,6 @@ from typing import Any
 import click
 
 from bastion.cli.common import handle_errors
-from bastion.cli.identity import run_async
 from bastion.cli.profile_api import check_label_filters, current_profile, profile_send
 from bastion.cli.render import print_json, print_table
 from bastion.client.mfa import origin_for, solve
@@ -61,6 +60,7 @@ from bastion.protocols.http1 import (
     find_head_end,
     parse_request_head,
 )
+from bastion.runtime import run as run_loop
 
 __all__ = ["apps_group", "curl_flags", "proxy_app", "rewrite_head", "run_proxy_app"]
 
@@ -424,6 +424,6 @@ def proxy_app(name: str, port: int, host: str) -> None:
     else:
         ctx, addr = app_context(profile, name, ALPN_HTTP), _public_addr(profile, name)
     try:
-        run_async(run_proxy_app(profile.proxy, ctx, name, host, port, http_addr=addr))
+        run_loop(run_proxy_app(profile.proxy, ctx, name, host, port, http_addr=addr))
     except KeyboardInterrupt:
         pass

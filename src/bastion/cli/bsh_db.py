@@ -83,6 +83,7 @@ from bastion.protocols.postgres import (
     parse_startup_packet,
 )
 from bastion.proxy.relay import Relay
+from bastion.runtime import run as run_loop
 
 __all__ = [
     "REFRESH_MARGIN",
@@ -829,6 +830,6 @@ def proxy_db(name: str, port: int, host: str) -> None:
     db_context(profile, name)  # no certificate at all: one line now, not per connection
     certs = ListenerCerts(profile, name)
     try:
-        run_async(run_proxy_db(profile, certs.context, name, host, port))
+        run_loop(run_proxy_db(profile, certs.context, name, host, port))  # uvloop: its TLS in C
     except KeyboardInterrupt:
         pass
