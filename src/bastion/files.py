@@ -9,11 +9,12 @@ through :func:`write_private_file`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_durable_file", "write_private_file"]
+__all__ = ["fsync_dir", "write_durable_file", "write_private_file", "write_synced_file"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -67,3 +68,29 @@ def write_private_file(
 def write_durable_file(path: Path, data: bytes | str) -> None:
     """Atomic, mode 0600 and fsynced (file and directory): cursors, spool metadata."""
     write_private_file(path, data, durable=True)
+
+
+def write_synced_file(path: Path, data: bytes | str) -> None:
+    """Like :func:`write_durable_file` in a directory that exists, without the directory's
+    fsync: the bytes are fsynced before the rename, and the caller makes the rename durable
+    with one :func:`fsync_dir` that also covers its other renames and creates there (until
+    then a crash may leave the old file, never a partial one).
+
+    Raises:
+        OSError: the file cannot be written (the temporary file is removed).
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data.encode() if isinstance(data, str) else data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise

@@ -116,8 +116,21 @@ async def test_psql_allowed_denied_and_locked(rig: DbRig) -> None:
     )
     try:
         assert await conn.fetchval("select x from t where x = $1", 2) == 2
+        # COPY FROM STDIN: its CopyData (about 200 KB, cut anywhere by TLS) is framed by
+        # length, not buffered; the statements after it are still audited.
+        await conn.execute("create temp table c (x int)")
+        await conn.copy_records_to_table("c", records=[(i,) for i in range(20_000)])
+        assert await conn.fetchval("select count(*) from c where x >= $1", 0) == 20_000
     finally:
         await conn.close()
+    await _until(
+        lambda: any(
+            e["query"] == "select count(*) from c where x >= $1"
+            and e["parameters"] == ["\\x00000000"]
+            for e in rig.audit.of("db.session.query")
+        )
+    )
+    assert any(e["query"].startswith("COPY") for e in rig.audit.of("db.session.query"))
     # asyncpg binds an int4 in binary: audited as hex (text-format values as text).
     await _until(
         lambda: any(

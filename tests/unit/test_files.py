@@ -1,5 +1,7 @@
 import stat
 
+import pytest
+
 from bastion.files import write_private_file
 
 
@@ -80,3 +82,33 @@ def test_files_created_private_whatever_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "d" / "key").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o700
+
+
+def test_synced_file_fsyncs_the_bytes_not_the_directory(tmp_path, monkeypatch):
+    import os
+
+    from bastion.files import write_synced_file
+
+    path = tmp_path / "meta.json"
+    path.write_text("old")
+    os.chmod(path, 0o644)
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_synced_file(path, "new")
+    assert synced == [False]  # the file only: the caller fsyncs the directory once
+    assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+    def fail(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_synced_file(path, "newer")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["meta.json"]

@@ -31,6 +31,7 @@ from typing import Generic, TypeVar
 
 from bastion.clock import Clock
 from bastion.errors import BastionError
+from bastion.tasks import spawn
 from bastion.types.database import Database
 
 __all__ = ["Pair", "SparePool", "SpareStats", "WarmConnections"]
@@ -256,9 +257,7 @@ class WarmConnections:
         return spare.transport
 
     def _start(self, db: Database, pair: Pair) -> None:
-        making: _Making = asyncio.get_running_loop().create_task(
-            self._make(db, pair[1]), name=f"db-spare-{pair[0]}"
-        )
+        making: _Making = spawn(self._make(db, pair[1]), f"db-spare-{pair[0]}")
         self._tasks.add(making)
         making.add_done_callback(self._tasks.discard)
         for extra in self.pool.put(pair, making, self._clock.now()):

@@ -32,14 +32,14 @@ import os
 import tempfile
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Literal, NoReturn
 
 from bastion.audit.canonical import decode
-from bastion.audit.log import AuditLog, index_of_key
+from bastion.audit.log import AuditLog, index_of_key, range_prefixes
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Item
@@ -52,7 +52,7 @@ from bastion.errors import (
     LimitExceeded,
 )
 from bastion.recording.asciicast import MAX_LINE, parse_header
-from bastion.recording.store import RecordingMeta, RecordingStore
+from bastion.recording.store import LocalRecordingStore, RecordingMeta, RecordingStore
 from bastion.types.audit import AuditEvent
 
 __all__ = [
@@ -135,8 +135,61 @@ class RecordingService:
         meta.check()
         if not meta.sha256:
             raise BadParameter("the upload must declare the recording's sha256")
+        if isinstance(self.store, LocalRecordingStore):  # copied: the file may change later
+            stored, _ = await self._receive_local(self.store, meta, path, None, link=False)
+            return stored
         sha256, size, head = await asyncio.to_thread(_hash_file, path, self.max_bytes)
         return await self._verify_and_store(meta, path, sha256, size, head)
+
+    async def receive_spooled(
+        self, meta: RecordingMeta, path: Path, remove: Callable[[], None]
+    ) -> bool:
+        """Like :meth:`receive_file` for a spooled recording (fsynced, never written again)
+        that ``remove`` deletes once it is stored: with a local store, the hash, the checks, the
+        store (by hard link) and ``remove`` run in ONE worker-thread hop. True when ``remove``
+        ran (False: the caller removes it; identical bytes were stored already)."""
+        meta.check()
+        if not meta.sha256:
+            raise BadParameter("the upload must declare the recording's sha256")
+        if isinstance(self.store, LocalRecordingStore):
+            _, removed = await self._receive_local(self.store, meta, path, remove, link=True)
+            return removed
+        await self.receive_file(meta, path)
+        return False
+
+    async def _receive_local(
+        self,
+        store: LocalRecordingStore,
+        meta: RecordingMeta,
+        path: Path,
+        remove: Callable[[], None] | None,
+        *,
+        link: bool,
+    ) -> tuple[RecordingMeta, bool]:
+        """The session end is looked up first (the bytes are hashed, checked and stored in the
+        same worker-thread hop after it); a mismatch is rejected and audited all the same."""
+        if meta.complete:
+            await self._check_session_end(meta)
+        stored = meta.model_copy(
+            update={"cluster": self.auth.cluster, "uploaded": self.auth.clock.now()}
+        )
+        outcome, stored = await asyncio.to_thread(
+            _store_local, store, stored, path, self.max_bytes, remove, link
+        )
+        if outcome == "mismatch":
+            await self._reject(
+                meta,
+                "recording bytes do not match the declared sha256",
+                "the bytes do not match the sha256 of session.end",
+                received_sha256=stored.sha256,
+            )
+        if outcome == "exists":
+            existing = await store.meta(meta.session_id)
+            if hmac.compare_digest(existing.sha256, meta.sha256):
+                return existing, False  # a retry of an upload whose reply was lost
+            raise AlreadyExists(f"recording {meta.session_id} is stored already")
+        await self._emit_upload(meta, stored.size)
+        return stored, remove is not None
 
     async def _verify_and_store(
         self,
@@ -167,6 +220,10 @@ class RecordingService:
             if hmac.compare_digest(existing.sha256, meta.sha256):
                 return existing  # a retry of an upload whose reply was lost
             raise
+        await self._emit_upload(meta, size)
+        return stored
+
+    async def _emit_upload(self, meta: RecordingMeta, size: int) -> None:
         await self.auth.audit.emit(
             "recording.upload",
             user=meta.user,
@@ -178,7 +235,6 @@ class RecordingService:
             complete=meta.complete,
             input_recorded=meta.input_recorded,
         )
-        return stored
 
     async def _check_session_end(self, meta: RecordingMeta, emitted_by: str | None = None) -> None:
         end = await find_session_end(
@@ -225,6 +281,13 @@ LOOKBACK = timedelta(days=7)
 """How far back (by event time) auth looks for a recording's ``session.end``."""
 SCAN_WINDOW = 512
 """Events read per backend range read."""
+FIRST_WINDOW = 16
+"""Events read first when catching up with what was appended since the previous lookup
+(usually a few per upload: a window of 16 is ~2 key prefixes of 10 events, where one of
+:data:`SCAN_WINDOW` reads ~6 prefixes of 100 and filters most of them out)."""
+RECENT = 256
+"""Session-end events kept decoded (the newest), so that the upload that follows its
+session's end needs no second read of it."""
 MAX_SCAN = 200_000
 """Events older than the first lookup's head looked at at most (newest first), whatever their
 time; everything appended since is indexed."""
@@ -255,6 +318,8 @@ class _EndIndex:
         self.floor = 0
         """The backward scan stops here (:data:`MAX_SCAN` below the first head, events older
         than the lookback, or above a forgotten session end)."""
+        self.recent: OrderedDict[int, AuditEvent] = OrderedDict()
+        """The newest session ends read forward, decoded, by index (at most :data:`RECENT`)."""
 
     def note(self, items: Sequence[Item], *, older: bool = False) -> None:
         """Index the session ends among ``items`` (in index order; ``older``: all of them
@@ -266,6 +331,10 @@ class _EndIndex:
             event = decode(item.value)
             if index is None or not event.session_id or not event.type.endswith("session.end"):
                 continue
+            if not older:
+                self.recent[index] = event
+                if len(self.recent) > RECENT:
+                    self.recent.popitem(last=False)
             known = self.ends.get(event.session_id)
             if known is None:
                 self.ends[event.session_id] = known = []
@@ -277,20 +346,43 @@ class _EndIndex:
             self.floor = max(self.floor, max(gone) + 1)
             self.lo = max(self.lo, self.floor)
 
-    async def refresh(self, audit: AuditLog) -> None:
-        """Read what was appended since the last lookup (the first: find the head)."""
+    async def refresh(self, audit: AuditLog, *, thorough: bool = False) -> None:
+        """Read what was appended since the last lookup (the first: find the head).
+
+        Fast: aligned blocks of 10 (then 100) indexes, one backend read each, until a block is
+        not full (the head is in it). ``thorough``: by :meth:`AuditLog.read_items`, which
+        reads on past a missing event (a deleted one), for when the fast read missed it.
+        """
         if self.hi is None:
             self.hi = self.lo = await audit.size()
             self.floor = max(0, self.hi - MAX_SCAN)
+        if not thorough:
+            lo, size = self.hi - self.hi % 10, 10
+            while True:
+                items = await _read_block(audit, lo, size)
+                self._advance([i for i in items if (index_of_key(i.key) or 0) >= self.hi])
+                if len(items) < size:
+                    return
+                lo += size
+                size = 100 if lo % 100 == 0 else 10
+        window = FIRST_WINDOW
         while True:
-            items = await audit.read_items(self.hi, SCAN_WINDOW)
+            items = await audit.read_items(self.hi, window)
             if not items:
                 return
-            self.note(items)
-            last = index_of_key(items[-1].key)
-            self.hi = max(self.hi, (last if last is not None else self.hi) + 1)
-            if len(items) < SCAN_WINDOW:
+            self._advance(items)
+            if len(items) < window:
                 return
+            window = SCAN_WINDOW
+
+    def _advance(self, items: Sequence[Item]) -> None:
+        """Index ``items`` (read forward, from :attr:`hi` on) and move :attr:`hi` past them."""
+        if not items:
+            return
+        self.note(items)
+        last = index_of_key(items[-1].key)
+        assert self.hi is not None
+        self.hi = max(self.hi, (last if last is not None else self.hi) + 1)
 
     async def older(self, audit: AuditLog, not_before: datetime) -> bool:
         """Index one more window below :attr:`lo`; False when there is nothing left to read
@@ -316,12 +408,14 @@ class _EndIndex:
         async with self.lock:
             await self.refresh(audit)
             checked: set[int] = set()
+            thorough = False
             while True:
                 for index in sorted(self.ends.get(session_id, ()), reverse=True):
                     if index in checked:
                         continue
                     checked.add(index)
-                    for event in await audit.read_from(index, 1):
+                    known = self.recent.get(index)
+                    for event in [known] if known else await audit.read_from(index, 1):
                         if (
                             event.index == index
                             and event.session_id == session_id
@@ -329,8 +423,24 @@ class _EndIndex:
                             and event.time >= not_before
                         ):
                             return event
+                if not thorough:  # past a missing event, if any, before looking further back
+                    thorough = True
+                    await self.refresh(audit, thorough=True)
+                    continue
                 if not await self.older(audit, not_before):
                     return None
+
+
+async def _read_block(audit: AuditLog, lo: int, size: int) -> list[Item]:
+    """The stored events of indexes ``[lo, lo + size)``, an aligned block (``size`` a power of
+    ten, ``lo`` a multiple of it): one key prefix, one backend read."""
+    out = []
+    for prefix in range_prefixes(lo, lo + size):
+        for item in await audit.backend.get_range(prefix):
+            index = index_of_key(item.key)
+            if index is not None and lo <= index < lo + size:
+                out.append(item)
+    return out
 
 
 _INDEXES: weakref.WeakKeyDictionary[AuditLog, _EndIndex] = weakref.WeakKeyDictionary()
@@ -481,6 +591,47 @@ class InProcessTarget:
 
     async def upload(self, meta: RecordingMeta, path: Path) -> None:
         await self._service.receive_file(meta, path)
+
+    async def upload_spooled(
+        self, meta: RecordingMeta, path: Path, remove: Callable[[], None]
+    ) -> bool:
+        """Deliver a spooled recording and run ``remove`` in the same worker-thread hop once
+        it is stored (:meth:`RecordingService.receive_spooled`); True when it ran."""
+        return await self._service.receive_spooled(meta, path, remove)
+
+
+def _store_local(
+    store: LocalRecordingStore,
+    meta: RecordingMeta,
+    path: Path,
+    max_bytes: int,
+    remove: Callable[[], None] | None,
+    link: bool,
+) -> tuple[Literal["stored", "exists", "mismatch"], RecordingMeta]:
+    """Hash ``path``, check it against ``meta`` (its sha256, an asciicast v2 header), store it
+    (``link``: by a hard link, for a spooled file) and ``remove`` it, in the calling (worker)
+    thread. Returns the outcome and the stored
+    metadata (``mismatch``: its ``sha256`` is that of the bytes; nothing stored).
+
+    Raises:
+        LimitExceeded: larger than ``max_bytes``.
+        BadParameter: not asciicast v2.
+    """
+    sha256, size, head = _hash_file(path, max_bytes)
+    if not hmac.compare_digest(sha256, meta.sha256):
+        return "mismatch", meta.model_copy(update={"sha256": sha256, "size": size})
+    parse_header(head.partition(b"\n")[0])
+    stored = meta.model_copy(update={"size": size})
+    try:
+        if link:  # fsynced and never written again (a spooled recording)
+            store.put_durable_file(stored, path)
+        else:
+            store.put_now(stored, path)
+    except AlreadyExists:
+        return "exists", stored
+    if remove is not None:
+        remove()
+    return "stored", stored
 
 
 def _hash_file(path: Path, max_bytes: int) -> tuple[str, int, bytes]:

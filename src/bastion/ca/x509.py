@@ -14,7 +14,8 @@ only the anchors of one purpose.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -34,7 +35,10 @@ __all__ = [
     "issue_user_certificate",
     "self_signed_ca",
     "subject_common_name",
+    "VerifiedLeaf",
+    "VerifiedLeafCache",
     "verify_certificate_chain",
+    "verify_leaf",
 ]
 
 IDENTITY_EXTENSION_OID = ObjectIdentifier(IDENTITY_OID)
@@ -403,6 +407,35 @@ def verify_certificate_chain(
             a CA, not yet valid, expired, missing usage, missing identity extension, or an
             identity for another cluster.
     """
+    return verify_leaf(cert, trusted_ca_certs, now, usage=usage).identity
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedLeaf:
+    """A leaf certificate :func:`verify_leaf` accepted: its identity, and the times between
+    which that verification holds (the certificate's, its CA's and the identity's validity)."""
+
+    identity: Identity
+    not_before: datetime
+    not_after: datetime
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.not_before <= now <= self.not_after
+
+
+def verify_leaf(
+    cert: x509.Certificate,
+    trusted_ca_certs: Iterable[x509.Certificate],
+    now: datetime,
+    *,
+    usage: ObjectIdentifier | None = None,
+) -> VerifiedLeaf:
+    """:func:`verify_certificate_chain`, also returning when the verification holds (for
+    :class:`VerifiedLeafCache`).
+
+    Raises:
+        AccessDenied: as :func:`verify_certificate_chain`.
+    """
     ca = _find_issuer(cert, trusted_ca_certs)
     if not _is_ca(ca):
         raise AccessDenied("issuer is not a CA certificate")
@@ -426,4 +459,39 @@ def verify_certificate_chain(
         raise AccessDenied(f"certificate identity is for another cluster ({identity.cluster!r})")
     if now > identity.expires:
         raise AccessDenied(f"certificate identity expired at {identity.expires}")
-    return identity
+    return VerifiedLeaf(
+        identity,
+        max(ca.not_valid_before_utc, cert.not_valid_before_utc),
+        min(ca.not_valid_after_utc, cert.not_valid_after_utc, identity.expires),
+    )
+
+
+class VerifiedLeafCache:
+    """Leaf certificates :func:`verify_leaf` accepted, by a key holding their exact DER bytes
+    (and whatever else chose the trust anchors and the checks): a client that reconnects
+    with the same certificate is not parsed and signature-checked again. An entry is used
+    only within its :class:`VerifiedLeaf` validity; :meth:`clear` it when the trusted CA set
+    changes. Bounded: the oldest entry goes first."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._max = max_entries
+        self._items: dict[Hashable, VerifiedLeaf] = {}
+
+    def get(self, key: Hashable, now: datetime) -> Identity | None:
+        """The identity of a certificate verified before and still valid at ``now``."""
+        leaf = self._items.get(key)
+        if leaf is None or not leaf.valid_at(now):
+            return None
+        return leaf.identity
+
+    def put(self, key: Hashable, leaf: VerifiedLeaf) -> None:
+        self._items.pop(key, None)
+        while len(self._items) >= self._max:
+            del self._items[next(iter(self._items))]
+        self._items[key] = leaf
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)

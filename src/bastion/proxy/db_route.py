@@ -56,10 +56,10 @@ from bastion.protocols.postgres import (
     BackendKeyScanner,
     CancelRequest,
     GSSENCRequest,
-    MessageReader,
     SSLRequest,
     StartupMessage,
     Statement,
+    StatementScanner,
     StatementTracker,
     error_response,
     parse_startup_packet,
@@ -282,12 +282,9 @@ class _StartupReader(_FirstMessageReader[StartupMessage]):
 class _QuerySide(RelaySide):
     """The client's side of the relay: frames its messages and reports each statement."""
 
-    def __init__(
-        self, relay: Relay, tracker: StatementTracker, reader: MessageReader, route: DbRoute
-    ) -> None:
+    def __init__(self, relay: Relay, scanner: StatementScanner, route: DbRoute) -> None:
         super().__init__(relay, "a")
-        self._tracker = tracker
-        self._reader = reader
+        self._scanner = scanner
         self._route = route
         self.statements: deque[Statement] = deque()
         self.pending = asyncio.Event()
@@ -297,17 +294,17 @@ class _QuerySide(RelaySide):
 
     def tap(self, data: bytes) -> bool:
         try:
-            for message in self._reader.feed(data):
-                statement = self._tracker.feed(message)
-                if statement is not None:
-                    self.statements.append(statement)
-                    self.pending.set()
+            found = self._scanner.feed(data)
         except RemoteProtocolError as exc:
             self._route.protocol_error(self, str(exc))
             return False
-        if len(self.statements) > _HIGH_WATER and self.transport is not None:
-            self.throttled = True  # the audit writer resumes reading once it caught up
-            self.transport.pause_reading()
+        if found:
+            statements = self.statements
+            statements.extend(found)
+            self.pending.set()
+            if len(statements) > _HIGH_WATER and self.transport is not None:
+                self.throttled = True  # the audit writer resumes reading once it caught up
+                self.transport.pause_reading()
         return True
 
     def audited(self) -> None:
@@ -468,6 +465,8 @@ class _KeyTap(RelaySide):
         self._scanner: BackendKeyScanner | None = BackendKeyScanner()
         self._on_key = on_key
         self._hold = hold
+        self._watching = True
+        """The key or the hold still needs the server's bytes (after the startup: no)."""
 
     def release(self, notice: bytes) -> None:
         """Let the startup's ReadyForQuery go, after ``notice`` (``b""``: none)."""
@@ -477,18 +476,28 @@ class _KeyTap(RelaySide):
                 super().data_received(out)
 
     def data_received(self, data: bytes) -> None:
+        if self._watching:
+            data = self._watch(data)
+            if not data:
+                return
+        super().data_received(data)
+
+    def _watch(self, data: bytes) -> bytes:
+        """Look for the key, hold the first ReadyForQuery; what to relay now."""
         scanner = self._scanner
         if scanner is not None:
             scanner.feed(data)
             if scanner.done or scanner.key is not None:
                 if scanner.key is not None:
                     self._on_key(scanner.key)
-                self._scanner = None
-        if self._hold is not None and not self._hold.done:
-            data = self._hold.feed(data)
-            if not data:
-                return
-        super().data_received(data)
+                self._scanner = scanner = None
+        hold = self._hold
+        if hold is not None and not hold.done:
+            data = hold.feed(data)
+            self._watching = True
+        else:
+            self._watching = scanner is not None
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,8 +554,9 @@ class DbRoute:
                 relay = Relay(idle_timeout=deps.idle_timeout, name=f"db {remote}")
                 side = _QuerySide(
                     relay,
-                    StatementTracker(redact_params=deps.redact_params),
-                    MessageReader(deps.max_message),
+                    StatementScanner(
+                        StatementTracker(redact_params=deps.redact_params), deps.max_message
+                    ),
                     self,
                 )
                 target = _CancelTarget(
@@ -1043,7 +1053,7 @@ class DbRoute:
                 **info,
             )
             if recorded is not None and deps.recordings is not None:
-                deps.recordings.notify()  # uploaded after the end event (auth checks the hash)
+                deps.recordings.notify(recorded)  # after the end event (auth checks the hash)
 
     def _open_recording(
         self, session_id: str, identity: Identity, info: dict[str, str], protocol: str
@@ -1090,7 +1100,8 @@ class DbRoute:
         so the audit log's group commit stores their batches together (a few transactions
         per tick, not one per session)."""
         audit = self._deps.audit
-        emit_many = getattr(audit, "emit_many", None)  # AuditLog: one transaction per batch
+        # AuditLog: one transaction per batch (append_many: without event objects back)
+        emit_many = getattr(audit, "append_many", None) or getattr(audit, "emit_many", None)
         statements = side.statements
         if recording is not None:
             await recording.open()

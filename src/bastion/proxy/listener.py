@@ -19,8 +19,10 @@ Layer: ``proxy`` (IO shell). Per accepted socket, under one handshake deadline (
    certificate from the user TLS CA, ``bastion-tunnel/1`` from the host TLS CA; the web accepts an
    optional user certificate (bsh/bctl mTLS to the auth API). After the handshake the certificate
    is verified again with :func:`bastion.ca.x509.verify_certificate_chain` against the raw CA of
-   the purpose (ARCHITECTURE.md 6.4), then handed to the SSH route, the tunnel server or the web
-   (an aiohttp ``web.Server`` protocol factory, in-process: design constraint 8).
+   the purpose (ARCHITECTURE.md 6.4; a certificate verified on the same route before and still
+   valid is remembered by its DER bytes until the trust anchors change), then handed to the
+   SSH route, the tunnel server or the web (an aiohttp ``web.Server`` protocol factory,
+   in-process: design constraint 8).
 5. **Web pass-through** (a proxy in its own process, :class:`WebUpstream`): the web route is
    decided from the ClientHello and then *not* terminated: the bytes go to an auth server after
    a PROXY v2 header naming the client, so auth does the handshake and sees the client
@@ -52,7 +54,7 @@ from bastion.api.proxy_header import TrustedSources, peek, read_proxy_header, se
 from bastion.api.ratelimit import RateLimiter
 from bastion.audit.emitter import Emitter
 from bastion.auth.gate import IdentityGate
-from bastion.ca.x509 import verify_certificate_chain
+from bastion.ca.x509 import VerifiedLeafCache, verify_leaf
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, BastionError, RemoteProtocolError
 from bastion.protocols.clienthello import ClientHello, parse_client_hello
@@ -256,6 +258,10 @@ class ProxyListener:
             "user": x509.load_pem_x509_certificates(tls.user_ca_pem.encode()),
             "host": x509.load_pem_x509_certificates(tls.host_ca_pem.encode()),
         }
+        # Client certificates verified against these anchors (by route and DER bytes): a
+        # reconnecting client (pgbench -C, bsh) is not parsed and signature-checked again.
+        # New anchors (a rotated CA): everything is verified afresh.
+        self._verified = VerifiedLeafCache()
 
     @property
     def limiter(self) -> UnauthenticatedLimiter:
@@ -505,6 +511,11 @@ class ProxyListener:
                 if web_like:
                     return True, None
                 raise AccessDenied("no client certificate")
+            now = self._deps.clock.now()
+            key = (chosen.kind, der)
+            known = self._verified.get(key, now)
+            if known is not None:  # this certificate, verified on this route, still valid
+                return True, known
             cert = x509.load_der_x509_certificate(der)
             who = _subject(cert)
             purpose = "host" if chosen.kind is RouteKind.TUNNEL else "user"
@@ -514,17 +525,16 @@ class ProxyListener:
                 return True, leaves.verify_tunnel(cert)  # a leaf's proxy (its own CA only)
             if chosen.kind is RouteKind.WEB and _issued_by(cert, self._anchors["host"]):
                 purpose = "host"  # agents call the API too (heartbeats, watches, events)
-            identity = verify_certificate_chain(
-                cert,
-                self._anchors[purpose],
-                self._deps.clock.now(),
-                usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            leaf = verify_leaf(
+                cert, self._anchors[purpose], now, usage=ExtendedKeyUsageOID.CLIENT_AUTH
             )
+            identity = leaf.identity
             allowed = ("host",) if purpose == "host" else ("user", "admin", "bot")
             if identity.kind not in allowed:
                 raise AccessDenied(
                     f"a {identity.kind} identity may not use the {chosen.alpn} route"
                 )
+            self._verified.put(key, leaf)
             return True, identity
         except (AccessDenied, ValueError) as exc:
             reason = str(exc)

@@ -28,7 +28,7 @@ from pathlib import Path
 import structlog
 
 from bastion.errors import BadParameter
-from bastion.files import fsync_dir, write_durable_file
+from bastion.files import fsync_dir, write_synced_file
 from bastion.recording.store import RecordingMeta, check_session_id
 
 __all__ = ["FSYNC_INTERVAL", "Spool", "SpoolFile"]
@@ -112,13 +112,16 @@ class Spool:
     ) -> SpoolFile:
         """Start a recording: metadata first (durable), then the ``.part`` file."""
         meta.check()
-        write_durable_file(self._meta_path(meta.session_id), meta.model_dump_json().encode())
+        write_synced_file(self._meta_path(meta.session_id), meta.model_dump_json().encode())
         spooled = SpoolFile(self, meta, monotonic)
-        fsync_dir(self.directory)
+        fsync_dir(self.directory)  # one fsync for the metadata's rename and the .part
         return spooled
 
     def mark_ready(self, meta: RecordingMeta, part: Path) -> None:
-        write_durable_file(self._meta_path(meta.session_id), meta.model_dump_json().encode())
+        """Final metadata, then ``.part`` → ``.cast``; one directory fsync makes both renames
+        durable (a crash in between may leave a ``.cast`` beside the metadata of the start:
+        :meth:`recover` finishes it)."""
+        write_synced_file(self._meta_path(meta.session_id), meta.model_dump_json().encode())
         os.replace(part, self.directory / f"{meta.session_id}.cast")
         fsync_dir(self.directory)
 
@@ -128,14 +131,22 @@ class Spool:
         Call once at start, before sessions run. Returns the recovered session ids.
         """
         recovered = []
-        for part in sorted(self.directory.glob("*.cast.part")):
-            session_id = part.name.removesuffix(".cast.part")
+        for part in sorted(self.directory.glob("*.cast*")):
+            if part.name.endswith(".cast.part"):
+                session_id = part.name.removesuffix(".cast.part")
+            elif part.name.endswith(".cast"):
+                session_id = part.name.removesuffix(".cast")
+            else:
+                continue
             try:
                 meta = RecordingMeta.parse(self._meta_path(session_id).read_bytes())
             except (OSError, BadParameter) as exc:
-                log.error("spooled recording without metadata; left alone",
-                          file=str(part), error=str(exc))  # fmt: skip
+                if part.name.endswith(".part"):
+                    log.error("spooled recording without metadata; left alone",
+                              file=str(part), error=str(exc))  # fmt: skip
                 continue
+            if part.name.endswith(".cast") and meta.sha256:
+                continue  # finished: waiting for its upload
             data = part.read_bytes()
             final = meta.model_copy(
                 update={

@@ -147,31 +147,83 @@ class LocalRecordingStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._made = False
+        """The directory was created (or found) once: not asked again per recording."""
 
     def _path(self, session_id: str, suffix: str) -> Path:
         return self.directory / f"{check_session_id(session_id)}{suffix}"
 
-    def _put(self, meta: RecordingMeta, source: Path) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _put(self, meta: RecordingMeta, source: Path, link: bool = False) -> None:
+        if not self._made:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._made = True
+        try:
+            self._store(meta, source, link)
+        except FileNotFoundError:
+            if self.directory.is_dir():
+                raise
+            self._made = False  # the directory was removed since: create it again
+            self._put(meta, source, link)
+
+    def _store(self, meta: RecordingMeta, source: Path, link: bool) -> None:
         final = self._path(meta.session_id, ".json")
         if final.exists():
             raise AlreadyExists(f"recording {meta.session_id} is stored already")
-        for suffix, content in ((".cast", source), (".json", meta.model_dump_json().encode())):
-            tmp = self._path(meta.session_id, suffix + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(content, Path):
-                    with content.open("rb") as src:
-                        shutil.copyfileobj(src, out)
-                else:
-                    out.write(content)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self._path(meta.session_id, suffix))
-        fsync_dir(self.directory)
+        cast = self._path(meta.session_id, ".cast")
+        if not (link and self._link(source, cast)):
+            self._write(cast, source)
+        self._write(final, meta.model_dump_json().encode())
+        fsync_dir(self.directory)  # both renames (or the link and a rename) at once
+
+    def _write(self, path: Path, content: Path | bytes) -> None:
+        """``content`` into ``path`` by a fsynced temporary file and a rename."""
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(content, Path):
+                with content.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+            else:
+                out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    def _link(self, source: Path, cast: Path) -> bool:
+        """Store ``source`` (fsynced already, never written again) by a hard link: no copy, no
+        fsync of the bytes (the directory's fsync makes the new name durable). False when
+        it cannot (another filesystem, links not supported): copy it then."""
+        try:
+            try:
+                os.link(source, cast)
+            except FileExistsError:  # bytes of an earlier put that crashed before its metadata
+                cast.unlink()
+                os.link(source, cast)
+        except OSError:
+            return False
+        return True
 
     async def put(self, meta: RecordingMeta, source: Path) -> None:
         await asyncio.to_thread(self._put, meta.check(), source)
+
+    def put_now(self, meta: RecordingMeta, source: Path) -> None:
+        """Like :meth:`put`, synchronously (call it from a worker thread): a copy, fsynced.
+
+        Raises:
+            AlreadyExists: a recording with this session id is stored already.
+        """
+        self._put(meta.check(), source)
+
+    def put_durable_file(self, meta: RecordingMeta, source: Path) -> None:
+        """Like :meth:`put_now`, for a local file that is fsynced already and never written
+        again (the all-in-one node's spool): stored by a hard link when it is on the same
+        filesystem, copied otherwise. The caller may remove ``source`` afterwards (the stored
+        name keeps the bytes).
+
+        Raises:
+            AlreadyExists: a recording with this session id is stored already.
+        """
+        self._put(meta.check(), source, link=True)
 
     async def meta(self, session_id: str) -> RecordingMeta:
         path = self._path(session_id, ".json")

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -29,11 +30,23 @@ from bastion.errors import BastionError, ConnectionProblem
 from bastion.recording.spool import Spool
 from bastion.recording.store import RecordingMeta
 
-__all__ = ["UploadTarget", "Uploader"]
+__all__ = ["SpooledTarget", "UploadTarget", "Uploader"]
 
 log = structlog.get_logger("bastion.recording.uploader")
 MIN_DELAY = 0.5
 MAX_DELAY = 30.0
+
+
+@runtime_checkable
+class SpooledTarget(Protocol):
+    """A target that also removes the spool files once it stored them (in the same worker
+    thread: the all-in-one node's :class:`~bastion.auth.recordings.InProcessTarget`)."""
+
+    async def upload_spooled(
+        self, meta: RecordingMeta, path: Path, remove: Callable[[], None]
+    ) -> bool:
+        """Like :meth:`UploadTarget.upload`; True when ``remove`` ran."""
+        ...
 
 
 class UploadTarget(Protocol):
@@ -79,25 +92,62 @@ class Uploader:
         self.attempts = 0
         self._recovered = False
         self._failures = 0
+        self._known: deque[RecordingMeta] = deque()
+        """Finished recordings named by :meth:`notify`: uploaded without a scan of the spool."""
+        self._scan = True
+        """The spool may hold recordings not in :attr:`_known` (at start, after a failure)."""
 
-    def notify(self) -> None:
-        """A recording finished: upload it now."""
+    def notify(self, meta: RecordingMeta | None = None) -> None:
+        """A recording finished (``meta``: the one spooled, as :meth:`SpoolFile.finish`
+        returned it; without it the spool is scanned): upload it now."""
+        if meta is None:
+            self._scan = True
+        else:
+            self._known.append(meta)
         self._idle.clear()
         self._wake.set()
 
+    def _pending(self) -> list[tuple[RecordingMeta, Path]]:
+        """What to upload now: the whole spool after a scan was asked for, else only the
+        recordings notified (no directory listing and metadata reads on the event loop)."""
+        if self._scan:
+            self._scan = False
+            self._known.clear()
+            return self.spool.ready()
+        out = [(m, self.spool.directory / f"{m.session_id}.cast") for m in self._known]
+        self._known.clear()
+        return out
+
+    async def _deliver(self, meta: RecordingMeta, path: Path) -> None:
+        """Upload, then remove the spool files (in the target's worker hop when it can)."""
+        target = self._target
+        if isinstance(target, SpooledTarget):
+            if await target.upload_spooled(meta, path, lambda: self.spool.remove(meta.session_id)):
+                return
+        else:
+            await target.upload(meta, path)
+        # Off the event loop: an unlink waits for the filesystem's journal (ms under load).
+        await asyncio.to_thread(self.spool.remove, meta.session_id)
+
     async def upload_ready(self) -> bool:
         """One pass over the spool. Returns False when auth was unreachable (retry later)."""
-        for meta, path in self.spool.ready():
+        pending = self._pending()
+        for i, (meta, path) in enumerate(pending):
             self.attempts += 1
             try:
-                await self._target.upload(meta, path)
+                await self._deliver(meta, path)
             except ConnectionProblem as exc:
                 self._failures += 1
                 # The first miss is usual (session.end still on its way to auth): info level.
                 report = log.warning if self._failures > 1 else log.info
                 report("cannot upload recording yet; will retry",
                        session_id=meta.session_id, error=str(exc))  # fmt: skip
+                self._known.extendleft(reversed([m for m, _ in pending[i:]]))
                 return False
+            except FileNotFoundError:
+                if path.exists():
+                    raise
+                continue  # notified and also found by a scan: uploaded already
             except BastionError as exc:
                 log.error("auth refused a recording; moved to the spool's failed/ directory",
                           session_id=meta.session_id, error=str(exc))  # fmt: skip
@@ -105,8 +155,6 @@ class Uploader:
                 self.failed.append(meta.session_id)
                 continue
             self._failures = 0
-            # Off the event loop: an unlink waits for the filesystem's journal (ms under load).
-            await asyncio.to_thread(self.spool.remove, meta.session_id)
             self.uploaded.append(meta.session_id)
             log.info("recording uploaded", session_id=meta.session_id, size=meta.size)
         return True
@@ -127,7 +175,7 @@ class Uploader:
             self._wake.clear()
             if await self.upload_ready():
                 delay = MIN_DELAY
-                if not self.spool.ready():
+                if not self._scan and not self._known:
                     self._idle.set()
                     await self._wake.wait()
                 continue

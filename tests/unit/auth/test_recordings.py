@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.audit.log import AuditQuery
+from bastion.audit.log import AuditQuery, event_key
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.recordings import (
     GuardedRecordings,
@@ -16,6 +16,7 @@ from bastion.auth.recordings import (
     RecordingService,
     find_session_end,
 )
+from bastion.backend.base import Item
 from bastion.errors import (
     AccessDenied,
     AlreadyExists,
@@ -159,6 +160,8 @@ async def test_in_process_target(fx: AuthFixture, tmp_path: Path) -> None:
     meta = await _ended(fx, _meta())
     await InProcessTarget(RecordingService(fx.auth)).upload(meta, path)
     assert await RecordingService(fx.auth).store.read(meta.session_id) == CAST
+    stored = fx.auth.deps.recordings.directory / f"{meta.session_id}.cast"  # type: ignore[union-attr]
+    assert stored.stat().st_ino != path.stat().st_ino  # a copy: the caller's file may change
 
 
 async def test_service_needs_a_store() -> None:
@@ -307,3 +310,88 @@ async def test_in_process_target_checks_the_file(fx: AuthFixture, tmp_path: Path
     meta = await _ended(fx, _meta())
     with pytest.raises(LimitExceeded):
         await InProcessTarget(service).upload(meta, path)
+
+
+async def test_a_spooled_recording_is_linked_checked_and_removed_in_one_hop(
+    fx: AuthFixture, tmp_path: Path
+) -> None:
+    path = tmp_path / "x.cast"
+    path.write_bytes(CAST)
+    target = InProcessTarget(RecordingService(fx.auth))
+    removed: list[str] = []
+    meta = await _ended(fx, _meta())
+    assert await target.upload_spooled(meta, path, lambda: removed.append("x")) is True
+    stored = tmp_path / "recs" / f"{meta.session_id}.cast"
+    assert removed == ["x"] and stored.stat().st_ino == path.stat().st_ino  # no copy
+    got = await RecordingService(fx.auth).store.meta(meta.session_id)
+    assert got.size == len(CAST) and got.sha256 == meta.sha256 and got.uploaded is not None
+    [event] = await fx.auth.audit.search(AuditQuery(types=("recording.upload",)))
+    assert event.session_id == meta.session_id and event.fields["size"] == len(CAST)
+    # a retry of an upload whose reply was lost: accepted, the caller removes the spool files
+    assert await target.upload_spooled(meta, path, lambda: removed.append("again")) is False
+    assert removed == ["x"]
+
+
+async def test_a_spooled_recording_is_refused_like_an_upload(
+    fx: AuthFixture, tmp_path: Path
+) -> None:
+    path = tmp_path / "x.cast"
+    path.write_bytes(CAST)
+    target = InProcessTarget(RecordingService(fx.auth))
+    removed: list[str] = []
+    early = _meta()
+    with pytest.raises(ConnectionProblem, match="not in the audit log yet"):
+        await target.upload_spooled(early, path, lambda: removed.append("x"))
+    wrong = await _ended(fx, _meta(data=b"other bytes"))
+    with pytest.raises(BadParameter, match="do not match"):
+        await target.upload_spooled(wrong, path, lambda: removed.append("x"))
+    [rejected] = await fx.auth.audit.search(AuditQuery(types=("recording.rejected",)))
+    assert rejected.fields["received_sha256"] == hashlib.sha256(CAST).hexdigest()
+    lied = await _ended(fx, _meta(), sha="0" * 64)
+    with pytest.raises(BadParameter, match="differs"):
+        await target.upload_spooled(lied, path, lambda: removed.append("x"))
+    assert removed == [] and path.exists()
+    assert await RecordingService(fx.auth).store.list() == []
+
+
+async def test_the_lookup_after_a_session_end_reads_little(
+    fx: AuthFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What was appended since the previous lookup is read by aligned blocks of indexes (one
+    backend read each), and a session end just read forward is not read a second time."""
+    audit = fx.auth.audit
+    since = fx.clock.now() - timedelta(hours=1)
+    await find_session_end(audit, str(uuid.uuid4()), "web1", since)  # the index starts
+    reads: list[str] = []
+    real = audit.backend.get_range
+
+    async def counted(prefix: str, limit: int | None = None) -> list[Item]:
+        reads.append(prefix)
+        return await real(prefix, limit)
+
+    monkeypatch.setattr(audit.backend, "get_range", counted)
+    for _ in range(12):
+        meta = await _ended(fx, _meta())
+        reads.clear()
+        end = await find_session_end(audit, meta.session_id, "web1", since)
+        assert end is not None and end.fields["recording_sha256"] == meta.sha256
+        assert 1 <= len(reads) <= 2  # the block of 10 with the head (and the one before)
+    await audit.emit_many([("user.login", "success", {"user": "u"})] * 250)
+    later = await _ended(fx, _meta())
+    reads.clear()
+    assert await find_session_end(audit, later.session_id, "web1", since) is not None
+    assert len(reads) <= 12
+
+
+async def test_the_lookup_reads_past_a_missing_event(fx: AuthFixture) -> None:
+    """A hole in the log (a deleted event) stops the fast forward read; a session end past it
+    is found all the same (the thorough read goes on past holes)."""
+    audit = fx.auth.audit
+    since = fx.clock.now() - timedelta(hours=1)
+    await find_session_end(audit, str(uuid.uuid4()), "web1", since)  # the index starts
+    await audit.emit_many([("user.login", "success", {"user": "u"})] * 25)
+    size = await audit.size()
+    await audit.backend.delete(event_key(size - 1 - (size - 1) % 10 - 1))  # ends a block
+    meta = await _ended(fx, _meta())
+    end = await find_session_end(audit, meta.session_id, "web1", since)
+    assert end is not None and end.session_id == meta.session_id

@@ -7,16 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bastion.ca.keys import PrivateKey, generate_private_key
 from bastion.ca.x509 import (
     IDENTITY_EXTENSION_OID,
+    VerifiedLeafCache,
     identity_from_certificate,
     issue_host_certificate,
     issue_user_certificate,
     self_signed_ca,
     verify_certificate_chain,
+    verify_leaf,
 )
 from bastion.clock import FakeClock
 from bastion.errors import AccessDenied, BadParameter
@@ -269,3 +272,37 @@ def test_host_certificate_sans() -> None:
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5", "::1"]
     eku = host.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_verified_leaf_holds_exactly_while_the_chain_verifies() -> None:
+    """The window of a VerifiedLeaf is where verify_certificate_chain accepts (same checks)."""
+    cert = user_cert()
+    trusted = [ca("ed25519", "tls_user")]
+    leaf = verify_leaf(cert, trusted, START + timedelta(minutes=1))
+    assert leaf.identity == identity_from_certificate(cert)
+    edges = (leaf.not_before, leaf.not_after, leaf.not_after + timedelta(microseconds=1))
+    for now in (START - timedelta(seconds=1), START, START + timedelta(hours=11), *edges):
+        try:
+            verify_certificate_chain(cert, trusted, now)
+            accepted = True
+        except AccessDenied:
+            accepted = False
+        assert leaf.valid_at(now) == accepted, now
+
+
+def test_verified_leaf_cache() -> None:
+    cert = user_cert()
+    der = cert.public_bytes(serialization.Encoding.DER)
+    now = START + timedelta(minutes=1)
+    cache = VerifiedLeafCache(max_entries=2)
+    assert cache.get(("db", der), now) is None
+    leaf = verify_leaf(cert, [ca("ed25519", "tls_user")], now)
+    cache.put(("db", der), leaf)
+    assert cache.get(("db", der), now) == leaf.identity
+    assert cache.get(("ssh", der), now) is None  # verified on another route: not this one
+    assert cache.get(("db", der), leaf.not_after + timedelta(seconds=1)) is None  # expired
+    cache.put(("a", der), leaf)
+    cache.put(("b", der), leaf)  # bounded: the oldest goes
+    assert len(cache) == 2 and cache.get(("db", der), now) is None
+    cache.clear()
+    assert len(cache) == 0 and cache.get(("a", der), now) is None

@@ -205,7 +205,7 @@ def _query(sql: str) -> bytes:
 
 
 async def test_query_events_are_committed_in_order_in_batches_with_back_pressure() -> None:
-    from bastion.protocols.postgres import StatementTracker
+    from bastion.protocols.postgres import StatementScanner, StatementTracker
     from bastion.proxy import db_route
     from bastion.proxy.relay import Relay
 
@@ -223,7 +223,7 @@ async def test_query_events_are_committed_in_order_in_batches_with_back_pressure
         )
     )
     relay = Relay(name="test")
-    side = db_route._QuerySide(relay, StatementTracker(), MessageReader(), route)
+    side = db_route._QuerySide(relay, StatementScanner(StatementTracker()), route)
     transport = CountingTransport()
     side.transport = transport
     count = db_route._HIGH_WATER + 10

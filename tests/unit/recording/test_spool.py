@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion.errors import BadParameter
+from bastion.files import fsync_dir
 from bastion.recording import spool as spool_mod
 from bastion.recording.spool import Spool
 from bastion.recording.store import RecordingMeta
@@ -87,3 +88,43 @@ def test_bad_session_ids_never_name_files(tmp_path: Path) -> None:
         spool.open(_meta().model_copy(update={"session_id": "../../x"}))
     with pytest.raises(BadParameter):
         spool.remove("../x")
+
+
+def test_one_directory_fsync_per_open_and_per_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dirs: list[str] = []
+
+    def counted(directory: Path) -> None:
+        dirs.append(str(directory))
+        fsync_dir(directory)
+
+    monkeypatch.setattr(spool_mod, "fsync_dir", counted)
+    spool = Spool(tmp_path)
+    f = spool.open(_meta())
+    assert dirs == [str(tmp_path)]
+    f.write(b"x")
+    f.finish(f.meta)
+    assert dirs == [str(tmp_path)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{f.meta.session_id}.cast", f"{f.meta.session_id}.json"]
+    )
+
+
+def test_recover_finishes_a_cast_beside_its_start_metadata(tmp_path: Path) -> None:
+    """A crash between the two renames of finish (one directory fsync covers both) may leave
+    the ``.cast`` beside the metadata of the start: finished at the restart, not lost."""
+    spool = Spool(tmp_path)
+    f = spool.open(_meta())
+    f.write(b"all of it\n")
+    f.abort()
+    (tmp_path / f"{f.meta.session_id}.cast.part").rename(tmp_path / f"{f.meta.session_id}.cast")
+    done = spool.open(_meta())
+    done.write(b"finished\n")
+    finished = done.finish(done.meta)
+    assert [m.session_id for m, _ in spool.ready()] == [finished.session_id]
+    assert spool.recover() == [f.meta.session_id]  # the finished one is left as it is
+    ready = {m.session_id: m for m, _ in spool.ready()}
+    assert ready[finished.session_id] == finished
+    assert ready[f.meta.session_id].complete is False
+    assert ready[f.meta.session_id].sha256 == hashlib.sha256(b"all of it\n").hexdigest()

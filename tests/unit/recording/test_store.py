@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from bastion.errors import BadParameter
+from bastion.errors import AlreadyExists, BadParameter
 from bastion.recording.store import LocalRecordingStore, RecordingMeta
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,3 +43,48 @@ def test_metadata_validation() -> None:
         RecordingMeta.parse(b'{"session_id": "x", "user": "a"}')
     with pytest.raises(BadParameter):
         RecordingMeta.parse(b"[]")
+
+
+def test_a_durable_file_is_stored_by_a_hard_link(tmp_path: Path) -> None:
+    store = LocalRecordingStore(tmp_path / "recs")
+    source = tmp_path / "spooled.cast"
+    source.write_bytes(b"bytes")
+    m = meta()
+    (tmp_path / "recs").mkdir()
+    (tmp_path / "recs" / f"{m.session_id}.cast").write_bytes(b"left by a crash")
+    store.put_durable_file(m, source)
+    stored = tmp_path / "recs" / f"{m.session_id}.cast"
+    assert stored.stat().st_ino == source.stat().st_ino and stored.read_bytes() == b"bytes"
+    source.unlink()  # the spool forgets it: the store keeps the bytes
+    assert stored.read_bytes() == b"bytes"
+    assert RecordingMeta.parse((tmp_path / "recs" / f"{m.session_id}.json").read_bytes()) == m
+    with pytest.raises(AlreadyExists):
+        store.put_durable_file(m, stored)
+
+
+def test_a_durable_file_is_copied_when_it_cannot_be_linked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    store = LocalRecordingStore(tmp_path / "recs")
+    source = tmp_path / "spooled.cast"
+    source.write_bytes(b"bytes")
+    m = meta()
+    store.put_durable_file(m, source)
+    stored = tmp_path / "recs" / f"{m.session_id}.cast"
+    assert stored.read_bytes() == b"bytes" and stored.stat().st_ino != source.stat().st_ino
+    assert (stored.stat().st_mode & 0o777) == 0o600
+
+
+async def test_the_directory_is_created_again_when_removed(tmp_path: Path) -> None:
+    store = LocalRecordingStore(tmp_path / "recs")
+    source = tmp_path / "x.cast"
+    source.write_bytes(b"bytes")
+    await store.put(meta(), source)
+    shutil.rmtree(tmp_path / "recs")
+    m = meta()
+    await store.put(m, source)
+    assert await store.read(m.session_id) == b"bytes"

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from bastion.errors import BadParameter, ConnectionProblem
 from bastion.recording.spool import Spool
@@ -98,3 +101,63 @@ async def test_recover_runs_once(tmp_path: Path) -> None:
     running = spool.open(RecordingMeta(session_id=str(uuid.uuid4()), user="u", node="n"))
     assert uploader.recover() == []  # a session started since is not a leftover
     assert running.path.exists()
+
+
+class SpoolingTarget(FlakyTarget):
+    """Removes the spool files itself, as the all-in-one node's in-process target does."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.removed_by_target: list[str] = []
+
+    async def upload_spooled(
+        self, meta: RecordingMeta, path: Path, remove: Callable[[], None]
+    ) -> bool:
+        await self.upload(meta, path)
+        remove()
+        self.removed_by_target.append(meta.session_id)
+        return True
+
+
+async def test_notified_recordings_are_uploaded_without_a_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+    target = SpoolingTarget()
+    uploader = Uploader(spool, target)
+    leftover = _record(spool, b"from before")
+    assert await uploader.upload_ready() is True  # the first pass scans the spool
+    scans: list[int] = []
+    real = spool.ready
+
+    def scan() -> list[tuple[RecordingMeta, Path]]:
+        scans.append(1)
+        return real()
+
+    monkeypatch.setattr(spool, "ready", scan)
+    first = _record(spool, b"one")
+    second = _record(spool, b"two")
+    uploader.notify(first)
+    uploader.notify(second)
+    uploader.notify(first)  # named twice (or also found by a scan): uploaded once
+    assert await uploader.upload_ready() is True
+    assert scans == []
+    assert uploader.uploaded == [leftover.session_id, first.session_id, second.session_id]
+    assert target.removed_by_target == uploader.uploaded
+    assert list(tmp_path.iterdir()) == []
+    uploader.notify()  # without a recording: the spool is scanned
+    assert await uploader.upload_ready() is True and scans == [1]
+
+
+async def test_notified_recordings_wait_while_auth_is_down(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    target = FlakyTarget(failures=1)
+    uploader = Uploader(spool, target)
+    assert await uploader.upload_ready() is True
+    first, second = _record(spool, b"one"), _record(spool, b"two")
+    uploader.notify(first)
+    uploader.notify(second)
+    assert await uploader.upload_ready() is False
+    assert await uploader.upload_ready() is True
+    assert target.received == {first.session_id: b"one", second.session_id: b"two"}
+    assert spool.ready() == []
