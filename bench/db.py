@@ -439,8 +439,8 @@ def main() -> None:
         help="the daemon's log level (info, its default, logs one line per audit event)",
     )
     args = parser.parse_args()
-    if args.bsh_listener:  # the child process of run_mysql (as bsh: asyncio's loop)
-        asyncio.run(bsh_listener(*args.bsh_listener))
+    if args.bsh_listener:  # the child process of run_mysql (as bsh proxy db: its loop)
+        run_loop(bsh_listener(*args.bsh_listener))
         return
     if args.quick:
         args.seconds = 2

@@ -83,6 +83,7 @@ from bastion.protocols.postgres import (
     parse_startup_packet,
 )
 from bastion.proxy.relay import Relay
+from bastion.runtime import as_transport
 from bastion.runtime import run as run_loop
 
 __all__ = [
@@ -760,8 +761,7 @@ async def _serve_local_mysql(
         forwarded = replace(hello, auth_response=b"")
         up.write(mysql.build_packet(1, mysql.build_handshake_response(forwarded)))
         # Bytes flow protocol to protocol from now on (no stream buffers on the hot path).
-        transport = writer.transport
-        assert isinstance(transport, asyncio.Transport)
+        transport = as_transport(writer.transport)  # either loop (bsh proxy db: uvloop)
         relay.attach_a(transport, bytes(getattr(reader, "_buffer", b"")))
         relay.start()
         await relay.wait_closed()

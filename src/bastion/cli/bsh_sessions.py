@@ -30,6 +30,7 @@ from bastion.contract import sessions as s
 from bastion.errors import ConnectionProblem
 from bastion.protocols.sessionjoin import FrameDecoder, encode_frame
 from bastion.protocols.sshroute import encode_join_request
+from bastion.runtime import as_transport
 
 __all__ = ["join_command", "sessions_group"]
 
@@ -137,8 +138,7 @@ class _JoinClient(asyncio.Protocol):
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = as_transport(transport)
 
     def data_received(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):

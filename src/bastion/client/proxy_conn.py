@@ -34,6 +34,7 @@ from bastion.errors import (
 )
 from bastion.protocols.alpn import ALPN_SSH
 from bastion.protocols.sshroute import encode_request
+from bastion.runtime import as_transport
 
 __all__ = [
     "ALPN_SSH",
@@ -129,8 +130,7 @@ class RouteReplyProtocol(asyncio.Protocol):
         self._lost: tuple[Exception | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = as_transport(transport)  # uvloop's are not asyncio subclasses
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -256,7 +256,7 @@ async def open_ssh_route(
                 server_hostname=host,
                 ssl_handshake_timeout=dial_timeout,
             )
-            assert isinstance(transport, asyncio.Transport)
+            transport = as_transport(transport)
             try:
                 transport.write(request or route_request(node, login, port))
                 line = await reply_proto.reply
