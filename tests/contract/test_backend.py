@@ -346,3 +346,38 @@ async def test_sqlite_queued_writes_publish_their_own_events_without_a_read(
             await asyncio.wait_for(anext(aiter(watcher)), 0.2)
     finally:
         await backend.close()
+
+
+def test_multi_row_inserts_store_what_executemany_stores(tmp_path: Path) -> None:
+    from bastion.backend.sqlite import _PUT_EVENT, _UPSERT, ROWS_PER_INSERT, _insert_rows
+
+    schema = (
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL,"
+        " key TEXT NOT NULL, value BLOB NOT NULL, expires INTEGER)",
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires INTEGER,"
+        " revision INTEGER NOT NULL)",
+    )
+    sizes = (1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, 2 * ROWS_PER_INSERT + 3)
+    dumps = []
+    for way in ("executemany", "multi-row"):
+        db = sqlite3.connect(tmp_path / f"{way}.sqlite", isolation_level=None)
+        for statement in schema:
+            db.execute(statement)
+        db.execute("INSERT INTO kv VALUES ('k/3', x'00', NULL, 1)")  # the upsert replaces it
+        for n in sizes:
+            rows = [(f"k/{i}", f"v{n}-{i}".encode(), None if i % 2 else i) for i in range(n)]
+            upserts = [(k, v, e, 100 + i) for i, (k, v, e) in enumerate(rows)]
+            if way == "executemany":
+                db.executemany(_PUT_EVENT, rows)
+                db.executemany(_UPSERT, upserts)
+            else:
+                _insert_rows(db, _PUT_EVENT, rows)
+                _insert_rows(db, _UPSERT, upserts)
+        dumps.append(
+            [
+                db.execute("SELECT * FROM events ORDER BY id").fetchall(),
+                db.execute("SELECT * FROM kv ORDER BY key").fetchall(),
+            ]
+        )
+        db.close()
+    assert dumps[0] == dumps[1] and len(dumps[0][0]) == sum(sizes)

@@ -191,7 +191,11 @@ class _Store:
 
     def __init__(self, path: str, busy_timeout: float) -> None:
         self.db = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            path,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,  # the multi-row inserts' texts (_insert_rows) too
         )
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -329,12 +333,12 @@ class _Store:
         :meth:`commit` (AlreadyExists for a live key; an expired one is replaced)."""
         try:
             with self.tx():
-                self.db.executemany(_NEW_EVENT, pairs)
+                _insert_rows(self.db, _NEW_EVENT, pairs)
                 (last,) = self.db.execute("SELECT last_insert_rowid()").fetchone()
                 first = last - len(pairs) + 1
                 try:
-                    self.db.executemany(
-                        _NEW_KV, [(k, v, first + n) for n, (k, v) in enumerate(pairs)]
+                    _insert_rows(
+                        self.db, _NEW_KV, [(k, v, first + n) for n, (k, v) in enumerate(pairs)]
                     )
                 except sqlite3.IntegrityError:
                     raise _Taken from None
@@ -350,10 +354,11 @@ class _Store:
             (item.key, bytes(item.value), None if item.expires is None else to_micros(item.expires))
             for item in items
         ]
-        self.db.executemany(_PUT_EVENT, rows)
+        _insert_rows(self.db, _PUT_EVENT, rows)
         (last,) = self.db.execute("SELECT last_insert_rowid()").fetchone()
         first = last - len(rows) + 1
-        self.db.executemany(_UPSERT, [(k, v, e, first + n) for n, (k, v, e) in enumerate(rows)])
+        # One upsert per key is safe in one statement: a transaction names each key once.
+        _insert_rows(self.db, _UPSERT, [(k, v, e, first + n) for n, (k, v, e) in enumerate(rows)])
         return [
             Item(item.key, row[1], item.expires, first + n)
             for n, (item, row) in enumerate(zip(items, rows, strict=True))
@@ -441,6 +446,27 @@ class _Store:
 
 class _Taken(Exception):
     """A key of :meth:`_Store.create_many` is in ``kv`` already."""
+
+
+ROWS_PER_INSERT = 64
+"""Rows per multi-row ``INSERT`` of :func:`_insert_rows` (at most 64 statement texts to cache;
+3 x 64 parameters, far under SQLite's limit)."""
+
+
+def _insert_rows(db: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``db.executemany(insert, rows)`` as multi-row ``INSERT ... VALUES (...), (...)``
+    statements of :data:`ROWS_PER_INSERT` rows: the same rows in the same order (ids of an
+    AUTOINCREMENT key consecutive), one statement step per 64 rows instead of one per row.
+    Each step gives the GIL away and the writer thread waits to get it back from a busy event
+    loop (up to the 5 ms switch interval): per row, that made a bulk audit commit take ~6 ms
+    per event under load."""
+    head, _, rest = insert.partition(" VALUES ")
+    row = rest[: rest.index(")") + 1]  # "(?, ?, ...)": no parentheses inside
+    tail = rest[len(row) :]  # e.g. " ON CONFLICT (key) DO UPDATE ..."
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start : start + ROWS_PER_INSERT]
+        statement = f"{head} VALUES {','.join([row] * len(part))}{tail}"
+        db.execute(statement, [x for values in part for x in values])
 
 
 class _Puts(Sequence[Event]):
