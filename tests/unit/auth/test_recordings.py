@@ -312,13 +312,17 @@ async def test_in_process_target_checks_the_file(fx: AuthFixture, tmp_path: Path
         await InProcessTarget(service).upload(meta, path)
 
 
+def _spooled(fx: AuthFixture, tmp_path: Path) -> tuple[Path, InProcessTarget, list[str]]:
+    """A spooled recording file, the in-process target and the list its removals go to."""
+    path = tmp_path / "x.cast"
+    path.write_bytes(CAST)
+    return path, InProcessTarget(RecordingService(fx.auth)), []
+
+
 async def test_a_spooled_recording_is_linked_checked_and_removed_in_one_hop(
     fx: AuthFixture, tmp_path: Path
 ) -> None:
-    path = tmp_path / "x.cast"
-    path.write_bytes(CAST)
-    target = InProcessTarget(RecordingService(fx.auth))
-    removed: list[str] = []
+    path, target, removed = _spooled(fx, tmp_path)
     meta = await _ended(fx, _meta())
     assert await target.upload_spooled(meta, path, lambda: removed.append("x")) is True
     stored = tmp_path / "recs" / f"{meta.session_id}.cast"
@@ -335,10 +339,7 @@ async def test_a_spooled_recording_is_linked_checked_and_removed_in_one_hop(
 async def test_a_spooled_recording_is_refused_like_an_upload(
     fx: AuthFixture, tmp_path: Path
 ) -> None:
-    path = tmp_path / "x.cast"
-    path.write_bytes(CAST)
-    target = InProcessTarget(RecordingService(fx.auth))
-    removed: list[str] = []
+    path, target, removed = _spooled(fx, tmp_path)
     early = _meta()
     with pytest.raises(ConnectionProblem, match="not in the audit log yet"):
         await target.upload_spooled(early, path, lambda: removed.append("x"))

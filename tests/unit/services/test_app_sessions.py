@@ -75,7 +75,8 @@ class _CountingBackend(MemoryBackend):
         return await super().get(key)
 
 
-async def test_concurrent_requests_after_the_cache_expired_read_the_session_once():
+async def _counted_session():
+    """A redeemed session over a :class:`_CountingBackend`: (clock, backend, sessions, token)."""
     clock = FakeClock()
     backend = _CountingBackend(clock)
     await backend.create(Item(key="web/sessions/abc", value=b"{}"))
@@ -84,6 +85,11 @@ async def test_concurrent_requests_after_the_cache_expired_read_the_session_once
     token, _ = await sessions.redeem(
         await sessions.new_code(ident, "grafana", "web/sessions/abc"), "grafana"
     )
+    return clock, backend, sessions, token
+
+
+async def test_concurrent_requests_after_the_cache_expired_read_the_session_once():
+    clock, backend, sessions, token = await _counted_session()
     found = await asyncio.gather(*(sessions.get(token, "grafana") for _ in range(50)))
     assert all(s is not None and s.identity.user == "alice" for s in found)
     assert backend.session_reads == 1
@@ -94,14 +100,7 @@ async def test_concurrent_requests_after_the_cache_expired_read_the_session_once
 
 
 async def test_a_logout_during_a_read_is_not_undone_by_it():
-    clock = FakeClock()
-    backend = _CountingBackend(clock)
-    await backend.create(Item(key="web/sessions/abc", value=b"{}"))
-    ident = Identity(cluster="c", user="alice", expires=clock.now() + timedelta(hours=2))
-    sessions = AppSessions(backend, clock, cache_ttl=1.0)
-    token, _ = await sessions.redeem(
-        await sessions.new_code(ident, "grafana", "web/sessions/abc"), "grafana"
-    )
+    clock, backend, sessions, token = await _counted_session()
     backend.hold_web_sessions = asyncio.Event()
     reading = asyncio.ensure_future(sessions.get(token, "grafana"))
     await backend.held.wait()  # the read has the session record, checks its web session
