@@ -66,8 +66,13 @@ def statement_text(sql: str, params: Sequence[str | None] = ()) -> str:
     return text + "\r\n"
 
 
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+"""One encoder for every line: ``json.dumps`` with options builds a new one per call (a
+database session writes a line per statement)."""
+
+
 def _line(obj: object) -> bytes:
-    text = json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+    text = _LINE_ENCODER.encode(obj)
     # A lone surrogate cannot be UTF-8: written as its JSON escape, the line stays valid JSON.
     return text.encode("utf-8", "backslashreplace") + b"\n"
 
