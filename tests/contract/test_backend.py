@@ -381,3 +381,33 @@ def test_multi_row_inserts_store_what_executemany_stores(tmp_path: Path) -> None
         )
         db.close()
     assert dumps[0] == dumps[1] and len(dumps[0][0]) == sum(sizes)
+
+
+def test_a_postgres_connection_confused_mid_operation_is_a_connection_problem() -> None:
+    import asyncpg
+
+    from bastion.backend.postgres import _map_pg_errors
+
+    # What asyncpg raised after a PostgreSQL restart for a connection left mid-operation: it
+    # escaped as a raw exception and ended auth's background loops (and the daemon).
+    with pytest.raises(ConnectionProblem, match="unavailable"), _map_pg_errors():
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+
+@pytest.mark.needs_postgres
+async def test_a_postgres_operation_cut_by_its_timeout_does_not_poison_the_pool(
+    postgres_server: PgServer,
+) -> None:
+    backend = await PostgresBackend.open(
+        await create_database(postgres_server), FakeClock(), pool_size=1, op_timeout=0.3
+    )
+    try:
+        with pytest.raises(ConnectionProblem, match="did not answer in time"):
+            async with backend._conn() as conn:
+                await conn.execute("SELECT pg_sleep(5)")
+        await backend.create(Item("after/timeout", b"v"))  # the one pooled connection, afresh
+        assert (await backend.get("after/timeout")).value == b"v"
+    finally:
+        await backend.close()

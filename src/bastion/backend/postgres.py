@@ -123,6 +123,7 @@ def _map_pg_errors() -> Iterator[None]:
     except (
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,  # a connection left mid-operation (a restart)
         asyncpg.exceptions.OperatorInterventionError,
         asyncpg.exceptions.InsufficientResourcesError,
         asyncpg.exceptions.TransactionRollbackError,
@@ -301,7 +302,13 @@ class PostgresBackend:
             raise ConnectionProblem("backend is closed")
         with _map_pg_errors():
             async with asyncio.timeout(self._op_timeout), self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.exceptions.InternalClientError:
+                    # Left mid-operation (seen after a PostgreSQL restart): its protocol state
+                    # is unknown, so the pool must not hand it out again.
+                    conn.terminate()
+                    raise
 
     async def _write(self, op: Callable[[Any, datetime], Awaitable[_T]]) -> _T:
         """Run ``op`` in a transaction that holds the events lock, then notify watchers."""
