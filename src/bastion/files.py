@@ -9,7 +9,6 @@ through :func:`write_private_file`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -27,7 +26,12 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_private_file(
-    path: Path, data: bytes | str, *, durable: bool = False, parents: bool = True
+    path: Path,
+    data: bytes | str,
+    *,
+    durable: bool = False,
+    parents: bool = True,
+    sync_dir: bool = True,
 ) -> None:
     """Write atomically with mode 0600: keys, certificates, secrets, and anything a user may
     not want others on the machine to read (recordings hold what was typed and shown).
@@ -42,6 +46,8 @@ def write_private_file(
         durable: fsync the bytes and the rename before returning.
         parents: create a missing directory (0700); False leaves that an error (a path the
             user typed, where a typo should not create directories).
+        sync_dir: with ``durable``, also fsync the directory (False: the caller does, once
+            for several renames there).
 
     Raises:
         OSError: the directory or the file cannot be written (the temporary file is removed).
@@ -61,7 +67,7 @@ def write_private_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(path.parent)
 
 
@@ -79,18 +85,4 @@ def write_synced_file(path: Path, data: bytes | str) -> None:
     Raises:
         OSError: the file cannot be written (the temporary file is removed).
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data.encode() if isinstance(data, str) else data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    write_private_file(path, data, durable=True, parents=False, sync_dir=False)

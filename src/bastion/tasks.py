@@ -21,7 +21,7 @@ import logging
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "spawn"]
+__all__ = ["TaskSet", "retrieve_exception", "spawn"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +46,14 @@ def _start(
     task.add_done_callback(refs.discard)
     task.add_done_callback(_log_failure)
     return task
+
+
+def retrieve_exception(task: asyncio.Future[Any]) -> None:
+    """Done callback for a task whose awaiters get its outcome (a shared decision): mark its
+    exception as seen, so that one whose awaiters all went away is not reported as "never
+    retrieved" (a refusal is an answer, not a failure to log)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def spawn(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:

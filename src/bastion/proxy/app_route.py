@@ -91,7 +91,7 @@ from bastion.proxy.app_audit import RequestAudit, request_audited, session_field
 from bastion.proxy.app_h2 import H2Stream, request_head
 from bastion.proxy.relay import Relay
 from bastion.runtime import as_transport
-from bastion.tasks import TaskSet
+from bastion.tasks import TaskSet, retrieve_exception
 from bastion.types.apps import App
 from bastion.types.identity import Identity
 
@@ -736,7 +736,7 @@ class AppRoute:
             if flight is None:
                 flight = asyncio.ensure_future(self._readmit(key, who, label, conn, hit, tick))
                 self._admitting[key] = flight
-                flight.add_done_callback(_retrieve)
+                flight.add_done_callback(retrieve_exception)
             hit = await asyncio.shield(flight)
         if deps.locks is not None:
             assert hit.targets is not None
@@ -745,7 +745,7 @@ class AppRoute:
         if tick - jwt.at >= _JWT_REUSE:
             if jwt.signing is None:  # one signing at a time per session and app
                 jwt.signing = asyncio.ensure_future(self._sign(who, hit.app, jwt, tick))
-                jwt.signing.add_done_callback(_retrieve)
+                jwt.signing.add_done_callback(retrieve_exception)
             if not jwt.value or tick - jwt.at >= _JWT_REUSE * 1.5:
                 await asyncio.shield(jwt.signing)  # no valid one to send meanwhile
             # else: the current one is valid for 30 s more and is sent while it renews
@@ -1449,10 +1449,3 @@ def _strip_cookie(value: str) -> str:
     """The ``Cookie`` header without our session cookie (the app never sees it)."""
     kept = [p for p in value.split(";") if p.strip().split("=", 1)[0].strip() != COOKIE]
     return ";".join(kept).strip()
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark a failed background decision as seen (its waiters got the error, or all went
-    away: no "exception was never retrieved" noise)."""
-    if not task.cancelled():
-        task.exception()

@@ -25,6 +25,7 @@ from bastion.backend.base import Backend, Item
 from bastion.clock import Clock
 from bastion.errors import AccessDenied, CompareFailed, NotFound
 from bastion.services.credentials import hash_secret, new_secret
+from bastion.tasks import retrieve_exception
 from bastion.types.identity import Identity
 
 __all__ = ["CODE_TTL", "SESSION_TTL", "AppSession", "AppSessions"]
@@ -127,7 +128,7 @@ class AppSessions:
         task = self._loading.get(digest)
         if task is None:
             task = self._loading[digest] = asyncio.ensure_future(self._refresh(digest, tick))
-            task.add_done_callback(_retrieve)
+            task.add_done_callback(retrieve_exception)
         loaded = await asyncio.shield(task)  # a waiter that goes away leaves it to the others
         if loaded is None or loaded.app != app or loaded.expires <= now:
             return None
@@ -185,9 +186,3 @@ class AppSessions:
             await self._backend.delete(key)
         except NotFound:
             pass
-
-
-def _retrieve(task: asyncio.Task[AppSession | None]) -> None:
-    """Mark a failed read as seen (its waiters got the error, or all went away)."""
-    if not task.cancelled():
-        task.exception()
