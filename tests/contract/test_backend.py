@@ -348,6 +348,66 @@ async def test_sqlite_queued_writes_publish_their_own_events_without_a_read(
         await backend.close()
 
 
+async def test_sqlite_poller_does_not_read_back_what_writes_in_flight_publish(
+    tmp_path: Path,
+) -> None:
+    """While local writes are in flight the poller does not read the feed (their answers
+    publish everything through their commits: reading then read a busy writer's batches
+    back); the expiry sweep still runs. Another process's writes meanwhile reach the watcher
+    all the same, once, in order: through the next local write's answer, or the poll once the
+    writes stopped or one fell behind."""
+    clock = FakeClock()
+    path = str(tmp_path / "busy.sqlite")
+    backend = await SQLiteBackend.open(path, clock, poll_interval=0.01)
+    other = await SQLiteBackend.open(path, clock, poll_interval=60)
+    store = backend._store
+    reads: list[int] = []
+    read, expire = store.events_after, store.expire
+    sweeps: list[int] = []
+
+    def counted(revision: int, limit: int | None, expire: int | None = None) -> Any:
+        reads.append(revision)
+        return read(revision, limit, expire)
+
+    def swept(now: int) -> int:
+        sweeps.append(now)
+        return expire(now)
+
+    store.events_after = counted  # type: ignore[method-assign]
+    store.expire = swept  # type: ignore[method-assign]
+    try:
+        watcher = await backend.watch(["busy/"])
+        await backend.put(Item("busy/ttl", b"x", expires=clock.now() + timedelta(seconds=1)))
+        await next_events(watcher, 1)
+        backend._writing += 1  # as while a write is queued or running
+        await other.put(Item("busy/other", b"o"))
+        clock.advance(2)
+        reads.clear()
+        sweeps.clear()
+        await asyncio.sleep(0.15)  # ~15 rounds of the periodic loop
+        assert reads == [] and sweeps
+        backend._writing -= 1
+        await backend.put(Item("busy/a", b"a"))  # its answer reads the others' events
+        events = await next_events(watcher, 3)
+        assert [(e.type, e.item.key) for e in events] == [
+            (EventType.PUT, "busy/other"),
+            (EventType.DELETE, "busy/ttl"),
+            (EventType.PUT, "busy/a"),
+        ]
+        await other.put(Item("busy/late", b"l"))  # no local write follows: the poll finds it
+        assert [e.item.key for e in await next_events(watcher, 1)] == ["busy/late"]
+        backend._writing += 1
+        await other.put(Item("busy/behind", b"b"))
+        backend._fall_behind()  # a write's answer was not published: poll all the same
+        assert [e.item.key for e in await next_events(watcher, 1)] == ["busy/behind"]
+        backend._writing -= 1
+        with pytest.raises(asyncio.TimeoutError):  # nothing twice
+            await asyncio.wait_for(anext(aiter(watcher)), 0.2)
+    finally:
+        await backend.close()
+        await other.close()
+
+
 def test_multi_row_inserts_store_what_executemany_stores(tmp_path: Path) -> None:
     from bastion.backend.sqlite import _PUT_EVENT, _UPSERT, ROWS_PER_INSERT, _insert_rows
 
