@@ -119,15 +119,29 @@ async def test_events_this_process_stored_are_folded_without_parsing_them_back(m
     assert len(parsed) == 81 and (theirs.size, theirs.root) == (mine.size, mine.root)
 
 
-async def test_a_stored_event_changed_behind_the_writer_is_parsed_and_refused():
+async def test_the_tree_commits_to_what_the_writer_wrote_and_verify_finds_a_change():
+    """An event changed behind the writer before the checkpoint: the checkpoint signs the leaf
+    of the bytes the writer committed (not the forgery), so verify names the changed event;
+    another process (nothing remembered) parses it and refuses to sign."""
+    from bastion.audit.verify import verify_log
+
     clock, backend, log, signer = await setup()
     await log.emit_many([("exec", "success", {"n": i}) for i in range(5)])
     item = await backend.get(event_key(3))
+    written = leaf_hash(item.value)
     forged = item.value.replace(b'"index":3', b'"index":4')
     await backend.delete(item.key)
     await backend.create(Item(key=item.key, value=forged))  # same index key, other bytes
+    fresh = AuditLog(backend, clock, "c1")
     with pytest.raises(BadParameter, match="names another index"):
-        await Checkpointer(log, signer, clock).checkpoint()
+        await Checkpointer(fresh, signer, clock).checkpoint()
+    note = await Checkpointer(log, signer, clock).checkpoint()
+    assert parse_checkpoint(open_note(note, signer.verifier())).size == 5
+    proof = await Checkpointer(log, signer, clock).inclusion(index=3)
+    assert base64.b64decode(proof["leaf_hash"]) == written
+    report = await verify_log(log, signer.verifier())
+    assert not report.ok
+    assert [(f.kind, f.index) for f in report.findings] == [("modified", 3)]
 
 
 async def test_the_writer_remembers_a_bounded_number_of_events(monkeypatch):

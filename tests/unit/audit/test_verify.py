@@ -129,13 +129,20 @@ async def test_checkpoint_from_another_key_is_refused(tmp_path):
 
 
 async def test_checkpointer_fails_closed_on_a_tampered_event(tmp_path):
+    """An event tampered with before any checkpoint: a checkpointer that has to read it back
+    (another process's) refuses to sign; the writer's own signs the bytes it wrote, and
+    verify names the tampered event."""
     backend, log, signer, cp, events, note, witness = await make(tmp_path)
     await log.emit("exec")
     item = await backend.get(event_key(30))
     await backend.put(Item(item.key, item.value.replace(b'"index":30', b'"index":3')))
+    other = Checkpointer(AuditLog(backend, FakeClock(), "c1"), signer, FakeClock())
     with pytest.raises(Exception, match="tampered"):
-        await cp.checkpoint()
+        await other.checkpoint()
     assert os.path.exists(witness.location)
+    assert (await cp.checkpoint()).split("\n")[1] == "31"
+    report = await run_verify(log, signer, witness)
+    assert [(f.kind, f.index) for f in report.findings] == [("modified", 30)]
 
 
 @settings(max_examples=25)
