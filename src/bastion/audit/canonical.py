@@ -33,6 +33,7 @@ __all__ = [
     "event_doc",
     "is_plain",
     "iso_time",
+    "PlainTemplate",
     "plain_bytes",
     "plain_parts",
     "trusted_event",
@@ -239,6 +240,89 @@ def plain_parts(
         f'"session_id":{_q(get("session_id", ""))},"target":{_q(get("target", ""))},'
         f'"time":{_q(time)},"type":{_q(event_type)},"user":{_q(get("user", ""))}}}'
     )
+
+
+class PlainTemplate:
+    """:func:`plain_parts` for many events that share their type, outcome, top-level strings
+    and most ``fields`` (the statements of one database session): what they share is encoded
+    once, each event encodes only its own fields. ``tail(time)`` is shared by the events of one
+    clock reading, ``head(event_id, own)`` is each one's: ``(head, tail)`` is ``plain_parts``
+    of the same values with ``fields = {**shared, **own}`` (tests/unit/audit/test_canonical.py
+    holds them to it). Raises ValueError when ``shared`` is not plain."""
+
+    __slots__ = ("_head", "_layouts", "_reserved", "_shared", "_tail_after", "_tail_before")
+
+    def __init__(
+        self,
+        cluster: str,
+        code: str,
+        event_type: str,
+        outcome: str,
+        top: dict[str, str],
+        shared: dict[str, Any],
+        reserved: frozenset[str] = frozenset(),
+    ) -> None:
+        if not is_plain(shared):
+            raise ValueError("shared fields are not plain JSON")
+        get = top.get
+        self._shared = {k: f"{_q(k)}:{_encode_plain(v)}" for k, v in shared.items()}
+        self._head = (
+            f'{{"cluster":{_q(cluster)},"code":{_q(code)},"device_id":{_q(get("device_id", ""))},'
+            '"fields":'
+        )
+        self._tail_before = (
+            f',"login":{_q(get("login", ""))},"outcome":{_q(outcome)},'
+            f'"reason":{_q(get("reason", ""))},"remote_addr":{_q(get("remote_addr", ""))},'
+            f'"session_id":{_q(get("session_id", ""))},"target":{_q(get("target", ""))},'
+            '"time":'
+        )
+        self._tail_after = f',"type":{_q(event_type)},"user":{_q(get("user", ""))}}}'
+        self._reserved = reserved
+        """Keys an event may not have among its own fields (its top-level attributes: the
+        caller builds such an event itself)."""
+        self._layouts: dict[tuple[str, ...], tuple[str, tuple[int, ...] | None] | None] = {}
+        """:meth:`_layout` per tuple of own keys (in the caller's order)."""
+
+    def tail(self, time: str) -> str:
+        return f"{self._tail_before}{_q(time)}{self._tail_after}"
+
+    def head(self, event_id: str, own: dict[str, Any]) -> str | None:
+        """None when ``own`` is not plain, has a key that is not a string or is reserved."""
+        keys = tuple(own)
+        try:
+            layout = self._layouts[keys]
+        except KeyError:
+            layout = self._layouts[keys] = self._layout(keys)
+        if layout is None:
+            return None
+        fmt, order = layout
+        values = []
+        for value in own.values():
+            kind = type(value)
+            if kind is str:
+                values.append(_q(value))
+            elif kind is list and not value:
+                values.append("[]")
+            elif is_plain(value):
+                values.append(_encode_plain(value))
+            else:
+                return None
+        fields = fmt % (tuple(values) if order is None else tuple(values[i] for i in order))
+        return f'{self._head}{fields},"id":{_q(event_id)},"index":'
+
+    def _layout(self, own: tuple[str, ...]) -> tuple[str, tuple[int, ...] | None] | None:
+        """The sorted fields as a %-format, the shared ones encoded (``%`` escaped), ``%s``
+        for own ones (an own key replaces a shared one, as in ``{**shared, **own}``); and the
+        order of the own values in it (None: the caller's order). None for keys that are
+        not strings or are reserved."""
+        if not all(type(k) is str and k not in self._reserved for k in own):
+            return None
+        slots = {k: v.replace("%", "%%") for k, v in self._shared.items()}
+        slots.update((k, f"{_q(k).replace('%', '%%')}:%s") for k in own)
+        keys = sorted(slots)
+        order = tuple(sorted(range(len(own)), key=lambda i: own[i]))
+        fmt = "{" + ",".join(slots[k] for k in keys) + "}"
+        return fmt, None if order == tuple(range(len(own))) else order
 
 
 def event_doc(event: AuditEvent) -> dict[str, Any] | None:

@@ -54,6 +54,7 @@ from typing import ClassVar, cast
 import structlog
 
 from bastion.audit.canonical import (
+    PlainTemplate,
     decode,
     encode,
     iso_time,
@@ -80,6 +81,7 @@ __all__ = [
     "PREFIX",
     "AuditLog",
     "AuditQuery",
+    "BulkEvents",
     "Change",
     "changes_field",
     "event_key",
@@ -245,6 +247,60 @@ class _Plain:
 
 
 _Entry = _Draft | _Plain
+
+
+class BulkEvents:
+    """Many events of one type and outcome that share most attributes, stored as
+    :meth:`AuditLog.append_many` stores them (consecutive indexes, one transaction per batch,
+    durable when :meth:`append` returns): what they share is encoded once
+    (:class:`~bastion.audit.canonical.PlainTemplate`), each event encodes only its own fields
+    (~2 us instead of ~9 for a database statement). Made by :meth:`AuditLog.bulk`."""
+
+    def __init__(
+        self, log: AuditLog, event_type: str, outcome: str, shared: Mapping[str, object]
+    ) -> None:
+        self._log = log
+        self._type = event_type
+        self._outcome = outcome
+        self._shared = dict(shared)
+        self._template = log._template(event_type, outcome, self._shared)
+        user = self._shared.get("user")
+        self._user = user if type(user) is str else ""
+
+    async def append(self, owns: Sequence[Mapping[str, object]]) -> int:
+        """Store one event per mapping of ``owns`` (its own fields; a key it shares with the
+        shared attributes replaces theirs); returns how many were stored (all)."""
+        if not owns:
+            return 0
+        log = self._log
+        template = self._template
+        now = log._clock.now()
+        stamp = iso_time(now) if type(now) is datetime else None
+        if template is None or stamp is None:
+            shared = self._shared
+            return await log.append_many(
+                [(self._type, self._outcome, {**shared, **own}) for own in owns]
+            )
+        base = int(now.timestamp() * 1e9)
+        rand = log._rand.getrandbits
+        tail = template.tail(stamp)
+        event_type, outcome, user = self._type, self._outcome, self._user
+        entries: list[_Entry] = []
+        for n, own in enumerate(owns):
+            event_id = f"{base + n:020d}-{rand(32):08x}"
+            head = template.head(event_id, own if type(own) is dict else dict(own))
+            if head is not None:
+                entries.append(_Plain(head, tail, event_type, outcome, user, event_id))
+                continue
+            fields = {**self._shared, **own}
+            entry = log._plain(event_type, outcome, fields, stamp, event_id)
+            entries.append(
+                _Draft(log._build(event_type, outcome, fields)) if entry is None else entry
+            )
+        await log._commit(entries)
+        return len(entries)
+
+
 _Stored = AuditEvent | _Plain | None
 """What :meth:`AuditLog._store` answers per entry: the stored event (a plain entry stands for
 itself), None for a skipped duplicate or a failed change."""
@@ -356,6 +412,35 @@ class AuditLog:
             entries.append(_Draft(build(t, o, f)) if entry is None else entry)
         await self._commit(entries)
         return len(entries)
+
+    def bulk(self, event_type: str, outcome: str = "success", **shared: object) -> BulkEvents:
+        """A writer of many ``event_type`` events that share the attributes ``shared`` and
+        differ in a few fields (one database session's statements): see :class:`BulkEvents`."""
+        return BulkEvents(self, event_type, outcome, shared)
+
+    def _template(
+        self, event_type: str, outcome: str, shared: Mapping[str, object]
+    ) -> PlainTemplate | None:
+        """The :class:`PlainTemplate` of events with the attributes ``shared`` (None when
+        such events would not be plain: they take :meth:`append_many`'s general path)."""
+        if type(event_type) is not str or type(outcome) is not str or outcome not in _OUTCOMES:
+            return None
+        extra = dict(shared)
+        top: dict[str, str] = {}
+        for k in extra.keys() & _EVENT_FIELDS:
+            v = extra.pop(k)
+            if v is None or k == "index":
+                continue
+            if k not in _PLAIN_TOP or type(v) is not str:
+                return None
+            top[k] = v
+        code = event_code(event_type, outcome)
+        try:
+            return PlainTemplate(
+                self._cluster, code, event_type, outcome, top, extra, _EVENT_FIELDS
+            )
+        except ValueError:
+            return None
 
     def _plain(
         self, event_type: str, outcome: str, fields: Mapping[str, object], stamp: str, event_id: str

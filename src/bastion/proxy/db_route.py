@@ -1022,7 +1022,8 @@ class DbRoute:
         )  # fmt: skip
         watch = moderated.on_statement if moderated is not None else None
         pump = self._tasks.spawn(
-            self._audit_queries(side, identity, info, watch, recording), "db-query-audit"
+            self._audit_queries(side, identity, info, session_id, watch, recording),
+            "db-query-audit",
         )
         try:
             if moderated is not None:
@@ -1090,6 +1091,7 @@ class DbRoute:
         side: _QuerySide,
         identity: Identity,
         info: dict[str, str],
+        session_id: str,
         watch: Callable[[str], None] | None = None,
         recording: _Recording | None = None,
     ) -> None:
@@ -1100,8 +1102,12 @@ class DbRoute:
         so the audit log's group commit stores their batches together (a few transactions
         per tick, not one per session)."""
         audit = self._deps.audit
-        # AuditLog: one transaction per batch (append_many: without event objects back)
-        emit_many = getattr(audit, "append_many", None) or getattr(audit, "emit_many", None)
+        # AuditLog: one transaction per batch, what the session's events share encoded once
+        # (bulk); elsewhere (a remote audit client) emit_many of whole events.
+        shared = {"user": identity.user, "session_id": session_id, **info}
+        bulk = getattr(audit, "bulk", None)
+        writer = bulk("db.session.query", **shared) if bulk is not None else None
+        emit_many = getattr(audit, "emit_many", None)
         statements = side.statements
         if recording is not None:
             await recording.open()
@@ -1123,24 +1129,21 @@ class DbRoute:
                 if recording is not None:
                     await recording.write(batch)
                 continue
-            fields: list[dict[str, object]] = [
-                {
-                    "user": identity.user,
-                    "query": s.sql,
-                    "parameters": list(s.params),
-                    "protocol": s.protocol,
-                    **_types(s),
-                    **info,
-                }
+            owns: list[dict[str, object]] = [
+                {"query": s.sql, "parameters": list(s.params), "protocol": s.protocol, **_types(s)}
                 for s in batch
             ]
             stored = 0
             try:
-                if emit_many is not None:
-                    await emit_many([("db.session.query", "success", f) for f in fields])
+                if writer is not None:
+                    await writer.append(owns)
+                elif emit_many is not None:
+                    await emit_many(
+                        [("db.session.query", "success", {**shared, **f}) for f in owns]
+                    )
                 else:
-                    for f in fields:
-                        await audit.emit("db.session.query", **f)  # type: ignore[arg-type]
+                    for f in owns:
+                        await audit.emit("db.session.query", **shared, **f)  # type: ignore[arg-type]
                         stored += 1
             except (BastionError, OSError) as exc:
                 # Not stored: keep them first in line and try again (the client waits once

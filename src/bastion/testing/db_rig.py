@@ -93,6 +93,12 @@ class Recorder:
             return len(await self.inner.emit_many(specs))  # type: ignore[attr-defined]
         return int(await many(specs))
 
+    def bulk(self, event_type: str, outcome: str = "success", **shared: object) -> _Bulk:
+        inner = getattr(self.inner, "bulk", None)
+        return _Bulk(
+            self, event_type, outcome, shared, inner and inner(event_type, outcome, **shared)
+        )
+
     def _note(self, event_type: str, outcome: str, fields: Mapping[str, object]) -> None:
         self.counts[event_type] += 1
         if self.keep:
@@ -101,6 +107,30 @@ class Recorder:
     def of(self, event_type: str) -> list[dict[str, Any]]:
         assert self.keep, "this recorder only counts events"
         return [e for e in self.events if e["type"] == event_type]
+
+
+@dataclass
+class _Bulk:
+    """:meth:`Recorder.bulk`: notes each event, then the inner log's bulk writer (or its
+    ``append_many``) stores them."""
+
+    recorder: Recorder
+    event_type: str
+    outcome: str
+    shared: Mapping[str, object]
+    inner: Any
+
+    async def append(self, owns: Sequence[Mapping[str, object]]) -> int:
+        if self.inner is None:
+            specs = [(self.event_type, self.outcome, {**self.shared, **own}) for own in owns]
+            return await self.recorder.append_many(specs)
+        recorder = self.recorder
+        if recorder.keep:
+            for own in owns:
+                recorder._note(self.event_type, self.outcome, {**self.shared, **own})
+        else:  # a benchmark's: counts only, no merged copy per event
+            recorder.counts[self.event_type] += len(owns)
+        return int(await self.inner.append(owns))
 
 
 @dataclass

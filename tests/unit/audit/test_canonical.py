@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.audit.canonical import (
+    PlainTemplate,
     decode,
     encode,
     encode_obj,
@@ -160,3 +161,42 @@ def test_the_bulk_path_parts_join_to_the_validated_bytes(top, fields, index, whe
     else:
         head, tail = parts
         assert f"{head}{index}{tail}".encode() == encode(validated)
+
+
+PLAIN_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+KEYS = st.sampled_from(["a", "b%", "query", "parameters", "z", "\u00e9", "%s", ""]) | TEXT
+
+
+@given(
+    TOP,
+    st.dictionaries(KEYS, PLAIN_VALUES, max_size=5),
+    st.lists(st.dictionaries(KEYS, PLAIN_VALUES | st.datetimes(), max_size=4), max_size=4),
+    st.datetimes(timezones=st.just(UTC)),
+    st.sampled_from(["success", "failure"]),
+    TEXT,
+)
+def test_a_template_gives_the_parts_of_each_event(top, shared, owns, when, outcome, kind):
+    """PlainTemplate's head and tail are plain_parts of the shared and own fields merged (own
+    keys win), for own fields in any order; an own field that is not plain, or a reserved
+    key, makes it decline (the caller builds that event itself)."""
+    stamp = iso_time(when)
+    assert stamp is not None
+    template = PlainTemplate("c\u00e9", "T0000W", kind, outcome, top, shared, frozenset({"z"}))
+    for n, own in enumerate([*owns, *(dict(reversed(o.items())) for o in owns)]):
+        event_id = f"{n:020d}-0000abcd"
+        head = template.head(event_id, own)
+        merged = {**shared, **own}
+        parts = plain_parts("c\u00e9", "T0000W", kind, outcome, stamp, event_id, top, merged)
+        if head is None:
+            assert parts is None or "z" in own
+        else:
+            assert parts == (head, template.tail(stamp))
+
+
+def test_a_template_refuses_shared_fields_that_are_not_plain():
+    with pytest.raises(ValueError, match="not plain"):
+        PlainTemplate("c", "T", "x", "success", {}, {"when": datetime.now(UTC)})

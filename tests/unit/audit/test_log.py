@@ -345,6 +345,50 @@ def decode_item(value: bytes) -> AuditEvent:
     return decode(value)
 
 
+async def test_a_bulk_writer_stores_what_append_many_stores():
+    """bulk(...).append: the events append_many stores for the shared attributes merged with
+    each one's own fields (own keys win), all but the ids; own fields that are not plain or
+    name a top-level attribute take the general path; shared attributes that are not plain
+    make every event take it. Checkpointed from the writer's memory like append_many's."""
+    from datetime import UTC, datetime
+
+    from bastion.audit.canonical import encode
+    from bastion.audit.checkpointer import Checkpointer
+    from bastion.audit.signer import load_or_create_signer
+
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log = AuditLog(backend, clock, "c1")
+    shared = {"user": "alice", "session_id": "s1", "db_service": "pg1", "db_name": "z\u00e9"}
+    owns: list[dict[str, object]] = [
+        {"query": "SELECT $1", "parameters": ["7", None], "protocol": "extended"},
+        {"protocol": "simple", "query": "SELECT 1", "parameters": []},  # another key order
+        {"query": "x", "db_name": "other"},  # replaces a shared field
+        {"query": "y", "when": datetime(2026, 1, 1, tzinfo=UTC)},  # not plain
+        {"query": "z", "target": "t1"},  # a top-level attribute
+    ]
+    assert (
+        await log.append_many([("db.session.query", "success", {**shared, **o}) for o in owns]) == 5
+    )
+    assert await log.bulk("db.session.query", **shared).append(owns) == 5
+    odd = log.bulk("db.session.query", "failure", user="bob", when=datetime(2026, 1, 1, tzinfo=UTC))
+    assert await odd.append([{"query": "q"}]) == 1
+    assert await log.bulk("x").append([]) == 0
+    items = await log.read_items(0, 100)
+    stored = [decode_item(i.value) for i in items]
+    assert [e.index for e in stored] == list(range(11))
+    for item, event in zip(items, stored, strict=True):
+        assert encode(event) == item.value
+    for old, new in zip(stored[:5], stored[5:10], strict=True):
+        assert new.model_dump(exclude={"id", "index"}) == old.model_dump(exclude={"id", "index"})
+    assert stored[7].fields["db_name"] == "other" and stored[9].target == "t1"
+    assert stored[10].user == "bob" and stored[10].outcome == "failure"
+    assert len({e.id for e in stored}) == 11
+    signer = await load_or_create_signer(backend, bytes(32), "c1", clock)
+    await Checkpointer(log, signer, clock).checkpoint()
+    assert log._leaves == {}  # every one folded from memory
+
+
 async def test_append_many_refuses_what_emit_many_refuses():
     clock = FakeClock()
     log = AuditLog(MemoryBackend(clock), clock, "c1")

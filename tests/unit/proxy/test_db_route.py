@@ -231,12 +231,13 @@ async def test_query_events_are_committed_in_order_in_batches_with_back_pressure
     assert transport.paused == 1 and side.throttled  # the client waits for the audit writer
     side.ended = True  # the session ended: the writer drains everything, then returns
     info = {"db_service": "pg1", "db_user": "alice_db", "db_name": "postgres"}
-    await route._audit_queries(side, ident(ROUTE), info)
+    await route._audit_queries(side, ident(ROUTE), info, "s-1")
     queries = [e["query"] for e in audit.events]
     assert queries == [f"select {i}" for i in range(count)]
     assert max(audit.batches) == db_route._MAX_BATCH and sum(audit.batches) == count
     assert transport.resumed == 1 and not side.throttled
     assert audit.events[0]["db_user"] == "alice_db" and audit.events[0]["protocol"] == "simple"
+    assert audit.events[0]["session_id"] == "s-1"  # the session's statements name it
 
 
 class ServerTransport(FakeTransport):
