@@ -94,9 +94,11 @@ class _Many(Protocol):
 
 
 class _Writer:
-    __slots__ = ("events", "pending", "room", "task", "users")
+    __slots__ = ("events", "pending", "room", "shared", "task", "users")
 
-    def __init__(self) -> None:
+    def __init__(self, shared: dict[str, object]) -> None:
+        self.shared = shared
+        """The attributes every event of the session has (user, session id)."""
         self.events: deque[dict[str, object]] = deque()
         self.pending = asyncio.Event()
         self.room = asyncio.Event()
@@ -121,11 +123,12 @@ class RequestAudit:
         self._retry = retry_delay
         self._writers: dict[str, _Writer] = {}
 
-    def acquire(self, key: str) -> None:
-        """A connection starts using session ``key`` (pair with :meth:`release`)."""
+    def acquire(self, key: str, shared: dict[str, object] | None = None) -> None:
+        """A connection starts using session ``key`` (pair with :meth:`release`); each
+        event of it has the attributes ``shared`` besides its own (:meth:`queue`)."""
         writer = self._writers.get(key)
         if writer is None:
-            writer = self._writers[key] = _Writer()
+            writer = self._writers[key] = _Writer(dict(shared or {}))
         writer.users += 1
         if writer.task is None or writer.task.done():
             writer.task = asyncio.ensure_future(self._run(key, writer))
@@ -136,7 +139,8 @@ class RequestAudit:
             await self.room(key)
 
     def queue(self, key: str, fields: dict[str, object]) -> bool:
-        """Queue one event of session ``key`` (acquired) without waiting; True when the
+        """Queue one event of session ``key`` (acquired; ``fields``: its own, beside the
+        session's shared ones) without waiting; True when the
         writer is behind: the caller then awaits :meth:`room` before its next request."""
         writer = self._writers[key]
         writer.events.append(fields)
@@ -191,10 +195,12 @@ class RequestAudit:
 
     async def _run(self, key: str, writer: _Writer) -> None:
         events = writer.events
-        # AuditLog.append_many: one transaction per batch, no event objects (emit_many elsewhere)
-        many: _Many | None = getattr(self._audit, "append_many", None) or getattr(
-            self._audit, "emit_many", None
-        )
+        shared = writer.shared
+        # AuditLog: one transaction per batch, the session's shared attributes encoded once
+        # (bulk); elsewhere (a remote audit client) emit_many of whole events.
+        bulk = getattr(self._audit, "bulk", None)
+        bulk_writer = bulk(self._type, **shared) if bulk is not None else None
+        many: _Many | None = getattr(self._audit, "emit_many", None)
         while True:
             if not events:
                 writer.room.set()
@@ -210,12 +216,15 @@ class RequestAudit:
                 writer.room.set()
             stored = 0
             try:
-                if many is not None:
-                    await many([(self._type, "success", f) for f in batch])
+                if bulk_writer is not None:
+                    await bulk_writer.append(batch)
+                    stored = len(batch)
+                elif many is not None:
+                    await many([(self._type, "success", {**shared, **f}) for f in batch])
                     stored = len(batch)
                 else:
                     for f in batch:
-                        await self._audit.emit(self._type, **f)  # type: ignore[arg-type]
+                        await self._audit.emit(self._type, **shared, **f)  # type: ignore[arg-type]
                         stored += 1
             except (BastionError, OSError) as exc:
                 # Not stored: first in line again, retried (nothing is dropped).

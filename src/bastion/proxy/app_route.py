@@ -1287,7 +1287,6 @@ class AppRoute:
         """Queue the ``app.request`` event of a request :func:`request_audited` chose; True
         when the session's writer is behind (the caller waits for room)."""
         fields: dict[str, object] = {
-            "user": who.identity.user,
             "app": label,
             "method": head.method,
             "path": path,
@@ -1295,7 +1294,6 @@ class AppRoute:
             "bytes_in": received,
             "bytes_out": sent,
             "duration_ms": round((time.monotonic() - start) * 1000, 1),
-            "session_id": who.session_id,
         }
         if websocket:
             fields["websocket"] = True
@@ -1304,7 +1302,9 @@ class AppRoute:
         conn = conn.parent or conn
         if who.key not in conn.audit_keys:
             conn.audit_keys.append(who.key)
-            self._requests.acquire(who.key)
+            self._requests.acquire(
+                who.key, {"user": who.identity.user, "session_id": who.session_id}
+            )
         return self._requests.queue(who.key, fields)
 
     # ------------------------------------------------------------------ TCP apps

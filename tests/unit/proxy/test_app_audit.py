@@ -133,3 +133,30 @@ def test_about_the_rate_of_reads_is_audited() -> None:
     draws = [i / 1000 for i in range(1000)]  # uniform over [0, 1)
     kept = sum(app_audit.request_audited("all", 0.25, "GET", False, d) for d in draws)
     assert kept == 250
+
+
+async def test_a_sessions_shared_attributes_go_with_each_event_through_the_bulk_writer() -> None:
+    """With the audit log itself, the events are stored through its bulk writer: the
+    session's shared attributes (user and session id at the top level) plus each one's own
+    fields; elsewhere (emit_many only) the same attributes, merged."""
+    from bastion.audit.log import AuditLog
+    from bastion.backend.memory import MemoryBackend
+    from bastion.clock import FakeClock
+
+    clock = FakeClock()
+    log = AuditLog(MemoryBackend(clock), clock, "c1")
+    other = _Log()
+    for sink in (log, other):
+        audit = RequestAudit(sink, flush_interval=0)  # type: ignore[arg-type]
+        audit.acquire("k", {"user": "alice", "session_id": "s-1"})
+        for i in range(3):
+            await audit.add("k", {"app": "grafana", "status": 200 + i})
+        await audit.release("k")
+    stored = await log.read_from(0, 10)
+    assert [(e.user, e.session_id, e.fields["status"]) for e in stored] == [
+        ("alice", "s-1", 200),
+        ("alice", "s-1", 201),
+        ("alice", "s-1", 202),
+    ]
+    assert [e["user"] for e in other.events] == ["alice"] * 3
+    assert {e["session_id"] for e in other.events} == {"s-1"}
