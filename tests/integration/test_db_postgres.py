@@ -174,3 +174,41 @@ async def test_psql_allowed_denied_and_locked(rig: DbRig) -> None:
     # ...and a new session is refused while the lock holds.
     code, _, err = await _psql(conninfo, "select 1")
     assert code != 0 and "laptop stolen" in err
+
+
+async def test_bsh_proxy_db_local_listener_relays_and_reports_failures(rig: DbRig) -> None:
+    """bsh proxy db's PostgreSQL listener: a client without certificates (plaintext on the
+    local hop, its SSLRequest answered N) reaches the database through the proxy with the
+    user's certificate; a large result flows back whole; with the proxy unreachable the
+    client gets one PostgreSQL error line naming it."""
+    from bastion.cli.bsh_db import local_postgres_listener
+    from bastion.client.tls import pem_context
+    from bastion.protocols.alpn import ALPN_POSTGRES
+    from bastion.testing.peers.ports import free_port
+
+    await rig.login("alice_db", "local")
+    ctx = pem_context(
+        (rig.tmp / "local.ca").read_text(),
+        (rig.tmp / "local.crt").read_text(),
+        alpn=[ALPN_POSTGRES],
+        key_file=rig.tmp / "local.key",
+    )
+    server = await local_postgres_listener(f"127.0.0.1:{rig.port}", ctx)
+    port = server.sockets[0].getsockname()[1]
+    dead = await local_postgres_listener(f"127.0.0.1:{free_port()}", ctx)
+    dead_port = dead.sockets[0].getsockname()[1]
+    try:
+        local = f"host=127.0.0.1 port={port} user=alice_db dbname=postgres"
+        code, out, err = await _psql(
+            local + " sslmode=prefer", "select current_user; select repeat('x', 3000000)"
+        )
+        assert code == 0, err
+        lines = out.split()
+        assert lines[0] == "alice_db" and lines[1] == "x" * 3_000_000
+        code, out, err = await _psql(
+            f"host=127.0.0.1 port={dead_port} user=alice_db dbname=postgres", "select 1"
+        )
+        assert code != 0 and "bsh proxy db:" in err and "Traceback" not in err
+    finally:
+        server.close()
+        dead.close()

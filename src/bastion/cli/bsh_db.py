@@ -444,10 +444,7 @@ async def _run_psql_local(
     profile: Profile, name: str, psql: str, env: dict[str, str], args: tuple[str, ...]
 ) -> int:
     """``bsh db connect`` with a TPM-held key: psql on a local listener (as ``bsh proxy db``)."""
-    source = _source(db_context(profile, name))
-    server = await asyncio.start_server(
-        lambda r, w: _serve_local(profile, source, r, w), "127.0.0.1", 0
-    )
+    server = await local_postgres_listener(profile.proxy, db_context(profile, name))
     port = server.sockets[0].getsockname()[1]
     async with server:
         proc = await asyncio.create_subprocess_exec(
@@ -676,17 +673,8 @@ async def _local_startup(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         return data
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await src.read(65536):
-            dst.write(chunk)
-            await dst.drain()
-    finally:
-        dst.close()
-
-
 async def _serve_local(
-    profile: Profile,
+    proxy: str,
     source: ContextSource,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -695,18 +683,40 @@ async def _serve_local(
         try:
             startup = await asyncio.wait_for(_local_startup(reader, writer), 30)
             ctx = await source()
-            host, port = split_host_port(profile.proxy)
-            up_r, up_w = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), 15
+            host, port = split_host_port(proxy)
+            relay = Relay(name="bsh proxy db")
+            up, _ = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    lambda: relay.b, host, port, ssl=ctx, server_hostname=host
+                ),
+                15,
             )
         except (OSError, TimeoutError, BastionError) as exc:
             writer.write(error_response(f"bsh proxy db: {exc}", code="08006"))
             await writer.drain()
             return
-        up_w.write(startup)
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer), return_exceptions=True)
+        up.write(startup)
+        # Bytes flow protocol to protocol from now on (no stream buffers, no drain per chunk).
+        transport = as_transport(writer.transport)  # either loop (bsh proxy db: uvloop)
+        relay.attach_a(transport, bytes(getattr(reader, "_buffer", b"")))
+        relay.start()
+        await relay.wait_closed()
     finally:
         writer.close()
+
+
+async def local_postgres_listener(
+    proxy: str,
+    ctx: ssl.SSLContext | ContextSource,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> asyncio.Server:
+    """Listen on ``host:port`` for PostgreSQL clients (plaintext on the local hop: an
+    SSLRequest is answered ``N``) and carry each to ``proxy`` (``host:port``) in TLS with
+    ``ctx`` (the database certificate, ALPN ``bastion-postgres/1``; or what gives it per
+    connection: :meth:`ListenerCerts.context`)."""
+    source = _source(ctx)
+    return await asyncio.start_server(lambda r, w: _serve_local(proxy, source, r, w), host, port)
 
 
 _CONNECTIONS = iter(range(1, 1 << 31))
@@ -809,9 +819,7 @@ async def run_proxy_db(
     if is_mysql:
         server = await local_mysql_listener(profile.proxy, source, host, port)
     else:
-        server = await asyncio.start_server(
-            lambda r, w: _serve_local(profile, source, r, w), host, port
-        )
+        server = await local_postgres_listener(profile.proxy, source, host, port)
     bound = server.sockets[0].getsockname()[1]
     hint = (
         f"mariadb --defaults-extra-file={_option_file(_files(profile, name))} --port {bound}"
