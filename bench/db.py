@@ -9,7 +9,13 @@ client certificates end to end:
 * **direct**: pgbench straight to PostgreSQL with a db-CA client certificate;
 * **pgbouncer** (if installed, Debian package ``pgbouncer``): ``auth_type = cert`` for clients,
   TLS with a client certificate to PostgreSQL, ``pool_mode = transaction``;
-* **ours**: pgbench to the proxy port.
+* **ours**: pgbench to the proxy port;
+* **ours (bsh)**: pgbench to ``bsh proxy db``'s local listener (a child process, as on the
+  user's machine: its CPU is printed apart), TLS from there to the proxy.
+
+``--rounds N`` (default 3) runs every path back to back N times and reports the median round
+(and the spread of the ratios): a machine whose speed drifts moves the paths of one round
+together, not the peer of one run and ours of another.
 
 Measurements: ``pgbench -S -c CLIENTS -T SECONDS`` TPS on each path, and connection set-up with
 ``pgbench -S -C -c 1`` (a new connection per transaction: TLS, startup, authorization, the
@@ -32,7 +38,7 @@ audit log: all in this process), net of its idle rate, and pgbouncer's: steadier
 machine other jobs load (the load average is printed too). Auth runs over the SQLite backend
 ``bastion start`` uses (``--memory-backend``: the test backend).
 
-Run: ``python bench/db.py`` (about 60 s) or ``--quick`` (2 s runs).
+Run: ``python bench/db.py`` (about 2 minutes) or ``--quick`` (one round of 2 s runs).
 """
 
 from __future__ import annotations
@@ -241,44 +247,105 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ours = await rig.login("alice_db", "ours")
             load = ["-n", "-S", "-c", str(args.clients), "-j", "2", "-T", secs]
             connect = ["-n", "-S", "-C", "-c", "1", "-T", secs]
-            result: dict[str, Any] = {"seconds": args.seconds, "clients": args.clients}
+            result: dict[str, Any] = {
+                "seconds": args.seconds,
+                "clients": args.clients,
+                "rounds": args.rounds,
+            }
             result["agent"] = (
                 "co-located (in process, no tunnel)" if args.colocated else "remote (TLS tunnel)"
             )
             result["load_before"] = load_average()
             await measure_idle_cpu()
             result["idle_cpu_percent"] = 100 * IDLE_CPU[0]
-            result["direct_tps"] = await pgbench(direct, *load)
-            meter = CpuMeter()
-            result["ours_tps"] = await pgbench(ours, *load)
-            transactions = LAST_TRANSACTIONS[0]
-            for _ in range(250):  # every session's statements are committed before its end
-                if rig.audit.counts["db.session.end"] >= args.clients:
-                    break
-                await asyncio.sleep(0.02)
-            # Our process: proxy, agent, auth and its audit log (all of them, until audited).
-            result["ours_cpu_us_per_txn"] = meter.per(transactions)
-            queries = rig.audit.counts["db.session.query"]
-            result["audited_queries"] = queries
+            bouncer_proc = bouncer = None
+            if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+                bouncer_proc, bouncer = await start_pgbouncer(rig, rig.pg.root / "bouncer")
+            files = rig.tmp
+            bsh, bsh_port = await start_bsh_listener(
+                "postgres", rig.port, files / "ours.ca", files / "ours.crt", files / "ours.key"
+            )
+            local = f"host=127.0.0.1 port={bsh_port} user=alice_db dbname=postgres sslmode=disable"
+            rounds: list[dict[str, float]] = []
+            try:
+                for _ in range(args.rounds):
+                    # Every path in each round, back to back: a machine whose speed drifts
+                    # (other jobs, a noisy host) moves them together; the median round is
+                    # reported.
+                    one: dict[str, float] = {"direct_tps": await pgbench(direct, *load)}
+                    if bouncer is not None and bouncer_proc is not None:
+                        pid = bouncer_pid(rig.pg.root / "bouncer")
+                        bmeter = CpuMeter(pid) if pid is not None else None
+                        one["pgbouncer_tps"] = await pgbench(bouncer, *load)
+                        if bmeter is not None:
+                            one["pgbouncer_cpu_us_per_txn"] = bmeter.per(LAST_TRANSACTIONS[0])
+                    ended = rig.audit.counts["db.session.end"]
+                    meter = CpuMeter()
+                    one["ours_tps"] = await pgbench(ours, *load)
+                    transactions = LAST_TRANSACTIONS[0]
+                    await _sessions_ended(rig, ended + args.clients)
+                    # Our process: proxy, agent, auth and its audit log (all, until audited).
+                    one["ours_cpu_us_per_txn"] = meter.per(transactions)
+                    ended = rig.audit.counts["db.session.end"]
+                    meter, bsh_meter = CpuMeter(), CpuMeter(bsh.pid)
+                    one["bsh_tps"] = await pgbench(local, *load)
+                    transactions = LAST_TRANSACTIONS[0]
+                    await _sessions_ended(rig, ended + args.clients)
+                    one["bsh_cpu_us_per_txn"] = meter.per(transactions)
+                    one["bsh_own_cpu_us_per_txn"] = bsh_meter.per(transactions)
+                    rounds.append(one)
+            finally:
+                if bsh.returncode is None:
+                    bsh.terminate()
+                await bsh.wait()
+                if bouncer_proc is not None:
+                    if bouncer_proc.returncode is None:
+                        bouncer_proc.terminate()
+                    await bouncer_proc.wait()
+            result["pg_rounds"] = rounds
+            result.update(median_round(rounds, "ours_tps", "pgbouncer_tps", "direct_tps"))
+            result["audited_queries"] = rig.audit.counts["db.session.query"]
             result["direct_connect_ms"] = await pgbench(direct, *connect)
             meter = CpuMeter()
             result["ours_connect_ms"] = await pgbench(ours, *connect)
             result["ours_cpu_us_per_connection"] = meter.per(LAST_TRANSACTIONS[0])
-            if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
-                work = rig.pg.root / "bouncer"
-                proc, bouncer = await start_pgbouncer(rig, work)
-                try:
-                    pid = bouncer_pid(work)
-                    bmeter = CpuMeter(pid) if pid is not None else None
-                    result["pgbouncer_tps"] = await pgbench(bouncer, *load)
-                    if bmeter is not None:
-                        result["pgbouncer_cpu_us_per_txn"] = bmeter.per(LAST_TRANSACTIONS[0])
-                finally:
-                    if proc.returncode is None:
-                        proc.terminate()
-                    await proc.wait()
             result["load_after"] = load_average()
     return result
+
+
+async def _sessions_ended(rig: Any, target: int) -> None:
+    """Wait until ``target`` database sessions ended in all (each one's statements are
+    committed before its end event): a run's CPU then includes its whole audit."""
+    for _ in range(250):
+        if rig.audit.counts["db.session.end"] >= target:
+            return
+        await asyncio.sleep(0.02)
+
+
+def median_round(rounds: list[dict[str, float]], key: str, *peers: str) -> dict[str, float]:
+    """The round with the median ``key`` / first present peer ratio (its numbers, whole)."""
+    peer = next((p for p in peers if all(p in r for r in rounds)), peers[-1])
+    ranked = sorted(rounds, key=lambda r: r[key] / r[peer])
+    return dict(ranked[(len(ranked) - 1) // 2])
+
+
+async def start_bsh_listener(
+    protocol: str, proxy_port: int, ca: Path, crt: Path, key: Path
+) -> tuple[asyncio.subprocess.Process, int]:
+    """``bsh proxy db``'s listener in a child process (as on the user's machine: its CPU is
+    its own, reported apart); returns the process and its port."""
+    bsh = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--bsh-listener", protocol, f"127.0.0.1:{proxy_port}",
+        str(ca), str(crt), str(key),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert bsh.stdout is not None
+    port = int((await asyncio.wait_for(bsh.stdout.readline(), 30)).decode() or "0")
+    if not port:
+        bsh.terminate()
+        await bsh.wait()
+        raise RuntimeError("bsh proxy db's listener did not start")
+    return bsh, port
 
 
 async def slap(port: int, clients: int, queries: int, *tls: str) -> float:
@@ -319,39 +386,39 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             # bsh proxy db runs on the user's machine: its own process here too, its CPU
             # reported apart (in this process it took a third of the CPU per query and
             # competed with the proxy for the same core).
-            bsh = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--bsh-listener", f"127.0.0.1:{rig.port}",
-                str(ours.ca), str(ours.crt), str(ours.key),
-                stdout=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            assert bsh.stdout is not None
-            port = int((await asyncio.wait_for(bsh.stdout.readline(), 30)).decode() or "0")
+            bsh, port = await start_bsh_listener(
+                "mysql", rig.port, Path(ours.ca), Path(ours.crt), Path(ours.key)
+            )
             tls = (f"--ssl-cert={direct.crt}", f"--ssl-key={direct.key}", f"--ssl-ca={direct.ca}")
             mine = (f"--ssl-cert={ours.crt}", f"--ssl-key={ours.key}", f"--ssl-ca={ours.ca}")
             result: dict[str, Any] = {"mysql_queries": queries}
             await measure_idle_cpu()
+            rounds: list[dict[str, float]] = []
             try:
-                if not port:
-                    raise RuntimeError("bsh proxy db's listener did not start")
-                result["mysql_direct_qps"] = await slap(
-                    rig.server.port, args.clients, queries, *tls
-                )
-                meter = CpuMeter()
-                result["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
-                result["mysql_port_cpu_us_per_query"] = meter.per(queries)
-                meter, bsh_meter = CpuMeter(), CpuMeter(bsh.pid)
-                result["mysql_ours_qps"] = await slap(port, args.clients, queries)
-                # The proxy, the agent and auth (this process); bsh proxy db (its own).
-                result["mysql_ours_cpu_us_per_query"] = meter.per(queries)
-                result["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
+                for _ in range(args.rounds):
+                    one = {
+                        "mysql_direct_qps": await slap(rig.server.port, args.clients, queries, *tls)
+                    }
+                    meter = CpuMeter()
+                    one["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
+                    one["mysql_port_cpu_us_per_query"] = meter.per(queries)
+                    meter, bsh_meter = CpuMeter(), CpuMeter(bsh.pid)
+                    one["mysql_ours_qps"] = await slap(port, args.clients, queries)
+                    # The proxy, the agent and auth (this process); bsh proxy db (its own).
+                    one["mysql_ours_cpu_us_per_query"] = meter.per(queries)
+                    one["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
+                    rounds.append(one)
             finally:
                 if bsh.returncode is None:
                     bsh.terminate()
                 await bsh.wait()
+            result["mysql_rounds"] = rounds
+            result.update(median_round(rounds, "mysql_port_qps", "mysql_direct_qps"))
+            sessions = 2 * args.clients * args.rounds
             for _ in range(250):  # every session ended (mariadb-slap has one more: its schema)
                 counts = rig.audit.counts
-                if counts["db.session.end"] >= 2 * args.clients and (
-                    counts["db.session.query"] >= 2 * queries
+                if counts["db.session.end"] >= sessions and (
+                    counts["db.session.query"] >= 2 * queries * args.rounds
                 ):
                     break
                 await asyncio.sleep(0.02)
@@ -359,36 +426,64 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def bsh_listener(proxy: str, ca: str, crt: str, key: str) -> None:
-    """``bsh proxy db``'s MySQL listener (the bench's child process): prints its port, then
-    serves until terminated."""
-    from bastion.cli.bsh_db import local_mysql_listener
+async def bsh_listener(protocol: str, proxy: str, ca: str, crt: str, key: str) -> None:
+    """``bsh proxy db``'s listener for ``protocol`` (``mysql`` or ``postgres``; the bench's
+    child process): prints its port, then serves until terminated."""
+    from bastion.cli.bsh_db import local_mysql_listener, local_postgres_listener
     from bastion.client.tls import pem_context
-    from bastion.protocols.alpn import ALPN_MYSQL
+    from bastion.protocols.alpn import ALPN_MYSQL, ALPN_POSTGRES
 
-    ctx = pem_context(
-        Path(ca).read_text(), Path(crt).read_text(), alpn=[ALPN_MYSQL], key_file=Path(key)
-    )
-    local = await local_mysql_listener(proxy, ctx)
+    alpn = ALPN_MYSQL if protocol == "mysql" else ALPN_POSTGRES
+    ctx = pem_context(Path(ca).read_text(), Path(crt).read_text(), alpn=[alpn], key_file=Path(key))
+    listen = local_mysql_listener if protocol == "mysql" else local_postgres_listener
+    local = await listen(proxy, ctx)
     print(local.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
 
+def _spread(rounds: list[dict[str, float]], key: str, peer: str) -> str:
+    ratios = sorted(r[key] / r[peer] for r in rounds if key in r and peer in r)
+    if len(ratios) < 2:
+        return ""
+    return f" (rounds {ratios[0]:.2f}x-{ratios[-1]:.2f}x)"
+
+
 def report(r: dict[str, Any]) -> None:
-    print(f"pgbench -S -c {r['clients']} -T {r['seconds']} (TLS + client certificates everywhere)")
+    rounds = r.get("pg_rounds", [])
+    print(
+        f"pgbench -S -c {r['clients']} -T {r['seconds']}, {r.get('rounds', 1)} round(s) of every"
+        " path back to back, the median round (TLS + client certificates everywhere)"
+    )
     print(f"  event loop: {r.get('event_loop', 'asyncio')} (BASTION_EVENT_LOOP)")
+    for n, one in enumerate(rounds, 1):
+        peer = one.get("pgbouncer_tps", one["direct_tps"])
+        print(
+            f"  round {n}: direct {one['direct_tps']:.0f}, pgbouncer "
+            f"{one.get('pgbouncer_tps', 0):.0f}, ours {one['ours_tps']:.0f} "
+            f"({one['ours_tps'] / peer:.2f}x), bsh proxy db {one['bsh_tps']:.0f} "
+            f"({one['bsh_tps'] / peer:.2f}x) tps"
+        )
     print(f"  direct     {r['direct_tps']:10.0f} tps")
     if "pgbouncer_tps" in r:
         print(f"  pgbouncer  {r['pgbouncer_tps']:10.0f} tps")
     audited, agent = r["audited_queries"], r.get("agent", "remote")
-    print(f"  ours       {r['ours_tps']:10.0f} tps   ({audited} queries audited; agent {agent})")
+    print(f"  ours       {r['ours_tps']:10.0f} tps   (proxy port; agent {agent})")
+    print(
+        f"  ours (bsh) {r['bsh_tps']:10.0f} tps   (bsh proxy db, its listener in its own process)"
+    )
+    print(f"  ({audited} queries audited in all)")
     cpu = f"  CPU per transaction: ours {r['ours_cpu_us_per_txn']:.0f} us (whole process)"
     if "pgbouncer_cpu_us_per_txn" in r:
         cpu += f", pgbouncer {r['pgbouncer_cpu_us_per_txn']:.0f} us"
-    print(cpu)
+    cpu += f"; via bsh proxy db {r['bsh_cpu_us_per_txn']:.0f} us"
+    print(cpu + f" (+ {r['bsh_own_cpu_us_per_txn']:.0f} us in bsh proxy db's process)")
     print(f"  ratio ours/direct     {r['ours_tps'] / r['direct_tps']:.2f}x")
     if "pgbouncer_tps" in r:
-        print(f"  ratio ours/pgbouncer  {r['ours_tps'] / r['pgbouncer_tps']:.2f}x  (target 0.7x)")
+        spread = _spread(rounds, "ours_tps", "pgbouncer_tps")
+        print(
+            f"  ratio ours/pgbouncer  {r['ours_tps'] / r['pgbouncer_tps']:.2f}x port{spread}, "
+            f"{r['bsh_tps'] / r['pgbouncer_tps']:.2f}x bsh proxy db  (target 0.7x)"
+        )
     d_ms, o_ms = r["direct_connect_ms"], r["ours_connect_ms"]
     print("connection set-up (pgbench -C, one connection per transaction)")
     print(f"  direct {d_ms:.1f} ms, ours {o_ms:.1f} ms: ratio {o_ms / d_ms:.2f}x (target <= 2x)")
@@ -396,14 +491,26 @@ def report(r: dict[str, Any]) -> None:
     if "mysql_ours_qps" in r:
         direct, ours = r["mysql_direct_qps"], r["mysql_ours_qps"]
         print(
-            f"mariadb-slap -c {r['clients']} ({r['mysql_queries']} point selects, TLS everywhere)"
+            f"mariadb-slap -c {r['clients']} ({r['mysql_queries']} point selects a round, TLS"
+            " everywhere), the median round"
         )
+        for n, one in enumerate(r.get("mysql_rounds", []), 1):
+            d = one["mysql_direct_qps"]
+            print(
+                f"  round {n}: direct {d:.0f}, port {one['mysql_port_qps']:.0f} "
+                f"({one['mysql_port_qps'] / d:.2f}x), bsh proxy db {one['mysql_ours_qps']:.0f} "
+                f"({one['mysql_ours_qps'] / d:.2f}x) q/s"
+            )
         print(f"  direct     {direct:10.0f} q/s")
         port = r["mysql_port_qps"]
         print(f"  ours (proxy MySQL port)  {port:10.0f} q/s   (client certificate, as pgbench)")
         print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in its own process)")
         print(f"  ({r['mysql_audited_queries']} queries audited)")
-        print(f"  ratio ours/direct (mysql) {port / direct:.2f}x port, {ours / direct:.2f}x bsh")
+        spread = _spread(r.get("mysql_rounds", []), "mysql_port_qps", "mysql_direct_qps")
+        print(
+            f"  ratio ours/direct (mysql) {port / direct:.2f}x port{spread}, "
+            f"{ours / direct:.2f}x bsh  (target 0.7x)"
+        )
         print(
             f"  CPU per query (whole process): port {r['mysql_port_cpu_us_per_query']:.0f} us, "
             f"bsh proxy db {r['mysql_ours_cpu_us_per_query']:.0f} us "
@@ -432,7 +539,13 @@ def main() -> None:
         help="auth over the in-memory test backend instead of SQLite (bastion start's default)",
     )
     parser.add_argument("--json", default="", help="also write the numbers here")
-    parser.add_argument("--bsh-listener", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of every path back to back; the median round is reported (default 3)",
+    )
+    parser.add_argument("--bsh-listener", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level",
         default="info",
@@ -443,7 +556,7 @@ def main() -> None:
         run_loop(bsh_listener(*args.bsh_listener))
         return
     if args.quick:
-        args.seconds = 2
+        args.seconds, args.rounds = 2, 1
     configure_logging(args.log_level, "json", sys.stderr)
     tune_runtime()  # as bastion start does
     result = run_loop(run(args))  # uvloop unless BASTION_EVENT_LOOP=asyncio, as bastion start

@@ -33,6 +33,7 @@ def test_db_bench_quick(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["direct_tps"] > 0 and result["ours_tps"] > 0
+    assert result["bsh_tps"] > 0 and len(result["pg_rounds"]) == 1  # --quick: one round
     assert result["ours_connect_ms"] > 0 and "ratio ours/direct" in done.stdout
     if shutil.which("mariadb-slap") and shutil.which("mariadbd"):
         # bsh proxy db's MySQL listener runs in its own process on bsh's loop (uvloop).
