@@ -408,6 +408,37 @@ async def test_sqlite_poller_does_not_read_back_what_writes_in_flight_publish(
         await other.close()
 
 
+async def test_sqlite_reads_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    """get and get_range run on their own connection and thread: while a write transaction
+    holds the writer (an audit batch's commit), they answer from the last commit; once the
+    write returned, a read sees it."""
+    backend = await SQLiteBackend.open(str(tmp_path / "r.sqlite"), FakeClock())
+    store = backend._store
+    entered, gate = threading.Event(), threading.Event()
+    put = store.put
+
+    def held(item: Item, now: int) -> Item:
+        with store.tx():
+            store.db.execute("INSERT INTO meta (name, value) VALUES ('held', 1)")
+            entered.set()  # the write lock is taken, the transaction open
+            gate.wait(10)
+        return put(item, now)
+
+    try:
+        await backend.put(Item("r/a", b"1"))
+        store.put = held  # type: ignore[method-assign]
+        writing = asyncio.ensure_future(backend.put(Item("r/a", b"2")))
+        await asyncio.to_thread(entered.wait, 10)
+        assert (await asyncio.wait_for(backend.get("r/a"), 2)).value == b"1"
+        assert [i.key for i in await asyncio.wait_for(backend.get_range("r/"), 2)] == ["r/a"]
+        gate.set()
+        await writing
+        assert (await backend.get("r/a")).value == b"2"
+    finally:
+        gate.set()
+        await backend.close()
+
+
 def test_multi_row_inserts_store_what_executemany_stores(tmp_path: Path) -> None:
     from bastion.backend.sqlite import _PUT_EVENT, _UPSERT, ROWS_PER_INSERT, _insert_rows
 

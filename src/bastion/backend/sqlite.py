@@ -3,9 +3,11 @@
 Layer: backend (IO shell). Design (cf. Teleport ``lib/backend/lite``):
 
 * stdlib :mod:`sqlite3`, one connection, driven from one dedicated worker thread, so the event
-  loop never blocks and the connection is never shared between threads. WAL journal,
-  ``busy_timeout``, and ``BEGIN IMMEDIATE`` for every write so that writers (also in other OS
-  processes sharing the file) serialise instead of failing on lock upgrades.
+  loop never blocks and the connection is never shared between threads; ``get`` and
+  ``get_range`` run on a second, read-only connection on a thread of its own (WAL readers do
+  not wait for the writer: an authorization's reads never queue behind an audit commit). WAL
+  journal, ``busy_timeout``, and ``BEGIN IMMEDIATE`` for every write so that writers (also in
+  other OS processes sharing the file) serialise instead of failing on lock upgrades.
 * ``kv(key, value, expires, revision)`` holds the items; ``events(id AUTOINCREMENT, type, key,
   value, expires)`` is the change feed. Each write inserts its event in the same transaction and
   the event id *is* the revision, so revisions are cluster-wide (file-wide) and strictly
@@ -186,7 +188,53 @@ def _row_event(row: tuple[Any, ...]) -> Event:
     return row_event(id_, type_, key, value, None if expires is None else from_micros(expires))
 
 
-class _Store:
+class _Reads:
+    """The reads of items over :attr:`db` (the writer's connection or the reader's)."""
+
+    db: sqlite3.Connection
+
+    def _live(self, key: str, now: int) -> Item | None:
+        row = self.db.execute(
+            "SELECT key, value, expires, revision FROM kv"
+            " WHERE key = ? AND (expires IS NULL OR expires > ?)",
+            (key, now),
+        ).fetchone()
+        return None if row is None else _row_item(row)
+
+    def get(self, key: str, now: int) -> Item:
+        item = self._live(key, now)
+        if item is None:
+            raise NotFound(f"key {key!r} not found", key=key)
+        return item
+
+    def get_range(self, prefix: str, limit: int | None, now: int) -> list[Item]:
+        rows = self.db.execute(
+            "SELECT key, value, expires, revision FROM kv WHERE key >= ? AND key < ?"
+            " AND (expires IS NULL OR expires > ?) ORDER BY key LIMIT ?",
+            (prefix, prefix_end(prefix), now, -1 if limit is None else limit),
+        ).fetchall()
+        return [_row_item(r) for r in rows]
+
+
+class _Reader(_Reads):
+    """A second connection for ``get`` and ``get_range``, on its own thread: in WAL mode a
+    read runs beside the writer's transaction instead of queueing behind it (an audit batch's
+    commit held every authorization's reads for milliseconds). A read that starts after a
+    write returned sees it: each statement outside a transaction reads the latest commit."""
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self.db.execute("PRAGMA query_only = ON")
+        except BaseException:
+            self.db.close()
+            raise
+
+
+class _Store(_Reads):
     """Synchronous SQL over one connection. Runs on the worker thread only."""
 
     def __init__(self, path: str, busy_timeout: float) -> None:
@@ -224,14 +272,6 @@ class _Store:
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
             raise
-
-    def _live(self, key: str, now: int) -> Item | None:
-        row = self.db.execute(
-            "SELECT key, value, expires, revision FROM kv"
-            " WHERE key = ? AND (expires IS NULL OR expires > ?)",
-            (key, now),
-        ).fetchone()
-        return None if row is None else _row_item(row)
 
     def _event(self, type_: EventType, key: str, value: bytes, expires: int | None) -> int:
         cur = self.db.execute(_EVENTS.insert, (type_.value, key, value, expires))
@@ -274,20 +314,6 @@ class _Store:
         if events:
             self.covered = events[-1].item.revision
         return result, (start, trimmed, events)
-
-    def get(self, key: str, now: int) -> Item:
-        item = self._live(key, now)
-        if item is None:
-            raise NotFound(f"key {key!r} not found", key=key)
-        return item
-
-    def get_range(self, prefix: str, limit: int | None, now: int) -> list[Item]:
-        rows = self.db.execute(
-            "SELECT key, value, expires, revision FROM kv WHERE key >= ? AND key < ?"
-            " AND (expires IS NULL OR expires > ?) ORDER BY key LIMIT ?",
-            (prefix, prefix_end(prefix), now, -1 if limit is None else limit),
-        ).fetchall()
-        return [_row_item(r) for r in rows]
 
     def create(self, item: Item, now: int) -> Item:
         with self.tx():
@@ -566,10 +592,13 @@ class SQLiteBackend:
         trim_interval: float,
         queue_size: int,
         path: str = "",
+        reader: tuple[ThreadPoolExecutor, _Reader] | None = None,
     ) -> None:
         self._path = path
         self._executor = executor
         self._store = store
+        self._reads: tuple[ThreadPoolExecutor, _Reads] = reader or (executor, store)
+        """Where ``get`` and ``get_range`` run: the reader's thread and connection."""
         self._clock = clock
         self._poll_interval = poll_interval
         self._source = _StoreEvents(self._call, store)
@@ -610,12 +639,18 @@ class SQLiteBackend:
         if poll_interval <= 0 or trim_interval <= 0 or event_retention < 1:
             raise BadParameter("poll_interval, trim_interval and event_retention must be positive")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite-read")
         loop = asyncio.get_running_loop()
+        store: _Store | None = None
         try:
             with _map_sqlite_errors(path):
                 store = await loop.run_in_executor(executor, _Store, path, busy_timeout)
+                reader = await loop.run_in_executor(reads, _Reader, path, busy_timeout)
         except BaseException:
+            if store is not None:
+                executor.submit(store.db.close)
             executor.shutdown(wait=False)
+            reads.shutdown(wait=False)
             raise
         backend = cls(
             executor,
@@ -626,6 +661,7 @@ class SQLiteBackend:
             trim_interval=trim_interval,
             queue_size=queue_size,
             path=path,
+            reader=(reads, reader),
         )
         await backend._events.start()
         backend._tasks.spawn(backend._periodic(), f"sqlite-periodic:{path}")
@@ -637,6 +673,15 @@ class SQLiteBackend:
         loop = asyncio.get_running_loop()
         with _map_sqlite_errors(self._path):
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise ConnectionProblem("backend is closed")
+        executor, reads = self._reads
+        with _map_sqlite_errors(self._path):
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, functools.partial(fn, reads, *args)
+            )
 
     def _now(self) -> int:
         return to_micros(self._clock.now())
@@ -710,12 +755,12 @@ class SQLiteBackend:
 
     async def get(self, key: str) -> Item:
         check_key(key)
-        return await self._call(self._store.get, key, self._now())
+        return await self._read(_Reads.get, key, self._now())
 
     async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
         if limit is not None and limit < 1:
             raise BadParameter("limit must be a positive integer")
-        return await self._call(self._store.get_range, prefix, limit, self._now())
+        return await self._read(_Reads.get_range, prefix, limit, self._now())
 
     async def create(self, item: Item) -> Item:
         check_item(item)
@@ -777,8 +822,12 @@ class SQLiteBackend:
             return
         await self._tasks.cancel_all()
         self._events.close()
+        executor, reads = self._reads
         try:
+            if reads is not self._store:
+                await asyncio.get_running_loop().run_in_executor(executor, reads.db.close)
             await self._call(self._store.db.close)
         finally:
             self._closed = True
             self._executor.shutdown(wait=False)
+            executor.shutdown(wait=False)
