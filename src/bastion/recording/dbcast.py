@@ -71,6 +71,10 @@ _LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 database session writes a line per statement)."""
 
 
+_string = json.encoder.encode_basestring
+"""The string encoder of ``_LINE_ENCODER`` (``ensure_ascii=False``)."""
+
+
 def _line(obj: object) -> bytes:
     text = _LINE_ENCODER.encode(obj)
     # A lone surrogate cannot be UTF-8: written as its JSON escape, the line stays valid JSON.
@@ -99,5 +103,9 @@ class DbCastBuilder:
         return self._last
 
     def statement(self, seconds: float, sql: str, params: Sequence[str | None] = ()) -> bytes:
-        """The event line of one statement run ``seconds`` after the start."""
-        return _line([self._time(seconds), "o", statement_text(sql, params)])
+        """The event line of one statement run ``seconds`` after the start: the bytes of
+        ``_line([time, "o", text])``, put together directly (a line per statement; the
+        encoder's list walk cost more than the rest of the line)."""
+        text = _string(statement_text(sql, params))
+        line = f'[{self._time(seconds)!r}, "o", {text}]\n'
+        return line.encode("utf-8", "backslashreplace")

@@ -77,3 +77,18 @@ def test_any_statements_give_valid_json_lines(
 
 def _surrogates(sql: str, params: list[str | None]) -> bool:
     return any(0xD800 <= ord(c) <= 0xDFFF for s in (sql, *(p or "" for p in params)) for c in s)
+
+
+@given(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+    st.text(),
+    st.lists(st.none() | st.text(), max_size=4),
+)
+def test_a_statement_line_is_the_encoders_line(seconds: float, sql: str, params: list) -> None:
+    """The directly built statement line is byte for byte what the line encoder gives."""
+    from bastion.recording import dbcast
+
+    b = DbCastBuilder(DbCastHeader(user="u", db_service="s", db_user="u", db_name="d"))
+    line = b.statement(seconds, sql, params)
+    expected = dbcast._line([b._last, "o", statement_text(sql, params)])
+    assert line == expected
