@@ -343,8 +343,8 @@ def load_issuer_certs(data: bytes) -> list[x509.Certificate]:
             certs = load(data)
             for cert in certs:  # parsed lazily: malformed names or extensions fail here
                 _ = (cert.subject, cert.issuer, cert.extensions)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            continue
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
+            continue  # InvalidVersion (a damaged version field) is no ValueError
         if certs:
             return certs
     raise ValueError("not a DER, PEM or PKCS#7 certificate")
