@@ -129,7 +129,7 @@ async def run(config: FileConfig, on_ready: Callable[[Ready], None]) -> None:
                 clock=clock,
                 audit=auth.server.audit,
                 registry=registry,
-                roles=StoreRoleSource(auth.server.roles).get_roles,
+                roles=StoreRoleSource(auth.server.watched_roles).get_roles,
             )
             stack.push_async_callback(locks.close)
             await locks.load(auth.server.deps.backend)

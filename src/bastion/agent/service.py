@@ -197,7 +197,7 @@ class NodeService:
         service = cls(
             config=config,
             node_config=node_config,
-            roles=StoreRoleSource(server.roles),
+            roles=StoreRoleSource(server.watched_roles),
             audit=server.audit,
             registry=registry,
             clock=clock,

@@ -107,7 +107,7 @@ class AppAccess:
         self._auth = auth
         self.apps: ResourceStore[App] = auth.apps
         self.sessions = AppSessions(auth.deps.backend, auth.clock)
-        self.roles = StoreRoleSource(auth.roles)
+        self.roles = StoreRoleSource(auth.watched_roles)
         self._key: JwtKey | None = None
         self._key_checked = 0.0
 

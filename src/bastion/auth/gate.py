@@ -204,8 +204,16 @@ class Gate:
 
     @classmethod
     def for_auth(cls, auth: AuthServer) -> Gate:
-        """The gate of the auth process: its user store, its lock view, its audit log."""
-        return cls(auth.users, auth, auth.audit, devices=AuthDeviceTrust(auth))
+        """The gate of the auth process: its users (the watched copy, in step with this
+        process's writes; the store itself before a refusal, for another auth server's
+        change that has not arrived yet), its lock view, its audit log."""
+        return cls(
+            auth.watched_users,
+            auth,
+            auth.audit,
+            recheck=auth.users,
+            devices=AuthDeviceTrust(auth),
+        )
 
     async def admit(
         self,

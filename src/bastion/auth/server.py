@@ -59,6 +59,7 @@ from bastion.rbac.builtin import BUILTIN_ROLES
 from bastion.recording.store import RecordingStore
 from bastion.services.credentials import CredentialStore, hash_secret, new_secret, secrets_equal
 from bastion.services.store import CONNECTORS_PREFIX, RESOURCE_PREFIXES, ResourceStore
+from bastion.services.watched import WatchedStore
 from bastion.types.access import (
     MIN_SESSION_TTL,
     AuthPreference,
@@ -176,6 +177,12 @@ class AuthServer:
         self.prefs: ResourceStore[AuthPreference] = ResourceStore(
             backend, AuthPreference, prefix["cluster_auth_preference"]
         )
+        # The lookups of every API request and proxied connection (the gate's user record,
+        # a certificate's roles, the database a session asks for), answered from memory
+        # in step with the change feed (services/watched.py); loaded on first use.
+        self.watched_users = WatchedStore(self.users, backend, deps.clock)
+        self.watched_roles = WatchedStore(self.roles, backend, deps.clock)
+        self.watched_databases = WatchedStore(self.databases, backend, deps.clock)
         self.credentials = CredentialStore(backend)
         self.audit = AuditLog(backend, deps.clock, deps.cluster)
         self.issuer = Issuer(

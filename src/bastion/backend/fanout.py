@@ -127,6 +127,30 @@ class FanoutWatcher:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    def drain(self) -> list[Event]:
+        """What ``async for`` would yield now, without waiting: the buffered events past
+        :attr:`last_revision`. For a reader that keeps a copy in step with this process's
+        writes (each published before the write returns: drained, nothing is missing).
+
+        Raises:
+            ConnectionProblem: the watcher fell behind or failed (as iterating would).
+        """
+        out = []
+        while self._buffer:
+            event = self._buffer.popleft()
+            if event.item.revision > self._last_revision:
+                self._last_revision = event.item.revision
+                out.append(event)
+        if self._closed:
+            return out
+        if self._overflowed:
+            self._detach()
+            raise ConnectionProblem(FELL_BEHIND)
+        if self._error is not None:
+            self._detach()
+            raise ConnectionProblem(self._error)
+        return out
+
     def _detach(self) -> None:
         self._fanout.unsubscribe(self)
 

@@ -153,10 +153,15 @@ def _live(db: Database, now: datetime, name: str) -> Database:
     return db
 
 
-class StoreDatabases:
-    """The databases of auth's store (the all-in-one process): heartbeated or ``bctl create``d."""
+class _DatabaseLookup(Protocol):
+    async def get(self, name: str) -> Database: ...
 
-    def __init__(self, store: ResourceStore[Database], clock: Clock) -> None:
+
+class StoreDatabases:
+    """The databases of auth's store (the all-in-one process): heartbeated or ``bctl create``d;
+    the store or its watched copy (read-only databases)."""
+
+    def __init__(self, store: ResourceStore[Database] | _DatabaseLookup, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bastion.errors import ConnectionProblem, RemoteProtocolError
 from bastion.services.store import ResourceStore
@@ -87,10 +87,15 @@ class ResourceCache:
         return [r for n in names if isinstance(r := roles.get(n), Role)]
 
 
-class StoreRoleSource:
-    """RoleSource reading the backend directly (services in the auth process)."""
+class _RoleLookup(Protocol):
+    async def get(self, name: str) -> Role: ...
 
-    def __init__(self, roles: ResourceStore[Role]) -> None:
+
+class StoreRoleSource:
+    """RoleSource of the auth process: its role store, or that store's watched copy
+    (:class:`~bastion.services.watched.WatchedStore`, read-only roles)."""
+
+    def __init__(self, roles: ResourceStore[Role] | _RoleLookup) -> None:
         self._roles = roles
 
     async def get_roles(self, names: Sequence[str]) -> list[Role]:

@@ -136,6 +136,14 @@ class ResourceStore(Generic[R]):
     def _label(self, name: str) -> str:
         return f'{self.kind} "{name}"'
 
+    def decode(self, item: Item) -> R:
+        """The resource a stored ``item`` of this store holds (a change event's item)."""
+        return self._decode(item)
+
+    def not_found(self, name: str) -> NotFound:
+        """The error :meth:`get` raises for a missing ``name``."""
+        return NotFound(f"{self._label(name)} not found")
+
     def _encode(self, resource: R) -> Item:
         data = resource.model_dump(mode="json")
         data["metadata"].pop("revision", None)

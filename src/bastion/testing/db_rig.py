@@ -363,7 +363,7 @@ async def rig_cluster(
     route = DbRoute(
         DbRouteDeps(
             databases=Directory(),
-            roles=StoreRoleSource(auth.roles),
+            roles=StoreRoleSource(auth.watched_roles),
             tunnel=tunnel,
             audit=audit,
             registry=registry,
