@@ -295,13 +295,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     one["bsh_own_cpu_us_per_txn"] = bsh_meter.per(transactions)
                     rounds.append(one)
             finally:
-                if bsh.returncode is None:
-                    bsh.terminate()
-                await bsh.wait()
+                await _stop(bsh)
                 if bouncer_proc is not None:
-                    if bouncer_proc.returncode is None:
-                        bouncer_proc.terminate()
-                    await bouncer_proc.wait()
+                    await _stop(bouncer_proc)
             result["pg_rounds"] = rounds
             result.update(median_round(rounds, "ours_tps", "pgbouncer_tps", "direct_tps"))
             result["audited_queries"] = rig.audit.counts["db.session.query"]
@@ -342,10 +338,15 @@ async def start_bsh_listener(
     assert bsh.stdout is not None
     port = int((await asyncio.wait_for(bsh.stdout.readline(), 30)).decode() or "0")
     if not port:
-        bsh.terminate()
-        await bsh.wait()
+        await _stop(bsh)
         raise RuntimeError("bsh proxy db's listener did not start")
     return bsh, port
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    await proc.wait()
 
 
 async def slap(port: int, clients: int, queries: int, *tls: str) -> float:
@@ -409,9 +410,7 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     one["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
                     rounds.append(one)
             finally:
-                if bsh.returncode is None:
-                    bsh.terminate()
-                await bsh.wait()
+                await _stop(bsh)
             result["mysql_rounds"] = rounds
             result.update(median_round(rounds, "mysql_port_qps", "mysql_direct_qps"))
             sessions = 2 * args.clients * args.rounds

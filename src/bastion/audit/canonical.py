@@ -230,16 +230,27 @@ def plain_parts(
     ``fields`` must be an exact ``str`` (the caller checks; ``outcome`` one of the two)."""
     if not is_plain(fields):
         return None
+    before, after = _tail_parts(event_type, outcome, top)
+    return (
+        f'{_head_part(cluster, code, top)}{_encode_plain(fields)},"id":{_q(event_id)},"index":',
+        f"{before}{_q(time)}{after}",
+    )
+
+
+def _head_part(cluster: str, code: str, top: dict[str, str]) -> str:
+    """A plain event's canonical JSON up to its ``fields`` value."""
+    device = _q(top.get("device_id", ""))
+    return f'{{"cluster":{_q(cluster)},"code":{_q(code)},"device_id":{device},"fields":'
+
+
+def _tail_parts(event_type: str, outcome: str, top: dict[str, str]) -> tuple[str, str]:
+    """A plain event's canonical JSON after its index, split around its ``time`` value."""
     get = top.get
     return (
-        f'{{"cluster":{_q(cluster)},"code":{_q(code)},"device_id":{_q(get("device_id", ""))},'
-        f'"fields":{_encode_plain(fields)},"id":{_q(event_id)},"index":'
-    ), (
         f',"login":{_q(get("login", ""))},"outcome":{_q(outcome)},'
         f'"reason":{_q(get("reason", ""))},"remote_addr":{_q(get("remote_addr", ""))},'
-        f'"session_id":{_q(get("session_id", ""))},"target":{_q(get("target", ""))},'
-        f'"time":{_q(time)},"type":{_q(event_type)},"user":{_q(get("user", ""))}}}'
-    )
+        f'"session_id":{_q(get("session_id", ""))},"target":{_q(get("target", ""))},"time":'
+    ), f',"type":{_q(event_type)},"user":{_q(get("user", ""))}}}'
 
 
 class PlainTemplate:
@@ -264,19 +275,9 @@ class PlainTemplate:
     ) -> None:
         if not is_plain(shared):
             raise ValueError("shared fields are not plain JSON")
-        get = top.get
         self._shared = {k: f"{_q(k)}:{_encode_plain(v)}" for k, v in shared.items()}
-        self._head = (
-            f'{{"cluster":{_q(cluster)},"code":{_q(code)},"device_id":{_q(get("device_id", ""))},'
-            '"fields":'
-        )
-        self._tail_before = (
-            f',"login":{_q(get("login", ""))},"outcome":{_q(outcome)},'
-            f'"reason":{_q(get("reason", ""))},"remote_addr":{_q(get("remote_addr", ""))},'
-            f'"session_id":{_q(get("session_id", ""))},"target":{_q(get("target", ""))},'
-            '"time":'
-        )
-        self._tail_after = f',"type":{_q(event_type)},"user":{_q(get("user", ""))}}}'
+        self._head = _head_part(cluster, code, top)
+        self._tail_before, self._tail_after = _tail_parts(event_type, outcome, top)
         self._reserved = reserved
         """Keys an event may not have among its own fields (its top-level attributes: the
         caller builds such an event itself)."""

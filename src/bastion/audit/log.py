@@ -423,17 +423,10 @@ class AuditLog:
     ) -> PlainTemplate | None:
         """The :class:`PlainTemplate` of events with the attributes ``shared`` (None when
         such events would not be plain: they take :meth:`append_many`'s general path)."""
-        if type(event_type) is not str or type(outcome) is not str or outcome not in _OUTCOMES:
+        split = _split_top(event_type, outcome, shared)
+        if split is None:
             return None
-        extra = dict(shared)
-        top: dict[str, str] = {}
-        for k in extra.keys() & _EVENT_FIELDS:
-            v = extra.pop(k)
-            if v is None or k == "index":
-                continue
-            if k not in _PLAIN_TOP or type(v) is not str:
-                return None
-            top[k] = v
+        top, extra = split
         code = event_code(event_type, outcome)
         try:
             return PlainTemplate(
@@ -448,17 +441,10 @@ class AuditLog:
         """The entry of the event :meth:`_build` would make (at time ``stamp``, with id
         ``event_id``), encoded directly; None when that event would not be plain (then the
         caller builds it)."""
-        if type(event_type) is not str or type(outcome) is not str or outcome not in _OUTCOMES:
+        split = _split_top(event_type, outcome, fields)
+        if split is None:
             return None
-        extra = dict(fields)
-        top: dict[str, str] = {}
-        for k in extra.keys() & _EVENT_FIELDS:
-            v = extra.pop(k)
-            if v is None or k == "index":
-                continue  # as _build: a None attribute takes its default, index is assigned
-            if k not in _PLAIN_TOP or type(v) is not str:
-                return None
-            top[k] = v
+        top, extra = split
         code = self._codes.get((event_type, outcome))
         if code is None:
             code = self._codes[(event_type, outcome)] = event_code(event_type, outcome)
@@ -744,6 +730,26 @@ class AuditLog:
         items = await self._backend.get_range(PREFIX)
         out = [e for e in _decode_all(items) if query.matches(e)]
         return out[-query.limit :] if query.limit else out
+
+
+def _split_top(
+    event_type: str, outcome: str, fields: Mapping[str, object]
+) -> tuple[dict[str, str], dict[str, object]] | None:
+    """``(top-level string attributes, the other fields)`` of a plain event with these
+    attributes, as :meth:`AuditLog._build` would split them; None when the event would not be
+    plain (a type or outcome that is not an exact string, a top-level attribute that is)."""
+    if type(event_type) is not str or type(outcome) is not str or outcome not in _OUTCOMES:
+        return None
+    extra = dict(fields)
+    top: dict[str, str] = {}
+    for k in extra.keys() & _EVENT_FIELDS:
+        v = extra.pop(k)
+        if v is None or k == "index":
+            continue  # as _build: a None attribute takes its default, index is assigned
+        if k not in _PLAIN_TOP or type(v) is not str:
+            return None
+        top[k] = v
+    return top, extra
 
 
 def _chunk(drafts: Sequence[_Entry], start: int) -> tuple[Sequence[_Entry], bool]:

@@ -113,17 +113,10 @@ class FanoutWatcher:
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            while self._buffer:
-                event = self._buffer.popleft()
-                if event.item.revision > self._last_revision:
-                    self._last_revision = event.item.revision
-                    return event
-            if self._overflowed:
-                self._detach()
-                raise ConnectionProblem(FELL_BEHIND)
-            if self._error is not None:
-                self._detach()
-                raise ConnectionProblem(self._error)
+            event = self._pop_new()
+            if event is not None:
+                return event
+            self._raise_if_broken()
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -136,20 +129,28 @@ class FanoutWatcher:
             ConnectionProblem: the watcher fell behind or failed (as iterating would).
         """
         out = []
+        while (event := self._pop_new()) is not None:
+            out.append(event)
+        if not self._closed:
+            self._raise_if_broken()
+        return out
+
+    def _pop_new(self) -> Event | None:
+        """The next buffered event past :attr:`last_revision` (older ones are dropped)."""
         while self._buffer:
             event = self._buffer.popleft()
             if event.item.revision > self._last_revision:
                 self._last_revision = event.item.revision
-                out.append(event)
-        if self._closed:
-            return out
+                return event
+        return None
+
+    def _raise_if_broken(self) -> None:
         if self._overflowed:
             self._detach()
             raise ConnectionProblem(FELL_BEHIND)
         if self._error is not None:
             self._detach()
             raise ConnectionProblem(self._error)
-        return out
 
     def _detach(self) -> None:
         self._fanout.unsubscribe(self)

@@ -682,27 +682,41 @@ async def _serve_local(
     try:
         try:
             startup = await asyncio.wait_for(_local_startup(reader, writer), 30)
-            ctx = await source()
-            host, port = split_host_port(proxy)
-            relay = Relay(name="bsh proxy db")
-            up, _ = await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(
-                    lambda: relay.b, host, port, ssl=ctx, server_hostname=host
-                ),
-                15,
-            )
+            relay, up = await _dial_proxy(proxy, source)
         except (OSError, TimeoutError, BastionError) as exc:
             writer.write(error_response(f"bsh proxy db: {exc}", code="08006"))
             await writer.drain()
             return
         up.write(startup)
-        # Bytes flow protocol to protocol from now on (no stream buffers, no drain per chunk).
-        transport = as_transport(writer.transport)  # either loop (bsh proxy db: uvloop)
-        relay.attach_a(transport, bytes(getattr(reader, "_buffer", b"")))
-        relay.start()
-        await relay.wait_closed()
+        await _relay_local(relay, reader, writer)
     finally:
         writer.close()
+
+
+async def _dial_proxy(proxy: str, source: ContextSource) -> tuple[Relay, asyncio.Transport]:
+    """TLS to the proxy (``host:port``) with the context ``source`` gives, as the relay's
+    side ``b``."""
+    ctx = await source()
+    host, port = split_host_port(proxy)
+    relay = Relay(name="bsh proxy db")
+    up, _ = await asyncio.wait_for(
+        asyncio.get_running_loop().create_connection(
+            lambda: relay.b, host, port, ssl=ctx, server_hostname=host
+        ),
+        15,
+    )
+    return relay, as_transport(up)
+
+
+async def _relay_local(
+    relay: Relay, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Bytes flow protocol to protocol from now on (no stream buffers, no drain per chunk):
+    the local client's transport is the relay's side ``a``, with what its reader buffered."""
+    transport = as_transport(writer.transport)  # either loop (bsh proxy db: uvloop)
+    relay.attach_a(transport, bytes(getattr(reader, "_buffer", b"")))
+    relay.start()
+    await relay.wait_closed()
 
 
 async def local_postgres_listener(
@@ -754,15 +768,7 @@ async def _serve_local_mysql(
     try:
         try:
             hello = await asyncio.wait_for(_local_handshake(reader, writer), 30)
-            ctx = await source()
-            host, port = split_host_port(proxy)
-            relay = Relay(name="bsh proxy db")
-            up, _ = await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(
-                    lambda: relay.b, host, port, ssl=ctx, server_hostname=host
-                ),
-                15,
-            )
+            relay, up = await _dial_proxy(proxy, source)
         except (OSError, TimeoutError, BastionError) as exc:
             writer.write(mysql.err_packet(2, 2013, "08S01", f"bsh proxy db: {exc}"))
             await writer.drain()
@@ -770,11 +776,7 @@ async def _serve_local_mysql(
         # The local hop's password (if any) stays here: the database trusts the certificate.
         forwarded = replace(hello, auth_response=b"")
         up.write(mysql.build_packet(1, mysql.build_handshake_response(forwarded)))
-        # Bytes flow protocol to protocol from now on (no stream buffers on the hot path).
-        transport = as_transport(writer.transport)  # either loop (bsh proxy db: uvloop)
-        relay.attach_a(transport, bytes(getattr(reader, "_buffer", b"")))
-        relay.start()
-        await relay.wait_closed()
+        await _relay_local(relay, reader, writer)
     finally:
         writer.close()
 
