@@ -196,9 +196,16 @@ class Fanout:
             watcher.offer(event)
 
     def publish_many(self, events: Iterable[Event]) -> None:
+        """Offer each event to every watcher. A lazy batch with ``keys()`` (SQLite's
+        ``create_many``: an audit batch's hundreds of events, made on demand) has only the
+        events some watcher's prefix wants made."""
         watchers = list(self._watchers)  # offer() never (un)subscribes: one copy per batch
         if not watchers:
             return
+        keys = getattr(events, "keys", None)
+        if keys is not None and isinstance(events, Sequence):
+            wanted = tuple(p for w in watchers for p in w.prefixes)
+            events = [events[n] for n, key in enumerate(keys()) if key.startswith(wanted)]
         for event in events:
             for watcher in watchers:
                 watcher.offer(event)

@@ -521,6 +521,10 @@ class _Puts(Sequence[Event]):
     def __iter__(self) -> Iterator[Event]:
         return map(self._event, range(len(self.pairs)))
 
+    def keys(self) -> Iterator[str]:
+        """The events' keys, in order, without making the events (for the fan-out's filter)."""
+        return (key for key, _ in self.pairs)
+
 
 def _own_events(result: object, revision: int) -> Sequence[Event] | None:
     """The PUT events of a write's stored items (one Item, or a commit's list) when their

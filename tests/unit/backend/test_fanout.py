@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -149,3 +151,32 @@ async def test_wait_event() -> None:
     assert await wait_event(event, 0) is False
     event.set()
     assert await wait_event(event, 0) is True
+
+
+class _LazyBatch(Sequence[Event]):
+    """A batch whose events are made on demand (as SQLite's create_many answer)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = keys
+        self.made: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, n: Any) -> Any:
+        self.made.append(n)
+        return Event(EventType.PUT, Item(self._keys[n], b"v", None, n + 1))
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._keys)
+
+
+async def test_a_lazy_batch_has_only_the_events_a_watcher_wants_made() -> None:
+    fanout = Fanout()
+    watcher = fanout.subscribe(["users/"])
+    batch = _LazyBatch([f"audit/events/{i}" for i in range(100)] + ["users/alice"])
+    fanout.publish_many(batch)
+    assert batch.made == [100]
+    assert [e.item.key for e in watcher.drain()] == ["users/alice"]
+    fanout.publish_many(_LazyBatch(["audit/x"]))  # nothing wanted: nothing made or offered
+    assert watcher.drain() == []
