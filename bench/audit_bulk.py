@@ -12,8 +12,10 @@ periodic expiry/poll loop running), each measurement on a fresh file. In the sam
 * **ours**, for 1, 8 and 64 concurrent emitters (each awaits its call before the next, as the
   proxies' session writers do): ``AuditLog.emit`` (one event per call; concurrent callers are
   group committed), ``AuditLog.emit_many`` of ``--batch`` events per call (the stored events
-  come back) and ``AuditLog.append_many`` of ``--batch`` events per call (what the db and app
-  routes' session writers send: no events back, encoded straight to their canonical bytes).
+  come back), ``AuditLog.append_many`` of ``--batch`` events per call (no events back,
+  encoded straight to their canonical bytes) and ``bulk`` (``AuditLog.bulk(...).append``: what
+  the db and app routes' session writers send, each emitter one session whose shared
+  attributes are encoded once, each event only its query, parameters and protocol).
   Every event is durable when its await returns. Then one
   checkpoint folds the new events into the Merkle tree and signs (``bastion start`` runs one
   every 10 s): reported separately, per event.
@@ -68,6 +70,15 @@ def query_fields(i: int) -> dict[str, object]:
     }
 
 
+OWN_FIELDS = ("query", "parameters", "protocol")
+"""What differs between a session's statements (the rest is the bulk writer's shared part)."""
+
+
+def own_fields(i: int) -> dict[str, object]:
+    fields = query_fields(i)
+    return {f: fields[f] for f in OWN_FIELDS}
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.2f}/{five:.2f}"
@@ -83,7 +94,7 @@ async def measure(work: Callable[[], Awaitable[None]], n: int) -> dict[str, floa
 async def bench_ours(
     tmp: Path, n: int, rounds: int, emitters: int, batch: int, name: str
 ) -> dict[str, Any]:
-    """``emit`` (batch 1), ``emit_many`` or ``append_many`` (``name``) from ``emitters``
+    """``emit`` (batch 1), ``emit_many``, ``append_many`` or ``bulk`` (``name``) from ``emitters``
     concurrent tasks, ``rounds`` times ``n`` events on one log; the best round's numbers
     (least disturbed by other jobs on the machine)."""
     clock = SystemClock()
@@ -97,20 +108,28 @@ async def bench_ours(
         for _ in range(rounds):
             calls = iter(range(0, n, batch))
 
-            async def emitter(calls: Iterator[int] = calls) -> None:
+            async def emitter(k: int, calls: Iterator[int] = calls) -> None:
+                # bulk: one session's writer (the db route's), its shared attributes once
+                shared: dict[str, Any] = {
+                    f: v for f, v in query_fields(k).items() if f not in OWN_FIELDS
+                }
+                writer = log.bulk(EVENT, **shared) if name == "bulk" else None
                 for start in calls:
                     if batch == 1:
                         await log.emit(EVENT, **query_fields(start))  # type: ignore[arg-type]
+                        continue
+                    stop = min(n, start + batch)
+                    if writer is not None:
+                        await writer.append([own_fields(i) for i in range(start, stop)])
+                        continue
+                    specs = [(EVENT, "success", query_fields(i)) for i in range(start, stop)]
+                    if name == "append_many":
+                        await log.append_many(specs)
                     else:
-                        stop = min(n, start + batch)
-                        specs = [(EVENT, "success", query_fields(i)) for i in range(start, stop)]
-                        if name == "append_many":
-                            await log.append_many(specs)
-                        else:
-                            await log.emit_many(specs)
+                        await log.emit_many(specs)
 
             async def run() -> None:
-                await asyncio.gather(*(emitter() for _ in range(emitters)))
+                await asyncio.gather(*(emitter(k) for k in range(emitters)))
 
             out = await measure(run, n)
             checkpoint = await measure(lambda: _discard(checkpointer.checkpoint()), n)
@@ -193,8 +212,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "emit": floors[1],
             "emit_many": floors[args.batch],
             "append_many": floors[args.batch],
+            "bulk": floors[args.batch],
         }
-        for name, batch in (("emit", 1), ("emit_many", args.batch), ("append_many", args.batch)):
+        for name, batch in (
+            ("emit", 1),
+            ("emit_many", args.batch),
+            ("append_many", args.batch),
+            ("bulk", args.batch),
+        ):
             rows = {}
             for emitters in CONCURRENCY:
                 row = await bench_ours(tmp, args.events, args.rounds, emitters, batch, name)
@@ -213,9 +238,9 @@ def report(out: dict[str, Any]) -> None:
         f"{out['load_before']} -> "
         f"{out['load_after']}"
     )
-    for name in ("emit", "emit_many", "append_many"):
+    for name in ("emit", "emit_many", "append_many", "bulk"):
         floor = out["floor"][name]
-        if name != "append_many":  # the same floor as emit_many's
+        if name in ("emit", "emit_many"):  # append_many and bulk: the same floor as emit_many
             print(
                 f"  floor  sqlite3 INSERT, {1 if name == 'emit' else out['batch']:3d}/tx  "
                 f"{floor['events_per_s']:9.0f} ev/s  {floor['cpu_us_per_event']:7.1f} us CPU/ev"

@@ -22,7 +22,7 @@ def test_audit_bulk_bench_quick(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    for name in ("emit", "emit_many", "append_many"):
+    for name in ("emit", "emit_many", "append_many", "bulk"):
         assert data["floor"][name]["cpu_us_per_event"] > 0
         assert set(data[name]) == {"1", "8", "64"}
         for row in data[name].values():

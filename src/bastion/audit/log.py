@@ -413,7 +413,7 @@ class AuditLog:
         await self._commit(entries)
         return len(entries)
 
-    def bulk(self, event_type: str, outcome: str = "success", **shared: object) -> BulkEvents:
+    def bulk(self, event_type: str, *, outcome: str = "success", **shared: object) -> BulkEvents:
         """A writer of many ``event_type`` events that share the attributes ``shared`` and
         differ in a few fields (one database session's statements): see :class:`BulkEvents`."""
         return BulkEvents(self, event_type, outcome, shared)

@@ -93,10 +93,14 @@ class Recorder:
             return len(await self.inner.emit_many(specs))  # type: ignore[attr-defined]
         return int(await many(specs))
 
-    def bulk(self, event_type: str, outcome: str = "success", **shared: object) -> _Bulk:
+    def bulk(self, event_type: str, *, outcome: str = "success", **shared: object) -> _Bulk:
         inner = getattr(self.inner, "bulk", None)
         return _Bulk(
-            self, event_type, outcome, shared, inner and inner(event_type, outcome, **shared)
+            self,
+            event_type,
+            outcome,
+            shared,
+            inner and inner(event_type, outcome=outcome, **shared),
         )
 
     def _note(self, event_type: str, outcome: str, fields: Mapping[str, object]) -> None:

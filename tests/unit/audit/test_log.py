@@ -371,7 +371,9 @@ async def test_a_bulk_writer_stores_what_append_many_stores():
         await log.append_many([("db.session.query", "success", {**shared, **o}) for o in owns]) == 5
     )
     assert await log.bulk("db.session.query", **shared).append(owns) == 5
-    odd = log.bulk("db.session.query", "failure", user="bob", when=datetime(2026, 1, 1, tzinfo=UTC))
+    odd = log.bulk(
+        "db.session.query", outcome="failure", user="bob", when=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     assert await odd.append([{"query": "q"}]) == 1
     assert await log.bulk("x").append([]) == 0
     items = await log.read_items(0, 100)
