@@ -27,10 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Literal
 
-from bastion.audit.emitter import Emitter
+from bastion.audit.emitter import Emitter, SessionEvents
 from bastion.errors import BastionError
 
 __all__ = [
@@ -87,10 +86,6 @@ def session_fields(mode: AuditMode, sample: float) -> dict[str, object]:
     if mode == "all" and sample < 1.0:
         fields["request_sample"] = sample
     return fields
-
-
-class _Many(Protocol):
-    async def __call__(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> Any: ...
 
 
 class _Writer:
@@ -195,12 +190,8 @@ class RequestAudit:
 
     async def _run(self, key: str, writer: _Writer) -> None:
         events = writer.events
-        shared = writer.shared
-        # AuditLog: one transaction per batch, the session's shared attributes encoded once
-        # (bulk); elsewhere (a remote audit client) emit_many of whole events.
-        bulk = getattr(self._audit, "bulk", None)
-        bulk_writer = bulk(self._type, **shared) if bulk is not None else None
-        many: _Many | None = getattr(self._audit, "emit_many", None)
+        # One transaction per batch; the session's shared attributes are encoded once.
+        session = SessionEvents(self._audit, self._type, writer.shared)
         while True:
             if not events:
                 writer.room.set()
@@ -214,20 +205,10 @@ class RequestAudit:
             batch = [events.popleft() for _ in range(min(len(events), MAX_BATCH))]
             if len(events) < LOW_WATER:
                 writer.room.set()
-            stored = 0
             try:
-                if bulk_writer is not None:
-                    await bulk_writer.append(batch)
-                    stored = len(batch)
-                elif many is not None:
-                    await many([(self._type, "success", {**shared, **f}) for f in batch])
-                    stored = len(batch)
-                else:
-                    for f in batch:
-                        await self._audit.emit(self._type, **shared, **f)  # type: ignore[arg-type]
-                        stored += 1
+                await session.append(batch)
             except (BastionError, OSError) as exc:
                 # Not stored: first in line again, retried (nothing is dropped).
-                events.extendleft(reversed(batch[stored:]))
+                events.extendleft(reversed(batch[session.stored :]))
                 log.warning("app request audit failed; retrying: %s", exc)
                 await asyncio.sleep(self._retry)

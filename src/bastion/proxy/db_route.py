@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from bastion.audit.emitter import Emitter
+from bastion.audit.emitter import Emitter, SessionEvents
 from bastion.auth.gate import IdentityGate
 from bastion.clock import Clock, in_zone
 from bastion.errors import (
@@ -1106,13 +1106,9 @@ class DbRoute:
         session's recording once audited. The writers of all sessions wake on one shared tick,
         so the audit log's group commit stores their batches together (a few transactions
         per tick, not one per session)."""
-        audit = self._deps.audit
-        # AuditLog: one transaction per batch, what the session's events share encoded once
-        # (bulk); elsewhere (a remote audit client) emit_many of whole events.
+        # One transaction per batch; what the session's events share is encoded once.
         shared = {"user": identity.user, "session_id": session_id, **info}
-        bulk = getattr(audit, "bulk", None)
-        writer = bulk("db.session.query", **shared) if bulk is not None else None
-        emit_many = getattr(audit, "emit_many", None)
+        writer = SessionEvents(self._deps.audit, "db.session.query", shared)
         statements = side.statements
         if recording is not None:
             await recording.open()
@@ -1138,21 +1134,12 @@ class DbRoute:
                 {"query": s.sql, "parameters": list(s.params), "protocol": s.protocol, **_types(s)}
                 for s in batch
             ]
-            stored = 0
             try:
-                if writer is not None:
-                    await writer.append(owns)
-                elif emit_many is not None:
-                    await emit_many(
-                        [("db.session.query", "success", {**shared, **f}) for f in owns]
-                    )
-                else:
-                    for f in owns:
-                        await audit.emit("db.session.query", **shared, **f)  # type: ignore[arg-type]
-                        stored += 1
+                await writer.append(owns)
             except (BastionError, OSError) as exc:
                 # Not stored: keep them first in line and try again (the client waits once
                 # the high-water mark is reached; nothing is dropped).
+                stored = writer.stored
                 statements.extendleft(reversed(batch[stored:]))
                 if recording is not None:
                     await recording.write(batch[:stored])
