@@ -291,12 +291,10 @@ class BulkEvents:
             head = template.head(event_id, own if type(own) is dict else dict(own))
             if head is not None:
                 entries.append(_Plain(head, tail, event_type, outcome, user, event_id))
-                continue
-            fields = {**self._shared, **own}
-            entry = log._plain(event_type, outcome, fields, stamp, event_id)
-            entries.append(
-                _Draft(log._build(event_type, outcome, fields)) if entry is None else entry
-            )
+            else:  # an own field that is not plain, or a top-level attribute: the general path
+                entries.append(
+                    log._entry(event_type, outcome, {**self._shared, **own}, stamp, event_id)
+                )
         await log._commit(entries)
         return len(entries)
 
@@ -402,16 +400,26 @@ class AuditLog:
         stamp = iso_time(now) if type(now) is datetime else None
         base = 0 if stamp is None else int(now.timestamp() * 1e9)
         rand = self._rand.getrandbits
-        plain = self._plain
-        build = self._build
-        entries: list[_Entry] = []
-        for n, (t, o, f) in enumerate(specs):
-            entry = (
-                None if stamp is None else plain(t, o, f, stamp, f"{base + n:020d}-{rand(32):08x}")
-            )
-            entries.append(_Draft(build(t, o, f)) if entry is None else entry)
+        entry = self._entry
+        entries = [
+            entry(t, o, f, stamp, f"{base + n:020d}-{rand(32):08x}")
+            for n, (t, o, f) in enumerate(specs)
+        ]
         await self._commit(entries)
         return len(entries)
+
+    def _entry(
+        self,
+        event_type: str,
+        outcome: str,
+        fields: Mapping[str, object],
+        stamp: str | None,
+        event_id: str,
+    ) -> _Entry:
+        """A bulk event's entry: encoded directly at ``stamp`` with ``event_id`` when plain,
+        else built and validated (its own time and id)."""
+        entry = None if stamp is None else self._plain(event_type, outcome, fields, stamp, event_id)
+        return _Draft(self._build(event_type, outcome, fields)) if entry is None else entry
 
     def bulk(self, event_type: str, *, outcome: str = "success", **shared: object) -> BulkEvents:
         """A writer of many ``event_type`` events that share the attributes ``shared`` and

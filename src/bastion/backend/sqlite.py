@@ -672,20 +672,20 @@ class SQLiteBackend:
         return backend
 
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the writer's thread."""
+        return await self._on(self._executor, fn, *args)
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(reads, *args)`` on the reader's thread, with its connection."""
+        executor, reads = self._reads
+        return await self._on(executor, fn, reads, *args)
+
+    async def _on(self, executor: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
         if self._closed:
             raise ConnectionProblem("backend is closed")
         loop = asyncio.get_running_loop()
         with _map_sqlite_errors(self._path):
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
-    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if self._closed:
-            raise ConnectionProblem("backend is closed")
-        executor, reads = self._reads
-        with _map_sqlite_errors(self._path):
-            return await asyncio.get_running_loop().run_in_executor(
-                executor, functools.partial(fn, reads, *args)
-            )
+            return await loop.run_in_executor(executor, functools.partial(fn, *args))
 
     def _now(self) -> int:
         return to_micros(self._clock.now())
