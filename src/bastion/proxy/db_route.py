@@ -77,7 +77,7 @@ from bastion.recording.store import RecordingMeta
 from bastion.recording.uploader import Uploader
 from bastion.runtime import as_transport
 from bastion.services.cache import ResourceCache
-from bastion.services.store import ResourceStore
+from bastion.services.store import Lookup
 from bastion.tasks import TaskSet
 from bastion.tunnel.server import TunnelServer
 from bastion.types.access import Role
@@ -153,15 +153,11 @@ def _live(db: Database, now: datetime, name: str) -> Database:
     return db
 
 
-class _DatabaseLookup(Protocol):
-    async def get(self, name: str) -> Database: ...
-
-
 class StoreDatabases:
     """The databases of auth's store (the all-in-one process): heartbeated or ``bctl create``d;
     the store or its watched copy (read-only databases)."""
 
-    def __init__(self, store: ResourceStore[Database] | _DatabaseLookup, clock: Clock) -> None:
+    def __init__(self, store: Lookup[Database], clock: Clock) -> None:
         self._store = store
         self._clock = clock
 

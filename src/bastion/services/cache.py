@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from bastion.errors import ConnectionProblem, RemoteProtocolError
-from bastion.services.store import ResourceStore
+from bastion.services.store import Lookup
 from bastion.types.access import Role
 from bastion.types.codec import parse_resource
 from bastion.types.meta import Resource
@@ -87,15 +87,11 @@ class ResourceCache:
         return [r for n in names if isinstance(r := roles.get(n), Role)]
 
 
-class _RoleLookup(Protocol):
-    async def get(self, name: str) -> Role: ...
-
-
 class StoreRoleSource:
     """RoleSource of the auth process: its role store, or that store's watched copy
     (:class:`~bastion.services.watched.WatchedStore`, read-only roles)."""
 
-    def __init__(self, roles: ResourceStore[Role] | _RoleLookup) -> None:
+    def __init__(self, roles: Lookup[Role]) -> None:
         self._roles = roles
 
     async def get_roles(self, names: Sequence[str]) -> list[Role]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -27,6 +27,7 @@ from bastion.types.meta import Resource
 __all__ = [
     "CONNECTORS_PREFIX",
     "HEARTBEAT_PREFIXES",
+    "Lookup",
     "RESOURCE_PREFIXES",
     "ResourceStore",
     "audited_prefixes",
@@ -66,6 +67,16 @@ def audited_prefixes() -> tuple[str, ...]:
 
 
 R = TypeVar("R", bound=Resource)
+
+
+R_co = TypeVar("R_co", bound=Resource, covariant=True)
+
+
+class Lookup(Protocol[R_co]):
+    """A resource by name: a :class:`ResourceStore`, or its watched copy
+    (:class:`~bastion.services.watched.WatchedStore`)."""
+
+    async def get(self, name: str) -> R_co: ...
 
 
 class ResourceStore(Generic[R]):
