@@ -255,6 +255,9 @@ def test_account_page_keys_and_password(lenv: Env, chromium: Any) -> None:
         if current != user.password:
             expect(form.locator("[role=alert]")).to_contain_text("current password is wrong")
     expect(page.locator("#password-form [role=status]")).to_contain_text("Password changed")
+    # The status is in the new page's HTML before its scripts attached their submit handlers
+    # (a click then posted the form without the key's proof): wait for the page to be loaded.
+    page.wait_for_load_state("load")
 
     page.click("#devices tr[data-device='acct-key'] button[type=submit]")
     expect(page.locator("p.notice.ok").first).to_contain_text("Removed acct-key")
