@@ -78,6 +78,7 @@ def _start_agent(env: Env, tmp: Path, name: str, db: str, pg_port: int) -> subpr
         f"    - name: {db}\n"
         f"      uri: 127.0.0.1:{pg_port}\n"
         "      labels: {env: dbtest}\n"
+        "      commands: [{name: tier, command: [echo, gold], period: 1m}]\n"
         "      tls: {server_name: localhost}\n"
     )
     log = (tmp / f"{name}.log").open("wb")
@@ -127,7 +128,9 @@ def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_pa
         "-",
         input=(
             f"kind: role\nmetadata: {{name: {role}}}\nspec:\n  allow:\n"
-            "    db_labels: {env: dbtest}\n    db_users: [alice_db]\n    db_names: [postgres]\n"
+            # tier: a dynamic label, the agent's command's output
+            "    db_labels: {env: dbtest, tier: gold}\n    db_users: [alice_db]\n"
+            "    db_names: [postgres]\n"
         ),
     )
     agent = _start_agent(env, tmp_path, unique("dbagent"), db, pg.port)
@@ -146,8 +149,10 @@ def test_db_agent_from_config_and_bsh_db_commands(env: Env, pg: PgServer, tmp_pa
 
         (info,) = wait_for(listed, "the agent's database in bsh db ls", timeout=30)
         assert info["online"] and info["db_users"] == ["alice_db"], info
+        assert info["labels"] == {"env": "dbtest", "tier": "gold"}, info
         got = json.loads(env.admin_ok("get", f"db/{db}", "--format", "json"))
         assert got["spec"]["uri"] == f"127.0.0.1:{pg.port}"
+        assert got["spec"]["dynamic_labels"]["tier"]["result"] == "gold"
 
         # bsh db login + psql "service=bastion-NAME": through the proxy's one port.
         done = env.bsh(user, "db", "login", db, "--db-user", "alice_db", "--db-name", "postgres")

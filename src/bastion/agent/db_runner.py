@@ -14,7 +14,8 @@ gives it a host identity with the ``db`` role and runs it, two ways:
   auth advertises.
 
 Every configured database is heartbeated as a ``db`` resource bound to this agent's host id
-(``bctl get db``, ``bsh db ls``); the proxy routes by those records.
+(``bctl get db``, ``bsh db ls``); the proxy routes by those records. A database's ``commands``
+(dynamic labels) run here on their periods; each heartbeat carries their latest results.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import structlog
 
 from bastion.agent.db_provision import DbAdmin
 from bastion.agent.db_service import DbAgent, DbAgentDeps, DbClientCert, DbClientCerts
+from bastion.agent.heartbeat import CommandLabelRunner, CommandRunner, command_labels, run_command
 from bastion.agent.remote import RemoteAuth, watch_forever
 from bastion.agent.runner import (
     follow_local_proxies,
@@ -95,6 +97,7 @@ def _database(cfg: DatabaseConfig, host_id: str) -> Database:
             uri=cfg.uri,
             tls=DatabaseTLS(mode=cfg.tls.mode, ca_pem=ca_pem, server_name=cfg.tls.server_name),
             host_id=host_id,
+            dynamic_labels=command_labels(cfg.commands),
         ),
     )
 
@@ -140,11 +143,19 @@ class DbService:
         admins: dict[str, DbAdmin] | None = None,
         audit: Emitter | None = None,
         warm_connections: bool = True,
+        command_runner: CommandRunner = run_command,
     ) -> None:
         self.name = name
         self.cluster = cluster
         self.databases = databases
         self.clock = clock
+        # Dynamic labels: the commands of this agent's configured databases (the records
+        # passed here come from its own configuration, never from the cluster).
+        self.labels = {
+            db.name: CommandLabelRunner(db.spec.dynamic_labels, runner=command_runner, clock=clock)
+            for db in databases
+            if db.spec.dynamic_labels
+        }
         self.agent = DbAgent(
             DbAgentDeps(
                 databases,
@@ -266,10 +277,37 @@ class DbService:
         await self.agent.on_stream(stream, header)
 
     async def heartbeat_once(self) -> None:
-        """Announce every database (each expires after three missed intervals)."""
-        await heartbeat_round(self.databases, self._send, DB_HEARTBEAT_INTERVAL, self.clock, "db")
+        """Announce every database with its dynamic labels' latest results (each record
+        expires after three missed intervals)."""
+        await heartbeat_round(
+            [self._current(db) for db in self.databases],
+            self._send,
+            DB_HEARTBEAT_INTERVAL,
+            self.clock,
+            "db",
+        )
 
-    async def _heartbeats(self) -> None:
+    def _current(self, db: Database) -> Database:
+        runner = self.labels.get(db.name)
+        if runner is None:
+            return db
+        spec = db.spec.model_copy(update={"dynamic_labels": runner.labels()})
+        return db.model_copy(update={"spec": spec})
+
+    async def run_labels_due(self) -> None:
+        """Run the dynamic labels whose period has elapsed (all of them the first time)."""
+        for runner in self.labels.values():
+            await runner.run_due()
+
+    async def _dynamic_labels(self, labelled: asyncio.Event) -> None:
+        await self.run_labels_due()
+        labelled.set()  # the first heartbeat carries the labels' values
+        async with asyncio.TaskGroup() as group:
+            for runner in self.labels.values():
+                group.create_task(runner.run(), name="db-command-labels")
+
+    async def _heartbeats(self, labelled: asyncio.Event) -> None:
+        await labelled.wait()
         while True:
             await self.heartbeat_once()
             await asyncio.sleep(DB_HEARTBEAT_INTERVAL.total_seconds())
@@ -278,7 +316,9 @@ class DbService:
         """Serve until cancelled."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.tunnels.run(), name="db-tunnels")
-            group.create_task(self._heartbeats(), name="db-heartbeat")
+            labelled = asyncio.Event()
+            group.create_task(self._dynamic_labels(labelled), name="db-dynamic-labels")
+            group.create_task(self._heartbeats(labelled), name="db-heartbeat")
             for factory in self._background:
                 group.create_task(factory(), name="db-background")
 

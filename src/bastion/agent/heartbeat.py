@@ -26,6 +26,7 @@ import structlog
 from bastion import __version__
 from bastion.agent.deps import NodeConfig
 from bastion.clock import Clock, SystemClock
+from bastion.config.schema import CommandLabelConfig
 from bastion.types.duration import parse_duration
 from bastion.types.inventory import CommandLabel, Node, NodeSpec
 from bastion.types.meta import Metadata
@@ -36,6 +37,7 @@ __all__ = [
     "CommandLabelRunner",
     "CommandRunner",
     "Sleep",
+    "command_labels",
     "heartbeat_loop",
     "label_value",
     "node_resource",
@@ -55,6 +57,15 @@ CommandRunner = Callable[[Sequence[str], float], Awaitable[str]]
 
 Raises on failure (non-zero exit, timeout, missing program)."""
 Sleep = Callable[[float], Awaitable[None]]
+
+
+def command_labels(commands: Sequence[CommandLabelConfig]) -> dict[str, CommandLabel]:
+    """The configured command labels (``ssh_service.commands``, a database's ``commands``),
+    not run yet."""
+    return {
+        c.name: CommandLabel(command=c.command, period=f"{int(c.period.total_seconds())}s")
+        for c in commands
+    }
 
 
 def label_value(output: str) -> str:

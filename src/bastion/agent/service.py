@@ -25,7 +25,12 @@ import structlog
 
 from bastion.agent.deps import NodeConfig, NodeDeps, RoleSource
 from bastion.agent.event_spool import EventSpool
-from bastion.agent.heartbeat import CommandLabelRunner, heartbeat_loop, node_resource
+from bastion.agent.heartbeat import (
+    CommandLabelRunner,
+    command_labels,
+    heartbeat_loop,
+    node_resource,
+)
 from bastion.agent.join import HostIdentity
 from bastion.agent.recorder import recorder_factory
 from bastion.agent.remote import APIEmitter, RemoteAuth, watch_forever
@@ -66,7 +71,7 @@ from bastion.services.cache import ResourceCache, StoreRoleSource
 from bastion.tunnel.client import Connector, client_tls_context
 from bastion.tunnel.pool import TunnelPool
 from bastion.tunnel.session import MuxStream
-from bastion.types.inventory import CommandLabel, Node
+from bastion.types.inventory import Node
 
 __all__ = ["NodeService"]
 
@@ -75,13 +80,6 @@ HEARTBEAT_INTERVAL = timedelta(seconds=30)
 WATCHED_KINDS = ("role", "lock", "cluster_auth_preference", "proxy")
 """What a remote node mirrors: roles (RBAC), locks, the cluster's lock mode, and the proxies it
 keeps a tunnel to."""
-
-
-def _cmd_labels(config: FileConfig) -> dict[str, CommandLabel]:
-    return {
-        c.name: CommandLabel(command=c.command, period=f"{int(c.period.total_seconds())}s")
-        for c in config.ssh_service.commands
-    }
 
 
 def _node_name(config: FileConfig) -> str:
@@ -186,7 +184,7 @@ class NodeService:
             host_cert=certs.ssh_cert,
             user_ca_keys=tuple(certs.ssh_user_ca),
             labels=dict(config.ssh_service.labels),
-            cmd_labels=_cmd_labels(config),
+            cmd_labels=command_labels(config.ssh_service.commands),
             shell=config.ssh_service.shell,
         )
         assert proxy.listener is not None
@@ -253,7 +251,7 @@ class NodeService:
             host_cert=ident.read("cert.pub").strip(),
             user_ca_keys=tuple(k for k in ident.read("user_ca.pub").splitlines() if k.strip()),
             labels=dict(svc.labels),
-            cmd_labels=_cmd_labels(config),
+            cmd_labels=command_labels(config.ssh_service.commands),
             shell=config.ssh_service.shell,
         )
         locks = LockWatcher(clock=clock, audit=emitter, registry=registry, roles=cache.get_roles)

@@ -269,6 +269,9 @@ class DatabaseConfig(StrictModel):
     """The account that creates/disables users for ``create_db_user`` (certificate login)."""
     admin_database: str = ""
     """PostgreSQL database of the admin connection (default ``postgres``)."""
+    commands: list[CommandLabelConfig] = Field(default_factory=list)
+    """Dynamic labels: the first line of a command's output (run by this agent, no shell),
+    refreshed every period, as ``ssh_service.commands``."""
 
     @field_validator("name")
     @classmethod

@@ -1,7 +1,8 @@
 """The ``db`` resource: a database that a database agent serves (PostgreSQL or MySQL/MariaDB).
 
 Layer: ``types`` (pure pydantic). Declared in the agent's ``db_service`` configuration and
-announced by it; RBAC matches ``db_labels`` against :meth:`Database.all_labels` and the
+announced by it; RBAC matches ``db_labels`` against :meth:`Database.all_labels` (static and
+dynamic labels) and the
 requested db user and db name against ``db_users`` / ``db_names``.
 """
 
@@ -11,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from bastion.types.inventory import CommandLabel
 from bastion.types.meta import Resource, StrictModel
 
 __all__ = ["Database", "DatabaseSpec", "DatabaseTLS"]
@@ -34,6 +36,10 @@ class DatabaseSpec(StrictModel):
     tls: DatabaseTLS = Field(default_factory=DatabaseTLS)
     host_id: str = ""
     """Host id of the agent serving it (the proxy dials that agent's reverse tunnel)."""
+    dynamic_labels: dict[str, CommandLabel] = Field(default_factory=dict)
+    """Command labels the serving agent runs from its own configuration (never from this
+    record) and reports with each heartbeat: ``result`` is the first line of the command's
+    latest output."""
 
     @field_validator("uri")
     @classmethod
@@ -50,7 +56,11 @@ class Database(Resource):
     spec: DatabaseSpec
 
     def all_labels(self) -> dict[str, str]:
-        return dict(self.metadata.labels)
+        """Static labels plus the latest results of dynamic labels (what RBAC matches)."""
+        merged = dict(self.metadata.labels)
+        for key, label in self.spec.dynamic_labels.items():
+            merged[key] = label.result
+        return merged
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.spec.uri.rpartition(":")

@@ -26,7 +26,15 @@ def _config(tmp_path: Path, **tls: str) -> FileConfig:
             "db_service": {
                 "enabled": True,
                 "databases": [
-                    {"name": "orders", "uri": "db.internal:5432", "labels": {"env": "prod"}},
+                    {
+                        "name": "orders",
+                        "uri": "db.internal:5432",
+                        "labels": {"env": "prod"},
+                        "commands": [
+                            {"name": "role", "command": ["pg-role"], "period": "30s"},
+                            {"name": "broken", "command": ["missing"]},
+                        ],
+                    },
                     {"name": "lab", "uri": "10.0.0.9:5433", "tls": tls},
                 ],
             },
@@ -40,7 +48,11 @@ def test_databases_from_config(tmp_path: Path) -> None:
     orders, lab = databases_from_config(
         _config(tmp_path, ca_file=str(ca), server_name="lab.internal"), "host-1"
     )
-    assert orders.name == "orders" and orders.all_labels() == {"env": "prod"}
+    assert orders.name == "orders"
+    assert orders.all_labels() == {"env": "prod", "role": "", "broken": ""}  # not run yet
+    assert orders.spec.dynamic_labels["role"].command == ["pg-role"]
+    assert orders.spec.dynamic_labels["role"].period == "30s"
+    assert lab.spec.dynamic_labels == {}
     assert orders.spec.host_id == "host-1" and orders.spec.tls.mode == "verify-full"
     assert lab.spec.tls.ca_pem == "PEM" and lab.spec.tls.server_name == "lab.internal"
     assert lab.address() == ("10.0.0.9", 5433)
@@ -59,7 +71,7 @@ def test_unreadable_ca_file_and_duplicate_names_are_refused(tmp_path: Path) -> N
         )
 
 
-async def _service(tmp_path: Path, send: Any) -> DbService:
+async def _service(tmp_path: Path, send: Any, run: Any = None) -> DbService:
     fx = await make_auth(clock=FakeClock())
     key, pub = new_tls_key()
     ident = Identity(
@@ -84,6 +96,7 @@ async def _service(tmp_path: Path, send: Any) -> DbService:
         proxy=("127.0.0.1", 3080),
         tls=(host.tls_cert, key.decode(), host.tls_host_ca),
         send_heartbeat=send,
+        **({"command_runner": run} if run is not None else {}),
     )
 
 
@@ -100,6 +113,40 @@ async def test_heartbeat_announces_every_database_with_an_expiry(tmp_path: Path)
     assert [d.name for d in sent] == ["lab"]
     assert sent[0].metadata.expires == service.clock.now() + 3 * DB_HEARTBEAT_INTERVAL
     assert service.databases[1].metadata.expires is None  # the configured record is untouched
+
+
+async def test_heartbeats_carry_the_dynamic_labels_latest_results(tmp_path: Path) -> None:
+    sent: list[Database] = []
+    answers = {"pg-role": "primary\nignored second line\n"}
+    ran: list[str] = []
+
+    async def send(db: Database) -> None:
+        sent.append(db)
+
+    async def run(argv: Any, time_limit: float) -> str:
+        ran.append(argv[0])
+        if argv[0] not in answers:
+            raise OSError(f"{argv[0]}: not found")
+        return answers[argv[0]]
+
+    service = await _service(tmp_path, send, run)
+    assert list(service.labels) == ["orders"]  # only the database with commands
+    await service.run_labels_due()
+    await service.heartbeat_once()
+    orders = next(d for d in sent if d.name == "orders")
+    assert orders.all_labels()["role"] == "primary" and orders.all_labels()["env"] == "prod"
+    assert orders.all_labels()["broken"].startswith("error:")  # a failing label says so
+    assert service.databases[0].spec.dynamic_labels["role"].result == ""  # config untouched
+
+    # Due again after its period (30 s), not before; the next heartbeat has the new value.
+    answers["pg-role"] = "replica"
+    await service.run_labels_due()
+    assert ran == ["pg-role", "missing"]
+    service.clock.advance(timedelta(seconds=31))  # type: ignore[attr-defined]
+    await service.run_labels_due()
+    sent.clear()
+    await service.heartbeat_once()
+    assert next(d for d in sent if d.name == "orders").all_labels()["role"] == "replica"
 
 
 async def test_a_stream_that_is_not_a_database_stream_is_closed(tmp_path: Path) -> None:

@@ -88,3 +88,18 @@ async def test_visible_lists_by_name_and_filters_by_labels() -> None:
     inventory = DatabaseInventory(fx.auth)
     assert [v.database.name for v in await inventory.visible(roles)] == ["a", "b", "c"]
     assert [v.database.name for v in await inventory.visible(roles, {"env": "prod"})] == ["c"]
+
+
+async def test_dynamic_labels_are_stored_with_the_heartbeat_and_matched_by_rbac() -> None:
+    from bastion.types.inventory import CommandLabel
+
+    fx = await make_auth()
+    db = _db(labels={"env": "dev"})
+    db.spec.dynamic_labels = {"role": CommandLabel(command=["cat", "role"], result="primary")}
+    stored = await DatabaseInventory(fx.auth).heartbeat(db, _agent(fx), "1.2.3.4")
+    assert stored.all_labels() == {"env": "dev", "role": "primary"}
+    primary = RoleConditions(db_labels={"role": "primary"}, db_users=["alice_db"])
+    replica = RoleConditions(db_labels={"role": "replica"}, db_users=["alice_db"])
+    assert visible_to(_roles(primary), stored) is not None
+    assert visible_to(_roles(replica), stored) is None
+    assert visible_to(_roles(primary, deny=RoleConditions(db_labels={"role": "*"})), stored) is None
