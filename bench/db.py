@@ -213,6 +213,45 @@ pidfile = {work}/pgbouncer.pid
     return proc, conninfo
 
 
+def haproxy_binary() -> str | None:
+    return shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+    )
+
+
+async def start_relay(
+    binary: str, target: int, work: Path
+) -> tuple[asyncio.subprocess.Process, int]:
+    """HAProxy relaying TCP to ``target`` untouched (one thread, as pgbouncer and our event
+    loop): the cost of one more hop in a C process that neither decrypts, parses nor audits
+    (TLS stays end to end between the client and the database). Returns (process, port)."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = work / "haproxy.cfg"
+    config.write_text(
+        "global\n  nbthread 1\n  maxconn 4000\n"
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n"
+        "  timeout server 120s\n"
+        f"listen relay\n  bind 127.0.0.1:{port}\n  server db 127.0.0.1:{target}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-db", "-q", "-f", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if proc.returncode is not None:
+                raise RuntimeError(f"haproxy exited ({proc.returncode}); see {config}") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return proc, port
+    await _stop(proc)
+    raise RuntimeError("haproxy did not listen")
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     secs = str(args.seconds)
     with tempfile.TemporaryDirectory(prefix="bastion-bench-db-") as tmp:
@@ -266,6 +305,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "postgres", rig.port, files / "ours.ca", files / "ours.crt", files / "ours.key"
             )
             local = f"host=127.0.0.1 port={bsh_port} user=alice_db dbname=postgres sslmode=disable"
+            relay_proc = relay = None
+            if (haproxy := haproxy_binary()) is not None:
+                relay_proc, relay_port = await start_relay(haproxy, rig.pg.port, rig.tmp / "relay")
+                relay = direct.replace(f"port={rig.pg.port}", f"port={relay_port}")
             rounds: list[dict[str, float]] = []
             try:
                 for _ in range(args.rounds):
@@ -279,6 +322,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         one["pgbouncer_tps"] = await pgbench(bouncer, *load)
                         if bmeter is not None:
                             one["pgbouncer_cpu_us_per_txn"] = bmeter.per(LAST_TRANSACTIONS[0])
+                    if relay is not None and relay_proc is not None:
+                        rmeter = CpuMeter(relay_proc.pid)
+                        one["relay_tps"] = await pgbench(relay, *load)
+                        one["relay_cpu_us_per_txn"] = rmeter.per(LAST_TRANSACTIONS[0])
                     ended = rig.audit.counts["db.session.end"]
                     meter = CpuMeter()
                     one["ours_tps"] = await pgbench(ours, *load)
@@ -296,8 +343,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rounds.append(one)
             finally:
                 await _stop(bsh)
-                if bouncer_proc is not None:
-                    await _stop(bouncer_proc)
+                for peer in (bouncer_proc, relay_proc):
+                    if peer is not None:
+                        await _stop(peer)
             result["pg_rounds"] = rounds
             result.update(median_round(rounds, "ours_tps", "pgbouncer_tps", "direct_tps"))
             result["audited_queries"] = rig.audit.counts["db.session.query"]
@@ -393,6 +441,11 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             tls = (f"--ssl-cert={direct.crt}", f"--ssl-key={direct.key}", f"--ssl-ca={direct.ca}")
             mine = (f"--ssl-cert={ours.crt}", f"--ssl-key={ours.key}", f"--ssl-ca={ours.ca}")
             result: dict[str, Any] = {"mysql_queries": queries}
+            relay_proc = None
+            if (haproxy := haproxy_binary()) is not None:
+                relay_proc, relay_port = await start_relay(
+                    haproxy, rig.server.port, rig.tmp / "relay"
+                )
             await measure_idle_cpu()
             rounds: list[dict[str, float]] = []
             try:
@@ -400,6 +453,10 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     one = {
                         "mysql_direct_qps": await slap(rig.server.port, args.clients, queries, *tls)
                     }
+                    if relay_proc is not None:
+                        rmeter = CpuMeter(relay_proc.pid)
+                        one["mysql_relay_qps"] = await slap(relay_port, args.clients, queries, *tls)
+                        one["mysql_relay_cpu_us_per_query"] = rmeter.per(queries)
                     meter = CpuMeter()
                     one["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
                     one["mysql_port_cpu_us_per_query"] = meter.per(queries)
@@ -411,6 +468,8 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     rounds.append(one)
             finally:
                 await _stop(bsh)
+                if relay_proc is not None:
+                    await _stop(relay_proc)
             result["mysql_rounds"] = rounds
             result.update(median_round(rounds, "mysql_port_qps", "mysql_direct_qps"))
             sessions = 2 * args.clients * args.rounds
@@ -461,10 +520,17 @@ def report(r: dict[str, Any]) -> None:
             f"{one.get('pgbouncer_tps', 0):.0f}, ours {one['ours_tps']:.0f} "
             f"({one['ours_tps'] / peer:.2f}x), bsh proxy db {one['bsh_tps']:.0f} "
             f"({one['bsh_tps'] / peer:.2f}x) tps"
+            + (f", haproxy relay {one['relay_tps']:.0f}" if "relay_tps" in one else "")
         )
     print(f"  direct     {r['direct_tps']:10.0f} tps")
     if "pgbouncer_tps" in r:
         print(f"  pgbouncer  {r['pgbouncer_tps']:10.0f} tps")
+    if "relay_tps" in r:
+        print(
+            f"  haproxy    {r['relay_tps']:10.0f} tps   (TCP relay, one thread: TLS end to end, "
+            f"no parsing, no audit; {r['relay_tps'] / r['direct_tps']:.2f}x direct, "
+            f"{r['relay_cpu_us_per_txn']:.0f} us CPU per transaction)"
+        )
     audited, agent = r["audited_queries"], r.get("agent", "remote")
     print(f"  ours       {r['ours_tps']:10.0f} tps   (proxy port; agent {agent})")
     print(
@@ -499,8 +565,21 @@ def report(r: dict[str, Any]) -> None:
                 f"  round {n}: direct {d:.0f}, port {one['mysql_port_qps']:.0f} "
                 f"({one['mysql_port_qps'] / d:.2f}x), bsh proxy db {one['mysql_ours_qps']:.0f} "
                 f"({one['mysql_ours_qps'] / d:.2f}x) q/s"
+                + (
+                    f", haproxy relay {one['mysql_relay_qps']:.0f} "
+                    f"({one['mysql_relay_qps'] / d:.2f}x)"
+                    if "mysql_relay_qps" in one
+                    else ""
+                )
             )
         print(f"  direct     {direct:10.0f} q/s")
+        if "mysql_relay_qps" in r:
+            relay = r["mysql_relay_qps"]
+            print(
+                f"  haproxy    {relay:10.0f} q/s   (TCP relay, one thread: TLS end to end, no "
+                f"parsing, no audit; {relay / direct:.2f}x direct, "
+                f"{r['mysql_relay_cpu_us_per_query']:.0f} us CPU per query)"
+            )
         port = r["mysql_port_qps"]
         print(f"  ours (proxy MySQL port)  {port:10.0f} q/s   (client certificate, as pgbench)")
         print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in its own process)")
