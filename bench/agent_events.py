@@ -4,9 +4,11 @@
 
 The old ``APIEmitter`` appended each event to a deque (lost on a restart); the spool writes each
 event to ``events.jsonl`` and fsyncs before ``emit`` returns, sharing one fsync among concurrent
-emits (group commit). Measured: one emitter at a time, and 64 concurrent emitters (sessions
-starting and ending on a busy node). The spool directory is a temporary directory on the same
-filesystem as the working directory (pass ``--dir`` to measure another disk).
+emits (group commit). Measured: one emitter at a time, 64 concurrent emitters (sessions
+starting and ending on a busy node), and one emitter writing batches of 64 (``append_many``:
+a proxy in its own process spooling a database session's statements, one fsync per batch).
+The spool directory is a temporary directory on the same filesystem as the working directory
+(pass ``--dir`` to measure another disk).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from bastion.agent.event_spool import EventSpool
 
 CONCURRENCY = 64
+BATCH = 64
 
 
 def sample_event(i: int) -> dict[str, Any]:
@@ -50,6 +53,10 @@ class MemoryQueue:
         self.queue.append(event)
         self.wakeup.set()
 
+    async def append_many(self, events: list[dict[str, Any]]) -> None:
+        self.queue.extend(events)
+        self.wakeup.set()
+
 
 async def rate(append: Any, total: int, concurrency: int) -> float:
     per = total // concurrency
@@ -61,6 +68,15 @@ async def rate(append: Any, total: int, concurrency: int) -> float:
     start = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     return per * concurrency / (time.perf_counter() - start)
+
+
+async def batch_rate(append_many: Any, total: int) -> float:
+    """One emitter appending ``total`` events in batches of :data:`BATCH`."""
+    batches = max(total // BATCH, 1)
+    start = time.perf_counter()
+    for b in range(batches):
+        await append_many([sample_event(b * BATCH + i) for i in range(BATCH)])
+    return batches * BATCH / (time.perf_counter() - start)
 
 
 async def measure(total: int, base: Path) -> dict[str, dict[str, float]]:
@@ -75,6 +91,14 @@ async def measure(total: int, base: Path) -> dict[str, dict[str, float]]:
             finally:
                 spool.close()
         out[label] = {"memory_per_s": memory, "spool_per_s": durable, "events": n}
+    memory = await batch_rate(MemoryQueue().append_many, total)
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        spool = EventSpool(Path(tmp) / "spool")
+        try:
+            durable = await batch_rate(spool.append_many, total)
+        finally:
+            spool.close()
+    out[f"batches of {BATCH}"] = {"memory_per_s": memory, "spool_per_s": durable, "events": total}
     return out
 
 
@@ -86,15 +110,17 @@ def main() -> None:
     args = parser.parse_args()
     total = 640 if args.quick else 20_000
     result = asyncio.run(measure(total, args.dir))
-    print(f"{'emitters':<12}{'events':>8}{'in-memory/s':>14}{'spool/s':>12}{'spool/memory':>14}")
+    print(f"{'emitters':<16}{'events':>8}{'in-memory/s':>14}{'spool/s':>12}{'spool/memory':>14}")
     for label, row in result.items():
         ratio = row["spool_per_s"] / row["memory_per_s"]
         print(
-            f"{label:<12}{int(row['events']):>8}{row['memory_per_s']:>14,.0f}"
+            f"{label:<16}{int(row['events']):>8}{row['memory_per_s']:>14,.0f}"
             f"{row['spool_per_s']:>12,.0f}{ratio:>14.4f}"
         )
     conc = result["concurrent"]["spool_per_s"] / result["sequential"]["spool_per_s"]
     print(f"ratio spool concurrent / sequential (group commit): {conc:.1f}x")
+    batched = result[f"batches of {BATCH}"]["spool_per_s"] / result["sequential"]["spool_per_s"]
+    print(f"ratio spool batches of {BATCH} / sequential (append_many): {batched:.1f}x")
     if args.json:
         args.json.write_text(json.dumps({"agent_events": result}, indent=2))
 

@@ -22,7 +22,7 @@ def test_agent_events_bench_quick(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())["agent_events"]
-    assert set(data) == {"sequential", "concurrent"}
+    assert set(data) == {"sequential", "concurrent", "batches of 64"}
     for row in data.values():
         assert row["memory_per_s"] > 0 and row["spool_per_s"] > 0 and row["events"] > 0
     assert "spool/memory" in result.stdout

@@ -36,7 +36,7 @@ import errno
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,18 +156,38 @@ class EventSpool:
             BadParameter: the event cannot be encoded as JSON.
             BastionError: the write failed (nothing of it stays in the spool).
         """
-        record = dict(event)
-        record.setdefault("event_id", new_event_id())
-        try:
-            line = json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
-        except (TypeError, ValueError) as exc:
-            raise BadParameter(f"audit event cannot be spooled: {exc}") from None
-        used = self.unacked_bytes + self._pending_bytes + len(line)
-        limit = self.max_bytes if record.get("type") in CLOSING_TYPES else self.max_bytes * 9 // 10
+        return (await self.append_many([event]))[0]
+
+    async def append_many(self, events: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Store ``events`` durably, in order, all or none of them, in one write and one fsync
+        (a session's statements: not one fsync each); returns their event ids.
+
+        Raises:
+            LimitExceeded: they do not fit (the reserve is kept unless all are closing events).
+            BadParameter: an event cannot be encoded as JSON (none is stored).
+            BastionError: the write failed (nothing of it stays in the spool).
+        """
+        lines: list[bytes] = []
+        ids: list[str] = []
+        closing = True
+        for event in events:
+            record = dict(event)
+            record.setdefault("event_id", new_event_id())
+            try:
+                lines.append(json.dumps(record, separators=(",", ":"), default=str).encode())
+            except (TypeError, ValueError) as exc:
+                raise BadParameter(f"audit event cannot be spooled: {exc}") from None
+            ids.append(str(record["event_id"]))
+            closing = closing and record.get("type") in CLOSING_TYPES
+        if not lines:
+            return []
+        data = b"\n".join(lines) + b"\n"
+        used = self.unacked_bytes + self._pending_bytes + len(data)
+        limit = self.max_bytes if closing else self.max_bytes * 9 // 10
         if used > limit:
             log.error(
                 "audit event spool is full: refusing the event (auth unreachable for too long?)",
-                event_type=record.get("type"),
+                event_type=events[0].get("type"),
                 spool=str(self.directory),
                 unacked_bytes=self.unacked_bytes,
                 max_bytes=self.max_bytes,
@@ -177,13 +197,13 @@ class EventSpool:
                 "waiting for auth): new sessions are refused until auth is reachable"
             )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((line, future))
-        self._pending_bytes += len(line)
+        self._pending.append((data, future))
+        self._pending_bytes += len(data)
         if self._flusher is None or self._flusher.done():
             # a task of its own (referenced here): a cancelled caller never interrupts a write
             self._flusher = spawn(self._flush(), "event-spool-flush")
         await future
-        return str(record["event_id"])
+        return ids
 
     async def _flush(self) -> None:
         """Write every pending line with one fsync, until none is pending (group commit)."""

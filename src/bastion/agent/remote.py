@@ -14,7 +14,7 @@ import asyncio
 import json
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -155,6 +155,14 @@ class APIEmitter:
         await self._spool.append(event)
         self._wakeup.set()
         return None
+
+    async def emit_many(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> None:
+        """Spool several events ``(type, outcome, fields)`` in order with one fsync, all or
+        none (:class:`~bastion.audit.emitter.SessionEvents`: a proxy's per-statement events)."""
+        now = datetime.now(UTC).isoformat()
+        events = [{"agent_time": now, "type": t, "outcome": o, **f} for t, o, f in specs]
+        await self._spool.append_many(events)
+        self._wakeup.set()
 
     async def run(self) -> None:
         """Deliver spooled events (those of earlier runs first) until cancelled."""

@@ -228,3 +228,60 @@ async def test_a_batch_refused_as_too_large_is_resent_event_by_event_once(
     events = await fx.auth.audit.search(AuditQuery(types=("exec",)))
     assert [e.session_id for e in events] == ["s0", "s1", "s3", "s4"]
     assert "too large" in (tmp_path / "rejected.jsonl").read_text()
+
+
+async def test_append_many_stores_a_batch_in_order_with_one_fsync_all_or_none(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opener(spools, tmp_path, max_bytes=4000)
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(event_spool.os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    ids = await spool.append_many([{"type": "db.session.query", "n": i} for i in range(20)])
+    assert len(calls) == 1 and len(set(ids)) == 20
+    assert await spool.append_many([]) == []
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    with pytest.raises(BadParameter, match="cannot be spooled"):  # none of the batch stored
+        await spool.append_many([{"type": "x", "n": 20}, {"type": "x", "bad": circular}])
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(event_spool.os, "fsync", disk_full)
+    with pytest.raises(LimitExceeded, match="no space left"):
+        await spool.append_many([{"type": "x", "n": 21}, {"type": "x", "n": 22}])
+    monkeypatch.setattr(event_spool.os, "fsync", real)
+    pad = "p" * 400
+    with pytest.raises(LimitExceeded, match="full"):  # over the 90% mark: the whole batch
+        await spool.append_many([{"type": "db.session.query", "pad": pad}] * 8)
+    await spool.append_many([{"type": "db.session.end", "pad": pad}] * 2)  # the reserve
+    events = await drain(spool)
+    assert [e.get("n") for e in events[:20]] == list(range(20))
+    assert [e["event_id"] for e in events[:20]] == ids
+    assert [e["type"] for e in events[20:]] == ["db.session.end"] * 2
+
+
+async def test_session_events_through_the_api_emitter_go_in_one_spool_write(
+    tmp_path: Path, spools: list[EventSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.audit.emitter import SessionEvents
+
+    fx, guard = await node_guard()
+    auth = InProcessAuth(guard)
+    spool = opener(spools, tmp_path)
+    emitter = APIEmitter(auth, spool)  # type: ignore[arg-type]
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(event_spool.os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    writer = SessionEvents(emitter, "exec", {"user": "alice", "session_id": "s1"})
+    await writer.append([{"command": f"q{i}"} for i in range(10)])
+    assert writer.stored == 10 and len(calls) == 1
+    runner = asyncio.get_running_loop().create_task(emitter.run())
+    try:
+        await asyncio.wait_for(emitter.flush(), 10)
+    finally:
+        runner.cancel()
+    events = await fx.auth.audit.search(AuditQuery(types=("exec",)))
+    assert [e.fields.get("command") for e in events] == [f"q{i}" for i in range(10)]
+    assert {e.session_id for e in events} == {"s1"} and events[0].user == "alice"
