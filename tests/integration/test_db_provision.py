@@ -177,6 +177,43 @@ async def test_create_disable_reenable_and_lock(rig: DbRig) -> None:
     assert _role_state(rig, "bob") == "f|reader"
 
 
+async def test_roles_removed_from_db_roles_are_revoked_at_the_next_connection(
+    rig: DbRig,
+) -> None:
+    psql_local(rig.pg, "create role tagger nologin; grant insert on t to tagger")
+    psql_local(rig.pg, "do $$ begin create role reader nologin; grant select on t to reader; "
+                       "exception when duplicate_object then null; end $$")  # fmt: skip
+    auth = rig.certs._auth  # noqa: SLF001
+
+    def role(db_roles: list[str]) -> Role:
+        return Role(
+            metadata=Metadata(name="auto-rw"),
+            spec=RoleSpec(
+                options=RoleOptions(create_db_user=True),
+                allow=RoleConditions(
+                    db_labels={"env": "dev"}, db_names=["postgres"], db_roles=db_roles
+                ),
+            ),
+        )
+
+    await auth.roles.upsert(role(["reader", "tagger"]))
+    conninfo = await _login(rig, "dave", "dave", role="auto-rw")
+    code, _, err = await _psql(conninfo, "insert into t values (3); select 1")
+    assert code == 0, err
+    await _until(lambda: _role_state(rig, "dave") == "f|reader,tagger")
+
+    # An admin narrows the role; dave's next connection has exactly what it lists.
+    await auth.roles.upsert(role(["reader"]))
+    code, _, err = await _psql(conninfo, "insert into t values (4)")
+    assert code != 0 and "permission denied" in err, err
+    code, out, err = await _psql(conninfo, "select count(*) > 0 from t")
+    assert code == 0 and out.strip() == "t", err
+    enabled = rig.audit.of("db.user.create")[-2]  # the one before the read's
+    assert enabled["reason"] == "enabled" and enabled["db_roles_revoked"] == ["tagger"]
+    assert "db_roles_revoked" not in rig.audit.of("db.user.create")[-1]  # nothing left to revoke
+    await _until(lambda: _role_state(rig, "dave") == "f|reader")
+
+
 async def test_per_session_mfa(rig: DbRig) -> None:
     auth = rig.certs._auth  # noqa: SLF001
     pref = await auth.auth_preference()

@@ -7,8 +7,10 @@ connects as the database's ``admin_user`` (configured per database; authenticate
 other db user, by a db-CA client certificate) and:
 
 * PostgreSQL: ``CREATE ROLE "u" LOGIN`` + ``COMMENT ON ROLE`` (the Bastion marker) on the first
-  connection ever, ``ALTER ROLE "u" LOGIN`` afterwards, then ``GRANT "r" TO "u"`` per role; a
-  role that exists without the marker was not made by Bastion and is refused (never taken over).
+  connection ever, ``ALTER ROLE "u" LOGIN`` afterwards, then ``GRANT "r" TO "u"`` per role and
+  ``REVOKE "x" FROM "u"`` for each role it holds that the Bastion roles no longer list (its
+  memberships are exactly ``db_roles``); a role that exists without the marker was not made by
+  Bastion and is refused (never taken over).
 * MariaDB/MySQL: ``CREATE USER IF NOT EXISTS `u`@'%' REQUIRE SUBJECT '/CN=u/O=cluster'``,
   ``ALTER USER ... ACCOUNT UNLOCK``, ``GRANT `r` TO ...`` and ``SET DEFAULT ROLE`` (the first
   role: MariaDB has one default role).
@@ -49,6 +51,7 @@ __all__ = [
     "mysql_disable_sql",
     "mysql_enable_sql",
     "mysql_ident",
+    "PG_USER_ROLES_SQL",
     "pg_disable_sql",
     "pg_enable_sql",
     "pg_ident",
@@ -95,17 +98,29 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def pg_enable_sql(user: str, grants: Sequence[str], *, create: bool) -> str:
+def pg_enable_sql(
+    user: str, grants: Sequence[str], *, create: bool, revoke: Sequence[str] = ()
+) -> str:
     """One simple-protocol query (one implicit transaction) that creates or re-enables
-    ``user`` and grants ``grants``."""
+    ``user``, revokes ``revoke`` and grants ``grants``."""
     u = pg_ident(user)
     parts = (
         [f"CREATE ROLE {u} LOGIN", f"COMMENT ON ROLE {u} IS {sql_literal(MARKER)}"]
         if create
         else [f"ALTER ROLE {u} LOGIN"]
     )
+    parts += [f"REVOKE {pg_ident(r)} FROM {u}" for r in revoke]
     parts += [f"GRANT {pg_ident(g)} TO {u}" for g in grants]
     return "; ".join(parts)
+
+
+PG_USER_ROLES_SQL = (
+    "SELECT shobj_description(u.oid, 'pg_authid'), r.rolname FROM pg_roles u "
+    "LEFT JOIN pg_auth_members m ON m.member = u.oid LEFT JOIN pg_roles r ON r.oid = m.roleid "
+    "WHERE u.rolname = {user} ORDER BY r.rolname"
+)
+"""A role's marker comment and the roles it is a member of (one row per membership; one row
+with NULL when it has none; no row when it does not exist)."""
 
 
 def pg_disable_sql(user: str) -> str:
@@ -239,14 +254,15 @@ class Provisioner:
         async with self._locks.setdefault(key, asyncio.Lock()):
             if self._active.get(key, 0) == 0:
                 try:
-                    created = await self._enable(db, user, grants)
+                    created, revoked = await self._enable(db, user, grants)
                 except (BastionError, OSError, TimeoutError, ValueError) as exc:
                     why = exc.message if isinstance(exc, BastionError) else str(exc)
                     await self._audit("db.user.create", "failure", db, user, grants, why, fields)
                     raise ConnectionProblem(f'cannot provision db user "{user}": {why}') from None
+                extra = {**fields, "db_roles_revoked": list(revoked)} if revoked else fields
                 await self._audit(
                     "db.user.create", "success", db, user, grants,
-                    "created" if created else "enabled", fields,
+                    "created" if created else "enabled", extra,
                 )  # fmt: skip
             self._active[key] = self._active.get(key, 0) + 1
 
@@ -279,7 +295,7 @@ class Provisioner:
         user: str,
         grants: Sequence[str],
         reason: str,
-        fields: Mapping[str, str],
+        fields: Mapping[str, object],
     ) -> None:
         if self.audit is None:
             return
@@ -300,24 +316,26 @@ class Provisioner:
             )
         return admin
 
-    async def _enable(self, db: Database, user: str, grants: Sequence[str]) -> bool:
+    async def _enable(
+        self, db: Database, user: str, grants: Sequence[str]
+    ) -> tuple[bool, list[str]]:
+        """Create or enable ``user`` with exactly ``grants``; returns whether it was created
+        and the roles revoked from it."""
         check_db_identifier(user)
         for g in grants:
             check_db_identifier(g, "database role")
         if db.spec.protocol == "mysql":
-            return await self._mysql_enable(db, user, grants)
-        rows = await self._pg(
-            db,
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = "  # noqa: S608
-            + sql_literal(user),
-        )
+            return await self._mysql_enable(db, user, grants), []
+        rows = await self._pg(db, PG_USER_ROLES_SQL.format(user=sql_literal(user)))
         if rows and rows[0][0] != MARKER:
             raise ConnectionProblem(
                 f'db user "{user}" exists and was not created by Bastion; drop create_db_user '
                 "or rename that user"
             )
-        await self._pg(db, pg_enable_sql(user, grants, create=not rows))
-        return not rows
+        held = {row[1] for row in rows if row[1] is not None}
+        revoke = sorted(held - set(grants))
+        await self._pg(db, pg_enable_sql(user, grants, create=not rows, revoke=revoke))
+        return not rows, revoke
 
     async def _disable(self, db: Database, user: str) -> None:
         if db.spec.protocol == "mysql":

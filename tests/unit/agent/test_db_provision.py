@@ -40,6 +40,10 @@ def test_postgres_statements() -> None:
         'GRANT "reader" TO "bob"'
     )
     assert pg_enable_sql("bob", [], create=False) == 'ALTER ROLE "bob" LOGIN'
+    assert pg_enable_sql("bob", ["reader"], create=False, revoke=["writer", 'x"y']) == (
+        'ALTER ROLE "bob" LOGIN; REVOKE "writer" FROM "bob"; REVOKE "x""y" FROM "bob"; '
+        'GRANT "reader" TO "bob"'
+    )
     assert pg_disable_sql("bob").startswith('ALTER ROLE "bob" NOLOGIN; ')
     assert "usename = 'bob'" in pg_disable_sql("bob")
 
