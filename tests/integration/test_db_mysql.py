@@ -22,7 +22,17 @@ from bastion.protocols.alpn import ALPN_MYSQL
 from bastion.testing import missing_peer, require_binary
 from bastion.testing.mysql_rig import MySQLFiles, MySQLRig, start_mysql_rig
 from bastion.testing.peers.mariadb import MariaDBUnavailable
-from bastion.types.access import Lock, LockSpec, LockTarget
+from bastion.types.access import (
+    Lock,
+    LockSpec,
+    LockTarget,
+    Role,
+    RoleConditions,
+    RoleOptions,
+    RoleSpec,
+    User,
+    UserSpec,
+)
 from bastion.types.meta import Metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -196,6 +206,64 @@ async def test_dedicated_mysql_port_takes_the_user_certificate(world: World) -> 
     # Without TLS (no certificate): refused before anything reaches the route.
     code, _, err_s = await _mariadb(rig.mysql_port, "alice_db", "select 1", "app")
     assert code != 0 and "client certificate is required" in err_s
+
+
+async def test_provisioned_user_has_exactly_the_roles_db_roles(world: World) -> None:
+    """create_db_user on MariaDB: created with the roles' db_roles (the first one its default),
+    locked after the session, and at the next connection a role that no Bastion role lists
+    any more is revoked."""
+    rig = world.rig
+    auth = rig.certs._auth  # noqa: SLF001 - the rig's auth server
+
+    def role(db_roles: list[str]) -> Role:
+        return Role(
+            metadata=Metadata(name="auto-my"),
+            spec=RoleSpec(
+                options=RoleOptions(create_db_user=True),
+                allow=RoleConditions(db_labels={"env": "dev"}, db_names=["app"], db_roles=db_roles),
+            ),
+        )
+
+    def held() -> str:
+        return rig.server.sql(
+            "SELECT (SELECT GROUP_CONCAT(Role ORDER BY Role) FROM mysql.roles_mapping WHERE "
+            "User = 'dora'), (SELECT IFNULL(JSON_VALUE(Priv, '$.account_locked'), 0) FROM "
+            "mysql.global_priv WHERE User = 'dora')"
+        ).strip()
+
+    await auth.roles.upsert(role(["reader", "tagger"]))
+    await auth.users.create(
+        User(metadata=Metadata(name="dora"), spec=UserSpec(roles=["auto-my"], epoch="e1"))
+    )
+    dora = rig.alice.model_copy(
+        update={"user": "dora", "roles": ("auto-my",), "traits": {}, "user_epoch": "e1"}
+    )
+    files = await rig.login("dora", "dora", identity=dora)
+    ctx = pem_context(
+        files.ca.read_text(), files.crt.read_text(), alpn=[ALPN_MYSQL], key_file=files.key
+    )
+    server = await local_mysql_listener(f"127.0.0.1:{rig.port}", ctx)
+    world.servers.append(server)
+    port = int(server.sockets[0].getsockname()[1])
+
+    code, out, err = await _mariadb(
+        port, "dora", "SET ROLE tagger; INSERT INTO t VALUES (3, 'd'); SET ROLE reader; "
+        "SELECT COUNT(*) FROM t", "app",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.split() == ["3"]
+    created = [e for e in rig.audit.of("db.user.create") if e["db_user"] == "dora"]
+    assert created[-1]["reason"] == "created" and created[-1]["db_roles"] == ["reader", "tagger"]
+    await _until(lambda: held() == "reader,tagger\t1", 10)  # locked after the session
+
+    await auth.roles.upsert(role(["reader"]))
+    code, _, err = await _mariadb(port, "dora", "SET ROLE tagger", "app")
+    assert code != 0 and "tagger" in err, err
+    enabled = [e for e in rig.audit.of("db.user.create") if e["db_user"] == "dora"][-1]
+    assert enabled["reason"] == "enabled" and enabled["db_roles_revoked"] == ["tagger"]
+    code, out, err = await _mariadb(port, "dora", "SELECT COUNT(*) FROM t", "app")
+    assert code == 0 and out.split() == ["3"], err  # reader: still the default role
+    await _until(lambda: held() == "reader\t1", 10)
 
 
 async def test_lock_cuts_a_live_session(world: World) -> None:

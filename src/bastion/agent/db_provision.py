@@ -11,9 +11,10 @@ other db user, by a db-CA client certificate) and:
   ``REVOKE "x" FROM "u"`` for each role it holds that the Bastion roles no longer list (its
   memberships are exactly ``db_roles``); a role that exists without the marker was not made by
   Bastion and is refused (never taken over).
-* MariaDB/MySQL: ``CREATE USER IF NOT EXISTS `u`@'%' REQUIRE SUBJECT '/CN=u/O=cluster'``,
-  ``ALTER USER ... ACCOUNT UNLOCK``, ``GRANT `r` TO ...`` and ``SET DEFAULT ROLE`` (the first
-  role: MariaDB has one default role).
+* MariaDB: ``CREATE USER IF NOT EXISTS `u`@'%' REQUIRE SUBJECT '/CN=u/O=cluster'``,
+  ``ALTER USER ... ACCOUNT UNLOCK``, ``REVOKE `x` FROM ...`` for each role it holds
+  (``mysql.roles_mapping``) that the Bastion roles no longer list, ``GRANT `r` TO ...`` and
+  ``SET DEFAULT ROLE`` (the first role: MariaDB has one default role; ``NONE`` without roles).
 
 When the user's last session on that database ends (a lock ends them all, so a lock disables
 too), the user is disabled, never dropped (ownership stays): PostgreSQL ``ALTER ROLE ...
@@ -46,6 +47,7 @@ from bastion.types.database import Database
 
 __all__ = [
     "MARKER",
+    "MYSQL_USER_ROLES_SQL",
     "DbAdmin",
     "Provisioner",
     "mysql_disable_sql",
@@ -130,17 +132,28 @@ def pg_disable_sql(user: str) -> str:
     )
 
 
-def mysql_enable_sql(user: str, subject: str, grants: Sequence[str]) -> list[str]:
+def mysql_enable_sql(
+    user: str, subject: str, grants: Sequence[str], revoke: Sequence[str] = ()
+) -> list[str]:
     """Statements (one COM_QUERY each); the first warns (no error) when the user exists."""
     u = f"{mysql_ident(user)}@'%'"
     out = [
         f"CREATE USER IF NOT EXISTS {u} REQUIRE SUBJECT {sql_literal(subject)}",
         f"ALTER USER {u} REQUIRE SUBJECT {sql_literal(subject)} ACCOUNT UNLOCK",
     ]
+    out += [f"REVOKE {mysql_ident(r)} FROM {u}" for r in revoke]
     out += [f"GRANT {mysql_ident(g)} TO {u}" for g in grants]
     if grants:
         out.append(f"SET DEFAULT ROLE {mysql_ident(grants[0])} FOR {u}")
+    elif revoke:
+        out.append(f"SET DEFAULT ROLE NONE FOR {u}")
     return out
+
+
+MYSQL_USER_ROLES_SQL = (
+    "SELECT Role FROM mysql.roles_mapping WHERE User = {user} AND Host = '%' ORDER BY Role"
+)
+"""MariaDB: the roles granted to a user (the admin needs ``SELECT`` on ``mysql.roles_mapping``)."""
 
 
 def mysql_disable_sql(user: str) -> str:
@@ -325,7 +338,7 @@ class Provisioner:
         for g in grants:
             check_db_identifier(g, "database role")
         if db.spec.protocol == "mysql":
-            return await self._mysql_enable(db, user, grants), []
+            return await self._mysql_enable(db, user, grants)
         rows = await self._pg(db, PG_USER_ROLES_SQL.format(user=sql_literal(user)))
         if rows and rows[0][0] != MARKER:
             raise ConnectionProblem(
@@ -364,13 +377,18 @@ class Provisioner:
         finally:
             transport.close()
 
-    async def _mysql_enable(self, db: Database, user: str, grants: Sequence[str]) -> bool:
+    async def _mysql_enable(
+        self, db: Database, user: str, grants: Sequence[str]
+    ) -> tuple[bool, list[str]]:
         subject = await self.subject_of(user)
-        warnings = await self._mysql(db, mysql_enable_sql(user, subject, grants))
-        return warnings[0] == 0
+        (held,) = await self._mysql(db, [MYSQL_USER_ROLES_SQL.format(user=sql_literal(user))])
+        revoke = sorted({row[0] for row in held.rows if row[0]} - set(grants))
+        (first, *_) = await self._mysql(db, mysql_enable_sql(user, subject, grants, revoke))
+        return first.warnings == 0, revoke
 
-    async def _mysql(self, db: Database, statements: Sequence[str]) -> list[int]:
-        """Run statements as the admin; returns each OK packet's warning count."""
+    async def _mysql(self, db: Database, statements: Sequence[str]) -> list[_Answer]:
+        """Run statements as the admin; returns each one's answer (warnings of an OK packet,
+        or the rows of a text result set)."""
         admin = self._admin(db)
         caps = mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_TRANSACTIONS
         params = {"user": admin.user, "capabilities": str(caps), "database": admin.database}
@@ -380,19 +398,42 @@ class Provisioner:
         if next_packet is None:
             transport.close()
             raise ConnectionProblem("unexpected admin connection")
-        warnings: list[int] = []
+        answers: list[_Answer] = []
         try:
             for sql in statements:
                 transport.write(mysql.build_packet(0, bytes([mysql.COM_QUERY]) + sql.encode()))
-                answer: mysql.Packet = await next_packet()
-                if answer.payload[:1] == b"\xff":
-                    _, _, message = mysql.parse_err(answer.payload)
-                    raise _SqlError(message)
-                warnings.append(_ok_warnings(answer.payload))
+                answers.append(await _mysql_answer(next_packet))
             transport.write(mysql.build_packet(0, bytes([mysql.COM_QUIT])))
-            return warnings
+            return answers
         finally:
             transport.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    warnings: int = 0
+    rows: list[list[str | None]] = field(default_factory=list)
+
+
+async def _mysql_answer(next_packet: Callable[[], Awaitable[mysql.Packet]]) -> _Answer:
+    """A COM_QUERY's answer: OK, ERR (raised) or a text result set (its rows)."""
+    first = (await next_packet()).payload
+    if first[:1] == b"\xff":
+        _, _, message = mysql.parse_err(first)
+        raise _SqlError(message)
+    if first[:1] == b"\x00":
+        return _Answer(warnings=_ok_warnings(first))
+    columns = mysql.parse_column_count(first)
+    for _ in range(columns):  # column definitions
+        await next_packet()
+    if not mysql.is_eof((await next_packet()).payload):
+        raise RemoteProtocolError("result set: no EOF after the column definitions")
+    rows: list[list[str | None]] = []
+    while not mysql.is_eof(payload := (await next_packet()).payload):
+        if payload[:1] == b"\xff":
+            raise _SqlError(mysql.parse_err(payload)[2])
+        rows.append(mysql.parse_text_row(payload, columns))
+    return _Answer(rows=rows)
 
 
 def _ok_warnings(payload: bytes) -> int:

@@ -70,6 +70,9 @@ __all__ = [
     "build_ssl_request",
     "count_placeholders",
     "err_packet",
+    "is_eof",
+    "parse_column_count",
+    "parse_text_row",
     "negotiate",
     "ok_packet",
     "parse_err",
@@ -613,6 +616,47 @@ def parse_err(payload: bytes) -> tuple[int, str, str]:
     if rest[:1] == b"#" and len(rest) >= 6:
         state, rest = rest[1:6].decode("ascii", "replace"), rest[6:]
     return code, state, rest.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------- text result sets
+
+
+def is_eof(payload: bytes) -> bool:
+    """An EOF packet (``0xfe``, shorter than 9 bytes: a row can start with ``0xfe`` too)."""
+    return payload[:1] == b"\xfe" and len(payload) < 9
+
+
+def parse_column_count(payload: bytes) -> int:
+    """The column count that opens a text result set (COM_QUERY's answer that is neither OK
+    nor ERR).
+
+    Raises:
+        RemoteProtocolError: not a length-encoded integer, or trailing bytes.
+    """
+    cur = _Cursor(payload, "result set header")
+    count = cur.lenenc()
+    if cur.left or not 0 < count < 4096:
+        raise cur.fail(f"not a column count ({count} columns, {cur.left} bytes more)")
+    return count
+
+
+def parse_text_row(payload: bytes, columns: int) -> list[str | None]:
+    """One row of a text result set: ``columns`` length-encoded strings (``0xfb``: NULL).
+
+    Raises:
+        RemoteProtocolError: truncated, trailing bytes, or a value that is not UTF-8.
+    """
+    cur = _Cursor(payload, "result row")
+    row: list[str | None] = []
+    for _ in range(columns):
+        if cur.data[cur.pos : cur.pos + 1] == b"\xfb":
+            cur.pos += 1
+            row.append(None)
+        else:
+            row.append(cur.text(cur.lenenc_bytes(), "value"))
+    if cur.left:
+        raise cur.fail(f"{cur.left} bytes after the last column")
+    return row
 
 
 # ------------------------------------------------------------------------------- statements

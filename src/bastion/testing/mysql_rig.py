@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from bastion.agent.db_provision import DbAdmin
 from bastion.auth.db_certs import DbCerts
 from bastion.auth.server import AuthServer
 from bastion.clock import SystemClock
@@ -63,11 +64,14 @@ class MySQLRig:
     locks: LockWatcher
     alice: Identity
 
-    async def login(self, db_user: str, name: str, db_name: str = "") -> MySQLFiles:
-        """What ``bsh db login my1 --db-user U`` gives alice: certificate, key, CA files."""
+    async def login(
+        self, db_user: str, name: str, db_name: str = "", identity: Identity | None = None
+    ) -> MySQLFiles:
+        """What ``bsh db login my1 --db-user U`` gives alice (or ``identity``): certificate,
+        key, CA files."""
         key_pem, pub = new_tls_key()
         cert = await self.certs.user_cert(
-            self.alice, pub, DB_NAME, db_user, db_name, timedelta(hours=1), "test"
+            identity or self.alice, pub, DB_NAME, db_user, db_name, timedelta(hours=1), "test"
         )
         return self._files(name, cert.cert_pem, key_pem, cert.ca_pem)
 
@@ -97,10 +101,14 @@ SETUP_SQL = (
     "GRANT ALL ON app.* TO alice_db@'%'; GRANT ALL ON other.* TO alice_db@'%';"
     "CREATE USER admin_db@'%' REQUIRE SUBJECT '/CN=admin_db/O={cluster}';"
     "GRANT ALL ON *.* TO admin_db@'%';"
+    "CREATE ROLE reader; GRANT SELECT ON app.* TO reader; GRANT reader TO admin_db@'%' WITH "
+    "ADMIN OPTION; CREATE ROLE tagger; GRANT INSERT ON app.* TO tagger; GRANT tagger TO "
+    "admin_db@'%' WITH ADMIN OPTION;"
 )
 """Accounts: no password, TLS with a client certificate of exactly this subject (the agent's
 db-CA certificate; the server's ``ssl_ca`` is the db CA). ``other`` is granted to alice_db on
-purpose: only Bastion's ``db_names`` keeps her out of it."""
+purpose: only Bastion's ``db_names`` keeps her out of it. ``admin_db`` is the agent's
+``admin_user`` for ``create_db_user`` (database roles ``reader`` and ``tagger``)."""
 
 
 @asynccontextmanager
@@ -150,7 +158,7 @@ async def _mysql_rig(
         )
         async with rig_cluster(
             auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
-            keep_events=keep_events,
+            keep_events=keep_events, admins={DB_NAME: DbAdmin("admin_db")},
         ) as parts:  # fmt: skip
             mysql_listener = MySQLListener(
                 "127.0.0.1:0", parts.tls, parts.route, clock, parts.audit

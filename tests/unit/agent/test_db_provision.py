@@ -54,6 +54,13 @@ def test_mysql_statements() -> None:
     assert sql[2:] == ["GRANT `reader` TO `bob`@'%'", "GRANT `x` TO `bob`@'%'",
                        "SET DEFAULT ROLE `reader` FOR `bob`@'%'"]  # fmt: skip
     assert mysql_disable_sql("bob") == "ALTER USER `bob`@'%' ACCOUNT LOCK"
+    narrowed = mysql_enable_sql("bob", "/CN=bob/O=c", ["reader"], revoke=["writer"])
+    assert narrowed[2:] == ["REVOKE `writer` FROM `bob`@'%'", "GRANT `reader` TO `bob`@'%'",
+                            "SET DEFAULT ROLE `reader` FOR `bob`@'%'"]  # fmt: skip
+    assert mysql_enable_sql("bob", "/CN=bob/O=c", [], revoke=["x"])[2:] == [
+        "REVOKE `x` FROM `bob`@'%'",
+        "SET DEFAULT ROLE NONE FOR `bob`@'%'",
+    ]
 
 
 def test_ok_warnings() -> None:

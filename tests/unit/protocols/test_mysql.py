@@ -299,3 +299,40 @@ def test_use_pre_check_never_hides_a_use(rest: str, space: str) -> None:
     for sql in (rest, space + rest, "use " + rest, "u\u017fe " + rest, space + "USE `a`"):
         if mysql._USE.match(sql) is not None:
             assert mysql._may_be_use(sql)
+
+
+def _row(values: list[str | None]) -> bytes:
+    out = b""
+    for v in values:
+        out += b"\xfb" if v is None else mysql.lenenc_int(len(v.encode())) + v.encode()
+    return out
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=300)), min_size=1, max_size=8))
+def test_text_rows_round_trip(values: list[str | None]) -> None:
+    assert mysql.parse_text_row(_row(values), len(values)) == values
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64), st.integers(min_value=1, max_value=6))
+def test_text_rows_from_any_bytes_parse_or_refuse_cleanly(data: bytes, columns: int) -> None:
+    try:
+        row = mysql.parse_text_row(data, columns)
+    except RemoteProtocolError:
+        return
+    assert len(row) == columns
+
+
+def test_result_set_framing() -> None:
+    assert mysql.parse_column_count(b"\x01") == 1
+    for bad in (b"", b"\x00", b"\x01\x00", b"\xfc\x00\x10"):
+        with pytest.raises(RemoteProtocolError):
+            mysql.parse_column_count(bad)
+    assert mysql.is_eof(b"\xfe\x00\x00\x02\x00")
+    assert not mysql.is_eof(b"\xfe" + bytes(8))  # a row whose first value is long
+    assert not mysql.is_eof(b"\x00\x00\x00")
+    with pytest.raises(RemoteProtocolError, match="after the last column"):
+        mysql.parse_text_row(_row(["a", "b"]), 1)
+    with pytest.raises(RemoteProtocolError, match="not UTF-8"):
+        mysql.parse_text_row(b"\x02\xff\xfe", 1)
