@@ -24,7 +24,9 @@ def test_db_bench_quick(tmp_path: Path) -> None:
             missing_peer(f"{binary} is not installed (Debian package postgresql-client)")
     out = tmp_path / "db.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH / "db.py"), "--quick", "--json", str(out)],
+        # The agent in its own process (as on the database's host; the in-process agents of
+        # the other topologies are the integration tests' rig).
+        [sys.executable, str(BENCH / "db.py"), "--quick", "--agent-process", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -35,6 +37,10 @@ def test_db_bench_quick(tmp_path: Path) -> None:
     assert result["direct_tps"] > 0 and result["ours_tps"] > 0
     assert result["bsh_tps"] > 0 and len(result["pg_rounds"]) == 1  # --quick: one round
     assert result["ours_connect_ms"] > 0 and "ratio ours/direct" in done.stdout
+    assert result["agent_cpu_us_per_txn"] > 0 and "in the agent's process" in done.stdout
+    if shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists():
+        assert result["relay_tps"] > 0  # HAProxy as a plain TCP relay, the hop's own cost
     if shutil.which("mariadb-slap") and shutil.which("mariadbd"):
         # bsh proxy db's MySQL listener runs in its own process on bsh's loop (uvloop).
         assert result["mysql_ours_qps"] > 0 and result["mysql_port_qps"] > 0
+        assert result["mysql_agent_cpu_us_per_query"] > 0

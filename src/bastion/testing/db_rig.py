@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,7 +32,7 @@ from bastion.auth.server import AuthDeps, AuthServer
 from bastion.backend import open_backend
 from bastion.clock import SystemClock
 from bastion.config.schema import AuditLogConfig
-from bastion.errors import NotFound
+from bastion.errors import ConnectionProblem, NotFound
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.db_route import DbRoute, DbRouteDeps
@@ -54,10 +55,13 @@ from bastion.types.identity import Identity
 from bastion.types.meta import Metadata
 
 __all__ = [
+    "AgentLauncher",
+    "AgentSpec",
     "DbRig",
     "Recorder",
     "RigParts",
     "dba_and_alice",
+    "run_agent",
     "rig_auth",
     "rig_cluster",
     "start_db_rig",
@@ -224,6 +228,7 @@ async def start_db_rig(
     colocated: bool = False,
     sqlite: bool = False,
     keep_events: bool = True,
+    launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[DbRig]:
     """Start everything; stop it all on exit (raises PostgresUnavailable without a server).
 
@@ -231,11 +236,14 @@ async def start_db_rig(
     ``bastion start`` does (:meth:`bastion.agent.db_runner.DbService.local`), instead of TLS
     over loopback (a remote agent). ``sqlite``: auth over the SQLite backend (see
     :func:`rig_auth`). ``keep_events`` false: the rig's :class:`Recorder` only counts the
-    events (benchmarks)."""
+    events (benchmarks). ``launch_agent``: the agent in another process
+    (:func:`rig_cluster`)."""
     clock = SystemClock()
     store = LocalRecordingStore(tmp / "recordings")
     async with rig_auth(tmp, clock, sqlite=sqlite, recordings=store) as auth:
-        async with _db_rig(tmp, auth, clock, audit_queries, colocated, keep_events) as rig:
+        async with _db_rig(
+            tmp, auth, clock, audit_queries, colocated, keep_events, launch_agent
+        ) as rig:
             yield rig
 
 
@@ -247,6 +255,7 @@ async def _db_rig(
     audit_queries: bool,
     colocated: bool,
     keep_events: bool = True,
+    launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[DbRig]:
     recordings = Uploader(
         Spool(tmp / "db-recording-spool"), InProcessTarget(RecordingService(auth))
@@ -274,6 +283,7 @@ async def _db_rig(
         async with rig_cluster(
             auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
             recordings=recordings, admins=admins, keep_events=keep_events,
+            launch_agent=launch_agent,
         ) as parts:  # fmt: skip
             yield DbRig(parts.port, tmp, pg, certs, parts.audit, parts.locks, alice, auth)
     finally:
@@ -311,6 +321,66 @@ async def dba_and_alice(auth: Any, clock: SystemClock, db_names: list[str]) -> I
     )
 
 
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the database's agent needs to run in another process, as on the database's host
+    (``bench/db.py --agent-process``): the proxy to tunnel to, its host certificate, the
+    database it serves and client certificates issued by auth for the db users it may log in
+    as (auth is in the rig's process)."""
+
+    proxy: tuple[str, int]
+    tls_cert: str
+    tls_key: str
+    host_ca: str
+    database: Database
+    client_certs: dict[str, tuple[str, str, str]]
+    """db user -> (certificate, key, db CA)."""
+
+    def to_json(self) -> str:
+        data = {**self.__dict__, "database": self.database.model_dump(mode="json")}
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> AgentSpec:
+        data = json.loads(text)
+        return cls(
+            proxy=(data["proxy"][0], int(data["proxy"][1])),
+            tls_cert=data["tls_cert"],
+            tls_key=data["tls_key"],
+            host_ca=data["host_ca"],
+            database=Database.model_validate(data["database"]),
+            client_certs={k: (v[0], v[1], v[2]) for k, v in data["client_certs"].items()},
+        )
+
+
+AgentLauncher = Callable[[AgentSpec], Awaitable[Callable[[], Awaitable[None]]]]
+"""Starts the agent elsewhere (a child process) and returns how to stop it."""
+
+
+async def run_agent(spec: AgentSpec) -> None:
+    """Serve ``spec.database`` over a reverse tunnel to the proxy until cancelled (the agent
+    process of ``bench/db.py --agent-process``)."""
+    clock = SystemClock()
+    issued = clock.now()
+
+    async def certs(db_user: str) -> DbClientCert:
+        try:
+            cert, key, ca = spec.client_certs[db_user]
+        except KeyError:
+            raise ConnectionProblem(f"this agent has no client certificate for {db_user}") from None
+        return DbClientCert(cert, key, ca, issued + timedelta(hours=1))
+
+    agent = DbAgent(DbAgentDeps([spec.database], certs, clock))
+    pool = TunnelPool(
+        spec.proxy, client_tls_context(spec.tls_cert, spec.tls_key, spec.host_ca), agent.on_stream
+    )
+    try:
+        await pool.run()
+    finally:
+        await pool.close()
+        await agent.close()
+
+
 @dataclass
 class RigParts:
     """A running rig cluster: the proxy's port and what tests and rigs reach into."""
@@ -334,9 +404,12 @@ async def rig_cluster(
     recordings: Uploader | None = None,
     admins: Mapping[str, DbAdmin] | None = None,
     keep_events: bool = True,
+    launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[RigParts]:
     """Proxy (one port, its database route) and the database's agent (host id
-    ``database.spec.host_id``) on a reverse tunnel to it, for any protocol."""
+    ``database.spec.host_id``) on a reverse tunnel to it, for any protocol. ``launch_agent``:
+    the agent runs where it starts it (another process, as on the database's host), with
+    client certificates for ``alice_db``."""
     registry = LiveRegistry()
     audit = Recorder(auth.audit, keep=keep_events)
     locks = LockWatcher(clock=clock, audit=audit, registry=registry, grace=0)
@@ -409,7 +482,17 @@ async def rig_cluster(
         agent.on_stream,
         connector=in_memory if colocated else None,
     )
-    running = spawn(pool.run(), "db-rig-agent")
+    stop_agent: Callable[[], Awaitable[None]] | None = None
+    if launch_agent is not None:
+        client_key, client_pub = new_tls_key()
+        client = await certs.agent_cert(agent_id, "alice_db", client_pub, "rig")
+        spec = AgentSpec(
+            ("127.0.0.1", listener.port), acerts.tls_cert, agent_key.decode(),
+            acerts.tls_host_ca, database,
+            {"alice_db": (client.cert_pem, client_key.decode(), client.ca_pem)},
+        )  # fmt: skip
+        stop_agent = await launch_agent(spec)
+    running = spawn(pool.run() if stop_agent is None else asyncio.sleep(0), "db-rig-agent")
     try:
         for _ in range(500):
             if tunnel.is_online(host_id):
@@ -417,6 +500,8 @@ async def rig_cluster(
             await asyncio.sleep(0.02)
         yield RigParts(listener.port, audit, locks, route, tls)
     finally:
+        if stop_agent is not None:
+            await stop_agent()
         running.cancel()
         await pool.close()
         await agent.close()

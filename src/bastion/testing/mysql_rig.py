@@ -32,7 +32,13 @@ from bastion.clock import SystemClock
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.mysql_listener import MySQLListener
 from bastion.testing import new_tls_key
-from bastion.testing.db_rig import Recorder, dba_and_alice, rig_auth, rig_cluster
+from bastion.testing.db_rig import (
+    AgentLauncher,
+    Recorder,
+    dba_and_alice,
+    rig_auth,
+    rig_cluster,
+)
 from bastion.testing.peers.mariadb import MariaDBServer, start_mariadb
 from bastion.types.database import Database, DatabaseSpec
 from bastion.types.identity import Identity
@@ -119,6 +125,7 @@ async def start_mysql_rig(
     colocated: bool = False,
     sqlite: bool = False,
     keep_events: bool = True,
+    launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[MySQLRig]:
     """Start everything; stop it all on exit (raises MariaDBUnavailable without a server).
 
@@ -128,7 +135,9 @@ async def start_mysql_rig(
     rig's recorder only counts the events (benchmarks)."""
     clock = SystemClock()
     async with rig_auth(tmp, clock, sqlite=sqlite) as auth:
-        async with _mysql_rig(tmp, auth, clock, audit_queries, colocated, keep_events) as rig:
+        async with _mysql_rig(
+            tmp, auth, clock, audit_queries, colocated, keep_events, launch_agent
+        ) as rig:
             yield rig
 
 
@@ -140,6 +149,7 @@ async def _mysql_rig(
     audit_queries: bool,
     colocated: bool,
     keep_events: bool = True,
+    launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[MySQLRig]:
     certs = DbCerts(auth)
     srv_key, srv_pub = new_tls_key()
@@ -159,6 +169,7 @@ async def _mysql_rig(
         async with rig_cluster(
             auth, certs, clock, database, audit_queries=audit_queries, colocated=colocated,
             keep_events=keep_events, admins={DB_NAME: DbAdmin("admin_db")},
+            launch_agent=launch_agent,
         ) as parts:  # fmt: skip
             mysql_listener = MySQLListener(
                 "127.0.0.1:0", parts.tls, parts.route, clock, parts.audit
