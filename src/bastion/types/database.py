@@ -2,8 +2,7 @@
 
 Layer: ``types`` (pure pydantic). Declared in the agent's ``db_service`` configuration and
 announced by it; RBAC matches ``db_labels`` against :meth:`Database.all_labels` (static and
-dynamic labels) and the
-requested db user and db name against ``db_users`` / ``db_names``.
+dynamic labels) and the requested db user and db name against ``db_users`` / ``db_names``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from bastion.types.inventory import CommandLabel
+from bastion.types.inventory import CommandLabel, with_command_labels
 from bastion.types.meta import Resource, StrictModel
 
 __all__ = ["Database", "DatabaseSpec", "DatabaseTLS"]
@@ -57,10 +56,7 @@ class Database(Resource):
 
     def all_labels(self) -> dict[str, str]:
         """Static labels plus the latest results of dynamic labels (what RBAC matches)."""
-        merged = dict(self.metadata.labels)
-        for key, label in self.spec.dynamic_labels.items():
-            merged[key] = label.result
-        return merged
+        return with_command_labels(self.metadata.labels, self.spec.dynamic_labels)
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.spec.uri.rpartition(":")

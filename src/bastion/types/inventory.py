@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import ClassVar
 
@@ -9,13 +10,32 @@ from pydantic import Field
 
 from bastion.types.meta import Resource, StrictModel
 
-__all__ = ["CommandLabel", "Node", "NodeSpec", "ProxyServer", "ProxyServerSpec", "node_online"]
+__all__ = [
+    "CommandLabel",
+    "Node",
+    "NodeSpec",
+    "ProxyServer",
+    "ProxyServerSpec",
+    "node_online",
+    "with_command_labels",
+]
 
 
 class CommandLabel(StrictModel):
     command: list[str]
     period: str = "1m"
     result: str = ""
+
+
+def with_command_labels(
+    labels: Mapping[str, str], commands: Mapping[str, CommandLabel]
+) -> dict[str, str]:
+    """Static ``labels`` plus the latest results of command labels (a command label wins over
+    a static one of the same name): what RBAC matches for nodes and databases."""
+    merged = dict(labels)
+    for key, label in commands.items():
+        merged[key] = label.result
+    return merged
 
 
 class NodeSpec(StrictModel):
@@ -39,10 +59,7 @@ class Node(Resource):
 
     def all_labels(self) -> dict[str, str]:
         """Static labels plus the latest results of dynamic command labels."""
-        merged = dict(self.metadata.labels)
-        for key, label in self.spec.cmd_labels.items():
-            merged[key] = label.result
-        return merged
+        return with_command_labels(self.metadata.labels, self.spec.cmd_labels)
 
 
 def node_online(node: Node, now: datetime, tunnel_connected: bool | None = None) -> bool | None:
