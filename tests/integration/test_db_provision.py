@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from bastion.agent.db_provision import MARKER, pg_enable_sql
 from bastion.auth.db_session import DbSessionCerts
 from bastion.mfa.softkey import SoftwareAuthenticator
 from bastion.rbac.checker import RoleSet
@@ -212,6 +213,19 @@ async def test_roles_removed_from_db_roles_are_revoked_at_the_next_connection(
     assert enabled["reason"] == "enabled" and enabled["db_roles_revoked"] == ["tagger"]
     assert "db_roles_revoked" not in rig.audit.of("db.user.create")[-1]  # nothing left to revoke
     await _until(lambda: _role_state(rig, "dave") == "f|reader")
+
+
+async def test_enabling_fails_whole_when_a_role_it_must_not_hold_stays(rig: DbRig) -> None:
+    """The enable transaction's last statement checks the memberships: one left over (on
+    PostgreSQL 16 a membership granted by another role survives the admin's REVOKE) rolls the
+    whole enable back, LOGIN included."""
+    psql_local(rig.pg, "create role frank nologin; create role auditor nologin; "
+                       f"comment on role frank is '{MARKER}'; grant auditor to frank")  # fmt: skip
+    with pytest.raises(RuntimeError, match="admin cannot revoke"):
+        psql_local(rig.pg, pg_enable_sql("frank", [], create=False))  # nothing revoked
+    assert _role_state(rig, "frank") == "f|auditor"  # still disabled
+    psql_local(rig.pg, pg_enable_sql("frank", [], create=False, revoke=["auditor"]))
+    assert _role_state(rig, "frank") == "t|"
 
 
 async def test_per_session_mfa(rig: DbRig) -> None:

@@ -104,7 +104,10 @@ def pg_enable_sql(
     user: str, grants: Sequence[str], *, create: bool, revoke: Sequence[str] = ()
 ) -> str:
     """One simple-protocol query (one implicit transaction) that creates or re-enables
-    ``user``, revokes ``revoke`` and grants ``grants``."""
+    ``user``, revokes ``revoke``, grants ``grants`` and then checks that the user is a member
+    of no other role: a membership the admin could not take back (PostgreSQL 16 keeps one
+    granted by another role, with a warning) fails the whole transaction, so the user is
+    never enabled with more than ``db_roles``."""
     u = pg_ident(user)
     parts = (
         [f"CREATE ROLE {u} LOGIN", f"COMMENT ON ROLE {u} IS {sql_literal(MARKER)}"]
@@ -113,7 +116,23 @@ def pg_enable_sql(
     )
     parts += [f"REVOKE {pg_ident(r)} FROM {u}" for r in revoke]
     parts += [f"GRANT {pg_ident(g)} TO {u}" for g in grants]
+    if not create:
+        if any("$" in name for name in (user, *grants)):
+            raise ValueError("$ in a role name")  # it would end the DO block's $$ body
+        listed = ", ".join(sql_literal(g) for g in grants)
+        parts.append(  # quoted literals, no $ in them: the body stays one dollar-quoted string
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid "  # noqa: S608
+            "= m.member JOIN pg_roles r ON r.oid = m.roleid WHERE u.rolname = "
+            f"{sql_literal(user)} AND r.rolname <> ALL (ARRAY[{listed}]::text[])) THEN "
+            f"RAISE EXCEPTION {_LEFTOVER_ROLE}; END IF; END $$"
+        )
     return "; ".join(parts)
+
+
+_LEFTOVER_ROLE = sql_literal(
+    "it holds a role that db_roles does not list and the admin cannot revoke (granted by "
+    "another role): revoke it by hand"
+)
 
 
 PG_USER_ROLES_SQL = (

@@ -39,11 +39,19 @@ def test_postgres_statements() -> None:
         f"""CREATE ROLE "bob" LOGIN; COMMENT ON ROLE "bob" IS '{MARKER}'; """
         'GRANT "reader" TO "bob"'
     )
-    assert pg_enable_sql("bob", [], create=False) == 'ALTER ROLE "bob" LOGIN'
-    assert pg_enable_sql("bob", ["reader"], create=False, revoke=["writer", 'x"y']) == (
+    assert pg_enable_sql("bob", [], create=False).startswith('ALTER ROLE "bob" LOGIN; DO $$')
+    narrowed = pg_enable_sql("bob", ["reader"], create=False, revoke=["writer", 'x"y'])
+    assert narrowed.startswith(
         'ALTER ROLE "bob" LOGIN; REVOKE "writer" FROM "bob"; REVOKE "x""y" FROM "bob"; '
-        'GRANT "reader" TO "bob"'
+        'GRANT "reader" TO "bob"; DO $$ BEGIN IF EXISTS ('
     )
+    # ...and the check fails the transaction on any other membership left.
+    assert "u.rolname = 'bob' AND r.rolname <> ALL (ARRAY['reader']::text[])" in narrowed
+    assert narrowed.endswith("revoke it by hand'; END IF; END $$")
+    assert "ARRAY[]::text[]" in pg_enable_sql("bob", [], create=False)
+    assert "$" not in pg_enable_sql("o'neil", ["r"], create=True)
+    with pytest.raises(ValueError):
+        pg_enable_sql("a$$; DROP", [], create=False)
     assert pg_disable_sql("bob").startswith('ALTER ROLE "bob" NOLOGIN; ')
     assert "usename = 'bob'" in pg_disable_sql("bob")
 
