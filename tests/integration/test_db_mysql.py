@@ -22,6 +22,7 @@ from bastion.protocols.alpn import ALPN_MYSQL
 from bastion.testing import missing_peer, require_binary
 from bastion.testing.mysql_rig import MySQLFiles, MySQLRig, start_mysql_rig
 from bastion.testing.peers.mariadb import MariaDBUnavailable
+from bastion.testing.peers.ports import free_port
 from bastion.types.access import (
     Lock,
     LockSpec,
@@ -264,6 +265,25 @@ async def test_provisioned_user_has_exactly_the_roles_db_roles(world: World) -> 
     code, out, err = await _mariadb(port, "dora", "SELECT COUNT(*) FROM t", "app")
     assert code == 0 and out.split() == ["3"], err  # reader: still the default role
     await _until(lambda: held() == "reader\t1", 10)
+    # A role granted by hand that the admin cannot revoke: the session is refused in one
+    # line, and the account stays locked (it is unlocked last).
+    rig.server.sql("CREATE ROLE secret; GRANT secret TO dora@'%'")
+    code, _, err = await _mariadb(port, "dora", "SELECT 1", "app")
+    assert code != 0 and 'cannot provision db user "dora"' in err, err
+    assert len(err.strip().splitlines()) == 1 and "malformed" not in err
+    assert held() == "reader,secret\t1"
+
+
+async def test_bsh_proxy_db_says_in_one_line_that_the_proxy_is_unreachable(world: World) -> None:
+    files = await world.rig.login("alice_db", "alice-unreachable")
+    ctx = pem_context(
+        files.ca.read_text(), files.crt.read_text(), alpn=[ALPN_MYSQL], key_file=files.key
+    )
+    server = await local_mysql_listener(f"127.0.0.1:{free_port()}", ctx)  # nobody listens
+    world.servers.append(server)
+    code, _, err = await _mariadb(int(server.sockets[0].getsockname()[1]), "alice_db", "SELECT 1")
+    assert code != 0 and "bsh proxy db:" in err and "malformed" not in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 async def test_lock_cuts_a_live_session(world: World) -> None:

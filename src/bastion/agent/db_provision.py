@@ -11,10 +11,11 @@ other db user, by a db-CA client certificate) and:
   ``REVOKE "x" FROM "u"`` for each role it holds that the Bastion roles no longer list (its
   memberships are exactly ``db_roles``); a role that exists without the marker was not made by
   Bastion and is refused (never taken over).
-* MariaDB: ``CREATE USER IF NOT EXISTS `u`@'%' REQUIRE SUBJECT '/CN=u/O=cluster'``,
-  ``ALTER USER ... ACCOUNT UNLOCK``, ``REVOKE `x` FROM ...`` for each role it holds
-  (``mysql.roles_mapping``) that the Bastion roles no longer list, ``GRANT `r` TO ...`` and
-  ``SET DEFAULT ROLE`` (the first role: MariaDB has one default role; ``NONE`` without roles).
+* MariaDB: ``CREATE USER IF NOT EXISTS `u`@'%' REQUIRE SUBJECT '/CN=u/O=cluster' ACCOUNT
+  LOCK``, ``REVOKE `x` FROM ...`` for each role it holds (``mysql.roles_mapping``) that the
+  Bastion roles no longer list, ``GRANT `r` TO ...``, ``SET DEFAULT ROLE`` (the first role:
+  MariaDB has one default role; ``NONE`` without roles) and, last, ``ALTER USER ... ACCOUNT
+  UNLOCK`` (a failure before leaves it locked).
 
 When the user's last session on that database ends (a lock ends them all, so a lock disables
 too), the user is disabled, never dropped (ownership stays): PostgreSQL ``ALTER ROLE ...
@@ -154,18 +155,19 @@ def pg_disable_sql(user: str) -> str:
 def mysql_enable_sql(
     user: str, subject: str, grants: Sequence[str], revoke: Sequence[str] = ()
 ) -> list[str]:
-    """Statements (one COM_QUERY each); the first warns (no error) when the user exists."""
+    """Statements (one COM_QUERY each); the first warns (no error) when the user exists. The
+    account is unlocked last (a new one is created locked): DCL is not transactional in
+    MariaDB, so a statement that fails before (a role the admin cannot revoke or grant)
+    leaves the account locked, never able to log in with other roles than ``db_roles``."""
     u = f"{mysql_ident(user)}@'%'"
-    out = [
-        f"CREATE USER IF NOT EXISTS {u} REQUIRE SUBJECT {sql_literal(subject)}",
-        f"ALTER USER {u} REQUIRE SUBJECT {sql_literal(subject)} ACCOUNT UNLOCK",
-    ]
+    out = [f"CREATE USER IF NOT EXISTS {u} REQUIRE SUBJECT {sql_literal(subject)} ACCOUNT LOCK"]
     out += [f"REVOKE {mysql_ident(r)} FROM {u}" for r in revoke]
     out += [f"GRANT {mysql_ident(g)} TO {u}" for g in grants]
     if grants:
         out.append(f"SET DEFAULT ROLE {mysql_ident(grants[0])} FOR {u}")
     elif revoke:
         out.append(f"SET DEFAULT ROLE NONE FOR {u}")
+    out.append(f"ALTER USER {u} REQUIRE SUBJECT {sql_literal(subject)} ACCOUNT UNLOCK")
     return out
 
 

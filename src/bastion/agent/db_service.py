@@ -235,7 +235,8 @@ class DbAgent:
             await self._release(provisioned, params, who)
             text = f'database "{name}": {why}'
             if is_mysql:
-                raise SessionRefused(text, mysql.err_packet(2, 2013, "08S01", text)) from None
+                answer = mysql.err_packet(2, mysql.ER_NET_READ_ERROR, "08S01", text)
+                raise SessionRefused(text, answer) from None
             raise SessionRefused(text, error_response(text, code="08006")) from None
 
         async def release() -> None:

@@ -770,7 +770,8 @@ async def _serve_local_mysql(
             hello = await asyncio.wait_for(_local_handshake(reader, writer), 30)
             relay, up = await _dial_proxy(proxy, source)
         except (OSError, TimeoutError, BastionError) as exc:
-            writer.write(mysql.err_packet(2, 2013, "08S01", f"bsh proxy db: {exc}"))
+            why = f"bsh proxy db: {exc}"
+            writer.write(mysql.err_packet(2, mysql.ER_NET_READ_ERROR, "08S01", why))
             await writer.drain()
             return
         # The local hop's password (if any) stays here: the database trusts the certificate.

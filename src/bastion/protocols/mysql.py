@@ -50,6 +50,7 @@ __all__ = [
     "ER_ACCESS_DENIED",
     "ER_CONNECTION_KILLED",
     "ER_DBACCESS_DENIED",
+    "ER_NET_READ_ERROR",
     "LOCAL_CAPABILITIES",
     "MAX_MESSAGE_LENGTH",
     "MAX_PAYLOAD",
@@ -144,6 +145,11 @@ for the intersection with what it offers (:func:`negotiate`)."""
 ER_ACCESS_DENIED: Final = 1045
 ER_DBACCESS_DENIED: Final = 1044
 ER_CONNECTION_KILLED: Final = 1927
+ER_NET_READ_ERROR: Final = 1158
+"""With SQLSTATE 08S01: the session could not be opened (database or proxy unreachable, a
+user that cannot be provisioned). A server error code: clients print the message of an ERR
+packet with one; one from their own range (2013, "lost connection") makes the mariadb client
+report "Received malformed packet" instead of the message."""
 ER_UNKNOWN_COM: Final = 1047
 
 COM_QUIT: Final = 0x01

@@ -58,17 +58,24 @@ def test_postgres_statements() -> None:
 
 def test_mysql_statements() -> None:
     sql = mysql_enable_sql("bob", "/CN=bob/O=c", ["reader", "x"])
-    assert sql[0] == "CREATE USER IF NOT EXISTS `bob`@'%' REQUIRE SUBJECT '/CN=bob/O=c'"
-    assert sql[2:] == ["GRANT `reader` TO `bob`@'%'", "GRANT `x` TO `bob`@'%'",
-                       "SET DEFAULT ROLE `reader` FOR `bob`@'%'"]  # fmt: skip
+    assert sql[0] == (
+        "CREATE USER IF NOT EXISTS `bob`@'%' REQUIRE SUBJECT '/CN=bob/O=c' ACCOUNT LOCK"
+    )
+    assert sql[1:] == [
+        "GRANT `reader` TO `bob`@'%'",
+        "GRANT `x` TO `bob`@'%'",
+        "SET DEFAULT ROLE `reader` FOR `bob`@'%'",
+        "ALTER USER `bob`@'%' REQUIRE SUBJECT '/CN=bob/O=c' ACCOUNT UNLOCK",
+    ]
     assert mysql_disable_sql("bob") == "ALTER USER `bob`@'%' ACCOUNT LOCK"
     narrowed = mysql_enable_sql("bob", "/CN=bob/O=c", ["reader"], revoke=["writer"])
-    assert narrowed[2:] == ["REVOKE `writer` FROM `bob`@'%'", "GRANT `reader` TO `bob`@'%'",
-                            "SET DEFAULT ROLE `reader` FOR `bob`@'%'"]  # fmt: skip
-    assert mysql_enable_sql("bob", "/CN=bob/O=c", [], revoke=["x"])[2:] == [
+    assert narrowed[1:-1] == ["REVOKE `writer` FROM `bob`@'%'", "GRANT `reader` TO `bob`@'%'",
+                              "SET DEFAULT ROLE `reader` FOR `bob`@'%'"]  # fmt: skip
+    assert mysql_enable_sql("bob", "/CN=bob/O=c", [], revoke=["x"])[1:-1] == [
         "REVOKE `x` FROM `bob`@'%'",
         "SET DEFAULT ROLE NONE FOR `bob`@'%'",
     ]
+    assert narrowed[-1].endswith("ACCOUNT UNLOCK")  # last: a failure before leaves it locked
 
 
 def test_ok_warnings() -> None:
