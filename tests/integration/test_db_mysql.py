@@ -271,6 +271,16 @@ async def test_provisioned_user_has_exactly_the_roles_db_roles(world: World) -> 
     code, _, err = await _mariadb(port, "dora", "SELECT 1", "app")
     assert code != 0 and 'cannot provision db user "dora"' in err, err
     assert len(err.strip().splitlines()) == 1 and "malformed" not in err
+    # The same through the proxy's MySQL port (the client's SSLRequest shifts the sequence).
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{rig.mysql_port}",
+        "-udora", f"--ssl-cert={files.crt}", f"--ssl-key={files.key}", f"--ssl-ca={files.ca}",
+        "-e", "select 1", "app",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err_b = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode != 0 and 'cannot provision db user "dora"' in err_b.decode()
+    assert len(err_b.decode().strip().splitlines()) == 1
     assert held() == "reader,secret\t1"
 
 
