@@ -97,6 +97,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "token": ("Name", "Roles", "Labels", "Expires"),
     "cert_authority": ("Name", "Type", "Phase", "Active key", "Trusted keys"),
     "node": ("Name", "Hostname", "Address", "Labels"),
+    "db": ("Name", "Protocol", "URI", "Labels", "Description"),
     "lock": ("Name", "Target", "Message", "Expires"),
     "remote_cluster": ("Name", "Status", "Last heartbeat"),
     "trusted_cluster": ("Name", "Enabled", "Proxy", "Established"),
@@ -129,6 +130,14 @@ def short_time(value: Any) -> str:
         when = when.astimezone(UTC)
         return when.strftime("%Y-%m-%d %H:%M:%S UTC")
     return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _with_results(labels: Any, commands: Any) -> dict[str, str]:
+    """Static labels plus the command labels' latest results, as RBAC sees them."""
+    merged = {str(k): str(v) for k, v in (labels or {}).items()}
+    for key, label in (commands or {}).items():
+        merged[str(key)] = str((label or {}).get("result", ""))
+    return merged
 
 
 def resource_row(item: dict[str, Any]) -> list[str]:
@@ -175,7 +184,15 @@ def resource_row(item: dict[str, Any]) -> list[str]:
             name,
             str(spec.get("hostname", "")),
             str(spec.get("addr", "")),
-            _join(meta.get("labels")),
+            _join(_with_results(meta.get("labels"), spec.get("cmd_labels"))),
+        ]
+    if kind == "db":  # docs/database-access.md
+        return [
+            name,
+            str(spec.get("protocol", "")),
+            str(spec.get("uri", "")),
+            _join(_with_results(meta.get("labels"), spec.get("dynamic_labels"))),
+            str(meta.get("description", "")),
         ]
     if kind == "lock":
         target = {k: v for k, v in (spec.get("target") or {}).items() if v}

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from bastion.cli.render import (
+    COLUMNS,
     print_resources,
     print_table,
     resource_row,
@@ -129,3 +130,25 @@ def test_trust_rows() -> None:
         "spec": {"enabled": False, "proxy_addr": "r:3080", "status": {}},
     }
     assert resource_row(trusted) == ["root.test", "no (suspended)", "r:3080", "-"]
+
+
+def test_nodes_and_databases_show_their_command_labels_results() -> None:
+    node = {
+        "kind": "node",
+        "metadata": {"name": "web1", "labels": {"env": "prod"}},
+        "spec": {"hostname": "web1", "addr": "", "cmd_labels": {"kernel": {"result": "6.1"}}},
+    }
+    assert resource_row(node)[3] == "env=prod,kernel=6.1"
+    db = {
+        "kind": "db",
+        "metadata": {"name": "orders", "labels": {"env": "prod"}, "description": "main"},
+        "spec": {
+            "protocol": "postgres",
+            "uri": "db.internal:5432",
+            "dynamic_labels": {"role": {"command": ["pg-role"], "result": "primary"}},
+        },
+    }
+    row = resource_row(db)
+    assert row[:3] == ["orders", "postgres", "db.internal:5432"] and row[4] == "main"
+    assert row[3] == "env=prod,role=primary"
+    assert len(COLUMNS["db"]) == len(row)
