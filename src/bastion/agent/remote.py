@@ -150,10 +150,7 @@ class APIEmitter:
         self, event_type: str, *, outcome: str = "success", **fields: object
     ) -> AuditEvent | None:
         """Spool the event durably (raises LimitExceeded when the spool is full)."""
-        event = {"type": event_type, "outcome": outcome, **fields}
-        event.setdefault("agent_time", datetime.now(UTC).isoformat())
-        await self._spool.append(event)
-        self._wakeup.set()
+        await self.emit_many([(event_type, outcome, fields)])
         return None
 
     async def emit_many(self, specs: Sequence[tuple[str, str, Mapping[str, object]]]) -> None:

@@ -458,32 +458,44 @@ async def rig_cluster(
     )
     await listener.start()
 
-    async def agent_certs(db_user: str) -> DbClientCert:
-        key_pem, pub = new_tls_key()
-        got = await certs.agent_cert(agent_id, db_user, pub, "local")
-        return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
+    async def agent_here() -> Callable[[], Awaitable[None]]:
+        """The agent in this process (a remote one on a real tunnel, or co-located)."""
 
-    deps = DbAgentDeps([database], agent_certs, clock, admins=dict(admins or {}), audit=audit)
-    agent = DbAgent(deps)
-    if colocated:  # as DbService.local: sessions skip the in-memory tunnel
-        route.add_local_agent(host_id, agent)
+        async def agent_certs(db_user: str) -> DbClientCert:
+            key_pem, pub = new_tls_key()
+            got = await certs.agent_cert(agent_id, db_user, pub, "local")
+            return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
 
-    async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
-        agent_end, proxy_end = memory_pair("db rig agent")
-        session = new_session()
-        agent_end.set_protocol(session)
-        session.connection_made(agent_end)
-        tunnel.accept(proxy_end, acerts.identity)
-        return session
+        deps = DbAgentDeps([database], agent_certs, clock, admins=dict(admins or {}), audit=audit)
+        agent = DbAgent(deps)
+        if colocated:  # as DbService.local: sessions skip the in-memory tunnel
+            route.add_local_agent(host_id, agent)
 
-    pool = TunnelPool(
-        ("127.0.0.1", listener.port),
-        client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
-        agent.on_stream,
-        connector=in_memory if colocated else None,
-    )
-    stop_agent: Callable[[], Awaitable[None]] | None = None
-    if launch_agent is not None:
+        async def in_memory(new_session: Callable[[], MuxSession]) -> MuxSession:
+            agent_end, proxy_end = memory_pair("db rig agent")
+            session = new_session()
+            agent_end.set_protocol(session)
+            session.connection_made(agent_end)
+            tunnel.accept(proxy_end, acerts.identity)
+            return session
+
+        pool = TunnelPool(
+            ("127.0.0.1", listener.port),
+            client_tls_context(acerts.tls_cert, agent_key.decode(), acerts.tls_host_ca),
+            agent.on_stream,
+            connector=in_memory if colocated else None,
+        )
+        running = spawn(pool.run(), "db-rig-agent")
+
+        async def stop() -> None:
+            running.cancel()
+            await pool.close()
+            await agent.close()
+
+        return stop
+
+    async def agent_elsewhere(launch: AgentLauncher) -> Callable[[], Awaitable[None]]:
+        """The agent where ``launch`` starts it, with a client certificate for alice_db."""
         client_key, client_pub = new_tls_key()
         client = await certs.agent_cert(agent_id, "alice_db", client_pub, "rig")
         spec = AgentSpec(
@@ -491,8 +503,9 @@ async def rig_cluster(
             acerts.tls_host_ca, database,
             {"alice_db": (client.cert_pem, client_key.decode(), client.ca_pem)},
         )  # fmt: skip
-        stop_agent = await launch_agent(spec)
-    running = spawn(pool.run() if stop_agent is None else asyncio.sleep(0), "db-rig-agent")
+        return await launch(spec)
+
+    stop_agent = await (agent_here() if launch_agent is None else agent_elsewhere(launch_agent))
     try:
         for _ in range(500):
             if tunnel.is_online(host_id):
@@ -500,11 +513,7 @@ async def rig_cluster(
             await asyncio.sleep(0.02)
         yield RigParts(listener.port, audit, locks, route, tls)
     finally:
-        if stop_agent is not None:
-            await stop_agent()
-        running.cancel()
-        await pool.close()
-        await agent.close()
+        await stop_agent()
         await listener.close()
         await route.close()
         await tunnel.close()
