@@ -255,7 +255,7 @@ async def test_provisioned_user_has_exactly_the_roles_db_roles(world: World) -> 
     assert out.split() == ["3"]
     created = [e for e in rig.audit.of("db.user.create") if e["db_user"] == "dora"]
     assert created[-1]["reason"] == "created" and created[-1]["db_roles"] == ["reader", "tagger"]
-    await _until(lambda: held() == "reader,tagger\t1", 10)  # locked after the session
+    await _until(lambda: held() == "reader,tagger\t1", 30)  # locked after the session
 
     await auth.roles.upsert(role(["reader"]))
     code, _, err = await _mariadb(port, "dora", "SET ROLE tagger", "app")
@@ -264,7 +264,7 @@ async def test_provisioned_user_has_exactly_the_roles_db_roles(world: World) -> 
     assert enabled["reason"] == "enabled" and enabled["db_roles_revoked"] == ["tagger"]
     code, out, err = await _mariadb(port, "dora", "SELECT COUNT(*) FROM t", "app")
     assert code == 0 and out.split() == ["3"], err  # reader: still the default role
-    await _until(lambda: held() == "reader\t1", 10)
+    await _until(lambda: held() == "reader\t1", 30)
     # A role granted by hand that the admin cannot revoke: the session is refused in one
     # line, and the account stays locked (it is unlocked last).
     rig.server.sql("CREATE ROLE secret; GRANT secret TO dora@'%'")

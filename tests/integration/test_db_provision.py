@@ -201,7 +201,7 @@ async def test_roles_removed_from_db_roles_are_revoked_at_the_next_connection(
     conninfo = await _login(rig, "dave", "dave", role="auto-rw")
     code, _, err = await _psql(conninfo, "insert into t values (3); select 1")
     assert code == 0, err
-    await _until(lambda: _role_state(rig, "dave") == "f|reader,tagger")
+    await _until(lambda: _role_state(rig, "dave") == "f|reader,tagger", 30)
 
     # An admin narrows the role; dave's next connection has exactly what it lists.
     await auth.roles.upsert(role(["reader"]))
@@ -212,7 +212,7 @@ async def test_roles_removed_from_db_roles_are_revoked_at_the_next_connection(
     enabled = rig.audit.of("db.user.create")[-2]  # the one before the read's
     assert enabled["reason"] == "enabled" and enabled["db_roles_revoked"] == ["tagger"]
     assert "db_roles_revoked" not in rig.audit.of("db.user.create")[-1]  # nothing left to revoke
-    await _until(lambda: _role_state(rig, "dave") == "f|reader")
+    await _until(lambda: _role_state(rig, "dave") == "f|reader", 30)
 
 
 async def test_enabling_fails_whole_when_a_role_it_must_not_hold_stays(rig: DbRig) -> None:
