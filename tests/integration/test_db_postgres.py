@@ -121,8 +121,37 @@ async def test_psql_allowed_denied_and_locked(rig: DbRig) -> None:
         await conn.execute("create temp table c (x int)")
         await conn.copy_records_to_table("c", records=[(i,) for i in range(20_000)])
         assert await conn.fetchval("select count(*) from c where x >= $1", 0) == 20_000
+        # COPY TO STDOUT: the rows and bytes that left are audited (db.session.copy).
+        out = io.BytesIO()
+
+        async def sink(chunk: bytes) -> None:
+            out.write(chunk)
+
+        await conn.copy_from_query("select x from c where x < 1000", output=sink)
     finally:
         await conn.close()
+    await _until(lambda: len(rig.audit.of("db.session.copy")) == 2)
+    copy_in, copy_out = rig.audit.of("db.session.copy")
+    assert copy_in["direction"] == "in" and copy_in["rows"] == 20_000
+    assert copy_in["outcome"] == "success" and copy_in["bytes"] > 20_000 * 4
+    assert copy_out["direction"] == "out" and copy_out["rows"] == 1000
+    assert copy_out["bytes"] == len(out.getvalue()) > 0
+    # ...each after its COPY statement, in the session's order.
+    events = [e for e in rig.audit.events if e.get("session_id") == copy_in["session_id"]]
+    kinds = [e["type"] if e["type"] != "db.session.query" else e["query"][:4] for e in events]
+    assert kinds.index("db.session.copy") == kinds.index("COPY") + 1
+    # A COPY the server refuses mid-way (a row that is not an int): a failure with its bytes.
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("psql"), conninfo, "-X", "-c", "create temp table c2 (x int)",
+        "-c", "copy c2 from stdin", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err_b = await asyncio.wait_for(proc.communicate(b"7\nnot-a-number\n\\.\n"), 20)
+    assert proc.returncode != 0 and b"invalid input syntax" in err_b
+    await _until(lambda: len(rig.audit.of("db.session.copy")) == 3)
+    failed = rig.audit.of("db.session.copy")[-1]
+    assert failed["outcome"] == "failure" and failed["direction"] == "in"
+    assert failed["rows"] is None and failed["bytes"] >= len(b"7\nnot-a-number\n")
     await _until(
         lambda: any(
             e["query"] == "select count(*) from c where x >= $1"

@@ -32,12 +32,19 @@ class SessionEvents:
     After :meth:`append`, :attr:`stored` says how many of its events are stored: all of them,
     or, when it raised, those that went before the failure (the caller retries the rest)."""
 
-    def __init__(self, audit: Emitter, event_type: str, shared: Mapping[str, object]) -> None:
+    def __init__(
+        self,
+        audit: Emitter,
+        event_type: str,
+        shared: Mapping[str, object],
+        outcome: str = "success",
+    ) -> None:
         self._audit = audit
         self._type = event_type
+        self._outcome = outcome
         self._shared = dict(shared)
         bulk = getattr(audit, "bulk", None)
-        self._bulk = bulk(event_type, **self._shared) if bulk is not None else None
+        self._bulk = bulk(event_type, outcome=outcome, **self._shared) if bulk is not None else None
         self._many = getattr(audit, "emit_many", None)
         self.stored = 0
 
@@ -48,10 +55,11 @@ class SessionEvents:
             await self._bulk.append(owns)
         elif self._many is not None:
             shared = self._shared
-            await self._many([(self._type, "success", {**shared, **own}) for own in owns])
+            await self._many([(self._type, self._outcome, {**shared, **own}) for own in owns])
         else:
             for own in owns:
-                await self._audit.emit(self._type, **self._shared, **own)  # type: ignore[arg-type]
+                fields = {**self._shared, **own}
+                await self._audit.emit(self._type, outcome=self._outcome, **fields)
                 self.stored += 1
             return
         self.stored = len(owns)

@@ -612,6 +612,9 @@ class StatementScanner:
         """How long ``_buf`` must get to hold that header (5) or whole message."""
         self._skip = 0
         """Bytes of an ignored message still to come."""
+        self.copied = 0
+        """CopyData payload bytes the client sent (COPY FROM STDIN), for
+        :class:`~bastion.protocols.pgcopy.CopyScanner`."""
 
     @property
     def buffered(self) -> int:
@@ -665,6 +668,8 @@ class StatementScanner:
                 raise RemoteProtocolError(f"invalid message type byte 0x{kind:02x}")
             end = pos + 1 + length
             if kind not in _TRACKED:
+                if kind == 0x64:  # CopyData
+                    self.copied += length - 4
                 if end > size:
                     self._skip = end - size
                     pos = size

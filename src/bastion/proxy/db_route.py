@@ -51,6 +51,7 @@ from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols import mysql
+from bastion.protocols.pgcopy import CopyReport, CopyScanner
 from bastion.protocols.postgres import (
     MAX_MESSAGE_LENGTH,
     BackendKeyScanner,
@@ -285,9 +286,13 @@ class _QuerySide(RelaySide):
 
     def __init__(self, relay: Relay, scanner: StatementScanner, route: DbRoute) -> None:
         super().__init__(relay, "a")
-        self._scanner = scanner
+        self.scanner = scanner
         self._route = route
-        self.statements: deque[Statement] = deque()
+        self.statements: deque[Statement | CopyReport] = deque()
+        """What the audit writer stores next, in order: statements, and each COPY's report
+        (after its statement: the server ends a copy after the client sent it)."""
+        self.copies = False
+        """A COPY report was queued (the writer then sorts its batches by event type)."""
         self.pending = asyncio.Event()
         """Set when a statement is queued or the session ended."""
         self.ended = False
@@ -295,7 +300,7 @@ class _QuerySide(RelaySide):
 
     def tap(self, data: bytes) -> bool:
         try:
-            found = self._scanner.feed(data)
+            found = self.scanner.feed(data)
         except RemoteProtocolError as exc:
             self._route.protocol_error(self, str(exc))
             return False
@@ -307,6 +312,12 @@ class _QuerySide(RelaySide):
                 self.throttled = True  # the audit writer resumes reading once it caught up
                 self.transport.pause_reading()
         return True
+
+    def copied(self, reports: list[CopyReport]) -> None:
+        """The server ended COPYs: their reports go to the audit writer with the statements."""
+        self.copies = True
+        self.statements.extend(reports)
+        self.pending.set()
 
     def audited(self) -> None:
         """The audit writer took statements: read the client again once below the low mark."""
@@ -368,6 +379,7 @@ class _MySQLClientSide(_QuerySide):
         self._check_name = check_name
         self._on_refused = on_refused
         self.statements = deque()
+        self.copies = False
         self.pending = asyncio.Event()
         self.ended = False
         self.throttled = False
@@ -453,16 +465,20 @@ class _MySQLServerSide(RelaySide):
 
 class _KeyTap(RelaySide):
     """PostgreSQL, the database's side: notes the session's BackendKeyData (for routing a
-    CancelRequest to it) and then only relays; with a ``hold`` (a proxy that moderates),
-    the first ReadyForQuery waits for :meth:`release` (a held session's notice goes first)."""
+    CancelRequest to it), reports each COPY to ``client`` once it ended, and relays; with a
+    ``hold`` (a proxy that moderates), the first ReadyForQuery waits for :meth:`release` (a
+    held session's notice goes first)."""
 
     def __init__(
         self,
         relay: Relay,
         on_key: Callable[[tuple[int, int]], None],
+        client: _QuerySide,
         hold: ReadyHold | None = None,
     ) -> None:
         super().__init__(relay, "b")
+        self._client = client
+        self._copies = CopyScanner(lambda: client.scanner.copied)
         self._scanner: BackendKeyScanner | None = BackendKeyScanner()
         self._on_key = on_key
         self._hold = hold
@@ -477,6 +493,9 @@ class _KeyTap(RelaySide):
                 super().data_received(out)
 
     def data_received(self, data: bytes) -> None:
+        copied = self._copies.feed(data)  # every byte, held or not: the scanner frames them
+        if copied:
+            self._client.copied(copied)
         if self._watching:
             data = self._watch(data)
             if not data:
@@ -571,7 +590,7 @@ class DbRoute:
                     self._cancel_keys[key] = target
 
                 hold = ReadyHold() if deps.moderation is not None else None
-                relay.b = _KeyTap(relay, on_key, hold)
+                relay.b = _KeyTap(relay, on_key, side, hold)
                 side.peer, relay.b.peer = relay.b, side
                 relay.a = side
                 header: dict[str, Any] = {
@@ -1105,6 +1124,10 @@ class DbRoute:
         # One transaction per batch; what the session's events share is encoded once.
         shared = {"user": identity.user, "session_id": session_id, **info}
         writer = SessionEvents(self._deps.audit, "db.session.query", shared)
+        copied = {
+            outcome: SessionEvents(self._deps.audit, "db.session.copy", shared, outcome)
+            for outcome in ("success", "failure")
+        }
         statements = side.statements
         if recording is not None:
             await recording.open()
@@ -1126,16 +1149,21 @@ class DbRoute:
                 if recording is not None:
                     await recording.write(batch)
                 continue
-            owns: list[dict[str, object]] = [
-                {"query": s.sql, "parameters": list(s.params), "protocol": s.protocol, **_types(s)}
-                for s in batch
-            ]
+            stored = 0
             try:
-                await writer.append(owns)
+                for run in _runs(batch) if side.copies else (batch,):
+                    if isinstance(run[0], CopyReport):
+                        events = copied[run[0].outcome]
+                        owns = [c.fields() for c in run if isinstance(c, CopyReport)]
+                    else:
+                        events = writer
+                        owns = [_query_fields(s) for s in run if not isinstance(s, CopyReport)]
+                    await events.append(owns)
+                    stored += len(run)
             except (BastionError, OSError) as exc:
                 # Not stored: keep them first in line and try again (the client waits once
                 # the high-water mark is reached; nothing is dropped).
-                stored = writer.stored
+                stored += events.stored
                 statements.extendleft(reversed(batch[stored:]))
                 if recording is not None:
                     await recording.write(batch[:stored])
@@ -1229,7 +1257,7 @@ class _Recording:
         except OSError as exc:  # the session goes on (audited); the recording is cut short
             log.error("db recording %s: write failed: %s", self._meta.session_id, exc)
 
-    async def write(self, statements: Sequence[Statement]) -> None:
+    async def write(self, statements: Sequence[Statement | CopyReport]) -> None:
         if not statements or self._file is None:
             return
         now = self._clock.monotonic()
@@ -1269,9 +1297,26 @@ class _Recording:
             return None
 
 
-def _types(statement: Statement) -> dict[str, object]:
-    types = getattr(statement, "param_types", ())
-    return {"parameter_types": list(types)} if types else {}
+def _query_fields(s: Statement) -> dict[str, object]:
+    """A ``db.session.query`` event's own fields."""
+    own: dict[str, object] = {"query": s.sql, "parameters": list(s.params), "protocol": s.protocol}
+    types = getattr(s, "param_types", ())  # MySQL's prepared statements
+    if types:
+        own["parameter_types"] = list(types)
+    return own
+
+
+def _runs(batch: list[Statement | CopyReport]) -> list[list[Statement | CopyReport]]:
+    """``batch`` cut into runs of one event type and outcome, in order (one append each)."""
+    runs: list[list[Statement | CopyReport]] = []
+    last = ""
+    for item in batch:
+        kind = item.outcome if isinstance(item, CopyReport) else "query"
+        if kind != last:
+            runs.append([])
+            last = kind
+        runs[-1].append(item)
+    return runs
 
 
 def _refusal(exc: BaseException) -> tuple[str, str]:

@@ -110,6 +110,7 @@ AGENT_EVENT_TYPES = frozenset(
         # a proxy in its own process: its database route (bastion.proxy.db_route)
         "db.session.start",
         "db.session.query",
+        "db.session.copy",
         "db.session.end",
         "db.session.cancel",
         # a proxy in its own process: leaf clusters' tunnels and routes to them

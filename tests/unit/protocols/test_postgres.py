@@ -395,11 +395,13 @@ def test_scanner_fast_path_and_copy_data() -> None:
     query = build_message(b"Q", b"ALTER ROLE x PASSWORD 'secret'\x00")
     assert scanner.feed(query) == [Statement("ALTER ROLE x PASSWORD '***'")]
     assert scanner.feed(bytearray(query)) == [Statement("ALTER ROLE x PASSWORD '***'")]
-    # A COPY's data is framed by its length, never buffered (a 1 MiB CopyData in pieces).
+    # A COPY's data is framed by its length, never buffered (a 1 MiB CopyData in pieces),
+    # and its payload counted (for the server side's COPY reports).
     copy = build_message(b"d", b"x" * (1 << 20))
     for i in range(0, len(copy), 4096):
         assert scanner.feed(copy[i : i + 4096]) == []
         assert scanner.buffered == 0
+    assert scanner.copied == 1 << 20
     # A statement cut anywhere is buffered until it is whole.
     assert scanner.feed(query[:7]) == [] and scanner.buffered == 7
     assert scanner.feed(query[7:] + build_message(b"S")) == [
