@@ -16,6 +16,9 @@ client certificates end to end:
   database, one thread, TLS end to end between pgbench and PostgreSQL (it neither decrypts,
   parses nor audits): what one more hop through a C process costs on this machine. Also in
   front of MariaDB.
+* **python floor** (``bench/tls_floor.py``, its own process): a uvloop relay that terminates
+  TLS on both legs as our proxy does and moves bytes, no parsing, no authorization, no audit:
+  what any TLS-terminating proxy in Python reaches here. Also in front of MariaDB.
 
 ``--rounds N`` (default 3) runs every path back to back N times and reports the median round
 (and the spread of the ratios): a machine whose speed drifts moves the paths of one round
@@ -266,22 +269,39 @@ async def start_relay(
         "  timeout server 120s\n"
         f"listen relay\n  bind 127.0.0.1:{port}\n  server db 127.0.0.1:{target}\n"
     )
+    return await _listening(port, f"haproxy (see {config})", binary, "-db", "-q", "-f", str(config))
+
+
+async def start_floor(
+    protocol: str, db_port: int, server: tuple[Path, Path], client: tuple[Path, Path, Path]
+) -> tuple[asyncio.subprocess.Process, int]:
+    """``bench/tls_floor.py`` in front of the database on ``db_port``: TLS to its clients with
+    ``server`` (the database's certificate and key), TLS to the database with ``client``
+    (certificate, key, CA). Returns (process, port)."""
+    port = free_port()
+    cert, key, ca = client
+    argv = [protocol, str(port), str(db_port), *map(str, (*server, ca, cert, key))]
+    floor = Path(__file__).with_name("tls_floor.py")
+    return await _listening(port, "tls_floor.py", sys.executable, str(floor), *argv)
+
+
+async def _listening(port: int, what: str, *argv: str) -> tuple[asyncio.subprocess.Process, int]:
+    """Start ``argv`` and wait until it accepts connections on ``port``."""
     proc = await asyncio.create_subprocess_exec(
-        binary, "-db", "-q", "-f", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(100):
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    for _ in range(200):
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             if proc.returncode is not None:
-                raise RuntimeError(f"haproxy exited ({proc.returncode}); see {config}") from None
+                raise RuntimeError(f"{what} exited ({proc.returncode})") from None
             await asyncio.sleep(0.05)
             continue
         writer.close()
         return proc, port
     await _stop(proc)
-    raise RuntimeError("haproxy did not listen")
+    raise RuntimeError(f"{what} did not listen")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -346,6 +366,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if (haproxy := haproxy_binary()) is not None:
                 relay_proc, relay_port = await start_relay(haproxy, rig.pg.port, rig.tmp / "relay")
                 relay = direct.replace(f"port={rig.pg.port}", f"port={relay_port}")
+            data = rig.pg.root / "data"
+            floor_proc, floor_port = await start_floor(
+                "postgres",
+                rig.pg.port,
+                (data / "server.crt", data / "server.key"),
+                (files / "direct.crt", files / "direct.key", files / "direct.ca"),
+            )
+            floor = f"host=127.0.0.1 port={floor_port} user=alice_db dbname=postgres"
+            floor += " sslmode=require"
             rounds: list[dict[str, float]] = []
             try:
                 for _ in range(args.rounds):
@@ -363,6 +392,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         rmeter = CpuMeter(relay_proc.pid)
                         one["relay_tps"] = await pgbench(relay, *load)
                         one["relay_cpu_us_per_txn"] = rmeter.per(LAST_TRANSACTIONS[0])
+                    fmeter = CpuMeter(floor_proc.pid)
+                    one["floor_tps"] = await pgbench(floor, *load)
+                    one["floor_cpu_us_per_txn"] = fmeter.per(LAST_TRANSACTIONS[0])
                     ended = rig.audit.counts["db.session.end"]
                     meter, ameter = CpuMeter(), agent_meter()
                     one["ours_tps"] = await pgbench(ours, *load)
@@ -382,7 +414,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rounds.append(one)
             finally:
                 await _stop(bsh)
-                for peer in (bouncer_proc, relay_proc):
+                for peer in (bouncer_proc, relay_proc, floor_proc):
                     if peer is not None:
                         await _stop(peer)
             result["pg_rounds"] = rounds
@@ -486,6 +518,13 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                 relay_proc, relay_port = await start_relay(
                     haproxy, rig.server.port, rig.tmp / "relay"
                 )
+            root = rig.server.root
+            floor_proc, floor_port = await start_floor(
+                "mysql",
+                rig.server.port,
+                (root / "server.crt", root / "server.key"),
+                (direct.crt, direct.key, direct.ca),
+            )
             await measure_idle_cpu()
             rounds: list[dict[str, float]] = []
             try:
@@ -497,6 +536,9 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                         rmeter = CpuMeter(relay_proc.pid)
                         one["mysql_relay_qps"] = await slap(relay_port, args.clients, queries, *tls)
                         one["mysql_relay_cpu_us_per_query"] = rmeter.per(queries)
+                    fmeter = CpuMeter(floor_proc.pid)
+                    one["mysql_floor_qps"] = await slap(floor_port, args.clients, queries, *tls)
+                    one["mysql_floor_cpu_us_per_query"] = fmeter.per(queries)
                     meter, ameter = CpuMeter(), agent_meter()
                     one["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
                     one["mysql_port_cpu_us_per_query"] = meter.per(queries)
@@ -510,6 +552,7 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     rounds.append(one)
             finally:
                 await _stop(bsh)
+                await _stop(floor_proc)
                 if relay_proc is not None:
                     await _stop(relay_proc)
             result["mysql_rounds"] = rounds
@@ -563,6 +606,7 @@ def report(r: dict[str, Any]) -> None:
             f"({one['ours_tps'] / peer:.2f}x), bsh proxy db {one['bsh_tps']:.0f} "
             f"({one['bsh_tps'] / peer:.2f}x) tps"
             + (f", haproxy relay {one['relay_tps']:.0f}" if "relay_tps" in one else "")
+            + f", python floor {one['floor_tps']:.0f} ({one['floor_tps'] / peer:.2f}x)"
         )
     print(f"  direct     {r['direct_tps']:10.0f} tps")
     if "pgbouncer_tps" in r:
@@ -573,6 +617,16 @@ def report(r: dict[str, Any]) -> None:
             f"no parsing, no audit; {r['relay_tps'] / r['direct_tps']:.2f}x direct, "
             f"{r['relay_cpu_us_per_txn']:.0f} us CPU per transaction)"
         )
+    print(
+        f"  py floor   {r['floor_tps']:10.0f} tps   (uvloop relay terminating TLS on both legs "
+        f"as ours, no parsing, no audit; {r['floor_tps'] / r['direct_tps']:.2f}x direct"
+        + (
+            f", {r['floor_tps'] / r['pgbouncer_tps']:.2f}x pgbouncer"
+            if "pgbouncer_tps" in r
+            else ""
+        )
+        + f"; {r['floor_cpu_us_per_txn']:.0f} us CPU per transaction)"
+    )
     audited, agent = r["audited_queries"], r.get("agent", "remote")
     print(f"  ours       {r['ours_tps']:10.0f} tps   (proxy port; agent {agent})")
     print(
@@ -615,6 +669,8 @@ def report(r: dict[str, Any]) -> None:
                     if "mysql_relay_qps" in one
                     else ""
                 )
+                + f", python floor {one['mysql_floor_qps']:.0f} "
+                f"({one['mysql_floor_qps'] / d:.2f}x)"
             )
         print(f"  direct     {direct:10.0f} q/s")
         if "mysql_relay_qps" in r:
@@ -624,6 +680,12 @@ def report(r: dict[str, Any]) -> None:
                 f"parsing, no audit; {relay / direct:.2f}x direct, "
                 f"{r['mysql_relay_cpu_us_per_query']:.0f} us CPU per query)"
             )
+        floor = r["mysql_floor_qps"]
+        print(
+            f"  py floor   {floor:10.0f} q/s   (uvloop relay terminating TLS on both legs as "
+            f"ours, no parsing, no audit; {floor / direct:.2f}x direct, "
+            f"{r['mysql_floor_cpu_us_per_query']:.0f} us CPU per query)"
+        )
         port = r["mysql_port_qps"]
         print(f"  ours (proxy MySQL port)  {port:10.0f} q/s   (client certificate, as pgbench)")
         print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in its own process)")

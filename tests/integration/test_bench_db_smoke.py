@@ -40,7 +40,11 @@ def test_db_bench_quick(tmp_path: Path) -> None:
     assert result["agent_cpu_us_per_txn"] > 0 and "in the agent's process" in done.stdout
     if shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists():
         assert result["relay_tps"] > 0  # HAProxy as a plain TCP relay, the hop's own cost
+    # The floor: a Python relay terminating TLS on both legs, no parsing, no audit.
+    assert result["floor_tps"] > 0 and result["floor_cpu_us_per_txn"] > 0
+    assert "py floor" in done.stdout
     if shutil.which("mariadb-slap") and shutil.which("mariadbd"):
         # bsh proxy db's MySQL listener runs in its own process on bsh's loop (uvloop).
         assert result["mysql_ours_qps"] > 0 and result["mysql_port_qps"] > 0
         assert result["mysql_agent_cpu_us_per_query"] > 0
+        assert result["mysql_floor_qps"] > 0
