@@ -19,11 +19,13 @@ from bastion.auth.guarded import GuardedAuth
 from bastion.auth.recordings import GuardedRecordings, RecordingService
 from bastion.auth.users import UserService
 from bastion.cli.bsh_recordings import play_steps, recording_rows
+from bastion.protocols.postgres import LARGE_OBJECT_FUNCTIONS
 from bastion.recording.asciicast import parse_cast
 from bastion.recording.player import schedule
 from bastion.testing import missing_peer, require_binary
 from bastion.testing.db_rig import DbRig, start_db_rig
 from bastion.testing.peers.postgres import PostgresUnavailable
+from bastion.testing.peers.postgres_tls import psql_local
 from bastion.types.access import Lock, LockSpec, LockTarget
 from bastion.types.meta import Metadata
 
@@ -241,3 +243,24 @@ async def test_bsh_proxy_db_local_listener_relays_and_reports_failures(rig: DbRi
     finally:
         server.close()
         dead.close()
+
+
+async def test_large_object_function_calls_are_audited_by_name(rig: DbRig, tmp_path: Path) -> None:
+    """psql's \\lo_import goes through libpq's fastpath (FunctionCall messages): each call is
+    audited with the function's name, and the names match the server's own catalog."""
+    conninfo = await rig.login("alice_db", "alice")
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"bastion " * 512)
+    code, out, err = await _psql(conninfo, f"\\lo_import {blob}")
+    assert code == 0 and out.startswith("lo_import "), err
+    await _until(lambda: bool(rig.audit.of("db.session.end")))
+    calls = [e for e in rig.audit.of("db.session.query") if e["protocol"] == "function"]
+    names = {e["query"] for e in calls}
+    assert {"function call lo_open (oid 952)", "function call lowrite (oid 955)"} <= names
+    assert "function call lo_close (oid 953)" in names
+    written = [e for e in calls if e["query"].startswith("function call lowrite")]
+    assert written[0]["parameters"][1].startswith("\\x62617374696f6e20")  # "bastion "
+    oids = ",".join(map(str, LARGE_OBJECT_FUNCTIONS))
+    catalog = psql_local(rig.pg, f"select oid, proname from pg_proc where oid in ({oids})")
+    rows = dict(line.split("|") for line in catalog.split())
+    assert {int(oid): name for oid, name in rows.items()} == LARGE_OBJECT_FUNCTIONS

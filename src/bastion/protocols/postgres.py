@@ -48,6 +48,7 @@ __all__ = [
     "CancelRequest",
     "Execute",
     "FunctionCall",
+    "LARGE_OBJECT_FUNCTIONS",
     "GSSENCRequest",
     "Message",
     "MessageReader",
@@ -63,6 +64,7 @@ __all__ = [
     "build_startup",
     "decode_frontend",
     "error_response",
+    "function_call_text",
     "parse_error_response",
     "parse_startup_packet",
     "redact_sql",
@@ -571,7 +573,7 @@ class StatementTracker:
             (self._statements if msg.kind == "S" else self._portals).pop(msg.name, None)
         elif isinstance(msg, FunctionCall):
             args = tuple("?" if self.redact_params else _show(v, 1) for v in msg.args)
-            return Statement(f"function call oid {msg.oid}", args, "function")
+            return Statement(function_call_text(msg.oid), args, "function")
         elif isinstance(msg, Other) and msg.type == b"S":
             pass  # Sync ends an implicit transaction; unnamed portals end with it
         return None
@@ -581,6 +583,33 @@ class StatementTracker:
         table[name] = value
         while len(table) > self.max_entries:
             del table[next(iter(table))]
+
+
+LARGE_OBJECT_FUNCTIONS: Final = {
+    715: "lo_create",
+    952: "lo_open",
+    953: "lo_close",
+    954: "loread",
+    955: "lowrite",
+    956: "lo_lseek",
+    957: "lo_creat",
+    958: "lo_tell",
+    964: "lo_unlink",
+    1004: "lo_truncate",
+    3170: "lo_lseek64",
+    3171: "lo_tell64",
+    3172: "lo_truncate64",
+}
+"""The built-in functions libpq calls through the fastpath (FunctionCall) for large objects
+(``lo_import``, ``\\lo_export`` in psql...). Built-in OIDs are fixed in PostgreSQL's catalog
+(``pg_proc.dat``); the integration tests check these against the server's ``pg_proc``."""
+
+
+def function_call_text(oid: int) -> str:
+    """What a FunctionCall's ``db.session.query`` says: the function's name when it is a
+    built-in large-object one (a user function's OID names nothing without the catalog)."""
+    name = LARGE_OBJECT_FUNCTIONS.get(oid)
+    return f"function call {name} (oid {oid})" if name else f"function call oid {oid}"
 
 
 _TRACKED: Final = frozenset(b"QPBECF")

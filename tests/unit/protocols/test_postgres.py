@@ -277,6 +277,26 @@ def test_frontend_fuzz_only_protocol_errors(type_: int, body: bytes) -> None:
         pass
 
 
+def _function_call(oid: int, args: list[bytes | None]) -> Message:
+    body = struct.pack("!Ih", oid, 1) + struct.pack("!h", 1) + struct.pack("!h", len(args))
+    for arg in args:
+        body += struct.pack("!i", -1) if arg is None else struct.pack("!i", len(arg)) + arg
+    return Message(b"F", body + struct.pack("!h", 1))
+
+
+def test_function_calls_name_the_large_object_functions() -> None:
+    tracker = StatementTracker()
+    lowrite = tracker.feed(_function_call(955, [b"\x00\x00\x00\x01", b"hi"]))
+    assert lowrite == Statement(
+        "function call lowrite (oid 955)", ("\\x00000001", "\\x6869"), "function"
+    )
+    other = tracker.feed(_function_call(16384, [None]))
+    assert other == Statement("function call oid 16384", (None,), "function")
+    redacted = StatementTracker(redact_params=True).feed(_function_call(957, [b"\x00"]))
+    assert redacted is not None and redacted.params == ("?",)
+    assert redacted.sql == "function call lo_creat (oid 957)"
+
+
 @given(
     st.lists(values, max_size=5), st.lists(st.one_of(st.none(), st.binary(max_size=20)), max_size=5)
 )
