@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from bastion.protocols.postgres import LengthFramed
+
 __all__ = ["CopyReport", "CopyScanner"]
 
 _U32: Final = struct.Struct("!I")
@@ -70,7 +72,7 @@ class CopyReport:
         return {"direction": self.direction, "bytes": self.bytes, "rows": self.rows}
 
 
-class CopyScanner:
+class CopyScanner(LengthFramed):
     """Follows the server's stream, chunk by chunk, and reports each COPY once it ends.
 
     Args:
@@ -78,12 +80,8 @@ class CopyScanner:
     """
 
     def __init__(self, copied_in: Callable[[], int]) -> None:
+        super().__init__()
         self._copied_in = copied_in
-        self._skip = 0
-        """Bytes of a skipped message still to come."""
-        self._held = bytearray()
-        """A header the last chunk cut, or a copy's CommandComplete it cut."""
-        self._need = 0
         self._direction = ""
         """The copy under way (``in``/``out``), or ``""``."""
         self._start = 0
@@ -93,26 +91,17 @@ class CopyScanner:
         self.broken = False
         """The stream stopped making sense (a length under 4): nothing more is reported."""
 
-    def feed(self, data: bytes) -> list[CopyReport]:
+    def feed(self, data: bytes | bytearray) -> list[CopyReport]:
         """The copies that ``data`` ends, in order."""
         out: list[CopyReport] = []
         if self.broken:
             return out
+        resumed = self._resume(data)  # a header, or a copy's CommandComplete, is held whole
+        if resumed is None:
+            return out
+        data, pos = resumed
         size = len(data)
-        pos = self._skip
-        if pos:
-            if pos >= size:
-                self._skip = pos - size
-                return out
-            self._skip = 0
-        held = self._held
-        if held:
-            held += memoryview(data)[pos:]
-            if len(held) < self._need:
-                return out
-            data, pos = bytes(held), 0
-            size = len(data)
-            held.clear()
+        held = self._buf
         while size - pos >= 5:
             kind = data[pos]
             (length,) = _U32.unpack_from(data, pos + 1)
@@ -158,7 +147,7 @@ class CopyScanner:
         return CopyReport(direction, moved, rows, outcome)
 
 
-def _rows(body: bytes) -> int | None:
+def _rows(body: bytes | bytearray) -> int | None:
     """The row count of a ``COPY n`` tag (NUL-terminated); None for another tag."""
     tag = body.rstrip(b"\x00")
     if not tag.startswith(b"COPY "):

@@ -50,6 +50,7 @@ __all__ = [
     "FunctionCall",
     "LARGE_OBJECT_FUNCTIONS",
     "GSSENCRequest",
+    "LengthFramed",
     "Message",
     "MessageReader",
     "Parse",
@@ -617,7 +618,40 @@ _TRACKED: Final = frozenset(b"QPBECF")
 FunctionCall); the others (CopyData, Sync, Describe, Flush, Terminate...) are only framed."""
 
 
-class StatementScanner:
+class LengthFramed:
+    """Where a stream of typed messages stands between two chunks, for scanners that walk it
+    by length: the bytes of a skipped message still to come, and the start of a message (or a
+    header) the last chunk cut, held until it is whole."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        """The start of a message the last chunk cut (a header, or a message read whole)."""
+        self._need = 0
+        """How long ``_buf`` must get to hold that header (5) or whole message."""
+        self._skip = 0
+        """Bytes of an ignored message still to come."""
+
+    def _resume(self, data: bytes | bytearray) -> tuple[bytes | bytearray, int] | None:
+        """The bytes to walk from the next message boundary on and where it is in them; None
+        when ``data`` only continues a skipped message or a held one not yet whole."""
+        size = len(data)
+        pos = self._skip
+        if pos:
+            if pos >= size:
+                self._skip = pos - size
+                return None
+            self._skip = 0
+        buf = self._buf
+        if buf:
+            buf += memoryview(data)[pos:]
+            if len(buf) < self._need:
+                return None
+            data, pos = bytes(buf), 0
+            buf.clear()
+        return data, pos
+
+
+class StatementScanner(LengthFramed):
     """The statements of a client's byte stream, chunk by chunk.
 
     What ``[tracker.feed(m) for m in MessageReader(max_length).feed(chunk)]`` gives (with the
@@ -633,14 +667,9 @@ class StatementScanner:
     """
 
     def __init__(self, tracker: StatementTracker, max_length: int = MAX_MESSAGE_LENGTH) -> None:
+        super().__init__()
         self.tracker = tracker
         self.max_length = max_length
-        self._buf = bytearray()
-        """The start of a message the last chunk cut (a header, or a tracked message)."""
-        self._need = 0
-        """How long ``_buf`` must get to hold that header (5) or whole message."""
-        self._skip = 0
-        """Bytes of an ignored message still to come."""
         self.copied = 0
         """CopyData payload bytes the client sent (COPY FROM STDIN), for
         :class:`~bastion.protocols.pgcopy.CopyScanner`."""
@@ -666,22 +695,14 @@ class StatementScanner:
                 if statement is not None:
                     return [statement]
         out: list[Statement] = []
-        pos = self._skip
-        if pos:
-            if pos >= size:
-                self._skip = pos - size
-                return out
-            self._skip = 0
-        buf = self._buf
-        if buf:
-            buf += memoryview(data)[pos:]
-            if len(buf) < self._need:
-                return out
-            data, pos = bytes(buf), 0
-            size = len(data)
-            buf.clear()
-        elif type(data) is not bytes:
+        resumed = self._resume(data)
+        if resumed is None:
+            return out
+        data, pos = resumed
+        if type(data) is not bytes:
             data = bytes(data)
+        size = len(data)
+        buf = self._buf
         failed: RemoteProtocolError | None = None
         tracker = self.tracker
         while size - pos >= 5:

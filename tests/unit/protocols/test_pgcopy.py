@@ -82,7 +82,7 @@ def test_large_copy_out_is_not_held() -> None:
     reports = []
     for i in range(0, len(stream), 16_384):
         reports += scanner.feed(stream[i : i + 16_384])
-        assert len(scanner._held) <= 64  # a header or the CommandComplete, never rows
+        assert len(scanner._buf) <= 64  # a header or the CommandComplete, never rows
     assert reports == [CopyReport("out", 20 * 65_000, 20, "success")]
 
 
