@@ -25,6 +25,7 @@ stops the scanner (no more reports for that session), never an exception.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Final
 
 from bastion.protocols.postgres import LengthFramed
 
-__all__ = ["CopyReport", "CopyScanner"]
+__all__ = ["CopyReport", "CopyScanner", "CopyWatch", "names_copy"]
 
 _U32: Final = struct.Struct("!I")
 _COPY_IN: Final = 0x47  # G
@@ -79,12 +80,12 @@ class CopyScanner(LengthFramed):
         copied_in: the client's CopyData payload bytes so far (its scanner's count).
     """
 
-    def __init__(self, copied_in: Callable[[], int]) -> None:
+    def __init__(self, copied_in: Callable[[], int], start: int = 0) -> None:
         super().__init__()
         self._copied_in = copied_in
         self._direction = ""
         """The copy under way (``in``/``out``), or ``""``."""
-        self._start = 0
+        self._start = start
         """The client's count when the server was last idle, or a copy in ended: a client may
         send its CopyData right behind the COPY, before the server's CopyInResponse."""
         self._out = 0
@@ -145,6 +146,92 @@ class CopyScanner(LengthFramed):
             moved = self._out
         outcome = "failure" if rows is None else "success"
         return CopyReport(direction, moved, rows, outcome)
+
+
+_READY_TAIL: Final = re.compile(rb"Z\x00\x00\x00\x05[ITE]\Z")
+_COPY_RESPONSE: Final = re.compile(rb"[GHW]\x00\x00(..)[\x00\x01](..)", re.DOTALL)
+"""A CopyIn/Out/BothResponse's first bytes: length, overall format, column count."""
+_COPY: Final = re.compile("copy", re.IGNORECASE)
+
+
+def names_copy(sql: str) -> bool:
+    """Whether ``sql`` may run a COPY to or from the client: it has the word's letters.
+    (COPY TO STDOUT / FROM STDIN is refused inside functions, so the client's own SQL always
+    names it.)"""
+    return _COPY.search(sql) is not None
+
+
+class CopyWatch:
+    """A :class:`CopyScanner` that a session starts only once it ran a statement naming COPY.
+
+    Walking every server message costs ~0.15-0.3 us each in Python: on a large result of small
+    rows that is more than the proxy's TLS work (measured: 2.6x its CPU on 1.5 million short
+    rows), so a session that never copies must not pay it. The scanner needs a message
+    boundary to start at, and the proxy does not frame the server's stream before. It starts:
+
+    * right after a chunk that ends with a ReadyForQuery (the server is idle), where a client
+      that waits for each answer (psql, pgbench) sends its COPY;
+    * else at the CopyIn/Out/BothResponse that answers the COPY, found by its shape (a
+      length that matches its column count): asyncpg describes a statement with a Flush
+      (no ReadyForQuery) before it runs the COPY.
+
+    Once started, it stays on for the session.
+
+    What it trusts: those two shapes mark a boundary. Rows crafted to look like them could make
+    the scanner misread the COPY reports of the session that sent them; the statements, their
+    audit and the session's byte counts do not depend on it.
+
+    Args:
+        copied_in: the client's CopyData payload bytes so far (its scanner's count).
+    """
+
+    def __init__(self, copied_in: Callable[[], int]) -> None:
+        self._copied_in = copied_in
+        self.scanner: CopyScanner | None = None
+        self._idle = False
+        self._mark: int | None = None
+        """The client's count when a statement named COPY before the scanner could start."""
+
+    def statement(self, sql: str, mark: int) -> None:
+        """The client sent ``sql``; ``mark`` is its CopyData count before the chunk that held
+        it (a client may send the data in the same chunk)."""
+        if self.scanner is not None or self._mark is not None or not names_copy(sql):
+            return
+        if self._idle:
+            self.scanner = CopyScanner(self._copied_in, mark)
+        else:
+            self._mark = mark
+
+    def feed(self, data: bytes | bytearray) -> list[CopyReport]:
+        """The copies ``data`` (the server's next bytes) ends."""
+        scanner = self.scanner
+        if scanner is not None:
+            return scanner.feed(data)
+        mark = self._mark
+        if mark is not None:
+            start = _copy_response(data)
+            if start is not None:
+                self.scanner = CopyScanner(self._copied_in, mark)
+                self._mark = None
+                return self.scanner.feed(data[start:])
+        self._idle = _READY_TAIL.search(data, len(data) - 6) is not None
+        if self._idle and mark is not None:
+            self.scanner = CopyScanner(self._copied_in, mark)
+            self._mark = None
+        return []
+
+
+def _copy_response(data: bytes | bytearray) -> int | None:
+    """Where the first CopyIn/Out/BothResponse of ``data`` starts, by its shape: length
+    ``7 + 2 * columns`` and a format code (0 or 1) per column."""
+    for found in _COPY_RESPONSE.finditer(data):
+        length = int.from_bytes(found.group(1), "big")
+        columns = int.from_bytes(found.group(2), "big")
+        start = found.start()
+        codes = data[start + 8 : start + 8 + 2 * columns]
+        if length == 7 + 2 * columns and len(codes) == 2 * columns and not codes.strip(b"\x00\x01"):
+            return start
+    return None
 
 
 def _rows(body: bytes | bytearray) -> int | None:

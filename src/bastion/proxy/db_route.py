@@ -51,7 +51,7 @@ from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols import mysql
-from bastion.protocols.pgcopy import CopyReport, CopyScanner
+from bastion.protocols.pgcopy import CopyReport, CopyWatch
 from bastion.protocols.postgres import (
     MAX_MESSAGE_LENGTH,
     BackendKeyScanner,
@@ -297,14 +297,22 @@ class _QuerySide(RelaySide):
         """Set when a statement is queued or the session ended."""
         self.ended = False
         self.throttled = False
+        self.copy_watch: CopyWatch | None = None
+        """PostgreSQL: told of each statement until a COPY starts it (the server's side)."""
 
     def tap(self, data: bytes) -> bool:
+        scanner = self.scanner
+        mark = scanner.copied
         try:
-            found = self.scanner.feed(data)
+            found = scanner.feed(data)
         except RemoteProtocolError as exc:
             self._route.protocol_error(self, str(exc))
             return False
         if found:
+            watch = self.copy_watch
+            if watch is not None and watch.scanner is None:
+                for statement in found:
+                    watch.statement(statement.sql, mark)
             statements = self.statements
             statements.extend(found)
             self.pending.set()
@@ -478,7 +486,7 @@ class _KeyTap(RelaySide):
     ) -> None:
         super().__init__(relay, "b")
         self._client = client
-        self._copies = CopyScanner(lambda: client.scanner.copied)
+        self._copies = client.copy_watch = CopyWatch(lambda: client.scanner.copied)
         self._scanner: BackendKeyScanner | None = BackendKeyScanner()
         self._on_key = on_key
         self._hold = hold
@@ -493,7 +501,7 @@ class _KeyTap(RelaySide):
                 super().data_received(out)
 
     def data_received(self, data: bytes) -> None:
-        copied = self._copies.feed(data)  # every byte, held or not: the scanner frames them
+        copied = self._copies.feed(data)  # every byte, held or not, in the order they came
         if copied:
             self._client.copied(copied)
         if self._watching:

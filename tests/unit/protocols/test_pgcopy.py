@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.protocols.pgcopy import CopyReport, CopyScanner
+from bastion.protocols.pgcopy import CopyReport, CopyScanner, CopyWatch, names_copy
 from bastion.protocols.postgres import build_message, error_response
 
 READY = build_message(b"Z", b"I")
@@ -113,3 +113,59 @@ def test_a_length_under_4_stops_it() -> None:
     scanner = CopyScanner(lambda: 0)
     assert scanner.feed(b"C\x00\x00\x00\x02" + _copy_out([b"x"])) == []
     assert scanner.broken and scanner.feed(_copy_out([b"x"])) == []
+
+
+def test_the_watch_starts_scanning_only_for_a_session_that_names_copy() -> None:
+    client = _Client()
+    watch = CopyWatch(lambda: client.copied)
+    assert watch.feed(_select()) == [] and watch.scanner is None  # idle: ends with ReadyForQuery
+    watch.statement("select x from t", 0)
+    assert watch.feed(_copy_out([b"1\n"])) == [] and watch.scanner is None  # not scanned
+    # asyncpg: the COPY and its data in one chunk; the mark is the count before that chunk.
+    mark, client.copied = client.copied, 77
+    watch.statement("COPY c(x) FROM STDIN (FORMAT binary)", mark)
+    assert watch.scanner is not None
+    assert watch.feed(build_message(b"G", b"\x01\x00\x00")) == []
+    assert watch.feed(_complete("COPY 3") + READY) == [CopyReport("in", 77, 3, "success")]
+    assert watch.feed(_copy_out([b"a\n", b"b\n"])) == [CopyReport("out", 4, 2, "success")]
+
+
+def test_a_copy_named_while_the_server_answers_starts_at_its_next_ready() -> None:
+    watch = CopyWatch(lambda: 0)
+    first = _select()
+    watch.feed(first[:10])  # the server is mid-answer: no boundary known here
+    watch.statement("copy t to stdout", 0)
+    assert watch.scanner is None
+    watch.feed(first[10:])  # ends with ReadyForQuery: the scanner starts after it
+    assert watch.scanner is not None
+    assert watch.feed(_copy_out([b"x\n"])) == [CopyReport("out", 2, 1, "success")]
+
+
+def test_names_copy() -> None:
+    assert names_copy("\\copy t to 'f'") and names_copy("CoPy t FROM STDIN")
+    assert not names_copy("select 1")
+
+
+def test_a_copy_after_a_flushed_describe_starts_at_its_response() -> None:
+    """asyncpg describes the COPY with a Flush (no ReadyForQuery), then runs it: the scanner
+    starts at the CopyInResponse, found by its shape, and counts the data sent behind it."""
+    client = _Client()
+    watch = CopyWatch(lambda: client.copied)
+    watch.feed(_select())
+    watch.feed(build_message(b"1") + build_message(b"T", b"\x00\x00"))  # no ReadyForQuery
+    watch.statement("COPY c FROM STDIN (FORMAT binary)", 0)
+    assert watch.scanner is None
+    client.copied = 500
+    assert watch.feed(b"junk" + build_message(b"G", b"\x01\x00\x01\x00\x01")) == []
+    assert watch.scanner is not None
+    assert watch.feed(_complete("COPY 9") + READY) == [CopyReport("in", 500, 9, "success")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_looking_for_a_copy_response_never_raises(data: bytes) -> None:
+    watch = CopyWatch(lambda: 0)
+    watch.feed(b"\x00")
+    watch.statement("copy t to stdout", 0)
+    for report in watch.feed(data) + watch.feed(_copy_out([b"x"])):
+        assert report.bytes >= 0
