@@ -240,6 +240,43 @@ async def test_query_events_are_committed_in_order_in_batches_with_back_pressure
     assert audit.events[0]["session_id"] == "s-1"  # the session's statements name it
 
 
+async def test_copy_reports_are_stored_in_order_between_the_statements() -> None:
+    from bastion.protocols.pgcopy import CopyReport
+    from bastion.protocols.postgres import StatementScanner, StatementTracker
+    from bastion.proxy import db_route
+    from bastion.proxy.relay import Relay
+
+    clock = FakeClock(NOW)
+    registry = LiveRegistry()
+    audit = BatchAudit()
+    route = DbRoute(
+        DbRouteDeps(
+            databases=Directory(), roles=Roles(), tunnel=TunnelServer(registry, clock),
+            audit=audit, registry=registry, clock=clock,
+        )
+    )  # fmt: skip
+    side = db_route._QuerySide(Relay(name="test"), StatementScanner(StatementTracker()), route)
+    side.transport = CountingTransport()
+    assert side.tap(_query("copy t to stdout"))
+    side.copied([CopyReport("out", 12, 3, "success")])
+    assert side.tap(_query("copy t from stdin"))
+    side.copied([CopyReport("in", 5, None, "failure")])
+    assert side.tap(_query("select 1"))
+    side.ended = True
+    info = {"db_service": "pg1", "db_user": "alice_db", "db_name": "postgres"}
+    await route._audit_queries(side, ident(ROUTE), info, "s-1")
+    kinds = [(e["type"], e["outcome"], e.get("query", e.get("direction"))) for e in audit.events]
+    assert kinds == [
+        ("db.session.query", "success", "copy t to stdout"),
+        ("db.session.copy", "success", "out"),
+        ("db.session.query", "success", "copy t from stdin"),
+        ("db.session.copy", "failure", "in"),
+        ("db.session.query", "success", "select 1"),
+    ]
+    assert audit.events[1]["rows"] == 3 and audit.events[3]["rows"] is None
+    assert audit.events[1]["session_id"] == "s-1" and audit.events[1]["db_user"] == "alice_db"
+
+
 class ServerTransport(FakeTransport):
     """The in-process agent's connection to the database (what the relay attaches to)."""
 
