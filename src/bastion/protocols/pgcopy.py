@@ -149,16 +149,16 @@ class CopyScanner(LengthFramed):
 
 
 _READY_TAIL: Final = re.compile(rb"Z\x00\x00\x00\x05[ITE]\Z")
+"""A ReadyForQuery at the end of a chunk."""
 _COPY_RESPONSE: Final = re.compile(rb"[GHW]\x00\x00(..)[\x00\x01](..)", re.DOTALL)
 """A CopyIn/Out/BothResponse's first bytes: length, overall format, column count."""
-_COPY: Final = re.compile("copy", re.IGNORECASE)
 
 
 def names_copy(sql: str) -> bool:
     """Whether ``sql`` may run a COPY to or from the client: it has the word's letters.
-    (COPY TO STDOUT / FROM STDIN is refused inside functions, so the client's own SQL always
-    names it.)"""
-    return _COPY.search(sql) is not None
+    COPY TO STDOUT / FROM STDIN is refused inside functions, so the client's own SQL names it.
+    (``lower`` and ``in``: 0.12 us for a pgbench statement; a case-blind regex took 0.42.)"""
+    return "copy" in sql.lower()
 
 
 class CopyWatch:
@@ -188,7 +188,8 @@ class CopyWatch:
     def __init__(self, copied_in: Callable[[], int]) -> None:
         self._copied_in = copied_in
         self.scanner: CopyScanner | None = None
-        self._idle = False
+        self._tail = b""
+        """The last 6 bytes of the server's last chunk (a ReadyForQuery there: it is idle)."""
         self._mark: int | None = None
         """The client's count when a statement named COPY before the scanner could start."""
 
@@ -197,7 +198,7 @@ class CopyWatch:
         it (a client may send the data in the same chunk)."""
         if self.scanner is not None or self._mark is not None or not names_copy(sql):
             return
-        if self._idle:
+        if _READY_TAIL.match(self._tail):
             self.scanner = CopyScanner(self._copied_in, mark)
         else:
             self._mark = mark
@@ -208,14 +209,15 @@ class CopyWatch:
         if scanner is not None:
             return scanner.feed(data)
         mark = self._mark
-        if mark is not None:
-            start = _copy_response(data)
-            if start is not None:
-                self.scanner = CopyScanner(self._copied_in, mark)
-                self._mark = None
-                return self.scanner.feed(data[start:])
-        self._idle = _READY_TAIL.search(data, len(data) - 6) is not None
-        if self._idle and mark is not None:
+        if mark is None:  # the usual chunk: only its end is kept (a pgbench transaction's
+            self._tail = bytes(data[-6:])  # 2-4 us went to a per-chunk check measured in the bench)
+            return []
+        start = _copy_response(data)
+        if start is not None:
+            self.scanner = CopyScanner(self._copied_in, mark)
+            self._mark = None
+            return self.scanner.feed(data[start:])
+        if _READY_TAIL.search(data, len(data) - 6) is not None:
             self.scanner = CopyScanner(self._copied_in, mark)
             self._mark = None
         return []
