@@ -209,19 +209,8 @@ async def test_query_events_are_committed_in_order_in_batches_with_back_pressure
     from bastion.proxy import db_route
     from bastion.proxy.relay import Relay
 
-    clock = FakeClock(NOW)
-    registry = LiveRegistry()
     audit = BatchAudit()
-    route = DbRoute(
-        DbRouteDeps(
-            databases=Directory(),
-            roles=Roles(),
-            tunnel=TunnelServer(registry, clock),
-            audit=audit,
-            registry=registry,
-            clock=clock,
-        )
-    )
+    route = _local_route(audit)
     relay = Relay(name="test")
     side = db_route._QuerySide(relay, StatementScanner(StatementTracker()), route)
     transport = CountingTransport()
@@ -246,15 +235,8 @@ async def test_copy_reports_are_stored_in_order_between_the_statements() -> None
     from bastion.proxy import db_route
     from bastion.proxy.relay import Relay
 
-    clock = FakeClock(NOW)
-    registry = LiveRegistry()
     audit = BatchAudit()
-    route = DbRoute(
-        DbRouteDeps(
-            databases=Directory(), roles=Roles(), tunnel=TunnelServer(registry, clock),
-            audit=audit, registry=registry, clock=clock,
-        )
-    )  # fmt: skip
+    route = _local_route(audit)
     side = db_route._QuerySide(Relay(name="test"), StatementScanner(StatementTracker()), route)
     side.transport = CountingTransport()
     assert side.tap(_query("copy t to stdout"))
