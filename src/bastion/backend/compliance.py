@@ -306,6 +306,34 @@ async def create_many_creates_new_keys_or_none(factory: BackendFactory) -> None:
         await watcher.close()
 
 
+async def replay_of_create_many_keeps_values_after_later_writes(factory: BackendFactory) -> None:
+    """A replay of :func:`~bastion.backend.base.create_many`'s PUT events gives the values
+    written, also after the keys were overwritten, deleted or expired and swept since (a
+    backend may keep such a value in one place until the key changes)."""
+    async with _opened(factory) as (b, clock):
+        start = await b.current_revision()
+        await create_many(
+            b, [(f"kept/{i}", f"v{i}".encode()) for i in range(4)] + [("kept/e", b"")]
+        )
+        await b.put(Item("kept/0", b"new"))
+        await b.delete("kept/1")
+        await b.delete_range("kept/2")
+        await b.put(Item("kept/3", b"short", expires=clock.now() + timedelta(seconds=1)))
+        clock.advance(2)  # the DELETE of the sweep comes live after the replay
+        watcher = await b.watch(["kept/"], start_revision=start)
+        replay = await next_events(watcher, 10)
+        await watcher.close()
+        assert _summary(replay) == [
+            *[(EventType.PUT, f"kept/{i}", f"v{i}".encode()) for i in range(4)],
+            (EventType.PUT, "kept/e", b""),
+            (EventType.PUT, "kept/0", b"new"),
+            (EventType.DELETE, "kept/1", b""),
+            (EventType.DELETE, "kept/2", b""),
+            (EventType.PUT, "kept/3", b"short"),
+            (EventType.DELETE, "kept/3", b""),
+        ]
+
+
 async def concurrent_commits_are_atomic(factory: BackendFactory) -> None:
     """Writers race for one key, each also writing its own: exactly one writer's whole
     transaction is stored, and every loser stored nothing."""
@@ -514,6 +542,7 @@ CASES: tuple[ComplianceCase, ...] = (
     commit_applies_every_op_in_order,
     commit_is_all_or_nothing_and_names_the_key,
     create_many_creates_new_keys_or_none,
+    replay_of_create_many_keeps_values_after_later_writes,
     concurrent_commits_are_atomic,
     get_range_prefix_boundaries_and_limit,
     bad_parameters,

@@ -12,6 +12,11 @@ Layer: backend (IO shell). Design (cf. Teleport ``lib/backend/lite``):
   value, expires)`` is the change feed. Each write inserts its event in the same transaction and
   the event id *is* the revision, so revisions are cluster-wide (file-wide) and strictly
   increasing. ``meta`` holds the schema version and ``trimmed_through`` (the highest trimmed id).
+* A create of :meth:`SQLiteBackend.create_many` (the audit log's bulk) stores its value once: its
+  feed row's value is empty and the feed reads it from ``kv`` (the row whose revision is the
+  event's id). Before that ``kv`` row is overwritten or deleted, a trigger copies the value into
+  the feed row, so a replay still sees what was written. Writing every event's bytes twice (feed
+  and ``kv``) was half of the audit log's cost on the writer's thread.
 * A periodic loop deletes expired keys (emitting DELETE events), trims old events (keeps the last
   ``event_retention``) and polls ``events`` by ``id > last_seen`` into the watchers: that is how
   watchers see writes made by other processes. Local writes wake the loop at once. The poll,
@@ -90,13 +95,23 @@ _SCHEMA = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, key TEXT NOT NULL,
         value BLOB NOT NULL, expires INTEGER)""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    *(
+        f"""CREATE TRIGGER IF NOT EXISTS kv_{name}_keeps_feed_value BEFORE {change} ON kv BEGIN
+            UPDATE events SET value = old.value
+            WHERE id = old.revision AND type = 'put' AND value = x'';
+        END"""
+        for name, change in (("update", "UPDATE"), ("delete", "DELETE"))
+    ),
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('trimmed_through', 0)",
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1)",
 )
 
 _EVENTS = EventLogSQL(
     insert="INSERT INTO events (type, key, value, expires) VALUES (?, ?, ?, ?)",
-    after="SELECT id, type, key, value, expires FROM events WHERE id > ? ORDER BY id LIMIT ?",
+    # A PUT's empty value may be held by kv (see _NEW_EVENT): kv's row of that revision has it.
+    after="SELECT id, type, key, CASE WHEN type = 'put' AND value = x'' THEN coalesce("
+    "(SELECT kv.value FROM kv WHERE kv.key = events.key AND kv.revision = events.id), x'')"
+    " ELSE value END, expires FROM events WHERE id > ? ORDER BY id LIMIT ?",
     trimmed="SELECT value FROM meta WHERE name = 'trimmed_through'",
     # Two subqueries: SQLite reads min() or max() of the key off the b-tree only when it is
     # a query's sole aggregate; "min(id), max(id)" scans the table (the whole feed).
@@ -112,7 +127,8 @@ _UPSERT = (
     " revision = excluded.revision"
 )
 _PUT_EVENT = "INSERT INTO events (type, key, value, expires) VALUES ('put', ?, ?, ?)"
-_NEW_EVENT = "INSERT INTO events (type, key, value) VALUES ('put', ?, ?)"
+_NEW_EVENT = "INSERT INTO events (type, key, value) VALUES ('put', ?, x'')"
+"""A create's feed row whose value ``kv`` holds (the module docstring says how it is kept)."""
 _NEW_KV = "INSERT INTO kv (key, value, revision) VALUES (?, ?, ?)"
 """A key that is absent from ``kv`` (not even expired): the PRIMARY KEY refuses any other."""
 _LIVE_MANY = (
@@ -353,13 +369,14 @@ class _Store(_Reads):
 
     def create_many(self, pairs: list[tuple[str, bytes]], now: int) -> _Puts | list[Item | None]:
         """Create every ``(key, value)``: the events first (consecutive ids, as in
-        :meth:`_store_many`), then plain ``INSERT`` into ``kv``, whose PRIMARY KEY refuses a
+        :meth:`_store_many`; their values empty: ``kv`` holds them, see :data:`_NEW_EVENT`),
+        then plain ``INSERT`` into ``kv``, whose PRIMARY KEY refuses a
         key that is there; no lookup of the keys before, no items built after. A refused key
         (live, or expired and not swept yet) rolls it all back and the batch takes
         :meth:`commit` (AlreadyExists for a live key; an expired one is replaced)."""
         try:
             with self.tx():
-                _insert_rows(self.db, _NEW_EVENT, pairs)
+                _insert_rows(self.db, _NEW_EVENT, [(k,) for k, _ in pairs])
                 (last,) = self.db.execute("SELECT last_insert_rowid()").fetchone()
                 first = last - len(pairs) + 1
                 try:
