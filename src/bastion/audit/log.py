@@ -724,13 +724,21 @@ class AuditLog:
         return out
 
     async def _read_range(self, lo: int, hi: int) -> list[Item]:
-        out: list[Item] = []
-        for prefix in range_prefixes(lo, hi):
-            for item in await self._backend.get_range(prefix):
-                i = index_of_key(item.key)
-                if i is not None and lo <= i < hi:
-                    out.append(item)
-        return out
+        """The stored events in ``[lo, hi)``, a prefix of what is stored there: the blocks
+        are read newest first. The log grows only at its head, and an index is written only
+        after the one before it is stored (also by another writer), so whatever a newer block
+        shows was stored before the older blocks were read. Read oldest first, a batch stored
+        between two reads showed as a hole the checkpointer reported (``audit_log_hole``)."""
+        blocks: list[list[Item]] = []
+        for prefix in reversed(range_prefixes(lo, hi)):
+            blocks.append(
+                [
+                    item
+                    for item in await self._backend.get_range(prefix)
+                    if (i := index_of_key(item.key)) is not None and lo <= i < hi
+                ]
+            )
+        return [item for block in reversed(blocks) for item in block]
 
     async def search(self, query: AuditQuery) -> list[AuditEvent]:
         """Events matching ``query``, oldest (lowest index) first, at most ``query.limit`` (the

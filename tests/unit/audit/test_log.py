@@ -439,3 +439,28 @@ async def test_append_many_from_two_writers_and_with_changes_stays_gapless(tmp_p
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_batch_stored_between_block_reads_never_shows_as_a_hole():
+    """read_items over several key blocks while another writer stores a batch between two
+    block reads: the answer is a gapless run from the first index asked (what was stored
+    before the first read, and maybe more), never a later block without an earlier one."""
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log, other = AuditLog(backend, clock, "c1"), AuditLog(backend, clock, "c1")
+    await log.append_many([("x", "success", {"n": n}) for n in range(95)])
+    reads = 0
+    real_get_range = backend.get_range
+
+    async def racing_get_range(prefix: str, limit: int | None = None) -> list[Item]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # between the first and second block read: events 95..149 arrive
+            await other.append_many([("x", "success", {"n": n}) for n in range(95, 150)])
+        return await real_get_range(prefix, limit)
+
+    backend.get_range = racing_get_range  # type: ignore[method-assign]
+    assert len(range_prefixes(90, 190)) > 1
+    items = await log.read_items(90, 100)
+    indexes = [index_of_key(i.key) for i in items]
+    assert indexes == list(range(90, 90 + len(indexes))) and len(indexes) >= 5, indexes
