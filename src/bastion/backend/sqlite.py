@@ -95,13 +95,15 @@ _SCHEMA = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, key TEXT NOT NULL,
         value BLOB NOT NULL, expires INTEGER)""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    *(
-        f"""CREATE TRIGGER IF NOT EXISTS kv_{name}_keeps_feed_value BEFORE {change} ON kv BEGIN
-            UPDATE events SET value = old.value
-            WHERE id = old.revision AND type = 'put' AND value = x'';
-        END"""
-        for name, change in (("update", "UPDATE"), ("delete", "DELETE"))
-    ),
+    # A feed row whose value kv holds (_NEW_EVENT) gets it before kv's row changes or goes.
+    """CREATE TRIGGER IF NOT EXISTS kv_update_keeps_feed_value BEFORE UPDATE ON kv BEGIN
+        UPDATE events SET value = old.value
+        WHERE id = old.revision AND type = 'put' AND value = x'';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS kv_delete_keeps_feed_value BEFORE DELETE ON kv BEGIN
+        UPDATE events SET value = old.value
+        WHERE id = old.revision AND type = 'put' AND value = x'';
+    END""",
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('trimmed_through', 0)",
     "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1)",
 )
