@@ -70,10 +70,11 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         missing_peer(str(exc))
 
 
-async def _mariadb(port: int, user: str, sql: str, *db: str) -> tuple[int, str, str]:
+async def _mariadb(port: int, user: str, sql: str, *more: str) -> tuple[int, str, str]:
+    """``mariadb ... -e sql`` and ``more`` (a database, options)."""
     proc = await asyncio.create_subprocess_exec(
         require_binary("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{port}", f"-u{user}",
-        "--skip-ssl", "-N", "-B", "-e", sql, *db,
+        "--skip-ssl", "-N", "-B", "-e", sql, *more,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -120,6 +121,44 @@ async def test_mariadb_client_allowed_denied_and_audited(world: World) -> None:
     assert code != 0 and "ERROR 1045 (28000)" in err and 'db user "admin_db"' in err
     refusal = rig.audit.of("db.session.start")[-1]
     assert refusal["outcome"] == "failure" and "admin_db" in refusal["reason"]
+
+
+async def test_load_data_local_is_loaded_and_audited(world: World, tmp_path: Path) -> None:
+    """``mariadb --local-infile``'s LOAD DATA LOCAL through the proxy: the rows reach the
+    table; ``db.session.copy`` follows the statement with the file's bytes, the rows the
+    server loaded and the file it asked for; a file the client cannot read sends no bytes.
+    (With LOCAL the server turns bad rows into warnings: the unit tests feed it an ERR.)"""
+    rig, port = world.rig, world.alice_port
+    data = tmp_path / "in.csv"
+    data.write_text("".join(f"{n},r{n}\n" for n in range(100, 400)))
+    load = f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE t FIELDS TERMINATED BY ','"
+    code, out, err = await _mariadb(
+        port, "alice_db", f"{load}; select count(*) from t where x >= 100", "app",
+        "--local-infile=1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.split() == ["300"]
+    await _until(lambda: bool(rig.audit.of("db.session.copy")))
+    (copy,) = rig.audit.of("db.session.copy")
+    assert copy["outcome"] == "success" and copy["direction"] == "in"
+    assert copy["bytes"] == data.stat().st_size and copy["rows"] == 300
+    assert copy["file"] == str(data) and copy["db_user"] == "alice_db"
+    session = [e for e in rig.audit.events if e.get("session_id") == copy["session_id"]]
+    statements = [(e["type"], e.get("query")) for e in session if e["type"] != "db.session.start"]
+    at = statements.index(("db.session.query", load))
+    assert statements[at + 1] == ("db.session.copy", None)  # right after its statement
+
+    # A file the client cannot read: it sends none, the server loads nothing.
+    missing = tmp_path / "missing.csv"
+    code, out, err = await _mariadb(
+        port, "alice_db", f"LOAD DATA LOCAL INFILE '{missing}' INTO TABLE t", "app",
+        "--local-infile=1",
+    )  # fmt: skip
+    assert code != 0 and "missing.csv" in err, err
+    await _until(lambda: len(rig.audit.of("db.session.copy")) == 2)
+    nothing = rig.audit.of("db.session.copy")[-1]
+    assert nothing["bytes"] == 0 and nothing["rows"] == 0 and nothing["file"] == str(missing)
+    await _mariadb(port, "alice_db", "delete from t where x >= 100 or x is null", "app")
 
 
 async def test_bsh_db_connect_runs_mariadb_with_the_option_file(

@@ -37,6 +37,7 @@ from datetime import date
 from typing import Final
 
 from bastion.errors import RemoteProtocolError
+from bastion.protocols.pgcopy import CopyReport
 from bastion.protocols.postgres import MAX_SHOWN_VALUE, Statement
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Handshake",
     "HandshakeResponse",
     "MySQLStatement",
+    "names_file",
     "MAX_HANDSHAKE_LENGTH",
     "Packet",
     "PacketReader",
@@ -121,6 +123,7 @@ LOCAL_CAPABILITIES: Final = (
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_ODBC
+    | CLIENT_LOCAL_FILES
     | CLIENT_IGNORE_SPACE
     | CLIENT_PROTOCOL_41
     | CLIENT_INTERACTIVE
@@ -138,7 +141,8 @@ LOCAL_CAPABILITIES: Final = (
     | CLIENT_DEPRECATE_EOF
 )
 """What ``bsh proxy db``'s local greeting offers: no TLS (the loopback hop), no compression (the
-proxy reads every command), no LOAD DATA LOCAL, and ``CLIENT_LONG_PASSWORD`` set so MariaDB
+proxy reads every command), LOAD DATA LOCAL (for clients that enable it: the file's bytes are
+counted, :class:`CommandTracker`), and ``CLIENT_LONG_PASSWORD`` set so MariaDB
 clients do not use MariaDB's extended capability bits. The agent then asks the real server
 for the intersection with what it offers (:func:`negotiate`)."""
 
@@ -591,8 +595,8 @@ def parse_handshake_response(payload: bytes) -> SSLRequest | HandshakeResponse:
 
 def negotiate(client: int, server: int) -> int:
     """The capabilities the agent asks the real server for: what the (local) client negotiated
-    and the server offers, never compression or LOAD DATA LOCAL; always 4.1 and TLS."""
-    wanted = client & ~(CLIENT_COMPRESS | CLIENT_LOCAL_FILES | CLIENT_SSL | CLIENT_NO_SCHEMA)
+    and the server offers, never compression; always 4.1 and TLS."""
+    wanted = client & ~(CLIENT_COMPRESS | CLIENT_SSL | CLIENT_NO_SCHEMA)
     return (wanted & server) | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION
 
 
@@ -761,12 +765,42 @@ class _Prepared:
     long_data: set[int] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class _Infile:
+    """A LOAD DATA LOCAL under way: the file the server asked for and the bytes sent so far."""
+
+    file: str
+    sent: int = 0
+    """The file's bytes the client sent."""
+    sending: bool = True
+    """Until the client's empty packet (end of file); then the server's answer ends it."""
+
+    def report(self, answer: bytes) -> CopyReport:
+        """The transfer's report from the server's answer (OK: its affected rows)."""
+        rows: int | None = None
+        if answer[:1] == b"\x00":
+            try:
+                rows = _Cursor(answer[1:], "OK packet").lenenc()
+            except RemoteProtocolError:
+                rows = None
+        outcome = "success" if rows is not None else "failure"
+        return CopyReport("in", self.sent, rows, outcome, file=self.file)
+
+
 class CommandTracker:
     """Follows prepared statements; turns client commands into audit statements and checks.
 
     Feed it every logical packet the client sends after the handshake (:meth:`client`) and
-    every logical packet the server sends (:meth:`server`, for the statement ids of
-    PREPARE_OK).
+    the logical packets the server sends while :attr:`wants_server` (:meth:`server`: the
+    statement ids of PREPARE_OK, LOAD DATA LOCAL).
+
+    LOAD DATA LOCAL: a ``COM_QUERY`` whose text names ``local`` arms a look at its first answer;
+    when the server asks for a file (``0xFB`` + name), the client's packets until its empty
+    one are the file (counted, never commands) and the server's answer (OK with the rows, or
+    ERR) ends the transfer: :meth:`server` returns its :class:`CopyReport`. A server asking for
+    a file the statement does not name gets a :class:`Forbidden` (a rogue or compromised
+    database reading the client's files), and a client packet outside any command (a file
+    sent to a request nobody checked) is a protocol error: the caller ends the session.
 
     Args:
         redact_params: keep parameter values out of the audit (``"?"`` instead).
@@ -777,6 +811,11 @@ class CommandTracker:
         self.redact_params = redact_params
         self.max_entries = max_entries
         self._pending: list[str] = []
+        """The SQL of each COM_STMT_PREPARE awaiting its PREPARE_OK, in order."""
+        self._answers: list[str | None] = []
+        """Commands whose first answer is looked at, in order: a query naming LOCAL (its
+        text), None for a COM_STMT_PREPARE."""
+        self._infile: _Infile | None = None
         self._stmts: dict[int, _Prepared] = {}
         self._last: int | None = None
 
@@ -787,13 +826,24 @@ class CommandTracker:
             RemoteProtocolError: an empty or malformed command.
         """
         payload = packet.payload
+        if packet.seq != 0:  # not a command: a LOAD DATA LOCAL file's data, or its end
+            infile = self._infile
+            if infile is None or not infile.sending:
+                raise RemoteProtocolError(
+                    "a packet outside any command (a file the database asked for unchecked?)"
+                )
+            if payload:
+                infile.sent += len(payload)
+            else:
+                infile.sending = False
+            return None
         if not payload:
             raise RemoteProtocolError("empty command packet")
-        if packet.seq != 0:
-            return None  # a continuation of a command's data (LOAD DATA LOCAL is off)
         command, body = payload[0], payload[1:]
         if command == COM_QUERY:
             sql = _decode(body, "query")
+            if "local" in sql.lower():  # a LOAD DATA LOCAL maybe: look at the first answer
+                self._answers.append(sql)
             use = _USE.match(sql) if _may_be_use(sql) else None
             statement = MySQLStatement(redact_sql(sql))
             if use is not None:
@@ -804,6 +854,7 @@ class CommandTracker:
             return UseDatabase(name, MySQLStatement(f"USE `{name}`", protocol="init_db"))
         if command == COM_STMT_PREPARE:
             self._pending.append(redact_sql(_decode(body, "statement")))
+            self._answers.append(None)
             return None
         if command in (COM_STMT_EXECUTE, COM_STMT_BULK_EXECUTE):
             return self._execute(body, bulk=command == COM_STMT_BULK_EXECUTE)
@@ -830,15 +881,32 @@ class CommandTracker:
 
     @property
     def wants_server(self) -> bool:
-        """A COM_STMT_PREPARE waits for its answer (capture the server's next packets)."""
-        return bool(self._pending)
+        """A command waits for an answer this tracker reads (capture the server's packets)."""
+        return bool(self._answers) or self._infile is not None
 
-    def server(self, packet: Packet) -> None:
+    def server(self, packet: Packet) -> CopyReport | Forbidden | None:
         """A packet from the server: the first response packet after a COM_STMT_PREPARE gives
-        its statement id (PREPARE_OK) or an ERR."""
-        if not self._pending or packet.seq != 1:
-            return
+        its statement id (PREPARE_OK) or an ERR; after a query naming LOCAL, a request for a
+        file starts a LOAD DATA LOCAL, whose report the server's next answer completes (a
+        request for a file the query does not name is :class:`Forbidden`)."""
         payload = packet.payload
+        if self._infile is not None:  # its answer (or an ERR that cut the transfer short)
+            report = self._infile.report(payload)
+            self._infile = None
+            return report
+        if not self._answers or packet.seq != 1:
+            return None
+        query = self._answers.pop(0)
+        if query is not None:
+            if payload[:1] == b"\xfb":
+                file = _decode(payload[1:], "file name")
+                if not names_file(query, file):
+                    return Forbidden(
+                        f"the database asked for the file {file!r}, which the statement does"
+                        " not name"
+                    )
+                self._infile = _Infile(file)
+            return None
         if payload[:1] == b"\x00" and len(payload) >= 12:
             stmt_id = int(_U32.unpack(payload[1:5])[0])
             params = int(_U16.unpack(payload[7:9])[0])
@@ -850,6 +918,7 @@ class CommandTracker:
                 del self._stmts[next(iter(self._stmts))]
         elif payload[:1] == b"\xff":
             self._pending.pop(0)
+        return None
 
     def _resolve(self, stmt_id: int) -> int:
         if stmt_id == _LAST_PREPARED and self._last is not None:
@@ -952,6 +1021,18 @@ def _time(cur: _Cursor) -> str:
     if cur.left:
         text += f".{cur.u32():06d}"
     return text
+
+
+def names_file(sql: str, file: str) -> bool:
+    """Whether ``sql`` names ``file`` as a string literal (as written, or with MySQL's escapes
+    of backslashes and quotes): what a LOAD DATA LOCAL the client sent may ask for."""
+    if not file:
+        return False
+    slashed = file.replace("\\", "\\\\")
+    forms = {file, slashed}
+    for quote in ("'", '"'):
+        forms |= {slashed.replace(quote, "\\" + quote), file.replace(quote, quote + quote)}
+    return any(f"{quote}{form}{quote}" in sql for form in forms for quote in ("'", '"'))
 
 
 def _decode(body: bytes, what: str) -> str:

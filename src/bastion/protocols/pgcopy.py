@@ -49,7 +49,8 @@ _MAX_TAG: Final = 1024
 
 @dataclass(frozen=True, slots=True)
 class CopyReport:
-    """One COPY, for ``db.session.copy``."""
+    """One COPY (or MySQL's LOAD DATA LOCAL, :mod:`bastion.protocols.mysql`), for
+    ``db.session.copy``."""
 
     direction: str
     """``in`` (COPY FROM STDIN: client to database) or ``out`` (COPY TO STDOUT)."""
@@ -60,17 +61,27 @@ class CopyReport:
     outcome: str
     """``success`` or ``failure``."""
 
+    file: str = ""
+    """MySQL's LOAD DATA LOCAL: the file the server asked the client for (else empty)."""
     params: tuple[str | None, ...] = ()
 
     @property
     def sql(self) -> str:
         """The line recordings and moderators show (as a statement's SQL)."""
         done = f"{self.rows} rows" if self.rows is not None else "failed"
-        return f"-- COPY {self.direction}: {done}, {self.bytes} bytes"
+        what = f"LOAD DATA LOCAL INFILE {self.file!r}" if self.file else f"COPY {self.direction}"
+        return f"-- {what}: {done}, {self.bytes} bytes"
 
     def fields(self) -> dict[str, object]:
         """The event's own fields (its outcome is the event's)."""
-        return {"direction": self.direction, "bytes": self.bytes, "rows": self.rows}
+        own: dict[str, object] = {
+            "direction": self.direction,
+            "bytes": self.bytes,
+            "rows": self.rows,
+        }
+        if self.file:
+            own["file"] = self.file
+        return own
 
 
 class CopyScanner(LengthFramed):

@@ -434,6 +434,11 @@ class _MySQLClientSide(_QuerySide):
             self.pending.set()
         return True
 
+    def violation(self, reason: str) -> None:
+        """The database broke the protocol's rules (asked for a file nobody named): the client
+        gets an ERR in answer to its command and the session ends."""
+        self._route.mysql_protocol_error(self, reason)
+
     def _refuse(self, packet: mysql.Packet, code: int, state: str, why: str, sql: str) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(mysql.err_packet(packet.seq + 1, code, state, why))
@@ -451,7 +456,8 @@ class _MySQLClientSide(_QuerySide):
 
 class _MySQLServerSide(RelaySide):
     """MySQL, the database's side: follows packet boundaries (no copy) to learn the statement
-    ids of PREPARE_OK answers and the sequence id a lock's ERR packet must carry."""
+    ids of PREPARE_OK answers, the end of each LOAD DATA LOCAL (reported to ``client``) and
+    the sequence id a lock's ERR packet must carry."""
 
     def __init__(self, relay: Relay, tracker: mysql.CommandTracker, seq_shift: int = 0) -> None:
         super().__init__(relay, "b")
@@ -466,7 +472,13 @@ class _MySQLServerSide(RelaySide):
             # the agent numbers it 2, the client expects 3.
             data, self._shift = mysql.with_seq(data, data[3] + self._shift), 0
         for packet in self._scanner.feed(data, self._commands.wants_server):
-            self._commands.server(packet)
+            report = self._commands.server(packet)
+            if report is None or self.client is None:
+                continue
+            if isinstance(report, mysql.Forbidden):  # never reaches the client
+                self.client.violation(report.reason)
+                return
+            self.client.copied([report])
         if self.client is not None and self._scanner.last_seq >= 0:
             self.client.server_seq = self._scanner.last_seq
         super().data_received(data)

@@ -20,6 +20,7 @@ from bastion.protocols.mysql import (
     PacketScanner,
     UseDatabase,
 )
+from bastion.protocols.pgcopy import CopyReport
 
 
 def _cmd(code: int, body: bytes = b"") -> Packet:
@@ -70,10 +71,13 @@ def test_handshake_and_response_round_trip() -> None:
     assert isinstance(mysql.parse_handshake_response(ssl_req), mysql.SSLRequest)
 
 
-def test_negotiate_never_asks_for_compression_or_local_files() -> None:
+def test_negotiate_never_asks_for_compression_and_passes_local_files_on() -> None:
     caps = mysql.negotiate(0xFFFFFFFF, 0xFFFFFFFF)
-    assert not caps & (32 | 128 | mysql.CLIENT_SSL)
-    assert caps & mysql.CLIENT_PROTOCOL_41
+    assert not caps & (mysql.CLIENT_COMPRESS | mysql.CLIENT_SSL)
+    assert caps & mysql.CLIENT_PROTOCOL_41 and caps & mysql.CLIENT_LOCAL_FILES
+    assert not mysql.negotiate(mysql.LOCAL_CAPABILITIES & ~mysql.CLIENT_LOCAL_FILES, 0xFFFFFFFF) & (
+        mysql.CLIENT_LOCAL_FILES
+    )  # only when the client asked for it
 
 
 def test_err_packet_is_4_1_format() -> None:
@@ -336,3 +340,122 @@ def test_result_set_framing() -> None:
         mysql.parse_text_row(_row(["a", "b"]), 1)
     with pytest.raises(RemoteProtocolError, match="not UTF-8"):
         mysql.parse_text_row(b"\x02\xff\xfe", 1)
+
+
+def _ok(affected: int) -> bytes:
+    return b"\x00" + mysql.lenenc_int(affected) + b"\x00\x02\x00\x00\x00"
+
+
+def test_load_data_local_is_counted_and_reported_with_the_rows() -> None:
+    """A query naming LOCAL: the server asks for the file (0xFB + name), the client's packets
+    until its empty one are the file (counted, never commands), the server's OK ends it with
+    the rows it loaded; an ERR ends it as a failure; a query answered otherwise reports
+    nothing."""
+    tracker = CommandTracker()
+    sql = b"LOAD DATA LOCAL INFILE '/tmp/in.csv' INTO TABLE t FIELDS TERMINATED BY ','"
+    assert tracker.client(_cmd(mysql.COM_QUERY, sql)) == MySQLStatement(sql.decode())
+    assert tracker.wants_server
+    assert tracker.server(Packet(1, b"\xfb/tmp/in.csv")) is None
+    # File data: any bytes, a command's first byte included, are never commands.
+    assert tracker.client(Packet(2, bytes([mysql.COM_CHANGE_USER]) + b"1,a\n")) is None
+    assert tracker.client(Packet(3, b"2,b\n" * 10)) is None
+    assert tracker.client(Packet(4, b"")) is None
+    report = tracker.server(Packet(5, _ok(11)))
+    assert report is not None and report.fields() == {
+        "direction": "in",
+        "bytes": 45,
+        "rows": 11,
+        "file": "/tmp/in.csv",
+    }
+    assert report.outcome == "success"
+    assert report.sql == "-- LOAD DATA LOCAL INFILE '/tmp/in.csv': 11 rows, 45 bytes"
+    assert not tracker.wants_server
+    # The next command is a command again.
+    assert isinstance(tracker.client(_cmd(mysql.COM_CHANGE_USER, b"root\0")), Forbidden)
+
+    # A load the database refuses after the file (an ERR): a failure without rows.
+    tracker.client(_cmd(mysql.COM_QUERY, b"load data local infile 'x' into table nope"))
+    tracker.server(Packet(1, b"\xfbx"))
+    tracker.client(Packet(2, b"abc"))
+    tracker.client(Packet(3, b""))
+    failed = tracker.server(Packet(4, mysql.err_packet(4, 1146, "42S02", "no table")[4:]))
+    assert failed is not None and failed.outcome == "failure" and failed.rows is None
+    assert failed.bytes == 3 and failed.sql == "-- LOAD DATA LOCAL INFILE 'x': failed, 3 bytes"
+
+    # A query that names "local" and gets a result set: nothing to report, nothing armed.
+    tracker.client(_cmd(mysql.COM_QUERY, b"select @@local_infile"))
+    assert tracker.server(Packet(1, b"\x01")) is None and not tracker.wants_server
+    # A client packet outside any command (a file sent to a request nobody checked).
+    with pytest.raises(RemoteProtocolError, match="outside any command"):
+        tracker.client(Packet(2, b""))
+
+
+def test_a_file_the_statement_does_not_name_is_forbidden() -> None:
+    """A rogue or compromised database asking for another file than the statement's: a
+    Forbidden (the caller ends the session before the client sees the request); nothing is
+    armed for the client's packets."""
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_QUERY, b"LOAD DATA LOCAL INFILE 'data.csv' INTO TABLE t"))
+    refused = tracker.server(Packet(1, b"\xfb/home/alice/.ssh/id_ed25519"))
+    assert isinstance(refused, Forbidden) and "id_ed25519" in refused.reason
+    with pytest.raises(RemoteProtocolError):
+        tracker.client(Packet(2, b"-----BEGIN OPENSSH PRIVATE KEY-----"))
+
+
+@pytest.mark.parametrize(
+    ("sql", "file", "named"),
+    [
+        ("LOAD DATA LOCAL INFILE 'a.csv' INTO TABLE t", "a.csv", True),
+        ('load data local infile "a.csv" into table t', "a.csv", True),
+        (r"LOAD DATA LOCAL INFILE 'C:\\data\\x.csv' INTO TABLE t", r"C:\data\x.csv", True),
+        ("LOAD DATA LOCAL INFILE 'it''s.csv' INTO TABLE t", "it's.csv", True),
+        (r"LOAD DATA LOCAL INFILE 'it\'s.csv' INTO TABLE t", "it's.csv", True),
+        ("LOAD DATA LOCAL INFILE 'a.csv' INTO TABLE t", "b.csv", False),
+        ("LOAD DATA LOCAL INFILE 'a.csv.bak' INTO TABLE t", "a.csv", False),
+        ("LOAD DATA LOCAL INFILE 'x' INTO TABLE t", "", False),
+    ],
+)
+def test_names_file(sql: str, file: str, named: bool) -> None:
+    assert mysql.names_file(sql, file) is named
+
+
+def test_load_data_local_and_a_prepare_answered_in_order() -> None:
+    """A COM_STMT_PREPARE pipelined before a LOAD DATA LOCAL: the first answer is the
+    prepare's (PREPARE_OK), the second the file request."""
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"select ?"))
+    tracker.client(_cmd(mysql.COM_QUERY, b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t"))
+    prepare_ok = b"\x00" + struct.pack("<IHH", 7, 1, 1) + b"\x00\x00\x00"
+    assert tracker.server(Packet(1, prepare_ok)) is None
+    assert tracker.server(Packet(1, b"\xfbf")) is None
+    tracker.client(Packet(2, b"1\n"))
+    tracker.client(Packet(3, b""))
+    report = tracker.server(Packet(4, _ok(1)))
+    assert report is not None and report.file == "f" and report.rows == 1
+    executed = tracker.client(
+        _cmd(
+            mysql.COM_STMT_EXECUTE,
+            struct.pack("<IBI", 7, 0, 1) + b"\x00\x01\x08\x00" + struct.pack("<q", 5),
+        )
+    )
+    assert executed == MySQLStatement("select ?", ("5",), "prepared", ("LONGLONG",))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 255), st.binary(max_size=24)), max_size=12))
+def test_fuzz_load_data_local_exchanges_never_crash(steps: list[tuple[bool, int, bytes]]) -> None:
+    """Any packets either way after a query naming LOCAL (a file request among them or not):
+    only RemoteProtocolError (an empty command) escapes, and a report's numbers are sane."""
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_QUERY, b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t"))
+    tracker.server(Packet(1, b"\xfbf"))
+    for from_server, seq, payload in steps:
+        if from_server:
+            report = tracker.server(Packet(seq, payload))
+            if isinstance(report, CopyReport):
+                assert report.bytes >= 0 and report.outcome in ("success", "failure")
+        else:
+            try:
+                tracker.client(Packet(seq, payload))
+            except RemoteProtocolError:
+                pass

@@ -376,3 +376,54 @@ async def test_audit_writers_share_one_tick() -> None:
     assert sorted(woke) == [0, 1, 2] and first.done() and not first.cancelled()
     await ticker.wait()  # a new tick once the last one fired
     assert ticker._next is not first
+
+
+async def test_mysql_load_data_local_is_reported_and_a_rogue_file_request_ends_the_session() -> (
+    None
+):
+    """The MySQL sides of a session: a LOAD DATA LOCAL's file request, data and OK become a
+    copy report after the statement; a request for a file the statement does not name never
+    reaches the client, which gets an ERR, and the session ends."""
+    from bastion.protocols import mysql
+    from bastion.proxy import db_route
+    from bastion.proxy.relay import Relay
+
+    def sides() -> tuple[db_route._MySQLClientSide, db_route._MySQLServerSide, Relay]:
+        relay = Relay(name="test")
+        tracker = mysql.CommandTracker()
+        client = db_route._MySQLClientSide(
+            relay, tracker, mysql.PacketReader(), _local_route(BatchAudit()),
+            lambda name: None, lambda sql, why: None,
+        )  # fmt: skip
+        server = db_route._MySQLServerSide(relay, tracker)
+        server.client = client
+        relay.a, relay.b = client, server
+        client.peer, server.peer = server, client
+        client.transport, server.transport = FakeTransport(), FakeTransport()
+        return client, server, relay
+
+    query = b"LOAD DATA LOCAL INFILE 'in.csv' INTO TABLE t"
+    client, server, _ = sides()
+    client.data_received(mysql.build_packet(0, b"\x03" + query))
+    server.data_received(mysql.build_packet(1, b"\xfbin.csv"))
+    client.data_received(mysql.build_packet(2, b"1,a\n2,b\n") + mysql.build_packet(3, b""))
+    server.data_received(mysql.build_packet(4, b"\x00\x02\x00\x02\x00\x00\x00"))
+    assert [getattr(s, "sql", None) for s in client.statements] == [
+        query.decode(),
+        "-- LOAD DATA LOCAL INFILE 'in.csv': 2 rows, 8 bytes",
+    ]
+    assert client.copies
+    to_client = client.transport
+    assert isinstance(to_client, FakeTransport)
+    assert mysql.build_packet(1, b"\xfbin.csv") in to_client.written  # relayed as it came
+
+    client, server, relay = sides()
+    client.data_received(mysql.build_packet(0, b"\x03" + query))
+    server.data_received(mysql.build_packet(1, b"\xfb/home/alice/.ssh/id_ed25519"))
+    to_client = client.transport
+    assert isinstance(to_client, FakeTransport)
+    assert mysql.build_packet(1, b"\xfb/home/alice/.ssh/id_ed25519") not in to_client.written
+    answer = mysql.PacketReader().feed(bytes(to_client.written))
+    code, state, message = mysql.parse_err(answer[0].payload)
+    assert answer[0].seq == 1 and state == "08S01" and "does not name" in message
+    assert to_client.closed and relay.done and "does not name" in relay.reason
