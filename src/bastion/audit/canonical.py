@@ -302,8 +302,8 @@ class PlainTemplate:
             kind = type(value)
             if kind is str:
                 values.append(_q(value))
-            elif kind is list and not value:
-                values.append("[]")
+            elif kind is list and all(type(v) is str for v in value):  # a statement's parameters
+                values.append(f"[{','.join(map(_q, value))}]")
             elif is_plain(value):
                 values.append(_encode_plain(value))
             else:
