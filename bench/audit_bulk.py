@@ -23,6 +23,18 @@ periodic expiry/poll loop running), each measurement on a fresh file. In the sam
   ``INSERT`` per event, one ``BEGIN IMMEDIATE ... COMMIT`` per call-sized batch (1 event for
   ``emit``, ``--batch`` for ``emit_many``), on the calling thread.
 
+With ``--postgres`` the same run also measures the ``bulk`` writer over the PostgreSQL backend
+(the HA deployment's, on a server started for the run; ``bench/ha.py`` has the rest of HA):
+
+* **ours**: ``bulk`` for 1, 8 and 64 emitters, each measurement on a fresh database; the batches
+  go through ``PostgresBackend.create_many`` (two statements per batch);
+* **ours via commit**: the same writer with the backend's ``create_many`` hidden, so the
+  batches take ``commit`` (three round trips per event: what every batch took before);
+* **floor**: asyncpg ``executemany`` of one ``INSERT`` per event of the same bytes into a plain
+  ``(key, value)`` table, one transaction per batch.
+
+CPU is this process's (the server's is not counted), so the wall rate is the figure to compare.
+
 Numbers: events/s (wall) and CPU microseconds per event (this process, every thread, including
 the backend's worker thread and its poll loop; the machine's load average is printed beside
 them), the best of ``--rounds`` rounds (other jobs on a shared machine only ever add CPU), and
@@ -47,7 +59,7 @@ from bastion.audit.canonical import encode
 from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.log import AuditLog, event_key
 from bastion.audit.signer import load_or_create_signer
-from bastion.backend import open_backend
+from bastion.backend import Backend, open_backend
 from bastion.clock import SystemClock
 from bastion.logging import configure_logging
 from bastion.runtime import tune_runtime
@@ -92,13 +104,24 @@ async def measure(work: Callable[[], Awaitable[None]], n: int) -> dict[str, floa
 
 
 async def bench_ours(
-    tmp: Path, n: int, rounds: int, emitters: int, batch: int, name: str
+    tmp: Path,
+    n: int,
+    rounds: int,
+    emitters: int,
+    batch: int,
+    name: str,
+    store: Callable[[str], Awaitable[Backend]] | None = None,
 ) -> dict[str, Any]:
     """``emit`` (batch 1), ``emit_many``, ``append_many`` or ``bulk`` (``name``) from ``emitters``
     concurrent tasks, ``rounds`` times ``n`` events on one log; the best round's numbers
-    (least disturbed by other jobs on the machine)."""
+    (least disturbed by other jobs on the machine). ``store`` opens the backend (a fresh
+    SQLite file by default)."""
     clock = SystemClock()
-    backend = await open_backend("sqlite", path=str(tmp / f"{name}-{emitters}.sqlite"))
+    label = f"{name}-{emitters}"
+    if store is None:
+        backend = await open_backend("sqlite", path=str(tmp / f"{label}.sqlite"))
+    else:
+        backend = await store(label)
     log = AuditLog(backend, clock, "bench")
     best: dict[str, Any] = {}
     try:
@@ -198,6 +221,58 @@ def _canonical(
     return encode(event)
 
 
+async def bench_postgres(tmp: Path, n: int, rounds: int, batch: int) -> dict[str, Any]:
+    """The ``--postgres`` rows (see the module docstring)."""
+    import asyncpg
+
+    from bastion.testing.peers.postgres import create_database, start_postgres
+
+    server = start_postgres(tmp / "pg")
+    try:
+
+        async def fresh(_label: str) -> Backend:
+            return await open_backend("postgres", dsn=await create_database(server))
+
+        async def via_commit(label: str) -> Backend:
+            backend = await fresh(label)
+            backend.create_many = None  # type: ignore[attr-defined]  # base.create_many: commit
+            return backend
+
+        out: dict[str, Any] = {"bulk": {}}
+        for emitters in CONCURRENCY:
+            out["bulk"][str(emitters)] = await bench_ours(
+                tmp, n, rounds, emitters, batch, "bulk", fresh
+            )
+        slow = max(batch, n // 8)  # three round trips an event: fewer events
+        out["bulk_via_commit"] = await bench_ours(tmp, slow, 1, 8, batch, "bulk", via_commit)
+        out["bulk_via_commit"]["events"] = slow
+        values = [_canonical(SystemClock(), i, {"user": "alice"}, own_fields(i)) for i in range(n)]
+        conn = await asyncpg.connect(await create_database(server))
+        try:
+            await conn.execute("CREATE TABLE kv (key text PRIMARY KEY, value bytea NOT NULL)")
+            best: dict[str, float] = {}
+            for r in range(rounds):
+
+                async def floor(r: int = r) -> None:
+                    for start in range(0, n, batch):
+                        rows = [
+                            (event_key(r * n + i), values[i])
+                            for i in range(start, min(n, start + batch))
+                        ]
+                        async with conn.transaction():
+                            await conn.executemany("INSERT INTO kv VALUES ($1, $2)", rows)
+
+                one = await measure(floor, n)
+                if not best or one["events_per_s"] > best["events_per_s"]:
+                    best = one
+            out["floor"] = best
+        finally:
+            await conn.close()
+        return out
+    finally:
+        server.stop()
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "events": args.events,
@@ -227,6 +302,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 row["ratio_cpu_vs_floor"] = row["cpu_us_per_event"] / floor
                 rows[str(emitters)] = row
             out[name] = rows
+        if args.postgres:
+            out["postgres"] = await bench_postgres(tmp, args.events, args.rounds, args.batch)
     out["load_after"] = load()
     return out
 
@@ -252,6 +329,23 @@ def report(out: dict[str, Any]) -> None:
                 f"(+ checkpoint {row['checkpoint_cpu_us_per_event']:5.1f})  "
                 f"ratio ours/floor CPU {row['ratio_cpu_vs_floor']:5.1f}x"
             )
+    pg = out.get("postgres")
+    if pg is not None:
+        floor = pg["floor"]["events_per_s"]
+        print(f"bulk over PostgreSQL (the HA backend), batch {out['batch']}, rate ours/floor:")
+        print(f"  floor  asyncpg executemany INSERT  {floor:9.0f} ev/s")
+        for emitters, row in pg["bulk"].items():
+            print(
+                f"  bulk        {int(emitters):2d} emitters      {row['events_per_s']:9.0f} ev/s  "
+                f"{row['cpu_us_per_event']:7.1f} us CPU/ev  ratio ours/floor rate "
+                f"{row['events_per_s'] / floor:5.2f}x"
+            )
+        row = pg["bulk_via_commit"]
+        print(
+            f"  bulk via commit  8 emitters {row['events_per_s']:9.0f} ev/s  "
+            f"{row['cpu_us_per_event']:7.1f} us CPU/ev  ({row['events']} events; what every "
+            "batch took before create_many)"
+        )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -261,6 +355,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per row (the best is shown)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument(
+        "--postgres", action="store_true", help="also the bulk writer over PostgreSQL (HA)"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.events, args.rounds = 512, 1

@@ -14,7 +14,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "audit_bulk.py"
 def test_audit_bulk_bench_quick(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        [sys.executable, str(BENCH), "--quick", "--postgres", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -29,3 +29,8 @@ def test_audit_bulk_bench_quick(tmp_path: Path) -> None:
             assert row["events_per_s"] > 0 and row["ratio_cpu_vs_floor"] > 0
             assert row["checkpoint_cpu_us_per_event"] > 0
     assert "ratio ours/floor CPU" in result.stdout
+    pg = data["postgres"]
+    assert pg["floor"]["events_per_s"] > 0 and pg["bulk_via_commit"]["events_per_s"] > 0
+    assert set(pg["bulk"]) == {"1", "8", "64"}
+    assert all(row["events_per_s"] > 0 for row in pg["bulk"].values())
+    assert "bulk over PostgreSQL" in result.stdout

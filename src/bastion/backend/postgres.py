@@ -11,6 +11,11 @@ Layer: backend (IO shell). Several auth/proxy processes share one database. Desi
   before ``nextval`` until commit makes both orders equal, so a reader of ``id > last_seen`` can
   never skip a row. The event id is the revision. ``pg_notify`` inside the transaction is
   delivered at commit.
+* :meth:`PostgresBackend.create_many` (the audit log's batches) is two statements whatever the
+  batch's size: the ids are reserved from the sequence at once (``setval`` under the lock),
+  then the feed and ``kv`` rows are inserted from arrays; ``kv``'s primary key refuses a key
+  that is there, and the batch then takes :meth:`~PostgresBackend.commit` (which names a live
+  key and replaces an expired one). A ``commit`` of N creates is 3N round trips.
 * A dedicated LISTEN connection wakes the poller; a slow fallback poll covers a lost
   notification or a dropped LISTEN connection (which the maintenance loop reconnects).
 * A maintenance loop deletes expired keys (DELETE events, compared with the injected clock) and
@@ -44,6 +49,7 @@ from bastion.backend.base import (
     Update,
     Watcher,
     check_condition,
+    check_pairs,
     prefix_end,
 )
 from bastion.backend.eventlog import EventLog, EventLogSQL, row_event, trim_horizon
@@ -138,6 +144,24 @@ def _map_pg_errors() -> Iterator[None]:
         raise BadParameter(f"postgres refused the data: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise BastionError(f"postgres error: {exc}") from exc
+
+
+_RESERVE_IDS = (
+    "SELECT setval(pg_get_serial_sequence('events', 'id'),"
+    " nextval(pg_get_serial_sequence('events', 'id')) + $1 - 1)"
+)
+"""``(n)`` -> the last of n consecutive event ids taken at once (writers hold the lock)."""
+_CREATE_MANY = (
+    "WITH rows AS (SELECT $3::bigint + n - 1 AS id, k, v"
+    " FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(k, v, n)),"
+    " feed AS (INSERT INTO events (id, type, key, value) SELECT id, 'put', k, v FROM rows)"
+    " INSERT INTO kv (key, value, revision) SELECT k, v, id FROM rows"
+)
+"""``(keys, values, first id)``: the PUT events and the new ``kv`` rows, revision = event id."""
+
+
+class _Taken(Exception):
+    """A key of :meth:`PostgresBackend.create_many` is in ``kv`` already."""
 
 
 def _row_item(row: Any) -> Item:
@@ -432,6 +456,28 @@ class PostgresBackend:
             raise AlreadyExists("a key of the batch repeats")
         stored = await self.commit([Create(item) for item in items])
         return [item for item in stored if item is not None]
+
+    async def create_many(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        """:func:`bastion.backend.base.create_many`: Create ops for new keys (no expiry) in one
+        transaction of two statements (see the module docstring); a key in ``kv`` already
+        (live, or expired and not swept yet) sends the batch to :meth:`commit`."""
+        checked = check_pairs(pairs)
+        if not checked:
+            return
+        keys = [k for k, _ in checked]
+        values = [v for _, v in checked]
+
+        async def op(conn: Any, _now: datetime) -> None:
+            last = await conn.fetchval(_RESERVE_IDS, len(keys))
+            try:
+                await conn.execute(_CREATE_MANY, keys, values, last - len(keys) + 1)
+            except asyncpg.exceptions.UniqueViolationError:
+                raise _Taken from None  # rolls the transaction back: nothing was written
+
+        try:
+            await self._write(op)
+        except _Taken:
+            await self.commit([Create(Item(k, v)) for k, v in checked])
 
     async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
         checked = check_transaction(ops)
