@@ -156,7 +156,9 @@ class Checkpointer:
                 frontier.append(known[0])
                 pos += 1
                 added += 1
-            items = await self._log.read_items(pos, end - pos) if pos < end else []
+            # Exactly this chunk's range: read_items would go on past a short read (a batch
+            # being stored right now) and show the chunk's end as a hole.
+            items = await self._log.read_range(pos, end) if pos < end else []
             for item in items:
                 if added and not added % FOLD_SLICE:
                     await asyncio.sleep(0)

@@ -716,19 +716,20 @@ class AuditLog:
         lo = index
         while len(out) < limit:
             want = limit - len(out)
-            got = await self._read_range(lo, lo + want)
+            got = await self.read_range(lo, lo + want)
             out.extend(got)
             if not got:
                 break  # past the head
             lo += want  # a short range (a deleted event) does not stop the read
         return out
 
-    async def _read_range(self, lo: int, hi: int) -> list[Item]:
-        """The stored events in ``[lo, hi)``, a prefix of what is stored there: the blocks
-        are read newest first. The log grows only at its head, and an index is written only
-        after the one before it is stored (also by another writer), so whatever a newer block
-        shows was stored before the older blocks were read. Read oldest first, a batch stored
-        between two reads showed as a hole the checkpointer reported (``audit_log_hole``)."""
+    async def read_range(self, lo: int, hi: int) -> list[Item]:
+        """The stored items of the events in ``[lo, hi)``, in index order: a gapless run from
+        ``lo`` (possibly empty) unless events were deleted. The key blocks are read newest
+        first: the log grows only at its head, and an index is written only after the one
+        before it is stored (also by another writer), so whatever a newer block shows was
+        stored before the older blocks are read. (Read oldest first, a batch stored between
+        two reads showed as a hole the checkpointer reported, ``audit_log_hole``.)"""
         blocks: list[list[Item]] = []
         for prefix in reversed(range_prefixes(lo, hi)):
             blocks.append(

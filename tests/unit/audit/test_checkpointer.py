@@ -154,3 +154,40 @@ async def test_the_writer_remembers_a_bounded_number_of_events(monkeypatch):
     note = await Checkpointer(log, signer, clock).checkpoint()
     assert parse_checkpoint(open_note(note, signer.verifier())).size == 50
     assert log._leaves == {}
+
+
+async def test_a_batch_stored_while_the_checkpointer_reads_is_no_hole(monkeypatch):
+    """Events the checkpointer must read back (another writer's), and a batch that lands
+    between its reads: it folds what it read, reports no hole, and the next checkpoint
+    takes the rest. (It used to read on past a short read into the next chunk and log
+    ``audit_log_hole`` at the chunk's end.)"""
+    clock, backend, log, signer = await setup()
+    other = AuditLog(backend, clock, "c1")  # its leaves are not in log's memory
+    await other.emit_many([("exec", "success", {"n": i}) for i in range(950)])
+    holes: list[dict[str, object]] = []
+    real_error = checkpointer.log.error
+
+    def error(event: str, **fields: object) -> None:
+        if event == "audit_log_hole":
+            holes.append(fields)
+        real_error(event, **fields)
+
+    monkeypatch.setattr(checkpointer.log, "error", error)
+    real_get_range = backend.get_range
+    reads = 0
+
+    async def racing_get_range(prefix: str, limit: int | None = None) -> list[Item]:
+        nonlocal reads
+        found = await real_get_range(prefix, limit)
+        reads += prefix.startswith("audit/events/")
+        if reads == 1 and prefix.startswith("audit/events/"):  # right after the first read
+            await other.emit_many([("exec", "success", {"n": i}) for i in range(950, 1200)])
+        return found
+
+    monkeypatch.setattr(backend, "get_range", racing_get_range)
+    cp = Checkpointer(log, signer, clock)
+    first = parse_checkpoint(open_note(await cp.checkpoint(), signer.verifier()))
+    assert holes == [] and first.size == 950
+    second = parse_checkpoint(open_note(await cp.checkpoint(), signer.verifier()))
+    assert holes == [] and second.size == 1200
+    assert reads > 1  # the batch did land between the reads
