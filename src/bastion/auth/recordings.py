@@ -350,8 +350,10 @@ class _EndIndex:
         """Read what was appended since the last lookup (the first: find the head).
 
         Fast: aligned blocks of 10 (then 100) indexes, one backend read each, until a block is
-        not full (the head is in it). ``thorough``: by :meth:`AuditLog.read_items`, which
-        reads on past a missing event (a deleted one), for when the fast read missed it.
+        not full (the head is in it). ``thorough``: windows by :meth:`AuditLog.read_range`,
+        whose answer skips a missing (deleted) event inside the window, for when the fast read
+        stopped at one; a window that ends short holds the head (or a batch being stored, which
+        the next refresh reads: never stepped over).
         """
         if self.hi is None:
             self.hi = self.lo = await audit.size()
@@ -367,11 +369,12 @@ class _EndIndex:
                 size = 100 if lo % 100 == 0 else 10
         window = FIRST_WINDOW
         while True:
-            items = await audit.read_items(self.hi, window)
+            end = self.hi + window
+            items = await audit.read_range(self.hi, end)
             if not items:
                 return
             self._advance(items)
-            if len(items) < window:
+            if self.hi < end:
                 return
             window = SCAN_WINDOW
 

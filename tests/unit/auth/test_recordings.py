@@ -396,3 +396,39 @@ async def test_the_lookup_reads_past_a_missing_event(fx: AuthFixture) -> None:
     meta = await _ended(fx, _meta())
     end = await find_session_end(audit, meta.session_id, "web1", since)
     assert end is not None and end.session_id == meta.session_id
+
+
+async def test_a_thorough_refresh_never_steps_over_a_batch_being_stored() -> None:
+    """The session-end index reads on from its head; a batch that lands between two of its
+    backend reads (a session end inside) is indexed by the next refresh, never skipped."""
+    from bastion.audit.log import AuditLog
+    from bastion.auth.recordings import _EndIndex
+    from bastion.backend.memory import MemoryBackend
+    from bastion.clock import FakeClock
+
+    clock = FakeClock()
+    backend = MemoryBackend(clock)
+    log, other = AuditLog(backend, clock, "c1"), AuditLog(backend, clock, "c1")
+    await log.emit_many([("exec", "success", {"n": n}) for n in range(20)])
+    index = _EndIndex()
+    await index.refresh(log)
+    assert index.hi == 20
+    batch = [("exec", "success", {"n": n}) for n in range(20, 32)]
+    batch += [("session.end", "success", {"session_id": "s-1", "target": "node1"})]
+    batch += [("exec", "success", {"n": n}) for n in range(33, 41)]
+    real_get_range = backend.get_range
+    reads = 0
+
+    async def racing_get_range(prefix: str, limit: int | None = None) -> list[Item]:
+        nonlocal reads
+        found = await real_get_range(prefix, limit)
+        reads += 1
+        if reads == 1:  # right after the thorough refresh's first read
+            await other.emit_many(batch)
+        return found
+
+    backend.get_range = racing_get_range  # type: ignore[method-assign]
+    await index.refresh(log, thorough=True)
+    backend.get_range = real_get_range  # type: ignore[method-assign]
+    await index.refresh(log)
+    assert index.ends.get("s-1") == [32] and index.hi == 41
