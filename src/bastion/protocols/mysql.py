@@ -30,6 +30,7 @@ check against ``db_names``), and refusals (``COM_CHANGE_USER``, replication comm
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 from dataclasses import dataclass, field
@@ -779,10 +780,8 @@ class _Infile:
         """The transfer's report from the server's answer (OK: its affected rows)."""
         rows: int | None = None
         if answer[:1] == b"\x00":
-            try:
+            with contextlib.suppress(RemoteProtocolError):  # a truncated OK: rows unknown
                 rows = _Cursor(answer[1:], "OK packet").lenenc()
-            except RemoteProtocolError:
-                rows = None
         outcome = "success" if rows is not None else "failure"
         return CopyReport("in", self.sent, rows, outcome, file=self.file)
 

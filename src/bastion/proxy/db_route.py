@@ -51,7 +51,7 @@ from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
 from bastion.protocols import mysql
-from bastion.protocols.pgcopy import CopyReport, CopyWatch, names_copy
+from bastion.protocols.pgcopy import CopyReport, CopyWatch
 from bastion.protocols.postgres import (
     MAX_MESSAGE_LENGTH,
     BackendKeyScanner,
@@ -312,8 +312,7 @@ class _QuerySide(RelaySide):
             watch = self.copy_watch
             if watch is not None and watch.scanner is None:
                 for statement in found:
-                    if names_copy(statement.sql):
-                        watch.statement(statement.sql, mark)
+                    watch.statement(statement.sql, mark)
             statements = self.statements
             statements.extend(found)
             self.pending.set()
