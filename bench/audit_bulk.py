@@ -176,12 +176,7 @@ def bench_floor(tmp: Path, n: int, rounds: int, batch: int) -> dict[str, float]:
     """One INSERT per event of the same bytes, ``batch`` events per transaction, sqlite3 on
     this thread (no executor, no index bookkeeping): what storing the bytes costs at least.
     The best of ``rounds``."""
-    clock = SystemClock()
-    values = []
-    for i in range(n):
-        specs = query_fields(i)
-        top = {k: specs.pop(k) for k in ("user",)}
-        values.append(_canonical(clock, i, top, specs))
+    values = floor_values(n)
     db = sqlite3.connect(str(tmp / f"floor-{batch}.sqlite"), isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
@@ -201,6 +196,17 @@ def bench_floor(tmp: Path, n: int, rounds: int, batch: int) -> dict[str, float]:
             best = out
     db.close()
     return best
+
+
+def floor_values(n: int) -> list[bytes]:
+    """The canonical bytes of ``n`` statement events, what the floors store."""
+    clock = SystemClock()
+    values = []
+    for i in range(n):
+        specs = query_fields(i)
+        top = {k: specs.pop(k) for k in ("user",)}
+        values.append(_canonical(clock, i, top, specs))
+    return values
 
 
 def _canonical(
@@ -246,7 +252,7 @@ async def bench_postgres(tmp: Path, n: int, rounds: int, batch: int) -> dict[str
         slow = max(batch, n // 8)  # three round trips an event: fewer events
         out["bulk_via_commit"] = await bench_ours(tmp, slow, 1, 8, batch, "bulk", via_commit)
         out["bulk_via_commit"]["events"] = slow
-        values = [_canonical(SystemClock(), i, {"user": "alice"}, own_fields(i)) for i in range(n)]
+        values = floor_values(n)
         conn = await asyncpg.connect(await create_database(server))
         try:
             await conn.execute("CREATE TABLE kv (key text PRIMARY KEY, value bytea NOT NULL)")
