@@ -231,6 +231,46 @@ async def test_pymysql_init_db_and_prepared_statements(world: World) -> None:
     assert any(q["query"] == "USE `other`" for q in refused)
 
 
+async def test_mariadb_connector_bulk_insert_audits_every_row(world: World) -> None:
+    """MariaDB Connector/Python's ``executemany`` sends one COM_STMT_BULK_EXECUTE (the proxy
+    offers MariaDB's bulk capability and the server has it): the rows are inserted, and each
+    is a ``db.session.query`` with its parameters; a NULL stays null."""
+    import mariadb
+
+    rig, port = world.rig, world.alice_port
+    rows = [(1000 + n, f"bulk{n}" if n % 50 else None) for n in range(300)]
+
+    def run() -> tuple[Any, ...]:
+        conn = mariadb.connect(
+            host="127.0.0.1", port=port, user="alice_db", database="app", connect_timeout=15
+        )
+        try:
+            cur = conn.cursor()
+            cur.executemany("insert into t values (?, ?)", rows)
+            conn.commit()
+            cur.execute("select count(*), count(s) from t where x >= 1000")
+            counted = cur.fetchone()
+            cur.execute("delete from t where x >= 1000")
+            conn.commit()
+            return counted, conn.server_info
+        finally:
+            conn.close()
+
+    counted, version = await asyncio.to_thread(run)
+    assert counted == (300, 294), version
+
+    def bulk() -> list[dict[str, Any]]:
+        return [q for q in _queries(rig) if q["protocol"] == "bulk"]
+
+    await _until(lambda: len(bulk()) >= 300)
+    got = bulk()
+    assert [q["query"] for q in got] == ["insert into t values (?, ?)"] * 300
+    assert [q["parameters"] for q in got] == [[str(x), s] for x, s in rows]
+    int_type, text_type = got[0]["parameter_types"]  # the connector's choice of binary types
+    assert int_type in ("SHORT", "LONG", "LONGLONG") and text_type in ("STRING", "VAR_STRING")
+    assert all(q["outcome"] == "success" and q["db_user"] == "alice_db" for q in got)
+
+
 async def test_dedicated_mysql_port_takes_the_user_certificate(world: World) -> None:
     rig = world.rig
     files = await rig.login("alice_db", "port")

@@ -24,8 +24,9 @@ exception that escapes a parser; the fuzz tests in ``tests/unit/protocols`` hold
 
 Per-statement audit comes from :class:`CommandTracker`: ``COM_QUERY`` and ``COM_STMT_EXECUTE``
 (with the parameter values decoded from the binary protocol, the statement's SQL from its
-``COM_STMT_PREPARE`` and the server's PREPARE_OK), ``COM_INIT_DB`` / ``USE`` (for the caller to
-check against ``db_names``), and refusals (``COM_CHANGE_USER``, replication commands).
+``COM_STMT_PREPARE`` and the server's PREPARE_OK), MariaDB's ``COM_STMT_BULK_EXECUTE`` (one
+statement per row, :class:`BulkExecute`), ``COM_INIT_DB`` / ``USE`` (for the caller to check
+against ``db_names``), and refusals (``COM_CHANGE_USER``, replication commands).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ __all__ = [
     "ER_NET_READ_ERROR",
     "LOCAL_CAPABILITIES",
     "MAX_MESSAGE_LENGTH",
+    "MARIADB_CLIENT_STMT_BULK_OPERATIONS",
     "MAX_PAYLOAD",
+    "BulkExecute",
     "CommandTracker",
     "Forbidden",
     "Handshake",
@@ -117,10 +120,17 @@ CLIENT_CONNECT_ATTRS: Final = 1 << 20
 CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: Final = 1 << 21
 CLIENT_SESSION_TRACK: Final = 1 << 23
 CLIENT_DEPRECATE_EOF: Final = 1 << 24
+MARIADB_CLIENT_STMT_BULK_OPERATIONS: Final = 1 << 34
+"""MariaDB's extended capabilities are bits 32-63 of a capability value here (as in MariaDB's
+own sources): a server that does not set ``CLIENT_LONG_PASSWORD`` (MySQL's ``CLIENT_MYSQL``)
+sends them in its greeting's reserved bytes, and its clients answer in the last four filler
+bytes of their HandshakeResponse41. This one allows ``COM_STMT_BULK_EXECUTE``."""
+_EXTENDED_UNDERSTOOD: Final = MARIADB_CLIENT_STMT_BULK_OPERATIONS
+"""The extended capabilities the proxy reads (:class:`CommandTracker`); no other is asked for:
+progress reports, cached metadata and unit results change the answers' format."""
 
 LOCAL_CAPABILITIES: Final = (
-    CLIENT_LONG_PASSWORD
-    | CLIENT_FOUND_ROWS
+    CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_ODBC
@@ -140,12 +150,13 @@ LOCAL_CAPABILITIES: Final = (
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF
+    | MARIADB_CLIENT_STMT_BULK_OPERATIONS
 )
 """What ``bsh proxy db``'s local greeting offers: no TLS (the loopback hop), no compression (the
 proxy reads every command), LOAD DATA LOCAL (for clients that enable it: the file's bytes are
-counted, :class:`CommandTracker`), and ``CLIENT_LONG_PASSWORD`` set so MariaDB
-clients do not use MariaDB's extended capability bits. The agent then asks the real server
-for the intersection with what it offers (:func:`negotiate`)."""
+counted, :class:`CommandTracker`), and MariaDB's bulk execution (each row audited as a
+statement). The agent then asks the real server for the intersection with what it offers
+(:func:`negotiate`)."""
 
 ER_ACCESS_DENIED: Final = 1045
 ER_DBACCESS_DENIED: Final = 1044
@@ -175,6 +186,8 @@ _REPLICATION: Final = {
     0x15: "COM_REGISTER_SLAVE",
     0x1E: "COM_BINLOG_DUMP_GTID",
 }
+_SEND_TYPES_TO_SERVER: Final = 128
+"""COM_STMT_BULK_EXECUTE's flag: the parameters' types follow (else: those sent before)."""
 _LAST_PREPARED: Final = 0xFFFFFFFF
 """MariaDB: ``stmt_id`` -1 in COM_STMT_EXECUTE means the statement prepared last (pipelined)."""
 
@@ -431,7 +444,7 @@ def build_handshake(
     *,
     connection_id: int,
     scramble: bytes,
-    server_version: str = "5.5.5-10.11.0-bastion",
+    server_version: str = "5.5.5-10.11.0-MariaDB-bastion",
     capabilities: int = LOCAL_CAPABILITIES,
     charset: int = 45,
     status: int = 2,
@@ -439,7 +452,8 @@ def build_handshake(
 ) -> bytes:
     """A HandshakeV10 payload (``scramble``: 20 bytes of anything for the local hop).
 
-    The ``5.5.5-`` version prefix is how MariaDB servers introduce themselves to MySQL clients.
+    The ``5.5.5-`` version prefix is how MariaDB servers introduce themselves to MySQL clients;
+    MariaDB's clients read the extended capabilities only from a version that names MariaDB.
     """
     if len(scramble) < 8:
         raise ValueError("scramble of at least 8 bytes")
@@ -455,7 +469,8 @@ def build_handshake(
         + _U16.pack(status & 0xFFFF)
         + _U16.pack(capabilities >> 16 & 0xFFFF)
         + bytes([len(scramble) + 1])
-        + bytes(10)
+        + bytes(6)
+        + _U32.pack(0 if capabilities & CLIENT_LONG_PASSWORD else capabilities >> 32)
         + scramble[8:]
         + b"\0"
         + plugin.encode()
@@ -487,7 +502,9 @@ def parse_handshake(payload: bytes) -> Handshake:
         status = cur.u16()
         caps |= cur.u16() << 16
         auth_len = cur.u8()
-        cur.take(10)
+        reserved = cur.take(10)
+        if not caps & CLIENT_LONG_PASSWORD:  # a MariaDB server: its extended capabilities
+            caps |= int(_U32.unpack(reserved[6:])[0]) << 32
         if caps & CLIENT_SECURE_CONNECTION:
             more = max(13, auth_len - 8)
             scramble += cur.take(min(more, cur.left)).rstrip(b"\0")
@@ -522,17 +539,26 @@ class HandshakeResponse:
     attrs: dict[str, str] = field(default_factory=dict)
 
 
-def build_ssl_request(capabilities: int, max_packet: int, charset: int) -> bytes:
+def _head(capabilities: int, max_packet: int, charset: int) -> bytes:
+    """The 32 bytes an SSLRequest and a HandshakeResponse41 start with (MariaDB's extended
+    capabilities in the last four)."""
     return (
-        _U32.pack(capabilities | CLIENT_SSL) + _U32.pack(max_packet) + bytes([charset]) + bytes(23)
+        _U32.pack(capabilities & 0xFFFFFFFF)
+        + _U32.pack(max_packet)
+        + bytes([charset])
+        + bytes(19)
+        + _U32.pack(capabilities >> 32)
     )
+
+
+def build_ssl_request(capabilities: int, max_packet: int, charset: int) -> bytes:
+    return _head(capabilities | CLIENT_SSL, max_packet, charset)
 
 
 def build_handshake_response(resp: HandshakeResponse) -> bytes:
     """The payload of ``resp`` (auth data encoded as its capabilities say)."""
     caps = resp.capabilities
-    out = bytearray(_U32.pack(caps) + _U32.pack(resp.max_packet) + bytes([resp.charset]))
-    out += bytes(23)
+    out = bytearray(_head(caps, resp.max_packet, resp.charset))
     out += resp.user.encode() + b"\0"
     if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:
         out += lenenc_int(len(resp.auth_response)) + resp.auth_response
@@ -567,7 +593,7 @@ def parse_handshake_response(payload: bytes) -> SSLRequest | HandshakeResponse:
         raise cur.fail("the client does not speak the 4.1 protocol")
     max_packet = cur.u32()
     charset = cur.u8()
-    cur.take(23)
+    caps |= int(_U32.unpack(cur.take(23)[19:])[0]) << 32  # MariaDB's extended capabilities
     if not cur.left:
         if caps & CLIENT_SSL:
             return SSLRequest(caps, max_packet, charset)
@@ -596,8 +622,10 @@ def parse_handshake_response(payload: bytes) -> SSLRequest | HandshakeResponse:
 
 def negotiate(client: int, server: int) -> int:
     """The capabilities the agent asks the real server for: what the (local) client negotiated
-    and the server offers, never compression; always 4.1 and TLS."""
+    and the server offers, never compression, of MariaDB's extended ones only those the proxy
+    reads; always 4.1 and TLS."""
     wanted = client & ~(CLIENT_COMPRESS | CLIENT_SSL | CLIENT_NO_SCHEMA)
+    wanted &= 0xFFFFFFFF | _EXTENDED_UNDERSTOOD
     return (wanted & server) | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION
 
 
@@ -766,6 +794,55 @@ class _Prepared:
     long_data: set[int] = field(default_factory=set)
 
 
+_INDICATOR_NULL: Final = 1
+_INDICATORS: Final = {_INDICATOR_NULL: None, 2: "DEFAULT", 3: "IGNORE"}
+"""A bulk row's value indicators (0: a value follows; the rest: its stand-in in the audit)."""
+
+
+@dataclass(slots=True)
+class BulkExecute:
+    """A ``COM_STMT_BULK_EXECUTE`` (MariaDB): its rows, each one execution of the prepared
+    statement, decoded on demand (:meth:`take`), so a packet of a million rows never becomes
+    a million statements in memory at once. A malformed row ends it with an
+    ``(undecodable)`` statement."""
+
+    sql: str
+    types: tuple[tuple[int, int], ...]
+    body: bytes = field(repr=False)
+    pos: int
+    redact: bool
+    done: bool = False
+
+    def take(self, n: int) -> list[MySQLStatement]:
+        """Up to ``n`` more rows' statements (``protocol`` ``bulk``)."""
+        out: list[MySQLStatement] = []
+        cur = _Cursor(self.body, "COM_STMT_BULK_EXECUTE")
+        cur.pos = self.pos
+        names = _type_names(self.types)
+        while len(out) < n and not self.done:
+            if not cur.left:
+                self.done = True
+                break
+            try:
+                row: list[str | None] = []
+                for code, flags in self.types:
+                    indicator = cur.u8()
+                    if indicator in _INDICATORS:
+                        row.append(_INDICATORS[indicator])
+                    elif indicator:
+                        raise cur.fail(f"bad indicator {indicator}")
+                    else:
+                        value = _value(cur, code, flags & 0x80)
+                        row.append("?" if self.redact else value)
+            except RemoteProtocolError:
+                out.append(MySQLStatement(self.sql, ("(undecodable)",), "bulk"))
+                self.done = True
+                break
+            out.append(MySQLStatement(self.sql, tuple(row), "bulk", names))
+            self.pos = cur.pos
+        return out
+
+
 @dataclass(slots=True)
 class _Infile:
     """A LOAD DATA LOCAL under way: the file the server asked for and the bytes sent so far."""
@@ -818,8 +895,11 @@ class CommandTracker:
         self._stmts: dict[int, _Prepared] = {}
         self._last: int | None = None
 
-    def client(self, packet: Packet) -> MySQLStatement | UseDatabase | Forbidden | None:
-        """What the command in ``packet`` does for audit and checks.
+    def client(
+        self, packet: Packet
+    ) -> MySQLStatement | BulkExecute | UseDatabase | Forbidden | None:
+        """What the command in ``packet`` does for audit and checks (a
+        ``COM_STMT_BULK_EXECUTE``: its rows, :class:`BulkExecute`).
 
         Raises:
             RemoteProtocolError: an empty or malformed command.
@@ -924,19 +1004,20 @@ class CommandTracker:
             return self._last
         return stmt_id
 
-    def _execute(self, body: bytes, *, bulk: bool) -> MySQLStatement:
+    def _execute(self, body: bytes, *, bulk: bool) -> MySQLStatement | BulkExecute:
         cur = _Cursor(body, "COM_STMT_EXECUTE")
         raw_id = cur.u32()
         stmt_id = self._resolve(raw_id)
         stmt = self._stmts.get(stmt_id)
-        if stmt is None and raw_id == _LAST_PREPARED and self._pending:
-            # Pipelined prepare + execute: the server has not answered the prepare yet.
+        if raw_id == _LAST_PREPARED and self._pending:
+            # Pipelined prepare + execute: the server has not answered the prepare yet (the
+            # statement answered last is an older one).
             sql = self._pending[-1]
             stmt = _Prepared(sql, count_placeholders(sql))
         if stmt is None:
             return MySQLStatement(f"(unknown prepared statement {stmt_id})", (), "prepared")
         if bulk:
-            return MySQLStatement(stmt.sql, ("(bulk)",), "prepared")
+            return self._bulk(cur, stmt)
         try:
             params, types = self._params(cur, stmt)
         except RemoteProtocolError:
@@ -944,6 +1025,17 @@ class CommandTracker:
         finally:
             stmt.long_data.clear()
         return MySQLStatement(stmt.sql, params, "prepared", types)
+
+    def _bulk(self, cur: _Cursor, stmt: _Prepared) -> MySQLStatement | BulkExecute:
+        try:
+            flags = cur.u16()
+            if flags & _SEND_TYPES_TO_SERVER:
+                stmt.types = tuple((cur.u8(), cur.u8()) for _ in range(stmt.params))
+            if len(stmt.types) != stmt.params or not stmt.params:
+                raise cur.fail("parameter types never sent")
+        except RemoteProtocolError:
+            return MySQLStatement(stmt.sql, ("(undecodable)",), "bulk")
+        return BulkExecute(stmt.sql, stmt.types, cur.data, cur.pos, self.redact_params)
 
     def _params(
         self, cur: _Cursor, stmt: _Prepared
@@ -968,11 +1060,14 @@ class CommandTracker:
                 values.append("?")
             else:
                 values.append(_value(cur, code, flags & 0x80))
-        names = tuple(
-            _TYPES.get(code, f"TYPE_{code}") + (" UNSIGNED" if flags & 0x80 else "")
-            for code, flags in stmt.types
-        )
-        return tuple(values), names
+        return tuple(values), _type_names(stmt.types)
+
+
+def _type_names(types: tuple[tuple[int, int], ...]) -> tuple[str, ...]:
+    return tuple(
+        _TYPES.get(code, f"TYPE_{code}") + (" UNSIGNED" if flags & 0x80 else "")
+        for code, flags in types
+    )
 
 
 def _value(cur: _Cursor, code: int, unsigned: int) -> str:

@@ -288,9 +288,10 @@ class _QuerySide(RelaySide):
         super().__init__(relay, "a")
         self.scanner = scanner
         self._route = route
-        self.statements: deque[Statement | CopyReport] = deque()
+        self.statements: deque[Statement | CopyReport | mysql.BulkExecute] = deque()
         """What the audit writer stores next, in order: statements, and each COPY's report
-        (after its statement: the server ends a copy after the client sent it)."""
+        (after its statement: the server ends a copy after the client sent it); a MySQL bulk
+        execute's rows are decoded as the writer takes them (:func:`_take_batch`)."""
         self.copies = False
         """A COPY report was queued (the writer then sorts its batches by event type)."""
         self.pending = asyncio.Event()
@@ -1160,7 +1161,7 @@ class DbRoute:
                 continue
             if len(statements) < _MAX_BATCH and not side.ended:
                 await self._tick.wait()  # let a few more arrive
-            batch = [statements.popleft() for _ in range(min(len(statements), _MAX_BATCH))]
+            batch = _take_batch(statements)
             side.audited()
             if watch is not None:  # a moderated session: its moderators see it live
                 for statement in batch:
@@ -1324,6 +1325,25 @@ def _query_fields(s: Statement) -> dict[str, object]:
     if types:
         own["parameter_types"] = list(types)
     return own
+
+
+def _take_batch(
+    pending: deque[Statement | CopyReport | mysql.BulkExecute],
+) -> list[Statement | CopyReport]:
+    """Up to ``_MAX_BATCH`` statements and reports from the front of ``pending``, in order: a
+    bulk execute gives its rows as they are taken (the rest stay first in line), so one packet
+    of a million rows is never a million statements in memory."""
+    batch: list[Statement | CopyReport] = []
+    while pending and len(batch) < _MAX_BATCH:
+        item = pending[0]
+        if isinstance(item, mysql.BulkExecute):
+            batch.extend(item.take(_MAX_BATCH - len(batch)))
+            if not item.done:
+                break
+        else:
+            batch.append(item)
+        pending.popleft()
+    return batch
 
 
 def _runs(batch: list[Statement | CopyReport]) -> list[list[Statement | CopyReport]]:

@@ -459,3 +459,122 @@ def test_fuzz_load_data_local_exchanges_never_crash(steps: list[tuple[bool, int,
                 tracker.client(Packet(seq, payload))
             except RemoteProtocolError:
                 pass
+
+
+# -- MariaDB's extended capabilities and bulk execution --------------------------------------
+
+
+def test_extended_capabilities_travel_in_the_reserved_bytes() -> None:
+    bulk = mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    greeting = mysql.parse_handshake(
+        mysql.build_handshake(connection_id=1, scramble=b"x" * 20, capabilities=0x200 | bulk)
+    )
+    assert greeting.capabilities == 0x200 | bulk
+    # A MySQL server (CLIENT_LONG_PASSWORD, "CLIENT_MYSQL") has none: its reserved bytes are
+    # not read as capabilities.
+    mysql_server = bytearray(mysql.build_handshake(connection_id=1, scramble=b"x" * 20))
+    mysql_server[mysql_server.index(b"\0", 1) + 1 + 4 + 8 + 1] |= mysql.CLIENT_LONG_PASSWORD
+    at = mysql_server.index(b"x" * 12) - 4
+    mysql_server[at : at + 4] = b"\xff" * 4
+    assert mysql.parse_handshake(bytes(mysql_server)).capabilities >> 32 == 0
+    # The client's answer: in the last four filler bytes, the SSLRequest's too.
+    resp = HandshakeResponse(0x200 | mysql.CLIENT_SECURE_CONNECTION | bulk, 1 << 24, 45, "u", b"")
+    wire = mysql.build_handshake_response(resp)
+    assert wire[28:32] == struct.pack("<I", bulk >> 32)
+    assert mysql.parse_handshake_response(wire) == resp
+    ssl_req = mysql.parse_handshake_response(mysql.build_ssl_request(0x200 | bulk, 1 << 24, 45))
+    assert isinstance(ssl_req, mysql.SSLRequest) and ssl_req.capabilities & bulk
+
+
+def test_negotiate_keeps_only_the_extended_capabilities_the_proxy_reads() -> None:
+    bulk = mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    progress, cache_metadata = 1 << 32, 1 << 36
+    everything = 0xFFFFFFFF | bulk | progress | cache_metadata
+    assert mysql.negotiate(everything, everything) >> 32 == bulk >> 32
+    assert not mysql.negotiate(everything, 0xFFFFFFFF) & bulk  # a MySQL server
+    assert not mysql.negotiate(0xFFFFFFFF, everything) & bulk  # a MySQL client
+
+
+def _bulk(stmt_id: int, rows: bytes, types: list[tuple[int, int]] | None = None) -> Packet:
+    body = struct.pack("<IH", stmt_id, 128 if types is not None else 0)
+    if types is not None:
+        body += b"".join(bytes(t) for t in types)
+    return _cmd(mysql.COM_STMT_BULK_EXECUTE, body + rows)
+
+
+def _rows(tracker: CommandTracker, packet: Packet, per_take: int = 1000) -> list[MySQLStatement]:
+    got = tracker.client(packet)
+    assert isinstance(got, mysql.BulkExecute)
+    out: list[MySQLStatement] = []
+    while not got.done:
+        taken = got.take(per_take)
+        assert len(taken) <= per_take
+        out += taken
+    assert got.take(5) == []
+    return out
+
+
+def test_bulk_execute_gives_one_statement_per_row_with_its_parameters() -> None:
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"insert into t values (?, ?)"))
+    tracker.server(_prepare_ok(4, 2))
+    rows = b"".join(
+        b"\x00" + struct.pack("<q", n) + (b"\x00\x02v" + str(n).encode() if n % 3 else b"\x01")
+        for n in range(1, 8)
+    )
+    rows += b"\x02\x03"  # DEFAULT, IGNORE
+    sql, types = "insert into t values (?, ?)", ("LONGLONG", "VAR_STRING")
+    expected = [
+        MySQLStatement(sql, (str(n), f"v{n}" if n % 3 else None), "bulk", types)
+        for n in range(1, 8)
+    ] + [MySQLStatement(sql, ("DEFAULT", "IGNORE"), "bulk", types)]
+    for per_take in (1, 3, 1000):  # however the writer takes them, the same rows in order
+        assert _rows(tracker, _bulk(4, rows, [(8, 0), (253, 0)]), per_take) == expected
+    # types remembered from the last bulk (no SEND_TYPES_TO_SERVER)
+    assert _rows(tracker, _bulk(4, b"\x00" + struct.pack("<q", 9) + b"\x01"))[0].params == (
+        "9",
+        None,
+    )
+    # pipelined: statement id -1 is the one prepared last, still unanswered
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"insert into u values (?)"))
+    piped = _rows(tracker, _bulk(0xFFFFFFFF, b"\x00\x01a\x00\x01b", [(253, 0)]))
+    assert [s.params for s in piped] == [("a",), ("b",)] and piped[0].sql.endswith("u values (?)")
+
+
+def test_bulk_execute_redacts_and_ends_at_a_malformed_row() -> None:
+    tracker = CommandTracker(redact_params=True)
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"insert into t values (?)"))
+    tracker.server(_prepare_ok(1, 1))
+    got = _rows(tracker, _bulk(1, b"\x00\x03abc\x01\x00\x05ab", [(253, 0)]))
+    assert [s.params for s in got] == [("?",), (None,), ("(undecodable)",)]
+    bad_indicator = _rows(tracker, _bulk(1, b"\x00\x01a\x09", [(253, 0)]))
+    assert [s.params for s in bad_indicator] == [("?",), ("(undecodable)",)]
+    fresh = CommandTracker()
+    fresh.client(_cmd(mysql.COM_STMT_PREPARE, b"insert into t values (?)"))
+    fresh.server(_prepare_ok(2, 1))
+    # no types ever sent: nothing to decode the rows with
+    assert fresh.client(_bulk(2, b"\x00\x01a")) == MySQLStatement(
+        "insert into t values (?)", ("(undecodable)",), "bulk"
+    )
+    unknown = fresh.client(_bulk(77, b""))
+    assert isinstance(unknown, MySQLStatement) and "unknown prepared statement 77" in unknown.sql
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 3), st.integers(1, 4))
+def test_fuzz_bulk_bodies_never_crash(body: bytes, params: int, per_take: int) -> None:
+    """Any bulk body: only statements come out, and taking them ends."""
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"insert into t values (?, ?, ?)"))
+    tracker.server(_prepare_ok(1, params))
+    got = tracker.client(_cmd(mysql.COM_STMT_BULK_EXECUTE, struct.pack("<I", 1) + body))
+    if isinstance(got, mysql.BulkExecute):
+        for _ in range(len(body) + 2):
+            for statement in got.take(per_take):
+                assert isinstance(statement, MySQLStatement)
+                assert len(statement.params) in (1, params)
+            if got.done:
+                break
+        assert got.done
+    else:
+        assert isinstance(got, MySQLStatement)

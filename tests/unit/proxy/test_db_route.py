@@ -427,3 +427,42 @@ async def test_mysql_load_data_local_is_reported_and_a_rogue_file_request_ends_t
     code, state, message = mysql.parse_err(answer[0].payload)
     assert answer[0].seq == 1 and state == "08S01" and "does not name" in message
     assert to_client.closed and relay.done and "does not name" in relay.reason
+
+
+async def test_mysql_bulk_rows_are_audited_in_order_across_batches() -> None:
+    """A COM_STMT_BULK_EXECUTE of more rows than one batch: each row is a statement with its
+    parameters, in order between the commands around it, decoded as the writer takes them."""
+    import struct
+
+    from bastion.protocols import mysql
+    from bastion.proxy import db_route
+    from bastion.proxy.relay import Relay
+
+    audit = BatchAudit()
+    route = _local_route(audit)
+    tracker = mysql.CommandTracker()
+    client = db_route._MySQLClientSide(
+        Relay(name="test"), tracker, mysql.PacketReader(), route,
+        lambda name: None, lambda sql, why: None,
+    )  # fmt: skip
+    client.transport = CountingTransport()
+    client.data_received(mysql.build_packet(0, b"\x16insert into t values (?)"))
+    tracker.server(mysql.Packet(1, b"\x00" + struct.pack("<IHHxH", 3, 0, 1, 0)))
+    count = db_route._MAX_BATCH * 2 + 7
+    rows = b"".join(b"\x00" + struct.pack("<i", n) for n in range(count))
+    bulk = b"\xfa" + struct.pack("<IH", 3, 128) + b"\x03\x00" + rows
+    client.data_received(mysql.build_packet(0, b"\x03select 1"))
+    client.data_received(mysql.build_packet(0, bulk))
+    client.data_received(mysql.build_packet(0, b"\x03select 2"))
+    assert len(client.statements) == 3  # the bulk waits undecoded
+    client.ended = True
+    info = {"db_service": "my1", "db_user": "alice_db", "db_name": "app"}
+    await route._audit_queries(client, ident(ROUTE), info, "s-1")
+    got = [(e["query"], e["parameters"], e["protocol"]) for e in audit.events]
+    assert got == [
+        ("select 1", [], "simple"),
+        *[("insert into t values (?)", [str(n)], "bulk") for n in range(count)],
+        ("select 2", [], "simple"),
+    ]
+    assert max(audit.batches) == db_route._MAX_BATCH
+    assert audit.events[1]["parameter_types"] == ["LONG"]
