@@ -38,7 +38,10 @@ MySQL/MariaDB in the same run (:mod:`bastion.testing.mysql_rig`, when ``mariadb-
 * **ours (MySQL port)**: to the proxy's dedicated MySQL port with the user's certificate (as
   pgbench reaches the proxy port);
 
-and the ratios ours/direct in queries per second (target 0.7x). ``--no-mysql`` skips it.
+and the ratios ours/direct in queries per second (target 0.7x). Then a bulk insert: MariaDB
+Connector/Python's ``executemany`` of 1,000 rows at a time (one ``COM_STMT_BULK_EXECUTE`` each),
+direct and through the proxy's MySQL port, every row audited with its parameters: rows per
+second and the ratio. ``--no-mysql`` skips it.
 
 Every run also prints the **CPU per transaction** of our process (proxy, agent, auth and its
 audit log: all in this process), net of its idle rate, and pgbouncer's: steadier than rates on a
@@ -487,6 +490,63 @@ async def slap(port: int, clients: int, queries: int, *tls: str) -> float:
     return queries / max(float(found.group(1)), 0.001)
 
 
+BULK_CHUNK = 1000
+"""Rows per ``executemany`` (one COM_STMT_BULK_EXECUTE packet each)."""
+
+
+async def bulk_insert(
+    port: int, files: Any, rows: int, audited: Callable[[], int] | None = None
+) -> tuple[float, float]:
+    """Rows per second of :func:`bulk_child` in a process of its own (a client, as on the
+    user's machine: neither its CPU nor its GIL is ours), and with ``audited`` (the count of
+    audited statements) the rows per second until every row is in the audit log too."""
+    before = audited() if audited is not None else 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--bulk-child", str(port), str(files.crt), str(files.key),
+        str(files.ca), str(rows), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bulk insert failed: {err.decode()[-800:]}")
+    started, elapsed = (float(v) for v in out.decode().split()[-2:])
+    if audited is None:
+        return rows / elapsed, 0.0
+    while audited() < before + rows:  # the statements around the rows are audited too
+        await asyncio.sleep(0.005)
+    return rows / elapsed, rows / (time.time() - started)
+
+
+def bulk_child(port: str, crt: str, key: str, ca: str, count: str) -> None:
+    """Insert ``count`` rows with MariaDB Connector/Python's ``executemany`` (TLS with the
+    client certificate), committed; print the rows per second; empty the table after."""
+    import mariadb
+
+    rows = int(count)
+    conn = mariadb.connect(
+        host="127.0.0.1", port=int(port), user="alice_db", database="app", connect_timeout=15,
+        ssl_cert=crt, ssl_key=key, ssl_ca=ca,
+    )  # fmt: skip
+    try:
+        cur = conn.cursor()
+        cur.execute("create table if not exists bulk_bench (x int, s varchar(40))")
+        data = [(n, f"row {n} of the bulk bench") for n in range(rows)]
+        cur.executemany("insert into bulk_bench values (?, ?)", data[:BULK_CHUNK])  # warm-up
+        cur.execute("truncate table bulk_bench")
+        started, start = time.time(), time.perf_counter()
+        for at in range(0, rows, BULK_CHUNK):
+            cur.executemany("insert into bulk_bench values (?, ?)", data[at : at + BULK_CHUNK])
+        conn.commit()
+        elapsed = time.perf_counter() - start
+        cur.execute("select count(*) from bulk_bench")
+        (stored,) = cur.fetchone()
+        if stored != rows:
+            raise RuntimeError(f"bulk insert stored {stored} of {rows} rows")
+        cur.execute("truncate table bulk_bench")
+        print(started, elapsed, flush=True)
+    finally:
+        conn.close()
+
+
 async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
     """mariadb-slap direct versus through bsh proxy db, the proxy and the agent."""
     from bastion.testing.mysql_rig import start_mysql_rig
@@ -549,6 +609,17 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     # The proxy, the agent and auth (this process); bsh proxy db (its own).
                     one["mysql_ours_cpu_us_per_query"] = meter.per(queries)
                     one["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
+                    bulk = queries * 2
+                    one["bulk_direct_rows_per_s"], _ = await bulk_insert(
+                        rig.server.port, direct, bulk
+                    )
+                    meter = CpuMeter()
+                    sent, stored = await bulk_insert(
+                        rig.mysql_port, ours, bulk,
+                        None if args.no_audit else lambda: rig.audit.counts["db.session.query"],
+                    )  # fmt: skip
+                    one["bulk_port_rows_per_s"], one["bulk_audited_rows_per_s"] = sent, stored
+                    one["bulk_port_cpu_us_per_row"] = meter.per(bulk)
                     rounds.append(one)
             finally:
                 await _stop(bsh)
@@ -557,11 +628,14 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     await _stop(relay_proc)
             result["mysql_rounds"] = rounds
             result.update(median_round(rounds, "mysql_port_qps", "mysql_direct_qps"))
+            bulk_round = median_round(rounds, "bulk_port_rows_per_s", "bulk_direct_rows_per_s")
+            result.update({k: v for k, v in bulk_round.items() if k.startswith("bulk_")})
+            result["bulk_rows"] = queries * 2
             sessions = 2 * args.clients * args.rounds
             for _ in range(250):  # every session ended (mariadb-slap has one more: its schema)
                 counts = rig.audit.counts
                 if counts["db.session.end"] >= sessions and (
-                    counts["db.session.query"] >= 2 * queries * args.rounds
+                    counts["db.session.query"] >= 4 * queries * args.rounds
                 ):
                     break
                 await asyncio.sleep(0.02)
@@ -695,6 +769,19 @@ def report(r: dict[str, Any]) -> None:
             f"  ratio ours/direct (mysql) {port / direct:.2f}x port{spread}, "
             f"{ours / direct:.2f}x bsh  (target 0.7x)"
         )
+        if "bulk_port_rows_per_s" in r:
+            bulk_d, bulk_o = r["bulk_direct_rows_per_s"], r["bulk_port_rows_per_s"]
+            spread = _spread(
+                r.get("mysql_rounds", []), "bulk_port_rows_per_s", "bulk_direct_rows_per_s"
+            )
+            bulk_a = r["bulk_audited_rows_per_s"] or bulk_o  # audit off: nothing to wait for
+            print(
+                f"  bulk insert ({r['bulk_rows']} rows, executemany of {BULK_CHUNK}: "
+                f"COM_STMT_BULK_EXECUTE): direct {bulk_d:.0f} rows/s, ours (port) "
+                f"{bulk_o:.0f} rows/s: {bulk_o / bulk_d:.2f}x{spread}; until every row is in "
+                f"the audit log {bulk_a:.0f} rows/s: {bulk_a / bulk_d:.2f}x; "
+                f"{r['bulk_port_cpu_us_per_row']:.1f} us CPU per row"
+            )
         print(
             f"  CPU per query (whole process): port {r['mysql_port_cpu_us_per_query']:.0f} us"
             + (
@@ -742,12 +829,16 @@ def main() -> None:
     )
     parser.add_argument("--bsh-listener", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--agent-child", help=argparse.SUPPRESS)
+    parser.add_argument("--bulk-child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level",
         default="info",
         help="the daemon's log level (info, its default, logs one line per audit event)",
     )
     args = parser.parse_args()
+    if args.bulk_child:  # the bulk insert's client (run_mysql)
+        bulk_child(*args.bulk_child)
+        return
     if args.bsh_listener:  # the child process of run_mysql (as bsh proxy db: its loop)
         run_loop(bsh_listener(*args.bsh_listener))
         return

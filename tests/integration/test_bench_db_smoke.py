@@ -48,3 +48,6 @@ def test_db_bench_quick(tmp_path: Path) -> None:
         assert result["mysql_ours_qps"] > 0 and result["mysql_port_qps"] > 0
         assert result["mysql_agent_cpu_us_per_query"] > 0
         assert result["mysql_floor_qps"] > 0
+        # MariaDB Connector/Python's executemany (COM_STMT_BULK_EXECUTE), every row audited.
+        assert result["bulk_direct_rows_per_s"] > 0 and result["bulk_audited_rows_per_s"] > 0
+        assert "bulk insert" in done.stdout

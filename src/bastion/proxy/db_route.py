@@ -105,6 +105,11 @@ _HIGH_WATER = 4096
 """Statements waiting for the audit writer above which the client is not read (back-pressure:
 a statement is never dropped)."""
 _LOW_WATER = 1024
+_HIGH_BULK_BYTES = 4 << 20
+"""Bytes of MySQL bulk executes waiting for the audit writer (rows not decoded yet: one item
+of the queue can hold a million) above which the client is not read either..."""
+_LOW_BULK_BYTES = 1 << 20
+"""...until they are below this."""
 _FLUSH_INTERVAL = 0.05
 """The audit writer of a session commits its pending statements at most this often..."""
 _M = TypeVar("_M")
@@ -298,6 +303,8 @@ class _QuerySide(RelaySide):
         """Set when a statement is queued or the session ended."""
         self.ended = False
         self.throttled = False
+        self.bulk_bytes = 0
+        """Bytes of the bulk executes queued in :attr:`statements` (MySQL; see _take_batch)."""
         self.copy_watch: CopyWatch | None = None
         """PostgreSQL: told of each statement until a COPY starts it (the server's side)."""
 
@@ -317,7 +324,7 @@ class _QuerySide(RelaySide):
             statements = self.statements
             statements.extend(found)
             self.pending.set()
-            if len(statements) > _HIGH_WATER and self.transport is not None:
+            if self.backlogged and self.transport is not None:
                 self.throttled = True  # the audit writer resumes reading once it caught up
                 self.transport.pause_reading()
         return True
@@ -328,9 +335,18 @@ class _QuerySide(RelaySide):
         self.statements.extend(reports)
         self.pending.set()
 
+    @property
+    def backlogged(self) -> bool:
+        """Too much waits for the audit writer: stop reading the client."""
+        return len(self.statements) > _HIGH_WATER or self.bulk_bytes > _HIGH_BULK_BYTES
+
     def audited(self) -> None:
-        """The audit writer took statements: read the client again once below the low mark."""
-        if self.throttled and len(self.statements) < _LOW_WATER:
+        """The audit writer took statements: read the client again once below the low marks."""
+        if (
+            self.throttled
+            and len(self.statements) < _LOW_WATER
+            and self.bulk_bytes < _LOW_BULK_BYTES
+        ):
             self.throttled = False
             if self.transport is not None and not self.lost:
                 self.transport.resume_reading()
@@ -392,6 +408,7 @@ class _MySQLClientSide(_QuerySide):
         self.pending = asyncio.Event()
         self.ended = False
         self.throttled = False
+        self.bulk_bytes = 0
         self.server_seq = 0
         """Sequence id of the server's last packet since the client's last command."""
 
@@ -407,7 +424,7 @@ class _MySQLClientSide(_QuerySide):
         except RemoteProtocolError as exc:
             self._route.mysql_protocol_error(self, str(exc))
             return None
-        if len(self.statements) > _HIGH_WATER and self.transport is not None:
+        if not self.throttled and self.backlogged and self.transport is not None:
             self.throttled = True
             self.transport.pause_reading()
         if whole and self._packets.buffered == 0 and len(forward) == len(packets):
@@ -430,6 +447,8 @@ class _MySQLClientSide(_QuerySide):
             self._refuse(packet, mysql.ER_ACCESS_DENIED, "28000", event.reason, event.reason)
             return False
         if event is not None:
+            if isinstance(event, mysql.BulkExecute):
+                self.bulk_bytes += len(event.body)
             self.statements.append(event)
             self.pending.set()
         return True
@@ -1159,9 +1178,9 @@ class DbRoute:
                 side.pending.clear()
                 await side.pending.wait()
                 continue
-            if len(statements) < _MAX_BATCH and not side.ended:
-                await self._tick.wait()  # let a few more arrive
-            batch = _take_batch(statements)
+            if len(statements) < _MAX_BATCH and not side.bulk_bytes and not side.ended:
+                await self._tick.wait()  # let a few more arrive (a bulk execute has them)
+            batch, side.bulk_bytes = _take_batch(statements, side.bulk_bytes)
             side.audited()
             if watch is not None:  # a moderated session: its moderators see it live
                 for statement in batch:
@@ -1328,11 +1347,12 @@ def _query_fields(s: Statement) -> dict[str, object]:
 
 
 def _take_batch(
-    pending: deque[Statement | CopyReport | mysql.BulkExecute],
-) -> list[Statement | CopyReport]:
+    pending: deque[Statement | CopyReport | mysql.BulkExecute], bulk_bytes: int
+) -> tuple[list[Statement | CopyReport], int]:
     """Up to ``_MAX_BATCH`` statements and reports from the front of ``pending``, in order: a
     bulk execute gives its rows as they are taken (the rest stay first in line), so one packet
-    of a million rows is never a million statements in memory."""
+    of a million rows is never a million statements in memory. Also ``bulk_bytes`` less the
+    bulk executes taken whole."""
     batch: list[Statement | CopyReport] = []
     while pending and len(batch) < _MAX_BATCH:
         item = pending[0]
@@ -1340,10 +1360,11 @@ def _take_batch(
             batch.extend(item.take(_MAX_BATCH - len(batch)))
             if not item.done:
                 break
+            bulk_bytes -= len(item.body)
         else:
             batch.append(item)
         pending.popleft()
-    return batch
+    return batch, bulk_bytes
 
 
 def _runs(batch: list[Statement | CopyReport]) -> list[list[Statement | CopyReport]]:

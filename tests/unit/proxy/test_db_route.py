@@ -429,23 +429,31 @@ async def test_mysql_load_data_local_is_reported_and_a_rogue_file_request_ends_t
     assert to_client.closed and relay.done and "does not name" in relay.reason
 
 
-async def test_mysql_bulk_rows_are_audited_in_order_across_batches() -> None:
+async def test_mysql_bulk_rows_are_audited_in_order_across_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A COM_STMT_BULK_EXECUTE of more rows than one batch: each row is a statement with its
-    parameters, in order between the commands around it, decoded as the writer takes them."""
+    parameters, in order between the commands around it, decoded as the writer takes them;
+    its bytes count for back-pressure (one queued item holds all its rows)."""
     import struct
 
     from bastion.protocols import mysql
     from bastion.proxy import db_route
     from bastion.proxy.relay import Relay
 
+    monkeypatch.setattr(db_route, "_HIGH_BULK_BYTES", 1000)
+    monkeypatch.setattr(db_route, "_LOW_BULK_BYTES", 100)
     audit = BatchAudit()
     route = _local_route(audit)
     tracker = mysql.CommandTracker()
+    relay = Relay(name="test")
     client = db_route._MySQLClientSide(
-        Relay(name="test"), tracker, mysql.PacketReader(), route,
-        lambda name: None, lambda sql, why: None,
-    )  # fmt: skip
-    client.transport = CountingTransport()
+        relay, tracker, mysql.PacketReader(), route, lambda name: None, lambda sql, why: None
+    )
+    server = db_route._MySQLServerSide(relay, tracker)
+    relay.a, relay.b, client.peer, server.peer = client, server, server, client
+    transport = client.transport = CountingTransport()
+    server.transport = FakeTransport()
     client.data_received(mysql.build_packet(0, b"\x16insert into t values (?)"))
     tracker.server(mysql.Packet(1, b"\x00" + struct.pack("<IHHxH", 3, 0, 1, 0)))
     count = db_route._MAX_BATCH * 2 + 7
@@ -455,6 +463,7 @@ async def test_mysql_bulk_rows_are_audited_in_order_across_batches() -> None:
     client.data_received(mysql.build_packet(0, bulk))
     client.data_received(mysql.build_packet(0, b"\x03select 2"))
     assert len(client.statements) == 3  # the bulk waits undecoded
+    assert transport.paused == 1 and client.throttled and client.bulk_bytes == len(bulk) - 1
     client.ended = True
     info = {"db_service": "my1", "db_user": "alice_db", "db_name": "app"}
     await route._audit_queries(client, ident(ROUTE), info, "s-1")
@@ -466,3 +475,4 @@ async def test_mysql_bulk_rows_are_audited_in_order_across_batches() -> None:
     ]
     assert max(audit.batches) == db_route._MAX_BATCH
     assert audit.events[1]["parameter_types"] == ["LONG"]
+    assert transport.resumed == 1 and not client.throttled and client.bulk_bytes == 0
