@@ -55,8 +55,8 @@ __all__ = [
     "ER_DBACCESS_DENIED",
     "ER_NET_READ_ERROR",
     "LOCAL_CAPABILITIES",
-    "MAX_MESSAGE_LENGTH",
     "MARIADB_CLIENT_STMT_BULK_OPERATIONS",
+    "MAX_MESSAGE_LENGTH",
     "MAX_PAYLOAD",
     "BulkExecute",
     "CommandTracker",
@@ -794,8 +794,7 @@ class _Prepared:
     long_data: set[int] = field(default_factory=set)
 
 
-_INDICATOR_NULL: Final = 1
-_INDICATORS: Final = {_INDICATOR_NULL: None, 2: "DEFAULT", 3: "IGNORE"}
+_INDICATORS: Final = {1: None, 2: "DEFAULT", 3: "IGNORE"}
 """A bulk row's value indicators (0: a value follows; the rest: its stand-in in the audit)."""
 
 

@@ -336,19 +336,25 @@ class _QuerySide(RelaySide):
         self.pending.set()
 
     @property
+    def held(self) -> bool:
+        return self.throttled  # the audit writer resumes reading once it caught up
+
+    @property
     def backlogged(self) -> bool:
         """Too much waits for the audit writer: stop reading the client."""
         return len(self.statements) > _HIGH_WATER or self.bulk_bytes > _HIGH_BULK_BYTES
 
     def audited(self) -> None:
-        """The audit writer took statements: read the client again once below the low marks."""
+        """The audit writer took statements: read the client again once below the low marks
+        (unless the database's side is full: its draining resumes it then)."""
         if (
             self.throttled
             and len(self.statements) < _LOW_WATER
             and self.bulk_bytes < _LOW_BULK_BYTES
         ):
             self.throttled = False
-            if self.transport is not None and not self.lost:
+            peer_full = self.peer is not None and self.peer.writing_paused
+            if self.transport is not None and not self.lost and not peer_full:
                 self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:

@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 class RelaySide(asyncio.Protocol):
     """The protocol attached to one of the two transports."""
 
+    @property
+    def held(self) -> bool:
+        """Reading this side is paused for a reason of its own (a subclass's back-pressure):
+        its drained peer does not resume it."""
+        return False
+
     def __init__(self, relay: Relay, name: str) -> None:
         self.relay = relay
         self.name = name
@@ -39,6 +45,8 @@ class RelaySide(asyncio.Protocol):
         self.bytes_read = 0
         self.eof = False
         self.lost = False
+        self.writing_paused = False
+        """Our transport is full (its peer is not read until it drains)."""
         self._pending: list[bytes] = []  # read before the peer was attached
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,12 +88,15 @@ class RelaySide(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # Our transport is full: stop reading from the side that feeds it.
+        self.writing_paused = True
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None and not self.peer.lost:
-            self.peer.transport.resume_reading()
+        self.writing_paused = False
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.lost and not peer.held:
+            peer.transport.resume_reading()
 
     def flush_pending(self) -> None:
         """Forward what was read before the peer was attached, then read again."""

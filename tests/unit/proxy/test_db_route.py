@@ -476,3 +476,32 @@ async def test_mysql_bulk_rows_are_audited_in_order_across_batches(
     assert max(audit.batches) == db_route._MAX_BATCH
     assert audit.events[1]["parameter_types"] == ["LONG"]
     assert transport.resumed == 1 and not client.throttled and client.bulk_bytes == 0
+
+
+async def test_audit_back_pressure_and_the_relays_flow_control_compose() -> None:
+    """The client is read again only when the audit writer caught up and the database's side
+    is not full: neither one's resume undoes the other's pause."""
+    from bastion.protocols.postgres import StatementScanner, StatementTracker
+    from bastion.proxy import db_route
+    from bastion.proxy.relay import Relay, RelaySide
+
+    audit = BatchAudit()
+    route = _local_route(audit)
+    relay = Relay(name="test")
+    side = db_route._QuerySide(relay, StatementScanner(StatementTracker()), route)
+    server = RelaySide(relay, "b")
+    relay.a, relay.b, side.peer, server.peer = side, server, server, side
+    transport = side.transport = CountingTransport()
+    server.transport = FakeTransport()
+    assert side.tap(b"".join(_query(f"select {i}") for i in range(db_route._HIGH_WATER + 1)))
+    assert transport.paused == 1 and side.held
+    server.pause_writing()  # the database's side is full too
+    server.resume_writing()  # ...and drained: the audit still holds the client
+    assert transport.resumed == 0
+    server.pause_writing()
+    side.ended = True
+    info = {"db_service": "pg1", "db_user": "alice_db", "db_name": "postgres"}
+    await route._audit_queries(side, ident(ROUTE), info, "s-1")
+    assert not side.held and transport.resumed == 0  # the audit caught up; the server is full
+    server.resume_writing()
+    assert transport.resumed == 1
