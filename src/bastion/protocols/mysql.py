@@ -841,6 +841,15 @@ class BulkExecute:
             self.pos = cur.pos
         return out
 
+    def rows_left(self) -> int:
+        """How many statements :meth:`take` has still to give (decodes them; keeps its place)."""
+        pos, done = self.pos, self.done
+        left = 0
+        while not self.done:
+            left += len(self.take(4096))
+        self.pos, self.done = pos, done
+        return left
+
 
 @dataclass(slots=True)
 class _Infile:

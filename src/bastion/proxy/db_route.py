@@ -110,6 +110,10 @@ _HIGH_BULK_BYTES = 4 << 20
 of the queue can hold a million) above which the client is not read either..."""
 _LOW_BULK_BYTES = 1 << 20
 """...until they are below this."""
+_WRITER_STALL = 60.0
+"""At a session's end its audit writer is waited for as long as it stores statements; it is
+given up (and what it did not store counted in ``unaudited_queries``) after this many seconds
+without progress."""
 _FLUSH_INTERVAL = 0.05
 """The audit writer of a session commits its pending statements at most this often..."""
 _M = TypeVar("_M")
@@ -305,6 +309,8 @@ class _QuerySide(RelaySide):
         self.throttled = False
         self.bulk_bytes = 0
         """Bytes of the bulk executes queued in :attr:`statements` (MySQL; see _take_batch)."""
+        self.stored = 0
+        """Statements the audit writer stored so far (its progress)."""
         self.copy_watch: CopyWatch | None = None
         """PostgreSQL: told of each statement until a COPY starts it (the server's side)."""
 
@@ -415,6 +421,7 @@ class _MySQLClientSide(_QuerySide):
         self.ended = False
         self.throttled = False
         self.bulk_bytes = 0
+        self.stored = 0
         self.server_seq = 0
         """Sequence id of the server's last packet since the client's last command."""
 
@@ -1100,9 +1107,10 @@ class DbRoute:
             side.ended = True
             side.pending.set()
             # Every statement is committed before the end event (the writer drains first).
-            await asyncio.wait({pump}, timeout=60)
+            await _drained(pump, side)
+            unaudited = _unaudited(side.statements)
             if not pump.done():
-                log.error("db audit writer stuck: %d statements not audited", len(side.statements))
+                log.error("db audit writer stuck: %d statements not audited", unaudited)
                 pump.cancel()
             if moderated is not None:  # after the last statements went out to the moderators
                 info["participants"] = ",".join(await moderated.end())
@@ -1113,7 +1121,7 @@ class DbRoute:
                 remote_addr=remote,
                 bytes_in=relay.bytes_a_to_b,
                 bytes_out=relay.bytes_b_to_a,
-                unaudited_queries=len(side.statements),
+                unaudited_queries=unaudited,
                 reason=relay.reason,
                 session_id=session_id,
                 **({"recording_sha256": recorded.sha256} if recorded is not None else {}),
@@ -1192,6 +1200,7 @@ class DbRoute:
                 for statement in batch:
                     watch(statement.sql)
             if not self._deps.audit_queries:
+                side.stored += len(batch)  # taken is as far as they go
                 if recording is not None:
                     await recording.write(batch)
                 continue
@@ -1206,10 +1215,12 @@ class DbRoute:
                         owns = [_query_fields(s) for s in run if not isinstance(s, CopyReport)]
                     await events.append(owns)
                     stored += len(run)
+                    side.stored += len(run)
             except (BastionError, OSError) as exc:
                 # Not stored: keep them first in line and try again (the client waits once
                 # the high-water mark is reached; nothing is dropped).
                 stored += events.stored
+                side.stored += events.stored
                 statements.extendleft(reversed(batch[stored:]))
                 if recording is not None:
                     await recording.write(batch[:stored])
@@ -1350,6 +1361,25 @@ def _query_fields(s: Statement) -> dict[str, object]:
     if types:
         own["parameter_types"] = list(types)
     return own
+
+
+async def _drained(
+    pump: asyncio.Future[None],
+    side: _QuerySide,
+    wait: Callable[..., Awaitable[object]] = asyncio.wait,
+) -> None:
+    """Until the audit writer ``pump`` is done, or made no progress for ``_WRITER_STALL``
+    seconds (a bulk execute's rows may take minutes to store: they are waited for)."""
+    while not pump.done():
+        stored = side.stored
+        await wait({pump}, timeout=_WRITER_STALL)
+        if side.stored == stored:
+            return
+
+
+def _unaudited(pending: deque[Statement | CopyReport | mysql.BulkExecute]) -> int:
+    """The statements and reports in ``pending`` (a bulk execute's rows counted)."""
+    return sum(i.rows_left() if isinstance(i, mysql.BulkExecute) else 1 for i in pending)
 
 
 def _take_batch(

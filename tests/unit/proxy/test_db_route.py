@@ -505,3 +505,56 @@ async def test_audit_back_pressure_and_the_relays_flow_control_compose() -> None
     assert not side.held and transport.resumed == 0  # the audit caught up; the server is full
     server.resume_writing()
     assert transport.resumed == 1
+
+
+async def test_a_sessions_end_waits_for_its_audit_writer_while_it_makes_progress() -> None:
+    """A writer storing a long bulk execute is waited for past one stall window; one that
+    stores nothing in a window is given up, and its bulk rows count one by one as unaudited."""
+    import struct
+    from collections import deque
+
+    from bastion.protocols import mysql
+    from bastion.protocols.postgres import StatementScanner, StatementTracker
+    from bastion.proxy import db_route
+    from bastion.proxy.relay import Relay
+
+    side = db_route._QuerySide(
+        Relay(name="test"), StatementScanner(StatementTracker()), _local_route(BatchAudit())
+    )
+    loop = asyncio.get_running_loop()
+    pump: asyncio.Future[None] = loop.create_future()
+    windows: list[float] = []
+
+    async def window(tasks: set[asyncio.Future[None]], timeout: float) -> None:
+        """One stall window passes: the writer stores 100 in each of the first three, then
+        is done."""
+        windows.append(timeout)
+        if len(windows) <= 3:
+            side.stored += 100
+        else:
+            pump.set_result(None)
+
+    await db_route._drained(pump, side, window)
+    assert pump.done() and len(windows) == 4 and windows[0] == db_route._WRITER_STALL
+
+    stuck: asyncio.Future[None] = loop.create_future()
+    windows.clear()
+
+    async def idle(tasks: set[asyncio.Future[None]], timeout: float) -> None:
+        windows.append(timeout)
+
+    await db_route._drained(stuck, side, idle)
+    assert not stuck.done() and len(windows) == 1
+
+    tracker = mysql.CommandTracker()
+    tracker.client(mysql.Packet(0, b"\x16insert into t values (?)"))
+    tracker.server(mysql.Packet(1, b"\x00" + struct.pack("<IHHxH", 3, 0, 1, 0)))
+    rows = b"".join(b"\x00" + struct.pack("<i", n) for n in range(700))
+    bulk = tracker.client(
+        mysql.Packet(0, b"\xfa" + struct.pack("<IH", 3, 128) + b"\x03\x00" + rows)
+    )
+    assert isinstance(bulk, mysql.BulkExecute)
+    bulk.take(200)
+    pending: deque[Any] = deque([db_route.Statement("select 1"), bulk])
+    assert db_route._unaudited(pending) == 1 + 500
+    assert len(bulk.take(1000)) == 500  # counting kept its place
