@@ -4,11 +4,14 @@ packets, COM_INIT_DB checked against db_names before it is forwarded, unknown ca
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.clock import FakeClock
 from bastion.errors import NotFound
@@ -171,3 +174,102 @@ async def test_cancel_with_an_unknown_key_is_refused() -> None:
     assert not await _route(audit).cancel(1234, 5678, ("127.0.0.1", 9))
     assert audit.events[-1]["type"] == "db.session.cancel"
     assert audit.events[-1]["outcome"] == "failure"
+
+
+_COMMANDS = st.one_of(
+    st.tuples(
+        st.just(0), st.sampled_from([0x03, 0x16, 0x17, 0x18, 0x19, 0xFA, 0x02, 0x11])
+    ).flatmap(lambda t: st.binary(max_size=40).map(lambda b: (t[0], bytes([t[1]]) + b))),
+    st.tuples(st.integers(0, 5), st.binary(max_size=40)),
+    st.tuples(st.just(0), st.sampled_from([0x17, 0xFA])).flatmap(
+        lambda t: st.binary(max_size=60).map(
+            lambda b: (t[0], bytes([t[1]]) + struct.pack("<I", 1) + b)
+        )
+    ),
+)
+"""Client packets: commands the tracker decodes (with any body; executes and bulk executes of
+statement 1 among them) and anything at all."""
+
+_SIZES = {1: 1, 2: 2, 3: 4, 8: 8, 4: 4, 5: 8}
+"""Fixed-size binary types (the others: a length byte and the bytes)."""
+
+
+def _bulk_packet(types: list[int], rows: list[list[tuple[int, bytes]]]) -> tuple[int, bytes]:
+    """A well-formed COM_STMT_BULK_EXECUTE of statement 1: ``types``, then per row and type an
+    indicator (0: a value of that type follows, cut from the bytes given)."""
+    body = struct.pack("<IH", 1, 128) + b"".join(bytes([t, 0]) for t in types)
+    for row in rows:
+        for code, (indicator, raw) in zip(types, row, strict=False):
+            body += bytes([indicator])
+            if indicator == 0:
+                size = _SIZES.get(code)
+                body += raw.ljust(size, b"\0")[:size] if size else bytes([len(raw)]) + raw
+    return 0, b"\xfa" + body
+
+
+_BULKS = st.builds(
+    _bulk_packet,
+    st.lists(st.sampled_from([1, 2, 3, 8, 4, 5, 253, 254, 252, 7, 10, 11, 12]), min_size=3,
+             max_size=3),
+    st.lists(
+        st.lists(st.tuples(st.sampled_from([0, 0, 0, 1, 2, 3]), st.binary(max_size=12)),
+                 min_size=3, max_size=3),
+        max_size=20,
+    ),
+)  # fmt: skip
+"""Bulk executes of a three-parameter statement 1 whose rows decode (dates and times from any
+bytes), now and then cut short by the packet's end."""
+_ANSWERS = st.tuples(
+    st.integers(0, 5),
+    st.one_of(
+        st.binary(max_size=30),
+        st.integers(0, 3).map(lambda n: b"\x00" + struct.pack("<IHHxH", 1, 0, n, 0)),
+        st.just(b"\xfbin.csv"),
+    ),
+)
+"""Server packets: anything, PREPARE_OK for statement 1, a LOAD DATA LOCAL file request."""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 3),
+    st.lists(st.tuples(st.booleans(), st.one_of(_COMMANDS, _BULKS), _ANSWERS), max_size=12),
+)
+def test_fuzz_the_mysql_sides_never_raise(params: int, steps: list[tuple[bool, Any, Any]]) -> None:
+    """Any packets either way through the route's MySQL sides (prepares, executes, bulk
+    executes, LOAD DATA LOCAL, garbage): no exception escapes a protocol callback, and the
+    audit writer's batches hold only statements and copy reports, whatever the bulk rows."""
+    asyncio.run(_through_the_sides(params, steps))
+
+
+async def _through_the_sides(params: int, steps: list[tuple[bool, Any, Any]]) -> None:
+    from bastion.proxy import db_route
+    from bastion.proxy.db_route import _MySQLServerSide, _take_batch
+
+    relay = Relay()
+    tracker = mysql.CommandTracker()
+    client = _MySQLClientSide(
+        relay, tracker, mysql.PacketReader(4096), _route(Audit()),
+        lambda name: None, lambda sql, why: None,
+    )  # fmt: skip
+    server = _MySQLServerSide(relay, tracker)
+    server.client = client
+    relay.a, relay.b, client.peer, server.peer = client, server, server, client
+    client.transport, server.transport = FakeTransport(), FakeTransport()
+    # Statement 1 is prepared with ``params`` parameters, then anything goes.
+    client.data_received(mysql.build_packet(0, b"\x16insert into t values (?, ?, ?)"))
+    server.data_received(mysql.build_packet(1, b"\x00" + struct.pack("<IHHxH", 1, 0, params, 0)))
+    for from_client, (seq, payload), (server_seq, answer) in steps:
+        if relay.done:
+            break
+        if from_client:
+            client.data_received(mysql.build_packet(seq, payload))
+        else:
+            server.data_received(mysql.build_packet(server_seq, answer))
+    bulk_bytes = client.bulk_bytes
+    while client.statements:
+        batch, bulk_bytes = _take_batch(client.statements, bulk_bytes)
+        assert batch or not client.statements
+        for item in batch:
+            assert isinstance(item, db_route.Statement | db_route.CopyReport)
+    assert bulk_bytes == 0
