@@ -45,13 +45,16 @@ class World:
         self.servers: list[asyncio.Server] = []
         self.alice_port = 0
 
-    async def local(self, db_user: str, name: str) -> int:
-        """``bsh db login my1 --db-user U`` + ``bsh proxy db my1``: the local port."""
+    async def local(self, db_user: str, name: str, server_version: str = "") -> int:
+        """``bsh db login my1 --db-user U`` + ``bsh proxy db my1``: the local port
+        (``server_version``: what ``bsh db ls`` lists for my1, once the agent saw its server)."""
         files: MySQLFiles = await self.rig.login(db_user, name)
         ctx = pem_context(
             files.ca.read_text(), files.crt.read_text(), alpn=[ALPN_MYSQL], key_file=files.key
         )
-        server = await local_mysql_listener(f"127.0.0.1:{self.rig.port}", ctx)
+        server = await local_mysql_listener(
+            f"127.0.0.1:{self.rig.port}", ctx, server_version=server_version
+        )
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
@@ -232,18 +235,25 @@ async def test_pymysql_init_db_and_prepared_statements(world: World) -> None:
 
 
 async def test_mariadb_connector_bulk_insert_audits_every_row(world: World) -> None:
-    """MariaDB Connector/Python's ``executemany`` sends one COM_STMT_BULK_EXECUTE (the proxy
-    offers MariaDB's bulk capability and the server has it): the rows are inserted, and each
-    is a ``db.session.query`` with its parameters; a NULL stays null."""
+    """The agent learned the server's greeting version (MariaDB) from the earlier sessions;
+    greeted as that server, MariaDB Connector/Python's ``executemany`` sends one
+    COM_STMT_BULK_EXECUTE: the rows are inserted, and each is a ``db.session.query`` with its
+    parameters; a NULL stays null. Greeted as a MySQL server (or unknown), the connector
+    executes row by row (no MariaDB-only command reaches a server that may not have it)."""
     import mariadb
 
-    rig, port = world.rig, world.alice_port
+    rig = world.rig
+    assert rig.agent is not None
+    version = rig.agent.server_versions["my1"]
+    assert version.startswith("5.5.5-") and "MariaDB" in version
+    port = await world.local("alice_db", "bulk", server_version=version)
     rows = [(1000 + n, f"bulk{n}" if n % 50 else None) for n in range(300)]
 
-    def run() -> tuple[Any, ...]:
+    def run(port: int = port, **tls: str) -> tuple[Any, ...]:
         conn = mariadb.connect(
-            host="127.0.0.1", port=port, user="alice_db", database="app", connect_timeout=15
-        )
+            host="127.0.0.1", port=port, user="alice_db", database="app", connect_timeout=15,
+            **tls,
+        )  # fmt: skip
         try:
             cur = conn.cursor()
             cur.executemany("insert into t values (?, ?)", rows)
@@ -256,8 +266,8 @@ async def test_mariadb_connector_bulk_insert_audits_every_row(world: World) -> N
         finally:
             conn.close()
 
-    counted, version = await asyncio.to_thread(run)
-    assert counted == (300, 294), version
+    counted, shown = await asyncio.to_thread(run)
+    assert counted == (300, 294) and shown == version.removeprefix("5.5.5-")
 
     def bulk() -> list[dict[str, Any]]:
         return [q for q in _queries(rig) if q["protocol"] == "bulk"]
@@ -269,6 +279,27 @@ async def test_mariadb_connector_bulk_insert_audits_every_row(world: World) -> N
     int_type, text_type = got[0]["parameter_types"]  # the connector's choice of binary types
     assert int_type in ("SHORT", "LONG", "LONGLONG") and text_type in ("STRING", "VAR_STRING")
     assert all(q["outcome"] == "success" and q["db_user"] == "alice_db" for q in got)
+
+    # The proxy's MySQL port greets as configured (proxy_service.mysql_server_version: the rig
+    # names its MariaDB), so it offers bulk execution too.
+    files = await rig.login("alice_db", "bulk-port")
+    tls = {"ssl_cert": str(files.crt), "ssl_key": str(files.key), "ssl_ca": str(files.ca)}
+    counted, _ = await asyncio.to_thread(run, rig.mysql_port, **tls)
+    assert counted == (300, 294)
+    await _until(lambda: len(bulk()) >= 600)
+
+    for other in ("8.0.36", ""):  # a MySQL server, or not seen yet: no bulk offered
+        before = len(_queries(rig))
+        counted, _ = await asyncio.to_thread(
+            run, await world.local("alice_db", f"bulk-{other}", server_version=other)
+        )
+        assert counted == (300, 294)
+
+        def inserts(before: int = before) -> list[dict[str, Any]]:
+            return [q for q in _queries(rig)[before:] if q["query"].startswith("insert")]
+
+        await _until(lambda: len(inserts()) >= 300)
+        assert len(inserts()) == 300 and {q["protocol"] for q in inserts()} == {"prepared"}
 
 
 async def test_dedicated_mysql_port_takes_the_user_certificate(world: World) -> None:

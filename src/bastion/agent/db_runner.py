@@ -288,11 +288,18 @@ class DbService:
         )
 
     def _current(self, db: Database) -> Database:
+        """``db`` with its dynamic labels' latest results and (MySQL) the version its server
+        last greeted with."""
+        update: dict[str, object] = {}
         runner = self.labels.get(db.name)
-        if runner is None:
+        if runner is not None:
+            update["dynamic_labels"] = runner.labels()
+        version = self.agent.server_versions.get(db.name)
+        if version and version != db.spec.mysql_server_version:
+            update["mysql_server_version"] = version
+        if not update:
             return db
-        spec = db.spec.model_copy(update={"dynamic_labels": runner.labels()})
-        return db.model_copy(update={"spec": spec})
+        return db.model_copy(update={"spec": db.spec.model_copy(update=update)})
 
     async def run_labels_due(self) -> None:
         """Run the dynamic labels whose period has elapsed (all of them the first time)."""

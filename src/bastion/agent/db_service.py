@@ -131,6 +131,9 @@ class DbAgent:
     deps: DbAgentDeps
     _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
     provisioner: Provisioner | None = None
+    server_versions: dict[str, str] = field(default_factory=dict)
+    """MySQL: each database's version as its server's latest greeting gave it (reported with
+    the heartbeats: ``bsh proxy db`` greets its clients as that server)."""
     warm: WarmConnections = field(init=False)
     """The warm spare connections (``warm.pool.stats``: how many were made, taken, expired)."""
 
@@ -366,6 +369,7 @@ class DbAgent:
         transport, packets = await loop.create_connection(_Packets, host, port)
         try:
             greeting = mysql.parse_handshake((await packets.next()).payload)
+            self.server_versions[db.metadata.name] = greeting.server_version
             caps = mysql.negotiate(_int(params, "capabilities"), greeting.capabilities)
             caps |= greeting.capabilities & mysql.CLIENT_PLUGIN_AUTH
             database = params.get("database", "")

@@ -58,6 +58,7 @@ def add_db_routes(app: web.Application, auth: AuthServer) -> None:
                     db_users=list(v.db_users),
                     db_names=list(v.db_names),
                     online=bool(v.database.spec.host_id and v.database.metadata.expires),
+                    mysql_server_version=v.database.spec.mysql_server_version,
                 )
                 for v in found
             ]

@@ -364,12 +364,27 @@ def _session_cert(
     return profile_send(profile, DB_SESSION_CERT, issue)
 
 
+def _info(profile: Profile, name: str) -> DbInfo | None:
+    """Database ``name`` as the cluster lists it (None: not listed)."""
+    items = profile_send(profile, DB_LIST, query=DbListQuery()).items
+    return next((item for item in items if item.name == name), None)
+
+
 def _protocol(profile: Profile, name: str) -> str:
     """The protocol of database ``name`` as the cluster lists it (default ``postgres``)."""
-    for item in profile_send(profile, DB_LIST, query=DbListQuery()).items:
-        if item.name == name:
-            return item.protocol
-    return "postgres"
+    info = _info(profile, name)
+    return "postgres" if info is None else info.protocol
+
+
+def _server_version(profile: Profile, name: str) -> str:
+    """The version database ``name``'s MySQL/MariaDB server greets with, as the cluster lists
+    it (``""``: not seen yet, or the cluster unreachable: the local greeting is then a generic
+    one, without MariaDB's bulk execution)."""
+    try:
+        info = _info(profile, name)
+    except (BastionError, OSError):
+        return ""
+    return "" if info is None else info.mysql_server_version
 
 
 def _entry(profile: Profile, name: str) -> dict[str, str]:
@@ -473,14 +488,20 @@ def _connect_mysql(
     if client is None:
         raise NotFound("mariadb not found: install the MariaDB client (apt install mariadb-client)")
     ctx = db_context(profile, name)
-    code = run_async(_run_mysql_client(profile, ctx, client, files, args))
+    version = _server_version(profile, name)
+    code = run_async(_run_mysql_client(profile, ctx, client, files, args, version))
     sys.exit(code)
 
 
 async def _run_mysql_client(
-    profile: Profile, ctx: ssl.SSLContext, client: str, files: Path, args: tuple[str, ...]
+    profile: Profile,
+    ctx: ssl.SSLContext,
+    client: str,
+    files: Path,
+    args: tuple[str, ...],
+    server_version: str = "",
 ) -> int:
-    server = await local_mysql_listener(profile.proxy, ctx)
+    server = await local_mysql_listener(profile.proxy, ctx, server_version=server_version)
     port = server.sockets[0].getsockname()[1]
     async with server:
         proc = await asyncio.create_subprocess_exec(
@@ -737,15 +758,18 @@ _CONNECTIONS = iter(range(1, 1 << 31))
 
 
 async def _local_handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_version: str = ""
 ) -> mysql.HandshakeResponse:
-    """Greet the local MySQL client as a server would and read its HandshakeResponse41."""
+    """Greet the local MySQL client as the database's server would (``server_version``: its
+    greeting's, when known) and read its HandshakeResponse41."""
     scramble = bytes(33 + b % 94 for b in os.urandom(20))  # printable, no NUL
-    writer.write(
-        mysql.build_packet(
-            0, mysql.build_handshake(connection_id=next(_CONNECTIONS), scramble=scramble)
-        )
+    greeting = mysql.build_handshake(
+        connection_id=next(_CONNECTIONS),
+        scramble=scramble,
+        server_version=mysql.greeting_version(server_version),
+        capabilities=mysql.greeting_capabilities(server_version),
     )
+    writer.write(mysql.build_packet(0, greeting))
     packets = mysql.PacketReader(mysql.MAX_HANDSHAKE_LENGTH)
     while True:
         chunk = await reader.read(8192)
@@ -762,12 +786,13 @@ async def _local_handshake(
 async def _serve_local_mysql(
     proxy: str,
     source: ContextSource,
+    server_version: str,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
     try:
         try:
-            hello = await asyncio.wait_for(_local_handshake(reader, writer), 30)
+            hello = await asyncio.wait_for(_local_handshake(reader, writer, server_version), 30)
             relay, up = await _dial_proxy(proxy, source)
         except (OSError, TimeoutError, BastionError) as exc:
             why = f"bsh proxy db: {exc}"
@@ -787,13 +812,16 @@ async def local_mysql_listener(
     ctx: ssl.SSLContext | ContextSource,
     host: str = "127.0.0.1",
     port: int = 0,
+    server_version: str = "",
 ) -> asyncio.Server:
     """Listen on ``host:port`` for MySQL clients and carry each to ``proxy`` (``host:port``)
     in TLS with ``ctx`` (the database certificate, ALPN ``bastion-mysql/1``; or what gives
-    it per connection: :meth:`ListenerCerts.context`)."""
+    it per connection: :meth:`ListenerCerts.context`). Clients are greeted as the database's
+    server (``server_version``, from ``bsh db ls``: MariaDB's gets its bulk execution; ``""``:
+    a generic greeting)."""
     source = _source(ctx)
     return await asyncio.start_server(
-        lambda r, w: _serve_local_mysql(proxy, source, r, w), host, port
+        lambda r, w: _serve_local_mysql(proxy, source, server_version, r, w), host, port
     )
 
 
@@ -813,14 +841,20 @@ def db_context(profile: Profile, name: str) -> ssl.SSLContext:
 
 
 async def run_proxy_db(
-    profile: Profile, ctx: ssl.SSLContext | ContextSource, name: str, host: str, port: int
+    profile: Profile,
+    ctx: ssl.SSLContext | ContextSource,
+    name: str,
+    host: str,
+    port: int,
+    server_version: str = "",
 ) -> None:
     """Serve the local listener until cancelled (``ctx``: the database certificate's context,
-    or :meth:`ListenerCerts.context`, which renews an expiring certificate per connection)."""
+    or :meth:`ListenerCerts.context`, which renews an expiring certificate per connection;
+    ``server_version``: MySQL, see :func:`local_mysql_listener`)."""
     is_mysql = _option_file(_files(profile, name)).is_file()
     source = _source(ctx)
     if is_mysql:
-        server = await local_mysql_listener(profile.proxy, source, host, port)
+        server = await local_mysql_listener(profile.proxy, source, host, port, server_version)
     else:
         server = await local_postgres_listener(profile.proxy, source, host, port)
     bound = server.sockets[0].getsockname()[1]
@@ -840,7 +874,11 @@ def proxy_db(name: str, port: int, host: str) -> None:
     profile = current_profile()
     db_context(profile, name)  # no certificate at all: one line now, not per connection
     certs = ListenerCerts(profile, name)
+    version = (
+        _server_version(profile, name) if _option_file(_files(profile, name)).is_file() else ""
+    )
     try:
-        run_loop(run_proxy_db(profile, certs.context, name, host, port))  # uvloop: its TLS in C
+        # uvloop: its TLS in C
+        run_loop(run_proxy_db(profile, certs.context, name, host, port, version))
     except KeyboardInterrupt:
         pass

@@ -155,6 +155,11 @@ class ProxyServiceConfig(StrictModel):
     mysql_listen_addr: str = ""
     """A dedicated port for MySQL/MariaDB clients with their database certificate (MySQL's
     server speaks first, so it cannot share ``listen_addr``); empty: off (``bsh proxy db``)."""
+    mysql_server_version: str = ""
+    """The server version the dedicated MySQL port greets with (it greets before it knows the
+    database). A MariaDB version (``5.5.5-10.11.6-MariaDB``) also offers MariaDB's bulk
+    execution: set it only when every MySQL database behind the proxy is MariaDB. Empty: a
+    generic greeting, no MariaDB-only capability."""
 
     @field_validator("listen_addr")
     @classmethod

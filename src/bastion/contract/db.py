@@ -98,6 +98,9 @@ class DbInfo(Reply):
     db_names: list[str]
     online: bool
     """An agent heartbeats it (an administrator's ``bctl create`` record has no agent)."""
+    mysql_server_version: str = ""
+    """MySQL/MariaDB: the version its server greets with, once its agent saw it (``bsh proxy
+    db`` greets its clients as that server)."""
 
 
 class DbList(Reply):

@@ -50,6 +50,7 @@ __all__ = [
     "CLIENT_PROTOCOL_41",
     "CLIENT_SECURE_CONNECTION",
     "CLIENT_SSL",
+    "DEFAULT_SERVER_VERSION",
     "ER_ACCESS_DENIED",
     "ER_CONNECTION_KILLED",
     "ER_DBACCESS_DENIED",
@@ -77,7 +78,10 @@ __all__ = [
     "build_ssl_request",
     "count_placeholders",
     "err_packet",
+    "greeting_capabilities",
+    "greeting_version",
     "is_eof",
+    "is_mariadb",
     "parse_column_count",
     "parse_text_row",
     "negotiate",
@@ -130,7 +134,8 @@ _EXTENDED_UNDERSTOOD: Final = MARIADB_CLIENT_STMT_BULK_OPERATIONS
 progress reports, cached metadata and unit results change the answers' format."""
 
 LOCAL_CAPABILITIES: Final = (
-    CLIENT_FOUND_ROWS
+    CLIENT_LONG_PASSWORD
+    | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_ODBC
@@ -150,13 +155,40 @@ LOCAL_CAPABILITIES: Final = (
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF
-    | MARIADB_CLIENT_STMT_BULK_OPERATIONS
 )
 """What ``bsh proxy db``'s local greeting offers: no TLS (the loopback hop), no compression (the
 proxy reads every command), LOAD DATA LOCAL (for clients that enable it: the file's bytes are
-counted, :class:`CommandTracker`), and MariaDB's bulk execution (each row audited as a
-statement). The agent then asks the real server for the intersection with what it offers
+counted, :class:`CommandTracker`), and ``CLIENT_LONG_PASSWORD`` set so MariaDB clients do not
+use MariaDB's extended capability bits: a MariaDB-only command sent to a MySQL server fails.
+In front of a database known to be MariaDB, :func:`greeting_capabilities` offers its bulk
+execution too. The agent then asks the real server for the intersection with what it offers
 (:func:`negotiate`)."""
+
+DEFAULT_SERVER_VERSION: Final = "5.5.5-10.11.0-bastion"
+"""The version a greeting gives when the database's own is not known. The ``5.5.5-`` prefix is
+how MariaDB servers introduce themselves to MySQL clients; MariaDB's clients read extended
+capabilities only from a version that names MariaDB, and this one does not."""
+
+
+def is_mariadb(server_version: str) -> bool:
+    """Whether a server's greeting version names MariaDB (as MariaDB's clients decide)."""
+    return "MariaDB" in server_version or "-maria-" in server_version
+
+
+def greeting_version(server_version: str) -> str:
+    """The version a local greeting gives for a database whose server greeted with
+    ``server_version`` (as its agent reported it; ``""``: not known yet)."""
+    return server_version or DEFAULT_SERVER_VERSION
+
+
+def greeting_capabilities(server_version: str) -> int:
+    """What a local greeting offers in front of that server: :data:`LOCAL_CAPABILITIES`, and for
+    MariaDB its bulk execution (its clients then also pipeline a prepare with its execute, which
+    a MySQL server refuses: so only when the database is known to be MariaDB)."""
+    if not is_mariadb(server_version):
+        return LOCAL_CAPABILITIES
+    return (LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
+
 
 ER_ACCESS_DENIED: Final = 1045
 ER_DBACCESS_DENIED: Final = 1044
@@ -444,7 +476,7 @@ def build_handshake(
     *,
     connection_id: int,
     scramble: bytes,
-    server_version: str = "5.5.5-10.11.0-MariaDB-bastion",
+    server_version: str = DEFAULT_SERVER_VERSION,
     capabilities: int = LOCAL_CAPABILITIES,
     charset: int = 45,
     status: int = 2,
@@ -452,8 +484,7 @@ def build_handshake(
 ) -> bytes:
     """A HandshakeV10 payload (``scramble``: 20 bytes of anything for the local hop).
 
-    The ``5.5.5-`` version prefix is how MariaDB servers introduce themselves to MySQL clients;
-    MariaDB's clients read the extended capabilities only from a version that names MariaDB.
+    See :data:`DEFAULT_SERVER_VERSION` and :func:`greeting_capabilities`.
     """
     if len(scramble) < 8:
         raise ValueError("scramble of at least 8 bytes")

@@ -42,7 +42,13 @@ __all__ = ["MySQLListener"]
 
 log = logging.getLogger(__name__)
 
-_GREETING_CAPABILITIES = mysql.LOCAL_CAPABILITIES | mysql.CLIENT_SSL
+
+def greets_as(server_version: str) -> tuple[str, int]:
+    """The version and capabilities the port's greeting gives for the configured
+    ``proxy_service.mysql_server_version``: TLS offered, and MariaDB's bulk execution when it
+    names MariaDB (:func:`bastion.protocols.mysql.greeting_capabilities`)."""
+    version = mysql.greeting_version(server_version)
+    return version, mysql.greeting_capabilities(server_version) | mysql.CLIENT_SSL
 
 
 class MySQLListener:
@@ -56,8 +62,10 @@ class MySQLListener:
         clock: Clock,
         audit: Emitter,
         handshake_timeout: float = 10.0,
+        server_version: str = "",
     ) -> None:
         self.host, self.port = parse_addr(addr, 3036)
+        self._version, self._capabilities = greets_as(server_version)
         self._route = route
         self._clock = clock
         self._audit = audit
@@ -95,7 +103,10 @@ class MySQLListener:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         scramble = bytes(33 + b % 94 for b in os.urandom(20))
         hello = mysql.build_handshake(
-            connection_id=self._next_id, scramble=scramble, capabilities=_GREETING_CAPABILITIES
+            connection_id=self._next_id,
+            scramble=scramble,
+            server_version=self._version,
+            capabilities=self._capabilities,
         )
         return mysql.build_packet(0, hello)
 

@@ -332,7 +332,7 @@ class ProxyService:
         if cfg.mysql_listen_addr and self.db is not None:  # docs/database-access.md
             self.mysql = MySQLListener(
                 cfg.mysql_listen_addr, link.tls, self.db, self.clock, link.audit,
-                cfg.handshake_timeout.total_seconds(),
+                cfg.handshake_timeout.total_seconds(), cfg.mysql_server_version,
             )  # fmt: skip
             await self.mysql.start()
         if self.clusters is not None:

@@ -391,6 +391,8 @@ class RigParts:
     locks: LockWatcher
     route: DbRoute
     tls: ProxyTLS
+    agent: DbAgent | None = None
+    """The database's agent when it runs in this process (what it learned: server versions)."""
 
 
 @asynccontextmanager
@@ -468,7 +470,7 @@ async def rig_cluster(
             return DbClientCert(got.cert_pem, key_pem.decode(), got.ca_pem, got.expires)
 
         deps = DbAgentDeps([database], agent_certs, clock, admins=dict(admins or {}), audit=audit)
-        agent = DbAgent(deps)
+        agent = here[0] = DbAgent(deps)
         if colocated:  # as DbService.local: sessions skip the in-memory tunnel
             route.add_local_agent(host_id, agent)
 
@@ -506,13 +508,14 @@ async def rig_cluster(
         )  # fmt: skip
         return await launch(spec)
 
+    here: list[DbAgent | None] = [None]
     stop_agent = await (agent_here() if launch_agent is None else agent_elsewhere(launch_agent))
     try:
         for _ in range(500):
             if tunnel.is_online(host_id):
                 break
             await asyncio.sleep(0.02)
-        yield RigParts(listener.port, audit, locks, route, tls)
+        yield RigParts(listener.port, audit, locks, route, tls, here[0])
     finally:
         await stop_agent()
         await listener.close()

@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bastion.agent.db_provision import DbAdmin
+from bastion.agent.db_service import DbAgent
 from bastion.auth.db_certs import DbCerts
 from bastion.auth.server import AuthServer
 from bastion.clock import SystemClock
@@ -69,6 +70,8 @@ class MySQLRig:
     audit: Recorder
     locks: LockWatcher
     alice: Identity
+    agent: DbAgent | None = None
+    """The database's agent when it runs in this process."""
 
     async def login(
         self, db_user: str, name: str, db_name: str = "", identity: Identity | None = None
@@ -171,14 +174,18 @@ async def _mysql_rig(
             keep_events=keep_events, admins={DB_NAME: DbAdmin("admin_db")},
             launch_agent=launch_agent,
         ) as parts:  # fmt: skip
+            # As an operator whose MySQL databases are all MariaDB sets it
+            # (proxy_service.mysql_server_version): the port offers MariaDB's bulk execution.
+            version = "5.5.5-" + (await asyncio.to_thread(server.sql, "select version()")).strip()
             mysql_listener = MySQLListener(
-                "127.0.0.1:0", parts.tls, parts.route, clock, parts.audit
-            )
+                "127.0.0.1:0", parts.tls, parts.route, clock, parts.audit,
+                server_version=version,
+            )  # fmt: skip
             await mysql_listener.start()
             try:
                 yield MySQLRig(
                     parts.port, mysql_listener.port, tmp, server, certs, parts.audit,
-                    parts.locks, alice,
+                    parts.locks, alice, parts.agent,
                 )  # fmt: skip
             finally:
                 await mysql_listener.close()

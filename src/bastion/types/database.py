@@ -35,6 +35,10 @@ class DatabaseSpec(StrictModel):
     tls: DatabaseTLS = Field(default_factory=DatabaseTLS)
     host_id: str = ""
     """Host id of the agent serving it (the proxy dials that agent's reverse tunnel)."""
+    mysql_server_version: str = ""
+    """MySQL/MariaDB: the version the server's greeting gave, as the serving agent reports it
+    after a session. ``bsh proxy db`` greets clients with it, and in front of MariaDB offers its
+    bulk execution."""
     dynamic_labels: dict[str, CommandLabel] = Field(default_factory=dict)
     """Command labels the serving agent runs from its own configuration (never from this
     record) and reports with each heartbeat: ``result`` is the first line of the command's

@@ -163,3 +163,23 @@ async def test_a_stream_that_is_not_a_database_stream_is_closed(tmp_path: Path) 
     stream = Stream()
     await service._on_stream(stream, {"type": "ssh"})
     assert stream.closed
+
+
+async def test_heartbeats_carry_the_version_a_mysql_server_greeted_with(tmp_path: Path) -> None:
+    """After a session the agent knows the server's greeting version; the next heartbeat
+    reports it (``bsh proxy db`` greets as that server), and the configured record is kept."""
+    sent: list[Database] = []
+
+    async def send(db: Database) -> None:
+        sent.append(db)
+
+    service = await _service(tmp_path, send)
+    await service.heartbeat_once()
+    assert all(d.spec.mysql_server_version == "" for d in sent)
+    service.agent.server_versions["lab"] = "5.5.5-10.11.6-MariaDB-0+deb12u1"
+    sent.clear()
+    await service.heartbeat_once()
+    lab = next(d for d in sent if d.name == "lab")
+    assert lab.spec.mysql_server_version == "5.5.5-10.11.6-MariaDB-0+deb12u1"
+    assert next(d for d in sent if d.name == "orders").spec.mysql_server_version == ""
+    assert next(d for d in service.databases if d.name == "lab").spec.mysql_server_version == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bastion.cli.bsh_db import service_entry, update_service_file
 
@@ -76,3 +77,30 @@ def test_local_service_entry_for_a_tpm_held_key() -> None:
     )
     assert "sslkey" not in entry
     assert remove_service_entry("[other]\nhost=x\n" + entry, "orders") == "[other]\nhost=x\n"
+
+
+def test_server_version_comes_from_the_cluster_list_or_is_unknown(monkeypatch: Any) -> None:
+    """``bsh proxy db`` greets as the server ``bsh db ls`` lists; an unreachable cluster, or a
+    database not listed, gives the generic greeting (no MariaDB-only capability)."""
+    from bastion.cli import bsh_db
+    from bastion.contract.db import DbInfo, DbList
+    from bastion.errors import ConnectionProblem
+
+    version = "5.5.5-10.11.6-MariaDB-0+deb12u1"
+    listed = DbList(
+        items=[
+            DbInfo(
+                name="my1", protocol="mysql", labels={}, db_users=[], db_names=[], online=True,
+                mysql_server_version=version,
+            )
+        ]
+    )  # fmt: skip
+    monkeypatch.setattr(bsh_db, "profile_send", lambda *a, **k: listed)
+    assert bsh_db._server_version(None, "my1") == version  # type: ignore[arg-type]
+    assert bsh_db._server_version(None, "other") == ""  # type: ignore[arg-type]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionProblem("auth is down")
+
+    monkeypatch.setattr(bsh_db, "profile_send", down)
+    assert bsh_db._server_version(None, "my1") == ""  # type: ignore[arg-type]

@@ -578,3 +578,30 @@ def test_fuzz_bulk_bodies_never_crash(body: bytes, params: int, per_take: int) -
         assert got.done
     else:
         assert isinstance(got, MySQLStatement)
+
+
+@pytest.mark.parametrize(
+    ("server_version", "greets_as", "bulk"),
+    [
+        ("", mysql.DEFAULT_SERVER_VERSION, False),  # not seen yet
+        ("8.0.36", "8.0.36", False),  # MySQL: no MariaDB-only command may reach it
+        ("5.5.5-10.11.6-MariaDB-0+deb12u1", "5.5.5-10.11.6-MariaDB-0+deb12u1", True),
+        ("5.5.5-10.6.12-maria-1", "5.5.5-10.6.12-maria-1", True),
+    ],
+)
+def test_a_local_greeting_offers_bulk_only_in_front_of_mariadb(
+    server_version: str, greets_as: str, bulk: bool
+) -> None:
+    greeting = mysql.parse_handshake(
+        mysql.build_handshake(
+            connection_id=1,
+            scramble=b"x" * 20,
+            server_version=mysql.greeting_version(server_version),
+            capabilities=mysql.greeting_capabilities(server_version),
+        )
+    )
+    assert greeting.server_version == greets_as
+    assert bool(greeting.capabilities & mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS) is bulk
+    # Without bulk, CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") tells MariaDB's clients there are no
+    # extended capabilities at all.
+    assert bool(greeting.capabilities & mysql.CLIENT_LONG_PASSWORD) is not bulk

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.protocols import mysql
-from bastion.proxy.mysql_listener import MySQLListener, _Hold
+from bastion.proxy.mysql_listener import MySQLListener, _Hold, greets_as
 
 
 class Listener:
-    _next_id = 0
+    def __init__(self, server_version: str = "") -> None:
+        self._next_id = 0
+        self._version, self._capabilities = greets_as(server_version)
 
 
 def test_greeting_offers_tls_with_fresh_connection_ids() -> None:
@@ -21,6 +23,19 @@ def test_greeting_offers_tls_with_fresh_connection_ids() -> None:
     assert hello.capabilities & mysql.CLIENT_SSL and first.seq == 0
     assert mysql.parse_handshake(second.payload).connection_id == hello.connection_id + 1
     assert b"\x00" not in hello.scramble
+    assert hello.server_version == mysql.DEFAULT_SERVER_VERSION
+    assert not hello.capabilities & mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+
+
+def test_a_configured_mariadb_version_offers_bulk_execution() -> None:
+    """proxy_service.mysql_server_version naming MariaDB: the port greets as it, with bulk."""
+    listener: Any = Listener("5.5.5-10.11.6-MariaDB")
+    hello = mysql.parse_handshake(
+        mysql.PacketReader().feed(MySQLListener.greeting(listener))[0].payload
+    )
+    assert hello.server_version == "5.5.5-10.11.6-MariaDB"
+    assert hello.capabilities & mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    assert hello.capabilities & mysql.CLIENT_SSL
 
 
 def test_hold_keeps_early_bytes() -> None:
