@@ -44,8 +44,9 @@ import shutil
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import click
@@ -85,6 +86,7 @@ from bastion.protocols.postgres import (
 from bastion.proxy.relay import Relay
 from bastion.runtime import as_transport
 from bastion.runtime import run as run_loop
+from bastion.tasks import spawn
 
 __all__ = [
     "REFRESH_MARGIN",
@@ -376,15 +378,47 @@ def _protocol(profile: Profile, name: str) -> str:
     return "postgres" if info is None else info.protocol
 
 
-def _server_version(profile: Profile, name: str) -> str:
+def _listed_version(profile: Profile, name: str) -> str | None:
     """The version database ``name``'s MySQL/MariaDB server greets with, as the cluster lists
-    it (``""``: not seen yet, or the cluster unreachable: the local greeting is then a generic
-    one, without MariaDB's bulk execution)."""
+    it (``""``: not seen yet; None: the cluster unreachable)."""
     try:
         info = _info(profile, name)
     except (BastionError, OSError):
-        return ""
+        return None
     return "" if info is None else info.mysql_server_version
+
+
+def _server_version(profile: Profile, name: str) -> str:
+    """:func:`_listed_version`, ``""`` when unknown (the local greeting is then a generic one,
+    without MariaDB's bulk execution)."""
+    return _listed_version(profile, name) or ""
+
+
+@dataclass
+class ServerVersion:
+    """What ``bsh proxy db``'s MySQL greeting says the database's server is (``bsh db ls``'s
+    ``mysql_server_version``; ``""``: a generic greeting), read at each connection."""
+
+    value: str = ""
+
+
+VERSION_REFRESH = 60.0
+"""How often a running ``bsh proxy db`` asks the cluster again: the agent reports the version
+after the database's first session, and a database can move to another server."""
+
+
+async def follow_server_version(
+    version: ServerVersion,
+    fetch: Callable[[], Awaitable[str | None]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Keep ``version`` as the cluster lists it, every :data:`VERSION_REFRESH` seconds (None
+    from ``fetch``: the cluster unreachable, the last known one stays)."""
+    while True:
+        await sleep(VERSION_REFRESH)
+        got = await fetch()
+        if got is not None:
+            version.value = got
 
 
 def _entry(profile: Profile, name: str) -> dict[str, str]:
@@ -786,13 +820,14 @@ async def _local_handshake(
 async def _serve_local_mysql(
     proxy: str,
     source: ContextSource,
-    server_version: str,
+    server_version: ServerVersion,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
     try:
         try:
-            hello = await asyncio.wait_for(_local_handshake(reader, writer, server_version), 30)
+            greeting = _local_handshake(reader, writer, server_version.value)
+            hello = await asyncio.wait_for(greeting, 30)
             relay, up = await _dial_proxy(proxy, source)
         except (OSError, TimeoutError, BastionError) as exc:
             why = f"bsh proxy db: {exc}"
@@ -812,16 +847,21 @@ async def local_mysql_listener(
     ctx: ssl.SSLContext | ContextSource,
     host: str = "127.0.0.1",
     port: int = 0,
-    server_version: str = "",
+    server_version: str | ServerVersion = "",
 ) -> asyncio.Server:
     """Listen on ``host:port`` for MySQL clients and carry each to ``proxy`` (``host:port``)
     in TLS with ``ctx`` (the database certificate, ALPN ``bastion-mysql/1``; or what gives
     it per connection: :meth:`ListenerCerts.context`). Clients are greeted as the database's
-    server (``server_version``, from ``bsh db ls``: MariaDB's gets its bulk execution; ``""``:
-    a generic greeting)."""
+    server (``server_version``, from ``bsh db ls``, read at each connection: MariaDB's gets
+    its bulk execution; ``""``: a generic greeting)."""
     source = _source(ctx)
+    version = (
+        server_version
+        if isinstance(server_version, ServerVersion)
+        else ServerVersion(server_version)
+    )
     return await asyncio.start_server(
-        lambda r, w: _serve_local_mysql(proxy, source, server_version, r, w), host, port
+        lambda r, w: _serve_local_mysql(proxy, source, version, r, w), host, port
     )
 
 
@@ -853,8 +893,14 @@ async def run_proxy_db(
     ``server_version``: MySQL, see :func:`local_mysql_listener`)."""
     is_mysql = _option_file(_files(profile, name)).is_file()
     source = _source(ctx)
+    follow: asyncio.Task[None] | None = None
     if is_mysql:
-        server = await local_mysql_listener(profile.proxy, source, host, port, server_version)
+        version = ServerVersion(server_version)
+        server = await local_mysql_listener(profile.proxy, source, host, port, version)
+        lookup = partial(_listed_version, profile, name)
+        follow = spawn(
+            follow_server_version(version, lambda: asyncio.to_thread(lookup)), "db-version"
+        )
     else:
         server = await local_postgres_listener(profile.proxy, source, host, port)
     bound = server.sockets[0].getsockname()[1]
@@ -865,8 +911,12 @@ async def run_proxy_db(
     )
     sys.stderr.write(f"bsh proxy db {name}: listening on {host}:{bound}; {hint}\n")
     sys.stderr.flush()
-    async with server:
-        await server.serve_forever()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        if follow is not None:
+            follow.cancel()
 
 
 def proxy_db(name: str, port: int, host: str) -> None:

@@ -104,3 +104,29 @@ def test_server_version_comes_from_the_cluster_list_or_is_unknown(monkeypatch: A
 
     monkeypatch.setattr(bsh_db, "profile_send", down)
     assert bsh_db._server_version(None, "my1") == ""  # type: ignore[arg-type]
+
+
+async def test_a_running_proxy_db_follows_the_listed_server_version() -> None:
+    """``bsh proxy db`` asks the cluster again every minute: the version the agent reported
+    after the first session reaches the next connections' greeting; an unreachable cluster
+    (None) keeps the last known one; a database moved to MySQL loses MariaDB's bulk."""
+    import pytest
+
+    from bastion.cli.bsh_db import VERSION_REFRESH, ServerVersion, follow_server_version
+
+    answers: list[str | None] = ["", "5.5.5-10.11.6-MariaDB", None, "8.0.36"]
+    seen: list[str] = []
+    version = ServerVersion()
+
+    async def fetch() -> str | None:
+        return answers.pop(0)
+
+    async def minute(seconds: float) -> None:
+        assert seconds == VERSION_REFRESH
+        seen.append(version.value)
+        if not answers:
+            raise LookupError("done")
+
+    with pytest.raises(LookupError):
+        await follow_server_version(version, fetch, minute)
+    assert seen == ["", "", "5.5.5-10.11.6-MariaDB", "5.5.5-10.11.6-MariaDB", "8.0.36"]
