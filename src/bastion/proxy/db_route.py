@@ -297,6 +297,12 @@ class _QuerySide(RelaySide):
         super().__init__(relay, "a")
         self.scanner = scanner
         self._route = route
+        self._queue()
+        self.copy_watch: CopyWatch | None = None
+        """PostgreSQL: told of each statement until a COPY starts it (the server's side)."""
+
+    def _queue(self) -> None:
+        """The state the audit writer shares with this side (both protocols)."""
         self.statements: deque[Statement | CopyReport | mysql.BulkExecute] = deque()
         """What the audit writer stores next, in order: statements, and each COPY's report
         (after its statement: the server ends a copy after the client sent it); a MySQL bulk
@@ -311,8 +317,6 @@ class _QuerySide(RelaySide):
         """Bytes of the bulk executes queued in :attr:`statements` (MySQL; see _take_batch)."""
         self.stored = 0
         """Statements the audit writer stored so far (its progress)."""
-        self.copy_watch: CopyWatch | None = None
-        """PostgreSQL: told of each statement until a COPY starts it (the server's side)."""
 
     def tap(self, data: bytes) -> bool:
         scanner = self.scanner
@@ -327,12 +331,9 @@ class _QuerySide(RelaySide):
             if watch is not None and watch.scanner is None:
                 for statement in found:
                     watch.statement(statement.sql, mark)
-            statements = self.statements
-            statements.extend(found)
+            self.statements.extend(found)
             self.pending.set()
-            if self.backlogged and self.transport is not None:
-                self.throttled = True  # the audit writer resumes reading once it caught up
-                self.transport.pause_reading()
+            self.hold_if_backlogged()
         return True
 
     def copied(self, reports: list[CopyReport]) -> None:
@@ -345,10 +346,13 @@ class _QuerySide(RelaySide):
     def held(self) -> bool:
         return self.throttled  # the audit writer resumes reading once it caught up
 
-    @property
-    def backlogged(self) -> bool:
-        """Too much waits for the audit writer: stop reading the client."""
-        return len(self.statements) > _HIGH_WATER or self.bulk_bytes > _HIGH_BULK_BYTES
+    def hold_if_backlogged(self) -> None:
+        """Stop reading the client while too much waits for the audit writer (it resumes
+        reading once it caught up: :meth:`audited`)."""
+        backlogged = len(self.statements) > _HIGH_WATER or self.bulk_bytes > _HIGH_BULK_BYTES
+        if backlogged and not self.throttled and self.transport is not None:
+            self.throttled = True
+            self.transport.pause_reading()
 
     def audited(self) -> None:
         """The audit writer took statements: read the client again once below the low marks
@@ -415,13 +419,7 @@ class _MySQLClientSide(_QuerySide):
         self._route = route
         self._check_name = check_name
         self._on_refused = on_refused
-        self.statements = deque()
-        self.copies = False
-        self.pending = asyncio.Event()
-        self.ended = False
-        self.throttled = False
-        self.bulk_bytes = 0
-        self.stored = 0
+        self._queue()
         self.server_seq = 0
         """Sequence id of the server's last packet since the client's last command."""
 
@@ -437,9 +435,7 @@ class _MySQLClientSide(_QuerySide):
         except RemoteProtocolError as exc:
             self._route.mysql_protocol_error(self, str(exc))
             return None
-        if not self.throttled and self.backlogged and self.transport is not None:
-            self.throttled = True
-            self.transport.pause_reading()
+        self.hold_if_backlogged()
         if whole and self._packets.buffered == 0 and len(forward) == len(packets):
             return data
         return b"".join(mysql.build_packet(p.seq, p.payload) for p in forward)
