@@ -886,18 +886,19 @@ async def run_proxy_db(
     name: str,
     host: str,
     port: int,
-    server_version: str = "",
 ) -> None:
     """Serve the local listener until cancelled (``ctx``: the database certificate's context,
-    or :meth:`ListenerCerts.context`, which renews an expiring certificate per connection;
-    ``server_version``: MySQL, see :func:`local_mysql_listener`)."""
+    or :meth:`ListenerCerts.context`, which renews an expiring certificate per connection).
+    MySQL: clients are greeted as the server ``bsh db ls`` lists, asked again every
+    :data:`VERSION_REFRESH` seconds (:func:`local_mysql_listener`)."""
     is_mysql = _option_file(_files(profile, name)).is_file()
     source = _source(ctx)
     follow: asyncio.Task[None] | None = None
     if is_mysql:
-        version = ServerVersion(server_version)
-        server = await local_mysql_listener(profile.proxy, source, host, port, version)
         lookup = partial(_listed_version, profile, name)
+        listed = await asyncio.to_thread(lookup)
+        version = ServerVersion(listed or "")
+        server = await local_mysql_listener(profile.proxy, source, host, port, version)
         follow = spawn(
             follow_server_version(version, lambda: asyncio.to_thread(lookup)), "db-version"
         )
@@ -924,11 +925,7 @@ def proxy_db(name: str, port: int, host: str) -> None:
     profile = current_profile()
     db_context(profile, name)  # no certificate at all: one line now, not per connection
     certs = ListenerCerts(profile, name)
-    version = (
-        _server_version(profile, name) if _option_file(_files(profile, name)).is_file() else ""
-    )
     try:
-        # uvloop: its TLS in C
-        run_loop(run_proxy_db(profile, certs.context, name, host, port, version))
+        run_loop(run_proxy_db(profile, certs.context, name, host, port))  # uvloop: its TLS in C
     except KeyboardInterrupt:
         pass
