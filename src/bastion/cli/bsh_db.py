@@ -797,11 +797,12 @@ async def _local_handshake(
     """Greet the local MySQL client as the database's server would (``server_version``: its
     greeting's, when known) and read its HandshakeResponse41."""
     scramble = bytes(33 + b % 94 for b in os.urandom(20))  # printable, no NUL
+    version, capabilities = mysql.greeting(server_version)
     greeting = mysql.build_handshake(
         connection_id=next(_CONNECTIONS),
         scramble=scramble,
-        server_version=mysql.greeting_version(server_version),
-        capabilities=mysql.greeting_capabilities(server_version),
+        server_version=version,
+        capabilities=capabilities,
     )
     writer.write(mysql.build_packet(0, greeting))
     packets = mysql.PacketReader(mysql.MAX_HANDSHAKE_LENGTH)

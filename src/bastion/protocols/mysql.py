@@ -78,8 +78,7 @@ __all__ = [
     "build_ssl_request",
     "count_placeholders",
     "err_packet",
-    "greeting_capabilities",
-    "greeting_version",
+    "greeting",
     "is_eof",
     "is_mariadb",
     "parse_column_count",
@@ -160,7 +159,7 @@ LOCAL_CAPABILITIES: Final = (
 proxy reads every command), LOAD DATA LOCAL (for clients that enable it: the file's bytes are
 counted, :class:`CommandTracker`), and ``CLIENT_LONG_PASSWORD`` set so MariaDB clients do not
 use MariaDB's extended capability bits: a MariaDB-only command sent to a MySQL server fails.
-In front of a database known to be MariaDB, :func:`greeting_capabilities` offers its bulk
+In front of a database known to be MariaDB, :func:`greeting` offers its bulk
 execution too. The agent then asks the real server for the intersection with what it offers
 (:func:`negotiate`)."""
 
@@ -175,19 +174,16 @@ def is_mariadb(server_version: str) -> bool:
     return "MariaDB" in server_version or "-maria-" in server_version
 
 
-def greeting_version(server_version: str) -> str:
-    """The version a local greeting gives for a database whose server greeted with
-    ``server_version`` (as its agent reported it; ``""``: not known yet)."""
-    return server_version or DEFAULT_SERVER_VERSION
-
-
-def greeting_capabilities(server_version: str) -> int:
-    """What a local greeting offers in front of that server: :data:`LOCAL_CAPABILITIES`, and for
-    MariaDB its bulk execution (its clients then also pipeline a prepare with its execute, which
-    a MySQL server refuses: so only when the database is known to be MariaDB)."""
+def greeting(server_version: str) -> tuple[str, int]:
+    """The version and capabilities a local greeting gives in front of a database whose server
+    greeted with ``server_version`` (as its agent reported it; ``""``: not known yet): that
+    version (else :data:`DEFAULT_SERVER_VERSION`) and :data:`LOCAL_CAPABILITIES`; for MariaDB
+    also its bulk execution (its clients then also pipeline a prepare with its execute, which a
+    MySQL server refuses: so only when the database is known to be MariaDB)."""
     if not is_mariadb(server_version):
-        return LOCAL_CAPABILITIES
-    return (LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
+        return server_version or DEFAULT_SERVER_VERSION, LOCAL_CAPABILITIES
+    bulk = (LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    return server_version, bulk
 
 
 ER_ACCESS_DENIED: Final = 1045
@@ -484,7 +480,7 @@ def build_handshake(
 ) -> bytes:
     """A HandshakeV10 payload (``scramble``: 20 bytes of anything for the local hop).
 
-    See :data:`DEFAULT_SERVER_VERSION` and :func:`greeting_capabilities`.
+    See :data:`DEFAULT_SERVER_VERSION` and :func:`greeting`.
     """
     if len(scramble) < 8:
         raise ValueError("scramble of at least 8 bytes")

@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 def greets_as(server_version: str) -> tuple[str, int]:
     """The version and capabilities the port's greeting gives for the configured
     ``proxy_service.mysql_server_version``: TLS offered, and MariaDB's bulk execution when it
-    names MariaDB (:func:`bastion.protocols.mysql.greeting_capabilities`)."""
-    version = mysql.greeting_version(server_version)
-    return version, mysql.greeting_capabilities(server_version) | mysql.CLIENT_SSL
+    names MariaDB (:func:`bastion.protocols.mysql.greeting`)."""
+    version, capabilities = mysql.greeting(server_version)
+    return version, capabilities | mysql.CLIENT_SSL
 
 
 class MySQLListener:

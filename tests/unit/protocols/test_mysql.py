@@ -592,12 +592,10 @@ def test_fuzz_bulk_bodies_never_crash(body: bytes, params: int, per_take: int) -
 def test_a_local_greeting_offers_bulk_only_in_front_of_mariadb(
     server_version: str, greets_as: str, bulk: bool
 ) -> None:
+    version, capabilities = mysql.greeting(server_version)
     greeting = mysql.parse_handshake(
         mysql.build_handshake(
-            connection_id=1,
-            scramble=b"x" * 20,
-            server_version=mysql.greeting_version(server_version),
-            capabilities=mysql.greeting_capabilities(server_version),
+            connection_id=1, scramble=b"x" * 20, server_version=version, capabilities=capabilities
         )
     )
     assert greeting.server_version == greets_as
