@@ -552,6 +552,7 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
     from bastion.testing.mysql_rig import start_mysql_rig
 
     queries = 2000 * args.seconds * args.clients // 8
+    bulk = queries * 2  # rows of the bulk insert
     with tempfile.TemporaryDirectory(prefix="bastion-bench-mysql-") as tmp:
         rig_cm = start_mysql_rig(
             Path(tmp),
@@ -609,7 +610,6 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     # The proxy, the agent and auth (this process); bsh proxy db (its own).
                     one["mysql_ours_cpu_us_per_query"] = meter.per(queries)
                     one["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
-                    bulk = queries * 2
                     one["bulk_direct_rows_per_s"], _ = await bulk_insert(
                         rig.server.port, direct, bulk
                     )
@@ -630,7 +630,7 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             result.update(median_round(rounds, "mysql_port_qps", "mysql_direct_qps"))
             bulk_round = median_round(rounds, "bulk_port_rows_per_s", "bulk_direct_rows_per_s")
             result.update({k: v for k, v in bulk_round.items() if k.startswith("bulk_")})
-            result["bulk_rows"] = queries * 2
+            result["bulk_rows"] = bulk
             sessions = 2 * args.clients * args.rounds
             for _ in range(250):  # every session ended (mariadb-slap has one more: its schema)
                 counts = rig.audit.counts
