@@ -302,6 +302,68 @@ async def test_mariadb_connector_bulk_insert_audits_every_row(world: World) -> N
         assert len(inserts()) == 300 and {q["protocol"] for q in inserts()} == {"prepared"}
 
 
+async def test_compressed_clients_are_read_and_audited(world: World, tmp_path: Path) -> None:
+    """``mariadb --compress`` through ``bsh proxy db``: the client reads a compressed
+    protocol, its queries are audited, a refusal arrives in its frames, a big result and a
+    LOAD DATA LOCAL file go through whole; MariaDB Connector/Python with ``compress=True`` on
+    the proxy's MySQL port pipelines its prepared statements and bulk inserts compressed."""
+    import mariadb
+
+    rig, port = world.rig, world.alice_port
+    big = "select repeat('bastion', 100000), 42"
+    code, out, err = await _mariadb(port, "alice_db", f"status; {big}", "app", "--compress")
+    assert code == 0, err
+    assert "Compressed" in out  # the client's own status: its protocol
+    assert out.split()[-2:] == ["bastion" * 100000, "42"]
+    await _until(lambda: big in [q["query"] for q in _queries(rig)])
+
+    code, out, err = await _mariadb(port, "alice_db", "use other", "app", "--compress")
+    assert code != 0 and "ERROR 1044" in err and 'db name "other" denied' in err
+
+    data = tmp_path / "in.csv"
+    data.write_text("".join(f"{n},row {n} {'z' * 200}\n" for n in range(5000, 15000)))
+    load = f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE t FIELDS TERMINATED BY ','"
+    copies = len(rig.audit.of("db.session.copy"))
+    code, out, err = await _mariadb(
+        port, "alice_db", f"{load}; select count(*) from t where x >= 5000", "app",
+        "--local-infile=1", "--compress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.split() == ["10000"]
+    await _until(lambda: len(rig.audit.of("db.session.copy")) > copies)
+    copy = rig.audit.of("db.session.copy")[-1]
+    assert copy["bytes"] == data.stat().st_size and copy["rows"] == 10000
+
+    files = await rig.login("alice_db", "compressed-port")
+    rows = [(20000 + n, f"c{n}") for n in range(200)]
+
+    def run() -> tuple[Any, ...]:
+        conn = mariadb.connect(
+            host="127.0.0.1", port=rig.mysql_port, user="alice_db", database="app",
+            ssl_cert=str(files.crt), ssl_key=str(files.key), ssl_ca=str(files.ca),
+            compress=True, connect_timeout=15,
+        )  # fmt: skip
+        try:
+            cur = conn.cursor()
+            cur.executemany("insert into t values (?, ?)", rows)
+            cur.execute("select count(*), sum(x >= 20000) from t where x >= ?", (5000,))
+            counted = cur.fetchone()
+            cur.execute("delete from t where x >= 5000")
+            conn.commit()
+            return counted
+        finally:
+            conn.close()
+
+    before = len(_queries(rig))
+    assert await asyncio.to_thread(run) == (10200, 200)
+
+    def inserts() -> list[dict[str, Any]]:
+        return [q for q in _queries(rig)[before:] if q["query"].startswith("insert")]
+
+    await _until(lambda: len(inserts()) >= 200)
+    assert [q["parameters"] for q in inserts()] == [[str(x), s] for x, s in rows]
+
+
 async def test_dedicated_mysql_port_takes_the_user_certificate(world: World) -> None:
     rig = world.rig
     files = await rig.login("alice_db", "port")

@@ -137,6 +137,7 @@ LOCAL_CAPABILITIES: Final = (
     | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
+    | CLIENT_COMPRESS
     | CLIENT_ODBC
     | CLIENT_LOCAL_FILES
     | CLIENT_IGNORE_SPACE
@@ -155,8 +156,10 @@ LOCAL_CAPABILITIES: Final = (
     | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF
 )
-"""What ``bsh proxy db``'s local greeting offers: no TLS (the loopback hop), no compression (the
-proxy reads every command), LOAD DATA LOCAL (for clients that enable it: the file's bytes are
+"""What ``bsh proxy db``'s local greeting offers: no TLS (the loopback hop), compression (zlib:
+the proxy inflates the client's frames and reads every command, :mod:`.mysql_compress`; it
+spares the hop between ``bsh`` and the proxy, which carries the client's bytes as they are),
+LOAD DATA LOCAL (for clients that enable it: the file's bytes are
 counted, :class:`CommandTracker`), and ``CLIENT_LONG_PASSWORD`` set so MariaDB clients do not
 use MariaDB's extended capability bits: a MariaDB-only command sent to a MySQL server fails.
 In front of a database known to be MariaDB, :func:`greeting` offers its bulk
@@ -649,8 +652,9 @@ def parse_handshake_response(payload: bytes) -> SSLRequest | HandshakeResponse:
 
 def negotiate(client: int, server: int) -> int:
     """The capabilities the agent asks the real server for: what the (local) client negotiated
-    and the server offers, never compression, of MariaDB's extended ones only those the proxy
-    reads; always 4.1 and TLS."""
+    and the server offers, never compression (a client's ends at the proxy:
+    :mod:`.mysql_compress`), of MariaDB's extended ones only those the proxy reads; always 4.1
+    and TLS."""
     wanted = client & ~(CLIENT_COMPRESS | CLIENT_SSL | CLIENT_NO_SCHEMA)
     wanted &= 0xFFFFFFFF | _EXTENDED_UNDERSTOOD
     return (wanted & server) | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION
@@ -992,6 +996,12 @@ class CommandTracker:
         if command == COM_PROCESS_KILL and len(body) >= 4:
             return MySQLStatement(f"KILL {_U32.unpack(body[:4])[0]}", protocol="kill")
         return None
+
+    @property
+    def receiving_file(self) -> bool:
+        """The client's next packets are a LOAD DATA LOCAL file's (until its empty one), not
+        commands."""
+        return self._infile is not None and self._infile.sending
 
     @property
     def wants_server(self) -> bool:

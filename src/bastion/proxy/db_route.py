@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from bastion.audit.emitter import Emitter, SessionEvents
 from bastion.auth.gate import IdentityGate
@@ -50,7 +50,7 @@ from bastion.errors import (
 from bastion.live.registry import LiveConnection, LiveRegistry
 from bastion.locks.matcher import effective_mode, identity_targets
 from bastion.locks.watcher import LockWatcher
-from bastion.protocols import mysql
+from bastion.protocols import mysql, mysql_compress
 from bastion.protocols.pgcopy import CopyReport, CopyWatch
 from bastion.protocols.postgres import (
     MAX_MESSAGE_LENGTH,
@@ -66,6 +66,7 @@ from bastion.protocols.postgres import (
     parse_startup_packet,
 )
 from bastion.proxy.db_moderation import DbModerationHub, ReadyHold
+from bastion.proxy.mysql_compressed import CompressingTransport
 from bastion.proxy.relay import Relay, RelaySide
 from bastion.rbac.checker import RoleSet
 from bastion.rbac.conditions import AccessContext
@@ -110,6 +111,9 @@ _HIGH_BULK_BYTES = 4 << 20
 of the queue can hold a million) above which the client is not read either..."""
 _LOW_BULK_BYTES = 1 << 20
 """...until they are below this."""
+_FRAMES_BUDGET = 1 << 20
+"""Plain bytes a compressed MySQL client's frames give per read at most (the rest is read on
+as the database's side drains): a little compressed input never becomes a lot of memory."""
 _WRITER_STALL = 60.0
 """At a session's end its audit writer is waited for as long as it stores statements; it is
 given up (and what it did not store counted in ``unaudited_queries``) after this many seconds
@@ -422,9 +426,31 @@ class _MySQLClientSide(_QuerySide):
         self._queue()
         self.server_seq = 0
         """Sequence id of the server's last packet since the client's last command."""
+        self._frames: mysql_compress.FrameReader | None = None
+        self.frame_writer: mysql_compress.FrameWriter | None = None
+        self._client_seq = 0
+        """Compressed: the sequence id given to the client's last packet."""
+
+    def compressed(self) -> None:
+        """The client asked for compression: from now on it sends frames (after the
+        handshake, it has nothing else to send), and its transport must be wrapped in a
+        :class:`~bastion.proxy.mysql_compressed.CompressingTransport` (:meth:`wrap`) once
+        attached, before the handshake's answer goes out."""
+        self._frames = mysql_compress.FrameReader()
+        self.frame_writer = mysql_compress.FrameWriter()
+
+    def wrap(self) -> asyncio.Transport:
+        """Compressed: the client's transport, wrapped (see :meth:`compressed`)."""
+        assert self.transport is not None and self.frame_writer is not None
+        wrapped = CompressingTransport(self.transport, self.frame_writer, self._frames_resumed)
+        self.transport = cast(asyncio.Transport, wrapped)
+        return self.transport
 
     def filter(self, data: bytes) -> bytes | None:
         """The bytes of ``data`` to forward (``None``: protocol error, session ended)."""
+        if self._frames is not None:
+            self._frames.feed(data)
+            return self._unframe()
         whole = self._packets.buffered == 0
         try:
             packets = self._packets.feed(data)
@@ -439,6 +465,48 @@ class _MySQLClientSide(_QuerySide):
         if whole and self._packets.buffered == 0 and len(forward) == len(packets):
             return data
         return b"".join(mysql.build_packet(p.seq, p.payload) for p in forward)
+
+    def _unframe(self) -> bytes | None:
+        """Compressed: the plain packets of the buffered frames, up to
+        :data:`_FRAMES_BUDGET` plain bytes at a time (zlib expands up to ~1000:1); the rest
+        waits for the next read, or is read soon when nothing holds the client back."""
+        frames = self._frames
+        assert frames is not None and self.frame_writer is not None
+        forward: list[bytes] = []
+        size = 0
+        try:
+            while size < _FRAMES_BUDGET and (plain := frames.next()) is not None:
+                self.frame_writer.seq = (frames.last_seq + 1) & 0xFF  # the answer's frames
+                size += len(plain)
+                for packet in self._packets.feed(plain):
+                    # Compressing clients number their packets 0 (Connector/C): the database
+                    # gets the numbers it expects on its uncompressed leg.
+                    if self._commands.receiving_file:
+                        seq = max(self.server_seq, self._client_seq) + 1
+                    else:
+                        seq = 0
+                    self._client_seq = seq
+                    packet = mysql.Packet(seq, packet.payload)
+                    if self._allowed(packet):
+                        forward.append(mysql.build_packet(packet.seq, packet.payload))
+        except RemoteProtocolError as exc:
+            self._route.mysql_protocol_error(self, str(exc))
+            return None
+        self.hold_if_backlogged()
+        if size >= _FRAMES_BUDGET and frames.buffered:
+            asyncio.get_running_loop().call_soon(self._frames_resumed)
+        return b"".join(forward)
+
+    def _frames_resumed(self) -> None:
+        """Read on in the buffered frames, unless the database's side is full or the audit
+        holds the client (their resumes call this again)."""
+        if self._frames is None or not self._frames.buffered or self.lost or self.relay.done:
+            return
+        if self.held or (self.peer is not None and self.peer.writing_paused):
+            return
+        forward = self._unframe()
+        if forward:
+            super(_QuerySide, self).data_received(forward)
 
     def _allowed(self, packet: mysql.Packet) -> bool:
         if packet.seq == 0:
@@ -789,6 +857,8 @@ class DbRoute:
                     relay, tracker, mysql.PacketReader(deps.max_message), self,
                     check_name, on_refused,
                 )  # fmt: skip
+                if hello.capabilities & mysql.CLIENT_COMPRESS:
+                    side.compressed()
                 server = _MySQLServerSide(relay, tracker, seq_shift)
                 server.client = side
                 side.peer, server.peer = server, side
@@ -834,6 +904,8 @@ class DbRoute:
             if rest is None:
                 return
             relay.attach_a(transport, rest)
+            if side.frame_writer is not None:  # before the handshake's answer goes out
+                transport = side.wrap()
             relay.start()
             await self._run(relay, side, transport, identity, info, remote, goodbye)
         finally:

@@ -17,6 +17,7 @@ from bastion.clock import FakeClock
 from bastion.errors import NotFound
 from bastion.live.registry import LiveRegistry
 from bastion.protocols import mysql
+from bastion.protocols.mysql_compress import FrameReader, FrameWriter
 from bastion.proxy.db_route import DbRoute, DbRouteDeps, _MySQLClientSide
 from bastion.proxy.relay import Relay
 from bastion.tunnel.server import TunnelServer
@@ -169,6 +170,97 @@ async def test_init_db_is_checked_before_it_is_forwarded() -> None:
     assert side.filter(mysql.build_packet(0, b"\x11root\x00")) == b""  # COM_CHANGE_USER
 
 
+def _compressed_sides(
+    check_name: Any = lambda name: None,
+) -> tuple[_MySQLClientSide, Any, FakeTransport, FakeTransport]:
+    """A compressing client's side (attached and wrapped, the handshake's OK relayed) and the
+    database's side, with their transports."""
+    from bastion.proxy.db_route import _MySQLServerSide
+
+    relay = Relay()
+    tracker = mysql.CommandTracker()
+    client = _MySQLClientSide(
+        relay, tracker, mysql.PacketReader(), _route(Audit()), check_name, lambda s, w: None
+    )
+    server = _MySQLServerSide(relay, tracker)
+    server.client = client
+    relay.a, relay.b, client.peer, server.peer = client, server, server, client
+    to_client, to_server = FakeTransport(), FakeTransport()
+    client.transport, server.transport = to_client, to_server
+    client.compressed()
+    client.wrap()
+    ok = mysql.ok_packet(2)
+    server.data_received(ok[:2])  # the handshake's answer, in pieces: as it is
+    server.data_received(ok[2:])
+    assert to_client.written == ok
+    del to_client.written[:]
+    return client, server, to_client, to_server
+
+
+def _unframed(data: bytes) -> tuple[list[int], list[mysql.Packet]]:
+    """The frames' sequence ids and the packets they carry."""
+    reader = FrameReader()
+    reader.feed(data)
+    seqs, plain = [], b""
+    while (chunk := reader.next()) is not None:
+        seqs.append(reader.last_seq)
+        plain += chunk
+    return seqs, mysql.PacketReader().feed(plain)
+
+
+async def test_a_compressing_clients_load_data_local_is_renumbered_for_the_database() -> None:
+    """Connector/C numbers every packet inside a frame 0: the database's plain leg gets the
+    numbers it expects (the file's packets after the server's request), the file is
+    counted, and the answers go back in frames that follow the client's frame numbers."""
+    client, server, to_client, to_server = _compressed_sides()
+    frames = FrameWriter()
+    query = b"\x03LOAD DATA LOCAL INFILE 'in.csv' INTO TABLE t"
+    client.data_received(frames.frames(mysql.build_packet(0, query)))
+    assert to_server.written == mysql.build_packet(0, query)
+    server.data_received(mysql.build_packet(1, b"\xfbin.csv"))
+    frames.seq = 2  # the client's frames go on after the server's (1)
+    content = b"".join(mysql.build_packet(0, row) for row in (b"1,a\n", b"2,b\n", b""))
+    client.data_received(frames.frames(content))
+    assert to_server.written[len(mysql.build_packet(0, query)) :] == (
+        mysql.build_packet(2, b"1,a\n") + mysql.build_packet(3, b"2,b\n")
+        + mysql.build_packet(4, b"")
+    )  # fmt: skip
+    server.data_received(mysql.ok_packet(5, affected=2))
+    seqs, packets = _unframed(bytes(to_client.written))
+    assert seqs == [1, 3]  # the request answers frame 0, the OK frame 2
+    assert [p.payload[:1] for p in packets] == [b"\xfb", b"\x00"]
+    [statement, report] = list(client.statements)
+    assert getattr(report, "bytes", None) == 8 and getattr(report, "rows", None) == 2
+
+
+async def test_a_compressing_client_is_refused_in_frames() -> None:
+    client, _, to_client, to_server = _compressed_sides(lambda name: f"db name {name} denied")
+    client.data_received(FrameWriter().frames(mysql.build_packet(0, b"\x02other")))
+    assert to_server.written == b""
+    seqs, [packet] = _unframed(bytes(to_client.written))
+    assert seqs == [1] and mysql.parse_err(packet.payload)[:2] == (1044, "42000")
+
+
+async def test_a_compressing_clients_frames_are_read_a_megabyte_at_a_time() -> None:
+    """Frames that inflate to far more than they weigh are read up to ~1 MiB of plain bytes
+    per turn: the rest waits while the database's side is full, and goes on when it drains."""
+    client, server, _, to_server = _compressed_sides()
+    query = mysql.build_packet(0, b"\x03select '" + b"x" * 60_000 + b"'")
+    frames = FrameWriter().frames(query * 50)  # ~3 MiB plain in ~9 KiB of frames
+    assert len(frames) < 20_000
+    server.pause_writing()  # the database's side is full
+    client.data_received(frames)
+    first = len(to_server.written)
+    assert abs(first - (1 << 20)) < 70_000  # whole packets of the first ~1 MiB
+    await asyncio.sleep(0)  # the rest is not read while the database's side is full
+    assert len(to_server.written) == first
+    server.resume_writing()  # it drained: the relay resumes the client, which reads on
+    for _ in range(4):
+        await asyncio.sleep(0)
+    assert to_server.written == query * 50
+    assert len(client.statements) == 50
+
+
 async def test_cancel_with_an_unknown_key_is_refused() -> None:
     audit = Audit()
     assert not await _route(audit).cancel(1234, 5678, ("127.0.0.1", 9))
@@ -242,7 +334,22 @@ def test_fuzz_the_mysql_sides_never_raise(params: int, steps: list[tuple[bool, A
     asyncio.run(_through_the_sides(params, steps))
 
 
-async def _through_the_sides(params: int, steps: list[tuple[bool, Any, Any]]) -> None:
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(0, 3),
+    st.lists(st.tuples(st.booleans(), st.one_of(_COMMANDS, _BULKS), _ANSWERS), max_size=12),
+)
+def test_fuzz_the_mysql_sides_of_a_compressing_client(
+    params: int, steps: list[tuple[bool, Any, Any]]
+) -> None:
+    """The same through a client that compresses: its packets arrive in frames (numbered
+    anyhow), the answers leave in frames; nothing raises, only statements are audited."""
+    asyncio.run(_through_the_sides(params, steps, compressed=True))
+
+
+async def _through_the_sides(
+    params: int, steps: list[tuple[bool, Any, Any]], *, compressed: bool = False
+) -> None:
     from bastion.proxy import db_route
     from bastion.proxy.db_route import _MySQLServerSide, _take_batch
 
@@ -256,14 +363,23 @@ async def _through_the_sides(params: int, steps: list[tuple[bool, Any, Any]]) ->
     server.client = client
     relay.a, relay.b, client.peer, server.peer = client, server, server, client
     client.transport, server.transport = FakeTransport(), FakeTransport()
+    frames = FrameWriter()
+    if compressed:
+        client.compressed()
+        client.wrap()
+        server.data_received(mysql.ok_packet(2))  # the handshake's answer, as it is
+
+    def from_the_client(packet: bytes) -> None:
+        client.data_received(frames.frames(packet) if compressed else packet)
+
     # Statement 1 is prepared with ``params`` parameters, then anything goes.
-    client.data_received(mysql.build_packet(0, b"\x16insert into t values (?, ?, ?)"))
+    from_the_client(mysql.build_packet(0, b"\x16insert into t values (?, ?, ?)"))
     server.data_received(mysql.build_packet(1, b"\x00" + struct.pack("<IHHxH", 1, 0, params, 0)))
     for from_client, (seq, payload), (server_seq, answer) in steps:
         if relay.done:
             break
         if from_client:
-            client.data_received(mysql.build_packet(seq, payload))
+            from_the_client(mysql.build_packet(seq, payload))
         else:
             server.data_received(mysql.build_packet(server_seq, answer))
     bulk_bytes = client.bulk_bytes
