@@ -469,20 +469,38 @@ async def test_bsh_proxy_db_says_in_one_line_that_the_proxy_is_unreachable(world
 
 
 async def test_lock_cuts_a_live_session(world: World) -> None:
+    """Two live sessions, one of a compressing client: the lock's ERR reaches both."""
     rig, port = world.rig, world.alice_port
-    proc = await asyncio.create_subprocess_exec(
-        require_binary("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{port}", "-ualice_db",
-        "--skip-ssl", "-e", "select sleep(30)", "app",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    await _until(lambda: _queries(rig)[-1]["query"] == "select sleep(30)", 10)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            require_binary("mariadb"),
+            "--no-defaults",
+            "-h127.0.0.1",
+            f"-P{port}",
+            "-ualice_db",
+            "--skip-ssl",
+            "-e",
+            f"select sleep({n})",
+            "app",
+            *more,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        for n, more in ((30, ()), (31, ("--compress",)))
+    ]
+
+    def running() -> set[str]:
+        return {q["query"] for q in _queries(rig)[-2:]}
+
+    await _until(lambda: running() == {"select sleep(30)", "select sleep(31)"}, 10)
     lock = Lock(
         metadata=Metadata(name="l1"),
         spec=LockSpec(target=LockTarget(user="alice"), message="laptop stolen"),
     )
     rig.locks.put(lock)
     await rig.locks.enforce([lock])
-    _, err = await asyncio.wait_for(proc.communicate(), 5)  # within a second in practice
-    assert proc.returncode != 0 and "laptop stolen" in err.decode()
+    for proc in procs:
+        _, err = await asyncio.wait_for(proc.communicate(), 5)  # within a second in practice
+        assert proc.returncode != 0 and "laptop stolen" in err.decode()
     code, _, err_s = await _mariadb(port, "alice_db", "select 1", "app")
     assert code != 0 and "laptop stolen" in err_s
