@@ -41,7 +41,10 @@ MySQL/MariaDB in the same run (:mod:`bastion.testing.mysql_rig`, when ``mariadb-
 and the ratios ours/direct in queries per second (target 0.7x). Then a bulk insert: MariaDB
 Connector/Python's ``executemany`` of 1,000 rows at a time (one ``COM_STMT_BULK_EXECUTE`` each),
 direct and through the proxy's MySQL port, every row audited with its parameters: rows per
-second and the ratio. ``--no-mysql`` skips it.
+second and the ratio. Then ``mariadb-slap --compress`` fetching ~18 KB answers
+(:data:`ZIP_QUERY`), direct and through the proxy's MySQL port (the proxy inflates the
+client's frames and compresses the answers), and the same without ``--compress``.
+``--no-mysql`` skips it.
 
 Every run also prints the **CPU per transaction** of our process (proxy, agent, auth and its
 audit log: all in this process), net of its idle rate, and pgbouncer's: steadier than rates on a
@@ -83,6 +86,9 @@ _CONNECT = re.compile(r"average connection time = ([0-9.]+) ms")
 _SLAP = re.compile(r"Average number of seconds to run all queries: ([0-9.]+) seconds")
 _TXNS = re.compile(r"number of transactions actually processed: ([0-9]+)")
 SLAP_QUERY = "select s from t where x = 1"
+ZIP_QUERY = "select repeat(concat(md5(rand()), ' audit trail '), 400)"
+"""A ~18 KB answer (a random 32-character word among repeated text, as logs and JSON are),
+fetched with ``--compress``: what a compressing client's session costs the proxy."""
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -471,14 +477,18 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def slap(port: int, clients: int, queries: int, *tls: str) -> float:
-    """Queries per second of one ``mariadb-slap`` run (``tls``: client certificate options)."""
+async def slap(
+    port: int, clients: int, queries: int, *tls: str, query: str = SLAP_QUERY, zlib: bool = False
+) -> float:
+    """Queries per second of one ``mariadb-slap`` run (``tls``: client certificate options;
+    ``zlib``: the compressed protocol)."""
     from bastion.testing.peers.mariadb import find_mariadb_bin
 
     proc = await asyncio.create_subprocess_exec(
         find_mariadb_bin("mariadb-slap", "mysqlslap"), "--no-defaults", "-h127.0.0.1",
         f"-P{port}", "-ualice_db", *(tls or ("--skip-ssl",)), "--create-schema=app",
-        "--no-drop", f"--query={SLAP_QUERY}", f"--concurrency={clients}",
+        "--no-drop", f"--query={query}", f"--concurrency={clients}",
+        *(("--compress",) if zlib else ()),
         f"--number-of-queries={queries}", "--iterations=1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -553,6 +563,7 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
 
     queries = 2000 * args.seconds * args.clients // 8
     bulk = queries * 2  # rows of the bulk insert
+    zips = queries // 8  # queries of ZIP_QUERY
     with tempfile.TemporaryDirectory(prefix="bastion-bench-mysql-") as tmp:
         rig_cm = start_mysql_rig(
             Path(tmp),
@@ -610,6 +621,17 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     # The proxy, the agent and auth (this process); bsh proxy db (its own).
                     one["mysql_ours_cpu_us_per_query"] = meter.per(queries)
                     one["mysql_bsh_cpu_us_per_query"] = bsh_meter.per(queries)
+                    for path, at, certs in (
+                        ("direct", rig.server.port, tls),
+                        ("port", rig.mysql_port, mine),
+                    ):
+                        for zlib in (True, False):
+                            meter = CpuMeter()
+                            key = f"zip_{path}" + ("" if zlib else "_plain")
+                            one[f"{key}_qps"] = await slap(
+                                at, args.clients, zips, *certs, query=ZIP_QUERY, zlib=zlib
+                            )
+                            one[f"{key}_cpu_us_per_query"] = meter.per(zips)
                     one["bulk_direct_rows_per_s"], _ = await bulk_insert(
                         rig.server.port, direct, bulk
                     )
@@ -631,6 +653,9 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
             bulk_round = median_round(rounds, "bulk_port_rows_per_s", "bulk_direct_rows_per_s")
             result.update({k: v for k, v in bulk_round.items() if k.startswith("bulk_")})
             result["bulk_rows"] = bulk
+            zip_round = median_round(rounds, "zip_port_qps", "zip_direct_qps")
+            result.update({k: v for k, v in zip_round.items() if k.startswith("zip_")})
+            result["zip_queries"] = zips
             sessions = 2 * args.clients * args.rounds
             for _ in range(250):  # every session ended (mariadb-slap has one more: its schema)
                 counts = rig.audit.counts
@@ -781,6 +806,17 @@ def report(r: dict[str, Any]) -> None:
                 f"{bulk_o:.0f} rows/s: {bulk_o / bulk_d:.2f}x{spread}; until every row is in "
                 f"the audit log {bulk_a:.0f} rows/s: {bulk_a / bulk_d:.2f}x; "
                 f"{r['bulk_port_cpu_us_per_row']:.1f} us CPU per row"
+            )
+        if "zip_port_qps" in r:
+            zd, zp = r["zip_direct_qps"], r["zip_port_qps"]
+            pd, pp = r["zip_direct_plain_qps"], r["zip_port_plain_qps"]
+            spread = _spread(r.get("mysql_rounds", []), "zip_port_qps", "zip_direct_qps")
+            print(
+                f"  compressed answers (~18 KB, {r['zip_queries']} queries, --compress): direct "
+                f"{zd:.0f} q/s, ours (port) {zp:.0f} q/s: {zp / zd:.2f}x{spread}; "
+                f"uncompressed: direct {pd:.0f}, ours {pp:.0f} q/s ({pp / pd:.2f}x); "
+                f"CPU per query (whole process) {r['zip_port_cpu_us_per_query']:.0f} us "
+                f"compressed, {r['zip_port_plain_cpu_us_per_query']:.0f} us not"
             )
         print(
             f"  CPU per query (whole process): port {r['mysql_port_cpu_us_per_query']:.0f} us"

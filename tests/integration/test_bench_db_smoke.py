@@ -51,3 +51,6 @@ def test_db_bench_quick(tmp_path: Path) -> None:
         # MariaDB Connector/Python's executemany (COM_STMT_BULK_EXECUTE), every row audited.
         assert result["bulk_direct_rows_per_s"] > 0 and result["bulk_audited_rows_per_s"] > 0
         assert "bulk insert" in done.stdout
+        # mariadb-slap --compress: the proxy's compressed protocol, direct and ours.
+        assert result["zip_direct_qps"] > 0 and result["zip_port_qps"] > 0
+        assert "compressed answers" in done.stdout
