@@ -675,9 +675,10 @@ class AuditLog:
         except (NotFound, ValueError, KeyError, TypeError):
             return 0
 
-    async def size(self) -> int:
-        """How many events are stored (the next free index), looked up in the backend."""
-        return await self._head()
+    async def size(self, lower: int = 0) -> int:
+        """How many events are stored (the next free index), looked up in the backend;
+        ``lower``: an index known to be stored or the head (the search starts there)."""
+        return await self._head(lower)
 
     async def _exists(self, index: int) -> bool:
         return await self._present(event_key(index))

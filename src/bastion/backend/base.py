@@ -209,8 +209,12 @@ class Backend(Protocol):
         """Raises NotFound (also for expired items)."""
         ...
 
-    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
-        """Live items whose key starts with ``prefix``, in key order."""
+    async def get_range(
+        self, prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
+        """Live items whose key starts with ``prefix``, in key order; with ``containing``,
+        only those whose value holds those bytes (filtered where the items are stored: a scan
+        for a few items among many moves only those)."""
         ...
 
     async def create(self, item: Item) -> Item:

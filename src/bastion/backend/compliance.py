@@ -199,6 +199,13 @@ async def get_range_prefix_boundaries_and_limit(factory: BackendFactory) -> None
         assert await b.get_range("c/") == []
         items = await b.get_range("b/")
         assert items[0].value == b"b/1" and items[0].revision > 0
+        # containing: only the values that hold the bytes, filtered where they are stored
+        assert [i.key for i in await b.get_range("a/", containing=b"/1")] == ["a/1", "a/10"]
+        assert [i.key for i in await b.get_range("", containing=b"Z")] == ["a/Z"]
+        assert [i.key for i in await b.get_range("a/", limit=1, containing=b"0")] == ["a/10"]
+        assert await b.get_range("a/", containing=b"nowhere") == []
+        await b.put(Item("a/bin", b"\x00\xff%_'\x00"))  # any bytes, no pattern syntax
+        assert [i.key for i in await b.get_range("a/", containing=b"\xff%_'")] == ["a/bin"]
 
 
 async def bad_parameters(factory: BackendFactory) -> None:

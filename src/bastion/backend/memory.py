@@ -134,11 +134,15 @@ class MemoryBackend:
         except KeyError:
             raise NotFound(f"key {key!r} not found", key=key) from None
 
-    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
+    async def get_range(
+        self, prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
         if limit is not None and limit < 1:
             raise BadParameter("limit must be a positive integer")
         self._enter()
         keys = self._keys_under(prefix)
+        if containing is not None:
+            keys = [k for k in keys if containing in self._items[k].value]
         if limit is not None:
             keys = keys[:limit]
         return [self._items[k] for k in keys]

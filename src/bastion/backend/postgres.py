@@ -236,6 +236,17 @@ class _PoolEvents:
         return horizon
 
 
+_RANGE = (
+    "SELECT key, value, expires, revision FROM kv WHERE key >= $1 AND key < $3"
+    " AND (expires IS NULL OR expires > $2) ORDER BY key LIMIT $4"
+)
+_RANGE_CONTAINING = (
+    "SELECT key, value, expires, revision FROM kv WHERE key >= $1 AND key < $3"
+    " AND (expires IS NULL OR expires > $2) AND position($5::bytea in value) > 0"
+    " ORDER BY key LIMIT $4"
+)
+
+
 class PostgresBackend:
     """A :class:`~bastion.backend.base.Backend` in one PostgreSQL database, shared by processes.
 
@@ -421,18 +432,17 @@ class PostgresBackend:
             raise NotFound(f"key {key!r} not found", key=key)
         return item
 
-    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
+    async def get_range(
+        self, prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
         if limit is not None and limit < 1:
             raise BadParameter("limit must be a positive integer")
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT key, value, expires, revision FROM kv WHERE key >= $1 AND key < $3"
-                " AND (expires IS NULL OR expires > $2) ORDER BY key LIMIT $4",
-                prefix,
-                self._clock.now(),
-                prefix_end(prefix),
-                limit,
-            )
+            live = (prefix, self._clock.now(), prefix_end(prefix), limit)
+            if containing is None:
+                rows = await conn.fetch(_RANGE, *live)
+            else:
+                rows = await conn.fetch(_RANGE_CONTAINING, *live, containing)
         return [_row_item(r) for r in rows]
 
     async def create(self, item: Item) -> Item:

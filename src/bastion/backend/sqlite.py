@@ -196,6 +196,16 @@ def _has_json_each(db: sqlite3.Connection) -> bool:
     return True
 
 
+_RANGE = (
+    "SELECT key, value, expires, revision FROM kv WHERE key >= ? AND key < ?"
+    " AND (expires IS NULL OR expires > ?) ORDER BY key LIMIT ?"
+)
+_RANGE_CONTAINING = (
+    "SELECT key, value, expires, revision FROM kv WHERE key >= ? AND key < ?"
+    " AND (expires IS NULL OR expires > ?) AND instr(value, ?) > 0 ORDER BY key LIMIT ?"
+)
+
+
 def _row_item(row: tuple[Any, ...]) -> Item:
     key, value, expires, revision = row
     return Item(key, bytes(value), None if expires is None else from_micros(expires), revision)
@@ -225,12 +235,15 @@ class _Reads:
             raise NotFound(f"key {key!r} not found", key=key)
         return item
 
-    def get_range(self, prefix: str, limit: int | None, now: int) -> list[Item]:
-        rows = self.db.execute(
-            "SELECT key, value, expires, revision FROM kv WHERE key >= ? AND key < ?"
-            " AND (expires IS NULL OR expires > ?) ORDER BY key LIMIT ?",
-            (prefix, prefix_end(prefix), now, -1 if limit is None else limit),
-        ).fetchall()
+    def get_range(
+        self, prefix: str, limit: int | None, now: int, containing: bytes | None = None
+    ) -> list[Item]:
+        live = (prefix, prefix_end(prefix), now)
+        last = -1 if limit is None else limit
+        if containing is None:
+            rows = self.db.execute(_RANGE, (*live, last)).fetchall()
+        else:
+            rows = self.db.execute(_RANGE_CONTAINING, (*live, containing, last)).fetchall()
         return [_row_item(r) for r in rows]
 
 
@@ -780,10 +793,12 @@ class SQLiteBackend:
         check_key(key)
         return await self._read(_Reads.get, key, self._now())
 
-    async def get_range(self, prefix: str, limit: int | None = None) -> list[Item]:
+    async def get_range(
+        self, prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
         if limit is not None and limit < 1:
             raise BadParameter("limit must be a positive integer")
-        return await self._read(_Reads.get_range, prefix, limit, self._now())
+        return await self._read(_Reads.get_range, prefix, limit, self._now(), containing)
 
     async def create(self, item: Item) -> Item:
         check_item(item)
