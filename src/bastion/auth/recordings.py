@@ -285,6 +285,10 @@ FIRST_WINDOW = 16
 """Events read first when catching up with what was appended since the previous lookup
 (usually a few per upload: a window of 16 is ~2 key prefixes of 10 events, where one of
 :data:`SCAN_WINDOW` reads ~6 prefixes of 100 and filters most of them out)."""
+PLAIN_BLOCKS = 3
+"""Blocks of 10 events read as they are before a lookup finds the head and filters the rest
+in the store (a connection's upload usually follows fewer than 30 events; past that, a head
+search and a filtered read cost fewer backend reads than the blocks would)."""
 RECENT = 256
 """Session-end events kept decoded (the newest), so that the upload that follows its
 session's end needs no second read of it."""
@@ -350,7 +354,8 @@ class _EndIndex:
         """Read what was appended since the last lookup (the first: find the head).
 
         Fast: the aligned block of 10 indexes holding the last head, one backend read; when
-        it is not full the head is in it (the usual case: a few events per upload). Else the
+        it is not full the head is in it (the usual case: a few events per upload; up to
+        :data:`PLAIN_BLOCKS` blocks are read so). Else the
         head (the first free index, :meth:`AuditLog.size`), and the session ends below it: the
         backend filters the events by :data:`_END_MARK`, so only those cross (a hundred
         thousand statements appended since weigh a scan in the store, not a read and a decode
@@ -365,12 +370,14 @@ class _EndIndex:
             self.floor = max(0, self.hi - MAX_SCAN)
         if not thorough:
             lo = self.hi - self.hi % 10
-            items = await _read_block(audit, lo, 10)
-            self._advance([i for i in items if (index_of_key(i.key) or 0) >= self.hi])
-            if len(items) < 10:
-                return
-            head = await audit.size(lo + 10)  # the block is full: lo + 10 <= the head
-            self.note(await _read_ends(audit, lo + 10, head))
+            for _ in range(PLAIN_BLOCKS):
+                items = await _read_block(audit, lo, 10)
+                self._advance([i for i in items if (index_of_key(i.key) or 0) >= self.hi])
+                if len(items) < 10:
+                    return
+                lo += 10
+            head = await audit.size(lo)  # the blocks were full: lo <= the head
+            self.note(await _read_ends(audit, lo, head))
             self.hi = max(self.hi, head)
             return
         window = FIRST_WINDOW
