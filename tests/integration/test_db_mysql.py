@@ -306,7 +306,8 @@ async def test_compressed_clients_are_read_and_audited(world: World, tmp_path: P
     """``mariadb --compress`` through ``bsh proxy db``: the client reads a compressed
     protocol, its queries are audited, a refusal arrives in its frames, a big result and a
     LOAD DATA LOCAL file go through whole; MariaDB Connector/Python with ``compress=True`` on
-    the proxy's MySQL port pipelines its prepared statements and bulk inserts compressed."""
+    the proxy's MySQL port pipelines its prepared statements and bulk inserts compressed;
+    MySQL Connector/Python (another reader of frames) gets big answers and loads a file."""
     import mariadb
 
     rig, port = world.rig, world.alice_port
@@ -362,6 +363,35 @@ async def test_compressed_clients_are_read_and_audited(world: World, tmp_path: P
 
     await _until(lambda: len(inserts()) >= 200)
     assert [q["parameters"] for q in inserts()] == [[str(x), s] for x, s in rows]
+
+    # MySQL Connector/Python (Oracle's, pure Python) reads at most one more frame to finish a
+    # packet: the proxy's frames end at packet boundaries, as a server's do.
+    import mysql.connector
+
+    def oracle() -> tuple[Any, ...]:
+        conn = mysql.connector.connect(
+            host="127.0.0.1", port=port, user="alice_db", database="app", compress=True,
+            use_pure=True, ssl_disabled=True, allow_local_infile=True, connection_timeout=15,
+        )  # fmt: skip
+        try:
+            cur = conn.cursor()
+            cur.execute(big)
+            long, n = cur.fetchone()
+            prepared = conn.cursor(prepared=True)
+            prepared.execute("select ? + 1, ?", (41, "p" * 3000))
+            answer, text = prepared.fetchone()
+            cur.execute(load)
+            loaded = cur.rowcount
+            cur.execute("delete from t where x >= 5000")
+            conn.commit()
+            return len(long), n, answer, len(text), loaded
+        finally:
+            conn.close()
+
+    copies = len(rig.audit.of("db.session.copy"))
+    assert await asyncio.to_thread(oracle) == (700_000, 42, 42, 3000, 10_000)
+    await _until(lambda: len(rig.audit.of("db.session.copy")) > copies)
+    assert rig.audit.of("db.session.copy")[-1]["rows"] == 10_000
 
 
 async def test_dedicated_mysql_port_takes_the_user_certificate(world: World) -> None:

@@ -29,8 +29,11 @@ MIN_COMPRESS: Final = 50
 """Slices shorter than this go uncompressed (as MySQL's servers send them: zlib would grow
 them)."""
 SLICE: Final = 1 << 16
-"""The plain bytes per frame the proxy sends: a result set reaches the client frame by frame
-as it streams (a client decompresses each frame whole before it reads a row of it)."""
+"""The plain bytes of whole packets per frame the proxy gathers at most: a result set reaches
+the client frame by frame as it streams (a client decompresses each frame whole before it
+reads a row of it). A longer packet is a frame of its own."""
+MAX_FRAME: Final = 0xFFFFFF
+"""The most plain bytes one frame can say it holds (3 bytes)."""
 LEVEL: Final = 1
 """zlib level of the proxy's frames: most of level 6's size for a fraction of its CPU (the
 proxy's one event loop compresses for every compressed session)."""
@@ -86,20 +89,60 @@ class FrameReader:
 
 
 class FrameWriter:
-    """Frames plain bytes for a client that reads compressed; ``seq`` is the next frame's
-    compressed sequence id (the reader of the other direction sets it: the answer to a frame
-    numbered n starts at n + 1)."""
+    """Frames a packet stream for a client that reads compressed; ``seq`` is the next
+    frame's compressed sequence id (the reader of the other direction sets it: the answer to
+    a frame numbered n starts at n + 1).
+
+    Frames end at packet boundaries, as MySQL's servers write them: a frame holds whole
+    packets (up to :data:`SLICE` bytes of them), and a longer packet goes alone in one frame
+    (two for a full 16 MiB packet, whose header makes it 4 bytes too long for one). Some
+    clients rely on it: MySQL Connector/Python reads at most one more frame to finish a
+    packet. A packet's start waits here until the rest of it is written."""
 
     def __init__(self) -> None:
         self.seq = 0
+        self._pending = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished packet waiting for the rest."""
+        return len(self._pending)
 
     def frames(self, data: bytes) -> bytes:
-        """``data`` as frames of at most :data:`SLICE` plain bytes each."""
-        if len(data) <= SLICE:
-            return self._frame(data)
-        view = memoryview(data)
+        """The frames of the packets ``data`` completes (with what was pending)."""
+        if self._pending:
+            self._pending += data
+            buf: bytes | bytearray = self._pending
+        else:
+            buf = data
+        out: list[bytes] = []
+        start = pos = 0  # the frame being gathered: buf[start:pos]
+        size = len(buf)
+        while size - pos >= 4:
+            end = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
+            if end > size:
+                break
+            if end - start > SLICE and pos > start:  # this packet would make it too long
+                out.append(self._frame(bytes(buf[start:pos])))
+                start = pos
+            pos = end
+            if pos - start >= SLICE:
+                out.append(self._frames_of(bytes(buf[start:pos])))
+                start = pos
+        if pos > start:
+            out.append(self._frames_of(bytes(buf[start:pos])))
+        if buf is self._pending:
+            del self._pending[:pos]  # (nothing moves while a long packet is still coming)
+        elif pos < size:
+            self._pending = bytearray(buf[pos:])
+        return b"".join(out)
+
+    def _frames_of(self, plain: bytes) -> bytes:
+        """One frame, or two for more than a frame can say (a full 16 MiB packet)."""
+        if len(plain) <= MAX_FRAME:
+            return self._frame(plain)
         return b"".join(
-            self._frame(bytes(view[pos : pos + SLICE])) for pos in range(0, len(data), SLICE)
+            self._frame(plain[pos : pos + MAX_FRAME]) for pos in range(0, len(plain), MAX_FRAME)
         )
 
     def _frame(self, plain: bytes) -> bytes:

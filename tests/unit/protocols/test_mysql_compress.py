@@ -49,30 +49,49 @@ def test_a_packet_stream_round_trips_fed_a_byte_at_a_time() -> None:
     assert got == stream and reader.buffered == 0 and reader.last_seq == 0
 
 
-def test_short_and_incompressible_slices_go_as_they_are() -> None:
+def test_short_and_incompressible_frames_go_as_they_are() -> None:
     writer = FrameWriter()
-    short = b"x" * (MIN_COMPRESS - 1)
+    short = mysql.build_packet(1, b"x" * (MIN_COMPRESS - 5))
     assert writer.frames(short) == _frame(short, 0, 0)
-    noise = os.urandom(500)
+    noise = mysql.build_packet(2, os.urandom(500))
     assert writer.frames(noise) == _frame(noise, 1, 0)
-    text = b"a" * 500
+    text = mysql.build_packet(3, b"a" * 500)
     framed = writer.frames(text)
-    assert framed[3] == 2 and int.from_bytes(framed[4:7], "little") == 500
+    assert framed[3] == 2 and int.from_bytes(framed[4:7], "little") == len(text)
     assert zlib.decompress(framed[HEADER_LENGTH:]) == text
 
 
-def test_long_data_is_sliced_and_sequence_ids_wrap() -> None:
+def test_frames_end_at_packet_boundaries_and_sequence_ids_wrap() -> None:
+    """Small packets are gathered up to a slice; a longer one is a frame of its own, sent
+    once it is whole (a client may read only one more frame to finish a packet)."""
     writer = FrameWriter()
     writer.seq = 254
-    data = b"".join(n.to_bytes(4, "little") for n in range(SLICE // 2))  # two slices
+    rows = [mysql.build_packet(n, b"r" * 1000) for n in range(100)]  # ~100 KB of rows
+    big = mysql.build_packet(100, os.urandom(200_000))
+    stream = b"".join(rows) + big
+    framed = writer.frames(stream[:-1000])  # the big packet is not whole yet
+    assert writer.pending == len(big) - 1000
+    framed += writer.frames(stream[-1000:])
+    assert writer.pending == 0
     reader = FrameReader()
-    reader.feed(writer.frames(data))
-    first = reader.next()
-    assert reader.last_seq == 254
-    second = reader.next()
-    assert reader.last_seq == 255 and reader.next() is None
-    assert first is not None and second is not None
-    assert len(first) == SLICE and first + second == data and writer.seq == 0
+    reader.feed(framed)
+    frames, seqs = _read_all(reader), []
+    reader = FrameReader()
+    reader.feed(framed)
+    while reader.next() is not None:
+        seqs.append(reader.last_seq)
+    assert b"".join(frames) == stream
+    assert [len(f) for f in frames] == [65 * 1004, 35 * 1004, len(big)]
+    assert len(frames[0]) <= SLICE and seqs == [254, 255, 0] and writer.seq == 1
+
+
+def test_a_full_packet_is_two_frames() -> None:
+    full = mysql.build_packet(0, b"\0" * 0xFFFFFF)[: 4 + 0xFFFFFF]  # its empty tail apart
+    framed = FrameWriter().frames(full)
+    reader = FrameReader()
+    reader.feed(framed)
+    frames = _read_all(reader)
+    assert [len(f) for f in frames] == [0xFFFFFF, 4] and b"".join(frames) == full
 
 
 @pytest.mark.parametrize(
@@ -93,17 +112,35 @@ def test_a_body_that_does_not_inflate_as_declared_is_a_protocol_error(
         reader.next()
 
 
+_STREAMS = st.lists(
+    st.tuples(st.integers(0, 255), st.sampled_from([0, 1, 3, 60, 1000, 70_000])).map(
+        lambda t: mysql.build_packet(t[0], bytes([t[0]]) * t[1])
+    ),
+    max_size=12,
+)
+"""Packet streams: empty, short, long and longer-than-a-slice packets."""
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=3000), st.lists(st.integers(1, 400), max_size=20))
-def test_any_data_round_trips_in_any_pieces(data: bytes, cuts: list[int]) -> None:
-    framed = FrameWriter().frames(data)
-    reader = FrameReader()
-    got, pos = b"", 0
-    for cut in [*cuts, len(framed)]:
-        reader.feed(framed[pos : pos + cut])
+@given(_STREAMS, st.lists(st.integers(1, 90_000), max_size=20))
+def test_any_packet_stream_round_trips_in_any_pieces_and_frames_start_packets(
+    packets: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(packets)
+    writer, framed, pos = FrameWriter(), b"", 0
+    for cut in [*cuts, len(stream)]:
+        framed += writer.frames(stream[pos : pos + cut])
         pos += cut
-        got += b"".join(_read_all(reader))
-    assert got == data
+    assert writer.pending == 0
+    reader = FrameReader()
+    reader.feed(framed)
+    frames = _read_all(reader)
+    assert b"".join(frames) == stream
+    starts = {sum(len(p) for p in packets[:n]) for n in range(len(packets))}
+    at = 0
+    for frame in frames:
+        assert at in starts
+        at += len(frame)
 
 
 @settings(max_examples=500, deadline=None)
