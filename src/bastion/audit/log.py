@@ -724,9 +724,10 @@ class AuditLog:
             lo += want  # a short range (a deleted event) does not stop the read
         return out
 
-    async def read_range(self, lo: int, hi: int) -> list[Item]:
+    async def read_range(self, lo: int, hi: int, *, containing: bytes | None = None) -> list[Item]:
         """The stored items of the events in ``[lo, hi)``, in index order: a gapless run from
-        ``lo`` (possibly empty) unless events were deleted. The key blocks are read newest
+        ``lo`` (possibly empty) unless events were deleted; with ``containing``, only the
+        events whose bytes hold it (filtered by the backend). The key blocks are read newest
         first: the log grows only at its head, and an index is written only after the one
         before it is stored (also by another writer), so whatever a newer block shows was
         stored before the older blocks are read. (Read oldest first, a batch stored between
@@ -736,7 +737,7 @@ class AuditLog:
             blocks.append(
                 [
                     item
-                    for item in await self._backend.get_range(prefix)
+                    for item in await self._backend.get_range(prefix, containing=containing)
                     if (i := index_of_key(item.key)) is not None and lo <= i < hi
                 ]
             )

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, NoReturn
 
 from bastion.audit.canonical import decode
-from bastion.audit.log import AuditLog, index_of_key, range_prefixes
+from bastion.audit.log import AuditLog, index_of_key
 from bastion.auth.guarded import GuardedAuth
 from bastion.auth.server import AuthServer
 from bastion.backend.base import Item
@@ -371,13 +371,13 @@ class _EndIndex:
         if not thorough:
             lo = self.hi - self.hi % 10
             for _ in range(PLAIN_BLOCKS):
-                items = await _read_block(audit, lo, 10)
+                items = await audit.read_range(lo, lo + 10)  # one key prefix, one read
                 self._advance([i for i in items if (index_of_key(i.key) or 0) >= self.hi])
                 if len(items) < 10:
                     return
                 lo += 10
             head = await audit.size(lo)  # the blocks were full: lo <= the head
-            self.note(await _read_ends(audit, lo, head))
+            self.note(await audit.read_range(lo, head, containing=_END_MARK))
             self.hi = max(self.hi, head)
             return
         window = FIRST_WINDOW
@@ -445,30 +445,6 @@ class _EndIndex:
                     continue
                 if not await self.older(audit, not_before):
                     return None
-
-
-async def _read_block(audit: AuditLog, lo: int, size: int) -> list[Item]:
-    """The stored events of indexes ``[lo, lo + size)``, an aligned block (``size`` a power of
-    ten, ``lo`` a multiple of it): one key prefix, one backend read."""
-    out = []
-    for prefix in range_prefixes(lo, lo + size):
-        for item in await audit.backend.get_range(prefix):
-            index = index_of_key(item.key)
-            if index is not None and lo <= index < lo + size:
-                out.append(item)
-    return out
-
-
-async def _read_ends(audit: AuditLog, lo: int, hi: int) -> list[Item]:
-    """The stored events of indexes ``[lo, hi)`` whose bytes carry :data:`_END_MARK`, in
-    index order (a few backend reads: :func:`~bastion.audit.log.range_prefixes`)."""
-    out = []
-    for prefix in range_prefixes(lo, hi):
-        for item in await audit.backend.get_range(prefix, containing=_END_MARK):
-            index = index_of_key(item.key)
-            if index is not None and lo <= index < hi:
-                out.append(item)
-    return out
 
 
 _INDEXES: weakref.WeakKeyDictionary[AuditLog, _EndIndex] = weakref.WeakKeyDictionary()

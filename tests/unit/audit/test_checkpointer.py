@@ -176,9 +176,11 @@ async def test_a_batch_stored_while_the_checkpointer_reads_is_no_hole(monkeypatc
     real_get_range = backend.get_range
     reads = 0
 
-    async def racing_get_range(prefix: str, limit: int | None = None) -> list[Item]:
+    async def racing_get_range(
+        prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
         nonlocal reads
-        found = await real_get_range(prefix, limit)
+        found = await real_get_range(prefix, limit, containing=containing)
         reads += prefix.startswith("audit/events/")
         if reads == 1 and prefix.startswith("audit/events/"):  # right after the first read
             await other.emit_many([("exec", "success", {"n": i}) for i in range(950, 1200)])

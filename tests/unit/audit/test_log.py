@@ -452,12 +452,14 @@ async def test_a_batch_stored_between_block_reads_never_shows_as_a_hole():
     reads = 0
     real_get_range = backend.get_range
 
-    async def racing_get_range(prefix: str, limit: int | None = None) -> list[Item]:
+    async def racing_get_range(
+        prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
         nonlocal reads
         reads += 1
         if reads == 2:  # between the first and second block read: events 95..149 arrive
             await other.append_many([("x", "success", {"n": n}) for n in range(95, 150)])
-        return await real_get_range(prefix, limit)
+        return await real_get_range(prefix, limit, containing=containing)
 
     backend.get_range = racing_get_range  # type: ignore[method-assign]
     assert len(range_prefixes(90, 190)) > 1

@@ -430,9 +430,11 @@ async def test_a_thorough_refresh_never_steps_over_a_batch_being_stored() -> Non
     real_get_range = backend.get_range
     reads = 0
 
-    async def racing_get_range(prefix: str, limit: int | None = None) -> list[Item]:
+    async def racing_get_range(
+        prefix: str, limit: int | None = None, *, containing: bytes | None = None
+    ) -> list[Item]:
         nonlocal reads
-        found = await real_get_range(prefix, limit)
+        found = await real_get_range(prefix, limit, containing=containing)
         reads += 1
         if reads == 1:  # right after the thorough refresh's first read
             await other.emit_many(batch)
