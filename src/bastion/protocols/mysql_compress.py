@@ -97,11 +97,17 @@ class FrameWriter:
     packets (up to :data:`SLICE` bytes of them), and a longer packet goes alone in one frame
     (two for a full 16 MiB packet, whose header makes it 4 bytes too long for one). Some
     clients rely on it: MySQL Connector/Python reads at most one more frame to finish a
-    packet. A packet's start waits here until the rest of it is written."""
+    packet. A packet's start waits here until the rest of it is written.
 
-    def __init__(self) -> None:
+    Args:
+        plain_packets: the first packets that go as they are, unframed (the handshake's
+            answer: compression starts after it).
+    """
+
+    def __init__(self, plain_packets: int = 0) -> None:
         self.seq = 0
         self._pending = bytearray()
+        self._plain = plain_packets
 
     @property
     def pending(self) -> int:
@@ -122,6 +128,11 @@ class FrameWriter:
             end = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
             if end > size:
                 break
+            if self._plain:  # before anything is framed
+                out.append(bytes(buf[pos:end]))
+                self._plain -= 1
+                start = pos = end
+                continue
             if end - start > SLICE and pos > start:  # this packet would make it too long
                 out.append(self._frame(bytes(buf[start:pos])))
                 start = pos

@@ -437,7 +437,7 @@ class _MySQLClientSide(_QuerySide):
         :class:`~bastion.proxy.mysql_compressed.CompressingTransport` (:meth:`wrap`) once
         attached, before the handshake's answer goes out."""
         self._frames = mysql_compress.FrameReader()
-        self.frame_writer = mysql_compress.FrameWriter()
+        self.frame_writer = mysql_compress.FrameWriter(plain_packets=1)  # the handshake's OK
 
     def wrap(self) -> asyncio.Transport:
         """Compressed: the client's transport, wrapped (see :meth:`compressed`)."""

@@ -31,7 +31,7 @@ class Wrapped:
 def test_the_handshakes_answer_passes_then_frames(cut: int) -> None:
     inner = Wrapped()
     resumes: list[int] = []
-    transport = CompressingTransport(inner, FrameWriter(), lambda: resumes.append(1))  # type: ignore[arg-type]
+    transport = CompressingTransport(inner, FrameWriter(plain_packets=1), lambda: resumes.append(1))  # type: ignore[arg-type]
     ok = mysql.ok_packet(2)
     answer = mysql.build_packet(1, b"\x03" + b"select 1 " * 10)
     sent = ok + answer  # an answer written with the OK's last bytes: framed all the same
