@@ -631,7 +631,8 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                             one[f"{key}_qps"] = await slap(
                                 at, args.clients, zips, *certs, query=ZIP_QUERY, zlib=zlib
                             )
-                            one[f"{key}_cpu_us_per_query"] = meter.per(zips)
+                            if path == "port":  # our process (idle on the direct path)
+                                one[f"{key}_cpu_us_per_query"] = meter.per(zips)
                     one["bulk_direct_rows_per_s"], _ = await bulk_insert(
                         rig.server.port, direct, bulk
                     )
