@@ -26,7 +26,9 @@ together, not the peer of one run and ours of another.
 
 Measurements: ``pgbench -S -c CLIENTS -T SECONDS`` TPS on each path, and connection set-up with
 ``pgbench -S -C -c 1`` (a new connection per transaction: TLS, startup, authorization, the
-agent's TLS to the database). Ratios are printed ours/direct and ours/pgbouncer; nothing is
+agent's TLS to the database) direct, through the Python floor (its own TLS connection to the
+database per client), through pgbouncer (which keeps its server connections: for reference)
+and through ours. Ratios are printed ours/direct and ours/pgbouncer; nothing is
 asserted (the smoke test only checks that the numbers exist).
 
 MySQL/MariaDB in the same run (:mod:`bastion.testing.mysql_rig`, when ``mariadb-slap`` and
@@ -421,6 +423,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     one["bsh_cpu_us_per_txn"] = meter.per(transactions)
                     one["bsh_own_cpu_us_per_txn"] = bsh_meter.per(transactions)
                     rounds.append(one)
+                result["direct_connect_ms"] = await pgbench(direct, *connect)
+                if bouncer is not None:  # its server connections stay open: for reference
+                    result["pgbouncer_connect_ms"] = await pgbench(bouncer, *connect)
+                result["floor_connect_ms"] = await pgbench(floor, *connect)
+                meter = CpuMeter()
+                result["ours_connect_ms"] = await pgbench(ours, *connect)
+                result["ours_cpu_us_per_connection"] = meter.per(LAST_TRANSACTIONS[0])
             finally:
                 await _stop(bsh)
                 for peer in (bouncer_proc, relay_proc, floor_proc):
@@ -429,10 +438,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["pg_rounds"] = rounds
             result.update(median_round(rounds, "ours_tps", "pgbouncer_tps", "direct_tps"))
             result["audited_queries"] = rig.audit.counts["db.session.query"]
-            result["direct_connect_ms"] = await pgbench(direct, *connect)
-            meter = CpuMeter()
-            result["ours_connect_ms"] = await pgbench(ours, *connect)
-            result["ours_cpu_us_per_connection"] = meter.per(LAST_TRANSACTIONS[0])
             result["load_after"] = load_average()
     return result
 
@@ -750,6 +755,17 @@ def report(r: dict[str, Any]) -> None:
     d_ms, o_ms = r["direct_connect_ms"], r["ours_connect_ms"]
     print("connection set-up (pgbench -C, one connection per transaction)")
     print(f"  direct {d_ms:.1f} ms, ours {o_ms:.1f} ms: ratio {o_ms / d_ms:.2f}x (target <= 2x)")
+    f_ms = r["floor_connect_ms"]
+    print(
+        f"  py floor {f_ms:.1f} ms ({f_ms / d_ms:.2f}x direct: a new TLS connection to the"
+        " database per client, as a proxy without spare connections)"
+    )
+    if "pgbouncer_connect_ms" in r:
+        b_ms = r["pgbouncer_connect_ms"]
+        print(
+            f"  pgbouncer {b_ms:.1f} ms ({b_ms / d_ms:.2f}x direct;"
+            " it reuses its server connections)"
+        )
     print(f"  CPU per connection: ours {r['ours_cpu_us_per_connection'] / 1000:.1f} ms")
     if "mysql_ours_qps" in r:
         direct, ours = r["mysql_direct_qps"], r["mysql_ours_qps"]

@@ -32,7 +32,7 @@ import os
 import tempfile
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -157,11 +157,23 @@ class RecordingService:
         await self.receive_file(meta, path)
         return False
 
+    async def receive_bytes(self, meta: RecordingMeta, data: bytes) -> RecordingMeta:
+        """Like :meth:`receive_file` for a recording held in memory (the all-in-one node's
+        short sessions, never spooled): with a local store, hashed, checked and stored in one
+        worker-thread hop, with no spool file made or removed."""
+        meta.check()
+        if not meta.sha256:
+            raise BadParameter("the upload must declare the recording's sha256")
+        if isinstance(self.store, LocalRecordingStore):
+            stored, _ = await self._receive_local(self.store, meta, data, None, link=False)
+            return stored
+        return await self.receive(meta, _one_chunk(data))
+
     async def _receive_local(
         self,
         store: LocalRecordingStore,
         meta: RecordingMeta,
-        path: Path,
+        source: Path | bytes,
         remove: Callable[[], None] | None,
         *,
         link: bool,
@@ -174,7 +186,7 @@ class RecordingService:
             update={"cluster": self.auth.cluster, "uploaded": self.auth.clock.now()}
         )
         outcome, stored = await asyncio.to_thread(
-            _store_local, store, stored, path, self.max_bytes, remove, link
+            _store_local, store, stored, source, self.max_bytes, remove, link
         )
         if outcome == "mismatch":
             await self._reject(
@@ -596,6 +608,10 @@ class InProcessTarget:
     async def upload(self, meta: RecordingMeta, path: Path) -> None:
         await self._service.receive_file(meta, path)
 
+    async def upload_bytes(self, meta: RecordingMeta, data: bytes) -> None:
+        """Deliver a recording held in memory (:meth:`RecordingService.receive_bytes`)."""
+        await self._service.receive_bytes(meta, data)
+
     async def upload_spooled(
         self, meta: RecordingMeta, path: Path, remove: Callable[[], None]
     ) -> bool:
@@ -607,35 +623,51 @@ class InProcessTarget:
 def _store_local(
     store: LocalRecordingStore,
     meta: RecordingMeta,
-    path: Path,
+    source: Path | bytes,
     max_bytes: int,
     remove: Callable[[], None] | None,
     link: bool,
 ) -> tuple[Literal["stored", "exists", "mismatch"], RecordingMeta]:
-    """Hash ``path``, check it against ``meta`` (its sha256, an asciicast v2 header), store it
-    (``link``: by a hard link, for a spooled file) and ``remove`` it, in the calling (worker)
-    thread. Returns the outcome and the stored
+    """Hash ``source`` (a file, or the bytes themselves), check it against ``meta`` (its
+    sha256, an asciicast v2 header), store it (``link``: a spooled file, by a hard link) and
+    ``remove`` it, in the calling (worker) thread. Returns the outcome and the stored
     metadata (``mismatch``: its ``sha256`` is that of the bytes; nothing stored).
 
     Raises:
         LimitExceeded: larger than ``max_bytes``.
         BadParameter: not asciicast v2.
     """
-    sha256, size, head = _hash_file(path, max_bytes)
+    if isinstance(source, Path):
+        sha256, size, head = _hash_file(source, max_bytes)
+    else:
+        sha256, size, head = _hash_bytes(source, max_bytes)
     if not hmac.compare_digest(sha256, meta.sha256):
         return "mismatch", meta.model_copy(update={"sha256": sha256, "size": size})
     parse_header(head.partition(b"\n")[0])
     stored = meta.model_copy(update={"size": size})
     try:
-        if link:  # fsynced and never written again (a spooled recording)
-            store.put_durable_file(stored, path)
+        if link and isinstance(source, Path):  # fsynced, never written again (spooled)
+            store.put_durable_file(stored, source)
         else:
-            store.put_now(stored, path)
+            store.put_now(stored, source)
     except AlreadyExists:
         return "exists", stored
     if remove is not None:
         remove()
     return "stored", stored
+
+
+def _hash_bytes(data: bytes, max_bytes: int) -> tuple[str, int, bytes]:
+    """:func:`_hash_file` of a recording held in memory."""
+    if len(data) > max_bytes:
+        raise LimitExceeded(
+            f"recording larger than {max_bytes} bytes (auth_service.recordings.max_bytes)"
+        )
+    return hashlib.sha256(data).hexdigest(), len(data), data[: MAX_LINE + 1]
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _hash_file(path: Path, max_bytes: int) -> tuple[str, int, bytes]:

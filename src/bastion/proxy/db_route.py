@@ -22,8 +22,9 @@ in-band (psql's SSLRequest on the shared port, answered ``S``) or with ALPN
    LiveRegistry (kind ``db``) so that a lock ends it with an ErrorResponse naming the lock.
    ``db.session.end`` carries the byte counts. With ``recordings``, each audited statement is
    also written to the session's recording (:mod:`bastion.recording.dbcast`, asciicast v2) in
-   the spool; ``db.session.end`` carries its ``session_id`` and ``recording_sha256``, then the
-   uploader delivers it to auth (``bsh recordings ls`` / ``bsh play``).
+   the spool (a session shorter than a second: in memory); ``db.session.end`` carries its
+   ``session_id`` and ``recording_sha256``, then the uploader delivers it to auth
+   (``bsh recordings ls`` / ``bsh play``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from bastion.audit.emitter import Emitter, SessionEvents
@@ -1195,8 +1197,9 @@ class DbRoute:
                 **({"recording_sha256": recorded.sha256} if recorded is not None else {}),
                 **info,
             )
-            if recorded is not None and deps.recordings is not None:
-                deps.recordings.notify(recorded)  # after the end event (auth checks the hash)
+            if recorded is not None and deps.recordings is not None and recording is not None:
+                # After the end event (auth checks the hash).
+                deps.recordings.notify(recorded, recording.held)
 
     def _open_recording(
         self, session_id: str, identity: Identity, info: dict[str, str], protocol: str
@@ -1251,8 +1254,6 @@ class DbRoute:
             for outcome in ("success", "failure")
         }
         statements = side.statements
-        if recording is not None:
-            await recording.open()
         while True:
             if not statements:
                 if side.ended:
@@ -1334,15 +1335,18 @@ def _gated(identity: Identity) -> Identity:
 
 
 class _Recording:
-    """One session's recording: :mod:`bastion.recording.dbcast` lines into the spool.
+    """One session's recording: :mod:`bastion.recording.dbcast` lines, kept in memory and
+    appended to a spool file at most every :data:`_RECORDING_FLUSH` seconds (or per
+    :data:`_RECORDING_BUFFER` bytes) and at the end: one thread hop per second per session, not
+    one per batch (a hop costs the loop a GIL hand-over). A process killed mid-session loses at
+    most that second of the recording; the statements are in the audit log all the same.
 
-    File operations (create with its durable metadata, append, fsync, finish) run in a worker
-    thread, one at a time (the session's audit writer awaits each), so an fsync never stalls the
-    event loop. Lines are kept in memory and appended at most every :data:`_RECORDING_FLUSH`
-    seconds (or per :data:`_RECORDING_BUFFER` bytes) and at the end: one thread hop per
-    second per session, not one per batch (a hop costs the loop a GIL hand-over). A process
-    killed mid-session loses at most that second of the recording; the statements are in the
-    audit log all the same."""
+    The spool file is made at the first such append, so a session shorter than that never has
+    one: its recording is handed to the uploader in memory (:meth:`Uploader.can_hold`), which
+    stores it without a file of its own (creating, renaming and removing the spool's files cost
+    a short connection ~4 ms of kernel time). File operations (create with its durable metadata,
+    append, fsync, finish) run in a worker thread, one at a time (the session's audit writer
+    awaits each), so an fsync never stalls the event loop."""
 
     def __init__(
         self, uploader: Uploader, meta: RecordingMeta, builder: DbCastBuilder, clock: Clock
@@ -1354,24 +1358,18 @@ class _Recording:
         self._start = clock.monotonic()
         self._file: SpoolFile | None = None
         self._failed = False
-        self._buffer: list[bytes] = []
-        self._buffered = 0
+        self._buffer: list[bytes] = [builder.start()]
+        self._buffered = len(self._buffer[0])
         self._flushed = self._start
+        self.held: bytes | None = None
+        """The finished recording's bytes when :meth:`finish` kept it in memory (for
+        :meth:`Uploader.notify`): it has no spool file."""
 
-    async def open(self) -> None:
-        """Create the spool files and write the header (a failure is logged: the session
-        goes on audited, unrecorded)."""
-        try:
-            self._file = await asyncio.to_thread(self._open, self._builder.start())
-        except OSError as exc:
-            log.error("db session %s: cannot start its recording: %s", self._meta.session_id, exc)
-            self._failed = True
-
-    def _open(self, header: bytes) -> SpoolFile:
-        """Create the files and write the header (one thread hop)."""
+    def _open(self, data: bytes) -> SpoolFile:
+        """Create the files and write what was buffered (one thread hop)."""
         file = self._uploader.spool.open(self._meta)
         self._file = file
-        self._write(header)
+        self._write(data)
         return file
 
     def _write(self, data: bytes) -> None:
@@ -1383,7 +1381,7 @@ class _Recording:
             log.error("db recording %s: write failed: %s", self._meta.session_id, exc)
 
     async def write(self, statements: Sequence[Statement | CopyReport]) -> None:
-        if not statements or self._file is None:
+        if not statements or self._failed:
             return
         now = self._clock.monotonic()
         seconds = now - self._start
@@ -1398,18 +1396,44 @@ class _Recording:
         if self._buffer:
             data = b"".join(self._buffer)
             self._buffer, self._buffered = [], 0
-            await asyncio.to_thread(self._write, data)
+            if self._file is None:
+                try:
+                    await asyncio.to_thread(self._open, data)
+                except OSError as exc:
+                    log.error("db session %s: cannot start its recording: %s",
+                              self._meta.session_id, exc)  # fmt: skip
+                    self._failed = True
+            else:
+                await asyncio.to_thread(self._write, data)
         self._flushed = now
 
     async def finish(self, ended: datetime) -> RecordingMeta | None:
         """Close it and mark it ready for upload; its metadata with the sha256 (None: the
-        spool failed, nothing to upload)."""
-        file = self._file
-        if file is None:
+        spool failed, nothing to upload). A recording that never reached the spool stays in
+        memory (:attr:`held`) when the uploader can hold it."""
+        if self._failed:
             return None
         rest = b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
+        file = self._file
+        if file is None:
+            meta = self._meta.model_copy(
+                update={"ended": ended, "size": len(rest), "sha256": sha256(rest).hexdigest()}
+            )
+            if self._uploader.can_hold(len(rest)):
+                self.held = rest
+                return meta
+            return await asyncio.to_thread(self._spool, meta, rest)
         return await asyncio.to_thread(self._finish, file, ended, rest)
+
+    def _spool(self, meta: RecordingMeta, data: bytes) -> RecordingMeta | None:
+        """Spool a short recording the uploader cannot hold (one thread hop)."""
+        try:
+            self._uploader.spool.save(meta, data)
+        except OSError as exc:
+            log.error("db recording %s: cannot spool it: %s", meta.session_id, exc)
+            return None
+        return meta
 
     def _finish(self, file: SpoolFile, ended: datetime, rest: bytes) -> RecordingMeta | None:
         """Append the last lines, close and mark ready (one thread hop)."""

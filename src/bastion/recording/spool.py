@@ -117,6 +117,15 @@ class Spool:
         fsync_dir(self.directory)  # one fsync for the metadata's rename and the .part
         return spooled
 
+    def save(self, meta: RecordingMeta, data: bytes) -> None:
+        """Spool a finished recording that was held in memory (a short session's whose upload
+        failed, or a target that uploads only files): ready for upload, as
+        :meth:`SpoolFile.finish` leaves one."""
+        meta.check()
+        part = self.directory / f"{meta.session_id}.cast.part"
+        write_synced_file(part, data)
+        self.mark_ready(meta, part)
+
     def mark_ready(self, meta: RecordingMeta, part: Path) -> None:
         """Final metadata, then ``.part`` → ``.cast``; one directory fsync makes both renames
         durable (a crash in between may leave a ``.cast`` beside the metadata of the start:

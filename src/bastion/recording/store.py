@@ -153,7 +153,7 @@ class LocalRecordingStore:
     def _path(self, session_id: str, suffix: str) -> Path:
         return self.directory / f"{check_session_id(session_id)}{suffix}"
 
-    def _put(self, meta: RecordingMeta, source: Path, link: bool = False) -> None:
+    def _put(self, meta: RecordingMeta, source: Path | bytes, link: bool = False) -> None:
         if not self._made:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._made = True
@@ -165,12 +165,12 @@ class LocalRecordingStore:
             self._made = False  # the directory was removed since: create it again
             self._put(meta, source, link)
 
-    def _store(self, meta: RecordingMeta, source: Path, link: bool) -> None:
+    def _store(self, meta: RecordingMeta, source: Path | bytes, link: bool) -> None:
         final = self._path(meta.session_id, ".json")
         if final.exists():
             raise AlreadyExists(f"recording {meta.session_id} is stored already")
         cast = self._path(meta.session_id, ".cast")
-        if not (link and self._link(source, cast)):
+        if not (link and isinstance(source, Path) and self._link(source, cast)):
             self._write(cast, source)
         self._write(final, meta.model_dump_json().encode())
         fsync_dir(self.directory)  # both renames (or the link and a rename) at once
@@ -206,8 +206,9 @@ class LocalRecordingStore:
     async def put(self, meta: RecordingMeta, source: Path) -> None:
         await asyncio.to_thread(self._put, meta.check(), source)
 
-    def put_now(self, meta: RecordingMeta, source: Path) -> None:
-        """Like :meth:`put`, synchronously (call it from a worker thread): a copy, fsynced.
+    def put_now(self, meta: RecordingMeta, source: Path | bytes) -> None:
+        """Like :meth:`put`, synchronously (call it from a worker thread): a copy of the file
+        ``source`` or the bytes ``source``, fsynced.
 
         Raises:
             AlreadyExists: a recording with this session id is stored already.

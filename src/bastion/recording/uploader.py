@@ -13,6 +13,12 @@ the same process for the all-in-one node. Outcomes:
 
 At start the loop first recovers what a stopped node left (:meth:`Spool.recover`) and uploads
 everything already spooled.
+
+A short session's recording may skip the spool: handed over in memory (:meth:`Uploader.notify`
+with its bytes, when :meth:`Uploader.can_hold` allows it: a target that takes bytes, at most
+:data:`MEMORY_BUDGET` held), it is uploaded from there. One that cannot be stored at once
+(auth unreachable, or refused) is spooled then and goes the way of the others. A process killed
+before that loses it, as it would lose the last second of a longer session's recording.
 """
 
 from __future__ import annotations
@@ -30,11 +36,23 @@ from bastion.errors import BastionError, ConnectionProblem
 from bastion.recording.spool import Spool
 from bastion.recording.store import RecordingMeta
 
-__all__ = ["SpooledTarget", "UploadTarget", "Uploader"]
+__all__ = ["BytesTarget", "MEMORY_BUDGET", "SpooledTarget", "UploadTarget", "Uploader"]
 
 log = structlog.get_logger("bastion.recording.uploader")
 MIN_DELAY = 0.5
 MAX_DELAY = 30.0
+MEMORY_BUDGET = 16 << 20
+"""Bytes of finished recordings an uploader holds in memory at most (the rest are spooled)."""
+
+
+@runtime_checkable
+class BytesTarget(Protocol):
+    """A target that also stores a recording held in memory (the all-in-one node's
+    :class:`~bastion.auth.recordings.InProcessTarget`): a short session's, never spooled."""
+
+    async def upload_bytes(self, meta: RecordingMeta, data: bytes) -> None:
+        """Like :meth:`UploadTarget.upload`, for the bytes themselves."""
+        ...
 
 
 @runtime_checkable
@@ -96,13 +114,25 @@ class Uploader:
         """Finished recordings named by :meth:`notify`: uploaded without a scan of the spool."""
         self._scan = True
         """The spool may hold recordings not in :attr:`_known` (at start, after a failure)."""
+        self._memory: dict[str, tuple[RecordingMeta, bytes]] = {}
+        """Finished recordings held in memory (never spooled), by session id."""
+        self._held = 0
 
-    def notify(self, meta: RecordingMeta | None = None) -> None:
+    def can_hold(self, size: int) -> bool:
+        """Whether a finished recording of ``size`` bytes may be handed over in memory
+        (:meth:`notify` with its bytes) instead of being spooled."""
+        return isinstance(self._target, BytesTarget) and self._held + size <= MEMORY_BUDGET
+
+    def notify(self, meta: RecordingMeta | None = None, data: bytes | None = None) -> None:
         """A recording finished (``meta``: the one spooled, as :meth:`SpoolFile.finish`
-        returned it; without it the spool is scanned): upload it now."""
+        returned it, or the one whose bytes are ``data``, held in memory after
+        :meth:`can_hold` allowed it; without it the spool is scanned): upload it now."""
         if meta is None:
             self._scan = True
         else:
+            if data is not None:
+                self._memory[meta.session_id] = (meta, data)
+                self._held += len(data)
             self._known.append(meta)
         self._idle.clear()
         self._wake.set()
@@ -113,14 +143,29 @@ class Uploader:
         if self._scan:
             self._scan = False
             self._known.clear()
-            return self.spool.ready()
-        out = [(m, self.spool.directory / f"{m.session_id}.cast") for m in self._known]
+            held = [(m, self._cast(m)) for m, _ in self._memory.values()]
+            return self.spool.ready() + held
+        out = [(m, self._cast(m)) for m in self._known]
         self._known.clear()
         return out
+
+    def _cast(self, meta: RecordingMeta) -> Path:
+        return self.spool.directory / f"{meta.session_id}.cast"
 
     async def _deliver(self, meta: RecordingMeta, path: Path) -> None:
         """Upload, then remove the spool files (in the target's worker hop when it can)."""
         target = self._target
+        held = self._memory.get(meta.session_id)
+        if held is not None:
+            if isinstance(target, BytesTarget):
+                try:
+                    await target.upload_bytes(meta, held[1])
+                except BastionError:  # retried, or quarantined, from the spool
+                    await self._spill(meta.session_id)
+                    raise
+                self._release(meta.session_id)
+                return
+            await self._spill(meta.session_id)  # this target takes files only
         if isinstance(target, SpooledTarget):
             if await target.upload_spooled(meta, path, lambda: self.spool.remove(meta.session_id)):
                 return
@@ -158,6 +203,21 @@ class Uploader:
             self.uploaded.append(meta.session_id)
             log.info("recording uploaded", session_id=meta.session_id, size=meta.size)
         return True
+
+    def _release(self, session_id: str) -> bytes:
+        _, data = self._memory.pop(session_id)
+        self._held -= len(data)
+        return data
+
+    async def _spill(self, session_id: str) -> None:
+        """Spool a recording held in memory (its upload failed); logged when it cannot be."""
+        meta, _ = self._memory[session_id]
+        data = self._release(session_id)
+        try:
+            await asyncio.to_thread(self.spool.save, meta, data)
+        except OSError as exc:
+            log.error("cannot spool a recording whose upload failed; it is lost",
+                      session_id=session_id, error=str(exc))  # fmt: skip
 
     def recover(self) -> list[str]:
         """Finish what a stopped node left in the spool (once; before sessions can start, so

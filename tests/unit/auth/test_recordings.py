@@ -356,6 +356,29 @@ async def test_a_spooled_recording_is_refused_like_an_upload(
     assert await RecordingService(fx.auth).store.list() == []
 
 
+async def test_a_held_recording_is_checked_and_stored_from_memory(fx: AuthFixture) -> None:
+    target = InProcessTarget(RecordingService(fx.auth))
+    early = _meta()
+    with pytest.raises(ConnectionProblem, match="not in the audit log yet"):
+        await target.upload_bytes(early, CAST)
+    wrong = await _ended(fx, _meta(data=b"other bytes"))
+    with pytest.raises(BadParameter, match="do not match"):
+        await target.upload_bytes(wrong, CAST)
+    assert await RecordingService(fx.auth).store.list() == []
+    meta = await _ended(fx, _meta())
+    await target.upload_bytes(meta, CAST)
+    service = RecordingService(fx.auth)
+    got = await service.store.meta(meta.session_id)
+    assert got.size == len(CAST) and got.sha256 == meta.sha256 and got.uploaded is not None
+    assert await service.store.read(meta.session_id) == CAST
+    [event] = await fx.auth.audit.search(AuditQuery(types=("recording.upload",)))
+    assert event.session_id == meta.session_id and event.fields["size"] == len(CAST)
+    await target.upload_bytes(meta, CAST)  # a retry whose reply was lost: accepted
+    service.max_bytes = 10
+    with pytest.raises(LimitExceeded):
+        await InProcessTarget(service).upload_bytes(await _ended(fx, _meta()), CAST)
+
+
 async def test_the_lookup_after_a_session_end_reads_little(
     fx: AuthFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from bastion.errors import BadParameter, ConnectionProblem
 from bastion.recording.spool import Spool
 from bastion.recording.store import RecordingMeta
-from bastion.recording.uploader import Uploader
+from bastion.recording.uploader import MEMORY_BUDGET, Uploader
 
 
 class FlakyTarget:
@@ -161,3 +162,79 @@ async def test_notified_recordings_wait_while_auth_is_down(tmp_path: Path) -> No
     assert await uploader.upload_ready() is True
     assert target.received == {first.session_id: b"one", second.session_id: b"two"}
     assert spool.ready() == []
+
+
+class BytesTarget(FlakyTarget):
+    """Also takes recordings held in memory, as the all-in-one node's in-process target."""
+
+    def __init__(self, failures: int, refuse: set[str] | None = None) -> None:
+        super().__init__(failures, refuse)
+        self.from_memory: list[str] = []
+
+    async def upload_bytes(self, meta: RecordingMeta, data: bytes) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionProblem("auth is down")
+        if meta.session_id in self.refuse:
+            raise BadParameter("sha256 mismatch")
+        self.received[meta.session_id] = data
+        self.from_memory.append(meta.session_id)
+
+
+def _held(data: bytes) -> RecordingMeta:
+    """A finished recording's metadata (as ``_Recording.finish`` gives a held one)."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    return RecordingMeta(
+        session_id=str(uuid.uuid4()), user="u", node="n", size=len(data), sha256=sha256
+    )
+
+
+async def test_held_recordings_are_uploaded_without_spool_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bastion.recording.uploader as uploader_module
+
+    monkeypatch.setattr(uploader_module, "MEMORY_BUDGET", 10)
+    target = BytesTarget(failures=0)
+    uploader = Uploader(Spool(tmp_path), target)
+    assert await uploader.upload_ready() is True
+    assert uploader.can_hold(10) and not uploader.can_hold(11)
+    first, second = _held(b"one"), _held(b"two")
+    uploader.notify(first, b"one")
+    assert uploader.can_hold(7) and not uploader.can_hold(8)  # "one" is held
+    uploader.notify(second, b"two")
+    uploader.notify(first)  # named again (or found by a scan): uploaded once
+    uploader.notify()  # a scan finds the held ones too
+    assert await uploader.upload_ready() is True
+    assert target.received == {first.session_id: b"one", second.session_id: b"two"}
+    assert target.from_memory == [first.session_id, second.session_id]
+    assert uploader.uploaded == target.from_memory and uploader.can_hold(10)
+    assert list(tmp_path.iterdir()) == []  # never a file in the spool
+    # a target that takes files only: nothing is held
+    assert not Uploader(Spool(tmp_path), FlakyTarget(failures=0)).can_hold(1)
+
+
+async def test_a_held_recording_is_spooled_when_its_upload_fails(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    target = BytesTarget(failures=1)
+    uploader = Uploader(spool, target)
+    assert await uploader.upload_ready() is True
+    meta = _held(b"kept")
+    uploader.notify(meta, b"kept")
+    assert await uploader.upload_ready() is False  # auth is down: spooled, not lost
+    assert [m.session_id for m, _ in spool.ready()] == [meta.session_id]
+    assert uploader.can_hold(MEMORY_BUDGET)  # no longer in memory
+    assert await uploader.upload_ready() is True  # retried from the spool file
+    assert target.received == {meta.session_id: b"kept"} and target.from_memory == []
+    assert spool.ready() == []
+
+
+async def test_a_refused_held_recording_is_quarantined(tmp_path: Path) -> None:
+    meta = _held(b"bad")
+    target = BytesTarget(failures=0, refuse={meta.session_id})
+    uploader = Uploader(Spool(tmp_path), target)
+    assert await uploader.upload_ready() is True
+    uploader.notify(meta, b"bad")
+    assert await uploader.upload_ready() is True
+    assert uploader.failed == [meta.session_id] and target.received == {}
+    assert (tmp_path / "failed" / f"{meta.session_id}.cast").read_bytes() == b"bad"
