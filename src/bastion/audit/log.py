@@ -46,6 +46,7 @@ import json
 import logging
 import random
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -317,7 +318,7 @@ class AuditLog:
         self._rand = random.Random(secrets.randbits(64))
         """Id suffixes (unique per process stream; os.urandom per event costs ~0.1 ms)."""
         self._pending: list[tuple[Sequence[_Entry], asyncio.Future[list[_Stored]]]] = []
-        self._leaves: dict[int, tuple[bytes, str, str]] = {}
+        self._leaves: OrderedDict[int, tuple[bytes, str, str]] = OrderedDict()
         """Events stored by this process, by index, until the checkpointer takes them."""
         self._codes: dict[tuple[str, str], str] = {}
         """event_code per (type, outcome) seen by :meth:`_plain`."""
@@ -634,7 +635,10 @@ class AuditLog:
         for n, (event, value) in enumerate(stored):
             leaves[first + n] = (leaf_hash(value), event.id, event.type)
         while len(leaves) > LEAF_MEMORY:
-            del leaves[next(iter(leaves))]
+            # The oldest in O(1): a plain dict's first key is found by skipping the slots of
+            # every key deleted before it, ~15 us per event once the log ran ahead of the
+            # checkpointer (the bulk writers' statements made it quadratic).
+            leaves.popitem(last=False)
 
     def stored_leaf(self, index: int) -> tuple[bytes, str, str] | None:
         """``(leaf hash, id, type)`` of the event this process stored at ``index``, handed
