@@ -14,6 +14,7 @@ only the anchors of one purpose.
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -475,7 +476,7 @@ class VerifiedLeafCache:
 
     def __init__(self, max_entries: int = 1024) -> None:
         self._max = max_entries
-        self._items: dict[Hashable, VerifiedLeaf] = {}
+        self._items: OrderedDict[Hashable, VerifiedLeaf] = OrderedDict()  # oldest out in O(1)
 
     def get(self, key: Hashable, now: datetime) -> Identity | None:
         """The identity of a certificate verified before and still valid at ``now``."""
@@ -487,7 +488,7 @@ class VerifiedLeafCache:
     def put(self, key: Hashable, leaf: VerifiedLeaf) -> None:
         self._items.pop(key, None)
         while len(self._items) >= self._max:
-            del self._items[next(iter(self._items))]
+            self._items.popitem(last=False)
         self._items[key] = leaf
 
     def clear(self) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import re
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Final
@@ -931,7 +932,7 @@ class CommandTracker:
         """Commands whose first answer is looked at, in order: a query naming LOCAL (its
         text), None for a COM_STMT_PREPARE."""
         self._infile: _Infile | None = None
-        self._stmts: dict[int, _Prepared] = {}
+        self._stmts: OrderedDict[int, _Prepared] = OrderedDict()  # the oldest goes in O(1)
         self._last: int | None = None
 
     def client(
@@ -1039,7 +1040,7 @@ class CommandTracker:
             self._stmts[stmt_id] = _Prepared(sql, params)
             self._last = stmt_id
             while len(self._stmts) > self.max_entries:
-                del self._stmts[next(iter(self._stmts))]
+                self._stmts.popitem(last=False)
         elif payload[:1] == b"\xff":
             self._pending.pop(0)
         return None

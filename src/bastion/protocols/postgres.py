@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -543,8 +544,10 @@ class StatementTracker:
     def __init__(self, *, redact_params: bool = False, max_entries: int = 1024) -> None:
         self.redact_params = redact_params
         self.max_entries = max_entries
-        self._statements: dict[str, str] = {}
-        self._portals: dict[str, tuple[str, tuple[str | None, ...]]] = {}
+        # Ordered: the oldest is evicted in O(1) (a dict's first key after many deletions
+        # at its front is found by a scan: quadratic for a client that names many statements).
+        self._statements: OrderedDict[str, str] = OrderedDict()
+        self._portals: OrderedDict[str, tuple[str, tuple[str | None, ...]]] = OrderedDict()
 
     def feed(self, message: Message) -> Statement | None:
         """The statement ``message`` runs, if it runs one.
@@ -579,11 +582,11 @@ class StatementTracker:
             pass  # Sync ends an implicit transaction; unnamed portals end with it
         return None
 
-    def _remember(self, table: dict[str, _V], name: str, value: _V) -> None:
+    def _remember(self, table: OrderedDict[str, _V], name: str, value: _V) -> None:
         table.pop(name, None)
         table[name] = value
         while len(table) > self.max_entries:
-            del table[next(iter(table))]
+            table.popitem(last=False)
 
 
 LARGE_OBJECT_FUNCTIONS: Final = {
