@@ -893,6 +893,7 @@ def main() -> None:
         bulk_child(*args.bulk_child)
         return
     if args.bsh_listener:  # the child process of run_mysql (as bsh proxy db: its loop)
+        tune_runtime()  # as bsh proxy db does
         run_loop(bsh_listener(*args.bsh_listener))
         return
     if args.agent_child:  # --agent-process: the database's agent (as bastion start --roles=db)

@@ -11,6 +11,7 @@ from bastion.runtime import (
     GC_THRESHOLDS,
     MMAP_THRESHOLD,
     TLS_READ_BUFFER,
+    TRIM_THRESHOLD,
     as_transport,
     event_loop_name,
     loop_factory,
@@ -22,7 +23,7 @@ def test_tls_read_buffer_is_shrunk_and_gc_runs_less_often() -> None:
     original = asyncio.sslproto.SSLProtocol.max_size
     thresholds = gc.get_threshold()
     try:
-        with mock.patch.object(runtime, "_fix_mmap_threshold") as mallopt:
+        with mock.patch.object(runtime, "_tune_malloc") as mallopt:
             tune_runtime()
         mallopt.assert_called_once()
         assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER
@@ -35,8 +36,19 @@ def test_tls_read_buffer_is_shrunk_and_gc_runs_less_often() -> None:
 
 
 def test_mmap_threshold_is_above_the_loops_256_kib_reads() -> None:
-    # recv(256 KiB) / SSLObject.read(256 KiB) plus the bytes header must come from the heap.
+    # recv(256 KiB) / SSLObject.read(256 KiB) plus the bytes header must come from the heap,
+    # and freeing one must not trim the heap's top (two brk calls and page faults per read).
     assert MMAP_THRESHOLD > 256 * 1024 + 64
+    assert TRIM_THRESHOLD >= 4 * MMAP_THRESHOLD
+
+
+def test_malloc_is_told_both_thresholds() -> None:
+    calls: list[tuple[int, int]] = []
+    libc = mock.Mock()
+    libc.mallopt.side_effect = lambda param, value: calls.append((param, value))
+    with mock.patch.object(runtime.ctypes, "CDLL", return_value=libc):
+        runtime._tune_malloc()
+    assert calls == [(-3, MMAP_THRESHOLD), (-1, TRIM_THRESHOLD)]  # <malloc.h>'s numbers
 
 
 def test_uvloop_is_the_default_and_asyncio_is_chosen_by_the_variable() -> None:

@@ -61,6 +61,7 @@ from bastion.protocols.http1 import (
     parse_request_head,
 )
 from bastion.runtime import run as run_loop
+from bastion.runtime import tune_runtime
 
 __all__ = ["apps_group", "curl_flags", "proxy_app", "rewrite_head", "run_proxy_app"]
 
@@ -424,6 +425,7 @@ def proxy_app(name: str, port: int, host: str) -> None:
     else:
         ctx, addr = app_context(profile, name, ALPN_HTTP), _public_addr(profile, name)
     try:
+        tune_runtime()  # a long-lived relay: the daemon's malloc and GC tuning
         run_loop(run_proxy_app(profile.proxy, ctx, name, host, port, http_addr=addr))
     except KeyboardInterrupt:
         pass

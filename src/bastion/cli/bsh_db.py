@@ -84,7 +84,7 @@ from bastion.protocols.postgres import (
     parse_startup_packet,
 )
 from bastion.proxy.relay import Relay
-from bastion.runtime import as_transport
+from bastion.runtime import as_transport, tune_runtime
 from bastion.runtime import run as run_loop
 from bastion.tasks import spawn
 
@@ -927,6 +927,7 @@ def proxy_db(name: str, port: int, host: str) -> None:
     db_context(profile, name)  # no certificate at all: one line now, not per connection
     certs = ListenerCerts(profile, name)
     try:
+        tune_runtime()  # a long-lived relay: the daemon's malloc and GC tuning
         run_loop(run_proxy_db(profile, certs.context, name, host, port))  # uvloop: its TLS in C
     except KeyboardInterrupt:
         pass
