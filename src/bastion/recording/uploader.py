@@ -163,6 +163,9 @@ class Uploader:
                 except BastionError:  # retried, or quarantined, from the spool
                     await self._spill(meta.session_id)
                     raise
+                except OSError as exc:  # the store could not write it: retried from the spool
+                    await self._spill(meta.session_id)
+                    raise ConnectionProblem(f"cannot store the recording: {exc}") from None
                 self._release(meta.session_id)
                 return
             await self._spill(meta.session_id)  # this target takes files only

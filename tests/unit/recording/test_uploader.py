@@ -238,3 +238,18 @@ async def test_a_refused_held_recording_is_quarantined(tmp_path: Path) -> None:
     assert await uploader.upload_ready() is True
     assert uploader.failed == [meta.session_id] and target.received == {}
     assert (tmp_path / "failed" / f"{meta.session_id}.cast").read_bytes() == b"bad"
+
+
+async def test_a_held_recording_the_store_cannot_write_is_spooled(tmp_path: Path) -> None:
+    class FullDisk(BytesTarget):
+        async def upload_bytes(self, meta: RecordingMeta, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+    spool = Spool(tmp_path)
+    uploader = Uploader(spool, FullDisk(failures=0))
+    assert await uploader.upload_ready() is True
+    meta = _held(b"kept")
+    uploader.notify(meta, b"kept")
+    assert await uploader.upload_ready() is False  # retried later, the loop goes on
+    assert [m.session_id for m, _ in spool.ready()] == [meta.session_id]
+    assert uploader.can_hold(MEMORY_BUDGET)
