@@ -100,9 +100,7 @@ class RecordingService:
             LimitExceeded: larger than the configured maximum.
             AlreadyExists: other bytes are stored for this session already.
         """
-        meta.check()
-        if not meta.sha256:
-            raise BadParameter("the upload must declare the recording's sha256")
+        _check_declared(meta)
         fd, name = tempfile.mkstemp(prefix="bastion-recording-", suffix=".cast")
         path = Path(name)
         try:
@@ -132,9 +130,7 @@ class RecordingService:
         """Like :meth:`receive`, for a recording already in a local file (the all-in-one
         node's spool): hashed in a worker thread and stored from there, with no copy through
         a temporary file and no file IO on the event loop."""
-        meta.check()
-        if not meta.sha256:
-            raise BadParameter("the upload must declare the recording's sha256")
+        _check_declared(meta)
         if isinstance(self.store, LocalRecordingStore):  # copied: the file may change later
             stored, _ = await self._receive_local(self.store, meta, path, None, link=False)
             return stored
@@ -148,9 +144,7 @@ class RecordingService:
         that ``remove`` deletes once it is stored: with a local store, the hash, the checks, the
         store (by hard link) and ``remove`` run in ONE worker-thread hop. True when ``remove``
         ran (False: the caller removes it; identical bytes were stored already)."""
-        meta.check()
-        if not meta.sha256:
-            raise BadParameter("the upload must declare the recording's sha256")
+        _check_declared(meta)
         if isinstance(self.store, LocalRecordingStore):
             _, removed = await self._receive_local(self.store, meta, path, remove, link=True)
             return removed
@@ -161,9 +155,7 @@ class RecordingService:
         """Like :meth:`receive_file` for a recording held in memory (the all-in-one node's
         short sessions, never spooled): with a local store, hashed, checked and stored in one
         worker-thread hop, with no spool file made or removed."""
-        meta.check()
-        if not meta.sha256:
-            raise BadParameter("the upload must declare the recording's sha256")
+        _check_declared(meta)
         if isinstance(self.store, LocalRecordingStore):
             stored, _ = await self._receive_local(self.store, meta, data, None, link=False)
             return stored
@@ -655,6 +647,13 @@ def _store_local(
     if remove is not None:
         remove()
     return "stored", stored
+
+
+def _check_declared(meta: RecordingMeta) -> None:
+    """An upload's metadata is valid and names the recording's sha256 (BadParameter if not)."""
+    meta.check()
+    if not meta.sha256:
+        raise BadParameter("the upload must declare the recording's sha256")
 
 
 def _hash_bytes(data: bytes, max_bytes: int) -> tuple[str, int, bytes]:
