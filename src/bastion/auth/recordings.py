@@ -111,10 +111,7 @@ class RecordingService:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise LimitExceeded(
-                            f"recording larger than {self.max_bytes} bytes "
-                            "(auth_service.recordings.max_bytes)"
-                        )
+                        raise _too_large(self.max_bytes)
                     if len(head) <= MAX_LINE and b"\n" not in head:
                         head += chunk[:MAX_LINE]
                     digest.update(chunk)
@@ -656,12 +653,16 @@ def _check_declared(meta: RecordingMeta) -> None:
         raise BadParameter("the upload must declare the recording's sha256")
 
 
+def _too_large(max_bytes: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"recording larger than {max_bytes} bytes (auth_service.recordings.max_bytes)"
+    )
+
+
 def _hash_bytes(data: bytes, max_bytes: int) -> tuple[str, int, bytes]:
     """:func:`_hash_file` of a recording held in memory."""
     if len(data) > max_bytes:
-        raise LimitExceeded(
-            f"recording larger than {max_bytes} bytes (auth_service.recordings.max_bytes)"
-        )
+        raise _too_large(max_bytes)
     return hashlib.sha256(data).hexdigest(), len(data), data[: MAX_LINE + 1]
 
 
@@ -682,9 +683,7 @@ def _hash_file(path: Path, max_bytes: int) -> tuple[str, int, bytes]:
         while chunk := fh.read(CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise LimitExceeded(
-                    f"recording larger than {max_bytes} bytes (auth_service.recordings.max_bytes)"
-                )
+                raise _too_large(max_bytes)
             if len(head) <= MAX_LINE and b"\n" not in head:
                 head += chunk[:MAX_LINE]
             digest.update(chunk)
