@@ -23,12 +23,15 @@ class FlakyTarget:
         self.received: dict[str, bytes] = {}
 
     async def upload(self, meta: RecordingMeta, path: Path) -> None:
+        self._take(meta, path.read_bytes())
+
+    def _take(self, meta: RecordingMeta, data: bytes) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionProblem("auth is down")
         if meta.session_id in self.refuse:
             raise BadParameter("sha256 mismatch")
-        self.received[meta.session_id] = path.read_bytes()
+        self.received[meta.session_id] = data
 
 
 def _record(spool: Spool, data: bytes) -> RecordingMeta:
@@ -172,12 +175,7 @@ class BytesTarget(FlakyTarget):
         self.from_memory: list[str] = []
 
     async def upload_bytes(self, meta: RecordingMeta, data: bytes) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionProblem("auth is down")
-        if meta.session_id in self.refuse:
-            raise BadParameter("sha256 mismatch")
-        self.received[meta.session_id] = data
+        self._take(meta, data)
         self.from_memory.append(meta.session_id)
 
 
