@@ -90,6 +90,7 @@ class AuthService:
             path=storage.path or str(data / "backend.sqlite"),
             dsn=storage.dsn,
             clock=clock,
+            writer=storage.writer,
         )
         kek = load_or_create_kek(Path(config.auth_service.kek_file or data / "keys" / "kek"))
         host, port = parse_addr(config.auth_service.listen_addr, 3025)

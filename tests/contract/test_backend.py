@@ -24,7 +24,7 @@ from bastion.backend.compliance import (
     next_events,
 )
 from bastion.backend.postgres import PostgresBackend
-from bastion.backend.sqlite import SQLiteBackend
+from bastion.backend.sqlite import SQLiteBackend, WriterKind
 from bastion.clock import FakeClock
 from bastion.errors import ConnectionProblem
 from bastion.testing.peers.ports import free_port
@@ -40,7 +40,7 @@ def _memory_factory() -> BackendFactory:
     return make
 
 
-def _sqlite_factory(tmp_path: Path) -> BackendFactory:
+def _sqlite_factory(tmp_path: Path, writer: WriterKind) -> BackendFactory:
     async def make(options: SuiteOptions) -> Backend:
         path = tmp_path / f"backend-{next(_counter)}.sqlite"
         return await SQLiteBackend.open(
@@ -49,6 +49,7 @@ def _sqlite_factory(tmp_path: Path) -> BackendFactory:
             poll_interval=0.02,
             event_retention=options.event_retention,
             trim_interval=0.05,
+            writer=writer,
         )
 
     return make
@@ -71,13 +72,20 @@ def _postgres_factory(server: PgServer) -> BackendFactory:
 
 
 @pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.needs_postgres)]
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite-process",
+        pytest.param("postgres", marks=pytest.mark.needs_postgres),
+    ]
 )
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
     if request.param == "memory":
         return _memory_factory()
     if request.param == "sqlite":
-        return _sqlite_factory(tmp_path)
+        return _sqlite_factory(tmp_path, "thread")
+    if request.param == "sqlite-process":  # the writer in its own process (bastion start's)
+        return _sqlite_factory(tmp_path, "process")
     return _postgres_factory(request.getfixturevalue("postgres_server"))
 
 

@@ -2,7 +2,8 @@
 
 A real ``bastion start`` daemon (embedded SQLite) gets concurrent creates, updates and deletes of
 roles, locks and join tokens through the admin API and is SIGKILLed at a random moment, then
-restarted, :data:`ROUNDS` times. Afterwards: every acknowledged call has its event, ``bctl audit
+restarted, :data:`ROUNDS` times (its SQLite writer process must go with it each time).
+Afterwards: every acknowledged call has its event, ``bctl audit
 verify`` passes (so every stored resource matches the event of its latest write), and every key
 an event wrote holds what the newest such event says (tokens excepted once expired).
 Each round runs for a random 0.3-1.2 s of load. The issue asks for 20 rounds; those took 120 s
@@ -24,6 +25,7 @@ from harness import Cluster, run, start_cluster
 from bastion.audit.log import PREFIX, AuditLog, index_of_key
 from bastion.audit.state import LatestWrites, events_without_state
 from bastion.backend.sqlite import SQLiteBackend
+from bastion.backend.sqlite_writer import CHILD_MODULE
 from bastion.cli.identity import _admin_identity
 from bastion.client.api import AuthClient
 from bastion.clock import SystemClock
@@ -100,14 +102,45 @@ async def _load(cluster: Cluster, round_no: int, acked: list[tuple[str, str]], r
         await asyncio.gather(*(worker(w, client) for w in range(WORKERS)))
 
 
+def _writer_children(pid: int) -> list[int]:
+    """The daemon's SQLite writer processes (``storage.writer: process``, the default)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if stat[1] == str(pid) and stat[0] != "Z" and CHILD_MODULE.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return stat[0] != "Z"
+
+
 async def _round(cluster: Cluster, round_no: int, acked: list[tuple[str, str]]) -> None:
     rng = random.Random(round_no)
     delay = rng.uniform(0.3, 1.2)
     load = asyncio.ensure_future(_load(cluster, round_no, acked, rng))
     await asyncio.sleep(delay)
+    writers = _writer_children(cluster.proc.pid)
+    assert len(writers) == 1, writers
     # mid-flight: requests are being committed when the daemon dies
     cluster.proc.send_signal(signal.SIGKILL)
     await asyncio.to_thread(cluster.proc.wait, 10)
+    # its writer finishes what it was sent (each a whole transaction), then sees the end of
+    # its socket and exits: no orphan holds the file for the next daemon
+    for _ in range(200):
+        if not _running(writers[0]):
+            break
+        await asyncio.sleep(0.05)
+    assert not _running(writers[0]), "the SQLite writer outlived its daemon"
     # the daemon is gone: nothing more can be acknowledged, so stop hammering its port
     load.cancel()
     try:

@@ -38,6 +38,7 @@ async def open_backend(
     path: str | None = None,
     dsn: str | None = None,
     clock: Clock | None = None,
+    writer: Literal["thread", "process"] = "thread",
 ) -> Backend:
     """Open the backend named by ``kind``.
 
@@ -47,6 +48,8 @@ async def open_backend(
         path: SQLite database file; created when missing.
         dsn: PostgreSQL connection string, e.g. ``postgresql://bastion@db:5432/bastion``.
         clock: time source for TTLs; the system clock by default.
+        writer: for sqlite, where its writer runs: a worker thread, or a process of its own
+            (``storage.writer``, bastion start's default: no GIL shared with the event loop).
 
     Raises:
         BadParameter: unknown kind, or the path/dsn that kind needs is missing.
@@ -63,7 +66,7 @@ async def open_backend(
             )
         from bastion.backend.sqlite import SQLiteBackend
 
-        return await SQLiteBackend.open(path, clock)
+        return await SQLiteBackend.open(path, clock, writer=writer)
     if kind == "postgres":
         if not dsn:
             raise BadParameter(

@@ -39,7 +39,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import structlog
 
@@ -71,6 +71,7 @@ from bastion.backend.fanout import (
     to_micros,
     wait_event,
 )
+from bastion.backend.sqlite_writer import ProcessWriter
 from bastion.clock import Clock, SystemClock
 from bastion.errors import (
     AlreadyExists,
@@ -82,7 +83,9 @@ from bastion.errors import (
 )
 from bastion.tasks import TaskSet
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["SQLiteBackend", "WriterKind"]
+
+WriterKind = Literal["thread", "process"]
 
 _T = TypeVar("_T")
 _log = structlog.stdlib.get_logger(__name__)
@@ -321,18 +324,18 @@ class _Store(_Reads):
         return self._event(EventType.DELETE, key, b"", None)
 
     def write(
-        self, fn: Callable[..., _T], args: tuple[Any, ...], revision: int, limit: int
-    ) -> tuple[_T, tuple[int, int, Sequence[Event]] | None]:
-        """``fn(*args)`` (a write transaction), then ``(start, trimmed_through, events after
-        start)`` for the watchers, without another hop. ``start`` is ``revision`` (published
-        on the event loop when the write was queued) or, when higher, the revision through
-        which an earlier write's answer went out (:attr:`covered`: writes queued together
-        all saw the same ``revision``; each takes on from the one before). The events are the
-        write's own items when they directly follow ``start`` (nobody wrote in between:
-        nothing to read back), else :meth:`events_after`. The read is best effort (None when
-        it failed: the poller catches up), so the write's outcome is never lost; the caller
-        publishes it only when nothing before ``start`` is left unpublished."""
-        result = fn(*args)
+        self, method: str, args: tuple[Any, ...], revision: int, limit: int
+    ) -> tuple[Any, tuple[int, int, Sequence[Event]] | None]:
+        """``method(*args)`` (a write transaction: a method of this store), then ``(start,
+        trimmed_through, events after start)`` for the watchers, without another hop. ``start`` is
+        ``revision`` (published on the event loop when the write was queued) or, when higher, the
+        revision through which an earlier write's answer went out (:attr:`covered`: writes queued
+        together all saw the same ``revision``; each takes on from the one before). The events are
+        the write's own items when they directly follow ``start`` (nobody wrote in between: nothing
+        to read back), else :meth:`events_after`. The read is best effort (None when it failed: the
+        poller catches up), so the write's outcome is never lost; the caller publishes it only when
+        nothing before ``start`` is left unpublished."""
+        result = getattr(self, method)(*args)
         start = max(revision, self.covered)
         own = _own_events(result, start)
         if own is not None:
@@ -557,6 +560,34 @@ class _Puts(Sequence[Event]):
         """The events' keys, in order, without making the events (for the fan-out's filter)."""
         return (key for key, _ in self.pairs)
 
+    def __reduce__(self) -> tuple[type[_PutsRef], tuple[int, int]]:
+        # From the writer process: the daemon sent the pairs, so only the revision comes back.
+        return _PutsRef, (self.first, len(self.pairs))
+
+
+@dataclass(frozen=True, slots=True)
+class _PutsRef:
+    """A :class:`_Puts` as it arrives from the writer process, without its pairs."""
+
+    first: int
+    count: int
+
+    def resolve(self, pairs: list[tuple[str, bytes]]) -> _Puts:
+        assert len(pairs) == self.count
+        return _Puts(self.first, pairs)
+
+
+def _resolve_puts(answer: Any, pairs: list[tuple[str, bytes]]) -> Any:
+    """A ``write("create_many", ...)`` answer from the writer process with its pairs back in
+    (the result and, when they are the same, the events for the watchers)."""
+    result, read = answer
+    if not isinstance(result, _PutsRef):
+        return answer
+    puts = result.resolve(pairs)
+    if read is not None and read[2] is result:
+        read = (read[0], read[1], puts)
+    return puts, read
+
 
 def _own_events(result: object, revision: int) -> Sequence[Event] | None:
     """The PUT events of a write's stored items (one Item, or a commit's list) when their
@@ -584,43 +615,42 @@ class _StoreEvents:
     of :data:`_EVENTS`, run on the worker thread through the backend's ``call``."""
 
     call: Callable[..., Awaitable[Any]]
-    store: _Store
+    """Runs a method of the store, by name, where the writer runs."""
     expire_at: int | None = None
     """Set by the periodic loop when an expiry sweep is due: the next :meth:`events_after`
     runs it first, on the same worker-thread hop (then it is cleared)."""
 
     async def events_after(self, revision: int, limit: int | None) -> tuple[int, list[Event]]:
         expire, self.expire_at = self.expire_at, None
-        found: tuple[int, list[Event]] = await self.call(
-            self.store.events_after, revision, limit, expire
-        )
+        found: tuple[int, list[Event]] = await self.call("events_after", revision, limit, expire)
         return found
 
     async def sweep(self) -> None:
         """The expiry sweep that was due, alone (a round that does not poll)."""
         expire, self.expire_at = self.expire_at, None
         if expire is not None:
-            await self.call(self.store.expire, expire)
+            await self.call("expire", expire)
 
     async def head(self) -> int:
-        revision: int = await self.call(self.store.current_revision)
+        revision: int = await self.call("current_revision")
         return revision
 
     async def trim(self, retention: int) -> int:
-        horizon: int = await self.call(self.store.trim, retention)
+        horizon: int = await self.call("trim", retention)
         return horizon
 
 
 class SQLiteBackend:
     """A :class:`~bastion.backend.base.Backend` in one SQLite file, shareable between processes.
 
-    Create with :meth:`open`; ``close()`` stops the loop and the worker thread.
+    Create with :meth:`open`; ``close()`` stops the loop, the reader's thread and the writer
+    (its worker thread, or its process: ``writer="process"``, :mod:`~.sqlite_writer`).
     """
 
     def __init__(
         self,
-        executor: ThreadPoolExecutor,
-        store: _Store,
+        writer: _Store | ProcessWriter,
+        reader: tuple[ThreadPoolExecutor, _Reader],
         clock: Clock,
         *,
         poll_interval: float,
@@ -628,16 +658,18 @@ class SQLiteBackend:
         trim_interval: float,
         queue_size: int,
         path: str = "",
-        reader: tuple[ThreadPoolExecutor, _Reader] | None = None,
     ) -> None:
         self._path = path
-        self._executor = executor
-        self._store = store
-        self._reads: tuple[ThreadPoolExecutor, _Reads] = reader or (executor, store)
+        self._process = writer if isinstance(writer, ProcessWriter) else None
+        """The writer process, or None: the writer's connection is :attr:`_store`, on
+        :attr:`_executor`'s thread."""
+        self._store = None if isinstance(writer, ProcessWriter) else writer
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        self._reads = reader
         """Where ``get`` and ``get_range`` run: the reader's thread and connection."""
         self._clock = clock
         self._poll_interval = poll_interval
-        self._source = _StoreEvents(self._call, store)
+        self._source = _StoreEvents(self._call)
         self._events = EventLog(
             self._source,
             engine="sqlite",
@@ -665,47 +697,58 @@ class SQLiteBackend:
         trim_interval: float = 10.0,
         busy_timeout: float = 10.0,
         queue_size: int = 1024,
+        writer: WriterKind = "thread",
     ) -> SQLiteBackend:
         """Open (creating if needed) the database file at ``path`` and start the periodic loop.
 
+        ``writer``: where the writer's connection runs: a worker thread of this process, or a
+        process of its own (:mod:`~bastion.backend.sqlite_writer`: no GIL shared with the
+        event loop; what ``bastion start`` uses).
+
         Raises:
-            BadParameter: a nonsensical interval or retention.
+            BadParameter: a nonsensical interval or retention, or an unknown writer.
             ConnectionProblem: the file cannot be opened or is not a database.
         """
         if poll_interval <= 0 or trim_interval <= 0 or event_retention < 1:
             raise BadParameter("poll_interval, trim_interval and event_retention must be positive")
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        if writer not in ("thread", "process"):
+            raise BadParameter(f"unknown sqlite writer {writer!r}; use thread or process")
         reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite-read")
         loop = asyncio.get_running_loop()
-        store: _Store | None = None
+        opened: _Store | ProcessWriter | None = None
         try:
+            if writer == "process":
+                opened = await ProcessWriter.start(path, busy_timeout)
             with _map_sqlite_errors(path):
-                store = await loop.run_in_executor(executor, _Store, path, busy_timeout)
+                if opened is None:
+                    opened = await loop.run_in_executor(reads, _Store, path, busy_timeout)
                 reader = await loop.run_in_executor(reads, _Reader, path, busy_timeout)
         except BaseException:
-            if store is not None:
-                executor.submit(store.db.close)
-            executor.shutdown(wait=False)
+            if isinstance(opened, ProcessWriter):
+                await opened.close()
+            elif opened is not None:
+                opened.db.close()
             reads.shutdown(wait=False)
             raise
         backend = cls(
-            executor,
-            store,
+            opened,
+            (reads, reader),
             clock,
             poll_interval=poll_interval,
             event_retention=event_retention,
             trim_interval=trim_interval,
             queue_size=queue_size,
             path=path,
-            reader=(reads, reader),
         )
         await backend._events.start()
         backend._tasks.spawn(backend._periodic(), f"sqlite-periodic:{path}")
         return backend
 
-    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)`` on the writer's thread."""
-        return await self._on(self._executor, fn, *args)
+    async def _call(self, method: str, *args: Any) -> Any:
+        """The writer's ``method(*args)``, on its thread or in its process."""
+        if self._process is not None:
+            return await self._process.call(method, *args)
+        return await self._on(self._executor, getattr(self._store, method), *args)
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(reads, *args)`` on the reader's thread, with its connection."""
@@ -719,21 +762,28 @@ class SQLiteBackend:
         with _map_sqlite_errors(self._path):
             return await loop.run_in_executor(executor, functools.partial(fn, *args))
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid (``writer="process"``), else None."""
+        return None if self._process is None else self._process.pid
+
     def _now(self) -> int:
         return to_micros(self._clock.now())
 
-    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run the write ``fn(*args, now)`` and publish it (and anything other processes wrote
-        before it) to the watchers from the same worker-thread hop; the poller runs only when
-        that read could not cover everything."""
+    async def _write(self, method: str, *args: Any) -> Any:
+        """Run the writer's ``method(*args, now)`` and publish it (and anything other processes
+        wrote before it) to the watchers from the same hop to the writer; the poller runs only
+        when that read could not cover everything."""
         events = self._events
-        result: _T
         read: tuple[int, int, Sequence[Event]] | None
         self._writing += 1
         try:
-            result, read = await self._call(
-                self._store.write, fn, (*args, self._now()), events.last_seen, POLL_BATCH
+            answer = await self._call(
+                "write", method, (*args, self._now()), events.last_seen, POLL_BATCH
             )
+            if method == "create_many":
+                answer = _resolve_puts(answer, args[0])
+            result, read = answer
         except BaseException:
             self._fall_behind()
             raise
@@ -741,7 +791,11 @@ class SQLiteBackend:
             self._writing -= 1
         # An earlier write's answer that was not published (its caller was cancelled) leaves
         # a gap before ``start``: the poller reads from what was published.
-        if read is None or read[0] > events.last_seen or not events.deliver(*read[1:], POLL_BATCH):
+        if (
+            read is None
+            or read[0] > events.last_seen
+            or not events.deliver(read[1], read[2], POLL_BATCH)
+        ):
             self._fall_behind()
         return result
 
@@ -802,11 +856,11 @@ class SQLiteBackend:
 
     async def create(self, item: Item) -> Item:
         check_item(item)
-        return await self._write(self._store.create, item)
+        return cast(Item, await self._write("create", item))
 
     async def put(self, item: Item) -> Item:
         check_item(item)
-        return await self._write(self._store.put, item)
+        return cast(Item, await self._write("put", item))
 
     async def create_batch(self, items: Sequence[Item]) -> list[Item]:
         """Create every item in one transaction, or none (AlreadyExists when any exists or a
@@ -822,33 +876,33 @@ class SQLiteBackend:
         (no expiry), in one transaction, without building the stored items."""
         checked = check_pairs(pairs)
         if checked:
-            await self._write(self._store.create_many, checked)
+            await self._write("create_many", checked)
 
     async def commit(self, ops: Sequence[Op]) -> list[Item | None]:
         checked = check_transaction(ops)
         if not checked:
             return []
-        return await self._write(self._store.commit, checked)
+        return cast(list[Item | None], await self._write("commit", checked))
 
     async def update(self, item: Item, expected_revision: int | None = None) -> Item:
         check_item(item)
-        return await self._write(self._store.update, item, expected_revision)
+        return cast(Item, await self._write("update", item, expected_revision))
 
     async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
         check_item(replace)
         if expected.key != replace.key:
             raise BadParameter("compare_and_swap needs the same key in expected and replace")
-        return await self._write(self._store.compare_and_swap, expected, replace)
+        return cast(Item, await self._write("compare_and_swap", expected, replace))
 
     async def delete(self, key: str, expected_revision: int | None = None) -> None:
         check_key(key)
-        await self._write(self._store.delete, key, expected_revision)
+        await self._write("delete", key, expected_revision)
 
     async def delete_range(self, prefix: str) -> int:
-        return await self._write(self._store.delete_range, prefix)
+        return cast(int, await self._write("delete_range", prefix))
 
     async def current_revision(self) -> int:
-        return await self._call(self._store.current_revision)
+        return cast(int, await self._call("current_revision"))
 
     async def watch(
         self, prefixes: Sequence[str] = ("",), start_revision: int | None = None
@@ -861,10 +915,13 @@ class SQLiteBackend:
         await self._tasks.cancel_all()
         self._events.close()
         executor, reads = self._reads
+        loop = asyncio.get_running_loop()
         try:
-            if reads is not self._store:
-                await asyncio.get_running_loop().run_in_executor(executor, reads.db.close)
-            await self._call(self._store.db.close)
+            await loop.run_in_executor(executor, reads.db.close)
+            if self._process is not None:
+                await self._process.close()
+            elif self._store is not None:
+                await loop.run_in_executor(self._executor, self._store.db.close)
         finally:
             self._closed = True
             self._executor.shutdown(wait=False)

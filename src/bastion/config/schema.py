@@ -43,6 +43,10 @@ class StorageConfig(StrictModel):
     """SQLite file; default ``<data_dir>/backend.sqlite``."""
     dsn: str = ""
     """PostgreSQL connection string, e.g. ``postgresql://bastion@db.example.com/bastion``."""
+    writer: Literal["process", "thread"] = "process"
+    """SQLite only: where the writer's connection runs. ``process``: a child process of the
+    daemon, so audit and resource writes never hold the GIL the event loop needs (docs/
+    architecture.md); ``thread``: a worker thread (one process, ~25 MB less memory)."""
 
 
 class RateLimitConfig(StrictModel):

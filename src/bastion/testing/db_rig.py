@@ -30,8 +30,9 @@ from bastion.auth.gate import Gate
 from bastion.auth.recordings import InProcessTarget, RecordingService
 from bastion.auth.server import AuthDeps, AuthServer
 from bastion.backend import open_backend
+from bastion.backend.sqlite import WriterKind
 from bastion.clock import SystemClock
-from bastion.config.schema import AuditLogConfig
+from bastion.config.schema import AuditLogConfig, StorageConfig
 from bastion.errors import ConnectionProblem, NotFound
 from bastion.live.registry import LiveRegistry
 from bastion.locks.watcher import LockWatcher
@@ -191,15 +192,23 @@ class DbRig:
 
 @asynccontextmanager
 async def rig_auth(
-    tmp: Path, clock: SystemClock, *, sqlite: bool, recordings: RecordingStore | None = None
+    tmp: Path,
+    clock: SystemClock,
+    *,
+    sqlite: bool,
+    recordings: RecordingStore | None = None,
+    sqlite_writer: WriterKind = StorageConfig().writer,
 ) -> AsyncIterator[AuthServer]:
     """The rig's auth server: over a MemoryBackend (tests), or with ``sqlite`` over the
     SQLite backend of ``bastion start`` (benchmarks: the audit log's real write path, and its
-    signed checkpoints every ``checkpoint_interval`` seconds, as ``bastion start`` runs them)."""
+    signed checkpoints every ``checkpoint_interval`` seconds, as ``bastion start`` runs them;
+    its writer where ``sqlite_writer`` says, by default where ``bastion start`` runs it)."""
     if not sqlite:
         yield (await make_auth(clock=clock, cluster=CLUSTER, recordings=recordings)).auth
         return
-    backend = await open_backend("sqlite", path=str(tmp / "backend.sqlite"), clock=clock)
+    backend = await open_backend(
+        "sqlite", path=str(tmp / "backend.sqlite"), clock=clock, writer=sqlite_writer
+    )
     try:
         auth = AuthServer(
             AuthDeps(
@@ -228,6 +237,7 @@ async def start_db_rig(
     audit_queries: bool = True,
     colocated: bool = False,
     sqlite: bool = False,
+    sqlite_writer: WriterKind = StorageConfig().writer,
     keep_events: bool = True,
     launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[DbRig]:
@@ -241,7 +251,9 @@ async def start_db_rig(
     (:func:`rig_cluster`)."""
     clock = SystemClock()
     store = LocalRecordingStore(tmp / "recordings")
-    async with rig_auth(tmp, clock, sqlite=sqlite, recordings=store) as auth:
+    async with rig_auth(
+        tmp, clock, sqlite=sqlite, recordings=store, sqlite_writer=sqlite_writer
+    ) as auth:
         async with _db_rig(
             tmp, auth, clock, audit_queries, colocated, keep_events, launch_agent
         ) as rig:

@@ -29,7 +29,9 @@ from bastion.agent.db_provision import DbAdmin
 from bastion.agent.db_service import DbAgent
 from bastion.auth.db_certs import DbCerts
 from bastion.auth.server import AuthServer
+from bastion.backend.sqlite import WriterKind
 from bastion.clock import SystemClock
+from bastion.config.schema import StorageConfig
 from bastion.locks.watcher import LockWatcher
 from bastion.proxy.mysql_listener import MySQLListener
 from bastion.testing import new_tls_key
@@ -127,6 +129,7 @@ async def start_mysql_rig(
     audit_queries: bool = True,
     colocated: bool = False,
     sqlite: bool = False,
+    sqlite_writer: WriterKind = StorageConfig().writer,
     keep_events: bool = True,
     launch_agent: AgentLauncher | None = None,
 ) -> AsyncIterator[MySQLRig]:
@@ -137,7 +140,7 @@ async def start_mysql_rig(
     the SQLite backend (:func:`bastion.testing.db_rig.rig_auth`). ``keep_events`` false: the
     rig's recorder only counts the events (benchmarks)."""
     clock = SystemClock()
-    async with rig_auth(tmp, clock, sqlite=sqlite) as auth:
+    async with rig_auth(tmp, clock, sqlite=sqlite, sqlite_writer=sqlite_writer) as auth:
         async with _mysql_rig(
             tmp, auth, clock, audit_queries, colocated, keep_events, launch_agent
         ) as rig:
