@@ -141,6 +141,29 @@ async def test_interrupt_and_terminate_leave_the_writer_to_its_daemon(tmp_path: 
         await backend.put(Item("k/closed", b"1"))
 
 
+async def test_a_write_in_flight_at_close_is_made_and_answered(tmp_path: Path) -> None:
+    """Closing ends only our half of the socket: the child serves what it was sent before
+    (the daemon's last writes at shutdown), answers, and then exits."""
+    path = tmp_path / "g.sqlite"
+    backend = await _open(path)
+    pid = _pid(backend)
+    os.kill(pid, signal.SIGSTOP)  # the write waits on the socket while the close begins
+    ops = [Create(Item(f"g/{i}", b"x")) for i in range(5)]
+    writing = asyncio.ensure_future(backend.commit(ops))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(backend.close())
+    await asyncio.sleep(0.2)
+    os.kill(pid, signal.SIGCONT)
+    await asyncio.wait_for(closing, 10)
+    assert len(await asyncio.wait_for(writing, 10)) == 5
+    assert await _gone(pid)
+    again = await _open(path)
+    try:
+        assert len(await again.get_range("g/")) == 5
+    finally:
+        await again.close()
+
+
 _DAEMON = """
 import asyncio, sys
 from bastion.backend.base import Create, Item

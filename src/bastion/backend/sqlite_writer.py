@@ -212,13 +212,14 @@ class ProcessWriter:
         return await future
 
     async def close(self) -> None:
-        """Close the socket (the child finishes what it was sent, then exits) and wait."""
+        """End our half of the socket and wait: the child serves what it was sent (those
+        calls get their answers), then sees the end and exits."""
         if self._closed:
             return
         self._closed = True
         proc, writer = self._proc, self._writer
         if writer is not None:
-            writer.close()
+            writer.write_eof()
         if proc is not None and proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT)
