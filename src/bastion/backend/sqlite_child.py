@@ -10,26 +10,35 @@ operator-facing messages as on the thread.
 
 from __future__ import annotations
 
+import functools
+import io
 import signal
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from bastion.backend.sqlite import _map_sqlite_errors, _Store
 from bastion.backend.sqlite_writer import answer_for, encode, read_message, write_message
 
 
-def serve(fd: int, path: str, busy_timeout: float) -> None:
-    sock = socket.socket(fileno=fd)
-    stream = sock.makefile("rwb")
+def serve(
+    reader: io.BufferedIOBase,
+    writer: io.BufferedIOBase,
+    path: str,
+    open_store: Callable[[], Any],
+) -> None:
+    """Open the store, answer whether that worked, then answer each request until ``reader``
+    ends. Every error of a call goes back to its caller; none ends the loop."""
     try:
         with _map_sqlite_errors(path):
-            store = _Store(path, busy_timeout)
+            store = open_store()
     except Exception as exc:  # noqa: BLE001 - reported to the daemon, which raises it
-        write_message(stream, answer_for(exc))
+        write_message(writer, answer_for(exc))
         return
-    write_message(stream, ("ok", None))
+    write_message(writer, ("ok", None))
     try:
-        while (request := read_message(stream)) is not None:
+        while (request := read_message(reader)) is not None:
             method, args = request
             try:
                 with _map_sqlite_errors(path):
@@ -40,8 +49,8 @@ def serve(fd: int, path: str, busy_timeout: float) -> None:
                 frame = encode(answer)
             except Exception as exc:  # noqa: BLE001 - a result that cannot cross (a bug)
                 frame = encode(answer_for(exc))
-            stream.write(frame)
-            stream.flush()
+            writer.write(frame)
+            writer.flush()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon is gone: nothing to answer
     finally:
@@ -53,7 +62,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, busy_timeout = argv
-    serve(int(fd), path, float(busy_timeout))
+    stream = socket.socket(fileno=int(fd)).makefile("rwb")
+    serve(stream, stream, path, functools.partial(_Store, path, float(busy_timeout)))
     return 0
 
 
