@@ -7,7 +7,10 @@
 The events are the log's bulk: ``db.session.query`` (one per SQL statement through the database
 proxy, the fields ``bastion.proxy.db_route`` gives them) over the SQLite backend as
 ``bastion start`` opens it (:func:`bastion.backend.open_backend`: WAL, ``synchronous=NORMAL``, the
-periodic expiry/poll loop running), each measurement on a fresh file. In the same run:
+periodic expiry/poll loop running), each measurement on a fresh file, with its writer on a worker
+thread of this process so that the CPU per event is all in one process (``bastion start`` runs
+the writer in a child process, ``storage.writer: process``: the same work, in two processes).
+In the same run:
 
 * **ours**, for 1, 8 and 64 concurrent emitters (each awaits its call before the next, as the
   proxies' session writers do): ``AuditLog.emit`` (one event per call; concurrent callers are
