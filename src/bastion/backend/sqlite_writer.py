@@ -178,7 +178,7 @@ class ProcessWriter:
             lost, self._pending = self._pending, collections.deque()
             writer.close()
             status = await proc.wait()
-            if lost and not self._closed:
+            if not self._closed:  # it died: say so now, not at the next write
                 _log.warning("sqlite_writer_exited", status=status, calls_lost=len(lost))
             for future in lost:
                 if not future.done():
