@@ -7,13 +7,16 @@ merely importing the package never needs a database driver.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bastion.backend.base import Backend, Event, EventType, Item, Watcher, key, prefix_end
 from bastion.backend.fanout import Fanout, FanoutWatcher
 from bastion.backend.memory import MemoryBackend
 from bastion.clock import Clock, SystemClock
 from bastion.errors import BadParameter
+
+if TYPE_CHECKING:
+    from bastion.backend.sqlite import WriterKind
 
 __all__ = [
     "Backend",
@@ -38,7 +41,7 @@ async def open_backend(
     path: str | None = None,
     dsn: str | None = None,
     clock: Clock | None = None,
-    writer: Literal["thread", "process"] = "thread",
+    writer: WriterKind = "thread",
 ) -> Backend:
     """Open the backend named by ``kind``.
 
