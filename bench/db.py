@@ -86,6 +86,7 @@ from bastion.testing.db_rig import AgentSpec, DbRig, run_agent, start_db_rig
 from bastion.testing.peers.ports import free_port
 from bastion.testing.peers.postgres import find_pg_bin
 from bastion.testing.peers.postgres_tls import psql_local
+from bastion.testing.procs import children_running
 
 _TPS = re.compile(r"tps = ([0-9.]+) \((?:without initial connection|including reconnection) time")
 _CONNECT = re.compile(r"average connection time = ([0-9.]+) ms")
@@ -113,15 +114,7 @@ def cpu_seconds(pid: int | None = None) -> float:
 def track_own_helpers() -> None:
     """Find this process's SQLite writer children (after the rig started) for
     :func:`cpu_seconds`."""
-    OWN_HELPERS.clear()
-    for entry in Path("/proc").iterdir():
-        try:
-            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == os.getpid() and CHILD_MODULE.encode() in cmdline:
-            OWN_HELPERS.append(int(entry.name))
+    OWN_HELPERS[:] = children_running(os.getpid(), CHILD_MODULE)
 
 
 def _proc_cpu_seconds(pid: int) -> float:

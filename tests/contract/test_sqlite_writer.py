@@ -20,6 +20,7 @@ from bastion.backend.compliance import next_events
 from bastion.backend.sqlite import SQLiteBackend
 from bastion.clock import FakeClock
 from bastion.errors import AlreadyExists, CompareFailed, ConnectionProblem, NotFound
+from bastion.testing.procs import running
 
 
 async def _open(path: Path) -> SQLiteBackend:
@@ -27,27 +28,16 @@ async def _open(path: Path) -> SQLiteBackend:
 
 
 def _pid(backend: SQLiteBackend) -> int:
-    assert backend._process is not None
-    pid = backend._process.pid
+    pid = backend.writer_pid
     assert pid is not None and pid != os.getpid()
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purposes (its parent has not reaped it yet).
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def _gone(pid: int, timeout: float = 10.0) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if not _alive(pid):
+        if not running(pid):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -172,7 +162,7 @@ from bastion.backend.sqlite import SQLiteBackend
 async def main(path):
     backend = await SQLiteBackend.open(path, writer="process")
     await backend.commit([Create(Item(f"d/{i}", b"x")) for i in range(10)])
-    print(backend._process.pid, flush=True)
+    print(backend.writer_pid, flush=True)
     await asyncio.sleep(60)
 
 asyncio.run(main(sys.argv[1]))
@@ -187,7 +177,7 @@ async def test_a_killed_daemon_takes_its_writer_with_it(tmp_path: Path) -> None:
     try:
         assert daemon.stdout is not None
         child = int(await asyncio.wait_for(daemon.stdout.readline(), 30))
-        assert _alive(child)
+        assert running(child)
     finally:
         daemon.kill()
         await daemon.wait()

@@ -33,6 +33,7 @@ from bastion.contract.base import ResourceDoc
 from bastion.contract.core import CREATE_TOKEN, NewToken
 from bastion.contract.resources import CREATE_RESOURCE, DELETE_RESOURCE, UPDATE_RESOURCE
 from bastion.errors import BastionError
+from bastion.testing.procs import children_running, running
 
 ROUNDS = int(os.environ.get("BASTION_CRASH_ROUNDS", "12"))
 WORKERS = 12
@@ -102,34 +103,12 @@ async def _load(cluster: Cluster, round_no: int, acked: list[tuple[str, str]], r
         await asyncio.gather(*(worker(w, client) for w in range(WORKERS)))
 
 
-def _writer_children(pid: int) -> list[int]:
-    """The daemon's SQLite writer processes (``storage.writer: process``, the default)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text().rpartition(")")[2].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if stat[1] == str(pid) and stat[0] != "Z" and CHILD_MODULE.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return False
-    return stat[0] != "Z"
-
-
 async def _round(cluster: Cluster, round_no: int, acked: list[tuple[str, str]]) -> None:
     rng = random.Random(round_no)
     delay = rng.uniform(0.3, 1.2)
     load = asyncio.ensure_future(_load(cluster, round_no, acked, rng))
     await asyncio.sleep(delay)
-    writers = _writer_children(cluster.proc.pid)
+    writers = children_running(cluster.proc.pid, CHILD_MODULE)
     assert len(writers) == 1, writers
     # mid-flight: requests are being committed when the daemon dies
     cluster.proc.send_signal(signal.SIGKILL)
@@ -137,10 +116,10 @@ async def _round(cluster: Cluster, round_no: int, acked: list[tuple[str, str]]) 
     # its writer finishes what it was sent (each a whole transaction), then sees the end of
     # its socket and exits: no orphan holds the file for the next daemon
     for _ in range(200):
-        if not _running(writers[0]):
+        if not running(writers[0]):
             break
         await asyncio.sleep(0.05)
-    assert not _running(writers[0]), "the SQLite writer outlived its daemon"
+    assert not running(writers[0]), "the SQLite writer outlived its daemon"
     # the daemon is gone: nothing more can be acknowledged, so stop hammering its port
     load.cancel()
     try:
