@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./bastion-data
 # e.g. make start START_ARGS="--auth-addr 127.0.0.1:13025 --proxy-addr 127.0.0.1:13080"
 START_ARGS ?=
-SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql pgbouncer mariadb-server mariadb-client libmariadb-dev openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy swtpm swtpm-tools tpm2-tools libtss2-dev wrk nginx-light
+SYSTEM_PACKAGES := openssh-client openssh-server openssh-sftp-server postgresql pgbouncer mariadb-server mariadb-client libmariadb-dev openssl tmux rsyslog rsyslog-openssl rsyslog-gnutls xmlsec1 chromium asciinema nodejs haproxy swtpm swtpm-tools tpm2-tools libtss2-dev wrk nginx-light gcc libssl-dev
 
 .PHONY: start test install install-dev web-assets system-deps lint typecheck unit bench clean
 
@@ -50,6 +50,7 @@ system-deps:
 	command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslogd"; \
 	[ -x /usr/lib/openssh/sftp-server ] || missing="$$missing sftp-server"; \
 	ls /usr/include/tss2/tss2_esys.h >/dev/null 2>&1 || missing="$$missing libtss2-dev"; \
+	command -v cc >/dev/null 2>&1 && [ -f /usr/include/openssl/ssl.h ] || missing="$$missing gcc/libssl-dev"; \
 	command -v mariadb_config >/dev/null 2>&1 || missing="$$missing libmariadb-dev"; \
 	ls /usr/lib/*/rsyslog/lmnsd_ossl.so /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing="$$missing rsyslog-tls-drivers"; \
 	if [ -n "$$missing" ]; then \

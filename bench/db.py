@@ -69,6 +69,7 @@ import os
 import re
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -304,16 +305,43 @@ async def start_relay(
 
 
 async def start_floor(
-    protocol: str, db_port: int, server: tuple[Path, Path], client: tuple[Path, Path, Path]
+    protocol: str,
+    db_port: int,
+    server: tuple[Path, Path],
+    client: tuple[Path, Path, Path],
+    program: tuple[str, ...] = (),
 ) -> tuple[asyncio.subprocess.Process, int]:
-    """``bench/tls_floor.py`` in front of the database on ``db_port``: TLS to its clients with
-    ``server`` (the database's certificate and key), TLS to the database with ``client``
-    (certificate, key, CA). Returns (process, port)."""
+    """A TLS floor in front of the database on ``db_port``: TLS to its clients with ``server``
+    (the database's certificate and key), TLS to the database with ``client`` (certificate,
+    key, CA). ``program``: ``bench/tls_floor.py`` (the default) or the C floor that
+    :func:`build_c_floor` made. Returns (process, port)."""
     port = free_port()
     cert, key, ca = client
     argv = [protocol, str(port), str(db_port), *map(str, (*server, ca, cert, key))]
-    floor = Path(__file__).with_name("tls_floor.py")
-    return await _listening(port, "tls_floor.py", sys.executable, str(floor), *argv)
+    program = program or (sys.executable, str(Path(__file__).with_name("tls_floor.py")))
+    return await _listening(port, Path(program[-1]).name, *program, *argv)
+
+
+def build_c_floor(work: Path) -> str | None:
+    """``bench/tls_floor.c`` compiled into ``work`` (the C twin of ``tls_floor.py``, on
+    OpenSSL), or None, with the reason on stderr, when no C compiler or OpenSSL headers are
+    here (Debian packages ``gcc``, ``libssl-dev``)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        print("bench/db.py: no C compiler, the C floor is skipped", file=sys.stderr)
+        return None
+    binary = work / "tls_floor"
+    source = Path(__file__).with_name("tls_floor.c")
+    built = subprocess.run(  # noqa: S603 - our own source, our compiler
+        [compiler, "-O2", "-o", str(binary), str(source), "-lssl", "-lcrypto"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        print(f"bench/db.py: the C floor did not build: {built.stderr[-400:]}", file=sys.stderr)
+        return None
+    return str(binary)
 
 
 async def _listening(port: int, what: str, *argv: str) -> tuple[asyncio.subprocess.Process, int]:
@@ -408,6 +436,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             floor = f"host=127.0.0.1 port={floor_port} user=alice_db dbname=postgres"
             floor += " sslmode=require"
+            cfloor_proc = cfloor = None
+            if (c_floor := build_c_floor(rig.tmp)) is not None:
+                cfloor_proc, cfloor_port = await start_floor(
+                    "postgres",
+                    rig.pg.port,
+                    (data / "server.crt", data / "server.key"),
+                    (files / "direct.crt", files / "direct.key", files / "direct.ca"),
+                    (c_floor,),
+                )
+                cfloor = floor.replace(f"port={floor_port}", f"port={cfloor_port}")
             rounds: list[dict[str, float]] = []
             try:
                 for _ in range(args.rounds):
@@ -428,6 +466,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     fmeter = CpuMeter(floor_proc.pid)
                     one["floor_tps"] = await pgbench(floor, *load)
                     one["floor_cpu_us_per_txn"] = fmeter.per(LAST_TRANSACTIONS[0])
+                    if cfloor is not None and cfloor_proc is not None:
+                        fmeter = CpuMeter(cfloor_proc.pid)
+                        one["cfloor_tps"] = await pgbench(cfloor, *load)
+                        one["cfloor_cpu_us_per_txn"] = fmeter.per(LAST_TRANSACTIONS[0])
                     ended = rig.audit.counts["db.session.end"]
                     meter, ameter = CpuMeter(), agent_meter()
                     one["ours_tps"] = await pgbench(ours, *load)
@@ -454,7 +496,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 result["ours_cpu_us_per_connection"] = meter.per(LAST_TRANSACTIONS[0])
             finally:
                 await _stop(bsh)
-                for peer in (bouncer_proc, relay_proc, floor_proc):
+                for peer in (bouncer_proc, relay_proc, floor_proc, cfloor_proc):
                     if peer is not None:
                         await _stop(peer)
             result["pg_rounds"] = rounds
@@ -626,6 +668,15 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                 (root / "server.crt", root / "server.key"),
                 (direct.crt, direct.key, direct.ca),
             )
+            cfloor_proc = None
+            if (c_floor := build_c_floor(rig.tmp)) is not None:
+                cfloor_proc, cfloor_port = await start_floor(
+                    "mysql",
+                    rig.server.port,
+                    (root / "server.crt", root / "server.key"),
+                    (direct.crt, direct.key, direct.ca),
+                    (c_floor,),
+                )
             await measure_idle_cpu()
             rounds: list[dict[str, float]] = []
             try:
@@ -640,6 +691,12 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     fmeter = CpuMeter(floor_proc.pid)
                     one["mysql_floor_qps"] = await slap(floor_port, args.clients, queries, *tls)
                     one["mysql_floor_cpu_us_per_query"] = fmeter.per(queries)
+                    if cfloor_proc is not None:
+                        fmeter = CpuMeter(cfloor_proc.pid)
+                        one["mysql_cfloor_qps"] = await slap(
+                            cfloor_port, args.clients, queries, *tls
+                        )
+                        one["mysql_cfloor_cpu_us_per_query"] = fmeter.per(queries)
                     meter, ameter = CpuMeter(), agent_meter()
                     one["mysql_port_qps"] = await slap(rig.mysql_port, args.clients, queries, *mine)
                     one["mysql_port_cpu_us_per_query"] = meter.per(queries)
@@ -675,9 +732,9 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     rounds.append(one)
             finally:
                 await _stop(bsh)
-                await _stop(floor_proc)
-                if relay_proc is not None:
-                    await _stop(relay_proc)
+                for peer in (floor_proc, cfloor_proc, relay_proc):
+                    if peer is not None:
+                        await _stop(peer)
             result["mysql_rounds"] = rounds
             result.update(median_round(rounds, "mysql_port_qps", "mysql_direct_qps"))
             bulk_round = median_round(rounds, "bulk_port_rows_per_s", "bulk_direct_rows_per_s")
@@ -736,6 +793,11 @@ def report(r: dict[str, Any]) -> None:
             f"({one['bsh_tps'] / peer:.2f}x) tps"
             + (f", haproxy relay {one['relay_tps']:.0f}" if "relay_tps" in one else "")
             + f", python floor {one['floor_tps']:.0f} ({one['floor_tps'] / peer:.2f}x)"
+            + (
+                f", c floor {one['cfloor_tps']:.0f} ({one['cfloor_tps'] / peer:.2f}x)"
+                if "cfloor_tps" in one
+                else ""
+            )
         )
     print(f"  direct     {r['direct_tps']:10.0f} tps")
     if "pgbouncer_tps" in r:
@@ -756,6 +818,17 @@ def report(r: dict[str, Any]) -> None:
         )
         + f"; {r['floor_cpu_us_per_txn']:.0f} us CPU per transaction)"
     )
+    if "cfloor_tps" in r:
+        print(
+            f"  c floor    {r['cfloor_tps']:10.0f} tps   (the same relay in C on OpenSSL, one "
+            f"thread; {r['cfloor_tps'] / r['direct_tps']:.2f}x direct"
+            + (
+                f", {r['cfloor_tps'] / r['pgbouncer_tps']:.2f}x pgbouncer"
+                if "pgbouncer_tps" in r
+                else ""
+            )
+            + f"; {r['cfloor_cpu_us_per_txn']:.0f} us CPU per transaction)"
+        )
     audited, agent = r["audited_queries"], r.get("agent", "remote")
     print(f"  ours       {r['ours_tps']:10.0f} tps   (proxy port; agent {agent})")
     print(
@@ -811,6 +884,11 @@ def report(r: dict[str, Any]) -> None:
                 )
                 + f", python floor {one['mysql_floor_qps']:.0f} "
                 f"({one['mysql_floor_qps'] / d:.2f}x)"
+                + (
+                    f", c floor {one['mysql_cfloor_qps']:.0f} ({one['mysql_cfloor_qps'] / d:.2f}x)"
+                    if "mysql_cfloor_qps" in one
+                    else ""
+                )
             )
         print(f"  direct     {direct:10.0f} q/s")
         if "mysql_relay_qps" in r:
@@ -826,6 +904,14 @@ def report(r: dict[str, Any]) -> None:
             f"ours, no parsing, no audit; {floor / direct:.2f}x direct, "
             f"{r['mysql_floor_cpu_us_per_query']:.0f} us CPU per query)"
         )
+        if "mysql_cfloor_qps" in r:
+            cfloor = r["mysql_cfloor_qps"]
+            spread = _spread(r.get("mysql_rounds", []), "mysql_cfloor_qps", "mysql_direct_qps")
+            print(
+                f"  c floor    {cfloor:10.0f} q/s   (the same relay in C on OpenSSL, one thread; "
+                f"{cfloor / direct:.2f}x direct{spread}, "
+                f"{r['mysql_cfloor_cpu_us_per_query']:.0f} us CPU per query)"
+            )
         port = r["mysql_port_qps"]
         print(f"  ours (proxy MySQL port)  {port:10.0f} q/s   (client certificate, as pgbench)")
         print(f"  ours (bsh proxy db)      {ours:10.0f} q/s   (its listener in its own process)")

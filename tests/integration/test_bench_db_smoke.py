@@ -43,11 +43,16 @@ def test_db_bench_quick(tmp_path: Path) -> None:
     # The floor: a Python relay terminating TLS on both legs, no parsing, no audit.
     assert result["floor_tps"] > 0 and result["floor_cpu_us_per_txn"] > 0
     assert "py floor" in done.stdout
+    c_floor = shutil.which("cc") is not None  # make test installs gcc and libssl-dev
+    if c_floor:  # the same relay in C on OpenSSL (bench/tls_floor.c, built by the bench)
+        assert result["cfloor_tps"] > 0 and result["cfloor_cpu_us_per_txn"] > 0
+        assert "c floor" in done.stdout
     if shutil.which("mariadb-slap") and shutil.which("mariadbd"):
         # bsh proxy db's MySQL listener runs in its own process on bsh's loop (uvloop).
         assert result["mysql_ours_qps"] > 0 and result["mysql_port_qps"] > 0
         assert result["mysql_agent_cpu_us_per_query"] > 0
         assert result["mysql_floor_qps"] > 0
+        assert not c_floor or result["mysql_cfloor_qps"] > 0
         # MariaDB Connector/Python's executemany (COM_STMT_BULK_EXECUTE), every row audited.
         assert result["bulk_direct_rows_per_s"] > 0 and result["bulk_audited_rows_per_s"] > 0
         assert "bulk insert" in done.stdout
