@@ -117,13 +117,16 @@ static int tls_write(struct side *to, const unsigned char *buf, int n) {
     return 0;
 }
 
-/* Everything readable on `from` (including what OpenSSL holds) relayed to its peer. */
+/* What `from` has ready relayed to its peer: one read of the socket, and every record OpenSSL
+ * holds from it. The socket is not read again until empty (no read that only finds EAGAIN):
+ * epoll is level-triggered and reports what is left. */
 static int relay(struct side *from) {
     unsigned char buf[16384];
     for (;;) {
         int r = SSL_read(from->ssl, buf, sizeof buf);
         if (r > 0) {
             if (tls_write(from->peer, buf, r) < 0) return -1;
+            if (!SSL_has_pending(from->ssl)) return 0;
             continue;
         }
         int err = SSL_get_error(from->ssl, r);
