@@ -19,6 +19,10 @@ client certificates end to end:
 * **python floor** (``bench/tls_floor.py``, its own process): a uvloop relay that terminates
   TLS on both legs as our proxy does and moves bytes, no parsing, no authorization, no audit:
   what any TLS-terminating proxy in Python reaches here. Also in front of MariaDB.
+* **c floor** (``bench/tls_floor.c``, built by the bench with ``cc`` and OpenSSL's headers,
+  Debian packages ``gcc`` and ``libssl-dev``; skipped when they are missing): the same relay in
+  C, one thread and one epoll loop: what a TLS-terminating proxy reaches here whatever its
+  language. Also in front of MariaDB.
 
 ``--rounds N`` (default 3) runs every path back to back N times and reports the median round
 (and the spread of the ratios): a machine whose speed drifts moves the paths of one round
