@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from bastion.cli.bsh_db import local_mysql_listener
 from bastion.client.tls import pem_context
+from bastion.protocols import mysql
 from bastion.protocols.alpn import ALPN_MYSQL
 from bastion.testing import missing_peer, require_binary
 from bastion.testing.mysql_rig import MySQLFiles, MySQLRig, start_mysql_rig
@@ -300,6 +301,74 @@ async def test_mariadb_connector_bulk_insert_audits_every_row(world: World) -> N
 
         await _until(lambda: len(inserts()) >= 300)
         assert len(inserts()) == 300 and {q["protocol"] for q in inserts()} == {"prepared"}
+
+
+async def test_prepared_results_leave_out_the_metadata_the_client_has(world: World) -> None:
+    """Greeted as the rig's MariaDB (10.6 or later: cached and extended metadata), MariaDB
+    Connector/Python's prepared SELECT (binary protocol) comes back without the column
+    definitions the client already has, and every row is right, through ``bsh proxy db`` and
+    through the proxy's MySQL port. Greeted generically (the server not seen yet) or as a
+    MariaDB without the cache, each execute's result carries its column definitions again."""
+    import mariadb
+
+    rig = world.rig
+    assert rig.agent is not None
+    version = rig.agent.server_versions["my1"]
+    assert (mysql.mariadb_version(version) or (0, 0)) >= (10, 6)
+    columns = ", ".join(f"x + {n} as metadata_column_{n}" for n in range(24))
+    sql = f"select {columns} from t where x = ?"
+    executes = 60
+
+    def run(port: int, **tls: str) -> list[tuple[Any, ...]]:
+        conn = mariadb.connect(
+            host="127.0.0.1", port=port, user="alice_db", database="app", connect_timeout=15,
+            **tls,
+        )  # fmt: skip
+        try:
+            cur = conn.cursor(binary=True, prepared=True)
+            rows = []
+            for _ in range(executes):
+                cur.execute(sql, (1,))
+                rows.append(cur.fetchone())
+            return rows
+        finally:
+            conn.close()
+
+    def sent_by_database(sessions_before: set[str]) -> int:
+        """bytes_out of the one session that ran ``sql`` since ``sessions_before``."""
+        ran = {q["session_id"] for q in _queries(rig) if q["query"] == sql} - sessions_before
+        assert len(ran) == 1
+        (session,) = ran
+        ends = [e for e in rig.audit.of("db.session.end") if e["session_id"] == session]
+        assert len(ends) == 1
+        return int(ends[0]["bytes_out"])
+
+    def sessions() -> set[str]:
+        return {q["session_id"] for q in _queries(rig) if q["query"] == sql}
+
+    async def measure(port: int, **tls: str) -> int:
+        before = sessions()
+        rows = await asyncio.to_thread(run, port, **tls)
+        assert rows == [tuple(1 + n for n in range(24))] * executes
+        await _until(lambda: len(sessions() - before) == 1)
+        (new,) = sessions() - before
+        await _until(lambda: any(e["session_id"] == new for e in rig.audit.of("db.session.end")))
+        return sent_by_database(before)
+
+    cached = await measure(await world.local("alice_db", "meta", server_version=version))
+    plain = await measure(await world.local("alice_db", "meta-generic", server_version=""))
+    files = await rig.login("alice_db", "meta-port")
+    tls = {"ssl_cert": str(files.crt), "ssl_key": str(files.key), "ssl_ca": str(files.ca)}
+    port = await measure(rig.mysql_port, **tls)
+    # Greeted as MariaDB 10.5 (bulk execution, no cached metadata): the database is not asked
+    # for the cache, whose answers the client would not parse.
+    older = await measure(await world.local("alice_db", "meta-10.5", "5.5.5-10.5.9-MariaDB"))
+    assert older == plain
+    # The connector prepares again before each execute (the prepare's answer has the column
+    # definitions either way); without the cache each execute's result has them once more:
+    # 24 definitions of ~40 bytes.
+    saved = executes * 24 * 30
+    assert plain - cached >= saved and plain - port >= saved, (cached, port, plain)
 
 
 async def test_compressed_clients_are_read_and_audited(world: World, tmp_path: Path) -> None:

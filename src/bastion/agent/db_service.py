@@ -370,7 +370,17 @@ class DbAgent:
         try:
             greeting = mysql.parse_handshake((await packets.next()).payload)
             self.server_versions[db.metadata.name] = greeting.server_version
-            caps = mysql.negotiate(_int(params, "capabilities"), greeting.capabilities)
+            client_caps = _int(params, "capabilities")
+            missing = mysql.answer_formats_missing(client_caps, greeting.capabilities)
+            if missing:  # its answers would be in a format the client does not parse
+                raise ConnectionProblem(
+                    f"the database (version {greeting.server_version}) does not offer"
+                    f" {', '.join(missing)}, which the client was offered in the name of"
+                    " another version: connect again (bsh proxy db greets as the version"
+                    " the agent reports; the proxy's MySQL port as"
+                    " proxy_service.mysql_server_version)"
+                )
+            caps = mysql.negotiate(client_caps, greeting.capabilities)
             caps |= greeting.capabilities & mysql.CLIENT_PLUGIN_AUTH
             database = params.get("database", "")
             if database:

@@ -795,7 +795,9 @@ async def _local_handshake(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_version: str = ""
 ) -> mysql.HandshakeResponse:
     """Greet the local MySQL client as the database's server would (``server_version``: its
-    greeting's, when known) and read its HandshakeResponse41."""
+    greeting's, when known) and read its HandshakeResponse41, its capabilities narrowed to
+    those in effect (what it asked for and the greeting offered: the agent asks the database
+    for no more)."""
     scramble = bytes(33 + b % 94 for b in os.urandom(20))  # printable, no NUL
     version, capabilities = mysql.greeting(server_version)
     greeting = mysql.build_handshake(
@@ -815,7 +817,7 @@ async def _local_handshake(
             hello = mysql.parse_handshake_response(got[0].payload)
             if isinstance(hello, mysql.SSLRequest):
                 raise RemoteProtocolError("TLS was not offered on the local hop")
-            return hello
+            return replace(hello, capabilities=hello.capabilities & capabilities)
 
 
 async def _serve_local_mysql(

@@ -129,9 +129,31 @@ MARIADB_CLIENT_STMT_BULK_OPERATIONS: Final = 1 << 34
 own sources): a server that does not set ``CLIENT_LONG_PASSWORD`` (MySQL's ``CLIENT_MYSQL``)
 sends them in its greeting's reserved bytes, and its clients answer in the last four filler
 bytes of their HandshakeResponse41. This one allows ``COM_STMT_BULK_EXECUTE``."""
-_EXTENDED_UNDERSTOOD: Final = MARIADB_CLIENT_STMT_BULK_OPERATIONS
-"""The extended capabilities the proxy reads (:class:`CommandTracker`); no other is asked for:
-progress reports, cached metadata and unit results change the answers' format."""
+MARIADB_CLIENT_EXTENDED_METADATA: Final = 1 << 35
+"""Column definitions carry the type's name and format (``json``, ``uuid``...)."""
+MARIADB_CLIENT_CACHE_METADATA: Final = 1 << 36
+"""A result set's column count is followed by a "metadata follows" byte, and the server leaves
+out the column definitions of a prepared statement's result when the client has them."""
+_EXTENDED_UNDERSTOOD: Final = (
+    MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    | MARIADB_CLIENT_EXTENDED_METADATA
+    | MARIADB_CLIENT_CACHE_METADATA
+)
+"""The extended capabilities the proxy carries: bulk execution (read by
+:class:`CommandTracker`) and the two that change only result sets, which the proxy relays
+without reading. Progress reports are not asked for: they come as ERR packets (code 0xFFFF)
+before a command's real answer, where the proxy reads the first answer."""
+_MARIADB_METADATA_SINCE: Final = (10, 6)
+"""MariaDB offers cached metadata since 10.6 (and extended metadata since 10.5.2)."""
+ANSWER_FORMATS: Final = (
+    (CLIENT_DEPRECATE_EOF, "CLIENT_DEPRECATE_EOF"),
+    (CLIENT_SESSION_TRACK, "CLIENT_SESSION_TRACK"),
+    (MARIADB_CLIENT_EXTENDED_METADATA, "MARIADB_CLIENT_EXTENDED_METADATA"),
+    (MARIADB_CLIENT_CACHE_METADATA, "MARIADB_CLIENT_CACHE_METADATA"),
+)
+"""Capabilities that change the format of the server's answers: a client that negotiated one
+with a local greeting parses every answer its way, so the database must offer it too
+(:func:`answer_formats_missing`)."""
 
 LOCAL_CAPABILITIES: Final = (
     CLIENT_LONG_PASSWORD
@@ -178,16 +200,37 @@ def is_mariadb(server_version: str) -> bool:
     return "MariaDB" in server_version or "-maria-" in server_version
 
 
+def mariadb_version(server_version: str) -> tuple[int, int] | None:
+    """(major, minor) of a MariaDB greeting version (``5.5.5-10.11.6-MariaDB-...``), None for
+    another server or a version that does not say."""
+    if not is_mariadb(server_version):
+        return None
+    numbers = server_version.removeprefix("5.5.5-").split("-", 1)[0].split(".")
+    if len(numbers) < 2 or not all(n.isdigit() for n in numbers[:2]):
+        return None
+    return int(numbers[0]), int(numbers[1])
+
+
 def greeting(server_version: str) -> tuple[str, int]:
     """The version and capabilities a local greeting gives in front of a database whose server
     greeted with ``server_version`` (as its agent reported it; ``""``: not known yet): that
     version (else :data:`DEFAULT_SERVER_VERSION`) and :data:`LOCAL_CAPABILITIES`; for MariaDB
     also its bulk execution (its clients then also pipeline a prepare with its execute, which a
-    MySQL server refuses: so only when the database is known to be MariaDB)."""
+    MySQL server refuses: so only when the database is known to be MariaDB), and from MariaDB
+    10.6 on, extended and cached metadata (the agent refuses a session whose database turns out
+    not to offer them: :func:`answer_formats_missing`)."""
     if not is_mariadb(server_version):
         return server_version or DEFAULT_SERVER_VERSION, LOCAL_CAPABILITIES
-    bulk = (LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
-    return server_version, bulk
+    caps = (LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    if (mariadb_version(server_version) or (0, 0)) >= _MARIADB_METADATA_SINCE:
+        caps |= MARIADB_CLIENT_EXTENDED_METADATA | MARIADB_CLIENT_CACHE_METADATA
+    return server_version, caps
+
+
+def answer_formats_missing(client: int, server: int) -> list[str]:
+    """The capabilities of :data:`ANSWER_FORMATS` the client negotiated and the database does
+    not offer, by name: the database would answer in a format the client does not parse."""
+    return [name for bit, name in ANSWER_FORMATS if client & bit and not server & bit]
 
 
 ER_ACCESS_DENIED: Final = 1045

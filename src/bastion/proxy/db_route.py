@@ -34,7 +34,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from hashlib import sha256
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -817,11 +817,15 @@ class DbRoute:
         client_addr: tuple[str, int],
         early: bytes = b"",
         seq_shift: int = 0,
+        offered: int | None = None,
     ) -> None:
         """Serve one MySQL client (ALPN ``bastion-mysql/1``): ``bsh proxy db`` (or the MySQL
         listener, ``seq_shift`` 1: the client sent an SSLRequest first) did the server
         greeting and sends the client's HandshakeResponse41 first;
-        the agent does the real handshake and answers with the server's OK (sequence id 2)."""
+        the agent does the real handshake and answers with the server's OK (sequence id 2).
+        ``offered``: the capabilities the MySQL listener's greeting offered; what the client
+        asks beyond them is not in effect, so the agent does not ask the database for it
+        (``bsh proxy db`` forwards only what is in effect)."""
         deps = self._deps
         remote = f"{client_addr[0]}:{client_addr[1]}"
         reader = _HandshakeReader()
@@ -830,6 +834,8 @@ class DbRoute:
         try:
             async with asyncio.timeout(deps.startup_timeout):
                 hello = await reader.done
+            if offered is not None:
+                hello = replace(hello, capabilities=hello.capabilities & offered)
             async with asyncio.timeout(deps.connect_timeout):
                 extra: dict[str, Any] = {}
                 db, roles = await self._authorize_mysql(identity, hello, client_addr, info, extra)

@@ -156,7 +156,9 @@ class MySQLListener:
         finally:
             if owned:
                 sock.close()
-        await self._route.handle_mysql(transport, identity, client, bytes(hold.buffer), 1)
+        await self._route.handle_mysql(
+            transport, identity, client, bytes(hold.buffer), 1, offered=self._capabilities
+        )
 
     def _identity(self, transport: asyncio.Transport) -> Identity:
         ssl_object = transport.get_extra_info("ssl_object")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from bastion.cli.bsh_db import service_entry, update_service_file
+from bastion.cli.bsh_db import _local_handshake, service_entry, update_service_file
+from bastion.protocols import mysql
 
 
 def test_service_entry() -> None:
@@ -130,3 +132,34 @@ async def test_a_running_proxy_db_follows_the_listed_server_version() -> None:
     with pytest.raises(LookupError):
         await follow_server_version(version, fetch, minute)
     assert seen == ["", "", "5.5.5-10.11.6-MariaDB", "5.5.5-10.11.6-MariaDB", "8.0.36"]
+
+
+class _Written:
+    """What ``_local_handshake`` writes (its greeting), without a socket."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+def test_the_local_handshake_keeps_only_the_capabilities_in_effect() -> None:
+    """A client may list capabilities the greeting did not offer (MariaDB's cached metadata
+    in front of 10.5): they are not in effect, so they are not forwarded for the agent to ask
+    the database for; what was offered and asked for stays."""
+    cache, bulk = mysql.MARIADB_CLIENT_CACHE_METADATA, mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    asked = mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | bulk | cache
+    hello = mysql.HandshakeResponse(asked, 1 << 24, 45, "alice_db", b"")
+
+    async def run() -> tuple[mysql.HandshakeResponse, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(mysql.build_packet(1, mysql.build_handshake_response(hello)))
+        written = _Written()
+        got = await _local_handshake(reader, written, "5.5.5-10.5.9-MariaDB")  # type: ignore[arg-type]
+        return got, bytes(written.data)
+
+    got, greeting = asyncio.run(run())
+    offered = mysql.parse_handshake(greeting[4:]).capabilities
+    assert offered & bulk and not offered & cache
+    assert got.capabilities == asked & ~cache and got.user == "alice_db"

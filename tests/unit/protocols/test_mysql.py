@@ -486,13 +486,55 @@ def test_extended_capabilities_travel_in_the_reserved_bytes() -> None:
     assert isinstance(ssl_req, mysql.SSLRequest) and ssl_req.capabilities & bulk
 
 
-def test_negotiate_keeps_only_the_extended_capabilities_the_proxy_reads() -> None:
+def test_negotiate_keeps_only_the_extended_capabilities_the_proxy_carries() -> None:
     bulk = mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
-    progress, cache_metadata = 1 << 32, 1 << 36
-    everything = 0xFFFFFFFF | bulk | progress | cache_metadata
-    assert mysql.negotiate(everything, everything) >> 32 == bulk >> 32
-    assert not mysql.negotiate(everything, 0xFFFFFFFF) & bulk  # a MySQL server
-    assert not mysql.negotiate(0xFFFFFFFF, everything) & bulk  # a MySQL client
+    metadata = mysql.MARIADB_CLIENT_EXTENDED_METADATA | mysql.MARIADB_CLIENT_CACHE_METADATA
+    progress, unknown = 1 << 32, 1 << 40  # progress reports come where the proxy reads
+    everything = 0xFFFFFFFF | bulk | metadata | progress | unknown
+    assert mysql.negotiate(everything, everything) >> 32 == (bulk | metadata) >> 32
+    assert not mysql.negotiate(everything, 0xFFFFFFFF) >> 32  # a MySQL server
+    assert not mysql.negotiate(0xFFFFFFFF, everything) >> 32  # a MySQL client
+
+
+@pytest.mark.parametrize(
+    ("server_version", "expected"),
+    [
+        ("5.5.5-10.11.6-MariaDB-0+deb12u1", (10, 11)),
+        ("10.6.12-MariaDB", (10, 6)),
+        ("5.5.5-10.5.2-maria-1", (10, 5)),
+        ("11.4.2-MariaDB-log", (11, 4)),
+        ("8.0.36", None),  # MySQL
+        ("MariaDB", None),
+        ("5.5.5-x.y-MariaDB", None),
+        ("", None),
+    ],
+)
+def test_mariadb_version_reads_major_and_minor(
+    server_version: str, expected: tuple[int, int] | None
+) -> None:
+    assert mysql.mariadb_version(server_version) == expected
+
+
+@given(st.text(max_size=40))
+def test_mariadb_version_never_raises(text: str) -> None:
+    got = mysql.mariadb_version(text)
+    assert got is None or (len(got) == 2 and all(n >= 0 for n in got))
+
+
+def test_answer_formats_missing_names_what_the_database_lacks() -> None:
+    cache, extended = mysql.MARIADB_CLIENT_CACHE_METADATA, mysql.MARIADB_CLIENT_EXTENDED_METADATA
+    client = mysql.CLIENT_DEPRECATE_EOF | cache | extended | mysql.CLIENT_COMPRESS
+    assert mysql.answer_formats_missing(client, client) == []
+    # MariaDB 10.5: extended metadata, no cached metadata; compression is not a format here.
+    assert mysql.answer_formats_missing(client, mysql.CLIENT_DEPRECATE_EOF | extended) == [
+        "MARIADB_CLIENT_CACHE_METADATA"
+    ]
+    assert mysql.answer_formats_missing(client, 0) == [
+        "CLIENT_DEPRECATE_EOF",
+        "MARIADB_CLIENT_EXTENDED_METADATA",
+        "MARIADB_CLIENT_CACHE_METADATA",
+    ]
+    assert mysql.answer_formats_missing(0, 0) == []  # asked for nothing, nothing lacks
 
 
 def _bulk(stmt_id: int, rows: bytes, types: list[tuple[int, int]] | None = None) -> Packet:
@@ -581,16 +623,17 @@ def test_fuzz_bulk_bodies_never_crash(body: bytes, params: int, per_take: int) -
 
 
 @pytest.mark.parametrize(
-    ("server_version", "greets_as", "bulk"),
+    ("server_version", "greets_as", "bulk", "metadata"),
     [
-        ("", mysql.DEFAULT_SERVER_VERSION, False),  # not seen yet
-        ("8.0.36", "8.0.36", False),  # MySQL: no MariaDB-only command may reach it
-        ("5.5.5-10.11.6-MariaDB-0+deb12u1", "5.5.5-10.11.6-MariaDB-0+deb12u1", True),
-        ("5.5.5-10.6.12-maria-1", "5.5.5-10.6.12-maria-1", True),
+        ("", mysql.DEFAULT_SERVER_VERSION, False, False),  # not seen yet
+        ("8.0.36", "8.0.36", False, False),  # MySQL: no MariaDB-only command may reach it
+        ("5.5.5-10.11.6-MariaDB-0+deb12u1", "5.5.5-10.11.6-MariaDB-0+deb12u1", True, True),
+        ("5.5.5-10.6.12-maria-1", "5.5.5-10.6.12-maria-1", True, True),
+        ("5.5.5-10.5.9-MariaDB", "5.5.5-10.5.9-MariaDB", True, False),  # no cached metadata
     ],
 )
 def test_a_local_greeting_offers_bulk_only_in_front_of_mariadb(
-    server_version: str, greets_as: str, bulk: bool
+    server_version: str, greets_as: str, bulk: bool, metadata: bool
 ) -> None:
     version, capabilities = mysql.greeting(server_version)
     greeting = mysql.parse_handshake(
@@ -603,3 +646,5 @@ def test_a_local_greeting_offers_bulk_only_in_front_of_mariadb(
     # Without bulk, CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") tells MariaDB's clients there are no
     # extended capabilities at all.
     assert bool(greeting.capabilities & mysql.CLIENT_LONG_PASSWORD) is not bulk
+    both = mysql.MARIADB_CLIENT_EXTENDED_METADATA | mysql.MARIADB_CLIENT_CACHE_METADATA
+    assert greeting.capabilities & both == (both if metadata else 0)
