@@ -371,6 +371,88 @@ async def test_prepared_results_leave_out_the_metadata_the_client_has(world: Wor
     assert plain - cached >= saved and plain - port >= saved, (cached, port, plain)
 
 
+class _RawClient:
+    """A MySQL client speaking the protocol itself (:mod:`bastion.protocols.mysql`), to ask
+    for MariaDB's progress reports and see each packet; the server is the rig's real MariaDB."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.packets = mysql.PacketReader(1 << 26)
+        self.queue: list[mysql.Packet] = []
+
+    async def next(self) -> mysql.Packet:
+        while not self.queue:
+            chunk = await asyncio.wait_for(self.reader.read(65536), 60)
+            assert chunk, "the proxy closed the connection"
+            self.queue.extend(self.packets.feed(chunk))
+        return self.queue.pop(0)
+
+    async def query(self, sql: str) -> list[mysql.Packet]:
+        """Send ``sql``; its answer up to the first OK or ERR that ends it (progress reports
+        included)."""
+        self.writer.write(mysql.build_packet(0, bytes([mysql.COM_QUERY]) + sql.encode()))
+        answer = [await self.next()]
+        while mysql.is_progress_report(answer[-1].payload):
+            answer.append(await self.next())
+        return answer
+
+    async def rows(self, sql: str) -> list[list[str | None]]:
+        """A text result set's rows (without CLIENT_DEPRECATE_EOF: two EOF packets)."""
+        (first,) = await self.query(sql)
+        columns, eofs, rows = first.payload[0], 0, []
+        while eofs < 2:
+            packet = await self.next()
+            if packet.payload[:1] == b"\xfe" and len(packet.payload) < 9:
+                eofs += 1
+            elif eofs == 1:
+                rows.append(mysql.parse_text_row(packet.payload, columns))
+        return rows
+
+
+async def test_progress_reports_reach_a_client_that_asks(world: World) -> None:
+    """A client that asks for MariaDB's progress reports (greeted as the rig's MariaDB) gets
+    them during a long ALTER TABLE, numbered in order before the statement's OK, and the
+    session goes on (the proxy read the answer after them as the answer); the statement is
+    audited once."""
+    rig = world.rig
+    assert rig.agent is not None
+    port = await world.local("alice_db", "progress", rig.agent.server_versions["my1"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client = _RawClient(reader, writer)
+    try:
+        greeting = mysql.parse_handshake((await client.next()).payload)
+        assert greeting.capabilities & mysql.MARIADB_CLIENT_PROGRESS
+        caps = (
+            mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH
+            | mysql.CLIENT_CONNECT_WITH_DB | mysql.MARIADB_CLIENT_PROGRESS
+        )  # fmt: skip
+        hello = mysql.HandshakeResponse(
+            caps, 1 << 24, 45, "alice_db", b"", "app", "mysql_native_password"
+        )
+        writer.write(mysql.build_packet(1, mysql.build_handshake_response(hello)))
+        assert (await client.next()).payload[:1] == b"\x00"
+        for sql in (
+            "set session progress_report_time = 1",
+            "drop table if exists progress_big",
+            "create table progress_big (x int, s varchar(40)) engine=innodb",
+            "insert into progress_big select seq, repeat('p', 30) from seq_1_to_1500000",
+        ):
+            (ok,) = await client.query(sql)
+            assert ok.payload[:1] == b"\x00", mysql.parse_err(ok.payload)
+        alter = "alter table progress_big add column y int default 7, algorithm=copy"
+        *progress, done = await client.query(alter)
+        assert done.payload[:1] == b"\x00", mysql.parse_err(done.payload)
+        assert progress, "no progress report in a long ALTER TABLE"
+        assert [p.seq for p in progress] == list(range(1, len(progress) + 1))
+        assert done.seq == len(progress) + 1
+        assert await client.rows("select count(*), min(y) from progress_big") == [["1500000", "7"]]
+        (dropped,) = await client.query("drop table progress_big")
+        assert dropped.payload[:1] == b"\x00"
+    finally:
+        writer.close()
+    await _until(lambda: sum(q["query"] == alter for q in _queries(rig)) == 1)
+
+
 async def test_compressed_clients_are_read_and_audited(world: World, tmp_path: Path) -> None:
     """``mariadb --compress`` through ``bsh proxy db``: the client reads a compressed
     protocol, its queries are audited, a refusal arrives in its frames, a big result and a

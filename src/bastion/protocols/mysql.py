@@ -57,7 +57,14 @@ __all__ = [
     "ER_DBACCESS_DENIED",
     "ER_NET_READ_ERROR",
     "LOCAL_CAPABILITIES",
+    "MARIADB_CLIENT_CACHE_METADATA",
+    "MARIADB_CLIENT_EXTENDED_METADATA",
+    "MARIADB_CLIENT_PROGRESS",
     "MARIADB_CLIENT_STMT_BULK_OPERATIONS",
+    "ANSWER_FORMATS",
+    "answer_formats_missing",
+    "is_progress_report",
+    "mariadb_version",
     "MAX_MESSAGE_LENGTH",
     "MAX_PAYLOAD",
     "BulkExecute",
@@ -129,25 +136,30 @@ MARIADB_CLIENT_STMT_BULK_OPERATIONS: Final = 1 << 34
 own sources): a server that does not set ``CLIENT_LONG_PASSWORD`` (MySQL's ``CLIENT_MYSQL``)
 sends them in its greeting's reserved bytes, and its clients answer in the last four filler
 bytes of their HandshakeResponse41. This one allows ``COM_STMT_BULK_EXECUTE``."""
+MARIADB_CLIENT_PROGRESS: Final = 1 << 32
+"""During a long command (``ALTER TABLE``, ``LOAD DATA``...) the server sends progress reports:
+ERR packets with code 0xFFFF (:func:`is_progress_report`), each taking a sequence id, before the
+command's answer."""
 MARIADB_CLIENT_EXTENDED_METADATA: Final = 1 << 35
 """Column definitions carry the type's name and format (``json``, ``uuid``...)."""
 MARIADB_CLIENT_CACHE_METADATA: Final = 1 << 36
 """A result set's column count is followed by a "metadata follows" byte, and the server leaves
 out the column definitions of a prepared statement's result when the client has them."""
 _EXTENDED_UNDERSTOOD: Final = (
-    MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    MARIADB_CLIENT_PROGRESS
+    | MARIADB_CLIENT_STMT_BULK_OPERATIONS
     | MARIADB_CLIENT_EXTENDED_METADATA
     | MARIADB_CLIENT_CACHE_METADATA
 )
-"""The extended capabilities the proxy carries: bulk execution (read by
-:class:`CommandTracker`) and the two that change only result sets, which the proxy relays
-without reading. Progress reports are not asked for: they come as ERR packets (code 0xFFFF)
-before a command's real answer, where the proxy reads the first answer."""
+"""The extended capabilities the proxy carries: progress reports and bulk execution (read by
+:class:`CommandTracker`), and the two that change only result sets, which the proxy relays
+without reading."""
 _MARIADB_METADATA_SINCE: Final = (10, 6)
 """MariaDB offers cached metadata since 10.6 (and extended metadata since 10.5.2)."""
 ANSWER_FORMATS: Final = (
     (CLIENT_DEPRECATE_EOF, "CLIENT_DEPRECATE_EOF"),
     (CLIENT_SESSION_TRACK, "CLIENT_SESSION_TRACK"),
+    (MARIADB_CLIENT_PROGRESS, "MARIADB_CLIENT_PROGRESS"),
     (MARIADB_CLIENT_EXTENDED_METADATA, "MARIADB_CLIENT_EXTENDED_METADATA"),
     (MARIADB_CLIENT_CACHE_METADATA, "MARIADB_CLIENT_CACHE_METADATA"),
 )
@@ -216,15 +228,21 @@ def greeting(server_version: str) -> tuple[str, int]:
     greeted with ``server_version`` (as its agent reported it; ``""``: not known yet): that
     version (else :data:`DEFAULT_SERVER_VERSION`) and :data:`LOCAL_CAPABILITIES`; for MariaDB
     also its bulk execution (its clients then also pipeline a prepare with its execute, which a
-    MySQL server refuses: so only when the database is known to be MariaDB), and from MariaDB
-    10.6 on, extended and cached metadata (the agent refuses a session whose database turns out
-    not to offer them: :func:`answer_formats_missing`)."""
+    MySQL server refuses: so only when the database is known to be MariaDB) and its progress
+    reports, and from MariaDB 10.6 on, extended and cached metadata (the agent refuses a
+    session whose database turns out not to offer them: :func:`answer_formats_missing`)."""
     if not is_mariadb(server_version):
         return server_version or DEFAULT_SERVER_VERSION, LOCAL_CAPABILITIES
-    caps = (LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    caps = LOCAL_CAPABILITIES & ~CLIENT_LONG_PASSWORD
+    caps |= MARIADB_CLIENT_PROGRESS | MARIADB_CLIENT_STMT_BULK_OPERATIONS
     if (mariadb_version(server_version) or (0, 0)) >= _MARIADB_METADATA_SINCE:
         caps |= MARIADB_CLIENT_EXTENDED_METADATA | MARIADB_CLIENT_CACHE_METADATA
     return server_version, caps
+
+
+def is_progress_report(payload: bytes) -> bool:
+    """A MariaDB progress report (an ERR packet with code 0xFFFF): not a command's answer."""
+    return payload[:3] == b"\xff\xff\xff"
 
 
 def answer_formats_missing(client: int, server: int) -> list[str]:
@@ -977,6 +995,9 @@ class CommandTracker:
         self._infile: _Infile | None = None
         self._stmts: OrderedDict[int, _Prepared] = OrderedDict()  # the oldest goes in O(1)
         self._last: int | None = None
+        self._lead = 0
+        """Sequence id of the last progress report at the start of the answer being read (0:
+        none): the answer's first real packet comes after it."""
 
     def client(
         self, packet: Packet
@@ -1056,13 +1077,20 @@ class CommandTracker:
         """A packet from the server: the first response packet after a COM_STMT_PREPARE gives
         its statement id (PREPARE_OK) or an ERR; after a query naming LOCAL, a request for a
         file starts a LOAD DATA LOCAL, whose report the server's next answer completes (a
-        request for a file the query does not name is :class:`Forbidden`)."""
+        request for a file the query does not name is :class:`Forbidden`). MariaDB's progress
+        reports are passed over: the answer they precede is read as if they were not there."""
         payload = packet.payload
+        if is_progress_report(payload):  # MariaDB: not an answer, more packets follow
+            if packet.seq == self._lead + 1:  # at the start of an answer
+                self._lead = packet.seq
+            return None
+        first = packet.seq == self._lead + 1  # an answer's first packet after its progress
+        self._lead = 0
         if self._infile is not None:  # its answer (or an ERR that cut the transfer short)
             report = self._infile.report(payload)
             self._infile = None
             return report
-        if not self._answers or packet.seq != 1:
+        if not self._answers or not first:
             return None
         query = self._answers.pop(0)
         if query is not None:

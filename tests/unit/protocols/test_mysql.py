@@ -441,6 +441,54 @@ def test_load_data_local_and_a_prepare_answered_in_order() -> None:
     assert executed == MySQLStatement("select ?", ("5",), "prepared", ("LONGLONG",))
 
 
+def _progress(seq: int, stage: int = 1, percent: int = 50) -> Packet:
+    """A MariaDB progress report: ERR code 0xFFFF, 1, stage, max stage, 1/1000 %, its text."""
+    body = bytes([1, stage, 2]) + (percent * 1000).to_bytes(3, "little") + b"\x0ecopy to tmp tab"
+    return Packet(seq, b"\xff\xff\xff" + body)
+
+
+def test_progress_reports_are_passed_over_before_and_inside_answers() -> None:
+    """Progress reports (ERR 0xFFFF, MariaDB's long commands) take sequence ids before an
+    answer: the prepare's PREPARE_OK after them still names its statement, a file request after
+    them is still checked, and one while the database loads a file does not end the
+    transfer: the OK after it does, with its rows."""
+    assert mysql.is_progress_report(_progress(1).payload)
+    assert not mysql.is_progress_report(mysql.err_packet(1, 1146, "42S02", "no table")[4:])
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_STMT_PREPARE, b"select ?"))
+    assert tracker.server(_progress(1)) is None and tracker.server(_progress(2)) is None
+    assert tracker.wants_server  # the prepare's answer is still to come
+    tracker.server(Packet(3, b"\x00" + struct.pack("<IHH", 7, 1, 1) + b"\x00\x00\x00"))
+    assert not tracker.wants_server
+    executed = tracker.client(
+        _cmd(
+            mysql.COM_STMT_EXECUTE,
+            struct.pack("<IBI", 7, 0, 1) + b"\x00\x01\x08\x00" + struct.pack("<q", 5),
+        )
+    )
+    assert executed == MySQLStatement("select ?", ("5",), "prepared", ("LONGLONG",))
+
+    tracker.client(_cmd(mysql.COM_QUERY, b"LOAD DATA LOCAL INFILE 'a.csv' INTO TABLE t"))
+    assert tracker.server(_progress(1)) is None
+    refused = tracker.server(Packet(2, b"\xfb/etc/shadow"))
+    assert isinstance(refused, Forbidden)
+
+    tracker = CommandTracker()
+    tracker.client(_cmd(mysql.COM_QUERY, b"LOAD DATA LOCAL INFILE 'a.csv' INTO TABLE t"))
+    assert tracker.server(Packet(1, b"\xfba.csv")) is None
+    tracker.client(Packet(2, b"1,a\n" * 5))
+    tracker.client(Packet(3, b""))
+    assert tracker.server(_progress(4, percent=80)) is None
+    report = tracker.server(Packet(5, _ok(5)))
+    assert report is not None and report.rows == 5 and report.bytes == 20
+
+
+def test_a_local_greeting_offers_progress_reports_in_front_of_mariadb() -> None:
+    _, mariadb = mysql.greeting("5.5.5-10.3.39-MariaDB")
+    _, other = mysql.greeting("8.0.36")
+    assert mariadb & mysql.MARIADB_CLIENT_PROGRESS and not other >> 32
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 255), st.binary(max_size=24)), max_size=12))
 def test_fuzz_load_data_local_exchanges_never_crash(steps: list[tuple[bool, int, bytes]]) -> None:
@@ -489,9 +537,9 @@ def test_extended_capabilities_travel_in_the_reserved_bytes() -> None:
 def test_negotiate_keeps_only_the_extended_capabilities_the_proxy_carries() -> None:
     bulk = mysql.MARIADB_CLIENT_STMT_BULK_OPERATIONS
     metadata = mysql.MARIADB_CLIENT_EXTENDED_METADATA | mysql.MARIADB_CLIENT_CACHE_METADATA
-    progress, unknown = 1 << 32, 1 << 40  # progress reports come where the proxy reads
+    progress, unknown = mysql.MARIADB_CLIENT_PROGRESS, 1 << 40
     everything = 0xFFFFFFFF | bulk | metadata | progress | unknown
-    assert mysql.negotiate(everything, everything) >> 32 == (bulk | metadata) >> 32
+    assert mysql.negotiate(everything, everything) >> 32 == (bulk | metadata | progress) >> 32
     assert not mysql.negotiate(everything, 0xFFFFFFFF) >> 32  # a MySQL server
     assert not mysql.negotiate(0xFFFFFFFF, everything) >> 32  # a MySQL client
 
