@@ -432,22 +432,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 relay_proc, relay_port = await start_relay(haproxy, rig.pg.port, rig.tmp / "relay")
                 relay = direct.replace(f"port={rig.pg.port}", f"port={relay_port}")
             data = rig.pg.root / "data"
-            floor_proc, floor_port = await start_floor(
-                "postgres",
-                rig.pg.port,
+            certs = (
                 (data / "server.crt", data / "server.key"),
                 (files / "direct.crt", files / "direct.key", files / "direct.ca"),
             )
+            floor_proc, floor_port = await start_floor("postgres", rig.pg.port, *certs)
             floor = f"host=127.0.0.1 port={floor_port} user=alice_db dbname=postgres"
             floor += " sslmode=require"
             cfloor_proc = cfloor = None
-            if (c_floor := build_c_floor(rig.tmp)) is not None:
+            if args.c_floor is not None:
                 cfloor_proc, cfloor_port = await start_floor(
-                    "postgres",
-                    rig.pg.port,
-                    (data / "server.crt", data / "server.key"),
-                    (files / "direct.crt", files / "direct.key", files / "direct.ca"),
-                    (c_floor,),
+                    "postgres", rig.pg.port, *certs, (args.c_floor,)
                 )
                 cfloor = floor.replace(f"port={floor_port}", f"port={cfloor_port}")
             rounds: list[dict[str, float]] = []
@@ -666,20 +661,15 @@ async def run_mysql(args: argparse.Namespace) -> dict[str, Any]:
                     haproxy, rig.server.port, rig.tmp / "relay"
                 )
             root = rig.server.root
-            floor_proc, floor_port = await start_floor(
-                "mysql",
-                rig.server.port,
+            certs = (
                 (root / "server.crt", root / "server.key"),
                 (direct.crt, direct.key, direct.ca),
             )
+            floor_proc, floor_port = await start_floor("mysql", rig.server.port, *certs)
             cfloor_proc = None
-            if (c_floor := build_c_floor(rig.tmp)) is not None:
+            if args.c_floor is not None:
                 cfloor_proc, cfloor_port = await start_floor(
-                    "mysql",
-                    rig.server.port,
-                    (root / "server.crt", root / "server.key"),
-                    (direct.crt, direct.key, direct.ca),
-                    (c_floor,),
+                    "mysql", rig.server.port, *certs, (args.c_floor,)
                 )
             await measure_idle_cpu()
             rounds: list[dict[str, float]] = []
@@ -1025,9 +1015,11 @@ def main() -> None:
         args.seconds, args.rounds = 2, 1
     configure_logging(args.log_level, "json", sys.stderr)
     tune_runtime()  # as bastion start does
-    result = run_loop(run(args))  # uvloop unless BASTION_EVENT_LOOP=asyncio, as bastion start
-    if not args.no_mysql and (shutil.which("mariadb-slap") or shutil.which("mysqlslap")):
-        result.update(run_loop(run_mysql(args)))
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-cfloor-") as build:
+        args.c_floor = build_c_floor(Path(build))  # once, for both databases
+        result = run_loop(run(args))  # uvloop unless BASTION_EVENT_LOOP=asyncio, as bastion start
+        if not args.no_mysql and (shutil.which("mariadb-slap") or shutil.which("mysqlslap")):
+            result.update(run_loop(run_mysql(args)))
     result["event_loop"] = event_loop_name()
     report(result)
     if args.json:
