@@ -40,7 +40,8 @@ start: $(VENV)/.installed web-assets
 	$(BIN)/bastion start --data-dir $(DATA) $(START_ARGS)
 
 # Installs the real peers the tests drive (OpenSSH, PostgreSQL, openssl, tmux, xmlsec1 and
-# Chromium for SSO/WebAuthn, Node.js for the OpenID provider) when run as
+# Chromium for SSO/WebAuthn, Node.js for the OpenID provider, gcc and libssl-dev for the
+# bench's C floor, bench/tls_floor.c) when run as
 # root and one is missing; as a normal user it only reports what is missing.
 system-deps:
 	@missing=""; \
